@@ -1,0 +1,95 @@
+"""The one public entry point, `superlinear_attention`, and its backend registry.
+
+Every backend takes the same checked `AttentionInputs` and returns [B, H_q, L_q, D] in q's dtype, so a
+backend is a drop-in replacement for the reference and is tested against it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .config import SuperlinearConfig
+from .errors import SuperlinearInputError
+from .inputs import AttentionInputs, check_inputs
+from .reference import reference_attention
+
+__all__ = ["superlinear_attention", "register_backend", "available_backends"]
+
+Backend = Callable[[AttentionInputs], torch.Tensor]
+# name -> (function, predicate telling whether it can serve these inputs)
+_BACKENDS: dict[str, tuple[Backend, Callable[[AttentionInputs], bool]]] = {
+    "reference": (reference_attention, lambda inp: True),
+}
+# Preference order of backend="auto".
+_AUTO_ORDER: list[str] = []
+
+
+def register_backend(name: str, fn: Backend, supports: Callable[[AttentionInputs], bool], *, auto: bool = True) -> None:
+    """Add a backend; with auto=True it is preferred over the reference when `supports(inputs)` holds."""
+    _BACKENDS[name] = (fn, supports)
+    if auto and name not in _AUTO_ORDER:
+        _AUTO_ORDER.append(name)
+
+
+def available_backends() -> list[str]:
+    return sorted(_BACKENDS)
+
+
+def superlinear_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_search: torch.Tensor,
+    config: SuperlinearConfig,
+    *,
+    cache_position: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
+    scale: float | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Superlinear attention of `q` over `k`/`v`, routed by `q_search` (see SPEC.md for the semantics).
+
+    q, q_search: [B, H_q, L_q, D]; k, v: [B, H_kv, L_kv, D] with H_q % H_kv == 0 (GQA, never repeated).
+    cache_position: [L_q] absolute key-axis position of each query row (default: the last L_q positions),
+    so a whole prefill, a prefill chunk and a decode step are the same call.
+    attention_mask: [B, L_kv], 1 for real tokens, left padding only.
+    scale: token-attention softmax scale (default 1/sqrt(D)); router scores are never scaled.
+    backend: "auto" (fastest available), "reference", or a registered kernel backend such as "triton".
+    Returns [B, H_q, L_q, D] in q's dtype.
+    """
+    _load_optional_backends()
+    inputs = check_inputs(q, k, v, q_search, config, cache_position, attention_mask, scale)
+    if backend == "auto":
+        for name in _AUTO_ORDER:
+            fn, supports = _BACKENDS[name]
+            if supports(inputs):
+                return fn(inputs)
+        return reference_attention(inputs)
+    if backend not in _BACKENDS:
+        raise SuperlinearInputError(
+            f"unknown backend {backend!r}; choose one of {['auto', *available_backends()]}"
+        )
+    fn, supports = _BACKENDS[backend]
+    if not supports(inputs):
+        raise SuperlinearInputError(
+            f"backend {backend!r} cannot run these inputs (device {q.device}, dtype {q.dtype}); "
+            "use backend='reference' or 'auto'"
+        )
+    return fn(inputs)
+
+
+_LOADED = False
+
+
+def _load_optional_backends() -> None:
+    """Import kernel backends lazily: they pull in Triton, which the reference never needs."""
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    try:
+        from . import triton_backend  # noqa: F401  (registers itself)
+    except ImportError:
+        pass

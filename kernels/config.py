@@ -1,0 +1,93 @@
+"""The six numbers that define one Superlinear attention layer, validated once.
+
+Every backend, the model surgery and the CLI take a `SuperlinearConfig`, so a bad value is caught
+here with a message that names the field and the allowed range, not deep inside a kernel.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+from .errors import SuperlinearConfigError
+
+__all__ = ["SuperlinearConfig"]
+
+
+@dataclass(frozen=True)
+class SuperlinearConfig:
+    """Parameters of one Superlinear layer (defaults: the paper's released setting).
+
+    sw_index: sets the local window; the window holds ``floor((sw_index + 1) ** (1 / search_power)) - 1``
+        tokens.
+    num_spans: spans selected per query (top-k over the router scores).
+    search_power: anchors per query grow like ``t ** search_power``.
+    span_power: span length grows like ``t ** span_power``.
+    backward_factor: a span reaches ``ceil(backward_factor * t ** span_power)`` tokens before its anchor.
+    forward_factor: a span reaches ``ceil(forward_factor * t ** span_power)`` tokens after its anchor.
+    """
+
+    sw_index: int = 65
+    num_spans: int = 3
+    search_power: float = 0.55
+    span_power: float = 0.55
+    backward_factor: float = 3.0
+    forward_factor: float = 1.0
+
+    def __post_init__(self) -> None:
+        def bad(name: str, value: object, rule: str) -> SuperlinearConfigError:
+            return SuperlinearConfigError(f"{name}={value!r} is out of range: {rule}")
+
+        for name in ("sw_index", "num_spans"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                if isinstance(value, float) and value.is_integer():
+                    object.__setattr__(self, name, int(value))
+                else:
+                    raise bad(name, value, "it must be an integer")
+        for name in ("search_power", "span_power", "backward_factor", "forward_factor"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise bad(name, value, "it must be a finite number")
+            object.__setattr__(self, name, float(value))
+        if self.sw_index < 0:
+            raise bad("sw_index", self.sw_index, "use an integer >= 0")
+        if self.num_spans < 1:
+            raise bad("num_spans", self.num_spans, "use an integer >= 1")
+        for name in ("search_power", "span_power"):
+            value = getattr(self, name)
+            if not 0.0 < value < 1.0:
+                raise bad(name, value, "use a number strictly between 0 and 1")
+        for name in ("backward_factor", "forward_factor"):
+            if getattr(self, name) < 0.0:
+                raise bad(name, getattr(self, name), "use a number >= 0")
+
+    @classmethod
+    def released(cls) -> "SuperlinearConfig":
+        """The paper's released setting (sw 65, k 3, p = rho = 0.55, spans 3/1)."""
+        return cls()
+
+    @classmethod
+    def balanced(cls) -> "SuperlinearConfig":
+        """The benchmark's balanced setting (sw 31, k 3, p = rho = 0.5, spans 2/0)."""
+        return cls(sw_index=31, num_spans=3, search_power=0.5, span_power=0.5, backward_factor=2.0, forward_factor=0.0)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SuperlinearConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SuperlinearConfigError(
+                f"unknown Superlinear parameter(s) {unknown}; valid ones are {sorted(known)}"
+            )
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def window(self) -> int:
+        """W: the number of most recent tokens every query attends to."""
+        from .geometry import window_length
+
+        return window_length(self)

@@ -1,0 +1,107 @@
+"""Integer geometry of Superlinear attention: anchor offsets, window length, span extents.
+
+All of it depends only on the config and on t (tokens seen), never on the data, so it is computed
+once on the host in float64 / exact integers and handed to every backend as integer tables. Computing
+it in one place is what keeps the reference, the Triton kernels and the decode path agreeing to the
+last row: a float32 `pow` on the device can round a span edge differently.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from .config import SuperlinearConfig
+
+__all__ = ["anchor_offset", "window_length", "SpanTables", "span_tables", "anchor_table"]
+
+
+def _integer_inverse(power: float) -> int | None:
+    """1/power when it is an integer (p = 1/2, 1/3, ...), so offsets can be computed exactly."""
+    inverse = 1.0 / power
+    nearest = round(inverse)
+    return nearest if nearest >= 1 and abs(inverse - nearest) < 1e-9 else None
+
+
+def anchor_offset(i: int, power: float) -> int:
+    """o(i) = floor(i ** (1/p)): exact in integers when 1/p is an integer, else in float64."""
+    exponent = _integer_inverse(power)
+    if exponent is not None:
+        return int(i) ** exponent
+    return math.floor(float(i) ** (1.0 / power))
+
+
+def window_length(config: SuperlinearConfig) -> int:
+    """W = o(sw + 1) - 1."""
+    return anchor_offset(config.sw_index + 1, config.search_power) - 1
+
+
+def _bucket(n: int) -> int:
+    """Round table sizes up to a power of two so caches are reused across nearby lengths."""
+    return 1 << max(6, int(n).bit_length())
+
+
+@lru_cache(maxsize=64)
+def _anchor_offsets_cpu(sw_index: int, search_power: float, t_limit: int) -> torch.Tensor:
+    offsets = []
+    i = sw_index + 1
+    while True:
+        o = anchor_offset(i, search_power)
+        if o > t_limit:
+            break
+        offsets.append(o)
+        i += 1
+    return torch.tensor(offsets, dtype=torch.int64)
+
+
+def anchor_table(config: SuperlinearConfig, t_max: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """o(i) for i = sw+1, sw+2, ... up to the last one <= t_max (int64, increasing).
+
+    Candidate j of a query with t tokens seen sits at ``q + 1 - table[j]`` and exists while
+    ``table[j] <= t``; the first one is ``q - W``, just before the window.
+    """
+    table = _anchor_offsets_cpu(config.sw_index, config.search_power, _bucket(t_max))
+    count = int(torch.searchsorted(table, torch.tensor(t_max), right=True))
+    return _on_device(table, device)[:count]
+
+
+@dataclass(frozen=True)
+class SpanTables:
+    """Per-t span reach: a span around anchor a covers [a - back[t], a + fwd[t]] before clipping."""
+
+    back: torch.Tensor  # int64 [t_limit + 1]
+    fwd: torch.Tensor  # int64 [t_limit + 1]
+
+
+@lru_cache(maxsize=64)
+def _span_tables_cpu(span_power: float, backward_factor: float, forward_factor: float, t_limit: int) -> SpanTables:
+    t = np.arange(t_limit + 1, dtype=np.float64)
+    grown = np.power(t, span_power)
+    back = np.ceil(backward_factor * grown).astype(np.int64)
+    fwd = np.ceil(forward_factor * grown).astype(np.int64)
+    return SpanTables(torch.from_numpy(back), torch.from_numpy(fwd))
+
+
+def span_tables(config: SuperlinearConfig, t_max: int, device: torch.device | str = "cpu") -> SpanTables:
+    """ceil(b_b * t^rho) and ceil(b_f * t^rho) for t = 0..t_max and beyond (float64 on the host)."""
+    tables = _span_tables_cpu(config.span_power, config.backward_factor, config.forward_factor, _bucket(t_max))
+    return SpanTables(_on_device(tables.back, device), _on_device(tables.fwd, device))
+
+
+_DEVICE_COPIES: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _on_device(table: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    device = torch.device(device)
+    if device.type == "cpu":
+        return table
+    key = (id(table), str(device))
+    entry = _DEVICE_COPIES.get(key)
+    if entry is None or entry[0] is not table:
+        entry = (table, table.to(device))
+        _DEVICE_COPIES[key] = entry
+    return entry[1]

@@ -1,0 +1,156 @@
+"""Checking the tensors of one attention call and deriving what every backend needs from them.
+
+Backends receive an `AttentionInputs` whose shapes are known good, so they never have to decode a
+broadcasting error from deep inside torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .config import SuperlinearConfig
+from .errors import SuperlinearConfigError, SuperlinearInputError
+
+__all__ = ["AttentionInputs", "check_inputs", "first_real_token"]
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+@dataclass(frozen=True)
+class AttentionInputs:
+    q: torch.Tensor  # [B, H_q, L_q, D]
+    k: torch.Tensor  # [B, H_kv, L_kv, D]
+    v: torch.Tensor  # [B, H_kv, L_kv, D_v]
+    q_search: torch.Tensor  # [B, H_q, L_q, D]
+    config: SuperlinearConfig
+    cache_position: torch.Tensor  # int64 [L_q], on the device of q
+    first_real: torch.Tensor  # int64 [B]: s0, index of the first real (non-padding) key
+    scale: float
+    has_padding: bool
+
+    @property
+    def group(self) -> int:
+        """Query heads per key/value head."""
+        return self.q.shape[1] // self.k.shape[1]
+
+
+def first_real_token(attention_mask: torch.Tensor) -> torch.Tensor:
+    """s0 per batch row, for a left-padded 0/1 mask (a row of zeros gives L_kv: every query is padding)."""
+    mask = attention_mask != 0
+    length = mask.shape[-1]
+    positions = torch.arange(length, device=mask.device).expand_as(mask)
+    return torch.where(mask, positions, torch.full_like(positions, length)).amin(dim=-1)
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "[" + ", ".join(str(s) for s in t.shape) + "]"
+
+
+def check_inputs(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_search: torch.Tensor,
+    config: SuperlinearConfig,
+    cache_position: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
+    scale: float | None,
+) -> AttentionInputs:
+    if not isinstance(config, SuperlinearConfig):
+        raise SuperlinearConfigError(
+            f"config must be a slkernels.SuperlinearConfig, got {type(config).__name__}; "
+            "build one with SuperlinearConfig(...) or SuperlinearConfig.from_dict(...)"
+        )
+    named = {"q": q, "k": k, "v": v, "q_search": q_search}
+    for name, tensor in named.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise SuperlinearInputError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+        if tensor.dim() != 4:
+            raise SuperlinearInputError(
+                f"{name} must have 4 dims [batch, heads, length, head_dim], got shape {_shape(tensor)}"
+            )
+        if tensor.dtype not in _FLOAT_DTYPES:
+            raise SuperlinearInputError(f"{name} has dtype {tensor.dtype}; use float16, bfloat16, float32 or float64")
+        if tensor.device != q.device:
+            raise SuperlinearInputError(f"{name} is on {tensor.device} but q is on {q.device}; move all inputs to one device")
+    if k.dtype != q.dtype or v.dtype != q.dtype:
+        raise SuperlinearInputError(f"q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    batch, heads_q, len_q, dim = q.shape
+    if q_search.shape != q.shape:
+        raise SuperlinearInputError(f"q_search must have q's shape {_shape(q)}, got {_shape(q_search)}")
+    if k.shape[0] != batch or v.shape[0] != batch:
+        raise SuperlinearInputError(f"batch sizes differ: q {batch}, k {k.shape[0]}, v {v.shape[0]}")
+    if k.shape[:3] != v.shape[:3]:
+        raise SuperlinearInputError(f"k {_shape(k)} and v {_shape(v)} must agree in batch, heads and length")
+    if k.shape[3] != dim:
+        raise SuperlinearInputError(f"k has head_dim {k.shape[3]} but q has {dim}; they must match")
+    heads_kv, len_kv = k.shape[1], k.shape[2]
+    if heads_kv == 0 or heads_q % heads_kv != 0:
+        raise SuperlinearInputError(
+            f"query heads ({heads_q}) must be a multiple of key/value heads ({heads_kv}) for grouped-query attention"
+        )
+    if len_q > len_kv:
+        raise SuperlinearInputError(
+            f"q has {len_q} rows but k/v only {len_kv}; k and v must hold every position, cache included"
+        )
+
+    if cache_position is None:
+        cache_position = torch.arange(len_kv - len_q, len_kv, device=q.device)
+    else:
+        if not isinstance(cache_position, torch.Tensor):
+            cache_position = torch.as_tensor(cache_position)
+        if cache_position.dtype.is_floating_point or cache_position.dtype == torch.bool:
+            raise SuperlinearInputError(f"cache_position must hold integers, got {cache_position.dtype}")
+        if cache_position.dim() == 2 and cache_position.shape[0] == 1:
+            cache_position = cache_position[0]
+        if cache_position.dim() != 1 or cache_position.shape[0] != len_q:
+            raise SuperlinearInputError(
+                f"cache_position must be [L_q] = [{len_q}], got {_shape(cache_position)}"
+            )
+        cache_position = cache_position.to(device=q.device, dtype=torch.int64)
+        if len_q:
+            low, high = int(cache_position.min()), int(cache_position.max())
+            if low < 0 or high >= len_kv:
+                raise SuperlinearInputError(
+                    f"cache_position values must lie in [0, {len_kv - 1}] (the key axis), got [{low}, {high}]"
+                )
+
+    has_padding = False
+    if attention_mask is None:
+        first_real = torch.zeros(batch, dtype=torch.int64, device=q.device)
+    else:
+        if not isinstance(attention_mask, torch.Tensor):
+            attention_mask = torch.as_tensor(attention_mask)
+        if attention_mask.shape != (batch, len_kv):
+            raise SuperlinearInputError(
+                f"attention_mask must be [batch, L_kv] = [{batch}, {len_kv}], got {_shape(attention_mask)}"
+            )
+        attention_mask = attention_mask.to(q.device)
+        real = attention_mask != 0
+        if bool((real[:, :-1] & ~real[:, 1:]).any()):
+            raise SuperlinearInputError(
+                "attention_mask has padding after a real token; only left padding is supported "
+                "(tokenizer.padding_side = 'left')"
+            )
+        first_real = first_real_token(attention_mask)
+        has_padding = bool((first_real > 0).any())
+
+    if scale is None:
+        scale = 1.0 / math.sqrt(dim)
+    elif not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+        raise SuperlinearInputError(f"scale must be a positive finite number, got {scale!r}")
+
+    return AttentionInputs(
+        q=q,
+        k=k,
+        v=v,
+        q_search=q_search,
+        config=config,
+        cache_position=cache_position,
+        first_real=first_real,
+        scale=float(scale),
+        has_padding=has_padding,
+    )

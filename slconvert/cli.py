@@ -1,0 +1,39 @@
+"""The `slconvert` command line: one Click group, one module per command.
+
+Errors the project raises on purpose (`SuperlinearError`, `SlconvertError`) become one line on stderr
+and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ._version import __version__
+from .errors import friendly_errors
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        with friendly_errors():
+            return super().invoke(ctx)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="slconvert")
+def main() -> None:
+    """Convert hybrid long-context models to Superlinear attention, train, evaluate and benchmark them."""
+
+
+def _register_commands() -> None:
+    from .commands import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+_register_commands()
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""SPEC.md written out per query in float64, as plainly as possible, to judge every implementation.
+
+Deliberately shares no code with `slkernels`: its own offsets, window, spans and softmaxes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def offset(i: int, power: float) -> int:
+    inverse = 1.0 / power
+    if abs(inverse - round(inverse)) < 1e-9:
+        return i ** round(inverse)
+    return math.floor(i ** inverse)
+
+
+def window(cfg) -> int:
+    return offset(cfg.sw_index + 1, cfg.search_power) - 1
+
+
+def _softmax_attend(qv, keys, values, scale):
+    """softmax(scale * keys @ qv) @ values over an explicit list of rows."""
+    weights = torch.softmax(scale * (keys @ qv), dim=0)
+    return weights @ values
+
+
+def brute_force(q, k, v, q_search, cfg, cache_position=None, attention_mask=None, scale=None, rows=None):
+    """Rows `rows` (default all) of Superlinear attention, float64, zeros elsewhere."""
+    q, k, v, q_search = (x.detach().double().cpu() for x in (q, k, v, q_search))
+    batch, heads_q, len_q, dim = q.shape
+    heads_kv, len_kv = k.shape[1], k.shape[2]
+    group = heads_q // heads_kv
+    scale = 1.0 / math.sqrt(dim) if scale is None else scale
+    positions = list(range(len_kv - len_q, len_kv)) if cache_position is None else [int(x) for x in cache_position]
+    width = window(cfg)
+    out = torch.zeros(batch, heads_q, len_q, v.shape[-1], dtype=torch.float64)
+    rows = range(len_q) if rows is None else rows
+    for b in range(batch):
+        s0 = 0
+        if attention_mask is not None:
+            real = [int(x) for x in attention_mask[b]]
+            s0 = real.index(1) if 1 in real else len_kv
+        for h in range(heads_q):
+            kh = h // group
+            for r in rows:
+                pos = positions[r]
+                t = pos + 1 - s0
+                if t < 1:
+                    continue
+                win = list(range(max(pos - width + 1, s0), pos + 1))
+                candidates = []
+                i = cfg.sw_index + 1
+                while pos + 1 - offset(i, cfg.search_power) >= s0:
+                    candidates.append(pos + 1 - offset(i, cfg.search_power))
+                    i += 1
+                qv = q[b, h, r]
+                if not candidates:
+                    out[b, h, r] = _softmax_attend(qv, k[b, kh, win], v[b, kh, win], scale)
+                    continue
+                raw = (k[b, kh, candidates] @ q_search[b, h, r]).tolist()  # unscaled search scores
+                scored = sorted(zip(raw, candidates), reverse=True)
+                chosen = scored[: cfg.num_spans]
+                gate = torch.softmax(torch.tensor([s for s, _ in chosen], dtype=torch.float64), dim=0)
+                grow = math.pow(t, cfg.span_power)
+                back = math.ceil(cfg.backward_factor * grow)
+                fwd = math.ceil(cfg.forward_factor * grow)
+                for g, (_, a) in zip(gate, chosen):
+                    span = list(range(max(a - back, s0), min(a + fwd, pos - width) + 1))
+                    keys = span + win
+                    assert not set(span) & set(win)
+                    out[b, h, r] += g * _softmax_attend(qv, k[b, kh, keys], v[b, kh, keys], scale)
+    return out
+
+
+def dense_causal(q, k, v, cache_position=None, scale=None):
+    """Plain causal softmax attention in float64 (GQA by repetition), for the t <= W+1 property."""
+    q, k, v = (x.detach().double().cpu() for x in (q, k, v))
+    group = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
+    len_q, len_kv = q.shape[2], k.shape[2]
+    positions = torch.arange(len_kv - len_q, len_kv) if cache_position is None else torch.as_tensor(cache_position)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    logits = torch.einsum("bhqd,bhkd->bhqk", q, k) * scale
+    allowed = torch.arange(len_kv)[None, :] <= positions[:, None]
+    logits = logits.masked_fill(~allowed, float("-inf"))
+    return torch.einsum("bhqk,bhkd->bhqd", torch.softmax(logits, -1), v)

@@ -1,0 +1,143 @@
+"""Configuration and input validation, span selection, packaging and the command line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from spec_bruteforce import offset
+
+import slconvert
+from slconvert.cli import main
+from slkernels import (
+    SuperlinearConfig,
+    SuperlinearConfigError,
+    SuperlinearInputError,
+    select_spans,
+    superlinear_attention,
+)
+
+
+def test_config_defaults_are_the_released_setting():
+    cfg = SuperlinearConfig()
+    assert cfg.to_dict() == dict(
+        sw_index=65, num_spans=3, search_power=0.55, span_power=0.55, backward_factor=3.0, forward_factor=1.0
+    )
+    assert SuperlinearConfig.balanced().window == 32 * 32 - 1
+    assert SuperlinearConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize(
+    "kwargs,needle",
+    [
+        ({"search_power": 1.0}, "search_power"),
+        ({"search_power": 0.0}, "search_power"),
+        ({"span_power": 1.5}, "span_power"),
+        ({"num_spans": 0}, "num_spans"),
+        ({"sw_index": -1}, "sw_index"),
+        ({"sw_index": 2.5}, "sw_index"),
+        ({"backward_factor": -1.0}, "backward_factor"),
+        ({"forward_factor": float("nan")}, "forward_factor"),
+    ],
+)
+def test_bad_config_is_named(kwargs, needle):
+    with pytest.raises(SuperlinearConfigError, match=needle):
+        SuperlinearConfig(**kwargs)
+
+
+def test_unknown_config_key_lists_valid_ones():
+    with pytest.raises(SuperlinearConfigError, match="valid ones are"):
+        SuperlinearConfig.from_dict({"window": 3})
+
+
+def _qkv(hq=4, hkv=2, lq=10, lkv=10, d=8):
+    return torch.randn(1, hq, lq, d), torch.randn(1, hkv, lkv, d), torch.randn(1, hkv, lkv, d), torch.randn(1, hq, lq, d)
+
+
+@pytest.mark.parametrize(
+    "mutate,needle",
+    [
+        (lambda q, k, v, s: (q[0], k, v, s), "4 dims"),
+        (lambda q, k, v, s: (q, k, v, s[:, :, :3]), "q_search must have q's shape"),
+        (lambda q, k, v, s: (q, k[:, :1].expand(1, 3, 10, 8), v[:, :1].expand(1, 3, 10, 8), s), "multiple of key/value heads"),
+        (lambda q, k, v, s: (q, k[..., :4], v, s), "head_dim"),
+        (lambda q, k, v, s: (q, k.double(), v, s), "share one dtype"),
+        (lambda q, k, v, s: (q, k, v[:, :, :5], s), "must agree"),
+        (lambda q, k, v, s: (q.long(), k, v, s), "dtype"),
+    ],
+)
+def test_bad_shapes_are_named(mutate, needle):
+    args = mutate(*_qkv())
+    with pytest.raises(SuperlinearInputError, match=needle):
+        superlinear_attention(*args, SuperlinearConfig())
+
+
+def test_bad_masks_positions_and_backend_are_named():
+    q, k, v, s = _qkv()
+    cfg = SuperlinearConfig()
+    with pytest.raises(SuperlinearInputError, match="only left padding"):
+        superlinear_attention(q, k, v, s, cfg, attention_mask=torch.tensor([[1] * 9 + [0]]))
+    with pytest.raises(SuperlinearInputError, match=r"attention_mask must be \[batch, L_kv\]"):
+        superlinear_attention(q, k, v, s, cfg, attention_mask=torch.ones(1, 9))
+    with pytest.raises(SuperlinearInputError, match="cache_position values"):
+        superlinear_attention(q, k, v, s, cfg, cache_position=torch.arange(5, 15))
+    with pytest.raises(SuperlinearInputError, match="q has 10 rows"):
+        superlinear_attention(q, k[:, :, :4], v[:, :, :4], s, cfg)
+    with pytest.raises(SuperlinearInputError, match="unknown backend"):
+        superlinear_attention(q, k, v, s, cfg, backend="cuda-magic")
+    with pytest.raises(SuperlinearConfigError, match="SuperlinearConfig"):
+        superlinear_attention(q, k, v, s, {"sw_index": 3})
+
+
+def test_select_spans_agrees_with_the_spec():
+    cfg = SuperlinearConfig(sw_index=2, num_spans=3, search_power=0.5, span_power=0.5, backward_factor=2.0, forward_factor=1.0)
+    torch.manual_seed(3)
+    q, k, v, s = _qkv(lq=120, lkv=120)
+    sel = select_spans(s, k, cfg)
+    w = cfg.window
+    for h, r in [(0, 119), (3, 60), (1, w + 1), (2, w)]:
+        cands = []
+        i = cfg.sw_index + 1
+        while r + 1 - offset(i, 0.5) >= 0:
+            cands.append(r + 1 - offset(i, 0.5))
+            i += 1
+        scores = {a: float(s[0, h, r] @ k[0, h // 2, a]) for a in cands}
+        best = sorted(cands, key=lambda a: -scores[a])[:3]
+        got = [int(a) for a in sel.anchor[0, h, r] if a >= 0]
+        assert got == best
+        if best:
+            gate = torch.softmax(torch.tensor([scores[a] for a in best]), 0)
+            torch.testing.assert_close(sel.gate[0, h, r, : len(best)], gate)
+    assert int(sel.window_hi[0, 50]) == 50 and int(sel.window_lo[0, 50]) == 50 - w + 1
+    # The mask covers exactly the window plus the chosen spans.
+    mask = sel.mask(120)
+    assert mask[0, 0, 119, 119] and not mask[0, 0, 119, :].all()
+
+
+def test_cli_help_and_version():
+    runner = CliRunner()
+    result = runner.invoke(main, ["--version"])
+    assert result.exit_code == 0 and slconvert.__version__ in result.output
+    result = runner.invoke(main, ["--help"])
+    assert result.exit_code == 0 and "Superlinear" in result.output
+
+
+def test_console_script_and_no_bare_kernels_module(tmp_path):
+    """The installed entry point runs, and nothing of ours is importable as `kernels` (a name transformers probes)."""
+    exe = Path(sys.executable).with_name("slconvert")
+    out = subprocess.run([str(exe), "--version"], capture_output=True, text=True, cwd=tmp_path, check=True)
+    assert "slconvert" in out.stdout
+    probe = (
+        "import importlib.util, os, slkernels, transformers.utils.import_utils as iu;"
+        "spec = importlib.util.find_spec('kernels');"
+        "ours = os.path.dirname(slkernels.__file__);"
+        "print('OURS' if spec and spec.origin and os.path.dirname(spec.origin) == ours else 'ok', iu.is_kernels_available())"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, env=env, check=True)
+    assert out.stdout.split()[0] == "ok", out.stdout

@@ -1,0 +1,206 @@
+"""The PyTorch reference against the per-query brute force of SPEC.md, and the SPEC's consequences."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+from spec_bruteforce import brute_force, dense_causal, offset, window
+
+from slkernels import SuperlinearConfig, superlinear_attention
+
+POWERS = (0.5, 0.55, 1 / 3)
+FORWARD = (0.0, 1.0)
+SW = (0, 1, 5)
+LENGTHS = (1, 2, 77, 333, 1000)
+GQA = ((1, 1), (4, 2), (16, 1))
+
+
+def _inputs(batch, heads_q, heads_kv, len_q, len_kv, dim, dtype=torch.float64, gen=None, search_gain=3.0):
+    gen = gen or torch.Generator().manual_seed(0)
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64).to(dtype)
+
+    q = rnd(batch, heads_q, len_q, dim)
+    k = rnd(batch, heads_kv, len_kv, dim)
+    v = rnd(batch, heads_kv, len_kv, dim)
+    # A sharper router than unit normals, so that top-k and the gate matter.
+    qs = rnd(batch, heads_q, len_q, dim) * search_gain
+    return q, k, v, qs
+
+
+def _rows(length, cfg):
+    """All rows for short inputs; for long ones a sample that includes both ends and the window edge."""
+    if length <= 333:
+        return list(range(length))
+    w = window(cfg)
+    picks = {0, 1, length - 1, length - 2, min(w, length - 1), min(w + 1, length - 1), min(w + 2, length - 1)}
+    picks |= set(range(0, length, 37))
+    return sorted(picks)
+
+
+def _grid():
+    """Every length x GQA pair, each with a different (power, forward, sw, num_spans), plus the full
+    (power, forward, sw) product at one length: every value of every parameter appears many times."""
+    combos = list(itertools.product(POWERS, FORWARD, SW))
+    cases = []
+    for n, (length, gqa) in enumerate(itertools.product(LENGTHS, GQA)):
+        power, fwd, sw = combos[(5 * n) % len(combos)]
+        cases.append((length, gqa, power, fwd, sw, 1 + n % 4))
+    for n, (power, fwd, sw) in enumerate(combos):
+        cases.append((200, (4, 2), power, fwd, sw, 1 + n % 4))
+    return cases
+
+
+@pytest.mark.parametrize("length,gqa,power,fwd,sw,num", _grid())
+def test_reference_matches_brute_force(length, gqa, power, fwd, sw, num):
+    cfg = SuperlinearConfig(
+        sw_index=sw, num_spans=num, search_power=power, span_power=power, backward_factor=2.0, forward_factor=fwd
+    )
+    heads_q, heads_kv = gqa
+    dim = 8
+    gen = torch.Generator().manual_seed(length * 31 + heads_q)
+    q, k, v, qs = _inputs(1 if heads_q == 16 else 2, heads_q, heads_kv, length, length, dim, gen=gen)
+    rows = _rows(length, cfg)
+    got = superlinear_attention(q, k, v, qs, cfg, backend="reference")
+    want = brute_force(q, k, v, qs, cfg, rows=rows)
+    torch.testing.assert_close(got[:, :, rows], want[:, :, rows], atol=1e-10, rtol=1e-9)
+
+
+def test_released_setting_long_rows():
+    """The paper's setting (W = 2032) on a length where search is active for most rows."""
+    cfg = SuperlinearConfig()
+    assert cfg.window == 2032
+    q, k, v, qs = _inputs(1, 2, 1, 64, 3000, 8)
+    got = superlinear_attention(q, k, v, qs, cfg)
+    want = brute_force(q, k, v, qs, cfg)
+    torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-9)
+
+
+def _cfg_small():
+    return SuperlinearConfig(sw_index=3, num_spans=2, search_power=0.5, span_power=0.5, backward_factor=2.0, forward_factor=1.0)
+
+
+def test_short_sequences_equal_dense_causal():
+    cfg = _cfg_small()  # W = 15
+    q, k, v, qs = _inputs(2, 4, 2, cfg.window + 1, cfg.window + 1, 8)
+    got = superlinear_attention(q, k, v, qs, cfg)
+    torch.testing.assert_close(got, dense_causal(q, k, v), atol=1e-12, rtol=1e-10)
+    # One token longer and search starts: the last row must no longer be dense.
+    q, k, v, qs = _inputs(2, 4, 2, 3 * cfg.window, 3 * cfg.window, 8)
+    got = superlinear_attention(q, k, v, qs, cfg)
+    assert (got[:, :, -1] - dense_causal(q, k, v)[:, :, -1]).abs().max() > 1e-3
+
+
+def test_chunked_prefill_and_decode_match_full_prefill():
+    cfg = _cfg_small()
+    length = 301
+    q, k, v, qs = _inputs(2, 4, 2, length, length, 8)
+    full = superlinear_attention(q, k, v, qs, cfg)
+    # A middle chunk sees the cache (first 200 keys) and its own keys.
+    chunk = slice(120, 200)
+    got = superlinear_attention(q[:, :, chunk], k[:, :, :200], v[:, :, :200], qs[:, :, chunk], cfg)
+    torch.testing.assert_close(got, full[:, :, chunk], atol=1e-12, rtol=1e-10)
+    # Explicit cache_position with the whole key axis present: future keys are never read.
+    pos = torch.arange(chunk.start, chunk.stop)
+    got = superlinear_attention(q[:, :, chunk], k, v, qs[:, :, chunk], cfg, cache_position=pos)
+    torch.testing.assert_close(got, full[:, :, chunk], atol=1e-12, rtol=1e-10)
+    # Decode: one row against the whole cache.
+    got = superlinear_attention(q[:, :, -1:], k, v, qs[:, :, -1:], cfg)
+    torch.testing.assert_close(got, full[:, :, -1:], atol=1e-12, rtol=1e-10)
+
+
+def test_left_padding():
+    cfg = _cfg_small()
+    length, pad = 150, 37
+    q, k, v, qs = _inputs(2, 4, 2, length, length, 8)
+    mask = torch.ones(2, length, dtype=torch.long)
+    mask[1, :pad] = 0
+    q[1, :, :pad] *= 1e4  # garbage in the padding must not leak anywhere
+    k[1, :, :pad] *= 1e4
+    got = superlinear_attention(q, k, v, qs, cfg, attention_mask=mask)
+    assert torch.isfinite(got).all()
+    assert got[1, :, :pad].abs().max() == 0
+    alone = superlinear_attention(q[1:, :, pad:], k[1:, :, pad:], v[1:, :, pad:], qs[1:, :, pad:], cfg)
+    torch.testing.assert_close(got[1:, :, pad:], alone, atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(got[:1], superlinear_attention(q[:1], k[:1], v[:1], qs[:1], cfg), atol=1e-12, rtol=1e-10)
+    want = brute_force(q, k, v, qs, cfg, attention_mask=mask, rows=range(0, length, 7))
+    torch.testing.assert_close(got[:, :, ::7], want[:, :, ::7], atol=1e-12, rtol=1e-10)
+    # Left padding during decode.
+    dec = superlinear_attention(q[:, :, -1:], k, v, qs[:, :, -1:], cfg, attention_mask=mask)
+    torch.testing.assert_close(dec, got[:, :, -1:], atol=1e-12, rtol=1e-10)
+
+
+def test_all_padding_row_is_zero_and_extreme_logits_stay_finite():
+    cfg = _cfg_small()
+    q, k, v, qs = _inputs(2, 2, 1, 64, 64, 8, dtype=torch.float32)
+    mask = torch.ones(2, 64, dtype=torch.long)
+    mask[0] = 0
+    got = superlinear_attention(q * 300, k * 300, v, qs * 300, cfg, attention_mask=mask)
+    assert torch.isfinite(got).all()
+    assert got[0].abs().max() == 0
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2), (torch.float16, 2e-3)])
+def test_low_precision_inputs(dtype, tol):
+    cfg = _cfg_small()
+    q, k, v, qs = _inputs(1, 4, 2, 120, 120, 16)
+    got = superlinear_attention(q.to(dtype), k.to(dtype), v.to(dtype), qs.to(dtype), cfg)
+    assert got.dtype == dtype
+    # The brute force sees the same rounded inputs; the remaining error is accumulation and output rounding.
+    want = brute_force(*(x.to(dtype) for x in (q, k, v, qs)), cfg)
+    err = (got.double() - want).norm() / want.norm()
+    assert err < tol
+
+
+def test_gradcheck_all_inputs():
+    cfg = SuperlinearConfig(sw_index=1, num_spans=2, search_power=0.5, span_power=0.5, backward_factor=2.0, forward_factor=1.0)
+    q, k, v, qs = _inputs(1, 2, 1, 24, 24, 4)
+    for x in (q, k, v, qs):
+        x.requires_grad_(True)
+
+    def fn(q, k, v, qs):
+        return superlinear_attention(q, k, v, qs, cfg)
+
+    assert torch.autograd.gradcheck(fn, (q, k, v, qs), eps=1e-6, atol=1e-6)
+    fn(q, k, v, qs).square().sum().backward()
+    assert qs.grad.abs().max() > 0, "the router must receive gradients through the gate"
+
+
+def test_gradients_match_brute_force_autograd_over_blocks(monkeypatch):
+    """Block-wise (checkpointed) gradients equal one-block gradients."""
+    import slkernels.reference as ref
+
+    cfg = _cfg_small()
+    inputs = _inputs(1, 4, 2, 90, 90, 8)
+    grads = []
+    for budget in (1 << 24, 4 * 8 * 100):  # one block, then many checkpointed blocks
+        monkeypatch.setattr(ref, "BLOCK_ELEMENTS", budget)
+        xs = [x.clone().requires_grad_(True) for x in inputs]
+        superlinear_attention(*xs, cfg).sin().sum().backward()
+        grads.append([x.grad for x in xs])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+
+
+def test_every_position_is_reachable():
+    """With b_b >= the largest anchor gap, the candidate spans cover [s0, q - W] (random context access)."""
+    from slkernels.geometry import anchor_table, span_tables
+
+    cfg = SuperlinearConfig(sw_index=2, num_spans=1, search_power=0.5, span_power=0.5, backward_factor=2.0, forward_factor=0.0)
+    w = cfg.window
+    assert w == window(cfg)
+    tables = span_tables(cfg, 1500)
+    for q in range(w + 1, 1500, 13):
+        t = q + 1
+        anchors = [q + 1 - int(o) for o in anchor_table(cfg, t)]
+        assert anchors[0] == q - w and anchors[-1] >= 0
+        back = int(tables.back[t])
+        assert back == math.ceil(2.0 * math.sqrt(t))
+        covered = set()
+        for a in anchors:
+            covered |= set(range(max(a - back, 0), a + 1))
+        assert covered == set(range(0, q - w + 1))
