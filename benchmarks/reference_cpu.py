@@ -13,7 +13,6 @@ import resource
 import time
 
 import torch
-
 from slkernels import SuperlinearConfig, superlinear_attention
 
 

@@ -6,7 +6,7 @@ backend is a drop-in replacement for the reference and is tested against it.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

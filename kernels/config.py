@@ -63,17 +63,17 @@ class SuperlinearConfig:
                 raise bad(name, getattr(self, name), "use a number >= 0")
 
     @classmethod
-    def released(cls) -> "SuperlinearConfig":
+    def released(cls) -> SuperlinearConfig:
         """The paper's released setting (sw 65, k 3, p = rho = 0.55, spans 3/1)."""
         return cls()
 
     @classmethod
-    def balanced(cls) -> "SuperlinearConfig":
+    def balanced(cls) -> SuperlinearConfig:
         """The benchmark's balanced setting (sw 31, k 3, p = rho = 0.5, spans 2/0)."""
         return cls(sw_index=31, num_spans=3, search_power=0.5, span_power=0.5, backward_factor=2.0, forward_factor=0.0)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "SuperlinearConfig":
+    def from_dict(cls, data: dict) -> SuperlinearConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

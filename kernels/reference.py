@@ -20,8 +20,8 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from .geometry import anchor_table, span_tables, window_length
-from .selection import route
 from .inputs import AttentionInputs
+from .selection import route
 
 __all__ = ["reference_attention", "BLOCK_ELEMENTS"]
 

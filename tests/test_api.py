@@ -10,10 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from spec_bruteforce import offset
-
-import slconvert
-from slconvert.cli import main
 from slkernels import (
     SuperlinearConfig,
     SuperlinearConfigError,
@@ -21,6 +17,10 @@ from slkernels import (
     select_spans,
     superlinear_attention,
 )
+from spec_bruteforce import offset
+
+import slconvert
+from slconvert.cli import main
 
 
 def test_config_defaults_are_the_released_setting():

@@ -7,9 +7,8 @@ import math
 
 import pytest
 import torch
-from spec_bruteforce import brute_force, dense_causal, offset, window
-
 from slkernels import SuperlinearConfig, superlinear_attention
+from spec_bruteforce import brute_force, dense_causal, window
 
 POWERS = (0.5, 0.55, 1 / 3)
 FORWARD = (0.0, 1.0)
