@@ -15,7 +15,7 @@ from .errors import SuperlinearInputError
 from .inputs import AttentionInputs, check_inputs
 from .reference import reference_attention
 
-__all__ = ["superlinear_attention", "register_backend", "available_backends"]
+__all__ = ["superlinear_attention", "register_backend", "available_backends", "resolve_backend"]
 
 Backend = Callable[[AttentionInputs], torch.Tensor]
 # name -> (function, predicate telling whether it can serve these inputs)
@@ -61,23 +61,34 @@ def superlinear_attention(
     """
     _load_optional_backends()
     inputs = check_inputs(q, k, v, q_search, config, cache_position, attention_mask, scale)
+    # Backends pick their own precision; an enclosing autocast (mixed-precision training) must not
+    # silently turn their float32 score and softmax math into bfloat16.
+    with torch.autocast(q.device.type, enabled=False):
+        return _dispatch(inputs, backend)
+
+
+def resolve_backend(inputs: AttentionInputs, backend: str = "auto") -> str:
+    """The name of the backend that serves these inputs: the first registered one that supports them for
+    "auto", else the named one after checking that it exists and supports them."""
     if backend == "auto":
         for name in _AUTO_ORDER:
-            fn, supports = _BACKENDS[name]
-            if supports(inputs):
-                return fn(inputs)
-        return reference_attention(inputs)
+            if _BACKENDS[name][1](inputs):
+                return name
+        return "reference"
     if backend not in _BACKENDS:
         raise SuperlinearInputError(
             f"unknown backend {backend!r}; choose one of {['auto', *available_backends()]}"
         )
-    fn, supports = _BACKENDS[backend]
-    if not supports(inputs):
+    if not _BACKENDS[backend][1](inputs):
         raise SuperlinearInputError(
-            f"backend {backend!r} cannot run these inputs (device {q.device}, dtype {q.dtype}); "
+            f"backend {backend!r} cannot run these inputs (device {inputs.q.device}, dtype {inputs.q.dtype}); "
             "use backend='reference' or 'auto'"
         )
-    return fn(inputs)
+    return backend
+
+
+def _dispatch(inputs: AttentionInputs, backend: str) -> torch.Tensor:
+    return _BACKENDS[resolve_backend(inputs, backend)][0](inputs)
 
 
 _LOADED = False

@@ -141,3 +141,26 @@ def test_console_script_and_no_bare_kernels_module(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, env=env, check=True)
     assert out.stdout.split()[0] == "ok", out.stdout
+
+
+def test_every_package_is_packaged():
+    """A wheel must carry every subpackage: pyproject lists them explicitly (kernels/ maps to slkernels)."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = set()
+    for top, name in (("slconvert", "slconvert"), ("kernels", "slkernels")):
+        for init in (root / top).rglob("__init__.py"):
+            rel = init.parent.relative_to(root / top)
+            found.add(".".join([name, *rel.parts]))
+    assert found == listed
+
+
+def test_auto_backend_on_cpu_is_the_reference():
+    from slkernels.api import resolve_backend
+    from slkernels.inputs import check_inputs
+
+    q, k, v, s = _qkv()
+    expected = "triton" if os.environ.get("TRITON_INTERPRET") == "1" else "reference"
+    assert resolve_backend(check_inputs(q, k, v, s, SuperlinearConfig(), None, None, None)) == expected

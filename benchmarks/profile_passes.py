@@ -1,0 +1,114 @@
+"""Where the time goes: each pass of the Triton forward/backward timed on its own (CUDA events).
+
+    python benchmarks/profile_passes.py [LENGTH ...]      (default 65536 262144; released setting)
+Also prints the tile efficiency of the span and window entry lists: attended keys over keys walked
+(a tile walks the union of its entries' ranges).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from slkernels import SuperlinearConfig
+from slkernels.triton_ops import function as fn
+from slkernels.triton_ops.attend import MODE_DELTA, MODE_FWD_SPAN, MODE_FWD_WINDOW, run_entries
+from slkernels.triton_ops.common import tile_sizes
+from slkernels.triton_ops.entries import build_geometry, span_entries, window_entries
+from slkernels.triton_ops.search import search_topk
+
+TILE_VARIANTS = [(128, 64, 8, 2), (128, 64, 4, 2), (64, 128, 4, 2), (128, 128, 8, 2), (64, 64, 4, 3)]
+
+
+def timed(label, f, reps=3):
+    f()
+    torch.cuda.synchronize()
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    best = []
+    for _ in range(reps):
+        a.record()
+        out = f()
+        b.record()
+        torch.cuda.synchronize()
+        best.append(a.elapsed_time(b))
+    best.sort()
+    print(f"  {label:28} {best[len(best) // 2]:9.3f} ms", flush=True)
+    return out
+
+
+def tile_efficiency(entries, block_m):
+    lo, hi, count = entries.lo.long(), entries.hi.long(), entries.count.long()
+    walked = attended = 0
+    for g in range(lo.shape[0]):
+        n = int(count[g])
+        lg, hg = lo[g, :n], hi[g, :n]
+        attended += int((hg - lg + 1).clamp_min(0).sum())
+        pad = (-n) % block_m
+        lt = torch.cat([lg, lg.new_full((pad,), 2**40)]).view(-1, block_m).amin(1)
+        ht = torch.cat([hg, hg.new_full((pad,), -1)]).view(-1, block_m).amax(1)
+        walked += int(((ht - lt + 1).clamp_min(0) * block_m).sum())
+    return attended / max(walked, 1)
+
+
+def profile_one(name: str, cfg: SuperlinearConfig, length: int) -> None:
+    print(f"{name} L={length} on {torch.cuda.get_device_name()}")
+    q, qs = (torch.randn(1, 32, length, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    k, v = (torch.randn(1, 2, length, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    pos = torch.arange(length, device="cuda")
+    s0 = torch.zeros(1, dtype=torch.int64, device="cuda")
+    scale = 128 ** -0.5
+    anchors, scores = timed("search", lambda: search_topk(qs, k, cfg, pos, s0, length))
+    geo = timed("geometry", lambda: build_geometry(cfg, anchors, pos, s0, length))
+    wins = timed("window entries", lambda: window_entries(geo, 2, 16))
+    spans = timed("span entries (sort)", lambda: span_entries(geo, 2, 16))
+    gate = fn._gate(scores, geo.valid)
+    o_w = torch.empty_like(q)
+    lse_w = torch.empty(1, 32, length, device="cuda")
+    timed("window attention", lambda: run_entries(MODE_FWD_WINDOW, wins, q, k, v, scale, o_w=o_w, lse_w=lse_w))
+    for tiles in TILE_VARIANTS:
+        timed(f"window attention {tiles}", lambda tiles=tiles: run_entries(
+            MODE_FWD_WINDOW, wins, q, k, v, scale, o_w=o_w, lse_w=lse_w, tiles=tiles))
+    acc = o_w.float()
+    lse_s = torch.empty_like(scores)
+    timed("span attention", lambda: run_entries(MODE_FWD_SPAN, spans, q, k, v, scale, o_w=o_w, lse_w=lse_w,
+                                                 acc=acc, gate=gate, out_e=lse_s))
+    for tiles in TILE_VARIANTS:
+        timed(f"span attention {tiles}", lambda tiles=tiles: run_entries(
+            MODE_FWD_SPAN, spans, q, k, v, scale, o_w=o_w, lse_w=lse_w, acc=acc, gate=gate, out_e=lse_s, tiles=tiles))
+    u = torch.empty_like(scores)
+    timed("span delta pass (no atomics)", lambda: run_entries(MODE_DELTA, spans, q, k, v, scale, do=q, lse_in=lse_s,
+                                                              out_e=u))
+    timed("whole forward", lambda: fn.forward_pass(q, k, v, qs, cfg, pos, s0, scale, length))
+    bm = tile_sizes(128)[0]
+    print(f"  tile efficiency: window {tile_efficiency(wins, bm):.2f}, spans {tile_efficiency(spans, bm):.2f}")
+    qg, kg, vg, qsg = (x.clone().requires_grad_(True) for x in (q, k, v, qs))
+    out, saved = fn.forward_pass(qg, kg, vg, qsg, cfg, pos, s0, scale, length)
+    grad = torch.randn_like(out)
+    timed("whole backward", lambda: fn.backward_pass(grad, qg, kg, vg, qsg, saved, scale))
+    from slkernels.triton_ops.attend_bwd import dkdv
+
+    dk = torch.empty(k.shape, dtype=torch.float32, device="cuda")
+    dv = torch.empty_like(dk)
+    ones = torch.ones_like(saved["lse_w"])[..., None]
+    for tiles in [None, *TILE_VARIANTS]:
+        timed(f"dkdv spans {tiles}", lambda tiles=tiles: dkdv(spans, q, k, v, q, saved["lse_s"], saved["gate"],
+                                                              saved["lse_s"], dk, dv, scale, True, tiles=tiles))
+        timed(f"dkdv window {tiles}", lambda tiles=tiles: dkdv(wins, q, k, v, q, ones, ones, ones, dk, dv, scale,
+                                                               False, tiles=tiles))
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        fn.backward_pass(grad, qg, kg, vg, qsg, saved, scale)
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=40))
+
+
+
+
+def main() -> None:
+    lengths = [int(x) for x in sys.argv[1:]] or [65536, 262144]
+    for name, cfg in (("released", SuperlinearConfig.released()), ("balanced", SuperlinearConfig.balanced())):
+        for length in lengths:
+            profile_one(name, cfg, length)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Registers the Triton kernels as backend "triton" of `slkernels.superlinear_attention`.
+
+Imported lazily by `slkernels.api` (Triton is not needed by the reference). The backend serves CUDA
+tensors of float16, bfloat16 or float32 with a head dim in `SUPPORTED_HEAD_DIMS`; on the CPU only under
+the Triton interpreter (``TRITON_INTERPRET=1`` or ``SLKERNELS_TRITON_INTERPRET=1``), which CI uses to run
+the very same kernels on tiny shapes. A few query rows without gradients (decode) take the decode path,
+which never reads a value back to the host.
+"""
+
+from __future__ import annotations
+
+import os
+
+if os.environ.get("SLKERNELS_TRITON_INTERPRET") == "1":
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import torch  # noqa: E402
+
+from .api import register_backend  # noqa: E402
+from .inputs import AttentionInputs  # noqa: E402
+from .triton_ops.common import SUPPORTED_HEAD_DIMS, interpreting  # noqa: E402
+from .triton_ops.decode import DECODE_MAX_ROWS, superlinear_decode  # noqa: E402
+from .triton_ops.function import superlinear_prefill  # noqa: E402
+
+__all__ = ["triton_attention", "supports"]
+
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def supports(inp: AttentionInputs) -> bool:
+    q = inp.q
+    if q.dtype not in _DTYPES or q.shape[-1] not in SUPPORTED_HEAD_DIMS or inp.v.shape[-1] != q.shape[-1]:
+        return False
+    if q.device.type == "cuda":
+        return True
+    return q.device.type == "cpu" and interpreting()
+
+
+def triton_attention(inp: AttentionInputs) -> torch.Tensor:
+    q, k, v, qs = inp.q, inp.k, inp.v, inp.q_search
+    needs_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v, qs))
+    if q.shape[2] <= DECODE_MAX_ROWS and not needs_grad:
+        return superlinear_decode(q, k, v, qs, inp.config, inp.cache_position, inp.first_real, inp.scale)
+    return superlinear_prefill(q, k, v, qs, inp.config, inp.cache_position, inp.first_real, inp.scale)
+
+
+register_backend("triton", triton_attention, supports)

@@ -1,0 +1,189 @@
+"""The entry kernel: softmax attention of a tile of entries (query row, head, key range) over its keys.
+
+One program takes BM consecutive sorted entries of one (batch, kv-head) group, gathers their query rows
+and walks the union of their key ranges in blocks of BN keys, masking each entry to its own range. Four
+modes share that loop:
+
+- FWD_WINDOW: online softmax over the window; stores o_w (normalised) and lse_w per (row, head).
+- FWD_SPAN: online softmax over one span; joins it with the window through the log-sum-exps,
+  ``O_j = (1 - w) o_w + w o_s`` with ``w = sigmoid(lse_s - lse_w)``, and adds ``gate * w * (o_s - o_w)`` to
+  the float32 output accumulator (atomics: a row's k spans sit in different tiles). Stores lse_s.
+- DELTA (backward): ``u = dOut . o_s`` per span, re-walking the span with the stored lse_s.
+- DQ (backward): dq of every entry with its own lse, output-gradient coefficient c and delta,
+  ``dz = p * (c * dOut . v - delta)``, added atomically into a float32 dq.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .common import dot_precision, interpreting, tile_sizes
+from .entries import EntryList
+
+__all__ = ["MODE_FWD_WINDOW", "MODE_FWD_SPAN", "MODE_DELTA", "MODE_DQ", "run_entries"]
+
+MODE_FWD_WINDOW = 0
+MODE_FWD_SPAN = 1
+MODE_DELTA = 2
+MODE_DQ = 3
+
+
+
+@triton.jit
+def _entry_kernel(
+    Q, K, V, DO,
+    ENT_ID, ENT_LO, ENT_HI, ENT_COUNT, ent_stride,
+    OW, LSEW, ACC, GATE, LSE_IN, COEF, DELTA, OUT_E, DQ,
+    sqb, sqh, sql, sqd,
+    skb, skh, skl, skd,
+    svb, svh, svl, svd,
+    H_Q, H_KV, L_Q, G, sm_scale,
+    NJ: tl.constexpr, MODE: tl.constexpr, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+    PREC: tl.constexpr, UPCAST: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    grp = tl.program_id(1)
+    count = tl.load(ENT_COUNT + grp)
+    start = pid * BM
+    if start < count:
+        b = grp // H_KV
+        kv = grp % H_KV
+        idx = start + tl.arange(0, BM)
+        emask = idx < count
+        base = grp.to(tl.int64) * ent_stride
+        eid = tl.load(ENT_ID + base + idx, mask=emask, other=0)
+        lo = tl.load(ENT_LO + base + idx, mask=emask, other=1)
+        hi = tl.load(ENT_HI + base + idx, mask=emask, other=0)
+        real = emask & (lo <= hi)
+        r = eid // (G * NJ)
+        rem = eid % (G * NJ)
+        g = rem // NJ
+        j = rem % NJ
+        h = kv * G + g
+        row_flat = (b * H_Q + h).to(tl.int64) * L_Q + r  # index of (b, h, r) in [B, H_q, L_q]
+        ent_flat = row_flat * NJ + j  # index of (b, h, r, j) in [B, H_q, L_q, NJ]
+        offs_d = tl.arange(0, D)
+        q = tl.load(
+            Q + b.to(tl.int64) * sqb + h.to(tl.int64)[:, None] * sqh + r.to(tl.int64)[:, None] * sql
+            + offs_d[None, :] * sqd,
+            mask=emask[:, None], other=0.0,
+        )
+        if UPCAST:
+            q = q.to(tl.float32)
+        k_base = K + b.to(tl.int64) * skb + kv.to(tl.int64) * skh
+        v_base = V + b.to(tl.int64) * svb + kv.to(tl.int64) * svh
+        kstart = tl.min(tl.where(real, lo, 1 << 30), axis=0)  # no real entry: an empty loop, no overflow
+        kend = tl.max(tl.where(real, hi, -1), axis=0)
+        qk_scale = sm_scale * 1.4426950408889634
+
+        if MODE == 0 or MODE == 1:
+            m_i = tl.full([BM], -1.0e30, tl.float32)
+            l_i = tl.zeros([BM], tl.float32)
+            acc = tl.zeros([BM, D], tl.float32)
+        else:
+            lse2 = tl.load(LSE_IN + ent_flat, mask=emask, other=0.0) * 1.4426950408889634
+            do = tl.load(DO + row_flat[:, None] * D + offs_d[None, :], mask=emask[:, None], other=0.0)
+            if UPCAST:
+                do = do.to(tl.float32)
+            acc = tl.zeros([BM, D], tl.float32)
+            if MODE == 3:
+                coef = tl.load(COEF + ent_flat, mask=emask, other=0.0)
+                delta = tl.load(DELTA + ent_flat, mask=emask, other=0.0)
+
+        for n0 in range(kstart, kend + 1, BN):
+            kidx = n0 + tl.arange(0, BN)
+            kin = kidx <= kend
+            kt = tl.load(k_base + kidx.to(tl.int64)[None, :] * skl + offs_d[:, None] * skd, mask=kin[None, :], other=0.0)
+            vb = tl.load(v_base + kidx.to(tl.int64)[:, None] * svl + offs_d[None, :] * svd, mask=kin[:, None], other=0.0)
+            if UPCAST:
+                kt = kt.to(tl.float32)
+                vb = vb.to(tl.float32)
+            s = tl.dot(q, kt, input_precision=PREC) * qk_scale
+            inside = (kidx[None, :] >= lo[:, None]) & (kidx[None, :] <= hi[:, None])
+            s = tl.where(inside, s, float("-inf"))
+            if MODE == 0 or MODE == 1:
+                m_new = tl.maximum(m_i, tl.max(s, axis=1))
+                alpha = tl.exp2(m_i - m_new)
+                p = tl.exp2(s - m_new[:, None])
+                l_i = l_i * alpha + tl.sum(p, axis=1)
+                acc = acc * alpha[:, None] + tl.dot(p.to(vb.dtype), vb, input_precision=PREC)
+                m_i = m_new
+            elif MODE == 2:
+                p = tl.exp2(s - lse2[:, None])
+                acc += tl.dot(p.to(vb.dtype), vb, input_precision=PREC)
+            else:
+                p = tl.exp2(s - lse2[:, None])
+                dp = tl.dot(do, tl.trans(vb), input_precision=PREC)
+                dz = p * (coef[:, None] * dp - delta[:, None])
+                acc += tl.dot(dz.to(kt.dtype), tl.trans(kt), input_precision=PREC)
+
+        if MODE == 0 or MODE == 1:
+            has = l_i > 0
+            o = acc / tl.where(has, l_i, 1.0)[:, None]
+            lse = tl.where(has, (m_i + tl.log2(tl.where(has, l_i, 1.0))) * 0.6931471805599453, -1.0e30)
+            if MODE == 0:
+                tl.store(OW + row_flat[:, None] * D + offs_d[None, :], o.to(OW.dtype.element_ty), mask=emask[:, None])
+                tl.store(LSEW + row_flat, lse, mask=emask)
+            else:
+                lse_w = tl.load(LSEW + row_flat, mask=emask, other=0.0)
+                o_w = tl.load(OW + row_flat[:, None] * D + offs_d[None, :], mask=emask[:, None], other=0.0).to(tl.float32)
+                gate = tl.load(GATE + ent_flat, mask=emask, other=0.0)
+                w = 1.0 / (1.0 + tl.exp(tl.minimum(lse_w - lse, 80.0)))
+                contrib = (gate * w)[:, None] * (o - o_w)
+                tl.atomic_add(ACC + row_flat[:, None] * D + offs_d[None, :], contrib, mask=real[:, None])
+                tl.store(OUT_E + ent_flat, lse, mask=emask)
+        elif MODE == 2:
+            u = tl.sum(acc * do.to(tl.float32), axis=1)
+            tl.store(OUT_E + ent_flat, u, mask=emask)
+        else:
+            tl.atomic_add(DQ + row_flat[:, None] * D + offs_d[None, :], acc * sm_scale, mask=real[:, None])
+
+
+def run_entries(
+    mode: int,
+    entries: EntryList,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float,
+    *,
+    do: torch.Tensor | None = None,
+    o_w: torch.Tensor | None = None,
+    lse_w: torch.Tensor | None = None,
+    acc: torch.Tensor | None = None,
+    gate: torch.Tensor | None = None,
+    lse_in: torch.Tensor | None = None,
+    coef: torch.Tensor | None = None,
+    delta: torch.Tensor | None = None,
+    out_e: torch.Tensor | None = None,
+    dq: torch.Tensor | None = None,
+    tiles: tuple[int, int, int, int] | None = None,
+) -> None:
+    """Launch the entry kernel over every tile of `entries` (buffers not used by `mode` may be None)."""
+    batch, heads_q, len_q, dim = q.shape
+    heads_kv = k.shape[1]
+    group = heads_q // heads_kv
+    groups, n_max = entries.eid.shape
+    if n_max == 0:
+        return
+    block_m, block_n, warps, stages = tiles or tile_sizes(dim)
+    dummy = q.new_empty(1, dtype=torch.float32)
+
+    def buf(x):
+        return dummy if x is None else x
+
+    grid = (triton.cdiv(n_max, block_m), groups)
+    _entry_kernel[grid](
+        q, k, v, buf(do),
+        entries.eid, entries.lo, entries.hi, entries.count, entries.eid.stride(0),
+        buf(o_w), buf(lse_w), buf(acc), buf(gate), buf(lse_in), buf(coef), buf(delta), buf(out_e), buf(dq),
+        *q.stride(), *k.stride(), *v.stride(),
+        heads_q, heads_kv, len_q, group, scale,
+        NJ=entries.nj, MODE=mode, D=dim, BM=block_m, BN=block_n,
+        PREC=dot_precision(q.dtype), UPCAST=interpreting() or q.dtype == torch.float32,
+        num_warps=warps, num_stages=stages,
+    )
+
+

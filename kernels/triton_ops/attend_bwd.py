@@ -1,0 +1,189 @@
+"""Backward kernels that write key-side gradients: dk/dv per key block, and the router (gate) gradient.
+
+`dkdv`: one program owns BN keys of one (batch, kv-head) group and walks only the slice of sorted
+entries whose ranges can touch them (`entries.key_block_ranges`), so dk and dv are summed in registers
+and written once, with no atomics; window and span lists are two launches, the second adding to the first.
+
+`gate_backward`: ``d s_j / d q_search = k[a_j]`` and ``d s_j / d k[a_j] = q_search``; the k side lands on
+scattered anchor rows, so it is added atomically into the float32 dk.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .common import dot_precision, interpreting, tile_sizes
+from .entries import EntryList, key_block_ranges
+
+__all__ = ["dkdv", "gate_backward", "row_dot"]
+
+
+@triton.jit
+def _dkdv_kernel(
+    Q, K, V, DO,
+    ENT_ID, ENT_LO, ENT_HI, ent_stride, RANGES,
+    LSE_IN, COEF, DELTA, DK, DV,
+    sqb, sqh, sql, sqd,
+    skb, skh, skl, skd,
+    svb, svh, svl, svd,
+    H_Q, H_KV, L_Q, L_KV, G, n_blocks, n_buckets, sm_scale,
+    NJ: tl.constexpr, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+    ACCUMULATE: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    grp = tl.program_id(1)
+    b = grp // H_KV
+    kv = grp % H_KV
+    kidx = pid * BN + tl.arange(0, BN)
+    kin = kidx < L_KV
+    offs_d = tl.arange(0, D)
+    kb = tl.load(K + b.to(tl.int64) * skb + kv.to(tl.int64) * skh + kidx.to(tl.int64)[:, None] * skl + offs_d[None, :] * skd,
+                 mask=kin[:, None], other=0.0)
+    vb = tl.load(V + b.to(tl.int64) * svb + kv.to(tl.int64) * svh + kidx.to(tl.int64)[:, None] * svl + offs_d[None, :] * svd,
+                 mask=kin[:, None], other=0.0)
+    if UPCAST:
+        kb = kb.to(tl.float32)
+        vb = vb.to(tl.float32)
+    rng = RANGES + (grp.to(tl.int64) * n_blocks + pid) * n_buckets * 2
+    base = grp.to(tl.int64) * ent_stride
+    qk_scale = sm_scale * 1.4426950408889634
+    dk = tl.zeros([BN, D], tl.float32)
+    dv = tl.zeros([BN, D], tl.float32)
+    for bucket in range(n_buckets):
+        e_start = tl.load(rng + bucket * 2)
+        e_stop = tl.load(rng + bucket * 2 + 1)
+        for e0 in range(e_start, e_stop, BM):
+            idx = e0 + tl.arange(0, BM)
+            emask = idx < e_stop
+            eid = tl.load(ENT_ID + base + idx, mask=emask, other=0)
+            lo = tl.load(ENT_LO + base + idx, mask=emask, other=1)
+            hi = tl.load(ENT_HI + base + idx, mask=emask, other=0)
+            r = eid // (G * NJ)
+            rem = eid % (G * NJ)
+            g = rem // NJ
+            j = rem % NJ
+            h = kv * G + g
+            row_flat = (b * H_Q + h).to(tl.int64) * L_Q + r
+            ent_flat = row_flat * NJ + j
+            q = tl.load(Q + b.to(tl.int64) * sqb + h.to(tl.int64)[:, None] * sqh + r.to(tl.int64)[:, None] * sql
+                        + offs_d[None, :] * sqd, mask=emask[:, None], other=0.0)
+            do = tl.load(DO + row_flat[:, None] * D + offs_d[None, :], mask=emask[:, None], other=0.0)
+            if UPCAST:
+                q = q.to(tl.float32)
+                do = do.to(tl.float32)
+            lse2 = tl.load(LSE_IN + ent_flat, mask=emask, other=0.0) * 1.4426950408889634
+            coef = tl.load(COEF + ent_flat, mask=emask, other=0.0)
+            delta = tl.load(DELTA + ent_flat, mask=emask, other=0.0)
+            s = tl.dot(q, tl.trans(kb), input_precision=PREC) * qk_scale  # [BM, BN]
+            inside = (kidx[None, :] >= lo[:, None]) & (kidx[None, :] <= hi[:, None]) & emask[:, None]
+            p = tl.exp2(tl.where(inside, s - lse2[:, None], float("-inf")))
+            pc = p * coef[:, None]
+            dv += tl.dot(tl.trans(pc.to(do.dtype)), do, input_precision=PREC)
+            dp = tl.dot(do, tl.trans(vb), input_precision=PREC)
+            dz = p * (coef[:, None] * dp - delta[:, None])
+            dk += tl.dot(tl.trans(dz.to(q.dtype)), q, input_precision=PREC)
+    out = (grp.to(tl.int64) * L_KV + kidx.to(tl.int64))[:, None] * D + offs_d[None, :]
+    dk = dk * sm_scale
+    if ACCUMULATE:
+        dk += tl.load(DK + out, mask=kin[:, None], other=0.0)
+        dv += tl.load(DV + out, mask=kin[:, None], other=0.0)
+    tl.store(DK + out, dk, mask=kin[:, None])
+    tl.store(DV + out, dv, mask=kin[:, None])
+
+
+def dkdv(
+    entries: EntryList,
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, do: torch.Tensor,
+    lse_in: torch.Tensor, coef: torch.Tensor, delta: torch.Tensor,
+    dk: torch.Tensor, dv: torch.Tensor, scale: float, accumulate: bool,
+    tiles: tuple[int, int, int, int] | None = None,
+) -> None:
+    """dk/dv (float32 [B, H_kv, L_kv, D], contiguous) of one entry list; `accumulate` adds to them."""
+    batch, heads_q, len_q, dim = q.shape
+    heads_kv, len_kv = k.shape[1], k.shape[2]
+    block_m, block_n, warps, stages = tiles or tile_sizes(dim)
+    ranges = key_block_ranges(entries, len_kv, block_n)
+    n_blocks, n_buckets = ranges.shape[1], ranges.shape[2]
+    grid = (n_blocks, batch * heads_kv)
+    _dkdv_kernel[grid](
+        q, k, v, do,
+        entries.eid, entries.lo, entries.hi, entries.eid.stride(0), ranges,
+        lse_in, coef, delta, dk, dv,
+        *q.stride(), *k.stride(), *v.stride(),
+        heads_q, heads_kv, len_q, len_kv, heads_q // heads_kv, n_blocks, n_buckets, scale,
+        NJ=entries.nj, D=dim, BM=block_m, BN=block_n, ACCUMULATE=accumulate,
+        PREC=dot_precision(q.dtype), UPCAST=interpreting() or q.dtype == torch.float32,
+        num_warps=warps, num_stages=stages,
+    )
+
+
+@triton.jit
+def _gate_bwd_kernel(
+    QS, K, ANCH, DS, DQS, DK,
+    sqb, sqh, sql, sqd,
+    skb, skh, skl, skd,
+    H_Q, H_KV, L_Q, L_KV, G,
+    D: tl.constexpr, BR: tl.constexpr, KSEL: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H_Q
+    h = bh % H_Q
+    kv = h // G
+    r = pid * BR + tl.arange(0, BR)
+    rmask = r < L_Q
+    offs_d = tl.arange(0, D)
+    qs = tl.load(QS + b.to(tl.int64) * sqb + h.to(tl.int64) * sqh + r.to(tl.int64)[:, None] * sql + offs_d[None, :] * sqd,
+                 mask=rmask[:, None], other=0.0).to(tl.float32)
+    row_flat = bh.to(tl.int64) * L_Q + r
+    dqs = tl.zeros([BR, D], tl.float32)
+    k_base = K + b.to(tl.int64) * skb + kv.to(tl.int64) * skh
+    dk_base = DK + (b * H_KV + kv).to(tl.int64) * L_KV * D
+    for jj in tl.static_range(KSEL):
+        a = tl.load(ANCH + row_flat * KSEL + jj, mask=rmask, other=-1).to(tl.int64)
+        ds = tl.load(DS + row_flat * KSEL + jj, mask=rmask, other=0.0)
+        ok = rmask & (a >= 0)
+        krow = tl.load(k_base + a[:, None] * skl + offs_d[None, :] * skd, mask=ok[:, None], other=0.0).to(tl.float32)
+        dqs += ds[:, None] * krow
+        tl.atomic_add(dk_base + a[:, None] * D + offs_d[None, :], ds[:, None] * qs, mask=ok[:, None])
+    tl.store(DQS + row_flat[:, None] * D + offs_d[None, :], dqs.to(DQS.dtype.element_ty), mask=rmask[:, None])
+
+
+def gate_backward(q_search: torch.Tensor, k: torch.Tensor, anchors: torch.Tensor, dscore: torch.Tensor,
+                  dk: torch.Tensor) -> torch.Tensor:
+    """d q_search (q_search's dtype, contiguous) from the score gradients; adds the k side into `dk`."""
+    batch, heads_q, len_q, dim = q_search.shape
+    heads_kv, len_kv = k.shape[1], k.shape[2]
+    dqs = torch.empty(batch, heads_q, len_q, dim, dtype=q_search.dtype, device=q_search.device)
+    block_r = 16 if interpreting() else 32
+    grid = (triton.cdiv(len_q, block_r), batch * heads_q)
+    _gate_bwd_kernel[grid](
+        q_search, k, anchors, dscore, dqs, dk,
+        *q_search.stride(), *k.stride(),
+        heads_q, heads_kv, len_q, len_kv, heads_q // heads_kv,
+        D=dim, BR=block_r, KSEL=anchors.shape[-1], num_warps=4 if not interpreting() else 1,
+    )
+    return dqs
+
+
+@triton.jit
+def _row_dot_kernel(A, B, OUT, n_rows, D: tl.constexpr, BR: tl.constexpr):
+    r = tl.program_id(0) * BR + tl.arange(0, BR)
+    rmask = r < n_rows
+    offs = r.to(tl.int64)[:, None] * D + tl.arange(0, D)[None, :]
+    a = tl.load(A + offs, mask=rmask[:, None], other=0.0).to(tl.float32)
+    bb = tl.load(B + offs, mask=rmask[:, None], other=0.0).to(tl.float32)
+    tl.store(OUT + r, tl.sum(a * bb, axis=1), mask=rmask)
+
+
+def row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """float32 sum over the last dim of a * b for two contiguous [..., D] tensors, without an fp32 copy."""
+    dim = a.shape[-1]
+    n_rows = a.numel() // dim
+    out = torch.empty(a.shape[:-1], dtype=torch.float32, device=a.device)
+    block_r = 16 if interpreting() else 64
+    _row_dot_kernel[(triton.cdiv(n_rows, block_r),)](a, b, out, n_rows, D=dim, BR=block_r,
+                                                       num_warps=4 if not interpreting() else 1)
+    return out

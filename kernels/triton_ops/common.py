@@ -1,0 +1,37 @@
+"""Shared launch settings of the Triton kernels.
+
+The same kernels run compiled on a GPU and under ``TRITON_INTERPRET=1`` on the CPU (CI). The interpreter
+cannot run a bf16 ``tl.dot`` and is ~70x slower than torch, so under it operands are upcast to float32
+and tiles are small; on the GPU, float32 inputs use exact ("ieee") products so that router scores rank
+candidates exactly like the float32 reference does.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+__all__ = ["interpreting", "dot_precision", "tile_sizes", "SUPPORTED_HEAD_DIMS", "NEG_BIG"]
+
+SUPPORTED_HEAD_DIMS = (16, 32, 64, 128, 256)
+# Finite "minus infinity" of logits and log-sum-exps: a fully masked row must stay finite (SPEC).
+NEG_BIG = -1.0e30
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels in its CPU interpreter (read at decoration time by Triton itself)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def tile_sizes(head_dim: int) -> tuple[int, int, int, int]:
+    """(entries per tile, keys per tile, warps, pipeline stages) for one head dimension."""
+    if interpreting():
+        return 16, 16, 1, 1
+    if head_dim <= 128:
+        return 64, 64, 4, 3  # measured on an H200 at 256K (benchmarks/NOTES.md): best of 6 tilings
+    return 64, 32, 8, 1

@@ -1,0 +1,167 @@
+"""Decode path: a few query rows (one new token) against a long cache, without any host read-back.
+
+Work per row is tiny in rows but long in keys, so the row's window and k spans are cut into fixed
+chunks of keys that run in parallel (split-K, "flash decoding"); a second kernel merges the chunks of
+each range, joins every span with the window and mixes them with the gate. All shapes depend only on
+L_kv (the static cache length) and the config, never on data, so the whole call can be captured in a
+CUDA graph: positions and the padding start are read on the device.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..config import SuperlinearConfig
+from ..geometry import span_tables, window_length
+from .common import interpreting
+from .entries import max_span_length
+from .search import search_topk
+
+__all__ = ["superlinear_decode", "DECODE_MAX_ROWS"]
+
+# Up to this many query rows (and no gradient) the backend takes the decode path.
+DECODE_MAX_ROWS = 16
+# Anchors per search program in decode (1M tokens, released setting: ~2000 anchors -> 16 programs per row).
+SEARCH_SPLIT = 128
+
+
+@triton.jit
+def _decode_partial_kernel(
+    Q, K, V, ANCH, POS, S0, BACK, FWD, PM, PL, PACC,
+    sqb, sqh, sql, sqd,
+    skb, skh, skl, skd,
+    svb, svh, svl, svd,
+    H_Q, L_Q, G, W, t_cap, chunk, n_split, sm_scale,
+    D: tl.constexpr, BN: tl.constexpr, KSEL: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    split = tl.program_id(1)
+    e = pid % (KSEL + 1)
+    row_all = pid // (KSEL + 1)  # (b * H_q + h) * L_q + r
+    r = row_all % L_Q
+    bh = row_all // L_Q
+    h = bh % H_Q
+    b = bh // H_Q
+    kv = h // G
+    pos = tl.load(POS + r).to(tl.int64)
+    s0 = tl.load(S0 + b).to(tl.int64)
+    t = pos + 1 - s0
+    jj = tl.maximum(e - 1, 0)
+    a = tl.load(ANCH + row_all.to(tl.int64) * KSEL + jj).to(tl.int64)
+    tc = tl.minimum(tl.maximum(t, 0), t_cap)
+    back = tl.load(BACK + tc)
+    fwd = tl.load(FWD + tc)
+    span_lo = tl.where(a >= 0, tl.maximum(a - back, s0), 1)
+    span_hi = tl.where(a >= 0, tl.minimum(a + fwd, pos - W), 0)
+    lo = tl.where(e == 0, tl.maximum(pos - W + 1, s0), span_lo)
+    hi = tl.where(e == 0, pos, span_hi)
+    c_lo = lo + split * chunk
+    c_hi = tl.minimum(hi, c_lo + chunk - 1)
+
+    offs_d = tl.arange(0, D)
+    q = tl.load(Q + b.to(tl.int64) * sqb + h.to(tl.int64) * sqh + r.to(tl.int64) * sql + offs_d * sqd).to(tl.float32)
+    k_base = K + b.to(tl.int64) * skb + kv.to(tl.int64) * skh
+    v_base = V + b.to(tl.int64) * svb + kv.to(tl.int64) * svh
+    qk_scale = sm_scale * 1.4426950408889634
+    m_i = tl.max(tl.full([BN], -1.0e30, tl.float32), axis=0)
+    l_i = tl.sum(tl.zeros([BN], tl.float32), axis=0)
+    acc = tl.zeros([D], tl.float32)
+    for n0 in range(c_lo, c_hi + 1, BN):
+        kidx = n0 + tl.arange(0, BN)
+        kin = kidx <= c_hi
+        kb = tl.load(k_base + kidx[:, None] * skl + offs_d[None, :] * skd, mask=kin[:, None], other=0.0).to(tl.float32)
+        s = tl.sum(kb * q[None, :], axis=1) * qk_scale
+        s = tl.where(kin, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=0))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new)
+        l_i = l_i * alpha + tl.sum(p, axis=0)
+        vb = tl.load(v_base + kidx[:, None] * svl + offs_d[None, :] * svd, mask=kin[:, None], other=0.0).to(tl.float32)
+        acc = acc * alpha + tl.sum(p[:, None] * vb, axis=0)
+        m_i = m_new
+    slot = pid.to(tl.int64) * n_split + split
+    tl.store(PM + slot, m_i)
+    tl.store(PL + slot, l_i)
+    tl.store(PACC + slot * D + offs_d, acc)
+
+
+@triton.jit
+def _merge(PM, PL, PACC, base, n_split, D: tl.constexpr, NSP: tl.constexpr):
+    sp = tl.arange(0, NSP)
+    smask = sp < n_split
+    ms = tl.load(PM + base + sp, mask=smask, other=-1.0e30)
+    ls = tl.load(PL + base + sp, mask=smask, other=0.0)
+    accs = tl.load(PACC + (base + sp)[:, None] * D + tl.arange(0, D)[None, :], mask=smask[:, None], other=0.0)
+    m = tl.max(ms, axis=0)
+    sc = tl.exp2(ms - m)
+    return m, tl.sum(ls * sc, axis=0), tl.sum(accs * sc[:, None], axis=0)
+
+
+@triton.jit
+def _decode_combine_kernel(
+    ANCH, SCORE, PM, PL, PACC, OUT, n_split,
+    D: tl.constexpr, KSEL: tl.constexpr, KP: tl.constexpr, NSP: tl.constexpr,
+):
+    row_all = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, KP)
+    anchors = tl.load(ANCH + row_all * KSEL + cols, mask=cols < KSEL, other=-1)
+    scores = tl.load(SCORE + row_all * KSEL + cols, mask=cols < KSEL, other=0.0)
+    ok = anchors >= 0
+    top = tl.max(tl.where(ok, scores, -1.0e30), axis=0)
+    ex = tl.where(ok, tl.exp(scores - top), 0.0)
+    gates = ex / tl.maximum(tl.sum(ex, axis=0), 1e-30)
+
+    m_w, l_w, a_w = _merge(PM, PL, PACC, row_all * (KSEL + 1) * n_split, n_split, D, NSP)
+    out = a_w / tl.where(l_w > 0, l_w, 1.0)
+    mixed = tl.zeros([D], tl.float32)
+    for j in tl.static_range(KSEL):
+        m_s, l_s, a_s = _merge(PM, PL, PACC, (row_all * (KSEL + 1) + 1 + j) * n_split, n_split, D, NSP)
+        m = tl.maximum(m_w, m_s)
+        cw = tl.exp2(m_w - m)
+        cs = tl.exp2(m_s - m)
+        o_j = (a_w * cw + a_s * cs) / tl.maximum(l_w * cw + l_s * cs, 1e-30)
+        g = tl.sum(tl.where(cols == j, gates, 0.0), axis=0)
+        mixed += g * o_j
+    any_span = tl.sum(ok.to(tl.int32), axis=0) > 0
+    out = tl.where(any_span, mixed, out)
+    tl.store(OUT + row_all * D + tl.arange(0, D), out.to(OUT.dtype.element_ty))
+
+
+def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, first_real, scale):
+    """Superlinear attention of a few rows (no gradient); capturable in a CUDA graph after one warm-up call.
+
+    The warm-up call caches the geometry tables on the device; later calls allocate only device memory
+    of fixed size and launch three kernels.
+    """
+    batch, heads_q, len_q, dim = q.shape
+    heads_kv, len_kv = k.shape[1], k.shape[2]
+    ksel = config.num_spans
+    width = window_length(config)
+    t_bound = max(len_kv, 1)
+    anchors, scores = search_topk(q_search, k, config, positions, first_real, t_bound,
+                                  split_candidates=4 if interpreting() else SEARCH_SPLIT)
+    tables = span_tables(config, t_bound, q.device)
+    longest = max(width, max_span_length(config, t_bound), 1)
+    target = 16 if interpreting() else 512
+    n_split = triton.cdiv(longest, target)
+    chunk = triton.cdiv(longest, n_split)
+    rows = batch * heads_q * len_q
+    pm = torch.empty(rows * (ksel + 1) * n_split, dtype=torch.float32, device=q.device)
+    pl = torch.empty_like(pm)
+    pacc = torch.empty(rows * (ksel + 1) * n_split, dim, dtype=torch.float32, device=q.device)
+    block_n = 16 if interpreting() else 64
+    _decode_partial_kernel[(rows * (ksel + 1), n_split)](
+        q, k, v, anchors, positions, first_real, tables.back, tables.fwd, pm, pl, pacc,
+        *q.stride(), *k.stride(), *v.stride(),
+        heads_q, len_q, heads_q // heads_kv, width, tables.back.numel() - 1, chunk, n_split, scale,
+        D=dim, BN=block_n, KSEL=ksel, num_warps=4 if not interpreting() else 1,
+    )
+    out = torch.empty(batch, heads_q, len_q, dim, dtype=q.dtype, device=q.device)
+    _decode_combine_kernel[(rows,)](
+        anchors, scores, pm, pl, pacc, out, n_split,
+        D=dim, KSEL=ksel, KP=triton.next_power_of_2(ksel), NSP=triton.next_power_of_2(n_split),
+        num_warps=4 if not interpreting() else 1,
+    )
+    return out

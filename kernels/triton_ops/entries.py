@@ -1,0 +1,165 @@
+"""Entries: the unit of work of the attention kernels.
+
+An entry is one (query row, query head, key range): the window of a row, or one of its selected spans.
+Entries of one (batch, key/value head) group are sorted by the first key of their range, so a tile of
+consecutive entries reads nearly the same keys and its scores are one tensor-core product; the window
+entries of one row for the group's heads come out next to each other (the GQA heads packed into the M
+dimension). Everything here is integer torch on the device, with no read-back to the host.
+
+Entry ids are local to a group: ``eid = (row * G + head_in_group) * NJ + j`` with NJ = 1 for windows and
+NJ = k for spans; the kernels decode them with integer division.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..config import SuperlinearConfig
+from ..geometry import span_tables, window_length
+
+__all__ = ["EntryList", "Geometry", "build_geometry", "max_span_length", "window_entries", "span_entries", "key_block_ranges"]
+
+# Buckets of rows (by tokens seen) for span entries; 16 keeps span lengths in a tile within ~5% at 256K.
+SPAN_BUCKETS = 16
+
+
+@dataclass
+class EntryList:
+    """Sorted entries of every (batch, kv-head) group: [groups, N] int32 ids, first and last keys."""
+
+    eid: torch.Tensor
+    lo: torch.Tensor
+    hi: torch.Tensor
+    count: torch.Tensor  # int32 [groups]: real entries per group (the rest are padding at the end)
+    nj: int  # 1 for windows, k for spans
+    key: torch.Tensor  # int64 [groups, N]: the sort key, ``bucket << 32 | lo``
+    bucket_max_len: list[int]  # per bucket, an upper bound of hi - lo + 1
+
+
+@dataclass
+class Geometry:
+    """Per-row and per-span key ranges derived from the selection (all on the device)."""
+
+    win_lo: torch.Tensor  # int64 [B, L_q]
+    win_hi: torch.Tensor  # int64 [B, L_q]
+    span_lo: torch.Tensor  # int64 [B, H_q, L_q, k]
+    span_hi: torch.Tensor  # int64 [B, H_q, L_q, k]
+    valid: torch.Tensor  # bool [B, H_q, L_q, k]
+    t: torch.Tensor  # int64 [B, L_q]: tokens seen by each row
+    t_bound: int
+    window: int
+    span_max: int
+    span_len_table: torch.Tensor  # int64 [>= t_bound + 1] on the host: back[t] + fwd[t] + 1
+
+
+def build_geometry(
+    config: SuperlinearConfig,
+    anchors: torch.Tensor,
+    positions: torch.Tensor,
+    first_real: torch.Tensor,
+    t_bound: int,
+) -> Geometry:
+    """SPEC's window and span bounds from the selected anchors, with the host-computed span tables."""
+    width = window_length(config)
+    tables = span_tables(config, max(t_bound, 1), positions.device)
+    pos = positions.to(torch.int64)[None, :]  # [1, L]
+    s0 = first_real.to(torch.int64)[:, None]  # [B, 1]
+    t = (pos + 1 - s0).clamp(0, max(t_bound, 1))
+    back, fwd = tables.back[t], tables.fwd[t]  # [B, L]
+    win_lo = torch.maximum(pos - width + 1, s0)
+    win_hi = pos.expand_as(win_lo)
+    a = anchors.to(torch.int64)
+    valid = a >= 0
+    span_lo = torch.maximum(a - back[:, None, :, None], s0[:, None, :, None])
+    span_hi = torch.minimum(a + fwd[:, None, :, None], (pos - width)[:, None, :, None])
+    span_max = max_span_length(config, t_bound)
+    host = span_tables(config, max(t_bound, 1), "cpu")
+    span_len_table = host.back + host.fwd + 1
+    return Geometry(win_lo, win_hi, span_lo, span_hi, valid, pos + 1 - s0, max(t_bound, 1), width, span_max,
+                    span_len_table)
+
+
+def max_span_length(config: SuperlinearConfig, t_bound: int) -> int:
+    """Longest span any row with t <= t_bound can have (from the host tables: no device read-back)."""
+    t_top = max(t_bound, 1)
+    host = span_tables(config, t_top, "cpu")
+    return int(host.back[t_top]) + int(host.fwd[t_top]) + 1
+
+
+def window_entries(geo: Geometry, heads_kv: int, group: int) -> EntryList:
+    batch, len_q = geo.win_lo.shape
+    order = torch.sort(geo.win_lo, dim=-1, stable=True).indices  # [B, L]
+    lo = geo.win_lo.gather(1, order)
+    hi = geo.win_hi.gather(1, order)
+    g = torch.arange(group, device=order.device)
+    eid = (order[:, :, None] * group + g).reshape(batch, 1, len_q * group)
+    lo = lo[:, :, None].expand(batch, len_q, group).reshape(batch, 1, len_q * group)
+    hi = hi[:, :, None].expand(batch, len_q, group).reshape(batch, 1, len_q * group)
+
+    def per_group(x: torch.Tensor) -> torch.Tensor:
+        return x.expand(batch, heads_kv, len_q * group).reshape(batch * heads_kv, len_q * group).to(torch.int32).contiguous()
+
+    count = torch.full((batch * heads_kv,), len_q * group, dtype=torch.int32, device=order.device)
+    lo = per_group(lo)
+    return EntryList(per_group(eid), lo, per_group(hi), count, 1, lo.to(torch.int64), [max(geo.window, 1)])
+
+
+def span_entries(geo: Geometry, heads_kv: int, group: int) -> EntryList:
+    batch, heads_q, len_q, ksel = geo.span_lo.shape
+
+    def grouped(x: torch.Tensor) -> torch.Tensor:
+        # [B, H_q, L, k] -> [B*H_kv, L*G*k] ordered (row, head, j) to match eid
+        x = x.reshape(batch, heads_kv, group, len_q, ksel).permute(0, 1, 3, 2, 4)
+        return x.reshape(batch * heads_kv, len_q * group * ksel)
+
+    n_buckets, bucket_max = _length_buckets(geo)
+    bucket = ((geo.t - 1).clamp_min(0) * n_buckets // geo.t_bound).clamp_max(n_buckets - 1)  # [B, L]
+    bucket = bucket[:, None, :, None].expand(batch, heads_q, len_q, ksel)
+    valid = grouped(geo.valid)
+    key = torch.where(valid, (grouped(bucket) << 32) | grouped(geo.span_lo), n_buckets << 32)
+    key, order = torch.sort(key, dim=-1)
+    lo = grouped(geo.span_lo).gather(1, order)
+    hi = grouped(geo.span_hi).gather(1, order)
+    count = valid.sum(dim=-1, dtype=torch.int32)
+    return EntryList(order.to(torch.int32), lo.to(torch.int32), hi.to(torch.int32), count, ksel, key, bucket_max)
+
+
+def _length_buckets(geo: Geometry) -> tuple[int, list[int]]:
+    """Rows are split into buckets of t (span length grows with t), so a tile holds spans of nearly equal
+    length and the key-major backward scans only entries that can reach its keys."""
+    n_buckets = max(1, min(SPAN_BUCKETS, geo.t_bound))
+    maxima = []
+    for b in range(n_buckets):
+        t_hi = min(geo.t_bound, (b + 1) * geo.t_bound // n_buckets + 1)
+        maxima.append(min(geo.span_max, _span_len_at(geo, t_hi)))
+    return n_buckets, maxima
+
+
+def _span_len_at(geo: Geometry, t: int) -> int:
+    return int(geo.span_len_table[t])
+
+
+def key_block_ranges(entries: EntryList, len_kv: int, block_n: int) -> torch.Tensor:
+    """[groups, n_blocks, buckets, 2] int32: per bucket, the slice of sorted entries that may touch a key block.
+
+    Within a bucket entries are sorted by first key and no range is longer than the bucket's maximum, so
+    the entries touching keys [k0, k0 + block_n) have first key in [k0 - max_len + 1, k0 + block_n - 1].
+    """
+    n_blocks = (len_kv + block_n - 1) // block_n
+    device = entries.lo.device
+    k0 = torch.arange(n_blocks, device=device, dtype=torch.int64) * block_n
+    groups = entries.lo.shape[0]
+    n_buckets = len(entries.bucket_max_len)
+    bucket = torch.arange(n_buckets, device=device, dtype=torch.int64)[None, :] << 32
+    max_len = torch.tensor(entries.bucket_max_len, device=device, dtype=torch.int64)[None, :]
+    low = bucket + (k0[:, None] - max_len + 1).clamp_min(0)  # [n_blocks, buckets]
+    high = bucket + k0[:, None] + block_n - 1
+    low = low.reshape(1, -1).expand(groups, -1).contiguous()
+    high = high.reshape(1, -1).expand(groups, -1).contiguous()
+    start = torch.searchsorted(entries.key, low, side="left")
+    stop = torch.searchsorted(entries.key, high, side="right")
+    stop = torch.minimum(stop, entries.count[:, None].to(stop.dtype))
+    ranges = torch.stack([start, torch.maximum(stop, start)], dim=-1)
+    return ranges.reshape(groups, n_blocks, n_buckets, 2).to(torch.int32).contiguous()

@@ -1,0 +1,119 @@
+"""Prefill / training path: the passes of the Triton backend tied into one autograd.Function.
+
+Forward: search (top-k anchors) -> window entries (o_w, lse_w) -> span entries (joined with the window
+through the log-sum-exps, accumulated on top of o_w). Backward, with g the gate, lse_j the joint
+log-sum-exp of span j with the window and dg_j = dOut . O_j:
+
+- span j is a flash-attention backward with lse_j, output gradient g_j dOut and delta g_j dg_j;
+- the window, shared by the k joint softmaxes, is one flash-attention backward with
+  ``lse_eff = -log sum_j g_j exp(-lse_j)`` and ``delta_eff = sum_j softmax_j(log g_j - lse_j) dg_j``;
+- the gate: ``ds_j = g_j (dg_j - sum_i g_i dg_i)`` flows into q_search and k[a_j].
+
+``dOut . O_j = (1 - w_j) dOut . o_w + w_j dOut . o_s_j`` needs ``dOut . o_s_j``, which one extra walk over the
+spans (the DELTA pass) computes, so that no per-span output is ever stored.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..config import SuperlinearConfig
+from .attend import MODE_DELTA, MODE_DQ, MODE_FWD_SPAN, MODE_FWD_WINDOW, run_entries
+from .attend_bwd import dkdv, gate_backward, row_dot
+from .common import NEG_BIG
+from .entries import build_geometry, span_entries, window_entries
+from .search import search_topk
+
+__all__ = ["superlinear_prefill", "forward_pass"]
+
+
+def _gate(scores: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(scores.masked_fill(~valid, NEG_BIG), dim=-1) * valid
+
+
+def forward_pass(q, k, v, q_search, config: SuperlinearConfig, positions, first_real, scale, t_bound,
+                 for_backward: bool = True):
+    """Output plus everything the backward needs (dict; None when `for_backward` is off)."""
+    batch, heads_q, len_q, dim = q.shape
+    heads_kv = k.shape[1]
+    group = heads_q // heads_kv
+    anchors, scores = search_topk(q_search, k, config, positions, first_real, t_bound)
+    geo = build_geometry(config, anchors, positions, first_real, t_bound)
+    gate = _gate(scores, geo.valid)
+    wins = window_entries(geo, heads_kv, group)
+    spans = span_entries(geo, heads_kv, group)
+
+    o_w = torch.empty(batch, heads_q, len_q, dim, dtype=q.dtype, device=q.device)
+    lse_w = torch.empty(batch, heads_q, len_q, dtype=torch.float32, device=q.device)
+    run_entries(MODE_FWD_WINDOW, wins, q, k, v, scale, o_w=o_w, lse_w=lse_w)
+    acc = o_w.to(torch.float32, copy=True)
+    lse_s = torch.full(anchors.shape, NEG_BIG, dtype=torch.float32, device=q.device)
+    run_entries(MODE_FWD_SPAN, spans, q, k, v, scale, o_w=o_w, lse_w=lse_w, acc=acc, gate=gate, out_e=lse_s)
+    if not for_backward:
+        return o_w.copy_(acc), None  # o_w is no longer needed: reuse its memory for the output
+    out = acc.to(q.dtype)
+    del acc
+    saved = dict(anchors=anchors, valid=geo.valid, gate=gate, o_w=o_w, lse_w=lse_w, lse_s=lse_s,
+                 wins=wins, spans=spans)
+    return out, saved
+
+
+def backward_pass(grad_out, q, k, v, q_search, saved, scale):
+    """(dq, dk, dv, dq_search) in the inputs' dtypes."""
+    do = grad_out.contiguous()
+    gate, valid, lse_s, lse_w, o_w = saved["gate"], saved["valid"], saved["lse_s"], saved["lse_w"], saved["o_w"]
+    wins, spans = saved["wins"], saved["spans"]
+
+    u = torch.zeros_like(lse_s)
+    run_entries(MODE_DELTA, spans, q, k, v, scale, do=do, lse_in=lse_s, out_e=u)
+    dow = row_dot(do, o_w)  # [B, H_q, L]
+    w = torch.sigmoid(lse_s - lse_w[..., None])
+    dg = torch.where(valid, (1.0 - w) * dow[..., None] + w * u, 0.0)
+    ds = gate * (dg - (gate * dg).sum(dim=-1, keepdim=True))
+    lse_j = torch.where(valid, torch.logaddexp(lse_s, lse_w[..., None]), 0.0)
+    span_delta = gate * dg
+
+    any_span = valid.any(dim=-1)
+    logit = torch.where(valid, torch.log(gate.clamp_min(1e-38)) - lse_j, float("-inf"))
+    lse_eff = torch.where(any_span, -torch.logsumexp(logit.masked_fill(~any_span[..., None], 0.0), dim=-1), lse_w)
+    mix = torch.softmax(logit.masked_fill(~any_span[..., None], 0.0), dim=-1)
+    delta_eff = torch.where(any_span, (mix * dg).sum(dim=-1), dow)
+    lse_eff, delta_eff = lse_eff[..., None].contiguous(), delta_eff[..., None].contiguous()
+    ones = torch.ones_like(lse_eff)
+
+    dq = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
+    run_entries(MODE_DQ, wins, q, k, v, scale, do=do, lse_in=lse_eff, coef=ones, delta=delta_eff, dq=dq)
+    run_entries(MODE_DQ, spans, q, k, v, scale, do=do, lse_in=lse_j, coef=gate, delta=span_delta, dq=dq)
+    dq = dq.to(q.dtype)  # free the float32 accumulator before the other gradients are allocated
+    dk = torch.empty(k.shape, dtype=torch.float32, device=k.device)
+    dv = torch.empty(v.shape, dtype=torch.float32, device=v.device)
+    dkdv(wins, q, k, v, do, lse_eff, ones, delta_eff, dk, dv, scale, accumulate=False)
+    dkdv(spans, q, k, v, do, lse_j, gate, span_delta, dk, dv, scale, accumulate=True)
+    dqs = gate_backward(q_search, k, saved["anchors"], ds.contiguous(), dk)
+    return dq, dk.to(k.dtype), dv.to(v.dtype), dqs
+
+
+class _SuperlinearFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, q_search, config, positions, first_real, scale, t_bound):
+        out, saved = forward_pass(q, k, v, q_search, config, positions, first_real, scale, t_bound)
+        ctx.save_for_backward(q, k, v, q_search)
+        ctx.saved = saved
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, q_search = ctx.saved_tensors
+        dq, dk, dv, dqs = backward_pass(grad_out, q, k, v, q_search, ctx.saved, ctx.scale)
+        ctx.saved = None
+        return dq, dk, dv, dqs, None, None, None, None, None
+
+
+def superlinear_prefill(q, k, v, q_search, config, positions, first_real, scale, t_bound=None):
+    """Superlinear attention through the Triton kernels, differentiable in q, k, v and q_search."""
+    t_bound = k.shape[2] if t_bound is None else t_bound
+    needs_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v, q_search))
+    if not needs_grad:
+        return forward_pass(q, k, v, q_search, config, positions, first_real, scale, t_bound, for_backward=False)[0]
+    return _SuperlinearFunction.apply(q, k, v, q_search, config, positions, first_real, scale, t_bound)

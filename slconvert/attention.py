@@ -1,0 +1,168 @@
+"""The transformers attention function "superlinear" and its mask registration.
+
+Every hybrid model in transformers ends its softmax attention in
+``ALL_ATTENTION_FUNCTIONS[config._attn_implementation](module, q, k, v, mask, scaling=..., **kw)`` with q
+already normed and rotated and k/v already concatenated with the cache. Registering one function under the
+name "superlinear" therefore converts every architecture at once:
+
+* a module that carries a router (`superlinear_router`) runs `slkernels.superlinear_attention` with its
+  own `SuperlinearConfig`, q_search from the router, the host's softmax scale, and the key-axis position of
+  every query row (so prefill, chunked prefill and one-token decode through the KV cache are the same call);
+* every other softmax layer (a layer kept dense) runs transformers' stock SDPA function unchanged.
+
+The mask function registered under the same name is transformers' `sdpa_mask` (without it, models pass no
+mask at all). The 4-D boolean mask it builds is reduced here to the 2-D left-padding mask the kernels take;
+padded positions are excluded by the kernels with the dtype's finite minimum, never -inf, because a NaN
+from a fully masked row would spread through the recurrent layers of a hybrid model.
+
+`capture_attention(model)` records the inputs of every converted layer's call, for span-recall analysis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from slkernels import superlinear_attention
+
+from .errors import SlconvertError
+from .router import ROUTER_ATTRIBUTE
+
+__all__ = ["ATTENTION_NAME", "register", "superlinear_attention_forward", "capture_attention", "padding_mask"]
+
+ATTENTION_NAME = "superlinear"
+
+# Kernel backend of `slkernels.superlinear_attention` for converted layers ("auto": fastest available).
+BACKEND = "auto"
+
+# Active captures: (ids of the routers to record, list the records go to).
+_CAPTURES: list[tuple[frozenset, list]] = []
+
+
+def padding_mask(attention_mask: torch.Tensor | None, kv_length: int) -> torch.Tensor | None:
+    """The [B, L_kv] 0/1 left-padding mask behind a 4-D mask, or None when no row is padded.
+
+    The last query row of a causal mask sees every real key up to its position, so its first visible key
+    is s0, the first real token of the batch row. Keys after the last query (a static cache's empty
+    slots) are never read by Superlinear attention and are marked real here.
+    """
+    if attention_mask is None:
+        return None
+    if attention_mask.dim() == 2:
+        visible = attention_mask[:, :kv_length] != 0
+    elif attention_mask.dim() == 4:
+        row = attention_mask[:, 0, -1, :kv_length]
+        visible = row if row.dtype == torch.bool else row == 0
+    else:
+        raise SlconvertError(f"unexpected attention mask of shape {list(attention_mask.shape)}; expected 2-D or 4-D")
+    positions = torch.arange(visible.shape[-1], device=visible.device).expand_as(visible)
+    first = torch.where(visible, positions, torch.full_like(positions, visible.shape[-1])).amin(dim=-1)
+    if not bool((first > 0).any()):
+        return None
+    return (positions >= first[:, None]).to(torch.long)
+
+
+def _cache_position(kwargs: dict, len_q: int, len_kv: int, device: torch.device) -> torch.Tensor:
+    """Key-axis position of each query row: the model's `cache_position` if it passes one, else the last L_q."""
+    given = kwargs.get("cache_position")
+    if isinstance(given, torch.Tensor) and given.dim() == 1 and given.numel() == len_q:
+        if len_q == 0 or int(given.max()) < len_kv:
+            return given.to(device=device, dtype=torch.long)
+    return torch.arange(len_kv - len_q, len_kv, device=device)
+
+
+def superlinear_attention_forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """transformers attention function: Superlinear for converted layers, SDPA for the rest."""
+    router = getattr(module, ROUTER_ATTRIBUTE, None)
+    if router is None:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    if kwargs.get("sliding_window") is not None or kwargs.get("softcap") is not None:
+        raise SlconvertError(
+            f"layer {router.layer_idx} uses a sliding window or logit soft-capping, which Superlinear attention "
+            "does not model; reconvert with this layer in --keep-dense"
+        )
+    len_q, len_kv = query.shape[2], key.shape[2]
+    mask2d = padding_mask(attention_mask, len_kv)
+    cache_position = _cache_position(kwargs, len_q, len_kv, query.device)
+    q_search = router(query)
+    if _CAPTURES:
+        _record(router, query, key, value, q_search, scaling, mask2d, cache_position)
+    out = superlinear_attention(
+        query,
+        key,
+        value,
+        q_search,
+        router.config,
+        cache_position=cache_position,
+        attention_mask=mask2d,
+        scale=scaling,
+        backend=BACKEND,
+    )
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _record(router, query, key, value, q_search, scaling, mask2d, cache_position) -> None:
+    for ids, records in _CAPTURES:
+        if id(router) in ids:
+            records.append(
+                {
+                    "layer_idx": router.layer_idx,
+                    "q": query.detach(),
+                    "k": key.detach(),
+                    "v": value.detach(),
+                    "q_search": q_search.detach(),
+                    "config": router.config,
+                    "scale": scaling,
+                    "attention_mask": None if mask2d is None else mask2d.detach(),
+                    "cache_position": cache_position.detach(),
+                }
+            )
+
+
+@contextlib.contextmanager
+def capture_attention(model: torch.nn.Module) -> Iterator[list[dict]]:
+    """Record every converted layer's attention inputs while active.
+
+    Yields a list that receives, per call, a dict with keys ``layer_idx, q, k, v, q_search, config, scale,
+    attention_mask`` (2-D [B, L_kv] 0/1 or None) and ``cache_position`` ([L_q]); tensors are detached.
+    """
+    from .router import routers
+
+    ids = frozenset(id(r) for r in routers(model).values())
+    entry = (ids, [])
+    _CAPTURES.append(entry)
+    try:
+        yield entry[1]
+    finally:
+        for position, active in enumerate(_CAPTURES):
+            if active is entry:
+                del _CAPTURES[position]
+                break
+
+
+_REGISTERED = False
+
+
+def register() -> str:
+    """Register the "superlinear" attention and mask functions with transformers (idempotent)."""
+    global _REGISTERED
+    if not _REGISTERED:
+        from transformers import AttentionInterface
+        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+        AttentionInterface.register(ATTENTION_NAME, superlinear_attention_forward)
+        AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
+        _REGISTERED = True
+    return ATTENTION_NAME

@@ -1,0 +1,238 @@
+"""SPEC.md's benchmark protocol: one attention layer, Superlinear (Triton) against dense SDPA.
+
+Shape of the NVIDIA Nemotron-3-Nano attention layers: B=1, H_q=32, H_kv=2, D=128, bf16, fresh random
+normal inputs per length. For each setting and length: forward, forward+backward and the decode of one
+token, each with the dense baseline timed in the same process on the same GPU. 1M tokens run as a
+prefill in 32K chunks (cache_position), the dense baseline as one causal call. Reported per row:
+median ms, speed-up over dense, TFLOP/s over the keys actually attended, peak memory above the inputs;
+decode rows also time a CUDA-graph replay (what a serving loop runs), eager calls include Python overhead.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import platform
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from slkernels import SuperlinearConfig, superlinear_attention
+
+from .timing import measure, measure_graph
+
+__all__ = ["BenchSettings", "run_benchmark", "SETTINGS"]
+
+SETTINGS: dict[str, Callable[[], SuperlinearConfig]] = {
+    "released": SuperlinearConfig.released,
+    "balanced": SuperlinearConfig.balanced,
+}
+GIB = float(1 << 30)
+
+
+@dataclass
+class BenchSettings:
+    lengths: list[int] = field(default_factory=lambda: [16384, 32768, 65536, 131072, 262144])
+    settings: list[str] = field(default_factory=lambda: ["released", "balanced"])
+    passes: list[str] = field(default_factory=lambda: ["forward", "forward_backward", "decode"])
+    million: bool = True  # also 1M tokens as a chunked prefill (forward) and a 1M-context decode
+    chunk: int = 32768
+    heads_q: int = 32
+    heads_kv: int = 2
+    head_dim: int = 128
+    dtype: str = "bfloat16"
+    budget_ms: float = 1500.0
+    seed: int = 0
+
+
+def _inputs(cfg: BenchSettings, length: int, q_rows: int | None = None, grad: bool = False):
+    dtype = getattr(torch, cfg.dtype)
+    rows = length if q_rows is None else q_rows
+    q = torch.randn(1, cfg.heads_q, rows, cfg.head_dim, device="cuda", dtype=dtype, requires_grad=grad)
+    qs = torch.randn(1, cfg.heads_q, rows, cfg.head_dim, device="cuda", dtype=dtype, requires_grad=grad)
+    k = torch.randn(1, cfg.heads_kv, length, cfg.head_dim, device="cuda", dtype=dtype, requires_grad=grad)
+    v = torch.randn(1, cfg.heads_kv, length, cfg.head_dim, device="cuda", dtype=dtype, requires_grad=grad)
+    return q, k, v, qs
+
+
+def attended_keys(q, k, qs, config: SuperlinearConfig, cache_position=None) -> int:
+    """Keys attended by all query rows and heads (window + selected spans), from the kernels' own selection."""
+    from slkernels.triton_ops.entries import build_geometry
+    from slkernels.triton_ops.search import search_topk
+
+    len_kv = k.shape[2]
+    pos = torch.arange(len_kv - q.shape[2], len_kv, device=q.device) if cache_position is None else cache_position
+    s0 = torch.zeros(q.shape[0], dtype=torch.int64, device=q.device)
+    anchors, _ = search_topk(qs.detach(), k.detach(), config, pos, s0, len_kv)
+    geo = build_geometry(config, anchors, pos, s0, len_kv)
+    spans = torch.where(geo.valid, geo.span_hi - geo.span_lo + 1, 0).sum()
+    window = (geo.win_hi - geo.win_lo + 1).clamp_min(0).sum() * q.shape[1]
+    return int(spans + window)
+
+
+def _dense_keys(heads: int, length: int) -> int:
+    return heads * length * (length + 1) // 2
+
+
+def _row(setting, pass_name, length, sl, dense, sl_keys, dense_keys, dim, flop_mult):
+    def tflops(keys, ms):
+        return 4.0 * dim * keys * flop_mult / (ms * 1e-3) / 1e12 if ms and keys else None
+
+    return {
+        "setting": setting,
+        "pass": pass_name,
+        "length": length,
+        "superlinear_ms": sl.ms if sl else None,
+        "dense_ms": dense.ms if dense else None,
+        "speedup": (dense.ms / sl.ms) if (sl and dense) else None,
+        "superlinear_tflops": tflops(sl_keys, sl.ms) if sl else None,
+        "dense_tflops": tflops(dense_keys, dense.ms) if dense else None,
+        "superlinear_peak_gib": sl.peak_bytes / GIB if sl else None,
+        "dense_peak_gib": dense.peak_bytes / GIB if dense else None,
+        "inputs_gib": (sl or dense).base_bytes / GIB if (sl or dense) else None,
+        "attended_keys": sl_keys,
+        "dense_keys": dense_keys,
+    }
+
+
+def _forward_rows(cfg: BenchSettings, length: int, configs: dict[str, SuperlinearConfig]):
+    q, k, v, qs = _inputs(cfg, length)
+    with torch.no_grad():
+        dense = measure(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True),
+                        budget_ms=cfg.budget_ms)
+        for name, config in configs.items():
+            keys = attended_keys(q, k, qs, config)
+            sl = measure(partial(superlinear_attention, q, k, v, qs, config, backend="triton"), budget_ms=cfg.budget_ms)
+            yield _row(name, "forward", length, sl, dense, keys, _dense_keys(cfg.heads_q, length), cfg.head_dim, 1.0)
+
+
+def _backward_rows(cfg: BenchSettings, length: int, configs: dict[str, SuperlinearConfig]):
+    q, k, v, qs = _inputs(cfg, length, grad=True)
+    grad = torch.randn_like(q)
+
+    def dense_step():
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        out.backward(grad)
+        q.grad = k.grad = v.grad = None
+
+    dense = measure(dense_step, budget_ms=cfg.budget_ms)
+    for name, config in configs.items():
+        def sl_step(config=config):
+            out = superlinear_attention(q, k, v, qs, config, backend="triton")
+            out.backward(grad)
+            q.grad = k.grad = v.grad = qs.grad = None
+
+        keys = attended_keys(q, k, qs, config)
+        sl = measure(sl_step, budget_ms=cfg.budget_ms)
+        yield _row(name, "forward_backward", length, sl, dense, keys, _dense_keys(cfg.heads_q, length), cfg.head_dim, 3.5)
+
+
+def _decode_rows(cfg: BenchSettings, length: int, configs: dict[str, SuperlinearConfig]):
+    q, k, v, qs = _inputs(cfg, length, q_rows=1)
+    with torch.no_grad():
+        dense = measure(lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True), budget_ms=200.0, max_reps=100)
+        for name, config in configs.items():
+            keys = attended_keys(q, k, qs, config)
+            call = partial(superlinear_attention, q, k, v, qs, config, backend="triton")
+            sl = measure(call, budget_ms=200.0, max_reps=100)
+            row = _row(name, "decode", length, sl, dense, keys, cfg.heads_q * length, cfg.head_dim, 1.0)
+            row["superlinear_graph_ms"] = measure_graph(call)
+            row["dense_graph_ms"] = measure_graph(partial(F.scaled_dot_product_attention, q, k, v, enable_gqa=True))
+            yield row
+
+
+def _chunked_prefill(q, k, v, qs, config: SuperlinearConfig, chunk: int) -> None:
+    for start in range(0, k.shape[2], chunk):
+        stop = start + chunk
+        pos = torch.arange(start, stop, device="cuda")
+        superlinear_attention(q, k[:, :, :stop], v[:, :, :stop], qs, config, cache_position=pos, backend="triton")
+
+
+def _million_superlinear(cfg: BenchSettings, configs: dict[str, SuperlinearConfig], length: int):
+    dtype = getattr(torch, cfg.dtype)
+    k = torch.randn(1, cfg.heads_kv, length, cfg.head_dim, device="cuda", dtype=dtype)
+    v = torch.randn_like(k)
+    q = torch.randn(1, cfg.heads_q, cfg.chunk, cfg.head_dim, device="cuda", dtype=dtype)
+    qs = torch.randn_like(q)
+    rows = []
+    with torch.no_grad():
+        for name, config in configs.items():
+            keys = 0
+            for start in range(0, length, cfg.chunk):
+                stop = start + cfg.chunk
+                keys += attended_keys(q, k[:, :, :stop], qs, config, torch.arange(start, stop, device="cuda"))
+            sl = measure(partial(_chunked_prefill, q, k, v, qs, config, cfg.chunk), budget_ms=0.0, max_reps=0,
+                         warmup=0)
+            rows.append(_row(name, "prefill_chunked", length, sl, None, keys, _dense_keys(cfg.heads_q, length),
+                             cfg.head_dim, 1.0))
+        if "decode" in cfg.passes:
+            q1 = torch.randn(1, cfg.heads_q, 1, cfg.head_dim, device="cuda", dtype=dtype)
+            qs1 = torch.randn_like(q1)
+            dense = measure(partial(F.scaled_dot_product_attention, q1, k, v, enable_gqa=True), budget_ms=200.0,
+                            max_reps=100)
+            for name, config in configs.items():
+                keys = attended_keys(q1, k, qs1, config)
+                call = partial(superlinear_attention, q1, k, v, qs1, config, backend="triton")
+                sl = measure(call, budget_ms=200.0, max_reps=100)
+                row = _row(name, "decode", length, sl, dense, keys, cfg.heads_q * length, cfg.head_dim, 1.0)
+                row["superlinear_graph_ms"] = measure_graph(call)
+                row["dense_graph_ms"] = measure_graph(partial(F.scaled_dot_product_attention, q1, k, v,
+                                                              enable_gqa=True))
+                rows.append(row)
+    return rows
+
+
+def _million_rows(cfg: BenchSettings, configs: dict[str, SuperlinearConfig], length: int = 1 << 20):
+    yield from _million_superlinear(cfg, configs, length)
+    torch.cuda.empty_cache()
+    # Dense one-layer 1M causal prefill, once (it takes seconds): the reference point of the chunked row.
+    qd, kd, vd, _ = _inputs(cfg, length)
+    with torch.no_grad():
+        dense = measure(partial(F.scaled_dot_product_attention, qd, kd, vd, is_causal=True, enable_gqa=True),
+                        budget_ms=0.0, max_reps=0, warmup=0)
+    yield _row("dense", "prefill_whole", length, None, dense, None, _dense_keys(cfg.heads_q, length), cfg.head_dim, 1.0)
+
+
+def environment() -> dict:
+    import triton
+
+    return {
+        "gpu": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "published_kernels": "installed" if importlib.util.find_spec("superlinear") else "not installed",
+    }
+
+
+def run_benchmark(cfg: BenchSettings, progress: Callable[[str], None] | None = None,
+                  partial_result: Callable[[dict], None] | None = None) -> dict:
+    """Run the sweep; returns {"environment", "settings", "rows"} (rows as listed in the module doc).
+
+    `partial_result` receives the result so far after every step, so a long run that is cut short still
+    leaves its numbers behind.
+    """
+    configs = {name: SETTINGS[name]() for name in cfg.settings}
+    torch.manual_seed(cfg.seed)
+    rows: list[dict] = []
+    steps = []
+    for length in cfg.lengths:
+        if "forward" in cfg.passes:
+            steps.append((f"forward {length}", lambda n=length: _forward_rows(cfg, n, configs)))
+        if "forward_backward" in cfg.passes:
+            steps.append((f"forward+backward {length}", lambda n=length: _backward_rows(cfg, n, configs)))
+        if "decode" in cfg.passes:
+            steps.append((f"decode {length}", lambda n=length: _decode_rows(cfg, n, configs)))
+    if cfg.million:
+        steps.append(("1M chunked prefill", lambda: _million_rows(cfg, configs)))
+    for label, step in steps:
+        if progress:
+            progress(label)
+        for row in step():
+            rows.append(row)
+        torch.cuda.empty_cache()
+        if partial_result:
+            partial_result({"environment": environment(), "settings": asdict(cfg), "rows": rows, "complete": False})
+    return {"environment": environment(), "settings": asdict(cfg), "rows": rows, "complete": True}

@@ -1,0 +1,400 @@
+"""Safetensors checkpoints on disk: finding, validating, hashing, streaming copy, atomic output.
+
+The conversion never loads a model to rewrite a checkpoint. It reads each source file's safetensors
+header itself (8-byte length + JSON), validates it against the file size (a truncated or corrupt file is
+refused before anything is written), and writes each output file with `SafetensorsWriter`, which lays out
+the header first and then streams every tensor's bytes straight from the source file in bounded chunks.
+Untouched tensors therefore never become Python objects: peak memory is a chunk, or one tensor when its
+dtype changes, independent of the shard size.
+
+Only safetensors is ever read. A directory holding only pickle files (``*.bin``, ``*.pt``) is refused and
+never unpickled.
+
+`atomic_output_dir` builds the output in a hidden temporary directory beside OUT and renames it into
+place at the end, so an interrupted or failed conversion leaves no partial checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import shutil
+import struct
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import SlconvertError
+
+__all__ = [
+    "DTYPES",
+    "TensorEntry",
+    "WeightFile",
+    "WeightSet",
+    "read_header",
+    "find_weights",
+    "sha256_file",
+    "SafetensorsWriter",
+    "atomic_output_dir",
+    "read_tensor",
+    "dtype_name",
+    "directory_digest",
+    "check_output_location",
+]
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+CHUNK_BYTES = 1 << 20
+MAX_HEADER_BYTES = 100 << 20
+
+# safetensors dtype name -> (torch dtype, bytes per element)
+DTYPES: dict[str, tuple[torch.dtype, int]] = {
+    "F64": (torch.float64, 8),
+    "F32": (torch.float32, 4),
+    "F16": (torch.float16, 2),
+    "BF16": (torch.bfloat16, 2),
+    "I64": (torch.int64, 8),
+    "I32": (torch.int32, 4),
+    "I16": (torch.int16, 2),
+    "I8": (torch.int8, 1),
+    "U8": (torch.uint8, 1),
+    "BOOL": (torch.bool, 1),
+    "F8_E4M3": (torch.float8_e4m3fn, 1),
+    "F8_E5M2": (torch.float8_e5m2, 1),
+}
+FLOAT_NAMES = ("F64", "F32", "F16", "BF16")
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    for name, (torch_dtype, _) in DTYPES.items():
+        if torch_dtype == dtype:
+            return name
+    raise SlconvertError(f"dtype {dtype} cannot be stored in safetensors by this tool")
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    name: str
+    dtype: str  # safetensors name, e.g. "BF16"
+    shape: tuple[int, ...]
+    begin: int  # byte offsets inside the data section
+    end: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.begin
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    path: Path
+    data_start: int  # byte offset of the data section in the file
+    tensors: dict[str, TensorEntry]
+    metadata: dict
+
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size
+
+
+def _corrupt(path: Path, why: str) -> SlconvertError:
+    return SlconvertError(f"{path} is not a valid safetensors file ({why}); re-download or re-save the checkpoint")
+
+
+def read_header(path: Path) -> WeightFile:
+    """Parse and validate one safetensors file's header against the file size."""
+    path = Path(path)
+    if not path.is_file():
+        raise SlconvertError(f"weight file {path} is missing; re-download the checkpoint")
+    size = path.stat().st_size
+    if size < 8:
+        raise _corrupt(path, f"truncated: only {size} bytes")
+    with open(path, "rb") as handle:
+        (header_len,) = struct.unpack("<Q", handle.read(8))
+        if header_len > MAX_HEADER_BYTES or 8 + header_len > size:
+            raise _corrupt(path, f"truncated or corrupt: header claims {header_len} bytes, file has {size}")
+        raw = handle.read(header_len)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise _corrupt(path, "its header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise _corrupt(path, "its header is not a JSON object")
+    data_size = size - 8 - header_len
+    metadata = header.pop("__metadata__", None) or {}
+    tensors: dict[str, TensorEntry] = {}
+    for name, info in header.items():
+        try:
+            dtype, shape, (begin, end) = info["dtype"], tuple(int(s) for s in info["shape"]), info["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise _corrupt(path, f"entry {name!r} lacks dtype/shape/data_offsets") from None
+        if dtype not in DTYPES:
+            raise _corrupt(path, f"tensor {name!r} has unsupported dtype {dtype!r}")
+        numel = 1
+        for dim in shape:
+            numel *= dim
+        if end - begin != numel * DTYPES[dtype][1] or begin < 0:
+            raise _corrupt(path, f"tensor {name!r} has offsets that do not match its shape")
+        if end > data_size:
+            raise _corrupt(path, f"truncated: tensor {name!r} ends at byte {end} of a {data_size}-byte data section")
+        tensors[name] = TensorEntry(name, dtype, shape, int(begin), int(end))
+    return WeightFile(path, 8 + header_len, tensors, metadata)
+
+
+@dataclass(frozen=True)
+class WeightSet:
+    """Every weight file of a checkpoint and which file holds which tensor."""
+
+    directory: Path
+    files: list[WeightFile]  # in index order (or the single file)
+    sharded: bool
+
+    def locate(self, name: str) -> WeightFile | None:
+        for weight_file in self.files:
+            if name in weight_file.tensors:
+                return weight_file
+        return None
+
+    def names(self) -> set[str]:
+        return {name for f in self.files for name in f.tensors}
+
+    @property
+    def largest_file_bytes(self) -> int:
+        return max(f.size for f in self.files)
+
+
+def find_weights(directory: Path) -> WeightSet:
+    """Locate and validate the safetensors files of a checkpoint directory (single file or sharded)."""
+    directory = Path(directory)
+    index_path = directory / INDEX_FILE
+    if index_path.is_file():
+        try:
+            index = json.loads(index_path.read_text())
+            weight_map = index["weight_map"]
+            if not isinstance(weight_map, dict):
+                raise TypeError
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise SlconvertError(f"{index_path} is not a valid safetensors index (no weight_map); re-save the checkpoint") from None
+        shard_names = list(dict.fromkeys(weight_map.values()))
+        for shard in shard_names:
+            if not (directory / shard).is_file():
+                raise SlconvertError(f"{INDEX_FILE} names shard {shard!r}, which is missing from {directory}; re-download it")
+        files = [read_header(directory / shard) for shard in shard_names]
+        by_name = {f.path.name: f for f in files}
+        for tensor, shard in weight_map.items():
+            if tensor not in by_name[shard].tensors:
+                raise SlconvertError(f"{INDEX_FILE} says {tensor!r} is in {shard!r}, but that file lacks it; re-save the checkpoint")
+        return WeightSet(directory, files, sharded=True)
+    single = directory / SINGLE_FILE
+    if single.is_file():
+        return WeightSet(directory, [read_header(single)], sharded=False)
+    loose = sorted(directory.glob("*.safetensors"))
+    if len(loose) == 1:
+        return WeightSet(directory, [read_header(loose[0])], sharded=False)
+    pickles = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise SlconvertError(
+            f"{directory} holds only pickle weights ({', '.join(pickles[:3])}); they are never unpickled here: "
+            "re-save the model with save_pretrained(..., safe_serialization=True) to get safetensors"
+        )
+    if loose:
+        raise SlconvertError(f"{directory} has several .safetensors files but no {INDEX_FILE}; re-save the checkpoint")
+    raise SlconvertError(f"{directory} has no safetensors weights ({SINGLE_FILE} or {INDEX_FILE})")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_tensor(weight_file: WeightFile, name: str) -> torch.Tensor:
+    """One tensor read with plain file I/O (no mmap of the whole file)."""
+    entry = weight_file.tensors[name]
+    with open(weight_file.path, "rb") as handle:
+        handle.seek(weight_file.data_start + entry.begin)
+        raw = bytearray(handle.read(entry.nbytes))
+    torch_dtype = DTYPES[entry.dtype][0]
+    if not raw:
+        return torch.empty(entry.shape, dtype=torch_dtype)
+    return torch.frombuffer(raw, dtype=torch_dtype).reshape(entry.shape)
+
+
+def _disk_full(path: Path, err: OSError) -> SlconvertError:
+    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return SlconvertError(f"disk full while writing {path} ({os.strerror(err.errno)}); free space and retry")
+    return SlconvertError(f"could not write {path}: {err.strerror or err}; check the output location")
+
+
+class SafetensorsWriter:
+    """Write one safetensors file tensor by tensor: header first, then each tensor's bytes in order.
+
+    Tensors are declared up front (`add_copy` for a byte range of a source file, optionally converted to
+    another float dtype; `add_tensor` for a new tensor), then `write()` streams them.
+    """
+
+    def __init__(self, path: Path, metadata: dict | None = None) -> None:
+        self.path = Path(path)
+        self.metadata = {"format": "pt", **(metadata or {})}
+        self._items: list[tuple[str, str, tuple[int, ...], object]] = []
+
+    def add_copy(self, source: WeightFile, name: str, out_dtype: str | None = None, out_name: str | None = None) -> None:
+        entry = source.tensors[name]
+        dtype = entry.dtype if out_dtype is None or entry.dtype not in FLOAT_NAMES else out_dtype
+        self._items.append((out_name or name, dtype, entry.shape, (source, entry)))
+
+    def add_tensor(self, name: str, tensor: torch.Tensor) -> None:
+        tensor = tensor.detach().cpu().contiguous()
+        self._items.append((name, dtype_name(tensor.dtype), tuple(tensor.shape), tensor))
+
+    @property
+    def names(self) -> list[str]:
+        return [item[0] for item in self._items]
+
+    def total_bytes(self) -> int:
+        total = 0
+        for _, dtype, shape, _ in self._items:
+            numel = 1
+            for dim in shape:
+                numel *= dim
+            total += numel * DTYPES[dtype][1]
+        return total
+
+    def _header(self) -> bytes:
+        header: dict = {"__metadata__": self.metadata}
+        offset = 0
+        for name, dtype, shape, _ in self._items:
+            numel = 1
+            for dim in shape:
+                numel *= dim
+            nbytes = numel * DTYPES[dtype][1]
+            header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+            offset += nbytes
+        raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+        return raw + b" " * (-len(raw) % 8)
+
+    def write(self, progress=None) -> None:
+        header = self._header()
+        try:
+            with open(self.path, "wb") as out:
+                self._write(out, struct.pack("<Q", len(header)) + header)
+                for name, dtype, _, source in self._items:
+                    if isinstance(source, torch.Tensor):
+                        self._write(out, _tensor_bytes(source))
+                    else:
+                        self._copy(out, source, dtype)
+                    if progress is not None:
+                        progress(name)
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError as err:
+            raise _disk_full(self.path, err) from None
+
+    def _write(self, out, data: bytes | memoryview) -> None:
+        out.write(data)
+
+    def _copy(self, out, source: tuple[WeightFile, TensorEntry], dtype: str) -> None:
+        weight_file, entry = source
+        source_dtype, element = DTYPES[entry.dtype]
+        # Whole elements per chunk, so a dtype cast can run chunk by chunk on the flat data.
+        step = max(element, CHUNK_BYTES // element * element)
+        with open(weight_file.path, "rb") as handle:
+            handle.seek(weight_file.data_start + entry.begin)
+            left = entry.nbytes
+            while left:
+                chunk = handle.read(min(step, left))
+                if not chunk or len(chunk) % element:
+                    raise _corrupt(weight_file.path, f"truncated inside tensor {entry.name!r}")
+                left -= len(chunk)
+                if dtype != entry.dtype:
+                    values = torch.frombuffer(bytearray(chunk), dtype=source_dtype).to(DTYPES[dtype][0])
+                    self._write(out, _tensor_bytes(values))
+                else:
+                    self._write(out, chunk)
+
+
+def _tensor_bytes(tensor: torch.Tensor) -> memoryview:
+    tensor = tensor.contiguous()
+    if tensor.numel() == 0:
+        return memoryview(b"")
+    return memoryview(tensor.view(torch.uint8).reshape(-1).numpy())
+
+
+def _same_or_inside(child: Path, parent: Path) -> bool:
+    try:
+        child.relative_to(parent)
+        return True
+    except ValueError:
+        return False
+
+
+def check_output_location(source: Path, out: Path, force: bool) -> None:
+    """Refuse OUT inside MODEL (or MODEL inside OUT), and an existing OUT without --force."""
+    source, out = source.resolve(), out.resolve()
+    if _same_or_inside(out, source):
+        raise SlconvertError(f"output {out} lies inside the source model {source}; choose a directory outside it")
+    if _same_or_inside(source, out):
+        raise SlconvertError(f"output {out} contains the source model {source}; choose another directory")
+    if out.exists() and not force:
+        raise SlconvertError(f"output {out} already exists; pass --force to replace it or choose another path")
+    if out.exists() and not out.is_dir():
+        raise SlconvertError(f"output {out} exists and is not a directory; remove it or choose another path")
+    if not out.parent.is_dir():
+        raise SlconvertError(f"the parent directory of {out} does not exist; create it first")
+
+
+@contextlib.contextmanager
+def atomic_output_dir(out: Path, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory beside `out`; rename it to `out` only if the block completes."""
+    out = Path(out).resolve()
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    except OSError as err:
+        raise SlconvertError(f"cannot create a directory in {out.parent} ({err.strerror}); choose a writable location") from None
+    try:
+        yield tmp
+        if out.exists():
+            if not force:
+                raise SlconvertError(f"output {out} appeared while converting; pass --force to replace it")
+            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, trash / out.name)
+            os.replace(tmp, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def copy_small_file(src: Path, dst: Path) -> None:
+    try:
+        shutil.copyfile(src, dst)
+    except OSError as err:
+        raise _disk_full(dst, err) from None
+
+
+def write_text(path: Path, text: str) -> None:
+    try:
+        Path(path).write_text(text)
+    except OSError as err:
+        raise _disk_full(Path(path), err) from None
+
+
+def directory_digest(directory: Path) -> str:
+    """sha256 over every file's relative path and contents (to prove a directory was left untouched)."""
+    digest = hashlib.sha256()
+    root = Path(directory)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        digest.update(sha256_file(path).encode())
+    return digest.hexdigest()

@@ -1,0 +1,160 @@
+"""`slconvert eval MODEL`: needle grid, lm-eval tasks, long-document perplexity and span recall.
+
+Modes combine freely in one run; `--compare BASE` runs the source checkpoint on exactly the same
+inputs. Every run writes its files to --out and ends with summary.json / summary.md there.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import SlconvertError
+
+_DEFAULT_DEPTHS = ",".join(str(d) for d in range(0, 101, 10))
+
+
+def _numbers(text: str, option: str, kind=int) -> list:
+    """"1024,4096" or "0:100:25" (start:stop:step, stop included) -> list of numbers."""
+    values: list = []
+    try:
+        for part in (p.strip() for p in text.split(",")):
+            if not part:
+                continue
+            if ":" in part:
+                start, stop, step = (kind(x) for x in part.split(":"))
+                if step <= 0:
+                    raise ValueError
+                value = start
+                while value <= stop:
+                    values.append(value)
+                    value += step
+            else:
+                values.append(kind(part))
+    except ValueError as err:
+        raise SlconvertError(f"{option} {text!r} is not a comma-separated list of numbers "
+                             "(or start:stop:step); e.g. 1024,4096") from err
+    if not values:
+        raise SlconvertError(f"{option} is empty; give at least one value")
+    return list(dict.fromkeys(values))
+
+
+@click.command("eval")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--niah", is_flag=True, help="Needle-in-a-haystack grid (depth x length heatmap).")
+@click.option("--lengths", default="1024,2048,4096", show_default=True, help="NIAH prompt lengths in tokens.")
+@click.option("--depths", default=_DEFAULT_DEPTHS, show_default=True, help="NIAH needle depths in percent.")
+@click.option("--samples", type=int, default=4, show_default=True, help="NIAH prompts per (length, depth) cell.")
+@click.option("--haystack", default=None,
+              help="Text files/folders (comma-separated) for the haystack; default: built-in generator; "
+                   "'repeat': the pass-key filler.")
+@click.option("--task", "niah_task", type=click.Choice(["single", "multikey", "multivalue", "multiquery", "passkey"]),
+              default="single", show_default=True, help="NIAH task.")
+@click.option("--mode", type=click.Choice(["generate", "teacher"]), default="generate", show_default=True,
+              help="NIAH scoring: greedy generation, or teacher-forced (no generation).")
+@click.option("--key-kind", type=click.Choice(["words", "numbers", "uuids"]), default="words", show_default=True)
+@click.option("--value-kind", type=click.Choice(["words", "numbers", "uuids"]), default="numbers",
+              show_default=True)
+@click.option("--compare", "base", type=click.Path(path_type=Path), default=None,
+              help="Source checkpoint to run on the same inputs, side by side.")
+@click.option("--tasks", default=None, help="lm-eval tasks: names or YAML paths, comma-separated (e.g. slc_passkey).")
+@click.option("--task-lengths", default=None, help="Prompt lengths for the shipped slc_* needle tasks.")
+@click.option("--task-metadata", default=None, help='Extra lm-eval task metadata as JSON, e.g. \'{"num_samples": 4}\'.')
+@click.option("--limit", type=int, default=None, help="lm-eval: at most this many documents per task.")
+@click.option("--batch-size", type=int, default=1, show_default=True, help="lm-eval batch size.")
+@click.option("--perplexity", "ppl_path", default=None, help="Text file, .jsonl or folder of long documents.")
+@click.option("--chunk-size", type=int, default=4096, show_default=True, help="Prefill chunk in tokens (perplexity and NIAH prompts), fed through the cache.")
+@click.option("--span-recall", is_flag=True, help="Dense attention mass inside the selected spans + window.")
+@click.option("--span-text", default=None, help="Text file/folder for --span-recall (default: built-in text).")
+@click.option("--span-length", type=int, default=2048, show_default=True,
+              help="Tokens of built-in text for --span-recall.")
+@click.option("--max-length", type=int, default=None,
+              help="Context limit in tokens (default: the checkpoint's max_position_embeddings).")
+@click.option("--skip-too-long", is_flag=True, help="Skip (and count) inputs over the context limit instead of failing.")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 ... (auto: cuda if present).")
+@click.option("--dtype", default="auto", show_default=True, help="auto, float32, bfloat16 or float16.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of prompts, haystack and lm-eval.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("eval-output"), show_default=True,
+              help="Folder for results, figures and the summary.")
+def eval_command(model, niah, lengths, depths, samples, haystack, niah_task, mode, key_kind, value_kind, base, tasks,
+                 task_lengths, task_metadata, limit, batch_size, ppl_path, chunk_size, span_recall, span_text,
+                 span_length, max_length, skip_too_long, device, dtype, seed, out):
+    """Evaluate MODEL (converted or not): --niah, --tasks, --perplexity and/or --span-recall."""
+    from ..evaluation import report
+    from ..evaluation.models import load_eval_model
+    from ..evaluation.runner import RunContext, run_niah, run_perplexity, run_span_recall, run_tasks
+
+    if not (niah or tasks or ppl_path or span_recall):
+        raise SlconvertError("nothing to evaluate; add at least one of --niah, --tasks, --perplexity, --span-recall")
+    length_list = _numbers(lengths, "--lengths") if niah else []
+    depth_list = _numbers(depths, "--depths", float) if niah else []
+    if any(n < 1 for n in length_list):
+        raise SlconvertError(f"--lengths {lengths} must be positive token counts")
+    task_length_list = _numbers(task_lengths, "--task-lengths") if task_lengths else None
+    try:
+        metadata = json.loads(task_metadata) if task_metadata else {}
+    except json.JSONDecodeError as err:
+        raise SlconvertError(f"--task-metadata is not valid JSON ({err.msg}); e.g. '{{\"num_samples\": 4}}'") from err
+    if not isinstance(metadata, dict):
+        raise SlconvertError("--task-metadata must be a JSON object, e.g. '{\"num_samples\": 4}'")
+    if chunk_size < 1:
+        raise SlconvertError(f"--chunk-size {chunk_size} must be at least 1 token")
+    if max_length is not None and max_length < 1:
+        raise SlconvertError(f"--max-length {max_length} must be a positive number of tokens")
+
+    for option, value in (("--perplexity", ppl_path), ("--span-text", span_text)):
+        if value and not Path(value).expanduser().exists():
+            raise SlconvertError(f"{option} {value} does not exist; pass a text file, a .jsonl file or a folder")
+
+    out.mkdir(parents=True, exist_ok=True)
+    em = load_eval_model(model, device=device, dtype=dtype, max_length=max_length)
+    base_em = load_eval_model(base, device=device, dtype=dtype, max_length=max_length) if base else None
+    ctx = RunContext(out=out, model=em, base=base_em, seed=seed, skip_too_long=skip_too_long, echo=click.echo)
+    results, sections = {}, []
+    if niah:
+        results["niah"], text = run_niah(ctx, task=niah_task, lengths=length_list, depths=depth_list,
+                                         samples=samples, haystack=haystack, mode=mode, key_kind=key_kind,
+                                         value_kind=value_kind, chunk=chunk_size)
+        sections.append(text)
+    if tasks:
+        results["lm_eval"], text = run_tasks(ctx, tasks, batch_size=batch_size, limit=limit,
+                                             task_lengths=task_length_list, task_metadata=metadata)
+        sections.append(text)
+    if ppl_path:
+        results["perplexity"], text = run_perplexity(ctx, ppl_path, chunk=chunk_size)
+        sections.append(text)
+    if span_recall:
+        results["span_recall"], text = run_span_recall(ctx, text_path=span_text, length=span_length)
+        sections.append(text)
+
+    command = {"argv": sys.argv[1:], "model": str(model), "compare": str(base) if base else None,
+               "niah": {"task": niah_task, "mode": mode, "lengths": length_list, "depths": depth_list,
+                        "samples": samples, "haystack": haystack or "builtin", "key_kind": key_kind,
+                        "value_kind": value_kind} if niah else None,
+               "tasks": tasks, "task_lengths": task_length_list, "task_metadata": metadata, "limit": limit,
+               "perplexity": ppl_path, "chunk_size": chunk_size if ppl_path else None,
+               "span_recall": {"text": span_text, "length": span_length} if span_recall else None,
+               "max_length": ctx.max_length, "skip_too_long": skip_too_long, "device": device, "dtype": dtype}
+    models = [m.describe() for _, m in ctx.models()]
+    paths = report.write_summary(out, command=command, seeds={"seed": seed}, models=models, results={
+        **{k: _headline(k, v) for k, v in results.items()}, "files": ctx.files}, sections=sections)
+    click.echo(f"wrote {len(ctx.files) + len(paths)} files to {out} (summary: {paths[1]})")
+
+
+def _headline(mode: str, result: dict) -> dict:
+    """The numbers a reader wants first; the full results are in the mode's own JSON file."""
+    if mode == "niah":
+        keep = {"table": result["table"], "skipped": len(result["skipped"])}
+        if "diff_table" in result:
+            keep.update(base_table=result["base_table"], diff_table=result["diff_table"])
+        return keep
+    if mode == "lm_eval":
+        return {"table": result["table"], "max_length": result["max_length"]}
+    if mode == "perplexity":
+        return {role: {"perplexity": r["perplexity"], "tokens": r["tokens"], "skipped": len(r["skipped"])}
+                for role, r in result.items() if isinstance(r, dict) and "perplexity" in r}
+    return {"average": result["average"], "tokens": result["tokens"],
+            "layers": [{"layer": e["layer"], "recall": e["recall"]} for e in result["layers"]]}

@@ -1,0 +1,166 @@
+"""lm-eval on converted (and source) checkpoints: a guarded HFLM, its registration, and a runner.
+
+lm-eval's HF wrapper silently cuts prompts from the left and guesses a 2048-token context when the
+config is unclear; both have produced wrong long-context numbers. `SlconvertLM` always sets
+`max_length` explicitly and refuses, with one clear line, any request that would be truncated.
+It is registered with lm-eval as model "slconvert", loading converted checkpoints through
+`slconvert.load` (which registers the attention first), so the same class serves the Python API
+and the `lm_eval` command line (see `slconvert.evaluation.lm_eval_cli`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import SlconvertError
+
+__all__ = ["register", "resolve_tasks", "run_lm_eval", "shipped_tasks_dir", "offline_environment"]
+
+MODEL_NAME = "slconvert"
+
+
+def offline_environment() -> None:
+    """No hub access during evaluation: every shipped task builds its data locally."""
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ.setdefault(var, "1")
+
+
+def shipped_tasks_dir() -> Path:
+    """The repository's `evals/tasks` folder (offline task YAMLs and their local data builders)."""
+    env = os.environ.get("SLCONVERT_EVALS_DIR")
+    root = Path(env) if env else Path(__file__).resolve().parents[2] / "evals"
+    return root / "tasks"
+
+
+def _make_class():
+    from lm_eval.api.registry import register_model
+    from lm_eval.models.huggingface import HFLM
+
+    @register_model(MODEL_NAME)
+    class SlconvertLM(HFLM):
+        """HFLM that loads converted checkpoints with `slconvert.load` and never truncates a request."""
+
+        def __init__(self, pretrained, tokenizer=None, max_length=None, device=None, dtype=None, **kwargs):
+            if isinstance(pretrained, (str, Path)):
+                from .models import load_eval_model
+
+                em = load_eval_model(pretrained, device=device, dtype=dtype,
+                                     max_length=int(max_length) if max_length else None)
+                pretrained, tokenizer = em.model, tokenizer or em.tokenizer
+                max_length = em.max_length
+            if not max_length:
+                from .models import config_max_length
+
+                max_length = config_max_length(pretrained.config)
+            if not max_length:
+                raise SlconvertError("the model declares no context length; pass max_length explicitly")
+            super().__init__(pretrained=pretrained, tokenizer=tokenizer, max_length=int(max_length),
+                             batch_size=kwargs.pop("batch_size", 1), **kwargs)
+
+        def tok_batch_encode(self, strings, padding_side="left", left_truncate_len=None, truncation=False):
+            ids, mask = super().tok_batch_encode(strings, padding_side=padding_side, left_truncate_len=None,
+                                                 truncation=False)
+            if left_truncate_len and ids.shape[1] > left_truncate_len:
+                raise SlconvertError(
+                    f"an lm-eval prompt has {ids.shape[1]} tokens but only {left_truncate_len} fit "
+                    f"(max_length {self.max_length} minus the generation budget); raise max_length or use "
+                    "shorter task lengths - prompts are never truncated")
+            return ids, mask
+
+        def _loglikelihood_tokens(self, requests, disable_tqdm=False, override_bs=None):
+            for _, context, continuation in requests:
+                if len(context) + len(continuation) > self.max_length + 1:
+                    raise SlconvertError(
+                        f"an lm-eval request has {len(context) + len(continuation)} tokens, over max_length "
+                        f"{self.max_length} + 1; raise max_length or use shorter task lengths - requests are "
+                        "never truncated")
+            return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+
+    return SlconvertLM
+
+
+_CLASS = None
+
+
+def __getattr__(name):  # lazy: importing lm_eval is slow and only some commands need it
+    global _CLASS
+    if name == "SlconvertLM":
+        if _CLASS is None:
+            _CLASS = _make_class()
+        return _CLASS
+    raise AttributeError(name)
+
+
+def register() -> type:
+    """Make model "slconvert" known to lm-eval (idempotent); returns the class."""
+    return __getattr__("SlconvertLM")
+
+
+def _task_yaml_loader():
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_constructor("!function", lambda loader, node: None)
+    return Loader
+
+
+def resolve_tasks(spec: str) -> tuple[list[str], list[str]]:
+    """Comma-separated task names or YAML paths -> (task names, extra include paths).
+
+    A YAML path contributes its folder to lm-eval's include path and its `task:` name to the list.
+    """
+    import yaml
+
+    names, include = [], [str(shipped_tasks_dir())]
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        path = Path(item).expanduser()
+        if item.endswith((".yaml", ".yml")):
+            if not path.is_file():
+                raise SlconvertError(f"task file {path} does not exist; pass an lm-eval task YAML or a task name")
+            data = yaml.load(path.read_text(), Loader=_task_yaml_loader()) or {}
+            task = data.get("task")
+            if not task:
+                raise SlconvertError(f"{path} has no `task:` name; add one to the YAML")
+            names.extend(task if isinstance(task, list) else [task])
+            include.append(str(path.parent.resolve()))
+        else:
+            names.append(item)
+    if not names:
+        raise SlconvertError("--tasks is empty; name lm-eval tasks or YAML files, comma-separated")
+    return names, list(dict.fromkeys(include))
+
+
+def run_lm_eval(em, spec: str, *, max_length: int, batch_size: int = 1, limit: int | None = None,
+                seed: int = 0, task_lengths: list[int] | None = None, task_metadata: dict | None = None,
+                log_samples: bool = False) -> dict:
+    """Run lm-eval tasks on an already loaded model; returns lm-eval's result dict (JSON-safe parts)."""
+    offline_environment()
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    names, include = resolve_tasks(spec)
+    metadata = {"pretrained": str(em.path), "tokenizer": str(em.path), "max_length": max_length, "seed": seed,
+                **(task_metadata or {})}
+    if task_lengths:
+        metadata["max_seq_lengths"] = list(task_lengths)
+    # Indexing lm-eval's thousands of built-in task files takes seconds: only do it when a name needs it.
+    manager = TaskManager(include_path=include, metadata=metadata, include_defaults=False)
+    if any(n not in manager.all_tasks for n in names):
+        manager = TaskManager(include_path=include, metadata=metadata)
+    unknown = [n for n in names if n not in manager.all_tasks]
+    if unknown:
+        raise SlconvertError(f"unknown lm-eval task(s) {unknown}; shipped offline tasks: "
+                             f"{', '.join(sorted(t for t in manager.all_tasks if t.startswith('slc_')))}")
+    lm = register()(pretrained=em.model, tokenizer=em.tokenizer, max_length=max_length, batch_size=batch_size)
+    results = lm_eval.simple_evaluate(model=lm, tasks=names, task_manager=manager, limit=limit,
+                                      log_samples=log_samples, random_seed=seed, numpy_random_seed=seed,
+                                      torch_random_seed=seed, fewshot_random_seed=seed, metadata=metadata)
+    if results is None:
+        raise SlconvertError("lm-eval returned no results")
+    return {key: results[key] for key in ("results", "versions", "n-shot", "higher_is_better", "n-samples")
+            if key in results}

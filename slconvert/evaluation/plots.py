@@ -1,0 +1,92 @@
+"""Figures a person would rather look at than read: NIAH heatmaps, their comparison, span recall.
+
+The NIAH heatmap follows the convention readers know: depth (rows) against context length
+(columns), red -> yellow -> green on 0..100, the average in the title, skipped cells grey.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+__all__ = ["niah_heatmap", "niah_comparison", "span_recall_heatmap"]
+
+
+def _matrix(table: dict) -> np.ndarray:
+    return np.array([[np.nan if v is None else v for v in row] for row in table["scores"]], dtype=float)
+
+
+def _draw(ax, matrix: np.ndarray, table: dict, title: str, *, cmap="RdYlGn", vmin=0.0, vmax=100.0, fmt="{:.0f}"):
+    cm = plt.get_cmap(cmap).with_extremes(bad="#bbbbbb")
+    image = ax.imshow(np.ma.masked_invalid(matrix), cmap=cm, vmin=vmin, vmax=vmax, aspect="auto")
+    ax.set_xticks(range(len(table["lengths"])), [_short(n) for n in table["lengths"]])
+    ax.set_yticks(range(len(table["depths"])), [f"{d:g}%" for d in table["depths"]])
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel("needle depth")
+    ax.set_title(title, fontsize=10)
+    if matrix.size <= 400:
+        for (i, j), value in np.ndenumerate(matrix):
+            ax.text(j, i, "skip" if np.isnan(value) else fmt.format(value), ha="center", va="center", fontsize=7)
+    return image
+
+
+def _short(n: int) -> str:
+    if n >= 1024 and n % 1024 == 0:
+        return f"{n // 1024}K"
+    return str(n)
+
+
+def _avg(table: dict) -> str:
+    return "n/a" if table.get("average") is None else f"{table['average']:.1f}"
+
+
+def niah_heatmap(table: dict, path: Path, name: str) -> Path:
+    figsize = (max(4.5, 2.2 + 0.7 * len(table["lengths"])), max(3.2, 1.8 + 0.4 * len(table["depths"])))
+    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    image = _draw(ax, _matrix(table), table, f"{name}: NIAH {table['task']}\naverage {_avg(table)}")
+    fig.colorbar(image, ax=ax, label="score")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def niah_comparison(table: dict, base: dict, diff: dict, path: Path, name: str, base_name: str) -> Path:
+    """Model, source and their difference (model - source) side by side in one figure."""
+    width = max(4.5, 2.2 + 0.7 * len(table["lengths"]))
+    height = max(3.2, 1.8 + 0.4 * len(table["depths"]))
+    fig, axes = plt.subplots(1, 3, figsize=(3 * width, height), layout="constrained")
+    for ax, tab, title in ((axes[0], table, name), (axes[1], base, f"{base_name} (source)")):
+        image = _draw(ax, _matrix(tab), tab, f"{title}\naverage {_avg(tab)}")
+        fig.colorbar(image, ax=ax, label="score")
+    image = _draw(axes[2], _matrix(diff), diff, f"difference (converted - source)\naverage {_avg(diff)}", cmap="RdBu",
+                  vmin=-100.0, vmax=100.0, fmt="{:+.0f}")
+    fig.colorbar(image, ax=axes[2], label="score difference")
+    fig.suptitle(f"NIAH {table['task']}: converted vs source")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def span_recall_heatmap(matrix: list[list[float]], layers: list[int], path: Path, name: str, average: float) -> Path:
+    """Recall per (layer row, head column) in percent."""
+    data = np.array(matrix, dtype=float) * 100.0
+    figsize = (max(4.5, 2.5 + 0.5 * data.shape[1]), max(3.0, 1.6 + 0.45 * data.shape[0]))
+    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    image = ax.imshow(data, cmap="RdYlGn", vmin=0.0, vmax=100.0, aspect="auto")
+    ax.set_xlabel("query head")
+    ax.set_ylabel("layer")
+    ax.set_yticks(range(data.shape[0]), [str(layer) for layer in layers])
+    ax.set_title(f"{name}: span recall\naverage {average * 100:.1f}%", fontsize=10)
+    if data.size <= 400:
+        for (i, j), value in np.ndenumerate(data):
+            ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=7)
+    fig.colorbar(image, ax=ax, label="dense mass in spans + window (%)")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,192 @@
+"""One function per evaluation mode: run it on the model (and the source, when comparing), write its files.
+
+Each returns (JSON-ready result, Markdown section) so that the command can end with one summary.
+Printing goes through `echo` so the command decides where text goes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import SlconvertError
+from . import plots, report
+from .haystack import load_haystack
+from .models import EvalModel
+from .niah_run import build_grid, grid_table, run_grid
+
+__all__ = ["RunContext", "run_niah", "run_tasks", "run_perplexity", "run_span_recall"]
+
+
+@dataclass
+class RunContext:
+    out: Path
+    model: EvalModel
+    base: EvalModel | None = None
+    seed: int = 0
+    skip_too_long: bool = False
+    echo: object = print
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def max_length(self) -> int | None:
+        """The tightest context of the models compared, so both see exactly the same prompts."""
+        limits = [m.max_length for m in (self.model, self.base) if m is not None and m.max_length is not None]
+        return min(limits) if limits else None
+
+    def models(self) -> list[tuple[str, EvalModel]]:
+        pairs = [("model", self.model)]
+        if self.base is not None:
+            pairs.append(("base", self.base))
+        return pairs
+
+    def wrote(self, *paths: Path) -> None:
+        self.files.extend(str(p) for p in paths)
+
+
+def run_niah(ctx: RunContext, *, task: str, lengths: list[int], depths: list[float], samples: int,
+             haystack: str | None, mode: str, key_kind: str, value_kind: str,
+             chunk: int | None = None) -> tuple[dict, str]:
+    hay = load_haystack(haystack, ctx.seed)
+    grid = build_grid(ctx.model.tokenizer, hay, task=task, lengths=lengths, depths=depths, samples=samples,
+                      seed=ctx.seed, key_kind=key_kind, value_kind=value_kind, max_length=ctx.max_length,
+                      mode=mode, skip_too_long=ctx.skip_too_long)
+    if ctx.base is not None and ctx.base.tokenizer.get_vocab() != ctx.model.tokenizer.get_vocab():
+        ctx.echo("note: the source model has another tokenizer; it sees the same prompt texts, whose token "
+                 "lengths differ from the grid's (each record holds its own `tokens`)")
+    tables, records = {}, []
+    for role, em in ctx.models():
+        rows = run_grid(em, grid, mode=mode, label=em.name if role == "model" else f"{em.name} (source)",
+                        prefill_chunk=chunk)
+        records.extend(rows)
+        tables[role] = grid_table(grid, rows)
+    table = tables["model"]
+    result = {"task": task, "mode": mode, "haystack": hay.describe(), "key_kind": key_kind, "value_kind": value_kind,
+              "samples_per_cell": samples, "table": table, "skipped": grid.skipped}
+    name = ctx.model.name
+    section = [f"### NIAH {task} ({mode})", "", report.format_grid(table, name)]
+    ctx.wrote(plots.niah_heatmap(table, ctx.out / "niah_heatmap.png", name),
+              report.write_csv(ctx.out / "niah_table.csv", report.grid_rows(table)))
+    if ctx.base is not None:
+        base, diff = tables["base"], report.diff_table(table, tables["base"])
+        result.update(base_table=base, diff_table=diff)
+        section += ["", report.format_grid(base, f"{ctx.base.name} (source)"), "",
+                    report.format_grid(diff, "difference (converted - source)", signed=True)]
+        ctx.wrote(plots.niah_comparison(table, base, diff, ctx.out / "niah_compare.png", name, ctx.base.name),
+                  report.write_csv(ctx.out / "niah_diff.csv", report.grid_rows(diff)))
+    if grid.skipped:
+        section += ["", f"{len(grid.skipped)} prompt(s) skipped: they do not fit {ctx.max_length} tokens."]
+    ctx.wrote(report.write_json(ctx.out / "niah_results.json", {**result, "records": records}),
+              report.write_csv(ctx.out / "niah_results.csv", records))
+    text = "\n".join(section)
+    ctx.echo(text)
+    return result, text
+
+
+def run_tasks(ctx: RunContext, spec: str, *, batch_size: int, limit: int | None, task_lengths: list[int] | None,
+              task_metadata: dict) -> tuple[dict, str]:
+    from .lmeval import run_lm_eval
+
+    if ctx.max_length is None:
+        raise SlconvertError("the model declares no context length; pass --max-length for lm-eval tasks")
+    per_model = {}
+    for role, em in ctx.models():
+        per_model[role] = run_lm_eval(em, spec, max_length=ctx.max_length, batch_size=batch_size, limit=limit,
+                                      seed=ctx.seed, task_lengths=task_lengths, task_metadata=task_metadata)
+    rows = []
+    for task, metrics in per_model["model"]["results"].items():
+        for key, value in metrics.items():
+            if not isinstance(value, (int, float)) or key.endswith("stderr,none") or "," not in key:
+                continue
+            row = {"task": task, "metric": key.split(",")[0], ctx.model.name: value}
+            if "base" in per_model:
+                other = per_model["base"]["results"].get(task, {}).get(key)
+                row[f"{ctx.base.name} (source)"] = other
+                row["difference"] = value - other if isinstance(other, (int, float)) else None
+            rows.append(row)
+    result = {"tasks": spec, "max_length": ctx.max_length, "lm_eval": per_model, "table": rows}
+    ctx.wrote(report.write_json(ctx.out / "lm_eval_results.json", result),
+              report.write_csv(ctx.out / "lm_eval_results.csv", rows))
+    text = f"### lm-eval tasks (max_length {ctx.max_length})\n\n{_markdown(rows)}"
+    ctx.echo(text)
+    return result, text
+
+
+def run_perplexity(ctx: RunContext, path: str, *, chunk: int) -> tuple[dict, str]:
+    from .perplexity import load_documents, perplexity
+
+    docs = load_documents(path)
+    per_model = {role: perplexity(em, docs, chunk=chunk, skip_too_long=ctx.skip_too_long,
+                                  label=em.name if role == "model" else f"{em.name} (source)")
+                 for role, em in ctx.models()}
+    rows = [row for result in per_model.values() for row in result["documents"]]
+    summary = [{"model": r["model"], "documents": len(r["documents"]), "skipped": len(r["skipped"]),
+                "tokens": r["tokens"], "perplexity": r["perplexity"]} for r in per_model.values()]
+    result = {"path": str(path), "chunk_size": chunk, **per_model}
+    ctx.wrote(report.write_json(ctx.out / "perplexity.json", result),
+              report.write_csv(ctx.out / "perplexity.csv", rows))
+    text = f"### Perplexity ({path}, chunks of {chunk} tokens, no truncation)\n\n{_markdown(summary)}"
+    ctx.echo(text)
+    return result, text
+
+
+def run_span_recall(ctx: RunContext, *, text_path: str | None, length: int) -> tuple[dict, str]:
+    from .perplexity import load_documents
+    from .span_recall import span_recall
+
+    if text_path:
+        texts = [text for _, text in load_documents(text_path)]
+    else:
+        texts = [_builtin_text(ctx.model.tokenizer, length, ctx.seed)]
+    result = span_recall(ctx.model, texts)
+    rows = [{"layer": entry["layer"], "head": head, "window": entry["window"],
+             "recall": entry["recall"][head] if entry["recall"] else None, "recall_all": entry["recall_all"][head]}
+            for entry in result["layers"] for head in range(len(entry["recall_all"]))]
+    matrix = [[r if r is not None else float("nan") for r in (entry["recall"] or [None] * len(entry["recall_all"]))]
+              for entry in result["layers"]]
+    layers = [entry["layer"] for entry in result["layers"]]
+    ctx.wrote(report.write_json(ctx.out / "span_recall.json", result),
+              report.write_csv(ctx.out / "span_recall.csv", rows),
+              plots.span_recall_heatmap(matrix, layers, ctx.out / "span_recall.png", ctx.model.name,
+                                        result["average"]))
+    per_layer = [{"layer": e["layer"], "window": e["window"], "queries": e["queries_beyond_window"],
+                  "mean recall": (sum(e["recall"]) / len(e["recall"])) if e["recall"] else None,
+                  "min head": min(e["recall"]) if e["recall"] else None} for e in result["layers"]]
+    text = (f"### Span recall ({result['tokens']} tokens; queries beyond the window; average "
+            f"{100 * result['average']:.1f}%)\n\n{_markdown(per_layer)}")
+    ctx.echo(text)
+    return result, text
+
+
+def _builtin_text(tokenizer, length: int, seed: int) -> str:
+    """Built-in haystack text of exactly `length` tokens (same binary search as the needle prompts)."""
+    from .haystack import SyntheticHaystack
+    from .niah import prompt_length
+
+    hay = SyntheticHaystack(seed)
+    text = hay.text(4 * length)
+    while prompt_length(tokenizer, text) < length:
+        text = hay.text(2 * len(text))
+    lo, hi = 0, len(text)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if prompt_length(tokenizer, text[:mid]) <= length:
+            lo = mid
+        else:
+            hi = mid
+    return text[:lo]
+
+
+def _markdown(rows: list[dict]) -> str:
+    if not rows:
+        return "(no rows)"
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+
+    def fmt(value):
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return "" if value is None else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+    lines += ["| " + " | ".join(fmt(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)

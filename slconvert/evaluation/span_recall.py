@@ -1,0 +1,113 @@
+"""Span recall: how much of the dense attention mass falls inside the spans the router selects.
+
+For every converted layer, query head and query position, the dense causal softmax of that layer's
+own q and k (same scale, GQA) is summed over the keys Superlinear attention would read: the union
+of the selected spans and the local window. A value near 1 means the router finds what dense
+attention would have looked at; a low value points at a layer whose router needs training.
+
+Queries still inside the window (t <= W + 1) see everything by construction, so the headline
+number averages only queries beyond the window; the average over all queries is reported too.
+"""
+
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import SlconvertError
+from .models import EvalModel, forward
+
+__all__ = ["layer_recall", "span_recall"]
+
+
+@torch.no_grad()
+def layer_recall(record: dict, block_rows: int = 128) -> dict:
+    """Per-head recall of one captured attention call (batch row 0..B-1 pooled)."""
+    from slkernels import select_spans
+
+    q, k, q_search = record["q"], record["k"], record["q_search"]
+    config, mask, positions = record["config"], record.get("attention_mask"), record.get("cache_position")
+    batch, heads_q, len_q, dim = q.shape
+    len_kv = k.shape[2]
+    group = heads_q // k.shape[1]
+    if positions is None:
+        positions = torch.arange(len_kv - len_q, len_kv, device=q.device)
+    scale = record.get("scale") or dim ** -0.5
+    selection = select_spans(q_search, k, config, cache_position=positions, attention_mask=mask)
+    keys = k.float().repeat_interleave(group, dim=1)  # query head h reads kv head h // group
+    first = torch.zeros(batch, dtype=torch.long, device=q.device)
+    if mask is not None:
+        first = (mask.long().cumsum(-1) == 0).sum(-1)  # left padding: index of the first real token
+    tokens_seen = positions[None, :] + 1 - first[:, None]  # [B, L_q]
+    beyond = tokens_seen > config.window + 1
+    x = torch.arange(len_kv, device=q.device)
+    recall_sum = torch.zeros(heads_q, dtype=torch.float64, device=q.device)
+    recall_all = torch.zeros(heads_q, dtype=torch.float64, device=q.device)
+    for start in range(0, len_q, block_rows):
+        stop = min(start + block_rows, len_q)
+        pos = positions[start:stop]
+        logits = torch.einsum("bhqd,bhkd->bhqk", q[:, :, start:stop].float(), keys) * scale
+        visible = (x[None, None, :] <= pos[None, :, None]) & (x[None, None, :] >= first[:, None, None])
+        logits = logits.masked_fill(~visible[:, None], torch.finfo(logits.dtype).min)
+        probs = torch.softmax(logits, dim=-1) * visible[:, None]
+        lo, hi = selection.span_lo[:, :, start:stop, :, None], selection.span_hi[:, :, start:stop, :, None]
+        live = (selection.anchor[:, :, start:stop] >= 0)[..., None]
+        inside = ((x >= lo) & (x <= hi) & live).any(dim=-2)
+        win_lo, win_hi = selection.window_lo[:, None, start:stop, None], selection.window_hi[:, None, start:stop, None]
+        inside |= (x >= win_lo) & (x <= win_hi)
+        recall = (probs * inside).sum(-1).double()  # [B, H, rows]
+        real = (tokens_seen[:, start:stop] >= 1)[:, None]
+        recall_all += (recall * real).sum(dim=(0, 2))
+        recall_sum += (recall * beyond[:, None, start:stop]).sum(dim=(0, 2))
+    n_beyond = int(beyond.sum())
+    n_real = int((tokens_seen >= 1).sum())
+    return {
+        "layer": int(record["layer_idx"]),
+        "window": config.window,
+        "queries_beyond_window": n_beyond,
+        "recall": (recall_sum / n_beyond).tolist() if n_beyond else None,
+        "recall_all": (recall_all / max(n_real, 1)).tolist(),
+    }
+
+
+def span_recall(em: EvalModel, texts: list[str]) -> dict:
+    """Span recall per converted layer and head, averaged over the given texts (one forward each)."""
+    if not em.converted:
+        raise SlconvertError(f"{em.path} is not a converted checkpoint: span recall needs Superlinear layers; "
+                             "run it on the output of `slconvert convert`")
+    from ..attention import capture_attention
+
+    per_layer: dict[int, list[dict]] = {}
+    tokens = 0
+    for text in tqdm(texts, desc="span recall", leave=False):
+        ids = em.tokenizer(text, add_special_tokens=True)["input_ids"]
+        if em.max_length is not None and len(ids) > em.max_length:
+            raise SlconvertError(f"a span-recall text has {len(ids)} tokens, over the model's {em.max_length}; "
+                                 "use a shorter text or raise --max-length")
+        tokens += len(ids)
+        with capture_attention(em.model) as calls:
+            forward(em.model, torch.tensor([ids], device=em.device))
+        if not calls:
+            raise SlconvertError(f"no converted attention layer ran in {em.path}; check that it was converted")
+        for call in calls:
+            result = layer_recall(call)
+            per_layer.setdefault(result["layer"], []).append(result)
+
+    layers = []
+    for layer, results in sorted(per_layer.items()):
+        n = sum(r["queries_beyond_window"] for r in results)
+        heads = len(results[0]["recall_all"])
+        if n:
+            recall = [sum(r["recall"][h] * r["queries_beyond_window"] for r in results if r["recall"]) / n
+                      for h in range(heads)]
+        else:
+            recall = None
+        recall_all = [sum(r["recall_all"][h] for r in results) / len(results) for h in range(heads)]
+        layers.append({"layer": layer, "window": results[0]["window"], "queries_beyond_window": n,
+                       "recall": recall, "recall_all": recall_all})
+    if all(entry["recall"] is None for entry in layers):
+        windows = sorted({entry["window"] for entry in layers})
+        raise SlconvertError(f"the span-recall text ({tokens} tokens) never leaves the attention window "
+                             f"(W = {windows}); use --span-length of at least {max(windows) + 2} tokens")
+    heads = [h for entry in layers if entry["recall"] for h in entry["recall"]]
+    return {"tokens": tokens, "texts": len(texts), "layers": layers, "average": sum(heads) / len(heads)}

@@ -1,0 +1,281 @@
+"""Reading a source checkpoint and deciding what a conversion will do, before anything is written.
+
+Every check that can fail on user input runs here (path, config, architecture, layer indices, weights),
+so a bad input stops the conversion with one clear line and an untouched file system.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from slkernels import SuperlinearConfig
+
+from ..architectures import (
+    GENERIC,
+    Architecture,
+    LayerInfo,
+    architecture_for,
+    layer_map,
+    rope_description,
+    supported_list,
+)
+from ..checkpoint import WeightSet, find_weights
+from ..errors import SlconvertError
+from ..router import ROUTER_ATTRIBUTE, ROUTER_INITS
+
+__all__ = ["AttentionShape", "SourceModel", "ConversionPlan", "open_source", "parse_layer_list", "plan_conversion"]
+
+
+@dataclass(frozen=True)
+class AttentionShape:
+    heads_q: int
+    heads_kv: int
+    head_dim: int
+    scaling: float
+    rope: str
+
+
+@dataclass
+class SourceModel:
+    """A checkpoint directory whose config has been read and whose architecture is known."""
+
+    directory: Path
+    raw_config: dict
+    config: object  # transformers PreTrainedConfig
+    arch: Architecture
+    layers: list[LayerInfo]
+
+    @property
+    def attention_layers(self) -> list[int]:
+        return [layer.index for layer in self.layers if layer.is_attention]
+
+    @cached_property
+    def meta_model(self) -> torch.nn.Module:
+        """The model built on the meta device: real module tree and shapes, no memory, no weights."""
+        from transformers import AutoModelForCausalLM
+
+        try:
+            with torch.device("meta"):
+                return AutoModelForCausalLM.from_config(self.config)
+        except Exception as err:  # transformers raises many types for unsupported configs
+            raise SlconvertError(
+                f"transformers cannot build a causal LM for model type {self.arch.model_type!r} "
+                f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); supported: {supported_list()}"
+            ) from None
+
+    def attention_module(self, layer: int) -> torch.nn.Module:
+        path = self.arch.attention_module_path(layer)
+        try:
+            return self.meta_model.get_submodule(path)
+        except AttributeError:
+            raise SlconvertError(
+                f"unsupported architecture {self.arch.model_type!r}: layer {layer} has no attention module at {path}; "
+                f"supported: {supported_list()}"
+            ) from None
+
+    def has_module(self, layer: int) -> bool:
+        try:
+            self.meta_model.get_submodule(self.arch.attention_module_path(layer))
+            return True
+        except AttributeError:
+            return False
+
+    def layer_module(self, layer: int) -> torch.nn.Module | None:
+        head = self.arch.attention_path.split("{i}")[0] + str(layer)
+        try:
+            return self.meta_model.get_submodule(head)
+        except AttributeError:
+            return None
+
+    def attention_shape(self, layer: int) -> AttentionShape:
+        module = self.attention_module(layer)
+        missing = [n for n in (self.arch.q_proj, self.arch.k_proj, self.arch.v_proj) if not hasattr(module, n)]
+        if missing:
+            raise SlconvertError(
+                f"layer {layer}'s attention ({type(module).__name__}) has no plain projection(s) {missing}; "
+                "latent or fused attention cannot be converted faithfully"
+            )
+        if any(hasattr(module, name) for name in ("sinks", "attention_sinks")):
+            raise SlconvertError(
+                f"layer {layer}'s attention uses learned attention sinks, which Superlinear attention does not model"
+            )
+        config = self.arch.language_config(self.config)
+        heads_q = int(config.num_attention_heads)
+        heads_kv = int(getattr(config, "num_key_value_heads", None) or heads_q)
+        head_dim = int(getattr(module, "head_dim", 0) or getattr(config, "head_dim", 0) or config.hidden_size // heads_q)
+        scaling = float(getattr(module, "scaling", head_dim**-0.5))
+        return AttentionShape(heads_q, heads_kv, head_dim, scaling, rope_description(self.arch, self.config))
+
+    def check_not_shared(self, layers: list[int]) -> None:
+        seen: dict[int, int] = {}
+        for layer in layers:
+            key = id(self.attention_module(layer))
+            if key in seen:
+                raise SlconvertError(
+                    f"layers {seen[key]} and {layer} share one attention module; a shared module cannot be "
+                    "converted faithfully (one router would serve several caches)"
+                )
+            seen[key] = layer
+
+
+def open_source(path) -> SourceModel:
+    """Validate a model directory and read its config and architecture (weights are not read here)."""
+    directory = Path(path)
+    if not directory.exists():
+        raise SlconvertError(f"model path {directory} does not exist; pass a local checkpoint directory")
+    if not directory.is_dir():
+        raise SlconvertError(f"model path {directory} is not a directory; pass the checkpoint's directory")
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise SlconvertError(f"{directory} has no config.json; pass a Hugging Face checkpoint directory")
+    try:
+        raw = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise SlconvertError(f"{config_path} is not valid JSON; repair or re-download it") from None
+    if not isinstance(raw, dict):
+        raise SlconvertError(f"{config_path} is not a JSON object; repair or re-download it")
+    model_type = raw.get("model_type")
+    arch = architecture_for(model_type)
+    from transformers import CONFIG_MAPPING, AutoConfig
+
+    if model_type not in CONFIG_MAPPING:
+        raise SlconvertError(
+            f"unsupported architecture {model_type!r}: this transformers version does not know it "
+            f"(remote code is never run); supported: {supported_list()}"
+        )
+    try:
+        config = AutoConfig.from_pretrained(str(directory), trust_remote_code=False, local_files_only=True)
+    except Exception as err:
+        raise SlconvertError(
+            f"config.json cannot be read as a {model_type} config ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+        ) from None
+    layers = layer_map(arch, config)
+    if not layers:
+        raise SlconvertError(f"config.json of {directory} describes no layers (num_hidden_layers is 0 or missing)")
+    source = SourceModel(directory, raw, config, arch, layers)
+    if arch is GENERIC:
+        # No row for this model type: a layer counts as attention only if the generic module path exists.
+        source.layers = [
+            LayerInfo(layer.index, layer.kind, layer.label, layer.is_attention and source.has_module(layer.index))
+            for layer in layers
+        ]
+    if not source.attention_layers:
+        kinds = sorted({layer.label for layer in layers})
+        raise SlconvertError(
+            f"{directory} has no softmax attention layers (layer kinds: {', '.join(kinds)}); nothing to convert"
+        )
+    return source
+
+
+def parse_layer_list(text: str | None, count: int, option: str) -> list[int] | None:
+    """'1,3,5-7' -> [1, 3, 5, 6, 7]; negative indices count from the end."""
+    if text is None or text == "":
+        return None
+    chosen: list[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "-" in part[1:]:
+                lo, hi = part[0] + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1]
+                values = list(range(int(lo), int(hi) + 1))
+            else:
+                values = [int(part)]
+        except ValueError:
+            raise SlconvertError(f"{option} {text!r} is not a list of layer indices; use e.g. 3,7 or 4-9") from None
+        for value in values:
+            index = value + count if value < 0 else value
+            if not 0 <= index < count:
+                raise SlconvertError(f"{option}: layer index {value} is out of range; the model has layers 0..{count - 1}")
+            if index not in chosen:
+                chosen.append(index)
+    return sorted(chosen)
+
+
+@dataclass
+class ConversionPlan:
+    source: SourceModel
+    weights: WeightSet
+    params: SuperlinearConfig
+    layers: list[int]  # converted layer indices
+    shapes: dict[int, AttentionShape]
+    disk_prefix: dict[int, str]  # layer -> attention module prefix in the checkpoint
+    router_init: str = "host_logits"
+    seed: int = 0
+    dtype: str | None = None  # output float dtype ("BF16", ...) or None to keep
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def dense_attention_layers(self) -> list[int]:
+        return [i for i in self.source.attention_layers if i not in self.layers]
+
+    def router_name(self, layer: int) -> str:
+        return f"{self.disk_prefix[layer]}.{ROUTER_ATTRIBUTE}.weight"
+
+
+def select_layers(source: SourceModel, layers: str | None, keep_dense: str | None) -> list[int]:
+    count = len(source.layers)
+    attention = source.attention_layers
+    chosen = parse_layer_list(layers, count, "--layers")
+    if chosen is None:
+        chosen = list(attention)
+    for index in chosen:
+        if index not in attention:
+            raise SlconvertError(
+                f"--layers: layer {index} is a {source.layers[index].label} layer, not softmax attention; "
+                f"choose among {attention}"
+            )
+    keep = parse_layer_list(keep_dense, count, "--keep-dense") or []
+    for index in keep:
+        if index not in attention:
+            raise SlconvertError(
+                f"--keep-dense: layer {index} is a {source.layers[index].label} layer, not softmax attention; "
+                f"choose among {attention}"
+            )
+    result = [i for i in chosen if i not in keep]
+    if not result:
+        raise SlconvertError("no layer left to convert after --layers/--keep-dense; keep at least one attention layer")
+    return result
+
+
+def plan_conversion(
+    model_dir,
+    params: SuperlinearConfig,
+    *,
+    layers: str | None = None,
+    keep_dense: str | None = None,
+    router_init: str = "host_logits",
+    seed: int = 0,
+    dtype: str | None = None,
+) -> ConversionPlan:
+    """Validate everything about a conversion and return what it will do."""
+    if router_init not in ROUTER_INITS:
+        raise SlconvertError(f"unknown --router-init {router_init!r}; use one of {', '.join(ROUTER_INITS)}")
+    source = open_source(model_dir)
+    chosen = select_layers(source, layers, keep_dense)
+    shapes = {i: source.attention_shape(i) for i in chosen}
+    source.check_not_shared(chosen)
+    weights = find_weights(source.directory)
+    names = weights.names()
+    disk_prefix: dict[int, str] = {}
+    for layer in chosen:
+        for prefix in source.arch.disk_candidates(layer):
+            if f"{prefix}.{source.arch.q_proj}.weight" in names:
+                disk_prefix[layer] = prefix
+                break
+        else:
+            tried = ", ".join(f"{p}.{source.arch.q_proj}.weight" for p in source.arch.disk_candidates(layer))
+            raise SlconvertError(
+                f"the checkpoint has no query projection for layer {layer} (looked for {tried}); "
+                f"it does not match the {source.arch.model_type} layout"
+            )
+        if f"{disk_prefix[layer]}.{ROUTER_ATTRIBUTE}.weight" in names:
+            raise SlconvertError(
+                f"{source.directory} is already converted (layer {layer} has a router); convert the original model"
+            )
+    return ConversionPlan(source, weights, params, chosen, shapes, disk_prefix, router_init, seed, dtype)

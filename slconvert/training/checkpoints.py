@@ -1,0 +1,103 @@
+"""Checkpoints of a run: a loadable converted model plus the full training state, written atomically.
+
+Layout of OUT:
+
+    recipe.yaml                 the validated recipe of the run (overrides applied)
+    metrics.jsonl, training.png
+    checkpoints/step-000100/    model files (config.json, safetensors, tokenizer) that `slconvert.load`
+                                opens, `state/` (accelerate: model, optimizer, scheduler, RNG of every
+                                process) and `trainer.json` (step, recipe), written last
+    config.json, *.safetensors, tokenizer files ...   the final model, once the run completes
+
+Every checkpoint is built under a hidden ``.step-N.partial`` name and renamed into place, so a crash
+leaves either the previous checkpoint or the new one, never half of one. The final model files are
+renamed into OUT one by one with config.json last: OUT is only a checkpoint once it is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+from ..errors import SlconvertError
+
+__all__ = ["CHECKPOINTS", "checkpoint_name", "latest_checkpoint", "write_model_dir", "publish_final", "prune"]
+
+CHECKPOINTS = "checkpoints"
+TRAINER_FILE = "trainer.json"
+_STEP_DIR = re.compile(r"step-(\d+)")
+# Files of the source checkpoint that a written model must not copy (they are rewritten).
+_SKIP_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl")
+_SKIP_NAMES = {"config.json", "model.safetensors.index.json"}
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    """The complete checkpoint (with trainer.json) of the highest step under OUT/checkpoints, if any."""
+    root = Path(out) / CHECKPOINTS
+    if not root.is_dir():
+        return None
+    found = []
+    for item in root.iterdir():
+        match = _STEP_DIR.fullmatch(item.name)
+        if match and (item / TRAINER_FILE).is_file():
+            found.append((int(match.group(1)), item))
+    return max(found)[1] if found else None
+
+
+def read_trainer_state(checkpoint: Path) -> dict:
+    try:
+        return json.loads((checkpoint / TRAINER_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        raise SlconvertError(f"{checkpoint / TRAINER_FILE} is unreadable; delete {checkpoint} to resume from an "
+                             "earlier checkpoint") from None
+
+
+def write_model_dir(model, state_dict: dict, source: Path, dest: Path) -> None:
+    """Write a converted checkpoint directory: weights from `state_dict`, config and tokenizer from `source`.
+
+    The source's config.json (with its `superlinear` block) is copied verbatim, so the result loads
+    exactly like the input did; only the weights change.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(dest, state_dict=state_dict, safe_serialization=True)
+    for item in sorted(Path(source).iterdir()):
+        if not item.is_file() or item.name.startswith(".") or item.suffix in _SKIP_SUFFIXES:
+            continue
+        if item.name in _SKIP_NAMES:
+            continue
+        shutil.copyfile(item, dest / item.name)
+    shutil.copyfile(Path(source) / "config.json", dest / "config.json")
+
+
+def finish_checkpoint(partial: Path, final: Path, trainer: dict) -> None:
+    """Write trainer.json (the completeness marker) and rename the partial directory into place."""
+    (partial / TRAINER_FILE).write_text(json.dumps(trainer, indent=2) + "\n")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(partial, final)
+
+
+def prune(out: Path, keep: int) -> None:
+    """Keep only the `keep` newest complete checkpoints (0 keeps all)."""
+    if keep <= 0:
+        return
+    root = Path(out) / CHECKPOINTS
+    steps = sorted((int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.fullmatch(p.name)))
+    for _, path in steps[:-keep]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def publish_final(model_dir: Path, out: Path) -> None:
+    """Move a written model directory's files into OUT, config.json last."""
+    names = sorted(p.name for p in model_dir.iterdir() if p.is_file())
+    names.sort(key=lambda n: n == "config.json")
+    for name in names:
+        os.replace(model_dir / name, Path(out) / name)
+    shutil.rmtree(model_dir, ignore_errors=True)

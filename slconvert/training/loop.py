@@ -1,0 +1,386 @@
+"""The training loop behind `slconvert train`: one process per device, launched plainly or by accelerate.
+
+One optimizer step = the recipe's global batch (`batch_size` sequences), split into micro-batches of
+`micro_batch_size` over the processes and accumulated; sequence i of step s is a pure function of
+(seed, s, i) (`data.SequenceSource`), so one GPU and several GPUs see the same batches and a resumed run
+continues exactly where the checkpoint left it.
+
+The loss is ``lm_weight * LM + router_kl_weight * KL + output_mse_weight * MSE``. With ``lm_weight = 0``
+(router warm-up) the model runs without autograd and only the router losses, computed on the captured
+attention inputs, build a graph: the host model costs one inference forward per micro-batch.
+
+A non-finite loss or gradient norm stops the run before the optimizer step: nothing is saved after it,
+so the last checkpoint on disk is the last good state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from ..errors import SlconvertError
+from .checkpoints import (
+    CHECKPOINTS,
+    checkpoint_name,
+    finish_checkpoint,
+    latest_checkpoint,
+    prune,
+    publish_final,
+    read_trainer_state,
+    write_model_dir,
+)
+from .data import SequenceSource
+from .losses import next_token_loss, router_losses, sample_rows
+from .metrics import MetricsLog, plot_metrics
+from .preflight import preflight
+from .schedule import make_scheduler, select_trainable
+
+__all__ = ["Trainer", "TrainingStopped", "train"]
+
+
+class TrainingStopped(SlconvertError):
+    """The run stopped on a non-finite loss or gradient; the last checkpoint is untouched."""
+
+
+def _precision(recipe, device: torch.device) -> str:
+    if recipe.precision == "auto":
+        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "no"
+    return "bf16" if recipe.precision == "bf16" else "no"
+
+
+class Trainer:
+    """Set up with `Trainer(...)`, then `run()`; `model` (unwrapped) is available between the two."""
+
+    def __init__(self, recipe, model_path, out, *, resume: bool = False, progress: bool = True):
+        from accelerate import Accelerator, PartialState
+        from accelerate.utils import DistributedDataParallelKwargs, DistributedType, set_seed
+
+        self.recipe, self.model_path, self.out = recipe, Path(model_path), Path(out)
+        self.progress = progress
+        checkpoint = preflight(recipe, self.model_path, self.out, resume)
+        partial_state = PartialState(cpu=not torch.cuda.is_available())
+        device = partial_state.device
+        if partial_state.num_processes == 1:
+            # One process may run several recipes in turn (Python API, tests): forget the previous run's
+            # mixed-precision choice, which accelerate otherwise refuses to change.
+            from accelerate.state import AcceleratorState
+
+            AcceleratorState._reset_state()
+        self.accelerator = acc = Accelerator(
+            cpu=not torch.cuda.is_available(),
+            mixed_precision=_precision(recipe, device),
+            step_scheduler_with_optimizer=False,
+            # MoE experts that no token reached in a step get no gradient; DDP must not wait for them.
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        )
+        self.world, self.rank = acc.num_processes, acc.process_index
+        per_step = recipe.micro_batch_size * self.world
+        if recipe.batch_size % per_step:
+            raise SlconvertError(f"batch_size={recipe.batch_size} is not a multiple of micro_batch_size x processes "
+                                 f"= {per_step}; change batch_size or micro_batch_size")
+        self.router_losses_on = recipe.router_kl_weight > 0 or recipe.output_mse_weight > 0
+        if self.router_losses_on and acc.distributed_type == DistributedType.FSDP:
+            raise SlconvertError("router losses read the routers outside the model's forward, which FSDP shards; "
+                                 "run this recipe on one device or with configs/accelerate/ddp.yaml")
+        if self.router_losses_on:
+            from slkernels import SuperlinearConfig
+
+            from ..loading import read_block
+
+            window = SuperlinearConfig.from_dict(read_block(self.model_path)["params"]).window
+            if recipe.longest <= window + 1:
+                raise SlconvertError(f"the longest sequence ({recipe.longest} tokens) never leaves the attention "
+                                     f"window (W = {window}), so the router losses see no query; use seq_len of "
+                                     f"at least {window + 2}")
+        set_seed(recipe.seed)
+
+        from transformers import AutoTokenizer
+
+        from ..loading import load
+        from ..router import routers
+
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        except (OSError, ValueError) as err:
+            raise SlconvertError(f"no usable tokenizer in {self.model_path} ({type(err).__name__}); save the "
+                                 "tokenizer next to the model with tokenizer.save_pretrained") from None
+        vocab = json.loads((self.model_path / "config.json").read_text()).get("vocab_size") or len(self.tokenizer)
+        self.source = SequenceSource(recipe, self.tokenizer, int(vocab))  # data problems surface before loading
+        model = load(self.model_path)
+        self.trainable = select_trainable(model, recipe.trainable)
+        self.routers = routers(model)
+        if self.router_losses_on:
+            frozen = [i for i, r in self.routers.items() if not r.weight.requires_grad]
+            if frozen:
+                raise SlconvertError(f"router losses are on but the routers of layers {frozen} are frozen; "
+                                     "add them to `trainable` (e.g. trainable: router)")
+        if acc.mixed_precision == "bf16":  # trainable weights stay float32 masters under autocast
+            for _, param in model.named_parameters():
+                if param.requires_grad and param.dtype in (torch.float16, torch.bfloat16):
+                    param.data = param.data.float()
+        if recipe.gradient_checkpointing:
+            if not getattr(model, "supports_gradient_checkpointing", False):
+                raise SlconvertError(f"{model.config.model_type} does not support gradient checkpointing; "
+                                     "set gradient_checkpointing: false")
+            kwargs = {"use_reentrant": False}
+            if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x spelling
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        model.train(recipe.lm_weight > 0)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=recipe.lr, betas=(recipe.adam_beta1, recipe.adam_beta2),
+                                      weight_decay=recipe.weight_decay, eps=1e-8)
+        scheduler = make_scheduler(optimizer, recipe)
+        self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
+        self.unwrapped = acc.unwrap_model(self.model)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+
+        self.start_step = 0
+        if checkpoint is not None:
+            state = read_trainer_state(checkpoint)
+            acc.load_state(str(checkpoint / "state"))
+            self.start_step = int(state["step"])
+            changed = sorted(k for k, v in recipe.to_dict().items() if state.get("recipe", {}).get(k) != v)
+            if changed and acc.is_main_process:
+                tqdm.write(f"resuming from {checkpoint.name} with changed recipe keys: {', '.join(changed)}")
+        if acc.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+        self.log = MetricsLog(self.out / "metrics.jsonl", self.start_step if checkpoint is not None else None) \
+            if acc.is_main_process else None
+        acc.wait_for_everyone()
+
+    # ----- one step -----
+    def _tensors(self, samples):
+        device = self.accelerator.device
+        ids = torch.as_tensor(np.stack([s.input_ids for s in samples]), device=device)
+        labels = torch.as_tensor(np.stack([s.labels for s in samples]), device=device)
+        return ids, labels
+
+    def _micro_loss(self, ids, labels, step: int, first: int) -> tuple[torch.Tensor, dict]:
+        from ..attention import capture_attention
+
+        recipe = self.recipe
+        use_lm = recipe.lm_weight > 0
+        capture = capture_attention(self.unwrapped) if self.router_losses_on else contextlib.nullcontext([])
+        grad = contextlib.nullcontext() if use_lm else torch.no_grad()
+        with capture as calls, grad:
+            logits = (self.model if use_lm else self.unwrapped)(input_ids=ids, use_cache=False).logits
+        total = logits.new_zeros((), dtype=torch.float32)
+        logs: dict = {}
+        if use_lm:
+            lm = next_token_loss(logits, labels)
+            total = total + recipe.lm_weight * lm
+            logs["lm"] = float(lm.detach())
+        del logits
+        if self.router_losses_on:
+            generator = torch.Generator().manual_seed(recipe.seed * 1_000_003 + step * 1009 + first)
+            parts = {"kl": [], "mse": [], "recall": []}
+            by_layer: dict[str, list[float]] = {}
+            for record in calls:
+                rows = sample_rows(record, recipe.router_rows, generator)
+                if rows is None:
+                    continue
+                result = router_losses(record, self.routers[record["layer_idx"]], rows,
+                                       kl=recipe.router_kl_weight > 0, mse=recipe.output_mse_weight > 0)
+                for key in parts:
+                    if key in result:
+                        parts[key].append(result[key])
+                by_layer.setdefault(str(record["layer_idx"]), []).append(result["recall"])
+            for layer, values in by_layer.items():
+                logs[f"recall_layer_{layer}"] = sum(values) / len(values)
+            if parts["kl"]:
+                kl = torch.stack(parts["kl"]).mean()
+                total = total + recipe.router_kl_weight * kl
+                logs["kl"] = float(kl.detach())
+            if parts["mse"]:
+                mse = torch.stack(parts["mse"]).mean()
+                total = total + recipe.output_mse_weight * mse
+                logs["mse"] = float(mse.detach())
+            if parts["recall"]:
+                logs["recall"] = sum(parts["recall"]) / len(parts["recall"])
+        logs["loss"] = float(total.detach())
+        return total, logs
+
+    def _step(self, step: int) -> dict:
+        acc = self.accelerator
+        micro_batches = self.source.micro_batches(step, self.rank, self.world)
+        sums: dict[str, float] = {}
+        for index, (first, samples) in enumerate(micro_batches):
+            ids, labels = self._tensors(samples)
+            last = index == len(micro_batches) - 1
+            sync = contextlib.nullcontext() if last or self.world == 1 else acc.no_sync(self.model)
+            with sync:
+                with acc.autocast():
+                    loss, logs = self._micro_loss(ids, labels, step, first)
+                if loss.requires_grad:
+                    acc.backward(loss / len(micro_batches))
+            for key, value in logs.items():
+                sums[key] = sums.get(key, 0.0) + value / len(micro_batches)
+        if self.recipe.lm_weight == 0 and self.world > 1:  # no DDP forward ran: average the gradients here
+            for param in self.params:
+                if param.grad is not None:
+                    param.grad = acc.reduce(param.grad, reduction="mean")
+        if self.world > 1:
+            keys = sorted(sums)
+            values = acc.reduce(torch.tensor([sums[k] for k in keys], device=acc.device), reduction="mean")
+            sums = dict(zip(keys, values.tolist()))
+        max_norm = self.recipe.max_grad_norm or math.inf
+        grad_norm = float(acc.clip_grad_norm_(self.params, max_norm)) if any(
+            p.grad is not None for p in self.params) else 0.0
+        problem = None
+        if not math.isfinite(sums["loss"]):
+            problem = f"non-finite loss ({sums['loss']})"
+        elif not math.isfinite(grad_norm):
+            problem = f"non-finite gradient norm ({grad_norm})"
+        if problem:
+            self.optimizer.zero_grad(set_to_none=True)
+            self._stop(step, problem)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        sums["grad_norm"] = grad_norm
+        return sums
+
+    def _stop(self, step: int, problem: str) -> None:
+        last = latest_checkpoint(self.out)
+        where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+        if self.log is not None:
+            self.log.write({"event": "stopped", "step": step + 1, "reason": problem})
+            plot_metrics(self.log.read(), self.out / "training.png")
+        raise TrainingStopped(f"{problem} at step {step + 1}: training stopped and nothing was saved after it; "
+                              f"{where} (lower lr or check the data, then resume with --resume)")
+
+    # ----- span recall on a held-out batch -----
+    @torch.no_grad()
+    def measure_recall(self) -> dict[str, float]:
+        """Per converted layer, the dense attention mass inside spans + window on the held-out batch."""
+        from ..attention import capture_attention
+
+        count = self.recipe.recall_rows
+        samples = [self.source.eval_sample(i) for i in range(self.recipe.micro_batch_size)]
+        ids, _ = self._tensors(samples)
+        with self.accelerator.autocast(), capture_attention(self.unwrapped) as calls:
+            self.unwrapped(input_ids=ids, use_cache=False)
+        generator = torch.Generator().manual_seed(self.recipe.seed + 17)
+        per_layer: dict[str, list[float]] = {}
+        for record in calls:
+            rows = sample_rows(record, count, generator)
+            if rows is not None:
+                result = router_losses(record, self.routers[record["layer_idx"]], rows, kl=False, mse=False)
+                per_layer.setdefault(str(record["layer_idx"]), []).append(result["recall"])
+        return {layer: sum(v) / len(v) for layer, v in per_layer.items()}
+
+    def _log_recall(self, step: int, when: str) -> dict | None:
+        if not self.recipe.recall_rows or not self.routers:
+            return None
+        layers = self.measure_recall()
+        if not layers:
+            return None
+        record = {"event": "span_recall", "when": when, "step": step, "layers": layers,
+                  "mean": sum(layers.values()) / len(layers)}
+        if self.log is not None:
+            self.log.write(record)
+        return record
+
+    # ----- saving -----
+    def _write_model(self, dest: Path) -> None:
+        state_dict = self.accelerator.get_state_dict(self.model)
+        if self.accelerator.is_main_process:
+            write_model_dir(self.unwrapped, state_dict, self.model_path, dest)
+
+    def save_checkpoint(self, step: int) -> Path:
+        acc = self.accelerator
+        root = self.out / CHECKPOINTS
+        final = root / checkpoint_name(step)
+        partial = root / f".{checkpoint_name(step)}.partial"
+        if acc.is_main_process:
+            root.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir()
+        acc.wait_for_everyone()
+        acc.save_state(str(partial / "state"))
+        self._write_model(partial)
+        if acc.is_main_process:
+            finish_checkpoint(partial, final, {"step": step, "recipe": self.recipe.to_dict(),
+                                               "model": str(self.model_path.resolve())})
+            prune(self.out, self.recipe.keep_checkpoints)
+            plot_metrics(self.log.read(), self.out / "training.png")
+        acc.wait_for_everyone()
+        return final
+
+    def _save_final(self, summary: dict) -> None:
+        acc = self.accelerator
+        partial = self.out / ".final.partial"
+        if acc.is_main_process:
+            shutil.rmtree(partial, ignore_errors=True)
+        acc.wait_for_everyone()
+        self._write_model(partial)
+        if acc.is_main_process:
+            publish_final(partial, self.out)
+            (self.out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        acc.wait_for_everyone()
+
+    # ----- the run -----
+    def run(self) -> dict:
+        recipe, acc = self.recipe, self.accelerator
+        before = self._log_recall(self.start_step, "before") if self.start_step == 0 else None
+        cuda = acc.device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(acc.device)
+        bar = tqdm(total=recipe.max_steps, initial=self.start_step, desc="train", unit="step",
+                   disable=not (self.progress and acc.is_main_process), dynamic_ncols=True)
+        started = time.perf_counter()
+        tokens_done = 0
+        last = {}
+        for step in range(self.start_step, recipe.max_steps):
+            tick = time.perf_counter()
+            lr = self.scheduler.get_last_lr()[0]
+            logs = self._step(step)
+            if cuda:
+                torch.cuda.synchronize(acc.device)
+            seconds = time.perf_counter() - tick
+            seq_len = recipe.seq_len_at(step)
+            tokens = recipe.batch_size * seq_len
+            tokens_done += tokens
+            record = {"step": step + 1, **logs, "lr": lr, "seq_len": seq_len,
+                      "tokens": tokens, "tokens_per_s": tokens / max(seconds, 1e-9),
+                      "elapsed_s": time.perf_counter() - started}
+            if cuda:
+                record["peak_memory_gib"] = torch.cuda.max_memory_allocated(acc.device) / 2**30
+            last = record
+            if self.log is not None and ((step + 1) % recipe.log_every == 0 or step + 1 == recipe.max_steps):
+                self.log.write(record)
+            bar.update(1)
+            bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{record['lr']:.2e}", len=seq_len,
+                            tok_s=f"{record['tokens_per_s']:.0f}")
+            if recipe.recall_every and (step + 1) % recipe.recall_every == 0 and step + 1 < recipe.max_steps:
+                self._log_recall(step + 1, "during")
+            if recipe.save_every and (step + 1) % recipe.save_every == 0:
+                self.save_checkpoint(step + 1)
+        bar.close()
+        after = self._log_recall(recipe.max_steps, "after")
+        summary = {"steps": recipe.max_steps, "resumed_from": self.start_step, "last": last,
+                   "tokens_per_s_mean": tokens_done / max(time.perf_counter() - started, 1e-9),
+                   "span_recall_before": before and before["layers"], "span_recall_after": after and after["layers"],
+                   "processes": self.world, "mixed_precision": acc.mixed_precision,
+                   "trainable_parameters": sum(p.numel() for p in self.params)}
+        self._save_final(summary)
+        if acc.is_main_process:
+            plot_metrics(self.log.read(), self.out / "training.png")
+        return summary
+
+
+def train(recipe, model_path, out, *, resume: bool = False, progress: bool = True) -> dict:
+    """Run a recipe on a converted checkpoint; OUT ends as a loadable checkpoint with metrics and plots."""
+    return Trainer(recipe, model_path, out, resume=resume, progress=progress).run()

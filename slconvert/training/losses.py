@@ -1,0 +1,207 @@
+"""Training losses: next-token loss, and the router losses (KL to the dense attention's span mass, output
+MSE) with span recall.
+
+All three work on one captured attention call of a converted layer (`slconvert.attention.capture_attention`:
+q, k, v detached, the layer's config, scale, mask and key positions) and on a sample of its query rows,
+so their cost is O(rows x keys) however long the sequence is.
+
+For a query at position q (t tokens seen) the candidate anchors are a_i = q + 1 - o(i) and candidate i
+covers span_i = [max(a_i - back[t], s0), min(a_i + fwd[t], q - W)] (SPEC.md). The target distribution
+over candidates is the dense attention's probability mass inside each span, normalized,
+
+    target_i = P_dense(span_i) / sum_j P_dense(span_j),
+
+with P_dense the softmax of the same layer's q and k (same scale, same hidden states). The router's
+distribution is the softmax of its search scores s_i = q_search . k[a_i] over all candidates, and the
+loss is KL(target || router). Only q_search = router(q) carries a gradient (q and k are detached), so the
+loss trains the router alone and never moves the host model, whatever else is trainable.
+
+Span recall is the share of the dense attention mass that Superlinear attention reads (the union of the
+selected spans and the window); the evaluation reports the same quantity over all rows.
+"""
+
+from __future__ import annotations
+
+import torch
+from slkernels import select_spans, superlinear_attention
+from slkernels.geometry import anchor_table, span_tables
+from torch.utils.checkpoint import checkpoint
+
+from .data import IGNORE
+
+__all__ = ["RowSample", "sample_rows", "router_losses", "next_token_loss"]
+
+# Elements of one block's [B, H_q, rows, keys] tensors.
+_BLOCK_ELEMENTS = 1 << 24
+
+
+class RowSample:
+    """Query rows (positions in the key axis) used for a layer's losses, all beyond the window."""
+
+    def __init__(self, index: torch.Tensor, positions: torch.Tensor):
+        self.index = index  # rows of q (int64 [R])
+        self.positions = positions  # their key-axis positions (int64 [R])
+
+
+def sample_rows(record: dict, count: int, generator: torch.Generator) -> RowSample | None:
+    """Up to `count` distinct query rows whose t exceeds W + 1 in some batch row; None when there are none."""
+    q, config = record["q"], record["config"]
+    len_q, len_kv = q.shape[2], record["k"].shape[2]
+    positions = record.get("cache_position")
+    if positions is None:
+        positions = torch.arange(len_kv - len_q, len_kv, device=q.device)
+    first = _first_real(record, q.shape[0], q.device)
+    eligible = (positions[None, :] + 1 - first.min()) > config.window + 1
+    rows = torch.nonzero(eligible[0]).flatten().cpu()
+    if rows.numel() == 0:
+        return None
+    if rows.numel() > count:
+        rows = rows[torch.randperm(rows.numel(), generator=generator)[:count]].sort().values
+    rows = rows.to(q.device)
+    return RowSample(rows, positions[rows])
+
+
+def _first_real(record: dict, batch: int, device) -> torch.Tensor:
+    mask = record.get("attention_mask")
+    if mask is None:
+        return torch.zeros(batch, dtype=torch.long, device=device)
+    return (mask.long().cumsum(-1) == 0).sum(-1)
+
+
+def router_losses(record: dict, router: torch.nn.Module, rows: RowSample, *, kl: bool = True, mse: bool = False,
+                  recall: bool = True) -> dict:
+    """KL and/or MSE (differentiable w.r.t. the router) and span recall (a float) on the sampled rows.
+
+    Returns a dict with any of ``kl`` and ``mse`` (0-dim tensors) and ``recall`` (float, the mean over
+    (batch, head, row) of the dense mass inside the selected spans plus the window), ``rows``.
+    """
+    # Explicit float32 math: the scores, softmaxes and cumulative sums must not follow an enclosing autocast.
+    with torch.autocast(record["q"].device.type, enabled=False):
+        return _router_losses(record, router, rows, kl=kl, mse=mse, recall=recall)
+
+
+def _router_losses(record, router, rows, *, kl, mse, recall):
+    q, k, v, config = record["q"], record["k"], record["v"], record["config"]
+    batch, heads_q, _, dim = q.shape
+    heads_kv, len_kv = k.shape[1], k.shape[2]
+    group = heads_q // heads_kv
+    scale = record.get("scale") or dim ** -0.5
+    first = _first_real(record, batch, q.device)
+    mask = record.get("attention_mask")
+    per_row = batch * heads_q * (len_kv + 2 * len(anchor_table(config, len_kv)) + 1)
+    block = max(1, _BLOCK_ELEMENTS // max(per_row, 1))
+    kf = k.float()
+    totals = {"kl": q.new_zeros((), dtype=torch.float32), "mse": q.new_zeros((), dtype=torch.float32)}
+    recall_sum, count = 0.0, 0
+    for start in range(0, rows.index.numel(), block):
+        index = rows.index[start:start + block]
+        pos = rows.positions[start:start + block]
+        qb = q[:, :, index].float()  # [B, H_q, R, D]
+        q_search = router(q[:, :, index])  # gradient flows into the router only
+        probs, inside_window, valid = _dense_probs(qb, kf, pos, first, scale, config.window, group)
+        weight = valid[:, None, :].float()  # [B, 1, R]: rows beyond the window in this batch row
+        n = float(weight.sum()) * heads_q
+        if kl:
+            totals["kl"] = totals["kl"] + (_kl_rows(probs, q_search, kf, pos, first, config, group) * weight).sum()
+        if mse:
+            out = superlinear_attention(q[:, :, index], k, v, q_search.to(q.dtype), config, cache_position=pos,
+                                        attention_mask=mask, scale=scale, backend="reference").float()
+            values = v[:, :, : probs.shape[-1]].float().repeat_interleave(group, dim=1)
+            dense = torch.einsum("bhrk,bhkd->bhrd", probs, values)
+            totals["mse"] = totals["mse"] + (((out - dense) ** 2).mean(-1) * weight).sum()
+        if recall:
+            with torch.no_grad():
+                selection = select_spans(q_search.detach(), k, config, cache_position=pos, attention_mask=mask)
+                x = torch.arange(probs.shape[-1], device=q.device)
+                inside = inside_window.clone()
+                for j in range(config.num_spans):
+                    lo = selection.span_lo[..., j, None]
+                    hi = selection.span_hi[..., j, None]
+                    live = (selection.anchor[..., j, None] >= 0)
+                    inside |= (x >= lo) & (x <= hi) & live
+                recall_sum += float(((probs * inside).sum(-1) * weight).sum())
+        count += n
+    out = {"rows": int(rows.index.numel())}
+    if kl:
+        out["kl"] = totals["kl"] / max(count, 1)
+    if mse:
+        out["mse"] = totals["mse"] / max(count, 1)
+    if recall:
+        out["recall"] = recall_sum / max(count, 1)
+    return out
+
+
+@torch.no_grad()
+def _dense_probs(qb, kf, pos, first, scale, window, group):
+    """Dense causal softmax of the sampled rows over keys 0..max(pos): probs [B, H_q, R, K] and helpers."""
+    n_keys = int(pos.max()) + 1
+    keys = kf[:, :, :n_keys].repeat_interleave(group, dim=1)
+    logits = torch.einsum("bhrd,bhkd->bhrk", qb, keys) * scale
+    x = torch.arange(n_keys, device=qb.device)
+    visible = (x[None, None, :] <= pos[None, :, None]) & (x[None, None, :] >= first[:, None, None])  # [B, R, K]
+    logits = logits.masked_fill(~visible[:, None], torch.finfo(logits.dtype).min)
+    probs = torch.softmax(logits, dim=-1) * visible[:, None]
+    win_lo = torch.maximum(pos[None, :] - window + 1, first[:, None])  # [B, R]
+    inside_window = (x >= win_lo[:, :, None]) & (x <= pos[None, :, None])
+    valid = (pos[None, :] + 1 - first[:, None]) > window + 1
+    return probs, inside_window[:, None].expand(-1, qb.shape[1], -1, -1), valid
+
+
+def _kl_rows(probs, q_search, kf, pos, first, config, group):
+    """KL(span-mass target || softmax of router scores) per [B, H_q, R]."""
+    device = probs.device
+    t = pos[None, :] + 1 - first[:, None]  # [B, R]
+    t_max = max(int(t.max()), 1)
+    offsets = anchor_table(config, t_max, device)  # [N]
+    tables = span_tables(config, t_max, device)
+    anchors = pos[:, None] + 1 - offsets[None, :]  # [R, N]
+    valid = anchors[None] >= first[:, None, None]  # [B, R, N]
+    t_idx = t.clamp(min=0)[:, :, None]
+    lo = torch.maximum(anchors[None] - tables.back[t_idx], first[:, None, None])
+    hi = torch.minimum(anchors[None] + tables.fwd[t_idx], (pos - config.window)[None, :, None])
+    with torch.no_grad():
+        cum = torch.nn.functional.pad(probs.double().cumsum(-1), (1, 0))  # [B, H, R, K + 1]
+        n_keys = cum.shape[-1] - 1
+        hi_idx = (hi + 1).clamp(0, n_keys)[:, None].expand(-1, probs.shape[1], -1, -1)
+        lo_idx = lo.clamp(0, n_keys)[:, None].expand_as(hi_idx)
+        mass = (cum.gather(-1, hi_idx) - cum.gather(-1, lo_idx)).clamp_min(0.0)
+        mass = mass * (valid & (hi >= lo))[:, None]
+        total = mass.sum(-1, keepdim=True)
+        target = (mass / total.clamp_min(1e-30)).float()
+        has_target = (total[..., 0] > 0).float()
+    # Router scores at every candidate (unscaled, as in the kernels), float32.
+    batch, heads_q = q_search.shape[:2]
+    anchor_keys = kf[:, :, anchors.clamp(min=0)]  # [B, H_kv, R, N, D]
+    sg = q_search.float().reshape(batch, heads_q // group, group, *q_search.shape[2:])
+    scores = torch.einsum("bhgrd,bhrnd->bhgrn", sg, anchor_keys).reshape(batch, heads_q, *anchors.shape)
+    scores = scores.masked_fill(~valid[:, None], torch.finfo(scores.dtype).min)
+    log_router = torch.log_softmax(scores, dim=-1)
+    kl = (torch.xlogy(target, target) - target * log_router).sum(-1)
+    return kl * has_target
+
+
+_LOSS_CHUNK = 4096  # sequence positions per cross-entropy chunk
+
+
+def _chunk_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
+                                             ignore_index=IGNORE, reduction="sum")
+
+
+def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over the labelled positions, in float32.
+
+    Computed in sequence chunks, each recomputed in backward, so a long sequence never holds a float32
+    copy of all its logits (32K positions x a 128K vocabulary would be 16 GiB).
+    """
+    logits, targets = logits[:, :-1], labels[:, 1:]
+    count = (targets != IGNORE).sum().clamp_min(1)
+    total = logits.new_zeros((), dtype=torch.float32)
+    for start in range(0, targets.shape[1], _LOSS_CHUNK):
+        piece = logits[:, start:start + _LOSS_CHUNK]
+        goal = targets[:, start:start + _LOSS_CHUNK]
+        if piece.requires_grad:
+            total = total + checkpoint(_chunk_loss, piece, goal, use_reentrant=False)
+        else:
+            total = total + _chunk_loss(piece, goal)
+    return total / count

@@ -1,0 +1,53 @@
+"""Checks that need no model: converted input, output location, data files, resume point.
+
+They run before anything is loaded, so a bad command line fails in a second with one line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import SlconvertError
+from .checkpoints import CHECKPOINTS, latest_checkpoint
+from .data import find_text_files
+
+__all__ = ["preflight"]
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    try:
+        child.resolve().relative_to(parent.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def preflight(recipe, model_path: Path, out: Path, resume: bool) -> Path | None:
+    """Every check that needs no model: converted input, output location, data files, resume point."""
+    from ..loading import is_converted
+
+    model_path, out = Path(model_path), Path(out)
+    if not (model_path / "config.json").is_file():
+        raise SlconvertError(f"model {model_path} is not a checkpoint directory (no config.json); pass the output "
+                             "of `slconvert convert`")
+    if not is_converted(model_path):
+        raise SlconvertError(f"model {model_path} is not converted (config.json has no 'superlinear' block); "
+                             "run `slconvert convert` on it first")
+    if _inside(out, model_path) or _inside(model_path, out):
+        raise SlconvertError(f"output {out} and model {model_path} overlap; the input checkpoint is never "
+                             "written to: choose an output directory outside it")
+    if recipe.data.text:
+        find_text_files(recipe.data.text)
+    if out.exists() and not out.is_dir():
+        raise SlconvertError(f"output {out} exists and is not a directory; choose another path")
+    if not out.parent.is_dir():
+        raise SlconvertError(f"the parent directory of {out} does not exist; create it first")
+    if resume:
+        checkpoint = latest_checkpoint(out)
+        if checkpoint is None:
+            raise SlconvertError(f"no checkpoint to resume under {out / CHECKPOINTS}; run without --resume")
+        return checkpoint
+    if out.exists() and any(out.iterdir()):
+        raise SlconvertError(f"output {out} already exists and is not empty; pass --resume to continue that run "
+                             "or choose a new directory")
+    return None

@@ -1,0 +1,309 @@
+"""Training recipes: a YAML file validated into a `Recipe`, plus ``KEY=VALUE`` overrides.
+
+A recipe is the whole description of a run, so a run can be repeated (and resumed) from its recipe
+alone. Validation happens before anything is loaded: an unknown key is refused with the list of valid
+ones, a value of the wrong type or range names the key and what it accepts. Overrides use the same
+spelling as the file (``lr=3e-4``, ``data.text=[a.txt]``, ``curriculum=[{seq_len: 64, steps: 10}]``);
+their values are parsed as YAML.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from ..errors import SlconvertError
+
+__all__ = ["Recipe", "DataSpec", "Stage", "load_recipe", "parse_overrides", "recipe_from_dict", "TRAINABLE_PRESETS"]
+
+TRAINABLE_PRESETS = ("router", "attention", "all")
+PRECISIONS = ("auto", "bf16", "fp32")
+HAYSTACKS = ("text", "builtin", "noise")
+
+
+@dataclass
+class DataSpec:
+    """Where training sequences come from (see recipes/*.yaml for every field's meaning)."""
+
+    text: list = field(default_factory=list)
+    jsonl_field: str = "text"
+    niah_fraction: float = 0.0
+    niah_tasks: list = field(default_factory=lambda: ["single"])
+    niah_haystack: str = "builtin"
+    key_kind: str = "words"
+    value_kind: str = "numbers"
+    corpus_tokens: int = 0
+
+
+@dataclass
+class Stage:
+    """One stage of the context-length curriculum: `steps` optimizer steps at `seq_len` tokens."""
+
+    seq_len: int
+    steps: int
+
+
+@dataclass
+class Recipe:
+    """Every setting of a training run."""
+
+    max_steps: int = 100
+    seq_len: int = 1024
+    batch_size: int = 1
+    micro_batch_size: int = 1
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    max_grad_norm: float = 1.0
+    trainable: object = "router"
+    seed: int = 0
+    save_every: int = 0
+    keep_checkpoints: int = 2
+    log_every: int = 1
+    precision: str = "auto"
+    gradient_checkpointing: bool = False
+    lm_weight: float = 1.0
+    router_kl_weight: float = 0.0
+    output_mse_weight: float = 0.0
+    router_rows: int = 256
+    recall_rows: int = 512
+    recall_every: int = 0
+    curriculum: list = field(default_factory=list)
+    data: DataSpec = field(default_factory=DataSpec)
+
+    # ----- derived -----
+    def stages(self) -> list[Stage]:
+        """The curriculum as stages; without one, a single stage of `max_steps` at `seq_len`."""
+        return list(self.curriculum) or [Stage(self.seq_len, self.max_steps)]
+
+    def seq_len_at(self, step: int) -> int:
+        """Context length of optimizer step `step` (0-based); the last stage runs on to the end."""
+        done = 0
+        for stage in self.stages():
+            done += stage.steps
+            if step < done:
+                return stage.seq_len
+        return self.stages()[-1].seq_len
+
+    @property
+    def longest(self) -> int:
+        return max(stage.seq_len for stage in self.stages())
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_TOP = {f.name: f for f in fields(Recipe)}
+_DATA = {f.name: f for f in fields(DataSpec)}
+
+
+def _valid(names) -> str:
+    return ", ".join(sorted(names))
+
+
+def _type_error(key: str, value, want: str) -> SlconvertError:
+    return SlconvertError(f"recipe key {key}={value!r} is invalid: {want}")
+
+
+def _as_int(key: str, value, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not value.is_integer()):
+        raise _type_error(key, value, f"use an integer >= {minimum}")
+    if value < minimum:
+        raise _type_error(key, value, f"use an integer >= {minimum}")
+    return int(value)
+
+
+def _as_float(key: str, value, lo: float = 0.0, hi: float = math.inf, lo_open: bool = False) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise _type_error(key, value, "use a number") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _type_error(key, value, "use a finite number")
+    if value < lo or value > hi or (lo_open and value == lo):
+        bound = f"{'>' if lo_open else '>='} {lo}" + ("" if hi == math.inf else f" and <= {hi}")
+        raise _type_error(key, value, f"use a number {bound}")
+    return float(value)
+
+
+def _as_choice(key: str, value, choices) -> str:
+    if value not in choices:
+        raise _type_error(key, value, f"use one of {', '.join(choices)}")
+    return value
+
+
+def _as_bool(key: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise _type_error(key, value, "use true or false")
+    return value
+
+
+def _as_list(key: str, value) -> list:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list):
+        raise _type_error(key, value, "use a list")
+    return list(value)
+
+
+def _data(raw) -> DataSpec:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise _type_error("data", raw, "use a mapping of data settings")
+    unknown = sorted(set(raw) - set(_DATA))
+    if unknown:
+        raise SlconvertError(f"unknown recipe key(s) {', '.join('data.' + k for k in unknown)}; "
+                             f"valid data keys are: {_valid(_DATA)}")
+    spec = DataSpec(**raw)
+    spec.text = [str(p) for p in _as_list("data.text", spec.text)]
+    if not isinstance(spec.jsonl_field, str) or not spec.jsonl_field:
+        raise _type_error("data.jsonl_field", spec.jsonl_field, "use the name of the text field of each JSON line")
+    spec.niah_fraction = _as_float("data.niah_fraction", spec.niah_fraction, 0.0, 1.0)
+    spec.niah_tasks = _as_list("data.niah_tasks", spec.niah_tasks)
+    from .data import NIAH_TASKS, VALUE_KINDS
+
+    if not spec.niah_tasks:
+        raise _type_error("data.niah_tasks", spec.niah_tasks, f"name at least one of {', '.join(NIAH_TASKS)}")
+    for task in spec.niah_tasks:
+        _as_choice("data.niah_tasks", task, tuple(NIAH_TASKS))
+    spec.niah_haystack = _as_choice("data.niah_haystack", spec.niah_haystack, HAYSTACKS)
+    spec.key_kind = _as_choice("data.key_kind", spec.key_kind, tuple(VALUE_KINDS))
+    spec.value_kind = _as_choice("data.value_kind", spec.value_kind, tuple(VALUE_KINDS))
+    spec.corpus_tokens = _as_int("data.corpus_tokens", spec.corpus_tokens, 0)
+    if spec.niah_haystack == "text" and not spec.text:
+        raise SlconvertError("data.niah_haystack=text needs data.text (files or folders of .txt/.jsonl); "
+                             "set data.text or use niah_haystack=builtin")
+    return spec
+
+
+def _trainable(value):
+    if isinstance(value, str):
+        if value in TRAINABLE_PRESETS:
+            return value
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+        return list(value)
+    raise _type_error("trainable", value, f"use one of {', '.join(TRAINABLE_PRESETS)} or a list of parameter "
+                                          "name patterns such as ['*.self_attn.*']")
+
+
+def _curriculum(value) -> list[Stage]:
+    stages = []
+    for i, item in enumerate(_as_list("curriculum", value)):
+        if not isinstance(item, dict) or set(item) != {"seq_len", "steps"}:
+            raise _type_error(f"curriculum[{i}]", item, "each stage is a mapping {seq_len: N, steps: M}")
+        stages.append(Stage(_as_int(f"curriculum[{i}].seq_len", item["seq_len"], 2),
+                            _as_int(f"curriculum[{i}].steps", item["steps"], 1)))
+    return stages
+
+
+def recipe_from_dict(raw: dict) -> Recipe:
+    """Validate a parsed recipe mapping; every problem is one `SlconvertError` line."""
+    if not isinstance(raw, dict):
+        raise SlconvertError("a recipe must be a YAML mapping of keys to values; see recipes/router-warmup.yaml")
+    unknown = sorted(set(raw) - set(_TOP))
+    if unknown:
+        raise SlconvertError(f"unknown recipe key(s) {', '.join(unknown)}; valid keys are: {_valid(_TOP)}")
+    values = dict(raw)
+    values["data"] = _data(values.get("data"))
+    values["curriculum"] = _curriculum(values.get("curriculum"))
+    recipe = Recipe(**values)
+    for key in ("max_steps", "seq_len", "batch_size", "micro_batch_size", "log_every"):
+        setattr(recipe, key, _as_int(key, getattr(recipe, key), 1))
+    for key in ("warmup_steps", "seed", "save_every", "keep_checkpoints", "router_rows", "recall_rows", "recall_every"):
+        setattr(recipe, key, _as_int(key, getattr(recipe, key), 0))
+    recipe.seq_len = _as_int("seq_len", recipe.seq_len, 2)
+    recipe.lr = _as_float("lr", recipe.lr, 0.0, lo_open=True)
+    recipe.min_lr_ratio = _as_float("min_lr_ratio", recipe.min_lr_ratio, 0.0, 1.0)
+    recipe.weight_decay = _as_float("weight_decay", recipe.weight_decay, 0.0)
+    recipe.adam_beta1 = _as_float("adam_beta1", recipe.adam_beta1, 0.0, 1.0)
+    recipe.adam_beta2 = _as_float("adam_beta2", recipe.adam_beta2, 0.0, 1.0)
+    recipe.max_grad_norm = _as_float("max_grad_norm", recipe.max_grad_norm, 0.0)
+    for key in ("lm_weight", "router_kl_weight", "output_mse_weight"):
+        setattr(recipe, key, _as_float(key, getattr(recipe, key), 0.0))
+    recipe.precision = _as_choice("precision", recipe.precision, PRECISIONS)
+    recipe.gradient_checkpointing = _as_bool("gradient_checkpointing", recipe.gradient_checkpointing)
+    recipe.trainable = _trainable(recipe.trainable)
+    if recipe.lm_weight == recipe.router_kl_weight == recipe.output_mse_weight == 0.0:
+        raise SlconvertError("all loss weights are 0 (lm_weight, router_kl_weight, output_mse_weight); set at least one > 0")
+    if recipe.batch_size % recipe.micro_batch_size:
+        raise SlconvertError(f"batch_size={recipe.batch_size} is not a multiple of micro_batch_size="
+                             f"{recipe.micro_batch_size}; make it one")
+    if (recipe.router_kl_weight or recipe.output_mse_weight) and recipe.router_rows < 1:
+        raise SlconvertError("router_rows=0 leaves the router losses without query rows; use router_rows >= 1")
+    if recipe.lm_weight == 0.0 and recipe.data.niah_fraction > 0.0:
+        raise SlconvertError("data.niah_fraction > 0 needs lm_weight > 0: needle samples only train the answer loss")
+    return recipe
+
+
+def _parse_value(text: str):
+    try:
+        return yaml.safe_load(text) if text != "" else ""
+    except yaml.YAMLError as err:
+        raise SlconvertError(f"override value {text!r} is not valid YAML ({err.problem}); quote it") from None
+
+
+def parse_overrides(items) -> dict:
+    """``["lr=1e-4", "data.text=[a.txt]"]`` -> nested mapping; a malformed item is refused."""
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise SlconvertError(f"override {item!r} is not KEY=VALUE; write e.g. max_steps=100")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        parts = key.split(".")
+        if not key or any(not p for p in parts) or len(parts) > 2:
+            raise SlconvertError(f"override key {key!r} is invalid; use a recipe key or data.KEY")
+        value = _parse_value(text)
+        if isinstance(value, str) and _looks_numeric(value):
+            value = float(value)
+        if len(parts) == 2:
+            if parts[0] != "data":
+                raise SlconvertError(f"override key {key!r} is invalid: only data.* keys are nested")
+            out.setdefault("data", {})[parts[1]] = value
+        else:
+            out[key] = value
+    return out
+
+
+_SCIENTIFIC = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
+
+
+def _looks_numeric(text: str) -> bool:
+    """YAML 1.1 reads ``1e-4`` as a string; numbers in that spelling are meant as numbers."""
+    return bool(_SCIENTIFIC.fullmatch(text.strip()))
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    merged = dict(base)
+    for key, value in extra.items():
+        if key == "data" and isinstance(value, dict) and isinstance(merged.get("data"), dict):
+            merged["data"] = {**merged["data"], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_recipe(path, overrides=()) -> Recipe:
+    """Read a recipe file, apply ``KEY=VALUE`` overrides, validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise SlconvertError(f"recipe {path} does not exist; pass a YAML file such as recipes/router-warmup.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise SlconvertError(f"recipe {path} is not valid YAML ({getattr(err, 'problem', err)}); fix its syntax") from None
+    if not isinstance(raw, dict):
+        raise SlconvertError(f"recipe {path} must be a mapping of keys to values")
+    return recipe_from_dict(_merge(raw, parse_overrides(overrides)))

@@ -1,0 +1,149 @@
+"""`slconvert eval` end to end on a tiny converted model and its source: files, tables, figures, refusals."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import matplotlib.image
+import pytest
+from click.testing import CliRunner
+
+from slconvert.cli import main
+from slconvert.evaluation.haystack import SyntheticHaystack
+from slconvert.tiny import build_tiny_model
+
+SMALL = ["--sw-index", "3", "--search-power", "0.5", "--span-power", "0.5"]  # W = 15
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval_cli")
+    source = build_tiny_model("nemotron_h", root / "source", seed=2)
+    converted = root / "converted"
+    result = CliRunner().invoke(main, ["convert", str(source), str(converted), *SMALL, "--quiet"])
+    assert result.exit_code == 0, result.output
+    return source, converted
+
+
+def _eval(*args):
+    return CliRunner().invoke(main, ["eval", *map(str, args), "--device", "cpu"])
+
+
+def _png(path):
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    return image
+
+
+def test_niah_generation_grid_with_compare(checkpoints, tmp_path):
+    source, converted = checkpoints
+    out = tmp_path / "out"
+    result = _eval(converted, "--niah", "--lengths", "400,470", "--depths", "0,100", "--samples", "1",
+                   "--compare", source, "--chunk-size", "150", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "depth \\ length | 400 | 470" in result.output and "difference (converted - source)" in result.output
+    _png(out / "niah_heatmap.png")
+    _png(out / "niah_compare.png")
+    data = json.loads((out / "niah_results.json").read_text())
+    table = data["table"]
+    assert table["lengths"] == [400, 470] and table["depths"] == [0.0, 100.0]
+    assert len(table["scores"]) == 2 and all(len(row) == 2 for row in table["scores"])
+    assert data["mode"] == "generate" and data["skipped"] == []
+    records = data["records"]
+    assert len(records) == 8  # 2 lengths x 2 depths x 1 sample x 2 models
+    assert all(r["tokens"] == r["length"] for r in records)
+    assert all("output" in r and 0.0 <= r["score"] <= 1.0 for r in records)
+    converted_rows = [r for r in records if r["model"] == "converted"]
+    source_rows = [r for r in records if r["model"] == "source (source)"]
+    assert [r["seed"] for r in converted_rows] == [r["seed"] for r in source_rows]  # same prompts
+    rows = list(csv.DictReader((out / "niah_table.csv").open()))
+    assert {(int(r["length"]), float(r["depth"])) for r in rows} == {(400, 0), (400, 100), (470, 0), (470, 100)}
+    diff = json.loads((out / "niah_results.json").read_text())["diff_table"]
+    for d_row, a_row, b_row in zip(diff["scores"], table["scores"], data["base_table"]["scores"]):
+        assert d_row == pytest.approx([a - b for a, b in zip(a_row, b_row)])
+    assert (out / "niah_diff.csv").exists() and (out / "niah_results.csv").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    env = summary["environment"]
+    assert env["device"].startswith("CPU") and env["packages"]["torch"] and env["packages"]["transformers"]
+    assert summary["seeds"] == {"seed": 0}
+    assert [m["converted"] for m in summary["models"]] == [True, False]
+    assert summary["results"]["niah"]["table"]["lengths"] == [400, 470]
+    md = (out / "summary.md").read_text()
+    assert "## Results" in md and "NIAH single (generate)" in md and "device: CPU" in md
+
+
+def test_teacher_forced_perplexity_span_recall_and_tasks(checkpoints, tmp_path):
+    source, converted = checkpoints
+    out = tmp_path / "out"
+    doc = tmp_path / "doc.txt"
+    doc.write_text(SyntheticHaystack(9).text(600)[:600])
+    result = _eval(converted, "--niah", "--mode", "teacher", "--task", "multikey", "--lengths", "420",
+                   "--depths", "0:100:50", "--samples", "2", "--compare", source, "--perplexity", doc,
+                   "--chunk-size", "50", "--span-recall", "--span-length", "120",
+                   "--tasks", "slc_passkey_tf", "--task-lengths", "400", "--task-metadata", '{"num_samples": 2}',
+                   "--out", out)
+    assert result.exit_code == 0, result.output
+    niah = json.loads((out / "niah_results.json").read_text())
+    assert niah["table"]["depths"] == [0.0, 50.0, 100.0] and niah["mode"] == "teacher"
+    assert all({"exact", "token_accuracy", "answer_logprob"} <= set(r) for r in niah["records"])
+    assert len(niah["records"]) == 12
+    ppl = json.loads((out / "perplexity.json").read_text())
+    assert ppl["model"]["perplexity"] > 1 and ppl["base"]["perplexity"] > 1
+    assert ppl["model"]["tokens"] == ppl["base"]["tokens"] > 100
+    recall = json.loads((out / "span_recall.json").read_text())
+    assert [layer["layer"] for layer in recall["layers"]] == [1, 3]
+    assert recall["tokens"] == 120 and 0 < recall["average"] <= 1
+    _png(out / "span_recall.png")
+    rows = list(csv.DictReader((out / "span_recall.csv").open()))
+    assert len(rows) == 2 * 4  # layers x query heads
+    lm = json.loads((out / "lm_eval_results.json").read_text())
+    assert lm["max_length"] == 4096
+    metrics = {(r["task"], r["metric"]) for r in lm["table"]}
+    assert ("slc_passkey_tf", "acc") in metrics
+    assert all("difference" in r for r in lm["table"])
+    md = (out / "summary.md").read_text()
+    for heading in ("NIAH multikey (teacher)", "Perplexity", "Span recall", "lm-eval tasks"):
+        assert heading in md
+
+
+def test_refuses_prompts_over_the_context(checkpoints, tmp_path):
+    _, converted = checkpoints
+    result = _eval(converted, "--niah", "--lengths", "400", "--depths", "50", "--samples", "1",
+                   "--max-length", "380", "--out", tmp_path / "a")
+    assert result.exit_code == 2
+    assert "error: prompts of length 400 (needs" in result.output and "do not fit the model's 380" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_skips_and_counts_prompts_over_the_context(checkpoints, tmp_path):
+    _, converted = checkpoints
+    out = tmp_path / "b"
+    result = _eval(converted, "--niah", "--mode", "teacher", "--lengths", "400,600", "--depths", "0,100",
+                   "--samples", "1", "--max-length", "500", "--skip-too-long", "--out", out)
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "niah_results.json").read_text())
+    assert len(data["skipped"]) == 2 and {s["length"] for s in data["skipped"]} == {600}
+    assert [row[1] for row in data["table"]["scores"]] == [None, None]
+    assert data["table"]["skipped"] == 2 and "2 prompt(s) skipped" in result.output
+    _png(out / "niah_heatmap.png")
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "nothing to evaluate"),
+    (["--niah", "--lengths", "10,abc"], "--lengths '10,abc' is not a comma-separated list"),
+    (["--perplexity", "/nonexistent/docs"], "--perplexity /nonexistent/docs does not exist"),
+    (["--tasks", "slc_passkey", "--task-metadata", "{bad"], "--task-metadata is not valid JSON"),
+])
+def test_bad_input_is_one_line(checkpoints, tmp_path, args, message):
+    _, converted = checkpoints
+    result = _eval(converted, *args, "--out", tmp_path / "c")
+    assert result.exit_code == 2, result.output
+    assert f"error: {message}" in result.output and "Traceback" not in result.output
+
+
+def test_span_recall_refuses_a_source_model(checkpoints, tmp_path):
+    source, _ = checkpoints
+    result = _eval(source, "--span-recall", "--span-length", "100", "--out", tmp_path / "d")
+    assert result.exit_code == 2 and "not a converted checkpoint" in result.output

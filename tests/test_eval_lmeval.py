@@ -1,0 +1,105 @@
+"""Shipped offline lm-eval tasks: exact prompt lengths, the Python API, the command line, no truncation."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from slconvert.cli import main
+from slconvert.errors import SlconvertError
+from slconvert.evaluation.lmeval import resolve_tasks, run_lm_eval, shipped_tasks_dir
+from slconvert.evaluation.models import load_eval_model
+from slconvert.tiny import build_tiny_model
+
+SMALL = ["--sw-index", "3", "--search-power", "0.5", "--span-power", "0.5"]
+TASK_FILES = ("slc_passkey.yaml", "slc_passkey_tf.yaml", "slc_multikey.yaml", "slc_longdoc_ppl.yaml")
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval_lmeval")
+    source = build_tiny_model("nemotron_h", root / "source", seed=3)
+    out = root / "converted"
+    result = CliRunner().invoke(main, ["convert", str(source), str(out), *SMALL, "--quiet"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _task_data_module():
+    spec = importlib.util.spec_from_file_location("slc_data_under_test", shipped_tasks_dir() / "slc_data.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_shipped_tasks_exist():
+    for name in TASK_FILES:
+        assert (shipped_tasks_dir() / name).is_file(), name
+
+
+def test_task_data_has_exact_lengths(converted):
+    from transformers import AutoTokenizer
+
+    data = _task_data_module()
+    tok = AutoTokenizer.from_pretrained(converted)
+    for builder in (data.passkey, data.multikey):
+        rows = builder(pretrained=str(converted), max_seq_lengths=[400, 450], num_samples=3)["test"]
+        assert len(rows) == 6
+        assert [len(tok(r["input"])["input_ids"]) for r in rows] == [400] * 3 + [450] * 3
+        assert all(r["outputs"][0] in r["input"] and r["answer"] == " " + r["outputs"][0] for r in rows)
+        assert [rows[i]["depth"] for i in range(3)] == [0.0, 50.0, 100.0]
+    docs = data.long_documents(doc_chars=900, num_docs=2)["test"]
+    assert len(docs) == 2 and docs[0]["text"] != docs[1]["text"] and len(docs[0]["text"]) <= 900
+    with pytest.raises(ValueError, match="tokenizer"):
+        data.passkey(max_seq_lengths=[400])
+
+
+def test_resolve_task_names_and_yaml_paths(tmp_path):
+    names, include = resolve_tasks("slc_passkey, " + str(shipped_tasks_dir() / "slc_multikey.yaml"))
+    assert names == ["slc_passkey", "slc_multikey"] and include == [str(shipped_tasks_dir())]
+    with pytest.raises(SlconvertError, match="does not exist"):
+        resolve_tasks(str(tmp_path / "missing.yaml"))
+    (tmp_path / "nameless.yaml").write_text("output_type: generate_until\n")
+    with pytest.raises(SlconvertError, match="no `task:` name"):
+        resolve_tasks(str(tmp_path / "nameless.yaml"))
+
+
+def test_python_api_on_shipped_tasks(converted):
+    em = load_eval_model(converted, device="cpu")
+    out = run_lm_eval(em, "slc_passkey,slc_multikey,slc_longdoc_ppl", max_length=1024, task_lengths=[420],
+                      task_metadata={"num_samples": 2, "doc_chars": 1500, "num_docs": 2})
+    results = out["results"]
+    assert set(results) == {"slc_passkey", "slc_multikey", "slc_longdoc_ppl"}
+    for task in ("slc_passkey", "slc_multikey"):
+        assert results[task]["sample_len"] == 2 and 0.0 <= results[task]["exact_match,none"] <= 1.0
+    assert math.isfinite(results["slc_longdoc_ppl"]["bits_per_byte,none"])
+
+
+def test_requests_over_max_length_are_refused_not_truncated(converted):
+    em = load_eval_model(converted, device="cpu")
+    with pytest.raises(SlconvertError, match="never truncated"):
+        run_lm_eval(em, "slc_passkey", max_length=410, task_lengths=[420], task_metadata={"num_samples": 1})
+    with pytest.raises(SlconvertError, match="never truncated"):
+        run_lm_eval(em, "slc_passkey_tf", max_length=410, task_lengths=[420], task_metadata={"num_samples": 1})
+
+
+def test_lm_eval_command_line_runs_a_converted_model(converted, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    command = [sys.executable, "-m", "slconvert.evaluation.lm_eval_cli", "--model", "slconvert",
+               "--model_args", f"pretrained={converted},max_length=1024", "--tasks", "slc_passkey_tf",
+               "--metadata", json.dumps({"max_seq_lengths": [400], "num_samples": 2}), "--device", "cpu",
+               "--output_path", str(tmp_path / "results")]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "slc_passkey_tf" in done.stdout
+    files = list((tmp_path / "results").rglob("results_*.json"))
+    assert len(files) == 1
+    result = json.loads(files[0].read_text())["results"]["slc_passkey_tf"]
+    assert result["sample_len"] == 2 and result["acc,none"] in (0.0, 0.5, 1.0)

@@ -1,0 +1,87 @@
+"""`slconvert inspect`: layer map, attention shape, KV-cache size, window and attended keys, text and JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from click.testing import CliRunner
+
+from slconvert.checkpoint import directory_digest
+from slconvert.cli import main
+from slconvert.tiny import TINY_ARCHITECTURES, build_tiny_model
+
+EXPECTED_ROPE = {"nemotron_h": "none", "jamba": "none", "granitemoehybrid": "none", "qwen3_next": "partial (0.25)",
+                 "bamba": "partial (0.5)", "lfm2": "full", "minimax": "full"}
+
+
+def _inspect(*args: str) -> str:
+    result = CliRunner().invoke(main, ["inspect", *args])
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def nemotron(tmp_path_factory):
+    return build_tiny_model("nemotron_h", tmp_path_factory.mktemp("inspect") / "nemotron_h")
+
+
+def test_json_report_of_nemotron_h(nemotron):
+    digest = directory_digest(nemotron)
+    report = json.loads(_inspect(str(nemotron), "--json", "--sw-index", "3", "--search-power", "0.5"))
+    assert report["model_type"] == "nemotron_h"
+    assert [(row["index"], row["kind"]) for row in report["layers"]] == [
+        (0, "mamba2"), (1, "full_attention"), (2, "moe"), (3, "full_attention")
+    ]
+    assert all(row["parameters"] > 0 for row in report["layers"])
+    assert report["parameters"] > sum(row["parameters"] for row in report["layers"])  # + embeddings, head
+    assert report["attention"] == {**report["attention"], "heads_q": 4, "heads_kv": 2, "head_dim": 16, "rope": "none"}
+    assert report["attention_layers"] == [1, 3] and report["converted_layers"] == [1, 3]
+    # K and V, 2 KV heads of 16, float32, 2 layers, 2^20 tokens.
+    assert report["kv_cache"]["bytes_per_1M_tokens"] == 2 * 2 * 16 * 4 * 2 * 2**20
+    assert report["router_parameters"] == 2 * 4 * 16 * 16
+    sl = report["superlinear"]
+    assert sl["window"] == 15
+    for label, t in (("128K", 131072), ("1M", 1048576)):
+        row = sl["attended_keys_per_query"][label]
+        anchors = sum(1 for i in range(4, 2000) if i * i <= t)  # o(i) = i^2 for p = 1/2, from i = sw + 1 = 4
+        span = math.ceil(3.0 * t**0.55) + math.ceil(1.0 * t**0.55) + 1  # released span factors, rho 0.55
+        assert row["dense"] == t and row["anchors"] == anchors
+        assert row["superlinear"] == 15 + 3 * span
+    assert directory_digest(nemotron) == digest
+
+
+def test_text_report_and_layer_choice(nemotron):
+    text = _inspect(str(nemotron), "--keep-dense", "3")
+    assert "H_q=4 H_kv=2 D=16 RoPE=none" in text
+    assert "converted layers: [1]  kept dense: [3]" in text
+    lines = {line.split()[0]: line for line in text.splitlines() if line[:5].strip().isdigit()}
+    assert lines["1"].rstrip().endswith("superlinear") and lines["3"].rstrip().endswith("dense (kept)")
+    assert "mamba2" in lines["0"] and "moe" in lines["2"]
+    released_window = math.floor(66 ** (1 / 0.55)) - 1  # W = o(sw + 1) - 1 for the released setting
+    assert "per 1M tokens" in text and f"window W={released_window}" in text
+    assert "at 128K" in text and "at   1M" in text
+
+
+@pytest.mark.parametrize("model_type", TINY_ARCHITECTURES)
+def test_every_architecture_has_attention_layers_and_shape(model_type, tmp_path):
+    source = build_tiny_model(model_type, tmp_path / model_type)
+    report = json.loads(_inspect(str(source), "--json"))
+    attention = [row["index"] for row in report["layers"] if row["attention"]]
+    assert attention == report["converted_layers"] and len(attention) == 2
+    assert report["attention"]["heads_q"] == 4 and report["attention"]["heads_kv"] == 2
+    assert report["attention"]["head_dim"] == 16
+    if model_type in EXPECTED_ROPE:
+        assert report["attention"]["rope"] == EXPECTED_ROPE[model_type]
+
+
+def test_inspect_of_a_converted_checkpoint_shows_its_conversion(nemotron, tmp_path):
+    out = tmp_path / "converted"
+    result = CliRunner().invoke(main, ["convert", str(nemotron), str(out), "--sw-index", "3", "--search-power", "0.5",
+                                       "--keep-dense", "3", "--quiet"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(_inspect(str(out), "--json"))
+    assert report["existing_conversion"]["layers"] == [1] and report["existing_conversion"]["window"] == 15
+    assert "already converted (slconvert" in _inspect(str(out))
+    assert json.loads(_inspect(str(nemotron), "--json"))["existing_conversion"] is None

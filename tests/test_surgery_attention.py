@@ -1,0 +1,187 @@
+"""The "superlinear" attention function inside real models: masks, left padding, capture, routers, generic decoders."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from click.testing import CliRunner
+from slkernels import SuperlinearConfig
+
+import slconvert
+from slconvert.attention import capture_attention, padding_mask
+from slconvert.cli import main
+from slconvert.errors import SlconvertError
+from slconvert.router import SuperlinearRouter, initial_router_weight, routers
+from slconvert.tiny import build_tiny_model
+
+SMALL = ["--sw-index", "3", "--search-power", "0.5", "--span-power", "0.5", "--quiet"]
+
+
+def _convert(source, out):
+    result = CliRunner().invoke(main, ["convert", str(source), str(out), *SMALL])
+    assert result.exit_code == 0, (result.output, result.exception)
+    return out
+
+
+@pytest.fixture(scope="module")
+def bamba(tmp_path_factory):
+    root = tmp_path_factory.mktemp("attention")
+    return slconvert.load(_convert(build_tiny_model("bamba", root / "source"), root / "out"))
+
+
+def test_padding_mask_from_4d_bool_float_and_2d():
+    causal = torch.ones(5, 5, dtype=torch.bool).tril()
+    mask = causal[None, None].repeat(2, 1, 1, 1)
+    mask[0, :, :, :2] = False  # row 0 starts at key 2
+    assert padding_mask(None, 5) is None
+    assert padding_mask(causal[None, None].repeat(2, 1, 1, 1), 5) is None
+    assert padding_mask(mask, 5).tolist() == [[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]]
+    additive = torch.zeros(2, 1, 5, 5).masked_fill(~mask, torch.finfo(torch.float32).min)
+    assert padding_mask(additive, 5).tolist() == [[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]]
+    assert padding_mask(torch.tensor([[0, 1, 1], [1, 1, 1]]), 3).tolist() == [[0, 1, 1], [1, 1, 1]]
+    with pytest.raises(SlconvertError, match="unexpected attention mask"):
+        padding_mask(torch.ones(2, 3, 4), 4)
+
+
+def test_left_padded_batch_matches_unpadded_rows(bamba):
+    length, pad = 40, 7
+    tokens = torch.randint(4, 384, (2, length))
+    mask = torch.ones_like(tokens)
+    tokens[0, :pad], mask[0, :pad] = 0, 0
+    with torch.no_grad():
+        batched = bamba(tokens, attention_mask=mask).logits
+        alone = bamba(tokens[:1, pad:]).logits
+        full = bamba(tokens[1:]).logits
+    assert torch.isfinite(batched).all()
+    torch.testing.assert_close(batched[0, pad:], alone[0], rtol=0, atol=1e-4)
+    torch.testing.assert_close(batched[1], full[0], rtol=0, atol=1e-4)
+    generated = bamba.generate(tokens, attention_mask=mask, max_new_tokens=3, do_sample=False)
+    assert generated.shape == (2, length + 3)
+
+
+def test_capture_records_converted_layers_only_while_active(bamba):
+    tokens = torch.randint(4, 384, (2, 24))
+    mask = torch.ones_like(tokens)
+    mask[1, :3] = 0
+    with capture_attention(bamba) as records, torch.no_grad():
+        bamba(tokens, attention_mask=mask)
+    assert [r["layer_idx"] for r in records] == [1, 3]
+    for record in records:
+        assert set(record) == {"layer_idx", "q", "k", "v", "q_search", "config", "scale", "attention_mask", "cache_position"}
+        assert record["q"].shape == (2, 4, 24, 16) and record["k"].shape == (2, 2, 24, 16)
+        assert record["attention_mask"].tolist()[1][:4] == [0, 0, 0, 1]
+        assert record["cache_position"].tolist() == list(range(24))
+        assert isinstance(record["config"], SuperlinearConfig) and record["config"].window == 15
+        assert not record["q_search"].requires_grad
+    with torch.no_grad():
+        bamba(tokens)
+    assert len(records) == 2
+    # One decode step through the cache: one query row at the last key position.
+    with capture_attention(bamba) as steps:
+        bamba.generate(tokens[:1], max_new_tokens=2, do_sample=False)
+    decode = [r for r in steps if r["q"].shape[2] == 1]
+    assert decode and all(int(r["cache_position"][0]) == r["k"].shape[2] - 1 for r in decode)
+
+
+def test_router_module_and_initial_weights():
+    config = SuperlinearConfig(sw_index=3, search_power=0.5)
+    router = SuperlinearRouter(4, 8, config, layer_idx=2)
+    query = torch.randn(1, 4, 5, 8)
+    torch.testing.assert_close(router(query), query)  # identity until loaded
+    with pytest.raises(SlconvertError, match="expects 4 heads of 8"):
+        router(torch.randn(1, 2, 5, 8))
+    host = initial_router_weight(4, 8, init="host_logits", alpha=0.5)
+    assert torch.equal(host, 0.5 * torch.eye(8).expand(4, 8, 8))
+    first = initial_router_weight(4, 8, init="random", seed=3, layer=1)
+    assert torch.equal(first, initial_router_weight(4, 8, init="random", seed=3, layer=1))
+    assert not torch.equal(first, initial_router_weight(4, 8, init="random", seed=3, layer=2))
+    with pytest.raises(SlconvertError, match="unknown router init"):
+        initial_router_weight(4, 8, init="zeros")
+
+
+def test_routers_are_trainable_alone(bamba):
+    """Freezing everything but the routers still gives them gradients (the routers-only warm-up)."""
+    found = routers(bamba)
+    for parameter in bamba.parameters():
+        parameter.requires_grad_(False)
+    for router in found.values():
+        router.weight.requires_grad_(True)
+        router.weight.grad = None
+    tokens = torch.randint(4, 384, (1, 48))
+    try:
+        bamba(tokens, labels=tokens).loss.backward()
+        assert all(r.weight.grad is not None and r.weight.grad.abs().sum() > 0 for r in found.values())
+    finally:
+        for parameter in bamba.parameters():
+            parameter.requires_grad_(True)
+            parameter.grad = None
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3"])
+def test_generic_decoder_converts(family, tmp_path):
+    """A model type with no row of its own goes through the generic description, verified on disk."""
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen3Config
+
+    common = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=16, vocab_size=384, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    config = LlamaConfig(**common) if family == "llama" else Qwen3Config(**common)
+    torch.manual_seed(0)
+    dense = AutoModelForCausalLM.from_config(config).eval()
+    dense.save_pretrained(tmp_path / "source")
+    model = slconvert.load(_convert(tmp_path / "source", tmp_path / "out"))
+    assert sorted(routers(model)) == [0, 1]
+    short, long = torch.randint(4, 384, (1, 16)), torch.randint(4, 384, (1, 40))
+    with torch.no_grad():
+        torch.testing.assert_close(model(short).logits, dense(short).logits, rtol=0, atol=1e-5)
+        assert (model(long).logits - dense(long).logits).abs().max() > 1e-4
+
+
+def test_multimodal_qwen3_5_moe_checkpoint_converts_its_language_model(tmp_path):
+    """Real Qwen3.5 checkpoints are multimodal: language model under model.language_model, vision kept as is."""
+    from transformers import CONFIG_MAPPING, AutoModelForCausalLM, AutoModelForImageTextToText
+
+    from slconvert.tiny import tiny_config
+
+    vision = dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=4,
+                  temporal_patch_size=1, spatial_merge_size=1)
+    config = CONFIG_MAPPING["qwen3_5_moe"](text_config=tiny_config("qwen3_5_moe_text").to_dict(), vision_config=vision)
+    torch.manual_seed(0)
+    AutoModelForImageTextToText.from_config(config).save_pretrained(tmp_path / "source")
+    out = _convert(tmp_path / "source", tmp_path / "out")
+    from safetensors import safe_open
+
+    with safe_open(str(out / "model.safetensors"), "pt") as handle:
+        names = list(handle.keys())
+    assert "model.language_model.layers.1.self_attn.superlinear_router.weight" in names
+    assert any(name.startswith("model.visual.") for name in names)
+    model = slconvert.load(out)
+    dense = AutoModelForCausalLM.from_pretrained(tmp_path / "source").eval()
+    assert sorted(routers(model)) == [1, 3]
+    short = torch.randint(4, 384, (1, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(model(short).logits, dense(short).logits, rtol=0, atol=1e-5)
+    model.save_pretrained(tmp_path / "saved")
+    reloaded = slconvert.load(tmp_path / "saved")
+    long = torch.randint(4, 384, (1, 40))
+    with torch.no_grad():
+        assert torch.equal(model(long).logits, reloaded(long).logits)
+
+
+@pytest.mark.gpu
+def test_converted_model_on_cuda_matches_cpu(tmp_path):
+    out = _convert(build_tiny_model("nemotron_h", tmp_path / "source"), tmp_path / "out")
+    cpu = slconvert.load(out)
+    gpu = slconvert.load(out, device="cuda")
+    assert all(r.weight.device.type == "cuda" for r in routers(gpu).values())
+    tokens = torch.randint(4, 384, (2, 48))
+    mask = torch.ones_like(tokens)
+    mask[0, :5] = 0
+    with torch.no_grad():
+        expected = cpu(tokens, attention_mask=mask).logits
+        got = gpu(tokens.cuda(), attention_mask=mask.cuda()).logits.cpu()
+    torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-3)
+    generated = gpu.generate(tokens[1:].cuda(), max_new_tokens=4, do_sample=False)
+    assert generated.shape == (1, 52)
+    half = slconvert.load(out, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        assert torch.isfinite(half(tokens.cuda(), attention_mask=mask.cuda()).logits).all()

@@ -1,0 +1,222 @@
+"""End to end on tiny converted checkpoints: every recipe, resume, router warm-up, curriculum, NaN guard."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+from test_train_helpers import converted, tree_digest
+
+import slconvert
+from slconvert.cli import main
+from slconvert.training import Trainer, TrainingStopped, load_recipe
+from slconvert.training.checkpoints import latest_checkpoint
+
+FAST = "granitemoehybrid"  # Mamba-2 + attention, no RoPE: the quickest tiny hybrid on CPU
+
+
+def fast_model(**kwargs):
+    return converted(FAST, layers="MAMA", **kwargs)
+
+
+def _metrics(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _weights(path):
+    return load_file(path / "model.safetensors")
+
+
+def _invoke(args):
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    return result.exit_code, result.output  # stdout and stderr, interleaved
+
+
+CASES = {
+    "router-warmup.yaml": ("nemotron_h", ["max_steps=3", "seq_len=96", "batch_size=2", "save_every=2",
+                                          "recall_rows=64", "router_rows=32", "output_mse_weight=0.5"]),
+    "niah-curriculum.yaml": (FAST, ["max_steps=4", "curriculum=[{seq_len: 288, steps: 2}, {seq_len: 320, steps: 2}]",
+                                    "data.niah_tasks=[single, passkey]", "batch_size=2", "save_every=2",
+                                    "recall_rows=64", "router_rows=32", "recall_every=2"]),
+    "long-context.yaml": (FAST, ["max_steps=3", "seq_len=64", "batch_size=2", "micro_batch_size=2",
+                                 "save_every=0", "recall_rows=32", "router_rows=16", "precision=bf16"]),
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(CASES))
+def test_each_recipe_runs_and_leaves_a_loadable_checkpoint(recipe, tmp_path):
+    kind, overrides = CASES[recipe]
+    model = converted(kind, layers="MAEA" if kind == "nemotron_h" else "MAMA")
+    before = tree_digest(model)
+    out = tmp_path / "run"
+    extra = []
+    if recipe == "long-context.yaml":
+        (tmp_path / "corpus").mkdir()
+        (tmp_path / "corpus" / "a.txt").write_text("A long document about rivers and stones. " * 30)
+        (tmp_path / "corpus" / "b.jsonl").write_text(json.dumps({"text": "Another one about clouds. " * 30}) + "\n")
+        extra = [f"data.text=[{tmp_path / 'corpus'}]"]
+    code, output = _invoke(["train", f"recipes/{recipe}", "--model", str(model), "--output", str(out), "--quiet",
+                            *overrides, *extra])
+    assert code == 0, output
+    assert tree_digest(model) == before  # the input checkpoint is never modified
+    recipe_obj = load_recipe(out / "recipe.yaml")
+    steps = [m for m in _metrics(out) if "event" not in m]
+    assert [m["step"] for m in steps] == list(range(1, recipe_obj.max_steps + 1))
+    assert all(m["tokens_per_s"] > 0 and torch.isfinite(torch.tensor(m["loss"])) for m in steps)
+    events = [m["when"] for m in _metrics(out) if m.get("event") == "span_recall"]
+    assert events[0] == "before" and events[-1] == "after"
+    assert (out / "training.png").stat().st_size > 1000
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["steps"] == recipe_obj.max_steps
+
+    trained = slconvert.load(out)  # the final output directory is a converted checkpoint
+    assert slconvert.router.routers(trained)
+    new, old = _weights(out), _weights(model)
+    assert set(new) == set(old)
+    changed = {name for name in old if not torch.equal(new[name].to(old[name].dtype), old[name])}
+    if recipe == "router-warmup.yaml":
+        assert changed and all("superlinear_router" in name for name in changed)
+    elif recipe == "niah-curriculum.yaml":  # trainable: attention (converted attention modules only)
+        assert any("superlinear_router" in n for n in changed) and any("q_proj" in n for n in changed)
+        assert not any("mamba" in n or "embed" in n for n in changed)
+    else:  # trainable: all
+        assert any("embed" in n for n in changed) and any("mamba" in n for n in changed)
+    if recipe_obj.save_every:
+        checkpoint = latest_checkpoint(out)
+        last_save = recipe_obj.max_steps // recipe_obj.save_every * recipe_obj.save_every
+        assert checkpoint.name == f"step-{last_save:06d}"
+        assert (checkpoint / "state" / "optimizer.bin").is_file()
+        assert slconvert.router.routers(slconvert.load(checkpoint))
+
+
+def _curriculum_recipe(**extra):
+    overrides = ["max_steps=4", "curriculum=[{seq_len: 288, steps: 2}, {seq_len: 320, steps: 2}]",
+                 "data.niah_tasks=[single]", "batch_size=2", "micro_batch_size=1", "save_every=2", "recall_rows=0",
+                 "router_rows=32", "lr=3e-3", "gradient_checkpointing=false"]
+    return load_recipe("recipes/niah-curriculum.yaml", overrides + [f"{k}={v}" for k, v in extra.items()])
+
+
+def test_resume_gives_the_same_weights_as_a_straight_run(tmp_path):
+    model = fast_model()
+    straight = tmp_path / "straight"
+    Trainer(_curriculum_recipe(), model, straight, progress=False).run()
+
+    interrupted = tmp_path / "interrupted"
+    trainer = Trainer(_curriculum_recipe(), model, interrupted, progress=False)
+    real_step = trainer._step
+
+    def crash_at_step_3(step):
+        if step == 2:
+            raise RuntimeError("simulated crash")
+        return real_step(step)
+
+    trainer._step = crash_at_step_3
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        trainer.run()
+    assert latest_checkpoint(interrupted).name == "step-000002"
+    assert not (interrupted / "config.json").exists()  # no final model from a broken run
+
+    resumed = Trainer(_curriculum_recipe(), model, interrupted, resume=True, progress=False)
+    assert resumed.start_step == 2
+    resumed.run()
+    a, b = _weights(straight), _weights(interrupted)
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=1e-6, msg=name)
+    steps = [m["step"] for m in _metrics(interrupted) if "event" not in m]
+    assert steps == [1, 2, 3, 4]
+    losses_a = [m["loss"] for m in _metrics(straight) if "event" not in m]
+    losses_b = [m["loss"] for m in _metrics(interrupted) if "event" not in m]
+    assert losses_b == pytest.approx(losses_a, abs=1e-6)
+
+
+def test_router_warmup_raises_span_recall_on_peaked_attention(tmp_path):
+    # Dense attention peaked on earlier occurrences of the current token (query = 100 x key projection),
+    # text made of runs of repeated words, routers initialized at random: the warm-up has to learn to
+    # point the spans at the matching runs.
+    model = fast_model(peaked=100.0, router_init="random")
+    words = "apple river stone cloud tiger lamp ocean pepper violet castle mirror wagon".split()
+    rng = random.Random(0)
+    (tmp_path / "runs.txt").write_text(" ".join(w for _ in range(600) for w in [rng.choice(words)] * 8))
+    recipe = load_recipe("recipes/router-warmup.yaml", [
+        "max_steps=16", "seq_len=192", "batch_size=2", "save_every=0", "lr=3e-2", "warmup_steps=2",
+        "router_rows=96", "recall_rows=512", "recall_every=8", f"data.text=[{tmp_path / 'runs.txt'}]"])
+    summary = Trainer(recipe, model, tmp_path / "run", progress=False).run()
+    before, after = summary["span_recall_before"], summary["span_recall_after"]
+    assert set(before) == set(after) == {"1", "3"}
+    for layer in before:
+        assert after[layer] > before[layer] + 0.04, (before, after)
+    kl = [m["kl"] for m in _metrics(tmp_path / "run") if "kl" in m]
+    assert sum(kl[-4:]) / 4 < 0.7 * sum(kl[:4]) / 4
+    assert [m["when"] for m in _metrics(tmp_path / "run") if m.get("event")] == ["before", "during", "after"]
+
+
+def test_curriculum_loss_decreases(tmp_path):
+    recipe = load_recipe("recipes/niah-curriculum.yaml", [
+        "max_steps=50", "curriculum=[{seq_len: 384, steps: 25}, {seq_len: 448, steps: 25}]",
+        "data.niah_tasks=[single, multikey]", "data.niah_haystack=noise", "batch_size=1", "save_every=0",
+        "recall_rows=0", "router_rows=16", "lr=3e-3", "warmup_steps=5", "trainable=all",
+        "gradient_checkpointing=false"])
+    Trainer(recipe, fast_model(), tmp_path / "run", progress=False).run()
+    steps = [m for m in _metrics(tmp_path / "run") if "event" not in m]
+    assert [m["seq_len"] for m in steps] == [384] * 25 + [448] * 25
+    first, last = [m["lm"] for m in steps[:10]], [m["lm"] for m in steps[-10:]]
+    assert sum(last) / 10 < sum(first) / 10 - 0.5, (first, last)
+
+
+@pytest.mark.parametrize("where", ["loss", "gradient"])
+def test_non_finite_values_stop_the_run_and_keep_the_last_checkpoint(where, tmp_path):
+    recipe = load_recipe("recipes/long-context.yaml", [
+        "max_steps=6", "seq_len=64", "batch_size=1", "save_every=2", "recall_rows=0", "router_rows=16",
+        "gradient_checkpointing=false"])
+    out = tmp_path / "run"
+    trainer = Trainer(recipe, fast_model(), out, progress=False)
+    calls = {"n": 0}
+    head = trainer.unwrapped.get_output_embeddings()
+
+    def poison(module, args, output):
+        calls["n"] += 1
+        if calls["n"] >= 4 and where == "loss":  # the 4th forward is step 4
+            return output * float("nan")
+        return output
+
+    head.register_forward_hook(poison)
+    if where == "gradient":
+        head.weight.register_hook(lambda grad: grad * float("inf") if calls["n"] >= 4 else grad)
+    with pytest.raises(TrainingStopped, match=rf"non-finite {where}.* at step 4: .*step-000002"):
+        trainer.run()
+    assert latest_checkpoint(out).name == "step-000002"
+    assert not (out / "checkpoints" / "step-000004").exists()
+    assert not (out / "config.json").exists()
+    assert _metrics(out)[-1] == {"event": "stopped", "step": 4, "reason": _metrics(out)[-1]["reason"]}
+    assert slconvert.load(latest_checkpoint(out)) is not None
+
+
+def test_bad_input_is_one_line_before_any_work(tmp_path):
+    model = fast_model()
+    source = model.parent / model.name.replace("conv-", "src-")
+    recipe = "recipes/router-warmup.yaml"
+    out = tmp_path / "run"
+    cases = [
+        (["train", recipe, "--model", str(model), "--output", str(out), "learning_rate=1"], "unknown recipe key"),
+        (["train", "recipes/none.yaml", "--model", str(model), "--output", str(out)], "does not exist"),
+        (["train", recipe, "--model", str(source), "--output", str(out)], "is not converted"),
+        (["train", recipe, "--model", str(model), "--output", str(out), f"data.text=[{tmp_path / 'gone'}]"],
+         "does not exist"),
+        (["train", recipe, "--model", str(model), "--output", str(out), "--resume"], "no checkpoint to resume"),
+        (["train", recipe, "--model", str(model), "--output", str(model / "inside")], "overlap"),
+        (["train", recipe, "--model", str(model), "--output", str(out), "seq_len=16"], "never leaves the attention"),
+    ]
+    for args, message in cases:
+        code, output = _invoke(args)
+        assert code == 2 and message in output, (args, output)
+        assert output.strip().startswith("error:") and len(output.strip().splitlines()) == 1
+        assert not out.exists()
+    out.mkdir()
+    (out / "something").write_text("x")
+    code, output = _invoke(["train", recipe, "--model", str(model), "--output", str(out)])
+    assert code == 2 and "already exists" in output

@@ -1,0 +1,102 @@
+"""Training data: exact-length needle samples, text packing, determinism, the split over processes."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+from test_train_helpers import converted
+from transformers import AutoTokenizer
+
+from slconvert.errors import SlconvertError
+from slconvert.evaluation.haystack import SyntheticHaystack
+from slconvert.evaluation.niah import TASKS
+from slconvert.training.data import IGNORE, NiahGenerator, SentencePool, SequenceSource, find_text_files
+from slconvert.training.recipe import recipe_from_dict
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(converted("granitemoehybrid", layers="MAMA"))
+
+
+@pytest.mark.parametrize("haystack", ["builtin", "noise"])
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_needle_sample_has_exact_length_and_answer_targets(tokenizer, task, haystack):
+    pool = SentencePool(tokenizer, SyntheticHaystack(3).text(20000)) if haystack == "builtin" else None
+    gen = NiahGenerator(tokenizer, haystack, pool, "words", "numbers", 384)
+    sample = gen.sample(random.Random(5), 900, task)
+    assert len(sample.input_ids) == len(sample.labels) == 900
+    target = sample.labels != IGNORE
+    first = int(np.argmax(target))
+    assert target[first:].all() and not target[:first].any()  # the answer is the end of the sequence
+    assert sample.labels[-1] == tokenizer.eos_token_id
+    answer = tokenizer.decode(sample.input_ids[target][:-1])
+    context = tokenizer.decode(sample.input_ids[:first])
+    values = [v.strip() for v in answer.split(",")]
+    assert len(values) == TASKS[task].queries * TASKS[task].values_per_key
+    for value in values:  # every answer value was planted in the context
+        assert value.isdigit() and value in context
+    assert gen.sample(random.Random(5), 900, task).input_ids.tolist() == sample.input_ids.tolist()
+
+
+def test_too_short_for_a_needle_is_refused(tokenizer):
+    recipe = recipe_from_dict({"seq_len": 64, "data": {"niah_fraction": 1.0}})
+    with pytest.raises(SlconvertError, match="too short for a 'single' needle sample"):
+        SequenceSource(recipe, tokenizer, 384)
+
+
+def test_text_and_jsonl_are_packed_with_eos(tmp_path, tokenizer):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("The quick brown fox jumps over the lazy dog. " * 20)
+    with open(tmp_path / "docs" / "b.jsonl", "w") as handle:
+        for i in range(10):
+            handle.write(json.dumps({"body": f"Document {i} talks about the magic number {i * 7}. " * 3}) + "\n")
+    recipe = recipe_from_dict({"seq_len": 32, "batch_size": 4, "seed": 1,
+                               "data": {"text": [str(tmp_path / "docs")], "jsonl_field": "body"}})
+    source = SequenceSource(recipe, tokenizer, 384)
+    stream = source.corpus.tokens
+    eos = tokenizer.eos_token_id
+    assert int((stream == eos).sum()) == 11  # one document from the .txt file, ten from the .jsonl file
+    first_doc = tokenizer(("The quick brown fox jumps over the lazy dog. " * 20).strip(), add_special_tokens=False)["input_ids"]
+    assert stream[: len(first_doc) + 1].tolist() == first_doc + [eos]
+    windows = [tuple(source.sample(step, i).input_ids.tolist()) for step in range(3) for i in range(4)]
+    assert len(set(windows)) == 12  # an epoch visits distinct windows
+    for window in windows:  # every window is a contiguous slice of the stream at a multiple of seq_len
+        starts = [s for s in range(0, len(stream) - 31, 32) if tuple(stream[s:s + 32].tolist()) == window]
+        assert starts
+    sample = source.sample(2, 3)
+    assert (sample.labels == sample.input_ids).all()
+    again = SequenceSource(recipe, tokenizer, 384).sample(2, 3)
+    assert again.input_ids.tolist() == sample.input_ids.tolist()
+
+
+def test_bad_text_inputs(tmp_path, tokenizer):
+    with pytest.raises(SlconvertError, match="does not exist"):
+        find_text_files([tmp_path / "missing"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SlconvertError, match="holds no"):
+        find_text_files([tmp_path / "empty"])
+    (tmp_path / "x.jsonl").write_text('{"content": "hi"}\n')
+    recipe = recipe_from_dict({"seq_len": 8, "data": {"text": [str(tmp_path / "x.jsonl")]}})
+    with pytest.raises(SlconvertError, match=r"x.jsonl:1 has no string field 'text'"):
+        SequenceSource(recipe, tokenizer, 384)
+    (tmp_path / "short.txt").write_text("tiny")
+    recipe = recipe_from_dict({"seq_len": 64, "data": {"text": [str(tmp_path / "short.txt")]}})
+    with pytest.raises(SlconvertError, match="fewer than one sequence of 64"):
+        SequenceSource(recipe, tokenizer, 384)
+
+
+def test_processes_share_the_global_batch(tokenizer):
+    recipe = recipe_from_dict({"seq_len": 300, "batch_size": 4, "micro_batch_size": 1, "seed": 2,
+                               "data": {"niah_fraction": 0.5, "corpus_tokens": 4096}})
+    source = SequenceSource(recipe, tokenizer, 384)
+    whole = [s.input_ids.tolist() for _, mb in source.micro_batches(5, 0, 1) for s in mb]
+    kinds = {source.sample(step, i).kind for step in range(4) for i in range(4)}
+    assert kinds == {"text", "niah"}
+    rank0 = [s.input_ids.tolist() for _, mb in source.micro_batches(5, 0, 2) for s in mb]
+    rank1 = [s.input_ids.tolist() for _, mb in source.micro_batches(5, 1, 2) for s in mb]
+    assert sorted(rank0 + rank1) == sorted(whole) and len(rank0) == len(rank1) == 2
+    assert [first for first, _ in source.micro_batches(5, 1, 2)] == [1, 3]

@@ -1,0 +1,66 @@
+"""Two processes (DDP on the CPU over gloo, started by torchrun as `accelerate launch` does on GPUs) follow the
+one-process run step for step."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+from test_train_helpers import converted
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _train(args: list[str], processes: int) -> None:
+    base = [sys.executable, "-m", "slconvert.cli"] if processes == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+        "--master_port", str(_free_port()), "-m", "slconvert.cli"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    done = subprocess.run(base + ["train", *args, "--quiet"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _losses(out: Path) -> list[float]:
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [line["loss"] for line in lines if "event" not in line]
+
+
+@pytest.mark.parametrize("recipe, overrides", [
+    # lm_weight 0: the model runs without autograd and the router gradients are averaged by hand
+    ("router-warmup.yaml", ["seq_len=128", "router_rows=32", "lr=1e-2"]),
+    # LM + router KL through DDP, two micro-batches per process (no_sync on the first)
+    ("niah-curriculum.yaml", ["curriculum=[]", "seq_len=320", "data.niah_tasks=[single]", "router_rows=16",
+                              "gradient_checkpointing=false", "lr=3e-3"]),
+])
+def test_two_processes_match_one(recipe, overrides, tmp_path):
+    model = converted("granitemoehybrid", layers="MAMA")
+    common = [f"recipes/{recipe}", "--model", str(model), "max_steps=3", "batch_size=4", "micro_batch_size=1",
+              "save_every=0", "recall_rows=32", "warmup_steps=1", *overrides]
+    _train([*common[:3], "--output", str(tmp_path / "one"), *common[3:]], 1)
+    _train([*common[:3], "--output", str(tmp_path / "two"), *common[3:]], 2)
+    assert _losses(tmp_path / "two") == pytest.approx(_losses(tmp_path / "one"), abs=1e-5)
+    one, two = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
+    start = load_file(model / "model.safetensors")
+    # The gradients agree to float rounding (the losses above match to 1e-5); Adam can turn a rounding
+    # difference of a near-zero gradient into a full lr-sized step, so weights are compared against the
+    # size of the update rather than bit for bit.
+    assert one.keys() == two.keys() == start.keys()
+    for name in one:
+        update = float((one[name] - start[name]).abs().mean())
+        gap = float((two[name] - one[name]).abs().mean())
+        assert gap <= 0.01 * update, (name, gap, update)
+    summary = json.loads((tmp_path / "two" / "training_summary.json").read_text())
+    assert summary["processes"] == 2

@@ -1,0 +1,146 @@
+"""Router losses against independent per-query computations of SPEC.md, and span recall against evaluation's."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from slkernels import SuperlinearConfig
+from spec_bruteforce import brute_force, dense_causal, offset, window
+
+from slconvert.evaluation.span_recall import layer_recall
+from slconvert.router import SuperlinearRouter
+from slconvert.training.losses import router_losses, sample_rows
+
+CFG = SuperlinearConfig(sw_index=2, num_spans=2, search_power=0.5, span_power=0.5, backward_factor=2.0,
+                        forward_factor=1.0)
+
+
+def _record(seed: int, mask: bool = False, batch: int = 2, heads_q: int = 4, heads_kv: int = 2, length: int = 40,
+            dim: int = 8):
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(batch, heads_q, length, dim, generator=gen) * 1.5
+    k = torch.randn(batch, heads_kv, length, dim, generator=gen)
+    v = torch.randn(batch, heads_kv, length, dim, generator=gen)
+    router = SuperlinearRouter(heads_q, dim, CFG, layer_idx=0)
+    with torch.no_grad():
+        router.weight.copy_(torch.randn(heads_q, dim, dim, generator=gen) / dim ** 0.5)
+    attention_mask = None
+    if mask:
+        attention_mask = torch.ones(batch, length, dtype=torch.long)
+        attention_mask[1, :5] = 0
+    record = {"layer_idx": 0, "q": q, "k": k, "v": v, "q_search": router(q).detach(), "config": CFG, "scale": 0.4,
+              "attention_mask": attention_mask, "cache_position": torch.arange(length)}
+    return record, router
+
+
+def _all_rows(record):
+    return sample_rows(record, 10**6, torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("mask", [False, True])
+def test_recall_matches_the_evaluation(mask):
+    record, router = _record(0, mask)
+    ours = router_losses(record, router, _all_rows(record), kl=False)["recall"]
+    theirs = layer_recall(record)["recall"]
+    assert ours == pytest.approx(sum(theirs) / len(theirs), rel=1e-5)
+
+
+def _first_real(record, b):
+    mask = record["attention_mask"]
+    return 0 if mask is None else int((mask[b] == 0).sum())
+
+
+def _brute_kl(record, router):
+    """KL(span mass || softmax of router scores) per (b, h, row), looping over queries and candidates."""
+    q, k = record["q"].double(), record["k"].double()
+    q_search = router(record["q"]).detach().double()
+    batch, heads_q, length, _ = q.shape
+    group = heads_q // k.shape[1]
+    width = window(CFG)
+    total, count = 0.0, 0
+    for b in range(batch):
+        s0 = _first_real(record, b)
+        for h in range(heads_q):
+            kh = k[b, h // group]
+            for pos in range(length):
+                t = pos + 1 - s0
+                if t <= width + 1:
+                    continue
+                logits = (kh[s0:pos + 1] @ q[b, h, pos]) * record["scale"]
+                probs = torch.zeros(length, dtype=torch.float64)
+                probs[s0:pos + 1] = torch.softmax(logits, 0)
+                masses, scores = [], []
+                i = CFG.sw_index + 1
+                while pos + 1 - offset(i, CFG.search_power) >= s0:
+                    a = pos + 1 - offset(i, CFG.search_power)
+                    lo = max(a - math.ceil(CFG.backward_factor * t ** CFG.span_power), s0)
+                    hi = min(a + math.ceil(CFG.forward_factor * t ** CFG.span_power), pos - width)
+                    masses.append(float(probs[lo:hi + 1].sum()) if hi >= lo else 0.0)
+                    scores.append(float(q_search[b, h, pos] @ kh[a]))
+                    i += 1
+                target = torch.tensor(masses, dtype=torch.float64)
+                target = target / target.sum()
+                log_router = torch.log_softmax(torch.tensor(scores, dtype=torch.float64), 0)
+                kl = float((torch.xlogy(target, target) - target * log_router).sum())
+                total += kl
+                count += 1
+    return total / count
+
+
+@pytest.mark.parametrize("mask", [False, True])
+def test_kl_matches_a_per_query_computation(mask):
+    record, router = _record(1, mask)
+    result = router_losses(record, router, _all_rows(record), kl=True, recall=False)
+    assert float(result["kl"].detach()) == pytest.approx(_brute_kl(record, router), rel=1e-4)
+    assert float(result["kl"].detach()) > 0
+
+
+def test_router_losses_train_only_the_router():
+    record, router = _record(2)
+    result = router_losses(record, router, _all_rows(record), kl=True, mse=True)
+    (result["kl"] + result["mse"]).backward()
+    assert router.weight.grad is not None and torch.isfinite(router.weight.grad).all()
+    assert router.weight.grad.abs().sum() > 0
+    assert not record["q"].requires_grad and not record["k"].requires_grad
+
+
+def test_mse_matches_spec_bruteforce():
+    record, router = _record(3, batch=1)
+    rows = _all_rows(record)
+    result = router_losses(record, router, rows, kl=False, mse=True, recall=False)
+    q_search = router(record["q"]).detach()
+    index = rows.index.tolist()
+    sparse = brute_force(record["q"].double(), record["k"].double(), record["v"].double(), q_search.double(), CFG,
+                         scale=record["scale"], rows=index)[:, :, index]
+    dense = dense_causal(record["q"].double(), record["k"].double(), record["v"].double(),
+                         scale=record["scale"])[:, :, index]
+    expected = float(((sparse - dense) ** 2).mean())
+    assert float(result["mse"].detach()) == pytest.approx(expected, rel=1e-4)
+
+
+def test_row_sampling_is_seeded_and_beyond_the_window():
+    record, _ = _record(4)
+    a = sample_rows(record, 7, torch.Generator().manual_seed(3))
+    b = sample_rows(record, 7, torch.Generator().manual_seed(3))
+    assert a.index.tolist() == b.index.tolist() and len(a.index) == 7
+    assert int(a.positions.min()) + 1 > CFG.window + 1
+    short = dict(record, q=record["q"][:, :, :5], k=record["k"][:, :, :5], cache_position=torch.arange(5))
+    assert sample_rows(short, 7, torch.Generator()) is None
+
+
+def test_chunked_next_token_loss_matches_plain_cross_entropy(monkeypatch):
+    from slconvert.training import losses
+
+    monkeypatch.setattr(losses, "_LOSS_CHUNK", 5)
+    gen = torch.Generator().manual_seed(7)
+    logits = torch.randn(2, 13, 11, generator=gen, requires_grad=True)
+    labels = torch.randint(0, 11, (2, 13), generator=gen)
+    labels[0, :6] = -100
+    ours = losses.next_token_loss(logits, labels)
+    plain = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+    assert float(ours.detach()) == pytest.approx(float(plain.detach()), rel=1e-6)
+    (grad_ours,) = torch.autograd.grad(ours, logits)
+    (grad_plain,) = torch.autograd.grad(plain, logits)
+    torch.testing.assert_close(grad_ours, grad_plain)

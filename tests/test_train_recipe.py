@@ -1,0 +1,99 @@
+"""Recipe schema: shipped recipes load and document every key, overrides, refusals, the lr schedule."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from slconvert.errors import SlconvertError
+from slconvert.training.recipe import DataSpec, Recipe, load_recipe, parse_overrides, recipe_from_dict
+from slconvert.training.schedule import lr_factor
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+SHIPPED = ["router-warmup.yaml", "niah-curriculum.yaml", "long-context.yaml"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_recipe_loads_and_documents_every_key(name):
+    path = RECIPES / name
+    recipe = load_recipe(path)
+    assert isinstance(recipe, Recipe)
+    text = path.read_text()
+    for key in [f.name for f in fields(Recipe)] + [f.name for f in fields(DataSpec)]:
+        line = re.search(rf"^\s*{key}:.*$", text, flags=re.M)
+        assert line, f"{name} does not set {key}"
+        # documented: a comment on the line itself or on the continuation lines right after it
+        following = text[line.end():].split("\n")[1:3]
+        assert "#" in line.group(0) or any(s.strip().startswith(("#", "- {")) for s in following), key
+
+
+def test_shipped_recipes_differ_in_purpose():
+    warm = load_recipe(RECIPES / "router-warmup.yaml")
+    niah = load_recipe(RECIPES / "niah-curriculum.yaml")
+    long = load_recipe(RECIPES / "long-context.yaml")
+    assert warm.trainable == "router" and warm.lm_weight == 0 and warm.router_kl_weight > 0
+    assert niah.data.niah_fraction > 0 and [s.seq_len for s in niah.stages()] == [4096, 8192, 16384, 32768, 65536]
+    assert long.lm_weight > 0 and long.data.niah_fraction == 0
+
+
+def test_unknown_keys_are_refused_with_the_valid_list():
+    with pytest.raises(SlconvertError, match=r"unknown recipe key\(s\) learning_rate; valid keys are: .*lr.*max_steps"):
+        recipe_from_dict({"learning_rate": 1.0})
+    with pytest.raises(SlconvertError, match=r"data\.paths; valid data keys are: .*niah_fraction.*text"):
+        recipe_from_dict({"data": {"paths": ["x"]}})
+
+
+def test_overrides_parse_types_and_nesting(tmp_path):
+    parsed = parse_overrides(["lr=1e-4", "max_steps=7", "data.text=[a.txt, b]", "trainable=[\"*.q_proj.*\"]",
+                              "curriculum=[{seq_len: 64, steps: 2}, {seq_len: 128, steps: 3}]"])
+    assert parsed["lr"] == 1e-4 and parsed["max_steps"] == 7
+    assert parsed["data"] == {"text": ["a.txt", "b"]}
+    recipe = recipe_from_dict(parsed)
+    assert recipe.trainable == ["*.q_proj.*"]
+    assert [recipe.seq_len_at(s) for s in range(7)] == [64, 64, 128, 128, 128, 128, 128]
+    path = tmp_path / "r.yaml"
+    path.write_text("max_steps: 3\nlr: 2.0e-3\ndata:\n  niah_fraction: 0.0\n")
+    recipe = load_recipe(path, ["data.jsonl_field=body", "lr=5e-4"])
+    assert recipe.lr == 5e-4 and recipe.data.jsonl_field == "body" and recipe.max_steps == 3
+    for bad in (["lr"], ["=3"], ["a.b.c=1"], ["model.x=1"]):
+        with pytest.raises(SlconvertError):
+            parse_overrides(bad)
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"lr": -1}, "lr=-1"),
+    ({"lr": "fast"}, "lr='fast'"),
+    ({"max_steps": 0}, "max_steps=0"),
+    ({"trainable": []}, "trainable"),
+    ({"precision": "fp8"}, "precision='fp8'"),
+    ({"data": {"niah_tasks": ["haystack"]}}, "data.niah_tasks"),
+    ({"data": {"niah_haystack": "text"}}, "needs data.text"),
+    ({"batch_size": 3, "micro_batch_size": 2}, "not a multiple"),
+    ({"lm_weight": 0, "router_kl_weight": 0}, "all loss weights are 0"),
+    ({"curriculum": [{"seq_len": 64}]}, "curriculum"),
+    ({"gradient_checkpointing": "yes"}, "gradient_checkpointing"),
+])
+def test_bad_values_name_the_key(raw, message):
+    with pytest.raises(SlconvertError, match=re.escape(message)):
+        recipe_from_dict(raw)
+
+
+def test_missing_or_broken_recipe_file(tmp_path):
+    with pytest.raises(SlconvertError, match="does not exist"):
+        load_recipe(tmp_path / "nope.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("max_steps: [1,\n")
+    with pytest.raises(SlconvertError, match="not valid YAML"):
+        load_recipe(broken)
+
+
+def test_warmup_then_cosine():
+    factors = [lr_factor(s, 4, 20, 0.1) for s in range(20)]
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert factors[4] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[4:], factors[5:]))
+    assert lr_factor(20, 4, 20, 0.1) == pytest.approx(0.1)
+    assert lr_factor(12, 4, 20, 0.1) == pytest.approx(0.55)  # half-way down the cosine

@@ -1,0 +1,52 @@
+"""`slconvert bench` on a machine without CUDA, and the benchmark's report writers on a synthetic result."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from slconvert.benchmark.report import format_table, plot_times, write_json
+from slconvert.cli import main
+
+
+def _messages(result) -> str:
+    text = result.output or ""
+    try:
+        text += result.stderr or ""
+    except ValueError:  # older click: stderr not captured separately
+        pass
+    return text
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
+def test_bench_without_cuda_is_one_line_error(tmp_path):
+    result = CliRunner().invoke(main, ["bench", "--quick", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "error: slconvert bench needs a CUDA GPU" in _messages(result)
+    assert "Traceback" not in _messages(result)
+
+
+def test_bench_rejects_bad_length(tmp_path):
+    result = CliRunner().invoke(main, ["bench", "--lengths", "16K,abc", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "'ABC' is not a length" in _messages(result)
+
+
+def test_report_writers(tmp_path):
+    rows = []
+    for length, dense in ((16384, 3.5), (65536, 57.0)):
+        for setting, ms in (("released", dense / 2), ("balanced", dense / 3)):
+            rows.append({"setting": setting, "pass": "forward", "length": length, "superlinear_ms": ms,
+                         "dense_ms": dense, "speedup": dense / ms, "superlinear_tflops": 100.0,
+                         "dense_tflops": 500.0, "superlinear_peak_gib": 1.0, "dense_peak_gib": 0.5,
+                         "inputs_gib": 0.1, "attended_keys": 10, "dense_keys": 20})
+    result = {"environment": {"gpu": "Test GPU", "torch": "x", "triton": "y"}, "settings": {}, "rows": rows}
+    write_json(result, tmp_path / "bench.json")
+    plot_times(result, tmp_path / "bench.png")
+    assert json.loads((tmp_path / "bench.json").read_text())["rows"][0]["length"] == 16384
+    assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
+    table = format_table(result)
+    assert "Test GPU" in table and table.count("forward") == 4

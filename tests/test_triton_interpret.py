@@ -1,0 +1,146 @@
+"""The Triton kernels on the CPU under TRITON_INTERPRET=1, against the reference and the SPEC brute force.
+
+The interpreter must be switched on before Triton decorates the kernels, and switching it on in the
+pytest process would leak into every other test, so the cases run in one child process (this file run
+with ``--worker``) whose JSON verdicts the tests below check. Shapes are tiny and float32 (the
+interpreter cannot run bf16 ``tl.dot``), but they cover every indexing path: GQA 2:1 and 16:1, lengths
+that are not multiples of any tile, several length buckets, left padding, prefill chunks at any
+cache_position, W = 0, the decode path with several key splits, and gradients of q, k, v, q_search.
+Outputs are allocated in NaN-poisoned memory, so a row the kernels never write fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+SMALL = dict(sw_index=2, num_spans=3, search_power=0.5, span_power=0.5, backward_factor=2.0, forward_factor=1.0)
+CASES = {
+    # name: (config, batch, heads_q, heads_kv, len_q, len_kv, dim, pad, cache_position, dtype, grad)
+    "gqa2_padding": (SMALL, 2, 4, 2, 45, 45, 16, 5, None, "float32", True),
+    "gqa16": (SMALL, 1, 16, 1, 33, 33, 16, 0, None, "float32", True),
+    "chunk_at_position": (SMALL, 2, 4, 2, 20, 50, 16, 3, (30, 50), "float32", True),
+    "window_zero": (dict(SMALL, sw_index=0), 1, 2, 1, 40, 40, 16, 0, None, "float32", True),
+    "five_spans_dim32": (dict(SMALL, num_spans=5), 1, 2, 2, 37, 37, 32, 0, None, "float32", False),
+    "released_is_dense": ({}, 1, 4, 2, 40, 40, 16, 0, None, "float32", False),
+    "fp16": (SMALL, 1, 4, 1, 41, 41, 16, 0, None, "float16", False),
+    "decode_one_row": (SMALL, 2, 4, 2, 1, 90, 16, 7, None, "float32", False),
+    "decode_rows_at_positions": (SMALL, 2, 4, 1, 3, 90, 16, 7, (10, 55, 89), "float32", False),
+    # [B, L, H, D] storage seen through transpose(1, 2), as attention layers hand it over, and a host scale
+    "strided_custom_scale": (SMALL, 2, 4, 2, 30, 30, 16, 4, None, "float32", True),
+}
+STRIDED = {"strided_custom_scale": 0.37}  # case -> softmax scale; these cases use transposed storage
+TOL = {"float32": 1e-4, "float16": 2e-3}
+
+
+def _worker() -> None:
+    """Child process: run every case, print {case: {quantity: relative error}} as one JSON line."""
+    os.environ["TRITON_INTERPRET"] = "1"
+    import torch
+
+    real_empty, real_empty_like = torch.empty, torch.empty_like
+
+    def poison(t):
+        if t.dtype.is_floating_point:
+            t.fill_(float("nan"))
+        elif t.dtype != torch.bool:
+            t.fill_(2**30 + 7)
+        return t
+
+    torch.empty = lambda *a, **k: poison(real_empty(*a, **k))
+    torch.empty_like = lambda *a, **k: poison(real_empty_like(*a, **k))
+
+    import slkernels
+    from slkernels import SuperlinearConfig, superlinear_attention
+    from spec_bruteforce import brute_force, dense_causal
+
+    results = {}
+    for name, (cfg_kw, batch, hq, hkv, lq, lkv, dim, pad, cpos, dtype_name, grad) in CASES.items():
+        seed = int.from_bytes(os.urandom(4), "little")  # fresh inputs every run, reported on failure
+        torch.manual_seed(seed)
+        cfg = SuperlinearConfig(**cfg_kw)
+        dtype = getattr(torch, dtype_name)
+        if name in STRIDED:
+            q, qs = (torch.randn(batch, lq, hq, dim, dtype=dtype).transpose(1, 2) for _ in range(2))
+            k, v = (torch.randn(batch, lkv, hkv, dim, dtype=dtype).transpose(1, 2) for _ in range(2))
+        else:
+            q, qs = (torch.randn(batch, hq, lq, dim, dtype=dtype) for _ in range(2))
+            k, v = (torch.randn(batch, hkv, lkv, dim, dtype=dtype) for _ in range(2))
+        mask = torch.ones(batch, lkv, dtype=torch.long)
+        mask[-1, :pad] = 0
+        pos = None if cpos is None else (torch.arange(*cpos) if len(cpos) == 2 else torch.tensor(cpos))
+        scale = STRIDED.get(name)
+        kw = dict(cache_position=pos, attention_mask=mask, scale=scale)
+        errs = {"seed": seed}
+
+        def rel(a, b):
+            if not torch.isfinite(a).all():
+                return float("inf")
+            return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+        ins = [x.detach().requires_grad_(grad) for x in (q, k, v, qs)]
+        out = superlinear_attention(*ins, cfg, backend="triton", **kw)
+        refs = [x.detach().float().requires_grad_(grad) for x in (q, k, v, qs)]
+        ref = superlinear_attention(*refs, cfg, backend="reference", **kw)
+        errs["out"] = rel(out, ref)
+        rows = list(range(0, lq, max(1, lq // 5)))
+        brute = brute_force(q, k, v, qs, cfg, cache_position=pos, attention_mask=mask, rows=rows, scale=scale)
+        errs["out_vs_spec"] = rel(out[:, :, rows], brute[:, :, rows])
+        if name == "released_is_dense":
+            errs["out_vs_dense"] = rel(out, dense_causal(q, k, v))
+        if grad:
+            g = torch.randn_like(out)
+            out.backward(g)
+            ref.backward(g.float())
+            for label, mine, theirs in zip(("dq", "dk", "dv", "dq_search"), ins, refs):
+                errs[label] = rel(mine.grad, theirs.grad)
+        results[name] = errs
+    results["_backends"] = slkernels.available_backends()
+    print(json.dumps(results))
+
+
+@pytest.fixture(scope="module")
+def interpreted():
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONWARNINGS="ignore")
+    here = os.path.dirname(os.path.abspath(__file__))
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker"], env=env, cwd=here,
+                          capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_interpreted_case(interpreted, name):
+    errors = dict(interpreted[name])
+    seed = errors.pop("seed")
+    tol = TOL[CASES[name][9]]
+    assert errors, "no quantity was compared"
+    for quantity, err in errors.items():
+        assert err < tol, f"{name} (seed {seed}): {quantity} relative error {err:.3e} >= {tol}"
+
+
+def test_backend_registered(interpreted):
+    assert "triton" in interpreted["_backends"]
+
+
+def test_cpu_without_interpreter_is_refused():
+    """In this (non-interpreted) process the Triton backend must refuse CPU tensors with a clear error."""
+    import torch
+    from slkernels import SuperlinearConfig, SuperlinearInputError, superlinear_attention
+
+    if os.environ.get("TRITON_INTERPRET") == "1" or os.environ.get("SLKERNELS_TRITON_INTERPRET") == "1":
+        pytest.skip("interpreter switched on for the whole run")
+    q = torch.randn(1, 2, 8, 16)
+    k = torch.randn(1, 1, 8, 16)
+    with pytest.raises(SuperlinearInputError, match="backend 'triton' cannot run"):
+        superlinear_attention(q, k, k, q, SuperlinearConfig(**SMALL), backend="triton")
+    out = superlinear_attention(q, k, k, q, SuperlinearConfig(**SMALL))  # auto falls back to the reference
+    assert torch.isfinite(out).all()
+
+
+if __name__ == "__main__" and "--worker" in sys.argv:
+    _worker()
