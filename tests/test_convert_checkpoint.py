@@ -11,23 +11,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
+from cli_helpers import convert_cli
 from safetensors import safe_open
 from slkernels import SuperlinearConfig, select_spans
 
 import slconvert
 from slconvert.attention import capture_attention
 from slconvert.checkpoint import SafetensorsWriter, directory_digest, sha256_file
-from slconvert.cli import main
 from slconvert.router import routers
 from slconvert.tiny import build_tiny_model
 
-SMALL = ["--sw-index", "3", "--search-power", "0.5", "--span-power", "0.5", "--quiet"]
-
-
-def _convert(source: Path, out: Path, *extra: str) -> None:
-    result = CliRunner().invoke(main, ["convert", str(source), str(out), *SMALL, *extra])
-    assert result.exit_code == 0, (result.output, result.exception)
+_convert = convert_cli
 
 
 def _tensors(directory: Path) -> dict[str, torch.Tensor]:

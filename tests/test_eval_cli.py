@@ -7,23 +7,16 @@ import json
 
 import matplotlib.image
 import pytest
+from cli_helpers import tiny_pair
 from click.testing import CliRunner
 
 from slconvert.cli import main
 from slconvert.evaluation.haystack import SyntheticHaystack
-from slconvert.tiny import build_tiny_model
-
-SMALL = ["--sw-index", "3", "--search-power", "0.5", "--span-power", "0.5"]  # W = 15
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval_cli")
-    source = build_tiny_model("nemotron_h", root / "source", seed=2)
-    converted = root / "converted"
-    result = CliRunner().invoke(main, ["convert", str(source), str(converted), *SMALL, "--quiet"])
-    assert result.exit_code == 0, result.output
-    return source, converted
+    return tiny_pair(tmp_path_factory.mktemp("eval_cli"), seed=2)
 
 
 def _eval(*args):

@@ -10,26 +10,18 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
+from cli_helpers import tiny_pair
 
-from slconvert.cli import main
 from slconvert.errors import SlconvertError
 from slconvert.evaluation.lmeval import resolve_tasks, run_lm_eval, shipped_tasks_dir
 from slconvert.evaluation.models import load_eval_model
-from slconvert.tiny import build_tiny_model
 
-SMALL = ["--sw-index", "3", "--search-power", "0.5", "--span-power", "0.5"]
 TASK_FILES = ("slc_passkey.yaml", "slc_passkey_tf.yaml", "slc_multikey.yaml", "slc_longdoc_ppl.yaml")
 
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval_lmeval")
-    source = build_tiny_model("nemotron_h", root / "source", seed=3)
-    out = root / "converted"
-    result = CliRunner().invoke(main, ["convert", str(source), str(out), *SMALL, "--quiet"])
-    assert result.exit_code == 0, result.output
-    return out
+    return tiny_pair(tmp_path_factory.mktemp("eval_lmeval"), seed=3)[1]
 
 
 def _task_data_module():

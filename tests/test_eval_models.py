@@ -6,27 +6,18 @@ import math
 
 import pytest
 import torch
-from click.testing import CliRunner
+from cli_helpers import tiny_pair
 
-from slconvert.cli import main
 from slconvert.errors import SlconvertError
 from slconvert.evaluation.haystack import SyntheticHaystack
 from slconvert.evaluation.models import load_eval_model
 from slconvert.evaluation.perplexity import document_nll, load_documents, perplexity
 from slconvert.evaluation.span_recall import layer_recall, span_recall
-from slconvert.tiny import build_tiny_model
-
-SMALL = ["--sw-index", "3", "--search-power", "0.5", "--span-power", "0.5"]  # W = 15
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval_models")
-    source = build_tiny_model("nemotron_h", root / "source", seed=1)
-    converted = root / "converted"
-    result = CliRunner().invoke(main, ["convert", str(source), str(converted), *SMALL, "--quiet"])
-    assert result.exit_code == 0, result.output
-    return source, converted
+    return tiny_pair(tmp_path_factory.mktemp("eval_models"), seed=1)
 
 
 @pytest.fixture(scope="module")

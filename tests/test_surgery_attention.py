@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from click.testing import CliRunner
+from cli_helpers import convert_cli
 from slkernels import SuperlinearConfig
 
 import slconvert
 from slconvert.attention import capture_attention, padding_mask
-from slconvert.cli import main
 from slconvert.errors import SlconvertError
 from slconvert.router import SuperlinearRouter, initial_router_weight, routers
 from slconvert.tiny import build_tiny_model
 
-SMALL = ["--sw-index", "3", "--search-power", "0.5", "--span-power", "0.5", "--quiet"]
-
-
-def _convert(source, out):
-    result = CliRunner().invoke(main, ["convert", str(source), str(out), *SMALL])
-    assert result.exit_code == 0, (result.output, result.exception)
-    return out
+_convert = convert_cli
 
 
 @pytest.fixture(scope="module")

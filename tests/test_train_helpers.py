@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import functools
-import hashlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -48,13 +47,3 @@ def converted(model_type: str = "nemotron_h", *, peaked: float = 0.0, router_ini
     out = _ROOT / f"conv-{tag}"
     convert(plan_conversion(source, TINY_PARAMS, router_init=router_init, seed=1), out, progress=False)
     return out
-
-
-def tree_digest(path: Path) -> str:
-    """Hash of every file under `path` (names and bytes), to prove a directory was not modified."""
-    digest = hashlib.sha256()
-    for item in sorted(Path(path).rglob("*")):
-        if item.is_file():
-            digest.update(str(item.relative_to(path)).encode())
-            digest.update(item.read_bytes())
-    return digest.hexdigest()
