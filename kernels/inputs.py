@@ -29,7 +29,6 @@ class AttentionInputs:
     cache_position: torch.Tensor  # int64 [L_q], on the device of q
     first_real: torch.Tensor  # int64 [B]: s0, index of the first real (non-padding) key
     scale: float
-    has_padding: bool
 
     @property
     def group(self) -> int:
@@ -97,6 +96,9 @@ def check_inputs(
             f"q has {len_q} rows but k/v only {len_kv}; k and v must hold every position, cache included"
         )
 
+    # Value checks read tensors back to the host; inside CUDA-graph capture that is illegal, so they are
+    # skipped there (the shapes are still checked, and the same call was checked when run eagerly).
+    capturing = q.is_cuda and torch.cuda.is_current_stream_capturing()
     if cache_position is None:
         cache_position = torch.arange(len_kv - len_q, len_kv, device=q.device)
     else:
@@ -111,14 +113,13 @@ def check_inputs(
                 f"cache_position must be [L_q] = [{len_q}], got {_shape(cache_position)}"
             )
         cache_position = cache_position.to(device=q.device, dtype=torch.int64)
-        if len_q:
+        if len_q and not capturing:
             low, high = int(cache_position.min()), int(cache_position.max())
             if low < 0 or high >= len_kv:
                 raise SuperlinearInputError(
                     f"cache_position values must lie in [0, {len_kv - 1}] (the key axis), got [{low}, {high}]"
                 )
 
-    has_padding = False
     if attention_mask is None:
         first_real = torch.zeros(batch, dtype=torch.int64, device=q.device)
     else:
@@ -130,13 +131,12 @@ def check_inputs(
             )
         attention_mask = attention_mask.to(q.device)
         real = attention_mask != 0
-        if bool((real[:, :-1] & ~real[:, 1:]).any()):
+        if not capturing and bool((real[:, :-1] & ~real[:, 1:]).any()):
             raise SuperlinearInputError(
                 "attention_mask has padding after a real token; only left padding is supported "
                 "(tokenizer.padding_side = 'left')"
             )
         first_real = first_real_token(attention_mask)
-        has_padding = bool((first_real > 0).any())
 
     if scale is None:
         scale = 1.0 / math.sqrt(dim)
@@ -152,5 +152,4 @@ def check_inputs(
         cache_position=cache_position,
         first_real=first_real,
         scale=float(scale),
-        has_padding=has_padding,
     )

@@ -156,6 +156,33 @@ def test_decode_cuda_graph():
         assert _rel(out, ref) < TOL[torch.bfloat16]
 
 
+def test_public_decode_with_mask_and_position_is_graph_capturable():
+    """superlinear_attention itself (checks included) can be captured: no host reads during capture."""
+    cfg, length = SuperlinearConfig.released(), 12000
+    q, k, v, qs = _make(2, 32, 2, 1, length, 128, torch.bfloat16)
+    pos = torch.tensor([7000], device="cuda")
+    mask = torch.ones(2, length, dtype=torch.long, device="cuda")
+    mask[1, :300] = 0
+
+    def step():
+        return superlinear_attention(q, k, v, qs, cfg, cache_position=pos, attention_mask=mask)
+
+    with torch.no_grad():
+        step()  # warm-up outside the capture
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = step()
+    for p in (7000, length - 1):
+        pos.fill_(p)
+        qs.copy_(torch.randn_like(qs))
+        graph.replay()
+        torch.cuda.synchronize()
+        with torch.no_grad():
+            _, ref = _reference(q, k, v, qs, cfg, cache_position=pos.clone(), attention_mask=mask)
+        assert _rel(out, ref) < TOL[torch.bfloat16]
+
+
 def test_auto_picks_triton_on_cuda():
     from slkernels import available_backends
     from slkernels.api import resolve_backend
