@@ -6,28 +6,65 @@
 #            On a GPU machine use e.g. TORCH=torch (a CUDA build).           (default: torch==2.13.0)
 #   PYTEST_ARGS  extra arguments for pytest                                 (default: none)
 #   DEMO_OUT     folder of the demo's stages and results                     (default: demo-output)
-#   DEMO_ARCH    architecture of the demo's tiny model                       (default: nemotron_h)
-#   DEMO_SETTINGS  Superlinear settings of the demo conversion (W = 15)
+#   DEMO_MODEL   source checkpoint of the demo        (default: the shipped teacher slconvert/assets/tiny-teacher)
+#   DEMO_SETTINGS  Superlinear settings of the demo conversion (W = 15; layer 1, the teacher's first attention
+#                  layer, stays dense: converted, it loses the needle even after the warm-up, see README)
 #   DEMO_LENGTHS   NIAH prompt lengths of the demo (>= 8 W)                  (default: 256,512)
+#   DEMO_DEPTHS    NIAH needle depths in percent                             (default: 0,25,50,75,100)
+#   DEMO_SAMPLES   NIAH prompts per (length, depth) cell                     (default: 4)
+#   DEMO_WARMUP    router warm-up overrides of the demo      (default: max_steps=... seq_len=... batch_size=...)
+# Pipeline on any checkpoint (`make pipeline MODEL=... OUT=...`; each stage also runs alone, e.g. `make convert`):
+#   MODEL        source checkpoint (local directory)                         (required)
+#   OUT          folder of the pipeline's stages: inspect.txt, converted/, warmup/, curriculum/, eval/, summary.json
+#   SETTINGS     Superlinear settings of the conversion        (default: the released setting, `slconvert convert`)
+#   CONVERT_ARGS extra `slconvert convert` arguments, e.g. --keep-dense -1 --dtype bfloat16   (default: none)
+#   WARMUP_RECIPE, WARMUP_ARGS          router warm-up recipe and KEY=VALUE overrides (default: recipes/router-warmup.yaml)
+#   CURRICULUM_RECIPE, CURRICULUM_ARGS  curriculum recipe and overrides          (default: recipes/niah-curriculum.yaml)
+#   EVAL_ARGS    `slconvert eval` arguments of the evaluate stage   (default: NIAH at 4K-32K, 11 depths, 4 samples)
+#   LAUNCH       how training runs: one process by default; e.g.
+#                LAUNCH="$(VENV)/bin/accelerate launch --config_file configs/accelerate/ddp.yaml --num_processes 4 -m slconvert.cli"
 
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 PYTEST_ARGS ?=
 DEMO_OUT ?= demo-output
-DEMO_ARCH ?= nemotron_h
-DEMO_SETTINGS ?= --sw-index 3 --search-power 0.5 --span-power 0.5 --backward-factor 2 --forward-factor 1
+DEMO_MODEL ?= slconvert/assets/tiny-teacher
+DEMO_SETTINGS ?= --sw-index 3 --search-power 0.5 --span-power 0.5 --backward-factor 2 --forward-factor 1 --keep-dense 1
 DEMO_LENGTHS ?= 256,512
+DEMO_DEPTHS ?= 0,25,50,75,100
+DEMO_SAMPLES ?= 4
+DEMO_WARMUP ?= max_steps=100 seq_len=512 batch_size=4 save_every=0 recall_every=0 recall_rows=256
+MODEL ?=
+OUT ?= pipeline-output
+SETTINGS ?=
+CONVERT_ARGS ?=
+WARMUP_RECIPE ?= recipes/router-warmup.yaml
+WARMUP_ARGS ?=
+CURRICULUM_RECIPE ?= recipes/niah-curriculum.yaml
+CURRICULUM_ARGS ?=
+EVAL_ARGS ?= --niah --lengths 4096,8192,16384,32768 --samples 4
+LAUNCH ?= $(BIN)/slconvert
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.slconvert-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint demo bench-reference gpu-check train-gpu-check clean
+.PHONY: help install test lint demo bench-reference gpu-check train-gpu-check clean \
+        pipeline inspect convert warmup curriculum evaluate summary _need-model
 
 help: ## list the targets and variables
 	@echo "slconvert make targets:"
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-18s %s\n", $$1, $$2}'
 	@echo "variables: PYTHON=$(PYTHON) VENV=$(VENV) TORCH=$(TORCH) PYTEST_ARGS=$(PYTEST_ARGS)"
+	@echo "demo:      DEMO_OUT=$(DEMO_OUT) DEMO_MODEL=$(DEMO_MODEL) DEMO_LENGTHS=$(DEMO_LENGTHS)"
+	@echo "           DEMO_DEPTHS=$(DEMO_DEPTHS) DEMO_SAMPLES=$(DEMO_SAMPLES)"
+	@echo "           DEMO_SETTINGS=$(DEMO_SETTINGS)"
+	@echo "           DEMO_WARMUP=$(DEMO_WARMUP)"
+	@echo "pipeline:  MODEL=$(MODEL) OUT=$(OUT) SETTINGS=$(SETTINGS) CONVERT_ARGS=$(CONVERT_ARGS)"
+	@echo "           WARMUP_RECIPE=$(WARMUP_RECIPE) WARMUP_ARGS=$(WARMUP_ARGS)"
+	@echo "           CURRICULUM_RECIPE=$(CURRICULUM_RECIPE) CURRICULUM_ARGS=$(CURRICULUM_ARGS)"
+	@echo "           EVAL_ARGS=$(EVAL_ARGS)"
+	@echo "           LAUNCH=$(LAUNCH)"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,16 +81,45 @@ test: $(STAMP) ## run the test suite (GPU tests are skipped without CUDA)
 lint: $(STAMP) ## ruff over the sources and tests
 	$(BIN)/ruff check slconvert kernels tests benchmarks
 
-demo: $(STAMP) ## build a tiny hybrid model, inspect, convert, router warm-up, NIAH source vs converted
+demo: $(STAMP) ## the shipped tiny teacher -> inspect -> convert -> router warm-up -> NIAH source vs converted
 	rm -rf $(DEMO_OUT) && mkdir -p $(DEMO_OUT)
-	$(BIN)/python -I -c "from slconvert.tiny import build_tiny_model; build_tiny_model('$(DEMO_ARCH)', '$(DEMO_OUT)/source')"
+	cp -r $(DEMO_MODEL) $(DEMO_OUT)/source
 	$(BIN)/slconvert inspect $(DEMO_OUT)/source $(DEMO_SETTINGS)
 	$(BIN)/slconvert convert $(DEMO_OUT)/source $(DEMO_OUT)/converted $(DEMO_SETTINGS) --quiet
 	$(BIN)/slconvert train recipes/router-warmup.yaml --model $(DEMO_OUT)/converted --output $(DEMO_OUT)/warmup \
-	    --quiet max_steps=20 seq_len=256
-	$(BIN)/slconvert eval $(DEMO_OUT)/warmup --niah --lengths $(DEMO_LENGTHS) --depths 0,25,50,75,100 --samples 2 \
-	    --compare $(DEMO_OUT)/source --out $(DEMO_OUT)/eval
+	    --quiet $(DEMO_WARMUP)
+	$(BIN)/slconvert eval $(DEMO_OUT)/warmup --niah --lengths $(DEMO_LENGTHS) --depths $(DEMO_DEPTHS) \
+	    --samples $(DEMO_SAMPLES) --compare $(DEMO_OUT)/source --out $(DEMO_OUT)/eval
 	$(BIN)/python -I scripts/demo_summary.py $(DEMO_OUT)
+
+# ----- pipeline on any checkpoint: each stage reads the previous stage's folder under $(OUT) -----
+pipeline: $(STAMP) ## inspect, convert, router warm-up, curriculum, evaluate, summary (MODEL=... OUT=...)
+	$(MAKE) --no-print-directory inspect convert warmup curriculum evaluate summary MODEL="$(MODEL)" OUT="$(OUT)"
+
+_need-model:
+	@test -n "$(MODEL)" || { echo "error: set MODEL=path/to/checkpoint (e.g. make pipeline MODEL=ckpt OUT=run)"; exit 2; }
+
+inspect: $(STAMP) _need-model ## pipeline stage: what would be converted, memory and settings (OUT/inspect.txt)
+	mkdir -p $(OUT)
+	$(BIN)/slconvert inspect $(MODEL) $(SETTINGS) | tee $(OUT)/inspect.txt
+
+convert: $(STAMP) _need-model ## pipeline stage: MODEL -> OUT/converted
+	mkdir -p $(OUT)
+	$(BIN)/slconvert convert $(MODEL) $(OUT)/converted $(SETTINGS) $(CONVERT_ARGS) --force
+
+warmup: $(STAMP) ## pipeline stage: router warm-up OUT/converted -> OUT/warmup (resumes an interrupted run)
+	$(LAUNCH) train $(WARMUP_RECIPE) --model $(OUT)/converted --output $(OUT)/warmup \
+	    $(if $(wildcard $(OUT)/warmup/checkpoints/step-*),--resume) $(WARMUP_ARGS)
+
+curriculum: $(STAMP) ## pipeline stage: length curriculum OUT/warmup -> OUT/curriculum (resumes too)
+	$(LAUNCH) train $(CURRICULUM_RECIPE) --model $(OUT)/warmup --output $(OUT)/curriculum \
+	    $(if $(wildcard $(OUT)/curriculum/checkpoints/step-*),--resume) $(CURRICULUM_ARGS)
+
+evaluate: $(STAMP) _need-model ## pipeline stage: OUT/curriculum vs MODEL on the same inputs -> OUT/eval
+	$(BIN)/slconvert eval $(OUT)/curriculum $(EVAL_ARGS) --compare $(MODEL) --out $(OUT)/eval
+
+summary: $(STAMP) ## pipeline stage: OUT/summary.json (accuracies, settings, training summaries)
+	$(BIN)/python -I scripts/demo_summary.py $(OUT)
 
 bench-reference: $(STAMP) ## time the PyTorch reference on this CPU (16K tokens, released setting)
 	$(BIN)/python benchmarks/reference_cpu.py --out reference-cpu.json
@@ -65,4 +131,4 @@ train-gpu-check: ## on a CUDA machine: router warm-up + curriculum at 32K, token
 	bash scripts/train_gpu_check.sh
 
 clean: ## remove build artefacts and outputs (keeps .venv)
-	rm -rf build dist *.egg-info demo-output bench-output reference-cpu.json
+	rm -rf build dist *.egg-info demo-output pipeline-output bench-output reference-cpu.json

@@ -1,4 +1,12 @@
-"""Collect the demo's stages into demo-output/summary.json (source and converted NIAH accuracy, settings)."""
+"""Collect a demo or pipeline run into OUT/summary.json and print the side-by-side NIAH table.
+
+Reads what the stages left under OUT: eval/summary.json (NIAH grid of the converted model and, with
+--compare, of the source), converted/config.json (the Superlinear settings) and the training summaries
+of warmup/ and curriculum/ where they exist. `source_accuracy` and `converted_accuracy` are the grid
+averages as fractions in [0, 1] (the evaluation's tables are in percent).
+
+    python scripts/demo_summary.py [OUT]        (default OUT: demo-output)
+"""
 
 from __future__ import annotations
 
@@ -6,31 +14,61 @@ import json
 import sys
 from pathlib import Path
 
+TRAININGS = ("warmup", "curriculum")
 
-def main(out_dir: str) -> None:
+
+def _read(path: Path):
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def side_by_side(base: dict | None, table: dict) -> str:
+    """Depth rows by length columns, 'source -> converted' in each cell (converted only without a source)."""
+    lengths = table["lengths"]
+    head = "depth % | " + " | ".join(f"{n} tokens" for n in lengths)
+    lines = [head, "-" * len(head)]
+    for row, depth in enumerate(table["depths"]):
+        cells = []
+        for col in range(len(lengths)):
+            new = table["scores"][row][col]
+            cells.append(f"{new:.1f}" if base is None else f"{base['scores'][row][col]:.1f} -> {new:.1f}")
+        lines.append(f"{depth:>7g} | " + " | ".join(cells))
+    average = f"{table['average']:.1f}" if base is None else f"{base['average']:.1f} -> {table['average']:.1f}"
+    lines.append(f"average | {average}")
+    return "\n".join(lines)
+
+
+def main(out_dir: str) -> dict:
     out = Path(out_dir)
-    evaluation = json.loads((out / "eval" / "summary.json").read_text())
+    evaluation = _read(out / "eval" / "summary.json")
+    if evaluation is None or "niah" not in evaluation.get("results", {}):
+        sys.exit(f"error: {out / 'eval' / 'summary.json'} has no NIAH results; run the evaluation stage first")
     niah = evaluation["results"]["niah"]
-    converted = json.loads((out / "converted" / "config.json").read_text())["superlinear"]
-    training = out / "warmup" / "training_summary.json"
+    table, base = niah["table"], niah.get("base_table")
+    converted = _read(out / "converted" / "config.json") or {}
     summary = {
-        "source_accuracy": niah["base_table"]["average"],
-        "converted_accuracy": niah["table"]["average"],
-        "lengths": niah["table"]["lengths"],
-        "depths": niah["table"]["depths"],
-        "superlinear": converted,
-        "router_warmup": json.loads(training.read_text()) if training.is_file() else None,
+        "source_accuracy": round(base["average"] / 100.0, 6) if base else None,
+        "converted_accuracy": round(table["average"] / 100.0, 6),
+        "task": table.get("task"),
+        "lengths": table["lengths"],
+        "depths": table["depths"],
+        "scored": table.get("scored"),
+        "superlinear": converted.get("superlinear"),
+        "models": evaluation.get("models"),
         "files": {
-            "heatmaps": str(out / "eval" / "niah_compare.png"),
+            "heatmaps": str(out / "eval" / ("niah_compare.png" if base else "niah_heatmap.png")),
             "evaluation": str(out / "eval" / "summary.md"),
-            "training_curve": str(out / "warmup" / "training.png"),
         },
     }
+    for stage in TRAININGS:
+        if (out / stage).is_dir():
+            summary[f"{stage}_training"] = _read(out / stage / "training_summary.json")
+            summary["files"][f"{stage}_curve"] = str(out / stage / "training.png")
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    print(
-        f"demo: source accuracy {summary['source_accuracy']:.3f}, converted accuracy "
-        f"{summary['converted_accuracy']:.3f} -> {out / 'summary.json'}"
-    )
+    print("NIAH exact match in %, source -> converted:" if base else "NIAH exact match in %, converted:")
+    print(side_by_side(base, table))
+    source = "n/a" if base is None else f"{summary['source_accuracy']:.3f}"
+    print(f"source accuracy {source}, converted accuracy {summary['converted_accuracy']:.3f} -> {out / 'summary.json'}")
+    return summary
 
 
 if __name__ == "__main__":

@@ -57,6 +57,17 @@ def _precision(recipe, device: torch.device) -> str:
     return "bf16" if recipe.precision == "bf16" else "no"
 
 
+def _load_dense(path: Path):
+    """A plain checkpoint (model_kind: dense) in float32, as transformers loads it: every layer stays dense."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    except (OSError, ValueError) as err:
+        raise SlconvertError(f"cannot load {path} as a causal language model ({type(err).__name__}: "
+                             f"{str(err).splitlines()[0] if str(err) else ''}); pass a checkpoint directory") from None
+
+
 class Trainer:
     """Set up with `Trainer(...)`, then `run()`; `model` (unwrapped) is available between the two."""
 
@@ -115,7 +126,7 @@ class Trainer:
                                  "tokenizer next to the model with tokenizer.save_pretrained") from None
         vocab = json.loads((self.model_path / "config.json").read_text()).get("vocab_size") or len(self.tokenizer)
         self.source = SequenceSource(recipe, self.tokenizer, int(vocab))  # data problems surface before loading
-        model = load(self.model_path)
+        model = load(self.model_path) if recipe.model_kind == "converted" else _load_dense(self.model_path)
         self.trainable = select_trainable(model, recipe.trainable)
         self.routers = routers(model)
         if self.router_losses_on:
@@ -382,5 +393,6 @@ class Trainer:
 
 
 def train(recipe, model_path, out, *, resume: bool = False, progress: bool = True) -> dict:
-    """Run a recipe on a converted checkpoint; OUT ends as a loadable checkpoint with metrics and plots."""
+    """Run a recipe on a checkpoint (converted, or plain with model_kind: dense); OUT ends as a loadable
+    checkpoint with metrics and plots."""
     return Trainer(recipe, model_path, out, resume=resume, progress=progress).run()

@@ -23,16 +23,20 @@ def _inside(child: Path, parent: Path) -> bool:
 
 
 def preflight(recipe, model_path: Path, out: Path, resume: bool) -> Path | None:
-    """Every check that needs no model: converted input, output location, data files, resume point."""
+    """Every check that needs no model: model kind, output location, data files, resume point."""
     from ..loading import is_converted
 
     model_path, out = Path(model_path), Path(out)
     if not (model_path / "config.json").is_file():
         raise SlconvertError(f"model {model_path} is not a checkpoint directory (no config.json); pass the output "
                              "of `slconvert convert`")
-    if not is_converted(model_path):
+    converted = is_converted(model_path)
+    if recipe.model_kind == "converted" and not converted:
         raise SlconvertError(f"model {model_path} is not converted (config.json has no 'superlinear' block); "
-                             "run `slconvert convert` on it first")
+                             "run `slconvert convert` on it first, or set model_kind: dense to train it as it is")
+    if recipe.model_kind == "dense" and converted:
+        raise SlconvertError(f"model {model_path} is converted but the recipe says model_kind: dense; "
+                             "set model_kind: converted (the default)")
     if _inside(out, model_path) or _inside(model_path, out):
         raise SlconvertError(f"output {out} and model {model_path} overlap; the input checkpoint is never "
                              "written to: choose an output directory outside it")

@@ -18,11 +18,15 @@ import yaml
 
 from ..errors import SlconvertError
 
-__all__ = ["Recipe", "DataSpec", "Stage", "load_recipe", "parse_overrides", "recipe_from_dict", "TRAINABLE_PRESETS"]
+__all__ = ["Recipe", "DataSpec", "Stage", "load_recipe", "parse_overrides", "recipe_from_dict", "TRAINABLE_PRESETS",
+           "MODEL_KINDS"]
 
 TRAINABLE_PRESETS = ("router", "attention", "all")
 PRECISIONS = ("auto", "bf16", "fp32")
 HAYSTACKS = ("text", "builtin", "noise")
+# converted: a checkpoint made by `slconvert convert` (routers, Superlinear layers); dense: any plain
+# checkpoint trained as it is (e.g. a teacher trained from a freshly initialized config).
+MODEL_KINDS = ("converted", "dense")
 
 
 @dataclass
@@ -51,6 +55,7 @@ class Stage:
 class Recipe:
     """Every setting of a training run."""
 
+    model_kind: str = "converted"
     max_steps: int = 100
     seq_len: int = 1024
     batch_size: int = 1
@@ -233,6 +238,7 @@ def recipe_from_dict(raw: dict) -> Recipe:
     for key in ("lm_weight", "router_kl_weight", "output_mse_weight"):
         setattr(recipe, key, _as_float(key, getattr(recipe, key), 0.0))
     recipe.precision = _as_choice("precision", recipe.precision, PRECISIONS)
+    recipe.model_kind = _as_choice("model_kind", recipe.model_kind, MODEL_KINDS)
     recipe.gradient_checkpointing = _as_bool("gradient_checkpointing", recipe.gradient_checkpointing)
     recipe.trainable = _trainable(recipe.trainable)
     if recipe.lm_weight == recipe.router_kl_weight == recipe.output_mse_weight == 0.0:
@@ -242,8 +248,17 @@ def recipe_from_dict(raw: dict) -> Recipe:
                              f"{recipe.micro_batch_size}; make it one")
     if (recipe.router_kl_weight or recipe.output_mse_weight) and recipe.router_rows < 1:
         raise SlconvertError("router_rows=0 leaves the router losses without query rows; use router_rows >= 1")
-    if recipe.lm_weight == 0.0 and recipe.data.niah_fraction > 0.0:
-        raise SlconvertError("data.niah_fraction > 0 needs lm_weight > 0: needle samples only train the answer loss")
+    if recipe.model_kind == "dense":
+        if recipe.router_kl_weight or recipe.output_mse_weight:
+            raise SlconvertError("model_kind=dense has no routers; set router_kl_weight and output_mse_weight to 0")
+        if recipe.lm_weight == 0.0:
+            raise SlconvertError("model_kind=dense trains on the next-token loss only; set lm_weight > 0")
+        if recipe.trainable in ("router", "attention"):
+            raise SlconvertError(f"trainable={recipe.trainable} needs a converted model; with model_kind=dense use "
+                                 "trainable: all or a list of parameter name patterns")
+    if recipe.lm_weight == recipe.router_kl_weight == recipe.output_mse_weight == 0.0 and recipe.data.niah_fraction:
+        raise SlconvertError("data.niah_fraction > 0 needs lm_weight > 0 or a router loss: needle samples train the "
+                             "answer loss, or the routers on the attention that retrieval makes")
     return recipe
 
 

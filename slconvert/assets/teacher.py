@@ -1,0 +1,109 @@
+"""The untrained starting point of the tiny teacher: config, random weights and a tokenizer, built offline.
+
+The teacher is a NemotronH-style hybrid (Mamba-2, softmax attention, MoE, softmax attention:
+pattern ``MAEA``) small enough to train from scratch in minutes and to evaluate on two CPU cores. Its
+tokenizer is a byte-level BPE trained on the same kind of text the needle prompts are made of (the
+built-in pseudo-English haystack, the needle templates and their keys and values), so that a 256-token
+prompt is mostly haystack rather than template. A BOS token is prepended to every encoded text, as the
+training samples do.
+
+    python -m slconvert.assets.teacher OUT_DIR     # then: slconvert train recipes/tiny-teacher.yaml --model OUT_DIR
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+import torch
+
+from ..tiny import BOS_ID, EOS_ID, PAD_ID, tiny_config
+
+__all__ = ["TEACHER_VOCAB", "TEACHER_LAYERS", "TEACHER_SHAPE", "teacher_config", "build_teacher_tokenizer", "build_untrained_teacher"]
+
+TEACHER_VOCAB = 1024
+# M = Mamba-2, A = softmax attention, E = MoE. Four layers keep a training step at 256 tokens near 0.2 s on
+# two CPU cores; two attention layers are what retrieval (and the conversion) need.
+TEACHER_LAYERS = "MAEA"
+# Config fields of the teacher beyond `tiny_config("nemotron_h", hidden=256, layers=TEACHER_LAYERS)`.
+TEACHER_SHAPE = {
+    "num_attention_heads": 8,
+    "num_key_value_heads": 2,
+    "head_dim": 32,
+    "n_routed_experts": 8,
+    "num_experts_per_tok": 2,
+    "moe_intermediate_size": 256,
+    "moe_shared_expert_intermediate_size": 256,
+    "max_position_embeddings": 8192,
+}
+_SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
+
+
+def teacher_config():
+    """The teacher's transformers config (NemotronH, hidden 256, layers MAEA, vocab 1024)."""
+    config = tiny_config("nemotron_h", hidden=256, layers=TEACHER_LAYERS, vocab=TEACHER_VOCAB)
+    for key, value in TEACHER_SHAPE.items():
+        setattr(config, key, value)
+    return config
+
+
+def _tokenizer_corpus(seed: int) -> list[str]:
+    """Haystack sentences plus needle prompts, the text the teacher will read."""
+    from ..evaluation.haystack import SyntheticHaystack
+    from ..evaluation.niah import TEMPLATES, VALUE_KINDS
+
+    rng = random.Random(seed)
+    texts = [p for p in SyntheticHaystack(seed).text(200_000).split("\n\n") if p.strip()]
+    for template in TEMPLATES.values():
+        for kind, (make, singular, plural) in VALUE_KINDS.items():
+            for _ in range(50):
+                key = VALUE_KINDS["words"][0](rng) if kind != "words" else VALUE_KINDS["numbers"][0](rng)
+                value = make(rng)
+                texts.append(template.header.format(plural=plural)
+                             + template.needle.format(plural=plural, key=key, value=value)
+                             + template.question_one.format(singular=singular, keys=key) + " " + value)
+    return texts
+
+
+def build_teacher_tokenizer(out_dir, *, vocab: int = TEACHER_VOCAB, seed: int = 0):
+    """Train and save the teacher's byte-level BPE; ids 0-3 are <pad>, <s>, </s>, <unk>, padding on the left.
+
+    Digits are never merged with letters (the byte-level pre-tokenizer splits numbers off), so a value is
+    encoded the same way in its needle and in the answer.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=_SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(_tokenizer_corpus(seed), trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", BOS_ID)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>", padding_side="left")
+    fast.save_pretrained(out_dir)
+    return fast
+
+
+def build_untrained_teacher(out_dir, *, seed: int = 0) -> Path:
+    """Write the randomly initialized teacher (config, safetensors, tokenizer, generation config) to out_dir."""
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    out_dir = Path(out_dir)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(teacher_config(), dtype=torch.float32)
+    model.save_pretrained(out_dir)
+    GenerationConfig(bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID,
+                     do_sample=False).save_pretrained(out_dir)
+    build_teacher_tokenizer(out_dir, seed=seed)
+    return out_dir
+
+
+if __name__ == "__main__":
+    target = build_untrained_teacher(sys.argv[1] if len(sys.argv) > 1 else "tiny-teacher-init")
+    print(f"untrained teacher written to {target}")
