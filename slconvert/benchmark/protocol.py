@@ -131,15 +131,25 @@ def _backward_rows(cfg: BenchSettings, length: int, configs: dict[str, Superline
 def _decode_rows(cfg: BenchSettings, length: int, configs: dict[str, SuperlinearConfig]):
     q, k, v, qs = _inputs(cfg, length, q_rows=1)
     with torch.no_grad():
-        dense = measure(lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True), budget_ms=200.0, max_reps=100)
-        for name, config in configs.items():
-            keys = attended_keys(q, k, qs, config)
-            call = partial(superlinear_attention, q, k, v, qs, config, backend="triton")
-            sl = measure(call, budget_ms=200.0, max_reps=100)
-            row = _row(name, "decode", length, sl, dense, keys, cfg.heads_q * length, cfg.head_dim, 1.0)
-            row["superlinear_graph_ms"] = measure_graph(call)
-            row["dense_graph_ms"] = measure_graph(partial(F.scaled_dot_product_attention, q, k, v, enable_gqa=True))
-            yield row
+        yield from _decode_rows_for(cfg, configs, q, k, v, qs)
+
+
+def _decode_rows_for(cfg: BenchSettings, configs: dict[str, SuperlinearConfig], q, k, v, qs) -> list[dict]:
+    """One decode row per setting: eager and CUDA-graph times of one token against the whole cache."""
+    length = k.shape[2]
+    dense_call = partial(F.scaled_dot_product_attention, q, k, v, enable_gqa=True)
+    dense = measure(dense_call, budget_ms=200.0, max_reps=100)
+    dense_graph = measure_graph(dense_call)
+    rows = []
+    for name, config in configs.items():
+        keys = attended_keys(q, k, qs, config)
+        call = partial(superlinear_attention, q, k, v, qs, config, backend="triton")
+        sl = measure(call, budget_ms=200.0, max_reps=100)
+        row = _row(name, "decode", length, sl, dense, keys, cfg.heads_q * length, cfg.head_dim, 1.0)
+        row["superlinear_graph_ms"] = measure_graph(call)
+        row["dense_graph_ms"] = dense_graph
+        rows.append(row)
+    return rows
 
 
 def _chunked_prefill(q, k, v, qs, config: SuperlinearConfig, chunk: int) -> None:
@@ -168,18 +178,7 @@ def _million_superlinear(cfg: BenchSettings, configs: dict[str, SuperlinearConfi
                              cfg.head_dim, 1.0))
         if "decode" in cfg.passes:
             q1 = torch.randn(1, cfg.heads_q, 1, cfg.head_dim, device="cuda", dtype=dtype)
-            qs1 = torch.randn_like(q1)
-            dense = measure(partial(F.scaled_dot_product_attention, q1, k, v, enable_gqa=True), budget_ms=200.0,
-                            max_reps=100)
-            for name, config in configs.items():
-                keys = attended_keys(q1, k, qs1, config)
-                call = partial(superlinear_attention, q1, k, v, qs1, config, backend="triton")
-                sl = measure(call, budget_ms=200.0, max_reps=100)
-                row = _row(name, "decode", length, sl, dense, keys, cfg.heads_q * length, cfg.head_dim, 1.0)
-                row["superlinear_graph_ms"] = measure_graph(call)
-                row["dense_graph_ms"] = measure_graph(partial(F.scaled_dot_product_attention, q1, k, v,
-                                                              enable_gqa=True))
-                rows.append(row)
+            rows.extend(_decode_rows_for(cfg, configs, q1, k, v, torch.randn_like(q1)))
     return rows
 
 
