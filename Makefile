@@ -7,12 +7,14 @@
 #   PYTEST_ARGS  extra arguments for pytest                                 (default: none)
 #   DEMO_OUT     folder of the demo's stages and results                     (default: demo-output)
 #   DEMO_MODEL   source checkpoint of the demo        (default: the shipped teacher slconvert/assets/tiny-teacher)
-#   DEMO_SETTINGS  Superlinear settings of the demo conversion (W = 15; layer 1, the teacher's first attention
-#                  layer, stays dense: converted, it loses the needle even after the warm-up, see README)
+#   DEMO_SETTINGS  Superlinear settings of the demo conversion: every attention layer, W = 15, dense search
+#                  (p = 0.95: the tiny teacher's attention is so sharp that a span must be anchored on the
+#                  needle itself; see README)
 #   DEMO_LENGTHS   NIAH prompt lengths of the demo (>= 8 W)                  (default: 256,512)
 #   DEMO_DEPTHS    NIAH needle depths in percent                             (default: 0,25,50,75,100)
 #   DEMO_SAMPLES   NIAH prompts per (length, depth) cell                     (default: 4)
-#   DEMO_WARMUP    router warm-up overrides of the demo      (default: max_steps=... seq_len=... batch_size=...)
+#   DEMO_WARMUP    router warm-up overrides of the demo      (default: max_steps=... seq_len=... lr=...)
+#   DEMO_CURRICULUM  retrieval fine-tuning overrides (recipes/demo-curriculum.yaml)   (default: none)
 # Pipeline on any checkpoint (`make pipeline MODEL=... OUT=...`; each stage also runs alone, e.g. `make convert`):
 #   MODEL        source checkpoint (local directory)                         (required)
 #   OUT          folder of the pipeline's stages: inspect.txt, converted/, warmup/, curriculum/, eval/, summary.json
@@ -30,11 +32,13 @@ TORCH ?= torch==2.13.0
 PYTEST_ARGS ?=
 DEMO_OUT ?= demo-output
 DEMO_MODEL ?= slconvert/assets/tiny-teacher
-DEMO_SETTINGS ?= --sw-index 3 --search-power 0.5 --span-power 0.5 --backward-factor 2 --forward-factor 1 --keep-dense 1
+DEMO_SETTINGS ?= --sw-index 13 --search-power 0.95 --span-power 0.3 --backward-factor 2 --forward-factor 1
 DEMO_LENGTHS ?= 256,512
 DEMO_DEPTHS ?= 0,25,50,75,100
 DEMO_SAMPLES ?= 4
-DEMO_WARMUP ?= max_steps=100 seq_len=512 batch_size=4 save_every=0 recall_every=0 recall_rows=256
+DEMO_WARMUP ?= max_steps=100 seq_len=512 batch_size=4 lr=1e-4 data.niah_fraction=0.5 save_every=0 recall_every=0 \
+               recall_rows=256
+DEMO_CURRICULUM ?=
 MODEL ?=
 OUT ?= pipeline-output
 SETTINGS ?=
@@ -49,7 +53,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.slconvert-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint demo bench-reference gpu-check train-gpu-check clean \
+.PHONY: help install test lint demo bench-reference gpu-check train-gpu-check pipeline-gpu-check clean \
         pipeline inspect convert warmup curriculum evaluate summary _need-model
 
 help: ## list the targets and variables
@@ -60,6 +64,7 @@ help: ## list the targets and variables
 	@echo "           DEMO_DEPTHS=$(DEMO_DEPTHS) DEMO_SAMPLES=$(DEMO_SAMPLES)"
 	@echo "           DEMO_SETTINGS=$(DEMO_SETTINGS)"
 	@echo "           DEMO_WARMUP=$(DEMO_WARMUP)"
+	@echo "           DEMO_CURRICULUM=$(DEMO_CURRICULUM)"
 	@echo "pipeline:  MODEL=$(MODEL) OUT=$(OUT) SETTINGS=$(SETTINGS) CONVERT_ARGS=$(CONVERT_ARGS)"
 	@echo "           WARMUP_RECIPE=$(WARMUP_RECIPE) WARMUP_ARGS=$(WARMUP_ARGS)"
 	@echo "           CURRICULUM_RECIPE=$(CURRICULUM_RECIPE) CURRICULUM_ARGS=$(CURRICULUM_ARGS)"
@@ -81,14 +86,18 @@ test: $(STAMP) ## run the test suite (GPU tests are skipped without CUDA)
 lint: $(STAMP) ## ruff over the sources and tests
 	$(BIN)/ruff check slconvert kernels tests benchmarks
 
-demo: $(STAMP) ## the shipped tiny teacher -> inspect -> convert -> router warm-up -> NIAH source vs converted
+demo: $(STAMP) ## the shipped tiny teacher -> convert -> router warm-up -> retrieval fine-tuning -> NIAH, side by side
 	rm -rf $(DEMO_OUT) && mkdir -p $(DEMO_OUT)
 	cp -r $(DEMO_MODEL) $(DEMO_OUT)/source
 	$(BIN)/slconvert inspect $(DEMO_OUT)/source $(DEMO_SETTINGS)
 	$(BIN)/slconvert convert $(DEMO_OUT)/source $(DEMO_OUT)/converted $(DEMO_SETTINGS) --quiet
+	$(BIN)/slconvert eval $(DEMO_OUT)/converted --niah --lengths $(DEMO_LENGTHS) --depths $(DEMO_DEPTHS) \
+	    --samples $(DEMO_SAMPLES) --out $(DEMO_OUT)/eval-converted > $(DEMO_OUT)/eval-converted.log
 	$(BIN)/slconvert train recipes/router-warmup.yaml --model $(DEMO_OUT)/converted --output $(DEMO_OUT)/warmup \
 	    --quiet $(DEMO_WARMUP)
-	$(BIN)/slconvert eval $(DEMO_OUT)/warmup --niah --lengths $(DEMO_LENGTHS) --depths $(DEMO_DEPTHS) \
+	$(BIN)/slconvert train recipes/demo-curriculum.yaml --model $(DEMO_OUT)/warmup --output $(DEMO_OUT)/curriculum \
+	    --quiet $(DEMO_CURRICULUM)
+	$(BIN)/slconvert eval $(DEMO_OUT)/curriculum --niah --lengths $(DEMO_LENGTHS) --depths $(DEMO_DEPTHS) \
 	    --samples $(DEMO_SAMPLES) --compare $(DEMO_OUT)/source --out $(DEMO_OUT)/eval
 	$(BIN)/python -I scripts/demo_summary.py $(DEMO_OUT)
 
@@ -130,5 +139,8 @@ gpu-check: ## on a CUDA machine: Triton GPU tests + kernel benchmark (scripts/gp
 train-gpu-check: ## on a CUDA machine: router warm-up + curriculum at 32K, tokens/s and peak memory
 	bash scripts/train_gpu_check.sh
 
+pipeline-gpu-check: ## on a CUDA machine: every pipeline stage on a Nemotron-3-Nano-shaped random checkpoint
+	bash scripts/pipeline_gpu_check.sh
+
 clean: ## remove build artefacts and outputs (keeps .venv)
-	rm -rf build dist *.egg-info demo-output pipeline-output bench-output reference-cpu.json
+	rm -rf build dist *.egg-info demo-output pipeline-output pipeline-gpu-check bench-output reference-cpu.json

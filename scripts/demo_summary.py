@@ -2,7 +2,8 @@
 
 Reads what the stages left under OUT: eval/summary.json (NIAH grid of the converted model and, with
 --compare, of the source), converted/config.json (the Superlinear settings) and the training summaries
-of warmup/ and curriculum/ where they exist. `source_accuracy` and `converted_accuracy` are the grid
+of warmup/ and curriculum/ where they exist; eval-converted/summary.json, where it exists, is the NIAH grid of
+the converted model before any training (`converted_untrained_accuracy`). `source_accuracy` and `converted_accuracy` are the grid
 averages as fractions in [0, 1] (the evaluation's tables are in percent).
 
     python scripts/demo_summary.py [OUT]        (default OUT: demo-output)
@@ -59,6 +60,9 @@ def main(out_dir: str) -> dict:
             "evaluation": str(out / "eval" / "summary.md"),
         },
     }
+    before = _read(out / "eval-converted" / "summary.json")  # optional: the converted model before training
+    if before and "niah" in before.get("results", {}):
+        summary["converted_untrained_accuracy"] = round(before["results"]["niah"]["table"]["average"] / 100.0, 6)
     for stage in TRAININGS:
         if (out / stage).is_dir():
             summary[f"{stage}_training"] = _read(out / stage / "training_summary.json")
@@ -67,7 +71,10 @@ def main(out_dir: str) -> dict:
     print("NIAH exact match in %, source -> converted:" if base else "NIAH exact match in %, converted:")
     print(side_by_side(base, table))
     source = "n/a" if base is None else f"{summary['source_accuracy']:.3f}"
-    print(f"source accuracy {source}, converted accuracy {summary['converted_accuracy']:.3f} -> {out / 'summary.json'}")
+    untrained = summary.get("converted_untrained_accuracy")
+    untrained = "" if untrained is None else f" (before training {untrained:.3f})"
+    print(f"source accuracy {source}, converted accuracy {summary['converted_accuracy']:.3f}{untrained} "
+          f"-> {out / 'summary.json'}")
     return summary
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 
 import pytest
 import torch
@@ -51,7 +52,11 @@ CASES = {
 @pytest.mark.parametrize("recipe", sorted(CASES))
 def test_each_recipe_runs_and_leaves_a_loadable_checkpoint(recipe, tmp_path):
     kind, overrides = CASES[recipe]
-    model = converted(kind, layers="MAEA" if kind == "nemotron_h" else "MAMA")
+    model = tmp_path / "source"
+    shutil.copytree(converted(kind, layers="MAEA" if kind == "nemotron_h" else "MAMA"), model)
+    # Logs and results of the source's own training must not end up in (or overwrite) this run's output.
+    (model / "metrics.jsonl").write_text(json.dumps({"step": 999, "loss": 0.0}) + "\n")
+    (model / "niah_eval.json").write_text("{}")
     before = directory_digest(model)
     out = tmp_path / "run"
     extra = []
@@ -71,6 +76,7 @@ def test_each_recipe_runs_and_leaves_a_loadable_checkpoint(recipe, tmp_path):
     events = [m["when"] for m in _metrics(out) if m.get("event") == "span_recall"]
     assert events[0] == "before" and events[-1] == "after"
     assert (out / "training.png").stat().st_size > 1000
+    assert not (out / "niah_eval.json").exists() and (out / "tokenizer.json").is_file()
     summary = json.loads((out / "training_summary.json").read_text())
     assert summary["steps"] == recipe_obj.max_steps
 

@@ -97,3 +97,14 @@ def test_warmup_then_cosine():
     assert all(a >= b for a, b in zip(factors[4:], factors[5:]))
     assert lr_factor(20, 4, 20, 0.1) == pytest.approx(0.1)
     assert lr_factor(12, 4, 20, 0.1) == pytest.approx(0.55)  # half-way down the cosine
+
+
+def test_falling_span_recall_is_reported_with_the_fix():
+    from slconvert.commands.train import recall_warning
+
+    fell = {"span_recall_before": {"1": 0.74, "3": 0.64}, "span_recall_after": {"1": 0.43, "3": 0.47}}
+    message = recall_warning(fell)
+    assert "0.690 to 0.450" in message and "lr=1e-4" in message and "\n" not in message
+    assert recall_warning({"span_recall_before": {"1": 0.5}, "span_recall_after": {"1": 0.6}}) is None
+    assert recall_warning({"span_recall_before": {"1": 0.5}, "span_recall_after": {"1": 0.49}}) is None  # noise
+    assert recall_warning({"span_recall_before": None, "span_recall_after": {"1": 0.1}}) is None  # resumed run

@@ -34,3 +34,22 @@ def train_command(recipe: Path, overrides, model: Path, output: Path, resume: bo
             line += f", span recall {mean:.3f}"
         line += ")"
     click.echo(line)
+    warning = recall_warning(summary)
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
+
+
+def recall_warning(summary: dict, tolerance: float = 0.02) -> str | None:
+    """A line when the run lowered the span recall it started from: the router lost a ranking it had.
+
+    The router losses can trade ranking for calibration (a flatter router lowers the KL while picking worse
+    spans), most often with a learning rate too high for the router's size.
+    """
+    before, after = summary.get("span_recall_before"), summary.get("span_recall_after")
+    if not before or not after:
+        return None
+    mean_before, mean_after = sum(before.values()) / len(before), sum(after.values()) / len(after)
+    if mean_after >= mean_before - tolerance:
+        return None
+    return (f"span recall fell from {mean_before:.3f} to {mean_after:.3f} during this run; the routers now pick "
+            f"worse spans than before it. Keep the input checkpoint, or rerun with a lower lr (e.g. lr=1e-4)")

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# `make pipeline` on a GPU machine, stage by stage, on a checkpoint with the layer structure and sizes of
+# NVIDIA-Nemotron-3-Nano-30B-A3B (52 layers: 23 Mamba-2, 23 MoE, 6 attention with 32 query / 2 KV heads
+# of 128; hidden 2688; vocabulary 131072) and random weights, so nothing is downloaded. Prints the wall
+# time of every stage and the peak GPU memory of the training stages: the numbers of the README's guide.
+#
+#   scripts/pipeline_gpu_check.sh [WORKDIR]              (default WORKDIR: ./pipeline-gpu-check)
+#   EXPERTS=128 SEQ_LEN=65536 STEPS=8 scripts/pipeline_gpu_check.sh
+#
+# EXPERTS (default 16): routed experts per MoE layer. The real model has 128 (31.6B parameters, 63 GB in
+# bf16); every token still reaches 6 of them, so compute per token is that of the real model and the
+# memory of the real model is this run's plus the weights of the missing experts (printed).
+# MODEL: run on this checkpoint instead (e.g. slconvert/assets/tiny-teacher); SETTINGS: conversion settings.
+# LAUNCH: how training runs (default: accelerate with one process; with NPROC=2, DDP on two GPUs).
+# The machine needs torch, transformers, accelerate and Triton.
+set -euo pipefail
+WORK=${1:-pipeline-gpu-check}
+EXPERTS=${EXPERTS:-16}
+SEQ_LEN=${SEQ_LEN:-32768}
+STEPS=${STEPS:-4}
+NPROC=${NPROC:-1}
+EVAL_LENGTHS=${EVAL_LENGTHS:-8192,32768}
+PY=${PYTHON:-python3}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+mkdir -p "$WORK"
+WORK=$(cd "$WORK" && pwd)
+VENV=$WORK/venv
+export TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+
+# The machine has no network: instead of a pip install, VENV/bin holds wrappers that run the system's
+# Python with this checkout importable (what `make` calls: python, slconvert, accelerate).
+REALPY=$(command -v "$PY")
+mkdir -p "$VENV/bin" "$WORK/links"
+ln -sfn "$ROOT/kernels" "$WORK/links/slkernels"
+ln -sfn "$ROOT/slconvert" "$WORK/links/slconvert"
+export PYTHONPATH="$WORK/links${PYTHONPATH:+:$PYTHONPATH}"
+wrap() { printf '#!/usr/bin/env bash\nexport PYTHONPATH="%s"\nexec "%s" %s "$@"\n' "$PYTHONPATH" "$REALPY" "$2" > "$VENV/bin/$1"
+         chmod +x "$VENV/bin/$1"; }
+wrap python ""
+wrap slconvert "-m slconvert.cli"
+wrap accelerate "-m accelerate.commands.accelerate_cli"
+touch "$VENV/.slconvert-installed"  # tells make that the install step is done
+"$VENV/bin/python" -c "import torch, triton, transformers; print('device:', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU', \
+'| torch', torch.__version__, '| triton', triton.__version__, '| transformers', transformers.__version__)"
+
+SOURCE=${MODEL:-$WORK/source}  # MODEL=path: run the pipeline on that checkpoint instead
+[[ -n ${MODEL:-} ]] || "$VENV/bin/python" - "$WORK/source" "$EXPERTS" <<'PYEOF'
+import sys, time
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from slconvert.tiny import build_tokenizer, tiny_config
+
+out, experts = Path(sys.argv[1]), int(sys.argv[2])
+if (out / "config.json").is_file():
+    print(f"reusing {out}")
+    raise SystemExit
+pattern = "MEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEMEM*EMEMEMEME".replace("*", "A")
+config = tiny_config("nemotron_h", hidden=2688, layers=pattern, vocab=131072)
+for key, value in dict(num_attention_heads=32, num_key_value_heads=2, head_dim=128, mamba_num_heads=64,
+                       mamba_head_dim=64, ssm_state_size=128, n_groups=8, chunk_size=128, conv_kernel=4,
+                       intermediate_size=1856, moe_intermediate_size=1856,
+                       moe_shared_expert_intermediate_size=3712, n_routed_experts=experts, num_experts_per_tok=6,
+                       n_shared_experts=1, routed_scaling_factor=2.5, max_position_embeddings=1 << 20).items():
+    setattr(config, key, value)
+start = time.time()
+torch.manual_seed(0)
+with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+params = sum(p.numel() for p in model.parameters())
+expert = 2 * 2688 * 1856  # up and down projections of one routed expert
+full = params + 23 * (128 - experts) * expert
+model.save_pretrained(out)
+build_tokenizer(out)
+print(f"built {out} in {time.time() - start:.0f} s: {params / 1e9:.2f}B parameters ({params * 2 / 2**30:.1f} GiB bf16); "
+      f"with 128 experts: {full / 1e9:.2f}B ({full * 2 / 2**30:.1f} GiB), +{(full - params) * 2 / 2**30:.1f} GiB of weights")
+PYEOF
+
+LAUNCH=${LAUNCH:-"$VENV/bin/accelerate launch --num_processes $NPROC --mixed_precision bf16 -m slconvert.cli"}
+[[ $NPROC -gt 1 ]] && LAUNCH="$VENV/bin/accelerate launch --config_file configs/accelerate/ddp.yaml --num_processes $NPROC -m slconvert.cli"
+TRAIN="max_steps=$STEPS seq_len=$SEQ_LEN curriculum=[] batch_size=$NPROC micro_batch_size=1 warmup_steps=1 save_every=0"
+ARGS=(VENV="$VENV" MODEL="$SOURCE" OUT="$WORK/run" LAUNCH="$LAUNCH" SETTINGS="${SETTINGS:-}"
+      CONVERT_ARGS="--dtype bfloat16 --quiet"
+      WARMUP_ARGS="$TRAIN recall_every=0 recall_rows=256 --quiet"
+      CURRICULUM_ARGS="$TRAIN recall_every=0 recall_rows=0 --quiet"
+      EVAL_ARGS="--niah --lengths $EVAL_LENGTHS --depths 50 --samples 1 --max-length $((SEQ_LEN * 2))")
+rm -rf "$WORK/run"
+for stage in inspect convert warmup curriculum evaluate summary; do
+  start=$(date +%s.%N)
+  make --no-print-directory "$stage" "${ARGS[@]}" > "$WORK/$stage.log" 2>&1 || { tail -30 "$WORK/$stage.log"; exit 1; }
+  printf '%-10s %7.1f s\n' "$stage" "$(echo "$(date +%s.%N) - $start" | bc)" | tee -a "$WORK/stages.txt"
+done
+"$VENV/bin/python" - "$WORK/run" <<'PYEOF'
+import json, sys
+from pathlib import Path
+run = Path(sys.argv[1])
+for stage in ("warmup", "curriculum"):
+    rows = [json.loads(l) for l in open(run / stage / "metrics.jsonl") if "event" not in l]
+    timed = rows[1:] or rows
+    tps = sum(r["tokens_per_s"] for r in timed) / len(timed)
+    peak = max(r.get("peak_memory_gib", 0.0) for r in rows)
+    print(f"{stage}: seq_len {rows[-1]['seq_len']}, {len(rows)} steps, {tps:,.0f} tokens/s, peak {peak:.1f} GiB")
+PYEOF
+du -sh "$SOURCE" "$WORK/run/converted" | sed 's/^/size: /'
