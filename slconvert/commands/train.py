@@ -52,4 +52,4 @@ def recall_warning(summary: dict, tolerance: float = 0.02) -> str | None:
     if mean_after >= mean_before - tolerance:
         return None
     return (f"span recall fell from {mean_before:.3f} to {mean_after:.3f} during this run; the routers now pick "
-            f"worse spans than before it. Keep the input checkpoint, or rerun with a lower lr (e.g. lr=1e-4)")
+            f"worse spans than before it. Keep the input checkpoint, or rerun with a lower lr (a tenth of this run's)")
