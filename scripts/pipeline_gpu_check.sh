@@ -11,6 +11,7 @@
 # bf16); every token still reaches 6 of them, so compute per token is that of the real model and the
 # memory of the real model is this run's plus the weights of the missing experts (printed).
 # MODEL: run on this checkpoint instead (e.g. slconvert/assets/tiny-teacher); SETTINGS: conversion settings.
+# STAGE_TIMEOUT: seconds allowed per stage; progress.txt in WORKDIR says how far the run got.
 # LAUNCH: how training runs (default: accelerate with one process; with NPROC=2, DDP on two GPUs).
 # The machine needs torch, transformers, accelerate and Triton.
 set -euo pipefail
@@ -27,6 +28,9 @@ mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 VENV=$WORK/venv
 export TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+STAGE_TIMEOUT=${STAGE_TIMEOUT:-0}  # seconds per stage (0: none); a stage past it is killed with its children
+log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$WORK/progress.txt"; }
+log "pipeline check in $WORK (EXPERTS=$EXPERTS SEQ_LEN=$SEQ_LEN STEPS=$STEPS NPROC=$NPROC)"
 
 # The machine has no network: instead of a pip install, VENV/bin holds wrappers that run the system's
 # Python with this checkout importable (what `make` calls: python, slconvert, accelerate).
@@ -44,6 +48,7 @@ touch "$VENV/.slconvert-installed"  # tells make that the install step is done
 "$VENV/bin/python" -c "import torch, triton, transformers; print('device:', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU', \
 '| torch', torch.__version__, '| triton', triton.__version__, '| transformers', transformers.__version__)"
 
+log "environment ready; building the source checkpoint"
 SOURCE=${MODEL:-$WORK/source}  # MODEL=path: run the pipeline on that checkpoint instead
 [[ -n ${MODEL:-} ]] || "$VENV/bin/python" - "$WORK/source" "$EXPERTS" <<'PYEOF'
 import sys, time
@@ -89,9 +94,13 @@ ARGS=(VENV="$VENV" MODEL="$SOURCE" OUT="$WORK/run" LAUNCH="$LAUNCH" SETTINGS="${
       EVAL_ARGS="--niah --lengths $EVAL_LENGTHS --depths 50 --samples 1 --max-length $((SEQ_LEN * 2))")
 rm -rf "$WORK/run"
 for stage in inspect convert warmup curriculum evaluate summary; do
-  start=$(date +%s.%N)
-  make --no-print-directory "$stage" "${ARGS[@]}" > "$WORK/$stage.log" 2>&1 || { tail -30 "$WORK/$stage.log"; exit 1; }
-  printf '%-10s %7.1f s\n' "$stage" "$(echo "$(date +%s.%N) - $start" | bc)" | tee -a "$WORK/stages.txt"
+  log "stage $stage (log: $WORK/$stage.log)"
+  start=$SECONDS
+  limit=()
+  [[ $STAGE_TIMEOUT -gt 0 ]] && limit=(timeout -k 10 "$STAGE_TIMEOUT")
+  ${limit[@]+"${limit[@]}"} make --no-print-directory "$stage" "${ARGS[@]}" > "$WORK/$stage.log" 2>&1 \
+      || { tail -30 "$WORK/$stage.log"; log "stage $stage failed or timed out"; exit 1; }
+  printf '%-10s %5d s\n' "$stage" "$((SECONDS - start))" | tee -a "$WORK/stages.txt"
 done
 "$VENV/bin/python" - "$WORK/run" <<'PYEOF'
 import json, sys
