@@ -13,7 +13,7 @@
 #   DEMO_LENGTHS   NIAH prompt lengths of the demo (>= 8 W)                  (default: 256,512)
 #   DEMO_DEPTHS    NIAH needle depths in percent                             (default: 0,25,50,75,100)
 #   DEMO_SAMPLES   NIAH prompts per (length, depth) cell                     (default: 4)
-#   DEMO_WARMUP    router warm-up overrides of the demo      (default: max_steps=... seq_len=... lr=...)
+#   DEMO_WARMUP    router warm-up overrides of the demo (default: 100 steps at 512 tokens, KL, lr 1e-4)
 #   DEMO_CURRICULUM  retrieval fine-tuning overrides (recipes/demo-curriculum.yaml)   (default: none)
 # Pipeline on any checkpoint (`make pipeline MODEL=... OUT=...`; each stage also runs alone, e.g. `make convert`):
 #   MODEL        source checkpoint (local directory)                         (required)

@@ -79,6 +79,7 @@ def test_each_recipe_runs_and_leaves_a_loadable_checkpoint(recipe, tmp_path):
     assert not (out / "niah_eval.json").exists() and (out / "tokenizer.json").is_file()
     summary = json.loads((out / "training_summary.json").read_text())
     assert summary["steps"] == recipe_obj.max_steps
+    assert summary["routers_only"] == (recipe == "router-warmup.yaml")
 
     trained = slconvert.load(out)  # the final output directory is a converted checkpoint
     assert slconvert.router.routers(trained)

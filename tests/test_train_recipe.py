@@ -102,9 +102,12 @@ def test_warmup_then_cosine():
 def test_falling_span_recall_is_reported_with_the_fix():
     from slconvert.commands.train import recall_warning
 
-    fell = {"span_recall_before": {"1": 0.74, "3": 0.64}, "span_recall_after": {"1": 0.43, "3": 0.47}}
+    fell = {"span_recall_before": {"1": 0.74, "3": 0.64}, "span_recall_after": {"1": 0.43, "3": 0.47},
+            "routers_only": True}
     message = recall_warning(fell)
     assert "0.690 to 0.450" in message and "lower lr" in message and "\n" not in message
-    assert recall_warning({"span_recall_before": {"1": 0.5}, "span_recall_after": {"1": 0.6}}) is None
-    assert recall_warning({"span_recall_before": {"1": 0.5}, "span_recall_after": {"1": 0.49}}) is None  # noise
-    assert recall_warning({"span_recall_before": None, "span_recall_after": {"1": 0.1}}) is None  # resumed run
+    assert recall_warning({**fell, "routers_only": False}) is None  # the dense attention moved too
+    alone = {"routers_only": True}
+    assert recall_warning({**alone, "span_recall_before": {"1": 0.5}, "span_recall_after": {"1": 0.6}}) is None
+    assert recall_warning({**alone, "span_recall_before": {"1": 0.5}, "span_recall_after": {"1": 0.49}}) is None
+    assert recall_warning({**alone, "span_recall_before": None, "span_recall_after": {"1": 0.1}}) is None  # resumed

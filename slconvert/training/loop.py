@@ -304,6 +304,11 @@ class Trainer:
             self.log.write(record)
         return record
 
+    def _routers_only(self) -> bool:
+        """Whether the routers are all that trains (then span recall measures the routers alone)."""
+        router_ids = {id(p) for r in self.routers.values() for p in r.parameters()}
+        return bool(self.params) and all(id(p) in router_ids for p in self.unwrapped.parameters() if p.requires_grad)
+
     # ----- saving -----
     def _write_model(self, dest: Path) -> None:
         state_dict = self.accelerator.get_state_dict(self.model)
@@ -385,7 +390,8 @@ class Trainer:
                    "tokens_per_s_mean": tokens_done / max(time.perf_counter() - started, 1e-9),
                    "span_recall_before": before and before["layers"], "span_recall_after": after and after["layers"],
                    "processes": self.world, "mixed_precision": acc.mixed_precision,
-                   "trainable_parameters": sum(p.numel() for p in self.params)}
+                   "trainable_parameters": sum(p.numel() for p in self.params),
+                   "routers_only": self._routers_only()}
         self._save_final(summary)
         if acc.is_main_process:
             plot_metrics(self.log.read(), self.out / "training.png")
