@@ -116,12 +116,14 @@ convert: $(STAMP) _need-model ## pipeline stage: MODEL -> OUT/converted
 	mkdir -p $(OUT)
 	$(BIN)/slconvert convert $(MODEL) $(OUT)/converted $(SETTINGS) $(CONVERT_ARGS) --force
 
+# PYTHONSAFEPATH=1: a LAUNCH such as `accelerate launch -m slconvert.cli` would otherwise put this directory on
+# sys.path, where kernels/ shadows the Hugging Face `kernels` package that transformers probes for.
 warmup: $(STAMP) ## pipeline stage: router warm-up OUT/converted -> OUT/warmup (resumes an interrupted run)
-	$(LAUNCH) train $(WARMUP_RECIPE) --model $(OUT)/converted --output $(OUT)/warmup \
+	PYTHONSAFEPATH=1 $(LAUNCH) train $(WARMUP_RECIPE) --model $(OUT)/converted --output $(OUT)/warmup \
 	    $(if $(wildcard $(OUT)/warmup/checkpoints/step-*),--resume) $(WARMUP_ARGS)
 
 curriculum: $(STAMP) ## pipeline stage: length curriculum OUT/warmup -> OUT/curriculum (resumes too)
-	$(LAUNCH) train $(CURRICULUM_RECIPE) --model $(OUT)/warmup --output $(OUT)/curriculum \
+	PYTHONSAFEPATH=1 $(LAUNCH) train $(CURRICULUM_RECIPE) --model $(OUT)/warmup --output $(OUT)/curriculum \
 	    $(if $(wildcard $(OUT)/curriculum/checkpoints/step-*),--resume) $(CURRICULUM_ARGS)
 
 evaluate: $(STAMP) _need-model ## pipeline stage: OUT/curriculum vs MODEL on the same inputs -> OUT/eval

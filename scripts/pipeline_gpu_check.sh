@@ -39,7 +39,9 @@ mkdir -p "$VENV/bin" "$WORK/links"
 ln -sfn "$ROOT/kernels" "$WORK/links/slkernels"
 ln -sfn "$ROOT/slconvert" "$WORK/links/slconvert"
 export PYTHONPATH="$WORK/links${PYTHONPATH:+:$PYTHONPATH}"
-wrap() { printf '#!/usr/bin/env bash\nexport PYTHONPATH="%s"\nexec "%s" %s "$@"\n' "$PYTHONPATH" "$REALPY" "$2" > "$VENV/bin/$1"
+# PYTHONSAFEPATH: `python -m` must not put the repository root on sys.path, where kernels/ would shadow the
+# Hugging Face `kernels` package that transformers probes for.
+wrap() { printf '#!/usr/bin/env bash\nexport PYTHONPATH="%s" PYTHONSAFEPATH=1\nexec "%s" %s "$@"\n' "$PYTHONPATH" "$REALPY" "$2" > "$VENV/bin/$1"
          chmod +x "$VENV/bin/$1"; }
 wrap python ""
 wrap slconvert "-m slconvert.cli"
