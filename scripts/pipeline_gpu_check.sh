@@ -104,15 +104,5 @@ for stage in inspect convert warmup curriculum evaluate summary; do
       || { tail -30 "$WORK/$stage.log"; log "stage $stage failed or timed out"; exit 1; }
   printf '%-10s %5d s\n' "$stage" "$((SECONDS - start))" | tee -a "$WORK/stages.txt"
 done
-"$VENV/bin/python" - "$WORK/run" <<'PYEOF'
-import json, sys
-from pathlib import Path
-run = Path(sys.argv[1])
-for stage in ("warmup", "curriculum"):
-    rows = [json.loads(l) for l in open(run / stage / "metrics.jsonl") if "event" not in l]
-    timed = rows[1:] or rows
-    tps = sum(r["tokens_per_s"] for r in timed) / len(timed)
-    peak = max(r.get("peak_memory_gib", 0.0) for r in rows)
-    print(f"{stage}: seq_len {rows[-1]['seq_len']}, {len(rows)} steps, {tps:,.0f} tokens/s, peak {peak:.1f} GiB")
-PYEOF
+"$VENV/bin/python" -I scripts/training_report.py "$WORK/run/warmup" warmup "$WORK/run/curriculum" curriculum
 du -sh "$SOURCE" "$WORK/run/converted" | sed 's/^/size: /'

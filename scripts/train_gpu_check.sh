@@ -57,20 +57,7 @@ PYEOF
 
 MODEL="$WORK/converted"
 report() {  # report RUN_DIR LABEL: mean tokens/s and peak memory over the steps after the first
-  $PY - "$1" "$2" <<'PYEOF'
-import json, sys
-rows = [json.loads(l) for l in open(f"{sys.argv[1]}/metrics.jsonl")]
-steps = [r for r in rows if "event" not in r]
-timed = steps[1:] or steps
-tps = sum(r["tokens_per_s"] for r in timed) / len(timed)
-peak = max(r.get("peak_memory_gib", 0.0) for r in steps)
-recall = [r for r in rows if r.get("event") == "span_recall"]
-line = f"{sys.argv[2]}: seq_len {steps[-1]['seq_len']}, {len(steps)} steps, {tps:,.0f} tokens/s, peak memory {peak:.1f} GiB"
-if recall:
-    line += f", span recall {recall[0]['mean']:.3f} -> {recall[-1]['mean']:.3f}"
-print(line)
-print("  loss per step:", ", ".join(f"{r['loss']:.4f}" for r in steps))
-PYEOF
+  $PY -I "$ROOT/scripts/training_report.py" "$1" "$2"
 }
 
 $PY -c "import torch; print('device:', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU', '| torch', torch.__version__)"

@@ -78,6 +78,12 @@ _MAMBA = {"linear_attention": "mamba2", "mamba": "mamba"}
 _GDN = {"linear_attention": "gated_deltanet"}
 # Qwen3.5 checkpoints are multimodal on disk (language model under model.language_model).
 _QWEN35_PREFIXES = ("model.language_model.layers.{i}.self_attn", "model.layers.{i}.self_attn")
+# Field groups shared by a family's rows.
+_QK_NORMS = {"q_norm": "q_norm", "k_norm": "k_norm"}
+_GATED_GDN = {"kind_labels": _GDN, **_QK_NORMS, "output_gate": True}  # Gated DeltaNet + gated attention
+_QWEN35 = {**_GATED_GDN, "disk_prefixes": _QWEN35_PREFIXES}
+_LFM2 = {"kind_labels": {"conv": "short_conv"}, "o_proj": "out_proj", "q_norm": "q_layernorm",
+         "k_norm": "k_layernorm"}
 
 ARCHITECTURES: dict[str, Architecture] = {
     a.model_type: a
@@ -121,64 +127,39 @@ ARCHITECTURES: dict[str, Architecture] = {
         ),
         Architecture(
             "qwen3_next",
-            kind_labels=_GDN,
-            q_norm="q_norm",
-            k_norm="k_norm",
-            output_gate=True,
+            **_GATED_GDN,
             description="Qwen3-Next: Gated DeltaNet + gated attention (q/k norms, partial RoPE), MoE",
         ),
         Architecture(
             "qwen3_5_moe_text",
-            kind_labels=_GDN,
-            disk_prefixes=_QWEN35_PREFIXES,
-            q_norm="q_norm",
-            k_norm="k_norm",
-            output_gate=True,
+            **_QWEN35,
             description="Qwen3.5 MoE (text): Gated DeltaNet + gated attention, MoE",
         ),
         Architecture(
             "qwen3_5_moe",
             config_section="text_config",
-            kind_labels=_GDN,
-            disk_prefixes=_QWEN35_PREFIXES,
-            q_norm="q_norm",
-            k_norm="k_norm",
-            output_gate=True,
+            **_QWEN35,
             description="Qwen3.5 MoE (multimodal checkpoint; its language model is converted, vision weights kept)",
         ),
         Architecture(
             "qwen3_5_text",
-            kind_labels=_GDN,
-            disk_prefixes=_QWEN35_PREFIXES,
-            q_norm="q_norm",
-            k_norm="k_norm",
-            output_gate=True,
+            **_QWEN35,
             description="Qwen3.5 (text): Gated DeltaNet + gated attention",
         ),
         Architecture(
             "qwen3_5",
             config_section="text_config",
-            kind_labels=_GDN,
-            disk_prefixes=_QWEN35_PREFIXES,
-            q_norm="q_norm",
-            k_norm="k_norm",
-            output_gate=True,
+            **_QWEN35,
             description="Qwen3.5 (multimodal checkpoint; its language model is converted, vision weights kept)",
         ),
         Architecture(
             "lfm2",
-            kind_labels={"conv": "short_conv"},
-            o_proj="out_proj",
-            q_norm="q_layernorm",
-            k_norm="k_layernorm",
+            **_LFM2,
             description="Liquid LFM2: short convolutions + attention with q/k norms",
         ),
         Architecture(
             "lfm2_moe",
-            kind_labels={"conv": "short_conv"},
-            o_proj="out_proj",
-            q_norm="q_layernorm",
-            k_norm="k_layernorm",
+            **_LFM2,
             description="Liquid LFM2-MoE: short convolutions + attention, MoE MLPs",
         ),
         Architecture(
@@ -189,8 +170,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         Architecture(
             "olmo_hybrid",
             kind_labels=_GDN,
-            q_norm="q_norm",
-            k_norm="k_norm",
+            **_QK_NORMS,
             description="OLMo hybrid: Gated DeltaNet + attention",
         ),
     )

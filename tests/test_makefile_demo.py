@@ -7,14 +7,10 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from slkernels import SuperlinearConfig
-
+from slconvert.commands.convert import convert_command, params_from
 from slconvert.training import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
-OPTION_TO_FIELD = {"--sw-index": ("sw_index", int), "--num-spans": ("num_spans", int),
-                   "--search-power": ("search_power", float), "--span-power": ("span_power", float),
-                   "--backward-factor": ("backward_factor", float), "--forward-factor": ("forward_factor", float)}
 
 
 def _make_variable(name: str) -> str:
@@ -25,14 +21,11 @@ def _make_variable(name: str) -> str:
 
 
 def test_demo_window_is_at_most_an_eighth_of_the_shortest_prompt():
-    words = shlex.split(_make_variable("DEMO_SETTINGS"))
-    fields = {}
-    for option, value in zip(words, words[1:]):
-        if option in OPTION_TO_FIELD:
-            name, kind = OPTION_TO_FIELD[option]
-            fields[name] = kind(value)
-    assert "--keep-dense" not in words and "--layers" not in words  # every attention layer is converted
-    window = SuperlinearConfig(**fields).window
+    # DEMO_SETTINGS parsed exactly as `slconvert convert` parses them
+    options = convert_command.make_context("convert", ["model", "out", *shlex.split(_make_variable("DEMO_SETTINGS"))])
+    kwargs = dict(options.params)
+    assert kwargs["keep_dense"] is None and kwargs["layers"] is None  # every attention layer is converted
+    window = params_from(kwargs).window
     shortest = min(int(x) for x in _make_variable("DEMO_LENGTHS").split(","))
     assert shortest >= 8 * window, (shortest, window)
 
