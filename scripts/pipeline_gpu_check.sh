@@ -12,7 +12,11 @@
 # memory of the real model is this run's plus the weights of the missing experts (printed).
 # MODEL: run on this checkpoint instead (e.g. slconvert/assets/tiny-teacher); SETTINGS: conversion settings.
 # STAGE_TIMEOUT: seconds allowed per stage; progress.txt in WORKDIR says how far the run got.
-# LAUNCH: how training runs (default: accelerate with one process; with NPROC=2, DDP on two GPUs).
+# LAUNCH: how training runs (default: accelerate with one process; with NPROC=2, DDP on two GPUs, or the
+# launch configuration ACCEL_CONFIG, e.g. configs/accelerate/fsdp.yaml).
+# TRAIN_EXTRA: more recipe overrides for both training stages (FSDP needs router_kl_weight=0).
+# STAGES: the stages to run (default: all six); RUN: the pipeline's OUT folder (default WORKDIR/run), which
+# a partial STAGES list reads from, e.g. STAGES=curriculum on a RUN that holds converted/ and warmup/.
 # The machine needs torch, transformers, accelerate and Triton.
 set -euo pipefail
 WORK=${1:-pipeline-gpu-check}
@@ -20,6 +24,8 @@ EXPERTS=${EXPERTS:-16}
 SEQ_LEN=${SEQ_LEN:-32768}
 STEPS=${STEPS:-4}
 NPROC=${NPROC:-1}
+ACCEL_CONFIG=${ACCEL_CONFIG:-configs/accelerate/ddp.yaml}
+STAGES=${STAGES:-inspect convert warmup curriculum evaluate summary}
 EVAL_LENGTHS=${EVAL_LENGTHS:-8192,32768}
 PY=${PYTHON:-python3}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -87,15 +93,16 @@ print(f"built {out} in {time.time() - start:.0f} s: {params / 1e9:.2f}B paramete
 PYEOF
 
 LAUNCH=${LAUNCH:-"$VENV/bin/accelerate launch --num_processes $NPROC --mixed_precision bf16 -m slconvert.cli"}
-[[ $NPROC -gt 1 ]] && LAUNCH="$VENV/bin/accelerate launch --config_file configs/accelerate/ddp.yaml --num_processes $NPROC -m slconvert.cli"
-TRAIN="max_steps=$STEPS seq_len=$SEQ_LEN curriculum=[] batch_size=$NPROC micro_batch_size=1 warmup_steps=1 save_every=0"
-ARGS=(VENV="$VENV" MODEL="$SOURCE" OUT="$WORK/run" LAUNCH="$LAUNCH" SETTINGS="${SETTINGS:-}"
+[[ $NPROC -gt 1 ]] && LAUNCH="$VENV/bin/accelerate launch --config_file $ACCEL_CONFIG --num_processes $NPROC -m slconvert.cli"
+TRAIN="max_steps=$STEPS seq_len=$SEQ_LEN curriculum=[] batch_size=$NPROC micro_batch_size=1 warmup_steps=1 save_every=0 ${TRAIN_EXTRA:-}"
+RUN=${RUN:-$WORK/run}
+ARGS=(VENV="$VENV" MODEL="$SOURCE" OUT="$RUN" LAUNCH="$LAUNCH" SETTINGS="${SETTINGS:-}"
       CONVERT_ARGS="--dtype bfloat16 --quiet"
       WARMUP_ARGS="$TRAIN recall_every=0 recall_rows=256 --quiet"
       CURRICULUM_ARGS="$TRAIN recall_every=0 recall_rows=0 --quiet"
       EVAL_ARGS="--niah --lengths $EVAL_LENGTHS --depths 50 --samples 1 --max-length $((SEQ_LEN * 2))")
-rm -rf "$WORK/run"
-for stage in inspect convert warmup curriculum evaluate summary; do
+[[ $STAGES == inspect* ]] && rm -rf "$RUN"
+for stage in $STAGES; do
   log "stage $stage (log: $WORK/$stage.log)"
   start=$SECONDS
   limit=()
@@ -104,5 +111,7 @@ for stage in inspect convert warmup curriculum evaluate summary; do
       || { tail -30 "$WORK/$stage.log"; log "stage $stage failed or timed out"; exit 1; }
   printf '%-10s %5d s\n' "$stage" "$((SECONDS - start))" | tee -a "$WORK/stages.txt"
 done
-"$VENV/bin/python" -I scripts/training_report.py "$WORK/run/warmup" warmup "$WORK/run/curriculum" curriculum
-du -sh "$SOURCE" "$WORK/run/converted" | sed 's/^/size: /'
+REPORT=()
+for stage in warmup curriculum; do [[ -d $RUN/$stage ]] && REPORT+=("$RUN/$stage" "$stage"); done
+[[ ${#REPORT[@]} -gt 0 ]] && "$VENV/bin/python" -I scripts/training_report.py "${REPORT[@]}"
+du -sh "$SOURCE" "$RUN/converted" | sed 's/^/size: /'

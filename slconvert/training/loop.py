@@ -134,7 +134,11 @@ class Trainer:
             if frozen:
                 raise SlconvertError(f"router losses are on but the routers of layers {frozen} are frozen; "
                                      "add them to `trainable` (e.g. trainable: router)")
-        if acc.mixed_precision == "bf16":  # trainable weights stay float32 masters under autocast
+        if acc.distributed_type == DistributedType.FSDP:
+            # FSDP flattens each decoder layer into one tensor, which needs a single dtype: frozen bf16
+            # weights next to float32 trainable masters would be refused, so the sharded model is float32.
+            model.float()
+        elif acc.mixed_precision == "bf16":  # trainable weights stay float32 masters under autocast
             for _, param in model.named_parameters():
                 if param.requires_grad and param.dtype in (torch.float16, torch.bfloat16):
                     param.data = param.data.float()
