@@ -32,7 +32,7 @@ def timed(label, f, reps=3):
         torch.cuda.synchronize()
         best.append(a.elapsed_time(b))
     best.sort()
-    print(f"  {label:28} {best[len(best) // 2]:9.3f} ms", flush=True)
+    print(f"  {label:44} {best[len(best) // 2]:9.3f} ms", flush=True)
     return out
 
 

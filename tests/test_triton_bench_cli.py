@@ -43,10 +43,13 @@ def test_report_writers(tmp_path):
                          "dense_ms": dense, "speedup": dense / ms, "superlinear_tflops": 100.0,
                          "dense_tflops": 500.0, "superlinear_peak_gib": 1.0, "dense_peak_gib": 0.5,
                          "inputs_gib": 0.1, "attended_keys": 10, "dense_keys": 20})
+    rows.append(dict(rows[0], setting="published released", superlinear_ms=40.0, speedup=3.5 / 40.0,
+                     relative_difference_vs_slkernels=0.012))
     result = {"environment": {"gpu": "Test GPU", "torch": "x", "triton": "y"}, "settings": {}, "rows": rows}
     write_json(result, tmp_path / "bench.json")
     plot_times(result, tmp_path / "bench.png")
     assert json.loads((tmp_path / "bench.json").read_text())["rows"][0]["length"] == 16384
     assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
     table = format_table(result)
-    assert "Test GPU" in table and table.count("forward") == 4
+    assert "Test GPU" in table and table.count("forward") == 5
+    assert "published released at 16384: output differs from slkernels by 0.012" in table

@@ -100,7 +100,44 @@ def _worker() -> None:
                 errs[label] = rel(mine.grad, theirs.grad)
         results[name] = errs
     results["_backends"] = slkernels.available_backends()
+    results["_two_walk_backward"] = _two_walk_backward(torch, SuperlinearConfig(**SMALL))
+    results["_search_ties"] = _search_ties(torch, SuperlinearConfig(**SMALL))
     print(json.dumps(results))
+
+
+def _two_walk_backward(torch, cfg) -> float:
+    """Largest relative gradient difference between the fused span dq pass and the DELTA + DQ walks."""
+    from slkernels.triton_ops import function as fn
+
+    q, qs = (torch.randn(1, 4, 40, 16) for _ in range(2))
+    k, v = (torch.randn(1, 2, 40, 16) for _ in range(2))
+    pos, s0 = torch.arange(40), torch.zeros(1, dtype=torch.int64)
+    out, saved = fn.forward_pass(q, k, v, qs, cfg, pos, s0, 0.25, 40)
+    g = torch.randn_like(out)
+    fused = fn.backward_pass(g, q, k, v, qs, saved, 0.25, fuse_span_dq=True)
+    walks = fn.backward_pass(g, q, k, v, qs, saved, 0.25, fuse_span_dq=False)
+    return max(((a - b).norm() / b.norm()).item() for a, b in zip(fused, walks))
+
+
+def _search_ties(torch, cfg) -> int:
+    """Rows whose selected anchors differ from "descending score, larger anchor first" on scores full of ties."""
+    from slkernels.geometry import anchor_table
+    from slkernels.triton_ops.search import search_topk
+
+    length, group = 120, 16
+    qs = torch.randn(1, group, length, 16).round().clamp(-1, 1)
+    k = torch.randn(1, 1, length, 16).round().clamp(-1, 1)
+    anchors, _ = search_topk(qs, k, cfg, torch.arange(length), torch.zeros(1, dtype=torch.int64), length)
+    offsets = anchor_table(cfg, length, "cpu")
+    wrong = 0
+    for h in range(group):
+        for r in range(length):
+            cand = r + 1 - offsets[offsets <= r + 1]
+            scores = (qs[0, h, r] @ k[0, 0, cand].T).tolist()
+            ranked = sorted(zip(scores, cand.tolist()), key=lambda x: (-x[0], -x[1]))[: cfg.num_spans]
+            expected = [a for _, a in ranked] + [-1] * (cfg.num_spans - len(ranked))
+            wrong += anchors[0, h, r].tolist() != expected
+    return wrong
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +158,14 @@ def test_interpreted_case(interpreted, name):
     assert errors, "no quantity was compared"
     for quantity, err in errors.items():
         assert err < tol, f"{name} (seed {seed}): {quantity} relative error {err:.3e} >= {tol}"
+
+
+def test_fused_span_dq_matches_two_walks(interpreted):
+    assert interpreted["_two_walk_backward"] < 1e-5
+
+
+def test_search_ranks_ties_like_the_reference(interpreted):
+    assert interpreted["_search_ties"] == 0
 
 
 def test_backend_registered(interpreted):

@@ -11,6 +11,10 @@ modes share that loop:
 - DELTA (backward): ``u = dOut . o_s`` per span, re-walking the span with the stored lse_s.
 - DQ (backward): dq of every entry with its own lse, output-gradient coefficient c and delta,
   ``dz = p * (c * dOut . v - delta)``, added atomically into a float32 dq.
+- DQ_SPAN (backward): the span's dq and the gradient of its gate in one walk, replacing DELTA + DQ. With p
+  the joint probabilities over the span's keys and dp = dOut . v, the span's ``dOut . O_j`` is
+  ``dg = base + sum p dp`` (base = (1 - w) dOut . o_w, from the host) and its dq is
+  ``g (sum p dp k - dg sum p k)``: two accumulators instead of a second walk. Stores ``sum p dp``.
 """
 
 from __future__ import annotations
@@ -22,12 +26,13 @@ import triton.language as tl
 from .common import dot_precision, interpreting, tile_sizes
 from .entries import EntryList
 
-__all__ = ["MODE_FWD_WINDOW", "MODE_FWD_SPAN", "MODE_DELTA", "MODE_DQ", "run_entries"]
+__all__ = ["MODE_FWD_WINDOW", "MODE_FWD_SPAN", "MODE_DELTA", "MODE_DQ", "MODE_DQ_SPAN", "run_entries"]
 
 MODE_FWD_WINDOW = 0
 MODE_FWD_SPAN = 1
 MODE_DELTA = 2
 MODE_DQ = 3
+MODE_DQ_SPAN = 4
 
 
 
@@ -88,9 +93,12 @@ def _entry_kernel(
             if UPCAST:
                 do = do.to(tl.float32)
             acc = tl.zeros([BM, D], tl.float32)
-            if MODE == 3:
+            if MODE >= 3:
                 coef = tl.load(COEF + ent_flat, mask=emask, other=0.0)
                 delta = tl.load(DELTA + ent_flat, mask=emask, other=0.0)
+            if MODE == 4:
+                acc_b = tl.zeros([BM, D], tl.float32)
+                pdp_sum = tl.zeros([BM], tl.float32)
 
         for n0 in range(kstart, kend + 1, BN):
             kidx = n0 + tl.arange(0, BN)
@@ -113,11 +121,18 @@ def _entry_kernel(
             elif MODE == 2:
                 p = tl.exp2(s - lse2[:, None])
                 acc += tl.dot(p.to(vb.dtype), vb, input_precision=PREC)
-            else:
+            elif MODE == 3:
                 p = tl.exp2(s - lse2[:, None])
                 dp = tl.dot(do, tl.trans(vb), input_precision=PREC)
                 dz = p * (coef[:, None] * dp - delta[:, None])
                 acc += tl.dot(dz.to(kt.dtype), tl.trans(kt), input_precision=PREC)
+            else:
+                p = tl.exp2(s - lse2[:, None])
+                dp = tl.dot(do, tl.trans(vb), input_precision=PREC)
+                pdp = p * dp
+                pdp_sum += tl.sum(pdp, axis=1)
+                acc += tl.dot(pdp.to(kt.dtype), tl.trans(kt), input_precision=PREC)
+                acc_b += tl.dot(p.to(kt.dtype), tl.trans(kt), input_precision=PREC)
 
         if MODE == 0 or MODE == 1:
             has = l_i > 0
@@ -137,8 +152,13 @@ def _entry_kernel(
         elif MODE == 2:
             u = tl.sum(acc * do.to(tl.float32), axis=1)
             tl.store(OUT_E + ent_flat, u, mask=emask)
-        else:
+        elif MODE == 3:
             tl.atomic_add(DQ + row_flat[:, None] * D + offs_d[None, :], acc * sm_scale, mask=real[:, None])
+        else:
+            dg = delta + pdp_sum
+            dq = (coef * sm_scale)[:, None] * (acc - dg[:, None] * acc_b)
+            tl.atomic_add(DQ + row_flat[:, None] * D + offs_d[None, :], dq, mask=real[:, None])
+            tl.store(OUT_E + ent_flat, pdp_sum, mask=emask)
 
 
 def run_entries(
@@ -168,7 +188,7 @@ def run_entries(
     groups, n_max = entries.eid.shape
     if n_max == 0:
         return
-    block_m, block_n, warps, stages = tiles or tile_sizes(dim)
+    block_m, block_n, warps, stages = tiles or tile_sizes(dim, two_accumulators=mode == MODE_DQ_SPAN)
     dummy = q.new_empty(1, dtype=torch.float32)
 
     def buf(x):

@@ -28,10 +28,16 @@ def dot_precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
-def tile_sizes(head_dim: int) -> tuple[int, int, int, int]:
-    """(entries per tile, keys per tile, warps, pipeline stages) for one head dimension."""
+def tile_sizes(head_dim: int, two_accumulators: bool = False) -> tuple[int, int, int, int]:
+    """(entries per tile, keys per tile, warps, pipeline stages) for one head dimension.
+
+    `two_accumulators`: the fused span dq pass holds two [entries x D] float32 accumulators; half-width key
+    blocks leave registers for them (H200, 256K: 544 ms backward against 655 with 8 warps x 64 keys).
+    """
     if interpreting():
         return 16, 16, 1, 1
+    if two_accumulators:
+        return (64, 32, 4, 3) if head_dim <= 128 else (64, 32, 8, 1)
     if head_dim <= 128:
         return 64, 64, 4, 3  # measured on an H200 at 256K (benchmarks/NOTES.md): best of 6 tilings
     return 64, 32, 8, 1

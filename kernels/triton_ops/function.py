@@ -9,8 +9,10 @@ log-sum-exp of span j with the window and dg_j = dOut . O_j:
   ``lse_eff = -log sum_j g_j exp(-lse_j)`` and ``delta_eff = sum_j softmax_j(log g_j - lse_j) dg_j``;
 - the gate: ``ds_j = g_j (dg_j - sum_i g_i dg_i)`` flows into q_search and k[a_j].
 
-``dOut . O_j = (1 - w_j) dOut . o_w + w_j dOut . o_s_j`` needs ``dOut . o_s_j``, which one extra walk over the
-spans (the DELTA pass) computes, so that no per-span output is ever stored.
+``dOut . O_j = (1 - w_j) dOut . o_w + w_j dOut . o_s_j`` needs ``w_j dOut . o_s_j = sum p dp`` over the span's
+keys, so that no per-span output is ever stored. The span dq pass sums it in the same walk (DQ_SPAN) and
+subtracts its share from dq at the end; the window dq and every dk/dv then run with the finished dg.
+(`fuse_span_dq=False` keeps the older order, a DELTA walk then a DQ walk, for comparisons.)
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from ..config import SuperlinearConfig
-from .attend import MODE_DELTA, MODE_DQ, MODE_FWD_SPAN, MODE_FWD_WINDOW, run_entries
+from .attend import MODE_DELTA, MODE_DQ, MODE_DQ_SPAN, MODE_FWD_SPAN, MODE_FWD_WINDOW, run_entries
 from .attend_bwd import dkdv, gate_backward, row_dot
 from .common import NEG_BIG
 from .entries import build_geometry, span_entries, window_entries
@@ -58,20 +60,29 @@ def forward_pass(q, k, v, q_search, config: SuperlinearConfig, positions, first_
     return out, saved
 
 
-def backward_pass(grad_out, q, k, v, q_search, saved, scale):
+def backward_pass(grad_out, q, k, v, q_search, saved, scale, fuse_span_dq: bool = True):
     """(dq, dk, dv, dq_search) in the inputs' dtypes."""
     do = grad_out.contiguous()
     gate, valid, lse_s, lse_w, o_w = saved["gate"], saved["valid"], saved["lse_s"], saved["lse_w"], saved["o_w"]
     wins, spans = saved["wins"], saved["spans"]
 
-    u = torch.zeros_like(lse_s)
-    run_entries(MODE_DELTA, spans, q, k, v, scale, do=do, lse_in=lse_s, out_e=u)
     dow = row_dot(do, o_w)  # [B, H_q, L]
     w = torch.sigmoid(lse_s - lse_w[..., None])
-    dg = torch.where(valid, (1.0 - w) * dow[..., None] + w * u, 0.0)
-    ds = gate * (dg - (gate * dg).sum(dim=-1, keepdim=True))
     lse_j = torch.where(valid, torch.logaddexp(lse_s, lse_w[..., None]), 0.0)
+    base = torch.where(valid, (1.0 - w) * dow[..., None], 0.0)
+    span_mass = torch.zeros_like(lse_s)  # sum p dp over each span = w dOut . o_s
+    dq = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
+    if fuse_span_dq:
+        run_entries(MODE_DQ_SPAN, spans, q, k, v, scale, do=do, lse_in=lse_j, coef=gate, delta=base,
+                    out_e=span_mass, dq=dq)
+    else:
+        run_entries(MODE_DELTA, spans, q, k, v, scale, do=do, lse_in=lse_s, out_e=span_mass)
+        span_mass *= w
+    dg = torch.where(valid, base + span_mass, 0.0)
+    ds = gate * (dg - (gate * dg).sum(dim=-1, keepdim=True))
     span_delta = gate * dg
+    if not fuse_span_dq:
+        run_entries(MODE_DQ, spans, q, k, v, scale, do=do, lse_in=lse_j, coef=gate, delta=span_delta, dq=dq)
 
     any_span = valid.any(dim=-1)
     logit = torch.where(valid, torch.log(gate.clamp_min(1e-38)) - lse_j, float("-inf"))
@@ -81,9 +92,7 @@ def backward_pass(grad_out, q, k, v, q_search, saved, scale):
     lse_eff, delta_eff = lse_eff[..., None].contiguous(), delta_eff[..., None].contiguous()
     ones = torch.ones_like(lse_eff)
 
-    dq = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
     run_entries(MODE_DQ, wins, q, k, v, scale, do=do, lse_in=lse_eff, coef=ones, delta=delta_eff, dq=dq)
-    run_entries(MODE_DQ, spans, q, k, v, scale, do=do, lse_in=lse_j, coef=gate, delta=span_delta, dq=dq)
     dq = dq.to(q.dtype)  # free the float32 accumulator before the other gradients are allocated
     dk = torch.empty(k.shape, dtype=torch.float32, device=k.device)
     dv = torch.empty(v.shape, dtype=torch.float32, device=v.device)

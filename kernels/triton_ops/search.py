@@ -49,8 +49,10 @@ def _search_kernel(
     k_base = K + b.to(tl.int64) * skb + kv.to(tl.int64) * skh
 
     cols = tl.arange(0, KP)
-    best_v = tl.full([GP, KP], float("-inf"), tl.float32)
+    # Running top-k per head, unordered; padding columns hold +inf so that they are never the minimum.
+    best_v = tl.where(cols[None, :] < KSEL, float("-inf"), float("inf")) + tl.zeros([GP, KP], tl.float32)
     best_i = tl.full([GP, KP], -1, tl.int64)
+    kth = tl.full([GP], float("-inf"), tl.float32)  # smallest kept score per head
     # Only offsets <= t exist for this row; the table is sorted, so stop at the first block past t.
     n_here = tl.minimum(n_offsets, tl.maximum(t, 0))
     first = split * per_split
@@ -64,27 +66,37 @@ def _search_kernel(
         if UPCAST:
             kt = kt.to(tl.float32)
         s = tl.dot(qs, kt, input_precision=PREC)
-        s = tl.where(valid[None, :], s, float("-inf"))
+        s = tl.where(valid[None, :] & hmask[:, None], s, float("-inf"))
         anchor2 = tl.broadcast_to(anchor[None, :], [GP, BN])
-        new_v = tl.full([GP, KP], float("-inf"), tl.float32)
-        new_i = tl.full([GP, KP], -1, tl.int64)
-        for j in tl.static_range(KSEL):
-            m1 = tl.max(s, axis=1)
-            m2 = tl.max(best_v, axis=1)
-            take_new = m1 > m2
-            m = tl.where(take_new, m1, m2)
-            # position of the maximum in the block (largest anchor on ties) and in the running list
+        # Insert the block's maximum into every head whose k-th score it beats, until no head has such a
+        # candidate left: late in a row most blocks need no round or one, instead of k merge rounds. Blocks
+        # come in decreasing anchor order, so keeping the incumbent on equal scores prefers larger anchors.
+        m1 = tl.max(s, axis=1)
+        while tl.max((m1 > kth).to(tl.int32), axis=0) > 0:
+            take = m1 > kth
             i1 = tl.max(tl.where(s == m1[:, None], anchor2, -1), axis=1)
-            c2 = tl.min(tl.where(best_v == m2[:, None], cols[None, :], KP), axis=1)
-            i2 = tl.sum(tl.where(cols[None, :] == c2[:, None], best_i, 0), axis=1)
-            pick = tl.where(take_new, i1, i2)
-            pick = tl.where(m == float("-inf"), -1, pick)
-            new_v = tl.where(cols[None, :] == j, m[:, None], new_v)
-            new_i = tl.where(cols[None, :] == j, pick[:, None], new_i)
-            s = tl.where(take_new[:, None] & (anchor2 == i1[:, None]), float("-inf"), s)
-            best_v = tl.where((~take_new)[:, None] & (cols[None, :] == c2[:, None]), float("-inf"), best_v)
-        best_v = new_v
-        best_i = new_i
+            # evict the smallest kept score, and among equals the smallest anchor
+            low = tl.min(tl.where(best_v == kth[:, None], best_i, 1 << 62), axis=1)
+            c = tl.min(tl.where((best_v == kth[:, None]) & (best_i == low[:, None]), cols[None, :], KP), axis=1)
+            slot = take[:, None] & (cols[None, :] == c[:, None])
+            best_v = tl.where(slot, m1[:, None], best_v)
+            best_i = tl.where(slot, i1[:, None], best_i)
+            s = tl.where(take[:, None] & (anchor2 == i1[:, None]), float("-inf"), s)
+            kth = tl.min(best_v, axis=1)
+            m1 = tl.max(s, axis=1)
+
+    # Output in descending score order, larger anchors first on equal scores (as the reference ranks).
+    best_v = tl.where(cols[None, :] < KSEL, best_v, float("-inf"))
+    out_v = tl.full([GP, KP], float("-inf"), tl.float32)
+    out_i = tl.full([GP, KP], -1, tl.int64)
+    for j in tl.static_range(KSEL):
+        m = tl.max(best_v, axis=1)
+        top = tl.max(tl.where(best_v == m[:, None], best_i, -1), axis=1)
+        out_v = tl.where(cols[None, :] == j, m[:, None], out_v)
+        out_i = tl.where(cols[None, :] == j, tl.where(m == float("-inf"), -1, top)[:, None], out_i)
+        best_v = tl.where((best_v == m[:, None]) & (best_i == top[:, None]), float("-inf"), best_v)
+    best_v = out_v
+    best_i = out_i
 
     out_row = (((b * H_Q + h).to(tl.int64) * L_Q + row) * n_splits + split) * KSEL
     out_ptr = out_row[:, None] + cols[None, :]

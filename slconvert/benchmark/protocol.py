@@ -10,7 +10,6 @@ decode rows also time a CUDA-graph replay (what a serving loop runs), eager call
 
 from __future__ import annotations
 
-import importlib.util
 import platform
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from slkernels import SuperlinearConfig, superlinear_attention
 
+from . import published
 from .timing import measure, measure_graph
 
 __all__ = ["BenchSettings", "run_benchmark", "SETTINGS"]
@@ -105,6 +105,20 @@ def _forward_rows(cfg: BenchSettings, length: int, configs: dict[str, Superlinea
             keys = attended_keys(q, k, qs, config)
             sl = measure(partial(superlinear_attention, q, k, v, qs, config, backend="triton"), budget_ms=cfg.budget_ms)
             yield _row(name, "forward", length, sl, dense, keys, _dense_keys(cfg.heads_q, length), cfg.head_dim, 1.0)
+            if published.available():
+                yield _published_row(cfg, name, config, length, (q, k, v, qs), dense, keys)
+
+
+def _published_row(cfg: BenchSettings, name: str, config: SuperlinearConfig, length: int, inputs, dense, keys):
+    """The published kernels on the same inputs, with their output's distance from slkernels'."""
+    q, k, v, qs = inputs
+    run = partial(published.prefill_fn(config), q, k, v, qs, torch.arange(length, device="cuda"))
+    pub = measure(run, budget_ms=cfg.budget_ms)
+    row = _row(f"published {name}", "forward", length, pub, dense, keys, _dense_keys(cfg.heads_q, length),
+               cfg.head_dim, 1.0)
+    row["relative_difference_vs_slkernels"] = published.relative_difference(
+        superlinear_attention(q, k, v, qs, config, backend="triton"), run())
+    return row
 
 
 def _backward_rows(cfg: BenchSettings, length: int, configs: dict[str, SuperlinearConfig]):
@@ -152,11 +166,15 @@ def _decode_rows_for(cfg: BenchSettings, configs: dict[str, SuperlinearConfig], 
     return rows
 
 
-def _chunked_prefill(q, k, v, qs, config: SuperlinearConfig, chunk: int) -> None:
+def _chunked_prefill(q, k, v, qs, config: SuperlinearConfig, chunk: int, kernel=None) -> None:
+    """`kernel(q, k, v, qs, cache_position)`: slkernels' Triton backend unless given (published kernels)."""
     for start in range(0, k.shape[2], chunk):
         stop = start + chunk
         pos = torch.arange(start, stop, device="cuda")
-        superlinear_attention(q, k[:, :, :stop], v[:, :, :stop], qs, config, cache_position=pos, backend="triton")
+        if kernel is None:
+            superlinear_attention(q, k[:, :, :stop], v[:, :, :stop], qs, config, cache_position=pos, backend="triton")
+        else:
+            kernel(q, k[:, :, :stop], v[:, :, :stop], qs, pos)
 
 
 def _million_superlinear(cfg: BenchSettings, configs: dict[str, SuperlinearConfig], length: int):
@@ -178,6 +196,11 @@ def _million_superlinear(cfg: BenchSettings, configs: dict[str, SuperlinearConfi
                          warmup=1)
             rows.append(_row(name, "prefill_chunked", length, sl, None, keys, _dense_keys(cfg.heads_q, length),
                              cfg.head_dim, 1.0))
+            if published.available():
+                pub = measure(partial(_chunked_prefill, q, k, v, qs, config, cfg.chunk, published.prefill_fn(config)),
+                              budget_ms=0.0, max_reps=0, warmup=1)
+                rows.append(_row(f"published {name}", "prefill_chunked", length, pub, None, keys,
+                                 _dense_keys(cfg.heads_q, length), cfg.head_dim, 1.0))
         if "decode" in cfg.passes:
             q1 = torch.randn(1, cfg.heads_q, 1, cfg.head_dim, device="cuda", dtype=dtype)
             rows.extend(_decode_rows_for(cfg, configs, q1, k, v, torch.randn_like(q1)))
@@ -204,7 +227,7 @@ def environment() -> dict:
         "triton": triton.__version__,
         "cuda": torch.version.cuda,
         "python": platform.python_version(),
-        "published_kernels": "installed" if importlib.util.find_spec("superlinear") else "not installed",
+        "published_kernels": "installed" if published.available() else "not installed",
     }
 
 

@@ -36,7 +36,9 @@ def plot_times(result: dict, path: Path) -> None:
         for setting in sorted({r["setting"] for r in sel}):
             pts = sorted((r["length"], r["superlinear_ms"]) for r in sel if r["setting"] == setting and r["superlinear_ms"])
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", label=f"Superlinear {setting}")
+                label = (f"published kernels, {setting.split(' ', 1)[1]}" if setting.startswith("published ")
+                         else f"Superlinear {setting}")
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", label=label)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("sequence length (tokens)")
@@ -57,14 +59,18 @@ def _fmt(x, spec):
 def format_table(result: dict) -> str:
     lines = [f"GPU: {result['environment']['gpu']}  torch {result['environment']['torch']}  "
              f"triton {result['environment']['triton']}"]
-    lines.append(f"{'setting':9} {'pass':17} {'length':>8} {'SL ms':>10} {'dense ms':>10} {'speedup':>8} "
+    lines.append(f"{'setting':18} {'pass':17} {'length':>8} {'SL ms':>10} {'dense ms':>10} {'speedup':>8} "
                  f"{'SL TF/s':>8} {'dense TF/s':>10} {'SL GiB':>7} {'dense GiB':>9} {'SL graph':>9} {'dense graph':>11}")
     for r in result["rows"]:
         lines.append(
-            f"{r['setting']:9} {r['pass']:17} {r['length']:>8} {_fmt(r['superlinear_ms'], '10.3f')} "
+            f"{r['setting']:18} {r['pass']:17} {r['length']:>8} {_fmt(r['superlinear_ms'], '10.3f')} "
             f"{_fmt(r['dense_ms'], '10.3f')} {_fmt(r['speedup'], '8.2f')} {_fmt(r['superlinear_tflops'], '8.1f')} "
             f"{_fmt(r['dense_tflops'], '10.1f')} {_fmt(r['superlinear_peak_gib'], '7.2f')} "
             f"{_fmt(r['dense_peak_gib'], '9.2f')} {_fmt(r.get('superlinear_graph_ms'), '9.3f')} "
             f"{_fmt(r.get('dense_graph_ms'), '11.3f')}"
         )
+    for r in result["rows"]:
+        if "relative_difference_vs_slkernels" in r:
+            lines.append(f"{r['setting']} at {r['length']}: output differs from slkernels by "
+                         f"{r['relative_difference_vs_slkernels']:.3g} (relative L2)")
     return "\n".join(lines)

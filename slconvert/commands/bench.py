@@ -43,7 +43,11 @@ def _lengths(text: str) -> list[int]:
               help="Passes to time (default all three).")
 @click.option("--no-million", is_flag=True, help="Skip the 1M-token chunked prefill and 1M decode.")
 def bench(out_dir: Path, quick: bool, lengths: str | None, settings: tuple, passes: tuple, no_million: bool) -> None:
-    """Time one attention layer (B=1, 32 q / 2 kv heads, D=128, bf16): Superlinear vs dense SDPA."""
+    """Time one attention layer (B=1, 32 q / 2 kv heads, D=128, bf16): Superlinear vs dense SDPA.
+
+    The forward rows also time the paper authors' published kernels when the `superlinear` package is
+    installed.
+    """
     import torch
 
     parsed_lengths = _lengths(lengths) if lengths else None
