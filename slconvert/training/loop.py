@@ -41,6 +41,7 @@ from .checkpoints import (
 from .data import SequenceSource
 from .losses import next_token_loss, router_losses, sample_rows
 from .metrics import MetricsLog, plot_metrics
+from .model_setup import enable_checkpointing, load_dense, precision, set_training_dtypes
 from .preflight import preflight
 from .schedule import make_scheduler, select_trainable
 
@@ -49,23 +50,6 @@ __all__ = ["Trainer", "TrainingStopped", "train"]
 
 class TrainingStopped(SlconvertError):
     """The run stopped on a non-finite loss or gradient; the last checkpoint is untouched."""
-
-
-def _precision(recipe, device: torch.device) -> str:
-    if recipe.precision == "auto":
-        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "no"
-    return "bf16" if recipe.precision == "bf16" else "no"
-
-
-def _load_dense(path: Path):
-    """A plain checkpoint (model_kind: dense) in float32, as transformers loads it: every layer stays dense."""
-    from transformers import AutoModelForCausalLM
-
-    try:
-        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    except (OSError, ValueError) as err:
-        raise SlconvertError(f"cannot load {path} as a causal language model ({type(err).__name__}: "
-                             f"{str(err).splitlines()[0] if str(err) else ''}); pass a checkpoint directory") from None
 
 
 class Trainer:
@@ -88,7 +72,7 @@ class Trainer:
             AcceleratorState._reset_state()
         self.accelerator = acc = Accelerator(
             cpu=not torch.cuda.is_available(),
-            mixed_precision=_precision(recipe, device),
+            mixed_precision=precision(recipe, device),
             step_scheduler_with_optimizer=False,
             # MoE experts that no token reached in a step get no gradient; DDP must not wait for them.
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
@@ -126,7 +110,7 @@ class Trainer:
                                  "tokenizer next to the model with tokenizer.save_pretrained") from None
         vocab = json.loads((self.model_path / "config.json").read_text()).get("vocab_size") or len(self.tokenizer)
         self.source = SequenceSource(recipe, self.tokenizer, int(vocab))  # data problems surface before loading
-        model = load(self.model_path) if recipe.model_kind == "converted" else _load_dense(self.model_path)
+        model = load(self.model_path) if recipe.model_kind == "converted" else load_dense(self.model_path)
         self.trainable = select_trainable(model, recipe.trainable)
         self.routers = routers(model)
         if self.router_losses_on:
@@ -134,23 +118,10 @@ class Trainer:
             if frozen:
                 raise SlconvertError(f"router losses are on but the routers of layers {frozen} are frozen; "
                                      "add them to `trainable` (e.g. trainable: router)")
-        if acc.distributed_type == DistributedType.FSDP:
-            # FSDP flattens each decoder layer into one tensor, which needs a single dtype: frozen bf16
-            # weights next to float32 trainable masters would be refused, so the sharded model is float32.
-            model.float()
-        elif acc.mixed_precision == "bf16":  # trainable weights stay float32 masters under autocast
-            for _, param in model.named_parameters():
-                if param.requires_grad and param.dtype in (torch.float16, torch.bfloat16):
-                    param.data = param.data.float()
+        set_training_dtypes(model, sharded=acc.distributed_type == DistributedType.FSDP,
+                            autocast_bf16=acc.mixed_precision == "bf16")
         if recipe.gradient_checkpointing:
-            if not getattr(model, "supports_gradient_checkpointing", False):
-                raise SlconvertError(f"{model.config.model_type} does not support gradient checkpointing; "
-                                     "set gradient_checkpointing: false")
-            kwargs = {"use_reentrant": False}
-            if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x spelling
-                model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-            else:
-                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+            enable_checkpointing(model)
         model.train(recipe.lm_weight > 0)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=recipe.lr, betas=(recipe.adam_beta1, recipe.adam_beta2),
