@@ -1,5 +1,5 @@
 """Two processes (DDP on the CPU over gloo, started by torchrun as `accelerate launch` does on GPUs) follow the
-one-process run step for step."""
+one-process run step for step; an FSDP launch without GPUs stops with one clear line."""
 
 from __future__ import annotations
 
@@ -64,3 +64,19 @@ def test_two_processes_match_one(recipe, overrides, tmp_path):
         assert gap <= 0.01 * update, (name, gap, update)
     summary = json.loads((tmp_path / "two" / "training_summary.json").read_text())
     assert summary["processes"] == 2
+
+
+def test_fsdp_without_a_gpu_is_one_clear_line(tmp_path):
+    """accelerate's FSDP needs GPUs; on a CPU-only machine the launch says so instead of a traceback."""
+    model = converted("granitemoehybrid", layers="MAMA")
+    launch = [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", "--config_file",
+              "configs/accelerate/fsdp.yaml", "--num_processes", "2", "--main_process_port", str(_free_port()),
+              "-m", "slconvert.cli", "train", "recipes/niah-curriculum.yaml", "--model", str(model), "--output",
+              str(tmp_path / "out"), "max_steps=1", "batch_size=2", "micro_batch_size=1", "seq_len=320",
+              "curriculum=[]", "data.niah_tasks=[single]", "router_kl_weight=0", "recall_rows=0", "--quiet"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONSAFEPATH="1", CUDA_VISIBLE_DEVICES="")
+    done = subprocess.run(launch, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "error: this launch asks for FSDP, which accelerate runs only on GPUs" in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr.split("error: this launch asks for FSDP")[0]
+    assert not (tmp_path / "out").exists()

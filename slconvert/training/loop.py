@@ -70,13 +70,19 @@ class Trainer:
             from accelerate.state import AcceleratorState
 
             AcceleratorState._reset_state()
-        self.accelerator = acc = Accelerator(
-            cpu=not torch.cuda.is_available(),
-            mixed_precision=precision(recipe, device),
-            step_scheduler_with_optimizer=False,
-            # MoE experts that no token reached in a step get no gradient; DDP must not wait for them.
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-        )
+        try:
+            self.accelerator = acc = Accelerator(
+                cpu=not torch.cuda.is_available(),
+                mixed_precision=precision(recipe, device),
+                step_scheduler_with_optimizer=False,
+                # MoE experts that no token reached in a step get no gradient; DDP must not wait for them.
+                kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+            )
+        except RuntimeError as err:
+            if "no available devices" not in str(err):
+                raise
+            raise SlconvertError("this launch asks for FSDP, which accelerate runs only on GPUs, and none is "
+                                 "visible; launch with configs/accelerate/ddp.yaml instead") from None
         self.world, self.rank = acc.num_processes, acc.process_index
         per_step = recipe.micro_batch_size * self.world
         if recipe.batch_size % per_step:
