@@ -135,7 +135,7 @@ summary: $(STAMP) ## pipeline stage: OUT/summary.json (accuracies, settings, tra
 bench-reference: $(STAMP) ## time the PyTorch reference on this CPU (16K tokens, released setting)
 	$(BIN)/python benchmarks/reference_cpu.py --out reference-cpu.json
 
-gpu-check: ## on a CUDA machine: Triton GPU tests + kernel benchmark (scripts/gpu_check.sh; results in $$OUT)
+gpu-check: ## on a CUDA machine: Triton GPU tests + kernel benchmark (scripts/gpu_check.sh; results in OUT, default gpu-out)
 	bash scripts/gpu_check.sh all
 
 train-gpu-check: ## on a CUDA machine: router warm-up + curriculum at 32K, tokens/s and peak memory

@@ -30,8 +30,9 @@ def superlinear_options(function):
                      help="A span reaches ceil(b_b * t^rho) tokens before its anchor."),
         click.option("--forward-factor", type=float, default=_RELEASED.forward_factor, show_default=True,
                      help="A span reaches ceil(b_f * t^rho) tokens after its anchor."),
-        click.option("--layers", default=None, help="Attention layers to convert, e.g. 3,7 or 4-9 (default: all)."),
-        click.option("--keep-dense", default=None, help="Attention layers to leave dense, e.g. 0,-1."),
+        click.option("--layers", default=None, help="Attention layers to convert, as model layer numbers, e.g. 3,7 or 4-9 (default: all)."),
+        click.option("--keep-dense", default=None, help="Attention layers to leave dense, as model layer numbers (negative: from the end; "
+                     "`slconvert inspect` lists them), e.g. 5,42."),
     ]
     for option in reversed(options):
         function = option(function)
