@@ -44,7 +44,9 @@ def route(cfg, sb: torch.Tensor, kc: torch.Tensor, pos: torch.Tensor, t: torch.T
         scores = torch.einsum("bhgrd,bhrnd->bhgrn", sb, anchor_keys)
         cand_ok = (anchors[None] >= s0[:, :, None])[:, None, None].expand_as(scores)
         ranked = scores.detach().masked_fill(~cand_ok, float("-inf"))
-        pick = ranked.topk(min(cfg.num_spans, n_cand), dim=-1).indices  # [B, H_kv, G, R, k]
+        # Candidates come in decreasing anchor order, so a stable sort ranks equal scores larger anchor
+        # first: the order the Triton search produces, so that both select the same spans on ties.
+        pick = torch.sort(ranked, dim=-1, descending=True, stable=True).indices[..., : min(cfg.num_spans, n_cand)]
         ok = cand_ok.gather(-1, pick)
         chosen = scores.gather(-1, pick).masked_fill(~ok, lowest)
         gate = torch.softmax(chosen, dim=-1) * ok

@@ -102,6 +102,7 @@ def _worker() -> None:
     results["_backends"] = slkernels.available_backends()
     results["_two_walk_backward"] = _two_walk_backward(torch, SuperlinearConfig(**SMALL))
     results["_search_ties"] = _search_ties(torch, SuperlinearConfig(**SMALL))
+    results["_fp16_dq_with_value_offset"] = _fp16_dq_with_value_offset(torch, SuperlinearConfig(**SMALL))
     print(json.dumps(results))
 
 
@@ -119,24 +120,59 @@ def _two_walk_backward(torch, cfg) -> float:
     return max(((a - b).norm() / b.norm()).item() for a, b in zip(fused, walks))
 
 
-def _search_ties(torch, cfg) -> int:
-    """Rows whose selected anchors differ from "descending score, larger anchor first" on scores full of ties."""
+def _fp16_dq_with_value_offset(torch, cfg) -> list[float]:
+    """dq errors (fused, two walks) against float64 with fp16 operands kept in the products, as on a GPU,
+    and values sharing a large offset: the fused pass must not lose more precision than two walks."""
+    from slkernels import superlinear_attention
+    from slkernels.triton_ops import attend
+    from slkernels.triton_ops import function as fn
+
+    length, scale = 48, 0.25
+    q, qs, g = (torch.randn(1, 2, length, 16).half() for _ in range(3))
+    k = torch.randn(1, 1, length, 16).half()
+    v = (torch.randn(1, 1, length, 16) + 128.0).half()
+    pos, s0 = torch.arange(length), torch.zeros(1, dtype=torch.int64)
+    ups = [x.double().requires_grad_() for x in (q, k, v, qs)]
+    superlinear_attention(*ups, cfg, backend="reference", scale=scale).backward(g.double())
+    interpreting, attend.interpreting = attend.interpreting, lambda: False  # no upcast before tl.dot
+    try:
+        out, saved = fn.forward_pass(q, k, v, qs, cfg, pos, s0, scale, length)
+        errors = []
+        for fused in (True, False):
+            dq = fn.backward_pass(g, q, k, v, qs, saved, scale, fuse_span_dq=fused)[0]
+            errors.append(((dq.double() - ups[0].grad).norm() / ups[0].grad.norm()).item())
+    finally:
+        attend.interpreting = interpreting
+    return errors
+
+
+def _search_ties(torch, cfg) -> dict[str, int]:
+    """Rows whose anchors differ from "descending score, larger anchor first" on scores full of ties: the
+    Triton search whole and split into pieces (decode), and the reference's routing."""
     from slkernels.geometry import anchor_table
+    from slkernels.selection import route
     from slkernels.triton_ops.search import search_topk
 
-    length, group = 120, 16
+    length, group, ksel = 90, 16, cfg.num_spans
     qs = torch.randn(1, group, length, 16).round().clamp(-1, 1)
     k = torch.randn(1, 1, length, 16).round().clamp(-1, 1)
-    anchors, _ = search_topk(qs, k, cfg, torch.arange(length), torch.zeros(1, dtype=torch.int64), length)
+    pos, s0 = torch.arange(length), torch.zeros(1, dtype=torch.int64)
     offsets = anchor_table(cfg, length, "cpu")
-    wrong = 0
+    expected = torch.full((1, group, length, ksel), -1)
     for h in range(group):
         for r in range(length):
             cand = r + 1 - offsets[offsets <= r + 1]
             scores = (qs[0, h, r] @ k[0, 0, cand].T).tolist()
-            ranked = sorted(zip(scores, cand.tolist()), key=lambda x: (-x[0], -x[1]))[: cfg.num_spans]
-            expected = [a for _, a in ranked] + [-1] * (cfg.num_spans - len(ranked))
-            wrong += anchors[0, h, r].tolist() != expected
+            ranked = sorted(zip(scores, cand.tolist()), key=lambda x: (-x[0], -x[1]))[:ksel]
+            expected[0, h, r, : len(ranked)] = torch.tensor([a for _, a in ranked])
+    wrong = {}
+    for split in (None, 4):
+        anchors, _ = search_topk(qs, k, cfg, pos, s0, length, split_candidates=split)
+        wrong[f"split_{split}"] = int((anchors.long() != expected).any(-1).sum())
+    routed = route(cfg, qs.reshape(1, 1, group, length, 16), k, pos, (pos + 1)[None], s0[:, None])
+    ref = routed.anchor.masked_fill(~routed.ok, -1).reshape(1, group, length, -1)
+    ref = torch.nn.functional.pad(ref, (0, ksel - ref.shape[-1]), value=-1)
+    wrong["reference"] = int((ref != expected).any(-1).sum())
     return wrong
 
 
@@ -164,8 +200,13 @@ def test_fused_span_dq_matches_two_walks(interpreted):
     assert interpreted["_two_walk_backward"] < 1e-5
 
 
-def test_search_ranks_ties_like_the_reference(interpreted):
-    assert interpreted["_search_ties"] == 0
+def test_fused_span_dq_keeps_fp16_precision(interpreted):
+    fused, two_walks = interpreted["_fp16_dq_with_value_offset"]
+    assert fused <= 1.05 * two_walks, (fused, two_walks)  # measured 0.93-0.99; the uncentred pass 1.11-1.36
+
+
+def test_search_and_reference_rank_ties_alike(interpreted):
+    assert interpreted["_search_ties"] == {"split_None": 0, "split_4": 0, "reference": 0}
 
 
 def test_backend_registered(interpreted):

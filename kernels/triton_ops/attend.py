@@ -1,7 +1,7 @@
 """The entry kernel: softmax attention of a tile of entries (query row, head, key range) over its keys.
 
 One program takes BM consecutive sorted entries of one (batch, kv-head) group, gathers their query rows
-and walks the union of their key ranges in blocks of BN keys, masking each entry to its own range. Four
+and walks the union of their key ranges in blocks of BN keys, masking each entry to its own range. Five
 modes share that loop:
 
 - FWD_WINDOW: online softmax over the window; stores o_w (normalised) and lse_w per (row, head).
@@ -12,9 +12,10 @@ modes share that loop:
 - DQ (backward): dq of every entry with its own lse, output-gradient coefficient c and delta,
   ``dz = p * (c * dOut . v - delta)``, added atomically into a float32 dq.
 - DQ_SPAN (backward): the span's dq and the gradient of its gate in one walk, replacing DELTA + DQ. With p
-  the joint probabilities over the span's keys and dp = dOut . v, the span's ``dOut . O_j`` is
-  ``dg = base + sum p dp`` (base = (1 - w) dOut . o_w, from the host) and its dq is
-  ``g (sum p dp k - dg sum p k)``: two accumulators instead of a second walk. Stores ``sum p dp``.
+  the joint probabilities over the span's keys (they sum to w), dp = dOut . v and c = dOut . o_w (host), the
+  span's ``dOut . O_j`` is ``dg = c + sum p (dp - c)`` and its dq is ``scale g (A - (dg - c) B)`` with
+  ``A = sum p (dp - c) k`` and ``B = sum p k``: two accumulators instead of a second walk. Centring dp on c
+  keeps the subtraction exact when dOut . v has a large part common to all keys. Stores ``sum p (dp - c)``.
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ def _entry_kernel(
             else:
                 p = tl.exp2(s - lse2[:, None])
                 dp = tl.dot(do, tl.trans(vb), input_precision=PREC)
-                pdp = p * dp
+                pdp = p * (dp - delta[:, None])
                 pdp_sum += tl.sum(pdp, axis=1)
                 acc += tl.dot(pdp.to(kt.dtype), tl.trans(kt), input_precision=PREC)
                 acc_b += tl.dot(p.to(kt.dtype), tl.trans(kt), input_precision=PREC)
@@ -155,8 +156,7 @@ def _entry_kernel(
         elif MODE == 3:
             tl.atomic_add(DQ + row_flat[:, None] * D + offs_d[None, :], acc * sm_scale, mask=real[:, None])
         else:
-            dg = delta + pdp_sum
-            dq = (coef * sm_scale)[:, None] * (acc - dg[:, None] * acc_b)
+            dq = (coef * sm_scale)[:, None] * (acc - pdp_sum[:, None] * acc_b)
             tl.atomic_add(DQ + row_flat[:, None] * D + offs_d[None, :], dq, mask=real[:, None])
             tl.store(OUT_E + ent_flat, pdp_sum, mask=emask)
 

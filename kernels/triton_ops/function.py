@@ -69,16 +69,16 @@ def backward_pass(grad_out, q, k, v, q_search, saved, scale, fuse_span_dq: bool 
     dow = row_dot(do, o_w)  # [B, H_q, L]
     w = torch.sigmoid(lse_s - lse_w[..., None])
     lse_j = torch.where(valid, torch.logaddexp(lse_s, lse_w[..., None]), 0.0)
-    base = torch.where(valid, (1.0 - w) * dow[..., None], 0.0)
-    span_mass = torch.zeros_like(lse_s)  # sum p dp over each span = w dOut . o_s
+    dow_e = dow[..., None].expand_as(lse_s).contiguous()
+    span_part = torch.zeros_like(lse_s)
     dq = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
-    if fuse_span_dq:
-        run_entries(MODE_DQ_SPAN, spans, q, k, v, scale, do=do, lse_in=lse_j, coef=gate, delta=base,
-                    out_e=span_mass, dq=dq)
-    else:
-        run_entries(MODE_DELTA, spans, q, k, v, scale, do=do, lse_in=lse_s, out_e=span_mass)
-        span_mass *= w
-    dg = torch.where(valid, base + span_mass, 0.0)
+    if fuse_span_dq:  # span_part = sum p (dp - dOut . o_w) over each span
+        run_entries(MODE_DQ_SPAN, spans, q, k, v, scale, do=do, lse_in=lse_j, coef=gate, delta=dow_e,
+                    out_e=span_part, dq=dq)
+        dg = torch.where(valid, dow_e + span_part, 0.0)
+    else:  # span_part = dOut . o_s
+        run_entries(MODE_DELTA, spans, q, k, v, scale, do=do, lse_in=lse_s, out_e=span_part)
+        dg = torch.where(valid, (1.0 - w) * dow_e + w * span_part, 0.0)
     ds = gate * (dg - (gate * dg).sum(dim=-1, keepdim=True))
     span_delta = gate * dg
     if not fuse_span_dq:

@@ -123,7 +123,7 @@ def search_topk(
     call can be captured in a CUDA graph once the anchor table has been cached on the device.
     `split_candidates`: with few query rows (decode) one program per row would walk thousands of
     anchors alone; the candidates are then cut into pieces of this many, searched in parallel, and the
-    pieces' top-k lists merged with one `torch.topk`.
+    pieces' top-k lists merged with one stable sort.
     """
     batch, heads_q, len_q, dim = q_search.shape
     heads_kv = k.shape[1]
@@ -155,6 +155,8 @@ def search_topk(
     )
     if n_splits == 1:
         return anchors, scores
+    # Pieces hold decreasing anchors, each sorted by (score, anchor) descending: a stable sort keeps larger
+    # anchors first on equal scores, as within one piece.
     ranked = scores.masked_fill(anchors < 0, float("-inf"))
-    top = ranked.topk(ksel, dim=-1).indices
+    top = torch.sort(ranked, dim=-1, descending=True, stable=True).indices[..., :ksel]
     return anchors.gather(-1, top).contiguous(), scores.gather(-1, top).contiguous()
