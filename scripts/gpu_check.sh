@@ -9,10 +9,8 @@ OUT=${OUT:-$ROOT/gpu-out}
 mkdir -p "$OUT"
 WHAT=${1:-all}
 shift || true
-SITE=$(mktemp -d)
-ln -s "$ROOT/kernels" "$SITE/slkernels"
-ln -s "$ROOT/slconvert" "$SITE/slconvert"
-export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+source "$ROOT/scripts/checkout_on_path.sh"
+checkout_on_path "$ROOT"
 export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"

@@ -41,10 +41,9 @@ log "pipeline check in $WORK (EXPERTS=$EXPERTS SEQ_LEN=$SEQ_LEN STEPS=$STEPS NPR
 # The machine has no network: instead of a pip install, VENV/bin holds wrappers that run the system's
 # Python with this checkout importable (what `make` calls: python, slconvert, accelerate).
 REALPY=$(command -v "$PY")
-mkdir -p "$VENV/bin" "$WORK/links"
-ln -sfn "$ROOT/kernels" "$WORK/links/slkernels"
-ln -sfn "$ROOT/slconvert" "$WORK/links/slconvert"
-export PYTHONPATH="$WORK/links${PYTHONPATH:+:$PYTHONPATH}"
+mkdir -p "$VENV/bin"
+source "$ROOT/scripts/checkout_on_path.sh"
+checkout_on_path "$ROOT" "$WORK/links"
 # PYTHONSAFEPATH: `python -m` must not put the repository root on sys.path, where kernels/ would shadow the
 # Hugging Face `kernels` package that transformers probes for.
 wrap() { printf '#!/usr/bin/env bash\nexport PYTHONPATH="%s" PYTHONSAFEPATH=1\nexec "%s" %s "$@"\n' "$PYTHONPATH" "$REALPY" "$2" > "$VENV/bin/$1"

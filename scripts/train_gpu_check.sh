@@ -20,10 +20,8 @@ export TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 if ! $PY -c "import slconvert, slkernels" 2>/dev/null; then  # not installed: import it from this checkout
-  SITE=$(mktemp -d)
-  ln -s "$ROOT/kernels" "$SITE/slkernels"
-  ln -s "$ROOT/slconvert" "$SITE/slconvert"
-  export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+  source "$ROOT/scripts/checkout_on_path.sh"
+  checkout_on_path "$ROOT"
 fi
 
 $PY - "$WORK" <<'PYEOF'

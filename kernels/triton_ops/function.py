@@ -67,7 +67,6 @@ def backward_pass(grad_out, q, k, v, q_search, saved, scale, fuse_span_dq: bool 
     wins, spans = saved["wins"], saved["spans"]
 
     dow = row_dot(do, o_w)  # [B, H_q, L]
-    w = torch.sigmoid(lse_s - lse_w[..., None])
     lse_j = torch.where(valid, torch.logaddexp(lse_s, lse_w[..., None]), 0.0)
     dow_e = dow[..., None].expand_as(lse_s).contiguous()
     span_part = torch.zeros_like(lse_s)
@@ -78,6 +77,7 @@ def backward_pass(grad_out, q, k, v, q_search, saved, scale, fuse_span_dq: bool 
         dg = torch.where(valid, dow_e + span_part, 0.0)
     else:  # span_part = dOut . o_s
         run_entries(MODE_DELTA, spans, q, k, v, scale, do=do, lse_in=lse_s, out_e=span_part)
+        w = torch.sigmoid(lse_s - lse_w[..., None])
         dg = torch.where(valid, (1.0 - w) * dow_e + w * span_part, 0.0)
     ds = gate * (dg - (gate * dg).sum(dim=-1, keepdim=True))
     span_delta = gate * dg

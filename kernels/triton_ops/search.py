@@ -95,14 +95,12 @@ def _search_kernel(
         out_v = tl.where(cols[None, :] == j, m[:, None], out_v)
         out_i = tl.where(cols[None, :] == j, tl.where(m == float("-inf"), -1, top)[:, None], out_i)
         best_v = tl.where((best_v == m[:, None]) & (best_i == top[:, None]), float("-inf"), best_v)
-    best_v = out_v
-    best_i = out_i
 
     out_row = (((b * H_Q + h).to(tl.int64) * L_Q + row) * n_splits + split) * KSEL
     out_ptr = out_row[:, None] + cols[None, :]
     omask = hmask[:, None] & (cols[None, :] < KSEL)
-    tl.store(ANCH + out_ptr, best_i.to(tl.int32), mask=omask)
-    tl.store(SCORE + out_ptr, tl.where(best_i >= 0, best_v, 0.0), mask=omask)
+    tl.store(ANCH + out_ptr, out_i.to(tl.int32), mask=omask)
+    tl.store(SCORE + out_ptr, tl.where(out_i >= 0, out_v, 0.0), mask=omask)
 
 
 def search_topk(

@@ -166,15 +166,16 @@ def _decode_rows_for(cfg: BenchSettings, configs: dict[str, SuperlinearConfig], 
     return rows
 
 
-def _chunked_prefill(q, k, v, qs, config: SuperlinearConfig, chunk: int, kernel=None) -> None:
-    """`kernel(q, k, v, qs, cache_position)`: slkernels' Triton backend unless given (published kernels)."""
+def _triton_prefill(config: SuperlinearConfig) -> Callable[..., torch.Tensor]:
+    """f(q, k, v, q_search, cache_position) -> output through slkernels' Triton backend."""
+    return lambda q, k, v, qs, pos: superlinear_attention(q, k, v, qs, config, cache_position=pos, backend="triton")
+
+
+def _chunked_prefill(q, k, v, qs, chunk: int, kernel: Callable[..., torch.Tensor]) -> None:
+    """A prefill of every key in chunks of `chunk` queries; each chunk attends to all keys up to its end."""
     for start in range(0, k.shape[2], chunk):
         stop = start + chunk
-        pos = torch.arange(start, stop, device="cuda")
-        if kernel is None:
-            superlinear_attention(q, k[:, :, :stop], v[:, :, :stop], qs, config, cache_position=pos, backend="triton")
-        else:
-            kernel(q, k[:, :, :stop], v[:, :, :stop], qs, pos)
+        kernel(q, k[:, :, :stop], v[:, :, :stop], qs, torch.arange(start, stop, device="cuda"))
 
 
 def _million_superlinear(cfg: BenchSettings, configs: dict[str, SuperlinearConfig], length: int):
@@ -192,12 +193,12 @@ def _million_superlinear(cfg: BenchSettings, configs: dict[str, SuperlinearConfi
                 keys += attended_keys(q, k[:, :, :stop], qs, config, torch.arange(start, stop, device="cuda"))
             # One untimed pass first: run alone (e.g. `--pass decode`), the timed pass would otherwise
             # include compiling the kernels (measured 3.9 s instead of 1.3 s on an H200).
-            sl = measure(partial(_chunked_prefill, q, k, v, qs, config, cfg.chunk), budget_ms=0.0, max_reps=0,
-                         warmup=1)
+            sl = measure(partial(_chunked_prefill, q, k, v, qs, cfg.chunk, _triton_prefill(config)), budget_ms=0.0,
+                         max_reps=0, warmup=1)
             rows.append(_row(name, "prefill_chunked", length, sl, None, keys, _dense_keys(cfg.heads_q, length),
                              cfg.head_dim, 1.0))
             if published.available():
-                pub = measure(partial(_chunked_prefill, q, k, v, qs, config, cfg.chunk, published.prefill_fn(config)),
+                pub = measure(partial(_chunked_prefill, q, k, v, qs, cfg.chunk, published.prefill_fn(config)),
                               budget_ms=0.0, max_reps=0, warmup=1)
                 rows.append(_row(f"published {name}", "prefill_chunked", length, pub, None, keys,
                                  _dense_keys(cfg.heads_q, length), cfg.head_dim, 1.0))
