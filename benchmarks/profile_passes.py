@@ -12,12 +12,12 @@ import sys
 import torch
 from slkernels import SuperlinearConfig
 from slkernels.triton_ops import function as fn
-from slkernels.triton_ops.attend import MODE_DELTA, MODE_FWD_SPAN, MODE_FWD_WINDOW, run_entries
+from slkernels.triton_ops.attend import MODE_DELTA, MODE_DQ, MODE_DQ_SPAN, MODE_FWD_SPAN, MODE_FWD_WINDOW, run_entries
 from slkernels.triton_ops.common import tile_sizes
 from slkernels.triton_ops.entries import build_geometry, span_entries, window_entries
 from slkernels.triton_ops.search import search_topk
 
-TILE_VARIANTS = [(128, 64, 8, 2), (128, 64, 4, 2), (64, 128, 4, 2), (128, 128, 8, 2), (64, 64, 4, 3)]
+TILE_VARIANTS = [(128, 64, 8, 2), (128, 64, 8, 3), (128, 64, 4, 2), (128, 128, 8, 2), (64, 64, 4, 3), (64, 64, 4, 4)]
 
 
 def timed(label, f, reps=3):
@@ -85,6 +85,15 @@ def profile_one(name: str, cfg: SuperlinearConfig, length: int) -> None:
     out, saved = fn.forward_pass(qg, kg, vg, qsg, cfg, pos, s0, scale, length)
     grad = torch.randn_like(out)
     timed("whole backward", lambda: fn.backward_pass(grad, qg, kg, vg, qsg, saved, scale))
+    dq = torch.zeros(q.shape, dtype=torch.float32, device="cuda")
+    span_e = torch.empty_like(saved["lse_s"])
+    for tiles in [None, (64, 64, 4, 3), (128, 32, 8, 2), (128, 64, 8, 2)]:
+        timed(f"dq span, fused {tiles}", lambda tiles=tiles: run_entries(
+            MODE_DQ_SPAN, spans, q, k, v, scale, do=grad, lse_in=saved["lse_s"], coef=saved["gate"],
+            delta=saved["lse_s"], out_e=span_e, dq=dq, tiles=tiles))
+    win_ones = torch.ones_like(saved["lse_w"])[..., None]
+    timed("dq window", lambda: run_entries(MODE_DQ, wins, q, k, v, scale, do=grad, lse_in=win_ones, coef=win_ones,
+                                           delta=win_ones, dq=dq))
     from slkernels.triton_ops.attend_bwd import dkdv
 
     dk = torch.empty(k.shape, dtype=torch.float32, device="cuda")
@@ -104,8 +113,11 @@ def profile_one(name: str, cfg: SuperlinearConfig, length: int) -> None:
 
 
 def main() -> None:
-    lengths = [int(x) for x in sys.argv[1:]] or [65536, 262144]
-    for name, cfg in (("released", SuperlinearConfig.released()), ("balanced", SuperlinearConfig.balanced())):
+    """python profile_passes.py [released|balanced ...] [LENGTH ...]   (default: both settings, 64K and 256K)"""
+    names = [x for x in sys.argv[1:] if x in ("released", "balanced")] or ["released", "balanced"]
+    lengths = [int(x) for x in sys.argv[1:] if x.isdigit()] or [65536, 262144]
+    for name in names:
+        cfg = getattr(SuperlinearConfig, name)()
         for length in lengths:
             profile_one(name, cfg, length)
 

@@ -19,6 +19,7 @@ import sys
 import pytest
 
 SMALL = dict(sw_index=2, num_spans=3, search_power=0.5, span_power=0.5, backward_factor=2.0, forward_factor=1.0)
+LONG = dict(SMALL, sw_index=6, backward_factor=8.0, forward_factor=2.0)
 CASES = {
     # name: (config, batch, heads_q, heads_kv, len_q, len_kv, dim, pad, cache_position, dtype, grad)
     "gqa2_padding": (SMALL, 2, 4, 2, 45, 45, 16, 5, None, "float32", True),
@@ -32,6 +33,8 @@ CASES = {
     "decode_rows_at_positions": (SMALL, 2, 4, 1, 3, 90, 16, 7, (10, 55, 89), "float32", False),
     # [B, L, H, D] storage seen through transpose(1, 2), as attention layers hand it over, and a host scale
     "strided_custom_scale": (SMALL, 2, 4, 2, 30, 30, 16, 4, None, "float32", True),
+    # spans and windows several key blocks long, so that tiles walk many blocks between their ragged edges
+    "long_ranges_interior": (LONG, 1, 4, 1, 150, 150, 16, 0, None, "float32", True),
 }
 STRIDED = {"strided_custom_scale": 0.37}  # case -> softmax scale; these cases use transposed storage
 TOL = {"float32": 1e-4, "float16": 2e-3}
