@@ -1,8 +1,10 @@
 """Where the time goes: each pass of the Triton forward/backward timed on its own (CUDA events).
 
-    python benchmarks/profile_passes.py [LENGTH ...]      (default 65536 262144; released setting)
-Also prints the tile efficiency of the span and window entry lists: attended keys over keys walked
-(a tile walks the union of its entries' ranges).
+    python benchmarks/profile_passes.py [released|balanced ...] [LENGTH ...] [--plain-loads]
+                                        (default: both settings at 65536 and 262144)
+Each attention and dk/dv pass is also timed under several tilings. Also prints the tile efficiency of the
+span and window entry lists: attended keys over keys walked (a tile walks the union of its entries'
+ranges). `--plain-loads` reads K/V without tensor descriptors, for a per-pass before/after.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import sys
 
 import torch
 from slkernels import SuperlinearConfig
+from slkernels.triton_ops import attend
 from slkernels.triton_ops import function as fn
 from slkernels.triton_ops.attend import MODE_DELTA, MODE_DQ, MODE_DQ_SPAN, MODE_FWD_SPAN, MODE_FWD_WINDOW, run_entries
 from slkernels.triton_ops.common import tile_sizes
@@ -50,12 +53,18 @@ def tile_efficiency(entries, block_m):
     return attended / max(walked, 1)
 
 
-def profile_one(name: str, cfg: SuperlinearConfig, length: int) -> None:
-    print(f"{name} L={length} on {torch.cuda.get_device_name()}")
+def inputs(length: int):
+    """Fresh q, k, v, q_search (the SPEC's benchmark shape), positions and first real token."""
     q, qs = (torch.randn(1, 32, length, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
     k, v = (torch.randn(1, 2, length, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
     pos = torch.arange(length, device="cuda")
     s0 = torch.zeros(1, dtype=torch.int64, device="cuda")
+    return q, k, v, qs, pos, s0
+
+
+def profile_one(name: str, cfg: SuperlinearConfig, length: int) -> None:
+    print(f"{name} L={length} on {torch.cuda.get_device_name()}")
+    q, k, v, qs, pos, s0 = inputs(length)
     scale = 128 ** -0.5
     anchors, scores = timed("search", lambda: search_topk(qs, k, cfg, pos, s0, length))
     geo = timed("geometry", lambda: build_geometry(cfg, anchors, pos, s0, length))
@@ -110,10 +119,9 @@ def profile_one(name: str, cfg: SuperlinearConfig, length: int) -> None:
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=40))
 
 
-
-
 def main() -> None:
-    """python profile_passes.py [released|balanced ...] [LENGTH ...]   (default: both settings, 64K and 256K)"""
+    if "--plain-loads" in sys.argv:
+        attend.DESCRIPTORS[0] = "off"
     names = [x for x in sys.argv[1:] if x in ("released", "balanced")] or ["released", "balanced"]
     lengths = [int(x) for x in sys.argv[1:] if x.isdigit()] or [65536, 262144]
     for name in names:
