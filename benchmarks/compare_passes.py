@@ -1,6 +1,7 @@
 """Same-run comparisons of kernel variants (CUDA events, median of 5 runs), for benchmarks/NOTES.md.
 
-    python benchmarks/compare_passes.py [--packages slkernels,OTHER] [LENGTH ...]   (default 65536 262144)
+    python benchmarks/compare_passes.py [--packages slkernels,OTHER] [--loads off,on] [LENGTH ...]
+                                        (default 65536 262144; --loads: K/V load variants to time)
 
 For every package named (a copy of slkernels importable under another name gives a before/after in one
 process) it times the search and the whole forward and backward, the attention passes reading K/V with
@@ -21,7 +22,7 @@ from slkernels import SuperlinearConfig
 timed = functools.partial(profile_passes.timed, reps=5)
 
 
-def whole(package: str, cfg: SuperlinearConfig, length: int, data) -> None:
+def whole(package: str, cfg: SuperlinearConfig, length: int, data, loads: tuple[str, ...]) -> None:
     fn = importlib.import_module(f"{package}.triton_ops.function")
     search = importlib.import_module(f"{package}.triton_ops.search")
     switch = getattr(importlib.import_module(f"{package}.triton_ops.attend"), "DESCRIPTORS", None)
@@ -29,7 +30,7 @@ def whole(package: str, cfg: SuperlinearConfig, length: int, data) -> None:
     scale = 128**-0.5
     timed(f"[{package}] search", lambda: search.search_topk(qs, k, cfg, pos, s0, length))
     default = switch[0] if switch else None
-    for mode in ("off", "on") if switch else (None,):
+    for mode in loads if switch else (None,):
         if switch:
             switch[0] = mode
         label = f"[{package}]" + (f" K/V descriptors {mode}" if mode else "")
@@ -43,11 +44,15 @@ def whole(package: str, cfg: SuperlinearConfig, length: int, data) -> None:
 
 
 def main() -> None:
-    packages = ["slkernels"]
     args = sys.argv[1:]
+    packages, loads = ["slkernels"], ("off", "on")
     if "--packages" in args:
         i = args.index("--packages")
         packages = args[i + 1].split(",")
+        del args[i : i + 2]
+    if "--loads" in args:
+        i = args.index("--loads")
+        loads = tuple(args[i + 1].split(","))
         del args[i : i + 2]
     lengths = [int(x) for x in args] or [65536, 262144]
     settings = [("released", length) for length in lengths] + [("balanced", lengths[-1])]
@@ -56,7 +61,7 @@ def main() -> None:
         print(f"{name} L={length} on {torch.cuda.get_device_name()}", flush=True)
         data = profile_passes.inputs(length)
         for package in packages:
-            whole(package, cfg, length, data)
+            whole(package, cfg, length, data, loads)
         del data
 
 

@@ -69,7 +69,7 @@ def profile_one(name: str, cfg: SuperlinearConfig, length: int) -> None:
     anchors, scores = timed("search", lambda: search_topk(qs, k, cfg, pos, s0, length))
     geo = timed("geometry", lambda: build_geometry(cfg, anchors, pos, s0, length))
     wins = timed("window entries", lambda: window_entries(geo, 2, 16))
-    spans = timed("span entries (sort)", lambda: span_entries(geo, 2, 16))
+    spans = timed("span entries (sort)", lambda: span_entries(geo, 2, 16, length))
     gate = fn._gate(scores, geo.valid)
     o_w = torch.empty_like(q)
     lse_w = torch.empty(1, 32, length, device="cuda")

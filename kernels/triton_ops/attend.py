@@ -53,8 +53,8 @@ def _entry_kernel(
     sqb, sqh, sql, sqd,
     skb, skh, skl, skd,
     svb, svh, svl, svd,
-    H_Q, H_KV, L_Q, L_KV, G, sm_scale,
-    NJ: tl.constexpr, MODE: tl.constexpr, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+    H_Q, H_KV, L_Q, L_KV, sm_scale,
+    G: tl.constexpr, NJ: tl.constexpr, MODE: tl.constexpr, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
     PREC: tl.constexpr, UPCAST: tl.constexpr, USE_DESC: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -125,26 +125,27 @@ def _entry_kernel(
             if UPCAST:
                 kt = kt.to(tl.float32)
                 vb = vb.to(tl.float32)
-            s = tl.dot(q, kt, input_precision=PREC) * qk_scale
+            # raw scores: the scale folds into one multiply-add with the exponent's offset
+            s = tl.dot(q, kt, input_precision=PREC)
             inside = (kidx[None, :] >= lo[:, None]) & (kidx[None, :] <= hi[:, None])
             s = tl.where(inside, s, float("-inf"))
             if MODE == 0 or MODE == 1:
                 m_new = tl.maximum(m_i, tl.max(s, axis=1))
-                alpha = tl.exp2(m_i - m_new)
-                p = tl.exp2(s - m_new[:, None])
+                alpha = tl.exp2((m_i - m_new) * qk_scale)
+                p = tl.exp2(s * qk_scale - (m_new * qk_scale)[:, None])
                 l_i = l_i * alpha + tl.sum(p, axis=1)
                 acc = acc * alpha[:, None] + tl.dot(p.to(vb.dtype), vb, input_precision=PREC)
                 m_i = m_new
             elif MODE == 2:
-                p = tl.exp2(s - lse2[:, None])
+                p = tl.exp2(s * qk_scale - lse2[:, None])
                 acc += tl.dot(p.to(vb.dtype), vb, input_precision=PREC)
             elif MODE == 3:
-                p = tl.exp2(s - lse2[:, None])
+                p = tl.exp2(s * qk_scale - lse2[:, None])
                 dp = tl.dot(do, tl.trans(vb), input_precision=PREC)
                 dz = p * (coef[:, None] * dp - delta[:, None])
                 acc += tl.dot(dz.to(kt.dtype), tl.trans(kt), input_precision=PREC)
             else:
-                p = tl.exp2(s - lse2[:, None])
+                p = tl.exp2(s * qk_scale - lse2[:, None])
                 dp = tl.dot(do, tl.trans(vb), input_precision=PREC)
                 pdp = p * (dp - delta[:, None])
                 pdp_sum += tl.sum(pdp, axis=1)
@@ -154,7 +155,7 @@ def _entry_kernel(
         if MODE == 0 or MODE == 1:
             has = l_i > 0
             o = acc / tl.where(has, l_i, 1.0)[:, None]
-            lse = tl.where(has, (m_i + tl.log2(tl.where(has, l_i, 1.0))) * 0.6931471805599453, -1.0e30)
+            lse = tl.where(has, (m_i * qk_scale + tl.log2(tl.where(has, l_i, 1.0))) * 0.6931471805599453, -1.0e30)
             if MODE == 0:
                 tl.store(OW + row_flat[:, None] * D + offs_d[None, :], o.to(OW.dtype.element_ty), mask=emask[:, None])
                 tl.store(LSEW + row_flat, lse, mask=emask)
@@ -164,16 +165,16 @@ def _entry_kernel(
                 gate = tl.load(GATE + ent_flat, mask=emask, other=0.0)
                 w = 1.0 / (1.0 + tl.exp(tl.minimum(lse_w - lse, 80.0)))
                 contrib = (gate * w)[:, None] * (o - o_w)
-                tl.atomic_add(ACC + row_flat[:, None] * D + offs_d[None, :], contrib, mask=real[:, None])
+                tl.atomic_add(ACC + row_flat[:, None] * D + offs_d[None, :], contrib, mask=real[:, None], sem="relaxed")
                 tl.store(OUT_E + ent_flat, lse, mask=emask)
         elif MODE == 2:
             u = tl.sum(acc * do.to(tl.float32), axis=1)
             tl.store(OUT_E + ent_flat, u, mask=emask)
         elif MODE == 3:
-            tl.atomic_add(DQ + row_flat[:, None] * D + offs_d[None, :], acc * sm_scale, mask=real[:, None])
+            tl.atomic_add(DQ + row_flat[:, None] * D + offs_d[None, :], acc * sm_scale, mask=real[:, None], sem="relaxed")
         else:
             dq = (coef * sm_scale)[:, None] * (acc - pdp_sum[:, None] * acc_b)
-            tl.atomic_add(DQ + row_flat[:, None] * D + offs_d[None, :], dq, mask=real[:, None])
+            tl.atomic_add(DQ + row_flat[:, None] * D + offs_d[None, :], dq, mask=real[:, None], sem="relaxed")
             tl.store(OUT_E + ent_flat, pdp_sum, mask=emask)
 
 
@@ -222,8 +223,8 @@ def run_entries(
         entries.eid, entries.lo, entries.hi, entries.count, entries.eid.stride(0),
         buf(o_w), buf(lse_w), buf(acc), buf(gate), buf(lse_in), buf(coef), buf(delta), buf(out_e), buf(dq),
         *q.stride(), *k.stride(), *v.stride(),
-        heads_q, heads_kv, len_q, k.shape[2], group, scale,
-        NJ=entries.nj, MODE=mode, D=dim, BM=block_m, BN=block_n,
+        heads_q, heads_kv, len_q, k.shape[2], scale,
+        G=group, NJ=entries.nj, MODE=mode, D=dim, BM=block_m, BN=block_n,
         PREC=dot_precision(q.dtype), UPCAST=interpreting() or q.dtype == torch.float32,
         USE_DESC=use_desc,
         num_warps=warps, num_stages=stages,

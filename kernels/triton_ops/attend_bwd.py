@@ -28,8 +28,8 @@ def _dkdv_kernel(
     sqb, sqh, sql, sqd,
     skb, skh, skl, skd,
     svb, svh, svl, svd,
-    H_Q, H_KV, L_Q, L_KV, G, n_blocks, n_buckets, sm_scale,
-    NJ: tl.constexpr, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+    H_Q, H_KV, L_Q, L_KV, n_blocks, n_buckets, sm_scale,
+    G: tl.constexpr, NJ: tl.constexpr, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
     ACCUMULATE: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -112,8 +112,8 @@ def dkdv(
         entries.eid, entries.lo, entries.hi, entries.eid.stride(0), ranges,
         lse_in, coef, delta, dk, dv,
         *q.stride(), *k.stride(), *v.stride(),
-        heads_q, heads_kv, len_q, len_kv, heads_q // heads_kv, n_blocks, n_buckets, scale,
-        NJ=entries.nj, D=dim, BM=block_m, BN=block_n, ACCUMULATE=accumulate,
+        heads_q, heads_kv, len_q, len_kv, n_blocks, n_buckets, scale,
+        G=heads_q // heads_kv, NJ=entries.nj, D=dim, BM=block_m, BN=block_n, ACCUMULATE=accumulate,
         PREC=dot_precision(q.dtype), UPCAST=interpreting() or q.dtype == torch.float32,
         num_warps=warps, num_stages=stages,
     )
@@ -147,7 +147,7 @@ def _gate_bwd_kernel(
         ok = rmask & (a >= 0)
         krow = tl.load(k_base + a[:, None] * skl + offs_d[None, :] * skd, mask=ok[:, None], other=0.0).to(tl.float32)
         dqs += ds[:, None] * krow
-        tl.atomic_add(dk_base + a[:, None] * D + offs_d[None, :], ds[:, None] * qs, mask=ok[:, None])
+        tl.atomic_add(dk_base + a[:, None] * D + offs_d[None, :], ds[:, None] * qs, mask=ok[:, None], sem="relaxed")
     tl.store(DQS + row_flat[:, None] * D + offs_d[None, :], dqs.to(DQS.dtype.element_ty), mask=rmask[:, None])
 
 

@@ -23,6 +23,9 @@ __all__ = ["EntryList", "Geometry", "build_geometry", "max_span_length", "window
 
 # Buckets of rows (by tokens seen) for span entries; 16 keeps span lengths in a tile within ~5% at 256K.
 SPAN_BUCKETS = 16
+# Up to 2**27 - 1 keys the sort key is 4 bits of bucket over 27 of first key, an int32: half the radix passes
+# of an int64 key (the sort of 25M span entries at 256K).
+SHORT_KEY_SHIFT = 27
 
 
 @dataclass
@@ -34,8 +37,9 @@ class EntryList:
     hi: torch.Tensor
     count: torch.Tensor  # int32 [groups]: real entries per group (the rest are padding at the end)
     nj: int  # 1 for windows, k for spans
-    key: torch.Tensor  # int64 [groups, N]: the sort key, ``bucket << 32 | lo``
+    key: torch.Tensor  # [groups, N]: the sort key, ``bucket << key_shift | lo`` (int32 when it fits)
     bucket_max_len: list[int]  # per bucket, an upper bound of hi - lo + 1
+    key_shift: int = 32
 
 
 @dataclass
@@ -106,7 +110,7 @@ def window_entries(geo: Geometry, heads_kv: int, group: int) -> EntryList:
     return EntryList(per_group(eid), lo, per_group(hi), count, 1, lo.to(torch.int64), [max(geo.window, 1)])
 
 
-def span_entries(geo: Geometry, heads_kv: int, group: int) -> EntryList:
+def span_entries(geo: Geometry, heads_kv: int, group: int, len_kv: int) -> EntryList:
     batch, heads_q, len_q, ksel = geo.span_lo.shape
 
     def grouped(x: torch.Tensor) -> torch.Tensor:
@@ -115,15 +119,17 @@ def span_entries(geo: Geometry, heads_kv: int, group: int) -> EntryList:
         return x.reshape(batch * heads_kv, len_q * group * ksel)
 
     n_buckets, bucket_max = _length_buckets(geo)
+    short = n_buckets <= 1 << (31 - SHORT_KEY_SHIFT) and len_kv < (1 << SHORT_KEY_SHIFT) - 1
+    shift, dtype = (SHORT_KEY_SHIFT, torch.int32) if short else (32, torch.int64)
     bucket = ((geo.t - 1).clamp_min(0) * n_buckets // geo.t_bound).clamp_max(n_buckets - 1)  # [B, L]
-    bucket = bucket[:, None, :, None].expand(batch, heads_q, len_q, ksel)
-    valid = grouped(geo.valid)
-    key = torch.where(valid, (grouped(bucket) << 32) | grouped(geo.span_lo), n_buckets << 32)
-    key, order = torch.sort(key, dim=-1)
-    lo = grouped(geo.span_lo).gather(1, order)
+    # invalid spans sort last: above every valid key (the largest valid one is below (n_buckets << shift) - 1)
+    invalid = (n_buckets << shift) - 1
+    key = torch.where(geo.valid, (bucket[:, None, :, None] << shift) | geo.span_lo, invalid).to(dtype)
+    key, order = torch.sort(grouped(key), dim=-1)
+    lo = (key & ((1 << shift) - 1)).to(torch.int32)  # (padding past `count` is never read)
     hi = grouped(geo.span_hi).gather(1, order)
-    count = valid.sum(dim=-1, dtype=torch.int32)
-    return EntryList(order.to(torch.int32), lo.to(torch.int32), hi.to(torch.int32), count, ksel, key, bucket_max)
+    count = grouped(geo.valid).sum(dim=-1, dtype=torch.int32)
+    return EntryList(order.to(torch.int32), lo, hi.to(torch.int32), count, ksel, key, bucket_max, shift)
 
 
 def _length_buckets(geo: Geometry) -> tuple[int, list[int]]:
@@ -152,12 +158,12 @@ def key_block_ranges(entries: EntryList, len_kv: int, block_n: int) -> torch.Ten
     k0 = torch.arange(n_blocks, device=device, dtype=torch.int64) * block_n
     groups = entries.lo.shape[0]
     n_buckets = len(entries.bucket_max_len)
-    bucket = torch.arange(n_buckets, device=device, dtype=torch.int64)[None, :] << 32
+    bucket = torch.arange(n_buckets, device=device, dtype=torch.int64)[None, :] << entries.key_shift
     max_len = torch.tensor(entries.bucket_max_len, device=device, dtype=torch.int64)[None, :]
     low = bucket + (k0[:, None] - max_len + 1).clamp_min(0)  # [n_blocks, buckets]
-    high = bucket + k0[:, None] + block_n - 1
-    low = low.reshape(1, -1).expand(groups, -1).contiguous()
-    high = high.reshape(1, -1).expand(groups, -1).contiguous()
+    high = bucket + (k0[:, None] + block_n - 1).clamp_max((1 << entries.key_shift) - 1)
+    low = low.reshape(1, -1).expand(groups, -1).to(entries.key.dtype).contiguous()
+    high = high.reshape(1, -1).expand(groups, -1).to(entries.key.dtype).contiguous()
     start = torch.searchsorted(entries.key, low, side="left")
     stop = torch.searchsorted(entries.key, high, side="right")
     stop = torch.minimum(stop, entries.count[:, None].to(stop.dtype))

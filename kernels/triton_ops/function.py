@@ -43,7 +43,7 @@ def forward_pass(q, k, v, q_search, config: SuperlinearConfig, positions, first_
     geo = build_geometry(config, anchors, positions, first_real, t_bound)
     gate = _gate(scores, geo.valid)
     wins = window_entries(geo, heads_kv, group)
-    spans = span_entries(geo, heads_kv, group)
+    spans = span_entries(geo, heads_kv, group, k.shape[2])
 
     o_w = torch.empty(batch, heads_q, len_q, dim, dtype=q.dtype, device=q.device)
     lse_w = torch.empty(batch, heads_q, len_q, dtype=torch.float32, device=q.device)

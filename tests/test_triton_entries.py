@@ -1,0 +1,82 @@
+"""Entry lists of the Triton kernels (plain torch, so they run on the CPU without the interpreter).
+
+Span entries are sorted by ``bucket << shift | first key``: an int32 key (shift 27) while the cache is
+shorter than 2**27 keys, int64 (shift 32) beyond. Both must give the same lists, and the per-key-block
+slices that the dk/dv pass scans must hold every entry whose range touches the block.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from slkernels import SuperlinearConfig
+from slkernels.triton_ops import entries as entries_mod
+from slkernels.triton_ops.entries import build_geometry, key_block_ranges, span_entries
+
+SMALL = dict(sw_index=2, num_spans=3, search_power=0.5, span_power=0.5, backward_factor=2.0, forward_factor=1.0)
+
+
+def _geometry(seed: int, batch: int, heads_q: int, length: int, pad: int):
+    gen = torch.Generator().manual_seed(seed)
+    cfg = SuperlinearConfig.from_dict(SMALL)
+    pos = torch.arange(length)
+    first_real = torch.tensor([pad, 0][:batch])
+    # anchors anywhere behind the window (the geometry does not need them on the search grid); some unused
+    anchors = torch.randint(0, length, (batch, heads_q, length, cfg.num_spans), generator=gen)
+    anchors = torch.minimum(anchors, pos[None, None, :, None])
+    anchors[torch.rand(anchors.shape, generator=gen) < 0.2] = -1
+    return build_geometry(cfg, anchors, pos, first_real, length)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_span_entries_int32_and_int64_keys_agree(seed, monkeypatch):
+    geo = _geometry(seed, batch=2, heads_q=8, length=97, pad=5)
+    short = span_entries(geo, 2, 4, 97)
+    monkeypatch.setattr(entries_mod, "SHORT_KEY_SHIFT", 6)  # 97 keys no longer fit: the int64 path
+    wide = span_entries(geo, 2, 4, 97)
+    assert short.key.dtype == torch.int32 and wide.key.dtype == torch.int64
+    expected = _brute_force_entries(geo, heads_kv=2, group=4)
+    for lists in (short, wide):
+        assert lists.count.tolist() == [len(e) for e in expected]
+        for g, n in enumerate(lists.count.tolist()):
+            assert torch.all(lists.key[g, 1:n] >= lists.key[g, : n - 1])  # sorted
+            # equal keys may sort in either order: compare (first key, entry, last key) as sets
+            got = sorted(zip(lists.lo[g, :n].tolist(), lists.eid[g, :n].tolist(), lists.hi[g, :n].tolist()))
+            assert got == expected[g]
+
+
+def _brute_force_entries(geo, heads_kv: int, group: int) -> list[list[tuple[int, int, int]]]:
+    """Per (batch, kv head): the sorted (first key, entry id, last key) of every valid span, by loops."""
+    batch, _, length, ksel = geo.span_lo.shape
+    out = []
+    for b in range(batch):
+        for kv in range(heads_kv):
+            rows = []
+            for r in range(length):
+                for gi in range(group):
+                    for j in range(ksel):
+                        h = kv * group + gi
+                        if geo.valid[b, h, r, j]:
+                            rows.append((int(geo.span_lo[b, h, r, j]), (r * group + gi) * ksel + j,
+                                         int(geo.span_hi[b, h, r, j])))
+            out.append(sorted(rows))
+    return out
+
+
+@pytest.mark.parametrize("shift", [27, 6])
+def test_key_block_slices_hold_every_entry_that_touches_the_block(shift, monkeypatch):
+    monkeypatch.setattr(entries_mod, "SHORT_KEY_SHIFT", shift)
+    geo = _geometry(3, batch=2, heads_q=4, length=150, pad=7)
+    ent = span_entries(geo, 2, 2, 150)
+    block = 16
+    ranges = key_block_ranges(ent, 150, block)
+    for g, n in enumerate(ent.count.tolist()):
+        lo, hi = ent.lo[g, :n], ent.hi[g, :n]
+        # every entry's bucket and position from its own key, to check the slice per bucket
+        bucket = (ent.key[g, :n] >> ent.key_shift).tolist()
+        for blk in range(ranges.shape[1]):
+            k0 = blk * block
+            touching = ((lo <= k0 + block - 1) & (hi >= k0) & (lo <= hi)).nonzero().flatten().tolist()
+            for i in touching:
+                start, stop = ranges[g, blk, bucket[i]].tolist()
+                assert start <= i < stop, (g, blk, i)
