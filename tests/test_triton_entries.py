@@ -57,7 +57,8 @@ def _brute_force_entries(geo, heads_kv: int, group: int) -> list[list[tuple[int,
                     for j in range(ksel):
                         h = kv * group + gi
                         if geo.valid[b, h, r, j]:
-                            rows.append((int(geo.span_lo[b, h, r, j]), (r * group + gi) * ksel + j,
+                            ent = ((b * heads_kv * group + h) * length + r) * ksel + j
+                            rows.append((int(geo.span_lo[b, h, r, j]), ent,
                                          int(geo.span_hi[b, h, r, j])))
             out.append(sorted(rows))
     return out

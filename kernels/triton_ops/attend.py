@@ -30,7 +30,7 @@ try:
 except ImportError:  # older Triton: plain loads only
     TensorDescriptor = None
 
-from .common import dot_precision, interpreting, tile_sizes
+from .common import dot_precision, entry_rows, interpreting, rows_flat, tile_sizes
 from .entries import EntryList
 
 __all__ = ["MODE_FWD_WINDOW", "MODE_FWD_SPAN", "MODE_DELTA", "MODE_DQ", "MODE_DQ_SPAN", "run_entries"]
@@ -54,8 +54,8 @@ def _entry_kernel(
     skb, skh, skl, skd,
     svb, svh, svl, svd,
     H_Q, H_KV, L_Q, L_KV, sm_scale,
-    G: tl.constexpr, NJ: tl.constexpr, MODE: tl.constexpr, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
-    PREC: tl.constexpr, UPCAST: tl.constexpr, USE_DESC: tl.constexpr,
+    NJ: tl.constexpr, MODE: tl.constexpr, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+    PREC: tl.constexpr, UPCAST: tl.constexpr, USE_DESC: tl.constexpr, Q_ROWS: tl.constexpr,
 ):
     pid = tl.program_id(0)
     grp = tl.program_id(1)
@@ -67,23 +67,14 @@ def _entry_kernel(
         idx = start + tl.arange(0, BM)
         emask = idx < count
         base = grp.to(tl.int64) * ent_stride
-        eid = tl.load(ENT_ID + base + idx, mask=emask, other=0)
+        ent = tl.load(ENT_ID + base + idx, mask=emask, other=0)
         lo = tl.load(ENT_LO + base + idx, mask=emask, other=1)
         hi = tl.load(ENT_HI + base + idx, mask=emask, other=0)
         real = emask & (lo <= hi)
-        r = eid // (G * NJ)
-        rem = eid % (G * NJ)
-        g = rem // NJ
-        j = rem % NJ
-        h = kv * G + g
-        row_flat = (b * H_Q + h).to(tl.int64) * L_Q + r  # index of (b, h, r) in [B, H_q, L_q]
-        ent_flat = row_flat * NJ + j  # index of (b, h, r, j) in [B, H_q, L_q, NJ]
         offs_d = tl.arange(0, D)
-        q = tl.load(
-            Q + b.to(tl.int64) * sqb + h.to(tl.int64)[:, None] * sqh + r.to(tl.int64)[:, None] * sql
-            + offs_d[None, :] * sqd,
-            mask=emask[:, None], other=0.0,
-        )
+        # row_flat: (b, h, r) in [B, H_q, L_q]; ent_flat: (b, h, r, j) in [B, H_q, L_q, NJ]
+        q_ptrs, row_flat, ent_flat = entry_rows(ent, b, Q, sqb, sqh, sql, sqd, offs_d, H_Q, L_Q, NJ, Q_ROWS)
+        q = tl.load(q_ptrs, mask=emask[:, None], other=0.0)
         if UPCAST:
             q = q.to(tl.float32)
         k_base = K + b.to(tl.int64) * skb + kv.to(tl.int64) * skh
@@ -201,7 +192,6 @@ def run_entries(
     """Launch the entry kernel over every tile of `entries` (buffers not used by `mode` may be None)."""
     batch, heads_q, len_q, dim = q.shape
     heads_kv = k.shape[1]
-    group = heads_q // heads_kv
     groups, n_max = entries.eid.shape
     if n_max == 0:
         return
@@ -224,9 +214,9 @@ def run_entries(
         buf(o_w), buf(lse_w), buf(acc), buf(gate), buf(lse_in), buf(coef), buf(delta), buf(out_e), buf(dq),
         *q.stride(), *k.stride(), *v.stride(),
         heads_q, heads_kv, len_q, k.shape[2], scale,
-        G=group, NJ=entries.nj, MODE=mode, D=dim, BM=block_m, BN=block_n,
+        NJ=entries.nj, MODE=mode, D=dim, BM=block_m, BN=block_n,
         PREC=dot_precision(q.dtype), UPCAST=interpreting() or q.dtype == torch.float32,
-        USE_DESC=use_desc,
+        USE_DESC=use_desc, Q_ROWS=rows_flat(q),
         num_warps=warps, num_stages=stages,
     )
 

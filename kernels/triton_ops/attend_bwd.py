@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import dot_precision, interpreting, tile_sizes
+from .common import dot_precision, entry_rows, interpreting, rows_flat, tile_sizes
 from .entries import EntryList, key_block_ranges
 
 __all__ = ["dkdv", "gate_backward", "row_dot"]
@@ -29,8 +29,8 @@ def _dkdv_kernel(
     skb, skh, skl, skd,
     svb, svh, svl, svd,
     H_Q, H_KV, L_Q, L_KV, n_blocks, n_buckets, sm_scale,
-    G: tl.constexpr, NJ: tl.constexpr, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
-    ACCUMULATE: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+    NJ: tl.constexpr, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+    ACCUMULATE: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, Q_ROWS: tl.constexpr,
 ):
     pid = tl.program_id(0)
     grp = tl.program_id(1)
@@ -57,18 +57,11 @@ def _dkdv_kernel(
         for e0 in range(e_start, e_stop, BM):
             idx = e0 + tl.arange(0, BM)
             emask = idx < e_stop
-            eid = tl.load(ENT_ID + base + idx, mask=emask, other=0)
+            ent = tl.load(ENT_ID + base + idx, mask=emask, other=0)
             lo = tl.load(ENT_LO + base + idx, mask=emask, other=1)
             hi = tl.load(ENT_HI + base + idx, mask=emask, other=0)
-            r = eid // (G * NJ)
-            rem = eid % (G * NJ)
-            g = rem // NJ
-            j = rem % NJ
-            h = kv * G + g
-            row_flat = (b * H_Q + h).to(tl.int64) * L_Q + r
-            ent_flat = row_flat * NJ + j
-            q = tl.load(Q + b.to(tl.int64) * sqb + h.to(tl.int64)[:, None] * sqh + r.to(tl.int64)[:, None] * sql
-                        + offs_d[None, :] * sqd, mask=emask[:, None], other=0.0)
+            q_ptrs, row_flat, ent_flat = entry_rows(ent, b, Q, sqb, sqh, sql, sqd, offs_d, H_Q, L_Q, NJ, Q_ROWS)
+            q = tl.load(q_ptrs, mask=emask[:, None], other=0.0)
             do = tl.load(DO + row_flat[:, None] * D + offs_d[None, :], mask=emask[:, None], other=0.0)
             if UPCAST:
                 q = q.to(tl.float32)
@@ -76,9 +69,9 @@ def _dkdv_kernel(
             lse2 = tl.load(LSE_IN + ent_flat, mask=emask, other=0.0) * 1.4426950408889634
             coef = tl.load(COEF + ent_flat, mask=emask, other=0.0)
             delta = tl.load(DELTA + ent_flat, mask=emask, other=0.0)
-            s = tl.dot(q, tl.trans(kb), input_precision=PREC) * qk_scale  # [BM, BN]
-            inside = (kidx[None, :] >= lo[:, None]) & (kidx[None, :] <= hi[:, None]) & emask[:, None]
-            p = tl.exp2(tl.where(inside, s - lse2[:, None], float("-inf")))
+            s = tl.dot(q, tl.trans(kb), input_precision=PREC)  # [BM, BN], unscaled: one multiply-add below
+            inside = (kidx[None, :] >= lo[:, None]) & (kidx[None, :] <= hi[:, None])  # padding: lo > hi
+            p = tl.exp2(tl.where(inside, s * qk_scale - lse2[:, None], float("-inf")))
             pc = p * coef[:, None]
             dv += tl.dot(tl.trans(pc.to(do.dtype)), do, input_precision=PREC)
             dp = tl.dot(do, tl.trans(vb), input_precision=PREC)
@@ -113,7 +106,7 @@ def dkdv(
         lse_in, coef, delta, dk, dv,
         *q.stride(), *k.stride(), *v.stride(),
         heads_q, heads_kv, len_q, len_kv, n_blocks, n_buckets, scale,
-        G=heads_q // heads_kv, NJ=entries.nj, D=dim, BM=block_m, BN=block_n, ACCUMULATE=accumulate,
+        NJ=entries.nj, D=dim, BM=block_m, BN=block_n, ACCUMULATE=accumulate, Q_ROWS=rows_flat(q),
         PREC=dot_precision(q.dtype), UPCAST=interpreting() or q.dtype == torch.float32,
         num_warps=warps, num_stages=stages,
     )

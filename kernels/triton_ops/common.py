@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 
 import torch
+import triton
+import triton.language as tl
 
-__all__ = ["interpreting", "dot_precision", "tile_sizes", "SUPPORTED_HEAD_DIMS", "NEG_BIG"]
+__all__ = ["interpreting", "dot_precision", "tile_sizes", "rows_flat", "entry_rows", "SUPPORTED_HEAD_DIMS", "NEG_BIG"]
 
 SUPPORTED_HEAD_DIMS = (16, 32, 64, 128, 256)
 # Finite "minus infinity" of logits and log-sum-exps: a fully masked row must stay finite (SPEC).
@@ -41,3 +43,28 @@ def tile_sizes(head_dim: int, two_accumulators: bool = False) -> tuple[int, int,
     if head_dim <= 128:
         return 64, 64, 4, 3  # measured on an H200 at 256K (benchmarks/NOTES.md): best of 6 tilings
     return 64, 32, 8, 1
+
+
+def rows_flat(t: torch.Tensor) -> bool:
+    """True when row (b, h, r) of a [B, H, L, D] tensor sits at ``((b * H + h) * L + r) * t.stride(2)``, so the
+    kernels address gathered rows by their flat index alone (no division by L or H per row)."""
+    batch, heads, length, _ = t.shape
+    row = t.stride(2)
+    return (heads == 1 or t.stride(1) == length * row) and (batch == 1 or t.stride(0) == heads * length * row)
+
+
+@triton.jit
+def entry_rows(ent, b, Q, sqb, sqh, sql, sqd, offs_d, H_Q, L_Q, NJ: tl.constexpr, Q_ROWS: tl.constexpr):
+    """Flat entry index ((b * H_q + h) * L_q + r) * NJ + j -> (query row pointers [BM, D], row index, entry index).
+
+    The row index addresses the kernels' own contiguous [B, H_q, L_q, ...] buffers; with `Q_ROWS` the query
+    too (its rows are flat), otherwise its strides are applied to (b, h, r) recovered by division."""
+    row = ent // NJ
+    row64 = row.to(tl.int64)
+    if Q_ROWS:
+        q_ptrs = Q + row64[:, None] * sql + offs_d[None, :] * sqd
+    else:
+        r = (row % L_Q).to(tl.int64)
+        h = ((row // L_Q) % H_Q).to(tl.int64)
+        q_ptrs = Q + b.to(tl.int64) * sqb + h[:, None] * sqh + r[:, None] * sql + offs_d[None, :] * sqd
+    return q_ptrs, row64, ent.to(tl.int64)

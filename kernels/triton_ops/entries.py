@@ -6,8 +6,9 @@ consecutive entries reads nearly the same keys and its scores are one tensor-cor
 entries of one row for the group's heads come out next to each other (the GQA heads packed into the M
 dimension). Everything here is integer torch on the device, with no read-back to the host.
 
-Entry ids are local to a group: ``eid = (row * G + head_in_group) * NJ + j`` with NJ = 1 for windows and
-NJ = k for spans; the kernels decode them with integer division.
+Entry ids are flat indices into [B, H_q, L_q, NJ] (NJ = 1 for windows, k for spans):
+``ent = ((b * H_q + h) * L_q + row) * NJ + j``, so the kernels reach an entry's buffers and its row
+with one division by the compile-time NJ. int32 while they fit, int64 beyond.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ SHORT_KEY_SHIFT = 27
 
 @dataclass
 class EntryList:
-    """Sorted entries of every (batch, kv-head) group: [groups, N] int32 ids, first and last keys."""
+    """Sorted entries of every (batch, kv-head) group: [groups, N] ids, int32 first and last keys."""
 
-    eid: torch.Tensor
+    eid: torch.Tensor  # flat entry ids (module docstring)
     lo: torch.Tensor
     hi: torch.Tensor
     count: torch.Tensor  # int32 [groups]: real entries per group (the rest are padding at the end)
@@ -97,17 +98,25 @@ def window_entries(geo: Geometry, heads_kv: int, group: int) -> EntryList:
     order = torch.sort(geo.win_lo, dim=-1, stable=True).indices  # [B, L]
     lo = geo.win_lo.gather(1, order)
     hi = geo.win_hi.gather(1, order)
-    g = torch.arange(group, device=order.device)
-    eid = (order[:, :, None] * group + g).reshape(batch, 1, len_q * group)
+    heads_q = heads_kv * group
+    device = order.device
+    b = torch.arange(batch, device=device)[:, None, None, None]
+    h = torch.arange(heads_q, device=device).view(1, heads_kv, 1, group)
+    ent = ((b * heads_q + h) * len_q + order[:, None, :, None]).reshape(batch * heads_kv, len_q * group)
     lo = lo[:, :, None].expand(batch, len_q, group).reshape(batch, 1, len_q * group)
     hi = hi[:, :, None].expand(batch, len_q, group).reshape(batch, 1, len_q * group)
 
     def per_group(x: torch.Tensor) -> torch.Tensor:
         return x.expand(batch, heads_kv, len_q * group).reshape(batch * heads_kv, len_q * group).to(torch.int32).contiguous()
 
-    count = torch.full((batch * heads_kv,), len_q * group, dtype=torch.int32, device=order.device)
+    count = torch.full((batch * heads_kv,), len_q * group, dtype=torch.int32, device=device)
     lo = per_group(lo)
-    return EntryList(per_group(eid), lo, per_group(hi), count, 1, lo.to(torch.int64), [max(geo.window, 1)])
+    ent = ent.to(_id_dtype(ent.numel())).contiguous()
+    return EntryList(ent, lo, per_group(hi), count, 1, lo.to(torch.int64), [max(geo.window, 1)])
+
+
+def _id_dtype(n_ids: int) -> torch.dtype:
+    return torch.int32 if n_ids < 2**31 else torch.int64
 
 
 def span_entries(geo: Geometry, heads_kv: int, group: int, len_kv: int) -> EntryList:
@@ -129,7 +138,9 @@ def span_entries(geo: Geometry, heads_kv: int, group: int, len_kv: int) -> Entry
     lo = (key & ((1 << shift) - 1)).to(torch.int32)  # (padding past `count` is never read)
     hi = grouped(geo.span_hi).gather(1, order)
     count = grouped(geo.valid).sum(dim=-1, dtype=torch.int32)
-    return EntryList(order.to(torch.int32), lo, hi.to(torch.int32), count, ksel, key, bucket_max, shift)
+    n_ids = geo.span_lo.numel()
+    ent = grouped(torch.arange(n_ids, dtype=_id_dtype(n_ids), device=order.device).view_as(geo.span_lo))
+    return EntryList(ent.gather(1, order), lo, hi.to(torch.int32), count, ksel, key, bucket_max, shift)
 
 
 def _length_buckets(geo: Geometry) -> tuple[int, list[int]]:
