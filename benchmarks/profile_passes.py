@@ -20,7 +20,14 @@ from slkernels.triton_ops.common import tile_sizes
 from slkernels.triton_ops.entries import build_geometry, span_entries, window_entries
 from slkernels.triton_ops.search import search_topk
 
-TILE_VARIANTS = [(128, 64, 8, 2), (128, 64, 8, 3), (128, 64, 4, 2), (128, 128, 8, 2), (64, 64, 4, 3), (64, 64, 4, 4)]
+# tilings timed per pass besides the default: (entries, keys, warps, stages[, register cap])
+VARIANTS = {
+    "window": [(64, 32, 4, 3), (64, 32, 4, 4), (64, 32, 4, 2), (64, 64, 4, 2)],
+    "span": [(64, 32, 4, 3), (64, 32, 4, 3, 168), (64, 32, 4, 4), (64, 64, 4, 2, 168)],
+    "dq span": [(64, 32, 4, 2), (64, 32, 4, 4), (64, 32, 4, 3, 168)],
+    "dq window": [(64, 64, 4, 2), (64, 32, 4, 2), (64, 32, 4, 3)],
+    "dkdv": [(64, 64, 4, 2), (64, 32, 4, 3), (64, 32, 4, 3, 168), (64, 32, 4, 4)],
+}
 
 
 def timed(label, f, reps=3):
@@ -74,14 +81,14 @@ def profile_one(name: str, cfg: SuperlinearConfig, length: int) -> None:
     o_w = torch.empty_like(q)
     lse_w = torch.empty(1, 32, length, device="cuda")
     timed("window attention", lambda: run_entries(MODE_FWD_WINDOW, wins, q, k, v, scale, o_w=o_w, lse_w=lse_w))
-    for tiles in TILE_VARIANTS:
+    for tiles in VARIANTS["window"]:
         timed(f"window attention {tiles}", lambda tiles=tiles: run_entries(
             MODE_FWD_WINDOW, wins, q, k, v, scale, o_w=o_w, lse_w=lse_w, tiles=tiles))
     acc = o_w.float()
     lse_s = torch.empty_like(scores)
     timed("span attention", lambda: run_entries(MODE_FWD_SPAN, spans, q, k, v, scale, o_w=o_w, lse_w=lse_w,
                                                  acc=acc, gate=gate, out_e=lse_s))
-    for tiles in TILE_VARIANTS:
+    for tiles in VARIANTS["span"]:
         timed(f"span attention {tiles}", lambda tiles=tiles: run_entries(
             MODE_FWD_SPAN, spans, q, k, v, scale, o_w=o_w, lse_w=lse_w, acc=acc, gate=gate, out_e=lse_s, tiles=tiles))
     u = torch.empty_like(scores)
@@ -96,27 +103,29 @@ def profile_one(name: str, cfg: SuperlinearConfig, length: int) -> None:
     timed("whole backward", lambda: fn.backward_pass(grad, qg, kg, vg, qsg, saved, scale))
     dq = torch.zeros(q.shape, dtype=torch.float32, device="cuda")
     span_e = torch.empty_like(saved["lse_s"])
-    for tiles in [None, (64, 64, 4, 3), (128, 32, 8, 2), (128, 64, 8, 2)]:
+    for tiles in [None, *VARIANTS["dq span"]]:
         timed(f"dq span, fused {tiles}", lambda tiles=tiles: run_entries(
             MODE_DQ_SPAN, spans, q, k, v, scale, do=grad, lse_in=saved["lse_s"], coef=saved["gate"],
             delta=saved["lse_s"], out_e=span_e, dq=dq, tiles=tiles))
     win_ones = torch.ones_like(saved["lse_w"])[..., None]
-    timed("dq window", lambda: run_entries(MODE_DQ, wins, q, k, v, scale, do=grad, lse_in=win_ones, coef=win_ones,
-                                           delta=win_ones, dq=dq))
+    for tiles in [None, *VARIANTS["dq window"]]:
+        timed(f"dq window {tiles}", lambda tiles=tiles: run_entries(
+            MODE_DQ, wins, q, k, v, scale, do=grad, lse_in=win_ones, coef=win_ones, delta=win_ones, dq=dq, tiles=tiles))
+    from slkernels.triton_ops import attend_bwd
     from slkernels.triton_ops.attend_bwd import dkdv
 
     dk = torch.empty(k.shape, dtype=torch.float32, device="cuda")
     dv = torch.empty_like(dk)
     ones = torch.ones_like(saved["lse_w"])[..., None]
-    for tiles in [None, *TILE_VARIANTS]:
+    for tiles in [None, *VARIANTS["dkdv"], "scan from the first entry"]:
+        if tiles == "scan from the first entry":
+            attend_bwd.ROTATION[0], tiles = "off", None
         timed(f"dkdv spans {tiles}", lambda tiles=tiles: dkdv(spans, q, k, v, q, saved["lse_s"], saved["gate"],
                                                               saved["lse_s"], dk, dv, scale, True, tiles=tiles))
         timed(f"dkdv window {tiles}", lambda tiles=tiles: dkdv(wins, q, k, v, q, ones, ones, ones, dk, dv, scale,
                                                                False, tiles=tiles))
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        fn.backward_pass(grad, qg, kg, vg, qsg, saved, scale)
-        torch.cuda.synchronize()
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=40))
+    attend_bwd.ROTATION[0] = "on"
+
 
 
 def main() -> None:

@@ -187,7 +187,7 @@ def run_entries(
     delta: torch.Tensor | None = None,
     out_e: torch.Tensor | None = None,
     dq: torch.Tensor | None = None,
-    tiles: tuple[int, int, int, int] | None = None,
+    tiles: tuple[int, ...] | None = None,
 ) -> None:
     """Launch the entry kernel over every tile of `entries` (buffers not used by `mode` may be None)."""
     batch, heads_q, len_q, dim = q.shape
@@ -195,7 +195,8 @@ def run_entries(
     groups, n_max = entries.eid.shape
     if n_max == 0:
         return
-    block_m, block_n, warps, stages = tiles or tile_sizes(dim, two_accumulators=mode == MODE_DQ_SPAN)
+    block_m, block_n, warps, stages, *cap = tiles or tile_sizes(dim, mode=mode)
+    launch = {"maxnreg": cap[0]} if cap and cap[0] else {}  # a register cap lets more programs share an SM
     dummy = q.new_empty(1, dtype=torch.float32)
 
     def buf(x):
@@ -217,7 +218,7 @@ def run_entries(
         NJ=entries.nj, MODE=mode, D=dim, BM=block_m, BN=block_n,
         PREC=dot_precision(q.dtype), UPCAST=interpreting() or q.dtype == torch.float32,
         USE_DESC=use_desc, Q_ROWS=rows_flat(q),
-        num_warps=warps, num_stages=stages,
+        num_warps=warps, num_stages=stages, **launch,
     )
 
 

@@ -19,6 +19,9 @@ from .entries import EntryList, key_block_ranges
 
 __all__ = ["dkdv", "gate_backward", "row_dot"]
 
+# "off" scans every key block's entries from the first (for same-run comparisons, benchmarks/profile_passes.py).
+ROTATION = ["on"]
+
 
 @triton.jit
 def _dkdv_kernel(
@@ -31,6 +34,7 @@ def _dkdv_kernel(
     H_Q, H_KV, L_Q, L_KV, n_blocks, n_buckets, sm_scale,
     NJ: tl.constexpr, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
     ACCUMULATE: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, Q_ROWS: tl.constexpr,
+    ROTATE: tl.constexpr,
 ):
     pid = tl.program_id(0)
     grp = tl.program_id(1)
@@ -54,7 +58,15 @@ def _dkdv_kernel(
     for bucket in range(n_buckets):
         e_start = tl.load(rng + bucket * 2)
         e_stop = tl.load(rng + bucket * 2 + 1)
-        for e0 in range(e_start, e_stop, BM):
+        n = tl.maximum(e_stop - e_start, 1)
+        n_tiles = tl.cdiv(e_stop - e_start, BM)
+        # Neighbouring key blocks scan nearly the same entries. Each program starts its scan at the first
+        # multiple of the slice length, so programs running side by side read an entry at about the same
+        # time and its query and output-gradient rows come from L2 rather than memory.
+        first = ((n - e_start % n) % n) // BM if ROTATE else 0
+        for i in range(0, n_tiles):
+            t = first + i
+            e0 = e_start + tl.where(t >= n_tiles, t - n_tiles, t) * BM
             idx = e0 + tl.arange(0, BM)
             emask = idx < e_stop
             ent = tl.load(ENT_ID + base + idx, mask=emask, other=0)
@@ -91,12 +103,13 @@ def dkdv(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, do: torch.Tensor,
     lse_in: torch.Tensor, coef: torch.Tensor, delta: torch.Tensor,
     dk: torch.Tensor, dv: torch.Tensor, scale: float, accumulate: bool,
-    tiles: tuple[int, int, int, int] | None = None,
+    tiles: tuple[int, ...] | None = None,
 ) -> None:
     """dk/dv (float32 [B, H_kv, L_kv, D], contiguous) of one entry list; `accumulate` adds to them."""
     batch, heads_q, len_q, dim = q.shape
     heads_kv, len_kv = k.shape[1], k.shape[2]
-    block_m, block_n, warps, stages = tiles or tile_sizes(dim)
+    block_m, block_n, warps, stages, *cap = tiles or tile_sizes(dim, mode="dkdv")
+    launch = {"maxnreg": cap[0]} if cap and cap[0] else {}
     ranges = key_block_ranges(entries, len_kv, block_n)
     n_blocks, n_buckets = ranges.shape[1], ranges.shape[2]
     grid = (n_blocks, batch * heads_kv)
@@ -107,8 +120,9 @@ def dkdv(
         *q.stride(), *k.stride(), *v.stride(),
         heads_q, heads_kv, len_q, len_kv, n_blocks, n_buckets, scale,
         NJ=entries.nj, D=dim, BM=block_m, BN=block_n, ACCUMULATE=accumulate, Q_ROWS=rows_flat(q),
+        ROTATE=ROTATION[0] == "on" and entries.nj == 1,  # measured: helps the window's scan, not the spans
         PREC=dot_precision(q.dtype), UPCAST=interpreting() or q.dtype == torch.float32,
-        num_warps=warps, num_stages=stages,
+        num_warps=warps, num_stages=stages, **launch,
     )
 
 

@@ -30,19 +30,28 @@ def dot_precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
-def tile_sizes(head_dim: int, two_accumulators: bool = False) -> tuple[int, int, int, int]:
-    """(entries per tile, keys per tile, warps, pipeline stages) for one head dimension.
+# (entries per tile, keys per tile, warps, pipeline stages[, register cap]) of each pass for D <= 128, keyed by
+# the entry kernel's mode (0 window forward, 1 span forward, 2 delta, 3 dq, 4 fused span dq) or "dkdv".
+# Measured on an H200 (benchmarks/NOTES.md). The fused span dq pass holds two [entries x D] float32
+# accumulators: half-width key blocks leave registers for them (544 ms backward at 256K against 655 with
+# 8 warps x 64 keys).
+TILES_D128: dict[int | str, tuple[int, ...]] = {
+    0: (64, 64, 4, 3),
+    1: (64, 64, 4, 3),
+    2: (64, 64, 4, 3),
+    3: (64, 64, 4, 2),  # two stages fit two programs per SM in shared memory (three: one; 8.1 -> 6.1 ms at 64K)
+    4: (64, 32, 4, 3),
+    "dkdv": (64, 64, 4, 3),
+}
 
-    `two_accumulators`: the fused span dq pass holds two [entries x D] float32 accumulators; half-width key
-    blocks leave registers for them (H200, 256K: 544 ms backward against 655 with 8 warps x 64 keys).
-    """
+
+def tile_sizes(head_dim: int, mode: int | str = 0) -> tuple[int, ...]:
+    """Launch tiling of one pass (`TILES_D128`); D = 256 holds twice the registers per row: 32-key blocks, 8 warps."""
     if interpreting():
         return 16, 16, 1, 1
-    if two_accumulators:
-        return (64, 32, 4, 3) if head_dim <= 128 else (64, 32, 8, 1)
-    if head_dim <= 128:
-        return 64, 64, 4, 3  # measured on an H200 at 256K (benchmarks/NOTES.md): best of 6 tilings
-    return 64, 32, 8, 1
+    if head_dim > 128:
+        return 64, 32, 8, 1
+    return TILES_D128[mode]
 
 
 def rows_flat(t: torch.Tensor) -> bool:
