@@ -26,7 +26,7 @@ ROTATION = ["on"]
 @triton.jit
 def _dkdv_kernel(
     Q, K, V, DO,
-    ENT_ID, ENT_LO, ENT_HI, ent_stride, RANGES,
+    ENT_ID, ENT_LO, ENT_HI, ent_stride, RANGES, PERIOD,
     LSE_IN, COEF, DELTA, DK, DV,
     sqb, sqh, sql, sqd,
     skb, skh, skl, skd,
@@ -58,12 +58,15 @@ def _dkdv_kernel(
     for bucket in range(n_buckets):
         e_start = tl.load(rng + bucket * 2)
         e_stop = tl.load(rng + bucket * 2 + 1)
-        n = tl.maximum(e_stop - e_start, 1)
         n_tiles = tl.cdiv(e_stop - e_start, BM)
         # Neighbouring key blocks scan nearly the same entries. Each program starts its scan at the first
-        # multiple of the slice length, so programs running side by side read an entry at about the same
-        # time and its query and output-gradient rows come from L2 rather than memory.
-        first = ((n - e_start % n) % n) // BM if ROTATE else 0
+        # multiple of the bucket's longest slice, so programs running side by side read an entry at about the
+        # same time and its query and output-gradient rows come from L2 rather than memory.
+        first = 0
+        if ROTATE:
+            period = tl.maximum(tl.load(PERIOD + bucket), 1)
+            phase = tl.cdiv(e_start, period) * period
+            first = tl.where(phase < e_stop, (phase - e_start) // BM, 0)
         for i in range(0, n_tiles):
             t = first + i
             e0 = e_start + tl.where(t >= n_tiles, t - n_tiles, t) * BM
@@ -112,15 +115,16 @@ def dkdv(
     launch = {"maxnreg": cap[0]} if cap and cap[0] else {}
     ranges = key_block_ranges(entries, len_kv, block_n)
     n_blocks, n_buckets = ranges.shape[1], ranges.shape[2]
+    period = (ranges[..., 1] - ranges[..., 0]).amax(dim=(0, 1)).contiguous()  # per bucket: the longest slice
     grid = (n_blocks, batch * heads_kv)
     _dkdv_kernel[grid](
         q, k, v, do,
-        entries.eid, entries.lo, entries.hi, entries.eid.stride(0), ranges,
+        entries.eid, entries.lo, entries.hi, entries.eid.stride(0), ranges, period,
         lse_in, coef, delta, dk, dv,
         *q.stride(), *k.stride(), *v.stride(),
         heads_q, heads_kv, len_q, len_kv, n_blocks, n_buckets, scale,
         NJ=entries.nj, D=dim, BM=block_m, BN=block_n, ACCUMULATE=accumulate, Q_ROWS=rows_flat(q),
-        ROTATE=ROTATION[0] == "on" and entries.nj == 1,  # measured: helps the window's scan, not the spans
+        ROTATE=ROTATION[0] == "on",
         PREC=dot_precision(q.dtype), UPCAST=interpreting() or q.dtype == torch.float32,
         num_warps=warps, num_stages=stages, **launch,
     )
