@@ -5,13 +5,15 @@ and walks the union of their key ranges in blocks of BN keys, masking each entry
 value blocks come through tensor descriptors (bulk tensor copies) when K and V are contiguous 16-bit
 tensors: 10% off the forward at 256K on an H200. Five modes share that loop:
 
-- FWD_WINDOW: online softmax over the window; stores o_w (normalised) and lse_w per (row, head).
+- FWD_WINDOW: online softmax over the window; stores o_w (normalised) and lse_w per (row, head), and o_w in
+  float32 as the start of the output accumulator when one is given.
 - FWD_SPAN: online softmax over one span; joins it with the window through the log-sum-exps,
   ``O_j = (1 - w) o_w + w o_s`` with ``w = sigmoid(lse_s - lse_w)``, and adds ``gate * w * (o_s - o_w)`` to
   the float32 output accumulator (atomics: a row's k spans sit in different tiles). Stores lse_s.
 - DELTA (backward): ``u = dOut . o_s`` per span, re-walking the span with the stored lse_s.
 - DQ (backward): dq of every entry with its own lse, output-gradient coefficient c and delta,
-  ``dz = p * (c * dOut . v - delta)``, added atomically into a float32 dq.
+  ``dz = p * (c * dOut . v - delta)``, added atomically into a float32 dq; or, for the window list (every
+  row once, the last pass to touch dq), added to it and stored in the query's dtype.
 - DQ_SPAN (backward): the span's dq and the gradient of its gate in one walk, replacing DELTA + DQ. With p
   the joint probabilities over the span's keys (they sum to w), dp = dOut . v and c = dOut . o_w (host), the
   span's ``dOut . O_j`` is ``dg = c + sum p (dp - c)`` and its dq is ``scale g (A - (dg - c) B)`` with
@@ -49,13 +51,14 @@ DESCRIPTORS = ["on"]
 def _entry_kernel(
     Q, K, V, DO, K_DESC, V_DESC,
     ENT_ID, ENT_LO, ENT_HI, ENT_COUNT, ent_stride,
-    OW, LSEW, ACC, GATE, LSE_IN, COEF, DELTA, OUT_E, DQ,
+    OW, LSEW, ACC, GATE, LSE_IN, COEF, DELTA, OUT_E, DQ, DQ_OUT,
     sqb, sqh, sql, sqd,
     skb, skh, skl, skd,
     svb, svh, svl, svd,
     H_Q, H_KV, L_Q, L_KV, sm_scale,
     NJ: tl.constexpr, MODE: tl.constexpr, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
-    PREC: tl.constexpr, UPCAST: tl.constexpr, USE_DESC: tl.constexpr, Q_ROWS: tl.constexpr,
+    PREC: tl.constexpr, UPCAST: tl.constexpr, USE_DESC: tl.constexpr, Q_ROWS: tl.constexpr, DQ_FINAL: tl.constexpr,
+    WINDOW_ACC: tl.constexpr,
 ):
     pid = tl.program_id(0)
     grp = tl.program_id(1)
@@ -150,6 +153,8 @@ def _entry_kernel(
             if MODE == 0:
                 tl.store(OW + row_flat[:, None] * D + offs_d[None, :], o.to(OW.dtype.element_ty), mask=emask[:, None])
                 tl.store(LSEW + row_flat, lse, mask=emask)
+                if WINDOW_ACC:  # the spans' float32 accumulator starts from the window's output
+                    tl.store(ACC + row_flat[:, None] * D + offs_d[None, :], o, mask=emask[:, None])
             else:
                 lse_w = tl.load(LSEW + row_flat, mask=emask, other=0.0)
                 o_w = tl.load(OW + row_flat[:, None] * D + offs_d[None, :], mask=emask[:, None], other=0.0).to(tl.float32)
@@ -162,7 +167,12 @@ def _entry_kernel(
             u = tl.sum(acc * do.to(tl.float32), axis=1)
             tl.store(OUT_E + ent_flat, u, mask=emask)
         elif MODE == 3:
-            tl.atomic_add(DQ + row_flat[:, None] * D + offs_d[None, :], acc * sm_scale, mask=real[:, None], sem="relaxed")
+            dq_ptrs = row_flat[:, None] * D + offs_d[None, :]
+            if DQ_FINAL:  # every row once (the window list): finish dq in the query's dtype, no atomics
+                dq = tl.load(DQ + dq_ptrs, mask=emask[:, None], other=0.0) + acc * sm_scale
+                tl.store(DQ_OUT + dq_ptrs, dq.to(DQ_OUT.dtype.element_ty), mask=emask[:, None])
+            else:
+                tl.atomic_add(DQ + dq_ptrs, acc * sm_scale, mask=real[:, None], sem="relaxed")
         else:
             dq = (coef * sm_scale)[:, None] * (acc - pdp_sum[:, None] * acc_b)
             tl.atomic_add(DQ + row_flat[:, None] * D + offs_d[None, :], dq, mask=real[:, None], sem="relaxed")
@@ -187,9 +197,13 @@ def run_entries(
     delta: torch.Tensor | None = None,
     out_e: torch.Tensor | None = None,
     dq: torch.Tensor | None = None,
+    dq_out: torch.Tensor | None = None,
     tiles: tuple[int, ...] | None = None,
 ) -> None:
-    """Launch the entry kernel over every tile of `entries` (buffers not used by `mode` may be None)."""
+    """Launch the entry kernel over every tile of `entries` (buffers not used by `mode` may be None).
+
+    `dq_out` (MODE_DQ over a list holding every row once, the window's): dq finished in the query's dtype,
+    the float32 `dq` holding the other contributions."""
     batch, heads_q, len_q, dim = q.shape
     heads_kv = k.shape[1]
     groups, n_max = entries.eid.shape
@@ -212,12 +226,13 @@ def run_entries(
     _entry_kernel[grid](
         q, k, v, buf(do), k_desc, v_desc,
         entries.eid, entries.lo, entries.hi, entries.count, entries.eid.stride(0),
-        buf(o_w), buf(lse_w), buf(acc), buf(gate), buf(lse_in), buf(coef), buf(delta), buf(out_e), buf(dq),
+        buf(o_w), buf(lse_w), buf(acc), buf(gate), buf(lse_in), buf(coef), buf(delta), buf(out_e), buf(dq), buf(dq_out),
         *q.stride(), *k.stride(), *v.stride(),
         heads_q, heads_kv, len_q, k.shape[2], scale,
         NJ=entries.nj, MODE=mode, D=dim, BM=block_m, BN=block_n,
         PREC=dot_precision(q.dtype), UPCAST=interpreting() or q.dtype == torch.float32,
-        USE_DESC=use_desc, Q_ROWS=rows_flat(q),
+        USE_DESC=use_desc, Q_ROWS=rows_flat(q), DQ_FINAL=dq_out is not None,
+        WINDOW_ACC=mode == MODE_FWD_WINDOW and acc is not None,
         num_warps=warps, num_stages=stages, **launch,
     )
 

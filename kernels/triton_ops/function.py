@@ -47,8 +47,8 @@ def forward_pass(q, k, v, q_search, config: SuperlinearConfig, positions, first_
 
     o_w = torch.empty(batch, heads_q, len_q, dim, dtype=q.dtype, device=q.device)
     lse_w = torch.empty(batch, heads_q, len_q, dtype=torch.float32, device=q.device)
-    run_entries(MODE_FWD_WINDOW, wins, q, k, v, scale, o_w=o_w, lse_w=lse_w)
-    acc = o_w.to(torch.float32, copy=True)
+    acc = torch.empty(o_w.shape, dtype=torch.float32, device=q.device)
+    run_entries(MODE_FWD_WINDOW, wins, q, k, v, scale, o_w=o_w, lse_w=lse_w, acc=acc)
     lse_s = torch.full(anchors.shape, NEG_BIG, dtype=torch.float32, device=q.device)
     run_entries(MODE_FWD_SPAN, spans, q, k, v, scale, o_w=o_w, lse_w=lse_w, acc=acc, gate=gate, out_e=lse_s)
     if not for_backward:
@@ -92,8 +92,9 @@ def backward_pass(grad_out, q, k, v, q_search, saved, scale, fuse_span_dq: bool 
     lse_eff, delta_eff = lse_eff[..., None].contiguous(), delta_eff[..., None].contiguous()
     ones = torch.ones_like(lse_eff)
 
-    run_entries(MODE_DQ, wins, q, k, v, scale, do=do, lse_in=lse_eff, coef=ones, delta=delta_eff, dq=dq)
-    dq = dq.to(q.dtype)  # free the float32 accumulator before the other gradients are allocated
+    dq_out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    run_entries(MODE_DQ, wins, q, k, v, scale, do=do, lse_in=lse_eff, coef=ones, delta=delta_eff, dq=dq, dq_out=dq_out)
+    dq = dq_out  # free the float32 accumulator before the other gradients are allocated
     dk = torch.empty(k.shape, dtype=torch.float32, device=k.device)
     dv = torch.empty(v.shape, dtype=torch.float32, device=v.device)
     dkdv(wins, q, k, v, do, lse_eff, ones, delta_eff, dk, dv, scale, accumulate=False)
