@@ -19,6 +19,7 @@ from slkernels.triton_ops.attend import MODE_DELTA, MODE_DQ, MODE_DQ_SPAN, MODE_
 from slkernels.triton_ops.common import tile_sizes
 from slkernels.triton_ops.entries import build_geometry, span_entries, window_entries
 from slkernels.triton_ops.search import search_topk
+from slkernels.triton_ops.span_lists import span_lists
 
 # tilings timed per pass besides the default: (entries, keys, warps, stages[, register cap])
 VARIANTS = {
@@ -74,10 +75,11 @@ def profile_one(name: str, cfg: SuperlinearConfig, length: int) -> None:
     q, k, v, qs, pos, s0 = inputs(length)
     scale = 128 ** -0.5
     anchors, scores = timed("search", lambda: search_topk(qs, k, cfg, pos, s0, length))
-    geo = timed("geometry", lambda: build_geometry(cfg, anchors, pos, s0, length))
+    geo = timed("geometry (torch, every span)", lambda: build_geometry(cfg, anchors, pos, s0, length))
+    timed("span entries (torch, sort)", lambda: span_entries(geo, 2, 16, length))
+    geo = timed("geometry (rows only)", lambda: build_geometry(cfg, anchors, pos, s0, length, spans=False))
     wins = timed("window entries", lambda: window_entries(geo, 2, 16))
-    spans = timed("span entries (sort)", lambda: span_entries(geo, 2, 16, length))
-    gate = fn._gate(scores, geo.valid)
+    spans, gate, _ = timed("span lists (one pass, sort)", lambda: span_lists(geo, cfg, anchors, scores, pos, s0, 2, length))
     o_w = torch.empty_like(q)
     lse_w = torch.empty(1, 32, length, device="cuda")
     timed("window attention", lambda: run_entries(MODE_FWD_WINDOW, wins, q, k, v, scale, o_w=o_w, lse_w=lse_w))

@@ -51,7 +51,7 @@ def _worker() -> None:
         if t.dtype.is_floating_point:
             t.fill_(float("nan"))
         elif t.dtype != torch.bool:
-            t.fill_(2**30 + 7)
+            t.fill_(min(2**30 + 7, torch.iinfo(t.dtype).max))
         return t
 
     torch.empty = lambda *a, **k: poison(real_empty(*a, **k))
@@ -106,6 +106,7 @@ def _worker() -> None:
     results["_two_walk_backward"] = _two_walk_backward(torch, SuperlinearConfig(**SMALL))
     results["_search_ties"] = _search_ties(torch, SuperlinearConfig(**SMALL))
     results["_fp16_dq_with_value_offset"] = _fp16_dq_with_value_offset(torch, SuperlinearConfig(**SMALL))
+    results["_span_lists"] = _span_lists_vs_torch(torch, SuperlinearConfig(**SMALL))
     print(json.dumps(results))
 
 
@@ -147,6 +148,33 @@ def _fp16_dq_with_value_offset(torch, cfg) -> list[float]:
     finally:
         attend.interpreting = interpreting
     return errors
+
+
+def _span_lists_vs_torch(torch, cfg) -> dict[str, float]:
+    """The one-pass Triton span lists against `span_entries` (torch) on random selections with padding and
+    unused spans: the same entries per group and key, the same validity, the gate of a masked softmax."""
+    from slkernels.triton_ops.entries import build_geometry, span_entries
+    from slkernels.triton_ops.span_lists import span_lists
+
+    gen = torch.Generator().manual_seed(int.from_bytes(os.urandom(4), "little"))
+    batch, heads_q, heads_kv, length = 2, 8, 2, 97
+    pos = torch.arange(length)
+    first_real = torch.tensor([5, 0])
+    anchors = torch.minimum(torch.randint(0, length, (batch, heads_q, length, 3), generator=gen), pos[:, None])
+    anchors[torch.rand(anchors.shape, generator=gen) < 0.2] = -1
+    anchors = anchors.to(torch.int32)
+    scores = torch.randn(anchors.shape, generator=gen)
+    geo = build_geometry(cfg, anchors, pos, first_real, length)
+    ref = span_entries(geo, heads_kv, heads_q // heads_kv, length)
+    got, gate, valid = span_lists(build_geometry(cfg, anchors, pos, first_real, length, spans=False), cfg, anchors,
+                                  scores, pos, first_real, heads_kv, length)
+    mismatched = int(not torch.equal(ref.count, got.count)) + int(not torch.equal(valid, geo.valid))
+    for g, n in enumerate(ref.count.tolist()):
+        mismatched += int(not torch.equal(ref.key[g], got.key[g]))
+        triples = [sorted(zip(x.lo[g, :n].tolist(), x.eid[g, :n].tolist(), x.hi[g, :n].tolist())) for x in (ref, got)]
+        mismatched += int(triples[0] != triples[1])
+    expected_gate = torch.softmax(scores.masked_fill(~geo.valid, -1.0e30), dim=-1) * geo.valid
+    return {"mismatched": mismatched, "gate": float((gate - expected_gate).abs().max())}
 
 
 def _search_ties(torch, cfg) -> dict[str, int]:
@@ -210,6 +238,11 @@ def test_fused_span_dq_keeps_fp16_precision(interpreted):
 
 def test_search_and_reference_rank_ties_alike(interpreted):
     assert interpreted["_search_ties"] == {"split_None": 0, "split_4": 0, "reference": 0}
+
+
+def test_one_pass_span_lists_match_torch(interpreted):
+    assert interpreted["_span_lists"]["mismatched"] == 0
+    assert interpreted["_span_lists"]["gate"] < 1e-6
 
 
 def test_backend_registered(interpreted):

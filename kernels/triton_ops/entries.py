@@ -20,7 +20,8 @@ import torch
 from ..config import SuperlinearConfig
 from ..geometry import span_tables, window_length
 
-__all__ = ["EntryList", "Geometry", "build_geometry", "max_span_length", "window_entries", "span_entries", "key_block_ranges"]
+__all__ = ["EntryList", "Geometry", "build_geometry", "max_span_length", "window_entries", "span_entries", "key_block_ranges",
+           "id_dtype", "length_buckets", "sort_key_layout"]
 
 # Buckets of rows (by tokens seen) for span entries; 16 keeps span lengths in a tile within ~5% at 256K.
 SPAN_BUCKETS = 16
@@ -49,9 +50,9 @@ class Geometry:
 
     win_lo: torch.Tensor  # int64 [B, L_q]
     win_hi: torch.Tensor  # int64 [B, L_q]
-    span_lo: torch.Tensor  # int64 [B, H_q, L_q, k]
-    span_hi: torch.Tensor  # int64 [B, H_q, L_q, k]
-    valid: torch.Tensor  # bool [B, H_q, L_q, k]
+    span_lo: torch.Tensor | None  # int64 [B, H_q, L_q, k] (None: left to `span_lists.span_lists`)
+    span_hi: torch.Tensor | None  # int64 [B, H_q, L_q, k]
+    valid: torch.Tensor | None  # bool [B, H_q, L_q, k]
     t: torch.Tensor  # int64 [B, L_q]: tokens seen by each row
     t_bound: int
     window: int
@@ -65,8 +66,11 @@ def build_geometry(
     positions: torch.Tensor,
     first_real: torch.Tensor,
     t_bound: int,
+    spans: bool = True,
 ) -> Geometry:
-    """SPEC's window and span bounds from the selected anchors, with the host-computed span tables."""
+    """SPEC's window and span bounds from the selected anchors, with the host-computed span tables.
+
+    `spans=False` leaves the per-span fields out (the Triton pass of `span_lists` computes them)."""
     width = window_length(config)
     tables = span_tables(config, max(t_bound, 1), positions.device)
     pos = positions.to(torch.int64)[None, :]  # [1, L]
@@ -75,10 +79,12 @@ def build_geometry(
     back, fwd = tables.back[t], tables.fwd[t]  # [B, L]
     win_lo = torch.maximum(pos - width + 1, s0)
     win_hi = pos.expand_as(win_lo)
-    a = anchors.to(torch.int64)
-    valid = a >= 0
-    span_lo = torch.maximum(a - back[:, None, :, None], s0[:, None, :, None])
-    span_hi = torch.minimum(a + fwd[:, None, :, None], (pos - width)[:, None, :, None])
+    span_lo = span_hi = valid = None
+    if spans:
+        a = anchors.to(torch.int64)
+        valid = a >= 0
+        span_lo = torch.maximum(a - back[:, None, :, None], s0[:, None, :, None])
+        span_hi = torch.minimum(a + fwd[:, None, :, None], (pos - width)[:, None, :, None])
     span_max = max_span_length(config, t_bound)
     host = span_tables(config, max(t_bound, 1), "cpu")
     span_len_table = host.back + host.fwd + 1
@@ -111,12 +117,20 @@ def window_entries(geo: Geometry, heads_kv: int, group: int) -> EntryList:
 
     count = torch.full((batch * heads_kv,), len_q * group, dtype=torch.int32, device=device)
     lo = per_group(lo)
-    ent = ent.to(_id_dtype(ent.numel())).contiguous()
+    ent = ent.to(id_dtype(ent.numel())).contiguous()
     return EntryList(ent, lo, per_group(hi), count, 1, lo.to(torch.int64), [max(geo.window, 1)])
 
 
-def _id_dtype(n_ids: int) -> torch.dtype:
+def id_dtype(n_ids: int) -> torch.dtype:
     return torch.int32 if n_ids < 2**31 else torch.int64
+
+
+def sort_key_layout(n_buckets: int, len_kv: int) -> tuple[int, torch.dtype, int]:
+    """(shift, dtype, key of an unused span) of the span sort key ``bucket << shift | first key``; unused
+    spans sort last, above every valid key (the largest valid one is below ``(n_buckets << shift) - 1``)."""
+    short = n_buckets <= 1 << (31 - SHORT_KEY_SHIFT) and len_kv < (1 << SHORT_KEY_SHIFT) - 1
+    shift, dtype = (SHORT_KEY_SHIFT, torch.int32) if short else (32, torch.int64)
+    return shift, dtype, (n_buckets << shift) - 1
 
 
 def span_entries(geo: Geometry, heads_kv: int, group: int, len_kv: int) -> EntryList:
@@ -127,23 +141,20 @@ def span_entries(geo: Geometry, heads_kv: int, group: int, len_kv: int) -> Entry
         x = x.reshape(batch, heads_kv, group, len_q, ksel).permute(0, 1, 3, 2, 4)
         return x.reshape(batch * heads_kv, len_q * group * ksel)
 
-    n_buckets, bucket_max = _length_buckets(geo)
-    short = n_buckets <= 1 << (31 - SHORT_KEY_SHIFT) and len_kv < (1 << SHORT_KEY_SHIFT) - 1
-    shift, dtype = (SHORT_KEY_SHIFT, torch.int32) if short else (32, torch.int64)
+    n_buckets, bucket_max = length_buckets(geo)
+    shift, dtype, invalid = sort_key_layout(n_buckets, len_kv)
     bucket = ((geo.t - 1).clamp_min(0) * n_buckets // geo.t_bound).clamp_max(n_buckets - 1)  # [B, L]
-    # invalid spans sort last: above every valid key (the largest valid one is below (n_buckets << shift) - 1)
-    invalid = (n_buckets << shift) - 1
     key = torch.where(geo.valid, (bucket[:, None, :, None] << shift) | geo.span_lo, invalid).to(dtype)
     key, order = torch.sort(grouped(key), dim=-1)
     lo = (key & ((1 << shift) - 1)).to(torch.int32)  # (padding past `count` is never read)
     hi = grouped(geo.span_hi).gather(1, order)
     count = grouped(geo.valid).sum(dim=-1, dtype=torch.int32)
     n_ids = geo.span_lo.numel()
-    ent = grouped(torch.arange(n_ids, dtype=_id_dtype(n_ids), device=order.device).view_as(geo.span_lo))
+    ent = grouped(torch.arange(n_ids, dtype=id_dtype(n_ids), device=order.device).view_as(geo.span_lo))
     return EntryList(ent.gather(1, order), lo, hi.to(torch.int32), count, ksel, key, bucket_max, shift)
 
 
-def _length_buckets(geo: Geometry) -> tuple[int, list[int]]:
+def length_buckets(geo: Geometry) -> tuple[int, list[int]]:
     """Rows are split into buckets of t (span length grows with t), so a tile holds spans of nearly equal
     length and the key-major backward scans only entries that can reach its keys."""
     n_buckets = max(1, min(SPAN_BUCKETS, geo.t_bound))

@@ -23,14 +23,11 @@ from ..config import SuperlinearConfig
 from .attend import MODE_DELTA, MODE_DQ, MODE_DQ_SPAN, MODE_FWD_SPAN, MODE_FWD_WINDOW, run_entries
 from .attend_bwd import dkdv, gate_backward, row_dot
 from .common import NEG_BIG
-from .entries import build_geometry, span_entries, window_entries
+from .entries import build_geometry, window_entries
 from .search import search_topk
+from .span_lists import span_lists
 
 __all__ = ["superlinear_prefill", "forward_pass"]
-
-
-def _gate(scores: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    return torch.softmax(scores.masked_fill(~valid, NEG_BIG), dim=-1) * valid
 
 
 def forward_pass(q, k, v, q_search, config: SuperlinearConfig, positions, first_real, scale, t_bound,
@@ -40,10 +37,9 @@ def forward_pass(q, k, v, q_search, config: SuperlinearConfig, positions, first_
     heads_kv = k.shape[1]
     group = heads_q // heads_kv
     anchors, scores = search_topk(q_search, k, config, positions, first_real, t_bound)
-    geo = build_geometry(config, anchors, positions, first_real, t_bound)
-    gate = _gate(scores, geo.valid)
+    geo = build_geometry(config, anchors, positions, first_real, t_bound, spans=False)
     wins = window_entries(geo, heads_kv, group)
-    spans = span_entries(geo, heads_kv, group, k.shape[2])
+    spans, gate, valid = span_lists(geo, config, anchors, scores, positions, first_real, heads_kv, k.shape[2])
 
     o_w = torch.empty(batch, heads_q, len_q, dim, dtype=q.dtype, device=q.device)
     lse_w = torch.empty(batch, heads_q, len_q, dtype=torch.float32, device=q.device)
@@ -55,7 +51,7 @@ def forward_pass(q, k, v, q_search, config: SuperlinearConfig, positions, first_
         return o_w.copy_(acc), None  # o_w is no longer needed: reuse its memory for the output
     out = acc.to(q.dtype)
     del acc
-    saved = dict(anchors=anchors, valid=geo.valid, gate=gate, o_w=o_w, lse_w=lse_w, lse_s=lse_s,
+    saved = dict(anchors=anchors, valid=valid, gate=gate, o_w=o_w, lse_w=lse_w, lse_s=lse_s,
                  wins=wins, spans=spans)
     return out, saved
 

@@ -1,0 +1,104 @@
+"""Span entry lists straight from the search's output: one pass instead of a dozen tensor operations.
+
+For every selected span it computes the SPEC's bounds, validity, gate (softmax of the router scores over a
+row's k spans) and sort key, and writes key, last key and flat entry id already in the order of a
+(batch, kv-head) group's list, so that one sort finishes the list. `entries.span_entries` computes the same
+lists with torch operations (the tests compare both).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..config import SuperlinearConfig
+from ..geometry import span_tables
+from .common import interpreting
+from .entries import EntryList, Geometry, id_dtype, length_buckets, sort_key_layout
+
+__all__ = ["span_lists"]
+
+
+@triton.jit
+def _span_lists_kernel(
+    ANCH, SCORE, POS, S0, BACK, FWD,
+    KEY, HI, ENT, GATE, VALID,
+    L_Q, H_Q, H_KV, width, t_bound, n_buckets, shift, invalid,
+    G: tl.constexpr, KSEL: tl.constexpr, KP: tl.constexpr, BM: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    grp = tl.program_id(1)
+    b = grp // H_KV
+    kv = grp % H_KV
+    m = pid * BM + tl.arange(0, BM)  # (row, head in group) pairs, in the group list's order
+    rmask = m < L_Q * G
+    r = m // G
+    h = kv * G + m % G
+    j = tl.arange(0, KP)
+    jmask = j < KSEL
+    mask = rmask[:, None] & jmask[None, :]
+    src = ((b * H_Q + h).to(tl.int64) * L_Q + r)[:, None] * KSEL + j[None, :]  # flat id in [B, H_q, L_q, k]
+    a = tl.load(ANCH + src, mask=mask, other=-1).to(tl.int64)
+    score = tl.load(SCORE + src, mask=mask, other=0.0)
+    pos = tl.load(POS + r, mask=rmask, other=0).to(tl.int64)
+    s0 = tl.load(S0 + b).to(tl.int64)
+    t = tl.minimum(tl.maximum(pos + 1 - s0, 0), t_bound)
+    back = tl.load(BACK + t, mask=rmask, other=0)
+    fwd = tl.load(FWD + t, mask=rmask, other=0)
+    valid = a >= 0
+    lo = tl.maximum(a - back[:, None], s0)
+    hi = tl.minimum(a + fwd[:, None], (pos - width)[:, None])
+    bucket = tl.minimum(tl.maximum(t - 1, 0) * n_buckets // t_bound, n_buckets - 1)
+    key = tl.where(valid, (bucket[:, None] << shift) | lo, invalid)
+    # the gate: softmax over the row's k scores, unused spans at NEG_BIG, then zeroed
+    z = tl.where(valid, score, -1.0e30)  # NEG_BIG
+    z = tl.where(jmask[None, :], z, float("-inf"))
+    e = tl.exp(z - tl.max(z, axis=1)[:, None])
+    gate = tl.where(valid, e / tl.sum(e, axis=1)[:, None], 0.0)
+    dst = grp.to(tl.int64) * (L_Q * G * KSEL) + m.to(tl.int64)[:, None] * KSEL + j[None, :]
+    tl.store(KEY + dst, key.to(KEY.dtype.element_ty), mask=mask)
+    tl.store(HI + dst, hi.to(tl.int32), mask=mask)
+    tl.store(ENT + dst, src.to(ENT.dtype.element_ty), mask=mask)
+    tl.store(GATE + src, gate, mask=mask)
+    tl.store(VALID + src, valid.to(tl.int8), mask=mask)
+
+
+def span_lists(
+    geo: Geometry,
+    config: SuperlinearConfig,
+    anchors: torch.Tensor,
+    scores: torch.Tensor,
+    positions: torch.Tensor,
+    first_real: torch.Tensor,
+    heads_kv: int,
+    len_kv: int,
+) -> tuple[EntryList, torch.Tensor, torch.Tensor]:
+    """(span entry list, gate float32 [B, H_q, L_q, k], valid bool [B, H_q, L_q, k]) from the search's output."""
+    batch, heads_q, len_q, ksel = anchors.shape
+    group = heads_q // heads_kv
+    device = anchors.device
+    n_buckets, bucket_max = length_buckets(geo)
+    shift, dtype, invalid = sort_key_layout(n_buckets, len_kv)
+    tables = span_tables(config, geo.t_bound, device)
+    groups, n = batch * heads_kv, len_q * group * ksel
+    key = torch.empty(groups, n, dtype=dtype, device=device)
+    hi = torch.empty(groups, n, dtype=torch.int32, device=device)
+    ent = torch.empty(groups, n, dtype=id_dtype(anchors.numel()), device=device)
+    gate = torch.empty(anchors.shape, dtype=torch.float32, device=device)
+    valid = torch.empty(anchors.shape, dtype=torch.uint8, device=device)
+    block_m = 16 if interpreting() else 128
+    if n:
+        grid = (triton.cdiv(len_q * group, block_m), groups)
+        _span_lists_kernel[grid](
+            anchors, scores.contiguous(), positions, first_real, tables.back, tables.fwd,
+            key, hi, ent, gate, valid,
+            len_q, heads_q, heads_kv, geo.window, geo.t_bound, n_buckets, shift, invalid,
+            G=group, KSEL=ksel, KP=triton.next_power_of_2(ksel), BM=block_m,
+            num_warps=1 if interpreting() else 4,
+        )
+    key, order = torch.sort(key, dim=-1)
+    lo = (key & ((1 << shift) - 1)).to(torch.int32)  # (padding past `count` is never read)
+    count = (key != invalid).sum(dim=-1, dtype=torch.int32)
+    spans = EntryList(ent.gather(1, order), lo, hi.gather(1, order), count, ksel, key, bucket_max, shift)
+    return spans, gate, valid.view(torch.bool)
