@@ -1,0 +1,186 @@
+"""Compile a Triton kernel of slkernels for Hopper (sm_90) on the CPU and report what the machine code does.
+
+    python benchmarks/sass_report.py KERNEL [--tiles BM,BN,WARPS,STAGES[,REGCAP]] [--length L] [--keep DIR]
+
+KERNEL: ``entry:MODE`` (0 window forward, 1 span forward, 2 delta, 3 dq, 4 fused span dq), ``dkdv:NJ``
+(1 window list, k span lists), ``search`` (BN = anchors per block) or ``span_lists`` (BM = rows per program). Prints registers, spilled stack bytes and shared
+memory per program, and the instruction mix of the innermost loop that issues tensor-core products (the
+cost of one iteration). No GPU is needed: Triton compiles for the target named here, with the specialisation
+a launch on the benchmark shape gets (B=1, H_q=32, H_kv=2, D=128, bf16; pointers and strides divisible by 16,
+unit strides constant), and `cuobjdump` from Triton's own package disassembles the result. Run it under the
+Triton of the GPU machine (e.g. ``pip install --target DIR triton==3.6.0`` and ``PYTHONPATH=DIR``) to see what
+that machine runs. `--keep DIR` writes the TTGIR, PTX and SASS there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+D, HQ, HKV = 128, 32, 2
+G = HQ // HKV
+TENSOR_CORE_OPS = ("HGMMA", "HMMA")
+
+
+def compile_for_sm90(fn, args: dict, consts: dict, warps: int, stages: int, regcap: int | None = None):
+    """`args`: a type string for pointers and descriptors, else the value a launch would pass (ints equal to
+    1 become constants and multiples of 16 are marked so, as Triton's launcher specialises them)."""
+    sig, constexprs, attrs = {}, {}, {}
+    for i, name in enumerate(fn.arg_names):
+        if name in consts:
+            sig[name], constexprs[(i,)] = "constexpr", consts[name]
+            continue
+        value = args[name]
+        if isinstance(value, str):
+            sig[name] = value
+            if value.startswith("*"):
+                attrs[(i,)] = [["tt.divisibility", 16]]
+        elif isinstance(value, float):
+            sig[name] = "fp32"
+        elif value == 1:
+            sig[name], constexprs[(i,)] = "constexpr", 1
+        else:
+            sig[name] = "i32" if abs(value) < 2**31 else "i64"
+            if value % 16 == 0:
+                attrs[(i,)] = [["tt.divisibility", 16]]
+    options = dict(num_warps=warps, num_stages=stages, **({"maxnreg": regcap} if regcap else {}))
+    source = ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs)
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
+
+
+def _strides(length: int, heads: int) -> list[int]:
+    return [heads * length * D, length * D, D, 1]
+
+
+def kernel_and_args(kernel: str, length: int, tiles: tuple[int, ...]):
+    """(jit function, argument types/values, constexprs) of one slkernels kernel on the benchmark shape."""
+    bm, bn = tiles[0], tiles[1]
+    q_strides = dict(zip(("sqb", "sqh", "sql", "sqd"), _strides(length, HQ)))
+    k_strides = dict(zip(("skb", "skh", "skl", "skd"), _strides(length, HKV)))
+    v_strides = dict(zip(("svb", "svh", "svl", "svd"), _strides(length, HKV)))
+    name, _, arg = kernel.partition(":")
+    if name == "entry":
+        from slkernels.triton_ops import attend
+
+        mode = int(arg or 1)
+        nj = 3 if mode in (1, 2, 4) else 1
+        desc = f"tensordesc<bf16[{bn}, {D}]>"
+        args = dict(Q="*bf16", K="*bf16", V="*bf16", DO="*bf16", K_DESC=desc, V_DESC=desc, ENT_ID="*i32",
+                    ENT_LO="*i32", ENT_HI="*i32", ENT_COUNT="*i32", ent_stride=length * G * nj, OW="*bf16",
+                    LSEW="*fp32", ACC="*fp32", GATE="*fp32", LSE_IN="*fp32", COEF="*fp32", DELTA="*fp32",
+                    OUT_E="*fp32", DQ="*fp32", DQ_OUT="*bf16", **q_strides, **k_strides, **v_strides, H_Q=HQ,
+                    H_KV=HKV, L_Q=length, L_KV=length, sm_scale=D**-0.5)
+        consts = dict(NJ=nj, MODE=mode, D=D, BM=bm, BN=bn, PREC="tf32", UPCAST=False, USE_DESC=True, Q_ROWS=True,
+                      DQ_FINAL=mode == 3, WINDOW_ACC=mode == 0)
+        return attend._entry_kernel, args, consts
+    if name == "dkdv":
+        from slkernels.triton_ops import attend_bwd
+
+        nj = int(arg or 3)
+        args = dict(Q="*bf16", K="*bf16", V="*bf16", DO="*bf16", ENT_ID="*i32", ENT_LO="*i32", ENT_HI="*i32",
+                    ent_stride=length * G * nj, RANGES="*i32", PERIOD="*i32", LSE_IN="*fp32", COEF="*fp32",
+                    DELTA="*fp32", DK="*fp32", DV="*fp32", **q_strides, **k_strides, **v_strides, H_Q=HQ, H_KV=HKV,
+                    L_Q=length, L_KV=length, n_blocks=length // bn, n_buckets=16, sm_scale=D**-0.5)
+        consts = dict(NJ=nj, D=D, BM=bm, BN=bn, ACCUMULATE=True, PREC="tf32", UPCAST=False, Q_ROWS=True, ROTATE=True)
+        return attend_bwd._dkdv_kernel, args, consts
+    if name == "search":
+        from slkernels.triton_ops import search
+
+        args = dict(QS="*bf16", K="*bf16", OFFS="*i64", POS="*i64", S0="*i64", ANCH="*i32", SCORE="*fp32",
+                    **q_strides, **k_strides, n_offsets=890, H_Q=HQ, H_KV=HKV, L_Q=length, G=G, per_split=896,
+                    n_splits=1)
+        consts = dict(D=D, GP=16, BN=bn, KSEL=3, KP=4, PREC="tf32", UPCAST=False)
+        return search._search_kernel, args, consts
+    if name == "span_lists":
+        from slkernels.triton_ops import span_lists
+
+        args = dict(ANCH="*i32", SCORE="*fp32", POS="*i64", S0="*i64", BACK="*i64", FWD="*i64", KEY="*i32",
+                    HI="*i32", ENT="*i32", GATE="*fp32", VALID="*u8", L_Q=length, H_Q=HQ, H_KV=HKV, width=2032,
+                    t_bound=length, n_buckets=16, shift=27, invalid=(16 << 27) - 1)
+        return span_lists._span_lists_kernel, args, dict(G=G, KSEL=3, KP=4, BM=bm)
+    raise SystemExit(f"error: unknown kernel {kernel!r}; use entry:MODE, dkdv:NJ, search or span_lists")
+
+
+def _cuobjdump(*args: str) -> str:
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    return subprocess.run([tool, *args], capture_output=True, text=True, check=True).stdout
+
+
+def innermost_product_loop(sass: str) -> list[str]:
+    """Instructions of the smallest backward-branching loop that issues tensor-core products ([] if none)."""
+    listing = []
+    for line in sass.splitlines():
+        found = re.search(r"/\*([0-9a-f]{4,})\*/\s+(.*?);", line)
+        if found:
+            listing.append((int(found.group(1), 16), found.group(2).strip()))
+    best: list[str] = []
+    for address, text in listing:
+        branch = re.search(r"BRA (0x[0-9a-f]+)", text)
+        if branch and int(branch.group(1), 16) < address:
+            body = [t for a, t in listing if int(branch.group(1), 16) <= a <= address]
+            if any(opcode(t) in TENSOR_CORE_OPS for t in body) and (not best or len(body) < len(best)):
+                best = body
+    return best
+
+
+def opcode(instruction: str) -> str:
+    return re.sub(r"^@!?U?P\w+\s+", "", instruction).split()[0].split(".")[0]
+
+
+def report(kernel: str, length: int, tiles: tuple[int, ...], keep: str | None) -> dict:
+    fn, args, consts = kernel_and_args(kernel, length, tiles)
+    compiled = compile_for_sm90(fn, args, consts, tiles[2], tiles[3], tiles[4] if len(tiles) > 4 else None)
+    folder = keep or tempfile.mkdtemp()
+    os.makedirs(folder, exist_ok=True)
+    stem = os.path.join(folder, kernel.replace(":", "_"))
+    with open(stem + ".cubin", "wb") as f:
+        f.write(compiled.asm["cubin"])
+    usage = _cuobjdump("--dump-resource-usage", stem + ".cubin")
+    sass = _cuobjdump("-sass", stem + ".cubin")
+    if keep:
+        for ext, text in ((".sass", sass), (".ptx", compiled.asm["ptx"]), (".ttgir", compiled.asm["ttgir"])):
+            with open(stem + ext, "w") as f:
+                f.write(text)
+    regs = re.search(r"REG:(\d+)", usage)
+    stack = re.search(r"STACK:(\d+)", usage)
+    loop = innermost_product_loop(sass)
+    return dict(kernel=kernel, triton=triton.__version__, tiles=tiles, registers=int(regs.group(1)) if regs else None,
+                stack_bytes=int(stack.group(1)) if stack else None, shared_bytes=compiled.metadata.shared,
+                loop_instructions=len(loop), loop_mix=collections.Counter(opcode(t) for t in loop).most_common(12),
+                # device-wide fences: what acquire-release atomics cost (one per element added)
+                gpu_fences=len(re.findall(r"MEMBAR\.\w+\.GPU", sass)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("kernel")
+    ap.add_argument("--tiles", default="64,64,4,3", help="BM,BN,WARPS,STAGES[,REGCAP]")
+    ap.add_argument("--length", type=int, default=262144)
+    ap.add_argument("--keep", default=None)
+    args = ap.parse_args(argv)
+    tiles = tuple(int(x) for x in args.tiles.split(","))
+    if len(tiles) not in (4, 5):
+        raise SystemExit("error: --tiles takes BM,BN,WARPS,STAGES or BM,BN,WARPS,STAGES,REGCAP")
+    r = report(args.kernel, args.length, tiles, args.keep)
+    print(f"{r['kernel']} (Triton {r['triton']}, sm_90, tiles {r['tiles']}): {r['registers']} registers, "
+          f"{r['stack_bytes']} B spilled stack, {r['shared_bytes']} B shared memory")
+    if r["loop_instructions"]:
+        print(f"  innermost product loop: {r['loop_instructions']} instructions per iteration")
+        print("  " + ", ".join(f"{op} {n}" for op, n in r["loop_mix"]))
+    else:
+        print("  no loop issuing tensor-core products")
+    print(f"  device-wide memory fences: {r['gpu_fences']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
