@@ -56,7 +56,7 @@ def _span_lists_kernel(
     z = tl.where(jmask[None, :], z, float("-inf"))
     e = tl.exp(z - tl.max(z, axis=1)[:, None])
     gate = tl.where(valid, e / tl.sum(e, axis=1)[:, None], 0.0)
-    dst = grp.to(tl.int64) * (L_Q * G * KSEL) + m.to(tl.int64)[:, None] * KSEL + j[None, :]
+    dst = (grp.to(tl.int64) * L_Q * G + m)[:, None] * KSEL + j[None, :]  # int64: no overflow past 2**31 ids
     tl.store(KEY + dst, key.to(KEY.dtype.element_ty), mask=mask)
     tl.store(HI + dst, hi.to(tl.int32), mask=mask)
     tl.store(ENT + dst, src.to(ENT.dtype.element_ty), mask=mask)
