@@ -119,15 +119,15 @@ def profile_one(name: str, cfg: SuperlinearConfig, length: int) -> None:
     dk = torch.empty(k.shape, dtype=torch.float32, device="cuda")
     dv = torch.empty_like(dk)
     ones = torch.ones_like(saved["lse_w"])[..., None]
-    for tiles in [None, *VARIANTS["dkdv"], "scan from the first entry"]:
-        if tiles == "scan from the first entry":
-            attend_bwd.ROTATION[0], tiles = "off", None
-        timed(f"dkdv spans {tiles}", lambda tiles=tiles: dkdv(spans, q, k, v, q, saved["lse_s"], saved["gate"],
+    variants = [(None, "on"), *((tiles, "on") for tiles in VARIANTS["dkdv"]), (None, "off")]
+    for tiles, rotation in variants:  # "off": every key block scans its entries from the first
+        attend_bwd.ROTATION[0] = rotation
+        label = f"{tiles}" + (", scan from the first entry" if rotation == "off" else "")
+        timed(f"dkdv spans {label}", lambda tiles=tiles: dkdv(spans, q, k, v, q, saved["lse_s"], saved["gate"],
                                                               saved["lse_s"], dk, dv, scale, True, tiles=tiles))
-        timed(f"dkdv window {tiles}", lambda tiles=tiles: dkdv(wins, q, k, v, q, ones, ones, ones, dk, dv, scale,
+        timed(f"dkdv window {label}", lambda tiles=tiles: dkdv(wins, q, k, v, q, ones, ones, ones, dk, dv, scale,
                                                                False, tiles=tiles))
     attend_bwd.ROTATION[0] = "on"
-
 
 
 def main() -> None:

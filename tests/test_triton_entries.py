@@ -16,15 +16,21 @@ from slkernels.triton_ops.entries import build_geometry, key_block_ranges, span_
 SMALL = dict(sw_index=2, num_spans=3, search_power=0.5, span_power=0.5, backward_factor=2.0, forward_factor=1.0)
 
 
-def _geometry(seed: int, batch: int, heads_q: int, length: int, pad: int):
-    gen = torch.Generator().manual_seed(seed)
-    cfg = SuperlinearConfig.from_dict(SMALL)
+def random_selection(gen: torch.Generator, batch: int, heads_q: int, length: int, pad: int, num_spans: int):
+    """(anchors int32 [B, H_q, L, k], positions, first real token per row of the batch) of a made-up selection:
+    anchors anywhere at or before their row (the geometry does not need the search grid), a fifth unused."""
     pos = torch.arange(length)
     first_real = torch.tensor([pad, 0][:batch])
-    # anchors anywhere behind the window (the geometry does not need them on the search grid); some unused
-    anchors = torch.randint(0, length, (batch, heads_q, length, cfg.num_spans), generator=gen)
+    anchors = torch.randint(0, length, (batch, heads_q, length, num_spans), generator=gen)
     anchors = torch.minimum(anchors, pos[None, None, :, None])
     anchors[torch.rand(anchors.shape, generator=gen) < 0.2] = -1
+    return anchors.to(torch.int32), pos, first_real
+
+
+def _geometry(seed: int, batch: int, heads_q: int, length: int, pad: int):
+    cfg = SuperlinearConfig.from_dict(SMALL)
+    gen = torch.Generator().manual_seed(seed)
+    anchors, pos, first_real = random_selection(gen, batch, heads_q, length, pad, cfg.num_spans)
     return build_geometry(cfg, anchors, pos, first_real, length)
 
 

@@ -155,14 +155,11 @@ def _span_lists_vs_torch(torch, cfg) -> dict[str, float]:
     unused spans: the same entries per group and key, the same validity, the gate of a masked softmax."""
     from slkernels.triton_ops.entries import build_geometry, span_entries
     from slkernels.triton_ops.span_lists import span_lists
+    from test_triton_entries import random_selection  # this folder is on sys.path in the worker
 
     gen = torch.Generator().manual_seed(int.from_bytes(os.urandom(4), "little"))
     batch, heads_q, heads_kv, length = 2, 8, 2, 97
-    pos = torch.arange(length)
-    first_real = torch.tensor([5, 0])
-    anchors = torch.minimum(torch.randint(0, length, (batch, heads_q, length, 3), generator=gen), pos[:, None])
-    anchors[torch.rand(anchors.shape, generator=gen) < 0.2] = -1
-    anchors = anchors.to(torch.int32)
+    anchors, pos, first_real = random_selection(gen, batch, heads_q, length, 5, cfg.num_spans)
     scores = torch.randn(anchors.shape, generator=gen)
     geo = build_geometry(cfg, anchors, pos, first_real, length)
     ref = span_entries(geo, heads_kv, heads_q // heads_kv, length)

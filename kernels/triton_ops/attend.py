@@ -32,7 +32,7 @@ try:
 except ImportError:  # older Triton: plain loads only
     TensorDescriptor = None
 
-from .common import dot_precision, entry_rows, interpreting, rows_flat, tile_sizes
+from .common import dot_precision, entry_rows, interpreting, launch_tiles, rows_flat
 from .entries import EntryList
 
 __all__ = ["MODE_FWD_WINDOW", "MODE_FWD_SPAN", "MODE_DELTA", "MODE_DQ", "MODE_DQ_SPAN", "run_entries"]
@@ -209,8 +209,7 @@ def run_entries(
     groups, n_max = entries.eid.shape
     if n_max == 0:
         return
-    block_m, block_n, warps, stages, *cap = tiles or tile_sizes(dim, mode=mode)
-    launch = {"maxnreg": cap[0]} if cap and cap[0] else {}  # a register cap lets more programs share an SM
+    block_m, block_n, launch = launch_tiles(tiles, dim, mode)
     dummy = q.new_empty(1, dtype=torch.float32)
 
     def buf(x):
@@ -233,7 +232,7 @@ def run_entries(
         PREC=dot_precision(q.dtype), UPCAST=interpreting() or q.dtype == torch.float32,
         USE_DESC=use_desc, Q_ROWS=rows_flat(q), DQ_FINAL=dq_out is not None,
         WINDOW_ACC=mode == MODE_FWD_WINDOW and acc is not None,
-        num_warps=warps, num_stages=stages, **launch,
+        **launch,
     )
 
 

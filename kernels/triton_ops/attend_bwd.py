@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import dot_precision, entry_rows, interpreting, rows_flat, tile_sizes
+from .common import dot_precision, entry_rows, interpreting, launch_tiles, rows_flat
 from .entries import EntryList, key_block_ranges
 
 __all__ = ["dkdv", "gate_backward", "row_dot"]
@@ -111,8 +111,7 @@ def dkdv(
     """dk/dv (float32 [B, H_kv, L_kv, D], contiguous) of one entry list; `accumulate` adds to them."""
     batch, heads_q, len_q, dim = q.shape
     heads_kv, len_kv = k.shape[1], k.shape[2]
-    block_m, block_n, warps, stages, *cap = tiles or tile_sizes(dim, mode="dkdv")
-    launch = {"maxnreg": cap[0]} if cap and cap[0] else {}
+    block_m, block_n, launch = launch_tiles(tiles, dim, "dkdv")
     ranges = key_block_ranges(entries, len_kv, block_n)
     n_blocks, n_buckets = ranges.shape[1], ranges.shape[2]
     period = (ranges[..., 1] - ranges[..., 0]).amax(dim=(0, 1)).contiguous()  # per bucket: the longest slice
@@ -126,7 +125,7 @@ def dkdv(
         NJ=entries.nj, D=dim, BM=block_m, BN=block_n, ACCUMULATE=accumulate, Q_ROWS=rows_flat(q),
         ROTATE=ROTATION[0] == "on",
         PREC=dot_precision(q.dtype), UPCAST=interpreting() or q.dtype == torch.float32,
-        num_warps=warps, num_stages=stages, **launch,
+        **launch,
     )
 
 

@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["interpreting", "dot_precision", "tile_sizes", "rows_flat", "entry_rows", "SUPPORTED_HEAD_DIMS", "NEG_BIG"]
+__all__ = ["interpreting", "dot_precision", "tile_sizes", "launch_tiles", "rows_flat", "entry_rows", "SUPPORTED_HEAD_DIMS", "NEG_BIG"]
 
 SUPPORTED_HEAD_DIMS = (16, 32, 64, 128, 256)
 # Finite "minus infinity" of logits and log-sum-exps: a fully masked row must stay finite (SPEC).
@@ -52,6 +52,16 @@ def tile_sizes(head_dim: int, mode: int | str = 0) -> tuple[int, ...]:
     if head_dim > 128:
         return 64, 32, 8, 1
     return TILES_D128[mode]
+
+
+def launch_tiles(tiles: tuple[int, ...] | None, head_dim: int, mode: int | str) -> tuple[int, int, dict]:
+    """(entries per tile, keys per tile, launch options) from `tiles` or the pass's default; a fifth entry is a
+    register cap, which lets more programs share an SM."""
+    block_m, block_n, warps, stages, *cap = tiles or tile_sizes(head_dim, mode)
+    options = dict(num_warps=warps, num_stages=stages)
+    if cap and cap[0]:
+        options["maxnreg"] = cap[0]
+    return block_m, block_n, options
 
 
 def rows_flat(t: torch.Tensor) -> bool:
