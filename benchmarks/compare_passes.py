@@ -1,7 +1,8 @@
 """Same-run comparisons of kernel variants (CUDA events, median of 5 runs), for benchmarks/NOTES.md.
 
-    python benchmarks/compare_passes.py [--packages slkernels,OTHER] [--loads off,on] [LENGTH ...]
-                                        (default 65536 262144; --loads: K/V load variants to time)
+    python benchmarks/compare_passes.py [--packages slkernels,OTHER] [--loads off,on] [--forward] [LENGTH ...]
+                                        (default 65536 262144; --loads: K/V load variants to time;
+                                        --forward: no backward)
 
 For every package named (a copy of slkernels importable under another name gives a before/after in one
 process) it times the search and the whole forward and backward, the attention passes reading K/V with
@@ -22,7 +23,7 @@ from slkernels import SuperlinearConfig
 timed = functools.partial(profile_passes.timed, reps=5)
 
 
-def whole(package: str, cfg: SuperlinearConfig, length: int, data, loads: tuple[str, ...]) -> None:
+def whole(package: str, cfg: SuperlinearConfig, length: int, data, loads: tuple[str, ...], backward: bool) -> None:
     fn = importlib.import_module(f"{package}.triton_ops.function")
     search = importlib.import_module(f"{package}.triton_ops.search")
     switch = getattr(importlib.import_module(f"{package}.triton_ops.attend"), "DESCRIPTORS", None)
@@ -35,6 +36,8 @@ def whole(package: str, cfg: SuperlinearConfig, length: int, data, loads: tuple[
             switch[0] = mode
         label = f"[{package}]" + (f" K/V descriptors {mode}" if mode else "")
         timed(f"{label} whole forward", lambda: fn.forward_pass(q, k, v, qs, cfg, pos, s0, scale, length))
+        if not backward:
+            continue
         out, saved = fn.forward_pass(q, k, v, qs, cfg, pos, s0, scale, length)
         grad = torch.randn_like(out)
         timed(f"{label} whole backward", lambda grad=grad, saved=saved: fn.backward_pass(grad, q, k, v, qs, saved, scale))
@@ -54,14 +57,15 @@ def main() -> None:
         i = args.index("--loads")
         loads = tuple(args[i + 1].split(","))
         del args[i : i + 2]
-    lengths = [int(x) for x in args] or [65536, 262144]
+    backward = "--forward" not in args
+    lengths = [int(x) for x in args if x != "--forward"] or [65536, 262144]
     settings = [("released", length) for length in lengths] + [("balanced", lengths[-1])]
     for name, length in settings:
         cfg = getattr(SuperlinearConfig, name)()
         print(f"{name} L={length} on {torch.cuda.get_device_name()}", flush=True)
         data = profile_passes.inputs(length)
         for package in packages:
-            whole(package, cfg, length, data, loads)
+            whole(package, cfg, length, data, loads, backward)
         del data
 
 

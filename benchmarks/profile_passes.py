@@ -1,10 +1,11 @@
 """Where the time goes: each pass of the Triton forward/backward timed on its own (CUDA events).
 
-    python benchmarks/profile_passes.py [released|balanced ...] [LENGTH ...] [--plain-loads]
+    python benchmarks/profile_passes.py [released|balanced ...] [LENGTH ...] [--plain-loads] [--forward]
                                         (default: both settings at 65536 and 262144)
 Each attention and dk/dv pass is also timed under several tilings. Also prints the tile efficiency of the
 span and window entry lists: attended keys over keys walked (a tile walks the union of its entries'
-ranges). `--plain-loads` reads K/V without tensor descriptors, for a per-pass before/after.
+ranges). `--plain-loads` reads K/V without tensor descriptors, for a per-pass before/after; `--forward` stops
+after the forward passes.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from slkernels.triton_ops.entries import build_geometry, span_entries, window_en
 from slkernels.triton_ops.search import search_topk
 from slkernels.triton_ops.span_lists import span_lists
 
-# tilings timed per pass besides the default: (entries, keys, warps, stages[, register cap])
+# tilings timed per pass besides the default: (entries, keys, warps, stages[, register cap]); search: (anchors
+# per block, warps)
 VARIANTS = {
+    "search": [(16, 1), (64, 2), (32, 2)],
     "window": [(64, 32, 4, 3), (64, 32, 4, 4), (64, 32, 4, 2), (64, 64, 4, 2)],
     "span": [(64, 32, 4, 3), (64, 32, 4, 3, 168), (64, 32, 4, 4), (64, 64, 4, 2, 168)],
     "dq span": [(64, 32, 4, 2), (64, 32, 4, 4), (64, 32, 4, 3, 168)],
@@ -70,11 +73,14 @@ def inputs(length: int):
     return q, k, v, qs, pos, s0
 
 
-def profile_one(name: str, cfg: SuperlinearConfig, length: int) -> None:
+def profile_one(name: str, cfg: SuperlinearConfig, length: int, forward_only: bool = False) -> None:
     print(f"{name} L={length} on {torch.cuda.get_device_name()}")
     q, k, v, qs, pos, s0 = inputs(length)
     scale = 128 ** -0.5
     anchors, scores = timed("search", lambda: search_topk(qs, k, cfg, pos, s0, length))
+    for bn, warps in VARIANTS["search"]:
+        timed(f"search {bn} anchors x {warps} warps", lambda bn=bn, warps=warps: search_topk(
+            qs, k, cfg, pos, s0, length, block_n=bn, num_warps=warps))
     geo = timed("geometry (torch, every span)", lambda: build_geometry(cfg, anchors, pos, s0, length))
     timed("span entries (torch, sort)", lambda: span_entries(geo, 2, 16, length))
     geo = timed("geometry (rows only)", lambda: build_geometry(cfg, anchors, pos, s0, length, spans=False))
@@ -96,9 +102,13 @@ def profile_one(name: str, cfg: SuperlinearConfig, length: int) -> None:
     u = torch.empty_like(scores)
     timed("span delta pass (no atomics)", lambda: run_entries(MODE_DELTA, spans, q, k, v, scale, do=q, lse_in=lse_s,
                                                               out_e=u))
+    timed("output cast", lambda: o_w.copy_(acc))
     timed("whole forward", lambda: fn.forward_pass(q, k, v, qs, cfg, pos, s0, scale, length))
+    timed("whole forward, no gradient", lambda: fn.forward_pass(q, k, v, qs, cfg, pos, s0, scale, length, False))
     bm = tile_sizes(128)[0]
     print(f"  tile efficiency: window {tile_efficiency(wins, bm):.2f}, spans {tile_efficiency(spans, bm):.2f}")
+    if forward_only:
+        return
     qg, kg, vg, qsg = (x.clone().requires_grad_(True) for x in (q, k, v, qs))
     out, saved = fn.forward_pass(qg, kg, vg, qsg, cfg, pos, s0, scale, length)
     grad = torch.randn_like(out)
@@ -138,7 +148,7 @@ def main() -> None:
     for name in names:
         cfg = getattr(SuperlinearConfig, name)()
         for length in lengths:
-            profile_one(name, cfg, length)
+            profile_one(name, cfg, length, forward_only="--forward" in sys.argv)
 
 
 if __name__ == "__main__":

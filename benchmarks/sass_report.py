@@ -96,9 +96,9 @@ def kernel_and_args(kernel: str, length: int, tiles: tuple[int, ...]):
         from slkernels.triton_ops import search
 
         args = dict(QS="*bf16", K="*bf16", OFFS="*i64", POS="*i64", S0="*i64", ANCH="*i32", SCORE="*fp32",
-                    **q_strides, **k_strides, n_offsets=890, H_Q=HQ, H_KV=HKV, L_Q=length, G=G, per_split=896,
+                    **q_strides, **k_strides, n_offsets=890, first_index=66, power=0.55, H_Q=HQ, H_KV=HKV, L_Q=length, G=G, per_split=896,
                     n_splits=1)
-        consts = dict(D=D, GP=16, BN=bn, KSEL=3, KP=4, PREC="tf32", UPCAST=False)
+        consts = dict(D=D, GP=16, BN=bn, KSEL=3, KP=4, PREC="tf32", UPCAST=False, WIDE=False)
         return search._search_kernel, args, consts
     if name == "span_lists":
         from slkernels.triton_ops import span_lists

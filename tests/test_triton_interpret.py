@@ -105,6 +105,7 @@ def _worker() -> None:
     results["_backends"] = slkernels.available_backends()
     results["_two_walk_backward"] = _two_walk_backward(torch, SuperlinearConfig(**SMALL))
     results["_search_ties"] = _search_ties(torch, SuperlinearConfig(**SMALL))
+    results["_reachable_counts"] = _reachable_counts(torch)
     results["_fp16_dq_with_value_offset"] = _fp16_dq_with_value_offset(torch, SuperlinearConfig(**SMALL))
     results["_span_lists"] = _span_lists_vs_torch(torch, SuperlinearConfig(**SMALL))
     print(json.dumps(results))
@@ -204,6 +205,33 @@ def _search_ties(torch, cfg) -> dict[str, int]:
     return wrong
 
 
+def _reachable_counts(torch) -> dict[str, int]:
+    """Rows whose count of reachable anchors differs from a searchsorted of the table, with the search's
+    float estimate exact and deliberately off by a lot (the walks over the table must still land)."""
+    import triton
+    import triton.language as tl
+    from slkernels import SuperlinearConfig
+    from slkernels.geometry import anchor_table
+    from slkernels.triton_ops import search
+
+    @triton.jit
+    def count_kernel(OFFS, OUT, n_offsets, first_index, power):
+        t = tl.program_id(0) - 3
+        tl.store(OUT + tl.program_id(0), search._count_reachable(OFFS, n_offsets, t, first_index, power))
+
+    globals()["search"] = search  # the interpreter resolves a kernel's names in its module
+    wrong = {}
+    for cfg in (SuperlinearConfig(**SMALL), SuperlinearConfig()):
+        table = anchor_table(cfg, 400, "cpu")
+        t = torch.arange(-3, 500)
+        expected = torch.searchsorted(table, t.clamp_min(0), right=True).clamp_max(table.numel())
+        for factor in (1.0, 0.8, 1.25):
+            got = torch.empty(t.numel(), dtype=torch.int32)
+            count_kernel[(t.numel(),)](table, got, table.numel(), cfg.sw_index + 1, cfg.search_power * factor)
+            wrong[f"p{cfg.search_power}x{factor}"] = int((got.long() != expected).sum())
+    return wrong
+
+
 @pytest.fixture(scope="module")
 def interpreted():
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONWARNINGS="ignore")
@@ -235,6 +263,11 @@ def test_fused_span_dq_keeps_fp16_precision(interpreted):
 
 def test_search_and_reference_rank_ties_alike(interpreted):
     assert interpreted["_search_ties"] == {"split_None": 0, "split_4": 0, "reference": 0}
+
+
+def test_reachable_anchor_count_is_exact_even_from_a_poor_estimate(interpreted):
+    counts = interpreted["_reachable_counts"]
+    assert len(counts) == 6 and not any(counts.values()), counts
 
 
 def test_one_pass_span_lists_match_torch(interpreted):

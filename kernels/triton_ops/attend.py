@@ -84,6 +84,10 @@ def _entry_kernel(
         v_base = V + b.to(tl.int64) * svb + kv.to(tl.int64) * svh
         kstart = tl.min(tl.where(real, lo, 1 << 30), axis=0)  # no real entry: an empty loop, no overflow
         kend = tl.max(tl.where(real, hi, -1), axis=0)
+        # Keys every stored entry of the tile attends: blocks inside [inner_lo, inner_hi] skip the range mask
+        # (an empty entry makes the interval empty, so every block keeps the mask).
+        inner_lo = tl.max(tl.where(emask, lo, -1), axis=0)
+        inner_hi = tl.min(tl.where(emask, hi, 1 << 30), axis=0)
         qk_scale = sm_scale * 1.4426950408889634
 
         if MODE == 0 or MODE == 1:
@@ -121,8 +125,9 @@ def _entry_kernel(
                 vb = vb.to(tl.float32)
             # raw scores: the scale folds into one multiply-add with the exponent's offset
             s = tl.dot(q, kt, input_precision=PREC)
-            inside = (kidx[None, :] >= lo[:, None]) & (kidx[None, :] <= hi[:, None])
-            s = tl.where(inside, s, float("-inf"))
+            if (n0 < inner_lo) | (n0 + BN - 1 > inner_hi):
+                inside = (kidx[None, :] >= lo[:, None]) & (kidx[None, :] <= hi[:, None])
+                s = tl.where(inside, s, float("-inf"))
             if MODE == 0 or MODE == 1:
                 m_new = tl.maximum(m_i, tl.max(s, axis=1))
                 alpha = tl.exp2((m_i - m_new) * qk_scale)

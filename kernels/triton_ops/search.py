@@ -21,22 +21,34 @@ __all__ = ["search_topk"]
 
 
 @triton.jit
+def _count_reachable(OFFS, n_offsets, t, first_index, power):
+    """How many table offsets are <= t. o(i) <= t iff i < (t + 1)^p, so a float estimate lands within one of
+    the answer; two scalar walks over the (L1-resident) table make it exact whatever the rounding."""
+    est = tl.exp2(power * tl.log2(tl.maximum(t, 0).to(tl.float32) + 1.0))
+    n = tl.minimum(tl.maximum(tl.ceil(est).to(tl.int32) - first_index, 0), n_offsets)
+    while (n > 0) & (tl.load(OFFS + n - 1, mask=n > 0, other=0) > t):
+        n -= 1
+    while (n < n_offsets) & (tl.load(OFFS + n, mask=n < n_offsets, other=0) <= t):
+        n += 1
+    return n
+
+
+@triton.jit
 def _search_kernel(
     QS, K, OFFS, POS, S0, ANCH, SCORE,
     sqb, sqh, sql, sqd,
     skb, skh, skl, skd,
-    n_offsets, H_Q, H_KV, L_Q, G, per_split, n_splits,
+    n_offsets, first_index, power, H_Q, H_KV, L_Q, G, per_split, n_splits,
     D: tl.constexpr, GP: tl.constexpr, BN: tl.constexpr, KSEL: tl.constexpr, KP: tl.constexpr,
-    PREC: tl.constexpr, UPCAST: tl.constexpr,
+    PREC: tl.constexpr, UPCAST: tl.constexpr, WIDE: tl.constexpr,
 ):
     row = tl.program_id(0)
     grp = tl.program_id(1)
     split = tl.program_id(2)
     b = grp // H_KV
     kv = grp % H_KV
-    pos = tl.load(POS + row).to(tl.int64)
-    s0 = tl.load(S0 + b).to(tl.int64)
-    t = pos + 1 - s0
+    pos = tl.load(POS + row).to(tl.int32)
+    t = pos + 1 - tl.load(S0 + b).to(tl.int32)
 
     heads = tl.arange(0, GP)
     hmask = heads < G
@@ -49,46 +61,53 @@ def _search_kernel(
     k_base = K + b.to(tl.int64) * skb + kv.to(tl.int64) * skh
 
     cols = tl.arange(0, KP)
+    block_cols = tl.arange(0, BN)
     # Running top-k per head, unordered; padding columns hold +inf so that they are never the minimum.
     best_v = tl.where(cols[None, :] < KSEL, float("-inf"), float("inf")) + tl.zeros([GP, KP], tl.float32)
-    best_i = tl.full([GP, KP], -1, tl.int64)
+    best_i = tl.full([GP, KP], -1, tl.int32)
     kth = tl.full([GP], float("-inf"), tl.float32)  # smallest kept score per head
-    # Only offsets <= t exist for this row; the table is sorted, so stop at the first block past t.
-    n_here = tl.minimum(n_offsets, tl.maximum(t, 0))
+    # Offsets are sorted: the ones this row can reach are a prefix of the table, so validity is an index test.
     first = split * per_split
-    last = tl.minimum(n_here, first + per_split)
+    last = tl.minimum(_count_reachable(OFFS, n_offsets, t, first_index, power), first + per_split)
     for n0 in range(first, last, BN):
-        cand = n0 + tl.arange(0, BN)
-        off = tl.load(OFFS + cand, mask=cand < last, other=0).to(tl.int64)
-        valid = (cand < last) & (off <= t) & (off > 0)
+        # Columns past the last reachable offset repeat it: every load stays in bounds without a mask (a
+        # masked load costs a zeroing per register), and the scores of those columns are dropped below.
+        off = tl.load(OFFS + tl.minimum(n0 + block_cols, last - 1)).to(tl.int32)
         anchor = pos + 1 - off
-        kt = tl.load(k_base + anchor[None, :] * skl + offs_d[:, None] * skd, mask=valid[None, :], other=0.0)
+        if WIDE:
+            key_off = anchor.to(tl.int64) * skl
+        else:
+            key_off = anchor * skl
+        kt = tl.load(k_base + key_off[None, :] + offs_d[:, None] * skd)
         if UPCAST:
             kt = kt.to(tl.float32)
         s = tl.dot(qs, kt, input_precision=PREC)
-        s = tl.where(valid[None, :] & hmask[:, None], s, float("-inf"))
-        anchor2 = tl.broadcast_to(anchor[None, :], [GP, BN])
+        # (padding heads score 0 everywhere and are never stored, so only columns need masking)
+        s = tl.where((n0 + block_cols < last)[None, :], s, float("-inf"))
         # Insert the block's maximum into every head whose k-th score it beats, until no head has such a
-        # candidate left: late in a row most blocks need no round or one, instead of k merge rounds. Blocks
-        # come in decreasing anchor order, so keeping the incumbent on equal scores prefers larger anchors.
+        # candidate left: late in a row most blocks need no round or one, instead of k merge rounds. Columns
+        # hold decreasing anchors, so the first column among equal scores is the larger anchor, and keeping
+        # the incumbent on equal scores prefers larger anchors (blocks come in decreasing anchor order).
         m1 = tl.max(s, axis=1)
-        while tl.max((m1 > kth).to(tl.int32), axis=0) > 0:
-            take = m1 > kth
-            i1 = tl.max(tl.where(s == m1[:, None], anchor2, -1), axis=1)
-            # evict the smallest kept score, and among equals the smallest anchor
-            low = tl.min(tl.where(best_v == kth[:, None], best_i, 1 << 62), axis=1)
-            c = tl.min(tl.where((best_v == kth[:, None]) & (best_i == low[:, None]), cols[None, :], KP), axis=1)
-            slot = take[:, None] & (cols[None, :] == c[:, None])
-            best_v = tl.where(slot, m1[:, None], best_v)
-            best_i = tl.where(slot, i1[:, None], best_i)
-            s = tl.where(take[:, None] & (anchor2 == i1[:, None]), float("-inf"), s)
-            kth = tl.min(best_v, axis=1)
-            m1 = tl.max(s, axis=1)
+        if tl.max((m1 > kth).to(tl.int32), axis=0) > 0:
+            for _ in tl.static_range(KSEL):  # a block adds at most k scores to a head
+                take = m1 > kth
+                c1 = tl.min(tl.where(s == m1[:, None], block_cols[None, :], BN), axis=1)
+                i1 = pos + 1 - tl.load(OFFS + n0 + c1, mask=take, other=0).to(tl.int32)
+                # evict the smallest kept score, and among equals the smallest anchor
+                low = tl.min(tl.where(best_v == kth[:, None], best_i, 2147483647), axis=1)
+                c = tl.min(tl.where((best_v == kth[:, None]) & (best_i == low[:, None]), cols[None, :], KP), axis=1)
+                slot = take[:, None] & (cols[None, :] == c[:, None])
+                best_v = tl.where(slot, m1[:, None], best_v)
+                best_i = tl.where(slot, i1[:, None], best_i)
+                s = tl.where(take[:, None] & (block_cols[None, :] == c1[:, None]), float("-inf"), s)
+                kth = tl.min(best_v, axis=1)
+                m1 = tl.max(s, axis=1)
 
     # Output in descending score order, larger anchors first on equal scores (as the reference ranks).
     best_v = tl.where(cols[None, :] < KSEL, best_v, float("-inf"))
     out_v = tl.full([GP, KP], float("-inf"), tl.float32)
-    out_i = tl.full([GP, KP], -1, tl.int64)
+    out_i = tl.full([GP, KP], -1, tl.int32)
     for j in tl.static_range(KSEL):
         m = tl.max(best_v, axis=1)
         top = tl.max(tl.where(best_v == m[:, None], best_i, -1), axis=1)
@@ -99,7 +118,7 @@ def _search_kernel(
     out_row = (((b * H_Q + h).to(tl.int64) * L_Q + row) * n_splits + split) * KSEL
     out_ptr = out_row[:, None] + cols[None, :]
     omask = hmask[:, None] & (cols[None, :] < KSEL)
-    tl.store(ANCH + out_ptr, out_i.to(tl.int32), mask=omask)
+    tl.store(ANCH + out_ptr, out_i, mask=omask)
     tl.store(SCORE + out_ptr, tl.where(out_i >= 0, out_v, 0.0), mask=omask)
 
 
@@ -113,6 +132,7 @@ def search_topk(
     *,
     block_n: int | None = None,
     num_warps: int | None = None,
+    num_stages: int | None = None,
     split_candidates: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Selected anchors (int32 [B, H_q, L_q, k], -1 = none) and their float32 scores (0 where none).
@@ -139,17 +159,22 @@ def search_topk(
         offsets = torch.ones(1, dtype=torch.int64, device=q_search.device)
     gp = max(16, triton.next_power_of_2(group))
     if block_n is None:
-        block_n = 16 if interpreting() else 32  # measured on an H200 at 256K: 32 keys x 1 warp is fastest
+        # measured on an H200: 64 (or 32) anchors x 1 warp, two stages (the next block's keys are copied to
+        # shared memory while this one is merged) is fastest
+        block_n = 16 if interpreting() else 64
     if num_warps is None:
         num_warps = 1
+    if num_stages is None:
+        num_stages = 2
     grid = (len_q, batch * heads_kv, n_splits)
     _search_kernel[grid](
         q_search, k, offsets, positions, first_real, anchors, scores,
         *q_search.stride(), *k.stride(),
-        n_off, heads_q, heads_kv, len_q, group, per_split, n_splits,
+        n_off, config.sw_index + 1, config.search_power, heads_q, heads_kv, len_q, group, per_split, n_splits,
         D=dim, GP=gp, BN=block_n, KSEL=ksel, KP=triton.next_power_of_2(ksel),
         PREC=dot_precision(q_search.dtype), UPCAST=interpreting() or q_search.dtype == torch.float32,
-        num_warps=num_warps,
+        WIDE=k.shape[2] * max(k.stride(2), 1) + dim * max(k.stride(3), 1) >= 2**31,
+        num_warps=num_warps, num_stages=num_stages,
     )
     if n_splits == 1:
         return anchors, scores
