@@ -89,8 +89,8 @@ def _search_kernel(
         # hold decreasing anchors, so the first column among equal scores is the larger anchor, and keeping
         # the incumbent on equal scores prefers larger anchors (blocks come in decreasing anchor order).
         m1 = tl.max(s, axis=1)
-        if tl.max((m1 > kth).to(tl.int32), axis=0) > 0:
-            for _ in tl.static_range(KSEL):  # a block adds at most k scores to a head
+        for _ in tl.static_range(KSEL):  # a block adds at most k scores to a head; most add none or one
+            if tl.max((m1 > kth).to(tl.int32), axis=0) > 0:
                 take = m1 > kth
                 c1 = tl.min(tl.where(s == m1[:, None], block_cols[None, :], BN), axis=1)
                 i1 = pos + 1 - tl.load(OFFS + n0 + c1, mask=take, other=0).to(tl.int32)
@@ -159,9 +159,9 @@ def search_topk(
         offsets = torch.ones(1, dtype=torch.int64, device=q_search.device)
     gp = max(16, triton.next_power_of_2(group))
     if block_n is None:
-        # measured on an H200: 64 (or 32) anchors x 1 warp, two stages (the next block's keys are copied to
+        # measured on an H200: 32 (or 64) anchors x 1 warp, two stages (the next block's keys are copied to
         # shared memory while this one is merged) is fastest
-        block_n = 16 if interpreting() else 64
+        block_n = 16 if interpreting() else 32
     if num_warps is None:
         num_warps = 1
     if num_stages is None:
