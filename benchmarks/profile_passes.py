@@ -119,16 +119,15 @@ def profile_one(name: str, cfg: SuperlinearConfig, length: int, forward_only: bo
         timed(f"dq span, fused {tiles}", lambda tiles=tiles: run_entries(
             MODE_DQ_SPAN, spans, q, k, v, scale, do=grad, lse_in=saved["lse_s"], coef=saved["gate"],
             delta=saved["lse_s"], out_e=span_e, dq=dq, tiles=tiles))
-    win_ones = torch.ones_like(saved["lse_w"])[..., None]
+    ones = torch.ones_like(saved["lse_w"])[..., None]
     for tiles in [None, *VARIANTS["dq window"]]:
         timed(f"dq window {tiles}", lambda tiles=tiles: run_entries(
-            MODE_DQ, wins, q, k, v, scale, do=grad, lse_in=win_ones, coef=win_ones, delta=win_ones, dq=dq, tiles=tiles))
+            MODE_DQ, wins, q, k, v, scale, do=grad, lse_in=ones, coef=ones, delta=ones, dq=dq, tiles=tiles))
     from slkernels.triton_ops import attend_bwd
     from slkernels.triton_ops.attend_bwd import dkdv
 
     dk = torch.empty(k.shape, dtype=torch.float32, device="cuda")
     dv = torch.empty_like(dk)
-    ones = torch.ones_like(saved["lse_w"])[..., None]
     variants = [(None, "on"), *((tiles, "on") for tiles in VARIANTS["dkdv"]), (None, "off")]
     for tiles, rotation in variants:  # "off": every key block scans its entries from the first
         attend_bwd.ROTATION[0] = rotation

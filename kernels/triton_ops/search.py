@@ -131,8 +131,8 @@ def search_topk(
     t_bound: int,
     *,
     block_n: int | None = None,
-    num_warps: int | None = None,
-    num_stages: int | None = None,
+    num_warps: int = 1,
+    num_stages: int = 2,
     split_candidates: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Selected anchors (int32 [B, H_q, L_q, k], -1 = none) and their float32 scores (0 where none).
@@ -162,10 +162,6 @@ def search_topk(
         # measured on an H200: 32 (or 64) anchors x 1 warp, two stages (the next block's keys are copied to
         # shared memory while this one is merged) is fastest
         block_n = 16 if interpreting() else 32
-    if num_warps is None:
-        num_warps = 1
-    if num_stages is None:
-        num_stages = 2
     grid = (len_q, batch * heads_kv, n_splits)
     _search_kernel[grid](
         q_search, k, offsets, positions, first_real, anchors, scores,
