@@ -36,6 +36,8 @@ def whole(package: str, cfg: SuperlinearConfig, length: int, data, loads: tuple[
             switch[0] = mode
         label = f"[{package}]" + (f" K/V descriptors {mode}" if mode else "")
         timed(f"{label} whole forward", lambda: fn.forward_pass(q, k, v, qs, cfg, pos, s0, scale, length))
+        timed(f"{label} whole forward, no gradient",
+              lambda: fn.forward_pass(q, k, v, qs, cfg, pos, s0, scale, length, False))
         if not backward:
             continue
         out, saved = fn.forward_pass(q, k, v, qs, cfg, pos, s0, scale, length)

@@ -26,8 +26,8 @@ from slkernels.triton_ops.span_lists import span_lists
 # per block, warps)
 VARIANTS = {
     "search": [(16, 1), (64, 2), (32, 2)],
-    "window": [(64, 32, 4, 3), (64, 32, 4, 4), (64, 32, 4, 2), (64, 64, 4, 2)],
-    "span": [(64, 32, 4, 3), (64, 32, 4, 3, 168), (64, 32, 4, 4), (64, 64, 4, 2, 168)],
+    "window": [(128, 64, 8, 2), (128, 64, 8, 3), (128, 32, 8, 3), (64, 32, 4, 3), (64, 64, 4, 2)],
+    "span": [(128, 64, 8, 2), (128, 64, 8, 3), (128, 32, 8, 3), (64, 32, 4, 3), (64, 64, 4, 2)],
     "dq span": [(64, 32, 4, 2), (64, 32, 4, 4), (64, 32, 4, 3, 168)],
     "dq window": [(64, 64, 4, 2), (64, 32, 4, 2), (64, 32, 4, 3)],
     "dkdv": [(64, 64, 4, 2), (64, 32, 4, 3), (64, 32, 4, 3, 168), (64, 32, 4, 4)],
@@ -86,23 +86,23 @@ def profile_one(name: str, cfg: SuperlinearConfig, length: int, forward_only: bo
     geo = timed("geometry (rows only)", lambda: build_geometry(cfg, anchors, pos, s0, length, spans=False))
     wins = timed("window entries", lambda: window_entries(geo, 2, 16))
     spans, gate, _ = timed("span lists (one pass, sort)", lambda: span_lists(geo, cfg, anchors, scores, pos, s0, 2, length))
-    o_w = torch.empty_like(q)
+    lse_s = torch.empty_like(scores)
+    span_o = torch.empty(*scores.shape, 128, device="cuda", dtype=q.dtype)
+    timed("span attention", lambda: run_entries(MODE_FWD_SPAN, spans, q, k, v, scale, span_o=span_o, out_e=lse_s))
+    for tiles in VARIANTS["span"]:
+        timed(f"span attention {tiles}", lambda tiles=tiles: run_entries(
+            MODE_FWD_SPAN, spans, q, k, v, scale, span_o=span_o, out_e=lse_s, tiles=tiles))
+    o_w, out = torch.empty_like(q), torch.empty_like(q)
     lse_w = torch.empty(1, 32, length, device="cuda")
     timed("window attention", lambda: run_entries(MODE_FWD_WINDOW, wins, q, k, v, scale, o_w=o_w, lse_w=lse_w))
     for tiles in VARIANTS["window"]:
         timed(f"window attention {tiles}", lambda tiles=tiles: run_entries(
             MODE_FWD_WINDOW, wins, q, k, v, scale, o_w=o_w, lse_w=lse_w, tiles=tiles))
-    acc = o_w.float()
-    lse_s = torch.empty_like(scores)
-    timed("span attention", lambda: run_entries(MODE_FWD_SPAN, spans, q, k, v, scale, o_w=o_w, lse_w=lse_w,
-                                                 acc=acc, gate=gate, out_e=lse_s))
-    for tiles in VARIANTS["span"]:
-        timed(f"span attention {tiles}", lambda tiles=tiles: run_entries(
-            MODE_FWD_SPAN, spans, q, k, v, scale, o_w=o_w, lse_w=lse_w, acc=acc, gate=gate, out_e=lse_s, tiles=tiles))
+    timed("window attention, mixing the spans into the output", lambda: run_entries(
+        MODE_FWD_WINDOW, wins, q, k, v, scale, span_o=span_o, out=out, gate=gate, lse_in=lse_s))
     u = torch.empty_like(scores)
     timed("span delta pass (no atomics)", lambda: run_entries(MODE_DELTA, spans, q, k, v, scale, do=q, lse_in=lse_s,
                                                               out_e=u))
-    timed("output cast", lambda: o_w.copy_(acc))
     timed("whole forward", lambda: fn.forward_pass(q, k, v, qs, cfg, pos, s0, scale, length))
     timed("whole forward, no gradient", lambda: fn.forward_pass(q, k, v, qs, cfg, pos, s0, scale, length, False))
     bm = tile_sizes(128)[0]

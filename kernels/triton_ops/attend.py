@@ -5,11 +5,12 @@ and walks the union of their key ranges in blocks of BN keys, masking each entry
 value blocks come through tensor descriptors (bulk tensor copies) when K and V are contiguous 16-bit
 tensors: 10% off the forward at 256K on an H200. Five modes share that loop:
 
-- FWD_WINDOW: online softmax over the window; stores o_w (normalised) and lse_w per (row, head), and o_w in
-  float32 as the start of the output accumulator when one is given.
-- FWD_SPAN: online softmax over one span; joins it with the window through the log-sum-exps,
-  ``O_j = (1 - w) o_w + w o_s`` with ``w = sigmoid(lse_s - lse_w)``, and adds ``gate * w * (o_s - o_w)`` to
-  the float32 output accumulator (atomics: a row's k spans sit in different tiles). Stores lse_s.
+- FWD_SPAN (first): online softmax over one span; stores the span's normalised o_s (in the query's dtype)
+  and lse_s per entry. A row's k spans sit in different tiles, so they meet in the window pass.
+- FWD_WINDOW (last): online softmax over the window, then the SPEC's mix of the row's spans, each joined
+  with the window through the log-sum-exps: ``out = o_w + sum_j gate_j w_j (o_s_j - o_w)`` with
+  ``w_j = sigmoid(lse_s_j - lse_w)``, stored once in the query's dtype. Stores o_w and lse_w too when the
+  backward needs them. (Spans first means no float32 accumulator, no atomics and no final cast.)
 - DELTA (backward): ``u = dOut . o_s`` per span, re-walking the span with the stored lse_s.
 - DQ (backward): dq of every entry with its own lse, output-gradient coefficient c and delta,
   ``dz = p * (c * dOut . v - delta)``, added atomically into a float32 dq; or, for the window list (every
@@ -51,14 +52,14 @@ DESCRIPTORS = ["on"]
 def _entry_kernel(
     Q, K, V, DO, K_DESC, V_DESC,
     ENT_ID, ENT_LO, ENT_HI, ENT_COUNT, ent_stride,
-    OW, LSEW, ACC, GATE, LSE_IN, COEF, DELTA, OUT_E, DQ, DQ_OUT,
+    OW, LSEW, SPAN_O, OUT, GATE, LSE_IN, COEF, DELTA, OUT_E, DQ, DQ_OUT,
     sqb, sqh, sql, sqd,
     skb, skh, skl, skd,
     svb, svh, svl, svd,
     H_Q, H_KV, L_Q, L_KV, sm_scale,
     NJ: tl.constexpr, MODE: tl.constexpr, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
     PREC: tl.constexpr, UPCAST: tl.constexpr, USE_DESC: tl.constexpr, Q_ROWS: tl.constexpr, DQ_FINAL: tl.constexpr,
-    WINDOW_ACC: tl.constexpr,
+    STORE_OW: tl.constexpr, STORE_OUT: tl.constexpr, KS: tl.constexpr,
 ):
     pid = tl.program_id(0)
     grp = tl.program_id(1)
@@ -156,17 +157,24 @@ def _entry_kernel(
             o = acc / tl.where(has, l_i, 1.0)[:, None]
             lse = tl.where(has, (m_i * qk_scale + tl.log2(tl.where(has, l_i, 1.0))) * 0.6931471805599453, -1.0e30)
             if MODE == 0:
-                tl.store(OW + row_flat[:, None] * D + offs_d[None, :], o.to(OW.dtype.element_ty), mask=emask[:, None])
-                tl.store(LSEW + row_flat, lse, mask=emask)
-                if WINDOW_ACC:  # the spans' float32 accumulator starts from the window's output
-                    tl.store(ACC + row_flat[:, None] * D + offs_d[None, :], o, mask=emask[:, None])
+                if STORE_OW:
+                    tl.store(OW + row_flat[:, None] * D + offs_d[None, :], o.to(OW.dtype.element_ty), mask=emask[:, None])
+                    tl.store(LSEW + row_flat, lse, mask=emask)
+                res = o
+                for j in tl.static_range(KS):  # the row's spans (LSE_IN: their lse_s; unused ones have gate 0)
+                    sid = row_flat * KS + j
+                    g = tl.load(GATE + sid, mask=emask, other=0.0)
+                    used = emask & (g > 0.0)
+                    lse_s = tl.load(LSE_IN + sid, mask=used, other=0.0)
+                    o_s = tl.load(SPAN_O + sid[:, None] * D + offs_d[None, :], mask=used[:, None], other=0.0)
+                    w = 1.0 / (1.0 + tl.exp(tl.minimum(lse - lse_s, 80.0)))
+                    res += (g * w)[:, None] * (o_s.to(tl.float32) - o)
+                if STORE_OUT:
+                    tl.store(OUT + row_flat[:, None] * D + offs_d[None, :], res.to(OUT.dtype.element_ty),
+                             mask=emask[:, None])
             else:
-                lse_w = tl.load(LSEW + row_flat, mask=emask, other=0.0)
-                o_w = tl.load(OW + row_flat[:, None] * D + offs_d[None, :], mask=emask[:, None], other=0.0).to(tl.float32)
-                gate = tl.load(GATE + ent_flat, mask=emask, other=0.0)
-                w = 1.0 / (1.0 + tl.exp(tl.minimum(lse_w - lse, 80.0)))
-                contrib = (gate * w)[:, None] * (o - o_w)
-                tl.atomic_add(ACC + row_flat[:, None] * D + offs_d[None, :], contrib, mask=real[:, None], sem="relaxed")
+                tl.store(SPAN_O + ent_flat[:, None] * D + offs_d[None, :], o.to(SPAN_O.dtype.element_ty),
+                         mask=emask[:, None])
                 tl.store(OUT_E + ent_flat, lse, mask=emask)
         elif MODE == 2:
             u = tl.sum(acc * do.to(tl.float32), axis=1)
@@ -195,7 +203,8 @@ def run_entries(
     do: torch.Tensor | None = None,
     o_w: torch.Tensor | None = None,
     lse_w: torch.Tensor | None = None,
-    acc: torch.Tensor | None = None,
+    span_o: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
     gate: torch.Tensor | None = None,
     lse_in: torch.Tensor | None = None,
     coef: torch.Tensor | None = None,
@@ -206,6 +215,9 @@ def run_entries(
     tiles: tuple[int, ...] | None = None,
 ) -> None:
     """Launch the entry kernel over every tile of `entries` (buffers not used by `mode` may be None).
+
+    The forward runs MODE_FWD_SPAN first (writing `span_o` and `out_e` = lse_s), then MODE_FWD_WINDOW, which
+    reads them back (`span_o`, `gate`, `lse_in` = lse_s) and writes `out`; `o_w`, `lse_w` only when given.
 
     `dq_out` (MODE_DQ over a list holding every row once, the window's): dq finished in the query's dtype,
     the float32 `dq` holding the other contributions."""
@@ -230,13 +242,13 @@ def run_entries(
     _entry_kernel[grid](
         q, k, v, buf(do), k_desc, v_desc,
         entries.eid, entries.lo, entries.hi, entries.count, entries.eid.stride(0),
-        buf(o_w), buf(lse_w), buf(acc), buf(gate), buf(lse_in), buf(coef), buf(delta), buf(out_e), buf(dq), buf(dq_out),
+        buf(o_w), buf(lse_w), buf(span_o), buf(out), buf(gate), buf(lse_in), buf(coef), buf(delta), buf(out_e), buf(dq), buf(dq_out),
         *q.stride(), *k.stride(), *v.stride(),
         heads_q, heads_kv, len_q, k.shape[2], scale,
         NJ=entries.nj, MODE=mode, D=dim, BM=block_m, BN=block_n,
         PREC=dot_precision(q.dtype), UPCAST=interpreting() or q.dtype == torch.float32,
         USE_DESC=use_desc, Q_ROWS=rows_flat(q), DQ_FINAL=dq_out is not None,
-        WINDOW_ACC=mode == MODE_FWD_WINDOW and acc is not None,
+        STORE_OW=o_w is not None, STORE_OUT=out is not None, KS=gate.shape[-1] if mode == MODE_FWD_WINDOW and span_o is not None else 0,
         **launch,
     )
 

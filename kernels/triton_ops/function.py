@@ -1,7 +1,7 @@
 """Prefill / training path: the passes of the Triton backend tied into one autograd.Function.
 
-Forward: search (top-k anchors) -> window entries (o_w, lse_w) -> span entries (joined with the window
-through the log-sum-exps, accumulated on top of o_w). Backward, with g the gate, lse_j the joint
+Forward: search (top-k anchors) -> span entries (o_s, lse_s of each span) -> window entries (o_w, lse_w,
+and the output: each span joined with the window through the log-sum-exps, mixed by the gate). Backward, with g the gate, lse_j the joint
 log-sum-exp of span j with the window and dg_j = dOut . O_j:
 
 - span j is a flash-attention backward with lse_j, output gradient g_j dOut and delta g_j dg_j;
@@ -41,16 +41,20 @@ def forward_pass(q, k, v, q_search, config: SuperlinearConfig, positions, first_
     wins = window_entries(geo, heads_kv, group)
     spans, gate, valid = span_lists(geo, config, anchors, scores, positions, first_real, heads_kv, k.shape[2])
 
-    o_w = torch.empty(batch, heads_q, len_q, dim, dtype=q.dtype, device=q.device)
-    lse_w = torch.empty(batch, heads_q, len_q, dtype=torch.float32, device=q.device)
-    acc = torch.empty(o_w.shape, dtype=torch.float32, device=q.device)
-    run_entries(MODE_FWD_WINDOW, wins, q, k, v, scale, o_w=o_w, lse_w=lse_w, acc=acc)
+    # spans first (each stores its o_s and lse_s), then the window, which mixes them into the output
     lse_s = torch.full(anchors.shape, NEG_BIG, dtype=torch.float32, device=q.device)
-    run_entries(MODE_FWD_SPAN, spans, q, k, v, scale, o_w=o_w, lse_w=lse_w, acc=acc, gate=gate, out_e=lse_s)
+    span_o = torch.empty(*anchors.shape, dim, dtype=q.dtype, device=q.device)
+    run_entries(MODE_FWD_SPAN, spans, q, k, v, scale, span_o=span_o, out_e=lse_s)
+    out = torch.empty(batch, heads_q, len_q, dim, dtype=q.dtype, device=q.device)
+    o_w = lse_w = None
+    if for_backward:
+        o_w = torch.empty_like(out)
+        lse_w = torch.empty(batch, heads_q, len_q, dtype=torch.float32, device=q.device)
+    run_entries(MODE_FWD_WINDOW, wins, q, k, v, scale, o_w=o_w, lse_w=lse_w, span_o=span_o, out=out, gate=gate,
+                lse_in=lse_s)
+    del span_o
     if not for_backward:
-        return o_w.copy_(acc), None  # o_w is no longer needed: reuse its memory for the output
-    out = acc.to(q.dtype)
-    del acc
+        return out, None
     saved = dict(anchors=anchors, valid=valid, gate=gate, o_w=o_w, lse_w=lse_w, lse_s=lse_s,
                  wins=wins, spans=spans)
     return out, saved
