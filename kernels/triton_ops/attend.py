@@ -162,13 +162,14 @@ def _entry_kernel(
                     tl.store(LSEW + row_flat, lse, mask=emask)
                 res = o
                 for j in tl.static_range(KS):  # the row's spans (LSE_IN: their lse_s; unused ones have gate 0)
+                    # Three independent loads (no load masked by another's value: one memory round trip). An
+                    # unused span's o_s was never written, so it is selected away rather than multiplied by 0.
                     sid = row_flat * KS + j
                     g = tl.load(GATE + sid, mask=emask, other=0.0)
-                    used = emask & (g > 0.0)
-                    lse_s = tl.load(LSE_IN + sid, mask=used, other=0.0)
-                    o_s = tl.load(SPAN_O + sid[:, None] * D + offs_d[None, :], mask=used[:, None], other=0.0)
+                    lse_s = tl.load(LSE_IN + sid, mask=emask, other=-1.0e30)
+                    o_s = tl.load(SPAN_O + sid[:, None] * D + offs_d[None, :], mask=emask[:, None], other=0.0)
                     w = 1.0 / (1.0 + tl.exp(tl.minimum(lse - lse_s, 80.0)))
-                    res += (g * w)[:, None] * (o_s.to(tl.float32) - o)
+                    res += tl.where((g > 0.0)[:, None], (g * w)[:, None] * (o_s.to(tl.float32) - o), 0.0)
                 if STORE_OUT:
                     tl.store(OUT + row_flat[:, None] * D + offs_d[None, :], res.to(OUT.dtype.element_ty),
                              mask=emask[:, None])
