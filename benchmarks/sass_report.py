@@ -76,11 +76,11 @@ def kernel_and_args(kernel: str, length: int, tiles: tuple[int, ...]):
         desc = f"tensordesc<bf16[{bn}, {D}]>"
         args = dict(Q="*bf16", K="*bf16", V="*bf16", DO="*bf16", K_DESC=desc, V_DESC=desc, ENT_ID="*i32",
                     ENT_LO="*i32", ENT_HI="*i32", ENT_COUNT="*i32", ent_stride=length * G * nj, OW="*bf16",
-                    LSEW="*fp32", ACC="*fp32", GATE="*fp32", LSE_IN="*fp32", COEF="*fp32", DELTA="*fp32",
+                    LSEW="*fp32", SPAN_O="*bf16", OUT="*bf16", GATE="*fp32", LSE_IN="*fp32", COEF="*fp32", DELTA="*fp32",
                     OUT_E="*fp32", DQ="*fp32", DQ_OUT="*bf16", **q_strides, **k_strides, **v_strides, H_Q=HQ,
                     H_KV=HKV, L_Q=length, L_KV=length, sm_scale=D**-0.5)
         consts = dict(NJ=nj, MODE=mode, D=D, BM=bm, BN=bn, PREC="tf32", UPCAST=False, USE_DESC=True, Q_ROWS=True,
-                      DQ_FINAL=mode == 3, WINDOW_ACC=mode == 0)
+                      DQ_FINAL=mode == 3, STORE_OW=mode == 0, STORE_OUT=mode == 0, KS=3 if mode == 0 else 0)
         return attend._entry_kernel, args, consts
     if name == "dkdv":
         from slkernels.triton_ops import attend_bwd
