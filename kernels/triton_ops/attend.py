@@ -233,6 +233,8 @@ def run_entries(
     def buf(x):
         return dummy if x is None else x
 
+    # the window forward mixes the row's spans into the output when their outputs are given
+    spans_per_row = gate.shape[-1] if mode == MODE_FWD_WINDOW and span_o is not None else 0
     grid = (triton.cdiv(n_max, block_m), groups)
     # (the interpreter takes the descriptors in any dtype, so that CI checks their indexing too)
     use_desc = (DESCRIPTORS[0] != "off" and TensorDescriptor is not None
@@ -243,13 +245,14 @@ def run_entries(
     _entry_kernel[grid](
         q, k, v, buf(do), k_desc, v_desc,
         entries.eid, entries.lo, entries.hi, entries.count, entries.eid.stride(0),
-        buf(o_w), buf(lse_w), buf(span_o), buf(out), buf(gate), buf(lse_in), buf(coef), buf(delta), buf(out_e), buf(dq), buf(dq_out),
+        buf(o_w), buf(lse_w), buf(span_o), buf(out), buf(gate), buf(lse_in), buf(coef), buf(delta), buf(out_e),
+        buf(dq), buf(dq_out),
         *q.stride(), *k.stride(), *v.stride(),
         heads_q, heads_kv, len_q, k.shape[2], scale,
         NJ=entries.nj, MODE=mode, D=dim, BM=block_m, BN=block_n,
         PREC=dot_precision(q.dtype), UPCAST=interpreting() or q.dtype == torch.float32,
         USE_DESC=use_desc, Q_ROWS=rows_flat(q), DQ_FINAL=dq_out is not None,
-        STORE_OW=o_w is not None, STORE_OUT=out is not None, KS=gate.shape[-1] if mode == MODE_FWD_WINDOW and span_o is not None else 0,
+        STORE_OW=o_w is not None, STORE_OUT=out is not None, KS=spans_per_row,
         **launch,
     )
 

@@ -1,8 +1,8 @@
 """Prefill / training path: the passes of the Triton backend tied into one autograd.Function.
 
 Forward: search (top-k anchors) -> span entries (o_s, lse_s of each span) -> window entries (o_w, lse_w,
-and the output: each span joined with the window through the log-sum-exps, mixed by the gate). Backward, with g the gate, lse_j the joint
-log-sum-exp of span j with the window and dg_j = dOut . O_j:
+and the output: each span joined with the window through the log-sum-exps, mixed by the gate). Backward,
+with g the gate, lse_j the joint log-sum-exp of span j with the window and dg_j = dOut . O_j:
 
 - span j is a flash-attention backward with lse_j, output gradient g_j dOut and delta g_j dg_j;
 - the window, shared by the k joint softmaxes, is one flash-attention backward with
