@@ -6,6 +6,7 @@ backend is a drop-in replacement for the reference and is tested against it.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -49,7 +50,7 @@ def superlinear_attention(
     scale: float | None = None,
     backend: str = "auto",
 ) -> torch.Tensor:
-    """Superlinear attention of `q` over `k`/`v`, routed by `q_search` (see SPEC.md for the semantics).
+    """Superlinear attention of `q` over `k`/`v`, routed by `q_search` (docs/semantics.md states the semantics).
 
     q, q_search: [B, H_q, L_q, D]; k, v: [B, H_kv, L_kv, D] with H_q % H_kv == 0 (GQA, never repeated).
     cache_position: [L_q] absolute key-axis position of each query row (default: the last L_q positions),
@@ -74,6 +75,8 @@ def resolve_backend(inputs: AttentionInputs, backend: str = "auto") -> str:
         for name in _AUTO_ORDER:
             if _BACKENDS[name][1](inputs):
                 return name
+        if inputs.q.is_cuda:
+            _warn_reference_fallback(inputs)
         return "reference"
     if backend not in _BACKENDS:
         raise SuperlinearInputError(
@@ -81,10 +84,26 @@ def resolve_backend(inputs: AttentionInputs, backend: str = "auto") -> str:
         )
     if not _BACKENDS[backend][1](inputs):
         raise SuperlinearInputError(
-            f"backend {backend!r} cannot run these inputs (device {inputs.q.device}, dtype {inputs.q.dtype}); "
+            f"backend {backend!r} cannot run these inputs (device {inputs.q.device}, dtype {inputs.q.dtype}, "
+            f"head dim {inputs.q.shape[-1]}, search key {inputs.config.search_key!r}); "
             "use backend='reference' or 'auto'"
         )
     return backend
+
+
+_WARNED: set = set()
+
+
+def _warn_reference_fallback(inputs: AttentionInputs) -> None:
+    """Say once per reason that a CUDA call runs on the (correct, much slower) PyTorch reference."""
+    reason = (inputs.config.search_key, str(inputs.q.dtype), inputs.q.shape[-1], tuple(_AUTO_ORDER))
+    if reason in _WARNED:
+        return
+    _WARNED.add(reason)
+    kernels = ", ".join(_AUTO_ORDER) or "none (Triton did not import)"
+    warnings.warn(f"superlinear_attention runs on the PyTorch reference on {inputs.q.device}: no kernel backend "
+                  f"({kernels}) serves search key {inputs.config.search_key!r}, dtype {inputs.q.dtype}, head dim "
+                  f"{inputs.q.shape[-1]}; it is exact but much slower than the kernels", stacklevel=4)
 
 
 def _dispatch(inputs: AttentionInputs, backend: str) -> torch.Tensor:

@@ -11,7 +11,11 @@ from dataclasses import asdict, dataclass, fields
 
 from .errors import SuperlinearConfigError
 
-__all__ = ["SuperlinearConfig"]
+__all__ = ["SuperlinearConfig", "SEARCH_KEYS"]
+
+# What the router compares q_search with at each candidate anchor (docs/semantics.md, "Search key"):
+# "anchor": the anchor token's key (the paper's rule); "span_mean": the mean key of the span the anchor opens.
+SEARCH_KEYS = ("anchor", "span_mean")
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,9 @@ class SuperlinearConfig:
     span_power: span length grows like ``t ** span_power``.
     backward_factor: a span reaches ``ceil(backward_factor * t ** span_power)`` tokens before its anchor.
     forward_factor: a span reaches ``ceil(forward_factor * t ** span_power)`` tokens after its anchor.
+    search_key: "anchor" scores a candidate by ``q_search . k[anchor]`` (the paper's rule); "span_mean" by
+        ``q_search . mean(k[span])`` over the key range that candidate's span would cover, which lets a
+        converted model's router see what a span holds without retraining its sequence mixers.
     """
 
     sw_index: int = 65
@@ -33,6 +40,7 @@ class SuperlinearConfig:
     span_power: float = 0.55
     backward_factor: float = 3.0
     forward_factor: float = 1.0
+    search_key: str = "anchor"
 
     def __post_init__(self) -> None:
         def bad(name: str, value: object, rule: str) -> SuperlinearConfigError:
@@ -61,6 +69,8 @@ class SuperlinearConfig:
         for name in ("backward_factor", "forward_factor"):
             if getattr(self, name) < 0.0:
                 raise bad(name, getattr(self, name), "use a number >= 0")
+        if self.search_key not in SEARCH_KEYS:
+            raise bad("search_key", self.search_key, f"use one of {', '.join(SEARCH_KEYS)}")
 
     @classmethod
     def released(cls) -> SuperlinearConfig:

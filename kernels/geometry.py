@@ -17,7 +17,7 @@ import torch
 
 from .config import SuperlinearConfig
 
-__all__ = ["anchor_offset", "window_length", "SpanTables", "span_tables", "anchor_table"]
+__all__ = ["anchor_offset", "window_length", "SpanTables", "span_tables", "anchor_table", "span_bounds"]
 
 
 def _integer_inverse(power: float) -> int | None:
@@ -105,3 +105,19 @@ def _on_device(table: torch.Tensor, device: torch.device | str) -> torch.Tensor:
         entry = (table, table.to(device))
         _DEVICE_COPIES[key] = entry
     return entry[1]
+
+
+def span_bounds(config: SuperlinearConfig, anchor: torch.Tensor, t: torch.Tensor, s0: torch.Tensor,
+                pos: torch.Tensor, tables: SpanTables | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inclusive key range [lo, hi] of the span an anchor opens for a query at `pos` with `t` tokens seen.
+
+    lo = max(anchor - ceil(b_b t^rho), s0), hi = min(anchor + ceil(b_f t^rho), pos - W). The arguments
+    broadcast against each other (int64 tensors); `tables` may pass `span_tables(config, t.max())` when
+    the caller already holds them. This is the one place the span rule is written for the PyTorch code.
+    """
+    if tables is None:
+        tables = span_tables(config, max(int(t.max()), 1) if t.numel() else 1, anchor.device)
+    t = t.clamp(min=0)
+    lo = torch.maximum(anchor - tables.back[t], s0)
+    hi = torch.minimum(anchor + tables.fwd[t], pos - window_length(config))
+    return lo, hi

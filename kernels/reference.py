@@ -1,9 +1,10 @@
 """Vectorized PyTorch reference of Superlinear attention: the ground truth of every other backend.
 
-It follows `SPEC.md` literally, one block of query rows at a time:
+It follows `docs/semantics.md` literally, one block of query rows at a time:
 
 1. token logits ``z = scale * q . k`` for the block against every key it may see (one matmul);
-2. router scores ``s_i = q_search . k[a_i]`` at the power-law anchors, top-k per query and head;
+2. router scores ``s_i = q_search . key_i`` at the power-law anchors (``key_i`` is the anchor's key, or the
+   mean key of its span with ``search_key="span_mean"``, from running sums of K), top-k per query and head;
 3. for each selected span j, one softmax over span_j UNION window. All k softmaxes share the window's
    logits, so they are folded into one weight row per query,
    ``P = sum_j g_j softmax_j(z)``, and the output is a single matmul ``P @ V``.
@@ -21,7 +22,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .geometry import anchor_table, span_tables, window_length
 from .inputs import AttentionInputs
-from .selection import route
+from .selection import key_prefix_sums, route
 
 __all__ = ["reference_attention", "BLOCK_ELEMENTS"]
 
@@ -55,6 +56,7 @@ def reference_attention(inp: AttentionInputs) -> torch.Tensor:
     qg = q.reshape(batch, heads_kv, inp.group, len_q, dim).to(compute)
     sg = inp.q_search.reshape(batch, heads_kv, inp.group, len_q, dim).to(compute)
     kc, vc = k.to(compute), v.to(compute)
+    prefix = key_prefix_sums(kc) if inp.config.search_key == "span_mean" else None
 
     use_checkpoint = torch.is_grad_enabled() and len_q > rows and any(
         t.requires_grad for t in (q, k, v, inp.q_search)
@@ -63,7 +65,7 @@ def reference_attention(inp: AttentionInputs) -> torch.Tensor:
     for start in range(0, len_q, rows):
         stop = min(start + rows, len_q)
         args = (qg[:, :, :, start:stop], sg[:, :, :, start:stop], kc, vc,
-                inp.cache_position[start:stop], tokens_seen[:, start:stop])
+                inp.cache_position[start:stop], tokens_seen[:, start:stop], prefix)
         if use_checkpoint:
             outputs.append(checkpoint(_block, inp, *args, use_reentrant=False))
         else:
@@ -80,6 +82,7 @@ def _block(
     vc: torch.Tensor,  # [B, H_kv, L_kv, D_v]
     pos: torch.Tensor,  # [R] absolute query positions
     t: torch.Tensor,  # [B, R] tokens seen
+    prefix: torch.Tensor | None,  # key_prefix_sums(kc) for the span-mean search key, else None
 ) -> torch.Tensor:
     cfg = inp.config
     device = qb.device
@@ -93,7 +96,7 @@ def _block(
     logits = torch.einsum("bhgrd,bhkd->bhgrk", qb, keys) * inp.scale  # [B, H_kv, G, R, K]
 
     # Router: top-k anchors per (row, head) and the spans around them; the gate stays differentiable.
-    routing = route(cfg, sb, kc, pos, t, s0)
+    routing = route(cfg, sb, kc, pos, t, s0, prefix)
     chosen_ok, gate = routing.ok, routing.gate
     tables = span_tables(cfg, t_top, device)
     lo, hi = routing.lo, routing.hi

@@ -10,10 +10,67 @@ from dataclasses import dataclass
 
 import torch
 
-from .geometry import anchor_table, span_tables, window_length
+from .geometry import anchor_table, span_bounds, span_tables, window_length
 from .inputs import check_inputs
 
-__all__ = ["Routing", "route", "Selection", "select_spans"]
+__all__ = ["Candidates", "candidates", "key_prefix_sums", "Routing", "route", "Selection", "select_spans"]
+
+
+def key_prefix_sums(k: torch.Tensor) -> torch.Tensor:
+    """[B, H_kv, L_kv + 1, D] float64 running sums of the keys, starting with a zero row.
+
+    The mean key of the range [lo, hi] is ``(P[hi + 1] - P[lo]) / (hi - lo + 1)``: two loads per candidate
+    whatever the span's length. float64 keeps that difference exact enough at a million tokens, and the
+    sums stay differentiable, so a span-mean score sends its gradient to every key of the range.
+    """
+    sums = k.to(torch.float64).cumsum(dim=2)
+    return torch.nn.functional.pad(sums, (0, 0, 1, 0))
+
+
+@dataclass
+class Candidates:
+    """Every candidate anchor of one block of query rows and its router score."""
+
+    anchor: torch.Tensor  # int64 [R, N], decreasing along N (nearest first)
+    lo: torch.Tensor  # int64 [B, R, N]: first key of the candidate's span
+    hi: torch.Tensor  # int64 [B, R, N]: last key of the candidate's span
+    valid: torch.Tensor  # bool [B, R, N]: the anchor is a real token (>= s0)
+    scores: torch.Tensor  # [B, H_kv, G, R, N] unscaled router scores in sb's dtype (differentiable)
+
+
+def candidates(cfg, sb: torch.Tensor, kc: torch.Tensor, pos: torch.Tensor, t: torch.Tensor, s0: torch.Tensor,
+               prefix: torch.Tensor | None = None) -> Candidates:
+    """Router scores of every candidate anchor (docs/semantics.md): the one home of the search rule.
+
+    sb: search queries [B, H_kv, G, R, D]; kc: keys [B, H_kv, L_kv, D]; pos: [R] query positions;
+    t: [B, R] tokens seen; s0: [B, 1] first real key; prefix: `key_prefix_sums(kc)` for the "span_mean"
+    search key (computed here when not given). Scores are unscaled dot products; invalid candidates
+    carry a score too (masked by `valid`, never selected).
+    """
+    device = sb.device
+    t_top = max(int(t.max()), 1) if t.numel() else 1
+    offsets = anchor_table(cfg, t_top, device)
+    anchors = pos[:, None] + 1 - offsets[None, :]  # [R, N]
+    tables = span_tables(cfg, t_top, device)
+    lo, hi = span_bounds(cfg, anchors[None], t[:, :, None], s0[:, :, None], pos[None, :, None], tables)
+    valid = (anchors[None] >= s0[:, :, None]).expand_as(lo)
+    batch, heads_kv, _, rows, dim = sb.shape
+    n_cand = offsets.numel()
+    if cfg.search_key == "span_mean":
+        if prefix is None:
+            prefix = key_prefix_sums(kc)
+        n_keys = prefix.shape[2] - 1
+
+        def at(index: torch.Tensor) -> torch.Tensor:  # prefix rows at [B, R, N] indices -> [B, H_kv, R, N, D]
+            flat = index.clamp(0, n_keys).reshape(batch, 1, rows * n_cand, 1).expand(-1, heads_kv, -1, dim)
+            return prefix.gather(2, flat).view(batch, heads_kv, rows, n_cand, dim)
+
+        count = (hi - lo + 1).clamp(min=1).to(prefix.dtype)[:, None, :, :, None]
+        search_keys = ((at(hi + 1) - at(lo)) / count).to(sb.dtype)
+    else:
+        search_keys = kc[:, :, anchors.clamp(min=0)]  # [B, H_kv, R, N, D]
+    scores = torch.einsum("bhgrd,bhrnd->bhgrn", sb, search_keys)
+    return Candidates(anchor=anchors, lo=lo, hi=hi, valid=valid, scores=scores)
 
 
 @dataclass
@@ -27,40 +84,31 @@ class Routing:
     hi: torch.Tensor  # int64 last key of the span (inclusive)
 
 
-def route(cfg, sb: torch.Tensor, kc: torch.Tensor, pos: torch.Tensor, t: torch.Tensor, s0: torch.Tensor) -> Routing:
-    """Router scores at the power-law anchors, top-k per (row, head), and the spans around them.
+def route(cfg, sb: torch.Tensor, kc: torch.Tensor, pos: torch.Tensor, t: torch.Tensor, s0: torch.Tensor,
+          prefix: torch.Tensor | None = None) -> Routing:
+    """Top-k of the candidates' router scores per (row, head), the gate over them, and their spans.
 
-    sb: search queries [B, H_kv, G, R, D]; kc: keys [B, H_kv, L_kv, D]; pos: [R] query positions;
-    t: [B, R] tokens seen; s0: [B, 1] first real key. Scores are unscaled dot products.
+    Arguments as in `candidates`.
     """
-    device = sb.device
     lowest = torch.finfo(sb.dtype).min
-    t_top = max(int(t.max()), 1)
-    offsets = anchor_table(cfg, t_top, device)
-    n_cand = offsets.numel()
-    if n_cand:
-        anchors = pos[:, None] + 1 - offsets[None, :]  # [R, N]
-        anchor_keys = kc[:, :, anchors.clamp(min=0)]  # [B, H_kv, R, N, D]
-        scores = torch.einsum("bhgrd,bhrnd->bhgrn", sb, anchor_keys)
-        cand_ok = (anchors[None] >= s0[:, :, None])[:, None, None].expand_as(scores)
-        ranked = scores.detach().masked_fill(~cand_ok, float("-inf"))
-        # Candidates come in decreasing anchor order, so a stable sort ranks equal scores larger anchor
-        # first: the order the Triton search produces, so that both select the same spans on ties.
-        pick = torch.sort(ranked, dim=-1, descending=True, stable=True).indices[..., : min(cfg.num_spans, n_cand)]
-        ok = cand_ok.gather(-1, pick)
-        chosen = scores.gather(-1, pick).masked_fill(~ok, lowest)
-        gate = torch.softmax(chosen, dim=-1) * ok
-        anchor = anchors.expand_as(scores).gather(-1, pick)
-    else:
-        shape = (*sb.shape[:4], 0)
-        ok = torch.zeros(shape, dtype=torch.bool, device=device)
-        gate = sb.new_zeros(shape)
-        anchor = torch.zeros(shape, dtype=torch.int64, device=device)
-    tables = span_tables(cfg, t_top, device)
-    t_idx = t.clamp(min=0)[:, None, None, :, None]
-    lo = torch.maximum(anchor - tables.back[t_idx], s0[:, None, None, :, None])
-    hi = torch.minimum(anchor + tables.fwd[t_idx], pos[None, None, None, :, None] - window_length(cfg))
-    return Routing(ok=ok, gate=gate, anchor=anchor, lo=lo, hi=hi)
+    cand = candidates(cfg, sb, kc, pos, t, s0, prefix)
+    scores = cand.scores
+    n_cand = cand.anchor.shape[1]
+    shape = scores.shape
+    cand_ok = cand.valid[:, None, None].expand(shape)
+    ranked = scores.detach().masked_fill(~cand_ok, float("-inf"))
+    # Candidates come in decreasing anchor order, so a stable sort ranks equal scores larger anchor
+    # first: the order the Triton search produces, so that both select the same spans on ties.
+    pick = torch.sort(ranked, dim=-1, descending=True, stable=True).indices[..., : min(cfg.num_spans, n_cand)]
+    ok = cand_ok.gather(-1, pick)
+    chosen = scores.gather(-1, pick).masked_fill(~ok, lowest)
+    gate = torch.softmax(chosen, dim=-1) * ok if n_cand else scores.new_zeros(pick.shape)
+
+    def picked(per_candidate: torch.Tensor) -> torch.Tensor:
+        return per_candidate.expand(shape).gather(-1, pick)
+
+    return Routing(ok=ok, gate=gate, anchor=picked(cand.anchor), lo=picked(cand.lo[:, None, None]),
+                   hi=picked(cand.hi[:, None, None]))
 
 
 @dataclass
@@ -93,12 +141,14 @@ def select_spans(q_search, k, config, *, cache_position=None, attention_mask=Non
     compute = torch.float64 if q_search.dtype == torch.float64 else torch.float32
     sg = q_search.reshape(batch, heads_kv, inp.group, len_q, dim).to(compute)
     kc = k.to(compute)
+    prefix = key_prefix_sums(kc) if config.search_key == "span_mean" else None
     s0 = inp.first_real[:, None]
     t_all = inp.cache_position[None, :] + 1 - s0
     out = {name: [] for name in ("anchor", "lo", "hi", "gate")}
     for start in range(0, len_q, block_rows):
         stop = min(start + block_rows, len_q)
-        r = route(config, sg[:, :, :, start:stop], kc, inp.cache_position[start:stop], t_all[:, start:stop], s0)
+        r = route(config, sg[:, :, :, start:stop], kc, inp.cache_position[start:stop], t_all[:, start:stop], s0,
+                  prefix)
         pad = num - r.ok.shape[-1]
         fill = {"anchor": -1, "lo": 0, "hi": -1, "gate": 0.0}
         for name, value in (("anchor", r.anchor), ("lo", r.lo), ("hi", r.hi), ("gate", r.gate)):

@@ -8,7 +8,9 @@ Model surgery never branches on a model type. Everything it needs to know about 
   disk (``backbone.layers.{i}.mixer`` for NemotronH checkpoints in their original layout);
 * the projection and norm names, whether the layer uses RoPE (and which config field says so), whether the
   query projection also emits an output gate;
-* modules shared between layers (which make a faithful per-layer conversion impossible).
+* modules shared between layers (which make a faithful per-layer conversion impossible);
+* the sequence mixers (Mamba-2, linear attention, short convolutions): which layer kinds hold one and the
+  module's path, so that training presets such as `mixers` find them without knowing the model type.
 
 Architectures whose attention cannot be converted faithfully are listed in `REFUSED` with the reason, and
 an unknown model type falls back to the generic Llama-like description (`model.layers.{i}.self_attn`,
@@ -50,6 +52,13 @@ class Architecture:
     rope_field: str | None = None
     output_gate: bool = False
     shared_modules: tuple = ()
+    # Sequence mixers: the module at `mixer_path` in every layer whose kind is in `mixer_kinds`; None: none
+    # described (training presets that need them refuse the model).
+    mixer_path: str | None = None
+    mixer_kinds: frozenset = frozenset({"linear_attention"})
+    # Linear layers of a mixer that LoRA must leave alone: the fused Mamba kernels read `out_proj.weight`
+    # directly instead of calling the module, so an adapter there would be silently bypassed.
+    mixer_lora_skip: tuple = ()
     description: str = ""
 
     def language_config(self, config):
@@ -64,6 +73,13 @@ class Architecture:
     def attention_module_path(self, layer: int) -> str:
         return self.attention_path.format(i=layer)
 
+    def mixer_module_paths(self, config) -> list[str]:
+        """In-memory paths of every sequence-mixer module of a model with this config (may be empty)."""
+        if self.mixer_path is None:
+            return []
+        return [self.mixer_path.format(i=info.index) for info in layer_map(self, config)
+                if info.kind in self.mixer_kinds]
+
     def disk_candidates(self, layer: int) -> list[str]:
         """Prefixes the layer's attention tensors may carry in a checkpoint, most likely first."""
         seen: list[str] = []
@@ -75,15 +91,19 @@ class Architecture:
 
 
 _MAMBA = {"linear_attention": "mamba2", "mamba": "mamba"}
+# Where each family keeps its sequence mixer, and which layer kinds have one.
+_MAMBA_MIXER = {"mixer_path": "model.layers.{i}.mamba", "mixer_kinds": frozenset({"linear_attention", "mamba"}),
+                "mixer_lora_skip": ("out_proj",)}
+_LINEAR_ATTN = {"mixer_path": "model.layers.{i}.linear_attn"}
 _GDN = {"linear_attention": "gated_deltanet"}
 # Qwen3.5 checkpoints are multimodal on disk (language model under model.language_model).
 _QWEN35_PREFIXES = ("model.language_model.layers.{i}.self_attn", "model.layers.{i}.self_attn")
 # Field groups shared by a family's rows.
 _QK_NORMS = {"q_norm": "q_norm", "k_norm": "k_norm"}
-_GATED_GDN = {"kind_labels": _GDN, **_QK_NORMS, "output_gate": True}  # Gated DeltaNet + gated attention
+_GATED_GDN = {"kind_labels": _GDN, **_QK_NORMS, "output_gate": True, **_LINEAR_ATTN}  # Gated DeltaNet + gated attention
 _QWEN35 = {**_GATED_GDN, "disk_prefixes": _QWEN35_PREFIXES}
 _LFM2 = {"kind_labels": {"conv": "short_conv"}, "o_proj": "out_proj", "q_norm": "q_layernorm",
-         "k_norm": "k_layernorm"}
+         "k_norm": "k_layernorm", "mixer_path": "model.layers.{i}.conv", "mixer_kinds": frozenset({"conv"})}
 
 ARCHITECTURES: dict[str, Architecture] = {
     a.model_type: a
@@ -95,6 +115,9 @@ ARCHITECTURES: dict[str, Architecture] = {
             attention_path="model.layers.{i}.mixer",
             disk_prefixes=("backbone.layers.{i}.mixer", "model.layers.{i}.mixer"),
             rope="none",
+            mixer_path="model.layers.{i}.mixer",
+            mixer_kinds=frozenset({"linear_attention", "mamba"}),
+            mixer_lora_skip=("out_proj",),
             description="NVIDIA Nemotron-H / Nemotron-3: Mamba-2, MoE and attention blocks, no RoPE",
         ),
         Architecture(
@@ -102,6 +125,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             layer_kinds="layers_block_type",
             attention_kinds=frozenset({"attention"}),
             rope="none",
+            **_MAMBA_MIXER,
             description="AI21 Jamba: Mamba + attention every attn_layer_period layers, MoE MLPs, no RoPE",
         ),
         Architecture(
@@ -110,12 +134,14 @@ ARCHITECTURES: dict[str, Architecture] = {
             attention_kinds=frozenset({"full_attention", "attention"}),
             rope="optional",
             rope_field="position_embedding_type",
+            **_MAMBA_MIXER,
             description="IBM Granite-4 hybrid: Mamba-2 + attention (scale = attention_multiplier), MoE",
         ),
         Architecture(
             "bamba",
             layer_kinds="layers_block_type",
             kind_labels=_MAMBA,
+            **_MAMBA_MIXER,
             description="Bamba: Mamba-2 + attention at attn_layer_indices, partial RoPE",
         ),
         Architecture(
@@ -123,6 +149,9 @@ ARCHITECTURES: dict[str, Architecture] = {
             layer_kinds="layers_block_type",
             attention_kinds=frozenset({"hybrid"}),
             kind_labels={"hybrid": "attention+mamba2"},
+            mixer_path="model.layers.{i}.mamba",
+            mixer_kinds=frozenset({"hybrid"}),
+            mixer_lora_skip=("out_proj",),
             description="Falcon-H1: attention and Mamba-2 side by side in every layer",
         ),
         Architecture(
@@ -165,12 +194,14 @@ ARCHITECTURES: dict[str, Architecture] = {
         Architecture(
             "minimax",
             kind_labels={"linear_attention": "lightning_attention"},
+            mixer_path="model.layers.{i}.self_attn",
             description="MiniMax-01: lightning (linear) attention + softmax attention, MoE",
         ),
         Architecture(
             "olmo_hybrid",
             kind_labels=_GDN,
             **_QK_NORMS,
+            **_LINEAR_ATTN,
             description="OLMo hybrid: Gated DeltaNet + attention",
         ),
     )

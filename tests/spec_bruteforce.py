@@ -1,4 +1,4 @@
-"""SPEC.md written out per query in float64, as plainly as possible, to judge every implementation.
+"""docs/semantics.md written out per query in float64, as plainly as possible, to judge every implementation.
 
 Deliberately shares no code with `slkernels`: its own offsets, window, spans and softmaxes.
 """
@@ -60,15 +60,23 @@ def brute_force(q, k, v, q_search, cfg, cache_position=None, attention_mask=None
                 if not candidates:
                     out[b, h, r] = _softmax_attend(qv, k[b, kh, win], v[b, kh, win], scale)
                     continue
-                raw = (k[b, kh, candidates] @ q_search[b, h, r]).tolist()  # unscaled search scores
-                scored = sorted(zip(raw, candidates), reverse=True)
-                chosen = scored[: cfg.num_spans]
-                gate = torch.softmax(torch.tensor([s for s, _ in chosen], dtype=torch.float64), dim=0)
                 grow = math.pow(t, cfg.span_power)
                 back = math.ceil(cfg.backward_factor * grow)
                 fwd = math.ceil(cfg.forward_factor * grow)
+
+                def span_of(a, back=back, fwd=fwd, s0=s0, pos=pos):
+                    return list(range(max(a - back, s0), min(a + fwd, pos - width) + 1))
+
+                if cfg.search_key == "span_mean":  # the mean key of the span each anchor would open
+                    keys_searched = torch.stack([k[b, kh, span_of(a)].mean(dim=0) for a in candidates])
+                else:  # the anchor token's own key
+                    keys_searched = k[b, kh, candidates]
+                raw = (keys_searched @ q_search[b, h, r]).tolist()  # unscaled search scores
+                scored = sorted(zip(raw, candidates), reverse=True)
+                chosen = scored[: cfg.num_spans]
+                gate = torch.softmax(torch.tensor([s for s, _ in chosen], dtype=torch.float64), dim=0)
                 for g, (_, a) in zip(gate, chosen):
-                    span = list(range(max(a - back, s0), min(a + fwd, pos - width) + 1))
+                    span = span_of(a)
                     keys = span + win
                     assert not set(span) & set(win)
                     out[b, h, r] += g * _softmax_attend(qv, k[b, kh, keys], v[b, kh, keys], scale)

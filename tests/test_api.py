@@ -26,7 +26,8 @@ from slconvert.cli import main
 def test_config_defaults_are_the_released_setting():
     cfg = SuperlinearConfig()
     assert cfg.to_dict() == dict(
-        sw_index=65, num_spans=3, search_power=0.55, span_power=0.55, backward_factor=3.0, forward_factor=1.0
+        sw_index=65, num_spans=3, search_power=0.55, span_power=0.55, backward_factor=3.0, forward_factor=1.0,
+        search_key="anchor",
     )
     assert SuperlinearConfig.balanced().window == 32 * 32 - 1
     assert SuperlinearConfig.from_dict(cfg.to_dict()) == cfg

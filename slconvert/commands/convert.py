@@ -10,13 +10,15 @@ from pathlib import Path
 
 import click
 from slkernels import SuperlinearConfig
+from slkernels.config import SEARCH_KEYS
 
 from ..errors import SlconvertError
 from ..router import ROUTER_INITS
 
 _RELEASED = SuperlinearConfig.released()
 def superlinear_options(function):
-    """Add --sw-index ... --forward-factor (defaults: the paper's released setting) and --layers/--keep-dense."""
+    """Add --sw-index ... --forward-factor, --search-key (defaults: the paper's released setting) and
+    --layers/--keep-dense."""
     options = [
         click.option("--sw-index", type=int, default=_RELEASED.sw_index, show_default=True,
                      help="Sets the sliding window: W = floor((sw+1)^(1/search_power)) - 1."),
@@ -30,6 +32,10 @@ def superlinear_options(function):
                      help="A span reaches ceil(b_b * t^rho) tokens before its anchor."),
         click.option("--forward-factor", type=float, default=_RELEASED.forward_factor, show_default=True,
                      help="A span reaches ceil(b_f * t^rho) tokens after its anchor."),
+        click.option("--search-key", type=click.Choice(SEARCH_KEYS), default=_RELEASED.search_key, show_default=True,
+                     help="What the router scores at each anchor: the anchor's key (the paper's rule) or the mean "
+                          "key of the span it opens (span_mean: retrieval after conversion needs far less "
+                          "training; runs on the PyTorch reference until the kernels support it)."),
         click.option("--layers", default=None, help="Attention layers to convert, as model layer numbers, e.g. 3,7 or 4-9 (default: all)."),
         click.option("--keep-dense", default=None, help="Attention layers to leave dense, as model layer numbers (negative: from the end; "
                      "`slconvert inspect` lists them), e.g. 5,42."),
@@ -48,6 +54,7 @@ def params_from(kwargs: dict) -> SuperlinearConfig:
         span_power=kwargs.pop("span_power"),
         backward_factor=kwargs.pop("backward_factor"),
         forward_factor=kwargs.pop("forward_factor"),
+        search_key=kwargs.pop("search_key"),
     )
 
 

@@ -97,9 +97,12 @@ def prune(out: Path, keep: int) -> None:
 
 
 def publish_final(model_dir: Path, out: Path) -> None:
-    """Move a written model directory's files into OUT, config.json last."""
-    names = sorted(p.name for p in model_dir.iterdir() if p.is_file())
+    """Move a written model directory's files (and sub-folders, e.g. a LoRA adapter) into OUT, config.json last."""
+    names = sorted(p.name for p in model_dir.iterdir())
     names.sort(key=lambda n: n == "config.json")
     for name in names:
-        os.replace(model_dir / name, Path(out) / name)
+        target = Path(out) / name
+        if (model_dir / name).is_dir() and target.is_dir():
+            shutil.rmtree(target)
+        os.replace(model_dir / name, target)
     shutil.rmtree(model_dir, ignore_errors=True)

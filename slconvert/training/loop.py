@@ -43,7 +43,8 @@ from .losses import next_token_loss, router_losses, sample_rows
 from .metrics import MetricsLog, plot_metrics
 from .model_setup import enable_checkpointing, load_dense, precision, set_training_dtypes
 from .preflight import preflight
-from .schedule import make_scheduler, select_trainable
+from .schedule import make_scheduler
+from .trainable import LORA_ADAPTER_DIR, apply_lora, is_lora, merged_state_dict, select_trainable
 
 __all__ = ["Trainer", "TrainingStopped", "train"]
 
@@ -117,7 +118,11 @@ class Trainer:
         vocab = json.loads((self.model_path / "config.json").read_text()).get("vocab_size") or len(self.tokenizer)
         self.source = SequenceSource(recipe, self.tokenizer, int(vocab))  # data problems surface before loading
         model = load(self.model_path) if recipe.model_kind == "converted" else load_dense(self.model_path)
-        self.trainable = select_trainable(model, recipe.trainable)
+        if recipe.trainable == "lora":
+            model = apply_lora(model, recipe.lora)
+            self.trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+        else:
+            self.trainable = select_trainable(model, recipe.trainable)
         self.routers = routers(model)
         if self.router_losses_on:
             frozen = [i for i, r in self.routers.items() if not r.weight.requires_grad]
@@ -293,7 +298,13 @@ class Trainer:
     # ----- saving -----
     def _write_model(self, dest: Path) -> None:
         state_dict = self.accelerator.get_state_dict(self.model)
-        if self.accelerator.is_main_process:
+        if not self.accelerator.is_main_process:
+            return
+        if is_lora(self.unwrapped):  # merged weights that load like any checkpoint, plus the adapter itself
+            write_model_dir(self.unwrapped.get_base_model(), merged_state_dict(self.unwrapped, state_dict),
+                            self.model_path, dest)
+            self.unwrapped.save_pretrained(dest / LORA_ADAPTER_DIR)
+        else:
             write_model_dir(self.unwrapped, state_dict, self.model_path, dest)
 
     def save_checkpoint(self, step: int) -> Path:

@@ -6,13 +6,14 @@ q, k, v detached, the layer's config, scale, mask and key positions) and on a sa
 so their cost is O(rows x keys) however long the sequence is.
 
 For a query at position q (t tokens seen) the candidate anchors are a_i = q + 1 - o(i) and candidate i
-covers span_i = [max(a_i - back[t], s0), min(a_i + fwd[t], q - W)] (SPEC.md). The target distribution
+covers span_i = [max(a_i - back[t], s0), min(a_i + fwd[t], q - W)] (docs/semantics.md). The target distribution
 over candidates is the dense attention's probability mass inside each span, normalized,
 
     target_i = P_dense(span_i) / sum_j P_dense(span_j),
 
 with P_dense the softmax of the same layer's q and k (same scale, same hidden states). The router's
-distribution is the softmax of its search scores s_i = q_search . k[a_i] over all candidates, and the
+distribution is the softmax of its search scores s_i = q_search . key_i over all candidates (key_i: the anchor's
+key, or its span's mean key with the "span_mean" search key; `slkernels.selection.candidates`), and the
 loss is KL(target || router). Only q_search = router(q) carries a gradient (q and k are detached), so the
 loss trains the router alone and never moves the host model, whatever else is trainable.
 
@@ -24,7 +25,8 @@ from __future__ import annotations
 
 import torch
 from slkernels import select_spans, superlinear_attention
-from slkernels.geometry import anchor_table, span_tables
+from slkernels.geometry import anchor_table
+from slkernels.selection import candidates
 from torch.utils.checkpoint import checkpoint
 
 from .data import IGNORE
@@ -149,16 +151,12 @@ def _dense_probs(qb, kf, pos, first, scale, window, group):
 
 def _kl_rows(probs, q_search, kf, pos, first, config, group):
     """KL(span-mass target || softmax of router scores) per [B, H_q, R]."""
-    device = probs.device
     t = pos[None, :] + 1 - first[:, None]  # [B, R]
-    t_max = max(int(t.max()), 1)
-    offsets = anchor_table(config, t_max, device)  # [N]
-    tables = span_tables(config, t_max, device)
-    anchors = pos[:, None] + 1 - offsets[None, :]  # [R, N]
-    valid = anchors[None] >= first[:, None, None]  # [B, R, N]
-    t_idx = t.clamp(min=0)[:, :, None]
-    lo = torch.maximum(anchors[None] - tables.back[t_idx], first[:, None, None])
-    hi = torch.minimum(anchors[None] + tables.fwd[t_idx], (pos - config.window)[None, :, None])
+    batch, heads_q = q_search.shape[:2]
+    sg = q_search.float().reshape(batch, heads_q // group, group, *q_search.shape[2:])
+    # The candidates and their scores exactly as the attention computes them (anchor or span-mean key).
+    cand = candidates(config, sg, kf, pos, t, first[:, None])
+    lo, hi, valid = cand.lo, cand.hi, cand.valid  # [B, R, N]
     with torch.no_grad():
         cum = torch.nn.functional.pad(probs.double().cumsum(-1), (1, 0))  # [B, H, R, K + 1]
         n_keys = cum.shape[-1] - 1
@@ -169,11 +167,7 @@ def _kl_rows(probs, q_search, kf, pos, first, config, group):
         total = mass.sum(-1, keepdim=True)
         target = (mass / total.clamp_min(1e-30)).float()
         has_target = (total[..., 0] > 0).float()
-    # Router scores at every candidate (unscaled, as in the kernels), float32.
-    batch, heads_q = q_search.shape[:2]
-    anchor_keys = kf[:, :, anchors.clamp(min=0)]  # [B, H_kv, R, N, D]
-    sg = q_search.float().reshape(batch, heads_q // group, group, *q_search.shape[2:])
-    scores = torch.einsum("bhgrd,bhrnd->bhgrn", sg, anchor_keys).reshape(batch, heads_q, *anchors.shape)
+    scores = cand.scores.reshape(batch, heads_q, *cand.anchor.shape)
     scores = scores.masked_fill(~valid[:, None], torch.finfo(scores.dtype).min)
     log_router = torch.log_softmax(scores, dim=-1)
     kl = (torch.xlogy(target, target) - target * log_router).sum(-1)

@@ -18,10 +18,13 @@ import yaml
 
 from ..errors import SlconvertError
 
-__all__ = ["Recipe", "DataSpec", "Stage", "load_recipe", "parse_overrides", "recipe_from_dict", "TRAINABLE_PRESETS",
-           "MODEL_KINDS"]
+__all__ = ["Recipe", "DataSpec", "LoraSpec", "Stage", "load_recipe", "parse_overrides", "recipe_from_dict",
+           "TRAINABLE_PRESETS", "MODEL_KINDS"]
 
-TRAINABLE_PRESETS = ("router", "attention", "all")
+# The presets of `trainable` (slconvert/training/trainable.py says what each one trains).
+TRAINABLE_PRESETS = ("router", "attention", "mixers", "all", "lora")
+# Presets that need the routers of a converted model.
+_CONVERTED_ONLY = ("router", "attention", "mixers", "lora")
 PRECISIONS = ("auto", "bf16", "fp32")
 HAYSTACKS = ("text", "builtin", "noise")
 # converted: a checkpoint made by `slconvert convert` (routers, Superlinear layers); dense: any plain
@@ -41,6 +44,16 @@ class DataSpec:
     key_kind: str = "words"
     value_kind: str = "numbers"
     corpus_tokens: int = 0
+
+
+@dataclass
+class LoraSpec:
+    """LoRA adapters of `trainable: lora` (see recipes/niah-curriculum.yaml for every field's meaning)."""
+
+    rank: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.0
+    mlp: bool = False
 
 
 @dataclass
@@ -82,6 +95,7 @@ class Recipe:
     recall_every: int = 0
     curriculum: list = field(default_factory=list)
     data: DataSpec = field(default_factory=DataSpec)
+    lora: LoraSpec = field(default_factory=LoraSpec)
 
     # ----- derived -----
     def stages(self) -> list[Stage]:
@@ -107,6 +121,8 @@ class Recipe:
 
 _TOP = {f.name: f for f in fields(Recipe)}
 _DATA = {f.name: f for f in fields(DataSpec)}
+_LORA = {f.name: f for f in fields(LoraSpec)}
+_NESTED = ("data", "lora")
 
 
 def _valid(names) -> str:
@@ -192,6 +208,23 @@ def _data(raw) -> DataSpec:
     return spec
 
 
+def _lora(raw) -> LoraSpec:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise _type_error("lora", raw, "use a mapping of LoRA settings")
+    unknown = sorted(set(raw) - set(_LORA))
+    if unknown:
+        raise SlconvertError(f"unknown recipe key(s) {', '.join('lora.' + k for k in unknown)}; "
+                             f"valid lora keys are: {_valid(_LORA)}")
+    spec = LoraSpec(**raw)
+    spec.rank = _as_int("lora.rank", spec.rank, 1)
+    spec.alpha = _as_float("lora.alpha", spec.alpha, 0.0, lo_open=True)
+    spec.dropout = _as_float("lora.dropout", spec.dropout, 0.0, 1.0)
+    spec.mlp = _as_bool("lora.mlp", spec.mlp)
+    return spec
+
+
 def _trainable(value):
     if isinstance(value, str):
         if value in TRAINABLE_PRESETS:
@@ -223,6 +256,7 @@ def recipe_from_dict(raw: dict) -> Recipe:
     values = dict(raw)
     values["data"] = _data(values.get("data"))
     values["curriculum"] = _curriculum(values.get("curriculum"))
+    values["lora"] = _lora(values.get("lora"))
     recipe = Recipe(**values)
     for key in ("max_steps", "seq_len", "batch_size", "micro_batch_size", "log_every"):
         setattr(recipe, key, _as_int(key, getattr(recipe, key), 1))
@@ -253,9 +287,12 @@ def recipe_from_dict(raw: dict) -> Recipe:
             raise SlconvertError("model_kind=dense has no routers; set router_kl_weight and output_mse_weight to 0")
         if recipe.lm_weight == 0.0:
             raise SlconvertError("model_kind=dense trains on the next-token loss only; set lm_weight > 0")
-        if recipe.trainable in ("router", "attention"):
+        if recipe.trainable in _CONVERTED_ONLY:
             raise SlconvertError(f"trainable={recipe.trainable} needs a converted model; with model_kind=dense use "
                                  "trainable: all or a list of parameter name patterns")
+    if recipe.trainable == "lora" and (recipe.router_kl_weight or recipe.output_mse_weight):
+        raise SlconvertError("trainable=lora trains through the next-token loss; set router_kl_weight and "
+                             "output_mse_weight to 0 (train the routers first with recipes/router-warmup.yaml)")
     if recipe.lm_weight == recipe.router_kl_weight == recipe.output_mse_weight == 0.0 and recipe.data.niah_fraction:
         raise SlconvertError("data.niah_fraction > 0 needs lm_weight > 0 or a router loss: needle samples train the "
                              "answer loss, or the routers on the attention that retrieval makes")
@@ -279,14 +316,15 @@ def parse_overrides(items) -> dict:
         key = key.strip()
         parts = key.split(".")
         if not key or any(not p for p in parts) or len(parts) > 2:
-            raise SlconvertError(f"override key {key!r} is invalid; use a recipe key or data.KEY")
+            raise SlconvertError(f"override key {key!r} is invalid; use a recipe key, data.KEY or lora.KEY")
         value = _parse_value(text)
         if isinstance(value, str) and _looks_numeric(value):
             value = float(value)
         if len(parts) == 2:
-            if parts[0] != "data":
-                raise SlconvertError(f"override key {key!r} is invalid: only data.* keys are nested")
-            out.setdefault("data", {})[parts[1]] = value
+            if parts[0] not in _NESTED:
+                raise SlconvertError(f"override key {key!r} is invalid: only {', '.join(n + '.*' for n in _NESTED)} "
+                                 "keys are nested")
+            out.setdefault(parts[0], {})[parts[1]] = value
         else:
             out[key] = value
     return out
@@ -303,8 +341,8 @@ def _looks_numeric(text: str) -> bool:
 def _merge(base: dict, extra: dict) -> dict:
     merged = dict(base)
     for key, value in extra.items():
-        if key == "data" and isinstance(value, dict) and isinstance(merged.get("data"), dict):
-            merged["data"] = {**merged["data"], **value}
+        if key in _NESTED and isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
         else:
             merged[key] = value
     return merged

@@ -1,0 +1,431 @@
+"""Conversion study: which training makes a converted model retrieve again, and after how many tokens.
+
+One command converts a dense teacher at several Superlinear shapes and search keys, trains each training
+preset with `recipes/conversion-study.yaml`, and measures NIAH (single, multikey, multivalue) on the live
+model at fixed token budgets (step 0 = as converted), next to the dense teacher on the same prompts. Jobs
+run as parallel processes on one GPU (a small teacher leaves the GPU mostly idle in any one process).
+Every measurement is one JSON line in OUT/rows.jsonl as soon as it exists, so a run cut short keeps what
+it measured; `report` turns the rows into OUT/study.json, OUT/study.png and OUT/study.md.
+
+    python scripts/conversion_study.py run --out study-output            # the default study (GPU)
+    python scripts/conversion_study.py run --out s --shapes balanced --keys span_mean --presets mixers \\
+        --steps 200 --evals 100,200 --parallel 1                         # one job
+    python scripts/conversion_study.py report study-output               # tables and plot again
+
+`make study` runs the default. The rows keep every job and every budget, failures included; the
+report says which settings were run, on which card, with how many tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPE = ROOT / "recipes" / "conversion-study.yaml"
+
+# Superlinear shapes of the study, scaled to a teacher that retrieves at 512-1024 tokens: p <= 0.6 and
+# W <= 1/16 of the shortest evaluated length. "balanced" is the paper's balanced exponents (p = rho = 0.5,
+# b_b = 2) with b_f = 1; "released" its released exponents and factors (p = rho = 0.55, 3 / 1).
+SHAPES = {
+    "balanced": dict(sw_index=3, num_spans=3, search_power=0.5, span_power=0.5, backward_factor=2.0,
+                     forward_factor=1.0),
+    "released": dict(sw_index=5, num_spans=3, search_power=0.55, span_power=0.55, backward_factor=3.0,
+                     forward_factor=1.0),
+}
+PRESETS = ("attention", "mixers", "all", "lora")
+# A job named "<preset>+warmup" runs `recipes/router-warmup.yaml` (KL to the dense span mass) first.
+WARMUP_OVERRIDES = ["max_steps=100", "seq_len=1024", "batch_size=16", "micro_batch_size=16", "lr=1e-4",
+                    "save_every=0", "recall_every=0", "recall_rows=256", "data.niah_fraction=0.5"]
+
+
+def _importable() -> None:
+    """Import slconvert / slkernels from this checkout when they are not installed (GPU machines)."""
+    try:
+        import slkernels  # noqa: F401
+
+        import slconvert  # noqa: F401
+    except ImportError:
+        links = Path(tempfile.mkdtemp(prefix="slconvert-path-"))
+        (links / "slkernels").symlink_to(ROOT / "kernels")
+        (links / "slconvert").symlink_to(ROOT / "slconvert")
+        sys.path.insert(0, str(links))
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(links), os.environ.get("PYTHONPATH")]))
+
+
+def _append(path: Path, row: dict) -> None:
+    with open(path, "a") as handle:
+        handle.write(json.dumps(row) + "\n")
+        handle.flush()
+
+
+# ----- evaluation of a live model -----------------------------------------------------------------------
+
+
+def evaluate(model, tokenizer, spec: dict) -> dict:
+    """NIAH exact match (%) per task and length on `model` as it is, through `slconvert eval`'s own code."""
+    import torch
+
+    from slconvert.evaluation.haystack import load_haystack
+    from slconvert.evaluation.models import EvalModel
+    from slconvert.evaluation.niah_run import build_grid, grid_table, run_grid
+
+    was_training = model.training
+    model.eval()
+    em = EvalModel(name=spec["name"], path=Path(spec.get("path", ".")), model=model, tokenizer=tokenizer,
+                   converted=True, max_length=None)
+    out = {}
+    try:
+        with torch.no_grad():
+            for task in spec["tasks"]:
+                grid = build_grid(tokenizer, load_haystack(None, spec["seed"]), task=task, lengths=spec["lengths"],
+                                  depths=spec["depths"], samples=spec["samples"], seed=spec["seed"],
+                                  key_kind="words", value_kind="numbers", max_length=None, mode="generate",
+                                  skip_too_long=False)
+                table = grid_table(grid, run_grid(em, grid, mode="generate", label=spec["name"]))
+                per_length = {}
+                for col, length in enumerate(table["lengths"]):
+                    cells = [row[col] for row in table["scores"] if row[col] is not None]
+                    per_length[str(length)] = sum(cells) / len(cells) if cells else None
+                out[task] = {"average": table["average"], "by_length": per_length, "table": table["scores"]}
+    finally:
+        model.train(was_training)
+    return out
+
+
+# ----- one job --------------------------------------------------------------------------------------------
+
+
+def run_job(spec: dict) -> None:
+    """Convert, train and evaluate one (shape, search key, preset) combination; rows go to spec['rows']."""
+    _importable()
+    import torch
+    from slkernels import SuperlinearConfig
+
+    from slconvert.surgery import convert, plan_conversion
+    from slconvert.training import Trainer, load_recipe, train
+
+    rows = Path(spec["rows"])
+    work = Path(spec["work"])
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    base = {"job": spec["name"], "shape": spec["shape"], "search_key": spec["key"], "preset": spec["preset"],
+            "tokens_per_step": spec["batch_size"] * spec["seq_len"]}
+    started = time.perf_counter()
+
+    def record(step: int, results: dict, **extra) -> None:
+        _append(rows, {**base, "step": step, "tokens": step * base["tokens_per_step"], "results": results,
+                       "elapsed_s": round(time.perf_counter() - started, 1), **extra})
+
+    if spec["preset"] == "dense":  # the teacher itself
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        model = AutoModelForCausalLM.from_pretrained(spec["teacher"], dtype=torch.float32).to(device)
+        record(0, evaluate(model, AutoTokenizer.from_pretrained(spec["teacher"]), spec))
+        return
+
+    params = SuperlinearConfig(**SHAPES[spec["shape"]], search_key=spec["key"])
+    base["window"] = params.window
+    converted = work / "converted"
+    convert(plan_conversion(Path(spec["teacher"]), params), converted, progress=False)
+    preset, _, stage = spec["preset"].partition("+")
+    start = converted
+    if stage == "warmup":
+        warm = load_recipe(ROOT / "recipes" / "router-warmup.yaml", WARMUP_OVERRIDES)
+        train(warm, converted, work / "warmup", progress=False)
+        start = work / "warmup"
+    overrides = [f"trainable={preset}", f"max_steps={spec['steps']}", f"seq_len={spec['seq_len']}",
+                 f"batch_size={spec['batch_size']}", f"micro_batch_size={spec['batch_size']}", f"lr={spec['lr']}",
+                 f"seed={spec['seed']}", "save_every=1"]
+    recipe = load_recipe(RECIPE, overrides)
+    evals = sorted(set(spec["evals"]))
+
+    class StudyTrainer(Trainer):
+        """Measures the live model at each budget instead of writing checkpoints."""
+
+        def save_checkpoint(self, step: int):
+            if step in evals and step < spec["steps"]:
+                record(step, evaluate(self.unwrapped, self.tokenizer, spec))
+
+    trainer = StudyTrainer(recipe, start, work / "run", progress=False)
+    record(0, evaluate(trainer.unwrapped, trainer.tokenizer, spec), trainable_parameters=sum(
+        p.numel() for p in trainer.params))
+    summary = trainer.run()
+    record(spec["steps"], evaluate(trainer.unwrapped, trainer.tokenizer, spec),
+           tokens_per_s=summary["tokens_per_s_mean"], final_model=str(work / "run"))
+
+
+# ----- the whole study --------------------------------------------------------------------------------
+
+
+def _card() -> str:
+    try:
+        import torch
+
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    except Exception:  # noqa: BLE001 - the card name is informative only
+        return "unknown"
+
+
+def run_study(args) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(args.work or (out / "jobs"))
+    rows = out / "rows.jsonl"
+    if rows.exists() and not args.append:
+        rows.unlink()
+    common = {"teacher": str(Path(args.teacher).resolve()), "steps": args.steps, "evals": args.evals,
+              "seq_len": args.seq_len, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+              "tasks": args.tasks, "lengths": args.lengths, "depths": args.depths, "samples": args.samples,
+              "rows": str(rows.resolve())}
+    jobs = [{**common, "name": "teacher", "shape": "dense", "key": "-", "preset": "dense",
+             "work": str(work / "teacher")}]
+    for shape in args.shapes:
+        for key in args.keys:
+            for preset in args.presets:
+                name = f"{shape}-{key}-{preset}"
+                jobs.append({**common, "name": name, "shape": shape, "key": key, "preset": preset,
+                             "work": str(work / name)})
+    settings = {"command": " ".join(sys.argv), "card": _card(), "recipe": str(RECIPE.relative_to(ROOT)),
+                "shapes": {s: SHAPES[s] for s in args.shapes}, **{k: v for k, v in common.items() if k != "rows"},
+                "jobs": [j["name"] for j in jobs]}
+    (out / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
+    print(f"study: {len(jobs)} jobs, {args.parallel} at a time, on {settings['card']}; rows -> {rows}", flush=True)
+    deadline = time.time() + args.deadline if args.deadline else None
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONUNBUFFERED": "1"}
+    running: list[tuple[dict, subprocess.Popen, object]] = []
+    pending = list(jobs)
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    while pending or running:
+        while pending and len(running) < args.parallel:
+            job = pending.pop(0)
+            log = open(logs / f"{job['name']}.log", "w")
+            proc = subprocess.Popen([sys.executable, __file__, "job", json.dumps(job)], stdout=log,
+                                    stderr=subprocess.STDOUT, env=env)
+            running.append((job, proc, log))
+        time.sleep(2)
+        for item in list(running):
+            job, proc, log = item
+            if proc.poll() is not None:
+                log.close()
+                running.remove(item)
+                print(f"  {job['name']}: exit {proc.returncode}", flush=True)
+                if proc.returncode:
+                    _append(rows, {"job": job["name"], "shape": job["shape"], "search_key": job["key"],
+                                   "preset": job["preset"], "failed": True, "returncode": proc.returncode,
+                                   "log_tail": (logs / f"{job['name']}.log").read_text()[-2000:]})
+        if deadline and time.time() > deadline:
+            for job, proc, log in running:
+                proc.kill()
+                log.close()
+                _append(rows, {"job": job["name"], "shape": job["shape"], "search_key": job["key"],
+                               "preset": job["preset"], "failed": True, "reason": "stopped at the study's deadline"})
+                print(f"  {job['name']}: stopped at the deadline", flush=True)
+            for job in pending:
+                _append(rows, {"job": job["name"], "shape": job["shape"], "search_key": job["key"],
+                               "preset": job["preset"], "failed": True, "reason": "not started before the deadline"})
+            break
+    report(out)
+
+
+# ----- report -------------------------------------------------------------------------------------------
+
+
+def _score(row: dict) -> float | None:
+    """Mean exact match over the tasks and lengths of a row (percent)."""
+    values = [v["average"] for v in row.get("results", {}).values() if v.get("average") is not None]
+    return sum(values) / len(values) if values else None
+
+
+def report(out) -> dict:
+    out = Path(out)
+    settings = json.loads((out / "settings.json").read_text())
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines() if line.strip()]
+    teacher = next((r for r in rows if r.get("preset") == "dense" and "results" in r), None)
+    teacher_score = _score(teacher) if teacher else None
+    curves: dict[str, list] = {}
+    for row in rows:
+        if "results" in row and row["preset"] != "dense":
+            curves.setdefault(row["job"], []).append(row)
+    summary = []
+    for job, points in sorted(curves.items()):
+        points.sort(key=lambda r: r["step"])
+        best = max(points, key=lambda r: _score(r) or 0.0)
+        relative = None
+        if teacher is not None:
+            relative = _relative(points[-1], teacher)
+        summary.append({"job": job, "shape": points[0]["shape"], "search_key": points[0]["search_key"],
+                        "preset": points[0]["preset"], "window": points[0].get("window"),
+                        "curve": [(p["tokens"], _score(p)) for p in points],
+                        "final": _score(points[-1]), "final_tokens": points[-1]["tokens"],
+                        "best": _score(best), "best_tokens": best["tokens"],
+                        "final_vs_teacher_min_ratio": relative,
+                        "tokens_to_95pct_of_teacher": _tokens_to_target(points, teacher)})
+    failed = [r for r in rows if r.get("failed")]
+    result = {"settings": settings, "teacher": teacher and {"score": teacher_score, "results": teacher["results"]},
+              "jobs": summary, "failed": failed, "rows": rows}
+    (out / "study.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "study.md").write_text(_markdown(result))
+    _plot(result, out / "study.png")
+    print(_markdown(result))
+    return result
+
+
+def _relative(row: dict, teacher: dict) -> float | None:
+    """The smallest ratio converted / teacher over every (task, length) where the teacher scores > 0."""
+    ratios = []
+    for task, res in row["results"].items():
+        ref = teacher["results"].get(task, {}).get("by_length", {})
+        for length, value in res["by_length"].items():
+            if value is not None and ref.get(length):
+                ratios.append(value / ref[length])
+    return min(ratios) if ratios else None
+
+
+def _tokens_to_target(points: list[dict], teacher: dict | None) -> int | None:
+    if teacher is None:
+        return None
+    for point in points:
+        ratio = _relative(point, teacher)
+        if ratio is not None and ratio >= 0.95:
+            return point["tokens"]
+    return None
+
+
+def _fmt(value, digits=1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _markdown(result: dict) -> str:
+    s = result["settings"]
+    lines = [f"Conversion study on {s['card']}: teacher {Path(s['teacher']).name}, recipe {s['recipe']}, "
+             f"{s['batch_size']} x {s['seq_len']} tokens per step, lr {s['lr']}, seed {s['seed']}; NIAH "
+             f"{', '.join(s['tasks'])} at {', '.join(map(str, s['lengths']))} tokens, depths "
+             f"{', '.join(map(str, s['depths']))}, {s['samples']} samples per cell.", ""]
+    if result["teacher"]:
+        lines.append(f"Dense teacher: {_fmt(result['teacher']['score'])}% exact match (mean over tasks).")
+        lines.append("")
+    budgets = sorted({t for job in result["jobs"] for t, _ in job["curve"]})
+    head = "| shape (W) | search key | preset | " + " | ".join(f"{t / 1e6:.1f}M tok" for t in budgets) + \
+           " | final / teacher (worst cell) | tokens to >= 95% of teacher |"
+    lines += [head, "|" + "---|" * (head.count("|") - 1)]
+    for job in result["jobs"]:
+        at = dict(job["curve"])
+        cells = " | ".join(_fmt(at.get(t)) for t in budgets)
+        reach = job["tokens_to_95pct_of_teacher"]
+        lines.append(f"| {job['shape']} ({job['window']}) | {job['search_key']} | {job['preset']} | {cells} | "
+                     f"{_fmt(job['final_vs_teacher_min_ratio'], 2)} | "
+                     f"{'not reached' if reach is None else f'{reach / 1e6:.1f}M'} |")
+    for row in result["failed"]:
+        lines.append(f"| {row['shape']} | {row['search_key']} | {row['preset']} | failed: "
+                     f"{row.get('reason') or 'exit ' + str(row.get('returncode'))} |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shapes = sorted({job["shape"] for job in result["jobs"]}) or ["-"]
+    fig, axes = plt.subplots(1, len(shapes), figsize=(6.5 * len(shapes), 4.6), squeeze=False, sharey=True)
+    colors = {"attention": "tab:blue", "mixers": "tab:green", "all": "tab:red", "lora": "tab:purple"}
+    for ax, shape in zip(axes[0], shapes):
+        for job in (j for j in result["jobs"] if j["shape"] == shape):
+            xs = [t / 1e6 for t, v in job["curve"] if v is not None]
+            ys = [v for _, v in job["curve"] if v is not None]
+            base = job["preset"].partition("+")[0]
+            style = "-" if job["search_key"] == "span_mean" else "--"
+            marker = "s" if "+" in job["preset"] else "o"
+            ax.plot(xs, ys, style, marker=marker, color=colors.get(base, "gray"),
+                    label=f"{job['preset']}, {job['search_key']}")
+        if result["teacher"]:
+            ax.axhline(result["teacher"]["score"], color="black", lw=1, ls=":", label="dense teacher")
+        window = next((j["window"] for j in result["jobs"] if j["shape"] == shape), None)
+        ax.set_title(f"{shape} (W = {window})")
+        ax.set_xlabel("training tokens (millions)")
+        ax.set_ylim(-3, 103)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("NIAH exact match, % (mean of tasks and lengths)")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"Conversion study, {result['settings']['card']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _numbers(text: str, kind=int) -> list:
+    return [kind(x) for x in text.split(",") if x.strip()]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the study (GPU) and write the report")
+    run.add_argument("--out", required=True)
+    run.add_argument("--teacher", default=str(ROOT / "slconvert" / "assets" / "tiny-teacher"))
+    run.add_argument("--shapes", type=lambda s: s.split(","), default=["balanced", "released"])
+    run.add_argument("--keys", type=lambda s: s.split(","), default=["anchor", "span_mean"])
+    run.add_argument("--presets", type=lambda s: s.split(","), default=["attention", "mixers", "all"])
+    run.add_argument("--steps", type=int, default=1000)
+    run.add_argument("--evals", type=_numbers, default=[125, 250, 500])
+    run.add_argument("--seq-len", type=int, default=1024)
+    run.add_argument("--batch-size", type=int, default=16)
+    run.add_argument("--lr", type=float, default=1e-3)
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--tasks", type=lambda s: s.split(","), default=["single", "multikey", "multivalue"])
+    run.add_argument("--lengths", type=_numbers, default=[512, 1024])
+    run.add_argument("--depths", type=lambda s: _numbers(s, float), default=[0.0, 25.0, 50.0, 75.0, 100.0])
+    run.add_argument("--samples", type=int, default=4)
+    run.add_argument("--parallel", type=int, default=8)
+    run.add_argument("--threads", type=int, default=1, help="CPU threads per job")
+    run.add_argument("--deadline", type=float, default=0, help="seconds after which running jobs are stopped")
+    run.add_argument("--work", default=None, help="folder of the jobs' models (default OUT/jobs)")
+    run.add_argument("--append", action="store_true", help="keep the rows of an earlier run in OUT")
+    job = sub.add_parser("job", help="(internal) one job, from its JSON spec")
+    job.add_argument("spec")
+    rep = sub.add_parser("report", help="rebuild study.json / .md / .png from OUT/rows.jsonl")
+    rep.add_argument("out")
+    best = sub.add_parser("best", help="print the folder of the final model of the best job (by final score)")
+    best.add_argument("out")
+    best.add_argument("--shape", default=None)
+    args = parser.parse_args(argv)
+    if args.command == "job":
+        spec = json.loads(args.spec)
+        try:
+            run_job(spec)
+        except Exception:
+            traceback.print_exc()
+            sys.exit(1)
+    elif args.command == "report":
+        report(args.out)
+    elif args.command == "best":
+        rows = [json.loads(line) for line in (Path(args.out) / "rows.jsonl").read_text().splitlines() if line]
+        finals = [r for r in rows if r.get("final_model") and (args.shape is None or r["shape"] == args.shape)]
+        if not finals:
+            sys.exit("error: no finished job" + (f" of shape {args.shape}" if args.shape else ""))
+        print(max(finals, key=lambda r: (_score(r) or 0.0, -r.get("trainable_parameters", 0)))["final_model"])
+    else:
+        for shape in args.shapes:
+            if shape not in SHAPES:
+                sys.exit(f"error: unknown shape {shape!r}; use {', '.join(SHAPES)}")
+        for preset in args.presets:
+            if preset.partition("+")[0] not in PRESETS or preset.partition("+")[2] not in ("", "warmup"):
+                sys.exit(f"error: unknown preset {preset!r}; use {', '.join(PRESETS)}, optionally with +warmup")
+        run_study(args)
+
+
+if __name__ == "__main__":
+    main()

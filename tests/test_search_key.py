@@ -1,0 +1,123 @@
+"""The "span_mean" search key: reference and `select_spans` against the brute force of docs/semantics.md.
+
+The brute force computes each candidate's span and averages its keys one by one; the reference uses running
+sums of K. They must agree on every row (odd lengths, GQA up to 16:1, left padding, chunked prefill, decode),
+and gradients must reach q_search and every key of a selected span, not only the anchor's.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from slkernels import SuperlinearConfig, SuperlinearConfigError, select_spans, superlinear_attention
+from spec_bruteforce import brute_force
+from test_reference import _inputs
+
+
+def _cfg(**overrides):
+    base = dict(sw_index=2, num_spans=2, search_power=0.5, span_power=0.5, backward_factor=2.0,
+                forward_factor=1.0, search_key="span_mean")
+    return SuperlinearConfig(**{**base, **overrides})
+
+
+@pytest.mark.parametrize("length,gqa,power,fwd,num", [
+    (1, (4, 2), 0.5, 1.0, 2), (57, (1, 1), 0.5, 0.0, 1), (129, (4, 2), 0.55, 1.0, 3),
+    (211, (16, 1), 0.5, 1.0, 2), (300, (4, 2), 1 / 3, 0.0, 4),
+])
+def test_reference_matches_brute_force(length, gqa, power, fwd, num):
+    cfg = _cfg(search_power=power, span_power=power, forward_factor=fwd, num_spans=num)
+    heads_q, heads_kv = gqa
+    gen = torch.Generator().manual_seed(length)
+    q, k, v, qs = _inputs(1 if heads_q == 16 else 2, heads_q, heads_kv, length, length, 8, gen=gen)
+    got = superlinear_attention(q, k, v, qs, cfg, backend="reference")
+    want = brute_force(q, k, v, qs, cfg)
+    torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-9)
+
+
+def test_span_mean_selects_differently_from_anchor():
+    """The two keys are different rules: on random data they must pick different spans somewhere."""
+    q, k, v, qs = _inputs(1, 4, 2, 200, 200, 8)
+    anchor = select_spans(qs, k, _cfg(search_key="anchor"))
+    mean = select_spans(qs, k, _cfg())
+    assert not torch.equal(anchor.anchor, mean.anchor)
+    out_anchor = superlinear_attention(q, k, v, qs, _cfg(search_key="anchor"))
+    out_mean = superlinear_attention(q, k, v, qs, _cfg())
+    assert (out_anchor - out_mean).abs().max() > 1e-3
+
+
+def test_left_padding_chunks_and_decode():
+    cfg = _cfg()
+    length, pad = 160, 23
+    q, k, v, qs = _inputs(2, 4, 2, length, length, 8)
+    mask = torch.ones(2, length, dtype=torch.long)
+    mask[1, :pad] = 0
+    k[1, :, :pad] *= 1e4  # padding keys must never enter a span mean
+    full = superlinear_attention(q, k, v, qs, cfg, attention_mask=mask)
+    assert torch.isfinite(full).all() and full[1, :, :pad].abs().max() == 0
+    want = brute_force(q, k, v, qs, cfg, attention_mask=mask, rows=range(0, length, 5))
+    torch.testing.assert_close(full[:, :, ::5], want[:, :, ::5], atol=1e-10, rtol=1e-9)
+    chunk = slice(90, 131)
+    got = superlinear_attention(q[:, :, chunk], k[:, :, :131], v[:, :, :131], qs[:, :, chunk], cfg,
+                                attention_mask=mask[:, :131])
+    torch.testing.assert_close(got, full[:, :, chunk], atol=1e-12, rtol=1e-10)
+    decode = superlinear_attention(q[:, :, -1:], k, v, qs[:, :, -1:], cfg, attention_mask=mask)
+    torch.testing.assert_close(decode, full[:, :, -1:], atol=1e-12, rtol=1e-10)
+
+
+def test_select_spans_matches_brute_force_choice():
+    """`select_spans` picks the candidates with the highest span-mean scores (checked one row at a time)."""
+    cfg = _cfg(num_spans=1, forward_factor=0.0)
+    q, k, v, qs = _inputs(1, 2, 1, 120, 120, 8)
+    sel = select_spans(qs, k, cfg)
+    w = cfg.window
+    for row in (w + 2, 60, 119):
+        t = row + 1
+        back = int(torch.tensor(2.0 * t ** 0.5).ceil())
+        best = max(
+            (float(qs[0, 0, row].double() @ k[0, 0, max(a - back, 0):a + 1].double().mean(0)), a)
+            for a in [row + 1 - i * i for i in range(cfg.sw_index + 1, 12) if row + 1 - i * i >= 0]
+        )[1]
+        assert int(sel.anchor[0, 0, row, 0]) == best
+
+
+def test_gradients_reach_every_key_of_a_span():
+    cfg = _cfg(sw_index=1, num_spans=2)
+    q, k, v, qs = _inputs(1, 2, 1, 24, 24, 4)
+    for x in (q, k, v, qs):
+        x.requires_grad_(True)
+
+    def fn(q, k, v, qs):
+        return superlinear_attention(q, k, v, qs, cfg)
+
+    assert torch.autograd.gradcheck(fn, (q, k, v, qs), eps=1e-6, atol=1e-6)
+    # Only the gate path: the last row's output through q_search. Its gradient on k covers whole spans.
+    k2 = k.detach().clone().requires_grad_(True)
+    out = superlinear_attention(q.detach(), k2, v.detach(), qs, cfg)
+    (gate_grad,) = torch.autograd.grad(out[0, 0, -1].sum(), qs, retain_graph=True)
+    assert gate_grad.abs().max() > 0
+    sel = select_spans(qs.detach(), k.detach(), cfg)
+    lo, hi = int(sel.span_lo[0, 0, -1, 0]), int(sel.span_hi[0, 0, -1, 0])
+    assert hi > lo  # a span of several keys
+    (kgrad,) = torch.autograd.grad(out[0, 0, -1].sum(), k2)
+    assert (kgrad[0, 0, lo:hi + 1].abs().sum(-1) > 0).all()
+
+
+def test_config_round_trip_and_validation():
+    cfg = _cfg()
+    assert cfg.to_dict()["search_key"] == "span_mean"
+    assert SuperlinearConfig.from_dict(cfg.to_dict()) == cfg
+    assert SuperlinearConfig.from_dict({"sw_index": 3}).search_key == "anchor"  # older checkpoints
+    with pytest.raises(SuperlinearConfigError, match="search_key"):
+        SuperlinearConfig(search_key="pooled")
+
+
+def test_kernel_backend_declines_span_mean():
+    """The Triton kernels implement the anchor key only: `auto` serves span_mean with the reference."""
+    from slkernels.api import resolve_backend
+    from slkernels.inputs import check_inputs
+    from slkernels.triton_backend import supports
+
+    q, k, v, qs = _inputs(1, 2, 1, 16, 16, 16, dtype=torch.float32)
+    inputs = check_inputs(q, k, v, qs, _cfg(), None, None, None)
+    assert not supports(inputs)
+    assert resolve_backend(inputs, "auto") == "reference"
