@@ -7,19 +7,21 @@
 #   PYTEST_ARGS  extra arguments for pytest                                 (default: none)
 #   DEMO_OUT     folder of the demo's stages and results                     (default: demo-output)
 #   DEMO_MODEL   source checkpoint of the demo        (default: the shipped teacher slconvert/assets/tiny-teacher)
-#   DEMO_SETTINGS  Superlinear settings of the demo conversion: every attention layer, W = 15, dense search
-#                  (p = 0.95: the tiny teacher's attention is so sharp that a span must be anchored on the
-#                  needle itself; see README)
-#   DEMO_LENGTHS   NIAH prompt lengths of the demo (>= 8 W)                  (default: 256,512)
+#   DEMO_SETTINGS  Superlinear settings of the demo conversion: every attention layer, the balanced exponents
+#                  p = rho = 0.5 (W = 15, 1/34 of the longest prompt) and the span-mean search key
+#   DEMO_SHIPPED   the same conversion trained on a GPU by recipes/conversion-study.yaml, evaluated beside the
+#                  CPU run                                      (default: slconvert/assets/tiny-converted)
+#   DEMO_LENGTHS   NIAH prompt lengths of the demo (>= 16 W)                 (default: 256,512)
 #   DEMO_DEPTHS    NIAH needle depths in percent                             (default: 0,25,50,75,100)
 #   DEMO_SAMPLES   NIAH prompts per (length, depth) cell                     (default: 4)
-#   DEMO_WARMUP    router warm-up overrides of the demo (default: 100 steps at 512 tokens, KL, lr 1e-4)
 #   DEMO_CURRICULUM  retrieval fine-tuning overrides (recipes/demo-curriculum.yaml)   (default: none)
 # Pipeline on any checkpoint (`make pipeline MODEL=... OUT=...`; each stage also runs alone, e.g. `make convert`):
 #   MODEL        source checkpoint (local directory)                         (required)
 #   OUT          folder of the pipeline's stages: inspect.txt, converted/, warmup/, curriculum/, eval/, summary.json
 #   SETTINGS     Superlinear settings of the conversion        (default: the released setting, `slconvert convert`)
 #   CONVERT_ARGS extra `slconvert convert` arguments, e.g. --keep-dense -1 --dtype bfloat16   (default: none)
+#   WARMUP       1: run the router warm-up stage before the curriculum (default: 0; the conversion study found no
+#                gain from it, README "Conversion study")
 #   WARMUP_RECIPE, WARMUP_ARGS          router warm-up recipe and KEY=VALUE overrides (default: recipes/router-warmup.yaml)
 #   CURRICULUM_RECIPE, CURRICULUM_ARGS  curriculum recipe and overrides          (default: recipes/niah-curriculum.yaml)
 #   EVAL_ARGS    `slconvert eval` arguments of the evaluate stage   (default: NIAH at 4K-32K, 11 depths, 4 samples)
@@ -32,17 +34,20 @@ TORCH ?= torch==2.13.0
 PYTEST_ARGS ?=
 DEMO_OUT ?= demo-output
 DEMO_MODEL ?= slconvert/assets/tiny-teacher
-DEMO_SETTINGS ?= --sw-index 13 --search-power 0.95 --span-power 0.3 --backward-factor 2 --forward-factor 1
+DEMO_SETTINGS ?= --sw-index 3 --search-power 0.5 --span-power 0.5 --backward-factor 2 --forward-factor 1 \
+                 --search-key span_mean
+DEMO_SHIPPED ?= slconvert/assets/tiny-converted
 DEMO_LENGTHS ?= 256,512
 DEMO_DEPTHS ?= 0,25,50,75,100
 DEMO_SAMPLES ?= 4
-DEMO_WARMUP ?= max_steps=100 seq_len=512 batch_size=4 lr=1e-4 data.niah_fraction=0.5 save_every=0 recall_every=0 \
-               recall_rows=256
 DEMO_CURRICULUM ?=
+STUDY_OUT ?= study-output
+STUDY_ARGS ?=
 MODEL ?=
 OUT ?= pipeline-output
 SETTINGS ?=
 CONVERT_ARGS ?=
+WARMUP ?= 0
 WARMUP_RECIPE ?= recipes/router-warmup.yaml
 WARMUP_ARGS ?=
 CURRICULUM_RECIPE ?= recipes/niah-curriculum.yaml
@@ -53,7 +58,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.slconvert-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint demo bench-reference gpu-check train-gpu-check pipeline-gpu-check clean \
+.PHONY: help install test lint demo study bench-reference gpu-check train-gpu-check pipeline-gpu-check clean \
         pipeline inspect convert warmup curriculum evaluate summary _need-model
 
 help: ## list the targets and variables
@@ -63,13 +68,13 @@ help: ## list the targets and variables
 	@echo "demo:      DEMO_OUT=$(DEMO_OUT) DEMO_MODEL=$(DEMO_MODEL) DEMO_LENGTHS=$(DEMO_LENGTHS)"
 	@echo "           DEMO_DEPTHS=$(DEMO_DEPTHS) DEMO_SAMPLES=$(DEMO_SAMPLES)"
 	@echo "           DEMO_SETTINGS=$(DEMO_SETTINGS)"
-	@echo "           DEMO_WARMUP=$(DEMO_WARMUP)"
-	@echo "           DEMO_CURRICULUM=$(DEMO_CURRICULUM)"
+	@echo "           DEMO_SHIPPED=$(DEMO_SHIPPED) DEMO_CURRICULUM=$(DEMO_CURRICULUM)"
 	@echo "pipeline:  MODEL=$(MODEL) OUT=$(OUT) SETTINGS=$(SETTINGS) CONVERT_ARGS=$(CONVERT_ARGS)"
-	@echo "           WARMUP_RECIPE=$(WARMUP_RECIPE) WARMUP_ARGS=$(WARMUP_ARGS)"
+	@echo "           WARMUP=$(WARMUP) WARMUP_RECIPE=$(WARMUP_RECIPE) WARMUP_ARGS=$(WARMUP_ARGS)"
 	@echo "           CURRICULUM_RECIPE=$(CURRICULUM_RECIPE) CURRICULUM_ARGS=$(CURRICULUM_ARGS)"
 	@echo "           EVAL_ARGS=$(EVAL_ARGS)"
 	@echo "           LAUNCH=$(LAUNCH)"
+	@echo "study:     STUDY_OUT=$(STUDY_OUT) STUDY_ARGS=$(STUDY_ARGS)"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -86,24 +91,28 @@ test: $(STAMP) ## run the test suite (GPU tests are skipped without CUDA)
 lint: $(STAMP) ## ruff over the sources and tests
 	$(BIN)/ruff check slconvert kernels tests benchmarks
 
-demo: $(STAMP) ## the shipped tiny teacher -> convert -> router warm-up -> retrieval fine-tuning -> NIAH, side by side
+demo: $(STAMP) ## shipped tiny teacher -> convert (p = 0.5, W = 15) -> fine-tuning -> NIAH beside the source and the shipped GPU run
 	rm -rf $(DEMO_OUT) && mkdir -p $(DEMO_OUT)
 	cp -r $(DEMO_MODEL) $(DEMO_OUT)/source
 	$(BIN)/slconvert inspect $(DEMO_OUT)/source $(DEMO_SETTINGS)
 	$(BIN)/slconvert convert $(DEMO_OUT)/source $(DEMO_OUT)/converted $(DEMO_SETTINGS) --quiet
 	$(BIN)/slconvert eval $(DEMO_OUT)/converted --niah --lengths $(DEMO_LENGTHS) --depths $(DEMO_DEPTHS) \
 	    --samples $(DEMO_SAMPLES) --out $(DEMO_OUT)/eval-converted > $(DEMO_OUT)/eval-converted.log
-	$(BIN)/slconvert train recipes/router-warmup.yaml --model $(DEMO_OUT)/converted --output $(DEMO_OUT)/warmup \
-	    --quiet $(DEMO_WARMUP)
-	$(BIN)/slconvert train recipes/demo-curriculum.yaml --model $(DEMO_OUT)/warmup --output $(DEMO_OUT)/curriculum \
+	$(BIN)/slconvert train recipes/demo-curriculum.yaml --model $(DEMO_OUT)/converted --output $(DEMO_OUT)/curriculum \
 	    --quiet $(DEMO_CURRICULUM)
 	$(BIN)/slconvert eval $(DEMO_OUT)/curriculum --niah --lengths $(DEMO_LENGTHS) --depths $(DEMO_DEPTHS) \
 	    --samples $(DEMO_SAMPLES) --compare $(DEMO_OUT)/source --out $(DEMO_OUT)/eval
+	$(BIN)/slconvert eval $(DEMO_SHIPPED) --niah --lengths $(DEMO_LENGTHS) --depths $(DEMO_DEPTHS) \
+	    --samples $(DEMO_SAMPLES) --out $(DEMO_OUT)/eval-shipped > $(DEMO_OUT)/eval-shipped.log
 	$(BIN)/python -I scripts/demo_summary.py $(DEMO_OUT)
 
+study: $(STAMP) ## on a CUDA machine: the conversion study (scripts/conversion_study.py; STUDY_OUT, STUDY_ARGS)
+	$(BIN)/python scripts/conversion_study.py run --out $(STUDY_OUT) $(STUDY_ARGS)
+
 # ----- pipeline on any checkpoint: each stage reads the previous stage's folder under $(OUT) -----
-pipeline: $(STAMP) ## inspect, convert, router warm-up, curriculum, evaluate, summary (MODEL=... OUT=...)
-	$(MAKE) --no-print-directory inspect convert warmup curriculum evaluate summary MODEL="$(MODEL)" OUT="$(OUT)"
+pipeline: $(STAMP) ## inspect, convert, [router warm-up with WARMUP=1], curriculum, evaluate, summary (MODEL=... OUT=...)
+	$(MAKE) --no-print-directory inspect convert $(if $(filter 1,$(WARMUP)),warmup) curriculum evaluate summary \
+	    MODEL="$(MODEL)" OUT="$(OUT)"
 
 _need-model:
 	@test -n "$(MODEL)" || { echo "error: set MODEL=path/to/checkpoint (e.g. make pipeline MODEL=ckpt OUT=run)"; exit 2; }
@@ -122,8 +131,10 @@ warmup: $(STAMP) ## pipeline stage: router warm-up OUT/converted -> OUT/warmup (
 	PYTHONSAFEPATH=1 $(LAUNCH) train $(WARMUP_RECIPE) --model $(OUT)/converted --output $(OUT)/warmup \
 	    $(if $(wildcard $(OUT)/warmup/checkpoints/step-*),--resume) $(WARMUP_ARGS)
 
-curriculum: $(STAMP) ## pipeline stage: length curriculum OUT/warmup -> OUT/curriculum (resumes too)
-	PYTHONSAFEPATH=1 $(LAUNCH) train $(CURRICULUM_RECIPE) --model $(OUT)/warmup --output $(OUT)/curriculum \
+# The curriculum starts from OUT/warmup when the warm-up stage ran, else from OUT/converted.
+curriculum: $(STAMP) ## pipeline stage: length curriculum OUT/warmup or OUT/converted -> OUT/curriculum (resumes too)
+	PYTHONSAFEPATH=1 $(LAUNCH) train $(CURRICULUM_RECIPE) \
+	    --model $(if $(wildcard $(OUT)/warmup/config.json),$(OUT)/warmup,$(OUT)/converted) --output $(OUT)/curriculum \
 	    $(if $(wildcard $(OUT)/curriculum/checkpoints/step-*),--resume) $(CURRICULUM_ARGS)
 
 evaluate: $(STAMP) _need-model ## pipeline stage: OUT/curriculum vs MODEL on the same inputs -> OUT/eval
@@ -145,4 +156,4 @@ pipeline-gpu-check: ## on a CUDA machine: every pipeline stage on a Nemotron-3-N
 	bash scripts/pipeline_gpu_check.sh
 
 clean: ## remove build artefacts and outputs (keeps .venv)
-	rm -rf build dist *.egg-info demo-output pipeline-output pipeline-gpu-check bench-output reference-cpu.json
+	rm -rf build dist *.egg-info demo-output pipeline-output pipeline-gpu-check bench-output reference-cpu.json study-output

@@ -242,9 +242,15 @@ def run_study(args) -> None:
 # ----- report -------------------------------------------------------------------------------------------
 
 
-def _score(row: dict) -> float | None:
-    """Mean exact match over the tasks and lengths of a row (percent)."""
-    values = [v["average"] for v in row.get("results", {}).values() if v.get("average") is not None]
+def _score(row: dict, teacher: dict | None = None) -> float | None:
+    """Headline exact match (%) of a row: the mean over the (task, length) cells that the dense teacher
+    answers (score > 0), i.e. the retrieval the conversion must keep; without a teacher row, every cell."""
+    values = []
+    for task, res in row.get("results", {}).items():
+        ref = (teacher or {}).get("results", {}).get(task, {}).get("by_length", {})
+        for length, value in res["by_length"].items():
+            if value is not None and (teacher is None or ref.get(length)):
+                values.append(value)
     return sum(values) / len(values) if values else None
 
 
@@ -253,7 +259,7 @@ def report(out) -> dict:
     settings = json.loads((out / "settings.json").read_text())
     rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines() if line.strip()]
     teacher = next((r for r in rows if r.get("preset") == "dense" and "results" in r), None)
-    teacher_score = _score(teacher) if teacher else None
+    teacher_score = _score(teacher, teacher) if teacher else None
     curves: dict[str, list] = {}
     for row in rows:
         if "results" in row and row["preset"] != "dense":
@@ -261,15 +267,18 @@ def report(out) -> dict:
     summary = []
     for job, points in sorted(curves.items()):
         points.sort(key=lambda r: r["step"])
-        best = max(points, key=lambda r: _score(r) or 0.0)
+        best = max(points, key=lambda r: _score(r, teacher) or 0.0)
         relative = None
         if teacher is not None:
             relative = _relative(points[-1], teacher)
         summary.append({"job": job, "shape": points[0]["shape"], "search_key": points[0]["search_key"],
                         "preset": points[0]["preset"], "window": points[0].get("window"),
-                        "curve": [(p["tokens"], _score(p)) for p in points],
-                        "final": _score(points[-1]), "final_tokens": points[-1]["tokens"],
-                        "best": _score(best), "best_tokens": best["tokens"],
+                        "steps": [p["step"] for p in points],
+                        "curve": [(p["tokens"], _score(p, teacher)) for p in points],
+                        "final": _score(points[-1], teacher), "final_tokens": points[-1]["tokens"],
+                        "final_by_task": {t: v["by_length"] for t, v in points[-1]["results"].items()},
+                        "completed": any(p.get("final_model") for p in points),
+                        "best": _score(best, teacher), "best_tokens": best["tokens"],
                         "final_vs_teacher_min_ratio": relative,
                         "tokens_to_95pct_of_teacher": _tokens_to_target(points, teacher)})
     failed = [r for r in rows if r.get("failed")]
@@ -314,17 +323,20 @@ def _markdown(result: dict) -> str:
              f"{', '.join(s['tasks'])} at {', '.join(map(str, s['lengths']))} tokens, depths "
              f"{', '.join(map(str, s['depths']))}, {s['samples']} samples per cell.", ""]
     if result["teacher"]:
-        lines.append(f"Dense teacher: {_fmt(result['teacher']['score'])}% exact match (mean over tasks).")
+        answered = ", ".join(f"{task} {res['by_length']}" for task, res in result["teacher"]["results"].items())
+        lines.append(f"Dense teacher, exact match % by task and length: {answered}. Scores below are the mean "
+                     "over the cells the teacher answers (> 0), as %; 'final / teacher' is the worst such cell's ratio.")
         lines.append("")
     budgets = sorted({t for job in result["jobs"] for t, _ in job["curve"]})
-    head = "| shape (W) | search key | preset | " + " | ".join(f"{t / 1e6:.1f}M tok" for t in budgets) + \
+    head = "| shape (W) | search key | preset | steps run | " + " | ".join(f"{t / 1e6:.1f}M tok" for t in budgets) + \
            " | final / teacher (worst cell) | tokens to >= 95% of teacher |"
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     for job in result["jobs"]:
         at = dict(job["curve"])
         cells = " | ".join(_fmt(at.get(t)) for t in budgets)
         reach = job["tokens_to_95pct_of_teacher"]
-        lines.append(f"| {job['shape']} ({job['window']}) | {job['search_key']} | {job['preset']} | {cells} | "
+        run = f"{job['steps'][-1]}" + ("" if job["completed"] else " (stopped)")
+        lines.append(f"| {job['shape']} ({job['window']}) | {job['search_key']} | {job['preset']} | {run} | {cells} | "
                      f"{_fmt(job['final_vs_teacher_min_ratio'], 2)} | "
                      f"{'not reached' if reach is None else f'{reach / 1e6:.1f}M'} |")
     for row in result["failed"]:
@@ -358,7 +370,7 @@ def _plot(result: dict, path: Path) -> None:
         ax.set_xlabel("training tokens (millions)")
         ax.set_ylim(-3, 103)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("NIAH exact match, % (mean of tasks and lengths)")
+    axes[0][0].set_ylabel("NIAH exact match, % (cells the dense teacher answers)")
     axes[0][-1].legend(fontsize=7, loc="lower right")
     fig.suptitle(f"Conversion study, {result['settings']['card']}")
     fig.tight_layout()
@@ -416,7 +428,7 @@ def main(argv=None) -> None:
         finals = [r for r in rows if r.get("final_model") and (args.shape is None or r["shape"] == args.shape)]
         if not finals:
             sys.exit("error: no finished job" + (f" of shape {args.shape}" if args.shape else ""))
-        print(max(finals, key=lambda r: (_score(r) or 0.0, -r.get("trainable_parameters", 0)))["final_model"])
+        print(max(finals, key=lambda r: _score(r) or 0.0)["final_model"])
     else:
         for shape in args.shapes:
             if shape not in SHAPES:

@@ -41,6 +41,23 @@ def test_summary_reports_source_untrained_and_trained_accuracy(tmp_path):
     assert "before training 0.400" in done.stdout and "100.0 -> 95.0" in done.stdout
 
 
+def test_summary_puts_the_shipped_model_and_the_settings_beside_the_run(tmp_path):
+    _write(tmp_path / "eval" / "summary.json",
+           {"results": {"niah": {"table": _table(30.0), "base_table": _table(100.0)}}, "models": []})
+    _write(tmp_path / "eval-shipped" / "summary.json",
+           {"results": {"niah": {"table": _table(97.5)}}, "models": [{"path": "slconvert/assets/tiny-converted"}]})
+    _write(tmp_path / "converted" / "config.json", {"superlinear": {"window": 15, "params": {
+        "search_power": 0.5, "span_power": 0.5, "search_key": "span_mean"}}})
+    done = _run(tmp_path)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["converted_accuracy"] == 0.3 and summary["shipped_accuracy"] == 0.975
+    assert summary["shipped_model"] == "slconvert/assets/tiny-converted"
+    assert (summary["search_power"], summary["span_power"], summary["window"], summary["search_key"]) == (
+        0.5, 0.5, 15, "span_mean")
+    assert "100.0 -> 30.0 | 97.5" in done.stdout and "shipped GPU-trained 0.975" in done.stdout
+
+
 def test_summary_without_an_evaluation_is_one_line(tmp_path):
     done = _run(tmp_path)
     assert done.returncode != 0
