@@ -65,7 +65,7 @@ def tile_efficiency(entries, block_m):
 
 
 def inputs(length: int):
-    """Fresh q, k, v, q_search (the SPEC's benchmark shape), positions and first real token."""
+    """Fresh q, k, v, q_search (the benchmark shape of docs/semantics.md), positions and first real token."""
     q, qs = (torch.randn(1, 32, length, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
     k, v = (torch.randn(1, 2, length, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
     pos = torch.arange(length, device="cuda")

@@ -12,7 +12,7 @@ It follows `docs/semantics.md` literally, one block of query rows at a time:
 The block size is chosen so that one block's [batch, heads, rows, keys] tensors stay within a fixed
 element budget: memory is O(budget), never L_q x L_kv, and there is no Python loop over queries,
 heads or anchors. Everything runs in float32 (float64 for float64 inputs) and autograd gives the
-SPEC's gradients, into q_search and k through the gate included.
+the gradients of docs/semantics.md, into q_search and k through the gate included.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def _block(
     win_rescale = torch.exp(win_max[..., None] - joint_max)
     denom = span_exp.sum(dim=-1) + win_sum[..., None] * win_rescale
     coef = gate / denom.clamp_min(torch.finfo(denom.dtype).tiny)
-    no_span = ~chosen_ok.any(dim=-1)  # window alone: SPEC's "no candidate at all"
+    no_span = ~chosen_ok.any(dim=-1)  # window alone: "no candidate at all" (docs/semantics.md)
     win_weight = (coef * win_rescale).sum(dim=-1) + no_span / win_sum.clamp_min(torch.finfo(win_sum.dtype).tiny)
     win_weight = win_weight * (t >= 1)[:, None, None, :]  # padding rows: zeros
 

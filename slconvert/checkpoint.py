@@ -23,9 +23,11 @@ import json
 import os
 import shutil
 import struct
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 
 import torch
@@ -51,6 +53,20 @@ __all__ = [
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+# Files of a source checkpoint that a written model (converted or trained) carries over: what loading and
+# generating need (tokenizer, generation settings, chat template, processor, custom code) and the licence.
+# Anything else in the source (its own training logs, evaluation results, figures) describes the source, not
+# the new model, and would be mistaken for the new model's. Weights and config.json are written anew.
+CARRIED_FILES = ("tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt", "*.model",
+                 "*.tiktoken", "chat_template*", "generation_config.json", "preprocessor_config.json",
+                 "processor_config.json", "*.py", "LICENSE*", "NOTICE*")
+
+
+def carried_files(source: Path, *, card: bool = False) -> list[Path]:
+    """The files of `source` that a model written from it carries over (CARRIED_FILES; README.md if `card`)."""
+    patterns = CARRIED_FILES + (("README.md",) if card else ())
+    return [item for item in sorted(Path(source).iterdir())
+            if item.is_file() and not item.name.startswith(".") and any(fnmatch(item.name, p) for p in patterns)]
 CHUNK_BYTES = 1 << 20
 MAX_HEADER_BYTES = 100 << 20
 
@@ -209,6 +225,26 @@ def find_weights(directory: Path) -> WeightSet:
     raise SlconvertError(f"{directory} has no safetensors weights ({SINGLE_FILE} or {INDEX_FILE})")
 
 
+def check_checkpoint(path) -> WeightSet:
+    """The checks every entry point makes before it lets transformers read a checkpoint: a directory with a
+    config.json that is a JSON object, and safetensors weights whose headers and sizes agree (a truncated file
+    or a pickle-only checkpoint is refused here, in one line, before anything is unpickled or mapped)."""
+    directory = Path(path).expanduser()
+    if not directory.is_dir():
+        raise SlconvertError(f"model path {directory} does not exist or is not a directory; pass a checkpoint directory")
+    config = directory / "config.json"
+    if not config.is_file():
+        raise SlconvertError(f"{directory} is not a checkpoint directory (no config.json); pass the folder that "
+                             "`slconvert convert` or `save_pretrained` wrote")
+    try:
+        raw = json.loads(config.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise SlconvertError(f"{config} is not valid JSON; repair or re-download it") from None
+    if not isinstance(raw, dict):
+        raise SlconvertError(f"{config} is not a JSON object; repair or re-download it")
+    return find_weights(directory)
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -352,16 +388,70 @@ def check_output_location(source: Path, out: Path, force: bool) -> None:
         raise SlconvertError(f"the parent directory of {out} does not exist; create it first")
 
 
+PARTIAL_TAG = ".partial-"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(path: Path) -> None:
+    """Give a written folder (or file) and everything under it the modes the user's umask allows: temporary
+    folders and some writers create 0700 / 0600, which would keep the model from other users and services."""
+    path = Path(path)
+    mask = _umask()
+    items = [path] + (list(path.rglob("*")) if path.is_dir() else [])
+    for item in items:
+        if item.is_symlink():
+            continue
+        os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~mask)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_partials(out: Path) -> list[Path]:
+    """Remove the hidden `.OUT.partial-PID-*` folders that a killed run into `out` left behind (their process
+    is gone); say so in one line each. Folders of a run still in progress are left alone."""
+    out = Path(out)
+    removed = []
+    if not out.parent.is_dir():
+        return removed
+    for item in out.parent.glob(f".{out.name}{PARTIAL_TAG}*"):
+        pid_text = item.name[len(f".{out.name}{PARTIAL_TAG}"):].split("-", 1)[0]
+        if pid_text.isdigit() and _pid_alive(int(pid_text)) and int(pid_text) != os.getpid():
+            continue
+        shutil.rmtree(item, ignore_errors=True)
+        print(f"note: removed {item}, left by an interrupted run into {out}", file=sys.stderr)
+        removed.append(item)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_output_dir(out: Path, force: bool = False) -> Iterator[Path]:
-    """Yield a temporary directory beside `out`; rename it to `out` only if the block completes."""
+    """Yield a temporary directory beside `out`; rename it to `out` only if the block completes.
+
+    The temporary name carries this process's id, so that a later run into the same `out` can tell a folder
+    left by a killed run (removed, with a note) from one that another live run is writing.
+    """
     out = Path(out).resolve()
+    remove_stale_partials(out)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{PARTIAL_TAG}{os.getpid()}-", dir=out.parent))
     except OSError as err:
         raise SlconvertError(f"cannot create a directory in {out.parent} ({err.strerror}); choose a writable location") from None
     try:
         yield tmp
+        follow_umask(tmp)
         if out.exists():
             if not force:
                 raise SlconvertError(f"output {out} appeared while converting; pass --force to replace it")

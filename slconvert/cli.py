@@ -6,7 +6,9 @@ and exit code 2, never a traceback.
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 
 import click
 
@@ -14,8 +16,15 @@ from ._version import __version__
 from .errors import friendly_errors
 
 
+def _terminate(signum, _frame) -> None:
+    """SIGTERM (a scheduler, `kill`) unwinds like Ctrl-C: partial outputs are removed on the way out."""
+    raise SystemExit(128 + signum)
+
+
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _terminate)
         with friendly_errors():
             return super().invoke(ctx)
 

@@ -14,3 +14,30 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
+
+
+def pytest_configure(config):
+    """Every temporary file of the run (the code's, torch.distributed's, subprocesses') goes into one folder
+    that is removed at the end, so the suite leaves nothing in the system temp directory."""
+    import tempfile
+
+    root = tempfile.mkdtemp(prefix="slconvert-tests-")
+    config._slconvert_tmp = (root, os.environ.get("TMPDIR"), tempfile.tempdir)
+    os.environ["TMPDIR"] = root
+    tempfile.tempdir = root
+
+
+def pytest_unconfigure(config):
+    import shutil
+    import tempfile
+
+    saved = getattr(config, "_slconvert_tmp", None)
+    if saved is None:
+        return
+    root, old_env, old_tempdir = saved
+    tempfile.tempdir = old_tempdir
+    if old_env is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = old_env
+    shutil.rmtree(root, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""The PyTorch reference against the per-query brute force of SPEC.md, and the SPEC's consequences."""
+"""The PyTorch reference against the per-query brute force of docs/semantics.md, and its consequences."""
 
 from __future__ import annotations
 
@@ -155,8 +155,10 @@ def test_low_precision_inputs(dtype, tol):
     assert err < tol
 
 
-def test_gradcheck_all_inputs():
-    cfg = SuperlinearConfig(sw_index=1, num_spans=2, search_power=0.5, span_power=0.5, backward_factor=2.0, forward_factor=1.0)
+@pytest.mark.parametrize("search_key", ["anchor", "span_mean"])
+def test_gradcheck_all_inputs(search_key):
+    cfg = SuperlinearConfig(sw_index=1, num_spans=2, search_power=0.5, span_power=0.5, backward_factor=2.0,
+                            forward_factor=1.0, search_key=search_key)
     q, k, v, qs = _inputs(1, 2, 1, 24, 24, 4)
     for x in (q, k, v, qs):
         x.requires_grad_(True)

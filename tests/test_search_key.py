@@ -82,17 +82,11 @@ def test_select_spans_matches_brute_force_choice():
 
 def test_gradients_reach_every_key_of_a_span():
     cfg = _cfg(sw_index=1, num_spans=2)
-    q, k, v, qs = _inputs(1, 2, 1, 24, 24, 4)
-    for x in (q, k, v, qs):
-        x.requires_grad_(True)
-
-    def fn(q, k, v, qs):
-        return superlinear_attention(q, k, v, qs, cfg)
-
-    assert torch.autograd.gradcheck(fn, (q, k, v, qs), eps=1e-6, atol=1e-6)
-    # Only the gate path: the last row's output through q_search. Its gradient on k covers whole spans.
+    q, k, v, qs = _inputs(1, 2, 1, 24, 24, 4)  # gradcheck of every input: test_reference.py
+    qs.requires_grad_(True)
+    # The last row's output through q_search (the gate). Its gradient on k covers whole spans.
     k2 = k.detach().clone().requires_grad_(True)
-    out = superlinear_attention(q.detach(), k2, v.detach(), qs, cfg)
+    out = superlinear_attention(q, k2, v, qs, cfg)
     (gate_grad,) = torch.autograd.grad(out[0, 0, -1].sum(), qs, retain_graph=True)
     assert gate_grad.abs().max() > 0
     sel = select_spans(qs.detach(), k.detach(), cfg)
@@ -121,3 +115,27 @@ def test_kernel_backend_declines_span_mean():
     inputs = check_inputs(q, k, v, qs, _cfg(), None, None, None)
     assert not supports(inputs)
     assert resolve_backend(inputs, "auto") == "reference"
+
+
+def test_convert_option_round_trips_through_the_checkpoint(tmp_path):
+    """`slconvert convert --search-key span_mean` is written to config.json and `slconvert.load` runs it."""
+    import json
+
+    from cli_helpers import convert_cli
+
+    import slconvert
+    from slconvert.tiny import build_tiny_model
+
+    source = build_tiny_model("nemotron_h", tmp_path / "source")
+    out = convert_cli(source, tmp_path / "converted", "--search-key", "span_mean")
+    block = json.loads((out / "config.json").read_text())["superlinear"]
+    assert block["params"]["search_key"] == "span_mean"
+    model = slconvert.load(out)
+    assert {r.config.search_key for r in slconvert.router.routers(model).values()} == {"span_mean"}
+    ids = torch.randint(4, 300, (1, 90), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        mean_logits = model(input_ids=ids).logits
+        anchor = slconvert.load(convert_cli(source, tmp_path / "anchor"))
+        anchor_logits = anchor(input_ids=ids).logits
+    assert torch.isfinite(mean_logits).all()
+    assert (mean_logits - anchor_logits).abs().max() > 1e-4  # the key changes which spans are read

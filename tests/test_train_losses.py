@@ -1,4 +1,4 @@
-"""Router losses against independent per-query computations of SPEC.md, and span recall against evaluation's."""
+"""Router losses against independent per-query computations of docs/semantics.md, and span recall against evaluation's."""
 
 from __future__ import annotations
 
@@ -15,22 +15,23 @@ from slconvert.training.losses import router_losses, sample_rows
 
 CFG = SuperlinearConfig(sw_index=2, num_spans=2, search_power=0.5, span_power=0.5, backward_factor=2.0,
                         forward_factor=1.0)
+SPAN_MEAN = SuperlinearConfig(**{**CFG.to_dict(), "search_key": "span_mean"})
 
 
 def _record(seed: int, mask: bool = False, batch: int = 2, heads_q: int = 4, heads_kv: int = 2, length: int = 40,
-            dim: int = 8):
+            dim: int = 8, cfg: SuperlinearConfig = CFG):
     gen = torch.Generator().manual_seed(seed)
     q = torch.randn(batch, heads_q, length, dim, generator=gen) * 1.5
     k = torch.randn(batch, heads_kv, length, dim, generator=gen)
     v = torch.randn(batch, heads_kv, length, dim, generator=gen)
-    router = SuperlinearRouter(heads_q, dim, CFG, layer_idx=0)
+    router = SuperlinearRouter(heads_q, dim, cfg, layer_idx=0)
     with torch.no_grad():
         router.weight.copy_(torch.randn(heads_q, dim, dim, generator=gen) / dim ** 0.5)
     attention_mask = None
     if mask:
         attention_mask = torch.ones(batch, length, dtype=torch.long)
         attention_mask[1, :5] = 0
-    record = {"layer_idx": 0, "q": q, "k": k, "v": v, "q_search": router(q).detach(), "config": CFG, "scale": 0.4,
+    record = {"layer_idx": 0, "q": q, "k": k, "v": v, "q_search": router(q).detach(), "config": cfg, "scale": 0.4,
               "attention_mask": attention_mask, "cache_position": torch.arange(length)}
     return record, router
 
@@ -39,9 +40,10 @@ def _all_rows(record):
     return sample_rows(record, 10**6, torch.Generator().manual_seed(0))
 
 
+@pytest.mark.parametrize("cfg", [CFG, SPAN_MEAN], ids=["anchor", "span_mean"])
 @pytest.mark.parametrize("mask", [False, True])
-def test_recall_matches_the_evaluation(mask):
-    record, router = _record(0, mask)
+def test_recall_matches_the_evaluation(mask, cfg):
+    record, router = _record(0, mask, cfg=cfg)
     ours = router_losses(record, router, _all_rows(record), kl=False)["recall"]
     theirs = layer_recall(record)["recall"]
     assert ours == pytest.approx(sum(theirs) / len(theirs), rel=1e-5)
@@ -54,6 +56,7 @@ def _first_real(record, b):
 
 def _brute_kl(record, router):
     """KL(span mass || softmax of router scores) per (b, h, row), looping over queries and candidates."""
+    CFG = record["config"]  # noqa: N806 - the configuration under test
     q, k = record["q"].double(), record["k"].double()
     q_search = router(record["q"]).detach().double()
     batch, heads_q, length, _ = q.shape
@@ -78,7 +81,8 @@ def _brute_kl(record, router):
                     lo = max(a - math.ceil(CFG.backward_factor * t ** CFG.span_power), s0)
                     hi = min(a + math.ceil(CFG.forward_factor * t ** CFG.span_power), pos - width)
                     masses.append(float(probs[lo:hi + 1].sum()) if hi >= lo else 0.0)
-                    scores.append(float(q_search[b, h, pos] @ kh[a]))
+                    searched = kh[lo:hi + 1].mean(0) if CFG.search_key == "span_mean" else kh[a]
+                    scores.append(float(q_search[b, h, pos] @ searched))
                     i += 1
                 target = torch.tensor(masses, dtype=torch.float64)
                 target = target / target.sum()
@@ -89,9 +93,10 @@ def _brute_kl(record, router):
     return total / count
 
 
+@pytest.mark.parametrize("cfg", [CFG, SPAN_MEAN], ids=["anchor", "span_mean"])
 @pytest.mark.parametrize("mask", [False, True])
-def test_kl_matches_a_per_query_computation(mask):
-    record, router = _record(1, mask)
+def test_kl_matches_a_per_query_computation(mask, cfg):
+    record, router = _record(1, mask, cfg=cfg)
     result = router_losses(record, router, _all_rows(record), kl=True, recall=False)
     assert float(result["kl"].detach()) == pytest.approx(_brute_kl(record, router), rel=1e-4)
     assert float(result["kl"].detach()) > 0
@@ -106,13 +111,14 @@ def test_router_losses_train_only_the_router():
     assert not record["q"].requires_grad and not record["k"].requires_grad
 
 
-def test_mse_matches_spec_bruteforce():
-    record, router = _record(3, batch=1)
+@pytest.mark.parametrize("cfg", [CFG, SPAN_MEAN], ids=["anchor", "span_mean"])
+def test_mse_matches_spec_bruteforce(cfg):
+    record, router = _record(3, batch=1, cfg=cfg)
     rows = _all_rows(record)
     result = router_losses(record, router, rows, kl=False, mse=True, recall=False)
     q_search = router(record["q"]).detach()
     index = rows.index.tolist()
-    sparse = brute_force(record["q"].double(), record["k"].double(), record["v"].double(), q_search.double(), CFG,
+    sparse = brute_force(record["q"].double(), record["k"].double(), record["v"].double(), q_search.double(), cfg,
                          scale=record["scale"], rows=index)[:, :, index]
     dense = dense_causal(record["q"].double(), record["k"].double(), record["v"].double(),
                          scale=record["scale"])[:, :, index]

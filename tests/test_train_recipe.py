@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 from slconvert.errors import SlconvertError
-from slconvert.training.recipe import DataSpec, Recipe, load_recipe, parse_overrides, recipe_from_dict
+from slconvert.training.recipe import DataSpec, LoraSpec, Recipe, load_recipe, parse_overrides, recipe_from_dict
 from slconvert.training.schedule import lr_factor
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
-SHIPPED = ["router-warmup.yaml", "niah-curriculum.yaml", "long-context.yaml"]
+SHIPPED = ["router-warmup.yaml", "niah-curriculum.yaml", "long-context.yaml", "demo-curriculum.yaml",
+           "conversion-study.yaml"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -22,7 +23,7 @@ def test_shipped_recipe_loads_and_documents_every_key(name):
     recipe = load_recipe(path)
     assert isinstance(recipe, Recipe)
     text = path.read_text()
-    for key in [f.name for f in fields(Recipe)] + [f.name for f in fields(DataSpec)]:
+    for key in [f.name for f in fields(Recipe)] + [f.name for f in fields(DataSpec)] + [f.name for f in fields(LoraSpec)]:
         line = re.search(rf"^\s*{key}:.*$", text, flags=re.M)
         assert line, f"{name} does not set {key}"
         # documented: a comment on the line itself or on the continuation lines right after it

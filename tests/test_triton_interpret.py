@@ -1,4 +1,4 @@
-"""The Triton kernels on the CPU under TRITON_INTERPRET=1, against the reference and the SPEC brute force.
+"""The Triton kernels on the CPU under TRITON_INTERPRET=1, against the reference and the brute force of docs/semantics.md.
 
 The interpreter must be switched on before Triton decorates the kernels, and switching it on in the
 pytest process would leak into every other test, so the cases run in one child process (this file run

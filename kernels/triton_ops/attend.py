@@ -7,7 +7,7 @@ tensors: 10% off the forward at 256K on an H200. Five modes share that loop:
 
 - FWD_SPAN (first): online softmax over one span; stores the span's normalised o_s (in the query's dtype)
   and lse_s per entry. A row's k spans sit in different tiles, so they meet in the window pass.
-- FWD_WINDOW (last): online softmax over the window, then the SPEC's mix of the row's spans, each joined
+- FWD_WINDOW (last): online softmax over the window, then the semantics' mix of the row's spans, each joined
   with the window through the log-sum-exps: ``out = o_w + sum_j gate_j w_j (o_s_j - o_w)`` with
   ``w_j = sigmoid(lse_s_j - lse_w)``, stored once in the query's dtype. Stores o_w and lse_w too when the
   backward needs them. (Spans first means no float32 accumulator, no atomics and no final cast.)

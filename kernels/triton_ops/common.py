@@ -17,7 +17,7 @@ import triton.language as tl
 __all__ = ["interpreting", "dot_precision", "tile_sizes", "launch_tiles", "rows_flat", "entry_rows", "SUPPORTED_HEAD_DIMS", "NEG_BIG"]
 
 SUPPORTED_HEAD_DIMS = (16, 32, 64, 128, 256)
-# Finite "minus infinity" of logits and log-sum-exps: a fully masked row must stay finite (SPEC).
+# Finite "minus infinity" of logits and log-sum-exps: a fully masked row must stay finite (docs/semantics.md).
 NEG_BIG = -1.0e30
 
 

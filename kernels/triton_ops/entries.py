@@ -68,7 +68,7 @@ def build_geometry(
     t_bound: int,
     spans: bool = True,
 ) -> Geometry:
-    """SPEC's window and span bounds from the selected anchors, with the host-computed span tables.
+    """The window and span bounds of docs/semantics.md from the selected anchors, with the host-computed span tables.
 
     `spans=False` leaves the per-span fields out (the Triton pass of `span_lists` computes them)."""
     width = window_length(config)

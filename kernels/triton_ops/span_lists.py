@@ -1,6 +1,6 @@
 """Span entry lists straight from the search's output: one pass instead of a dozen tensor operations.
 
-For every selected span it computes the SPEC's bounds, validity, gate (softmax of the router scores over a
+For every selected span it computes the semantics' bounds, validity, gate (softmax of the router scores over a
 row's k spans) and sort key, and writes key, last key and flat entry id already in the order of a
 (batch, kv-head) group's list, so that one sort finishes the list. `entries.span_entries` computes the same
 lists with torch operations (the tests compare both).

@@ -1,4 +1,4 @@
-"""The attention benchmark of SPEC.md: Superlinear kernels against dense SDPA, same process, same GPU."""
+"""The attention benchmark of docs/semantics.md: Superlinear kernels against dense SDPA, same process, same GPU."""
 
 from .protocol import BenchSettings, run_benchmark
 

@@ -1,4 +1,4 @@
-"""SPEC.md's benchmark protocol: one attention layer, Superlinear (Triton) against dense SDPA.
+"""The benchmark protocol of docs/semantics.md: one attention layer, Superlinear (Triton) against dense SDPA.
 
 Shape of the NVIDIA Nemotron-3-Nano attention layers: B=1, H_q=32, H_kv=2, D=128, bf16, fresh random
 normal inputs per length. For each setting and length: forward, forward+backward and the decode of one

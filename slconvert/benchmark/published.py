@@ -1,6 +1,6 @@
 """The paper authors' published kernels (`pip install superlinear`) as a second baseline, when installed.
 
-Only the forward prefill is timed: that is what the SPEC compares (its 1M-token chunked prefill figure
+Only the forward prefill is timed: that is what the benchmark protocol of docs/semantics.md compares (its 1M-token chunked prefill figure
 comes from those kernels). The adapter maps a `SuperlinearConfig` onto the package's keyword arguments and
 reports, next to each timing, how far its output lies from `slkernels` on the same inputs, so that a
 reader can tell a faster kernel from a different attention.

@@ -1,4 +1,4 @@
-"""`slconvert bench`: SPEC's attention benchmark (Superlinear Triton kernels against dense SDPA)."""
+"""`slconvert bench`: the attention benchmark of docs/semantics.md (Superlinear Triton kernels against dense SDPA)."""
 
 from __future__ import annotations
 

@@ -86,5 +86,5 @@ def convert_command(model: Path, out: Path, layers, keep_dense, router_init, see
     block = convert(plan, out, force=force, progress=not quiet)
     click.echo(
         f"converted layers {block['layers']} of {block['source']['model_type']} "
-        f"(W = {block['window']}, k = {params.num_spans}) -> {out}"
+        f"(W = {block['window']}, k = {params.num_spans}, search key {params.search_key}) -> {out}"
     )

@@ -6,6 +6,7 @@ inputs. Every run writes its files to --out and ends with summary.json / summary
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -62,7 +63,7 @@ def _numbers(text: str, option: str, kind=int) -> list:
               help="Source checkpoint to run on the same inputs, side by side.")
 @click.option("--tasks", default=None, help="lm-eval tasks: names or YAML paths, comma-separated (e.g. slc_passkey).")
 @click.option("--task-lengths", default=None, help="Prompt lengths for the shipped slc_* needle tasks.")
-@click.option("--task-metadata", default=None, help='Extra lm-eval task metadata as JSON, e.g. \'{"num_samples": 4}\'.')
+@click.option("--task-metadata", "--metadata", "task_metadata", default=None, help='Extra lm-eval task metadata as JSON, e.g. \'{"num_samples": 4}\'.')
 @click.option("--limit", type=int, default=None, help="lm-eval: at most this many documents per task.")
 @click.option("--batch-size", type=int, default=1, show_default=True, help="lm-eval batch size.")
 @click.option("--perplexity", "ppl_path", default=None, help="Text file, .jsonl or folder of long documents.")
@@ -109,39 +110,52 @@ def eval_command(model, niah, lengths, depths, samples, haystack, niah_task, mod
         if value and not Path(value).expanduser().exists():
             raise SlconvertError(f"{option} {value} does not exist; pass a text file, a .jsonl file or a folder")
 
-    out.mkdir(parents=True, exist_ok=True)
     em = load_eval_model(model, device=device, dtype=dtype, max_length=max_length)
     base_em = load_eval_model(base, device=device, dtype=dtype, max_length=max_length) if base else None
-    ctx = RunContext(out=out, model=em, base=base_em, seed=seed, skip_too_long=skip_too_long, echo=click.echo)
-    results, sections = {}, []
-    if niah:
-        results["niah"], text = run_niah(ctx, task=niah_task, lengths=length_list, depths=depth_list,
-                                         samples=samples, haystack=haystack, mode=mode, key_kind=key_kind,
-                                         value_kind=value_kind, chunk=chunk_size)
-        sections.append(text)
-    if tasks:
-        results["lm_eval"], text = run_tasks(ctx, tasks, batch_size=batch_size, limit=limit,
-                                             task_lengths=task_length_list, task_metadata=metadata)
-        sections.append(text)
-    if ppl_path:
-        results["perplexity"], text = run_perplexity(ctx, ppl_path, chunk=chunk_size)
-        sections.append(text)
-    if span_recall:
-        results["span_recall"], text = run_span_recall(ctx, text_path=span_text, length=span_length)
-        sections.append(text)
+    with _folder_kept_only_with_results(out):
+        ctx = RunContext(out=out, model=em, base=base_em, seed=seed, skip_too_long=skip_too_long, echo=click.echo)
+        results, sections = {}, []
+        if niah:
+            results["niah"], text = run_niah(ctx, task=niah_task, lengths=length_list, depths=depth_list,
+                                             samples=samples, haystack=haystack, mode=mode, key_kind=key_kind,
+                                             value_kind=value_kind, chunk=chunk_size)
+            sections.append(text)
+        if tasks:
+            results["lm_eval"], text = run_tasks(ctx, tasks, batch_size=batch_size, limit=limit,
+                                                 task_lengths=task_length_list, task_metadata=metadata)
+            sections.append(text)
+        if ppl_path:
+            results["perplexity"], text = run_perplexity(ctx, ppl_path, chunk=chunk_size)
+            sections.append(text)
+        if span_recall:
+            results["span_recall"], text = run_span_recall(ctx, text_path=span_text, length=span_length)
+            sections.append(text)
 
-    command = {"argv": sys.argv[1:], "model": str(model), "compare": str(base) if base else None,
-               "niah": {"task": niah_task, "mode": mode, "lengths": length_list, "depths": depth_list,
-                        "samples": samples, "haystack": haystack or "builtin", "key_kind": key_kind,
-                        "value_kind": value_kind} if niah else None,
-               "tasks": tasks, "task_lengths": task_length_list, "task_metadata": metadata, "limit": limit,
-               "perplexity": ppl_path, "chunk_size": chunk_size if ppl_path else None,
-               "span_recall": {"text": span_text, "length": span_length} if span_recall else None,
-               "max_length": ctx.max_length, "skip_too_long": skip_too_long, "device": device, "dtype": dtype}
-    models = [m.describe() for _, m in ctx.models()]
-    paths = report.write_summary(out, command=command, seeds={"seed": seed}, models=models, results={
-        **{k: _headline(k, v) for k, v in results.items()}, "files": ctx.files}, sections=sections)
-    click.echo(f"wrote {len(ctx.files) + len(paths)} files to {out} (summary: {paths[1]})")
+        command = {"argv": sys.argv[1:], "model": str(model), "compare": str(base) if base else None,
+                   "niah": {"task": niah_task, "mode": mode, "lengths": length_list, "depths": depth_list,
+                            "samples": samples, "haystack": haystack or "builtin", "key_kind": key_kind,
+                            "value_kind": value_kind} if niah else None,
+                   "tasks": tasks, "task_lengths": task_length_list, "task_metadata": metadata, "limit": limit,
+                   "perplexity": ppl_path, "chunk_size": chunk_size if ppl_path else None,
+                   "span_recall": {"text": span_text, "length": span_length} if span_recall else None,
+                   "max_length": ctx.max_length, "skip_too_long": skip_too_long, "device": device, "dtype": dtype}
+        models = [m.describe() for _, m in ctx.models()]
+        paths = report.write_summary(out, command=command, seeds={"seed": seed}, models=models, results={
+            **{k: _headline(k, v) for k, v in results.items()}, "files": ctx.files}, sections=sections)
+        click.echo(f"wrote {len(ctx.files) + len(paths)} files to {out} (summary: {paths[1]})")
+
+
+@contextlib.contextmanager
+def _folder_kept_only_with_results(out: Path):
+    """Create OUT for the results; if the run fails before writing any, remove the folder it created."""
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
 
 
 def _headline(mode: str, result: dict) -> dict:

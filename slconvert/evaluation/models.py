@@ -81,10 +81,10 @@ def _is_converted(path: Path) -> bool:
 
 def load_eval_model(path, *, device=None, dtype=None, max_length: int | None = None) -> EvalModel:
     """Load a checkpoint directory: through `slconvert.load` when converted, else transformers as is."""
+    from ..checkpoint import check_checkpoint
+
     path = Path(path).expanduser()
-    if not (path / "config.json").is_file():
-        raise SlconvertError(f"{path} is not a checkpoint directory (no config.json); pass the folder that "
-                             "`slconvert convert` or `save_pretrained` wrote")
+    check_checkpoint(path)  # safetensors only, headers and sizes checked, for the source as for the converted
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype)
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -96,7 +96,8 @@ def load_eval_model(path, *, device=None, dtype=None, max_length: int | None = N
         model = load(path, device=dev, dtype=torch_dtype)
     else:
         kwargs = {} if torch_dtype is None else {"dtype": torch_dtype}
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs).to(dev)
+        model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, trust_remote_code=False,
+                                                     **kwargs).to(dev)
     model.eval()
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)

@@ -17,9 +17,9 @@ from .._version import __version__
 from ..checkpoint import (
     DTYPES,
     INDEX_FILE,
-    PICKLE_SUFFIXES,
     SafetensorsWriter,
     atomic_output_dir,
+    carried_files,
     check_output_location,
     copy_small_file,
     sha256_file,
@@ -35,8 +35,6 @@ __all__ = ["convert", "superlinear_block", "TORCH_DTYPE_NAMES"]
 # --dtype values -> safetensors dtype names (None: keep every tensor's dtype).
 TORCH_DTYPE_NAMES = {"auto": None, "float32": "F32", "float16": "F16", "bfloat16": "BF16"}
 _CONFIG_DTYPE = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
-# Files that are rewritten or never carried over.
-_SKIP = {"config.json", "README.md", INDEX_FILE}
 
 
 def superlinear_block(plan: ConversionPlan, hashes: dict[str, str]) -> dict:
@@ -127,17 +125,7 @@ def convert(plan: ConversionPlan, out, *, force: bool = False, progress: bool = 
             index = {"metadata": {"total_size": total_bytes}, "weight_map": dict(sorted(weight_map.items()))}
             write_text(tmp / INDEX_FILE, json.dumps(index, indent=2) + "\n")
         write_text(tmp / "config.json", json.dumps(_output_config(plan, block), indent=2, sort_keys=True) + "\n")
-        weight_names = {f.path.name for f in plan.weights.files}
-        for item in sorted(source_dir.iterdir()):
-            if (
-                not item.is_file()
-                or item.name.startswith(".")
-                or item.name in _SKIP
-                or item.name in weight_names
-                or item.suffix in PICKLE_SUFFIXES
-                or item.suffix == ".safetensors"
-            ):
-                continue
+        for item in carried_files(source_dir):  # the source's own logs and results stay with the source
             copy_small_file(item, tmp / item.name)
         write_text(tmp / "README.md", model_card(plan, block))
     return block

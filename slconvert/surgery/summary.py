@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from slkernels import SuperlinearConfig
 
+from ..checkpoint import find_weights
 from ..model_card import attended_keys
 from .plan import open_source, select_layers
 
@@ -23,6 +24,7 @@ def kv_cache_bytes_per_token(shape, layers: int, dtype_bytes: int) -> int:
 
 def summarize(model_dir, params: SuperlinearConfig, *, layers: str | None = None, keep_dense: str | None = None) -> dict:
     source = open_source(model_dir)
+    find_weights(source.directory)  # a checkpoint whose weights are missing or truncated is not fine to convert
     converted = select_layers(source, layers, keep_dense)
     attention = source.attention_layers
     shape = source.attention_shape(attention[0])

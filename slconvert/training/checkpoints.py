@@ -20,9 +20,9 @@ import json
 import os
 import re
 import shutil
-from fnmatch import fnmatch
 from pathlib import Path
 
+from ..checkpoint import carried_files, follow_umask
 from ..errors import SlconvertError
 
 __all__ = ["CHECKPOINTS", "checkpoint_name", "latest_checkpoint", "write_model_dir", "publish_final", "prune"]
@@ -30,15 +30,6 @@ __all__ = ["CHECKPOINTS", "checkpoint_name", "latest_checkpoint", "write_model_d
 CHECKPOINTS = "checkpoints"
 TRAINER_FILE = "trainer.json"
 _STEP_DIR = re.compile(r"step-(\d+)")
-# Files of the source checkpoint that a written model carries over: what loading and generating need
-# (tokenizer, generation settings, custom code) and the card and licence. Anything else in the source
-# (its own training logs, evaluation results, figures) describes the source, not the trained model, and
-# would overwrite this run's files of the same name.
-_CARRIED = ("tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt", "*.model",
-            "*.tiktoken", "chat_template*", "generation_config.json", "preprocessor_config.json",
-            "processor_config.json", "*.py", "README.md", "LICENSE*", "NOTICE*")
-
-
 def checkpoint_name(step: int) -> str:
     return f"step-{step:06d}"
 
@@ -72,10 +63,10 @@ def write_model_dir(model, state_dict: dict, source: Path, dest: Path) -> None:
     """
     dest.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(dest, state_dict=state_dict, safe_serialization=True)
-    for item in sorted(Path(source).iterdir()):
-        if item.is_file() and not item.name.startswith(".") and any(fnmatch(item.name, p) for p in _CARRIED):
-            shutil.copyfile(item, dest / item.name)
+    for item in carried_files(source, card=True):  # the card of a converted model describes this one too
+        shutil.copyfile(item, dest / item.name)
     shutil.copyfile(Path(source) / "config.json", dest / "config.json")
+    follow_umask(dest)
 
 
 def finish_checkpoint(partial: Path, final: Path, trainer: dict) -> None:

@@ -19,6 +19,7 @@ import contextlib
 import json
 import math
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -129,6 +130,11 @@ class Trainer:
             if frozen:
                 raise SlconvertError(f"router losses are on but the routers of layers {frozen} are frozen; "
                                      "add them to `trainable` (e.g. trainable: router)")
+        positions = getattr(model.config, "max_position_embeddings", None)
+        if acc.is_main_process and isinstance(positions, int) and recipe.longest > positions:
+            print(f"warning: seq_len {recipe.longest} exceeds the model's max_position_embeddings {positions}; "
+                  "the model was never trained at this length (lower seq_len, or go on knowingly)",
+                  file=sys.stderr, flush=True)
         set_training_dtypes(model, sharded=acc.distributed_type == DistributedType.FSDP,
                             autocast_bf16=acc.mixed_precision == "bf16")
         if recipe.gradient_checkpointing:
@@ -348,8 +354,16 @@ class Trainer:
             torch.cuda.reset_peak_memory_stats(acc.device)
         bar = tqdm(total=recipe.max_steps, initial=self.start_step, desc="train", unit="step",
                    disable=not (self.progress and acc.is_main_process), dynamic_ncols=True)
+        quiet_lines = acc.is_main_process and not self.progress
+        every = max(1, recipe.max_steps // 10)  # a line every tenth of the run when the bar is off
+        if acc.is_main_process:
+            print(f"training steps {self.start_step + 1}-{recipe.max_steps} of {recipe.batch_size} x "
+                  f"{recipe.seq_len_at(self.start_step)} tokens on {acc.device} ({acc.num_processes} process(es), "
+                  f"{sum(p.numel() for p in self.params):,} trainable parameters) -> {self.out}",
+                  file=sys.stderr, flush=True)
         started = time.perf_counter()
         tokens_done = 0
+        smooth = None
         last = {}
         for step in range(self.start_step, recipe.max_steps):
             tick = time.perf_counter()
@@ -361,7 +375,10 @@ class Trainer:
             seq_len = recipe.seq_len_at(step)
             tokens = recipe.batch_size * seq_len
             tokens_done += tokens
-            record = {"step": step + 1, **logs, "lr": lr, "seq_len": seq_len,
+            # Exponential average over every step, logged with each line, so a plot of sparse log lines still
+            # shows the loss of all steps (needle and text batches alternate: single values jump).
+            smooth = logs["loss"] if smooth is None else 0.95 * smooth + 0.05 * logs["loss"]
+            record = {"step": step + 1, **logs, "loss_smooth": smooth, "lr": lr, "seq_len": seq_len,
                       "tokens": tokens, "tokens_per_s": tokens / max(seconds, 1e-9),
                       "elapsed_s": time.perf_counter() - started}
             if cuda:
@@ -372,6 +389,13 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{record['lr']:.2e}", len=seq_len,
                             tok_s=f"{record['tokens_per_s']:.0f}")
+            done = step + 1 - self.start_step
+            if quiet_lines and (done == 1 or (step + 1) % every == 0 or step + 1 == recipe.max_steps):
+                elapsed = time.perf_counter() - started
+                eta = elapsed / done * (recipe.max_steps - step - 1)
+                print(f"step {step + 1}/{recipe.max_steps} loss {smooth:.4f} (smoothed) "
+                      f"{tokens_done / max(elapsed, 1e-9):.0f} tokens/s, {elapsed:.0f} s, eta {eta:.0f} s",
+                      file=sys.stderr, flush=True)
             if recipe.recall_every and (step + 1) % recipe.recall_every == 0 and step + 1 < recipe.max_steps:
                 self._log_recall(step + 1, "during")
             if recipe.save_every and (step + 1) % recipe.save_every == 0:

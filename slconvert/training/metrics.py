@@ -45,8 +45,14 @@ def plot_metrics(records: list[dict], out: Path) -> Path | None:
     fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.2), squeeze=False)
     ax = axes[0][0]
     x = [r["step"] for r in steps]
+    smooth = [r.get("loss_smooth") for r in steps]
+    if any(y is not None for y in smooth):  # the average over every step, and the logged steps as points
+        ax.plot(x, [r["loss"] for r in steps], ".", color="C0", alpha=0.35, label="loss (logged steps)")
+        ax.plot(x, [math.nan if y is None else y for y in smooth], "-", color="C0", label="loss (average of every step)")
     for key, style in (("loss", "-"), ("lm", "--"), ("kl", "--"), ("mse", ":")):
         ys = [r.get(key) for r in steps]
+        if key == "loss" and any(y is not None for y in smooth):
+            continue
         if key != "loss" and all(y is None for y in ys):
             continue
         if key != "loss" and ys == [r.get("loss") for r in steps]:

@@ -22,8 +22,12 @@ def load_dense(path: Path):
     """A plain checkpoint (model_kind: dense) in float32, as transformers loads it: every layer stays dense."""
     from transformers import AutoModelForCausalLM
 
+    from ..checkpoint import check_checkpoint
+
+    check_checkpoint(path)
     try:
-        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True,
+                                                    trust_remote_code=False)
     except (OSError, ValueError) as err:
         raise SlconvertError(f"cannot load {path} as a causal language model ({type(err).__name__}: "
                              f"{str(err).splitlines()[0] if str(err) else ''}); pass a checkpoint directory") from None

@@ -177,16 +177,21 @@ def _as_list(key: str, value) -> list:
     return list(value)
 
 
-def _data(raw) -> DataSpec:
+def _section(name: str, raw, cls, known: dict):
+    """A nested recipe mapping (data, lora) as its dataclass; unknown keys are refused with the valid ones."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise _type_error("data", raw, "use a mapping of data settings")
-    unknown = sorted(set(raw) - set(_DATA))
+        raise _type_error(name, raw, f"use a mapping of {name} settings")
+    unknown = sorted(set(raw) - set(known))
     if unknown:
-        raise SlconvertError(f"unknown recipe key(s) {', '.join('data.' + k for k in unknown)}; "
-                             f"valid data keys are: {_valid(_DATA)}")
-    spec = DataSpec(**raw)
+        raise SlconvertError(f"unknown recipe key(s) {', '.join(name + '.' + k for k in unknown)}; "
+                             f"valid {name} keys are: {_valid(known)}")
+    return cls(**raw)
+
+
+def _data(raw) -> DataSpec:
+    spec = _section("data", raw, DataSpec, _DATA)
     spec.text = [str(p) for p in _as_list("data.text", spec.text)]
     if not isinstance(spec.jsonl_field, str) or not spec.jsonl_field:
         raise _type_error("data.jsonl_field", spec.jsonl_field, "use the name of the text field of each JSON line")
@@ -209,15 +214,7 @@ def _data(raw) -> DataSpec:
 
 
 def _lora(raw) -> LoraSpec:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise _type_error("lora", raw, "use a mapping of LoRA settings")
-    unknown = sorted(set(raw) - set(_LORA))
-    if unknown:
-        raise SlconvertError(f"unknown recipe key(s) {', '.join('lora.' + k for k in unknown)}; "
-                             f"valid lora keys are: {_valid(_LORA)}")
-    spec = LoraSpec(**raw)
+    spec = _section("lora", raw, LoraSpec, _LORA)
     spec.rank = _as_int("lora.rank", spec.rank, 1)
     spec.alpha = _as_float("lora.alpha", spec.alpha, 0.0, lo_open=True)
     spec.dropout = _as_float("lora.dropout", spec.dropout, 0.0, 1.0)
