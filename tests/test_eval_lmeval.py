@@ -16,7 +16,8 @@ from slconvert.errors import SlconvertError
 from slconvert.evaluation.lmeval import resolve_tasks, run_lm_eval, shipped_tasks_dir
 from slconvert.evaluation.models import load_eval_model
 
-TASK_FILES = ("slc_passkey.yaml", "slc_passkey_tf.yaml", "slc_multikey.yaml", "slc_longdoc_ppl.yaml")
+TASK_FILES = ("slc_single.yaml", "slc_passkey.yaml", "slc_passkey_tf.yaml", "slc_multikey.yaml",
+              "slc_longdoc_ppl.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def test_task_data_has_exact_lengths(converted):
 
     data = _task_data_module()
     tok = AutoTokenizer.from_pretrained(converted)
-    for builder in (data.passkey, data.multikey):
+    for builder in (data.single, data.passkey, data.multikey):
         rows = builder(pretrained=str(converted), max_seq_lengths=[400, 450], num_samples=3)["test"]
         assert len(rows) == 6
         assert [len(tok(r["input"])["input_ids"]) for r in rows] == [400] * 3 + [450] * 3
@@ -95,3 +96,19 @@ def test_lm_eval_command_line_runs_a_converted_model(converted, tmp_path):
     assert len(files) == 1
     result = json.loads(files[0].read_text())["results"]["slc_passkey_tf"]
     assert result["sample_len"] == 2 and result["acc,none"] in (0.0, 0.5, 1.0)
+
+
+def test_single_needle_task_scores_a_model_whose_answer_is_known(tmp_path):
+    """The shipped teacher retrieves (100% on `slconvert eval --niah`); a conversion of it that cannot find
+    the needle (anchor key at p = 0.5, untrained: 0% there) must score near 0 on the same lm-eval task."""
+    from cli_helpers import convert_cli
+
+    from slconvert.assets import TINY_TEACHER
+
+    blind = convert_cli(TINY_TEACHER, tmp_path / "blind", "--backward-factor", "2", "--forward-factor", "1")
+    scores = {}
+    for name, path in (("teacher", TINY_TEACHER), ("blind", blind)):
+        em = load_eval_model(path, device="cpu")
+        out = run_lm_eval(em, "slc_single", max_length=1024, task_lengths=[256], task_metadata={"num_samples": 6})
+        scores[name] = out["results"]["slc_single"]["exact_match,none"]
+    assert scores["teacher"] >= 0.8 and scores["blind"] <= 0.2, scores

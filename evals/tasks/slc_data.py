@@ -53,6 +53,11 @@ def _needles(task: str, haystack, kwargs) -> dict:
     return {"test": datasets.Dataset.from_list(rows)}
 
 
+def single(**kwargs):
+    """One key-value needle in the built-in varied-sentence haystack (`slconvert eval --niah`'s default task)."""
+    return _needles("single", SyntheticHaystack(int(kwargs.get("seed", 0))), kwargs)
+
+
 def passkey(**kwargs):
     """A 7-digit pass key in repeated filler text, one needle, at evenly spread depths."""
     return _needles("passkey", RepeatHaystack(), kwargs)
@@ -94,7 +99,8 @@ def main(argv=None) -> None:
     kwargs = {"tokenizer": args.tokenizer, "max_seq_lengths": _lengths({"max_seq_lengths": args.lengths}),
               "num_samples": args.num_samples, "seed": args.seed}
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, builder in (("passkey", passkey), ("multikey", multikey), ("long_documents", long_documents)):
+    for name, builder in (("single", single), ("passkey", passkey), ("multikey", multikey),
+                          ("long_documents", long_documents)):
         rows = builder(**kwargs)["test"]
         with (args.out / f"{name}.jsonl").open("w") as handle:
             for row in rows:
