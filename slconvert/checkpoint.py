@@ -225,24 +225,32 @@ def find_weights(directory: Path) -> WeightSet:
     raise SlconvertError(f"{directory} has no safetensors weights ({SINGLE_FILE} or {INDEX_FILE})")
 
 
-def check_checkpoint(path) -> WeightSet:
-    """The checks every entry point makes before it lets transformers read a checkpoint: a directory with a
-    config.json that is a JSON object, and safetensors weights whose headers and sizes agree (a truncated file
-    or a pickle-only checkpoint is refused here, in one line, before anything is unpickled or mapped)."""
-    directory = Path(path).expanduser()
+def read_config(directory) -> dict:
+    """The config.json of a checkpoint directory as a dict; a missing or damaged one is one clear error."""
+    directory = Path(directory).expanduser()
+    if not directory.exists():
+        raise SlconvertError(f"model path {directory} does not exist; pass a local checkpoint directory")
     if not directory.is_dir():
-        raise SlconvertError(f"model path {directory} does not exist or is not a directory; pass a checkpoint directory")
+        raise SlconvertError(f"model path {directory} is not a directory; pass the checkpoint's directory")
     config = directory / "config.json"
     if not config.is_file():
-        raise SlconvertError(f"{directory} is not a checkpoint directory (no config.json); pass the folder that "
-                             "`slconvert convert` or `save_pretrained` wrote")
+        raise SlconvertError(f"{directory} has no config.json; pass the folder that `slconvert convert` or "
+                             "`save_pretrained` wrote")
     try:
         raw = json.loads(config.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise SlconvertError(f"{config} is not valid JSON; repair or re-download it") from None
     if not isinstance(raw, dict):
         raise SlconvertError(f"{config} is not a JSON object; repair or re-download it")
-    return find_weights(directory)
+    return raw
+
+
+def check_checkpoint(path) -> WeightSet:
+    """The checks every entry point makes before it lets transformers read a checkpoint: a directory with a
+    config.json that is a JSON object, and safetensors weights whose headers and sizes agree (a truncated file
+    or a pickle-only checkpoint is refused here, in one line, before anything is unpickled or mapped)."""
+    read_config(path)
+    return find_weights(Path(path).expanduser())
 
 
 def sha256_file(path: Path) -> str:

@@ -6,7 +6,6 @@ so a bad input stops the conversion with one clear line and an untouched file sy
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -23,7 +22,7 @@ from ..architectures import (
     rope_description,
     supported_list,
 )
-from ..checkpoint import WeightSet, find_weights
+from ..checkpoint import WeightSet, find_weights, read_config
 from ..errors import SlconvertError
 from ..router import ROUTER_ATTRIBUTE, ROUTER_INITS
 
@@ -125,19 +124,7 @@ class SourceModel:
 def open_source(path) -> SourceModel:
     """Validate a model directory and read its config and architecture (weights are not read here)."""
     directory = Path(path)
-    if not directory.exists():
-        raise SlconvertError(f"model path {directory} does not exist; pass a local checkpoint directory")
-    if not directory.is_dir():
-        raise SlconvertError(f"model path {directory} is not a directory; pass the checkpoint's directory")
-    config_path = directory / "config.json"
-    if not config_path.is_file():
-        raise SlconvertError(f"{directory} has no config.json; pass a Hugging Face checkpoint directory")
-    try:
-        raw = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise SlconvertError(f"{config_path} is not valid JSON; repair or re-download it") from None
-    if not isinstance(raw, dict):
-        raise SlconvertError(f"{config_path} is not a JSON object; repair or re-download it")
+    raw = read_config(directory)
     model_type = raw.get("model_type")
     arch = architecture_for(model_type)
     from transformers import CONFIG_MAPPING, AutoConfig
