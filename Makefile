@@ -43,6 +43,7 @@ DEMO_SAMPLES ?= 4
 DEMO_CURRICULUM ?=
 STUDY_OUT ?= study-output
 STUDY_ARGS ?=
+TEACHER_ARGS ?=
 MODEL ?=
 OUT ?= pipeline-output
 SETTINGS ?=
@@ -58,7 +59,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.slconvert-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint demo study bench-reference gpu-check train-gpu-check pipeline-gpu-check clean \
+.PHONY: help install test lint demo study study-teacher study-large bench-reference gpu-check train-gpu-check pipeline-gpu-check clean \
         pipeline inspect convert warmup curriculum evaluate summary _need-model
 
 help: ## list the targets and variables
@@ -74,7 +75,7 @@ help: ## list the targets and variables
 	@echo "           CURRICULUM_RECIPE=$(CURRICULUM_RECIPE) CURRICULUM_ARGS=$(CURRICULUM_ARGS)"
 	@echo "           EVAL_ARGS=$(EVAL_ARGS)"
 	@echo "           LAUNCH=$(LAUNCH)"
-	@echo "study:     STUDY_OUT=$(STUDY_OUT) STUDY_ARGS=$(STUDY_ARGS)"
+	@echo "study:     STUDY_OUT=$(STUDY_OUT) STUDY_ARGS=$(STUDY_ARGS) TEACHER_ARGS=$(TEACHER_ARGS)"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -108,6 +109,13 @@ demo: $(STAMP) ## shipped tiny teacher -> convert (p = 0.5, W = 15) -> fine-tuni
 
 study: $(STAMP) ## on a CUDA machine: the conversion study (scripts/conversion_study.py; STUDY_OUT, STUDY_ARGS)
 	$(BIN)/python scripts/conversion_study.py run --out $(STUDY_OUT) $(STUDY_ARGS)
+
+study-teacher: $(STAMP) ## on a CUDA machine: train the larger study teacher dense to 8K (STUDY_OUT/teacher)
+	$(BIN)/python scripts/conversion_study.py teacher --out $(STUDY_OUT)/teacher $(TEACHER_ARGS)
+
+study-large: study-teacher ## on a CUDA machine: the conversion study on the larger teacher at 2K-16K
+	$(BIN)/python scripts/conversion_study.py run --out $(STUDY_OUT)/large --teacher $(STUDY_OUT)/teacher/model \
+	    --scale-to 2048 --lengths 2048,4096,8192,16384 --seq-len 8192 --batch-size 8 $(STUDY_ARGS)
 
 # ----- pipeline on any checkpoint: each stage reads the previous stage's folder under $(OUT) -----
 pipeline: $(STAMP) ## inspect, convert, [router warm-up with WARMUP=1], curriculum, evaluate, summary (MODEL=... OUT=...)

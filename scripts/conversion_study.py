@@ -12,6 +12,11 @@ it measured; `report` turns the rows into OUT/study.json, OUT/study.png and OUT/
         --steps 200 --evals 100,200 --parallel 1                         # one job
     python scripts/conversion_study.py report study-output               # tables and plot again
 
+    # the larger study (GPU): train the 27M-parameter teacher dense to 8K tokens, then study it at 2K-16K
+    python scripts/conversion_study.py teacher --out study-output/teacher
+    python scripts/conversion_study.py run --out study-output/big --teacher study-output/teacher/model \
+        --scale-to 2048 --lengths 2048,4096,8192,16384 --seq-len 8192 --batch-size 8
+
 `make study` runs the default. The rows keep every job and every budget, failures included; the
 report says which settings were run, on which card, with how many tokens.
 """
@@ -42,6 +47,18 @@ SHAPES = {
                      forward_factor=1.0),
 }
 PRESETS = ("attention", "mixers", "all", "lora")
+TEACHER_RECIPE = ROOT / "recipes" / "study-teacher.yaml"
+
+
+def scaled(shape: dict, shortest: int) -> dict:
+    """The shape with the largest sw whose window W is at most 1/16 of the shortest evaluated length."""
+    _importable()
+    from slkernels import SuperlinearConfig
+
+    sw = 0
+    while SuperlinearConfig(**{**shape, "sw_index": sw + 1}).window <= shortest // 16:
+        sw += 1
+    return {**shape, "sw_index": sw}
 # A job named "<preset>+warmup" runs `recipes/router-warmup.yaml` (KL to the dense span mass) first.
 WARMUP_OVERRIDES = ["max_steps=100", "seq_len=1024", "batch_size=16", "micro_batch_size=16", "lr=1e-4",
                     "save_every=0", "recall_every=0", "recall_rows=256", "data.niah_fraction=0.5"]
@@ -133,7 +150,8 @@ def run_job(spec: dict) -> None:
         record(0, evaluate(model, AutoTokenizer.from_pretrained(spec["teacher"]), spec))
         return
 
-    params = SuperlinearConfig(**SHAPES[spec["shape"]], search_key=spec["key"])
+    shape = SHAPES[spec["shape"]] if not spec.get("scale_to") else scaled(SHAPES[spec["shape"]], spec["scale_to"])
+    params = SuperlinearConfig(**shape, search_key=spec["key"])
     base["window"] = params.window
     converted = work / "converted"
     convert(plan_conversion(Path(spec["teacher"]), params), converted, progress=False)
@@ -164,6 +182,35 @@ def run_job(spec: dict) -> None:
            tokens_per_s=summary["tokens_per_s_mean"], final_model=str(work / "run"))
 
 
+# ----- the study's teacher -------------------------------------------------------------------------------
+
+
+def train_teacher(args) -> None:
+    """Build the untrained study teacher, train it dense with recipes/study-teacher.yaml, measure its NIAH."""
+    _importable()
+    from slconvert.assets.teacher import build_untrained_teacher
+    from slconvert.training import load_recipe, train
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    init = build_untrained_teacher(out / "init", size=args.size, seed=args.seed)
+    recipe = load_recipe(TEACHER_RECIPE, args.overrides)
+    summary = train(recipe, init, out / "model", progress=True)
+    spec = {"name": "teacher", "path": str(out / "model"), "tasks": args.tasks, "lengths": args.lengths,
+            "depths": args.depths, "samples": args.samples, "seed": args.seed}
+    rows = out / "rows.jsonl"
+    rows.unlink(missing_ok=True)
+    run_job({**spec, "teacher": str(out / "model"), "preset": "dense", "shape": "dense", "key": "-",
+             "rows": str(rows), "work": str(out / "eval"), "batch_size": 0, "seq_len": 0})
+    result = json.loads(rows.read_text().splitlines()[-1])
+    report = {"card": _card(), "recipe": str(TEACHER_RECIPE.relative_to(ROOT)), "overrides": args.overrides,
+              "size": args.size, "training": summary, "niah": result["results"]}
+    (out / "teacher.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    for task, res in result["results"].items():
+        print(f"teacher NIAH {task}: " + ", ".join(f"{k} tokens {v:.1f}%" for k, v in res["by_length"].items()
+                                                      if v is not None))
+
+
 # ----- the whole study --------------------------------------------------------------------------------
 
 
@@ -186,7 +233,7 @@ def run_study(args) -> None:
     common = {"teacher": str(Path(args.teacher).resolve()), "steps": args.steps, "evals": args.evals,
               "seq_len": args.seq_len, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
               "tasks": args.tasks, "lengths": args.lengths, "depths": args.depths, "samples": args.samples,
-              "rows": str(rows.resolve())}
+              "scale_to": args.scale_to, "rows": str(rows.resolve())}
     jobs = [{**common, "name": "teacher", "shape": "dense", "key": "-", "preset": "dense",
              "work": str(work / "teacher")}]
     for shape in args.shapes:
@@ -196,7 +243,8 @@ def run_study(args) -> None:
                 jobs.append({**common, "name": name, "shape": shape, "key": key, "preset": preset,
                              "work": str(work / name)})
     settings = {"command": " ".join(sys.argv), "card": _card(), "recipe": str(RECIPE.relative_to(ROOT)),
-                "shapes": {s: SHAPES[s] for s in args.shapes}, **{k: v for k, v in common.items() if k != "rows"},
+                "shapes": {s: SHAPES[s] if not args.scale_to else scaled(SHAPES[s], args.scale_to) for s in args.shapes},
+                **{k: v for k, v in common.items() if k != "rows"},
                 "jobs": [j["name"] for j in jobs]}
     (out / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
     print(f"study: {len(jobs)} jobs, {args.parallel} at a time, on {settings['card']}; rows -> {rows}", flush=True)
@@ -406,6 +454,17 @@ def main(argv=None) -> None:
     run.add_argument("--deadline", type=float, default=0, help="seconds after which running jobs are stopped")
     run.add_argument("--work", default=None, help="folder of the jobs' models (default OUT/jobs)")
     run.add_argument("--append", action="store_true", help="keep the rows of an earlier run in OUT")
+    run.add_argument("--scale-to", type=int, default=0,
+                     help="choose each shape's sw so that W <= LENGTH / 16 (default: the shapes as listed)")
+    teach = sub.add_parser("teacher", help="train the study's dense teacher (GPU) and measure its NIAH")
+    teach.add_argument("--out", required=True)
+    teach.add_argument("--size", default="study")
+    teach.add_argument("--seed", type=int, default=0)
+    teach.add_argument("--tasks", type=lambda s: s.split(","), default=["single", "multikey", "multivalue"])
+    teach.add_argument("--lengths", type=_numbers, default=[2048, 4096, 8192, 16384])
+    teach.add_argument("--depths", type=lambda s: _numbers(s, float), default=[0.0, 25.0, 50.0, 75.0, 100.0])
+    teach.add_argument("--samples", type=int, default=4)
+    teach.add_argument("overrides", nargs="*", help="KEY=VALUE overrides of recipes/study-teacher.yaml")
     job = sub.add_parser("job", help="(internal) one job, from its JSON spec")
     job.add_argument("spec")
     rep = sub.add_parser("report", help="rebuild study.json / .md / .png from OUT/rows.jsonl")
@@ -423,6 +482,8 @@ def main(argv=None) -> None:
             sys.exit(1)
     elif args.command == "report":
         report(args.out)
+    elif args.command == "teacher":
+        train_teacher(args)
     elif args.command == "best":
         rows = [json.loads(line) for line in (Path(args.out) / "rows.jsonl").read_text().splitlines() if line]
         finals = [r for r in rows if r.get("final_model") and (args.shape is None or r["shape"] == args.shape)]

@@ -13,7 +13,8 @@ from slconvert.training.recipe import DataSpec, LoraSpec, Recipe, load_recipe, p
 from slconvert.training.schedule import lr_factor
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
-SHIPPED = ["router-warmup.yaml", "niah-curriculum.yaml", "long-context.yaml", "demo-curriculum.yaml",
+SHIPPED = ["router-warmup.yaml", "niah-curriculum.yaml", "long-context.yaml", "demo-curriculum.yaml", "tiny-teacher.yaml",
+           "study-teacher.yaml",
            "conversion-study.yaml"]
 
 

@@ -8,6 +8,8 @@ prompt is mostly haystack rather than template. A BOS token is prepended to ever
 training samples do.
 
     python -m slconvert.assets.teacher OUT_DIR     # then: slconvert train recipes/tiny-teacher.yaml --model OUT_DIR
+    python -m slconvert.assets.teacher OUT_DIR --size study    # the conversion study's larger teacher
+                                                   # (recipes/study-teacher.yaml, `make study-teacher`)
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import torch
 
 from ..tiny import BOS_ID, EOS_ID, PAD_ID, tiny_config
 
-__all__ = ["TEACHER_VOCAB", "TEACHER_LAYERS", "TEACHER_SHAPE", "teacher_config", "build_teacher_tokenizer", "build_untrained_teacher"]
+__all__ = ["TEACHER_VOCAB", "TEACHER_LAYERS", "TEACHER_SHAPE", "TEACHER_SIZES", "teacher_config",
+           "build_teacher_tokenizer", "build_untrained_teacher"]
 
 TEACHER_VOCAB = 1024
 # M = Mamba-2, A = softmax attention, E = MoE. Four layers keep a training step at 256 tokens near 0.2 s on
@@ -37,13 +40,33 @@ TEACHER_SHAPE = {
     "moe_shared_expert_intermediate_size": 256,
     "max_position_embeddings": 8192,
 }
+# Teacher sizes as data: size -> (hidden size, layer pattern, config fields beyond `tiny_config`).
+# "study": the conversion study's teacher, NemotronH-shaped with several Mamba-2, MoE and attention layers (the
+# Nemotron-3-Nano order M E M E A), about 27M parameters, trained dense at 4K-8K tokens by
+# recipes/study-teacher.yaml so that its own retrieval holds to 8K and beyond.
+TEACHER_SIZES = {
+    "tiny": (256, TEACHER_LAYERS, TEACHER_SHAPE),
+    "study": (512, "MEMEAMEMEAMEMEA", {
+        "num_attention_heads": 8,
+        "num_key_value_heads": 2,
+        "head_dim": 64,
+        "n_routed_experts": 8,
+        "num_experts_per_tok": 2,
+        "moe_intermediate_size": 256,
+        "moe_shared_expert_intermediate_size": 256,
+        "max_position_embeddings": 32768,
+    }),
+}
 _SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 
 
-def teacher_config():
-    """The teacher's transformers config (NemotronH, hidden 256, layers MAEA, vocab 1024)."""
-    config = tiny_config("nemotron_h", hidden=256, layers=TEACHER_LAYERS, vocab=TEACHER_VOCAB)
-    for key, value in TEACHER_SHAPE.items():
+def teacher_config(size: str = "tiny"):
+    """The teacher's transformers config (NemotronH, vocab 1024); `size` is a key of TEACHER_SIZES."""
+    if size not in TEACHER_SIZES:
+        raise ValueError(f"unknown teacher size {size!r}; use one of {', '.join(TEACHER_SIZES)}")
+    hidden, layers, shape = TEACHER_SIZES[size]
+    config = tiny_config("nemotron_h", hidden=hidden, layers=layers, vocab=TEACHER_VOCAB)
+    for key, value in shape.items():
         setattr(config, key, value)
     return config
 
@@ -90,13 +113,13 @@ def build_teacher_tokenizer(out_dir, *, vocab: int = TEACHER_VOCAB, seed: int = 
     return fast
 
 
-def build_untrained_teacher(out_dir, *, seed: int = 0) -> Path:
+def build_untrained_teacher(out_dir, *, seed: int = 0, size: str = "tiny") -> Path:
     """Write the randomly initialized teacher (config, safetensors, tokenizer, generation config) to out_dir."""
     from transformers import AutoModelForCausalLM, GenerationConfig
 
     out_dir = Path(out_dir)
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(teacher_config(), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(teacher_config(size), dtype=torch.float32)
     model.save_pretrained(out_dir)
     GenerationConfig(bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID,
                      do_sample=False).save_pretrained(out_dir)
@@ -105,5 +128,13 @@ def build_untrained_teacher(out_dir, *, seed: int = 0) -> Path:
 
 
 if __name__ == "__main__":
-    target = build_untrained_teacher(sys.argv[1] if len(sys.argv) > 1 else "tiny-teacher-init")
-    print(f"untrained teacher written to {target}")
+    args = sys.argv[1:]
+    size = "tiny"
+    if "--size" in args:
+        at = args.index("--size")
+        size = args[at + 1] if at + 1 < len(args) else ""
+        del args[at:at + 2]
+    if size not in TEACHER_SIZES:
+        sys.exit(f"error: unknown teacher size {size!r}; use one of {', '.join(TEACHER_SIZES)}")
+    target = build_untrained_teacher(args[0] if args else f"{size}-teacher-init", size=size)
+    print(f"untrained {size} teacher written to {target}")

@@ -1,0 +1,68 @@
+"""scripts/conversion_study.py without a GPU: shape scaling, and the report's arithmetic on rows whose
+answers are known (a teacher that answers one task, a job that reaches it, a job that failed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from slkernels import SuperlinearConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def study():
+    spec = importlib.util.spec_from_file_location("conversion_study", ROOT / "scripts" / "conversion_study.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("shortest", [512, 2048, 16384])
+def test_scaled_shapes_take_the_largest_window_under_a_sixteenth(study, shortest):
+    for shape in study.SHAPES.values():
+        scaled = study.scaled(shape, shortest)
+        assert SuperlinearConfig(**scaled).window <= shortest // 16
+        assert SuperlinearConfig(**{**scaled, "sw_index": scaled["sw_index"] + 1}).window > shortest // 16
+        assert {k: v for k, v in scaled.items() if k != "sw_index"} == {
+            k: v for k, v in shape.items() if k != "sw_index"}
+
+
+def _row(job, step, single, multikey, **extra):
+    return {"job": job, "shape": "balanced", "search_key": "span_mean", "preset": job, "tokens_per_step": 1000,
+            "window": 15, "step": step, "tokens": step * 1000,
+            "results": {"single": {"average": sum(single) / 2, "by_length": {"512": single[0], "1024": single[1]}},
+                        "multikey": {"average": multikey, "by_length": {"512": multikey, "1024": multikey}}},
+            **extra}
+
+
+def test_report_scores_the_cells_the_teacher_answers(study, tmp_path):
+    settings = {"command": "x", "card": "test card", "recipe": "recipes/conversion-study.yaml", "teacher": "t",
+                "batch_size": 1, "seq_len": 1000, "lr": 1e-3, "seed": 0, "tasks": ["single", "multikey"],
+                "lengths": [512, 1024], "depths": [50.0], "samples": 1}
+    rows = [
+        {**_row("teacher", 0, (100.0, 80.0), 0.0), "preset": "dense", "shape": "dense", "search_key": "-"},
+        _row("mixers", 0, (0.0, 0.0), 0.0),
+        _row("mixers", 10, (96.0, 70.0), 50.0),
+        _row("mixers", 20, (100.0, 78.0), 0.0, final_model="m"),
+        _row("attention", 0, (0.0, 0.0), 0.0),
+        {"job": "lora", "shape": "balanced", "search_key": "span_mean", "preset": "lora", "failed": True,
+         "reason": "stopped at the study's deadline"},
+    ]
+    (tmp_path / "settings.json").write_text(json.dumps(settings))
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = study.report(tmp_path)
+    assert result["teacher"]["score"] == 90.0  # multikey (0 for the teacher) does not count
+    jobs = {job["job"]: job for job in result["jobs"]}
+    mixers = jobs["mixers"]
+    assert mixers["curve"] == [(0, 0.0), (10000, 83.0), (20000, 89.0)]
+    assert mixers["final_vs_teacher_min_ratio"] == pytest.approx(78.0 / 80.0)
+    assert mixers["tokens_to_95pct_of_teacher"] == 20000 and mixers["completed"]
+    assert jobs["attention"]["tokens_to_95pct_of_teacher"] is None and not jobs["attention"]["completed"]
+    assert [row["job"] for row in result["failed"]] == ["lora"]
+    text = (tmp_path / "study.md").read_text()
+    assert "test card" in text and "failed: stopped at the study's deadline" in text and "20000" not in text
+    assert (tmp_path / "study.png").stat().st_size > 10_000
