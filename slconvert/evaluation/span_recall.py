@@ -24,6 +24,7 @@ __all__ = ["layer_recall", "span_recall"]
 def layer_recall(record: dict, block_rows: int = 128) -> dict:
     """Per-head recall of one captured attention call (batch row 0..B-1 pooled)."""
     from slkernels import select_spans
+    from slkernels.inputs import first_real_token
 
     q, k, q_search = record["q"], record["k"], record["q_search"]
     config, mask, positions = record["config"], record.get("attention_mask"), record.get("cache_position")
@@ -35,9 +36,7 @@ def layer_recall(record: dict, block_rows: int = 128) -> dict:
     scale = record.get("scale") or dim ** -0.5
     selection = select_spans(q_search, k, config, cache_position=positions, attention_mask=mask)
     keys = k.float().repeat_interleave(group, dim=1)  # query head h reads kv head h // group
-    first = torch.zeros(batch, dtype=torch.long, device=q.device)
-    if mask is not None:
-        first = (mask.long().cumsum(-1) == 0).sum(-1)  # left padding: index of the first real token
+    first = torch.zeros(batch, dtype=torch.long, device=q.device) if mask is None else first_real_token(mask)
     tokens_seen = positions[None, :] + 1 - first[:, None]  # [B, L_q]
     beyond = tokens_seen > config.window + 1
     x = torch.arange(len_kv, device=q.device)

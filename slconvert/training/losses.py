@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 from slkernels import select_spans, superlinear_attention
 from slkernels.geometry import anchor_table
+from slkernels.inputs import first_real_token
 from slkernels.selection import candidates
 from torch.utils.checkpoint import checkpoint
 
@@ -67,7 +68,7 @@ def _first_real(record: dict, batch: int, device) -> torch.Tensor:
     mask = record.get("attention_mask")
     if mask is None:
         return torch.zeros(batch, dtype=torch.long, device=device)
-    return (mask.long().cumsum(-1) == 0).sum(-1)
+    return first_real_token(mask)
 
 
 def router_losses(record: dict, router: torch.nn.Module, rows: RowSample, *, kl: bool = True, mse: bool = False,
