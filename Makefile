@@ -59,7 +59,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.slconvert-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint demo study study-teacher study-large bench-reference gpu-check train-gpu-check pipeline-gpu-check clean \
+.PHONY: help install test test-slow lint demo study study-teacher study-large bench-reference gpu-check train-gpu-check pipeline-gpu-check clean \
         pipeline inspect convert warmup curriculum evaluate summary _need-model
 
 help: ## list the targets and variables
@@ -86,8 +86,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create the virtual environment and install slconvert with its dev tools
 
-test: $(STAMP) ## run the test suite (GPU tests are skipped without CUDA)
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+test: $(STAMP) ## run the test suite (GPU tests are skipped without CUDA; `slow` tests run with make test-slow)
+	$(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP) ## the slow CPU tests (lm-eval's RULER tasks on the shipped teacher)
+	$(BIN)/pytest -q -m slow $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff over the sources and tests
 	$(BIN)/ruff check slconvert kernels tests benchmarks

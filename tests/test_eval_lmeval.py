@@ -112,3 +112,36 @@ def test_single_needle_task_scores_a_model_whose_answer_is_known(tmp_path):
         out = run_lm_eval(em, "slc_single", max_length=1024, task_lengths=[256], task_metadata={"num_samples": 6})
         scores[name] = out["results"]["slc_single"]["exact_match,none"]
     assert scores["teacher"] >= 0.8 and scores["blind"] <= 0.2, scores
+
+
+def test_ruler_tasks_offline_and_refused():
+    from slconvert.evaluation.lmeval import with_ruler
+
+    assert with_ruler(None) == "niah_single_1,niah_multikey_2,niah_multikey_3"
+    assert with_ruler("slc_single,niah_single_1") == "slc_single,niah_single_1,niah_multikey_2,niah_multikey_3"
+    with pytest.raises(SlconvertError, match="niah_single_2 downloads Paul Graham's essays"):
+        resolve_tasks("niah_single_1,niah_single_2")
+
+
+@pytest.mark.slow
+def test_rulers_own_needle_task_scores_a_model_whose_answer_is_known(tmp_path):
+    """lm-eval's RULER niah_single_1, offline: the shipped teacher retrieves, a blind conversion does not.
+
+    Slow (about 90 s on two cores; `make test-slow`); each evaluation runs in its own process with a time limit.
+    """
+    pytest.importorskip("wonderwords")
+    from cli_helpers import convert_cli
+
+    from slconvert.assets import TINY_TEACHER
+
+    blind = convert_cli(TINY_TEACHER, tmp_path / "blind", "--backward-factor", "2", "--forward-factor", "1")
+    scores = {}
+    for name, path in (("teacher", TINY_TEACHER), ("blind", blind)):
+        out = tmp_path / f"eval-{name}"
+        done = subprocess.run([sys.executable, "-m", "slconvert.cli", "eval", str(path), "--tasks", "niah_single_1",
+                               "--task-lengths", "512", "--metadata", '{"num_samples": 6}', "--out", str(out)],
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        rows = json.loads((out / "summary.json").read_text())["results"]["lm_eval"]["table"]
+        scores[name] = next(r[path.name] for r in rows if r["task"] == "niah_single_1" and r["metric"] == "512")
+    assert scores["teacher"] >= 0.6 and scores["blind"] <= 0.2, scores

@@ -61,6 +61,9 @@ def _numbers(text: str, option: str, kind=int) -> list:
               show_default=True)
 @click.option("--compare", "base", type=click.Path(path_type=Path), default=None,
               help="Source checkpoint to run on the same inputs, side by side.")
+@click.option("--ruler", is_flag=True,
+              help="lm-eval's own RULER needle tasks that need no download (niah_single_1, niah_multikey_2, "
+                   "niah_multikey_3) at --task-lengths; needs the `wonderwords` and `nltk` packages.")
 @click.option("--tasks", default=None, help="lm-eval tasks: names or YAML paths, comma-separated (e.g. slc_passkey).")
 @click.option("--task-lengths", default=None, help="Prompt lengths for the shipped slc_* needle tasks.")
 @click.option("--task-metadata", "--metadata", "task_metadata", default=None, help='Extra lm-eval task metadata as JSON, e.g. \'{"num_samples": 4}\'.')
@@ -80,16 +83,21 @@ def _numbers(text: str, option: str, kind=int) -> list:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of prompts, haystack and lm-eval.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("eval-output"), show_default=True,
               help="Folder for results, figures and the summary.")
-def eval_command(model, niah, lengths, depths, samples, haystack, niah_task, mode, key_kind, value_kind, base, tasks,
+def eval_command(model, niah, lengths, depths, samples, haystack, niah_task, mode, key_kind, value_kind, base, ruler, tasks,
                  task_lengths, task_metadata, limit, batch_size, ppl_path, chunk_size, span_recall, span_text,
                  span_length, max_length, skip_too_long, device, dtype, seed, out):
-    """Evaluate MODEL (converted or not): --niah, --tasks, --perplexity and/or --span-recall."""
+    """Evaluate MODEL (converted or not): --niah, --ruler, --tasks, --perplexity and/or --span-recall."""
     from ..evaluation import report
     from ..evaluation.models import load_eval_model
     from ..evaluation.runner import RunContext, run_niah, run_perplexity, run_span_recall, run_tasks
 
+    if ruler:
+        from ..evaluation.lmeval import with_ruler
+
+        tasks = with_ruler(tasks)
     if not (niah or tasks or ppl_path or span_recall):
-        raise SlconvertError("nothing to evaluate; add at least one of --niah, --tasks, --perplexity, --span-recall")
+        raise SlconvertError("nothing to evaluate; add at least one of --niah, --ruler, --tasks, --perplexity, "
+                             "--span-recall")
     length_list = _numbers(lengths, "--lengths") if niah else []
     depth_list = _numbers(depths, "--depths", float) if niah else []
     if any(n < 1 for n in length_list):

@@ -15,9 +15,22 @@ from pathlib import Path
 
 from ..errors import SlconvertError
 
-__all__ = ["register", "resolve_tasks", "run_lm_eval", "shipped_tasks_dir", "offline_environment"]
+__all__ = ["register", "resolve_tasks", "run_lm_eval", "shipped_tasks_dir", "offline_environment", "RULER_OFFLINE",
+           "with_ruler"]
 
 MODEL_NAME = "slconvert"
+
+# lm-eval's own RULER needle tasks whose haystack is built locally (repeated noise sentences or other needles):
+# `slconvert eval --ruler` runs these, and their numbers sit beside published RULER tables.
+RULER_OFFLINE = ("niah_single_1", "niah_multikey_2", "niah_multikey_3")
+# RULER tasks whose data lm-eval downloads at run time, and what they read; this tool never downloads.
+RULER_DOWNLOADS = {
+    **{name: "Paul Graham's essays (the essay haystack)" for name in (
+        "niah_single_2", "niah_single_3", "niah_multikey_1", "niah_multivalue", "niah_multiquery")},
+    "ruler_qa_squad": "the SQuAD data set", "ruler_qa_hotpot": "the HotpotQA data set",
+    "ruler_cwe": "the common-words lists", "ruler_fwe": "the frequent-words lists", "ruler_vt": "its word lists",
+    "ruler": "the essays and QA data sets of several of its tasks",
+}
 
 
 def offline_environment() -> None:
@@ -107,6 +120,12 @@ def _task_yaml_loader():
     return Loader
 
 
+def with_ruler(spec: str | None) -> str:
+    """`--tasks` plus RULER's offline needle tasks (`--ruler`), each once."""
+    names = [t.strip() for t in (spec or "").split(",") if t.strip()]
+    return ",".join(dict.fromkeys([*names, *RULER_OFFLINE]))
+
+
 def resolve_tasks(spec: str) -> tuple[list[str], list[str]]:
     """Comma-separated task names or YAML paths -> (task names, extra include paths).
 
@@ -129,6 +148,10 @@ def resolve_tasks(spec: str) -> tuple[list[str], list[str]]:
             names.extend(task if isinstance(task, list) else [task])
             include.append(str(path.parent.resolve()))
         else:
+            if item in RULER_DOWNLOADS:
+                raise SlconvertError(
+                    f"lm-eval task {item} downloads {RULER_DOWNLOADS[item]} at run time, which this tool never does; "
+                    f"run the RULER tasks that build their data locally ({', '.join(RULER_OFFLINE)}, or --ruler)")
             names.append(item)
     if not names:
         raise SlconvertError("--tasks is empty; name lm-eval tasks or YAML files, comma-separated")

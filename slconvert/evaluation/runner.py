@@ -98,6 +98,8 @@ def run_tasks(ctx: RunContext, spec: str, *, batch_size: int, limit: int | None,
         for key, value in metrics.items():
             if not isinstance(value, (int, float)) or key.endswith("stderr,none") or "," not in key:
                 continue
+            if value == -1 and key.split(",")[0].isdigit():  # a RULER length that was not asked for
+                continue
             row = {"task": task, "metric": key.split(",")[0], ctx.model.name: value}
             if "base" in per_model:
                 other = per_model["base"]["results"].get(task, {}).get(key)

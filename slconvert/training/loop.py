@@ -363,7 +363,7 @@ class Trainer:
                   file=sys.stderr, flush=True)
         started = time.perf_counter()
         tokens_done = 0
-        smooth = None
+        ema, beta = 0.0, 0.95
         last = {}
         for step in range(self.start_step, recipe.max_steps):
             tick = time.perf_counter()
@@ -375,9 +375,10 @@ class Trainer:
             seq_len = recipe.seq_len_at(step)
             tokens = recipe.batch_size * seq_len
             tokens_done += tokens
-            # Exponential average over every step, logged with each line, so a plot of sparse log lines still
-            # shows the loss of all steps (needle and text batches alternate: single values jump).
-            smooth = logs["loss"] if smooth is None else 0.95 * smooth + 0.05 * logs["loss"]
+            # Exponential average over every step (bias-corrected, as Adam's moments), logged with each line, so
+            # a plot of sparse log lines still shows the loss of all steps (needle and text batches alternate).
+            ema = beta * ema + (1.0 - beta) * logs["loss"]
+            smooth = ema / (1.0 - beta ** (step + 1 - self.start_step))
             record = {"step": step + 1, **logs, "loss_smooth": smooth, "lr": lr, "seq_len": seq_len,
                       "tokens": tokens, "tokens_per_s": tokens / max(seconds, 1e-9),
                       "elapsed_s": time.perf_counter() - started}
