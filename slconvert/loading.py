@@ -9,7 +9,6 @@ unused weights. Remote code is never run and pickle files are never read.
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
@@ -18,30 +17,16 @@ from slkernels import SuperlinearConfig
 
 from .architectures import architecture_for
 from .attention import register
-from .checkpoint import find_weights, read_tensor
+from .checkpoint import find_weights, read_config, read_tensor
 from .errors import SlconvertError
 from .router import ROUTER_ATTRIBUTE, SuperlinearRouter
 
 __all__ = ["load", "is_converted", "install_routers", "read_block"]
 
 
-def _config_path(path) -> Path:
-    directory = Path(path)
-    if not directory.is_dir():
-        raise SlconvertError(f"model path {directory} does not exist or is not a directory")
-    config = directory / "config.json"
-    if not config.is_file():
-        raise SlconvertError(f"{directory} has no config.json; pass a checkpoint directory")
-    return config
-
-
 def read_block(path) -> dict | None:
     """The `superlinear` block of a checkpoint's config.json, or None."""
-    try:
-        raw = json.loads(_config_path(path).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise SlconvertError(f"{path}/config.json is not valid JSON; repair or re-download it") from None
-    block = raw.get("superlinear") if isinstance(raw, dict) else None
+    block = read_config(path).get("superlinear")
     return block if isinstance(block, dict) else None
 
 

@@ -28,10 +28,9 @@ from ..architectures import architecture_for
 from ..errors import SlconvertError
 from ..router import ROUTER_ATTRIBUTE, routers
 
-__all__ = ["PRESETS", "preset_modules", "select_trainable", "apply_lora", "is_lora", "merged_state_dict",
+__all__ = ["preset_modules", "select_trainable", "apply_lora", "is_lora", "merged_state_dict",
            "LORA_ADAPTER_DIR"]
 
-PRESETS = ("router", "attention", "mixers", "all", "lora")
 # Sub-folder of a written model that holds the LoRA adapter (peft's own files) beside the merged weights.
 LORA_ADAPTER_DIR = "lora-adapter"
 _NORM_WORDS = ("norm",)
