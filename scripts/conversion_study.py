@@ -163,7 +163,7 @@ def run_job(spec: dict) -> None:
         start = work / "warmup"
     overrides = [f"trainable={preset}", f"max_steps={spec['steps']}", f"seq_len={spec['seq_len']}",
                  f"batch_size={spec['batch_size']}", f"micro_batch_size={spec['batch_size']}", f"lr={spec['lr']}",
-                 f"seed={spec['seed']}", "save_every=1"]
+                 f"seed={spec['seed']}", "save_every=1", f"time_limit_minutes={spec.get('job_minutes') or 0}"]
     recipe = load_recipe(RECIPE, overrides)
     evals = sorted(set(spec["evals"]))
 
@@ -178,8 +178,9 @@ def run_job(spec: dict) -> None:
     record(0, evaluate(trainer.unwrapped, trainer.tokenizer, spec), trainable_parameters=sum(
         p.numel() for p in trainer.params))
     summary = trainer.run()
-    record(spec["steps"], evaluate(trainer.unwrapped, trainer.tokenizer, spec),
-           tokens_per_s=summary["tokens_per_s_mean"], final_model=str(work / "run"))
+    record(summary["steps"], evaluate(trainer.unwrapped, trainer.tokenizer, spec),
+           tokens_per_s=summary["tokens_per_s_mean"], final_model=str(work / "run"),
+           stopped_at_time_limit=summary["stopped_at_time_limit"])
 
 
 # ----- the study's teacher -------------------------------------------------------------------------------
@@ -195,7 +196,7 @@ def train_teacher(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     init = build_untrained_teacher(out / "init", size=args.size, seed=args.seed)
     recipe = load_recipe(TEACHER_RECIPE, args.overrides)
-    summary = train(recipe, init, out / "model", progress=True)
+    summary = train(recipe, init, out / "model", progress=False)
     spec = {"name": "teacher", "path": str(out / "model"), "tasks": args.tasks, "lengths": args.lengths,
             "depths": args.depths, "samples": args.samples, "seed": args.seed}
     rows = out / "rows.jsonl"
@@ -233,7 +234,7 @@ def run_study(args) -> None:
     common = {"teacher": str(Path(args.teacher).resolve()), "steps": args.steps, "evals": args.evals,
               "seq_len": args.seq_len, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
               "tasks": args.tasks, "lengths": args.lengths, "depths": args.depths, "samples": args.samples,
-              "scale_to": args.scale_to, "rows": str(rows.resolve())}
+              "scale_to": args.scale_to, "job_minutes": args.job_minutes, "rows": str(rows.resolve())}
     jobs = [{**common, "name": "teacher", "shape": "dense", "key": "-", "preset": "dense",
              "work": str(work / "teacher")}]
     for shape in args.shapes:
@@ -245,13 +246,14 @@ def run_study(args) -> None:
     settings = {"command": " ".join(sys.argv), "card": _card(), "recipe": str(RECIPE.relative_to(ROOT)),
                 "shapes": {s: SHAPES[s] if not args.scale_to else scaled(SHAPES[s], args.scale_to) for s in args.shapes},
                 **{k: v for k, v in common.items() if k != "rows"},
-                "jobs": [j["name"] for j in jobs]}
+                "gpus": args.gpus, "parallel": args.parallel, "jobs": [j["name"] for j in jobs]}
     (out / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
-    print(f"study: {len(jobs)} jobs, {args.parallel} at a time, on {settings['card']}; rows -> {rows}", flush=True)
+    print(f"study: {len(jobs)} jobs, {args.parallel} at a time on {args.gpus} GPU(s), on {settings['card']}; "
+          f"rows -> {rows}", flush=True)
     deadline = time.time() + args.deadline if args.deadline else None
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false",
            "PYTHONUNBUFFERED": "1"}
-    running: list[tuple[dict, subprocess.Popen, object]] = []
+    running: list[tuple[dict, subprocess.Popen, object, int]] = []
     pending = list(jobs)
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -259,12 +261,15 @@ def run_study(args) -> None:
         while pending and len(running) < args.parallel:
             job = pending.pop(0)
             log = open(logs / f"{job['name']}.log", "w")
+            # Each job goes to the GPU that runs the fewest jobs now (jobs are independent processes).
+            gpu = min(range(args.gpus), key=lambda g: sum(1 for *_, used in running if used == g))
+            job_env = {**env, "CUDA_VISIBLE_DEVICES": str(gpu)} if args.gpus > 1 else env
             proc = subprocess.Popen([sys.executable, __file__, "job", json.dumps(job)], stdout=log,
-                                    stderr=subprocess.STDOUT, env=env)
-            running.append((job, proc, log))
+                                    stderr=subprocess.STDOUT, env=job_env)
+            running.append((job, proc, log, gpu))
         time.sleep(2)
         for item in list(running):
-            job, proc, log = item
+            job, proc, log, _ = item
             if proc.poll() is not None:
                 log.close()
                 running.remove(item)
@@ -274,7 +279,7 @@ def run_study(args) -> None:
                                    "preset": job["preset"], "failed": True, "returncode": proc.returncode,
                                    "log_tail": (logs / f"{job['name']}.log").read_text()[-2000:]})
         if deadline and time.time() > deadline:
-            for job, proc, log in running:
+            for job, proc, log, _ in running:
                 proc.kill()
                 log.close()
                 _append(rows, {"job": job["name"], "shape": job["shape"], "search_key": job["key"],
@@ -326,6 +331,7 @@ def report(out) -> dict:
                         "final": _score(points[-1], teacher), "final_tokens": points[-1]["tokens"],
                         "final_by_task": {t: v["by_length"] for t, v in points[-1]["results"].items()},
                         "completed": any(p.get("final_model") for p in points),
+                        "time_limited": any(p.get("stopped_at_time_limit") for p in points),
                         "best": _score(best, teacher), "best_tokens": best["tokens"],
                         "final_vs_teacher_min_ratio": relative,
                         "tokens_to_95pct_of_teacher": _tokens_to_target(points, teacher)})
@@ -383,7 +389,8 @@ def _markdown(result: dict) -> str:
         at = dict(job["curve"])
         cells = " | ".join(_fmt(at.get(t)) for t in budgets)
         reach = job["tokens_to_95pct_of_teacher"]
-        run = f"{job['steps'][-1]}" + ("" if job["completed"] else " (stopped)")
+        run = f"{job['steps'][-1]}" + ("" if job["completed"] else " (stopped)") + \
+            (" (time limit)" if job.get("time_limited") else "")
         lines.append(f"| {job['shape']} ({job['window']}) | {job['search_key']} | {job['preset']} | {run} | {cells} | "
                      f"{_fmt(job['final_vs_teacher_min_ratio'], 2)} | "
                      f"{'not reached' if reach is None else f'{reach / 1e6:.1f}M'} |")
@@ -451,7 +458,10 @@ def main(argv=None) -> None:
     run.add_argument("--samples", type=int, default=4)
     run.add_argument("--parallel", type=int, default=8)
     run.add_argument("--threads", type=int, default=1, help="CPU threads per job")
+    run.add_argument("--gpus", type=int, default=1, help="spread the jobs over this many GPUs (CUDA_VISIBLE_DEVICES)")
     run.add_argument("--deadline", type=float, default=0, help="seconds after which running jobs are stopped")
+    run.add_argument("--job-minutes", type=float, default=0,
+                     help="each job's training time limit: it then stops, and its model as trained is measured")
     run.add_argument("--work", default=None, help="folder of the jobs' models (default OUT/jobs)")
     run.add_argument("--append", action="store_true", help="keep the rows of an earlier run in OUT")
     run.add_argument("--scale-to", type=int, default=0,

@@ -345,6 +345,13 @@ class Trainer:
             (self.out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         acc.wait_for_everyone()
 
+    def _out_of_time(self, mine: bool) -> bool:
+        """Whether any process has reached the time limit (all processes must stop at the same step)."""
+        if self.world == 1:
+            return mine
+        flag = torch.tensor([1.0 if mine else 0.0], device=self.accelerator.device)
+        return bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
+
     # ----- the run -----
     def run(self) -> dict:
         recipe, acc = self.recipe, self.accelerator
@@ -365,6 +372,8 @@ class Trainer:
         tokens_done = 0
         ema, beta = 0.0, 0.95
         last = {}
+        limit_s = recipe.time_limit_minutes * 60.0
+        end_step = recipe.max_steps
         for step in range(self.start_step, recipe.max_steps):
             tick = time.perf_counter()
             lr = self.scheduler.get_last_lr()[0]
@@ -401,9 +410,20 @@ class Trainer:
                 self._log_recall(step + 1, "during")
             if recipe.save_every and (step + 1) % recipe.save_every == 0:
                 self.save_checkpoint(step + 1)
+            if limit_s and step + 1 < recipe.max_steps and self._out_of_time(time.perf_counter() - started >= limit_s):
+                # A wall-clock budget (a scheduler's job limit): the model as it is now becomes the final one.
+                end_step = step + 1
+                if acc.is_main_process:
+                    print(f"time limit of {recipe.time_limit_minutes:g} min reached after step {end_step} of "
+                          f"{recipe.max_steps}; saving the model as it is", file=sys.stderr, flush=True)
+                if self.log is not None and end_step % recipe.log_every:
+                    self.log.write(record)
+                break
         bar.close()
-        after = self._log_recall(recipe.max_steps, "after")
-        summary = {"steps": recipe.max_steps, "resumed_from": self.start_step, "last": last,
+        after = self._log_recall(end_step, "after")
+        summary = {"steps": end_step, "planned_steps": recipe.max_steps,
+                   "stopped_at_time_limit": end_step < recipe.max_steps,
+                   "resumed_from": self.start_step, "last": last,
                    "tokens_per_s_mean": tokens_done / max(time.perf_counter() - started, 1e-9),
                    "span_recall_before": before and before["layers"], "span_recall_after": after and after["layers"],
                    "processes": self.world, "mixed_precision": acc.mixed_precision,

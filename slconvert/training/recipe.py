@@ -70,6 +70,7 @@ class Recipe:
 
     model_kind: str = "converted"
     max_steps: int = 100
+    time_limit_minutes: float = 0.0
     seq_len: int = 1024
     batch_size: int = 1
     micro_batch_size: int = 1
@@ -260,6 +261,7 @@ def recipe_from_dict(raw: dict) -> Recipe:
     for key in ("warmup_steps", "seed", "save_every", "keep_checkpoints", "router_rows", "recall_rows", "recall_every"):
         setattr(recipe, key, _as_int(key, getattr(recipe, key), 0))
     recipe.seq_len = _as_int("seq_len", recipe.seq_len, 2)
+    recipe.time_limit_minutes = _as_float("time_limit_minutes", recipe.time_limit_minutes, 0.0)
     recipe.lr = _as_float("lr", recipe.lr, 0.0, lo_open=True)
     recipe.min_lr_ratio = _as_float("min_lr_ratio", recipe.min_lr_ratio, 0.0, 1.0)
     recipe.weight_decay = _as_float("weight_decay", recipe.weight_decay, 0.0)
