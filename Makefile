@@ -100,13 +100,13 @@ demo: $(STAMP) ## shipped tiny teacher -> convert (p = 0.5, W = 15) -> fine-tuni
 	cp -r $(DEMO_MODEL) $(DEMO_OUT)/source
 	$(BIN)/slconvert inspect $(DEMO_OUT)/source $(DEMO_SETTINGS)
 	$(BIN)/slconvert convert $(DEMO_OUT)/source $(DEMO_OUT)/converted $(DEMO_SETTINGS) --quiet
-	$(BIN)/slconvert eval $(DEMO_OUT)/converted --niah --lengths $(DEMO_LENGTHS) --depths $(DEMO_DEPTHS) \
+	$(BIN)/slconvert eval $(DEMO_OUT)/converted --niah --niah-style slconvert --lengths $(DEMO_LENGTHS) --depths $(DEMO_DEPTHS) \
 	    --samples $(DEMO_SAMPLES) --out $(DEMO_OUT)/eval-converted > $(DEMO_OUT)/eval-converted.log
 	$(BIN)/slconvert train recipes/demo-curriculum.yaml --model $(DEMO_OUT)/converted --output $(DEMO_OUT)/curriculum \
 	    --quiet $(DEMO_CURRICULUM)
-	$(BIN)/slconvert eval $(DEMO_OUT)/curriculum --niah --lengths $(DEMO_LENGTHS) --depths $(DEMO_DEPTHS) \
+	$(BIN)/slconvert eval $(DEMO_OUT)/curriculum --niah --niah-style slconvert --lengths $(DEMO_LENGTHS) --depths $(DEMO_DEPTHS) \
 	    --samples $(DEMO_SAMPLES) --compare $(DEMO_OUT)/source --out $(DEMO_OUT)/eval
-	$(BIN)/slconvert eval $(DEMO_SHIPPED) --niah --lengths $(DEMO_LENGTHS) --depths $(DEMO_DEPTHS) \
+	$(BIN)/slconvert eval $(DEMO_SHIPPED) --niah --niah-style slconvert --lengths $(DEMO_LENGTHS) --depths $(DEMO_DEPTHS) \
 	    --samples $(DEMO_SAMPLES) --out $(DEMO_OUT)/eval-shipped > $(DEMO_OUT)/eval-shipped.log
 	$(BIN)/python -I scripts/demo_summary.py $(DEMO_OUT)
 

@@ -9,9 +9,12 @@ import matplotlib.image
 import pytest
 from cli_helpers import tiny_pair
 from click.testing import CliRunner
+from needle_oracle import oracle_model
 
+from slconvert.assets import TINY_TEACHER
 from slconvert.cli import main
-from slconvert.evaluation.haystack import SyntheticHaystack
+from slconvert.evaluation import models
+from slconvert.tasks.haystack import SyntheticHaystack
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +36,8 @@ def _png(path):
 def test_niah_generation_grid_with_compare(checkpoints, tmp_path):
     source, converted = checkpoints
     out = tmp_path / "out"
-    result = _eval(converted, "--niah", "--lengths", "400,470", "--depths", "0,100", "--samples", "1",
-                   "--compare", source, "--chunk-size", "150", "--out", out)
+    result = _eval(converted, "--niah", "--niah-style", "slconvert", "--lengths", "400,470", "--depths", "0,100",
+                   "--samples", "1", "--compare", source, "--chunk-size", "150", "--out", out)
     assert result.exit_code == 0, result.output
     assert "depth \\ length | 400 | 470" in result.output and "difference (converted - source)" in result.output
     _png(out / "niah_heatmap.png")
@@ -47,7 +50,7 @@ def test_niah_generation_grid_with_compare(checkpoints, tmp_path):
     records = data["records"]
     assert len(records) == 8  # 2 lengths x 2 depths x 1 sample x 2 models
     assert all(r["tokens"] == r["length"] for r in records)
-    assert all("output" in r and 0.0 <= r["score"] <= 1.0 for r in records)
+    assert all("output" in r and r["score"] in (0.0, 1.0) for r in records)  # one needle: found or not
     converted_rows = [r for r in records if r["model"] == "converted"]
     source_rows = [r for r in records if r["model"] == "source (source)"]
     assert [r["seed"] for r in converted_rows] == [r["seed"] for r in source_rows]  # same prompts
@@ -72,7 +75,8 @@ def test_teacher_forced_perplexity_span_recall_and_tasks(checkpoints, tmp_path):
     out = tmp_path / "out"
     doc = tmp_path / "doc.txt"
     doc.write_text(SyntheticHaystack(9).text(600)[:600])
-    result = _eval(converted, "--niah", "--mode", "teacher", "--task", "multikey", "--lengths", "420",
+    result = _eval(converted, "--niah", "--niah-style", "slconvert", "--mode", "teacher", "--task", "multikey",
+                   "--lengths", "420",
                    "--depths", "0:100:50", "--samples", "2", "--compare", source, "--perplexity", doc,
                    "--chunk-size", "50", "--span-recall", "--span-length", "120",
                    "--tasks", "slc_passkey_tf", "--task-lengths", "400", "--task-metadata", '{"num_samples": 2}',
@@ -103,8 +107,8 @@ def test_teacher_forced_perplexity_span_recall_and_tasks(checkpoints, tmp_path):
 
 def test_refuses_prompts_over_the_context(checkpoints, tmp_path):
     _, converted = checkpoints
-    result = _eval(converted, "--niah", "--lengths", "400", "--depths", "50", "--samples", "1",
-                   "--max-length", "380", "--out", tmp_path / "a")
+    result = _eval(converted, "--niah", "--niah-style", "slconvert", "--lengths", "400", "--depths", "50",
+                   "--samples", "1", "--max-length", "380", "--out", tmp_path / "a")
     assert result.exit_code == 2
     assert "error: prompts of length 400 (needs" in result.output and "do not fit the model's 380" in result.output
     assert "Traceback" not in result.output
@@ -113,8 +117,8 @@ def test_refuses_prompts_over_the_context(checkpoints, tmp_path):
 def test_skips_and_counts_prompts_over_the_context(checkpoints, tmp_path):
     _, converted = checkpoints
     out = tmp_path / "b"
-    result = _eval(converted, "--niah", "--mode", "teacher", "--lengths", "400,600", "--depths", "0,100",
-                   "--samples", "1", "--max-length", "500", "--skip-too-long", "--out", out)
+    result = _eval(converted, "--niah", "--niah-style", "slconvert", "--mode", "teacher", "--lengths", "400,600",
+                   "--depths", "0,100", "--samples", "1", "--max-length", "500", "--skip-too-long", "--out", out)
     assert result.exit_code == 0, result.output
     data = json.loads((out / "niah_results.json").read_text())
     assert len(data["skipped"]) == 2 and {s["length"] for s in data["skipped"]} == {600}
@@ -128,12 +132,52 @@ def test_skips_and_counts_prompts_over_the_context(checkpoints, tmp_path):
     (["--niah", "--lengths", "10,abc"], "--lengths '10,abc' is not a comma-separated list"),
     (["--perplexity", "/nonexistent/docs"], "--perplexity /nonexistent/docs does not exist"),
     (["--tasks", "slc_passkey", "--task-metadata", "{bad"], "--task-metadata is not valid JSON"),
+    (["--niah", "--haystack", "essay"], "the essay haystack is read from a local folder, never downloaded: pass "
+                                        "--haystack DIR"),
+    (["--niah", "--chat-template"], "the tokenizer of"),
 ])
 def test_bad_input_is_one_line(checkpoints, tmp_path, args, message):
     _, converted = checkpoints
     result = _eval(converted, *args, "--out", tmp_path / "c")
     assert result.exit_code == 2, result.output
     assert f"error: {message}" in result.output and "Traceback" not in result.output
+
+
+def test_niah_scores_models_whose_answers_are_known(tmp_path, monkeypatch):
+    """RULER-style prompts by default: a model that copies the asked needle scores 100, one that never answers 0."""
+    monkeypatch.setattr(models, "load_eval_model", lambda path, **_: oracle_model(TINY_TEACHER, path.name))
+    out = tmp_path / "out"
+    result = _eval(tmp_path / "copy", "--niah", "--lengths", "400,512", "--depths", "0,50,100", "--samples", "2",
+                   "--compare", tmp_path / "never", "--out", out)
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "niah_results.json").read_text())
+    assert data["style"] == "ruler" and data["haystack"] == {"kind": "noise"}
+    assert data["table"]["average"] == 100.0 and data["base_table"]["average"] == 0.0
+    assert data["diff_table"]["scores"] == [[100.0, 100.0]] * 3
+    copied = [r for r in data["records"] if r["model"] == "copy-oracle"]
+    assert len(copied) == 12 and all(r["tokens"] == r["length"] - 128 for r in copied)  # 128-token budget counted
+    assert all(r["output"].strip() == r["expected"][0] for r in copied)
+    assert len({r["needle_depth"] for r in copied}) == 12  # drawn at random, each prompt its own
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["command"]["niah"]["style"] == "ruler" and summary["command"]["niah"]["haystack"] == "noise"
+    assert "NIAH single (generate, ruler prompts)" in result.output
+
+    result = _eval(tmp_path / "copy", "--niah", "--niah-style", "slconvert", "--task", "multivalue", "--lengths",
+                   "400", "--depths", "50", "--samples", "2", "--compare", tmp_path / "never", "--out", out)
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "niah_results.json").read_text())
+    assert data["table"]["scores"] == [[100.0]] and data["base_table"]["scores"] == [[0.0]]
+    assert all(r["tokens"] == 400 and r["needle_depth"] == 50.0 for r in data["records"])
+
+
+def test_shipped_teacher_retrieves_with_this_tools_prompts(tmp_path):
+    """The tiny teacher was trained on the slconvert-style prompts and answers them all at 256 tokens."""
+    out = tmp_path / "teacher"
+    result = _eval(TINY_TEACHER, "--niah", "--niah-style", "slconvert", "--lengths", "256", "--depths", "0,50,100",
+                   "--samples", "1", "--out", out)
+    assert result.exit_code == 0, result.output
+    table = json.loads((out / "niah_results.json").read_text())["table"]
+    assert table["scores"] == [[100.0], [100.0], [100.0]], table
 
 
 def test_span_recall_refuses_a_source_model(checkpoints, tmp_path):

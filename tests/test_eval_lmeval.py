@@ -6,15 +6,29 @@ import importlib.util
 import json
 import math
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from cli_helpers import tiny_pair
+from needle_oracle import oracle_model
 
+from slconvert.assets import TINY_TEACHER
 from slconvert.errors import SlconvertError
 from slconvert.evaluation.lmeval import resolve_tasks, run_lm_eval, shipped_tasks_dir
 from slconvert.evaluation.models import load_eval_model
+
+# lm-eval in a child process of its own: one thread per library, no worker processes, hub and nltk offline, and
+# a time limit, so that a stuck evaluation fails the test instead of hanging the suite.
+SAFE_ENV = {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+            "DISABLE_MULTIPROC": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def _run_safely(command: list[str], timeout: int, **kwargs) -> subprocess.CompletedProcess:
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, **SAFE_ENV}
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, **kwargs)
 
 TASK_FILES = ("slc_single.yaml", "slc_passkey.yaml", "slc_passkey_tf.yaml", "slc_multikey.yaml",
               "slc_longdoc_ppl.yaml")
@@ -71,8 +85,17 @@ def test_python_api_on_shipped_tasks(converted):
     results = out["results"]
     assert set(results) == {"slc_passkey", "slc_multikey", "slc_longdoc_ppl"}
     for task in ("slc_passkey", "slc_multikey"):
-        assert results[task]["sample_len"] == 2 and 0.0 <= results[task]["exact_match,none"] <= 1.0
+        assert results[task]["sample_len"] == 2 and results[task]["exact_match,none"] in (0.0, 0.5, 1.0)
     assert math.isfinite(results["slc_longdoc_ppl"]["bits_per_byte,none"])
+
+
+def test_shipped_needle_tasks_score_models_whose_answers_are_known():
+    """Through lm-eval's generation path: copying the asked needle scores 1, never answering 0."""
+    for behaviour, expected in (("copy", 1.0), ("never", 0.0)):
+        out = run_lm_eval(oracle_model(TINY_TEACHER, behaviour), "slc_single,slc_passkey,slc_multikey",
+                          max_length=1024, task_lengths=[400], task_metadata={"num_samples": 3})
+        scores = {task: r["exact_match,none"] for task, r in out["results"].items()}
+        assert scores == dict.fromkeys(("slc_single", "slc_passkey", "slc_multikey"), expected), behaviour
 
 
 def test_requests_over_max_length_are_refused_not_truncated(converted):
@@ -123,25 +146,77 @@ def test_ruler_tasks_offline_and_refused():
         resolve_tasks("niah_single_1,niah_single_2")
 
 
-@pytest.mark.slow
-def test_rulers_own_needle_task_scores_a_model_whose_answer_is_known(tmp_path):
-    """lm-eval's RULER niah_single_1, offline: the shipped teacher retrieves, a blind conversion does not.
+def ruler_known_answers(out: Path) -> dict:
+    """lm-eval's niah_single_1 at 512 tokens on models whose answers are known; run in a child process.
 
-    Slow (about 90 s on two cores; `make test-slow`); each evaluation runs in its own process with a time limit.
+    Writes {"scores": {model: score}, "prompt": lm-eval's first prompt, "ours": the same needle in our RULER style}.
+    """
+    from slconvert.evaluation.runner import RunContext, run_tasks
+    from slconvert.tasks.haystack import NoiseHaystack
+    from slconvert.tasks.niah import build_sample
+
+    scores = {}
+    for name in ("copy", "never", "teacher"):
+        em = load_eval_model(TINY_TEACHER, device="cpu") if name == "teacher" else oracle_model(TINY_TEACHER, name)
+        ctx = RunContext(out=out, model=em, echo=lambda text: None)
+        result, _ = run_tasks(ctx, "niah_single_1", batch_size=1, limit=4, task_lengths=[512], task_metadata={})
+        scores[name] = next(r[em.name] for r in result["table"] if r["task"] == "niah_single_1" and r["metric"] == "512")
+    from lm_eval.tasks.ruler.niah_utils import niah_single_1
+
+    doc = niah_single_1(pretrained=str(TINY_TEACHER), max_seq_lengths=[512])["test"][0]
+    ours = build_sample(em.tokenizer, NoiseHaystack(), "single", 512, 50, style="ruler")
+    data = {"scores": scores, "prompt": doc["input"] + " " + doc["gen_prefix"], "ours": ours.prompt,
+            "lm_eval_tokens": len(em.tokenizer(doc["input"] + " " + doc["gen_prefix"])["input_ids"]),
+            "ours_tokens": len(ours.input_ids)}
+    (out / "known_answers.json").write_text(json.dumps(data))
+    return data
+
+
+def test_rulers_niah_single_1_scores_models_whose_answers_are_known(tmp_path):
+    """lm-eval's own RULER task, offline, in CI: copying the needle scores 1.0, never answering 0.0, and the shipped
+    teacher (trained on this tool's prompts) answers most; our RULER-style prompt says what lm-eval's says.
+
+    lm-eval runs in a child process (SAFE_ENV, a time limit), 4 documents at 512 tokens: about 20 s on two cores.
     """
     pytest.importorskip("wonderwords")
-    from cli_helpers import convert_cli
+    done = _run_safely([sys.executable, __file__, "ruler-known-answers", str(tmp_path)], timeout=240, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads((tmp_path / "known_answers.json").read_text())
+    scores = data["scores"]
+    assert scores["copy"] == 1.0 and scores["never"] == 0.0 and scores["teacher"] >= 0.5, scores
+    theirs, ours = data["prompt"], data["ours"]
+    mask = re.compile(r"(?<=for )\S+(?= (is:|mentioned))|(?<=is: )\d+")
 
-    from slconvert.assets import TINY_TEACHER
+    def lines(text: str) -> list[str]:  # the same prompt modulo keys and values
+        return mask.sub("X", text).splitlines()
+
+    assert lines(ours)[0] == lines(theirs)[0]  # header
+    assert lines(ours)[-1] == lines(theirs)[-1]  # question and answer prefix
+    assert [line for line in lines(ours) if "special magic" in line][1:-1] == \
+        [line for line in lines(theirs) if "special magic" in line][1:-1]  # the needle, on a line of its own
+    assert "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again." in lines(ours)
+    assert data["ours_tokens"] == 512 - 128 >= data["lm_eval_tokens"]  # RULER fills up to length - 128
+
+
+@pytest.mark.slow
+def test_rulers_needle_task_tells_a_retrieving_model_from_a_blind_one(tmp_path):
+    """lm-eval's RULER niah_single_1 through `slconvert eval`: the shipped teacher retrieves, a blind conversion of it
+    does not (10 documents each at 512 tokens; `make test-slow`)."""
+    pytest.importorskip("wonderwords")
+    from cli_helpers import convert_cli
 
     blind = convert_cli(TINY_TEACHER, tmp_path / "blind", "--backward-factor", "2", "--forward-factor", "1")
     scores = {}
     for name, path in (("teacher", TINY_TEACHER), ("blind", blind)):
         out = tmp_path / f"eval-{name}"
-        done = subprocess.run([sys.executable, "-m", "slconvert.cli", "eval", str(path), "--tasks", "niah_single_1",
-                               "--task-lengths", "512", "--metadata", '{"num_samples": 6}', "--out", str(out)],
-                              capture_output=True, text=True, timeout=600)
+        done = _run_safely([sys.executable, "-m", "slconvert.cli", "eval", str(path), "--tasks", "niah_single_1",
+                            "--task-lengths", "512", "--limit", "10", "--device", "cpu", "--out", str(out)], timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
         rows = json.loads((out / "summary.json").read_text())["results"]["lm_eval"]["table"]
         scores[name] = next(r[path.name] for r in rows if r["task"] == "niah_single_1" and r["metric"] == "512")
     assert scores["teacher"] >= 0.6 and scores["blind"] <= 0.2, scores
+
+
+if __name__ == "__main__":  # the child process of the RULER test above
+    if sys.argv[1:2] == ["ruler-known-answers"]:
+        ruler_known_answers(Path(sys.argv[2]))

@@ -1,16 +1,24 @@
-"""Needle prompts: exact token lengths, needle placement, refusals, scoring; no model needed."""
+"""Needle prompts in both styles: exact token lengths, wording, placement, refusals, scoring, known answers."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
+from needle_oracle import needle_answer, oracle_model
 from transformers import ByT5Tokenizer
 
+from slconvert.assets import TINY_TEACHER
 from slconvert.errors import SlconvertError
-from slconvert.evaluation.haystack import FileHaystack, RepeatHaystack, SyntheticHaystack, load_haystack
-from slconvert.evaluation.niah import TASKS, build_sample, prompt_length, score_generation, score_teacher_forced
-from slconvert.evaluation.niah_run import build_grid, grid_table
+from slconvert.evaluation.niah import score_teacher_forced
+from slconvert.evaluation.niah_run import build_grid, grid_table, run_grid
+from slconvert.tasks.haystack import FileHaystack, NoiseHaystack, RepeatHaystack, SyntheticHaystack, load_haystack
+from slconvert.tasks.niah import TASKS, build_sample, prompt_length, score_generation, score_sample
 from slconvert.tiny import build_tokenizer
+
+CHAT = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
 
 
 @pytest.fixture(scope="module")
@@ -23,18 +31,21 @@ def byt5():
     return ByT5Tokenizer()
 
 
+@pytest.mark.parametrize("style", ["slconvert", "ruler"])
 @pytest.mark.parametrize("task", sorted(TASKS))
-def test_prompts_have_the_exact_token_length(bpe, byt5, task):
-    hay = SyntheticHaystack(0)
+def test_prompts_have_the_exact_token_length(bpe, byt5, task, style):
+    hay = load_haystack(None, 0, style)
+    budget = 128 if style == "ruler" else 0  # RULER counts the generation budget in the length
     for tok in (bpe, byt5):
         for length in (1001, 1333):
             for depth in (0, 37.5, 100):
-                sample = build_sample(tok, hay, task, length, depth, seed=3, value_kind="uuids")
-                assert len(tok(sample.prompt)["input_ids"]) == length
-                assert len(sample.input_ids) == length
+                sample = build_sample(tok, hay, task, length, depth, seed=3, value_kind="uuids", style=style)
+                assert len(tok(sample.prompt)["input_ids"]) == length - budget
+                assert len(sample.input_ids) == length - budget and sample.length == length
                 for value in sample.expected:
                     assert sample.prompt.count(value) >= (2 if task == "passkey" else 1)
                 assert sample.answer == " " + ", ".join(sample.expected)
+                assert sorted(needle_answer(sample.prompt)) == sorted(sample.expected)  # the oracle reads it right
 
 
 def test_task_shapes(bpe):
@@ -97,6 +108,98 @@ def test_generation_scoring():
     assert score_generation(" 1234567, and more", ["1234567"]) == 1.0
     assert score_generation(" 1234567", ["1234567", "7654321"]) == 0.5
     assert score_generation(" 123456", ["1234567"]) == 0.0
+    assert score_generation(" Quiet-Otter", ["quiet-otter"]) == 0.0  # this tool's own style matches exactly
+    assert score_generation(" Quiet-Otter", ["quiet-otter"], ignore_case=True) == 1.0  # RULER lower-cases
+
+
+def test_ruler_wording_and_noise_haystack(bpe):
+    hay = NoiseHaystack()
+    one = build_sample(bpe, hay, "single", 900, 50, style="ruler")
+    key = re.search(r"for (\S+) is: ", one.prompt).group(1)
+    assert one.prompt.startswith("A special magic number is hidden within the following text. Make sure to memorize "
+                                 "it. I will quiz you about the number afterwards.\nThe grass is green. The sky is blue.")
+    assert one.prompt.endswith(f"\nWhat is the special magic number for {key} mentioned in the provided text? "
+                               f"The special magic number for {key} mentioned in the provided text is")
+    # the needle sits on a line of its own between whole groups of noise sentences, as in RULER
+    assert f"again.\nOne of the special magic numbers for {key} is: {one.expected[0]}.\nThe grass" in one.prompt
+    many = build_sample(bpe, hay, "multivalue", 900, 50, style="ruler")
+    key = re.search(r"for (\S+) is: ", many.prompt).group(1)
+    assert many.prompt.startswith("Some special magic numbers are hidden within the following text. Make sure to "
+                                  "memorize it. I will quiz you about the numbers afterwards.\n")
+    assert many.prompt.endswith(f"\nWhat are all the special magic numbers for {key} mentioned in the provided text? "
+                                f"The special magic numbers for {key} mentioned in the provided text are")
+    query = build_sample(bpe, hay, "multiquery", 900, 50, style="ruler")
+    assert re.search(r"What are all the special magic numbers for \S+, \S+, \S+, and \S+ mentioned", query.prompt)
+    assert one.style == "ruler" and not one.prompt.count("Answer:")
+
+
+def test_ruler_depths_are_drawn_at_random_within_each_row(bpe):
+    kwargs = dict(task="single", lengths=[900], depths=[0, 50, 100], samples=4, seed=1, key_kind="words",
+                  value_kind="numbers", max_length=None, mode="generate", skip_too_long=False)
+    grid = build_grid(bpe, NoiseHaystack(), style="ruler", **kwargs)
+    again = build_grid(bpe, NoiseHaystack(), style="ruler", **kwargs)
+    assert [s.prompt for s in grid.samples] == [s.prompt for s in again.samples]  # seeded
+    ranges = {0.0: (0, 25), 50.0: (25, 75), 100.0: (75, 100)}
+    drawn = [s.needle_depth for s in grid.samples]
+    assert all(ranges[s.depth][0] <= s.needle_depth <= ranges[s.depth][1] for s in grid.samples)
+    assert len(set(drawn)) == len(drawn) and not set(drawn) & {0.0, 50.0, 100.0}
+    for s in grid.samples:  # the needle is where its depth says in the haystack (within a line of noise)
+        start, end = s.prompt.index("\n") + 1, s.prompt.rindex("\nWhat is")
+        assert abs((s.needle_chars[0] - start) / (end - start) - s.needle_depth / 100) < 0.12
+    exact = build_grid(bpe, SyntheticHaystack(0), **kwargs)  # this tool's own style: exact depths
+    assert [s.needle_depth for s in exact.samples] == [s.depth for s in exact.samples]
+
+
+def test_essay_haystack_comes_from_a_local_folder(bpe, tmp_path):
+    (tmp_path / "one.txt").write_text("First essay sentence.\n\nIt goes   on here.  " * 150)
+    (tmp_path / "two.txt").write_text("Second essay. " * 150)
+    hay = load_haystack(str(tmp_path), style="ruler")
+    assert isinstance(hay, FileHaystack) and hay.describe()["kind"] == "essay"
+    assert "\n" not in hay.text(0) and "  " not in hay.text(0)  # whitespace folded, as RULER reads its essays
+    sample = build_sample(bpe, hay, "single", 1000, 50, style="ruler")
+    assert re.search(r"\. One of the special magic numbers for \S+ is: \d+\. \w", sample.prompt)
+    for spec in ("essay", "essays"):
+        with pytest.raises(SlconvertError, match="pass --haystack DIR"):
+            load_haystack(spec, style="ruler")
+    assert isinstance(load_haystack(None, style="ruler"), NoiseHaystack)
+    assert isinstance(load_haystack(None), SyntheticHaystack)  # the Python API keeps this tool's own default
+
+
+def test_chat_template_wraps_the_question(bpe):
+    with pytest.raises(SlconvertError, match="has no chat template; leave out --chat-template"):
+        build_sample(bpe, NoiseHaystack(), "single", 900, 50, style="ruler", chat=True)
+    bpe.chat_template = CHAT
+    try:
+        for style in ("ruler", "slconvert"):
+            sample = build_sample(bpe, load_haystack(None, 0, style), "multikey", 900, 50, style=style, chat=True)
+            assert sample.prompt.startswith("<|user|>\n") and not sample.special_tokens
+            assert prompt_length(bpe, sample.prompt, special_tokens=False) == len(sample.input_ids)
+            assert re.search(r"mentioned in the provided text\?\n<\|assistant\|>\n"
+                             r"(Answer: )?The special magic number for \S+ mentioned in the provided text is$",
+                             sample.prompt), sample.prompt[-200:]
+            at = sample.needle_chars[0]
+            assert sample.prompt[at:].startswith("One of the special magic numbers")
+    finally:
+        bpe.chat_template = None
+
+
+def test_known_answers_on_every_task_in_both_styles():
+    """A model that copies the asked needles scores 100, one that never answers 0: the scoring can fail."""
+    copy, never = oracle_model(TINY_TEACHER, "copy"), oracle_model(TINY_TEACHER, "never")
+    for style in ("ruler", "slconvert"):
+        for task in sorted(TASKS):
+            grid = build_grid(copy.tokenizer, load_haystack(None, 0, style), task=task, lengths=[400], depths=[0, 100],
+                              samples=1, seed=0, key_kind="words", value_kind="numbers", max_length=None,
+                              mode="generate", skip_too_long=False, style=style)
+            right = run_grid(copy, grid, mode="generate", prefill_chunk=64)
+            assert grid_table(grid, right)["average"] == 100.0, (style, task, [r["output"] for r in right])
+            assert grid_table(grid, run_grid(never, grid, mode="generate"))["average"] == 0.0
+            budget = 128 if style == "ruler" else None
+            assert all(r["tokens"] == 400 - (budget or 0) for r in right)
+    for style, score in (("ruler", 1.0), ("slconvert", 0.0)):  # RULER lower-cases; this tool's style does not
+        sample = build_sample(copy.tokenizer, load_haystack(None, 0, style), "single", 400, 50, value_kind="words",
+                              style=style)
+        assert score_sample(sample, sample.answer.upper()) == score
 
 
 def test_teacher_forced_scoring_of_a_known_answer():
@@ -110,6 +213,16 @@ def test_teacher_forced_scoring_of_a_known_answer():
     logits[prompt_len, 9] = -10.0
     wrong = score_teacher_forced(logits, answer)
     assert wrong["exact"] == 0.0 and wrong["token_accuracy"] == pytest.approx(2 / 3)
+
+
+def test_ruler_lengths_count_the_generation_budget(bpe):
+    kwargs = dict(task="single", lengths=[900], depths=[50], samples=1, seed=0, key_kind="words",
+                  value_kind="numbers", mode="generate", style="ruler")
+    assert len(build_grid(bpe, NoiseHaystack(), max_length=900, skip_too_long=False, **kwargs).samples) == 1
+    with pytest.raises(SlconvertError, match="do not fit the model's 899 tokens"):
+        build_grid(bpe, NoiseHaystack(), max_length=899, skip_too_long=False, **kwargs)
+    with pytest.raises(SlconvertError, match="after the 128-token generation budget.*use lengths of at least"):
+        build_sample(bpe, NoiseHaystack(), "single", 300, 50, style="ruler")
 
 
 def test_grid_refuses_or_counts_prompts_over_the_context(bpe):

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 from test_train_helpers import converted
 from transformers import AutoTokenizer
 
+import slconvert
 from slconvert.errors import SlconvertError
-from slconvert.evaluation.haystack import SyntheticHaystack
-from slconvert.evaluation.niah import TASKS
+from slconvert.tasks.haystack import SyntheticHaystack
+from slconvert.tasks.niah import TASKS
+from slconvert.tasks.text import DOCUMENT_SUFFIXES, TEXT_SUFFIXES
 from slconvert.training.data import IGNORE, NiahGenerator, SentencePool, SequenceSource, find_text_files
 from slconvert.training.recipe import recipe_from_dict
 
@@ -100,3 +104,39 @@ def test_processes_share_the_global_batch(tokenizer):
     rank1 = [s.input_ids.tolist() for _, mb in source.micro_batches(5, 1, 2) for s in mb]
     assert sorted(rank0 + rank1) == sorted(whole) and len(rank0) == len(rank1) == 2
     assert [first for first, _ in source.micro_batches(5, 1, 2)] == [1, 3]
+
+
+def test_text_files_are_one_list_for_training_and_evaluation(tmp_path):
+    from slconvert.evaluation import perplexity
+    from slconvert.tasks.haystack import FileHaystack
+    from slconvert.training import data
+
+    assert data.TEXT_SUFFIXES == DOCUMENT_SUFFIXES == (*TEXT_SUFFIXES, ".jsonl")
+    assert perplexity.TEXT_SUFFIXES is TEXT_SUFFIXES
+    for suffix in DOCUMENT_SUFFIXES:
+        (tmp_path / f"doc{suffix}").write_text("Some text.")
+    (tmp_path / "skip.bin").write_bytes(b"\x00")
+    assert sorted(p.suffix for p in find_text_files([tmp_path])) == sorted(DOCUMENT_SUFFIXES)
+    assert sorted(p.suffix for p in FileHaystack([tmp_path]).files) == sorted(TEXT_SUFFIXES)  # JSON lines are no haystack
+
+
+def _imported_packages(folder: Path) -> set[str]:
+    """The slconvert subpackages (and top-level modules) that the modules of `folder` import."""
+    found = set()
+    for path in folder.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                parts = (node.module or "").split(".")
+                found.add(parts[0] if node.level > 1 else folder.name)
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("slconvert."):
+                found.add(node.module.split(".")[1])
+    return found
+
+
+def test_imports_run_one_way():
+    """Training and evaluation share the needle tasks through slconvert.tasks; neither imports the other, and the
+    shared layer imports neither of them."""
+    root = Path(slconvert.__file__).parent
+    assert not _imported_packages(root / "training") & {"evaluation", "commands"}
+    assert not _imported_packages(root / "evaluation") & {"training", "commands"}
+    assert _imported_packages(root / "tasks") <= {"tasks", "errors"}

@@ -8,16 +8,17 @@ keyword arguments (on the command line, `--model_args` and `--metadata` are merg
 - ``num_samples``: prompts per length (default 10); ``seed`` (default 0);
 - ``doc_chars`` / ``num_docs``: size and count of the perplexity documents.
 
-Needle prompts come from `slconvert.evaluation.niah`, so they are exactly `max_seq_lengths` tokens
-long in the model's tokenizer and identical to what `slconvert eval --niah` builds for the same seed.
+Needle prompts come from `slconvert.tasks.niah` in its "slconvert" style, so they are exactly
+`max_seq_lengths` tokens long in the model's tokenizer and identical to what
+`slconvert eval --niah --niah-style slconvert` builds for the same seed.
 """
 
 from __future__ import annotations
 
 import datasets
 
-from slconvert.evaluation.haystack import RepeatHaystack, SyntheticHaystack
-from slconvert.evaluation.niah import build_sample, score_generation
+from slconvert.tasks.haystack import RepeatHaystack, SyntheticHaystack
+from slconvert.tasks.niah import build_sample, score_generation
 
 DEFAULT_LENGTHS = (1024, 2048, 4096)
 
@@ -54,7 +55,7 @@ def _needles(task: str, haystack, kwargs) -> dict:
 
 
 def single(**kwargs):
-    """One key-value needle in the built-in varied-sentence haystack (`slconvert eval --niah`'s default task)."""
+    """One key-value needle in the built-in varied-sentence haystack (`slconvert eval --niah --niah-style slconvert`)."""
     return _needles("single", SyntheticHaystack(int(kwargs.get("seed", 0))), kwargs)
 
 

@@ -46,14 +46,27 @@ def _numbers(text: str, option: str, kind=int) -> list:
 @click.command("eval")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--niah", is_flag=True, help="Needle-in-a-haystack grid (depth x length heatmap).")
-@click.option("--lengths", default="1024,2048,4096", show_default=True, help="NIAH prompt lengths in tokens.")
-@click.option("--depths", default=_DEFAULT_DEPTHS, show_default=True, help="NIAH needle depths in percent.")
+@click.option("--niah-style", type=click.Choice(["ruler", "slconvert"]), default="ruler", show_default=True,
+              help="NIAH prompts. ruler: RULER's wording, noise haystack, a random depth (seeded) around each row, "
+                   "a 128-token generation budget counted in the length, case-insensitive string_match_all. "
+                   "slconvert: this tool's earlier prompts (the demo, recipes and recorded results): built-in "
+                   "haystack, exact depths, answer-length budget, case-sensitive match.")
+@click.option("--lengths", default="1024,2048,4096", show_default=True,
+              help="NIAH lengths in tokens (ruler style: prompt + 128-token generation budget, as RULER counts).")
+@click.option("--depths", default=_DEFAULT_DEPTHS, show_default=True,
+              help="NIAH needle depths in percent (table rows; ruler style: each prompt's depth is drawn at random, "
+                   "seeded, among the depths nearer its row than any other).")
 @click.option("--samples", type=int, default=4, show_default=True, help="NIAH prompts per (length, depth) cell.")
 @click.option("--haystack", default=None,
-              help="Text files/folders (comma-separated) for the haystack; default: built-in generator; "
-                   "'repeat': the pass-key filler.")
+              help="NIAH haystack: 'noise' (RULER's noise sentences; default of the ruler style), 'builtin' "
+                   "(generated sentences; default of the slconvert style), 'repeat' (pass-key filler), or text "
+                   "files/folders, comma-separated (ruler style: RULER's essay haystack, e.g. a folder of "
+                   "Paul Graham's essays as .txt; nothing is downloaded).")
+@click.option("--chat-template", is_flag=True,
+              help="NIAH: wrap each question in the tokenizer's chat template (instruction models); the answer "
+                   "prefix starts the assistant's turn.")
 @click.option("--task", "niah_task", type=click.Choice(["single", "multikey", "multivalue", "multiquery", "passkey"]),
-              default="single", show_default=True, help="NIAH task.")
+              default="single", show_default=True, help="NIAH task (RULER's counterparts: see the README).")
 @click.option("--mode", type=click.Choice(["generate", "teacher"]), default="generate", show_default=True,
               help="NIAH scoring: greedy generation, or teacher-forced (no generation).")
 @click.option("--key-kind", type=click.Choice(["words", "numbers", "uuids"]), default="words", show_default=True)
@@ -83,13 +96,15 @@ def _numbers(text: str, option: str, kind=int) -> list:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of prompts, haystack and lm-eval.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("eval-output"), show_default=True,
               help="Folder for results, figures and the summary.")
-def eval_command(model, niah, lengths, depths, samples, haystack, niah_task, mode, key_kind, value_kind, base, ruler, tasks,
+def eval_command(model, niah, niah_style, lengths, depths, samples, haystack, chat_template, niah_task, mode, key_kind,
+                 value_kind, base, ruler, tasks,
                  task_lengths, task_metadata, limit, batch_size, ppl_path, chunk_size, span_recall, span_text,
                  span_length, max_length, skip_too_long, device, dtype, seed, out):
     """Evaluate MODEL (converted or not): --niah, --ruler, --tasks, --perplexity and/or --span-recall."""
     from ..evaluation import report
     from ..evaluation.models import load_eval_model
     from ..evaluation.runner import RunContext, run_niah, run_perplexity, run_span_recall, run_tasks
+    from ..tasks.niah import STYLES
 
     if ruler:
         from ..evaluation.lmeval import with_ruler
@@ -114,6 +129,10 @@ def eval_command(model, niah, lengths, depths, samples, haystack, niah_task, mod
     if max_length is not None and max_length < 1:
         raise SlconvertError(f"--max-length {max_length} must be a positive number of tokens")
 
+    if niah:  # a missing or unknown haystack fails now, before any model is loaded
+        from ..tasks.haystack import load_haystack
+
+        load_haystack(haystack, seed, niah_style)
     for option, value in (("--perplexity", ppl_path), ("--span-text", span_text)):
         if value and not Path(value).expanduser().exists():
             raise SlconvertError(f"{option} {value} does not exist; pass a text file, a .jsonl file or a folder")
@@ -126,7 +145,8 @@ def eval_command(model, niah, lengths, depths, samples, haystack, niah_task, mod
         if niah:
             results["niah"], text = run_niah(ctx, task=niah_task, lengths=length_list, depths=depth_list,
                                              samples=samples, haystack=haystack, mode=mode, key_kind=key_kind,
-                                             value_kind=value_kind, chunk=chunk_size)
+                                             value_kind=value_kind, chunk=chunk_size, style=niah_style,
+                                             chat=chat_template)
             sections.append(text)
         if tasks:
             results["lm_eval"], text = run_tasks(ctx, tasks, batch_size=batch_size, limit=limit,
@@ -140,8 +160,9 @@ def eval_command(model, niah, lengths, depths, samples, haystack, niah_task, mod
             sections.append(text)
 
         command = {"argv": sys.argv[1:], "model": str(model), "compare": str(base) if base else None,
-                   "niah": {"task": niah_task, "mode": mode, "lengths": length_list, "depths": depth_list,
-                            "samples": samples, "haystack": haystack or "builtin", "key_kind": key_kind,
+                   "niah": {"task": niah_task, "mode": mode, "style": niah_style, "chat_template": chat_template,
+                            "lengths": length_list, "depths": depth_list, "samples": samples,
+                            "haystack": haystack or STYLES[niah_style].haystack, "key_kind": key_kind,
                             "value_kind": value_kind} if niah else None,
                    "tasks": tasks, "task_lengths": task_length_list, "task_metadata": metadata, "limit": limit,
                    "perplexity": ppl_path, "chunk_size": chunk_size if ppl_path else None,

@@ -9,14 +9,14 @@ given, and hands over to lm-eval unchanged:
         --model_args pretrained=OUT,max_length=8192 --tasks slc_passkey \\
         --metadata '{"max_seq_lengths": [4096, 8192]}' --device cuda
 
-`--model hf` keeps working for source checkpoints. Offline: hub access is switched off.
+`--model hf` keeps working for source checkpoints. Offline: hub access and nltk downloads are switched off.
 """
 
 from __future__ import annotations
 
 import sys
 
-from .lmeval import offline_environment, register, shipped_tasks_dir
+from .lmeval import no_downloads, offline_environment, register, shipped_tasks_dir
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from ..errors import friendly_errors
 
-    with friendly_errors():
+    with friendly_errors(), no_downloads():
         cli_evaluate()
 
 

@@ -10,13 +10,14 @@ and the `lm_eval` command line (see `slconvert.evaluation.lm_eval_cli`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
 from ..errors import SlconvertError
 
-__all__ = ["register", "resolve_tasks", "run_lm_eval", "shipped_tasks_dir", "offline_environment", "RULER_OFFLINE",
-           "with_ruler"]
+__all__ = ["register", "resolve_tasks", "run_lm_eval", "shipped_tasks_dir", "offline_environment", "no_downloads",
+           "RULER_OFFLINE", "with_ruler"]
 
 MODEL_NAME = "slconvert"
 
@@ -34,9 +35,34 @@ RULER_DOWNLOADS = {
 
 
 def offline_environment() -> None:
-    """No hub access during evaluation: every shipped task builds its data locally."""
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    """No hub access during evaluation (every task builds its data locally), and no worker processes.
+
+    lm-eval computes bootstrapped standard errors in a `multiprocessing` pool unless DISABLE_MULTIPROC is
+    set; forking a process that already runs torch and tokenizer threads can leave a child stuck on a lock.
+    """
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "DISABLE_MULTIPROC"):
         os.environ.setdefault(var, "1")
+
+
+@contextlib.contextmanager
+def no_downloads():
+    """nltk downloads nothing while lm-eval runs.
+
+    Importing lm-eval's RULER needle tasks asks nltk for its sentence splitter (`punkt_tab`) and downloads it
+    when missing. Only the essay tasks use it, and those are refused here, so the request is answered "not
+    available" instead of going to the network.
+    """
+    try:
+        import nltk
+    except ImportError:
+        yield
+        return
+    saved = nltk.download
+    nltk.download = lambda *args, **kwargs: False
+    try:
+        yield
+    finally:
+        nltk.download = saved
 
 
 def shipped_tasks_dir() -> Path:
@@ -44,6 +70,16 @@ def shipped_tasks_dir() -> Path:
     env = os.environ.get("SLCONVERT_EVALS_DIR")
     root = Path(env) if env else Path(__file__).resolve().parents[2] / "evals"
     return root / "tasks"
+
+
+def _ruler_tasks_dir() -> Path | None:
+    """lm-eval's own RULER task folder, so that its tasks load without indexing every task lm-eval ships."""
+    try:
+        import lm_eval.tasks
+    except ImportError:
+        return None
+    folder = Path(lm_eval.tasks.__file__).resolve().parent / "ruler"
+    return folder if folder.is_dir() else None
 
 
 def _make_class():
@@ -152,6 +188,8 @@ def resolve_tasks(spec: str) -> tuple[list[str], list[str]]:
                 raise SlconvertError(
                     f"lm-eval task {item} downloads {RULER_DOWNLOADS[item]} at run time, which this tool never does; "
                     f"run the RULER tasks that build their data locally ({', '.join(RULER_OFFLINE)}, or --ruler)")
+            if item in RULER_OFFLINE and (ruler := _ruler_tasks_dir()) is not None:
+                include.append(str(ruler))
             names.append(item)
     if not names:
         raise SlconvertError("--tasks is empty; name lm-eval tasks or YAML files, comma-separated")
@@ -163,6 +201,13 @@ def run_lm_eval(em, spec: str, *, max_length: int, batch_size: int = 1, limit: i
                 log_samples: bool = False) -> dict:
     """Run lm-eval tasks on an already loaded model; returns lm-eval's result dict (JSON-safe parts)."""
     offline_environment()
+    with no_downloads():
+        return _run_lm_eval(em, spec, max_length=max_length, batch_size=batch_size, limit=limit, seed=seed,
+                            task_lengths=task_lengths, task_metadata=task_metadata, log_samples=log_samples)
+
+
+def _run_lm_eval(em, spec: str, *, max_length: int, batch_size: int, limit: int | None, seed: int,
+                 task_lengths: list[int] | None, task_metadata: dict | None, log_samples: bool) -> dict:
     import lm_eval
     from lm_eval.tasks import TaskManager
 

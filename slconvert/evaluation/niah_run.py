@@ -2,7 +2,7 @@
 
 Prompts are built once from the first model's tokenizer and reused verbatim (same text) for a
 comparison model, so both heatmaps are measured on identical inputs. A prompt that would not fit
-the model's context (prompt plus the tokens it must produce) is refused before any compute, or,
+the model's context (prompt plus the tokens it may produce) is refused before any compute, or,
 when the user asked for it, skipped and counted per cell.
 """
 
@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from tqdm.auto import tqdm
 
 from ..errors import SlconvertError
-from .haystack import Haystack
+from ..tasks.haystack import Haystack
+from ..tasks.niah import STYLES, NiahSample, build_sample, depth_ranges, generation_budget, score_sample
 from .models import EvalModel, greedy_generate, last_logits
-from .niah import NiahSample, build_sample, score_generation, score_teacher_forced
+from .niah import score_teacher_forced
 
 __all__ = ["NiahGrid", "build_grid", "run_grid", "grid_table", "MODES"]
 
@@ -32,6 +33,7 @@ class NiahGrid:
     depths: list[float]
     samples: list[NiahSample]
     skipped: list[dict] = field(default_factory=list)
+    style: str = "slconvert"
 
 
 def answer_ids(tokenizer, sample: NiahSample) -> list[int]:
@@ -39,24 +41,30 @@ def answer_ids(tokenizer, sample: NiahSample) -> list[int]:
 
 
 def needed_tokens(tokenizer, sample: NiahSample, mode: str) -> int:
-    """Tokens the model must hold: the prompt plus the answer (teacher-forced) or generation budget."""
-    return sample.length + len(answer_ids(tokenizer, sample)) + (4 if mode == "generate" else 0)
+    """Tokens the model must hold: the prompt plus the answer (teacher-forced) or the generation budget."""
+    gold = len(answer_ids(tokenizer, sample))
+    return len(sample.input_ids) + (generation_budget(sample, gold) if mode == "generate" else gold)
 
 
 def build_grid(tokenizer, haystack: Haystack, *, task: str, lengths: list[int], depths: list[float],
                samples: int, seed: int, key_kind: str, value_kind: str, max_length: int | None, mode: str,
-               skip_too_long: bool) -> NiahGrid:
+               skip_too_long: bool, style: str = "slconvert", chat: bool = False) -> NiahGrid:
+    """Every prompt of the grid. style "slconvert" (the default here) builds this tool's own prompts; "ruler"
+    RULER's, each prompt's depth drawn at random within its row's range (see `slconvert.tasks.niah`)."""
     if samples < 1:
         raise SlconvertError(f"--samples {samples} must be at least 1")
     if mode not in MODES:
         raise SlconvertError(f"unknown NIAH mode {mode!r}; use one of {', '.join(MODES)}")
-    grid = NiahGrid(task=task, lengths=list(lengths), depths=list(depths), samples=[])
+    if style not in STYLES:
+        raise SlconvertError(f"unknown NIAH prompt style {style!r}; use one of {', '.join(STYLES)}")
+    grid = NiahGrid(task=task, lengths=list(lengths), depths=list(depths), samples=[], style=style)
+    ranges = dict(zip(depths, depth_ranges(list(depths)))) if STYLES[style].random_depths else {}
     too_long: list[str] = []
     cells = [(length, depth) for length in lengths for depth in depths]
     for length, depth in tqdm(cells, desc=f"building {task} prompts", leave=False):
         for index in range(samples):
-            sample = build_sample(tokenizer, haystack, task, length, depth, index, seed=seed,
-                                  key_kind=key_kind, value_kind=value_kind)
+            sample = build_sample(tokenizer, haystack, task, length, depth, index, seed=seed, key_kind=key_kind,
+                                  value_kind=value_kind, style=style, depth_range=ranges.get(depth), chat=chat)
             need = needed_tokens(tokenizer, sample, mode)
             if max_length is not None and need > max_length:
                 grid.skipped.append({"length": length, "depth": depth, "sample": index, "needed_tokens": need,
@@ -79,26 +87,37 @@ def run_grid(em: EvalModel, grid: NiahGrid, *, mode: str, label: str | None = No
     """
     tok = em.tokenizer
     records = []
-    eos = tok.eos_token_id
     for sample in tqdm(grid.samples, desc=f"NIAH {grid.task} on {label or em.name}", leave=False):
-        ids = list(tok(sample.prompt, add_special_tokens=True)["input_ids"])
+        ids = list(tok(sample.prompt, add_special_tokens=sample.special_tokens)["input_ids"])
         gold = answer_ids(tok, sample)
+        budget = generation_budget(sample, len(gold))
         record = {**sample.to_dict(), "model": label or em.name, "mode": mode, "tokens": len(ids)}
-        if em.max_length is not None and len(ids) + len(gold) > em.max_length:
+        if em.max_length is not None and len(ids) + (budget if mode == "generate" else len(gold)) > em.max_length:
             # Only reachable when a comparison model has another tokenizer or a shorter context.
             record.update(score=math.nan, skipped="does not fit the model's context")
             records.append(record)
             continue
         if mode == "generate":
-            new = greedy_generate(em.model, ids, len(gold) + 4, eos_token_id=eos, prefill_chunk=prefill_chunk)
+            new = greedy_generate(em.model, ids, budget, eos_token_id=_stop_tokens(em, sample),
+                                  prefill_chunk=prefill_chunk)
             text = tok.decode(new, skip_special_tokens=True)
-            record.update(output=text, score=score_generation(text, sample.expected))
+            record.update(output=text, score=score_sample(sample, text))
         else:
             logits, _ = last_logits(em.model, ids + gold, len(gold) + 1, chunk=prefill_chunk)
             record.update(score_teacher_forced(logits, gold))
             record["score"] = record["exact"]
         records.append(record)
     return records
+
+
+def _stop_tokens(em: EvalModel, sample: NiahSample) -> list[int]:
+    """The tokenizer's end of sequence; in the RULER style also the model's own end-of-turn tokens."""
+    stops = [em.tokenizer.eos_token_id]
+    if sample.style != "slconvert":
+        config = getattr(em.model, "generation_config", None)
+        extra = getattr(config, "eos_token_id", None)
+        stops += list(extra) if isinstance(extra, (list, tuple)) else [extra]
+    return [t for t in dict.fromkeys(stops) if t is not None]
 
 
 def grid_table(grid: NiahGrid, records: list[dict]) -> dict:

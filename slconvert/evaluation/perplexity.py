@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import SlconvertError
-from .haystack import TEXT_SUFFIXES
+from ..tasks.text import JSONL_SUFFIX, TEXT_SUFFIXES
 from .models import EvalModel, forward
 
 __all__ = ["load_documents", "document_nll", "perplexity"]
@@ -30,7 +30,7 @@ def load_documents(path) -> list[tuple[str, str]]:
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     docs: list[tuple[str, str]] = []
     for file in files:
-        if file.suffix.lower() == ".jsonl":
+        if file.suffix.lower() == JSONL_SUFFIX:
             for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
                 if not line.strip():
                     continue

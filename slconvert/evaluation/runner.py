@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import SlconvertError
+from ..tasks.haystack import load_haystack
 from . import plots, report
-from .haystack import load_haystack
 from .models import EvalModel
 from .niah_run import build_grid, grid_table, run_grid
 
@@ -46,11 +46,11 @@ class RunContext:
 
 def run_niah(ctx: RunContext, *, task: str, lengths: list[int], depths: list[float], samples: int,
              haystack: str | None, mode: str, key_kind: str, value_kind: str,
-             chunk: int | None = None) -> tuple[dict, str]:
-    hay = load_haystack(haystack, ctx.seed)
+             chunk: int | None = None, style: str = "slconvert", chat: bool = False) -> tuple[dict, str]:
+    hay = load_haystack(haystack, ctx.seed, style)
     grid = build_grid(ctx.model.tokenizer, hay, task=task, lengths=lengths, depths=depths, samples=samples,
                       seed=ctx.seed, key_kind=key_kind, value_kind=value_kind, max_length=ctx.max_length,
-                      mode=mode, skip_too_long=ctx.skip_too_long)
+                      mode=mode, skip_too_long=ctx.skip_too_long, style=style, chat=chat)
     if ctx.base is not None and ctx.base.tokenizer.get_vocab() != ctx.model.tokenizer.get_vocab():
         ctx.echo("note: the source model has another tokenizer; it sees the same prompt texts, whose token "
                  "lengths differ from the grid's (each record holds its own `tokens`)")
@@ -61,10 +61,12 @@ def run_niah(ctx: RunContext, *, task: str, lengths: list[int], depths: list[flo
         records.extend(rows)
         tables[role] = grid_table(grid, rows)
     table = tables["model"]
-    result = {"task": task, "mode": mode, "haystack": hay.describe(), "key_kind": key_kind, "value_kind": value_kind,
-              "samples_per_cell": samples, "table": table, "skipped": grid.skipped}
+    result = {"task": task, "mode": mode, "style": style, "chat_template": chat, "haystack": hay.describe(),
+              "key_kind": key_kind, "value_kind": value_kind, "samples_per_cell": samples, "table": table,
+              "skipped": grid.skipped}
     name = ctx.model.name
-    section = [f"### NIAH {task} ({mode})", "", report.format_grid(table, name)]
+    heading = f"### NIAH {task} ({mode})" if style == "slconvert" else f"### NIAH {task} ({mode}, {style} prompts)"
+    section = [heading, "", report.format_grid(table, name)]
     ctx.wrote(plots.niah_heatmap(table, ctx.out / "niah_heatmap.png", name),
               report.write_csv(ctx.out / "niah_table.csv", report.grid_rows(table)))
     if ctx.base is not None:
@@ -162,8 +164,8 @@ def run_span_recall(ctx: RunContext, *, text_path: str | None, length: int) -> t
 
 def _builtin_text(tokenizer, length: int, seed: int) -> str:
     """Built-in haystack text of exactly `length` tokens (same binary search as the needle prompts)."""
-    from .haystack import SyntheticHaystack
-    from .niah import prompt_length
+    from ..tasks.haystack import SyntheticHaystack
+    from ..tasks.niah import prompt_length
 
     hay = SyntheticHaystack(seed)
     text = hay.text(4 * length)

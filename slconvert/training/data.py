@@ -13,7 +13,7 @@ Two kinds of sequence:
 * needle retrieval (NIAH): needles "One of the special magic numbers for KEY is: VALUE." placed at
   sentence boundaries of a haystack (built-in sentences, the user's text, or random tokens = noise), the
   question, and the answer; only the answer tokens (and EOS) are targets. Tasks, needle templates and the
-  word lists are the evaluation's own (`slconvert.evaluation.niah`), so training and evaluation ask the
+  word lists are shared with the evaluation (`slconvert.tasks.niah`), so training and evaluation ask the
   same questions. Samples are assembled from pre-tokenized pieces, so a 64K-token sample costs no
   re-tokenization and has exactly ``seq_len`` tokens.
 """
@@ -28,15 +28,15 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SlconvertError
-from ..evaluation.haystack import SyntheticHaystack, sentence_starts
-from ..evaluation.niah import TASKS, TEMPLATES, VALUE_KINDS
+from ..tasks.haystack import SyntheticHaystack, sentence_starts
+from ..tasks.niah import TASKS, TEMPLATES, VALUE_KINDS
+from ..tasks.text import DOCUMENT_SUFFIXES as TEXT_SUFFIXES
 
 __all__ = ["NIAH_TASKS", "VALUE_KINDS", "Sample", "TextCorpus", "NiahGenerator", "SequenceSource", "find_text_files",
            "IGNORE"]
 
 NIAH_TASKS = TASKS
 IGNORE = -100
-TEXT_SUFFIXES = (".txt", ".jsonl", ".md", ".text")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Small built-in vocabularies for needles and the synthetic haystack.
+"""Small built-in vocabularies for needle keys and values and the synthetic haystack.
 
 They live in code rather than in data files so that every prompt is reproducible from a seed alone,
 with no download and nothing to keep in sync. The lists are plain, common English words so that any
