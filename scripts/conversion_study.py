@@ -87,6 +87,9 @@ def _append(path: Path, row: dict) -> None:
 # ----- evaluation of a live model -----------------------------------------------------------------------
 
 
+_GRIDS: dict = {}  # task -> NIAH grid; a job process evaluates one spec with one tokenizer
+
+
 def evaluate(model, tokenizer, spec: dict) -> dict:
     """NIAH exact match (%) per task and length on `model` as it is, through `slconvert eval`'s own code."""
     import torch
@@ -103,10 +106,12 @@ def evaluate(model, tokenizer, spec: dict) -> dict:
     try:
         with torch.no_grad():
             for task in spec["tasks"]:
-                grid = build_grid(tokenizer, load_haystack(None, spec["seed"]), task=task, lengths=spec["lengths"],
-                                  depths=spec["depths"], samples=spec["samples"], seed=spec["seed"],
-                                  key_kind="words", value_kind="numbers", max_length=None, mode="generate",
-                                  skip_too_long=False)
+                if task not in _GRIDS:  # the same prompts at every budget of a job; long ones are slow to build
+                    _GRIDS[task] = build_grid(tokenizer, load_haystack(None, spec["seed"]), task=task,
+                                              lengths=spec["lengths"], depths=spec["depths"], samples=spec["samples"],
+                                              seed=spec["seed"], key_kind="words", value_kind="numbers",
+                                              max_length=None, mode="generate", skip_too_long=False)
+                grid = _GRIDS[task]
                 table = grid_table(grid, run_grid(em, grid, mode="generate", label=spec["name"]))
                 per_length = {}
                 for col, length in enumerate(table["lengths"]):
@@ -194,7 +199,7 @@ def train_teacher(args) -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    init = build_untrained_teacher(out / "init", size=args.size, seed=args.seed)
+    init = Path(args.init) if args.init else build_untrained_teacher(out / "init", size=args.size, seed=args.seed)
     recipe = load_recipe(TEACHER_RECIPE, args.overrides)
     summary = train(recipe, init, out / "model", progress=False)
     spec = {"name": "teacher", "path": str(out / "model"), "tasks": args.tasks, "lengths": args.lengths,
@@ -205,6 +210,7 @@ def train_teacher(args) -> None:
              "rows": str(rows), "work": str(out / "eval"), "batch_size": 0, "seq_len": 0})
     result = json.loads(rows.read_text().splitlines()[-1])
     report = {"card": _card(), "recipe": str(TEACHER_RECIPE.relative_to(ROOT)), "overrides": args.overrides,
+              "init": args.init,
               "size": args.size, "training": summary, "niah": result["results"]}
     (out / "teacher.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     for task, res in result["results"].items():
@@ -470,6 +476,7 @@ def main(argv=None) -> None:
     teach.add_argument("--out", required=True)
     teach.add_argument("--size", default="study")
     teach.add_argument("--seed", type=int, default=0)
+    teach.add_argument("--init", default=None, help="continue from this checkpoint instead of a fresh --size model")
     teach.add_argument("--tasks", type=lambda s: s.split(","), default=["single", "multikey", "multivalue"])
     teach.add_argument("--lengths", type=_numbers, default=[2048, 4096, 8192, 16384])
     teach.add_argument("--depths", type=lambda s: _numbers(s, float), default=[0.0, 25.0, 50.0, 75.0, 100.0])
