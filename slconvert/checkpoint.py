@@ -32,6 +32,9 @@ from pathlib import Path
 
 import torch
 
+from .dtypes import SAFETENSORS_DTYPES as DTYPES
+from .dtypes import SAFETENSORS_FLOATS as FLOAT_NAMES
+from .dtypes import safetensors_name as dtype_name
 from .errors import SlconvertError
 
 __all__ = [
@@ -69,31 +72,6 @@ def carried_files(source: Path, *, card: bool = False) -> list[Path]:
             if item.is_file() and not item.name.startswith(".") and any(fnmatch(item.name, p) for p in patterns)]
 CHUNK_BYTES = 1 << 20
 MAX_HEADER_BYTES = 100 << 20
-
-# safetensors dtype name -> (torch dtype, bytes per element)
-DTYPES: dict[str, tuple[torch.dtype, int]] = {
-    "F64": (torch.float64, 8),
-    "F32": (torch.float32, 4),
-    "F16": (torch.float16, 2),
-    "BF16": (torch.bfloat16, 2),
-    "I64": (torch.int64, 8),
-    "I32": (torch.int32, 4),
-    "I16": (torch.int16, 2),
-    "I8": (torch.int8, 1),
-    "U8": (torch.uint8, 1),
-    "BOOL": (torch.bool, 1),
-    "F8_E4M3": (torch.float8_e4m3fn, 1),
-    "F8_E5M2": (torch.float8_e5m2, 1),
-}
-FLOAT_NAMES = ("F64", "F32", "F16", "BF16")
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    for name, (torch_dtype, _) in DTYPES.items():
-        if torch_dtype == dtype:
-            return name
-    raise SlconvertError(f"dtype {dtype} cannot be stored in safetensors by this tool")
-
 
 @dataclass(frozen=True)
 class TensorEntry:

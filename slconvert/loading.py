@@ -18,6 +18,7 @@ from slkernels import SuperlinearConfig
 from .architectures import architecture_for
 from .attention import register
 from .checkpoint import find_weights, read_config, read_tensor
+from .dtypes import parse_dtype
 from .errors import SlconvertError
 from .router import ROUTER_ATTRIBUTE, SuperlinearRouter
 
@@ -39,15 +40,11 @@ def is_converted(path) -> bool:
 
 
 def _resolve_dtype(dtype):
-    if dtype is None:
+    if dtype is None or dtype == "auto":
         return "auto"
     if isinstance(dtype, torch.dtype):
         return dtype
-    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float64": torch.float64, "auto": "auto"}
-    if dtype not in names:
-        raise SlconvertError(f"unknown dtype {dtype!r}; use one of {', '.join(names)}")
-    return names[dtype]
+    return parse_dtype(dtype, also=("auto",))
 
 
 def install_routers(model: torch.nn.Module, block: dict, weights=None) -> dict[int, SuperlinearRouter]:

@@ -148,14 +148,15 @@ _CORPUS = [
 ]
 
 
-def build_tokenizer(out_dir, *, vocab: int = TINY_VOCAB):
-    """Train a byte-level BPE of `vocab` ids on a built-in corpus and save it as a fast tokenizer.
+def build_tokenizer(out_dir, *, vocab: int = TINY_VOCAB, corpus=None, bos: bool = False):
+    """Train a byte-level BPE of `vocab` ids on `corpus` (texts; default a small built-in corpus) and save it
+    as a fast tokenizer; `bos` prepends <s> to every encoded text.
 
     Byte-level BPE can encode any text, so evaluation prompts never hit an unknown token. Returns the
     `PreTrainedTokenizerFast`; ids 0-3 are <pad>, <s>, </s>, <unk>; padding is on the left (the only
     padding Superlinear attention supports).
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     out_dir = Path(out_dir)
@@ -169,7 +170,10 @@ def build_tokenizer(out_dir, *, vocab: int = TINY_VOCAB):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    tok.train_from_iterator(_CORPUS * 4 if corpus is None else corpus, trainer=trainer)
+    if bos:
+        tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B",
+                                                           special_tokens=[("<s>", BOS_ID)])
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         pad_token="<pad>",

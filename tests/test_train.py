@@ -242,3 +242,45 @@ def test_time_limit_stops_and_saves_the_model_as_final(tmp_path):
     assert [m["step"] for m in _metrics(out) if "event" not in m] == [1]
     assert slconvert.router.routers(slconvert.load(out))
     assert json.loads((out / "training_summary.json").read_text())["stopped_at_time_limit"]
+
+
+def test_accelerate_checkpoint_limit_deletes_the_old_checkpoint_before_saving(tmp_path, monkeypatch):
+    """Why `checkpoints.prune` and not accelerate's `ProjectConfiguration(total_limit=...)`: accelerate removes the
+    oldest checkpoint before it writes the new one, so a save that fails (a full disk, a killed job) leaves no
+    checkpoint at all; the trainer writes the new one completely, renames it into place, then prunes."""
+    import accelerate.accelerator
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    acc = Accelerator(cpu=True, project_config=ProjectConfiguration(
+        project_dir=str(tmp_path), automatic_checkpoint_naming=True, total_limit=1))
+    acc.prepare(torch.nn.Linear(2, 2))
+    acc.save_state()
+    first = tmp_path / "checkpoints" / "checkpoint_0"
+    assert (first / "random_states_0.pkl").is_file()
+
+    def full_disk(*args, **kwargs):
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(accelerate.accelerator, "save_accelerator_state", full_disk)
+    with pytest.raises(OSError):
+        acc.save_state()
+    assert not first.exists()
+    assert not any(p.is_file() for p in (tmp_path / "checkpoints").rglob("*"))
+
+
+@pytest.mark.gpu
+def test_a_gpu_run_loads_straight_onto_its_device_and_trains_in_bf16(tmp_path):
+    """On a GPU, transformers places the weights on the device as it reads them (no whole-model copy in host
+    memory), `precision: auto` is bf16 autocast, and the run saves and resumes."""
+    recipe = load_recipe("recipes/long-context.yaml", ["max_steps=3", "seq_len=64", "batch_size=2", "micro_batch_size=1",
+                                                      "save_every=2", "recall_rows=0", "router_rows=16"])
+    out = tmp_path / "run"
+    trainer = Trainer(recipe, fast_model(), out, progress=False)
+    placement = getattr(trainer.unwrapped, "hf_device_map", None)
+    assert placement and {torch.device(d).type for d in placement.values()} == {"cuda"}, placement
+    summary = trainer.run()
+    assert summary["mixed_precision"] == "bf16" and summary["steps"] == 3
+    resumed = Trainer(recipe, fast_model(), out, resume=True, progress=False)
+    assert resumed.start_step == 2
+    assert slconvert.router.routers(slconvert.load(out))

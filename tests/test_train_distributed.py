@@ -1,5 +1,6 @@
 """Two processes (DDP on the CPU over gloo, started by torchrun as `accelerate launch` does on GPUs) follow the
-one-process run step for step; an FSDP launch without GPUs stops with one clear line."""
+one-process run step for step; an FSDP launch without GPUs stops with one clear line; on GPUs, FSDP2 trains in
+bf16 with float32 masters and leaves the frozen weights as they were."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 from test_train_helpers import converted
 
@@ -80,3 +82,44 @@ def test_fsdp_without_a_gpu_is_one_clear_line(tmp_path):
     assert "error: this launch asks for FSDP, which accelerate runs only on GPUs" in done.stderr, done.stderr[-2000:]
     assert "Traceback" not in done.stderr.split("error: this launch asks for FSDP")[0]
     assert not (tmp_path / "out").exists()
+
+
+def _fsdp_launch(processes: int) -> list[str]:
+    return [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", "--config_file",
+            "configs/accelerate/fsdp.yaml", "--num_processes", str(processes), "--main_process_port", str(_free_port()),
+            "-m", "slconvert.cli", "train"]
+
+
+@pytest.mark.gpu
+def test_fsdp2_trains_in_bf16_with_float32_masters_and_keeps_frozen_weights(tmp_path):
+    """FSDP2 over the GPUs there are (two at most) on a bf16 checkpoint: the run completes and saves, the trainable
+    weights move (written from their float32 masters), the frozen ones stay bf16 and bit for bit unchanged."""
+    import slconvert
+
+    processes = min(2, torch.cuda.device_count())
+    model = converted("granitemoehybrid", layers="MAMA", dtype="BF16")
+    out = tmp_path / "out"
+    args = ["recipes/niah-curriculum.yaml", "--model", str(model), "--output", str(out), "max_steps=3",
+            f"batch_size={2 * processes}", "micro_batch_size=1", "seq_len=320", "curriculum=[]",
+            "data.niah_tasks=[single]", "router_kl_weight=0", "recall_rows=0", "save_every=2", "trainable=attention",
+            "precision=bf16", "gradient_checkpointing=false", "lr=3e-3", "--quiet"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONSAFEPATH="1", TOKENIZERS_PARALLELISM="false")
+    done = subprocess.run(_fsdp_launch(processes) + args, cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["processes"] == processes and summary["mixed_precision"] == "bf16" and summary["steps"] == 3
+    assert all(torch.isfinite(torch.tensor(loss)) for loss in _losses(out))
+    start, trained = load_file(model / "model.safetensors"), load_file(out / "model.safetensors")
+    assert start.keys() == trained.keys()
+    moved = set()
+    for name, before in start.items():
+        after = trained[name]
+        if "self_attn" in name:  # trainable: saved from the float32 masters
+            assert after.dtype == torch.float32, name
+            moved |= {name} if not torch.equal(after.to(before.dtype), before) else set()
+        else:
+            assert after.dtype == before.dtype == torch.bfloat16 and torch.equal(after, before), name
+    assert any("superlinear_router" in n for n in moved) and any("q_proj" in n for n in moved)
+    assert slconvert.router.routers(slconvert.load(out))
+    assert (out / "checkpoints" / "step-000002" / "trainer.json").is_file()

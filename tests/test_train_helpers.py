@@ -24,14 +24,15 @@ TINY_PARAMS = SuperlinearConfig(sw_index=3, num_spans=2, search_power=0.5, span_
 
 @functools.cache
 def converted(model_type: str = "nemotron_h", *, peaked: float = 0.0, router_init: str = "host_logits",
-              layers: str | None = "MAEA") -> Path:
+              layers: str | None = "MAEA", dtype: str | None = None) -> Path:
     """A tiny converted checkpoint.
 
     peaked > 0 makes every query projection `peaked` times its key projection (query head h copies key
     head h // group): a query then scores highest the keys of tokens like its own, so dense attention
-    is sharply peaked on earlier occurrences of the current token.
+    is sharply peaked on earlier occurrences of the current token. dtype: the converted weights' safetensors
+    dtype ("BF16"), None to keep float32.
     """
-    tag = f"{model_type}-{peaked}-{router_init}-{layers}"
+    tag = f"{model_type}-{peaked}-{router_init}-{layers}" + (f"-{dtype}" if dtype else "")
     source = build_tiny_model(model_type, _ROOT / f"src-{tag}", layers=layers, seed=0)
     if peaked:
         path = source / "model.safetensors"
@@ -45,5 +46,5 @@ def converted(model_type: str = "nemotron_h", *, peaked: float = 0.0, router_ini
                 tensors[name] = (peaked * heads.reshape(-1, key.shape[1])).contiguous()
         save_file(tensors, path, metadata={"format": "pt"})
     out = _ROOT / f"conv-{tag}"
-    convert(plan_conversion(source, TINY_PARAMS, router_init=router_init, seed=1), out, progress=False)
+    convert(plan_conversion(source, TINY_PARAMS, router_init=router_init, seed=1, dtype=dtype), out, progress=False)
     return out

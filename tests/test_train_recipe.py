@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import fields
 from pathlib import Path
 
 import pytest
+import torch
 
 from slconvert.errors import SlconvertError
+from slconvert.training.loop import make_scheduler
 from slconvert.training.recipe import DataSpec, LoraSpec, Recipe, load_recipe, parse_overrides, recipe_from_dict
-from slconvert.training.schedule import lr_factor
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 SHIPPED = ["router-warmup.yaml", "niah-curriculum.yaml", "long-context.yaml", "demo-curriculum.yaml", "tiny-teacher.yaml",
@@ -92,13 +94,41 @@ def test_missing_or_broken_recipe_file(tmp_path):
         load_recipe(broken)
 
 
+def _lr_factors(warmup, total, min_ratio):
+    """The lr of optimizer steps 0 .. total - 1 as a fraction of the peak, from the scheduler the trainer builds."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    recipe = Recipe(warmup_steps=warmup, max_steps=total, min_lr_ratio=min_ratio)
+    scheduler = make_scheduler(optimizer, recipe)
+    factors = []
+    for _ in range(total):
+        factors.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    return factors
+
+
 def test_warmup_then_cosine():
-    factors = [lr_factor(s, 4, 20, 0.1) for s in range(20)]
-    assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
-    assert factors[4] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(factors[4:], factors[5:]))
-    assert lr_factor(20, 4, 20, 0.1) == pytest.approx(0.1)
-    assert lr_factor(12, 4, 20, 0.1) == pytest.approx(0.55)  # half-way down the cosine
+    factors = _lr_factors(4, 20, 0.1)
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0]  # the first step already moves the weights
+    assert all(a >= b for a, b in zip(factors[3:], factors[4:]))
+    assert factors[-1] == pytest.approx(0.1)  # the floor is reached at the last step
+    assert factors[11] == pytest.approx(0.55)  # half-way down the cosine
+    assert _lr_factors(0, 4, 0.0) == pytest.approx([0.8535534, 0.5, 0.1464466, 0.0])
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_schedules_follow_the_cosine_to_the_floor(name):
+    """Each shipped recipe's schedule: a linear warm-up from 1/warmup_steps of the peak, then a half-cosine that
+    reaches the floor at the last step, within 0.4% of the peak of one that would reach it a step later."""
+    recipe = load_recipe(RECIPES / name)
+    warmup, total, floor = recipe.warmup_steps, recipe.max_steps, recipe.min_lr_ratio
+    factors = _lr_factors(warmup, total, floor)
+    assert factors[:warmup] == pytest.approx([(s + 1) / warmup for s in range(warmup)])
+    for step in range(warmup, total):
+        before = floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+        assert abs(factors[step] - before) < 0.004, (step, factors[step], before)
+    assert factors[-1] == pytest.approx(floor)
 
 
 def test_falling_span_recall_is_reported_with_the_fix():

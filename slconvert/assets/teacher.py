@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..tiny import BOS_ID, EOS_ID, PAD_ID, tiny_config
+from ..tiny import BOS_ID, EOS_ID, PAD_ID, build_tokenizer, tiny_config
 
 __all__ = ["TEACHER_VOCAB", "TEACHER_LAYERS", "TEACHER_SHAPE", "TEACHER_SIZES", "teacher_config",
            "build_teacher_tokenizer", "build_untrained_teacher"]
@@ -57,7 +57,6 @@ TEACHER_SIZES = {
         "max_position_embeddings": 32768,
     }),
 }
-_SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 
 
 def teacher_config(size: str = "tiny"):
@@ -95,22 +94,7 @@ def build_teacher_tokenizer(out_dir, *, vocab: int = TEACHER_VOCAB, seed: int = 
     Digits are never merged with letters (the byte-level pre-tokenizer splits numbers off), so a value is
     encoded the same way in its needle and in the answer.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=_SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(_tokenizer_corpus(seed), trainer=trainer)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", BOS_ID)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
-                                   unk_token="<unk>", padding_side="left")
-    fast.save_pretrained(out_dir)
-    return fast
+    return build_tokenizer(out_dir, vocab=vocab, corpus=_tokenizer_corpus(seed), bos=True)
 
 
 def build_untrained_teacher(out_dir, *, seed: int = 0, size: str = "tiny") -> Path:

@@ -25,6 +25,7 @@ from ..checkpoint import (
     sha256_file,
     write_text,
 )
+from ..dtypes import FLOAT_DTYPES, config_name
 from ..errors import SlconvertError
 from ..model_card import model_card
 from ..router import ROUTER_ATTRIBUTE, ROUTER_PARAMETERIZATION, initial_router_weight
@@ -33,8 +34,7 @@ from .plan import ConversionPlan
 __all__ = ["convert", "superlinear_block", "TORCH_DTYPE_NAMES"]
 
 # --dtype values -> safetensors dtype names (None: keep every tensor's dtype).
-TORCH_DTYPE_NAMES = {"auto": None, "float32": "F32", "float16": "F16", "bfloat16": "BF16"}
-_CONFIG_DTYPE = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+TORCH_DTYPE_NAMES = {"auto": None, **{name: st for name, (_, st) in FLOAT_DTYPES.items() if name != "float64"}}
 
 
 def superlinear_block(plan: ConversionPlan, hashes: dict[str, str]) -> dict:
@@ -77,7 +77,7 @@ def _output_config(plan: ConversionPlan, block: dict) -> dict:
     if plan.dtype is not None:
         for key in ("dtype", "torch_dtype"):
             if key in config or key == "dtype":
-                config[key] = _CONFIG_DTYPE[plan.dtype]
+                config[key] = config_name(plan.dtype)
     config["superlinear"] = block
     return config
 

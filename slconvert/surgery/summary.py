@@ -9,12 +9,11 @@ from __future__ import annotations
 from slkernels import SuperlinearConfig
 
 from ..checkpoint import find_weights
+from ..dtypes import element_bytes
 from ..model_card import attended_keys
 from .plan import open_source, select_layers
 
 __all__ = ["summarize", "kv_cache_bytes_per_token"]
-
-_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
 
 
 def kv_cache_bytes_per_token(shape, layers: int, dtype_bytes: int) -> int:
@@ -30,7 +29,7 @@ def summarize(model_dir, params: SuperlinearConfig, *, layers: str | None = None
     shape = source.attention_shape(attention[0])
     source.check_not_shared(converted)
     dtype = str(source.raw_config.get("dtype") or source.raw_config.get("torch_dtype") or "bfloat16")
-    dtype_bytes = _DTYPE_BYTES.get(dtype, 2)
+    dtype_bytes = element_bytes(dtype, 2)
     layer_rows = []
     for info in source.layers:
         module = source.layer_module(info.index)

@@ -30,6 +30,8 @@ __all__ = ["CHECKPOINTS", "checkpoint_name", "latest_checkpoint", "write_model_d
 CHECKPOINTS = "checkpoints"
 TRAINER_FILE = "trainer.json"
 _STEP_DIR = re.compile(r"step-(\d+)")
+
+
 def checkpoint_name(step: int) -> str:
     return f"step-{step:06d}"
 
@@ -78,7 +80,11 @@ def finish_checkpoint(partial: Path, final: Path, trainer: dict) -> None:
 
 
 def prune(out: Path, keep: int) -> None:
-    """Keep only the `keep` newest complete checkpoints (0 keeps all)."""
+    """Keep only the `keep` newest complete checkpoints (0 keeps all); called once a new one is in place.
+
+    Not accelerate's `ProjectConfiguration(total_limit=...)`: it deletes the oldest checkpoint before writing the
+    new one, so a failed save would leave none (tests/test_train.py shows it).
+    """
     if keep <= 0:
         return
     root = Path(out) / CHECKPOINTS

@@ -16,6 +16,7 @@ so the last checkpoint on disk is the last good state.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import shutil
@@ -42,12 +43,34 @@ from .checkpoints import (
 from .data import SequenceSource
 from .losses import next_token_loss, router_losses, sample_rows
 from .metrics import MetricsLog, plot_metrics
-from .model_setup import enable_checkpointing, load_dense, precision, set_training_dtypes
+from .model_setup import (
+    autocast,
+    enable_checkpointing,
+    fsdp_launch,
+    fsdp_plugin,
+    load_dense,
+    needs_unused_parameter_search,
+    precision,
+    set_training_dtypes,
+)
 from .preflight import preflight
-from .schedule import make_scheduler
 from .trainable import LORA_ADAPTER_DIR, apply_lora, is_lora, merged_state_dict, select_trainable
 
-__all__ = ["Trainer", "TrainingStopped", "train"]
+__all__ = ["Trainer", "TrainingStopped", "train", "make_scheduler"]
+
+
+def make_scheduler(optimizer, recipe):
+    """Linear warm-up over `warmup_steps`, then a cosine from the peak lr down to `min_lr_ratio` of it, reached at
+    the last step (transformers' schedule, stepped once per optimizer step).
+
+    Optimizer step s (0-based) runs at (s + 1) / warmup_steps of the peak during the warm-up, so the first step
+    already moves the weights, and at 0.5 (1 + cos(pi (s - warmup_steps + 1) / (max_steps - warmup_steps)))
+    (1 - min_lr_ratio) + min_lr_ratio of it after.
+    """
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup_lr_rate
+
+    return get_cosine_with_min_lr_schedule_with_warmup_lr_rate(
+        optimizer, recipe.warmup_steps, recipe.max_steps, min_lr_rate=recipe.min_lr_ratio)
 
 
 class TrainingStopped(SlconvertError):
@@ -59,51 +82,40 @@ class Trainer:
 
     def __init__(self, recipe, model_path, out, *, resume: bool = False, progress: bool = True):
         from accelerate import Accelerator, PartialState
-        from accelerate.utils import DistributedDataParallelKwargs, DistributedType, set_seed
+        from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
         self.recipe, self.model_path, self.out = recipe, Path(model_path), Path(out)
         self.progress = progress
         checkpoint = preflight(recipe, self.model_path, self.out, resume)
-        partial_state = PartialState(cpu=not torch.cuda.is_available())
-        device = partial_state.device
-        if partial_state.num_processes == 1:
-            # One process may run several recipes in turn (Python API, tests): forget the previous run's
-            # mixed-precision choice, which accelerate otherwise refuses to change.
-            from accelerate.state import AcceleratorState
-
-            AcceleratorState._reset_state()
-        try:
-            self.accelerator = acc = Accelerator(
-                cpu=not torch.cuda.is_available(),
-                mixed_precision=precision(recipe, device),
-                step_scheduler_with_optimizer=False,
-                # MoE experts that no token reached in a step get no gradient; DDP must not wait for them.
-                kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-            )
-        except RuntimeError as err:
-            if "no available devices" not in str(err):
-                raise
+        cpu = not torch.cuda.is_available()
+        sharded = fsdp_launch()
+        if sharded and cpu:
             raise SlconvertError("this launch asks for FSDP, which accelerate runs only on GPUs, and none is "
-                                 "visible; launch with configs/accelerate/ddp.yaml instead") from None
-        self.world, self.rank = acc.num_processes, acc.process_index
+                                 "visible; launch with configs/accelerate/ddp.yaml instead")
+        process = PartialState(cpu=cpu)
+        self.world, self.rank = process.num_processes, process.process_index
+        self.precision = precision(recipe, process.device)
+        self.autocast = functools.partial(autocast, process.device, self.precision)
+        plugin = fsdp_plugin(self.precision) if sharded else None
         per_step = recipe.micro_batch_size * self.world
         if recipe.batch_size % per_step:
             raise SlconvertError(f"batch_size={recipe.batch_size} is not a multiple of micro_batch_size x processes "
                                  f"= {per_step}; change batch_size or micro_batch_size")
         self.router_losses_on = recipe.router_kl_weight > 0 or recipe.output_mse_weight > 0
-        if self.router_losses_on and acc.distributed_type == DistributedType.FSDP:
+        if self.router_losses_on and sharded:
             raise SlconvertError("router losses read the routers outside the model's forward, which FSDP shards; "
                                  "run this recipe on one device or with configs/accelerate/ddp.yaml")
-        if self.router_losses_on:
+        window = None
+        if recipe.model_kind == "converted":
             from slkernels import SuperlinearConfig
 
             from ..loading import read_block
 
             window = SuperlinearConfig.from_dict(read_block(self.model_path)["params"]).window
-            if recipe.longest <= window + 1:
-                raise SlconvertError(f"the longest sequence ({recipe.longest} tokens) never leaves the attention "
-                                     f"window (W = {window}), so the router losses see no query; use seq_len of "
-                                     f"at least {window + 2}")
+        if self.router_losses_on and recipe.longest <= window + 1:
+            raise SlconvertError(f"the longest sequence ({recipe.longest} tokens) never leaves the attention "
+                                 f"window (W = {window}), so the router losses see no query; use seq_len of "
+                                 f"at least {window + 2}")
         set_seed(recipe.seed)
 
         from transformers import AutoTokenizer
@@ -118,7 +130,11 @@ class Trainer:
                                  "tokenizer next to the model with tokenizer.save_pretrained") from None
         vocab = json.loads((self.model_path / "config.json").read_text()).get("vocab_size") or len(self.tokenizer)
         self.source = SequenceSource(recipe, self.tokenizer, int(vocab))  # data problems surface before loading
-        model = load(self.model_path) if recipe.model_kind == "converted" else load_dense(self.model_path)
+        # Each process loads straight onto its own device (transformers follows a torch.device context), one
+        # tensor at a time: under DDP every GPU holds the whole model anyway, and host memory holds little more
+        # than the page cache of the weight files, which all processes share. FSDP2 shards from host memory.
+        with contextlib.nullcontext() if sharded else torch.device(process.device):
+            model = load(self.model_path) if recipe.model_kind == "converted" else load_dense(self.model_path)
         if recipe.trainable == "lora":
             model = apply_lora(model, recipe.lora)
             self.trainable = [name for name, p in model.named_parameters() if p.requires_grad]
@@ -131,15 +147,25 @@ class Trainer:
                 raise SlconvertError(f"router losses are on but the routers of layers {frozen} are frozen; "
                                      "add them to `trainable` (e.g. trainable: router)")
         positions = getattr(model.config, "max_position_embeddings", None)
-        if acc.is_main_process and isinstance(positions, int) and recipe.longest > positions:
+        if process.is_main_process and isinstance(positions, int) and recipe.longest > positions:
             print(f"warning: seq_len {recipe.longest} exceeds the model's max_position_embeddings {positions}; "
                   "the model was never trained at this length (lower seq_len, or go on knowingly)",
                   file=sys.stderr, flush=True)
-        set_training_dtypes(model, sharded=acc.distributed_type == DistributedType.FSDP,
-                            autocast_bf16=acc.mixed_precision == "bf16")
+        set_training_dtypes(model, sharded=sharded, autocast_bf16=self.precision == "bf16")
         if recipe.gradient_checkpointing:
             enable_checkpointing(model)
         model.train(recipe.lm_weight > 0)
+        self.accelerator = acc = Accelerator(
+            cpu=cpu,
+            mixed_precision="no",  # bf16 is `autocast` (model_setup), chosen per run
+            # One optimizer step = `gradient_accumulation_steps` micro-batches per process: `accumulate` skips
+            # DDP's gradient all-reduce on all but the last, and `backward` divides each loss by their number.
+            gradient_accumulation_steps=recipe.batch_size // per_step,
+            step_scheduler_with_optimizer=False,
+            kwargs_handlers=[DistributedDataParallelKwargs(
+                find_unused_parameters=needs_unused_parameter_search(model, recipe, window))],
+            fsdp_plugin=plugin,
+        )
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=recipe.lr, betas=(recipe.adam_beta1, recipe.adam_beta2),
                                       weight_decay=recipe.weight_decay, eps=1e-8)
@@ -219,18 +245,19 @@ class Trainer:
         acc = self.accelerator
         micro_batches = self.source.micro_batches(step, self.rank, self.world)
         sums: dict[str, float] = {}
-        for index, (first, samples) in enumerate(micro_batches):
+        for first, samples in micro_batches:
             ids, labels = self._tensors(samples)
-            last = index == len(micro_batches) - 1
-            sync = contextlib.nullcontext() if last or self.world == 1 else acc.no_sync(self.model)
-            with sync:
-                with acc.autocast():
+            with acc.accumulate(self.model):
+                with self.autocast():
                     loss, logs = self._micro_loss(ids, labels, step, first)
                 if loss.requires_grad:
-                    acc.backward(loss / len(micro_batches))
+                    acc.backward(loss)
             for key, value in logs.items():
                 sums[key] = sums.get(key, 0.0) + value / len(micro_batches)
-        if self.recipe.lm_weight == 0 and self.world > 1:  # no DDP forward ran: average the gradients here
+        if self.recipe.lm_weight == 0 and self.world > 1:
+            # No DDP forward ran (the model runs without autograd and only the routers, called directly, build a
+            # graph), so DDP's gradient hooks were never armed and `accumulate` synchronizes nothing: average the
+            # router gradients here (without it two processes drift from one, tests/test_train_distributed.py).
             for param in self.params:
                 if param.grad is not None:
                     param.grad = acc.reduce(param.grad, reduction="mean")
@@ -273,7 +300,7 @@ class Trainer:
         count = self.recipe.recall_rows
         samples = [self.source.eval_sample(i) for i in range(self.recipe.micro_batch_size)]
         ids, _ = self._tensors(samples)
-        with self.accelerator.autocast(), capture_attention(self.unwrapped) as calls:
+        with self.autocast(), capture_attention(self.unwrapped) as calls:
             self.unwrapped(input_ids=ids, use_cache=False)
         generator = torch.Generator().manual_seed(self.recipe.seed + 17)
         per_layer: dict[str, list[float]] = {}
@@ -426,7 +453,7 @@ class Trainer:
                    "resumed_from": self.start_step, "last": last,
                    "tokens_per_s_mean": tokens_done / max(time.perf_counter() - started, 1e-9),
                    "span_recall_before": before and before["layers"], "span_recall_after": after and after["layers"],
-                   "processes": self.world, "mixed_precision": acc.mixed_precision,
+                   "processes": self.world, "mixed_precision": self.precision,
                    "trainable_parameters": sum(p.numel() for p in self.params),
                    "routers_only": self._routers_only()}
         self._save_final(summary)

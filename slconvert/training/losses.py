@@ -27,15 +27,13 @@ import torch
 from slkernels import select_spans, superlinear_attention
 from slkernels.geometry import anchor_table
 from slkernels.inputs import first_real_token
+from slkernels.reference import BLOCK_ELEMENTS
 from slkernels.selection import candidates
 from torch.utils.checkpoint import checkpoint
 
 from .data import IGNORE
 
 __all__ = ["RowSample", "sample_rows", "router_losses", "next_token_loss"]
-
-# Elements of one block's [B, H_q, rows, keys] tensors.
-_BLOCK_ELEMENTS = 1 << 24
 
 
 class RowSample:
@@ -92,7 +90,7 @@ def _router_losses(record, router, rows, *, kl, mse, recall):
     first = _first_real(record, batch, q.device)
     mask = record.get("attention_mask")
     per_row = batch * heads_q * (len_kv + 2 * len(anchor_table(config, len_kv)) + 1)
-    block = max(1, _BLOCK_ELEMENTS // max(per_row, 1))
+    block = max(1, BLOCK_ELEMENTS // max(per_row, 1))  # the reference's memory budget per block of rows
     kf = k.float()
     totals = {"kl": q.new_zeros((), dtype=torch.float32), "mse": q.new_zeros((), dtype=torch.float32)}
     recall_sum, count = 0.0, 0
