@@ -3,7 +3,7 @@
     python benchmarks/sass_report.py KERNEL [--tiles BM,BN,WARPS,STAGES[,REGCAP]] [--length L] [--keep DIR]
 
 KERNEL: ``entry:MODE`` (0 window forward, 1 span forward, 2 delta, 3 dq, 4 fused span dq), ``dkdv:NJ``
-(1 window list, k span lists), ``search`` (BN = anchors per block) or ``span_lists`` (BM = rows per program). Prints registers, spilled stack bytes and shared
+(1 window list, k span lists), ``search`` or ``search:span_mean`` (BN = anchors per block) or ``span_lists`` (BM = rows per program). Prints registers, spilled stack bytes and shared
 memory per program, and the instruction mix of the innermost loop that issues tensor-core products (the
 cost of one iteration). No GPU is needed: Triton compiles for the target named here, with the specialisation
 a launch on the benchmark shape gets (B=1, H_q=32, H_kv=2, D=128, bf16; pointers and strides divisible by 16,
@@ -92,13 +92,15 @@ def kernel_and_args(kernel: str, length: int, tiles: tuple[int, ...]):
                     L_Q=length, L_KV=length, n_blocks=length // bn, n_buckets=16, sm_scale=D**-0.5)
         consts = dict(NJ=nj, D=D, BM=bm, BN=bn, ACCUMULATE=True, PREC="tf32", UPCAST=False, Q_ROWS=True, ROTATE=True)
         return attend_bwd._dkdv_kernel, args, consts
-    if name == "search":
+    if name == "search":  # search or search:span_mean
         from slkernels.triton_ops import search
 
-        args = dict(QS="*bf16", K="*bf16", OFFS="*i64", POS="*i64", S0="*i64", ANCH="*i32", SCORE="*fp32",
+        args = dict(QS="*bf16", K="*bf16", PRE="*fp16", SCALE="*fp32", CENTER="*fp32", BOUND="*fp32", BACK="*i64", FWD="*i64", OFFS="*i64",
+                    POS="*i64", S0="*i64", ANCH="*i32", SCORE="*fp32",
                     **q_strides, **k_strides, n_offsets=890, first_index=66, power=0.55, H_Q=HQ, H_KV=HKV, L_Q=length, G=G, per_split=896,
-                    n_splits=1)
-        consts = dict(D=D, GP=16, BN=bn, KSEL=3, KP=4, PREC="tf32", UPCAST=False, WIDE=False)
+                    n_splits=1, width=2032, t_cap=2 * length - 1, pre_rows=length + 1)
+        consts = dict(D=D, GP=16, BN=bn, KSEL=3, KP=4, PREC="tf32", UPCAST=False, WIDE=False,
+                      SPAN_MEAN=arg == "span_mean", LAZY_LO=True)
         return search._search_kernel, args, consts
     if name == "span_lists":
         from slkernels.triton_ops import span_lists
@@ -107,7 +109,7 @@ def kernel_and_args(kernel: str, length: int, tiles: tuple[int, ...]):
                     HI="*i32", ENT="*i32", GATE="*fp32", VALID="*u8", L_Q=length, H_Q=HQ, H_KV=HKV, width=2032,
                     t_bound=length, n_buckets=16, shift=27, invalid=(16 << 27) - 1)
         return span_lists._span_lists_kernel, args, dict(G=G, KSEL=3, KP=4, BM=bm)
-    raise SystemExit(f"error: unknown kernel {kernel!r}; use entry:MODE, dkdv:NJ, search or span_lists")
+    raise SystemExit(f"error: unknown kernel {kernel!r}; use entry:MODE, dkdv:NJ, search[:span_mean] or span_lists")
 
 
 def _cuobjdump(*args: str) -> str:

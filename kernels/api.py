@@ -85,7 +85,7 @@ def resolve_backend(inputs: AttentionInputs, backend: str = "auto") -> str:
     if not _BACKENDS[backend][1](inputs):
         raise SuperlinearInputError(
             f"backend {backend!r} cannot run these inputs (device {inputs.q.device}, dtype {inputs.q.dtype}, "
-            f"head dim {inputs.q.shape[-1]}, search key {inputs.config.search_key!r}); "
+            f"head dim {inputs.q.shape[-1]}); "
             "use backend='reference' or 'auto'"
         )
     return backend
@@ -96,14 +96,14 @@ _WARNED: set = set()
 
 def _warn_reference_fallback(inputs: AttentionInputs) -> None:
     """Say once per reason that a CUDA call runs on the (correct, much slower) PyTorch reference."""
-    reason = (inputs.config.search_key, str(inputs.q.dtype), inputs.q.shape[-1], tuple(_AUTO_ORDER))
+    reason = (str(inputs.q.dtype), inputs.q.shape[-1], tuple(_AUTO_ORDER))
     if reason in _WARNED:
         return
     _WARNED.add(reason)
     kernels = ", ".join(_AUTO_ORDER) or "none (Triton did not import)"
     warnings.warn(f"superlinear_attention runs on the PyTorch reference on {inputs.q.device}: no kernel backend "
-                  f"({kernels}) serves search key {inputs.config.search_key!r}, dtype {inputs.q.dtype}, head dim "
-                  f"{inputs.q.shape[-1]}; it is exact but much slower than the kernels", stacklevel=4)
+                  f"({kernels}) serves dtype {inputs.q.dtype} with head dim {inputs.q.shape[-1]}; it is exact but "
+                  "much slower than the kernels", stacklevel=4)
 
 
 def _dispatch(inputs: AttentionInputs, backend: str) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """Registers the Triton kernels as backend "triton" of `slkernels.superlinear_attention`.
 
 Imported lazily by `slkernels.api` (Triton is not needed by the reference). The backend serves CUDA
-tensors of float16, bfloat16 or float32 with a head dim in `SUPPORTED_HEAD_DIMS` and the "anchor" search key
-(the "span_mean" key runs on the reference until the kernels learn it); on the CPU only under
+tensors of float16, bfloat16 or float32 with a head dim in `SUPPORTED_HEAD_DIMS`, with either search key
+("anchor" or "span_mean", a compile-time switch of the search and gate-backward kernels); on the CPU only under
 the Triton interpreter (``TRITON_INTERPRET=1`` or ``SLKERNELS_TRITON_INTERPRET=1``), which CI uses to run
 the very same kernels on tiny shapes. A few query rows without gradients (decode) take the decode path,
 which never reads a value back to the host.
@@ -30,8 +30,6 @@ _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 def supports(inp: AttentionInputs) -> bool:
     q = inp.q
-    if inp.config.search_key != "anchor":
-        return False
     if q.dtype not in _DTYPES or q.shape[-1] not in SUPPORTED_HEAD_DIMS or inp.v.shape[-1] != q.shape[-1]:
         return False
     if q.device.type == "cuda":

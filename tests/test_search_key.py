@@ -105,16 +105,18 @@ def test_config_round_trip_and_validation():
         SuperlinearConfig(search_key="pooled")
 
 
-def test_kernel_backend_declines_span_mean():
-    """The Triton kernels implement the anchor key only: `auto` serves span_mean with the reference."""
+def test_kernel_backend_serves_both_search_keys():
+    """The Triton kernels implement both keys: whether they serve a call does not depend on the search key (here, on
+    the CPU without the interpreter, neither is served; tests/test_triton_interpret.py runs span_mean on them)."""
     from slkernels.api import resolve_backend
     from slkernels.inputs import check_inputs
     from slkernels.triton_backend import supports
 
     q, k, v, qs = _inputs(1, 2, 1, 16, 16, 16, dtype=torch.float32)
-    inputs = check_inputs(q, k, v, qs, _cfg(), None, None, None)
-    assert not supports(inputs)
-    assert resolve_backend(inputs, "auto") == "reference"
+    mean = check_inputs(q, k, v, qs, _cfg(), None, None, None)
+    anchor = check_inputs(q, k, v, qs, _cfg(search_key="anchor"), None, None, None)
+    assert supports(mean) == supports(anchor)
+    assert resolve_backend(mean, "auto") == resolve_backend(anchor, "auto")
 
 
 def test_convert_option_round_trips_through_the_checkpoint(tmp_path):

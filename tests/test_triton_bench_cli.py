@@ -53,3 +53,24 @@ def test_report_writers(tmp_path):
     table = format_table(result)
     assert "Test GPU" in table and table.count("forward") == 5
     assert "published released at 16384: output differs from slkernels by 0.012" in table
+
+
+def test_run_bench_times_each_setting_with_each_search_key(monkeypatch):
+    """`benchmarks/run_bench.py --search-key anchor --search-key span_mean`: a span-mean row beside every setting."""
+    import importlib.util
+    from pathlib import Path
+
+    from slconvert.benchmark import protocol
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "run_bench.py"
+    spec = importlib.util.spec_from_file_location("run_bench", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(protocol, "SETTINGS", dict(protocol.SETTINGS))
+    names = module._with_search_keys(["released", "balanced"], ["anchor", "span_mean"])
+    assert names == ["released", "released span_mean", "balanced", "balanced span_mean"]
+    for name in names:
+        config = protocol.SETTINGS[name]()
+        base = protocol.SETTINGS[name.split()[0]]()
+        assert config.search_key == ("span_mean" if name.endswith("span_mean") else "anchor")
+        assert config.to_dict() | {"search_key": "anchor"} == base.to_dict()

@@ -87,3 +87,30 @@ def test_key_block_slices_hold_every_entry_that_touches_the_block(shift, monkeyp
             for i in touching:
                 start, stop = ranges[g, blk, bucket[i]].tolist()
                 assert start <= i < stop, (g, blk, i)
+
+
+def test_geometry_span_bounds_follow_the_semantics():
+    """The entry lists take each span's keys from `slkernels.geometry.span_bounds` (the kernels' `span_range` is its
+    copy, checked under the interpreter); here against the rule of docs/semantics.md written out span by span."""
+    import math
+
+    from spec_bruteforce import window
+
+    cfg = SuperlinearConfig.from_dict(SMALL)
+    gen = torch.Generator().manual_seed(5)
+    anchors, pos, first_real = random_selection(gen, 2, 2, 61, 7, cfg.num_spans)
+    geo = build_geometry(cfg, anchors, pos, first_real, 61)
+    width = window(cfg)
+    for b in range(2):
+        s0 = int(first_real[b])
+        for r in range(61):
+            t = r + 1 - s0
+            for h in range(2):
+                for j in range(cfg.num_spans):
+                    a = int(anchors[b, h, r, j])
+                    if a < 0 or t < 1:
+                        continue
+                    grow = math.pow(t, cfg.span_power)
+                    lo = max(a - math.ceil(cfg.backward_factor * grow), s0)
+                    hi = min(a + math.ceil(cfg.forward_factor * grow), r - width)
+                    assert (int(geo.span_lo[b, h, r, j]), int(geo.span_hi[b, h, r, j])) == (lo, hi), (b, h, r, j)

@@ -2,10 +2,15 @@
 
 Errors are ||out - ref|| / ||ref|| with the reference run in float32 on the same (upcast) inputs:
 within 1e-2 for bf16 and 2e-3 for fp16. Inputs are fresh random normals on every run; outputs land in
-memory poisoned with NaN beforehand, so a row the kernels never write fails the test.
+memory poisoned with NaN beforehand, so a row the kernels never write fails the test. The "span_mean" search key
+has its own cases (`test_span_mean_*`): its keys get a common part (as a trained layer's keys have), and the
+benchmark shape (32 query / 2 kv heads, D = 128, bf16) is checked at long lengths.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import warnings
 
 import pytest
 import torch
@@ -17,6 +22,8 @@ TOL = {torch.bfloat16: 1e-2, torch.float16: 2e-3, torch.float32: 1e-4}
 SMALL = SuperlinearConfig(sw_index=7, num_spans=3, search_power=0.5, span_power=0.5, backward_factor=2.0,
                           forward_factor=1.0)  # W = 63: spans matter from short lengths on
 CONFIGS = {"small": SMALL, "balanced": SuperlinearConfig.balanced(), "released": SuperlinearConfig.released()}
+MEAN = {name: dataclasses.replace(cfg, search_key="span_mean") for name, cfg in CONFIGS.items()}
+KEY_OFFSET = 1.5  # a common part of every key in the span-mean cases (the kernels centre their running sums)
 
 
 def _poison() -> None:
@@ -196,3 +203,162 @@ def test_auto_picks_triton_on_cuda():
         tri = superlinear_attention(q, k, v, qs, SMALL, backend="triton")
     # The forward accumulates spans with float32 atomics: equal up to summation order, not bit for bit.
     assert _rel(auto, tri) < 1e-3
+
+
+def _make_mean(batch, hq, hkv, lq, lkv, dim, dtype, grad=False):
+    """`_make` with a common part added to the keys."""
+    q, k, v, qs = _make(batch, hq, hkv, lq, lkv, dim, dtype)
+    k = (k + KEY_OFFSET).to(dtype)
+    return tuple(x.detach().requires_grad_(grad) for x in (q, k, v, qs))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("dim", [64, 128, 256])
+@pytest.mark.parametrize("heads", [(16, 1), (8, 2), (4, 4)])
+def test_span_mean_forward_grid(dtype, dim, heads):
+    hq, hkv = heads
+    length = 1000
+    q, k, v, qs = _make_mean(2, hq, hkv, length, length, dim, dtype)
+    mask = torch.ones(2, length, dtype=torch.long, device="cuda")
+    mask[1, : length // 3] = 0
+    _poison()
+    with torch.no_grad():
+        out = superlinear_attention(q, k, v, qs, MEAN["small"], attention_mask=mask, backend="triton")
+        _, ref = _reference(q, k, v, qs, MEAN["small"], attention_mask=mask)
+    assert _rel(out, ref) < TOL[dtype]
+
+
+@pytest.mark.parametrize("cfg_name", ["small", "balanced", "released"])
+@pytest.mark.parametrize("length", [16384, 65536, 262144])
+def test_span_mean_forward_long_sampled_rows(cfg_name, length):
+    """The benchmark shape in bf16; whole-sequence kernel output, the reference on sampled rows."""
+    cfg = MEAN[cfg_name]
+    q, k, v, qs = _make_mean(1, 32, 2, length, length, 128, torch.bfloat16)
+    _poison()
+    with torch.no_grad():
+        out = superlinear_attention(q, k, v, qs, cfg, backend="triton")
+        rows = torch.cat([torch.arange(length - 32, length, device="cuda"),
+                          torch.randperm(length - 32, device="cuda")[:96]]).sort().values
+        _, ref = _reference(q[:, :, rows], k, v, qs[:, :, rows], cfg, cache_position=rows)
+    assert _rel(out[:, :, rows], ref) < TOL[torch.bfloat16]
+    assert torch.isfinite(out).all()
+
+
+def test_span_mean_chunked_prefill_matches_whole():
+    length, chunk, cfg = 6000, 2048, MEAN["small"]
+    q, k, v, qs = _make_mean(1, 16, 1, length, length, 128, torch.bfloat16)
+    with torch.no_grad():
+        whole = superlinear_attention(q, k, v, qs, cfg, backend="triton")
+        parts = []
+        for start in range(0, length, chunk):
+            stop = min(start + chunk, length)
+            pos = torch.arange(start, stop, device="cuda")
+            parts.append(superlinear_attention(q[:, :, start:stop], k[:, :, :stop], v[:, :, :stop],
+                                               qs[:, :, start:stop], cfg, cache_position=pos, backend="triton"))
+        _, ref = _reference(q, k, v, qs, cfg)
+    assert _rel(torch.cat(parts, dim=2), ref) < TOL[torch.bfloat16]
+    assert _rel(whole, ref) < TOL[torch.bfloat16]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("dim", [64, 128])
+@pytest.mark.parametrize("cfg_name,length,heads", [("small", 1000, (16, 1)), ("small", 777, (8, 2)),
+                                                   ("balanced", 4096, (32, 2))])
+def test_span_mean_gradients(dtype, dim, cfg_name, length, heads):
+    cfg = MEAN[cfg_name]
+    hq, hkv = heads
+    q, k, v, qs = _make_mean(2, hq, hkv, length, length, dim, dtype, grad=True)
+    mask = torch.ones(2, length, dtype=torch.long, device="cuda")
+    mask[0, :100] = 0
+    grad = torch.randn(2, hq, length, dim, device="cuda", dtype=dtype)
+    _poison()
+    out = superlinear_attention(q, k, v, qs, cfg, attention_mask=mask, backend="triton")
+    out.backward(grad)
+    up, ref = _reference(q, k, v, qs, cfg, attention_mask=mask)
+    ref.backward(grad.float())
+    assert _rel(out, ref) < TOL[dtype]
+    for name, mine, theirs in zip(["dq", "dk", "dv", "dq_search"], (q, k, v, qs), up):
+        err = _rel(mine.grad, theirs.grad)
+        assert err < TOL[dtype], f"{name}: {err:.2e}"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("cfg_name", ["small", "released"])
+@pytest.mark.parametrize("length", [5000, 65536])
+def test_span_mean_decode(dtype, cfg_name, length):
+    cfg = MEAN[cfg_name]
+    q, k, v, qs = _make_mean(2, 32, 2, 1, length, 128, dtype)
+    mask = torch.ones(2, length, dtype=torch.long, device="cuda")
+    mask[1, :37] = 0
+    _poison()
+    with torch.no_grad():
+        out = superlinear_attention(q, k, v, qs, cfg, attention_mask=mask, backend="triton")
+        _, ref = _reference(q, k, v, qs, cfg, attention_mask=mask)
+    assert _rel(out, ref) < TOL[dtype]
+
+
+def test_span_mean_decode_cuda_graph():
+    """The span-mean decode (running sums of the whole cache included) captured once, replayed for new data."""
+    from slkernels.triton_ops.decode import superlinear_decode
+
+    cfg, length = MEAN["released"], 20000
+    q, k, v, qs = _make_mean(1, 32, 2, 1, length, 128, torch.bfloat16)
+    pos = torch.tensor([9000], device="cuda")
+    s0 = torch.zeros(1, dtype=torch.int64, device="cuda")
+    scale = 128 ** -0.5
+    superlinear_decode(q, k, v, qs, cfg, pos, s0, scale)  # warm-up: compiles, caches tables
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = superlinear_decode(q, k, v, qs, cfg, pos, s0, scale)
+    for p in (9000, length - 1):
+        pos.fill_(p)
+        for x in (q, qs):
+            x.copy_(torch.randn_like(x))
+        k.copy_(torch.randn_like(k) + KEY_OFFSET)
+        graph.replay()
+        torch.cuda.synchronize()
+        with torch.no_grad():
+            _, ref = _reference(q, k, v, qs, cfg, cache_position=pos.clone())
+        assert _rel(out, ref) < TOL[torch.bfloat16]
+
+
+def test_span_mean_sums_at_a_million_tokens():
+    """Span means from the kernels' running sums (GPU block size) against float64, at 1M tokens with padding."""
+    from slkernels.triton_ops.prefix import key_prefix
+
+    length, pad = 1 << 20, 1000
+    k = (torch.randn(1, 2, length, 128, device="cuda") + 4.0).bfloat16()
+    prefix = key_prefix(k, torch.tensor([pad], device="cuda"))
+    real = k.double()
+    real[:, :, :pad] = 0
+    exact = torch.nn.functional.pad(real.cumsum(2), (0, 0, 1, 0))
+    sums, center = prefix.sums(), prefix.center.double()
+    worst = 0.0
+    for n in (1, 2, 10, 100, 2000, 8000):
+        for end in (length, length - 12345, length // 2 + 7, pad + n):
+            want = (exact[0, :, end] - exact[0, :, end - n]) / n
+            got = (sums[0, :, end] - sums[0, :, end - n]) / n + center[0]
+            worst = max(worst, float(((got - want).norm(dim=-1) / want.norm(dim=-1)).max()))
+    assert worst < 1e-3, worst
+
+
+def test_auto_picks_triton_for_span_mean_and_warns_only_on_a_real_fallback():
+    from slkernels.api import resolve_backend
+    from slkernels.inputs import check_inputs
+
+    q, k, v, qs = _make_mean(1, 16, 1, 300, 300, 64, torch.bfloat16)
+    assert resolve_backend(check_inputs(q, k, v, qs, MEAN["small"], None, None, None)) == "triton"
+    with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+        warnings.simplefilter("always")
+        auto = superlinear_attention(q, k, v, qs, MEAN["small"])
+        tri = superlinear_attention(q, k, v, qs, MEAN["small"], backend="triton")
+    assert not [w for w in caught if "PyTorch reference" in str(w.message)]
+    assert _rel(auto, tri) < 1e-3
+    # float64 has no kernel: auto runs the reference and says so (once per reason and process)
+    from slkernels import api
+
+    api._WARNED.clear()
+    wide = [x.double() for x in (q, k, v, qs)]
+    with pytest.warns(UserWarning, match="runs on the PyTorch reference"), torch.no_grad():
+        superlinear_attention(*wide, MEAN["small"])

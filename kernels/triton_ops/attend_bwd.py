@@ -4,8 +4,12 @@
 entries whose ranges can touch them (`entries.key_block_ranges`), so dk and dv are summed in registers
 and written once, with no atomics; window and span lists are two launches, the second adding to the first.
 
-`gate_backward`: ``d s_j / d q_search = k[a_j]`` and ``d s_j / d k[a_j] = q_search``; the k side lands on
-scattered anchor rows, so it is added atomically into the float32 dk.
+`gate_backward`: with the "anchor" search key ``d s_j / d q_search = k[a_j]`` and ``d s_j / d k[a_j] = q_search``;
+the k side lands on scattered anchor rows, so it is added atomically into the float32 dk. With "span_mean",
+``s_j = q_search . (P[hi + 1] - P[lo]) / n`` (P the running sums of K): ``d s_j / d q_search`` is the span's mean
+key, rebuilt from the forward's sums, and every key of [lo, hi] receives ``q_search / n``. That range is written as
+two rows of a difference buffer (``+ q_search / n`` at hi + 1, ``- q_search / n`` at lo, atomically), whose running
+sums (`prefix.prefix_sums`, float64 across blocks) are the per-key gradients: O(1) work per span.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import dot_precision, entry_rows, interpreting, launch_tiles, rows_flat
+from ..geometry import span_tables, window_length
+from .common import dot_precision, entry_rows, interpreting, launch_tiles, rows_flat, span_range
 from .entries import EntryList, key_block_ranges
+from .prefix import KeyPrefix, prefix_sums
 
 __all__ = ["dkdv", "gate_backward", "row_dot"]
 
@@ -130,12 +136,20 @@ def dkdv(
 
 
 @triton.jit
+def _pair_rows(base, rows, offs_d, ok, D: tl.constexpr):
+    """Rows of a [rows, 2, D] float16 pair buffer as float32 hi + lo ([len(rows), D]; zeros where not ok)."""
+    ptrs = base + rows[:, None] * (2 * D) + offs_d[None, :]
+    hi = tl.load(ptrs, mask=ok[:, None], other=0.0).to(tl.float32)
+    return hi + tl.load(ptrs + D, mask=ok[:, None], other=0.0).to(tl.float32)
+
+
+@triton.jit
 def _gate_bwd_kernel(
-    QS, K, ANCH, DS, DQS, DK,
+    QS, K, ANCH, DS, DQS, DK, PRE, SCALE, CENTER, POS, S0, BACK, FWD,
     sqb, sqh, sql, sqd,
     skb, skh, skl, skd,
-    H_Q, H_KV, L_Q, L_KV, G,
-    D: tl.constexpr, BR: tl.constexpr, KSEL: tl.constexpr,
+    H_Q, H_KV, L_Q, L_KV, G, width, t_cap,
+    D: tl.constexpr, BR: tl.constexpr, KSEL: tl.constexpr, SPAN_MEAN: tl.constexpr,
 ):
     pid = tl.program_id(0)
     bh = tl.program_id(1)
@@ -150,31 +164,72 @@ def _gate_bwd_kernel(
     row_flat = bh.to(tl.int64) * L_Q + r
     dqs = tl.zeros([BR, D], tl.float32)
     k_base = K + b.to(tl.int64) * skb + kv.to(tl.int64) * skh
-    dk_base = DK + (b * H_KV + kv).to(tl.int64) * L_KV * D
+    grp = (b * H_KV + kv).to(tl.int64)
+    if SPAN_MEAN:  # DK: the [B * H_kv, L_kv + 1, D] difference buffer; PRE: the forward's float16 pairs
+        dk_base = DK + grp * (L_KV + 1) * D
+        p_base = PRE + grp * (L_KV + 1) * (2 * D)
+        inv_scale = 1.0 / tl.load(SCALE + grp)
+        center = tl.load(CENTER + grp * D + offs_d)
+        pos = tl.load(POS + r, mask=rmask, other=0).to(tl.int64)
+        s0 = tl.load(S0 + b).to(tl.int64)
+        tc = tl.minimum(tl.maximum(pos + 1 - s0, 0), t_cap)
+        back = tl.load(BACK + tc, mask=rmask, other=0)
+        fwd = tl.load(FWD + tc, mask=rmask, other=0)
+    else:
+        dk_base = DK + grp * L_KV * D
     for jj in tl.static_range(KSEL):
         a = tl.load(ANCH + row_flat * KSEL + jj, mask=rmask, other=-1).to(tl.int64)
         ds = tl.load(DS + row_flat * KSEL + jj, mask=rmask, other=0.0)
         ok = rmask & (a >= 0)
-        krow = tl.load(k_base + a[:, None] * skl + offs_d[None, :] * skd, mask=ok[:, None], other=0.0).to(tl.float32)
-        dqs += ds[:, None] * krow
-        tl.atomic_add(dk_base + a[:, None] * D + offs_d[None, :], ds[:, None] * qs, mask=ok[:, None], sem="relaxed")
+        if SPAN_MEAN:
+            lo, hi = span_range(a, back, fwd, s0, pos, width)
+            lo = tl.where(ok, lo, 0)
+            end = tl.where(ok, hi + 1, 0)
+            inv_n = tl.where(ok, 1.0 / tl.maximum(end - lo, 1).to(tl.float32), 0.0)
+            p_end = _pair_rows(p_base, end, offs_d, ok, D)
+            p_lo = _pair_rows(p_base, lo, offs_d, ok, D)
+            dqs += ds[:, None] * ((p_end - p_lo) * (inv_n * inv_scale)[:, None] + center[None, :])  # the mean key
+            share = (ds * inv_n)[:, None] * qs
+            tl.atomic_add(dk_base + end[:, None] * D + offs_d[None, :], share, mask=ok[:, None], sem="relaxed")
+            tl.atomic_add(dk_base + lo[:, None] * D + offs_d[None, :], -share, mask=ok[:, None], sem="relaxed")
+        else:
+            krow = tl.load(k_base + a[:, None] * skl + offs_d[None, :] * skd, mask=ok[:, None], other=0.0)
+            dqs += ds[:, None] * krow.to(tl.float32)
+            tl.atomic_add(dk_base + a[:, None] * D + offs_d[None, :], ds[:, None] * qs, mask=ok[:, None], sem="relaxed")
     tl.store(DQS + row_flat[:, None] * D + offs_d[None, :], dqs.to(DQS.dtype.element_ty), mask=rmask[:, None])
 
 
 def gate_backward(q_search: torch.Tensor, k: torch.Tensor, anchors: torch.Tensor, dscore: torch.Tensor,
-                  dk: torch.Tensor) -> torch.Tensor:
-    """d q_search (q_search's dtype, contiguous) from the score gradients; adds the k side into `dk`."""
+                  dk: torch.Tensor, *, prefix: KeyPrefix | None = None, config=None, positions=None,
+                  first_real=None) -> torch.Tensor:
+    """d q_search (q_search's dtype, contiguous) from the score gradients; adds the k side into `dk`.
+
+    With `prefix` (the forward's `prefix.key_prefix`, "span_mean" search key) `config`, `positions` and
+    `first_real` give each selected span's key range, and the k side reaches every key of it."""
     batch, heads_q, len_q, dim = q_search.shape
     heads_kv, len_kv = k.shape[1], k.shape[2]
     dqs = torch.empty(batch, heads_q, len_q, dim, dtype=q_search.dtype, device=q_search.device)
     block_r = 16 if interpreting() else 32
     grid = (triton.cdiv(len_q, block_r), batch * heads_q)
+    span_mean = prefix is not None
+    if span_mean:
+        target = torch.zeros(batch, heads_kv, len_kv + 1, dim, dtype=torch.float32, device=dk.device)
+        tables = span_tables(config, max(len_kv, 1), q_search.device)
+        extra = (prefix.pairs, prefix.scale, prefix.center, positions, first_real, tables.back, tables.fwd)
+        width, t_cap = window_length(config), tables.back.numel() - 1
+    else:
+        target = dk
+        extra = (dk,) * 7  # not read
+        width, t_cap = 0, 0
     _gate_bwd_kernel[grid](
-        q_search, k, anchors, dscore, dqs, dk,
+        q_search, k, anchors, dscore, dqs, target, *extra,
         *q_search.stride(), *k.stride(),
-        heads_q, heads_kv, len_q, len_kv, heads_q // heads_kv,
-        D=dim, BR=block_r, KSEL=anchors.shape[-1], num_warps=4 if not interpreting() else 1,
+        heads_q, heads_kv, len_q, len_kv, heads_q // heads_kv, width, t_cap,
+        D=dim, BR=block_r, KSEL=anchors.shape[-1], SPAN_MEAN=span_mean, num_warps=4 if not interpreting() else 1,
     )
+    if span_mean:
+        # key x lies in [lo, hi] iff lo <= x < hi + 1: its gradient is minus the running sum of the buffer up to x
+        dk.sub_(prefix_sums(target)[:, :, 1:len_kv + 1])
     return dqs
 
 

@@ -14,7 +14,8 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["interpreting", "dot_precision", "tile_sizes", "launch_tiles", "rows_flat", "entry_rows", "SUPPORTED_HEAD_DIMS", "NEG_BIG"]
+__all__ = ["interpreting", "dot_precision", "tile_sizes", "launch_tiles", "rows_flat", "entry_rows", "span_range",
+           "SUPPORTED_HEAD_DIMS", "NEG_BIG"]
 
 SUPPORTED_HEAD_DIMS = (16, 32, 64, 128, 256)
 # Finite "minus infinity" of logits and log-sum-exps: a fully masked row must stay finite (docs/semantics.md).
@@ -87,3 +88,13 @@ def entry_rows(ent, b, Q, sqb, sqh, sql, sqd, offs_d, H_Q, L_Q, NJ: tl.constexpr
         h = ((row // L_Q) % H_Q).to(tl.int64)
         q_ptrs = Q + b.to(tl.int64) * sqb + h[:, None] * sqh + r[:, None] * sql + offs_d[None, :] * sqd
     return q_ptrs, row64, ent.to(tl.int64)
+
+
+@triton.jit
+def span_range(anchor, back, fwd, s0, pos, width):
+    """Inclusive key range [lo, hi] of the span `anchor` opens, for a query at `pos` with first real key `s0`.
+
+    The kernels' copy of `slkernels.geometry.span_bounds` (docs/semantics.md): ``back``/``fwd`` are that row's
+    entries of the host tables (``ceil(b_b t^rho)``, ``ceil(b_f t^rho)``) and ``width`` is W. Arguments broadcast.
+    Every kernel that needs a span's keys (search, span lists, decode, gate backward) takes them from here."""
+    return tl.maximum(anchor - back, s0), tl.minimum(anchor + fwd, pos - width)

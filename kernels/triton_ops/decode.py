@@ -5,6 +5,10 @@ chunks of keys that run in parallel (split-K, "flash decoding"); a second kernel
 each range, joins every span with the window and mixes them with the gate. All shapes depend only on
 L_kv (the static cache length) and the config, never on data, so the whole call can be captured in a
 CUDA graph: positions and the padding start are read on the device.
+
+With the "span_mean" search key the search needs the running sums of the whole cache (`prefix.key_prefix`), which
+are rebuilt on every call: one pass over K per step, the same for every position (the cache is not known to be
+unchanged between calls).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import triton.language as tl
 
 from ..config import SuperlinearConfig
 from ..geometry import span_tables, window_length
-from .common import interpreting
+from .common import interpreting, span_range
 from .entries import max_span_length
 from .search import search_topk
 
@@ -53,8 +57,9 @@ def _decode_partial_kernel(
     tc = tl.minimum(tl.maximum(t, 0), t_cap)
     back = tl.load(BACK + tc)
     fwd = tl.load(FWD + tc)
-    span_lo = tl.where(a >= 0, tl.maximum(a - back, s0), 1)
-    span_hi = tl.where(a >= 0, tl.minimum(a + fwd, pos - W), 0)
+    span_lo, span_hi = span_range(a, back, fwd, s0, pos, W)
+    span_lo = tl.where(a >= 0, span_lo, 1)
+    span_hi = tl.where(a >= 0, span_hi, 0)
     lo = tl.where(e == 0, tl.maximum(pos - W + 1, s0), span_lo)
     hi = tl.where(e == 0, pos, span_hi)
     c_lo = lo + split * chunk

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from ..config import SuperlinearConfig
-from ..geometry import span_tables, window_length
+from ..geometry import span_bounds, span_tables, window_length
 
 __all__ = ["EntryList", "Geometry", "build_geometry", "max_span_length", "window_entries", "span_entries", "key_block_ranges",
            "id_dtype", "length_buckets", "sort_key_layout"]
@@ -76,15 +76,14 @@ def build_geometry(
     pos = positions.to(torch.int64)[None, :]  # [1, L]
     s0 = first_real.to(torch.int64)[:, None]  # [B, 1]
     t = (pos + 1 - s0).clamp(0, max(t_bound, 1))
-    back, fwd = tables.back[t], tables.fwd[t]  # [B, L]
     win_lo = torch.maximum(pos - width + 1, s0)
     win_hi = pos.expand_as(win_lo)
     span_lo = span_hi = valid = None
     if spans:
         a = anchors.to(torch.int64)
         valid = a >= 0
-        span_lo = torch.maximum(a - back[:, None, :, None], s0[:, None, :, None])
-        span_hi = torch.minimum(a + fwd[:, None, :, None], (pos - width)[:, None, :, None])
+        span_lo, span_hi = span_bounds(config, a, t[:, None, :, None], s0[:, None, :, None], pos[:, None, :, None],
+                                       tables)
     span_max = max_span_length(config, t_bound)
     host = span_tables(config, max(t_bound, 1), "cpu")
     span_len_table = host.back + host.fwd + 1

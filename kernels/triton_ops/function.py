@@ -7,7 +7,8 @@ with g the gate, lse_j the joint log-sum-exp of span j with the window and dg_j 
 - span j is a flash-attention backward with lse_j, output gradient g_j dOut and delta g_j dg_j;
 - the window, shared by the k joint softmaxes, is one flash-attention backward with
   ``lse_eff = -log sum_j g_j exp(-lse_j)`` and ``delta_eff = sum_j softmax_j(log g_j - lse_j) dg_j``;
-- the gate: ``ds_j = g_j (dg_j - sum_i g_i dg_i)`` flows into q_search and k[a_j].
+- the gate: ``ds_j = g_j (dg_j - sum_i g_i dg_i)`` flows into q_search and the searched keys: k[a_j], or with
+  the "span_mean" search key every key of span j (`attend_bwd.gate_backward`).
 
 ``dOut . O_j = (1 - w_j) dOut . o_w + w_j dOut . o_s_j`` needs ``w_j dOut . o_s_j = sum p dp`` over the span's
 keys, so that no per-span output is ever stored. The span dq pass sums it in the same walk (DQ_SPAN) and
@@ -24,6 +25,7 @@ from .attend import MODE_DELTA, MODE_DQ, MODE_DQ_SPAN, MODE_FWD_SPAN, MODE_FWD_W
 from .attend_bwd import dkdv, gate_backward, row_dot
 from .common import NEG_BIG
 from .entries import build_geometry, window_entries
+from .prefix import key_prefix
 from .search import search_topk
 from .span_lists import span_lists
 
@@ -36,7 +38,9 @@ def forward_pass(q, k, v, q_search, config: SuperlinearConfig, positions, first_
     batch, heads_q, len_q, dim = q.shape
     heads_kv = k.shape[1]
     group = heads_q // heads_kv
-    anchors, scores = search_topk(q_search, k, config, positions, first_real, t_bound)
+    # "span_mean": running sums of K, read by the search and (kept) by the gate backward
+    prefix = key_prefix(k, first_real) if config.search_key == "span_mean" else None
+    anchors, scores = search_topk(q_search, k, config, positions, first_real, t_bound, prefix=prefix)
     geo = build_geometry(config, anchors, positions, first_real, t_bound, spans=False)
     wins = window_entries(geo, heads_kv, group)
     spans, gate, valid = span_lists(geo, config, anchors, scores, positions, first_real, heads_kv, k.shape[2])
@@ -56,7 +60,7 @@ def forward_pass(q, k, v, q_search, config: SuperlinearConfig, positions, first_
     if not for_backward:
         return out, None
     saved = dict(anchors=anchors, valid=valid, gate=gate, o_w=o_w, lse_w=lse_w, lse_s=lse_s,
-                 wins=wins, spans=spans)
+                 wins=wins, spans=spans, prefix=prefix, config=config, positions=positions, first_real=first_real)
     return out, saved
 
 
@@ -99,7 +103,8 @@ def backward_pass(grad_out, q, k, v, q_search, saved, scale, fuse_span_dq: bool 
     dv = torch.empty(v.shape, dtype=torch.float32, device=v.device)
     dkdv(wins, q, k, v, do, lse_eff, ones, delta_eff, dk, dv, scale, accumulate=False)
     dkdv(spans, q, k, v, do, lse_j, gate, span_delta, dk, dv, scale, accumulate=True)
-    dqs = gate_backward(q_search, k, saved["anchors"], ds.contiguous(), dk)
+    dqs = gate_backward(q_search, k, saved["anchors"], ds.contiguous(), dk, prefix=saved["prefix"],
+                        config=saved["config"], positions=saved["positions"], first_real=saved["first_real"])
     return dq, dk.to(k.dtype), dv.to(v.dtype), dqs
 
 

@@ -14,7 +14,7 @@ import triton.language as tl
 
 from ..config import SuperlinearConfig
 from ..geometry import span_tables
-from .common import interpreting
+from .common import interpreting, span_range
 from .entries import EntryList, Geometry, id_dtype, length_buckets, sort_key_layout
 
 __all__ = ["span_lists"]
@@ -47,8 +47,7 @@ def _span_lists_kernel(
     back = tl.load(BACK + t, mask=rmask, other=0)
     fwd = tl.load(FWD + t, mask=rmask, other=0)
     valid = a >= 0
-    lo = tl.maximum(a - back[:, None], s0)
-    hi = tl.minimum(a + fwd[:, None], (pos - width)[:, None])
+    lo, hi = span_range(a, back[:, None], fwd[:, None], s0, pos[:, None], width)
     bucket = tl.minimum(tl.maximum(t - 1, 0) * n_buckets // t_bound, n_buckets - 1)
     key = tl.where(valid, (bucket[:, None] << shift) | lo, invalid)
     # the gate: softmax over the row's k scores, unused spans at NEG_BIG, then zeroed

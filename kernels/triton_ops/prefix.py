@@ -1,0 +1,205 @@
+"""Running sums of the keys for the "span_mean" search key, built on the device.
+
+The router scores a candidate anchor by ``q_search . mean(k[lo .. hi])`` over the key range of the span it opens
+(docs/semantics.md). With running sums ``P[x] = sum_{y < x} k[y]`` that mean is ``(P[hi + 1] - P[lo]) / n``: two
+rows per candidate whatever the span's length, the identity the reference uses with float64 sums
+(`slkernels.selection.key_prefix_sums`). The kernels use it with the sums built here.
+
+Precision: blocked float32 with float64 block offsets, chosen over a float64 cumsum. The search gathers two rows of
+these sums per candidate, where the anchor key gathers one 16-bit row, so their width is the search's memory traffic
+and their format its instruction count; float64 rows would be eight times the anchor's bytes. Nothing is accumulated
+in low precision over more than one block:
+
+- keys are taken relative to ``center``, their mean over the real tokens of that (batch row, kv head); padding
+  keys (before the first real token) count as zero. The sums then grow with the keys' fluctuation around their
+  mean rather than with t times it (the keys of a trained layer share a large common part); the search adds
+  ``q_search . center`` back to each score and the gate backward ``center`` back to each mean;
+- each block of keys is summed and scanned in float32 (at most one block of terms), the block totals are carried
+  along the sequence in float64;
+- each value is stored once, as two float16 parts ``hi + lo`` of ``scale * sum`` (22 significant bits, four bytes
+  like one float32; ``scale``, a power of two per (batch row, kv head), keeps the sums within float16's range).
+  The search multiplies them with q_search in 16-bit tensor-core products accumulated in float32: no per-candidate
+  conversion of a float32 row, which would cost more instructions per candidate than the anchor key's whole
+  search. It reads ``lo`` only where it can matter: ``lo_bound`` holds, per row, a bound on what ``lo`` adds to a
+  product (its norm, plus a margin for the rounding of the ``hi`` product), so a candidate whose ``hi`` score plus
+  ``|q_search|`` times that bound stays below every head's k-th best so far cannot be selected, and its ``lo`` rows
+  are not loaded (`search.py`).
+
+A span mean then carries an error of about ``2^-22 (|P[hi + 1]| + |P[lo]|) / n`` with P the centred sums.
+`tests/test_triton_interpret.py` holds it under 1e-3 (relative: the norm of the error over the norm of the mean)
+at 1M tokens on bf16 keys with a common mean four times their spread, for spans of 1 to 8000 keys, with a block 32
+times longer than the GPU's (a longer block only adds float32 error): measured 4.5e-5, and 9e-6 with blocks of 1024
+keys, where a plain float32 cumsum of the same keys is off by 3e-2.
+
+The backward's sums of per-key gradient differences use the same scan, stored in float32 (`prefix_sums`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from .common import interpreting
+
+__all__ = ["KeyPrefix", "key_prefix", "prefix_sums"]
+
+# Keys per block on a GPU: the float32 part of every sum covers at most this many terms.
+BLOCK = 128
+# The sums times `scale` stay below 2**FP16_EXP (float16 holds up to 65504 = 2**16 - 32).
+FP16_EXP = 14
+
+
+@dataclass
+class KeyPrefix:
+    """Centred running sums of the keys of one attention call (module docstring)."""
+
+    pairs: torch.Tensor  # float16 [B, H_kv, L_kv + 1, 2, D], contiguous: hi and lo of scale * P[x]
+    scale: torch.Tensor  # float32 [B, H_kv]: a power of two
+    center: torch.Tensor  # float32 [B, H_kv, D]: mean of the real keys (zeros for a row without one)
+    lo_bound: torch.Tensor  # float32 [B, H_kv, L_kv + 1], contiguous: >= |lo[x]| + 2^-14 |hi[x]| (L2 norms)
+
+    def sums(self) -> torch.Tensor:
+        """P (float64 [B, H_kv, L_kv + 1, D]): sum over real keys y < x of (k[y] - center)."""
+        return self.pairs.double().sum(dim=3) / self.scale.double()[:, :, None, None]
+
+
+@triton.jit
+def _load_block(X, FIRST, b, h, blk, dc, sxb, sxh, sxl, sxd, L, BS: tl.constexpr, DC: tl.constexpr,
+                MASK: tl.constexpr):
+    """Rows [blk * BS, blk * BS + BS) and columns [dc * DC, dc * DC + DC) of x[b, h] in float32, zeros outside the
+    sequence and (with MASK) before the first real token; the mask of the kept rows; rows; columns."""
+    rows = blk * BS + tl.arange(0, BS)
+    cols = dc * DC + tl.arange(0, DC)
+    keep = rows < L
+    if MASK:
+        keep = keep & (rows >= tl.load(FIRST + b))
+    ptrs = X + b.to(tl.int64) * sxb + h.to(tl.int64) * sxh + rows.to(tl.int64)[:, None] * sxl + cols[None, :] * sxd
+    return tl.load(ptrs, mask=keep[:, None], other=0.0).to(tl.float32), keep, rows, cols
+
+
+@triton.jit
+def _block_sums_kernel(X, FIRST, SUMS, ABS_SUMS, sxb, sxh, sxl, sxd, H, L, n_blocks,
+                       D: tl.constexpr, BS: tl.constexpr, DC: tl.constexpr, MASK: tl.constexpr, ABS: tl.constexpr):
+    blk = tl.program_id(0)
+    grp = tl.program_id(1)
+    dc = tl.program_id(2)
+    x, keep, rows, cols = _load_block(X, FIRST, grp // H, grp % H, blk, dc, sxb, sxh, sxl, sxd, L, BS, DC, MASK)
+    out = (grp.to(tl.int64) * n_blocks + blk) * D + cols
+    tl.store(SUMS + out, tl.sum(x, axis=0))
+    if ABS:
+        tl.store(ABS_SUMS + out, tl.sum(tl.abs(x), axis=0))
+
+
+@triton.jit
+def _scan_kernel(X, FIRST, OFF, CENTER, SCALE, OUT, BOUND, sxb, sxh, sxl, sxd, H, L, n_blocks, n_chunks,
+                 D: tl.constexpr, BS: tl.constexpr, DC: tl.constexpr, MASK: tl.constexpr, CENTERED: tl.constexpr,
+                 PAIRS: tl.constexpr):
+    blk = tl.program_id(0)
+    grp = tl.program_id(1)
+    dc = tl.program_id(2)
+    x, keep, rows, cols = _load_block(X, FIRST, grp // H, grp % H, blk, dc, sxb, sxh, sxl, sxd, L, BS, DC, MASK)
+    if CENTERED:
+        center = tl.load(CENTER + grp.to(tl.int64) * D + cols)
+        x = tl.where(keep[:, None], x - center[None, :], 0.0)
+    inclusive = tl.cumsum(x, axis=0)  # float32 over one block only
+    offset = tl.load(OFF + (grp.to(tl.int64) * n_blocks + blk) * D + cols)  # float64: every earlier block
+    value = inclusive.to(tl.float64) + offset[None, :]
+    stored = (rows < L)[:, None]
+    if PAIRS:  # row x + 1 of [groups, L + 1, 2, D]: hi, then lo, of scale * value (scale: a power of two)
+        value = value * tl.load(SCALE + grp).to(tl.float64)
+        hi = value.to(tl.float16)
+        lo = (value - hi.to(tl.float64)).to(tl.float16)
+        out = OUT + grp.to(tl.int64) * (L + 1) * (2 * D)
+        row_ptr = out + (rows.to(tl.int64) + 1)[:, None] * (2 * D) + cols[None, :]
+        tl.store(row_ptr, hi, mask=stored)
+        tl.store(row_ptr + D, lo, mask=stored)
+        # this chunk's share of the row's bound on what lo adds to a product (norms of chunks add up to at least
+        # the row's norm), with a margin for the float32 rounding of a product with hi
+        lo32 = lo.to(tl.float32)
+        hi32 = hi.to(tl.float32)
+        share = tl.sqrt(tl.sum(lo32 * lo32, axis=1)) + 6.103515625e-05 * tl.sqrt(tl.sum(hi32 * hi32, axis=1))
+        bound = BOUND + grp.to(tl.int64) * (L + 1) * n_chunks + dc
+        tl.store(bound + (rows.to(tl.int64) + 1) * n_chunks, share, mask=rows < L)
+        if blk == 0:
+            tl.store(out + cols, tl.zeros([DC], tl.float16))
+            tl.store(out + D + cols, tl.zeros([DC], tl.float16))
+            tl.store(bound, 0.0)
+    else:  # row x + 1 of [groups, L + 1, D] in float32: the one rounding
+        out = OUT + grp.to(tl.int64) * (L + 1) * D
+        tl.store(out + (rows.to(tl.int64) + 1)[:, None] * D + cols[None, :], value.to(tl.float32), mask=stored)
+        if blk == 0:
+            tl.store(out + cols, tl.zeros([DC], tl.float32))
+
+
+def _tiling(dim: int, block: int | None) -> tuple[int, int, int]:
+    """(keys per block, columns per program, warps)."""
+    if interpreting():
+        return block or 16, min(dim, 16), 1
+    return block or BLOCK, min(dim, 32), 4
+
+
+def _scan(x: torch.Tensor, first_real: torch.Tensor | None, pairs: bool, block: int | None):
+    """The scan of the module docstring: (float32 sums [groups, L + 1, D] or float16 pairs [groups, L + 1, 2, D],
+    center float32 [groups, D], scale float32 [groups], the pairs' lo bounds float32 [groups, L + 1] or None).
+    Centred on the real keys when pairs are asked for."""
+    batch, heads, length, dim = x.shape
+    bs, dc, warps = _tiling(dim, block)
+    n_blocks = max(1, triton.cdiv(length, bs))
+    groups = batch * heads
+    device = x.device
+    mask = first_real is not None
+    first = first_real if mask else torch.zeros(1, dtype=torch.int64, device=device)
+    sums = torch.empty(groups, n_blocks, dim, dtype=torch.float32, device=device)
+    abs_sums = torch.empty_like(sums) if pairs else sums
+    grid = (n_blocks, groups, dim // dc)
+    _block_sums_kernel[grid](x, first, sums, abs_sums, *x.stride(), heads, length, n_blocks,
+                             D=dim, BS=bs, DC=dc, MASK=mask, ABS=pairs, num_warps=warps)
+    totals = sums.double()  # [groups, n_blocks, D]: small, so float64 costs nothing here
+    center = torch.zeros(groups, dim, dtype=torch.float32, device=device)
+    scale = torch.ones(groups, dtype=torch.float32, device=device)
+    if pairs:
+        # first real key per (batch row, head) group (a broadcast, not repeat_interleave: no host read-back)
+        first_g = (first[:, None].expand(batch, heads).reshape(groups) if mask
+                   else torch.zeros(groups, dtype=torch.int64, device=device))
+        count = (length - first_g).clamp_min(0)
+        center = (totals.sum(dim=1) / count.clamp_min(1)[:, None]).float()
+        starts = torch.arange(n_blocks, device=device) * bs
+        ends = (starts + bs).clamp_max(length)
+        real = (ends[None, :] - torch.maximum(starts[None, :], first_g[:, None])).clamp_min(0)  # real keys per block
+        shift = real[..., None].double() * center.double()[:, None, :]
+        totals = totals - shift
+    # exclusive float64 running sums of the block totals (scanned along the last axis, the fast one of cumsum)
+    offsets = (totals.transpose(1, 2).cumsum(-1).transpose(1, 2) - totals).contiguous()
+    if pairs:
+        # every centred sum inside a block is at most |offset| + sum |x - center| over the block
+        bound = (offsets.abs() + abs_sums.double() + shift.abs()).amax(dim=(1, 2))
+        exponent = torch.frexp(bound).exponent.clamp(-100, 100)  # bound < 2 ** exponent
+        scale = torch.pow(2.0, (FP16_EXP - exponent).double()).float()
+        out = torch.empty(groups, length + 1, 2, dim, dtype=torch.float16, device=device)
+        bound = torch.empty(groups, length + 1, dim // dc, dtype=torch.float32, device=device)
+    else:
+        out = torch.empty(groups, length + 1, dim, dtype=torch.float32, device=device)
+        bound = out  # not written
+    _scan_kernel[grid](x, first, offsets, center, scale, out, bound, *x.stride(), heads, length, n_blocks, dim // dc,
+                       D=dim, BS=bs, DC=dc, MASK=mask, CENTERED=pairs, PAIRS=pairs, num_warps=warps)
+    return out, center, scale, (bound.sum(dim=-1) if pairs else None)
+
+
+def prefix_sums(x: torch.Tensor, block: int | None = None) -> torch.Tensor:
+    """Running sums of x [B, H, L, D] along L: float32 [B, H, L + 1, D], contiguous, row j holding ``sum_{i < j} x[i]``
+    (float32 within blocks, float64 across them, one rounding). No host read-back (CUDA-graph capturable)."""
+    batch, heads, length, dim = x.shape
+    out, _, _, _ = _scan(x, None, pairs=False, block=block)
+    return out.view(batch, heads, length + 1, dim)
+
+
+def key_prefix(k: torch.Tensor, first_real: torch.Tensor, block: int | None = None) -> KeyPrefix:
+    """The centred running sums of k [B, H_kv, L_kv, D] over its real keys (from `first_real`, int64 [B]), as the
+    span-mean search and gate backward read them. `block`: keys per block, for tests. No host read-back."""
+    batch, heads, length, dim = k.shape
+    pairs, center, scale, bound = _scan(k, first_real, pairs=True, block=block)
+    return KeyPrefix(pairs.view(batch, heads, length + 1, 2, dim), scale.view(batch, heads),
+                     center.view(batch, heads, dim), bound.view(batch, heads, length + 1))
