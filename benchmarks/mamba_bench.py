@@ -1,0 +1,217 @@
+"""One Mamba-2 mixer at Nemotron-3-Nano-30B-A3B's width on a CUDA GPU: the fast path (slconvert.fast_mamba,
+fla-core's Triton kernels) against transformers' PyTorch fallback, in the same run.
+
+The mixer is transformers' NemotronHMamba2Mixer with the checkpoint's Mamba-2 shape (hidden 2688, 64 heads of
+64, 8 groups, 128 states, conv width 4, chunk 128; the values scripts/pipeline_gpu_check.sh builds the
+full-size model with), bf16, random weights, batch 1. Measured per length:
+
+* train: forward + backward in training mode without a cache (the fast path's fused
+  `mamba_split_conv1d_scan_combined`; the fallback's unfused PyTorch path), median of --repeats steps;
+* prefill: forward in eval mode without gradients (causal conv1d + chunked scan);
+* peak memory above the inputs and weights for each, and that peak per 1K tokens;
+* decode: one token's convolution update and state update (the kernels the mixer calls per generated token).
+
+The fallback is transformers' own PyTorch code, reached by pointing the modeling module's kernel functions
+back at it for its half of the run. Lengths where the fallback would not fit are skipped for it
+(--fallback-max). Writes JSON (--out) with a summary: speed-up at each length and whether the >= 10x target
+at 32K (forward + backward) is met.
+
+    python benchmarks/mamba_bench.py --out mamba_bench.json [--lengths 4096,32768] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import inspect
+import json
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+HOOKED = ("causal_conv1d_update", "causal_conv1d_fn", "mamba2_split_conv1d_scan_combined",
+          "mamba2_selective_state_update", "mamba2_chunk_scan")
+NANO = dict(hidden=2688, mamba_num_heads=64, mamba_head_dim=64, n_groups=8, ssm_state_size=128, conv_kernel=4,
+            chunk_size=128)
+
+
+@contextlib.contextmanager
+def fallback(module):
+    """transformers' PyTorch implementations in place of whatever its kernel hook found."""
+    saved = {n: getattr(module, n) for n in HOOKED if hasattr(getattr(module, n, None), "__wrapped__")}
+    for name, fn in saved.items():
+        setattr(module, name, inspect.unwrap(fn))
+    try:
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(module, name, fn)
+
+
+def build_mixer(dtype):
+    from transformers.models.nemotron_h.modeling_nemotron_h import NemotronHMamba2Mixer
+
+    from slconvert.tiny import tiny_config
+
+    config = tiny_config("nemotron_h", hidden=NANO["hidden"])
+    for key, value in NANO.items():
+        if key != "hidden":
+            setattr(config, key, value)
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        mixer = NemotronHMamba2Mixer(config, layer_idx=0)
+    return mixer.to(dtype), config
+
+
+def timed(fn, repeats, warmup=2):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times), min(times)
+
+
+def peak_above(fn):
+    """Peak allocated bytes above what was allocated before one call of fn."""
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
+
+
+def measure(mixer, length, repeats, dtype, train: bool):
+    hidden = torch.randn(1, length, NANO["hidden"], device="cuda", dtype=dtype, requires_grad=train)
+    grad = torch.randn_like(hidden) if train else None
+
+    def step():
+        if train:
+            mixer.zero_grad(set_to_none=True)
+            hidden.grad = None
+            mixer(hidden).backward(grad)
+        else:
+            with torch.no_grad():
+                mixer(hidden)
+
+    mixer.train(train)
+    median, best = timed(step, repeats)
+    peak = peak_above(step)
+    return {"ms": round(median, 3), "best_ms": round(best, 3), "peak_gib": round(peak / 2**30, 3),
+            "gib_per_1k_tokens": round(peak / 2**30 / (length / 1024), 4),
+            "tokens_per_s": round(length / (median / 1000))}
+
+
+def measure_decode(mixer, module, repeats, dtype):
+    """One token through the mixer's decode kernels: conv update then state update (batch 1)."""
+    conv_dim, heads, p, n = mixer.conv_dim, mixer.num_heads, mixer.head_dim, mixer.ssm_state_size
+    g = mixer.n_groups
+    conv_state = torch.randn(1, conv_dim, mixer.conv_kernel_size, device="cuda", dtype=dtype)
+    ssm_state = torch.randn(1, heads, p, n, device="cuda", dtype=torch.float32)
+    xbc = torch.randn(1, conv_dim, 1, device="cuda", dtype=dtype)
+    dt = torch.randn(1, heads, device="cuda", dtype=dtype)
+    A = -torch.exp(mixer.A_log.float())
+    weight = mixer.conv1d.weight.squeeze(1)
+
+    @torch.no_grad()
+    def step():
+        out = module.causal_conv1d_update(xbc, conv_state, weight, mixer.conv1d.bias, activation=mixer.activation)
+        x, B, C = out[..., 0].split([heads * p, g * n, g * n], dim=-1)
+        module.mamba2_selective_state_update(
+            ssm_state, x.view(1, heads, p), dt[..., None].expand(-1, -1, p), A[:, None, None].expand(-1, p, n),
+            B.view(1, g, n), C.view(1, g, n), mixer.D[:, None].expand(-1, p), z=None,
+            dt_bias=mixer.dt_bias[:, None].expand(-1, p), dt_softplus=True)
+
+    median, best = timed(step, max(repeats, 20), warmup=5)
+    return {"ms": round(median, 4), "best_ms": round(best, 4)}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="mamba_bench.json")
+    parser.add_argument("--lengths", default="4096,32768")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    parser.add_argument("--fallback-max", type=int, default=65536, help="longest length the fallback runs at")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        sys.exit("mamba_bench: needs a CUDA device")
+    import slconvert  # noqa: F401  (registers the fast path before transformers' modeling code is imported)
+    from slconvert import fast_mamba
+
+    dtype = getattr(torch, args.dtype)
+    mixer, config = build_mixer(dtype)
+    module = sys.modules[type(mixer).__module__]
+    status = fast_mamba.status()
+    if not status["usable"]:
+        sys.exit(f"mamba_bench: the fast path is not active ({status['reason'] or 'mamba-ssm installed?'})")
+    lengths = [int(x) for x in args.lengths.split(",") if x]
+    import transformers
+
+    report = {
+        "what": "one NemotronHMamba2Mixer at Nemotron-3-Nano width, fast path vs transformers' PyTorch fallback",
+        "device": torch.cuda.get_device_name(), "dtype": args.dtype, "batch": 1,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "transformers": transformers.__version__, "triton": _version("triton"),
+                     "fla": _version("fla")},
+        "shape": NANO, "repeats": args.repeats, "fast_path": status, "results": {}, "summary": {},
+    }
+    started = time.time()
+    for path in ("fast", "fallback"):
+        context = fallback(module) if path == "fallback" else contextlib.nullcontext()
+        with context:
+            rows = report["results"].setdefault(path, {})
+            rows["decode"] = measure_decode(mixer, module, args.repeats, dtype)
+            print(f"{path:8s} decode: {rows['decode']['ms']:.4f} ms/token", flush=True)
+            for length in lengths:
+                if path == "fallback" and length > args.fallback_max:
+                    rows[str(length)] = {"skipped": f"longer than --fallback-max {args.fallback_max}"}
+                    continue
+                row = {}
+                for mode, train in (("train", True), ("prefill", False)):
+                    try:
+                        row[mode] = measure(mixer, length, args.repeats, dtype, train)
+                    except torch.OutOfMemoryError:
+                        row[mode] = {"skipped": "out of memory"}
+                    torch.cuda.empty_cache()
+                    print(f"{path:8s} {length:>7d} {mode:7s} {json.dumps(row[mode])}", flush=True)
+                rows[str(length)] = row
+    fast, slow = report["results"]["fast"], report["results"]["fallback"]
+    for length in lengths:
+        key = str(length)
+        for mode in ("train", "prefill"):
+            a, b = fast.get(key, {}).get(mode, {}), slow.get(key, {}).get(mode, {})
+            if "ms" in a and "ms" in b:
+                report["summary"][f"{mode}_speedup_{key}"] = round(b["ms"] / a["ms"], 2)
+                report["summary"][f"{mode}_memory_ratio_{key}"] = round(b["peak_gib"] / max(a["peak_gib"], 1e-9), 2)
+    report["summary"]["decode_speedup"] = round(slow["decode"]["ms"] / fast["decode"]["ms"], 2)
+    target = report["summary"].get("train_speedup_32768")
+    report["summary"]["target_10x_at_32k_train"] = None if target is None else bool(target >= 10)
+    report["calls"] = dict(fast_mamba.CALLS)
+    report["seconds"] = round(time.time() - started, 1)
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=2)
+    print(json.dumps(report["summary"], indent=2))
+    print(f"wrote {args.out}")
+
+
+def _version(name):
+    try:
+        return __import__(name).__version__
+    except Exception:  # noqa: BLE001
+        return None
+
+
+if __name__ == "__main__":
+    main()
