@@ -136,16 +136,24 @@ def dkdv(
 
 
 @triton.jit
-def _pair_rows(base, rows, offs_d, ok, D: tl.constexpr):
-    """Rows of a [rows, 2, D] float16 pair buffer as float32 hi + lo ([len(rows), D]; zeros where not ok)."""
-    ptrs = base + rows[:, None] * (2 * D) + offs_d[None, :]
-    hi = tl.load(ptrs, mask=ok[:, None], other=0.0).to(tl.float32)
-    return hi + tl.load(ptrs + D, mask=ok[:, None], other=0.0).to(tl.float32)
+def _span_sum(p_base, t_base, end, start, offs_d, ok, D: tl.constexpr):
+    """scale * (P[end] - P[start]) ([len(end), D] float32; zeros where not ok) from the three float16 parts of the
+    running sums (`prefix.KeyPrefix`: pairs [rows, 2, D], third parts [rows, D]), each part subtracted on its own,
+    so that every difference rounds relative to itself rather than to |P|."""
+    mask = ok[:, None]
+    e_ptr = p_base + end[:, None] * (2 * D) + offs_d[None, :]
+    s_ptr = p_base + start[:, None] * (2 * D) + offs_d[None, :]
+    hi = tl.load(e_ptr, mask=mask, other=0.0).to(tl.float32) - tl.load(s_ptr, mask=mask, other=0.0).to(tl.float32)
+    lo = (tl.load(e_ptr + D, mask=mask, other=0.0).to(tl.float32)
+          - tl.load(s_ptr + D, mask=mask, other=0.0).to(tl.float32))
+    rest = (tl.load(t_base + end[:, None] * D + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
+            - tl.load(t_base + start[:, None] * D + offs_d[None, :], mask=mask, other=0.0).to(tl.float32))
+    return hi + (lo + rest)
 
 
 @triton.jit
 def _gate_bwd_kernel(
-    QS, K, ANCH, DS, DQS, DK, PRE, SCALE, CENTER, POS, S0, BACK, FWD,
+    QS, K, ANCH, DS, DQS, DK, PRE, THIRD, SCALE, CENTER, POS, S0, BACK, FWD,
     sqb, sqh, sql, sqd,
     skb, skh, skl, skd,
     H_Q, H_KV, L_Q, L_KV, G, width, t_cap,
@@ -168,6 +176,7 @@ def _gate_bwd_kernel(
     if SPAN_MEAN:  # DK: the [B * H_kv, L_kv + 1, D] difference buffer; PRE: the forward's float16 pairs
         dk_base = DK + grp * (L_KV + 1) * D
         p_base = PRE + grp * (L_KV + 1) * (2 * D)
+        t_base = THIRD + grp * (L_KV + 1) * D
         inv_scale = 1.0 / tl.load(SCALE + grp)
         center = tl.load(CENTER + grp * D + offs_d)
         pos = tl.load(POS + r, mask=rmask, other=0).to(tl.int64)
@@ -186,9 +195,8 @@ def _gate_bwd_kernel(
             lo = tl.where(ok, lo, 0)
             end = tl.where(ok, hi + 1, 0)
             inv_n = tl.where(ok, 1.0 / tl.maximum(end - lo, 1).to(tl.float32), 0.0)
-            p_end = _pair_rows(p_base, end, offs_d, ok, D)
-            p_lo = _pair_rows(p_base, lo, offs_d, ok, D)
-            dqs += ds[:, None] * ((p_end - p_lo) * (inv_n * inv_scale)[:, None] + center[None, :])  # the mean key
+            span_sum = _span_sum(p_base, t_base, end, lo, offs_d, ok, D)
+            dqs += ds[:, None] * (span_sum * (inv_n * inv_scale)[:, None] + center[None, :])  # the mean key
             share = (ds * inv_n)[:, None] * qs
             tl.atomic_add(dk_base + end[:, None] * D + offs_d[None, :], share, mask=ok[:, None], sem="relaxed")
             tl.atomic_add(dk_base + lo[:, None] * D + offs_d[None, :], -share, mask=ok[:, None], sem="relaxed")
@@ -215,11 +223,12 @@ def gate_backward(q_search: torch.Tensor, k: torch.Tensor, anchors: torch.Tensor
     if span_mean:
         target = torch.zeros(batch, heads_kv, len_kv + 1, dim, dtype=torch.float32, device=dk.device)
         tables = span_tables(config, max(len_kv, 1), q_search.device)
-        extra = (prefix.pairs, prefix.scale, prefix.center, positions, first_real, tables.back, tables.fwd)
+        extra = (prefix.pairs, prefix.third, prefix.scale, prefix.center, positions, first_real, tables.back,
+                 tables.fwd)
         width, t_cap = window_length(config), tables.back.numel() - 1
     else:
         target = dk
-        extra = (dk,) * 7  # not read
+        extra = (dk,) * 8  # not read
         width, t_cap = 0, 0
     _gate_bwd_kernel[grid](
         q_search, k, anchors, dscore, dqs, target, *extra,

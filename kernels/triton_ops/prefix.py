@@ -17,19 +17,19 @@ in low precision over more than one block:
 - each block of keys is summed and scanned in float32 (at most one block of terms), the block totals are carried
   along the sequence in float64;
 - each value is stored once, as two float16 parts ``hi + lo`` of ``scale * sum`` (22 significant bits, four bytes
-  like one float32; ``scale``, a power of two per (batch row, kv head), keeps the sums within float16's range).
-  The search multiplies them with q_search in 16-bit tensor-core products accumulated in float32: no per-candidate
+  like one float32; ``scale``, a power of two per (batch row, kv head), keeps the sums within float16's range),
+  and a third float16 part ``scale * sum - hi - lo`` in an array of its own (33 bits in all). The search multiplies
+  ``hi`` and ``lo`` with q_search in 16-bit tensor-core products accumulated in float32: no per-candidate
   conversion of a float32 row, which would cost more instructions per candidate than the anchor key's whole
-  search. It reads ``lo`` only where it can matter: ``lo_bound`` holds, per row, a bound on what ``lo`` adds to a
-  product (its norm, plus a margin for the rounding of the ``hi`` product), so a candidate whose ``hi`` score plus
-  ``|q_search|`` times that bound stays below every head's k-th best so far cannot be selected, and its ``lo`` rows
-  are not loaded (`search.py`).
+  search. ``norm`` holds, per row, a bound on the row's L2 norm: from it the search bounds how far a score from
+  those products can be from the exact one, and scores the candidates where that could change the selection
+  again from all three parts (`search.py`); the gate backward takes its span means from all three parts too.
 
-A span mean then carries an error of about ``2^-22 (|P[hi + 1]| + |P[lo]|) / n`` with P the centred sums.
-`tests/test_triton_interpret.py` holds it under 1e-3 (relative: the norm of the error over the norm of the mean)
-at 1M tokens on bf16 keys with a common mean four times their spread, for spans of 1 to 8000 keys, with a block 32
-times longer than the GPU's (a longer block only adds float32 error): measured 4.5e-5, and 9e-6 with blocks of 1024
-keys, where a plain float32 cumsum of the same keys is off by 3e-2.
+A span mean from ``hi + lo`` carries an error of about ``2^-22 (|P[hi + 1]| + |P[lo]|) / n`` with P the centred
+sums; from all three parts the float32 scan of a block is what is left. `tests/test_triton_interpret.py` holds the
+three-part means under 1e-3 (relative: the norm of the error over the norm of the mean) at 1M tokens on bf16 keys
+with a common mean four times their spread, for spans of 1 to 8000 keys, with a block 32 times longer than the
+GPU's (a longer block only adds float32 error), where a plain float32 cumsum of the same keys is off by 3e-2.
 
 The backward's sums of per-key gradient differences use the same scan, stored in float32 (`prefix_sums`).
 """
@@ -59,11 +59,12 @@ class KeyPrefix:
     pairs: torch.Tensor  # float16 [B, H_kv, L_kv + 1, 2, D], contiguous: hi and lo of scale * P[x]
     scale: torch.Tensor  # float32 [B, H_kv]: a power of two
     center: torch.Tensor  # float32 [B, H_kv, D]: mean of the real keys (zeros for a row without one)
-    lo_bound: torch.Tensor  # float32 [B, H_kv, L_kv + 1], contiguous: >= |lo[x]| + 2^-14 |hi[x]| (L2 norms)
+    norm: torch.Tensor  # float32 [B, H_kv, L_kv + 1], contiguous: >= |hi[x] + lo[x]| (L2 norm of scale * P[x])
+    third: torch.Tensor  # float16 [B, H_kv, L_kv + 1, D], contiguous: scale * P[x] - hi - lo (exact searches only)
 
     def sums(self) -> torch.Tensor:
-        """P (float64 [B, H_kv, L_kv + 1, D]): sum over real keys y < x of (k[y] - center)."""
-        return self.pairs.double().sum(dim=3) / self.scale.double()[:, :, None, None]
+        """P (float64 [B, H_kv, L_kv + 1, D]): sum over real keys y < x of (k[y] - center), from all three parts."""
+        return (self.pairs.double().sum(dim=3) + self.third.double()) / self.scale.double()[:, :, None, None]
 
 
 @triton.jit
@@ -94,7 +95,7 @@ def _block_sums_kernel(X, FIRST, SUMS, ABS_SUMS, sxb, sxh, sxl, sxd, H, L, n_blo
 
 
 @triton.jit
-def _scan_kernel(X, FIRST, OFF, CENTER, SCALE, OUT, BOUND, sxb, sxh, sxl, sxd, H, L, n_blocks, n_chunks,
+def _scan_kernel(X, FIRST, OFF, CENTER, SCALE, OUT, NORM, THIRD, sxb, sxh, sxl, sxd, H, L, n_blocks, n_chunks,
                  D: tl.constexpr, BS: tl.constexpr, DC: tl.constexpr, MASK: tl.constexpr, CENTERED: tl.constexpr,
                  PAIRS: tl.constexpr):
     blk = tl.program_id(0)
@@ -111,22 +112,25 @@ def _scan_kernel(X, FIRST, OFF, CENTER, SCALE, OUT, BOUND, sxb, sxh, sxl, sxd, H
     if PAIRS:  # row x + 1 of [groups, L + 1, 2, D]: hi, then lo, of scale * value (scale: a power of two)
         value = value * tl.load(SCALE + grp).to(tl.float64)
         hi = value.to(tl.float16)
-        lo = (value - hi.to(tl.float64)).to(tl.float16)
+        rest = value - hi.to(tl.float64)
+        lo = rest.to(tl.float16)
         out = OUT + grp.to(tl.int64) * (L + 1) * (2 * D)
         row_ptr = out + (rows.to(tl.int64) + 1)[:, None] * (2 * D) + cols[None, :]
         tl.store(row_ptr, hi, mask=stored)
         tl.store(row_ptr + D, lo, mask=stored)
-        # this chunk's share of the row's bound on what lo adds to a product (norms of chunks add up to at least
-        # the row's norm), with a margin for the float32 rounding of a product with hi
-        lo32 = lo.to(tl.float32)
-        hi32 = hi.to(tl.float32)
-        share = tl.sqrt(tl.sum(lo32 * lo32, axis=1)) + 6.103515625e-05 * tl.sqrt(tl.sum(hi32 * hi32, axis=1))
-        bound = BOUND + grp.to(tl.int64) * (L + 1) * n_chunks + dc
-        tl.store(bound + (rows.to(tl.int64) + 1) * n_chunks, share, mask=rows < L)
+        third = THIRD + grp.to(tl.int64) * (L + 1) * D
+        third_ptr = third + (rows.to(tl.int64) + 1)[:, None] * D + cols[None, :]
+        tl.store(third_ptr, (rest - lo.to(tl.float64)).to(tl.float16), mask=stored)
+        # this chunk's norm: the norms of a row's chunks add up to at least the row's norm
+        stored32 = hi.to(tl.float32) + lo.to(tl.float32)
+        share = tl.sqrt(tl.sum(stored32 * stored32, axis=1))
+        norm = NORM + grp.to(tl.int64) * (L + 1) * n_chunks + dc
+        tl.store(norm + (rows.to(tl.int64) + 1) * n_chunks, share, mask=rows < L)
         if blk == 0:
             tl.store(out + cols, tl.zeros([DC], tl.float16))
             tl.store(out + D + cols, tl.zeros([DC], tl.float16))
-            tl.store(bound, 0.0)
+            tl.store(third + cols, tl.zeros([DC], tl.float16))
+            tl.store(norm, 0.0)
     else:  # row x + 1 of [groups, L + 1, D] in float32: the one rounding
         out = OUT + grp.to(tl.int64) * (L + 1) * D
         tl.store(out + (rows.to(tl.int64) + 1)[:, None] * D + cols[None, :], value.to(tl.float32), mask=stored)
@@ -143,8 +147,9 @@ def _tiling(dim: int, block: int | None) -> tuple[int, int, int]:
 
 def _scan(x: torch.Tensor, first_real: torch.Tensor | None, pairs: bool, block: int | None):
     """The scan of the module docstring: (float32 sums [groups, L + 1, D] or float16 pairs [groups, L + 1, 2, D],
-    center float32 [groups, D], scale float32 [groups], the pairs' lo bounds float32 [groups, L + 1] or None).
-    Centred on the real keys when pairs are asked for."""
+    center float32 [groups, D], scale float32 [groups], and with pairs: bounds of their row norms float32
+    [groups, L + 1] and the third parts float16 [groups, L + 1, D], else None twice). Centred on the real keys when
+    pairs are asked for."""
     batch, heads, length, dim = x.shape
     bs, dc, warps = _tiling(dim, block)
     n_blocks = max(1, triton.cdiv(length, bs))
@@ -179,20 +184,21 @@ def _scan(x: torch.Tensor, first_real: torch.Tensor | None, pairs: bool, block: 
         exponent = torch.frexp(bound).exponent.clamp(-100, 100)  # bound < 2 ** exponent
         scale = torch.pow(2.0, (FP16_EXP - exponent).double()).float()
         out = torch.empty(groups, length + 1, 2, dim, dtype=torch.float16, device=device)
-        bound = torch.empty(groups, length + 1, dim // dc, dtype=torch.float32, device=device)
+        norm = torch.empty(groups, length + 1, dim // dc, dtype=torch.float32, device=device)
+        third = torch.empty(groups, length + 1, dim, dtype=torch.float16, device=device)
     else:
         out = torch.empty(groups, length + 1, dim, dtype=torch.float32, device=device)
-        bound = out  # not written
-    _scan_kernel[grid](x, first, offsets, center, scale, out, bound, *x.stride(), heads, length, n_blocks, dim // dc,
-                       D=dim, BS=bs, DC=dc, MASK=mask, CENTERED=pairs, PAIRS=pairs, num_warps=warps)
-    return out, center, scale, (bound.sum(dim=-1) if pairs else None)
+        norm = third = out  # not written
+    _scan_kernel[grid](x, first, offsets, center, scale, out, norm, third, *x.stride(), heads, length, n_blocks,
+                       dim // dc, D=dim, BS=bs, DC=dc, MASK=mask, CENTERED=pairs, PAIRS=pairs, num_warps=warps)
+    return out, center, scale, (norm.sum(dim=-1) if pairs else None), (third if pairs else None)
 
 
 def prefix_sums(x: torch.Tensor, block: int | None = None) -> torch.Tensor:
     """Running sums of x [B, H, L, D] along L: float32 [B, H, L + 1, D], contiguous, row j holding ``sum_{i < j} x[i]``
     (float32 within blocks, float64 across them, one rounding). No host read-back (CUDA-graph capturable)."""
     batch, heads, length, dim = x.shape
-    out, _, _, _ = _scan(x, None, pairs=False, block=block)
+    out = _scan(x, None, pairs=False, block=block)[0]
     return out.view(batch, heads, length + 1, dim)
 
 
@@ -200,6 +206,7 @@ def key_prefix(k: torch.Tensor, first_real: torch.Tensor, block: int | None = No
     """The centred running sums of k [B, H_kv, L_kv, D] over its real keys (from `first_real`, int64 [B]), as the
     span-mean search and gate backward read them. `block`: keys per block, for tests. No host read-back."""
     batch, heads, length, dim = k.shape
-    pairs, center, scale, bound = _scan(k, first_real, pairs=True, block=block)
+    pairs, center, scale, norm, third = _scan(k, first_real, pairs=True, block=block)
     return KeyPrefix(pairs.view(batch, heads, length + 1, 2, dim), scale.view(batch, heads),
-                     center.view(batch, heads, dim), bound.view(batch, heads, length + 1))
+                     center.view(batch, heads, dim), norm.view(batch, heads, length + 1),
+                     third.view(batch, heads, length + 1, dim))

@@ -13,12 +13,18 @@ The searched key of a candidate (docs/semantics.md, "Search key") is a compile-t
   `prefix.key_prefix` (two rows per candidate whatever the span's length; [lo, hi] from `span_range`). Each row is
   stored as two float16 parts, so with 16-bit inputs a block's scores are tensor-core products (q_search scaled by
   a power of two into float16's range) into a float32 accumulator, then one scale per column (1 / (n scale)): the
-  gathered rows need no conversion. The hi parts of both ends come first; the lo parts (the last 11 bits) are read
-  only for candidates whose score could still reach some head's k-th best, given a per-row bound of what they add
-  (`KeyPrefix.lo_bound`, a few hundredths of the scores' spread): the whole first block, then about 3 G / m of the
-  candidates after the m-th (G heads share the load), so a candidate costs between two and four 16-bit rows where
-  the anchor key costs one. The sums are centred, so ``q_search . center`` (once per row) completes each score; the
-  ranking runs without it (it is the same for every candidate).
+  gathered rows need no conversion: four 16-bit rows per candidate (hi and lo parts of both ends) where the anchor
+  key reads one. The sums are centred, so ``q_search . center`` (once per row) completes each score; the ranking
+  runs without it (it is the same for every candidate).
+
+  Those products add large terms that cancel (the two ends of a span) in a float32 accumulator, and the sums
+  keep 22 bits: a score is off by up to about 2^-22 |q_search| (|P[hi + 1]| + |P[lo]|) / n, enough to swap two
+  candidates whose scores nearly tie. The running list therefore keeps k + 1 candidates; where a head's k-th and
+  (k+1)-th kept scores lie within a generous bound of it of each other (``RESCORE_MARGIN`` = 2^-14 in place of
+  2^-22, row norms from `KeyPrefix.norm`), its kept candidates are scored again from all three float16 parts of the sums (33 bits), each part's
+  difference between the two ends taken on its own in float32, then one float32 dot product, before the top k
+  are taken. The selection then differs from the exact one only where two candidates outside the top k both tie
+  with the k-th to within the products' error.
 """
 
 from __future__ import annotations
@@ -34,13 +40,15 @@ from .prefix import KeyPrefix, key_prefix
 
 __all__ = ["search_topk", "SEARCH_TILES"]
 
-# (anchors per block, warps, pipeline stages) of the search on a GPU, per search key. "anchor": measured on an H200
-# (benchmarks/NOTES.md, items 3, 11 and 12). "span_mean" (two to four 16-bit rows per candidate instead of one): the
-# anchor's tiling, not yet timed; benchmarks/sass_report.py search:span_mean shows its sm_90 code. Heads of D > 128
-# take 16 anchors per block.
-SEARCH_TILES = {"anchor": (32, 1, 2), "span_mean": (32, 1, 2)}
-# "span_mean": "off" reads the lo parts of every candidate (for same-run comparisons; the result is the same).
-LAZY_LO = ["on"]
+# (anchors per block, warps, pipeline stages) of the search on a GPU, per search key, measured on an H200.
+# "anchor": benchmarks/NOTES.md, items 3, 11 and 12. "span_mean" (four 16-bit rows per candidate): the best of five
+# tilings at 256K, 32 query / 2 kv heads, D = 128 (item 14: 54.6 ms released, 33.0 balanced, against 67.7 and 42.1
+# with the anchor's tiling). Heads of D > 128 take 16 anchors per block.
+SEARCH_TILES = {"anchor": (32, 1, 2), "span_mean": (16, 1, 2)}
+# "span_mean": a bound of the error of a score from the 16-bit products, relative to |q_search| (|P[hi + 1]| +
+# |P[lo]|) / n, for D <= 128 (twice that for D = 256): the sums' 22 bits (2^-22) plus a float32 accumulator rounded
+# or truncated once per step of 4 to 16 products (below about 2^-16 at D = 128); 2^-14 leaves a factor of four.
+RESCORE_MARGIN = 2.0**-14
 
 
 @triton.jit
@@ -66,13 +74,21 @@ def _fp16_range(amax):
 
 
 @triton.jit
+def _noise(anchor, heads):
+    """Test hook: a fixed pseudo-random number in [-1, 1) per (head, anchor)."""
+    u = tl.sin(anchor.to(tl.float32)[None, :] * 12.9898 + heads.to(tl.float32)[:, None] * 78.233) * 43758.5453
+    return 2.0 * (u - tl.floor(u)) - 1.0
+
+
+@triton.jit
 def _search_kernel(
-    QS, K, PRE, SCALE, CENTER, BOUND, BACK, FWD, OFFS, POS, S0, ANCH, SCORE,
+    QS, K, PRE, THIRD, SCALE, CENTER, NORM, BACK, FWD, OFFS, POS, S0, ANCH, SCORE,
     sqb, sqh, sql, sqd,
     skb, skh, skl, skd,
-    n_offsets, first_index, power, H_Q, H_KV, L_Q, G, per_split, n_splits, width, t_cap, pre_rows,
-    D: tl.constexpr, GP: tl.constexpr, BN: tl.constexpr, KSEL: tl.constexpr, KP: tl.constexpr,
-    PREC: tl.constexpr, UPCAST: tl.constexpr, WIDE: tl.constexpr, SPAN_MEAN: tl.constexpr, LAZY_LO: tl.constexpr,
+    n_offsets, first_index, power, H_Q, H_KV, L_Q, G, per_split, n_splits, width, t_cap, pre_rows, margin,
+    D: tl.constexpr, GP: tl.constexpr, BN: tl.constexpr, KSEL: tl.constexpr, KEEP: tl.constexpr, KP: tl.constexpr,
+    PREC: tl.constexpr, UPCAST: tl.constexpr, WIDE: tl.constexpr, SPAN_MEAN: tl.constexpr, RESCORE: tl.constexpr,
+    RESCORE_ALL: tl.constexpr, DC: tl.constexpr, NOISE: tl.constexpr,
 ):
     row = tl.program_id(0)
     grp = tl.program_id(1)
@@ -87,8 +103,8 @@ def _search_kernel(
     hmask = heads < G
     h = kv * G + heads
     offs_d = tl.arange(0, D)
-    qs_ptr = QS + b.to(tl.int64) * sqb + h.to(tl.int64)[:, None] * sqh + row.to(tl.int64) * sql + offs_d[None, :] * sqd
-    qs = tl.load(qs_ptr, mask=hmask[:, None], other=0.0)
+    qs_row = QS + b.to(tl.int64) * sqb + h.to(tl.int64)[:, None] * sqh + row.to(tl.int64) * sql
+    qs = tl.load(qs_row + offs_d[None, :] * sqd, mask=hmask[:, None], other=0.0)
     if UPCAST:
         qs = qs.to(tl.float32)
     k_base = K + b.to(tl.int64) * skb + kv.to(tl.int64) * skh
@@ -97,7 +113,8 @@ def _search_kernel(
         back = tl.load(BACK + tc).to(tl.int32)
         fwd = tl.load(FWD + tc).to(tl.int32)
         p_base = PRE + grp.to(tl.int64) * pre_rows * (2 * D)  # float16 pairs [B * H_kv, L_kv + 1, 2, D]
-        b_base = BOUND + grp.to(tl.int64) * pre_rows
+        n_base = NORM + grp.to(tl.int64) * pre_rows
+        t_base = THIRD + grp.to(tl.int64) * pre_rows * D  # float16 third parts [B * H_kv, L_kv + 1, D]
         inv_scale = 1.0 / tl.load(SCALE + grp)  # a power of two: exact
         center = tl.load(CENTER + grp.to(tl.int64) * D + offs_d)
         q32 = qs.to(tl.float32)
@@ -113,8 +130,8 @@ def _search_kernel(
 
     cols = tl.arange(0, KP)
     block_cols = tl.arange(0, BN)
-    # Running top-k per head, unordered; padding columns hold +inf so that they are never the minimum.
-    best_v = tl.where(cols[None, :] < KSEL, float("-inf"), float("inf")) + tl.zeros([GP, KP], tl.float32)
+    # Running top-KEEP per head, unordered; padding columns hold +inf so that they are never the minimum.
+    best_v = tl.where(cols[None, :] < KEEP, float("-inf"), float("inf")) + tl.zeros([GP, KP], tl.float32)
     best_i = tl.full([GP, KP], -1, tl.int32)
     kth = tl.full([GP], float("-inf"), tl.float32)  # smallest kept score per head
     # Offsets are sorted: the ones this row can reach are a prefix of the table, so validity is an index test.
@@ -134,27 +151,17 @@ def _search_kernel(
                 end_row = hi + 1
                 start_row = lo
             col_scale = inv_scale / (hi - lo + 1).to(tl.float32)  # [BN]: 1 / (scale n)
-            end_hi = tl.load(p_base + (end_row * (2 * D))[None, :] + offs_d[:, None])  # [D, BN]
-            start_hi = tl.load(p_base + (start_row * (2 * D))[None, :] + offs_d[:, None])
-            s = tl.dot(q_op, end_hi.to(q_op.dtype), input_precision=PREC)
-            s = tl.dot(neg_q_op, start_hi.to(q_op.dtype), s, input_precision=PREC)
-            s = s * q_unscale[:, None] * col_scale[None, :]  # the score from the hi parts
-            # What the lo parts could add, at most: only candidates that could still reach some head's k-th score
-            # load them (all of the first block; later, those some head of the group could still take).
-            reach = (tl.load(b_base + end_row) + tl.load(b_base + start_row)) * col_scale
-            open_col = tl.max(((s + q_norm[:, None] * reach[None, :] >= kth[:, None]) & hmask[:, None]).to(tl.int32),
-                              axis=0) > 0
-            open_col = open_col & (n0 + block_cols < last)
-            if not LAZY_LO:
-                open_col = n0 + block_cols >= 0  # every column
-            if tl.max(open_col.to(tl.int32), axis=0) > 0:
-                end_lo = tl.load(p_base + (end_row * (2 * D) + D)[None, :] + offs_d[:, None], mask=open_col[None, :],
-                                 other=0.0)
-                start_lo = tl.load(p_base + (start_row * (2 * D) + D)[None, :] + offs_d[:, None],
-                                   mask=open_col[None, :], other=0.0)
-                fix = tl.dot(q_op, end_lo.to(q_op.dtype), input_precision=PREC)
-                fix = tl.dot(neg_q_op, start_lo.to(q_op.dtype), fix, input_precision=PREC)
-                s += fix * q_unscale[:, None] * col_scale[None, :]
+            end_ptr = p_base + (end_row * (2 * D))[None, :] + offs_d[:, None]  # [D, BN]: hi; lo D further on
+            start_ptr = p_base + (start_row * (2 * D))[None, :] + offs_d[:, None]
+            # hi parts of both ends, then lo parts, into one float32 accumulator
+            s = tl.dot(q_op, tl.load(end_ptr).to(q_op.dtype), input_precision=PREC)
+            s = tl.dot(neg_q_op, tl.load(start_ptr).to(q_op.dtype), s, input_precision=PREC)
+            s = tl.dot(q_op, tl.load(end_ptr + D).to(q_op.dtype), s, input_precision=PREC)
+            s = tl.dot(neg_q_op, tl.load(start_ptr + D).to(q_op.dtype), s, input_precision=PREC)
+            s = s * q_unscale[:, None] * col_scale[None, :]
+            if NOISE > 0.0:  # tests: an error of up to NOISE times the bound that the rescoring below assumes
+                bound = (tl.load(n_base + end_row) + tl.load(n_base + start_row)) * col_scale
+                s += NOISE * margin * q_norm[:, None] * bound[None, :] * _noise(anchor, heads)
         else:
             if WIDE:
                 key_off = anchor.to(tl.int64) * skl
@@ -166,12 +173,12 @@ def _search_kernel(
             s = tl.dot(qs, kt, input_precision=PREC)
         # (padding heads score 0 everywhere and are never stored, so only columns need masking)
         s = tl.where((n0 + block_cols < last)[None, :], s, float("-inf"))
-        # Insert the block's maximum into every head whose k-th score it beats, until no head has such a
-        # candidate left: late in a row most blocks need no round or one, instead of k merge rounds. Columns
+        # Insert the block's maximum into every head whose smallest kept score it beats, until no head has such a
+        # candidate left: late in a row most blocks need no round or one, instead of KEEP merge rounds. Columns
         # hold decreasing anchors, so the first column among equal scores is the larger anchor, and keeping
         # the incumbent on equal scores prefers larger anchors (blocks come in decreasing anchor order).
         m1 = tl.max(s, axis=1)
-        for _ in tl.static_range(KSEL):  # a block adds at most k scores to a head; most add none or one
+        for _ in tl.static_range(KEEP):  # a block adds at most KEEP scores to a head; most add none or one
             if tl.max((m1 > kth).to(tl.int32), axis=0) > 0:
                 take = m1 > kth
                 c1 = tl.min(tl.where(s == m1[:, None], block_cols[None, :], BN), axis=1)
@@ -186,8 +193,57 @@ def _search_kernel(
                 kth = tl.min(best_v, axis=1)
                 m1 = tl.max(s, axis=1)
 
+    if SPAN_MEAN:
+        if RESCORE:
+            # A head's selection can only change where its k-th and (k+1)-th kept scores lie within the products'
+            # error bound of each other; there (or everywhere, with RESCORE_ALL: split pieces are merged by score)
+            # the kept candidates are scored again from all three parts of the sums (module docstring).
+            live = best_i >= 0
+            lo_k, hi_k = span_range(tl.where(live, best_i, pos - width), back, fwd, s0, pos, width)
+            if WIDE:
+                end_k = (hi_k + 1).to(tl.int64)
+                start_k = lo_k.to(tl.int64)
+            else:
+                end_k = hi_k + 1
+                start_k = lo_k
+            scale_k = inv_scale / tl.maximum(hi_k - lo_k + 1, 1).to(tl.float32)  # [GP, KP]
+            norms = tl.load(n_base + end_k, mask=live, other=0.0) + tl.load(n_base + start_k, mask=live, other=0.0)
+            err = tl.max(margin * q_norm[:, None] * norms * scale_k, axis=1)  # [GP]: bound of a kept score's error
+            v_low = tl.min(best_v, axis=1)  # the (k+1)-th kept score (padding columns hold +inf)
+            c_low = tl.min(tl.where(best_v == v_low[:, None], cols[None, :], KP), axis=1)
+            v_kth = tl.min(tl.where(cols[None, :] == c_low[:, None], float("inf"), best_v), axis=1)  # the k-th
+            gap = v_kth - tl.maximum(v_low, -3.0e38)  # (no inf - inf)
+            redo = hmask & (gap <= 2.0 * err) & (v_low > float("-inf"))
+            if RESCORE_ALL:
+                redo = hmask
+            if tl.max(redo.to(tl.int32), axis=0) > 0:
+                for j in tl.static_range(KEEP):
+                    pick = cols[None, :] == j
+                    need = redo & (tl.max(tl.where(pick & live, 1, 0), axis=1) > 0)
+                    e_j = tl.sum(tl.where(pick, end_k, 0), axis=1)  # [GP]
+                    s_j = tl.sum(tl.where(pick, start_k, 0), axis=1)
+                    exact = tl.zeros([GP], tl.float32)
+                    for d0 in tl.static_range(0, D, DC):
+                        dd = d0 + tl.arange(0, DC)
+                        e_ptr = p_base + (e_j * (2 * D))[:, None] + dd[None, :]  # [GP, DC]
+                        s_ptr = p_base + (s_j * (2 * D))[:, None] + dd[None, :]
+                        ld = need[:, None] & (dd[None, :] < D)
+                        e3_ptr = t_base + (e_j * D)[:, None] + dd[None, :]
+                        s3_ptr = t_base + (s_j * D)[:, None] + dd[None, :]
+                        # each part subtracted on its own: a difference rounds relative to itself, not to |P|
+                        diff = ((tl.load(e_ptr, mask=ld, other=0.0).to(tl.float32)
+                                 - tl.load(s_ptr, mask=ld, other=0.0).to(tl.float32))
+                                + ((tl.load(e_ptr + D, mask=ld, other=0.0).to(tl.float32)
+                                    - tl.load(s_ptr + D, mask=ld, other=0.0).to(tl.float32))
+                                   + (tl.load(e3_ptr, mask=ld, other=0.0).to(tl.float32)
+                                      - tl.load(s3_ptr, mask=ld, other=0.0).to(tl.float32))))
+                        q_d = tl.load(qs_row + dd[None, :] * sqd, mask=ld, other=0.0).to(tl.float32)
+                        exact += tl.sum(q_d * diff, axis=1)
+                    exact = exact * tl.sum(tl.where(pick, scale_k, 0.0), axis=1)
+                    best_v = tl.where(pick & need[:, None], exact[:, None], best_v)
+
     # Output in descending score order, larger anchors first on equal scores (as the reference ranks).
-    best_v = tl.where(cols[None, :] < KSEL, best_v, float("-inf"))
+    best_v = tl.where(cols[None, :] < KEEP, best_v, float("-inf"))
     out_v = tl.full([GP, KP], float("-inf"), tl.float32)
     out_i = tl.full([GP, KP], -1, tl.int32)
     for j in tl.static_range(KSEL):
@@ -219,6 +275,9 @@ def search_topk(
     num_stages: int | None = None,
     split_candidates: int | None = None,
     prefix: KeyPrefix | None = None,
+    rescore: bool = True,
+    margin: float | None = None,
+    noise: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Selected anchors (int32 [B, H_q, L_q, k], -1 = none) and their float32 scores (0 where none).
 
@@ -229,6 +288,9 @@ def search_topk(
     pieces' top-k lists merged with one stable sort.
     `prefix`: `prefix.key_prefix(k, first_real)` for the "span_mean" key (built here when not given); block size,
     warps and stages default to `SEARCH_TILES` of the config's search key.
+    "span_mean" only: `rescore=False` ranks by the products' scores alone and `margin` replaces the error bound
+    `RESCORE_MARGIN` (both for comparisons); `noise` (tests) adds to every product score a fixed pseudo-random
+    error of up to `noise` times that bound, which the rescoring must undo.
     """
     batch, heads_q, len_q, dim = q_search.shape
     heads_kv = k.shape[1]
@@ -254,26 +316,32 @@ def search_topk(
         if prefix is None:
             prefix = key_prefix(k, first_real)
         tables = span_tables(config, max(t_bound, 1), q_search.device)
-        pre, scale, center, bound = prefix.pairs, prefix.scale, prefix.center, prefix.lo_bound
+        pre, third, scale, center, norm = prefix.pairs, prefix.third, prefix.scale, prefix.center, prefix.norm
         back, fwd = tables.back, tables.fwd
         wide = wide or (k.shape[2] + 1) * 2 * dim >= 2**31
+        if margin is None:
+            margin = RESCORE_MARGIN * max(1, dim // 128)
     else:
-        pre = scale = center = bound = back = fwd = offsets  # not read
+        pre = third = scale = center = norm = back = fwd = offsets  # not read
+        rescore, margin, noise = False, 0.0, 0.0
+    keep = ksel + 1 if rescore else ksel  # the (k+1)-th candidate tells whether the k-th is decided
     grid = (len_q, batch * heads_kv, n_splits)
     _search_kernel[grid](
-        q_search, k, pre, scale, center, bound, back, fwd, offsets, positions, first_real, anchors, scores,
+        q_search, k, pre, third, scale, center, norm, back, fwd, offsets, positions, first_real, anchors, scores,
         *q_search.stride(), *k.stride(),
         n_off, config.sw_index + 1, config.search_power, heads_q, heads_kv, len_q, group, per_split, n_splits,
-        window_length(config), back.numel() - 1, k.shape[2] + 1,
-        D=dim, GP=gp, BN=block_n, KSEL=ksel, KP=triton.next_power_of_2(ksel),
+        window_length(config), back.numel() - 1, k.shape[2] + 1, float(margin),
+        D=dim, GP=gp, BN=block_n, KSEL=ksel, KEEP=keep, KP=triton.next_power_of_2(keep),
         PREC=dot_precision(q_search.dtype), UPCAST=interpreting() or q_search.dtype == torch.float32,
-        WIDE=wide, SPAN_MEAN=span_mean, LAZY_LO=LAZY_LO[0] == "on",
+        WIDE=wide, SPAN_MEAN=span_mean, RESCORE=rescore, RESCORE_ALL=n_splits > 1, DC=min(dim, 32),
+        NOISE=float(noise),
         num_warps=warps if num_warps is None else num_warps, num_stages=stages if num_stages is None else num_stages,
     )
     if n_splits == 1:
         return anchors, scores
     # Pieces hold decreasing anchors, each sorted by (score, anchor) descending: a stable sort keeps larger
-    # anchors first on equal scores, as within one piece.
+    # anchors first on equal scores, as within one piece. ("span_mean": every piece rescored its kept candidates
+    # exactly, so the pieces compare by exact scores.)
     ranked = scores.masked_fill(anchors < 0, float("-inf"))
     top = torch.sort(ranked, dim=-1, descending=True, stable=True).indices[..., :ksel]
     return anchors.gather(-1, top).contiguous(), scores.gather(-1, top).contiguous()

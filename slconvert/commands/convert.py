@@ -35,7 +35,7 @@ def superlinear_options(function):
         click.option("--search-key", type=click.Choice(SEARCH_KEYS), default=_RELEASED.search_key, show_default=True,
                      help="What the router scores at each anchor: the anchor's key (the paper's rule) or the mean "
                           "key of the span it opens (span_mean: retrieval after conversion needs far less "
-                          "training; runs on the PyTorch reference until the kernels support it)."),
+                          "training; the Triton kernels run both keys)."),
         click.option("--layers", default=None, help="Attention layers to convert, as model layer numbers, e.g. 3,7 or 4-9 (default: all)."),
         click.option("--keep-dense", default=None, help="Attention layers to leave dense, as model layer numbers (negative: from the end; "
                      "`slconvert inspect` lists them), e.g. 5,42."),
