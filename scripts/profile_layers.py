@@ -12,22 +12,10 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _importable() -> None:
-    """Import slconvert / slkernels from this checkout when they are not installed (GPU machines)."""
-    try:
-        import slconvert  # noqa: F401
-    except ImportError:
-        links = Path(tempfile.mkdtemp(prefix="slconvert-path-"))
-        (links / "slkernels").symlink_to(ROOT / "kernels")
-        (links / "slconvert").symlink_to(ROOT / "slconvert")
-        sys.path.insert(0, str(links))
 
 
 def profile(size: str, lengths: list[int], tokens: int) -> list[dict]:
@@ -52,7 +40,7 @@ def profile(size: str, lengths: list[int], tokens: int) -> list[dict]:
             x = torch.randn(batch, length, config.hidden_size, device=device, requires_grad=True)
             positions = torch.arange(length, device=device)
 
-            def step():
+            def step(layer=layer, x=x, batch=batch, length=length, positions=positions):
                 with torch.autocast(device, dtype=torch.bfloat16):
                     try:
                         out = layer(x, position_ids=positions[None].expand(batch, length), cache_position=positions)
@@ -95,6 +83,9 @@ def main(argv=None) -> None:
     parser.add_argument("--tokens", type=int, default=32768, help="tokens per step (batch = tokens / length)")
     parser.add_argument("--out", default="layer_profile.json")
     args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from conversion_study import _importable  # slconvert / slkernels from this checkout when not installed
+
     _importable()
     import torch
 
