@@ -72,8 +72,8 @@ def teacher_config(size: str = "tiny"):
 
 def _tokenizer_corpus(seed: int) -> list[str]:
     """Haystack sentences plus needle prompts, the text the teacher will read."""
-    from ..evaluation.haystack import SyntheticHaystack
-    from ..evaluation.niah import TEMPLATES, VALUE_KINDS
+    from ..tasks.haystack import SyntheticHaystack
+    from ..tasks.niah import TEMPLATES, VALUE_KINDS
 
     rng = random.Random(seed)
     texts = [p for p in SyntheticHaystack(seed).text(200_000).split("\n\n") if p.strip()]

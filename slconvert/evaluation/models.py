@@ -13,13 +13,10 @@ from pathlib import Path
 
 import torch
 
+from ..dtypes import parse_dtype
 from ..errors import SlconvertError
 
 __all__ = ["EvalModel", "load_eval_model", "resolve_device", "resolve_dtype", "forward", "last_logits", "greedy_generate"]
-
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-           "float16": torch.float16, "fp16": torch.float16}
-
 
 @dataclass
 class EvalModel:
@@ -54,9 +51,7 @@ def resolve_device(device: str | None) -> torch.device:
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype) or dtype == "auto":
         return None if dtype == "auto" else dtype
-    if dtype not in _DTYPES:
-        raise SlconvertError(f"unknown dtype {dtype!r}; use one of auto, {', '.join(_DTYPES)}")
-    return _DTYPES[dtype]
+    return parse_dtype(dtype, also=("auto",))
 
 
 def config_max_length(config) -> int | None:
