@@ -93,17 +93,22 @@ def test_forward_long_sampled_rows(dtype, cfg_name, length):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_chunked_prefill_matches_whole(dtype):
+    _check_chunked_prefill(SMALL, _make, dtype)
+
+
+def _check_chunked_prefill(cfg, make, dtype):
+    """Prefill in 2048-token chunks through cache_position, and whole, both against the reference."""
     length, chunk = 6000, 2048
-    q, k, v, qs = _make(1, 16, 1, length, length, 128, dtype)
+    q, k, v, qs = make(1, 16, 1, length, length, 128, dtype)
     with torch.no_grad():
-        whole = superlinear_attention(q, k, v, qs, SMALL, backend="triton")
+        whole = superlinear_attention(q, k, v, qs, cfg, backend="triton")
         parts = []
         for start in range(0, length, chunk):
             stop = min(start + chunk, length)
             pos = torch.arange(start, stop, device="cuda")
             parts.append(superlinear_attention(q[:, :, start:stop], k[:, :, :stop], v[:, :, :stop],
-                                               qs[:, :, start:stop], SMALL, cache_position=pos, backend="triton"))
-        _, ref = _reference(q, k, v, qs, SMALL)
+                                               qs[:, :, start:stop], cfg, cache_position=pos, backend="triton"))
+        _, ref = _reference(q, k, v, qs, cfg)
     assert _rel(torch.cat(parts, dim=2), ref) < TOL[dtype]
     assert _rel(whole, ref) < TOL[dtype]
 
@@ -113,9 +118,13 @@ def test_chunked_prefill_matches_whole(dtype):
 @pytest.mark.parametrize("cfg_name,length,heads", [("small", 1000, (16, 1)), ("small", 777, (8, 2)),
                                                    ("balanced", 4096, (16, 1))])
 def test_gradients(dtype, dim, cfg_name, length, heads):
-    cfg = CONFIGS[cfg_name]
+    _check_gradients(CONFIGS[cfg_name], _make, dtype, dim, length, heads)
+
+
+def _check_gradients(cfg, make, dtype, dim, length, heads):
+    """Output and the four input gradients of the kernels against the reference, one row left-padded."""
     hq, hkv = heads
-    q, k, v, qs = _make(2, hq, hkv, length, length, dim, dtype, grad=True)
+    q, k, v, qs = make(2, hq, hkv, length, length, dim, dtype, grad=True)
     mask = torch.ones(2, length, dtype=torch.long, device="cuda")
     mask[0, :100] = 0
     grad = torch.randn(2, hq, length, dim, device="cuda", dtype=dtype)
@@ -123,7 +132,7 @@ def test_gradients(dtype, dim, cfg_name, length, heads):
     out = superlinear_attention(q, k, v, qs, cfg, attention_mask=mask, backend="triton")
     out.backward(grad)
     up, ref = _reference(q, k, v, qs, cfg, attention_mask=mask)
-    ref.backward(grad.float())
+    ref.backward(grad.to(ref.dtype))
     assert _rel(out, ref) < TOL[dtype]
     for name, mine, theirs in zip(["dq", "dk", "dv", "dq_search"], (q, k, v, qs), up):
         err = _rel(mine.grad, theirs.grad)
@@ -134,8 +143,12 @@ def test_gradients(dtype, dim, cfg_name, length, heads):
 @pytest.mark.parametrize("cfg_name", ["small", "released"])
 @pytest.mark.parametrize("length", [5000, 65536])
 def test_decode(dtype, cfg_name, length):
-    cfg = CONFIGS[cfg_name]
-    q, k, v, qs = _make(2, 32, 2, 1, length, 128, dtype)
+    _check_decode(CONFIGS[cfg_name], _make, dtype, length)
+
+
+def _check_decode(cfg, make, dtype, length):
+    """One decode row per batch row over a long cache, one row left-padded, against the reference."""
+    q, k, v, qs = make(2, 32, 2, 1, length, 128, dtype)
     mask = torch.ones(2, length, dtype=torch.long, device="cuda")
     mask[1, :37] = 0
     _poison()
@@ -252,19 +265,7 @@ def test_span_mean_forward_long_sampled_rows(cfg_name, length):
 
 
 def test_span_mean_chunked_prefill_matches_whole():
-    length, chunk, cfg = 6000, 2048, MEAN["small"]
-    q, k, v, qs = _make_mean(1, 16, 1, length, length, 128, torch.bfloat16)
-    with torch.no_grad():
-        whole = superlinear_attention(q, k, v, qs, cfg, backend="triton")
-        parts = []
-        for start in range(0, length, chunk):
-            stop = min(start + chunk, length)
-            pos = torch.arange(start, stop, device="cuda")
-            parts.append(superlinear_attention(q[:, :, start:stop], k[:, :, :stop], v[:, :, :stop],
-                                               qs[:, :, start:stop], cfg, cache_position=pos, backend="triton"))
-        _, ref = _reference(q, k, v, qs, cfg)
-    assert _rel(torch.cat(parts, dim=2), ref) < TOL[torch.bfloat16]
-    assert _rel(whole, ref) < TOL[torch.bfloat16]
+    _check_chunked_prefill(MEAN["small"], _make_mean, torch.bfloat16)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -272,36 +273,14 @@ def test_span_mean_chunked_prefill_matches_whole():
 @pytest.mark.parametrize("cfg_name,length,heads", [("small", 1000, (16, 1)), ("small", 777, (8, 2)),
                                                    ("balanced", 4096, (32, 2))])
 def test_span_mean_gradients(dtype, dim, cfg_name, length, heads):
-    cfg = MEAN[cfg_name]
-    hq, hkv = heads
-    q, k, v, qs = _make_mean(2, hq, hkv, length, length, dim, dtype, grad=True)
-    mask = torch.ones(2, length, dtype=torch.long, device="cuda")
-    mask[0, :100] = 0
-    grad = torch.randn(2, hq, length, dim, device="cuda", dtype=dtype)
-    _poison()
-    out = superlinear_attention(q, k, v, qs, cfg, attention_mask=mask, backend="triton")
-    out.backward(grad)
-    up, ref = _reference(q, k, v, qs, cfg, attention_mask=mask)
-    ref.backward(grad.to(ref.dtype))
-    assert _rel(out, ref) < TOL[dtype]
-    for name, mine, theirs in zip(["dq", "dk", "dv", "dq_search"], (q, k, v, qs), up):
-        err = _rel(mine.grad, theirs.grad)
-        assert err < TOL[dtype], f"{name}: {err:.2e}"
+    _check_gradients(MEAN[cfg_name], _make_mean, dtype, dim, length, heads)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("cfg_name", ["small", "released"])
 @pytest.mark.parametrize("length", [5000, 65536])
 def test_span_mean_decode(dtype, cfg_name, length):
-    cfg = MEAN[cfg_name]
-    q, k, v, qs = _make_mean(2, 32, 2, 1, length, 128, dtype)
-    mask = torch.ones(2, length, dtype=torch.long, device="cuda")
-    mask[1, :37] = 0
-    _poison()
-    with torch.no_grad():
-        out = superlinear_attention(q, k, v, qs, cfg, attention_mask=mask, backend="triton")
-        _, ref = _reference(q, k, v, qs, cfg, attention_mask=mask)
-    assert _rel(out, ref) < TOL[dtype]
+    _check_decode(MEAN[cfg_name], _make_mean, dtype, length)
 
 
 def test_span_mean_decode_cuda_graph():
