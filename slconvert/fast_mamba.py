@@ -365,18 +365,6 @@ def causal_conv1d_update(x, conv_state, weight, bias=None, activation=None, cach
 # --------------------------------------------------------------------------------------------- fused training path
 
 
-def _torch_rmsnorm_gated(x, weight, z, eps, group_size, norm_before_gate):
-    dtype = x.dtype
-    x = x.float()
-    if z is not None and not norm_before_gate:
-        x = x * F.silu(z.float())
-    grouped = x.unflatten(-1, (-1, group_size))
-    y = (grouped * torch.rsqrt(grouped.pow(2).mean(-1, keepdim=True) + eps)).flatten(-2) * weight.float()
-    if z is not None and norm_before_gate:
-        y = y * F.silu(z.float())
-    return y.to(dtype)
-
-
 def mamba_split_conv1d_scan_combined(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_size,
                                      initial_states=None, seq_idx=None, dt_limit=(0.0, _INF),
                                      return_final_states=False, activation="silu", rmsnorm_weight=None,

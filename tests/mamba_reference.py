@@ -88,15 +88,20 @@ class TorchOps:
         return y.to(x.dtype)
 
     def rmsnorm_gated(self, x, weight, z, eps, group_size, norm_before_gate):
-        dtype = x.dtype
-        x = x.float()
-        if z is not None and not norm_before_gate:
-            x = x * F.silu(z.float())
-        grouped = x.unflatten(-1, (-1, group_size))
-        y = (grouped * torch.rsqrt(grouped.pow(2).mean(-1, keepdim=True) + eps)).flatten(-2) * weight.float()
-        if z is not None and norm_before_gate:
-            y = y * F.silu(z.float())
-        return y.to(dtype)
+        return torch_rmsnorm_gated(x, weight, z, eps, group_size, norm_before_gate)
+
+
+def torch_rmsnorm_gated(x, weight, z, eps, group_size, norm_before_gate):
+    """fla's gated RMSNorm in float32: the gate before the norm, or after it with `norm_before_gate`."""
+    dtype = x.dtype
+    x = x.float()
+    if z is not None and not norm_before_gate:
+        x = x * F.silu(z.float())
+    grouped = x.unflatten(-1, (-1, group_size))
+    y = (grouped * torch.rsqrt(grouped.pow(2).mean(-1, keepdim=True) + eps)).flatten(-2) * weight.float()
+    if z is not None and norm_before_gate:
+        y = y * F.silu(z.float())
+    return y.to(dtype)
 
 
 def ssd_reference(x, dt, A, B, C, D=None, z=None, dt_bias=None, initial_states=None, seq_idx=None,

@@ -24,7 +24,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from mamba_reference import INF, TorchOps, compare_model, rel, ssd_reference, transformers_fallback
+from mamba_reference import INF, TorchOps, compare_model, rel, ssd_reference, torch_rmsnorm_gated, transformers_fallback
 
 from slconvert import fast_mamba as fm
 
@@ -388,7 +388,7 @@ def test_fused_variants(stand_in):
     # norm before the gate
     out = fm.mamba_split_conv1d_scan_combined(zxbcdt, conv.weight.squeeze(1), conv.bias, mixer.dt_bias, A,
                                               **dict(base, norm_before_gate=True))
-    expect = fm._torch_rmsnorm_gated(y.flatten(-2), mixer.norm.weight, z, base["rmsnorm_eps"], dim, True)
+    expect = torch_rmsnorm_gated(y.flatten(-2), mixer.norm.weight, z, base["rmsnorm_eps"], dim, True)
     assert rel(out, expect) < TOL
     # a SwiGLU part in front ([z0 x0 | z | xBC | dt])
     extra = torch.randn(2, 21, 2 * 6)
@@ -396,7 +396,7 @@ def test_fused_variants(stand_in):
                                               mixer.dt_bias, A, **base)
     z0, x0 = extra.chunk(2, -1)
     assert rel(out[..., :6], F.silu(z0) * x0) < TOL
-    expect = fm._torch_rmsnorm_gated(y.flatten(-2), mixer.norm.weight, z, base["rmsnorm_eps"], dim, False)
+    expect = torch_rmsnorm_gated(y.flatten(-2), mixer.norm.weight, z, base["rmsnorm_eps"], dim, False)
     assert rel(out[..., 6:], expect) < TOL
     with pytest.raises(ValueError, match="does not fit"):
         fm.mamba_split_conv1d_scan_combined(zxbcdt[..., 1:], conv.weight.squeeze(1), conv.bias, mixer.dt_bias, A,

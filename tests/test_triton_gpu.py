@@ -160,10 +160,16 @@ def _check_decode(cfg, make, dtype, length):
 
 def test_decode_cuda_graph():
     """The decode path captured once, replayed for new positions and new data."""
+    _check_decode_graph(SuperlinearConfig.released(), _make, (9000, 15000, 20000 - 1))
+
+
+def _check_decode_graph(cfg, make, positions, new_keys=None):
+    """superlinear_decode captured once in a CUDA graph over a 20000-token cache, then replayed at `positions`
+    with fresh queries (and fresh keys from `new_keys`, when given), each replay against the reference."""
     from slkernels.triton_ops.decode import superlinear_decode
 
-    cfg, length = SuperlinearConfig.released(), 20000
-    q, k, v, qs = _make(1, 32, 2, 1, length, 128, torch.bfloat16)
+    length = 20000
+    q, k, v, qs = make(1, 32, 2, 1, length, 128, torch.bfloat16)
     pos = torch.tensor([9000], device="cuda")
     s0 = torch.zeros(1, dtype=torch.int64, device="cuda")
     scale = 128 ** -0.5
@@ -172,10 +178,12 @@ def test_decode_cuda_graph():
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         out = superlinear_decode(q, k, v, qs, cfg, pos, s0, scale)
-    for p in (9000, 15000, length - 1):
+    for p in positions:
         pos.fill_(p)
         for x in (q, qs):
             x.copy_(torch.randn_like(x))
+        if new_keys is not None:
+            k.copy_(new_keys(k))
         graph.replay()
         torch.cuda.synchronize()
         with torch.no_grad():
@@ -285,28 +293,8 @@ def test_span_mean_decode(dtype, cfg_name, length):
 
 def test_span_mean_decode_cuda_graph():
     """The span-mean decode (running sums of the whole cache included) captured once, replayed for new data."""
-    from slkernels.triton_ops.decode import superlinear_decode
-
-    cfg, length = MEAN["released"], 20000
-    q, k, v, qs = _make_mean(1, 32, 2, 1, length, 128, torch.bfloat16)
-    pos = torch.tensor([9000], device="cuda")
-    s0 = torch.zeros(1, dtype=torch.int64, device="cuda")
-    scale = 128 ** -0.5
-    superlinear_decode(q, k, v, qs, cfg, pos, s0, scale)  # warm-up: compiles, caches tables
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = superlinear_decode(q, k, v, qs, cfg, pos, s0, scale)
-    for p in (9000, length - 1):
-        pos.fill_(p)
-        for x in (q, qs):
-            x.copy_(torch.randn_like(x))
-        k.copy_(torch.randn_like(k) + KEY_OFFSET)
-        graph.replay()
-        torch.cuda.synchronize()
-        with torch.no_grad():
-            _, ref = _reference(q, k, v, qs, cfg, cache_position=pos.clone())
-        assert _rel(out, ref) < TOL[torch.bfloat16]
+    _check_decode_graph(MEAN["released"], _make_mean, (9000, 20000 - 1),
+                        new_keys=lambda k: torch.randn_like(k) + KEY_OFFSET)
 
 
 def test_span_mean_sums_at_a_million_tokens():

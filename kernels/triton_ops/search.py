@@ -74,6 +74,15 @@ def _fp16_range(amax):
 
 
 @triton.jit
+def _sum_rows(lo, hi, WIDE: tl.constexpr):
+    """Rows of the running sums whose difference is the sum of keys lo..hi: (hi + 1, lo), in int64 when WIDE."""
+    end, start = hi + 1, lo
+    if WIDE:
+        end, start = end.to(tl.int64), start.to(tl.int64)
+    return end, start
+
+
+@triton.jit
 def _noise(anchor, heads):
     """Test hook: a fixed pseudo-random number in [-1, 1) per (head, anchor)."""
     u = tl.sin(anchor.to(tl.float32)[None, :] * 12.9898 + heads.to(tl.float32)[:, None] * 78.233) * 43758.5453
@@ -144,12 +153,7 @@ def _search_kernel(
         anchor = pos + 1 - off
         if SPAN_MEAN:
             lo, hi = span_range(anchor, back, fwd, s0, pos, width)  # lo <= anchor <= hi: never empty
-            if WIDE:
-                end_row = (hi + 1).to(tl.int64)
-                start_row = lo.to(tl.int64)
-            else:
-                end_row = hi + 1
-                start_row = lo
+            end_row, start_row = _sum_rows(lo, hi, WIDE)
             col_scale = inv_scale / (hi - lo + 1).to(tl.float32)  # [BN]: 1 / (scale n)
             end_ptr = p_base + (end_row * (2 * D))[None, :] + offs_d[:, None]  # [D, BN]: hi; lo D further on
             start_ptr = p_base + (start_row * (2 * D))[None, :] + offs_d[:, None]
@@ -200,12 +204,7 @@ def _search_kernel(
             # the kept candidates are scored again from all three parts of the sums (module docstring).
             live = best_i >= 0
             lo_k, hi_k = span_range(tl.where(live, best_i, pos - width), back, fwd, s0, pos, width)
-            if WIDE:
-                end_k = (hi_k + 1).to(tl.int64)
-                start_k = lo_k.to(tl.int64)
-            else:
-                end_k = hi_k + 1
-                start_k = lo_k
+            end_k, start_k = _sum_rows(lo_k, hi_k, WIDE)
             scale_k = inv_scale / tl.maximum(hi_k - lo_k + 1, 1).to(tl.float32)  # [GP, KP]
             norms = tl.load(n_base + end_k, mask=live, other=0.0) + tl.load(n_base + start_k, mask=live, other=0.0)
             err = tl.max(margin * q_norm[:, None] * norms * scale_k, axis=1)  # [GP]: bound of a kept score's error
