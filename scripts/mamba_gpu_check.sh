@@ -13,6 +13,9 @@
 # Usage: scripts/mamba_gpu_check.sh [cpu|functions|models|tests|bench|all] [extra mamba_bench.py options...]
 # (tests = cpu + functions + models; all = tests + bench; the parts also run one at a time, e.g. to stay within
 # a per-command time limit while Triton compiles and autotunes fla's kernels for the first time)
+# Triton's tuning results are kept in $TUNED (default ./.triton-tuned, scripts/triton_tuning.sh): restored at
+# the start, saved at the end and after each part (PART_LIMIT=SECONDS bounds each part, so that the saving runs), so that a later run on a fresh machine that carries that
+# folder skips the tuning (minutes per dtype) and a run cut short by a time limit still keeps what it tuned.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -37,6 +40,10 @@ if ! $PY -c "import slconvert, slkernels" 2>/dev/null; then  # not installed: im
   checkout_on_path "$ROOT"
 fi
 
+source "$ROOT/scripts/triton_tuning.sh"
+TUNED=${TUNED:-$ROOT/.triton-tuned}
+tuning_restore "$TUNED" | tee -a "$OUT/env.txt"
+
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee -a "$OUT/env.txt"
 (cd /tmp && $PY - <<'PYEOF' 2>&1 | tee -a "$OUT/env.txt"
 import importlib, torch, triton, transformers
@@ -56,16 +63,21 @@ PYEOF
 )
 
 rc=0
+LIMIT=""
+[ "${PART_LIMIT:-0}" -gt 0 ] && LIMIT="timeout $PART_LIMIT"
 pytest_part() {  # pytest_part LOG FILE [pytest args...]: run from tests/ so that the repository root is not on sys.path
   local log=$1; shift
-  (cd "$ROOT/tests" && $PY -m pytest -q -p no:cacheprovider --rootdir "$ROOT/tests" -c /dev/null -rs --durations=15 \
+  (cd "$ROOT/tests" && $LIMIT $PY -m pytest -v -p no:cacheprovider --rootdir "$ROOT/tests" -c /dev/null -rs --durations=15 \
       "$@" 2>&1 | tee "$OUT/$log") || rc=1
+  tuning_save "$TUNED" >/dev/null
 }
 case $WHAT in cpu|tests|all) pytest_part tests-cpu.log test_fast_mamba.py ;; esac
 case $WHAT in functions|tests|all) pytest_part tests-functions.log test_fast_mamba_gpu.py -k "not model" ;; esac
 case $WHAT in models|tests|all) pytest_part tests-models.log test_fast_mamba_gpu.py -k "model" ;; esac
 case $WHAT in bench|all)
-  (cd /tmp && $PY "$ROOT/benchmarks/mamba_bench.py" --out "$OUT/mamba_bench.json" "$@" 2>&1 \
-      | tee "$OUT/bench.log") || rc=1 ;;
+  (cd /tmp && $LIMIT $PY "$ROOT/benchmarks/mamba_bench.py" --out "$OUT/mamba_bench.json" "$@" 2>&1 \
+      | tee "$OUT/bench.log") || rc=1
+  tuning_save "$TUNED" >/dev/null ;;
 esac
+tuning_save "$TUNED"
 exit $rc

@@ -35,6 +35,7 @@ CPU keeps transformers' fallback.
 from __future__ import annotations
 
 import collections
+import glob
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -71,7 +72,7 @@ _MODELING = ("nemotron_h", "granitemoehybrid", "bamba", "falcon_h1", "mamba2", "
 _INF = float("inf")
 
 CALLS: collections.Counter = collections.Counter()  # name -> calls that took the fast path (tests, benchmarks)
-_state = {"installed": False, "usable": None, "reason": "", "force": False, "served": []}
+_state = {"installed": False, "usable": None, "reason": "", "force": False, "served": [], "noticed": False}
 _override = None  # a stand-in for fla's ops (tests run the mapping on the CPU with one)
 _fla_ops = None
 
@@ -153,7 +154,30 @@ def _ops_for(tensor: torch.Tensor):
     """The ops that run `tensor`'s computation, or None for transformers' PyTorch code."""
     if _override is not None:
         return _override if _override.applies(tensor) else None
-    return _fla() if tensor.is_cuda else None
+    if not tensor.is_cuda:
+        return None
+    _tuning_notice()
+    return _fla()
+
+
+# A kernel that every scan runs (fla's chunked state pass): its tuning result in Triton's cache tells whether
+# fla's kernels have been tuned on this machine before.
+_TUNED_MARK = "chunk_fwd_kernel_h.autotune.json"
+
+
+def _tuning_notice() -> None:
+    """Say once per process, before the first fla kernel runs, that the first steps will be slow, unless
+    Triton's cache already holds fla's tuning results (Triton times every candidate configuration of each
+    kernel for each dtype and head shape on first use, minutes in all, and keeps the winners on disk)."""
+    if _state["noticed"]:
+        return
+    _state["noticed"] = True
+    cache = os.environ.get("TRITON_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".triton", "cache")
+    if glob.glob(os.path.join(glob.escape(cache), "*", _TUNED_MARK)):
+        return
+    warnings.warn("slconvert: fla-core compiles and tunes its Mamba-2 kernels on first use, so the first steps "
+                  f"take a few minutes per dtype and head shape; Triton keeps the results in {cache} for later runs",
+                  stacklevel=4)
 
 
 # --------------------------------------------------------------------------------------------- helpers

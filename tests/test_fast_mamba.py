@@ -20,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -495,6 +496,22 @@ def test_env_var_turns_it_off():
     assert not report["installed_at_import"] and not report["finder_on_path"]
     assert report["modules"] == [] and report["status"]["usable"] is None
 
+
+
+def test_first_use_notice_unless_triton_holds_fla_tuning(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    monkeypatch.setitem(fm._state, "noticed", False)
+    with pytest.warns(UserWarning, match="tunes its Mamba-2 kernels on first use"):
+        fm._tuning_notice()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fm._tuning_notice()  # once per process: silent the second time
+    monkeypatch.setitem(fm._state, "noticed", False)
+    (tmp_path / "abc123").mkdir()
+    (tmp_path / "abc123" / fm._TUNED_MARK).write_text("{}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fm._tuning_notice()  # tuned before on this machine: nothing to say
 
 if __name__ == "__main__" and "--worker" in sys.argv:
     print(json.dumps(_worker(sys.argv[sys.argv.index("--worker") + 1])))
