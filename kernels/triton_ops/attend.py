@@ -33,16 +33,27 @@ try:
 except ImportError:  # older Triton: plain loads only
     TensorDescriptor = None
 
-from .common import dot_precision, entry_rows, interpreting, launch_tiles, rows_flat
+from .common import (
+    LN2,
+    LOG2E,
+    MODE_DELTA,
+    MODE_DQ,
+    MODE_DQ_SPAN,
+    MODE_FWD_SPAN,
+    MODE_FWD_WINDOW,
+    NEG_BIG,
+    dot_precision,
+    entry_rows,
+    interpreting,
+    launch_tiles,
+    mode_value,
+    rows_flat,
+)
 from .entries import EntryList
 
+# (the modes are defined in common.py and exported here with the kernel they select a pass of)
 __all__ = ["MODE_FWD_WINDOW", "MODE_FWD_SPAN", "MODE_DELTA", "MODE_DQ", "MODE_DQ_SPAN", "run_entries"]
 
-MODE_FWD_WINDOW = 0
-MODE_FWD_SPAN = 1
-MODE_DELTA = 2
-MODE_DQ = 3
-MODE_DQ_SPAN = 4
 # "off" keeps plain loads everywhere (for same-run comparisons, benchmarks/compare_passes.py).
 DESCRIPTORS = ["on"]
 
@@ -89,22 +100,22 @@ def _entry_kernel(
         # (an empty entry makes the interval empty, so every block keeps the mask).
         inner_lo = tl.max(tl.where(emask, lo, -1), axis=0)
         inner_hi = tl.min(tl.where(emask, hi, 1 << 30), axis=0)
-        qk_scale = sm_scale * 1.4426950408889634
+        qk_scale = sm_scale * LOG2E
 
-        if MODE == 0 or MODE == 1:
-            m_i = tl.full([BM], -1.0e30, tl.float32)
+        if MODE == MODE_FWD_WINDOW or MODE == MODE_FWD_SPAN:
+            m_i = tl.full([BM], NEG_BIG, tl.float32)
             l_i = tl.zeros([BM], tl.float32)
             acc = tl.zeros([BM, D], tl.float32)
         else:
-            lse2 = tl.load(LSE_IN + ent_flat, mask=emask, other=0.0) * 1.4426950408889634
+            lse2 = tl.load(LSE_IN + ent_flat, mask=emask, other=0.0) * LOG2E
             do = tl.load(DO + row_flat[:, None] * D + offs_d[None, :], mask=emask[:, None], other=0.0)
             if UPCAST:
                 do = do.to(tl.float32)
             acc = tl.zeros([BM, D], tl.float32)
-            if MODE >= 3:
+            if MODE == MODE_DQ or MODE == MODE_DQ_SPAN:
                 coef = tl.load(COEF + ent_flat, mask=emask, other=0.0)
                 delta = tl.load(DELTA + ent_flat, mask=emask, other=0.0)
-            if MODE == 4:
+            if MODE == MODE_DQ_SPAN:
                 acc_b = tl.zeros([BM, D], tl.float32)
                 pdp_sum = tl.zeros([BM], tl.float32)
 
@@ -129,17 +140,17 @@ def _entry_kernel(
             if (n0 < inner_lo) | (n0 + BN - 1 > inner_hi):
                 inside = (kidx[None, :] >= lo[:, None]) & (kidx[None, :] <= hi[:, None])
                 s = tl.where(inside, s, float("-inf"))
-            if MODE == 0 or MODE == 1:
+            if MODE == MODE_FWD_WINDOW or MODE == MODE_FWD_SPAN:
                 m_new = tl.maximum(m_i, tl.max(s, axis=1))
                 alpha = tl.exp2((m_i - m_new) * qk_scale)
                 p = tl.exp2(s * qk_scale - (m_new * qk_scale)[:, None])
                 l_i = l_i * alpha + tl.sum(p, axis=1)
                 acc = acc * alpha[:, None] + tl.dot(p.to(vb.dtype), vb, input_precision=PREC)
                 m_i = m_new
-            elif MODE == 2:
+            elif MODE == MODE_DELTA:
                 p = tl.exp2(s * qk_scale - lse2[:, None])
                 acc += tl.dot(p.to(vb.dtype), vb, input_precision=PREC)
-            elif MODE == 3:
+            elif MODE == MODE_DQ:
                 p = tl.exp2(s * qk_scale - lse2[:, None])
                 dp = tl.dot(do, tl.trans(vb), input_precision=PREC)
                 dz = p * (coef[:, None] * dp - delta[:, None])
@@ -152,11 +163,11 @@ def _entry_kernel(
                 acc += tl.dot(pdp.to(kt.dtype), tl.trans(kt), input_precision=PREC)
                 acc_b += tl.dot(p.to(kt.dtype), tl.trans(kt), input_precision=PREC)
 
-        if MODE == 0 or MODE == 1:
+        if MODE == MODE_FWD_WINDOW or MODE == MODE_FWD_SPAN:
             has = l_i > 0
             o = acc / tl.where(has, l_i, 1.0)[:, None]
-            lse = tl.where(has, (m_i * qk_scale + tl.log2(tl.where(has, l_i, 1.0))) * 0.6931471805599453, -1.0e30)
-            if MODE == 0:
+            lse = tl.where(has, (m_i * qk_scale + tl.log2(tl.where(has, l_i, 1.0))) * LN2, NEG_BIG)
+            if MODE == MODE_FWD_WINDOW:
                 if STORE_OW:
                     tl.store(OW + row_flat[:, None] * D + offs_d[None, :], o.to(OW.dtype.element_ty), mask=emask[:, None])
                     tl.store(LSEW + row_flat, lse, mask=emask)
@@ -166,7 +177,7 @@ def _entry_kernel(
                     # unused span's o_s was never written, so it is selected away rather than multiplied by 0.
                     sid = row_flat * KS + j
                     g = tl.load(GATE + sid, mask=emask, other=0.0)
-                    lse_s = tl.load(LSE_IN + sid, mask=emask, other=-1.0e30)
+                    lse_s = tl.load(LSE_IN + sid, mask=emask, other=NEG_BIG)
                     o_s = tl.load(SPAN_O + sid[:, None] * D + offs_d[None, :], mask=emask[:, None], other=0.0)
                     w = 1.0 / (1.0 + tl.exp(tl.minimum(lse - lse_s, 80.0)))
                     res += tl.where((g > 0.0)[:, None], (g * w)[:, None] * (o_s.to(tl.float32) - o), 0.0)
@@ -177,10 +188,10 @@ def _entry_kernel(
                 tl.store(SPAN_O + ent_flat[:, None] * D + offs_d[None, :], o.to(SPAN_O.dtype.element_ty),
                          mask=emask[:, None])
                 tl.store(OUT_E + ent_flat, lse, mask=emask)
-        elif MODE == 2:
+        elif MODE == MODE_DELTA:
             u = tl.sum(acc * do.to(tl.float32), axis=1)
             tl.store(OUT_E + ent_flat, u, mask=emask)
-        elif MODE == 3:
+        elif MODE == MODE_DQ:
             dq_ptrs = row_flat[:, None] * D + offs_d[None, :]
             if DQ_FINAL:  # every row once (the window list): finish dq in the query's dtype, no atomics
                 dq = tl.load(DQ + dq_ptrs, mask=emask[:, None], other=0.0) + acc * sm_scale
@@ -194,7 +205,7 @@ def _entry_kernel(
 
 
 def run_entries(
-    mode: int,
+    mode,
     entries: EntryList,
     q: torch.Tensor,
     k: torch.Tensor,
@@ -221,7 +232,8 @@ def run_entries(
     reads them back (`span_o`, `gate`, `lse_in` = lse_s) and writes `out`; `o_w`, `lse_w` only when given.
 
     `dq_out` (MODE_DQ over a list holding every row once, the window's): dq finished in the query's dtype,
-    the float32 `dq` holding the other contributions."""
+    the float32 `dq` holding the other contributions. `mode` is one of the `MODE_*` constants (or its int)."""
+    mode = mode_value(mode)
     batch, heads_q, len_q, dim = q.shape
     heads_kv = k.shape[1]
     groups, n_max = entries.eid.shape

@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from ..geometry import span_tables, window_length
-from .common import dot_precision, entry_rows, interpreting, launch_tiles, rows_flat, span_range
+from .common import LOG2E, dot_precision, entry_rows, interpreting, launch_tiles, rows_flat, span_range
 from .entries import EntryList, key_block_ranges
 from .prefix import KeyPrefix, prefix_sums
 
@@ -58,7 +58,7 @@ def _dkdv_kernel(
         vb = vb.to(tl.float32)
     rng = RANGES + (grp.to(tl.int64) * n_blocks + pid) * n_buckets * 2
     base = grp.to(tl.int64) * ent_stride
-    qk_scale = sm_scale * 1.4426950408889634
+    qk_scale = sm_scale * LOG2E
     dk = tl.zeros([BN, D], tl.float32)
     dv = tl.zeros([BN, D], tl.float32)
     for bucket in range(n_buckets):
@@ -87,7 +87,7 @@ def _dkdv_kernel(
             if UPCAST:
                 q = q.to(tl.float32)
                 do = do.to(tl.float32)
-            lse2 = tl.load(LSE_IN + ent_flat, mask=emask, other=0.0) * 1.4426950408889634
+            lse2 = tl.load(LSE_IN + ent_flat, mask=emask, other=0.0) * LOG2E
             coef = tl.load(COEF + ent_flat, mask=emask, other=0.0)
             delta = tl.load(DELTA + ent_flat, mask=emask, other=0.0)
             s = tl.dot(q, tl.trans(kb), input_precision=PREC)  # [BM, BN], unscaled: one multiply-add below

@@ -15,11 +15,24 @@ import triton
 import triton.language as tl
 
 __all__ = ["interpreting", "dot_precision", "tile_sizes", "launch_tiles", "rows_flat", "entry_rows", "span_range",
-           "SUPPORTED_HEAD_DIMS", "NEG_BIG"]
+           "SUPPORTED_HEAD_DIMS", "NEG_BIG", "LOG2E", "LN2", "MODE_FWD_WINDOW", "MODE_FWD_SPAN", "MODE_DELTA",
+           "MODE_DQ", "MODE_DQ_SPAN", "mode_value"]
 
 SUPPORTED_HEAD_DIMS = (16, 32, 64, 128, 256)
+
+# The kernels' constants, each defined here only. Created as `tl.constexpr`, they are read inside jitted code as
+# module globals (compile-time values); host code reads `.value`.
 # Finite "minus infinity" of logits and log-sum-exps: a fully masked row must stay finite (docs/semantics.md).
-NEG_BIG = -1.0e30
+NEG_BIG = tl.constexpr(-1.0e30)
+# log2(e) and ln(2): the softmaxes run in base 2, exp(x) = exp2(x * LOG2E) and ln(x) = log2(x) * LN2.
+LOG2E = tl.constexpr(1.4426950408889634)
+LN2 = tl.constexpr(0.6931471805599453)
+# Modes of the entry kernel (attend.py), which are also the keys of its tile table below.
+MODE_FWD_WINDOW = tl.constexpr(0)  # window forward, mixing in the row's spans
+MODE_FWD_SPAN = tl.constexpr(1)  # span forward
+MODE_DELTA = tl.constexpr(2)  # backward: dOut . o_s per span
+MODE_DQ = tl.constexpr(3)  # backward: dq
+MODE_DQ_SPAN = tl.constexpr(4)  # backward: a span's dq and its gate's gradient in one walk
 
 
 def interpreting() -> bool:
@@ -32,30 +45,35 @@ def dot_precision(dtype: torch.dtype) -> str:
 
 
 # (entries per tile, keys per tile, warps, pipeline stages[, register cap]) of each pass for D <= 128, keyed by
-# the entry kernel's mode (0 window forward, 1 span forward, 2 delta, 3 dq, 4 fused span dq) or "dkdv".
+# the entry kernel's mode (`MODE_*`) or "dkdv".
 # Measured on an H200 (benchmarks/NOTES.md). The fused span dq pass holds two [entries x D] float32
 # accumulators: half-width key blocks leave registers for them (544 ms backward at 256K against 655 with
 # 8 warps x 64 keys).
 TILES_D128: dict[int | str, tuple[int, ...]] = {
-    0: (64, 64, 4, 3),
-    1: (64, 64, 4, 3),
-    2: (64, 64, 4, 3),
-    3: (64, 64, 4, 2),  # two stages fit two programs per SM in shared memory (three: one; 8.1 -> 6.1 ms at 64K)
-    4: (64, 32, 4, 3),
+    MODE_FWD_WINDOW.value: (64, 64, 4, 3),
+    MODE_FWD_SPAN.value: (64, 64, 4, 3),
+    MODE_DELTA.value: (64, 64, 4, 3),
+    MODE_DQ.value: (64, 64, 4, 2),  # two stages fit two programs per SM in shared memory (three: one; 8.1 -> 6.1 ms at 64K)
+    MODE_DQ_SPAN.value: (64, 32, 4, 3),
     "dkdv": (64, 64, 4, 3),
 }
 
 
-def tile_sizes(head_dim: int, mode: int | str = 0) -> tuple[int, ...]:
+def mode_value(mode) -> int | str:
+    """A pass's key as a plain Python value: a `MODE_*` constant (or its int) gives its int, "dkdv" itself."""
+    return mode.value if isinstance(mode, tl.constexpr) else mode
+
+
+def tile_sizes(head_dim: int, mode=MODE_FWD_WINDOW) -> tuple[int, ...]:
     """Launch tiling of one pass (`TILES_D128`); D = 256 holds twice the registers per row: 32-key blocks, 8 warps."""
     if interpreting():
         return 16, 16, 1, 1
     if head_dim > 128:
         return 64, 32, 8, 1
-    return TILES_D128[mode]
+    return TILES_D128[mode_value(mode)]
 
 
-def launch_tiles(tiles: tuple[int, ...] | None, head_dim: int, mode: int | str) -> tuple[int, int, dict]:
+def launch_tiles(tiles: tuple[int, ...] | None, head_dim: int, mode) -> tuple[int, int, dict]:
     """(entries per tile, keys per tile, launch options) from `tiles` or the pass's default; a fifth entry is a
     register cap, which lets more programs share an SM."""
     block_m, block_n, warps, stages, *cap = tiles or tile_sizes(head_dim, mode)

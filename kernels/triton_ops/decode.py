@@ -19,7 +19,7 @@ import triton.language as tl
 
 from ..config import SuperlinearConfig
 from ..geometry import span_tables, window_length
-from .common import interpreting, span_range
+from .common import LOG2E, NEG_BIG, interpreting, span_range
 from .entries import max_span_length
 from .search import search_topk
 
@@ -69,8 +69,8 @@ def _decode_partial_kernel(
     q = tl.load(Q + b.to(tl.int64) * sqb + h.to(tl.int64) * sqh + r.to(tl.int64) * sql + offs_d * sqd).to(tl.float32)
     k_base = K + b.to(tl.int64) * skb + kv.to(tl.int64) * skh
     v_base = V + b.to(tl.int64) * svb + kv.to(tl.int64) * svh
-    qk_scale = sm_scale * 1.4426950408889634
-    m_i = tl.max(tl.full([BN], -1.0e30, tl.float32), axis=0)
+    qk_scale = sm_scale * LOG2E
+    m_i = tl.max(tl.full([BN], NEG_BIG, tl.float32), axis=0)
     l_i = tl.sum(tl.zeros([BN], tl.float32), axis=0)
     acc = tl.zeros([D], tl.float32)
     for n0 in range(c_lo, c_hi + 1, BN):
@@ -96,7 +96,7 @@ def _decode_partial_kernel(
 def _merge(PM, PL, PACC, base, n_split, D: tl.constexpr, NSP: tl.constexpr):
     sp = tl.arange(0, NSP)
     smask = sp < n_split
-    ms = tl.load(PM + base + sp, mask=smask, other=-1.0e30)
+    ms = tl.load(PM + base + sp, mask=smask, other=NEG_BIG)
     ls = tl.load(PL + base + sp, mask=smask, other=0.0)
     accs = tl.load(PACC + (base + sp)[:, None] * D + tl.arange(0, D)[None, :], mask=smask[:, None], other=0.0)
     m = tl.max(ms, axis=0)
@@ -114,7 +114,7 @@ def _decode_combine_kernel(
     anchors = tl.load(ANCH + row_all * KSEL + cols, mask=cols < KSEL, other=-1)
     scores = tl.load(SCORE + row_all * KSEL + cols, mask=cols < KSEL, other=0.0)
     ok = anchors >= 0
-    top = tl.max(tl.where(ok, scores, -1.0e30), axis=0)
+    top = tl.max(tl.where(ok, scores, NEG_BIG), axis=0)
     ex = tl.where(ok, tl.exp(scores - top), 0.0)
     gates = ex / tl.maximum(tl.sum(ex, axis=0), 1e-30)
 

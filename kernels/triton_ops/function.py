@@ -46,7 +46,7 @@ def forward_pass(q, k, v, q_search, config: SuperlinearConfig, positions, first_
     spans, gate, valid = span_lists(geo, config, anchors, scores, positions, first_real, heads_kv, k.shape[2])
 
     # spans first (each stores its o_s and lse_s), then the window, which mixes them into the output
-    lse_s = torch.full(anchors.shape, NEG_BIG, dtype=torch.float32, device=q.device)
+    lse_s = torch.full(anchors.shape, NEG_BIG.value, dtype=torch.float32, device=q.device)
     span_o = torch.empty(*anchors.shape, dim, dtype=q.dtype, device=q.device)
     run_entries(MODE_FWD_SPAN, spans, q, k, v, scale, span_o=span_o, out_e=lse_s)
     out = torch.empty(batch, heads_q, len_q, dim, dtype=q.dtype, device=q.device)

@@ -14,7 +14,7 @@ import triton.language as tl
 
 from ..config import SuperlinearConfig
 from ..geometry import span_tables
-from .common import interpreting, span_range
+from .common import NEG_BIG, interpreting, span_range
 from .entries import EntryList, Geometry, id_dtype, length_buckets, sort_key_layout
 
 __all__ = ["span_lists"]
@@ -51,7 +51,7 @@ def _span_lists_kernel(
     bucket = tl.minimum(tl.maximum(t - 1, 0) * n_buckets // t_bound, n_buckets - 1)
     key = tl.where(valid, (bucket[:, None] << shift) | lo, invalid)
     # the gate: softmax over the row's k scores, unused spans at NEG_BIG, then zeroed
-    z = tl.where(valid, score, -1.0e30)  # NEG_BIG
+    z = tl.where(valid, score, NEG_BIG)
     z = tl.where(jmask[None, :], z, float("-inf"))
     e = tl.exp(z - tl.max(z, axis=1)[:, None])
     gate = tl.where(valid, e / tl.sum(e, axis=1)[:, None], 0.0)
