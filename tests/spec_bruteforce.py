@@ -27,6 +27,46 @@ def _softmax_attend(qv, keys, values, scale):
     return weights @ values
 
 
+def choose_spans(k_head, qs_row, cfg, pos, s0):
+    """The keys one query at `pos` reads (first real key `s0`, at least one token seen), by the search rule.
+
+    k_head: float64 [L_kv, D] keys of the query's kv head; qs_row: float64 [D] its search query.
+    Returns (window keys, [(unscaled score, anchor, span keys), ...] of the chosen spans, best first).
+    """
+    width = window(cfg)
+    t = pos + 1 - s0
+    win = list(range(max(pos - width + 1, s0), pos + 1))
+    candidates = []
+    i = cfg.sw_index + 1
+    while pos + 1 - offset(i, cfg.search_power) >= s0:
+        candidates.append(pos + 1 - offset(i, cfg.search_power))
+        i += 1
+    if not candidates:
+        return win, []
+    grow = math.pow(t, cfg.span_power)
+    back = math.ceil(cfg.backward_factor * grow)
+    fwd = math.ceil(cfg.forward_factor * grow)
+
+    def span_of(a):
+        return list(range(max(a - back, s0), min(a + fwd, pos - width) + 1))
+
+    if cfg.search_key == "span_mean":  # the mean key of the span each anchor would open
+        keys_searched = torch.stack([k_head[span_of(a)].mean(dim=0) for a in candidates])
+    else:  # the anchor token's own key
+        keys_searched = k_head[candidates]
+    raw = (keys_searched @ qs_row).tolist()  # unscaled search scores
+    scored = sorted(zip(raw, candidates), reverse=True)  # equal scores: the nearer (larger) anchor first
+    return win, [(score, a, span_of(a)) for score, a in scored[: cfg.num_spans]]
+
+
+def first_real(attention_mask, b, len_kv):
+    """s0 of batch row b: its first real key (0 without a mask)."""
+    if attention_mask is None:
+        return 0
+    real = [int(x) for x in attention_mask[b]]
+    return real.index(1) if 1 in real else len_kv
+
+
 def brute_force(q, k, v, q_search, cfg, cache_position=None, attention_mask=None, scale=None, rows=None):
     """Rows `rows` (default all) of Superlinear attention, float64, zeros elsewhere."""
     q, k, v, q_search = (x.detach().double().cpu() for x in (q, k, v, q_search))
@@ -35,48 +75,23 @@ def brute_force(q, k, v, q_search, cfg, cache_position=None, attention_mask=None
     group = heads_q // heads_kv
     scale = 1.0 / math.sqrt(dim) if scale is None else scale
     positions = list(range(len_kv - len_q, len_kv)) if cache_position is None else [int(x) for x in cache_position]
-    width = window(cfg)
     out = torch.zeros(batch, heads_q, len_q, v.shape[-1], dtype=torch.float64)
     rows = range(len_q) if rows is None else rows
     for b in range(batch):
-        s0 = 0
-        if attention_mask is not None:
-            real = [int(x) for x in attention_mask[b]]
-            s0 = real.index(1) if 1 in real else len_kv
+        s0 = first_real(attention_mask, b, len_kv)
         for h in range(heads_q):
             kh = h // group
             for r in rows:
                 pos = positions[r]
-                t = pos + 1 - s0
-                if t < 1:
+                if pos + 1 - s0 < 1:
                     continue
-                win = list(range(max(pos - width + 1, s0), pos + 1))
-                candidates = []
-                i = cfg.sw_index + 1
-                while pos + 1 - offset(i, cfg.search_power) >= s0:
-                    candidates.append(pos + 1 - offset(i, cfg.search_power))
-                    i += 1
+                win, chosen = choose_spans(k[b, kh], q_search[b, h, r], cfg, pos, s0)
                 qv = q[b, h, r]
-                if not candidates:
+                if not chosen:
                     out[b, h, r] = _softmax_attend(qv, k[b, kh, win], v[b, kh, win], scale)
                     continue
-                grow = math.pow(t, cfg.span_power)
-                back = math.ceil(cfg.backward_factor * grow)
-                fwd = math.ceil(cfg.forward_factor * grow)
-
-                def span_of(a, back=back, fwd=fwd, s0=s0, pos=pos):
-                    return list(range(max(a - back, s0), min(a + fwd, pos - width) + 1))
-
-                if cfg.search_key == "span_mean":  # the mean key of the span each anchor would open
-                    keys_searched = torch.stack([k[b, kh, span_of(a)].mean(dim=0) for a in candidates])
-                else:  # the anchor token's own key
-                    keys_searched = k[b, kh, candidates]
-                raw = (keys_searched @ q_search[b, h, r]).tolist()  # unscaled search scores
-                scored = sorted(zip(raw, candidates), reverse=True)
-                chosen = scored[: cfg.num_spans]
-                gate = torch.softmax(torch.tensor([s for s, _ in chosen], dtype=torch.float64), dim=0)
-                for g, (_, a) in zip(gate, chosen):
-                    span = span_of(a)
+                gate = torch.softmax(torch.tensor([s for s, _, _ in chosen], dtype=torch.float64), dim=0)
+                for g, (_, _, span) in zip(gate, chosen):
                     keys = span + win
                     assert not set(span) & set(win)
                     out[b, h, r] += g * _softmax_attend(qv, k[b, kh, keys], v[b, kh, keys], scale)

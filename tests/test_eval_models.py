@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from cli_helpers import tiny_pair
+from spec_bruteforce import choose_spans, first_real, window
 
 from slconvert.errors import SlconvertError
 from slconvert.evaluation.haystack import SyntheticHaystack
@@ -100,21 +101,46 @@ def test_chunked_prefill_gives_the_same_last_logits(models):
             assert chunked.shape == whole.shape and torch.allclose(chunked, whole, atol=1e-4), chunk
 
 
-def _brute_recall(call):
-    """float64 dense softmax and the Selection's own key mask, averaged over queries beyond the window."""
-    from slkernels import select_spans
-
-    q, k, config = call["q"].double(), call["k"].double(), call["config"]
-    heads_q, n = q.shape[1], q.shape[2]
+def _spec_recall(call):
+    """Span recall from docs/semantics.md alone: for every real query, the dense float64 softmax over its keys
+    summed over the window and the spans a brute-force search picks (`spec_bruteforce.choose_spans`: every anchor
+    of the grid scored, top k); per head, averaged over the queries beyond the window and over all real queries."""
+    q, k, q_search = (call[name].detach().double().cpu() for name in ("q", "k", "q_search"))
+    cfg, mask, cache_position = call["config"], call.get("attention_mask"), call.get("cache_position")
+    batch, heads_q, len_q, dim = q.shape
+    len_kv = k.shape[2]
     group = heads_q // k.shape[1]
-    scale = call["scale"] or q.shape[-1] ** -0.5
-    logits = torch.einsum("hqd,hkd->hqk", q[0], k[0].repeat_interleave(group, 0)) * scale
-    causal = torch.ones(n, n, dtype=torch.bool).tril()
-    probs = torch.softmax(logits.masked_fill(~causal, float("-inf")), dim=-1)
-    inside = select_spans(call["q_search"], call["k"], config).mask(n)[0]
-    recall = (probs * inside).sum(-1)  # [H, L]
-    beyond = torch.arange(n) + 1 > config.window + 1
-    return recall[:, beyond].mean(-1)
+    scale = call.get("scale") or dim ** -0.5
+    positions = list(range(len_kv - len_q, len_kv)) if cache_position is None else [int(x) for x in cache_position]
+    beyond_sum = torch.zeros(heads_q, dtype=torch.float64)
+    all_sum = torch.zeros(heads_q, dtype=torch.float64)
+    n_beyond = n_real = 0
+    for b in range(batch):
+        s0 = first_real(mask, b, len_kv)
+        for r, pos in enumerate(positions):
+            t = pos + 1 - s0
+            if t < 1:  # a padding row reads nothing
+                continue
+            n_real += 1
+            n_beyond += t > window(cfg) + 1
+            keys = torch.arange(s0, pos + 1)
+            for h in range(heads_q):
+                kh = h // group
+                win, chosen = choose_spans(k[b, kh], q_search[b, h, r], cfg, pos, s0)
+                read = set(win).union(*(span for _, _, span in chosen))
+                assert read <= set(keys.tolist())
+                probs = torch.softmax(scale * (k[b, kh, keys] @ q[b, h, r]), dim=0)
+                recall = probs[torch.tensor([key in read for key in keys.tolist()])].sum()
+                all_sum[h] += recall
+                if t > window(cfg) + 1:
+                    beyond_sum[h] += recall
+    return {"queries_beyond_window": n_beyond, "recall": beyond_sum / max(n_beyond, 1), "recall_all": all_sum / n_real}
+
+
+def _assert_recall_matches(got, expected):
+    assert got["queries_beyond_window"] == expected["queries_beyond_window"]
+    assert torch.allclose(torch.tensor(got["recall"], dtype=torch.float64), expected["recall"], atol=1e-5)
+    assert torch.allclose(torch.tensor(got["recall_all"], dtype=torch.float64), expected["recall_all"], atol=1e-5)
 
 
 def test_span_recall_matches_a_brute_force(models):
@@ -128,9 +154,49 @@ def test_span_recall_matches_a_brute_force(models):
     for call in calls:
         got = layer_recall(call, block_rows=50)
         assert got["queries_beyond_window"] == len(ids) - 16
-        expected = _brute_recall(call)
-        assert torch.allclose(torch.tensor(got["recall"], dtype=torch.float64), expected, atol=1e-5)
+        _assert_recall_matches(got, _spec_recall(call))
         assert all(0.0 < r < 1.0 for r in got["recall"])  # random routers miss some dense mass
+
+
+# (config, batch, H_q, H_kv, L_q, L_kv, D, left padding of the last batch row, block_rows)
+RECALL_CASES = {
+    "anchor_odd": (dict(sw_index=3, num_spans=2, search_power=0.5, span_power=0.5, backward_factor=2.0,
+                        forward_factor=0.0), 1, 2, 2, 37, 37, 8, 0, 128),
+    "anchor_gqa_padding": (dict(sw_index=2, num_spans=3, search_power=0.5, span_power=0.5, backward_factor=1.0,
+                                forward_factor=1.0), 2, 4, 2, 45, 45, 8, 7, 16),
+    "anchor_fractional_power": (dict(sw_index=2, num_spans=1, search_power=0.6, span_power=0.45,
+                                     backward_factor=1.5, forward_factor=0.5), 2, 3, 1, 53, 53, 16, 12, 10),
+    "anchor_chunk": (dict(sw_index=2, num_spans=2, search_power=0.5, span_power=0.5, backward_factor=2.0,
+                          forward_factor=1.0), 2, 2, 1, 19, 61, 8, 9, 8),
+    "span_mean_odd_padding": (dict(sw_index=2, num_spans=2, search_power=0.5, span_power=0.5, backward_factor=2.0,
+                                   forward_factor=1.0, search_key="span_mean"), 2, 4, 2, 41, 41, 8, 5, 9),
+    "span_mean_fractional_power": (dict(sw_index=3, num_spans=3, search_power=0.55, span_power=0.55,
+                                        backward_factor=3.0, forward_factor=1.0, search_key="span_mean"),
+                                   2, 2, 2, 67, 67, 16, 14, 32),
+}
+
+
+@pytest.mark.parametrize("name", list(RECALL_CASES))
+def test_span_recall_matches_the_semantics_on_random_inputs(name):
+    """layer_recall on random q, k, q_search against the brute force of the semantics: odd lengths, GQA,
+    left padding, a prefill chunk at later positions, both search keys, blocks of rows that do not divide L_q."""
+    from slkernels import SuperlinearConfig
+
+    cfg_kw, batch, heads_q, heads_kv, len_q, len_kv, dim, pad, block_rows = RECALL_CASES[name]
+    cfg = SuperlinearConfig(**cfg_kw)
+    gen = torch.Generator().manual_seed(sum(map(ord, name)))
+    q, q_search = (torch.randn(batch, heads_q, len_q, dim, generator=gen) for _ in range(2))
+    k = torch.randn(batch, heads_kv, len_kv, dim, generator=gen)
+    mask = torch.ones(batch, len_kv, dtype=torch.long)
+    mask[-1, :pad] = 0
+    call = {"layer_idx": 0, "q": q, "k": k, "q_search": q_search, "config": cfg, "scale": None,
+            "attention_mask": mask if pad else None,
+            "cache_position": torch.arange(len_kv - len_q, len_kv) if len_q < len_kv else None}
+    got = layer_recall(call, block_rows=block_rows)
+    expected = _spec_recall(call)
+    assert expected["queries_beyond_window"] > 0
+    _assert_recall_matches(got, expected)
+    assert all(0.0 < r < 1.0 for r in got["recall"])
 
 
 def test_span_recall_is_one_inside_the_window(models):
