@@ -137,13 +137,138 @@ def test_single_needle_task_scores_a_model_whose_answer_is_known(tmp_path):
     assert scores["teacher"] >= 0.8 and scores["blind"] <= 0.2, scores
 
 
-def test_ruler_tasks_offline_and_refused():
-    from slconvert.evaluation.lmeval import with_ruler
+def test_ruler_tasks_offline_and_refused(tmp_path):
+    from slconvert.evaluation.lmeval import RULER_ESSAY_TASKS, with_ruler
 
     assert with_ruler(None) == "niah_single_1,niah_multikey_2,niah_multikey_3"
     assert with_ruler("slc_single,niah_single_1") == "slc_single,niah_single_1,niah_multikey_2,niah_multikey_3"
-    with pytest.raises(SlconvertError, match="niah_single_2 downloads Paul Graham's essays"):
+    assert with_ruler(None, essays=True).split(",")[3:] == list(RULER_ESSAY_TASKS)
+    with pytest.raises(SlconvertError, match="niah_single_2 reads Paul Graham's essays, which this tool never "
+                                             "downloads: save .* pass --ruler-essays DIR"):
         resolve_tasks("niah_single_1,niah_single_2")
+    with pytest.raises(SlconvertError, match="ruler_qa_squad downloads the SQuAD data set"):
+        resolve_tasks("ruler_qa_squad", essays=tmp_path)
+    with pytest.raises(SlconvertError, match="--ruler-essays .*missing is not a folder"):
+        resolve_tasks("niah_multivalue", essays=tmp_path / "missing")
+    with pytest.raises(SlconvertError, match="holds no .txt files"):
+        resolve_tasks("niah_multivalue", essays=tmp_path)
+    _write_essays(tmp_path)
+    with pytest.raises(SlconvertError, match="--ruler-essays is read only by RULER's essay tasks"):
+        resolve_tasks("niah_single_1", essays=tmp_path)
+    names, _ = resolve_tasks("niah_single_1,niah_multivalue", essays=tmp_path)
+    assert names == ["niah_single_1", "niah_multivalue"]
+
+
+# A small essay haystack of this project's own writing: plain sentences, no abbreviations (a splitter without a
+# trained model would break after them), short enough to fit a 1024-token RULER prompt whole.
+ESSAYS = {
+    "01-orchard.txt": "The orchard behind the old mill was planted by a farmer who never saw it bear fruit. He chose "
+                      "pears because they keep well in a cold cellar. Each spring the blossoms came before the last "
+                      "frost, and each year he worried that the cold would take them.\n\nHis daughter kept a "
+                      "notebook of the harvests. Some years the branches bent to the ground; other years there was "
+                      "barely a basket. She learned that the trees paid no attention to how hard anyone worked. "
+                      "What mattered was the weather in one short week of April.\n",
+    "02-ferry.txt": "A small ferry crosses the lake twice a day. The captain knows every rock below the surface, "
+                    "though he has never seen most of them. Passengers ask him how he does it. He says that he "
+                    "simply remembers where the boat did not hit anything.\n\n  In winter the ferry stops, and "
+                    "the village on the far shore is reached by a long road around the water. Nobody minds very "
+                    "much. The road passes a bakery that sells bread still warm at seven in the morning, and the "
+                    "detour has become a habit of its own.\n",
+}
+
+
+def _write_essays(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in ESSAYS.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+def _essay_sentences() -> list[str]:
+    text = re.sub(r"\s+", " ", " ".join(ESSAYS.values())).strip()
+    return re.split(r"(?<=[.!?]) ", text)
+
+
+def test_ruler_essay_task_without_a_folder_is_one_line(tmp_path):
+    """lm-eval's essay tasks are refused before any model is loaded, saying what to download and where it goes."""
+    from click.testing import CliRunner
+
+    from slconvert.cli import main
+
+    for args, message in (
+            (["--tasks", "niah_single_2"], "lm-eval task niah_single_2 reads Paul Graham's essays, which this tool "
+                                           "never downloads: save Paul Graham's essays as .txt files in a folder"),
+            (["--ruler", "--ruler-essays", tmp_path / "missing"], f"--ruler-essays {tmp_path / 'missing'} is not a "
+                                                                  "folder"),
+            (["--niah", "--ruler-essays", tmp_path], "--ruler-essays is read only by lm-eval's RULER essay tasks")):
+        result = CliRunner().invoke(main, ["eval", str(TINY_TEACHER), *map(str, args), "--device", "cpu",
+                                           "--out", str(tmp_path / "out")])
+        assert result.exit_code == 2, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), result.output
+        assert not (tmp_path / "out").exists()
+        assert lines[0].endswith("and pass --ruler-essays DIR") or args[0] == "--niah", lines[0]
+
+
+def ruler_essay_answers(out: Path, essays: Path) -> None:
+    """`slconvert eval --tasks niah_single_2 --ruler-essays DIR` on models whose answers are known, with every
+    internet connection refused; then lm-eval's first prompt of that task built from the same folder. Run in a
+    child process."""
+    import socket
+
+    from click.testing import CliRunner
+
+    connect = socket.socket.connect
+
+    def local_only(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            raise OSError(f"this test must not use the network (tried {address})")
+        return connect(sock, address)
+
+    socket.socket.connect = local_only
+    from slconvert.cli import main
+    from slconvert.evaluation import models
+    from slconvert.evaluation.lmeval import ruler_essay_haystack
+
+    models.load_eval_model = lambda path, **_: oracle_model(TINY_TEACHER, path.name)
+    result = CliRunner().invoke(main, ["eval", "copy", "--compare", "never", "--tasks", "niah_single_2",
+                                       "--ruler-essays", str(essays), "--task-lengths", "1024", "--limit", "2",
+                                       "--device", "cpu", "--out", str(out / "eval")])
+    assert result.exit_code == 0, result.output
+    with ruler_essay_haystack(essays):  # lm-eval's task module, first imported here, reads the folder
+        from lm_eval.tasks.ruler.niah_utils import niah_single_2
+
+        doc = niah_single_2(pretrained=str(TINY_TEACHER), max_seq_lengths=[1024])["test"][0]
+    (out / "essay_prompt.json").write_text(json.dumps({"output": result.output, "doc": doc}))
+
+
+def test_rulers_essay_task_runs_offline_from_a_local_folder(tmp_path):
+    """lm-eval's niah_single_2 with its essay haystack read from a folder, network refused: copying the needle
+    scores 1.0, never answering 0.0, and the prompt is the folder's text with the needle between two sentences.
+
+    A child process (SAFE_ENV, a time limit), 2 documents at 1024 tokens: about 20 s on two cores.
+    """
+    pytest.importorskip("wonderwords")
+    essays = _write_essays(tmp_path / "essays")
+    done = _run_safely([sys.executable, __file__, "ruler-essay-answers", str(tmp_path), str(essays)], timeout=240,
+                       cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads((tmp_path / "essay_prompt.json").read_text())
+    rows = json.loads((tmp_path / "eval" / "summary.json").read_text())["results"]["lm_eval"]["table"]
+    assert rows == [{"task": "niah_single_2", "metric": "1024", "copy-oracle": 1.0, "never-oracle (source)": 0.0,
+                     "difference": 1.0}]
+    words = len(" ".join(ESSAYS.values()).split())
+    assert f"RULER essay haystack: {words} words in 2 .txt files from {essays}; sentences split by nltk" in \
+        data["output"], data["output"]
+    prompt, (value,) = data["doc"]["input"], data["doc"]["outputs"]
+    context = prompt.split("\n")[1]  # header, the haystack with the needle, question
+    needle = re.search(r"One of the special magic numbers for \S+ is: " + value + r"\.", context)
+    assert needle, prompt
+    assert all(sentence in context for sentence in _essay_sentences())  # the whole folder, sentences intact
+    before, after = context[:needle.start()], context[needle.end():]
+    assert before == "" or before.endswith((". ", "! ", "? ")), before  # the needle goes between two sentences
+    assert after == "" or after.startswith(" "), after
+    assert " ".join(part.strip() for part in (before, after) if part.strip()) == " ".join(_essay_sentences())
 
 
 def ruler_known_answers(out: Path) -> dict:
@@ -217,6 +342,8 @@ def test_rulers_needle_task_tells_a_retrieving_model_from_a_blind_one(tmp_path):
     assert scores["teacher"] >= 0.6 and scores["blind"] <= 0.2, scores
 
 
-if __name__ == "__main__":  # the child process of the RULER test above
+if __name__ == "__main__":  # the child processes of the RULER tests above
     if sys.argv[1:2] == ["ruler-known-answers"]:
         ruler_known_answers(Path(sys.argv[2]))
+    if sys.argv[1:2] == ["ruler-essay-answers"]:
+        ruler_essay_answers(Path(sys.argv[2]), Path(sys.argv[3]))

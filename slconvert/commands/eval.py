@@ -76,7 +76,13 @@ def _numbers(text: str, option: str, kind=int) -> list:
               help="Source checkpoint to run on the same inputs, side by side.")
 @click.option("--ruler", is_flag=True,
               help="lm-eval's own RULER needle tasks that need no download (niah_single_1, niah_multikey_2, "
-                   "niah_multikey_3) at --task-lengths; needs the `wonderwords` and `nltk` packages.")
+                   "niah_multikey_3) at --task-lengths, and with --ruler-essays also its essay tasks; needs the "
+                   "`wonderwords` and `nltk` packages.")
+@click.option("--ruler-essays", default=None, metavar="DIR",
+              help="Folder of .txt essays (Paul Graham's, as RULER uses; its subfolders too, in path order): the "
+                   "haystack of lm-eval's RULER essay tasks (niah_single_2, niah_single_3, niah_multikey_1, "
+                   "niah_multivalue, niah_multiquery), which are refused without it. Nothing is downloaded; "
+                   "sentences are split by nltk's punkt_tab model when installed, else by untrained Punkt.")
 @click.option("--tasks", default=None, help="lm-eval tasks: names or YAML paths, comma-separated (e.g. slc_passkey).")
 @click.option("--task-lengths", default=None, help="Prompt lengths for the shipped slc_* needle tasks.")
 @click.option("--task-metadata", "--metadata", "task_metadata", default=None, help='Extra lm-eval task metadata as JSON, e.g. \'{"num_samples": 4}\'.')
@@ -97,7 +103,7 @@ def _numbers(text: str, option: str, kind=int) -> list:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("eval-output"), show_default=True,
               help="Folder for results, figures and the summary.")
 def eval_command(model, niah, niah_style, lengths, depths, samples, haystack, chat_template, niah_task, mode, key_kind,
-                 value_kind, base, ruler, tasks,
+                 value_kind, base, ruler, ruler_essays, tasks,
                  task_lengths, task_metadata, limit, batch_size, ppl_path, chunk_size, span_recall, span_text,
                  span_length, max_length, skip_too_long, device, dtype, seed, out):
     """Evaluate MODEL (converted or not): --niah, --ruler, --tasks, --perplexity and/or --span-recall."""
@@ -109,7 +115,7 @@ def eval_command(model, niah, niah_style, lengths, depths, samples, haystack, ch
     if ruler:
         from ..evaluation.lmeval import with_ruler
 
-        tasks = with_ruler(tasks)
+        tasks = with_ruler(tasks, essays=ruler_essays is not None)
     if not (niah or tasks or ppl_path or span_recall):
         raise SlconvertError("nothing to evaluate; add at least one of --niah, --ruler, --tasks, --perplexity, "
                              "--span-recall")
@@ -129,6 +135,13 @@ def eval_command(model, niah, niah_style, lengths, depths, samples, haystack, ch
     if max_length is not None and max_length < 1:
         raise SlconvertError(f"--max-length {max_length} must be a positive number of tokens")
 
+    if tasks:  # unknown task files, refused tasks and a missing essay folder fail now, before any model is loaded
+        from ..evaluation.lmeval import resolve_tasks
+
+        resolve_tasks(tasks, ruler_essays)
+    elif ruler_essays is not None:
+        raise SlconvertError("--ruler-essays is read only by lm-eval's RULER essay tasks; add --ruler or name them "
+                             "in --tasks, or leave --ruler-essays out")
     if niah:  # a missing or unknown haystack fails now, before any model is loaded
         from ..tasks.haystack import load_haystack
 
@@ -150,7 +163,8 @@ def eval_command(model, niah, niah_style, lengths, depths, samples, haystack, ch
             sections.append(text)
         if tasks:
             results["lm_eval"], text = run_tasks(ctx, tasks, batch_size=batch_size, limit=limit,
-                                                 task_lengths=task_length_list, task_metadata=metadata)
+                                                 task_lengths=task_length_list, task_metadata=metadata,
+                                                 essays=ruler_essays)
             sections.append(text)
         if ppl_path:
             results["perplexity"], text = run_perplexity(ctx, ppl_path, chunk=chunk_size)
@@ -164,7 +178,8 @@ def eval_command(model, niah, niah_style, lengths, depths, samples, haystack, ch
                             "lengths": length_list, "depths": depth_list, "samples": samples,
                             "haystack": haystack or STYLES[niah_style].haystack, "key_kind": key_kind,
                             "value_kind": value_kind} if niah else None,
-                   "tasks": tasks, "task_lengths": task_length_list, "task_metadata": metadata, "limit": limit,
+                   "tasks": tasks, "ruler_essays": ruler_essays, "task_lengths": task_length_list,
+                   "task_metadata": metadata, "limit": limit,
                    "perplexity": ppl_path, "chunk_size": chunk_size if ppl_path else None,
                    "span_recall": {"text": span_text, "length": span_length} if span_recall else None,
                    "max_length": ctx.max_length, "skip_too_long": skip_too_long, "device": device, "dtype": dtype}

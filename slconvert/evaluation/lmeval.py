@@ -12,22 +12,27 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from pathlib import Path
 
 from ..errors import SlconvertError
 
 __all__ = ["register", "resolve_tasks", "run_lm_eval", "shipped_tasks_dir", "offline_environment", "no_downloads",
-           "RULER_OFFLINE", "with_ruler"]
+           "RULER_OFFLINE", "RULER_ESSAY_TASKS", "with_ruler", "essay_files", "ruler_essay_haystack"]
 
 MODEL_NAME = "slconvert"
 
 # lm-eval's own RULER needle tasks whose haystack is built locally (repeated noise sentences or other needles):
 # `slconvert eval --ruler` runs these, and their numbers sit beside published RULER tables.
 RULER_OFFLINE = ("niah_single_1", "niah_multikey_2", "niah_multikey_3")
+# lm-eval's RULER needle tasks whose haystack is Paul Graham's essays. lm-eval downloads them at run time; this
+# tool reads them from a local folder of .txt files instead (`--ruler-essays DIR`, `ruler_essay_haystack`).
+RULER_ESSAY_TASKS = ("niah_single_2", "niah_single_3", "niah_multikey_1", "niah_multivalue", "niah_multiquery")
+ESSAYS_HINT = ("save Paul Graham's essays as .txt files in a folder (e.g. the `text` rows of the hub data set "
+               "baber/paul_graham_essays that lm-eval reads, one file each; see the README) and pass "
+               "--ruler-essays DIR")
 # RULER tasks whose data lm-eval downloads at run time, and what they read; this tool never downloads.
 RULER_DOWNLOADS = {
-    **{name: "Paul Graham's essays (the essay haystack)" for name in (
-        "niah_single_2", "niah_single_3", "niah_multikey_1", "niah_multivalue", "niah_multiquery")},
     "ruler_qa_squad": "the SQuAD data set", "ruler_qa_hotpot": "the HotpotQA data set",
     "ruler_cwe": "the common-words lists", "ruler_fwe": "the frequent-words lists", "ruler_vt": "its word lists",
     "ruler": "the essays and QA data sets of several of its tasks",
@@ -49,8 +54,9 @@ def no_downloads():
     """nltk downloads nothing while lm-eval runs.
 
     Importing lm-eval's RULER needle tasks asks nltk for its sentence splitter (`punkt_tab`) and downloads it
-    when missing. Only the essay tasks use it, and those are refused here, so the request is answered "not
-    available" instead of going to the network.
+    when missing. Only the essay tasks use it, and `ruler_essay_haystack` gives them a splitter that needs no
+    data when the model is not installed, so the request is answered "not available" instead of going to the
+    network.
     """
     try:
         import nltk
@@ -156,16 +162,80 @@ def _task_yaml_loader():
     return Loader
 
 
-def with_ruler(spec: str | None) -> str:
-    """`--tasks` plus RULER's offline needle tasks (`--ruler`), each once."""
+def with_ruler(spec: str | None, essays: bool = False) -> str:
+    """`--tasks` plus RULER's offline needle tasks (`--ruler`), each once; with essays=True also its essay tasks."""
     names = [t.strip() for t in (spec or "").split(",") if t.strip()]
-    return ",".join(dict.fromkeys([*names, *RULER_OFFLINE]))
+    return ",".join(dict.fromkeys([*names, *RULER_OFFLINE, *(RULER_ESSAY_TASKS if essays else ())]))
 
 
-def resolve_tasks(spec: str) -> tuple[list[str], list[str]]:
+def essay_files(folder: str | Path) -> list[Path]:
+    """The .txt files under `folder` (its subfolders too), sorted by path: the essay haystack of RULER's tasks."""
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise SlconvertError(f"--ruler-essays {folder} is not a folder; {ESSAYS_HINT}")
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() == ".txt")
+    if not files:
+        raise SlconvertError(f"--ruler-essays {folder} holds no .txt files; {ESSAYS_HINT}")
+    return files
+
+
+@contextlib.contextmanager
+def ruler_essay_haystack(folder: str | Path):
+    """lm-eval's RULER essay tasks read their haystack from `folder` and download nothing; yields what was used.
+
+    lm-eval has no setting for either of the two things these tasks fetch, so both are swapped, for the duration
+    of this block only, in the one module that holds them, `lm_eval.tasks.ruler.prepare_niah`:
+
+    * `get_haystack("essay")` loads the hub data set baber/paul_graham_essays. Here it returns the folder's .txt
+      files (`essay_files`) in the form lm-eval gives the data set's rows: joined with spaces, every run of
+      whitespace folded to one space, split into words. The other haystack kinds stay lm-eval's. Each RULER task
+      file runs its `niah_utils` module afresh when lm-eval loads the task, and that module takes `get_haystack`
+      from `prepare_niah` at that moment, so tasks loaded inside this block read the folder.
+    * `sent_tokenize` (needles go between sentences) needs nltk's `punkt_tab` English model, which nltk downloads
+      when it is missing. An installed model is used, as in RULER. Without one, nltk's Punkt splitter runs with
+      no trained parameters: it also breaks after abbreviations such as "Mr.", so a needle may land right after
+      one.
+    """
+    files = essay_files(folder)
+    texts = [f.read_text(encoding="utf-8", errors="replace") for f in files]
+    words = re.sub(r"\s+", " ", " ".join(texts)).split(" ")
+    if not any(words):
+        raise SlconvertError(f"the .txt files under --ruler-essays {folder} are empty; {ESSAYS_HINT}")
+    try:
+        import nltk
+
+        with no_downloads():  # importing it asks nltk to download punkt_tab when missing
+            from lm_eval.tasks.ruler import prepare_niah
+    except ImportError as err:
+        raise SlconvertError(f"lm-eval's RULER tasks cannot be loaded ({str(err).splitlines()[0]}); install the "
+                             "`wonderwords` and `nltk` packages (pip install wonderwords nltk)") from err
+    try:
+        nltk.data.find("tokenizers/punkt_tab/english/")
+        splitter = None
+    except LookupError:
+        from nltk.tokenize.punkt import PunktSentenceTokenizer
+
+        splitter = PunktSentenceTokenizer().tokenize
+    lm_eval_haystack, lm_eval_splitter = prepare_niah.get_haystack, prepare_niah.sent_tokenize
+
+    def get_haystack(type_haystack):
+        return list(words) if type_haystack == "essay" else lm_eval_haystack(type_haystack)
+
+    prepare_niah.get_haystack = get_haystack
+    if splitter is not None:
+        prepare_niah.sent_tokenize = splitter
+    try:
+        yield {"folder": str(folder), "files": len(files), "words": sum(1 for w in words if w),
+               "sentences": "nltk punkt_tab (english)" if splitter is None else "nltk Punkt, untrained (no punkt_tab)"}
+    finally:
+        prepare_niah.get_haystack, prepare_niah.sent_tokenize = lm_eval_haystack, lm_eval_splitter
+
+
+def resolve_tasks(spec: str, essays: str | Path | None = None) -> tuple[list[str], list[str]]:
     """Comma-separated task names or YAML paths -> (task names, extra include paths).
 
-    A YAML path contributes its folder to lm-eval's include path and its `task:` name to the list.
+    A YAML path contributes its folder to lm-eval's include path and its `task:` name to the list. RULER's essay
+    tasks need `essays`, a folder of .txt essays (see `ruler_essay_haystack`); it is refused when none asks for it.
     """
     import yaml
 
@@ -188,30 +258,46 @@ def resolve_tasks(spec: str) -> tuple[list[str], list[str]]:
                 raise SlconvertError(
                     f"lm-eval task {item} downloads {RULER_DOWNLOADS[item]} at run time, which this tool never does; "
                     f"run the RULER tasks that build their data locally ({', '.join(RULER_OFFLINE)}, or --ruler)")
-            if item in RULER_OFFLINE and (ruler := _ruler_tasks_dir()) is not None:
+            if item in RULER_ESSAY_TASKS and essays is None:
+                raise SlconvertError(f"lm-eval task {item} reads Paul Graham's essays, which this tool never "
+                                     f"downloads: {ESSAYS_HINT}")
+            if item in (*RULER_OFFLINE, *RULER_ESSAY_TASKS) and (ruler := _ruler_tasks_dir()) is not None:
                 include.append(str(ruler))
             names.append(item)
     if not names:
         raise SlconvertError("--tasks is empty; name lm-eval tasks or YAML files, comma-separated")
+    if essays is not None:
+        if not any(n in RULER_ESSAY_TASKS for n in names):
+            raise SlconvertError(f"--ruler-essays is read only by RULER's essay tasks "
+                                 f"({', '.join(RULER_ESSAY_TASKS)}); add --ruler or name them in --tasks, or leave "
+                                 "--ruler-essays out")
+        essay_files(essays)
     return names, list(dict.fromkeys(include))
 
 
 def run_lm_eval(em, spec: str, *, max_length: int, batch_size: int = 1, limit: int | None = None,
                 seed: int = 0, task_lengths: list[int] | None = None, task_metadata: dict | None = None,
-                log_samples: bool = False) -> dict:
-    """Run lm-eval tasks on an already loaded model; returns lm-eval's result dict (JSON-safe parts)."""
+                log_samples: bool = False, essays: str | Path | None = None) -> dict:
+    """Run lm-eval tasks on an already loaded model; returns lm-eval's result dict (JSON-safe parts).
+
+    `essays`: a folder of .txt essays, the haystack of RULER's essay tasks (`ruler_essay_haystack`); the result
+    then says what was read under "ruler_essays".
+    """
     offline_environment()
-    with no_downloads():
-        return _run_lm_eval(em, spec, max_length=max_length, batch_size=batch_size, limit=limit, seed=seed,
-                            task_lengths=task_lengths, task_metadata=task_metadata, log_samples=log_samples)
+    names, include = resolve_tasks(spec, essays)
+    with no_downloads(), contextlib.ExitStack() as stack:
+        used = stack.enter_context(ruler_essay_haystack(essays)) if essays is not None else None
+        result = _run_lm_eval(em, names, include, max_length=max_length, batch_size=batch_size, limit=limit,
+                              seed=seed, task_lengths=task_lengths, task_metadata=task_metadata,
+                              log_samples=log_samples)
+    return {**result, "ruler_essays": used} if used else result
 
 
-def _run_lm_eval(em, spec: str, *, max_length: int, batch_size: int, limit: int | None, seed: int,
-                 task_lengths: list[int] | None, task_metadata: dict | None, log_samples: bool) -> dict:
+def _run_lm_eval(em, names: list[str], include: list[str], *, max_length: int, batch_size: int, limit: int | None,
+                 seed: int, task_lengths: list[int] | None, task_metadata: dict | None, log_samples: bool) -> dict:
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    names, include = resolve_tasks(spec)
     metadata = {"pretrained": str(em.path), "tokenizer": str(em.path), "max_length": max_length, "seed": seed,
                 **(task_metadata or {})}
     if task_lengths:

@@ -86,7 +86,7 @@ def run_niah(ctx: RunContext, *, task: str, lengths: list[int], depths: list[flo
 
 
 def run_tasks(ctx: RunContext, spec: str, *, batch_size: int, limit: int | None, task_lengths: list[int] | None,
-              task_metadata: dict) -> tuple[dict, str]:
+              task_metadata: dict, essays: str | None = None) -> tuple[dict, str]:
     from .lmeval import run_lm_eval
 
     if ctx.max_length is None:
@@ -94,7 +94,8 @@ def run_tasks(ctx: RunContext, spec: str, *, batch_size: int, limit: int | None,
     per_model = {}
     for role, em in ctx.models():
         per_model[role] = run_lm_eval(em, spec, max_length=ctx.max_length, batch_size=batch_size, limit=limit,
-                                      seed=ctx.seed, task_lengths=task_lengths, task_metadata=task_metadata)
+                                      seed=ctx.seed, task_lengths=task_lengths, task_metadata=task_metadata,
+                                      essays=essays)
     rows = []
     for task, metrics in per_model["model"]["results"].items():
         for key, value in metrics.items():
@@ -112,6 +113,9 @@ def run_tasks(ctx: RunContext, spec: str, *, batch_size: int, limit: int | None,
     ctx.wrote(report.write_json(ctx.out / "lm_eval_results.json", result),
               report.write_csv(ctx.out / "lm_eval_results.csv", rows))
     text = f"### lm-eval tasks (max_length {ctx.max_length})\n\n{_markdown(rows)}"
+    if read := per_model["model"].get("ruler_essays"):
+        text += (f"\n\nRULER essay haystack: {read['words']} words in {read['files']} .txt files from "
+                 f"{read['folder']}; sentences split by {read['sentences']}.")
     ctx.echo(text)
     return result, text
 
