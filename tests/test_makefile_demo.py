@@ -1,11 +1,14 @@
-"""The demo's defaults in the Makefile: the method's sparsity, the shipped model's own conversion, a runnable chain."""
+"""The demo's defaults in the Makefile: the method's sparsity, the shipped model's own conversion, and the whole
+chain run at tiny sizes."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 from slconvert.commands.convert import convert_command, params_from
@@ -49,13 +52,53 @@ def test_demo_training_overrides_are_valid_recipe_keys():
     load_recipe(ROOT / "recipes" / "demo-curriculum.yaml", shlex.split(_make_variable("DEMO_CURRICULUM")))
 
 
-def test_demo_dry_run_chains_convert_curriculum_and_both_evaluations():
-    dry = subprocess.run(["make", "-n", "demo", "STAMP=Makefile"], capture_output=True, text=True, cwd=ROOT)
-    assert dry.returncode == 0, dry.stderr
-    steps = [line for line in dry.stdout.splitlines() if "slconvert " in line]
+# The demo at the smallest sizes that still run every stage: one NIAH prompt of 128 tokens per model, one training
+# step. Its cost is mostly six interpreter starts importing torch and transformers (about 40 s of CPU in all).
+TINY_DEMO = {
+    "DEMO_LENGTHS": "128",
+    "DEMO_DEPTHS": "50",
+    "DEMO_SAMPLES": "1",
+    "DEMO_CURRICULUM": "max_steps=1 seq_len=128 batch_size=1 micro_batch_size=1 warmup_steps=0 log_every=1 "
+                       "data.corpus_tokens=2048",
+}
+
+
+def _niah(path: Path) -> dict:
+    return json.loads(path.read_text())["results"]["niah"]
+
+
+def test_demo_runs_every_stage_at_tiny_sizes(tmp_path):
+    venv = Path(sys.prefix)  # the environment running the tests provides the demo's commands
+    assert (venv / "bin" / "slconvert").is_file(), f"{venv}/bin has no slconvert: install the package (make install)"
+    stamp = tmp_path / "installed"  # newer than pyproject.toml, so make takes the environment as installed
+    stamp.touch()
+    newer = max(stamp.stat().st_mtime, (ROOT / "pyproject.toml").stat().st_mtime + 1)
+    os.utime(stamp, (newer, newer))
+    out = tmp_path / "demo"
+    variables = {"STAMP": stamp, "VENV": venv, "DEMO_OUT": out, **TINY_DEMO}
+    run = subprocess.run(["make", "--no-print-directory", "demo", *(f"{k}={v}" for k, v in variables.items())],
+                         capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert run.returncode == 0, f"make demo failed:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
+
+    # the stages, in order, as make echoed them before running each
+    steps = [line for line in run.stdout.splitlines() if line.startswith(f"{venv}/bin/slconvert ")]
     position = 0
     for word in ("inspect", "convert", "eval", "train recipes/demo-curriculum.yaml", "eval",
                  "eval " + _make_variable("DEMO_SHIPPED")):
         hits = [i for i, line in enumerate(steps) if i >= position and f"slconvert {word}" in line]
         assert hits, f"`slconvert {word}` missing after step {position} of the demo: {steps}"
         position = hits[0] + 1
+
+    # what each stage left behind
+    assert json.loads((out / "converted" / "config.json").read_text())["superlinear"]["params"] == \
+        _demo_params().to_dict()
+    assert _niah(out / "eval-converted" / "summary.json")["table"]["lengths"] == [128]
+    assert json.loads((out / "curriculum" / "training_summary.json").read_text())["steps"] == 1
+    assert (out / "curriculum" / "model.safetensors").is_file()
+    trained = _niah(out / "eval" / "summary.json")
+    assert trained["table"]["lengths"] == trained["base_table"]["lengths"] == [128]  # beside the source
+    assert _niah(out / "eval-shipped" / "summary.json")["table"]["lengths"] == [128]
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("source_accuracy", "converted_untrained_accuracy", "converted_accuracy", "shipped_accuracy"):
+        assert 0.0 <= summary[key] <= 1.0, key
+    assert summary["curriculum_training"]["steps"] == 1
