@@ -19,6 +19,8 @@ from slconvert.assets import TINY_TEACHER
 from slconvert.errors import SlconvertError
 from slconvert.evaluation.lmeval import resolve_tasks, run_lm_eval, shipped_tasks_dir
 from slconvert.evaluation.models import load_eval_model
+from slconvert.tasks.documents import needle_documents
+from slconvert.tasks.haystack import RepeatHaystack
 
 # lm-eval in a child process of its own: one thread per library, no worker processes, hub and nltk offline, and
 # a time limit, so that a stuck evaluation fails the test instead of hanging the suite.
@@ -62,6 +64,19 @@ def test_task_data_has_exact_lengths(converted):
         assert [len(tok(r["input"])["input_ids"]) for r in rows] == [400] * 3 + [450] * 3
         assert all(r["outputs"][0] in r["input"] and r["answer"] == " " + r["outputs"][0] for r in rows)
         assert [rows[i]["depth"] for i in range(3)] == [0.0, 50.0, 100.0]
+    # Every needle sentence in the format the training recipes use; the pass key sits in the repeated filler, and
+    # the multi-key distractors hold words unless the metadata asks for numbers (then only the key tells them apart).
+    passkey = data.passkey(pretrained=str(converted), max_seq_lengths=[400], num_samples=1)["test"][0]
+    assert "One of the special magic numbers for " in passkey["input"]
+    assert passkey["input"].count(RepeatHaystack.FILLER.split(".")[0]) >= 3
+    for kind, pattern in (("words", r"is: [a-z]+-[a-z]+\."), ("numbers", r"is: \d{7}\.")):
+        multi = data.multikey(pretrained=str(converted), max_seq_lengths=[400], num_samples=1, distractor_kind=kind)
+        found = re.findall(r"One of the special magic \w+ for \S+ " + pattern, multi["test"][0]["input"])
+        assert len(found) == 3 + (kind == "numbers"), (kind, found)
+    assert data.single(pretrained=str(converted), max_seq_lengths=[400], num_samples=2)["test"].to_list() == \
+        needle_documents(tok, "single", [400], 2)  # one builder: `slconvert.tasks.documents`
+    with pytest.raises(SlconvertError, match="distractor_kind 'digits' is not a needle kind"):
+        data.multikey(pretrained=str(converted), max_seq_lengths=[400], num_samples=1, distractor_kind="digits")
     docs = data.long_documents(doc_chars=900, num_docs=2)["test"]
     assert len(docs) == 2 and docs[0]["text"] != docs[1]["text"] and len(docs[0]["text"]) <= 900
     with pytest.raises(ValueError, match="tokenizer"):
@@ -121,20 +136,31 @@ def test_lm_eval_command_line_runs_a_converted_model(converted, tmp_path):
     assert result["sample_len"] == 2 and result["acc,none"] in (0.0, 0.5, 1.0)
 
 
-def test_single_needle_task_scores_a_model_whose_answer_is_known(tmp_path):
-    """The shipped teacher retrieves (100% on `slconvert eval --niah`); a conversion of it that cannot find
-    the needle (anchor key at p = 0.5, untrained: 0% there) must score near 0 on the same lm-eval task."""
-    from cli_helpers import convert_cli
+NEEDLE_TASKS = ("slc_single", "slc_passkey", "slc_multikey", "slc_passkey_tf")
 
-    from slconvert.assets import TINY_TEACHER
 
-    blind = convert_cli(TINY_TEACHER, tmp_path / "blind", "--backward-factor", "2", "--forward-factor", "1")
+def without_attention(path: Path):
+    """The checkpoint at `path` with every attention layer's output projection zeroed: it cannot look back."""
+    em = load_eval_model(path, device="cpu")
+    zeroed = [name for name, module in em.model.named_modules() if name.endswith(".o_proj")]
+    for name in zeroed:
+        em.model.get_submodule(name).weight.data.zero_()
+    assert len(zeroed) == 2, zeroed  # the teacher's two attention layers
+    return em
+
+
+def test_shipped_needle_tasks_tell_a_retrieving_model_from_one_that_cannot():
+    """The shipped teacher (100% on `slconvert eval --niah`) scores high on every shipped needle task; the same
+    teacher with its attention output zeroed scores near 0 on them. 5 documents each at 256 tokens."""
     scores = {}
-    for name, path in (("teacher", TINY_TEACHER), ("blind", blind)):
-        em = load_eval_model(path, device="cpu")
-        out = run_lm_eval(em, "slc_single", max_length=1024, task_lengths=[256], task_metadata={"num_samples": 6})
-        scores[name] = out["results"]["slc_single"]["exact_match,none"]
-    assert scores["teacher"] >= 0.8 and scores["blind"] <= 0.2, scores
+    for name, em in (("teacher", load_eval_model(TINY_TEACHER, device="cpu")),
+                     ("no attention", without_attention(TINY_TEACHER))):
+        out = run_lm_eval(em, ",".join(NEEDLE_TASKS), max_length=1024, task_lengths=[256],
+                          task_metadata={"num_samples": 5})["results"]
+        scores[name] = {task: out[task]["exact_match,none" if task != "slc_passkey_tf" else "acc,none"]
+                        for task in NEEDLE_TASKS}
+    assert all(score >= 0.8 for score in scores["teacher"].values()), scores
+    assert all(score <= 0.2 for score in scores["no attention"].values()), scores
 
 
 def test_ruler_tasks_offline_and_refused(tmp_path):
@@ -324,22 +350,27 @@ def test_rulers_niah_single_1_scores_models_whose_answers_are_known(tmp_path):
 
 
 @pytest.mark.slow
-def test_rulers_needle_task_tells_a_retrieving_model_from_a_blind_one(tmp_path):
-    """lm-eval's RULER niah_single_1 through `slconvert eval`: the shipped teacher retrieves, a blind conversion of it
-    does not (10 documents each at 512 tokens; `make test-slow`)."""
+def test_needle_tasks_tell_a_retrieving_model_from_a_blind_conversion(tmp_path):
+    """lm-eval's RULER niah_single_1 and the shipped needle tasks through `slconvert eval` at 512 tokens: the shipped
+    teacher retrieves, a conversion of it that cannot find the needle (anchor key at p = 0.5, untrained) does not
+    (10 documents of each task per model; `make test-slow`). Measured: the teacher 0.8 on niah_single_1 and on
+    slc_multikey, 1.0 on slc_single and slc_passkey; the blind conversion at most 0.1."""
     pytest.importorskip("wonderwords")
     from cli_helpers import convert_cli
 
     blind = convert_cli(TINY_TEACHER, tmp_path / "blind", "--backward-factor", "2", "--forward-factor", "1")
+    tasks = ("niah_single_1", "slc_single", "slc_passkey", "slc_multikey")
     scores = {}
     for name, path in (("teacher", TINY_TEACHER), ("blind", blind)):
         out = tmp_path / f"eval-{name}"
-        done = _run_safely([sys.executable, "-m", "slconvert.cli", "eval", str(path), "--tasks", "niah_single_1",
+        done = _run_safely([sys.executable, "-m", "slconvert.cli", "eval", str(path), "--tasks", ",".join(tasks),
                             "--task-lengths", "512", "--limit", "10", "--device", "cpu", "--out", str(out)], timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
         rows = json.loads((out / "summary.json").read_text())["results"]["lm_eval"]["table"]
-        scores[name] = next(r[path.name] for r in rows if r["task"] == "niah_single_1" and r["metric"] == "512")
-    assert scores["teacher"] >= 0.6 and scores["blind"] <= 0.2, scores
+        scores[name] = {task: next(r[path.name] for r in rows if r["task"] == task and r["metric"] in ("512", "exact_match"))
+                        for task in tasks}
+    assert scores["teacher"]["niah_single_1"] >= 0.6 and scores["blind"]["niah_single_1"] <= 0.2, scores
+    assert all(scores["teacher"][task] >= 0.7 and scores["blind"][task] <= 0.2 for task in tasks[1:]), scores
 
 
 if __name__ == "__main__":  # the child processes of the RULER tests above

@@ -6,19 +6,20 @@ keyword arguments (on the command line, `--model_args` and `--metadata` are merg
 - ``tokenizer`` or ``pretrained``: checkpoint folder whose tokenizer sets the exact prompt lengths;
 - ``max_seq_lengths``: prompt lengths in tokens (default 1024, 2048, 4096);
 - ``num_samples``: prompts per length (default 10); ``seed`` (default 0);
+- ``distractor_kind`` (slc_multikey): value kind of the distractor needles, "words" (default) or "numbers";
 - ``doc_chars`` / ``num_docs``: size and count of the perplexity documents.
 
-Needle prompts come from `slconvert.tasks.niah` in its "slconvert" style, so they are exactly
-`max_seq_lengths` tokens long in the model's tokenizer and identical to what
-`slconvert eval --niah --niah-style slconvert` builds for the same seed.
+The documents themselves come from `slconvert.tasks.documents`, next to the needle prompts of
+`slconvert eval --niah` and the needle format the training recipes use; this file only adapts them to lm-eval.
 """
 
 from __future__ import annotations
 
 import datasets
 
-from slconvert.tasks.haystack import RepeatHaystack, SyntheticHaystack
-from slconvert.tasks.niah import build_sample, score_generation
+from slconvert.tasks.documents import long_documents as _long_documents
+from slconvert.tasks.documents import needle_documents
+from slconvert.tasks.niah import score_generation
 
 DEFAULT_LENGTHS = (1024, 2048, 4096)
 
@@ -40,42 +41,30 @@ def _lengths(kwargs) -> list[int]:
     return [int(x) for x in lengths]
 
 
-def _needles(task: str, haystack, kwargs) -> dict:
-    tokenizer = _tokenizer(kwargs)
-    count = int(kwargs.get("num_samples", 10))
-    seed = int(kwargs.get("seed", 0))
-    rows = []
-    for length in _lengths(kwargs):
-        for index in range(count):
-            depth = 100.0 * index / max(count - 1, 1)  # needles spread evenly over the context
-            sample = build_sample(tokenizer, haystack, task, length, depth, index, seed=seed)
-            rows.append({"input": sample.prompt, "answer": sample.answer, "outputs": sample.expected,
-                         "length": length, "depth": depth})
+def _needles(name: str, kwargs) -> dict:
+    rows = needle_documents(_tokenizer(kwargs), name, _lengths(kwargs), int(kwargs.get("num_samples", 10)),
+                            int(kwargs.get("seed", 0)), distractor_kind=kwargs.get("distractor_kind"))
     return {"test": datasets.Dataset.from_list(rows)}
 
 
 def single(**kwargs):
     """One key-value needle in the built-in varied-sentence haystack (`slconvert eval --niah --niah-style slconvert`)."""
-    return _needles("single", SyntheticHaystack(int(kwargs.get("seed", 0))), kwargs)
+    return _needles("single", kwargs)
 
 
 def passkey(**kwargs):
-    """A 7-digit pass key in repeated filler text, one needle, at evenly spread depths."""
-    return _needles("passkey", RepeatHaystack(), kwargs)
+    """One 7-digit value in the repeated pass-key filler, at evenly spread depths."""
+    return _needles("passkey", kwargs)
 
 
 def multikey(**kwargs):
-    """One asked key among three distractor keys, in the built-in varied-sentence haystack."""
-    return _needles("multikey", SyntheticHaystack(int(kwargs.get("seed", 0))), kwargs)
+    """One asked key among three distractor needles (word values unless `distractor_kind` says otherwise)."""
+    return _needles("multikey", kwargs)
 
 
 def long_documents(**kwargs):
     """Long pseudo-English documents for rolling perplexity (lm-eval windows them at max_length)."""
-    chars = int(kwargs.get("doc_chars", 32000))
-    rows = []
-    for index in range(int(kwargs.get("num_docs", 8))):
-        text = SyntheticHaystack(1000 + index).text(chars)[:chars]
-        rows.append({"text": text[: text.rfind(".") + 1] or text})
+    rows = _long_documents(int(kwargs.get("doc_chars", 32000)), int(kwargs.get("num_docs", 8)))
     return {"test": datasets.Dataset.from_list(rows)}
 
 

@@ -5,5 +5,6 @@ here loads a model; everything is a pure function of a tokenizer, a seed and the
 
 Modules: `text` (which files count as text), `wordlists` (needle keys and built-in sentences),
 `haystack` (filler text: generated, repeated, RULER's noise, the user's files or essays), `niah` (needle
-tasks, templates in both prompt styles, exact-length prompts and their string-match scoring).
+tasks, templates in both prompt styles, exact-length prompts and their string-match scoring), `documents` (the
+documents of the shipped lm-eval tasks in `evals/tasks`).
 """

@@ -255,17 +255,20 @@ def build_sample(
     style: str = "slconvert",
     depth_range: tuple[float, float] | None = None,
     chat: bool = False,
+    distractor_kind: str | None = None,
 ) -> NiahSample:
     """A prompt of exactly `length` tokens (less the style's generation budget) with the first asked needle at
     `depth` percent, or at a depth drawn from `depth_range` (seeded) when given.
 
     Other needles (more values, more keys, distractors) go to random depths drawn from the same seed, so a
     grid cell is reproducible from (seed, task, length, depth, sample) alone. chat=True wraps the question in
-    the tokenizer's chat template and starts the assistant's turn with the answer prefix.
+    the tokenizer's chat template and starts the assistant's turn with the answer prefix. distractor_kind is the
+    value kind of the distractor needles (default: value_kind, so only the key tells them from the asked one).
     """
     if task not in TASKS:
         raise SlconvertError(f"unknown needle task {task!r}; choose one of {', '.join(TASKS)}")
-    for kind in (key_kind, value_kind):
+    distractor_kind = distractor_kind or value_kind
+    for kind in (key_kind, value_kind, distractor_kind):
         if kind not in VALUE_KINDS:
             raise SlconvertError(f"unknown needle kind {kind!r}; choose one of {', '.join(VALUE_KINDS)}")
     if not 0.0 <= depth <= 100.0:
@@ -290,9 +293,10 @@ def build_sample(
             expected.append(value)
             where = needle_depth / 100.0 if not needles else rng.random()
             needles.append((where, template.needle.format(plural=plural, key=key, value=value)))
+    make_distractor, _, distractor_plural = VALUE_KINDS[distractor_kind]
     for key in distract:
-        value = _distinct(VALUE_KINDS[value_kind][0], rng, 1, taken)[0]
-        needles.append((rng.random(), template.needle.format(plural=plural, key=key, value=value)))
+        value = _distinct(make_distractor, rng, 1, taken)[0]
+        needles.append((rng.random(), template.needle.format(plural=distractor_plural, key=key, value=value)))
 
     many = len(expected) > 1
     words = {"singular": singular, "plural": plural, "keys": _join(asked)}
