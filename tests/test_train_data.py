@@ -52,6 +52,25 @@ def test_too_short_for_a_needle_is_refused(tokenizer):
         SequenceSource(recipe, tokenizer, 384)
 
 
+def test_stages_sample_their_own_needle_tasks(tokenizer):
+    """A stage's niah_tasks replace data.niah_tasks for its steps; the length check is per stage and task."""
+    curriculum = [{"seq_len": 250, "steps": 2, "niah_tasks": ["single"]}, {"seq_len": 900, "steps": 2}]
+    recipe = recipe_from_dict({"batch_size": 8, "max_steps": 4, "curriculum": curriculum,
+                               "data": {"niah_fraction": 1.0, "niah_tasks": ["multikey", "multivalue"]}})
+    source = SequenceSource(recipe, tokenizer, 384)  # 250 tokens hold a single needle, not a multikey one
+    asked, build = [], source.niah.sample
+    source.niah.sample = lambda rng, seq_len, task: asked.append((seq_len, task)) or build(rng, seq_len, task)
+    for step in range(6):
+        for i in range(8):
+            source.sample(step, i)
+    assert {t for n, t in asked[:16]} == {"single"} and {n for n, t in asked[:16]} == {250}
+    assert {t for n, t in asked[16:]} == {"multikey", "multivalue"} and {n for n, t in asked[16:]} == {900}
+    assert recipe.to_dict()["curriculum"] == [dict(curriculum[0]), {"seq_len": 900, "steps": 2}]
+    everywhere = recipe_from_dict({**recipe.to_dict(), "curriculum": [{"seq_len": 250, "steps": 2}, curriculum[1]]})
+    with pytest.raises(SlconvertError, match="250 is too short for a .multikey. needle sample"):
+        SequenceSource(everywhere, tokenizer, 384)
+
+
 def test_text_and_jsonl_are_packed_with_eos(tmp_path, tokenizer):
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "a.txt").write_text("The quick brown fox jumps over the lazy dog. " * 20)

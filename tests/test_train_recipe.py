@@ -78,6 +78,9 @@ def test_overrides_parse_types_and_nesting(tmp_path):
     ({"batch_size": 3, "micro_batch_size": 2}, "not a multiple"),
     ({"lm_weight": 0, "router_kl_weight": 0}, "all loss weights are 0"),
     ({"curriculum": [{"seq_len": 64}]}, "curriculum"),
+    ({"curriculum": [{"seq_len": 64, "steps": 2, "tasks": ["single"]}]}, "optional niah_tasks"),
+    ({"curriculum": [{"seq_len": 64, "steps": 2, "niah_tasks": ["haystack"]}]}, "curriculum[0].niah_tasks"),
+    ({"curriculum": [{"seq_len": 64, "steps": 2, "niah_tasks": []}]}, "curriculum[0].niah_tasks"),
     ({"gradient_checkpointing": "yes"}, "gradient_checkpointing"),
 ])
 def test_bad_values_name_the_key(raw, message):

@@ -263,7 +263,6 @@ class SequenceSource:
     def __init__(self, recipe, tokenizer, vocab_size: int):
         self.recipe = recipe
         spec = recipe.data
-        self.tasks = list(spec.niah_tasks)
         want_text = spec.niah_fraction < 1.0
         want_pool = spec.niah_fraction > 0.0 and spec.niah_haystack != "noise"
         docs = read_documents(find_text_files(spec.text), spec.jsonl_field) if spec.text else None
@@ -285,27 +284,28 @@ class SequenceSource:
                     text = SyntheticHaystack(recipe.seed + 1).text(max(4 * recipe.longest, 4096))
                 pool = SentencePool(tokenizer, text)
             self.niah = NiahGenerator(tokenizer, spec.niah_haystack, pool, spec.key_kind, spec.value_kind, vocab_size)
-            # Fail now, not at step 1000, if the shortest length cannot hold a sample.
-            shortest = min(stage.seq_len for stage in recipe.stages())
-            for task in self.tasks:
-                self.niah.sample(random.Random(0), shortest, task)
+            # Fail now, not at step 1000, if a stage's length cannot hold a sample of one of its tasks.
+            for stage in recipe.stages():
+                for task in recipe.tasks_of(stage):
+                    self.niah.sample(random.Random(0), stage.seq_len, task)
 
     def sample(self, step: int, index: int) -> Sample:
         recipe = self.recipe
-        seq_len = recipe.seq_len_at(step)
+        stage = recipe.stage_at(step)
         rng = random.Random(f"{recipe.seed}/{step}/{index}")
         if self.niah is not None and (self.corpus is None or rng.random() < recipe.data.niah_fraction):
-            return self.niah.sample(rng, seq_len, rng.choice(self.tasks))
-        ids = self.corpus.window(step * recipe.batch_size + index, seq_len)
+            return self.niah.sample(rng, stage.seq_len, rng.choice(recipe.tasks_of(stage)))
+        ids = self.corpus.window(step * recipe.batch_size + index, stage.seq_len)
         return Sample(ids, ids.copy(), "text")
 
     def eval_sample(self, index: int) -> Sample:
         """Held-out sample `index` at the run's last context length (for span-recall measurements)."""
         recipe = self.recipe
-        seq_len = recipe.stages()[-1].seq_len
+        last = recipe.stages()[-1]
+        seq_len = last.seq_len
         rng = random.Random(f"{recipe.seed}/eval/{index}")
         if self.niah is not None and (self.corpus is None or rng.random() < recipe.data.niah_fraction):
-            return self.niah.sample(rng, seq_len, rng.choice(self.tasks))
+            return self.niah.sample(rng, seq_len, rng.choice(recipe.tasks_of(last)))
         ids = self.corpus.window(index, seq_len, salt=11)
         return Sample(ids, ids.copy(), "text")
 

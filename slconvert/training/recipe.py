@@ -58,10 +58,13 @@ class LoraSpec:
 
 @dataclass
 class Stage:
-    """One stage of the context-length curriculum: `steps` optimizer steps at `seq_len` tokens."""
+    """One stage of the context-length curriculum: `steps` optimizer steps at `seq_len` tokens, on the needle
+    tasks `niah_tasks` (None: the recipe's `data.niah_tasks`). A stage's own tasks let a run learn retrieval on
+    the single needle at short lengths first, where it is cheap, before the harder tasks and longer contexts."""
 
     seq_len: int
     steps: int
+    niah_tasks: list | None = None
 
 
 @dataclass
@@ -103,21 +106,33 @@ class Recipe:
         """The curriculum as stages; without one, a single stage of `max_steps` at `seq_len`."""
         return list(self.curriculum) or [Stage(self.seq_len, self.max_steps)]
 
-    def seq_len_at(self, step: int) -> int:
-        """Context length of optimizer step `step` (0-based); the last stage runs on to the end."""
+    def stage_at(self, step: int) -> Stage:
+        """The stage of optimizer step `step` (0-based); the last stage runs on to the end."""
         done = 0
         for stage in self.stages():
             done += stage.steps
             if step < done:
-                return stage.seq_len
-        return self.stages()[-1].seq_len
+                return stage
+        return self.stages()[-1]
+
+    def seq_len_at(self, step: int) -> int:
+        """Context length of optimizer step `step` (0-based)."""
+        return self.stage_at(step).seq_len
+
+    def tasks_of(self, stage: Stage) -> list:
+        """The needle tasks that `stage` samples from."""
+        return list(stage.niah_tasks or self.data.niah_tasks)
 
     @property
     def longest(self) -> int:
         return max(stage.seq_len for stage in self.stages())
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        values = asdict(self)
+        for stage in values["curriculum"]:  # a stage without tasks of its own reads as it was written
+            if stage["niah_tasks"] is None:
+                del stage["niah_tasks"]
+        return values
 
 
 _TOP = {f.name: f for f in fields(Recipe)}
@@ -197,13 +212,9 @@ def _data(raw) -> DataSpec:
     if not isinstance(spec.jsonl_field, str) or not spec.jsonl_field:
         raise _type_error("data.jsonl_field", spec.jsonl_field, "use the name of the text field of each JSON line")
     spec.niah_fraction = _as_float("data.niah_fraction", spec.niah_fraction, 0.0, 1.0)
-    spec.niah_tasks = _as_list("data.niah_tasks", spec.niah_tasks)
-    from .data import NIAH_TASKS, VALUE_KINDS
+    spec.niah_tasks = _niah_tasks("data.niah_tasks", spec.niah_tasks)
+    from .data import VALUE_KINDS
 
-    if not spec.niah_tasks:
-        raise _type_error("data.niah_tasks", spec.niah_tasks, f"name at least one of {', '.join(NIAH_TASKS)}")
-    for task in spec.niah_tasks:
-        _as_choice("data.niah_tasks", task, tuple(NIAH_TASKS))
     spec.niah_haystack = _as_choice("data.niah_haystack", spec.niah_haystack, HAYSTACKS)
     spec.key_kind = _as_choice("data.key_kind", spec.key_kind, tuple(VALUE_KINDS))
     spec.value_kind = _as_choice("data.value_kind", spec.value_kind, tuple(VALUE_KINDS))
@@ -234,13 +245,27 @@ def _trainable(value):
                                           "name patterns such as ['*.self_attn.*']")
 
 
+def _niah_tasks(name: str, value) -> list:
+    from .data import NIAH_TASKS
+
+    tasks = _as_list(name, value)
+    if not tasks:
+        raise _type_error(name, tasks, f"name at least one of {', '.join(NIAH_TASKS)}")
+    for task in tasks:
+        _as_choice(name, task, tuple(NIAH_TASKS))
+    return tasks
+
+
 def _curriculum(value) -> list[Stage]:
     stages = []
     for i, item in enumerate(_as_list("curriculum", value)):
-        if not isinstance(item, dict) or set(item) != {"seq_len", "steps"}:
-            raise _type_error(f"curriculum[{i}]", item, "each stage is a mapping {seq_len: N, steps: M}")
+        if not isinstance(item, dict) or not {"seq_len", "steps"} <= set(item) <= {"seq_len", "steps", "niah_tasks"}:
+            raise _type_error(f"curriculum[{i}]", item, "each stage is a mapping {seq_len: N, steps: M} with "
+                                                       "optional niah_tasks: [single, ...]")
+        tasks = item.get("niah_tasks")
         stages.append(Stage(_as_int(f"curriculum[{i}].seq_len", item["seq_len"], 2),
-                            _as_int(f"curriculum[{i}].steps", item["steps"], 1)))
+                            _as_int(f"curriculum[{i}].steps", item["steps"], 1),
+                            None if tasks is None else _niah_tasks(f"curriculum[{i}].niah_tasks", tasks)))
     return stages
 
 
