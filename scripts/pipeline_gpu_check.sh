@@ -57,39 +57,8 @@ touch "$VENV/.slconvert-installed"  # tells make that the install step is done
 
 log "environment ready; building the source checkpoint"
 SOURCE=${MODEL:-$WORK/source}  # MODEL=path: run the pipeline on that checkpoint instead
-[[ -n ${MODEL:-} ]] || "$VENV/bin/python" - "$WORK/source" "$EXPERTS" <<'PYEOF'
-import sys, time
-from pathlib import Path
-
-import torch
-from transformers import AutoModelForCausalLM
-
-from slconvert.tiny import build_tokenizer, tiny_config
-
-out, experts = Path(sys.argv[1]), int(sys.argv[2])
-if (out / "config.json").is_file():
-    print(f"reusing {out}")
-    raise SystemExit
-pattern = "MEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEMEM*EMEMEMEME".replace("*", "A")
-config = tiny_config("nemotron_h", hidden=2688, layers=pattern, vocab=131072)
-for key, value in dict(num_attention_heads=32, num_key_value_heads=2, head_dim=128, mamba_num_heads=64,
-                       mamba_head_dim=64, ssm_state_size=128, n_groups=8, chunk_size=128, conv_kernel=4,
-                       intermediate_size=1856, moe_intermediate_size=1856,
-                       moe_shared_expert_intermediate_size=3712, n_routed_experts=experts, num_experts_per_tok=6,
-                       n_shared_experts=1, routed_scaling_factor=2.5, max_position_embeddings=1 << 20).items():
-    setattr(config, key, value)
-start = time.time()
-torch.manual_seed(0)
-with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-params = sum(p.numel() for p in model.parameters())
-expert = 2 * 2688 * 1856  # up and down projections of one routed expert
-full = params + 23 * (128 - experts) * expert
-model.save_pretrained(out)
-build_tokenizer(out)
-print(f"built {out} in {time.time() - start:.0f} s: {params / 1e9:.2f}B parameters ({params * 2 / 2**30:.1f} GiB bf16); "
-      f"with 128 experts: {full / 1e9:.2f}B ({full * 2 / 2**30:.1f} GiB), +{(full - params) * 2 / 2**30:.1f} GiB of weights")
-PYEOF
+# The Nano shape lives in scripts/build_nano_shape.py (also used for the whole-model benchmark).
+[[ -n ${MODEL:-} ]] || "$VENV/bin/python" scripts/build_nano_shape.py "$WORK/source" --experts "$EXPERTS"
 
 LAUNCH=${LAUNCH:-"$VENV/bin/accelerate launch --num_processes $NPROC --mixed_precision bf16 -m slconvert.cli"}
 [[ $NPROC -gt 1 ]] && LAUNCH="$VENV/bin/accelerate launch --config_file $ACCEL_CONFIG --num_processes $NPROC -m slconvert.cli"

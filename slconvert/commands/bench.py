@@ -1,4 +1,5 @@
-"""`slconvert bench`: the attention benchmark of docs/semantics.md (Superlinear Triton kernels against dense SDPA)."""
+"""`slconvert bench`: the attention benchmark of docs/semantics.md (Superlinear Triton kernels against dense SDPA),
+or with --model the whole-model benchmark of a converted checkpoint (slconvert/benchmark/model.py)."""
 
 from __future__ import annotations
 
@@ -42,14 +43,42 @@ def _lengths(text: str) -> list[int]:
 @click.option("--pass", "passes", multiple=True, type=click.Choice(["forward", "forward_backward", "decode"]),
               help="Passes to time (default all three).")
 @click.option("--no-million", is_flag=True, help="Skip the 1M-token chunked prefill and 1M decode.")
-def bench(out_dir: Path, quick: bool, lengths: str | None, settings: tuple, passes: tuple, no_million: bool) -> None:
+@click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
+              help="Whole-model benchmark of this converted checkpoint instead of one layer (default lengths "
+                   "32K,128K,1M).")
+@click.option("--chunk", default=None, help="--model: prefill tokens per forward call, e.g. 32K (default 32K).")
+@click.option("--decode-tokens", type=int, default=None, help="--model: timed decode tokens per length (default 8).")
+@click.option("--compile/--no-compile", "compile_", default=None,
+              help="--model: also time decode under torch.compile with CUDA graphs (default: on a GPU).")
+@click.option("--no-dense", is_flag=True, help="--model: skip the dense-attention baseline.")
+@click.option("--device", default=None, help="--model: cuda, cuda:1, cpu (default: cuda when visible, else cpu).")
+@click.option("--dtype", default=None, help="--model: bfloat16, float16, float32 or auto (default: the checkpoint's).")
+def bench(out_dir: Path, quick: bool, lengths: str | None, settings: tuple, passes: tuple, no_million: bool,
+          model_path: Path | None, chunk: str | None, decode_tokens: int | None, compile_: bool | None,
+          no_dense: bool, device: str | None, dtype: str | None) -> None:
     """Time one attention layer (B=1, 32 q / 2 kv heads, D=128, bf16): Superlinear vs dense SDPA.
 
     The forward rows also time the paper authors' published kernels when the `superlinear` package is
     installed.
+
+    With --model PATH: time a whole converted model instead (prefill through the cache in chunks, decode eager
+    and compiled, peak memory) and the same model with dense SDPA attention, writing model_bench.json/.png/.md.
     """
     import torch
 
+    model_only = {"--chunk": chunk, "--decode-tokens": decode_tokens, "--compile/--no-compile": compile_,
+                  "--no-dense": no_dense or None, "--device": device, "--dtype": dtype}
+    if model_path is not None:
+        layer_only = {"--quick": quick or None, "--setting": settings or None, "--pass": passes or None,
+                      "--no-million": no_million or None}
+        given = [name for name, value in layer_only.items() if value is not None]
+        if given:
+            raise SlconvertError(f"{', '.join(given)} apply to the one-layer benchmark; leave them out with --model")
+        _bench_model(model_path, out_dir, lengths, chunk, decode_tokens, compile_, not no_dense, device, dtype)
+        return
+    given = [name for name, value in model_only.items() if value is not None]
+    if given:
+        raise SlconvertError(f"{', '.join(given)} apply to the whole-model benchmark; add --model PATH")
     parsed_lengths = _lengths(lengths) if lengths else None
     if not torch.cuda.is_available():
         raise SlconvertError("slconvert bench needs a CUDA GPU and none is visible; run it on a machine with one")
@@ -85,3 +114,58 @@ def bench(out_dir: Path, quick: bool, lengths: str | None, settings: tuple, pass
     plot_times(result, out_dir / "bench.png")
     click.echo(format_table(result))
     click.echo(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.png'}")
+
+
+def _bench_model(path: Path, out_dir: Path, lengths, chunk, decode_tokens, compile_, dense: bool, device, dtype) -> None:
+    """`slconvert bench --model PATH`: the whole-model benchmark, with a progress bar and the card at the end."""
+    from ..benchmark.model import ModelBenchSettings, load_for_bench, run_model_benchmark
+    from ..benchmark.model_report import format_card, write_outputs
+    from ..dtypes import parse_dtype
+
+    cfg = ModelBenchSettings(model=str(path))
+    if lengths:
+        cfg.lengths = _lengths(lengths)
+        if not cfg.lengths:
+            raise SlconvertError("--lengths: no length given; write e.g. 32K,128K,1M")
+    if chunk:
+        try:
+            parsed = _lengths(chunk)
+        except SlconvertError as err:
+            raise SlconvertError(str(err).replace("--lengths", "--chunk", 1)) from None
+        if len(parsed) != 1:
+            raise SlconvertError(f"--chunk: {chunk!r} is not one length; write e.g. 32K")
+        cfg.chunk = parsed[0]
+    if decode_tokens is not None:
+        if decode_tokens < 1:
+            raise SlconvertError(f"--decode-tokens: {decode_tokens} must be at least 1")
+        cfg.decode_tokens = decode_tokens
+    if dtype and dtype != "auto":
+        parse_dtype(dtype)
+    cfg.compile, cfg.dense, cfg.device, cfg.dtype = compile_, dense, device, dtype or "auto"
+    import torch
+
+    try:
+        target = cfg.resolved().device
+        parsed_device = torch.device(target)
+    except RuntimeError:
+        raise SlconvertError(f"--device: {device!r} is not a device; use cuda, cuda:N or cpu") from None
+    if parsed_device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SlconvertError(f"--device {target}: no CUDA device is visible; use --device cpu")
+        if (parsed_device.index or 0) >= torch.cuda.device_count():
+            raise SlconvertError(f"--device {target}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    from tqdm import tqdm
+
+    model = load_for_bench(path, target, cfg.dtype)
+    bar = tqdm(total=len(cfg.lengths) * 3 * (2 if cfg.dense else 1), desc="model bench", unit="phase")
+
+    def progress(label: str, units: int) -> None:
+        bar.set_postfix_str(label)
+        if units:
+            bar.update(units)
+
+    result = run_model_benchmark(cfg, progress, lambda partial: write_outputs(partial, out_dir), model=model)
+    bar.close()
+    paths = write_outputs(result, out_dir)
+    click.echo(format_card(result))
+    click.echo(f"wrote {paths['json']}, {paths['png']} and {paths['md']}")

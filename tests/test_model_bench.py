@@ -1,0 +1,310 @@
+"""`slconvert bench --model`: the whole-model benchmark on the CPU, on the shipped tiny teacher converted with
+small Superlinear settings; and scripts/build_nano_shape.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from cli_helpers import convert_cli
+from click.testing import CliRunner
+
+from slconvert.assets import TINY_TEACHER
+from slconvert.benchmark import model as mb
+from slconvert.benchmark.model_report import TABLE_HEADER, format_card
+from slconvert.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _messages(result) -> str:
+    """stdout and stderr as the user sees them (click's `output` holds both)."""
+    return result.output or ""
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory) -> Path:
+    return convert_cli(TINY_TEACHER, tmp_path_factory.mktemp("bench") / "converted")
+
+
+@pytest.fixture(scope="module")
+def cli_run(converted, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench-out")
+    result = CliRunner().invoke(main, ["bench", "--model", str(converted), "--lengths", "32,64", "--chunk", "32",
+                                       "--decode-tokens", "1", "--device", "cpu", "--out", str(out)])
+    assert result.exit_code == 0, _messages(result)
+    return result, out
+
+
+@pytest.fixture(scope="module")
+def model(converted):
+    return mb.load_for_bench(converted, "cpu")
+
+
+def test_bench_model_writes_json_png_and_card_with_both_attentions(cli_run, converted):
+    result, out = cli_run
+    data = json.loads((out / "model_bench.json").read_text())
+    assert data["complete"] is True
+    env = data["environment"]
+    assert env["gpu"].startswith("CPU") and env["torch"] == torch.__version__
+    assert {"transformers", "triton", "python", "slconvert"} <= set(env)
+    shape = data["model"]
+    assert shape["model_type"] == "nemotron_h" and shape["layers"] == 4 and shape["pattern"] == "MAEA"
+    assert shape["converted_layers"] == [1, 3] and shape["window"] == 15 and shape["parameters"] > 0
+    assert data["attention_check"] == {"superlinear": {"superlinear_calls_per_forward": 2, "expected": 2},
+                                       "dense": {"superlinear_calls_per_forward": 0, "expected": 0}}
+    rows = {(r["attention"], r["length"]): r for r in data["rows"]}
+    assert set(rows) == {(a, n) for a in ("superlinear", "dense") for n in (32, 64)}
+    for (_, length), row in rows.items():
+        assert row["status"] == "ok"
+        prefill, decode = row["prefill"], row["decode"]
+        assert prefill["status"] == "ok" and prefill["chunks"] == length // 32
+        assert prefill["tokens_per_s"] == pytest.approx(length / prefill["seconds"])
+        assert decode["status"] == "ok" and decode["tokens"] == 1 and decode["tokens_per_s"] > 0
+        assert prefill["peak_gib"] is None  # measured on a GPU only
+        assert row["decode_compiled"]["status"].startswith("not run: no CUDA device")
+    ratios = {r["length"]: r for r in data["ratios"]}
+    for length in (32, 64):
+        sl, dense = rows[("superlinear", length)], rows[("dense", length)]
+        assert ratios[length]["prefill_speed"] == pytest.approx(
+            sl["prefill"]["tokens_per_s"] / dense["prefill"]["tokens_per_s"])
+        assert ratios[length]["decode_compiled_speed"] is None
+    assert (out / "model_bench.png").read_bytes()[:4] == b"\x89PNG"
+    card = (out / "model_bench.md").read_text()
+    assert TABLE_HEADER in card and card.count("| Superlinear / dense |") == 2
+    assert "compiled decode (every row): not run" in card
+    assert TABLE_HEADER in result.output and "wrote " in result.output
+
+
+def test_dense_switch_runs_stock_sdpa_and_no_superlinear_call(model, monkeypatch):
+    """Dense mode calls slconvert's Superlinear kernel entry never and gives the source model's logits."""
+    from transformers import AutoModelForCausalLM
+
+    from slconvert import attention
+
+    calls = []
+    real = attention.superlinear_attention
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(attention, "superlinear_attention", counting)
+    ids = torch.arange(4, 68)[None]  # 64 tokens: most rows lie beyond the window (W = 15)
+    with torch.no_grad():
+        sparse = model(input_ids=ids).logits
+        assert len(calls) == 2
+        mb.use_attention(model, "dense")
+        try:
+            assert model.config._attn_implementation == "sdpa"
+            dense = model(input_ids=ids).logits
+            assert len(calls) == 2
+        finally:
+            mb.use_attention(model, "superlinear")
+        again = model(input_ids=ids).logits
+        source = AutoModelForCausalLM.from_pretrained(TINY_TEACHER, attn_implementation="sdpa").eval()
+        reference = source(input_ids=ids).logits
+    assert len(calls) == 4
+    torch.testing.assert_close(dense, reference, rtol=1e-4, atol=1e-4)
+    assert (sparse - dense).abs().max() > 1e-2
+    torch.testing.assert_close(again, sparse)
+
+
+@pytest.mark.parametrize("variant", ["superlinear", "dense"])
+def test_static_copy_decodes_like_the_dynamic_cache(model, variant):
+    """The compiled decode's cache path (StaticCache filled from the prefill, explicit cache_position), run
+    uncompiled, gives the eager decode's logits."""
+    dev = mb._Device("cpu")
+    ids = torch.arange(4, 52)[None]
+    mb.use_attention(model, variant)
+    try:
+        with torch.no_grad():
+            eager_cache, token, _ = mb._prefill(model, ids, 16, dev, lambda _t: None)
+            static_cache, _, _ = mb._prefill(model, ids, 16, dev, lambda _t: None)
+            static = mb.static_copy(model, static_cache, 60)
+            eager_step = mb._eager_step(model, eager_cache)
+            for position in range(48, 51):
+                expected = eager_step(token, position)
+                got = model(input_ids=token, use_cache=True, cache=static,
+                            cache_position=torch.tensor([position])).logits
+                torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+                token = expected[:, -1:].argmax(-1)
+    finally:
+        mb.use_attention(model, "superlinear")
+
+
+def test_compile_failure_is_a_row_not_a_crash(model, converted, monkeypatch):
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    from slconvert.attention import superlinear_attention_forward
+
+    def no_compiler(forward, mode):
+        raise RuntimeError("no C++ compiler found\nmore detail")
+
+    monkeypatch.setattr(mb, "compile_forward", no_compiler)
+    cfg = mb.ModelBenchSettings(str(converted), lengths=[32], chunk=32, decode_tokens=1, compile=True, dense=False,
+                                device="cpu")
+    result = mb.run_model_benchmark(cfg, model=model)
+    (row,) = result["rows"]
+    assert row["prefill"]["status"] == "ok" and row["decode"]["status"] == "ok"
+    assert row["decode_compiled"] == {"status": "unsupported: RuntimeError: no C++ compiler found"}
+    assert "compiled decode (every row): unsupported: RuntimeError: no C++ compiler found" in format_card(result)
+    assert ALL_ATTENTION_FUNCTIONS["superlinear"] is superlinear_attention_forward
+
+
+def test_dense_out_of_memory_is_recorded_and_longer_lengths_skipped(model, converted, monkeypatch):
+    real = mb._prefill
+
+    def prefill(model_, ids, chunk, dev, note):
+        if model_.config._attn_implementation == "sdpa" and ids.shape[1] >= 64:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 32.00 GiB")
+        return real(model_, ids, chunk, dev, note)
+
+    monkeypatch.setattr(mb, "_prefill", prefill)
+    cfg = mb.ModelBenchSettings(str(converted), lengths=[32, 64, 96], chunk=32, decode_tokens=1, device="cpu")
+    result = mb.run_model_benchmark(cfg, model=model)
+    rows = {(r["attention"], r["length"]): r for r in result["rows"]}
+    assert all(rows[("superlinear", n)]["status"] == "ok" for n in (32, 64, 96))
+    assert rows[("dense", 32)]["status"] == "ok"
+    assert rows[("dense", 64)]["status"] == "out of memory"
+    assert rows[("dense", 64)]["prefill"] == {"status": "out of memory"}
+    assert rows[("dense", 96)]["status"] == "skipped: out of memory at 64"
+    ratios = {r["length"]: r for r in result["ratios"]}
+    assert ratios[32]["prefill_speed"] > 0 and ratios[64]["prefill_speed"] is None
+    card = format_card(result)
+    assert "| 64 | dense SDPA | out of memory |" in card and "| 96 | dense SDPA | skipped |" in card
+    assert model.config._attn_implementation == "superlinear"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "/no/such/checkpoint"], "does not exist"),
+    (["--model", "{empty}"], "has no config.json"),
+    (["--model", str(TINY_TEACHER)], "is not a Superlinear checkpoint"),
+    (["--model", "{converted}", "--lengths", "64,abc"], "'ABC' is not a length"),
+    (["--model", "{converted}", "--chunk", "0"], "--chunk: 0 must be positive"),
+    (["--model", "{converted}", "--decode-tokens", "0"], "--decode-tokens: 0 must be at least 1"),
+    (["--model", "{converted}", "--device", "gpu0"], "--device: 'gpu0' is not a device"),
+    (["--model", "{converted}", "--dtype", "int8"], "unknown dtype 'int8'"),
+    (["--model", "{converted}", "--quick"], "--quick apply to the one-layer benchmark"),
+    (["--chunk", "32"], "--chunk apply to the whole-model benchmark; add --model PATH"),
+])
+def test_bad_input_is_one_error_line(args, message, converted, tmp_path):
+    (tmp_path / "empty").mkdir()
+    args = [a.format(empty=tmp_path / "empty", converted=converted) for a in args]
+    result = CliRunner().invoke(main, ["bench", *args, "--out", str(tmp_path / "out")])
+    text = _messages(result)
+    assert result.exit_code == 2, text
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], text
+    assert "Traceback" not in text
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
+def test_bench_model_on_cuda_without_a_gpu_is_one_error_line(converted, tmp_path):
+    result = CliRunner().invoke(main, ["bench", "--model", str(converted), "--device", "cuda", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "error: --device cuda: no CUDA device is visible" in _messages(result)
+
+
+def test_readme_shows_the_card_header():
+    assert TABLE_HEADER in (ROOT / "README.md").read_text()
+
+
+# --- scripts/build_nano_shape.py ------------------------------------------------------------------------------
+
+def _nano_script():
+    spec = importlib.util.spec_from_file_location("build_nano_shape", ROOT / "scripts" / "build_nano_shape.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_nano_shape_config_on_the_meta_device():
+    """The full shape, without materializing 63 GB: layer kinds, sizes, 31.6B parameters with 128 experts."""
+    from transformers import AutoModelForCausalLM
+
+    nano = _nano_script()
+    config = nano.nano_config()
+    kinds = config.layers_block_type
+    assert len(kinds) == config.num_hidden_layers == 52
+    assert (kinds.count("linear_attention"), kinds.count("moe"), kinds.count("full_attention")) == (23, 23, 6)
+    assert [i for i, k in enumerate(kinds) if k == "full_attention"] == [5, 12, 19, 26, 33, 42]
+    assert (config.hidden_size, config.vocab_size, config.n_routed_experts, config.num_experts_per_tok) == (
+        2688, 131072, 128, 6)
+    assert (config.num_attention_heads, config.num_key_value_heads, config.head_dim) == (32, 2, 128)
+    assert (config.mamba_num_heads, config.mamba_head_dim, config.ssm_state_size, config.n_groups) == (64, 64, 128, 8)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    params = sum(p.numel() for p in model.parameters())
+    assert 31.5e9 < params < 31.7e9
+    with torch.device("meta"):
+        fewer = AutoModelForCausalLM.from_config(nano.nano_config(16), dtype=torch.bfloat16)
+    missing = 23 * (128 - 16) * nano.routed_expert_parameters(config)
+    assert sum(p.numel() for p in fewer.parameters()) + missing == params
+
+
+def test_nano_builder_small_build_and_conversion(tmp_path, capsys):
+    """The script end to end at a reduced width on the CPU: checkpoint, tokenizer, released conversion."""
+    from slkernels import SuperlinearConfig
+
+    from slconvert.loading import read_block
+
+    nano = _nano_script()
+    out, conv = tmp_path / "nano", tmp_path / "nano-sl"
+    args = [str(out), "--experts", "6", "--hidden", "64", "--vocab", "512", "--layers", "8", "--device", "cpu",
+            "--convert", str(conv)]
+    assert nano.main(args) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["n_routed_experts"] == 6 and config["num_experts_per_tok"] == 6
+    assert config["layers_block_type"][5] == "full_attention" and len(config["layers_block_type"]) == 8
+    assert config["num_attention_heads"] == 32 and config["head_dim"] == 128 and config["dtype"] == "bfloat16"
+    assert (out / "tokenizer.json").is_file() and (out / "generation_config.json").is_file()
+    block = read_block(conv)
+    assert block["layers"] == [5] and block["params"] == SuperlinearConfig.released().to_dict()
+    assert "built " in capsys.readouterr().out
+    assert nano.main(args) == 0
+    assert capsys.readouterr().out.splitlines() == [f"reusing {out}", f"reusing {conv}"]
+
+
+def test_nano_builder_refuses_bad_input(tmp_path, capsys):
+    nano = _nano_script()
+    with pytest.raises(SystemExit) as err:
+        nano.main([str(tmp_path / "n"), "--experts", "2", "--device", "cpu"])
+    assert err.value.code == 2
+    assert "error: --experts 2: at least 6" in capsys.readouterr().err
+
+
+def test_pipeline_check_builds_its_source_with_the_script():
+    script = (ROOT / "scripts" / "pipeline_gpu_check.sh").read_text()
+    assert 'scripts/build_nano_shape.py "$WORK/source" --experts "$EXPERTS"' in script
+    assert "MEMEM" not in script  # the shape lives in one place
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["superlinear", "dense"])
+def test_compiled_decode_matches_eager_decode(model, variant):
+    """torch.compile on the CPU (inductor, no CUDA graphs): the compiled decode's logits are the eager ones."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    from slconvert.attention import superlinear_attention_forward
+
+    dev = mb._Device("cpu")
+    ids = torch.arange(4, 52)[None]
+    mb.use_attention(model, variant)
+    try:
+        with torch.no_grad(), mb.superlinear_outside_graph():
+            eager_cache, token, _ = mb._prefill(model, ids, 16, dev, lambda _t: None)
+            static_cache, _, _ = mb._prefill(model, ids, 16, dev, lambda _t: None)
+            compiled = mb._compiled_step(model, mb.static_copy(model, static_cache, 56), dev)
+            eager = mb._eager_step(model, eager_cache)
+            for position in range(48, 52):
+                expected = eager(token, position)
+                torch.testing.assert_close(compiled(token, position), expected, rtol=1e-3, atol=1e-3)
+                token = expected[:, -1:].argmax(-1)
+    finally:
+        torch.compiler.reset()
+        mb.use_attention(model, "superlinear")
+    assert ALL_ATTENTION_FUNCTIONS["superlinear"] is superlinear_attention_forward
