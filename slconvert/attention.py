@@ -10,10 +10,13 @@ name "superlinear" therefore converts every architecture at once:
   every query row (so prefill, chunked prefill and one-token decode through the KV cache are the same call);
 * every other softmax layer (a layer kept dense) runs transformers' stock SDPA function unchanged.
 
-The mask function registered under the same name is transformers' `sdpa_mask` (without it, models pass no
-mask at all). The 4-D boolean mask it builds is reduced here to the 2-D left-padding mask the kernels take;
-padded positions are excluded by the kernels with the dtype's finite minimum, never -inf, because a NaN
-from a fully masked row would spread through the recurrent layers of a hybrid model.
+The mask function registered under the same name (`superlinear_mask`) gives the layers what they read: when
+every softmax layer of the model is converted, the 2-D left-padding mask [B, L_kv] (or None without padding),
+never transformers' 4-D [B, 1, L_q, L_kv] boolean mask, which a chunked prefill would build for every chunk
+(32 GiB for a 32K chunk at 1M context); with layers kept dense, transformers' `sdpa_mask` for them, reduced here
+to the 2-D mask for the converted ones. Padded positions are excluded by the kernels with the dtype's finite
+minimum, never -inf, because a NaN from a fully masked row would spread through the recurrent layers of a
+hybrid model.
 
 `capture_attention(model)` records the inputs of every converted layer's call, for span-recall analysis.
 """
@@ -29,7 +32,8 @@ from slkernels import superlinear_attention
 from .errors import SlconvertError
 from .router import ROUTER_ATTRIBUTE
 
-__all__ = ["ATTENTION_NAME", "register", "superlinear_attention_forward", "capture_attention", "padding_mask"]
+__all__ = ["ATTENTION_NAME", "register", "superlinear_attention_forward", "superlinear_mask", "capture_attention",
+           "padding_mask"]
 
 ATTENTION_NAME = "superlinear"
 
@@ -61,6 +65,26 @@ def padding_mask(attention_mask: torch.Tensor | None, kv_length: int) -> torch.T
     if not bool((first > 0).any()):
         return None
     return (positions >= first[:, None]).to(torch.long)
+
+
+def superlinear_mask(batch_size: int, q_length: int, kv_length: int, q_offset: int = 0, kv_offset: int = 0,
+                     attention_mask: torch.Tensor | None = None, config=None, **kwargs) -> torch.Tensor | None:
+    """transformers mask function of "superlinear" models: the 2-D padding mask of keys kv_offset ..
+    kv_offset + kv_length (keys past the given mask, a static cache's empty slots, count as real), or None, when
+    every softmax layer is converted; transformers' `sdpa_mask` when some are kept dense (they run SDPA) or when
+    the model is not a converted one."""
+    from transformers.masking_utils import sdpa_mask
+
+    block = getattr(config, "superlinear", None)
+    if not isinstance(block, dict) or block.get("dense_attention_layers", True) or kwargs.get("local_size") is not None:
+        return sdpa_mask(batch_size=batch_size, q_length=q_length, kv_length=kv_length, q_offset=q_offset,
+                         kv_offset=kv_offset, attention_mask=attention_mask, config=config, **kwargs)
+    if attention_mask is None or attention_mask.dim() != 2:
+        return padding_mask(attention_mask, kv_length) if attention_mask is not None else None
+    keys = attention_mask[:, kv_offset:kv_offset + kv_length].to(torch.long)
+    if keys.shape[-1] < kv_length:
+        keys = torch.nn.functional.pad(keys, (0, kv_length - keys.shape[-1]), value=1)
+    return padding_mask(keys, kv_length)
 
 
 def _cache_position(kwargs: dict, len_q: int, len_kv: int, device: torch.device) -> torch.Tensor:
@@ -160,9 +184,9 @@ def register() -> str:
     global _REGISTERED
     if not _REGISTERED:
         from transformers import AttentionInterface
-        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+        from transformers.masking_utils import AttentionMaskInterface
 
         AttentionInterface.register(ATTENTION_NAME, superlinear_attention_forward)
-        AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
+        AttentionMaskInterface.register(ATTENTION_NAME, superlinear_mask)
         _REGISTERED = True
     return ATTENTION_NAME

@@ -8,7 +8,7 @@ from cli_helpers import convert_cli
 from slkernels import SuperlinearConfig
 
 import slconvert
-from slconvert.attention import capture_attention, padding_mask
+from slconvert.attention import capture_attention, padding_mask, superlinear_mask
 from slconvert.errors import SlconvertError
 from slconvert.router import SuperlinearRouter, initial_router_weight, routers
 from slconvert.tiny import build_tiny_model
@@ -50,6 +50,49 @@ def test_left_padded_batch_matches_unpadded_rows(bamba):
     torch.testing.assert_close(batched[1], full[0], rtol=0, atol=1e-4)
     generated = bamba.generate(tokens, attention_mask=mask, max_new_tokens=3, do_sample=False)
     assert generated.shape == (2, length + 3)
+
+
+def test_mask_of_a_fully_converted_model_is_2d_and_gives_the_same_logits(bamba, monkeypatch):
+    """No [B, 1, L_q, L_kv] mask is built for converted layers (chunked prefill would build one per chunk), and
+    the logits of a left-padded batch, prefilled in chunks through the cache, equal those under sdpa_mask."""
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    assert bamba.config.superlinear["dense_attention_layers"] == []
+    tokens = torch.randint(4, 384, (2, 48))
+    mask = torch.ones_like(tokens)
+    tokens[0, :5], mask[0, :5] = 0, 0
+    seen = []
+
+    def chunked(mask_fn):
+        monkeypatch.setitem(ALL_MASK_ATTENTION_FUNCTIONS._global_mapping, "superlinear",
+                            lambda *a, **k: seen.append(mask_fn(*a, **k)) or seen[-1])
+        with torch.no_grad():
+            first = bamba(tokens[:, :30], attention_mask=mask[:, :30], use_cache=True)
+            rest = bamba(tokens[:, 30:], attention_mask=mask, past_key_values=first.past_key_values, use_cache=True)
+        return torch.cat([first.logits, rest.logits], dim=1)
+
+    ours = chunked(superlinear_mask)
+    assert seen and all(m is None or m.dim() == 2 for m in seen)
+    assert any(m is not None and m[0, :5].sum() == 0 for m in seen)  # row 0's padding reaches the layers
+    seen.clear()
+    stock = chunked(sdpa_mask)
+    assert any(m is not None and m.dim() == 4 for m in seen)
+    torch.testing.assert_close(ours, stock, rtol=0, atol=0)
+
+
+def test_mask_with_layers_kept_dense_is_transformers_own():
+    class Config:
+        superlinear = {"dense_attention_layers": [3]}
+
+    kept = superlinear_mask(batch_size=1, q_length=4, kv_length=6, kv_offset=0,
+                            attention_mask=torch.tensor([[0, 1, 1, 1, 1, 1]], dtype=torch.bool), config=Config())
+    assert kept.shape == (1, 1, 4, 6)
+    Config.superlinear = {"dense_attention_layers": []}
+    mask = torch.tensor([[0, 0, 1, 1]], dtype=torch.bool)
+    assert superlinear_mask(batch_size=1, q_length=2, kv_length=6, attention_mask=mask,
+                            config=Config()).tolist() == [[0, 0, 1, 1, 1, 1]]  # empty slots past the mask count real
+    assert superlinear_mask(batch_size=1, q_length=2, kv_length=4, attention_mask=torch.ones(1, 4, dtype=torch.bool),
+                            config=Config()) is None
 
 
 def test_capture_records_converted_layers_only_while_active(bamba):
