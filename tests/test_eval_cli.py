@@ -100,6 +100,7 @@ def test_teacher_forced_perplexity_span_recall_and_tasks(checkpoints, tmp_path):
     metrics = {(r["task"], r["metric"]) for r in lm["table"]}
     assert ("slc_passkey_tf", "acc") in metrics
     assert all("difference" in r for r in lm["table"])
+    _png(out / "lm_eval.png")
     md = (out / "summary.md").read_text()
     for heading in ("NIAH multikey (teacher)", "Perplexity", "Span recall", "lm-eval tasks"):
         assert heading in md

@@ -1,4 +1,4 @@
-"""Figures a person would rather look at than read: NIAH heatmaps, their comparison, span recall.
+"""Figures a person would rather look at than read: NIAH heatmaps, their comparison, lm-eval scores, span recall.
 
 The NIAH heatmap follows the convention readers know: depth (rows) against context length
 (columns), red -> yellow -> green on 0..100, the average in the title, skipped cells grey.
@@ -15,7 +15,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["niah_heatmap", "niah_comparison", "span_recall_heatmap"]
+__all__ = ["niah_heatmap", "niah_comparison", "lm_eval_bars", "span_recall_heatmap"]
 
 
 def _matrix(table: dict) -> np.ndarray:
@@ -68,6 +68,34 @@ def niah_comparison(table: dict, base: dict, diff: dict, path: Path, name: str, 
                   vmin=-100.0, vmax=100.0, fmt="{:+.0f}")
     fig.colorbar(image, ax=axes[2], label="score difference")
     fig.suptitle(f"NIAH {table['task']}: converted vs source")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def lm_eval_bars(rows: list[dict], path: Path, name: str, base_name: str | None = None) -> Path:
+    """One horizontal bar per (task, metric) row of the lm-eval table (RULER's rows are its lengths), the model's
+    score next to the source's when there is one; scores are lm-eval's, on 0..1 for the needle tasks."""
+    labels = [f"{r['task']} · {_short(int(r['metric'])) if str(r['metric']).isdigit() else r['metric']}" for r in rows]
+    series = [(name, [r.get(name) for r in rows], "#2b7bba")]
+    if base_name is not None:
+        series.append((f"{base_name} (source)", [r.get(f"{base_name} (source)") for r in rows], "#bbbbbb"))
+    height = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(7.0, max(2.4, 1.2 + 0.35 * len(rows) * len(series))), layout="constrained")
+    y = np.arange(len(rows))
+    for k, (label, values, color) in enumerate(series):
+        data = np.array([np.nan if v is None else float(v) for v in values])
+        ax.barh(y + (k - (len(series) - 1) / 2) * height, np.nan_to_num(data), height, label=label, color=color)
+        for yi, value in zip(y + (k - (len(series) - 1) / 2) * height, data):
+            ax.text(0.01 if np.isnan(value) else value + 0.01, yi, "n/a" if np.isnan(value) else f"{value:.2f}",
+                    va="center", fontsize=7)
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.invert_yaxis()
+    top = max([1.0] + [float(v) for _, values, _ in series for v in values if isinstance(v, (int, float))])
+    ax.set_xlim(0, top * 1.12)
+    ax.set_xlabel("score")
+    ax.set_title(f"lm-eval tasks: {name}" + (f" vs {base_name} (source)" if base_name else ""), fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

@@ -112,6 +112,9 @@ def run_tasks(ctx: RunContext, spec: str, *, batch_size: int, limit: int | None,
     result = {"tasks": spec, "max_length": ctx.max_length, "lm_eval": per_model, "table": rows}
     ctx.wrote(report.write_json(ctx.out / "lm_eval_results.json", result),
               report.write_csv(ctx.out / "lm_eval_results.csv", rows))
+    if rows:
+        ctx.wrote(plots.lm_eval_bars(rows, ctx.out / "lm_eval.png", ctx.model.name,
+                                     ctx.base.name if "base" in per_model else None))
     text = f"### lm-eval tasks (max_length {ctx.max_length})\n\n{_markdown(rows)}"
     if read := per_model["model"].get("ruler_essays"):
         text += (f"\n\nRULER essay haystack: {read['words']} words in {read['files']} .txt files from "
