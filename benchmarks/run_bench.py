@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def partial_result(result: dict) -> None:
         write_json(result, args.out / "bench.json")
-        print("\n" + format_table(result).splitlines()[-1], flush=True)
+        # the newest row: table lines 0 and 1 are the GPU and the header, the notes follow the rows
+        print("\n" + format_table(result).splitlines()[1 + len(result["rows"])], flush=True)
 
     result = run_benchmark(cfg, progress, partial_result)
     bar.close()

@@ -6,6 +6,10 @@ token, each with the dense baseline timed in the same process on the same GPU. 1
 prefill in 32K chunks (cache_position), the dense baseline as one causal call. Reported per row:
 median ms, speed-up over dense, TFLOP/s over the keys actually attended, peak memory above the inputs;
 decode rows also time a CUDA-graph replay (what a serving loop runs), eager calls include Python overhead.
+
+With the `superlinear` package installed, the forward and 1M chunked-prefill rows are followed by one row per
+path of the published kernels (setting "published <path> <setting>", see published.py), on the same inputs; the
+result's "published_fastest" names the faster path per setting, pass and length.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import torch.nn.functional as F
 from slkernels import SuperlinearConfig, superlinear_attention
 
 from . import published
+from .report import published_fastest
 from .timing import measure, measure_graph
 
 __all__ = ["BenchSettings", "run_benchmark", "SETTINGS"]
@@ -106,19 +111,45 @@ def _forward_rows(cfg: BenchSettings, length: int, configs: dict[str, Superlinea
             sl = measure(partial(superlinear_attention, q, k, v, qs, config, backend="triton"), budget_ms=cfg.budget_ms)
             yield _row(name, "forward", length, sl, dense, keys, _dense_keys(cfg.heads_q, length), cfg.head_dim, 1.0)
             if published.available():
-                yield _published_row(cfg, name, config, length, (q, k, v, qs), dense, keys)
+                yield from _published_rows(cfg, name, config, length, (q, k, v, qs), dense, keys)
 
 
-def _published_row(cfg: BenchSettings, name: str, config: SuperlinearConfig, length: int, inputs, dense, keys):
-    """The published kernels on the same inputs, with their output's distance from slkernels'."""
-    q, k, v, qs = inputs
-    run = partial(published.prefill_fn(config), q, k, v, qs, torch.arange(length, device="cuda"))
-    pub = measure(run, budget_ms=cfg.budget_ms)
-    row = _row(f"published {name}", "forward", length, pub, dense, keys, _dense_keys(cfg.heads_q, length),
-               cfg.head_dim, 1.0)
-    row["relative_difference_vs_slkernels"] = published.relative_difference(
-        superlinear_attention(q, k, v, qs, config, backend="triton"), run())
+def _published_fields(path: str, name: str) -> dict:
+    return {"published_path": path, "published_function": published.PATHS[path], "published_setting": name}
+
+
+def _published_failure(pass_name: str, length: int, path: str, name: str, keys, dense_keys: int, err: Exception):
+    """A row for a published path that raised (e.g. out of memory): no time, the error named."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    row = _row(f"published {path} {name}", pass_name, length, None, None, keys, dense_keys, 0, 1.0)
+    row.update(_published_fields(path, name))
+    lines = str(err).strip().splitlines()
+    row["published_error"] = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
     return row
+
+
+def _published_rows(cfg: BenchSettings, name: str, config: SuperlinearConfig, length: int, inputs, dense, keys):
+    """Each path of the published kernels on the same inputs, with its output's distance from slkernels'."""
+    q, k, v, qs = inputs
+    fns = published.prefill_fns(config)
+    if not fns:
+        return
+    ours = superlinear_attention(q, k, v, qs, config, backend="triton")
+    position = torch.arange(length, device=q.device)
+    dense_keys = _dense_keys(cfg.heads_q, length)
+    for path, fn in fns.items():
+        run = partial(fn, q, k, v, qs, position)
+        try:
+            pub = measure(run, budget_ms=cfg.budget_ms)
+            difference = published.relative_difference(ours, run())
+        except Exception as err:  # noqa: BLE001 - one failing path must not end the sweep; its row names the error
+            yield _published_failure("forward", length, path, name, keys, dense_keys, err)
+            continue
+        row = _row(f"published {path} {name}", "forward", length, pub, dense, keys, dense_keys, cfg.head_dim, 1.0)
+        row.update(_published_fields(path, name))
+        row["relative_difference_vs_slkernels"] = difference
+        yield row
 
 
 def _backward_rows(cfg: BenchSettings, length: int, configs: dict[str, SuperlinearConfig]):
@@ -175,7 +206,7 @@ def _chunked_prefill(q, k, v, qs, chunk: int, kernel: Callable[..., torch.Tensor
     """A prefill of every key in chunks of `chunk` queries; each chunk attends to all keys up to its end."""
     for start in range(0, k.shape[2], chunk):
         stop = start + chunk
-        kernel(q, k[:, :, :stop], v[:, :, :stop], qs, torch.arange(start, stop, device="cuda"))
+        kernel(q, k[:, :, :stop], v[:, :, :stop], qs, torch.arange(start, stop, device=k.device))
 
 
 def _million_superlinear(cfg: BenchSettings, configs: dict[str, SuperlinearConfig], length: int):
@@ -198,13 +229,28 @@ def _million_superlinear(cfg: BenchSettings, configs: dict[str, SuperlinearConfi
             rows.append(_row(name, "prefill_chunked", length, sl, None, keys, _dense_keys(cfg.heads_q, length),
                              cfg.head_dim, 1.0))
             if published.available():
-                pub = measure(partial(_chunked_prefill, q, k, v, qs, cfg.chunk, published.prefill_fn(config)),
-                              budget_ms=0.0, max_reps=0, warmup=1)
-                rows.append(_row(f"published {name}", "prefill_chunked", length, pub, None, keys,
-                                 _dense_keys(cfg.heads_q, length), cfg.head_dim, 1.0))
+                rows.extend(_published_chunked_rows(cfg, name, config, length, (q, k, v, qs), keys))
         if "decode" in cfg.passes:
             q1 = torch.randn(1, cfg.heads_q, 1, cfg.head_dim, device="cuda", dtype=dtype)
             rows.extend(_decode_rows_for(cfg, configs, q1, k, v, torch.randn_like(q1)))
+    return rows
+
+
+def _published_chunked_rows(cfg: BenchSettings, name: str, config: SuperlinearConfig, length: int, inputs, keys):
+    """Each path of the published kernels through the same chunked prefill (one untimed pass first, as ours)."""
+    q, k, v, qs = inputs
+    dense_keys = _dense_keys(cfg.heads_q, length)
+    rows = []
+    for path, fn in published.prefill_fns(config).items():
+        try:
+            pub = measure(partial(_chunked_prefill, q, k, v, qs, cfg.chunk, fn), budget_ms=0.0, max_reps=0, warmup=1)
+        except Exception as err:  # noqa: BLE001 - one failing path must not end the sweep; its row names the error
+            rows.append(_published_failure("prefill_chunked", length, path, name, keys, dense_keys, err))
+            continue
+        row = _row(f"published {path} {name}", "prefill_chunked", length, pub, None, keys, dense_keys,
+                   cfg.head_dim, 1.0)
+        row.update(_published_fields(path, name))
+        rows.append(row)
     return rows
 
 
@@ -228,7 +274,7 @@ def environment() -> dict:
         "triton": triton.__version__,
         "cuda": torch.version.cuda,
         "python": platform.python_version(),
-        "published_kernels": "installed" if published.available() else "not installed",
+        "published_kernels": published.describe(),
     }
 
 
@@ -259,5 +305,12 @@ def run_benchmark(cfg: BenchSettings, progress: Callable[[str], None] | None = N
             rows.append(row)
         torch.cuda.empty_cache()
         if partial_result:
-            partial_result({"environment": environment(), "settings": asdict(cfg), "rows": rows, "complete": False})
-    return {"environment": environment(), "settings": asdict(cfg), "rows": rows, "complete": True}
+            partial_result(_result(cfg, rows, complete=False))
+    return _result(cfg, rows, complete=True)
+
+
+def _result(cfg: BenchSettings, rows: list[dict], complete: bool) -> dict:
+    result = {"environment": environment(), "settings": asdict(cfg), "rows": rows, "complete": complete}
+    if any(r["setting"].startswith("published ") for r in rows):
+        result["published_fastest"] = published_fastest(rows)
+    return result

@@ -59,7 +59,8 @@ def bench(out_dir: Path, quick: bool, lengths: str | None, settings: tuple, pass
     """Time one attention layer (B=1, 32 q / 2 kv heads, D=128, bf16): Superlinear vs dense SDPA.
 
     The forward rows also time the paper authors' published kernels when the `superlinear` package is
-    installed.
+    installed: each of its GQA prefill paths (generic `prefill_gqa`, bucketed
+    `fused_prefill_with_swtriton_bucketed_gqa`) in its own row, the faster one named per length.
 
     With --model PATH: time a whole converted model instead (prefill through the cache in chunks, decode eager
     and compiled, peak memory) and the same model with dense SDPA attention, writing model_bench.json/.png/.md.
