@@ -78,6 +78,8 @@ def profile_one(name: str, cfg: SuperlinearConfig, length: int, forward_only: bo
     q, k, v, qs, pos, s0 = inputs(length)
     scale = 128 ** -0.5
     anchors, scores = timed("search", lambda: search_topk(qs, k, cfg, pos, s0, length))
+    if cfg.search_key == "span_mean":  # the screening loop's cost (docs/semantics.md design note): not exact
+        timed("search, hi parts only (timing)", lambda: search_topk(qs, k, cfg, pos, s0, length, hi_only=True))
     for bn, warps in VARIANTS["search"]:
         timed(f"search {bn} anchors x {warps} warps", lambda bn=bn, warps=warps: search_topk(
             qs, k, cfg, pos, s0, length, block_n=bn, num_warps=warps))

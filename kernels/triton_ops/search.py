@@ -97,7 +97,7 @@ def _search_kernel(
     n_offsets, first_index, power, H_Q, H_KV, L_Q, G, per_split, n_splits, width, t_cap, pre_rows, margin,
     D: tl.constexpr, GP: tl.constexpr, BN: tl.constexpr, KSEL: tl.constexpr, KEEP: tl.constexpr, KP: tl.constexpr,
     PREC: tl.constexpr, UPCAST: tl.constexpr, WIDE: tl.constexpr, SPAN_MEAN: tl.constexpr, RESCORE: tl.constexpr,
-    RESCORE_ALL: tl.constexpr, DC: tl.constexpr, NOISE: tl.constexpr,
+    RESCORE_ALL: tl.constexpr, DC: tl.constexpr, NOISE: tl.constexpr, HI_ONLY: tl.constexpr,
 ):
     row = tl.program_id(0)
     grp = tl.program_id(1)
@@ -160,8 +160,9 @@ def _search_kernel(
             # hi parts of both ends, then lo parts, into one float32 accumulator
             s = tl.dot(q_op, tl.load(end_ptr).to(q_op.dtype), input_precision=PREC)
             s = tl.dot(neg_q_op, tl.load(start_ptr).to(q_op.dtype), s, input_precision=PREC)
-            s = tl.dot(q_op, tl.load(end_ptr + D).to(q_op.dtype), s, input_precision=PREC)
-            s = tl.dot(neg_q_op, tl.load(start_ptr + D).to(q_op.dtype), s, input_precision=PREC)
+            if not HI_ONLY:  # HI_ONLY (timing of a screening loop, docs/semantics.md): the hi parts alone
+                s = tl.dot(q_op, tl.load(end_ptr + D).to(q_op.dtype), s, input_precision=PREC)
+                s = tl.dot(neg_q_op, tl.load(start_ptr + D).to(q_op.dtype), s, input_precision=PREC)
             s = s * q_unscale[:, None] * col_scale[None, :]
             if NOISE > 0.0:  # tests: an error of up to NOISE times the bound that the rescoring below assumes
                 bound = (tl.load(n_base + end_row) + tl.load(n_base + start_row)) * col_scale
@@ -277,6 +278,7 @@ def search_topk(
     rescore: bool = True,
     margin: float | None = None,
     noise: float = 0.0,
+    hi_only: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Selected anchors (int32 [B, H_q, L_q, k], -1 = none) and their float32 scores (0 where none).
 
@@ -289,7 +291,9 @@ def search_topk(
     warps and stages default to `SEARCH_TILES` of the config's search key.
     "span_mean" only: `rescore=False` ranks by the products' scores alone and `margin` replaces the error bound
     `RESCORE_MARGIN` (both for comparisons); `noise` (tests) adds to every product score a fixed pseudo-random
-    error of up to `noise` times that bound, which the rescoring must undo.
+    error of up to `noise` times that bound, which the rescoring must undo. `hi_only=True` (timing only: the
+    selection is not exact) scores from the `hi` parts of the sums alone and does not rescore: the block loop of
+    the screening search that docs/semantics.md proposes, to be timed before it is built.
     """
     batch, heads_q, len_q, dim = q_search.shape
     heads_kv = k.shape[1]
@@ -320,9 +324,11 @@ def search_topk(
         wide = wide or (k.shape[2] + 1) * 2 * dim >= 2**31
         if margin is None:
             margin = RESCORE_MARGIN * max(1, dim // 128)
+        if hi_only:
+            rescore = False
     else:
         pre = third = scale = center = norm = back = fwd = offsets  # not read
-        rescore, margin, noise = False, 0.0, 0.0
+        rescore, margin, noise, hi_only = False, 0.0, 0.0, False
     keep = ksel + 1 if rescore else ksel  # the (k+1)-th candidate tells whether the k-th is decided
     grid = (len_q, batch * heads_kv, n_splits)
     _search_kernel[grid](
@@ -333,7 +339,7 @@ def search_topk(
         D=dim, GP=gp, BN=block_n, KSEL=ksel, KEEP=keep, KP=triton.next_power_of_2(keep),
         PREC=dot_precision(q_search.dtype), UPCAST=interpreting() or q_search.dtype == torch.float32,
         WIDE=wide, SPAN_MEAN=span_mean, RESCORE=rescore, RESCORE_ALL=n_splits > 1, DC=min(dim, 32),
-        NOISE=float(noise),
+        NOISE=float(noise), HI_ONLY=bool(hi_only),
         num_warps=warps if num_warps is None else num_warps, num_stages=stages if num_stages is None else num_stages,
     )
     if n_splits == 1:
