@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Build a checkpoint with the shape of NVIDIA-Nemotron-3-Nano-30B-A3B and random weights; nothing is downloaded.
+"""Build a model with the shape of NVIDIA-Nemotron-3-Nano-30B-A3B and random weights, then benchmark it converted
+in memory or write it as a checkpoint; nothing is downloaded.
 
 52 layers (23 Mamba-2, 23 MoE with 6 of N routed experts per token plus a shared one, 6 attention layers with
 32 query / 2 KV heads of 128), hidden size 2688, vocabulary 131072, bf16, built directly on the device. With the
@@ -8,10 +9,19 @@ per token of the real model (every token still reaches 6) and shrink the weights
 parameters per expert and MoE layer. The tokenizer is slconvert's small byte-level BPE (slconvert.tiny.build_tokenizer):
 the model sees random token ids anyway.
 
+    python scripts/build_nano_shape.py --bench OUT_DIR [--experts N] [--lengths 32K,128K,1M] [bench options]
     python scripts/build_nano_shape.py OUT [--experts N] [--device cuda] [--convert CONVERTED]
 
-An OUT that already holds a config.json is reused (--force rebuilds it). --convert also writes the conversion
-of OUT with the paper's released setting (the defaults of `slconvert convert`) to CONVERTED.
+--bench writes no checkpoint: it builds the model on the GPU, converts it there with the paper's released
+setting (as `slconvert convert` + `slconvert.load` would: slconvert.benchmark.model.convert_in_memory) and
+runs the whole-model benchmark of `slconvert bench --model` on it (--lengths, --chunk, --decode-tokens,
+--compile/--no-compile, --no-dense as there), writing only model_bench.json/.png/.md to OUT_DIR. It first
+prints an estimate of the GPU memory the Superlinear runs need (weights, the KV cache of the longest length,
+one prefill chunk's working memory) and refuses to start when the GPU has less free.
+
+With OUT it writes the checkpoint instead; an OUT that already holds a config.json is reused (--force rebuilds
+it). --convert also writes the conversion of OUT with the released setting (the defaults of `slconvert convert`)
+to CONVERTED, for `slconvert bench --model CONVERTED` or any other use of the checkpoint.
 --hidden / --vocab / --layers shrink the model for quick checks on a CPU (same layer kinds and head shapes;
 no longer the Nano shape).
 """
@@ -55,30 +65,50 @@ def routed_expert_parameters(config) -> int:
     return 2 * config.hidden_size * config.moe_intermediate_size + config.hidden_size
 
 
-def build(out, *, experts: int = NANO_EXPERTS, device: str = "cuda", dtype: str = "bfloat16", hidden: int = NANO_HIDDEN,
-          vocab: int = NANO_VOCAB, layers: int | None = None, seed: int = 0) -> dict:
-    """Build the model on `device` and save it with a tokenizer and generation config to `out`; returns sizes."""
+def build_model(*, experts: int = NANO_EXPERTS, device: str = "cuda", dtype: str = "bfloat16",
+                hidden: int = NANO_HIDDEN, vocab: int = NANO_VOCAB, layers: int | None = None, seed: int = 0):
+    """The model with random weights (seeded), built directly on `device`."""
     import torch
-    from transformers import AutoModelForCausalLM, GenerationConfig
+    from transformers import AutoModelForCausalLM
 
     from slconvert.dtypes import parse_dtype
-    from slconvert.tiny import BOS_ID, EOS_ID, PAD_ID, build_tokenizer
 
-    out = Path(out)
     config = nano_config(experts, hidden=hidden, vocab=vocab, layers=layers)
     torch.manual_seed(seed)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=parse_dtype(dtype))
+    return model.eval()
+
+
+def model_sizes(model, dtype: str = "bfloat16") -> dict:
+    """Parameters and bytes of `model`, and what they would be with the real model's 128 experts."""
+    from slconvert.dtypes import parse_dtype
+
+    config = model.config
     params = sum(p.numel() for p in model.parameters())
+    full = params + config.layers_block_type.count("moe") * (NANO_EXPERTS - config.n_routed_experts) * \
+        routed_expert_parameters(config)
+    element = parse_dtype(dtype).itemsize
+    return {"parameters": params, "bytes": params * element, "parameters_with_all_experts": full,
+            "bytes_with_all_experts": full * element}
+
+
+def build(out, *, experts: int = NANO_EXPERTS, device: str = "cuda", dtype: str = "bfloat16", hidden: int = NANO_HIDDEN,
+          vocab: int = NANO_VOCAB, layers: int | None = None, seed: int = 0) -> dict:
+    """Build the model on `device` and save it with a tokenizer and generation config to `out`; returns sizes."""
+    from transformers import GenerationConfig
+
+    from slconvert.tiny import BOS_ID, EOS_ID, PAD_ID, build_tokenizer
+
+    out = Path(out)
+    model = build_model(experts=experts, device=device, dtype=dtype, hidden=hidden, vocab=vocab, layers=layers,
+                        seed=seed)
+    sizes = model_sizes(model, dtype)
     model.save_pretrained(out)
     GenerationConfig(bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID, do_sample=False).save_pretrained(out)
     build_tokenizer(out)
-    moe_layers = config.layers_block_type.count("moe")
-    full = params + moe_layers * (NANO_EXPERTS - experts) * routed_expert_parameters(config)
-    element = parse_dtype(dtype).itemsize
     del model
-    return {"parameters": params, "bytes": params * element, "parameters_with_all_experts": full,
-            "bytes_with_all_experts": full * element}
+    return sizes
 
 
 def convert_released(source, out, *, force: bool = False) -> dict:
@@ -91,10 +121,117 @@ def convert_released(source, out, *, force: bool = False) -> dict:
     return convert(plan, out, force=force, progress=True)
 
 
+def convert_released_in_memory(model) -> dict:
+    """The same conversion of the live model, in place (nothing written); returns its superlinear block."""
+    from slkernels import SuperlinearConfig
+
+    from slconvert.benchmark.model import convert_in_memory
+
+    return convert_in_memory(model, SuperlinearConfig.released())
+
+
+# --- GPU memory of the in-memory benchmark ----------------------------------------------------------------------
+
+GIB = float(1 << 30)
+WORKSPACE_FACTOR = 2  # allocator slack and the other transients of a chunk, on top of the largest layer's tensors
+
+
+def memory_estimate(config, dtype: str, lengths: list[int], chunk: int) -> dict:
+    """Bytes the Superlinear runs of the benchmark need on the device, by part (and "total").
+
+    weights: the model's parameters and buffers (counted on the meta device) and the routers; kv_cache: K and V
+    of every attention layer at the longest length; chunk: the working memory of one prefill chunk, taken as
+    WORKSPACE_FACTOR x the MoE layer's intermediate tensors (per token: `num_experts_per_tok` copies of the hidden
+    state in and out, their float32 weighted sum, two activations of the expert width), the largest of a layer.
+    The Mamba-2 states are a few MiB. The dense variant needs more at long lengths (transformers' mask of each
+    chunk against the context); where it runs out of memory the benchmark records it."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from slconvert.dtypes import parse_dtype
+
+    element = parse_dtype(dtype).itemsize
+    with torch.device("meta"):
+        meta = AutoModelForCausalLM.from_config(config, dtype=parse_dtype(dtype))
+    weights = sum(t.numel() * t.element_size() for t in [*meta.parameters(), *meta.buffers()])
+    del meta
+    attention = config.layers_block_type.count("full_attention")
+    weights += attention * config.num_attention_heads * config.head_dim ** 2 * element
+    kv = attention * 2 * config.num_key_value_heads * config.head_dim * max(lengths) * element
+    per_token = config.num_experts_per_tok * (2 * config.hidden_size * element + 4 * config.hidden_size
+                                              + 2 * config.moe_intermediate_size * element)
+    work = WORKSPACE_FACTOR * min(chunk, max(lengths)) * per_token
+    return {"weights": weights, "kv_cache": kv, "chunk": work, "total": weights + kv + work}
+
+
+def _size(count: int) -> str:
+    return f"{count / GIB:.1f} GiB" if count >= GIB / 10 else f"{count / (1 << 20):.1f} MiB"
+
+
+def describe_estimate(estimate: dict, lengths: list[int], chunk: int) -> str:
+    from slconvert.benchmark.model import short_length
+
+    return (f"GPU memory needed (estimate): {_size(estimate['total'])} = {_size(estimate['weights'])} weights + "
+            f"{_size(estimate['kv_cache'])} KV cache at {short_length(max(lengths))} + {_size(estimate['chunk'])} "
+            f"for one {short_length(min(chunk, max(lengths)))}-token prefill chunk")
+
+
+def check_memory(estimate: dict, device: str) -> str:
+    """What the device has free, as one line; refuses a CUDA device with less free memory than the estimate.
+    CPU runs are not checked."""
+    import torch
+
+    from slconvert.errors import SlconvertError
+
+    target = torch.device(device)
+    if target.type != "cuda":
+        return f"memory not checked on {target.type}"
+    free, total = torch.cuda.mem_get_info(target)
+    label = f"{device} ({torch.cuda.get_device_name(target)})"
+    if free < estimate["total"]:
+        raise SlconvertError(f"the benchmark needs about {_size(estimate['total'])} of GPU memory and {label} has "
+                             f"{_size(free)} free of {_size(total)}; pass fewer --experts, shorter --lengths or a "
+                             "smaller --chunk")
+    return f"{label}: {_size(free)} free of {_size(total)}"
+
+
+def shape_name(experts: int, hidden: int, vocab: int, layers: int | None) -> str:
+    """The benchmarked model's name, e.g. nano-shape-128e; a shrunk shape's name says what differs."""
+    parts = [f"nano-shape-{experts}e"]
+    if hidden != NANO_HIDDEN:
+        parts.append(f"h{hidden}")
+    if vocab != NANO_VOCAB:
+        parts.append(f"v{vocab}")
+    if layers is not None and layers != len(NANO_PATTERN):
+        parts.append(f"{layers}l")
+    return "-".join(parts)
+
+
+def bench_in_memory(out_dir, cfg, *, experts: int = NANO_EXPERTS, dtype: str = "bfloat16", hidden: int = NANO_HIDDEN,
+                    vocab: int = NANO_VOCAB, layers: int | None = None, seed: int = 0) -> dict:
+    """Build on cfg.device, convert in memory with the released setting, run the whole-model benchmark (settings
+    `cfg` from slconvert.commands.bench.model_bench_settings); writes only the benchmark's files to `out_dir`."""
+    from slconvert.commands.bench import bench_and_report
+
+    start = time.time()
+    model = build_model(experts=experts, device=cfg.device, dtype=dtype, hidden=hidden, vocab=vocab, layers=layers,
+                        seed=seed)
+    sizes = model_sizes(model, dtype)
+    print(f"built in memory on {cfg.device} in {time.time() - start:.0f} s: {sizes['parameters'] / 1e9:.2f}B "
+          f"parameters ({sizes['bytes'] / GIB:.1f} GiB {dtype})", flush=True)
+    block = convert_released_in_memory(model)
+    print(f"converted layers {block['layers']} in memory (W = {block['window']}, released setting)", flush=True)
+    origin = (f"Random {dtype} weights (seed {seed}) built on {cfg.device} and converted there with the released "
+              "setting by scripts/build_nano_shape.py --bench; no checkpoint was written")
+    return bench_and_report(model, cfg, Path(out_dir), name=shape_name(experts, hidden, vocab, layers), origin=origin)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("out", type=Path, help="checkpoint directory to write")
+    parser.add_argument("out", type=Path, nargs="?", default=None, help="checkpoint directory to write")
+    parser.add_argument("--bench", type=Path, default=None, metavar="OUT_DIR",
+                        help="write no checkpoint: build, convert in memory and benchmark; results go to OUT_DIR")
     parser.add_argument("--experts", type=int, default=NANO_EXPERTS,
                         help=f"routed experts per MoE layer (default {NANO_EXPERTS}, the real model's: 63 GB)")
     parser.add_argument("--device", default=None, help="where the weights are built (default: cuda when visible)")
@@ -103,6 +240,13 @@ def _parser() -> argparse.ArgumentParser:
                         help="also write the conversion with the released setting here")
     parser.add_argument("--force", action="store_true", help="rebuild OUT (and CONVERTED) if they exist")
     parser.add_argument("--seed", type=int, default=0)
+    bench = parser.add_argument_group("--bench options (as for `slconvert bench --model`)")
+    bench.add_argument("--lengths", default=None, help="context lengths, e.g. 32K,128K,1M (the default)")
+    bench.add_argument("--chunk", default=None, help="prefill tokens per forward call, e.g. 32K (the default)")
+    bench.add_argument("--decode-tokens", type=int, default=None, help="timed decode tokens per length (default 8)")
+    bench.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                       help="also time decode under torch.compile with CUDA graphs (default: on a GPU)")
+    bench.add_argument("--no-dense", action="store_true", help="skip the dense-attention baseline")
     shrink = parser.add_argument_group("quick checks (not the Nano shape)")
     shrink.add_argument("--hidden", type=int, default=NANO_HIDDEN)
     shrink.add_argument("--vocab", type=int, default=NANO_VOCAB)
@@ -110,24 +254,60 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_shape(args) -> None:
+    from slconvert.dtypes import parse_dtype
+    from slconvert.errors import SlconvertError
+
+    parse_dtype(args.dtype)
+    if args.experts < NANO_VALUES["num_experts_per_tok"]:
+        raise SlconvertError(f"--experts {args.experts}: at least {NANO_VALUES['num_experts_per_tok']} "
+                             "(every token reaches 6 experts)")
+    if args.layers is not None and not 1 <= args.layers <= len(NANO_PATTERN):
+        raise SlconvertError(f"--layers {args.layers}: between 1 and {len(NANO_PATTERN)}")
+    if (args.convert is not None or args.bench is not None) and "A" not in NANO_PATTERN[:args.layers]:
+        raise SlconvertError(f"the first {args.layers} layers hold no attention layer to convert; "
+                             f"the first one is layer {NANO_PATTERN.index('A')}")
+
+
+def _bench_main(args) -> None:
+    from slconvert.commands.bench import model_bench_settings
+    from slconvert.errors import SlconvertError
+
+    writes = [name for name, value in (("OUT", args.out), ("--convert", args.convert), ("--force", args.force))
+              if value]
+    if writes:
+        raise SlconvertError(f"{', '.join(writes)} write a checkpoint; --bench writes none, leave them out")
+    cfg = model_bench_settings(None, args.lengths, args.chunk, args.decode_tokens, args.compile, not args.no_dense,
+                               args.device, args.dtype)
+    config = nano_config(args.experts, hidden=args.hidden, vocab=args.vocab, layers=args.layers)
+    estimate = memory_estimate(config, args.dtype, cfg.lengths, cfg.chunk)
+    print(describe_estimate(estimate, cfg.lengths, cfg.chunk), flush=True)
+    print(check_memory(estimate, cfg.device), flush=True)
+    bench_in_memory(args.bench, cfg, experts=args.experts, dtype=args.dtype, hidden=args.hidden, vocab=args.vocab,
+                    layers=args.layers, seed=args.seed)
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     from slconvert.errors import SlconvertError, friendly_errors
 
     with friendly_errors():
+        _check_shape(args)
+        if args.bench is not None:
+            _bench_main(args)
+            return 0
+        bench_only = {"--lengths": args.lengths, "--chunk": args.chunk, "--decode-tokens": args.decode_tokens,
+                      "--compile/--no-compile": args.compile, "--no-dense": args.no_dense or None}
+        given = [name for name, value in bench_only.items() if value is not None]
+        if given:
+            raise SlconvertError(f"{', '.join(given)} apply to --bench OUT_DIR")
+        if args.out is None:
+            raise SlconvertError("give OUT (the checkpoint to write) or --bench OUT_DIR (benchmark without writing it)")
         import torch
 
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         if torch.device(device).type == "cuda" and not torch.cuda.is_available():
             raise SlconvertError(f"--device {device}: no CUDA device is visible; pass --device cpu")
-        if args.experts < NANO_VALUES["num_experts_per_tok"]:
-            raise SlconvertError(f"--experts {args.experts}: at least {NANO_VALUES['num_experts_per_tok']} "
-                                 "(every token reaches 6 experts)")
-        if args.layers is not None and not 1 <= args.layers <= len(NANO_PATTERN):
-            raise SlconvertError(f"--layers {args.layers}: between 1 and {len(NANO_PATTERN)}")
-        if args.convert is not None and "A" not in NANO_PATTERN[:args.layers]:
-            raise SlconvertError(f"the first {args.layers} layers hold no attention layer to convert; "
-                                 f"the first one is layer {NANO_PATTERN.index('A')}")
         if (args.out / "config.json").is_file() and not args.force:
             print(f"reusing {args.out}")
         else:
@@ -136,11 +316,10 @@ def main(argv=None) -> int:
             start = time.time()
             sizes = build(args.out, experts=args.experts, device=device, dtype=args.dtype, hidden=args.hidden,
                           vocab=args.vocab, layers=args.layers, seed=args.seed)
-            gib = 2.0**30
             print(f"built {args.out} on {device} in {time.time() - start:.0f} s: {sizes['parameters'] / 1e9:.2f}B "
-                  f"parameters ({sizes['bytes'] / gib:.1f} GiB {args.dtype}); with {NANO_EXPERTS} experts: "
-                  f"{sizes['parameters_with_all_experts'] / 1e9:.2f}B ({sizes['bytes_with_all_experts'] / gib:.1f} GiB), "
-                  f"+{(sizes['bytes_with_all_experts'] - sizes['bytes']) / gib:.1f} GiB of weights")
+                  f"parameters ({sizes['bytes'] / GIB:.1f} GiB {args.dtype}); with {NANO_EXPERTS} experts: "
+                  f"{sizes['parameters_with_all_experts'] / 1e9:.2f}B ({sizes['bytes_with_all_experts'] / GIB:.1f} GiB), "
+                  f"+{(sizes['bytes_with_all_experts'] - sizes['bytes']) / GIB:.1f} GiB of weights")
         if args.convert is not None:
             if (args.convert / "config.json").is_file() and not args.force:
                 print(f"reusing {args.convert}")

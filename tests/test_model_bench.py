@@ -308,3 +308,140 @@ def test_compiled_decode_matches_eager_decode(model, variant):
         torch.compiler.reset()
         mb.use_attention(model, "superlinear")
     assert ALL_ATTENTION_FUNCTIONS["superlinear"] is superlinear_attention_forward
+
+
+# --- scripts/build_nano_shape.py --bench: built and converted in memory ------------------------------------------
+
+SMALL_NANO = ["--experts", "6", "--hidden", "64", "--vocab", "512", "--device", "cpu"]
+
+
+def test_in_memory_conversion_is_the_conversion_of_the_saved_checkpoint(tmp_path):
+    """The --bench path (build, convert_in_memory) gives the model that `slconvert convert` + `slconvert.load`
+    give from the saved checkpoint: same weights and routers, same superlinear block apart from the source's path
+    and hashes, same attention function, same logits; and saving it writes the routers under the block's names."""
+    from safetensors import safe_open
+
+    from slconvert import load
+    from slconvert.loading import read_block
+
+    nano = _nano_script()
+    source, converted = tmp_path / "nano", tmp_path / "nano-sl"
+    assert nano.main([str(source), *SMALL_NANO, "--layers", "13", "--convert", str(converted)]) == 0
+    loaded = load(converted)
+    live = nano.build_model(experts=6, hidden=64, vocab=512, layers=13, device="cpu")
+    block = nano.convert_released_in_memory(live)
+
+    on_disk = read_block(converted)
+    assert block["layers"] == on_disk["layers"] == [5, 12]
+    assert block["source"] == {"path": None, "model_type": "nemotron_h", "sha256": {}}
+    assert {**block, "source": None} == {**on_disk, "source": None}
+    assert on_disk["source"]["model_type"] == "nemotron_h"
+    assert live.config.superlinear == block
+    assert live.config._attn_implementation == loaded.config._attn_implementation == "superlinear"
+
+    expected = loaded.state_dict()
+    got = live.state_dict()
+    assert sorted(got) == sorted(expected)
+    routers = [name for name in got if "superlinear_router" in name]
+    assert len(routers) == 2
+    for name, tensor in got.items():
+        assert tensor.dtype == expected[name].dtype and torch.equal(tensor, expected[name]), name
+    alpha = block["router"]["alpha"]["5"]
+    assert torch.equal(got[routers[0]], (alpha * torch.eye(128)).expand(32, 128, 128).to(torch.bfloat16))
+
+    ids = torch.arange(4, 28)[None]
+    with torch.no_grad():
+        torch.testing.assert_close(live(input_ids=ids).logits, loaded(input_ids=ids).logits, rtol=0, atol=0)
+    assert mb.converted_layer_calls(live, "cpu") == mb.converted_layer_calls(loaded, "cpu") == 2
+
+    live.save_pretrained(tmp_path / "saved")
+    with safe_open(tmp_path / "saved" / "model.safetensors", "pt") as saved:
+        assert set(block["router"]["tensors"].values()) <= set(saved.keys())
+    reloaded = load(tmp_path / "saved")
+    assert torch.equal(reloaded.state_dict()[routers[1]], got[routers[1]])
+
+
+def test_bench_in_memory_writes_only_the_results(tmp_path, capsys):
+    nano = _nano_script()
+    out = tmp_path / "bench"
+    args = ["--bench", str(out), *SMALL_NANO, "--layers", "8", "--lengths", "32", "--chunk", "32", "--decode-tokens",
+            "1", "--no-dense"]
+    assert nano.main(args) == 0
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["bench", "model_bench.json", "model_bench.md",
+                                                          "model_bench.png"]
+    data = json.loads((out / "model_bench.json").read_text())
+    model = data["model"]
+    assert model["path"] is None and model["name"] == "nano-shape-6e-h64-v512-8l"
+    assert "no checkpoint was written" in model["origin"]
+    assert model["converted_layers"] == [5] and model["window"] == 2032 and model["routed_experts"] == 6
+    assert data["settings"]["model"] is None and data["settings"]["dtype"] == "bfloat16"
+    assert data["attention_check"] == {"superlinear": {"superlinear_calls_per_forward": 1, "expected": 1}}
+    (row,) = data["rows"]
+    assert row["status"] == "ok" and row["prefill"]["status"] == "ok" and row["decode"]["status"] == "ok"
+    card = (out / "model_bench.md").read_text()
+    assert card.startswith("## Whole-model benchmark: nano-shape-6e-h64-v512-8l")
+    assert "no checkpoint was written." in card
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("GPU memory needed (estimate): ") and "KV cache at 32" in lines[0]
+    assert lines[1] == "memory not checked on cpu"
+    assert lines[3] == "converted layers [5] in memory (W = 2032, released setting)"
+
+
+def test_nano_memory_estimate():
+    """Weights as counted on the meta device (31.6B bf16 parameters and the routers), K and V of the 6 attention
+    layers at the longest length, one chunk's working memory."""
+    nano = _nano_script()
+    config = nano.nano_config()
+    estimate = nano.memory_estimate(config, "bfloat16", [32768, 1 << 20], 32768)
+    gib = 1 << 30
+    assert 58.5 * gib < estimate["weights"] < 59.2 * gib
+    assert estimate["kv_cache"] == 6 * 2 * 2 * 128 * (1 << 20) * 2
+    assert estimate["chunk"] == 2 * 32768 * 6 * (2 * 2688 * 2 + 4 * 2688 + 2 * 1856 * 2)
+    assert estimate["total"] == estimate["weights"] + estimate["kv_cache"] + estimate["chunk"]
+    assert nano.memory_estimate(config, "bfloat16", [64], 32768)["chunk"] == 2 * 64 * 6 * 28928
+    line = nano.describe_estimate(estimate, [32768, 1 << 20], 32768)
+    assert line == ("GPU memory needed (estimate): 75.4 GiB = 58.8 GiB weights + 6.0 GiB KV cache at 1M + "
+                    "10.6 GiB for one 32K-token prefill chunk")
+
+
+def test_bench_in_memory_refuses_a_gpu_with_too_little_free_memory(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (40 << 30, 80 << 30))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Test GPU")
+    nano = _nano_script()
+    with pytest.raises(SystemExit) as err:
+        nano.main(["--bench", str(tmp_path / "out"), "--device", "cuda"])
+    assert err.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out.startswith("GPU memory needed (estimate): 75.4 GiB")
+    assert captured.err.splitlines() == ["error: the benchmark needs about 75.4 GiB of GPU memory and cuda (Test GPU) "
+                                         "has 40.0 GiB free of 80.0 GiB; pass fewer --experts, shorter --lengths or "
+                                         "a smaller --chunk"]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "give OUT (the checkpoint to write) or --bench OUT_DIR"),
+    (["{tmp}/ckpt", "--bench", "{tmp}/b"], "OUT write a checkpoint; --bench writes none"),
+    (["--bench", "{tmp}/b", "--convert", "{tmp}/c", "--force"], "--convert, --force write a checkpoint"),
+    (["{tmp}/ckpt", "--lengths", "32K", "--no-dense"], "--lengths, --no-dense apply to --bench OUT_DIR"),
+    (["--bench", "{tmp}/b", "--lengths", "32,abc"], "--lengths: 'ABC' is not a length"),
+    (["--bench", "{tmp}/b", "--chunk", "0"], "--chunk: 0 must be positive"),
+    (["--bench", "{tmp}/b", "--layers", "5"], "the first 5 layers hold no attention layer to convert"),
+    (["--bench", "{tmp}/b", "--dtype", "int8"], "unknown dtype 'int8'"),
+])
+def test_nano_bench_bad_input_is_one_error_line(args, message, tmp_path, capsys):
+    nano = _nano_script()
+    with pytest.raises(SystemExit) as err:
+        nano.main([a.format(tmp=tmp_path) for a in args] + ["--device", "cpu"])
+    assert err.value.code == 2
+    captured = capsys.readouterr()
+    errors = captured.err.splitlines()
+    assert len(errors) == 1 and errors[0].startswith("error: ") and message in errors[0], captured.err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_readme_recommends_the_in_memory_bench():
+    readme = (ROOT / "README.md").read_text()
+    assert "python scripts/build_nano_shape.py --bench bench-output/nano-shape" in readme

@@ -21,6 +21,11 @@ function: one per converted layer for the converted model, none for the dense on
 Results: {"environment", "model", "settings", "attention_check", "rows", "ratios", "complete"}; one row per
 (attention, length) with a dict per phase, and per length the ratios converted / dense of throughput (above 1:
 the converted model is faster) and of peak memory.
+
+The sweep runs on a live model (`bench_model`): `run_model_benchmark` loads a converted checkpoint for it, and
+`convert_in_memory` converts a model built in memory exactly as `slconvert convert` + `slconvert.load` would
+(routers, their initial weights, the attention function, the config's `superlinear` block), so that a model too
+large to write twice to disk is benchmarked without writing it (scripts/build_nano_shape.py --bench).
 """
 
 from __future__ import annotations
@@ -39,8 +44,8 @@ import torch
 
 from ..errors import SlconvertError
 
-__all__ = ["ModelBenchSettings", "run_model_benchmark", "load_for_bench", "use_attention", "converted_layer_calls",
-           "model_summary", "short_length", "PHASES", "VARIANTS"]
+__all__ = ["ModelBenchSettings", "run_model_benchmark", "bench_model", "load_for_bench", "convert_in_memory",
+           "use_attention", "converted_layer_calls", "model_summary", "short_length", "PHASES", "VARIANTS"]
 
 GIB = float(1 << 30)
 PHASES = ("prefill", "decode", "decode_compiled")
@@ -51,7 +56,7 @@ COMPILED_WARMUP = 3  # compile, record the CUDA graph, first replay
 
 @dataclass
 class ModelBenchSettings:
-    model: str
+    model: str | None = None  # the converted checkpoint; None for a model built and converted in memory
     lengths: list[int] = field(default_factory=lambda: [32768, 131072, 1 << 20])
     chunk: int = 32768
     decode_tokens: int = 8
@@ -129,6 +134,55 @@ def load_for_bench(path, device: str, dtype: str = "auto"):
     return model
 
 
+def convert_in_memory(model, params, *, layers: str | None = None, keep_dense: str | None = None,
+                      router_init: str = "host_logits", seed: int = 0) -> dict:
+    """Convert a live model in place as `slconvert convert` + `slconvert.load` would; returns its `superlinear` block.
+
+    The same plan (layer choice, attention shapes, refusals) and the same block as a conversion on disk, with
+    `source.path` None and no weight hashes; each converted attention module gets its router with the weight the
+    conversion would write (`initial_router_weight` in the dtype of the module's weights), the config gets the
+    block (the mask function reads it) and the model runs slconvert's attention function."""
+    from ..architectures import GENERIC, LayerInfo, architecture_for, layer_map
+    from ..attention import register
+    from ..loading import install_routers
+    from ..router import ROUTER_INITS, initial_router_weight
+    from ..surgery.convert import superlinear_block
+    from ..surgery.plan import ConversionPlan, SourceModel, select_layers
+
+    if router_init not in ROUTER_INITS:
+        raise SlconvertError(f"unknown router init {router_init!r}; use one of {', '.join(ROUTER_INITS)}")
+    config = model.config
+    if isinstance(getattr(config, "superlinear", None), dict):
+        raise SlconvertError("the model is already converted (its config has a 'superlinear' block)")
+    arch = architecture_for(config.model_type)
+    source = SourceModel(Path("."), config.to_dict(), config, arch, layer_map(arch, config))
+    source.meta_model = model  # the module tree is the live model's (attention shapes and scales read from it)
+    if arch is GENERIC:
+        source.layers = [LayerInfo(i.index, i.kind, i.label, i.is_attention and source.has_module(i.index))
+                         for i in source.layers]
+    if not source.attention_layers:
+        raise SlconvertError("the model has no softmax attention layers; nothing to convert")
+    chosen = select_layers(source, layers, keep_dense)
+    shapes = {i: source.attention_shape(i) for i in chosen}
+    source.check_not_shared(chosen)
+    # Router tensor names: where the conversion of the saved model would put them (the first checkpoint prefix).
+    prefixes = {i: arch.disk_candidates(i)[0] for i in chosen}
+    plan = ConversionPlan(source, None, params, chosen, shapes, prefixes, router_init, seed)
+    block = superlinear_block(plan, {})
+    block["source"]["path"] = None
+    installed = install_routers(model, block)
+    with torch.no_grad():
+        for layer, router in installed.items():
+            shape = shapes[layer]
+            router.weight.copy_(initial_router_weight(shape.heads_q, shape.head_dim, init=router_init,
+                                                      alpha=shape.scaling, seed=seed, layer=layer,
+                                                      dtype=router.weight.dtype))
+    config.superlinear = block
+    model.set_attn_implementation(register())
+    model.eval()
+    return block
+
+
 def use_attention(model, variant: str) -> None:
     """Switch every attention layer: "superlinear" (converted layers through slconvert's function) or "dense"
     (transformers' stock SDPA everywhere)."""
@@ -165,7 +219,11 @@ def _pattern(config) -> str | None:
     return "".join(letters.get(str(kind), "?") for kind in kinds)
 
 
-def model_summary(model, path) -> dict:
+def model_summary(model, path=None, *, name: str | None = None, origin: str | None = None) -> dict:
+    """The model's shape and conversion; `path`: its checkpoint (None for a model built in memory, then `name`
+    and `origin` say what it is)."""
+    if path is None and name is None:
+        raise ValueError("a model without a checkpoint path needs a name")
     config = model.config
     block = getattr(config, "superlinear", None) or {}
     params = sum(p.numel() for p in model.parameters())
@@ -175,7 +233,9 @@ def model_summary(model, path) -> dict:
     head_dim = getattr(config, "head_dim", None) or (config.hidden_size // heads if heads else None)
     dtypes = sorted({str(p.dtype).replace("torch.", "") for p in model.parameters()})
     return {
-        "path": str(Path(path).expanduser().resolve()),
+        "path": None if path is None else str(Path(path).expanduser().resolve()),
+        "name": name or Path(path).expanduser().resolve().name,
+        "origin": origin or "converted checkpoint",
         "model_type": config.model_type,
         "layers": int(config.num_hidden_layers),
         "pattern": _pattern(config),
@@ -503,17 +563,35 @@ def ratios(rows: list[dict]) -> list[dict]:
 
 def run_model_benchmark(cfg: ModelBenchSettings, progress: Callable[[str, int], None] | None = None,
                         partial_result: Callable[[dict], None] | None = None, model=None) -> dict:
-    """Run the sweep (module docstring); `progress(label, units)` advances a progress bar by `units` (0: a
-    note), `partial_result` gets the result so far after every length, `model`: an already loaded model."""
+    """The sweep on the converted checkpoint `cfg.model`, loaded here unless `model` is that checkpoint already
+    loaded (see `bench_model`)."""
+    if model is None:
+        if cfg.model is None:
+            raise SlconvertError("no model to benchmark: give a converted checkpoint")
+        device = cfg.resolved().device
+        _check_device(device)
+        model = load_for_bench(cfg.model, device, cfg.dtype)
+    return bench_model(model, cfg, progress, partial_result)
+
+
+def _check_device(name: str) -> None:
+    if torch.device(name).type == "cuda" and not torch.cuda.is_available():
+        raise SlconvertError(f"--device {name}: no CUDA device is visible; use --device cpu")
+
+
+def bench_model(model, cfg: ModelBenchSettings, progress: Callable[[str, int], None] | None = None,
+                partial_result: Callable[[dict], None] | None = None, *, name: str | None = None,
+                origin: str | None = None) -> dict:
+    """Run the sweep (module docstring) on a live converted model already on `cfg.device` (random token ids
+    below its vocabulary size; no tokenizer needed). `progress(label, units)` advances a progress bar by `units`
+    (0: a note), `partial_result` gets the result so far after every length; `name` / `origin` describe a
+    model that has no checkpoint (`cfg.model` None)."""
     compile_asked = cfg.compile
     cfg = cfg.resolved()
     dev = _Device(cfg.device)
-    if dev.cuda and not torch.cuda.is_available():
-        raise SlconvertError(f"--device {cfg.device}: no CUDA device is visible; use --device cpu")
+    _check_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    if model is None:
-        model = load_for_bench(cfg.model, cfg.device, cfg.dtype)
-    summary = model_summary(model, cfg.model)
+    summary = model_summary(model, cfg.model, name=name, origin=origin)
     summary["weights_gib"] = dev.allocated_gib()
     result = {"environment": environment(dev), "model": summary, "settings": asdict(cfg), "attention_check": {},
               "rows": [], "ratios": [], "complete": False}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .model import PHASES, short_length
 
-__all__ = ["TABLE_HEADER", "format_card", "plot_model", "write_outputs"]
+__all__ = ["TABLE_HEADER", "format_card", "model_name", "plot_model", "write_outputs"]
 
 TABLE_HEADER = ("| length | attention | prefill tok/s | decode tok/s | compiled decode tok/s | prefill peak GiB "
                 "| decode peak GiB |")
@@ -37,6 +37,12 @@ def _tok_cell(phase: dict | None) -> str:
     return _cell(phase, "tokens_per_s", _throughput_spec(value))
 
 
+def model_name(result: dict) -> str:
+    """The benchmarked model's name: its checkpoint folder's, or the one a model built in memory was given."""
+    model = result["model"]
+    return model.get("name") or Path(model["path"]).name
+
+
 def _model_line(result: dict) -> str:
     m, env = result["model"], result["environment"]
     shape = [f"{m['model_type']}, {m['layers']} layers"]
@@ -58,6 +64,8 @@ def _model_line(result: dict) -> str:
         converted += f", kept dense {m['dense_attention_layers']}"
     lines = [f"{env['gpu']}; torch {env['torch']}, transformers {env['transformers']}, triton {env['triton']}.",
              f"Model: {'; '.join(shape)}; {converted}."]
+    if m.get("origin") and m["origin"] != "converted checkpoint":
+        lines.append(m["origin"].rstrip(".") + ".")
     return "\n".join(lines)
 
 
@@ -66,7 +74,7 @@ def format_card(result: dict) -> str:
     converted / dense ratios) and notes for every cell that is not a number."""
     s = result["settings"]
     weights = result["model"].get("weights_gib")
-    lines = [f"## Whole-model benchmark: {Path(result['model']['path']).name}", "", _model_line(result),
+    lines = [f"## Whole-model benchmark: {model_name(result)}", "", _model_line(result),
              f"Prefill: the context in chunks of {s['chunk']} tokens through the model's cache. Decode: "
              f"{s['decode_tokens']} greedy tokens after it, eager, then compiled (torch.compile with CUDA graphs on a "
              "GPU, static cache; the Superlinear attention call runs eagerly between the compiled graphs). Peak "
@@ -140,7 +148,7 @@ def plot_model(result: dict, path: Path) -> None:
             ax.legend(fontsize=8)
         else:
             ax.text(0.5, 0.5, "not measured on this device", ha="center", va="center", transform=ax.transAxes)
-    fig.suptitle(f"{Path(result['model']['path']).name} on {result['environment']['gpu']}")
+    fig.suptitle(f"{model_name(result)} on {result['environment']['gpu']}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

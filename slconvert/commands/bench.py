@@ -9,7 +9,7 @@ import click
 
 from ..errors import SlconvertError
 
-__all__ = ["bench"]
+__all__ = ["bench", "model_bench_settings", "bench_and_report"]
 
 
 def _lengths(text: str) -> list[int]:
@@ -119,11 +119,20 @@ def bench(out_dir: Path, quick: bool, lengths: str | None, settings: tuple, pass
 
 def _bench_model(path: Path, out_dir: Path, lengths, chunk, decode_tokens, compile_, dense: bool, device, dtype) -> None:
     """`slconvert bench --model PATH`: the whole-model benchmark, with a progress bar and the card at the end."""
-    from ..benchmark.model import ModelBenchSettings, load_for_bench, run_model_benchmark
-    from ..benchmark.model_report import format_card, write_outputs
+    from ..benchmark.model import load_for_bench
+
+    cfg = model_bench_settings(path, lengths, chunk, decode_tokens, compile_, dense, device, dtype)
+    bench_and_report(load_for_bench(path, cfg.device, cfg.dtype), cfg, out_dir)
+
+
+def model_bench_settings(path: Path | None, lengths: str | None, chunk: str | None, decode_tokens: int | None,
+                         compile_: bool | None, dense: bool, device: str | None, dtype: str | None):
+    """The whole-model benchmark's settings from its options as typed (one `error:` line for bad input), with
+    the device resolved and checked. `path` None: a model built in memory (scripts/build_nano_shape.py --bench)."""
+    from ..benchmark.model import ModelBenchSettings
     from ..dtypes import parse_dtype
 
-    cfg = ModelBenchSettings(model=str(path))
+    cfg = ModelBenchSettings(model=None if path is None else str(path))
     if lengths:
         cfg.lengths = _lengths(lengths)
         if not cfg.lengths:
@@ -155,9 +164,18 @@ def _bench_model(path: Path, out_dir: Path, lengths, chunk, decode_tokens, compi
             raise SlconvertError(f"--device {target}: no CUDA device is visible; use --device cpu")
         if (parsed_device.index or 0) >= torch.cuda.device_count():
             raise SlconvertError(f"--device {target}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    cfg.device = target
+    return cfg
+
+
+def bench_and_report(model, cfg, out_dir: Path, *, name: str | None = None, origin: str | None = None) -> dict:
+    """Run the whole-model benchmark on a live model with a progress bar, write model_bench.json/.png/.md under
+    `out_dir` (after every length too) and print the card; returns the result."""
     from tqdm import tqdm
 
-    model = load_for_bench(path, target, cfg.dtype)
+    from ..benchmark.model import bench_model
+    from ..benchmark.model_report import format_card, write_outputs
+
     bar = tqdm(total=len(cfg.lengths) * 3 * (2 if cfg.dense else 1), desc="model bench", unit="phase")
 
     def progress(label: str, units: int) -> None:
@@ -165,8 +183,10 @@ def _bench_model(path: Path, out_dir: Path, lengths, chunk, decode_tokens, compi
         if units:
             bar.update(units)
 
-    result = run_model_benchmark(cfg, progress, lambda partial: write_outputs(partial, out_dir), model=model)
+    result = bench_model(model, cfg, progress, lambda partial: write_outputs(partial, out_dir), name=name,
+                         origin=origin)
     bar.close()
     paths = write_outputs(result, out_dir)
     click.echo(format_card(result))
     click.echo(f"wrote {paths['json']}, {paths['png']} and {paths['md']}")
+    return result
