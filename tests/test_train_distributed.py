@@ -1,6 +1,8 @@
 """Two processes (DDP on the CPU over gloo, started by torchrun as `accelerate launch` does on GPUs) follow the
-one-process run step for step; an FSDP launch without GPUs stops with one clear line; on GPUs, FSDP2 trains in
-bf16 with float32 masters and leaves the frozen weights as they were."""
+one-process run step for step; an FSDP launch without GPUs stops with one clear line; FSDP2's preparation with
+only the main process loading the weights gives the shards and training steps of every process loading them
+(two processes on the CPU); on GPUs, FSDP2 trains in bf16 with float32 masters and leaves the frozen weights as
+they were."""
 
 from __future__ import annotations
 
@@ -82,6 +84,51 @@ def test_fsdp_without_a_gpu_is_one_clear_line(tmp_path):
     assert "error: this launch asks for FSDP, which accelerate runs only on GPUs" in done.stderr, done.stderr[-2000:]
     assert "Traceback" not in done.stderr.split("error: this launch asks for FSDP")[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_fsdp2_main_process_loading_gives_the_shards_of_every_process_loading(tmp_path):
+    """tests/fsdp_cpu_worker.py on two processes (gloo), FSDP2 as configs/accelerate/fsdp.yaml sets it up, on a
+    bf16 Nemotron-H checkpoint (MoE routing bias: a buffer in the state dict): with only rank 0 loading (rank 1
+    builds the model on the meta device and reads no weight), the sharded model after `prepare` holds the
+    checkpoint's weights in the training dtypes (frozen bf16, float32 masters, routers included) and equals,
+    bit for bit, the one every process loads, as do the losses and weights of two training steps."""
+    from fsdp_cpu_worker import fsdp_launch_env
+
+    import slconvert
+    from slconvert.training.model_setup import set_training_dtypes
+    from slconvert.training.trainable import select_trainable
+
+    model = converted("nemotron_h", dtype="BF16")
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(_free_port()), str(REPO / "tests" / "fsdp_cpu_worker.py"), str(model), str(tmp_path)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", **fsdp_launch_env())
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    every, main = (torch.load(tmp_path / f"{loading}.pt") for loading in ("every", "main"))
+
+    assert [(p["weights"], p["devices"]) for p in every["processes"]] == [(True, ["cpu"])] * 2
+    assert [(p["weights"], p["devices"]) for p in main["processes"]] == [(True, ["cpu"]), (False, ["meta"])]
+    assert all(p["optimizer_holds_the_shards"] for p in every["processes"] + main["processes"])
+    for stage in ("prepared", "trained"):
+        assert main[stage].keys() == every[stage].keys()
+        for name, tensor in main[stage].items():
+            assert tensor.dtype == every[stage][name].dtype and torch.equal(tensor, every[stage][name]), (stage, name)
+    assert [p["losses"] for p in main["processes"]] == [p["losses"] for p in every["processes"]]
+    first, second = (p["buffers"] for p in main["processes"])
+    assert "model.layers.2.mixer.gate.e_score_correction_bias" in first
+    assert first.keys() == second.keys() and all(torch.equal(first[n], second[n]) for n in first)
+
+    reference = slconvert.load(model)
+    select_trainable(reference, "attention")
+    set_training_dtypes(reference, sharded=True, autocast_bf16=True)
+    expected = reference.state_dict()
+    assert expected.keys() == main["prepared"].keys()
+    for name, tensor in expected.items():
+        got = main["prepared"][name]
+        assert got.dtype == tensor.dtype and torch.equal(got, tensor), name
+    moved = {n for n, t in expected.items() if not torch.equal(main["trained"][n], t)}
+    trains = {n for n, p in reference.named_parameters() if p.requires_grad}
+    assert moved <= trains and any("superlinear_router" in n for n in moved) and any("q_proj" in n for n in moved)
 
 
 def _fsdp_launch(processes: int) -> list[str]:

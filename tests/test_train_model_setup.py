@@ -1,5 +1,6 @@
 """Getting a model ready for training: float32 masters under bf16 autocast (sharded or not), whether DDP must
-search for parameters without a gradient, what FSDP launches are given."""
+search for parameters without a gradient, what FSDP launches are given, and FSDP's loading on the main process
+alone (the other processes build the model on the meta device without reading a weight)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 import yaml
+from fsdp_cpu_worker import fsdp_launch_env, no_weight_reads
+from safetensors.torch import load_file
 from slkernels import SuperlinearConfig
 from test_train_helpers import converted
 from transformers import AutoModelForCausalLM
@@ -15,11 +19,23 @@ from transformers import AutoModelForCausalLM
 import slconvert
 from slconvert.errors import SlconvertError
 from slconvert.loading import read_block
-from slconvert.router import ROUTER_ATTRIBUTE
+from slconvert.router import ROUTER_ATTRIBUTE, routers
 from slconvert.tiny import build_tiny_model
 from slconvert.training import load_recipe
-from slconvert.training.model_setup import fsdp_plugin, needs_unused_parameter_search, set_training_dtypes
-from slconvert.training.trainable import select_trainable
+from slconvert.training.model_setup import (
+    check_same_model,
+    fsdp_launch,
+    fsdp_plugin,
+    give_optimizer_shards,
+    load_dense,
+    main_process_loading,
+    model_layout,
+    needs_unused_parameter_search,
+    reads_weights,
+    set_training_dtypes,
+    training_model,
+)
+from slconvert.training.trainable import apply_lora, select_trainable
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -99,3 +115,119 @@ def test_fsdp_launches_get_fsdp2_with_bf16_compute_and_float32_reduction(monkeyp
     monkeypatch.setenv("FSDP_VERSION", "1")
     with pytest.raises(SlconvertError, match="fsdp_version: 2"):
         fsdp_plugin("bf16")
+
+
+def _launched_as(monkeypatch, rank: int) -> None:
+    """The environment of process `rank` of two under that launch (torchrun sets the ranks)."""
+    for key, value in fsdp_launch_env().items():
+        monkeypatch.setenv(key, value)
+    for key, value in {"RANK": rank, "LOCAL_RANK": rank, "WORLD_SIZE": 2, "LOCAL_WORLD_SIZE": 2}.items():
+        monkeypatch.setenv(key, str(value))
+
+
+@pytest.fixture
+def process_group():
+    """An initialized torch.distributed, as in a launched process (transformers looks at it beside LOCAL_RANK,
+    ACCELERATE_USE_FSDP and FSDP_CPU_RAM_EFFICIENT_LOADING); one process, so nothing waits on another."""
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def test_fsdp_launch_config_has_the_main_process_load_alone(monkeypatch):
+    env = fsdp_launch_env()
+    assert env["ACCELERATE_USE_FSDP"] == "true" and env["FSDP_CPU_RAM_EFFICIENT_LOADING"] == "true"
+    _launched_as(monkeypatch, 1)
+    assert fsdp_launch()
+    plugin = fsdp_plugin("bf16")
+    assert plugin.fsdp_version == 2 and plugin.cpu_ram_efficient_loading and main_process_loading(plugin)
+    assert reads_weights(plugin, 0) and not reads_weights(plugin, 1) and not reads_weights(plugin, 3)
+    # every process loads without the option, and under DDP or in one process (no plugin)
+    monkeypatch.setenv("FSDP_CPU_RAM_EFFICIENT_LOADING", "false")
+    assert not main_process_loading(fsdp_plugin("bf16")) and reads_weights(fsdp_plugin("bf16"), 1)
+    assert not main_process_loading(None) and reads_weights(None, 1)
+
+
+def _router_in_file(stored: dict, layer: int):
+    return next(t for n, t in stored.items() if ROUTER_ATTRIBUTE in n and f"layers.{layer}." in n)
+
+
+@pytest.mark.parametrize("model_type", ["nemotron_h", "bamba"])
+def test_under_fsdp_only_the_main_process_reads_the_weights(model_type, monkeypatch, process_group):
+    """Rank 0 loads the checkpoint; rank 1 builds the same model on the meta device, routers included, without
+    reading a weight, with the buffers the main process does not send (rotary frequencies) computed as rank 0
+    has them, and after the training dtype setup (frozen bf16 beside float32 masters) the same layout, which
+    is what the broadcast of rank 0's weights into the shards relies on."""
+    path = converted(model_type, dtype="BF16")
+    stored = load_file(path / "model.safetensors")
+
+    _launched_as(monkeypatch, 0)
+    plugin = fsdp_plugin("bf16")
+    main = training_model(path, "converted", weights=reads_weights(plugin, 0))
+    assert {p.device.type for p in main.parameters()} == {"cpu"}
+    assert routers(main) and all(torch.equal(r.weight, _router_in_file(stored, i)) for i, r in routers(main).items())
+
+    _launched_as(monkeypatch, 1)
+    plugin = fsdp_plugin("bf16")
+    with no_weight_reads():
+        other = training_model(path, "converted", weights=reads_weights(plugin, 1))
+    assert {p.device.type for p in other.parameters()} == {"meta"}
+    assert routers(other).keys() == routers(main).keys()
+    assert all(r.weight.is_meta for r in routers(other).values())
+    assert other.config.superlinear == main.config.superlinear
+    assert {b.device.type for b in other.buffers()} <= {"cpu"}
+    kept = dict(main.named_non_persistent_buffers())
+    assert kept.keys() == dict(other.named_non_persistent_buffers()).keys()
+    assert all(torch.equal(buffer, other.get_buffer(name)) for name, buffer in kept.items())
+    if model_type == "bamba":
+        assert any("inv_freq" in name for name in kept)
+
+    for model in (main, other):
+        select_trainable(model, "attention")
+        set_training_dtypes(model, sharded=True, autocast_bf16=True)
+    assert model_layout(other) == model_layout(main)
+    assert {p.dtype for p in main.parameters()} == {torch.bfloat16, torch.float32}
+    lora = load_recipe("recipes/niah-curriculum.yaml", ["trainable=lora"]).lora
+    assert model_layout(apply_lora(other, lora)) == model_layout(apply_lora(main, lora))
+
+
+def test_a_dense_checkpoint_builds_without_weights_too(tmp_path):
+    path = build_tiny_model("nemotron_h", tmp_path / "m", layers="MEA")
+    with no_weight_reads():
+        empty = training_model(path, "dense", weights=False)
+    assert {p.device.type for p in empty.parameters()} == {"meta"}
+    assert model_layout(empty) == model_layout(load_dense(path))
+
+
+def test_processes_that_built_different_models_stop_with_one_line(monkeypatch):
+    main, other = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4).to(torch.bfloat16)
+
+    def gather(layouts, mine):
+        layouts[:] = [model_layout(main), model_layout(other)]
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda *args: 2)
+    monkeypatch.setattr(dist, "all_gather_object", gather)
+    with pytest.raises(SlconvertError, match=r"process 1 built a different model than the main process .*weight.*"
+                                             r"torch.bfloat16.*same checkpoint with the same recipe"):
+        check_same_model(other)
+    monkeypatch.setattr(dist, "all_gather_object", lambda layouts, mine: layouts.__setitem__(
+        slice(None), [model_layout(main)] * 2))
+    check_same_model(main)
+
+
+def test_the_optimizer_gets_the_shards_of_a_model_built_on_the_meta_device():
+    """accelerate pairs optimizer entries with shards by storage address, and every meta tensor has address 0:
+    all entries end on one shard. `give_optimizer_shards` gives each its own, in the model's order."""
+    with torch.device("meta"):
+        model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2))
+    model[1].requires_grad_(False)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert {p.data_ptr() for p in trainable} == {0}
+    optimizer = torch.optim.AdamW(trainable, lr=1e-3)
+    optimizer.param_groups[0]["params"] = [trainable[-1]] * len(trainable)  # what the address match leaves
+    give_optimizer_shards(optimizer, model)
+    assert all(a is b for a, b in zip(optimizer.param_groups[0]["params"], trainable, strict=True))
+    optimizer.add_param_group({"params": [model[1].weight]})
+    with pytest.raises(SlconvertError, match="2 group"):
+        give_optimizer_shards(optimizer, model)

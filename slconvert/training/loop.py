@@ -48,10 +48,12 @@ from .model_setup import (
     enable_checkpointing,
     fsdp_launch,
     fsdp_plugin,
-    load_dense,
     needs_unused_parameter_search,
     precision,
+    prepare_for_training,
+    reads_weights,
     set_training_dtypes,
+    training_model,
 )
 from .preflight import preflight
 from .trainable import LORA_ADAPTER_DIR, apply_lora, is_lora, merged_state_dict, select_trainable
@@ -120,7 +122,6 @@ class Trainer:
 
         from transformers import AutoTokenizer
 
-        from ..loading import load
         from ..router import routers
 
         try:
@@ -132,9 +133,12 @@ class Trainer:
         self.source = SequenceSource(recipe, self.tokenizer, int(vocab))  # data problems surface before loading
         # Each process loads straight onto its own device (transformers follows a torch.device context), one
         # tensor at a time: under DDP every GPU holds the whole model anyway, and host memory holds little more
-        # than the page cache of the weight files, which all processes share. FSDP2 shards from host memory.
-        with contextlib.nullcontext() if sharded else torch.device(process.device):
-            model = load(self.model_path) if recipe.model_kind == "converted" else load_dense(self.model_path)
+        # than the page cache of the weight files, which all processes share. FSDP2 shards from host memory,
+        # where with fsdp_cpu_ram_efficient_loading (configs/accelerate/fsdp.yaml) only the main process loads
+        # the weights: the others build the model on the meta device and receive their shards from it in
+        # `prepare` below, so a 30B model is in host memory once, not once per GPU.
+        model = training_model(self.model_path, recipe.model_kind, device=None if sharded else process.device,
+                               weights=reads_weights(plugin, self.rank))
         if recipe.trainable == "lora":
             model = apply_lora(model, recipe.lora)
             self.trainable = [name for name, p in model.named_parameters() if p.requires_grad]
@@ -170,7 +174,7 @@ class Trainer:
         optimizer = torch.optim.AdamW(params, lr=recipe.lr, betas=(recipe.adam_beta1, recipe.adam_beta2),
                                       weight_decay=recipe.weight_decay, eps=1e-8)
         scheduler = make_scheduler(optimizer, recipe)
-        self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
+        self.model, self.optimizer, self.scheduler = prepare_for_training(acc, model, optimizer, scheduler, plugin)
         self.unwrapped = acc.unwrap_model(self.model)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
 

@@ -1,5 +1,6 @@
-"""Getting a loaded model ready for training: precision, parameter dtypes, activation checkpointing, and what
-the data-parallel wrappers (DDP, FSDP2) are told about it."""
+"""Loading a model for training and getting it ready: precision, parameter dtypes, activation checkpointing, and
+what the data-parallel wrappers (DDP, FSDP2) are told about it, including FSDP2's loading on the main process
+alone (`main_process_loading`)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import torch
 from ..errors import SlconvertError
 from ..router import ROUTER_ATTRIBUTE
 
-__all__ = ["precision", "autocast", "load_dense", "set_training_dtypes", "enable_checkpointing", "fsdp_launch",
-           "fsdp_plugin", "needs_unused_parameter_search"]
+__all__ = ["precision", "autocast", "load_dense", "training_model", "set_training_dtypes", "enable_checkpointing",
+           "fsdp_launch", "fsdp_plugin", "main_process_loading", "reads_weights", "model_layout", "check_same_model",
+           "sharing_main_weights", "prepare_for_training", "give_optimizer_shards", "needs_unused_parameter_search"]
 
 # A MoE block that keeps one module per expert (transformers' stacked experts are one parameter for all).
 _PER_EXPERT = re.compile(r"\.experts\.\d+\.")
@@ -50,6 +52,69 @@ def load_dense(path: Path):
     except (OSError, ValueError) as err:
         raise SlconvertError(f"cannot load {path} as a causal language model ({type(err).__name__}: "
                              f"{str(err).splitlines()[0] if str(err) else ''}); pass a checkpoint directory") from None
+
+
+def training_model(path: Path, model_kind: str, *, device: torch.device | None = None, weights: bool = True):
+    """The checkpoint a run starts from: `slconvert.load` (model_kind converted) or `load_dense`, each tensor
+    loaded straight onto `device` (None: host memory).
+
+    weights=False: the same model (same parameters, dtypes, routers, buffers) with every parameter on the meta
+    device, for a process that receives its weights from the main process (`main_process_loading`): nothing
+    is read but config.json and the safetensors headers.
+    """
+    if not weights:
+        return _empty_model(Path(path), model_kind)
+    from ..loading import load
+
+    with contextlib.nullcontext() if device is None else torch.device(device):
+        return load(path) if model_kind == "converted" else load_dense(path)
+
+
+def _empty_model(path: Path, model_kind: str):
+    """`training_model` without the weights: the model class built from config.json with its parameters on the
+    meta device and its buffers computed as its constructor computes them (rotary frequencies: buffers left out
+    of the state dict are not sent by the main process). The dtype is the one loading picks: float32 for a
+    dense checkpoint; for a converted one the checkpoint's, as transformers reads it under dtype="auto" (the
+    config's, else that of the first floating tensor of the first weight file)."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    from ..attention import register
+    from ..checkpoint import DTYPES, check_checkpoint
+    from ..loading import install_routers, read_block
+
+    weight_set = check_checkpoint(path)  # the checks loading makes (headers only)
+    kwargs, block = {}, None
+    if model_kind == "converted":
+        block = read_block(path)
+        if block is None:
+            raise SlconvertError(f"{path} is not a Superlinear checkpoint (config.json has no 'superlinear' block); "
+                                 "run `slconvert convert` first, or load it with transformers")
+        kwargs["attn_implementation"] = register()
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        config = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
+        if model_kind != "converted":
+            dtype = torch.float32
+        elif getattr(config, "dtype", None) is not None:
+            dtype = config.dtype
+        else:
+            first = min(weight_set.files, key=lambda f: f.path.name)
+            floating = [DTYPES[first.tensors[name].dtype][0] for name in sorted(first.tensors)]
+            dtype = next((d for d in floating if d.is_floating_point), torch.float32)
+        with init_empty_weights(include_buffers=False):
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=False, **kwargs)
+    except (OSError, ValueError) as err:
+        raise SlconvertError(f"transformers could not build the model of {path}: {str(err).splitlines()[0]}") from None
+    finally:
+        hf_logging.set_verbosity(previous)
+    if block is not None:
+        install_routers(model, block)  # on the meta device, like the parameters they sit beside
+        model.config.superlinear = block
+    model.eval()
+    return model
 
 
 def set_training_dtypes(model, *, sharded: bool, autocast_bf16: bool) -> None:
@@ -100,6 +165,109 @@ def fsdp_plugin(mode: str):
 
         plugin.mixed_precision_policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     return plugin
+
+
+def reads_weights(plugin, rank: int) -> bool:
+    """Whether the process of this rank reads the checkpoint's weights: every process does, except under
+    `main_process_loading`, where only the main process (rank 0) does."""
+    return rank == 0 or not main_process_loading(plugin)
+
+
+def main_process_loading(plugin) -> bool:
+    """Whether only the main process reads the checkpoint: an FSDP launch with `fsdp_cpu_ram_efficient_loading`
+    (configs/accelerate/fsdp.yaml). The other processes build the model on the meta device
+    (`training_model(..., weights=False)`) and receive their shards from the main process when accelerate
+    prepares the model (`sharing_main_weights`), so the host holds one copy of the weights, not one per GPU."""
+    return plugin is not None and bool(plugin.cpu_ram_efficient_loading)
+
+
+def model_layout(model) -> list[tuple]:
+    """What every process must agree on before the main process's weights are broadcast into the others' shards:
+    each parameter's name, shape, dtype and whether it trains; each buffer's name, shape, dtype and whether it
+    is saved (in the state dict)."""
+    layout: list[tuple] = [("param", name, tuple(p.shape), str(p.dtype), p.requires_grad)
+                           for name, p in model.named_parameters()]
+    for module_name, module in model.named_modules():
+        for name, buffer in module._buffers.items():
+            if buffer is not None:
+                layout.append(("buffer", f"{module_name}.{name}" if module_name else name, tuple(buffer.shape),
+                               str(buffer.dtype), name not in module._non_persistent_buffers_set))
+    return layout
+
+
+def check_same_model(model) -> None:
+    """Stop every process with one line when some process built a different model than the main process's (a
+    broadcast between tensors of different sizes or dtypes would hang or hand out wrong weights)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    mine = model_layout(model)
+    layouts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(layouts, mine)
+    main = layouts[0]
+    for rank, theirs in enumerate(layouts[1:], start=1):
+        if theirs != main:
+            first = next((a, b) for a, b in zip(main + [None], theirs + [None]) if a != b)
+            raise SlconvertError(f"process {rank} built a different model than the main process (main: {first[0]}, "
+                                 f"process {rank}: {first[1]}); every process must load the same checkpoint with "
+                                 "the same recipe")
+
+
+@contextlib.contextmanager
+def sharing_main_weights(model):
+    """Around `accelerator.prepare` under `main_process_loading`: the processes check that they built the same
+    model, and persistent buffers reach the other processes too.
+
+    accelerate's FSDP2 preparation (cpu_ram_efficient_loading) moves the model to the meta device, shards it,
+    and broadcasts the main process's state dict into the shards entry by entry; it keeps each process's own
+    copy of the buffers left out of the state dict. A buffer in the state dict has no device mesh and stops
+    that broadcast (Nemotron-H's MoE routing bias, `e_score_correction_bias`, is one): such buffers are left out
+    of the state dict while the model is prepared, then sent from the main process and put back.
+    """
+    import torch.distributed as dist
+
+    check_same_model(model)
+    held = [(module, name) for module in model.modules() for name, buffer in module._buffers.items()
+            if buffer is not None and name not in module._non_persistent_buffers_set]
+    for module, name in held:
+        module._non_persistent_buffers_set.add(name)
+    try:
+        yield
+    finally:
+        for module, name in held:
+            module._non_persistent_buffers_set.discard(name)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for module, name in held:
+            dist.broadcast(module._buffers[name], src=0)
+
+
+def prepare_for_training(accelerator, model, optimizer, scheduler, plugin):
+    """`accelerator.prepare(model, optimizer, scheduler)`, with what `main_process_loading` needs around it."""
+    loads = main_process_loading(plugin)
+    with sharing_main_weights(model) if loads else contextlib.nullcontext():
+        model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    if loads:
+        give_optimizer_shards(optimizer, model)
+    return model, optimizer, scheduler
+
+
+def give_optimizer_shards(optimizer, model) -> None:
+    """After `accelerator.prepare` under `main_process_loading`: the optimizer gets the model's sharded trainable
+    parameters.
+
+    accelerate finds the shard of each optimizer parameter by the address of its storage, and a parameter on
+    the meta device has none (every address reads 0): on the processes that built the model there, all
+    optimizer entries would point at one shard. The optimizer was made from the model's trainable parameters
+    in their order, one group, and has taken no step yet, so the shards replace them in that order.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = optimizer.param_groups
+    if len(groups) != 1 or len(groups[0]["params"]) != len(params) or optimizer.state:
+        raise SlconvertError(f"the optimizer holds {sum(len(g['params']) for g in groups)} parameters in "
+                             f"{len(groups)} group(s) where the sharded model has {len(params)} trainable ones; "
+                             "launch with fsdp_cpu_ram_efficient_loading: false")
+    groups[0]["params"] = params
 
 
 def needs_unused_parameter_search(model, recipe, window: int | None) -> bool:
