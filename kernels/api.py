@@ -63,9 +63,12 @@ def superlinear_attention(
     _load_optional_backends()
     inputs = check_inputs(q, k, v, q_search, config, cache_position, attention_mask, scale)
     # Backends pick their own precision; an enclosing autocast (mixed-precision training) must not
-    # silently turn their float32 score and softmax math into bfloat16.
-    with torch.autocast(q.device.type, enabled=False):
-        return _dispatch(inputs, backend)
+    # silently turn their float32 score and softmax math into bfloat16. (Entering the context costs host time
+    # on every decode step, so it is entered only when autocast is on.)
+    if torch.is_autocast_enabled(q.device.type):
+        with torch.autocast(q.device.type, enabled=False):
+            return _dispatch(inputs, backend)
+    return _dispatch(inputs, backend)
 
 
 def resolve_backend(inputs: AttentionInputs, backend: str = "auto") -> str:

@@ -4,11 +4,16 @@ All of it depends only on the config and on t (tokens seen), never on the data, 
 once on the host in float64 / exact integers and handed to every backend as integer tables. Computing
 it in one place is what keeps the reference, the Triton kernels and the decode path agreeing to the
 last row: a float32 `pow` on the device can round a span edge differently.
+
+The tables are cached per (config, device, capacity), the capacity a power of two above the largest t asked for
+(`geometry_tables`): a decode loop whose cache grows by one token per step copies them to the device O(log n)
+times over n steps, and every other step only looks them up (no tensor is built or read on the host).
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -17,7 +22,8 @@ import torch
 
 from .config import SuperlinearConfig
 
-__all__ = ["anchor_offset", "window_length", "SpanTables", "span_tables", "anchor_table", "span_bounds"]
+__all__ = ["anchor_offset", "window_length", "SpanTables", "span_tables", "anchor_table", "span_bounds",
+           "GeometryTables", "geometry_tables"]
 
 
 def _integer_inverse(power: float) -> int | None:
@@ -58,17 +64,6 @@ def _anchor_offsets_cpu(sw_index: int, search_power: float, t_limit: int) -> tor
     return torch.tensor(offsets, dtype=torch.int64)
 
 
-def anchor_table(config: SuperlinearConfig, t_max: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """o(i) for i = sw+1, sw+2, ... up to the last one <= t_max (int64, increasing).
-
-    Candidate j of a query with t tokens seen sits at ``q + 1 - table[j]`` and exists while
-    ``table[j] <= t``; the first one is ``q - W``, just before the window.
-    """
-    table = _anchor_offsets_cpu(config.sw_index, config.search_power, _bucket(t_max))
-    count = int(torch.searchsorted(table, torch.tensor(t_max), right=True))
-    return _on_device(table, device)[:count]
-
-
 @dataclass(frozen=True)
 class SpanTables:
     """Per-t span reach: a span around anchor a covers [a - back[t], a + fwd[t]] before clipping."""
@@ -86,25 +81,78 @@ def _span_tables_cpu(span_power: float, backward_factor: float, forward_factor: 
     return SpanTables(torch.from_numpy(back), torch.from_numpy(fwd))
 
 
+class GeometryTables:
+    """Every table of one config for t = 0..capacity on one device, and what the host reads of them.
+
+    Built once per (config, device, capacity) by `geometry_tables` and kept for the life of the process: a
+    CUDA graph that captured a call holds the device addresses of its tables. The host reads bounds (anchor
+    counts, span lengths) from plain Python / numpy copies, never from a tensor.
+    """
+
+    __slots__ = ("capacity", "width", "spans", "offsets", "_offsets_host", "_back_host", "_fwd_host", "_last")
+
+    def __init__(self, config: SuperlinearConfig, capacity: int, device: torch.device | str):
+        device = torch.device(device)
+        host_offsets = _anchor_offsets_cpu(config.sw_index, config.search_power, capacity)
+        host_spans = _span_tables_cpu(config.span_power, config.backward_factor, config.forward_factor, capacity)
+        on_device = device.type != "cpu"
+        self.capacity = capacity
+        self.width = window_length(config)
+        self.offsets = host_offsets.to(device) if on_device else host_offsets  # int64, o(i) <= capacity
+        self.spans = (SpanTables(host_spans.back.to(device), host_spans.fwd.to(device)) if on_device
+                      else host_spans)  # int64 [capacity + 1] each
+        self._offsets_host = host_offsets.tolist()
+        self._back_host = host_spans.back.numpy()
+        self._fwd_host = host_spans.fwd.numpy()
+        self._last = (-1, self.offsets[:0])  # (count, offsets[:count]) of the latest anchor_table call
+
+    def anchors(self, t_max: int) -> torch.Tensor:
+        """The device offsets <= t_max; the same view as long as their count does not change."""
+        count = bisect_right(self._offsets_host, t_max)
+        last = self._last
+        if last[0] != count:
+            last = self._last = (count, self.offsets[:count])
+        return last[1]
+
+    def span_length(self, t: int) -> int:
+        """back[t] + fwd[t] + 1: the longest span of a row with t <= capacity tokens seen."""
+        return int(self._back_host[t]) + int(self._fwd_host[t]) + 1
+
+
+# (config, device, capacity) -> tables; never emptied (see GeometryTables). A context growing to n tokens builds
+# O(log n) of them: capacities are powers of two.
+_TABLES: dict[tuple, GeometryTables] = {}
+
+
+def _build_tables(config: SuperlinearConfig, capacity: int, device: torch.device | str) -> GeometryTables:
+    return GeometryTables(config, capacity, device)
+
+
+def geometry_tables(config: SuperlinearConfig, t_max: int, device: torch.device | str = "cpu") -> GeometryTables:
+    """The cached tables of `config` on `device` covering t = 0..t_max (capacity: the next power of two above
+    t_max, at least 64). Only a new capacity, config or device builds (and copies to the device) anything."""
+    capacity = _bucket(t_max)
+    if isinstance(device, str):
+        device = torch.device(device)
+    key = (config, device, capacity)
+    tables = _TABLES.get(key)
+    if tables is None:
+        tables = _TABLES[key] = _build_tables(config, capacity, device)
+    return tables
+
+
+def anchor_table(config: SuperlinearConfig, t_max: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """o(i) for i = sw+1, sw+2, ... up to the last one <= t_max (int64, increasing).
+
+    Candidate j of a query with t tokens seen sits at ``q + 1 - table[j]`` and exists while
+    ``table[j] <= t``; the first one is ``q - W``, just before the window.
+    """
+    return geometry_tables(config, t_max, device).anchors(t_max)
+
+
 def span_tables(config: SuperlinearConfig, t_max: int, device: torch.device | str = "cpu") -> SpanTables:
     """ceil(b_b * t^rho) and ceil(b_f * t^rho) for t = 0..t_max and beyond (float64 on the host)."""
-    tables = _span_tables_cpu(config.span_power, config.backward_factor, config.forward_factor, _bucket(t_max))
-    return SpanTables(_on_device(tables.back, device), _on_device(tables.fwd, device))
-
-
-_DEVICE_COPIES: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
-
-
-def _on_device(table: torch.Tensor, device: torch.device | str) -> torch.Tensor:
-    device = torch.device(device)
-    if device.type == "cpu":
-        return table
-    key = (id(table), str(device))
-    entry = _DEVICE_COPIES.get(key)
-    if entry is None or entry[0] is not table:
-        entry = (table, table.to(device))
-        _DEVICE_COPIES[key] = entry
-    return entry[1]
+    return geometry_tables(config, t_max, device).spans
 
 
 def span_bounds(config: SuperlinearConfig, anchor: torch.Tensor, t: torch.Tensor, s0: torch.Tensor,

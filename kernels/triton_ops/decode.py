@@ -9,6 +9,11 @@ CUDA graph: positions and the padding start are read on the device.
 With the "span_mean" search key the search needs the running sums of the whole cache (`prefix.key_prefix`), which
 are rebuilt on every call: one pass over K per step, the same for every position (the cache is not known to be
 unchanged between calls).
+
+An eager call is host work between launches, so the host side is kept to the minimum: the geometry tables come
+from `geometry.geometry_tables` (built on the device once per power-of-two capacity, so a cache growing by one token
+per step builds them O(log n) times), launch sizes are plain integer arithmetic on the host copies of those
+tables (no tensor is read, on either device), and the partial results of the key chunks share one scratch buffer.
 """
 
 from __future__ import annotations
@@ -18,9 +23,8 @@ import triton
 import triton.language as tl
 
 from ..config import SuperlinearConfig
-from ..geometry import span_tables, window_length
+from ..geometry import GeometryTables, geometry_tables
 from .common import LOG2E, NEG_BIG, interpreting, span_range
-from .entries import max_span_length
 from .search import search_topk
 
 __all__ = ["superlinear_decode", "DECODE_MAX_ROWS"]
@@ -33,11 +37,11 @@ SEARCH_SPLIT = 128
 
 @triton.jit
 def _decode_partial_kernel(
-    Q, K, V, ANCH, POS, S0, BACK, FWD, PM, PL, PACC,
+    Q, K, V, ANCH, POS, S0, BACK, FWD, PART,
     sqb, sqh, sql, sqd,
     skb, skh, skl, skd,
     svb, svh, svl, svd,
-    H_Q, L_Q, G, W, t_cap, chunk, n_split, sm_scale,
+    H_Q, L_Q, G, W, t_cap, chunk, n_split, n_slots, sm_scale,
     D: tl.constexpr, BN: tl.constexpr, KSEL: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -87,9 +91,17 @@ def _decode_partial_kernel(
         acc = acc * alpha + tl.sum(p[:, None] * vb, axis=0)
         m_i = m_new
     slot = pid.to(tl.int64) * n_split + split
-    tl.store(PM + slot, m_i)
-    tl.store(PL + slot, l_i)
-    tl.store(PACC + slot * D + offs_d, acc)
+    pm, pl, pacc = _parts(PART, n_slots)
+    tl.store(pm + slot, m_i)
+    tl.store(pl + slot, l_i)
+    tl.store(pacc + slot * D + offs_d, acc)
+
+
+@triton.jit
+def _parts(PART, n_slots):
+    """The three regions of the scratch buffer: running max [n_slots], sum [n_slots], accumulator [n_slots, D]."""
+    n = n_slots.to(tl.int64)
+    return PART, PART + n, PART + 2 * n
 
 
 @triton.jit
@@ -106,7 +118,7 @@ def _merge(PM, PL, PACC, base, n_split, D: tl.constexpr, NSP: tl.constexpr):
 
 @triton.jit
 def _decode_combine_kernel(
-    ANCH, SCORE, PM, PL, PACC, OUT, n_split,
+    ANCH, SCORE, PART, OUT, n_split, n_slots,
     D: tl.constexpr, KSEL: tl.constexpr, KP: tl.constexpr, NSP: tl.constexpr,
 ):
     row_all = tl.program_id(0).to(tl.int64)
@@ -118,6 +130,7 @@ def _decode_combine_kernel(
     ex = tl.where(ok, tl.exp(scores - top), 0.0)
     gates = ex / tl.maximum(tl.sum(ex, axis=0), 1e-30)
 
+    PM, PL, PACC = _parts(PART, n_slots)
     m_w, l_w, a_w = _merge(PM, PL, PACC, row_all * (KSEL + 1) * n_split, n_split, D, NSP)
     out = a_w / tl.where(l_w > 0, l_w, 1.0)
     mixed = tl.zeros([D], tl.float32)
@@ -134,39 +147,52 @@ def _decode_combine_kernel(
     tl.store(OUT + row_all * D + tl.arange(0, D), out.to(OUT.dtype.element_ty))
 
 
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _pow2(n: int) -> int:
+    """The smallest power of two >= n (n >= 1); host integers only (triton's helpers cost microseconds a call)."""
+    return 1 << (n - 1).bit_length()
+
+
+def _key_split(tables: GeometryTables, t_bound: int, target: int) -> tuple[int, int]:
+    """(chunks, keys per chunk) of every range of a decode row with at most `t_bound` tokens seen: the longest
+    range (window or span at t = t_bound) cut into chunks of about `target` keys. From the host tables only."""
+    longest = max(tables.width, tables.span_length(t_bound), 1)
+    n_split = _cdiv(longest, target)
+    return n_split, _cdiv(longest, n_split)
+
+
 def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, first_real, scale):
     """Superlinear attention of a few rows (no gradient); capturable in a CUDA graph after one warm-up call.
 
-    The warm-up call caches the geometry tables on the device; later calls allocate only device memory
-    of fixed size and launch three kernels.
+    The warm-up call caches the geometry tables on the device; later calls read no tensor on the host, allocate
+    only device memory of fixed size (the search's lists, one scratch buffer, the output) and launch the search
+    (its pieces merged by a stable sort when the candidates were split) and two kernels.
     """
     batch, heads_q, len_q, dim = q.shape
     heads_kv, len_kv = k.shape[1], k.shape[2]
+    interp = interpreting()
     ksel = config.num_spans
-    width = window_length(config)
     t_bound = max(len_kv, 1)
     anchors, scores = search_topk(q_search, k, config, positions, first_real, t_bound,
-                                  split_candidates=4 if interpreting() else SEARCH_SPLIT)
-    tables = span_tables(config, t_bound, q.device)
-    longest = max(width, max_span_length(config, t_bound), 1)
-    target = 16 if interpreting() else 512
-    n_split = triton.cdiv(longest, target)
-    chunk = triton.cdiv(longest, n_split)
+                                  split_candidates=4 if interp else SEARCH_SPLIT)
+    tables = geometry_tables(config, t_bound, q.device)
+    n_split, chunk = _key_split(tables, t_bound, 16 if interp else 512)
     rows = batch * heads_q * len_q
-    pm = torch.empty(rows * (ksel + 1) * n_split, dtype=torch.float32, device=q.device)
-    pl = torch.empty_like(pm)
-    pacc = torch.empty(rows * (ksel + 1) * n_split, dim, dtype=torch.float32, device=q.device)
-    block_n = 16 if interpreting() else 64
+    n_slots = _cdiv(rows * (ksel + 1) * n_split, 16) * 16  # each region starts 64-byte aligned
+    part = torch.empty(n_slots * (dim + 2), dtype=torch.float32, device=q.device)
+    warps = 1 if interp else 4
     _decode_partial_kernel[(rows * (ksel + 1), n_split)](
-        q, k, v, anchors, positions, first_real, tables.back, tables.fwd, pm, pl, pacc,
+        q, k, v, anchors, positions, first_real, tables.spans.back, tables.spans.fwd, part,
         *q.stride(), *k.stride(), *v.stride(),
-        heads_q, len_q, heads_q // heads_kv, width, tables.back.numel() - 1, chunk, n_split, scale,
-        D=dim, BN=block_n, KSEL=ksel, num_warps=4 if not interpreting() else 1,
+        heads_q, len_q, heads_q // heads_kv, tables.width, tables.capacity, chunk, n_split, n_slots, scale,
+        D=dim, BN=16 if interp else 64, KSEL=ksel, num_warps=warps,
     )
     out = torch.empty(batch, heads_q, len_q, dim, dtype=q.dtype, device=q.device)
     _decode_combine_kernel[(rows,)](
-        anchors, scores, pm, pl, pacc, out, n_split,
-        D=dim, KSEL=ksel, KP=triton.next_power_of_2(ksel), NSP=triton.next_power_of_2(n_split),
-        num_warps=4 if not interpreting() else 1,
+        anchors, scores, part, out, n_split, n_slots,
+        D=dim, KSEL=ksel, KP=_pow2(ksel), NSP=_pow2(n_split), num_warps=warps,
     )
     return out
