@@ -114,7 +114,7 @@ def check_inputs(
             )
         cache_position = cache_position.to(device=q.device, dtype=torch.int64)
         if len_q and not capturing:
-            low, high = int(cache_position.min()), int(cache_position.max())
+            low, high = torch.stack(torch.aminmax(cache_position)).tolist()  # one read-back for both ends
             if low < 0 or high >= len_kv:
                 raise SuperlinearInputError(
                     f"cache_position values must lie in [0, {len_kv - 1}] (the key axis), got [{low}, {high}]"
