@@ -90,10 +90,14 @@ def superlinear_mask(batch_size: int, q_length: int, kv_length: int, q_offset: i
 def _cache_position(kwargs: dict, len_q: int, len_kv: int, device: torch.device) -> torch.Tensor:
     """Key-axis position of each query row: the model's `cache_position` if it passes one, else the last L_q."""
     given = kwargs.get("cache_position")
+    last = torch.arange(len_kv - len_q, len_kv, device=device)
     if isinstance(given, torch.Tensor) and given.dim() == 1 and given.numel() == len_q:
-        if len_q == 0 or int(given.max()) < len_kv:
-            return given.to(device=device, dtype=torch.long)
-    return torch.arange(len_kv - len_q, len_kv, device=device)
+        given = given.to(device=device, dtype=torch.long)
+        if len_q == 0:
+            return given
+        # chosen on the device, without reading the positions back (one host sync per layer and step saved)
+        return torch.where(given.max() < len_kv, given, last)
+    return last
 
 
 def superlinear_attention_forward(
