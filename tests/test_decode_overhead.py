@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 import sys
 from collections import Counter
 
 import numpy as np
 import pytest
 import torch
+from interpreter_worker import interpreted_results
 from slkernels import SuperlinearConfig, geometry, superlinear_attention
 from slkernels.geometry import anchor_offset
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -239,12 +239,7 @@ def _worker() -> None:
 
 @pytest.fixture(scope="module")
 def interpreted():
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONWARNINGS="ignore")
-    here = os.path.dirname(os.path.abspath(__file__))
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker"], env=env, cwd=here,
-                          capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return interpreted_results(__file__)
 
 
 @pytest.mark.parametrize("name", list(CASES))
