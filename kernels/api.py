@@ -49,6 +49,7 @@ def superlinear_attention(
     attention_mask: torch.Tensor | None = None,
     scale: float | None = None,
     backend: str = "auto",
+    check_values: bool = True,
 ) -> torch.Tensor:
     """Superlinear attention of `q` over `k`/`v`, routed by `q_search` (docs/semantics.md states the semantics).
 
@@ -58,10 +59,12 @@ def superlinear_attention(
     attention_mask: [B, L_kv], 1 for real tokens, left padding only.
     scale: token-attention softmax scale (default 1/sqrt(D)); router scores are never scaled.
     backend: "auto" (fastest available), "reference", or a registered kernel backend such as "triton".
+    check_values: False skips the checks that read values back to the host (cache_position within the key axis,
+    left padding only), for callers that guarantee both; shapes and types are always checked.
     Returns [B, H_q, L_q, D] in q's dtype.
     """
     _load_optional_backends()
-    inputs = check_inputs(q, k, v, q_search, config, cache_position, attention_mask, scale)
+    inputs = check_inputs(q, k, v, q_search, config, cache_position, attention_mask, scale, check_values)
     # Backends pick their own precision; an enclosing autocast (mixed-precision training) must not
     # silently turn their float32 score and softmax math into bfloat16. (Entering the context costs host time
     # on every decode step, so it is entered only when autocast is on.)

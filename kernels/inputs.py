@@ -57,6 +57,7 @@ def check_inputs(
     cache_position: torch.Tensor | None,
     attention_mask: torch.Tensor | None,
     scale: float | None,
+    check_values: bool = True,
 ) -> AttentionInputs:
     if not isinstance(config, SuperlinearConfig):
         raise SuperlinearConfigError(
@@ -98,7 +99,9 @@ def check_inputs(
 
     # Value checks read tensors back to the host; inside CUDA-graph capture that is illegal, so they are
     # skipped there (the shapes are still checked, and the same call was checked when run eagerly).
-    capturing = q.is_cuda and torch.cuda.is_current_stream_capturing()
+    # `check_values=False` skips them too, for callers that guarantee both (a model's attention layers, on every
+    # decode step, where each read-back is a host synchronisation).
+    read_back = check_values and not (q.is_cuda and torch.cuda.is_current_stream_capturing())
     if cache_position is None:
         cache_position = torch.arange(len_kv - len_q, len_kv, device=q.device)
     else:
@@ -113,7 +116,7 @@ def check_inputs(
                 f"cache_position must be [L_q] = [{len_q}], got {_shape(cache_position)}"
             )
         cache_position = cache_position.to(device=q.device, dtype=torch.int64)
-        if len_q and not capturing:
+        if len_q and read_back:
             low, high = torch.stack(torch.aminmax(cache_position)).tolist()  # one read-back for both ends
             if low < 0 or high >= len_kv:
                 raise SuperlinearInputError(
@@ -131,7 +134,7 @@ def check_inputs(
             )
         attention_mask = attention_mask.to(q.device)
         real = attention_mask != 0
-        if not capturing and bool((real[:, :-1] & ~real[:, 1:]).any()):
+        if read_back and bool((real[:, :-1] & ~real[:, 1:]).any()):
             raise SuperlinearInputError(
                 "attention_mask has padding after a real token; only left padding is supported "
                 "(tokenizer.padding_side = 'left')"

@@ -44,8 +44,10 @@ BACKEND = "auto"
 _CAPTURES: list[tuple[frozenset, list]] = []
 
 
-def padding_mask(attention_mask: torch.Tensor | None, kv_length: int) -> torch.Tensor | None:
-    """The [B, L_kv] 0/1 left-padding mask behind a 4-D mask, or None when no row is padded.
+def padding_mask(attention_mask: torch.Tensor | None, kv_length: int, *,
+                 none_when_unpadded: bool = True) -> torch.Tensor | None:
+    """The [B, L_kv] 0/1 left-padding mask behind a 4-D mask, or None when no row is padded (found by reading
+    the mask back to the host; `none_when_unpadded=False` skips that and always returns the mask).
 
     The last query row of a causal mask sees every real key up to its position, so its first visible key
     is s0, the first real token of the batch row. Keys after the last query (a static cache's empty
@@ -62,7 +64,7 @@ def padding_mask(attention_mask: torch.Tensor | None, kv_length: int) -> torch.T
         raise SlconvertError(f"unexpected attention mask of shape {list(attention_mask.shape)}; expected 2-D or 4-D")
     positions = torch.arange(visible.shape[-1], device=visible.device).expand_as(visible)
     first = torch.where(visible, positions, torch.full_like(positions, visible.shape[-1])).amin(dim=-1)
-    if not bool((first > 0).any()):
+    if none_when_unpadded and not bool((first > 0).any()):
         return None
     return (positions >= first[:, None]).to(torch.long)
 
@@ -122,7 +124,11 @@ def superlinear_attention_forward(
             "does not model; reconvert with this layer in --keep-dense"
         )
     len_q, len_kv = query.shape[2], key.shape[2]
-    mask2d = padding_mask(attention_mask, len_kv)
+    # A 2-D mask comes from `superlinear_mask`, which returns None for a batch without padding: no need to read
+    # it back again in every layer. Both the mask and the positions are valid by construction, so the kernels'
+    # value checks (host read-backs, every layer and decode step) are skipped.
+    mask2d = padding_mask(attention_mask, len_kv,
+                          none_when_unpadded=attention_mask is None or attention_mask.dim() != 2)
     cache_position = _cache_position(kwargs, len_q, len_kv, query.device)
     q_search = router(query)
     if _CAPTURES:
@@ -137,6 +143,7 @@ def superlinear_attention_forward(
         attention_mask=mask2d,
         scale=scaling,
         backend=BACKEND,
+        check_values=False,
     )
     return out.transpose(1, 2).contiguous(), None
 

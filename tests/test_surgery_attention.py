@@ -80,6 +80,36 @@ def test_mask_of_a_fully_converted_model_is_2d_and_gives_the_same_logits(bamba, 
     torch.testing.assert_close(ours, stock, rtol=0, atol=0)
 
 
+def test_converted_layers_read_nothing_back_per_layer(bamba, monkeypatch):
+    """In a padded decode step, the attention function of a converted layer reads no value back to the host
+    (each read is a synchronisation, per layer and generated token): the padding was found once by the mask
+    function, and the kernels' value checks are skipped."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    import slconvert.attention as attention
+
+    class Reads(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._local_scalar_dense.default:
+                Reads.count += 1
+            return func(*args, **(kwargs or {}))
+
+    seen = []
+    monkeypatch.setattr(attention, "superlinear_attention",
+                        lambda *a, **k: seen.append(k) or torch.zeros_like(a[0]))  # the call, not the kernels
+    module = next(m for m in bamba.modules() if getattr(m, attention.ROUTER_ATTRIBUTE, None) is not None)
+    q = torch.randn(2, 4, 1, 16)
+    k, v = torch.randn(2, 2, 12, 16), torch.randn(2, 2, 12, 16)
+    mask = torch.ones(2, 12, dtype=torch.long)
+    mask[0, :3] = 0
+    with Reads():
+        attention.superlinear_attention_forward(module, q, k, v, mask, cache_position=torch.tensor([11]))
+    assert Reads.count == 0 and seen[0]["check_values"] is False
+    assert seen[0]["attention_mask"].tolist() == mask.tolist()
+
+
 def test_mask_with_layers_kept_dense_is_transformers_own():
     class Config:
         superlinear = {"dense_attention_layers": [3]}
