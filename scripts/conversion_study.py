@@ -14,6 +14,9 @@ it measured; `report` turns the rows into OUT/study.json, OUT/study.png and OUT/
 
     # the larger study (GPU): train the 27M-parameter teacher dense to 8K tokens, then study it at 2K-16K
     python scripts/conversion_study.py teacher --out study-output/teacher
+    python scripts/conversion_study.py probes --out study-output/probes --minutes 4 --gpus 2 \
+        --common "curriculum=[{seq_len: 256, steps: 3000}];max_steps=3000" "lr1e-3=lr=1e-3" "lr5e-4=lr=5e-4"
+                                                                         # which teacher setting starts to learn
     python scripts/conversion_study.py run --out study-output/big --teacher study-output/teacher/model \
         --scale-to 2048 --lengths 2048,4096,8192,16384 --seq-len 8192 --batch-size 8
 
@@ -216,6 +219,74 @@ def train_teacher(args) -> None:
     for task, res in result["results"].items():
         print(f"teacher NIAH {task}: " + ", ".join(f"{k} tokens {v:.1f}%" for k, v in res["by_length"].items()
                                                       if v is not None))
+
+
+# ----- probes of the teacher's recipe -------------------------------------------------------------------
+
+
+def run_probes(args) -> None:
+    """Short runs of recipes/study-teacher.yaml side by side from one initial model, one process each, spread over
+    the GPUs, each with its own overrides and the same time limit: which setting starts to learn retrieval.
+    Writes OUT/probes.json (settings, card, every probe's logged steps) and OUT/probes.png (smoothed loss)."""
+    _importable()
+    from slconvert.assets.teacher import build_untrained_teacher
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    probes = {}
+    for item in args.probes:
+        name, _, overrides = item.partition("=")
+        if not name or not overrides or "/" in name:
+            sys.exit(f"error: probe {item!r} is not NAME=KEY=VALUE[;KEY=VALUE...]; e.g. lr1e-3=lr=1e-3;batch_size=32")
+        probes[name] = [o for o in overrides.split(";") if o]
+    init = Path(args.init) if args.init else build_untrained_teacher(out / "init", size=args.size, seed=args.seed)
+    # PYTHONSAFEPATH: `python -m` must not put the working folder on sys.path, where a checkout's kernels/ would
+    # shadow the `kernels` package that transformers looks for.
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONUNBUFFERED": "1", "PYTHONSAFEPATH": "1"}
+    running = []
+    for i, (name, overrides) in enumerate(probes.items()):
+        shutil.rmtree(out / name, ignore_errors=True)
+        command = [sys.executable, "-m", "slconvert.cli", "train", str(TEACHER_RECIPE), "--model", str(init),
+                   "--output", str(out / name), "--quiet", *args.common, *overrides,
+                   f"time_limit_minutes={args.minutes}"]
+        job_env = {**env, "CUDA_VISIBLE_DEVICES": str(i % args.gpus)} if args.gpus > 1 else env
+        log = open(out / f"{name}.log", "w")
+        running.append((name, command, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=job_env),
+                        log))
+    print(f"probes: {len(running)} runs of {args.minutes} min on {args.gpus} GPU(s) from {init}", flush=True)
+    results = {}
+    for name, command, proc, log in running:
+        proc.wait()
+        log.close()
+        metrics = out / name / "metrics.jsonl"
+        steps = [json.loads(line) for line in metrics.read_text().splitlines() if line] if metrics.exists() else []
+        results[name] = {"overrides": probes[name], "command": " ".join(command[1:]), "returncode": proc.returncode,
+                         "steps": steps, "last": steps[-1] if steps else None,
+                         "log_tail": None if proc.returncode == 0 else (out / f"{name}.log").read_text()[-2000:]}
+        last = steps[-1] if steps else {}
+        print(f"  {name}: exit {proc.returncode}, step {last.get('step')}, smoothed loss "
+              f"{last.get('loss_smooth')}", flush=True)
+    report = {"command": " ".join(sys.argv), "card": _card(), "recipe": str(TEACHER_RECIPE.relative_to(ROOT)),
+              "size": args.size, "seed": args.seed, "init": str(init), "minutes": args.minutes,
+              "common": args.common, "probes": results}
+    (out / "probes.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+    for name, res in results.items():
+        if res["steps"]:
+            ax.plot([r["step"] for r in res["steps"]], [r["loss_smooth"] for r in res["steps"]], label=name)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("smoothed training loss")
+    ax.set_title(f"study teacher probes ({args.size}, {args.minutes} min each, {report['card']})", fontsize=10)
+    if any(res["steps"] for res in results.values()):
+        ax.legend(fontsize=8)
+    fig.savefig(out / "probes.png", dpi=120)
+    plt.close(fig)
 
 
 # ----- the whole study --------------------------------------------------------------------------------
@@ -482,6 +553,17 @@ def main(argv=None) -> None:
     teach.add_argument("--depths", type=lambda s: _numbers(s, float), default=[0.0, 25.0, 50.0, 75.0, 100.0])
     teach.add_argument("--samples", type=int, default=4)
     teach.add_argument("overrides", nargs="*", help="KEY=VALUE overrides of recipes/study-teacher.yaml")
+    probe = sub.add_parser("probes", help="short runs of the teacher's recipe side by side (GPU), one per setting")
+    probe.add_argument("--out", required=True)
+    probe.add_argument("--size", default="study")
+    probe.add_argument("--seed", type=int, default=0)
+    probe.add_argument("--init", default=None, help="start every probe from this checkpoint (default: a fresh --size model)")
+    probe.add_argument("--minutes", type=float, default=4.0, help="each probe's training time limit")
+    probe.add_argument("--gpus", type=int, default=1, help="spread the probes over this many GPUs")
+    probe.add_argument("--threads", type=int, default=1, help="CPU threads per probe")
+    probe.add_argument("--common", type=lambda s: [o for o in s.split(";") if o], default=[],
+                       help="overrides every probe takes, ';'-separated (e.g. 'curriculum=[{seq_len: 256, steps: 3000}];max_steps=3000')")
+    probe.add_argument("probes", nargs="+", help="NAME=KEY=VALUE[;KEY=VALUE...], one per probe")
     job = sub.add_parser("job", help="(internal) one job, from its JSON spec")
     job.add_argument("spec")
     rep = sub.add_parser("report", help="rebuild study.json / .md / .png from OUT/rows.jsonl")
@@ -501,6 +583,8 @@ def main(argv=None) -> None:
         report(args.out)
     elif args.command == "teacher":
         train_teacher(args)
+    elif args.command == "probes":
+        run_probes(args)
     elif args.command == "best":
         rows = [json.loads(line) for line in (Path(args.out) / "rows.jsonl").read_text().splitlines() if line]
         finals = [r for r in rows if r.get("final_model") and (args.shape is None or r["shape"] == args.shape)]

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from slkernels import SuperlinearConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,3 +67,24 @@ def test_report_scores_the_cells_the_teacher_answers(study, tmp_path):
     text = (tmp_path / "study.md").read_text()
     assert "test card" in text and "failed: stopped at the study's deadline" in text and "20000" not in text
     assert (tmp_path / "study.png").stat().st_size > 10_000
+
+
+def test_teacher_probes_run_side_by_side_and_plot(study, tmp_path):
+    """Two probes of the teacher's recipe from one tiny initial model: each takes its own overrides, every row
+    of its log is kept, the plot is drawn; a malformed probe is refused in one line."""
+    out = tmp_path / "probes"
+    study.main(["probes", "--out", str(out), "--size", "tiny", "--minutes", "5",
+                "--common", "curriculum=[{seq_len: 128, steps: 3, niah_tasks: [single]}];max_steps=3;log_every=1;warmup_steps=1",
+                "a=lr=1e-3", "b=lr=1e-4;batch_size=4;micro_batch_size=4"])
+    report = json.loads((out / "probes.json").read_text())
+    assert set(report["probes"]) == {"a", "b"} and report["size"] == "tiny"
+    for name, lr in (("a", 1e-3), ("b", 1e-4)):
+        probe = report["probes"][name]
+        assert probe["returncode"] == 0, probe["log_tail"]
+        assert [r["step"] for r in probe["steps"]] == [1, 2, 3]
+        assert json.loads((out / name / "training_summary.json").read_text())["steps"] == 3
+        assert yaml.safe_load((out / name / "recipe.yaml").read_text())["lr"] == lr  # its own overrides ran
+    assert report["probes"]["b"]["steps"][-1]["tokens"] == 4 * 128
+    assert (out / "probes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(SystemExit, match="is not NAME=KEY=VALUE"):
+        study.main(["probes", "--out", str(out), "--size", "tiny", "broken"])
