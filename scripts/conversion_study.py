@@ -81,6 +81,13 @@ def _importable() -> None:
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(links), os.environ.get("PYTHONPATH")]))
 
 
+def _child_env(threads: int) -> dict:
+    """Environment of the study's child processes (jobs, probes). PYTHONSAFEPATH: `python -m` must not put the
+    working folder on sys.path, where a checkout's kernels/ would shadow the `kernels` package transformers seeks."""
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
+            "PYTHONUNBUFFERED": "1", "PYTHONSAFEPATH": "1"}
+
+
 def _append(path: Path, row: dict) -> None:
     with open(path, "a") as handle:
         handle.write(json.dumps(row) + "\n")
@@ -240,10 +247,7 @@ def run_probes(args) -> None:
             sys.exit(f"error: probe {item!r} is not NAME=KEY=VALUE[;KEY=VALUE...]; e.g. lr1e-3=lr=1e-3;batch_size=32")
         probes[name] = [o for o in overrides.split(";") if o]
     init = Path(args.init) if args.init else build_untrained_teacher(out / "init", size=args.size, seed=args.seed)
-    # PYTHONSAFEPATH: `python -m` must not put the working folder on sys.path, where a checkout's kernels/ would
-    # shadow the `kernels` package that transformers looks for.
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONUNBUFFERED": "1", "PYTHONSAFEPATH": "1"}
+    env = _child_env(args.threads)
     running = []
     for i, (name, overrides) in enumerate(probes.items()):
         shutil.rmtree(out / name, ignore_errors=True)
@@ -328,8 +332,7 @@ def run_study(args) -> None:
     print(f"study: {len(jobs)} jobs, {args.parallel} at a time on {args.gpus} GPU(s), on {settings['card']}; "
           f"rows -> {rows}", flush=True)
     deadline = time.time() + args.deadline if args.deadline else None
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONUNBUFFERED": "1"}
+    env = _child_env(args.threads)
     running: list[tuple[dict, subprocess.Popen, object, int]] = []
     pending = list(jobs)
     logs = work / "logs"
