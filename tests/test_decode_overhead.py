@@ -19,33 +19,12 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from dispatch_ops import OpCounter
 from interpreter_worker import interpreted_results
 from slkernels import SuperlinearConfig, geometry, superlinear_attention
 from slkernels.geometry import anchor_offset
-from torch.utils._python_dispatch import TorchDispatchMode
 
 SMALL = dict(sw_index=2, num_spans=3, search_power=0.5, span_power=0.5, backward_factor=2.0, forward_factor=1.0)
-# Operations that make the host wait for the device (or read a tensor on the host): item()/int()/bool()/float() of a
-# tensor, data-dependent shapes, whole-tensor comparisons.
-HOST_READS = ("aten._local_scalar_dense", "aten.nonzero", "aten.masked_select", "aten.unique", "aten._unique",
-              "aten.equal", "aten.is_nonzero", "aten.item")
-
-
-class _Ops(TorchDispatchMode):
-    """Counts every aten operation run under it."""
-
-    def __init__(self):
-        super().__init__()
-        self.ops = Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops[str(func)] += 1
-        return func(*args, **(kwargs or {}))
-
-    def host_reads(self) -> dict:
-        return {op: n for op, n in self.ops.items() if op.startswith(HOST_READS)}
-
-
 class _Launches:
     """Stands in for a Triton kernel: ``kernel[grid](*args, **meta)`` records the launch."""
 
@@ -103,7 +82,7 @@ def test_growing_cache_reads_nothing_back_and_builds_tables_log_n_times(stubbed,
                                center=torch.zeros(1), norm=torch.zeros(1))
         monkeypatch.setattr(search, "key_prefix", lambda *args, **kw: sums)
     steps = 600
-    ops = _Ops()
+    ops = OpCounter()
     with torch.no_grad():
         for len_kv in range(1, steps + 1):
             q, k = _step(2, 4, 2, len_kv)
@@ -124,7 +103,7 @@ def test_decode_rows_at_positions_read_nothing_back(stubbed):
     launches, builds = stubbed
     cfg = SuperlinearConfig.released()
     s0 = torch.tensor([0, 37])
-    ops = _Ops()
+    ops = OpCounter()
     with torch.no_grad():
         for len_kv in range((1 << 20) + 1, (1 << 20) + 9):
             q, k = _step(2, 32, 2, len_kv, dim=128, rows=3)
@@ -152,7 +131,7 @@ def test_decode_itself_allocates_two_buffers_and_launches_two_kernels(stubbed, m
     positions, s0 = torch.arange(len_kv - rows, len_kv), torch.zeros(1, dtype=torch.int64)
     decode.superlinear_decode(q, k, k, q, cfg, positions, s0, 0.1)  # warm-up: builds the tables
     launches.clear()
-    ops = _Ops()
+    ops = OpCounter()
     with ops:
         for _ in range(5):
             decode.superlinear_decode(q, k, k, q, cfg, positions, s0, 0.1)

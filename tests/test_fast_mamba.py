@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
-import subprocess
 import sys
 import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
+from interpreter_worker import interpreted_results
 from mamba_reference import INF, TorchOps, compare_model, rel, ssd_reference, torch_rmsnorm_gated, transformers_fallback
 
 from slconvert import fast_mamba as fm
@@ -408,12 +407,7 @@ def test_fused_variants(stand_in):
 
 
 def _child(mode: str, env_extra=None) -> dict:
-    env = dict(os.environ, PYTHONWARNINGS="ignore", **(env_extra or {}))
-    here = os.path.dirname(os.path.abspath(__file__))
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", mode], env=env, cwd=here,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return interpreted_results(__file__, mode, env=env_extra, interpret=False, timeout=900)
 
 
 class _NoFla:

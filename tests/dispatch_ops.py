@@ -1,0 +1,27 @@
+"""Count the aten operations a piece of code runs, and find those that read a tensor back to the host."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from torch.utils._python_dispatch import TorchDispatchMode
+
+# Operations that make the host wait for the device (or read a tensor on the host): item()/int()/bool()/float() of a
+# tensor, data-dependent shapes, whole-tensor comparisons.
+HOST_READS = ("aten._local_scalar_dense", "aten.nonzero", "aten.masked_select", "aten.unique", "aten._unique",
+              "aten.equal", "aten.is_nonzero", "aten.item")
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts every aten operation run under it."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops[str(func)] += 1
+        return func(*args, **(kwargs or {}))
+
+    def host_reads(self) -> dict:
+        return {op: n for op, n in self.ops.items() if op.startswith(HOST_READS)}
