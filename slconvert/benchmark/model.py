@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import inspect
 import platform
 import statistics
 import time
@@ -43,6 +42,7 @@ from pathlib import Path
 import torch
 
 from ..errors import SlconvertError
+from ..evaluation.models import _cache_keyword
 
 __all__ = ["ModelBenchSettings", "run_model_benchmark", "bench_model", "load_for_bench", "convert_in_memory",
            "use_attention", "converted_layer_calls", "model_summary", "short_length", "PHASES", "VARIANTS"]
@@ -280,11 +280,6 @@ def environment(device: _Device) -> dict:
 
 
 # --- one forward at a time -----------------------------------------------------------------------------------------
-
-def _cache_keyword(model) -> str:
-    """transformers 5 calls the cache `cache`; earlier versions `past_key_values`."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
 
 def _new_cache(model):
     from transformers import DynamicCache
