@@ -264,7 +264,8 @@ def run_probes(args) -> None:
         proc.wait()
         log.close()
         metrics = out / name / "metrics.jsonl"
-        steps = [json.loads(line) for line in metrics.read_text().splitlines() if line] if metrics.exists() else []
+        records = [json.loads(line) for line in metrics.read_text().splitlines() if line] if metrics.exists() else []
+        steps = [r for r in records if "loss" in r and r.get("event") is None]  # a NaN stop logs an event line
         results[name] = {"overrides": probes[name], "command": " ".join(command[1:]), "returncode": proc.returncode,
                          "steps": steps, "last": steps[-1] if steps else None,
                          "log_tail": None if proc.returncode == 0 else (out / f"{name}.log").read_text()[-2000:]}
