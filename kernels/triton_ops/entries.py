@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from ..config import SuperlinearConfig
-from ..geometry import span_bounds, span_tables, window_length
+from ..geometry import geometry_tables, span_bounds, span_tables, window_length
 
 __all__ = ["EntryList", "Geometry", "build_geometry", "max_span_length", "window_entries", "span_entries", "key_block_ranges",
            "id_dtype", "length_buckets", "sort_key_layout"]
@@ -94,8 +94,7 @@ def build_geometry(
 def max_span_length(config: SuperlinearConfig, t_bound: int) -> int:
     """Longest span any row with t <= t_bound can have (from the host tables: no device read-back)."""
     t_top = max(t_bound, 1)
-    host = span_tables(config, t_top, "cpu")
-    return int(host.back[t_top]) + int(host.fwd[t_top]) + 1
+    return geometry_tables(config, t_top, "cpu").span_length(t_top)
 
 
 def window_entries(geo: Geometry, heads_kv: int, group: int) -> EntryList:
