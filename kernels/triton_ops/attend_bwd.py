@@ -21,7 +21,7 @@ import triton.language as tl
 from ..geometry import span_tables, window_length
 from .common import LOG2E, dot_precision, entry_rows, interpreting, launch_tiles, rows_flat, span_range
 from .entries import EntryList, key_block_ranges
-from .prefix import KeyPrefix, prefix_sums
+from .prefix import KeyPrefix, prefix_sums, span_sum_rows
 
 __all__ = ["dkdv", "gate_backward", "row_dot"]
 
@@ -136,22 +136,6 @@ def dkdv(
 
 
 @triton.jit
-def _span_sum(p_base, t_base, end, start, offs_d, ok, D: tl.constexpr):
-    """scale * (P[end] - P[start]) ([len(end), D] float32; zeros where not ok) from the three float16 parts of the
-    running sums (`prefix.KeyPrefix`: pairs [rows, 2, D], third parts [rows, D]), each part subtracted on its own,
-    so that every difference rounds relative to itself rather than to |P|."""
-    mask = ok[:, None]
-    e_ptr = p_base + end[:, None] * (2 * D) + offs_d[None, :]
-    s_ptr = p_base + start[:, None] * (2 * D) + offs_d[None, :]
-    hi = tl.load(e_ptr, mask=mask, other=0.0).to(tl.float32) - tl.load(s_ptr, mask=mask, other=0.0).to(tl.float32)
-    lo = (tl.load(e_ptr + D, mask=mask, other=0.0).to(tl.float32)
-          - tl.load(s_ptr + D, mask=mask, other=0.0).to(tl.float32))
-    rest = (tl.load(t_base + end[:, None] * D + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
-            - tl.load(t_base + start[:, None] * D + offs_d[None, :], mask=mask, other=0.0).to(tl.float32))
-    return hi + (lo + rest)
-
-
-@triton.jit
 def _gate_bwd_kernel(
     QS, K, ANCH, DS, DQS, DK, PRE, THIRD, SCALE, CENTER, POS, S0, BACK, FWD,
     sqb, sqh, sql, sqd,
@@ -195,7 +179,7 @@ def _gate_bwd_kernel(
             lo = tl.where(ok, lo, 0)
             end = tl.where(ok, hi + 1, 0)
             inv_n = tl.where(ok, 1.0 / tl.maximum(end - lo, 1).to(tl.float32), 0.0)
-            span_sum = _span_sum(p_base, t_base, end, lo, offs_d, ok, D)
+            span_sum = span_sum_rows(p_base, t_base, end, lo, offs_d, ok, D)
             dqs += ds[:, None] * (span_sum * (inv_n * inv_scale)[:, None] + center[None, :])  # the mean key
             share = (ds * inv_n)[:, None] * qs
             tl.atomic_add(dk_base + end[:, None] * D + offs_d[None, :], share, mask=ok[:, None], sem="relaxed")

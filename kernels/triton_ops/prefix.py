@@ -138,6 +138,22 @@ def _scan_kernel(X, FIRST, OFF, CENTER, SCALE, OUT, NORM, THIRD, sxb, sxh, sxl, 
             tl.store(out + cols, tl.zeros([DC], tl.float32))
 
 
+@triton.jit
+def span_sum_rows(p_base, t_base, end, start, offs_d, ok, D: tl.constexpr):
+    """scale * (P[end] - P[start]) ([len(end), len(offs_d)] float32; zeros where not ok) from the three float16
+    parts of the running sums (`KeyPrefix`: pairs [rows, 2, D], third parts [rows, D]), each part subtracted on
+    its own, so that every difference rounds relative to itself rather than to |P|."""
+    mask = ok[:, None]
+    e_ptr = p_base + end[:, None] * (2 * D) + offs_d[None, :]
+    s_ptr = p_base + start[:, None] * (2 * D) + offs_d[None, :]
+    hi = tl.load(e_ptr, mask=mask, other=0.0).to(tl.float32) - tl.load(s_ptr, mask=mask, other=0.0).to(tl.float32)
+    lo = (tl.load(e_ptr + D, mask=mask, other=0.0).to(tl.float32)
+          - tl.load(s_ptr + D, mask=mask, other=0.0).to(tl.float32))
+    rest = (tl.load(t_base + end[:, None] * D + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
+            - tl.load(t_base + start[:, None] * D + offs_d[None, :], mask=mask, other=0.0).to(tl.float32))
+    return hi + (lo + rest)
+
+
 def _tiling(dim: int, block: int | None) -> tuple[int, int, int]:
     """(keys per block, columns per program, warps)."""
     if interpreting():

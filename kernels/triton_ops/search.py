@@ -36,7 +36,7 @@ import triton.language as tl
 from ..config import SuperlinearConfig
 from ..geometry import anchor_table, span_tables, window_length
 from .common import dot_precision, interpreting, span_range
-from .prefix import KeyPrefix, key_prefix
+from .prefix import KeyPrefix, key_prefix, span_sum_rows
 
 __all__ = ["search_topk", "SEARCH_TILES"]
 
@@ -225,19 +225,8 @@ def _search_kernel(
                     exact = tl.zeros([GP], tl.float32)
                     for d0 in tl.static_range(0, D, DC):
                         dd = d0 + tl.arange(0, DC)
-                        e_ptr = p_base + (e_j * (2 * D))[:, None] + dd[None, :]  # [GP, DC]
-                        s_ptr = p_base + (s_j * (2 * D))[:, None] + dd[None, :]
-                        ld = need[:, None] & (dd[None, :] < D)
-                        e3_ptr = t_base + (e_j * D)[:, None] + dd[None, :]
-                        s3_ptr = t_base + (s_j * D)[:, None] + dd[None, :]
-                        # each part subtracted on its own: a difference rounds relative to itself, not to |P|
-                        diff = ((tl.load(e_ptr, mask=ld, other=0.0).to(tl.float32)
-                                 - tl.load(s_ptr, mask=ld, other=0.0).to(tl.float32))
-                                + ((tl.load(e_ptr + D, mask=ld, other=0.0).to(tl.float32)
-                                    - tl.load(s_ptr + D, mask=ld, other=0.0).to(tl.float32))
-                                   + (tl.load(e3_ptr, mask=ld, other=0.0).to(tl.float32)
-                                      - tl.load(s3_ptr, mask=ld, other=0.0).to(tl.float32))))
-                        q_d = tl.load(qs_row + dd[None, :] * sqd, mask=ld, other=0.0).to(tl.float32)
+                        diff = span_sum_rows(p_base, t_base, e_j, s_j, dd, need, D)  # [GP, DC] (DC divides D)
+                        q_d = tl.load(qs_row + dd[None, :] * sqd, mask=need[:, None], other=0.0).to(tl.float32)
                         exact += tl.sum(q_d * diff, axis=1)
                     exact = exact * tl.sum(tl.where(pick, scale_k, 0.0), axis=1)
                     best_v = tl.where(pick & need[:, None], exact[:, None], best_v)
