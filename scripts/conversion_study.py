@@ -271,7 +271,7 @@ def run_probes(args) -> None:
                          "log_tail": None if proc.returncode == 0 else (out / f"{name}.log").read_text()[-2000:]}
         last = steps[-1] if steps else {}
         print(f"  {name}: exit {proc.returncode}, step {last.get('step')}, smoothed loss "
-              f"{last.get('loss_smooth')}", flush=True)
+              f"{last.get('loss_smooth')}, answer loss {last.get('lm_niah')}", flush=True)
     report = {"command": " ".join(sys.argv), "card": _card(), "recipe": str(TEACHER_RECIPE.relative_to(ROOT)),
               "size": args.size, "seed": args.seed, "init": str(init), "minutes": args.minutes,
               "common": args.common, "probes": results}
@@ -281,15 +281,20 @@ def run_probes(args) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), layout="constrained")
     for name, res in results.items():
         if res["steps"]:
-            ax.plot([r["step"] for r in res["steps"]], [r["loss_smooth"] for r in res["steps"]], label=name)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("smoothed training loss")
-    ax.set_title(f"study teacher probes ({args.size}, {args.minutes} min each, {report['card']})", fontsize=10)
-    if any(res["steps"] for res in results.values()):
-        ax.legend(fontsize=8)
+            axes[0].plot([r["step"] for r in res["steps"]], [r["loss_smooth"] for r in res["steps"]], label=name)
+            answer = [(r["step"], r["lm_niah"]) for r in res["steps"] if "lm_niah" in r]
+            if answer:
+                axes[1].plot(*zip(*answer), label=name, alpha=0.8)
+    axes[0].set_ylabel("smoothed training loss")
+    axes[1].set_ylabel("answer loss of the needle samples (logged steps)")
+    for ax in axes:
+        ax.set_xlabel("optimizer step")
+        if any(res["steps"] for res in results.values()):
+            ax.legend(fontsize=8)
+    fig.suptitle(f"study teacher probes ({args.size}, {args.minutes} min each, {report['card']})", fontsize=10)
     fig.savefig(out / "probes.png", dpi=120)
     plt.close(fig)
 

@@ -150,3 +150,23 @@ def test_chunked_next_token_loss_matches_plain_cross_entropy(monkeypatch):
     (grad_ours,) = torch.autograd.grad(ours, logits)
     (grad_plain,) = torch.autograd.grad(plain, logits)
     torch.testing.assert_close(grad_ours, grad_plain)
+
+
+def test_loss_averages_over_tokens_or_over_samples():
+    from slconvert.training import losses
+
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(3, 9, 7, generator=gen)
+    labels = torch.randint(0, 7, (3, 9), generator=gen)
+    labels[0, :7] = -100  # a needle sample: two labelled tokens (positions 7, 8)
+    labels[2] = -100  # nothing labelled: counts for neither average
+    sums, counts = losses.next_token_sums(logits, labels)
+    assert counts.tolist() == [2, 8, 0]
+    per_token = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(),
+                                                  ignore_index=-100, reduction="none").view(3, 8)
+    torch.testing.assert_close(sums, per_token.sum(1))
+    token = losses.average_loss(sums, counts, "token")
+    sample = losses.average_loss(sums, counts, "sample")
+    assert float(token) == pytest.approx(float(per_token.sum() / 10))
+    assert float(sample) == pytest.approx(float((per_token[0].sum() / 2 + per_token[1].sum() / 8) / 2))
+    assert float(token) != pytest.approx(float(sample))

@@ -41,7 +41,7 @@ from .checkpoints import (
     write_model_dir,
 )
 from .data import SequenceSource
-from .losses import next_token_loss, router_losses, sample_rows
+from .losses import average_loss, next_token_sums, router_losses, sample_rows
 from .metrics import MetricsLog, plot_metrics
 from .model_setup import (
     autocast,
@@ -73,6 +73,30 @@ def make_scheduler(optimizer, recipe):
 
     return get_cosine_with_min_lr_schedule_with_warmup_lr_rate(
         optimizer, recipe.warmup_steps, recipe.max_steps, min_lr_rate=recipe.min_lr_ratio)
+
+
+# The next-token loss of each kind of sample (data.Sample.kind), logged as lm_niah / lm_text: the answer loss of the
+# needle samples says whether retrieval is being learned, which the mixed loss hides when text samples are long.
+_SAMPLE_KINDS = ("niah", "text")
+
+
+def _loss_by_kind(sums: torch.Tensor, counts: torch.Tensor, kinds: list[str]) -> dict[str, float]:
+    """Summed loss and labelled-token count per kind of one micro-batch (always every key, so processes agree)."""
+    logs = {}
+    for kind in _SAMPLE_KINDS:
+        rows = torch.tensor([k == kind for k in kinds], device=sums.device)
+        logs[f"_lm_{kind}_sum"] = float((sums * rows).sum())
+        logs[f"_lm_{kind}_count"] = float((counts * rows).sum())
+    return logs
+
+
+def _finish_loss_by_kind(logs: dict) -> dict:
+    """Turn a step's per-kind sums and counts into mean losses (`lm_niah`, `lm_text`), where the step had any."""
+    for kind in _SAMPLE_KINDS:
+        total, count = logs.pop(f"_lm_{kind}_sum", 0.0), logs.pop(f"_lm_{kind}_count", 0.0)
+        if count > 0:
+            logs[f"lm_{kind}"] = total / count
+    return logs
 
 
 class TrainingStopped(SlconvertError):
@@ -198,9 +222,9 @@ class Trainer:
         device = self.accelerator.device
         ids = torch.as_tensor(np.stack([s.input_ids for s in samples]), device=device)
         labels = torch.as_tensor(np.stack([s.labels for s in samples]), device=device)
-        return ids, labels
+        return ids, labels, [s.kind for s in samples]
 
-    def _micro_loss(self, ids, labels, step: int, first: int) -> tuple[torch.Tensor, dict]:
+    def _micro_loss(self, ids, labels, kinds, step: int, first: int) -> tuple[torch.Tensor, dict]:
         from ..attention import capture_attention
 
         recipe = self.recipe
@@ -212,9 +236,11 @@ class Trainer:
         total = logits.new_zeros((), dtype=torch.float32)
         logs: dict = {}
         if use_lm:
-            lm = next_token_loss(logits, labels)
+            sums, counts = next_token_sums(logits, labels)
+            lm = average_loss(sums, counts, recipe.lm_average)
             total = total + recipe.lm_weight * lm
             logs["lm"] = float(lm.detach())
+            logs.update(_loss_by_kind(sums.detach(), counts, kinds))
         del logits
         if self.router_losses_on:
             generator = torch.Generator().manual_seed(recipe.seed * 1_000_003 + step * 1009 + first)
@@ -250,10 +276,10 @@ class Trainer:
         micro_batches = self.source.micro_batches(step, self.rank, self.world)
         sums: dict[str, float] = {}
         for first, samples in micro_batches:
-            ids, labels = self._tensors(samples)
+            ids, labels, kinds = self._tensors(samples)
             with acc.accumulate(self.model):
                 with self.autocast():
-                    loss, logs = self._micro_loss(ids, labels, step, first)
+                    loss, logs = self._micro_loss(ids, labels, kinds, step, first)
                 if loss.requires_grad:
                     acc.backward(loss)
             for key, value in logs.items():
@@ -269,6 +295,7 @@ class Trainer:
             keys = sorted(sums)
             values = acc.reduce(torch.tensor([sums[k] for k in keys], device=acc.device), reduction="mean")
             sums = dict(zip(keys, values.tolist()))
+        sums = _finish_loss_by_kind(sums)
         max_norm = self.recipe.max_grad_norm or math.inf
         grad_norm = float(acc.clip_grad_norm_(self.params, max_norm)) if any(
             p.grad is not None for p in self.params) else 0.0

@@ -33,7 +33,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .data import IGNORE
 
-__all__ = ["RowSample", "sample_rows", "router_losses", "next_token_loss"]
+__all__ = ["RowSample", "sample_rows", "router_losses", "next_token_loss", "next_token_sums", "average_loss"]
 
 
 class RowSample:
@@ -177,19 +177,21 @@ _LOSS_CHUNK = 4096  # sequence positions per cross-entropy chunk
 
 
 def _chunk_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
-                                             ignore_index=IGNORE, reduction="sum")
+    """Cross-entropy summed over each row's labelled positions of one chunk: [B]."""
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
+                                             ignore_index=IGNORE, reduction="none")
+    return loss.view(targets.shape).sum(1)
 
 
-def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over the labelled positions, in float32.
+def next_token_sums(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sequence next-token cross-entropy, summed over its labelled positions, in float32, and their counts.
 
-    Computed in sequence chunks, each recomputed in backward, so a long sequence never holds a float32
-    copy of all its logits (32K positions x a 128K vocabulary would be 16 GiB).
+    Returns (sums [B], counts [B]). Computed in sequence chunks, each recomputed in backward, so a long sequence
+    never holds a float32 copy of all its logits (32K positions x a 128K vocabulary would be 16 GiB).
     """
     logits, targets = logits[:, :-1], labels[:, 1:]
-    count = (targets != IGNORE).sum().clamp_min(1)
-    total = logits.new_zeros((), dtype=torch.float32)
+    counts = (targets != IGNORE).sum(1)
+    total = logits.new_zeros(targets.shape[0], dtype=torch.float32)
     for start in range(0, targets.shape[1], _LOSS_CHUNK):
         piece = logits[:, start:start + _LOSS_CHUNK]
         goal = targets[:, start:start + _LOSS_CHUNK]
@@ -197,4 +199,18 @@ def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
             total = total + checkpoint(_chunk_loss, piece, goal, use_reentrant=False)
         else:
             total = total + _chunk_loss(piece, goal)
-    return total / count
+    return total, counts
+
+
+def average_loss(sums: torch.Tensor, counts: torch.Tensor, average: str = "token") -> torch.Tensor:
+    """The batch loss from `next_token_sums`, averaged as `average` says (recipe.LM_AVERAGES: token or sample)."""
+    if average == "token":
+        return sums.sum() / counts.sum().clamp_min(1)
+    labelled = counts > 0
+    per_sample = sums / counts.clamp_min(1)
+    return (per_sample * labelled).sum() / labelled.sum().clamp_min(1)
+
+
+def next_token_loss(logits: torch.Tensor, labels: torch.Tensor, average: str = "token") -> torch.Tensor:
+    """Mean next-token cross-entropy over the labelled positions, in float32 (see `average_loss`)."""
+    return average_loss(*next_token_sums(logits, labels), average)

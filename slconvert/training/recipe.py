@@ -19,7 +19,7 @@ import yaml
 from ..errors import SlconvertError
 
 __all__ = ["Recipe", "DataSpec", "LoraSpec", "Stage", "load_recipe", "parse_overrides", "recipe_from_dict",
-           "TRAINABLE_PRESETS", "MODEL_KINDS"]
+           "TRAINABLE_PRESETS", "MODEL_KINDS", "LM_AVERAGES"]
 
 # The presets of `trainable` (slconvert/training/trainable.py says what each one trains).
 TRAINABLE_PRESETS = ("router", "attention", "mixers", "all", "lora")
@@ -30,6 +30,11 @@ HAYSTACKS = ("text", "builtin", "noise")
 # converted: a checkpoint made by `slconvert convert` (routers, Superlinear layers); dense: any plain
 # checkpoint trained as it is (e.g. a teacher trained from a freshly initialized config).
 MODEL_KINDS = ("converted", "dense")
+# How the next-token loss averages over a batch (recipe key `lm_average`):
+# token: every labelled token weighs the same, so a text sample (every token labelled) outweighs a needle sample
+#   (a few answer tokens) by its length; sample: every sequence weighs the same (its mean over its own labelled
+#   tokens), so `data.niah_fraction` is the share of the loss that retrieval gets at any length.
+LM_AVERAGES = ("token", "sample")
 
 
 @dataclass
@@ -92,6 +97,7 @@ class Recipe:
     precision: str = "auto"
     gradient_checkpointing: bool = False
     lm_weight: float = 1.0
+    lm_average: str = "token"
     router_kl_weight: float = 0.0
     output_mse_weight: float = 0.0
     router_rows: int = 256
@@ -296,6 +302,7 @@ def recipe_from_dict(raw: dict) -> Recipe:
     for key in ("lm_weight", "router_kl_weight", "output_mse_weight"):
         setattr(recipe, key, _as_float(key, getattr(recipe, key), 0.0))
     recipe.precision = _as_choice("precision", recipe.precision, PRECISIONS)
+    recipe.lm_average = _as_choice("lm_average", recipe.lm_average, LM_AVERAGES)
     recipe.model_kind = _as_choice("model_kind", recipe.model_kind, MODEL_KINDS)
     recipe.gradient_checkpointing = _as_bool("gradient_checkpointing", recipe.gradient_checkpointing)
     recipe.trainable = _trainable(recipe.trainable)
