@@ -330,7 +330,7 @@ class Trainer:
 
         count = self.recipe.recall_rows
         samples = [self.source.eval_sample(i) for i in range(self.recipe.micro_batch_size)]
-        ids, _ = self._tensors(samples)
+        ids, _, _ = self._tensors(samples)
         with self.autocast(), capture_attention(self.unwrapped) as calls:
             self.unwrapped(input_ids=ids, use_cache=False)
         generator = torch.Generator().manual_seed(self.recipe.seed + 17)
