@@ -9,6 +9,7 @@ unused weights. Remote code is never run and pickle files are never read.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 
@@ -18,11 +19,12 @@ from slkernels import SuperlinearConfig
 from .architectures import architecture_for
 from .attention import register
 from .checkpoint import find_weights, read_config, read_tensor
-from .dtypes import parse_dtype
 from .errors import SlconvertError
+from .evaluation.models import resolve_dtype
 from .router import ROUTER_ATTRIBUTE, SuperlinearRouter
 
-__all__ = ["load", "is_converted", "install_routers", "read_block"]
+__all__ = ["load", "is_converted", "install_routers", "read_block", "converted_block", "attach_superlinear",
+           "quiet_transformers"]
 
 
 def read_block(path) -> dict | None:
@@ -39,12 +41,29 @@ def is_converted(path) -> bool:
         return False
 
 
-def _resolve_dtype(dtype):
-    if dtype is None or dtype == "auto":
-        return "auto"
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    return parse_dtype(dtype, also=("auto",))
+def converted_block(path) -> dict:
+    """The `superlinear` block of a converted checkpoint; any other checkpoint is refused in one line."""
+    block = read_block(path)
+    if block is None:
+        raise SlconvertError(
+            f"{path} is not a Superlinear checkpoint (config.json has no 'superlinear' block); "
+            "run `slconvert convert` first, or load it with transformers"
+        )
+    return block
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """transformers' logging at errors only while a model is built (the routers are "unexpected" weights for the
+    stock class; the loaders report what matters themselves), then back to what it was."""
+    from transformers.utils import logging as hf_logging
+
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(previous)
 
 
 def install_routers(model: torch.nn.Module, block: dict, weights=None) -> dict[int, SuperlinearRouter]:
@@ -94,6 +113,15 @@ def install_routers(model: torch.nn.Module, block: dict, weights=None) -> dict[i
     return installed
 
 
+def attach_superlinear(model: torch.nn.Module, block: dict, weights=None) -> dict[int, SuperlinearRouter]:
+    """Make a model built from a converted checkpoint's config the converted model: its routers attached
+    (`install_routers`, weights read from `weights` if given) and the block kept in its config (the mask function
+    reads it; save_pretrained keeps it even where config.json was multimodal)."""
+    installed = install_routers(model, block, weights)
+    model.config.superlinear = block
+    return installed
+
+
 def load(path, device=None, dtype=None):
     """Load a converted checkpoint as a transformers model with Superlinear layers (eval mode).
 
@@ -101,40 +129,31 @@ def load(path, device=None, dtype=None):
     Converted layers run `slkernels.superlinear_attention` with their routers; attention layers kept dense
     run transformers' SDPA; `generate()` works through the KV cache.
     """
-    block = read_block(path)
-    if block is None:
-        raise SlconvertError(
-            f"{path} is not a Superlinear checkpoint (config.json has no 'superlinear' block); "
-            "run `slconvert convert` first, or load it with transformers"
-        )
+    block = converted_block(path)
     weights = find_weights(Path(path))  # refuses pickle-only checkpoints before transformers sees them
     name = register()
     from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
 
-    previous = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the routers are "unexpected" for the stock class; reported below instead
     try:
-        model, info = AutoModelForCausalLM.from_pretrained(
-            str(path),
-            dtype=_resolve_dtype(dtype),
-            attn_implementation=name,
-            use_safetensors=True,
-            trust_remote_code=False,
-            output_loading_info=True,
-        )
+        with quiet_transformers():  # the routers are "unexpected" for the stock class; reported below instead
+            torch_dtype = resolve_dtype(dtype)  # None: the checkpoint's
+            model, info = AutoModelForCausalLM.from_pretrained(
+                str(path),
+                dtype="auto" if torch_dtype is None else torch_dtype,
+                attn_implementation=name,
+                use_safetensors=True,
+                trust_remote_code=False,
+                output_loading_info=True,
+            )
     except (OSError, ValueError) as err:
         raise SlconvertError(f"transformers could not load {path}: {str(err).splitlines()[0]}") from None
-    finally:
-        hf_logging.set_verbosity(previous)
     unexpected = [k for k in info.get("unexpected_keys", []) if ROUTER_ATTRIBUTE not in k]
     missing = [k for k in info.get("missing_keys", []) if ROUTER_ATTRIBUTE not in k]
     if missing:
         raise SlconvertError(f"{path} lacks {len(missing)} weight(s) the model needs, e.g. {missing[0]}; re-save it")
     if unexpected:
         warnings.warn(f"{path}: {len(unexpected)} unused weight(s), e.g. {unexpected[0]}", stacklevel=2)
-    install_routers(model, block, weights)
-    model.config.superlinear = block  # save_pretrained keeps the block even where config.json was multimodal
+    attach_superlinear(model, block, weights)
     if device is not None:
         model.to(device)
     model.eval()

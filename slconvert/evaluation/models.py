@@ -49,6 +49,8 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """The torch dtype a user asked for (a torch dtype, a name or an alias: "bfloat16", "bf16"); None for none
+    or "auto", where the loader keeps its own default (`slconvert.load`: the checkpoint's dtype)."""
     if dtype is None or isinstance(dtype, torch.dtype) or dtype == "auto":
         return None if dtype == "auto" else dtype
     return parse_dtype(dtype, also=("auto",))

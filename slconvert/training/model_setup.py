@@ -78,41 +78,33 @@ def _empty_model(path: Path, model_kind: str):
     config's, else that of the first floating tensor of the first weight file)."""
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
 
     from ..attention import register
     from ..checkpoint import DTYPES, check_checkpoint
-    from ..loading import install_routers, read_block
+    from ..loading import attach_superlinear, converted_block, quiet_transformers
 
     weight_set = check_checkpoint(path)  # the checks loading makes (headers only)
     kwargs, block = {}, None
     if model_kind == "converted":
-        block = read_block(path)
-        if block is None:
-            raise SlconvertError(f"{path} is not a Superlinear checkpoint (config.json has no 'superlinear' block); "
-                                 "run `slconvert convert` first, or load it with transformers")
+        block = converted_block(path)
         kwargs["attn_implementation"] = register()
-    previous = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
     try:
-        config = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
-        if model_kind != "converted":
-            dtype = torch.float32
-        elif getattr(config, "dtype", None) is not None:
-            dtype = config.dtype
-        else:
-            first = min(weight_set.files, key=lambda f: f.path.name)
-            floating = [DTYPES[first.tensors[name].dtype][0] for name in sorted(first.tensors)]
-            dtype = next((d for d in floating if d.is_floating_point), torch.float32)
-        with init_empty_weights(include_buffers=False):
-            model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=False, **kwargs)
+        with quiet_transformers():
+            config = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
+            if model_kind != "converted":
+                dtype = torch.float32
+            elif getattr(config, "dtype", None) is not None:
+                dtype = config.dtype
+            else:
+                first = min(weight_set.files, key=lambda f: f.path.name)
+                floating = [DTYPES[first.tensors[name].dtype][0] for name in sorted(first.tensors)]
+                dtype = next((d for d in floating if d.is_floating_point), torch.float32)
+            with init_empty_weights(include_buffers=False):
+                model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=False, **kwargs)
     except (OSError, ValueError) as err:
         raise SlconvertError(f"transformers could not build the model of {path}: {str(err).splitlines()[0]}") from None
-    finally:
-        hf_logging.set_verbosity(previous)
     if block is not None:
-        install_routers(model, block)  # on the meta device, like the parameters they sit beside
-        model.config.superlinear = block
+        attach_superlinear(model, block)  # routers on the meta device, like the parameters they sit beside
     model.eval()
     return model
 
