@@ -178,7 +178,8 @@ def run_job(spec: dict) -> None:
         start = work / "warmup"
     overrides = [f"trainable={preset}", f"max_steps={spec['steps']}", f"seq_len={spec['seq_len']}",
                  f"batch_size={spec['batch_size']}", f"micro_batch_size={spec['batch_size']}", f"lr={spec['lr']}",
-                 f"seed={spec['seed']}", "save_every=1", f"time_limit_minutes={spec.get('job_minutes') or 0}"]
+                 f"seed={spec['seed']}", "save_every=1", f"time_limit_minutes={spec.get('job_minutes') or 0}",
+                 *spec.get("train_overrides", [])]
     recipe = load_recipe(RECIPE, overrides)
     evals = sorted(set(spec["evals"]))
 
@@ -321,7 +322,8 @@ def run_study(args) -> None:
     common = {"teacher": str(Path(args.teacher).resolve()), "steps": args.steps, "evals": args.evals,
               "seq_len": args.seq_len, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
               "tasks": args.tasks, "lengths": args.lengths, "depths": args.depths, "samples": args.samples,
-              "scale_to": args.scale_to, "job_minutes": args.job_minutes, "rows": str(rows.resolve())}
+              "scale_to": args.scale_to, "job_minutes": args.job_minutes, "train_overrides": args.train,
+              "rows": str(rows.resolve())}
     jobs = [{**common, "name": "teacher", "shape": "dense", "key": "-", "preset": "dense",
              "work": str(work / "teacher")}]
     for shape in args.shapes:
@@ -461,7 +463,9 @@ def _markdown(result: dict) -> str:
     lines = [f"Conversion study on {s['card']}: teacher {Path(s['teacher']).name}, recipe {s['recipe']}, "
              f"{s['batch_size']} x {s['seq_len']} tokens per step, lr {s['lr']}, seed {s['seed']}; NIAH "
              f"{', '.join(s['tasks'])} at {', '.join(map(str, s['lengths']))} tokens, depths "
-             f"{', '.join(map(str, s['depths']))}, {s['samples']} samples per cell.", ""]
+             f"{', '.join(map(str, s['depths']))}, {s['samples']} samples per cell"
+             + (f"; training overrides: {'; '.join(s['train_overrides'])}" if s.get("train_overrides") else "") + ".",
+             ""]
     if result["teacher"]:
         answered = ", ".join(f"{task} {res['by_length']}" for task, res in result["teacher"]["results"].items())
         lines.append(f"Dense teacher, exact match % by task and length: {answered}. Scores below are the mean "
@@ -550,6 +554,9 @@ def main(argv=None) -> None:
                      help="each job's training time limit: it then stops, and its model as trained is measured")
     run.add_argument("--work", default=None, help="folder of the jobs' models (default OUT/jobs)")
     run.add_argument("--append", action="store_true", help="keep the rows of an earlier run in OUT")
+    run.add_argument("--train", type=lambda s: [o for o in s.split(";") if o], default=[],
+                     help="overrides of recipes/conversion-study.yaml every job takes after the study's own, "
+                          "';'-separated (e.g. 'data.niah_tasks=[single, multikey, multivalue];lm_average=sample')")
     run.add_argument("--scale-to", type=int, default=0,
                      help="choose each shape's sw so that W <= LENGTH / 16 (default: the shapes as listed)")
     teach = sub.add_parser("teacher", help="train the study's dense teacher (GPU) and measure its NIAH")

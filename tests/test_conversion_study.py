@@ -88,3 +88,21 @@ def test_teacher_probes_run_side_by_side_and_plot(study, tmp_path):
     assert (out / "probes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(SystemExit, match="is not NAME=KEY=VALUE"):
         study.main(["probes", "--out", str(out), "--size", "tiny", "broken"])
+
+
+def test_a_study_job_converts_trains_with_the_study_overrides_and_measures(study, tmp_path):
+    """One real job on the shipped tiny teacher (CPU): the rows hold the teacher and the job at steps 0 and 2, and
+    the job trained with the overrides passed by --train after the study's own."""
+    out = tmp_path / "s"
+    study.main(["run", "--out", str(out), "--shapes", "balanced", "--keys", "anchor", "--presets", "attention",
+                "--steps", "2", "--evals", "2", "--seq-len", "256", "--batch-size", "2", "--lengths", "256",
+                "--depths", "50", "--samples", "1", "--tasks", "single", "--parallel", "1",
+                "--train", "lm_average=sample;data.niah_tasks=[single, multikey]"])
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    assert not [r for r in rows if r.get("failed")], rows
+    assert sorted((r["job"], r["step"]) for r in rows) == [("balanced-anchor-attention", 0),
+                                                           ("balanced-anchor-attention", 2), ("teacher", 0)]
+    trained = yaml.safe_load((out / "jobs" / "balanced-anchor-attention" / "run" / "recipe.yaml").read_text())
+    assert trained["lm_average"] == "sample" and trained["data"]["niah_tasks"] == ["single", "multikey"]
+    assert trained["trainable"] == "attention" and trained["max_steps"] == 2
+    assert "training overrides: lm_average=sample" in (out / "study.md").read_text()
