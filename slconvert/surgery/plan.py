@@ -26,7 +26,8 @@ from ..checkpoint import WeightSet, find_weights, read_config
 from ..errors import SlconvertError
 from ..router import ROUTER_ATTRIBUTE, ROUTER_INITS
 
-__all__ = ["AttentionShape", "SourceModel", "ConversionPlan", "open_source", "parse_layer_list", "plan_conversion"]
+__all__ = ["AttentionShape", "SourceModel", "ConversionPlan", "open_source", "settle_attention_layers",
+           "parse_layer_list", "check_router_init", "plan_layers", "plan_conversion"]
 
 
 @dataclass(frozen=True)
@@ -143,17 +144,22 @@ def open_source(path) -> SourceModel:
     layers = layer_map(arch, config)
     if not layers:
         raise SlconvertError(f"config.json of {directory} describes no layers (num_hidden_layers is 0 or missing)")
-    source = SourceModel(directory, raw, config, arch, layers)
-    if arch is GENERIC:
-        # No row for this model type: a layer counts as attention only if the generic module path exists.
+    return settle_attention_layers(SourceModel(directory, raw, config, arch, layers), str(directory))
+
+
+def settle_attention_layers(source: SourceModel, name: str) -> SourceModel:
+    """`source` with its attention layers known: for a model type without a row (GENERIC), a layer counts as
+    attention only if the generic module path exists in `source.meta_model`. A model without any is refused in
+    one line naming it (`name`)."""
+    if source.arch is GENERIC:
         source.layers = [
             LayerInfo(layer.index, layer.kind, layer.label, layer.is_attention and source.has_module(layer.index))
-            for layer in layers
+            for layer in source.layers
         ]
     if not source.attention_layers:
-        kinds = sorted({layer.label for layer in layers})
+        kinds = sorted({layer.label for layer in source.layers})
         raise SlconvertError(
-            f"{directory} has no softmax attention layers (layer kinds: {', '.join(kinds)}); nothing to convert"
+            f"{name} has no softmax attention layers (layer kinds: {', '.join(kinds)}); nothing to convert"
         )
     return source
 
@@ -230,6 +236,22 @@ def select_layers(source: SourceModel, layers: str | None, keep_dense: str | Non
     return result
 
 
+def check_router_init(router_init: str, option: str = "--router-init") -> None:
+    """Refuse a router init that is not one of ROUTER_INITS, in one line naming `option`."""
+    if router_init not in ROUTER_INITS:
+        raise SlconvertError(f"unknown {option} {router_init!r}; use one of {', '.join(ROUTER_INITS)}")
+
+
+def plan_layers(source: SourceModel, layers: str | None,
+                keep_dense: str | None) -> tuple[list[int], dict[int, AttentionShape]]:
+    """The layers a conversion converts (`select_layers`) and their attention shapes; refuses attention a router
+    cannot serve faithfully (no plain projections, learned sinks, one module shared by several layers)."""
+    chosen = select_layers(source, layers, keep_dense)
+    shapes = {i: source.attention_shape(i) for i in chosen}
+    source.check_not_shared(chosen)
+    return chosen, shapes
+
+
 def plan_conversion(
     model_dir,
     params: SuperlinearConfig,
@@ -241,12 +263,9 @@ def plan_conversion(
     dtype: str | None = None,
 ) -> ConversionPlan:
     """Validate everything about a conversion and return what it will do."""
-    if router_init not in ROUTER_INITS:
-        raise SlconvertError(f"unknown --router-init {router_init!r}; use one of {', '.join(ROUTER_INITS)}")
+    check_router_init(router_init)
     source = open_source(model_dir)
-    chosen = select_layers(source, layers, keep_dense)
-    shapes = {i: source.attention_shape(i) for i in chosen}
-    source.check_not_shared(chosen)
+    chosen, shapes = plan_layers(source, layers, keep_dense)
     weights = find_weights(source.directory)
     names = weights.names()
     disk_prefix: dict[int, str] = {}
