@@ -118,7 +118,8 @@ study-teacher: $(STAMP) ## on a CUDA machine: train the larger study teacher den
 
 study-large: study-teacher ## on a CUDA machine: the conversion study on the larger teacher at 2K-16K
 	$(BIN)/python scripts/conversion_study.py run --out $(STUDY_OUT)/large --teacher $(STUDY_OUT)/teacher/model \
-	    --scale-to 2048 --lengths 2048,4096,8192,16384 --seq-len 8192 --batch-size 8 $(STUDY_ARGS)
+	    --lengths 2048,4096,8192,16384 --seq-len 4096 --batch-size 8 \
+	    --train "data.niah_tasks=[single, multikey, multivalue];lm_average=sample" $(STUDY_ARGS)
 
 # ----- pipeline on any checkpoint: each stage reads the previous stage's folder under $(OUT) -----
 pipeline: $(STAMP) ## inspect, convert, [router warm-up with WARMUP=1], curriculum, evaluate, summary (MODEL=... OUT=...)

@@ -15,10 +15,12 @@ it measured; `report` turns the rows into OUT/study.json, OUT/study.png and OUT/
     # the larger study (GPU): train the 27M-parameter teacher dense to 8K tokens, then study it at 2K-16K
     python scripts/conversion_study.py teacher --out study-output/teacher
     python scripts/conversion_study.py probes --out study-output/probes --minutes 4 --gpus 2 \
-        --common "curriculum=[{seq_len: 256, steps: 3000}];max_steps=3000" "lr1e-3=lr=1e-3" "lr5e-4=lr=5e-4"
+        --common "curriculum=[{seq_len: 128, steps: 4000, niah_tasks: [single]}];max_steps=4000" \
+        "b8=lr=1e-3" "b32=lr=1e-3;batch_size=32;micro_batch_size=32"
                                                                          # which teacher setting starts to learn
     python scripts/conversion_study.py run --out study-output/big --teacher study-output/teacher/model \
-        --scale-to 2048 --lengths 2048,4096,8192,16384 --seq-len 8192 --batch-size 8
+        --lengths 2048,4096,8192,16384 --seq-len 4096 --batch-size 8 \
+        --train "data.niah_tasks=[single, multikey, multivalue];lm_average=sample"   # train on the teacher's tasks
 
 `make study` runs the default. The rows keep every job and every budget, failures included; the
 report says which settings were run, on which card, with how many tokens.
