@@ -25,12 +25,14 @@ import argparse
 import contextlib
 import inspect
 import json
-import platform
-import statistics
+import math
 import sys
 import time
 
 import torch
+
+from slconvert.benchmark import timing
+from slconvert.benchmark.host import device_name, versions
 
 HOOKED = ("causal_conv1d_update", "causal_conv1d_fn", "mamba2_split_conv1d_scan_combined",
           "mamba2_selective_state_update", "mamba2_chunk_scan")
@@ -66,30 +68,10 @@ def build_mixer(dtype):
     return mixer.to(dtype), config
 
 
-def timed(fn, repeats, warmup=2):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times), min(times)
-
-
-def peak_above(fn):
-    """Peak allocated bytes above what was allocated before one call of fn."""
-    torch.cuda.synchronize()
-    torch.cuda.empty_cache()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    fn()
-    torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated() - base
+def timed(fn, repeats, warmup=2) -> timing.Measurement:
+    """`timing.measure` with exactly `repeats` timed calls after `warmup` untimed ones (no time budget); its peak
+    memory is that of the first timed call."""
+    return timing.measure(fn, budget_ms=math.inf, max_reps=max(repeats - 1, 0), warmup=warmup)
 
 
 def measure(mixer, length, repeats, dtype, train: bool):
@@ -106,11 +88,11 @@ def measure(mixer, length, repeats, dtype, train: bool):
                 mixer(hidden)
 
     mixer.train(train)
-    median, best = timed(step, repeats)
-    peak = peak_above(step)
-    return {"ms": round(median, 3), "best_ms": round(best, 3), "peak_gib": round(peak / 2**30, 3),
+    result = timed(step, repeats)
+    peak = result.peak_bytes
+    return {"ms": round(result.ms, 3), "best_ms": round(min(result.ms_all), 3), "peak_gib": round(peak / 2**30, 3),
             "gib_per_1k_tokens": round(peak / 2**30 / (length / 1024), 4),
-            "tokens_per_s": round(length / (median / 1000))}
+            "tokens_per_s": round(length / (result.ms / 1000))}
 
 
 def measure_decode(mixer, module, repeats, dtype):
@@ -133,8 +115,8 @@ def measure_decode(mixer, module, repeats, dtype):
             B.view(1, g, n), C.view(1, g, n), mixer.D[:, None].expand(-1, p), z=None,
             dt_bias=mixer.dt_bias[:, None].expand(-1, p), dt_softplus=True)
 
-    median, best = timed(step, max(repeats, 20), warmup=5)
-    return {"ms": round(median, 4), "best_ms": round(best, 4)}
+    result = timed(step, max(repeats, 20), warmup=5)
+    return {"ms": round(result.ms, 4), "best_ms": round(min(result.ms_all), 4)}
 
 
 def main(argv=None):
@@ -157,14 +139,10 @@ def main(argv=None):
     if not status["usable"]:
         sys.exit(f"mamba_bench: the fast path is not active ({status['reason'] or 'mamba-ssm installed?'})")
     lengths = [int(x) for x in args.lengths.split(",") if x]
-    import transformers
-
     report = {
         "what": "one NemotronHMamba2Mixer at Nemotron-3-Nano width, fast path vs transformers' PyTorch fallback",
-        "device": torch.cuda.get_device_name(), "dtype": args.dtype, "batch": 1,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "transformers": transformers.__version__, "triton": _version("triton"),
-                     "fla": _version("fla")},
+        "device": device_name(), "dtype": args.dtype, "batch": 1,
+        "versions": versions("python", "torch", "transformers", "triton", "fla"),
         "shape": NANO, "repeats": args.repeats, "fast_path": status, "results": {}, "summary": {},
     }
     started = time.time()
@@ -204,13 +182,6 @@ def main(argv=None):
         json.dump(report, f, indent=2)
     print(json.dumps(report["summary"], indent=2))
     print(f"wrote {args.out}")
-
-
-def _version(name):
-    try:
-        return __import__(name).__version__
-    except Exception:  # noqa: BLE001
-        return None
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from slconvert.benchmark import BenchSettings, protocol, published, run_benchmark
+from slconvert.benchmark.host import device_name
 from slconvert.benchmark.report import format_table, plot_times, write_json
 
 SEARCH_KEYS = ("anchor", "span_mean")
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         if published.available():  # the published kernels have the anchor key only: their rows would be mislabelled
             print("note: published-kernel rows are left out when timing search keys", flush=True)
             published.available = lambda: False
-    print(f"GPU: {torch.cuda.get_device_name()}", flush=True)
+    print(f"GPU: {device_name()}", flush=True)
     bar = tqdm(total=len(cfg.lengths) * len(cfg.passes) + int(cfg.million), desc="bench")
 
     def progress(label: str) -> None:

@@ -181,13 +181,14 @@ def check_memory(estimate: dict, device: str) -> str:
     CPU runs are not checked."""
     import torch
 
+    from slconvert.benchmark.host import device_name
     from slconvert.errors import SlconvertError
 
     target = torch.device(device)
     if target.type != "cuda":
         return f"memory not checked on {target.type}"
     free, total = torch.cuda.mem_get_info(target)
-    label = f"{device} ({torch.cuda.get_device_name(target)})"
+    label = f"{device} ({device_name(target)})"
     if free < estimate["total"]:
         raise SlconvertError(f"the benchmark needs about {_size(estimate['total'])} of GPU memory and {label} has "
                              f"{_size(free)} free of {_size(total)}; pass fewer --experts, shorter --lengths or a "

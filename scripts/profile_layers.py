@@ -89,9 +89,11 @@ def main(argv=None) -> None:
     _importable()
     import torch
 
+    from slconvert.benchmark.host import device_name, versions
+
     rows = profile(args.size, [int(x) for x in args.lengths.split(",")], args.tokens)
-    card = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    Path(args.out).write_text(json.dumps({"card": card, "torch": torch.__version__, "size": args.size,
+    card = device_name(0) if torch.cuda.is_available() else "cpu"
+    Path(args.out).write_text(json.dumps({"card": card, **versions("torch"), "size": args.size,
                                           "command": " ".join(["scripts/profile_layers.py", *(argv or sys.argv[1:])]),
                                           "rows": rows}, indent=1) + "\n")
 

@@ -167,7 +167,8 @@ def test_chunked_prefill_times_each_path(cpu_bench, monkeypatch):
     _install_package(monkeypatch, cpu_bench)
     cfg = _settings()
     inputs = protocol._inputs(cfg, 64, q_rows=cfg.chunk)
-    rows = protocol._published_chunked_rows(cfg, "balanced", protocol.SETTINGS["balanced"](), 64, inputs, 100)
+    rows = protocol._published_rows(cfg, "prefill_chunked", "balanced", protocol.SETTINGS["balanced"](), 64, inputs,
+                                    None, 100)
     assert [(r["setting"], r["pass"], r["superlinear_ms"]) for r in rows] == [
         ("published generic balanced", "prefill_chunked", GENERIC_MS),
         ("published bucketed balanced", "prefill_chunked", BUCKETED_MS)]

@@ -35,6 +35,18 @@ def test_bench_rejects_bad_length(tmp_path):
     assert "'ABC' is not a length" in _messages(result)
 
 
+def test_host_names_the_device_and_the_versions():
+    import platform
+
+    from slconvert.benchmark.host import device_name, versions
+
+    assert device_name("cpu") == f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    found = versions("torch", "python", "cuda", "no_such_module_for_slconvert")
+    assert list(found) == ["torch", "python", "cuda", "no_such_module_for_slconvert"]
+    assert found == {"torch": torch.__version__, "python": platform.python_version(), "cuda": torch.version.cuda,
+                     "no_such_module_for_slconvert": None}
+
+
 def test_report_writers(tmp_path):
     rows = []
     for length, dense in ((16384, 3.5), (65536, 57.0)):

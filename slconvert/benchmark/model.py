@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -43,6 +42,7 @@ import torch
 
 from ..errors import SlconvertError
 from ..evaluation.models import _cache_keyword
+from .host import device_name, versions
 
 __all__ = ["ModelBenchSettings", "run_model_benchmark", "bench_model", "load_for_bench", "convert_in_memory",
            "use_attention", "converted_layer_calls", "model_summary", "short_length", "PHASES", "VARIANTS"]
@@ -110,9 +110,7 @@ class _Device:
             torch.cuda.empty_cache()
 
     def label(self) -> str:
-        if self.cuda:
-            return torch.cuda.get_device_name(self.device)
-        return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+        return device_name(self.device)
 
 
 # --- loading and switching ------------------------------------------------------------------------------------
@@ -257,26 +255,8 @@ def model_summary(model, path=None, *, name: str | None = None, origin: str | No
 
 
 def environment(device: _Device) -> dict:
-    import transformers
-
-    from .._version import __version__
-
-    try:
-        import triton
-
-        triton_version = triton.__version__
-    except ImportError:
-        triton_version = None
-    return {
-        "gpu": device.label(),
-        "device": str(device.device),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "triton": triton_version,
-        "cuda": torch.version.cuda,
-        "python": platform.python_version(),
-        "slconvert": __version__,
-    }
+    return {"gpu": device.label(), "device": str(device.device),
+            **versions("torch", "transformers", "triton", "cuda", "python", "slconvert")}
 
 
 # --- one forward at a time -----------------------------------------------------------------------------------------

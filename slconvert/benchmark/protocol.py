@@ -14,7 +14,6 @@ result's "published_fastest" names the faster path per setting, pass and length.
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 from slkernels import SuperlinearConfig, superlinear_attention
 
 from . import published
+from .host import device_name, versions
 from .report import published_fastest
 from .timing import measure, measure_graph
 
@@ -111,7 +111,7 @@ def _forward_rows(cfg: BenchSettings, length: int, configs: dict[str, Superlinea
             sl = measure(partial(superlinear_attention, q, k, v, qs, config, backend="triton"), budget_ms=cfg.budget_ms)
             yield _row(name, "forward", length, sl, dense, keys, _dense_keys(cfg.heads_q, length), cfg.head_dim, 1.0)
             if published.available():
-                yield from _published_rows(cfg, name, config, length, (q, k, v, qs), dense, keys)
+                yield from _published_rows(cfg, "forward", name, config, length, (q, k, v, qs), dense, keys)
 
 
 def _published_fields(path: str, name: str) -> dict:
@@ -129,27 +129,37 @@ def _published_failure(pass_name: str, length: int, path: str, name: str, keys, 
     return row
 
 
-def _published_rows(cfg: BenchSettings, name: str, config: SuperlinearConfig, length: int, inputs, dense, keys):
-    """Each path of the published kernels on the same inputs, with its output's distance from slkernels'."""
+def _published_rows(cfg: BenchSettings, pass_name: str, name: str, config: SuperlinearConfig, length: int, inputs,
+                    dense, keys) -> list[dict]:
+    """One row per path of the published kernels, on the inputs of slkernels' row of the same pass.
+
+    "forward": one call, timed as ours, with its output's distance from slkernels'; "prefill_chunked": the same
+    chunked prefill as ours (one untimed pass first). A path that raises gets a row naming the error.
+    """
     q, k, v, qs = inputs
     fns = published.prefill_fns(config)
-    if not fns:
-        return
-    ours = superlinear_attention(q, k, v, qs, config, backend="triton")
-    position = torch.arange(length, device=q.device)
+    forward = pass_name == "forward"
+    if forward and fns:
+        ours = superlinear_attention(q, k, v, qs, config, backend="triton")
+        position = torch.arange(length, device=q.device)
     dense_keys = _dense_keys(cfg.heads_q, length)
+    rows = []
     for path, fn in fns.items():
-        run = partial(fn, q, k, v, qs, position)
+        extra = {}
         try:
-            pub = measure(run, budget_ms=cfg.budget_ms)
-            difference = published.relative_difference(ours, run())
+            if forward:
+                run = partial(fn, q, k, v, qs, position)
+                pub = measure(run, budget_ms=cfg.budget_ms)
+                extra["relative_difference_vs_slkernels"] = published.relative_difference(ours, run())
+            else:
+                pub = measure(partial(_chunked_prefill, q, k, v, qs, cfg.chunk, fn), budget_ms=0.0, max_reps=0,
+                              warmup=1)
         except Exception as err:  # noqa: BLE001 - one failing path must not end the sweep; its row names the error
-            yield _published_failure("forward", length, path, name, keys, dense_keys, err)
+            rows.append(_published_failure(pass_name, length, path, name, keys, dense_keys, err))
             continue
-        row = _row(f"published {path} {name}", "forward", length, pub, dense, keys, dense_keys, cfg.head_dim, 1.0)
-        row.update(_published_fields(path, name))
-        row["relative_difference_vs_slkernels"] = difference
-        yield row
+        row = _row(f"published {path} {name}", pass_name, length, pub, dense, keys, dense_keys, cfg.head_dim, 1.0)
+        rows.append({**row, **_published_fields(path, name), **extra})
+    return rows
 
 
 def _backward_rows(cfg: BenchSettings, length: int, configs: dict[str, SuperlinearConfig]):
@@ -229,28 +239,10 @@ def _million_superlinear(cfg: BenchSettings, configs: dict[str, SuperlinearConfi
             rows.append(_row(name, "prefill_chunked", length, sl, None, keys, _dense_keys(cfg.heads_q, length),
                              cfg.head_dim, 1.0))
             if published.available():
-                rows.extend(_published_chunked_rows(cfg, name, config, length, (q, k, v, qs), keys))
+                rows.extend(_published_rows(cfg, "prefill_chunked", name, config, length, (q, k, v, qs), None, keys))
         if "decode" in cfg.passes:
             q1 = torch.randn(1, cfg.heads_q, 1, cfg.head_dim, device="cuda", dtype=dtype)
             rows.extend(_decode_rows_for(cfg, configs, q1, k, v, torch.randn_like(q1)))
-    return rows
-
-
-def _published_chunked_rows(cfg: BenchSettings, name: str, config: SuperlinearConfig, length: int, inputs, keys):
-    """Each path of the published kernels through the same chunked prefill (one untimed pass first, as ours)."""
-    q, k, v, qs = inputs
-    dense_keys = _dense_keys(cfg.heads_q, length)
-    rows = []
-    for path, fn in published.prefill_fns(config).items():
-        try:
-            pub = measure(partial(_chunked_prefill, q, k, v, qs, cfg.chunk, fn), budget_ms=0.0, max_reps=0, warmup=1)
-        except Exception as err:  # noqa: BLE001 - one failing path must not end the sweep; its row names the error
-            rows.append(_published_failure("prefill_chunked", length, path, name, keys, dense_keys, err))
-            continue
-        row = _row(f"published {path} {name}", "prefill_chunked", length, pub, None, keys, dense_keys,
-                   cfg.head_dim, 1.0)
-        row.update(_published_fields(path, name))
-        rows.append(row)
     return rows
 
 
@@ -266,16 +258,8 @@ def _million_rows(cfg: BenchSettings, configs: dict[str, SuperlinearConfig], len
 
 
 def environment() -> dict:
-    import triton
-
-    return {
-        "gpu": torch.cuda.get_device_name(),
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "cuda": torch.version.cuda,
-        "python": platform.python_version(),
-        "published_kernels": published.describe(),
-    }
+    return {"gpu": device_name(), **versions("torch", "triton", "cuda", "python"),
+            "published_kernels": published.describe()}
 
 
 def run_benchmark(cfg: BenchSettings, progress: Callable[[str], None] | None = None,

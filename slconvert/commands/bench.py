@@ -12,7 +12,9 @@ from ..errors import SlconvertError
 __all__ = ["bench", "model_bench_settings", "bench_and_report"]
 
 
-def _lengths(text: str) -> list[int]:
+def _lengths(text: str, option: str = "--lengths", example: str = "16K,32K,65536") -> list[int]:
+    """Comma-separated lengths with K (1024) and M (1 << 20) suffixes; a bad one is refused in one line that names
+    `option` and shows `example`."""
     out = []
     for part in text.split(","):
         part = part.strip().upper()
@@ -26,9 +28,9 @@ def _lengths(text: str) -> list[int]:
         try:
             value = int(part) * mult
         except ValueError:
-            raise SlconvertError(f"--lengths: {part!r} is not a length; write e.g. 16K,32K,65536") from None
+            raise SlconvertError(f"{option}: {part!r} is not a length; write e.g. {example}") from None
         if value < 1:
-            raise SlconvertError(f"--lengths: {value} must be positive")
+            raise SlconvertError(f"{option}: {value} must be positive; write e.g. {example}")
         out.append(value)
     return out
 
@@ -86,6 +88,7 @@ def bench(out_dir: Path, quick: bool, lengths: str | None, settings: tuple, pass
     from tqdm import tqdm
 
     from ..benchmark import BenchSettings, run_benchmark
+    from ..benchmark.host import device_name
     from ..benchmark.report import format_table, plot_times, write_json
 
     cfg = BenchSettings()
@@ -99,7 +102,7 @@ def bench(out_dir: Path, quick: bool, lengths: str | None, settings: tuple, pass
         cfg.passes = list(passes)
     if no_million:
         cfg.million = False
-    click.echo(f"GPU: {torch.cuda.get_device_name()}")
+    click.echo(f"GPU: {device_name()}")
     n_steps = len(cfg.lengths) * len(cfg.passes) + int(cfg.million)
     bar = tqdm(total=n_steps, desc="bench", unit="step")
 
@@ -138,10 +141,7 @@ def model_bench_settings(path: Path | None, lengths: str | None, chunk: str | No
         if not cfg.lengths:
             raise SlconvertError("--lengths: no length given; write e.g. 32K,128K,1M")
     if chunk:
-        try:
-            parsed = _lengths(chunk)
-        except SlconvertError as err:
-            raise SlconvertError(str(err).replace("--lengths", "--chunk", 1)) from None
+        parsed = _lengths(chunk, "--chunk", "32K")
         if len(parsed) != 1:
             raise SlconvertError(f"--chunk: {chunk!r} is not one length; write e.g. 32K")
         cfg.chunk = parsed[0]
