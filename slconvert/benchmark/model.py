@@ -43,11 +43,11 @@ import torch
 from ..errors import SlconvertError
 from ..evaluation.models import _cache_keyword
 from .host import device_name, versions
+from .protocol import GIB
 
 __all__ = ["ModelBenchSettings", "run_model_benchmark", "bench_model", "load_for_bench", "convert_in_memory",
            "use_attention", "converted_layer_calls", "model_summary", "short_length", "PHASES", "VARIANTS"]
 
-GIB = float(1 << 30)
 PHASES = ("prefill", "decode", "decode_compiled")
 VARIANTS = ("superlinear", "dense")
 CHECK_TOKENS = 16
@@ -140,42 +140,34 @@ def convert_in_memory(model, params, *, layers: str | None = None, keep_dense: s
     `source.path` None and no weight hashes; each converted attention module gets its router with the weight the
     conversion would write (`initial_router_weight` in the dtype of the module's weights), the config gets the
     block (the mask function reads it) and the model runs slconvert's attention function."""
-    from ..architectures import GENERIC, LayerInfo, architecture_for, layer_map
+    from ..architectures import architecture_for, layer_map
     from ..attention import register
-    from ..loading import install_routers
-    from ..router import ROUTER_INITS, initial_router_weight
+    from ..loading import attach_superlinear
+    from ..router import initial_router_weight
     from ..surgery.convert import superlinear_block
-    from ..surgery.plan import ConversionPlan, SourceModel, select_layers
+    from ..surgery.plan import ConversionPlan, SourceModel, check_router_init, plan_layers, settle_attention_layers
 
-    if router_init not in ROUTER_INITS:
-        raise SlconvertError(f"unknown router init {router_init!r}; use one of {', '.join(ROUTER_INITS)}")
+    check_router_init(router_init, "router init")
     config = model.config
     if isinstance(getattr(config, "superlinear", None), dict):
         raise SlconvertError("the model is already converted (its config has a 'superlinear' block)")
     arch = architecture_for(config.model_type)
     source = SourceModel(Path("."), config.to_dict(), config, arch, layer_map(arch, config))
     source.meta_model = model  # the module tree is the live model's (attention shapes and scales read from it)
-    if arch is GENERIC:
-        source.layers = [LayerInfo(i.index, i.kind, i.label, i.is_attention and source.has_module(i.index))
-                         for i in source.layers]
-    if not source.attention_layers:
-        raise SlconvertError("the model has no softmax attention layers; nothing to convert")
-    chosen = select_layers(source, layers, keep_dense)
-    shapes = {i: source.attention_shape(i) for i in chosen}
-    source.check_not_shared(chosen)
+    settle_attention_layers(source, "the model")
+    chosen, shapes = plan_layers(source, layers, keep_dense)
     # Router tensor names: where the conversion of the saved model would put them (the first checkpoint prefix).
     prefixes = {i: arch.disk_candidates(i)[0] for i in chosen}
     plan = ConversionPlan(source, None, params, chosen, shapes, prefixes, router_init, seed)
     block = superlinear_block(plan, {})
     block["source"]["path"] = None
-    installed = install_routers(model, block)
+    installed = attach_superlinear(model, block)  # the block in the config: the mask function reads it
     with torch.no_grad():
         for layer, router in installed.items():
             shape = shapes[layer]
             router.weight.copy_(initial_router_weight(shape.heads_q, shape.head_dim, init=router_init,
                                                       alpha=shape.scaling, seed=seed, layer=layer,
                                                       dtype=router.weight.dtype))
-    config.superlinear = block
     model.set_attn_implementation(register())
     model.eval()
     return block
