@@ -306,10 +306,13 @@ def run_probes(args) -> None:
 
 
 def _card() -> str:
+    """The GPU the study ran on ("cpu" without one), as the benchmarks name it (slconvert.benchmark.host)."""
     try:
         import torch
 
-        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+        from slconvert.benchmark.host import device_name
+
+        return device_name(0) if torch.cuda.is_available() else "cpu"
     except Exception:  # noqa: BLE001 - the card name is informative only
         return "unknown"
 
