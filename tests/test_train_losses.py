@@ -170,3 +170,14 @@ def test_loss_averages_over_tokens_or_over_samples():
     assert float(token) == pytest.approx(float(per_token.sum() / 10))
     assert float(sample) == pytest.approx(float((per_token[0].sum() / 2 + per_token[1].sum() / 8) / 2))
     assert float(token) != pytest.approx(float(sample))
+
+
+def test_loss_by_kind_sums_each_kind_over_micro_batches():
+    """The per-kind losses are token means over the step, whatever the split into micro-batches."""
+    from slconvert.training.loop import _finish_loss_by_kind, _loss_by_kind
+
+    first = _loss_by_kind(torch.tensor([2.0, 8.0]), torch.tensor([2, 8]), ["niah", "text"])
+    second = _loss_by_kind(torch.tensor([3.0]), torch.tensor([1]), ["niah"])
+    step = {key: (first[key] + second[key]) / 2 for key in first}  # the loop averages over micro-batches
+    assert _finish_loss_by_kind(step) == pytest.approx({"lm_niah": 5.0 / 3.0, "lm_text": 1.0})
+    assert _finish_loss_by_kind(dict(second)) == {"lm_niah": 3.0}  # no text sample: no lm_text

@@ -82,11 +82,12 @@ _SAMPLE_KINDS = ("niah", "text")
 
 def _loss_by_kind(sums: torch.Tensor, counts: torch.Tensor, kinds: list[str]) -> dict[str, float]:
     """Summed loss and labelled-token count per kind of one micro-batch (always every key, so processes agree)."""
-    logs = {}
-    for kind in _SAMPLE_KINDS:
-        rows = torch.tensor([k == kind for k in kinds], device=sums.device)
-        logs[f"_lm_{kind}_sum"] = float((sums * rows).sum())
-        logs[f"_lm_{kind}_count"] = float((counts * rows).sum())
+    rows = torch.tensor([[k == kind for k in kinds] for kind in _SAMPLE_KINDS], dtype=torch.float32,
+                        device=sums.device)  # [kinds, B]
+    values = torch.cat([rows @ sums.float(), rows @ counts.float()]).tolist()  # one read-back
+    n = len(_SAMPLE_KINDS)
+    logs = {f"_lm_{kind}_sum": values[i] for i, kind in enumerate(_SAMPLE_KINDS)}
+    logs.update({f"_lm_{kind}_count": values[n + i] for i, kind in enumerate(_SAMPLE_KINDS)})
     return logs
 
 
