@@ -50,6 +50,17 @@ def timed(label, f, reps=3):
     return out
 
 
+def peak_gib(f):
+    """GiB allocated at the peak of one call of `f` above what was allocated before it (its output included)."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    out = f()
+    torch.cuda.synchronize()
+    del out
+    return (torch.cuda.max_memory_allocated() - before) / 2**30
+
+
 def tile_efficiency(entries, block_m):
     lo, hi, count = entries.lo.long(), entries.hi.long(), entries.count.long()
     walked = attended = 0
@@ -107,6 +118,14 @@ def profile_one(name: str, cfg: SuperlinearConfig, length: int, forward_only: bo
                                                               out_e=u))
     timed("whole forward", lambda: fn.forward_pass(q, k, v, qs, cfg, pos, s0, scale, length))
     timed("whole forward, no gradient", lambda: fn.forward_pass(q, k, v, qs, cfg, pos, s0, scale, length, False))
+    rows = fn.inference_chunk_rows(length, cfg.num_spans)
+    timed(f"inference forward in {-(-length // rows)} chunks", lambda: fn.inference_forward(
+        q, k, v, qs, cfg, pos, s0, scale, length))
+    for label, run in (("one pass", lambda: fn.forward_pass(q, k, v, qs, cfg, pos, s0, scale, length, False)[0]),
+                       ("in chunks", lambda: fn.inference_forward(q, k, v, qs, cfg, pos, s0, scale, length)),
+                       ("dense SDPA", lambda: torch.nn.functional.scaled_dot_product_attention(
+                           q, k, v, is_causal=True, scale=scale, enable_gqa=True))):
+        print(f"  peak above the inputs, no gradient, {label:26} {peak_gib(run):9.3f} GiB", flush=True)
     bm = tile_sizes(128)[0]
     print(f"  tile efficiency: window {tile_efficiency(wins, bm):.2f}, spans {tile_efficiency(spans, bm):.2f}")
     if forward_only:

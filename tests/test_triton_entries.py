@@ -114,3 +114,16 @@ def test_geometry_span_bounds_follow_the_semantics():
                     lo = max(a - math.ceil(cfg.backward_factor * grow), s0)
                     hi = min(a + math.ceil(cfg.forward_factor * grow), r - width)
                     assert (int(geo.span_lo[b, h, r, j]), int(geo.span_hi[b, h, r, j])) == (lo, hi), (b, h, r, j)
+
+
+@pytest.mark.parametrize("length, chunks", [(1, 1), (16384, 1), (32768, 2), (262144, 13), (1 << 20, 15)])
+def test_inference_chunks_bound_what_a_prefill_holds(length, chunks):
+    """A prefill without gradients runs in chunks of aligned rows whose per-row extras (k + 1.5 outputs) stay near
+    INFERENCE_EXTRA of the output; short prefills stay one pass."""
+    from slkernels.triton_ops import function as fn
+
+    rows = fn.inference_chunk_rows(length, 3)
+    assert -(-length // rows) == chunks
+    if chunks > 1:
+        assert rows % fn.CHUNK_ALIGN == 0 and rows >= fn.INFERENCE_MIN_ROWS
+        assert rows * (3 + 1.5) / length <= fn.INFERENCE_EXTRA * 1.2 or rows == fn.INFERENCE_MIN_ROWS

@@ -129,7 +129,48 @@ def _worker() -> None:
     many_candidates = SuperlinearConfig(**dict(MEAN, search_power=0.75))
     results["_span_mean_fp16_products"] = _span_mean_fp16_products(torch, many_candidates)
     results["_prefix_at_1m"] = _prefix_at_a_million(torch)
+    results["_chunked_inference"] = _chunked_inference(torch)
     print(json.dumps(results))
+
+
+def _chunked_inference(torch) -> dict[str, list]:
+    """The forward without gradients in chunks of query rows (`function.inference_forward`, shrunk to 8-row
+    chunks) against the same forward as one pass: (chunks run, largest absolute difference) per case, for both
+    search keys, a whole prefill with left padding and GQA 2:1, and a prefill chunk at a cache position."""
+    from slkernels import SuperlinearConfig, superlinear_attention
+    from slkernels.triton_ops import function as fn
+
+    got = {}
+    calls = []
+    whole_pass = fn.forward_pass
+
+    def counted(*args, **kwargs):
+        calls.append(args[0].shape[2])
+        return whole_pass(*args, **kwargs)
+
+    saved = fn.INFERENCE_EXTRA, fn.INFERENCE_MIN_ROWS, fn.CHUNK_ALIGN, fn.forward_pass
+    try:
+        fn.forward_pass = counted
+        for cfg_kw in (SMALL, MEAN):
+            for len_q, len_kv, cpos in ((45, 45, None), (30, 50, (20, 50))):
+                torch.manual_seed(7)
+                q, qs = (torch.randn(2, 4, len_q, 16) for _ in range(2))
+                k, v = (torch.randn(2, 2, len_kv, 16) + shift for shift in (1.0, 0.0))
+                mask = torch.ones(2, len_kv, dtype=torch.long)
+                mask[1, :5] = 0
+                pos = None if cpos is None else torch.arange(*cpos)
+                outs = []
+                for extra, rows in ((0.0, 8), (0.4, 8)):
+                    fn.INFERENCE_EXTRA, fn.INFERENCE_MIN_ROWS, fn.CHUNK_ALIGN = extra, rows, rows
+                    calls.clear()
+                    with torch.no_grad():
+                        outs.append(superlinear_attention(q, k, v, qs, SuperlinearConfig(**cfg_kw), backend="triton",
+                                                          cache_position=pos, attention_mask=mask))
+                name = f"{cfg_kw.get('search_key', 'anchor')}_{len_q}_{len_kv}"
+                got[name] = [len(calls), float((outs[0] - outs[1]).abs().max())]
+    finally:
+        fn.INFERENCE_EXTRA, fn.INFERENCE_MIN_ROWS, fn.CHUNK_ALIGN, fn.forward_pass = saved
+    return got
 
 
 def _span_mean_fp16_products(torch, cfg) -> dict[str, float]:
@@ -383,6 +424,16 @@ def test_span_mean_sums_accurate_at_a_million_tokens(interpreted):
     got = interpreted["_prefix_at_1m"]
     assert got["kernels"] < 1e-3, got  # measured 4.5e-5 (9e-6 with blocks of 1024 keys)
     assert got["float32_cumsum"] > 10 * got["kernels"], got  # what the blocked scheme is for
+
+
+def test_inference_in_chunks_of_rows_equals_one_pass(interpreted):
+    """A prefill without gradients runs its query rows in chunks (bounded memory); each row's output is the one
+    pass's, for both keys, with padding, GQA and at a cache position."""
+    got = interpreted["_chunked_inference"]
+    assert set(got) == {"anchor_45_45", "anchor_30_50", "span_mean_45_45", "span_mean_30_50"}
+    for name, (chunks, diff) in got.items():
+        assert chunks == -(-int(name.split("_")[-2]) // 8), (name, chunks)  # 8-row chunks ran, not one pass
+        assert diff <= 1e-6, (name, diff)
 
 
 def test_backend_registered(interpreted):

@@ -29,17 +29,30 @@ from .prefix import key_prefix
 from .search import search_topk
 from .span_lists import span_lists
 
-__all__ = ["superlinear_prefill", "forward_pass"]
+__all__ = ["superlinear_prefill", "forward_pass", "inference_forward", "inference_chunk_rows"]
+
+# Inference (no gradients) runs the query rows in chunks, so that what the pass holds per query row besides the
+# output (the k per-span partial outputs in q's dtype, the chunk's own output, and about half an output's worth of
+# anchors, scores, gates and work lists: k + 1.5 outputs) exists for one chunk at a time. The whole pass held
+# 4.5x dense SDPA's peak at 256K; in chunks the peak is about the output plus INFERENCE_EXTRA of it. Chunks are at
+# least INFERENCE_MIN_ROWS rows and a multiple of CHUNK_ALIGN (so every tile of rows is the whole pass's), so that
+# prefills up to 16K stay one pass and a chunk's launches stay a small part of its time (13 chunks at 256K).
+# INFERENCE_EXTRA = 0 switches the chunking off.
+INFERENCE_EXTRA = 0.3
+INFERENCE_MIN_ROWS = 16384
+CHUNK_ALIGN = 4096
 
 
 def forward_pass(q, k, v, q_search, config: SuperlinearConfig, positions, first_real, scale, t_bound,
-                 for_backward: bool = True):
-    """Output plus everything the backward needs (dict; None when `for_backward` is off)."""
+                 for_backward: bool = True, prefix=None):
+    """Output plus everything the backward needs (dict; None when `for_backward` is off). `prefix`: the running
+    sums of K of the "span_mean" key when the caller already has them (`key_prefix`)."""
     batch, heads_q, len_q, dim = q.shape
     heads_kv = k.shape[1]
     group = heads_q // heads_kv
     # "span_mean": running sums of K, read by the search and (kept) by the gate backward
-    prefix = key_prefix(k, first_real) if config.search_key == "span_mean" else None
+    if prefix is None and config.search_key == "span_mean":
+        prefix = key_prefix(k, first_real)
     anchors, scores = search_topk(q_search, k, config, positions, first_real, t_bound, prefix=prefix)
     geo = build_geometry(config, anchors, positions, first_real, t_bound, spans=False)
     wins = window_entries(geo, heads_kv, group)
@@ -62,6 +75,32 @@ def forward_pass(q, k, v, q_search, config: SuperlinearConfig, positions, first_
     saved = dict(anchors=anchors, valid=valid, gate=gate, o_w=o_w, lse_w=lse_w, lse_s=lse_s,
                  wins=wins, spans=spans, prefix=prefix, config=config, positions=positions, first_real=first_real)
     return out, saved
+
+
+def inference_chunk_rows(len_q: int, num_spans: int) -> int:
+    """Query rows per chunk of an inference forward (len_q when it runs as one pass)."""
+    if INFERENCE_EXTRA <= 0:
+        return len_q
+    rows = max(INFERENCE_MIN_ROWS, int(len_q * INFERENCE_EXTRA / (num_spans + 1.5)))
+    rows = -(-rows // CHUNK_ALIGN) * CHUNK_ALIGN
+    return len_q if rows >= len_q else rows
+
+
+def inference_forward(q, k, v, q_search, config: SuperlinearConfig, positions, first_real, scale, t_bound):
+    """The forward without gradients, in chunks of query rows (`inference_chunk_rows`): each chunk is a prefill
+    chunk at its own positions over all the keys, so the output is the whole pass's row by row."""
+    len_q = q.shape[2]
+    rows = inference_chunk_rows(len_q, config.num_spans)
+    if rows >= len_q:
+        return forward_pass(q, k, v, q_search, config, positions, first_real, scale, t_bound, for_backward=False)[0]
+    prefix = key_prefix(k, first_real) if config.search_key == "span_mean" else None  # over keys: once
+    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    for start in range(0, len_q, rows):
+        end = min(len_q, start + rows)
+        out[:, :, start:end] = forward_pass(q[:, :, start:end], k, v, q_search[:, :, start:end], config,
+                                            positions[start:end], first_real, scale, t_bound, for_backward=False,
+                                            prefix=prefix)[0]
+    return out
 
 
 def backward_pass(grad_out, q, k, v, q_search, saved, scale, fuse_span_dq: bool = True):
@@ -130,5 +169,5 @@ def superlinear_prefill(q, k, v, q_search, config, positions, first_real, scale,
     t_bound = k.shape[2] if t_bound is None else t_bound
     needs_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v, q_search))
     if not needs_grad:
-        return forward_pass(q, k, v, q_search, config, positions, first_real, scale, t_bound, for_backward=False)[0]
+        return inference_forward(q, k, v, q_search, config, positions, first_real, scale, t_bound)
     return _SuperlinearFunction.apply(q, k, v, q_search, config, positions, first_real, scale, t_bound)
