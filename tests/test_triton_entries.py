@@ -116,10 +116,11 @@ def test_geometry_span_bounds_follow_the_semantics():
                     assert (int(geo.span_lo[b, h, r, j]), int(geo.span_hi[b, h, r, j])) == (lo, hi), (b, h, r, j)
 
 
-@pytest.mark.parametrize("length, chunks", [(1, 1), (16384, 1), (32768, 2), (262144, 13), (1 << 20, 15)])
+@pytest.mark.parametrize("length, chunks", [(1, 1), (16384, 1), (32768, 1), (65535, 1), (65536, 4), (262144, 13),
+                                            (1 << 20, 15)])
 def test_inference_chunks_bound_what_a_prefill_holds(length, chunks):
     """A prefill without gradients runs in chunks of aligned rows whose per-row extras (k + 1.5 outputs) stay near
-    INFERENCE_EXTRA of the output; short prefills stay one pass."""
+    INFERENCE_EXTRA of the output; calls under 64K rows (a model's prefill chunks) stay one pass."""
     from slkernels.triton_ops import function as fn
 
     rows = fn.inference_chunk_rows(length, 3)

@@ -148,9 +148,9 @@ def _chunked_inference(torch) -> dict[str, list]:
         calls.append(args[0].shape[2])
         return whole_pass(*args, **kwargs)
 
-    saved = fn.INFERENCE_EXTRA, fn.INFERENCE_MIN_ROWS, fn.CHUNK_ALIGN, fn.forward_pass
+    saved = fn.INFERENCE_EXTRA, fn.INFERENCE_MIN_ROWS, fn.CHUNK_ALIGN, fn.INFERENCE_START_ROWS, fn.forward_pass
     try:
-        fn.forward_pass = counted
+        fn.forward_pass, fn.INFERENCE_START_ROWS = counted, 0
         for cfg_kw in (SMALL, MEAN):
             for len_q, len_kv, cpos in ((45, 45, None), (30, 50, (20, 50))):
                 torch.manual_seed(7)
@@ -169,7 +169,7 @@ def _chunked_inference(torch) -> dict[str, list]:
                 name = f"{cfg_kw.get('search_key', 'anchor')}_{len_q}_{len_kv}"
                 got[name] = [len(calls), float((outs[0] - outs[1]).abs().max())]
     finally:
-        fn.INFERENCE_EXTRA, fn.INFERENCE_MIN_ROWS, fn.CHUNK_ALIGN, fn.forward_pass = saved
+        fn.INFERENCE_EXTRA, fn.INFERENCE_MIN_ROWS, fn.CHUNK_ALIGN, fn.INFERENCE_START_ROWS, fn.forward_pass = saved
     return got
 
 

@@ -36,10 +36,12 @@ __all__ = ["superlinear_prefill", "forward_pass", "inference_forward", "inferenc
 # anchors, scores, gates and work lists: k + 1.5 outputs) exists for one chunk at a time. The whole pass held
 # 4.5x dense SDPA's peak at 256K; in chunks the peak is about the output plus INFERENCE_EXTRA of it. Chunks are at
 # least INFERENCE_MIN_ROWS rows and a multiple of CHUNK_ALIGN (so every tile of rows is the whole pass's), so that
-# prefills up to 16K stay one pass and a chunk's launches stay a small part of its time (13 chunks at 256K).
-# INFERENCE_EXTRA = 0 switches the chunking off.
+# a chunk's launches stay a small part of its time (13 chunks at 256K); calls of fewer than INFERENCE_START_ROWS
+# rows (a model's 32K prefill chunks, whose extras are small in bytes) stay one pass. INFERENCE_EXTRA = 0 switches
+# the chunking off.
 INFERENCE_EXTRA = 0.3
 INFERENCE_MIN_ROWS = 16384
+INFERENCE_START_ROWS = 65536
 CHUNK_ALIGN = 4096
 
 
@@ -79,7 +81,7 @@ def forward_pass(q, k, v, q_search, config: SuperlinearConfig, positions, first_
 
 def inference_chunk_rows(len_q: int, num_spans: int) -> int:
     """Query rows per chunk of an inference forward (len_q when it runs as one pass)."""
-    if INFERENCE_EXTRA <= 0:
+    if INFERENCE_EXTRA <= 0 or len_q < INFERENCE_START_ROWS:
         return len_q
     rows = max(INFERENCE_MIN_ROWS, int(len_q * INFERENCE_EXTRA / (num_spans + 1.5)))
     rows = -(-rows // CHUNK_ALIGN) * CHUNK_ALIGN
