@@ -30,7 +30,8 @@ HAYSTACKS = ("text", "builtin", "noise")
 # converted: a checkpoint made by `slconvert convert` (routers, Superlinear layers); dense: any plain
 # checkpoint trained as it is (e.g. a teacher trained from a freshly initialized config).
 MODEL_KINDS = ("converted", "dense")
-# How the next-token loss averages over a batch (recipe key `lm_average`):
+# How the next-token loss averages over a micro-batch (recipe key `lm_average`; micro-batches, and processes, then
+# weigh the same, so with one sequence per micro-batch both are the same):
 # token: every labelled token weighs the same, so a text sample (every token labelled) outweighs a needle sample
 #   (a few answer tokens) by its length; sample: every sequence weighs the same (its mean over its own labelled
 #   tokens), so `data.niah_fraction` is the share of the loss that retrieval gets at any length.
