@@ -470,7 +470,8 @@ def _markdown(result: dict) -> str:
              f"{', '.join(s['tasks'])} at {', '.join(map(str, s['lengths']))} tokens, depths "
              f"{', '.join(map(str, s['depths']))}, {s['samples']} samples per cell"
              + (f"; training overrides: {'; '.join(s['train_overrides'])}" if s.get("train_overrides") else "") + ".",
-             ""]
+             f"Each (task, length) cell holds {len(s['depths']) * s['samples']} prompts, so one answer moves it by "
+             f"{100.0 / (len(s['depths']) * s['samples']):.3g} points.", ""]
     if result["teacher"]:
         answered = ", ".join(f"{task} {res['by_length']}" for task, res in result["teacher"]["results"].items())
         lines.append(f"Dense teacher, exact match % by task and length: {answered}. Scores below are the mean "

@@ -66,6 +66,7 @@ def test_report_scores_the_cells_the_teacher_answers(study, tmp_path):
     assert [row["job"] for row in result["failed"]] == ["lora"]
     text = (tmp_path / "study.md").read_text()
     assert "test card" in text and "failed: stopped at the study's deadline" in text and "20000" not in text
+    assert "holds 1 prompts, so one answer moves it by 100 points" in text
     assert (tmp_path / "study.png").stat().st_size > 10_000
 
 
