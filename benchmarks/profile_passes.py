@@ -1,15 +1,16 @@
 """Where the time goes: each pass of the Triton forward/backward timed on its own (CUDA events).
 
     python benchmarks/profile_passes.py [released|balanced ...] [LENGTH ...] [--plain-loads] [--forward]
-                                        (default: both settings at 65536 and 262144)
+                                        [--span-mean]  (default: both settings at 65536 and 262144)
 Each attention and dk/dv pass is also timed under several tilings. Also prints the tile efficiency of the
 span and window entry lists: attended keys over keys walked (a tile walks the union of its entries'
 ranges). `--plain-loads` reads K/V without tensor descriptors, for a per-pass before/after; `--forward` stops
-after the forward passes.
+after the forward passes; `--span-mean` uses the span-mean search key (and also times the search's hi-only loop).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import torch
@@ -167,6 +168,9 @@ def main() -> None:
     lengths = [int(x) for x in sys.argv[1:] if x.isdigit()] or [65536, 262144]
     for name in names:
         cfg = getattr(SuperlinearConfig, name)()
+        if "--span-mean" in sys.argv:
+            cfg = dataclasses.replace(cfg, search_key="span_mean")
+            name = f"{name}, span_mean"
         for length in lengths:
             profile_one(name, cfg, length, forward_only="--forward" in sys.argv)
 
