@@ -23,6 +23,8 @@ from slkernels.triton_ops.entries import build_geometry, span_entries, window_en
 from slkernels.triton_ops.search import search_topk
 from slkernels.triton_ops.span_lists import span_lists
 
+from slconvert.benchmark.timing import measure
+
 # tilings timed per pass besides the default: (entries, keys, warps, stages[, register cap]); search: (anchors
 # per block, warps)
 VARIANTS = {
@@ -49,17 +51,6 @@ def timed(label, f, reps=3):
     best.sort()
     print(f"  {label:44} {best[len(best) // 2]:9.3f} ms", flush=True)
     return out
-
-
-def peak_gib(f):
-    """GiB allocated at the peak of one call of `f` above what was allocated before it (its output included)."""
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    before = torch.cuda.memory_allocated()
-    out = f()
-    torch.cuda.synchronize()
-    del out
-    return (torch.cuda.max_memory_allocated() - before) / 2**30
 
 
 def tile_efficiency(entries, block_m):
@@ -126,7 +117,8 @@ def profile_one(name: str, cfg: SuperlinearConfig, length: int, forward_only: bo
                        ("in chunks", lambda: fn.inference_forward(q, k, v, qs, cfg, pos, s0, scale, length)),
                        ("dense SDPA", lambda: torch.nn.functional.scaled_dot_product_attention(
                            q, k, v, is_causal=True, scale=scale, enable_gqa=True))):
-        print(f"  peak above the inputs, no gradient, {label:26} {peak_gib(run):9.3f} GiB", flush=True)
+        peak = measure(run, budget_ms=0, warmup=0).peak_bytes / 2**30  # one call, its peak above the inputs
+        print(f"  peak above the inputs, no gradient, {label:26} {peak:9.3f} GiB", flush=True)
     bm = tile_sizes(128)[0]
     print(f"  tile efficiency: window {tile_efficiency(wins, bm):.2f}, spans {tile_efficiency(spans, bm):.2f}")
     if forward_only:

@@ -104,21 +104,17 @@ def test_inference_in_chunks_of_rows_is_the_one_pass_in_less_memory(search_key):
     pos, s0, scale = torch.arange(length, device="cuda"), torch.zeros(1, dtype=torch.int64, device="cuda"), 128 ** -0.5
     assert fn.inference_chunk_rows(length, cfg.num_spans) < length
 
-    def peak(run):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        out = run()
-        torch.cuda.synchronize()
-        return out, torch.cuda.max_memory_allocated() - before
+    from slconvert.benchmark.timing import measure
 
+    one_pass = lambda: fn.forward_pass(q, k, v, qs, cfg, pos, s0, scale, length, False)[0]  # noqa: E731
+    in_chunks = lambda: fn.inference_forward(q, k, v, qs, cfg, pos, s0, scale, length)  # noqa: E731
+    dense = lambda: torch.nn.functional.scaled_dot_product_attention(  # noqa: E731
+        q, k, v, is_causal=True, scale=scale, enable_gqa=True)
     with torch.no_grad():
-        whole, whole_peak = peak(lambda: fn.forward_pass(q, k, v, qs, cfg, pos, s0, scale, length, False)[0])
-        chunks, chunk_peak = peak(lambda: fn.inference_forward(q, k, v, qs, cfg, pos, s0, scale, length))
-        assert _rel(chunks, whole) < 1e-4  # the same rows, tiles and spans (bf16 rounding of a reordered sum at most)
-        del whole, chunks
-        _, dense_peak = peak(lambda: torch.nn.functional.scaled_dot_product_attention(
-            q, k, v, is_causal=True, scale=scale, enable_gqa=True))
+        # the same rows, tiles and spans (bf16 rounding of a reordered sum at most)
+        assert _rel(in_chunks(), one_pass()) < 1e-4
+        whole_peak, chunk_peak, dense_peak = (measure(f, budget_ms=0, warmup=0).peak_bytes
+                                              for f in (one_pass, in_chunks, dense))
     assert chunk_peak < 0.5 * whole_peak, (chunk_peak, whole_peak)
     assert chunk_peak <= 1.5 * dense_peak, (chunk_peak, dense_peak)
 
