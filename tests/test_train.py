@@ -16,7 +16,7 @@ import slconvert
 from slconvert.checkpoint import directory_digest
 from slconvert.cli import main
 from slconvert.training import Trainer, TrainingStopped, load_recipe
-from slconvert.training.checkpoints import latest_checkpoint
+from slconvert.training.checkpoints import TRAINER_FILE, latest_checkpoint
 
 FAST = "granitemoehybrid"  # Mamba-2 + attention, no RoPE: the quickest tiny hybrid on CPU
 
@@ -109,7 +109,7 @@ def _curriculum_recipe(**extra):
     return load_recipe("recipes/niah-curriculum.yaml", overrides + [f"{k}={v}" for k, v in extra.items()])
 
 
-def test_resume_gives_the_same_weights_as_a_straight_run(tmp_path):
+def test_resume_gives_the_same_weights_as_a_straight_run(tmp_path, capsys):
     model = fast_model()
     straight = tmp_path / "straight"
     Trainer(_curriculum_recipe(), model, straight, progress=False).run()
@@ -129,7 +129,14 @@ def test_resume_gives_the_same_weights_as_a_straight_run(tmp_path):
     assert latest_checkpoint(interrupted).name == "step-000002"
     assert not (interrupted / "config.json").exists()  # no final model from a broken run
 
+    # a checkpoint from before a recipe key existed resumes without calling that key changed (its default ran)
+    state_file = latest_checkpoint(interrupted) / TRAINER_FILE
+    state = json.loads(state_file.read_text())
+    del state["recipe"]["lm_average"]
+    state_file.write_text(json.dumps(state))
     resumed = Trainer(_curriculum_recipe(), model, interrupted, resume=True, progress=False)
+    printed = capsys.readouterr()
+    assert "changed recipe keys" not in printed.out + printed.err
     assert resumed.start_step == 2
     resumed.run()
     a, b = _weights(straight), _weights(interrupted)

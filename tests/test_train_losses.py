@@ -181,3 +181,8 @@ def test_loss_by_kind_sums_each_kind_over_micro_batches():
     step = {key: (first[key] + second[key]) / 2 for key in first}  # the loop averages over micro-batches
     assert _finish_loss_by_kind(step) == pytest.approx({"lm_niah": 5.0 / 3.0, "lm_text": 1.0})
     assert _finish_loss_by_kind(dict(second)) == {"lm_niah": 3.0}  # no text sample: no lm_text
+    # under bf16 autocast (a GPU run's default) the sums and counts stay exact float32
+    big = torch.tensor([1237.78, 87654.25]), torch.tensor([38193, 5])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logs = _loss_by_kind(*big, ["niah", "text"])
+    assert logs["_lm_niah_sum"] == pytest.approx(1237.78, rel=1e-6) and logs["_lm_niah_count"] == 38193

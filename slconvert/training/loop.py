@@ -56,6 +56,7 @@ from .model_setup import (
     training_model,
 )
 from .preflight import preflight
+from .recipe import Recipe
 from .trainable import LORA_ADAPTER_DIR, apply_lora, is_lora, merged_state_dict, select_trainable
 
 __all__ = ["Trainer", "TrainingStopped", "train", "make_scheduler"]
@@ -75,8 +76,10 @@ def make_scheduler(optimizer, recipe):
         optimizer, recipe.warmup_steps, recipe.max_steps, min_lr_rate=recipe.min_lr_ratio)
 
 
-# The next-token loss of each kind of sample (data.Sample.kind), logged as lm_niah / lm_text: the answer loss of the
-# needle samples says whether retrieval is being learned, which the mixed loss hides when text samples are long.
+# The next-token loss of each kind of sample (data.Sample.kind), logged as lm_niah / lm_text: the mean over every
+# labelled token of the step's samples of that kind (whatever `lm_average`, so not a share of `lm`). The answer loss
+# of the needle samples says whether retrieval is being learned, which the mixed loss hides when text samples are
+# long.
 _SAMPLE_KINDS = ("niah", "text")
 
 
@@ -84,7 +87,8 @@ def _loss_by_kind(sums: torch.Tensor, counts: torch.Tensor, kinds: list[str]) ->
     """Summed loss and labelled-token count per kind of one micro-batch (always every key, so processes agree)."""
     rows = torch.tensor([[k == kind for k in kinds] for kind in _SAMPLE_KINDS], dtype=torch.float32,
                         device=sums.device)  # [kinds, B]
-    values = torch.cat([rows @ sums.float(), rows @ counts.float()]).tolist()  # one read-back
+    # products and sums, not a matmul, which autocast would round to bf16; one read-back
+    values = torch.cat([(rows * sums.float()).sum(1), (rows * counts.float()).sum(1)]).tolist()
     n = len(_SAMPLE_KINDS)
     logs = {f"_lm_{kind}_sum": values[i] for i, kind in enumerate(_SAMPLE_KINDS)}
     logs.update({f"_lm_{kind}_count": values[n + i] for i, kind in enumerate(_SAMPLE_KINDS)})
@@ -208,7 +212,8 @@ class Trainer:
             state = read_trainer_state(checkpoint)
             acc.load_state(str(checkpoint / "state"))
             self.start_step = int(state["step"])
-            changed = sorted(k for k, v in recipe.to_dict().items() if state.get("recipe", {}).get(k) != v)
+            saved, defaults = state.get("recipe", {}), Recipe().to_dict()  # a key newer than the run: its default
+            changed = sorted(k for k, v in recipe.to_dict().items() if saved.get(k, defaults.get(k)) != v)
             if changed and acc.is_main_process:
                 tqdm.write(f"resuming from {checkpoint.name} with changed recipe keys: {', '.join(changed)}")
         if acc.is_main_process:
