@@ -317,7 +317,32 @@ def _card() -> str:
         return "unknown"
 
 
+# Recipe keys each job sets from the study's own options (--train may not override them: the budgets, the token
+# axis and the rows' labels depend on them).
+STUDY_KEYS = {"trainable": "--presets", "max_steps": "--steps", "seq_len": "--seq-len", "curriculum": "--seq-len",
+              "batch_size": "--batch-size", "micro_batch_size": "--batch-size", "lr": "--lr", "seed": "--seed",
+              "save_every": "--evals", "time_limit_minutes": "--job-minutes"}
+
+
+def check_train_overrides(overrides: list[str]) -> None:
+    """Refuse, in one line and before any job starts, a --train override of a key the study sets or one that
+    recipes/conversion-study.yaml does not accept."""
+    _importable()
+    from slconvert.errors import SlconvertError
+    from slconvert.training import load_recipe
+
+    for item in overrides:
+        key = item.partition("=")[0].strip().split(".")[0]
+        if key in STUDY_KEYS:
+            sys.exit(f"error: --train cannot set {key!r}: the study sets it from {STUDY_KEYS[key]}")
+    try:
+        load_recipe(RECIPE, overrides)
+    except SlconvertError as err:
+        sys.exit(f"error: --train: {err}")
+
+
 def run_study(args) -> None:
+    check_train_overrides(args.train)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(args.work or (out / "jobs"))
@@ -468,10 +493,10 @@ def _markdown(result: dict) -> str:
     lines = [f"Conversion study on {s['card']}: teacher {Path(s['teacher']).name}, recipe {s['recipe']}, "
              f"{s['batch_size']} x {s['seq_len']} tokens per step, lr {s['lr']}, seed {s['seed']}; NIAH "
              f"{', '.join(s['tasks'])} at {', '.join(map(str, s['lengths']))} tokens, depths "
-             f"{', '.join(map(str, s['depths']))}, {s['samples']} samples per cell"
+             f"{', '.join(map(str, s['depths']))}, {s['samples']} samples per (length, depth)"
              + (f"; training overrides: {'; '.join(s['train_overrides'])}" if s.get("train_overrides") else "") + ".",
              f"Each (task, length) cell holds {len(s['depths']) * s['samples']} prompts, so one answer moves it by "
-             f"{100.0 / (len(s['depths']) * s['samples']):.3g} points.", ""]
+             f"{100.0 / max(1, len(s['depths']) * s['samples']):.3g} points.", ""]
     if result["teacher"]:
         answered = ", ".join(f"{task} {res['by_length']}" for task, res in result["teacher"]["results"].items())
         lines.append(f"Dense teacher, exact match % by task and length: {answered}. Scores below are the mean "

@@ -107,3 +107,14 @@ def test_a_study_job_converts_trains_with_the_study_overrides_and_measures(study
     assert trained["lm_average"] == "sample" and trained["data"]["niah_tasks"] == ["single", "multikey"]
     assert trained["trainable"] == "attention" and trained["max_steps"] == 2
     assert "training overrides: lm_average=sample" in (out / "study.md").read_text()
+
+
+@pytest.mark.parametrize("train, message", [
+    ("max_steps=3", "cannot set 'max_steps': the study sets it from --steps"),
+    ("data.niah_fraction=0.5;save_every=0", "cannot set 'save_every'"),
+    ("lm_avrage=sample", "--train: unknown"),
+])
+def test_bad_train_overrides_are_refused_before_any_job(study, tmp_path, train, message):
+    with pytest.raises(SystemExit, match=message):
+        study.main(["run", "--out", str(tmp_path / "s"), "--train", train])
+    assert not (tmp_path / "s").exists()  # nothing started
