@@ -111,7 +111,7 @@ def test_inference_in_chunks_of_rows_is_the_one_pass_in_less_memory(search_key):
     dense = lambda: torch.nn.functional.scaled_dot_product_attention(  # noqa: E731
         q, k, v, is_causal=True, scale=scale, enable_gqa=True)
     with torch.no_grad():
-        # the same rows, tiles and spans (bf16 rounding of a reordered sum at most)
+        # the same search, gates and window tiles; span tiles group a chunk's entries (a reordered sum at most)
         assert _rel(in_chunks(), one_pass()) < 1e-4
         whole_peak, chunk_peak, dense_peak = (measure(f, budget_ms=0, warmup=0).peak_bytes
                                               for f in (one_pass, in_chunks, dense))

@@ -34,11 +34,12 @@ __all__ = ["superlinear_prefill", "forward_pass", "inference_forward", "inferenc
 # Inference (no gradients) runs the query rows in chunks, so that what the pass holds per query row besides the
 # output (the k per-span partial outputs in q's dtype, the chunk's own output, and about half an output's worth of
 # anchors, scores, gates and work lists: k + 1.5 outputs) exists for one chunk at a time. The whole pass held
-# 4.5x dense SDPA's peak at 256K; in chunks the peak is about the output plus INFERENCE_EXTRA of it. Chunks are at
-# least INFERENCE_MIN_ROWS rows and a multiple of CHUNK_ALIGN (so every tile of rows is the whole pass's), so that
-# a chunk's launches stay a small part of its time (13 chunks at 256K); calls of fewer than INFERENCE_START_ROWS
-# rows (a model's 32K prefill chunks, whose extras are small in bytes) stay one pass. INFERENCE_EXTRA = 0 switches
-# the chunking off.
+# 4.5x dense SDPA's peak at 256K; in chunks the peak is about the output plus INFERENCE_EXTRA of it. A chunk holds
+# at least INFERENCE_MIN_ROWS rows over the batch, in a multiple of CHUNK_ALIGN rows per sequence (so the search,
+# gates and window tiles are the whole pass's row for row; span tiles group a chunk's own entries, so a span's keys
+# may be summed in other blocks: equal up to rounding), so that a chunk's launches stay a small part of its time
+# (13 chunks at 256K). Calls of fewer than INFERENCE_START_ROWS rows over the batch (a model's 32K prefill chunks
+# at batch 1, whose extras are small in bytes) stay one pass. INFERENCE_EXTRA = 0 switches the chunking off.
 INFERENCE_EXTRA = 0.3
 INFERENCE_MIN_ROWS = 16384
 INFERENCE_START_ROWS = 65536
@@ -79,20 +80,20 @@ def forward_pass(q, k, v, q_search, config: SuperlinearConfig, positions, first_
     return out, saved
 
 
-def inference_chunk_rows(len_q: int, num_spans: int) -> int:
-    """Query rows per chunk of an inference forward (len_q when it runs as one pass)."""
-    if INFERENCE_EXTRA <= 0 or len_q < INFERENCE_START_ROWS:
+def inference_chunk_rows(len_q: int, num_spans: int, batch: int = 1) -> int:
+    """Query rows per sequence in a chunk of an inference forward (len_q when it runs as one pass)."""
+    if INFERENCE_EXTRA <= 0 or batch * len_q < INFERENCE_START_ROWS:
         return len_q
-    rows = max(INFERENCE_MIN_ROWS, int(len_q * INFERENCE_EXTRA / (num_spans + 1.5)))
+    rows = max(-(-INFERENCE_MIN_ROWS // batch), int(len_q * INFERENCE_EXTRA / (num_spans + 1.5)))
     rows = -(-rows // CHUNK_ALIGN) * CHUNK_ALIGN
     return len_q if rows >= len_q else rows
 
 
 def inference_forward(q, k, v, q_search, config: SuperlinearConfig, positions, first_real, scale, t_bound):
     """The forward without gradients, in chunks of query rows (`inference_chunk_rows`): each chunk is a prefill
-    chunk at its own positions over all the keys, so the output is the whole pass's row by row."""
+    chunk at its own positions over all the keys, so each row's output is the whole pass's (up to rounding)."""
     len_q = q.shape[2]
-    rows = inference_chunk_rows(len_q, config.num_spans)
+    rows = inference_chunk_rows(len_q, config.num_spans, q.shape[0])
     if rows >= len_q:
         return forward_pass(q, k, v, q_search, config, positions, first_real, scale, t_bound, for_backward=False)[0]
     prefix = key_prefix(k, first_real) if config.search_key == "span_mean" else None  # over keys: once
