@@ -12,7 +12,7 @@ import torch
 from .errors import SlconvertError
 
 __all__ = ["FLOAT_DTYPES", "ALIASES", "SAFETENSORS_DTYPES", "SAFETENSORS_FLOATS", "parse_dtype", "safetensors_name",
-           "config_name", "element_bytes"]
+           "config_name", "element_bytes", "resolve_dtype"]
 
 # config.json name -> (torch dtype, safetensors name)
 FLOAT_DTYPES: dict[str, tuple[torch.dtype, str]] = {
@@ -66,3 +66,11 @@ def config_name(safetensors: str) -> str:
 def element_bytes(name: str, default: int) -> int:
     """Bytes per element of a floating dtype named as in config.json, `default` for a name not in the table."""
     return FLOAT_DTYPES[name][0].itemsize if name in FLOAT_DTYPES else default
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """The torch dtype a user asked for (a torch dtype, a name or an alias: "bfloat16", "bf16"); None for none
+    or "auto", where the loader keeps its own default (`slconvert.load`: the checkpoint's dtype)."""
+    if dtype is None or isinstance(dtype, torch.dtype) or dtype == "auto":
+        return None if dtype == "auto" else dtype
+    return parse_dtype(dtype, also=("auto",))

@@ -19,8 +19,8 @@ from slkernels import SuperlinearConfig
 from .architectures import architecture_for
 from .attention import register
 from .checkpoint import find_weights, read_config, read_tensor
+from .dtypes import resolve_dtype
 from .errors import SlconvertError
-from .evaluation.models import resolve_dtype
 from .router import ROUTER_ATTRIBUTE, SuperlinearRouter
 
 __all__ = ["load", "is_converted", "install_routers", "read_block", "converted_block", "attach_superlinear",

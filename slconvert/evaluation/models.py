@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from ..dtypes import parse_dtype
+from ..dtypes import resolve_dtype
 from ..errors import SlconvertError
 
-__all__ = ["EvalModel", "load_eval_model", "resolve_device", "resolve_dtype", "forward", "last_logits", "greedy_generate"]
+__all__ = ["EvalModel", "load_eval_model", "resolve_device", "forward", "last_logits", "greedy_generate"]
 
 @dataclass
 class EvalModel:
@@ -46,14 +46,6 @@ def resolve_device(device: str | None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SlconvertError(f"device {device} was asked for but CUDA is not available; use --device cpu")
     return dev
-
-
-def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    """The torch dtype a user asked for (a torch dtype, a name or an alias: "bfloat16", "bf16"); None for none
-    or "auto", where the loader keeps its own default (`slconvert.load`: the checkpoint's dtype)."""
-    if dtype is None or isinstance(dtype, torch.dtype) or dtype == "auto":
-        return None if dtype == "auto" else dtype
-    return parse_dtype(dtype, also=("auto",))
 
 
 def config_max_length(config) -> int | None:
