@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 
 from ..errors import SlconvertError
-from ..evaluation.models import _cache_keyword
+from ..evaluation.models import cache_keyword
 from .host import device_name, versions
 from .protocol import GIB
 
@@ -261,7 +261,7 @@ def _new_cache(model):
 
 def _prefill(model, ids, chunk: int, dev: _Device, note: Callable[[str], None]):
     """Chunked prefill through a fresh cache; returns (cache, next token [1, 1], seconds)."""
-    key = _cache_keyword(model)
+    key = cache_keyword(model)
     cache = _new_cache(model)
     length = ids.shape[1]
     n_chunks = -(-length // chunk)
@@ -293,7 +293,7 @@ def _decode(step: Callable, token, position: int, steps: int, warmup: int, dev: 
 
 
 def _eager_step(model, cache):
-    key = _cache_keyword(model)
+    key = cache_keyword(model)
 
     def step(token, _position):
         return model(input_ids=token, use_cache=True, **{key: cache}).logits
@@ -359,7 +359,7 @@ def compile_forward(forward, mode: str):
 
 
 def _compiled_step(model, static, dev: _Device):
-    key = _cache_keyword(model)
+    key = cache_keyword(model)
     forward = compile_forward(model.forward, "reduce-overhead" if dev.cuda else "default")
 
     def step(token, position):

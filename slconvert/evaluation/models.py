@@ -16,7 +16,7 @@ import torch
 from ..dtypes import resolve_dtype
 from ..errors import SlconvertError
 
-__all__ = ["EvalModel", "load_eval_model", "resolve_device", "forward", "last_logits", "greedy_generate"]
+__all__ = ["EvalModel", "load_eval_model", "resolve_device", "cache_keyword", "forward", "last_logits", "greedy_generate"]
 
 @dataclass
 class EvalModel:
@@ -100,7 +100,7 @@ def load_eval_model(path, *, device=None, dtype=None, max_length: int | None = N
                      max_length=limit)
 
 
-def _cache_keyword(model) -> str:
+def cache_keyword(model) -> str:
     """transformers 5 renamed `past_key_values` to `cache`; support both spellings."""
     params = inspect.signature(model.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
@@ -119,7 +119,7 @@ def forward(model, input_ids: torch.Tensor, *, cache=None, use_cache: bool = Fal
     """
     kwargs = {"input_ids": input_ids, "use_cache": use_cache}
     if cache is not None:
-        kwargs[_cache_keyword(model)] = cache
+        kwargs[cache_keyword(model)] = cache
     if logits_to_keep and _accepts(model, "logits_to_keep"):
         kwargs["logits_to_keep"] = logits_to_keep
     out = model(**kwargs)
