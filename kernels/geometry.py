@@ -16,11 +16,13 @@ import math
 from bisect import bisect_right
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from .config import SuperlinearConfig
+if TYPE_CHECKING:  # annotations only: config imports this module for window_length
+    from .config import SuperlinearConfig
 
 __all__ = ["anchor_offset", "window_length", "SpanTables", "span_tables", "anchor_table", "span_bounds",
            "GeometryTables", "geometry_tables"]
