@@ -91,21 +91,19 @@ class GeometryTables:
     counts, span lengths) from plain Python / numpy copies, never from a tensor.
     """
 
-    __slots__ = ("capacity", "width", "spans", "offsets", "_offsets_host", "_back_host", "_fwd_host", "_last")
+    __slots__ = ("capacity", "width", "spans", "offsets", "span_len", "_offsets_host", "_span_len_host", "_last")
 
     def __init__(self, config: SuperlinearConfig, capacity: int, device: torch.device | str):
         device = torch.device(device)
         host_offsets = _anchor_offsets_cpu(config.sw_index, config.search_power, capacity)
         host_spans = _span_tables_cpu(config.span_power, config.backward_factor, config.forward_factor, capacity)
-        on_device = device.type != "cpu"
         self.capacity = capacity
         self.width = window_length(config)
-        self.offsets = host_offsets.to(device) if on_device else host_offsets  # int64, o(i) <= capacity
-        self.spans = (SpanTables(host_spans.back.to(device), host_spans.fwd.to(device)) if on_device
-                      else host_spans)  # int64 [capacity + 1] each
+        self.offsets = host_offsets.to(device)  # int64, o(i) <= capacity (the host tensor itself on the CPU)
+        self.spans = SpanTables(host_spans.back.to(device), host_spans.fwd.to(device))  # int64 [capacity + 1] each
+        self.span_len = host_spans.back + host_spans.fwd + 1  # int64 [capacity + 1] on the host
         self._offsets_host = host_offsets.tolist()
-        self._back_host = host_spans.back.numpy()
-        self._fwd_host = host_spans.fwd.numpy()
+        self._span_len_host = self.span_len.numpy()
         self._last = (-1, self.offsets[:0])  # (count, offsets[:count]) of the latest anchor_table call
 
     def anchors(self, t_max: int) -> torch.Tensor:
@@ -118,7 +116,7 @@ class GeometryTables:
 
     def span_length(self, t: int) -> int:
         """back[t] + fwd[t] + 1: the longest span of a row with t <= capacity tokens seen."""
-        return int(self._back_host[t]) + int(self._fwd_host[t]) + 1
+        return int(self._span_len_host[t])
 
 
 # (config, device, capacity) -> tables; never emptied (see GeometryTables). A context growing to n tokens builds

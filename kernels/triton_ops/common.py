@@ -35,6 +35,16 @@ MODE_DQ = tl.constexpr(3)  # backward: dq
 MODE_DQ_SPAN = tl.constexpr(4)  # backward: a span's dq and its gate's gradient in one walk
 
 
+def cdiv(a: int, b: int) -> int:
+    """Ceiling division of host integers (triton.cdiv costs microseconds a call, on every decode step)."""
+    return -(-a // b)
+
+
+def next_pow2(n: int) -> int:
+    """The smallest power of two >= n (n >= 1), for host integers (as triton.next_power_of_2, without its cost)."""
+    return 1 << (n - 1).bit_length()
+
+
 def interpreting() -> bool:
     """True when Triton runs kernels in its CPU interpreter (read at decoration time by Triton itself)."""
     return os.environ.get("TRITON_INTERPRET", "0") == "1"

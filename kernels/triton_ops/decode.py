@@ -24,7 +24,7 @@ import triton.language as tl
 
 from ..config import SuperlinearConfig
 from ..geometry import GeometryTables, geometry_tables
-from .common import LOG2E, NEG_BIG, interpreting, span_range
+from .common import LOG2E, NEG_BIG, cdiv, interpreting, next_pow2, span_range
 from .search import search_topk
 
 __all__ = ["superlinear_decode", "DECODE_MAX_ROWS"]
@@ -147,21 +147,12 @@ def _decode_combine_kernel(
     tl.store(OUT + row_all * D + tl.arange(0, D), out.to(OUT.dtype.element_ty))
 
 
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def _pow2(n: int) -> int:
-    """The smallest power of two >= n (n >= 1); host integers only (triton's helpers cost microseconds a call)."""
-    return 1 << (n - 1).bit_length()
-
-
 def _key_split(tables: GeometryTables, t_bound: int, target: int) -> tuple[int, int]:
     """(chunks, keys per chunk) of every range of a decode row with at most `t_bound` tokens seen: the longest
     range (window or span at t = t_bound) cut into chunks of about `target` keys. From the host tables only."""
     longest = max(tables.width, tables.span_length(t_bound), 1)
-    n_split = _cdiv(longest, target)
-    return n_split, _cdiv(longest, n_split)
+    n_split = cdiv(longest, target)
+    return n_split, cdiv(longest, n_split)
 
 
 def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, first_real, scale):
@@ -181,7 +172,7 @@ def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, 
     tables = geometry_tables(config, t_bound, q.device)
     n_split, chunk = _key_split(tables, t_bound, 16 if interp else 512)
     rows = batch * heads_q * len_q
-    n_slots = _cdiv(rows * (ksel + 1) * n_split, 16) * 16  # each region starts 64-byte aligned
+    n_slots = cdiv(rows * (ksel + 1) * n_split, 16) * 16  # each region starts 64-byte aligned
     part = torch.empty(n_slots * (dim + 2), dtype=torch.float32, device=q.device)
     warps = 1 if interp else 4
     _decode_partial_kernel[(rows * (ksel + 1), n_split)](
@@ -193,6 +184,6 @@ def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, 
     out = torch.empty(batch, heads_q, len_q, dim, dtype=q.dtype, device=q.device)
     _decode_combine_kernel[(rows,)](
         anchors, scores, part, out, n_split, n_slots,
-        D=dim, KSEL=ksel, KP=_pow2(ksel), NSP=_pow2(n_split), num_warps=warps,
+        D=dim, KSEL=ksel, KP=next_pow2(ksel), NSP=next_pow2(n_split), num_warps=warps,
     )
     return out

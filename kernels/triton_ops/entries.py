@@ -84,11 +84,9 @@ def build_geometry(
         valid = a >= 0
         span_lo, span_hi = span_bounds(config, a, t[:, None, :, None], s0[:, None, :, None], pos[:, None, :, None],
                                        tables)
-    span_max = max_span_length(config, t_bound)
-    host = span_tables(config, max(t_bound, 1), "cpu")
-    span_len_table = host.back + host.fwd + 1
-    return Geometry(win_lo, win_hi, span_lo, span_hi, valid, pos + 1 - s0, max(t_bound, 1), width, span_max,
-                    span_len_table)
+    host = geometry_tables(config, max(t_bound, 1), "cpu")
+    return Geometry(win_lo, win_hi, span_lo, span_hi, valid, pos + 1 - s0, max(t_bound, 1), width,
+                    host.span_length(max(t_bound, 1)), host.span_len)
 
 
 def max_span_length(config: SuperlinearConfig, t_bound: int) -> int:

@@ -23,7 +23,7 @@ import torch
 from ..config import SuperlinearConfig
 from .attend import MODE_DELTA, MODE_DQ, MODE_DQ_SPAN, MODE_FWD_SPAN, MODE_FWD_WINDOW, run_entries
 from .attend_bwd import dkdv, gate_backward, row_dot
-from .common import NEG_BIG
+from .common import NEG_BIG, cdiv
 from .entries import build_geometry, window_entries
 from .prefix import key_prefix
 from .search import search_topk
@@ -84,8 +84,8 @@ def inference_chunk_rows(len_q: int, num_spans: int, batch: int = 1) -> int:
     """Query rows per sequence in a chunk of an inference forward (len_q when it runs as one pass)."""
     if INFERENCE_EXTRA <= 0 or batch * len_q < INFERENCE_START_ROWS:
         return len_q
-    rows = max(-(-INFERENCE_MIN_ROWS // batch), int(len_q * INFERENCE_EXTRA / (num_spans + 1.5)))
-    rows = -(-rows // CHUNK_ALIGN) * CHUNK_ALIGN
+    rows = max(cdiv(INFERENCE_MIN_ROWS, batch), int(len_q * INFERENCE_EXTRA / (num_spans + 1.5)))
+    rows = cdiv(rows, CHUNK_ALIGN) * CHUNK_ALIGN
     return len_q if rows >= len_q else rows
 
 

@@ -35,7 +35,7 @@ import triton.language as tl
 
 from ..config import SuperlinearConfig
 from ..geometry import anchor_table, span_tables, window_length
-from .common import dot_precision, interpreting, span_range
+from .common import cdiv, dot_precision, interpreting, next_pow2, span_range
 from .prefix import KeyPrefix, key_prefix, span_sum_rows
 
 __all__ = ["search_topk", "SEARCH_TILES"]
@@ -290,15 +290,15 @@ def search_topk(
     ksel = config.num_spans
     offsets = anchor_table(config, max(t_bound, 1), q_search.device)
     n_off = offsets.numel()
-    n_splits = 1 if not split_candidates else max(1, triton.cdiv(n_off, split_candidates))
-    per_split = triton.cdiv(max(n_off, 1), n_splits)
+    n_splits = 1 if not split_candidates else max(1, cdiv(n_off, split_candidates))
+    per_split = cdiv(max(n_off, 1), n_splits)
     anchors = torch.empty(batch, heads_q, len_q, n_splits * ksel, dtype=torch.int32, device=q_search.device)
     scores = torch.empty(batch, heads_q, len_q, n_splits * ksel, dtype=torch.float32, device=q_search.device)
     if len_q == 0:
         return anchors[..., :ksel], scores[..., :ksel]
     if n_off == 0:
         offsets = torch.ones(1, dtype=torch.int64, device=q_search.device)
-    gp = max(16, triton.next_power_of_2(group))
+    gp = max(16, next_pow2(group))
     span_mean = config.search_key == "span_mean"
     tile_n, warps, stages = SEARCH_TILES[config.search_key]
     if block_n is None:
@@ -325,7 +325,7 @@ def search_topk(
         *q_search.stride(), *k.stride(),
         n_off, config.sw_index + 1, config.search_power, heads_q, heads_kv, len_q, group, per_split, n_splits,
         window_length(config), back.numel() - 1, k.shape[2] + 1, float(margin),
-        D=dim, GP=gp, BN=block_n, KSEL=ksel, KEEP=keep, KP=triton.next_power_of_2(keep),
+        D=dim, GP=gp, BN=block_n, KSEL=ksel, KEEP=keep, KP=next_pow2(keep),
         PREC=dot_precision(q_search.dtype), UPCAST=interpreting() or q_search.dtype == torch.float32,
         WIDE=wide, SPAN_MEAN=span_mean, RESCORE=rescore, RESCORE_ALL=n_splits > 1, DC=min(dim, 32),
         NOISE=float(noise), HI_ONLY=bool(hi_only),
