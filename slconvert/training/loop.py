@@ -56,7 +56,7 @@ from .model_setup import (
     training_model,
 )
 from .preflight import preflight
-from .recipe import Recipe
+from .recipe import recipe_from_dict
 from .trainable import LORA_ADAPTER_DIR, apply_lora, is_lora, merged_state_dict, select_trainable
 
 __all__ = ["Trainer", "TrainingStopped", "train", "make_scheduler"]
@@ -85,13 +85,11 @@ _SAMPLE_KINDS = ("niah", "text")
 
 def _loss_by_kind(sums: torch.Tensor, counts: torch.Tensor, kinds: list[str]) -> dict[str, float]:
     """Summed loss and labelled-token count per kind of one micro-batch (always every key, so processes agree)."""
-    rows = torch.tensor([[k == kind for k in kinds] for kind in _SAMPLE_KINDS], dtype=torch.float32,
-                        device=sums.device)  # [kinds, B]
-    # products and sums, not a matmul, which autocast would round to bf16; one read-back
-    values = torch.cat([(rows * sums.float()).sum(1), (rows * counts.float()).sum(1)]).tolist()
-    n = len(_SAMPLE_KINDS)
-    logs = {f"_lm_{kind}_sum": values[i] for i, kind in enumerate(_SAMPLE_KINDS)}
-    logs.update({f"_lm_{kind}_count": values[n + i] for i, kind in enumerate(_SAMPLE_KINDS)})
+    losses, tokens = torch.stack([sums.float(), counts.float()]).tolist()  # one read-back; the rest on the host
+    logs = {}
+    for kind in _SAMPLE_KINDS:
+        logs[f"_lm_{kind}_sum"] = sum(v for v, k in zip(losses, kinds) if k == kind)
+        logs[f"_lm_{kind}_count"] = sum(n for n, k in zip(tokens, kinds) if k == kind)
     return logs
 
 
@@ -102,6 +100,15 @@ def _finish_loss_by_kind(logs: dict) -> dict:
         if count > 0:
             logs[f"lm_{kind}"] = total / count
     return logs
+
+
+def _saved_recipe(raw: dict) -> dict:
+    """A checkpoint's recipe as it ran: read back through the recipe parser, so that a key newer than the run
+    (at any depth) holds its default; as written when it no longer parses."""
+    try:
+        return recipe_from_dict(raw).to_dict()
+    except SlconvertError:
+        return raw
 
 
 class TrainingStopped(SlconvertError):
@@ -212,8 +219,8 @@ class Trainer:
             state = read_trainer_state(checkpoint)
             acc.load_state(str(checkpoint / "state"))
             self.start_step = int(state["step"])
-            saved, defaults = state.get("recipe", {}), Recipe().to_dict()  # a key newer than the run: its default
-            changed = sorted(k for k, v in recipe.to_dict().items() if saved.get(k, defaults.get(k)) != v)
+            saved = _saved_recipe(state.get("recipe", {}))
+            changed = sorted(k for k, v in recipe.to_dict().items() if saved.get(k) != v)
             if changed and acc.is_main_process:
                 tqdm.write(f"resuming from {checkpoint.name} with changed recipe keys: {', '.join(changed)}")
         if acc.is_main_process:
