@@ -35,12 +35,12 @@ import gc
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from ..errors import SlconvertError
+from ..errors import SlconvertError, one_line
 from ..evaluation.models import cache_keyword
 from .host import device_name, versions
 from .protocol import GIB
@@ -69,17 +69,11 @@ class ModelBenchSettings:
     def resolved(self) -> ModelBenchSettings:
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
         compile_ = (torch.device(device).type == "cuda") if self.compile is None else self.compile
-        return ModelBenchSettings(self.model, list(self.lengths), self.chunk, self.decode_tokens, compile_,
-                                  self.dense, device, self.dtype, self.seed)
+        return replace(self, lengths=list(self.lengths), compile=compile_, device=device)
 
 
 def _is_oom(err: BaseException) -> bool:
     return isinstance(err, torch.OutOfMemoryError) or (isinstance(err, RuntimeError) and "out of memory" in str(err))
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__
 
 
 class _Device:
@@ -126,10 +120,7 @@ def load_for_bench(path, device: str, dtype: str = "auto"):
         raise SlconvertError(f"{path} is not a Superlinear checkpoint (config.json has no 'superlinear' block); "
                              "convert it with `slconvert convert` first")
     with torch.device(device):
-        model = load(path, dtype=dtype)
-    model.to(device)
-    model.eval()
-    return model
+        return load(path, device=device, dtype=dtype)
 
 
 def convert_in_memory(model, params, *, layers: str | None = None, keep_dense: str | None = None,
@@ -484,7 +475,7 @@ class _Runner:
                 times, _, _ = _decode(step, token, position, cfg.decode_tokens, COMPILED_WARMUP, dev)
             result = _decode_row(times, dev.peak_gib())
         except Exception as err:  # noqa: BLE001 - a model torch/transformers cannot compile is a result, not a crash
-            result = _phase_row("out of memory" if _is_oom(err) else f"unsupported: {_one_line(err)}")
+            result = _phase_row("out of memory" if _is_oom(err) else f"unsupported: {one_line(err, 200)}")
         finally:
             static = step = None  # noqa: F841 - drop the graphs' references before the reset
             _reset_compiler()

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from slkernels import SuperlinearConfig, superlinear_attention
 
+from ..errors import one_line
 from . import published
 from .host import device_name, versions
 from .report import published_fastest
@@ -124,8 +125,7 @@ def _published_failure(pass_name: str, length: int, path: str, name: str, keys, 
         torch.cuda.empty_cache()
     row = _row(f"published {path} {name}", pass_name, length, None, None, keys, dense_keys, 0, 1.0)
     row.update(_published_fields(path, name))
-    lines = str(err).strip().splitlines()
-    row["published_error"] = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+    row["published_error"] = one_line(err)
     return row
 
 

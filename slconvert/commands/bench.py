@@ -133,7 +133,7 @@ def model_bench_settings(path: Path | None, lengths: str | None, chunk: str | No
     """The whole-model benchmark's settings from its options as typed (one `error:` line for bad input), with
     the device resolved and checked. `path` None: a model built in memory (scripts/build_nano_shape.py --bench)."""
     from ..benchmark.model import ModelBenchSettings
-    from ..dtypes import parse_dtype
+    from ..dtypes import resolve_dtype
 
     cfg = ModelBenchSettings(model=None if path is None else str(path))
     if lengths:
@@ -149,8 +149,7 @@ def model_bench_settings(path: Path | None, lengths: str | None, chunk: str | No
         if decode_tokens < 1:
             raise SlconvertError(f"--decode-tokens: {decode_tokens} must be at least 1")
         cfg.decode_tokens = decode_tokens
-    if dtype and dtype != "auto":
-        parse_dtype(dtype)
+    resolve_dtype(dtype)  # an unknown name is refused here, before anything loads
     cfg.compile, cfg.dense, cfg.device, cfg.dtype = compile_, dense, device, dtype or "auto"
     import torch
 
