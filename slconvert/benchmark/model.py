@@ -129,12 +129,11 @@ def convert_in_memory(model, params, *, layers: str | None = None, keep_dense: s
 
     The same plan (layer choice, attention shapes, refusals) and the same block as a conversion on disk, with
     `source.path` None and no weight hashes; each converted attention module gets its router with the weight the
-    conversion would write (`initial_router_weight` in the dtype of the module's weights), the config gets the
+    conversion would write (`ConversionPlan.router_weight` in the dtype of the module's weights), the config gets the
     block (the mask function reads it) and the model runs slconvert's attention function."""
     from ..architectures import architecture_for, layer_map
     from ..attention import register
     from ..loading import attach_superlinear
-    from ..router import initial_router_weight
     from ..surgery.convert import superlinear_block
     from ..surgery.plan import ConversionPlan, SourceModel, check_router_init, plan_layers, settle_attention_layers
 
@@ -155,10 +154,7 @@ def convert_in_memory(model, params, *, layers: str | None = None, keep_dense: s
     installed = attach_superlinear(model, block)  # the block in the config: the mask function reads it
     with torch.no_grad():
         for layer, router in installed.items():
-            shape = shapes[layer]
-            router.weight.copy_(initial_router_weight(shape.heads_q, shape.head_dim, init=router_init,
-                                                      alpha=shape.scaling, seed=seed, layer=layer,
-                                                      dtype=router.weight.dtype))
+            router.weight.copy_(plan.router_weight(layer, router.weight.dtype))
     model.set_attn_implementation(register())
     model.eval()
     return block

@@ -28,7 +28,7 @@ from ..checkpoint import (
 from ..dtypes import FLOAT_DTYPES, config_name
 from ..errors import SlconvertError
 from ..model_card import model_card
-from ..router import ROUTER_ATTRIBUTE, ROUTER_PARAMETERIZATION, initial_router_weight
+from ..router import ROUTER_ATTRIBUTE, ROUTER_PARAMETERIZATION
 from .plan import ConversionPlan
 
 __all__ = ["convert", "superlinear_block", "TORCH_DTYPE_NAMES"]
@@ -107,16 +107,7 @@ def convert(plan: ConversionPlan, out, *, force: bool = False, progress: bool = 
                 for name in weight_file.tensors:
                     writer.add_copy(weight_file, name, out_dtype=plan.dtype)
                 for layer in routers_by_file.get(weight_file.path.name, []):
-                    shape = plan.shapes[layer]
-                    weight = initial_router_weight(
-                        shape.heads_q,
-                        shape.head_dim,
-                        init=plan.router_init,
-                        alpha=shape.scaling,
-                        seed=plan.seed,
-                        layer=layer,
-                        dtype=DTYPES[_router_dtype(plan, layer)][0],
-                    )
+                    weight = plan.router_weight(layer, DTYPES[_router_dtype(plan, layer)][0])
                     writer.add_tensor(plan.router_name(layer), weight)
                 writer.write(progress=lambda _name: bar.update(1))
                 total_bytes += writer.total_bytes()

@@ -24,7 +24,7 @@ from ..architectures import (
 )
 from ..checkpoint import WeightSet, find_weights, read_config
 from ..errors import SlconvertError
-from ..router import ROUTER_ATTRIBUTE, ROUTER_INITS
+from ..router import ROUTER_ATTRIBUTE, ROUTER_INITS, initial_router_weight
 
 __all__ = ["AttentionShape", "SourceModel", "ConversionPlan", "open_source", "settle_attention_layers",
            "parse_layer_list", "check_router_init", "plan_layers", "plan_conversion"]
@@ -209,6 +209,12 @@ class ConversionPlan:
 
     def router_name(self, layer: int) -> str:
         return f"{self.disk_prefix[layer]}.{ROUTER_ATTRIBUTE}.weight"
+
+    def router_weight(self, layer: int, dtype):
+        """The initial router weight of a converted layer (`router_init`, seeded per layer), in `dtype`."""
+        shape = self.shapes[layer]
+        return initial_router_weight(shape.heads_q, shape.head_dim, init=self.router_init, alpha=shape.scaling,
+                                     seed=self.seed, layer=layer, dtype=dtype)
 
 
 def select_layers(source: SourceModel, layers: str | None, keep_dense: str | None) -> list[int]:
