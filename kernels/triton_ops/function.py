@@ -34,13 +34,16 @@ __all__ = ["superlinear_prefill", "forward_pass", "inference_forward", "inferenc
 # Inference (no gradients) runs the query rows in chunks, so that what the pass holds per query row besides the
 # output (the k per-span partial outputs in q's dtype, the chunk's own output, and about half an output's worth of
 # anchors, scores, gates and work lists: k + 1.5 outputs) exists for one chunk at a time. The whole pass held
-# 4.5x dense SDPA's peak at 256K; in chunks the peak is about the output plus INFERENCE_EXTRA of it. A chunk holds
-# at least INFERENCE_MIN_ROWS rows over the batch, in a multiple of CHUNK_ALIGN rows per sequence (so the search,
-# gates and window tiles are the whole pass's row for row; span tiles group a chunk's own entries, so a span's keys
-# may be summed in other blocks: equal up to rounding), so that a chunk's launches stay a small part of its time
-# (13 chunks at 256K). Calls of fewer than INFERENCE_START_ROWS rows over the batch (a model's 32K prefill chunks
-# at batch 1, whose extras are small in bytes) stay one pass. INFERENCE_EXTRA = 0 switches the chunking off.
-INFERENCE_EXTRA = 0.3
+# 4.5x dense SDPA's peak at 256K; in chunks the peak is about the output plus at most INFERENCE_EXTRA of it,
+# counting what the call holds for all its chunks (the span-mean running sums of K: 3/16 of an output at 32 / 2
+# heads). Measured on an H200 at 256K (bf16, 32 / 2 heads, released, anchor key): 13 chunks, 2.70 GiB against
+# dense SDPA's 2.00 and the one pass's 8.93, 4% slower than the one pass. A chunk holds at least
+# INFERENCE_MIN_ROWS rows over the batch, in a multiple of CHUNK_ALIGN rows per sequence (so the search, gates and
+# window tiles are the whole pass's row for row; span tiles group a chunk's own entries, so a span's keys may be
+# summed in other blocks: equal up to rounding), so that a chunk's launches stay a small part of its time. Calls
+# of fewer than INFERENCE_START_ROWS rows over the batch (a model's 32K prefill chunks at batch 1, whose extras are
+# small in bytes) stay one pass. INFERENCE_EXTRA = 0 switches the chunking off.
+INFERENCE_EXTRA = 0.4
 INFERENCE_MIN_ROWS = 16384
 INFERENCE_START_ROWS = 65536
 CHUNK_ALIGN = 4096
@@ -80,23 +83,34 @@ def forward_pass(q, k, v, q_search, config: SuperlinearConfig, positions, first_
     return out, saved
 
 
-def inference_chunk_rows(len_q: int, num_spans: int, batch: int = 1) -> int:
-    """Query rows per sequence in a chunk of an inference forward (len_q when it runs as one pass)."""
+def inference_chunk_rows(len_q: int, num_spans: int, batch: int = 1, held: float = 0.0) -> int:
+    """Query rows per sequence in a chunk of an inference forward (len_q when it runs as one pass). `held`: what
+    the call holds for all its chunks (the span-mean running sums), as a fraction of the output; the chunks get
+    the rest of INFERENCE_EXTRA."""
     if INFERENCE_EXTRA <= 0 or batch * len_q < INFERENCE_START_ROWS:
         return len_q
-    rows = max(cdiv(INFERENCE_MIN_ROWS, batch), int(len_q * INFERENCE_EXTRA / (num_spans + 1.5)))
-    rows = cdiv(rows, CHUNK_ALIGN) * CHUNK_ALIGN
+    fit = int(len_q * max(INFERENCE_EXTRA - held, 0.0) / (num_spans + 1.5)) // CHUNK_ALIGN * CHUNK_ALIGN
+    rows = cdiv(max(cdiv(INFERENCE_MIN_ROWS, batch), fit), CHUNK_ALIGN) * CHUNK_ALIGN
     return len_q if rows >= len_q else rows
+
+
+def held_fraction(prefix, q) -> float:
+    """Bytes of the span-mean running sums (None: none) as a fraction of an output shaped like q."""
+    if prefix is None:
+        return 0.0
+    held = sum(t.numel() * t.element_size() for t in (prefix.pairs, prefix.third, prefix.norm))
+    return held / (q.numel() * q.element_size())
 
 
 def inference_forward(q, k, v, q_search, config: SuperlinearConfig, positions, first_real, scale, t_bound):
     """The forward without gradients, in chunks of query rows (`inference_chunk_rows`): each chunk is a prefill
     chunk at its own positions over all the keys, so each row's output is the whole pass's (up to rounding)."""
     len_q = q.shape[2]
-    rows = inference_chunk_rows(len_q, config.num_spans, q.shape[0])
-    if rows >= len_q:
-        return forward_pass(q, k, v, q_search, config, positions, first_real, scale, t_bound, for_backward=False)[0]
     prefix = key_prefix(k, first_real) if config.search_key == "span_mean" else None  # over keys: once
+    rows = inference_chunk_rows(len_q, config.num_spans, q.shape[0], held_fraction(prefix, q))
+    if rows >= len_q:
+        return forward_pass(q, k, v, q_search, config, positions, first_real, scale, t_bound, for_backward=False,
+                            prefix=prefix)[0]
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     for start in range(0, len_q, rows):
         end = min(len_q, start + rows)
