@@ -21,6 +21,8 @@ it measured; `report` turns the rows into OUT/study.json, OUT/study.png and OUT/
     python scripts/conversion_study.py run --out study-output/big --teacher study-output/teacher/model \
         --lengths 2048,4096,8192,16384 --seq-len 4096 --batch-size 8 \
         --train "data.niah_tasks=[single, multikey, multivalue];lm_average=sample"   # train on the teacher's tasks
+    python scripts/conversion_study.py run --out study-output/big2 --teacher study-output/teacher/model ... \
+        --teacher-row study-output/big --no-untrained   # the teacher's row from the study before, no step 0
 
 `make study` runs the default. The rows keep every job and every budget, failures included; the
 report says which settings were run, on which card, with how many tokens.
@@ -29,6 +31,7 @@ report says which settings were run, on which card, with how many tokens.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -193,8 +196,9 @@ def run_job(spec: dict) -> None:
                 record(step, evaluate(self.unwrapped, self.tokenizer, spec))
 
     trainer = StudyTrainer(recipe, start, work / "run", progress=False)
-    record(0, evaluate(trainer.unwrapped, trainer.tokenizer, spec), trainable_parameters=sum(
-        p.numel() for p in trainer.params))
+    if spec.get("untrained", True):
+        record(0, evaluate(trainer.unwrapped, trainer.tokenizer, spec), trainable_parameters=sum(
+            p.numel() for p in trainer.params))
     summary = trainer.run()
     record(summary["steps"], evaluate(trainer.unwrapped, trainer.tokenizer, spec),
            tokens_per_s=summary["tokens_per_s_mean"], final_model=str(work / "run"),
@@ -341,21 +345,61 @@ def check_train_overrides(overrides: list[str]) -> None:
         sys.exit(f"error: --train: {err}")
 
 
+def fingerprint(model: Path) -> str:
+    """A short hash of a checkpoint's config and weight files (names, sizes, first MiB), so that a study can tell
+    whether an earlier study measured the same teacher wherever its folder now lies."""
+    digest = hashlib.sha256()
+    for path in sorted(model.glob("*.json")) + sorted(model.glob("*.safetensors")):
+        digest.update(f"{path.name}:{path.stat().st_size}:".encode())
+        with open(path, "rb") as handle:
+            digest.update(handle.read(1 << 20))
+    return digest.hexdigest()[:16]
+
+
+# what a teacher row's prompts depend on: a row measured with other values is not the same measurement
+TEACHER_ROW_KEYS = ("tasks", "lengths", "depths", "samples")
+
+
+def reused_teacher_row(run: Path, common: dict) -> dict:
+    """The dense teacher's row of the earlier study in `run`, marked as reused; exits with one line when `run` has
+    none, or measured other prompts or another teacher (by the teacher's folder name)."""
+    try:
+        earlier = json.loads((run / "settings.json").read_text())
+        rows = [json.loads(line) for line in (run / "rows.jsonl").read_text().splitlines() if line.strip()]
+    except (OSError, ValueError) as err:
+        sys.exit(f"error: --teacher-row {run}: cannot read its settings.json and rows.jsonl ({err}); "
+                 "give the folder of an earlier `conversion_study.py run`")
+    teacher_rows = [r for r in rows if r.get("preset") == "dense" and "results" in r]
+    if not teacher_rows:
+        sys.exit(f"error: --teacher-row {run}: that study has no measured teacher row; run without --teacher-row")
+    differ = [k for k in TEACHER_ROW_KEYS if earlier.get(k) != common[k]]
+    # the same weights: by their fingerprint where the earlier study recorded one, else by the folder's name
+    if (earlier.get("teacher_fingerprint") or Path(earlier.get("teacher", "")).name) != (
+            common["teacher_fingerprint"] if earlier.get("teacher_fingerprint") else Path(common["teacher"]).name):
+        differ.append("teacher")
+    if differ:
+        sys.exit(f"error: --teacher-row {run}: it measured other {', '.join(differ)} "
+                 f"({'; '.join(f'{k}: {earlier.get(k)}' for k in differ)}); measure the teacher again instead")
+    return {**teacher_rows[-1], "reused_from": str(run.resolve())}
+
+
 def run_study(args) -> None:
     check_train_overrides(args.train)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     work = Path(args.work or (out / "jobs"))
     rows = out / "rows.jsonl"
-    if rows.exists() and not args.append:
-        rows.unlink()
-    common = {"teacher": str(Path(args.teacher).resolve()), "steps": args.steps, "evals": args.evals,
+    common = {"teacher": str(Path(args.teacher).resolve()), "teacher_fingerprint": fingerprint(Path(args.teacher)),
+              "steps": args.steps, "evals": args.evals,
               "seq_len": args.seq_len, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
               "tasks": args.tasks, "lengths": args.lengths, "depths": args.depths, "samples": args.samples,
               "scale_to": args.scale_to, "job_minutes": args.job_minutes, "train_overrides": args.train,
-              "rows": str(rows.resolve())}
-    jobs = [{**common, "name": "teacher", "shape": "dense", "key": "-", "preset": "dense",
-             "work": str(work / "teacher")}]
+              "untrained": not args.no_untrained, "rows": str(rows.resolve())}
+    reused = reused_teacher_row(Path(args.teacher_row), common) if args.teacher_row else None  # before any write
+    out.mkdir(parents=True, exist_ok=True)
+    if rows.exists() and not args.append:
+        rows.unlink()
+    jobs = [] if reused else [{**common, "name": "teacher", "shape": "dense", "key": "-", "preset": "dense",
+                               "work": str(work / "teacher")}]
     for shape in args.shapes:
         for key in args.keys:
             for preset in args.presets:
@@ -365,8 +409,11 @@ def run_study(args) -> None:
     settings = {"command": " ".join(sys.argv), "card": _card(), "recipe": str(RECIPE.relative_to(ROOT)),
                 "shapes": {s: SHAPES[s] if not args.scale_to else scaled(SHAPES[s], args.scale_to) for s in args.shapes},
                 **{k: v for k, v in common.items() if k != "rows"},
-                "gpus": args.gpus, "parallel": args.parallel, "jobs": [j["name"] for j in jobs]}
+                "gpus": args.gpus, "parallel": args.parallel, "jobs": [j["name"] for j in jobs],
+                **({"teacher_row_from": str(Path(args.teacher_row).resolve())} if reused else {})}
     (out / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
+    if reused:
+        _append(rows, reused)
     print(f"study: {len(jobs)} jobs, {args.parallel} at a time on {args.gpus} GPU(s), on {settings['card']}; "
           f"rows -> {rows}", flush=True)
     deadline = time.time() + args.deadline if args.deadline else None
@@ -454,7 +501,9 @@ def report(out) -> dict:
                         "final_vs_teacher_min_ratio": relative,
                         "tokens_to_95pct_of_teacher": _tokens_to_target(points, teacher)})
     failed = [r for r in rows if r.get("failed")]
-    result = {"settings": settings, "teacher": teacher and {"score": teacher_score, "results": teacher["results"]},
+    result = {"settings": settings, "teacher": teacher and {"score": teacher_score, "results": teacher["results"],
+                                                        **({"reused_from": teacher["reused_from"]}
+                                                           if "reused_from" in teacher else {})},
               "jobs": summary, "failed": failed, "rows": rows}
     (out / "study.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "study.md").write_text(_markdown(result))
@@ -499,8 +548,13 @@ def _markdown(result: dict) -> str:
              f"{100.0 / max(1, len(s['depths']) * s['samples']):.3g} points.", ""]
     if result["teacher"]:
         answered = ", ".join(f"{task} {res['by_length']}" for task, res in result["teacher"]["results"].items())
-        lines.append(f"Dense teacher, exact match % by task and length: {answered}. Scores below are the mean "
+        reused = result["teacher"].get("reused_from")
+        lines.append(f"Dense teacher, exact match % by task and length: {answered}"
+                     + (f" (measured by the study in {reused})" if reused else "") + ". Scores below are the mean "
                      "over the cells the teacher answers (> 0), as %; 'final / teacher' is the worst such cell's ratio.")
+        if s.get("untrained") is False:
+            lines.append("The converted models were not measured as converted (--no-untrained): each curve starts at "
+                         "its first budget.")
         lines.append("")
     budgets = sorted({t for job in result["jobs"] for t, _ in job["curve"]})
     head = "| shape (W) | search key | preset | steps run | " + " | ".join(f"{t / 1e6:.1f}M tok" for t in budgets) + \
@@ -588,6 +642,12 @@ def main(argv=None) -> None:
     run.add_argument("--train", type=lambda s: [o for o in s.split(";") if o], default=[],
                      help="overrides of recipes/conversion-study.yaml every job takes after the study's own, "
                           "';'-separated (e.g. 'data.niah_tasks=[single, multikey, multivalue];lm_average=sample')")
+    run.add_argument("--teacher-row", default=None, metavar="RUN",
+                     help="take the dense teacher's row from an earlier study folder RUN (same teacher, tasks, "
+                          "lengths, depths and samples) instead of measuring it again")
+    run.add_argument("--no-untrained", action="store_true",
+                     help="skip the step-0 measurement of each converted model (as converted: the router is "
+                          "untrained); its curve then starts at the first budget")
     run.add_argument("--scale-to", type=int, default=0,
                      help="choose each shape's sw so that W <= LENGTH / 16 (default: the shapes as listed)")
     teach = sub.add_parser("teacher", help="train the study's dense teacher (GPU) and measure its NIAH")

@@ -108,6 +108,37 @@ def test_a_study_job_converts_trains_with_the_study_overrides_and_measures(study
     assert trained["trainable"] == "attention" and trained["max_steps"] == 2
     assert "training overrides: lm_average=sample" in (out / "study.md").read_text()
 
+    # a second study on the same teacher and prompts takes the teacher's row from the first, and skips the
+    # as-converted measurement: only the job's trained budget is measured
+    again = tmp_path / "again"
+    study.main(["run", "--out", str(again), "--shapes", "balanced", "--keys", "anchor", "--presets", "attention",
+                "--steps", "1", "--evals", "1", "--seq-len", "256", "--batch-size", "2", "--lengths", "256",
+                "--depths", "50", "--samples", "1", "--tasks", "single", "--parallel", "1",
+                "--teacher-row", str(out), "--no-untrained"])
+    rows2 = [json.loads(line) for line in (again / "rows.jsonl").read_text().splitlines()]
+    assert sorted((r["job"], r["step"]) for r in rows2) == [("balanced-anchor-attention", 1), ("teacher", 0)]
+    reused = next(r for r in rows2 if r["job"] == "teacher")
+    assert reused["reused_from"] == str(out.resolve())
+    assert reused["results"] == next(r for r in rows if r["job"] == "teacher")["results"]
+    assert json.loads((again / "settings.json").read_text())["jobs"] == ["balanced-anchor-attention"]
+    report = (again / "study.md").read_text()
+    assert f"(measured by the study in {out.resolve()})" in report and "not measured as converted" in report
+
+
+def test_a_teacher_row_of_other_prompts_is_refused(study, tmp_path):
+    """--teacher-row refuses, in one line and before any job, a study that measured other lengths."""
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "settings.json").write_text(json.dumps({
+        "teacher": str(ROOT / "slconvert" / "assets" / "tiny-teacher"), "tasks": ["single"], "lengths": [512],
+        "depths": [50.0], "samples": 1}))
+    (earlier / "rows.jsonl").write_text(json.dumps({"job": "teacher", "preset": "dense", "step": 0, "results": {}})
+                                        + "\n")
+    with pytest.raises(SystemExit, match=r"it measured other lengths \(lengths: \[512\]\)"):
+        study.main(["run", "--out", str(tmp_path / "s"), "--lengths", "256", "--depths", "50", "--samples", "1",
+                    "--tasks", "single", "--teacher-row", str(earlier)])
+    assert not (tmp_path / "s").exists()  # nothing written
+
 
 @pytest.mark.parametrize("train, message", [
     ("max_steps=3", "cannot set 'max_steps': the study sets it from --steps"),
