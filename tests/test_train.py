@@ -43,7 +43,8 @@ CASES = {
                                           "recall_rows=64", "router_rows=32", "output_mse_weight=0.5"]),
     "niah-curriculum.yaml": (FAST, ["max_steps=4", "curriculum=[{seq_len: 288, steps: 2}, {seq_len: 320, steps: 2}]",
                                     "data.niah_tasks=[single, passkey]", "batch_size=2", "save_every=2",
-                                    "recall_rows=64", "router_rows=32", "recall_every=2"]),
+                                    "recall_rows=64", "router_rows=32", "recall_every=2",
+                                    "router_kl_weight=0.1", "router_rows_from=answers"]),
     "long-context.yaml": (FAST, ["max_steps=3", "seq_len=64", "batch_size=2", "micro_batch_size=2",
                                  "save_every=0", "recall_rows=32", "router_rows=16", "precision=bf16"]),
 }
@@ -73,6 +74,8 @@ def test_each_recipe_runs_and_leaves_a_loadable_checkpoint(recipe, tmp_path):
     steps = [m for m in _metrics(out) if "event" not in m]
     assert [m["step"] for m in steps] == list(range(1, recipe_obj.max_steps + 1))
     assert all(m["tokens_per_s"] > 0 and torch.isfinite(torch.tensor(m["loss"])) for m in steps)
+    if recipe_obj.router_kl_weight > 0:
+        assert all(m["kl"] >= 0 for m in steps)
     events = [m["when"] for m in _metrics(out) if m.get("event") == "span_recall"]
     assert events[0] == "before" and events[-1] == "after"
     assert (out / "training.png").stat().st_size > 1000

@@ -136,6 +136,31 @@ def test_row_sampling_is_seeded_and_beyond_the_window():
     assert sample_rows(short, 7, torch.Generator()) is None
 
 
+def test_answer_rows_come_first_then_random_ones():
+    """With `prefer` (the rows that predict a labelled token), every eligible preferred row is taken before any
+    other; the rest are drawn at random; preferred rows inside the window are not eligible."""
+    from slconvert.training.data import IGNORE
+    from slconvert.training.losses import answer_rows
+
+    record, _ = _record(4)
+    labels = torch.full((2, 40), IGNORE)
+    labels[0, [3, 31, 32]] = 5  # row 2 (inside the window), rows 30 and 31
+    labels[1, 38] = 7           # row 37
+    prefer = answer_rows(labels)
+    assert torch.nonzero(prefer).flatten().tolist() == [2, 30, 31, 37]
+    picked = sample_rows(record, 6, torch.Generator().manual_seed(3), prefer)
+    index = picked.index.tolist()
+    assert len(index) == 6 and {30, 31, 37} <= set(index) and 2 not in index
+    assert index == sorted(index) and int(picked.positions.min()) + 1 > CFG.window + 1
+    fewer = sample_rows(record, 2, torch.Generator().manual_seed(3), prefer).index.tolist()
+    assert len(fewer) == 2 and set(fewer) <= {30, 31, 37}
+    # without `prefer`, the same draw as before the option existed
+    plain = sample_rows(record, 6, torch.Generator().manual_seed(3)).index.tolist()
+    eligible = [r for r in range(40) if r + 1 > CFG.window + 1]
+    assert plain == sorted(torch.tensor(eligible)[torch.randperm(len(eligible),
+                                                                   generator=torch.Generator().manual_seed(3))[:6]].tolist())
+
+
 def test_chunked_next_token_loss_matches_plain_cross_entropy(monkeypatch):
     from slconvert.training import losses
 

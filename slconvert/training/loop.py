@@ -41,7 +41,7 @@ from .checkpoints import (
     write_model_dir,
 )
 from .data import SequenceSource
-from .losses import average_loss, next_token_sums, router_losses, sample_rows
+from .losses import answer_rows, average_loss, next_token_sums, router_losses, sample_rows
 from .metrics import MetricsLog, plot_metrics
 from .model_setup import (
     autocast,
@@ -259,8 +259,10 @@ class Trainer:
             generator = torch.Generator().manual_seed(recipe.seed * 1_000_003 + step * 1009 + first)
             parts = {"kl": [], "mse": [], "recall": []}
             by_layer: dict[str, list[float]] = {}
+            prefer = answer_rows(labels) if recipe.router_rows_from == "answers" else None
             for record in calls:
-                rows = sample_rows(record, recipe.router_rows, generator)
+                rows = sample_rows(record, recipe.router_rows, generator,
+                                   None if prefer is None else prefer[-record["q"].shape[2]:])
                 if rows is None:
                     continue
                 result = router_losses(record, self.routers[record["layer_idx"]], rows,

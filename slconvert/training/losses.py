@@ -44,8 +44,18 @@ class RowSample:
         self.positions = positions  # their key-axis positions (int64 [R])
 
 
-def sample_rows(record: dict, count: int, generator: torch.Generator) -> RowSample | None:
-    """Up to `count` distinct query rows whose t exceeds W + 1 in some batch row; None when there are none."""
+def answer_rows(labels: torch.Tensor) -> torch.Tensor:
+    """bool [L]: the query rows whose next token is labelled in some batch row (row t predicts token t + 1)."""
+    rows = torch.zeros(labels.shape[1], dtype=torch.bool, device=labels.device)
+    rows[:-1] = (labels[:, 1:] != IGNORE).any(0)
+    return rows
+
+
+def sample_rows(record: dict, count: int, generator: torch.Generator,
+                prefer: torch.Tensor | None = None) -> RowSample | None:
+    """Up to `count` distinct query rows whose t exceeds W + 1 in some batch row; None when there are none.
+    `prefer` (bool [L_q], e.g. `answer_rows`): those eligible rows are taken first (a random subset when more than
+    `count`), the rest drawn at random from the other eligible rows."""
     q, config = record["q"], record["config"]
     len_q, len_kv = q.shape[2], record["k"].shape[2]
     positions = record.get("cache_position")
@@ -53,13 +63,21 @@ def sample_rows(record: dict, count: int, generator: torch.Generator) -> RowSamp
         positions = torch.arange(len_kv - len_q, len_kv, device=q.device)
     first = _first_real(record, q.shape[0], q.device)
     eligible = (positions[None, :] + 1 - first.min()) > config.window + 1
-    rows = torch.nonzero(eligible[0]).flatten().cpu()
-    if rows.numel() == 0:
+    eligible = eligible[0].cpu()
+    if not eligible.any():
         return None
-    if rows.numel() > count:
-        rows = rows[torch.randperm(rows.numel(), generator=generator)[:count]].sort().values
-    rows = rows.to(q.device)
+    first_pick = eligible & prefer.cpu() if prefer is not None else torch.zeros_like(eligible)
+    rows = torch.cat([_draw(torch.nonzero(pool).flatten(), room, generator)
+                      for pool, room in ((first_pick, count), (eligible & ~first_pick, count - int(first_pick.sum())))])
+    rows = rows.sort().values.to(q.device)
     return RowSample(rows, positions[rows])
+
+
+def _draw(rows: torch.Tensor, room: int, generator: torch.Generator) -> torch.Tensor:
+    """All of `rows` when they fit in `room`, else `room` of them at random."""
+    if rows.numel() <= max(room, 0):
+        return rows
+    return rows[torch.randperm(rows.numel(), generator=generator)[:max(room, 0)]]
 
 
 def _first_real(record: dict, batch: int, device) -> torch.Tensor:

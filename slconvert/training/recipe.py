@@ -36,6 +36,11 @@ MODEL_KINDS = ("converted", "dense")
 #   (a few answer tokens) by its length; sample: every sequence weighs the same (its mean over its own labelled
 #   tokens), so `data.niah_fraction` is the share of the loss that retrieval gets at any length.
 LM_AVERAGES = ("token", "sample")
+# Which query rows the router losses sample (recipe key `router_rows_from`): random: any row past the window;
+# answers: first the rows that predict a labelled token (a needle sample's answer, where retrieval happens; a text
+# sample's every row), then random ones up to `router_rows`. Sampled at random, the few answer rows of a long
+# needle sample are almost never among them.
+ROUTER_ROWS_FROM = ("random", "answers")
 
 
 @dataclass
@@ -102,6 +107,7 @@ class Recipe:
     router_kl_weight: float = 0.0
     output_mse_weight: float = 0.0
     router_rows: int = 256
+    router_rows_from: str = "random"
     recall_rows: int = 512
     recall_every: int = 0
     curriculum: list = field(default_factory=list)
@@ -304,6 +310,7 @@ def recipe_from_dict(raw: dict) -> Recipe:
         setattr(recipe, key, _as_float(key, getattr(recipe, key), 0.0))
     recipe.precision = _as_choice("precision", recipe.precision, PRECISIONS)
     recipe.lm_average = _as_choice("lm_average", recipe.lm_average, LM_AVERAGES)
+    recipe.router_rows_from = _as_choice("router_rows_from", recipe.router_rows_from, ROUTER_ROWS_FROM)
     recipe.model_kind = _as_choice("model_kind", recipe.model_kind, MODEL_KINDS)
     recipe.gradient_checkpointing = _as_bool("gradient_checkpointing", recipe.gradient_checkpointing)
     recipe.trainable = _trainable(recipe.trainable)
