@@ -3,12 +3,12 @@ answers are known (a teacher that answers one task, a job that reaches it, a job
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import yaml
+from module_file import load_module
 from slkernels import SuperlinearConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,10 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def study():
-    spec = importlib.util.spec_from_file_location("conversion_study", ROOT / "scripts" / "conversion_study.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(ROOT / "scripts" / "conversion_study.py")
 
 
 @pytest.mark.parametrize("shortest", [512, 2048, 16384])

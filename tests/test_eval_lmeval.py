@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import tiny_pair
+from module_file import load_module
 from needle_oracle import oracle_model
 
 from slconvert.assets import TINY_TEACHER
@@ -42,10 +42,7 @@ def converted(tmp_path_factory):
 
 
 def _task_data_module():
-    spec = importlib.util.spec_from_file_location("slc_data_under_test", shipped_tasks_dir() / "slc_data.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(shipped_tasks_dir() / "slc_data.py", "slc_data_under_test")
 
 
 def test_shipped_tasks_exist():

@@ -3,7 +3,6 @@ small Superlinear settings; and scripts/build_nano_shape.py."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 import torch
 from cli_helpers import convert_cli
 from click.testing import CliRunner
+from module_file import load_module
 
 from slconvert.assets import TINY_TEACHER
 from slconvert.benchmark import model as mb
@@ -218,10 +218,7 @@ def test_readme_shows_the_card_header():
 # --- scripts/build_nano_shape.py ------------------------------------------------------------------------------
 
 def _nano_script():
-    spec = importlib.util.spec_from_file_location("build_nano_shape", ROOT / "scripts" / "build_nano_shape.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(ROOT / "scripts" / "build_nano_shape.py")
 
 
 def test_nano_shape_config_on_the_meta_device():

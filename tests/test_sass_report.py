@@ -9,11 +9,11 @@ warp-group tensor-core products (HGMMA), not the older per-warp ones.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
 import pytest
+from module_file import load_module
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "sass_report.py"
 
@@ -24,10 +24,7 @@ def sass_report():
     tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
     if not os.access(tool, os.X_OK):
         pytest.skip(f"Triton's package has no cuobjdump at {tool}")
-    spec = importlib.util.spec_from_file_location("sass_report", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(SCRIPT)
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
+from module_file import load_module
 
 from slconvert.benchmark.report import format_table, plot_times, write_json
 from slconvert.cli import main
@@ -72,15 +73,11 @@ def test_report_writers(tmp_path):
 
 def test_run_bench_times_each_setting_with_each_search_key(monkeypatch):
     """`benchmarks/run_bench.py --search-key anchor --search-key span_mean`: a span-mean row beside every setting."""
-    import importlib.util
     from pathlib import Path
 
     from slconvert.benchmark import protocol
 
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "run_bench.py"
-    spec = importlib.util.spec_from_file_location("run_bench", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module(Path(__file__).resolve().parents[1] / "benchmarks" / "run_bench.py")
     monkeypatch.setattr(protocol, "SETTINGS", dict(protocol.SETTINGS))
     names = module._with_search_keys(["released", "balanced"], ["anchor", "span_mean"])
     assert names == ["released", "released span_mean", "balanced", "balanced span_mean"]
