@@ -127,7 +127,8 @@ def evaluate(model, tokenizer, spec: dict) -> dict:
                                               seed=spec["seed"], key_kind="words", value_kind="numbers",
                                               max_length=None, mode="generate", skip_too_long=False)
                 grid = _GRIDS[task]
-                table = grid_table(grid, run_grid(em, grid, mode="generate", label=spec["name"]))
+                table = grid_table(grid, run_grid(em, grid, mode="generate", label=spec["name"],
+                                                  batch=spec.get("eval_batch") or 1))
                 per_length = {}
                 for col, length in enumerate(table["lengths"]):
                     cells = [row[col] for row in table["scores"] if row[col] is not None]
@@ -220,7 +221,8 @@ def train_teacher(args) -> None:
     recipe = load_recipe(TEACHER_RECIPE, args.overrides)
     summary = train(recipe, init, out / "model", progress=False)
     spec = {"name": "teacher", "path": str(out / "model"), "tasks": args.tasks, "lengths": args.lengths,
-            "depths": args.depths, "samples": args.samples, "seed": args.seed}
+            "depths": args.depths, "samples": args.samples, "seed": args.seed,
+            "eval_batch": len(args.depths) * args.samples}
     rows = out / "rows.jsonl"
     rows.unlink(missing_ok=True)
     run_job({**spec, "teacher": str(out / "model"), "preset": "dense", "shape": "dense", "key": "-",
@@ -393,7 +395,8 @@ def run_study(args) -> None:
               "seq_len": args.seq_len, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
               "tasks": args.tasks, "lengths": args.lengths, "depths": args.depths, "samples": args.samples,
               "scale_to": args.scale_to, "job_minutes": args.job_minutes, "train_overrides": args.train,
-              "untrained": not args.no_untrained, "rows": str(rows.resolve())}
+              "untrained": not args.no_untrained, "eval_batch": args.eval_batch or len(args.depths) * args.samples,
+              "rows": str(rows.resolve())}
     reused = reused_teacher_row(Path(args.teacher_row), common) if args.teacher_row else None  # before any write
     out.mkdir(parents=True, exist_ok=True)
     if rows.exists() and not args.append:
@@ -645,6 +648,8 @@ def main(argv=None) -> None:
     run.add_argument("--teacher-row", default=None, metavar="RUN",
                      help="take the dense teacher's row from an earlier study folder RUN (same teacher, tasks, "
                           "lengths, depths and samples) instead of measuring it again")
+    run.add_argument("--eval-batch", type=int, default=0,
+                     help="NIAH prompts of one length decoded side by side (default: one cell's, depths x samples)")
     run.add_argument("--no-untrained", action="store_true",
                      help="skip the step-0 measurement of each converted model (as converted: the router is "
                           "untrained); its curve then starts at the first budget")

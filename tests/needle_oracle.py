@@ -51,19 +51,22 @@ class NeedleOracle(torch.nn.Module):
         return self.tokenizer(" " + ", ".join(values), add_special_tokens=False)["input_ids"] + eos
 
     def forward(self, input_ids, past_key_values=None, use_cache=False, logits_to_keep=0, **_):
-        """Next-token logits as one-hot rows; the "cache" holds the tokens seen and where the prompt ended."""
-        state = past_key_values or {"ids": [], "prompt": None, "answer": None}
-        state["ids"] = state["ids"] + input_ids[0].tolist()
-        if state["prompt"] is None and _PROMPT_END.search(self.tokenizer.decode(state["ids"], skip_special_tokens=True)):
-            state["prompt"] = len(state["ids"])
-            state["answer"] = self.answer_ids(state["ids"])
+        """Next-token logits as one-hot rows; the "cache" holds, per batch row, the tokens seen and where the prompt
+        ended."""
+        states = past_key_values or [{"ids": [], "prompt": None, "answer": None} for _ in range(input_ids.shape[0])]
         steps = input_ids.shape[1] if not logits_to_keep else min(logits_to_keep, input_ids.shape[1])
-        logits = torch.zeros(1, steps, len(self.tokenizer))
-        if state["prompt"] is not None:
-            made = len(state["ids"]) - state["prompt"]
-            answer = state["answer"]
-            logits[0, -1, answer[min(made, len(answer) - 1)]] = 1.0
-        return SimpleNamespace(logits=logits, past_key_values=state)
+        logits = torch.zeros(input_ids.shape[0], steps, len(self.tokenizer))
+        for row, state in enumerate(states):
+            state["ids"] = state["ids"] + input_ids[row].tolist()
+            if state["prompt"] is None and _PROMPT_END.search(self.tokenizer.decode(state["ids"],
+                                                                                    skip_special_tokens=True)):
+                state["prompt"] = len(state["ids"])
+                state["answer"] = self.answer_ids(state["ids"])
+            if state["prompt"] is not None:
+                made = len(state["ids"]) - state["prompt"]
+                answer = state["answer"]
+                logits[row, -1, answer[min(made, len(answer) - 1)]] = 1.0
+        return SimpleNamespace(logits=logits, past_key_values=states)
 
     def tie_weights(self) -> None:  # lm-eval's HFLM calls it on the model it is given
         pass

@@ -37,7 +37,7 @@ def test_niah_generation_grid_with_compare(checkpoints, tmp_path):
     source, converted = checkpoints
     out = tmp_path / "out"
     result = _eval(converted, "--niah", "--niah-style", "slconvert", "--lengths", "400,470", "--depths", "0,100",
-                   "--samples", "1", "--compare", source, "--chunk-size", "150", "--out", out)
+                   "--samples", "1", "--compare", source, "--chunk-size", "150", "--batch-size", "2", "--out", out)
     assert result.exit_code == 0, result.output
     assert "depth \\ length | 400 | 470" in result.output and "difference (converted - source)" in result.output
     _png(out / "niah_heatmap.png")
@@ -136,6 +136,7 @@ def test_skips_and_counts_prompts_over_the_context(checkpoints, tmp_path):
     (["--niah", "--haystack", "essay"], "the essay haystack is read from a local folder, never downloaded: pass "
                                         "--haystack DIR"),
     (["--niah", "--chat-template"], "the tokenizer of"),
+    (["--niah", "--batch-size", "0"], "--batch-size 0 must be at least 1"),
 ])
 def test_bad_input_is_one_line(checkpoints, tmp_path, args, message):
     _, converted = checkpoints

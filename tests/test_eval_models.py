@@ -87,6 +87,21 @@ def test_greedy_decoding_with_cache_matches_recomputation(models):
     assert produced == expected
 
 
+def test_a_batch_of_prompts_decodes_as_each_prompt_alone(models):
+    """Prompts of one length decoded side by side, each with its own budget, give each prompt's own greedy tokens;
+    prompts of different lengths are refused."""
+    from slconvert.evaluation.models import greedy_generate
+
+    for em in models:
+        prompts = [_ids(em, 700, seed)[:150] for seed in (4, 5, 6)]
+        budgets = [5, 2, 0]
+        together = greedy_generate(em.model, prompts, budgets, prefill_chunk=64)
+        alone = [greedy_generate(em.model, ids, budget) for ids, budget in zip(prompts, budgets)]
+        assert together == alone and [len(t) for t in together] == budgets
+        with pytest.raises(ValueError, match="one length"):
+            greedy_generate(em.model, [prompts[0], prompts[1][:-1]], 2)
+
+
 def test_chunked_prefill_gives_the_same_last_logits(models):
     from slconvert.evaluation.models import last_logits
 

@@ -12,6 +12,7 @@ from transformers import ByT5Tokenizer
 from slconvert.assets import TINY_TEACHER
 from slconvert.errors import SlconvertError
 from slconvert.evaluation.niah import score_teacher_forced
+from slconvert.evaluation.models import load_eval_model
 from slconvert.evaluation.niah_run import build_grid, grid_table, run_grid
 from slconvert.tasks.haystack import FileHaystack, NoiseHaystack, RepeatHaystack, SyntheticHaystack, load_haystack
 from slconvert.tasks.niah import TASKS, build_sample, prompt_length, score_generation, score_sample
@@ -193,6 +194,7 @@ def test_known_answers_on_every_task_in_both_styles():
                               mode="generate", skip_too_long=False, style=style)
             right = run_grid(copy, grid, mode="generate", prefill_chunk=64)
             assert grid_table(grid, right)["average"] == 100.0, (style, task, [r["output"] for r in right])
+            assert run_grid(copy, grid, mode="generate", prefill_chunk=64, batch=2) == right  # side by side
             assert grid_table(grid, run_grid(never, grid, mode="generate"))["average"] == 0.0
             budget = 128 if style == "ruler" else None
             assert all(r["tokens"] == 400 - (budget or 0) for r in right)
@@ -200,6 +202,19 @@ def test_known_answers_on_every_task_in_both_styles():
         sample = build_sample(copy.tokenizer, load_haystack(None, 0, style), "single", 400, 50, value_kind="words",
                               style=style)
         assert score_sample(sample, sample.answer.upper()) == score
+
+
+def test_a_batched_grid_is_the_grid_prompt_by_prompt():
+    """The shipped tiny teacher (100% on the single needle) over a grid of two lengths, decoded three prompts at a
+    time: the same records in the grid's order, the same outputs, all right."""
+    em = load_eval_model(TINY_TEACHER, device="cpu")
+    grid = build_grid(em.tokenizer, load_haystack(None, 0), task="single", lengths=[256, 384], depths=[0, 50, 100],
+                      samples=1, seed=0, key_kind="words", value_kind="numbers", max_length=None, mode="generate",
+                      skip_too_long=False)
+    alone = run_grid(em, grid, mode="generate")
+    together = run_grid(em, grid, mode="generate", batch=3)
+    assert together == alone and [r["length"] for r in together] == [s.length for s in grid.samples]
+    assert grid_table(grid, together)["average"] == 100.0
 
 
 def test_teacher_forced_scoring_of_a_known_answer():

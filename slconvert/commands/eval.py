@@ -87,7 +87,8 @@ def _numbers(text: str, option: str, kind=int) -> list:
 @click.option("--task-lengths", default=None, help="Prompt lengths for the shipped slc_* needle tasks.")
 @click.option("--task-metadata", "--metadata", "task_metadata", default=None, help='Extra lm-eval task metadata as JSON, e.g. \'{"num_samples": 4}\'.')
 @click.option("--limit", type=int, default=None, help="lm-eval: at most this many documents per task.")
-@click.option("--batch-size", type=int, default=1, show_default=True, help="lm-eval batch size.")
+@click.option("--batch-size", type=int, default=1, show_default=True,
+              help="lm-eval batch size; NIAH generation decodes this many prompts of one length side by side.")
 @click.option("--perplexity", "ppl_path", default=None, help="Text file, .jsonl or folder of long documents.")
 @click.option("--chunk-size", type=int, default=4096, show_default=True, help="Prefill chunk in tokens (perplexity and NIAH prompts), fed through the cache.")
 @click.option("--span-recall", is_flag=True, help="Dense attention mass inside the selected spans + window.")
@@ -132,6 +133,8 @@ def eval_command(model, niah, niah_style, lengths, depths, samples, haystack, ch
         raise SlconvertError("--task-metadata must be a JSON object, e.g. '{\"num_samples\": 4}'")
     if chunk_size < 1:
         raise SlconvertError(f"--chunk-size {chunk_size} must be at least 1 token")
+    if batch_size < 1:
+        raise SlconvertError(f"--batch-size {batch_size} must be at least 1")
     if max_length is not None and max_length < 1:
         raise SlconvertError(f"--max-length {max_length} must be a positive number of tokens")
 
@@ -159,7 +162,7 @@ def eval_command(model, niah, niah_style, lengths, depths, samples, haystack, ch
             results["niah"], text = run_niah(ctx, task=niah_task, lengths=length_list, depths=depth_list,
                                              samples=samples, haystack=haystack, mode=mode, key_kind=key_kind,
                                              value_kind=value_kind, chunk=chunk_size, style=niah_style,
-                                             chat=chat_template)
+                                             chat=chat_template, batch=batch_size)
             sections.append(text)
         if tasks:
             results["lm_eval"], text = run_tasks(ctx, tasks, batch_size=batch_size, limit=limit,

@@ -130,40 +130,66 @@ def forward(model, input_ids: torch.Tensor, *, cache=None, use_cache: bool = Fal
     return logits, new_cache
 
 
+def _prompts(input_ids) -> tuple[list[list[int]], bool]:
+    """(prompts, batched): one prompt (a list of ids) or several of one length (a list of such lists)."""
+    batched = bool(input_ids) and not isinstance(input_ids[0], int)
+    prompts = [list(p) for p in input_ids] if batched else [list(input_ids)]
+    if len({len(p) for p in prompts}) > 1:
+        raise ValueError(f"prompts of one batch must have one length, got {sorted({len(p) for p in prompts})}")
+    return prompts, batched
+
+
 @torch.no_grad()
-def last_logits(model, input_ids: list[int], keep: int, *, chunk: int | None = None):
+def last_logits(model, input_ids, keep: int, *, chunk: int | None = None):
     """Logits of the last `keep` positions, prefilling in chunks through the cache when `chunk` is set.
 
-    Returns (logits [keep, vocab], cache). Chunked and whole prefill agree (tested), so long prompts
-    cost bounded activation memory.
+    `input_ids`: one prompt, or a batch of prompts of one length (no padding needed). Returns (logits
+    [keep, vocab], or [B, keep, vocab] for a batch, and the cache). Chunked and whole prefill agree (tested), so
+    long prompts cost bounded activation memory.
     """
     device = next(model.parameters()).device
-    chunk = chunk or len(input_ids)
+    prompts, batched = _prompts(input_ids)
+    ids = torch.tensor(prompts, device=device)
+    length = ids.shape[1]
+    chunk = chunk or length
     cache, pieces = None, []
-    for start in range(0, len(input_ids), chunk):
-        piece = input_ids[start:start + chunk]
-        remaining = len(input_ids) - start - len(piece)  # positions after this chunk
-        want = max(0, min(len(piece), keep - remaining))
-        logits, cache = forward(model, torch.tensor([piece], device=device), cache=cache, use_cache=True,
-                                logits_to_keep=want or 1)
+    for start in range(0, length, chunk):
+        piece = ids[:, start:start + chunk]
+        remaining = length - start - piece.shape[1]  # positions after this chunk
+        want = max(0, min(piece.shape[1], keep - remaining))
+        logits, cache = forward(model, piece, cache=cache, use_cache=True, logits_to_keep=want or 1)
         if want:
-            pieces.append(logits[0, -want:])
-    return torch.cat(pieces, dim=0), cache
+            pieces.append(logits[:, -want:])
+    logits = torch.cat(pieces, dim=1)
+    return (logits if batched else logits[0]), cache
 
 
 @torch.no_grad()
-def greedy_generate(model, input_ids: list[int], max_new_tokens: int, eos_token_id=None, *,
-                    prefill_chunk: int | None = None) -> list[int]:
-    """Greedy decoding with the KV / recurrent cache: prefill (chunked if asked), then one token at a time."""
+def greedy_generate(model, input_ids, max_new_tokens, eos_token_id=None, *,
+                    prefill_chunk: int | None = None):
+    """Greedy decoding with the KV / recurrent cache: prefill (chunked if asked), then one token at a time.
+
+    `input_ids`: one prompt, or a batch of prompts of one length, decoded side by side (`max_new_tokens` then a
+    number or one per prompt); a prompt stops at its budget or an end token, the batch when all have. Returns the
+    new tokens (a list, or one list per prompt).
+    """
     device = next(model.parameters()).device
-    logits, cache = last_logits(model, input_ids, 1, chunk=prefill_chunk)
-    out: list[int] = []
+    prompts, batched = _prompts(input_ids)
+    budgets = list(max_new_tokens) if isinstance(max_new_tokens, (list, tuple)) else [max_new_tokens] * len(prompts)
     stops = set(eos_token_id if isinstance(eos_token_id, (list, tuple)) else [eos_token_id]) - {None}
-    for _ in range(max_new_tokens):
-        token = int(logits[-1].argmax())
-        out.append(token)
-        if token in stops:
+    logits, cache = last_logits(model, prompts, 1, chunk=prefill_chunk)  # [B, 1, vocab]
+    outs: list[list[int]] = [[] for _ in prompts]
+    done = [budget <= 0 for budget in budgets]
+    for _ in range(max(budgets, default=0)):
+        tokens = logits[:, -1].argmax(-1).tolist()
+        if len(tokens) != len(prompts):
+            raise ValueError(f"the model returned {len(tokens)} rows of logits for a batch of {len(prompts)} prompts")
+        for i, token in enumerate(tokens):
+            if not done[i]:
+                outs[i].append(token)
+                done[i] = token in stops or len(outs[i]) >= budgets[i]
+        if all(done):
             break
-        step, cache = forward(model, torch.tensor([[token]], device=device), cache=cache, use_cache=True)
-        logits = step[0]
-    return out
+        logits, cache = forward(model, torch.tensor([[t] for t in tokens], device=device), cache=cache,
+                                use_cache=True)
+    return outs if batched else outs[0]

@@ -80,33 +80,50 @@ def build_grid(tokenizer, haystack: Haystack, *, task: str, lengths: list[int], 
 
 
 def run_grid(em: EvalModel, grid: NiahGrid, *, mode: str, label: str | None = None,
-             prefill_chunk: int | None = None) -> list[dict]:
-    """Score every prompt of the grid on one model; one record per prompt.
+             prefill_chunk: int | None = None, batch: int = 1) -> list[dict]:
+    """Score every prompt of the grid on one model; one record per prompt, in the grid's order.
 
     prefill_chunk: feed long prompts in chunks through the cache (bounded activation memory).
+    batch: in generate mode, decode up to this many prompts of the same token length side by side (a grid's
+    prompts of one length have one token length, so no padding); greedy, so each prompt's output is its own
+    (up to the rounding of batched kernels).
     """
     tok = em.tokenizer
-    records = []
-    for sample in tqdm(grid.samples, desc=f"NIAH {grid.task} on {label or em.name}", leave=False):
+    records: list[dict | None] = [None] * len(grid.samples)
+    waiting: dict[int, list[tuple[int, list[int], int]]] = {}  # token length -> (index, ids, budget)
+    progress = tqdm(total=len(grid.samples), desc=f"NIAH {grid.task} on {label or em.name}", leave=False)
+
+    def generate(group: list[tuple[int, list[int], int]]) -> None:
+        stops = _stop_tokens(em, grid.samples[group[0][0]])
+        outputs = greedy_generate(em.model, [ids for _, ids, _ in group], [budget for *_, budget in group],
+                                  eos_token_id=stops, prefill_chunk=prefill_chunk)
+        for (index, _, _), new in zip(group, outputs):
+            text = tok.decode(new, skip_special_tokens=True)
+            records[index].update(output=text, score=score_sample(grid.samples[index], text))
+        progress.update(len(group))
+
+    for index, sample in enumerate(grid.samples):
         ids = list(tok(sample.prompt, add_special_tokens=sample.special_tokens)["input_ids"])
         gold = answer_ids(tok, sample)
         budget = generation_budget(sample, len(gold))
-        record = {**sample.to_dict(), "model": label or em.name, "mode": mode, "tokens": len(ids)}
+        records[index] = {**sample.to_dict(), "model": label or em.name, "mode": mode, "tokens": len(ids)}
         if em.max_length is not None and len(ids) + (budget if mode == "generate" else len(gold)) > em.max_length:
             # Only reachable when a comparison model has another tokenizer or a shorter context.
-            record.update(score=math.nan, skipped="does not fit the model's context")
-            records.append(record)
-            continue
-        if mode == "generate":
-            new = greedy_generate(em.model, ids, budget, eos_token_id=_stop_tokens(em, sample),
-                                  prefill_chunk=prefill_chunk)
-            text = tok.decode(new, skip_special_tokens=True)
-            record.update(output=text, score=score_sample(sample, text))
+            records[index].update(score=math.nan, skipped="does not fit the model's context")
+            progress.update(1)
+        elif mode == "generate":
+            group = waiting.setdefault(len(ids), [])
+            group.append((index, ids, budget))
+            if len(group) >= max(1, batch):
+                generate(waiting.pop(len(ids)))
         else:
             logits, _ = last_logits(em.model, ids + gold, len(gold) + 1, chunk=prefill_chunk)
-            record.update(score_teacher_forced(logits, gold))
-            record["score"] = record["exact"]
-        records.append(record)
+            records[index].update(score_teacher_forced(logits, gold))
+            records[index]["score"] = records[index]["exact"]
+            progress.update(1)
+    for group in waiting.values():
+        generate(group)
+    progress.close()
     return records
 
 

@@ -46,7 +46,8 @@ class RunContext:
 
 def run_niah(ctx: RunContext, *, task: str, lengths: list[int], depths: list[float], samples: int,
              haystack: str | None, mode: str, key_kind: str, value_kind: str,
-             chunk: int | None = None, style: str = "slconvert", chat: bool = False) -> tuple[dict, str]:
+             chunk: int | None = None, style: str = "slconvert", chat: bool = False,
+             batch: int = 1) -> tuple[dict, str]:
     hay = load_haystack(haystack, ctx.seed, style)
     grid = build_grid(ctx.model.tokenizer, hay, task=task, lengths=lengths, depths=depths, samples=samples,
                       seed=ctx.seed, key_kind=key_kind, value_kind=value_kind, max_length=ctx.max_length,
@@ -57,7 +58,7 @@ def run_niah(ctx: RunContext, *, task: str, lengths: list[int], depths: list[flo
     tables, records = {}, []
     for role, em in ctx.models():
         rows = run_grid(em, grid, mode=mode, label=em.name if role == "model" else f"{em.name} (source)",
-                        prefill_chunk=chunk)
+                        prefill_chunk=chunk, batch=batch)
         records.extend(rows)
         tables[role] = grid_table(grid, rows)
     table = tables["model"]
