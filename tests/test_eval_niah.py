@@ -11,8 +11,8 @@ from transformers import ByT5Tokenizer
 
 from slconvert.assets import TINY_TEACHER
 from slconvert.errors import SlconvertError
-from slconvert.evaluation.niah import score_teacher_forced
 from slconvert.evaluation.models import load_eval_model
+from slconvert.evaluation.niah import score_teacher_forced
 from slconvert.evaluation.niah_run import build_grid, grid_table, run_grid
 from slconvert.tasks.haystack import FileHaystack, NoiseHaystack, RepeatHaystack, SyntheticHaystack, load_haystack
 from slconvert.tasks.niah import TASKS, build_sample, prompt_length, score_generation, score_sample
