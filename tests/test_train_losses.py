@@ -143,11 +143,13 @@ def test_answer_rows_come_first_then_random_ones():
     from slconvert.training.losses import answer_rows
 
     record, _ = _record(4)
-    labels = torch.full((2, 40), IGNORE)
+    labels = torch.full((3, 40), IGNORE)
     labels[0, [3, 31, 32]] = 5  # row 2 (inside the window), rows 30 and 31
     labels[1, 38] = 7           # row 37
-    prefer = answer_rows(labels)
+    labels[2] = 9               # a text sample: every token labelled, no answer
+    prefer = answer_rows(labels, ["niah", "niah", "text"])
     assert torch.nonzero(prefer).flatten().tolist() == [2, 30, 31, 37]
+    assert not answer_rows(labels[2:], ["text"]).any()
     picked = sample_rows(record, 6, torch.Generator().manual_seed(3), prefer)
     index = picked.index.tolist()
     assert len(index) == 6 and {30, 31, 37} <= set(index) and 2 not in index

@@ -259,7 +259,7 @@ class Trainer:
             generator = torch.Generator().manual_seed(recipe.seed * 1_000_003 + step * 1009 + first)
             parts = {"kl": [], "mse": [], "recall": []}
             by_layer: dict[str, list[float]] = {}
-            prefer = answer_rows(labels) if recipe.router_rows_from == "answers" else None
+            prefer = answer_rows(labels, kinds) if recipe.router_rows_from == "answers" else None
             for record in calls:
                 rows = sample_rows(record, recipe.router_rows, generator,
                                    None if prefer is None else prefer[-record["q"].shape[2]:])

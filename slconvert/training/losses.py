@@ -44,10 +44,12 @@ class RowSample:
         self.positions = positions  # their key-axis positions (int64 [R])
 
 
-def answer_rows(labels: torch.Tensor) -> torch.Tensor:
-    """bool [L]: the query rows whose next token is labelled in some batch row (row t predicts token t + 1)."""
+def answer_rows(labels: torch.Tensor, kinds: list[str]) -> torch.Tensor:
+    """bool [L]: the query rows that predict an answer token (row t predicts token t + 1) of some needle sample of
+    the micro-batch (`kinds[i] == "niah"`; a text sample labels every token, so it would prefer every row)."""
+    needle = labels[torch.tensor([kind == "niah" for kind in kinds], dtype=torch.bool, device=labels.device)]
     rows = torch.zeros(labels.shape[1], dtype=torch.bool, device=labels.device)
-    rows[:-1] = (labels[:, 1:] != IGNORE).any(0)
+    rows[:-1] = (needle[:, 1:] != IGNORE).any(0)
     return rows
 
 

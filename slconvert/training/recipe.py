@@ -37,9 +37,9 @@ MODEL_KINDS = ("converted", "dense")
 #   tokens), so `data.niah_fraction` is the share of the loss that retrieval gets at any length.
 LM_AVERAGES = ("token", "sample")
 # Which query rows the router losses sample (recipe key `router_rows_from`): random: any row past the window;
-# answers: first the rows that predict a labelled token (a needle sample's answer, where retrieval happens; a text
-# sample's every row), then random ones up to `router_rows`. Drawn at random, 256 of a 4096-token sample's rows
-# hold one or two of its 7-31 answer rows.
+# answers: first the rows that predict an answer token of the micro-batch's needle samples (where retrieval
+# happens), then random ones up to `router_rows`. Drawn at random, 256 of a 4096-token sample's rows hold one or two
+# of its 7-31 answer rows.
 ROUTER_ROWS_FROM = ("random", "answers")
 
 
