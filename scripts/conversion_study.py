@@ -511,6 +511,7 @@ def report(out) -> dict:
     (out / "study.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "study.md").write_text(_markdown(result))
     _plot(result, out / "study.png")
+    _plot_tasks(result, out / "study-tasks.png")
     print(_markdown(result))
     return result
 
@@ -606,6 +607,47 @@ def _plot(result: dict, path: Path) -> None:
     axes[0][0].set_ylabel("NIAH exact match, % (cells the dense teacher answers)")
     axes[0][-1].legend(fontsize=7, loc="lower right")
     fig.suptitle(f"Conversion study, {result['settings']['card']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def task_curves(result: dict) -> dict:
+    """{task: {job: [(tokens, mean exact match % over the lengths)]}} from the rows, and the teacher's mean per task
+    under the job name "teacher"."""
+    curves: dict = {}
+    for row in result["rows"]:
+        for task, res in (row.get("results") or {}).items():
+            values = [v for v in res["by_length"].values() if v is not None]
+            if values:
+                curves.setdefault(task, {}).setdefault(row["job"], []).append((row["tokens"], sum(values) / len(values)))
+    return {task: {job: sorted(points) for job, points in jobs.items()} for task, jobs in curves.items()}
+
+
+def _plot_tasks(result: dict, path: Path) -> None:
+    """One panel per task: each job's mean over the lengths against training tokens, the teacher as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = task_curves(result)
+    if not curves:
+        return
+    fig, axes = plt.subplots(1, len(curves), figsize=(5.2 * len(curves), 4.2), squeeze=False, sharey=True)
+    for ax, (task, jobs) in zip(axes[0], sorted(curves.items())):
+        for job, points in sorted(jobs.items()):
+            if job == "teacher":
+                ax.axhline(points[-1][1], color="black", lw=1, ls=":", label="dense teacher")
+            else:
+                ax.plot([t / 1e6 for t, _ in points], [v for _, v in points], "-o", ms=4, label=job)
+        ax.set_title(f"NIAH {task} (mean over lengths)")
+        ax.set_xlabel("training tokens (millions)")
+        ax.set_ylim(-3, 103)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("exact match, %")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"Conversion study by task, {result['settings']['card']}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -65,6 +65,11 @@ def test_report_scores_the_cells_the_teacher_answers(study, tmp_path):
     assert "test card" in text and "failed: stopped at the study's deadline" in text and "20000" not in text
     assert "holds 1 prompts, so one answer moves it by 100 points" in text
     assert (tmp_path / "study.png").stat().st_size > 10_000
+    by_task = study.task_curves(result)
+    assert by_task["single"]["teacher"] == [(0, 90.0)] and by_task["multikey"]["teacher"] == [(0, 0.0)]
+    assert by_task["single"]["mixers"] == [(0, 0.0), (10000, 83.0), (20000, 89.0)]
+    assert by_task["multikey"]["mixers"] == [(0, 0.0), (10000, 50.0), (20000, 0.0)]
+    assert (tmp_path / "study-tasks.png").stat().st_size > 10_000
 
 
 def test_teacher_probes_run_side_by_side_and_plot(study, tmp_path):
