@@ -579,15 +579,38 @@ def _markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plot(result: dict, path: Path) -> None:
+def _panels(count: int, width: float, height: float):
+    """A row of `count` plots sharing the y axis (exact match %)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt.subplots(1, count, figsize=(width * count, height), squeeze=False, sharey=True)
+
+
+def _finish(fig, axes, titles: list[str], ylabel: str, suptitle: str, path: Path) -> None:
+    """Titles, the training-token axis, the 0-100 range, the legend; then the PNG."""
+    import matplotlib.pyplot as plt
+
+    for ax, title in zip(axes[0], titles):
+        ax.set_title(title)
+        ax.set_xlabel("training tokens (millions)")
+        ax.set_ylim(-3, 103)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.suptitle(suptitle)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot(result: dict, path: Path) -> None:
     shapes = sorted({job["shape"] for job in result["jobs"]}) or ["-"]
-    fig, axes = plt.subplots(1, len(shapes), figsize=(6.5 * len(shapes), 4.6), squeeze=False, sharey=True)
+    fig, axes = _panels(len(shapes), 6.5, 4.6)
     colors = {"attention": "tab:blue", "mixers": "tab:green", "all": "tab:red", "lora": "tab:purple"}
+    titles = []
     for ax, shape in zip(axes[0], shapes):
         for job in (j for j in result["jobs"] if j["shape"] == shape):
             xs = [t / 1e6 for t, v in job["curve"] if v is not None]
@@ -600,16 +623,9 @@ def _plot(result: dict, path: Path) -> None:
         if result["teacher"]:
             ax.axhline(result["teacher"]["score"], color="black", lw=1, ls=":", label="dense teacher")
         window = next((j["window"] for j in result["jobs"] if j["shape"] == shape), None)
-        ax.set_title(f"{shape} (W = {window})")
-        ax.set_xlabel("training tokens (millions)")
-        ax.set_ylim(-3, 103)
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("NIAH exact match, % (cells the dense teacher answers)")
-    axes[0][-1].legend(fontsize=7, loc="lower right")
-    fig.suptitle(f"Conversion study, {result['settings']['card']}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        titles.append(f"{shape} (W = {window})")
+    _finish(fig, axes, titles, "NIAH exact match, % (cells the dense teacher answers)",
+            f"Conversion study, {result['settings']['card']}", path)
 
 
 def task_curves(result: dict) -> dict:
@@ -626,31 +642,18 @@ def task_curves(result: dict) -> dict:
 
 def _plot_tasks(result: dict, path: Path) -> None:
     """One panel per task: each job's mean over the lengths against training tokens, the teacher as a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     curves = task_curves(result)
     if not curves:
         return
-    fig, axes = plt.subplots(1, len(curves), figsize=(5.2 * len(curves), 4.2), squeeze=False, sharey=True)
-    for ax, (task, jobs) in zip(axes[0], sorted(curves.items())):
+    fig, axes = _panels(len(curves), 5.2, 4.2)
+    for ax, (_, jobs) in zip(axes[0], sorted(curves.items())):
         for job, points in sorted(jobs.items()):
             if job == "teacher":
                 ax.axhline(points[-1][1], color="black", lw=1, ls=":", label="dense teacher")
             else:
                 ax.plot([t / 1e6 for t, _ in points], [v for _, v in points], "-o", ms=4, label=job)
-        ax.set_title(f"NIAH {task} (mean over lengths)")
-        ax.set_xlabel("training tokens (millions)")
-        ax.set_ylim(-3, 103)
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("exact match, %")
-    axes[0][-1].legend(fontsize=7, loc="lower right")
-    fig.suptitle(f"Conversion study by task, {result['settings']['card']}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _finish(fig, axes, [f"NIAH {task} (mean over lengths)" for task in sorted(curves)], "exact match, %",
+            f"Conversion study by task, {result['settings']['card']}", path)
 
 
 def _numbers(text: str, kind=int) -> list:
