@@ -20,7 +20,6 @@ from slkernels.triton_ops import function as fn
 from slkernels.triton_ops.attend import MODE_DELTA, MODE_DQ, MODE_DQ_SPAN, MODE_FWD_SPAN, MODE_FWD_WINDOW, run_entries
 from slkernels.triton_ops.common import tile_sizes
 from slkernels.triton_ops.entries import build_geometry, span_entries, window_entries
-from slkernels.triton_ops.prefix import key_prefix
 from slkernels.triton_ops.search import search_topk
 from slkernels.triton_ops.span_lists import span_lists
 
@@ -111,9 +110,7 @@ def profile_one(name: str, cfg: SuperlinearConfig, length: int, forward_only: bo
                                                               out_e=u))
     timed("whole forward", lambda: fn.forward_pass(q, k, v, qs, cfg, pos, s0, scale, length))
     timed("whole forward, no gradient", lambda: fn.forward_pass(q, k, v, qs, cfg, pos, s0, scale, length, False))
-    prefix = key_prefix(k, s0) if cfg.search_key == "span_mean" else None
-    rows = fn.inference_chunk_rows(length, cfg.num_spans, 1, fn.held_fraction(prefix, q))
-    del prefix
+    rows = fn.inference_plan(q, k, cfg, s0)[0]
     timed(f"inference forward in {-(-length // rows)} chunks", lambda: fn.inference_forward(
         q, k, v, qs, cfg, pos, s0, scale, length))
     for label, run in (("one pass", lambda: fn.forward_pass(q, k, v, qs, cfg, pos, s0, scale, length, False)[0]),

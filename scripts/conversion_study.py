@@ -105,6 +105,11 @@ def _append(path: Path, row: dict) -> None:
 _GRIDS: dict = {}  # task -> NIAH grid; a job process evaluates one spec with one tokenizer
 
 
+def cell_prompts(spec) -> int:
+    """Prompts in one (task, length) cell of the NIAH grid: depths x samples."""
+    return len(spec["depths"]) * spec["samples"]
+
+
 def evaluate(model, tokenizer, spec: dict) -> dict:
     """NIAH exact match (%) per task and length on `model` as it is, through `slconvert eval`'s own code."""
     import torch
@@ -128,7 +133,7 @@ def evaluate(model, tokenizer, spec: dict) -> dict:
                                               max_length=None, mode="generate", skip_too_long=False)
                 grid = _GRIDS[task]
                 table = grid_table(grid, run_grid(em, grid, mode="generate", label=spec["name"],
-                                                  batch=spec.get("eval_batch") or 1))
+                                                  batch=spec.get("eval_batch") or cell_prompts(spec)))
                 per_length = {}
                 for col, length in enumerate(table["lengths"]):
                     cells = [row[col] for row in table["scores"] if row[col] is not None]
@@ -221,8 +226,7 @@ def train_teacher(args) -> None:
     recipe = load_recipe(TEACHER_RECIPE, args.overrides)
     summary = train(recipe, init, out / "model", progress=False)
     spec = {"name": "teacher", "path": str(out / "model"), "tasks": args.tasks, "lengths": args.lengths,
-            "depths": args.depths, "samples": args.samples, "seed": args.seed,
-            "eval_batch": len(args.depths) * args.samples}
+            "depths": args.depths, "samples": args.samples, "seed": args.seed}
     rows = out / "rows.jsonl"
     rows.unlink(missing_ok=True)
     run_job({**spec, "teacher": str(out / "model"), "preset": "dense", "shape": "dense", "key": "-",
@@ -364,7 +368,8 @@ TEACHER_ROW_KEYS = ("tasks", "lengths", "depths", "samples")
 
 def reused_teacher_row(run: Path, common: dict) -> dict:
     """The dense teacher's row of the earlier study in `run`, marked as reused; exits with one line when `run` has
-    none, or measured other prompts or another teacher (by the teacher's folder name)."""
+    none, or measured other prompts or another teacher (by the fingerprint of its files where that study recorded
+    one, else by the teacher's folder name)."""
     try:
         earlier = json.loads((run / "settings.json").read_text())
         rows = [json.loads(line) for line in (run / "rows.jsonl").read_text().splitlines() if line.strip()]
@@ -375,9 +380,11 @@ def reused_teacher_row(run: Path, common: dict) -> dict:
     if not teacher_rows:
         sys.exit(f"error: --teacher-row {run}: that study has no measured teacher row; run without --teacher-row")
     differ = [k for k in TEACHER_ROW_KEYS if earlier.get(k) != common[k]]
-    # the same weights: by their fingerprint where the earlier study recorded one, else by the folder's name
-    if (earlier.get("teacher_fingerprint") or Path(earlier.get("teacher", "")).name) != (
-            common["teacher_fingerprint"] if earlier.get("teacher_fingerprint") else Path(common["teacher"]).name):
+    if earlier.get("teacher_fingerprint"):
+        same_teacher = earlier["teacher_fingerprint"] == common["teacher_fingerprint"]
+    else:
+        same_teacher = Path(earlier.get("teacher", "")).name == Path(common["teacher"]).name
+    if not same_teacher:
         differ.append("teacher")
     if differ:
         sys.exit(f"error: --teacher-row {run}: it measured other {', '.join(differ)} "
@@ -395,7 +402,7 @@ def run_study(args) -> None:
               "seq_len": args.seq_len, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
               "tasks": args.tasks, "lengths": args.lengths, "depths": args.depths, "samples": args.samples,
               "scale_to": args.scale_to, "job_minutes": args.job_minutes, "train_overrides": args.train,
-              "untrained": not args.no_untrained, "eval_batch": args.eval_batch or len(args.depths) * args.samples,
+              "untrained": not args.no_untrained, "eval_batch": args.eval_batch or cell_prompts(vars(args)),
               "rows": str(rows.resolve())}
     reused = reused_teacher_row(Path(args.teacher_row), common) if args.teacher_row else None  # before any write
     out.mkdir(parents=True, exist_ok=True)
@@ -548,8 +555,8 @@ def _markdown(result: dict) -> str:
              f"{', '.join(s['tasks'])} at {', '.join(map(str, s['lengths']))} tokens, depths "
              f"{', '.join(map(str, s['depths']))}, {s['samples']} samples per (length, depth)"
              + (f"; training overrides: {'; '.join(s['train_overrides'])}" if s.get("train_overrides") else "") + ".",
-             f"Each (task, length) cell holds {len(s['depths']) * s['samples']} prompts, so one answer moves it by "
-             f"{100.0 / max(1, len(s['depths']) * s['samples']):.3g} points.", ""]
+             f"Each (task, length) cell holds {cell_prompts(s)} prompts, so one answer moves it by "
+             f"{100.0 / max(1, cell_prompts(s)):.3g} points.", ""]
     if result["teacher"]:
         answered = ", ".join(f"{task} {res['by_length']}" for task, res in result["teacher"]["results"].items())
         reused = result["teacher"].get("reused_from")

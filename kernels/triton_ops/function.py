@@ -29,7 +29,7 @@ from .prefix import key_prefix
 from .search import search_topk
 from .span_lists import span_lists
 
-__all__ = ["superlinear_prefill", "forward_pass", "inference_forward", "inference_chunk_rows"]
+__all__ = ["superlinear_prefill", "forward_pass", "inference_forward", "inference_plan", "inference_chunk_rows"]
 
 # Inference (no gradients) runs the query rows in chunks, so that what the pass holds per query row besides the
 # output (the k per-span partial outputs in q's dtype, the chunk's own output, and about half an output's worth of
@@ -94,20 +94,22 @@ def inference_chunk_rows(len_q: int, num_spans: int, batch: int = 1, held: float
     return len_q if rows >= len_q else rows
 
 
-def held_fraction(prefix, q) -> float:
-    """Bytes of the span-mean running sums (None: none) as a fraction of an output shaped like q."""
-    if prefix is None:
-        return 0.0
-    held = sum(t.numel() * t.element_size() for t in (prefix.pairs, prefix.third, prefix.norm))
-    return held / (q.numel() * q.element_size())
+def inference_plan(q, k, config: SuperlinearConfig, first_real):
+    """(query rows per chunk, the span-mean running sums or None) of an inference forward: the sums are built once
+    over the keys and held by every chunk, so the chunks get what they leave of INFERENCE_EXTRA."""
+    prefix = key_prefix(k, first_real) if config.search_key == "span_mean" else None
+    held = 0.0
+    if prefix is not None:
+        held = sum(t.numel() * t.element_size() for t in (prefix.pairs, prefix.third, prefix.norm))
+        held /= q.numel() * q.element_size()
+    return inference_chunk_rows(q.shape[2], config.num_spans, q.shape[0], held), prefix
 
 
 def inference_forward(q, k, v, q_search, config: SuperlinearConfig, positions, first_real, scale, t_bound):
-    """The forward without gradients, in chunks of query rows (`inference_chunk_rows`): each chunk is a prefill
-    chunk at its own positions over all the keys, so each row's output is the whole pass's (up to rounding)."""
+    """The forward without gradients, in chunks of query rows (`inference_plan`): each chunk is a prefill chunk at
+    its own positions over all the keys, so each row's output is the whole pass's (up to rounding)."""
     len_q = q.shape[2]
-    prefix = key_prefix(k, first_real) if config.search_key == "span_mean" else None  # over keys: once
-    rows = inference_chunk_rows(len_q, config.num_spans, q.shape[0], held_fraction(prefix, q))
+    rows, prefix = inference_plan(q, k, config, first_real)
     if rows >= len_q:
         return forward_pass(q, k, v, q_search, config, positions, first_real, scale, t_bound, for_backward=False,
                             prefix=prefix)[0]
