@@ -25,3 +25,13 @@ class OpCounter(TorchDispatchMode):
 
     def host_reads(self) -> dict:
         return {op: n for op, n in self.ops.items() if op.startswith(HOST_READS)}
+
+    def launches(self) -> dict:
+        """Operations that run a kernel on a GPU: all but allocations and views."""
+        return {op: n for op, n in self.ops.items() if not op.startswith(NO_LAUNCH)}
+
+
+# Operations that launch no kernel: allocations and views.
+NO_LAUNCH = ("aten.empty", "aten.slice", "aten.view", "aten.expand", "aten.as_strided", "aten.select", "aten.alias",
+             "aten.unsqueeze", "aten.squeeze", "aten.permute", "aten.t.", "aten.transpose", "aten.detach",
+             "aten._reshape_alias")

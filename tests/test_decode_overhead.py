@@ -4,8 +4,10 @@ A decode step launches a few kernels over a long cache; called eagerly (as a gen
 is the host work between the launches. These tests hold that work down on the CPU, with the kernels replaced by
 recorders (the GPU code path, no device needed): over many steps on a growing cache nothing is read back to the
 host, the geometry tables are built O(log n) times over n steps, and the decode itself allocates two buffers and
-launches two kernels. A child process under ``TRITON_INTERPRET=1`` checks that the cached tables give the very
-outputs (bit for bit) that tables built afresh for every call give.
+launches two kernels: three launches a step with the search, whose pieces (split candidates) the two kernels merge
+themselves (no torch operation but allocations). A child process under ``TRITON_INTERPRET=1`` checks that the
+cached tables give the very outputs (bit for bit) that tables built afresh for every call give, and that the
+kernels' merge of the pieces is the search's own merge to the bit, on scores full of ties across pieces.
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+import triton
+import triton.language as tl
 from dispatch_ops import OpCounter
 from interpreter_worker import interpreted_results
 from slkernels import SuperlinearConfig, geometry, superlinear_attention
 from slkernels.geometry import anchor_offset
+from slkernels.triton_ops.decode import _top_of_pieces
 
 SMALL = dict(sw_index=2, num_spans=3, search_power=0.5, span_power=0.5, backward_factor=2.0, forward_factor=1.0)
 class _Launches:
@@ -97,23 +102,31 @@ def test_growing_cache_reads_nothing_back_and_builds_tables_log_n_times(stubbed,
 
 def test_decode_rows_at_positions_read_nothing_back(stubbed):
     """A few rows at given positions with a padding start (the backend's arguments, as a model's cache hands
-    them over), at 1M keys: no host read-back, and the tables are built once for all the steps."""
+    them over), at 1M keys: no host read-back, the tables are built once for all the steps, and three launches a
+    step: the search (its candidates split into pieces) and the two decode kernels, which merge the pieces
+    themselves: no torch operation but allocations (a merge in torch would add a mask, a sort and two gathers)."""
     from slkernels.triton_ops.decode import superlinear_decode
 
     launches, builds = stubbed
     cfg = SuperlinearConfig.released()
     s0 = torch.tensor([0, 37])
-    ops = OpCounter()
+    steps = []
     with torch.no_grad():
         for len_kv in range((1 << 20) + 1, (1 << 20) + 9):
             q, k = _step(2, 32, 2, len_kv, dim=128, rows=3)
             positions = torch.arange(len_kv - 3, len_kv)
-            with ops:
+            with OpCounter() as ops:
                 out = superlinear_decode(q, k, k, q, cfg, positions, s0, 0.1)
+            steps.append(ops)
             assert out.shape == q.shape
-    assert ops.host_reads() == {}, ops.host_reads()
+    assert all(ops.host_reads() == {} for ops in steps), [ops.host_reads() for ops in steps]
     assert sorted(builds) == [1 << 21]  # 2^20 + 1 .. 2^20 + 8 share one capacity (2^21)
+    for ops in steps[1:]:  # (the first step builds the tables)
+        assert ops.launches() == {}, ops.launches()
+        assert ops.ops == {"aten.empty.memory_format": 4}, ops.ops  # the search's lists, scratch, output
     assert len(launches) == 3 * 8
+    searches = [grid for name, grid in launches if name == "_search_kernel"]
+    assert len(searches) == 8 and all(grid[2] > 1 for grid in searches)  # split into pieces
 
 
 def test_decode_itself_allocates_two_buffers_and_launches_two_kernels(stubbed, monkeypatch):
@@ -176,9 +189,102 @@ CASES = {  # name: (config, batch, heads_q, heads_kv, rows, cache lengths)
 }
 
 
+TIES = {  # name: (search key, keys); every case at cache length 200 (3 pieces of 4 candidates)
+    "anchor_constant_keys": ("anchor", "constant"),
+    "anchor_three_distinct_keys": ("anchor", "three"),
+    "span_mean_constant_keys": ("span_mean", "constant"),
+    "span_mean_three_distinct_keys": ("span_mean", "three"),
+}
+
+
+@triton.jit
+def _select_kernel(ANCH, SCORE, OUT_A, OUT_S, n_pieces, KSEL: tl.constexpr, KP: tl.constexpr, NPP: tl.constexpr):
+    """Stores the decode kernels' selection of each row's pieces."""
+    row = tl.program_id(0).to(tl.int64)
+    top_a, top_s = _top_of_pieces(ANCH, SCORE, row, n_pieces, KSEL, KP, NPP)
+    cols = tl.arange(0, KP)
+    tl.store(OUT_A + row * KSEL + cols, top_a, mask=cols < KSEL)
+    tl.store(OUT_S + row * KSEL + cols, top_s, mask=cols < KSEL)
+
+
+def _select(anchors: torch.Tensor, scores: torch.Tensor, ksel: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The decode kernels' top `ksel` of pieces [..., n] (interpreted)."""
+    n = anchors.shape[-1]
+    top_a = torch.empty(*anchors.shape[:-1], ksel, dtype=torch.int32)
+    top_s = torch.empty(*anchors.shape[:-1], ksel, dtype=torch.float32)
+    _select_kernel[(anchors[..., 0].numel(),)](anchors.contiguous(), scores.contiguous(), top_a, top_s, n,
+                                                KSEL=ksel, KP=triton.next_power_of_2(ksel),
+                                                NPP=triton.next_power_of_2(n))
+    return top_a, top_s
+
+
+def _stable_merge(anchors: torch.Tensor, scores: torch.Tensor, ksel: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The search's merge of its pieces: top `ksel` by a stable descending sort, none ranked -inf."""
+    top = torch.sort(scores.masked_fill(anchors < 0, float("-inf")), dim=-1, descending=True, stable=True).indices
+    return anchors.gather(-1, top[..., :ksel]), scores.gather(-1, top[..., :ksel])
+
+
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and torch.equal(a.view(torch.int32), b.view(torch.int32))
+
+
+def _tie_results() -> dict:
+    """Decode on keys whose scores tie exactly across pieces (all keys equal, or three distinct rows), against the
+    same decode given the search's merged lists (`merge=True`), bit for bit; the kernels' selection against that
+    merge on the search's pieces; and against the sort itself on random pieces full of ties, -1, +-0, +-inf, NaN."""
+    from slkernels.triton_ops import decode, search
+
+    def merged_search(*args, **kw):  # the decode given the search's merged lists
+        return search.search_topk(*args, **dict(kw, merge=True))
+
+    results = {}
+    for name, (search_key, keys) in TIES.items():
+        cfg = SuperlinearConfig(**SMALL, search_key=search_key)
+        torch.manual_seed(len(name))
+        identical, selected, pieces, tied = True, True, [], 0
+        for len_kv in (200,):
+            q, qs = (torch.randn(2, 4, 2, 16) for _ in range(2))
+            if keys == "constant":
+                k = torch.full((2, 2, len_kv, 16), 0.25)
+            else:
+                k = torch.randn(3, 16)[torch.randint(0, 3, (2, 2, len_kv))]
+            v = torch.randn(2, 2, len_kv, 16)
+            positions, s0 = torch.arange(len_kv - 2, len_kv), torch.tensor([0, 5])
+            raw = search.search_topk(qs, k, cfg, positions, s0, len_kv, split_candidates=4, merge=False)
+            merged = search.search_topk(qs, k, cfg, positions, s0, len_kv, split_candidates=4)
+            pieces.append(raw[0].shape[-1] // cfg.num_spans)
+            # rows whose k-th selected score is also a score left out in another piece: the tie rule decides
+            left = raw[1].masked_fill(raw[0] < 0, float("nan"))
+            kth = merged[1][..., -1:]
+            tied += int(((left == kth).sum(-1) > (merged[1] == kth).sum(-1)).sum())
+            top_a, top_s = _select(*raw, cfg.num_spans)
+            selected &= torch.equal(top_a, merged[0]) and _same_bits(top_s, merged[1])
+            out = decode.superlinear_decode(q, k, v, qs, cfg, positions, s0, 0.25)
+            decode.search_topk = merged_search
+            try:
+                out_merged = decode.superlinear_decode(q, k, v, qs, cfg, positions, s0, 0.25)
+            finally:
+                decode.search_topk = search.search_topk
+            identical &= _same_bits(out, out_merged) and bool(torch.isfinite(out).all())
+        results[name] = {"identical": identical, "selected": selected, "pieces": pieces, "tied_rows": tied}
+    gen = torch.Generator().manual_seed(0)
+    values = torch.tensor([1.0, 0.5, 0.0, -0.0, -2.0, float("inf"), float("-inf"), float("nan")])
+    sort_ok = True
+    for ksel, n_pieces in ((1, 5), (3, 4), (3, 7), (4, 3)):
+        n = ksel * n_pieces
+        scores = values[torch.randint(0, len(values), (64, n), generator=gen)]
+        anchors = torch.randint(-1, 6, (64, n), generator=gen, dtype=torch.int32)
+        top_a, top_s = _select(anchors, scores, ksel)
+        want_a, want_s = _stable_merge(anchors, scores, ksel)
+        sort_ok &= torch.equal(top_a, want_a) and _same_bits(top_s, want_s)
+    results["random_pieces"] = sort_ok
+    return results
+
+
 def _worker() -> None:
     """Child process: each case's decode steps on a growing cache with the tables cached, then the same steps
-    with the cache emptied before every call; prints {case: {"identical": bool, "builds": int, "ref": error}}."""
+    with the cache emptied before every call; prints {case: {"identical": bool, "builds": int, "ref": error}}, and
+    the tie cases' results (`_tie_results`) under "ties"."""
     os.environ["TRITON_INTERPRET"] = "1"
     from slkernels import geometry as geo
 
@@ -213,6 +319,7 @@ def _worker() -> None:
             "capacities": len({geo._bucket(n) for n in lengths}),
             "ref": max(float((a - r).norm() / r.norm()) for a, r in zip(cached, refs)),
         }
+    results["ties"] = _tie_results()
     print(json.dumps(results))
 
 
@@ -227,6 +334,21 @@ def test_cached_tables_give_the_outputs_of_a_fresh_build(interpreted, name):
     assert got["identical"] and got["finite"], got
     assert got["builds"] == got["capacities"], got  # one build per capacity (per config and device)
     assert got["ref"] < 1e-4, got
+
+
+@pytest.mark.parametrize("name", list(TIES))
+def test_kernels_merge_the_pieces_as_the_search_does_on_ties(interpreted, name):
+    """Scores tying across pieces: the decode kernels' own merge of the search's pieces selects what the search's
+    merge (`merge=True`, a stable sort) selects, and the outputs are the same bits."""
+    got = interpreted["ties"][name]
+    assert got["identical"] and got["selected"], got
+    assert got["pieces"] == [3] and got["tied_rows"] > 0, got  # several pieces, and ties that decide
+
+
+def test_kernels_merge_is_the_stable_sort_on_random_pieces(interpreted):
+    """Random pieces full of equal scores, none (-1), +-0, +-inf and NaN: the kernels' top k is the stable
+    descending sort's (NaN first, as torch sorts it), anchors and score bits alike."""
+    assert interpreted["ties"]["random_pieces"] is True
 
 
 if __name__ == "__main__" and "--worker" in sys.argv:

@@ -14,6 +14,9 @@ An eager call is host work between launches, so the host side is kept to the min
 from `geometry.geometry_tables` (built on the device once per power-of-two capacity, so a cache growing by one token
 per step builds them O(log n) times), launch sizes are plain integer arithmetic on the host copies of those
 tables (no tensor is read, on either device), and the partial results of the key chunks share one scratch buffer.
+The search's candidates are split into pieces searched in parallel; their top-k lists are not merged by the search
+(a mask, a stable sort and two gathers in torch: five more launches a step) but by the two kernels themselves, each
+program taking the row's top k from the pieces in registers (`_top_of_pieces`), with the very order of the merge.
 """
 
 from __future__ import annotations
@@ -36,13 +39,45 @@ SEARCH_SPLIT = 128
 
 
 @triton.jit
+def _top_of_pieces(ANCH, SCORE, row, n_pieces, KSEL: tl.constexpr, KP: tl.constexpr, NPP: tl.constexpr):
+    """One row's selection from the search's unmerged pieces (`search_topk(..., merge=False)`: `n_pieces` columns a
+    row, -1 = none): anchors (int32) and scores (float32) [KP], the first KSEL columns the row's top KSEL in
+    descending order, the rest -1 and 0. The order is that of the stable descending sort that merges the pieces
+    otherwise: none ranks as -inf, equal scores keep the earlier column first (within a piece and across pieces,
+    the larger anchor), and NaN ranks above everything (as torch sorts it). KSEL rounds of max; the picked entries
+    are moved as integers (a score's bits unchanged, -0.0 and NaN included), so the selection equals the merge's
+    to the bit."""
+    c = tl.arange(0, NPP)
+    cols = tl.arange(0, KP)
+    inb = c < n_pieces
+    base = row * n_pieces
+    a = tl.load(ANCH + base + c, mask=inb, other=-1)
+    bits = tl.load(SCORE + base + c, mask=inb, other=0.0).to(tl.int32, bitcast=True)
+    some = a >= 0
+    rank = tl.where(some, bits.to(tl.float32, bitcast=True), float("-inf"))
+    nan = some & ((bits & 0x7FFFFFFF) > 0x7F800000)
+    out = ~inb  # columns out of play: past the row, or already taken
+    top_a = tl.full([KP], -1, tl.int32)
+    top_bits = tl.zeros([KP], tl.int32)
+    for j in tl.static_range(KSEL):
+        m = tl.max(tl.where(out | nan, float("-inf"), rank), axis=0)
+        c_nan = tl.min(tl.where(nan & ~out, c, NPP), axis=0)
+        c_max = tl.min(tl.where(~out & ~nan & (rank == m), c, NPP), axis=0)
+        at = c == tl.where(c_nan < NPP, c_nan, c_max)
+        top_a = tl.where(cols == j, tl.sum(tl.where(at, a, 0), axis=0), top_a)
+        top_bits = tl.where(cols == j, tl.sum(tl.where(at, bits, 0), axis=0), top_bits)
+        out = out | at
+    return top_a, top_bits.to(tl.float32, bitcast=True)
+
+
+@triton.jit
 def _decode_partial_kernel(
-    Q, K, V, ANCH, POS, S0, BACK, FWD, PART,
+    Q, K, V, ANCH, SCORE, POS, S0, BACK, FWD, PART,
     sqb, sqh, sql, sqd,
     skb, skh, skl, skd,
     svb, svh, svl, svd,
-    H_Q, L_Q, G, W, t_cap, chunk, n_split, n_slots, sm_scale,
-    D: tl.constexpr, BN: tl.constexpr, KSEL: tl.constexpr,
+    H_Q, L_Q, G, W, t_cap, chunk, n_split, n_slots, n_pieces, sm_scale,
+    D: tl.constexpr, BN: tl.constexpr, KSEL: tl.constexpr, KP: tl.constexpr, NPP: tl.constexpr,
 ):
     pid = tl.program_id(0)
     split = tl.program_id(1)
@@ -57,7 +92,8 @@ def _decode_partial_kernel(
     s0 = tl.load(S0 + b).to(tl.int64)
     t = pos + 1 - s0
     jj = tl.maximum(e - 1, 0)
-    a = tl.load(ANCH + row_all.to(tl.int64) * KSEL + jj).to(tl.int64)
+    top_a, _ = _top_of_pieces(ANCH, SCORE, row_all.to(tl.int64), n_pieces, KSEL, KP, NPP)
+    a = tl.sum(tl.where(tl.arange(0, KP) == jj, top_a, 0), axis=0).to(tl.int64)
     tc = tl.minimum(tl.maximum(t, 0), t_cap)
     back = tl.load(BACK + tc)
     fwd = tl.load(FWD + tc)
@@ -118,13 +154,12 @@ def _merge(PM, PL, PACC, base, n_split, D: tl.constexpr, NSP: tl.constexpr):
 
 @triton.jit
 def _decode_combine_kernel(
-    ANCH, SCORE, PART, OUT, n_split, n_slots,
-    D: tl.constexpr, KSEL: tl.constexpr, KP: tl.constexpr, NSP: tl.constexpr,
+    ANCH, SCORE, PART, OUT, n_split, n_slots, n_pieces,
+    D: tl.constexpr, KSEL: tl.constexpr, KP: tl.constexpr, NSP: tl.constexpr, NPP: tl.constexpr,
 ):
     row_all = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, KP)
-    anchors = tl.load(ANCH + row_all * KSEL + cols, mask=cols < KSEL, other=-1)
-    scores = tl.load(SCORE + row_all * KSEL + cols, mask=cols < KSEL, other=0.0)
+    anchors, scores = _top_of_pieces(ANCH, SCORE, row_all, n_pieces, KSEL, KP, NPP)
     ok = anchors >= 0
     top = tl.max(tl.where(ok, scores, NEG_BIG), axis=0)
     ex = tl.where(ok, tl.exp(scores - top), 0.0)
@@ -160,7 +195,8 @@ def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, 
 
     The warm-up call caches the geometry tables on the device; later calls read no tensor on the host, allocate
     only device memory of fixed size (the search's lists, one scratch buffer, the output) and launch the search
-    (its pieces merged by a stable sort when the candidates were split) and two kernels.
+    and two kernels: three launches a step. The search's candidates are split into pieces whose top-k lists both
+    kernels merge themselves (`_top_of_pieces`: the selection of `search_topk`'s own merge, bit for bit).
     """
     batch, heads_q, len_q, dim = q.shape
     heads_kv, len_kv = k.shape[1], k.shape[2]
@@ -168,7 +204,8 @@ def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, 
     ksel = config.num_spans
     t_bound = max(len_kv, 1)
     anchors, scores = search_topk(q_search, k, config, positions, first_real, t_bound,
-                                  split_candidates=4 if interp else SEARCH_SPLIT)
+                                  split_candidates=4 if interp else SEARCH_SPLIT, merge=False)
+    n_pieces = anchors.shape[-1]  # a multiple of k: one top-k list per piece
     tables = geometry_tables(config, t_bound, q.device)
     n_split, chunk = _key_split(tables, t_bound, 16 if interp else 512)
     rows = batch * heads_q * len_q
@@ -176,14 +213,14 @@ def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, 
     part = torch.empty(n_slots * (dim + 2), dtype=torch.float32, device=q.device)
     warps = 1 if interp else 4
     _decode_partial_kernel[(rows * (ksel + 1), n_split)](
-        q, k, v, anchors, positions, first_real, tables.spans.back, tables.spans.fwd, part,
+        q, k, v, anchors, scores, positions, first_real, tables.spans.back, tables.spans.fwd, part,
         *q.stride(), *k.stride(), *v.stride(),
-        heads_q, len_q, heads_q // heads_kv, tables.width, tables.capacity, chunk, n_split, n_slots, scale,
-        D=dim, BN=16 if interp else 64, KSEL=ksel, num_warps=warps,
+        heads_q, len_q, heads_q // heads_kv, tables.width, tables.capacity, chunk, n_split, n_slots, n_pieces, scale,
+        D=dim, BN=16 if interp else 64, KSEL=ksel, KP=next_pow2(ksel), NPP=next_pow2(n_pieces), num_warps=warps,
     )
     out = torch.empty(batch, heads_q, len_q, dim, dtype=q.dtype, device=q.device)
     _decode_combine_kernel[(rows,)](
-        anchors, scores, part, out, n_split, n_slots,
-        D=dim, KSEL=ksel, KP=next_pow2(ksel), NSP=next_pow2(n_split), num_warps=warps,
+        anchors, scores, part, out, n_split, n_slots, n_pieces,
+        D=dim, KSEL=ksel, KP=next_pow2(ksel), NSP=next_pow2(n_split), NPP=next_pow2(n_pieces), num_warps=warps,
     )
     return out

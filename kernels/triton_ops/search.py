@@ -268,6 +268,7 @@ def search_topk(
     margin: float | None = None,
     noise: float = 0.0,
     hi_only: bool = False,
+    merge: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Selected anchors (int32 [B, H_q, L_q, k], -1 = none) and their float32 scores (0 where none).
 
@@ -275,7 +276,10 @@ def search_topk(
     call can be captured in a CUDA graph once the anchor table has been cached on the device.
     `split_candidates`: with few query rows (decode) one program per row would walk thousands of
     anchors alone; the candidates are then cut into pieces of this many, searched in parallel, and the
-    pieces' top-k lists merged with one stable sort.
+    pieces' top-k lists merged with one stable sort. `merge=False` returns the pieces unmerged instead
+    (anchors and scores [B, H_q, L_q, n_pieces * k], one piece's list after another, -1 = none): their top k
+    by score, the earlier column first on equal scores (the stable sort's order), is the merged selection;
+    a consumer that takes it inside its own kernel saves the merge's launches (the decode path does).
     `prefix`: `prefix.key_prefix(k, first_real)` for the "span_mean" key (built here when not given); block size,
     warps and stages default to `SEARCH_TILES` of the config's search key.
     "span_mean" only: `rescore=False` ranks by the products' scores alone and `margin` replaces the error bound
@@ -295,7 +299,7 @@ def search_topk(
     anchors = torch.empty(batch, heads_q, len_q, n_splits * ksel, dtype=torch.int32, device=q_search.device)
     scores = torch.empty(batch, heads_q, len_q, n_splits * ksel, dtype=torch.float32, device=q_search.device)
     if len_q == 0:
-        return anchors[..., :ksel], scores[..., :ksel]
+        return (anchors[..., :ksel], scores[..., :ksel]) if merge else (anchors, scores)
     if n_off == 0:
         offsets = torch.ones(1, dtype=torch.int64, device=q_search.device)
     gp = max(16, next_pow2(group))
@@ -331,7 +335,7 @@ def search_topk(
         NOISE=float(noise), HI_ONLY=bool(hi_only),
         num_warps=warps if num_warps is None else num_warps, num_stages=stages if num_stages is None else num_stages,
     )
-    if n_splits == 1:
+    if n_splits == 1 or not merge:
         return anchors, scores
     # Pieces hold decreasing anchors, each sorted by (score, anchor) descending: a stable sort keeps larger
     # anchors first on equal scores, as within one piece. ("span_mean": every piece rescored its kept candidates
