@@ -11,6 +11,7 @@ it measured; `report` turns the rows into OUT/study.json, OUT/study.png and OUT/
     python scripts/conversion_study.py run --out s --shapes balanced --keys span_mean --presets mixers \\
         --steps 200 --evals 100,200 --parallel 1                         # one job
     python scripts/conversion_study.py report study-output               # tables and plot again
+    python scripts/conversion_study.py combine both s-a=lr-1e-3 s-b=lr-3e-4  # one report over two studies
 
     # the larger study (GPU): train the 27M-parameter teacher dense to 8K tokens, then study it at 2K-16K
     python scripts/conversion_study.py teacher --out study-output/teacher
@@ -111,7 +112,8 @@ def cell_prompts(spec) -> int:
 
 
 def evaluate(model, tokenizer, spec: dict) -> dict:
-    """NIAH exact match (%) per task and length on `model` as it is, through `slconvert eval`'s own code."""
+    """NIAH exact match (%) per task and length on `model` as it is, through `slconvert eval`'s own code, with
+    every prompt's generated answer."""
     import torch
 
     from slconvert.evaluation.haystack import load_haystack
@@ -132,13 +134,18 @@ def evaluate(model, tokenizer, spec: dict) -> dict:
                                               seed=spec["seed"], key_kind="words", value_kind="numbers",
                                               max_length=None, mode="generate", skip_too_long=False)
                 grid = _GRIDS[task]
-                table = grid_table(grid, run_grid(em, grid, mode="generate", label=spec["name"],
-                                                  batch=spec.get("eval_batch") or cell_prompts(spec)))
+                records = run_grid(em, grid, mode="generate", label=spec["name"],
+                                   batch=spec.get("eval_batch") or cell_prompts(spec))
+                table = grid_table(grid, records)
                 per_length = {}
                 for col, length in enumerate(table["lengths"]):
                     cells = [row[col] for row in table["scores"] if row[col] is not None]
                     per_length[str(length)] = sum(cells) / len(cells) if cells else None
-                out[task] = {"average": table["average"], "by_length": per_length, "table": table["scores"]}
+                # each prompt's answer next to the expected values, so a failure's kind can be read afterwards
+                answers = [{k: r[k] for k in ("length", "depth", "sample", "expected", "needle_chars", "output", "score")}
+                           for r in records]
+                out[task] = {"average": table["average"], "by_length": per_length, "table": table["scores"],
+                             "answers": answers}
     finally:
         model.train(was_training)
     return out
@@ -392,6 +399,48 @@ def reused_teacher_row(run: Path, common: dict) -> dict:
     return {**teacher_rows[-1], "reused_from": str(run.resolve())}
 
 
+def combine(out, runs: list[str]) -> dict:
+    """One report over several studies of the same teacher and prompts (e.g. one setting changed per study):
+    each `FOLDER=LABEL` contributes its rows with the label appended to the job names; the first study's
+    teacher row stands for all. Exits with one line when a study is missing, or measured another teacher or
+    other prompts (the settings that a score depends on must agree)."""
+    out = Path(out)
+    studies = []
+    for spec in runs:
+        folder, sep, label = spec.partition("=")
+        if not sep or not label:
+            sys.exit(f"error: combine: '{spec}' is not FOLDER=LABEL; name each study, e.g. study-a=lr-1e-3")
+        try:
+            settings = json.loads((Path(folder) / "settings.json").read_text())
+            rows = [json.loads(line) for line in (Path(folder) / "rows.jsonl").read_text().splitlines()
+                    if line.strip()]
+        except (OSError, ValueError) as err:
+            sys.exit(f"error: combine: cannot read {folder}/settings.json and rows.jsonl ({err}); "
+                     "give the folders of earlier `conversion_study.py run`s")
+        studies.append((folder, label, settings, rows))
+    first = studies[0][2]
+    for folder, _, settings, _ in studies[1:]:
+        differ = [k for k in (*TEACHER_ROW_KEYS, "teacher_fingerprint") if settings.get(k) != first.get(k)]
+        if differ:
+            sys.exit(f"error: combine: {folder} measured other {', '.join(differ)} than {studies[0][0]}; "
+                     "only studies of one teacher on the same prompts compare")
+    combined, teacher = [], None
+    for _, label, _, rows in studies:
+        for row in rows:
+            if row.get("preset") == "dense":
+                teacher = teacher or row
+            else:
+                combined.append({**row, "job": f"{row['job']} [{label}]", "label": label})
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ([teacher] if teacher else []) + combined))
+    (out / "settings.json").write_text(json.dumps(
+        {**{k: v for k, v in first.items() if k not in ("command", "train_overrides")},
+         "combined_from": {label: {"folder": folder, "command": settings.get("command"),
+                                   "train_overrides": settings.get("train_overrides")}
+                           for folder, label, settings, _ in studies}}, indent=2) + "\n")
+    return report(out)
+
+
 def run_study(args) -> None:
     check_train_overrides(args.train)
     out = Path(args.out)
@@ -500,7 +549,8 @@ def report(out) -> dict:
         if teacher is not None:
             relative = _relative(points[-1], teacher)
         summary.append({"job": job, "shape": points[0]["shape"], "search_key": points[0]["search_key"],
-                        "preset": points[0]["preset"], "window": points[0].get("window"),
+                        "preset": points[0]["preset"], "label": points[0].get("label"),
+                        "window": points[0].get("window"),
                         "steps": [p["step"] for p in points],
                         "curve": [(p["tokens"], _score(p, teacher)) for p in points],
                         "final": _score(points[-1], teacher), "final_tokens": points[-1]["tokens"],
@@ -557,6 +607,9 @@ def _markdown(result: dict) -> str:
              + (f"; training overrides: {'; '.join(s['train_overrides'])}" if s.get("train_overrides") else "") + ".",
              f"Each (task, length) cell holds {cell_prompts(s)} prompts, so one answer moves it by "
              f"{100.0 / max(1, cell_prompts(s)):.3g} points.", ""]
+    for label, study in s.get("combined_from", {}).items():
+        lines.insert(-1, f"[{label}]: {study['folder']}; training overrides: "
+                         f"{'; '.join(study.get('train_overrides') or []) or 'none'}.")
     if result["teacher"]:
         answered = ", ".join(f"{task} {res['by_length']}" for task, res in result["teacher"]["results"].items())
         reused = result["teacher"].get("reused_from")
@@ -577,13 +630,18 @@ def _markdown(result: dict) -> str:
         reach = job["tokens_to_95pct_of_teacher"]
         run = f"{job['steps'][-1]}" + ("" if job["completed"] else " (stopped)") + \
             (" (time limit)" if job.get("time_limited") else "")
-        lines.append(f"| {job['shape']} ({job['window']}) | {job['search_key']} | {job['preset']} | {run} | {cells} | "
+        lines.append(f"| {job['shape']} ({job['window']}) | {job['search_key']} | {_preset(job)} | {run} | {cells} | "
                      f"{_fmt(job['final_vs_teacher_min_ratio'], 2)} | "
                      f"{'not reached' if reach is None else f'{reach / 1e6:.1f}M'} |")
     for row in result["failed"]:
         lines.append(f"| {row['shape']} | {row['search_key']} | {row['preset']} | failed: "
                      f"{row.get('reason') or 'exit ' + str(row.get('returncode'))} |")
     return "\n".join(lines) + "\n"
+
+
+def _preset(job: dict) -> str:
+    """The preset, with the study's label in a combined report."""
+    return job["preset"] + (f" [{job['label']}]" if job.get("label") else "")
 
 
 def _panels(count: int, width: float, height: float):
@@ -625,8 +683,8 @@ def _plot(result: dict, path: Path) -> None:
             base = job["preset"].partition("+")[0]
             style = "-" if job["search_key"] == "span_mean" else "--"
             marker = "s" if "+" in job["preset"] else "o"
-            ax.plot(xs, ys, style, marker=marker, color=colors.get(base, "gray"),
-                    label=f"{job['preset']}, {job['search_key']}")
+            ax.plot(xs, ys, style, marker=marker, color=None if job.get("label") else colors.get(base, "gray"),
+                    label=f"{_preset(job)}, {job['search_key']}")
         if result["teacher"]:
             ax.axhline(result["teacher"]["score"], color="black", lw=1, ls=":", label="dense teacher")
         window = next((j["window"] for j in result["jobs"] if j["shape"] == shape), None)
@@ -732,6 +790,9 @@ def main(argv=None) -> None:
     job.add_argument("spec")
     rep = sub.add_parser("report", help="rebuild study.json / .md / .png from OUT/rows.jsonl")
     rep.add_argument("out")
+    comb = sub.add_parser("combine", help="one report over several studies of one teacher: OUT FOLDER=LABEL ...")
+    comb.add_argument("out")
+    comb.add_argument("runs", nargs="+", metavar="FOLDER=LABEL")
     best = sub.add_parser("best", help="print the folder of the final model of the best job (by final score)")
     best.add_argument("out")
     best.add_argument("--shape", default=None)
@@ -745,6 +806,8 @@ def main(argv=None) -> None:
             sys.exit(1)
     elif args.command == "report":
         report(args.out)
+    elif args.command == "combine":
+        combine(args.out, args.runs)
     elif args.command == "teacher":
         train_teacher(args)
     elif args.command == "probes":

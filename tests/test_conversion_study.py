@@ -72,6 +72,38 @@ def test_report_scores_the_cells_the_teacher_answers(study, tmp_path):
     assert (tmp_path / "study-tasks.png").stat().st_size > 10_000
 
 
+def _study_folder(folder: Path, settings: dict, rows: list[dict]) -> str:
+    folder.mkdir()
+    (folder / "settings.json").write_text(json.dumps(settings))
+    (folder / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(folder)
+
+
+def test_combine_reports_several_studies_of_one_teacher_under_their_labels(study, tmp_path):
+    settings = {"card": "test card", "recipe": "recipes/conversion-study.yaml", "teacher": "t",
+                "teacher_fingerprint": "f", "batch_size": 1, "seq_len": 1000, "lr": 1e-3, "seed": 0,
+                "tasks": ["single", "multikey"], "lengths": [512, 1024], "depths": [50.0], "samples": 1}
+    teacher = {**_row("teacher", 0, (100.0, 80.0), 0.0), "preset": "dense", "shape": "dense", "search_key": "-"}
+    a = _study_folder(tmp_path / "a", {**settings, "train_overrides": ["lr=1"], "command": "run a"},
+                      [teacher, _row("mixers", 10, (100.0, 80.0), 0.0, final_model="m")])
+    b = _study_folder(tmp_path / "b", {**settings, "train_overrides": ["lr=2"], "command": "run b"},
+                      [_row("mixers", 10, (50.0, 40.0), 0.0, final_model="m")])
+    result = study.combine(tmp_path / "both", [f"{a}=one", f"{b}=two"])
+    finals = {job["job"]: job["final"] for job in result["jobs"]}
+    assert finals == {"mixers [one]": 90.0, "mixers [two]": 45.0}  # each scored against a's teacher row
+    text = (tmp_path / "both" / "study.md").read_text()
+    assert "| mixers [one] |" in text and "| mixers [two] |" in text
+    assert "[one]: " + a + "; training overrides: lr=1." in text and "[two]: " + b + "; training overrides: lr=2." in text
+    assert "training overrides: lr=1;" not in text  # no study's overrides stand for the others'
+    assert (tmp_path / "both" / "study.png").stat().st_size > 10_000
+    other = _study_folder(tmp_path / "c", {**settings, "lengths": [2048]}, [teacher])
+    with pytest.raises(SystemExit, match="measured other lengths than"):
+        study.combine(tmp_path / "no", [f"{a}=one", f"{other}=three"])
+    with pytest.raises(SystemExit, match="is not FOLDER=LABEL"):
+        study.combine(tmp_path / "no", [a])
+    assert not (tmp_path / "no").exists()
+
+
 def test_teacher_probes_run_side_by_side_and_plot(study, tmp_path):
     """Two probes of the teacher's recipe from one tiny initial model: each takes its own overrides, every row
     of its log is kept, the plot is drawn; a malformed probe is refused in one line."""
@@ -109,6 +141,11 @@ def test_a_study_job_converts_trains_with_the_study_overrides_and_measures(study
     assert trained["lm_average"] == "sample" and trained["data"]["niah_tasks"] == ["single", "multikey"]
     assert trained["trainable"] == "attention" and trained["max_steps"] == 2
     assert "training overrides: lm_average=sample" in (out / "study.md").read_text()
+    teacher = next(r for r in rows if r["job"] == "teacher")["results"]["single"]
+    assert len(teacher["answers"]) == 1  # one prompt: its answer is kept with what was expected
+    answer = teacher["answers"][0]
+    assert answer["length"] == 256 and answer["depth"] == 50 and len(answer["expected"]) == 1
+    assert answer["score"] == (1.0 if answer["expected"][0] in answer["output"] else 0.0)
 
     # a second study on the same teacher and prompts takes the teacher's row from the first, and skips the
     # as-converted measurement: only the job's trained budget is measured
