@@ -245,6 +245,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--lengths", default=None, help="context lengths, e.g. 32K,128K,1M (the default)")
     bench.add_argument("--chunk", default=None, help="prefill tokens per forward call, e.g. 32K (the default)")
     bench.add_argument("--decode-tokens", type=int, default=None, help="timed decode tokens per length (default 8)")
+    bench.add_argument("--profile-decode", type=int, default=None,
+                       help="also run N eager decode steps under the profiler (host vs device time, launches, waits)")
     bench.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                        help="also time decode under torch.compile with CUDA graphs (default: on a GPU)")
     bench.add_argument("--no-dense", action="store_true", help="skip the dense-attention baseline")
@@ -279,7 +281,7 @@ def _bench_main(args) -> None:
     if writes:
         raise SlconvertError(f"{', '.join(writes)} write a checkpoint; --bench writes none, leave them out")
     cfg = model_bench_settings(None, args.lengths, args.chunk, args.decode_tokens, args.compile, not args.no_dense,
-                               args.device, args.dtype)
+                               args.device, args.dtype, profile_decode=args.profile_decode)
     config = nano_config(args.experts, hidden=args.hidden, vocab=args.vocab, layers=args.layers)
     estimate = memory_estimate(config, args.dtype, cfg.lengths, cfg.chunk)
     print(describe_estimate(estimate, cfg.lengths, cfg.chunk), flush=True)
@@ -298,6 +300,7 @@ def main(argv=None) -> int:
             _bench_main(args)
             return 0
         bench_only = {"--lengths": args.lengths, "--chunk": args.chunk, "--decode-tokens": args.decode_tokens,
+                      "--profile-decode": args.profile_decode,
                       "--compile/--no-compile": args.compile, "--no-dense": args.no_dense or None}
         given = [name for name, value in bench_only.items() if value is not None]
         if given:

@@ -34,7 +34,8 @@ def converted(tmp_path_factory) -> Path:
 def cli_run(converted, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench-out")
     result = CliRunner().invoke(main, ["bench", "--model", str(converted), "--lengths", "32,64", "--chunk", "32",
-                                       "--decode-tokens", "1", "--device", "cpu", "--out", str(out)])
+                                       "--decode-tokens", "1", "--profile-decode", "2", "--device", "cpu",
+                                       "--out", str(out)])
     assert result.exit_code == 0, _messages(result)
     return result, out
 
@@ -66,6 +67,10 @@ def test_bench_model_writes_json_png_and_card_with_both_attentions(cli_run, conv
         assert decode["status"] == "ok" and decode["tokens"] == 1 and decode["tokens_per_s"] > 0
         assert prefill["peak_gib"] is None  # measured on a GPU only
         assert row["decode_compiled"]["status"].startswith("not run: no CUDA device")
+        prof = row["decode_profile"]
+        assert prof["steps"] == 2 and prof["wall_ms"] > 0 and prof["device_busy_ms"] is None
+        assert 0 < sum(op["ms"] for op in prof["top_host_ops"]) <= prof["wall_ms"]
+        assert prof["kernels"] == 0 and prof["top_kernels"] == []  # no device on the CPU
     ratios = {r["length"]: r for r in data["ratios"]}
     for length in (32, 64):
         sl, dense = rows[("superlinear", length)], rows[("dense", length)]
@@ -76,7 +81,28 @@ def test_bench_model_writes_json_png_and_card_with_both_attentions(cli_run, conv
     card = (out / "model_bench.md").read_text()
     assert TABLE_HEADER in card and card.count("| Superlinear / dense |") == 2
     assert "compiled decode (every row): not run" in card
+    assert "Eager decode under the profiler (per step, mean of 2 steps):" in card and card.count("kernels, ") == 4
     assert TABLE_HEADER in result.output and "wrote " in result.output
+
+
+def test_step_profile_counts_a_known_step():
+    """Each step runs one matrix product and reads one scalar back: the profile counts both per step."""
+    from slconvert.benchmark.step_profile import profile_steps
+
+    layer = torch.nn.Linear(8, 8)
+
+    def step(token, position):
+        logits = layer(torch.ones(1, 1, 8))
+        float(logits.sum().detach())  # a host read of a device value: a synchronisation on a GPU
+        return logits
+
+    with torch.no_grad():
+        summary, token, position = profile_steps(step, torch.zeros(1, 1, dtype=torch.long), 7, 3, torch.device("cpu"))
+    assert summary["steps"] == 3 and position == 10 and token.shape == (1, 1)
+    assert summary["scalar_reads"] == 1.0 and summary["kernels"] == 0 and summary["device_busy_ms"] is None
+    ops = {op["op"]: op["calls"] for op in summary["top_host_ops"]}
+    assert ops.get("aten::addmm") == 1.0
+    assert 0 < sum(op["ms"] for op in summary["top_host_ops"]) <= summary["wall_ms"]
 
 
 def test_dense_switch_runs_stock_sdpa_and_no_superlinear_call(model, monkeypatch):
@@ -188,6 +214,8 @@ def test_dense_out_of_memory_is_recorded_and_longer_lengths_skipped(model, conve
     (["--model", "{converted}", "--chunk", "32x"], "--chunk: '32X' is not a length; write e.g. 32K"),
     (["--model", "{converted}", "--chunk", "32K,64K"], "--chunk: '32K,64K' is not one length; write e.g. 32K"),
     (["--model", "{converted}", "--decode-tokens", "0"], "--decode-tokens: 0 must be at least 1"),
+    (["--model", "{converted}", "--profile-decode", "0"], "--profile-decode: 0 must be at least 1"),
+    (["--profile-decode", "2"], "--profile-decode apply to the whole-model benchmark; add --model PATH"),
     (["--model", "{converted}", "--device", "gpu0"], "--device: 'gpu0' is not a device"),
     (["--model", "{converted}", "--dtype", "int8"], "unknown dtype 'int8'"),
     (["--model", "{converted}", "--quick"], "--quick apply to the one-layer benchmark"),

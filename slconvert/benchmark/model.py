@@ -10,7 +10,9 @@ For each context length (B = 1, random token ids, seeded):
   mode="reduce-overhead")` (CUDA graphs on a GPU), a few untimed steps, then `decode_tokens` timed ones; the
   Superlinear attention call stays out of the compiled graphs (`superlinear_outside_graph`); where
   transformers or torch cannot compile the model, the row says "unsupported: <reason>";
-* peak device memory of each phase (weights included: `torch.cuda.max_memory_allocated`).
+* peak device memory of each phase (weights included: `torch.cuda.max_memory_allocated`);
+* with `profile_decode` N: N more eager steps under `torch.profiler` (`step_profile.profile_steps`): wall time against
+  the device's busy time, kernel launches, synchronisations, and the costliest host operations and kernels.
 
 The converted model runs first; then `model.set_attn_implementation("sdpa")` switches every attention layer
 to transformers' stock SDPA (the routers stay attached but nothing calls them), and the same lengths run
@@ -44,6 +46,7 @@ from ..errors import SlconvertError, one_line
 from ..evaluation.models import cache_keyword
 from .host import device_name, versions
 from .protocol import GIB
+from .step_profile import profile_steps
 
 __all__ = ["ModelBenchSettings", "run_model_benchmark", "bench_model", "load_for_bench", "convert_in_memory",
            "use_attention", "converted_layer_calls", "model_summary", "short_length", "PHASES", "VARIANTS"]
@@ -60,6 +63,7 @@ class ModelBenchSettings:
     lengths: list[int] = field(default_factory=lambda: [32768, 131072, 1 << 20])
     chunk: int = 32768
     decode_tokens: int = 8
+    profile_decode: int = 0  # eager decode steps run under the profiler after the timed ones (0: none)
     compile: bool | None = None  # None: on a CUDA device only
     dense: bool = True
     device: str | None = None  # None: cuda when available, else cpu
@@ -230,6 +234,7 @@ def model_summary(model, path=None, *, name: str | None = None, origin: str | No
         "dense_attention_layers": list(block.get("dense_attention_layers", [])),
         "window": block.get("window"),
         "superlinear_params": block.get("params"),
+        "experts_implementation": getattr(config, "_experts_implementation", None),
     }
 
 
@@ -439,6 +444,10 @@ class _Runner:
             dev.start()
             times, token, position = _decode(_eager_step(model, cache), token, position, cfg.decode_tokens, 1, dev)
             row["decode"] = _decode_row(times, dev.peak_gib())
+            if cfg.profile_decode:
+                self.note(f"{label} decode profile")
+                row["decode_profile"], token, position = profile_steps(_eager_step(model, cache), token, position,
+                                                                       cfg.profile_decode, dev.device)
         except Exception as err:  # noqa: BLE001
             if not _is_oom(err):
                 raise

@@ -109,9 +109,30 @@ def format_card(result: dict) -> str:
             phases = {w.split(",", 1)[0] for w in where}
             everywhere = len(phases) == 1 and counts[status] == len(result["rows"])
             lines.append(f"- {next(iter(phases)) + ' (every row)' if everywhere else '; '.join(where)}: {status}")
+    lines += _profile_lines(result["rows"])
     if not result.get("complete", True):
         lines += ["", "(incomplete: the run stopped before the last length)"]
     return "\n".join(lines) + "\n"
+
+
+def _profile_lines(rows: list[dict], top: int = 3) -> list[str]:
+    """One line per profiled eager decode: host against device time, launches, waits, and the costliest ops."""
+    lines = []
+    for row in rows:
+        prof = row.get("decode_profile")
+        if not prof:
+            continue
+        busy = "" if prof["device_busy_ms"] is None else f", device busy {prof['device_busy_ms']:.1f} ms"
+        host = ", ".join(f"{o['op']} {o['ms']:.2f} ms ({o['calls']:.0f}x)" for o in prof["top_host_ops"][:top])
+        kernels = ", ".join(f"{o['kernel'][:40]} {o['ms']:.2f} ms ({o['calls']:.0f}x)" for o in prof["top_kernels"][:top])
+        lines.append(f"- {_NAMES[row['attention']]}, {short_length(row['length'])}: wall {prof['wall_ms']:.1f} ms"
+                     f"{busy}; {prof['kernels']:.0f} kernels, {prof['launch_calls']:.0f} launch calls, "
+                     f"{prof['synchronisations']:.0f} synchronisations, {prof['scalar_reads']:.0f} scalar reads per "
+                     f"step; host: {host}" + (f"; device: {kernels}" if kernels else ""))
+    if lines:
+        steps = next(r["decode_profile"]["steps"] for r in rows if r.get("decode_profile"))
+        lines = ["", f"Eager decode under the profiler (per step, mean of {steps} steps):"] + lines
+    return lines
 
 
 def plot_model(result: dict, path: Path) -> None:

@@ -50,14 +50,16 @@ def _lengths(text: str, option: str = "--lengths", example: str = "16K,32K,65536
                    "32K,128K,1M).")
 @click.option("--chunk", default=None, help="--model: prefill tokens per forward call, e.g. 32K (default 32K).")
 @click.option("--decode-tokens", type=int, default=None, help="--model: timed decode tokens per length (default 8).")
+@click.option("--profile-decode", type=int, default=None,
+              help="--model: also run N eager decode steps under the profiler (host vs device time, launches, waits).")
 @click.option("--compile/--no-compile", "compile_", default=None,
               help="--model: also time decode under torch.compile with CUDA graphs (default: on a GPU).")
 @click.option("--no-dense", is_flag=True, help="--model: skip the dense-attention baseline.")
 @click.option("--device", default=None, help="--model: cuda, cuda:1, cpu (default: cuda when visible, else cpu).")
 @click.option("--dtype", default=None, help="--model: bfloat16, float16, float32 or auto (default: the checkpoint's).")
 def bench(out_dir: Path, quick: bool, lengths: str | None, settings: tuple, passes: tuple, no_million: bool,
-          model_path: Path | None, chunk: str | None, decode_tokens: int | None, compile_: bool | None,
-          no_dense: bool, device: str | None, dtype: str | None) -> None:
+          model_path: Path | None, chunk: str | None, decode_tokens: int | None, profile_decode: int | None,
+          compile_: bool | None, no_dense: bool, device: str | None, dtype: str | None) -> None:
     """Time one attention layer (B=1, 32 q / 2 kv heads, D=128, bf16): Superlinear vs dense SDPA.
 
     The forward rows also time the paper authors' published kernels when the `superlinear` package is
@@ -69,7 +71,8 @@ def bench(out_dir: Path, quick: bool, lengths: str | None, settings: tuple, pass
     """
     import torch
 
-    model_only = {"--chunk": chunk, "--decode-tokens": decode_tokens, "--compile/--no-compile": compile_,
+    model_only = {"--chunk": chunk, "--decode-tokens": decode_tokens, "--profile-decode": profile_decode,
+                  "--compile/--no-compile": compile_,
                   "--no-dense": no_dense or None, "--device": device, "--dtype": dtype}
     if model_path is not None:
         layer_only = {"--quick": quick or None, "--setting": settings or None, "--pass": passes or None,
@@ -77,7 +80,8 @@ def bench(out_dir: Path, quick: bool, lengths: str | None, settings: tuple, pass
         given = [name for name, value in layer_only.items() if value is not None]
         if given:
             raise SlconvertError(f"{', '.join(given)} apply to the one-layer benchmark; leave them out with --model")
-        _bench_model(model_path, out_dir, lengths, chunk, decode_tokens, compile_, not no_dense, device, dtype)
+        _bench_model(model_path, out_dir, lengths, chunk, decode_tokens, profile_decode, compile_, not no_dense,
+                     device, dtype)
         return
     given = [name for name, value in model_only.items() if value is not None]
     if given:
@@ -120,16 +124,19 @@ def bench(out_dir: Path, quick: bool, lengths: str | None, settings: tuple, pass
     click.echo(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.png'}")
 
 
-def _bench_model(path: Path, out_dir: Path, lengths, chunk, decode_tokens, compile_, dense: bool, device, dtype) -> None:
+def _bench_model(path: Path, out_dir: Path, lengths, chunk, decode_tokens, profile_decode, compile_, dense: bool, device,
+                 dtype) -> None:
     """`slconvert bench --model PATH`: the whole-model benchmark, with a progress bar and the card at the end."""
     from ..benchmark.model import load_for_bench
 
-    cfg = model_bench_settings(path, lengths, chunk, decode_tokens, compile_, dense, device, dtype)
+    cfg = model_bench_settings(path, lengths, chunk, decode_tokens, compile_, dense, device, dtype,
+                               profile_decode=profile_decode)
     bench_and_report(load_for_bench(path, cfg.device, cfg.dtype), cfg, out_dir)
 
 
 def model_bench_settings(path: Path | None, lengths: str | None, chunk: str | None, decode_tokens: int | None,
-                         compile_: bool | None, dense: bool, device: str | None, dtype: str | None):
+                         compile_: bool | None, dense: bool, device: str | None, dtype: str | None, *,
+                         profile_decode: int | None = None):
     """The whole-model benchmark's settings from its options as typed (one `error:` line for bad input), with
     the device resolved and checked. `path` None: a model built in memory (scripts/build_nano_shape.py --bench)."""
     from ..benchmark.model import ModelBenchSettings
@@ -149,6 +156,10 @@ def model_bench_settings(path: Path | None, lengths: str | None, chunk: str | No
         if decode_tokens < 1:
             raise SlconvertError(f"--decode-tokens: {decode_tokens} must be at least 1")
         cfg.decode_tokens = decode_tokens
+    if profile_decode is not None:
+        if profile_decode < 1:
+            raise SlconvertError(f"--profile-decode: {profile_decode} must be at least 1 (leave it out for none)")
+        cfg.profile_decode = profile_decode
     resolve_dtype(dtype)  # an unknown name is refused here, before anything loads
     cfg.compile, cfg.dense, cfg.device, cfg.dtype = compile_, dense, device, dtype or "auto"
     import torch
