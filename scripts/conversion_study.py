@@ -555,6 +555,8 @@ def report(out) -> dict:
                         "curve": [(p["tokens"], _score(p, teacher)) for p in points],
                         "final": _score(points[-1], teacher), "final_tokens": points[-1]["tokens"],
                         "final_by_task": {t: v["by_length"] for t, v in points[-1]["results"].items()},
+                        "final_answer_kinds": {t: answer_kinds(v["answers"]) for t, v in points[-1]["results"].items()
+                                               if v.get("answers")},
                         "completed": any(p.get("final_model") for p in points),
                         "time_limited": any(p.get("stopped_at_time_limit") for p in points),
                         "best": _score(best, teacher), "best_tokens": best["tokens"],
@@ -598,6 +600,26 @@ def _fmt(value, digits=1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def answer_kinds(answers: list[dict]) -> dict:
+    """What the generated answers of one task hold, beyond the score: how many prompts found 0, 1, ... of their
+    expected values, and the share of prompts whose answer repeats an expected value or holds a number that is none
+    of them (a wrong or invented value). Numbers are runs of 4+ digits (the values are 7-digit numbers)."""
+    import re
+
+    found: dict[int, int] = {}
+    repeated = foreign = 0
+    for answer in answers:
+        numbers = re.findall(r"\d{4,}", answer["output"])
+        expected = set(answer["expected"])
+        hits = sum(value in answer["output"] for value in answer["expected"])
+        found[hits] = found.get(hits, 0) + 1
+        repeated += any(numbers.count(value) > 1 for value in expected)
+        foreign += any(number not in expected for number in numbers)
+    count = max(1, len(answers))
+    return {"prompts": len(answers), "values_found": dict(sorted(found.items())),
+            "repeats_a_value": repeated / count, "holds_another_number": foreign / count}
+
+
 def _markdown(result: dict) -> str:
     s = result["settings"]
     lines = [f"Conversion study on {s['card']}: teacher {Path(s['teacher']).name}, recipe {s['recipe']}, "
@@ -636,6 +658,17 @@ def _markdown(result: dict) -> str:
     for row in result["failed"]:
         lines.append(f"| {row['shape']} | {row['search_key']} | {row['preset']} | failed: "
                      f"{row.get('reason') or 'exit ' + str(row.get('returncode'))} |")
+    teacher = {"preset": "dense teacher", "shape": "-",
+               "final_answer_kinds": {t: answer_kinds(v["answers"]) for t, v in
+                                      ((result["teacher"] or {}).get("results") or {}).items() if v.get("answers")}}
+    kinds = [(job, task, k) for job in [teacher, *result["jobs"]] for task, k in job["final_answer_kinds"].items()]
+    if kinds:
+        lines += ["", "Answers at each job's last budget (prompts by expected values found; shares of prompts):", "",
+                  "| job | task | values found: prompts | repeats a value | holds another number |", "|---|---|---|---|---|"]
+        for job, task, k in kinds:
+            spread = ", ".join(f"{n}: {c}" for n, c in k["values_found"].items())
+            lines.append(f"| {_preset(job)} ({job['shape']}) | {task} | {spread} | {k['repeats_a_value']:.0%} | "
+                         f"{k['holds_another_number']:.0%} |")
     return "\n".join(lines) + "\n"
 
 
