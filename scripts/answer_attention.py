@@ -5,7 +5,15 @@ row that predicts a value's first token, averaged over heads, summed over +-3 to
 A layer that retrieves puts its mass on the needles; how many needles one row holds at once says how many spans
 a Superlinear query must open to do the same (k per query). Writes JSON and prints one line per (prompt, layer).
 
+With --shape, the model (a dense one) is first converted in memory at that Superlinear shape (scaled so that
+W <= length / 16, as the conversion study does) and each converted layer's own dense attention at the same rows is
+compared with two choices of k spans among the layer's candidates: the router's (as converted, or as trained when
+MODEL is a converted checkpoint) and the best possible (the k candidates holding the most dense mass). The share
+of the dense mass inside the chosen spans and the window (span recall) and the needles inside them say whether a
+miss is the router's (the best choice holds the needles) or the shape's (no k spans can).
+
     python scripts/answer_attention.py MODEL --task multivalue --length 2048 --samples 4 --out answer_attention.json
+    python scripts/answer_attention.py MODEL --shape balanced --search-key span_mean --out span_choice.json
 """
 
 from __future__ import annotations
@@ -24,14 +32,8 @@ def needle_token(offsets: list[tuple[int, int]], char: int) -> int:
 
 
 def measure(model, tokenizer, haystack, task: str, length: int, depth: float, sample: int, radius: int = 3) -> dict:
-    from slconvert.tasks.niah import build_sample
-
-    s = build_sample(tokenizer, haystack, task, length, depth, sample)
-    enc = tokenizer(s.prompt + s.answer, return_offsets_mapping=True, add_special_tokens=s.special_tokens)
-    offsets = enc["offset_mapping"]
-    needles = [needle_token(offsets, s.prompt.index(value)) for value in s.expected]
-    answers = [needle_token(offsets, len(s.prompt) + s.answer.index(value)) for value in s.expected]
-    ids = torch.tensor([enc["input_ids"]], device=model.device)
+    input_ids, needles, answers = _needle_rows(tokenizer, haystack, task, length, depth, sample)
+    ids = torch.tensor([input_ids], device=model.device)
     with torch.no_grad():
         result = model(input_ids=ids, output_attentions=True)
     predicted = result.logits[0].argmax(-1)
@@ -45,6 +47,115 @@ def measure(model, tokenizer, haystack, task: str, length: int, depth: float, sa
             "mass": layers}
 
 
+def _needle_rows(tokenizer, haystack, task, length, depth, sample):
+    """The prompt with its gold answer, each needle value's token, and each answer value's token."""
+    from slconvert.tasks.niah import build_sample
+
+    s = build_sample(tokenizer, haystack, task, length, depth, sample)
+    enc = tokenizer(s.prompt + s.answer, return_offsets_mapping=True, add_special_tokens=s.special_tokens)
+    offsets = enc["offset_mapping"]
+    needles = [needle_token(offsets, s.prompt.index(value)) for value in s.expected]
+    answers = [needle_token(offsets, len(s.prompt) + s.answer.index(value)) for value in s.expected]
+    return enc["input_ids"], needles, answers
+
+
+def span_choice(record: dict, rows: list[int], needles: list[int]) -> dict:
+    """At query rows `rows` of one captured converted-layer call: span recall and needles inside, for the router's
+    top k candidates and for the k candidates holding the most dense mass ("best"; where candidate spans overlap, a
+    union of other spans could hold slightly more), each with the window; per row, mean over query heads."""
+    from slkernels.selection import candidates
+
+    q, k, sb, cfg = record["q"].float(), record["k"].float(), record["q_search"].float(), record["config"]
+    batch, heads_q, _, dim = q.shape
+    heads_kv = k.shape[1]
+    group = heads_q // heads_kv
+    index = torch.tensor(rows, device=q.device)
+    pos = record["cache_position"][index]
+    n_keys = int(pos.max()) + 1
+    keys = k[:, :, :n_keys].repeat_interleave(group, dim=1)
+    logits = torch.einsum("bhrd,bhkd->bhrk", q[:, :, index], keys) * (record.get("scale") or dim ** -0.5)
+    x = torch.arange(n_keys, device=q.device)
+    logits = logits.masked_fill(x > pos[:, None], float("-inf"))
+    probs = logits.softmax(-1)  # [B, H_q, R, K]
+    window = (x <= pos[:, None]) & (x > pos[:, None] - cfg.window)  # [R, K]
+    t = (pos + 1)[None].expand(batch, -1)
+    cand = candidates(cfg, sb[:, :, index].view(batch, heads_kv, group, len(rows), dim), k, pos, t,
+                      torch.zeros(batch, 1, dtype=torch.long, device=q.device))
+    live = cand.valid & (cand.hi >= cand.lo)  # [B, R, N]
+    sums = torch.nn.functional.pad(probs.cumsum(-1), (1, 0))
+    lo, hi = cand.lo.clamp(0, n_keys - 1), cand.hi.clamp(-1, n_keys - 1)
+    mass = (sums.gather(-1, (hi + 1)[:, None].expand(-1, heads_q, -1, -1))
+            - sums.gather(-1, lo[:, None].expand(-1, heads_q, -1, -1))).masked_fill(~live[:, None], -1.0)
+    scores = cand.scores.reshape(batch, heads_q, len(rows), -1).float().masked_fill(~live[:, None], float("-inf"))
+    kk = min(cfg.num_spans, scores.shape[-1])
+    out = {}
+    for name, rank in (("router", scores), ("best", mass)):
+        pick = rank.topk(kk, dim=-1).indices  # [B, H_q, R, k]
+        inside = window[None, None].expand(batch, heads_q, -1, -1).clone()
+        for j in range(kk):
+            chosen = pick[..., j]
+            ok = live[:, None].expand(-1, heads_q, -1, -1).gather(-1, pick[..., j:j + 1])[..., 0]
+            a = lo[:, None].expand(-1, heads_q, -1, -1).gather(-1, chosen[..., None])
+            b = hi[:, None].expand(-1, heads_q, -1, -1).gather(-1, chosen[..., None])
+            inside |= (x >= a) & (x <= b) & ok[..., None]
+        recall = (probs * inside).sum(-1).mean(1)[0]  # [R]
+        held = torch.stack([inside[..., n] if n < n_keys else torch.zeros_like(inside[..., 0])
+                            for n in needles], -1).float().sum(-1).mean(1)[0]
+        out[name] = {"recall": [round(float(v), 3) for v in recall], "needles": [round(float(v), 2) for v in held]}
+    out["window_mass"] = [round(float(v), 3) for v in (probs * window).sum(-1).mean(1)[0]]
+    return out
+
+
+def measure_spans(model, tokenizer, haystack, task: str, length: int, depth: float, sample: int) -> dict:
+    """`span_choice` at the rows that predict each answer value, for every converted layer of `model`."""
+    from slconvert.attention import capture_attention
+
+    ids, needles, answers = _needle_rows(tokenizer, haystack, task, length, depth, sample)
+    rows = [a - 1 for a in answers]
+    with torch.no_grad(), capture_attention(model) as records:
+        model(input_ids=torch.tensor([ids], device=model.device))
+    layers = {rec["layer_idx"]: span_choice(rec, rows, needles) for rec in records}
+    return {"task": task, "length": length, "depth": depth, "sample": sample, "needles_at": needles,
+            "answers_at": answers, "layers": layers}
+
+
+def summarize_spans(rows: list[dict]) -> dict:
+    """Per converted layer, the means over every (prompt, answer row) of `measure_spans`' rows."""
+    out: dict = {}
+    for row in rows:
+        for layer, choice in row["layers"].items():
+            entry = out.setdefault(str(layer), {"router": [], "best": [], "window": [], "router_needles": [],
+                                                "best_needles": []})
+            entry["router"] += choice["router"]["recall"]
+            entry["best"] += choice["best"]["recall"]
+            entry["window"] += choice["window_mass"]
+            entry["router_needles"] += choice["router"]["needles"]
+            entry["best_needles"] += choice["best"]["needles"]
+    return {layer: {key: round(sum(v) / len(v), 3) for key, v in entry.items()} for layer, entry in out.items()}
+
+
+def plot_spans(summary: dict, title: str, path: Path) -> None:
+    """Bars per converted layer: span recall of the router's k spans, of the best k spans, of the window alone."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = list(summary)
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(layers), 3.8))
+    for i, (key, label) in enumerate((("window", "window alone"), ("router", "router's k spans + window"),
+                                      ("best", "best k spans + window"))):
+        ax.bar([j + (i - 1) * 0.27 for j in range(len(layers))], [summary[l][key] for l in layers], 0.27, label=label)
+    ax.set_xticks(range(len(layers)), [f"layer {l}" for l in layers])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("dense attention mass inside (span recall)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model")
@@ -53,6 +164,9 @@ def main(argv=None) -> None:
     parser.add_argument("--depth", type=float, default=50.0)
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--out", default="answer_attention.json")
+    parser.add_argument("--shape", choices=["balanced", "released"], default=None,
+                        help="convert the dense MODEL in memory at this shape and compare span choices")
+    parser.add_argument("--search-key", choices=["anchor", "span_mean"], default="span_mean")
     args = parser.parse_args(argv)
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -66,8 +180,38 @@ def main(argv=None) -> None:
     except (OSError, ValueError) as err:
         sys.exit(f"error: cannot load {args.model} as a transformers checkpoint ({err}); give a model folder")
     model = model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    haystack = load_haystack("builtin")
+    if args.shape:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from conversion_study import SHAPES  # the study's shapes, so that the two measure the same conversion
+        from slkernels import SuperlinearConfig
+
+        from slconvert.benchmark.model import convert_in_memory
+
+        try:
+            block = convert_in_memory(model, SuperlinearConfig(**SHAPES[args.shape], search_key=args.search_key))
+            rows = [measure_spans(model, tokenizer, haystack, args.task, args.length, args.depth, sample)
+                    for sample in range(args.samples)]
+        except SlconvertError as err:
+            sys.exit(f"error: {err}")
+        for row in rows:
+            for layer, choice in row["layers"].items():
+                print(f"sample {row['sample']} layer {layer}: recall router {choice['router']['recall']} best "
+                      f"{choice['best']['recall']} window {choice['window_mass']}; needles inside router "
+                      f"{choice['router']['needles']} best {choice['best']['needles']}")
+        summary = summarize_spans(rows)
+        print(f"means per layer: {summary}")
+        Path(args.out).write_text(json.dumps({"model": str(args.model), "task": args.task, "length": args.length,
+                                              "depth": args.depth, "shape": args.shape,
+                                              "search_key": args.search_key, "window": block["window"],
+                                              "summary": summary, "rows": rows}, indent=1) + "\n")
+        png = Path(args.out).with_suffix(".png")
+        plot_spans(summary, f"{args.task} at {args.length} tokens, {args.shape} (W = {block['window']}), "
+                            f"{args.search_key} key, answer rows", png)
+        print(f"wrote {args.out} and {png}")
+        return
     try:
-        rows = [measure(model, tokenizer, load_haystack("builtin"), args.task, args.length, args.depth, sample)
+        rows = [measure(model, tokenizer, haystack, args.task, args.length, args.depth, sample)
                 for sample in range(args.samples)]
     except SlconvertError as err:
         sys.exit(f"error: {err}")

@@ -31,6 +31,25 @@ def test_the_retrieving_layer_holds_the_needle_at_the_answer_row(script, tmp_pat
         assert first > 0.3 and 0.0 <= second <= 1.0
 
 
+def test_the_best_spans_hold_the_needle_the_router_need_not(script, tmp_path):
+    """Converted in memory at the study's balanced shape: at the answer row of the retrieving layer (1) the best 3
+    spans contain the needle and hold most of the dense mass; the router's spans hold no more than those here,
+    and every choice holds at least the window's share."""
+    out = tmp_path / "spans.json"
+    script.main([str(ROOT / "slconvert" / "assets" / "tiny-teacher"), "--task", "single", "--length", "512",
+                 "--samples", "2", "--shape", "balanced", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert data["window"] == 15 and data["search_key"] == "span_mean" and len(data["rows"]) == 2
+    for row in data["rows"]:
+        assert set(row["layers"]) == {"1", "3"}
+        for choice in row["layers"].values():
+            for router, best, window in zip(choice["router"]["recall"], choice["best"]["recall"], choice["window_mass"]):
+                assert window - 1e-3 <= router <= best + 1e-3 <= 1.0 + 2e-3
+        retrieving = row["layers"]["1"]["best"]
+        assert retrieving["needles"] == [1.0] and retrieving["recall"][0] > 0.5
+    assert set(data["summary"]) == {"1", "3"} and (out.with_suffix(".png")).stat().st_size > 5_000
+
+
 def test_a_folder_that_is_not_a_model_is_one_line(script, tmp_path):
     with pytest.raises(SystemExit, match="cannot load .* as a transformers checkpoint"):
         script.main([str(tmp_path), "--out", str(tmp_path / "a.json")])
