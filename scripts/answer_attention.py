@@ -14,6 +14,7 @@ miss is the router's (the best choice holds the needles) or the shape's (no k sp
 
     python scripts/answer_attention.py MODEL --task multivalue --length 2048 --samples 4 --out answer_attention.json
     python scripts/answer_attention.py MODEL --shape balanced --search-key span_mean --out span_choice.json
+    python scripts/answer_attention.py CONVERTED --out span_choice.json   # a converted (trained) model's own router
 """
 
 from __future__ import annotations
@@ -166,30 +167,42 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default="answer_attention.json")
     parser.add_argument("--shape", choices=["balanced", "released"], default=None,
                         help="convert the dense MODEL in memory at this shape and compare span choices")
-    parser.add_argument("--search-key", choices=["anchor", "span_mean"], default="span_mean")
+    parser.add_argument("--search-key", choices=["anchor", "span_mean"], default="span_mean",
+                        help="with --shape; a converted MODEL is measured with its own key and router")
     args = parser.parse_args(argv)
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from slconvert.errors import SlconvertError
+    from slconvert.loading import is_converted, load
     from slconvert.tasks.haystack import load_haystack
 
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    converted = is_converted(args.model)
+    if converted and args.shape:
+        sys.exit(f"error: {args.model} is already converted; leave out --shape (its own spans are measured)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(args.model)
-        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32, attn_implementation="eager")
-    except (OSError, ValueError) as err:
+        if converted:
+            model = load(args.model, device=device, dtype=torch.float32)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32, attn_implementation="eager")
+    except (OSError, ValueError, SlconvertError) as err:
         sys.exit(f"error: cannot load {args.model} as a transformers checkpoint ({err}); give a model folder")
-    model = model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    model = model.to(device).eval()
     haystack = load_haystack("builtin")
-    if args.shape:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from conversion_study import SHAPES  # the study's shapes, so that the two measure the same conversion
-        from slkernels import SuperlinearConfig
-
-        from slconvert.benchmark.model import convert_in_memory
-
+    if args.shape or converted:
         try:
-            block = convert_in_memory(model, SuperlinearConfig(**SHAPES[args.shape], search_key=args.search_key))
+            if converted:
+                block = model.config.superlinear
+            else:
+                sys.path.insert(0, str(Path(__file__).resolve().parent))
+                from conversion_study import SHAPES  # the study's shapes: the two measure the same conversion
+                from slkernels import SuperlinearConfig
+
+                from slconvert.benchmark.model import convert_in_memory
+
+                block = convert_in_memory(model, SuperlinearConfig(**SHAPES[args.shape], search_key=args.search_key))
             rows = [measure_spans(model, tokenizer, haystack, args.task, args.length, args.depth, sample)
                     for sample in range(args.samples)]
         except SlconvertError as err:
@@ -200,14 +213,16 @@ def main(argv=None) -> None:
                       f"{choice['best']['recall']} window {choice['window_mass']}; needles inside router "
                       f"{choice['router']['needles']} best {choice['best']['needles']}")
         summary = summarize_spans(rows)
+        key = block["params"].get("search_key", "anchor")
+        shape = args.shape or "as converted"
         print(f"means per layer: {summary}")
         Path(args.out).write_text(json.dumps({"model": str(args.model), "task": args.task, "length": args.length,
-                                              "depth": args.depth, "shape": args.shape,
-                                              "search_key": args.search_key, "window": block["window"],
-                                              "summary": summary, "rows": rows}, indent=1) + "\n")
+                                              "depth": args.depth, "shape": shape, "search_key": key,
+                                              "window": block["window"], "summary": summary, "rows": rows},
+                                             indent=1) + "\n")
         png = Path(args.out).with_suffix(".png")
-        plot_spans(summary, f"{args.task} at {args.length} tokens, {args.shape} (W = {block['window']}), "
-                            f"{args.search_key} key, answer rows", png)
+        plot_spans(summary, f"{args.task} at {args.length} tokens, {shape} (W = {block['window']}), {key} key, "
+                            "answer rows", png)
         print(f"wrote {args.out} and {png}")
         return
     try:

@@ -50,6 +50,26 @@ def test_the_best_spans_hold_the_needle_the_router_need_not(script, tmp_path):
     assert set(data["summary"]) == {"1", "3"} and (out.with_suffix(".png")).stat().st_size > 5_000
 
 
+def test_a_converted_checkpoint_is_measured_with_its_own_router(script, tmp_path):
+    """The shipped GPU-trained conversion of the tiny teacher: its own config and router are used (not a new
+    conversion), and the best spans of its retrieving layer hold the needle; --shape is refused for it in one
+    line."""
+    from slconvert.assets import TINY_CONVERTED
+    from slconvert.loading import read_block
+
+    out = tmp_path / "trained.json"
+    script.main([str(TINY_CONVERTED), "--task", "single", "--length", "512", "--samples", "2", "--out", str(out)])
+    data = json.loads(out.read_text())
+    block = read_block(TINY_CONVERTED)
+    assert data["shape"] == "as converted" and data["window"] == block["window"]
+    assert data["search_key"] == block["params"].get("search_key", "anchor")
+    for row in data["rows"]:
+        best = row["layers"]["1"]["best"]
+        assert best["needles"][0] >= 0.5 and best["recall"][0] > 0.9
+    with pytest.raises(SystemExit, match="is already converted; leave out --shape"):
+        script.main([str(TINY_CONVERTED), "--shape", "balanced", "--out", str(tmp_path / "x.json")])
+
+
 def test_a_folder_that_is_not_a_model_is_one_line(script, tmp_path):
     with pytest.raises(SystemExit, match="cannot load .* as a transformers checkpoint"):
         script.main([str(tmp_path), "--out", str(tmp_path / "a.json")])
