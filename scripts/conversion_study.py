@@ -532,6 +532,8 @@ def _score(row: dict, teacher: dict | None = None) -> float | None:
 
 
 def report(out) -> dict:
+    from slconvert.tasks.niah import answer_kinds
+
     out = Path(out)
     settings = json.loads((out / "settings.json").read_text())
     rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines() if line.strip()]
@@ -600,27 +602,9 @@ def _fmt(value, digits=1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def answer_kinds(answers: list[dict]) -> dict:
-    """What the generated answers of one task hold, beyond the score: how many prompts found 0, 1, ... of their
-    expected values, and the share of prompts whose answer repeats an expected value or holds a number that is none
-    of them (a wrong or invented value). Numbers are runs of 4+ digits (the values are 7-digit numbers)."""
-    import re
-
-    found: dict[int, int] = {}
-    repeated = foreign = 0
-    for answer in answers:
-        numbers = re.findall(r"\d{4,}", answer["output"])
-        expected = set(answer["expected"])
-        hits = sum(value in answer["output"] for value in answer["expected"])
-        found[hits] = found.get(hits, 0) + 1
-        repeated += any(numbers.count(value) > 1 for value in expected)
-        foreign += any(number not in expected for number in numbers)
-    count = max(1, len(answers))
-    return {"prompts": len(answers), "values_found": dict(sorted(found.items())),
-            "repeats_a_value": repeated / count, "holds_another_number": foreign / count}
-
-
 def _markdown(result: dict) -> str:
+    from slconvert.tasks.niah import answer_kinds
+
     s = result["settings"]
     lines = [f"Conversion study on {s['card']}: teacher {Path(s['teacher']).name}, recipe {s['recipe']}, "
              f"{s['batch_size']} x {s['seq_len']} tokens per step, lr {s['lr']}, seed {s['seed']}; NIAH "
@@ -667,8 +651,8 @@ def _markdown(result: dict) -> str:
                   "| job | task | values found: prompts | repeats a value | holds another number |", "|---|---|---|---|---|"]
         for job, task, k in kinds:
             spread = ", ".join(f"{n}: {c}" for n, c in k["values_found"].items())
-            lines.append(f"| {_preset(job)} ({job['shape']}) | {task} | {spread} | {k['repeats_a_value']:.0%} | "
-                         f"{k['holds_another_number']:.0%} |")
+            other = "-" if k["holds_another_number"] is None else f"{k['holds_another_number']:.0%}"
+            lines.append(f"| {_preset(job)} ({job['shape']}) | {task} | {spread} | {k['repeats_a_value']:.0%} | {other} |")
     return "\n".join(lines) + "\n"
 
 

@@ -104,17 +104,6 @@ def test_combine_reports_several_studies_of_one_teacher_under_their_labels(study
     assert not (tmp_path / "no").exists()
 
 
-def test_answer_kinds_read_what_failed_answers_hold(study):
-    values = ["1111111", "2222222", "3333333", "4444444"]
-    answers = [{"expected": values, "output": " 1111111, 2222222, 3333333, 4444444"},  # all four
-               {"expected": values, "output": " 2222222, 2222222, 2222222, 2222222"},  # one value, repeated
-               {"expected": values, "output": " 3333333, 9999999"},  # one value and a wrong one
-               {"expected": values, "output": " the"}]  # nothing
-    kinds = study.answer_kinds(answers)
-    assert kinds["prompts"] == 4 and kinds["values_found"] == {0: 1, 1: 2, 4: 1}
-    assert kinds["repeats_a_value"] == 0.25 and kinds["holds_another_number"] == 0.25
-
-
 def test_teacher_probes_run_side_by_side_and_plot(study, tmp_path):
     """Two probes of the teacher's recipe from one tiny initial model: each takes its own overrides, every row
     of its log is kept, the plot is drawn; a malformed probe is refused in one line."""

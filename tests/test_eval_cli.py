@@ -51,6 +51,12 @@ def test_niah_generation_grid_with_compare(checkpoints, tmp_path):
     assert len(records) == 8  # 2 lengths x 2 depths x 1 sample x 2 models
     assert all(r["tokens"] == r["length"] for r in records)
     assert all("output" in r and r["score"] in (0.0, 1.0) for r in records)  # one needle: found or not
+    for label, role_records in (("converted", [r for r in records if r["model"] == "converted"]),
+                                ("source (source)", [r for r in records if r["model"] == "source (source)"])):
+        kinds = data["answer_kinds"][label]
+        assert kinds["prompts"] == 4 and sum(kinds["values_found"].values()) == 4
+        assert kinds["values_found"].get("1", 0) == sum(r["score"] for r in role_records)  # JSON keys are strings
+        assert f"Answers of {label} (4 prompts): " in result.output
     converted_rows = [r for r in records if r["model"] == "converted"]
     source_rows = [r for r in records if r["model"] == "source (source)"]
     assert [r["seed"] for r in converted_rows] == [r["seed"] for r in source_rows]  # same prompts

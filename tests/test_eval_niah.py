@@ -15,7 +15,7 @@ from slconvert.evaluation.models import load_eval_model
 from slconvert.evaluation.niah import score_teacher_forced
 from slconvert.evaluation.niah_run import build_grid, grid_table, run_grid
 from slconvert.tasks.haystack import FileHaystack, NoiseHaystack, RepeatHaystack, SyntheticHaystack, load_haystack
-from slconvert.tasks.niah import TASKS, build_sample, prompt_length, score_generation, score_sample
+from slconvert.tasks.niah import TASKS, answer_kinds, build_sample, prompt_length, score_generation, score_sample
 from slconvert.tiny import build_tokenizer
 
 CHAT = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
@@ -111,6 +111,19 @@ def test_generation_scoring():
     assert score_generation(" 123456", ["1234567"]) == 0.0
     assert score_generation(" Quiet-Otter", ["quiet-otter"]) == 0.0  # this tool's own style matches exactly
     assert score_generation(" Quiet-Otter", ["quiet-otter"], ignore_case=True) == 1.0  # RULER lower-cases
+
+
+def test_answer_kinds_tell_apart_answers_that_score_alike():
+    values = ["1111111", "2222222", "3333333", "4444444"]
+    records = [{"expected": values, "output": " 1111111, 2222222, 3333333, 4444444"},  # all four
+               {"expected": values, "output": " 2222222, 2222222, 2222222, 2222222"},  # one value, four times
+               {"expected": values, "output": " 3333333, 9999999"},  # one value and a wrong one
+               {"expected": values, "output": " the"}]  # nothing
+    kinds = answer_kinds(records)
+    assert kinds["prompts"] == 4 and kinds["values_found"] == {0: 1, 1: 2, 4: 1}
+    assert kinds["repeats_a_value"] == 0.25 and kinds["holds_another_number"] == 0.25
+    words = answer_kinds([{"expected": ["quiet-otter"], "output": " quiet-otter 12345"}])
+    assert words["values_found"] == {1: 1} and words["holds_another_number"] is None  # no numeric values asked
 
 
 def test_ruler_wording_and_noise_haystack(bpe):

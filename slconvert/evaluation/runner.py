@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..errors import SlconvertError
 from ..tasks.haystack import load_haystack
+from ..tasks.niah import answer_kinds
 from . import plots, report
 from .models import EvalModel
 from .niah_run import build_grid, grid_table, run_grid
@@ -55,16 +56,19 @@ def run_niah(ctx: RunContext, *, task: str, lengths: list[int], depths: list[flo
     if ctx.base is not None and ctx.base.tokenizer.get_vocab() != ctx.model.tokenizer.get_vocab():
         ctx.echo("note: the source model has another tokenizer; it sees the same prompt texts, whose token "
                  "lengths differ from the grid's (each record holds its own `tokens`)")
-    tables, records = {}, []
+    tables, records, kinds = {}, [], {}
     for role, em in ctx.models():
-        rows = run_grid(em, grid, mode=mode, label=em.name if role == "model" else f"{em.name} (source)",
-                        prefill_chunk=chunk, batch=batch)
+        label = em.name if role == "model" else f"{em.name} (source)"
+        rows = run_grid(em, grid, mode=mode, label=label, prefill_chunk=chunk, batch=batch)
         records.extend(rows)
         tables[role] = grid_table(grid, rows)
+        answered = [r for r in rows if "output" in r]  # generated answers (not teacher-forced, not skipped)
+        if answered:
+            kinds[label] = answer_kinds(answered)
     table = tables["model"]
     result = {"task": task, "mode": mode, "style": style, "chat_template": chat, "haystack": hay.describe(),
               "key_kind": key_kind, "value_kind": value_kind, "samples_per_cell": samples, "table": table,
-              "skipped": grid.skipped}
+              "skipped": grid.skipped, "answer_kinds": kinds}
     name = ctx.model.name
     heading = f"### NIAH {task} ({mode})" if style == "slconvert" else f"### NIAH {task} ({mode}, {style} prompts)"
     section = [heading, "", report.format_grid(table, name)]
@@ -77,6 +81,12 @@ def run_niah(ctx: RunContext, *, task: str, lengths: list[int], depths: list[flo
                     report.format_grid(diff, "difference (converted - source)", signed=True)]
         ctx.wrote(plots.niah_comparison(table, base, diff, ctx.out / "niah_compare.png", name, ctx.base.name),
                   report.write_csv(ctx.out / "niah_diff.csv", report.grid_rows(diff)))
+    for label, k in kinds.items():
+        found = ", ".join(f"{n} value(s) in {c}" for n, c in k["values_found"].items())
+        other = "" if k["holds_another_number"] is None else \
+            f"; {k['holds_another_number']:.0%} hold a number that is none of them"
+        section += ["", f"Answers of {label} ({k['prompts']} prompts): {found}; {k['repeats_a_value']:.0%} repeat an "
+                        f"expected value{other}."]
     if grid.skipped:
         section += ["", f"{len(grid.skipped)} prompt(s) skipped: they do not fit {ctx.max_length} tokens."]
     ctx.wrote(report.write_json(ctx.out / "niah_results.json", {**result, "records": records}),

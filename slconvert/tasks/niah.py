@@ -20,6 +20,7 @@ Two prompt styles (`STYLES`):
 from __future__ import annotations
 
 import random
+import re
 import uuid
 from dataclasses import asdict, dataclass, field
 
@@ -397,6 +398,27 @@ def score_generation(text: str, expected: list[str], *, ignore_case: bool = Fals
     if ignore_case:
         text, expected = text.lower(), [value.lower() for value in expected]
     return sum(value in text for value in expected) / len(expected)
+
+
+def answer_kinds(records: list[dict]) -> dict:
+    """What generated answers hold beyond their score, over records with "expected" and "output": how many prompts
+    found 0, 1, ... of their expected values; the share whose answer repeats an expected value; and, over prompts
+    whose values are numbers, the share whose answer holds a number (4+ digits) that is none of them (a wrong or
+    invented value; None when no prompt has numeric values). A multivalue answer that names one value four times
+    and one that names a single value score alike; these counts tell them apart."""
+    found: dict[int, int] = {}
+    repeated = foreign = numeric = 0
+    for record in records:
+        output, expected = record["output"], record["expected"]
+        hits = sum(value in output for value in expected)
+        found[hits] = found.get(hits, 0) + 1
+        repeated += any(output.count(value) > 1 for value in expected)
+        if expected and all(value.isdigit() for value in expected):
+            numeric += 1
+            foreign += any(number not in expected for number in re.findall(r"\d{4,}", output))
+    count = max(1, len(records))
+    return {"prompts": len(records), "values_found": dict(sorted(found.items())), "repeats_a_value": repeated / count,
+            "holds_another_number": foreign / numeric if numeric else None}
 
 
 def score_sample(sample: NiahSample, text: str) -> float:
