@@ -19,11 +19,20 @@ minimum, never -inf, because a NaN from a fully masked row would spread through 
 hybrid model.
 
 `capture_attention(model)` records the inputs of every converted layer's call, for span-recall analysis.
+
+Under torch.compile (transformers' `generate` with a static cache compiles the forward on a GPU) dynamo would trace
+into the kernels' host code, break the graph there and recompile as positions change. With `ATTENTION_OP` on
+(environment `SLCONVERT_ATTENTION_OP=1`), a compiled inference call holds the whole Superlinear call as one opaque
+operation, `torch.ops.slconvert.superlinear_attention`, so the graph (and its CUDA graph) runs through it. It is off
+by default until its CUDA-graph capture has been measured on a GPU.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
+import os
 from collections.abc import Iterator
 
 import torch
@@ -42,6 +51,33 @@ BACKEND = "auto"
 
 # Active captures: (ids of the routers to record, list the records go to).
 _CAPTURES: list[tuple[frozenset, list]] = []
+
+# Compiled inference runs the Superlinear call as one custom operation (module docstring).
+ATTENTION_OP = os.environ.get("SLCONVERT_ATTENTION_OP", "0") == "1"
+
+# SuperlinearConfigs by the JSON of their fields: a custom operation takes strings, not dataclasses.
+_CONFIGS: dict = {}
+
+
+@torch._dynamo.assume_constant_result  # computed while tracing, a constant of the graph
+def _config_key(config) -> str:
+    key = json.dumps(dataclasses.asdict(config), sort_keys=True)
+    _CONFIGS.setdefault(key, config)
+    return key
+
+
+@torch.library.custom_op("slconvert::superlinear_attention", mutates_args=())
+def _attention_op(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, q_search: torch.Tensor,
+                  cache_position: torch.Tensor, attention_mask: torch.Tensor | None, config_key: str,
+                  scale: float | None) -> torch.Tensor:
+    """`slkernels.superlinear_attention` as one operation of a compiled graph (inference: no autograd)."""
+    return superlinear_attention(query, key, value, q_search, _CONFIGS[config_key], cache_position=cache_position,
+                                 attention_mask=attention_mask, scale=scale, backend=BACKEND, check_values=False)
+
+
+@_attention_op.register_fake
+def _attention_op_shape(query, key, value, q_search, cache_position, attention_mask, config_key, scale):
+    return query.new_empty(query.shape)
 
 
 def padding_mask(attention_mask: torch.Tensor | None, kv_length: int, *,
@@ -131,6 +167,10 @@ def superlinear_attention_forward(
                           none_when_unpadded=attention_mask is None or attention_mask.dim() != 2)
     cache_position = _cache_position(kwargs, len_q, len_kv, query.device)
     q_search = router(query)
+    if ATTENTION_OP and torch.compiler.is_compiling() and not torch.is_grad_enabled():
+        out = torch.ops.slconvert.superlinear_attention(query, key, value, q_search, cache_position, mask2d,
+                                                        _config_key(router.config), scaling)
+        return out.transpose(1, 2).contiguous(), None
     if _CAPTURES:
         _record(router, query, key, value, q_search, scaling, mask2d, cache_position)
     out = superlinear_attention(

@@ -85,6 +85,15 @@ def test_bench_model_writes_json_png_and_card_with_both_attentions(cli_run, conv
     assert TABLE_HEADER in result.output and "wrote " in result.output
 
 
+def test_card_says_where_the_compiled_decode_ran_the_attention(cli_run):
+    _, out = cli_run
+    result = json.loads((out / "model_bench.json").read_text())
+    assert "Compiled decode: the Superlinear call ran" not in format_card(result)  # not run: nothing to say
+    result["rows"][0]["decode_compiled"] = {"status": "ok", "tokens": 1, "seconds": 0.1, "tokens_per_s": 10.0,
+                                            "ms_per_token": 100.0, "peak_gib": None, "attention": "in the graph"}
+    assert "Compiled decode: the Superlinear call ran in the graph." in format_card(result)
+
+
 def test_step_profile_counts_a_known_step():
     """Each step runs one matrix product and reads one scalar back: the profile counts both per step."""
     from slconvert.benchmark.step_profile import profile_steps
@@ -312,17 +321,25 @@ def test_pipeline_check_builds_its_source_with_the_script():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["superlinear", "dense"])
-def test_compiled_decode_matches_eager_decode(model, variant):
-    """torch.compile on the CPU (inductor, no CUDA graphs): the compiled decode's logits are the eager ones."""
+@pytest.mark.parametrize("in_graph", [False, True], ids=["attention-between-graphs", "attention-in-graph"])
+def test_compiled_decode_matches_eager_decode(model, variant, in_graph, monkeypatch):
+    """torch.compile on the CPU (inductor, no CUDA graphs): the compiled decode's logits are the eager ones, with
+    the Superlinear call between the compiled graphs or inside them as one operation."""
+    import contextlib
+
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+    import slconvert.attention as attention
     from slconvert.attention import superlinear_attention_forward
 
+    if in_graph and variant == "dense":
+        pytest.skip("the dense variant makes no Superlinear call")
+    monkeypatch.setattr(attention, "ATTENTION_OP", in_graph)
     dev = mb._Device("cpu")
     ids = torch.arange(4, 52)[None]
     mb.use_attention(model, variant)
     try:
-        with torch.no_grad(), mb.superlinear_outside_graph():
+        with torch.no_grad(), (contextlib.nullcontext() if in_graph else mb.superlinear_outside_graph()):
             eager_cache, token, _ = mb._prefill(model, ids, 16, dev, lambda _t: None)
             static_cache, _, _ = mb._prefill(model, ids, 16, dev, lambda _t: None)
             compiled = mb._compiled_step(model, mb.static_copy(model, static_cache, 56), dev)

@@ -242,3 +242,67 @@ def test_converted_model_on_cuda_matches_cpu(tmp_path):
     half = slconvert.load(out, device="cuda", dtype=torch.bfloat16)
     with torch.no_grad():
         assert torch.isfinite(half(tokens.cuda(), attention_mask=mask.cuda()).logits).all()
+
+
+def _decode_call(model):
+    """One converted layer's attention function on a one-token decode over 40 cached keys, and its inputs."""
+    from slconvert.attention import superlinear_attention_forward
+
+    layer = next(m for m in model.modules() if getattr(m, "superlinear_router", None) is not None)
+    config = layer.superlinear_router.config
+    heads, kv_heads = model.config.num_attention_heads, model.config.num_key_value_heads
+    dim = model.config.hidden_size // heads if not getattr(model.config, "head_dim", None) else model.config.head_dim
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(1, heads, 1, dim, generator=g)
+    k, v = (torch.randn(1, kv_heads, 40, dim, generator=g) for _ in range(2))
+    pos = torch.tensor([39])
+
+    def call(q, k, v, pos):
+        return superlinear_attention_forward(layer, q, k, v, None, scaling=dim ** -0.5, cache_position=pos)[0]
+
+    assert config.window < 39  # the decode row reaches past the window: spans are searched
+    return call, (q, k, v, pos)
+
+
+def test_compiled_inference_holds_the_call_as_one_operation(bamba, monkeypatch):
+    """With ATTENTION_OP on, a decode step compiles as one graph (fullgraph: no break in the kernels' host code)
+    and returns the eager result; with it off the same compile breaks the graph, so the operation is what holds it."""
+    import slconvert.attention as attention
+
+    call, inputs = _decode_call(bamba)
+    with torch.no_grad():
+        expected = call(*inputs)
+        monkeypatch.setattr(attention, "ATTENTION_OP", True)
+        torch.compiler.reset()
+        try:
+            got = torch.compile(call, fullgraph=True, dynamic=False)(*inputs)
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+            monkeypatch.setattr(attention, "ATTENTION_OP", False)
+            torch.compiler.reset()
+            with pytest.raises(Exception, match="(?i)graph break|item|data-dependent|Unsupported"):
+                torch.compile(call, fullgraph=True, dynamic=False)(*inputs)
+        finally:
+            torch.compiler.reset()
+    with torch.enable_grad():  # training never takes the operation (it has no backward)
+        monkeypatch.setattr(attention, "ATTENTION_OP", True)
+        q = inputs[0].clone().requires_grad_(True)
+        call(q, *inputs[1:]).sum().backward()
+        assert q.grad is not None
+
+
+@pytest.mark.gpu
+def test_generate_with_a_static_cache_compiles_through_the_operation(tmp_path, monkeypatch):
+    """transformers' generate compiles the forward on a GPU when the cache is static: with ATTENTION_OP on, its
+    greedy tokens are the dynamic cache's (eager) tokens."""
+    import slconvert.attention as attention
+
+    monkeypatch.setattr(attention, "ATTENTION_OP", True)
+    out = _convert(build_tiny_model("nemotron_h", tmp_path / "source"), tmp_path / "out")
+    model = slconvert.load(out, device="cuda")
+    tokens = torch.randint(4, 384, (1, 200), device="cuda")
+    try:
+        eager = model.generate(tokens, max_new_tokens=12, do_sample=False)
+        compiled = model.generate(tokens, max_new_tokens=12, do_sample=False, cache_implementation="static")
+    finally:
+        torch.compiler.reset()
+    assert torch.equal(compiled, eager)

@@ -8,8 +8,10 @@ For each context length (B = 1, random token ids, seeded):
 * decode: `decode_tokens` greedy tokens after that prefill, one eager forward each (one untimed step first);
 * compiled decode: the same cache copied into a `StaticCache` and `torch.compile(model.forward,
   mode="reduce-overhead")` (CUDA graphs on a GPU), a few untimed steps, then `decode_tokens` timed ones; the
-  Superlinear attention call stays out of the compiled graphs (`superlinear_outside_graph`); where
-  transformers or torch cannot compile the model, the row says "unsupported: <reason>";
+  Superlinear attention call stays out of the compiled graphs (`superlinear_outside_graph`), or, with
+  `slconvert.attention.ATTENTION_OP` on (SLCONVERT_ATTENTION_OP=1), runs inside them as one operation (the row's
+  "attention" says which); where transformers or torch cannot compile the model, the row says
+  "unsupported: <reason>";
 * peak device memory of each phase (weights included: `torch.cuda.max_memory_allocated`);
 * with `profile_decode` N: N more eager steps under `torch.profiler` (`step_profile.profile_steps`): wall time against
   the device's busy time, kernel launches, synchronisations, and the costliest host operations and kernels.
@@ -472,13 +474,18 @@ class _Runner:
         if not cfg.compile:
             reason = "--no-compile" if self.compile_asked is False else "no CUDA device; pass --compile to try it on the CPU"
             return _phase_row(f"not run: {reason}")
+        from .. import attention
+
+        in_graph = attention.ATTENTION_OP
         try:
             dev.start()
             static = static_copy(self.model, cache, position + COMPILED_WARMUP + cfg.decode_tokens + 1)
-            with superlinear_outside_graph(), _recompile_limit(4 * int(self.model.config.num_hidden_layers)):
+            with (contextlib.nullcontext() if in_graph else superlinear_outside_graph()), \
+                    _recompile_limit(4 * int(self.model.config.num_hidden_layers)):
                 step = _compiled_step(self.model, static, dev)
                 times, _, _ = _decode(step, token, position, cfg.decode_tokens, COMPILED_WARMUP, dev)
             result = _decode_row(times, dev.peak_gib())
+            result["attention"] = "in the graph" if in_graph else "eager between the graphs"
         except Exception as err:  # noqa: BLE001 - a model torch/transformers cannot compile is a result, not a crash
             result = _phase_row("out of memory" if _is_oom(err) else f"unsupported: {one_line(err, 200)}")
         finally:

@@ -109,6 +109,9 @@ def format_card(result: dict) -> str:
             phases = {w.split(",", 1)[0] for w in where}
             everywhere = len(phases) == 1 and counts[status] == len(result["rows"])
             lines.append(f"- {next(iter(phases)) + ' (every row)' if everywhere else '; '.join(where)}: {status}")
+    modes = sorted({(r.get("decode_compiled") or {}).get("attention") for r in result["rows"]} - {None})
+    if modes:
+        lines += ["", f"Compiled decode: the Superlinear call ran {' and '.join(modes)}."]
     lines += _profile_lines(result["rows"])
     if not result.get("complete", True):
         lines += ["", "(incomplete: the run stopped before the last length)"]
