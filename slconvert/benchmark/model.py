@@ -485,7 +485,7 @@ class _Runner:
                 step = _compiled_step(self.model, static, dev)
                 times, _, _ = _decode(step, token, position, cfg.decode_tokens, COMPILED_WARMUP, dev)
             result = _decode_row(times, dev.peak_gib())
-            result["attention"] = "in the graph" if in_graph else "eager between the graphs"
+            result["attention"] = "in the graph" if in_graph else "eagerly between the graphs"
         except Exception as err:  # noqa: BLE001 - a model torch/transformers cannot compile is a result, not a crash
             result = _phase_row("out of memory" if _is_oom(err) else f"unsupported: {one_line(err, 200)}")
         finally:
