@@ -1,6 +1,6 @@
 """Where a whole model's eager decode step spends its time: on the host or on the device, and in which operations.
 
-A decode step of a large hybrid model launches thousands of small kernels; when the host (Python, launch calls,
+A decode step of a large hybrid model launches many small kernels; when the host (Python, launch calls,
 synchronisations such as `.item()`) takes longer than the device's work, faster kernels change nothing and CUDA
 graphs or fewer launches do. `profile_steps` runs a few steps under `torch.profiler` and reports, per step: the wall
 time, the device's busy time (the sum of its kernels' times), the kernel launches, the host-device

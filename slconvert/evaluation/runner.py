@@ -82,7 +82,7 @@ def run_niah(ctx: RunContext, *, task: str, lengths: list[int], depths: list[flo
         ctx.wrote(plots.niah_comparison(table, base, diff, ctx.out / "niah_compare.png", name, ctx.base.name),
                   report.write_csv(ctx.out / "niah_diff.csv", report.grid_rows(diff)))
     for label, k in kinds.items():
-        found = ", ".join(f"{n} value(s) in {c}" for n, c in k["values_found"].items())
+        found = ", ".join(f"{c} found {n}" for n, c in k["values_found"].items()) + " of their values"
         other = "" if k["holds_another_number"] is None else \
             f"; {k['holds_another_number']:.0%} hold a number that is none of them"
         section += ["", f"Answers of {label} ({k['prompts']} prompts): {found}; {k['repeats_a_value']:.0%} repeat an "
