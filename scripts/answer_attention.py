@@ -62,48 +62,40 @@ def _needle_rows(tokenizer, haystack, task, length, depth, sample):
 
 def span_choice(record: dict, rows: list[int], needles: list[int]) -> dict:
     """At query rows `rows` of one captured converted-layer call: span recall and needles inside, for the router's
-    top k candidates and for the k candidates holding the most dense mass ("best"; where candidate spans overlap, a
-    union of other spans could hold slightly more), each with the window; per row, mean over query heads."""
+    k spans (as the kernels select them) and for the k candidates holding the most dense mass ("best"; where
+    candidate spans overlap, a union of other spans could hold slightly more), each with the window; per row, mean
+    over query heads. The dense attention, the candidates' mass and the keys read are the router losses' own."""
+    from slkernels import select_spans
     from slkernels.selection import candidates
 
-    q, k, sb, cfg = record["q"].float(), record["k"].float(), record["q_search"].float(), record["config"]
+    from slconvert.training.losses import candidate_mass, covered_keys, dense_probs
+
+    q, k, cfg = record["q"], record["k"].float(), record["config"]
     batch, heads_q, _, dim = q.shape
     heads_kv = k.shape[1]
     group = heads_q // heads_kv
     index = torch.tensor(rows, device=q.device)
     pos = record["cache_position"][index]
-    n_keys = int(pos.max()) + 1
-    keys = k[:, :, :n_keys].repeat_interleave(group, dim=1)
-    logits = torch.einsum("bhrd,bhkd->bhrk", q[:, :, index], keys) * (record.get("scale") or dim ** -0.5)
-    x = torch.arange(n_keys, device=q.device)
-    logits = logits.masked_fill(x > pos[:, None], float("-inf"))
-    probs = logits.softmax(-1)  # [B, H_q, R, K]
-    window = (x <= pos[:, None]) & (x > pos[:, None] - cfg.window)  # [R, K]
-    t = (pos + 1)[None].expand(batch, -1)
-    cand = candidates(cfg, sb[:, :, index].view(batch, heads_kv, group, len(rows), dim), k, pos, t,
-                      torch.zeros(batch, 1, dtype=torch.long, device=q.device))
-    live = cand.valid & (cand.hi >= cand.lo)  # [B, R, N]
-    sums = torch.nn.functional.pad(probs.cumsum(-1), (1, 0))
-    lo, hi = cand.lo.clamp(0, n_keys - 1), cand.hi.clamp(-1, n_keys - 1)
-    mass = (sums.gather(-1, (hi + 1)[:, None].expand(-1, heads_q, -1, -1))
-            - sums.gather(-1, lo[:, None].expand(-1, heads_q, -1, -1))).masked_fill(~live[:, None], -1.0)
-    scores = cand.scores.reshape(batch, heads_q, len(rows), -1).float().masked_fill(~live[:, None], float("-inf"))
-    kk = min(cfg.num_spans, scores.shape[-1])
+    first = torch.zeros(batch, dtype=torch.long, device=q.device)
+    probs, inside_window, _ = dense_probs(q[:, :, index].float(), k, pos, first, record.get("scale") or dim ** -0.5,
+                                          cfg.window, group)
+    q_search = record["q_search"][:, :, index]
+    routed = select_spans(q_search, record["k"], cfg, cache_position=pos)
+    cand = candidates(cfg, q_search.float().view(batch, heads_kv, group, len(rows), dim), k, pos,
+                      (pos + 1)[None].expand(batch, -1), first[:, None])
+    best = candidate_mass(probs, cand).topk(min(cfg.num_spans, cand.anchor.shape[-1]), dim=-1).indices
+    choices = {
+        "router": covered_keys(inside_window, routed.span_lo, routed.span_hi, routed.anchor >= 0),
+        "best": covered_keys(inside_window, *(t[:, None].expand(-1, heads_q, -1, -1).gather(-1, best)
+                                              for t in (cand.lo, cand.hi, cand.valid & (cand.hi >= cand.lo)))),
+    }
     out = {}
-    for name, rank in (("router", scores), ("best", mass)):
-        pick = rank.topk(kk, dim=-1).indices  # [B, H_q, R, k]
-        inside = window[None, None].expand(batch, heads_q, -1, -1).clone()
-        for j in range(kk):
-            chosen = pick[..., j]
-            ok = live[:, None].expand(-1, heads_q, -1, -1).gather(-1, pick[..., j:j + 1])[..., 0]
-            a = lo[:, None].expand(-1, heads_q, -1, -1).gather(-1, chosen[..., None])
-            b = hi[:, None].expand(-1, heads_q, -1, -1).gather(-1, chosen[..., None])
-            inside |= (x >= a) & (x <= b) & ok[..., None]
+    for name, inside in choices.items():
         recall = (probs * inside).sum(-1).mean(1)[0]  # [R]
-        held = torch.stack([inside[..., n] if n < n_keys else torch.zeros_like(inside[..., 0])
+        held = torch.stack([inside[..., n] if n < inside.shape[-1] else torch.zeros_like(inside[..., 0])
                             for n in needles], -1).float().sum(-1).mean(1)[0]
         out[name] = {"recall": [round(float(v), 3) for v in recall], "needles": [round(float(v), 2) for v in held]}
-    out["window_mass"] = [round(float(v), 3) for v in (probs * window).sum(-1).mean(1)[0]]
+    out["window_mass"] = [round(float(v), 3) for v in (probs * inside_window).sum(-1).mean(1)[0]]
     return out
 
 

@@ -531,9 +531,15 @@ def _score(row: dict, teacher: dict | None = None) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def report(out) -> dict:
+def _answer_kinds(row: dict) -> dict:
+    """{task: what the row's generated answers hold (`slconvert.tasks.niah.answer_kinds`)}, for the tasks whose
+    answers the row kept."""
     from slconvert.tasks.niah import answer_kinds
 
+    return {task: answer_kinds(res["answers"]) for task, res in row.get("results", {}).items() if res.get("answers")}
+
+
+def report(out) -> dict:
     out = Path(out)
     settings = json.loads((out / "settings.json").read_text())
     rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines() if line.strip()]
@@ -557,8 +563,7 @@ def report(out) -> dict:
                         "curve": [(p["tokens"], _score(p, teacher)) for p in points],
                         "final": _score(points[-1], teacher), "final_tokens": points[-1]["tokens"],
                         "final_by_task": {t: v["by_length"] for t, v in points[-1]["results"].items()},
-                        "final_answer_kinds": {t: answer_kinds(v["answers"]) for t, v in points[-1]["results"].items()
-                                               if v.get("answers")},
+                        "final_answer_kinds": _answer_kinds(points[-1]),
                         "completed": any(p.get("final_model") for p in points),
                         "time_limited": any(p.get("stopped_at_time_limit") for p in points),
                         "best": _score(best, teacher), "best_tokens": best["tokens"],
@@ -566,6 +571,7 @@ def report(out) -> dict:
                         "tokens_to_95pct_of_teacher": _tokens_to_target(points, teacher)})
     failed = [r for r in rows if r.get("failed")]
     result = {"settings": settings, "teacher": teacher and {"score": teacher_score, "results": teacher["results"],
+                                                        "answer_kinds": _answer_kinds(teacher),
                                                         **({"reused_from": teacher["reused_from"]}
                                                            if "reused_from" in teacher else {})},
               "jobs": summary, "failed": failed, "rows": rows}
@@ -603,8 +609,6 @@ def _fmt(value, digits=1) -> str:
 
 
 def _markdown(result: dict) -> str:
-    from slconvert.tasks.niah import answer_kinds
-
     s = result["settings"]
     lines = [f"Conversion study on {s['card']}: teacher {Path(s['teacher']).name}, recipe {s['recipe']}, "
              f"{s['batch_size']} x {s['seq_len']} tokens per step, lr {s['lr']}, seed {s['seed']}; NIAH "
@@ -643,8 +647,7 @@ def _markdown(result: dict) -> str:
         lines.append(f"| {row['shape']} | {row['search_key']} | {row['preset']} | failed: "
                      f"{row.get('reason') or 'exit ' + str(row.get('returncode'))} |")
     teacher = {"preset": "dense teacher", "shape": "-",
-               "final_answer_kinds": {t: answer_kinds(v["answers"]) for t, v in
-                                      ((result["teacher"] or {}).get("results") or {}).items() if v.get("answers")}}
+               "final_answer_kinds": (result["teacher"] or {}).get("answer_kinds") or {}}
     kinds = [(job, task, k) for job in [teacher, *result["jobs"]] for task, k in job["final_answer_kinds"].items()]
     if kinds:
         lines += ["", "Answers at each job's last budget (prompts by expected values found; shares of prompts):", "",

@@ -170,21 +170,11 @@ def superlinear_attention_forward(
     if ATTENTION_OP and torch.compiler.is_compiling() and not torch.is_grad_enabled():
         out = torch.ops.slconvert.superlinear_attention(query, key, value, q_search, cache_position, mask2d,
                                                         _config_key(router.config), scaling)
-        return out.transpose(1, 2).contiguous(), None
-    if _CAPTURES:
-        _record(router, query, key, value, q_search, scaling, mask2d, cache_position)
-    out = superlinear_attention(
-        query,
-        key,
-        value,
-        q_search,
-        router.config,
-        cache_position=cache_position,
-        attention_mask=mask2d,
-        scale=scaling,
-        backend=BACKEND,
-        check_values=False,
-    )
+    else:
+        if _CAPTURES:
+            _record(router, query, key, value, q_search, scaling, mask2d, cache_position)
+        out = superlinear_attention(query, key, value, q_search, router.config, cache_position=cache_position,
+                                    attention_mask=mask2d, scale=scaling, backend=BACKEND, check_values=False)
     return out.transpose(1, 2).contiguous(), None
 
 

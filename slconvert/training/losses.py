@@ -33,7 +33,8 @@ from torch.utils.checkpoint import checkpoint
 
 from .data import IGNORE
 
-__all__ = ["RowSample", "sample_rows", "router_losses", "next_token_loss", "next_token_sums", "average_loss"]
+__all__ = ["RowSample", "sample_rows", "router_losses", "next_token_loss", "next_token_sums", "average_loss",
+           "dense_probs", "candidate_mass", "covered_keys"]
 
 
 class RowSample:
@@ -119,7 +120,7 @@ def _router_losses(record, router, rows, *, kl, mse, recall):
         pos = rows.positions[start:start + block]
         qb = q[:, :, index].float()  # [B, H_q, R, D]
         q_search = router(q[:, :, index])  # gradient flows into the router only
-        probs, inside_window, valid = _dense_probs(qb, kf, pos, first, scale, config.window, group)
+        probs, inside_window, valid = dense_probs(qb, kf, pos, first, scale, config.window, group)
         weight = valid[:, None, :].float()  # [B, 1, R]: rows beyond the window in this batch row
         n = float(weight.sum()) * heads_q
         if kl:
@@ -133,13 +134,7 @@ def _router_losses(record, router, rows, *, kl, mse, recall):
         if recall:
             with torch.no_grad():
                 selection = select_spans(q_search.detach(), k, config, cache_position=pos, attention_mask=mask)
-                x = torch.arange(probs.shape[-1], device=q.device)
-                inside = inside_window.clone()
-                for j in range(config.num_spans):
-                    lo = selection.span_lo[..., j, None]
-                    hi = selection.span_hi[..., j, None]
-                    live = (selection.anchor[..., j, None] >= 0)
-                    inside |= (x >= lo) & (x <= hi) & live
+                inside = covered_keys(inside_window, selection.span_lo, selection.span_hi, selection.anchor >= 0)
                 recall_sum += float(((probs * inside).sum(-1) * weight).sum())
         count += n
     out = {"rows": int(rows.index.numel())}
@@ -153,8 +148,32 @@ def _router_losses(record, router, rows, *, kl, mse, recall):
 
 
 @torch.no_grad()
-def _dense_probs(qb, kf, pos, first, scale, window, group):
-    """Dense causal softmax of the sampled rows over keys 0..max(pos): probs [B, H_q, R, K] and helpers."""
+def covered_keys(inside_window: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
+    """bool [B, H_q, R, K]: the keys Superlinear attention reads, the window's (`inside_window`) and those of the
+    spans [lo, hi] ([B, H_q, R, k], `live` marking the slots that hold a span)."""
+    x = torch.arange(inside_window.shape[-1], device=inside_window.device)
+    inside = inside_window.clone()
+    for j in range(lo.shape[-1]):
+        inside |= (x >= lo[..., j, None]) & (x <= hi[..., j, None]) & live[..., j, None]
+    return inside
+
+
+@torch.no_grad()
+def candidate_mass(probs: torch.Tensor, cand) -> torch.Tensor:
+    """[B, H_q, R, N]: the dense probability `probs` ([B, H_q, R, K]) inside each candidate's span (0 for invalid
+    candidates), summed in float64 so that a small span's mass is not lost to rounding."""
+    cum = torch.nn.functional.pad(probs.double().cumsum(-1), (1, 0))  # [B, H, R, K + 1]
+    n_keys = cum.shape[-1] - 1
+    hi_idx = (cand.hi + 1).clamp(0, n_keys)[:, None].expand(-1, probs.shape[1], -1, -1)
+    lo_idx = cand.lo.clamp(0, n_keys)[:, None].expand_as(hi_idx)
+    mass = (cum.gather(-1, hi_idx) - cum.gather(-1, lo_idx)).clamp_min(0.0)
+    return mass * (cand.valid & (cand.hi >= cand.lo))[:, None]
+
+
+@torch.no_grad()
+def dense_probs(qb, kf, pos, first, scale, window, group):
+    """Dense causal softmax of the sampled rows over keys 0..max(pos): probs [B, H_q, R, K], the window's keys
+    (bool [B, H_q, R, K]) and the rows beyond the window (bool [B, R])."""
     n_keys = int(pos.max()) + 1
     keys = kf[:, :, :n_keys].repeat_interleave(group, dim=1)
     logits = torch.einsum("bhrd,bhkd->bhrk", qb, keys) * scale
@@ -175,14 +194,9 @@ def _kl_rows(probs, q_search, kf, pos, first, config, group):
     sg = q_search.float().reshape(batch, heads_q // group, group, *q_search.shape[2:])
     # The candidates and their scores exactly as the attention computes them (anchor or span-mean key).
     cand = candidates(config, sg, kf, pos, t, first[:, None])
-    lo, hi, valid = cand.lo, cand.hi, cand.valid  # [B, R, N]
+    valid = cand.valid  # [B, R, N]
     with torch.no_grad():
-        cum = torch.nn.functional.pad(probs.double().cumsum(-1), (1, 0))  # [B, H, R, K + 1]
-        n_keys = cum.shape[-1] - 1
-        hi_idx = (hi + 1).clamp(0, n_keys)[:, None].expand(-1, probs.shape[1], -1, -1)
-        lo_idx = lo.clamp(0, n_keys)[:, None].expand_as(hi_idx)
-        mass = (cum.gather(-1, hi_idx) - cum.gather(-1, lo_idx)).clamp_min(0.0)
-        mass = mass * (valid & (hi >= lo))[:, None]
+        mass = candidate_mass(probs, cand)
         total = mass.sum(-1, keepdim=True)
         target = (mass / total.clamp_min(1e-30)).float()
         has_target = (total[..., 0] > 0).float()
