@@ -30,8 +30,6 @@ by default until its CUDA-graph capture has been measured on a GPU.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import os
 from collections.abc import Iterator
 
@@ -39,7 +37,7 @@ import torch
 from slkernels import superlinear_attention
 
 from .errors import SlconvertError
-from .router import ROUTER_ATTRIBUTE
+from .router import ROUTER_ATTRIBUTE, config_by_key
 
 __all__ = ["ATTENTION_NAME", "register", "superlinear_attention_forward", "superlinear_mask", "capture_attention",
            "padding_mask"]
@@ -55,23 +53,12 @@ _CAPTURES: list[tuple[frozenset, list]] = []
 # Compiled inference runs the Superlinear call as one custom operation (module docstring).
 ATTENTION_OP = os.environ.get("SLCONVERT_ATTENTION_OP", "0") == "1"
 
-# SuperlinearConfigs by the JSON of their fields: a custom operation takes strings, not dataclasses.
-_CONFIGS: dict = {}
-
-
-@torch._dynamo.assume_constant_result  # computed while tracing, a constant of the graph
-def _config_key(config) -> str:
-    key = json.dumps(dataclasses.asdict(config), sort_keys=True)
-    _CONFIGS.setdefault(key, config)
-    return key
-
-
 @torch.library.custom_op("slconvert::superlinear_attention", mutates_args=())
 def _attention_op(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, q_search: torch.Tensor,
                   cache_position: torch.Tensor, attention_mask: torch.Tensor | None, config_key: str,
                   scale: float | None) -> torch.Tensor:
     """`slkernels.superlinear_attention` as one operation of a compiled graph (inference: no autograd)."""
-    return superlinear_attention(query, key, value, q_search, _CONFIGS[config_key], cache_position=cache_position,
+    return superlinear_attention(query, key, value, q_search, config_by_key(config_key), cache_position=cache_position,
                                  attention_mask=attention_mask, scale=scale, backend=BACKEND, check_values=False)
 
 
@@ -169,7 +156,7 @@ def superlinear_attention_forward(
     q_search = router(query)
     if ATTENTION_OP and torch.compiler.is_compiling() and not torch.is_grad_enabled():
         out = torch.ops.slconvert.superlinear_attention(query, key, value, q_search, cache_position, mask2d,
-                                                        _config_key(router.config), scaling)
+                                                        router.config_key, scaling)
     else:
         if _CAPTURES:
             _record(router, query, key, value, q_search, scaling, mask2d, cache_position)

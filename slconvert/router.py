@@ -24,6 +24,9 @@ as ``<prefix>.superlinear_router.weight``.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import torch
 from slkernels import SuperlinearConfig
 from torch import nn
@@ -35,6 +38,7 @@ __all__ = [
     "ROUTER_PARAMETERIZATION",
     "ROUTER_INITS",
     "SuperlinearRouter",
+    "config_by_key",
     "initial_router_weight",
     "routers",
 ]
@@ -42,6 +46,22 @@ __all__ = [
 ROUTER_ATTRIBUTE = "superlinear_router"
 ROUTER_PARAMETERIZATION = "per_head_query_map"
 ROUTER_INITS = ("host_logits", "random")
+
+# SuperlinearConfigs by the JSON of their fields. A compiled graph passes a layer's config to the attention
+# operation as this string (custom operations take strings, not dataclasses); a router computes its key once,
+# when it is built, so that tracing reads a plain string attribute and never touches the dataclass.
+_CONFIGS: dict[str, SuperlinearConfig] = {}
+
+
+def _config_key(config: SuperlinearConfig) -> str:
+    key = json.dumps(dataclasses.asdict(config), sort_keys=True)
+    _CONFIGS.setdefault(key, config)
+    return key
+
+
+def config_by_key(key: str) -> SuperlinearConfig:
+    """The `SuperlinearConfig` whose key a router holds in `config_key`."""
+    return _CONFIGS[key]
 
 
 def initial_router_weight(
@@ -67,7 +87,7 @@ def initial_router_weight(
 
 
 class SuperlinearRouter(nn.Module):
-    """Per-head linear map of the host query; also carries the layer's `SuperlinearConfig`."""
+    """Per-head linear map of the host query; also carries the layer's `SuperlinearConfig` (and its key)."""
 
     def __init__(
         self,
@@ -83,6 +103,7 @@ class SuperlinearRouter(nn.Module):
         self.num_heads = num_heads
         self.head_dim = head_dim
         self.config = config
+        self.config_key = _config_key(config)
         self.layer_idx = layer_idx
         self.weight = nn.Parameter(
             initial_router_weight(num_heads, head_dim, dtype=dtype or torch.float32).to(device)

@@ -11,7 +11,7 @@ from slkernels import SuperlinearConfig
 import slconvert
 from slconvert.attention import capture_attention, padding_mask, superlinear_mask
 from slconvert.errors import SlconvertError
-from slconvert.router import SuperlinearRouter, initial_router_weight, routers
+from slconvert.router import SuperlinearRouter, config_by_key, initial_router_weight, routers
 from slconvert.tiny import build_tiny_model
 
 _convert = convert_cli
@@ -154,6 +154,10 @@ def test_router_module_and_initial_weights():
     assert not torch.equal(first, initial_router_weight(4, 8, init="random", seed=3, layer=2))
     with pytest.raises(SlconvertError, match="unknown router init"):
         initial_router_weight(4, 8, init="zeros")
+    # the string a compiled graph passes to the attention operation names this config, and only an equal one
+    assert isinstance(router.config_key, str) and config_by_key(router.config_key) == config
+    assert SuperlinearRouter(4, 8, SuperlinearConfig(sw_index=3, search_power=0.5), 0).config_key == router.config_key
+    assert SuperlinearRouter(4, 8, SuperlinearConfig(sw_index=4, search_power=0.5), 0).config_key != router.config_key
 
 
 def test_routers_are_trainable_alone(bamba):
