@@ -93,7 +93,7 @@ test-slow: $(STAMP) ## the slow CPU tests (lm-eval's RULER tasks on the shipped 
 	$(BIN)/pytest -q -m slow $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff over the sources and tests
-	$(BIN)/ruff check slconvert kernels tests benchmarks
+	$(BIN)/ruff check slconvert kernels tests benchmarks scripts
 
 demo: $(STAMP) ## shipped tiny teacher -> convert (p = 0.5, W = 15) -> fine-tuning -> NIAH beside the source and the shipped GPU run
 	rm -rf $(DEMO_OUT) && mkdir -p $(DEMO_OUT)

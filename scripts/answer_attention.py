@@ -138,8 +138,8 @@ def plot_spans(summary: dict, title: str, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(layers), 3.8))
     for i, (key, label) in enumerate((("window", "window alone"), ("router", "router's k spans + window"),
                                       ("best", "best k spans + window"))):
-        ax.bar([j + (i - 1) * 0.27 for j in range(len(layers))], [summary[l][key] for l in layers], 0.27, label=label)
-    ax.set_xticks(range(len(layers)), [f"layer {l}" for l in layers])
+        ax.bar([j + (i - 1) * 0.27 for j in range(len(layers))], [summary[layer][key] for layer in layers], 0.27, label=label)
+    ax.set_xticks(range(len(layers)), [f"layer {layer}" for layer in layers])
     ax.set_ylim(0, 1)
     ax.set_ylabel("dense attention mass inside (span recall)")
     ax.set_title(title, fontsize=9)

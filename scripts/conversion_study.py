@@ -12,6 +12,8 @@ it measured; `report` turns the rows into OUT/study.json, OUT/study.png and OUT/
         --steps 200 --evals 100,200 --parallel 1                         # one job
     python scripts/conversion_study.py report study-output               # tables and plot again
     python scripts/conversion_study.py combine both s-a=lr-1e-3 s-b=lr-3e-4  # one report over two studies
+    python scripts/conversion_study.py answers MODEL --tasks multivalue --lengths 2048,4096 --out a.json
+                                    # one model (dense or converted) on the study's prompts, with its answers
 
     # the larger study (GPU): train the 27M-parameter teacher dense to 8K tokens, then study it at 2K-16K
     python scripts/conversion_study.py teacher --out study-output/teacher
@@ -216,6 +218,34 @@ def run_job(spec: dict) -> None:
     record(summary["steps"], evaluate(trainer.unwrapped, trainer.tokenizer, spec),
            tokens_per_s=summary["tokens_per_s_mean"], final_model=str(work / "run"),
            stopped_at_time_limit=summary["stopped_at_time_limit"])
+
+
+def measure_answers(args) -> dict:
+    """One model, dense or converted, on the study's NIAH prompts: scores and every answer (as a study row's
+    `results`), and what the answers hold. It shows, for instance, the dense teacher's answer kinds where a study
+    took the teacher's row from an older one that did not keep answers."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from slconvert.loading import load, read_block
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model_dir = Path(args.model)
+    if read_block(model_dir) is None:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device)
+    else:
+        model = load(model_dir, device=device, dtype="float32")
+    spec = {"name": model_dir.name, "tasks": args.tasks, "lengths": args.lengths, "depths": args.depths,
+            "samples": args.samples, "seed": args.seed}
+    results = evaluate(model, AutoTokenizer.from_pretrained(model_dir), spec)
+    out = {"model": str(model_dir.resolve()), "fingerprint": fingerprint(model_dir), "device": device,
+           **{k: spec[k] for k in ("tasks", "lengths", "depths", "samples", "seed")}, "results": results,
+           "answer_kinds": _answer_kinds({"results": results})}
+    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    for task, res in results.items():
+        print(f"{task}: exact match % by length {res['by_length']}; answers {out['answer_kinds'].get(task)}")
+    print(f"wrote {args.out}")
+    return out
 
 
 # ----- the study's teacher -------------------------------------------------------------------------------
@@ -813,6 +843,14 @@ def main(argv=None) -> None:
     comb = sub.add_parser("combine", help="one report over several studies of one teacher: OUT FOLDER=LABEL ...")
     comb.add_argument("out")
     comb.add_argument("runs", nargs="+", metavar="FOLDER=LABEL")
+    ans = sub.add_parser("answers", help="one model (dense or converted) on the study's NIAH prompts, with its answers")
+    ans.add_argument("model")
+    ans.add_argument("--out", required=True, help="JSON file to write")
+    ans.add_argument("--tasks", type=lambda s: s.split(","), default=["single", "multikey", "multivalue"])
+    ans.add_argument("--lengths", type=_numbers, default=[2048, 4096, 8192, 16384])
+    ans.add_argument("--depths", type=lambda s: _numbers(s, float), default=[0.0, 25.0, 50.0, 75.0, 100.0])
+    ans.add_argument("--samples", type=int, default=2)
+    ans.add_argument("--seed", type=int, default=0)
     best = sub.add_parser("best", help="print the folder of the final model of the best job (by final score)")
     best.add_argument("out")
     best.add_argument("--shape", default=None)
@@ -832,6 +870,8 @@ def main(argv=None) -> None:
         train_teacher(args)
     elif args.command == "probes":
         run_probes(args)
+    elif args.command == "answers":
+        measure_answers(args)
     elif args.command == "best":
         rows = [json.loads(line) for line in (Path(args.out) / "rows.jsonl").read_text().splitlines() if line]
         finals = [r for r in rows if r.get("final_model") and (args.shape is None or r["shape"] == args.shape)]

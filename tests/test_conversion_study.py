@@ -147,6 +147,18 @@ def test_a_study_job_converts_trains_with_the_study_overrides_and_measures(study
     assert answer["length"] == 256 and answer["depth"] == 50 and len(answer["expected"]) == 1
     assert answer["score"] == (1.0 if answer["expected"][0] in answer["output"] else 0.0)
 
+    # `answers` measures one model on the same prompts: the dense teacher gives its row's answers again, and a
+    # converted checkpoint (the job's final model) loads through slconvert
+    teacher_dir = ROOT / "slconvert" / "assets" / "tiny-teacher"
+    prompts = ["--tasks", "single", "--lengths", "256", "--depths", "50", "--samples", "1"]
+    study.main(["answers", str(teacher_dir), "--out", str(tmp_path / "t.json"), *prompts])
+    again_teacher = json.loads((tmp_path / "t.json").read_text())
+    assert again_teacher["results"]["single"] == teacher
+    assert again_teacher["answer_kinds"]["single"]["prompts"] == 1
+    study.main(["answers", str(out / "jobs" / "balanced-anchor-attention" / "run"), "--out", str(tmp_path / "c.json"),
+                *prompts])
+    assert len(json.loads((tmp_path / "c.json").read_text())["results"]["single"]["answers"]) == 1
+
     # a second study on the same teacher and prompts takes the teacher's row from the first, and skips the
     # as-converted measurement: only the job's trained budget is measured
     again = tmp_path / "again"
