@@ -71,6 +71,21 @@ def test_stages_sample_their_own_needle_tasks(tokenizer):
         SequenceSource(everywhere, tokenizer, 384)
 
 
+def test_a_task_listed_several_times_is_drawn_as_often(tokenizer):
+    """niah_tasks is a list to draw from, so repeating a task weights it: [single, multivalue x 3] draws
+    multivalue for about three samples in four."""
+    recipe = recipe_from_dict({"batch_size": 50, "max_steps": 8, "seq_len": 900,
+                               "data": {"niah_fraction": 1.0, "niah_tasks": ["single"] + ["multivalue"] * 3}})
+    assert recipe.data.niah_tasks == ["single", "multivalue", "multivalue", "multivalue"]
+    source = SequenceSource(recipe, tokenizer, 384)
+    asked = []
+    source.niah.sample = lambda rng, seq_len, task: asked.append(task)
+    for step in range(8):
+        for i in range(50):
+            source.sample(step, i)
+    assert 0.68 < asked.count("multivalue") / len(asked) < 0.82  # 400 draws of p = 0.75: sd 0.022
+
+
 def test_text_and_jsonl_are_packed_with_eos(tmp_path, tokenizer):
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "a.txt").write_text("The quick brown fox jumps over the lazy dog. " * 20)
