@@ -173,6 +173,14 @@ def main(argv=None):
             if "ms" in a and "ms" in b:
                 report["summary"][f"{mode}_speedup_{key}"] = round(b["ms"] / a["ms"], 2)
                 report["summary"][f"{mode}_memory_ratio_{key}"] = round(b["peak_gib"] / max(a["peak_gib"], 1e-9), 2)
+        # Where the fallback ran out of memory, its need is estimated from its memory per 1K tokens at the
+        # longest length it ran (its intermediates grow linearly with the length).
+        for mode in ("train", "prefill"):
+            if slow.get(key, {}).get(mode, {}).get("skipped") == "out of memory":
+                ran = [slow[str(n)][mode] for n in lengths if "gib_per_1k_tokens" in slow.get(str(n), {}).get(mode, {})]
+                if ran:
+                    report["summary"][f"{mode}_fallback_estimated_gib_{key}"] = round(
+                        ran[-1]["gib_per_1k_tokens"] * length / 1024, 1)
     report["summary"]["decode_speedup"] = round(slow["decode"]["ms"] / fast["decode"]["ms"], 2)
     target = report["summary"].get("train_speedup_32768")
     report["summary"]["target_10x_at_32k_train"] = None if target is None else bool(target >= 10)
