@@ -53,6 +53,7 @@ _CAPTURES: list[tuple[frozenset, list]] = []
 # Compiled inference runs the Superlinear call as one custom operation (module docstring).
 ATTENTION_OP = os.environ.get("SLCONVERT_ATTENTION_OP", "0") == "1"
 
+
 @torch.library.custom_op("slconvert::superlinear_attention", mutates_args=())
 def _attention_op(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, q_search: torch.Tensor,
                   cache_position: torch.Tensor, attention_mask: torch.Tensor | None, config_key: str,
