@@ -184,9 +184,8 @@ def _tuning_notice() -> None:
 
 
 def _discretize(dt, dt_bias, dt_softplus, dt_limit):
-    dt = dt.float()
-    if dt_bias is not None:
-        dt = dt + dt_bias.float()
+    # float32 math; with a bias the addition promotes to float32 itself (one kernel, not three)
+    dt = dt.float() if dt_bias is None else dt_bias.float() + dt
     if dt_softplus:
         dt = F.softplus(dt)  # threshold 20, as mamba-ssm's kernels
     if dt_limit is not None and tuple(dt_limit) != (0.0, _INF):
@@ -463,17 +462,26 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, 
         B, C = B.unsqueeze(1), C.unsqueeze(1)
     rows = state.unsqueeze(1) if mamba1 else state
     current = rows if state_batch_indices is None else rows.index_select(0, state_batch_indices)
-    heads = current.shape[1]
-    dt = _discretize(dt, dt_bias, dt_softplus, None)
-    B, C = _per_head(B.float(), heads, 1).unsqueeze(2), _per_head(C.float(), heads, 1).unsqueeze(2)
-    new = current.float() * torch.exp(dt.unsqueeze(-1) * A.float()) + (dt * x.float()).unsqueeze(-1) * B
-    out = (new * C).sum(-1)
+    batch, heads, dim, dstate = current.shape
+    groups = B.shape[1]
+    if heads % groups:
+        raise ValueError(f"{heads} heads are not a multiple of {groups} groups")
+    # Eager decode runs this once per layer and token, so it is written in few kernels: float32 math through
+    # type promotion (no separate casts), and heads read their group's B and C through a broadcast view
+    # (head i reads group i // (heads // groups), as in mamba-ssm) instead of a copy per head.
+    grouped = (batch, groups, heads // groups, dim, dstate)
+    dt = _discretize(dt, dt_bias, dt_softplus, None)  # (batch, heads, dim) float32
+    decay = torch.exp(dt.unsqueeze(-1) * A).view(grouped)
+    inflow = (dt * x).view(grouped[:-1]).unsqueeze(-1) * B.view(batch, groups, 1, 1, dstate)
+    new = torch.addcmul(inflow, current.float().reshape(grouped), decay)
+    out = (new * C.view(batch, groups, 1, 1, dstate)).sum(-1).view(batch, heads, dim)
     if D is not None:
-        out = out + x.float() * D.float()
+        out = torch.addcmul(out, x, D)
     if z is not None:
         out = out * F.silu(z.float())
+    new = new.view(batch, heads, dim, dstate)
     if state_batch_indices is None:
-        rows.copy_(new.to(rows.dtype))
+        rows.copy_(new)
     else:
         rows.index_copy_(0, state_batch_indices, new.to(rows.dtype))
     out = out.to(x.dtype)
