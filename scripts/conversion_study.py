@@ -681,11 +681,14 @@ def _markdown(result: dict) -> str:
     kinds = [(job, task, k) for job in [teacher, *result["jobs"]] for task, k in job["final_answer_kinds"].items()]
     if kinds:
         lines += ["", "Answers at each job's last budget (prompts by expected values found; shares of prompts):", "",
-                  "| job | task | values found: prompts | repeats a value | holds another number |", "|---|---|---|---|---|"]
+                  "| job | task | values found: prompts | repeats a value | holds another number | of which a near copy "
+                  "(1-2 digits off) |", "|---|---|---|---|---|---|"]
         for job, task, k in kinds:
             spread = ", ".join(f"{n}: {c}" for n, c in k["values_found"].items())
-            other = "-" if k["holds_another_number"] is None else f"{k['holds_another_number']:.0%}"
-            lines.append(f"| {_preset(job)} ({job['shape']}) | {task} | {spread} | {k['repeats_a_value']:.0%} | {other} |")
+            other, near = (f"{k[key]:.0%}" if k.get(key) is not None else "-"
+                           for key in ("holds_another_number", "near_copy_of_a_value"))
+            lines.append(f"| {_preset(job)} ({job['shape']}) | {task} | {spread} | {k['repeats_a_value']:.0%} | {other} "
+                         f"| {near} |")
     return "\n".join(lines) + "\n"
 
 

@@ -15,7 +15,15 @@ from slconvert.evaluation.models import load_eval_model
 from slconvert.evaluation.niah import score_teacher_forced
 from slconvert.evaluation.niah_run import build_grid, grid_table, run_grid
 from slconvert.tasks.haystack import FileHaystack, NoiseHaystack, RepeatHaystack, SyntheticHaystack, load_haystack
-from slconvert.tasks.niah import TASKS, answer_kinds, build_sample, prompt_length, score_generation, score_sample
+from slconvert.tasks.niah import (
+    TASKS,
+    answer_kinds,
+    build_sample,
+    edit_distance,
+    prompt_length,
+    score_generation,
+    score_sample,
+)
 from slconvert.tiny import build_tokenizer
 
 CHAT = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
@@ -122,8 +130,19 @@ def test_answer_kinds_tell_apart_answers_that_score_alike():
     kinds = answer_kinds(records)
     assert kinds["prompts"] == 4 and kinds["values_found"] == {0: 1, 1: 2, 4: 1}
     assert kinds["repeats_a_value"] == 0.25 and kinds["holds_another_number"] == 0.25
+    assert kinds["near_copy_of_a_value"] == 0.0  # 9999999 is no value copied wrong
+    # a value copied with a digit added, one with two replaced, and a number three edits from every value
+    copies = answer_kinds([{"expected": values, "output": " 11111112"}, {"expected": values, "output": " 2222299"},
+                           {"expected": values, "output": " 5556667"}])
+    assert copies["holds_another_number"] == 1.0 and copies["near_copy_of_a_value"] == pytest.approx(2 / 3)
     words = answer_kinds([{"expected": ["quiet-otter"], "output": " quiet-otter 12345"}])
     assert words["values_found"] == {1: 1} and words["holds_another_number"] is None  # no numeric values asked
+    assert words["near_copy_of_a_value"] is None
+
+
+def test_edit_distance():
+    assert edit_distance("8260816", "82608160") == 1 and edit_distance("1234", "1243") == 2
+    assert edit_distance("", "abc") == 3 and edit_distance("same", "same") == 0
 
 
 def test_ruler_wording_and_noise_haystack(bpe):

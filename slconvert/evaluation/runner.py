@@ -84,7 +84,8 @@ def run_niah(ctx: RunContext, *, task: str, lengths: list[int], depths: list[flo
     for label, k in kinds.items():
         found = ", ".join(f"{c} found {n}" for n, c in k["values_found"].items()) + " of their values"
         other = "" if k["holds_another_number"] is None else \
-            f"; {k['holds_another_number']:.0%} hold a number that is none of them"
+            (f"; {k['holds_another_number']:.0%} hold a number that is none of them "
+             f"({k['near_copy_of_a_value']:.0%} a near copy of one, 1-2 digits off)")
         section += ["", f"Answers of {label} ({k['prompts']} prompts): {found}; {k['repeats_a_value']:.0%} repeat an "
                         f"expected value{other}."]
     if grid.skipped:

@@ -31,7 +31,7 @@ from .wordlists import ADJECTIVES, NOUNS
 __all__ = [
     "Template", "TEMPLATES", "RULER_TEMPLATES", "PromptStyle", "STYLES", "TaskSpec", "TASKS", "VALUE_KINDS",
     "NiahSample", "build_sample", "score_generation", "score_sample", "generation_budget", "prompt_length",
-    "chat_wrapper", "depth_ranges",
+    "chat_wrapper", "depth_ranges", "answer_kinds", "edit_distance",
 ]
 
 
@@ -400,14 +400,26 @@ def score_generation(text: str, expected: list[str], *, ignore_case: bool = Fals
     return sum(value in text for value in expected) / len(expected)
 
 
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance: the fewest characters inserted, deleted or replaced to turn `a` into `b`."""
+    row = list(range(len(b) + 1))
+    for i, char in enumerate(a, 1):
+        previous, row[0] = row[:], i
+        for j, other in enumerate(b, 1):
+            row[j] = min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (char != other))
+    return row[-1]
+
+
 def answer_kinds(records: list[dict]) -> dict:
     """What generated answers hold beyond their score, over records with "expected" and "output": how many prompts
     found 0, 1, ... of their expected values; the share whose answer repeats an expected value; and, over prompts
     whose values are numbers, the share whose answer holds a number (4+ digits) that is none of them (a wrong or
-    invented value; None when no prompt has numeric values). A multivalue answer that names one value four times
-    and one that names a single value score alike; these counts tell them apart."""
+    invented value), and the share where such a number is a near copy of a value (one or two digits replaced,
+    missing or added: a value read but copied wrong). Both are None when no prompt has numeric values. A multivalue
+    answer that names one value four times and one that names a single value score alike; these counts tell them
+    apart."""
     found: dict[int, int] = {}
-    repeated = foreign = numeric = 0
+    repeated = foreign = near = numeric = 0
     for record in records:
         output, expected = record["output"], record["expected"]
         hits = sum(value in output for value in expected)
@@ -415,10 +427,13 @@ def answer_kinds(records: list[dict]) -> dict:
         repeated += any(output.count(value) > 1 for value in expected)
         if expected and all(value.isdigit() for value in expected):
             numeric += 1
-            foreign += any(number not in expected for number in re.findall(r"\d{4,}", output))
+            others = [number for number in re.findall(r"\d{4,}", output) if number not in expected]
+            foreign += bool(others)
+            near += any(edit_distance(number, value) <= 2 for number in others for value in expected)
     count = max(1, len(records))
     return {"prompts": len(records), "values_found": dict(sorted(found.items())), "repeats_a_value": repeated / count,
-            "holds_another_number": foreign / numeric if numeric else None}
+            "holds_another_number": foreign / numeric if numeric else None,
+            "near_copy_of_a_value": near / numeric if numeric else None}
 
 
 def score_sample(sample: NiahSample, text: str) -> float:
