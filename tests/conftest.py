@@ -16,6 +16,27 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
 
 
+# Test files whose module fixture `interpreted` runs their worker for minutes under the Triton interpreter: the
+# worker starts in the background once the suite is collected, when a test that uses the fixture will run
+# (interpreter_worker.start).
+BACKGROUND_WORKERS = ("test_triton_interpret.py", "test_decode_overhead.py")
+
+
+def pytest_collection_finish(session):
+    from interpreter_worker import start
+
+    files = {str(item.path) for item in session.items if item.path.name in BACKGROUND_WORKERS
+             and "interpreted" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("skip")}
+    for path in sorted(files):
+        start(path)
+
+
+def pytest_sessionfinish(session):
+    from interpreter_worker import stop_all
+
+    stop_all()
+
+
 def pytest_configure(config):
     """Every temporary file of the run (the code's, torch.distributed's, subprocesses') goes into one folder
     that is removed at the end, so the suite leaves nothing in the system temp directory."""
