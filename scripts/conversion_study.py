@@ -159,7 +159,6 @@ def evaluate(model, tokenizer, spec: dict) -> dict:
 def run_job(spec: dict) -> None:
     """Convert, train and evaluate one (shape, search key, preset) combination; rows go to spec['rows']."""
     _importable()
-    import torch
     from slkernels import SuperlinearConfig
 
     from slconvert.surgery import convert, plan_conversion
@@ -178,11 +177,9 @@ def run_job(spec: dict) -> None:
                        "elapsed_s": round(time.perf_counter() - started, 1), **extra})
 
     if spec["preset"] == "dense":  # the teacher itself
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        model = AutoModelForCausalLM.from_pretrained(spec["teacher"], dtype=torch.float32).to(device)
-        record(0, evaluate(model, AutoTokenizer.from_pretrained(spec["teacher"]), spec))
+        record(0, evaluate(load_measured(Path(spec["teacher"])), AutoTokenizer.from_pretrained(spec["teacher"]), spec))
         return
 
     shape = SHAPES[spec["shape"]] if not spec.get("scale_to") else scaled(SHAPES[spec["shape"]], spec["scale_to"])
@@ -220,25 +217,32 @@ def run_job(spec: dict) -> None:
            stopped_at_time_limit=summary["stopped_at_time_limit"])
 
 
-def measure_answers(args) -> dict:
-    """One model, dense or converted, on the study's NIAH prompts: scores and every answer (as a study row's
-    `results`), and what the answers hold. It shows, for instance, the dense teacher's answer kinds where a study
-    took the teacher's row from an older one that did not keep answers."""
+def load_measured(model_dir: Path):
+    """A model to measure, in float32 on the GPU when there is one: a dense checkpoint through transformers, a
+    converted one through `slconvert.load`."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from slconvert.loading import load, read_block
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model_dir = Path(args.model)
     if read_block(model_dir) is None:
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device)
-    else:
-        model = load(model_dir, device=device, dtype="float32")
+        return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device)
+    return load(model_dir, device=device, dtype="float32")
+
+
+def measure_answers(args) -> dict:
+    """One model, dense or converted, on the study's NIAH prompts: scores and every answer (as a study row's
+    `results`), and what the answers hold. It shows, for instance, the dense teacher's answer kinds where a study
+    took the teacher's row from an older one that did not keep answers."""
+    from transformers import AutoTokenizer
+
+    model_dir = Path(args.model)
+    model = load_measured(model_dir)
     spec = {"name": model_dir.name, "tasks": args.tasks, "lengths": args.lengths, "depths": args.depths,
             "samples": args.samples, "seed": args.seed}
     results = evaluate(model, AutoTokenizer.from_pretrained(model_dir), spec)
-    out = {"model": str(model_dir.resolve()), "fingerprint": fingerprint(model_dir), "device": device,
+    out = {"model": str(model_dir.resolve()), "fingerprint": fingerprint(model_dir), "device": str(model.device),
            **{k: spec[k] for k in ("tasks", "lengths", "depths", "samples", "seed")}, "results": results,
            "answer_kinds": _answer_kinds({"results": results})}
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
@@ -778,6 +782,14 @@ def _numbers(text: str, kind=int) -> list:
     return [kind(x) for x in text.split(",") if x.strip()]
 
 
+def _grid_options(parser, *, lengths: list[int], samples: int) -> None:
+    """The NIAH prompt grid's options (tasks, lengths, depths, samples per cell) of a subcommand."""
+    parser.add_argument("--tasks", type=lambda s: s.split(","), default=["single", "multikey", "multivalue"])
+    parser.add_argument("--lengths", type=_numbers, default=lengths)
+    parser.add_argument("--depths", type=lambda s: _numbers(s, float), default=[0.0, 25.0, 50.0, 75.0, 100.0])
+    parser.add_argument("--samples", type=int, default=samples)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -793,10 +805,7 @@ def main(argv=None) -> None:
     run.add_argument("--batch-size", type=int, default=16)
     run.add_argument("--lr", type=float, default=1e-3)
     run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--tasks", type=lambda s: s.split(","), default=["single", "multikey", "multivalue"])
-    run.add_argument("--lengths", type=_numbers, default=[512, 1024])
-    run.add_argument("--depths", type=lambda s: _numbers(s, float), default=[0.0, 25.0, 50.0, 75.0, 100.0])
-    run.add_argument("--samples", type=int, default=4)
+    _grid_options(run, lengths=[512, 1024], samples=4)
     run.add_argument("--parallel", type=int, default=8)
     run.add_argument("--threads", type=int, default=1, help="CPU threads per job")
     run.add_argument("--gpus", type=int, default=1, help="spread the jobs over this many GPUs (CUDA_VISIBLE_DEVICES)")
@@ -823,10 +832,7 @@ def main(argv=None) -> None:
     teach.add_argument("--size", default="study")
     teach.add_argument("--seed", type=int, default=0)
     teach.add_argument("--init", default=None, help="continue from this checkpoint instead of a fresh --size model")
-    teach.add_argument("--tasks", type=lambda s: s.split(","), default=["single", "multikey", "multivalue"])
-    teach.add_argument("--lengths", type=_numbers, default=[2048, 4096, 8192, 16384])
-    teach.add_argument("--depths", type=lambda s: _numbers(s, float), default=[0.0, 25.0, 50.0, 75.0, 100.0])
-    teach.add_argument("--samples", type=int, default=4)
+    _grid_options(teach, lengths=[2048, 4096, 8192, 16384], samples=4)
     teach.add_argument("overrides", nargs="*", help="KEY=VALUE overrides of recipes/study-teacher.yaml")
     probe = sub.add_parser("probes", help="short runs of the teacher's recipe side by side (GPU), one per setting")
     probe.add_argument("--out", required=True)
@@ -849,10 +855,7 @@ def main(argv=None) -> None:
     ans = sub.add_parser("answers", help="one model (dense or converted) on the study's NIAH prompts, with its answers")
     ans.add_argument("model")
     ans.add_argument("--out", required=True, help="JSON file to write")
-    ans.add_argument("--tasks", type=lambda s: s.split(","), default=["single", "multikey", "multivalue"])
-    ans.add_argument("--lengths", type=_numbers, default=[2048, 4096, 8192, 16384])
-    ans.add_argument("--depths", type=lambda s: _numbers(s, float), default=[0.0, 25.0, 50.0, 75.0, 100.0])
-    ans.add_argument("--samples", type=int, default=2)
+    _grid_options(ans, lengths=[2048, 4096, 8192, 16384], samples=2)
     ans.add_argument("--seed", type=int, default=0)
     best = sub.add_parser("best", help="print the folder of the final model of the best job (by final score)")
     best.add_argument("out")

@@ -193,12 +193,17 @@ def _discretize(dt, dt_bias, dt_softplus, dt_limit):
     return dt
 
 
-def _per_head(t: torch.Tensor, heads: int, dim: int) -> torch.Tensor:
-    """Groups -> heads along `dim`: head i reads group i // (heads // groups), as in mamba-ssm."""
-    groups = t.shape[dim]
+def _heads_per_group(heads: int, groups: int) -> int:
+    """Head i reads group i // (heads // groups), as in mamba-ssm."""
     if heads % groups:
         raise ValueError(f"{heads} heads are not a multiple of {groups} groups")
-    return t if groups == heads else t.repeat_interleave(heads // groups, dim=dim)
+    return heads // groups
+
+
+def _per_head(t: torch.Tensor, heads: int, dim: int) -> torch.Tensor:
+    """Groups -> heads along `dim` (`_heads_per_group`), as a copy."""
+    per_group = _heads_per_group(heads, t.shape[dim])
+    return t if per_group == 1 else t.repeat_interleave(per_group, dim=dim)
 
 
 class _Segments:
@@ -464,12 +469,10 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, 
     current = rows if state_batch_indices is None else rows.index_select(0, state_batch_indices)
     batch, heads, dim, dstate = current.shape
     groups = B.shape[1]
-    if heads % groups:
-        raise ValueError(f"{heads} heads are not a multiple of {groups} groups")
     # Eager decode runs this once per layer and token, so it is written in few kernels: float32 math through
-    # type promotion (no separate casts), and heads read their group's B and C through a broadcast view
-    # (head i reads group i // (heads // groups), as in mamba-ssm) instead of a copy per head.
-    grouped = (batch, groups, heads // groups, dim, dstate)
+    # type promotion (no separate casts), and heads read their group's B and C through a broadcast view instead
+    # of a copy per head (`_per_head`).
+    grouped = (batch, groups, _heads_per_group(heads, groups), dim, dstate)
     dt = _discretize(dt, dt_bias, dt_softplus, None)  # (batch, heads, dim) float32
     decay = torch.exp(dt.unsqueeze(-1) * A).view(grouped)
     inflow = (dt * x).view(grouped[:-1]).unsqueeze(-1) * B.view(batch, groups, 1, 1, dstate)

@@ -461,9 +461,7 @@ class _Runner:
         if row["status"] == "out of memory":
             row["decode_compiled"] = _phase_row("skipped: the eager decode ran out of memory")
         else:
-            row["decode_compiled"] = self.compiled(cache, token, position)
-            if variant == "dense":  # no Superlinear call: where it would run says nothing
-                row["decode_compiled"].pop("attention", None)
+            row["decode_compiled"] = self.compiled(cache, token, position, variant)
             if row["decode_compiled"]["status"] == "out of memory":
                 row["status"] = "out of memory"
         del cache, token
@@ -471,7 +469,7 @@ class _Runner:
         self.advance(f"{label} compiled decode")
         return row
 
-    def compiled(self, cache, token, position: int) -> dict:
+    def compiled(self, cache, token, position: int, variant: str) -> dict:
         cfg, dev = self.cfg, self.dev
         if not cfg.compile:
             reason = "--no-compile" if self.compile_asked is False else "no CUDA device; pass --compile to try it on the CPU"
@@ -487,7 +485,8 @@ class _Runner:
                 step = _compiled_step(self.model, static, dev)
                 times, _, _ = _decode(step, token, position, cfg.decode_tokens, COMPILED_WARMUP, dev)
             result = _decode_row(times, dev.peak_gib())
-            result["attention"] = "in the graph" if in_graph else "eagerly between the graphs"
+            if variant != "dense":  # where the Superlinear call ran (dense SDPA has none)
+                result["attention"] = "in the graph" if in_graph else "eagerly between the graphs"
         except Exception as err:  # noqa: BLE001 - a model torch/transformers cannot compile is a result, not a crash
             result = _phase_row("out of memory" if _is_oom(err) else f"unsupported: {one_line(err, 200)}")
         finally:
