@@ -319,12 +319,7 @@ def test_pipeline_check_builds_its_source_with_the_script():
     assert "MEMEM" not in script  # the shape lives in one place
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("variant", ["superlinear", "dense"])
-@pytest.mark.parametrize("in_graph", [False, True], ids=["attention-between-graphs", "attention-in-graph"])
-def test_compiled_decode_matches_eager_decode(model, variant, in_graph, monkeypatch):
-    """torch.compile on the CPU (inductor, no CUDA graphs): the compiled decode's logits are the eager ones, with
-    the Superlinear call between the compiled graphs or inside them as one operation."""
+def _compiled_decode_against_eager(model, device: str, variant: str, in_graph: bool, monkeypatch, steps: int):
     import contextlib
 
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -335,16 +330,16 @@ def test_compiled_decode_matches_eager_decode(model, variant, in_graph, monkeypa
     if in_graph and variant == "dense":
         pytest.skip("the dense variant makes no Superlinear call")
     monkeypatch.setattr(attention, "ATTENTION_OP", in_graph)
-    dev = mb._Device("cpu")
-    ids = torch.arange(4, 52)[None]
+    dev = mb._Device(device)
+    ids = torch.arange(4, 52, device=device)[None]
     mb.use_attention(model, variant)
     try:
         with torch.no_grad(), (contextlib.nullcontext() if in_graph else mb.superlinear_outside_graph()):
             eager_cache, token, _ = mb._prefill(model, ids, 16, dev, lambda _t: None)
             static_cache, _, _ = mb._prefill(model, ids, 16, dev, lambda _t: None)
-            compiled = mb._compiled_step(model, mb.static_copy(model, static_cache, 56), dev)
+            compiled = mb._compiled_step(model, mb.static_copy(model, static_cache, 48 + steps + 4), dev)
             eager = mb._eager_step(model, eager_cache)
-            for position in range(48, 52):
+            for position in range(48, 48 + steps):
                 expected = eager(token, position)
                 torch.testing.assert_close(compiled(token, position), expected, rtol=1e-3, atol=1e-3)
                 token = expected[:, -1:].argmax(-1)
@@ -352,6 +347,25 @@ def test_compiled_decode_matches_eager_decode(model, variant, in_graph, monkeypa
         torch.compiler.reset()
         mb.use_attention(model, "superlinear")
     assert ALL_ATTENTION_FUNCTIONS["superlinear"] is superlinear_attention_forward
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["superlinear", "dense"])
+@pytest.mark.parametrize("in_graph", [False, True], ids=["attention-between-graphs", "attention-in-graph"])
+def test_compiled_decode_matches_eager_decode(model, variant, in_graph, monkeypatch):
+    """torch.compile on the CPU (inductor, no CUDA graphs): the compiled decode's logits are the eager ones, with
+    the Superlinear call between the compiled graphs or inside them as one operation."""
+    _compiled_decode_against_eager(model, "cpu", variant, in_graph, monkeypatch, steps=4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("variant", ["superlinear", "dense"])
+@pytest.mark.parametrize("in_graph", [False, True], ids=["attention-between-graphs", "attention-in-graph"])
+def test_compiled_decode_with_cuda_graphs_matches_eager_decode(converted, variant, in_graph, monkeypatch):
+    """On a GPU the compiled step replays CUDA graphs (the third call on): eight steps, so that several are replays
+    whose positions differ from the recorded one, give the eager decode's logits."""
+    model = mb.load_for_bench(converted, "cuda")
+    _compiled_decode_against_eager(model, "cuda", variant, in_graph, monkeypatch, steps=8)
 
 
 # --- scripts/build_nano_shape.py --bench: built and converted in memory ------------------------------------------

@@ -9,7 +9,7 @@ from dispatch_ops import OpCounter
 from slkernels import SuperlinearConfig
 
 import slconvert
-from slconvert.attention import capture_attention, padding_mask, superlinear_mask
+from slconvert.attention import capture_attention, padding_mask, query_positions, superlinear_mask
 from slconvert.errors import SlconvertError
 from slconvert.router import SuperlinearRouter, config_by_key, initial_router_weight, routers
 from slconvert.tiny import build_tiny_model
@@ -110,10 +110,41 @@ def test_mask_with_layers_kept_dense_is_transformers_own():
     assert kept.shape == (1, 1, 4, 6)
     Config.superlinear = {"dense_attention_layers": []}
     mask = torch.tensor([[0, 0, 1, 1]], dtype=torch.bool)
-    assert superlinear_mask(batch_size=1, q_length=2, kv_length=6, attention_mask=mask,
-                            config=Config()).tolist() == [[0, 0, 1, 1, 1, 1]]  # empty slots past the mask count real
-    assert superlinear_mask(batch_size=1, q_length=2, kv_length=4, attention_mask=torch.ones(1, 4, dtype=torch.bool),
-                            config=Config()) is None
+    assert superlinear_mask(batch_size=1, q_length=2, kv_length=6, q_offset=2, attention_mask=mask,
+                            config=Config()).tolist() == [[0, 0, 1, 1, 0, 0]]  # a static cache's empty slots: 0
+    assert superlinear_mask(batch_size=2, q_length=1, kv_length=6, q_offset=torch.tensor(2),
+                            config=Config()).tolist() == [[1, 1, 1, 0, 0, 0]] * 2  # its offset is a tensor
+    assert superlinear_mask(batch_size=1, q_length=2, kv_length=4, q_offset=2, config=Config(),
+                            attention_mask=torch.ones(1, 4, dtype=torch.bool)) is None
+
+
+def test_query_positions_come_from_the_caller_the_mask_or_the_cache_length():
+    static = torch.tensor([[0, 1, 1, 1, 0, 0, 0, 0]]) != 0  # a static cache of 8 slots, rows 2 and 3 this call
+    assert query_positions(static, 2, 8).tolist() == [2, 3]
+    causal = torch.ones(8, 8, dtype=torch.bool).tril()[None, None, 2:4]  # a 4-D mask: its last row ends at 3
+    assert query_positions(causal[:, 0, -1], 2, 8).tolist() == [2, 3]
+    assert query_positions(static, 1, 8, given=torch.tensor([6])).tolist() == [6]  # a cache_position wins
+    assert query_positions(None, 2, 8).tolist() == [6, 7]  # no mask: the cache holds exactly the keys seen
+    assert query_positions(torch.ones(1, 8, dtype=torch.bool), 2, 8).tolist() == [6, 7]
+
+
+@pytest.mark.parametrize("keep_dense", [False, True])
+def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(tmp_path, keep_dense):
+    """transformers passes no `cache_position` to the layers, and a static cache hands them every slot: the query
+    rows' positions come from the mask (2-D from `superlinear_mask`, or 4-D when a layer is kept dense), so greedy
+    tokens through a static cache are those through a dynamic one, with a left-padded row too."""
+    extra = ("--keep-dense", "1") if keep_dense else ()
+    model = slconvert.load(_convert(build_tiny_model("bamba", tmp_path / "source"), tmp_path / "out", *extra))
+    assert (model.config.superlinear["dense_attention_layers"] != []) == keep_dense
+    tokens = torch.randint(4, 384, (2, 60), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(tokens)
+    tokens[0, :5], mask[0, :5] = 0, 0
+    for rows, row_mask in ((tokens, mask), (tokens[1:], None)):  # a padded batch; a row alone (no mask needed)
+        runs = [model.generate(rows, attention_mask=row_mask, max_new_tokens=8, do_sample=False, output_logits=True,
+                               return_dict_in_generate=True, **cache)
+                for cache in ({}, {"cache_implementation": "static"})]
+        assert torch.equal(runs[1].sequences, runs[0].sequences)
+        torch.testing.assert_close(torch.stack(runs[1].logits), torch.stack(runs[0].logits), rtol=1e-4, atol=1e-4)
 
 
 def test_capture_records_converted_layers_only_while_active(bamba):
