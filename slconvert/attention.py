@@ -106,22 +106,20 @@ def padding_mask(attention_mask: torch.Tensor | None, kv_length: int, *,
     return _left_padding(_visible_keys(attention_mask, kv_length), none_when_unpadded)
 
 
-def query_positions(visible: torch.Tensor | None, len_q: int, len_kv: int, given=None) -> torch.Tensor:
-    """Key-axis position of each query row, on the device without a read-back: `given` (a `cache_position` the
-    caller passed) when it lies on the key axis; else the rows that end at the last key the mask shows (a static
-    cache's empty slots are hidden by `superlinear_mask`, and a causal 4-D mask's last row ends at its query); else
-    the last L_q keys (a dynamic cache holds exactly the keys seen)."""
-    device = visible.device if visible is not None else None
-    if isinstance(given, torch.Tensor) and given.dim() == 1 and given.numel() == len_q:
-        device = given.device
+def query_positions(visible: torch.Tensor | None, len_q: int, len_kv: int, device: torch.device | str,
+                    given=None) -> torch.Tensor:
+    """Key-axis position of each query row, on `device` without a read-back: `given` (a `cache_position` the caller
+    passed) when it lies on the key axis; else the rows that end at the last key the mask shows (a static cache's
+    empty slots are hidden by `superlinear_mask`, and a causal 4-D mask's last row ends at its query); else the last
+    L_q keys (a dynamic cache holds exactly the keys seen)."""
     last = torch.arange(len_kv - len_q, len_kv, device=device)
     if isinstance(given, torch.Tensor) and given.dim() == 1 and given.numel() == len_q:
-        given = given.to(dtype=torch.long)
+        given = given.to(device=device, dtype=torch.long)
         return given if len_q == 0 else torch.where(given.max() < len_kv, given, last)
     if visible is None or len_q == 0:
         return last
     keys = torch.arange(visible.shape[-1], device=visible.device)
-    end = torch.where(visible, keys, -1).amax()  # the rows of a batch share the cache: one end for all
+    end = torch.where(visible, keys, -1).amax().to(device)  # the rows of a batch share the cache: one end for all
     return torch.where(end >= len_q - 1, last + (end - (len_kv - 1)), last)
 
 
@@ -189,9 +187,7 @@ def superlinear_attention_forward(
     # value checks (host read-backs, every layer and decode step) are skipped.
     visible = _visible_keys(attention_mask, len_kv)
     mask2d = _left_padding(visible, none_when_unpadded=attention_mask is None or attention_mask.dim() != 2)
-    cache_position = query_positions(visible, len_q, len_kv, kwargs.get("cache_position"))
-    if cache_position.device != query.device:
-        cache_position = cache_position.to(query.device)
+    cache_position = query_positions(visible, len_q, len_kv, query.device, kwargs.get("cache_position"))
     q_search = router(query)
     if ATTENTION_OP and torch.compiler.is_compiling() and not torch.is_grad_enabled():
         out = torch.ops.slconvert.superlinear_attention(query, key, value, q_search, cache_position, mask2d,

@@ -17,7 +17,7 @@ from slkernels import (
     select_spans,
     superlinear_attention,
 )
-from spec_bruteforce import offset
+from slkernels.naive import offset
 
 import slconvert
 from slconvert.cli import main

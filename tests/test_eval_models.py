@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 from cli_helpers import tiny_pair
-from spec_bruteforce import choose_spans, first_real, window
+from slkernels.naive import choose_spans, first_real, window
 
 from slconvert.errors import SlconvertError
 from slconvert.evaluation.haystack import SyntheticHaystack
@@ -118,7 +118,7 @@ def test_chunked_prefill_gives_the_same_last_logits(models):
 
 def _spec_recall(call):
     """Span recall from docs/semantics.md alone: for every real query, the dense float64 softmax over its keys
-    summed over the window and the spans a brute-force search picks (`spec_bruteforce.choose_spans`: every anchor
+    summed over the window and the spans a brute-force search picks (`slkernels.naive.choose_spans`: every anchor
     of the grid scored, top k); per head, averaged over the queries beyond the window and over all real queries."""
     q, k, q_search = (call[name].detach().double().cpu() for name in ("q", "k", "q_search"))
     cfg, mask, cache_position = call["config"], call.get("attention_mask"), call.get("cache_position")

@@ -1,4 +1,5 @@
-"""The PyTorch reference against the per-query brute force of docs/semantics.md, and its consequences."""
+"""The PyTorch reference against the per-query float64 loop of docs/semantics.md (`slkernels.naive`), and its
+consequences."""
 
 from __future__ import annotations
 
@@ -8,13 +9,27 @@ import math
 import pytest
 import torch
 from slkernels import SuperlinearConfig, superlinear_attention
-from spec_bruteforce import brute_force, dense_causal, window
+from slkernels.naive import dense_causal, naive_superlinear_attention, window
 
 POWERS = (0.5, 0.55, 1 / 3)
 FORWARD = (0.0, 1.0)
 SW = (0, 1, 5)
 LENGTHS = (1, 2, 77, 333, 1000)
 GQA = ((1, 1), (4, 2), (16, 1))
+
+
+def test_the_naive_reference_shares_no_code_with_the_package():
+    """`slkernels.naive` judges every backend, so it must not import the helpers it judges (a mistake in a shared
+    offset, window or span rule would then hide in both)."""
+    import ast
+    from pathlib import Path
+
+    import slkernels.naive
+
+    tree = ast.parse(Path(slkernels.naive.__file__).read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module or "." for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert imported == {"__future__", "math", "torch"}
 
 
 def _inputs(batch, heads_q, heads_kv, len_q, len_kv, dim, dtype=torch.float64, gen=None, search_gain=3.0):
@@ -65,7 +80,7 @@ def test_reference_matches_brute_force(length, gqa, power, fwd, sw, num):
     q, k, v, qs = _inputs(1 if heads_q == 16 else 2, heads_q, heads_kv, length, length, dim, gen=gen)
     rows = _rows(length, cfg)
     got = superlinear_attention(q, k, v, qs, cfg, backend="reference")
-    want = brute_force(q, k, v, qs, cfg, rows=rows)
+    want = naive_superlinear_attention(q, k, v, qs, cfg, rows=rows)
     torch.testing.assert_close(got[:, :, rows], want[:, :, rows], atol=1e-10, rtol=1e-9)
 
 
@@ -75,7 +90,7 @@ def test_released_setting_long_rows():
     assert cfg.window == 2032
     q, k, v, qs = _inputs(1, 2, 1, 64, 3000, 8)
     got = superlinear_attention(q, k, v, qs, cfg)
-    want = brute_force(q, k, v, qs, cfg)
+    want = naive_superlinear_attention(q, k, v, qs, cfg)
     torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-9)
 
 
@@ -126,7 +141,7 @@ def test_left_padding():
     alone = superlinear_attention(q[1:, :, pad:], k[1:, :, pad:], v[1:, :, pad:], qs[1:, :, pad:], cfg)
     torch.testing.assert_close(got[1:, :, pad:], alone, atol=1e-12, rtol=1e-10)
     torch.testing.assert_close(got[:1], superlinear_attention(q[:1], k[:1], v[:1], qs[:1], cfg), atol=1e-12, rtol=1e-10)
-    want = brute_force(q, k, v, qs, cfg, attention_mask=mask, rows=range(0, length, 7))
+    want = naive_superlinear_attention(q, k, v, qs, cfg, attention_mask=mask, rows=range(0, length, 7))
     torch.testing.assert_close(got[:, :, ::7], want[:, :, ::7], atol=1e-12, rtol=1e-10)
     # Left padding during decode.
     dec = superlinear_attention(q[:, :, -1:], k, v, qs[:, :, -1:], cfg, attention_mask=mask)
@@ -150,7 +165,7 @@ def test_low_precision_inputs(dtype, tol):
     got = superlinear_attention(q.to(dtype), k.to(dtype), v.to(dtype), qs.to(dtype), cfg)
     assert got.dtype == dtype
     # The brute force sees the same rounded inputs; the remaining error is accumulation and output rounding.
-    want = brute_force(*(x.to(dtype) for x in (q, k, v, qs)), cfg)
+    want = naive_superlinear_attention(*(x.to(dtype) for x in (q, k, v, qs)), cfg)
     err = (got.double() - want).norm() / want.norm()
     assert err < tol
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 from slkernels import SuperlinearConfig, SuperlinearConfigError, select_spans, superlinear_attention
-from spec_bruteforce import brute_force
+from slkernels.naive import naive_superlinear_attention
 from test_reference import _inputs
 
 
@@ -30,7 +30,7 @@ def test_reference_matches_brute_force(length, gqa, power, fwd, num):
     gen = torch.Generator().manual_seed(length)
     q, k, v, qs = _inputs(1 if heads_q == 16 else 2, heads_q, heads_kv, length, length, 8, gen=gen)
     got = superlinear_attention(q, k, v, qs, cfg, backend="reference")
-    want = brute_force(q, k, v, qs, cfg)
+    want = naive_superlinear_attention(q, k, v, qs, cfg)
     torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-9)
 
 
@@ -54,7 +54,7 @@ def test_left_padding_chunks_and_decode():
     k[1, :, :pad] *= 1e4  # padding keys must never enter a span mean
     full = superlinear_attention(q, k, v, qs, cfg, attention_mask=mask)
     assert torch.isfinite(full).all() and full[1, :, :pad].abs().max() == 0
-    want = brute_force(q, k, v, qs, cfg, attention_mask=mask, rows=range(0, length, 5))
+    want = naive_superlinear_attention(q, k, v, qs, cfg, attention_mask=mask, rows=range(0, length, 5))
     torch.testing.assert_close(full[:, :, ::5], want[:, :, ::5], atol=1e-10, rtol=1e-9)
     chunk = slice(90, 131)
     got = superlinear_attention(q[:, :, chunk], k[:, :, :131], v[:, :, :131], qs[:, :, chunk], cfg,

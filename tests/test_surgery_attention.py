@@ -120,12 +120,12 @@ def test_mask_with_layers_kept_dense_is_transformers_own():
 
 def test_query_positions_come_from_the_caller_the_mask_or_the_cache_length():
     static = torch.tensor([[0, 1, 1, 1, 0, 0, 0, 0]]) != 0  # a static cache of 8 slots, rows 2 and 3 this call
-    assert query_positions(static, 2, 8).tolist() == [2, 3]
+    assert query_positions(static, 2, 8, "cpu").tolist() == [2, 3]
     causal = torch.ones(8, 8, dtype=torch.bool).tril()[None, None, 2:4]  # a 4-D mask: its last row ends at 3
-    assert query_positions(causal[:, 0, -1], 2, 8).tolist() == [2, 3]
-    assert query_positions(static, 1, 8, given=torch.tensor([6])).tolist() == [6]  # a cache_position wins
-    assert query_positions(None, 2, 8).tolist() == [6, 7]  # no mask: the cache holds exactly the keys seen
-    assert query_positions(torch.ones(1, 8, dtype=torch.bool), 2, 8).tolist() == [6, 7]
+    assert query_positions(causal[:, 0, -1], 2, 8, "cpu").tolist() == [2, 3]
+    assert query_positions(static, 1, 8, "cpu", given=torch.tensor([6])).tolist() == [6]  # a cache_position wins
+    assert query_positions(None, 2, 8, "cpu").tolist() == [6, 7]  # no mask: the cache holds exactly the keys seen
+    assert query_positions(torch.ones(1, 8, dtype=torch.bool), 2, 8, "cpu").tolist() == [6, 7]
 
 
 @pytest.mark.parametrize("keep_dense", [False, True])

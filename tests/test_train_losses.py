@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 from slkernels import SuperlinearConfig
-from spec_bruteforce import brute_force, dense_causal, offset, window
+from slkernels.naive import dense_causal, naive_superlinear_attention, offset, window
 
 from slconvert.evaluation.span_recall import layer_recall
 from slconvert.router import SuperlinearRouter
@@ -112,13 +112,13 @@ def test_router_losses_train_only_the_router():
 
 
 @pytest.mark.parametrize("cfg", [CFG, SPAN_MEAN], ids=["anchor", "span_mean"])
-def test_mse_matches_spec_bruteforce(cfg):
+def test_mse_matches_the_naive_reference(cfg):
     record, router = _record(3, batch=1, cfg=cfg)
     rows = _all_rows(record)
     result = router_losses(record, router, rows, kl=False, mse=True, recall=False)
     q_search = router(record["q"]).detach()
     index = rows.index.tolist()
-    sparse = brute_force(record["q"].double(), record["k"].double(), record["v"].double(), q_search.double(), cfg,
+    sparse = naive_superlinear_attention(record["q"].double(), record["k"].double(), record["v"].double(), q_search.double(), cfg,
                          scale=record["scale"], rows=index)[:, :, index]
     dense = dense_causal(record["q"].double(), record["k"].double(), record["v"].double(),
                          scale=record["scale"])[:, :, index]

@@ -94,7 +94,7 @@ def test_geometry_span_bounds_follow_the_semantics():
     copy, checked under the interpreter); here against the rule of docs/semantics.md written out span by span."""
     import math
 
-    from spec_bruteforce import window
+    from slkernels.naive import window
 
     cfg = SuperlinearConfig.from_dict(SMALL)
     gen = torch.Generator().manual_seed(5)

@@ -76,7 +76,7 @@ def _worker() -> None:
 
     import slkernels
     from slkernels import SuperlinearConfig, superlinear_attention
-    from spec_bruteforce import brute_force, dense_causal
+    from slkernels.naive import dense_causal, naive_superlinear_attention
 
     results = {}
     for name, (cfg_kw, batch, hq, hkv, lq, lkv, dim, pad, cpos, dtype_name, grad) in CASES.items():
@@ -109,7 +109,7 @@ def _worker() -> None:
         ref = superlinear_attention(*refs, cfg, backend="reference", **kw)
         errs["out"] = rel(out, ref)
         rows = list(range(0, lq, max(1, lq // 5)))
-        brute = brute_force(q, k, v, qs, cfg, cache_position=pos, attention_mask=mask, rows=rows, scale=scale)
+        brute = naive_superlinear_attention(q, k, v, qs, cfg, cache_position=pos, attention_mask=mask, rows=rows, scale=scale)
         errs["out_vs_spec"] = rel(out[:, :, rows], brute[:, :, rows])
         if name == "released_is_dense":
             errs["out_vs_dense"] = rel(out, dense_causal(q, k, v))

@@ -1,6 +1,12 @@
-"""docs/semantics.md written out per query in float64, as plainly as possible, to judge every implementation.
+"""slkernels.naive: docs/semantics.md written out per query in float64, as plainly as possible, to judge every
+implementation (the package's naive reference, beside the vectorized `reference` backend and the Triton kernels).
 
-Deliberately shares no code with `slkernels`: its own offsets, window, spans and softmaxes.
+`naive_superlinear_attention` is the one public function of the operation; `choose_spans` is the search rule of one
+query, `dense_causal` plain causal attention (what Superlinear attention equals while t <= W + 1). Loops over batch
+rows, heads and queries: for checking small shapes, never for use at length.
+
+Deliberately shares no code with the rest of `slkernels`: its own offsets, window, spans and softmaxes, so that a
+mistake in a shared helper cannot hide in both the implementation and its judge.
 """
 
 from __future__ import annotations
@@ -8,6 +14,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+__all__ = ["naive_superlinear_attention", "choose_spans", "dense_causal", "first_real", "window", "offset"]
 
 
 def offset(i: int, power: float) -> int:
@@ -67,7 +75,7 @@ def first_real(attention_mask, b, len_kv):
     return real.index(1) if 1 in real else len_kv
 
 
-def brute_force(q, k, v, q_search, cfg, cache_position=None, attention_mask=None, scale=None, rows=None):
+def naive_superlinear_attention(q, k, v, q_search, cfg, cache_position=None, attention_mask=None, scale=None, rows=None):
     """Rows `rows` (default all) of Superlinear attention, float64, zeros elsewhere."""
     q, k, v, q_search = (x.detach().double().cpu() for x in (q, k, v, q_search))
     batch, heads_q, len_q, dim = q.shape
