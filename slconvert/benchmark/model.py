@@ -356,13 +356,12 @@ def _compiled_step(model, static, dev: _Device):
     key = cache_keyword(model)
     forward = compile_forward(model.forward, "reduce-overhead" if dev.cuda else "default")
 
-    def step(token, position):
+    def step(token, _position):
         if dev.cuda:
             torch.compiler.cudagraph_mark_step_begin()
-        # Superlinear attention reads the key-axis position of the query from `cache_position`: in a static
-        # cache the keys tensor is the whole preallocated buffer, so "the last L_q keys" would be wrong.
-        pos = torch.tensor([position], device=dev.device)
-        return forward(input_ids=token, use_cache=True, cache_position=pos, **{key: static}).logits
+        # No `cache_position`, as transformers' generate passes none: the static cache counts the tokens it holds,
+        # and the converted layers read their query's position from the mask (`slconvert.attention.query_positions`).
+        return forward(input_ids=token, use_cache=True, **{key: static}).logits
 
     return step
 
