@@ -146,6 +146,10 @@ def superlinear_mask(batch_size: int, q_length: int, kv_length: int, q_offset=0,
                          kv_offset=kv_offset, attention_mask=attention_mask, config=config, **kwargs)
     if attention_mask is not None and attention_mask.dim() != 2:
         return padding_mask(attention_mask, kv_length)
+    if attention_mask is not None and attention_mask.shape[-1] > kv_offset + kv_length:
+        # The cache reported fewer keys than the mask covers (MiniMax's cache counts its first layer, a linear
+        # attention one, in decode): the mask is the truth, and such a cache holds exactly the keys seen.
+        return padding_mask(attention_mask[:, kv_offset:], attention_mask.shape[-1] - kv_offset)
     keys = None
     if attention_mask is not None:
         keys = attention_mask[:, kv_offset:kv_offset + kv_length] != 0
@@ -186,6 +190,11 @@ def superlinear_attention_forward(
     # it back again in every layer. Both the mask and the positions are valid by construction, so the kernels'
     # value checks (host read-backs, every layer and decode step) are skipped.
     visible = _visible_keys(attention_mask, len_kv)
+    if visible is not None and visible.shape[-1] < len_kv:
+        raise SlconvertError(
+            f"layer {router.layer_idx}: the attention mask covers {visible.shape[-1]} keys but the layer holds {len_kv} "
+            "(the model's cache reported another layer's length); convert without --keep-dense, or run without padding"
+        )
     mask2d = _left_padding(visible, none_when_unpadded=attention_mask is None or attention_mask.dim() != 2)
     cache_position = query_positions(visible, len_q, len_kv, query.device, kwargs.get("cache_position"))
     q_search = router(query)

@@ -12,7 +12,7 @@ import slconvert
 from slconvert.attention import capture_attention, padding_mask, query_positions, superlinear_mask
 from slconvert.errors import SlconvertError
 from slconvert.router import SuperlinearRouter, config_by_key, initial_router_weight, routers
-from slconvert.tiny import build_tiny_model
+from slconvert.tiny import TINY_ARCHITECTURES, build_tiny_model
 
 _convert = convert_cli
 
@@ -128,13 +128,15 @@ def test_query_positions_come_from_the_caller_the_mask_or_the_cache_length():
     assert query_positions(torch.ones(1, 8, dtype=torch.bool), 2, 8, "cpu").tolist() == [6, 7]
 
 
-@pytest.mark.parametrize("keep_dense", [False, True])
-def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(tmp_path, keep_dense):
+@pytest.mark.parametrize(("model_type", "keep_dense"),
+                         [(name, False) for name in TINY_ARCHITECTURES] + [("bamba", True)])
+def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(tmp_path, model_type, keep_dense):
     """transformers passes no `cache_position` to the layers, and a static cache hands them every slot: the query
     rows' positions come from the mask (2-D from `superlinear_mask`, or 4-D when a layer is kept dense), so greedy
-    tokens through a static cache are those through a dynamic one, with a left-padded row too."""
+    tokens through a static cache are those through a dynamic one, with a left-padded row too, in every
+    architecture."""
     extra = ("--keep-dense", "1") if keep_dense else ()
-    model = slconvert.load(_convert(build_tiny_model("bamba", tmp_path / "source"), tmp_path / "out", *extra))
+    model = slconvert.load(_convert(build_tiny_model(model_type, tmp_path / "source"), tmp_path / "out", *extra))
     assert (model.config.superlinear["dense_attention_layers"] != []) == keep_dense
     tokens = torch.randint(4, 384, (2, 60), generator=torch.Generator().manual_seed(0))
     mask = torch.ones_like(tokens)
@@ -145,6 +147,30 @@ def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(tmp_path, k
                 for cache in ({}, {"cache_implementation": "static"})]
         assert torch.equal(runs[1].sequences, runs[0].sequences)
         torch.testing.assert_close(torch.stack(runs[1].logits), torch.stack(runs[0].logits), rtol=1e-4, atol=1e-4)
+
+
+def test_a_cache_that_reports_too_few_keys_still_decodes_a_padded_batch(tmp_path):
+    """MiniMax's cache reports its first layer's length to the mask function, and that layer is a linear-attention
+    one that holds no keys: in decode the 2-D mask then covers more keys than the cache reported, and it is taken as
+    the truth. A left-padded batch generates each row's own tokens and logits, through either cache."""
+    model = slconvert.load(_convert(build_tiny_model("minimax", tmp_path / "source"), tmp_path / "out"))
+    tokens = torch.randint(4, 384, (2, 60), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(tokens)
+    tokens[0, :5], mask[0, :5] = 0, 0
+    for cache in ({}, {"cache_implementation": "static"}):
+        batched = model.generate(tokens, attention_mask=mask, max_new_tokens=6, do_sample=False, output_logits=True,
+                                 return_dict_in_generate=True, **cache)
+        for row, first in ((0, 5), (1, 0)):
+            alone = model.generate(tokens[row:row + 1, first:], max_new_tokens=6, do_sample=False, output_logits=True,
+                                   return_dict_in_generate=True, **cache)
+            assert torch.equal(batched.sequences[row, 60:], alone.sequences[0, 60 - first:])
+            torch.testing.assert_close(torch.stack(batched.logits)[:, row], torch.stack(alone.logits)[:, 0],
+                                       rtol=0, atol=1e-4)
+    # with a layer kept dense the layers get transformers' 4-D mask, built for that one key: a clear error, not
+    # spans taken at the wrong positions
+    kept = slconvert.load(_convert(tmp_path / "source", tmp_path / "kept", "--keep-dense", "1"))
+    with pytest.raises(SlconvertError, match="layer 3: the attention mask covers 1 keys but the layer holds 61"):
+        kept.generate(tokens, attention_mask=mask, max_new_tokens=2, do_sample=False)
 
 
 def test_capture_records_converted_layers_only_while_active(bamba):
