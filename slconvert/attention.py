@@ -137,10 +137,11 @@ def superlinear_mask(batch_size: int, q_length: int, kv_length: int, q_offset=0,
     from transformers.masking_utils import sdpa_mask
 
     block = getattr(config, "superlinear", None)
+    converted = isinstance(block, dict) and kwargs.get("local_size") is None
     written = q_offset + q_length
     empty_slots = isinstance(written, torch.Tensor) or kv_offset + kv_length > written
-    if not isinstance(block, dict) or block.get("dense_attention_layers", True) or kwargs.get("local_size") is not None:
-        if isinstance(block, dict) and empty_slots and kwargs.get("local_size") is None:
+    if not converted or block.get("dense_attention_layers", True):
+        if converted and empty_slots:
             kwargs["allow_is_causal_skip"] = False  # no mask at all would hide the positions from converted layers
         return sdpa_mask(batch_size=batch_size, q_length=q_length, kv_length=kv_length, q_offset=q_offset,
                          kv_offset=kv_offset, attention_mask=attention_mask, config=config, **kwargs)

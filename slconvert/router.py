@@ -24,7 +24,6 @@ as ``<prefix>.superlinear_router.weight``.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import torch
@@ -54,7 +53,7 @@ _CONFIGS: dict[str, SuperlinearConfig] = {}
 
 
 def _config_key(config: SuperlinearConfig) -> str:
-    key = json.dumps(dataclasses.asdict(config), sort_keys=True)
+    key = json.dumps(config.to_dict(), sort_keys=True)
     _CONFIGS.setdefault(key, config)
     return key
 

@@ -128,6 +128,20 @@ def test_query_positions_come_from_the_caller_the_mask_or_the_cache_length():
     assert query_positions(torch.ones(1, 8, dtype=torch.bool), 2, 8, "cpu").tolist() == [6, 7]
 
 
+def _left_padded_pair() -> tuple[torch.Tensor, torch.Tensor]:
+    """Two rows of 60 tokens and their mask; row 0 is left-padded by 5."""
+    tokens = torch.randint(4, 384, (2, 60), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(tokens)
+    tokens[0, :5], mask[0, :5] = 0, 0
+    return tokens, mask
+
+
+def _greedy(model, rows, mask, new_tokens: int, **cache):
+    """Greedy generation with each step's logits."""
+    return model.generate(rows, attention_mask=mask, max_new_tokens=new_tokens, do_sample=False, output_logits=True,
+                          return_dict_in_generate=True, **cache)
+
+
 @pytest.mark.parametrize(("model_type", "keep_dense"),
                          [(name, False) for name in TINY_ARCHITECTURES] + [("bamba", True)])
 def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(tmp_path, model_type, keep_dense):
@@ -138,13 +152,9 @@ def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(tmp_path, m
     extra = ("--keep-dense", "1") if keep_dense else ()
     model = slconvert.load(_convert(build_tiny_model(model_type, tmp_path / "source"), tmp_path / "out", *extra))
     assert (model.config.superlinear["dense_attention_layers"] != []) == keep_dense
-    tokens = torch.randint(4, 384, (2, 60), generator=torch.Generator().manual_seed(0))
-    mask = torch.ones_like(tokens)
-    tokens[0, :5], mask[0, :5] = 0, 0
+    tokens, mask = _left_padded_pair()
     for rows, row_mask in ((tokens, mask), (tokens[1:], None)):  # a padded batch; a row alone (no mask needed)
-        runs = [model.generate(rows, attention_mask=row_mask, max_new_tokens=8, do_sample=False, output_logits=True,
-                               return_dict_in_generate=True, **cache)
-                for cache in ({}, {"cache_implementation": "static"})]
+        runs = [_greedy(model, rows, row_mask, 8, **cache) for cache in ({}, {"cache_implementation": "static"})]
         assert torch.equal(runs[1].sequences, runs[0].sequences)
         torch.testing.assert_close(torch.stack(runs[1].logits), torch.stack(runs[0].logits), rtol=1e-4, atol=1e-4)
 
@@ -154,15 +164,11 @@ def test_a_cache_that_reports_too_few_keys_still_decodes_a_padded_batch(tmp_path
     one that holds no keys: in decode the 2-D mask then covers more keys than the cache reported, and it is taken as
     the truth. A left-padded batch generates each row's own tokens and logits, through either cache."""
     model = slconvert.load(_convert(build_tiny_model("minimax", tmp_path / "source"), tmp_path / "out"))
-    tokens = torch.randint(4, 384, (2, 60), generator=torch.Generator().manual_seed(0))
-    mask = torch.ones_like(tokens)
-    tokens[0, :5], mask[0, :5] = 0, 0
+    tokens, mask = _left_padded_pair()
     for cache in ({}, {"cache_implementation": "static"}):
-        batched = model.generate(tokens, attention_mask=mask, max_new_tokens=6, do_sample=False, output_logits=True,
-                                 return_dict_in_generate=True, **cache)
+        batched = _greedy(model, tokens, mask, 6, **cache)
         for row, first in ((0, 5), (1, 0)):
-            alone = model.generate(tokens[row:row + 1, first:], max_new_tokens=6, do_sample=False, output_logits=True,
-                                   return_dict_in_generate=True, **cache)
+            alone = _greedy(model, tokens[row:row + 1, first:], None, 6, **cache)
             assert torch.equal(batched.sequences[row, 60:], alone.sequences[0, 60 - first:])
             torch.testing.assert_close(torch.stack(batched.logits)[:, row], torch.stack(alone.logits)[:, 0],
                                        rtol=0, atol=1e-4)
