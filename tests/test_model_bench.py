@@ -3,6 +3,7 @@ small Superlinear settings; and scripts/build_nano_shape.py."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -92,6 +93,26 @@ def test_card_says_where_the_compiled_decode_ran_the_attention(cli_run):
     result["rows"][0]["decode_compiled"] = {"status": "ok", "tokens": 1, "seconds": 0.1, "tokens_per_s": 10.0,
                                             "ms_per_token": 100.0, "peak_gib": None, "attention": "in the graph"}
     assert "Compiled decode: the Superlinear call ran in the graph." in format_card(result)
+
+
+def test_compiled_decode_on_a_gpu_gathers_float32_experts_and_gives_them_back(model):
+    """transformers' `grouped_mm` experts under torch.compile read host offsets outside bfloat16, which a CUDA graph
+    cannot capture: on a CUDA device the compiled decode runs them as `batched_mm`, with the same outputs, and hands
+    the model back as it was; on the CPU, or in bfloat16, nothing changes."""
+    ids = torch.arange(4, 40)[None]
+    with torch.no_grad():
+        before = model(ids).logits
+        cuda = mb._Device("cpu")
+        cuda.cuda = True  # the decision only, no CUDA work
+        with mb.compiled_decode_setting(model, cuda, in_graph=True) as experts:
+            assert experts == model.config._experts_implementation == "batched_mm"
+            torch.testing.assert_close(model(ids).logits, before, rtol=1e-4, atol=1e-4)
+        assert model.config._experts_implementation == "grouped_mm"
+        with mb.compiled_decode_setting(model, mb._Device("cpu"), in_graph=True) as experts:
+            assert experts is None and model.config._experts_implementation == "grouped_mm"
+        bf16 = copy.deepcopy(model).to(torch.bfloat16)  # a copy: the module's model keeps its float32 weights
+        with mb.compiled_decode_setting(bf16, cuda, in_graph=True) as experts:
+            assert experts is None and bf16.config._experts_implementation == "grouped_mm"
 
 
 def test_step_profile_counts_a_known_step():
@@ -319,8 +340,6 @@ def test_pipeline_check_builds_its_source_with_the_script():
 
 
 def _compiled_decode_against_eager(model, device: str, variant: str, in_graph: bool, monkeypatch, steps: int):
-    import contextlib
-
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
     import slconvert.attention as attention
@@ -333,7 +352,7 @@ def _compiled_decode_against_eager(model, device: str, variant: str, in_graph: b
     ids = torch.arange(4, 52, device=device)[None]
     mb.use_attention(model, variant)
     try:
-        with torch.no_grad(), (contextlib.nullcontext() if in_graph else mb.superlinear_outside_graph()):
+        with torch.no_grad(), mb.compiled_decode_setting(model, dev, in_graph):
             eager_cache, token, _ = mb._prefill(model, ids, 16, dev, lambda _t: None)
             static_cache, _, _ = mb._prefill(model, ids, 16, dev, lambda _t: None)
             compiled = mb._compiled_step(model, mb.static_copy(model, static_cache, 48 + steps + 4), dev)

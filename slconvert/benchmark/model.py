@@ -8,10 +8,11 @@ For each context length (B = 1, random token ids, seeded):
 * decode: `decode_tokens` greedy tokens after that prefill, one eager forward each (one untimed step first);
 * compiled decode: the same cache copied into a `StaticCache` and `torch.compile(model.forward,
   mode="reduce-overhead")` (CUDA graphs on a GPU), a few untimed steps, then `decode_tokens` timed ones; the
-  Superlinear attention call stays out of the compiled graphs (`superlinear_outside_graph`), or, with
-  `slconvert.attention.ATTENTION_OP` on (SLCONVERT_ATTENTION_OP=1), runs inside them as one operation (the row's
-  "attention" says which); where transformers or torch cannot compile the model, the row says
-  "unsupported: <reason>";
+  Superlinear attention call runs inside them as one operation (`slconvert.attention.ATTENTION_OP`, on unless
+  SLCONVERT_ATTENTION_OP=0), or out of them (`superlinear_outside_graph`) with it off (the row's "attention" says
+  which); a model whose experts run transformers' `grouped_mm` in a dtype other than bfloat16
+  runs them with `batched_mm` for this phase (the row's "experts_implementation"; see `_graph_safe_experts`);
+  where transformers or torch cannot compile the model, the row says "unsupported: <reason>";
 * peak device memory of each phase (weights included: `torch.cuda.max_memory_allocated`);
 * with `profile_decode` N: N more eager steps under `torch.profiler` (`step_profile.profile_steps`): wall time against
   the device's busy time, kernel launches, synchronisations, and the costliest host operations and kernels.
@@ -339,6 +340,36 @@ def superlinear_outside_graph():
         AttentionInterface.register(ATTENTION_NAME, superlinear_attention_forward)
 
 
+@contextlib.contextmanager
+def compiled_decode_setting(model, dev: _Device, in_graph: bool):
+    """What the compiled decode changes while it runs, undone after: the Superlinear call kept out of the graphs
+    unless `in_graph`, dynamo's recompile limit, and the experts' implementation where transformers' default
+    cannot be captured in a CUDA graph. Yields the experts implementation it set, or None."""
+    switched = _graph_safe_experts(model, dev)
+    try:
+        with (contextlib.nullcontext() if in_graph else superlinear_outside_graph()), \
+                _recompile_limit(4 * int(model.config.num_hidden_layers)):
+            yield switched
+    finally:
+        if switched:
+            model.set_experts_implementation(GROUPED_EXPERTS)
+
+
+GROUPED_EXPERTS, GATHERED_EXPERTS = "grouped_mm", "batched_mm"
+
+
+def _graph_safe_experts(model, dev: _Device) -> str | None:
+    """Under torch.compile transformers' `grouped_mm` experts take bfloat16 weights only; in any other dtype they
+    fall back to a loop that reads the experts' token offsets on the host, which a CUDA graph cannot capture.
+    There `batched_mm` (each token's experts gathered, no host read; the same outputs) runs instead."""
+    config = model.config
+    if not dev.cuda or getattr(config, "_experts_implementation", None) != GROUPED_EXPERTS \
+            or model.dtype == torch.bfloat16:
+        return None
+    model.set_experts_implementation(GATHERED_EXPERTS)
+    return GATHERED_EXPERTS
+
+
 def _recompile_limit(limit: int):
     """Raise dynamo's per-function recompile limit: the frames resumed after each eager attention call are
     compiled once per attention layer (the guard is the layer index)."""
@@ -479,11 +510,12 @@ class _Runner:
         try:
             dev.start()
             static = static_copy(self.model, cache, position + COMPILED_WARMUP + cfg.decode_tokens + 1)
-            with (contextlib.nullcontext() if in_graph else superlinear_outside_graph()), \
-                    _recompile_limit(4 * int(self.model.config.num_hidden_layers)):
+            with compiled_decode_setting(self.model, dev, in_graph) as experts:
                 step = _compiled_step(self.model, static, dev)
                 times, _, _ = _decode(step, token, position, cfg.decode_tokens, COMPILED_WARMUP, dev)
             result = _decode_row(times, dev.peak_gib())
+            if experts:
+                result["experts_implementation"] = experts
             if variant != "dense":  # where the Superlinear call ran (dense SDPA has none)
                 result["attention"] = "in the graph" if in_graph else "eagerly between the graphs"
         except Exception as err:  # noqa: BLE001 - a model torch/transformers cannot compile is a result, not a crash

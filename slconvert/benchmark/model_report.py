@@ -77,8 +77,8 @@ def format_card(result: dict) -> str:
     lines = [f"## Whole-model benchmark: {model_name(result)}", "", _model_line(result),
              f"Prefill: the context in chunks of {s['chunk']} tokens through the model's cache. Decode: "
              f"{s['decode_tokens']} greedy tokens after it, eager, then compiled (torch.compile with CUDA graphs on a "
-             "GPU, static cache; the Superlinear call between the compiled graphs, or inside them as one operation with "
-             "SLCONVERT_ATTENTION_OP=1). Peak "
+             "GPU, static cache; the Superlinear call inside the graph as one operation, or between the compiled graphs "
+             "with SLCONVERT_ATTENTION_OP=0). Peak "
              "memory includes the weights" + (f" ({weights:.1f} GiB)." if weights is not None
                                               else "; it is measured on a GPU only."),
              "", TABLE_HEADER, "|---|---|---|---|---|---|---|"]
