@@ -57,6 +57,8 @@ __all__ = [
     "selective_state_update",
     "causal_conv1d_fn",
     "causal_conv1d_update",
+    "runs_fla_on_any_device",
+    "warn_if_cpu_cannot_run",
 ]
 
 ENV_VAR = "SLCONVERT_FAST_MAMBA"
@@ -578,3 +580,23 @@ def status() -> dict:
     """Whether the hook is installed, whether it can serve, why not, and which stand-in modules it served."""
     return {"enabled": enabled(), "installed": _state["installed"], "usable": _state["usable"],
             "reason": _state["reason"], "served": list(_state["served"]), "calls": dict(CALLS)}
+
+
+def runs_fla_on_any_device(model: torch.nn.Module) -> bool:
+    """Whether transformers sends this model's Gated DeltaNet layers (Qwen3-Next, Qwen3.5, OLMo-hybrid) to fla-core's
+    Triton kernels: it does whenever fla-core is importable, without looking at the tensors' device, so on the CPU
+    those layers fail ("cannot be accessed from Triton"). Unlike the Mamba-2 functions above, nothing here can send
+    them back to PyTorch: transformers resolves them from the real fla package."""
+    return _fla_importable() and any(type(module).__name__.endswith("GatedDeltaNet") for module in model.modules())
+
+
+def _fla_importable() -> bool:
+    return importlib.util.find_spec("fla") is not None
+
+
+def warn_if_cpu_cannot_run(model: torch.nn.Module) -> None:
+    """One warning when a model that `runs_fla_on_any_device` sits on the CPU, naming the way out."""
+    if next(model.parameters()).device.type == "cpu" and runs_fla_on_any_device(model):
+        warnings.warn(f"slconvert: with fla-core installed, transformers runs the Gated DeltaNet layers of this "
+                      f"{model.config.model_type} model on fla's Triton kernels, which cannot run on the CPU; move "
+                      "the model to a CUDA device, or uninstall fla-core for CPU runs", stacklevel=3)

@@ -21,6 +21,7 @@ from .attention import register
 from .checkpoint import find_weights, read_config, read_tensor
 from .dtypes import resolve_dtype
 from .errors import SlconvertError
+from .fast_mamba import warn_if_cpu_cannot_run
 from .router import ROUTER_ATTRIBUTE, SuperlinearRouter
 
 __all__ = ["load", "is_converted", "install_routers", "read_block", "converted_block", "attach_superlinear",
@@ -156,5 +157,6 @@ def load(path, device=None, dtype=None):
     attach_superlinear(model, block, weights)
     if device is not None:
         model.to(device)
+    warn_if_cpu_cannot_run(model)
     model.eval()
     return model

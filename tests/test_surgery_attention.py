@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 from cli_helpers import convert_cli
@@ -13,6 +11,7 @@ from slkernels import SuperlinearConfig
 import slconvert
 from slconvert.attention import capture_attention, padding_mask, query_positions, superlinear_mask
 from slconvert.errors import SlconvertError
+from slconvert.fast_mamba import runs_fla_on_any_device
 from slconvert.router import SuperlinearRouter, config_by_key, initial_router_weight, routers
 from slconvert.tiny import TINY_ARCHITECTURES, build_tiny_model
 
@@ -144,13 +143,6 @@ def _greedy(model, rows, mask, new_tokens: int, **cache):
                           return_dict_in_generate=True, **cache)
 
 
-def _fla_takes_cpu_tensors(model) -> bool:
-    """transformers hands Gated DeltaNet layers (Qwen3-Next, Qwen3.5, OLMo-hybrid) to fla's Triton kernels whenever
-    fla is importable, CPU tensors included, where Triton cannot run them."""
-    return importlib.util.find_spec("fla") is not None and \
-        any(type(module).__name__.endswith("GatedDeltaNet") for module in model.modules())
-
-
 @pytest.mark.parametrize(("model_type", "keep_dense"),
                          [(name, False) for name in TINY_ARCHITECTURES] + [("bamba", True)])
 def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(tmp_path, model_type, keep_dense):
@@ -162,7 +154,7 @@ def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(tmp_path, m
     model = slconvert.load(_convert(build_tiny_model(model_type, tmp_path / "source"), tmp_path / "out", *extra))
     assert (model.config.superlinear["dense_attention_layers"] != []) == keep_dense
     tokens, mask = _left_padded_pair()
-    if _fla_takes_cpu_tensors(model):
+    if runs_fla_on_any_device(model):
         if not torch.cuda.is_available():
             pytest.skip("transformers runs this model's Gated DeltaNet layers on fla's Triton kernels, CPU or not")
         model, tokens, mask = model.to("cuda"), tokens.to("cuda"), mask.to("cuda")
@@ -170,6 +162,26 @@ def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(tmp_path, m
         runs = [_greedy(model, rows, row_mask, 8, **cache) for cache in ({}, {"cache_implementation": "static"})]
         assert torch.equal(runs[1].sequences, runs[0].sequences)
         torch.testing.assert_close(torch.stack(runs[1].logits), torch.stack(runs[0].logits), rtol=1e-4, atol=1e-4)
+
+
+def test_a_gated_deltanet_model_on_the_cpu_with_fla_installed_is_warned_about(tmp_path, monkeypatch):
+    """transformers runs Gated DeltaNet layers on fla's kernels whenever fla is importable, CPU tensors included:
+    loading such a model onto the CPU then says so in one warning; a Mamba-2 model, whose kernels slconvert answers
+    per device, loads without it, and nothing is said where fla is absent."""
+    import warnings
+
+    import slconvert.fast_mamba as fm
+
+    converted = {name: _convert(build_tiny_model(name, tmp_path / name), tmp_path / f"{name}-out")
+                 for name in ("qwen3_next", "nemotron_h")}
+    monkeypatch.setattr(fm, "_fla_importable", lambda: True)
+    with pytest.warns(UserWarning, match="Gated DeltaNet layers of this qwen3_next model.*CUDA device.*uninstall"):
+        slconvert.load(converted["qwen3_next"])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*Gated DeltaNet")
+        slconvert.load(converted["nemotron_h"])
+        monkeypatch.setattr(fm, "_fla_importable", lambda: False)
+        slconvert.load(converted["qwen3_next"])
 
 
 def test_a_cache_that_reports_too_few_keys_still_decodes_a_padded_batch(tmp_path):
