@@ -340,6 +340,9 @@ def superlinear_outside_graph():
         AttentionInterface.register(ATTENTION_NAME, superlinear_attention_forward)
 
 
+GROUPED_EXPERTS, GATHERED_EXPERTS = "grouped_mm", "batched_mm"  # transformers' names of the two experts implementations
+
+
 @contextlib.contextmanager
 def compiled_decode_setting(model, dev: _Device, in_graph: bool):
     """What the compiled decode changes while it runs, undone after: the Superlinear call kept out of the graphs
@@ -353,9 +356,6 @@ def compiled_decode_setting(model, dev: _Device, in_graph: bool):
     finally:
         if switched:
             model.set_experts_implementation(GROUPED_EXPERTS)
-
-
-GROUPED_EXPERTS, GATHERED_EXPERTS = "grouped_mm", "batched_mm"
 
 
 def _graph_safe_experts(model, dev: _Device) -> str | None:
