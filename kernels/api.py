@@ -35,6 +35,7 @@ def register_backend(name: str, fn: Backend, supports: Callable[[AttentionInputs
 
 
 def available_backends() -> list[str]:
+    _load_optional_backends()
     return sorted(_BACKENDS)
 
 
@@ -77,6 +78,7 @@ def superlinear_attention(
 def resolve_backend(inputs: AttentionInputs, backend: str = "auto") -> str:
     """The name of the backend that serves these inputs: the first registered one that supports them for
     "auto", else the named one after checking that it exists and supports them."""
+    _load_optional_backends()
     if backend == "auto":
         for name in _AUTO_ORDER:
             if _BACKENDS[name][1](inputs):
@@ -106,7 +108,7 @@ def _warn_reference_fallback(inputs: AttentionInputs) -> None:
     if reason in _WARNED:
         return
     _WARNED.add(reason)
-    kernels = ", ".join(_AUTO_ORDER) or "none (Triton did not import)"
+    kernels = ", ".join(_AUTO_ORDER) or f"none: the Triton backend did not import ({_IMPORT_ERROR})"
     warnings.warn(f"superlinear_attention runs on the PyTorch reference on {inputs.q.device}: no kernel backend "
                   f"({kernels}) serves dtype {inputs.q.dtype} with head dim {inputs.q.shape[-1]}; it is exact but "
                   "much slower than the kernels", stacklevel=4)
@@ -117,15 +119,18 @@ def _dispatch(inputs: AttentionInputs, backend: str) -> torch.Tensor:
 
 
 _LOADED = False
+_IMPORT_ERROR: str | None = None  # why the Triton backend did not import, named by the fallback warning
 
 
 def _load_optional_backends() -> None:
-    """Import kernel backends lazily: they pull in Triton, which the reference never needs."""
-    global _LOADED
+    """Import kernel backends lazily, and register them: they pull in Triton, which the reference never needs."""
+    global _LOADED, _IMPORT_ERROR
     if _LOADED:
         return
     _LOADED = True
     try:
-        from . import triton_backend  # noqa: F401  (registers itself)
-    except ImportError:
-        pass
+        from . import triton_backend
+    except ImportError as err:
+        _IMPORT_ERROR = f"{type(err).__name__}: {err}"
+        return
+    register_backend("triton", triton_backend.triton_attention, triton_backend.supports)

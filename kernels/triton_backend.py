@@ -1,6 +1,6 @@
-"""Registers the Triton kernels as backend "triton" of `slkernels.superlinear_attention`.
+"""The Triton kernels as backend "triton" of `slkernels.superlinear_attention`: `triton_attention` and `supports`.
 
-Imported lazily by `slkernels.api` (Triton is not needed by the reference). The backend serves CUDA
+Imported lazily and registered by `slkernels.api` (Triton is not needed by the reference). The backend serves CUDA
 tensors of float16, bfloat16 or float32 with a head dim in `SUPPORTED_HEAD_DIMS`, with either search key
 ("anchor" or "span_mean", a compile-time switch of the search and gate-backward kernels); on the CPU only under
 the Triton interpreter (``TRITON_INTERPRET=1`` or ``SLKERNELS_TRITON_INTERPRET=1``), which CI uses to run
@@ -17,7 +17,6 @@ if os.environ.get("SLKERNELS_TRITON_INTERPRET") == "1":
 
 import torch  # noqa: E402
 
-from .api import register_backend  # noqa: E402
 from .inputs import AttentionInputs  # noqa: E402
 from .triton_ops.common import SUPPORTED_HEAD_DIMS, interpreting  # noqa: E402
 from .triton_ops.decode import DECODE_MAX_ROWS, superlinear_decode  # noqa: E402
@@ -44,5 +43,3 @@ def triton_attention(inp: AttentionInputs) -> torch.Tensor:
         return superlinear_decode(q, k, v, qs, inp.config, inp.cache_position, inp.first_real, inp.scale)
     return superlinear_prefill(q, k, v, qs, inp.config, inp.cache_position, inp.first_real, inp.scale)
 
-
-register_backend("triton", triton_attention, supports)

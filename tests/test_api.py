@@ -158,6 +158,26 @@ def test_every_package_is_packaged():
     assert found == listed
 
 
+def test_the_fallback_warning_names_why_the_triton_backend_did_not_import(monkeypatch):
+    """The backends register when first needed; where the Triton one fails to import, the warning that `auto` gives
+    on falling back to the reference names the import error."""
+    import slkernels
+    from slkernels import api
+    from slkernels.inputs import check_inputs
+
+    monkeypatch.delattr(slkernels, "triton_backend", raising=False)
+    monkeypatch.setitem(sys.modules, "slkernels.triton_backend", None)  # its import now raises
+    for name, value in (("_LOADED", False), ("_IMPORT_ERROR", None), ("_AUTO_ORDER", []), ("_WARNED", set()),
+                        ("_BACKENDS", {"reference": api._BACKENDS["reference"]})):
+        monkeypatch.setattr(api, name, value)
+    assert api.available_backends() == ["reference"]
+    assert api._IMPORT_ERROR.startswith(("ImportError", "ModuleNotFoundError"))
+    q, k, v, s = _qkv()
+    with pytest.warns(UserWarning, match=r"the Triton backend did not import \((ImportError|ModuleNotFoundError): "
+                                         r"import of slkernels\.triton_backend halted"):
+        api._warn_reference_fallback(check_inputs(q, k, v, s, SuperlinearConfig(), None, None, None))
+
+
 def test_auto_backend_on_cpu_is_the_reference():
     from slkernels.api import resolve_backend
     from slkernels.inputs import check_inputs
