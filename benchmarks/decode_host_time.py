@@ -16,7 +16,7 @@ import time
 
 import torch
 from slkernels import SuperlinearConfig, superlinear_attention, triton_backend
-from slkernels.api import _BACKENDS
+from slkernels.api import _BACKENDS, available_backends
 from slkernels.triton_ops import decode, search
 
 
@@ -29,6 +29,7 @@ class _NoLaunch:
 
 def stub_kernels() -> None:
     """The decode path as on a GPU (no interpreter), its three kernels replaced by no-ops, the backend usable."""
+    available_backends()  # the real backends register now, not over the stub at the first call
     decode.interpreting = search.interpreting = lambda: False
     decode._decode_partial_kernel = decode._decode_combine_kernel = search._search_kernel = _NoLaunch()
     _BACKENDS["triton"] = (triton_backend.triton_attention, lambda inputs: True)

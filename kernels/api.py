@@ -133,4 +133,5 @@ def _load_optional_backends() -> None:
     except ImportError as err:
         _IMPORT_ERROR = f"{type(err).__name__}: {err}"
         return
-    register_backend("triton", triton_backend.triton_attention, triton_backend.supports)
+    if "triton" not in _BACKENDS:  # a backend the caller registered under that name first stays
+        register_backend("triton", triton_backend.triton_attention, triton_backend.supports)

@@ -178,6 +178,23 @@ def test_the_fallback_warning_names_why_the_triton_backend_did_not_import(monkey
         api._warn_reference_fallback(check_inputs(q, k, v, s, SuperlinearConfig(), None, None, None))
 
 
+def test_a_backend_registered_under_a_name_before_the_first_call_keeps_it(monkeypatch):
+    """The lazy registration of the Triton backend never replaces one the caller registered as "triton" before."""
+    pytest.importorskip("slkernels.triton_backend")
+    from slkernels import api
+
+    mine = (lambda inputs: None, lambda inputs: False)
+    for name, value in (("_LOADED", False), ("_AUTO_ORDER", []),
+                        ("_BACKENDS", {"reference": api._BACKENDS["reference"], "triton": mine})):
+        monkeypatch.setattr(api, name, value)
+    assert api.available_backends() == ["reference", "triton"]
+    assert api._BACKENDS["triton"] is mine and api._LOADED
+    monkeypatch.setattr(api, "_LOADED", False)
+    monkeypatch.setattr(api, "_BACKENDS", {"reference": api._BACKENDS["reference"]})
+    api.available_backends()
+    assert api._BACKENDS["triton"][0].__name__ == "triton_attention"  # the same call registers the real one
+
+
 def test_auto_backend_on_cpu_is_the_reference():
     from slkernels.api import resolve_backend
     from slkernels.inputs import check_inputs

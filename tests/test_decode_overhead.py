@@ -45,9 +45,10 @@ def stubbed(monkeypatch):
     """The decode path with its kernels recorded instead of run, its tables cache empty and its builds counted,
     as on a GPU (no interpreter: GPU launch sizes)."""
     from slkernels import triton_backend
-    from slkernels.api import _BACKENDS
+    from slkernels.api import _BACKENDS, available_backends
     from slkernels.triton_ops import decode, search
 
+    available_backends()  # registers the real backends first, so that the stub below is undone to them
     launches, builds = [], []
     monkeypatch.setattr(decode, "interpreting", lambda: False)
     monkeypatch.setattr(search, "interpreting", lambda: False)
