@@ -38,7 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from slkernels import SuperlinearConfig  # noqa: E402
-from slkernels.naive import offset, window  # noqa: E402
+from slkernels.geometry import anchor_table, span_bounds  # noqa: E402
 
 SHAPES = {"released": SuperlinearConfig.released, "balanced": SuperlinearConfig.balanced}
 E4M3_MAX, E4M3_REL, E4M3_SUB = 448.0, 2.0 ** -4, 2.0 ** -10
@@ -46,16 +46,11 @@ FP16_REL = 2.0 ** -11
 
 
 def candidate_spans(cfg, pos: int):
-    """Anchors of the query at `pos` (s0 = 0) and the first and last key of the span each would open."""
-    t, width = pos + 1, window(cfg)
-    anchors, i = [], cfg.sw_index + 1
-    while pos + 1 - offset(i, cfg.search_power) >= 0:
-        anchors.append(pos + 1 - offset(i, cfg.search_power))
-        i += 1
-    grow = math.pow(t, cfg.span_power)
-    back, fwd = math.ceil(cfg.backward_factor * grow), math.ceil(cfg.forward_factor * grow)
-    a = torch.tensor(anchors, dtype=torch.long)
-    return (a - back).clamp(min=0), (a + fwd).clamp(max=pos - width)
+    """The first and last key of the span each candidate anchor of the query at `pos` would open (s0 = 0), by the
+    kernels' own geometry."""
+    t = torch.tensor(pos + 1)
+    anchors = pos + 1 - anchor_table(cfg, pos + 1)
+    return span_bounds(cfg, anchors, t, torch.tensor(0), torch.tensor(pos))
 
 
 def pow2_scale(peak: torch.Tensor, limit: float) -> torch.Tensor:

@@ -64,7 +64,6 @@ def superlinear_attention(
     left padding only), for callers that guarantee both; shapes and types are always checked.
     Returns [B, H_q, L_q, D] in q's dtype.
     """
-    _load_optional_backends()
     inputs = check_inputs(q, k, v, q_search, config, cache_position, attention_mask, scale, check_values)
     # Backends pick their own precision; an enclosing autocast (mixed-precision training) must not
     # silently turn their float32 score and softmax math into bfloat16. (Entering the context costs host time

@@ -159,7 +159,7 @@ def superlinear_mask(batch_size: int, q_length: int, kv_length: int, q_offset=0,
         if keys.shape[-1] < kv_length:  # slots past the given mask: real unless empty (below)
             keys = torch.nn.functional.pad(keys, (0, kv_length - keys.shape[-1]), value=True)
     if not empty_slots:
-        return padding_mask(keys, kv_length)
+        return _left_padding(keys, none_when_unpadded=True)
     device = keys.device if keys is not None else (written.device if isinstance(written, torch.Tensor)
                                                    else kwargs.get("device", "cpu"))
     filled = torch.arange(kv_offset, kv_offset + kv_length, device=device) < written

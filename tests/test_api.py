@@ -158,6 +158,15 @@ def test_every_package_is_packaged():
     assert found == listed
 
 
+def _fresh_registry(monkeypatch, **backends) -> None:
+    """slkernels.api as before its first call: nothing loaded, no warning given, the reference plus `backends`."""
+    from slkernels import api
+
+    for name, value in (("_LOADED", False), ("_IMPORT_ERROR", None), ("_AUTO_ORDER", []), ("_WARNED", set()),
+                        ("_BACKENDS", {"reference": api._BACKENDS["reference"], **backends})):
+        monkeypatch.setattr(api, name, value)
+
+
 def test_the_fallback_warning_names_why_the_triton_backend_did_not_import(monkeypatch):
     """The backends register when first needed; where the Triton one fails to import, the warning that `auto` gives
     on falling back to the reference names the import error."""
@@ -167,9 +176,7 @@ def test_the_fallback_warning_names_why_the_triton_backend_did_not_import(monkey
 
     monkeypatch.delattr(slkernels, "triton_backend", raising=False)
     monkeypatch.setitem(sys.modules, "slkernels.triton_backend", None)  # its import now raises
-    for name, value in (("_LOADED", False), ("_IMPORT_ERROR", None), ("_AUTO_ORDER", []), ("_WARNED", set()),
-                        ("_BACKENDS", {"reference": api._BACKENDS["reference"]})):
-        monkeypatch.setattr(api, name, value)
+    _fresh_registry(monkeypatch)
     assert api.available_backends() == ["reference"]
     assert api._IMPORT_ERROR.startswith(("ImportError", "ModuleNotFoundError"))
     q, k, v, s = _qkv()
@@ -184,13 +191,10 @@ def test_a_backend_registered_under_a_name_before_the_first_call_keeps_it(monkey
     from slkernels import api
 
     mine = (lambda inputs: None, lambda inputs: False)
-    for name, value in (("_LOADED", False), ("_AUTO_ORDER", []),
-                        ("_BACKENDS", {"reference": api._BACKENDS["reference"], "triton": mine})):
-        monkeypatch.setattr(api, name, value)
+    _fresh_registry(monkeypatch, triton=mine)
     assert api.available_backends() == ["reference", "triton"]
     assert api._BACKENDS["triton"] is mine and api._LOADED
-    monkeypatch.setattr(api, "_LOADED", False)
-    monkeypatch.setattr(api, "_BACKENDS", {"reference": api._BACKENDS["reference"]})
+    _fresh_registry(monkeypatch)
     api.available_backends()
     assert api._BACKENDS["triton"][0].__name__ == "triton_attention"  # the same call registers the real one
 
