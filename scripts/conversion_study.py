@@ -742,7 +742,7 @@ def _plot(result: dict, path: Path) -> None:
             marker = "s" if "+" in job["preset"] else "o"
             ax.plot(xs, ys, style, marker=marker, color=None if job.get("label") else colors.get(base, "gray"),
                     label=f"{_preset(job)}, {job['search_key']}")
-        if result["teacher"]:
+        if result["teacher"] and result["teacher"]["score"] is not None:  # None: the teacher answers no cell
             ax.axhline(result["teacher"]["score"], color="black", lw=1, ls=":", label="dense teacher")
         window = next((j["window"] for j in result["jobs"] if j["shape"] == shape), None)
         titles.append(f"{shape} (W = {window})")

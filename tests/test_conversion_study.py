@@ -72,6 +72,22 @@ def test_report_scores_the_cells_the_teacher_answers(study, tmp_path):
     assert (tmp_path / "study-tasks.png").stat().st_size > 10_000
 
 
+
+def test_report_of_a_teacher_that_answers_nothing_keeps_every_row(study, tmp_path):
+    """A teacher that retrieves nothing (a failed teacher run) has no headline score; the report still lists
+    the jobs' rows and draws its plots."""
+    settings = {"command": "x", "card": "test card", "recipe": "recipes/conversion-study.yaml", "teacher": "t",
+                "batch_size": 1, "seq_len": 1000, "lr": 1e-3, "seed": 0, "tasks": ["single", "multikey"],
+                "lengths": [512, 1024], "depths": [50.0], "samples": 1}
+    rows = [{**_row("teacher", 0, (0.0, 0.0), 0.0), "preset": "dense", "shape": "dense", "search_key": "-"},
+            _row("mixers", 10, (50.0, 0.0), 0.0, final_model="m")]
+    (tmp_path / "settings.json").write_text(json.dumps(settings))
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = study.report(tmp_path)
+    assert result["teacher"]["score"] is None
+    assert [job["job"] for job in result["jobs"]] == ["mixers"] and result["jobs"][0]["final"] is None
+    assert (tmp_path / "study.png").stat().st_size > 10_000 and (tmp_path / "study.md").exists()
+
 def _study_folder(folder: Path, settings: dict, rows: list[dict]) -> str:
     folder.mkdir()
     (folder / "settings.json").write_text(json.dumps(settings))
