@@ -259,12 +259,12 @@ def train_teacher(args) -> None:
     """Build the untrained study teacher, train it dense with recipes/study-teacher.yaml, measure its NIAH."""
     _importable()
     from slconvert.assets.teacher import build_untrained_teacher
-    from slconvert.training import load_recipe, train
+    from slconvert.training import train
 
+    recipe = _recipe_or_exit(TEACHER_RECIPE, args.overrides)  # a bad override stops here, before the model is built
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     init = Path(args.init) if args.init else build_untrained_teacher(out / "init", size=args.size, seed=args.seed)
-    recipe = load_recipe(TEACHER_RECIPE, args.overrides)
     summary = train(recipe, init, out / "model", progress=False)
     spec = {"name": "teacher", "path": str(out / "model"), "tasks": args.tasks, "lengths": args.lengths,
             "depths": args.depths, "samples": args.samples, "seed": args.seed}
@@ -285,6 +285,18 @@ def train_teacher(args) -> None:
 # ----- probes of the teacher's recipe -------------------------------------------------------------------
 
 
+def _recipe_or_exit(path: Path, overrides: list[str], what: str = ""):
+    """The recipe at PATH with these overrides, or one `error:` line naming the bad one (before any model is
+    built or job started)."""
+    from slconvert.errors import SlconvertError
+    from slconvert.training import load_recipe
+
+    try:
+        return load_recipe(path, overrides)
+    except SlconvertError as err:
+        sys.exit(f"error: {what}{err}")
+
+
 def run_probes(args) -> None:
     """Short runs of recipes/study-teacher.yaml side by side from one initial model, one process each, spread over
     the GPUs, each with its own overrides and the same time limit: which setting starts to learn retrieval.
@@ -293,13 +305,14 @@ def run_probes(args) -> None:
     from slconvert.assets.teacher import build_untrained_teacher
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     probes = {}
     for item in args.probes:
         name, _, overrides = item.partition("=")
         if not name or not overrides or "/" in name:
             sys.exit(f"error: probe {item!r} is not NAME=KEY=VALUE[;KEY=VALUE...]; e.g. lr1e-3=lr=1e-3;batch_size=32")
         probes[name] = [o for o in overrides.split(";") if o]
+        _recipe_or_exit(TEACHER_RECIPE, [*args.common, *probes[name]], f"probe {name}: ")
+    out.mkdir(parents=True, exist_ok=True)
     init = Path(args.init) if args.init else build_untrained_teacher(out / "init", size=args.size, seed=args.seed)
     env = _child_env(args.threads)
     running = []
@@ -379,17 +392,11 @@ def check_train_overrides(overrides: list[str]) -> None:
     """Refuse, in one line and before any job starts, a --train override of a key the study sets or one that
     recipes/conversion-study.yaml does not accept."""
     _importable()
-    from slconvert.errors import SlconvertError
-    from slconvert.training import load_recipe
-
     for item in overrides:
         key = item.partition("=")[0].strip().split(".")[0]
         if key in STUDY_KEYS:
             sys.exit(f"error: --train cannot set {key!r}: the study sets it from {STUDY_KEYS[key]}")
-    try:
-        load_recipe(RECIPE, overrides)
-    except SlconvertError as err:
-        sys.exit(f"error: --train: {err}")
+    _recipe_or_exit(RECIPE, overrides, "--train: ")
 
 
 def fingerprint(model: Path) -> str:

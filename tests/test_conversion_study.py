@@ -216,3 +216,18 @@ def test_bad_train_overrides_are_refused_before_any_job(study, tmp_path, train, 
     with pytest.raises(SystemExit, match=message):
         study.main(["run", "--out", str(tmp_path / "s"), "--train", train])
     assert not (tmp_path / "s").exists()  # nothing started
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["teacher", "lm_avrage=sample"], r"^error: unknown"),
+    (["teacher", "curriculum=[{seq_len:"], r"^error: override value .* is not valid YAML"),
+    (["probes", "--common", "lr=fast", "a=batch_size=8"], r"^error: probe a: "),
+    (["probes", "a=lr=1e-3", "b=batch_sise=8"], r"^error: probe b: unknown"),
+])
+def test_bad_teacher_overrides_are_one_line_before_any_model(study, tmp_path, argv, message):
+    """The teacher and its probes read their overrides before building the untrained model: a bad one is one
+    `error:` line and nothing is written."""
+    command, rest = argv[0], argv[1:]
+    with pytest.raises(SystemExit, match=message):
+        study.main([command, "--out", str(tmp_path / "t"), *rest])
+    assert not (tmp_path / "t").exists()
