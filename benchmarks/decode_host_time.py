@@ -1,16 +1,23 @@
-"""Host time of one decode step with the Triton kernels stubbed out: what an eager call costs the CPU besides the
-GPU's work (Python, argument checks, table lookups, torch operations on CPU tensors; not the launches themselves).
+"""Host time of one decode step: what an eager call costs the CPU besides the GPU's work.
 
 Called eagerly, as transformers' `generate` calls it, a decode step is bound by its host time once that exceeds
-the GPU's (0.07 ms at 16K as a CUDA-graph replay on an H200, benchmarks/NOTES.md item 15). Runs on any machine:
+the GPU's (0.07 ms at 16K as a CUDA-graph replay on an H200, benchmarks/NOTES.md item 15).
+
+Without `--cuda` the three Triton kernels are stubbed out and the inputs are CPU tensors: the project's own host
+work (Python, argument checks, table lookups, allocations), on any machine. With `--cuda` (a GPU) the kernels
+run: each launch's host time is measured around it (Triton's argument binding and the driver call), and the step
+is timed eagerly (synchronised after every call, and back to back) and as a CUDA-graph replay, as the model's
+attention layers call it (`check_values=False`, bfloat16, 32 query / 2 KV heads of 128):
 
     python benchmarks/decode_host_time.py [--length 65536] [--calls 2000] [--profile]
+    python benchmarks/decode_host_time.py --cuda [--length 16384,65536,1048576] [--json OUT.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import json
 import pstats
 import time
 
@@ -35,17 +42,125 @@ def stub_kernels() -> None:
     _BACKENDS["triton"] = (triton_backend.triton_attention, lambda inputs: True)
 
 
+class _TimedLaunch:
+    """Wraps a Triton kernel: `kernel[grid](*args)` launches it and adds the launch's host time to `seconds`."""
+
+    def __init__(self, kernel):
+        self.kernel, self.seconds, self.calls = kernel, 0.0, 0
+
+    def __getitem__(self, grid):
+        launch = self.kernel[grid]
+
+        def timed(*args, **meta):
+            start = time.perf_counter()
+            result = launch(*args, **meta)
+            self.seconds += time.perf_counter() - start
+            self.calls += 1
+            return result
+
+        return timed
+
+
+def cuda_step_times(length: int, calls: int, profile: bool = False) -> dict:
+    """On a GPU: one decode row at LENGTH keys, the real kernels. Microseconds per step: eager with a
+    synchronisation after each call, eager back to back (host and GPU overlap), CUDA-graph replay; and the host
+    time of each kernel's launch against the whole call's."""
+    cfg = SuperlinearConfig.released()
+    dev, dt = torch.device("cuda"), torch.bfloat16
+    gen = torch.Generator(device=dev).manual_seed(0)
+    q, qs = (torch.randn(1, 32, 1, 128, device=dev, dtype=dt, generator=gen) for _ in range(2))
+    k, v = (torch.randn(1, 2, length, 128, device=dev, dtype=dt, generator=gen) for _ in range(2))
+    positions = torch.tensor([length - 1], device=dev)
+
+    def call():
+        return superlinear_attention(q, k, v, qs, cfg, cache_position=positions, backend="triton",
+                                     check_values=False)
+
+    for _ in range(3):
+        call()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        call()
+        torch.cuda.synchronize()
+    synced = (time.perf_counter() - start) / calls
+    start = time.perf_counter()
+    for _ in range(calls):
+        call()
+    torch.cuda.synchronize()
+    back_to_back = (time.perf_counter() - start) / calls
+    kernels = {"search": (search, "_search_kernel"), "decode partial": (decode, "_decode_partial_kernel"),
+               "decode combine": (decode, "_decode_combine_kernel")}
+    timed = {name: _TimedLaunch(getattr(module, attr)) for name, (module, attr) in kernels.items()}
+    for name, (module, attr) in kernels.items():
+        setattr(module, attr, timed[name])
+    try:
+        start = time.perf_counter()
+        for _ in range(calls):
+            call()
+        host = (time.perf_counter() - start) / calls
+        torch.cuda.synchronize()
+    finally:
+        for name, (module, attr) in kernels.items():
+            setattr(module, attr, timed[name].kernel)
+    if profile:  # where the eager call's host time goes, the launches' insides included
+        prof = cProfile.Profile()
+        prof.runcall(lambda: [call() for _ in range(calls)])
+        torch.cuda.synchronize()
+        print(f"{length} keys, {calls} eager calls:")
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+    graph = torch.cuda.CUDAGraph()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        call()
+    torch.cuda.current_stream().wait_stream(stream)
+    with torch.cuda.graph(graph):
+        call()
+    graph.replay()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        graph.replay()
+    torch.cuda.synchronize()
+    replay = (time.perf_counter() - start) / calls
+    launches = {name: t.seconds / max(t.calls, 1) * 1e6 for name, t in timed.items()}
+    return {"length": length, "eager_synced_us": synced * 1e6, "eager_back_to_back_us": back_to_back * 1e6,
+            "graph_replay_us": replay * 1e6, "host_per_call_us": host * 1e6, "launch_host_us": launches,
+            "host_besides_launches_us": host * 1e6 - sum(launches.values())}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--length", type=int, default=65536, help="keys in the cache")
+    parser.add_argument("--length", default="65536", help="keys in the cache; with --cuda a comma-separated list")
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--profile", action="store_true", help="also print the functions that take the time")
+    parser.add_argument("--cuda", action="store_true", help="run the real kernels on the GPU (see above)")
+    parser.add_argument("--json", default=None, help="with --cuda: also write the rows to this JSON file")
     args = parser.parse_args(argv)
+    lengths = [int(x) for x in args.length.split(",")]
+    if args.cuda:
+        if not torch.cuda.is_available():
+            raise SystemExit("error: --cuda needs a CUDA GPU; leave it out to time the host work with stubbed kernels")
+        rows = []
+        for length in lengths:
+            row = cuda_step_times(length, args.calls, args.profile)
+            rows.append(row)
+            launches = ", ".join(f"{name} {us:.1f}" for name, us in row["launch_host_us"].items())
+            print(f"{length} keys: eager {row['eager_synced_us']:.1f} us synced, {row['eager_back_to_back_us']:.1f} "
+                  f"back to back, graph replay {row['graph_replay_us']:.1f}; host {row['host_per_call_us']:.1f} per "
+                  f"call = launches ({launches}) + {row['host_besides_launches_us']:.1f} besides", flush=True)
+        if args.json:
+            card = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": _triton_version()}
+            with open(args.json, "w") as f:
+                json.dump({"environment": card, "calls": args.calls, "rows": rows}, f, indent=2)
+        return
     stub_kernels()
     cfg = SuperlinearConfig.released()
+    length = lengths[0]
     q, qs = torch.randn(1, 32, 1, 128), torch.randn(1, 32, 1, 128)
-    k = torch.randn(1, 2, 1, 128).expand(1, 2, args.length, 128)  # only the shape is read
-    positions, first_real = torch.tensor([args.length - 1]), torch.zeros(1, dtype=torch.int64)
+    k = torch.randn(1, 2, 1, 128).expand(1, 2, length, 128)  # only the shape is read
+    positions, first_real = torch.tensor([length - 1]), torch.zeros(1, dtype=torch.int64)
     calls = {
         "superlinear_attention (public call)": lambda: superlinear_attention(
             q, k, k, qs, cfg, cache_position=positions, backend="triton"),
@@ -58,11 +173,17 @@ def main(argv=None) -> None:
         for _ in range(args.calls):
             call()
         print(f"{name}: {(time.perf_counter() - start) / args.calls * 1e6:.1f} us per call, kernels stubbed, "
-              f"{args.length} keys")
+              f"{length} keys")
     if args.profile:
         profile = cProfile.Profile()
         profile.runcall(lambda: [calls["superlinear_attention (public call)"]() for _ in range(500)])
         pstats.Stats(profile).sort_stats("tottime").print_stats(15)
+
+
+def _triton_version() -> str:
+    import triton
+
+    return triton.__version__
 
 
 if __name__ == "__main__":
