@@ -355,3 +355,25 @@ def test_kernels_merge_is_the_stable_sort_on_random_pieces(interpreted):
 if __name__ == "__main__" and "--worker" in sys.argv:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     _worker()
+
+
+def test_host_time_benchmark_times_each_launch_and_refuses_cuda_without_a_gpu():
+    """benchmarks/decode_host_time.py: its launch wrapper passes every argument through and times the launch;
+    `--cuda` on a machine without a GPU is one line."""
+    from pathlib import Path
+
+    from module_file import load_module
+
+    bench = load_module(Path(__file__).resolve().parents[1] / "benchmarks" / "decode_host_time.py")
+    seen = []
+
+    class Kernel:
+        def __getitem__(self, grid):
+            return lambda *args, **meta: seen.append((grid, args, meta)) or "launched"
+
+    timed = bench._TimedLaunch(Kernel())
+    assert timed[(3, 2)](1, "x", D=4) == "launched" and seen == [((3, 2), (1, "x"), {"D": 4})]
+    assert timed.calls == 1 and timed.seconds > 0
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="^error: --cuda needs a CUDA GPU"):
+            bench.main(["--cuda"])
