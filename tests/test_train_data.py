@@ -17,7 +17,8 @@ from slconvert.errors import SlconvertError
 from slconvert.tasks.haystack import SyntheticHaystack
 from slconvert.tasks.niah import TASKS
 from slconvert.tasks.text import DOCUMENT_SUFFIXES, TEXT_SUFFIXES
-from slconvert.training.data import IGNORE, NiahGenerator, SentencePool, SequenceSource, find_text_files
+from slconvert.training.data import (IGNORE, NiahGenerator, SentencePool, SequenceSource, find_text_files,
+                                     in_answer_order)
 from slconvert.training.recipe import recipe_from_dict
 
 
@@ -45,6 +46,53 @@ def test_needle_sample_has_exact_length_and_answer_targets(tokenizer, task, hays
         assert value.isdigit() and value in context
     assert gen.sample(random.Random(5), 900, task).input_ids.tolist() == sample.input_ids.tolist()
 
+
+
+def _positions(text: str, values: list[str]) -> list[int]:
+    return [text.index(value) for value in values]
+
+
+@pytest.mark.parametrize("task", ["multivalue", "multiquery", "multikey"])
+def test_needles_in_answer_order_stand_where_the_answer_reads_them(tokenizer, task):
+    """needle_order=answer: a key's needles stand in the context in the order the answer lists their values;
+    the sample is otherwise the shuffled one (same length, answer, haystack, places, distractors)."""
+    pool = SentencePool(tokenizer, SyntheticHaystack(3).text(20000))
+    shuffled = NiahGenerator(tokenizer, "builtin", pool, "words", "numbers", 384)
+    ordered = NiahGenerator(tokenizer, "builtin", pool, "words", "numbers", 384, needle_order="answer")
+    in_order = out_of_order = 0
+    for seed in range(12):
+        a, b = shuffled.sample(random.Random(seed), 900, task), ordered.sample(random.Random(seed), 900, task)
+        first = int(np.argmax(b.labels != IGNORE))
+        assert b.labels.tolist() == a.labels.tolist() and len(b.input_ids) == 900
+        assert sorted(a.input_ids[:first].tolist()) == sorted(b.input_ids[:first].tolist())  # the same pieces
+        values = [v.strip() for v in tokenizer.decode(b.input_ids[first:-1]).split(",")]
+        spots = _positions(tokenizer.decode(b.input_ids[:first]), values)
+        before = _positions(tokenizer.decode(a.input_ids[:first]), values)
+        assert sorted(spots) == sorted(before) or task == "multikey"  # the asked needles keep their places' set
+        if task == "multivalue":
+            assert spots == sorted(spots)  # read first to last
+            in_order += before == sorted(before)
+            out_of_order += before != sorted(before)
+        else:  # one needle per key: nothing to reorder
+            assert b.input_ids.tolist() == a.input_ids.tolist()
+    assert task != "multivalue" or out_of_order >= 8  # the shuffle rarely reads them in order (1 in 24)
+
+
+def test_in_answer_order_moves_each_keys_needles_among_their_places():
+    # places 0..6 hold needles 4, 1, 5, 0, 3, 2, 6; needles 0-3 belong to key 0, 4-5 to key 1, 6 is a distractor
+    owners = [0, 0, 0, 0, 1, 1]
+    assert in_answer_order([4, 1, 5, 0, 3, 2, 6], owners) == [4, 0, 5, 1, 2, 3, 6]
+    assert in_answer_order([6, 0, 1, 2, 3, 4, 5], owners) == [6, 0, 1, 2, 3, 4, 5]
+    assert in_answer_order([2, 6, 1, 0], [0, 0, 0]) == [0, 6, 1, 2]
+
+
+def test_a_recipe_chooses_the_needle_order(tokenizer):
+    recipe = recipe_from_dict({"seq_len": 900, "data": {"niah_fraction": 1.0, "niah_tasks": ["multivalue"],
+                                                        "needle_order": "answer"}})
+    assert recipe.data.needle_order == "answer" and SequenceSource(recipe, tokenizer, 384).niah.needle_order == "answer"
+    assert recipe_from_dict({}).data.needle_order == "shuffled"
+    with pytest.raises(SlconvertError, match="data.needle_order.*shuffled.*answer"):
+        recipe_from_dict({"data": {"needle_order": "sideways"}})
 
 def test_too_short_for_a_needle_is_refused(tokenizer):
     recipe = recipe_from_dict({"seq_len": 64, "data": {"niah_fraction": 1.0}})

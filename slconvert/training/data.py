@@ -169,16 +169,30 @@ class SentencePool:
         return out
 
 
+def in_answer_order(order: list[int], owners: list[int]) -> list[int]:
+    """`order` (the needle at each place in the context, first to last; needle i < len(owners) is the i-th value of
+    the answer, of key owners[i]; the others are distractors) with each key's needles moved among the places they
+    hold so that they stand in the answer's order. The places of each key and of the distractors stay where the
+    shuffle put them."""
+    out = list(order)
+    for key in set(owners):
+        places = [place for place, needle in enumerate(order) if needle < len(owners) and owners[needle] == key]
+        for place, needle in zip(places, sorted(order[place] for place in places)):
+            out[place] = needle
+    return out
+
+
 class NiahGenerator:
     """Needle-retrieval samples of exactly `seq_len` tokens; only the answer is a target."""
 
     def __init__(self, tokenizer, haystack: str, pool: SentencePool | None, key_kind: str, value_kind: str,
-                 vocab_size: int):
+                 vocab_size: int, needle_order: str = "shuffled"):
         self.tokenizer = tokenizer
         self.haystack = haystack
         self.pool = pool
         self.key_kind = key_kind
         self.value_kind = value_kind
+        self.needle_order = needle_order  # recipe.NEEDLE_ORDERS
         special = set(getattr(tokenizer, "all_special_ids", []) or [])
         self.noise_ids = np.asarray([i for i in range(min(vocab_size, len(tokenizer))) if i not in special],
                                     dtype=np.int64)
@@ -210,11 +224,12 @@ class NiahGenerator:
 
         keys = [fresh(make_key) for _ in range(spec.queries + spec.distractors)]
         asked = keys[: spec.queries]
-        needles, expected = [], []
-        for key in asked:
+        needles, expected, owners = [], [], []  # owners: the asked key of each asked needle
+        for index, key in enumerate(asked):
             for _ in range(spec.values_per_key):
                 value = fresh(make_value)
                 expected.append(value)
+                owners.append(index)
                 needles.append(template.needle.format(plural=plural, key=key, value=value))
         for key in keys[spec.queries:]:
             needles.append(template.needle.format(plural=plural, key=key, value=fresh(make_value)))
@@ -242,6 +257,8 @@ class NiahGenerator:
         cuts = sorted(rng.randint(0, len(filler)) for _ in needle_ids)
         order = list(range(len(needle_ids)))
         rng.shuffle(order)
+        if self.needle_order == "answer":
+            order = in_answer_order(order, owners)
         parts, prev = [head], 0
         for cut, which in zip(cuts, order):
             parts.extend(filler[prev:cut])
@@ -283,7 +300,8 @@ class SequenceSource:
                 else:
                     text = SyntheticHaystack(recipe.seed + 1).text(max(4 * recipe.longest, 4096))
                 pool = SentencePool(tokenizer, text)
-            self.niah = NiahGenerator(tokenizer, spec.niah_haystack, pool, spec.key_kind, spec.value_kind, vocab_size)
+            self.niah = NiahGenerator(tokenizer, spec.niah_haystack, pool, spec.key_kind, spec.value_kind, vocab_size,
+                                       spec.needle_order)
             # Fail now, not at step 1000, if a stage's length cannot hold a sample of one of its tasks.
             for stage in recipe.stages():
                 for task in recipe.tasks_of(stage):

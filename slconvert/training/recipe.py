@@ -27,6 +27,10 @@ TRAINABLE_PRESETS = ("router", "attention", "mixers", "all", "lora")
 _CONVERTED_ONLY = ("router", "attention", "mixers", "lora")
 PRECISIONS = ("auto", "bf16", "fp32")
 HAYSTACKS = ("text", "builtin", "noise")
+# Where a needle sample's needles of one key stand relative to each other. shuffled: in a random order, unrelated
+# to the order the answer lists their values in; answer: in the answer's order, so that each value of the answer
+# is the next needle of its key in the context after the one just written.
+NEEDLE_ORDERS = ("shuffled", "answer")
 # converted: a checkpoint made by `slconvert convert` (routers, Superlinear layers); dense: any plain
 # checkpoint trained as it is (e.g. a teacher trained from a freshly initialized config).
 MODEL_KINDS = ("converted", "dense")
@@ -54,6 +58,7 @@ class DataSpec:
     niah_haystack: str = "builtin"
     key_kind: str = "words"
     value_kind: str = "numbers"
+    needle_order: str = "shuffled"
     corpus_tokens: int = 0
 
 
@@ -231,6 +236,7 @@ def _data(raw) -> DataSpec:
     spec.niah_haystack = _as_choice("data.niah_haystack", spec.niah_haystack, HAYSTACKS)
     spec.key_kind = _as_choice("data.key_kind", spec.key_kind, tuple(VALUE_KINDS))
     spec.value_kind = _as_choice("data.value_kind", spec.value_kind, tuple(VALUE_KINDS))
+    spec.needle_order = _as_choice("data.needle_order", spec.needle_order, NEEDLE_ORDERS)
     spec.corpus_tokens = _as_int("data.corpus_tokens", spec.corpus_tokens, 0)
     if spec.niah_haystack == "text" and not spec.text:
         raise SlconvertError("data.niah_haystack=text needs data.text (files or folders of .txt/.jsonl); "
