@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The conversion study on the study teacher, on one GPU, in parts that each fit a bounded command (a machine that
+# allows a few minutes per command and keeps its files between commands):
+#
+#   scripts/study_gpu_check.sh teacher       # trains the study's dense teacher into $WORK/teacher (about 7.5 min)
+#   JOBS="control=mixers:1e-3 ordered=mixers:1e-3:data.needle_order=answer" scripts/study_gpu_check.sh study
+#                                            # one study per job, side by side, on that teacher (about 9.5 min)
+#
+# `teacher` runs `conversion_study.py teacher` with recipes/study-teacher.yaml for TEACHER_MINUTES (default 6.3, the
+# setting of benchmarks/results/study-teacher-h200-2026-11-30/) and measures its NIAH at 2K and 8K. `study` runs one
+# `conversion_study.py run` per JOBS entry NAME=PRESET:LR[:OVERRIDE;OVERRIDE...] at the balanced shape with the
+# span-mean key on the curriculum's needle mix (as study-teacher-run-7: 8 x 4096 tokens per step, STEPS steps,
+# evaluations at EVALS, NIAH single / multikey / multivalue at 2K-16K), all at once, each stopped after
+# JOB_MINUTES of training and the whole part after DEADLINE seconds. Each study's folder (models left out) is packed
+# into $OUT/NAME.tgz; logs and the teacher's report go to $OUT too.
+# fla-core comes from the environment or from the wheel in .whl/ (as in scripts/mamba_gpu_check.sh).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+WHAT=${1:?usage: scripts/study_gpu_check.sh teacher|study}
+WORK=${WORK:-/tmp/study-gpu}
+OUT=${OUT:-$WORK/out}
+PY=${PYTHON:-python3}
+TEACHER_MINUTES=${TEACHER_MINUTES:-6.3}
+TEACHER_ARGS=${TEACHER_ARGS:---lengths 2048,8192 --samples 2}
+STEPS=${STEPS:-1800}
+EVALS=${EVALS:-600,1200,1800}
+JOB_MINUTES=${JOB_MINUTES:-8}
+DEADLINE=${DEADLINE:-550}
+SHAPE_ARGS=${SHAPE_ARGS:---seq-len 4096 --batch-size 8 --lengths 2048,4096,8192,16384 --samples 2}
+MIX="lm_average=sample;data.niah_tasks=[single, multikey, multivalue, multivalue, multivalue, multivalue]"
+mkdir -p "$WORK" "$OUT"
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRITON_PRINT_AUTOTUNING=0
+
+if ! $PY -c "import fla" 2>/dev/null && compgen -G "$ROOT/.whl/*.whl" >/dev/null; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$ROOT"/.whl/*.whl
+  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+if ! $PY -c "import slconvert, slkernels" 2>/dev/null; then  # not installed: import it from this checkout
+  source "$ROOT/scripts/checkout_on_path.sh"
+  checkout_on_path "$ROOT"
+fi
+elapsed() { echo "[$SECONDS s] $*"; }
+clean_log() { tr '\r' '\n' < "$1" | grep -v "it/s\]\|s/it\]" > "$2"; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/card.txt" 2>&1
+
+case $WHAT in
+  teacher)
+    elapsed "training the study teacher for $TEACHER_MINUTES min into $WORK/teacher"
+    # shellcheck disable=SC2086  # TEACHER_ARGS is a list of options
+    $PY scripts/conversion_study.py teacher --out "$WORK/teacher" $TEACHER_ARGS \
+      "time_limit_minutes=$TEACHER_MINUTES" > "$WORK/teacher.log" 2>&1
+    echo "exit $?" >> "$WORK/teacher.log"
+    clean_log "$WORK/teacher.log" "$OUT/teacher.log"
+    cp "$WORK/teacher/teacher.json" "$OUT/" 2>/dev/null
+    cp "$WORK/teacher/model/metrics.jsonl" "$OUT/teacher-metrics.jsonl" 2>/dev/null
+    tail -4 "$OUT/teacher.log"
+    ;;
+  study)
+    [ -f "$WORK/teacher/model/config.json" ] || { echo "error: no teacher in $WORK/teacher/model; run the teacher part first"; exit 2; }
+    : "${JOBS:?set JOBS, e.g. JOBS=\"control=mixers:1e-3 ordered=mixers:1e-3:data.needle_order=answer\"}"
+    for job in $JOBS; do
+      name=${job%%=*}; rest=${job#*=}
+      preset=${rest%%:*}; rest=${rest#*:}
+      lr=${rest%%:*}; extra=""
+      [ "$rest" != "$lr" ] && extra=";${rest#*:}"
+      elapsed "study $name: preset $preset, lr $lr, overrides '$MIX$extra'"
+      rm -rf "$WORK/study-$name"
+      # shellcheck disable=SC2086  # SHAPE_ARGS is a list of options
+      timeout -k 10 $((DEADLINE + 40)) $PY scripts/conversion_study.py run --out "$WORK/study-$name" \
+        --teacher "$WORK/teacher/model" --shapes balanced --keys span_mean --presets "$preset" --lr "$lr" \
+        --steps "$STEPS" --evals "$EVALS" $SHAPE_ARGS --gpus 1 --parallel 1 --deadline "$DEADLINE" \
+        --job-minutes "$JOB_MINUTES" --no-untrained --train "$MIX$extra" > "$WORK/study-$name.log" 2>&1 &
+    done
+    wait
+    elapsed "studies done"
+    for job in $JOBS; do
+      name=${job%%=*}
+      clean_log "$WORK/study-$name.log" "$WORK/study-$name/study-run.log"
+      (cd "$WORK" && find "study-$name" -type f -size -3M ! -name '*.safetensors' ! -name '*.pt' ! -name '*.bin' \
+         -print0 | tar czf "$OUT/$name.tgz" --null -T -)
+      grep -A6 "^| shape (W)" "$WORK/study-$name/study.md" 2>/dev/null | head -8
+    done
+    ;;
+  *) echo "error: unknown part '$WHAT'; use teacher or study"; exit 2 ;;
+esac
+elapsed done
