@@ -166,8 +166,10 @@ def run_job(spec: dict) -> None:
 
     rows = Path(spec["rows"])
     work = Path(spec["work"])
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    resume = bool(spec.get("resume"))  # `run --resume`: continue from the checkpoint of a time-limited stop
+    if not resume:
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
     base = {"job": spec["name"], "shape": spec["shape"], "search_key": spec["key"], "preset": spec["preset"],
             "tokens_per_step": spec["batch_size"] * spec["seq_len"]}
     started = time.perf_counter()
@@ -186,12 +188,14 @@ def run_job(spec: dict) -> None:
     params = SuperlinearConfig(**shape, search_key=spec["key"])
     base["window"] = params.window
     converted = work / "converted"
-    convert(plan_conversion(Path(spec["teacher"]), params), converted, progress=False)
+    if not resume:
+        convert(plan_conversion(Path(spec["teacher"]), params), converted, progress=False)
     preset, _, stage = spec["preset"].partition("+")
     start = converted
     if stage == "warmup":
-        warm = load_recipe(ROOT / "recipes" / "router-warmup.yaml", WARMUP_OVERRIDES)
-        train(warm, converted, work / "warmup", progress=False)
+        if not resume:
+            warm = load_recipe(ROOT / "recipes" / "router-warmup.yaml", WARMUP_OVERRIDES)
+            train(warm, converted, work / "warmup", progress=False)
         start = work / "warmup"
     overrides = [f"trainable={preset}", f"max_steps={spec['steps']}", f"seq_len={spec['seq_len']}",
                  f"batch_size={spec['batch_size']}", f"micro_batch_size={spec['batch_size']}", f"lr={spec['lr']}",
@@ -207,8 +211,13 @@ def run_job(spec: dict) -> None:
             if step in evals and step < spec["steps"]:
                 record(step, evaluate(self.unwrapped, self.tokenizer, spec))
 
-    trainer = StudyTrainer(recipe, start, work / "run", progress=False)
-    if spec.get("untrained", True):
+        def _save_final(self, summary: dict) -> None:
+            if summary["stopped_at_time_limit"]:  # the state `run --resume` continues from
+                Trainer.save_checkpoint(self, summary["steps"])
+            super()._save_final(summary)
+
+    trainer = StudyTrainer(recipe, start, work / "run", resume=resume, progress=False)
+    if spec.get("untrained", True) and not resume:
         record(0, evaluate(trainer.unwrapped, trainer.tokenizer, spec), trainable_parameters=sum(
             p.numel() for p in trainer.params))
     summary = trainer.run()
@@ -388,6 +397,11 @@ STUDY_KEYS = {"trainable": "--presets", "max_steps": "--steps", "seq_len": "--se
               "save_every": "--evals", "time_limit_minutes": "--job-minutes"}
 
 
+# What a resumed study takes from the earlier one's settings.json (all of a job's spec but its name, place and limits).
+RESUMED_KEYS = ("teacher", "teacher_fingerprint", "steps", "evals", "seq_len", "batch_size", "lr", "seed", "tasks",
+                "lengths", "depths", "samples", "scale_to", "train_overrides", "eval_batch")
+
+
 def check_train_overrides(overrides: list[str]) -> None:
     """Refuse, in one line and before any job starts, a --train override of a key the study sets or one that
     recipes/conversion-study.yaml does not accept."""
@@ -516,6 +530,54 @@ def run_study(args) -> None:
         _append(rows, reused)
     print(f"study: {len(jobs)} jobs, {args.parallel} at a time on {args.gpus} GPU(s), on {settings['card']}; "
           f"rows -> {rows}", flush=True)
+    run_jobs(jobs, rows, work, args)
+    report(out)
+
+
+def resume_study(args) -> None:
+    """`run --out OUT --resume`: continue each job of the study in OUT that stopped at its time limit, from the
+    checkpoint it wrote then, with the study's own settings (only --job-minutes, --deadline, --parallel, --gpus and
+    --threads are taken from this command); rows are appended and the report is rebuilt over all of them."""
+    from slconvert.training.checkpoints import latest_checkpoint
+
+    out = Path(args.out)
+    rows, earlier = out / "rows.jsonl", out / "settings.json"
+    if not (rows.is_file() and earlier.is_file()):
+        sys.exit(f"error: --resume: {out} holds no earlier study (settings.json and rows.jsonl); run it without "
+                 "--resume first")
+    settings = json.loads(earlier.read_text())
+    work = Path(args.work or (out / "jobs"))
+    common = {key: settings[key] for key in RESUMED_KEYS if key in settings}
+    common.update(rows=str(rows.resolve()), resume=True, untrained=False,
+                  job_minutes=args.job_minutes or settings.get("job_minutes", 0))
+    last: dict[str, dict] = {}
+    for line in rows.read_text().splitlines():
+        row = json.loads(line) if line.strip() else {}
+        if row.get("preset") not in (None, "dense") and "results" in row:
+            last[row["job"]] = row
+    jobs = []
+    for name, row in sorted(last.items()):
+        if not row.get("stopped_at_time_limit"):
+            print(f"  {name}: finished at step {row['step']}, nothing to resume", flush=True)
+        elif latest_checkpoint(work / name / "run") is None:
+            print(f"  {name}: no checkpoint under {work / name / 'run'}, cannot resume", flush=True)
+        else:
+            jobs.append({**common, "name": name, "shape": row["shape"], "key": row["search_key"],
+                         "preset": row["preset"], "work": str(work / name)})
+    if not jobs:
+        sys.exit(f"error: --resume: no job of {out} stopped at its time limit with a checkpoint to continue from")
+    settings.setdefault("resumed", []).append({"command": " ".join(sys.argv), "jobs": [j["name"] for j in jobs],
+                                               "job_minutes": common["job_minutes"]})
+    earlier.write_text(json.dumps(settings, indent=2) + "\n")
+    print(f"study: resuming {len(jobs)} jobs, {args.parallel} at a time on {args.gpus} GPU(s); rows -> {rows}",
+          flush=True)
+    run_jobs(jobs, rows, work, args)
+    report(out)
+
+
+def run_jobs(jobs: list[dict], rows: Path, work: Path, args) -> None:
+    """Run the jobs as processes, `args.parallel` at a time over `args.gpus` GPUs, until done or `args.deadline`;
+    a failed or stopped job leaves a row saying so."""
     deadline = time.time() + args.deadline if args.deadline else None
     env = _child_env(args.threads)
     running: list[tuple[dict, subprocess.Popen, object, int]] = []
@@ -525,7 +587,7 @@ def run_study(args) -> None:
     while pending or running:
         while pending and len(running) < args.parallel:
             job = pending.pop(0)
-            log = open(logs / f"{job['name']}.log", "w")
+            log = open(logs / f"{job['name']}.log", "a" if job.get("resume") else "w")
             # Each job goes to the GPU that runs the fewest jobs now (jobs are independent processes).
             gpu = min(range(args.gpus), key=lambda g: sum(1 for *_, used in running if used == g))
             job_env = {**env, "CUDA_VISIBLE_DEVICES": str(gpu)} if args.gpus > 1 else env
@@ -554,7 +616,6 @@ def run_study(args) -> None:
                 _append(rows, {"job": job["name"], "shape": job["shape"], "search_key": job["key"],
                                "preset": job["preset"], "failed": True, "reason": "not started before the deadline"})
             break
-    report(out)
 
 
 # ----- report -------------------------------------------------------------------------------------------
@@ -606,7 +667,7 @@ def report(out) -> dict:
                         "final_by_task": {t: v["by_length"] for t, v in points[-1]["results"].items()},
                         "final_answer_kinds": _answer_kinds(points[-1]),
                         "completed": any(p.get("final_model") for p in points),
-                        "time_limited": any(p.get("stopped_at_time_limit") for p in points),
+                        "time_limited": bool(points[-1].get("stopped_at_time_limit")),  # a resumed job may finish
                         "best": _score(best, teacher), "best_tokens": best["tokens"],
                         "final_vs_teacher_min_ratio": relative,
                         "tokens_to_95pct_of_teacher": _tokens_to_target(points, teacher)})
@@ -821,6 +882,9 @@ def main(argv=None) -> None:
                      help="each job's training time limit: it then stops, and its model as trained is measured")
     run.add_argument("--work", default=None, help="folder of the jobs' models (default OUT/jobs)")
     run.add_argument("--append", action="store_true", help="keep the rows of an earlier run in OUT")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the jobs of the study in OUT that stopped at their time limit (--job-minutes), "
+                          "with its settings; --job-minutes, --deadline, --parallel, --gpus apply to this run")
     run.add_argument("--train", type=lambda s: [o for o in s.split(";") if o], default=[],
                      help="overrides of recipes/conversion-study.yaml every job takes after the study's own, "
                           "';'-separated (e.g. 'data.niah_tasks=[single, multikey, multivalue];lm_average=sample')")
@@ -891,6 +955,8 @@ def main(argv=None) -> None:
         if not finals:
             sys.exit("error: no finished job" + (f" of shape {args.shape}" if args.shape else ""))
         print(max(finals, key=lambda r: _score(r) or 0.0)["final_model"])
+    elif args.resume:
+        resume_study(args)
     else:
         for shape in args.shapes:
             if shape not in SHAPES:

@@ -5,19 +5,23 @@
 #   scripts/study_gpu_check.sh teacher       # trains the study's dense teacher into $WORK/teacher (about 7.5 min)
 #   JOBS="control=mixers:1e-3 ordered=mixers:1e-3:data.needle_order=answer" scripts/study_gpu_check.sh study
 #                                            # one study per job, side by side, on that teacher (about 9.5 min)
+#   JOBS="control ordered" scripts/study_gpu_check.sh resume
+#                                            # each of those studies continued where its time limit cut it
 #
 # `teacher` runs `conversion_study.py teacher` with recipes/study-teacher.yaml for TEACHER_MINUTES (default 6.3, the
 # setting of benchmarks/results/study-teacher-h200-2026-11-30/) and measures its NIAH at 2K and 8K. `study` runs one
 # `conversion_study.py run` per JOBS entry NAME=PRESET:LR[:OVERRIDE;OVERRIDE...] at the balanced shape with the
 # span-mean key on the curriculum's needle mix (as study-teacher-run-7: 8 x 4096 tokens per step, STEPS steps,
 # evaluations at EVALS, NIAH single / multikey / multivalue at 2K-16K), all at once, each stopped after
-# JOB_MINUTES of training and the whole part after DEADLINE seconds. Each study's folder (models left out) is packed
-# into $OUT/NAME.tgz; logs and the teacher's report go to $OUT too.
+# JOB_MINUTES of training and the whole part after DEADLINE seconds. A job cut by its time limit leaves a checkpoint:
+# `resume` continues it (`conversion_study.py run --resume`, the study's own settings) for another JOB_MINUTES, so a
+# schedule of STEPS can span several commands. Each study's folder (models left out) is packed into $OUT/NAME.tgz;
+# logs and the teacher's report go to $OUT too.
 # fla-core comes from the environment or from the wheel in .whl/ (as in scripts/mamba_gpu_check.sh).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-WHAT=${1:?usage: scripts/study_gpu_check.sh teacher|study}
+WHAT=${1:?usage: scripts/study_gpu_check.sh teacher|study|resume}
 WORK=${WORK:-/tmp/study-gpu}
 OUT=${OUT:-$WORK/out}
 PY=${PYTHON:-python3}
@@ -42,6 +46,15 @@ if ! $PY -c "import slconvert, slkernels" 2>/dev/null; then  # not installed: im
 fi
 elapsed() { echo "[$SECONDS s] $*"; }
 clean_log() { tr '\r' '\n' < "$1" | grep -v "it/s\]\|s/it\]" > "$2"; }
+pack_studies() {  # each study of JOBS: its log beside its rows, its folder without models into $OUT/NAME.tgz
+  for job in $JOBS; do
+    name=${job%%=*}
+    clean_log "$WORK/study-$name.log" "$WORK/study-$name/study-run.log"
+    (cd "$WORK" && find "study-$name" -type f -size -3M ! -name '*.safetensors' ! -name '*.pt' ! -name '*.bin' \
+       ! -path '*/checkpoints/*' -print0 | tar czf "$OUT/$name.tgz" --null -T -)
+    grep -A6 "^| shape (W)" "$WORK/study-$name/study.md" 2>/dev/null | head -8
+  done
+}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/card.txt" 2>&1
 
 case $WHAT in
@@ -74,13 +87,20 @@ case $WHAT in
     done
     wait
     elapsed "studies done"
+    pack_studies
+    ;;
+  resume)
+    : "${JOBS:?set JOBS to the names of the studies to continue, e.g. JOBS=\"control ordered\"}"
     for job in $JOBS; do
       name=${job%%=*}
-      clean_log "$WORK/study-$name.log" "$WORK/study-$name/study-run.log"
-      (cd "$WORK" && find "study-$name" -type f -size -3M ! -name '*.safetensors' ! -name '*.pt' ! -name '*.bin' \
-         -print0 | tar czf "$OUT/$name.tgz" --null -T -)
-      grep -A6 "^| shape (W)" "$WORK/study-$name/study.md" 2>/dev/null | head -8
+      [ -f "$WORK/study-$name/settings.json" ] || { echo "error: no study $name in $WORK; run the study part first"; exit 2; }
+      elapsed "resuming study $name"
+      timeout -k 10 $((DEADLINE + 40)) $PY scripts/conversion_study.py run --out "$WORK/study-$name" --resume \
+        --job-minutes "$JOB_MINUTES" --deadline "$DEADLINE" --gpus 1 --parallel 1 >> "$WORK/study-$name.log" 2>&1 &
     done
+    wait
+    elapsed "studies done"
+    pack_studies
     ;;
   *) echo "error: unknown part '$WHAT'; use teacher or study"; exit 2 ;;
 esac

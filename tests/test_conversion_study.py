@@ -192,6 +192,43 @@ def test_a_study_job_converts_trains_with_the_study_overrides_and_measures(study
     assert f"(measured by the study in {out.resolve()})" in report and "not measured as converted" in report
 
 
+
+def test_a_job_stopped_at_its_time_limit_resumes_from_its_checkpoint(study, tmp_path):
+    """A job cut by --job-minutes writes a checkpoint; `run --resume` continues it with the study's own settings
+    (steps, evals, overrides) to its last step, and the rows of both runs make one curve."""
+    out = tmp_path / "s"
+    grid = ["--lengths", "256", "--depths", "50", "--samples", "1", "--tasks", "single", "--parallel", "1"]
+    study.main(["run", "--out", str(out), "--shapes", "balanced", "--keys", "anchor", "--presets", "attention",
+                "--steps", "4", "--evals", "2", "--seq-len", "256", "--batch-size", "2", "--no-untrained",
+                "--job-minutes", "0.000001", "--train", "lm_average=sample", *grid])
+    job = out / "jobs" / "balanced-anchor-attention"
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    assert [(r["job"], r["step"], r.get("stopped_at_time_limit")) for r in rows] == [
+        ("teacher", 0, None), ("balanced-anchor-attention", 1, True)]
+    assert (job / "run" / "checkpoints" / "step-000001").is_dir()
+
+    study.main(["run", "--out", str(out), "--resume", "--job-minutes", "100", "--parallel", "1"])
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    assert not [r for r in rows if r.get("failed")], rows
+    assert [(r["job"], r["step"]) for r in rows] == [("teacher", 0), ("balanced-anchor-attention", 1),
+                                                     ("balanced-anchor-attention", 2), ("balanced-anchor-attention", 4)]
+    assert rows[-1]["stopped_at_time_limit"] is False
+    summary = json.loads((job / "run" / "training_summary.json").read_text())
+    assert summary["resumed_from"] == 1 and summary["steps"] == 4
+    logged = [m["step"] for m in map(json.loads, (job / "run" / "metrics.jsonl").read_text().splitlines())
+              if "loss" in m]
+    assert logged[0] == 1 and logged[-1] == 4 and logged == sorted(set(logged))  # one log, continued
+    assert yaml.safe_load((job / "run" / "recipe.yaml").read_text())["lm_average"] == "sample"
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["resumed"][0]["jobs"] == ["balanced-anchor-attention"]
+    job_row = json.loads((out / "study.json").read_text())["jobs"][0]
+    assert job_row["steps"] == [1, 2, 4] and not job_row["time_limited"] and job_row["completed"]
+
+    with pytest.raises(SystemExit, match="no job of .* stopped at its time limit"):
+        study.main(["run", "--out", str(out), "--resume"])  # finished: nothing left to resume
+    with pytest.raises(SystemExit, match="holds no earlier study"):
+        study.main(["run", "--out", str(tmp_path / "none"), "--resume"])
+
 def test_a_teacher_row_of_other_prompts_is_refused(study, tmp_path):
     """--teacher-row refuses, in one line and before any job, a study that measured other lengths."""
     earlier = tmp_path / "earlier"
