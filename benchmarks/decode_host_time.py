@@ -61,6 +61,23 @@ class _TimedLaunch:
         return timed
 
 
+def seconds_per_call(step, calls: int, sync: str = "none") -> float:
+    """Wall time of `step()` per call over `calls` calls. sync: "none" (CPU work only), "each" (the GPU finishes
+    every call before the next starts), "end" (calls back to back; the clock stops when the GPU has finished them
+    all) or "after" (the clock stops when the host has issued them all; the GPU is then waited for)."""
+    start = time.perf_counter()
+    for _ in range(calls):
+        step()
+        if sync == "each":
+            torch.cuda.synchronize()
+    if sync == "end":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    if sync == "after":
+        torch.cuda.synchronize()
+    return seconds / calls
+
+
 def cuda_step_times(length: int, calls: int, profile: bool = False) -> dict:
     """On a GPU: one decode row at LENGTH keys, the real kernels. Microseconds per step: eager with a
     synchronisation after each call, eager back to back (host and GPU overlap), CUDA-graph replay; and the host
@@ -79,27 +96,15 @@ def cuda_step_times(length: int, calls: int, profile: bool = False) -> dict:
     for _ in range(3):
         call()
     torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(calls):
-        call()
-        torch.cuda.synchronize()
-    synced = (time.perf_counter() - start) / calls
-    start = time.perf_counter()
-    for _ in range(calls):
-        call()
-    torch.cuda.synchronize()
-    back_to_back = (time.perf_counter() - start) / calls
+    synced = seconds_per_call(call, calls, sync="each")
+    back_to_back = seconds_per_call(call, calls, sync="end")
     kernels = {"search": (search, "_search_kernel"), "decode partial": (decode, "_decode_partial_kernel"),
                "decode combine": (decode, "_decode_combine_kernel")}
     timed = {name: _TimedLaunch(getattr(module, attr)) for name, (module, attr) in kernels.items()}
     for name, (module, attr) in kernels.items():
         setattr(module, attr, timed[name])
     try:
-        start = time.perf_counter()
-        for _ in range(calls):
-            call()
-        host = (time.perf_counter() - start) / calls
-        torch.cuda.synchronize()
+        host = seconds_per_call(call, calls, sync="after")  # the host's time alone: the clock stops first
     finally:
         for name, (module, attr) in kernels.items():
             setattr(module, attr, timed[name].kernel)
@@ -119,11 +124,7 @@ def cuda_step_times(length: int, calls: int, profile: bool = False) -> dict:
         call()
     graph.replay()
     torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(calls):
-        graph.replay()
-    torch.cuda.synchronize()
-    replay = (time.perf_counter() - start) / calls
+    replay = seconds_per_call(graph.replay, calls, sync="end")
     launches = {name: t.seconds / max(t.calls, 1) * 1e6 for name, t in timed.items()}
     return {"length": length, "eager_synced_us": synced * 1e6, "eager_back_to_back_us": back_to_back * 1e6,
             "graph_replay_us": replay * 1e6, "host_per_call_us": host * 1e6, "launch_host_us": launches,
@@ -169,11 +170,7 @@ def main(argv=None) -> None:
     }
     for name, call in calls.items():
         call()  # builds the tables
-        start = time.perf_counter()
-        for _ in range(args.calls):
-            call()
-        print(f"{name}: {(time.perf_counter() - start) / args.calls * 1e6:.1f} us per call, kernels stubbed, "
-              f"{length} keys")
+        print(f"{name}: {seconds_per_call(call, args.calls) * 1e6:.1f} us per call, kernels stubbed, {length} keys")
     if args.profile:
         profile = cProfile.Profile()
         profile.runcall(lambda: [calls["superlinear_attention (public call)"]() for _ in range(500)])

@@ -374,6 +374,8 @@ def test_host_time_benchmark_times_each_launch_and_refuses_cuda_without_a_gpu():
     timed = bench._TimedLaunch(Kernel())
     assert timed[(3, 2)](1, "x", D=4) == "launched" and seen == [((3, 2), (1, "x"), {"D": 4})]
     assert timed.calls == 1 and timed.seconds > 0
+    steps = []
+    assert bench.seconds_per_call(lambda: steps.append(1), 7) > 0 and len(steps) == 7  # CPU work: no GPU wait
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match="^error: --cuda needs a CUDA GPU"):
             bench.main(["--cuda"])
