@@ -64,19 +64,23 @@ PYEOF
 
 rc=0
 LIMIT=""
-[ "${PART_LIMIT:-0}" -gt 0 ] && LIMIT="timeout $PART_LIMIT"
+[ "${PART_LIMIT:-0}" -gt 0 ] && LIMIT="timeout -k 10 $PART_LIMIT"
+# Each part writes its log to a file and prints it afterwards: a part ended by its limit can leave child processes
+# (compile workers) that would hold a pipe to `tee` open until the machine's own limit.
 pytest_part() {  # pytest_part LOG FILE [pytest args...]: run from tests/ so that the repository root is not on sys.path
   local log=$1; shift
   (cd "$ROOT/tests" && $LIMIT $PY -m pytest -v -p no:cacheprovider --rootdir "$ROOT/tests" -c /dev/null -rs --durations=15 \
-      "$@" 2>&1 | tee "$OUT/$log") || rc=1
+      "$@" > "$OUT/$log" 2>&1) || rc=1
+  cat "$OUT/$log"
   tuning_save "$TUNED" >/dev/null
 }
 case $WHAT in cpu|tests|all) pytest_part tests-cpu.log test_fast_mamba.py ;; esac
 case $WHAT in functions|tests|all) pytest_part tests-functions.log test_fast_mamba_gpu.py -k "not model" ;; esac
 case $WHAT in models|tests|all) pytest_part tests-models.log test_fast_mamba_gpu.py -k "model" ;; esac
 case $WHAT in bench|all)
-  (cd /tmp && $LIMIT $PY "$ROOT/benchmarks/mamba_bench.py" --out "$OUT/mamba_bench.json" "$@" 2>&1 \
-      | tee "$OUT/bench.log") || rc=1
+  (cd /tmp && $LIMIT $PY "$ROOT/benchmarks/mamba_bench.py" --out "$OUT/mamba_bench.json" "$@" > "$OUT/bench.log" 2>&1) \
+      || rc=1
+  cat "$OUT/bench.log"
   tuning_save "$TUNED" >/dev/null ;;
 esac
 tuning_save "$TUNED"
