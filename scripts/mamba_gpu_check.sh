@@ -7,9 +7,8 @@
 #   tests-models.log     tests/test_fast_mamba_gpu.py: the tiny models of every architecture using the hook
 #   mamba_bench.json     benchmarks/mamba_bench.py: one Nemotron-3-Nano-width mixer at 4K and 32K tokens (and
 #                        bench.log)
-# fla-core comes from the environment, or from the wheel in .whl/ (installed with --target into $SITE,
-# default /tmp/site, then put on PYTHONPATH), for machines without network access:
-#   python3 -m pip download --no-deps --only-binary=:all: -d .whl fla-core==0.6.0
+# fla-core comes from the environment, or from the wheel in .whl/ (`importable_here` in scripts/checkout_on_path.sh),
+# for machines without network access.
 # Usage: scripts/mamba_gpu_check.sh [cpu|functions|models|tests|bench|all] [extra mamba_bench.py options...]
 # (tests = cpu + functions + models; all = tests + bench; the parts also run one at a time, e.g. to stay within
 # a per-command time limit while Triton compiles and autotunes fla's kernels for the first time)
@@ -26,19 +25,8 @@ shift || true
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 
-if ! $PY -c "import fla" 2>/dev/null; then
-  if compgen -G "$ROOT/.whl/*.whl" >/dev/null; then
-    SITE=${SITE:-/tmp/site}
-    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$ROOT"/.whl/*.whl
-    export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
-  else
-    echo "fla-core is neither installed nor in .whl/: the GPU tests will be skipped" | tee "$OUT/env.txt"
-  fi
-fi
-if ! $PY -c "import slconvert, slkernels" 2>/dev/null; then  # not installed: import it from this checkout
-  source "$ROOT/scripts/checkout_on_path.sh"
-  checkout_on_path "$ROOT"
-fi
+source "$ROOT/scripts/checkout_on_path.sh"
+importable_here "$ROOT" || echo "fla-core is neither installed nor in .whl/: the GPU tests will be skipped" | tee "$OUT/env.txt"
 
 source "$ROOT/scripts/triton_tuning.sh"
 TUNED=${TUNED:-$ROOT/.triton-tuned}

@@ -17,7 +17,7 @@
 # `resume` continues it (`conversion_study.py run --resume`, the study's own settings) for another JOB_MINUTES, so a
 # schedule of STEPS can span several commands. Each study's folder (models left out) is packed into $OUT/NAME.tgz;
 # logs and the teacher's report go to $OUT too.
-# fla-core comes from the environment or from the wheel in .whl/ (as in scripts/mamba_gpu_check.sh).
+# fla-core comes from the environment or from the wheel in .whl/ (`importable_here`, scripts/checkout_on_path.sh).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -36,14 +36,8 @@ MIX="lm_average=sample;data.niah_tasks=[single, multikey, multivalue, multivalue
 mkdir -p "$WORK" "$OUT"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRITON_PRINT_AUTOTUNING=0
 
-if ! $PY -c "import fla" 2>/dev/null && compgen -G "$ROOT/.whl/*.whl" >/dev/null; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$ROOT"/.whl/*.whl
-  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
-fi
-if ! $PY -c "import slconvert, slkernels" 2>/dev/null; then  # not installed: import it from this checkout
-  source "$ROOT/scripts/checkout_on_path.sh"
-  checkout_on_path "$ROOT"
-fi
+source "$ROOT/scripts/checkout_on_path.sh"
+importable_here "$ROOT" || echo "fla-core is neither installed nor in .whl/: Mamba-2 runs on transformers' fallback"
 elapsed() { echo "[$SECONDS s] $*"; }
 clean_log() { tr '\r' '\n' < "$1" | grep -v "it/s\]\|s/it\]" > "$2"; }
 pack_studies() {  # each study of JOBS: its log beside its rows, its folder without models into $OUT/NAME.tgz
