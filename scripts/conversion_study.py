@@ -113,9 +113,25 @@ def cell_prompts(spec) -> int:
     return len(spec["depths"]) * spec["samples"]
 
 
-def evaluate(model, tokenizer, spec: dict) -> dict:
+# A dense float32 model with grouped KV heads runs SDPA on PyTorch's math path, which holds the whole score matrix:
+# a cell's 10 prompts x 8 heads x 16K x 16K x 4 bytes is 80 GiB. Its prompts go in through the cache in chunks
+# that hold the scores under this many bytes (chunked and whole prefill agree: tests/test_eval_models.py).
+DENSE_SCORE_BYTES = 2 ** 32
+
+
+def dense_prefill_chunk(model, spec: dict) -> int:
+    """Prefill chunk (a power of two, at least 256 tokens) that keeps a dense model's float32 attention scores
+    for one batch of the longest prompts under DENSE_SCORE_BYTES."""
+    batch = spec.get("eval_batch") or cell_prompts(spec)
+    per_token = batch * model.config.num_attention_heads * max(spec["lengths"]) * 4
+    chunk = max(1, DENSE_SCORE_BYTES // per_token)
+    return max(256, 1 << (chunk.bit_length() - 1))
+
+
+def evaluate(model, tokenizer, spec: dict, *, prefill_chunk: int | None = None) -> dict:
     """NIAH exact match (%) per task and length on `model` as it is, through `slconvert eval`'s own code, with
-    every prompt's generated answer."""
+    every prompt's generated answer. `prefill_chunk`: feed prompts in chunks of that many tokens (dense models:
+    `dense_prefill_chunk`)."""
     import torch
 
     from slconvert.evaluation.haystack import load_haystack
@@ -136,7 +152,7 @@ def evaluate(model, tokenizer, spec: dict) -> dict:
                                               seed=spec["seed"], key_kind="words", value_kind="numbers",
                                               max_length=None, mode="generate", skip_too_long=False)
                 grid = _GRIDS[task]
-                records = run_grid(em, grid, mode="generate", label=spec["name"],
+                records = run_grid(em, grid, mode="generate", label=spec["name"], prefill_chunk=prefill_chunk,
                                    batch=spec.get("eval_batch") or cell_prompts(spec))
                 table = grid_table(grid, records)
                 per_length = {}
@@ -181,7 +197,9 @@ def run_job(spec: dict) -> None:
     if spec["preset"] == "dense":  # the teacher itself
         from transformers import AutoTokenizer
 
-        record(0, evaluate(load_measured(Path(spec["teacher"])), AutoTokenizer.from_pretrained(spec["teacher"]), spec))
+        teacher = load_measured(Path(spec["teacher"]))
+        record(0, evaluate(teacher, AutoTokenizer.from_pretrained(spec["teacher"]), spec,
+                           prefill_chunk=dense_prefill_chunk(teacher, spec)))
         return
 
     shape = SHAPES[spec["shape"]] if not spec.get("scale_to") else scaled(SHAPES[spec["shape"]], spec["scale_to"])
@@ -246,11 +264,14 @@ def measure_answers(args) -> dict:
     took the teacher's row from an older one that did not keep answers."""
     from transformers import AutoTokenizer
 
+    from slconvert.loading import read_block
+
     model_dir = Path(args.model)
     model = load_measured(model_dir)
     spec = {"name": model_dir.name, "tasks": args.tasks, "lengths": args.lengths, "depths": args.depths,
             "samples": args.samples, "seed": args.seed}
-    results = evaluate(model, AutoTokenizer.from_pretrained(model_dir), spec)
+    chunk = dense_prefill_chunk(model, spec) if read_block(model_dir) is None else None
+    results = evaluate(model, AutoTokenizer.from_pretrained(model_dir), spec, prefill_chunk=chunk)
     out = {"model": str(model_dir.resolve()), "fingerprint": fingerprint(model_dir), "device": str(model.device),
            **{k: spec[k] for k in ("tasks", "lengths", "depths", "samples", "seed")}, "results": results,
            "answer_kinds": _answer_kinds({"results": results})}
@@ -454,11 +475,40 @@ def reused_teacher_row(run: Path, common: dict) -> dict:
     return {**teacher_rows[-1], "reused_from": str(run.resolve())}
 
 
-def combine(out, runs: list[str]) -> dict:
+def teacher_row_from_report(path: Path, rows: list[dict]) -> dict:
+    """The dense teacher's row from the teacher.json that `conversion_study.py teacher` wrote: its NIAH on the
+    cells it measured, for studies whose own teacher row is missing. Exits with one line when the file has no
+    NIAH, when it measured none of the studies' prompts, or when one of its prompts differs from the studies'
+    prompt of the same task, length, depth and sample (then it measured other prompts)."""
+    try:
+        niah = json.loads(Path(path).read_text())["niah"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        sys.exit(f"error: --teacher-niah {path}: cannot read the NIAH of a teacher.json ({err}); give the file "
+                 "that `conversion_study.py teacher` wrote")
+    expected = {(task, a["length"], a["depth"], a["sample"]): a["expected"]
+                for row in rows for task, res in row.get("results", {}).items() for a in res.get("answers", [])}
+    shared = 0
+    for task, res in niah.items():
+        for a in res.get("answers", []):
+            want = expected.get((task, a["length"], a["depth"], a["sample"]))
+            if want is not None and want != a["expected"]:
+                sys.exit(f"error: --teacher-niah {path}: its {task} prompt at {a['length']} tokens, depth "
+                         f"{a['depth']:g}, sample {a['sample']} expects {a['expected']}, the studies' {want}; it "
+                         "measured other prompts (another seed or haystack)")
+            shared += want is not None
+    if not shared:
+        sys.exit(f"error: --teacher-niah {path}: it measured none of the studies' prompts (tasks, lengths, depths "
+                 "and samples differ)")
+    return {"job": "teacher", "shape": "dense", "search_key": "-", "preset": "dense", "step": 0, "tokens": 0,
+            "results": niah, "measured_by": str(path)}
+
+
+def combine(out, runs: list[str], teacher_niah: str | None = None) -> dict:
     """One report over several studies of the same teacher and prompts (e.g. one setting changed per study):
     each `FOLDER=LABEL` contributes its rows with the label appended to the job names; the first study's
-    teacher row stands for all. Exits with one line when a study is missing, or measured another teacher or
-    other prompts (the settings that a score depends on must agree)."""
+    measured teacher row stands for all, or the teacher part's NIAH in `teacher_niah` (its cells only; a
+    study's failed teacher row stays listed). Exits with one line when a study is missing, or measured another
+    teacher or other prompts (the settings that a score depends on must agree)."""
     out = Path(out)
     studies = []
     for spec in runs:
@@ -479,15 +529,17 @@ def combine(out, runs: list[str]) -> dict:
         if differ:
             sys.exit(f"error: combine: {folder} measured other {', '.join(differ)} than {studies[0][0]}; "
                      "only studies of one teacher on the same prompts compare")
-    combined, teacher = [], None
+    combined, measured, failed = [], [], []
     for _, label, _, rows in studies:
         for row in rows:
-            if row.get("preset") == "dense":
-                teacher = teacher or row
-            else:
+            if row.get("preset") != "dense":
                 combined.append({**row, "job": f"{row['job']} [{label}]", "label": label})
+            else:  # a failed measurement stays listed as such
+                (measured if "results" in row else failed).append({**row, "label": label})
+    if teacher_niah:
+        measured = [teacher_row_from_report(Path(teacher_niah), combined)]
     out.mkdir(parents=True, exist_ok=True)
-    (out / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ([teacher] if teacher else []) + combined))
+    (out / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in measured[:1] + failed + combined))
     (out / "settings.json").write_text(json.dumps(
         {**{k: v for k, v in first.items() if k not in ("command", "train_overrides")},
          "combined_from": {label: {"folder": folder, "command": settings.get("command"),
@@ -674,8 +726,8 @@ def report(out) -> dict:
     failed = [r for r in rows if r.get("failed")]
     result = {"settings": settings, "teacher": teacher and {"score": teacher_score, "results": teacher["results"],
                                                         "answer_kinds": _answer_kinds(teacher),
-                                                        **({"reused_from": teacher["reused_from"]}
-                                                           if "reused_from" in teacher else {})},
+                                                        **{k: teacher[k] for k in ("reused_from", "measured_by")
+                                                           if k in teacher}},
               "jobs": summary, "failed": failed, "rows": rows}
     (out / "study.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "study.md").write_text(_markdown(result))
@@ -724,9 +776,11 @@ def _markdown(result: dict) -> str:
                          f"{'; '.join(study.get('train_overrides') or []) or 'none'}.")
     if result["teacher"]:
         answered = ", ".join(f"{task} {res['by_length']}" for task, res in result["teacher"]["results"].items())
-        reused = result["teacher"].get("reused_from")
+        reused, report = result["teacher"].get("reused_from"), result["teacher"].get("measured_by")
         lines.append(f"Dense teacher, exact match % by task and length: {answered}"
-                     + (f" (measured by the study in {reused})" if reused else "") + ". Scores below are the mean "
+                     + (f" (measured by the study in {reused})" if reused else "")
+                     + (f" (measured by the teacher's training run, {report}; cells it did not measure are not "
+                        "compared)" if report else "") + ". Scores below are the mean "
                      "over the cells the teacher answers (> 0), as %; 'final / teacher' is the worst such cell's ratio.")
         if s.get("untrained") is False:
             lines.append("The converted models were not measured as converted (--no-untrained): each curve starts at "
@@ -746,7 +800,7 @@ def _markdown(result: dict) -> str:
                      f"{_fmt(job['final_vs_teacher_min_ratio'], 2)} | "
                      f"{'not reached' if reach is None else f'{reach / 1e6:.1f}M'} |")
     for row in result["failed"]:
-        lines.append(f"| {row['shape']} | {row['search_key']} | {row['preset']} | failed: "
+        lines.append(f"| {row['shape']} | {row['search_key']} | {_preset(row)} | failed: "
                      f"{row.get('reason') or 'exit ' + str(row.get('returncode'))} |")
     teacher = {"preset": "dense teacher", "shape": "-",
                "final_answer_kinds": (result["teacher"] or {}).get("answer_kinds") or {}}
@@ -923,6 +977,9 @@ def main(argv=None) -> None:
     comb = sub.add_parser("combine", help="one report over several studies of one teacher: OUT FOLDER=LABEL ...")
     comb.add_argument("out")
     comb.add_argument("runs", nargs="+", metavar="FOLDER=LABEL")
+    comb.add_argument("--teacher-niah", default=None, metavar="TEACHER_JSON",
+                      help="the dense teacher's row from the teacher.json of `conversion_study.py teacher` (the cells "
+                           "it measured, on the same prompts) instead of the studies' own teacher row")
     ans = sub.add_parser("answers", help="one model (dense or converted) on the study's NIAH prompts, with its answers")
     ans.add_argument("model")
     ans.add_argument("--out", required=True, help="JSON file to write")
@@ -942,7 +999,7 @@ def main(argv=None) -> None:
     elif args.command == "report":
         report(args.out)
     elif args.command == "combine":
-        combine(args.out, args.runs)
+        combine(args.out, args.runs, args.teacher_niah)
     elif args.command == "teacher":
         train_teacher(args)
     elif args.command == "probes":

@@ -29,6 +29,19 @@ def test_scaled_shapes_take_the_largest_window_under_a_sixteenth(study, shortest
             k: v for k, v in shape.items() if k != "sw_index"}
 
 
+def test_dense_prefill_chunk_holds_the_float32_scores_of_a_cell_under_the_bound(study):
+    """The study teacher's cell at 16K (10 prompts, 8 heads) would need 80 GiB of scores whole; in 512-token
+    chunks it needs 2.5 GiB. Short prompts go in whole chunks of at least 256 tokens."""
+    from types import SimpleNamespace
+
+    model = SimpleNamespace(config=SimpleNamespace(num_attention_heads=8))
+    spec = {"lengths": [2048, 16384], "depths": [0, 25, 50, 75, 100], "samples": 2}
+    for lengths, want in (([2048, 16384], 512), ([2048], 4096), ([1 << 20], 256)):
+        chunk = study.dense_prefill_chunk(model, {**spec, "lengths": lengths})
+        assert chunk == want
+        assert chunk == 256 or 10 * 8 * max(lengths) * chunk * 4 <= study.DENSE_SCORE_BYTES < 20 * 8 * max(lengths) * chunk * 4
+
+
 def _row(job, step, single, multikey, **extra):
     return {"job": job, "shape": "balanced", "search_key": "span_mean", "preset": job, "tokens_per_step": 1000,
             "window": 15, "step": step, "tokens": step * 1000,
@@ -93,6 +106,39 @@ def _study_folder(folder: Path, settings: dict, rows: list[dict]) -> str:
     (folder / "settings.json").write_text(json.dumps(settings))
     (folder / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(folder)
+
+
+def test_combine_takes_the_teacher_row_from_the_teacher_run_on_the_same_prompts(study, tmp_path):
+    """Studies whose own teacher row failed take the NIAH of `conversion_study.py teacher`: only the cells it
+    measured are compared, the failed row stays listed, and a teacher.json of other prompts is refused."""
+    settings = {"card": "test card", "recipe": "recipes/conversion-study.yaml", "teacher": "t",
+                "teacher_fingerprint": "f", "batch_size": 1, "seq_len": 1000, "lr": 1e-3, "seed": 0,
+                "tasks": ["single", "multikey"], "lengths": [512, 1024], "depths": [50.0], "samples": 1}
+
+    def answers(length, value):
+        return [{"length": length, "depth": 50.0, "sample": 0, "expected": [value], "output": "", "score": 0.0}]
+
+    job = _row("mixers", 10, (100.0, 40.0), 0.0, final_model="m")
+    job["results"]["single"]["answers"] = answers(512, "123") + answers(1024, "456")
+    failed = {"job": "teacher", "shape": "dense", "search_key": "-", "preset": "dense", "failed": True,
+              "returncode": 1}
+    a = _study_folder(tmp_path / "a", settings, [failed, job])
+    teacher_json = tmp_path / "teacher.json"
+    teacher_json.write_text(json.dumps({"niah": {"single": {"average": 80.0, "by_length": {"512": 80.0},
+                                                            "answers": answers(512, "123")}}}))
+    result = study.combine(tmp_path / "c", [f"{a}=one"], str(teacher_json))
+    assert result["jobs"][0]["final_vs_teacher_min_ratio"] == 1.25  # 100 / 80 at 512, the one cell it measured
+    assert result["teacher"]["measured_by"] == str(teacher_json)
+    assert [r["preset"] for r in result["failed"]] == ["dense"]
+    assert "measured by the teacher's training run" in (tmp_path / "c" / "study.md").read_text()
+    teacher_json.write_text(json.dumps({"niah": {"single": {"by_length": {"512": 80.0},
+                                                            "answers": answers(512, "999")}}}))
+    with pytest.raises(SystemExit, match="measured other prompts"):
+        study.combine(tmp_path / "d", [f"{a}=one"], str(teacher_json))
+    teacher_json.write_text(json.dumps({"niah": {"single": {"by_length": {"4096": 80.0},
+                                                            "answers": answers(4096, "123")}}}))
+    with pytest.raises(SystemExit, match="none of the studies' prompts"):
+        study.combine(tmp_path / "e", [f"{a}=one"], str(teacher_json))
 
 
 def test_combine_reports_several_studies_of_one_teacher_under_their_labels(study, tmp_path):
