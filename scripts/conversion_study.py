@@ -223,16 +223,12 @@ def run_job(spec: dict) -> None:
     evals = sorted(set(spec["evals"]))
 
     class StudyTrainer(Trainer):
-        """Measures the live model at each budget instead of writing checkpoints."""
+        """Measures the live model at each budget instead of writing checkpoints (a time-limited stop still writes
+        the one that `run --resume` continues from)."""
 
         def save_checkpoint(self, step: int):
             if step in evals and step < spec["steps"]:
                 record(step, evaluate(self.unwrapped, self.tokenizer, spec))
-
-        def _save_final(self, summary: dict) -> None:
-            if summary["stopped_at_time_limit"]:  # the state `run --resume` continues from
-                Trainer.save_checkpoint(self, summary["steps"])
-            super()._save_final(summary)
 
     trainer = StudyTrainer(recipe, start, work / "run", resume=resume, progress=False)
     if spec.get("untrained", True) and not resume:

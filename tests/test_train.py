@@ -15,6 +15,7 @@ from test_train_helpers import converted
 import slconvert
 from slconvert.checkpoint import directory_digest
 from slconvert.cli import main
+from slconvert.errors import SlconvertError
 from slconvert.training import Trainer, TrainingStopped, load_recipe
 from slconvert.training.checkpoints import TRAINER_FILE, latest_checkpoint
 
@@ -152,6 +153,30 @@ def test_resume_gives_the_same_weights_as_a_straight_run(tmp_path, capsys):
     losses_a = [m["loss"] for m in _metrics(straight) if "event" not in m]
     losses_b = [m["loss"] for m in _metrics(interrupted) if "event" not in m]
     assert losses_b == pytest.approx(losses_a, abs=1e-6)
+
+
+def test_stop_at_step_ends_on_the_long_schedule_and_resumes_into_the_straight_run(tmp_path):
+    """`stop_at_step` ends the run after that step with max_steps' learning rates (a shorter piece of the longer
+    schedule, as a time limit would), writes the checkpoint `--resume` continues from even between `save_every`
+    steps, and the resumed run ends where a straight one does; resuming at or past the stop is refused."""
+    model = fast_model()
+    straight = tmp_path / "straight"
+    Trainer(_curriculum_recipe(save_every=0), model, straight, progress=False).run()
+
+    piece = tmp_path / "piece"
+    summary = Trainer(_curriculum_recipe(save_every=2, stop_at_step=3), model, piece, progress=False).run()
+    assert summary["steps"] == 3 and summary["stopped_at_step"] and not summary["stopped_at_time_limit"]
+    assert latest_checkpoint(piece).name == "step-000003" and (piece / "config.json").exists()
+    lrs = [m["lr"] for m in _metrics(piece) if "event" not in m]
+    assert lrs == pytest.approx([m["lr"] for m in _metrics(straight) if "event" not in m][:3])
+    with pytest.raises(SlconvertError, match="at or past stop_at_step=3"):
+        Trainer(_curriculum_recipe(save_every=2, stop_at_step=3), model, piece, resume=True, progress=False)
+    Trainer(_curriculum_recipe(save_every=2), model, piece, resume=True, progress=False).run()
+    a, b = _weights(straight), _weights(piece)
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=1e-6, msg=name)
+    with pytest.raises(SlconvertError, match="past max_steps"):
+        _curriculum_recipe(stop_at_step=5)
 
 
 def test_router_warmup_raises_span_recall_on_peaked_attention(tmp_path):

@@ -17,8 +17,14 @@ from slconvert.errors import SlconvertError
 from slconvert.tasks.haystack import SyntheticHaystack
 from slconvert.tasks.niah import TASKS
 from slconvert.tasks.text import DOCUMENT_SUFFIXES, TEXT_SUFFIXES
-from slconvert.training.data import (IGNORE, NiahGenerator, SentencePool, SequenceSource, find_text_files,
-                                     in_answer_order)
+from slconvert.training.data import (
+    IGNORE,
+    NiahGenerator,
+    SentencePool,
+    SequenceSource,
+    find_text_files,
+    in_answer_order,
+)
 from slconvert.training.recipe import recipe_from_dict
 
 

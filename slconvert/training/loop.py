@@ -125,6 +125,9 @@ class Trainer:
         self.recipe, self.model_path, self.out = recipe, Path(model_path), Path(out)
         self.progress = progress
         checkpoint = preflight(recipe, self.model_path, self.out, resume)
+        if checkpoint is not None and 0 < recipe.stop_at_step <= int(read_trainer_state(checkpoint)["step"]):
+            raise SlconvertError(f"the checkpoint to resume ({checkpoint.name}) is at or past stop_at_step="
+                                 f"{recipe.stop_at_step}; raise stop_at_step, or set it to 0 to run to max_steps")
         cpu = not torch.cuda.is_available()
         sharded = fsdp_launch()
         if sharded and cpu:
@@ -215,6 +218,7 @@ class Trainer:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
 
         self.start_step = 0
+        self.checkpoint_step = None  # the step of the last checkpoint this run wrote
         if checkpoint is not None:
             state = read_trainer_state(checkpoint)
             acc.load_state(str(checkpoint / "state"))
@@ -387,6 +391,11 @@ class Trainer:
             write_model_dir(self.unwrapped, state_dict, self.model_path, dest)
 
     def save_checkpoint(self, step: int) -> Path:
+        """Every `save_every` steps: a checkpoint (a subclass may measure the model there instead)."""
+        return self.write_checkpoint(step)
+
+    def write_checkpoint(self, step: int) -> Path:
+        """The whole training state at `step` (optimizer, scheduler, RNG, model) that `--resume` continues."""
         acc = self.accelerator
         root = self.out / CHECKPOINTS
         final = root / checkpoint_name(step)
@@ -397,6 +406,7 @@ class Trainer:
             partial.mkdir()
         acc.wait_for_everyone()
         acc.save_state(str(partial / "state"))
+        self.checkpoint_step = step
         self._write_model(partial)
         if acc.is_main_process:
             finish_checkpoint(partial, final, {"step": step, "recipe": self.recipe.to_dict(),
@@ -447,6 +457,7 @@ class Trainer:
         last = {}
         limit_s = recipe.time_limit_minutes * 60.0
         end_step = recipe.max_steps
+        stop_at = recipe.stop_at_step or recipe.max_steps
         for step in range(self.start_step, recipe.max_steps):
             tick = time.perf_counter()
             lr = self.scheduler.get_last_lr()[0]
@@ -483,19 +494,27 @@ class Trainer:
                 self._log_recall(step + 1, "during")
             if recipe.save_every and (step + 1) % recipe.save_every == 0:
                 self.save_checkpoint(step + 1)
-            if limit_s and step + 1 < recipe.max_steps and self._out_of_time(time.perf_counter() - started >= limit_s):
-                # A wall-clock budget (a scheduler's job limit): the model as it is now becomes the final one.
+            why = None
+            if step + 1 >= stop_at and step + 1 < recipe.max_steps:
+                why = f"stop_at_step={stop_at} reached"
+            elif limit_s and step + 1 < recipe.max_steps and self._out_of_time(time.perf_counter() - started >= limit_s):
+                why = f"time limit of {recipe.time_limit_minutes:g} min reached"  # a scheduler's job limit
+            if why:
+                # The model as it is now becomes the final one, and a checkpoint keeps the rest of the schedule.
                 end_step = step + 1
                 if acc.is_main_process:
-                    print(f"time limit of {recipe.time_limit_minutes:g} min reached after step {end_step} of "
-                          f"{recipe.max_steps}; saving the model as it is", file=sys.stderr, flush=True)
+                    print(f"{why} after step {end_step} of {recipe.max_steps}; saving the model as it is and a "
+                          "checkpoint to --resume from", file=sys.stderr, flush=True)
                 if self.log is not None and end_step % recipe.log_every:
                     self.log.write(record)
+                if self.checkpoint_step != end_step:  # unless `save_every` wrote it just above
+                    self.write_checkpoint(end_step)
                 break
         bar.close()
         after = self._log_recall(end_step, "after")
         summary = {"steps": end_step, "planned_steps": recipe.max_steps,
-                   "stopped_at_time_limit": end_step < recipe.max_steps,
+                   "stopped_at_time_limit": end_step < min(stop_at, recipe.max_steps),
+                   "stopped_at_step": end_step == stop_at < recipe.max_steps,
                    "resumed_from": self.start_step, "last": last,
                    "tokens_per_s_mean": tokens_done / max(time.perf_counter() - started, 1e-9),
                    "span_recall_before": before and before["layers"], "span_recall_after": after and after["layers"],

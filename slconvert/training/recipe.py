@@ -89,6 +89,7 @@ class Recipe:
 
     model_kind: str = "converted"
     max_steps: int = 100
+    stop_at_step: int = 0
     time_limit_minutes: float = 0.0
     seq_len: int = 1024
     batch_size: int = 1
@@ -305,6 +306,10 @@ def recipe_from_dict(raw: dict) -> Recipe:
     for key in ("warmup_steps", "seed", "save_every", "keep_checkpoints", "router_rows", "recall_rows", "recall_every"):
         setattr(recipe, key, _as_int(key, getattr(recipe, key), 0))
     recipe.seq_len = _as_int("seq_len", recipe.seq_len, 2)
+    recipe.stop_at_step = _as_int("stop_at_step", recipe.stop_at_step, 0)
+    if recipe.stop_at_step > recipe.max_steps:
+        raise SlconvertError(f"stop_at_step={recipe.stop_at_step} is past max_steps={recipe.max_steps}; "
+                             "set it to at most max_steps, or 0 to run the whole schedule")
     recipe.time_limit_minutes = _as_float("time_limit_minutes", recipe.time_limit_minutes, 0.0)
     recipe.lr = _as_float("lr", recipe.lr, 0.0, lo_open=True)
     recipe.min_lr_ratio = _as_float("min_lr_ratio", recipe.min_lr_ratio, 0.0, 1.0)
