@@ -59,6 +59,7 @@ SHAPES = {
 }
 PRESETS = ("attention", "mixers", "all", "lora")
 TEACHER_RECIPE = ROOT / "recipes" / "study-teacher.yaml"
+PROBE_BASE = ["stop_at_step=0"]  # a probe runs to its time limit on its own max_steps, not to the teacher's stop
 
 
 def scaled(shape: dict, shortest: int) -> dict:
@@ -290,8 +291,22 @@ def train_teacher(args) -> None:
     recipe = _recipe_or_exit(TEACHER_RECIPE, args.overrides)  # a bad override stops here, before the model is built
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    init = Path(args.init) if args.init else build_untrained_teacher(out / "init", size=args.size, seed=args.seed)
-    summary = train(recipe, init, out / "model", progress=False)
+    if args.init:
+        init = Path(args.init)
+    elif args.resume and (out / "init" / "config.json").is_file():
+        init = out / "init"
+    else:
+        init = build_untrained_teacher(out / "init", size=args.size, seed=args.seed)
+    from slconvert.errors import SlconvertError
+
+    try:
+        summary = train(recipe, init, out / "model", resume=args.resume, progress=False)
+    except SlconvertError as err:  # e.g. --resume without a checkpoint, or a finished run's folder
+        sys.exit(f"error: {err}")
+    if summary["stopped_at_time_limit"]:  # measured once it is trained
+        print(f"the time limit stopped the teacher at step {summary['steps']}; `teacher --out {out} --resume` with "
+              "the same overrides continues it, then measures its NIAH")
+        return
     spec = {"name": "teacher", "path": str(out / "model"), "tasks": args.tasks, "lengths": args.lengths,
             "depths": args.depths, "samples": args.samples, "seed": args.seed}
     rows = out / "rows.jsonl"
@@ -337,7 +352,7 @@ def run_probes(args) -> None:
         if not name or not overrides or "/" in name:
             sys.exit(f"error: probe {item!r} is not NAME=KEY=VALUE[;KEY=VALUE...]; e.g. lr1e-3=lr=1e-3;batch_size=32")
         probes[name] = [o for o in overrides.split(";") if o]
-        _recipe_or_exit(TEACHER_RECIPE, [*args.common, *probes[name]], f"probe {name}: ")
+        _recipe_or_exit(TEACHER_RECIPE, [*PROBE_BASE, *args.common, *probes[name]], f"probe {name}: ")
     out.mkdir(parents=True, exist_ok=True)
     init = Path(args.init) if args.init else build_untrained_teacher(out / "init", size=args.size, seed=args.seed)
     env = _child_env(args.threads)
@@ -345,7 +360,7 @@ def run_probes(args) -> None:
     for i, (name, overrides) in enumerate(probes.items()):
         shutil.rmtree(out / name, ignore_errors=True)
         command = [sys.executable, "-m", "slconvert.cli", "train", str(TEACHER_RECIPE), "--model", str(init),
-                   "--output", str(out / name), "--quiet", *args.common, *overrides,
+                   "--output", str(out / name), "--quiet", *PROBE_BASE, *args.common, *overrides,
                    f"time_limit_minutes={args.minutes}"]
         job_env = {**env, "CUDA_VISIBLE_DEVICES": str(i % args.gpus)} if args.gpus > 1 else env
         log = open(out / f"{name}.log", "w")
@@ -953,6 +968,8 @@ def main(argv=None) -> None:
     teach.add_argument("--size", default="study")
     teach.add_argument("--seed", type=int, default=0)
     teach.add_argument("--init", default=None, help="continue from this checkpoint instead of a fresh --size model")
+    teach.add_argument("--resume", action="store_true",
+                       help="continue the training in OUT/model from its last checkpoint (a run a time limit cut)")
     _grid_options(teach, lengths=[2048, 4096, 8192, 16384], samples=4)
     teach.add_argument("overrides", nargs="*", help="KEY=VALUE overrides of recipes/study-teacher.yaml")
     probe = sub.add_parser("probes", help="short runs of the teacher's recipe side by side (GPU), one per setting")

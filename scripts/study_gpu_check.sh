@@ -2,14 +2,20 @@
 # The conversion study on the study teacher, on one GPU, in parts that each fit a bounded command (a machine that
 # allows a few minutes per command and keeps its files between commands):
 #
-#   scripts/study_gpu_check.sh teacher       # trains the study's dense teacher into $WORK/teacher (about 7.5 min)
+#   scripts/study_gpu_check.sh teacher       # the study's dense teacher into $WORK/teacher (run it again until it
+#                                            # says the teacher is ready)
 #   JOBS="control=mixers:1e-3 ordered=mixers:1e-3:data.needle_order=answer" scripts/study_gpu_check.sh study
 #                                            # one study per job, side by side, on that teacher (about 9.5 min)
 #   JOBS="control ordered" scripts/study_gpu_check.sh resume
 #                                            # each of those studies continued where its time limit cut it
 #
-# `teacher` runs `conversion_study.py teacher` with recipes/study-teacher.yaml for TEACHER_MINUTES (default 6.3, the
-# setting of benchmarks/results/study-teacher-h200-2026-11-30/) and measures its NIAH at 2K and 8K. `study` runs one
+# `teacher` trains teacher 0 of benchmarks/results/study-teacher-h200-2026-11-30/ again: recipes/study-teacher.yaml,
+# which stops at step 2041 of its 2400-step schedule, where teacher 0's time limit stopped it (TEACHER_STOP=N: at
+# step N). Each command trains for at most TEACHER_MINUTES (default 7.5) and leaves a checkpoint; the next `teacher`
+# continues from it. The finished teacher's NIAH at 2K and 8K goes to $OUT, and its int8 copy
+# (scripts/int8_copy.py) to $OUT/study-teacher.tar.part-* (unpack here with `cat study-teacher.tar.part-* | tar xf -`
+# in the checkout): carry that `.study-teacher` folder to a fresh machine and `teacher` rebuilds the float32 teacher
+# from it in seconds instead of training it. `study` runs one
 # `conversion_study.py run` per JOBS entry NAME=PRESET:LR[:OVERRIDE;OVERRIDE...] at the balanced shape with the
 # span-mean key on the curriculum's needle mix (as study-teacher-run-7: 8 x 4096 tokens per step, STEPS steps,
 # evaluations at EVALS, NIAH single / multikey / multivalue at 2K-16K), all at once, each stopped after
@@ -18,6 +24,9 @@
 # schedule of STEPS can span several commands. Each study's folder (models left out) is packed into $OUT/NAME.tgz;
 # logs and the teacher's report go to $OUT too.
 # fla-core comes from the environment or from the wheel in .whl/ (`importable_here`, scripts/checkout_on_path.sh).
+# Triton's tuning results of fla-core's kernels (minutes to find on a fresh machine) are restored from $TUNED (default
+# ./.triton-tuned) and every part packs them into $OUT/triton-tuned.tgz (unpack with `tar xzf` in the checkout, then
+# carry `.triton-tuned`).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -25,7 +34,10 @@ WHAT=${1:?usage: scripts/study_gpu_check.sh teacher|study|resume}
 WORK=${WORK:-/tmp/study-gpu}
 OUT=${OUT:-$WORK/out}
 PY=${PYTHON:-python3}
-TEACHER_MINUTES=${TEACHER_MINUTES:-6.3}
+TEACHER_STOP=${TEACHER_STOP:-}
+TEACHER_MINUTES=${TEACHER_MINUTES:-7.5}
+TEACHER_COPY=${TEACHER_COPY:-$ROOT/.study-teacher}
+TUNED=${TUNED:-$ROOT/.triton-tuned}
 TEACHER_ARGS=${TEACHER_ARGS:---lengths 2048,8192 --samples 2}
 STEPS=${STEPS:-1800}
 EVALS=${EVALS:-600,1200,1800}
@@ -38,6 +50,13 @@ export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRITON_P
 
 source "$ROOT/scripts/checkout_on_path.sh"
 importable_here "$ROOT" || echo "fla-core is neither installed nor in .whl/: Mamba-2 runs on transformers' fallback"
+source "$ROOT/scripts/triton_tuning.sh"
+tuning_restore "$TUNED"
+save_tuning() {  # what this machine has tuned, for the next one: $OUT/triton-tuned.tgz holds .triton-tuned/
+  rm -rf "$WORK/.triton-tuned"
+  tuning_save "$WORK/.triton-tuned" > /dev/null
+  tar czf "$OUT/triton-tuned.tgz" -C "$WORK" .triton-tuned
+}
 elapsed() { echo "[$SECONDS s] $*"; }
 clean_log() { tr '\r' '\n' < "$1" | grep -v "it/s\]\|s/it\]" > "$2"; }
 pack_studies() {  # each study of JOBS: its log beside its rows, its folder without models into $OUT/NAME.tgz
@@ -53,15 +72,37 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > 
 
 case $WHAT in
   teacher)
-    elapsed "training the study teacher for $TEACHER_MINUTES min into $WORK/teacher"
-    # shellcheck disable=SC2086  # TEACHER_ARGS is a list of options
-    $PY scripts/conversion_study.py teacher --out "$WORK/teacher" $TEACHER_ARGS \
-      "time_limit_minutes=$TEACHER_MINUTES" > "$WORK/teacher.log" 2>&1
-    echo "exit $?" >> "$WORK/teacher.log"
-    clean_log "$WORK/teacher.log" "$OUT/teacher.log"
-    cp "$WORK/teacher/teacher.json" "$OUT/" 2>/dev/null
-    cp "$WORK/teacher/model/metrics.jsonl" "$OUT/teacher-metrics.jsonl" 2>/dev/null
-    tail -4 "$OUT/teacher.log"
+    if [ -f "$WORK/teacher/model/training_summary.json" ] && ! grep -q '"stopped_at_time_limit": true' \
+         "$WORK/teacher/model/training_summary.json"; then
+      elapsed "the teacher in $WORK/teacher/model is ready"
+    elif [ -f "$TEACHER_COPY/int8.safetensors" ] && [ ! -d "$WORK/teacher/model" ]; then
+      elapsed "rebuilding the teacher from its int8 copy in $TEACHER_COPY"
+      $PY scripts/int8_copy.py unpack "$TEACHER_COPY" "$WORK/teacher/model" || exit 1
+      elapsed "the teacher in $WORK/teacher/model is ready"
+    else
+      RESUME=""
+      [ -d "$WORK/teacher/model/checkpoints" ] && RESUME=--resume
+      elapsed "training the study teacher ${RESUME:+(continued) }for at most $TEACHER_MINUTES min"
+      # shellcheck disable=SC2086  # TEACHER_ARGS is a list of options
+      $PY scripts/conversion_study.py teacher --out "$WORK/teacher" $RESUME $TEACHER_ARGS \
+        ${TEACHER_STOP:+"stop_at_step=$TEACHER_STOP"} "time_limit_minutes=$TEACHER_MINUTES" >> "$WORK/teacher.log" 2>&1
+      rc=$?
+      echo "exit $rc" >> "$WORK/teacher.log"
+      clean_log "$WORK/teacher.log" "$OUT/teacher.log"
+      cp "$WORK/teacher/teacher.json" "$OUT/" 2>/dev/null
+      cp "$WORK/teacher/model/metrics.jsonl" "$OUT/teacher-metrics.jsonl" 2>/dev/null
+      tail -5 "$OUT/teacher.log"
+      if [ $rc != 0 ]; then
+        elapsed "the teacher's training failed (exit $rc): see $OUT/teacher.log"
+      elif grep -q '"stopped_at_time_limit": true' "$WORK/teacher/model/training_summary.json" 2>/dev/null; then
+        elapsed "the time limit cut the teacher: run this part again to continue it"
+      else
+        rm -rf "$WORK/.study-teacher"
+        $PY scripts/int8_copy.py pack "$WORK/teacher/model" "$WORK/.study-teacher" && \
+          tar cf - -C "$WORK" .study-teacher | split -b 15M - "$OUT/study-teacher.tar.part-"
+      fi
+    fi
+    save_tuning
     ;;
   study)
     [ -f "$WORK/teacher/model/config.json" ] || { echo "error: no teacher in $WORK/teacher/model; run the teacher part first"; exit 2; }
@@ -82,6 +123,7 @@ case $WHAT in
     wait
     elapsed "studies done"
     pack_studies
+    save_tuning
     ;;
   resume)
     : "${JOBS:?set JOBS to the names of the studies to continue, e.g. JOBS=\"control ordered\"}"
@@ -95,7 +137,8 @@ case $WHAT in
     wait
     elapsed "studies done"
     pack_studies
+    save_tuning
     ;;
-  *) echo "error: unknown part '$WHAT'; use teacher or study"; exit 2 ;;
+  *) echo "error: unknown part '$WHAT'; use teacher, study or resume"; exit 2 ;;
 esac
 elapsed done
