@@ -718,9 +718,7 @@ def report(out) -> dict:
     for job, points in sorted(curves.items()):
         points.sort(key=lambda r: r["step"])
         best = max(points, key=lambda r: _score(r, teacher) or 0.0)
-        relative = None
-        if teacher is not None:
-            relative = _relative(points[-1], teacher)
+        worst = _worst_cell(points[-1], teacher) if teacher is not None else None
         summary.append({"job": job, "shape": points[0]["shape"], "search_key": points[0]["search_key"],
                         "preset": points[0]["preset"], "label": points[0].get("label"),
                         "window": points[0].get("window"),
@@ -732,7 +730,7 @@ def report(out) -> dict:
                         "completed": any(p.get("final_model") for p in points),
                         "time_limited": bool(points[-1].get("stopped_at_time_limit")),  # a resumed job may finish
                         "best": _score(best, teacher), "best_tokens": best["tokens"],
-                        "final_vs_teacher_min_ratio": relative,
+                        "final_vs_teacher_min_ratio": worst and worst["ratio"], "final_worst_cell": worst,
                         "tokens_to_95pct_of_teacher": _tokens_to_target(points, teacher)})
     failed = [r for r in rows if r.get("failed")]
     result = {"settings": settings, "teacher": teacher and {"score": teacher_score, "results": teacher["results"],
@@ -748,15 +746,24 @@ def report(out) -> dict:
     return result
 
 
-def _relative(row: dict, teacher: dict) -> float | None:
-    """The smallest ratio converted / teacher over every (task, length) where the teacher scores > 0."""
-    ratios = []
+def _worst_cell(row: dict, teacher: dict) -> dict | None:
+    """The (task, length) cell of the smallest ratio converted / teacher among those where the teacher scores > 0 (of
+    equal ratios, the one the teacher answers least):
+    {task, length, score, teacher, ratio}, so a report can say how many prompts the ratio rests on."""
+    cells = []
     for task, res in row["results"].items():
         ref = teacher["results"].get(task, {}).get("by_length", {})
         for length, value in res["by_length"].items():
             if value is not None and ref.get(length):
-                ratios.append(value / ref[length])
-    return min(ratios) if ratios else None
+                cells.append({"task": task, "length": int(length), "score": value, "teacher": ref[length],
+                              "ratio": value / ref[length]})
+    return min(cells, key=lambda c: (c["ratio"], c["teacher"])) if cells else None  # ties: the fewest answers
+
+
+def _relative(row: dict, teacher: dict) -> float | None:
+    """The smallest ratio converted / teacher over every (task, length) where the teacher scores > 0."""
+    worst = _worst_cell(row, teacher)
+    return worst and worst["ratio"]
 
 
 def _tokens_to_target(points: list[dict], teacher: dict | None) -> int | None:
@@ -808,7 +815,7 @@ def _markdown(result: dict) -> str:
         run = f"{job['steps'][-1]}" + ("" if job["completed"] else " (stopped)") + \
             (" (time limit)" if job.get("time_limited") else "")
         lines.append(f"| {job['shape']} ({job['window']}) | {job['search_key']} | {_preset(job)} | {run} | {cells} | "
-                     f"{_fmt(job['final_vs_teacher_min_ratio'], 2)} | "
+                     f"{_fmt(job['final_vs_teacher_min_ratio'], 2)}{_cell_note(job.get('final_worst_cell'), s)} | "
                      f"{'not reached' if reach is None else f'{reach / 1e6:.1f}M'} |")
     for row in result["failed"]:
         lines.append(f"| {row['shape']} | {row['search_key']} | {_preset(row)} | failed: "
@@ -827,6 +834,16 @@ def _markdown(result: dict) -> str:
             lines.append(f"| {_preset(job)} ({job['shape']}) | {task} | {spread} | {k['repeats_a_value']:.0%} | {other} "
                          f"| {near} |")
     return "\n".join(lines) + "\n"
+
+
+def _cell_note(cell: dict | None, settings: dict) -> str:
+    """' (multikey 8192: 3 vs 3 of 10)': the worst cell and the prompts its scores stand for (a multivalue prompt
+    counts its share of values found), so a reader sees when one answer decides the ratio."""
+    if not cell:
+        return ""
+    n = cell_prompts(settings)
+    return (f" ({cell['task']} {cell['length']}: {cell['score'] * n / 100:.3g} vs {cell['teacher'] * n / 100:.3g} "
+            f"of {n})")
 
 
 def _preset(job: dict) -> str:

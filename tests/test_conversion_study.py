@@ -71,12 +71,15 @@ def test_report_scores_the_cells_the_teacher_answers(study, tmp_path):
     mixers = jobs["mixers"]
     assert mixers["curve"] == [(0, 0.0), (10000, 83.0), (20000, 89.0)]
     assert mixers["final_vs_teacher_min_ratio"] == pytest.approx(78.0 / 80.0)
+    assert mixers["final_worst_cell"] == {"task": "single", "length": 1024, "score": 78.0, "teacher": 80.0,
+                                          "ratio": pytest.approx(78.0 / 80.0)}
     assert mixers["tokens_to_95pct_of_teacher"] == 20000 and mixers["completed"]
     assert jobs["attention"]["tokens_to_95pct_of_teacher"] is None and not jobs["attention"]["completed"]
     assert [row["job"] for row in result["failed"]] == ["lora"]
     text = (tmp_path / "study.md").read_text()
     assert "test card" in text and "failed: stopped at the study's deadline" in text and "20000" not in text
     assert "holds 1 prompts, so one answer moves it by 100 points" in text
+    assert "| 0.97 (single 1024: 0.78 vs 0.8 of 1) |" in text  # the worst cell and the prompts it stands for
     assert (tmp_path / "study.png").stat().st_size > 10_000
     by_task = study.task_curves(result)
     assert by_task["single"]["teacher"] == [(0, 90.0)] and by_task["multikey"]["teacher"] == [(0, 0.0)]
