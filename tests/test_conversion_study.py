@@ -19,6 +19,11 @@ def study():
     return load_module(ROOT / "scripts" / "conversion_study.py")
 
 
+@pytest.fixture(scope="module")
+def reports():
+    return load_module(ROOT / "scripts" / "study_report.py")
+
+
 @pytest.mark.parametrize("shortest", [512, 2048, 16384])
 def test_scaled_shapes_take_the_largest_window_under_a_sixteenth(study, shortest):
     for shape in study.SHAPES.values():
@@ -50,7 +55,7 @@ def _row(job, step, single, multikey, **extra):
             **extra}
 
 
-def test_report_scores_the_cells_the_teacher_answers(study, tmp_path):
+def test_report_scores_the_cells_the_teacher_answers(reports, tmp_path):
     settings = {"command": "x", "card": "test card", "recipe": "recipes/conversion-study.yaml", "teacher": "t",
                 "batch_size": 1, "seq_len": 1000, "lr": 1e-3, "seed": 0, "tasks": ["single", "multikey"],
                 "lengths": [512, 1024], "depths": [50.0], "samples": 1}
@@ -65,7 +70,7 @@ def test_report_scores_the_cells_the_teacher_answers(study, tmp_path):
     ]
     (tmp_path / "settings.json").write_text(json.dumps(settings))
     (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    result = study.report(tmp_path)
+    result = reports.report(tmp_path)
     assert result["teacher"]["score"] == 90.0  # multikey (0 for the teacher) does not count
     jobs = {job["job"]: job for job in result["jobs"]}
     mixers = jobs["mixers"]
@@ -81,7 +86,7 @@ def test_report_scores_the_cells_the_teacher_answers(study, tmp_path):
     assert "holds 1 prompts, so one answer moves it by 100 points" in text
     assert "| 0.97 (single 1024: 0.78 vs 0.8 of 1) |" in text  # the worst cell and the prompts it stands for
     assert (tmp_path / "study.png").stat().st_size > 10_000
-    by_task = study.task_curves(result)
+    by_task = reports.task_curves(result)
     assert by_task["single"]["teacher"] == [(0, 90.0)] and by_task["multikey"]["teacher"] == [(0, 0.0)]
     assert by_task["single"]["mixers"] == [(0, 0.0), (10000, 83.0), (20000, 89.0)]
     assert by_task["multikey"]["mixers"] == [(0, 0.0), (10000, 50.0), (20000, 0.0)]
@@ -89,7 +94,7 @@ def test_report_scores_the_cells_the_teacher_answers(study, tmp_path):
 
 
 
-def test_report_of_a_teacher_that_answers_nothing_keeps_every_row(study, tmp_path):
+def test_report_of_a_teacher_that_answers_nothing_keeps_every_row(reports, tmp_path):
     """A teacher that retrieves nothing (a failed teacher run) has no headline score; the report still lists
     the jobs' rows and draws its plots."""
     settings = {"command": "x", "card": "test card", "recipe": "recipes/conversion-study.yaml", "teacher": "t",
@@ -99,7 +104,7 @@ def test_report_of_a_teacher_that_answers_nothing_keeps_every_row(study, tmp_pat
             _row("mixers", 10, (50.0, 0.0), 0.0, final_model="m")]
     (tmp_path / "settings.json").write_text(json.dumps(settings))
     (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    result = study.report(tmp_path)
+    result = reports.report(tmp_path)
     assert result["teacher"]["score"] is None
     assert [job["job"] for job in result["jobs"]] == ["mixers"] and result["jobs"][0]["final"] is None
     assert (tmp_path / "study.png").stat().st_size > 10_000 and (tmp_path / "study.md").exists()
@@ -111,7 +116,7 @@ def _study_folder(folder: Path, settings: dict, rows: list[dict]) -> str:
     return str(folder)
 
 
-def test_combine_takes_the_teacher_row_from_the_teacher_run_on_the_same_prompts(study, tmp_path):
+def test_combine_takes_the_teacher_row_from_the_teacher_run_on_the_same_prompts(reports, tmp_path):
     """Studies whose own teacher row failed take the NIAH of `conversion_study.py teacher`: only the cells it
     measured are compared, the failed row stays listed, and a teacher.json of other prompts is refused."""
     settings = {"card": "test card", "recipe": "recipes/conversion-study.yaml", "teacher": "t",
@@ -129,7 +134,7 @@ def test_combine_takes_the_teacher_row_from_the_teacher_run_on_the_same_prompts(
     teacher_json = tmp_path / "teacher.json"
     teacher_json.write_text(json.dumps({"niah": {"single": {"average": 80.0, "by_length": {"512": 80.0},
                                                             "answers": answers(512, "123")}}}))
-    result = study.combine(tmp_path / "c", [f"{a}=one"], str(teacher_json))
+    result = reports.combine(tmp_path / "c", [f"{a}=one"], str(teacher_json))
     assert result["jobs"][0]["final_vs_teacher_min_ratio"] == 1.25  # 100 / 80 at 512, the one cell it measured
     assert result["teacher"]["measured_by"] == str(teacher_json)
     assert [r["preset"] for r in result["failed"]] == ["dense"]
@@ -137,14 +142,14 @@ def test_combine_takes_the_teacher_row_from_the_teacher_run_on_the_same_prompts(
     teacher_json.write_text(json.dumps({"niah": {"single": {"by_length": {"512": 80.0},
                                                             "answers": answers(512, "999")}}}))
     with pytest.raises(SystemExit, match="measured other prompts"):
-        study.combine(tmp_path / "d", [f"{a}=one"], str(teacher_json))
+        reports.combine(tmp_path / "d", [f"{a}=one"], str(teacher_json))
     teacher_json.write_text(json.dumps({"niah": {"single": {"by_length": {"4096": 80.0},
                                                             "answers": answers(4096, "123")}}}))
     with pytest.raises(SystemExit, match="none of the studies' prompts"):
-        study.combine(tmp_path / "e", [f"{a}=one"], str(teacher_json))
+        reports.combine(tmp_path / "e", [f"{a}=one"], str(teacher_json))
 
 
-def test_combine_reports_several_studies_of_one_teacher_under_their_labels(study, tmp_path):
+def test_combine_reports_several_studies_of_one_teacher_under_their_labels(reports, tmp_path):
     settings = {"card": "test card", "recipe": "recipes/conversion-study.yaml", "teacher": "t",
                 "teacher_fingerprint": "f", "batch_size": 1, "seq_len": 1000, "lr": 1e-3, "seed": 0,
                 "tasks": ["single", "multikey"], "lengths": [512, 1024], "depths": [50.0], "samples": 1}
@@ -153,7 +158,7 @@ def test_combine_reports_several_studies_of_one_teacher_under_their_labels(study
                       [teacher, _row("mixers", 10, (100.0, 80.0), 0.0, final_model="m")])
     b = _study_folder(tmp_path / "b", {**settings, "train_overrides": ["lr=2"], "command": "run b"},
                       [_row("mixers", 10, (50.0, 40.0), 0.0, final_model="m")])
-    result = study.combine(tmp_path / "both", [f"{a}=one", f"{b}=two"])
+    result = reports.combine(tmp_path / "both", [f"{a}=one", f"{b}=two"])
     finals = {job["job"]: job["final"] for job in result["jobs"]}
     assert finals == {"mixers [one]": 90.0, "mixers [two]": 45.0}  # each scored against a's teacher row
     text = (tmp_path / "both" / "study.md").read_text()
@@ -163,9 +168,9 @@ def test_combine_reports_several_studies_of_one_teacher_under_their_labels(study
     assert (tmp_path / "both" / "study.png").stat().st_size > 10_000
     other = _study_folder(tmp_path / "c", {**settings, "lengths": [2048]}, [teacher])
     with pytest.raises(SystemExit, match="measured other lengths than"):
-        study.combine(tmp_path / "no", [f"{a}=one", f"{other}=three"])
+        reports.combine(tmp_path / "no", [f"{a}=one", f"{other}=three"])
     with pytest.raises(SystemExit, match="is not FOLDER=LABEL"):
-        study.combine(tmp_path / "no", [a])
+        reports.combine(tmp_path / "no", [a])
     assert not (tmp_path / "no").exists()
 
 
