@@ -14,6 +14,7 @@ it measured; `report` turns the rows into OUT/study.json, OUT/study.png and OUT/
     python scripts/conversion_study.py combine both s-a=lr-1e-3 s-b=lr-3e-4  # one report over two studies
     python scripts/conversion_study.py answers MODEL --tasks multivalue --lengths 2048,4096 --out a.json
                                     # one model (dense or converted) on the study's prompts, with its answers
+    python scripts/conversion_study.py compare teacher.json a.json       # answers against the teacher's, per cell
 
     # the larger study (GPU): train the 27M-parameter teacher dense to 8K tokens, then study it at 2K-16K
     python scripts/conversion_study.py teacher --out study-output/teacher
@@ -50,6 +51,7 @@ from study_report import (  # noqa: E402
     TEACHER_ROW_KEYS,
     cell_prompts,
     combine,
+    compare,
     report,
     row_answer_kinds,
     row_score,
@@ -696,6 +698,10 @@ def main(argv=None) -> None:
     ans.add_argument("--out", required=True, help="JSON file to write")
     _grid_options(ans, lengths=[2048, 4096, 8192, 16384], samples=2)
     ans.add_argument("--seed", type=int, default=0)
+    cmp_ = sub.add_parser("compare", help="files of `answers` against the dense teacher's: every cell's ratio")
+    cmp_.add_argument("teacher", help="the dense teacher's `answers` file")
+    cmp_.add_argument("models", nargs="+", help="the `answers` files of the models to compare")
+    cmp_.add_argument("--out", default=None, help="JSON file to write")
     best = sub.add_parser("best", help="print the folder of the final model of the best job (by final score)")
     best.add_argument("out")
     best.add_argument("--shape", default=None)
@@ -717,8 +723,13 @@ def main(argv=None) -> None:
         run_probes(args)
     elif args.command == "answers":
         measure_answers(args)
+    elif args.command == "compare":
+        compare(args.teacher, args.models, args.out)
     elif args.command == "best":
-        rows = [json.loads(line) for line in (Path(args.out) / "rows.jsonl").read_text().splitlines() if line]
+        try:
+            rows = [json.loads(line) for line in (Path(args.out) / "rows.jsonl").read_text().splitlines() if line]
+        except OSError as err:
+            sys.exit(f"error: best: {err}; give the folder of a `conversion_study.py run`")
         finals = [r for r in rows if r.get("final_model") and (args.shape is None or r["shape"] == args.shape)]
         if not finals:
             sys.exit("error: no finished job" + (f" of shape {args.shape}" if args.shape else ""))

@@ -8,6 +8,8 @@
 #                                            # one study per job, side by side, on that teacher (about 9.5 min)
 #   JOBS="control ordered" scripts/study_gpu_check.sh resume
 #                                            # each of those studies continued where its time limit cut it
+#   JOBS="control ordered" scripts/study_gpu_check.sh answers
+#                                            # the teacher and each study's final model on more prompts per cell
 #
 # `teacher` trains teacher 0 of benchmarks/results/study-teacher-h200-2026-11-30/ again: recipes/study-teacher.yaml,
 # which stops at step 2041 of its 2400-step schedule, where teacher 0's time limit stopped it (TEACHER_STOP=N: at
@@ -24,13 +26,16 @@
 # schedule of STEPS can span several commands. Each study's folder (models left out) is packed into $OUT/NAME.tgz;
 # logs and the teacher's report go to $OUT too.
 # fla-core comes from the environment or from the wheel in .whl/ (`importable_here`, scripts/checkout_on_path.sh).
+# `answers` measures the teacher and the final model of each study of JOBS side by side on ANSWER_ARGS (default: the
+# study's lengths with 4 samples per depth, 20 prompts per cell, the study's 10 among them) and compares them cell by
+# cell (`conversion_study.py answers`, `compare`); everything goes to $OUT/answers.tgz.
 # Triton's tuning results of fla-core's kernels (minutes to find on a fresh machine) are restored from $TUNED (default
 # ./.triton-tuned) and every part packs them into $OUT/triton-tuned.tgz (unpack with `tar xzf` in the checkout, then
 # carry `.triton-tuned`).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-WHAT=${1:?usage: scripts/study_gpu_check.sh teacher|study|resume}
+WHAT=${1:?usage: scripts/study_gpu_check.sh teacher|study|resume|answers}
 WORK=${WORK:-/tmp/study-gpu}
 OUT=${OUT:-$WORK/out}
 PY=${PYTHON:-python3}
@@ -43,6 +48,7 @@ STEPS=${STEPS:-1800}
 EVALS=${EVALS:-600,1200,1800}
 JOB_MINUTES=${JOB_MINUTES:-8}
 DEADLINE=${DEADLINE:-550}
+ANSWER_ARGS=${ANSWER_ARGS:---lengths 2048,4096,8192,16384 --samples 4}
 SHAPE_ARGS=${SHAPE_ARGS:---seq-len 4096 --batch-size 8 --lengths 2048,4096,8192,16384 --samples 2}
 MIX="lm_average=sample;data.niah_tasks=[single, multikey, multivalue, multivalue, multivalue, multivalue]"
 mkdir -p "$WORK" "$OUT"
@@ -139,6 +145,30 @@ case $WHAT in
     pack_studies
     save_tuning
     ;;
-  *) echo "error: unknown part '$WHAT'; use teacher, study or resume"; exit 2 ;;
+  answers)
+    : "${JOBS:?set JOBS to the names of the studies whose final models to measure, e.g. JOBS=\"control\"}"
+    [ -f "$WORK/teacher/model/config.json" ] || { echo "error: no teacher in $WORK/teacher/model; run the teacher part first"; exit 2; }
+    rm -rf "$WORK/answers" && mkdir -p "$WORK/answers"
+    files=()
+    elapsed "the teacher and the final model of each study of '$JOBS' on $ANSWER_ARGS"
+    # shellcheck disable=SC2086  # ANSWER_ARGS is a list of options
+    $PY scripts/conversion_study.py answers "$WORK/teacher/model" --out "$WORK/answers/teacher.json" $ANSWER_ARGS \
+      > "$WORK/answers/teacher.log" 2>&1 &
+    for job in $JOBS; do
+      name=${job%%=*}
+      model=$($PY scripts/conversion_study.py best "$WORK/study-$name") || { echo "study $name: no final model"; continue; }
+      files+=("$WORK/answers/$name.json")
+      # shellcheck disable=SC2086  # ANSWER_ARGS is a list of options
+      $PY scripts/conversion_study.py answers "$model" --out "$WORK/answers/$name.json" $ANSWER_ARGS \
+        > "$WORK/answers/$name.log" 2>&1 &
+    done
+    wait
+    elapsed "measured"
+    $PY scripts/conversion_study.py compare "$WORK/answers/teacher.json" "${files[@]}" \
+      --out "$WORK/answers/compare.json" > "$WORK/answers/compare.md" 2>&1
+    cat "$WORK/answers/compare.md"
+    tar czf "$OUT/answers.tgz" -C "$WORK" answers
+    ;;
+  *) echo "error: unknown part '$WHAT'; use teacher, study, resume or answers"; exit 2 ;;
 esac
 elapsed done

@@ -97,6 +97,56 @@ def combine(out, runs: list[str], teacher_niah: str | None = None) -> dict:
     return report(out)
 
 
+def compare(teacher_answers: str, model_answers: list[str], out: str | None = None) -> dict:
+    """The files of `conversion_study.py answers` (one model each, on one prompt grid) against the dense teacher's:
+    per model its headline score, worst cell and every cell's ratio. It measures a study's final models again on
+    more prompts per cell than the study's own rows (e.g. --samples 4 where the study ran 2: the first two samples
+    are the same prompts). Exits with one line when a file is unreadable or measured another grid than the
+    teacher's."""
+    def read(path):
+        try:
+            return json.loads(Path(path).read_text())
+        except (OSError, ValueError) as err:
+            sys.exit(f"error: compare: cannot read {path} ({err}); give files that `conversion_study.py answers` wrote")
+
+    teacher = read(teacher_answers)
+    grid = {k: teacher.get(k) for k in (*TEACHER_ROW_KEYS, "seed")}
+    models = []
+    for path in model_answers:
+        answers = read(path)
+        differ = [k for k in grid if answers.get(k) != grid[k]]
+        if differ:
+            sys.exit(f"error: compare: {path} measured other {', '.join(differ)} than {teacher_answers}; measure "
+                     "both on one grid")
+        cells = {task: {length: (value / teacher["results"][task]["by_length"][length]
+                                 if value is not None and teacher["results"][task]["by_length"].get(length) else None)
+                        for length, value in res["by_length"].items()}
+                 for task, res in answers["results"].items()}
+        models.append({"file": str(path), "model": answers.get("model"), "score": row_score(answers, teacher),
+                       "worst_cell": _worst_cell(answers, teacher), "ratios": cells,
+                       "by_task": {t: r["by_length"] for t, r in answers["results"].items()}})
+    result = {"teacher": {"file": str(teacher_answers), "model": teacher.get("model"),
+                          "by_task": {t: r["by_length"] for t, r in teacher["results"].items()}},
+              "grid": grid, "models": models}
+    lines = [f"NIAH exact match %, {cell_prompts(grid)} prompts per (task, length) cell; ratio to the dense teacher "
+             f"({teacher_answers}) where it answers:", "",
+             "| model | task | " + " | ".join(str(n) for n in grid["lengths"]) + " |",
+             "|---|---|" + "---|" * len(grid["lengths"])]
+    for name, by_task, ratios in [("dense teacher", result["teacher"]["by_task"], None),
+                                  *[(m["file"], m["by_task"], m["ratios"]) for m in models]]:
+        for task, by_length in by_task.items():
+            cells = [_fmt(by_length.get(str(n))) + ("" if ratios is None or ratios[task].get(str(n)) is None
+                                                    else f" ({ratios[task][str(n)]:.2f})") for n in grid["lengths"]]
+            lines.append(f"| {name} | {task} | " + " | ".join(cells) + " |")
+    for m in models:
+        lines.append(f"\n{m['file']}: worst ratio {_fmt(m['worst_cell'] and m['worst_cell']['ratio'], 2)}"
+                     f"{_cell_note(m['worst_cell'], grid)}")
+    print("\n".join(lines))
+    if out:
+        Path(out).write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
 def row_score(row: dict, teacher: dict | None = None) -> float | None:
     """Headline exact match (%) of a row: the mean over the (task, length) cells that the dense teacher
     answers (score > 0), i.e. the retrieval the conversion must keep; without a teacher row, every cell."""

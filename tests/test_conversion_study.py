@@ -228,6 +228,18 @@ def test_a_study_job_converts_trains_with_the_study_overrides_and_measures(study
     study.main(["answers", str(out / "jobs" / "balanced-anchor-attention" / "run"), "--out", str(tmp_path / "c.json"),
                 *prompts])
     assert len(json.loads((tmp_path / "c.json").read_text())["results"]["single"]["answers"]) == 1
+    # `compare` puts the two side by side, cell by cell, and refuses files of another grid
+    study.main(["compare", str(tmp_path / "t.json"), str(tmp_path / "c.json"), "--out", str(tmp_path / "cmp.json")])
+    compared = json.loads((tmp_path / "cmp.json").read_text())["models"][0]
+    converted_score = json.loads((tmp_path / "c.json").read_text())["results"]["single"]["by_length"]["256"]
+    assert again_teacher["results"]["single"]["by_length"]["256"] == 100.0  # the tiny teacher finds its needle
+    assert compared["by_task"]["single"] == {"256": converted_score}
+    assert compared["ratios"]["single"]["256"] == converted_score / 100.0
+    assert compared["worst_cell"]["task"] == "single" and compared["worst_cell"]["length"] == 256
+    other = json.loads((tmp_path / "c.json").read_text())
+    (tmp_path / "other.json").write_text(json.dumps({**other, "samples": 2}))
+    with pytest.raises(SystemExit, match="measured other samples"):
+        study.main(["compare", str(tmp_path / "t.json"), str(tmp_path / "other.json")])
 
     # a second study on the same teacher and prompts takes the teacher's row from the first, and skips the
     # as-converted measurement: only the job's trained budget is measured
@@ -322,3 +334,8 @@ def test_bad_teacher_overrides_are_one_line_before_any_model(study, tmp_path, ar
     with pytest.raises(SystemExit, match=message):
         study.main([command, "--out", str(tmp_path / "t"), *rest])
     assert not (tmp_path / "t").exists()
+
+
+def test_best_of_a_folder_without_a_study_is_one_error_line(study, tmp_path):
+    with pytest.raises(SystemExit, match="give the folder of a `conversion_study.py run`"):
+        study.main(["best", str(tmp_path / "no-study")])
