@@ -22,6 +22,7 @@ import pstats
 import time
 
 import torch
+import triton
 from slkernels import SuperlinearConfig, superlinear_attention, triton_backend
 from slkernels.api import _BACKENDS, available_backends
 from slkernels.triton_ops import decode, search
@@ -152,7 +153,7 @@ def main(argv=None) -> None:
                   f"back to back, graph replay {row['graph_replay_us']:.1f}; host {row['host_per_call_us']:.1f} per "
                   f"call = launches ({launches}) + {row['host_besides_launches_us']:.1f} besides", flush=True)
         if args.json:
-            card = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": _triton_version()}
+            card = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__}
             with open(args.json, "w") as f:
                 json.dump({"environment": card, "calls": args.calls, "rows": rows}, f, indent=2)
         return
@@ -175,12 +176,6 @@ def main(argv=None) -> None:
         profile = cProfile.Profile()
         profile.runcall(lambda: [calls["superlinear_attention (public call)"]() for _ in range(500)])
         pstats.Stats(profile).sort_stats("tottime").print_stats(15)
-
-
-def _triton_version() -> str:
-    import triton
-
-    return triton.__version__
 
 
 if __name__ == "__main__":

@@ -205,9 +205,8 @@ def run_job(spec: dict) -> None:
     if spec["preset"] == "dense":  # the teacher itself
         from transformers import AutoTokenizer
 
-        teacher = load_measured(Path(spec["teacher"]))
-        record(0, evaluate(teacher, AutoTokenizer.from_pretrained(spec["teacher"]), spec,
-                           prefill_chunk=dense_prefill_chunk(teacher, spec)))
+        teacher, chunk = load_measured(Path(spec["teacher"]), spec)
+        record(0, evaluate(teacher, AutoTokenizer.from_pretrained(spec["teacher"]), spec, prefill_chunk=chunk))
         return
 
     shape = SHAPES[spec["shape"]] if not spec.get("scale_to") else scaled(SHAPES[spec["shape"]], spec["scale_to"])
@@ -248,9 +247,10 @@ def run_job(spec: dict) -> None:
            stopped_at_time_limit=summary["stopped_at_time_limit"])
 
 
-def load_measured(model_dir: Path):
-    """A model to measure, in float32 on the GPU when there is one: a dense checkpoint through transformers, a
-    converted one through `slconvert.load`."""
+def load_measured(model_dir: Path, spec: dict):
+    """A model to measure, in float32 on the GPU when there is one, and the prefill chunk to measure it with: a
+    dense checkpoint through transformers, its prompts in `dense_prefill_chunk`s; a converted one through
+    `slconvert.load`, its prompts whole."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -258,8 +258,9 @@ def load_measured(model_dir: Path):
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if read_block(model_dir) is None:
-        return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device)
-    return load(model_dir, device=device, dtype="float32")
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device)
+        return model, dense_prefill_chunk(model, spec)
+    return load(model_dir, device=device, dtype="float32"), None
 
 
 def measure_answers(args) -> dict:
@@ -268,13 +269,10 @@ def measure_answers(args) -> dict:
     took the teacher's row from an older one that did not keep answers."""
     from transformers import AutoTokenizer
 
-    from slconvert.loading import read_block
-
     model_dir = Path(args.model)
-    model = load_measured(model_dir)
     spec = {"name": model_dir.name, "tasks": args.tasks, "lengths": args.lengths, "depths": args.depths,
             "samples": args.samples, "seed": args.seed}
-    chunk = dense_prefill_chunk(model, spec) if read_block(model_dir) is None else None
+    model, chunk = load_measured(model_dir, spec)
     results = evaluate(model, AutoTokenizer.from_pretrained(model_dir), spec, prefill_chunk=chunk)
     out = {"model": str(model_dir.resolve()), "fingerprint": fingerprint(model_dir), "device": str(model.device),
            **{k: spec[k] for k in ("tasks", "lengths", "depths", "samples", "seed")}, "results": results,
@@ -293,6 +291,7 @@ def train_teacher(args) -> None:
     """Build the untrained study teacher, train it dense with recipes/study-teacher.yaml, measure its NIAH."""
     _importable()
     from slconvert.assets.teacher import build_untrained_teacher
+    from slconvert.errors import SlconvertError
     from slconvert.training import train
 
     recipe = _recipe_or_exit(TEACHER_RECIPE, args.overrides)  # a bad override stops here, before the model is built
@@ -304,8 +303,6 @@ def train_teacher(args) -> None:
         init = out / "init"
     else:
         init = build_untrained_teacher(out / "init", size=args.size, seed=args.seed)
-    from slconvert.errors import SlconvertError
-
     try:
         summary = train(recipe, init, out / "model", resume=args.resume, progress=False)
     except SlconvertError as err:  # e.g. --resume without a checkpoint, or a finished run's folder
@@ -322,8 +319,7 @@ def train_teacher(args) -> None:
              "rows": str(rows), "work": str(out / "eval"), "batch_size": 0, "seq_len": 0})
     result = json.loads(rows.read_text().splitlines()[-1])
     teacher_report = {"card": _card(), "recipe": str(TEACHER_RECIPE.relative_to(ROOT)), "overrides": args.overrides,
-              "init": args.init,
-              "size": args.size, "training": summary, "niah": result["results"]}
+                      "init": args.init, "size": args.size, "training": summary, "niah": result["results"]}
     (out / "teacher.json").write_text(json.dumps(teacher_report, indent=2, default=str) + "\n")
     for task, res in result["results"].items():
         print(f"teacher NIAH {task}: " + ", ".join(f"{k} tokens {v:.1f}%" for k, v in res["by_length"].items()
@@ -388,8 +384,8 @@ def run_probes(args) -> None:
         print(f"  {name}: exit {proc.returncode}, step {last.get('step')}, smoothed loss "
               f"{last.get('loss_smooth')}, answer loss {last.get('lm_niah')}", flush=True)
     probes_report = {"command": " ".join(sys.argv), "card": _card(), "recipe": str(TEACHER_RECIPE.relative_to(ROOT)),
-              "size": args.size, "seed": args.seed, "init": str(init), "minutes": args.minutes,
-              "common": args.common, "probes": results}
+                     "size": args.size, "seed": args.seed, "init": str(init), "minutes": args.minutes,
+                     "common": args.common, "probes": results}
     (out / "probes.json").write_text(json.dumps(probes_report, indent=2, default=str) + "\n")
     import matplotlib
 

@@ -74,12 +74,17 @@ pack_studies() {  # each study of JOBS: its log beside its rows, its folder with
     grep -A6 "^| shape (W)" "$WORK/study-$name/study.md" 2>/dev/null | head -8
   done
 }
+teacher_cut() {  # whether the teacher's last training command ended at its time limit (the next one continues it)
+  grep -q '"stopped_at_time_limit": true' "$WORK/teacher/model/training_summary.json" 2>/dev/null
+}
+need_teacher() {
+  [ -f "$WORK/teacher/model/config.json" ] || { echo "error: no teacher in $WORK/teacher/model; run the teacher part first"; exit 2; }
+}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/card.txt" 2>&1
 
 case $WHAT in
   teacher)
-    if [ -f "$WORK/teacher/model/training_summary.json" ] && ! grep -q '"stopped_at_time_limit": true' \
-         "$WORK/teacher/model/training_summary.json"; then
+    if [ -f "$WORK/teacher/model/training_summary.json" ] && ! teacher_cut; then
       elapsed "the teacher in $WORK/teacher/model is ready"
     elif [ -f "$TEACHER_COPY/int8.safetensors" ] && [ ! -d "$WORK/teacher/model" ]; then
       elapsed "rebuilding the teacher from its int8 copy in $TEACHER_COPY"
@@ -100,7 +105,7 @@ case $WHAT in
       tail -5 "$OUT/teacher.log"
       if [ $rc != 0 ]; then
         elapsed "the teacher's training failed (exit $rc): see $OUT/teacher.log"
-      elif grep -q '"stopped_at_time_limit": true' "$WORK/teacher/model/training_summary.json" 2>/dev/null; then
+      elif teacher_cut; then
         elapsed "the time limit cut the teacher: run this part again to continue it"
       else
         rm -rf "$WORK/.study-teacher"
@@ -111,7 +116,7 @@ case $WHAT in
     save_tuning
     ;;
   study)
-    [ -f "$WORK/teacher/model/config.json" ] || { echo "error: no teacher in $WORK/teacher/model; run the teacher part first"; exit 2; }
+    need_teacher
     : "${JOBS:?set JOBS, e.g. JOBS=\"control=mixers:1e-3 ordered=mixers:1e-3:data.needle_order=answer\"}"
     for job in $JOBS; do
       name=${job%%=*}; rest=${job#*=}
@@ -147,7 +152,7 @@ case $WHAT in
     ;;
   answers)
     : "${JOBS:?set JOBS to the names of the studies whose final models to measure, e.g. JOBS=\"control\"}"
-    [ -f "$WORK/teacher/model/config.json" ] || { echo "error: no teacher in $WORK/teacher/model; run the teacher part first"; exit 2; }
+    need_teacher
     rm -rf "$WORK/answers" && mkdir -p "$WORK/answers"
     files=()
     elapsed "the teacher and the final model of each study of '$JOBS' on $ANSWER_ARGS"

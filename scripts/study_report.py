@@ -118,10 +118,9 @@ def compare(teacher_answers: str, model_answers: list[str], out: str | None = No
         if differ:
             sys.exit(f"error: compare: {path} measured other {', '.join(differ)} than {teacher_answers}; measure "
                      "both on one grid")
-        cells = {task: {length: (value / teacher["results"][task]["by_length"][length]
-                                 if value is not None and teacher["results"][task]["by_length"].get(length) else None)
-                        for length, value in res["by_length"].items()}
-                 for task, res in answers["results"].items()}
+        cells = {task: dict.fromkeys(res["by_length"]) for task, res in answers["results"].items()}
+        for cell in _compared_cells(answers, teacher):
+            cells[cell["task"]][str(cell["length"])] = cell["ratio"]
         models.append({"file": str(path), "model": answers.get("model"), "score": row_score(answers, teacher),
                        "worst_cell": _worst_cell(answers, teacher), "ratios": cells,
                        "by_task": {t: r["by_length"] for t, r in answers["results"].items()}})
@@ -209,10 +208,9 @@ def report(out) -> dict:
     return result
 
 
-def _worst_cell(row: dict, teacher: dict) -> dict | None:
-    """The (task, length) cell of the smallest ratio converted / teacher among those where the teacher scores > 0 (of
-    equal ratios, the one the teacher answers least):
-    {task, length, score, teacher, ratio}, so a report can say how many prompts the ratio rests on."""
+def _compared_cells(row: dict, teacher: dict) -> list[dict]:
+    """Every (task, length) cell of `row` that the teacher answers (score > 0), as {task, length, score, teacher,
+    ratio}: the cells the conversion must keep."""
     cells = []
     for task, res in row["results"].items():
         ref = teacher["results"].get(task, {}).get("by_length", {})
@@ -220,6 +218,13 @@ def _worst_cell(row: dict, teacher: dict) -> dict | None:
             if value is not None and ref.get(length):
                 cells.append({"task": task, "length": int(length), "score": value, "teacher": ref[length],
                               "ratio": value / ref[length]})
+    return cells
+
+
+def _worst_cell(row: dict, teacher: dict) -> dict | None:
+    """The compared cell of the smallest ratio converted / teacher (of equal ratios, the one the teacher answers
+    least), so a report can say how many prompts the ratio rests on."""
+    cells = _compared_cells(row, teacher)
     return min(cells, key=lambda c: (c["ratio"], c["teacher"])) if cells else None  # ties: the fewest answers
 
 

@@ -352,11 +352,6 @@ def test_kernels_merge_is_the_stable_sort_on_random_pieces(interpreted):
     assert interpreted["ties"]["random_pieces"] is True
 
 
-if __name__ == "__main__" and "--worker" in sys.argv:
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    _worker()
-
-
 def test_host_time_benchmark_times_each_launch_and_refuses_cuda_without_a_gpu():
     """benchmarks/decode_host_time.py: its launch wrapper passes every argument through and times the launch;
     `--cuda` on a machine without a GPU is one line."""
@@ -379,3 +374,8 @@ def test_host_time_benchmark_times_each_launch_and_refuses_cuda_without_a_gpu():
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match="^error: --cuda needs a CUDA GPU"):
             bench.main(["--cuda"])
+
+
+if __name__ == "__main__" and "--worker" in sys.argv:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    _worker()
