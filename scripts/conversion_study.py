@@ -118,6 +118,8 @@ def _append(path: Path, row: dict) -> None:
 # ----- evaluation of a live model -----------------------------------------------------------------------
 
 
+SETUP_S = 30.0  # a job's training loop starts about this long after its time limit is set (model load, compile)
+MIN_TRAIN_S = 60.0  # run_jobs starts no job with less training time than this before its stop
 _GRIDS: dict = {}  # task -> NIAH grid; a job process evaluates one spec with one tokenizer
 
 
@@ -180,6 +182,17 @@ def evaluate(model, tokenizer, spec: dict, *, prefill_chunk: int | None = None) 
 # ----- one job --------------------------------------------------------------------------------------------
 
 
+def job_time_limit(spec: dict, now: float | None = None) -> float:
+    """The job's training time limit in minutes (0: none): its --job-minutes, shortened so that training stops by
+    `stop_by` (the study's deadline less its --reserve, set by `run_jobs`) and the job still measures its model and
+    writes the checkpoint that `run --resume` continues from, instead of being killed at the deadline."""
+    limit = float(spec.get("job_minutes") or 0)
+    if spec.get("stop_by"):
+        left = max(spec["stop_by"] - (time.time() if now is None else now) - SETUP_S, MIN_TRAIN_S) / 60.0
+        limit = min(limit, left) if limit else left
+    return limit
+
+
 def run_job(spec: dict) -> None:
     """Convert, train and evaluate one (shape, search key, preset) combination; rows go to spec['rows']."""
     _importable()
@@ -224,7 +237,7 @@ def run_job(spec: dict) -> None:
         start = work / "warmup"
     overrides = [f"trainable={preset}", f"max_steps={spec['steps']}", f"seq_len={spec['seq_len']}",
                  f"batch_size={spec['batch_size']}", f"micro_batch_size={spec['batch_size']}", f"lr={spec['lr']}",
-                 f"seed={spec['seed']}", "save_every=1", f"time_limit_minutes={spec.get('job_minutes') or 0}",
+                 f"seed={spec['seed']}", "save_every=1", f"time_limit_minutes={job_time_limit(spec)}",
                  *spec.get("train_overrides", [])]
     recipe = load_recipe(RECIPE, overrides)
     evals = sorted(set(spec["evals"]))
@@ -568,6 +581,7 @@ def run_jobs(jobs: list[dict], rows: Path, work: Path, args) -> None:
     """Run the jobs as processes, `args.parallel` at a time over `args.gpus` GPUs, until done or `args.deadline`;
     a failed or stopped job leaves a row saying so."""
     deadline = time.time() + args.deadline if args.deadline else None
+    stop_by = deadline - args.reserve if deadline else None
     env = _child_env(args.threads)
     running: list[tuple[dict, subprocess.Popen, object, int]] = []
     pending = list(jobs)
@@ -575,7 +589,9 @@ def run_jobs(jobs: list[dict], rows: Path, work: Path, args) -> None:
     logs.mkdir(parents=True, exist_ok=True)
     while pending or running:
         while pending and len(running) < args.parallel:
-            job = pending.pop(0)
+            if stop_by and stop_by - time.time() < SETUP_S + MIN_TRAIN_S:
+                break  # too late to train and still measure: the rest are not started
+            job = {**pending.pop(0), "stop_by": stop_by}
             log = open(logs / f"{job['name']}.log", "a" if job.get("resume") else "w")
             # Each job goes to the GPU that runs the fewest jobs now (jobs are independent processes).
             gpu = min(range(args.gpus), key=lambda g: sum(1 for *_, used in running if used == g))
@@ -583,6 +599,9 @@ def run_jobs(jobs: list[dict], rows: Path, work: Path, args) -> None:
             proc = subprocess.Popen([sys.executable, __file__, "job", json.dumps(job)], stdout=log,
                                     stderr=subprocess.STDOUT, env=job_env)
             running.append((job, proc, log, gpu))
+        if pending and not running:  # none could start
+            _not_started(rows, pending)
+            break
         time.sleep(2)
         for item in list(running):
             job, proc, log, _ = item
@@ -594,17 +613,21 @@ def run_jobs(jobs: list[dict], rows: Path, work: Path, args) -> None:
                     _append(rows, {"job": job["name"], "shape": job["shape"], "search_key": job["key"],
                                    "preset": job["preset"], "failed": True, "returncode": proc.returncode,
                                    "log_tail": (logs / f"{job['name']}.log").read_text()[-2000:]})
-        if deadline and time.time() > deadline:
+        if deadline and time.time() >= deadline:
             for job, proc, log, _ in running:
                 proc.kill()
                 log.close()
                 _append(rows, {"job": job["name"], "shape": job["shape"], "search_key": job["key"],
                                "preset": job["preset"], "failed": True, "reason": "stopped at the study's deadline"})
                 print(f"  {job['name']}: stopped at the deadline", flush=True)
-            for job in pending:
-                _append(rows, {"job": job["name"], "shape": job["shape"], "search_key": job["key"],
-                               "preset": job["preset"], "failed": True, "reason": "not started before the deadline"})
+            _not_started(rows, pending)
             break
+
+
+def _not_started(rows: Path, jobs: list[dict]) -> None:
+    for job in jobs:
+        _append(rows, {"job": job["name"], "shape": job["shape"], "search_key": job["key"], "preset": job["preset"],
+                       "failed": True, "reason": "not started before the deadline"})
 
 
 def _numbers(text: str, kind=int) -> list:
@@ -639,6 +662,9 @@ def main(argv=None) -> None:
     run.add_argument("--threads", type=int, default=1, help="CPU threads per job")
     run.add_argument("--gpus", type=int, default=1, help="spread the jobs over this many GPUs (CUDA_VISIBLE_DEVICES)")
     run.add_argument("--deadline", type=float, default=0, help="seconds after which running jobs are stopped")
+    run.add_argument("--reserve", type=float, default=150,
+                     help="with --deadline: seconds before it at which each job stops training (its time limit is "
+                          "shortened), so it measures its model and leaves a checkpoint to --resume from")
     run.add_argument("--job-minutes", type=float, default=0,
                      help="each job's training time limit: it then stops, and its model as trained is measured")
     run.add_argument("--work", default=None, help="folder of the jobs' models (default OUT/jobs)")

@@ -2,10 +2,10 @@
 
 The conversion study's teacher (27M parameters, 108 MB in float32) has to travel between a GPU machine and this
 checkout, through channels that limit what they carry (a few files of 16 MiB back from a command, 64 MiB in all to
-it). Its int8 copy is a quarter of that, and a study measures the float32 model rebuilt from the copy, so every
-row compares the same weights.
+it). Its int8 copy, gzipped, is under a quarter of that, and a study measures the float32 model rebuilt from the
+copy, so every row compares the same weights.
 
-    python scripts/int8_copy.py pack MODEL COPY      # COPY/: int8.safetensors plus MODEL's config and tokenizer
+    python scripts/int8_copy.py pack MODEL COPY      # COPY/: int8.safetensors.gz plus MODEL's config and tokenizer
     python scripts/int8_copy.py unpack COPY MODEL    # MODEL/model.safetensors in float32, the same config and tokenizer
 
 Each floating-point tensor of two or more dimensions is stored as int8 with one float32 scale per row of its last
@@ -15,11 +15,12 @@ dimension (absmax / 127: a weight moves by at most half a step, scale / 2); ever
 from __future__ import annotations
 
 import argparse
+import gzip
 import shutil
 import sys
 from pathlib import Path
 
-WEIGHTS = "int8.safetensors"
+WEIGHTS = "int8.safetensors.gz"  # gzip saves a tenth: it counts against what a command may carry
 SCALE_SUFFIX = ".int8_row_scale"
 LEVELS = 127.0
 
@@ -51,7 +52,7 @@ def dequantize(values, scale):
 
 
 def pack(model: Path, copy: Path) -> Path:
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file, save
 
     files = _weight_files(model)
     if not (model / "config.json").is_file() or not files:
@@ -64,17 +65,17 @@ def pack(model: Path, copy: Path) -> Path:
                 out[name], out[name + SCALE_SUFFIX] = quantize(tensor)
             else:
                 out[name] = tensor.contiguous()
-    save_file(out, copy / WEIGHTS, metadata={"format": "int8-rows"})
+    (copy / WEIGHTS).write_bytes(gzip.compress(save(out, metadata={"format": "int8-rows"}), compresslevel=6))
     _copy_side_files(model, copy)
     return copy / WEIGHTS
 
 
 def unpack(copy: Path, model: Path) -> Path:
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load, save_file
 
     if not (copy / WEIGHTS).is_file() or not (copy / "config.json").is_file():
         sys.exit(f"error: {copy} holds no int8 copy ({WEIGHTS} and config.json); make one with `int8_copy.py pack`")
-    stored = load_file(copy / WEIGHTS)
+    stored = load(gzip.decompress((copy / WEIGHTS).read_bytes()))
     out = {}
     for name, tensor in stored.items():
         if name.endswith(SCALE_SUFFIX):

@@ -20,8 +20,9 @@
 # from it in seconds instead of training it. `study` runs one
 # `conversion_study.py run` per JOBS entry NAME=PRESET:LR[:OVERRIDE;OVERRIDE...] at the balanced shape with the
 # span-mean key on the curriculum's needle mix (as study-teacher-run-7: 8 x 4096 tokens per step, STEPS steps,
-# evaluations at EVALS, NIAH single / multikey / multivalue at 2K-16K), all at once, each stopped after
-# JOB_MINUTES of training and the whole part after DEADLINE seconds. A job cut by its time limit leaves a checkpoint:
+# evaluations at EVALS, NIAH single / multikey / multivalue at 2K-16K), all at once (each study measures its teacher
+# row beside its job: PARALLEL=2), each stopped after JOB_MINUTES of training or RESERVE seconds (default 150: its
+# last measurement) before the part's DEADLINE, whichever comes first. A job cut by its time limit leaves a checkpoint:
 # `resume` continues it (`conversion_study.py run --resume`, the study's own settings) for another JOB_MINUTES, so a
 # schedule of STEPS can span several commands. Each study's folder (models left out) is packed into $OUT/NAME.tgz;
 # logs and the teacher's report go to $OUT too.
@@ -48,6 +49,8 @@ STEPS=${STEPS:-1800}
 EVALS=${EVALS:-600,1200,1800}
 JOB_MINUTES=${JOB_MINUTES:-8}
 DEADLINE=${DEADLINE:-550}
+RESERVE=${RESERVE:-150}
+PARALLEL=${PARALLEL:-2}
 ANSWER_ARGS=${ANSWER_ARGS:---lengths 2048,4096,8192,16384 --samples 4}
 SHAPE_ARGS=${SHAPE_ARGS:---seq-len 4096 --batch-size 8 --lengths 2048,4096,8192,16384 --samples 2}
 MIX="lm_average=sample;data.niah_tasks=[single, multikey, multivalue, multivalue, multivalue, multivalue]"
@@ -86,7 +89,7 @@ case $WHAT in
   teacher)
     if [ -f "$WORK/teacher/model/training_summary.json" ] && ! teacher_cut; then
       elapsed "the teacher in $WORK/teacher/model is ready"
-    elif [ -f "$TEACHER_COPY/int8.safetensors" ] && [ ! -d "$WORK/teacher/model" ]; then
+    elif [ -f "$TEACHER_COPY/int8.safetensors.gz" ] && [ ! -d "$WORK/teacher/model" ]; then
       elapsed "rebuilding the teacher from its int8 copy in $TEACHER_COPY"
       $PY scripts/int8_copy.py unpack "$TEACHER_COPY" "$WORK/teacher/model" || exit 1
       elapsed "the teacher in $WORK/teacher/model is ready"
@@ -128,7 +131,8 @@ case $WHAT in
       # shellcheck disable=SC2086  # SHAPE_ARGS is a list of options
       timeout -k 10 $((DEADLINE + 40)) $PY scripts/conversion_study.py run --out "$WORK/study-$name" \
         --teacher "$WORK/teacher/model" --shapes balanced --keys span_mean --presets "$preset" --lr "$lr" \
-        --steps "$STEPS" --evals "$EVALS" $SHAPE_ARGS --gpus 1 --parallel 1 --deadline "$DEADLINE" \
+        --steps "$STEPS" --evals "$EVALS" $SHAPE_ARGS --gpus 1 --parallel "$PARALLEL" --deadline "$DEADLINE" \
+        --reserve "$RESERVE" \
         --job-minutes "$JOB_MINUTES" --no-untrained --train "$MIX$extra" > "$WORK/study-$name.log" 2>&1 &
     done
     wait
@@ -143,7 +147,8 @@ case $WHAT in
       [ -f "$WORK/study-$name/settings.json" ] || { echo "error: no study $name in $WORK; run the study part first"; exit 2; }
       elapsed "resuming study $name"
       timeout -k 10 $((DEADLINE + 40)) $PY scripts/conversion_study.py run --out "$WORK/study-$name" --resume \
-        --job-minutes "$JOB_MINUTES" --deadline "$DEADLINE" --gpus 1 --parallel 1 >> "$WORK/study-$name.log" 2>&1 &
+        --job-minutes "$JOB_MINUTES" --deadline "$DEADLINE" --reserve "$RESERVE" --gpus 1 --parallel 1 \
+        >> "$WORK/study-$name.log" 2>&1 &
     done
     wait
     elapsed "studies done"
@@ -169,9 +174,11 @@ case $WHAT in
     done
     wait
     elapsed "measured"
-    $PY scripts/conversion_study.py compare "$WORK/answers/teacher.json" "${files[@]}" \
-      --out "$WORK/answers/compare.json" > "$WORK/answers/compare.md" 2>&1
-    cat "$WORK/answers/compare.md"
+    if [ ${#files[@]} -gt 0 ]; then
+      $PY scripts/conversion_study.py compare "$WORK/answers/teacher.json" "${files[@]}" \
+        --out "$WORK/answers/compare.json" > "$WORK/answers/compare.md" 2>&1
+      cat "$WORK/answers/compare.md"
+    fi
     tar czf "$OUT/answers.tgz" -C "$WORK" answers
     ;;
   *) echo "error: unknown part '$WHAT'; use teacher, study, resume or answers"; exit 2 ;;

@@ -295,6 +295,31 @@ def test_a_job_stopped_at_its_time_limit_resumes_from_its_checkpoint(study, tmp_
     with pytest.raises(SystemExit, match="holds no earlier study"):
         study.main(["run", "--out", str(tmp_path / "none"), "--resume"])
 
+def test_a_deadline_shortens_each_job_so_it_measures_and_leaves_a_checkpoint(study):
+    """With --deadline, a job trains until the deadline less --reserve (less its setup time), or its --job-minutes
+    if that comes first, so it is never killed before measuring its model and writing its checkpoint."""
+    now = 1000.0
+    assert study.job_time_limit({"job_minutes": 8}, now) == 8.0
+    assert study.job_time_limit({"job_minutes": 0}, now) == 0.0  # no limit
+    stop_by = now + 300.0  # 270 s of training once its setup time is taken off
+    assert study.job_time_limit({"job_minutes": 8, "stop_by": stop_by}, now) == 4.5
+    assert study.job_time_limit({"job_minutes": 2, "stop_by": stop_by}, now) == 2.0
+    assert study.job_time_limit({"job_minutes": 0, "stop_by": stop_by}, now) == 4.5
+    assert study.job_time_limit({"job_minutes": 8, "stop_by": now - 5}, now) == study.MIN_TRAIN_S / 60  # never 0
+
+
+def test_no_job_starts_too_late_to_measure_before_the_deadline(study, tmp_path):
+    from types import SimpleNamespace
+
+    rows = tmp_path / "rows.jsonl"
+    job = {"name": "balanced-anchor-attention", "shape": "balanced", "key": "anchor", "preset": "attention"}
+    args = SimpleNamespace(deadline=200.0, reserve=150.0, threads=1, parallel=1, gpus=1)
+    study.run_jobs([job], rows, tmp_path / "jobs", args)  # 50 s left to train: less than setup + MIN_TRAIN_S
+    assert [json.loads(line) for line in rows.read_text().splitlines()] == [
+        {**{k: job[k] for k in ("shape", "preset")}, "job": job["name"], "search_key": "anchor", "failed": True,
+         "reason": "not started before the deadline"}]
+
+
 def test_a_teacher_row_of_other_prompts_is_refused(study, tmp_path):
     """--teacher-row refuses, in one line and before any job, a study that measured other lengths."""
     earlier = tmp_path / "earlier"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import pytest
 import torch
 from module_file import load_module
-from safetensors.torch import load_file
+from safetensors.torch import load, load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER = ROOT / "slconvert" / "assets" / "tiny-teacher"
@@ -28,7 +29,7 @@ def test_the_rebuilt_teacher_is_within_half_a_step_of_each_weight_and_predicts_a
     int8_copy.main(["unpack", str(copy), str(tmp_path / "model")])
     original = {k: v for f in sorted(TEACHER.glob("*.safetensors")) for k, v in load_file(f).items()}
     rebuilt = load_file(tmp_path / "model" / "model.safetensors")
-    stored = load_file(copy / int8_copy.WEIGHTS)
+    stored = load(gzip.decompress((copy / int8_copy.WEIGHTS).read_bytes()))
     assert rebuilt.keys() == original.keys()
     quantized = 0
     for name, tensor in original.items():
