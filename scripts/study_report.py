@@ -5,7 +5,8 @@ row at each token budget, failures) and OUT/settings.json; `report` turns them i
 OUT/study.png (headline score against training tokens) and OUT/study-tasks.png (one panel per task), and `combine`
 puts several studies of one teacher on the same prompts into one report. Every score is NIAH exact match (%); a
 row's headline is the mean over the (task, length) cells that the teacher answers, and "final / teacher" is the
-worst such cell's ratio. Needs no GPU and no model.
+worst such cell's ratio; "worst length" compares the mean over those cells at each length, the NIAH score of one
+context length. Needs no GPU and no model.
 """
 
 from __future__ import annotations
@@ -122,7 +123,8 @@ def compare(teacher_answers: str, model_answers: list[str], out: str | None = No
         for cell in _compared_cells(answers, teacher):
             cells[cell["task"]][str(cell["length"])] = cell["ratio"]
         models.append({"file": str(path), "model": answers.get("model"), "score": row_score(answers, teacher),
-                       "worst_cell": _worst_cell(answers, teacher), "ratios": cells,
+                       "worst_cell": _worst_cell(answers, teacher), "worst_length": _worst_length(answers, teacher),
+                       "ratios": cells,
                        "by_task": {t: r["by_length"] for t, r in answers["results"].items()}})
     result = {"teacher": {"file": str(teacher_answers), "model": teacher.get("model"),
                           "by_task": {t: r["by_length"] for t, r in teacher["results"].items()}},
@@ -139,7 +141,7 @@ def compare(teacher_answers: str, model_answers: list[str], out: str | None = No
             lines.append(f"| {name} | {task} | " + " | ".join(cells) + " |")
     for m in models:
         lines.append(f"\n{m['file']}: worst ratio {_fmt(m['worst_cell'] and m['worst_cell']['ratio'], 2)}"
-                     f"{_cell_note(m['worst_cell'], grid)}")
+                     f"{_cell_note(m['worst_cell'], grid)}; worst length {_length_note(m['worst_length'])}")
     print("\n".join(lines))
     if out:
         Path(out).write_text(json.dumps(result, indent=1) + "\n")
@@ -181,6 +183,7 @@ def report(out) -> dict:
         points.sort(key=lambda r: r["step"])
         best = max(points, key=lambda r: row_score(r, teacher) or 0.0)
         worst = _worst_cell(points[-1], teacher) if teacher is not None else None
+        worst_length = _worst_length(points[-1], teacher) if teacher is not None else None
         summary.append({"job": job, "shape": points[0]["shape"], "search_key": points[0]["search_key"],
                         "preset": points[0]["preset"], "label": points[0].get("label"),
                         "window": points[0].get("window"),
@@ -193,6 +196,7 @@ def report(out) -> dict:
                         "time_limited": bool(points[-1].get("stopped_at_time_limit")),  # a resumed job may finish
                         "best": row_score(best, teacher), "best_tokens": best["tokens"],
                         "final_vs_teacher_min_ratio": worst and worst["ratio"], "final_worst_cell": worst,
+                        "final_worst_length": worst_length,
                         "tokens_to_95pct_of_teacher": _tokens_to_target(points, teacher)})
     failed = [r for r in rows if r.get("failed")]
     result = {"settings": settings, "teacher": teacher and {"score": teacher_score, "results": teacher["results"],
@@ -226,6 +230,32 @@ def _worst_cell(row: dict, teacher: dict) -> dict | None:
     least), so a report can say how many prompts the ratio rests on."""
     cells = _compared_cells(row, teacher)
     return min(cells, key=lambda c: (c["ratio"], c["teacher"])) if cells else None  # ties: the fewest answers
+
+
+def _length_ratios(row: dict, teacher: dict) -> list[dict]:
+    """Per length, the mean over its compared cells (the tasks the teacher answers there) of the row and of the
+    teacher, as {length, score, teacher, ratio}: NIAH at one context length, next to the teacher's."""
+    by_length: dict[int, list[dict]] = {}
+    for cell in _compared_cells(row, teacher):
+        by_length.setdefault(cell["length"], []).append(cell)
+    out = []
+    for length, cells in sorted(by_length.items()):
+        score = sum(c["score"] for c in cells) / len(cells)
+        ref = sum(c["teacher"] for c in cells) / len(cells)
+        out.append({"length": length, "score": score, "teacher": ref, "ratio": score / ref})
+    return out
+
+
+def _worst_length(row: dict, teacher: dict) -> dict | None:
+    lengths = _length_ratios(row, teacher)
+    return min(lengths, key=lambda c: c["ratio"]) if lengths else None
+
+
+def _length_note(length: dict | None) -> str:
+    """'0.81 (4096: 57.5 vs 70.8)': the worst length's ratio and its task-averaged scores."""
+    if not length:
+        return "-"
+    return f"{length['ratio']:.2f} ({length['length']}: {length['score']:.1f} vs {length['teacher']:.1f})"
 
 
 def _relative(row: dict, teacher: dict) -> float | None:
@@ -267,14 +297,15 @@ def _markdown(result: dict) -> str:
                      + (f" (measured by the study in {reused})" if reused else "")
                      + (f" (measured by the teacher's training run, {report}; cells it did not measure are not "
                         "compared)" if report else "") + ". Scores below are the mean "
-                     "over the cells the teacher answers (> 0), as %; 'final / teacher' is the worst such cell's ratio.")
+                     "over the cells the teacher answers (> 0), as %; 'final / teacher' is the worst such cell's ratio, "
+                     "'worst length' the worst ratio of those cells' mean at one length.")
         if s.get("untrained") is False:
             lines.append("The converted models were not measured as converted (--no-untrained): each curve starts at "
                          "its first budget.")
         lines.append("")
     budgets = sorted({t for job in result["jobs"] for t, _ in job["curve"]})
     head = "| shape (W) | search key | preset | steps run | " + " | ".join(f"{t / 1e6:.1f}M tok" for t in budgets) + \
-           " | final / teacher (worst cell) | tokens to >= 95% of teacher |"
+           " | final / teacher (worst cell) | worst length | tokens to >= 95% of teacher |"
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     for job in result["jobs"]:
         at = dict(job["curve"])
@@ -284,6 +315,7 @@ def _markdown(result: dict) -> str:
             (" (time limit)" if job.get("time_limited") else "")
         lines.append(f"| {job['shape']} ({job['window']}) | {job['search_key']} | {_preset(job)} | {run} | {cells} | "
                      f"{_fmt(job['final_vs_teacher_min_ratio'], 2)}{_cell_note(job.get('final_worst_cell'), s)} | "
+                     f"{_length_note(job.get('final_worst_length'))} | "
                      f"{'not reached' if reach is None else f'{reach / 1e6:.1f}M'} |")
     for row in result["failed"]:
         lines.append(f"| {row['shape']} | {row['search_key']} | {_preset(row)} | failed: "

@@ -85,6 +85,10 @@ def test_report_scores_the_cells_the_teacher_answers(reports, tmp_path):
     assert "test card" in text and "failed: stopped at the study's deadline" in text and "20000" not in text
     assert "holds 1 prompts, so one answer moves it by 100 points" in text
     assert "| 0.97 (single 1024: 0.78 vs 0.8 of 1) |" in text  # the worst cell and the prompts it stands for
+    # per length, the mean over the tasks the teacher answers there (single only): 100 vs 100 at 512, 78 vs 80
+    assert [(c["length"], c["ratio"]) for c in reports._length_ratios(rows[3], rows[0])] == [
+        (512, 1.0), (1024, pytest.approx(78.0 / 80.0))]
+    assert mixers["final_worst_length"]["length"] == 1024 and "| 0.97 (1024: 78.0 vs 80.0) |" in text
     assert (tmp_path / "study.png").stat().st_size > 10_000
     by_task = reports.task_curves(result)
     assert by_task["single"]["teacher"] == [(0, 90.0)] and by_task["multikey"]["teacher"] == [(0, 0.0)]
@@ -92,6 +96,22 @@ def test_report_scores_the_cells_the_teacher_answers(reports, tmp_path):
     assert by_task["multikey"]["mixers"] == [(0, 0.0), (10000, 50.0), (20000, 0.0)]
     assert (tmp_path / "study-tasks.png").stat().st_size > 10_000
 
+
+
+def test_length_ratio_averages_the_tasks_the_teacher_answers_at_that_length(reports):
+    """Run 9's midpoint against its teacher: per length the mean over single, multikey and multivalue; a task the
+    teacher answers nowhere at a length (0) is left out there, as in the headline score."""
+    def row(by_task):
+        return {"results": {t: {"by_length": dict(zip(["2048", "4096", "8192", "16384"], v))}
+                            for t, v in by_task.items()}}
+
+    teacher = row({"single": [100, 100, 100, 100], "multikey": [10, 40, 20, 0], "multivalue": [85, 72.5, 72.5, 82.5]})
+    model = row({"single": [100, 90, 90, 100], "multikey": [20, 20, 50, 10], "multivalue": [72.5, 62.5, 67.5, 62.5]})
+    got = {c["length"]: (round(c["score"], 2), round(c["teacher"], 2)) for c in reports._length_ratios(model, teacher)}
+    assert got == {2048: (64.17, 65.0), 4096: (57.5, 70.83), 8192: (69.17, 64.17), 16384: (81.25, 91.25)}
+    worst = reports._worst_length(model, teacher)
+    assert worst["length"] == 4096 and reports._length_note(worst) == "0.81 (4096: 57.5 vs 70.8)"
+    assert reports._worst_cell(model, teacher)["ratio"] == 0.5  # the strict view: multikey 4096, 20 vs 40
 
 
 def test_report_of_a_teacher_that_answers_nothing_keeps_every_row(reports, tmp_path):
