@@ -376,6 +376,43 @@ def test_host_time_benchmark_times_each_launch_and_refuses_cuda_without_a_gpu():
             bench.main(["--cuda"])
 
 
+
+def test_direct_launch_probe_passes_every_argument_in_order_and_relaunches_only_an_equal_launch():
+    """decode_host_time.py --direct: the first launch of a kind goes through the kernel and keeps what it returns;
+    an equal launch later goes to that compiled kernel with every argument in the kernel's order (keywords and
+    defaults placed, constexprs included, launch options left out) and a 3-D grid; a launch that differs in any
+    int, float or tensor alignment goes through the kernel again."""
+    from pathlib import Path
+
+    from module_file import load_module
+
+    bench = load_module(Path(__file__).resolve().parents[1] / "benchmarks" / "decode_host_time.py")
+    through, direct = [], []
+
+    class Compiled:
+        def __getitem__(self, grid):
+            return lambda *args: direct.append((grid, args))
+
+    class Kernel:
+        @staticmethod
+        def fn(X, n, scale, D=8, FLAG=False):
+            pass
+
+        def __getitem__(self, grid):
+            return lambda *args, **meta: through.append((grid, args, meta)) or Compiled()
+
+    launch = bench._DirectLaunch(Kernel())
+    x = torch.zeros(64)
+    launch[(4,)](x, 5, 0.5, FLAG=True, num_warps=4)
+    assert through == [((4,), (x, 5, 0.5), {"FLAG": True, "num_warps": 4})] and not direct
+    launch[(4,)](x, 5, 0.5, FLAG=True, num_warps=4)
+    assert direct == [((4, 1, 1), (x, 5, 0.5, 8, True))] and len(through) == 1
+    launch[(4,)](x, 6, 0.5, FLAG=True, num_warps=4)  # another int: Triton may specialize it otherwise
+    launch[(4,)](x[1:], 5, 0.5, FLAG=True, num_warps=4)  # a pointer off 16-byte alignment
+    launch[(4,)](x, 5, 0.5, FLAG=True, num_warps=8)  # other launch options
+    assert len(through) == 4 and len(direct) == 1
+    assert launch.calls == 5 and launch.direct == 1
+
 if __name__ == "__main__" and "--worker" in sys.argv:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     _worker()
