@@ -589,7 +589,8 @@ def run_jobs(jobs: list[dict], rows: Path, work: Path, args) -> None:
     logs.mkdir(parents=True, exist_ok=True)
     while pending or running:
         while pending and len(running) < args.parallel:
-            if stop_by and stop_by - time.time() < SETUP_S + MIN_TRAIN_S:
+            trains = pending[0]["preset"] != "dense"  # the teacher's row only measures
+            if trains and stop_by and stop_by - time.time() < SETUP_S + MIN_TRAIN_S:
                 break  # too late to train and still measure: the rest are not started
             job = {**pending.pop(0), "stop_by": stop_by}
             log = open(logs / f"{job['name']}.log", "a" if job.get("resume") else "w")

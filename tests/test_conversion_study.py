@@ -338,6 +338,15 @@ def test_no_job_starts_too_late_to_measure_before_the_deadline(study, tmp_path):
     assert [json.loads(line) for line in rows.read_text().splitlines()] == [
         {**{k: job[k] for k in ("shape", "preset")}, "job": job["name"], "search_key": "anchor", "failed": True,
          "reason": "not started before the deadline"}]
+    # the teacher's row trains nothing: it starts whenever the deadline itself is ahead (here it fails at once:
+    # no teacher at this path), and the training job after it is still refused
+    rows.unlink()
+    teacher = {"name": "teacher", "shape": "dense", "key": "-", "preset": "dense", "teacher": str(tmp_path / "none"),
+               "rows": str(rows), "work": str(tmp_path / "t"), "tasks": ["single"], "lengths": [256],
+               "depths": [50.0], "samples": 1, "seed": 0, "batch_size": 0, "seq_len": 0}
+    study.run_jobs([teacher, job], rows, tmp_path / "jobs", args)
+    assert [(r["job"], r.get("reason") or r.get("returncode")) for r in map(json.loads, rows.read_text().splitlines())] \
+        == [("teacher", 1), ("balanced-anchor-attention", "not started before the deadline")]
 
 
 def test_a_teacher_row_of_other_prompts_is_refused(study, tmp_path):
