@@ -5,7 +5,9 @@ preset with `recipes/conversion-study.yaml`, and measures NIAH (single, multikey
 model at fixed token budgets (step 0 = as converted), next to the dense teacher on the same prompts. Jobs
 run as parallel processes on one GPU (a small teacher leaves the GPU mostly idle in any one process).
 Every measurement is one JSON line in OUT/rows.jsonl as soon as it exists, so a run cut short keeps what
-it measured; `report` turns the rows into OUT/study.json, OUT/study.png and OUT/study.md.
+it measured; `report` turns the rows into OUT/study.json, OUT/study.png and OUT/study.md. Each job builds its
+prompts in a side process while it trains, and with `--deadline` stops training `--reserve` seconds early, so it
+is measured and can be resumed (`run --resume`).
 
     python scripts/conversion_study.py run --out study-output            # the default study (GPU)
     python scripts/conversion_study.py run --out s --shapes balanced --keys span_mean --presets mixers \\
@@ -38,6 +40,7 @@ import argparse
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -121,6 +124,8 @@ def _append(path: Path, row: dict) -> None:
 SETUP_S = 30.0  # a job's training loop starts about this long after its time limit is set (model load, compile)
 MIN_TRAIN_S = 60.0  # run_jobs starts no job with less training time than this before its stop
 _GRIDS: dict = {}  # task -> NIAH grid; a job process evaluates one spec with one tokenizer
+_PREBUILD: list = []  # (process, file) of `prebuild_grids`, if one was started
+GRID_KEYS = ("tasks", "lengths", "depths", "samples", "seed")  # what a job's prompts depend on, with the tokenizer
 
 
 # A dense float32 model with grouped KV heads runs SDPA on PyTorch's math path, which holds the whole score matrix:
@@ -138,16 +143,63 @@ def dense_prefill_chunk(model, spec: dict) -> int:
     return max(256, 1 << (chunk.bit_length() - 1))
 
 
+def _build_grids(tokenizer, spec: dict) -> None:
+    """The job's NIAH prompts, task by task, into _GRIDS: the same prompts at every budget of a job."""
+    from slconvert.evaluation.haystack import load_haystack
+    from slconvert.evaluation.niah_run import build_grid
+
+    for task in spec["tasks"]:
+        if task not in _GRIDS:
+            _GRIDS[task] = build_grid(tokenizer, load_haystack(None, spec["seed"]), task=task, lengths=spec["lengths"],
+                                      depths=spec["depths"], samples=spec["samples"], seed=spec["seed"],
+                                      key_kind="words", value_kind="numbers", max_length=None, mode="generate",
+                                      skip_too_long=False)
+
+
+def prebuild_grids(tokenizer_dir: Path, spec: dict, work: Path) -> None:
+    """Start building the job's prompts in another process while the GPU trains (about a minute of CPU work at
+    2K-16K, which the first measurement would otherwise wait for); `evaluate` waits for it and takes its prompts.
+    A process, not a thread: it loads its own tokenizer and imports nothing beside the training's imports."""
+    out = work / "prompts.pkl"
+    out.unlink(missing_ok=True)
+    order = {"tokenizer": str(tokenizer_dir), "out": str(out), **{k: spec[k] for k in GRID_KEYS}}
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # tokenizing only: no GPU context beside the job's
+    _PREBUILD.append((subprocess.Popen([sys.executable, __file__, "prompts", json.dumps(order)], env=env), out))
+
+
+def _take_prebuilt() -> None:
+    """Wait for `prebuild_grids`' process and add its prompts to _GRIDS (if it failed, `evaluate` builds them)."""
+    while _PREBUILD:
+        proc, out = _PREBUILD.pop()
+        if proc.wait() == 0 and out.is_file():
+            for task, grid in pickle.loads(out.read_bytes()).items():
+                _GRIDS.setdefault(task, grid)
+        out.unlink(missing_ok=True)
+
+
+def build_prompts(order: dict) -> None:
+    """`prompts ORDER` (internal): the prompts of ORDER's grid, pickled into ORDER['out'] (written whole or not at
+    all)."""
+    from transformers import AutoTokenizer
+
+    _build_grids(AutoTokenizer.from_pretrained(order["tokenizer"]), order)
+    out = Path(order["out"])
+    part = out.with_suffix(".part")
+    part.write_bytes(pickle.dumps(dict(_GRIDS)))
+    part.replace(out)
+
+
 def evaluate(model, tokenizer, spec: dict, *, prefill_chunk: int | None = None) -> dict:
     """NIAH exact match (%) per task and length on `model` as it is, through `slconvert eval`'s own code, with
     every prompt's generated answer. `prefill_chunk`: feed prompts in chunks of that many tokens (dense models:
     `dense_prefill_chunk`)."""
     import torch
 
-    from slconvert.evaluation.haystack import load_haystack
     from slconvert.evaluation.models import EvalModel
-    from slconvert.evaluation.niah_run import build_grid, grid_table, run_grid
+    from slconvert.evaluation.niah_run import grid_table, run_grid
 
+    _take_prebuilt()  # prompts built in the background, if any (what they lack is built here)
+    _build_grids(tokenizer, spec)
     was_training = model.training
     model.eval()
     em = EvalModel(name=spec["name"], path=Path(spec.get("path", ".")), model=model, tokenizer=tokenizer,
@@ -156,11 +208,6 @@ def evaluate(model, tokenizer, spec: dict, *, prefill_chunk: int | None = None) 
     try:
         with torch.no_grad():
             for task in spec["tasks"]:
-                if task not in _GRIDS:  # the same prompts at every budget of a job; long ones are slow to build
-                    _GRIDS[task] = build_grid(tokenizer, load_haystack(None, spec["seed"]), task=task,
-                                              lengths=spec["lengths"], depths=spec["depths"], samples=spec["samples"],
-                                              seed=spec["seed"], key_kind="words", value_kind="numbers",
-                                              max_length=None, mode="generate", skip_too_long=False)
                 grid = _GRIDS[task]
                 records = run_grid(em, grid, mode="generate", label=spec["name"], prefill_chunk=prefill_chunk,
                                    batch=spec.get("eval_batch") or cell_prompts(spec))
@@ -250,6 +297,7 @@ def run_job(spec: dict) -> None:
             if step in evals and step < spec["steps"]:
                 record(step, evaluate(self.unwrapped, self.tokenizer, spec))
 
+    prebuild_grids(converted, spec, work)
     trainer = StudyTrainer(recipe, start, work / "run", resume=resume, progress=False)
     if spec.get("untrained", True) and not resume:
         record(0, evaluate(trainer.unwrapped, trainer.tokenizer, spec), trainable_parameters=sum(
@@ -708,6 +756,8 @@ def main(argv=None) -> None:
     probe.add_argument("probes", nargs="+", help="NAME=KEY=VALUE[;KEY=VALUE...], one per probe")
     job = sub.add_parser("job", help="(internal) one job, from its JSON spec")
     job.add_argument("spec")
+    prompts = sub.add_parser("prompts", help="(internal) a job's NIAH prompts, built ahead, from a JSON order")
+    prompts.add_argument("order")
     rep = sub.add_parser("report", help="rebuild study.json / .md / .png from OUT/rows.jsonl")
     rep.add_argument("out")
     comb = sub.add_parser("combine", help="one report over several studies of one teacher: OUT FOLDER=LABEL ...")
@@ -736,6 +786,8 @@ def main(argv=None) -> None:
         except Exception:
             traceback.print_exc()
             sys.exit(1)
+    elif args.command == "prompts":
+        build_prompts(json.loads(args.order))
     elif args.command == "report":
         report(args.out)
     elif args.command == "combine":

@@ -315,6 +315,25 @@ def test_a_job_stopped_at_its_time_limit_resumes_from_its_checkpoint(study, tmp_
     with pytest.raises(SystemExit, match="holds no earlier study"):
         study.main(["run", "--out", str(tmp_path / "none"), "--resume"])
 
+def test_prompts_built_in_the_background_are_the_prompts_of_a_direct_build(study, monkeypatch, tmp_path):
+    """A job builds its NIAH prompts in another process while it trains; the first measurement waits for them, and
+    they are the prompts the measurement would have built itself with the trainer's tokenizer."""
+    from transformers import AutoTokenizer
+
+    teacher = ROOT / "slconvert" / "assets" / "tiny-teacher"
+    spec = {"tasks": ["single", "multivalue"], "lengths": [256, 512], "depths": [0.0, 100.0], "samples": 2, "seed": 3}
+    monkeypatch.setattr(study, "_GRIDS", {})
+    study.prebuild_grids(teacher, spec, tmp_path)
+    assert len(study._PREBUILD) == 1
+    study._take_prebuilt()
+    assert not study._PREBUILD and not (tmp_path / "prompts.pkl").exists()
+    background = {task: [s.prompt for s in grid.samples] for task, grid in study._GRIDS.items()}
+    monkeypatch.setattr(study, "_GRIDS", {})
+    study._build_grids(AutoTokenizer.from_pretrained(teacher), spec)
+    assert background == {task: [s.prompt for s in grid.samples] for task, grid in study._GRIDS.items()}
+    assert [len(v) for v in background.values()] == [8, 8]
+
+
 def test_a_deadline_shortens_each_job_so_it_measures_and_leaves_a_checkpoint(study):
     """With --deadline, a job trains until the deadline less --reserve (less its setup time), or its --job-minutes
     if that comes first, so it is never killed before measuring its model and writing its checkpoint."""
