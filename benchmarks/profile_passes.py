@@ -1,11 +1,13 @@
 """Where the time goes: each pass of the Triton forward/backward timed on its own (CUDA events).
 
     python benchmarks/profile_passes.py [released|balanced ...] [LENGTH ...] [--plain-loads] [--forward]
-                                        [--span-mean]  (default: both settings at 65536 and 262144)
+                                        [--span-mean] [--decode]  (default: both settings at 65536 and 262144)
 Each attention and dk/dv pass is also timed under several tilings. Also prints the tile efficiency of the
 span and window entry lists: attended keys over keys walked (a tile walks the union of its entries'
 ranges). `--plain-loads` reads K/V without tensor descriptors, for a per-pass before/after; `--forward` stops
 after the forward passes; `--span-mean` uses the span-mean search key (and also times the search's hi-only loop).
+`--decode` times one decode row instead (CUDA-graph replays): the search, the two attention kernels, the whole step,
+against the time to read the keys and values the row attends at the card's memory bandwidth.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sys
 
 import torch
 from slkernels import SuperlinearConfig
-from slkernels.triton_ops import attend
+from slkernels.triton_ops import attend, decode
 from slkernels.triton_ops import function as fn
 from slkernels.triton_ops.attend import MODE_DELTA, MODE_DQ, MODE_DQ_SPAN, MODE_FWD_SPAN, MODE_FWD_WINDOW, run_entries
 from slkernels.triton_ops.common import tile_sizes
@@ -23,7 +25,7 @@ from slkernels.triton_ops.entries import build_geometry, span_entries, window_en
 from slkernels.triton_ops.search import search_topk
 from slkernels.triton_ops.span_lists import span_lists
 
-from slconvert.benchmark.timing import measure
+from slconvert.benchmark.timing import measure, measure_graph
 
 # tilings timed per pass besides the default: (entries, keys, warps, stages[, register cap]); search: (anchors
 # per block, warps)
@@ -153,6 +155,43 @@ def profile_one(name: str, cfg: SuperlinearConfig, length: int, forward_only: bo
     attend_bwd.ROTATION[0] = "on"
 
 
+def profile_decode(name: str, cfg: SuperlinearConfig, length: int, bandwidth_gbs: float = 4800.0) -> None:
+    """One decode row at `length` keys (B = 1, 32 / 2 heads, D = 128, bf16), each piece as a CUDA-graph replay:
+    the split search, the partial and combine kernels (the search's lists fixed), and the whole step; beside them
+    the time to read, once per query head, the window and the k spans at t = length at `bandwidth_gbs` (H200: 4.8
+    TB/s), the floor the issue's decode targets are measured against."""
+    q, qs = (torch.randn(1, 32, 1, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    k, v = (torch.randn(1, 2, length, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    pos = torch.tensor([length - 1], device="cuda")
+    s0 = torch.zeros(1, dtype=torch.int64, device="cuda")
+    scale = 128 ** -0.5
+
+    def search():
+        return search_topk(qs, k, cfg, pos, s0, length, split_candidates=decode.SEARCH_SPLIT, merge=False)
+
+    def step():
+        return decode.superlinear_decode(q, k, v, qs, cfg, pos, s0, scale)
+
+    lists = search()
+
+    def kernels():
+        real, decode.search_topk = decode.search_topk, lambda *args, **kw: lists
+        try:
+            return step()
+        finally:
+            decode.search_topk = real
+
+    tables = decode.geometry_tables(cfg, length, q.device)
+    keys = tables.width + cfg.num_spans * tables.span_length(length)
+    floor_ms = 32 * keys * 128 * 2 * 2 / (bandwidth_gbs * 1e9) * 1e3  # K and V rows, bf16, per query head
+    print(f"{name} decode L={length} on {torch.cuda.get_device_name()}: {keys} keys per query head "
+          f"(window {tables.width}, {cfg.num_spans} spans of {tables.span_length(length)}), read once per head at "
+          f"{bandwidth_gbs / 1000:.1f} TB/s: {floor_ms:.3f} ms")
+    for label, f in (("search (split, unmerged)", search), ("partial + combine", kernels), ("whole step", step)):
+        ms = measure_graph(f)
+        print(f"  {label:44} {'not capturable' if ms is None else f'{ms:9.3f} ms'}", flush=True)
+
+
 def main() -> None:
     if "--plain-loads" in sys.argv:
         attend.DESCRIPTORS[0] = "off"
@@ -164,7 +203,10 @@ def main() -> None:
             cfg = dataclasses.replace(cfg, search_key="span_mean")
             name = f"{name}, span_mean"
         for length in lengths:
-            profile_one(name, cfg, length, forward_only="--forward" in sys.argv)
+            if "--decode" in sys.argv:
+                profile_decode(name, cfg, length)
+            else:
+                profile_one(name, cfg, length, forward_only="--forward" in sys.argv)
 
 
 if __name__ == "__main__":
