@@ -229,13 +229,18 @@ def evaluate(model, tokenizer, spec: dict, *, prefill_chunk: int | None = None) 
 # ----- one job --------------------------------------------------------------------------------------------
 
 
+def training_left(stop_by: float, now: float) -> float:
+    """Seconds a job started at `now` can train before `stop_by`, once its setup (SETUP_S) is taken off."""
+    return stop_by - now - SETUP_S
+
+
 def job_time_limit(spec: dict, now: float | None = None) -> float:
     """The job's training time limit in minutes (0: none): its --job-minutes, shortened so that training stops by
     `stop_by` (the study's deadline less its --reserve, set by `run_jobs`) and the job still measures its model and
     writes the checkpoint that `run --resume` continues from, instead of being killed at the deadline."""
     limit = float(spec.get("job_minutes") or 0)
     if spec.get("stop_by"):
-        left = max(spec["stop_by"] - (time.time() if now is None else now) - SETUP_S, MIN_TRAIN_S) / 60.0
+        left = max(training_left(spec["stop_by"], time.time() if now is None else now), MIN_TRAIN_S) / 60.0
         limit = min(limit, left) if limit else left
     return limit
 
@@ -638,7 +643,7 @@ def run_jobs(jobs: list[dict], rows: Path, work: Path, args) -> None:
     while pending or running:
         while pending and len(running) < args.parallel:
             trains = pending[0]["preset"] != "dense"  # the teacher's row only measures
-            if trains and stop_by and stop_by - time.time() < SETUP_S + MIN_TRAIN_S:
+            if trains and stop_by and training_left(stop_by, time.time()) < MIN_TRAIN_S:
                 break  # too late to train and still measure: the rest are not started
             job = {**pending.pop(0), "stop_by": stop_by}
             log = open(logs / f"{job['name']}.log", "a" if job.get("resume") else "w")
@@ -659,24 +664,27 @@ def run_jobs(jobs: list[dict], rows: Path, work: Path, args) -> None:
                 running.remove(item)
                 print(f"  {job['name']}: exit {proc.returncode}", flush=True)
                 if proc.returncode:
-                    _append(rows, {"job": job["name"], "shape": job["shape"], "search_key": job["key"],
-                                   "preset": job["preset"], "failed": True, "returncode": proc.returncode,
-                                   "log_tail": (logs / f"{job['name']}.log").read_text()[-2000:]})
+                    _append(rows, _failed_row(job, returncode=proc.returncode,
+                                              log_tail=(logs / f"{job['name']}.log").read_text()[-2000:]))
         if deadline and time.time() >= deadline:
             for job, proc, log, _ in running:
                 proc.kill()
                 log.close()
-                _append(rows, {"job": job["name"], "shape": job["shape"], "search_key": job["key"],
-                               "preset": job["preset"], "failed": True, "reason": "stopped at the study's deadline"})
+                _append(rows, _failed_row(job, reason="stopped at the study's deadline"))
                 print(f"  {job['name']}: stopped at the deadline", flush=True)
             _not_started(rows, pending)
             break
 
 
+def _failed_row(job: dict, **why) -> dict:
+    """The row of a job that failed, was stopped or never started, with why (`reason` or `returncode`)."""
+    return {"job": job["name"], "shape": job["shape"], "search_key": job["key"], "preset": job["preset"],
+            "failed": True, **why}
+
+
 def _not_started(rows: Path, jobs: list[dict]) -> None:
     for job in jobs:
-        _append(rows, {"job": job["name"], "shape": job["shape"], "search_key": job["key"], "preset": job["preset"],
-                       "failed": True, "reason": "not started before the deadline"})
+        _append(rows, _failed_row(job, reason="not started before the deadline"))
 
 
 def _numbers(text: str, kind=int) -> list:
