@@ -259,12 +259,11 @@ def run_job(spec: dict) -> None:
     if not resume:
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
-    base = {"job": spec["name"], "shape": spec["shape"], "search_key": spec["key"], "preset": spec["preset"],
-            "tokens_per_step": spec["batch_size"] * spec["seq_len"]}
+    base = {"job": spec["name"], "shape": spec["shape"], "search_key": spec["key"], "preset": spec["preset"]}
     started = time.perf_counter()
 
-    def record(step: int, results: dict, **extra) -> None:
-        _append(rows, {**base, "step": step, "tokens": step * base["tokens_per_step"], "results": results,
+    def record(step: int, results: dict, tokens: int = 0, **extra) -> None:
+        _append(rows, {**base, "step": step, "tokens": tokens, "results": results,
                        "elapsed_s": round(time.perf_counter() - started, 1), **extra})
 
     if spec["preset"] == "dense":  # the teacher itself
@@ -300,7 +299,7 @@ def run_job(spec: dict) -> None:
 
         def save_checkpoint(self, step: int):
             if step in evals and step < spec["steps"]:
-                record(step, evaluate(self.unwrapped, self.tokenizer, spec))
+                record(step, evaluate(self.unwrapped, self.tokenizer, spec), recipe.tokens_before(step))
 
     prebuild_grids(converted, spec, work)
     trainer = StudyTrainer(recipe, start, work / "run", resume=resume, progress=False)
@@ -308,7 +307,7 @@ def run_job(spec: dict) -> None:
         record(0, evaluate(trainer.unwrapped, trainer.tokenizer, spec), trainable_parameters=sum(
             p.numel() for p in trainer.params))
     summary = trainer.run()
-    record(summary["steps"], evaluate(trainer.unwrapped, trainer.tokenizer, spec),
+    record(summary["steps"], evaluate(trainer.unwrapped, trainer.tokenizer, spec), recipe.tokens_before(summary["steps"]),
            tokens_per_s=summary["tokens_per_s_mean"], final_model=str(work / "run"),
            stopped_at_time_limit=summary["stopped_at_time_limit"])
 
@@ -491,9 +490,10 @@ def _card() -> str:
         return "unknown"
 
 
-# Recipe keys each job sets from the study's own options (--train may not override them: the budgets, the token
-# axis and the rows' labels depend on them).
-STUDY_KEYS = {"trainable": "--presets", "max_steps": "--steps", "seq_len": "--seq-len", "curriculum": "--seq-len",
+# Recipe keys each job sets from the study's own options (--train may not override them: the budgets and the rows'
+# labels depend on them). A `curriculum` may come from --train: its stages take --batch-size where they set no batch
+# of their own, its last stage runs to --steps, and the rows count each stage's own tokens.
+STUDY_KEYS = {"trainable": "--presets", "max_steps": "--steps", "seq_len": "--seq-len",
               "batch_size": "--batch-size", "micro_batch_size": "--batch-size", "lr": "--lr", "seed": "--seed",
               "save_every": "--evals", "time_limit_minutes": "--job-minutes"}
 

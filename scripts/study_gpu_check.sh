@@ -6,6 +6,9 @@
 #                                            # says the teacher is ready)
 #   JOBS="control=mixers:1e-3 ordered=mixers:1e-3:data.needle_order=answer" scripts/study_gpu_check.sh study
 #                                            # one study per job, side by side, on that teacher (about 9.5 min)
+#   JOBS='staged=mixers:1e-3:curriculum=[{"seq_len":4096,"steps":2700},{"seq_len":16384,"steps":900,"batch_size":2}]' \
+#     scripts/study_gpu_check.sh study       # overrides are YAML: a curriculum in JSON's spelling has no spaces,
+#                                            # at which JOBS splits (a stage's own batch_size holds its tokens per step)
 #   JOBS="control ordered" scripts/study_gpu_check.sh resume
 #                                            # each of those studies continued where its time limit cut it
 #   JOBS="control ordered" scripts/study_gpu_check.sh answers

@@ -280,8 +280,12 @@ def _fmt(value, digits=1) -> str:
 
 def _markdown(result: dict) -> str:
     s = result["settings"]
+    staged = any(item.partition("=")[0].strip() == "curriculum" for item in s.get("train_overrides") or [])
     lines = [f"Conversion study on {s['card']}: teacher {Path(s['teacher']).name}, recipe {s['recipe']}, "
-             f"{s['batch_size']} x {s['seq_len']} tokens per step, lr {s['lr']}, seed {s['seed']}; NIAH "
+             f"{s['batch_size']} x {s['seq_len']} tokens per step"
+             + (" (the curriculum of the training overrides sets each stage's length, and its batch where the stage names "
+                "one)" if staged else "")
+             + f", lr {s['lr']}, seed {s['seed']}; NIAH "
              f"{', '.join(s['tasks'])} at {', '.join(map(str, s['lengths']))} tokens, depths "
              f"{', '.join(map(str, s['depths']))}, {s['samples']} samples per (length, depth)"
              + (f"; training overrides: {'; '.join(s['train_overrides'])}" if s.get("train_overrides") else "") + ".",

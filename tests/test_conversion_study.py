@@ -227,6 +227,7 @@ def test_a_study_job_converts_trains_with_the_study_overrides_and_measures(study
     assert not [r for r in rows if r.get("failed")], rows
     assert sorted((r["job"], r["step"]) for r in rows) == [("balanced-anchor-attention", 0),
                                                            ("balanced-anchor-attention", 2), ("teacher", 0)]
+    assert {r["step"]: r["tokens"] for r in rows} == {0: 0, 2: 2 * 2 * 256}
     trained = yaml.safe_load((out / "jobs" / "balanced-anchor-attention" / "run" / "recipe.yaml").read_text())
     assert trained["lm_average"] == "sample" and trained["data"]["niah_tasks"] == ["single", "multikey"]
     assert trained["trainable"] == "attention" and trained["max_steps"] == 2
@@ -267,9 +268,12 @@ def test_a_study_job_converts_trains_with_the_study_overrides_and_measures(study
     study.main(["run", "--out", str(again), "--shapes", "balanced", "--keys", "anchor", "--presets", "attention",
                 "--steps", "1", "--evals", "1", "--seq-len", "256", "--batch-size", "2", "--lengths", "256",
                 "--depths", "50", "--samples", "1", "--tasks", "single", "--parallel", "1",
-                "--teacher-row", str(out), "--no-untrained"])
+                "--teacher-row", str(out), "--no-untrained", "--train", "curriculum=[{seq_len: 256, steps: 1, batch_size: 4}]"])
     rows2 = [json.loads(line) for line in (again / "rows.jsonl").read_text().splitlines()]
     assert sorted((r["job"], r["step"]) for r in rows2) == [("balanced-anchor-attention", 1), ("teacher", 0)]
+    # a curriculum stage's own batch counts in the job's token budget: 4 x 256, not the study's 2 x 256
+    assert "2 x 256 tokens per step (the curriculum of the training overrides" in (again / "study.md").read_text()
+    assert next(r for r in rows2 if r["job"] != "teacher")["tokens"] == 4 * 256
     reused = next(r for r in rows2 if r["job"] == "teacher")
     assert reused["reused_from"] == str(out.resolve())
     assert reused["results"] == next(r for r in rows if r["job"] == "teacher")["results"]
@@ -387,6 +391,8 @@ def test_a_teacher_row_of_other_prompts_is_refused(study, tmp_path):
     ("max_steps=3", "cannot set 'max_steps': the study sets it from --steps"),
     ("data.niah_fraction=0.5;save_every=0", "cannot set 'save_every'"),
     ("lm_avrage=sample", "--train: unknown"),
+    ("curriculum=[{seq_len: 256, steps: 1, batch_size: 3, micro_batch_size: 2}]",
+     r"--train: curriculum\[0\] has batch_size 3 and micro_batch_size 2"),
 ])
 def test_bad_train_overrides_are_refused_before_any_job(study, tmp_path, train, message):
     with pytest.raises(SystemExit, match=message):

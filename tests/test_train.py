@@ -155,6 +155,25 @@ def test_resume_gives_the_same_weights_as_a_straight_run(tmp_path, capsys):
     assert losses_b == pytest.approx(losses_a, abs=1e-6)
 
 
+def test_a_stage_of_its_own_batch_accumulates_its_micro_batches_into_one_step(tmp_path):
+    """A stage of 3 sequences in micro-batches of one gives the weights of the same stage in one pass: the optimizer
+    steps once per step, after the stage's own count of micro-batches (3, after the first stage's 2 per step), each
+    loss divided by it; and the stage logs its own tokens per step."""
+    model = fast_model()
+
+    def run(out, micro):
+        stages = f"[{{seq_len: 288, steps: 2}}, {{seq_len: 320, steps: 2, batch_size: 3, micro_batch_size: {micro}}}]"
+        Trainer(_curriculum_recipe(curriculum=stages, save_every=0), model, out, progress=False).run()
+        return _weights(out), [m for m in _metrics(out) if "event" not in m]
+
+    (accumulated, logged), (whole, _) = run(tmp_path / "micro-1", 1), run(tmp_path / "micro-3", 3)
+    assert [m["tokens"] for m in logged] == [2 * 288, 2 * 288, 3 * 320, 3 * 320]
+    start = _weights(model)
+    assert [n for n in whole if not torch.equal(whole[n], start[n])]
+    for name in whole:
+        torch.testing.assert_close(accumulated[name], whole[name], rtol=0, atol=2e-5, msg=name)
+
+
 def test_stop_at_step_ends_on_the_long_schedule_and_resumes_into_the_straight_run(tmp_path):
     """`stop_at_step` ends the run after that step with max_steps' learning rates (a shorter piece of the longer
     schedule, as a time limit would), writes the checkpoint `--resume` continues from even between `save_every`

@@ -125,6 +125,41 @@ def test_stages_sample_their_own_needle_tasks(tokenizer):
         SequenceSource(everywhere, tokenizer, 384)
 
 
+def test_a_stage_sets_its_own_batch_and_the_token_budget_follows(tokenizer):
+    """A stage's batch_size / micro_batch_size replace the recipe's for its steps (the micro-batch at most the
+    batch by default); tokens and sequence ordinals count each stage's own batch, so every text window of the run
+    is another one."""
+    curriculum = [{"seq_len": 256, "steps": 2}, {"seq_len": 512, "steps": 2, "batch_size": 8},
+                  {"seq_len": 512, "steps": 1, "batch_size": 2}]
+    recipe = recipe_from_dict({"batch_size": 4, "micro_batch_size": 4, "max_steps": 6, "curriculum": curriculum,
+                               "data": {"niah_fraction": 0.0}})
+    source = SequenceSource(recipe, tokenizer, 384)
+    assert [len(samples) for _, samples in source.micro_batches(1, 0, 1)] == [4]
+    assert [len(samples) for _, samples in source.micro_batches(2, 0, 1)] == [4, 4]
+    assert [len(samples) for _, samples in source.micro_batches(5, 0, 1)] == [2]  # min(4, the stage's 2); runs on
+    assert {len(s.input_ids) for _, samples in source.micro_batches(3, 0, 1) for s in samples} == {512}
+    assert [recipe.tokens_before(s) for s in range(7)] == [0, 1024, 2048, 6144, 10240, 11264, 12288]
+    assert [recipe.sequences_before(s) for s in (0, 2, 4, 6)] == [0, 8, 24, 28]
+    windows = [tuple(source.sample(s, i).input_ids[:8]) for s in range(6) for i in range(recipe.batch_of(recipe.stage_at(s)))]
+    assert len(set(windows)) == len(windows) == 28
+    assert recipe.to_dict()["curriculum"] == curriculum
+    # a recipe without a curriculum counts as before: step x batch_size sequences
+    plain = recipe_from_dict({"batch_size": 8, "seq_len": 256, "max_steps": 3})
+    assert [plain.tokens_before(s) for s in range(4)] == [0, 2048, 4096, 6144]
+    assert plain.sequences_before(3) == 24
+
+
+@pytest.mark.parametrize("stage, message", [
+    ({"seq_len": 256, "steps": 2, "batch_size": 6, "micro_batch_size": 4}, r"curriculum\[0\] has batch_size 6 and "
+                                                                            "micro_batch_size 4"),
+    ({"seq_len": 256, "steps": 2, "batch_size": 0}, r"curriculum\[0\]\.batch_size"),
+    ({"seq_len": 256, "steps": 2, "batch": 4}, r"curriculum\[0\].*batch_size: B"),
+])
+def test_a_stage_batch_that_cannot_work_is_one_line(stage, message):
+    with pytest.raises(SlconvertError, match=message):
+        recipe_from_dict({"batch_size": 8, "micro_batch_size": 4, "max_steps": 2, "curriculum": [stage]})
+
+
 def test_a_task_listed_several_times_is_drawn_as_often(tokenizer):
     """niah_tasks is a list to draw from, so repeating a task weights it: [single, multivalue x 3] draws
     multivalue for about three samples in four."""

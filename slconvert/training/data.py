@@ -275,7 +275,7 @@ class NiahGenerator:
 
 
 class SequenceSource:
-    """Global batch `step` of a run: `batch_size` samples, sample i a pure function of (seed, step, i)."""
+    """Global batch `step` of a run: its stage's `batch_size` samples, sample i a pure function of (seed, step, i)."""
 
     def __init__(self, recipe, tokenizer, vocab_size: int):
         self.recipe = recipe
@@ -313,7 +313,7 @@ class SequenceSource:
         rng = random.Random(f"{recipe.seed}/{step}/{index}")
         if self.niah is not None and (self.corpus is None or rng.random() < recipe.data.niah_fraction):
             return self.niah.sample(rng, stage.seq_len, rng.choice(recipe.tasks_of(stage)))
-        ids = self.corpus.window(step * recipe.batch_size + index, stage.seq_len)
+        ids = self.corpus.window(recipe.sequences_before(step) + index, stage.seq_len)
         return Sample(ids, ids.copy(), "text")
 
     def eval_sample(self, index: int) -> Sample:
@@ -333,6 +333,7 @@ class SequenceSource:
         Each comes with the global index of its first sample, which seeds anything random about it (the
         router rows), so that with one sequence per micro-batch the work does not depend on the split.
         """
-        mine = list(range(rank, self.recipe.batch_size, world))
-        size = self.recipe.micro_batch_size
+        stage = self.recipe.stage_at(step)
+        mine = list(range(rank, self.recipe.batch_of(stage), world))
+        size = self.recipe.micro_batch_of(stage)
         return [(mine[j], [self.sample(step, i) for i in mine[j:j + size]]) for j in range(0, len(mine), size)]

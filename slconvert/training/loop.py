@@ -1,7 +1,7 @@
 """The training loop behind `slconvert train`: one process per device, launched plainly or by accelerate.
 
-One optimizer step = the recipe's global batch (`batch_size` sequences), split into micro-batches of
-`micro_batch_size` over the processes and accumulated; sequence i of step s is a pure function of
+One optimizer step = the recipe's global batch (`batch_size` sequences, or its curriculum stage's), split into
+micro-batches of `micro_batch_size` over the processes and accumulated; sequence i of step s is a pure function of
 (seed, s, i) (`data.SequenceSource`), so one GPU and several GPUs see the same batches and a resumed run
 continues exactly where the checkpoint left it.
 
@@ -138,10 +138,13 @@ class Trainer:
         self.precision = precision(recipe, process.device)
         self.autocast = functools.partial(autocast, process.device, self.precision)
         plugin = fsdp_plugin(self.precision) if sharded else None
-        per_step = recipe.micro_batch_size * self.world
-        if recipe.batch_size % per_step:
-            raise SlconvertError(f"batch_size={recipe.batch_size} is not a multiple of micro_batch_size x processes "
-                                 f"= {per_step}; change batch_size or micro_batch_size")
+        for stage in recipe.stages():
+            per_step = recipe.micro_batch_of(stage) * self.world
+            if recipe.batch_of(stage) % per_step:
+                where = f" (the stage at {stage.seq_len} tokens)" if recipe.curriculum else ""
+                raise SlconvertError(f"batch_size={recipe.batch_of(stage)}{where} is not a multiple of "
+                                     f"micro_batch_size x processes = {per_step}; change batch_size or "
+                                     "micro_batch_size")
         self.router_losses_on = recipe.router_kl_weight > 0 or recipe.output_mse_weight > 0
         if self.router_losses_on and sharded:
             raise SlconvertError("router losses read the routers outside the model's forward, which FSDP shards; "
@@ -203,7 +206,7 @@ class Trainer:
             mixed_precision="no",  # bf16 is `autocast` (model_setup), chosen per run
             # One optimizer step = `gradient_accumulation_steps` micro-batches per process: `accumulate` skips
             # DDP's gradient all-reduce on all but the last, and `backward` divides each loss by their number.
-            gradient_accumulation_steps=recipe.batch_size // per_step,
+            gradient_accumulation_steps=self._accumulation(recipe.stages()[0]),  # each `_step` sets its own
             step_scheduler_with_optimizer=False,
             kwargs_handlers=[DistributedDataParallelKwargs(
                 find_unused_parameters=needs_unused_parameter_search(model, recipe, window))],
@@ -290,8 +293,16 @@ class Trainer:
         logs["loss"] = float(total.detach())
         return total, logs
 
+    def _accumulation(self, stage) -> int:
+        """Micro-batches per process in one optimizer step of `stage`."""
+        return self.recipe.batch_of(stage) // (self.recipe.micro_batch_of(stage) * self.world)
+
     def _step(self, step: int) -> dict:
         acc = self.accelerator
+        # A curriculum stage may change the batch: each step starts its own count of micro-batches, so that
+        # `accumulate` synchronizes after the last of them and `backward` divides each loss by their number.
+        acc.gradient_accumulation_steps = self._accumulation(self.recipe.stage_at(step))
+        acc.step = 0
         micro_batches = self.source.micro_batches(step, self.rank, self.world)
         sums: dict[str, float] = {}
         for first, samples in micro_batches:
@@ -348,7 +359,7 @@ class Trainer:
         from ..attention import capture_attention
 
         count = self.recipe.recall_rows
-        samples = [self.source.eval_sample(i) for i in range(self.recipe.micro_batch_size)]
+        samples = [self.source.eval_sample(i) for i in range(self.recipe.micro_batch_of(self.recipe.stages()[-1]))]
         ids, _, _ = self._tensors(samples)
         with self.autocast(), capture_attention(self.unwrapped) as calls:
             self.unwrapped(input_ids=ids, use_cache=False)
@@ -447,7 +458,8 @@ class Trainer:
         quiet_lines = acc.is_main_process and not self.progress
         every = max(1, recipe.max_steps // 10)  # a line every tenth of the run when the bar is off
         if acc.is_main_process:
-            print(f"training steps {self.start_step + 1}-{recipe.max_steps} of {recipe.batch_size} x "
+            first = recipe.stage_at(self.start_step)
+            print(f"training steps {self.start_step + 1}-{recipe.max_steps} of {recipe.batch_of(first)} x "
                   f"{recipe.seq_len_at(self.start_step)} tokens on {acc.device} ({acc.num_processes} process(es), "
                   f"{sum(p.numel() for p in self.params):,} trainable parameters) -> {self.out}",
                   file=sys.stderr, flush=True)
@@ -466,7 +478,7 @@ class Trainer:
                 torch.cuda.synchronize(acc.device)
             seconds = time.perf_counter() - tick
             seq_len = recipe.seq_len_at(step)
-            tokens = recipe.batch_size * seq_len
+            tokens = recipe.batch_of(recipe.stage_at(step)) * seq_len
             tokens_done += tokens
             # Exponential average over every step (bias-corrected, as Adam's moments), logged with each line, so
             # a plot of sparse log lines still shows the loss of all steps (needle and text batches alternate).

@@ -76,11 +76,15 @@ class LoraSpec:
 class Stage:
     """One stage of the context-length curriculum: `steps` optimizer steps at `seq_len` tokens, on the needle
     tasks `niah_tasks` (None: the recipe's `data.niah_tasks`). A stage's own tasks let a run learn retrieval on
-    the single needle at short lengths first, where it is cheap, before the harder tasks and longer contexts."""
+    the single needle at short lengths first, where it is cheap, before the harder tasks and longer contexts.
+    `batch_size` / `micro_batch_size` (None: the recipe's, the micro-batch at most the stage's batch) let a long
+    stage keep the tokens of a step, and the memory of a micro-batch, of the short ones before it."""
 
     seq_len: int
     steps: int
     niah_tasks: list | None = None
+    batch_size: int | None = None
+    micro_batch_size: int | None = None
 
 
 @dataclass
@@ -138,6 +142,33 @@ class Recipe:
         """Context length of optimizer step `step` (0-based)."""
         return self.stage_at(step).seq_len
 
+    def batch_of(self, stage: Stage) -> int:
+        """Sequences per optimizer step in `stage`."""
+        return stage.batch_size or self.batch_size
+
+    def micro_batch_of(self, stage: Stage) -> int:
+        """Sequences per forward pass in `stage`."""
+        return stage.micro_batch_size or min(self.micro_batch_size, self.batch_of(stage))
+
+    def sequences_before(self, step: int) -> int:
+        """Sequences in optimizer steps 0 .. step - 1 (the ordinal of step `step`'s first sequence)."""
+        return self._summed_before(step, lambda stage: self.batch_of(stage))
+
+    def tokens_before(self, step: int) -> int:
+        """Tokens in optimizer steps 0 .. step - 1: the token budget a run has spent after `step` steps."""
+        return self._summed_before(step, lambda stage: self.batch_of(stage) * stage.seq_len)
+
+    def _summed_before(self, step: int, per_step) -> int:
+        total, done = 0, 0
+        stages = self.stages()
+        for i, stage in enumerate(stages):
+            steps = step - done if i == len(stages) - 1 else min(stage.steps, step - done)
+            if steps <= 0:
+                break
+            total += steps * per_step(stage)
+            done += steps
+        return total
+
     def tasks_of(self, stage: Stage) -> list:
         """The needle tasks that `stage` samples from."""
         return list(stage.niah_tasks or self.data.niah_tasks)
@@ -148,9 +179,10 @@ class Recipe:
 
     def to_dict(self) -> dict:
         values = asdict(self)
-        for stage in values["curriculum"]:  # a stage without tasks of its own reads as it was written
-            if stage["niah_tasks"] is None:
-                del stage["niah_tasks"]
+        for stage in values["curriculum"]:  # a stage without settings of its own reads as it was written
+            for key in ("niah_tasks", "batch_size", "micro_batch_size"):
+                if stage[key] is None:
+                    del stage[key]
         return values
 
 
@@ -276,16 +308,22 @@ def _niah_tasks(name: str, value) -> list:
     return tasks
 
 
+_STAGE_KEYS = {"seq_len", "steps", "niah_tasks", "batch_size", "micro_batch_size"}
+
+
 def _curriculum(value) -> list[Stage]:
     stages = []
     for i, item in enumerate(_as_list("curriculum", value)):
-        if not isinstance(item, dict) or not {"seq_len", "steps"} <= set(item) <= {"seq_len", "steps", "niah_tasks"}:
+        if not isinstance(item, dict) or not {"seq_len", "steps"} <= set(item) <= _STAGE_KEYS:
             raise _type_error(f"curriculum[{i}]", item, "each stage is a mapping {seq_len: N, steps: M} with "
-                                                       "optional niah_tasks: [single, ...]")
+                                                       "optional niah_tasks: [single, ...], batch_size: B and "
+                                                       "micro_batch_size: M")
         tasks = item.get("niah_tasks")
+        sizes = {key: _as_int(f"curriculum[{i}].{key}", item[key], 1)
+                 for key in ("batch_size", "micro_batch_size") if item.get(key) is not None}
         stages.append(Stage(_as_int(f"curriculum[{i}].seq_len", item["seq_len"], 2),
                             _as_int(f"curriculum[{i}].steps", item["steps"], 1),
-                            None if tasks is None else _niah_tasks(f"curriculum[{i}].niah_tasks", tasks)))
+                            None if tasks is None else _niah_tasks(f"curriculum[{i}].niah_tasks", tasks), **sizes))
     return stages
 
 
@@ -330,6 +368,12 @@ def recipe_from_dict(raw: dict) -> Recipe:
     if recipe.batch_size % recipe.micro_batch_size:
         raise SlconvertError(f"batch_size={recipe.batch_size} is not a multiple of micro_batch_size="
                              f"{recipe.micro_batch_size}; make it one")
+    for i, stage in enumerate(recipe.curriculum):
+        batch, micro = recipe.batch_of(stage), recipe.micro_batch_of(stage)
+        if batch % micro:
+            raise SlconvertError(f"curriculum[{i}] has batch_size {batch} and micro_batch_size {micro}: the batch "
+                                 "must be a multiple of the micro-batch; set the stage's batch_size or "
+                                 "micro_batch_size so that it is")
     if (recipe.router_kl_weight or recipe.output_mse_weight) and recipe.router_rows < 1:
         raise SlconvertError("router_rows=0 leaves the router losses without query rows; use router_rows >= 1")
     if recipe.model_kind == "dense":
