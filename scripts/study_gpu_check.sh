@@ -28,11 +28,14 @@
 # last measurement) before the part's DEADLINE, whichever comes first. A job cut by its time limit leaves a checkpoint:
 # `resume` continues it (`conversion_study.py run --resume`, the study's own settings) for another JOB_MINUTES, so a
 # schedule of STEPS can span several commands. Each study's folder (models left out) is packed into $OUT/NAME.tgz;
-# logs and the teacher's report go to $OUT too.
+# logs and the teacher's report go to $OUT too. TEACHER_ROW=FOLDER takes every study's teacher row from an earlier
+# study of the same teacher and prompts (`run --teacher-row`; e.g. a study folder under benchmarks/results/ of the
+# teacher that .study-teacher rebuilds) instead of measuring it beside each job.
 # fla-core comes from the environment or from the wheel in .whl/ (`importable_here`, scripts/checkout_on_path.sh).
 # `answers` measures the teacher and the final model of each study of JOBS side by side on ANSWER_ARGS (default: the
 # study's lengths with 4 samples per depth, 20 prompts per cell, the study's 10 among them) and compares them cell by
-# cell (`conversion_study.py answers`, `compare`); everything goes to $OUT/answers.tgz.
+# cell (`conversion_study.py answers`, `compare`); everything goes to $OUT/answers.tgz. TEACHER_ANSWERS=FILE takes
+# the teacher's answers from an earlier `answers` of the same teacher and ANSWER_ARGS instead of measuring them.
 # Triton's tuning results of fla-core's kernels (minutes to find on a fresh machine) are restored from $TUNED (default
 # ./.triton-tuned) and every part packs them into $OUT/triton-tuned.tgz (unpack with `tar xzf` in the checkout, then
 # carry `.triton-tuned`).
@@ -54,6 +57,8 @@ JOB_MINUTES=${JOB_MINUTES:-8}
 DEADLINE=${DEADLINE:-550}
 RESERVE=${RESERVE:-150}
 PARALLEL=${PARALLEL:-2}
+TEACHER_ROW=${TEACHER_ROW:-}
+TEACHER_ANSWERS=${TEACHER_ANSWERS:-}
 ANSWER_ARGS=${ANSWER_ARGS:---lengths 2048,4096,8192,16384 --samples 4}
 SHAPE_ARGS=${SHAPE_ARGS:---seq-len 4096 --batch-size 8 --lengths 2048,4096,8192,16384 --samples 2}
 MIX="lm_average=sample;data.niah_tasks=[single, multikey, multivalue, multivalue, multivalue, multivalue]"
@@ -135,7 +140,7 @@ case $WHAT in
       timeout -k 10 $((DEADLINE + 40)) $PY scripts/conversion_study.py run --out "$WORK/study-$name" \
         --teacher "$WORK/teacher/model" --shapes balanced --keys span_mean --presets "$preset" --lr "$lr" \
         --steps "$STEPS" --evals "$EVALS" $SHAPE_ARGS --gpus 1 --parallel "$PARALLEL" --deadline "$DEADLINE" \
-        --reserve "$RESERVE" \
+        --reserve "$RESERVE" ${TEACHER_ROW:+--teacher-row "$TEACHER_ROW"} \
         --job-minutes "$JOB_MINUTES" --no-untrained --train "$MIX$extra" > "$WORK/study-$name.log" 2>&1 &
     done
     wait
@@ -164,9 +169,14 @@ case $WHAT in
     rm -rf "$WORK/answers" && mkdir -p "$WORK/answers"
     files=()
     elapsed "the teacher and the final model of each study of '$JOBS' on $ANSWER_ARGS"
-    # shellcheck disable=SC2086  # ANSWER_ARGS is a list of options
-    $PY scripts/conversion_study.py answers "$WORK/teacher/model" --out "$WORK/answers/teacher.json" $ANSWER_ARGS \
-      > "$WORK/answers/teacher.log" 2>&1 &
+    if [ -n "$TEACHER_ANSWERS" ]; then
+      cp "$TEACHER_ANSWERS" "$WORK/answers/teacher.json" && echo "the teacher's answers from $TEACHER_ANSWERS" \
+        > "$WORK/answers/teacher.log" || exit 2
+    else
+      # shellcheck disable=SC2086  # ANSWER_ARGS is a list of options
+      $PY scripts/conversion_study.py answers "$WORK/teacher/model" --out "$WORK/answers/teacher.json" $ANSWER_ARGS \
+        > "$WORK/answers/teacher.log" 2>&1 &
+    fi
     for job in $JOBS; do
       name=${job%%=*}
       model=$($PY scripts/conversion_study.py best "$WORK/study-$name") || { echo "study $name: no final model"; continue; }
