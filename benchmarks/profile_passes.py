@@ -7,7 +7,8 @@ span and window entry lists: attended keys over keys walked (a tile walks the un
 ranges). `--plain-loads` reads K/V without tensor descriptors, for a per-pass before/after; `--forward` stops
 after the forward passes; `--span-mean` uses the span-mean search key (and also times the search's hi-only loop).
 `--decode` times one decode row instead (CUDA-graph replays): the search, the two attention kernels, the whole step,
-against the time to read the keys and values the row attends at the card's memory bandwidth.
+against the time to read the keys and values the row attends at the card's memory bandwidth; then the two kernels
+under each tiling of VARIANTS["decode"], with the largest difference from the default tiling's output.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ VARIANTS = {
     "dq span": [(64, 32, 4, 2), (64, 32, 4, 4), (64, 32, 4, 3, 168)],
     "dq window": [(64, 64, 4, 2), (64, 32, 4, 2), (64, 32, 4, 3)],
     "dkdv": [(64, 64, 4, 2), (64, 32, 4, 3), (64, 32, 4, 3, 168), (64, 32, 4, 4)],
+    # decode's partial kernel: (keys per chunk, keys per block, warps, stages), default decode.DECODE_TILE
+    "decode": [(256, 64, 4, 3), (1024, 64, 4, 3), (2048, 64, 4, 3), (512, 32, 4, 3), (512, 128, 4, 3),
+               (512, 64, 8, 3), (512, 64, 2, 3), (512, 64, 4, 2), (512, 64, 4, 4), (1024, 128, 8, 3),
+               (1024, 64, 8, 4), (256, 32, 2, 3), (256, 64, 4, 4), (2048, 128, 8, 4)],
 }
 
 
@@ -190,6 +195,16 @@ def profile_decode(name: str, cfg: SuperlinearConfig, length: int, bandwidth_gbs
     for label, f in (("search (split, unmerged)", search), ("partial + combine", kernels), ("whole step", step)):
         ms = measure_graph(f)
         print(f"  {label:44} {'not capturable' if ms is None else f'{ms:9.3f} ms'}", flush=True)
+    default, reference = decode.DECODE_TILE, kernels().float()
+    try:
+        for tile in VARIANTS["decode"]:  # the partial kernel's tilings; the output must stay the default's
+            decode.DECODE_TILE = tile
+            diff = float((kernels().float() - reference).abs().max())
+            ms = measure_graph(kernels)
+            timing = "not capturable" if ms is None else f"{ms:9.3f} ms"
+            print(f"  {'partial + combine ' + str(tile):44} {timing}  (max |diff| {diff:.1e})", flush=True)
+    finally:
+        decode.DECODE_TILE = default
 
 
 def main() -> None:

@@ -36,6 +36,10 @@ __all__ = ["superlinear_decode", "DECODE_MAX_ROWS"]
 DECODE_MAX_ROWS = 16
 # Anchors per search program in decode (1M tokens, released setting: ~2000 anchors -> 16 programs per row).
 SEARCH_SPLIT = 128
+# Tiling of the partial kernel on a GPU: (keys per chunk of a range, about; keys per block; warps; pipeline stages).
+# `benchmarks/profile_passes.py --decode` times the alternatives of its VARIANTS["decode"] against it.
+DECODE_TILE = (512, 64, 4, 3)
+_INTERPRETER_TILE = (16, 16, 1, 1)  # tiny shapes under TRITON_INTERPRET: several chunks and blocks per range
 
 
 @triton.jit
@@ -207,20 +211,21 @@ def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, 
                                   split_candidates=4 if interp else SEARCH_SPLIT, merge=False)
     n_pieces = anchors.shape[-1]  # a multiple of k: one top-k list per piece
     tables = geometry_tables(config, t_bound, q.device)
-    n_split, chunk = _key_split(tables, t_bound, 16 if interp else 512)
+    target, block, warps, stages = _INTERPRETER_TILE if interp else DECODE_TILE
+    n_split, chunk = _key_split(tables, t_bound, target)
     rows = batch * heads_q * len_q
     n_slots = cdiv(rows * (ksel + 1) * n_split, 16) * 16  # each region starts 64-byte aligned
     part = torch.empty(n_slots * (dim + 2), dtype=torch.float32, device=q.device)
-    warps = 1 if interp else 4
     _decode_partial_kernel[(rows * (ksel + 1), n_split)](
         q, k, v, anchors, scores, positions, first_real, tables.spans.back, tables.spans.fwd, part,
         *q.stride(), *k.stride(), *v.stride(),
         heads_q, len_q, heads_q // heads_kv, tables.width, tables.capacity, chunk, n_split, n_slots, n_pieces, scale,
-        D=dim, BN=16 if interp else 64, KSEL=ksel, KP=next_pow2(ksel), NPP=next_pow2(n_pieces), num_warps=warps,
+        D=dim, BN=block, KSEL=ksel, KP=next_pow2(ksel), NPP=next_pow2(n_pieces), num_warps=warps, num_stages=stages,
     )
     out = torch.empty(batch, heads_q, len_q, dim, dtype=q.dtype, device=q.device)
     _decode_combine_kernel[(rows,)](
         anchors, scores, part, out, n_split, n_slots, n_pieces,
-        D=dim, KSEL=ksel, KP=next_pow2(ksel), NSP=next_pow2(n_split), NPP=next_pow2(n_pieces), num_warps=warps,
+        D=dim, KSEL=ksel, KP=next_pow2(ksel), NSP=next_pow2(n_split), NPP=next_pow2(n_pieces),
+        num_warps=1 if interp else 4,
     )
     return out
