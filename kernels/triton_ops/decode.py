@@ -38,7 +38,7 @@ DECODE_MAX_ROWS = 16
 SEARCH_SPLIT = 128
 # Tiling of the partial kernel on a GPU: (keys per chunk of a range, about; keys per block; warps; pipeline stages).
 # `benchmarks/profile_passes.py --decode` times the alternatives of its VARIANTS["decode"] against it.
-DECODE_TILE = (512, 64, 4, 3)
+DECODE_TILE = (128, 16, 1, 3)
 _INTERPRETER_TILE = (16, 16, 1, 1)  # tiny shapes under TRITON_INTERPRET: several chunks and blocks per range
 
 
