@@ -8,7 +8,8 @@ ranges). `--plain-loads` reads K/V without tensor descriptors, for a per-pass be
 after the forward passes; `--span-mean` uses the span-mean search key (and also times the search's hi-only loop).
 `--decode` times one decode row instead (CUDA-graph replays): the search, the two attention kernels, the whole step,
 against the time to read the keys and values the row attends at the card's memory bandwidth; then the two kernels
-under each tiling of VARIANTS["decode"], with the largest difference from the default tiling's output.
+under each tiling of VARIANTS["decode"] and the whole step under each search split of VARIANTS["decode search"], with
+the largest difference from the default's output.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ VARIANTS = {
     "dkdv": [(64, 64, 4, 2), (64, 32, 4, 3), (64, 32, 4, 3, 168), (64, 32, 4, 4)],
     # decode's partial kernel: (keys per chunk, keys per block, warps, stages), default decode.DECODE_TILE
     "decode": [(512, 64, 4, 3), (256, 32, 2, 3), (128, 16, 1, 2), (64, 16, 1, 3), (96, 16, 1, 3), (192, 16, 1, 3)],
+    # decode's search: anchors per search program (decode.SEARCH_SPLIT), timed as the whole step
+    "decode search": [32, 64, 256, 512],
 }
 
 
@@ -203,6 +206,17 @@ def profile_decode(name: str, cfg: SuperlinearConfig, length: int, bandwidth_gbs
             print(f"  {'partial + combine ' + str(tile):44} {timing}  (max |diff| {diff:.1e})", flush=True)
     finally:
         decode.DECODE_TILE = default
+    default, reference = decode.SEARCH_SPLIT, step().float()
+    try:
+        for split in VARIANTS["decode search"]:  # the same selection in other pieces: the same output
+            decode.SEARCH_SPLIT = split
+            diff = float((step().float() - reference).abs().max())
+            ms = measure_graph(step)
+            timing = "not capturable" if ms is None else f"{ms:9.3f} ms"
+            print(f"  {f'whole step, {split} anchors per search program':44} {timing}  (max |diff| {diff:.1e})",
+                  flush=True)
+    finally:
+        decode.SEARCH_SPLIT = default
 
 
 def main() -> None:
