@@ -8,8 +8,9 @@ ranges). `--plain-loads` reads K/V without tensor descriptors, for a per-pass be
 after the forward passes; `--span-mean` uses the span-mean search key (and also times the search's hi-only loop).
 `--decode` times one decode row instead (CUDA-graph replays): the search, the two attention kernels, the whole step,
 against the time to read the keys and values the row attends at the card's memory bandwidth; then the two kernels
-under each tiling of VARIANTS["decode"] and the whole step under each search split of VARIANTS["decode search"], with
-the largest difference from the default's output.
+under each tiling of VARIANTS["decode"], the whole step under each search split of VARIANTS["decode search"], and
+both with the combine fused into the partial kernel and as a launch of its own, each with the largest difference from
+the default's output.
 """
 
 from __future__ import annotations
@@ -217,6 +218,17 @@ def profile_decode(name: str, cfg: SuperlinearConfig, length: int, bandwidth_gbs
                   flush=True)
     finally:
         decode.SEARCH_SPLIT = default
+    default, reference = decode.FUSED_COMBINE, step().float()
+    try:
+        for fused in (False, True):  # the combine as a launch of its own, or in the row's last partial program
+            decode.FUSED_COMBINE = fused
+            diff = float((step().float() - reference).abs().max())
+            for label, f in (("partial + combine", kernels), ("whole step", step)):
+                ms = measure_graph(f)
+                timing = "not capturable" if ms is None else f"{ms:9.3f} ms"
+                print(f"  {f'{label}, combine fused: {fused}':44} {timing}  (max |diff| {diff:.1e})", flush=True)
+    finally:
+        decode.FUSED_COMBINE = default
 
 
 def main() -> None:
