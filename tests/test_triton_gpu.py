@@ -223,7 +223,7 @@ def _check_decode_graph(cfg, make, positions, new_keys=None):
 @pytest.mark.parametrize("length", [5000, 65536, 1 << 20])
 def test_decode_with_the_combine_fused(monkeypatch, length):
     """The row's last partial program combines it (two launches a step): against the reference for both keys, and
-    the same output as the combine's own launch, call after call (the counters go back to 0)."""
+    the combine's own launch's output (up to the order of its merge), call after call (the counters go back to 0)."""
     from slkernels.triton_ops import decode
 
     for cfg, make in ((CONFIGS["released"], _make), (MEAN["released"], _make_mean)):
@@ -234,8 +234,8 @@ def test_decode_with_the_combine_fused(monkeypatch, length):
             fused = [superlinear_attention(q, k, v, qs, cfg, backend="triton") for _ in range(3)]
             monkeypatch.setattr(decode, "FUSED_COMBINE", False)
             alone = superlinear_attention(q, k, v, qs, cfg, backend="triton")
-        for out in fused:
-            assert torch.equal(out, alone)
+        assert torch.equal(fused[0], fused[1]) and torch.equal(fused[0], fused[2])
+        assert _rel(fused[0], alone) < 1e-3
     assert all(int(c.sum()) == 0 for c in decode._COUNTERS.values())
 
 

@@ -41,8 +41,9 @@ SEARCH_SPLIT = 128
 # `benchmarks/profile_passes.py --decode` times the alternatives of its VARIANTS["decode"] against it.
 DECODE_TILE = (128, 16, 1, 3)
 _INTERPRETER_TILE = (16, 16, 1, 1)  # tiny shapes under TRITON_INTERPRET: several chunks and blocks per range
-# Chunks a combine merges at a time (few registers however many chunks a range has); 2 under the interpreter, so
-# that its tiny ranges still take several rounds.
+# Chunks the fused combine merges at a time (a program of DECODE_TILE's one warp has few registers); the combine's
+# own launch merges a range's chunks at once, as it always has. 2 for both under the interpreter, so that its tiny
+# ranges take several rounds and the two ways give the same output to the bit.
 MERGE_BLOCK = 16
 # True: the last partial program of each row combines the row itself (two launches a step instead of three), its
 # arrival counted in `_row_counters`; False: the combine is a launch of its own. Timed both ways by
@@ -262,8 +263,8 @@ def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, 
     n_slots = cdiv(rows * (ksel + 1) * n_split, 16) * 16  # each region starts 64-byte aligned
     part = torch.empty(n_slots * (dim + 2), dtype=torch.float32, device=q.device)
     out = torch.empty(batch, heads_q, len_q, dim, dtype=q.dtype, device=q.device)
-    merge_block = 2 if interp else MERGE_BLOCK
     fused = FUSED_COMBINE
+    merge_block = 2 if interp else MERGE_BLOCK if fused else next_pow2(n_split)
     count = _row_counters(q.device, rows) if fused else part  # not read unless fused
     _decode_partial_kernel[(rows * (ksel + 1), n_split)](
         q, k, v, anchors, scores, positions, first_real, tables.spans.back, tables.spans.fwd, part, count, out,
