@@ -152,7 +152,7 @@ class Recipe:
 
     def sequences_before(self, step: int) -> int:
         """Sequences in optimizer steps 0 .. step - 1 (the ordinal of step `step`'s first sequence)."""
-        return self._summed_before(step, lambda stage: self.batch_of(stage))
+        return self._summed_before(step, self.batch_of)
 
     def tokens_before(self, step: int) -> int:
         """Tokens in optimizer steps 0 .. step - 1: the token budget a run has spent after `step` steps."""
