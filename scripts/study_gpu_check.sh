@@ -36,6 +36,9 @@
 # study's lengths with 4 samples per depth, 20 prompts per cell, the study's 10 among them) and compares them cell by
 # cell (`conversion_study.py answers`, `compare`); everything goes to $OUT/answers.tgz. TEACHER_ANSWERS=FILE takes
 # the teacher's answers from an earlier `answers` of the same teacher and ANSWER_ARGS instead of measuring them.
+# ATTENTION_LENGTHS="4096 16384" adds, per study and length, where each final model's converted layers look when
+# they write a multivalue answer (scripts/answer_attention.py: the router's spans against the best ones), into
+# answers.tgz as attention-NAME-LENGTH.json and .png.
 # Triton's tuning results of fla-core's kernels (minutes to find on a fresh machine) are restored from $TUNED (default
 # ./.triton-tuned) and every part packs them into $OUT/triton-tuned.tgz (unpack with `tar xzf` in the checkout, then
 # carry `.triton-tuned`).
@@ -59,6 +62,7 @@ RESERVE=${RESERVE:-150}
 PARALLEL=${PARALLEL:-2}
 TEACHER_ROW=${TEACHER_ROW:-}
 TEACHER_ANSWERS=${TEACHER_ANSWERS:-}
+ATTENTION_LENGTHS=${ATTENTION_LENGTHS:-}
 ANSWER_ARGS=${ANSWER_ARGS:---lengths 2048,4096,8192,16384 --samples 4}
 SHAPE_ARGS=${SHAPE_ARGS:---seq-len 4096 --batch-size 8 --lengths 2048,4096,8192,16384 --samples 2}
 MIX="lm_average=sample;data.niah_tasks=[single, multikey, multivalue, multivalue, multivalue, multivalue]"
@@ -187,6 +191,17 @@ case $WHAT in
     done
     wait
     elapsed "measured"
+    for job in $JOBS; do
+      name=${job%%=*}
+      model=$($PY scripts/conversion_study.py best "$WORK/study-$name" 2> /dev/null) || continue
+      for length in $ATTENTION_LENGTHS; do
+        $PY scripts/answer_attention.py "$model" --task multivalue --length "$length" --samples 4 \
+          --out "$WORK/answers/attention-$name-$length.json" > "$WORK/answers/attention-$name-$length.log" 2>&1 &
+      done
+    done
+    wait
+    [ -n "$ATTENTION_LENGTHS" ] && elapsed "answer attention at $ATTENTION_LENGTHS" && \
+      grep "means per layer" "$WORK"/answers/attention-*.log
     if [ ${#files[@]} -gt 0 ]; then
       $PY scripts/conversion_study.py compare "$WORK/answers/teacher.json" "${files[@]}" \
         --out "$WORK/answers/compare.json" > "$WORK/answers/compare.md" 2>&1
