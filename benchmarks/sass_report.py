@@ -3,7 +3,9 @@
     python benchmarks/sass_report.py KERNEL [--tiles BM,BN,WARPS,STAGES[,REGCAP]] [--length L] [--keep DIR]
 
 KERNEL: ``entry:MODE`` (0 window forward, 1 span forward, 2 delta, 3 dq, 4 fused span dq), ``dkdv:NJ``
-(1 window list, k span lists), ``search`` or ``search:span_mean`` (BN = anchors per block) or ``span_lists`` (BM = rows per program). Prints registers, spilled stack bytes and shared
+(1 window list, k span lists), ``search`` or ``search:span_mean`` (BN = anchors per block), ``span_lists`` (BM = rows
+per program), ``decode`` or ``decode:fused`` (the partial kernel of one decode row, the combine fused into it or not;
+BN = keys per block, chunks of BN x 8 keys) or ``combine`` (its own launch). Prints registers, spilled stack bytes and shared
 memory per program, and the instruction mix of the innermost loop that issues tensor-core products (the
 cost of one iteration). No GPU is needed: Triton compiles for the target named here, with the specialisation
 a launch on the benchmark shape gets (B=1, H_q=32, H_kv=2, D=128, bf16; pointers and strides divisible by 16,
@@ -111,7 +113,24 @@ def kernel_and_args(kernel: str, length: int, tiles: tuple[int, ...]):
                     HI="*i32", ENT="*i32", GATE="*fp32", VALID="*u8", L_Q=length, H_Q=HQ, H_KV=HKV, width=2032,
                     t_bound=length, n_buckets=16, shift=27, invalid=(16 << 27) - 1)
         return span_lists._span_lists_kernel, args, dict(G=G, KSEL=3, KP=4, BM=bm)
-    raise SystemExit(f"error: unknown kernel {kernel!r}; use entry:MODE, dkdv:NJ, search[:span_mean] or span_lists")
+    if name in ("decode", "combine"):  # one decode row at `length` keys, released (3 spans, 16 search pieces)
+        from slkernels.triton_ops import decode
+
+        n_split = -(-8195 // (8 * bn))  # the longest range at 1M keys (a span of 8195) in chunks of about BN x 8 keys
+        rows = dict(ANCH="*i32", SCORE="*fp32", PART="*fp32", OUT="*bf16", n_split=n_split,
+                    n_slots=-(-HQ * 4 * n_split // 16) * 16, n_pieces=48)
+        if name == "combine":  # its own launch: a range's chunks merged at once
+            return decode._decode_combine_kernel, rows, dict(D=D, KSEL=3, KP=4, SB=triton.next_power_of_2(n_split),
+                                                             NPP=64)
+        q_strides = dict(zip(("sqb", "sqh", "sql", "sqd"), _strides(1, HQ)))
+        args = dict(Q="*bf16", K="*bf16", V="*bf16", POS="*i64", S0="*i64", BACK="*i64", FWD="*i64", COUNT="*i32",
+                    **rows, **q_strides, **k_strides, **v_strides, H_Q=HQ, L_Q=1, G=G, W=2032, t_cap=2 * length - 1,
+                    chunk=-(-8195 // n_split), sm_scale=D**-0.5)
+        fused = arg == "fused"
+        consts = dict(D=D, BN=bn, KSEL=3, KP=4, NPP=64, SB=decode.MERGE_BLOCK if fused else 1, FUSED=fused)
+        return decode._decode_partial_kernel, args, consts
+    raise SystemExit(f"error: unknown kernel {kernel!r}; use entry:MODE, dkdv:NJ, search[:span_mean], span_lists, "
+                     "decode[:fused] or combine")
 
 
 def _cuobjdump(*args: str) -> str:
