@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from unittest import mock
 
 import torch
 from slkernels import SuperlinearConfig
@@ -181,12 +182,9 @@ def profile_decode(name: str, cfg: SuperlinearConfig, length: int, bandwidth_gbs
 
     lists = search()
 
-    def kernels():
-        real, decode.search_topk = decode.search_topk, lambda *args, **kw: lists
-        try:
+    def kernels():  # the partial and combine kernels alone: the search's lists as found above
+        with mock.patch.object(decode, "search_topk", lambda *args, **kw: lists):
             return step()
-        finally:
-            decode.search_topk = real
 
     tables = decode.geometry_tables(cfg, length, q.device)
     keys = tables.width + cfg.num_spans * tables.span_length(length)
@@ -195,40 +193,23 @@ def profile_decode(name: str, cfg: SuperlinearConfig, length: int, bandwidth_gbs
           f"(window {tables.width}, {cfg.num_spans} spans of {tables.span_length(length)}), read once per head at "
           f"{bandwidth_gbs / 1000:.1f} TB/s: {floor_ms:.3f} ms")
     for label, f in (("search (split, unmerged)", search), ("partial + combine", kernels), ("whole step", step)):
-        ms = measure_graph(f)
-        print(f"  {label:44} {'not capturable' if ms is None else f'{ms:9.3f} ms'}", flush=True)
-    default, reference = decode.DECODE_TILE, kernels().float()
-    try:
-        for tile in VARIANTS["decode"]:  # the partial kernel's tilings; the output must stay the default's
-            decode.DECODE_TILE = tile
-            diff = float((kernels().float() - reference).abs().max())
-            ms = measure_graph(kernels)
-            timing = "not capturable" if ms is None else f"{ms:9.3f} ms"
-            print(f"  {'partial + combine ' + str(tile):44} {timing}  (max |diff| {diff:.1e})", flush=True)
-    finally:
-        decode.DECODE_TILE = default
-    default, reference = decode.SEARCH_SPLIT, step().float()
-    try:
-        for split in VARIANTS["decode search"]:  # the same selection in other pieces: the same output
-            decode.SEARCH_SPLIT = split
-            diff = float((step().float() - reference).abs().max())
-            ms = measure_graph(step)
-            timing = "not capturable" if ms is None else f"{ms:9.3f} ms"
-            print(f"  {f'whole step, {split} anchors per search program':44} {timing}  (max |diff| {diff:.1e})",
-                  flush=True)
-    finally:
-        decode.SEARCH_SPLIT = default
-    default, reference = decode.FUSED_COMBINE, step().float()
-    try:
-        for fused in (False, True):  # the combine as a launch of its own, or in the row's last partial program
-            decode.FUSED_COMBINE = fused
-            diff = float((step().float() - reference).abs().max())
-            for label, f in (("partial + combine", kernels), ("whole step", step)):
-                ms = measure_graph(f)
-                timing = "not capturable" if ms is None else f"{ms:9.3f} ms"
-                print(f"  {f'{label}, combine fused: {fused}':44} {timing}  (max |diff| {diff:.1e})", flush=True)
-    finally:
-        decode.FUSED_COMBINE = default
+        print(f"  {label:44} {_graph_ms(f)}", flush=True)
+    # each alternative of a decode setting against its default's output: (label, setting, values, what is timed)
+    sweeps = [("partial + combine {}", "DECODE_TILE", VARIANTS["decode"], kernels),
+              ("whole step, {} anchors per search program", "SEARCH_SPLIT", VARIANTS["decode search"], step),
+              ("partial + combine, combine fused: {}", "FUSED_COMBINE", (False, True), kernels),
+              ("whole step, combine fused: {}", "FUSED_COMBINE", (False, True), step)]
+    for label, setting, values, f in sweeps:
+        reference = f().float()
+        for value in values:
+            with mock.patch.object(decode, setting, value):
+                diff = float((f().float() - reference).abs().max())
+                print(f"  {label.format(value):44} {_graph_ms(f)}  (max |diff| {diff:.1e})", flush=True)
+
+
+def _graph_ms(f) -> str:
+    ms = measure_graph(f)
+    return "not capturable" if ms is None else f"{ms:9.3f} ms"
 
 
 def main() -> None:

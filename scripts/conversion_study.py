@@ -55,6 +55,7 @@ from study_report import (  # noqa: E402
     cell_prompts,
     combine,
     compare,
+    override_key,
     report,
     row_answer_kinds,
     row_score,
@@ -508,7 +509,7 @@ def check_train_overrides(overrides: list[str]) -> None:
     recipes/conversion-study.yaml does not accept."""
     _importable()
     for item in overrides:
-        key = item.partition("=")[0].strip().split(".")[0]
+        key = override_key(item)
         if key in STUDY_KEYS:
             sys.exit(f"error: --train cannot set {key!r}: the study sets it from {STUDY_KEYS[key]}")
     _recipe_or_exit(RECIPE, overrides, "--train: ")

@@ -171,7 +171,7 @@ case $WHAT in
     : "${JOBS:?set JOBS to the names of the studies whose final models to measure, e.g. JOBS=\"control\"}"
     need_teacher
     rm -rf "$WORK/answers" && mkdir -p "$WORK/answers"
-    files=()
+    files=() models=()  # models: NAME=FOLDER of each study's final model
     elapsed "the teacher and the final model of each study of '$JOBS' on $ANSWER_ARGS"
     if [ -n "$TEACHER_ANSWERS" ]; then
       cp "$TEACHER_ANSWERS" "$WORK/answers/teacher.json" && echo "the teacher's answers from $TEACHER_ANSWERS" \
@@ -184,16 +184,15 @@ case $WHAT in
     for job in $JOBS; do
       name=${job%%=*}
       model=$($PY scripts/conversion_study.py best "$WORK/study-$name") || { echo "study $name: no final model"; continue; }
-      files+=("$WORK/answers/$name.json")
+      files+=("$WORK/answers/$name.json") models+=("$name=$model")
       # shellcheck disable=SC2086  # ANSWER_ARGS is a list of options
       $PY scripts/conversion_study.py answers "$model" --out "$WORK/answers/$name.json" $ANSWER_ARGS \
         > "$WORK/answers/$name.log" 2>&1 &
     done
     wait
     elapsed "measured"
-    for job in $JOBS; do
-      name=${job%%=*}
-      model=$($PY scripts/conversion_study.py best "$WORK/study-$name" 2> /dev/null) || continue
+    for item in "${models[@]}"; do
+      name=${item%%=*} model=${item#*=}
       for length in $ATTENTION_LENGTHS; do
         $PY scripts/answer_attention.py "$model" --task multivalue --length "$length" --samples 4 \
           --out "$WORK/answers/attention-$name-$length.json" > "$WORK/answers/attention-$name-$length.log" 2>&1 &

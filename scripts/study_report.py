@@ -278,9 +278,14 @@ def _fmt(value, digits=1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def override_key(item: str) -> str:
+    """The top-level recipe key that a KEY=VALUE training override sets ("data.niah_tasks=[...]" -> "data")."""
+    return item.partition("=")[0].strip().split(".")[0]
+
+
 def _markdown(result: dict) -> str:
     s = result["settings"]
-    staged = any(item.partition("=")[0].strip() == "curriculum" for item in s.get("train_overrides") or [])
+    staged = any(override_key(item) == "curriculum" for item in s.get("train_overrides") or [])
     lines = [f"Conversion study on {s['card']}: teacher {Path(s['teacher']).name}, recipe {s['recipe']}, "
              f"{s['batch_size']} x {s['seq_len']} tokens per step"
              + (" (the curriculum of the training overrides sets each stage's length, and its batch where the stage names "
