@@ -1,9 +1,13 @@
-"""The decode sweep logs as numbers (tiles.json) and a plot of each setting's attention kernels by tiling (tiles.png)."""
-import json, re, sys
+"""The decode sweep's logs as numbers (tiles.json) and the new default's times against the old (tiles.png)."""
+
+import json
+import re
 from pathlib import Path
+
 import matplotlib
+
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+import matplotlib.pyplot as plt  # noqa: E402
 
 rows = []
 for log in sorted(Path(".").glob("*.log")):
@@ -33,9 +37,14 @@ for ax, setting in zip(axes, ("released", "balanced")):
         ax.plot(*zip(*pts), style, label=label)
     floor = sorted({(r["length"], r["read_floor_ms"]) for r in new})
     ax.plot(*zip(*floor), "k:", label="read floor at 4.8 TB/s")
-    ax.set_xscale("log", base=2); ax.set_yscale("log"); ax.set_title(f"{setting}, one decode row (graph replay)")
-    ax.set_xlabel("keys"); ax.grid(True, alpha=0.3)
-axes[0].set_ylabel("ms"); axes[0].legend(fontsize=8)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_title(f"{setting}, one decode row (graph replay)")
+    ax.set_xlabel("keys")
+    ax.grid(True, alpha=0.3)
+axes[0].set_ylabel("ms")
+axes[0].legend(fontsize=8)
 fig.suptitle(f"Decode tiling on {new[0]['card']}")
-fig.tight_layout(); fig.savefig("tiles.png", dpi=100)
+fig.tight_layout()
+fig.savefig("tiles.png", dpi=100)
 print(len(rows), "rows")
