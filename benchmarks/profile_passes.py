@@ -6,11 +6,10 @@ Each attention and dk/dv pass is also timed under several tilings. Also prints t
 span and window entry lists: attended keys over keys walked (a tile walks the union of its entries'
 ranges). `--plain-loads` reads K/V without tensor descriptors, for a per-pass before/after; `--forward` stops
 after the forward passes; `--span-mean` uses the span-mean search key (and also times the search's hi-only loop).
-`--decode` times one decode row instead (CUDA-graph replays): the search, the two attention kernels, the whole step,
-against the time to read the keys and values the row attends at the card's memory bandwidth; then the two kernels
-under each tiling of VARIANTS["decode"], the whole step under each search split of VARIANTS["decode search"], and
-both with the combine fused into the partial kernel and as a launch of its own, each with the largest difference from
-the default's output.
+`--decode` times one decode row instead (CUDA-graph replays): the search, the two attention kernels, the whole step
+and dense SDPA over every key, against the time to read the keys and values the row attends at the card's memory
+bandwidth; then the two kernels under each tiling of VARIANTS["decode"] and the whole step under each search split
+of VARIANTS["decode search"], each with the largest difference from the default's output.
 """
 
 from __future__ import annotations
@@ -192,13 +191,15 @@ def profile_decode(name: str, cfg: SuperlinearConfig, length: int, bandwidth_gbs
     print(f"{name} decode L={length} on {torch.cuda.get_device_name()}: {keys} keys per query head "
           f"(window {tables.width}, {cfg.num_spans} spans of {tables.span_length(length)}), read once per head at "
           f"{bandwidth_gbs / 1000:.1f} TB/s: {floor_ms:.3f} ms")
-    for label, f in (("search (split, unmerged)", search), ("partial + combine", kernels), ("whole step", step)):
+    def dense():  # the dense step it replaces: SDPA of the one query over every key (GQA by broadcast)
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=True)
+
+    for label, f in (("search (split, unmerged)", search), ("partial + combine", kernels), ("whole step", step),
+                     ("dense SDPA, every key", dense)):
         print(f"  {label:44} {_graph_ms(f)}", flush=True)
     # each alternative of a decode setting against its default's output: (label, setting, values, what is timed)
     sweeps = [("partial + combine {}", "DECODE_TILE", VARIANTS["decode"], kernels),
-              ("whole step, {} anchors per search program", "SEARCH_SPLIT", VARIANTS["decode search"], step),
-              ("partial + combine, combine fused: {}", "FUSED_COMBINE", (False, True), kernels),
-              ("whole step, combine fused: {}", "FUSED_COMBINE", (False, True), step)]
+              ("whole step, {} anchors per search program", "SEARCH_SPLIT", VARIANTS["decode search"], step)]
     for label, setting, values, f in sweeps:
         reference = f().float()
         for value in values:

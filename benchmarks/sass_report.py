@@ -4,8 +4,8 @@
 
 KERNEL: ``entry:MODE`` (0 window forward, 1 span forward, 2 delta, 3 dq, 4 fused span dq), ``dkdv:NJ``
 (1 window list, k span lists), ``search`` or ``search:span_mean`` (BN = anchors per block), ``span_lists`` (BM = rows
-per program), ``decode`` or ``decode:fused`` (the partial kernel of one decode row, the combine fused into it or not;
-BN = keys per block, chunks of BN x 8 keys) or ``combine`` (its own launch). Prints registers, spilled stack bytes and shared
+per program), ``decode`` (the partial kernel of one decode row; BN = keys per block, chunks of BN x 8 keys) or
+``combine`` (the kernel after it). Prints registers, spilled stack bytes and shared
 memory per program, and the instruction mix of the innermost loop that issues tensor-core products (the
 cost of one iteration). No GPU is needed: Triton compiles for the target named here, with the specialisation
 a launch on the benchmark shape gets (B=1, H_q=32, H_kv=2, D=128, bf16; pointers and strides divisible by 16,
@@ -119,18 +119,16 @@ def kernel_and_args(kernel: str, length: int, tiles: tuple[int, ...]):
         n_split = -(-8195 // (8 * bn))  # the longest range at 1M keys (a span of 8195) in chunks of about BN x 8 keys
         rows = dict(ANCH="*i32", SCORE="*fp32", PART="*fp32", OUT="*bf16", n_split=n_split,
                     n_slots=-(-HQ * 4 * n_split // 16) * 16, n_pieces=48)
-        if name == "combine":  # its own launch: a range's chunks merged at once
+        if name == "combine":  # a range's chunks merged at once
             return decode._decode_combine_kernel, rows, dict(D=D, KSEL=3, KP=4, SB=triton.next_power_of_2(n_split),
                                                              NPP=64)
         q_strides = dict(zip(("sqb", "sqh", "sql", "sqd"), _strides(1, HQ)))
-        args = dict(Q="*bf16", K="*bf16", V="*bf16", POS="*i64", S0="*i64", BACK="*i64", FWD="*i64", COUNT="*i32",
+        args = dict(Q="*bf16", K="*bf16", V="*bf16", POS="*i64", S0="*i64", BACK="*i64", FWD="*i64",
                     **rows, **q_strides, **k_strides, **v_strides, H_Q=HQ, L_Q=1, G=G, W=2032, t_cap=2 * length - 1,
                     chunk=-(-8195 // n_split), sm_scale=D**-0.5)
-        fused = arg == "fused"
-        consts = dict(D=D, BN=bn, KSEL=3, KP=4, NPP=64, SB=decode.MERGE_BLOCK if fused else 1, FUSED=fused)
-        return decode._decode_partial_kernel, args, consts
+        return decode._decode_partial_kernel, args, dict(D=D, BN=bn, KSEL=3, KP=4, NPP=64)
     raise SystemExit(f"error: unknown kernel {kernel!r}; use entry:MODE, dkdv:NJ, search[:span_mean], span_lists, "
-                     "decode[:fused] or combine")
+                     "decode or combine")
 
 
 def _cuobjdump(*args: str) -> str:

@@ -130,14 +130,11 @@ def test_decode_rows_at_positions_read_nothing_back(stubbed):
     assert len(searches) == 8 and all(grid[2] > 1 for grid in searches)  # split into pieces
 
 
-@pytest.mark.parametrize("fused", [False, True])
-def test_decode_itself_allocates_two_buffers_and_launches_two_kernels(stubbed, monkeypatch, fused):
-    """Everything a step runs besides the search: two allocations (scratch and output), two launches (one with the
-    combine fused: its counters are allocated once, by the warm-up), no other tensor operation, with the launch
-    sizes of the tables (the chunks of the longest range at t = L_kv)."""
+def test_decode_itself_allocates_two_buffers_and_launches_two_kernels(stubbed, monkeypatch):
+    """Everything a step runs besides the search: two allocations (scratch and output), two launches, no other
+    tensor operation, with the launch sizes of the tables (the chunks of the longest range at t = L_kv)."""
     from slkernels.triton_ops import decode
 
-    monkeypatch.setattr(decode, "FUSED_COMBINE", fused)
     launches, _ = stubbed
     cfg = SuperlinearConfig.released()
     len_kv, rows = 300_000, 2
@@ -155,9 +152,8 @@ def test_decode_itself_allocates_two_buffers_and_launches_two_kernels(stubbed, m
     assert ops.ops == {"aten.empty.memory_format": 10}, ops.ops
     longest = int(geometry.span_tables(cfg, len_kv).back[len_kv] + geometry.span_tables(cfg, len_kv).fwd[len_kv]) + 1
     n_split = -(-longest // decode.DECODE_TILE[0])
-    step = [("_decode_partial_kernel", (32 * rows * (cfg.num_spans + 1), n_split))]
-    if not fused:
-        step.append(("_decode_combine_kernel", (32 * rows,)))
+    step = [("_decode_partial_kernel", (32 * rows * (cfg.num_spans + 1), n_split)),
+            ("_decode_combine_kernel", (32 * rows,))]
     assert launches == step * 5
 
 

@@ -220,32 +220,6 @@ def _check_decode_graph(cfg, make, positions, new_keys=None):
         assert _rel(out, ref) < TOL[torch.bfloat16]
 
 
-@pytest.mark.parametrize("length", [5000, 65536, 1 << 20])
-def test_decode_with_the_combine_fused(monkeypatch, length):
-    """The row's last partial program combines it (two launches a step): against the reference for both keys, and
-    the combine's own launch's output (up to the order of its merge), call after call (the counters go back to 0)."""
-    from slkernels.triton_ops import decode
-
-    for cfg, make in ((CONFIGS["released"], _make), (MEAN["released"], _make_mean)):
-        monkeypatch.setattr(decode, "FUSED_COMBINE", True)
-        _check_decode(cfg, make, torch.bfloat16, length)
-        q, k, v, qs = make(1, 32, 2, 1, length, 128, torch.bfloat16)
-        with torch.no_grad():
-            fused = [superlinear_attention(q, k, v, qs, cfg, backend="triton") for _ in range(3)]
-            monkeypatch.setattr(decode, "FUSED_COMBINE", False)
-            alone = superlinear_attention(q, k, v, qs, cfg, backend="triton")
-        assert torch.equal(fused[0], fused[1]) and torch.equal(fused[0], fused[2])
-        assert _rel(fused[0], alone) < 1e-3
-    assert all(int(c.sum()) == 0 for c in decode._COUNTERS.values())
-
-
-def test_decode_cuda_graph_with_the_combine_fused(monkeypatch):
-    from slkernels.triton_ops import decode
-
-    monkeypatch.setattr(decode, "FUSED_COMBINE", True)
-    _check_decode_graph(SuperlinearConfig.released(), _make, (9000, 15000, 20000 - 1))
-
-
 def test_public_decode_with_mask_and_position_is_graph_capturable():
     """superlinear_attention itself (checks included) can be captured: no host reads during capture."""
     cfg, length = SuperlinearConfig.released(), 12000

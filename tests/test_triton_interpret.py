@@ -130,41 +130,7 @@ def _worker() -> None:
     results["_span_mean_fp16_products"] = _span_mean_fp16_products(torch, many_candidates)
     results["_prefix_at_1m"] = _prefix_at_a_million(torch)
     results["_chunked_inference"] = _chunked_inference(torch)
-    results["_fused_combine"] = _fused_combine(torch)
     print(json.dumps(results))
-
-
-def _fused_combine(torch) -> dict[str, list]:
-    """Decode with the combine fused into the partial kernel (its last program per row) against the combine as a
-    launch of its own: (largest absolute difference of the first fused call, of a second one that reuses the
-    counters, and the counters' sum after them, which must be back to 0), per search key, for one row per batch
-    row with left padding and for three rows at cache positions."""
-    from slkernels import SuperlinearConfig, superlinear_attention
-    from slkernels.triton_ops import decode
-
-    got = {}
-    saved = decode.FUSED_COMBINE
-    try:
-        for cfg_kw in (SMALL, MEAN):
-            for batch, heads_kv, len_q, cpos in ((2, 2, 1, None), (1, 1, 3, (10, 55, 89))):
-                torch.manual_seed(11)
-                q, qs = (torch.randn(batch, 4, len_q, 16) for _ in range(2))
-                k, v = (torch.randn(batch, heads_kv, 90, 16) + shift for shift in (1.0, 0.0))
-                mask = torch.ones(batch, 90, dtype=torch.long)
-                mask[-1, :7] = 0
-                pos = None if cpos is None else torch.tensor(cpos)
-                outs = []
-                for fused in (False, True, True):
-                    decode.FUSED_COMBINE = fused
-                    with torch.no_grad():
-                        outs.append(superlinear_attention(q, k, v, qs, SuperlinearConfig(**cfg_kw), backend="triton",
-                                                          cache_position=pos, attention_mask=mask))
-                left = sum(int(c.sum()) for c in decode._COUNTERS.values())
-                name = f"{cfg_kw.get('search_key', 'anchor')}_{len_q}"
-                got[name] = [float((outs[1] - outs[0]).abs().max()), float((outs[2] - outs[0]).abs().max()), left]
-    finally:
-        decode.FUSED_COMBINE = saved
-    return got
 
 
 def _chunked_inference(torch) -> dict[str, list]:
@@ -468,15 +434,6 @@ def test_inference_in_chunks_of_rows_equals_one_pass(interpreted):
     for name, (chunks, diff) in got.items():
         assert chunks == -(-int(name.split("_")[-2]) // 8), (name, chunks)  # 8-row chunks ran, not one pass
         assert diff <= 1e-6, (name, diff)
-
-
-def test_fused_combine_equals_the_combine_launch(interpreted):
-    """The row's last partial program combines it (two launches a decode step): the same output as the combine's own
-    launch (one merge code for both), again on a second call, and every counter back at 0 for the next call."""
-    got = interpreted["_fused_combine"]
-    assert set(got) == {"anchor_1", "anchor_3", "span_mean_1", "span_mean_3"}
-    for name, (first, second, left) in got.items():
-        assert first == second == 0.0 and left == 0, (name, first, second, left)
 
 
 def test_backend_registered(interpreted):

@@ -2,9 +2,7 @@
 
 Work per row is tiny in rows but long in keys, so the row's window and k spans are cut into fixed
 chunks of keys that run in parallel (split-K, "flash decoding"); a second kernel merges the chunks of
-each range, joins every span with the window and mixes them with the gate (or, with FUSED_COMBINE, the row's
-last chunk program to finish does, counted by an atomic counter: one launch fewer). All shapes depend only on
-L_kv (the static cache length) and the config, never on data, so the whole call can be captured in a
+each range, joins every span with the window and mixes them with the gate. All shapes depend only on L_kv (the static cache length) and the config, never on data, so the whole call can be captured in a
 CUDA graph: positions and the padding start are read on the device.
 
 With the "span_mean" search key the search needs the running sums of the whole cache (`prefix.key_prefix`), which
@@ -41,18 +39,6 @@ SEARCH_SPLIT = 128
 # `benchmarks/profile_passes.py --decode` times the alternatives of its VARIANTS["decode"] against it.
 DECODE_TILE = (128, 16, 1, 3)
 _INTERPRETER_TILE = (16, 16, 1, 1)  # tiny shapes under TRITON_INTERPRET: several chunks and blocks per range
-# Chunks the fused combine merges at a time (a program of DECODE_TILE's one warp has few registers); the combine's
-# own launch merges a range's chunks at once, as it always has. 2 for both under the interpreter, so that its tiny
-# ranges take several rounds and the two ways give the same output to the bit.
-MERGE_BLOCK = 16
-# True: the last partial program of each row combines the row itself (two launches a step instead of three), its
-# arrival counted in `_row_counters`; False: the combine is a launch of its own. Timed both ways by
-# `benchmarks/profile_passes.py --decode`.
-FUSED_COMBINE = False
-# Per (device, stream, size): each decode row's count of finished partial programs for the fused combine. Zero
-# between calls (the row's last program sets it back), so one buffer serves every call on its stream, a CUDA graph's
-# replays included; calls on one stream run one after another and never share a counter at the same time.
-_COUNTERS: dict[tuple, torch.Tensor] = {}
 
 
 @triton.jit
@@ -89,13 +75,12 @@ def _top_of_pieces(ANCH, SCORE, row, n_pieces, KSEL: tl.constexpr, KP: tl.conste
 
 @triton.jit
 def _decode_partial_kernel(
-    Q, K, V, ANCH, SCORE, POS, S0, BACK, FWD, PART, COUNT, OUT,
+    Q, K, V, ANCH, SCORE, POS, S0, BACK, FWD, PART,
     sqb, sqh, sql, sqd,
     skb, skh, skl, skd,
     svb, svh, svl, svd,
     H_Q, L_Q, G, W, t_cap, chunk, n_split, n_slots, n_pieces, sm_scale,
     D: tl.constexpr, BN: tl.constexpr, KSEL: tl.constexpr, KP: tl.constexpr, NPP: tl.constexpr,
-    SB: tl.constexpr, FUSED: tl.constexpr,
 ):
     pid = tl.program_id(0)
     split = tl.program_id(1)
@@ -149,17 +134,6 @@ def _decode_partial_kernel(
     tl.store(pm + slot, m_i)
     tl.store(pl + slot, l_i)
     tl.store(pacc + slot * D + offs_d, acc)
-    if FUSED:
-        # The row's last program to finish combines it (no second launch). Every thread's stores are done before
-        # the counter's release; the last program's acquire sees every other program's; its loads bypass L1.
-        # The last program sets the counter back to 0, so the buffer is ready for the next call (and replay).
-        tl.debug_barrier()
-        done = tl.atomic_add(COUNT + row_all, 1, sem="acq_rel")
-        if done == (KSEL + 1) * n_split - 1:
-            tl.debug_barrier()
-            tl.store(COUNT + row_all, 0)
-            _combine_row(ANCH, SCORE, PART, OUT, row_all.to(tl.int64), n_split, n_slots, n_pieces, D, KSEL, KP, SB,
-                         NPP)
 
 
 @triton.jit
@@ -171,8 +145,8 @@ def _parts(PART, n_slots):
 
 @triton.jit
 def _merge(PM, PL, PACC, base, n_split, D: tl.constexpr, SB: tl.constexpr):
-    """One range's running max, sum and accumulator from its `n_split` chunks, merged SB chunks at a time (few
-    registers, whatever the number of chunks); loads from L2 (".cg"), where the other programs' stores are."""
+    """One range's running max, sum and accumulator from its `n_split` chunks, merged SB chunks at a time (on a GPU
+    SB covers them all; under the interpreter 2, so that tiny ranges take several rounds); loads from L2 (".cg")."""
     m = tl.max(tl.full([SB], NEG_BIG, tl.float32), axis=0)
     total = tl.sum(tl.zeros([SB], tl.float32), axis=0)
     acc = tl.zeros([D], tl.float32)
@@ -193,10 +167,13 @@ def _merge(PM, PL, PACC, base, n_split, D: tl.constexpr, SB: tl.constexpr):
 
 
 @triton.jit
-def _combine_row(ANCH, SCORE, PART, OUT, row_all, n_split, n_slots, n_pieces,
-                 D: tl.constexpr, KSEL: tl.constexpr, KP: tl.constexpr, SB: tl.constexpr, NPP: tl.constexpr):
-    """One row's output: each range's chunks merged, every span joined with the window, mixed by the gate (the
+def _decode_combine_kernel(
+    ANCH, SCORE, PART, OUT, n_split, n_slots, n_pieces,
+    D: tl.constexpr, KSEL: tl.constexpr, KP: tl.constexpr, SB: tl.constexpr, NPP: tl.constexpr,
+):
+    """One program a row: each range's chunks merged, every span joined with the window, mixed by the gate (the
     softmax of the row's top-k scores); the window alone where the row has no span."""
+    row_all = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, KP)
     anchors, scores = _top_of_pieces(ANCH, SCORE, row_all, n_pieces, KSEL, KP, NPP)
     ok = anchors >= 0
@@ -221,16 +198,6 @@ def _combine_row(ANCH, SCORE, PART, OUT, row_all, n_split, n_slots, n_pieces,
     tl.store(OUT + row_all * D + tl.arange(0, D), out.to(OUT.dtype.element_ty))
 
 
-@triton.jit
-def _decode_combine_kernel(
-    ANCH, SCORE, PART, OUT, n_split, n_slots, n_pieces,
-    D: tl.constexpr, KSEL: tl.constexpr, KP: tl.constexpr, SB: tl.constexpr, NPP: tl.constexpr,
-):
-    """The combine as a launch of its own (FUSED_COMBINE off): one program a row."""
-    _combine_row(ANCH, SCORE, PART, OUT, tl.program_id(0).to(tl.int64), n_split, n_slots, n_pieces, D, KSEL, KP, SB,
-                 NPP)
-
-
 def _key_split(tables: GeometryTables, t_bound: int, target: int) -> tuple[int, int]:
     """(chunks, keys per chunk) of every range of a decode row with at most `t_bound` tokens seen: the longest
     range (window or span at t = t_bound) cut into chunks of about `target` keys. From the host tables only."""
@@ -244,7 +211,7 @@ def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, 
 
     The warm-up call caches the geometry tables on the device; later calls read no tensor on the host, allocate
     only device memory of fixed size (the search's lists, one scratch buffer, the output) and launch the search
-    and two kernels: three launches a step (two with FUSED_COMBINE). The search's candidates are split into pieces
+    and two kernels: three launches a step. The search's candidates are split into pieces
     whose top-k lists both kernels merge themselves (`_top_of_pieces`: the selection of `search_topk`'s own merge,
     bit for bit).
     """
@@ -263,31 +230,18 @@ def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, 
     n_slots = cdiv(rows * (ksel + 1) * n_split, 16) * 16  # each region starts 64-byte aligned
     part = torch.empty(n_slots * (dim + 2), dtype=torch.float32, device=q.device)
     out = torch.empty(batch, heads_q, len_q, dim, dtype=q.dtype, device=q.device)
-    fused = FUSED_COMBINE
-    merge_block = 2 if interp else MERGE_BLOCK if fused else next_pow2(n_split)
-    count = _row_counters(q.device, rows) if fused else part  # not read unless fused
+    merge_block = 2 if interp else next_pow2(n_split)
     _decode_partial_kernel[(rows * (ksel + 1), n_split)](
-        q, k, v, anchors, scores, positions, first_real, tables.spans.back, tables.spans.fwd, part, count, out,
+        q, k, v, anchors, scores, positions, first_real, tables.spans.back, tables.spans.fwd, part,
         *q.stride(), *k.stride(), *v.stride(),
         heads_q, len_q, heads_q // heads_kv, tables.width, tables.capacity, chunk, n_split, n_slots, n_pieces, scale,
-        D=dim, BN=block, KSEL=ksel, KP=next_pow2(ksel), NPP=next_pow2(n_pieces), SB=merge_block, FUSED=fused,
+        D=dim, BN=block, KSEL=ksel, KP=next_pow2(ksel), NPP=next_pow2(n_pieces),
         num_warps=warps, num_stages=stages,
     )
-    if not fused:
-        _decode_combine_kernel[(rows,)](
-            anchors, scores, part, out, n_split, n_slots, n_pieces,
-            D=dim, KSEL=ksel, KP=next_pow2(ksel), SB=merge_block, NPP=next_pow2(n_pieces),
-            num_warps=1 if interp else 4,
-        )
+    _decode_combine_kernel[(rows,)](
+        anchors, scores, part, out, n_split, n_slots, n_pieces,
+        D=dim, KSEL=ksel, KP=next_pow2(ksel), SB=merge_block, NPP=next_pow2(n_pieces),
+        num_warps=1 if interp else 4,
+    )
     return out
 
-
-def _row_counters(device: torch.device, rows: int) -> torch.Tensor:
-    """The fused combine's zeroed int32 counters for `rows` decode rows on the current stream (`_COUNTERS`)."""
-    stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
-    size = max(64, next_pow2(rows))
-    key = (device, stream, size)
-    counters = _COUNTERS.get(key)
-    if counters is None:
-        counters = _COUNTERS[key] = torch.zeros(size, dtype=torch.int32, device=device)
-    return counters
