@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from slconvert.cli import main
 from slconvert.errors import SlconvertError
 from slconvert.training import Trainer, TrainingStopped, load_recipe
 from slconvert.training.checkpoints import TRAINER_FILE, latest_checkpoint
+from slconvert.training.preflight import distill_path
 
 FAST = "granitemoehybrid"  # Mamba-2 + attention, no RoPE: the quickest tiny hybrid on CPU
 
@@ -230,6 +232,55 @@ def test_curriculum_loss_decreases(tmp_path):
     assert [m["seq_len"] for m in steps] == [384] * 25 + [448] * 25
     first, last = [m["lm"] for m in steps[:10]], [m["lm"] for m in steps[-10:]]
     assert sum(last) / 10 < sum(first) / 10 - 0.5, (first, last)
+
+
+def test_distillation_alone_moves_the_model_toward_its_teacher(tmp_path):
+    """lm_weight 0, distill_weight 1, text only: the loss is KL(teacher || converted model) at every token. The
+    teacher here is the source with its final norm scaled by 4 (its next-token distributions sharper, the model's
+    flatter): the first logged value is the KL computed from the two models directly, and training brings the
+    model most of the way to the teacher."""
+    from safetensors.torch import save_file
+
+    from slconvert.training.losses import average_loss, distill_sums
+    from slconvert.training.model_setup import load_dense
+
+    model = fast_model()
+    teacher = tmp_path / "teacher"
+    shutil.copytree(json.loads((model / "config.json").read_text())["superlinear"]["source"]["path"], teacher)
+    weights = _weights(teacher)
+    weights["model.norm.weight"] = weights["model.norm.weight"] * 4
+    save_file(weights, teacher / "model.safetensors", metadata={"format": "pt"})
+    recipe = load_recipe("recipes/conversion-study.yaml", [
+        "max_steps=48", "seq_len=160", "batch_size=2", "micro_batch_size=2", "lm_weight=0", "distill_weight=1",
+        f"distill_teacher={teacher}", "data.niah_fraction=0", "trainable=all", "lr=3e-3", "warmup_steps=2",
+        "log_every=1", "precision=fp32"])
+    out = tmp_path / "run"
+    trainer = Trainer(recipe, model, out, progress=False)
+    ((_, samples),) = trainer.source.micro_batches(0, 0, 1)
+    ids, labels, _ = trainer._tensors(samples)
+    with torch.no_grad():
+        first = average_loss(*distill_sums(trainer.unwrapped(input_ids=ids).logits,
+                                           load_dense(teacher)(input_ids=ids).logits, labels), recipe.lm_average)
+    trainer.run()
+    distill = [m["distill"] for m in _metrics(out) if "event" not in m]
+    assert distill[0] == pytest.approx(float(first), rel=1e-4) and distill[0] > 0.05, distill
+    assert sum(distill[-4:]) / 4 < 0.4 * distill[0], distill  # measured 0.24
+
+
+def test_a_distillation_teacher_that_is_not_there_is_one_line(tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(fast_model(), model)
+    config = json.loads((model / "config.json").read_text())
+    config["superlinear"]["source"]["path"] = str(tmp_path / "moved")
+    (model / "config.json").write_text(json.dumps(config))
+    code, output = _invoke(["train", "recipes/conversion-study.yaml", "--model", str(model), "--output",
+                            str(tmp_path / "run"), "--quiet", "distill_weight=1", "seq_len=64", "batch_size=1", "data.niah_fraction=0",
+                            "micro_batch_size=1"])
+    assert code == 2 and output.strip().startswith("error:") and len(output.strip().splitlines()) == 1, output
+    assert "moved (the source recorded in" in output and "distill_teacher" in output
+    recipe = load_recipe("recipes/conversion-study.yaml", ["distill_weight=1"])
+    source = json.loads((fast_model() / "config.json").read_text())["superlinear"]["source"]["path"]
+    assert distill_path(recipe, fast_model()) == Path(source)  # distill_teacher=source: the conversion's record
 
 
 @pytest.mark.parametrize("where", ["loss", "gradient"])

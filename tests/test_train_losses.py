@@ -179,6 +179,35 @@ def test_chunked_next_token_loss_matches_plain_cross_entropy(monkeypatch):
     torch.testing.assert_close(grad_ours, grad_plain)
 
 
+@pytest.mark.parametrize("temperature", [1.0, 2.5])
+def test_chunked_distillation_matches_a_per_position_kl(monkeypatch, temperature):
+    """KL(teacher || model) at the labelled positions, softened by the temperature and scaled by its square, in
+    chunks (one boundary inside the labels): the sums and their gradient equal a per-position computation, the
+    teacher gets no gradient, and a model equal to its teacher has none to learn."""
+    from slconvert.training import losses
+
+    monkeypatch.setattr(losses, "_LOSS_CHUNK", 5)
+    gen = torch.Generator().manual_seed(5)
+    logits = torch.randn(2, 13, 11, generator=gen, requires_grad=True)
+    teacher = torch.randn(2, 13, 11, generator=gen, requires_grad=True)
+    labels = torch.randint(0, 11, (2, 13), generator=gen)
+    labels[0, :6] = -100
+    sums, counts = losses.distill_sums(logits, teacher, labels, temperature)
+    assert counts.tolist() == [7, 12]
+    expected = torch.zeros(2)
+    for b in range(2):
+        for i in range(12):
+            if labels[b, i + 1] != -100:
+                p = torch.softmax(teacher[b, i] / temperature, -1)
+                expected[b] += (p * (p.log() - torch.log_softmax(logits[b, i] / temperature, -1))).sum() * temperature ** 2
+    torch.testing.assert_close(sums, expected)
+    grad, teacher_grad = torch.autograd.grad(sums.sum(), [logits, teacher], allow_unused=True)
+    torch.testing.assert_close(grad, torch.autograd.grad(expected.sum(), logits)[0])
+    assert teacher_grad is None
+    same, _ = losses.distill_sums(teacher.detach(), teacher.detach(), labels, temperature)
+    assert same.abs().max() < 1e-5
+
+
 def test_loss_averages_over_tokens_or_over_samples():
     from slconvert.training import losses
 

@@ -82,6 +82,11 @@ def test_overrides_parse_types_and_nesting(tmp_path):
     ({"curriculum": [{"seq_len": 64, "steps": 2, "niah_tasks": ["haystack"]}]}, "curriculum[0].niah_tasks"),
     ({"curriculum": [{"seq_len": 64, "steps": 2, "niah_tasks": []}]}, "curriculum[0].niah_tasks"),
     ({"gradient_checkpointing": "yes"}, "gradient_checkpointing"),
+    ({"distill_weight": -1}, "distill_weight=-1"),
+    ({"distill_weight": 1, "distill_temperature": 0}, "distill_temperature=0"),
+    ({"distill_weight": 1, "distill_teacher": ""}, "distill_teacher=''"),
+    ({"model_kind": "dense", "trainable": "all", "distill_weight": 1}, "model_kind=dense has none"),
+    ({"lm_weight": 0, "router_kl_weight": 0, "distill_weight": 0}, "all loss weights are 0"),
 ])
 def test_bad_values_name_the_key(raw, message):
     with pytest.raises(SlconvertError, match=re.escape(message)):

@@ -5,9 +5,10 @@ micro-batches of `micro_batch_size` over the processes and accumulated; sequence
 (seed, s, i) (`data.SequenceSource`), so one GPU and several GPUs see the same batches and a resumed run
 continues exactly where the checkpoint left it.
 
-The loss is ``lm_weight * LM + router_kl_weight * KL + output_mse_weight * MSE``. With ``lm_weight = 0``
-(router warm-up) the model runs without autograd and only the router losses, computed on the captured
-attention inputs, build a graph: the host model costs one inference forward per micro-batch.
+The loss is ``lm_weight * LM + distill_weight * DISTILL + router_kl_weight * KL + output_mse_weight * MSE``
+(DISTILL: KL from a dense teacher's next-token distribution, `losses.distill_sums`). With ``lm_weight`` and
+``distill_weight`` 0 (router warm-up) the model runs without autograd and only the router losses, computed on the
+captured attention inputs, build a graph: the host model costs one inference forward per micro-batch.
 
 A non-finite loss or gradient norm stops the run before the optimizer step: nothing is saved after it,
 so the last checkpoint on disk is the last good state.
@@ -41,10 +42,11 @@ from .checkpoints import (
     write_model_dir,
 )
 from .data import SequenceSource
-from .losses import answer_rows, average_loss, next_token_sums, router_losses, sample_rows
+from .losses import answer_rows, average_loss, distill_sums, next_token_sums, router_losses, sample_rows
 from .metrics import MetricsLog, plot_metrics
 from .model_setup import (
     autocast,
+    distill_teacher,
     enable_checkpointing,
     fsdp_launch,
     fsdp_plugin,
@@ -55,7 +57,7 @@ from .model_setup import (
     set_training_dtypes,
     training_model,
 )
-from .preflight import preflight
+from .preflight import distill_path, preflight
 from .recipe import recipe_from_dict
 from .trainable import LORA_ADAPTER_DIR, apply_lora, is_lora, merged_state_dict, select_trainable
 
@@ -200,7 +202,9 @@ class Trainer:
         set_training_dtypes(model, sharded=sharded, autocast_bf16=self.precision == "bf16")
         if recipe.gradient_checkpointing:
             enable_checkpointing(model)
-        model.train(recipe.lm_weight > 0)
+        model.train(recipe.through_logits)
+        self.teacher = distill_teacher(distill_path(recipe, self.model_path), model, process.device, sharded) \
+            if recipe.distill_weight > 0 else None
         self.accelerator = acc = Accelerator(
             cpu=cpu,
             mixed_precision="no",  # bf16 is `autocast` (model_setup), chosen per run
@@ -248,19 +252,28 @@ class Trainer:
         from ..attention import capture_attention
 
         recipe = self.recipe
-        use_lm = recipe.lm_weight > 0
+        use_logits = recipe.through_logits
         capture = capture_attention(self.unwrapped) if self.router_losses_on else contextlib.nullcontext([])
-        grad = contextlib.nullcontext() if use_lm else torch.no_grad()
+        grad = contextlib.nullcontext() if use_logits else torch.no_grad()
         with capture as calls, grad:
-            logits = (self.model if use_lm else self.unwrapped)(input_ids=ids, use_cache=False).logits
+            logits = (self.model if use_logits else self.unwrapped)(input_ids=ids, use_cache=False).logits
         total = logits.new_zeros((), dtype=torch.float32)
         logs: dict = {}
-        if use_lm:
+        if use_logits:
             sums, counts = next_token_sums(logits, labels)
             lm = average_loss(sums, counts, recipe.lm_average)
-            total = total + recipe.lm_weight * lm
+            if recipe.lm_weight > 0:
+                total = total + recipe.lm_weight * lm
             logs["lm"] = float(lm.detach())
             logs.update(_loss_by_kind(sums.detach(), counts, kinds))
+        if self.teacher is not None:
+            with torch.no_grad():
+                teacher_logits = self.teacher(input_ids=ids, use_cache=False).logits
+            distill = average_loss(*distill_sums(logits, teacher_logits, labels, recipe.distill_temperature),
+                                   recipe.lm_average)
+            del teacher_logits
+            total = total + recipe.distill_weight * distill
+            logs["distill"] = float(distill.detach())
         del logits
         if self.router_losses_on:
             generator = torch.Generator().manual_seed(recipe.seed * 1_000_003 + step * 1009 + first)
@@ -314,7 +327,7 @@ class Trainer:
                     acc.backward(loss)
             for key, value in logs.items():
                 sums[key] = sums.get(key, 0.0) + value / len(micro_batches)
-        if self.recipe.lm_weight == 0 and self.world > 1:
+        if not self.recipe.through_logits and self.world > 1:
             # No DDP forward ran (the model runs without autograd and only the routers, called directly, build a
             # graph), so DDP's gradient hooks were never armed and `accumulate` synchronizes nothing: average the
             # router gradients here (without it two processes drift from one, tests/test_train_distributed.py).

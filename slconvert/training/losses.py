@@ -1,5 +1,5 @@
-"""Training losses: next-token loss, and the router losses (KL to the dense attention's span mass, output
-MSE) with span recall.
+"""Training losses: next-token loss, distillation from a dense teacher's next-token distribution, and the router
+losses (KL to the dense attention's span mass, output MSE) with span recall.
 
 All three work on one captured attention call of a converted layer (`slconvert.attention.capture_attention`:
 q, k, v detached, the layer's config, scale, mask and key positions) and on a sample of its query rows,
@@ -23,6 +23,8 @@ selected spans and the window); the evaluation reports the same quantity over al
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from slkernels import select_spans, superlinear_attention
 from slkernels.geometry import anchor_table
@@ -33,8 +35,8 @@ from torch.utils.checkpoint import checkpoint
 
 from .data import IGNORE
 
-__all__ = ["RowSample", "sample_rows", "router_losses", "next_token_loss", "next_token_sums", "average_loss",
-           "dense_probs", "candidate_mass", "covered_keys"]
+__all__ = ["RowSample", "sample_rows", "router_losses", "next_token_loss", "next_token_sums", "distill_sums",
+           "average_loss", "dense_probs", "candidate_mass", "covered_keys"]
 
 
 class RowSample:
@@ -217,23 +219,54 @@ def _chunk_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return loss.view(targets.shape).sum(1)
 
 
+def _chunk_distill(logits: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor,
+                   temperature: float) -> torch.Tensor:
+    """KL(teacher || model) of the next-token distributions at `temperature`, times its square, summed over each
+    row's labelled positions of one chunk: [B]."""
+    model_log = torch.log_softmax(logits.float() / temperature, dim=-1)
+    teacher_log = torch.log_softmax(teacher.float() / temperature, dim=-1)
+    kl = (teacher_log.exp() * (teacher_log - model_log)).sum(-1) * temperature ** 2
+    return (kl * (targets != IGNORE)).sum(1)
+
+
+def _chunked_sums(per_chunk, targets: torch.Tensor, *pieces: torch.Tensor) -> torch.Tensor:
+    """`per_chunk(*chunks of pieces, chunk of targets)` summed over sequence chunks of _LOSS_CHUNK positions, each
+    recomputed in backward, so a long sequence never holds a float32 copy of all its logits (32K positions x a
+    128K vocabulary would be 16 GiB): [B] in float32."""
+    total = targets.new_zeros(targets.shape[0], dtype=torch.float32)
+    for start in range(0, targets.shape[1], _LOSS_CHUNK):
+        chunks = [piece[:, start:start + _LOSS_CHUNK] for piece in pieces]
+        goal = targets[:, start:start + _LOSS_CHUNK]
+        if chunks[0].requires_grad:
+            total = total + checkpoint(per_chunk, *chunks, goal, use_reentrant=False)
+        else:
+            total = total + per_chunk(*chunks, goal)
+    return total
+
+
 def next_token_sums(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sequence next-token cross-entropy, summed over its labelled positions, in float32, and their counts.
 
-    Returns (sums [B], counts [B]). Computed in sequence chunks, each recomputed in backward, so a long sequence
-    never holds a float32 copy of all its logits (32K positions x a 128K vocabulary would be 16 GiB).
+    Returns (sums [B], counts [B]), in sequence chunks (`_chunked_sums`).
     """
-    logits, targets = logits[:, :-1], labels[:, 1:]
-    counts = (targets != IGNORE).sum(1)
-    total = logits.new_zeros(targets.shape[0], dtype=torch.float32)
-    for start in range(0, targets.shape[1], _LOSS_CHUNK):
-        piece = logits[:, start:start + _LOSS_CHUNK]
-        goal = targets[:, start:start + _LOSS_CHUNK]
-        if piece.requires_grad:
-            total = total + checkpoint(_chunk_loss, piece, goal, use_reentrant=False)
-        else:
-            total = total + _chunk_loss(piece, goal)
-    return total, counts
+    targets = labels[:, 1:]
+    return _chunked_sums(_chunk_loss, targets, logits[:, :-1]), (targets != IGNORE).sum(1)
+
+
+def distill_sums(logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+                 temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sequence KL(teacher || model) of the next-token distributions, summed over the positions the next-token
+    loss reads (labelled), in float32, and their counts, as `next_token_sums` returns them.
+
+    The teacher is the dense model the converted one was made from, on the same tokens: at an answer token it
+    gives the whole distribution over the values it would write, not only the one in the labels (at a multivalue
+    answer, the values not yet written). Softened by `temperature` and scaled by its square (so the gradient's
+    size does not depend on it); only `logits` carries a gradient.
+    """
+    targets = labels[:, 1:]
+    per_chunk = functools.partial(_chunk_distill, temperature=temperature)
+    sums = _chunked_sums(per_chunk, targets, logits[:, :-1], teacher_logits[:, :-1].detach())
+    return sums, (targets != IGNORE).sum(1)
 
 
 def average_loss(sums: torch.Tensor, counts: torch.Tensor, average: str = "token") -> torch.Tensor:

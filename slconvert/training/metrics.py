@@ -49,7 +49,8 @@ def plot_metrics(records: list[dict], out: Path) -> Path | None:
     if any(y is not None for y in smooth):  # the average over every step, and the logged steps as points
         ax.plot(x, [r["loss"] for r in steps], ".", color="C0", alpha=0.35, label="loss (logged steps)")
         ax.plot(x, [math.nan if y is None else y for y in smooth], "-", color="C0", label="loss (average of every step)")
-    for key, style in (("loss", "-"), ("lm", "--"), ("lm_niah", ":"), ("lm_text", "-."), ("kl", "--"), ("mse", ":")):
+    for key, style in (("loss", "-"), ("lm", "--"), ("lm_niah", ":"), ("lm_text", "-."), ("kl", "--"), ("mse", ":"),
+                       ("distill", "-")):
         ys = [r.get(key) for r in steps]
         if key == "loss" and any(y is not None for y in smooth):
             continue

@@ -5,6 +5,7 @@ alone (`main_process_loading`)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from pathlib import Path
 
@@ -52,6 +53,27 @@ def load_dense(path: Path):
     except (OSError, ValueError) as err:
         raise SlconvertError(f"cannot load {path} as a causal language model ({type(err).__name__}: "
                              f"{str(err).splitlines()[0] if str(err) else ''}); pass a checkpoint directory") from None
+
+
+def distill_teacher(path: Path, model, device: torch.device, sharded: bool):
+    """The frozen dense teacher of `distill_weight` at `path` (`preflight.distill_path`), on `device`, in the 16-bit
+    dtype its config.json names, else float32 (frozen, like the model's own frozen weights). A whole copy per
+    process: refused under FSDP."""
+    if sharded:
+        raise SlconvertError("distillation keeps a whole teacher on every device, and this launch shards the model "
+                             "with FSDP; run on one device or with configs/accelerate/ddp.yaml, or set "
+                             "distill_weight=0")
+    with torch.device(device):
+        teacher = load_dense(path)
+    raw = json.loads((path / "config.json").read_text())
+    stored = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(raw.get("dtype") or raw.get("torch_dtype"))
+    if stored is not None:
+        teacher = teacher.to(stored)
+    vocab, mine = teacher.get_output_embeddings().weight.shape[0], model.get_output_embeddings().weight.shape[0]
+    if vocab != mine:
+        raise SlconvertError(f"the distillation teacher {path} predicts {vocab} tokens and the model {mine}; "
+                             "distill from the model it was converted from")
+    return teacher.eval().requires_grad_(False)
 
 
 def training_model(path: Path, model_kind: str, *, device: torch.device | None = None, weights: bool = True):
@@ -269,9 +291,9 @@ def needs_unused_parameter_search(model, recipe, window: int | None) -> bool:
     and a query picks none until it is W tokens past the start, so a trainable router under a stage of at most
     W tokens (every sequence of a stage has its full length) ends its steps without one; an MoE block that
     keeps a module per expert leaves the experts no token reached without one. Every other parameter takes
-    part in every forward. Without the next-token loss DDP runs no forward and is not asked.
+    part in every forward. Without a loss on the model's output DDP runs no forward and is not asked.
     """
-    if recipe.lm_weight == 0:
+    if not recipe.through_logits:
         return False
     trainable = [name for name, param in model.named_parameters() if param.requires_grad]
     if any(_PER_EXPERT.search(name) for name in trainable):

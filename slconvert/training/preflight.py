@@ -11,7 +11,7 @@ from ..errors import SlconvertError
 from .checkpoints import CHECKPOINTS, latest_checkpoint
 from .data import find_text_files
 
-__all__ = ["preflight"]
+__all__ = ["preflight", "distill_path"]
 
 
 def _inside(child: Path, parent: Path) -> bool:
@@ -20,6 +20,21 @@ def _inside(child: Path, parent: Path) -> bool:
         return True
     except ValueError:
         return False
+
+
+def distill_path(recipe, model_path: Path) -> Path:
+    """The checkpoint directory of the distillation teacher: recipe key `distill_teacher`, where "source" is the
+    dense checkpoint a converted model was made from, as its conversion record (config.json) names it."""
+    path, where = Path(recipe.distill_teacher), "distill_teacher"
+    if recipe.distill_teacher == "source":
+        from ..loading import converted_block
+
+        path = Path(converted_block(model_path).get("source", {}).get("path", ""))
+        where = f"the source recorded in {model_path / 'config.json'} (distill_teacher=source)"
+    if not (path / "config.json").is_file():
+        raise SlconvertError(f"the distillation teacher {path} ({where}) is not a checkpoint directory; set "
+                             "distill_teacher to the dense checkpoint the model was converted from")
+    return path
 
 
 def preflight(recipe, model_path: Path, out: Path, resume: bool) -> Path | None:
@@ -42,6 +57,8 @@ def preflight(recipe, model_path: Path, out: Path, resume: bool) -> Path | None:
                              "written to: choose an output directory outside it")
     if recipe.data.text:
         find_text_files(recipe.data.text)
+    if recipe.distill_weight > 0:
+        distill_path(recipe, model_path)
     if out.exists() and not out.is_dir():
         raise SlconvertError(f"output {out} exists and is not a directory; choose another path")
     if not out.parent.is_dir():

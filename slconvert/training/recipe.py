@@ -116,6 +116,9 @@ class Recipe:
     lm_average: str = "token"
     router_kl_weight: float = 0.0
     output_mse_weight: float = 0.0
+    distill_weight: float = 0.0
+    distill_teacher: str = "source"
+    distill_temperature: float = 1.0
     router_rows: int = 256
     router_rows_from: str = "random"
     recall_rows: int = 512
@@ -137,6 +140,12 @@ class Recipe:
             if step < done:
                 return stage
         return self.stages()[-1]
+
+    @property
+    def through_logits(self) -> bool:
+        """Whether a loss reads the model's output (next-token loss or distillation): then the model runs with
+        autograd; without one (router warm-up) it runs without, and only the router losses build a graph."""
+        return self.lm_weight > 0 or self.distill_weight > 0
 
     def seq_len_at(self, step: int) -> int:
         """Context length of optimizer step `step` (0-based)."""
@@ -355,16 +364,21 @@ def recipe_from_dict(raw: dict) -> Recipe:
     recipe.adam_beta1 = _as_float("adam_beta1", recipe.adam_beta1, 0.0, 1.0)
     recipe.adam_beta2 = _as_float("adam_beta2", recipe.adam_beta2, 0.0, 1.0)
     recipe.max_grad_norm = _as_float("max_grad_norm", recipe.max_grad_norm, 0.0)
-    for key in ("lm_weight", "router_kl_weight", "output_mse_weight"):
+    for key in ("lm_weight", "router_kl_weight", "output_mse_weight", "distill_weight"):
         setattr(recipe, key, _as_float(key, getattr(recipe, key), 0.0))
+    recipe.distill_temperature = _as_float("distill_temperature", recipe.distill_temperature, 0.0, lo_open=True)
+    if not isinstance(recipe.distill_teacher, str) or not recipe.distill_teacher.strip():
+        raise SlconvertError(f"distill_teacher={recipe.distill_teacher!r} is not a path; use \"source\" (the model "
+                             "the converted checkpoint was made from) or a checkpoint directory")
     recipe.precision = _as_choice("precision", recipe.precision, PRECISIONS)
     recipe.lm_average = _as_choice("lm_average", recipe.lm_average, LM_AVERAGES)
     recipe.router_rows_from = _as_choice("router_rows_from", recipe.router_rows_from, ROUTER_ROWS_FROM)
     recipe.model_kind = _as_choice("model_kind", recipe.model_kind, MODEL_KINDS)
     recipe.gradient_checkpointing = _as_bool("gradient_checkpointing", recipe.gradient_checkpointing)
     recipe.trainable = _trainable(recipe.trainable)
-    if recipe.lm_weight == recipe.router_kl_weight == recipe.output_mse_weight == 0.0:
-        raise SlconvertError("all loss weights are 0 (lm_weight, router_kl_weight, output_mse_weight); set at least one > 0")
+    if recipe.lm_weight == recipe.router_kl_weight == recipe.output_mse_weight == recipe.distill_weight == 0.0:
+        raise SlconvertError("all loss weights are 0 (lm_weight, router_kl_weight, output_mse_weight, "
+                             "distill_weight); set at least one > 0")
     if recipe.batch_size % recipe.micro_batch_size:
         raise SlconvertError(f"batch_size={recipe.batch_size} is not a multiple of micro_batch_size="
                              f"{recipe.micro_batch_size}; make it one")
@@ -379,17 +393,18 @@ def recipe_from_dict(raw: dict) -> Recipe:
     if recipe.model_kind == "dense":
         if recipe.router_kl_weight or recipe.output_mse_weight:
             raise SlconvertError("model_kind=dense has no routers; set router_kl_weight and output_mse_weight to 0")
-        if recipe.lm_weight == 0.0:
-            raise SlconvertError("model_kind=dense trains on the next-token loss only; set lm_weight > 0")
+        if recipe.lm_weight == 0.0 and recipe.distill_weight == 0.0:
+            raise SlconvertError("model_kind=dense trains on the next-token loss or distillation; set lm_weight > 0 "
+                                 "or distill_weight > 0")
+        if recipe.distill_weight and recipe.distill_teacher == "source":
+            raise SlconvertError("distill_teacher=source names the model a converted checkpoint was made from, and "
+                                 "model_kind=dense has none; set distill_teacher to a checkpoint directory")
         if recipe.trainable in _CONVERTED_ONLY:
             raise SlconvertError(f"trainable={recipe.trainable} needs a converted model; with model_kind=dense use "
                                  "trainable: all or a list of parameter name patterns")
     if recipe.trainable == "lora" and (recipe.router_kl_weight or recipe.output_mse_weight):
         raise SlconvertError("trainable=lora trains through the next-token loss; set router_kl_weight and "
                              "output_mse_weight to 0 (train the routers first with recipes/router-warmup.yaml)")
-    if recipe.lm_weight == recipe.router_kl_weight == recipe.output_mse_weight == 0.0 and recipe.data.niah_fraction:
-        raise SlconvertError("data.niah_fraction > 0 needs lm_weight > 0 or a router loss: needle samples train the "
-                             "answer loss, or the routers on the attention that retrieval makes")
     return recipe
 
 
