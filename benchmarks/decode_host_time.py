@@ -10,10 +10,13 @@ is timed eagerly (synchronised after every call, and back to back) and as a CUDA
 attention layers call it (`check_values=False`, bfloat16, 32 query / 2 KV heads of 128). `--direct` adds the same
 eager step with each kernel launched through the compiled kernel that its first launch returned (Triton's
 `CompiledKernel[grid](*every_argument)`), skipping `JITFunction.run`'s per-call binding, specialization and cache
-key: a probe of what that launch path would save, checked to give the same output to the bit.
+key: a probe of what that launch path would save, checked to give the same output to the bit. `--replayed` adds
+the eager step with `decode_graphs.GRAPH_DECODE` on: the same cache every call, so from the second call the step is
+replayed from a CUDA graph (four copies in, one graph launch, one copy out), checked against the plain step's output.
 
     python benchmarks/decode_host_time.py [--length 65536] [--calls 2000] [--profile]
-    python benchmarks/decode_host_time.py --cuda [--length 16384,65536,1048576] [--direct] [--json OUT.json]
+    python benchmarks/decode_host_time.py --cuda [--length 16384,65536,1048576] [--direct] [--replayed]
+                                          [--json OUT.json]
 """
 
 from __future__ import annotations
@@ -24,12 +27,13 @@ import inspect
 import json
 import pstats
 import time
+from unittest import mock
 
 import torch
 import triton
 from slkernels import SuperlinearConfig, superlinear_attention, triton_backend
 from slkernels.api import _BACKENDS, available_backends
-from slkernels.triton_ops import decode, search
+from slkernels.triton_ops import decode, decode_graphs, search
 
 
 class _NoLaunch:
@@ -138,7 +142,8 @@ def seconds_per_call(step, calls: int, sync: str = "none") -> float:
     return seconds / calls
 
 
-def cuda_step_times(length: int, calls: int, profile: bool = False, direct: bool = False) -> dict:
+def cuda_step_times(length: int, calls: int, profile: bool = False, direct: bool = False,
+                    replayed: bool = False) -> dict:
     """On a GPU: one decode row at LENGTH keys, the real kernels. Microseconds per step: eager with a
     synchronisation after each call, eager back to back (host and GPU overlap), CUDA-graph replay; and the host
     time of each kernel's launch against the whole call's."""
@@ -180,6 +185,15 @@ def cuda_step_times(length: int, calls: int, profile: bool = False, direct: bool
         except Exception as err:  # a Triton whose compiled kernels launch otherwise: say so, keep the other rows
             row = {"direct_error": f"{type(err).__name__}: {err}"}
         row["direct_launches"] = {name: f"{w.direct} of {w.calls}" for name, w in fast.items()}
+    if replayed:
+        reference = call().clone()
+        with mock.patch.object(decode_graphs, "GRAPH_DECODE", True):
+            outs = [call() for _ in range(3)]  # eager, then captured and replayed, then replayed
+            torch.cuda.synchronize()
+            row.update({"replayed_same_output": all(bool(torch.equal(out, reference)) for out in outs),
+                        "replayed_eager_synced_us": seconds_per_call(call, calls, sync="each") * 1e6,
+                        "replayed_eager_back_to_back_us": seconds_per_call(call, calls, sync="end") * 1e6,
+                        "replayed_host_per_call_us": seconds_per_call(call, calls, sync="after") * 1e6})
     if profile:  # where the eager call's host time goes, the launches' insides included
         prof = cProfile.Profile()
         prof.runcall(lambda: [call() for _ in range(calls)])
@@ -212,6 +226,8 @@ def main(argv=None) -> None:
     parser.add_argument("--json", default=None, help="with --cuda: also write the rows to this JSON file")
     parser.add_argument("--direct", action="store_true",
                         help="with --cuda: also time the step with each kernel launched through its compiled kernel")
+    parser.add_argument("--replayed", action="store_true",
+                        help="with --cuda: also time the eager step replayed from a CUDA graph (GRAPH_DECODE on)")
     args = parser.parse_args(argv)
     lengths = [int(x) for x in args.length.split(",")]
     if args.cuda:
@@ -219,7 +235,7 @@ def main(argv=None) -> None:
             raise SystemExit("error: --cuda needs a CUDA GPU; leave it out to time the host work with stubbed kernels")
         rows = []
         for length in lengths:
-            row = cuda_step_times(length, args.calls, args.profile, args.direct)
+            row = cuda_step_times(length, args.calls, args.profile, args.direct, args.replayed)
             rows.append(row)
             launches = ", ".join(f"{name} {us:.1f}" for name, us in row["launch_host_us"].items())
             print(f"{length} keys: eager {row['eager_synced_us']:.1f} us synced, {row['eager_back_to_back_us']:.1f} "
@@ -232,6 +248,11 @@ def main(argv=None) -> None:
                       f"{row['direct_eager_back_to_back_us']:.1f} back to back; host "
                       f"{row['direct_host_per_call_us']:.1f} per call; same output: {row['direct_same_output']}; "
                       f"direct launches {row['direct_launches']}", flush=True)
+            if args.replayed:
+                print(f"  replayed from a graph: eager {row['replayed_eager_synced_us']:.1f} us synced, "
+                      f"{row['replayed_eager_back_to_back_us']:.1f} back to back; host "
+                      f"{row['replayed_host_per_call_us']:.1f} per call; same output: {row['replayed_same_output']}",
+                      flush=True)
         if args.json:
             card = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__}
             with open(args.json, "w") as f:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from cli_helpers import convert_cli
@@ -398,3 +400,26 @@ def test_generate_with_a_static_cache_compiles_through_the_operation(tmp_path, m
     finally:
         torch.compiler.reset()
     assert torch.equal(compiled, eager)
+
+
+@pytest.mark.gpu
+def test_eager_generate_on_a_static_cache_replays_its_decode_steps_from_graphs(tmp_path, monkeypatch):
+    """transformers' generate on a static cache, not compiled: with the decode steps replayed from CUDA graphs
+    (decode_graphs.GRAPH_DECODE) its greedy tokens are those of the plain eager decode, and each converted layer's
+    step was captured (one graph per layer)."""
+    from collections import OrderedDict
+
+    from slkernels.triton_ops import decode_graphs
+
+    out = _convert(build_tiny_model("nemotron_h", tmp_path / "source"), tmp_path / "out")
+    model = slconvert.load(out, device="cuda")
+    tokens = torch.randint(4, 384, (1, 200), device="cuda")
+    generate = dict(max_new_tokens=12, do_sample=False, cache_implementation="static", disable_compile=True)
+    plain = model.generate(tokens, **generate)
+    monkeypatch.setattr(decode_graphs, "GRAPH_DECODE", True)
+    monkeypatch.setattr(decode_graphs, "_ENTRIES", OrderedDict())
+    replayed = model.generate(tokens, **generate)
+    assert torch.equal(replayed, plain)
+    layers = len(json.loads((out / "config.json").read_text())["superlinear"]["layers"])
+    assert sum(entry.graph is not None for entry in decode_graphs._ENTRIES.values()) == layers
+

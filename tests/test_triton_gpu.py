@@ -220,6 +220,39 @@ def _check_decode_graph(cfg, make, positions, new_keys=None):
         assert _rel(out, ref) < TOL[torch.bfloat16]
 
 
+def test_eager_decode_replayed_from_a_graph_on_a_static_cache(monkeypatch):
+    """decode_graphs.GRAPH_DECODE on: eager calls on one static cache at moving positions, with left padding, give
+    the plain decode's output to the bit, for both keys; each cache was captured once, and a cache that grows by a
+    token per call never is."""
+    from collections import OrderedDict
+
+    from slkernels.triton_ops import decode_graphs
+
+    monkeypatch.setattr(decode_graphs, "_ENTRIES", OrderedDict())
+    for cfg, make in ((CONFIGS["released"], _make), (MEAN["released"], _make_mean)):
+        q, k, v, qs = make(2, 32, 2, 1, 20000, 128, torch.bfloat16)
+        mask = torch.ones(2, 20000, dtype=torch.long, device="cuda")
+        mask[1, :300] = 0
+        for position in (9000, 9001, 15000, 19999):
+            q.normal_()
+            qs.normal_()
+            pos = torch.tensor([position], device="cuda")
+            outs = []
+            for on in (False, True):
+                monkeypatch.setattr(decode_graphs, "GRAPH_DECODE", on)
+                with torch.no_grad():
+                    outs.append(superlinear_attention(q, k, v, qs, cfg, backend="triton", cache_position=pos,
+                                                      attention_mask=mask))
+            assert torch.equal(outs[1], outs[0]), (cfg.search_key, position)
+    assert sum(entry.graph is not None for entry in decode_graphs._ENTRIES.values()) == 2
+    q, k, v, qs = _make(1, 32, 2, 1, 20000, 128, torch.bfloat16)
+    with torch.no_grad():
+        for length in range(12000, 12004):
+            superlinear_attention(q, k[:, :, :length].clone(), v[:, :, :length].clone(), qs, CONFIGS["released"],
+                                  backend="triton")
+    assert sum(entry.graph is not None for entry in decode_graphs._ENTRIES.values()) == 2
+
+
 def test_public_decode_with_mask_and_position_is_graph_capturable():
     """superlinear_attention itself (checks included) can be captured: no host reads during capture."""
     cfg, length = SuperlinearConfig.released(), 12000

@@ -130,7 +130,55 @@ def _worker() -> None:
     results["_span_mean_fp16_products"] = _span_mean_fp16_products(torch, many_candidates)
     results["_prefix_at_1m"] = _prefix_at_a_million(torch)
     results["_chunked_inference"] = _chunked_inference(torch)
+    results["_graph_replay"] = _graph_replay(torch)
     print(json.dumps(results))
+
+
+def _graph_replay(torch) -> dict[str, list]:
+    """Decode steps on one static cache through `decode_graphs.replayed`, its CUDA graph stood in for by a replay
+    that runs the captured function again on the captured buffers: per search key, (largest absolute difference
+    from the plain decode over five steps at moving positions and left padding, captures made)."""
+    from slkernels import SuperlinearConfig, superlinear_attention
+    from slkernels.triton_ops import decode_graphs
+
+    class Replay:
+        def __init__(self, fn, inputs):
+            self.fn, self.inputs, self.out = fn, inputs, fn(*inputs)
+
+        def replay(self):
+            self.out.copy_(self.fn(*self.inputs))
+
+    captures = []
+
+    def capture(fn, inputs):
+        captures.append(Replay(fn, inputs))
+        return captures[-1], captures[-1].out
+
+    saved = decode_graphs.GRAPH_DECODE, decode_graphs._capture, decode_graphs._eager_only
+    got = {}
+    try:
+        decode_graphs._capture, decode_graphs._eager_only = capture, lambda device: False
+        for cfg_kw in (SMALL, MEAN):
+            captures.clear()
+            torch.manual_seed(12)
+            k, v = (torch.randn(2, 2, 90, 16) + shift for shift in (1.0, 0.0))  # the static cache
+            mask = torch.ones(2, 90, dtype=torch.long)
+            mask[-1, :7] = 0
+            worst = 0.0
+            for position in (40, 41, 42, 60, 89):
+                q, qs = (torch.randn(2, 4, 1, 16) for _ in range(2))
+                outs = []
+                for on in (False, True):
+                    decode_graphs.GRAPH_DECODE = on
+                    with torch.no_grad():
+                        outs.append(superlinear_attention(q, k, v, qs, SuperlinearConfig(**cfg_kw), backend="triton",
+                                                          cache_position=torch.tensor([position]),
+                                                          attention_mask=mask))
+                worst = max(worst, float((outs[1] - outs[0]).abs().max()))
+            got[cfg_kw.get("search_key", "anchor")] = [worst, len(captures)]
+    finally:
+        decode_graphs.GRAPH_DECODE, decode_graphs._capture, decode_graphs._eager_only = saved
+    return got
 
 
 def _chunked_inference(torch) -> dict[str, list]:
@@ -434,6 +482,15 @@ def test_inference_in_chunks_of_rows_equals_one_pass(interpreted):
     for name, (chunks, diff) in got.items():
         assert chunks == -(-int(name.split("_")[-2]) // 8), (name, chunks)  # 8-row chunks ran, not one pass
         assert diff <= 1e-6, (name, diff)
+
+
+def test_decode_steps_replayed_on_a_static_cache_equal_the_plain_decode(interpreted):
+    """Five steps on one static cache (moving positions, left padding): captured once, on the second step, and
+    every replayed step equal to the plain decode to the bit (decode_graphs' logic; the GPU tests capture for real)."""
+    got = interpreted["_graph_replay"]
+    assert set(got) == {"anchor", "span_mean"}
+    for name, (diff, captures) in got.items():
+        assert diff == 0.0 and captures == 1, (name, diff, captures)
 
 
 def test_backend_registered(interpreted):

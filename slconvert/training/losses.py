@@ -1,9 +1,9 @@
 """Training losses: next-token loss, distillation from a dense teacher's next-token distribution, and the router
 losses (KL to the dense attention's span mass, output MSE) with span recall.
 
-All three work on one captured attention call of a converted layer (`slconvert.attention.capture_attention`:
-q, k, v detached, the layer's config, scale, mask and key positions) and on a sample of its query rows,
-so their cost is O(rows x keys) however long the sequence is.
+The router losses and span recall work on one captured attention call of a converted layer
+(`slconvert.attention.capture_attention`: q, k, v detached, the layer's config, scale, mask and key positions) and
+on a sample of its query rows, so their cost is O(rows x keys) however long the sequence is.
 
 For a query at position q (t tokens seen) the candidate anchors are a_i = q + 1 - o(i) and candidate i
 covers span_i = [max(a_i - back[t], s0), min(a_i + fwd[t], q - W)] (docs/semantics.md). The target distribution
