@@ -1,35 +1,22 @@
 """When a decode step is replayed from a CUDA graph (`slkernels.triton_ops.decode_graphs.replayed`): the key, the
 capture on the second call of a static cache, eager calls for a growing cache, the bound on remembered keys and a
-returned tensor of the caller's own. The graph is stood in for by a replay that runs the captured function again on
-the captured buffers; tests/test_triton_interpret.py runs the decode itself through it, tests/test_triton_gpu.py a
-real CUDA graph."""
+returned tensor of the caller's own. The graph is stood in for by `graph_standin`; tests/test_triton_interpret.py
+runs the decode itself through it, tests/test_triton_gpu.py a real CUDA graph."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from graph_standin import standin_capture
 from slkernels.triton_ops import decode_graphs
-
-
-class _Replay:
-    def __init__(self, fn, inputs):
-        self.fn, self.inputs, self.out = fn, inputs, fn(*inputs)
-
-    def replay(self):
-        self.out.copy_(self.fn(*self.inputs))
 
 
 @pytest.fixture
 def graphs(monkeypatch):
     """GRAPH_DECODE on, a CPU stand-in for capture, an empty key store; returns the list of captures."""
     captures = []
-
-    def capture(fn, inputs):
-        captures.append(_Replay(fn, inputs))
-        return captures[-1], captures[-1].out
-
     monkeypatch.setattr(decode_graphs, "GRAPH_DECODE", True)
-    monkeypatch.setattr(decode_graphs, "_capture", capture)
+    monkeypatch.setattr(decode_graphs, "_capture", standin_capture(captures))
     monkeypatch.setattr(decode_graphs, "_eager_only", lambda device: False)
     monkeypatch.setattr(decode_graphs, "_ENTRIES", type(decode_graphs._ENTRIES)())
     return captures

@@ -135,25 +135,15 @@ def _worker() -> None:
 
 
 def _graph_replay(torch) -> dict[str, list]:
-    """Decode steps on one static cache through `decode_graphs.replayed`, its CUDA graph stood in for by a replay
-    that runs the captured function again on the captured buffers: per search key, (largest absolute difference
+    """Decode steps on one static cache through `decode_graphs.replayed`, its CUDA graph stood in for by
+    `graph_standin`: per search key, (largest absolute difference
     from the plain decode over five steps at moving positions and left padding, captures made)."""
+    from graph_standin import standin_capture
     from slkernels import SuperlinearConfig, superlinear_attention
     from slkernels.triton_ops import decode_graphs
 
-    class Replay:
-        def __init__(self, fn, inputs):
-            self.fn, self.inputs, self.out = fn, inputs, fn(*inputs)
-
-        def replay(self):
-            self.out.copy_(self.fn(*self.inputs))
-
     captures = []
-
-    def capture(fn, inputs):
-        captures.append(Replay(fn, inputs))
-        return captures[-1], captures[-1].out
-
+    capture = standin_capture(captures)
     saved = decode_graphs.GRAPH_DECODE, decode_graphs._capture, decode_graphs._eager_only
     got = {}
     try:
