@@ -231,3 +231,24 @@ def test_the_optimizer_gets_the_shards_of_a_model_built_on_the_meta_device():
     optimizer.add_param_group({"params": [model[1].weight]})
     with pytest.raises(SlconvertError, match="2 group"):
         give_optimizer_shards(optimizer, model)
+
+
+def test_the_distillation_teacher_is_frozen_in_its_stored_dtype_and_must_share_the_vocabulary(tmp_path):
+    """`distill_teacher` loads the dense teacher frozen and in eval mode, in the 16-bit dtype its config.json names
+    (float32 otherwise); a teacher over another vocabulary is refused in one line, as is FSDP."""
+    from slconvert.tiny import build_tiny_model
+    from slconvert.training.model_setup import distill_teacher
+
+    model = slconvert.load(converted("granitemoehybrid", layers="MAMA"))
+    vocab = model.get_output_embeddings().weight.shape[0]
+    plain = build_tiny_model("granitemoehybrid", tmp_path / "plain", layers="MAMA", vocab=vocab)
+    teacher = distill_teacher(plain, model, torch.device("cpu"), sharded=False)
+    assert not teacher.training and all(not p.requires_grad and p.dtype == torch.float32 for p in teacher.parameters())
+    half = build_tiny_model("granitemoehybrid", tmp_path / "half", layers="MAMA", vocab=vocab, dtype=torch.bfloat16)
+    assert {p.dtype for p in distill_teacher(half, model, torch.device("cpu"), sharded=False).parameters()} == {
+        torch.bfloat16}
+    other = build_tiny_model("granitemoehybrid", tmp_path / "other", layers="MAMA", vocab=vocab + 64)
+    with pytest.raises(SlconvertError, match=f"predicts {vocab + 64} tokens and the model {vocab}"):
+        distill_teacher(other, model, torch.device("cpu"), sharded=False)
+    with pytest.raises(SlconvertError, match="FSDP"):
+        distill_teacher(plain, model, torch.device("cpu"), sharded=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ..dtypes import FLOAT_DTYPES
 from ..errors import SlconvertError
 from ..router import ROUTER_ATTRIBUTE
 
@@ -66,8 +67,8 @@ def distill_teacher(path: Path, model, device: torch.device, sharded: bool):
     with torch.device(device):
         teacher = load_dense(path)
     raw = json.loads((path / "config.json").read_text())
-    stored = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(raw.get("dtype") or raw.get("torch_dtype"))
-    if stored is not None:
+    stored = FLOAT_DTYPES.get(raw.get("dtype") or raw.get("torch_dtype"), (torch.float32,))[0]
+    if stored in (torch.bfloat16, torch.float16):
         teacher = teacher.to(stored)
     vocab, mine = teacher.get_output_embeddings().weight.shape[0], model.get_output_embeddings().weight.shape[0]
     if vocab != mine:
