@@ -100,7 +100,8 @@ def combine(out, runs: list[str], teacher_niah: str | None = None) -> dict:
 
 def compare(teacher_answers: str, model_answers: list[str], out: str | None = None) -> dict:
     """The files of `conversion_study.py answers` (one model each, on one prompt grid) against the dense teacher's:
-    per model its headline score, worst cell and every cell's ratio. It measures a study's final models again on
+    per model (named by its file's stem) its headline score, worst cell, every cell's ratio and the ratio at each
+    length (the tasks the teacher answers there, averaged). It measures a study's final models again on
     more prompts per cell than the study's own rows (e.g. --samples 4 where the study ran 2: the first two samples
     are the same prompts). Exits with one line when a file is unreadable or measured another grid than the
     teacher's."""
@@ -124,7 +125,7 @@ def compare(teacher_answers: str, model_answers: list[str], out: str | None = No
             cells[cell["task"]][str(cell["length"])] = cell["ratio"]
         models.append({"file": str(path), "model": answers.get("model"), "score": row_score(answers, teacher),
                        "worst_cell": _worst_cell(answers, teacher), "worst_length": _worst_length(answers, teacher),
-                       "ratios": cells,
+                       "by_length": _length_ratios(answers, teacher), "ratios": cells,
                        "by_task": {t: r["by_length"] for t, r in answers["results"].items()}})
     result = {"teacher": {"file": str(teacher_answers), "model": teacher.get("model"),
                           "by_task": {t: r["by_length"] for t, r in teacher["results"].items()}},
@@ -134,14 +135,16 @@ def compare(teacher_answers: str, model_answers: list[str], out: str | None = No
              "| model | task | " + " | ".join(str(n) for n in grid["lengths"]) + " |",
              "|---|---|" + "---|" * len(grid["lengths"])]
     for name, by_task, ratios in [("dense teacher", result["teacher"]["by_task"], None),
-                                  *[(m["file"], m["by_task"], m["ratios"]) for m in models]]:
+                                  *[(Path(m["file"]).stem, m["by_task"], m["ratios"]) for m in models]]:
         for task, by_length in by_task.items():
             cells = [_fmt(by_length.get(str(n))) + ("" if ratios is None or ratios[task].get(str(n)) is None
                                                     else f" ({ratios[task][str(n)]:.2f})") for n in grid["lengths"]]
             lines.append(f"| {name} | {task} | " + " | ".join(cells) + " |")
     for m in models:
-        lines.append(f"\n{m['file']}: worst ratio {_fmt(m['worst_cell'] and m['worst_cell']['ratio'], 2)}"
-                     f"{_cell_note(m['worst_cell'], grid)}; worst length {_length_note(m['worst_length'])}")
+        by_length = " / ".join(f"{c['ratio']:.2f}" for c in m["by_length"]) or "-"
+        lines.append(f"\n{Path(m['file']).stem}: worst ratio {_fmt(m['worst_cell'] and m['worst_cell']['ratio'], 2)}"
+                     f"{_cell_note(m['worst_cell'], grid)}; worst length {_length_note(m['worst_length'])}; "
+                     f"by length {by_length} ({', '.join(str(c['length']) for c in m['by_length'])})")
     print("\n".join(lines))
     if out:
         Path(out).write_text(json.dumps(result, indent=1) + "\n")

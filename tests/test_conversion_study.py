@@ -418,3 +418,26 @@ def test_bad_teacher_overrides_are_one_line_before_any_model(study, tmp_path, ar
 def test_best_of_a_folder_without_a_study_is_one_error_line(study, tmp_path):
     with pytest.raises(SystemExit, match="give the folder of a `conversion_study.py run`"):
         study.main(["best", str(tmp_path / "no-study")])
+
+
+def test_compare_gives_each_model_its_ratio_at_every_length(reports, tmp_path, capsys):
+    """`compare` on run 11's staged model against its teacher (20 prompts per cell): per length the mean over the
+    three tasks against the teacher's, named by the file's stem."""
+    grid = {"tasks": ["single", "multikey", "multivalue"], "lengths": [2048, 4096, 8192, 16384],
+            "depths": [0, 25, 50, 75, 100], "samples": 4, "seed": 0}
+
+    def answers(path, by_task):
+        path.write_text(json.dumps({**grid, "results": {t: {"by_length": dict(zip(["2048", "4096", "8192", "16384"],
+                                                                                  v))} for t, v in by_task.items()}}))
+        return str(path)
+
+    teacher = answers(tmp_path / "teacher.json", {"single": [100, 100, 100, 100], "multikey": [5, 55, 30, 30],
+                                                  "multivalue": [81.25, 75, 80, 76.25]})
+    staged = answers(tmp_path / "staged.json", {"single": [100, 100, 100, 100], "multikey": [25, 25, 40, 30],
+                                                "multivalue": [56.25, 61.25, 56.25, 56.25]})
+    result = reports.compare(teacher, [staged])
+    got = [(c["length"], round(c["ratio"], 2)) for c in result["models"][0]["by_length"]]
+    assert got == [(2048, 0.97), (4096, 0.81), (8192, 0.93), (16384, 0.90)]
+    text = capsys.readouterr().out
+    assert "| staged | single |" in text
+    assert "staged: worst ratio 0.45" in text and "by length 0.97 / 0.81 / 0.93 / 0.90 (2048, 4096, 8192, 16384)" in text
