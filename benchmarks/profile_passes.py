@@ -8,8 +8,9 @@ ranges). `--plain-loads` reads K/V without tensor descriptors, for a per-pass be
 after the forward passes; `--span-mean` uses the span-mean search key (and also times the search's hi-only loop).
 `--decode` times one decode row instead (CUDA-graph replays): the search, the two attention kernels, the whole step
 and dense SDPA over every key, against the time to read the keys and values the row attends at the card's memory
-bandwidth; then the two kernels under each tiling of VARIANTS["decode"] and the whole step under each search split
-of VARIANTS["decode search"], each with the largest difference from the default's output.
+bandwidth; then the two kernels under each tiling of VARIANTS["decode"], the whole step under each search split
+of VARIANTS["decode search"] and the search under each tiling of VARIANTS["decode search tile"], each with the
+largest difference from the default's output (the search's: its scores).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ VARIANTS = {
     "decode": [(512, 64, 4, 3), (256, 32, 2, 3), (128, 16, 1, 2), (64, 16, 1, 3), (96, 16, 1, 3), (192, 16, 1, 3)],
     # decode's search: anchors per search program (decode.SEARCH_SPLIT), timed as the whole step
     "decode search": [32, 64, 256, 512],
+    # decode's search tiling: (anchors per block, warps, stages) (decode.DECODE_SEARCH_TILE), timed as the search
+    "decode search tile": [(16, 1, 2), (64, 1, 2), (32, 2, 2), (64, 2, 2), (32, 4, 2), (128, 4, 2), (32, 1, 1)],
 }
 
 
@@ -181,6 +184,11 @@ def profile_decode(name: str, cfg: SuperlinearConfig, length: int, bandwidth_gbs
 
     lists = search()
 
+    def decode_search():  # the search as the decode step calls it (DECODE_SEARCH_TILE), its pieces unmerged
+        tile = decode.DECODE_SEARCH_TILE or (None,) * 3
+        return search_topk(qs, k, cfg, pos, s0, length, split_candidates=decode.SEARCH_SPLIT, merge=False,
+                           block_n=tile[0], num_warps=tile[1], num_stages=tile[2])[1]
+
     def kernels():  # the partial and combine kernels alone: the search's lists as found above
         with mock.patch.object(decode, "search_topk", lambda *args, **kw: lists):
             return step()
@@ -199,7 +207,8 @@ def profile_decode(name: str, cfg: SuperlinearConfig, length: int, bandwidth_gbs
         print(f"  {label:44} {_graph_ms(f)}", flush=True)
     # each alternative of a decode setting against its default's output: (label, setting, values, what is timed)
     sweeps = [("partial + combine {}", "DECODE_TILE", VARIANTS["decode"], kernels),
-              ("whole step, {} anchors per search program", "SEARCH_SPLIT", VARIANTS["decode search"], step)]
+              ("whole step, {} anchors per search program", "SEARCH_SPLIT", VARIANTS["decode search"], step),
+              ("search, tiling {}", "DECODE_SEARCH_TILE", VARIANTS["decode search tile"], decode_search)]
     for label, setting, values, f in sweeps:
         reference = f().float()
         for value in values:

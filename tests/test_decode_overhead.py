@@ -157,6 +157,23 @@ def test_decode_itself_allocates_two_buffers_and_launches_two_kernels(stubbed, m
     assert launches == step * 5
 
 
+def test_decode_search_takes_its_own_tiling_when_set(stubbed, monkeypatch):
+    """decode.DECODE_SEARCH_TILE reaches the search kernel's launch (anchors per block, warps, stages); unset, the
+    search keeps the prefill's tiling of search.SEARCH_TILES."""
+    from slkernels.triton_ops import decode, search
+
+    metas = []
+    monkeypatch.setattr(search, "_search_kernel", type("Meta", (), {
+        "__getitem__": lambda self, grid: lambda *args, **meta: metas.append(meta)})())
+    cfg = SuperlinearConfig.released()
+    q, k = _step(1, 32, 2, 65536, dim=128)
+    positions, s0 = torch.tensor([65535]), torch.zeros(1, dtype=torch.int64)
+    for tile in (None, (64, 2, 3)):
+        monkeypatch.setattr(decode, "DECODE_SEARCH_TILE", tile)
+        decode.superlinear_decode(q, k, k, q, cfg, positions, s0, 0.1)
+    assert [(m["BN"], m["num_warps"], m["num_stages"]) for m in metas] == [search.SEARCH_TILES["anchor"], (64, 2, 3)]
+
+
 @pytest.mark.parametrize("cfg", [SuperlinearConfig(**SMALL), SuperlinearConfig.released(),
                                  SuperlinearConfig(sw_index=5, search_power=0.4, span_power=0.6)])
 def test_cached_tables_equal_a_fresh_computation(cfg, monkeypatch):

@@ -35,6 +35,10 @@ __all__ = ["superlinear_decode", "DECODE_MAX_ROWS"]
 DECODE_MAX_ROWS = 16
 # Anchors per search program in decode (1M tokens, released setting: ~2000 anchors -> 16 programs per row).
 SEARCH_SPLIT = 128
+# The search's tiling in decode, (anchors per block, warps, stages); None: the prefill's (search.SEARCH_TILES). A
+# decode row's search runs few programs (2 per row at 16K released), so its best tiling may differ:
+# `benchmarks/profile_passes.py --decode` times the alternatives of its VARIANTS["decode search tile"].
+DECODE_SEARCH_TILE = None
 # Tiling of the partial kernel on a GPU: (keys per chunk of a range, about; keys per block; warps; pipeline stages).
 # `benchmarks/profile_passes.py --decode` times the alternatives of its VARIANTS["decode"] against it.
 DECODE_TILE = (128, 16, 1, 3)
@@ -220,7 +224,9 @@ def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, 
     interp = interpreting()
     ksel = config.num_spans
     t_bound = max(len_kv, 1)
-    anchors, scores = search_topk(q_search, k, config, positions, first_real, t_bound,
+    block_n, warps, stages = (None,) * 3 if interp or DECODE_SEARCH_TILE is None else DECODE_SEARCH_TILE
+    anchors, scores = search_topk(q_search, k, config, positions, first_real, t_bound, block_n=block_n,
+                                  num_warps=warps, num_stages=stages,
                                   split_candidates=4 if interp else SEARCH_SPLIT, merge=False)
     n_pieces = anchors.shape[-1]  # a multiple of k: one top-k list per piece
     tables = geometry_tables(config, t_bound, q.device)
