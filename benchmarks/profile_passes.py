@@ -176,18 +176,13 @@ def profile_decode(name: str, cfg: SuperlinearConfig, length: int, bandwidth_gbs
     s0 = torch.zeros(1, dtype=torch.int64, device="cuda")
     scale = 128 ** -0.5
 
-    def search():
-        return search_topk(qs, k, cfg, pos, s0, length, split_candidates=decode.SEARCH_SPLIT, merge=False)
+    def search():  # as the decode step calls it (SEARCH_SPLIT, DECODE_SEARCH_TILE), its pieces unmerged
+        return decode.search_pieces(qs, k, cfg, pos, s0, length)
 
     def step():
         return decode.superlinear_decode(q, k, v, qs, cfg, pos, s0, scale)
 
     lists = search()
-
-    def decode_search():  # the search as the decode step calls it (DECODE_SEARCH_TILE), its pieces unmerged
-        tile = decode.DECODE_SEARCH_TILE or (None,) * 3
-        return search_topk(qs, k, cfg, pos, s0, length, split_candidates=decode.SEARCH_SPLIT, merge=False,
-                           block_n=tile[0], num_warps=tile[1], num_stages=tile[2])[1]
 
     def kernels():  # the partial and combine kernels alone: the search's lists as found above
         with mock.patch.object(decode, "search_topk", lambda *args, **kw: lists):
@@ -208,7 +203,8 @@ def profile_decode(name: str, cfg: SuperlinearConfig, length: int, bandwidth_gbs
     # each alternative of a decode setting against its default's output: (label, setting, values, what is timed)
     sweeps = [("partial + combine {}", "DECODE_TILE", VARIANTS["decode"], kernels),
               ("whole step, {} anchors per search program", "SEARCH_SPLIT", VARIANTS["decode search"], step),
-              ("search, tiling {}", "DECODE_SEARCH_TILE", VARIANTS["decode search tile"], decode_search)]
+              ("search's scores, tiling {}", "DECODE_SEARCH_TILE", VARIANTS["decode search tile"],
+               lambda: search()[1])]
     for label, setting, values, f in sweeps:
         reference = f().float()
         for value in values:

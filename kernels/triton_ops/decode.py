@@ -2,7 +2,8 @@
 
 Work per row is tiny in rows but long in keys, so the row's window and k spans are cut into fixed
 chunks of keys that run in parallel (split-K, "flash decoding"); a second kernel merges the chunks of
-each range, joins every span with the window and mixes them with the gate. All shapes depend only on L_kv (the static cache length) and the config, never on data, so the whole call can be captured in a
+each range, joins every span with the window and mixes them with the gate. All shapes depend only on
+L_kv (the static cache length) and the config, never on data, so the whole call can be captured in a
 CUDA graph: positions and the padding start are read on the device.
 
 With the "span_mean" search key the search needs the running sums of the whole cache (`prefix.key_prefix`), which
@@ -150,7 +151,9 @@ def _parts(PART, n_slots):
 @triton.jit
 def _merge(PM, PL, PACC, base, n_split, D: tl.constexpr, SB: tl.constexpr):
     """One range's running max, sum and accumulator from its `n_split` chunks, merged SB chunks at a time (on a GPU
-    SB covers them all; under the interpreter 2, so that tiny ranges take several rounds); loads from L2 (".cg")."""
+    SB covers them all; under the interpreter 2, so that tiny ranges take several rounds). Written as a loop with
+    loads from L2 (".cg"), the combine compiles for sm_90 without spilling (tests/test_sass_report.py); one
+    unblocked merge spills."""
     m = tl.max(tl.full([SB], NEG_BIG, tl.float32), axis=0)
     total = tl.sum(tl.zeros([SB], tl.float32), axis=0)
     acc = tl.zeros([D], tl.float32)
@@ -210,24 +213,29 @@ def _key_split(tables: GeometryTables, t_bound: int, target: int) -> tuple[int, 
     return n_split, cdiv(longest, n_split)
 
 
+def search_pieces(q_search, k, config: SuperlinearConfig, positions, first_real, t_bound: int):
+    """The decode step's search: the candidates split into pieces of SEARCH_SPLIT anchors (4 under the interpreter),
+    searched in parallel with DECODE_SEARCH_TILE's tiling, their top-k lists left unmerged (`search_topk`)."""
+    interp = interpreting()
+    block_n, warps, stages = (None,) * 3 if interp or DECODE_SEARCH_TILE is None else DECODE_SEARCH_TILE
+    return search_topk(q_search, k, config, positions, first_real, t_bound, block_n=block_n, num_warps=warps,
+                       num_stages=stages, split_candidates=4 if interp else SEARCH_SPLIT, merge=False)
+
+
 def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, first_real, scale):
     """Superlinear attention of a few rows (no gradient); capturable in a CUDA graph after one warm-up call.
 
     The warm-up call caches the geometry tables on the device; later calls read no tensor on the host, allocate
     only device memory of fixed size (the search's lists, one scratch buffer, the output) and launch the search
-    and two kernels: three launches a step. The search's candidates are split into pieces
-    whose top-k lists both kernels merge themselves (`_top_of_pieces`: the selection of `search_topk`'s own merge,
-    bit for bit).
+    and two kernels: three launches a step. The search's candidates are split into pieces whose top-k lists both
+    kernels merge themselves (`_top_of_pieces`: the selection of `search_topk`'s own merge, bit for bit).
     """
     batch, heads_q, len_q, dim = q.shape
     heads_kv, len_kv = k.shape[1], k.shape[2]
     interp = interpreting()
     ksel = config.num_spans
     t_bound = max(len_kv, 1)
-    block_n, warps, stages = (None,) * 3 if interp or DECODE_SEARCH_TILE is None else DECODE_SEARCH_TILE
-    anchors, scores = search_topk(q_search, k, config, positions, first_real, t_bound, block_n=block_n,
-                                  num_warps=warps, num_stages=stages,
-                                  split_candidates=4 if interp else SEARCH_SPLIT, merge=False)
+    anchors, scores = search_pieces(q_search, k, config, positions, first_real, t_bound)
     n_pieces = anchors.shape[-1]  # a multiple of k: one top-k list per piece
     tables = geometry_tables(config, t_bound, q.device)
     target, block, warps, stages = _INTERPRETER_TILE if interp else DECODE_TILE
@@ -250,4 +258,3 @@ def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, 
         num_warps=1 if interp else 4,
     )
     return out
-
