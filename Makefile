@@ -116,10 +116,14 @@ study: $(STAMP) ## on a CUDA machine: the conversion study (scripts/conversion_s
 study-teacher: $(STAMP) ## on a CUDA machine: train the larger study teacher dense to 8K (STUDY_OUT/teacher)
 	$(BIN)/python scripts/conversion_study.py teacher --out $(STUDY_OUT)/teacher $(TEACHER_ARGS)
 
-study-large: study-teacher ## on a CUDA machine: the conversion study on the larger teacher at 2K-16K
+# study-large's defaults are run 13's staged setting (README "Conversion study"), the one that reached the teacher
+# at 2K-16K; STUDY_ARGS="--shapes balanced,released --keys anchor,span_mean --presets attention,mixers,all" widens it.
+study-large: study-teacher ## on a CUDA machine: the conversion study on the larger teacher at 2K-16K (run 13's setting)
 	$(BIN)/python scripts/conversion_study.py run --out $(STUDY_OUT)/large --teacher $(STUDY_OUT)/teacher/model \
-	    --lengths 2048,4096,8192,16384 --seq-len 4096 --batch-size 8 \
-	    --train "data.niah_tasks=[single, multikey, multivalue];lm_average=sample" $(STUDY_ARGS)
+	    --lengths 2048,4096,8192,16384 --seq-len 4096 --batch-size 8 --shapes balanced --keys span_mean \
+	    --presets mixers --steps 2700 --evals 675,1350,2025,2700 --no-untrained \
+	    --train "lm_average=sample;data.niah_tasks=[single, multikey, multivalue, multivalue, multivalue, multivalue];curriculum=[{seq_len: 4096, steps: 2025}, {seq_len: 16384, steps: 675, batch_size: 2}]" \
+	    $(STUDY_ARGS)
 
 # ----- pipeline on any checkpoint: each stage reads the previous stage's folder under $(OUT) -----
 pipeline: $(STAMP) ## inspect, convert, [router warm-up with WARMUP=1], curriculum, evaluate, summary (MODEL=... OUT=...)

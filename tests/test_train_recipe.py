@@ -39,7 +39,10 @@ def test_shipped_recipes_differ_in_purpose():
     niah = load_recipe(RECIPES / "niah-curriculum.yaml")
     long = load_recipe(RECIPES / "long-context.yaml")
     assert warm.trainable == "router" and warm.lm_weight == 0 and warm.router_kl_weight > 0
-    assert niah.data.niah_fraction > 0 and [s.seq_len for s in niah.stages()] == [4096, 8192, 16384, 32768, 65536]
+    assert niah.data.niah_fraction > 0 and [s.seq_len for s in niah.stages()] == [4096, 16384, 32768]
+    # the conversion study's staged schedule: three quarters of the steps at 4K, every stage at the same tokens
+    assert niah.stages()[0].steps * 4 == niah.max_steps * 3
+    assert {s.seq_len * niah.batch_of(s) for s in niah.stages()} == {131072}
     assert long.lm_weight > 0 and long.data.niah_fraction == 0
 
 
