@@ -11,8 +11,9 @@ attention layers call it (`check_values=False`, bfloat16, 32 query / 2 KV heads 
 eager step with each kernel launched through the compiled kernel that its first launch returned (Triton's
 `CompiledKernel[grid](*every_argument)`), skipping `JITFunction.run`'s per-call binding, specialization and cache
 key: a probe of what that launch path would save, checked to give the same output to the bit. `--replayed` adds
-the eager step with `decode_graphs.GRAPH_DECODE` on: the same cache every call, so from the second call the step is
-replayed from a CUDA graph (four copies in, one graph launch, one copy out), checked against the plain step's output.
+the eager step with `decode_graphs.GRAPH_DECODE` on (the other rows turn it off, whatever its default): the same cache
+every call, so from the second call the step is replayed from a CUDA graph (four copies in, one graph launch, one copy out),
+checked against the plain step's output.
 
     python benchmarks/decode_host_time.py [--length 65536] [--calls 2000] [--profile]
     python benchmarks/decode_host_time.py --cuda [--length 16384,65536,1048576] [--direct] [--replayed]
@@ -146,7 +147,14 @@ def cuda_step_times(length: int, calls: int, profile: bool = False, direct: bool
                     replayed: bool = False) -> dict:
     """On a GPU: one decode row at LENGTH keys, the real kernels. Microseconds per step: eager with a
     synchronisation after each call, eager back to back (host and GPU overlap), CUDA-graph replay; and the host
-    time of each kernel's launch against the whole call's."""
+    time of each kernel's launch against the whole call's. The eager rows launch the kernels on every call
+    (GRAPH_DECODE off); `replayed` adds the step replayed from a CUDA graph, as a static cache runs it with
+    GRAPH_DECODE on."""
+    with mock.patch.object(decode_graphs, "GRAPH_DECODE", False):
+        return _cuda_step_times(length, calls, profile, direct, replayed)
+
+
+def _cuda_step_times(length: int, calls: int, profile: bool, direct: bool, replayed: bool) -> dict:
     cfg = SuperlinearConfig.released()
     dev, dt = torch.device("cuda"), torch.bfloat16
     gen = torch.Generator(device=dev).manual_seed(0)

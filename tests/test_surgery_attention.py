@@ -415,6 +415,7 @@ def test_eager_generate_on_a_static_cache_replays_its_decode_steps_from_graphs(t
     model = slconvert.load(out, device="cuda")
     tokens = torch.randint(4, 384, (1, 200), device="cuda")
     generate = dict(max_new_tokens=12, do_sample=False, cache_implementation="static", disable_compile=True)
+    monkeypatch.setattr(decode_graphs, "GRAPH_DECODE", False)
     plain = model.generate(tokens, **generate)
     monkeypatch.setattr(decode_graphs, "GRAPH_DECODE", True)
     monkeypatch.setattr(decode_graphs, "_ENTRIES", OrderedDict())
