@@ -1,5 +1,5 @@
 """The demo's defaults in the Makefile: the method's sparsity, the shipped model's own conversion, and the whole
-chain run at tiny sizes."""
+chain run at tiny sizes; and the conversion study that `make study-large` runs."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+
+from module_file import load_module
 
 from slconvert.commands.convert import convert_command, params_from
 from slconvert.training import load_recipe
@@ -50,6 +52,27 @@ def test_shipped_model_is_the_demos_conversion():
 
 def test_demo_training_overrides_are_valid_recipe_keys():
     load_recipe(ROOT / "recipes" / "demo-curriculum.yaml", shlex.split(_make_variable("DEMO_CURRICULUM")))
+
+
+def test_study_large_trains_the_staged_schedule_that_reached_the_teacher():
+    """`make study-large` runs study run 13's job: 2700 steps of 8 x 4K, the last quarter at 2 x 16K (88.5M tokens),
+    `mixers` at the balanced shape with the span-mean key, its --train overrides as the study checks and applies
+    them (recipes/conversion-study.yaml, the study's own keys from its options)."""
+    text = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    args = shlex.split(re.search(r"^study-large:.*\n\t(.*)$", text, flags=re.MULTILINE).group(1))
+    option = {name: args[args.index(name) + 1] for name in ("--steps", "--batch-size", "--seq-len", "--presets",
+                                                            "--shapes", "--keys", "--train")}
+    assert (option["--presets"], option["--shapes"], option["--keys"]) == ("mixers", "balanced", "span_mean")
+    study = load_module(ROOT / "scripts" / "conversion_study.py")
+    overrides = [o for o in option["--train"].split(";") if o]
+    study.check_train_overrides(overrides)
+    batch = option["--batch-size"]
+    recipe = load_recipe(ROOT / "recipes" / "conversion-study.yaml", [
+        f"max_steps={option['--steps']}", f"seq_len={option['--seq-len']}", f"batch_size={batch}",
+        f"micro_batch_size={batch}", *overrides])
+    assert [(s.seq_len, s.steps, recipe.batch_of(s)) for s in recipe.stages()] == [(4096, 2025, 8), (16384, 675, 2)]
+    assert recipe.tokens_before(recipe.max_steps) == 2700 * 32768
+    assert recipe.lm_average == "sample" and recipe.data.niah_tasks.count("multivalue") == 4
 
 
 # The demo at the smallest sizes that still run every stage: one NIAH prompt of 128 tokens per model, one training
