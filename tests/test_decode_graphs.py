@@ -5,6 +5,8 @@ runs the decode itself through it, tests/test_triton_gpu.py a real CUDA graph.""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from graph_standin import standin_capture
@@ -77,3 +79,18 @@ def test_off_or_inside_a_capture_every_call_is_eager(graphs, monkeypatch):
 
 def test_cpu_tensors_are_never_captured():
     assert decode_graphs._eager_only(torch.device("cpu"))
+
+
+def test_the_environment_turns_it_on_for_a_whole_process():
+    """SLKERNELS_GRAPH_DECODE=1 turns the replay on from the start (e.g. for a whole GPU test run); anything else
+    leaves it off."""
+    import subprocess
+    import sys
+
+    code = "from slkernels.triton_ops import decode_graphs; print(decode_graphs.GRAPH_DECODE)"
+    for value, expected in (("1", "True"), ("0", "False"), (None, "False")):
+        env = {k: v for k, v in os.environ.items() if k != "SLKERNELS_GRAPH_DECODE"}
+        if value is not None:
+            env["SLKERNELS_GRAPH_DECODE"] = value
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == expected, (value, out.stderr[-500:])
