@@ -9,8 +9,9 @@ after the forward passes; `--span-mean` uses the span-mean search key (and also 
 `--decode` times one decode row instead (CUDA-graph replays): the search, the two attention kernels, the whole step
 and dense SDPA over every key, against the time to read the keys and values the row attends at the card's memory
 bandwidth; then the two kernels under each tiling of VARIANTS["decode"], the whole step under each search split
-of VARIANTS["decode search"] and the search under each tiling of VARIANTS["decode search tile"], each with the
-largest difference from the default's output (the search's: its scores).
+of VARIANTS["decode search"], the search under each tiling of VARIANTS["decode search tile"] and the whole step
+with its kernels chained by programmatic dependent launch (VARIANTS["decode pdl"]), each with the largest
+difference from the default's output (the search's: its scores).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ VARIANTS = {
     "decode search": [32, 64, 256, 512],
     # decode's search tiling: (anchors per block, warps, stages) (decode.DECODE_SEARCH_TILE), timed as the search
     "decode search tile": [(16, 1, 2), (64, 1, 2), (32, 2, 2), (64, 2, 2), (32, 4, 2), (128, 4, 2), (32, 1, 1)],
+    # decode's three kernels chained by programmatic dependent launch (decode.DECODE_PDL), timed as the whole step
+    "decode pdl": [True],
 }
 
 
@@ -204,7 +207,8 @@ def profile_decode(name: str, cfg: SuperlinearConfig, length: int, bandwidth_gbs
     sweeps = [("partial + combine {}", "DECODE_TILE", VARIANTS["decode"], kernels),
               ("whole step, {} anchors per search program", "SEARCH_SPLIT", VARIANTS["decode search"], step),
               ("search's scores, tiling {}", "DECODE_SEARCH_TILE", VARIANTS["decode search tile"],
-               lambda: search()[1])]
+               lambda: search()[1]),
+              ("whole step, programmatic dependent launch {}", "DECODE_PDL", VARIANTS["decode pdl"], step)]
     for label, setting, values, f in sweeps:
         reference = f().float()
         for value in values:

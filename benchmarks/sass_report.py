@@ -5,7 +5,7 @@
 KERNEL: ``entry:MODE`` (0 window forward, 1 span forward, 2 delta, 3 dq, 4 fused span dq), ``dkdv:NJ``
 (1 window list, k span lists), ``search`` or ``search:span_mean`` (BN = anchors per block), ``span_lists`` (BM = rows
 per program), ``decode`` (the partial kernel of one decode row; BN = keys per block, chunks of BN x 8 keys) or
-``combine`` (the kernel after it). Prints registers, spilled stack bytes and shared
+``combine`` (the kernel after it), ``decode:pdl`` / ``combine:pdl`` as decode.DECODE_PDL launches them. Prints registers, spilled stack bytes and shared
 memory per program, and the instruction mix of the innermost loop that issues tensor-core products (the
 cost of one iteration). No GPU is needed: Triton compiles for the target named here, with the specialisation
 a launch on the benchmark shape gets (B=1, H_q=32, H_kv=2, D=128, bf16; pointers and strides divisible by 16,
@@ -104,7 +104,8 @@ def kernel_and_args(kernel: str, length: int, tiles: tuple[int, ...]):
                     margin=search.RESCORE_MARGIN)
         mean = arg == "span_mean"
         consts = dict(D=D, GP=16, BN=bn, KSEL=3, KEEP=4 if mean else 3, KP=4, PREC="tf32", UPCAST=False, WIDE=False,
-                      SPAN_MEAN=mean, RESCORE=mean, RESCORE_ALL=False, DC=32, NOISE=0.0)
+                      SPAN_MEAN=mean, RESCORE=mean, RESCORE_ALL=False, DC=32, NOISE=0.0, HI_ONLY=False,
+                      TRIGGER=False)
         return search._search_kernel, args, consts
     if name == "span_lists":
         from slkernels.triton_ops import span_lists
@@ -113,22 +114,24 @@ def kernel_and_args(kernel: str, length: int, tiles: tuple[int, ...]):
                     HI="*i32", ENT="*i32", GATE="*fp32", VALID="*u8", L_Q=length, H_Q=HQ, H_KV=HKV, width=2032,
                     t_bound=length, n_buckets=16, shift=27, invalid=(16 << 27) - 1)
         return span_lists._span_lists_kernel, args, dict(G=G, KSEL=3, KP=4, BM=bm)
-    if name in ("decode", "combine"):  # one decode row at `length` keys, released (3 spans, 16 search pieces)
-        from slkernels.triton_ops import decode
+    if name in ("decode", "combine"):  # one decode row at `length` keys, released (3 spans, 16 search pieces);
+        from slkernels.triton_ops import decode  # decode:pdl / combine:pdl with programmatic dependent launch
+
+        pdl = arg == "pdl"
 
         n_split = -(-8195 // (8 * bn))  # the longest range at 1M keys (a span of 8195) in chunks of about BN x 8 keys
         rows = dict(ANCH="*i32", SCORE="*fp32", PART="*fp32", OUT="*bf16", n_split=n_split,
                     n_slots=-(-HQ * 4 * n_split // 16) * 16, n_pieces=48)
         if name == "combine":  # a range's chunks merged at once
             return decode._decode_combine_kernel, rows, dict(D=D, KSEL=3, KP=4, SB=triton.next_power_of_2(n_split),
-                                                             NPP=64)
+                                                             NPP=64, GDC=pdl)
         q_strides = dict(zip(("sqb", "sqh", "sql", "sqd"), _strides(1, HQ)))
         args = dict(Q="*bf16", K="*bf16", V="*bf16", POS="*i64", S0="*i64", BACK="*i64", FWD="*i64",
                     **rows, **q_strides, **k_strides, **v_strides, H_Q=HQ, L_Q=1, G=G, W=2032, t_cap=2 * length - 1,
                     chunk=-(-8195 // n_split), sm_scale=D**-0.5)
-        return decode._decode_partial_kernel, args, dict(D=D, BN=bn, KSEL=3, KP=4, NPP=64)
+        return decode._decode_partial_kernel, args, dict(D=D, BN=bn, KSEL=3, KP=4, NPP=64, GDC=pdl)
     raise SystemExit(f"error: unknown kernel {kernel!r}; use entry:MODE, dkdv:NJ, search[:span_mean], span_lists, "
-                     "decode or combine")
+                     "decode[:pdl] or combine[:pdl]")
 
 
 def _cuobjdump(*args: str) -> str:
@@ -178,7 +181,9 @@ def report(kernel: str, length: int, tiles: tuple[int, ...], keep: str | None) -
                 stack_bytes=int(stack.group(1)) if stack else None, shared_bytes=compiled.metadata.shared,
                 loop_instructions=len(loop), loop_mix=collections.Counter(opcode(t) for t in loop).most_common(12),
                 # device-wide fences: what acquire-release atomics cost (one per element added)
-                gpu_fences=len(re.findall(r"MEMBAR\.\w+\.GPU", sass)))
+                gpu_fences=len(re.findall(r"MEMBAR\.\w+\.GPU", sass)),
+                # programmatic dependent launch: waits for the kernel before, and the go-ahead to the one after
+                grid_dependency=collections.Counter(re.findall(r"griddepcontrol\.(\w+)", compiled.asm["ptx"])))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("  no loop issuing tensor-core products")
     print(f"  device-wide memory fences: {r['gpu_fences']}")
+    if r["grid_dependency"]:
+        print("  programmatic dependent launch: " + ", ".join(f"{op} {n}" for op, n in r["grid_dependency"].items()))
     return 0
 
 

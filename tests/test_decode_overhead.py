@@ -174,6 +174,36 @@ def test_decode_search_takes_its_own_tiling_when_set(stubbed, monkeypatch):
     assert [(m["BN"], m["num_warps"], m["num_stages"]) for m in metas] == [search.SEARCH_TILES["anchor"], (64, 2, 3)]
 
 
+def test_programmatic_dependent_launch_reaches_the_three_launches_when_set(stubbed, monkeypatch):
+    """decode.DECODE_PDL: the search gives the go-ahead to the kernel after it (TRIGGER), the partial kernel and the
+    combine are launched with `launch_pdl` and wait inside (GDC); unset, or under the interpreter (which has no
+    such instruction), none of it."""
+    from slkernels.triton_ops import decode, search
+
+    metas = []
+    recorder = type("Meta", (), {"__getitem__": lambda self, grid: lambda *args, **meta: metas.append(meta)})()
+    for module, name in ((decode, "_decode_partial_kernel"), (decode, "_decode_combine_kernel"),
+                         (search, "_search_kernel")):
+        monkeypatch.setattr(module, name, recorder)
+    cfg = SuperlinearConfig.released()
+    q, k = _step(1, 32, 2, 65536, dim=128)
+    positions, s0 = torch.tensor([65535]), torch.zeros(1, dtype=torch.int64)
+
+    def step() -> list:
+        metas.clear()
+        decode.superlinear_decode(q, k, k, q, cfg, positions, s0, 0.1)
+        search_meta, partial, combine = metas
+        return [search_meta["TRIGGER"], partial["GDC"], partial.get("launch_pdl", False), combine["GDC"],
+                combine.get("launch_pdl", False)]
+
+    assert step() == [False] * 5
+    monkeypatch.setattr(decode, "DECODE_PDL", True)
+    assert step() == [True] * 5
+    monkeypatch.setattr(decode, "interpreting", lambda: True)
+    monkeypatch.setattr(search, "interpreting", lambda: True)
+    assert step() == [False] * 5
+
+
 @pytest.mark.parametrize("cfg", [SuperlinearConfig(**SMALL), SuperlinearConfig.released(),
                                  SuperlinearConfig(sw_index=5, search_power=0.4, span_power=0.6)])
 def test_cached_tables_equal_a_fresh_computation(cfg, monkeypatch):

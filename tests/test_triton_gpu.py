@@ -253,6 +253,44 @@ def test_eager_decode_replayed_from_a_graph_on_a_static_cache(monkeypatch):
     assert sum(entry.graph is not None for entry in decode_graphs._ENTRIES.values()) == 2
 
 
+@pytest.mark.parametrize("search_key", ["anchor", "span_mean"])
+def test_decode_with_programmatic_dependent_launch_equals_the_plain_step(monkeypatch, search_key):
+    """decode.DECODE_PDL: the search, partial and combine chained by programmatic dependent launch give the plain
+    step's output to the bit, eagerly on a left-padded batch at several positions and replayed from a CUDA graph
+    with new data (a window whose programs run beside the search must still see the search's lists in the spans)."""
+    from slkernels.triton_ops import decode
+    from slkernels.triton_ops.decode import superlinear_decode
+
+    cfg, make = (CONFIGS["released"], _make) if search_key == "anchor" else (MEAN["released"], _make_mean)
+    q, k, v, qs = make(2, 32, 2, 1, 20000, 128, torch.bfloat16)
+    s0 = torch.tensor([0, 300], device="cuda")
+    scale = 128 ** -0.5
+    for position in (9000, 15000, 19999):
+        pos = torch.tensor([position], device="cuda")
+        outs = []
+        for on in (False, True):
+            monkeypatch.setattr(decode, "DECODE_PDL", on)
+            outs.append(superlinear_decode(q, k, v, qs, cfg, pos, s0, scale))
+        assert torch.equal(outs[1], outs[0]), position
+    monkeypatch.setattr(decode, "DECODE_PDL", True)
+    pos = torch.tensor([9000], device="cuda")
+    superlinear_decode(q, k, v, qs, cfg, pos, s0, scale)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = superlinear_decode(q, k, v, qs, cfg, pos, s0, scale)
+    for position in (12000, 19999):
+        pos.fill_(position)
+        q.normal_()
+        qs.normal_()
+        graph.replay()
+        torch.cuda.synchronize()
+        monkeypatch.setattr(decode, "DECODE_PDL", False)
+        plain = superlinear_decode(q, k, v, qs, cfg, pos, s0, scale)
+        monkeypatch.setattr(decode, "DECODE_PDL", True)
+        assert torch.equal(out, plain), position
+
+
 def test_public_decode_with_mask_and_position_is_graph_capturable():
     """superlinear_attention itself (checks included) can be captured: no host reads during capture."""
     cfg, length = SuperlinearConfig.released(), 12000

@@ -43,6 +43,11 @@ DECODE_SEARCH_TILE = None
 # Tiling of the partial kernel on a GPU: (keys per chunk of a range, about; keys per block; warps; pipeline stages).
 # `benchmarks/profile_passes.py --decode` times the alternatives of its VARIANTS["decode"] against it.
 DECODE_TILE = (128, 16, 1, 3)
+# Programmatic dependent launch (Hopper on, a GPU only): the search lets the partial kernel start while it runs, and
+# the partial kernel lets the combine start; each waits (`gdc_wait`) before it reads what the one before wrote. The
+# window's programs need nothing from the search, so they read and attend their keys while the search runs and wait
+# only before they write. Off until measured on a GPU (`benchmarks/profile_passes.py --decode` times it).
+DECODE_PDL = False
 _INTERPRETER_TILE = (16, 16, 1, 1)  # tiny shapes under TRITON_INTERPRET: several chunks and blocks per range
 
 
@@ -85,11 +90,17 @@ def _decode_partial_kernel(
     skb, skh, skl, skd,
     svb, svh, svl, svd,
     H_Q, L_Q, G, W, t_cap, chunk, n_split, n_slots, n_pieces, sm_scale,
-    D: tl.constexpr, BN: tl.constexpr, KSEL: tl.constexpr, KP: tl.constexpr, NPP: tl.constexpr,
+    D: tl.constexpr, BN: tl.constexpr, KSEL: tl.constexpr, KP: tl.constexpr, NPP: tl.constexpr, GDC: tl.constexpr,
 ):
+    """One chunk of one range of a row: range e = 0 the window, e = 1 .. KSEL the row's spans (from the search's
+    pieces); its running max, sum and accumulator into the scratch buffer."""
     pid = tl.program_id(0)
     split = tl.program_id(1)
     e = pid % (KSEL + 1)
+    if GDC:  # DECODE_PDL: the combine may be scheduled; a span waits for the search's lists
+        tl.extra.cuda.gdc_launch_dependents()
+        if e > 0:
+            tl.extra.cuda.gdc_wait()
     row_all = pid // (KSEL + 1)  # (b * H_q + h) * L_q + r
     r = row_all % L_Q
     bh = row_all // L_Q
@@ -100,7 +111,8 @@ def _decode_partial_kernel(
     s0 = tl.load(S0 + b).to(tl.int64)
     t = pos + 1 - s0
     jj = tl.maximum(e - 1, 0)
-    top_a, _ = _top_of_pieces(ANCH, SCORE, row_all.to(tl.int64), n_pieces, KSEL, KP, NPP)
+    # the window reads no piece (none in play: no anchor, so its range is the window's below)
+    top_a, _ = _top_of_pieces(ANCH, SCORE, row_all.to(tl.int64), tl.where(e == 0, 0, n_pieces), KSEL, KP, NPP)
     a = tl.sum(tl.where(tl.arange(0, KP) == jj, top_a, 0), axis=0).to(tl.int64)
     tc = tl.minimum(tl.maximum(t, 0), t_cap)
     back = tl.load(BACK + tc)
@@ -134,6 +146,8 @@ def _decode_partial_kernel(
         vb = tl.load(v_base + kidx[:, None] * svl + offs_d[None, :] * svd, mask=kin[:, None], other=0.0).to(tl.float32)
         acc = acc * alpha + tl.sum(p[:, None] * vb, axis=0)
         m_i = m_new
+    if GDC:  # the window's programs too: the scratch buffer may hold memory the search was still using
+        tl.extra.cuda.gdc_wait()
     slot = pid.to(tl.int64) * n_split + split
     pm, pl, pacc = _parts(PART, n_slots)
     tl.store(pm + slot, m_i)
@@ -176,10 +190,12 @@ def _merge(PM, PL, PACC, base, n_split, D: tl.constexpr, SB: tl.constexpr):
 @triton.jit
 def _decode_combine_kernel(
     ANCH, SCORE, PART, OUT, n_split, n_slots, n_pieces,
-    D: tl.constexpr, KSEL: tl.constexpr, KP: tl.constexpr, SB: tl.constexpr, NPP: tl.constexpr,
+    D: tl.constexpr, KSEL: tl.constexpr, KP: tl.constexpr, SB: tl.constexpr, NPP: tl.constexpr, GDC: tl.constexpr,
 ):
     """One program a row: each range's chunks merged, every span joined with the window, mixed by the gate (the
     softmax of the row's top-k scores); the window alone where the row has no span."""
+    if GDC:  # DECODE_PDL: launched while the partial kernel runs, it waits for its results
+        tl.extra.cuda.gdc_wait()
     row_all = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, KP)
     anchors, scores = _top_of_pieces(ANCH, SCORE, row_all, n_pieces, KSEL, KP, NPP)
@@ -215,11 +231,18 @@ def _key_split(tables: GeometryTables, t_bound: int, target: int) -> tuple[int, 
 
 def search_pieces(q_search, k, config: SuperlinearConfig, positions, first_real, t_bound: int):
     """The decode step's search: the candidates split into pieces of SEARCH_SPLIT anchors (4 under the interpreter),
-    searched in parallel with DECODE_SEARCH_TILE's tiling, their top-k lists left unmerged (`search_topk`)."""
+    searched in parallel with DECODE_SEARCH_TILE's tiling, their top-k lists left unmerged (`search_topk`); with
+    DECODE_PDL it lets the partial kernel start while it runs."""
     interp = interpreting()
     block_n, warps, stages = (None,) * 3 if interp or DECODE_SEARCH_TILE is None else DECODE_SEARCH_TILE
     return search_topk(q_search, k, config, positions, first_real, t_bound, block_n=block_n, num_warps=warps,
-                       num_stages=stages, split_candidates=4 if interp else SEARCH_SPLIT, merge=False)
+                       num_stages=stages, split_candidates=4 if interp else SEARCH_SPLIT, merge=False,
+                       launch_dependents=_pdl())
+
+
+def _pdl() -> bool:
+    """Whether this step launches with programmatic dependent launch (DECODE_PDL, never under the interpreter)."""
+    return DECODE_PDL and not interpreting()
 
 
 def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, first_real, scale):
@@ -245,16 +268,18 @@ def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, 
     part = torch.empty(n_slots * (dim + 2), dtype=torch.float32, device=q.device)
     out = torch.empty(batch, heads_q, len_q, dim, dtype=q.dtype, device=q.device)
     merge_block = 2 if interp else next_pow2(n_split)
+    pdl = _pdl()
+    launch = {"launch_pdl": True} if pdl else {}
     _decode_partial_kernel[(rows * (ksel + 1), n_split)](
         q, k, v, anchors, scores, positions, first_real, tables.spans.back, tables.spans.fwd, part,
         *q.stride(), *k.stride(), *v.stride(),
         heads_q, len_q, heads_q // heads_kv, tables.width, tables.capacity, chunk, n_split, n_slots, n_pieces, scale,
-        D=dim, BN=block, KSEL=ksel, KP=next_pow2(ksel), NPP=next_pow2(n_pieces),
-        num_warps=warps, num_stages=stages,
+        D=dim, BN=block, KSEL=ksel, KP=next_pow2(ksel), NPP=next_pow2(n_pieces), GDC=pdl,
+        num_warps=warps, num_stages=stages, **launch,
     )
     _decode_combine_kernel[(rows,)](
         anchors, scores, part, out, n_split, n_slots, n_pieces,
-        D=dim, KSEL=ksel, KP=next_pow2(ksel), SB=merge_block, NPP=next_pow2(n_pieces),
-        num_warps=1 if interp else 4,
+        D=dim, KSEL=ksel, KP=next_pow2(ksel), SB=merge_block, NPP=next_pow2(n_pieces), GDC=pdl,
+        num_warps=1 if interp else 4, **launch,
     )
     return out

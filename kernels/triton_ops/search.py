@@ -97,8 +97,10 @@ def _search_kernel(
     n_offsets, first_index, power, H_Q, H_KV, L_Q, G, per_split, n_splits, width, t_cap, pre_rows, margin,
     D: tl.constexpr, GP: tl.constexpr, BN: tl.constexpr, KSEL: tl.constexpr, KEEP: tl.constexpr, KP: tl.constexpr,
     PREC: tl.constexpr, UPCAST: tl.constexpr, WIDE: tl.constexpr, SPAN_MEAN: tl.constexpr, RESCORE: tl.constexpr,
-    RESCORE_ALL: tl.constexpr, DC: tl.constexpr, NOISE: tl.constexpr, HI_ONLY: tl.constexpr,
+    RESCORE_ALL: tl.constexpr, DC: tl.constexpr, NOISE: tl.constexpr, HI_ONLY: tl.constexpr, TRIGGER: tl.constexpr,
 ):
+    if TRIGGER:  # the kernel launched after this one (decode's partial kernel) may start now: see decode.DECODE_PDL
+        tl.extra.cuda.gdc_launch_dependents()
     row = tl.program_id(0)
     grp = tl.program_id(1)
     split = tl.program_id(2)
@@ -269,6 +271,7 @@ def search_topk(
     noise: float = 0.0,
     hi_only: bool = False,
     merge: bool = True,
+    launch_dependents: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Selected anchors (int32 [B, H_q, L_q, k], -1 = none) and their float32 scores (0 where none).
 
@@ -280,6 +283,8 @@ def search_topk(
     (anchors and scores [B, H_q, L_q, n_pieces * k], one piece's list after another, -1 = none): their top k
     by score, the earlier column first on equal scores (the stable sort's order), is the merged selection;
     a consumer that takes it inside its own kernel saves the merge's launches (the decode path does).
+    `launch_dependents=True` (a GPU only) lets a kernel launched next with programmatic dependent launch start
+    while this one runs; that kernel must wait (`gdc_wait`) before it reads what this one writes.
     `prefix`: `prefix.key_prefix(k, first_real)` for the "span_mean" key (built here when not given); block size,
     warps and stages default to `SEARCH_TILES` of the config's search key.
     "span_mean" only: `rescore=False` ranks by the products' scores alone and `margin` replaces the error bound
@@ -332,7 +337,7 @@ def search_topk(
         D=dim, GP=gp, BN=block_n, KSEL=ksel, KEEP=keep, KP=next_pow2(keep),
         PREC=dot_precision(q_search.dtype), UPCAST=interpreting() or q_search.dtype == torch.float32,
         WIDE=wide, SPAN_MEAN=span_mean, RESCORE=rescore, RESCORE_ALL=n_splits > 1, DC=min(dim, 32),
-        NOISE=float(noise), HI_ONLY=bool(hi_only),
+        NOISE=float(noise), HI_ONLY=bool(hi_only), TRIGGER=bool(launch_dependents) and not interpreting(),
         num_warps=warps if num_warps is None else num_warps, num_stages=stages if num_stages is None else num_stages,
     )
     if n_splits == 1 or not merge:
