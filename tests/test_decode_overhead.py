@@ -176,8 +176,8 @@ def test_decode_search_takes_its_own_tiling_when_set(stubbed, monkeypatch):
 
 def test_programmatic_dependent_launch_reaches_the_three_launches_when_set(stubbed, monkeypatch):
     """decode.DECODE_PDL: the search gives the go-ahead to the kernel after it (TRIGGER), the partial kernel and the
-    combine are launched with `launch_pdl` and wait inside (GDC); unset, or under the interpreter (which has no
-    such instruction), none of it."""
+    combine are launched with `launch_pdl` and wait inside (GDC); unset, on a GPU without it, or under the
+    interpreter (which has no such instruction), none of it."""
     from slkernels.triton_ops import decode, search
 
     metas = []
@@ -198,6 +198,8 @@ def test_programmatic_dependent_launch_reaches_the_three_launches_when_set(stubb
 
     assert step() == [False] * 5
     monkeypatch.setattr(decode, "DECODE_PDL", True)
+    assert step() == [False] * 5  # CPU tensors: no such launch
+    monkeypatch.setattr(decode, "_has_pdl", lambda device: True)
     assert step() == [True] * 5
     monkeypatch.setattr(decode, "interpreting", lambda: True)
     monkeypatch.setattr(search, "interpreting", lambda: True)

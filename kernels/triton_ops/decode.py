@@ -43,7 +43,7 @@ DECODE_SEARCH_TILE = None
 # Tiling of the partial kernel on a GPU: (keys per chunk of a range, about; keys per block; warps; pipeline stages).
 # `benchmarks/profile_passes.py --decode` times the alternatives of its VARIANTS["decode"] against it.
 DECODE_TILE = (128, 16, 1, 3)
-# Programmatic dependent launch (Hopper on, a GPU only): the search lets the partial kernel start while it runs, and
+# Programmatic dependent launch (on Hopper and later GPUs): the search lets the partial kernel start while it runs, and
 # the partial kernel lets the combine start; each waits (`gdc_wait`) before it reads what the one before wrote. The
 # window's programs need nothing from the search, so they read and attend their keys while the search runs and wait
 # only before they write. Off until measured on a GPU (`benchmarks/profile_passes.py --decode` times it).
@@ -237,12 +237,17 @@ def search_pieces(q_search, k, config: SuperlinearConfig, positions, first_real,
     block_n, warps, stages = (None,) * 3 if interp or DECODE_SEARCH_TILE is None else DECODE_SEARCH_TILE
     return search_topk(q_search, k, config, positions, first_real, t_bound, block_n=block_n, num_warps=warps,
                        num_stages=stages, split_candidates=4 if interp else SEARCH_SPLIT, merge=False,
-                       launch_dependents=_pdl())
+                       launch_dependents=_pdl(q_search.device))
 
 
-def _pdl() -> bool:
-    """Whether this step launches with programmatic dependent launch (DECODE_PDL, never under the interpreter)."""
-    return DECODE_PDL and not interpreting()
+def _pdl(device: torch.device) -> bool:
+    """Whether this step launches with programmatic dependent launch: DECODE_PDL, on a GPU that has it (never under
+    the interpreter)."""
+    return DECODE_PDL and not interpreting() and _has_pdl(device)
+
+
+def _has_pdl(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9  # Hopper and later
 
 
 def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, first_real, scale):
@@ -268,7 +273,7 @@ def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, 
     part = torch.empty(n_slots * (dim + 2), dtype=torch.float32, device=q.device)
     out = torch.empty(batch, heads_q, len_q, dim, dtype=q.dtype, device=q.device)
     merge_block = 2 if interp else next_pow2(n_split)
-    pdl = _pdl()
+    pdl = _pdl(q.device)
     launch = {"launch_pdl": True} if pdl else {}
     _decode_partial_kernel[(rows * (ksel + 1), n_split)](
         q, k, v, anchors, scores, positions, first_real, tables.spans.back, tables.spans.fwd, part,
