@@ -12,7 +12,7 @@ import torch
 from .errors import SlconvertError
 
 __all__ = ["FLOAT_DTYPES", "ALIASES", "SAFETENSORS_DTYPES", "SAFETENSORS_FLOATS", "parse_dtype", "safetensors_name",
-           "config_name", "element_bytes", "resolve_dtype"]
+           "config_name", "config_dtype", "element_bytes", "resolve_dtype"]
 
 # config.json name -> (torch dtype, safetensors name)
 FLOAT_DTYPES: dict[str, tuple[torch.dtype, str]] = {
@@ -39,6 +39,11 @@ SAFETENSORS_DTYPES: dict[str, tuple[torch.dtype, int]] = {
     "F8_E5M2": (torch.float8_e5m2, 1),
 }
 SAFETENSORS_FLOATS = tuple(name for _, name in FLOAT_DTYPES.values())
+
+
+def config_dtype(raw_config: dict) -> str | None:
+    """The dtype name a config.json records: `dtype` (transformers 5), else `torch_dtype` (earlier versions)."""
+    return raw_config.get("dtype") or raw_config.get("torch_dtype")
 
 
 def parse_dtype(name: str, *, also: tuple[str, ...] = ()) -> torch.dtype:

@@ -40,6 +40,17 @@ class _Launches:
         return lambda *args, **meta: self.log.append((self.name, grid))
 
 
+class _Options:
+    """Stands in for a Triton kernel: ``kernel[grid](*args, **meta)`` records the launch's keywords (constexprs and
+    launch options) in `metas`."""
+
+    def __init__(self, metas: list):
+        self.metas = metas
+
+    def __getitem__(self, grid):
+        return lambda *args, **meta: self.metas.append(meta)
+
+
 @pytest.fixture
 def stubbed(monkeypatch):
     """The decode path with its kernels recorded instead of run, its tables cache empty and its builds counted,
@@ -163,8 +174,7 @@ def test_decode_search_takes_its_own_tiling_when_set(stubbed, monkeypatch):
     from slkernels.triton_ops import decode, search
 
     metas = []
-    monkeypatch.setattr(search, "_search_kernel", type("Meta", (), {
-        "__getitem__": lambda self, grid: lambda *args, **meta: metas.append(meta)})())
+    monkeypatch.setattr(search, "_search_kernel", _Options(metas))
     cfg = SuperlinearConfig.released()
     q, k = _step(1, 32, 2, 65536, dim=128)
     positions, s0 = torch.tensor([65535]), torch.zeros(1, dtype=torch.int64)
@@ -181,10 +191,9 @@ def test_programmatic_dependent_launch_reaches_the_three_launches_when_set(stubb
     from slkernels.triton_ops import decode, search
 
     metas = []
-    recorder = type("Meta", (), {"__getitem__": lambda self, grid: lambda *args, **meta: metas.append(meta)})()
     for module, name in ((decode, "_decode_partial_kernel"), (decode, "_decode_combine_kernel"),
                          (search, "_search_kernel")):
-        monkeypatch.setattr(module, name, recorder)
+        monkeypatch.setattr(module, name, _Options(metas))
     cfg = SuperlinearConfig.released()
     q, k = _step(1, 32, 2, 65536, dim=128)
     positions, s0 = torch.tensor([65535]), torch.zeros(1, dtype=torch.int64)

@@ -136,8 +136,8 @@ def _worker() -> None:
 
 def _graph_replay(torch) -> dict[str, list]:
     """Decode steps on one static cache through `decode_graphs.replayed`, its CUDA graph stood in for by
-    `graph_standin`: per search key, (largest absolute difference
-    from the plain decode over five steps at moving positions and left padding, captures made)."""
+    `graph_standin`: per search key, (largest absolute difference from the plain decode over five steps at moving
+    positions and left padding, captures made)."""
     from graph_standin import standin_capture
     from slkernels import SuperlinearConfig, superlinear_attention
     from slkernels.triton_ops import decode_graphs

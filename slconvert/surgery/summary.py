@@ -9,7 +9,7 @@ from __future__ import annotations
 from slkernels import SuperlinearConfig
 
 from ..checkpoint import find_weights
-from ..dtypes import element_bytes
+from ..dtypes import config_dtype, element_bytes
 from ..model_card import attended_keys
 from .plan import open_source, select_layers
 
@@ -28,7 +28,7 @@ def summarize(model_dir, params: SuperlinearConfig, *, layers: str | None = None
     attention = source.attention_layers
     shape = source.attention_shape(attention[0])
     source.check_not_shared(converted)
-    dtype = str(source.raw_config.get("dtype") or source.raw_config.get("torch_dtype") or "bfloat16")
+    dtype = str(config_dtype(source.raw_config) or "bfloat16")
     dtype_bytes = element_bytes(dtype, 2)
     layer_rows = []
     for info in source.layers:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..dtypes import FLOAT_DTYPES
+from ..dtypes import FLOAT_DTYPES, config_dtype
 from ..errors import SlconvertError
 from ..router import ROUTER_ATTRIBUTE
 
@@ -66,8 +66,7 @@ def distill_teacher(path: Path, model, device: torch.device, sharded: bool):
                              "distill_weight=0")
     with torch.device(device):
         teacher = load_dense(path)
-    raw = json.loads((path / "config.json").read_text())
-    stored = FLOAT_DTYPES.get(raw.get("dtype") or raw.get("torch_dtype"), (torch.float32,))[0]
+    stored = FLOAT_DTYPES.get(config_dtype(json.loads((path / "config.json").read_text())), (torch.float32,))[0]
     if stored in (torch.bfloat16, torch.float16):
         teacher = teacher.to(stored)
     vocab, mine = teacher.get_output_embeddings().weight.shape[0], model.get_output_embeddings().weight.shape[0]
