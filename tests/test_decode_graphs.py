@@ -81,14 +81,14 @@ def test_cpu_tensors_are_never_captured():
     assert decode_graphs._eager_only(torch.device("cpu"))
 
 
-def test_the_environment_turns_it_on_for_a_whole_process():
-    """SLKERNELS_GRAPH_DECODE=1 turns the replay on from the start (e.g. for a whole GPU test run); anything else
-    leaves it off."""
+def test_the_environment_turns_it_off_for_a_whole_process():
+    """The replay is on by default; SLKERNELS_GRAPH_DECODE=0 turns it off from the start (e.g. to time or debug the
+    launched step in a whole program), any other value leaves it on."""
     import subprocess
     import sys
 
     code = "from slkernels.triton_ops import decode_graphs; print(decode_graphs.GRAPH_DECODE)"
-    for value, expected in (("1", "True"), ("0", "False"), (None, "False")):
+    for value, expected in (("1", "True"), ("0", "False"), (None, "True")):
         env = {k: v for k, v in os.environ.items() if k != "SLKERNELS_GRAPH_DECODE"}
         if value is not None:
             env["SLKERNELS_GRAPH_DECODE"] = value

@@ -46,7 +46,8 @@ DECODE_TILE = (128, 16, 1, 3)
 # Programmatic dependent launch (on Hopper and later GPUs): the search lets the partial kernel start while it runs, and
 # the partial kernel lets the combine start; each waits (`gdc_wait`) before it reads what the one before wrote. The
 # window's programs need nothing from the search, so they read and attend their keys while the search runs and wait
-# only before they write. Off until measured on a GPU (`benchmarks/profile_passes.py --decode` times it).
+# only before they write. Off: exact on an H200 but 33 / 49 / 134 us per step against 37 / 49 / 128 us plain at 16K /
+# 64K / 1M released (benchmarks/results/decode-pdl-h200-2026-12-01/; `profile_passes.py --decode` times it).
 DECODE_PDL = False
 _INTERPRETER_TILE = (16, 16, 1, 1)  # tiny shapes under TRITON_INTERPRET: several chunks and blocks per range
 

@@ -29,11 +29,10 @@ __all__ = ["replayed", "GRAPH_DECODE", "MAX_GRAPHS"]
 # Replay eager decode steps from CUDA graphs on a static cache; off: every step launches its kernels. On an H200
 # (benchmarks/results/decode-graphs-h200-2026-12-01/) replaying gave the plain step's output to the bit and cut the
 # eager step from 236 / 331 / 299 us to 176 / 166 / 219 us at 16K / 64K / 1M keys (synchronised after each call).
-# Opt-in: with it on by default, tests/test_surgery_attention.py's static-cache generate of the Gated DeltaNet model
-# on the GPU (which transformers compiles, with CUDA graphs of its own) failed, for a reason not yet known (that
-# test was not run with the switch off on that machine). Set it here, or start the process with
-# SLKERNELS_GRAPH_DECODE=1.
-GRAPH_DECODE = os.environ.get("SLKERNELS_GRAPH_DECODE") == "1"
+# On by default since the GPU tests of generation, decode and caches passed with it on
+# (benchmarks/results/decode-pdl-h200-2026-12-01/). Turn it off here, or start the process with
+# SLKERNELS_GRAPH_DECODE=0.
+GRAPH_DECODE = os.environ.get("SLKERNELS_GRAPH_DECODE", "1") != "0"
 # Keys remembered (each with its graph and static buffers once captured): several per layer of a model.
 MAX_GRAPHS = 256
 
