@@ -1,8 +1,7 @@
 """Where the time goes: each pass of the Triton forward/backward timed on its own (CUDA events).
 
     python benchmarks/profile_passes.py [released|balanced ...] [LENGTH ...] [--plain-loads] [--forward]
-                                        [--span-mean] [--decode] [--screen]
-                                        (default: both settings at 65536 and 262144)
+                                        [--span-mean] [--decode]  (default: both settings at 65536 and 262144)
 Each attention and dk/dv pass is also timed under several tilings. Also prints the tile efficiency of the
 span and window entry lists: attended keys over keys walked (a tile walks the union of its entries'
 ranges). `--plain-loads` reads K/V without tensor descriptors, for a per-pass before/after; `--forward` stops
@@ -12,10 +11,7 @@ and dense SDPA over every key, against the time to read the keys and values the 
 bandwidth; then the two kernels under each tiling of VARIANTS["decode"], the whole step under each search split
 of VARIANTS["decode search"], the search under each tiling of VARIANTS["decode search tile"] and the whole step
 with its kernels chained by programmatic dependent launch (VARIANTS["decode pdl"]), each with the largest
-difference from the default's output (the search's: its scores). `--screen` times the span-mean search's screening
-(search.SCREEN_FROM) against the exact span-mean search and the anchor key's, under each tiling of
-VARIANTS["screen"], with the rows whose selection differs from the exact search's and the programs it left to its
-second launch; then the whole forward (no gradient) with each search.
+difference from the default's output (the search's: its scores).
 """
 
 from __future__ import annotations
@@ -53,8 +49,6 @@ VARIANTS = {
     "decode search tile": [(16, 1, 2), (64, 1, 2), (32, 2, 2), (64, 2, 2), (32, 4, 2), (128, 4, 2), (32, 1, 1)],
     # decode's three kernels chained by programmatic dependent launch (decode.DECODE_PDL), timed as the whole step
     "decode pdl": [True],
-    # the span-mean screening search's loop: (anchors per block, warps, stages) (search.SCREEN_TILE)
-    "screen": [(16, 1, 2), (32, 2, 2), (64, 1, 2), (64, 2, 2), (32, 1, 3)],
 }
 
 
@@ -223,39 +217,6 @@ def profile_decode(name: str, cfg: SuperlinearConfig, length: int, bandwidth_gbs
                 print(f"  {label.format(value):44} {_graph_ms(f)}  (max |diff| {diff:.1e})", flush=True)
 
 
-def profile_screen(name: str, cfg: SuperlinearConfig, length: int) -> None:
-    """The span-mean search by screening against the exact one and the anchor key's (module docstring)."""
-    from slkernels.triton_ops import search
-    from slkernels.triton_ops.prefix import key_prefix
-
-    print(f"{name} L={length} on {torch.cuda.get_device_name()}: span-mean screening")
-    q, k, v, qs, pos, s0 = inputs(length)
-    k = (k + 1.5).to(k.dtype)  # a common part, as a trained layer's keys have (the sums are centred)
-    scale = 128 ** -0.5
-    mean = dataclasses.replace(cfg, search_key="span_mean")
-    anchor_cfg = dataclasses.replace(cfg, search_key="anchor")
-    timed("search, anchor key", lambda: search_topk(qs, k, anchor_cfg, pos, s0, length))
-    prefix = timed("key_prefix (running sums)", lambda: key_prefix(k, s0))
-    exact = timed("search, span mean, exact", lambda: search_topk(qs, k, mean, pos, s0, length, prefix=prefix,
-                                                                  screen=False))
-    timed("search, span mean, hi parts only (timing)", lambda: search_topk(qs, k, mean, pos, s0, length, prefix=prefix,
-                                                                           hi_only=True, screen=False))
-    for tile in [search.SCREEN_TILE] + VARIANTS["screen"]:
-        stats = {}
-        with mock.patch.object(search, "SCREEN_TILE", tile):
-            got = timed(f"search, span mean, screening {tile}", lambda stats=stats: search_topk(
-                qs, k, mean, pos, s0, length, prefix=prefix, screen=True, stats=stats))
-        same = got[0].sort(-1).values == exact[0].sort(-1).values
-        print(f"    rows with other anchors {int((~same).any(-1).sum())} of {same.shape[1] * same.shape[2]}; "
-              f"max |score diff| {float((got[1] - exact[1]).abs().max()):.1e}; "
-              f"programs left to the second launch {int(stats['flagged'])} of {length * 2}", flush=True)
-    for label, c, screen_from in (("anchor key", anchor_cfg, None), ("span mean, exact search", mean, None),
-                                  ("span mean, screening search", mean, 0)):
-        with mock.patch.object(search, "SCREEN_FROM", screen_from):
-            timed(f"whole forward, no gradient, {label}", lambda c=c: fn.forward_pass(
-                q, k, v, qs, c, pos, s0, scale, length, False))
-
-
 def _graph_ms(f) -> str:
     ms = measure_graph(f)
     return "not capturable" if ms is None else f"{ms:9.3f} ms"
@@ -272,9 +233,7 @@ def main() -> None:
             cfg = dataclasses.replace(cfg, search_key="span_mean")
             name = f"{name}, span_mean"
         for length in lengths:
-            if "--screen" in sys.argv:
-                profile_screen(name, cfg, length)
-            elif "--decode" in sys.argv:
+            if "--decode" in sys.argv:
                 profile_decode(name, cfg, length)
             else:
                 profile_one(name, cfg, length, forward_only="--forward" in sys.argv)

@@ -372,39 +372,6 @@ def test_span_mean_forward_long_sampled_rows(cfg_name, length):
     assert torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("cfg_name", ["small", "balanced", "released"])
-@pytest.mark.parametrize("length", [16384, 262144])
-def test_span_mean_screening_search_selects_the_exact_searchs_anchors(cfg_name, length):
-    """The screening search (search.SCREEN_FROM: the hi parts of the sums, what it keeps rescored, a second launch
-    for the programs it cannot settle) at the benchmark shape in bf16, two rows, one left-padded: every row's set
-    of anchors is the exact search's, its scores within 1e-5, and few programs go to the second launch."""
-    from slkernels.triton_ops import search
-    from slkernels.triton_ops.prefix import key_prefix
-
-    cfg = MEAN[cfg_name]
-    q, k, v, qs = _make_mean(2, 32, 2, length, length, 128, torch.bfloat16)
-    pos = torch.arange(length, device="cuda")
-    s0 = torch.tensor([0, length // 3], device="cuda")
-    prefix = key_prefix(k, s0)
-    exact = search.search_topk(qs, k, cfg, pos, s0, length, prefix=prefix, screen=False)
-    stats = {}
-    screened = search.search_topk(qs, k, cfg, pos, s0, length, prefix=prefix, screen=True, stats=stats)
-    other = (screened[0].sort(-1).values != exact[0].sort(-1).values).any(-1)
-    assert int(other.sum()) == 0
-    assert float((screened[1] - exact[1]).abs().max()) <= 1e-5 * float(exact[1].abs().max())
-    assert int(stats["flagged"]) < 0.05 * 2 * 2 * length, int(stats["flagged"])
-
-
-@pytest.mark.parametrize("cfg_name", ["balanced", "released"])
-def test_span_mean_forward_with_the_screening_search(monkeypatch, cfg_name):
-    """The whole forward with the screening search, at 65536 in bf16, against the float64 reference on sampled
-    rows."""
-    from slkernels.triton_ops import search
-
-    monkeypatch.setattr(search, "SCREEN_FROM", 0)
-    test_span_mean_forward_long_sampled_rows(cfg_name, 65536)
-
-
 def test_span_mean_chunked_prefill_matches_whole():
     _check_chunked_prefill(MEAN["small"], _make_mean, torch.bfloat16)
 

@@ -7,8 +7,7 @@ interpreter cannot run bf16 ``tl.dot``), but they cover every indexing path: GQA
 that are not multiples of any tile, several length buckets, left padding, prefill chunks at any
 cache_position, W = 0, the decode path with several key splits, and gradients of q, k, v, q_search; for both
 search keys ("span_mean" cases: GQA 1:1, 2:1 and 16:1, odd lengths, padding, chunks, decode, strided inputs,
-gradients, keys with a large common mean, fp16 products in the search, the screening search, and the running sums
-at 1M tokens).
+gradients, keys with a large common mean, fp16 products in the search, and the running sums at 1M tokens).
 Outputs are allocated in NaN-poisoned memory, so a row the kernels never write fails. Inputs come from fixed
 seeds (one per case, reported on failure), so a failure reproduces.
 """
@@ -51,10 +50,7 @@ CASES = {
     "mean_decode_rows_at_positions": (MEAN, 2, 4, 1, 3, 90, 16, 7, (10, 55, 89), "float32", False),
     "mean_strided_custom_scale": (MEAN, 2, 4, 2, 30, 30, 16, 4, None, "float32", True),
     "mean_long_ranges": (dict(LONG, search_key="span_mean"), 1, 4, 1, 101, 101, 16, 0, None, "float32", True),
-    # the screening search (search.SCREEN_FROM = 0 for this case), with padding, GQA and gradients
-    "mean_screened_padding": (MEAN, 2, 4, 2, 39, 39, 16, 5, None, "float32", True),
 }
-SCREENED = {"mean_screened_padding"}
 STRIDED = {"strided_custom_scale": 0.37, "mean_strided_custom_scale": 0.37}  # case -> softmax scale, transposed storage
 # Keys of a trained layer share a large common part; the span-mean cases add one (the kernels centre the sums).
 KEY_OFFSET = {name: 2.0 for name, case in CASES.items() if case[0].get("search_key") == "span_mean"}
@@ -81,11 +77,9 @@ def _worker() -> None:
     import slkernels
     from slkernels import SuperlinearConfig, superlinear_attention
     from slkernels.naive import dense_causal, naive_superlinear_attention
-    from slkernels.triton_ops import search
 
-    results, screen_from = {}, search.SCREEN_FROM
+    results = {}
     for name, (cfg_kw, batch, hq, hkv, lq, lkv, dim, pad, cpos, dtype_name, grad) in CASES.items():
-        search.SCREEN_FROM = 0 if name in SCREENED else screen_from
         seed = zlib.crc32(name.encode())  # fixed per case, reported on failure
         torch.manual_seed(seed)
         cfg = SuperlinearConfig(**cfg_kw)
@@ -126,7 +120,6 @@ def _worker() -> None:
             for label, mine, theirs in zip(("dq", "dk", "dv", "dq_search"), ins, refs):
                 errs[label] = rel(mine.grad, theirs.grad)
         results[name] = errs
-    search.SCREEN_FROM = screen_from
     results["_backends"] = slkernels.available_backends()
     results["_two_walk_backward"] = _two_walk_backward(torch, SuperlinearConfig(**SMALL))
     results["_search_ties"] = _search_ties(torch, SuperlinearConfig(**SMALL))
@@ -258,38 +251,8 @@ def _span_mean_fp16_products(torch, cfg) -> dict[str, float]:
         got["hi_only_score_error"] = float(((scores[0].double() - exact).abs() * ok).max() / (exact.abs() * ok).max())
         got["hi_only_wrong_sets"] = int((anchors[..., :n].long().sort(-1).values != expected.sort(-1).values)
                                         .any(-1).sum())
-        got.update(_screening(torch, search, qs, k, cfg, pos, s0, length, expected, n))
     finally:
         search.interpreting = interpreting
-    return got
-
-
-def _screening(torch, search, qs, k, cfg, pos, s0, length, expected, n) -> dict[str, float]:
-    """The screening search (hi parts, SCREEN_EXTRA kept, a second launch for the programs it cannot settle) against
-    the float64 reference's routing; then with every screening score off by up to its own bound (`noise`, the
-    bound raised to 2^-4 so that the error swaps candidates), with and without the second launch."""
-    got, saved = {}, (search.SCREEN_MARGIN, search._search_flagged_kernel)
-
-    def run(**kw):
-        stats = {}
-        anchors, scores = search.search_topk(qs, k, cfg, pos, s0, length, block_n=16, screen=True, stats=stats, **kw)
-        wrong = anchors[..., :n].long() != expected
-        return int(wrong.any(-1).sum()) + int((anchors[..., n:] >= 0).sum()), int(stats["flagged"]), scores
-
-    class Skipped:  # the second launch left out
-        def __getitem__(self, grid):
-            return lambda *args, **kw: None
-
-    try:
-        got["screened_wrong_rows"], got["screened_flagged"], scores = run()
-        exact = search.search_topk(qs, k, cfg, pos, s0, length, block_n=16, screen=False)[1]
-        got["screened_score_error"] = float((scores - exact).abs().max() / exact.abs().max())
-        search.SCREEN_MARGIN = 2.0**-4
-        got["noisy_wrong_rows"], got["noisy_flagged"], _ = run(noise=1.0)
-        search._search_flagged_kernel = Skipped()
-        got["noisy_wrong_rows_without_second_launch"] = run(noise=1.0)[0]
-    finally:
-        search.SCREEN_MARGIN, search._search_flagged_kernel = saved
     return got
 
 
@@ -493,18 +456,6 @@ def test_span_mean_search_in_fp16_products(interpreted):
     # the selection mostly, not always, holds (4 heads x 120 rows)
     assert got["hi_only_score_error"] > 10 * got["score_error"], got
     assert got["hi_only_wrong_sets"] < 120, got
-
-
-def test_span_mean_screening_search_keeps_the_exact_selection(interpreted):
-    """The screening search (search.SCREEN_FROM) scores from the hi parts alone, rescores what it keeps and leaves
-    to a second launch every program where a dropped candidate's bound reaches the k-th exact score: its selection
-    is the exact one. With screening scores off by up to their bound, the screening alone selects wrongly and the
-    second launch restores the exact selection."""
-    got = interpreted["_span_mean_fp16_products"]
-    assert got["screened_wrong_rows"] == 0, got
-    assert got["screened_score_error"] < 1e-6, got  # every selected score comes from all three parts
-    assert got["noisy_wrong_rows_without_second_launch"] >= 3, got  # measured: 9 of 480
-    assert got["noisy_wrong_rows"] == 0 and got["noisy_flagged"] > got["screened_flagged"], got
 
 
 def test_span_mean_sums_accurate_at_a_million_tokens(interpreted):

@@ -49,20 +49,6 @@ SEARCH_TILES = {"anchor": (32, 1, 2), "span_mean": (16, 1, 2)}
 # |P[lo]|) / n, for D <= 128 (twice that for D = 256): the sums' 22 bits (2^-22) plus a float32 accumulator rounded
 # or truncated once per step of 4 to 16 products (below about 2^-16 at D = 128); 2^-14 leaves a factor of four.
 RESCORE_MARGIN = 2.0**-14
-# Screening (docs/semantics.md, "The span-mean search at 256K"): "span_mean" searches whose rows reach t_bound >=
-# SCREEN_FROM score every candidate from the `hi` parts of both ends alone (two 16-bit rows, half the bytes and
-# products), keep SCREEN_EXTRA candidates beyond the k, rescore those from all three parts, and list the programs
-# where a dropped candidate could still rank in the top k for a second launch without screening. None: never.
-SCREEN_FROM: int | None = None
-SCREEN_EXTRA = 5
-SCREEN_TILE = (32, 1, 2)  # (anchors per block, warps, stages) of the screening loop on a GPU
-# A candidate's exact score is within SCREEN_MARGIN |q_search| (|P[hi + 1]| + |P[lo]| + SCREEN_FLOOR) / n of its
-# score from the `hi` parts: each part is its value rounded to float16 (2^-11 relative; SCREEN_FLOOR, in the
-# sums' scaled units, covers float16's subnormals), with a quarter more for the float32 products of both.
-SCREEN_MARGIN = 1.25 * 2.0**-11
-SCREEN_FLOOR = tl.constexpr(2.0**-9)
-# Programs of the second launch, each taking the listed programs in turn (fewer under the interpreter).
-FLAGGED_PROGRAMS = 1024
 
 
 @triton.jit
@@ -104,19 +90,20 @@ def _noise(anchor, heads):
 
 
 @triton.jit
-def _search_program(
-    row, grp, split,
-    QS, K, PRE, THIRD, SCALE, CENTER, NORM, BACK, FWD, OFFS, POS, S0, ANCH, SCORE, FLAGGED, N_FLAGGED,
+def _search_kernel(
+    QS, K, PRE, THIRD, SCALE, CENTER, NORM, BACK, FWD, OFFS, POS, S0, ANCH, SCORE,
     sqb, sqh, sql, sqd,
     skb, skh, skl, skd,
     n_offsets, first_index, power, H_Q, H_KV, L_Q, G, per_split, n_splits, width, t_cap, pre_rows, margin,
-    screen_margin,
     D: tl.constexpr, GP: tl.constexpr, BN: tl.constexpr, KSEL: tl.constexpr, KEEP: tl.constexpr, KP: tl.constexpr,
     PREC: tl.constexpr, UPCAST: tl.constexpr, WIDE: tl.constexpr, SPAN_MEAN: tl.constexpr, RESCORE: tl.constexpr,
-    RESCORE_ALL: tl.constexpr, DC: tl.constexpr, NOISE: tl.constexpr, HI_ONLY: tl.constexpr, SCREEN: tl.constexpr,
+    RESCORE_ALL: tl.constexpr, DC: tl.constexpr, NOISE: tl.constexpr, HI_ONLY: tl.constexpr, TRIGGER: tl.constexpr,
 ):
-    """The search of one query row, one kv head and one piece of the candidates (module docstring); with SCREEN
-    the screening search of "span_mean" (`search_topk`), which lists the programs it cannot settle in FLAGGED."""
+    if TRIGGER:  # the kernel launched after this one (decode's partial kernel) may start now: see decode.DECODE_PDL
+        tl.extra.cuda.gdc_launch_dependents()
+    row = tl.program_id(0)
+    grp = tl.program_id(1)
+    split = tl.program_id(2)
     b = grp // H_KV
     kv = grp % H_KV
     pos = tl.load(POS + row).to(tl.int32)
@@ -158,9 +145,6 @@ def _search_program(
     best_v = tl.where(cols[None, :] < KEEP, float("-inf"), float("inf")) + tl.zeros([GP, KP], tl.float32)
     best_i = tl.full([GP, KP], -1, tl.int32)
     kth = tl.full([GP], float("-inf"), tl.float32)  # smallest kept score per head
-    if SCREEN:  # bounds of the exact scores: of each kept candidate, and the largest of every candidate dropped
-        best_u = tl.full([GP, KP], float("-inf"), tl.float32)
-        dropped = tl.full([GP], float("-inf"), tl.float32)
     # Offsets are sorted: the ones this row can reach are a prefix of the table, so validity is an index test.
     first = split * per_split
     last = tl.minimum(_count_reachable(OFFS, n_offsets, t, first_index, power), first + per_split)
@@ -178,16 +162,11 @@ def _search_program(
             # hi parts of both ends, then lo parts, into one float32 accumulator
             s = tl.dot(q_op, tl.load(end_ptr).to(q_op.dtype), input_precision=PREC)
             s = tl.dot(neg_q_op, tl.load(start_ptr).to(q_op.dtype), s, input_precision=PREC)
-            if not (HI_ONLY or SCREEN):  # the hi parts alone: screening (SCREEN), or its bare loop (HI_ONLY, timing)
+            if not HI_ONLY:  # HI_ONLY (timing of a screening loop, docs/semantics.md): the hi parts alone
                 s = tl.dot(q_op, tl.load(end_ptr + D).to(q_op.dtype), s, input_precision=PREC)
                 s = tl.dot(neg_q_op, tl.load(start_ptr + D).to(q_op.dtype), s, input_precision=PREC)
             s = s * q_unscale[:, None] * col_scale[None, :]
-            if SCREEN:  # the exact score is within e of s: the hi parts miss at most 2^-11 of each end's norm
-                ends = tl.load(n_base + end_row) + tl.load(n_base + start_row) + SCREEN_FLOOR
-                e = screen_margin * q_norm[:, None] * (ends * col_scale)[None, :]
-                if NOISE > 0.0:  # tests: an error of up to NOISE times that bound, which the screening must undo
-                    s += NOISE * e * _noise(anchor, heads)
-            elif NOISE > 0.0:  # tests: an error of up to NOISE times the bound that the rescoring below assumes
+            if NOISE > 0.0:  # tests: an error of up to NOISE times the bound that the rescoring below assumes
                 bound = (tl.load(n_base + end_row) + tl.load(n_base + start_row)) * col_scale
                 s += NOISE * margin * q_norm[:, None] * bound[None, :] * _noise(anchor, heads)
         else:
@@ -201,8 +180,6 @@ def _search_program(
             s = tl.dot(qs, kt, input_precision=PREC)
         # (padding heads score 0 everywhere and are never stored, so only columns need masking)
         s = tl.where((n0 + block_cols < last)[None, :], s, float("-inf"))
-        if SCREEN:
-            ub = s + e  # a bound of the exact score (-inf where s is)
         # Insert the block's maximum into every head whose smallest kept score it beats, until no head has such a
         # candidate left: late in a row most blocks need no round or one, instead of KEEP merge rounds. Columns
         # hold decreasing anchors, so the first column among equal scores is the larger anchor, and keeping
@@ -217,20 +194,14 @@ def _search_program(
                 low = tl.min(tl.where(best_v == kth[:, None], best_i, 2147483647), axis=1)
                 c = tl.min(tl.where((best_v == kth[:, None]) & (best_i == low[:, None]), cols[None, :], KP), axis=1)
                 slot = take[:, None] & (cols[None, :] == c[:, None])
-                if SCREEN:  # the evicted candidate is dropped; the inserted one's bound is kept with it
-                    dropped = tl.maximum(dropped, tl.max(tl.where(slot, best_u, float("-inf")), axis=1))
-                    u1 = tl.max(tl.where(block_cols[None, :] == c1[:, None], ub, float("-inf")), axis=1)
-                    best_u = tl.where(slot, u1[:, None], best_u)
                 best_v = tl.where(slot, m1[:, None], best_v)
                 best_i = tl.where(slot, i1[:, None], best_i)
                 s = tl.where(take[:, None] & (block_cols[None, :] == c1[:, None]), float("-inf"), s)
                 kth = tl.min(best_v, axis=1)
                 m1 = tl.max(s, axis=1)
-        if SCREEN:  # the block's candidates not inserted (inserted ones now score -inf in s)
-            dropped = tl.maximum(dropped, tl.max(tl.where(s > float("-inf"), ub, float("-inf")), axis=1))
 
     if SPAN_MEAN:
-        if RESCORE or SCREEN:
+        if RESCORE:
             # A head's selection can only change where its k-th and (k+1)-th kept scores lie within the products'
             # error bound of each other; there (or everywhere, with RESCORE_ALL: split pieces are merged by score)
             # the kept candidates are scored again from all three parts of the sums (module docstring).
@@ -238,16 +209,15 @@ def _search_program(
             lo_k, hi_k = span_range(tl.where(live, best_i, pos - width), back, fwd, s0, pos, width)
             end_k, start_k = _sum_rows(lo_k, hi_k, WIDE)
             scale_k = inv_scale / tl.maximum(hi_k - lo_k + 1, 1).to(tl.float32)  # [GP, KP]
-            if RESCORE_ALL or SCREEN:  # (SCREEN: every kept candidate, so that the top k are ranked exactly)
+            norms = tl.load(n_base + end_k, mask=live, other=0.0) + tl.load(n_base + start_k, mask=live, other=0.0)
+            err = tl.max(margin * q_norm[:, None] * norms * scale_k, axis=1)  # [GP]: bound of a kept score's error
+            v_low = tl.min(best_v, axis=1)  # the (k+1)-th kept score (padding columns hold +inf)
+            c_low = tl.min(tl.where(best_v == v_low[:, None], cols[None, :], KP), axis=1)
+            v_kth = tl.min(tl.where(cols[None, :] == c_low[:, None], float("inf"), best_v), axis=1)  # the k-th
+            gap = v_kth - tl.maximum(v_low, -3.0e38)  # (no inf - inf)
+            redo = hmask & (gap <= 2.0 * err) & (v_low > float("-inf"))
+            if RESCORE_ALL:
                 redo = hmask
-            else:
-                norms = tl.load(n_base + end_k, mask=live, other=0.0) + tl.load(n_base + start_k, mask=live, other=0.0)
-                err = tl.max(margin * q_norm[:, None] * norms * scale_k, axis=1)  # [GP]: bound of a score's error
-                v_low = tl.min(best_v, axis=1)  # the (k+1)-th kept score (padding columns hold +inf)
-                c_low = tl.min(tl.where(best_v == v_low[:, None], cols[None, :], KP), axis=1)
-                v_kth = tl.min(tl.where(cols[None, :] == c_low[:, None], float("inf"), best_v), axis=1)  # the k-th
-                gap = v_kth - tl.maximum(v_low, -3.0e38)  # (no inf - inf)
-                redo = hmask & (gap <= 2.0 * err) & (v_low > float("-inf"))
             if tl.max(redo.to(tl.int32), axis=0) > 0:
                 for j in tl.static_range(KEEP):
                     pick = cols[None, :] == j
@@ -274,11 +244,6 @@ def _search_program(
         out_i = tl.where(cols[None, :] == j, tl.where(m == float("-inf"), -1, top)[:, None], out_i)
         best_v = tl.where((best_v == m[:, None]) & (best_i == top[:, None]), float("-inf"), best_v)
 
-    if SCREEN:  # settled where the k-th exact score is above every dropped candidate's bound; else searched again
-        kth_exact = tl.max(tl.where(cols[None, :] == KSEL - 1, out_v, float("-inf")), axis=1)  # -inf: fewer kept
-        settled = (dropped == float("-inf")) | (kth_exact > dropped)
-        if tl.max((hmask & (settled == 0)).to(tl.int32), axis=0) > 0:
-            tl.store(FLAGGED + tl.atomic_add(N_FLAGGED, 1), grp * L_Q + row)
     if SPAN_MEAN:  # scores were ranked without the row's common term q_search . center; add it back
         out_v = out_v + q_center[:, None]
     out_row = (((b * H_Q + h).to(tl.int64) * L_Q + row) * n_splits + split) * KSEL
@@ -286,56 +251,6 @@ def _search_program(
     omask = hmask[:, None] & (cols[None, :] < KSEL)
     tl.store(ANCH + out_ptr, out_i, mask=omask)
     tl.store(SCORE + out_ptr, tl.where(out_i >= 0, out_v, 0.0), mask=omask)
-
-
-@triton.jit
-def _search_kernel(
-    QS, K, PRE, THIRD, SCALE, CENTER, NORM, BACK, FWD, OFFS, POS, S0, ANCH, SCORE, FLAGGED, N_FLAGGED,
-    sqb, sqh, sql, sqd,
-    skb, skh, skl, skd,
-    n_offsets, first_index, power, H_Q, H_KV, L_Q, G, per_split, n_splits, width, t_cap, pre_rows, margin,
-    screen_margin,
-    D: tl.constexpr, GP: tl.constexpr, BN: tl.constexpr, KSEL: tl.constexpr, KEEP: tl.constexpr, KP: tl.constexpr,
-    PREC: tl.constexpr, UPCAST: tl.constexpr, WIDE: tl.constexpr, SPAN_MEAN: tl.constexpr, RESCORE: tl.constexpr,
-    RESCORE_ALL: tl.constexpr, DC: tl.constexpr, NOISE: tl.constexpr, HI_ONLY: tl.constexpr, SCREEN: tl.constexpr, TRIGGER: tl.constexpr,
-):
-    """One program per (query row, batch row and kv head, piece of the candidates)."""
-    if TRIGGER:  # the kernel launched after this one (decode's partial kernel) may start now: see decode.DECODE_PDL
-        tl.extra.cuda.gdc_launch_dependents()
-    _search_program(
-        tl.program_id(0), tl.program_id(1), tl.program_id(2),
-        QS, K, PRE, THIRD, SCALE, CENTER, NORM, BACK, FWD, OFFS, POS, S0, ANCH, SCORE, FLAGGED, N_FLAGGED,
-        sqb, sqh, sql, sqd, skb, skh, skl, skd,
-        n_offsets, first_index, power, H_Q, H_KV, L_Q, G, per_split, n_splits, width, t_cap, pre_rows, margin,
-        screen_margin, D, GP, BN, KSEL, KEEP, KP, PREC, UPCAST, WIDE, SPAN_MEAN, RESCORE, RESCORE_ALL, DC, NOISE,
-        HI_ONLY, SCREEN,
-    )
-
-
-@triton.jit
-def _search_flagged_kernel(
-    QS, K, PRE, THIRD, SCALE, CENTER, NORM, BACK, FWD, OFFS, POS, S0, ANCH, SCORE, FLAGGED, N_FLAGGED,
-    sqb, sqh, sql, sqd,
-    skb, skh, skl, skd,
-    n_offsets, first_index, power, H_Q, H_KV, L_Q, G, per_split, n_splits, width, t_cap, pre_rows, margin,
-    screen_margin,
-    D: tl.constexpr, GP: tl.constexpr, BN: tl.constexpr, KSEL: tl.constexpr, KEEP: tl.constexpr, KP: tl.constexpr,
-    PREC: tl.constexpr, UPCAST: tl.constexpr, WIDE: tl.constexpr, SPAN_MEAN: tl.constexpr, RESCORE: tl.constexpr,
-    RESCORE_ALL: tl.constexpr, DC: tl.constexpr, NOISE: tl.constexpr, HI_ONLY: tl.constexpr, SCREEN: tl.constexpr,
-):
-    """The programs that a screening search listed in FLAGGED (``grp * L_Q + row``; N_FLAGGED of them), searched
-    again without screening, each by one of this launch's programs in turn (the launch's size does not depend
-    on how many were listed, which the host never reads)."""
-    for i in range(tl.program_id(0), tl.load(N_FLAGGED), tl.num_programs(0)):
-        code = tl.load(FLAGGED + i)
-        _search_program(
-            code % L_Q, code // L_Q, 0,
-            QS, K, PRE, THIRD, SCALE, CENTER, NORM, BACK, FWD, OFFS, POS, S0, ANCH, SCORE, FLAGGED, N_FLAGGED,
-        sqb, sqh, sql, sqd, skb, skh, skl, skd,
-        n_offsets, first_index, power, H_Q, H_KV, L_Q, G, per_split, n_splits, width, t_cap, pre_rows, margin,
-        screen_margin, D, GP, BN, KSEL, KEEP, KP, PREC, UPCAST, WIDE, SPAN_MEAN, RESCORE, RESCORE_ALL, DC, NOISE,
-        HI_ONLY, SCREEN,
-        )
 
 
 def search_topk(
@@ -357,8 +272,6 @@ def search_topk(
     hi_only: bool = False,
     merge: bool = True,
     launch_dependents: bool = False,
-    screen: bool | None = None,
-    stats: dict | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Selected anchors (int32 [B, H_q, L_q, k], -1 = none) and their float32 scores (0 where none).
 
@@ -379,10 +292,6 @@ def search_topk(
     error of up to `noise` times that bound, which the rescoring must undo. `hi_only=True` (timing only: the
     selection is not exact) scores from the `hi` parts of the sums alone and does not rescore: the block loop of
     the screening search that docs/semantics.md proposes, to be timed before it is built.
-    `screen`: search "span_mean" by screening (`SCREEN_FROM`; None: when t_bound >= SCREEN_FROM, one piece, with
-    the rescoring): the same selection, in two launches; `noise` then perturbs the screening's scores by up to
-    `noise` times its own bound. `stats` (tests) receives "flagged", the device count of programs the screening
-    left to the second launch.
     """
     batch, heads_q, len_q, dim = q_search.shape
     heads_kv = k.shape[1]
@@ -401,6 +310,8 @@ def search_topk(
     gp = max(16, next_pow2(group))
     span_mean = config.search_key == "span_mean"
     tile_n, warps, stages = SEARCH_TILES[config.search_key]
+    if block_n is None:
+        block_n = 16 if interpreting() or (span_mean and dim > 128) else tile_n
     wide = k.shape[2] * max(k.stride(2), 1) + dim * max(k.stride(3), 1) >= 2**31
     if span_mean:
         if prefix is None:
@@ -413,51 +324,22 @@ def search_topk(
             margin = RESCORE_MARGIN * max(1, dim // 128)
         if hi_only:
             rescore = False
-        if screen is None:
-            screen = SCREEN_FROM is not None and t_bound >= SCREEN_FROM
-        screen = bool(screen) and rescore and n_splits == 1
     else:
         pre = third = scale = center = norm = back = fwd = offsets  # not read
-        rescore, margin, noise, hi_only, screen = False, 0.0, 0.0, False, False
+        rescore, margin, noise, hi_only = False, 0.0, 0.0, False
     keep = ksel + 1 if rescore else ksel  # the (k+1)-th candidate tells whether the k-th is decided
-    flagged = n_flagged = anchors  # not read without screening
-    if screen:
-        n_flagged = torch.zeros(1, dtype=torch.int32, device=q_search.device)
-        flagged = torch.empty(len_q * batch * heads_kv, dtype=torch.int32, device=q_search.device)
-    common = (
-        q_search, k, pre, third, scale, center, norm, back, fwd, offsets, positions, first_real, anchors, scores,
-        flagged, n_flagged, *q_search.stride(), *k.stride(),
-        n_off, config.sw_index + 1, config.search_power, heads_q, heads_kv, len_q, group, per_split, n_splits,
-        window_length(config), back.numel() - 1, k.shape[2] + 1, float(margin), SCREEN_MARGIN * max(1, dim // 128),
-    )
-    constants = dict(D=dim, GP=gp, KSEL=ksel, PREC=dot_precision(q_search.dtype),
-                     UPCAST=interpreting() or q_search.dtype == torch.float32, WIDE=wide, SPAN_MEAN=span_mean,
-                     RESCORE_ALL=n_splits > 1, DC=min(dim, 32), NOISE=float(noise), HI_ONLY=bool(hi_only))
     grid = (len_q, batch * heads_kv, n_splits)
-    if screen:
-        tile_n, warps, stages = SCREEN_TILE
-        keep_screen = ksel + SCREEN_EXTRA
-        _search_kernel[grid](
-            *common, **constants, BN=block_n or (16 if interpreting() else tile_n), KEEP=keep_screen,
-            KP=next_pow2(keep_screen), RESCORE=False, SCREEN=True, TRIGGER=False,
-            num_warps=warps if num_warps is None else num_warps, num_stages=stages if num_stages is None else num_stages,
-        )
-        if stats is not None:
-            stats["flagged"] = n_flagged
-        programs = min(len_q * batch * heads_kv, 4 if interpreting() else FLAGGED_PROGRAMS)
-        tile_n, warps, stages = SEARCH_TILES["span_mean"]
-        _search_flagged_kernel[(programs,)](
-            *common, **dict(constants, NOISE=0.0), BN=16 if interpreting() or dim > 128 else tile_n, KEEP=keep,
-            KP=next_pow2(keep), RESCORE=rescore, SCREEN=False, num_warps=warps, num_stages=stages,
-        )
-    else:
-        if block_n is None:
-            block_n = 16 if interpreting() or (span_mean and dim > 128) else tile_n
-        _search_kernel[grid](
-            *common, **constants, BN=block_n, KEEP=keep, KP=next_pow2(keep), RESCORE=rescore, SCREEN=False,
-            TRIGGER=bool(launch_dependents) and not interpreting(),
-            num_warps=warps if num_warps is None else num_warps, num_stages=stages if num_stages is None else num_stages,
-        )
+    _search_kernel[grid](
+        q_search, k, pre, third, scale, center, norm, back, fwd, offsets, positions, first_real, anchors, scores,
+        *q_search.stride(), *k.stride(),
+        n_off, config.sw_index + 1, config.search_power, heads_q, heads_kv, len_q, group, per_split, n_splits,
+        window_length(config), back.numel() - 1, k.shape[2] + 1, float(margin),
+        D=dim, GP=gp, BN=block_n, KSEL=ksel, KEEP=keep, KP=next_pow2(keep),
+        PREC=dot_precision(q_search.dtype), UPCAST=interpreting() or q_search.dtype == torch.float32,
+        WIDE=wide, SPAN_MEAN=span_mean, RESCORE=rescore, RESCORE_ALL=n_splits > 1, DC=min(dim, 32),
+        NOISE=float(noise), HI_ONLY=bool(hi_only), TRIGGER=bool(launch_dependents) and not interpreting(),
+        num_warps=warps if num_warps is None else num_warps, num_stages=stages if num_stages is None else num_stages,
+    )
     if n_splits == 1 or not merge:
         return anchors, scores
     # Pieces hold decreasing anchors, each sorted by (score, anchor) descending: a stable sort keeps larger
