@@ -5,7 +5,10 @@ normal inputs per length. For each setting and length: forward, forward+backward
 token, each with the dense baseline timed in the same process on the same GPU. 1M tokens run as a
 prefill in 32K chunks (cache_position), the dense baseline as one causal call. Reported per row:
 median ms, speed-up over dense, TFLOP/s over the keys actually attended, peak memory above the inputs;
-decode rows also time a CUDA-graph replay (what a serving loop runs), eager calls include Python overhead.
+decode rows also time a CUDA-graph replay (what a serving loop runs), eager calls include Python overhead. Every
+eager call of a decode row reads the same K and V, as a static cache's steps do, so the Triton backend replays it
+from a CUDA graph from its second call on (`slkernels.triton_ops.decode_graphs.GRAPH_DECODE`, on by default);
+SLKERNELS_GRAPH_DECODE=0 in the environment times the kernels launched on every call instead.
 
 With the `superlinear` package installed, the forward and 1M chunked-prefill rows are followed by one row per
 path of the published kernels (setting "published <path> <setting>", see published.py), on the same inputs; the
