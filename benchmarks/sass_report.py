@@ -3,7 +3,8 @@
     python benchmarks/sass_report.py KERNEL [--tiles BM,BN,WARPS,STAGES[,REGCAP]] [--length L] [--keep DIR]
 
 KERNEL: ``entry:MODE`` (0 window forward, 1 span forward, 2 delta, 3 dq, 4 fused span dq), ``dkdv:NJ``
-(1 window list, k span lists), ``search`` or ``search:span_mean`` (BN = anchors per block), ``span_lists`` (BM = rows
+(1 window list, k span lists), ``search``, ``search:span_mean`` or ``search:hi_only`` (the span-mean search's timing
+loop; BN = anchors per block), ``span_lists`` (BM = rows
 per program), ``decode`` (the partial kernel of one decode row; BN = keys per block, chunks of BN x 8 keys) or
 ``combine`` (the kernel after it), ``decode:pdl`` / ``combine:pdl`` as decode.DECODE_PDL launches them. Prints registers, spilled stack bytes and shared
 memory per program, and the instruction mix of the innermost loop that issues tensor-core products (the
@@ -94,7 +95,7 @@ def kernel_and_args(kernel: str, length: int, tiles: tuple[int, ...]):
                     L_Q=length, L_KV=length, n_blocks=length // bn, n_buckets=16, sm_scale=D**-0.5)
         consts = dict(NJ=nj, D=D, BM=bm, BN=bn, ACCUMULATE=True, PREC="tf32", UPCAST=False, Q_ROWS=True, ROTATE=True)
         return attend_bwd._dkdv_kernel, args, consts
-    if name == "search":  # search or search:span_mean
+    if name == "search":  # search, search:span_mean or search:hi_only
         from slkernels.triton_ops import search
 
         args = dict(QS="*bf16", K="*bf16", PRE="*fp16", THIRD="*fp16", SCALE="*fp32", CENTER="*fp32", NORM="*fp32", BACK="*i64", FWD="*i64", OFFS="*i64",
@@ -102,10 +103,10 @@ def kernel_and_args(kernel: str, length: int, tiles: tuple[int, ...]):
                     **q_strides, **k_strides, n_offsets=890, first_index=66, power=0.55, H_Q=HQ, H_KV=HKV, L_Q=length, G=G, per_split=896,
                     n_splits=1, width=2032, t_cap=2 * length - 1, pre_rows=length + 1,
                     margin=search.RESCORE_MARGIN)
-        mean = arg == "span_mean"
-        consts = dict(D=D, GP=16, BN=bn, KSEL=3, KEEP=4 if mean else 3, KP=4, PREC="tf32", UPCAST=False, WIDE=False,
-                      SPAN_MEAN=mean, RESCORE=mean, RESCORE_ALL=False, DC=32, NOISE=0.0, HI_ONLY=False,
-                      TRIGGER=False)
+        mean, hi_only = arg in ("span_mean", "hi_only"), arg == "hi_only"  # hi_only: the timing loop, no rescoring
+        consts = dict(D=D, GP=16, BN=bn, KSEL=3, KEEP=4 if mean and not hi_only else 3, KP=4, PREC="tf32",
+                      UPCAST=False, WIDE=False, SPAN_MEAN=mean, RESCORE=mean and not hi_only, RESCORE_ALL=False,
+                      DC=32, NOISE=0.0, HI_ONLY=hi_only, TRIGGER=False)
         return search._search_kernel, args, consts
     if name == "span_lists":
         from slkernels.triton_ops import span_lists
@@ -130,7 +131,7 @@ def kernel_and_args(kernel: str, length: int, tiles: tuple[int, ...]):
                     **rows, **q_strides, **k_strides, **v_strides, H_Q=HQ, L_Q=1, G=G, W=2032, t_cap=2 * length - 1,
                     chunk=-(-8195 // n_split), sm_scale=D**-0.5)
         return decode._decode_partial_kernel, args, dict(D=D, BN=bn, KSEL=3, KP=4, NPP=64, GDC=pdl)
-    raise SystemExit(f"error: unknown kernel {kernel!r}; use entry:MODE, dkdv:NJ, search[:span_mean], span_lists, "
+    raise SystemExit(f"error: unknown kernel {kernel!r}; use entry:MODE, dkdv:NJ, search[:span_mean|:hi_only], span_lists, "
                      "decode[:pdl] or combine[:pdl]")
 
 

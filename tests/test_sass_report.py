@@ -49,3 +49,17 @@ def test_decode_kernels_compile_for_hopper_without_spills(sass_report, kernel, w
     assert r["gpu_fences"] == 0, f"{kernel}: {r['gpu_fences']} device-wide fences"
     expected = {"decode:pdl": {"launch_dependents": 1, "wait": 2}, "combine:pdl": {"wait": 1}}.get(kernel, {})
     assert dict(r["grid_dependency"]) == expected
+
+
+@pytest.mark.parametrize("kernel", ["search", "search:span_mean", "search:hi_only"])
+def test_search_kernels_compile_for_hopper_without_spills(sass_report, kernel):
+    """The router search at SEARCH_TILES' tilings (the anchor key's 32 anchors per block, the span mean's 16, and the
+    hi-only timing loop at the span mean's), each with its products on the tensor cores, nothing spilled and no
+    device-wide fence."""
+    from slkernels.triton_ops.search import SEARCH_TILES
+
+    block, warps, stages = SEARCH_TILES["anchor" if kernel == "search" else "span_mean"]
+    r = sass_report.report(kernel, 262144, (0, block, warps, stages), None)
+    assert r["stack_bytes"] == 0, f"{kernel}: {r['stack_bytes']} B spilled"
+    assert r["gpu_fences"] == 0, f"{kernel}: {r['gpu_fences']} device-wide fences"
+    assert r["loop_instructions"] > 0 and dict(r["loop_mix"]).get("HMMA", 0) > 0, r["loop_mix"]

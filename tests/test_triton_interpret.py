@@ -279,7 +279,13 @@ def _prefix_at_a_million(torch) -> dict[str, float]:
             worst = max(worst, float((got - exact).norm() / exact.norm()))
             naive = (plain_sums[end] - plain_sums[end - n]) / n
             plain = max(plain, float((naive - exact).norm() / exact.norm()))
-    return {"kernels": worst, "float32_cumsum": plain}
+    # `norm`, the bound the search's error estimates start from: each row's norm (hi + lo), rounded up, for rows
+    # of several column chunks (64 columns, 16 per chunk under the interpreter)
+    small = key_prefix((torch.randn(1, 1, 300, 64, generator=gen) + 4.0).bfloat16(), torch.tensor([7]))
+    stored = small.pairs[0, 0].double().sum(dim=1).norm(dim=-1)
+    ratio = small.norm[0, 0].double()[stored > 0] / stored[stored > 0]
+    return {"kernels": worst, "float32_cumsum": plain, "norm_ratio_min": float(ratio.min()),
+            "norm_ratio_max": float(ratio.max())}
 
 
 def _two_walk_backward(torch, cfg) -> float:
@@ -462,6 +468,7 @@ def test_span_mean_sums_accurate_at_a_million_tokens(interpreted):
     got = interpreted["_prefix_at_1m"]
     assert got["kernels"] < 1e-3, got  # measured 4.5e-5 (9e-6 with blocks of 1024 keys)
     assert got["float32_cumsum"] > 10 * got["kernels"], got  # what the blocked scheme is for
+    assert 1.0 <= got["norm_ratio_min"] and got["norm_ratio_max"] < 1.0 + 2.0**-14, got  # a tight upper bound
 
 
 def test_inference_in_chunks_of_rows_equals_one_pass(interpreted):

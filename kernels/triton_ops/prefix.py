@@ -50,6 +50,9 @@ __all__ = ["KeyPrefix", "key_prefix", "prefix_sums"]
 BLOCK = 128
 # The sums times `scale` stay below 2**FP16_EXP (float16 holds up to 65504 = 2**16 - 32).
 FP16_EXP = 14
+# `KeyPrefix.norm` is each row's L2 norm times this: an upper bound despite float32 rounding (about 2^-23 relative
+# per operation over a few hundred terms, far below 2^-16).
+NORM_SLACK = 1.0 + 2.0**-16
 
 
 @dataclass
@@ -59,7 +62,8 @@ class KeyPrefix:
     pairs: torch.Tensor  # float16 [B, H_kv, L_kv + 1, 2, D], contiguous: hi and lo of scale * P[x]
     scale: torch.Tensor  # float32 [B, H_kv]: a power of two
     center: torch.Tensor  # float32 [B, H_kv, D]: mean of the real keys (zeros for a row without one)
-    norm: torch.Tensor  # float32 [B, H_kv, L_kv + 1], contiguous: >= |hi[x] + lo[x]| (L2 norm of scale * P[x])
+    norm: torch.Tensor  # float32 [B, H_kv, L_kv + 1], contiguous: >= |hi[x] + lo[x]| (L2 norm of scale * P[x]),
+    # within NORM_SLACK of it
     third: torch.Tensor  # float16 [B, H_kv, L_kv + 1, D], contiguous: scale * P[x] - hi - lo (exact searches only)
 
     def sums(self) -> torch.Tensor:
@@ -121,9 +125,9 @@ def _scan_kernel(X, FIRST, OFF, CENTER, SCALE, OUT, NORM, THIRD, sxb, sxh, sxl, 
         third = THIRD + grp.to(tl.int64) * (L + 1) * D
         third_ptr = third + (rows.to(tl.int64) + 1)[:, None] * D + cols[None, :]
         tl.store(third_ptr, (rest - lo.to(tl.float64)).to(tl.float16), mask=stored)
-        # this chunk's norm: the norms of a row's chunks add up to at least the row's norm
+        # this chunk's squared norm: a row's squared norm is the sum over its chunks (`_scan` takes the root)
         stored32 = hi.to(tl.float32) + lo.to(tl.float32)
-        share = tl.sqrt(tl.sum(stored32 * stored32, axis=1))
+        share = tl.sum(stored32 * stored32, axis=1)
         norm = NORM + grp.to(tl.int64) * (L + 1) * n_chunks + dc
         tl.store(norm + (rows.to(tl.int64) + 1) * n_chunks, share, mask=rows < L)
         if blk == 0:
@@ -207,7 +211,9 @@ def _scan(x: torch.Tensor, first_real: torch.Tensor | None, pairs: bool, block: 
         norm = third = out  # not written
     _scan_kernel[grid](x, first, offsets, center, scale, out, norm, third, *x.stride(), heads, length, n_blocks,
                        dim // dc, D=dim, BS=bs, DC=dc, MASK=mask, CENTERED=pairs, PAIRS=pairs, num_warps=warps)
-    return out, center, scale, (norm.sum(dim=-1) if pairs else None), (third if pairs else None)
+    # the row norms, rounded up: NORM_SLACK covers the float32 rounding of the squares, their sums and the root
+    row_norm = norm.sum(dim=-1).sqrt() * NORM_SLACK if pairs else None
+    return out, center, scale, row_norm, (third if pairs else None)
 
 
 def prefix_sums(x: torch.Tensor, block: int | None = None) -> torch.Tensor:
