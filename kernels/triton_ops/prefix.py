@@ -50,8 +50,8 @@ __all__ = ["KeyPrefix", "key_prefix", "prefix_sums"]
 BLOCK = 128
 # The sums times `scale` stay below 2**FP16_EXP (float16 holds up to 65504 = 2**16 - 32).
 FP16_EXP = 14
-# `KeyPrefix.norm` is each row's L2 norm times this: an upper bound despite float32 rounding (about 2^-23 relative
-# per operation over a few hundred terms, far below 2^-16).
+# `KeyPrefix.norm` is each row's L2 norm times this: an upper bound despite float32 rounding (a chunk's sum of at most
+# 32 squares, then the sum over at most 16 chunks: under 2^-18 relative).
 NORM_SLACK = 1.0 + 2.0**-16
 
 
@@ -62,8 +62,7 @@ class KeyPrefix:
     pairs: torch.Tensor  # float16 [B, H_kv, L_kv + 1, 2, D], contiguous: hi and lo of scale * P[x]
     scale: torch.Tensor  # float32 [B, H_kv]: a power of two
     center: torch.Tensor  # float32 [B, H_kv, D]: mean of the real keys (zeros for a row without one)
-    norm: torch.Tensor  # float32 [B, H_kv, L_kv + 1], contiguous: >= |hi[x] + lo[x]| (L2 norm of scale * P[x]),
-    # within NORM_SLACK of it
+    norm: torch.Tensor  # float32 [B, H_kv, L_kv + 1], contiguous: |hi[x] + lo[x]| times NORM_SLACK (an upper bound)
     third: torch.Tensor  # float16 [B, H_kv, L_kv + 1, D], contiguous: scale * P[x] - hi - lo (exact searches only)
 
     def sums(self) -> torch.Tensor:
