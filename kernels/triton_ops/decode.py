@@ -230,15 +230,15 @@ def _key_split(tables: GeometryTables, t_bound: int, target: int) -> tuple[int, 
     return n_split, cdiv(longest, n_split)
 
 
-def search_pieces(q_search, k, config: SuperlinearConfig, positions, first_real, t_bound: int):
+def search_pieces(q_search, k, config: SuperlinearConfig, positions, first_real, t_bound: int, pdl: bool = False):
     """The decode step's search: the candidates split into pieces of SEARCH_SPLIT anchors (4 under the interpreter),
     searched in parallel with DECODE_SEARCH_TILE's tiling, their top-k lists left unmerged (`search_topk`); with
-    DECODE_PDL it lets the partial kernel start while it runs."""
+    `pdl` (`_pdl`: DECODE_PDL) it lets the partial kernel start while it runs."""
     interp = interpreting()
     block_n, warps, stages = (None,) * 3 if interp or DECODE_SEARCH_TILE is None else DECODE_SEARCH_TILE
     return search_topk(q_search, k, config, positions, first_real, t_bound, block_n=block_n, num_warps=warps,
                        num_stages=stages, split_candidates=4 if interp else SEARCH_SPLIT, merge=False,
-                       launch_dependents=_pdl(q_search.device))
+                       launch_dependents=pdl)
 
 
 def _pdl(device: torch.device) -> bool:
@@ -264,7 +264,8 @@ def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, 
     interp = interpreting()
     ksel = config.num_spans
     t_bound = max(len_kv, 1)
-    anchors, scores = search_pieces(q_search, k, config, positions, first_real, t_bound)
+    pdl = _pdl(q.device)
+    anchors, scores = search_pieces(q_search, k, config, positions, first_real, t_bound, pdl)
     n_pieces = anchors.shape[-1]  # a multiple of k: one top-k list per piece
     tables = geometry_tables(config, t_bound, q.device)
     target, block, warps, stages = _INTERPRETER_TILE if interp else DECODE_TILE
@@ -274,7 +275,6 @@ def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, 
     part = torch.empty(n_slots * (dim + 2), dtype=torch.float32, device=q.device)
     out = torch.empty(batch, heads_q, len_q, dim, dtype=q.dtype, device=q.device)
     merge_block = 2 if interp else next_pow2(n_split)
-    pdl = _pdl(q.device)
     launch = {"launch_pdl": True} if pdl else {}
     _decode_partial_kernel[(rows * (ksel + 1), n_split)](
         q, k, v, anchors, scores, positions, first_real, tables.spans.back, tables.spans.fwd, part,
