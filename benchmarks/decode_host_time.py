@@ -12,8 +12,8 @@ eager step with each kernel launched through the compiled kernel that its first 
 `CompiledKernel[grid](*every_argument)`), skipping `JITFunction.run`'s per-call binding, specialization and cache
 key: a probe of what that launch path would save, checked to give the same output to the bit. `--replayed` adds
 the eager step with `decode_graphs.GRAPH_DECODE` on (the other rows turn it off, whatever its default): the same cache
-every call, so from the second call the step is replayed from a CUDA graph (four copies in, one graph launch, one copy out),
-checked against the plain step's output.
+every call, so from the second call the step is replayed from a CUDA graph (one copy in of the per-step tensors, one
+graph launch, one copy out), checked against the plain step's output (with `--profile`, profiled too).
 
     python benchmarks/decode_host_time.py [--length 65536] [--calls 2000] [--profile]
     python benchmarks/decode_host_time.py --cuda [--length 16384,65536,1048576] [--direct] [--replayed]
@@ -32,9 +32,9 @@ from unittest import mock
 
 import torch
 import triton
-from slkernels import SuperlinearConfig, superlinear_attention, triton_backend
+from slkernels import SuperlinearConfig, decode_graphs, superlinear_attention, triton_backend
 from slkernels.api import _BACKENDS, available_backends
-from slkernels.triton_ops import decode, decode_graphs, search
+from slkernels.triton_ops import decode, search
 
 
 class _NoLaunch:
@@ -202,12 +202,10 @@ def _cuda_step_times(length: int, calls: int, profile: bool, direct: bool, repla
                         "replayed_eager_synced_us": seconds_per_call(call, calls, sync="each") * 1e6,
                         "replayed_eager_back_to_back_us": seconds_per_call(call, calls, sync="end") * 1e6,
                         "replayed_host_per_call_us": seconds_per_call(call, calls, sync="after") * 1e6})
+            if profile:
+                _profile(call, calls, f"{length} keys, {calls} eager calls replayed from a CUDA graph:")
     if profile:  # where the eager call's host time goes, the launches' insides included
-        prof = cProfile.Profile()
-        prof.runcall(lambda: [call() for _ in range(calls)])
-        torch.cuda.synchronize()
-        print(f"{length} keys, {calls} eager calls:")
-        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+        _profile(call, calls, f"{length} keys, {calls} eager calls:")
     graph = torch.cuda.CUDAGraph()
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
@@ -223,6 +221,14 @@ def _cuda_step_times(length: int, calls: int, profile: bool, direct: bool, repla
     return {"length": length, "eager_synced_us": synced * 1e6, "eager_back_to_back_us": back_to_back * 1e6,
             "graph_replay_us": replay * 1e6, "host_per_call_us": host * 1e6, "launch_host_us": launches,
             "host_besides_launches_us": host * 1e6 - sum(launches.values()), **row}
+
+
+def _profile(call, calls: int, title: str) -> None:
+    prof = cProfile.Profile()
+    prof.runcall(lambda: [call() for _ in range(calls)])
+    torch.cuda.synchronize()
+    print(title)
+    pstats.Stats(prof).sort_stats("tottime").print_stats(25)
 
 
 def main(argv=None) -> None:

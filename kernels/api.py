@@ -11,9 +11,10 @@ from collections.abc import Callable
 
 import torch
 
+from . import decode_graphs
 from .config import SuperlinearConfig
 from .errors import SuperlinearInputError
-from .inputs import AttentionInputs, check_inputs
+from .inputs import AttentionInputs, check_inputs, read_back_checks
 from .reference import reference_attention
 
 __all__ = ["superlinear_attention", "register_backend", "available_backends", "resolve_backend"]
@@ -25,11 +26,24 @@ _BACKENDS: dict[str, tuple[Backend, Callable[[AttentionInputs], bool]]] = {
 }
 # Preference order of backend="auto".
 _AUTO_ORDER: list[str] = []
+# name -> predicate telling whether the backend's call on these inputs may be captured in a CUDA graph and replayed
+# (`decode_graphs`): it reads no value back to the host and reads nothing per call but the inputs.
+_REPLAYABLE: dict[str, Callable[[AttentionInputs], bool]] = {}
+# Registrations so far: part of a replayed call's key, so that a new backend is never bypassed by an older graph.
+_REGISTRATIONS = 0
 
 
-def register_backend(name: str, fn: Backend, supports: Callable[[AttentionInputs], bool], *, auto: bool = True) -> None:
-    """Add a backend; with auto=True it is preferred over the reference when `supports(inputs)` holds."""
+def register_backend(name: str, fn: Backend, supports: Callable[[AttentionInputs], bool], *, auto: bool = True,
+                     replayable: Callable[[AttentionInputs], bool] | None = None) -> None:
+    """Add a backend; with auto=True it is preferred over the reference when `supports(inputs)` holds. With
+    `replayable`, its calls for which `replayable(inputs)` holds are replayed from CUDA graphs on a static cache
+    (`decode_graphs`)."""
+    global _REGISTRATIONS
     _BACKENDS[name] = (fn, supports)
+    _REPLAYABLE.pop(name, None)
+    if replayable is not None:
+        _REPLAYABLE[name] = replayable
+    _REGISTRATIONS += 1
     if auto and name not in _AUTO_ORDER:
         _AUTO_ORDER.append(name)
 
@@ -63,15 +77,48 @@ def superlinear_attention(
     check_values: False skips the checks that read values back to the host (cache_position within the key axis,
     left padding only), for callers that guarantee both; shapes and types are always checked.
     Returns [B, H_q, L_q, D] in q's dtype.
+
+    A decode call on a static cache (the same k and v tensors again, new rows of the same shapes) is replayed from a
+    CUDA graph from its second call on, where the backend allows it (`decode_graphs`; SLKERNELS_GRAPH_DECODE=0
+    turns it off): the checks that depend only on shapes ran on its first call and are skipped.
     """
+    step = (q, q_search, cache_position, attention_mask)
+    key = _replay_key(k, v, step, config, scale, backend)
+    if key is not None:
+        entry = decode_graphs.captured(key)
+        if entry is not None:
+            if check_values:
+                read_back_checks(cache_position, attention_mask, k.shape[2])
+            return decode_graphs.replay(entry, step)
     inputs = check_inputs(q, k, v, q_search, config, cache_position, attention_mask, scale, check_values)
+    name = resolve_backend(inputs, backend)
+    if key is not None and name in _REPLAYABLE and _REPLAYABLE[name](inputs):
+        def call(q_step, q_search_step, positions, mask):  # what a replay of this key runs
+            return _run(name, check_inputs(q_step, k, v, q_search_step, config, positions, mask, scale, False))
+
+        return decode_graphs.replayed(call, key, step)
+    return _run(name, inputs)
+
+
+def _replay_key(k, v, step: tuple, config, scale, backend: str) -> tuple | None:
+    """The `decode_graphs` key of a call, or None where the call is never replayed (off, not on a GPU, recording
+    gradients, inside a capture or a compile trace, or arguments of kinds the checks refuse or convert)."""
+    if not decode_graphs.GRAPH_DECODE or not isinstance(config, SuperlinearConfig):
+        return None
+    if scale is not None and type(scale) not in (int, float):
+        return None
+    _load_optional_backends()  # the first call registers the kernels before its key is taken
+    return decode_graphs.key_of((k, v), step, (config, scale, backend, _REGISTRATIONS))
+
+
+def _run(name: str, inputs: AttentionInputs) -> torch.Tensor:
     # Backends pick their own precision; an enclosing autocast (mixed-precision training) must not
     # silently turn their float32 score and softmax math into bfloat16. (Entering the context costs host time
     # on every decode step, so it is entered only when autocast is on.)
-    if torch.is_autocast_enabled(q.device.type):
-        with torch.autocast(q.device.type, enabled=False):
-            return _dispatch(inputs, backend)
-    return _dispatch(inputs, backend)
+    if torch.is_autocast_enabled(inputs.q.device.type):
+        with torch.autocast(inputs.q.device.type, enabled=False):
+            return _BACKENDS[name][0](inputs)
+    return _BACKENDS[name][0](inputs)
 
 
 def resolve_backend(inputs: AttentionInputs, backend: str = "auto") -> str:
@@ -113,10 +160,6 @@ def _warn_reference_fallback(inputs: AttentionInputs) -> None:
                   "much slower than the kernels", stacklevel=4)
 
 
-def _dispatch(inputs: AttentionInputs, backend: str) -> torch.Tensor:
-    return _BACKENDS[resolve_backend(inputs, backend)][0](inputs)
-
-
 _LOADED = False
 _IMPORT_ERROR: str | None = None  # why the Triton backend did not import, named by the fallback warning
 
@@ -133,4 +176,5 @@ def _load_optional_backends() -> None:
         _IMPORT_ERROR = f"{type(err).__name__}: {err}"
         return
     if "triton" not in _BACKENDS:  # a backend the caller registered under that name first stays
-        register_backend("triton", triton_backend.triton_attention, triton_backend.supports)
+        register_backend("triton", triton_backend.triton_attention, triton_backend.supports,
+                         replayable=triton_backend.decodes)

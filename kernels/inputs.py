@@ -14,7 +14,7 @@ import torch
 from .config import SuperlinearConfig
 from .errors import SuperlinearConfigError, SuperlinearInputError
 
-__all__ = ["AttentionInputs", "check_inputs", "first_real_token"]
+__all__ = ["AttentionInputs", "check_inputs", "read_back_checks", "first_real_token"]
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -42,6 +42,25 @@ def first_real_token(attention_mask: torch.Tensor) -> torch.Tensor:
     length = mask.shape[-1]
     positions = torch.arange(length, device=mask.device).expand_as(mask)
     return torch.where(mask, positions, torch.full_like(positions, length)).amin(dim=-1)
+
+
+def read_back_checks(cache_position: torch.Tensor | None, attention_mask: torch.Tensor | None, len_kv: int) -> None:
+    """The checks that read values back to the host, one synchronisation each: every position on the key axis, and
+    left padding only. Takes the positions and the mask as given (any integer dtype, [L_q] or [1, L_q]) or as
+    converted; `check_inputs` has checked their shapes, here or on an earlier call of a replayed key."""
+    if cache_position is not None and cache_position.numel():
+        low, high = torch.stack(torch.aminmax(cache_position)).tolist()  # one read-back for both ends
+        if low < 0 or high >= len_kv:
+            raise SuperlinearInputError(
+                f"cache_position values must lie in [0, {len_kv - 1}] (the key axis), got [{low}, {high}]"
+            )
+    if attention_mask is not None:
+        real = attention_mask != 0
+        if bool((real[:, :-1] & ~real[:, 1:]).any()):
+            raise SuperlinearInputError(
+                "attention_mask has padding after a real token; only left padding is supported "
+                "(tokenizer.padding_side = 'left')"
+            )
 
 
 def _shape(t: torch.Tensor) -> str:
@@ -116,12 +135,8 @@ def check_inputs(
                 f"cache_position must be [L_q] = [{len_q}], got {_shape(cache_position)}"
             )
         cache_position = cache_position.to(device=q.device, dtype=torch.int64)
-        if len_q and read_back:
-            low, high = torch.stack(torch.aminmax(cache_position)).tolist()  # one read-back for both ends
-            if low < 0 or high >= len_kv:
-                raise SuperlinearInputError(
-                    f"cache_position values must lie in [0, {len_kv - 1}] (the key axis), got [{low}, {high}]"
-                )
+        if read_back:
+            read_back_checks(cache_position, None, len_kv)
 
     if attention_mask is None:
         first_real = torch.zeros(batch, dtype=torch.int64, device=q.device)
@@ -133,12 +148,8 @@ def check_inputs(
                 f"attention_mask must be [batch, L_kv] = [{batch}, {len_kv}], got {_shape(attention_mask)}"
             )
         attention_mask = attention_mask.to(q.device)
-        real = attention_mask != 0
-        if read_back and bool((real[:, :-1] & ~real[:, 1:]).any()):
-            raise SuperlinearInputError(
-                "attention_mask has padding after a real token; only left padding is supported "
-                "(tokenizer.padding_side = 'left')"
-            )
+        if read_back:
+            read_back_checks(None, attention_mask, len_kv)
         first_real = first_real_token(attention_mask)
 
     if scale is None:

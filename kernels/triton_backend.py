@@ -5,8 +5,8 @@ tensors of float16, bfloat16 or float32 with a head dim in `SUPPORTED_HEAD_DIMS`
 ("anchor" or "span_mean", a compile-time switch of the search and gate-backward kernels); on the CPU only under
 the Triton interpreter (``TRITON_INTERPRET=1`` or ``SLKERNELS_TRITON_INTERPRET=1``), which CI uses to run
 the very same kernels on tiny shapes. A few query rows without gradients (decode) take the decode path,
-which never reads a value back to the host, and on a static cache can replay its step from a CUDA graph
-(`triton_ops.decode_graphs.GRAPH_DECODE`).
+which never reads a value back to the host, so `superlinear_attention` may replay it from a CUDA graph on a static
+cache (`decodes`; `slkernels.decode_graphs`).
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ import torch  # noqa: E402
 from .inputs import AttentionInputs  # noqa: E402
 from .triton_ops.common import SUPPORTED_HEAD_DIMS, interpreting  # noqa: E402
 from .triton_ops.decode import DECODE_MAX_ROWS, superlinear_decode  # noqa: E402
-from .triton_ops.decode_graphs import replayed  # noqa: E402
 from .triton_ops.function import superlinear_prefill  # noqa: E402
 
-__all__ = ["triton_attention", "supports"]
+__all__ = ["triton_attention", "supports", "decodes"]
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -38,13 +37,17 @@ def supports(inp: AttentionInputs) -> bool:
     return q.device.type == "cpu" and interpreting()
 
 
+def decodes(inp: AttentionInputs) -> bool:
+    """Whether the call takes the decode path: a few rows, no gradient to record. Such a call reads no value back
+    to the host, and per call nothing but its inputs and the cache, so `superlinear_attention` may replay it from a
+    CUDA graph (the backend's `replayable` predicate)."""
+    if inp.q.shape[2] > DECODE_MAX_ROWS:
+        return False
+    return not (torch.is_grad_enabled() and any(x.requires_grad for x in (inp.q, inp.k, inp.v, inp.q_search)))
+
+
 def triton_attention(inp: AttentionInputs) -> torch.Tensor:
     q, k, v, qs = inp.q, inp.k, inp.v, inp.q_search
-    needs_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v, qs))
-    if q.shape[2] <= DECODE_MAX_ROWS and not needs_grad:
-        def step(q_step, qs_step, positions, first_real):
-            return superlinear_decode(q_step, k, v, qs_step, inp.config, positions, first_real, inp.scale)
-
-        return replayed(step, (k, v), (q, qs, inp.cache_position, inp.first_real), (inp.config, inp.scale))
+    if decodes(inp):
+        return superlinear_decode(q, k, v, qs, inp.config, inp.cache_position, inp.first_real, inp.scale)
     return superlinear_prefill(q, k, v, qs, inp.config, inp.cache_position, inp.first_real, inp.scale)
-

@@ -1,4 +1,4 @@
-"""A CPU stand-in for the CUDA graphs of `slkernels.triton_ops.decode_graphs`: "capturing" runs the function once
+"""A CPU stand-in for the CUDA graphs of `slkernels.decode_graphs`: "capturing" runs the function once
 on the static buffers, "replaying" runs it again on them and writes the result into the captured output, as a
 graph's replay writes its kernels' outputs. Tests swap it in for `decode_graphs._capture`."""
 

@@ -409,7 +409,7 @@ def test_eager_generate_on_a_static_cache_replays_its_decode_steps_from_graphs(t
     step was captured (one graph per layer)."""
     from collections import OrderedDict
 
-    from slkernels.triton_ops import decode_graphs
+    from slkernels import decode_graphs
 
     out = _convert(build_tiny_model("nemotron_h", tmp_path / "source"), tmp_path / "out")
     model = slconvert.load(out, device="cuda")

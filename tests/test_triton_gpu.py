@@ -226,7 +226,7 @@ def test_eager_decode_replayed_from_a_graph_on_a_static_cache(monkeypatch):
     token per call never is."""
     from collections import OrderedDict
 
-    from slkernels.triton_ops import decode_graphs
+    from slkernels import decode_graphs
 
     monkeypatch.setattr(decode_graphs, "_ENTRIES", OrderedDict())
     for cfg, make in ((CONFIGS["released"], _make), (MEAN["released"], _make_mean)):

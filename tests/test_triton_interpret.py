@@ -139,8 +139,7 @@ def _graph_replay(torch) -> dict[str, list]:
     `graph_standin`: per search key, (largest absolute difference from the plain decode over five steps at moving
     positions and left padding, captures made)."""
     from graph_standin import standin_capture
-    from slkernels import SuperlinearConfig, superlinear_attention
-    from slkernels.triton_ops import decode_graphs
+    from slkernels import SuperlinearConfig, decode_graphs, superlinear_attention
 
     captures = []
     capture = standin_capture(captures)

@@ -7,7 +7,7 @@ prefill in 32K chunks (cache_position), the dense baseline as one causal call. R
 median ms, speed-up over dense, TFLOP/s over the keys actually attended, peak memory above the inputs;
 decode rows also time a CUDA-graph replay (what a serving loop runs), eager calls include Python overhead. Every
 eager call of a decode row reads the same K and V, as a static cache's steps do, so the Triton backend replays it
-from a CUDA graph from its second call on (`slkernels.triton_ops.decode_graphs.GRAPH_DECODE`, on by default);
+from a CUDA graph from its second call on (`slkernels.decode_graphs.GRAPH_DECODE`, on by default);
 SLKERNELS_GRAPH_DECODE=0 in the environment times the kernels launched on every call instead.
 
 With the `superlinear` package installed, the forward and 1M chunked-prefill rows are followed by one row per
