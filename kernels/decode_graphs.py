@@ -11,16 +11,16 @@ buffers (`torch._foreach_copy_` of their bytes: a single launch for all of them)
 output.
 
 A call is keyed by the addresses, shapes and strides of K and V, the dtypes, devices, shapes and strides of the
-per-step tensors (a None among them is part of the key), the settings (config, scale, backend) and the stream. The
-first call of a key runs eagerly (it compiles the kernels and caches the geometry tables, so the capture allocates
-nothing but its own buffers); the second captures; later ones replay, without the public call's checks, which
-depend only on what the key holds (the checks that read values back, when asked for, still run on every call). A
-cache that grows by one token per step (a dynamic cache) never repeats a key and never captures: its calls run
-eagerly, at the cost of a key lookup. The graphs read K and V at the captured addresses, which is right for any
-tensor found there later with the same shape and strides, since such a tensor is the one passed in. At most
-MAX_GRAPHS keys are kept (the least recently used is dropped with its graph). Calls inside a CUDA-graph capture or a
-torch.compile trace, calls that record gradients and per-step tensors on another device than q run eagerly; so does
-a key whose capture failed.
+per-step tensors (a None among them is part of the key), the settings (config, scale, backend), the stream and
+whether inference mode is on. The first call of a key runs eagerly (it compiles the kernels and caches the geometry
+tables, so the capture allocates nothing but its own buffers); the second captures; later ones replay, without the
+public call's checks, which depend only on what the key holds (the checks that read values back, when asked for,
+still run on every call). A cache that grows by one token per step (a dynamic cache) never repeats a key and never
+captures: its calls run eagerly, at the cost of a key lookup. The graphs read K and V at the captured addresses,
+which is right for any tensor found there later with the same shape and strides, since such a tensor is the one
+passed in. At most MAX_GRAPHS keys are kept (the least recently used is dropped with its graph). Calls inside a
+CUDA-graph capture or a torch.compile trace, calls that record gradients or take per-step tensors on another device
+than q run eagerly; so does a key whose capture failed.
 """
 
 from __future__ import annotations
@@ -59,10 +59,10 @@ _ENTRIES: OrderedDict[tuple, _Entry] = OrderedDict()
 
 
 def _capture(fn: Callable, inputs: tuple) -> tuple:
-    """(graph, output) of `fn(*inputs)` captured on the current device (a module function, so that a CPU test can
-    stand in for the CUDA graph)."""
+    """(graph, output) of `fn(*inputs)` captured on the device of the first input (a module function, so that a CPU
+    test can stand in for the CUDA graph)."""
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with torch.cuda.device(inputs[0].device), torch.cuda.graph(graph):
         out = fn(*inputs)
     return graph, out
 
@@ -101,7 +101,8 @@ def key_of(static: Sequence[torch.Tensor], inputs: Sequence, settings: tuple) ->
     if _eager_only(device):
         return None
     grad = torch.is_grad_enabled()
-    parts = [_stream(device), settings]
+    # inference mode too: buffers cloned in it can only be written in it
+    parts = [_stream(device), torch.is_inference_mode_enabled(), settings]
     for t in static:
         if not isinstance(t, torch.Tensor) or (grad and t.requires_grad):
             return None

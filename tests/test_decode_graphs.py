@@ -210,3 +210,16 @@ def test_per_step_tensors_of_several_dtypes_are_copied_as_bytes_unless_a_last_di
         entry = decode_graphs._ENTRIES[decode_graphs.key_of((cache,), inputs, ())]
         assert entry.as_bytes == q.is_contiguous()
         assert all(b.dtype == torch.uint8 for b in entry.buffers) == q.is_contiguous()
+
+
+def test_calls_in_and_out_of_inference_mode_are_other_keys(graphs):
+    """Buffers captured under torch.inference_mode can only be written under it: a call outside it is another key,
+    not a copy into them that torch refuses."""
+    cache, calls = torch.randn(10, 4), []
+    fn = _step(cache, calls)
+    for mode in (torch.inference_mode, torch.no_grad):
+        for i in range(3):
+            with mode():
+                q = torch.randn(3)
+                assert torch.equal(_call(fn, (cache,), (q, torch.tensor(i)), ()), q * cache[i].sum())
+    assert len(graphs) == 2 and len(decode_graphs._ENTRIES) == 2

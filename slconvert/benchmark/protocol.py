@@ -6,7 +6,7 @@ token, each with the dense baseline timed in the same process on the same GPU. 1
 prefill in 32K chunks (cache_position), the dense baseline as one causal call. Reported per row:
 median ms, speed-up over dense, TFLOP/s over the keys actually attended, peak memory above the inputs;
 decode rows also time a CUDA-graph replay (what a serving loop runs), eager calls include Python overhead. Every
-eager call of a decode row reads the same K and V, as a static cache's steps do, so the Triton backend replays it
+eager call of a decode row reads the same K and V, as a static cache's steps do, so `superlinear_attention` replays it
 from a CUDA graph from its second call on (`slkernels.decode_graphs.GRAPH_DECODE`, on by default);
 SLKERNELS_GRAPH_DECODE=0 in the environment times the kernels launched on every call instead.
 

@@ -1,7 +1,9 @@
 """host.json (benchmarks/decode_host_time.py --cuda --replayed) as host.png: one decode step per length, eager with
-its three kernel launches, eager replayed from a CUDA graph (decode_graphs.GRAPH_DECODE), and the graph replay alone."""
+its three kernel launches, eager replayed from a CUDA graph (decode_graphs.GRAPH_DECODE), and the graph replay alone.
+Run in the results folder; `python host_png.py OTHER.json` draws OTHER.json into host.png instead."""
 
 import json
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -9,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-data = json.loads(Path("host.json").read_text())
+data = json.loads(Path(sys.argv[1] if len(sys.argv) > 1 else "host.json").read_text())
 rows = data["rows"]
 bars = [("eager, kernels launched", "eager_synced_us", "eager_back_to_back_us"),
         ("eager, replayed from a graph", "replayed_eager_synced_us", "replayed_eager_back_to_back_us")]
