@@ -56,7 +56,12 @@ def compile_for_sm90(fn, args: dict, consts: dict, warps: int, stages: int, regc
             if value % 16 == 0:
                 attrs[(i,)] = [["tt.divisibility", 16]]
     options = dict(num_warps=warps, num_stages=stages, **({"maxnreg": regcap} if regcap else {}))
-    source = ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs)
+    if getattr(fn, "is_gluon", lambda: False)():
+        from triton.experimental.gluon._runtime import GluonASTSource
+
+        source = GluonASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs)
+    else:
+        source = ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs)
     return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
 
 
@@ -85,6 +90,20 @@ def kernel_and_args(kernel: str, length: int, tiles: tuple[int, ...]):
         consts = dict(NJ=nj, MODE=mode, D=D, BM=bm, BN=bn, PREC="tf32", UPCAST=False, USE_DESC=True, Q_ROWS=True,
                       DQ_FINAL=mode == 3, STORE_OW=mode == 0, STORE_OUT=mode == 0, KS=3 if mode == 0 else 0)
         return attend._entry_kernel, args, consts
+    if name == "gluon":  # the Gluon forward of attend_gluon: gluon:1 spans, gluon:0 window (mixing 3 spans)
+        from slkernels.triton_ops import attend_gluon
+        from triton.experimental.gluon import language as gl
+
+        mode = int(arg or 1)
+        nj = 3 if mode == 1 else 1
+        desc = f"tensordesc<bf16[{bn}, {D}],{gl.NVMMASharedLayout.get_default_for([bn, D], gl.bfloat16)!r}>"
+        args = dict(Q="*bf16", K_DESC=desc, V_DESC=desc, ENT_ID="*i32", ENT_LO="*i32", ENT_HI="*i32",
+                    ENT_COUNT="*i32", ent_stride=length * G * nj, OW="*bf16", LSEW="*fp32", SPAN_O="*bf16",
+                    OUT="*bf16", GATE="*fp32", LSE_IN="*fp32", OUT_E="*fp32", sqb=HQ * length * D, sqh=length * D,
+                    sql=D, H_Q=HQ, H_KV=HKV, L_Q=length, L_KV=length, sm_scale=D**-0.5)
+        consts = dict(NJ=nj, MODE=mode, D=D, BM=bm, BN=bn, STAGES=tiles[3], Q_ROWS=True, STORE_OW=mode == 0,
+                      STORE_OUT=mode == 0, KS=3 if mode == 0 else 0, num_warps=tiles[2])
+        return attend_gluon._entry_forward_kernel, args, consts
     if name == "dkdv":
         from slkernels.triton_ops import attend_bwd
 
@@ -161,6 +180,18 @@ def opcode(instruction: str) -> str:
     return re.sub(r"^@!?U?P\w+\s+", "", instruction).split()[0].split(".")[0]
 
 
+def product_order(loop: list[str]) -> list[str]:
+    """The loop's tensor-core products, waits for them and exponentials in issue order, runs merged: e.g. ["HGMMA",
+    "DEPBAR", "MUFU", "HGMMA", "DEPBAR"] for a loop that waits for its scores before their softmax."""
+    order: list[str] = []
+    for text in loop:
+        op = opcode(text)
+        kind = "DEPBAR" if op == "WARPGROUP" and "DEPBAR" in text else op if op in ("HGMMA", "MUFU") else None
+        if kind and (not order or order[-1] != kind):
+            order.append(kind)
+    return order
+
+
 def report(kernel: str, length: int, tiles: tuple[int, ...], keep: str | None) -> dict:
     fn, args, consts = kernel_and_args(kernel, length, tiles)
     compiled = compile_for_sm90(fn, args, consts, tiles[2], tiles[3], tiles[4] if len(tiles) > 4 else None)
@@ -181,6 +212,7 @@ def report(kernel: str, length: int, tiles: tuple[int, ...], keep: str | None) -
     return dict(kernel=kernel, triton=triton.__version__, tiles=tiles, registers=int(regs.group(1)) if regs else None,
                 stack_bytes=int(stack.group(1)) if stack else None, shared_bytes=compiled.metadata.shared,
                 loop_instructions=len(loop), loop_mix=collections.Counter(opcode(t) for t in loop).most_common(12),
+                loop_order=product_order(loop),
                 # device-wide fences: what acquire-release atomics cost (one per element added)
                 gpu_fences=len(re.findall(r"MEMBAR\.\w+\.GPU", sass)),
                 # programmatic dependent launch: waits for the kernel before, and the go-ahead to the one after
@@ -203,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     if r["loop_instructions"]:
         print(f"  innermost product loop: {r['loop_instructions']} instructions per iteration")
         print("  " + ", ".join(f"{op} {n}" for op, n in r["loop_mix"]))
+        print("  products, waits and exponentials in issue order: " + " -> ".join(r["loop_order"]))
     else:
         print("  no loop issuing tensor-core products")
     print(f"  device-wide memory fences: {r['gpu_fences']}")

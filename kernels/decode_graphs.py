@@ -35,11 +35,11 @@ import torch
 __all__ = ["key_of", "captured", "replay", "replayed", "GRAPH_DECODE", "MAX_GRAPHS"]
 
 # Replay eager decode calls from CUDA graphs on a static cache; off: every call launches its kernels. On an H200
-# (benchmarks/results/decode-graphs-h200-2026-12-01/) replaying gave the plain step's output to the bit and cut the
-# eager step from 236 / 331 / 299 us to 176 / 166 / 219 us at 16K / 64K / 1M keys (synchronised after each call).
-# On by default since the GPU tests of generation, decode and caches passed with it on
-# (benchmarks/results/decode-pdl-h200-2026-12-01/). Turn it off here, or start the process with
-# SLKERNELS_GRAPH_DECODE=0.
+# (benchmarks/results/decode-replay-h200-2026-12-01/) a replayed call gives the plain step's output to the bit and
+# takes 38 / 54 / 129 us back to back at 16K / 64K / 1M keys (released) against 171 / 179 / 172 us launching the
+# kernels and 33 / 47 / 122 us for the graph replay alone. On by default since the GPU tests of generation, decode
+# and caches passed with it on (benchmarks/results/decode-pdl-h200-2026-12-01/). Turn it off here, or start the
+# process with SLKERNELS_GRAPH_DECODE=0.
 GRAPH_DECODE = os.environ.get("SLKERNELS_GRAPH_DECODE", "1") != "0"
 # Keys remembered (each with its graph and static buffers once captured): several per layer of a model.
 MAX_GRAPHS = 256

@@ -436,3 +436,42 @@ def test_auto_picks_triton_for_span_mean_and_warns_only_on_a_real_fallback():
     wide = [x.double() for x in (q, k, v, qs)]
     with pytest.warns(UserWarning, match="runs on the PyTorch reference"), torch.no_grad():
         superlinear_attention(*wide, MEAN["small"])
+
+
+@pytest.mark.parametrize("tiles", [None, (128, 64, 8, 2), (64, 32, 4, 3)])
+@pytest.mark.parametrize("cfg_name", ["released", "balanced"])
+def test_gluon_forward_passes_equal_the_entry_kernel(cfg_name, tiles):
+    """attend_gluon's span and window passes (Hopper, the next block's scores issued before this block's softmax)
+    against the `tl` entry kernel's on the same entry lists: the span outputs and log-sum-exps, the window's and
+    the mixed output, left padding and a batch of two included."""
+    from slkernels.triton_ops.attend import MODE_FWD_SPAN, MODE_FWD_WINDOW, run_entries
+    from slkernels.triton_ops.attend_gluon import run_entries_gluon
+    from slkernels.triton_ops.entries import build_geometry, window_entries
+    from slkernels.triton_ops.search import search_topk
+    from slkernels.triton_ops.span_lists import span_lists
+
+    if torch.cuda.get_device_capability()[0] != 9:
+        pytest.skip("the Gluon passes are written for Hopper")
+    cfg = CONFIGS[cfg_name]
+    length = 20000
+    q, k, v, qs = _make(2, 32, 2, length, length, 128, torch.bfloat16)
+    pos = torch.arange(length, device="cuda")
+    s0 = torch.tensor([0, 313], device="cuda")
+    with torch.no_grad():
+        anchors, scores = search_topk(qs, k, cfg, pos, s0, length)
+        geo = build_geometry(cfg, anchors, pos, s0, length, spans=False)
+        wins = window_entries(geo, 2, 16)
+        spans, gate, _ = span_lists(geo, cfg, anchors, scores, pos, s0, 2, length)
+        got = {}
+        for name, run in (("tl", run_entries), ("gluon", run_entries_gluon)):
+            lse_s = torch.full(anchors.shape, -1e30, device="cuda")
+            span_o = torch.zeros(*anchors.shape, 128, device="cuda", dtype=q.dtype)
+            extra = {"tiles": tiles} if name == "gluon" else {}
+            run(MODE_FWD_SPAN, spans, q, k, v, 128 ** -0.5, span_o=span_o, out_e=lse_s, **extra)
+            o_w, out = torch.empty_like(q), torch.empty_like(q)
+            lse_w = torch.empty(2, 32, length, device="cuda")
+            run(MODE_FWD_WINDOW, wins, q, k, v, 128 ** -0.5, o_w=o_w, lse_w=lse_w, span_o=span_o, out=out, gate=gate,
+                lse_in=lse_s, **extra)
+            got[name] = (span_o, lse_s, o_w, lse_w, out)
+    for what, a, b in zip(("span_o", "lse_s", "o_w", "lse_w", "out"), got["gluon"], got["tl"]):
+        assert _rel(a, b) < 2e-3, (what, _rel(a, b))
