@@ -475,3 +475,26 @@ def test_gluon_forward_passes_equal_the_entry_kernel(cfg_name, tiles):
             got[name] = (span_o, lse_s, o_w, lse_w, out)
     for what, a, b in zip(("span_o", "lse_s", "o_w", "lse_w", "out"), got["gluon"], got["tl"]):
         assert _rel(a, b) < 2e-3, (what, _rel(a, b))
+
+
+@pytest.mark.parametrize("cfg", [CONFIGS["released"], MEAN["balanced"]], ids=["released", "balanced-span-mean"])
+def test_forward_with_the_gluon_passes_equals_the_tl_forward(monkeypatch, cfg):
+    """function.GLUON_FORWARD on: the whole call (left padding, a batch of two) gives the `tl` forward's output and,
+    through the saved window outputs, its gradients."""
+    from slkernels.triton_ops import function
+
+    if torch.cuda.get_device_capability()[0] != 9:
+        pytest.skip("the Gluon passes are written for Hopper")
+    q, k, v, qs = _make(2, 32, 2, 9000, 9000, 128, torch.bfloat16, grad=True)
+    mask = torch.ones(2, 9000, dtype=torch.long, device="cuda")
+    mask[1, :211] = 0
+    dout = torch.randn_like(q)
+    got = {}
+    for on in (False, True):
+        monkeypatch.setattr(function, "GLUON_FORWARD", on)
+        assert (function.forward_entries(q, k, v) is function.run_entries) != on
+        out = superlinear_attention(q, k, v, qs, cfg, attention_mask=mask, backend="triton")
+        grads = torch.autograd.grad(out, (q, k, v, qs), dout)
+        got[on] = (out, *grads)
+    for what, a, b in zip(("out", "dq", "dk", "dv", "dq_search"), got[True], got[False]):
+        assert _rel(a, b) < 2e-3, (what, _rel(a, b))

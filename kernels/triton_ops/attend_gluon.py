@@ -21,10 +21,10 @@ between start and end of the pipeline stage"), so it is not done.
 
 The passes and their outputs are those of `attend.run_entries` in MODE_FWD_SPAN and MODE_FWD_WINDOW (same entry
 lists, same buffers), for contiguous 16-bit K and V (the tensor-descriptor path) on Hopper; GPU only (Gluon has
-no interpreter). `run_entries_gluon` takes the place of `run_entries` for those two modes. Not yet part of the
-forward: `benchmarks/profile_passes.py` times it beside the `tl` passes and checks its outputs against theirs, and
-`tests/test_triton_gpu.py` compares the two; until a GPU has run them, it is checked only by compiling for sm_90 on
-the CPU (`tests/test_sass_report.py`).
+no interpreter). `run_entries_gluon` takes the place of `run_entries` for those two modes where
+`function.GLUON_FORWARD` is on (off by default). `benchmarks/profile_passes.py` times it beside the `tl` passes and
+checks its outputs against theirs, and `tests/test_triton_gpu.py` compares the two; until a GPU has run them, it is
+checked only by compiling for sm_90 on the CPU (`tests/test_sass_report.py`).
 """
 
 from __future__ import annotations
@@ -235,7 +235,7 @@ def run_entries_gluon(
     tiles: tuple[int, ...] | None = None,
 ) -> None:
     """`attend.run_entries` for MODE_FWD_SPAN and MODE_FWD_WINDOW on this kernel: contiguous 16-bit K and V, a query
-    whose last dim is contiguous, head dim 64 or 128, a Hopper GPU."""
+    whose last dim is contiguous, head dim 128 (the one compiled and checked), a Hopper GPU."""
     mode = mode_value(mode)
     if mode not in (int(MODE_FWD_SPAN), int(MODE_FWD_WINDOW)):
         raise ValueError(f"the Gluon entry kernel runs the forward passes only, not mode {mode}")
@@ -248,6 +248,8 @@ def run_entries_gluon(
     if q.stride(3) != 1 or not (k.is_contiguous() and v.is_contiguous()) or k.dtype not in (torch.bfloat16,
                                                                                               torch.float16):
         raise ValueError("the Gluon entry kernel takes contiguous 16-bit K and V and a query with contiguous rows")
+    if dim != 128:
+        raise ValueError(f"the Gluon entry kernel takes head dim 128, not {dim}")
     dtype = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}[k.dtype]
     layout = gl.NVMMASharedLayout.get_default_for([block_n, dim], dtype)
     k_desc = TensorDescriptor.from_tensor(k.view(-1, dim), [block_n, dim], layout)

@@ -18,12 +18,14 @@ subtracts its share from dq at the end; the window dq and every dk/dv then run w
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from ..config import SuperlinearConfig
 from .attend import MODE_DELTA, MODE_DQ, MODE_DQ_SPAN, MODE_FWD_SPAN, MODE_FWD_WINDOW, run_entries
 from .attend_bwd import dkdv, gate_backward, row_dot
-from .common import NEG_BIG, cdiv
+from .common import NEG_BIG, cdiv, interpreting
 from .entries import build_geometry, window_entries
 from .prefix import key_prefix
 from .search import search_topk
@@ -49,6 +51,26 @@ INFERENCE_START_ROWS = 65536
 CHUNK_ALIGN = 4096
 
 
+# Run the two forward passes on the Gluon kernel (`attend_gluon`) where it applies (Hopper, contiguous 16-bit K and
+# V, head dim 128); off: the `tl` entry kernel. Off by default until the Gluon passes have been checked and timed
+# on a GPU (benchmarks/NOTES.md, item 27); SLKERNELS_GLUON_FORWARD=1 in the environment turns it on.
+GLUON_FORWARD = os.environ.get("SLKERNELS_GLUON_FORWARD", "0") == "1"
+
+
+def forward_entries(q, k, v):
+    """The function that runs the forward passes for these tensors: `attend_gluon.run_entries_gluon` when
+    GLUON_FORWARD is on and it applies, else `attend.run_entries`."""
+    if not GLUON_FORWARD or interpreting() or not q.is_cuda or torch.cuda.get_device_capability(q.device)[0] != 9:
+        return run_entries
+    if k.dtype not in (torch.bfloat16, torch.float16) or q.shape[-1] != 128 or q.stride(3) != 1:
+        return run_entries
+    if not (k.is_contiguous() and v.is_contiguous()) or k.data_ptr() % 16 or v.data_ptr() % 16:
+        return run_entries
+    from .attend_gluon import run_entries_gluon
+
+    return run_entries_gluon
+
+
 def forward_pass(q, k, v, q_search, config: SuperlinearConfig, positions, first_real, scale, t_bound,
                  for_backward: bool = True, prefix=None):
     """Output plus everything the backward needs (dict; None when `for_backward` is off). `prefix`: the running
@@ -67,13 +89,14 @@ def forward_pass(q, k, v, q_search, config: SuperlinearConfig, positions, first_
     # spans first (each stores its o_s and lse_s), then the window, which mixes them into the output
     lse_s = torch.full(anchors.shape, NEG_BIG.value, dtype=torch.float32, device=q.device)
     span_o = torch.empty(*anchors.shape, dim, dtype=q.dtype, device=q.device)
-    run_entries(MODE_FWD_SPAN, spans, q, k, v, scale, span_o=span_o, out_e=lse_s)
+    run_forward = forward_entries(q, k, v)
+    run_forward(MODE_FWD_SPAN, spans, q, k, v, scale, span_o=span_o, out_e=lse_s)
     out = torch.empty(batch, heads_q, len_q, dim, dtype=q.dtype, device=q.device)
     o_w = lse_w = None
     if for_backward:
         o_w = torch.empty_like(out)
         lse_w = torch.empty(batch, heads_q, len_q, dtype=torch.float32, device=q.device)
-    run_entries(MODE_FWD_WINDOW, wins, q, k, v, scale, o_w=o_w, lse_w=lse_w, span_o=span_o, out=out, gate=gate,
+    run_forward(MODE_FWD_WINDOW, wins, q, k, v, scale, o_w=o_w, lse_w=lse_w, span_o=span_o, out=out, gate=gate,
                 lse_in=lse_s)
     del span_o
     if not for_backward:
