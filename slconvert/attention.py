@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import weakref
 from collections.abc import Iterator
 
 import torch
@@ -167,6 +168,46 @@ def superlinear_mask(batch_size: int, q_length: int, kv_length: int, q_offset=0,
     return keys.to(torch.long)
 
 
+# What the last converted layer derived from its mask: (weak reference to the mask, key, (mask, positions)). Every
+# layer of one forward gets the same mask tensor from transformers, so the later layers of the forward take the
+# first one's instead of deriving them again (about a dozen small operations per layer and decode step). Dropped
+# with the mask.
+_DERIVED: list = []
+
+
+def _forget(ref) -> None:
+    if _DERIVED and _DERIVED[0] is ref:
+        _DERIVED.clear()
+
+
+def _layer_mask_and_positions(router, attention_mask, len_q: int, len_kv: int, device, given):
+    """The [B, L_kv] left-padding mask for the kernels (or None) and the query rows' key positions of a converted
+    layer's call, derived from the mask once per forward.
+
+    A 2-D mask comes from `superlinear_mask`, which returns None for a batch without padding: no need to read it
+    back again in every layer. Both the mask and the positions are valid by construction, so the kernels' value
+    checks (host read-backs, every layer and decode step) are skipped."""
+    key = None
+    if isinstance(attention_mask, torch.Tensor) and given is None and not torch.compiler.is_compiling():
+        # the mask's version counter tells an in-place change (inference tensors keep none: they cannot change
+        # outside inference mode, and transformers builds a new mask for every forward)
+        version = -1 if attention_mask.is_inference() else attention_mask._version
+        key = (version, len_q, len_kv, str(device))
+        if _DERIVED and _DERIVED[0]() is attention_mask and _DERIVED[1] == key:
+            return _DERIVED[2]
+    visible = _visible_keys(attention_mask, len_kv)
+    if visible is not None and visible.shape[-1] < len_kv:
+        raise SlconvertError(
+            f"layer {router.layer_idx}: the attention mask covers {visible.shape[-1]} keys but the layer holds {len_kv} "
+            "(the model's cache reported another layer's length); convert without --keep-dense, or run without padding"
+        )
+    mask2d = _left_padding(visible, none_when_unpadded=attention_mask is None or attention_mask.dim() != 2)
+    derived = (mask2d, query_positions(visible, len_q, len_kv, device, given))
+    if key is not None:
+        _DERIVED[:] = [weakref.ref(attention_mask, _forget), key, derived]
+    return derived
+
+
 def superlinear_attention_forward(
     module: torch.nn.Module,
     query: torch.Tensor,
@@ -189,17 +230,8 @@ def superlinear_attention_forward(
             "does not model; reconvert with this layer in --keep-dense"
         )
     len_q, len_kv = query.shape[2], key.shape[2]
-    # A 2-D mask comes from `superlinear_mask`, which returns None for a batch without padding: no need to read
-    # it back again in every layer. Both the mask and the positions are valid by construction, so the kernels'
-    # value checks (host read-backs, every layer and decode step) are skipped.
-    visible = _visible_keys(attention_mask, len_kv)
-    if visible is not None and visible.shape[-1] < len_kv:
-        raise SlconvertError(
-            f"layer {router.layer_idx}: the attention mask covers {visible.shape[-1]} keys but the layer holds {len_kv} "
-            "(the model's cache reported another layer's length); convert without --keep-dense, or run without padding"
-        )
-    mask2d = _left_padding(visible, none_when_unpadded=attention_mask is None or attention_mask.dim() != 2)
-    cache_position = query_positions(visible, len_q, len_kv, query.device, kwargs.get("cache_position"))
+    mask2d, cache_position = _layer_mask_and_positions(router, attention_mask, len_q, len_kv, query.device,
+                                                       kwargs.get("cache_position"))
     q_search = router(query)
     if ATTENTION_OP and torch.compiler.is_compiling() and not torch.is_grad_enabled():
         out = torch.ops.slconvert.superlinear_attention(query, key, value, q_search, cache_position, mask2d,

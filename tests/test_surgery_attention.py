@@ -424,3 +424,38 @@ def test_eager_generate_on_a_static_cache_replays_its_decode_steps_from_graphs(t
     layers = len(json.loads((out / "config.json").read_text())["superlinear"]["layers"])
     assert sum(entry.graph is not None for entry in decode_graphs._ENTRIES.values()) == layers
 
+
+
+def test_the_layers_of_one_forward_derive_the_mask_and_positions_once(bamba, monkeypatch):
+    """Every converted layer of a forward gets the same mask tensor: the first derives the kernels' mask and the
+    query positions from it, the others take them (a dozen small operations per layer and decode step saved); a new
+    mask, or the same one changed in place, is derived again, and the derived tensors go with the mask."""
+    import gc
+
+    import slconvert.attention as attention
+
+    derived = []
+    left_padding = attention._left_padding
+    monkeypatch.setattr(attention, "_left_padding", lambda *a, **k: derived.append(1) or left_padding(*a, **k))
+    calls = []
+    real = attention.superlinear_attention
+    monkeypatch.setattr(attention, "superlinear_attention", lambda *a, **k: calls.append(k) or real(*a, **k))
+    module = next(m for m in bamba.modules() if getattr(m, attention.ROUTER_ATTRIBUTE, None) is not None)
+    q = torch.randn(2, 4, 1, 16)
+    k, v = torch.randn(2, 2, 12, 16), torch.randn(2, 2, 12, 16)
+    mask = torch.ones(2, 12, dtype=torch.long)
+    mask[0, :3] = 0
+    with torch.no_grad():
+        outs = [attention.superlinear_attention_forward(module, q, k, v, mask)[0] for _ in range(3)]
+        assert len(derived) == 1 and all(torch.equal(o, outs[0]) for o in outs)
+        assert calls[1]["attention_mask"] is calls[0]["attention_mask"]
+        assert calls[0]["cache_position"].tolist() == [11]
+        mask[0, 3] = 0  # changed in place: derived again
+        changed = attention.superlinear_attention_forward(module, q, k, v, mask)[0]
+        assert len(derived) == 2 and calls[-1]["attention_mask"][0, :4].tolist() == [0, 0, 0, 0]
+        assert not torch.equal(changed, outs[0])
+        attention.superlinear_attention_forward(module, q, k, v, mask.clone())  # another tensor: derived again
+        assert len(derived) == 3
+    del mask, calls
+    gc.collect()
+    assert attention._DERIVED == []  # gone with the last mask
