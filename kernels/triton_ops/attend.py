@@ -52,7 +52,7 @@ from .common import (
 from .entries import EntryList
 
 # (the modes are defined in common.py and exported here with the kernel they select a pass of)
-__all__ = ["MODE_FWD_WINDOW", "MODE_FWD_SPAN", "MODE_DELTA", "MODE_DQ", "MODE_DQ_SPAN", "run_entries"]
+__all__ = ["MODE_FWD_WINDOW", "MODE_FWD_SPAN", "MODE_DELTA", "MODE_DQ", "MODE_DQ_SPAN", "run_entries", "uses_descriptors"]
 
 # "off" keeps plain loads everywhere (for same-run comparisons, benchmarks/compare_passes.py).
 DESCRIPTORS = ["on"]
@@ -204,6 +204,14 @@ def _entry_kernel(
             tl.store(OUT_E + ent_flat, pdp_sum, mask=emask)
 
 
+def uses_descriptors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
+    """Whether the entry passes read K and V through tensor descriptors (bulk tensor copies): contiguous, 16-byte
+    aligned, 16-bit on a GPU (any dtype under the interpreter, so that CI checks their indexing too)."""
+    return (DESCRIPTORS[0] != "off" and TensorDescriptor is not None
+            and (interpreting() or q.dtype in (torch.bfloat16, torch.float16))
+            and k.is_contiguous() and v.is_contiguous() and k.data_ptr() % 16 == 0 and v.data_ptr() % 16 == 0)
+
+
 def run_entries(
     mode,
     entries: EntryList,
@@ -248,10 +256,7 @@ def run_entries(
     # the window forward mixes the row's spans into the output when their outputs are given
     spans_per_row = gate.shape[-1] if mode == MODE_FWD_WINDOW and span_o is not None else 0
     grid = (triton.cdiv(n_max, block_m), groups)
-    # (the interpreter takes the descriptors in any dtype, so that CI checks their indexing too)
-    use_desc = (DESCRIPTORS[0] != "off" and TensorDescriptor is not None
-                and (interpreting() or q.dtype in (torch.bfloat16, torch.float16))
-                and k.is_contiguous() and v.is_contiguous() and k.data_ptr() % 16 == 0 and v.data_ptr() % 16 == 0)
+    use_desc = uses_descriptors(q, k, v)
     k_desc = TensorDescriptor.from_tensor(k.view(-1, dim), [block_n, dim]) if use_desc else k
     v_desc = TensorDescriptor.from_tensor(v.view(-1, dim), [block_n, dim]) if use_desc else v
     _entry_kernel[grid](

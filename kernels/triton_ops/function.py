@@ -23,7 +23,7 @@ import os
 import torch
 
 from ..config import SuperlinearConfig
-from .attend import MODE_DELTA, MODE_DQ, MODE_DQ_SPAN, MODE_FWD_SPAN, MODE_FWD_WINDOW, run_entries
+from .attend import MODE_DELTA, MODE_DQ, MODE_DQ_SPAN, MODE_FWD_SPAN, MODE_FWD_WINDOW, run_entries, uses_descriptors
 from .attend_bwd import dkdv, gate_backward, row_dot
 from .common import NEG_BIG, cdiv, interpreting
 from .entries import build_geometry, window_entries
@@ -51,8 +51,8 @@ INFERENCE_START_ROWS = 65536
 CHUNK_ALIGN = 4096
 
 
-# Run the two forward passes on the Gluon kernel (`attend_gluon`) where it applies (Hopper, contiguous 16-bit K and
-# V, head dim 128); off: the `tl` entry kernel. Off by default until the Gluon passes have been checked and timed
+# Run the two forward passes on the Gluon kernel (`attend_gluon`) where it applies (Hopper, K and V read through
+# tensor descriptors, head dim 128); off: the `tl` entry kernel. Off by default until the Gluon passes have been checked and timed
 # on a GPU (benchmarks/NOTES.md, item 27); SLKERNELS_GLUON_FORWARD=1 in the environment turns it on.
 GLUON_FORWARD = os.environ.get("SLKERNELS_GLUON_FORWARD", "0") == "1"
 
@@ -62,9 +62,7 @@ def forward_entries(q, k, v):
     GLUON_FORWARD is on and it applies, else `attend.run_entries`."""
     if not GLUON_FORWARD or interpreting() or not q.is_cuda or torch.cuda.get_device_capability(q.device)[0] != 9:
         return run_entries
-    if k.dtype not in (torch.bfloat16, torch.float16) or q.shape[-1] != 128 or q.stride(3) != 1:
-        return run_entries
-    if not (k.is_contiguous() and v.is_contiguous()) or k.data_ptr() % 16 or v.data_ptr() % 16:
+    if not uses_descriptors(q, k, v) or q.shape[-1] != 128 or q.stride(3) != 1:
         return run_entries
     from .attend_gluon import run_entries_gluon
 
