@@ -29,6 +29,7 @@ from slkernels.triton_ops.common import tile_sizes
 from slkernels.triton_ops.entries import build_geometry, span_entries, window_entries
 from slkernels.triton_ops.search import search_topk
 from slkernels.triton_ops.span_lists import span_lists
+from slkernels.triton_ops.window_lists import window_lists
 
 from slconvert.benchmark.timing import measure, measure_graph
 
@@ -38,8 +39,6 @@ VARIANTS = {
     "search": [(16, 1), (64, 2), (32, 2)],
     "window": [(128, 64, 8, 2), (128, 64, 8, 3), (128, 32, 8, 3), (64, 32, 4, 3), (64, 64, 4, 2)],
     "span": [(128, 64, 8, 2), (128, 64, 8, 3), (128, 32, 8, 3), (64, 32, 4, 3), (64, 64, 4, 2)],
-    # the Gluon forward passes (attend_gluon): (entries per program, keys per block, warps, ring slots)
-    "gluon": [(64, 64, 4, 3), (64, 64, 4, 2), (128, 64, 8, 2), (128, 64, 8, 3), (64, 32, 4, 3)],
     "dq span": [(64, 32, 4, 2), (64, 32, 4, 4), (64, 32, 4, 3, 168)],
     "dq window": [(64, 64, 4, 2), (64, 32, 4, 2), (64, 32, 4, 3)],
     "dkdv": [(64, 64, 4, 2), (64, 32, 4, 3), (64, 32, 4, 3, 168), (64, 32, 4, 4)],
@@ -93,40 +92,6 @@ def inputs(length: int):
     return q, k, v, qs, pos, s0
 
 
-def gluon_passes(spans, wins, q, k, v, scale, span_o, lse_s, gate) -> None:
-    """The two forward passes in Gluon (attend_gluon) under each tiling of VARIANTS["gluon"], each checked against
-    the `tl` pass's outputs (relative difference printed); a tiling that fails prints its error and the rest go on."""
-    try:
-        from slkernels.triton_ops.attend_gluon import run_entries_gluon
-    except ImportError as err:
-        print(f"  Gluon passes: not available ({err})")
-        return
-    length = q.shape[2]
-
-    def rel(a, b):
-        return f"{((a.float() - b.float()).norm() / b.float().norm()).item():.1e}"
-
-    want_o, want_out = torch.empty_like(q), torch.empty_like(q)
-    want_lse = torch.empty(1, 32, length, device="cuda")
-    run_entries(MODE_FWD_WINDOW, wins, q, k, v, scale, o_w=want_o, lse_w=want_lse, span_o=span_o, out=want_out,
-                gate=gate, lse_in=lse_s)
-    for tiles in VARIANTS["gluon"]:
-        g_o, g_lse = torch.zeros_like(span_o), torch.full_like(lse_s, -1e30)
-        o_w, out = torch.empty_like(q), torch.empty_like(q)
-        lse_w = torch.empty(1, 32, length, device="cuda")
-        try:
-            timed(f"span attention, Gluon {tiles}", lambda tiles=tiles, g_o=g_o, g_lse=g_lse: run_entries_gluon(
-                MODE_FWD_SPAN, spans, q, k, v, scale, span_o=g_o, out_e=g_lse, tiles=tiles))
-            timed(f"window attention, Gluon {tiles}", lambda tiles=tiles, o_w=o_w, lse_w=lse_w, out=out: (
-                run_entries_gluon(MODE_FWD_WINDOW, wins, q, k, v, scale, o_w=o_w, lse_w=lse_w, span_o=span_o, out=out,
-                                  gate=gate, lse_in=lse_s, tiles=tiles)))
-        except Exception as err:  # a tiling that does not compile or run is a row, not the end
-            print(f"  Gluon {tiles}: {type(err).__name__}: {str(err)[:300]}")
-            continue
-        print(f"  Gluon {tiles} against tl: span_o {rel(g_o, span_o)}, lse_s {rel(g_lse, lse_s)}, "
-              f"o_w {rel(o_w, want_o)}, out {rel(out, want_out)}")
-
-
 def profile_one(name: str, cfg: SuperlinearConfig, length: int, forward_only: bool = False) -> None:
     print(f"{name} L={length} on {torch.cuda.get_device_name()}")
     q, k, v, qs, pos, s0 = inputs(length)
@@ -139,9 +104,11 @@ def profile_one(name: str, cfg: SuperlinearConfig, length: int, forward_only: bo
             qs, k, cfg, pos, s0, length, block_n=bn, num_warps=warps))
     geo = timed("geometry (torch, every span)", lambda: build_geometry(cfg, anchors, pos, s0, length))
     timed("span entries (torch, sort)", lambda: span_entries(geo, 2, 16, length))
-    geo = timed("geometry (rows only)", lambda: build_geometry(cfg, anchors, pos, s0, length, spans=False))
-    wins = timed("window entries", lambda: window_entries(geo, 2, 16))
-    spans, gate, _ = timed("span lists (one pass, sort)", lambda: span_lists(geo, cfg, anchors, scores, pos, s0, 2, length))
+    timed("window entries (torch, sort)", lambda: window_entries(geo, 2, 16))
+    timed("window lists (one pass, sorted)", lambda: window_lists(cfg, pos, s0, 2, 16, sort=True))
+    wins = timed("window lists (one pass)", lambda: window_lists(cfg, pos, s0, 2, 16))
+    spans, gate, _ = timed("span lists (one pass, sort)", lambda: span_lists(cfg, length, anchors, scores, pos, s0, 2,
+                                                                             length))
     lse_s = torch.empty_like(scores)
     span_o = torch.empty(*scores.shape, 128, device="cuda", dtype=q.dtype)
     timed("span attention", lambda: run_entries(MODE_FWD_SPAN, spans, q, k, v, scale, span_o=span_o, out_e=lse_s))
@@ -156,7 +123,6 @@ def profile_one(name: str, cfg: SuperlinearConfig, length: int, forward_only: bo
             MODE_FWD_WINDOW, wins, q, k, v, scale, o_w=o_w, lse_w=lse_w, tiles=tiles))
     timed("window attention, mixing the spans into the output", lambda: run_entries(
         MODE_FWD_WINDOW, wins, q, k, v, scale, span_o=span_o, out=out, gate=gate, lse_in=lse_s))
-    gluon_passes(spans, wins, q, k, v, scale, span_o, lse_s, gate)
     u = torch.empty_like(scores)
     timed("span delta pass (no atomics)", lambda: run_entries(MODE_DELTA, spans, q, k, v, scale, do=q, lse_in=lse_s,
                                                               out_e=u))

@@ -56,12 +56,7 @@ def compile_for_sm90(fn, args: dict, consts: dict, warps: int, stages: int, regc
             if value % 16 == 0:
                 attrs[(i,)] = [["tt.divisibility", 16]]
     options = dict(num_warps=warps, num_stages=stages, **({"maxnreg": regcap} if regcap else {}))
-    if getattr(fn, "is_gluon", lambda: False)():
-        from triton.experimental.gluon._runtime import GluonASTSource
-
-        source = GluonASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs)
-    else:
-        source = ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs)
+    source = ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs)
     return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
 
 
@@ -90,20 +85,6 @@ def kernel_and_args(kernel: str, length: int, tiles: tuple[int, ...]):
         consts = dict(NJ=nj, MODE=mode, D=D, BM=bm, BN=bn, PREC="tf32", UPCAST=False, USE_DESC=True, Q_ROWS=True,
                       DQ_FINAL=mode == 3, STORE_OW=mode == 0, STORE_OUT=mode == 0, KS=3 if mode == 0 else 0)
         return attend._entry_kernel, args, consts
-    if name == "gluon":  # the Gluon forward of attend_gluon: gluon:1 spans, gluon:0 window (mixing 3 spans)
-        from slkernels.triton_ops import attend_gluon
-        from triton.experimental.gluon import language as gl
-
-        mode = int(arg or 1)
-        nj = 3 if mode == 1 else 1
-        desc = f"tensordesc<bf16[{bn}, {D}],{gl.NVMMASharedLayout.get_default_for([bn, D], gl.bfloat16)!r}>"
-        args = dict(Q="*bf16", K_DESC=desc, V_DESC=desc, ENT_ID="*i32", ENT_LO="*i32", ENT_HI="*i32",
-                    ENT_COUNT="*i32", ent_stride=length * G * nj, OW="*bf16", LSEW="*fp32", SPAN_O="*bf16",
-                    OUT="*bf16", GATE="*fp32", LSE_IN="*fp32", OUT_E="*fp32", sqb=HQ * length * D, sqh=length * D,
-                    sql=D, H_Q=HQ, H_KV=HKV, L_Q=length, L_KV=length, sm_scale=D**-0.5)
-        consts = dict(NJ=nj, MODE=mode, D=D, BM=bm, BN=bn, STAGES=tiles[3], Q_ROWS=True, STORE_OW=mode == 0,
-                      STORE_OUT=mode == 0, KS=3 if mode == 0 else 0, num_warps=tiles[2])
-        return attend_gluon._entry_forward_kernel, args, consts
     if name == "dkdv":
         from slkernels.triton_ops import attend_bwd
 

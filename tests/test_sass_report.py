@@ -63,18 +63,3 @@ def test_search_kernels_compile_for_hopper_without_spills(sass_report, kernel):
     assert r["stack_bytes"] == 0, f"{kernel}: {r['stack_bytes']} B spilled"
     assert r["gpu_fences"] == 0, f"{kernel}: {r['gpu_fences']} device-wide fences"
     assert r["loop_instructions"] > 0 and dict(r["loop_mix"]).get("HMMA", 0) > 0, r["loop_mix"]
-
-
-@pytest.mark.parametrize("kernel", ["gluon:1", "gluon:0"])
-def test_gluon_forward_issues_the_next_scores_before_the_softmax(sass_report, kernel):
-    """The Gluon forward passes (attend_gluon, GLUON_TILES): the loop issues the next block's scores, then this block's
-    exponentials, then the values' product, and only then waits, once; the `tl` entry kernel waits for its scores
-    before their softmax. Nothing spilled, no device-wide fence."""
-    from slkernels.triton_ops.attend_gluon import GLUON_TILES
-
-    r = sass_report.report(kernel, 262144, GLUON_TILES, None)
-    assert r["stack_bytes"] == 0, f"{kernel}: {r['stack_bytes']} B spilled"
-    assert r["gpu_fences"] == 0
-    assert r["loop_order"] == ["HGMMA", "MUFU", "HGMMA", "DEPBAR"], r["loop_order"]
-    tl_order = sass_report.report("entry:" + kernel[-1], 262144, GLUON_TILES, None)["loop_order"]
-    assert tl_order[:3] == ["HGMMA", "DEPBAR", "MUFU"], tl_order

@@ -126,6 +126,7 @@ def _worker() -> None:
     results["_reachable_counts"] = _reachable_counts(torch)
     results["_fp16_dq_with_value_offset"] = _fp16_dq_with_value_offset(torch, SuperlinearConfig(**SMALL))
     results["_span_lists"] = _span_lists_vs_torch(torch, SuperlinearConfig(**SMALL))
+    results["_window_lists"] = _window_lists_vs_torch(torch, SuperlinearConfig(**SMALL))
     many_candidates = SuperlinearConfig(**dict(MEAN, search_power=0.75))
     results["_span_mean_fp16_products"] = _span_mean_fp16_products(torch, many_candidates)
     results["_prefix_at_1m"] = _prefix_at_a_million(torch)
@@ -342,8 +343,7 @@ def _span_lists_vs_torch(torch, cfg) -> dict[str, float]:
     scores = torch.randn(anchors.shape, generator=gen)
     geo = build_geometry(cfg, anchors, pos, first_real, length)
     ref = span_entries(geo, heads_kv, heads_q // heads_kv, length)
-    got, gate, valid = span_lists(build_geometry(cfg, anchors, pos, first_real, length, spans=False), cfg, anchors,
-                                  scores, pos, first_real, heads_kv, length)
+    got, gate, valid = span_lists(cfg, length, anchors, scores, pos, first_real, heads_kv, length)
     mismatched = int(not torch.equal(ref.count, got.count)) + int(not torch.equal(valid, geo.valid))
     for g, n in enumerate(ref.count.tolist()):
         mismatched += int(not torch.equal(ref.key[g], got.key[g]))
@@ -351,6 +351,40 @@ def _span_lists_vs_torch(torch, cfg) -> dict[str, float]:
         mismatched += int(triples[0] != triples[1])
     expected_gate = torch.softmax(scores.masked_fill(~geo.valid, -1.0e30), dim=-1) * geo.valid
     return {"mismatched": mismatched, "gate": float((gate - expected_gate).abs().max())}
+
+
+def _window_lists_vs_torch(torch, cfg) -> dict[str, int]:
+    """The one-pass window lists against `window_entries` (torch), per (positions, sort): mismatched groups. Rows in
+    ascending positions (a prefill, a later chunk, left padding) give the torch lists exactly, sorted or not;
+    scrambled positions give the same entries per group, in row order unsorted and by first key sorted."""
+    from slkernels.triton_ops.entries import build_geometry, window_entries
+    from slkernels.triton_ops.window_lists import window_lists
+
+    gen = torch.Generator().manual_seed(5)
+    batch, heads_q, heads_kv, length = 2, 8, 2, 97
+    first_real = torch.tensor([7, 0])
+    cases = {"prefill": torch.arange(length), "chunk": torch.arange(40, length),
+             "scrambled": torch.randperm(length, generator=gen)[:61]}
+    wrong = {}
+    for name, pos in cases.items():
+        anchors = torch.full((batch, heads_q, pos.numel(), cfg.num_spans), -1, dtype=torch.int32)
+        ref = window_entries(build_geometry(cfg, anchors, pos, first_real, length), heads_kv, heads_q // heads_kv)
+        for sort in (False, True):
+            got = window_lists(cfg, pos, first_real, heads_kv, heads_q // heads_kv, sort=sort)
+            bad = int(not torch.equal(ref.count, got.count)) + int(got.bucket_max_len != ref.bucket_max_len)
+            for g in range(batch * heads_kv):
+                triples = [list(zip(x.lo[g].tolist(), x.eid[g].tolist(), x.hi[g].tolist())) for x in (ref, got)]
+                if name != "scrambled":
+                    bad += int(triples[0] != triples[1]) + int(not torch.equal(got.key[g], got.lo[g]))
+                    continue
+                bad += int(sorted(triples[0]) != sorted(triples[1]))
+                if sort:  # sorted by first key, as the backward's search of the list needs
+                    bad += int(not bool((got.lo[g][1:] >= got.lo[g][:-1]).all()))
+                else:  # the rows in their given order, each row's heads together
+                    bad += int(got.eid[g].view(-1, heads_q // heads_kv)[:, 0].remainder(pos.numel()).tolist()
+                               != list(range(pos.numel())))
+            wrong[f"{name}_sort_{sort}"] = bad
+    return wrong
 
 
 def _search_ties(torch, cfg) -> dict[str, int]:
@@ -447,6 +481,11 @@ def test_reachable_anchor_count_is_exact_even_from_a_poor_estimate(interpreted):
 def test_one_pass_span_lists_match_torch(interpreted):
     assert interpreted["_span_lists"]["mismatched"] == 0
     assert interpreted["_span_lists"]["gate"] < 1e-6
+
+
+def test_one_pass_window_lists_match_torch(interpreted):
+    got = interpreted["_window_lists"]
+    assert len(got) == 6 and not any(got.values()), got
 
 
 def test_span_mean_search_in_fp16_products(interpreted):

@@ -14,6 +14,7 @@ with one division by the compile-time NJ. int32 while they fit, int64 beyond.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 
@@ -50,14 +51,13 @@ class Geometry:
 
     win_lo: torch.Tensor  # int64 [B, L_q]
     win_hi: torch.Tensor  # int64 [B, L_q]
-    span_lo: torch.Tensor | None  # int64 [B, H_q, L_q, k] (None: left to `span_lists.span_lists`)
-    span_hi: torch.Tensor | None  # int64 [B, H_q, L_q, k]
-    valid: torch.Tensor | None  # bool [B, H_q, L_q, k]
+    span_lo: torch.Tensor  # int64 [B, H_q, L_q, k]
+    span_hi: torch.Tensor  # int64 [B, H_q, L_q, k]
+    valid: torch.Tensor  # bool [B, H_q, L_q, k]
     t: torch.Tensor  # int64 [B, L_q]: tokens seen by each row
     t_bound: int
     window: int
-    span_max: int
-    span_len_table: torch.Tensor  # int64 [>= t_bound + 1] on the host: back[t] + fwd[t] + 1
+    config: SuperlinearConfig
 
 
 def build_geometry(
@@ -66,11 +66,9 @@ def build_geometry(
     positions: torch.Tensor,
     first_real: torch.Tensor,
     t_bound: int,
-    spans: bool = True,
 ) -> Geometry:
-    """The window and span bounds of docs/semantics.md from the selected anchors, with the host-computed span tables.
-
-    `spans=False` leaves the per-span fields out (the Triton pass of `span_lists` computes them)."""
+    """The window and span bounds of docs/semantics.md from the selected anchors, with the host-computed span tables
+    (the torch path that `span_lists` and `window_lists` are checked against)."""
     width = window_length(config)
     tables = span_tables(config, max(t_bound, 1), positions.device)
     pos = positions.to(torch.int64)[None, :]  # [1, L]
@@ -78,15 +76,10 @@ def build_geometry(
     t = (pos + 1 - s0).clamp(0, max(t_bound, 1))
     win_lo = torch.maximum(pos - width + 1, s0)
     win_hi = pos.expand_as(win_lo)
-    span_lo = span_hi = valid = None
-    if spans:
-        a = anchors.to(torch.int64)
-        valid = a >= 0
-        span_lo, span_hi = span_bounds(config, a, t[:, None, :, None], s0[:, None, :, None], pos[:, None, :, None],
-                                       tables)
-    host = geometry_tables(config, max(t_bound, 1), "cpu")
-    return Geometry(win_lo, win_hi, span_lo, span_hi, valid, pos + 1 - s0, max(t_bound, 1), width,
-                    host.span_length(max(t_bound, 1)), host.span_len)
+    a = anchors.to(torch.int64)
+    valid = a >= 0
+    span_lo, span_hi = span_bounds(config, a, t[:, None, :, None], s0[:, None, :, None], pos[:, None, :, None], tables)
+    return Geometry(win_lo, win_hi, span_lo, span_hi, valid, pos + 1 - s0, max(t_bound, 1), width, config)
 
 
 def max_span_length(config: SuperlinearConfig, t_bound: int) -> int:
@@ -137,7 +130,7 @@ def span_entries(geo: Geometry, heads_kv: int, group: int, len_kv: int) -> Entry
         x = x.reshape(batch, heads_kv, group, len_q, ksel).permute(0, 1, 3, 2, 4)
         return x.reshape(batch * heads_kv, len_q * group * ksel)
 
-    n_buckets, bucket_max = length_buckets(geo)
+    n_buckets, bucket_max = length_buckets(geo.config, geo.t_bound)
     shift, dtype, invalid = sort_key_layout(n_buckets, len_kv)
     bucket = ((geo.t - 1).clamp_min(0) * n_buckets // geo.t_bound).clamp_max(n_buckets - 1)  # [B, L]
     key = torch.where(geo.valid, (bucket[:, None, :, None] << shift) | geo.span_lo, invalid).to(dtype)
@@ -150,19 +143,24 @@ def span_entries(geo: Geometry, heads_kv: int, group: int, len_kv: int) -> Entry
     return EntryList(ent.gather(1, order), lo, hi.to(torch.int32), count, ksel, key, bucket_max, shift)
 
 
-def length_buckets(geo: Geometry) -> tuple[int, list[int]]:
+def length_buckets(config: SuperlinearConfig, t_bound: int) -> tuple[int, list[int]]:
     """Rows are split into buckets of t (span length grows with t), so a tile holds spans of nearly equal
-    length and the key-major backward scans only entries that can reach its keys."""
-    n_buckets = max(1, min(SPAN_BUCKETS, geo.t_bound))
+    length and the key-major backward scans only entries that can reach its keys: (buckets, per bucket an upper
+    bound of a span's length). From the host tables, computed once per (config, t_bound)."""
+    n_buckets, maxima = _length_buckets(config, max(t_bound, 1))
+    return n_buckets, list(maxima)
+
+
+@lru_cache(maxsize=256)
+def _length_buckets(config: SuperlinearConfig, t_bound: int) -> tuple[int, tuple[int, ...]]:
+    host = geometry_tables(config, t_bound, "cpu")
+    span_max = host.span_length(t_bound)
+    n_buckets = max(1, min(SPAN_BUCKETS, t_bound))
     maxima = []
     for b in range(n_buckets):
-        t_hi = min(geo.t_bound, (b + 1) * geo.t_bound // n_buckets + 1)
-        maxima.append(min(geo.span_max, _span_len_at(geo, t_hi)))
-    return n_buckets, maxima
-
-
-def _span_len_at(geo: Geometry, t: int) -> int:
-    return int(geo.span_len_table[t])
+        t_hi = min(t_bound, (b + 1) * t_bound // n_buckets + 1)
+        maxima.append(min(span_max, host.span_length(t_hi)))
+    return n_buckets, tuple(maxima)
 
 
 def key_block_ranges(entries: EntryList, len_kv: int, block_n: int) -> torch.Tensor:

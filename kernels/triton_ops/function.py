@@ -18,18 +18,16 @@ subtracts its share from dq at the end; the window dq and every dk/dv then run w
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from ..config import SuperlinearConfig
-from .attend import MODE_DELTA, MODE_DQ, MODE_DQ_SPAN, MODE_FWD_SPAN, MODE_FWD_WINDOW, run_entries, uses_descriptors
+from .attend import MODE_DELTA, MODE_DQ, MODE_DQ_SPAN, MODE_FWD_SPAN, MODE_FWD_WINDOW, run_entries
 from .attend_bwd import dkdv, gate_backward, row_dot
-from .common import NEG_BIG, cdiv, interpreting
-from .entries import build_geometry, window_entries
+from .common import NEG_BIG, cdiv
 from .prefix import key_prefix
 from .search import search_topk
 from .span_lists import span_lists
+from .window_lists import window_lists
 
 __all__ = ["superlinear_prefill", "forward_pass", "inference_forward", "inference_plan", "inference_chunk_rows"]
 
@@ -51,24 +49,6 @@ INFERENCE_START_ROWS = 65536
 CHUNK_ALIGN = 4096
 
 
-# Run the two forward passes on the Gluon kernel (`attend_gluon`) where it applies (Hopper, K and V read through
-# tensor descriptors, head dim 128); off: the `tl` entry kernel. Off by default until the Gluon passes have been checked and timed
-# on a GPU (benchmarks/NOTES.md, item 27); SLKERNELS_GLUON_FORWARD=1 in the environment turns it on.
-GLUON_FORWARD = os.environ.get("SLKERNELS_GLUON_FORWARD", "0") == "1"
-
-
-def forward_entries(q, k, v):
-    """The function that runs the forward passes for these tensors: `attend_gluon.run_entries_gluon` when
-    GLUON_FORWARD is on and it applies, else `attend.run_entries`."""
-    if not GLUON_FORWARD or interpreting() or not q.is_cuda or torch.cuda.get_device_capability(q.device)[0] != 9:
-        return run_entries
-    if not uses_descriptors(q, k, v) or q.shape[-1] != 128 or q.stride(3) != 1:
-        return run_entries
-    from .attend_gluon import run_entries_gluon
-
-    return run_entries_gluon
-
-
 def forward_pass(q, k, v, q_search, config: SuperlinearConfig, positions, first_real, scale, t_bound,
                  for_backward: bool = True, prefix=None):
     """Output plus everything the backward needs (dict; None when `for_backward` is off). `prefix`: the running
@@ -80,21 +60,20 @@ def forward_pass(q, k, v, q_search, config: SuperlinearConfig, positions, first_
     if prefix is None and config.search_key == "span_mean":
         prefix = key_prefix(k, first_real)
     anchors, scores = search_topk(q_search, k, config, positions, first_real, t_bound, prefix=prefix)
-    geo = build_geometry(config, anchors, positions, first_real, t_bound, spans=False)
-    wins = window_entries(geo, heads_kv, group)
-    spans, gate, valid = span_lists(geo, config, anchors, scores, positions, first_real, heads_kv, k.shape[2])
+    # the backward searches the window list by first key: its rows in position order (the forward alone needs no sort)
+    wins = window_lists(config, positions, first_real, heads_kv, group, sort=for_backward)
+    spans, gate, valid = span_lists(config, t_bound, anchors, scores, positions, first_real, heads_kv, k.shape[2])
 
     # spans first (each stores its o_s and lse_s), then the window, which mixes them into the output
     lse_s = torch.full(anchors.shape, NEG_BIG.value, dtype=torch.float32, device=q.device)
     span_o = torch.empty(*anchors.shape, dim, dtype=q.dtype, device=q.device)
-    run_forward = forward_entries(q, k, v)
-    run_forward(MODE_FWD_SPAN, spans, q, k, v, scale, span_o=span_o, out_e=lse_s)
+    run_entries(MODE_FWD_SPAN, spans, q, k, v, scale, span_o=span_o, out_e=lse_s)
     out = torch.empty(batch, heads_q, len_q, dim, dtype=q.dtype, device=q.device)
     o_w = lse_w = None
     if for_backward:
         o_w = torch.empty_like(out)
         lse_w = torch.empty(batch, heads_q, len_q, dtype=torch.float32, device=q.device)
-    run_forward(MODE_FWD_WINDOW, wins, q, k, v, scale, o_w=o_w, lse_w=lse_w, span_o=span_o, out=out, gate=gate,
+    run_entries(MODE_FWD_WINDOW, wins, q, k, v, scale, o_w=o_w, lse_w=lse_w, span_o=span_o, out=out, gate=gate,
                 lse_in=lse_s)
     del span_o
     if not for_backward:

@@ -13,9 +13,9 @@ import triton
 import triton.language as tl
 
 from ..config import SuperlinearConfig
-from ..geometry import span_tables
+from ..geometry import span_tables, window_length
 from .common import NEG_BIG, interpreting, span_range
-from .entries import EntryList, Geometry, id_dtype, length_buckets, sort_key_layout
+from .entries import EntryList, id_dtype, length_buckets, sort_key_layout
 
 __all__ = ["span_lists"]
 
@@ -64,8 +64,8 @@ def _span_lists_kernel(
 
 
 def span_lists(
-    geo: Geometry,
     config: SuperlinearConfig,
+    t_bound: int,
     anchors: torch.Tensor,
     scores: torch.Tensor,
     positions: torch.Tensor,
@@ -73,13 +73,15 @@ def span_lists(
     heads_kv: int,
     len_kv: int,
 ) -> tuple[EntryList, torch.Tensor, torch.Tensor]:
-    """(span entry list, gate float32 [B, H_q, L_q, k], valid bool [B, H_q, L_q, k]) from the search's output."""
+    """(span entry list, gate float32 [B, H_q, L_q, k], valid bool [B, H_q, L_q, k]) from the search's output, for
+    rows with at most `t_bound` tokens seen."""
     batch, heads_q, len_q, ksel = anchors.shape
     group = heads_q // heads_kv
     device = anchors.device
-    n_buckets, bucket_max = length_buckets(geo)
+    t_bound = max(t_bound, 1)
+    n_buckets, bucket_max = length_buckets(config, t_bound)
     shift, dtype, invalid = sort_key_layout(n_buckets, len_kv)
-    tables = span_tables(config, geo.t_bound, device)
+    tables = span_tables(config, t_bound, device)
     groups, n = batch * heads_kv, len_q * group * ksel
     key = torch.empty(groups, n, dtype=dtype, device=device)
     hi = torch.empty(groups, n, dtype=torch.int32, device=device)
@@ -92,7 +94,7 @@ def span_lists(
         _span_lists_kernel[grid](
             anchors, scores.contiguous(), positions, first_real, tables.back, tables.fwd,
             key, hi, ent, gate, valid,
-            len_q, heads_q, heads_kv, geo.window, geo.t_bound, n_buckets, shift, invalid,
+            len_q, heads_q, heads_kv, window_length(config), t_bound, n_buckets, shift, invalid,
             G=group, KSEL=ksel, KP=triton.next_power_of_2(ksel), BM=block_m,
             num_warps=1 if interpreting() else 4,
         )
