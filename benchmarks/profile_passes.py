@@ -48,6 +48,8 @@ VARIANTS = {
     "decode search": [32, 64, 256, 512],
     # decode's search tiling: (anchors per block, warps, stages) (decode.DECODE_SEARCH_TILE), timed as the search
     "decode search tile": [(16, 1, 2), (64, 1, 2), (32, 2, 2), (64, 2, 2), (32, 4, 2), (128, 4, 2), (32, 1, 1)],
+    # decode's combine: (columns of D per program, warps) (decode.COMBINE_TILE), timed with the partial kernel
+    "decode combine": [(128, 4), (64, 4), (32, 1), (32, 2)],
     # decode's three kernels chained by programmatic dependent launch (decode.DECODE_PDL), timed as the whole step
     "decode pdl": [True],
 }
@@ -208,6 +210,7 @@ def profile_decode(name: str, cfg: SuperlinearConfig, length: int, bandwidth_gbs
         print(f"  {label:44} {_graph_ms(f)}", flush=True)
     # each alternative of a decode setting against its default's output: (label, setting, values, what is timed)
     sweeps = [("partial + combine {}", "DECODE_TILE", VARIANTS["decode"], kernels),
+              ("partial + combine, combine tiling {}", "COMBINE_TILE", VARIANTS["decode combine"], kernels),
               ("whole step, {} anchors per search program", "SEARCH_SPLIT", VARIANTS["decode search"], step),
               ("search's scores, tiling {}", "DECODE_SEARCH_TILE", VARIANTS["decode search tile"],
                lambda: search()[1]),

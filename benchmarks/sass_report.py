@@ -123,9 +123,9 @@ def kernel_and_args(kernel: str, length: int, tiles: tuple[int, ...]):
         n_split = -(-8195 // (8 * bn))  # the longest range at 1M keys (a span of 8195) in chunks of about BN x 8 keys
         rows = dict(ANCH="*i32", SCORE="*fp32", PART="*fp32", OUT="*bf16", n_split=n_split,
                     n_slots=-(-HQ * 4 * n_split // 16) * 16, n_pieces=48)
-        if name == "combine":  # a range's chunks merged at once
-            return decode._decode_combine_kernel, rows, dict(D=D, KSEL=3, KP=4, SB=triton.next_power_of_2(n_split),
-                                                             NPP=64, GDC=pdl)
+        if name == "combine":  # a range's chunks merged at once, COMBINE_TILE's columns of D per program
+            return decode._decode_combine_kernel, rows, dict(D=D, DC=decode.COMBINE_TILE[0], KSEL=3, KP=4,
+                                                             SB=triton.next_power_of_2(n_split), NPP=64, GDC=pdl)
         q_strides = dict(zip(("sqb", "sqh", "sql", "sqd"), _strides(1, HQ)))
         args = dict(Q="*bf16", K="*bf16", V="*bf16", POS="*i64", S0="*i64", BACK="*i64", FWD="*i64",
                     **rows, **q_strides, **k_strides, **v_strides, H_Q=HQ, L_Q=1, G=G, W=2032, t_cap=2 * length - 1,

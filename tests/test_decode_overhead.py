@@ -164,7 +164,7 @@ def test_decode_itself_allocates_two_buffers_and_launches_two_kernels(stubbed, m
     longest = int(geometry.span_tables(cfg, len_kv).back[len_kv] + geometry.span_tables(cfg, len_kv).fwd[len_kv]) + 1
     n_split = -(-longest // decode.DECODE_TILE[0])
     step = [("_decode_partial_kernel", (32 * rows * (cfg.num_spans + 1), n_split)),
-            ("_decode_combine_kernel", (32 * rows,))]
+            ("_decode_combine_kernel", (32 * rows, 128 // decode.COMBINE_TILE[0]))]
     assert launches == step * 5
 
 

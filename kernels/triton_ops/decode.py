@@ -43,6 +43,12 @@ DECODE_SEARCH_TILE = None
 # Tiling of the partial kernel on a GPU: (keys per chunk of a range, about; keys per block; warps; pipeline stages).
 # `benchmarks/profile_passes.py --decode` times the alternatives of its VARIANTS["decode"] against it.
 DECODE_TILE = (128, 16, 1, 3)
+# Tiling of the combine on a GPU: (columns of D per program, warps). One program per row merged all D columns of its
+# ranges' chunks (at 1M about 130 KB read a row, by 32 programs at B = 1); programs over slices of D read less each.
+# Measured on an H200, released, partial + combine as graph replays (benchmarks/results/decode-combine-h200-2026-12-02/):
+# 0.029 / 0.036 / 0.111 ms at 16K / 64K / 1M against 0.030 / 0.038 / 0.114 for whole rows (128, 4).
+# `profile_passes.py --decode` times the alternatives of its VARIANTS["decode combine"].
+COMBINE_TILE = (16, 1)
 # Programmatic dependent launch (on Hopper and later GPUs): the search lets the partial kernel start while it runs, and
 # the partial kernel lets the combine start; each waits (`gdc_wait`) before it reads what the one before wrote. The
 # window's programs need nothing from the search, so they read and attend their keys while the search runs and wait
@@ -164,20 +170,20 @@ def _parts(PART, n_slots):
 
 
 @triton.jit
-def _merge(PM, PL, PACC, base, n_split, D: tl.constexpr, SB: tl.constexpr):
-    """One range's running max, sum and accumulator from its `n_split` chunks, merged SB chunks at a time (on a GPU
-    SB covers them all; under the interpreter 2, so that tiny ranges take several rounds). Written as a loop with
-    loads from L2 (".cg"), the combine compiles for sm_90 without spilling (tests/test_sass_report.py); one
-    unblocked merge spills."""
+def _merge(PM, PL, PACC, base, n_split, offs_d, D: tl.constexpr, SB: tl.constexpr):
+    """One range's running max, sum and accumulator (its columns `offs_d`) from its `n_split` chunks, merged SB chunks
+    at a time (on a GPU SB covers them all; under the interpreter 2, so that tiny ranges take several rounds). Written
+    as a loop with loads from L2 (".cg"), the combine compiles for sm_90 without spilling (tests/test_sass_report.py);
+    one unblocked merge spills."""
     m = tl.max(tl.full([SB], NEG_BIG, tl.float32), axis=0)
     total = tl.sum(tl.zeros([SB], tl.float32), axis=0)
-    acc = tl.zeros([D], tl.float32)
+    acc = tl.zeros(offs_d.shape, tl.float32)
     for s0 in range(0, n_split, SB):
         sp = s0 + tl.arange(0, SB)
         smask = sp < n_split
         ms = tl.load(PM + base + sp, mask=smask, other=NEG_BIG, cache_modifier=".cg")
         ls = tl.load(PL + base + sp, mask=smask, other=0.0, cache_modifier=".cg")
-        accs = tl.load(PACC + (base + sp)[:, None] * D + tl.arange(0, D)[None, :], mask=smask[:, None], other=0.0,
+        accs = tl.load(PACC + (base + sp)[:, None] * D + offs_d[None, :], mask=smask[:, None], other=0.0,
                        cache_modifier=".cg")
         m_new = tl.maximum(m, tl.max(ms, axis=0))
         old = tl.exp2(m - m_new)
@@ -191,13 +197,16 @@ def _merge(PM, PL, PACC, base, n_split, D: tl.constexpr, SB: tl.constexpr):
 @triton.jit
 def _decode_combine_kernel(
     ANCH, SCORE, PART, OUT, n_split, n_slots, n_pieces,
-    D: tl.constexpr, KSEL: tl.constexpr, KP: tl.constexpr, SB: tl.constexpr, NPP: tl.constexpr, GDC: tl.constexpr,
+    D: tl.constexpr, DC: tl.constexpr, KSEL: tl.constexpr, KP: tl.constexpr, SB: tl.constexpr, NPP: tl.constexpr,
+    GDC: tl.constexpr,
 ):
-    """One program a row: each range's chunks merged, every span joined with the window, mixed by the gate (the
-    softmax of the row's top-k scores); the window alone where the row has no span."""
+    """One program a row and DC of its D columns: each range's chunks merged, every span joined with the window,
+    mixed by the gate (the softmax of the row's top-k scores); the window alone where the row has no span. (The
+    columns' programs repeat the row's few scalar merges; each reads only its columns of the chunks' accumulators.)"""
     if GDC:  # DECODE_PDL: launched while the partial kernel runs, it waits for its results
         tl.extra.cuda.gdc_wait()
     row_all = tl.program_id(0).to(tl.int64)
+    offs_d = tl.program_id(1) * DC + tl.arange(0, DC)
     cols = tl.arange(0, KP)
     anchors, scores = _top_of_pieces(ANCH, SCORE, row_all, n_pieces, KSEL, KP, NPP)
     ok = anchors >= 0
@@ -206,11 +215,11 @@ def _decode_combine_kernel(
     gates = ex / tl.maximum(tl.sum(ex, axis=0), 1e-30)
 
     PM, PL, PACC = _parts(PART, n_slots)
-    m_w, l_w, a_w = _merge(PM, PL, PACC, row_all * (KSEL + 1) * n_split, n_split, D, SB)
+    m_w, l_w, a_w = _merge(PM, PL, PACC, row_all * (KSEL + 1) * n_split, n_split, offs_d, D, SB)
     out = a_w / tl.where(l_w > 0, l_w, 1.0)
-    mixed = tl.zeros([D], tl.float32)
+    mixed = tl.zeros([DC], tl.float32)
     for j in tl.static_range(KSEL):
-        m_s, l_s, a_s = _merge(PM, PL, PACC, (row_all * (KSEL + 1) + 1 + j) * n_split, n_split, D, SB)
+        m_s, l_s, a_s = _merge(PM, PL, PACC, (row_all * (KSEL + 1) + 1 + j) * n_split, n_split, offs_d, D, SB)
         m = tl.maximum(m_w, m_s)
         cw = tl.exp2(m_w - m)
         cs = tl.exp2(m_s - m)
@@ -219,7 +228,7 @@ def _decode_combine_kernel(
         mixed += g * o_j
     any_span = tl.sum(ok.to(tl.int32), axis=0) > 0
     out = tl.where(any_span, mixed, out)
-    tl.store(OUT + row_all * D + tl.arange(0, D), out.to(OUT.dtype.element_ty))
+    tl.store(OUT + row_all * D + offs_d, out.to(OUT.dtype.element_ty))
 
 
 def _key_split(tables: GeometryTables, t_bound: int, target: int) -> tuple[int, int]:
@@ -283,9 +292,10 @@ def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, 
         D=dim, BN=block, KSEL=ksel, KP=next_pow2(ksel), NPP=next_pow2(n_pieces), GDC=pdl,
         num_warps=warps, num_stages=stages, **launch,
     )
-    _decode_combine_kernel[(rows,)](
+    cols, warps = (dim // 2, 1) if interp else (min(COMBINE_TILE[0], dim), COMBINE_TILE[1])
+    _decode_combine_kernel[(rows, dim // cols)](
         anchors, scores, part, out, n_split, n_slots, n_pieces,
-        D=dim, KSEL=ksel, KP=next_pow2(ksel), SB=merge_block, NPP=next_pow2(n_pieces), GDC=pdl,
-        num_warps=1 if interp else 4, **launch,
+        D=dim, DC=cols, KSEL=ksel, KP=next_pow2(ksel), SB=merge_block, NPP=next_pow2(n_pieces), GDC=pdl,
+        num_warps=warps, **launch,
     )
     return out
