@@ -1,4 +1,5 @@
-"""Count the aten operations a piece of code runs, and find those that read a tensor back to the host."""
+"""Count the aten operations a piece of code runs, find those that read a tensor back to the host, and record Triton
+launches instead of running them."""
 
 from __future__ import annotations
 
@@ -35,3 +36,13 @@ class OpCounter(TorchDispatchMode):
 NO_LAUNCH = ("aten.empty", "aten.slice", "aten.view", "aten.expand", "aten.as_strided", "aten.select", "aten.alias",
              "aten.unsqueeze", "aten.squeeze", "aten.permute", "aten.t.", "aten.transpose", "aten.detach",
              "aten._reshape_alias")
+
+
+class LaunchRecorder:
+    """Stands in for a Triton kernel: ``kernel[grid](*args, **meta)`` appends (name, grid) to `log` and runs nothing."""
+
+    def __init__(self, name: str, log: list):
+        self.name, self.log = name, log
+
+    def __getitem__(self, grid):
+        return lambda *args, **meta: self.log.append((self.name, grid))

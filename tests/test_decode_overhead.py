@@ -23,21 +23,13 @@ import pytest
 import torch
 import triton
 import triton.language as tl
-from dispatch_ops import OpCounter
+from dispatch_ops import LaunchRecorder, OpCounter
 from interpreter_worker import interpreted_results
 from slkernels import SuperlinearConfig, geometry, superlinear_attention
 from slkernels.geometry import anchor_offset
 from slkernels.triton_ops.decode import _top_of_pieces
 
 SMALL = dict(sw_index=2, num_spans=3, search_power=0.5, span_power=0.5, backward_factor=2.0, forward_factor=1.0)
-class _Launches:
-    """Stands in for a Triton kernel: ``kernel[grid](*args, **meta)`` records the launch."""
-
-    def __init__(self, name: str, log: list):
-        self.name, self.log = name, log
-
-    def __getitem__(self, grid):
-        return lambda *args, **meta: self.log.append((self.name, grid))
 
 
 class _Options:
@@ -65,7 +57,7 @@ def stubbed(monkeypatch):
     monkeypatch.setattr(search, "interpreting", lambda: False)
     for module, name in ((decode, "_decode_partial_kernel"), (decode, "_decode_combine_kernel"),
                          (search, "_search_kernel")):
-        monkeypatch.setattr(module, name, _Launches(name, launches))
+        monkeypatch.setattr(module, name, LaunchRecorder(name, launches))
     monkeypatch.setitem(_BACKENDS, "triton", (triton_backend.triton_attention, lambda inp: True))
     monkeypatch.setattr(geometry, "_TABLES", {})
     build = geometry._build_tables

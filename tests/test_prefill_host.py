@@ -11,18 +11,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from dispatch_ops import OpCounter
+from dispatch_ops import LaunchRecorder, OpCounter
 from slkernels import SuperlinearConfig, superlinear_attention
-
-
-class _Launches:
-    """Stands in for a Triton kernel: ``kernel[grid](*args, **meta)`` records the launch."""
-
-    def __init__(self, name: str, log: list):
-        self.name, self.log = name, log
-
-    def __getitem__(self, grid):
-        return lambda *args, **meta: self.log.append(self.name)
 
 
 @pytest.fixture
@@ -37,7 +27,7 @@ def recorded(monkeypatch):
     for module, name in ((search, "_search_kernel"), (span_lists, "_span_lists_kernel"),
                          (window_lists, "_window_lists_kernel"), (attend, "_entry_kernel")):
         monkeypatch.setattr(module, "interpreting", lambda: False)
-        monkeypatch.setattr(module, name, _Launches(name, launches))
+        monkeypatch.setattr(module, name, LaunchRecorder(name, launches))
     monkeypatch.setitem(_BACKENDS, "triton", (triton_backend.triton_attention, lambda inp: True))
     return launches
 
@@ -58,8 +48,8 @@ def test_prefill_launches_five_kernels_and_few_torch_kernels(recorded, grad):
     ops = OpCounter()
     with ops, torch.set_grad_enabled(grad):
         superlinear_attention(q, k, v, qs, cfg, backend="triton")
-    assert recorded == ["_search_kernel", "_window_lists_kernel", "_span_lists_kernel", "_entry_kernel",
-                        "_entry_kernel"]
+    assert [name for name, _ in recorded] == ["_search_kernel", "_window_lists_kernel", "_span_lists_kernel", "_entry_kernel",
+                                              "_entry_kernel"]
     assert ops.host_reads() == {}, ops.host_reads()
     launching = ops.launches()
     assert sum(launching.values()) <= (13 if grad else 12), launching
