@@ -52,7 +52,7 @@ from .common import (
 from .entries import EntryList
 
 # (the modes are defined in common.py and exported here with the kernel they select a pass of)
-__all__ = ["MODE_FWD_WINDOW", "MODE_FWD_SPAN", "MODE_DELTA", "MODE_DQ", "MODE_DQ_SPAN", "run_entries", "uses_descriptors"]
+__all__ = ["MODE_FWD_WINDOW", "MODE_FWD_SPAN", "MODE_DELTA", "MODE_DQ", "MODE_DQ_SPAN", "run_entries"]
 
 # "off" keeps plain loads everywhere (for same-run comparisons, benchmarks/compare_passes.py).
 DESCRIPTORS = ["on"]

@@ -56,8 +56,7 @@ class Geometry:
     valid: torch.Tensor  # bool [B, H_q, L_q, k]
     t: torch.Tensor  # int64 [B, L_q]: tokens seen by each row
     t_bound: int
-    window: int
-    config: SuperlinearConfig
+    config: SuperlinearConfig  # the window and span tables come from it
 
 
 def build_geometry(
@@ -79,7 +78,7 @@ def build_geometry(
     a = anchors.to(torch.int64)
     valid = a >= 0
     span_lo, span_hi = span_bounds(config, a, t[:, None, :, None], s0[:, None, :, None], pos[:, None, :, None], tables)
-    return Geometry(win_lo, win_hi, span_lo, span_hi, valid, pos + 1 - s0, max(t_bound, 1), width, config)
+    return Geometry(win_lo, win_hi, span_lo, span_hi, valid, pos + 1 - s0, max(t_bound, 1), config)
 
 
 def max_span_length(config: SuperlinearConfig, t_bound: int) -> int:
@@ -107,7 +106,7 @@ def window_entries(geo: Geometry, heads_kv: int, group: int) -> EntryList:
     count = torch.full((batch * heads_kv,), len_q * group, dtype=torch.int32, device=device)
     lo = per_group(lo)
     ent = ent.to(id_dtype(ent.numel())).contiguous()
-    return EntryList(ent, lo, per_group(hi), count, 1, lo.to(torch.int64), [max(geo.window, 1)])
+    return EntryList(ent, lo, per_group(hi), count, 1, lo.to(torch.int64), [max(window_length(geo.config), 1)])
 
 
 def id_dtype(n_ids: int) -> torch.dtype:
