@@ -44,8 +44,9 @@ VARIANTS = {
     "dkdv": [(64, 64, 4, 2), (64, 32, 4, 3), (64, 32, 4, 3, 168), (64, 32, 4, 4)],
     # decode's partial kernel: (keys per chunk, keys per block, warps, stages), default decode.DECODE_TILE
     "decode": [(512, 64, 4, 3), (256, 32, 2, 3), (128, 16, 1, 2), (64, 16, 1, 3), (96, 16, 1, 3), (192, 16, 1, 3)],
-    # decode's search: anchors per search program (decode.SEARCH_SPLIT), timed as the whole step
-    "decode search": [32, 64, 256, 512],
+    # decode's search pieces: (anchors per piece at least, pieces per row at most) (decode.SEARCH_SPLIT), timed as
+    # the whole step; (128, 1 << 30): pieces of 128 anchors at every length
+    "decode search": [(128, 1 << 30), (64, 32), (32, 64), (64, 16)],
     # decode's search tiling: (anchors per block, warps, stages) (decode.DECODE_SEARCH_TILE), timed as the search
     "decode search tile": [(16, 1, 2), (64, 1, 2), (32, 2, 2), (64, 2, 2), (32, 4, 2), (128, 4, 2), (32, 1, 1)],
     # decode's combine: (columns of D per program, warps) (decode.COMBINE_TILE), timed with the partial kernel
@@ -211,7 +212,7 @@ def profile_decode(name: str, cfg: SuperlinearConfig, length: int, bandwidth_gbs
     # each alternative of a decode setting against its default's output: (label, setting, values, what is timed)
     sweeps = [("partial + combine {}", "DECODE_TILE", VARIANTS["decode"], kernels),
               ("partial + combine, combine tiling {}", "COMBINE_TILE", VARIANTS["decode combine"], kernels),
-              ("whole step, {} anchors per search program", "SEARCH_SPLIT", VARIANTS["decode search"], step),
+              ("whole step, search pieces {}", "SEARCH_SPLIT", VARIANTS["decode search"], step),
               ("search's scores, tiling {}", "DECODE_SEARCH_TILE", VARIANTS["decode search tile"],
                lambda: search()[1]),
               ("whole step, programmatic dependent launch {}", "DECODE_PDL", VARIANTS["decode pdl"], step)]

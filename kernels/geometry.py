@@ -106,9 +106,13 @@ class GeometryTables:
         self._span_len_host = self.span_len.numpy()
         self._last = (-1, self.offsets[:0])  # (count, offsets[:count]) of the latest anchor_table call
 
+    def anchor_count(self, t_max: int) -> int:
+        """How many offsets are <= t_max: the candidates of a row with t_max tokens seen."""
+        return bisect_right(self._offsets_host, t_max)
+
     def anchors(self, t_max: int) -> torch.Tensor:
         """The device offsets <= t_max; the same view as long as their count does not change."""
-        count = bisect_right(self._offsets_host, t_max)
+        count = self.anchor_count(t_max)
         last = self._last
         if last[0] != count:
             last = self._last = (count, self.offsets[:count])

@@ -133,6 +133,22 @@ def test_decode_rows_at_positions_read_nothing_back(stubbed):
     assert len(searches) == 8 and all(grid[2] > 1 for grid in searches)  # split into pieces
 
 
+@pytest.mark.parametrize("length, piece", [(16384, 32), (65536, 32), (1 << 20, 64), (1 << 22, 256)])
+def test_search_pieces_are_short_while_rows_have_few_anchors(length, piece):
+    """decode.SEARCH_SPLIT (32, 32): a row's candidates (released: 142 / 380 / 1983 / 4324 anchors at 16K / 64K / 1M
+    / 4M) in pieces of the smallest power of two >= 32 anchors that leaves at most 32 pieces."""
+    from slkernels.geometry import geometry_tables
+    from slkernels.triton_ops import decode
+
+    tables = geometry_tables(SuperlinearConfig.released(), length)
+
+    def pieces(size: int) -> int:
+        return -(-tables.anchor_count(length) // size)
+
+    assert decode.search_piece(tables, length) == piece
+    assert pieces(piece) <= 32 and (piece == 32 or pieces(piece // 2) > 32)
+
+
 def test_decode_itself_allocates_two_buffers_and_launches_two_kernels(stubbed, monkeypatch):
     """Everything a step runs besides the search: two allocations (scratch and output), two launches, no other
     tensor operation, with the launch sizes of the tables (the chunks of the longest range at t = L_kv)."""

@@ -34,8 +34,12 @@ __all__ = ["superlinear_decode", "DECODE_MAX_ROWS"]
 
 # Up to this many query rows (and no gradient) the backend takes the decode path.
 DECODE_MAX_ROWS = 16
-# Anchors per search program in decode (1M tokens, released setting: ~2000 anchors -> 16 programs per row).
-SEARCH_SPLIT = 128
+# How decode's search splits a row's candidates into pieces searched in parallel: (anchors per piece, at least;
+# pieces per row, at most), the pieces' size a power of two. Released: 142 / 380 / 1983 anchors at 16K / 64K / 1M ->
+# pieces of 32 / 32 / 64. The search is on the step's critical path (the spans wait for it), so short pieces help
+# where rows have few anchors: on an H200 the step took 29 / 40 us at 16K / 64K against 35 / 45 with pieces of 128
+# at every length, 124 us at 1M either way (benchmarks/results/decode-search-pieces-h200-2026-12-02/).
+SEARCH_SPLIT = (32, 32)
 # The search's tiling in decode, (anchors per block, warps, stages); None: the prefill's (search.SEARCH_TILES). A
 # decode row's search runs few programs (2 per row at 16K released), so its best tiling may differ:
 # `benchmarks/profile_passes.py --decode` times the alternatives of its VARIANTS["decode search tile"].
@@ -240,14 +244,21 @@ def _key_split(tables: GeometryTables, t_bound: int, target: int) -> tuple[int, 
 
 
 def search_pieces(q_search, k, config: SuperlinearConfig, positions, first_real, t_bound: int, pdl: bool = False):
-    """The decode step's search: the candidates split into pieces of SEARCH_SPLIT anchors (4 under the interpreter),
+    """The decode step's search: the candidates split into pieces (`search_piece`; 4 anchors under the interpreter),
     searched in parallel with DECODE_SEARCH_TILE's tiling, their top-k lists left unmerged (`search_topk`); with
     `pdl` (`_pdl`: DECODE_PDL) it lets the partial kernel start while it runs."""
     interp = interpreting()
     block_n, warps, stages = (None,) * 3 if interp or DECODE_SEARCH_TILE is None else DECODE_SEARCH_TILE
+    piece = 4 if interp else search_piece(geometry_tables(config, t_bound, k.device), t_bound)
     return search_topk(q_search, k, config, positions, first_real, t_bound, block_n=block_n, num_warps=warps,
-                       num_stages=stages, split_candidates=4 if interp else SEARCH_SPLIT, merge=False,
-                       launch_dependents=pdl)
+                       num_stages=stages, split_candidates=piece, merge=False, launch_dependents=pdl)
+
+
+def search_piece(tables: GeometryTables, t_bound: int) -> int:
+    """Anchors per search piece of a decode row with up to `t_bound` tokens seen (SEARCH_SPLIT), from the host
+    copy of the anchor table."""
+    least, pieces = SEARCH_SPLIT
+    return max(least, next_pow2(cdiv(max(tables.anchor_count(t_bound), 1), pieces)))
 
 
 def _pdl(device: torch.device) -> bool:
