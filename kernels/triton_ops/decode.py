@@ -37,8 +37,8 @@ DECODE_MAX_ROWS = 16
 # How decode's search splits a row's candidates into pieces searched in parallel: (anchors per piece, at least;
 # pieces per row, at most), the pieces' size a power of two. Released: 142 / 380 / 1983 anchors at 16K / 64K / 1M ->
 # pieces of 32 / 32 / 64. The search is on the step's critical path (the spans wait for it), so short pieces help
-# where rows have few anchors: on an H200 the step took 29 / 40 us at 16K / 64K against 35 / 45 with pieces of 128
-# at every length, 124 us at 1M either way (benchmarks/results/decode-search-pieces-h200-2026-12-02/).
+# where rows have few anchors: on an H200 the step took 31 / 40 us at 16K / 64K against 33 / 46 with pieces of 128
+# at every length, 125 us at 1M either way (benchmarks/results/decode-search-pieces-h200-2026-12-02/).
 SEARCH_SPLIT = (32, 32)
 # The search's tiling in decode, (anchors per block, warps, stages); None: the prefill's (search.SEARCH_TILES). A
 # decode row's search runs few programs (2 per row at 16K released), so its best tiling may differ:
