@@ -41,7 +41,7 @@ DECODE_MAX_ROWS = 16
 # at every length, 125 us at 1M either way (benchmarks/results/decode-search-pieces-h200-2026-12-02/).
 SEARCH_SPLIT = (32, 32)
 # The search's tiling in decode, (anchors per block, warps, stages); None: the prefill's (search.SEARCH_TILES). A
-# decode row's search runs few programs (2 per row at 16K released), so its best tiling may differ:
+# decode row's search runs few programs (5 per row at 16K released), so its best tiling may differ:
 # `benchmarks/profile_passes.py --decode` times the alternatives of its VARIANTS["decode search tile"].
 DECODE_SEARCH_TILE = None
 # Tiling of the partial kernel on a GPU: (keys per chunk of a range, about; keys per block; warps; pipeline stages).
