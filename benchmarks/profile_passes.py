@@ -10,8 +10,9 @@ after the forward passes; `--span-mean` uses the span-mean search key (and also 
 and dense SDPA over every key, against the time to read the keys and values the row attends at the card's memory
 bandwidth; then the two kernels under each tiling of VARIANTS["decode"], the whole step under each search split
 of VARIANTS["decode search"], the search under each tiling of VARIANTS["decode search tile"] and the whole step
-with its kernels chained by programmatic dependent launch (VARIANTS["decode pdl"]), each with the largest
-difference from the default's output (the search's: its scores).
+with its kernels chained by programmatic dependent launch (VARIANTS["decode pdl"]) and under each program order of
+the partial kernel (VARIANTS["decode order"]), each with the largest difference from the default's output (the
+search's: its scores).
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ VARIANTS = {
     "decode combine": [(128, 4), (64, 4), (32, 1), (32, 2)],
     # decode's three kernels chained by programmatic dependent launch (decode.DECODE_PDL), timed as the whole step
     "decode pdl": [True],
+    # the order in which decode's partial kernel starts its programs (decode.CHUNK_ORDER), timed as the whole step
+    "decode order": [0, 1, 2, 3],
 }
 
 
@@ -215,7 +218,8 @@ def profile_decode(name: str, cfg: SuperlinearConfig, length: int, bandwidth_gbs
               ("whole step, search pieces {}", "SEARCH_SPLIT", VARIANTS["decode search"], step),
               ("search's scores, tiling {}", "DECODE_SEARCH_TILE", VARIANTS["decode search tile"],
                lambda: search()[1]),
-              ("whole step, programmatic dependent launch {}", "DECODE_PDL", VARIANTS["decode pdl"], step)]
+              ("whole step, programmatic dependent launch {}", "DECODE_PDL", VARIANTS["decode pdl"], step),
+              ("whole step, program order {}", "CHUNK_ORDER", VARIANTS["decode order"], step)]
     for label, setting, values, f in sweeps:
         reference = f().float()
         for value in values:

@@ -130,7 +130,8 @@ def kernel_and_args(kernel: str, length: int, tiles: tuple[int, ...]):
         args = dict(Q="*bf16", K="*bf16", V="*bf16", POS="*i64", S0="*i64", BACK="*i64", FWD="*i64",
                     **rows, **q_strides, **k_strides, **v_strides, H_Q=HQ, L_Q=1, G=G, W=2032, t_cap=2 * length - 1,
                     chunk=-(-8195 // n_split), sm_scale=D**-0.5)
-        return decode._decode_partial_kernel, args, dict(D=D, BN=bn, KSEL=3, KP=4, NPP=64, GDC=pdl)
+        return decode._decode_partial_kernel, args, dict(D=D, BN=bn, KSEL=3, KP=4, NPP=64, GDC=pdl,
+                                                         ORDER=decode._chunk_order(n_split))
     raise SystemExit(f"error: unknown kernel {kernel!r}; use entry:MODE, dkdv:NJ, search[:span_mean|:hi_only], span_lists, "
                      "decode[:pdl] or combine[:pdl]")
 

@@ -171,7 +171,7 @@ def test_decode_itself_allocates_two_buffers_and_launches_two_kernels(stubbed, m
     assert ops.ops == {"aten.empty.memory_format": 10}, ops.ops
     longest = int(geometry.span_tables(cfg, len_kv).back[len_kv] + geometry.span_tables(cfg, len_kv).fwd[len_kv]) + 1
     n_split = -(-longest // decode.DECODE_TILE[0])
-    step = [("_decode_partial_kernel", (32 * rows * (cfg.num_spans + 1), n_split)),
+    step = [("_decode_partial_kernel", (32 * rows * (cfg.num_spans + 1) * n_split,)),
             ("_decode_combine_kernel", (32 * rows, 128 // decode.COMBINE_TILE[0]))]
     assert launches == step * 5
 
@@ -349,6 +349,30 @@ def _tie_results() -> dict:
     return results
 
 
+def _order_results() -> dict:
+    """Per search key: the decode step under each program order of the partial kernel (decode.CHUNK_ORDER 0-3)
+    against order 0, bit for bit; a left-padded batch of two with two query rows, several chunks per range."""
+    from slkernels.triton_ops import decode
+
+    results = {}
+    saved = decode.CHUNK_ORDER
+    try:
+        for search_key in ("anchor", "span_mean"):
+            cfg = SuperlinearConfig(**SMALL, search_key=search_key)
+            torch.manual_seed(7)
+            q, qs = (torch.randn(2, 4, 2, 16) for _ in range(2))
+            k, v = (torch.randn(2, 2, 150, 16) for _ in range(2))
+            positions, s0 = torch.tensor([120, 149]), torch.tensor([0, 9])
+            outs = []
+            for order in range(4):
+                decode.CHUNK_ORDER = order
+                outs.append(decode.superlinear_decode(q, k, v, qs, cfg, positions, s0, 0.25))
+            results[search_key] = all(_same_bits(out, outs[0]) for out in outs) and bool(torch.isfinite(outs[0]).all())
+    finally:
+        decode.CHUNK_ORDER = saved
+    return results
+
+
 def _worker() -> None:
     """Child process: each case's decode steps on a growing cache with the tables cached, then the same steps
     with the cache emptied before every call; prints {case: {"identical": bool, "builds": int, "ref": error}}, and
@@ -388,6 +412,7 @@ def _worker() -> None:
             "ref": max(float((a - r).norm() / r.norm()) for a, r in zip(cached, refs)),
         }
     results["ties"] = _tie_results()
+    results["orders"] = _order_results()
     print(json.dumps(results))
 
 
@@ -411,6 +436,28 @@ def test_kernels_merge_the_pieces_as_the_search_does_on_ties(interpreted, name):
     got = interpreted["ties"][name]
     assert got["identical"] and got["selected"], got
     assert got["pieces"] == [3] and got["tied_rows"] > 0, got  # several pieces, and ties that decide
+
+
+@pytest.mark.parametrize("search_key", ["anchor", "span_mean"])
+def test_every_program_order_gives_the_same_step(interpreted, search_key):
+    """The partial kernel's program orders (decode.CHUNK_ORDER) map program ids to the same chunks and slots in
+    another order: every order's output is order 0's to the bit."""
+    assert interpreted["orders"][search_key] is True
+
+
+def test_program_order_follows_the_number_of_chunks(monkeypatch):
+    """decode.CHUNK_ORDER None: every window first and the chunks of a range together (3) where a range has
+    ORDER_FROM_CHUNKS chunks or more (released 1M: 65), the ranges of all rows within a chunk index (0) below (16K-64K:
+    16); a set CHUNK_ORDER wins."""
+    from slkernels.triton_ops import decode
+
+    cfg = SuperlinearConfig.released()
+    n_split = {n: decode._key_split(geometry.geometry_tables(cfg, n), n, decode.DECODE_TILE[0])[0]
+               for n in (16384, 65536, 1 << 20)}
+    assert n_split == {16384: 16, 65536: 16, 1 << 20: 65}
+    assert [decode._chunk_order(n) for n in n_split.values()] == [0, 0, 3]
+    monkeypatch.setattr(decode, "CHUNK_ORDER", 1)
+    assert decode._chunk_order(65) == 1
 
 
 def test_kernels_merge_is_the_stable_sort_on_random_pieces(interpreted):

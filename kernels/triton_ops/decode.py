@@ -56,9 +56,20 @@ COMBINE_TILE = (16, 1)
 # Programmatic dependent launch (on Hopper and later GPUs): the search lets the partial kernel start while it runs, and
 # the partial kernel lets the combine start; each waits (`gdc_wait`) before it reads what the one before wrote. The
 # window's programs need nothing from the search, so they read and attend their keys while the search runs and wait
-# only before they write. Off: exact on an H200 but 33 / 49 / 134 us per step against 37 / 49 / 128 us plain at 16K /
-# 64K / 1M released (benchmarks/results/decode-pdl-h200-2026-12-01/; `profile_passes.py --decode` times it).
+# only before they write. Off: exact on H200s, but no faster than without it beyond one machine's runs: 33 / 49 / 134
+# us per step against 37 / 49 / 128 plain at 16K / 64K / 1M released (benchmarks/results/decode-pdl-h200-2026-12-01/);
+# with every window's chunks started first (CHUNK_ORDER 3) 31 / 39 / 118 against 31-32 / 44 / 117-120 on one H200 and
+# 34 / 41 / 123 against 33 / 45 / 121-122 on another (benchmarks/results/decode-pdl-order-h200-2026-12-02/).
+# `profile_passes.py --decode` times it.
 DECODE_PDL = False
+# The order in which the partial kernel's programs start: 0 the ranges of every row within a chunk index, 1 the chunks
+# of a range together, 2 and 3 the same with every window before the spans. None: 3 where a range has at least
+# ORDER_FROM_CHUNKS chunks (the step is several waves of programs), else 0. Measured on two H200s, released, graph
+# replays (benchmarks/results/decode-pdl-order-h200-2026-12-02/): at 1M (65 chunks) order 3 took 117-122 us against
+# 124-128 for order 0; at 16K and 64K (16 chunks) order 0 was as fast or up to 5 us faster (64K: 41-42 against
+# 44-45; balanced 25-29 against 27-34). Lengths between were not measured.
+CHUNK_ORDER = None
+ORDER_FROM_CHUNKS = 32
 _INTERPRETER_TILE = (16, 16, 1, 1)  # tiny shapes under TRITON_INTERPRET: several chunks and blocks per range
 
 
@@ -102,17 +113,32 @@ def _decode_partial_kernel(
     svb, svh, svl, svd,
     H_Q, L_Q, G, W, t_cap, chunk, n_split, n_slots, n_pieces, sm_scale,
     D: tl.constexpr, BN: tl.constexpr, KSEL: tl.constexpr, KP: tl.constexpr, NPP: tl.constexpr, GDC: tl.constexpr,
+    ORDER: tl.constexpr,
 ):
     """One chunk of one range of a row: range e = 0 the window, e = 1 .. KSEL the row's spans (from the search's
-    pieces); its running max, sum and accumulator into the scratch buffer."""
-    pid = tl.program_id(0)
-    split = tl.program_id(1)
-    e = pid % (KSEL + 1)
+    pieces); its running max, sum and accumulator into the scratch buffer. Programs start in the order of their ids,
+    which ORDER maps to (range, chunk) (`CHUNK_ORDER`): with every window first, the first programs to start are the
+    ones that need nothing from the search (with DECODE_PDL they run while it runs)."""
+    n_ranges = tl.num_programs(0) // n_split  # rows x (k + 1)
+    if ORDER % 2 == 1:  # chunk within range
+        pid = tl.program_id(0) // n_split
+        split = tl.program_id(0) % n_split
+    else:  # range within chunk
+        pid = tl.program_id(0) % n_ranges
+        split = tl.program_id(0) // n_ranges
+    if ORDER >= 2:  # every window first, then the spans
+        rows = n_ranges // (KSEL + 1)
+        is_span = pid >= rows
+        q_span = tl.where(is_span, pid - rows, 0)
+        e = tl.where(is_span, q_span % KSEL + 1, 0)
+        row_all = tl.where(is_span, q_span // KSEL, pid)  # (b * H_q + h) * L_q + r
+    else:  # each row's window and spans together
+        e = pid % (KSEL + 1)
+        row_all = pid // (KSEL + 1)
     if GDC:  # DECODE_PDL: the combine may be scheduled; a span waits for the search's lists
         tl.extra.cuda.gdc_launch_dependents()
         if e > 0:
             tl.extra.cuda.gdc_wait()
-    row_all = pid // (KSEL + 1)  # (b * H_q + h) * L_q + r
     r = row_all % L_Q
     bh = row_all // L_Q
     h = bh % H_Q
@@ -159,7 +185,7 @@ def _decode_partial_kernel(
         m_i = m_new
     if GDC:  # the window's programs too: the scratch buffer may hold memory the search was still using
         tl.extra.cuda.gdc_wait()
-    slot = pid.to(tl.int64) * n_split + split
+    slot = (row_all.to(tl.int64) * (KSEL + 1) + e) * n_split + split
     pm, pl, pacc = _parts(PART, n_slots)
     tl.store(pm + slot, m_i)
     tl.store(pl + slot, l_i)
@@ -261,6 +287,13 @@ def search_piece(tables: GeometryTables, t_bound: int) -> int:
     return max(least, next_pow2(cdiv(max(tables.anchor_count(t_bound), 1), pieces)))
 
 
+def _chunk_order(n_split: int) -> int:
+    """The partial kernel's program order (CHUNK_ORDER) for ranges of `n_split` chunks."""
+    if CHUNK_ORDER is not None:
+        return CHUNK_ORDER
+    return 3 if n_split >= ORDER_FROM_CHUNKS else 0
+
+
 def _pdl(device: torch.device) -> bool:
     """Whether this step launches with programmatic dependent launch: DECODE_PDL, on a GPU that has it (never under
     the interpreter)."""
@@ -296,12 +329,12 @@ def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, 
     out = torch.empty(batch, heads_q, len_q, dim, dtype=q.dtype, device=q.device)
     merge_block = 2 if interp else next_pow2(n_split)
     launch = {"launch_pdl": True} if pdl else {}
-    _decode_partial_kernel[(rows * (ksel + 1), n_split)](
+    _decode_partial_kernel[(rows * (ksel + 1) * n_split,)](
         q, k, v, anchors, scores, positions, first_real, tables.spans.back, tables.spans.fwd, part,
         *q.stride(), *k.stride(), *v.stride(),
         heads_q, len_q, heads_q // heads_kv, tables.width, tables.capacity, chunk, n_split, n_slots, n_pieces, scale,
         D=dim, BN=block, KSEL=ksel, KP=next_pow2(ksel), NPP=next_pow2(n_pieces), GDC=pdl,
-        num_warps=warps, num_stages=stages, **launch,
+        ORDER=_chunk_order(n_split), num_warps=warps, num_stages=stages, **launch,
     )
     cols, warps = (dim // 2, 1) if interp else (min(COMBINE_TILE[0], dim), COMBINE_TILE[1])
     _decode_combine_kernel[(rows, dim // cols)](
