@@ -351,7 +351,8 @@ def _tie_results() -> dict:
 
 def _order_results() -> dict:
     """Per search key: the decode step under each program order of the partial kernel (decode.CHUNK_ORDER 0-3)
-    against order 0, bit for bit; a left-padded batch of two with two query rows, several chunks per range."""
+    against order 0, bit for bit; a left-padded batch of two with two query rows (GQA 2:1), several chunks per
+    range."""
     from slkernels.triton_ops import decode
 
     results = {}
@@ -360,9 +361,9 @@ def _order_results() -> dict:
         for search_key in ("anchor", "span_mean"):
             cfg = SuperlinearConfig(**SMALL, search_key=search_key)
             torch.manual_seed(7)
-            q, qs = (torch.randn(2, 4, 2, 16) for _ in range(2))
-            k, v = (torch.randn(2, 2, 150, 16) for _ in range(2))
-            positions, s0 = torch.tensor([120, 149]), torch.tensor([0, 9])
+            q, qs = (torch.randn(2, 2, 2, 16) for _ in range(2))
+            k, v = (torch.randn(2, 1, 120, 16) for _ in range(2))
+            positions, s0 = torch.tensor([100, 119]), torch.tensor([0, 9])
             outs = []
             for order in range(4):
                 decode.CHUNK_ORDER = order
@@ -456,6 +457,15 @@ def test_program_order_follows_the_number_of_chunks(monkeypatch):
                for n in (16384, 65536, 1 << 20)}
     assert n_split == {16384: 16, 65536: 16, 1 << 20: 65}
     assert [decode._chunk_order(n) for n in n_split.values()] == [0, 0, 3]
+    metas = []
+    for module, name in ((decode, "_decode_partial_kernel"), (decode, "_decode_combine_kernel")):
+        monkeypatch.setattr(module, name, _Options(metas))
+    monkeypatch.setattr(decode, "search_topk", lambda *args, **kw: (torch.zeros(1, 32, 1, 3, dtype=torch.int32),
+                                                                     torch.zeros(1, 32, 1, 3)))
+    for length in (65536, 1 << 20):  # the order reaches the partial kernel's launch
+        q, k = _step(1, 32, 2, length, dim=128)
+        decode.superlinear_decode(q, k, k, q, cfg, torch.tensor([length - 1]), torch.zeros(1, dtype=torch.int64), 0.1)
+    assert [m["ORDER"] for m in metas if "ORDER" in m] == [0, 3]
     monkeypatch.setattr(decode, "CHUNK_ORDER", 1)
     assert decode._chunk_order(65) == 1
 
