@@ -269,13 +269,17 @@ def _key_split(tables: GeometryTables, t_bound: int, target: int) -> tuple[int, 
     return n_split, cdiv(longest, n_split)
 
 
-def search_pieces(q_search, k, config: SuperlinearConfig, positions, first_real, t_bound: int, pdl: bool = False):
+def search_pieces(q_search, k, config: SuperlinearConfig, positions, first_real, t_bound: int, pdl: bool = False,
+                  tables: GeometryTables | None = None):
     """The decode step's search: the candidates split into pieces (`search_piece`; 4 anchors under the interpreter),
     searched in parallel with DECODE_SEARCH_TILE's tiling, their top-k lists left unmerged (`search_topk`); with
-    `pdl` (`_pdl`: DECODE_PDL) it lets the partial kernel start while it runs."""
+    `pdl` (`_pdl`: DECODE_PDL) it lets the partial kernel start while it runs. `tables`: the step's
+    `geometry_tables(config, t_bound, k.device)` when the caller holds them."""
     interp = interpreting()
     block_n, warps, stages = (None,) * 3 if interp or DECODE_SEARCH_TILE is None else DECODE_SEARCH_TILE
-    piece = 4 if interp else search_piece(geometry_tables(config, t_bound, k.device), t_bound)
+    if tables is None:
+        tables = geometry_tables(config, t_bound, k.device)
+    piece = 4 if interp else search_piece(tables, t_bound)
     return search_topk(q_search, k, config, positions, first_real, t_bound, block_n=block_n, num_warps=warps,
                        num_stages=stages, split_candidates=piece, merge=False, launch_dependents=pdl)
 
@@ -318,9 +322,9 @@ def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, 
     ksel = config.num_spans
     t_bound = max(len_kv, 1)
     pdl = _pdl(q.device)
-    anchors, scores = search_pieces(q_search, k, config, positions, first_real, t_bound, pdl)
-    n_pieces = anchors.shape[-1]  # a multiple of k: one top-k list per piece
     tables = geometry_tables(config, t_bound, q.device)
+    anchors, scores = search_pieces(q_search, k, config, positions, first_real, t_bound, pdl, tables)
+    n_pieces = anchors.shape[-1]  # a multiple of k: one top-k list per piece
     target, block, warps, stages = _INTERPRETER_TILE if interp else DECODE_TILE
     n_split, chunk = _key_split(tables, t_bound, target)
     rows = batch * heads_q * len_q
