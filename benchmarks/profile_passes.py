@@ -8,8 +8,9 @@ ranges). `--plain-loads` reads K/V without tensor descriptors, for a per-pass be
 after the forward passes; `--span-mean` uses the span-mean search key (and also times the search's hi-only loop).
 `--decode` times one decode row instead (CUDA-graph replays): the search, the two attention kernels, the whole step
 and dense SDPA over every key, against the time to read the keys and values the row attends at the card's memory
-bandwidth; then the two kernels under each tiling of VARIANTS["decode"], the whole step under each search split
-of VARIANTS["decode search"], the search under each tiling of VARIANTS["decode search tile"] and the whole step
+bandwidth; then the two kernels under each tiling of VARIANTS["decode"] (a span's chunks) and of VARIANTS["decode
+window"], the whole step under each search split of VARIANTS["decode search"], the search under each tiling of
+VARIANTS["decode search tile"] and the whole step
 with its kernels chained by programmatic dependent launch (VARIANTS["decode pdl"]) and under each program order of
 the partial kernel (VARIANTS["decode order"]), each with the largest difference from the default's output (the
 search's: its scores).
@@ -43,8 +44,10 @@ VARIANTS = {
     "dq span": [(64, 32, 4, 2), (64, 32, 4, 4), (64, 32, 4, 3, 168)],
     "dq window": [(64, 64, 4, 2), (64, 32, 4, 2), (64, 32, 4, 3)],
     "dkdv": [(64, 64, 4, 2), (64, 32, 4, 3), (64, 32, 4, 3, 168), (64, 32, 4, 4)],
-    # decode's partial kernel: (keys per chunk, keys per block, warps, stages), default decode.DECODE_TILE
-    "decode": [(512, 64, 4, 3), (256, 32, 2, 3), (128, 16, 1, 2), (64, 16, 1, 3), (96, 16, 1, 3), (192, 16, 1, 3)],
+    # decode's partial kernel: a span's (keys per chunk, keys per block, warps, stages), default decode.DECODE_TILE
+    "decode": [(256, 32, 2, 3), (128, 32, 2, 3), (128, 64, 4, 3), (64, 16, 1, 3), (96, 16, 1, 3), (64, 16, 2, 3)],
+    # decode's window chunks: (keys per chunk, keys per block), default decode.WINDOW_TILE
+    "decode window": [(64, 32), (256, 32), (128, 16), (128, 64), (512, 64)],
     # decode's search pieces: (anchors per piece at least, pieces per row at most) (decode.SEARCH_SPLIT), timed as
     # the whole step; (128, 1 << 30): pieces of 128 anchors at every length
     "decode search": [(128, 1 << 30), (64, 32), (32, 64), (64, 16)],
@@ -55,7 +58,7 @@ VARIANTS = {
     # decode's three kernels chained by programmatic dependent launch (decode.DECODE_PDL), timed as the whole step
     "decode pdl": [True],
     # the order in which decode's partial kernel starts its programs (decode.CHUNK_ORDER), timed as the whole step
-    "decode order": [0, 1, 2, 3],
+    "decode order": [0, 1],
 }
 
 
@@ -214,6 +217,7 @@ def profile_decode(name: str, cfg: SuperlinearConfig, length: int, bandwidth_gbs
         print(f"  {label:44} {_graph_ms(f)}", flush=True)
     # each alternative of a decode setting against its default's output: (label, setting, values, what is timed)
     sweeps = [("partial + combine {}", "DECODE_TILE", VARIANTS["decode"], kernels),
+              ("partial + combine, window tiling {}", "WINDOW_TILE", VARIANTS["decode window"], kernels),
               ("partial + combine, combine tiling {}", "COMBINE_TILE", VARIANTS["decode combine"], kernels),
               ("whole step, search pieces {}", "SEARCH_SPLIT", VARIANTS["decode search"], step),
               ("search's scores, tiling {}", "DECODE_SEARCH_TILE", VARIANTS["decode search tile"],

@@ -4,8 +4,9 @@
 
 KERNEL: ``entry:MODE`` (0 window forward, 1 span forward, 2 delta, 3 dq, 4 fused span dq), ``dkdv:NJ`` (1 window
 list, k span lists), ``search``, ``search:span_mean`` or ``search:hi_only`` (the span-mean search's timing loop;
-BN = anchors per block), ``span_lists`` (BM = rows per program), ``decode`` (the partial kernel of one decode row; BN =
-keys per block, chunks of BN x 8 keys) or ``combine`` (the kernel after it), ``decode:pdl`` / ``combine:pdl`` as
+BN = anchors per block), ``span_lists`` (BM = rows per program), ``decode`` (the partial kernel of one decode row, its
+window chunks by KV head; BN = keys per block of a span, chunks of BN x 8 keys), ``decode:rows`` (the window's chunks
+by query row: decode.WINDOW_GROUPS False) or ``combine`` (the kernel after it), ``decode:pdl`` / ``combine:pdl`` as
 decode.DECODE_PDL launches them. Prints registers, spilled stack bytes and shared memory per program, and the
 instruction mix of the innermost loop that issues tensor-core products (the cost of one iteration). No GPU is
 needed: Triton compiles for the target named here, with the specialisation a launch on the benchmark shape gets
@@ -119,21 +120,28 @@ def kernel_and_args(kernel: str, length: int, tiles: tuple[int, ...]):
         from slkernels.triton_ops import decode  # decode:pdl / combine:pdl with programmatic dependent launch
 
         pdl = arg == "pdl"
-
-        n_split = -(-8195 // (8 * bn))  # the longest range at 1M keys (a span of 8195) in chunks of about BN x 8 keys
-        rows = dict(ANCH="*i32", SCORE="*fp32", PART="*fp32", OUT="*bf16", n_split=n_split,
-                    n_slots=-(-HQ * 4 * n_split // 16) * 16, n_pieces=48)
+        n_split_s = -(-8195 // (8 * bn))  # a span at 1M keys (8195) in chunks of about BN x 8 keys
+        n_split_w = -(-2032 // decode.WINDOW_TILE[0])  # the window (2032 keys) in WINDOW_TILE's chunks
+        span_base = HQ * n_split_w
+        rows = dict(ANCH="*i32", SCORE="*fp32", PART="*fp32", OUT="*bf16", n_split_w=n_split_w, n_split_s=n_split_s,
+                    span_base=span_base, n_slots=-(-(span_base + HQ * 3 * n_split_s) // 16) * 16, n_pieces=48)
         if name == "combine":  # a range's chunks merged at once, COMBINE_TILE's columns of D per program
-            return decode._decode_combine_kernel, rows, dict(D=D, DC=decode.COMBINE_TILE[0], KSEL=3, KP=4,
-                                                             SB=triton.next_power_of_2(n_split), NPP=64, GDC=pdl)
+            return decode._decode_combine_kernel, rows, dict(
+                D=D, DC=decode.COMBINE_TILE[0], KSEL=3, KP=4, SBW=triton.next_power_of_2(n_split_w),
+                SBS=triton.next_power_of_2(n_split_s), NPP=64, GDC=pdl)
+        del rows["OUT"]
         q_strides = dict(zip(("sqb", "sqh", "sql", "sqd"), _strides(1, HQ)))
-        args = dict(Q="*bf16", K="*bf16", V="*bf16", POS="*i64", S0="*i64", BACK="*i64", FWD="*i64",
-                    **rows, **q_strides, **k_strides, **v_strides, H_Q=HQ, L_Q=1, G=G, W=2032, t_cap=2 * length - 1,
-                    chunk=-(-8195 // n_split), sm_scale=D**-0.5)
-        return decode._decode_partial_kernel, args, dict(D=D, BN=bn, KSEL=3, KP=4, NPP=64, GDC=pdl,
-                                                         ORDER=decode._chunk_order(n_split))
+        args = dict(Q="*bf16", K="*bf16", V="*bf16", ANCH="*i32", SCORE="*fp32", POS="*i64", S0="*i64",
+                    BACK="*i64", FWD="*i64", PART="*fp32", **q_strides, **k_strides, **v_strides, H_Q=HQ, H_KV=HKV,
+                    L_Q=1, G=G, W=2032, t_cap=2 * length - 1, n_window=HKV * n_split_w,
+                    chunk_w=-(-2032 // n_split_w), n_split_w=n_split_w, chunk_s=-(-8195 // n_split_s),
+                    n_split_s=n_split_s, span_base=span_base, n_slots=rows["n_slots"], n_pieces=48,
+                    sm_scale=D**-0.5)
+        return decode._decode_partial_kernel, args, dict(
+            D=D, BN=bn, BNW=decode.WINDOW_TILE[1], GP=max(16, G), WSTAGES=decode.WINDOW_TILE[2], KSEL=3, KP=4, NPP=64, UPCAST=False, PREC="tf32",
+            GDC=pdl, ORDER=decode._chunk_order(n_split_s), GROUPS=arg != "rows")
     raise SystemExit(f"error: unknown kernel {kernel!r}; use entry:MODE, dkdv:NJ, search[:span_mean|:hi_only], span_lists, "
-                     "decode[:pdl] or combine[:pdl]")
+                     "decode[:pdl|:rows] or combine[:pdl]")
 
 
 def _cuobjdump(*args: str) -> str:

@@ -38,12 +38,13 @@ def test_attention_loops_use_warp_group_products_without_device_fences(sass_repo
     assert r["registers"] and r["shared_bytes"] > 0
 
 
-@pytest.mark.parametrize("kernel", ["decode", "combine", "decode:pdl", "combine:pdl"])
+@pytest.mark.parametrize("kernel", ["decode", "decode:rows", "combine", "decode:pdl", "combine:pdl"])
 def test_decode_kernels_compile_for_hopper_without_spills(sass_report, kernel):
-    """Decode at 1M keys with DECODE_TILE's blocks and COMBINE_TILE's: the partial kernel and the combine, without spilled registers or
-    device-wide fences; with programmatic dependent launch (decode.DECODE_PDL) the partial kernel gives the combine
-    its go-ahead and waits for the search (a span before it reads the lists, every program before it writes), the
-    combine waits for the partial kernel, and without it neither holds such an instruction."""
+    """Decode at 1M keys with DECODE_TILE's blocks, WINDOW_TILE's and COMBINE_TILE's: the partial kernel (its window
+    chunks by KV head, or by query row) and the combine, without spilled registers or device-wide fences; with
+    programmatic dependent launch (decode.DECODE_PDL) the partial kernel gives the combine its go-ahead and waits
+    for the search (a span before it reads the lists, every program before it writes), the combine waits for the
+    partial kernel, and without it neither holds such an instruction."""
     from slkernels.triton_ops.decode import COMBINE_TILE, DECODE_TILE
 
     warps = COMBINE_TILE[1] if kernel.startswith("combine") else DECODE_TILE[2]

@@ -2,7 +2,9 @@
 
 Work per row is tiny in rows but long in keys, so the row's window and k spans are cut into fixed
 chunks of keys that run in parallel (split-K, "flash decoding"); a second kernel merges the chunks of
-each range, joins every span with the window and mixes them with the gate. All shapes depend only on
+each range, joins every span with the window and mixes them with the gate. The window is the same keys for every
+query head of a KV head, so its chunks score the group's heads together on the tensor cores (each key read once
+per group); a span is one head's, so its chunks score one row. All shapes depend only on
 L_kv (the static cache length) and the config, never on data, so the whole call can be captured in a
 CUDA graph: positions and the padding start are read on the device.
 
@@ -21,13 +23,15 @@ program taking the row's top k from the pieces in registers (`_top_of_pieces`), 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
 
 from ..config import SuperlinearConfig
 from ..geometry import GeometryTables, geometry_tables
-from .common import LOG2E, NEG_BIG, cdiv, interpreting, next_pow2, span_range
+from .common import LOG2E, NEG_BIG, cdiv, dot_precision, interpreting, next_pow2, span_range
 from .search import search_topk
 
 __all__ = ["superlinear_decode", "DECODE_MAX_ROWS"]
@@ -44,9 +48,13 @@ SEARCH_SPLIT = (32, 32)
 # decode row's search runs few programs (5 per row at 16K released), so its best tiling may differ:
 # `benchmarks/profile_passes.py --decode` times the alternatives of its VARIANTS["decode search tile"].
 DECODE_SEARCH_TILE = None
-# Tiling of the partial kernel on a GPU: (keys per chunk of a range, about; keys per block; warps; pipeline stages).
-# `benchmarks/profile_passes.py --decode` times the alternatives of its VARIANTS["decode"] against it.
+# Tiling of a span's chunks on a GPU: (keys per chunk, about; keys per block; warps of every program of the partial
+# kernel; pipeline stages). `benchmarks/profile_passes.py --decode` times the alternatives of its VARIANTS["decode"].
 DECODE_TILE = (128, 16, 1, 3)
+# Tiling of the window's chunks by KV head on a GPU (WINDOW_GROUPS): (keys per chunk, about; keys per block; pipeline
+# stages). Chunks of 64 or 256 keys were no faster (benchmarks/results/decode-window-groups-h200-2026-12-02/);
+# `profile_passes.py --decode` times the alternatives of its VARIANTS["decode window"].
+WINDOW_TILE = (128, 16, 1)
 # Tiling of the combine on a GPU: (columns of D per program, warps). One program per row merged all D columns of its
 # ranges' chunks (at 1M about 130 KB read a row, by 32 programs at B = 1); programs over slices of D read less each.
 # Measured on an H200, released, partial + combine as graph replays (benchmarks/results/decode-combine-h200-2026-12-02/):
@@ -56,21 +64,36 @@ COMBINE_TILE = (16, 1)
 # Programmatic dependent launch (on Hopper and later GPUs): the search lets the partial kernel start while it runs, and
 # the partial kernel lets the combine start; each waits (`gdc_wait`) before it reads what the one before wrote. The
 # window's programs need nothing from the search, so they read and attend their keys while the search runs and wait
-# only before they write. Off: exact on H200s, but no faster than without it beyond one machine's runs: 33 / 49 / 134
-# us per step against 37 / 49 / 128 plain at 16K / 64K / 1M released (benchmarks/results/decode-pdl-h200-2026-12-01/);
-# with every window's chunks started first (CHUNK_ORDER 3) 31 / 39 / 118 against 31-32 / 44 / 117-120 on one H200 and
-# 34 / 41 / 123 against 33 / 45 / 121-122 on another (benchmarks/results/decode-pdl-order-h200-2026-12-02/).
-# `profile_passes.py --decode` times it.
+# only before they write. Exact on H200s. Timed as a model's graph holds the step (16 steps over 16 caches in one
+# graph, `compare_passes.py --decode --layers 16`), on one H200, it took released 22 / 27 / 33 / 43 / 67 / 115 us
+# per step at 16K / 32K / 64K / 128K / 256K / 1M against 24 / 29 / 35 / 44 / 68 / 116 off, balanced 17.5 / 18 / 19 /
+# 23 / 27.5 / 41 against 23 / 23 / 24 / 25 / 29 / 43 (benchmarks/results/decode-window-groups-h200-2026-12-02/);
+# graphs of one step each had shown no consistent gain on earlier code (decode-pdl-h200-2026-12-01/,
+# decode-pdl-order-h200-2026-12-02/). Off until the GPU tests of generation through converted models have run with it.
 DECODE_PDL = False
-# The order in which the partial kernel's programs start: 0 the ranges of every row within a chunk index, 1 the chunks
-# of a range together, 2 and 3 the same with every window before the spans. None: 3 where a range has at least
-# ORDER_FROM_CHUNKS chunks (the step is several waves of programs), else 0. Measured on two H200s, released, graph
-# replays (benchmarks/results/decode-pdl-order-h200-2026-12-02/): at 1M (65 chunks) order 3 took 117-122 us against
-# 124-128 for order 0; at 16K and 64K (16 chunks) order 0 was as fast or up to 5 us faster (64K: 41-42 against
-# 44-45; balanced 25-29 against 27-34). Lengths between were not measured.
+# The order in which the partial kernel's span programs start (after every window chunk): 0 the spans of every row
+# within a chunk index, 1 the chunks of a span together. None: 1 where a span has at least ORDER_FROM_CHUNKS chunks
+# (the step is several waves of programs), else 0.
 CHUNK_ORDER = None
 ORDER_FROM_CHUNKS = 32
-_INTERPRETER_TILE = (16, 16, 1, 1)  # tiny shapes under TRITON_INTERPRET: several chunks and blocks per range
+# Whether a window chunk scores the G query heads of a KV head together (`_window_chunk`: each key read once per
+# group, on the tensor cores) or one query row (`_row_chunk`, as a span's chunk). The grouped chunks' tiles raise
+# the partial kernel's registers for every program (164 a thread against 96 at one warp, sm_90), so fewer programs
+# share an SM. None: grouped where the spans' programs number below GROUPS_BELOW_PER_SM per SM. Measured on an H200,
+# B = 1, 32 / 2 heads, graph replays (benchmarks/results/decode-window-groups-h200-2026-12-02/, call 3): grouped,
+# released 16K / 32K / 64K 24.4 / 26 / 36.7 us against 28 / 30.4 / 40.1 by rows (1056 / 960 / 1344 span programs);
+# by rows from 128K (2016 programs: 47.5 against 58) to 1M (119.8 against 123.7), and at 1M balanced (1536 programs:
+# 47.7 against 58.5). The rule picks wrong at 256K released (2880 programs: 71.7 against 66.5).
+WINDOW_GROUPS = None
+GROUPS_BELOW_PER_SM = 11
+# The least number of span programs per SM: where chunks of DECODE_TILE's length would leave the GPU short of
+# programs (short contexts, few rows), spans are cut into more, shorter chunks (16 keys at least). None: off.
+# Measured as above: 8 took released 16K from 26.5 to 24.5 us, balanced 128K / 256K from 28.9 / 33.4 to 24.3 / 29.5
+# (call 3); 12 and 16 were slower than 8 (call 2).
+SPAN_FILL = 8
+# Tiny shapes under TRITON_INTERPRET: several chunks and blocks per span, several chunks per window.
+_INTERPRETER_TILE = (16, 16, 1, 1)
+_INTERPRETER_WINDOW = (4, 16, 1)
 
 
 @triton.jit
@@ -106,39 +129,77 @@ def _top_of_pieces(ANCH, SCORE, row, n_pieces, KSEL: tl.constexpr, KP: tl.conste
 
 
 @triton.jit
-def _decode_partial_kernel(
-    Q, K, V, ANCH, SCORE, POS, S0, BACK, FWD, PART,
-    sqb, sqh, sql, sqd,
-    skb, skh, skl, skd,
-    svb, svh, svl, svd,
-    H_Q, L_Q, G, W, t_cap, chunk, n_split, n_slots, n_pieces, sm_scale,
-    D: tl.constexpr, BN: tl.constexpr, KSEL: tl.constexpr, KP: tl.constexpr, NPP: tl.constexpr, GDC: tl.constexpr,
-    ORDER: tl.constexpr,
-):
-    """One chunk of one range of a row: range e = 0 the window, e = 1 .. KSEL the row's spans (from the search's
-    pieces); its running max, sum and accumulator into the scratch buffer. Programs start in the order of their ids,
-    which ORDER maps to (range, chunk) (`CHUNK_ORDER`): with every window first, the first programs to start are the
-    ones that need nothing from the search (with DECODE_PDL they run while it runs)."""
-    n_ranges = tl.num_programs(0) // n_split  # rows x (k + 1)
-    if ORDER % 2 == 1:  # chunk within range
-        pid = tl.program_id(0) // n_split
-        split = tl.program_id(0) % n_split
-    else:  # range within chunk
-        pid = tl.program_id(0) % n_ranges
-        split = tl.program_id(0) // n_ranges
-    if ORDER >= 2:  # every window first, then the spans
-        rows = n_ranges // (KSEL + 1)
-        is_span = pid >= rows
-        q_span = tl.where(is_span, pid - rows, 0)
-        e = tl.where(is_span, q_span % KSEL + 1, 0)
-        row_all = tl.where(is_span, q_span // KSEL, pid)  # (b * H_q + h) * L_q + r
-    else:  # each row's window and spans together
-        e = pid % (KSEL + 1)
-        row_all = pid // (KSEL + 1)
-    if GDC:  # DECODE_PDL: the combine may be scheduled; a span waits for the search's lists
-        tl.extra.cuda.gdc_launch_dependents()
-        if e > 0:
-            tl.extra.cuda.gdc_wait()
+def _window_chunk(Q, K, V, POS, S0, PART, pid, n_split_w, chunk_w, n_slots,
+                  sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
+                  H_Q, H_KV, L_Q, G, W, qk_scale,
+                  D: tl.constexpr, BNW: tl.constexpr, GP: tl.constexpr, WSTAGES: tl.constexpr, UPCAST: tl.constexpr,
+                  PREC: tl.constexpr, WAIT: tl.constexpr):
+    """One chunk of the window of the G query heads of one KV head at one row: the window's keys are the same for
+    all of them, so the heads are scored together ([GP x D] @ [D x BNW] on the tensor cores, heads padded to GP)
+    and every key is read once per group instead of once per head; the probabilities enter the product with V in
+    V's dtype, as in the prefill's passes. Running max, sum and accumulator per head into the scratch buffer's
+    window slots (row * n_split_w + split); WAIT: wait for the kernel before (DECODE_PDL) before the stores."""
+    split = pid % n_split_w
+    grp = pid // n_split_w  # (b * H_kv + kv) * L_q + r
+    r = grp % L_Q
+    kv = (grp // L_Q) % H_KV
+    b = grp // (L_Q * H_KV)
+    pos = tl.load(POS + r).to(tl.int64)
+    s0 = tl.load(S0 + b).to(tl.int64)
+    lo = tl.maximum(pos - W + 1, s0)
+    c_lo = lo + split * chunk_w
+    c_hi = tl.minimum(pos, c_lo + chunk_w - 1)
+
+    heads = tl.arange(0, GP)
+    hmask = heads < G
+    h = kv * G + heads
+    offs_d = tl.arange(0, D)
+    q = tl.load(Q + b.to(tl.int64) * sqb + h.to(tl.int64)[:, None] * sqh + r.to(tl.int64) * sql
+                + offs_d[None, :] * sqd, mask=hmask[:, None], other=0.0)
+    if UPCAST:
+        q = q.to(tl.float32)
+    k_base = K + b.to(tl.int64) * skb + kv.to(tl.int64) * skh
+    v_base = V + b.to(tl.int64) * svb + kv.to(tl.int64) * svh
+    m_i = tl.full([GP], NEG_BIG, tl.float32)
+    l_i = tl.zeros([GP], tl.float32)
+    acc = tl.zeros([GP, D], tl.float32)
+    for n0 in tl.range(c_lo, c_hi + 1, BNW, num_stages=WSTAGES):
+        kidx = n0 + tl.arange(0, BNW)
+        kin = kidx <= c_hi
+        kt = tl.load(k_base + kidx[None, :] * skl + offs_d[:, None] * skd, mask=kin[None, :], other=0.0)
+        vb = tl.load(v_base + kidx[:, None] * svl + offs_d[None, :] * svd, mask=kin[:, None], other=0.0)
+        if UPCAST:
+            kt = kt.to(tl.float32)
+            vb = vb.to(tl.float32)
+        s = tl.dot(q, kt, input_precision=PREC) * qk_scale
+        s = tl.where(kin[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(vb.dtype), vb, input_precision=PREC)
+        m_i = m_new
+    if WAIT:  # DECODE_PDL: write only once the search has ended
+        tl.extra.cuda.gdc_wait()
+    row = ((b * H_Q + h) * L_Q + r).to(tl.int64)
+    slot = row * n_split_w + split
+    pm, pl, pacc = _parts(PART, n_slots)
+    tl.store(pm + slot, m_i, mask=hmask)
+    tl.store(pl + slot, l_i, mask=hmask)
+    tl.store(pacc + slot[:, None] * D + offs_d[None, :], acc, mask=hmask[:, None])
+
+
+@triton.jit
+def _row_chunk(Q, K, V, ANCH, SCORE, POS, S0, BACK, FWD, PART, row_all, jj, split, chunk_s, slot, n_slots, n_pieces,
+               sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
+               H_Q, L_Q, G, W, t_cap, qk_scale,
+               D: tl.constexpr, BN: tl.constexpr, KSEL: tl.constexpr, KP: tl.constexpr, NPP: tl.constexpr,
+               IS_WINDOW: tl.constexpr, WAIT: tl.constexpr):
+    """Chunk `split` (of `chunk_s` keys) of one range of query row `row_all` ((b * H_q + h) * L_q + r): its window
+    (IS_WINDOW) or its span `jj` (the span of the jj-th of the row's top k, from the search's pieces). Running max,
+    sum and accumulator into scratch slot `slot`. One head's keys are scored one row at a time (a [BN x D] block
+    against the query, in float32): no tensor-core tiles, few registers, many programs per SM. WAIT: wait for the
+    kernel before (DECODE_PDL) before the stores."""
     r = row_all % L_Q
     bh = row_all // L_Q
     h = bh % H_Q
@@ -146,27 +207,23 @@ def _decode_partial_kernel(
     kv = h // G
     pos = tl.load(POS + r).to(tl.int64)
     s0 = tl.load(S0 + b).to(tl.int64)
-    t = pos + 1 - s0
-    jj = tl.maximum(e - 1, 0)
-    # the window reads no piece (none in play: no anchor, so its range is the window's below)
-    top_a, _ = _top_of_pieces(ANCH, SCORE, row_all.to(tl.int64), tl.where(e == 0, 0, n_pieces), KSEL, KP, NPP)
-    a = tl.sum(tl.where(tl.arange(0, KP) == jj, top_a, 0), axis=0).to(tl.int64)
-    tc = tl.minimum(tl.maximum(t, 0), t_cap)
-    back = tl.load(BACK + tc)
-    fwd = tl.load(FWD + tc)
-    span_lo, span_hi = span_range(a, back, fwd, s0, pos, W)
-    span_lo = tl.where(a >= 0, span_lo, 1)
-    span_hi = tl.where(a >= 0, span_hi, 0)
-    lo = tl.where(e == 0, tl.maximum(pos - W + 1, s0), span_lo)
-    hi = tl.where(e == 0, pos, span_hi)
-    c_lo = lo + split * chunk
-    c_hi = tl.minimum(hi, c_lo + chunk - 1)
+    if IS_WINDOW:
+        lo = tl.maximum(pos - W + 1, s0)
+        hi = pos
+    else:
+        t = pos + 1 - s0
+        top_a, _ = _top_of_pieces(ANCH, SCORE, row_all.to(tl.int64), n_pieces, KSEL, KP, NPP)
+        a = tl.sum(tl.where(tl.arange(0, KP) == jj, top_a, 0), axis=0).to(tl.int64)
+        tc = tl.minimum(tl.maximum(t, 0), t_cap)
+        lo, hi = span_range(a, tl.load(BACK + tc), tl.load(FWD + tc), s0, pos, W)
+        hi = tl.where(a >= 0, hi, lo - 1)  # no anchor: an empty range
+    c_lo = lo + split * chunk_s
+    c_hi = tl.minimum(hi, c_lo + chunk_s - 1)
 
     offs_d = tl.arange(0, D)
     q = tl.load(Q + b.to(tl.int64) * sqb + h.to(tl.int64) * sqh + r.to(tl.int64) * sql + offs_d * sqd).to(tl.float32)
     k_base = K + b.to(tl.int64) * skb + kv.to(tl.int64) * skh
     v_base = V + b.to(tl.int64) * svb + kv.to(tl.int64) * svh
-    qk_scale = sm_scale * LOG2E
     m_i = tl.max(tl.full([BN], NEG_BIG, tl.float32), axis=0)
     l_i = tl.sum(tl.zeros([BN], tl.float32), axis=0)
     acc = tl.zeros([D], tl.float32)
@@ -183,13 +240,59 @@ def _decode_partial_kernel(
         vb = tl.load(v_base + kidx[:, None] * svl + offs_d[None, :] * svd, mask=kin[:, None], other=0.0).to(tl.float32)
         acc = acc * alpha + tl.sum(p[:, None] * vb, axis=0)
         m_i = m_new
-    if GDC:  # the window's programs too: the scratch buffer may hold memory the search was still using
+    if WAIT:
         tl.extra.cuda.gdc_wait()
-    slot = (row_all.to(tl.int64) * (KSEL + 1) + e) * n_split + split
     pm, pl, pacc = _parts(PART, n_slots)
     tl.store(pm + slot, m_i)
     tl.store(pl + slot, l_i)
     tl.store(pacc + slot * D + offs_d, acc)
+
+
+@triton.jit
+def _decode_partial_kernel(
+    Q, K, V, ANCH, SCORE, POS, S0, BACK, FWD, PART,
+    sqb, sqh, sql, sqd,
+    skb, skh, skl, skd,
+    svb, svh, svl, svd,
+    H_Q, H_KV, L_Q, G, W, t_cap, n_window, chunk_w, n_split_w, chunk_s, n_split_s, span_base, n_slots, n_pieces,
+    sm_scale,
+    D: tl.constexpr, BN: tl.constexpr, BNW: tl.constexpr, GP: tl.constexpr, WSTAGES: tl.constexpr, KSEL: tl.constexpr,
+    KP: tl.constexpr, NPP: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr, GDC: tl.constexpr,
+    ORDER: tl.constexpr, GROUPS: tl.constexpr,
+):
+    """The first `n_window` programs: the window's chunks, with GROUPS a KV head's query heads together
+    (`_window_chunk`), else a query row's (`_row_chunk`); they need nothing from the search, so they start first
+    (with DECODE_PDL, while the search runs). Then one program per chunk of a span, in the order ORDER gives
+    (`CHUNK_ORDER`): 1 a span's chunks together, 0 a chunk index's spans together."""
+    pid = tl.program_id(0)
+    qk_scale = sm_scale * LOG2E
+    if GDC:  # DECODE_PDL: the combine may be scheduled now
+        tl.extra.cuda.gdc_launch_dependents()
+    if pid < n_window:  # with DECODE_PDL a window writes only once the search has ended (the scratch buffer may
+        # hold memory the search is still using)
+        if GROUPS:
+            _window_chunk(Q, K, V, POS, S0, PART, pid, n_split_w, chunk_w, n_slots,
+                          sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd, H_Q, H_KV, L_Q, G, W, qk_scale,
+                          D, BNW, GP, WSTAGES, UPCAST, PREC, GDC)
+        else:
+            _row_chunk(Q, K, V, ANCH, SCORE, POS, S0, BACK, FWD, PART, pid // n_split_w, 0, pid % n_split_w,
+                       chunk_w, pid.to(tl.int64), n_slots, n_pieces, sqb, sqh, sql, sqd, skb, skh, skl, skd,
+                       svb, svh, svl, svd, H_Q, L_Q, G, W, t_cap, qk_scale, D, BN, KSEL, KP, NPP, True, GDC)
+    else:
+        if GDC:  # a span waits for the search's lists
+            tl.extra.cuda.gdc_wait()
+        sp = pid - n_window
+        if ORDER == 1:
+            rng = sp // n_split_s
+            split = sp % n_split_s
+        else:
+            n_spans = (tl.num_programs(0) - n_window) // n_split_s
+            rng = sp % n_spans
+            split = sp // n_spans
+        slot = span_base + rng.to(tl.int64) * n_split_s + split
+        _row_chunk(Q, K, V, ANCH, SCORE, POS, S0, BACK, FWD, PART, rng // KSEL, rng % KSEL, split, chunk_s, slot,
+                   n_slots, n_pieces, sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
+                   H_Q, L_Q, G, W, t_cap, qk_scale, D, BN, KSEL, KP, NPP, False, False)
 
 
 @triton.jit
@@ -226,9 +329,9 @@ def _merge(PM, PL, PACC, base, n_split, offs_d, D: tl.constexpr, SB: tl.constexp
 
 @triton.jit
 def _decode_combine_kernel(
-    ANCH, SCORE, PART, OUT, n_split, n_slots, n_pieces,
-    D: tl.constexpr, DC: tl.constexpr, KSEL: tl.constexpr, KP: tl.constexpr, SB: tl.constexpr, NPP: tl.constexpr,
-    GDC: tl.constexpr,
+    ANCH, SCORE, PART, OUT, n_split_w, n_split_s, span_base, n_slots, n_pieces,
+    D: tl.constexpr, DC: tl.constexpr, KSEL: tl.constexpr, KP: tl.constexpr, SBW: tl.constexpr, SBS: tl.constexpr,
+    NPP: tl.constexpr, GDC: tl.constexpr,
 ):
     """One program a row and DC of its D columns: each range's chunks merged, every span joined with the window,
     mixed by the gate (the softmax of the row's top-k scores); the window alone where the row has no span. (The
@@ -245,11 +348,12 @@ def _decode_combine_kernel(
     gates = ex / tl.maximum(tl.sum(ex, axis=0), 1e-30)
 
     PM, PL, PACC = _parts(PART, n_slots)
-    m_w, l_w, a_w = _merge(PM, PL, PACC, row_all * (KSEL + 1) * n_split, n_split, offs_d, D, SB)
+    m_w, l_w, a_w = _merge(PM, PL, PACC, row_all * n_split_w, n_split_w, offs_d, D, SBW)
     out = a_w / tl.where(l_w > 0, l_w, 1.0)
     mixed = tl.zeros([DC], tl.float32)
     for j in tl.static_range(KSEL):
-        m_s, l_s, a_s = _merge(PM, PL, PACC, (row_all * (KSEL + 1) + 1 + j) * n_split, n_split, offs_d, D, SB)
+        m_s, l_s, a_s = _merge(PM, PL, PACC, span_base + (row_all * KSEL + j) * n_split_s, n_split_s, offs_d, D,
+                               SBS)
         m = tl.maximum(m_w, m_s)
         cw = tl.exp2(m_w - m)
         cs = tl.exp2(m_s - m)
@@ -261,12 +365,25 @@ def _decode_combine_kernel(
     tl.store(OUT + row_all * D + offs_d, out.to(OUT.dtype.element_ty))
 
 
-def _key_split(tables: GeometryTables, t_bound: int, target: int) -> tuple[int, int]:
-    """(chunks, keys per chunk) of every range of a decode row with at most `t_bound` tokens seen: the longest
-    range (window or span at t = t_bound) cut into chunks of about `target` keys. From the host tables only."""
-    longest = max(tables.width, tables.span_length(t_bound), 1)
-    n_split = cdiv(longest, target)
-    return n_split, cdiv(longest, n_split)
+def _key_split(length: int, target: int) -> tuple[int, int]:
+    """(chunks, keys per chunk) of a range of up to `length` keys cut into chunks of about `target` keys."""
+    n_split = cdiv(max(length, 1), target)
+    return n_split, cdiv(max(length, 1), n_split)
+
+
+def _span_split(length: int, target: int, n_spans: int, device: torch.device) -> tuple[int, int]:
+    """(chunks, keys per chunk) of a span of up to `length` keys (the longest, at t = t_bound): chunks of about
+    `target` keys, or more of them where `n_spans` spans would leave fewer than SPAN_FILL programs per SM."""
+    n_split, chunk = _key_split(length, target)
+    if SPAN_FILL is None or interpreting() or device.type != "cuda":
+        return n_split, chunk
+    want = min(cdiv(SPAN_FILL * _sm_count(device), n_spans), cdiv(max(length, 1), 16))
+    return (n_split, chunk) if want <= n_split else _key_split(length, cdiv(max(length, 1), want))
+
+
+@functools.cache
+def _sm_count(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def search_pieces(q_search, k, config: SuperlinearConfig, positions, first_real, t_bound: int, pdl: bool = False,
@@ -292,10 +409,20 @@ def search_piece(tables: GeometryTables, t_bound: int) -> int:
 
 
 def _chunk_order(n_split: int) -> int:
-    """The partial kernel's program order (CHUNK_ORDER) for ranges of `n_split` chunks."""
+    """The partial kernel's program order (CHUNK_ORDER) for spans of `n_split` chunks."""
     if CHUNK_ORDER is not None:
         return CHUNK_ORDER
-    return 3 if n_split >= ORDER_FROM_CHUNKS else 0
+    return 1 if n_split >= ORDER_FROM_CHUNKS else 0
+
+
+def _window_groups(span_programs: int, device: torch.device) -> bool:
+    """Whether the window's chunks score a KV head's query heads together (WINDOW_GROUPS) beside `span_programs`
+    programs of span chunks (always under the interpreter and off a GPU)."""
+    if WINDOW_GROUPS is not None:
+        return WINDOW_GROUPS
+    if interpreting() or device.type != "cuda":
+        return True
+    return span_programs < GROUPS_BELOW_PER_SM * _sm_count(device)
 
 
 def _pdl(device: torch.device) -> bool:
@@ -323,27 +450,35 @@ def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, 
     t_bound = max(len_kv, 1)
     pdl = _pdl(q.device)
     tables = geometry_tables(config, t_bound, q.device)
-    anchors, scores = search_pieces(q_search, k, config, positions, first_real, t_bound, pdl, tables)
-    n_pieces = anchors.shape[-1]  # a multiple of k: one top-k list per piece
     target, block, warps, stages = _INTERPRETER_TILE if interp else DECODE_TILE
-    n_split, chunk = _key_split(tables, t_bound, target)
+    target_w, block_w, stages_w = _INTERPRETER_WINDOW if interp else WINDOW_TILE
+    n_split_w, chunk_w = _key_split(tables.width, target_w)  # the window: chunks of a KV head's query heads
     rows = batch * heads_q * len_q
-    n_slots = cdiv(rows * (ksel + 1) * n_split, 16) * 16  # each region starts 64-byte aligned
+    n_split_s, chunk_s = _span_split(tables.span_length(t_bound), target, rows * ksel, q.device)
+    span_base = rows * n_split_w  # the scratch slots: every row's window chunks, then every span's
+    n_slots = cdiv(span_base + rows * ksel * n_split_s, 16) * 16  # each region starts 64-byte aligned
     part = torch.empty(n_slots * (dim + 2), dtype=torch.float32, device=q.device)
     out = torch.empty(batch, heads_q, len_q, dim, dtype=q.dtype, device=q.device)
-    merge_block = 2 if interp else next_pow2(n_split)
+    group = heads_q // heads_kv
+    groups = _window_groups(rows * ksel * n_split_s, q.device)
+    n_window = (batch * heads_kv if groups else rows) * len_q * n_split_w
+    anchors, scores = search_pieces(q_search, k, config, positions, first_real, t_bound, pdl, tables)
+    n_pieces = anchors.shape[-1]  # a multiple of k: one top-k list per piece
     launch = {"launch_pdl": True} if pdl else {}
-    _decode_partial_kernel[(rows * (ksel + 1) * n_split,)](
+    _decode_partial_kernel[(n_window + rows * ksel * n_split_s,)](
         q, k, v, anchors, scores, positions, first_real, tables.spans.back, tables.spans.fwd, part,
         *q.stride(), *k.stride(), *v.stride(),
-        heads_q, len_q, heads_q // heads_kv, tables.width, tables.capacity, chunk, n_split, n_slots, n_pieces, scale,
-        D=dim, BN=block, KSEL=ksel, KP=next_pow2(ksel), NPP=next_pow2(n_pieces), GDC=pdl,
-        ORDER=_chunk_order(n_split), num_warps=warps, num_stages=stages, **launch,
+        heads_q, heads_kv, len_q, group, tables.width, tables.capacity, n_window, chunk_w, n_split_w, chunk_s,
+        n_split_s, span_base, n_slots, n_pieces, scale,
+        D=dim, BN=block, BNW=block_w, GP=max(16, next_pow2(group)), WSTAGES=stages_w, KSEL=ksel, KP=next_pow2(ksel),
+        NPP=next_pow2(n_pieces), UPCAST=interp, PREC=dot_precision(q.dtype), GDC=pdl, ORDER=_chunk_order(n_split_s),
+        GROUPS=groups, num_warps=warps, num_stages=stages, **launch,
     )
     cols, warps = (dim // 2, 1) if interp else (min(COMBINE_TILE[0], dim), COMBINE_TILE[1])
     _decode_combine_kernel[(rows, dim // cols)](
-        anchors, scores, part, out, n_split, n_slots, n_pieces,
-        D=dim, DC=cols, KSEL=ksel, KP=next_pow2(ksel), SB=merge_block, NPP=next_pow2(n_pieces), GDC=pdl,
+        anchors, scores, part, out, n_split_w, n_split_s, span_base, n_slots, n_pieces,
+        D=dim, DC=cols, KSEL=ksel, KP=next_pow2(ksel), SBW=2 if interp else next_pow2(n_split_w),
+        SBS=2 if interp else next_pow2(n_split_s), NPP=next_pow2(n_pieces), GDC=pdl,
         num_warps=warps, **launch,
     )
     return out
