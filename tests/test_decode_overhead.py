@@ -492,7 +492,8 @@ def test_short_contexts_cut_spans_finer_and_group_the_window_until_the_spans_fil
     """decode.SPAN_FILL: on a GPU of 132 SMs, released, one row of 32 query heads (96 spans): at 16K the spans' 7
     chunks of DECODE_TILE's length become 11 (8 programs per SM at least), at 1M the 65 stay. decode.WINDOW_GROUPS
     None: the window's chunks by KV head below GROUPS_BELOW_PER_SM span programs per SM (16K: 1056), by query row
-    above (1M: 6240); a set value wins. Off a GPU (and under the interpreter) neither rule applies."""
+    above (1M: 6240) and wherever a KV head has one query head; a set value wins. Off a GPU (and under the
+    interpreter) SPAN_FILL does not apply and the window is grouped wherever a KV head has several query heads."""
     from slkernels.triton_ops import decode
 
     cfg, gpu = SuperlinearConfig.released(), torch.device("cuda", 0)
@@ -503,10 +504,11 @@ def test_short_contexts_cut_spans_finer_and_group_the_window_until_the_spans_fil
               for n in (16384, 1 << 20)}
     assert splits == {16384: (11, 76), 1 << 20: (65, 127)}, splits
     assert decode._span_split(833, target, 96, torch.device("cpu")) == (7, 119)
-    assert [decode._window_groups(96 * n, gpu) for n, _ in splits.values()] == [True, False]
-    assert decode._window_groups(10**6, torch.device("cpu"))
+    assert [decode._window_groups(96 * n, 16, gpu) for n, _ in splits.values()] == [True, False]
+    assert decode._window_groups(10**6, 16, torch.device("cpu"))
+    assert not decode._window_groups(96, 1, gpu) and not decode._window_groups(96, 1, torch.device("cpu"))
     monkeypatch.setattr(decode, "WINDOW_GROUPS", True)
-    assert decode._window_groups(10**6, gpu)
+    assert decode._window_groups(10**6, 16, gpu) and decode._window_groups(96, 1, gpu)
     monkeypatch.setattr(decode, "SPAN_FILL", None)
     assert decode._span_split(833, target, 96, gpu) == (7, 119)
 

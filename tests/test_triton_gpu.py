@@ -187,6 +187,28 @@ def _check_decode(cfg, make, dtype, length):
     assert _rel(out, ref) < TOL[dtype]
 
 
+@pytest.mark.parametrize("groups", [True, False])
+@pytest.mark.parametrize("heads", [(32, 2), (16, 1), (8, 8)])
+def test_decode_window_by_kv_head_and_by_query_row(monkeypatch, groups, heads):
+    """decode.WINDOW_GROUPS forced each way (by KV head on the tensor cores, or by query row), with the spans cut
+    finer (SPAN_FILL) or not: two query rows of a left-padded batch of two against the reference, with 32 / 2 and
+    16 / 1 heads (GQA 16:1) and 8 / 8 (1:1)."""
+    from slkernels.triton_ops import decode
+
+    monkeypatch.setattr(decode, "WINDOW_GROUPS", groups)
+    cfg = CONFIGS["released"]
+    for fill in (decode.SPAN_FILL, None):
+        monkeypatch.setattr(decode, "SPAN_FILL", fill)
+        q, k, v, qs = _make(2, heads[0], heads[1], 2, 20000, 128, torch.bfloat16)
+        mask = torch.ones(2, 20000, dtype=torch.long, device="cuda")
+        mask[1, :301] = 0
+        _poison()
+        with torch.no_grad():
+            out = superlinear_attention(q, k, v, qs, cfg, attention_mask=mask, backend="triton")
+            _, ref = _reference(q, k, v, qs, cfg, attention_mask=mask)
+        assert _rel(out, ref) < TOL[torch.bfloat16], (groups, heads, fill)
+
+
 def test_decode_cuda_graph():
     """The decode path captured once, replayed for new positions and new data."""
     _check_decode_graph(SuperlinearConfig.released(), _make, (9000, 15000, 20000 - 1))
