@@ -544,6 +544,27 @@ def test_host_time_benchmark_times_each_launch_and_refuses_cuda_without_a_gpu():
 
 
 
+def test_decode_sweeps_of_the_profiler_have_the_shape_of_the_settings_they_replace():
+    """benchmarks/profile_passes.py --decode: every alternative it times of a decode setting has that setting's
+    shape (a tuple of as many integers as the default, a flag, or an order the kernel knows), so that a sweep never
+    hands a launch a tiling it cannot read."""
+    from pathlib import Path
+
+    from module_file import load_module
+    from slkernels.triton_ops import decode, search
+
+    bench = load_module(Path(__file__).resolve().parents[1] / "benchmarks" / "profile_passes.py")
+    defaults = {"decode": decode.DECODE_TILE, "decode window": decode.WINDOW_TILE,
+                "decode search": decode.SEARCH_SPLIT, "decode search tile": search.SEARCH_TILES["anchor"],
+                "decode combine": decode.COMBINE_TILE}
+    for key, default in defaults.items():
+        for value in bench.VARIANTS[key]:
+            assert isinstance(value, tuple) and len(value) == len(default), (key, value)
+            assert all(isinstance(x, int) and x > 0 for x in value), (key, value)
+    assert all(isinstance(x, bool) for x in bench.VARIANTS["decode pdl"])
+    assert set(bench.VARIANTS["decode order"]) <= {0, 1}
+
+
 def test_direct_launch_probe_passes_every_argument_in_order_and_relaunches_only_an_equal_launch():
     """decode_host_time.py --direct: the first launch of a kind goes through the kernel and keeps what it returns;
     an equal launch later goes to that compiled kernel with every argument in the kernel's order (keywords and
