@@ -36,6 +36,23 @@ class AttentionInputs:
         return self.q.shape[1] // self.k.shape[1]
 
 
+# s0 = 0 for every batch row (no mask), one read-only tensor per (batch, device) shared by every call without a mask:
+# a decode step without padding then launches no fill (one kernel per layer and step otherwise). Made outside
+# inference mode (so that a training call may save it for backward); not taken while a CUDA graph is being captured
+# (the graph's memory pool would own it) or while torch.compile traces the call.
+_NO_PADDING: dict[tuple[int, torch.device], torch.Tensor] = {}
+
+
+def _no_padding(batch: int, device: torch.device) -> torch.Tensor:
+    if torch.compiler.is_compiling() or (device.type == "cuda" and torch.cuda.is_current_stream_capturing()):
+        return torch.zeros(batch, dtype=torch.int64, device=device)
+    s0 = _NO_PADDING.get((batch, device))
+    if s0 is None:
+        with torch.inference_mode(False):
+            s0 = _NO_PADDING[batch, device] = torch.zeros(batch, dtype=torch.int64, device=device)
+    return s0
+
+
 def first_real_token(attention_mask: torch.Tensor) -> torch.Tensor:
     """s0 per batch row, for a left-padded 0/1 mask (a row of zeros gives L_kv: every query is padding)."""
     mask = attention_mask != 0
@@ -139,7 +156,7 @@ def check_inputs(
             read_back_checks(cache_position, None, len_kv)
 
     if attention_mask is None:
-        first_real = torch.zeros(batch, dtype=torch.int64, device=q.device)
+        first_real = _no_padding(batch, q.device)
     else:
         if not isinstance(attention_mask, torch.Tensor):
             attention_mask = torch.as_tensor(attention_mask)

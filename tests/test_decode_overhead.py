@@ -104,6 +104,28 @@ def test_growing_cache_reads_nothing_back_and_builds_tables_log_n_times(stubbed,
     assert len(builds) <= math.log2(steps) + 1
 
 
+def test_public_decode_without_a_mask_launches_nothing_but_the_three_kernels(stubbed):
+    """The public call of a decode step with its positions and no mask (a model's unpadded generation): no torch
+    operation launches a kernel (s0 = 0 is one shared tensor per batch size and device, not a fill per call), and
+    that tensor, first made in inference mode, is a normal one (a training call may save it for backward)."""
+    from slkernels import inputs
+
+    launches, _ = stubbed
+    inputs._NO_PADDING.clear()
+    cfg = SuperlinearConfig.released()
+    q, k = _step(2, 32, 2, 70_000, dim=128)
+    positions = torch.tensor([69_999])
+    with torch.inference_mode():
+        superlinear_attention(q, k, k, q, cfg, cache_position=positions, backend="triton", check_values=False)
+    for _ in range(3):
+        with torch.no_grad(), OpCounter() as ops:
+            superlinear_attention(q, k, k, q, cfg, cache_position=positions, backend="triton", check_values=False)
+        assert ops.launches() == {}, ops.launches()
+    assert len(launches) == 3 * 4
+    (s0,) = inputs._NO_PADDING.values()
+    assert not s0.is_inference() and s0.tolist() == [0, 0]
+
+
 def test_decode_rows_at_positions_read_nothing_back(stubbed):
     """A few rows at given positions with a padding start (the backend's arguments, as a model's cache hands
     them over), at 1M keys: no host read-back, the tables are built once for all the steps, and three launches a
