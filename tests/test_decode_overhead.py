@@ -514,8 +514,8 @@ def test_short_contexts_cut_spans_finer_and_group_the_window_until_the_spans_fil
     """decode.SPAN_FILL: on a GPU of 132 SMs, released, one row of 32 query heads (96 spans): at 16K the spans' 7
     chunks of DECODE_TILE's length become 11 (8 programs per SM at least), at 1M the 65 stay. decode.WINDOW_GROUPS
     None: the window's chunks by KV head below GROUPS_BELOW_PER_SM span programs per SM (16K: 1056), by query row
-    above (1M: 6240) and wherever a KV head has one query head; a set value wins. Off a GPU (and under the
-    interpreter) SPAN_FILL does not apply and the window is grouped wherever a KV head has several query heads."""
+    above (1M: 6240), and wherever a KV head has one query head or heads have D > 128; a set value wins. Off a GPU
+    (and under the interpreter) SPAN_FILL does not apply and the window is grouped wherever those two allow."""
     from slkernels.triton_ops import decode
 
     cfg, gpu = SuperlinearConfig.released(), torch.device("cuda", 0)
@@ -526,11 +526,12 @@ def test_short_contexts_cut_spans_finer_and_group_the_window_until_the_spans_fil
               for n in (16384, 1 << 20)}
     assert splits == {16384: (11, 76), 1 << 20: (65, 127)}, splits
     assert decode._span_split(833, target, 96, torch.device("cpu")) == (7, 119)
-    assert [decode._window_groups(96 * n, 16, gpu) for n, _ in splits.values()] == [True, False]
-    assert decode._window_groups(10**6, 16, torch.device("cpu"))
-    assert not decode._window_groups(96, 1, gpu) and not decode._window_groups(96, 1, torch.device("cpu"))
+    assert [decode._window_groups(96 * n, 16, 128, gpu) for n, _ in splits.values()] == [True, False]
+    assert decode._window_groups(10**6, 16, 128, torch.device("cpu"))
+    for device in (gpu, torch.device("cpu")):  # one query head a KV head, or D = 256: by query row
+        assert not decode._window_groups(96, 1, 128, device) and not decode._window_groups(96, 16, 256, device)
     monkeypatch.setattr(decode, "WINDOW_GROUPS", True)
-    assert decode._window_groups(10**6, 16, gpu) and decode._window_groups(96, 1, gpu)
+    assert decode._window_groups(10**6, 16, 128, gpu) and decode._window_groups(96, 1, 256, gpu)
     monkeypatch.setattr(decode, "SPAN_FILL", None)
     assert decode._span_split(833, target, 96, gpu) == (7, 119)
 

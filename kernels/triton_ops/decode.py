@@ -79,7 +79,7 @@ ORDER_FROM_CHUNKS = 32
 # Whether a window chunk scores the G query heads of a KV head together (`_window_chunk`: each key read once per
 # group, on the tensor cores) or one query row (`_row_chunk`, as a span's chunk). The grouped chunks' tiles raise
 # the partial kernel's registers for every program (164 a thread against 96 at one warp, sm_90), so fewer programs
-# share an SM. None: grouped where a KV head has several query heads and the spans' programs number below
+# share an SM. None: grouped where a KV head has several query heads of D <= 128 and the spans' programs number below
 # GROUPS_BELOW_PER_SM per SM. Measured on an H200, B = 1, 32 / 2 heads, graph replays
 # (benchmarks/results/decode-window-groups-h200-2026-12-02/, call 3): grouped, released 16K / 32K / 64K 24.4 / 26 /
 # 36.7 us against 28 / 30.4 / 40.1 by rows (1056 / 960 / 1344 span programs);
@@ -416,13 +416,14 @@ def _chunk_order(n_split: int) -> int:
     return 1 if n_split >= ORDER_FROM_CHUNKS else 0
 
 
-def _window_groups(span_programs: int, group: int, device: torch.device) -> bool:
+def _window_groups(span_programs: int, group: int, dim: int, device: torch.device) -> bool:
     """Whether the window's chunks score a KV head's `group` query heads together (WINDOW_GROUPS) beside
-    `span_programs` programs of span chunks: never for one head a KV head (nothing is shared), always under the
-    interpreter and off a GPU otherwise."""
+    `span_programs` programs of span chunks: never for one head a KV head (nothing is shared) nor for heads of
+    D > 128 (a [16 x D] float32 accumulator and its operands in one warp's registers would spill), always under
+    the interpreter and off a GPU otherwise."""
     if WINDOW_GROUPS is not None:
         return WINDOW_GROUPS
-    if group < 2:
+    if group < 2 or dim > 128:
         return False
     if interpreting() or device.type != "cuda":
         return True
@@ -464,7 +465,7 @@ def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, 
     part = torch.empty(n_slots * (dim + 2), dtype=torch.float32, device=q.device)
     out = torch.empty(batch, heads_q, len_q, dim, dtype=q.dtype, device=q.device)
     group = heads_q // heads_kv
-    groups = _window_groups(rows * ksel * n_split_s, group, q.device)
+    groups = _window_groups(rows * ksel * n_split_s, group, dim, q.device)
     n_window = (batch * heads_kv if groups else rows) * len_q * n_split_w
     anchors, scores = search_pieces(q_search, k, config, positions, first_real, t_bound, pdl, tables)
     n_pieces = anchors.shape[-1]  # a multiple of k: one top-k list per piece
