@@ -69,15 +69,20 @@ def decode_steps(packages: list[str], sets: list[str], lengths: list[int], layer
     """`--decode`: every package's decode step and every `--set` variant of the first, in one process."""
     from slconvert.benchmark.timing import measure_graph
 
-    print(json.dumps({"card": torch.cuda.get_device_name(), "MiB": torch.cuda.get_device_properties(0).total_memory
-                      // 2**20, "torch": torch.__version__}), flush=True)
     modules = {name: importlib.import_module(f"{name}.triton_ops.decode") for name in packages}
     overrides = {}
     for item in sets:
         name, _, value = item.partition("=")
-        if not hasattr(modules[packages[0]], name):
+        if not name.isupper() or not hasattr(modules[packages[0]], name):
             raise SystemExit(f"error: --set {item}: {packages[0]}.triton_ops.decode has no setting {name!r}")
-        overrides[f"{packages[0]}, {name}={value}"] = (name, ast.literal_eval(value))
+        try:
+            overrides[f"{packages[0]}, {name}={value}"] = (name, ast.literal_eval(value))
+        except (ValueError, SyntaxError):
+            raise SystemExit(f"error: --set {item}: the value must be a Python literal, e.g. {name}=(64, 16, 1)") from None
+    if not torch.cuda.is_available():
+        raise SystemExit("error: --decode needs a CUDA GPU")
+    print(json.dumps({"card": torch.cuda.get_device_name(), "MiB": torch.cuda.get_device_properties(0).total_memory
+                      // 2**20, "torch": torch.__version__}), flush=True)
     for setting in ("released", "balanced"):
         for length in lengths:
             _decode_length(modules, packages, overrides, setting, length, measure_graph, layers)

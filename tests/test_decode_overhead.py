@@ -588,6 +588,29 @@ def test_decode_sweeps_of_the_profiler_have_the_shape_of_the_settings_they_repla
     assert set(bench.VARIANTS["decode order"]) <= {0, 1}
 
 
+def test_decode_comparison_refuses_unknown_settings_and_a_machine_without_a_gpu(monkeypatch):
+    """benchmarks/compare_passes.py --decode: a `--set` of a name decode does not hold, or of a value that is not a
+    Python literal, is one error line naming it; valid settings on a machine without a GPU are one line too."""
+    import sys
+    from pathlib import Path
+
+    from module_file import load_module
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(folder))  # the script imports profile_passes from its folder
+    bench = load_module(folder / "compare_passes.py")
+    for args, message in ((["--set", "NO_SUCH=1"], "has no setting 'NO_SUCH'"),
+                          (["--set", "search_topk=1"], "has no setting 'search_topk'"),
+                          (["--set", "WINDOW_TILE=(64, 16"], "must be a Python literal")):
+        monkeypatch.setattr(sys, "argv", ["compare_passes.py", "--decode", *args, "16384"])
+        with pytest.raises(SystemExit, match=f"^error: --set .*{message}"):
+            bench.main()
+    if not torch.cuda.is_available():
+        monkeypatch.setattr(sys, "argv", ["compare_passes.py", "--decode", "--set", "SPAN_FILL=None", "16384"])
+        with pytest.raises(SystemExit, match="^error: --decode needs a CUDA GPU"):
+            bench.main()
+
+
 def test_direct_launch_probe_passes_every_argument_in_order_and_relaunches_only_an_equal_launch():
     """decode_host_time.py --direct: the first launch of a kind goes through the kernel and keeps what it returns;
     an equal launch later goes to that compiled kernel with every argument in the kernel's order (keywords and
