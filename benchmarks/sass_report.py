@@ -122,24 +122,23 @@ def kernel_and_args(kernel: str, length: int, tiles: tuple[int, ...]):
         pdl = arg == "pdl"
         n_split_s = -(-8195 // (8 * bn))  # a span at 1M keys (8195) in chunks of about BN x 8 keys
         n_split_w = -(-2032 // decode.WINDOW_TILE[0])  # the window (2032 keys) in WINDOW_TILE's chunks
-        span_base = HQ * n_split_w
-        rows = dict(ANCH="*i32", SCORE="*fp32", PART="*fp32", OUT="*bf16", n_split_w=n_split_w, n_split_s=n_split_s,
-                    span_base=span_base, n_slots=-(-(span_base + HQ * 3 * n_split_s) // 16) * 16, n_pieces=48)
+        span_base = HQ * n_split_w  # the scratch slots: every row's window chunks, then every span's
+        slots = dict(n_split_w=n_split_w, n_split_s=n_split_s, span_base=span_base,
+                     n_slots=-(-(span_base + HQ * 3 * n_split_s) // 16) * 16, n_pieces=48)
+        lists = dict(ANCH="*i32", SCORE="*fp32", PART="*fp32")
         if name == "combine":  # a range's chunks merged at once, COMBINE_TILE's columns of D per program
-            return decode._decode_combine_kernel, rows, dict(
+            return decode._decode_combine_kernel, dict(**lists, OUT="*bf16", **slots), dict(
                 D=D, DC=decode.COMBINE_TILE[0], KSEL=3, KP=4, SBW=triton.next_power_of_2(n_split_w),
                 SBS=triton.next_power_of_2(n_split_s), NPP=64, GDC=pdl)
-        del rows["OUT"]
         q_strides = dict(zip(("sqb", "sqh", "sql", "sqd"), _strides(1, HQ)))
-        args = dict(Q="*bf16", K="*bf16", V="*bf16", ANCH="*i32", SCORE="*fp32", POS="*i64", S0="*i64",
-                    BACK="*i64", FWD="*i64", PART="*fp32", **q_strides, **k_strides, **v_strides, H_Q=HQ, H_KV=HKV,
-                    L_Q=1, G=G, W=2032, t_cap=2 * length - 1, n_window=HKV * n_split_w,
-                    chunk_w=-(-2032 // n_split_w), n_split_w=n_split_w, chunk_s=-(-8195 // n_split_s),
-                    n_split_s=n_split_s, span_base=span_base, n_slots=rows["n_slots"], n_pieces=48,
-                    sm_scale=D**-0.5)
+        args = dict(Q="*bf16", K="*bf16", V="*bf16", **lists, POS="*i64", S0="*i64", BACK="*i64", FWD="*i64",
+                    **q_strides, **k_strides, **v_strides, **slots, H_Q=HQ, H_KV=HKV, L_Q=1, G=G, W=2032,
+                    t_cap=2 * length - 1, n_window=HKV * n_split_w, chunk_w=-(-2032 // n_split_w),
+                    chunk_s=-(-8195 // n_split_s), sm_scale=D**-0.5)
+        _, window_block, window_stages = decode.WINDOW_TILE
         return decode._decode_partial_kernel, args, dict(
-            D=D, BN=bn, BNW=decode.WINDOW_TILE[1], GP=max(16, G), WSTAGES=decode.WINDOW_TILE[2], KSEL=3, KP=4, NPP=64, UPCAST=False, PREC="tf32",
-            GDC=pdl, ORDER=decode._chunk_order(n_split_s), GROUPS=arg != "rows")
+            D=D, BN=bn, BNW=window_block, GP=max(16, G), WSTAGES=window_stages, KSEL=3, KP=4, NPP=64, UPCAST=False,
+            PREC="tf32", GDC=pdl, ORDER=decode._chunk_order(n_split_s), GROUPS=arg != "rows")
     raise SystemExit(f"error: unknown kernel {kernel!r}; use entry:MODE, dkdv:NJ, search[:span_mean|:hi_only], span_lists, "
                      "decode[:pdl|:rows] or combine[:pdl]")
 
