@@ -12,7 +12,8 @@ passes reading K/V with plain loads or through tensor descriptors (`attend.DESCR
 
 `--decode` times one decode step instead (B = 1, 32 query / 2 KV heads, D = 128, bf16, the query at the last
 position; released and balanced), each package's and each `--set` variant's (this tree's `decode.NAME` set to the
-Python literal VALUE, e.g. `--set "WINDOW_TILE=(64, 32)"`), as CUDA-graph replays (median of 100), all of them timed
+Python literal VALUE, e.g. `--set "WINDOW_TILE=(64, 32)"`; several settings of one variant apart by ";",
+`--set "DECODE_PDL=True; COMBINE_BY_LAST=False"`), as CUDA-graph replays (median of 100), all of them timed
 in turn twice, with dense SDPA beside them, and the largest difference of each output from the first package's.
 `--layers N` captures N steps, each over a cache of its own, in one graph and reports the time per step: a graph
 of one short step is bound by the replay's own launch (about 10-15 us on an H200, dense SDPA's time at 16K),
@@ -72,13 +73,17 @@ def decode_steps(packages: list[str], sets: list[str], lengths: list[int], layer
     modules = {name: importlib.import_module(f"{name}.triton_ops.decode") for name in packages}
     overrides = {}
     for item in sets:
-        name, _, value = item.partition("=")
-        if not name.isupper() or not hasattr(modules[packages[0]], name):
-            raise SystemExit(f"error: --set {item}: {packages[0]}.triton_ops.decode has no setting {name!r}")
-        try:
-            overrides[f"{packages[0]}, {name}={value}"] = (name, ast.literal_eval(value))
-        except (ValueError, SyntaxError):
-            raise SystemExit(f"error: --set {item}: the value must be a Python literal, e.g. {name}=(64, 16, 1)") from None
+        variant = []
+        for part in item.split(";"):
+            name, _, value = part.strip().partition("=")
+            if not name.isupper() or not hasattr(modules[packages[0]], name):
+                raise SystemExit(f"error: --set {item}: {packages[0]}.triton_ops.decode has no setting {name!r}")
+            try:
+                variant.append((name, ast.literal_eval(value)))
+            except (ValueError, SyntaxError):
+                raise SystemExit(f"error: --set {item}: the value must be a Python literal, e.g. {name}=(64, 16, 1)"
+                                 ) from None
+        overrides[f"{packages[0]}, {item}"] = variant
     if not torch.cuda.is_available():
         raise SystemExit("error: --decode needs a CUDA GPU")
     print(json.dumps({"card": torch.cuda.get_device_name(), "MiB": torch.cuda.get_device_properties(0).total_memory
@@ -99,13 +104,15 @@ def _decode_length(modules: dict, packages: list[str], overrides: dict, setting:
     pos = torch.tensor([length - 1], device="cuda")
     s0 = torch.zeros(1, dtype=torch.int64, device="cuda")
 
-    def step(name, override=None):
+    def step(name, override=()):
         module = modules[name]
         cfg = importlib.import_module(name).SuperlinearConfig(
             **dataclasses.asdict(getattr(SuperlinearConfig, setting)()))
 
         def f():
-            with mock.patch.object(module, *override) if override else contextlib.nullcontext():
+            with contextlib.ExitStack() as stack:
+                for setting_name, value in override:
+                    stack.enter_context(mock.patch.object(module, setting_name, value))
                 return [module.superlinear_decode(q, k, v, qs, cfg, pos, s0, 128**-0.5) for q, k, v, qs in caches]
         return f
 

@@ -55,8 +55,9 @@ VARIANTS = {
     "decode search tile": [(16, 1, 2), (64, 1, 2), (32, 2, 2), (64, 2, 2), (32, 4, 2), (128, 4, 2), (32, 1, 1)],
     # decode's combine: (columns of D per program, warps) (decode.COMBINE_TILE), timed with the partial kernel
     "decode combine": [(128, 4), (64, 4), (32, 1), (32, 2)],
-    # decode's three kernels chained by programmatic dependent launch (decode.DECODE_PDL), timed as the whole step
-    "decode pdl": [True],
+    # decode's three kernels chained by programmatic dependent launch or not (decode.DECODE_PDL forced each way; the
+    # default, None, chains them where the window is grouped), timed as the whole step
+    "decode pdl": [True, False],
     # the order in which decode's partial kernel starts its programs (decode.CHUNK_ORDER), timed as the whole step
     "decode order": [0, 1],
 }

@@ -173,7 +173,9 @@ def test_search_pieces_are_short_while_rows_have_few_anchors(length, piece):
 
 def test_decode_itself_allocates_two_buffers_and_launches_two_kernels(stubbed, monkeypatch):
     """Everything a step runs besides the search: two allocations (scratch and output), two launches, no other
-    tensor operation, with the launch sizes of the tables (the chunks of the longest range at t = L_kv)."""
+    tensor operation, with the launch sizes of the tables (the chunks of the longest range at t = L_kv), for two
+    query rows: the window's chunks once per KV head and row (decode.WINDOW_GROUPS) or once per query head and
+    row."""
     from slkernels.triton_ops import decode
 
     launches, _ = stubbed
@@ -185,18 +187,20 @@ def test_decode_itself_allocates_two_buffers_and_launches_two_kernels(stubbed, m
     monkeypatch.setattr(decode, "search_topk", lambda *args, **kw: (anchors, scores))
     positions, s0 = torch.arange(len_kv - rows, len_kv), torch.zeros(1, dtype=torch.int64)
     decode.superlinear_decode(q, k, k, q, cfg, positions, s0, 0.1)  # warm-up: builds the tables
-    launches.clear()
-    ops = OpCounter()
-    with ops:
-        for _ in range(5):
-            decode.superlinear_decode(q, k, k, q, cfg, positions, s0, 0.1)
-    assert ops.ops == {"aten.empty.memory_format": 10}, ops.ops
     span = int(geometry.span_tables(cfg, len_kv).back[len_kv] + geometry.span_tables(cfg, len_kv).fwd[len_kv]) + 1
     n_split_s = -(-span // decode.DECODE_TILE[0])
     n_split_w = -(-geometry.window_length(cfg) // decode.WINDOW_TILE[0])
-    step = [("_decode_partial_kernel", (2 * rows * n_split_w + 32 * rows * cfg.num_spans * n_split_s,)),
-            ("_decode_combine_kernel", (32 * rows, 128 // decode.COMBINE_TILE[0]))]
-    assert launches == step * 5
+    for groups, window in ((True, 2 * rows * n_split_w), (False, 32 * rows * n_split_w)):
+        monkeypatch.setattr(decode, "WINDOW_GROUPS", groups)
+        launches.clear()
+        ops = OpCounter()
+        with ops:
+            for _ in range(5):
+                decode.superlinear_decode(q, k, k, q, cfg, positions, s0, 0.1)
+        assert ops.ops == {"aten.empty.memory_format": 10}, ops.ops
+        step = [("_decode_partial_kernel", (window + 32 * rows * cfg.num_spans * n_split_s,)),
+                ("_decode_combine_kernel", (32 * rows, 128 // decode.COMBINE_TILE[0]))]
+        assert launches == step * 5, groups
 
 
 def test_decode_search_takes_its_own_tiling_when_set(stubbed, monkeypatch):
@@ -218,7 +222,8 @@ def test_decode_search_takes_its_own_tiling_when_set(stubbed, monkeypatch):
 def test_programmatic_dependent_launch_reaches_the_three_launches_when_set(stubbed, monkeypatch):
     """decode.DECODE_PDL: the search gives the go-ahead to the kernel after it (TRIGGER), the partial kernel and the
     combine are launched with `launch_pdl` and wait inside (GDC); unset, on a GPU without it, or under the
-    interpreter (which has no such instruction), none of it."""
+    interpreter (which has no such instruction), none of it; None (the default) where the window's chunks are
+    grouped by KV head (decode.WINDOW_GROUPS), not where they are by query row."""
     from slkernels.triton_ops import decode, search
 
     metas = []
@@ -241,6 +246,10 @@ def test_programmatic_dependent_launch_reaches_the_three_launches_when_set(stubb
     monkeypatch.setattr(decode, "_has_pdl", lambda device: True)
     assert step() == [True] * 5
     monkeypatch.setattr(decode, "DECODE_PDL", False)
+    assert step() == [False] * 5
+    monkeypatch.setattr(decode, "DECODE_PDL", None)  # on where the window's chunks are grouped by KV head
+    assert step() == [True] * 5
+    monkeypatch.setattr(decode, "WINDOW_GROUPS", False)
     assert step() == [False] * 5
     monkeypatch.setattr(decode, "DECODE_PDL", True)
     monkeypatch.setattr(decode, "interpreting", lambda: True)
@@ -536,6 +545,27 @@ def test_short_contexts_cut_spans_finer_and_group_the_window_until_the_spans_fil
     assert decode._span_split(833, target, 96, gpu) == (7, 119)
 
 
+def test_a_grouped_window_takes_at_least_window_chunks_chunks(monkeypatch):
+    """decode.WINDOW_CHUNKS 16: a window grouped by KV head is cut into 16 chunks at least (of WINDOW_TILE's block,
+    16 keys, at least): balanced (1023 keys) 16 of 64 keys instead of 8 of 128, released (2032 keys) 16 of 127 as
+    WINDOW_TILE alone gives; by query row, under the interpreter or with None, WINDOW_TILE's chunks alone."""
+    from slkernels.triton_ops import decode
+
+    monkeypatch.setattr(decode, "interpreting", lambda: False)
+    target, block, _ = decode.WINDOW_TILE
+    widths = {name: getattr(SuperlinearConfig, name)().window for name in ("balanced", "released")}
+    assert widths == {"balanced": 1023, "released": 2032}
+    assert decode._window_split(1023, target, block, True) == (16, 64)
+    assert decode._window_split(2032, target, block, True) == (16, 127) == decode._key_split(2032, target)
+    assert decode._window_split(40, target, block, True) == (3, 14)  # chunks of one block: 16 keys
+    assert decode._window_split(1023, target, block, False) == (8, 128)
+    monkeypatch.setattr(decode, "WINDOW_CHUNKS", None)
+    assert decode._window_split(1023, target, block, True) == (8, 128)
+    monkeypatch.setattr(decode, "WINDOW_CHUNKS", 16)
+    monkeypatch.setattr(decode, "interpreting", lambda: True)
+    assert decode._window_split(1023, target, block, True) == (8, 128)
+
+
 def test_kernels_merge_is_the_stable_sort_on_random_pieces(interpreted):
     """Random pieces full of equal scores, none (-1), +-0, +-inf and NaN: the kernels' top k is the stable
     descending sort's (NaN first, as torch sorts it), anchors and score bits alike."""
@@ -590,7 +620,8 @@ def test_decode_sweeps_of_the_profiler_have_the_shape_of_the_settings_they_repla
 
 def test_decode_comparison_refuses_unknown_settings_and_a_machine_without_a_gpu(monkeypatch):
     """benchmarks/compare_passes.py --decode: a `--set` of a name decode does not hold, or of a value that is not a
-    Python literal, is one error line naming it; valid settings on a machine without a GPU are one line too."""
+    Python literal, is one error line naming it (also within a variant of several settings, apart by ";"); valid
+    settings on a machine without a GPU are one line too."""
     import sys
     from pathlib import Path
 
@@ -601,12 +632,14 @@ def test_decode_comparison_refuses_unknown_settings_and_a_machine_without_a_gpu(
     bench = load_module(folder / "compare_passes.py")
     for args, message in ((["--set", "NO_SUCH=1"], "has no setting 'NO_SUCH'"),
                           (["--set", "search_topk=1"], "has no setting 'search_topk'"),
-                          (["--set", "WINDOW_TILE=(64, 16"], "must be a Python literal")):
+                          (["--set", "WINDOW_TILE=(64, 16"], "must be a Python literal"),
+                          (["--set", "DECODE_PDL=True; NO_SUCH=1"], "has no setting 'NO_SUCH'")):
         monkeypatch.setattr(sys, "argv", ["compare_passes.py", "--decode", *args, "16384"])
         with pytest.raises(SystemExit, match=f"^error: --set .*{message}"):
             bench.main()
     if not torch.cuda.is_available():
-        monkeypatch.setattr(sys, "argv", ["compare_passes.py", "--decode", "--set", "SPAN_FILL=None", "16384"])
+        monkeypatch.setattr(sys, "argv", ["compare_passes.py", "--decode", "--set", "SPAN_FILL=None; DECODE_PDL=True",
+                                          "16384"])
         with pytest.raises(SystemExit, match="^error: --decode needs a CUDA GPU"):
             bench.main()
 

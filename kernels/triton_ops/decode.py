@@ -55,6 +55,11 @@ DECODE_TILE = (128, 16, 1, 3)
 # stages). Chunks of 64 or 256 keys were no faster (benchmarks/results/decode-window-groups-h200-2026-12-02/);
 # `profile_passes.py --decode` times the alternatives of its VARIANTS["decode window"].
 WINDOW_TILE = (128, 16, 1)
+# The least number of chunks a window grouped by KV head is cut into on a GPU (chunks of WINDOW_TILE's keys per block at
+# least; None: off): the window's chunks are the partial kernel's longest programs where spans are short. The balanced window (1023 keys)
+# then takes 16 chunks of 64 keys, not 8 of 128: 15.1 against 17.6 us at 16K, 17.1 / 18.0 at 32K, 18.0 / 18.5 at 64K
+# (decode-last-merge-h200-2026-12-02/, call 3); the released one (2032 keys) 16 chunks of 127 keys either way.
+WINDOW_CHUNKS = 16
 # Tiling of the combine on a GPU: (columns of D per program, warps). One program per row merged all D columns of its
 # ranges' chunks (at 1M about 130 KB read a row, by 32 programs at B = 1); programs over slices of D read less each.
 # Measured on an H200, released, partial + combine as graph replays (benchmarks/results/decode-combine-h200-2026-12-02/):
@@ -64,13 +69,14 @@ COMBINE_TILE = (16, 1)
 # Programmatic dependent launch (on Hopper and later GPUs): the search lets the partial kernel start while it runs, and
 # the partial kernel lets the combine start; each waits (`gdc_wait`) before it reads what the one before wrote. The
 # window's programs need nothing from the search, so they read and attend their keys while the search runs and wait
-# only before they write. Exact on H200s. Timed as a model's graph holds the step (16 steps over 16 caches in one
-# graph, `compare_passes.py --decode --layers 16`), on one H200, it took released 22 / 27 / 33 / 43 / 67 / 115 us
-# per step at 16K / 32K / 64K / 128K / 256K / 1M against 24 / 29 / 35 / 44 / 68 / 116 off, balanced 17.5 / 18 / 19 /
-# 23 / 27.5 / 41 against 23 / 23 / 24 / 25 / 29 / 43 (benchmarks/results/decode-window-groups-h200-2026-12-02/);
-# graphs of one step each had shown no consistent gain on earlier code (decode-pdl-h200-2026-12-01/,
-# decode-pdl-order-h200-2026-12-02/). Off until the GPU tests of generation through converted models have run with it.
-DECODE_PDL = False
+# only before they write. Exact on H200s (the GPU decode tests and the generation tests through converted models pass
+# with it). None: on where the window's chunks are grouped by KV head (WINDOW_GROUPS), off where they are by query row.
+# Timed as a model's graph holds the step (16 steps over 16 caches in one graph, `compare_passes.py --decode
+# --layers 16`) on one H200 (benchmarks/results/decode-last-merge-h200-2026-12-02/, call 3), on / off: released
+# 21.8 / 22.8-23.8, 26.5 / 28.5, 32.9 / 34.6 us at 16K / 32K / 64K (grouped), but 51.1 / 43.4, 64.8-65.5 / 68.0,
+# 86.3 / 80.5, 119.5 / 116.1 at 128K / 256K / 512K / 1M (by query row; 1M 119.2-120.2 / 115.8 on a second machine);
+# balanced faster with it at every length (17.5-18.4 / 23.0 at 16K, 41.1 / 42.8 at 1M).
+DECODE_PDL = None
 # The order in which the partial kernel's span programs start (after every window chunk): 0 the spans of every row
 # within a chunk index, 1 the chunks of a span together. None: 1 where a span has at least ORDER_FROM_CHUNKS chunks
 # (the step is several waves of programs), else 0.
@@ -430,10 +436,22 @@ def _window_groups(span_programs: int, group: int, dim: int, device: torch.devic
     return span_programs < GROUPS_BELOW_PER_SM * _sm_count(device)
 
 
-def _pdl(device: torch.device) -> bool:
-    """Whether this step launches with programmatic dependent launch: DECODE_PDL, on a GPU that has it (never under
-    the interpreter)."""
-    return DECODE_PDL and not interpreting() and _has_pdl(device)
+def _pdl(device: torch.device, groups: bool) -> bool:
+    """Whether this step launches with programmatic dependent launch: DECODE_PDL (None: where the window's chunks are
+    grouped, `groups`), on a GPU that has it (never under the interpreter)."""
+    wanted = groups if DECODE_PDL is None else DECODE_PDL
+    return wanted and not interpreting() and _has_pdl(device)
+
+
+def _window_split(width: int, target: int, block: int, groups: bool) -> tuple[int, int]:
+    """(chunks, keys per chunk) of a window of `width` keys: chunks of about `target` keys, or, where its chunks are
+    grouped by KV head on a GPU (`groups`; `_window_groups`), more of them where that leaves fewer than WINDOW_CHUNKS
+    (chunks of `block` keys at least)."""
+    n_split, chunk = _key_split(width, target)
+    if WINDOW_CHUNKS is None or not groups or interpreting():
+        return n_split, chunk
+    n_split = max(n_split, min(WINDOW_CHUNKS, cdiv(max(width, 1), block)))
+    return n_split, cdiv(max(width, 1), n_split)
 
 
 def _has_pdl(device: torch.device) -> bool:
@@ -453,20 +471,20 @@ def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, 
     interp = interpreting()
     ksel = config.num_spans
     t_bound = max(len_kv, 1)
-    pdl = _pdl(q.device)
     tables = geometry_tables(config, t_bound, q.device)
     target, block, warps, stages = _INTERPRETER_TILE if interp else DECODE_TILE
     target_w, block_w, stages_w = _INTERPRETER_WINDOW if interp else WINDOW_TILE
-    n_split_w, chunk_w = _key_split(tables.width, target_w)  # the window: chunks of a KV head's query heads
     rows = batch * heads_q * len_q
     n_split_s, chunk_s = _span_split(tables.span_length(t_bound), target, rows * ksel, q.device)
+    group = heads_q // heads_kv
+    groups = _window_groups(rows * ksel * n_split_s, group, dim, q.device)
+    n_split_w, chunk_w = _window_split(tables.width, target_w, block_w, groups)
     span_base = rows * n_split_w  # the scratch slots: every row's window chunks, then every span's
     n_slots = cdiv(span_base + rows * ksel * n_split_s, 16) * 16  # each region starts 64-byte aligned
     part = torch.empty(n_slots * (dim + 2), dtype=torch.float32, device=q.device)
     out = torch.empty(batch, heads_q, len_q, dim, dtype=q.dtype, device=q.device)
-    group = heads_q // heads_kv
-    groups = _window_groups(rows * ksel * n_split_s, group, dim, q.device)
-    n_window = (batch * heads_kv if groups else rows) * len_q * n_split_w
+    n_window = (batch * heads_kv * len_q if groups else rows) * n_split_w  # rows: batch * heads_q * len_q
+    pdl = _pdl(q.device, groups)
     anchors, scores = search_pieces(q_search, k, config, positions, first_real, t_bound, pdl, tables)
     n_pieces = anchors.shape[-1]  # a multiple of k: one top-k list per piece
     launch = {"launch_pdl": True} if pdl else {}

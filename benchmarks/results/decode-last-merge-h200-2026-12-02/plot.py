@@ -1,0 +1,71 @@
+"""Prints the per-step tables of this folder's compare_passes.py --decode logs (each setting's times in us at each
+length, both passes, and the largest difference of its outputs from the first package's), writes them all to
+summary.json, and draws steps.png: time per step against cache length, call 3 (the code as committed with and
+without programmatic dependent launch, dense SDPA) and call 1 (the merge by a row's last program).
+
+    python plot.py
+"""
+
+import collections
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+LOGS = ["compare-layers-call1", "compare-layers-call2", "compare-layers-call3", "compare-tiles-call3"]
+
+
+def read(name: str):
+    times, diffs, steps = collections.defaultdict(list), {}, []
+    for line in open(HERE / f"{name}.log"):
+        if not line.startswith('{"setting'):
+            continue
+        r = json.loads(line)
+        key = (r["setting"], r["length"], r["step"])
+        if "ms" in r:
+            times[key].append(r["ms"] * 1000)
+        else:
+            diffs[key] = r["max_diff"]
+        if r["step"] not in steps:
+            steps.append(r["step"])
+    return times, diffs, steps
+
+
+summary = {}
+for name in LOGS:
+    times, diffs, steps = read(name)
+    print(f"== {name}")
+    summary[name] = [dict(setting=s, length=n, step=st, us=t, max_diff=diffs.get((s, n, st)))
+                     for (s, n, st), t in times.items()]
+    for setting in ("released", "balanced"):
+        lengths = sorted({k[1] for k in times if k[0] == setting})
+        print(setting, " ".join(f"{n // 1024}K" for n in lengths))
+        for step in steps:
+            cells = ["/".join(f"{x:.1f}" for x in times[(setting, n, step)])
+                     + f" ({diffs.get((setting, n, step), 0):.0e})" for n in lengths]
+            print(f"  {step[:52]:52s}", "  ".join(cells))
+(HERE / "summary.json").write_text(json.dumps(summary, indent=1))
+
+fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+for ax, setting in zip(axes, ("released", "balanced")):
+    for name, step, label, style in (
+            ("compare-layers-call3", "slkernels", "PDL on (committed where the window is grouped)", "o-"),
+            ("compare-layers-call3", "slkernels, DECODE_PDL=False", "PDL off", "s--"),
+            ("compare-layers-call1", "slkernels", "merge by a row's last program (call 1)", "x:"),
+            ("compare-layers-call3", "dense SDPA", "dense SDPA", "k^-")):
+        times, _, _ = read(name)
+        points = sorted((n, min(t)) for (s, n, st), t in times.items() if s == setting and st == step)
+        ax.plot([n for n, _ in points], [t for _, t in points], style, label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("cache length (tokens)")
+    ax.set_ylabel("us per decode step (16 steps a graph)")
+    ax.set_title(f"{setting}, B=1, 32/2 heads, D=128, bf16, H200")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+fig.tight_layout()
+fig.savefig(HERE / "steps.png", dpi=110)
