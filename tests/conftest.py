@@ -10,7 +10,22 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
+def pytest_addoption(parser):
+    parser.addoption("--shard", default=None, metavar="K/N",
+                     help="run only the K-th of N interleaved parts of the collected tests (shards.py)")
+
+
 def pytest_collection_modifyitems(config, items):
+    spec = config.getoption("--shard")
+    if spec:
+        import shards
+
+        try:
+            kept, left_out = shards.split(items, spec)
+        except ValueError as err:
+            raise pytest.UsageError(str(err)) from None
+        items[:] = kept
+        config.hook.pytest_deselected(items=left_out)
     for item in items:
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
