@@ -13,7 +13,7 @@ passes reading K/V with plain loads or through tensor descriptors (`attend.DESCR
 `--decode` times one decode step instead (B = 1, 32 query / 2 KV heads, D = 128, bf16, the query at the last
 position; released and balanced), each package's and each `--set` variant's (this tree's `decode.NAME` set to the
 Python literal VALUE, e.g. `--set "WINDOW_TILE=(64, 32)"`; several settings of one variant apart by ";",
-`--set "DECODE_PDL=True; COMBINE_BY_LAST=False"`), as CUDA-graph replays (median of 100), all of them timed
+`--set "DECODE_PDL=True; WINDOW_CHUNKS=None"`), as CUDA-graph replays (median of 100), all of them timed
 in turn twice, with dense SDPA beside them, and the largest difference of each output from the first package's.
 `--layers N` captures N steps, each over a cache of its own, in one graph and reports the time per step: a graph
 of one short step is bound by the replay's own launch (about 10-15 us on an H200, dense SDPA's time at 16K),

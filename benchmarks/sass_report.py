@@ -107,7 +107,7 @@ def kernel_and_args(kernel: str, length: int, tiles: tuple[int, ...]):
         mean, hi_only = arg in ("span_mean", "hi_only"), arg == "hi_only"  # hi_only: the timing loop, no rescoring
         consts = dict(D=D, GP=16, BN=bn, KSEL=3, KEEP=4 if mean and not hi_only else 3, KP=4, PREC="tf32",
                       UPCAST=False, WIDE=False, SPAN_MEAN=mean, RESCORE=mean and not hi_only, RESCORE_ALL=False,
-                      DC=32, NOISE=0.0, HI_ONLY=hi_only, TRIGGER=False)
+                      DC=32, NOISE=0.0, HI_ONLY=hi_only, TRIGGER=False, REACH_BY_MASK=False)
         return search._search_kernel, args, consts
     if name == "span_lists":
         from slkernels.triton_ops import span_lists
@@ -129,7 +129,7 @@ def kernel_and_args(kernel: str, length: int, tiles: tuple[int, ...]):
         if name == "combine":  # a range's chunks merged at once, COMBINE_TILE's columns of D per program
             return decode._decode_combine_kernel, dict(**lists, OUT="*bf16", **slots), dict(
                 D=D, DC=decode.COMBINE_TILE[0], KSEL=3, KP=4, SBW=triton.next_power_of_2(n_split_w),
-                SBS=triton.next_power_of_2(n_split_s), NPP=64, GDC=pdl)
+                SBS=triton.next_power_of_2(n_split_s), NPP=64, GDC=pdl, ONE_W=True, ONE_S=True)
         q_strides = dict(zip(("sqb", "sqh", "sql", "sqd"), _strides(1, HQ)))
         args = dict(Q="*bf16", K="*bf16", V="*bf16", **lists, POS="*i64", S0="*i64", BACK="*i64", FWD="*i64",
                     **q_strides, **k_strides, **v_strides, **slots, H_Q=HQ, H_KV=HKV, L_Q=1, G=G, W=2032,

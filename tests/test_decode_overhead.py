@@ -421,6 +421,26 @@ def _order_results() -> dict:
     return results
 
 
+def _reach_results() -> dict:
+    """Per search key: the search cut into pieces (decode: each piece tests its offsets against t, REACH_BY_MASK)
+    against the search in one piece (which counts the reachable offsets first), on rows at t <= 0 (padding), small
+    t, and the last position, with a left-padded batch row: the same anchors, scores within rounding."""
+    from slkernels.triton_ops.search import search_topk
+
+    results = {}
+    for search_key in ("anchor", "span_mean"):
+        cfg = SuperlinearConfig(**SMALL, search_key=search_key)
+        torch.manual_seed(3)
+        qs, k = torch.randn(2, 4, 6, 16), torch.randn(2, 2, 150, 16)
+        positions, s0 = torch.tensor([0, 3, 9, 40, 100, 149]), torch.tensor([0, 30])
+        whole = search_topk(qs, k, cfg, positions, s0, 150)
+        pieces = search_topk(qs, k, cfg, positions, s0, 150, split_candidates=4)
+        results[search_key] = {"anchors": torch.equal(whole[0], pieces[0]),
+                               "scores": float((whole[1] - pieces[1]).abs().max()),
+                               "none": int((whole[0] < 0).all(-1).sum()), "some": int((whole[0] >= 0).any(-1).sum())}
+    return results
+
+
 def _worker() -> None:
     """Child process: each case's decode steps on a growing cache with the tables cached, then the same steps
     with the cache emptied before every call; prints {case: {"identical": bool, "builds": int, "ref": error}}, and
@@ -461,6 +481,7 @@ def _worker() -> None:
         }
     results["ties"] = _tie_results()
     results["orders"] = _order_results()
+    results["reach"] = _reach_results()
     print(json.dumps(results))
 
 
@@ -493,6 +514,14 @@ def test_every_program_order_and_window_way_gives_the_same_step(interpreted, sea
     (decode.WINDOW_GROUPS) both give the reference's output."""
     got = interpreted["orders"][search_key]
     assert got["same"] and got["ref"] < 1e-5, got
+
+
+@pytest.mark.parametrize("search_key", ["anchor", "span_mean"])
+def test_search_pieces_that_test_each_offset_select_what_one_counted_piece_does(interpreted, search_key):
+    """The search kernel's REACH_BY_MASK (a row's candidates in pieces, as decode cuts them): rows that reach no anchor
+    (padding), a few, and many select the anchors of the one-piece search, whose reach is counted first."""
+    got = interpreted["reach"][search_key]
+    assert got["anchors"] and got["scores"] < 1e-5 and got["none"] > 0 and got["some"] > 0, got
 
 
 def test_program_order_follows_the_number_of_chunks(monkeypatch):

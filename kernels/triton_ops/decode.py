@@ -56,9 +56,10 @@ DECODE_TILE = (128, 16, 1, 3)
 # `profile_passes.py --decode` times the alternatives of its VARIANTS["decode window"].
 WINDOW_TILE = (128, 16, 1)
 # The least number of chunks a window grouped by KV head is cut into on a GPU (chunks of WINDOW_TILE's keys per block at
-# least; None: off): the window's chunks are the partial kernel's longest programs where spans are short. The balanced window (1023 keys)
-# then takes 16 chunks of 64 keys, not 8 of 128: 15.1 against 17.6 us at 16K, 17.1 / 18.0 at 32K, 18.0 / 18.5 at 64K
-# (decode-last-merge-h200-2026-12-02/, call 3); the released one (2032 keys) 16 chunks of 127 keys either way.
+# least; None: off): the window's chunks are the partial kernel's longest programs where spans are short. The balanced
+# window (1023 keys) then takes 16 chunks of 64 keys, not 8 of 128: 15.1 against 17.6 us at 16K, 17.1 / 18.0 at 32K,
+# 18.0 / 18.5 at 64K (decode-last-merge-h200-2026-12-02/, call 3); the released one (2032 keys) 16 chunks of 127 keys
+# either way.
 WINDOW_CHUNKS = 16
 # Tiling of the combine on a GPU: (columns of D per program, warps). One program per row merged all D columns of its
 # ranges' chunks (at 1M about 130 KB read a row, by 32 programs at B = 1); programs over slices of D read less each.
@@ -310,35 +311,42 @@ def _parts(PART, n_slots):
 
 
 @triton.jit
-def _merge(PM, PL, PACC, base, n_split, offs_d, D: tl.constexpr, SB: tl.constexpr):
+def _merge(PM, PL, PACC, base, n_split, offs_d, D: tl.constexpr, SB: tl.constexpr, ONE: tl.constexpr):
     """One range's running max, sum and accumulator (its columns `offs_d`) from its `n_split` chunks, merged SB chunks
-    at a time (on a GPU SB covers them all; under the interpreter 2, so that tiny ranges take several rounds). Written
-    as a loop with loads from L2 (".cg"), the combine compiles for sm_90 without spilling (tests/test_sass_report.py);
-    one unblocked merge spills."""
+    at a time (on a GPU SB covers them all; under the interpreter 2, so that tiny ranges take several rounds), with
+    loads from L2 (".cg"). ONE (SB >= n_split, known on the host): the one round without a loop, so that the loads of
+    a row's ranges need not wait for one another (a loop of one round each put four L2 round trips in a row); the
+    same operations, so the same bits. The combine compiles for sm_90 without spilling (tests/test_sass_report.py)."""
     m = tl.max(tl.full([SB], NEG_BIG, tl.float32), axis=0)
     total = tl.sum(tl.zeros([SB], tl.float32), axis=0)
     acc = tl.zeros(offs_d.shape, tl.float32)
+    if ONE:
+        return _merge_round(PM, PL, PACC, base, 0, n_split, offs_d, m, total, acc, D, SB)
     for s0 in range(0, n_split, SB):
-        sp = s0 + tl.arange(0, SB)
-        smask = sp < n_split
-        ms = tl.load(PM + base + sp, mask=smask, other=NEG_BIG, cache_modifier=".cg")
-        ls = tl.load(PL + base + sp, mask=smask, other=0.0, cache_modifier=".cg")
-        accs = tl.load(PACC + (base + sp)[:, None] * D + offs_d[None, :], mask=smask[:, None], other=0.0,
-                       cache_modifier=".cg")
-        m_new = tl.maximum(m, tl.max(ms, axis=0))
-        old = tl.exp2(m - m_new)
-        sc = tl.exp2(ms - m_new)
-        total = total * old + tl.sum(ls * sc, axis=0)
-        acc = acc * old + tl.sum(accs * sc[:, None], axis=0)
-        m = m_new
+        m, total, acc = _merge_round(PM, PL, PACC, base, s0, n_split, offs_d, m, total, acc, D, SB)
     return m, total, acc
+
+
+@triton.jit
+def _merge_round(PM, PL, PACC, base, s0, n_split, offs_d, m, total, acc, D: tl.constexpr, SB: tl.constexpr):
+    """Chunks s0 .. s0 + SB - 1 of a range merged into its running max, sum and accumulator."""
+    sp = s0 + tl.arange(0, SB)
+    smask = sp < n_split
+    ms = tl.load(PM + base + sp, mask=smask, other=NEG_BIG, cache_modifier=".cg")
+    ls = tl.load(PL + base + sp, mask=smask, other=0.0, cache_modifier=".cg")
+    accs = tl.load(PACC + (base + sp)[:, None] * D + offs_d[None, :], mask=smask[:, None], other=0.0,
+                   cache_modifier=".cg")
+    m_new = tl.maximum(m, tl.max(ms, axis=0))
+    old = tl.exp2(m - m_new)
+    sc = tl.exp2(ms - m_new)
+    return m_new, total * old + tl.sum(ls * sc, axis=0), acc * old + tl.sum(accs * sc[:, None], axis=0)
 
 
 @triton.jit
 def _decode_combine_kernel(
     ANCH, SCORE, PART, OUT, n_split_w, n_split_s, span_base, n_slots, n_pieces,
     D: tl.constexpr, DC: tl.constexpr, KSEL: tl.constexpr, KP: tl.constexpr, SBW: tl.constexpr, SBS: tl.constexpr,
-    NPP: tl.constexpr, GDC: tl.constexpr,
+    NPP: tl.constexpr, GDC: tl.constexpr, ONE_W: tl.constexpr, ONE_S: tl.constexpr,
 ):
     """One program a row and DC of its D columns: each range's chunks merged, every span joined with the window,
     mixed by the gate (the softmax of the row's top-k scores); the window alone where the row has no span. (The
@@ -355,12 +363,12 @@ def _decode_combine_kernel(
     gates = ex / tl.maximum(tl.sum(ex, axis=0), 1e-30)
 
     PM, PL, PACC = _parts(PART, n_slots)
-    m_w, l_w, a_w = _merge(PM, PL, PACC, row_all * n_split_w, n_split_w, offs_d, D, SBW)
+    m_w, l_w, a_w = _merge(PM, PL, PACC, row_all * n_split_w, n_split_w, offs_d, D, SBW, ONE_W)
     out = a_w / tl.where(l_w > 0, l_w, 1.0)
     mixed = tl.zeros([DC], tl.float32)
     for j in tl.static_range(KSEL):
         m_s, l_s, a_s = _merge(PM, PL, PACC, span_base + (row_all * KSEL + j) * n_split_s, n_split_s, offs_d, D,
-                               SBS)
+                               SBS, ONE_S)
         m = tl.maximum(m_w, m_s)
         cw = tl.exp2(m_w - m)
         cs = tl.exp2(m_s - m)
@@ -498,10 +506,10 @@ def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, 
         GROUPS=groups, num_warps=warps, num_stages=stages, **launch,
     )
     cols, warps = (dim // 2, 1) if interp else (min(COMBINE_TILE[0], dim), COMBINE_TILE[1])
+    sbw, sbs = (2, 2) if interp else (next_pow2(n_split_w), next_pow2(n_split_s))  # chunks merged a round
     _decode_combine_kernel[(rows, dim // cols)](
         anchors, scores, part, out, n_split_w, n_split_s, span_base, n_slots, n_pieces,
-        D=dim, DC=cols, KSEL=ksel, KP=next_pow2(ksel), SBW=2 if interp else next_pow2(n_split_w),
-        SBS=2 if interp else next_pow2(n_split_s), NPP=next_pow2(n_pieces), GDC=pdl,
-        num_warps=warps, **launch,
+        D=dim, DC=cols, KSEL=ksel, KP=next_pow2(ksel), SBW=sbw, SBS=sbs, NPP=next_pow2(n_pieces), GDC=pdl,
+        ONE_W=sbw >= n_split_w, ONE_S=sbs >= n_split_s, num_warps=warps, **launch,
     )
     return out

@@ -98,6 +98,7 @@ def _search_kernel(
     D: tl.constexpr, GP: tl.constexpr, BN: tl.constexpr, KSEL: tl.constexpr, KEEP: tl.constexpr, KP: tl.constexpr,
     PREC: tl.constexpr, UPCAST: tl.constexpr, WIDE: tl.constexpr, SPAN_MEAN: tl.constexpr, RESCORE: tl.constexpr,
     RESCORE_ALL: tl.constexpr, DC: tl.constexpr, NOISE: tl.constexpr, HI_ONLY: tl.constexpr, TRIGGER: tl.constexpr,
+    REACH_BY_MASK: tl.constexpr,
 ):
     if TRIGGER:  # the kernel launched after this one (decode's partial kernel) may start now: see decode.DECODE_PDL
         tl.extra.cuda.gdc_launch_dependents()
@@ -146,12 +147,22 @@ def _search_kernel(
     best_i = tl.full([GP, KP], -1, tl.int32)
     kth = tl.full([GP], float("-inf"), tl.float32)  # smallest kept score per head
     # Offsets are sorted: the ones this row can reach are a prefix of the table, so validity is an index test.
+    # REACH_BY_MASK (short pieces, decode): the piece's whole slice of the table is walked and each offset tested
+    # against t instead, so that the first loads of offsets and keys need not wait for the count's walks (two
+    # dependent loads after t's) on the step's critical path; a piece past the row's reach costs a masked block.
     first = split * per_split
-    last = tl.minimum(_count_reachable(OFFS, n_offsets, t, first_index, power), first + per_split)
+    if REACH_BY_MASK:
+        last = tl.minimum(n_offsets, first + per_split)
+    else:
+        last = tl.minimum(_count_reachable(OFFS, n_offsets, t, first_index, power), first + per_split)
     for n0 in range(first, last, BN):
-        # Columns past the last reachable offset repeat it: every load stays in bounds without a mask (a
-        # masked load costs a zeroing per register), and the scores of those columns are dropped below.
+        # Columns past the last offset repeat it: every load stays in bounds without a mask (a masked load costs a
+        # zeroing per register), and the scores of those columns are dropped below.
         off = tl.load(OFFS + tl.minimum(n0 + block_cols, last - 1)).to(tl.int32)
+        live = n0 + block_cols < last
+        if REACH_BY_MASK:  # an offset past t would name a key before s0: such columns read the query's own key
+            live = live & (off <= t)
+            off = tl.where(off <= t, off, 1)
         anchor = pos + 1 - off
         if SPAN_MEAN:
             lo, hi = span_range(anchor, back, fwd, s0, pos, width)  # lo <= anchor <= hi: never empty
@@ -179,7 +190,7 @@ def _search_kernel(
                 kt = kt.to(tl.float32)
             s = tl.dot(qs, kt, input_precision=PREC)
         # (padding heads score 0 everywhere and are never stored, so only columns need masking)
-        s = tl.where((n0 + block_cols < last)[None, :], s, float("-inf"))
+        s = tl.where(live[None, :], s, float("-inf"))
         # Insert the block's maximum into every head whose smallest kept score it beats, until no head has such a
         # candidate left: late in a row most blocks need no round or one, instead of KEEP merge rounds. Columns
         # hold decreasing anchors, so the first column among equal scores is the larger anchor, and keeping
@@ -338,6 +349,7 @@ def search_topk(
         PREC=dot_precision(q_search.dtype), UPCAST=interpreting() or q_search.dtype == torch.float32,
         WIDE=wide, SPAN_MEAN=span_mean, RESCORE=rescore, RESCORE_ALL=n_splits > 1, DC=min(dim, 32),
         NOISE=float(noise), HI_ONLY=bool(hi_only), TRIGGER=bool(launch_dependents) and not interpreting(),
+        REACH_BY_MASK=n_splits > 1,
         num_warps=warps if num_warps is None else num_warps, num_stages=stages if num_stages is None else num_stages,
     )
     if n_splits == 1 or not merge:
