@@ -380,20 +380,22 @@ def _decode_combine_kernel(
     tl.store(OUT + row_all * D + offs_d, out.to(OUT.dtype.element_ty))
 
 
-def _key_split(length: int, target: int) -> tuple[int, int]:
-    """(chunks, keys per chunk) of a range of up to `length` keys cut into chunks of about `target` keys."""
+def _key_split(length: int, target: int, least: int = 1, min_keys: int = 1) -> tuple[int, int]:
+    """(chunks, keys per chunk) of a range of up to `length` keys cut into chunks of about `target` keys, or into
+    more of them where that leaves fewer than `least` chunks (chunks of `min_keys` keys at least)."""
     n_split = cdiv(max(length, 1), target)
+    want = min(least, cdiv(max(length, 1), min_keys))
+    if want > n_split:
+        n_split = cdiv(max(length, 1), cdiv(max(length, 1), want))
     return n_split, cdiv(max(length, 1), n_split)
 
 
 def _span_split(length: int, target: int, n_spans: int, device: torch.device) -> tuple[int, int]:
     """(chunks, keys per chunk) of a span of up to `length` keys (the longest, at t = t_bound): chunks of about
     `target` keys, or more of them where `n_spans` spans would leave fewer than SPAN_FILL programs per SM."""
-    n_split, chunk = _key_split(length, target)
     if SPAN_FILL is None or interpreting() or device.type != "cuda":
-        return n_split, chunk
-    want = min(cdiv(SPAN_FILL * _sm_count(device), n_spans), cdiv(max(length, 1), 16))
-    return (n_split, chunk) if want <= n_split else _key_split(length, cdiv(max(length, 1), want))
+        return _key_split(length, target)
+    return _key_split(length, target, cdiv(SPAN_FILL * _sm_count(device), n_spans), 16)
 
 
 @functools.cache
@@ -455,11 +457,9 @@ def _window_split(width: int, target: int, block: int, groups: bool) -> tuple[in
     """(chunks, keys per chunk) of a window of `width` keys: chunks of about `target` keys, or, where its chunks are
     grouped by KV head on a GPU (`groups`; `_window_groups`), more of them where that leaves fewer than WINDOW_CHUNKS
     (chunks of `block` keys at least)."""
-    n_split, chunk = _key_split(width, target)
     if WINDOW_CHUNKS is None or not groups or interpreting():
-        return n_split, chunk
-    n_split = max(n_split, min(WINDOW_CHUNKS, cdiv(max(width, 1), block)))
-    return n_split, cdiv(max(width, 1), n_split)
+        return _key_split(width, target)
+    return _key_split(width, target, WINDOW_CHUNKS, block)
 
 
 def _has_pdl(device: torch.device) -> bool:
