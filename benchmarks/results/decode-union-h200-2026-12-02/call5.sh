@@ -1,0 +1,2 @@
+# Device call 5 (the machine of call 4, warm): the two decode tests that call 4's 200 s limit cut off, and the graph test.
+source scripts/checkout_on_path.sh && importable_here $PWD && (cd tests && timeout 150 python -m pytest -q -p no:cacheprovider --rootdir $PWD -c /dev/null "test_triton_gpu.py::test_span_mean_decode[65536-released-dtype1]" test_triton_gpu.py::test_span_mean_decode_cuda_graph test_triton_gpu.py::test_decode_cuda_graph) 2>&1 | tail -3 | tee $OUT/gpu-tests-rest-call5.log

@@ -1,0 +1,77 @@
+"""Prints the per-step tables of this folder's compare_passes.py --decode logs (each step's times in us at each
+length, both passes, and the largest difference of its outputs from the first step's), writes them all to
+summary.json, and draws steps.png: time per step against cache length. Left: call 1, the two cuts of item 32 against
+the code before them (136853b). Right: call 4, the cover layout (exact) against the per-range chunks.
+
+    python plot.py
+"""
+
+import collections
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+LOGS = {"compare-cuts-call1": "valid", "compare-cover-call2": "void: the cover read wrong rows' spans",
+        "compare-cover-call4": "valid"}
+
+
+def read(name: str):
+    times, diffs, steps = collections.defaultdict(list), {}, []
+    for line in open(HERE / f"{name}.log"):
+        if not line.startswith('{"setting'):
+            continue
+        r = json.loads(line)
+        key = (r["setting"], r["length"], r["step"])
+        if "ms" in r:
+            times[key].append(r["ms"] * 1000)
+        else:
+            diffs[key] = r["max_diff"]
+        if r["step"] not in steps:
+            steps.append(r["step"])
+    return times, diffs, steps
+
+
+summary = {"card": (HERE / "card-call1.txt").read_text().strip()}
+for name, status in LOGS.items():
+    times, diffs, steps = read(name)
+    print(f"== {name} ({status})")
+    summary[name] = {"status": status, "rows": [dict(setting=s, length=n, step=st, us=t, max_diff=diffs.get((s, n, st)))
+                                                for (s, n, st), t in times.items()]}
+    for setting in ("released", "balanced"):
+        lengths = sorted({k[1] for k in times if k[0] == setting})
+        print(setting, " ".join(f"{n // 1024}K" for n in lengths))
+        for step in steps:
+            cells = ["/".join(f"{x:.1f}" for x in times[(setting, n, step)])
+                     + f" ({diffs.get((setting, n, step), 0):.0e})" for n in lengths]
+            print(f"  {step[:60]:60s}", "  ".join(cells))
+(HERE / "summary.json").write_text(json.dumps(summary, indent=1))
+
+fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+panels = (("compare-cuts-call1", (("slkernels", "with the two cuts (kept)", "o-"), ("slk_old", "before them (136853b)", "s--"),
+                                  ("dense SDPA", "dense SDPA", "^-"))),
+          ("compare-cover-call4", (("slkernels, DECODE_COVER=False", "per-range chunks (kept)", "o-"),
+                                   ("slkernels, DECODE_COVER=True", "cover: a KV head's keys once (not kept)", "x:"),
+                                   ("dense SDPA", "dense SDPA", "^-"))))
+for ax, (name, lines) in zip(axes, panels):
+    times, _, _ = read(name)
+    for setting, color in (("released", "C0"), ("balanced", "C1")):
+        for step, label, style in lines:
+            pts = sorted((n, min(t)) for (s, n, st), t in times.items() if s == setting and st == step)
+            if pts and (step != "dense SDPA" or setting == "released"):
+                ax.plot([n for n, _ in pts], [t for _, t in pts], style,
+                        color="k" if step == "dense SDPA" else color,
+                        label=label if step == "dense SDPA" else f"{setting}: {label}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("cache length (keys)")
+    ax.set_ylabel("us per decode step (16 steps a graph)")
+    ax.set_title(f"{name}, {summary['card'].split(',')[0]}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+fig.tight_layout()
+fig.savefig(HERE / "steps.png", dpi=110)
