@@ -18,7 +18,8 @@ in turn twice, with dense SDPA beside them, and the largest difference of each o
 `--layers N` captures N steps, each over a cache of its own, in one graph and reports the time per step: a graph
 of one short step is bound by the replay's own launch (about 10-15 us on an H200, dense SDPA's time at 16K),
 where a model's graph holds a step per layer. It prints the card, then one JSON line per measurement
-(`{"setting", "length", "layers", "step", "rep", "ms"}`, ms per step, or `{..., "max_diff"}`).
+(`{"setting", "length", "layers", "step", "rep", "ms"}`, ms per step, or `{..., "max_diff"}`). `decode_logs.py` reads
+such a log back (the results folders' plot scripts).
 
 Per-pass timings and tilings are `profile_passes.py`'s job.
 """

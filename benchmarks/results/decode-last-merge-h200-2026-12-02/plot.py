@@ -6,8 +6,8 @@ without programmatic dependent launch, dense SDPA) and call 1 (the merge by a ro
     python plot.py
 """
 
-import collections
 import json
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -16,38 +16,22 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))  # benchmarks/
+import decode_logs  # noqa: E402
+
 LOGS = ["compare-layers-call1", "compare-layers-call2", "compare-layers-call3", "compare-tiles-call3"]
 
 
 def read(name: str):
-    times, diffs, steps = collections.defaultdict(list), {}, []
-    for line in open(HERE / f"{name}.log"):
-        if not line.startswith('{"setting'):
-            continue
-        r = json.loads(line)
-        key = (r["setting"], r["length"], r["step"])
-        if "ms" in r:
-            times[key].append(r["ms"] * 1000)
-        else:
-            diffs[key] = r["max_diff"]
-        if r["step"] not in steps:
-            steps.append(r["step"])
-    return times, diffs, steps
+    return decode_logs.read(HERE / f"{name}.log")
 
 
 summary = {}
 for name in LOGS:
     times, diffs, steps = read(name)
     print(f"== {name}")
-    summary[name] = [dict(setting=s, length=n, step=st, us=t, max_diff=diffs.get((s, n, st)))
-                     for (s, n, st), t in times.items()]
-    for setting in ("released", "balanced"):
-        lengths = sorted({k[1] for k in times if k[0] == setting})
-        print(setting, " ".join(f"{n // 1024}K" for n in lengths))
-        for step in steps:
-            cells = ["/".join(f"{x:.1f}" for x in times[(setting, n, step)])
-                     + f" ({diffs.get((setting, n, step), 0):.0e})" for n in lengths]
-            print(f"  {step[:52]:52s}", "  ".join(cells))
+    summary[name] = decode_logs.rows(times, diffs)
+    decode_logs.print_table(times, diffs, steps, 52)
 (HERE / "summary.json").write_text(json.dumps(summary, indent=1))
 
 fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))

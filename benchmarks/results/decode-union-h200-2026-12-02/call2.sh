@@ -7,5 +7,5 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 (cd /tmp && timeout 230 python $OLDPWD/benchmarks/compare_passes.py --decode --set "DECODE_COVER=False" --set "DECODE_COVER=True" \
   --set "DECODE_COVER=True; COVER_TILE=(64, 8, 2, 2)" --set "DECODE_COVER=True; COVER_TILE=(32, 4, 2, 2)" \
   --set "DECODE_COVER=True; COVER_TILE=(64, 4, 2, 4)" --layers 16 16384 32768 65536 131072 262144) 2>&1 | grep -v Warn > $OUT/compare-cover-call2.log; grep -c ms $OUT/compare-cover-call2.log
-R=$PWD/benchmarks/results/decode-union-h200-2026-12-02
+R=$PWD/benchmarks/results/decode-last-merge-h200-2026-12-02  # timeline.py (a copy of it ran, the same bytes)
 (cd /tmp && timeout 30 python $R/timeline.py 16384 && timeout 30 python $R/timeline.py 16384 DECODE_COVER=False) 2>&1 | grep '^{' > $OUT/timeline-call2.log; wc -l $OUT/timeline-call2.log

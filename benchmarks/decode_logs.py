@@ -1,0 +1,43 @@
+"""Reading what `compare_passes.py --decode` prints: one JSON line per measurement, `{"setting", "length", "layers",
+"step", "rep", "ms"}` or `{..., "max_diff"}`, among other lines. The results folders' plot scripts read their logs
+through here."""
+
+from __future__ import annotations
+
+import collections
+import json
+from pathlib import Path
+
+
+def read(path: Path) -> tuple[dict, dict, list]:
+    """(times, diffs, steps) of one log: times[(setting, length, step)] the us per step of each pass, diffs[...] the
+    largest difference of the step's output from the first package's, steps in the order they first appear."""
+    times, diffs, steps = collections.defaultdict(list), {}, []
+    for line in open(path):
+        if not line.startswith('{"setting'):
+            continue
+        r = json.loads(line)
+        key = (r["setting"], r["length"], r["step"])
+        if "ms" in r:
+            times[key].append(r["ms"] * 1000)
+        else:
+            diffs[key] = r["max_diff"]
+        if r["step"] not in steps:
+            steps.append(r["step"])
+    return times, diffs, steps
+
+
+def rows(times: dict, diffs: dict) -> list[dict]:
+    """One dict per (setting, length, step): its times (us) and largest difference, for a summary.json."""
+    return [dict(setting=s, length=n, step=st, us=t, max_diff=diffs.get((s, n, st))) for (s, n, st), t in times.items()]
+
+
+def print_table(times: dict, diffs: dict, steps: list, width: int = 60) -> None:
+    """Per setting, a line per step: each length's times (both passes) and the largest difference in brackets."""
+    for setting in ("released", "balanced"):
+        lengths = sorted({k[1] for k in times if k[0] == setting})
+        print(setting, " ".join(f"{n // 1024}K" for n in lengths))
+        for step in steps:
+            cells = ["/".join(f"{x:.1f}" for x in times[(setting, n, step)])
+                     + f" ({diffs.get((setting, n, step), 0):.0e})" for n in lengths]
+            print(f"  {step[:width]:{width}s}", "  ".join(cells))
