@@ -202,12 +202,13 @@ def _row_chunk(Q, K, V, ANCH, SCORE, POS, S0, BACK, FWD, PART, row_all, jj, spli
                sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
                H_Q, L_Q, G, W, t_cap, qk_scale,
                D: tl.constexpr, BN: tl.constexpr, KSEL: tl.constexpr, KP: tl.constexpr, NPP: tl.constexpr,
-               IS_WINDOW: tl.constexpr, WAIT: tl.constexpr):
+               IS_WINDOW: tl.constexpr, WAIT: tl.constexpr, WAIT_LISTS: tl.constexpr):
     """Chunk `split` (of `chunk_s` keys) of one range of query row `row_all` ((b * H_q + h) * L_q + r): its window
     (IS_WINDOW) or its span `jj` (the span of the jj-th of the row's top k, from the search's pieces). Running max,
     sum and accumulator into scratch slot `slot`. One head's keys are scored one row at a time (a [BN x D] block
     against the query, in float32): no tensor-core tiles, few registers, many programs per SM. WAIT: wait for the
-    kernel before (DECODE_PDL) before the stores."""
+    kernel before (DECODE_PDL) before the stores; WAIT_LISTS: before reading the search's lists, after the loads that
+    need nothing from it (position, query, the span tables), which then leave the chain that follows the search."""
     r = row_all % L_Q
     bh = row_all // L_Q
     h = bh % H_Q
@@ -215,21 +216,25 @@ def _row_chunk(Q, K, V, ANCH, SCORE, POS, S0, BACK, FWD, PART, row_all, jj, spli
     kv = h // G
     pos = tl.load(POS + r).to(tl.int64)
     s0 = tl.load(S0 + b).to(tl.int64)
+    offs_d = tl.arange(0, D)
+    q = tl.load(Q + b.to(tl.int64) * sqb + h.to(tl.int64) * sqh + r.to(tl.int64) * sql + offs_d * sqd).to(tl.float32)
     if IS_WINDOW:
         lo = tl.maximum(pos - W + 1, s0)
         hi = pos
     else:
         t = pos + 1 - s0
+        tc = tl.minimum(tl.maximum(t, 0), t_cap)
+        back = tl.load(BACK + tc)
+        fwd = tl.load(FWD + tc)
+        if WAIT_LISTS:
+            tl.extra.cuda.gdc_wait()
         top_a, _ = _top_of_pieces(ANCH, SCORE, row_all.to(tl.int64), n_pieces, KSEL, KP, NPP)
         a = tl.sum(tl.where(tl.arange(0, KP) == jj, top_a, 0), axis=0).to(tl.int64)
-        tc = tl.minimum(tl.maximum(t, 0), t_cap)
-        lo, hi = span_range(a, tl.load(BACK + tc), tl.load(FWD + tc), s0, pos, W)
+        lo, hi = span_range(a, back, fwd, s0, pos, W)
         hi = tl.where(a >= 0, hi, lo - 1)  # no anchor: an empty range
     c_lo = lo + split * chunk_s
     c_hi = tl.minimum(hi, c_lo + chunk_s - 1)
 
-    offs_d = tl.arange(0, D)
-    q = tl.load(Q + b.to(tl.int64) * sqb + h.to(tl.int64) * sqh + r.to(tl.int64) * sql + offs_d * sqd).to(tl.float32)
     k_base = K + b.to(tl.int64) * skb + kv.to(tl.int64) * skh
     v_base = V + b.to(tl.int64) * svb + kv.to(tl.int64) * svh
     m_i = tl.max(tl.full([BN], NEG_BIG, tl.float32), axis=0)
@@ -285,10 +290,8 @@ def _decode_partial_kernel(
         else:
             _row_chunk(Q, K, V, ANCH, SCORE, POS, S0, BACK, FWD, PART, pid // n_split_w, 0, pid % n_split_w,
                        chunk_w, pid.to(tl.int64), n_slots, n_pieces, sqb, sqh, sql, sqd, skb, skh, skl, skd,
-                       svb, svh, svl, svd, H_Q, L_Q, G, W, t_cap, qk_scale, D, BN, KSEL, KP, NPP, True, GDC)
-    else:
-        if GDC:  # a span waits for the search's lists
-            tl.extra.cuda.gdc_wait()
+                       svb, svh, svl, svd, H_Q, L_Q, G, W, t_cap, qk_scale, D, BN, KSEL, KP, NPP, True, GDC, False)
+    else:  # with DECODE_PDL a span waits for the search's lists (`_row_chunk`'s WAIT_LISTS)
         sp = pid - n_window
         if ORDER == 1:
             rng = sp // n_split_s
@@ -300,7 +303,7 @@ def _decode_partial_kernel(
         slot = span_base + rng.to(tl.int64) * n_split_s + split
         _row_chunk(Q, K, V, ANCH, SCORE, POS, S0, BACK, FWD, PART, rng // KSEL, rng % KSEL, split, chunk_s, slot,
                    n_slots, n_pieces, sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
-                   H_Q, L_Q, G, W, t_cap, qk_scale, D, BN, KSEL, KP, NPP, False, False)
+                   H_Q, L_Q, G, W, t_cap, qk_scale, D, BN, KSEL, KP, NPP, False, False, GDC)
 
 
 @triton.jit
