@@ -1,7 +1,8 @@
 """Where the cover layout's decode step leaves the reference on a GPU: released and the small test config, B = 1,
 32 / 2 heads, the last position; the 2-D pieces merge (`_tops_of_pieces` over a KV head's 16 rows, reshaped as the
 cover kernel does) against torch's stable sort, and the step's error per query head against the reference under
-several settings (pipeline stages, block, programmatic dependent launch)."""
+several settings (pipeline stages, block, programmatic dependent launch). It runs on a tree with `cover.patch`
+applied (`decode_rows`, `DECODE_COVER`, `COVER_TILE`); call 3 ran it on that patch's first form."""
 
 import json
 
