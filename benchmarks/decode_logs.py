@@ -41,3 +41,20 @@ def print_table(times: dict, diffs: dict, steps: list, width: int = 60) -> None:
             cells = ["/".join(f"{x:.1f}" for x in times[(setting, n, step)])
                      + f" ({diffs.get((setting, n, step), 0):.0e})" for n in lengths]
             print(f"  {step[:width]:{width}s}", "  ".join(cells))
+
+
+def points(times: dict, setting: str, step: str) -> tuple[list, list]:
+    """(lengths, best us per step) of one step of one setting, by length: a line of a plot."""
+    best = sorted((n, min(t)) for (s, n, st), t in times.items() if s == setting and st == step)
+    return [n for n, _ in best], [t for _, t in best]
+
+
+def step_axes(ax, xlabel: str, title: str, legend_size: int) -> None:
+    """The decode plots' axes: both logarithmic, time per step (16 steps a graph) against cache length."""
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("us per decode step (16 steps a graph)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=legend_size)

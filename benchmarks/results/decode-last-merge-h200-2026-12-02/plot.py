@@ -42,14 +42,7 @@ for ax, setting in zip(axes, ("released", "balanced")):
             ("compare-layers-call1", "slkernels", "merge by a row's last program (call 1)", "x:"),
             ("compare-layers-call3", "dense SDPA", "dense SDPA", "k^-")):
         times, _, _ = read(name)
-        points = sorted((n, min(t)) for (s, n, st), t in times.items() if s == setting and st == step)
-        ax.plot([n for n, _ in points], [t for _, t in points], style, label=label)
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("cache length (tokens)")
-    ax.set_ylabel("us per decode step (16 steps a graph)")
-    ax.set_title(f"{setting}, B=1, 32/2 heads, D=128, bf16, H200")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+        ax.plot(*decode_logs.points(times, setting, step), style, label=label)
+    decode_logs.step_axes(ax, "cache length (tokens)", f"{setting}, B=1, 32/2 heads, D=128, bf16, H200", 8)
 fig.tight_layout()
 fig.savefig(HERE / "steps.png", dpi=110)

@@ -45,17 +45,10 @@ for ax, (name, lines) in zip(axes, panels):
     times, _, _ = read(name)
     for setting, color in (("released", "C0"), ("balanced", "C1")):
         for step, label, style in lines:
-            pts = sorted((n, min(t)) for (s, n, st), t in times.items() if s == setting and st == step)
-            if pts and (step != "dense SDPA" or setting == "released"):
-                ax.plot([n for n, _ in pts], [t for _, t in pts], style,
-                        color="k" if step == "dense SDPA" else color,
+            lengths, us = decode_logs.points(times, setting, step)
+            if lengths and (step != "dense SDPA" or setting == "released"):
+                ax.plot(lengths, us, style, color="k" if step == "dense SDPA" else color,
                         label=label if step == "dense SDPA" else f"{setting}: {label}")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("cache length (keys)")
-    ax.set_ylabel("us per decode step (16 steps a graph)")
-    ax.set_title(f"{name}, {summary['card'].split(',')[0]}")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    decode_logs.step_axes(ax, "cache length (keys)", f"{name}, {summary['card'].split(',')[0]}", 7)
 fig.tight_layout()
 fig.savefig(HERE / "steps.png", dpi=110)
