@@ -550,7 +550,7 @@ def test_program_order_follows_the_number_of_chunks(monkeypatch):
 
 def test_short_contexts_cut_spans_finer_and_group_the_window_until_the_spans_fill_the_gpu(monkeypatch):
     """decode.SPAN_FILL: on a GPU of 132 SMs, released, one row of 32 query heads (96 spans): at 16K the spans' 7
-    chunks of DECODE_TILE's length become 11 (8 programs per SM at least), at 1M the 65 stay. decode.WINDOW_GROUPS
+    chunks of DECODE_TILE's length become 14 (10 programs per SM at least), at 1M the 65 stay. decode.WINDOW_GROUPS
     None: the window's chunks by KV head below GROUPS_BELOW_PER_SM span programs per SM (16K: 1056), by query row
     above (1M: 6240), and wherever a KV head has one query head or heads have D > 128; a set value wins. Off a GPU
     (and under the interpreter) SPAN_FILL does not apply and the window is grouped wherever those two allow."""
@@ -562,7 +562,7 @@ def test_short_contexts_cut_spans_finer_and_group_the_window_until_the_spans_fil
     target = decode.DECODE_TILE[0]
     splits = {n: decode._span_split(geometry.geometry_tables(cfg, n).span_length(n), target, 96, gpu)
               for n in (16384, 1 << 20)}
-    assert splits == {16384: (11, 76), 1 << 20: (65, 127)}, splits
+    assert splits == {16384: (14, 60), 1 << 20: (65, 127)}, splits
     assert decode._span_split(833, target, 96, torch.device("cpu")) == (7, 119)
     assert [decode._window_groups(96 * n, 16, 128, gpu) for n, _ in splits.values()] == [True, False]
     assert decode._window_groups(10**6, 16, 128, torch.device("cpu"))
