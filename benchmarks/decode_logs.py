@@ -58,3 +58,29 @@ def step_axes(ax, xlabel: str, title: str, legend_size: int) -> None:
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=legend_size)
+
+
+def summarize(folder: Path, logs: dict, note_key: str = "what") -> dict:
+    """A results folder's logs (`{log name: note}`, each `folder/NAME.log`): prints each one's table under its name and
+    note, and writes them all, with the card of `card-call1.txt`, to `folder/summary.json` (the note under
+    `note_key`)."""
+    summary = {"card": (folder / "card-call1.txt").read_text().strip()}
+    for name, note in logs.items():
+        times, diffs, steps = read(folder / f"{name}.log")
+        print(f"== {name}: {note}")
+        summary[name] = {note_key: note, "rows": rows(times, diffs)}
+        print_table(times, diffs, steps)
+    (folder / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def plot_by_length(ax, times: dict, lines, title: str, legend_size: int = 7) -> None:
+    """One panel: a line per (step, label, style) of `lines` for each setting (released blue, balanced orange), dense
+    SDPA (a step named "dense SDPA", black) for released only, on `step_axes` against cache length."""
+    for setting, color in (("released", "C0"), ("balanced", "C1")):
+        for step, label, style in lines:
+            lengths, us = points(times, setting, step)
+            if lengths and (step != "dense SDPA" or setting == "released"):
+                ax.plot(lengths, us, style, color="k" if step == "dense SDPA" else color,
+                        label=label if step == "dense SDPA" else f"{setting}: {label}")
+    step_axes(ax, "cache length (keys)", title, legend_size)

@@ -673,6 +673,48 @@ def test_decode_comparison_refuses_unknown_settings_and_a_machine_without_a_gpu(
             bench.main()
 
 
+def test_decode_logs_read_summarize_and_plot_what_compare_passes_printed(tmp_path, capsys):
+    """benchmarks/decode_logs.py on a log as `compare_passes.py --decode` writes it (a card line, the differences, two
+    passes of timings in ms, a line that is not JSON): times in us per (setting, length, step), steps in the order
+    they first appear, summary.json with the card and every row, a table line per step, and a plot whose dense SDPA
+    line is drawn for released only."""
+    import json
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from module_file import load_module
+
+    logs = load_module(Path(__file__).resolve().parents[1] / "benchmarks" / "decode_logs.py")
+    lines = ['{"card": "NVIDIA H200", "MiB": 143155}', "a warning"]
+    for setting in ("released", "balanced"):
+        for step, diff in (("slkernels", 0.0), ("dense SDPA", 0.125)):
+            lines.append(json.dumps(dict(setting=setting, length=16384, layers=16, step=step, max_diff=diff)))
+        for rep in (0, 1):
+            for step, ms in (("slkernels", 0.019 + rep / 1e4), ("dense SDPA", 0.0125)):
+                lines.append(json.dumps(dict(setting=setting, length=16384, layers=16, step=step, rep=rep, ms=ms)))
+    (tmp_path / "compare-call1.log").write_text("\n".join(lines) + "\n")
+    (tmp_path / "card-call1.txt").write_text("NVIDIA H200, 143771 MiB, 580.159.04\n")
+
+    times, diffs, steps = logs.read(tmp_path / "compare-call1.log")
+    assert steps == ["slkernels", "dense SDPA"]
+    assert times[("released", 16384, "slkernels")] == pytest.approx([19.0, 19.1])
+    assert diffs[("balanced", 16384, "dense SDPA")] == 0.125
+    summary = logs.summarize(tmp_path, {"compare-call1": "a note"}, "status")
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    assert summary["card"].startswith("NVIDIA H200") and summary["compare-call1"]["status"] == "a note"
+    assert len(summary["compare-call1"]["rows"]) == 4
+    printed = capsys.readouterr().out
+    assert printed.startswith("== compare-call1: a note\nreleased 16K\n")
+    assert "19.0/19.1 (0e+00)" in printed and "12.5/12.5 (1e-01)" in printed
+    fig, ax = plt.subplots()
+    logs.plot_by_length(ax, times, (("slkernels", "mine", "o-"), ("dense SDPA", "dense SDPA", "^-")), "title")
+    assert [line.get_label() for line in ax.get_lines()] == ["released: mine", "dense SDPA", "balanced: mine"]
+    plt.close(fig)
+
+
 def test_direct_launch_probe_passes_every_argument_in_order_and_relaunches_only_an_equal_launch():
     """decode_host_time.py --direct: the first launch of a kind goes through the kernel and keeps what it returns;
     an equal launch later goes to that compiled kernel with every argument in the kernel's order (keywords and

@@ -6,7 +6,6 @@ against 8 (before), 9 and 11. Right: call 2, the spans' chunks by KV head (exact
     python plot.py > tables.txt
 """
 
-import json
 import sys
 from pathlib import Path
 
@@ -25,13 +24,7 @@ LOGS = {"compare-call1": "the early loads (slk_new) against 0ea1d31 (slk_old); c
         "compare-call4": "SPAN_FILL 10 in the tree (slkernels) against 8, 9, 11, 12",
         "compare-call5": "SPAN_FILL 10 in the tree: pipeline stages, SPAN_FILL 9, search pieces"}
 
-summary = {"card": (HERE / "card-call1.txt").read_text().strip()}
-for name, what in LOGS.items():
-    times, diffs, steps = decode_logs.read(HERE / f"{name}.log")
-    print(f"== {name}: {what}")
-    summary[name] = {"what": what, "rows": decode_logs.rows(times, diffs)}
-    decode_logs.print_table(times, diffs, steps)
-(HERE / "summary.json").write_text(json.dumps(summary, indent=1))
+summary = decode_logs.summarize(HERE, LOGS)
 
 fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
 panels = (("compare-call4", (("slkernels", "SPAN_FILL 10 (kept)", "o-"), ("slkernels, SPAN_FILL=8", "8 (before)", "s--"),
@@ -42,13 +35,6 @@ panels = (("compare-call4", (("slkernels", "SPAN_FILL 10 (kept)", "o-"), ("slker
                               "a KV head's chunks, best tiling (not kept)", "x:"),
                              ("dense SDPA", "dense SDPA", "^-"))))
 for ax, (name, lines) in zip(axes, panels):
-    times, _, _ = decode_logs.read(HERE / f"{name}.log")
-    for setting, color in (("released", "C0"), ("balanced", "C1")):
-        for step, label, style in lines:
-            lengths, us = decode_logs.points(times, setting, step)
-            if lengths and (step != "dense SDPA" or setting == "released"):
-                ax.plot(lengths, us, style, color="k" if step == "dense SDPA" else color,
-                        label=label if step == "dense SDPA" else f"{setting}: {label}")
-    decode_logs.step_axes(ax, "cache length (keys)", f"{name}, {summary['card'].split(',')[0]}", 7)
+    decode_logs.plot_by_length(ax, decode_logs.read(HERE / f"{name}.log")[0], lines, f"{name}, {summary['card'].split(',')[0]}")
 fig.tight_layout()
 fig.savefig(HERE / "steps.png", dpi=110)

@@ -3,10 +3,9 @@ length, both passes, and the largest difference of its outputs from the first st
 summary.json, and draws steps.png: time per step against cache length. Left: call 1, the two cuts of item 32 against
 the code before them (136853b). Right: call 4, the cover layout (exact) against the per-range chunks.
 
-    python plot.py
+    python plot.py > tables.txt
 """
 
-import json
 import sys
 from pathlib import Path
 
@@ -23,17 +22,7 @@ LOGS = {"compare-cuts-call1": "valid", "compare-cover-call2": "void: the cover r
         "compare-cover-call4": "valid"}
 
 
-def read(name: str):
-    return decode_logs.read(HERE / f"{name}.log")
-
-
-summary = {"card": (HERE / "card-call1.txt").read_text().strip()}
-for name, status in LOGS.items():
-    times, diffs, steps = read(name)
-    print(f"== {name} ({status})")
-    summary[name] = {"status": status, "rows": decode_logs.rows(times, diffs)}
-    decode_logs.print_table(times, diffs, steps)
-(HERE / "summary.json").write_text(json.dumps(summary, indent=1))
+summary = decode_logs.summarize(HERE, LOGS, "status")
 
 fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
 panels = (("compare-cuts-call1", (("slkernels", "with the two cuts (kept)", "o-"), ("slk_old", "before them (136853b)", "s--"),
@@ -42,13 +31,6 @@ panels = (("compare-cuts-call1", (("slkernels", "with the two cuts (kept)", "o-"
                                    ("slkernels, DECODE_COVER=True", "cover: a KV head's keys once (not kept)", "x:"),
                                    ("dense SDPA", "dense SDPA", "^-"))))
 for ax, (name, lines) in zip(axes, panels):
-    times, _, _ = read(name)
-    for setting, color in (("released", "C0"), ("balanced", "C1")):
-        for step, label, style in lines:
-            lengths, us = decode_logs.points(times, setting, step)
-            if lengths and (step != "dense SDPA" or setting == "released"):
-                ax.plot(lengths, us, style, color="k" if step == "dense SDPA" else color,
-                        label=label if step == "dense SDPA" else f"{setting}: {label}")
-    decode_logs.step_axes(ax, "cache length (keys)", f"{name}, {summary['card'].split(',')[0]}", 7)
+    decode_logs.plot_by_length(ax, decode_logs.read(HERE / f"{name}.log")[0], lines, f"{name}, {summary['card'].split(',')[0]}")
 fig.tight_layout()
 fig.savefig(HERE / "steps.png", dpi=110)
