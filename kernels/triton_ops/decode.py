@@ -98,9 +98,10 @@ GROUPS_BELOW_PER_SM = 11
 # programs (short contexts, few rows), spans are cut into more, shorter chunks (16 keys at least). None: off.
 # Measured as above: 8 took released 16K from 26.5 to 24.5 us, balanced 128K / 256K from 28.9 / 33.4 to 24.3 / 29.5
 # (call 3). 10 against 8 (benchmarks/results/decode-early-loads-h200-2026-12-02/, 16 steps a graph): released 19.0-19.3
-# against 20.1-20.4 us at 16K (14 chunks of 60 keys, four blocks, against 11 of 76, five), 24.1-24.5 against 25.0-25.3
-# at 32K; balanced within 0.5 us either way (16K 13.9-14.0 against 13.5-13.7, 256K 24.2 against 25.3). From 11 the
-# span programs pass GROUPS_BELOW_PER_SM and the window goes by query row: 31 us at 16K.
+# against 20.1-20.4 us at 16K (14 chunks of 60 keys, four blocks, against 11 of 76, five), 24.0-24.6 against 25.0-25.3
+# at 32K; balanced 0.4-0.5 us slower at 16K and 64K (16K 13.9-14.0 against 13.5-13.7), 0.9-1.1 faster at 32K-256K
+# (256K 24.2 against 25.3). From 11 the span programs pass GROUPS_BELOW_PER_SM and the window goes by query row: 31 us
+# at 16K.
 SPAN_FILL = 10
 # Tiny shapes under TRITON_INTERPRET: several chunks and blocks per span, several chunks per window.
 _INTERPRETER_TILE = (16, 16, 1, 1)
