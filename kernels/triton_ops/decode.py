@@ -206,13 +206,14 @@ def _row_chunk(Q, K, V, ANCH, SCORE, POS, S0, BACK, FWD, PART, row_all, jj, spli
                sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
                H_Q, L_Q, G, W, t_cap, qk_scale,
                D: tl.constexpr, BN: tl.constexpr, KSEL: tl.constexpr, KP: tl.constexpr, NPP: tl.constexpr,
-               IS_WINDOW: tl.constexpr, WAIT: tl.constexpr, WAIT_LISTS: tl.constexpr):
+               IS_WINDOW: tl.constexpr, WAIT: tl.constexpr):
     """Chunk `split` (of `chunk_s` keys) of one range of query row `row_all` ((b * H_q + h) * L_q + r): its window
     (IS_WINDOW) or its span `jj` (the span of the jj-th of the row's top k, from the search's pieces). Running max,
     sum and accumulator into scratch slot `slot`. One head's keys are scored one row at a time (a [BN x D] block
     against the query, in float32): no tensor-core tiles, few registers, many programs per SM. WAIT: wait for the
-    kernel before (DECODE_PDL) before the stores; WAIT_LISTS: before reading the search's lists, after the loads that
-    need nothing from it (position, query, the span tables), which then leave the chain that follows the search."""
+    kernel before (DECODE_PDL); a window needs nothing from it and waits only before its stores, a span before it
+    reads the search's lists, after the loads that need nothing from it (position, query, the span tables), which
+    then leave the chain that follows the search."""
     r = row_all % L_Q
     bh = row_all // L_Q
     h = bh % H_Q
@@ -230,7 +231,7 @@ def _row_chunk(Q, K, V, ANCH, SCORE, POS, S0, BACK, FWD, PART, row_all, jj, spli
         tc = tl.minimum(tl.maximum(t, 0), t_cap)
         back = tl.load(BACK + tc)
         fwd = tl.load(FWD + tc)
-        if WAIT_LISTS:
+        if WAIT:
             tl.extra.cuda.gdc_wait()
         top_a, _ = _top_of_pieces(ANCH, SCORE, row_all.to(tl.int64), n_pieces, KSEL, KP, NPP)
         a = tl.sum(tl.where(tl.arange(0, KP) == jj, top_a, 0), axis=0).to(tl.int64)
@@ -257,7 +258,7 @@ def _row_chunk(Q, K, V, ANCH, SCORE, POS, S0, BACK, FWD, PART, row_all, jj, spli
         vb = tl.load(v_base + kidx[:, None] * svl + offs_d[None, :] * svd, mask=kin[:, None], other=0.0).to(tl.float32)
         acc = acc * alpha + tl.sum(p[:, None] * vb, axis=0)
         m_i = m_new
-    if WAIT:
+    if WAIT and IS_WINDOW:
         tl.extra.cuda.gdc_wait()
     pm, pl, pacc = _parts(PART, n_slots)
     tl.store(pm + slot, m_i)
@@ -294,8 +295,8 @@ def _decode_partial_kernel(
         else:
             _row_chunk(Q, K, V, ANCH, SCORE, POS, S0, BACK, FWD, PART, pid // n_split_w, 0, pid % n_split_w,
                        chunk_w, pid.to(tl.int64), n_slots, n_pieces, sqb, sqh, sql, sqd, skb, skh, skl, skd,
-                       svb, svh, svl, svd, H_Q, L_Q, G, W, t_cap, qk_scale, D, BN, KSEL, KP, NPP, True, GDC, False)
-    else:  # with DECODE_PDL a span waits for the search's lists (`_row_chunk`'s WAIT_LISTS)
+                       svb, svh, svl, svd, H_Q, L_Q, G, W, t_cap, qk_scale, D, BN, KSEL, KP, NPP, True, GDC)
+    else:  # with DECODE_PDL a span waits for the search's lists (`_row_chunk`)
         sp = pid - n_window
         if ORDER == 1:
             rng = sp // n_split_s
@@ -307,7 +308,7 @@ def _decode_partial_kernel(
         slot = span_base + rng.to(tl.int64) * n_split_s + split
         _row_chunk(Q, K, V, ANCH, SCORE, POS, S0, BACK, FWD, PART, rng // KSEL, rng % KSEL, split, chunk_s, slot,
                    n_slots, n_pieces, sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
-                   H_Q, L_Q, G, W, t_cap, qk_scale, D, BN, KSEL, KP, NPP, False, False, GDC)
+                   H_Q, L_Q, G, W, t_cap, qk_scale, D, BN, KSEL, KP, NPP, False, GDC)
 
 
 @triton.jit
