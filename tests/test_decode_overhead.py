@@ -560,10 +560,10 @@ def test_short_contexts_cut_spans_finer_and_group_the_window_until_the_spans_fil
     monkeypatch.setattr(decode, "_sm_count", lambda device: 132)
     monkeypatch.setattr(decode, "interpreting", lambda: False)
     target = decode.DECODE_TILE[0]
-    splits = {n: decode._span_split(geometry.geometry_tables(cfg, n).span_length(n), target, 96, gpu)
+    splits = {n: decode._span_split(geometry.geometry_tables(cfg, n).span_length(n), target, 16, 96, gpu)
               for n in (16384, 1 << 20)}
     assert splits == {16384: (14, 60), 1 << 20: (65, 127)}, splits
-    assert decode._span_split(833, target, 96, torch.device("cpu")) == (7, 119)
+    assert decode._span_split(833, target, 16, 96, torch.device("cpu")) == (7, 119)
     assert [decode._window_groups(96 * n, 16, 128, gpu) for n, _ in splits.values()] == [True, False]
     assert decode._window_groups(10**6, 16, 128, torch.device("cpu"))
     for device in (gpu, torch.device("cpu")):  # one query head a KV head, or D = 256: by query row
@@ -571,7 +571,7 @@ def test_short_contexts_cut_spans_finer_and_group_the_window_until_the_spans_fil
     monkeypatch.setattr(decode, "WINDOW_GROUPS", True)
     assert decode._window_groups(10**6, 16, 128, gpu) and decode._window_groups(96, 1, 256, gpu)
     monkeypatch.setattr(decode, "SPAN_FILL", None)
-    assert decode._span_split(833, target, 96, gpu) == (7, 119)
+    assert decode._span_split(833, target, 16, 96, gpu) == (7, 119)
 
 
 def test_a_grouped_window_takes_at_least_window_chunks_chunks(monkeypatch):

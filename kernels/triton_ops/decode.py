@@ -398,12 +398,15 @@ def _key_split(length: int, target: int, least: int = 1, min_keys: int = 1) -> t
     return n_split, cdiv(max(length, 1), n_split)
 
 
-def _span_split(length: int, target: int, n_spans: int, device: torch.device) -> tuple[int, int]:
+def _span_split(length: int, target: int, block: int, n_spans: int, device: torch.device) -> tuple[int, int]:
     """(chunks, keys per chunk) of a span of up to `length` keys (the longest, at t = t_bound): chunks of about
-    `target` keys, or more of them where `n_spans` spans would leave fewer than SPAN_FILL programs per SM."""
+    `target` keys, or more of them where `n_spans` spans would leave fewer than SPAN_FILL programs per SM, and then
+    as few chunks as take that many blocks of `block` keys each (a program's time goes by its blocks)."""
     if SPAN_FILL is None or interpreting() or device.type != "cuda":
         return _key_split(length, target)
-    return _key_split(length, target, cdiv(SPAN_FILL * _sm_count(device), n_spans), 16)
+    n_split, chunk = _key_split(length, target, cdiv(SPAN_FILL * _sm_count(device), n_spans), 16)
+    n_split = cdiv(max(length, 1), cdiv(chunk, block) * block)
+    return n_split, cdiv(max(length, 1), n_split)
 
 
 @functools.cache
@@ -491,7 +494,7 @@ def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, 
     target, block, warps, stages = _INTERPRETER_TILE if interp else DECODE_TILE
     target_w, block_w, stages_w = _INTERPRETER_WINDOW if interp else WINDOW_TILE
     rows = batch * heads_q * len_q
-    n_split_s, chunk_s = _span_split(tables.span_length(t_bound), target, rows * ksel, q.device)
+    n_split_s, chunk_s = _span_split(tables.span_length(t_bound), target, block, rows * ksel, q.device)
     group = heads_q // heads_kv
     groups = _window_groups(rows * ksel * n_split_s, group, dim, q.device)
     n_split_w, chunk_w = _window_split(tables.width, target_w, block_w, groups)
