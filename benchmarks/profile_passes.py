@@ -45,9 +45,9 @@ VARIANTS = {
     "dq window": [(64, 64, 4, 2), (64, 32, 4, 2), (64, 32, 4, 3)],
     "dkdv": [(64, 64, 4, 2), (64, 32, 4, 3), (64, 32, 4, 3, 168), (64, 32, 4, 4)],
     # decode's partial kernel: a span's (keys per chunk, keys per block, warps, stages), default decode.DECODE_TILE
-    "decode": [(256, 32, 2, 3), (128, 32, 2, 3), (128, 64, 4, 3), (64, 16, 1, 3), (96, 16, 1, 3), (64, 16, 2, 3)],
+    "decode": [(128, 16, 1, 2), (512, 16, 1, 2), (256, 16, 1, 1), (256, 16, 1, 3), (256, 32, 1, 2), (64, 16, 2, 2)],
     # decode's window chunks by KV head: (keys per chunk, keys per block, stages), default decode.WINDOW_TILE
-    "decode window": [(64, 16, 1), (256, 16, 1), (128, 32, 1), (128, 16, 2), (512, 32, 1)],
+    "decode window": [(64, 16, 2), (256, 16, 2), (128, 32, 2), (128, 16, 1), (128, 16, 3)],
     # decode's search pieces: (anchors per piece at least, pieces per row at most) (decode.SEARCH_SPLIT), timed as
     # the whole step; (128, 1 << 30): pieces of 128 anchors at every length
     "decode search": [(128, 1 << 30), (64, 32), (32, 64), (64, 16)],

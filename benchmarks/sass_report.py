@@ -137,7 +137,7 @@ def kernel_and_args(kernel: str, length: int, tiles: tuple[int, ...]):
                     chunk_s=-(-8195 // n_split_s), sm_scale=D**-0.5)
         _, window_block, window_stages = decode.WINDOW_TILE
         return decode._decode_partial_kernel, args, dict(
-            D=D, BN=bn, BNW=window_block, GP=max(16, G), WSTAGES=window_stages, KSEL=3, KP=4, NPP=64, UPCAST=False,
+            D=D, BN=bn, STAGES=tiles[3], BNW=window_block, GP=max(16, G), WSTAGES=window_stages, KSEL=3, KP=4, NPP=64, UPCAST=False,
             PREC="tf32", GDC=pdl, ORDER=decode._chunk_order(n_split_s), GROUPS=arg != "rows")
     raise SystemExit(f"error: unknown kernel {kernel!r}; use entry:MODE, dkdv:NJ, search[:span_mean|:hi_only], span_lists, "
                      "decode[:pdl|:rows] or combine[:pdl]")

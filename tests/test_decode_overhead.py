@@ -526,14 +526,14 @@ def test_search_pieces_that_test_each_offset_select_what_one_counted_piece_does(
 
 def test_program_order_follows_the_number_of_chunks(monkeypatch):
     """decode.CHUNK_ORDER None: the chunks of a span together (1) where a span has ORDER_FROM_CHUNKS chunks or more
-    (released 1M: 65), the spans of all rows within a chunk index (0) below (16K: 7, 64K: 14); a set CHUNK_ORDER
+    (released 1M: 33), the spans of all rows within a chunk index (0) below (16K: 4, 64K: 7); a set CHUNK_ORDER
     wins."""
     from slkernels.triton_ops import decode
 
     cfg = SuperlinearConfig.released()
     n_split = {n: decode._key_split(geometry.geometry_tables(cfg, n).span_length(n), decode.DECODE_TILE[0])[0]
                for n in (16384, 65536, 1 << 20)}
-    assert n_split == {16384: 7, 65536: 14, 1 << 20: 65}
+    assert n_split == {16384: 4, 65536: 7, 1 << 20: 33}
     assert [decode._chunk_order(n) for n in n_split.values()] == [0, 0, 1]
     metas = []
     for module, name in ((decode, "_decode_partial_kernel"), (decode, "_decode_combine_kernel")):
@@ -549,10 +549,10 @@ def test_program_order_follows_the_number_of_chunks(monkeypatch):
 
 
 def test_short_contexts_cut_spans_finer_and_group_the_window_until_the_spans_fill_the_gpu(monkeypatch):
-    """decode.SPAN_FILL: on a GPU of 132 SMs, released, one row of 32 query heads (96 spans): at 16K the spans' 7
-    chunks of DECODE_TILE's length become 14 (10 programs per SM at least), at 1M the 65 stay. decode.WINDOW_GROUPS
-    None: the window's chunks by KV head below GROUPS_BELOW_PER_SM span programs per SM (16K: 1056), by query row
-    above (1M: 6240), and wherever a KV head has one query head or heads have D > 128; a set value wins. Off a GPU
+    """decode.SPAN_FILL: on a GPU of 132 SMs, released, one row of 32 query heads (96 spans): at 16K the spans' 4
+    chunks of DECODE_TILE's length become 14 (10 programs per SM at least), at 1M the 33 stay. decode.WINDOW_GROUPS
+    None: the window's chunks by KV head below GROUPS_BELOW_PER_SM span programs per SM (16K: 1344), by query row
+    above (1M: 3168), and wherever a KV head has one query head or heads have D > 128; a set value wins. Off a GPU
     (and under the interpreter) SPAN_FILL does not apply and the window is grouped wherever those two allow."""
     from slkernels.triton_ops import decode
 
@@ -562,8 +562,8 @@ def test_short_contexts_cut_spans_finer_and_group_the_window_until_the_spans_fil
     target = decode.DECODE_TILE[0]
     splits = {n: decode._span_split(geometry.geometry_tables(cfg, n).span_length(n), target, 16, 96, gpu)
               for n in (16384, 1 << 20)}
-    assert splits == {16384: (14, 60), 1 << 20: (65, 127)}, splits
-    assert decode._span_split(833, target, 16, 96, torch.device("cpu")) == (7, 119)
+    assert splits == {16384: (14, 60), 1 << 20: (33, 249)}, splits
+    assert decode._span_split(833, target, 16, 96, torch.device("cpu")) == (4, 209)
     assert [decode._window_groups(96 * n, 16, 128, gpu) for n, _ in splits.values()] == [True, False]
     assert decode._window_groups(10**6, 16, 128, torch.device("cpu"))
     for device in (gpu, torch.device("cpu")):  # one query head a KV head, or D = 256: by query row
@@ -571,7 +571,7 @@ def test_short_contexts_cut_spans_finer_and_group_the_window_until_the_spans_fil
     monkeypatch.setattr(decode, "WINDOW_GROUPS", True)
     assert decode._window_groups(10**6, 16, 128, gpu) and decode._window_groups(96, 1, 256, gpu)
     monkeypatch.setattr(decode, "SPAN_FILL", None)
-    assert decode._span_split(833, target, 16, 96, gpu) == (7, 119)
+    assert decode._span_split(833, target, 16, 96, gpu) == (4, 209)
 
 
 def test_a_grouped_window_takes_at_least_window_chunks_chunks(monkeypatch):

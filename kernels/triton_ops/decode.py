@@ -49,12 +49,21 @@ SEARCH_SPLIT = (32, 32)
 # `benchmarks/profile_passes.py --decode` times the alternatives of its VARIANTS["decode search tile"].
 DECODE_SEARCH_TILE = None
 # Tiling of a span's chunks on a GPU: (keys per chunk, about; keys per block; warps of every program of the partial
-# kernel; pipeline stages). `benchmarks/profile_passes.py --decode` times the alternatives of its VARIANTS["decode"].
-DECODE_TILE = (128, 16, 1, 3)
+# kernel; pipeline stages of a span's or a window's chunk by query row). `benchmarks/profile_passes.py --decode` times
+# the alternatives of its VARIANTS["decode"]. Two stages copy the next block while one is merged; before, the loop was
+# a plain `range`, which Triton does not pipeline. Measured on an H200, 16 steps over 16 caches in one graph
+# (benchmarks/results/decode-pipelined-spans-h200-2026-12-02/, call 3), two stages against none: released 19.0 /
+# 22.0 / 26.7 / 42.0 / 53.6 / 106.0 us at 16K / 32K / 64K / 128K / 256K / 1M against 19.0 / 23.8 / 30.5 / 42.2 /
+# 65.8 / 115.6; three stages were slower (23.1 us at 16K), four slower still (26.1: 24 KB of shared memory a program).
+# Chunks of about 256 keys rather than 128 (lengths where SPAN_FILL does not cut them finer): 36.5 against 42.1 us at
+# 128K, 50.4 against 57.2 at 256K, balanced 1M 35.1 against 41.0.
+DECODE_TILE = (256, 16, 1, 2)
 # Tiling of the window's chunks by KV head on a GPU (WINDOW_GROUPS): (keys per chunk, about; keys per block; pipeline
 # stages). Chunks of 64 or 256 keys were no faster (benchmarks/results/decode-window-groups-h200-2026-12-02/);
-# `profile_passes.py --decode` times the alternatives of its VARIANTS["decode window"].
-WINDOW_TILE = (128, 16, 1)
+# `profile_passes.py --decode` times the alternatives of its VARIANTS["decode window"]. Two stages against one, with
+# the spans' loop in two (benchmarks/results/decode-pipelined-spans-h200-2026-12-02/, call 5): released 18.9 / 21.7 /
+# 26.9 us at 16K / 32K / 64K against 19.3 / 22.0 / 27.2, balanced equal.
+WINDOW_TILE = (128, 16, 2)
 # The least number of chunks a window grouped by KV head is cut into on a GPU (chunks of WINDOW_TILE's keys per block at
 # least; None: off): the window's chunks are the partial kernel's longest programs where spans are short. The balanced
 # window (1023 keys) then takes 16 chunks of 64 keys, not 8 of 128: 15.1 against 17.6 us at 16K, 17.1 / 18.0 at 32K,
@@ -205,15 +214,17 @@ def _window_chunk(Q, K, V, POS, S0, PART, pid, n_split_w, chunk_w, n_slots,
 def _row_chunk(Q, K, V, ANCH, SCORE, POS, S0, BACK, FWD, PART, row_all, jj, split, chunk_s, slot, n_slots, n_pieces,
                sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
                H_Q, L_Q, G, W, t_cap, qk_scale,
-               D: tl.constexpr, BN: tl.constexpr, KSEL: tl.constexpr, KP: tl.constexpr, NPP: tl.constexpr,
-               IS_WINDOW: tl.constexpr, WAIT: tl.constexpr):
+               D: tl.constexpr, BN: tl.constexpr, STAGES: tl.constexpr, KSEL: tl.constexpr, KP: tl.constexpr,
+               NPP: tl.constexpr, IS_WINDOW: tl.constexpr, WAIT: tl.constexpr):
     """Chunk `split` (of `chunk_s` keys) of one range of query row `row_all` ((b * H_q + h) * L_q + r): its window
     (IS_WINDOW) or its span `jj` (the span of the jj-th of the row's top k, from the search's pieces). Running max,
     sum and accumulator into scratch slot `slot`. One head's keys are scored one row at a time (a [BN x D] block
-    against the query, in float32): no tensor-core tiles, few registers, many programs per SM. WAIT: wait for the
-    kernel before (DECODE_PDL); a window needs nothing from it and waits only before its stores, a span before it
-    reads the search's lists, after the loads that need nothing from it (position, query, the span tables), which
-    then leave the chain that follows the search."""
+    against the query, in float32): no tensor-core tiles, few registers, many programs per SM. STAGES pipeline
+    stages copy the next block's keys and values to shared memory while one is merged (a plain `range` loop is not
+    pipelined: each block would wait for its own loads). WAIT: wait for the kernel before (DECODE_PDL); a window
+    needs nothing from it and waits only before its stores, a span before it reads the search's lists, after the
+    loads that need nothing from it (position, query, the span tables), which then leave the chain that follows the
+    search."""
     r = row_all % L_Q
     bh = row_all // L_Q
     h = bh % H_Q
@@ -245,7 +256,7 @@ def _row_chunk(Q, K, V, ANCH, SCORE, POS, S0, BACK, FWD, PART, row_all, jj, spli
     m_i = tl.max(tl.full([BN], NEG_BIG, tl.float32), axis=0)
     l_i = tl.sum(tl.zeros([BN], tl.float32), axis=0)
     acc = tl.zeros([D], tl.float32)
-    for n0 in range(c_lo, c_hi + 1, BN):
+    for n0 in tl.range(c_lo, c_hi + 1, BN, num_stages=STAGES):
         kidx = n0 + tl.arange(0, BN)
         kin = kidx <= c_hi
         kb = tl.load(k_base + kidx[:, None] * skl + offs_d[None, :] * skd, mask=kin[:, None], other=0.0).to(tl.float32)
@@ -274,7 +285,8 @@ def _decode_partial_kernel(
     svb, svh, svl, svd,
     H_Q, H_KV, L_Q, G, W, t_cap, n_window, chunk_w, n_split_w, chunk_s, n_split_s, span_base, n_slots, n_pieces,
     sm_scale,
-    D: tl.constexpr, BN: tl.constexpr, BNW: tl.constexpr, GP: tl.constexpr, WSTAGES: tl.constexpr, KSEL: tl.constexpr,
+    D: tl.constexpr, BN: tl.constexpr, STAGES: tl.constexpr, BNW: tl.constexpr, GP: tl.constexpr,
+    WSTAGES: tl.constexpr, KSEL: tl.constexpr,
     KP: tl.constexpr, NPP: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr, GDC: tl.constexpr,
     ORDER: tl.constexpr, GROUPS: tl.constexpr,
 ):
@@ -295,7 +307,7 @@ def _decode_partial_kernel(
         else:
             _row_chunk(Q, K, V, ANCH, SCORE, POS, S0, BACK, FWD, PART, pid // n_split_w, 0, pid % n_split_w,
                        chunk_w, pid.to(tl.int64), n_slots, n_pieces, sqb, sqh, sql, sqd, skb, skh, skl, skd,
-                       svb, svh, svl, svd, H_Q, L_Q, G, W, t_cap, qk_scale, D, BN, KSEL, KP, NPP, True, GDC)
+                       svb, svh, svl, svd, H_Q, L_Q, G, W, t_cap, qk_scale, D, BN, STAGES, KSEL, KP, NPP, True, GDC)
     else:  # with DECODE_PDL a span waits for the search's lists (`_row_chunk`)
         sp = pid - n_window
         if ORDER == 1:
@@ -308,7 +320,7 @@ def _decode_partial_kernel(
         slot = span_base + rng.to(tl.int64) * n_split_s + split
         _row_chunk(Q, K, V, ANCH, SCORE, POS, S0, BACK, FWD, PART, rng // KSEL, rng % KSEL, split, chunk_s, slot,
                    n_slots, n_pieces, sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
-                   H_Q, L_Q, G, W, t_cap, qk_scale, D, BN, KSEL, KP, NPP, False, GDC)
+                   H_Q, L_Q, G, W, t_cap, qk_scale, D, BN, STAGES, KSEL, KP, NPP, False, GDC)
 
 
 @triton.jit
@@ -512,8 +524,8 @@ def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, 
         *q.stride(), *k.stride(), *v.stride(),
         heads_q, heads_kv, len_q, group, tables.width, tables.capacity, n_window, chunk_w, n_split_w, chunk_s,
         n_split_s, span_base, n_slots, n_pieces, scale,
-        D=dim, BN=block, BNW=block_w, GP=max(16, next_pow2(group)), WSTAGES=stages_w, KSEL=ksel, KP=next_pow2(ksel),
-        NPP=next_pow2(n_pieces), UPCAST=interp, PREC=dot_precision(q.dtype), GDC=pdl, ORDER=_chunk_order(n_split_s),
+        D=dim, BN=block, STAGES=stages, BNW=block_w, GP=max(16, next_pow2(group)), WSTAGES=stages_w, KSEL=ksel,
+        KP=next_pow2(ksel), NPP=next_pow2(n_pieces), UPCAST=interp, PREC=dot_precision(q.dtype), GDC=pdl, ORDER=_chunk_order(n_split_s),
         GROUPS=groups, num_warps=warps, num_stages=stages, **launch,
     )
     cols, warps = (dim // 2, 1) if interp else (min(COMBINE_TILE[0], dim), COMBINE_TILE[1])
