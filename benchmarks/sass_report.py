@@ -2,18 +2,18 @@
 
     python benchmarks/sass_report.py KERNEL [--tiles BM,BN,WARPS,STAGES[,REGCAP]] [--length L] [--keep DIR]
 
-KERNEL: ``entry:MODE`` (0 window forward, 1 span forward, 2 delta, 3 dq, 4 fused span dq), ``dkdv:NJ`` (1 window
-list, k span lists), ``search``, ``search:span_mean`` or ``search:hi_only`` (the span-mean search's timing loop;
-BN = anchors per block), ``span_lists`` (BM = rows per program), ``decode`` (the partial kernel of one decode row, its
-window chunks by KV head; BN = keys per block of a span, chunks of BN x 8 keys), ``decode:rows`` (the window's chunks
-by query row: decode.WINDOW_GROUPS False) or ``combine`` (the kernel after it), ``decode:pdl`` / ``combine:pdl`` as
-decode.DECODE_PDL launches them. Prints registers, spilled stack bytes and shared memory per program, and the
-instruction mix of the innermost loop that issues tensor-core products (the cost of one iteration). No GPU is
-needed: Triton compiles for the target named here, with the specialisation a launch on the benchmark shape gets
-(B=1, H_q=32, H_kv=2, D=128, bf16; pointers and strides divisible by 16, unit strides constant), and `cuobjdump`
-from Triton's own package disassembles the result. Run it under the Triton of the GPU machine (e.g. ``pip install
---target DIR triton==3.6.0`` and ``PYTHONPATH=DIR``) to see what that machine runs. `--keep DIR` writes the TTGIR,
-PTX and SASS there.
+KERNEL: ``entry:MODE`` (0 window forward, 1 span forward, 2 delta, 3 dq, 4 fused span dq), ``dkdv:NJ`` (1 window list,
+k span lists), ``search``, ``search:span_mean`` or ``search:hi_only`` (the span-mean search's timing loop; BN =
+anchors per block), ``span_lists`` (BM = rows per program), ``decode`` (the partial kernel of one decode row, its
+window chunks by KV head; BN = keys per block of a span, chunks of BN x 8 keys, STAGES its loop's stages),
+``decode:rows`` (the window's chunks by query row: decode.WINDOW_GROUPS False) or ``combine`` (the kernel after it),
+``decode:pdl`` / ``combine:pdl`` as decode.DECODE_PDL launches them. Prints registers, spilled stack bytes and shared
+memory per program, and the instruction mix of the innermost loop that issues tensor-core products (the cost of one
+iteration). No GPU is needed: Triton compiles for the target named here, with the specialisation a launch on the
+benchmark shape gets (B=1, H_q=32, H_kv=2, D=128, bf16; pointers and strides divisible by 16, unit strides constant),
+and `cuobjdump` from Triton's own package disassembles the result. Run it under the Triton of the GPU machine (e.g.
+``pip install --target DIR triton==3.6.0`` and ``PYTHONPATH=DIR``) to see what that machine runs. `--keep DIR` writes
+the TTGIR, PTX and SASS there.
 """
 
 from __future__ import annotations
@@ -137,8 +137,8 @@ def kernel_and_args(kernel: str, length: int, tiles: tuple[int, ...]):
                     chunk_s=-(-8195 // n_split_s), sm_scale=D**-0.5)
         _, window_block, window_stages = decode.WINDOW_TILE
         return decode._decode_partial_kernel, args, dict(
-            D=D, BN=bn, STAGES=tiles[3], BNW=window_block, GP=max(16, G), WSTAGES=window_stages, KSEL=3, KP=4, NPP=64, UPCAST=False,
-            PREC="tf32", GDC=pdl, ORDER=decode._chunk_order(n_split_s), GROUPS=arg != "rows")
+            D=D, BN=bn, STAGES=tiles[3], BNW=window_block, GP=max(16, G), WSTAGES=window_stages, KSEL=3, KP=4, NPP=64,
+            UPCAST=False, PREC="tf32", GDC=pdl, ORDER=decode._chunk_order(n_split_s), GROUPS=arg != "rows")
     raise SystemExit(f"error: unknown kernel {kernel!r}; use entry:MODE, dkdv:NJ, search[:span_mean|:hi_only], span_lists, "
                      "decode[:pdl|:rows] or combine[:pdl]")
 

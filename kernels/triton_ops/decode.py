@@ -54,9 +54,9 @@ DECODE_SEARCH_TILE = None
 # a plain `range`, which Triton does not pipeline. Measured on an H200, 16 steps over 16 caches in one graph
 # (benchmarks/results/decode-pipelined-spans-h200-2026-12-02/, call 3), two stages against none: released 19.0 /
 # 22.0 / 26.7 / 42.0 / 53.6 / 106.0 us at 16K / 32K / 64K / 128K / 256K / 1M against 19.0 / 23.8 / 30.5 / 42.2 /
-# 65.8 / 115.6; three stages were slower (23.1 us at 16K), four slower still (26.1: 24 KB of shared memory a program).
-# Chunks of about 256 keys rather than 128 (lengths where SPAN_FILL does not cut them finer): 36.5 against 42.1 us at
-# 128K, 50.4 against 57.2 at 256K, balanced 1M 35.1 against 41.0.
+# 65.8 / 115.6; three stages were slower (23.1 us at 16K, call 2), four slower still (26.1: 24 KB of shared memory a
+# program). Chunks of about 256 keys rather than 128 (lengths where SPAN_FILL does not cut them finer; call 3): 36.5
+# against 42.1 us at 128K, 50.4 against 57.2 at 256K, balanced 1M 35.1 against 41.0.
 DECODE_TILE = (256, 16, 1, 2)
 # Tiling of the window's chunks by KV head on a GPU (WINDOW_GROUPS): (keys per chunk, about; keys per block; pipeline
 # stages). Chunks of 64 or 256 keys were no faster (benchmarks/results/decode-window-groups-h200-2026-12-02/);
@@ -525,8 +525,8 @@ def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, 
         heads_q, heads_kv, len_q, group, tables.width, tables.capacity, n_window, chunk_w, n_split_w, chunk_s,
         n_split_s, span_base, n_slots, n_pieces, scale,
         D=dim, BN=block, STAGES=stages, BNW=block_w, GP=max(16, next_pow2(group)), WSTAGES=stages_w, KSEL=ksel,
-        KP=next_pow2(ksel), NPP=next_pow2(n_pieces), UPCAST=interp, PREC=dot_precision(q.dtype), GDC=pdl, ORDER=_chunk_order(n_split_s),
-        GROUPS=groups, num_warps=warps, num_stages=stages, **launch,
+        KP=next_pow2(ksel), NPP=next_pow2(n_pieces), UPCAST=interp, PREC=dot_precision(q.dtype), GDC=pdl,
+        ORDER=_chunk_order(n_split_s), GROUPS=groups, num_warps=warps, num_stages=stages, **launch,
     )
     cols, warps = (dim // 2, 1) if interp else (min(COMBINE_TILE[0], dim), COMBINE_TILE[1])
     sbw, sbs = (2, 2) if interp else (next_pow2(n_split_w), next_pow2(n_split_s))  # chunks merged a round
