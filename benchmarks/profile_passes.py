@@ -5,7 +5,8 @@
 Each attention and dk/dv pass is also timed under several tilings. Also prints the tile efficiency of the
 span and window entry lists: attended keys over keys walked (a tile walks the union of its entries'
 ranges). `--plain-loads` reads K/V without tensor descriptors, for a per-pass before/after; `--forward` stops
-after the forward passes; `--span-mean` uses the span-mean search key (and also times the search's hi-only loop).
+after the forward passes; `--span-mean` uses the span-mean search key (and also times the search's hi-only loop). The
+search is also timed with its candidates in pieces of 48 anchors (the order that would keep a piece's rows in L2).
 `--decode` times one decode row instead (CUDA-graph replays): the search, the two attention kernels, the whole step
 and dense SDPA over every key, against the time to read the keys and values the row attends at the card's memory
 bandwidth; then the two kernels under each tiling of VARIANTS["decode"] (a span's chunks) and of VARIANTS["decode
@@ -109,6 +110,14 @@ def profile_one(name: str, cfg: SuperlinearConfig, length: int, forward_only: bo
     anchors, scores = timed("search", lambda: search_topk(qs, k, cfg, pos, s0, length))
     if cfg.search_key == "span_mean":  # the screening loop's cost (docs/semantics.md design note): not exact
         timed("search, hi parts only (timing)", lambda: search_topk(qs, k, cfg, pos, s0, length, hi_only=True))
+    # The candidates in pieces of 48 anchors, every row's first piece before any row's second (the grid's order), so
+    # that a piece's keys or running sums stay in L2 (docs/semantics.md, the design note's last paragraph); unmerged,
+    # so timing only (with the span mean each piece rescores its kept candidates).
+    timed("search in pieces of 48, unmerged (timing)", lambda: search_topk(
+        qs, k, cfg, pos, s0, length, split_candidates=48, merge=False))
+    if cfg.search_key == "span_mean":
+        timed("search, hi parts only, in pieces of 48 (timing)", lambda: search_topk(
+            qs, k, cfg, pos, s0, length, hi_only=True, split_candidates=48, merge=False))
     for bn, warps in VARIANTS["search"]:
         timed(f"search {bn} anchors x {warps} warps", lambda bn=bn, warps=warps: search_topk(
             qs, k, cfg, pos, s0, length, block_n=bn, num_warps=warps))
