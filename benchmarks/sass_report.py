@@ -205,7 +205,9 @@ def report(kernel: str, length: int, tiles: tuple[int, ...], keep: str | None) -
                 # device-wide fences: what acquire-release atomics cost (one per element added)
                 gpu_fences=len(re.findall(r"MEMBAR\.\w+\.GPU", sass)),
                 # programmatic dependent launch: waits for the kernel before, and the go-ahead to the one after
-                grid_dependency=collections.Counter(re.findall(r"griddepcontrol\.(\w+)", compiled.asm["ptx"])))
+                grid_dependency=collections.Counter(re.findall(r"griddepcontrol\.(\w+)", compiled.asm["ptx"])),
+                # copies to shared memory that a pipelined loop issues ahead of their use (none: no loop is pipelined)
+                async_copies=len(re.findall(r"cp\.async\.c[ag]\.shared", compiled.asm["ptx"])))
 
 
 def main(argv: list[str] | None = None) -> int:
