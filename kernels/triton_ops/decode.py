@@ -416,9 +416,8 @@ def _span_split(length: int, target: int, block: int, n_spans: int, device: torc
     as few chunks as take that many blocks of `block` keys each (a program's time goes by its blocks)."""
     if SPAN_FILL is None or interpreting() or device.type != "cuda":
         return _key_split(length, target)
-    n_split, chunk = _key_split(length, target, cdiv(SPAN_FILL * _sm_count(device), n_spans), 16)
-    n_split = cdiv(max(length, 1), cdiv(chunk, block) * block)
-    return n_split, cdiv(max(length, 1), n_split)
+    _, chunk = _key_split(length, target, cdiv(SPAN_FILL * _sm_count(device), n_spans), 16)
+    return _key_split(length, cdiv(chunk, block) * block)
 
 
 @functools.cache
