@@ -84,3 +84,18 @@ def plot_by_length(ax, times: dict, lines, title: str, legend_size: int = 7) -> 
                 ax.plot(lengths, us, style, color="k" if step == "dense SDPA" else color,
                         label=label if step == "dense SDPA" else f"{setting}: {label}")
     step_axes(ax, "cache length (keys)", title, legend_size)
+
+
+def draw_steps(folder: Path, summary: dict, panels, name: str = "steps.png") -> None:
+    """A results folder's figure: a `plot_by_length` panel per (log name, lines) of `panels`, side by side, titled with
+    the log's name and the card of `summary` (`summarize`), saved as `folder/name`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    for ax, (log, lines) in zip(axes[0], panels):
+        plot_by_length(ax, read(folder / f"{log}.log")[0], lines, f"{log}, {summary['card'].split(',')[0]}")
+    fig.tight_layout()
+    fig.savefig(folder / name, dpi=110)

@@ -129,7 +129,8 @@ def kernel_and_args(kernel: str, length: int, tiles: tuple[int, ...]):
         if name == "combine":  # a range's chunks merged at once, COMBINE_TILE's columns of D per program
             return decode._decode_combine_kernel, dict(**lists, OUT="*bf16", **slots), dict(
                 D=D, DC=decode.COMBINE_TILE[0], KSEL=3, KP=4, SBW=triton.next_power_of_2(n_split_w),
-                SBS=triton.next_power_of_2(n_split_s), NPP=64, GDC=pdl, ONE_W=True, ONE_S=True)
+                SBS=triton.next_power_of_2(n_split_s), NPP=64, GDC=pdl, ONE_W=True, ONE_S=True,
+                LATE=decode.GATES_BEFORE_WAIT)
         q_strides = dict(zip(("sqb", "sqh", "sql", "sqd"), _strides(1, HQ)))
         args = dict(Q="*bf16", K="*bf16", V="*bf16", **lists, POS="*i64", S0="*i64", BACK="*i64", FWD="*i64",
                     **q_strides, **k_strides, **v_strides, **slots, H_Q=HQ, H_KV=HKV, L_Q=1, G=G, W=2032,
@@ -138,7 +139,8 @@ def kernel_and_args(kernel: str, length: int, tiles: tuple[int, ...]):
         _, window_block, window_stages = decode.WINDOW_TILE
         return decode._decode_partial_kernel, args, dict(
             D=D, BN=bn, STAGES=tiles[3], BNW=window_block, GP=max(16, G), WSTAGES=window_stages, KSEL=3, KP=4, NPP=64,
-            UPCAST=False, PREC="tf32", GDC=pdl, ORDER=decode._chunk_order(n_split_s), GROUPS=arg != "rows")
+            UPCAST=False, PREC="tf32", GDC=pdl, ORDER=decode._chunk_order(n_split_s), GROUPS=arg != "rows",
+            LATE=decode.GATES_BEFORE_WAIT)
     raise SystemExit(f"error: unknown kernel {kernel!r}; use entry:MODE, dkdv:NJ, search[:span_mean|:hi_only], span_lists, "
                      "decode[:pdl|:rows] or combine[:pdl]")
 
@@ -206,6 +208,9 @@ def report(kernel: str, length: int, tiles: tuple[int, ...], keep: str | None) -
                 gpu_fences=len(re.findall(r"MEMBAR\.\w+\.GPU", sass)),
                 # programmatic dependent launch: waits for the kernel before, and the go-ahead to the one after
                 grid_dependency=collections.Counter(re.findall(r"griddepcontrol\.(\w+)", compiled.asm["ptx"])),
+                # global loads issued before the first wait for the kernel before (those that need nothing from it)
+                loads_before_wait=len(re.findall(r"ld\.global", compiled.asm["ptx"].split("griddepcontrol.wait")[0]))
+                if "griddepcontrol.wait" in compiled.asm["ptx"] else None,
                 # copies to shared memory that a pipelined loop issues ahead of their use (none: no loop is pipelined)
                 async_copies=len(re.findall(r"cp\.async\.c[ag]\.shared", compiled.asm["ptx"])))
 
@@ -232,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  device-wide memory fences: {r['gpu_fences']}")
     if r["grid_dependency"]:
         print("  programmatic dependent launch: " + ", ".join(f"{op} {n}" for op, n in r["grid_dependency"].items()))
+        print(f"  global loads before the first wait: {r['loads_before_wait']}")
     return 0
 
 

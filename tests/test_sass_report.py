@@ -47,16 +47,21 @@ def test_decode_kernels_compile_for_hopper_without_spills(sass_report, kernel):
     partial kernel, and without it neither holds such an instruction. A chunk's loop by query row (a span's, and with
     the window by query row the window's: `decode:rows` compiles no other loop) copies its next blocks ahead
     (`cp.async`): a plain `range` loop without products is not pipelined, and each block then waits for its own
-    loads (released decode 64K took 30.5 us against 26.7 on an H200)."""
-    from slkernels.triton_ops.decode import COMBINE_TILE, DECODE_TILE
+    loads (released decode 64K took 30.5 us against 26.7 on an H200). With GATES_BEFORE_WAIT the partial kernel
+    gives the go-ahead twice (a window's program at its start, a span's after its wait) and the combine loads the
+    search's lists before its wait; without it, once, and the combine loads nothing before its wait."""
+    from slkernels.triton_ops.decode import COMBINE_TILE, DECODE_TILE, GATES_BEFORE_WAIT
 
     # the combine launches with Triton's default stages (3)
     warps, stages = (COMBINE_TILE[1], 3) if kernel.startswith("combine") else DECODE_TILE[2:4]
     r = sass_report.report(kernel, 1 << 20, (1, 16, warps, stages), None)
     assert r["stack_bytes"] == 0, f"{kernel}: {r['stack_bytes']} B spilled"
     assert r["gpu_fences"] == 0, f"{kernel}: {r['gpu_fences']} device-wide fences"
-    expected = {"decode:pdl": {"launch_dependents": 1, "wait": 2}, "combine:pdl": {"wait": 1}}.get(kernel, {})
+    go_aheads = 2 if GATES_BEFORE_WAIT else 1
+    expected = {"decode:pdl": {"launch_dependents": go_aheads, "wait": 2}, "combine:pdl": {"wait": 1}}.get(kernel, {})
     assert dict(r["grid_dependency"]) == expected
+    if kernel == "combine:pdl":  # the top-k lists' anchors and scores
+        assert r["loads_before_wait"] == (2 if GATES_BEFORE_WAIT else 0), r["loads_before_wait"]
     if kernel == "decode:rows":
         assert r["async_copies"] > 0, "the chunks' loop by query row is not pipelined (no cp.async)"
 

@@ -87,6 +87,16 @@ COMBINE_TILE = (16, 1)
 # 86.3 / 80.5, 119.5 / 116.1 at 128K / 256K / 512K / 1M (by query row; 1M 119.2-120.2 / 115.8 on a second machine);
 # balanced faster with it at every length (17.5-18.4 / 23.0 at 16K, 41.1 / 42.8 at 1M).
 DECODE_PDL = None
+# With DECODE_PDL, where the partial kernel lets the combine start: False, every program at its start; True, a window's
+# program at its start and a span's once it has waited for the search (`gdc_wait`). The combine, which then starts
+# only after the search has ended, merges the search's pieces and takes the gates before its own wait, off the chain
+# that follows the partial kernel. (The window's programs, the longest where spans are short, would hold the combine
+# back if they too let it start only after their wait.) Timed on an H200 as a model's graph holds the step
+# (benchmarks/results/decode-span-chunks-h200-2026-12-02/, call 3), True / False: released 18.5 / 18.6-18.7, 21.1-21.2 /
+# 21.3-21.4, 25.8 / 26.4, 35.2-35.3 / 35.9, 49.7 / 50.1-50.2, 109.2-109.4 / 109.1-109.3 us at 16K / 32K / 64K / 128K
+# / 256K / 1M; balanced 12.5-12.8 / 12.6 at 16K, 0.2-0.6 us faster at 64K-1M. Every program letting it start after
+# its wait (call 2): 17.8 against 18.6 at released 16K, but 22.5 against 21.5 at 32K and 0.7 slower at balanced 16K.
+GATES_BEFORE_WAIT = True
 # The order in which the partial kernel's span programs start (after every window chunk): 0 the spans of every row
 # within a chunk index, 1 the chunks of a span together. None: 1 where a span has at least ORDER_FROM_CHUNKS chunks
 # (the step is several waves of programs), else 0.
@@ -112,6 +122,11 @@ GROUPS_BELOW_PER_SM = 11
 # (256K 24.2 against 25.3). From 11 the span programs pass GROUPS_BELOW_PER_SM and the window goes by query row: 31 us
 # at 16K.
 SPAN_FILL = 10
+# The fewest blocks (of DECODE_TILE's keys per block) a span's chunk is cut to where SPAN_FILL cuts spans finer. With
+# the loop pipelined, released 16K took 18.0-18.1 us with 6 (9 chunks of 93 keys) against 18.5-18.6 (14 of 60), but
+# balanced 16K-64K 1.1-2.2 us longer (benchmarks/results/decode-span-chunks-h200-2026-12-02/, call 1; 4 and 8 no
+# better anywhere, SPAN_FILL 7 as there and 0.6-1.1 us slower at released 64K-128K).
+SPAN_MIN_BLOCKS = 1
 # Tiny shapes under TRITON_INTERPRET: several chunks and blocks per span, several chunks per window.
 _INTERPRETER_TILE = (16, 16, 1, 1)
 _INTERPRETER_WINDOW = (4, 16, 1)
@@ -215,7 +230,7 @@ def _row_chunk(Q, K, V, ANCH, SCORE, POS, S0, BACK, FWD, PART, row_all, jj, spli
                sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
                H_Q, L_Q, G, W, t_cap, qk_scale,
                D: tl.constexpr, BN: tl.constexpr, STAGES: tl.constexpr, KSEL: tl.constexpr, KP: tl.constexpr,
-               NPP: tl.constexpr, IS_WINDOW: tl.constexpr, WAIT: tl.constexpr):
+               NPP: tl.constexpr, IS_WINDOW: tl.constexpr, WAIT: tl.constexpr, LATE: tl.constexpr):
     """Chunk `split` (of `chunk_s` keys) of one range of query row `row_all` ((b * H_q + h) * L_q + r): its window
     (IS_WINDOW) or its span `jj` (the span of the jj-th of the row's top k, from the search's pieces). Running max,
     sum and accumulator into scratch slot `slot`. One head's keys are scored one row at a time (a [BN x D] block
@@ -224,7 +239,7 @@ def _row_chunk(Q, K, V, ANCH, SCORE, POS, S0, BACK, FWD, PART, row_all, jj, spli
     pipelined: each block would wait for its own loads). WAIT: wait for the kernel before (DECODE_PDL); a window
     needs nothing from it and waits only before its stores, a span before it reads the search's lists, after the
     loads that need nothing from it (position, query, the span tables), which then leave the chain that follows the
-    search."""
+    search. LATE (a span's chunk): let the kernel after start once this program has waited (GATES_BEFORE_WAIT)."""
     r = row_all % L_Q
     bh = row_all // L_Q
     h = bh % H_Q
@@ -244,6 +259,8 @@ def _row_chunk(Q, K, V, ANCH, SCORE, POS, S0, BACK, FWD, PART, row_all, jj, spli
         fwd = tl.load(FWD + tc)
         if WAIT:
             tl.extra.cuda.gdc_wait()
+            if LATE:
+                tl.extra.cuda.gdc_launch_dependents()
         top_a, _ = _top_of_pieces(ANCH, SCORE, row_all.to(tl.int64), n_pieces, KSEL, KP, NPP)
         a = tl.sum(tl.where(tl.arange(0, KP) == jj, top_a, 0), axis=0).to(tl.int64)
         lo, hi = span_range(a, back, fwd, s0, pos, W)
@@ -288,7 +305,7 @@ def _decode_partial_kernel(
     D: tl.constexpr, BN: tl.constexpr, STAGES: tl.constexpr, BNW: tl.constexpr, GP: tl.constexpr,
     WSTAGES: tl.constexpr, KSEL: tl.constexpr,
     KP: tl.constexpr, NPP: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr, GDC: tl.constexpr,
-    ORDER: tl.constexpr, GROUPS: tl.constexpr,
+    ORDER: tl.constexpr, GROUPS: tl.constexpr, LATE: tl.constexpr,
 ):
     """The first `n_window` programs: the window's chunks, with GROUPS a KV head's query heads together
     (`_window_chunk`), else a query row's (`_row_chunk`); they need nothing from the search, so they start first
@@ -296,8 +313,8 @@ def _decode_partial_kernel(
     (`CHUNK_ORDER`): 1 a span's chunks together, 0 a chunk index's spans together."""
     pid = tl.program_id(0)
     qk_scale = sm_scale * LOG2E
-    if GDC:  # DECODE_PDL: the combine may be scheduled now
-        tl.extra.cuda.gdc_launch_dependents()
+    if GDC and (not LATE or pid < n_window):  # DECODE_PDL: the combine may be scheduled now (LATE: a span's program
+        tl.extra.cuda.gdc_launch_dependents()  # once it has waited for the search)
     if pid < n_window:  # with DECODE_PDL a window writes only once the search has ended (the scratch buffer may
         # hold memory the search is still using)
         if GROUPS:
@@ -307,7 +324,8 @@ def _decode_partial_kernel(
         else:
             _row_chunk(Q, K, V, ANCH, SCORE, POS, S0, BACK, FWD, PART, pid // n_split_w, 0, pid % n_split_w,
                        chunk_w, pid.to(tl.int64), n_slots, n_pieces, sqb, sqh, sql, sqd, skb, skh, skl, skd,
-                       svb, svh, svl, svd, H_Q, L_Q, G, W, t_cap, qk_scale, D, BN, STAGES, KSEL, KP, NPP, True, GDC)
+                       svb, svh, svl, svd, H_Q, L_Q, G, W, t_cap, qk_scale, D, BN, STAGES, KSEL, KP, NPP, True, GDC,
+                       False)
     else:  # with DECODE_PDL a span waits for the search's lists (`_row_chunk`)
         sp = pid - n_window
         if ORDER == 1:
@@ -320,7 +338,7 @@ def _decode_partial_kernel(
         slot = span_base + rng.to(tl.int64) * n_split_s + split
         _row_chunk(Q, K, V, ANCH, SCORE, POS, S0, BACK, FWD, PART, rng // KSEL, rng % KSEL, split, chunk_s, slot,
                    n_slots, n_pieces, sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
-                   H_Q, L_Q, G, W, t_cap, qk_scale, D, BN, STAGES, KSEL, KP, NPP, False, GDC)
+                   H_Q, L_Q, G, W, t_cap, qk_scale, D, BN, STAGES, KSEL, KP, NPP, False, GDC, LATE)
 
 
 @triton.jit
@@ -366,12 +384,13 @@ def _merge_round(PM, PL, PACC, base, s0, n_split, offs_d, m, total, acc, D: tl.c
 def _decode_combine_kernel(
     ANCH, SCORE, PART, OUT, n_split_w, n_split_s, span_base, n_slots, n_pieces,
     D: tl.constexpr, DC: tl.constexpr, KSEL: tl.constexpr, KP: tl.constexpr, SBW: tl.constexpr, SBS: tl.constexpr,
-    NPP: tl.constexpr, GDC: tl.constexpr, ONE_W: tl.constexpr, ONE_S: tl.constexpr,
+    NPP: tl.constexpr, GDC: tl.constexpr, ONE_W: tl.constexpr, ONE_S: tl.constexpr, LATE: tl.constexpr,
 ):
     """One program a row and DC of its D columns: each range's chunks merged, every span joined with the window,
     mixed by the gate (the softmax of the row's top-k scores); the window alone where the row has no span. (The
-    columns' programs repeat the row's few scalar merges; each reads only its columns of the chunks' accumulators.)"""
-    if GDC:  # DECODE_PDL: launched while the partial kernel runs, it waits for its results
+    columns' programs repeat the row's few scalar merges; each reads only its columns of the chunks' accumulators.)
+    LATE (GATES_BEFORE_WAIT): the search has ended before this kernel starts, so the gates come before the wait."""
+    if GDC and not LATE:  # DECODE_PDL: launched while the partial kernel runs, it waits for its results
         tl.extra.cuda.gdc_wait()
     row_all = tl.program_id(0).to(tl.int64)
     offs_d = tl.program_id(1) * DC + tl.arange(0, DC)
@@ -381,6 +400,8 @@ def _decode_combine_kernel(
     top = tl.max(tl.where(ok, scores, NEG_BIG), axis=0)
     ex = tl.where(ok, tl.exp(scores - top), 0.0)
     gates = ex / tl.maximum(tl.sum(ex, axis=0), 1e-30)
+    if GDC and LATE:
+        tl.extra.cuda.gdc_wait()
 
     PM, PL, PACC = _parts(PART, n_slots)
     m_w, l_w, a_w = _merge(PM, PL, PACC, row_all * n_split_w, n_split_w, offs_d, D, SBW, ONE_W)
@@ -416,7 +437,7 @@ def _span_split(length: int, target: int, block: int, n_spans: int, device: torc
     as few chunks as take that many blocks of `block` keys each (a program's time goes by its blocks)."""
     if SPAN_FILL is None or interpreting() or device.type != "cuda":
         return _key_split(length, target)
-    _, chunk = _key_split(length, target, cdiv(SPAN_FILL * _sm_count(device), n_spans), 16)
+    _, chunk = _key_split(length, target, cdiv(SPAN_FILL * _sm_count(device), n_spans), SPAN_MIN_BLOCKS * block)
     return _key_split(length, cdiv(chunk, block) * block)
 
 
@@ -525,13 +546,14 @@ def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, 
         n_split_s, span_base, n_slots, n_pieces, scale,
         D=dim, BN=block, STAGES=stages, BNW=block_w, GP=max(16, next_pow2(group)), WSTAGES=stages_w, KSEL=ksel,
         KP=next_pow2(ksel), NPP=next_pow2(n_pieces), UPCAST=interp, PREC=dot_precision(q.dtype), GDC=pdl,
-        ORDER=_chunk_order(n_split_s), GROUPS=groups, num_warps=warps, num_stages=stages, **launch,
+        ORDER=_chunk_order(n_split_s), GROUPS=groups, LATE=GATES_BEFORE_WAIT, num_warps=warps, num_stages=stages,
+        **launch,
     )
     cols, warps = (dim // 2, 1) if interp else (min(COMBINE_TILE[0], dim), COMBINE_TILE[1])
     sbw, sbs = (2, 2) if interp else (next_pow2(n_split_w), next_pow2(n_split_s))  # chunks merged a round
     _decode_combine_kernel[(rows, dim // cols)](
         anchors, scores, part, out, n_split_w, n_split_s, span_base, n_slots, n_pieces,
         D=dim, DC=cols, KSEL=ksel, KP=next_pow2(ksel), SBW=sbw, SBS=sbs, NPP=next_pow2(n_pieces), GDC=pdl,
-        ONE_W=sbw >= n_split_w, ONE_S=sbs >= n_split_s, num_warps=warps, **launch,
+        ONE_W=sbw >= n_split_w, ONE_S=sbs >= n_split_s, LATE=GATES_BEFORE_WAIT, num_warps=warps, **launch,
     )
     return out

@@ -9,11 +9,6 @@ against 8 (before), 9 and 11. Right: call 2, the spans' chunks by KV head (exact
 import sys
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # benchmarks/
 import decode_logs  # noqa: E402
@@ -26,7 +21,6 @@ LOGS = {"compare-call1": "the early loads (slk_new) against 0ea1d31 (slk_old); c
 
 summary = decode_logs.summarize(HERE, LOGS)
 
-fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
 panels = (("compare-call4", (("slkernels", "SPAN_FILL 10 (kept)", "o-"), ("slkernels, SPAN_FILL=8", "8 (before)", "s--"),
                              ("slkernels, SPAN_FILL=9", "9", "d:"), ("slkernels, SPAN_FILL=11", "11", "x:"),
                              ("dense SDPA", "dense SDPA", "^-"))),
@@ -34,7 +28,4 @@ panels = (("compare-call4", (("slkernels", "SPAN_FILL 10 (kept)", "o-"), ("slker
                              ("slkernels, DECODE_COVER=True; COVER_TILE=(2, 32, 4, 3)",
                               "a KV head's chunks, best tiling (not kept)", "x:"),
                              ("dense SDPA", "dense SDPA", "^-"))))
-for ax, (name, lines) in zip(axes, panels):
-    decode_logs.plot_by_length(ax, decode_logs.read(HERE / f"{name}.log")[0], lines, f"{name}, {summary['card'].split(',')[0]}")
-fig.tight_layout()
-fig.savefig(HERE / "steps.png", dpi=110)
+decode_logs.draw_steps(HERE, summary, panels)

@@ -10,11 +10,6 @@ the pipeline stages of the span loop (three stages in the tree, windows by query
 import sys
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # benchmarks/
 import decode_logs  # noqa: E402
@@ -31,7 +26,6 @@ LOGS = {"compare-call1": "span-trim.patch applied (slkernels) against d254ce3 (s
 
 summary = decode_logs.summarize(HERE, LOGS)
 
-fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
 panels = (("compare-call4", (("slkernels", "two stages, chunks of 256 (kept)", "o-"),
                              ("slk_old", "a plain loop, chunks of 128 (before)", "s--"),
                              ("slkernels, DECODE_TILE=(128, 16, 1, 2)", "two stages, chunks of 128", "d:"),
@@ -41,8 +35,4 @@ panels = (("compare-call4", (("slkernels", "two stages, chunks of 256 (kept)", "
                              ("slkernels", "three stages", "x:"),
                              ("slkernels, DECODE_TILE=(128, 16, 1, 4)", "four stages", "v:"),
                              ("dense SDPA", "dense SDPA", "^-"))))
-for ax, (name, lines) in zip(axes, panels):
-    times = decode_logs.read(HERE / f"{name}.log")[0]
-    decode_logs.plot_by_length(ax, times, lines, f"{name}, {summary['card'].split(',')[0]}")
-fig.tight_layout()
-fig.savefig(HERE / "steps.png", dpi=110)
+decode_logs.draw_steps(HERE, summary, panels)

@@ -9,11 +9,6 @@ the code before them (136853b). Right: call 4, the cover layout (exact) against 
 import sys
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # benchmarks/
 import decode_logs  # noqa: E402
@@ -24,13 +19,9 @@ LOGS = {"compare-cuts-call1": "valid", "compare-cover-call2": "void: the cover r
 
 summary = decode_logs.summarize(HERE, LOGS, "status")
 
-fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
 panels = (("compare-cuts-call1", (("slkernels", "with the two cuts (kept)", "o-"), ("slk_old", "before them (136853b)", "s--"),
                                   ("dense SDPA", "dense SDPA", "^-"))),
           ("compare-cover-call4", (("slkernels, DECODE_COVER=False", "per-range chunks (kept)", "o-"),
                                    ("slkernels, DECODE_COVER=True", "cover: a KV head's keys once (not kept)", "x:"),
                                    ("dense SDPA", "dense SDPA", "^-"))))
-for ax, (name, lines) in zip(axes, panels):
-    decode_logs.plot_by_length(ax, decode_logs.read(HERE / f"{name}.log")[0], lines, f"{name}, {summary['card'].split(',')[0]}")
-fig.tight_layout()
-fig.savefig(HERE / "steps.png", dpi=110)
+decode_logs.draw_steps(HERE, summary, panels)
