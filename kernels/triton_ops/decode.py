@@ -140,13 +140,14 @@ def _top_of_pieces(ANCH, SCORE, row, n_pieces, KSEL: tl.constexpr, KP: tl.conste
     otherwise: none ranks as -inf, equal scores keep the earlier column first (within a piece and across pieces,
     the larger anchor), and NaN ranks above everything (as torch sorts it). KSEL rounds of max; the picked entries
     are moved as integers (a score's bits unchanged, -0.0 and NaN included), so the selection equals the merge's
-    to the bit."""
+    to the bit. The lists come from L2 (".cg"), never from an SM's L1: another kernel wrote them, and with
+    GATES_BEFORE_WAIT the combine reads them before its wait."""
     c = tl.arange(0, NPP)
     cols = tl.arange(0, KP)
     inb = c < n_pieces
     base = row * n_pieces
-    a = tl.load(ANCH + base + c, mask=inb, other=-1)
-    bits = tl.load(SCORE + base + c, mask=inb, other=0.0).to(tl.int32, bitcast=True)
+    a = tl.load(ANCH + base + c, mask=inb, other=-1, cache_modifier=".cg")
+    bits = tl.load(SCORE + base + c, mask=inb, other=0.0, cache_modifier=".cg").to(tl.int32, bitcast=True)
     some = a >= 0
     rank = tl.where(some, bits.to(tl.float32, bitcast=True), float("-inf"))
     nan = some & ((bits & 0x7FFFFFFF) > 0x7F800000)

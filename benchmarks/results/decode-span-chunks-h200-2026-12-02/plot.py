@@ -19,7 +19,11 @@ LOGS = {"compare-call1": "the tree with SPAN_MIN_BLOCKS 1 (slkernels, the commit
         "compare-call2": "GATES_BEFORE_WAIT True, every program of the partial kernel letting the combine start after "
                          "its wait (slkernels), against False",
         "compare-call3": "GATES_BEFORE_WAIT True as committed, a window's program letting the combine start at its "
-                         "start and a span's after its wait (slkernels), against False"}
+                         "start and a span's after its wait (slkernels), against False",
+        "compare-call5": "commit 622d824 (slkernels, COMBINE_TILE (16, 1)): the combine's tiling (32, 1), (64, 2), "
+                         "(128, 4)",
+        "compare-call7": "the search's lists read from L2 in _top_of_pieces (slkernels) against commit 622d824 "
+                         "(slk_old)"}
 
 summary = decode_logs.summarize(HERE, LOGS)
 
