@@ -95,7 +95,8 @@ DECODE_PDL = None
 # (benchmarks/results/decode-span-chunks-h200-2026-12-02/, call 3), True / False: released 18.5 / 18.6-18.7, 21.1-21.2 /
 # 21.3-21.4, 25.8 / 26.4, 35.2-35.3 / 35.9, 49.7 / 50.1-50.2, 109.2-109.4 / 109.1-109.3 us at 16K / 32K / 64K / 128K
 # / 256K / 1M; balanced 12.5-12.8 / 12.6 at 16K, 0.2-0.6 us faster at 64K-1M. Every program letting it start after
-# its wait (call 2): 17.8 against 18.6 at released 16K, but 22.5 against 21.5 at 32K and 0.7 slower at balanced 16K.
+# its wait (call 2): 17.8 against 18.5-18.6 at released 16K, but 22.5 against 21.5 at 32K and 0.5-0.9 slower at
+# balanced 16K.
 GATES_BEFORE_WAIT = True
 # The order in which the partial kernel's span programs start (after every window chunk): 0 the spans of every row
 # within a chunk index, 1 the chunks of a span together. None: 1 where a span has at least ORDER_FROM_CHUNKS chunks
