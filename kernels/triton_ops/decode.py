@@ -128,6 +128,13 @@ SPAN_FILL = 10
 # balanced 16K-64K 1.1-2.2 us longer (benchmarks/results/decode-span-chunks-h200-2026-12-02/, call 1; 4 and 8 no
 # better anywhere, SPAN_FILL 7 as there and 0.6-1.1 us slower at released 64K-128K).
 SPAN_MIN_BLOCKS = 1
+# Long spans only, (blocks, from): where SPAN_FILL cuts a span of at least `from` blocks, its chunks keep at least
+# `blocks` blocks (None: SPAN_MIN_BLOCKS everywhere). Six blocks had helped released 16K (53-block spans) and cost
+# balanced 16K-64K (17-33 blocks) as SPAN_MIN_BLOCKS above. (6, 40), against None in one process
+# (benchmarks/results/decode-prefetch-h200-2026-12-03/, call 2): released 16K 18.2-18.3 against 18.6-18.7 us (9 chunks
+# of 93 keys against 14 of 60), every other length of both settings within 0.1 us (balanced 128K and 256K, whose
+# chunks it also changes, included).
+LONG_SPAN_BLOCKS = (6, 40)
 # Tiny shapes under TRITON_INTERPRET: several chunks and blocks per span, several chunks per window.
 _INTERPRETER_TILE = (16, 16, 1, 1)
 _INTERPRETER_WINDOW = (4, 16, 1)
@@ -439,7 +446,10 @@ def _span_split(length: int, target: int, block: int, n_spans: int, device: torc
     as few chunks as take that many blocks of `block` keys each (a program's time goes by its blocks)."""
     if SPAN_FILL is None or interpreting() or device.type != "cuda":
         return _key_split(length, target)
-    _, chunk = _key_split(length, target, cdiv(SPAN_FILL * _sm_count(device), n_spans), SPAN_MIN_BLOCKS * block)
+    least = SPAN_MIN_BLOCKS
+    if LONG_SPAN_BLOCKS is not None and cdiv(length, block) >= LONG_SPAN_BLOCKS[1]:
+        least = max(least, LONG_SPAN_BLOCKS[0])
+    _, chunk = _key_split(length, target, cdiv(SPAN_FILL * _sm_count(device), n_spans), least * block)
     return _key_split(length, cdiv(chunk, block) * block)
 
 
