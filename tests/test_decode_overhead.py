@@ -551,7 +551,7 @@ def test_program_order_follows_the_number_of_chunks(monkeypatch):
 def test_short_contexts_cut_spans_finer_and_group_the_window_until_the_spans_fill_the_gpu(monkeypatch):
     """decode.SPAN_FILL: on a GPU of 132 SMs, released, one row of 32 query heads (96 spans): at 16K the spans' 4
     chunks of DECODE_TILE's length become 14 (10 programs per SM at least), or 9 of six blocks where
-    LONG_SPAN_BLOCKS (6, 40) keeps a long span's chunks at six blocks (16K released: 53; balanced 64K's 33-block
+    SPAN_MIN_BLOCKS (6, 40) keeps a long span's chunks at six blocks (16K released: 53; balanced 64K's 33-block
     spans keep their 11 chunks of three blocks), at 1M the 33 stay. decode.WINDOW_GROUPS
     None: the window's chunks by KV head below GROUPS_BELOW_PER_SM span programs per SM (16K: 1344), by query row
     above (1M: 3168), and wherever a KV head has one query head or heads have D > 128; a set value wins. Off a GPU
@@ -567,9 +567,8 @@ def test_short_contexts_cut_spans_finer_and_group_the_window_until_the_spans_fil
     assert splits == {16384: (9, 93), 1 << 20: (33, 249)}, splits
     balanced = SuperlinearConfig.balanced()
     assert decode._span_split(geometry.geometry_tables(balanced, 65536).span_length(65536), target, 16, 96, gpu) == (11, 47)
-    monkeypatch.setattr(decode, "LONG_SPAN_BLOCKS", None)
+    monkeypatch.setattr(decode, "SPAN_MIN_BLOCKS", (1, 0))
     assert decode._span_split(833, target, 16, 96, gpu) == (14, 60)
-    monkeypatch.setattr(decode, "LONG_SPAN_BLOCKS", (6, 40))
     assert decode._span_split(833, target, 16, 96, torch.device("cpu")) == (4, 209)
     assert [decode._window_groups(96 * n, 16, 128, gpu) for n, _ in splits.values()] == [True, False]
     assert decode._window_groups(10**6, 16, 128, torch.device("cpu"))

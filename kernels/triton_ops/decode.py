@@ -123,18 +123,15 @@ GROUPS_BELOW_PER_SM = 11
 # (256K 24.2 against 25.3). From 11 the span programs pass GROUPS_BELOW_PER_SM and the window goes by query row: 31 us
 # at 16K.
 SPAN_FILL = 10
-# The fewest blocks (of DECODE_TILE's keys per block) a span's chunk is cut to where SPAN_FILL cuts spans finer. With
-# the loop pipelined, released 16K took 18.0-18.1 us with 6 (9 chunks of 93 keys) against 18.5-18.6 (14 of 60), but
-# balanced 16K-64K 1.1-2.2 us longer (benchmarks/results/decode-span-chunks-h200-2026-12-02/, call 1; 4 and 8 no
-# better anywhere, SPAN_FILL 7 as there and 0.6-1.1 us slower at released 64K-128K).
-SPAN_MIN_BLOCKS = 1
-# Long spans only, (blocks, from): where SPAN_FILL cuts a span of at least `from` blocks, its chunks keep at least
-# `blocks` blocks (None: SPAN_MIN_BLOCKS everywhere). Six blocks had helped released 16K (53-block spans) and cost
-# balanced 16K-64K (17-33 blocks) as SPAN_MIN_BLOCKS above. (6, 40), against None in one process
-# (benchmarks/results/decode-prefetch-h200-2026-12-03/, call 2): released 16K 18.2-18.3 against 18.6-18.7 us (9 chunks
-# of 93 keys against 14 of 60), every other length of both settings within 0.1 us (balanced 128K and 256K, whose
-# chunks it also changes, included).
-LONG_SPAN_BLOCKS = (6, 40)
+# The fewest blocks (of DECODE_TILE's keys per block) a span's chunk is cut to where SPAN_FILL cuts spans finer, for
+# spans that hold at least so many blocks: (blocks, from); (1, 0) leaves SPAN_FILL's cut alone. With the loop
+# pipelined, six blocks for every span took released 16K to 18.0-18.1 us (9 chunks of 93 keys) against 18.5-18.6 (14
+# of 60), but balanced 16K-64K (spans of 17-33 blocks) 1.1-2.2 us longer (benchmarks/results/decode-span-chunks-h200-
+# 2026-12-02/, call 1; 4 and 8 no better anywhere). Six only for spans of at least 40 blocks (released 16K's hold 53),
+# against none, in one process (benchmarks/results/decode-prefetch-h200-2026-12-03/, call 2, as LONG_SPAN_BLOCKS):
+# released 16K 18.2-18.3 against 18.6-18.7 us, every other length of both settings within 0.1 us (balanced 128K and
+# 256K, whose chunks it also changes, included).
+SPAN_MIN_BLOCKS = (6, 40)
 # Tiny shapes under TRITON_INTERPRET: several chunks and blocks per span, several chunks per window.
 _INTERPRETER_TILE = (16, 16, 1, 1)
 _INTERPRETER_WINDOW = (4, 16, 1)
@@ -446,9 +443,8 @@ def _span_split(length: int, target: int, block: int, n_spans: int, device: torc
     as few chunks as take that many blocks of `block` keys each (a program's time goes by its blocks)."""
     if SPAN_FILL is None or interpreting() or device.type != "cuda":
         return _key_split(length, target)
-    least = SPAN_MIN_BLOCKS
-    if LONG_SPAN_BLOCKS is not None and cdiv(length, block) >= LONG_SPAN_BLOCKS[1]:
-        least = max(least, LONG_SPAN_BLOCKS[0])
+    least, long_from = SPAN_MIN_BLOCKS
+    least = least if cdiv(length, block) >= long_from else 1
     _, chunk = _key_split(length, target, cdiv(SPAN_FILL * _sm_count(device), n_spans), least * block)
     return _key_split(length, cdiv(chunk, block) * block)
 
