@@ -2,10 +2,12 @@
 
     python benchmarks/sass_report.py KERNEL [--tiles BM,BN,WARPS,STAGES[,REGCAP]] [--length L] [--keep DIR]
 
-KERNEL: ``entry:MODE`` (0 window forward, 1 span forward, 2 delta, 3 dq, 4 fused span dq), ``dkdv:NJ`` (1 window list,
-k span lists), ``search``, ``search:span_mean`` or ``search:hi_only`` (the span-mean search's timing loop; BN =
-anchors per block), ``span_lists`` (BM = rows per program), ``decode`` (the partial kernel of one decode row, its
-window chunks by KV head; BN = keys per block of a span, chunks of BN x 8 keys, STAGES its loop's stages),
+KERNEL: ``entry:MODE`` (0 window forward, 1 span forward, 2 delta, 3 dq, 4 fused span dq), ``ws:MODE`` (the
+warp-specialised forward of attend_ws, 0 or 1; WARPS the default partition's, 4; REGCAP the launch's, 168),
+``dkdv:NJ`` (1 window list, k span lists), ``search``, ``search:span_mean`` or ``search:hi_only`` (the span-mean
+search's timing loop; BN = anchors per block), ``span_lists`` (BM = rows per program), ``decode`` (the partial
+kernel of one decode row, its window chunks by KV head; BN = keys per block of a span, chunks of BN x 8 keys,
+STAGES its loop's stages),
 ``decode:rows`` (the window's chunks by query row: decode.WINDOW_GROUPS False) or ``combine`` (the kernel after it),
 ``decode:pdl`` / ``combine:pdl`` as decode.DECODE_PDL launches them. Prints registers, spilled stack bytes and shared
 memory per program, and the instruction mix of the innermost loop that issues tensor-core products (the cost of one
@@ -57,7 +59,12 @@ def compile_for_sm90(fn, args: dict, consts: dict, warps: int, stages: int, regc
             if value % 16 == 0:
                 attrs[(i,)] = [["tt.divisibility", 16]]
     options = dict(num_warps=warps, num_stages=stages, **({"maxnreg": regcap} if regcap else {}))
-    source = ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs)
+    if getattr(fn, "is_gluon", lambda: False)():
+        from triton.experimental.gluon._runtime import GluonASTSource
+
+        source = GluonASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs)
+    else:
+        source = ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs)
     return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
 
 
@@ -86,6 +93,21 @@ def kernel_and_args(kernel: str, length: int, tiles: tuple[int, ...]):
         consts = dict(NJ=nj, MODE=mode, D=D, BM=bm, BN=bn, PREC="tf32", UPCAST=False, USE_DESC=True, Q_ROWS=True,
                       DQ_FINAL=mode == 3, STORE_OW=mode == 0, STORE_OUT=mode == 0, KS=3 if mode == 0 else 0)
         return attend._entry_kernel, args, consts
+    if name == "ws":  # the warp-specialised forward of attend_ws: ws:1 spans, ws:0 window (mixing 3 spans)
+        from slkernels.triton_ops import attend_ws
+        from triton.experimental.gluon import language as gl
+
+        mode = int(arg or 1)
+        nj = 3 if mode == 1 else 1
+        desc = f"tensordesc<bf16[{bn}, {D}],{gl.NVMMASharedLayout.get_default_for([bn, D], gl.bfloat16)!r}>"
+        args = dict(Q="*bf16", K_DESC=desc, V_DESC=desc, ENT_ID="*i32", ENT_LO="*i32", ENT_HI="*i32",
+                    ENT_COUNT="*i32", ent_stride=length * G * nj, tiles_per_grp=length * G * nj // (2 * bm),
+                    n_tiles=HKV * length * G * nj // (2 * bm), OW="*bf16", LSEW="*fp32", SPAN_O="*bf16", OUT="*bf16",
+                    GATE="*fp32", LSE_IN="*fp32", OUT_E="*fp32", sqb=HQ * length * D, sqh=length * D, sql=D, H_Q=HQ,
+                    H_KV=HKV, L_Q=length, L_KV=length, sm_scale=D**-0.5)
+        consts = dict(NJ=nj, MODE=mode, D=D, BM=bm, BN=bn, STAGES=tiles[3], REGS=attend_ws.WS_TILES[3], Q_ROWS=True,
+                      STORE_OW=False, STORE_OUT=mode == 0, KS=3 if mode == 0 else 0, num_warps=tiles[2])
+        return attend_ws._ws_forward_kernel, args, consts
     if name == "dkdv":
         from slkernels.triton_ops import attend_bwd
 

@@ -78,3 +78,17 @@ def test_search_kernels_compile_for_hopper_without_spills(sass_report, kernel):
     assert r["stack_bytes"] == 0, f"{kernel}: {r['stack_bytes']} B spilled"
     assert r["gpu_fences"] == 0, f"{kernel}: {r['gpu_fences']} device-wide fences"
     assert r["loop_instructions"] > 0 and dict(r["loop_mix"]).get("HMMA", 0) > 0, r["loop_mix"]
+
+
+def test_warp_specialised_span_pass_compiles_for_hopper_without_spills(sass_report):
+    """The span pass of `attend_ws` at WS_TILES (Gluon: a loader warp and two consumer warp groups): its consumers'
+    loop issues warp-group products on 128-key blocks with the query rows read from shared memory, the launch holds
+    168 registers a thread and its ring of key and value blocks, nothing spilled. Gluon's interface moves between
+    Triton releases; this is where a change shows without a GPU."""
+    from slkernels.triton_ops.attend_ws import WS_TILES
+
+    bm, bn, stages = WS_TILES[:3]
+    r = sass_report.report("ws:1", 262144, (bm, bn, 4, stages, 168), None)
+    assert r["stack_bytes"] == 0, f"{r['stack_bytes']} B spilled"
+    assert r["registers"] == 168 and r["shared_bytes"] > 2 * stages * bn * 128 * 2
+    assert dict(r["loop_mix"]).get("HGMMA", 0) > 0, r["loop_mix"]

@@ -91,6 +91,34 @@ def test_forward_long_sampled_rows(dtype, cfg_name, length):
     assert torch.isfinite(out).all()
 
 
+def _hopper() -> bool:
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
+
+
+@pytest.mark.skipif(not _hopper(), reason="the warp-specialised span pass is Hopper code")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("cfg_name,length,heads", [("small", 1000, (16, 1)), ("small", 777, (8, 2)),
+                                                   ("released", 5000, (32, 2))])
+def test_warp_specialised_span_pass(monkeypatch, dtype, cfg_name, length, heads):
+    """The forward with its span pass on `attend_ws` (forced at every length), left padding, GQA 16:1 and 4:1: the
+    output and the four gradients against the reference, and row for row the `tl` pass's output."""
+    from slkernels.triton_ops import function as fn
+
+    monkeypatch.setattr(fn, "WS_SPAN_MIN_KEYS", 1)
+    cfg = CONFIGS[cfg_name]
+    q, k, v, qs = _make(2, heads[0], heads[1], length, length, 128, dtype)
+    assert fn.ws_span_pass(q, k, v, cfg, length)
+    _check_gradients(cfg, _make, dtype, 128, length, heads)
+    mask = torch.ones(2, length, dtype=torch.long, device="cuda")
+    mask[1, : length // 3] = 0
+    with torch.no_grad():
+        ws = superlinear_attention(q, k, v, qs, cfg, attention_mask=mask, backend="triton")
+        monkeypatch.setattr(fn, "WS_SPAN_MIN_KEYS", 0)
+        assert not fn.ws_span_pass(q, k, v, cfg, length)
+        plain = superlinear_attention(q, k, v, qs, cfg, attention_mask=mask, backend="triton")
+    assert _rel(ws, plain) < TOL[dtype] / 4
+
+
 @pytest.mark.parametrize("search_key", ["anchor", "span_mean"])
 def test_inference_in_chunks_of_rows_is_the_one_pass_in_less_memory(search_key):
     """At 256K (the benchmark shape, bf16, released), the forward without gradients in chunks of rows gives the one

@@ -23,13 +23,15 @@ import torch
 from ..config import SuperlinearConfig
 from .attend import MODE_DELTA, MODE_DQ, MODE_DQ_SPAN, MODE_FWD_SPAN, MODE_FWD_WINDOW, run_entries
 from .attend_bwd import dkdv, gate_backward, row_dot
-from .common import NEG_BIG, cdiv
+from .common import NEG_BIG, cdiv, interpreting
+from .entries import max_span_length
 from .prefix import key_prefix
 from .search import search_topk
 from .span_lists import span_lists
 from .window_lists import window_lists
 
-__all__ = ["superlinear_prefill", "forward_pass", "inference_forward", "inference_plan", "inference_chunk_rows"]
+__all__ = ["superlinear_prefill", "forward_pass", "inference_forward", "inference_plan", "inference_chunk_rows",
+           "ws_span_pass"]
 
 # Inference (no gradients) runs the query rows in chunks, so that what the pass holds per query row besides the
 # output (the k per-span partial outputs in q's dtype, the chunk's own output, and about half an output's worth of
@@ -47,6 +49,14 @@ INFERENCE_EXTRA = 0.4
 INFERENCE_MIN_ROWS = 16384
 INFERENCE_START_ROWS = 65536
 CHUNK_ALIGN = 4096
+
+# The span pass by the warp-specialised Gluon kernel (`attend_ws`: a loader warp and two consumer warp groups per
+# program) where the call's longest span holds at least this many keys, on Hopper with 16-bit contiguous K and V
+# and head dim 128; 0 keeps the `tl` kernel everywhere. Measured on an H200 (32 / 2 heads, bf16,
+# benchmarks/results/ws-forward-h200-2026-12-03/), span pass against the `tl` kernel's: 71.2 against 75.8-77.0 ms
+# at 256K released (spans of 3824 keys), equal at 128K (2612), slower at 64K (1785: 10.5 against 9.6-9.8) and at
+# balanced 256K (1025: 33.9 against 28.9-29.1).
+WS_SPAN_MIN_KEYS = 3072
 
 
 def forward_pass(q, k, v, q_search, config: SuperlinearConfig, positions, first_real, scale, t_bound,
@@ -67,7 +77,10 @@ def forward_pass(q, k, v, q_search, config: SuperlinearConfig, positions, first_
     # spans first (each stores its o_s and lse_s), then the window, which mixes them into the output
     lse_s = torch.full(anchors.shape, NEG_BIG.value, dtype=torch.float32, device=q.device)
     span_o = torch.empty(*anchors.shape, dim, dtype=q.dtype, device=q.device)
-    run_entries(MODE_FWD_SPAN, spans, q, k, v, scale, span_o=span_o, out_e=lse_s)
+    span_pass = run_entries
+    if ws_span_pass(q, k, v, config, t_bound):
+        from .attend_ws import run_entries_ws as span_pass
+    span_pass(MODE_FWD_SPAN, spans, q, k, v, scale, span_o=span_o, out_e=lse_s)
     out = torch.empty(batch, heads_q, len_q, dim, dtype=q.dtype, device=q.device)
     o_w = lse_w = None
     if for_backward:
@@ -81,6 +94,14 @@ def forward_pass(q, k, v, q_search, config: SuperlinearConfig, positions, first_
     saved = dict(anchors=anchors, valid=valid, gate=gate, o_w=o_w, lse_w=lse_w, lse_s=lse_s,
                  wins=wins, spans=spans, prefix=prefix, config=config, positions=positions, first_real=first_real)
     return out, saved
+
+
+def ws_span_pass(q, k, v, config: SuperlinearConfig, t_bound: int) -> bool:
+    """Whether the forward's span pass runs on the warp-specialised kernel (`WS_SPAN_MIN_KEYS`)."""
+    return (WS_SPAN_MIN_KEYS > 0 and q.is_cuda and not interpreting() and q.shape[-1] == 128
+            and q.dtype in (torch.bfloat16, torch.float16) and k.dtype == q.dtype and q.stride(-1) == 1
+            and k.is_contiguous() and v.is_contiguous() and torch.cuda.get_device_capability(q.device) == (9, 0)
+            and max_span_length(config, t_bound) >= WS_SPAN_MIN_KEYS)
 
 
 def inference_chunk_rows(len_q: int, num_spans: int, batch: int = 1, held: float = 0.0) -> int:
