@@ -6,8 +6,9 @@
 For each setting and length (default released:262144): the search and the entry lists as the forward builds them,
 then the span pass and the window pass (mixing the spans into the output) by both kernels. Prints the largest
 difference between their outputs (span outputs and log-sum-exps, the mixed output) and the median time of each
-pass under each tiling of the warp-specialised kernel beside the `tl` kernel's default. `--check` compares only
-(small lengths, a quick test that the kernel neither hangs nor errs). `--forward` also times the whole forward
+pass under each tiling of the warp-specialised kernel beside the `tl` kernel's default (each time includes zeroing
+the pass's output buffers, the same for both kernels: about 6.4 GB for the span pass at 256K released). `--check`
+compares only (small lengths, a quick test that the kernel neither hangs nor errs). `--forward` also times the whole forward
 (`function.forward_pass`, with what the backward needs) with its span pass on each kernel, and dense SDPA.
 """
 

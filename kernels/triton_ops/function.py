@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from ..config import SuperlinearConfig
-from .attend import MODE_DELTA, MODE_DQ, MODE_DQ_SPAN, MODE_FWD_SPAN, MODE_FWD_WINDOW, run_entries
+from .attend import MODE_DELTA, MODE_DQ, MODE_DQ_SPAN, MODE_FWD_SPAN, MODE_FWD_WINDOW, run_entries, uses_descriptors
 from .attend_bwd import dkdv, gate_backward, row_dot
 from .common import NEG_BIG, cdiv, interpreting
 from .entries import max_span_length
@@ -99,8 +99,8 @@ def forward_pass(q, k, v, q_search, config: SuperlinearConfig, positions, first_
 def ws_span_pass(q, k, v, config: SuperlinearConfig, t_bound: int) -> bool:
     """Whether the forward's span pass runs on the warp-specialised kernel (`WS_SPAN_MIN_KEYS`)."""
     return (WS_SPAN_MIN_KEYS > 0 and q.is_cuda and not interpreting() and q.shape[-1] == 128
-            and q.dtype in (torch.bfloat16, torch.float16) and k.dtype == q.dtype and q.stride(-1) == 1
-            and k.is_contiguous() and v.is_contiguous() and torch.cuda.get_device_capability(q.device) == (9, 0)
+            and k.dtype == q.dtype and q.stride(-1) == 1 and uses_descriptors(q, k, v)  # 16-bit, contiguous, aligned
+            and torch.cuda.get_device_capability(q.device) == (9, 0)
             and max_span_length(config, t_bound) >= WS_SPAN_MIN_KEYS)
 
 
