@@ -1,6 +1,7 @@
 # One device call on the code as committed (WS_TILES (64, 128, 2, 240, 0), WS_SPAN_MIN_KEYS 3072): the GPU tests that
-# run the warp-specialised span pass (forced, and at 256K released where the rule picks it), then `slconvert bench`
-# forward, released, 128K / 256K and the 1M prefill in 32K chunks, with the rule (ws) and with the tl pass (tl).
+# run the warp-specialised span pass (forced) and the five at 256K (three released, where the rule picks it), then
+# `slconvert bench` forward, released, 128K / 256K and the 1M prefill in 32K chunks, with the rule (ws) and with the
+# tl pass (tl).
 source scripts/checkout_on_path.sh && importable_here $PWD
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card-call4.txt
 (cd tests && timeout 240 python -m pytest -q -p no:cacheprovider --rootdir $PWD -c /dev/null \
