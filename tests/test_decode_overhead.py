@@ -559,7 +559,7 @@ def test_short_contexts_cut_spans_finer_and_group_the_window_until_the_spans_fil
     from slkernels.triton_ops import decode
 
     cfg, gpu = SuperlinearConfig.released(), torch.device("cuda", 0)
-    monkeypatch.setattr(decode, "_sm_count", lambda device: 132)
+    monkeypatch.setattr(decode, "sm_count", lambda device: 132)
     monkeypatch.setattr(decode, "interpreting", lambda: False)
     target = decode.DECODE_TILE[0]
     splits = {n: decode._span_split(geometry.geometry_tables(cfg, n).span_length(n), target, 16, 96, gpu)

@@ -39,7 +39,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from .common import LN2, LOG2E, MODE_FWD_SPAN, MODE_FWD_WINDOW, NEG_BIG, mode_value, rows_flat
+from .common import LN2, LOG2E, MODE_FWD_SPAN, MODE_FWD_WINDOW, NEG_BIG, mode_value, rows_flat, sm_count
 from .entries import EntryList
 
 __all__ = ["run_entries_ws", "WS_TILES"]
@@ -304,7 +304,7 @@ def run_entries_ws(
     tiles_per_grp = triton.cdiv(n_max, 2 * block_m)
     n_tiles = tiles_per_grp * groups
     # persistent: one program an SM (164 KB of shared memory each) walks tiles pid, pid + grid, ...
-    grid = (min(n_tiles, _sm_count(q.device)) if persistent else n_tiles,)
+    grid = (min(n_tiles, sm_count(q.device)) if persistent else n_tiles,)
     # registers: twelve warps (the loader's warp group rounded up) share the SM's 64K; the default partition gets
     # what the second consumer (regs) and the loader's group (24) leave of 168 a thread
     _ws_forward_kernel[grid](
@@ -317,7 +317,3 @@ def run_entries_ws(
         STORE_OW=o_w is not None, STORE_OUT=out is not None, KS=spans_per_row,
         num_warps=4, maxnreg=168,
     )
-
-
-def _sm_count(device: torch.device) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count

@@ -8,13 +8,14 @@ candidates exactly like the float32 reference does.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
 import triton
 import triton.language as tl
 
-__all__ = ["interpreting", "dot_precision", "tile_sizes", "launch_tiles", "rows_flat", "entry_rows", "span_range",
+__all__ = ["interpreting", "sm_count", "dot_precision", "tile_sizes", "launch_tiles", "rows_flat", "entry_rows", "span_range",
            "SUPPORTED_HEAD_DIMS", "NEG_BIG", "LOG2E", "LN2", "MODE_FWD_WINDOW", "MODE_FWD_SPAN", "MODE_DELTA",
            "MODE_DQ", "MODE_DQ_SPAN", "mode_value"]
 
@@ -43,6 +44,13 @@ def cdiv(a: int, b: int) -> int:
 def next_pow2(n: int) -> int:
     """The smallest power of two >= n (n >= 1), for host integers (as triton.next_power_of_2, without its cost)."""
     return 1 << (n - 1).bit_length()
+
+
+@functools.cache
+def sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device (what grids are sized against; cached: a decode step asks on the
+    host every step)."""
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def interpreting() -> bool:

@@ -23,15 +23,13 @@ program taking the row's top k from the pieces in registers (`_top_of_pieces`), 
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import triton
 import triton.language as tl
 
 from ..config import SuperlinearConfig
 from ..geometry import GeometryTables, geometry_tables
-from .common import LOG2E, NEG_BIG, cdiv, dot_precision, interpreting, next_pow2, span_range
+from .common import LOG2E, NEG_BIG, cdiv, dot_precision, interpreting, next_pow2, sm_count, span_range
 from .search import search_topk
 
 __all__ = ["superlinear_decode", "DECODE_MAX_ROWS"]
@@ -130,7 +128,8 @@ SPAN_FILL = 10
 # 2026-12-02/, call 1; 4 and 8 no better anywhere). Six only for spans of at least 40 blocks (released 16K's hold 53),
 # against none, in one process (benchmarks/results/decode-prefetch-h200-2026-12-03/, call 2, as LONG_SPAN_BLOCKS):
 # released 16K 18.2-18.3 against 18.6-18.7 us, every other length of both settings within 0.1 us (balanced 128K and
-# 256K, whose chunks it also changes, included).
+# 256K, whose chunks it also changes, included). (5, 40) and (7, 40): released 16K 18.7 and 19.0 against 18.1-18.2
+# (benchmarks/results/decode-span-floor-h200-2026-12-03/).
 SPAN_MIN_BLOCKS = (6, 40)
 # Tiny shapes under TRITON_INTERPRET: several chunks and blocks per span, several chunks per window.
 _INTERPRETER_TILE = (16, 16, 1, 1)
@@ -445,13 +444,8 @@ def _span_split(length: int, target: int, block: int, n_spans: int, device: torc
         return _key_split(length, target)
     least, long_from = SPAN_MIN_BLOCKS
     least = least if cdiv(length, block) >= long_from else 1
-    _, chunk = _key_split(length, target, cdiv(SPAN_FILL * _sm_count(device), n_spans), least * block)
+    _, chunk = _key_split(length, target, cdiv(SPAN_FILL * sm_count(device), n_spans), least * block)
     return _key_split(length, cdiv(chunk, block) * block)
-
-
-@functools.cache
-def _sm_count(device: torch.device) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def search_pieces(q_search, k, config: SuperlinearConfig, positions, first_real, t_bound: int, pdl: bool = False,
@@ -494,7 +488,7 @@ def _window_groups(span_programs: int, group: int, dim: int, device: torch.devic
         return False
     if interpreting() or device.type != "cuda":
         return True
-    return span_programs < GROUPS_BELOW_PER_SM * _sm_count(device)
+    return span_programs < GROUPS_BELOW_PER_SM * sm_count(device)
 
 
 def _pdl(device: torch.device, groups: bool) -> bool:
