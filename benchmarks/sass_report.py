@@ -4,7 +4,8 @@
 
 KERNEL: ``entry:MODE`` (0 window forward, 1 span forward, 2 delta, 3 dq, 4 fused span dq), ``ws:MODE`` (the
 warp-specialised forward of attend_ws, 0 or 1; WARPS the default partition's, 4; REGCAP the launch's, 168),
-``dkdv:NJ`` (1 window list, k span lists), ``search``, ``search:span_mean`` or ``search:hi_only`` (the span-mean
+``dkdv:NJ`` (1 window list, k span lists), ``ws_dkdv:NJ`` (the warp-specialised dk/dv of attend_bwd_ws; BN = keys
+per consumer, WARPS 4, REGCAP 168), ``search``, ``search:span_mean`` or ``search:hi_only`` (the span-mean
 search's timing loop; BN = anchors per block), ``span_lists`` (BM = rows per program), ``decode`` (the partial
 kernel of one decode row, its window chunks by KV head; BN = keys per block of a span, chunks of BN x 8 keys,
 STAGES its loop's stages),
@@ -108,6 +109,20 @@ def kernel_and_args(kernel: str, length: int, tiles: tuple[int, ...]):
         consts = dict(NJ=nj, MODE=mode, D=D, BM=bm, BN=bn, STAGES=tiles[3], REGS=attend_ws.WS_TILES[3], Q_ROWS=True,
                       STORE_OW=False, STORE_OUT=mode == 0, KS=3 if mode == 0 else 0, num_warps=tiles[2])
         return attend_ws._ws_forward_kernel, args, consts
+    if name == "ws_dkdv":  # the warp-specialised dk/dv of attend_bwd_ws: ws_dkdv:1 window list, ws_dkdv:3 spans
+        from slkernels.triton_ops import attend_bwd_ws
+        from triton.experimental.gluon import language as gl
+
+        nj = int(arg or 3)
+        desc = f"tensordesc<bf16[{bn}, {D}],{gl.NVMMASharedLayout.get_default_for([bn, D], gl.bfloat16)!r}>"
+        args = dict(Q="*bf16", K_DESC=desc, V_DESC=desc, DO="*bf16", ENT_ID="*i32", ENT_LO="*i32", ENT_HI="*i32",
+                    ent_stride=length * G * nj, RANGES="*i32", PERIOD="*i32", LSE_IN="*fp32", DLT="*fp32",
+                    DK="*fp32", DV="*fp32", sqb=HQ * length * D, sqh=length * D, sql=D, H_Q=HQ,
+                    H_KV=HKV, L_Q=length, L_KV=length, n_blocks=length // (2 * bn), n_buckets=16, sm_scale=D**-0.5)
+        consts = dict(NJ=nj, D=D, BM=bm, BN=bn, STAGES=tiles[3], REGS=attend_bwd_ws.WS_DKDV_TILES[3],
+                      LOADER_REGS=attend_bwd_ws.WS_DKDV_TILES[4], ACCUMULATE=True, Q_ROWS=True, ROTATE=True,
+                      num_warps=tiles[2])
+        return attend_bwd_ws._ws_dkdv_kernel, args, consts
     if name == "dkdv":
         from slkernels.triton_ops import attend_bwd
 

@@ -92,3 +92,18 @@ def test_warp_specialised_span_pass_compiles_for_hopper_without_spills(sass_repo
     assert r["stack_bytes"] == 0, f"{r['stack_bytes']} B spilled"
     assert r["registers"] == 168 and r["shared_bytes"] > 2 * stages * bn * 128 * 2
     assert dict(r["loop_mix"]).get("HGMMA", 0) > 0, r["loop_mix"]
+
+
+def test_warp_specialised_key_pass_compiles_for_hopper_without_spills_in_its_loop(sass_report):
+    """dk/dv of `attend_bwd_ws` at WS_DKDV_TILES (Gluon: a loader warp group gathering rows by asynchronous copies,
+    two consumer warp groups): the consumers' loop issues warp-group products, the probabilities and the scores'
+    gradients as register operands, and reads no spilled value; the launch holds 168 registers a thread, each
+    loader thread arrives on a slot's barrier once its copies land."""
+    from slkernels.triton_ops.attend_bwd_ws import WS_DKDV_TILES
+
+    bm, bn, stages = WS_DKDV_TILES[:3]
+    r = sass_report.report("ws_dkdv:3", 262144, (bm, bn, 4, stages, 168), None)
+    mix = dict(r["loop_mix"])
+    assert mix.get("HGMMA", 0) > 0 and not {"LDL", "STL"} & set(mix), r["loop_mix"]
+    assert r["registers"] == 168 and r["shared_bytes"] > 2 * 2 * bn * 128 * 2 + stages * 2 * bm * 128 * 2
+    assert r["gpu_fences"] == 0

@@ -119,6 +119,34 @@ def test_warp_specialised_span_pass(monkeypatch, dtype, cfg_name, length, heads)
     assert _rel(ws, plain) < TOL[dtype] / 4
 
 
+@pytest.mark.skipif(not _hopper(), reason="the warp-specialised dk/dv pass is Hopper code")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("cfg_name,length,heads", [("small", 1000, (16, 1)), ("small", 777, (8, 2)),
+                                                   ("released", 5000, (32, 2))])
+def test_warp_specialised_key_pass(monkeypatch, dtype, cfg_name, length, heads):
+    """The backward with dk/dv on `attend_bwd_ws`, left padding, GQA 16:1 and 4:1: the output and the four gradients
+    against the reference, and dk, dv against the `tl` kernel's."""
+    from slkernels.triton_ops import function as fn
+
+    monkeypatch.setattr(fn, "WS_KEY_PASS", True)
+    cfg = CONFIGS[cfg_name]
+    q, k, v, qs = _make(2, heads[0], heads[1], length, length, 128, dtype, grad=True)
+    assert fn.ws_key_pass(q, k, v)
+    _check_gradients(cfg, _make, dtype, 128, length, heads)
+    mask = torch.ones(2, length, dtype=torch.long, device="cuda")
+    mask[1, : length // 3] = 0
+    grad = torch.randn_like(q)
+    grads = {}
+    for on in (True, False):
+        monkeypatch.setattr(fn, "WS_KEY_PASS", on)
+        for x in (q, k, v, qs):
+            x.grad = None
+        superlinear_attention(q, k, v, qs, cfg, attention_mask=mask, backend="triton").backward(grad)
+        grads[on] = (k.grad.clone(), v.grad.clone())
+    for ws, plain in zip(grads[True], grads[False]):
+        assert _rel(ws, plain) < TOL[dtype] / 4
+
+
 @pytest.mark.parametrize("search_key", ["anchor", "span_mean"])
 def test_inference_in_chunks_of_rows_is_the_one_pass_in_less_memory(search_key):
     """At 256K (the benchmark shape, bf16, released), the forward without gradients in chunks of rows gives the one

@@ -31,7 +31,7 @@ from .span_lists import span_lists
 from .window_lists import window_lists
 
 __all__ = ["superlinear_prefill", "forward_pass", "inference_forward", "inference_plan", "inference_chunk_rows",
-           "ws_span_pass"]
+           "ws_span_pass", "ws_key_pass"]
 
 # Inference (no gradients) runs the query rows in chunks, so that what the pass holds per query row besides the
 # output (the k per-span partial outputs in q's dtype, the chunk's own output, and about half an output's worth of
@@ -57,6 +57,14 @@ CHUNK_ALIGN = 4096
 # at 256K released (spans of 3824 keys), equal at 128K (2612), slower at 64K (1785: 10.5 against 9.6-9.8) and at
 # balanced 256K (1025: 33.9 against 28.9-29.1).
 WS_SPAN_MIN_KEYS = 3072
+
+# dk/dv of both entry lists by the warp-specialised Gluon kernel (`attend_bwd_ws`: a loader warp group and two
+# consumer warp groups per program, scores computed key-major) on Hopper with 16-bit contiguous K and V and head
+# dim 128; False keeps the `tl` kernel. Measured on an H200 (32 / 2 heads, bf16,
+# benchmarks/results/ws-dkdv-h200-2026-12-03/), against the `tl` kernel in the same run: the spans' dk/dv 145.0
+# against 215.2-215.3 ms at 256K released (window 37.3 against 52.8-54.0), 19.2 against 25.2-26.0 at 64K released,
+# 48.6 against 63.3-63.9 at 256K balanced; the whole backward at 256K released 341.8 against 434.9-437.9 ms.
+WS_KEY_PASS = True
 
 
 def forward_pass(q, k, v, q_search, config: SuperlinearConfig, positions, first_real, scale, t_bound,
@@ -102,6 +110,13 @@ def ws_span_pass(q, k, v, config: SuperlinearConfig, t_bound: int) -> bool:
             and k.dtype == q.dtype and q.stride(-1) == 1 and uses_descriptors(q, k, v)  # 16-bit, contiguous, aligned
             and torch.cuda.get_device_capability(q.device) == (9, 0)
             and max_span_length(config, t_bound) >= WS_SPAN_MIN_KEYS)
+
+
+def ws_key_pass(q, k, v) -> bool:
+    """Whether the backward's dk/dv passes run on the warp-specialised kernel (`WS_KEY_PASS`)."""
+    return (WS_KEY_PASS and q.is_cuda and not interpreting() and q.shape[-1] == 128 and k.dtype == q.dtype
+            and q.stride(-1) == 1 and uses_descriptors(q, k, v)
+            and torch.cuda.get_device_capability(q.device) == (9, 0))
 
 
 def inference_chunk_rows(len_q: int, num_spans: int, batch: int = 1, held: float = 0.0) -> int:
@@ -180,8 +195,11 @@ def backward_pass(grad_out, q, k, v, q_search, saved, scale, fuse_span_dq: bool 
     dq = dq_out  # free the float32 accumulator before the other gradients are allocated
     dk = torch.empty(k.shape, dtype=torch.float32, device=k.device)
     dv = torch.empty(v.shape, dtype=torch.float32, device=v.device)
-    dkdv(wins, q, k, v, do, lse_eff, ones, delta_eff, dk, dv, scale, accumulate=False)
-    dkdv(spans, q, k, v, do, lse_j, gate, span_delta, dk, dv, scale, accumulate=True)
+    key_pass = dkdv
+    if ws_key_pass(q, k, v):
+        from .attend_bwd_ws import dkdv_ws as key_pass
+    key_pass(wins, q, k, v, do, lse_eff, ones, delta_eff, dk, dv, scale, accumulate=False)
+    key_pass(spans, q, k, v, do, lse_j, gate, span_delta, dk, dv, scale, accumulate=True)
     dqs = gate_backward(q_search, k, saved["anchors"], ds.contiguous(), dk, prefix=saved["prefix"],
                         config=saved["config"], positions=saved["positions"], first_real=saved["first_real"])
     return dq, dk.to(k.dtype), dv.to(v.dtype), dqs
