@@ -144,6 +144,31 @@ def test_console_script_and_no_bare_kernels_module(tmp_path):
     assert out.stdout.split()[0] == "ok", out.stdout
 
 
+def test_a_checkout_root_on_the_path_does_not_shadow_the_installed_kernels_package():
+    """`python -m slconvert.cli` run from a checkout puts its root first on sys.path, where the directory `kernels`
+    sits; `import kernels` must still give Hugging Face's package (transformers imports it when installed), or where
+    that is absent an empty module that transformers reads as absent, never our modules."""
+    root = Path(__file__).resolve().parents[1]
+    probe = (
+        "import os, sys\n"
+        "import kernels\n"
+        f"print('placeholder' if os.path.dirname(os.path.abspath(kernels.__file__)) == {str(root / 'kernels')!r} "
+        "else 'installed', 'slkernels' in sys.modules, hasattr(kernels, 'superlinear_attention'),"
+        " [m for m, mod in list(sys.modules.items()) if m.startswith('kernels.') and "
+        f"(getattr(mod, '__file__', None) or '').startswith({str(root / 'kernels')!r})])\n"
+        "import transformers.modeling_utils, transformers.utils.import_utils as iu\n"
+        "from slkernels import superlinear_attention\n"
+        "print(iu.is_kernels_available() == (kernels.__file__ != os.path.join(sys.modules['slkernels'].__path__[0], "
+        "'__init__.py')))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=root, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    first, last = out.stdout.splitlines()[0], out.stdout.splitlines()[-1]
+    assert first in ("placeholder False False []", "installed False False []"), out.stdout
+    assert last == "True", out.stdout
+
+
 def test_every_package_is_packaged():
     """A wheel must carry every subpackage: pyproject lists them explicitly (kernels/ maps to slkernels)."""
     import tomllib

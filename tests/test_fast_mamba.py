@@ -432,6 +432,13 @@ def _worker(mode: str) -> dict:
     if mode == "forced":
         fast_mamba._override = TorchOps()
         fast_mamba.install(force=True)
+        # transformers >= 5.25 sends CPU tensors to its own code ahead of a package that runs on CUDA only; the
+        # stand-in runs on the CPU, so the hook's packages are declared for it (before any modeling module binds them)
+        hub = importlib.import_module("transformers.integrations.hub_kernels")
+        devices = getattr(hub, "_PACKAGE_SUPPORTED_DEVICES", {})
+        for name in fast_mamba._SHIMS:
+            if name in devices:
+                devices[name] = (*devices[name], "cpu")
         # anyone but transformers' hook is told there is no mamba_ssm / causal_conv1d
         for name in ("mamba_ssm", "causal_conv1d"):
             try:
