@@ -107,3 +107,18 @@ def test_warp_specialised_key_pass_compiles_for_hopper_without_spills_in_its_loo
     assert mix.get("HGMMA", 0) > 0 and not {"LDL", "STL"} & set(mix), r["loop_mix"]
     assert r["registers"] == 168 and r["shared_bytes"] > 2 * 2 * bn * 128 * 2 + stages * 2 * bm * 128 * 2
     assert r["gpu_fences"] == 0
+
+
+def test_warp_specialised_span_dq_compiles_for_hopper_without_spills_in_its_loop(sass_report):
+    """The span dq of `attend_ws` at WS_DQ_TILES: four warp-group products per key block (scores, the output
+    gradient's product with the values, and the two accumulators' products with the keys), no spilled value read in
+    the loop, 168 registers a thread, the query and output-gradient rows of both consumers in shared memory beside
+    the ring."""
+    from slkernels.triton_ops.attend_ws import WS_DQ_TILES
+
+    bm, bn, stages = WS_DQ_TILES[:3]
+    r = sass_report.report("ws:4", 262144, (bm, bn, 4, stages, 168), None)
+    mix = dict(r["loop_mix"])
+    assert mix.get("HGMMA", 0) >= 4 and not {"LDL", "STL"} & set(mix), r["loop_mix"]
+    assert r["registers"] == 168 and r["shared_bytes"] > 2 * stages * bn * 128 * 2 + 2 * 2 * bm * 128 * 2
+    assert r["gpu_fences"] == 0

@@ -119,31 +119,39 @@ def test_warp_specialised_span_pass(monkeypatch, dtype, cfg_name, length, heads)
     assert _rel(ws, plain) < TOL[dtype] / 4
 
 
-@pytest.mark.skipif(not _hopper(), reason="the warp-specialised dk/dv pass is Hopper code")
+# the backward's warp-specialised passes: (switch in `function`, its value on, off)
+WS_BACKWARD = {"key_pass": ("WS_KEY_PASS", True, False), "span_dq": ("WS_SPAN_DQ_MIN_KEYS", 1, 0)}
+
+
+@pytest.mark.skipif(not _hopper(), reason="the warp-specialised backward passes are Hopper code")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("cfg_name,length,heads", [("small", 1000, (16, 1)), ("small", 777, (8, 2)),
                                                    ("released", 5000, (32, 2))])
-def test_warp_specialised_key_pass(monkeypatch, dtype, cfg_name, length, heads):
-    """The backward with dk/dv on `attend_bwd_ws`, left padding, GQA 16:1 and 4:1: the output and the four gradients
-    against the reference, and dk, dv against the `tl` kernel's."""
+@pytest.mark.parametrize("ws_pass", sorted(WS_BACKWARD))
+def test_warp_specialised_backward(monkeypatch, ws_pass, dtype, cfg_name, length, heads):
+    """The backward with dk/dv on `attend_bwd_ws` (key_pass) or the span dq on `attend_ws` (span_dq), left padding,
+    GQA 16:1 and 4:1: the output and the four gradients against the reference, and every gradient against the one
+    with that pass on the `tl` kernel."""
     from slkernels.triton_ops import function as fn
 
-    monkeypatch.setattr(fn, "WS_KEY_PASS", True)
+    flag, on, off = WS_BACKWARD[ws_pass]
+    monkeypatch.setattr(fn, flag, on)
     cfg = CONFIGS[cfg_name]
     q, k, v, qs = _make(2, heads[0], heads[1], length, length, 128, dtype, grad=True)
-    assert fn.ws_key_pass(q, k, v)
+    picked = fn.ws_key_pass(q, k, v) if ws_pass == "key_pass" else fn.ws_span_pass(q, k, v, cfg, length, on)
+    assert picked
     _check_gradients(cfg, _make, dtype, 128, length, heads)
     mask = torch.ones(2, length, dtype=torch.long, device="cuda")
     mask[1, : length // 3] = 0
     grad = torch.randn_like(q)
     grads = {}
-    for on in (True, False):
-        monkeypatch.setattr(fn, "WS_KEY_PASS", on)
+    for value in (on, off):
+        monkeypatch.setattr(fn, flag, value)
         for x in (q, k, v, qs):
             x.grad = None
         superlinear_attention(q, k, v, qs, cfg, attention_mask=mask, backend="triton").backward(grad)
-        grads[on] = (k.grad.clone(), v.grad.clone())
-    for ws, plain in zip(grads[True], grads[False]):
+        grads[value] = [x.grad.clone() for x in (q, k, v, qs)]
+    for ws, plain in zip(grads[on], grads[off]):
         assert _rel(ws, plain) < TOL[dtype] / 4
 
 

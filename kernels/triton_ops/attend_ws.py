@@ -18,10 +18,17 @@ kept (timed there): the next block's scores issued before this block's softmax, 
 block's values in flight through the next block's softmax: the machine code waits for them before the softmax
 anyway), the consumers taking turns to issue, blocks of 64 keys, a persistent grid (PERSISTENT = 1 below, slower).
 
-Outputs are those of `attend.run_entries` in MODE_FWD_SPAN and MODE_FWD_WINDOW (same entry lists, same buffers),
-for contiguous 16-bit K and V and head dim 128 on Hopper; GPU only (Gluon has no interpreter). The GPU tests run
-the forward with it (`tests/test_triton_gpu.py`); `benchmarks/ws_forward.py` checks and times it against the `tl`
-passes; `tests/test_sass_report.py` compiles it for sm_90 on the CPU.
+The backward's span dq (MODE_DQ_SPAN) runs on the same structure (`_dq_consumer`, `function.WS_SPAN_DQ_MIN_KEYS`):
+the loader's blocks, each consumer's query and output-gradient rows in shared memory, per block the scores and the
+output gradient's product with the values, then two float32 accumulators (``sum p (dp - c) k`` and ``sum p k``) on
+blocks of 64 keys. Measured on an H200 (benchmarks/results/ws-span-dq-h200-2026-12-03/): 113.7 ms against the `tl`
+kernel's 125.9-126.4 at 256K released, equal at 64K, slower on shorter spans.
+
+Outputs are those of `attend.run_entries` in MODE_FWD_SPAN, MODE_FWD_WINDOW and MODE_DQ_SPAN (same entry lists, same
+buffers), for contiguous 16-bit K and V and head dim 128 on Hopper; GPU only (Gluon has no interpreter). The GPU
+tests run the forward and the backward with it (`tests/test_triton_gpu.py`); `benchmarks/ws_forward.py` and
+`benchmarks/ws_span_dq.py` check and time it against the `tl` passes; `tests/test_sass_report.py` compiles it for
+sm_90 on the CPU.
 """
 
 from __future__ import annotations
@@ -39,10 +46,10 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from .common import LN2, LOG2E, MODE_FWD_SPAN, MODE_FWD_WINDOW, NEG_BIG, mode_value, rows_flat, sm_count
+from .common import LN2, LOG2E, MODE_DQ_SPAN, MODE_FWD_SPAN, MODE_FWD_WINDOW, NEG_BIG, mode_value, rows_flat, sm_count
 from .entries import EntryList
 
-__all__ = ["run_entries_ws", "WS_TILES"]
+__all__ = ["run_entries_ws", "WS_TILES", "WS_DQ_TILES"]
 
 # The bulk copy into shared memory: `tma.async_load` from Triton 3.7 on, `async_copy_global_to_shared` before.
 _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
@@ -50,6 +57,8 @@ _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
 # (entries per consumer, keys per block, ring slots, registers of the second consumer, persistent (1) or one
 # program per tile (0)): a tile holds twice the entries.
 WS_TILES = (64, 128, 2, 240, 0)
+# the same for the span dq pass (MODE_DQ_SPAN): two float32 accumulators of BM x D a consumer, so blocks of 64 keys
+WS_DQ_TILES = (64, 64, 3, 240, 0)
 
 
 @gluon.jit
@@ -258,6 +267,139 @@ def _ws_forward_kernel(
     ], [4, 1], [REGS, 24])
 
 
+@gluon.jit
+def _dq_consumer(
+    half, Q, DO, ENT_ID, ENT_LO, ENT_HI, ENT_COUNT, ent_stride, tiles_per_grp, n_tiles,
+    LSE_IN, COEF, DELTA, OUT_E, DQ,
+    k_smem, v_smem, k_ready, v_ready, empty, q_smem, do_smem,
+    sqb, sqh, sql, H_Q, H_KV, L_Q, L_KV, sm_scale,
+    NJ: gl.constexpr, D: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr, STAGES: gl.constexpr,
+    Q_ROWS: gl.constexpr,
+):
+    """One warp group, MODE_DQ_SPAN of `attend._entry_kernel` for its BM entries of each tile: per key block the
+    scores (Q K^T) and the output gradient's product with the values (dO V^T), then ``sum p (dp - c) k`` and
+    ``sum p k`` into two accumulators; at the end the span's dq (added atomically) and ``sum p (dp - c)``."""
+    WARPS: gl.constexpr = 4
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1],
+                                                       instr_shape=[16, BN, 16])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1],
+                                                       instr_shape=[16, D, 16])
+    p_dot: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    rows_blk: gl.constexpr = gl.BlockedLayout([1, 8], [2, 16], [WARPS, 1], [1, 0])
+    s_rows: gl.constexpr = gl.SliceLayout(1, s_layout)
+    s_cols: gl.constexpr = gl.SliceLayout(0, s_layout)
+    o_rows: gl.constexpr = gl.SliceLayout(1, o_layout)
+    o_cols: gl.constexpr = gl.SliceLayout(0, o_layout)
+    b_rows: gl.constexpr = gl.SliceLayout(1, rows_blk)
+    b_cols: gl.constexpr = gl.SliceLayout(0, rows_blk)
+    dtype: gl.constexpr = k_smem.dtype
+    qk_scale = sm_scale * LOG2E
+    s_zero = gl.zeros([BM, BN], gl.float32, layout=s_layout)
+    offs_n = gl.arange(0, BN, layout=s_cols)
+    offs_d_b = gl.arange(0, D, layout=b_cols)
+    offs_d = gl.arange(0, D, layout=o_cols)
+    q_buf = q_smem.index(half)
+    do_buf = do_smem.index(half)
+
+    it = 0
+    for t in range(gl.program_id(0), n_tiles, gl.num_programs(0)):
+        grp, start, count, base, kstart, n_blocks, _ = _tile(t, ENT_LO, ENT_HI, ENT_COUNT, ent_stride, tiles_per_grp,
+                                                             L_KV, 2 * BM, BN, WARPS)
+        b = grp // H_KV
+        first = start + half * BM
+        idx_s = first + gl.arange(0, BM, layout=s_rows)
+        emask_s = idx_s < count
+        lo = gl.load(ENT_LO + base + idx_s, mask=emask_s, other=1)
+        hi = gl.load(ENT_HI + base + idx_s, mask=emask_s, other=0)
+        inner_lo = gl.max(gl.where(emask_s, lo, -1), axis=0)
+        inner_hi = gl.min(gl.where(emask_s, hi, 1 << 30), axis=0)
+        ent_s = gl.load(ENT_ID + base + idx_s, mask=emask_s, other=0).to(gl.int64)
+        lse2 = gl.load(LSE_IN + ent_s, mask=emask_s, other=0.0) * LOG2E
+        delta = gl.load(DELTA + ent_s, mask=emask_s, other=0.0)
+
+        idx_b = first + gl.arange(0, BM, layout=b_rows)
+        emask_b = idx_b < count
+        ent_b = gl.load(ENT_ID + base + idx_b, mask=emask_b, other=0)
+        q_off, row_b = _rows(ent_b, b, NJ, Q_ROWS, H_Q, L_Q, sqb, sqh, sql)
+        q_buf.store(gl.load(Q + q_off[:, None] + offs_d_b[None, :], mask=emask_b[:, None], other=0.0))
+        do_buf.store(gl.load(DO + row_b[:, None] * D + offs_d_b[None, :], mask=emask_b[:, None], other=0.0))
+        fence_async_shared()
+
+        acc = gl.zeros([BM, D], gl.float32, layout=o_layout)
+        acc_b = gl.zeros([BM, D], gl.float32, layout=o_layout)
+        pdp_sum = gl.zeros([BM], gl.float32, layout=s_rows)
+        for j in range(n_blocks):
+            slot = it % STAGES
+            phase = (it // STAGES) & 1
+            n0 = kstart + j * BN
+            k_buf = k_smem.index(slot)
+            mbarrier.wait(k_ready.index(slot), phase)
+            s_t = warpgroup_mma(q_buf, k_buf.permute((1, 0)), s_zero, use_acc=False, is_async=True)
+            mbarrier.wait(v_ready.index(slot), phase)
+            dp_t = warpgroup_mma(do_buf, v_smem.index(slot).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+            s = warpgroup_mma_wait(num_outstanding=1, deps=(s_t,))
+            x = s * qk_scale - lse2[:, None]
+            if (n0 < inner_lo) | (n0 + BN - 1 > inner_hi):
+                kidx = n0 + offs_n
+                x = gl.where((kidx[None, :] >= lo[:, None]) & (kidx[None, :] <= hi[:, None]), x, float("-inf"))
+            p = gl.exp2(x)
+            dp = warpgroup_mma_wait(num_outstanding=0, deps=(dp_t,))
+            pdp = p * (dp - delta[:, None])
+            pdp_sum += gl.sum(pdp, axis=1)
+            a_t = warpgroup_mma(gl.convert_layout(pdp.to(dtype), p_dot), k_buf, acc, is_async=True)
+            b_t = warpgroup_mma(gl.convert_layout(p.to(dtype), p_dot), k_buf, acc_b, is_async=True)
+            acc, acc_b = warpgroup_mma_wait(num_outstanding=0, deps=(a_t, b_t))
+            mbarrier.arrive(empty.index(slot), count=1)
+            it += 1
+
+        gl.store(OUT_E + ent_s, pdp_sum, mask=emask_s)
+        idx_o = first + gl.arange(0, BM, layout=o_rows)
+        emask_o = idx_o < count
+        ent_o = gl.load(ENT_ID + base + idx_o, mask=emask_o, other=0)
+        real = emask_o & (gl.load(ENT_LO + base + idx_o, mask=emask_o, other=1)
+                          <= gl.load(ENT_HI + base + idx_o, mask=emask_o, other=0))
+        coef = gl.load(COEF + ent_o.to(gl.int64), mask=emask_o, other=0.0)
+        _, row_o = _rows(ent_o, b, NJ, Q_ROWS, H_Q, L_Q, sqb, sqh, sql)
+        dq = (coef * sm_scale)[:, None] * (acc - gl.convert_layout(pdp_sum, o_rows)[:, None] * acc_b)
+        gl.atomic_add(DQ + row_o[:, None] * D + offs_d[None, :], dq, mask=real[:, None], sem="relaxed")
+
+
+@gluon.jit
+def _ws_dq_kernel(
+    Q, K_DESC, V_DESC, DO,
+    ENT_ID, ENT_LO, ENT_HI, ENT_COUNT, ent_stride, tiles_per_grp, n_tiles,
+    LSE_IN, COEF, DELTA, OUT_E, DQ,
+    sqb, sqh, sql,
+    H_Q, H_KV, L_Q, L_KV, sm_scale,
+    NJ: gl.constexpr, D: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
+    STAGES: gl.constexpr, REGS: gl.constexpr, Q_ROWS: gl.constexpr, num_warps: gl.constexpr,
+):
+    dtype: gl.constexpr = K_DESC.dtype
+    rows_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BM, D], dtype)
+    k_smem = gl.allocate_shared_memory(dtype, [STAGES, BN, D], K_DESC.layout)
+    v_smem = gl.allocate_shared_memory(dtype, [STAGES, BN, D], V_DESC.layout)
+    q_smem = gl.allocate_shared_memory(dtype, [2, BM, D], rows_layout)
+    do_smem = gl.allocate_shared_memory(dtype, [2, BM, D], rows_layout)
+    k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(STAGES):
+        mbarrier.init(k_ready.index(i), count=1)
+        mbarrier.init(v_ready.index(i), count=1)
+        mbarrier.init(empty.index(i), count=2)
+
+    gl.warp_specialize([
+        (_dq_consumer, (0, Q, DO, ENT_ID, ENT_LO, ENT_HI, ENT_COUNT, ent_stride, tiles_per_grp, n_tiles,
+                        LSE_IN, COEF, DELTA, OUT_E, DQ, k_smem, v_smem, k_ready, v_ready, empty, q_smem, do_smem,
+                        sqb, sqh, sql, H_Q, H_KV, L_Q, L_KV, sm_scale, NJ, D, BM, BN, STAGES, Q_ROWS)),
+        (_dq_consumer, (1, Q, DO, ENT_ID, ENT_LO, ENT_HI, ENT_COUNT, ent_stride, tiles_per_grp, n_tiles,
+                        LSE_IN, COEF, DELTA, OUT_E, DQ, k_smem, v_smem, k_ready, v_ready, empty, q_smem, do_smem,
+                        sqb, sqh, sql, H_Q, H_KV, L_Q, L_KV, sm_scale, NJ, D, BM, BN, STAGES, Q_ROWS)),
+        (_loader, (K_DESC, V_DESC, k_smem, v_smem, k_ready, v_ready, empty, ENT_LO, ENT_HI, ENT_COUNT, ent_stride,
+                   tiles_per_grp, n_tiles, L_KV, 2 * BM, BN, STAGES)),
+    ], [4, 1], [REGS, 24])
+
+
 def run_entries_ws(
     mode,
     entries: EntryList,
@@ -273,19 +415,23 @@ def run_entries_ws(
     gate: torch.Tensor | None = None,
     lse_in: torch.Tensor | None = None,
     out_e: torch.Tensor | None = None,
+    do: torch.Tensor | None = None,
+    coef: torch.Tensor | None = None,
+    delta: torch.Tensor | None = None,
+    dq: torch.Tensor | None = None,
     tiles: tuple[int, ...] | None = None,
 ) -> None:
-    """`attend.run_entries` for MODE_FWD_SPAN and MODE_FWD_WINDOW on this kernel: contiguous 16-bit K and V, a query
-    whose last dim is contiguous, head dim 128, a Hopper GPU."""
+    """`attend.run_entries` for MODE_FWD_SPAN, MODE_FWD_WINDOW and MODE_DQ_SPAN on this kernel: contiguous 16-bit K
+    and V (and output gradient), a query whose last dim is contiguous, head dim 128, a Hopper GPU."""
     mode = mode_value(mode)
-    if mode not in (int(MODE_FWD_SPAN), int(MODE_FWD_WINDOW)):
-        raise ValueError(f"the warp-specialised entry kernel runs the forward passes only, not mode {mode}")
+    if mode not in (int(MODE_FWD_SPAN), int(MODE_FWD_WINDOW), int(MODE_DQ_SPAN)):
+        raise ValueError(f"the warp-specialised entry kernel runs the forward passes and the span dq, not mode {mode}")
     batch, heads_q, len_q, dim = q.shape
     heads_kv = k.shape[1]
     groups, n_max = entries.eid.shape
     if n_max == 0:
         return
-    block_m, block_n, stages, regs, persistent = tiles or WS_TILES
+    block_m, block_n, stages, regs, persistent = tiles or (WS_DQ_TILES if mode == int(MODE_DQ_SPAN) else WS_TILES)
     if q.stride(3) != 1 or not (k.is_contiguous() and v.is_contiguous()) or k.dtype not in (torch.bfloat16,
                                                                                               torch.float16):
         raise ValueError("the warp-specialised entry kernel takes contiguous 16-bit K and V and contiguous query rows")
@@ -305,6 +451,19 @@ def run_entries_ws(
     n_tiles = tiles_per_grp * groups
     # persistent: one program an SM (164 KB of shared memory each) walks tiles pid, pid + grid, ...
     grid = (min(n_tiles, sm_count(q.device)) if persistent else n_tiles,)
+    if mode == int(MODE_DQ_SPAN):
+        if not do.is_contiguous():
+            raise ValueError("the warp-specialised span dq takes a contiguous output gradient")
+        _ws_dq_kernel[grid](
+            q, k_desc, v_desc, do,
+            entries.eid, entries.lo, entries.hi, entries.count, entries.eid.stride(0), tiles_per_grp, n_tiles,
+            lse_in, coef, delta, out_e, dq,
+            q.stride(0), q.stride(1), q.stride(2),
+            heads_q, heads_kv, len_q, k.shape[2], scale,
+            NJ=entries.nj, D=dim, BM=block_m, BN=block_n, STAGES=stages, REGS=regs, Q_ROWS=rows_flat(q),
+            num_warps=4, maxnreg=168,
+        )
+        return
     # registers: twelve warps (the loader's warp group rounded up) share the SM's 64K; the default partition gets
     # what the second consumer (regs) and the loader's group (24) leave of 168 a thread
     _ws_forward_kernel[grid](

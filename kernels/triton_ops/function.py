@@ -66,6 +66,15 @@ WS_SPAN_MIN_KEYS = 3072
 # 48.6 against 63.3-63.9 at 256K balanced; the whole backward at 256K released 341.8 against 434.9-437.9 ms.
 WS_KEY_PASS = True
 
+# The span dq pass (MODE_DQ_SPAN) by the warp-specialised Gluon kernel (`attend_ws`, two consumers of 64 entries
+# sharing a loader's key and value blocks) where the call's longest span holds at least this many keys, under the
+# conditions of `ws_span_pass`; 0 keeps the `tl` kernel everywhere. Measured on an H200 (32 / 2 heads, bf16,
+# benchmarks/results/ws-span-dq-h200-2026-12-03/), against the `tl` kernel's in the same run: 113.7 against
+# 125.9-126.4 ms at 256K released (spans of 3824 keys; the whole backward 329.6 against 342.7-343.0), equal at 64K
+# released (1785: 16.0 against 15.9-16.6), slower at 16K released (2.51 against 2.28-2.30) and at balanced 256K
+# (1025: 49.4 against 46.3-47.3), as the forward's span pass.
+WS_SPAN_DQ_MIN_KEYS = 3072
+
 
 def forward_pass(q, k, v, q_search, config: SuperlinearConfig, positions, first_real, scale, t_bound,
                  for_backward: bool = True, prefix=None):
@@ -99,17 +108,19 @@ def forward_pass(q, k, v, q_search, config: SuperlinearConfig, positions, first_
     del span_o
     if not for_backward:
         return out, None
-    saved = dict(anchors=anchors, valid=valid, gate=gate, o_w=o_w, lse_w=lse_w, lse_s=lse_s,
-                 wins=wins, spans=spans, prefix=prefix, config=config, positions=positions, first_real=first_real)
+    saved = dict(anchors=anchors, valid=valid, gate=gate, o_w=o_w, lse_w=lse_w, lse_s=lse_s, wins=wins, spans=spans,
+                 prefix=prefix, config=config, positions=positions, first_real=first_real, t_bound=t_bound)
     return out, saved
 
 
-def ws_span_pass(q, k, v, config: SuperlinearConfig, t_bound: int) -> bool:
-    """Whether the forward's span pass runs on the warp-specialised kernel (`WS_SPAN_MIN_KEYS`)."""
-    return (WS_SPAN_MIN_KEYS > 0 and q.is_cuda and not interpreting() and q.shape[-1] == 128
+def ws_span_pass(q, k, v, config: SuperlinearConfig, t_bound: int, min_keys: int | None = None) -> bool:
+    """Whether the forward's span pass runs on the warp-specialised kernel (`WS_SPAN_MIN_KEYS`; the span dq pass
+    asks with `WS_SPAN_DQ_MIN_KEYS`)."""
+    min_keys = WS_SPAN_MIN_KEYS if min_keys is None else min_keys
+    return (min_keys > 0 and q.is_cuda and not interpreting() and q.shape[-1] == 128
             and k.dtype == q.dtype and q.stride(-1) == 1 and uses_descriptors(q, k, v)  # 16-bit, contiguous, aligned
             and torch.cuda.get_device_capability(q.device) == (9, 0)
-            and max_span_length(config, t_bound) >= WS_SPAN_MIN_KEYS)
+            and max_span_length(config, t_bound) >= min_keys)
 
 
 def ws_key_pass(q, k, v) -> bool:
@@ -170,8 +181,11 @@ def backward_pass(grad_out, q, k, v, q_search, saved, scale, fuse_span_dq: bool 
     span_part = torch.zeros_like(lse_s)
     dq = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
     if fuse_span_dq:  # span_part = sum p (dp - dOut . o_w) over each span
-        run_entries(MODE_DQ_SPAN, spans, q, k, v, scale, do=do, lse_in=lse_j, coef=gate, delta=dow_e,
-                    out_e=span_part, dq=dq)
+        span_dq = run_entries
+        if ws_span_pass(q, k, v, saved["config"], saved["t_bound"], WS_SPAN_DQ_MIN_KEYS):
+            from .attend_ws import run_entries_ws as span_dq
+        span_dq(MODE_DQ_SPAN, spans, q, k, v, scale, do=do, lse_in=lse_j, coef=gate, delta=dow_e, out_e=span_part,
+                dq=dq)
         dg = torch.where(valid, dow_e + span_part, 0.0)
     else:  # span_part = dOut . o_s
         run_entries(MODE_DELTA, spans, q, k, v, scale, do=do, lse_in=lse_s, out_e=span_part)
