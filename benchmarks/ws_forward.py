@@ -111,23 +111,31 @@ def timed(label: str, f, reps: int = 5) -> float:
     return ms
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run_cases(argv: list[str] | None, doc: str, one, default_tiles: tuple[int, ...], tiles_help: str,
+              whole: str) -> int:
+    """The command line of the warp-specialised kernels' benchmarks (this one, ws_dkdv.py, ws_span_dq.py): cases
+    SETTING:LENGTH, --tiles, --check, the flag `whole` (also time the whole pass), --json (rewritten after each case).
+    `one(setting, length, tilings, check_only, whole)` measures one case and returns its row."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("cases", nargs="*", default=["released:262144"])
-    ap.add_argument("--tiles", nargs="*", default=None, help="BM,BN,STAGES,REGS,PERSISTENT")
+    ap.add_argument("--tiles", nargs="*", default=None, help=tiles_help)
     ap.add_argument("--check", action="store_true")
-    ap.add_argument("--forward", action="store_true")
+    ap.add_argument(f"--{whole}", action="store_true")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
-    tilings = [tuple(int(x) for x in t.split(",")) for t in args.tiles] if args.tiles else [WS_TILES]
+    tilings = [tuple(int(x) for x in t.split(",")) for t in args.tiles] if args.tiles else [default_tiles]
     rows = []
     for case in args.cases:
         setting, length = case.split(":")
-        rows.append(one(setting, int(length), tilings, args.check, args.forward))
+        rows.append(one(setting, int(length), tilings, args.check, getattr(args, whole)))
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(rows, f, indent=1)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cases(argv, __doc__, one, WS_TILES, "BM,BN,STAGES,REGS,PERSISTENT", "forward")
 
 
 if __name__ == "__main__":

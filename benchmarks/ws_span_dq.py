@@ -13,8 +13,6 @@ drift). `--check` compares only. `--backward` also times the whole backward (`fu
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 
 import torch
@@ -23,7 +21,7 @@ from slkernels import SuperlinearConfig
 from slkernels.triton_ops import function as fn
 from slkernels.triton_ops.attend import MODE_DQ_SPAN, run_entries
 from slkernels.triton_ops.attend_ws import WS_DQ_TILES, run_entries_ws
-from ws_forward import timed
+from ws_forward import run_cases, timed
 
 
 def recorded_call(cfg, q, k, v, qs, pos, s0, scale, length, grad):
@@ -88,22 +86,7 @@ def one(setting: str, length: int, tilings: list[tuple[int, ...]], check_only: b
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("cases", nargs="*", default=["released:262144"])
-    ap.add_argument("--tiles", nargs="*", default=None, help="BM,BN,STAGES,REGS,PERSISTENT")
-    ap.add_argument("--check", action="store_true")
-    ap.add_argument("--backward", action="store_true")
-    ap.add_argument("--json")
-    args = ap.parse_args(argv)
-    tilings = [tuple(int(x) for x in t.split(",")) for t in args.tiles] if args.tiles else [WS_DQ_TILES]
-    rows = []
-    for case in args.cases:
-        setting, length = case.split(":")
-        rows.append(one(setting, int(length), tilings, args.check, args.backward))
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(rows, f, indent=1)
-    return 0
+    return run_cases(argv, __doc__, one, WS_DQ_TILES, "BM,BN,STAGES,REGS,PERSISTENT", "backward")
 
 
 if __name__ == "__main__":

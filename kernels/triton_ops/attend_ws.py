@@ -97,6 +97,28 @@ def _tile(t, ENT_LO, ENT_HI, ENT_COUNT, ent_stride, tiles_per_grp, L_KV, BM2: gl
 
 
 @gluon.jit
+def _half(t, half, ENT_ID, ENT_LO, ENT_HI, ENT_COUNT, ent_stride, tiles_per_grp, L_KV, H_KV,
+          BM: gl.constexpr, BN: gl.constexpr, WARPS: gl.constexpr, s_rows: gl.constexpr, b_rows: gl.constexpr):
+    """A consumer's half of tile t: its first entry, the group's entry count, the offset of the group's lists, the
+    batch index, the tile's first key and number of key blocks; its entries' indices, mask and ranges in the scores'
+    row layout with the keys every entry of the half attends (blocks inside skip the range mask); its entries' mask
+    and ids in the gather layout."""
+    grp, start, count, base, kstart, n_blocks, _ = _tile(t, ENT_LO, ENT_HI, ENT_COUNT, ent_stride, tiles_per_grp,
+                                                         L_KV, 2 * BM, BN, WARPS)
+    first = start + half * BM
+    idx_s = first + gl.arange(0, BM, layout=s_rows)
+    emask_s = idx_s < count
+    lo = gl.load(ENT_LO + base + idx_s, mask=emask_s, other=1)
+    hi = gl.load(ENT_HI + base + idx_s, mask=emask_s, other=0)
+    inner_lo = gl.max(gl.where(emask_s, lo, -1), axis=0)
+    inner_hi = gl.min(gl.where(emask_s, hi, 1 << 30), axis=0)
+    idx_b = first + gl.arange(0, BM, layout=b_rows)
+    emask_b = idx_b < count
+    ent_b = gl.load(ENT_ID + base + idx_b, mask=emask_b, other=0)
+    return first, count, base, grp // H_KV, kstart, n_blocks, idx_s, emask_s, lo, hi, inner_lo, inner_hi, emask_b, ent_b
+
+
+@gluon.jit
 def _loader(K_DESC, V_DESC, k_smem, v_smem, k_ready, v_ready, empty, ENT_LO, ENT_HI, ENT_COUNT, ent_stride,
             tiles_per_grp, n_tiles, L_KV, BM2: gl.constexpr, BN: gl.constexpr, STAGES: gl.constexpr):
     """One warp: every key block of the program's tiles into the ring, each slot once both consumers have marked it
@@ -153,21 +175,9 @@ def _consumer(
 
     it = 0
     for t in range(gl.program_id(0), n_tiles, gl.num_programs(0)):
-        grp, start, count, base, kstart, n_blocks, _ = _tile(t, ENT_LO, ENT_HI, ENT_COUNT, ent_stride, tiles_per_grp,
-                                                             L_KV, 2 * BM, BN, WARPS)
-        b = grp // H_KV
-        first = start + half * BM
-        idx_s = first + gl.arange(0, BM, layout=s_rows)
-        emask_s = idx_s < count
-        lo = gl.load(ENT_LO + base + idx_s, mask=emask_s, other=1)
-        hi = gl.load(ENT_HI + base + idx_s, mask=emask_s, other=0)
-        # keys every entry of this half attends: blocks inside skip the range mask
-        inner_lo = gl.max(gl.where(emask_s, lo, -1), axis=0)
-        inner_hi = gl.min(gl.where(emask_s, hi, 1 << 30), axis=0)
-
-        idx_b = first + gl.arange(0, BM, layout=b_rows)
-        emask_b = idx_b < count
-        ent_b = gl.load(ENT_ID + base + idx_b, mask=emask_b, other=0)
+        first, count, base, b, kstart, n_blocks, _, _, lo, hi, inner_lo, inner_hi, emask_b, ent_b = _half(
+            t, half, ENT_ID, ENT_LO, ENT_HI, ENT_COUNT, ent_stride, tiles_per_grp, L_KV, H_KV, BM, BN, WARPS, s_rows,
+            b_rows)
         q_off, _ = _rows(ent_b, b, NJ, Q_ROWS, H_Q, L_Q, sqb, sqh, sql)
         q = gl.load(Q + q_off[:, None] + offs_d_b[None, :], mask=emask_b[:, None], other=0.0)
         q_buf.store(q)
@@ -303,23 +313,12 @@ def _dq_consumer(
 
     it = 0
     for t in range(gl.program_id(0), n_tiles, gl.num_programs(0)):
-        grp, start, count, base, kstart, n_blocks, _ = _tile(t, ENT_LO, ENT_HI, ENT_COUNT, ent_stride, tiles_per_grp,
-                                                             L_KV, 2 * BM, BN, WARPS)
-        b = grp // H_KV
-        first = start + half * BM
-        idx_s = first + gl.arange(0, BM, layout=s_rows)
-        emask_s = idx_s < count
-        lo = gl.load(ENT_LO + base + idx_s, mask=emask_s, other=1)
-        hi = gl.load(ENT_HI + base + idx_s, mask=emask_s, other=0)
-        inner_lo = gl.max(gl.where(emask_s, lo, -1), axis=0)
-        inner_hi = gl.min(gl.where(emask_s, hi, 1 << 30), axis=0)
+        first, count, base, b, kstart, n_blocks, idx_s, emask_s, lo, hi, inner_lo, inner_hi, emask_b, ent_b = _half(
+            t, half, ENT_ID, ENT_LO, ENT_HI, ENT_COUNT, ent_stride, tiles_per_grp, L_KV, H_KV, BM, BN, WARPS, s_rows,
+            b_rows)
         ent_s = gl.load(ENT_ID + base + idx_s, mask=emask_s, other=0).to(gl.int64)
         lse2 = gl.load(LSE_IN + ent_s, mask=emask_s, other=0.0) * LOG2E
         delta = gl.load(DELTA + ent_s, mask=emask_s, other=0.0)
-
-        idx_b = first + gl.arange(0, BM, layout=b_rows)
-        emask_b = idx_b < count
-        ent_b = gl.load(ENT_ID + base + idx_b, mask=emask_b, other=0)
         q_off, row_b = _rows(ent_b, b, NJ, Q_ROWS, H_Q, L_Q, sqb, sqh, sql)
         q_buf.store(gl.load(Q + q_off[:, None] + offs_d_b[None, :], mask=emask_b[:, None], other=0.0))
         do_buf.store(gl.load(DO + row_b[:, None] * D + offs_d_b[None, :], mask=emask_b[:, None], other=0.0))
