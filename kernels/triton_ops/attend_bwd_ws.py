@@ -31,9 +31,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma,
     warpgroup_mma_wait,
 )
-from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from .attend_ws import _rows, _tma_load
+from .attend_ws import _rows, _tma_load, kv_descriptors
 from .common import LOG2E, NEG_BIG, rows_flat
 from .entries import EntryList, key_block_ranges
 
@@ -252,12 +251,7 @@ def dkdv_ws(
     batch, heads_q, len_q, dim = q.shape
     heads_kv, len_kv = k.shape[1], k.shape[2]
     block_m, block_n, stages, regs, loader_regs = tiles or WS_DKDV_TILES
-    if q.stride(3) != 1 or not (k.is_contiguous() and v.is_contiguous() and do.is_contiguous()) or \
-            k.dtype not in (torch.bfloat16, torch.float16):
-        raise ValueError("the warp-specialised dk/dv kernel takes contiguous 16-bit K, V and output gradient and "
-                         "contiguous query rows")
-    if dim != 128:
-        raise ValueError(f"the warp-specialised dk/dv kernel takes head dim 128, not {dim}")
+    k_desc, v_desc = kv_descriptors("dk/dv kernel", "K, V and output gradient", q, k, v, block_n, do)
     # the coefficient folded into the log-sum-exp (p c = exp(s - (lse - ln c))) and the delta (c dp - delta =
     # c (dp - delta / c)): two per-entry values instead of three; a zero coefficient adds nothing
     has = coef > 0
@@ -266,10 +260,6 @@ def dkdv_ws(
     ranges = key_block_ranges(entries, len_kv, 2 * block_n)
     n_blocks, n_buckets = ranges.shape[1], ranges.shape[2]
     period = (ranges[..., 1] - ranges[..., 0]).amax(dim=(0, 1)).contiguous()
-    dtype = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}[k.dtype]
-    layout = gl.NVMMASharedLayout.get_default_for([block_n, dim], dtype)
-    k_desc = TensorDescriptor.from_tensor(k.view(-1, dim), [block_n, dim], layout)
-    v_desc = TensorDescriptor.from_tensor(v.view(-1, dim), [block_n, dim], layout)
     # registers: twelve warps share the SM's 64K at 168 a thread; the default consumer gets what the second (regs)
     # and the loader (loader_regs) leave of 3 x 168
     _ws_dkdv_kernel[(n_blocks, batch * heads_kv)](

@@ -49,7 +49,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from .common import LN2, LOG2E, MODE_DQ_SPAN, MODE_FWD_SPAN, MODE_FWD_WINDOW, NEG_BIG, mode_value, rows_flat, sm_count
 from .entries import EntryList
 
-__all__ = ["run_entries_ws", "WS_TILES", "WS_DQ_TILES"]
+__all__ = ["run_entries_ws", "kv_descriptors", "WS_TILES", "WS_DQ_TILES"]
 
 # The bulk copy into shared memory: `tma.async_load` from Triton 3.7 on, `async_copy_global_to_shared` before.
 _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
@@ -116,6 +116,22 @@ def _half(t, half, ENT_ID, ENT_LO, ENT_HI, ENT_COUNT, ent_stride, tiles_per_grp,
     emask_b = idx_b < count
     ent_b = gl.load(ENT_ID + base + idx_b, mask=emask_b, other=0)
     return first, count, base, grp // H_KV, kstart, n_blocks, idx_s, emask_s, lo, hi, inner_lo, inner_hi, emask_b, ent_b
+
+
+@gluon.jit
+def _ring(K_DESC, V_DESC, D: gl.constexpr, BN: gl.constexpr, STAGES: gl.constexpr):
+    """The loader's ring: STAGES slots of BN keys and values, each with a "keys ready" and a "values ready" barrier
+    (one arrival: the bulk copy's) and an "empty" barrier (both consumers arrive)."""
+    k_smem = gl.allocate_shared_memory(K_DESC.dtype, [STAGES, BN, D], K_DESC.layout)
+    v_smem = gl.allocate_shared_memory(V_DESC.dtype, [STAGES, BN, D], V_DESC.layout)
+    k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(STAGES):
+        mbarrier.init(k_ready.index(i), count=1)
+        mbarrier.init(v_ready.index(i), count=1)
+        mbarrier.init(empty.index(i), count=2)
+    return k_smem, v_smem, k_ready, v_ready, empty
 
 
 @gluon.jit
@@ -252,16 +268,8 @@ def _ws_forward_kernel(
     STORE_OW: gl.constexpr, STORE_OUT: gl.constexpr, KS: gl.constexpr, num_warps: gl.constexpr,
 ):
     dtype: gl.constexpr = K_DESC.dtype
-    k_smem = gl.allocate_shared_memory(dtype, [STAGES, BN, D], K_DESC.layout)
-    v_smem = gl.allocate_shared_memory(dtype, [STAGES, BN, D], V_DESC.layout)
+    k_smem, v_smem, k_ready, v_ready, empty = _ring(K_DESC, V_DESC, D, BN, STAGES)
     q_smem = gl.allocate_shared_memory(dtype, [2, BM, D], gl.NVMMASharedLayout.get_default_for([BM, D], dtype))
-    k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(STAGES):
-        mbarrier.init(k_ready.index(i), count=1)
-        mbarrier.init(v_ready.index(i), count=1)
-        mbarrier.init(empty.index(i), count=2)
 
     gl.warp_specialize([
         (_consumer, (0, Q, ENT_ID, ENT_LO, ENT_HI, ENT_COUNT, ent_stride, tiles_per_grp, n_tiles,
@@ -375,17 +383,9 @@ def _ws_dq_kernel(
 ):
     dtype: gl.constexpr = K_DESC.dtype
     rows_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BM, D], dtype)
-    k_smem = gl.allocate_shared_memory(dtype, [STAGES, BN, D], K_DESC.layout)
-    v_smem = gl.allocate_shared_memory(dtype, [STAGES, BN, D], V_DESC.layout)
+    k_smem, v_smem, k_ready, v_ready, empty = _ring(K_DESC, V_DESC, D, BN, STAGES)
     q_smem = gl.allocate_shared_memory(dtype, [2, BM, D], rows_layout)
     do_smem = gl.allocate_shared_memory(dtype, [2, BM, D], rows_layout)
-    k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(STAGES):
-        mbarrier.init(k_ready.index(i), count=1)
-        mbarrier.init(v_ready.index(i), count=1)
-        mbarrier.init(empty.index(i), count=2)
 
     gl.warp_specialize([
         (_dq_consumer, (0, Q, DO, ENT_ID, ENT_LO, ENT_HI, ENT_COUNT, ent_stride, tiles_per_grp, n_tiles,
@@ -397,6 +397,23 @@ def _ws_dq_kernel(
         (_loader, (K_DESC, V_DESC, k_smem, v_smem, k_ready, v_ready, empty, ENT_LO, ENT_HI, ENT_COUNT, ent_stride,
                    tiles_per_grp, n_tiles, L_KV, 2 * BM, BN, STAGES)),
     ], [4, 1], [REGS, 24])
+
+
+def kv_descriptors(kernel: str, inputs: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_n: int,
+                   *contiguous: torch.Tensor) -> tuple[TensorDescriptor, TensorDescriptor]:
+    """The bulk-copy descriptors of K and V in blocks of `block_n` rows, for the warp-specialised kernels (this
+    module's and `attend_bwd_ws`'s), after the checks they share: 16-bit contiguous K and V (and the tensors in
+    `contiguous`, named with them in `inputs`), query rows with a contiguous last dim, head dim 128."""
+    dim = q.shape[-1]
+    if q.stride(3) != 1 or not all(t.is_contiguous() for t in (k, v, *contiguous)) or \
+            k.dtype not in (torch.bfloat16, torch.float16):
+        raise ValueError(f"the warp-specialised {kernel} takes contiguous 16-bit {inputs} and contiguous query rows")
+    if dim != 128:
+        raise ValueError(f"the warp-specialised {kernel} takes head dim 128, not {dim}")
+    dtype = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}[k.dtype]
+    layout = gl.NVMMASharedLayout.get_default_for([block_n, dim], dtype)
+    return (TensorDescriptor.from_tensor(k.view(-1, dim), [block_n, dim], layout),
+            TensorDescriptor.from_tensor(v.view(-1, dim), [block_n, dim], layout))
 
 
 def run_entries_ws(
@@ -431,15 +448,7 @@ def run_entries_ws(
     if n_max == 0:
         return
     block_m, block_n, stages, regs, persistent = tiles or (WS_DQ_TILES if mode == int(MODE_DQ_SPAN) else WS_TILES)
-    if q.stride(3) != 1 or not (k.is_contiguous() and v.is_contiguous()) or k.dtype not in (torch.bfloat16,
-                                                                                              torch.float16):
-        raise ValueError("the warp-specialised entry kernel takes contiguous 16-bit K and V and contiguous query rows")
-    if dim != 128:
-        raise ValueError(f"the warp-specialised entry kernel takes head dim 128, not {dim}")
-    dtype = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}[k.dtype]
-    layout = gl.NVMMASharedLayout.get_default_for([block_n, dim], dtype)
-    k_desc = TensorDescriptor.from_tensor(k.view(-1, dim), [block_n, dim], layout)
-    v_desc = TensorDescriptor.from_tensor(v.view(-1, dim), [block_n, dim], layout)
+    k_desc, v_desc = kv_descriptors("entry kernel", "K and V", q, k, v, block_n)
     dummy = q.new_empty(1, dtype=torch.float32)
 
     def buf(x):

@@ -113,21 +113,23 @@ def forward_pass(q, k, v, q_search, config: SuperlinearConfig, positions, first_
     return out, saved
 
 
+def _ws_capable(q, k, v) -> bool:
+    """What every warp-specialised Gluon kernel takes: a Hopper GPU (no interpreter), head dim 128, K of the query's
+    dtype, query rows with a contiguous last dim, and 16-bit, contiguous, aligned K and V."""
+    return (q.is_cuda and not interpreting() and q.shape[-1] == 128 and k.dtype == q.dtype and q.stride(-1) == 1
+            and uses_descriptors(q, k, v) and torch.cuda.get_device_capability(q.device) == (9, 0))
+
+
 def ws_span_pass(q, k, v, config: SuperlinearConfig, t_bound: int, min_keys: int | None = None) -> bool:
     """Whether the forward's span pass runs on the warp-specialised kernel (`WS_SPAN_MIN_KEYS`; the span dq pass
     asks with `WS_SPAN_DQ_MIN_KEYS`)."""
     min_keys = WS_SPAN_MIN_KEYS if min_keys is None else min_keys
-    return (min_keys > 0 and q.is_cuda and not interpreting() and q.shape[-1] == 128
-            and k.dtype == q.dtype and q.stride(-1) == 1 and uses_descriptors(q, k, v)  # 16-bit, contiguous, aligned
-            and torch.cuda.get_device_capability(q.device) == (9, 0)
-            and max_span_length(config, t_bound) >= min_keys)
+    return min_keys > 0 and _ws_capable(q, k, v) and max_span_length(config, t_bound) >= min_keys
 
 
 def ws_key_pass(q, k, v) -> bool:
     """Whether the backward's dk/dv passes run on the warp-specialised kernel (`WS_KEY_PASS`)."""
-    return (WS_KEY_PASS and q.is_cuda and not interpreting() and q.shape[-1] == 128 and k.dtype == q.dtype
-            and q.stride(-1) == 1 and uses_descriptors(q, k, v)
-            and torch.cuda.get_device_capability(q.device) == (9, 0))
+    return WS_KEY_PASS and _ws_capable(q, k, v)
 
 
 def inference_chunk_rows(len_q: int, num_spans: int, batch: int = 1, held: float = 0.0) -> int:
