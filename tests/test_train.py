@@ -160,7 +160,12 @@ def test_resume_gives_the_same_weights_as_a_straight_run(tmp_path, capsys):
 def test_a_stage_of_its_own_batch_accumulates_its_micro_batches_into_one_step(tmp_path):
     """A stage of 3 sequences in micro-batches of one gives the weights of the same stage in one pass: the optimizer
     steps once per step, after the stage's own count of micro-batches (3, after the first stage's 2 per step), each
-    loss divided by it; and the stage logs its own tokens per step."""
+    loss divided by it; and the stage logs its own tokens per step.
+
+    Each step's gradient norm (logged before clipping) holds the count and the division: AdamW's update is nearly
+    blind to the gradient's scale. The weights are compared by each one's whole update, within 5% in norm: AdamW's
+    first steps move an element by about lr times the sign of its gradient, so an element whose gradient is near zero
+    can move differently under another CPU's rounding (a fifth of a step, measured on an AMD EPYC)."""
     model = fast_model()
 
     def run(out, micro):
@@ -168,12 +173,17 @@ def test_a_stage_of_its_own_batch_accumulates_its_micro_batches_into_one_step(tm
         Trainer(_curriculum_recipe(curriculum=stages, save_every=0), model, out, progress=False).run()
         return _weights(out), [m for m in _metrics(out) if "event" not in m]
 
-    (accumulated, logged), (whole, _) = run(tmp_path / "micro-1", 1), run(tmp_path / "micro-3", 3)
+    (accumulated, logged), (whole, logged_whole) = run(tmp_path / "micro-1", 1), run(tmp_path / "micro-3", 3)
     assert [m["tokens"] for m in logged] == [2 * 288, 2 * 288, 3 * 320, 3 * 320]
+    # the gradient each optimizer step takes (its norm before clipping): AdamW's update hides its scale
+    norms = [m["grad_norm"] for m in logged]
+    assert norms == pytest.approx([m["grad_norm"] for m in logged_whole], rel=1e-3)
     start = _weights(model)
     assert [n for n in whole if not torch.equal(whole[n], start[n])]
     for name in whole:
-        torch.testing.assert_close(accumulated[name], whole[name], rtol=0, atol=2e-5, msg=name)
+        update, update_whole = (accumulated[name] - start[name]).double(), (whole[name] - start[name]).double()
+        gap = ((update - update_whole).norm() / update_whole.norm().clamp_min(1e-30)).item()
+        assert gap < 0.05, f"{name}: updates differ by {gap:.1%} of the one-pass update"
 
 
 def test_stop_at_step_ends_on_the_long_schedule_and_resumes_into_the_straight_run(tmp_path):
