@@ -30,6 +30,45 @@ def _launch(test_file: str, args: tuple, env: dict | None, interpret: bool) -> t
     return key, [sys.executable, path, "--worker", *args], child_env, os.path.dirname(path)
 
 
+def cheap_device_calls() -> None:
+    """Make interpreted kernels' calls of other @triton.jit functions cost what the call itself costs.
+
+    Triton's interpreter (3.6-3.9) re-patches every builtin of the language modules a called function sees on each
+    call (`InterpretedFunction.__call__` runs `_patch_lang`, an `inspect.getmembers` over those modules): about half
+    of an interpreted decode step's time. Patching the same modules again within one launch changes nothing, so
+    inside a launch each function's modules (its globals) are patched on its first call only; a call outside a
+    launch keeps Triton's own path. Without those names (another interpreter) nothing changes. Workers call this
+    before their first kernel."""
+    try:
+        from triton.runtime import interpreter
+        launch_call, device_call = interpreter.GridExecutor.__call__, interpreter.InterpretedFunction.__call__
+        rewrite, patch, error = (interpreter.InterpretedFunction.rewrite, interpreter._patch_lang,
+                                 interpreter.InterpreterError)
+    except (ImportError, AttributeError):
+        return
+    patched: list[set] = []  # per launch in progress: ids of the globals whose modules are patched
+
+    def launch(self, *args, **kwargs):
+        patched.append(set())
+        try:
+            return launch_call(self, *args, **kwargs)
+        finally:
+            patched.pop()
+
+    def call(self, *args, **kwargs):
+        if not patched:
+            return device_call(self, *args, **kwargs)
+        if id(self.fn.__globals__) not in patched[-1]:
+            patch(self.fn)
+            patched[-1].add(id(self.fn.__globals__))
+        try:
+            return rewrite(self)(*args, **kwargs)
+        except Exception as e:
+            raise error(repr(e)) from e
+
+    interpreter.GridExecutor.__call__, interpreter.InterpretedFunction.__call__ = launch, call
+
+
 def start(test_file: str, *args: str, env: dict | None = None, interpret: bool = True) -> None:
     """Start the worker of `interpreted_results(test_file, *args, ...)` now, in the background."""
     key, command, child_env, cwd = _launch(test_file, args, env, interpret)

@@ -86,3 +86,40 @@ def test_run_bench_times_each_setting_with_each_search_key(monkeypatch):
         base = protocol.SETTINGS[name.split()[0]]()
         assert config.search_key == ("span_mean" if name.endswith("span_mean") else "anchor")
         assert config.to_dict() | {"search_key": "anchor"} == base.to_dict()
+
+
+
+def test_decode_graph_time_is_per_step_over_a_cache_per_layer(monkeypatch):
+    """The decode rows' graph time: `decode_layers` steps captured in one graph, each over its own cache (the first
+    the eager call's), divided by their number; dense SDPA the same way. Timings faked, CPU tensors."""
+    from slconvert.benchmark import protocol
+    from slconvert.benchmark.timing import Measurement
+
+    captures: list[list] = []  # per captured graph: the K of each step
+    capturing = []
+
+    def attention(q, k, *args, **kwargs):
+        if capturing:
+            captures[-1].append(k)
+        return q.clone()
+
+    def measure_graph(fn):
+        captures.append([])
+        capturing.append(True)
+        fn()
+        capturing.pop()
+        return 48.0
+
+    monkeypatch.setattr(protocol, "superlinear_attention", attention)
+    monkeypatch.setattr(protocol.F, "scaled_dot_product_attention", attention)
+    monkeypatch.setattr(protocol, "attended_keys", lambda *a, **kw: 100)
+    monkeypatch.setattr(protocol, "measure", lambda fn, **kw: (fn(), Measurement(1.0, [1.0], 0, 0))[1])
+    monkeypatch.setattr(protocol, "measure_graph", measure_graph)
+    cfg = protocol.BenchSettings(heads_q=4, heads_kv=2, head_dim=8, dtype="float32", decode_layers=12)
+    q, k, v, qs = (torch.randn(1, h, n, 8) for h, n in ((4, 1), (2, 40), (2, 40), (4, 1)))
+    [row] = protocol._decode_rows_for(cfg, {"released": protocol.SETTINGS["released"]()}, q, k, v, qs)
+    assert row["superlinear_graph_ms"] == row["dense_graph_ms"] == 4.0 and row["graph_steps"] == 12
+    assert len(captures) == 2  # dense SDPA's graph and the setting's
+    for keys in captures:
+        assert len(keys) == 12 and keys[0] is k and all(c.shape == k.shape for c in keys)
+        assert len({c.data_ptr() for c in keys}) == 12  # a cache per step: none is read twice

@@ -20,7 +20,7 @@ import sys
 import zlib
 
 import pytest
-from interpreter_worker import interpreted_results
+from interpreter_worker import cheap_device_calls, interpreted_results
 
 SMALL = dict(sw_index=2, num_spans=3, search_power=0.5, span_power=0.5, backward_factor=2.0, forward_factor=1.0)
 LONG = dict(SMALL, sw_index=6, backward_factor=8.0, forward_factor=2.0)
@@ -62,6 +62,7 @@ def _worker() -> None:
     os.environ["TRITON_INTERPRET"] = "1"
     import torch
 
+    cheap_device_calls()
     real_empty, real_empty_like = torch.empty, torch.empty_like
 
     def poison(t):
@@ -137,7 +138,7 @@ def _worker() -> None:
 
 def _graph_replay(torch) -> dict[str, list]:
     """Decode steps on one static cache through `decode_graphs.replayed`, its CUDA graph stood in for by
-    `graph_standin`: per search key, (largest absolute difference from the plain decode over five steps at moving
+    `graph_standin`: per search key, (largest absolute difference from the plain decode over three steps at moving
     positions and left padding, captures made)."""
     from graph_standin import standin_capture
     from slkernels import SuperlinearConfig, decode_graphs, superlinear_attention
@@ -155,7 +156,7 @@ def _graph_replay(torch) -> dict[str, list]:
             mask = torch.ones(2, 90, dtype=torch.long)
             mask[-1, :7] = 0
             worst = 0.0
-            for position in (40, 41, 42, 60, 89):
+            for position in (40, 41, 89):
                 q, qs = (torch.randn(2, 4, 1, 16) for _ in range(2))
                 outs = []
                 for on in (False, True):
@@ -190,7 +191,7 @@ def _chunked_inference(torch) -> dict[str, list]:
     try:
         fn.forward_pass, fn.INFERENCE_START_ROWS = counted, 0
         for cfg_kw in (SMALL, MEAN):
-            for len_q, len_kv, cpos in ((45, 45, None), (30, 50, (20, 50))):
+            for len_q, len_kv, cpos in ((21, 21, None), (20, 50, (30, 50))):
                 torch.manual_seed(7)
                 q, qs = (torch.randn(2, 4, len_q, 16) for _ in range(2))
                 k, v = (torch.randn(2, 2, len_kv, 16) + shift for shift in (1.0, 0.0))
@@ -513,14 +514,14 @@ def test_inference_in_chunks_of_rows_equals_one_pass(interpreted):
     """A prefill without gradients runs its query rows in chunks (bounded memory); each row's output is the one
     pass's (up to rounding), for both keys, with padding, GQA and at a cache position."""
     got = interpreted["_chunked_inference"]
-    assert set(got) == {"anchor_45_45", "anchor_30_50", "span_mean_45_45", "span_mean_30_50"}
+    assert set(got) == {"anchor_21_21", "anchor_20_50", "span_mean_21_21", "span_mean_20_50"}
     for name, (chunks, diff) in got.items():
         assert chunks == -(-int(name.split("_")[-2]) // 8), (name, chunks)  # 8-row chunks ran, not one pass
         assert diff <= 1e-6, (name, diff)
 
 
 def test_decode_steps_replayed_on_a_static_cache_equal_the_plain_decode(interpreted):
-    """Five steps on one static cache (moving positions, left padding): captured once, on the second step, and
+    """Three steps on one static cache (moving positions, left padding): captured once, on the second step, and
     every replayed step equal to the plain decode to the bit (decode_graphs' logic; the GPU tests capture for real)."""
     got = interpreted["_graph_replay"]
     assert set(got) == {"anchor", "span_mean"}

@@ -5,7 +5,9 @@ normal inputs per length. For each setting and length: forward, forward+backward
 token, each with the dense baseline timed in the same process on the same GPU. 1M tokens run as a
 prefill in 32K chunks (cache_position), the dense baseline as one causal call. Reported per row:
 median ms, speed-up over dense, TFLOP/s over the keys actually attended, peak memory above the inputs;
-decode rows also time a CUDA-graph replay (what a serving loop runs), eager calls include Python overhead. Every
+decode rows also time a CUDA-graph replay (what a serving loop runs) of `decode_layers` steps in one graph, each over
+a cache of its own as a model's layers are, per step (one step alone in a graph would time mostly the replay's own
+launch, about dense SDPA's whole step at 16K); eager calls include Python overhead. Every
 eager call of a decode row reads the same K and V, as a static cache's steps do, so `superlinear_attention` replays it
 from a CUDA graph from its second call on (`slkernels.decode_graphs.GRAPH_DECODE`, on by default);
 SLKERNELS_GRAPH_DECODE=0 in the environment times the kernels launched on every call instead.
@@ -53,6 +55,7 @@ class BenchSettings:
     dtype: str = "bfloat16"
     budget_ms: float = 1500.0
     seed: int = 0
+    decode_layers: int = 16  # decode steps per replayed CUDA graph, each over a cache of its own; the time is per step
 
 
 def _inputs(cfg: BenchSettings, length: int, q_rows: int | None = None, grad: bool = False):
@@ -193,19 +196,27 @@ def _decode_rows(cfg: BenchSettings, length: int, configs: dict[str, Superlinear
 
 
 def _decode_rows_for(cfg: BenchSettings, configs: dict[str, SuperlinearConfig], q, k, v, qs) -> list[dict]:
-    """One decode row per setting: eager and CUDA-graph times of one token against the whole cache."""
+    """One decode row per setting: eager times of one token against the whole cache, and CUDA-graph times per step
+    of `cfg.decode_layers` steps replayed in one graph (these inputs first, then caches of the same shape)."""
     length = k.shape[2]
-    dense_call = partial(F.scaled_dot_product_attention, q, k, v, enable_gqa=True)
-    dense = measure(dense_call, budget_ms=200.0, max_reps=100)
-    dense_graph = measure_graph(dense_call)
+    layers = [(q, k, v, qs)] + [tuple(torch.randn_like(x) for x in (q, k, v, qs)) for _ in range(cfg.decode_layers - 1)]
+
+    def per_step(call: Callable) -> float | None:
+        ms = measure_graph(lambda: [call(*inputs) for inputs in layers])
+        return None if ms is None else ms / len(layers)
+
+    dense_call = partial(F.scaled_dot_product_attention, enable_gqa=True)
+    dense = measure(partial(dense_call, q, k, v), budget_ms=200.0, max_reps=100)
+    dense_graph = per_step(lambda q, k, v, qs: dense_call(q, k, v))
     rows = []
     for name, config in configs.items():
         keys = attended_keys(q, k, qs, config)
-        call = partial(superlinear_attention, q, k, v, qs, config, backend="triton")
-        sl = measure(call, budget_ms=200.0, max_reps=100)
+        call = partial(superlinear_attention, config=config, backend="triton")
+        sl = measure(partial(call, q, k, v, qs), budget_ms=200.0, max_reps=100)
         row = _row(name, "decode", length, sl, dense, keys, cfg.heads_q * length, cfg.head_dim, 1.0)
-        row["superlinear_graph_ms"] = measure_graph(call)
+        row["superlinear_graph_ms"] = per_step(call)
         row["dense_graph_ms"] = dense_graph
+        row["graph_steps"] = len(layers)
         rows.append(row)
     return rows
 
