@@ -194,6 +194,7 @@ def test_combine_reports_several_studies_of_one_teacher_under_their_labels(repor
     assert not (tmp_path / "no").exists()
 
 
+@pytest.mark.slow  # about 30 s in CI (two training runs); `make test-slow`
 def test_teacher_probes_run_side_by_side_and_plot(study, tmp_path):
     """Two probes of the teacher's recipe from one tiny initial model: each takes its own overrides, every row
     of its log is kept, the plot is drawn; a malformed probe is refused in one line."""
@@ -283,6 +284,7 @@ def test_a_study_job_converts_trains_with_the_study_overrides_and_measures(study
 
 
 
+@pytest.mark.slow  # about 55 s in CI (two study runs); `make test-slow`
 def test_a_job_stopped_at_its_time_limit_resumes_from_its_checkpoint(study, tmp_path):
     """A job cut by --job-minutes writes a checkpoint; `run --resume` continues it with the study's own settings
     (steps, evals, overrides) to its last step, and the rows of both runs make one curve."""

@@ -214,7 +214,7 @@ PEAK_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("dtype", ["auto", "bfloat16"])
+@pytest.mark.parametrize("dtype", [pytest.param("auto", marks=pytest.mark.slow), "bfloat16"])  # "auto": `make test-slow`
 def test_peak_memory_stays_below_twice_the_largest_shard(tmp_path, dtype):
     if not Path("/proc/self/clear_refs").exists():
         pytest.skip("needs Linux /proc to measure the memory high-water mark")

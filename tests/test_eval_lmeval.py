@@ -265,6 +265,7 @@ def ruler_essay_answers(out: Path, essays: Path) -> None:
     (out / "essay_prompt.json").write_text(json.dumps({"output": result.output, "doc": doc}))
 
 
+@pytest.mark.slow  # about 30 s in CI; `make test-slow` runs it with the other RULER checks
 def test_rulers_essay_task_runs_offline_from_a_local_folder(tmp_path):
     """lm-eval's niah_single_2 with its essay haystack read from a folder, network refused: copying the needle
     scores 1.0, never answering 0.0, and the prompt is the folder's text with the needle between two sentences.

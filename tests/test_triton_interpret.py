@@ -333,7 +333,9 @@ def _fp16_dq_with_value_offset(torch, cfg) -> list[float]:
 
 def _span_lists_vs_torch(torch, cfg) -> dict[str, float]:
     """The one-pass Triton span lists against `span_entries` (torch) on random selections with padding and
-    unused spans: the same entries per group and key, the same validity, the gate of a masked softmax."""
+    unused spans, with every span used and with none, each with int32 and int64 sort keys: the same entries per
+    group and key, the same counts and validity, the gate of a masked softmax."""
+    from slkernels.triton_ops import entries
     from slkernels.triton_ops.entries import build_geometry, span_entries
     from slkernels.triton_ops.span_lists import span_lists
     from test_triton_entries import random_selection  # this folder is on sys.path in the worker
@@ -342,16 +344,26 @@ def _span_lists_vs_torch(torch, cfg) -> dict[str, float]:
     batch, heads_q, heads_kv, length = 2, 8, 2, 97
     anchors, pos, first_real = random_selection(gen, batch, heads_q, length, 5, cfg.num_spans)
     scores = torch.randn(anchors.shape, generator=gen)
-    geo = build_geometry(cfg, anchors, pos, first_real, length)
-    ref = span_entries(geo, heads_kv, heads_q // heads_kv, length)
-    got, gate, valid = span_lists(cfg, length, anchors, scores, pos, first_real, heads_kv, length)
-    mismatched = int(not torch.equal(ref.count, got.count)) + int(not torch.equal(valid, geo.valid))
-    for g, n in enumerate(ref.count.tolist()):
-        mismatched += int(not torch.equal(ref.key[g], got.key[g]))
-        triples = [sorted(zip(x.lo[g, :n].tolist(), x.eid[g, :n].tolist(), x.hi[g, :n].tolist())) for x in (ref, got)]
-        mismatched += int(triples[0] != triples[1])
-    expected_gate = torch.softmax(scores.masked_fill(~geo.valid, -1.0e30), dim=-1) * geo.valid
-    return {"mismatched": mismatched, "gate": float((gate - expected_gate).abs().max())}
+    mismatched, gate_error, short_shift = 0, 0.0, entries.SHORT_KEY_SHIFT
+    try:
+        for selection in (anchors, anchors.clamp_min(0), torch.full_like(anchors, -1)):
+            for shift in (short_shift, 6):  # 6: 97 keys no longer fit the int32 key
+                entries.SHORT_KEY_SHIFT = shift
+                geo = build_geometry(cfg, selection, pos, first_real, length)
+                ref = span_entries(geo, heads_kv, heads_q // heads_kv, length)
+                got, gate, valid = span_lists(cfg, length, selection, scores, pos, first_real, heads_kv, length)
+                mismatched += int(not torch.equal(ref.count, got.count)) + int(not torch.equal(valid, geo.valid))
+                mismatched += int(got.key.dtype != (torch.int32 if shift == short_shift else torch.int64))
+                for g, n in enumerate(ref.count.tolist()):
+                    mismatched += int(not torch.equal(ref.key[g], got.key[g]))
+                    triples = [sorted(zip(x.lo[g, :n].tolist(), x.eid[g, :n].tolist(), x.hi[g, :n].tolist()))
+                               for x in (ref, got)]
+                    mismatched += int(triples[0] != triples[1])
+                expected_gate = torch.softmax(scores.masked_fill(~geo.valid, -1.0e30), dim=-1) * geo.valid
+                gate_error = max(gate_error, float((gate - expected_gate).abs().max()))
+    finally:
+        entries.SHORT_KEY_SHIFT = short_shift
+    return {"mismatched": mismatched, "gate": gate_error}
 
 
 def _window_lists_vs_torch(torch, cfg) -> dict[str, int]:

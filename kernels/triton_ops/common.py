@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["interpreting", "sm_count", "dot_precision", "tile_sizes", "launch_tiles", "rows_flat", "entry_rows", "span_range",
+__all__ = ["interpreting", "capability", "sm_count", "dot_precision", "tile_sizes", "launch_tiles", "rows_flat", "entry_rows", "span_range",
            "SUPPORTED_HEAD_DIMS", "NEG_BIG", "LOG2E", "LN2", "MODE_FWD_WINDOW", "MODE_FWD_SPAN", "MODE_DELTA",
            "MODE_DQ", "MODE_DQ_SPAN", "mode_value"]
 
@@ -44,6 +44,13 @@ def cdiv(a: int, b: int) -> int:
 def next_pow2(n: int) -> int:
     """The smallest power of two >= n (n >= 1), for host integers (as triton.next_power_of_2, without its cost)."""
     return 1 << (n - 1).bit_length()
+
+
+@functools.cache
+def capability(device: torch.device) -> tuple[int, int]:
+    """A CUDA device's compute capability (cached: torch's query costs tens of microseconds of host time, and every
+    forward asks which kernels the device takes)."""
+    return torch.cuda.get_device_capability(device)
 
 
 @functools.cache

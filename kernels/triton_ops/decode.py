@@ -29,7 +29,7 @@ import triton.language as tl
 
 from ..config import SuperlinearConfig
 from ..geometry import GeometryTables, geometry_tables
-from .common import LOG2E, NEG_BIG, cdiv, dot_precision, interpreting, next_pow2, sm_count, span_range
+from .common import LOG2E, NEG_BIG, capability, cdiv, dot_precision, interpreting, next_pow2, sm_count, span_range
 from .search import search_topk
 
 __all__ = ["superlinear_decode", "DECODE_MAX_ROWS"]
@@ -508,7 +508,7 @@ def _window_split(width: int, target: int, block: int, groups: bool) -> tuple[in
 
 
 def _has_pdl(device: torch.device) -> bool:
-    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9  # Hopper and later
+    return device.type == "cuda" and capability(device)[0] >= 9  # Hopper and later
 
 
 def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, first_real, scale):

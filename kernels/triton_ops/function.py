@@ -23,7 +23,7 @@ import torch
 from ..config import SuperlinearConfig
 from .attend import MODE_DELTA, MODE_DQ, MODE_DQ_SPAN, MODE_FWD_SPAN, MODE_FWD_WINDOW, run_entries, uses_descriptors
 from .attend_bwd import dkdv, gate_backward, row_dot
-from .common import NEG_BIG, cdiv, interpreting
+from .common import NEG_BIG, capability, cdiv, interpreting
 from .entries import max_span_length
 from .prefix import key_prefix
 from .search import search_topk
@@ -87,17 +87,19 @@ def forward_pass(q, k, v, q_search, config: SuperlinearConfig, positions, first_
     if prefix is None and config.search_key == "span_mean":
         prefix = key_prefix(k, first_real)
     anchors, scores = search_topk(q_search, k, config, positions, first_real, t_bound, prefix=prefix)
-    # the backward searches the window list by first key: its rows in position order (the forward alone needs no sort)
-    wins = window_lists(config, positions, first_real, heads_kv, group, sort=for_backward)
     spans, gate, valid = span_lists(config, t_bound, anchors, scores, positions, first_real, heads_kv, k.shape[2])
 
-    # spans first (each stores its o_s and lse_s), then the window, which mixes them into the output
+    # spans first (each stores its o_s and lse_s), then the window, which mixes them into the output. Only the span
+    # pass's launch waits on the host work before it: at 16K the GPU idles until then (about 1 ms on an H200's host,
+    # benchmarks/NOTES.md item 41), so the window's lists are built after it.
     lse_s = torch.full(anchors.shape, NEG_BIG.value, dtype=torch.float32, device=q.device)
     span_o = torch.empty(*anchors.shape, dim, dtype=q.dtype, device=q.device)
     span_pass = run_entries
     if ws_span_pass(q, k, v, config, t_bound):
         from .attend_ws import run_entries_ws as span_pass
     span_pass(MODE_FWD_SPAN, spans, q, k, v, scale, span_o=span_o, out_e=lse_s)
+    # the backward searches the window list by first key: its rows in position order (the forward alone needs no sort)
+    wins = window_lists(config, positions, first_real, heads_kv, group, sort=for_backward)
     out = torch.empty(batch, heads_q, len_q, dim, dtype=q.dtype, device=q.device)
     o_w = lse_w = None
     if for_backward:
@@ -117,7 +119,7 @@ def _ws_capable(q, k, v) -> bool:
     """What every warp-specialised Gluon kernel takes: a Hopper GPU (no interpreter), head dim 128, K of the query's
     dtype, query rows with a contiguous last dim, and 16-bit, contiguous, aligned K and V."""
     return (q.is_cuda and not interpreting() and q.shape[-1] == 128 and k.dtype == q.dtype and q.stride(-1) == 1
-            and uses_descriptors(q, k, v) and torch.cuda.get_device_capability(q.device) == (9, 0))
+            and uses_descriptors(q, k, v) and capability(q.device) == (9, 0))
 
 
 def ws_span_pass(q, k, v, config: SuperlinearConfig, t_bound: int, min_keys: int | None = None) -> bool:

@@ -2,7 +2,9 @@
 
 For every selected span it computes the semantics' bounds, validity, gate (softmax of the router scores over a
 row's k spans) and sort key, and writes key, last key and flat entry id already in the order of a
-(batch, kv-head) group's list, so that one sort finishes the list. `entries.span_entries` computes the same
+(batch, kv-head) group's list, so that one sort orders the list; a second launch takes the sort's order to the
+first keys, last keys and ids and counts each group's real entries (on an H200 host five torch operations there
+cost about 0.25 ms of host time per call, which a 16K forward waits for). `entries.span_entries` computes the same
 lists with torch operations (the tests compare both).
 """
 
@@ -63,6 +65,25 @@ def _span_lists_kernel(
     tl.store(VALID + src, valid.to(tl.int8), mask=mask)
 
 
+@triton.jit
+def _finish_lists_kernel(KEY, ORDER, HI_IN, ENT_IN, LO, HI, ENT, COUNT, n, low_mask, invalid, BLOCK: tl.constexpr):
+    """Sorted keys -> first keys; the sort's order -> last keys and ids; the group's count of real entries, written
+    by the one program holding the last real key (or, with none, the first key): invalid keys sort last."""
+    grp = tl.program_id(1)
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = i < n
+    row = grp.to(tl.int64) * n
+    key = tl.load(KEY + row + i, mask=mask, other=invalid)
+    src = tl.load(ORDER + row + i, mask=mask, other=0)
+    tl.store(LO + row + i, (key & low_mask).to(tl.int32), mask=mask)
+    tl.store(HI + row + i, tl.load(HI_IN + row + src, mask=mask, other=0), mask=mask)
+    tl.store(ENT + row + i, tl.load(ENT_IN + row + src, mask=mask, other=0), mask=mask)
+    real = key != invalid
+    next_real = tl.load(KEY + row + i + 1, mask=i + 1 < n, other=invalid) != invalid
+    tl.store(COUNT + grp + 0 * i, (i + 1).to(tl.int32), mask=mask & real & ~next_real)
+    tl.store(COUNT + grp + 0 * i, 0 * i, mask=(i == 0) & ~real)
+
+
 def span_lists(
     config: SuperlinearConfig,
     t_bound: int,
@@ -99,7 +120,16 @@ def span_lists(
             num_warps=1 if interpreting() else 4,
         )
     key, order = torch.sort(key, dim=-1)
-    lo = (key & ((1 << shift) - 1)).to(torch.int32)  # (padding past `count` is never read)
-    count = (key != invalid).sum(dim=-1, dtype=torch.int32)
-    spans = EntryList(ent.gather(1, order), lo, hi.gather(1, order), count, ksel, key, bucket_max, shift)
+    lo = torch.empty(groups, n, dtype=torch.int32, device=device)  # (padding past `count` is never read)
+    sorted_hi, sorted_ent = torch.empty_like(hi), torch.empty_like(ent)
+    count = torch.empty(groups, dtype=torch.int32, device=device)
+    if n:
+        block = 16 if interpreting() else 1024
+        _finish_lists_kernel[(triton.cdiv(n, block), groups)](
+            key, order, hi, ent, lo, sorted_hi, sorted_ent, count, n, (1 << shift) - 1, invalid,
+            BLOCK=block, num_warps=1 if interpreting() else 4,
+        )
+    else:
+        count.zero_()
+    spans = EntryList(sorted_ent, lo, sorted_hi, count, ksel, key, bucket_max, shift)
     return spans, gate, valid.view(torch.bool)
