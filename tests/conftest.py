@@ -29,11 +29,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
+    # The files whose background workers run for minutes go last, so that the other tests run beside the workers
+    # instead of waiting for them (on two cores the suite's wall time is then about its foreground's).
+    items.sort(key=lambda item: item.path.name in BACKGROUND_WORKERS)  # stable: each file's order is kept
 
 
 # Test files whose module fixture `interpreted` runs their worker for minutes under the Triton interpreter: the
 # worker starts in the background once the suite is collected, when a test that uses the fixture will run
-# (interpreter_worker.start).
+# (interpreter_worker.start), and the files' tests run after all others (pytest_collection_modifyitems).
 BACKGROUND_WORKERS = ("test_triton_interpret.py", "test_decode_overhead.py")
 
 
