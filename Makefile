@@ -89,7 +89,7 @@ install: $(STAMP) ## create the virtual environment and install slconvert with i
 test: $(STAMP) ## run the test suite (GPU tests are skipped without CUDA; `slow` tests run with make test-slow)
 	$(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)
 
-test-slow: $(STAMP) ## the slow CPU tests (RULER's tasks on the shipped teacher, a study resumed, the study's probes)
+test-slow: $(STAMP) ## the slow CPU tests (RULER's tasks on the shipped teacher, the conversion study's jobs, DDP warm-up)
 	$(BIN)/pytest -q -m slow $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff over the sources and tests

@@ -216,6 +216,7 @@ def test_teacher_probes_run_side_by_side_and_plot(study, tmp_path):
         study.main(["probes", "--out", str(out), "--size", "tiny", "broken"])
 
 
+@pytest.mark.slow  # about 55 s in CI (a study job: conversion, training, two measurements); `make test-slow`
 def test_a_study_job_converts_trains_with_the_study_overrides_and_measures(study, tmp_path):
     """One real job on the shipped tiny teacher (CPU): the rows hold the teacher and the job at steps 0 and 2, and
     the job trained with the overrides passed by --train after the study's own."""
