@@ -7,6 +7,9 @@ in a fresh process (the file itself, with `--worker`); tests that need a fresh i
 The longest workers (minutes each under the interpreter) are started in the background as soon as the suite is
 collected (`start`, from conftest.py), so that they run beside the other tests on a machine with more than one
 core; `interpreted_results` then waits for the started worker instead of running it again.
+
+A worker under the interpreter imports this module (its file does, to define its tests), and the import makes the
+interpreter's nested jit calls cheap (`cheap_device_calls`) in every such process, never in the pytest process.
 """
 
 from __future__ import annotations
@@ -37,8 +40,8 @@ def cheap_device_calls() -> None:
     call (`InterpretedFunction.__call__` runs `_patch_lang`, an `inspect.getmembers` over those modules): about half
     of an interpreted decode step's time. Patching the same modules again within one launch changes nothing, so
     inside a launch each function's modules (its globals) are patched on its first call only; a call outside a
-    launch keeps Triton's own path. Without those names (another interpreter) nothing changes. Workers call this
-    before their first kernel."""
+    launch keeps Triton's own path. Without those names (another interpreter) nothing changes. Applied on import in
+    interpreted processes (the end of this module)."""
     try:
         from triton.runtime import interpreter
         launch_call, device_call = interpreter.GridExecutor.__call__, interpreter.InterpretedFunction.__call__
@@ -111,3 +114,7 @@ def interpreted_results(test_file: str, *args: str, env: dict | None = None, int
         err.close()
     assert returncode == 0, stderr[-4000:]
     return json.loads(stdout.strip().splitlines()[-1])
+
+
+if os.environ.get("TRITON_INTERPRET") == "1":  # an interpreted worker (launched with it set): see the module doc
+    cheap_device_calls()

@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 from dispatch_ops import LaunchRecorder, OpCounter
-from interpreter_worker import cheap_device_calls, interpreted_results
+from interpreter_worker import interpreted_results
 from slkernels import SuperlinearConfig, geometry, superlinear_attention
 from slkernels.geometry import anchor_offset
 from slkernels.triton_ops.decode import _top_of_pieces
@@ -446,7 +446,6 @@ def _worker() -> None:
     with the cache emptied before every call; prints {case: {"identical": bool, "builds": int, "ref": error}}, and
     the tie cases' results (`_tie_results`) under "ties"."""
     os.environ["TRITON_INTERPRET"] = "1"
-    cheap_device_calls()
     from slkernels import geometry as geo
 
     builds = []

@@ -88,7 +88,6 @@ def test_run_bench_times_each_setting_with_each_search_key(monkeypatch):
         assert config.to_dict() | {"search_key": "anchor"} == base.to_dict()
 
 
-
 def test_decode_graph_time_is_per_step_over_a_cache_per_layer(monkeypatch):
     """The decode rows' graph time: `decode_layers` steps captured in one graph, each over its own cache (the first
     the eager call's), divided by their number; dense SDPA the same way. Timings faked, CPU tensors."""
