@@ -332,8 +332,9 @@ def _fp16_dq_with_value_offset(torch, cfg) -> list[float]:
 
 def _span_lists_vs_torch(torch, cfg) -> dict[str, float]:
     """The one-pass Triton span lists against `span_entries` (torch) on random selections with padding and
-    unused spans, with every span used and with none, each with int32 and int64 sort keys: the same entries per
-    group and key, the same counts and validity, the gate of a masked softmax."""
+    unused spans, with every span used and with none, each with int32 and int64 sort keys (and so flat sort keys):
+    the same entries per group and key, the same counts and validity, the gate of a masked softmax, and the span
+    log-sum-exps filled with NEG_BIG."""
     from slkernels.triton_ops import entries
     from slkernels.triton_ops.entries import build_geometry, span_entries
     from slkernels.triton_ops.span_lists import span_lists
@@ -350,8 +351,11 @@ def _span_lists_vs_torch(torch, cfg) -> dict[str, float]:
                 entries.SHORT_KEY_SHIFT = shift
                 geo = build_geometry(cfg, selection, pos, first_real, length)
                 ref = span_entries(geo, heads_kv, heads_q // heads_kv, length)
-                got, gate, valid = span_lists(cfg, length, selection, scores, pos, first_real, heads_kv, length)
+                lse_s = torch.full(selection.shape, float("nan"))
+                got, gate, valid = span_lists(cfg, length, selection, scores, pos, first_real, heads_kv, length,
+                                              lse_s=lse_s)
                 mismatched += int(not torch.equal(ref.count, got.count)) + int(not torch.equal(valid, geo.valid))
+                mismatched += int(not bool((lse_s == -1.0e30).all()))  # filled for the span pass
                 mismatched += int(got.key.dtype != (torch.int32 if shift == short_shift else torch.int64))
                 for g, n in enumerate(ref.count.tolist()):
                     mismatched += int(not torch.equal(ref.key[g], got.key[g]))

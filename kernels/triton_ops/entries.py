@@ -26,8 +26,10 @@ __all__ = ["EntryList", "Geometry", "build_geometry", "max_span_length", "window
 
 # Buckets of rows (by tokens seen) for span entries; 16 keeps span lengths in a tile within ~5% at 256K.
 SPAN_BUCKETS = 16
-# Up to 2**27 - 1 keys the sort key is 4 bits of bucket over 27 of first key, an int32: half the radix passes
-# of an int64 key (the sort of 25M span entries at 256K).
+# The sort key holds the bucket over as many bits of first key as the key axis needs; with at most this many
+# bits of first key (2**27 keys) it is an int32: half the radix passes of an int64 key (the sort of 25M span
+# entries at 256K). Fewer bits leave room above it for the (batch, kv-head) group in the forward's one flat sort
+# (`span_lists`), which stays an int32 up to 2**26 keys at 2 groups.
 SHORT_KEY_SHIFT = 27
 
 
@@ -114,11 +116,13 @@ def id_dtype(n_ids: int) -> torch.dtype:
 
 
 def sort_key_layout(n_buckets: int, len_kv: int) -> tuple[int, torch.dtype, int]:
-    """(shift, dtype, key of an unused span) of the span sort key ``bucket << shift | first key``; unused
-    spans sort last, above every valid key (the largest valid one is below ``(n_buckets << shift) - 1``)."""
-    short = n_buckets <= 1 << (31 - SHORT_KEY_SHIFT) and len_kv < (1 << SHORT_KEY_SHIFT) - 1
-    shift, dtype = (SHORT_KEY_SHIFT, torch.int32) if short else (32, torch.int64)
-    return shift, dtype, (n_buckets << shift) - 1
+    """(shift, dtype, key of an unused span) of the span sort key ``bucket << shift | first key``, with the
+    fewest bits of first key that hold every key (``len_kv < 2**shift``); unused spans sort last, above every
+    valid key (the largest valid one is below ``(n_buckets << shift) - 1``)."""
+    shift = max(len_kv.bit_length(), 1)
+    invalid = (n_buckets << shift) - 1
+    short = shift <= SHORT_KEY_SHIFT and invalid.bit_length() <= 31
+    return shift, torch.int32 if short else torch.int64, invalid
 
 
 def span_entries(geo: Geometry, heads_kv: int, group: int, len_kv: int) -> EntryList:

@@ -23,7 +23,7 @@ import torch
 from ..config import SuperlinearConfig
 from .attend import MODE_DELTA, MODE_DQ, MODE_DQ_SPAN, MODE_FWD_SPAN, MODE_FWD_WINDOW, run_entries, uses_descriptors
 from .attend_bwd import dkdv, gate_backward, row_dot
-from .common import NEG_BIG, capability, cdiv, interpreting
+from .common import capability, cdiv, interpreting
 from .entries import max_span_length
 from .prefix import key_prefix
 from .search import search_topk
@@ -87,12 +87,13 @@ def forward_pass(q, k, v, q_search, config: SuperlinearConfig, positions, first_
     if prefix is None and config.search_key == "span_mean":
         prefix = key_prefix(k, first_real)
     anchors, scores = search_topk(q_search, k, config, positions, first_real, t_bound, prefix=prefix)
-    spans, gate, valid = span_lists(config, t_bound, anchors, scores, positions, first_real, heads_kv, k.shape[2])
+    lse_s = torch.empty(anchors.shape, dtype=torch.float32, device=q.device)  # NEG_BIG where unused (span_lists)
+    spans, gate, valid = span_lists(config, t_bound, anchors, scores, positions, first_real, heads_kv, k.shape[2],
+                                    lse_s=lse_s)
 
     # spans first (each stores its o_s and lse_s), then the window, which mixes them into the output. Only the span
     # pass's launch waits on the host work before it: at 16K the GPU idles until then (about 1 ms on an H200's host,
     # benchmarks/NOTES.md item 41), so the window's lists are built after it.
-    lse_s = torch.full(anchors.shape, NEG_BIG.value, dtype=torch.float32, device=q.device)
     span_o = torch.empty(*anchors.shape, dim, dtype=q.dtype, device=q.device)
     span_pass = run_entries
     if ws_span_pass(q, k, v, config, t_bound):

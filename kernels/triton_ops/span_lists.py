@@ -6,6 +6,11 @@ row's k spans) and sort key, and writes key, last key and flat entry id already 
 first keys, last keys and ids and counts each group's real entries (on an H200 host five torch operations there
 cost about 0.25 ms of host time per call, which a 16K forward waits for). `entries.span_entries` computes the same
 lists with torch operations (the tests compare both).
+
+The sort is of one flat list: the key sorted holds the group above the list's own key (`group_sort_layout`), so
+every group's entries land in its own row of the result, in the list's order. (A sort of [groups, n] along its
+rows sorts every element once and then again by row, and gathers: about twice the launches and 0.16 ms of an H200
+host's time per 16K forward, which the forward waits for.) The finish writes the list's own key back.
 """
 
 from __future__ import annotations
@@ -25,9 +30,9 @@ __all__ = ["span_lists"]
 @triton.jit
 def _span_lists_kernel(
     ANCH, SCORE, POS, S0, BACK, FWD,
-    KEY, HI, ENT, GATE, VALID,
-    L_Q, H_Q, H_KV, width, t_bound, n_buckets, shift, invalid,
-    G: tl.constexpr, KSEL: tl.constexpr, KP: tl.constexpr, BM: tl.constexpr,
+    KEY, HI, ENT, GATE, VALID, LSE_S,
+    L_Q, H_Q, H_KV, width, t_bound, n_buckets, shift, invalid, group_shift,
+    G: tl.constexpr, KSEL: tl.constexpr, KP: tl.constexpr, BM: tl.constexpr, FILL_LSE: tl.constexpr,
 ):
     pid = tl.program_id(0)
     grp = tl.program_id(1)
@@ -51,7 +56,8 @@ def _span_lists_kernel(
     valid = a >= 0
     lo, hi = span_range(a, back[:, None], fwd[:, None], s0, pos[:, None], width)
     bucket = tl.minimum(tl.maximum(t - 1, 0) * n_buckets // t_bound, n_buckets - 1)
-    key = tl.where(valid, (bucket[:, None] << shift) | lo, invalid)
+    # the flat sort's key (`group_sort_layout`): the group, then the list's own key
+    key = (grp.to(tl.int64) << group_shift) | tl.where(valid, (bucket[:, None] << shift) | lo, invalid)
     # the gate: softmax over the row's k scores, unused spans at NEG_BIG, then zeroed
     z = tl.where(valid, score, NEG_BIG)
     z = tl.where(jmask[None, :], z, float("-inf"))
@@ -63,25 +69,38 @@ def _span_lists_kernel(
     tl.store(ENT + dst, src.to(ENT.dtype.element_ty), mask=mask)
     tl.store(GATE + src, gate, mask=mask)
     tl.store(VALID + src, valid.to(tl.int8), mask=mask)
+    if FILL_LSE:  # the span pass writes the used spans' log-sum-exps
+        tl.store(LSE_S + src, tl.full(src.shape, NEG_BIG, tl.float32), mask=mask)
 
 
 @triton.jit
-def _finish_lists_kernel(KEY, ORDER, HI_IN, ENT_IN, LO, HI, ENT, COUNT, n, low_mask, invalid, BLOCK: tl.constexpr):
-    """Sorted keys -> first keys; the sort's order -> last keys and ids; the group's count of real entries, written
-    by the one program holding the last real key (or, with none, the first key): invalid keys sort last."""
+def _finish_lists_kernel(SORTED, ORDER, HI_IN, ENT_IN, KEY, LO, HI, ENT, COUNT, n, low_mask, own_mask, invalid,
+                         BLOCK: tl.constexpr):
+    """The flat sort's keys -> each group's list keys and first keys; the sort's order (flat) -> last keys and ids;
+    the group's count of real entries, written by the one program holding the last real key (or, with none, the
+    first key): invalid keys sort last within their group."""
     grp = tl.program_id(1)
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = i < n
     row = grp.to(tl.int64) * n
-    key = tl.load(KEY + row + i, mask=mask, other=invalid)
+    key = tl.load(SORTED + row + i, mask=mask, other=invalid) & own_mask
     src = tl.load(ORDER + row + i, mask=mask, other=0)
+    tl.store(KEY + row + i, key.to(KEY.dtype.element_ty), mask=mask)
     tl.store(LO + row + i, (key & low_mask).to(tl.int32), mask=mask)
-    tl.store(HI + row + i, tl.load(HI_IN + row + src, mask=mask, other=0), mask=mask)
-    tl.store(ENT + row + i, tl.load(ENT_IN + row + src, mask=mask, other=0), mask=mask)
+    tl.store(HI + row + i, tl.load(HI_IN + src, mask=mask, other=0), mask=mask)
+    tl.store(ENT + row + i, tl.load(ENT_IN + src, mask=mask, other=0), mask=mask)
     real = key != invalid
-    next_real = tl.load(KEY + row + i + 1, mask=i + 1 < n, other=invalid) != invalid
+    next_key = tl.load(SORTED + row + i + 1, mask=i + 1 < n, other=invalid) & own_mask
+    next_real = next_key != invalid
     tl.store(COUNT + grp + 0 * i, (i + 1).to(tl.int32), mask=mask & real & ~next_real)
     tl.store(COUNT + grp + 0 * i, 0 * i, mask=(i == 0) & ~real)
+
+
+def group_sort_layout(invalid: int, groups: int) -> tuple[int, torch.dtype]:
+    """(shift, dtype) of the flat sort's key ``group << shift | key``, for list keys up to `invalid` (the key of
+    an unused span, the largest): int32 where it fits, as the sort is then half the passes."""
+    shift = max(invalid.bit_length(), 1)
+    return shift, torch.int32 if shift + (groups - 1).bit_length() <= 31 else torch.int64
 
 
 def span_lists(
@@ -93,9 +112,11 @@ def span_lists(
     first_real: torch.Tensor,
     heads_kv: int,
     len_kv: int,
+    lse_s: torch.Tensor | None = None,
 ) -> tuple[EntryList, torch.Tensor, torch.Tensor]:
     """(span entry list, gate float32 [B, H_q, L_q, k], valid bool [B, H_q, L_q, k]) from the search's output, for
-    rows with at most `t_bound` tokens seen."""
+    rows with at most `t_bound` tokens seen. `lse_s` (float32, the anchors' shape): filled with NEG_BIG on the way,
+    for the span pass to write the used spans' log-sum-exps into (a fill of its own costs host time)."""
     batch, heads_q, len_q, ksel = anchors.shape
     group = heads_q // heads_kv
     device = anchors.device
@@ -104,7 +125,8 @@ def span_lists(
     shift, dtype, invalid = sort_key_layout(n_buckets, len_kv)
     tables = span_tables(config, t_bound, device)
     groups, n = batch * heads_kv, len_q * group * ksel
-    key = torch.empty(groups, n, dtype=dtype, device=device)
+    group_shift, flat_dtype = group_sort_layout(invalid, groups)
+    flat_key = torch.empty(groups * n, dtype=flat_dtype, device=device)
     hi = torch.empty(groups, n, dtype=torch.int32, device=device)
     ent = torch.empty(groups, n, dtype=id_dtype(anchors.numel()), device=device)
     gate = torch.empty(anchors.shape, dtype=torch.float32, device=device)
@@ -114,20 +136,21 @@ def span_lists(
         grid = (triton.cdiv(len_q * group, block_m), groups)
         _span_lists_kernel[grid](
             anchors, scores.contiguous(), positions, first_real, tables.back, tables.fwd,
-            key, hi, ent, gate, valid,
-            len_q, heads_q, heads_kv, window_length(config), t_bound, n_buckets, shift, invalid,
-            G=group, KSEL=ksel, KP=triton.next_power_of_2(ksel), BM=block_m,
+            flat_key, hi, ent, gate, valid, gate if lse_s is None else lse_s,
+            len_q, heads_q, heads_kv, window_length(config), t_bound, n_buckets, shift, invalid, group_shift,
+            G=group, KSEL=ksel, KP=triton.next_power_of_2(ksel), BM=block_m, FILL_LSE=lse_s is not None,
             num_warps=1 if interpreting() else 4,
         )
-    key, order = torch.sort(key, dim=-1)
+    flat_key, order = torch.sort(flat_key)
+    key = torch.empty(groups, n, dtype=dtype, device=device)
     lo = torch.empty(groups, n, dtype=torch.int32, device=device)  # (padding past `count` is never read)
     sorted_hi, sorted_ent = torch.empty_like(hi), torch.empty_like(ent)
     count = torch.empty(groups, dtype=torch.int32, device=device)
     if n:
         block = 16 if interpreting() else 1024
         _finish_lists_kernel[(triton.cdiv(n, block), groups)](
-            key, order, hi, ent, lo, sorted_hi, sorted_ent, count, n, (1 << shift) - 1, invalid,
-            BLOCK=block, num_warps=1 if interpreting() else 4,
+            flat_key, order, hi, ent, key, lo, sorted_hi, sorted_ent, count, n, (1 << shift) - 1,
+            (1 << group_shift) - 1, invalid, BLOCK=block, num_warps=1 if interpreting() else 4,
         )
     else:
         count.zero_()

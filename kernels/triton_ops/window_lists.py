@@ -25,7 +25,7 @@ __all__ = ["window_lists"]
 
 @triton.jit
 def _window_lists_kernel(
-    POS, S0, ORDER, ENT, LO, HI,
+    POS, S0, ORDER, ENT, LO, HI, COUNT,
     L_Q, H_Q, H_KV, width,
     G: tl.constexpr, BM: tl.constexpr, ORDERED: tl.constexpr,
 ):
@@ -48,6 +48,7 @@ def _window_lists_kernel(
     tl.store(ENT + dst, ((b * H_Q + h).to(tl.int64) * L_Q + r).to(ENT.dtype.element_ty), mask=mask)
     tl.store(LO + dst, lo.to(tl.int32), mask=mask)
     tl.store(HI + dst, pos.to(tl.int32), mask=mask)
+    tl.store(COUNT + grp + 0 * m, (L_Q * G + 0 * m).to(tl.int32), mask=m == 0)  # one entry a row
 
 
 def window_lists(
@@ -69,12 +70,14 @@ def window_lists(
     lo = torch.empty(groups, n, dtype=torch.int32, device=device)
     hi = torch.empty(groups, n, dtype=torch.int32, device=device)
     order = torch.sort(positions, stable=True).indices if sort else positions  # (not read when not sorted)
+    count = torch.empty(groups, dtype=torch.int32, device=device)
     block_m = 16 if interpreting() else 1024
     if n:
         _window_lists_kernel[(cdiv(n, block_m), groups)](
-            positions, first_real, order, ent, lo, hi,
+            positions, first_real, order, ent, lo, hi, count,
             len_q, heads_q, heads_kv, window_length(config),
             G=group, BM=block_m, ORDERED=sort, num_warps=1 if interpreting() else 4,
         )
-    count = torch.full((groups,), n, dtype=torch.int32, device=device)
+    else:
+        count.zero_()
     return EntryList(ent, lo, hi, count, 1, lo, [max(window_length(config), 1)])
