@@ -25,7 +25,7 @@ class Clock:
         self.ms = None
         self.calls: list[tuple[str, dict]] = []
 
-    def measure(self, fn, budget_ms=0.0, max_reps=20, warmup=1):
+    def measure(self, fn, budget_ms=0.0, max_reps=20, warmup=1, queued=0):
         self.ms = None
         fn()
         ms = DENSE_MS if self.ms is None else self.ms

@@ -122,3 +122,53 @@ def test_decode_graph_time_is_per_step_over_a_cache_per_layer(monkeypatch):
     for keys in captures:
         assert len(keys) == 12 and keys[0] is k and all(c.shape == k.shape for c in keys)
         assert len({c.data_ptr() for c in keys}) == 12  # a cache per step: none is read twice
+
+
+class _FakeClock:
+    """Stands in for CUDA's events and synchronisation: `elapsed_time` is the faked GPU time between two records,
+    `calls` the calls the timed function made."""
+
+    def __init__(self, per_call_ms: float, synchronised_extra_ms: float):
+        self.now, self.calls, self.per_call, self.extra = 0.0, 0, per_call_ms, synchronised_extra_ms
+        self.since_sync = 0
+
+    def call(self):
+        # a call after a synchronisation waits for the host; calls queued behind it do not
+        self.now += self.per_call + (self.extra if self.since_sync == 0 else 0.0)
+        self.calls += 1
+        self.since_sync += 1
+
+    def event(self, enable_timing=True):
+        clock = self
+
+        class Event:
+            def record(self):
+                self.at = clock.now
+
+            def elapsed_time(self, other):
+                return other.at - self.at
+
+        return Event()
+
+    def synchronize(self):
+        self.since_sync = 0
+
+
+@pytest.mark.parametrize("per_call_ms,queued_runs", [(2.0, True), (200.0, False)])
+def test_measure_times_queued_calls_where_they_fit_the_budget(monkeypatch, per_call_ms, queued_runs):
+    """`measure(queued=N)`: besides the synchronised calls, N calls launched back to back and synchronised once, per
+    call, where N calls fit the budget at the median; the synchronised time keeps the host's wait, the queued one
+    does not. CUDA's events and synchronisation faked on the CPU."""
+    from slconvert.benchmark import timing
+
+    clock = _FakeClock(per_call_ms, synchronised_extra_ms=0.5)
+    monkeypatch.setattr(torch.cuda, "Event", clock.event)
+    monkeypatch.setattr(torch.cuda, "synchronize", clock.synchronize)
+    for name in ("reset_peak_memory_stats", "memory_allocated", "max_memory_allocated"):
+        monkeypatch.setattr(torch.cuda, name, lambda: 0)
+    got = timing.measure(clock.call, budget_ms=1000.0, max_reps=5, queued=20)
+    assert got.ms == pytest.approx(per_call_ms + 0.5)
+    if queued_runs:  # the warm-up, the first call, 5 repeats, the queue
+        assert got.queued_ms == pytest.approx(per_call_ms + 0.5 / 20) and clock.calls == 1 + 1 + 5 + 20
+    else:  # the warm-up, the first call, the 3 repeats that fit 1000 ms; 200 ms x 20 does not fit: no queue
+        assert got.queued_ms is None and clock.calls == 1 + 1 + 3

@@ -131,13 +131,15 @@ def format_table(result: dict) -> str:
              f"triton {result['environment']['triton']}"]
     width = max([18] + [len(setting_label(r)) for r in result["rows"]])
     lines.append(f"{'setting':{width}} {'pass':17} {'length':>8} {'SL ms':>10} {'dense ms':>10} {'speedup':>8} "
-                 f"{'SL TF/s':>8} {'dense TF/s':>10} {'SL GiB':>7} {'dense GiB':>9} {'SL graph':>9} {'dense graph':>11}")
+                 f"{'SL TF/s':>8} {'dense TF/s':>10} {'SL GiB':>7} {'dense GiB':>9} {'SL graph':>9} {'dense graph':>11} "
+                 f"{'SL queued':>9} {'dense queued':>12} {'queued':>7}")
     for r in result["rows"]:
         lines.append(
             f"{setting_label(r):{width}} {r['pass']:17} {r['length']:>8} {_fmt(r['superlinear_ms'], '10.3f')} "
             f"{_fmt(r['dense_ms'], '10.3f')} {_fmt(r['speedup'], '8.2f')} {_fmt(r['superlinear_tflops'], '8.1f')} "
             f"{_fmt(r['dense_tflops'], '10.1f')} {_fmt(r['superlinear_peak_gib'], '7.2f')} "
             f"{_fmt(r['dense_peak_gib'], '9.2f')} {_fmt(r.get('superlinear_graph_ms'), '9.3f')} "
-            f"{_fmt(r.get('dense_graph_ms'), '11.3f')}"
+            f"{_fmt(r.get('dense_graph_ms'), '11.3f')} {_fmt(r.get('superlinear_queued_ms'), '9.3f')} "
+            f"{_fmt(r.get('dense_queued_ms'), '12.3f')} {_fmt(r.get('queued_speedup'), '7.2f')}"
         )
     return "\n".join(lines + _published_lines(result))

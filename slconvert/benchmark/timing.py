@@ -22,10 +22,15 @@ class Measurement:
     ms_all: list[float]
     peak_bytes: int  # peak allocated during one call, on top of what was allocated before it
     base_bytes: int  # allocated before the call (inputs)
+    queued_ms: float | None = None  # per call, of calls launched back to back with one synchronisation
 
 
-def measure(fn: Callable[[], object], *, budget_ms: float = 2000.0, max_reps: int = 20, warmup: int = 1) -> Measurement:
-    """Median time of `fn` over repeats that fit `budget_ms` (at least one after the warm-up)."""
+def measure(fn: Callable[[], object], *, budget_ms: float = 2000.0, max_reps: int = 20, warmup: int = 1,
+            queued: int = 0) -> Measurement:
+    """Median time of `fn` over repeats that fit `budget_ms` (at least one after the warm-up), each call between
+    events and synchronised, so that the host's time before the GPU starts counts. With `queued`, also the time per
+    call of that many calls launched back to back and synchronised once (as a model's layers queue them: the
+    host's time hides behind the GPU's), where they fit `budget_ms` at the median."""
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
@@ -46,7 +51,16 @@ def measure(fn: Callable[[], object], *, budget_ms: float = 2000.0, max_reps: in
         stop.record()
         torch.cuda.synchronize()
         times.append(start.elapsed_time(stop))
-    return Measurement(statistics.median(times), times, peak, base)
+    median = statistics.median(times)
+    queued_ms = None
+    if queued > 0 and median * queued <= budget_ms:
+        start.record()
+        for _ in range(queued):
+            fn()
+        stop.record()
+        torch.cuda.synchronize()
+        queued_ms = start.elapsed_time(stop) / queued
+    return Measurement(median, times, peak, base, queued_ms)
 
 
 def measure_graph(fn: Callable[[], object], *, replays: int = 100) -> float | None:
