@@ -97,7 +97,8 @@ def plot_times(result: dict, path: Path) -> None:
 
 
 def _fmt(x, spec):
-    return "-" if x is None else format(x, spec)
+    """`x` in `spec`, or "-" in the spec's width (so that the columns stay aligned)."""
+    return format(x, spec) if x is not None else "-".rjust(int(spec.split(".")[0]) if spec[0].isdigit() else 0)
 
 
 def _published_lines(result: dict) -> list[str]:
