@@ -127,6 +127,7 @@ def _worker() -> None:
     results["_fp16_dq_with_value_offset"] = _fp16_dq_with_value_offset(torch, SuperlinearConfig(**SMALL))
     results["_span_lists"] = _span_lists_vs_torch(torch, SuperlinearConfig(**SMALL))
     results["_window_lists"] = _window_lists_vs_torch(torch, SuperlinearConfig(**SMALL))
+    results["_block_ranges"] = _block_ranges_vs_torch(torch, SuperlinearConfig(**SMALL))
     many_candidates = SuperlinearConfig(**dict(MEAN, search_power=0.75))
     results["_span_mean_fp16_products"] = _span_mean_fp16_products(torch, many_candidates)
     results["_prefix_at_1m"] = _prefix_at_a_million(torch)
@@ -403,6 +404,38 @@ def _window_lists_vs_torch(torch, cfg) -> dict[str, int]:
     return wrong
 
 
+def _block_ranges_vs_torch(torch, cfg) -> dict[str, int]:
+    """`block_ranges` (one launch) against `entries.key_block_ranges` (torch) per list and key-block size: the
+    slices differ nowhere, and the period is each bucket's longest slice. Span lists with int32 and int64 sort keys
+    (some spans used, none), window lists, blocks of 5 and 64 keys (more than the keys)."""
+    from slkernels.triton_ops import entries
+    from slkernels.triton_ops.block_ranges import block_ranges
+    from slkernels.triton_ops.entries import build_geometry, key_block_ranges, span_entries, window_entries
+    from test_triton_entries import random_selection  # this folder is on sys.path in the worker
+
+    gen = torch.Generator().manual_seed(11)
+    batch, heads_q, heads_kv, length = 2, 4, 2, 53
+    anchors, pos, first_real = random_selection(gen, batch, heads_q, length, 5, cfg.num_spans)
+    lists, short_shift = {}, entries.SHORT_KEY_SHIFT
+    try:
+        for name, selection, shift in (("some", anchors, short_shift), ("some", anchors, 5),
+                                       ("none", torch.full_like(anchors, -1), short_shift)):
+            entries.SHORT_KEY_SHIFT = shift  # 5: 53 keys no longer fit the int32 key
+            geo = build_geometry(cfg, selection, pos, first_real, length)
+            lists[f"spans_{name}_{shift}"] = span_entries(geo, heads_kv, heads_q // heads_kv, length)
+        lists["window"] = window_entries(geo, heads_kv, heads_q // heads_kv)
+    finally:
+        entries.SHORT_KEY_SHIFT = short_shift
+    wrong = {}
+    for name, ent in lists.items():
+        for block in (5, 64):
+            ref = key_block_ranges(ent, length, block)
+            got, period = block_ranges(ent, length, block)
+            longest = (ref[..., 1] - ref[..., 0]).amax(dim=(0, 1)).to(torch.int32)
+            wrong[f"{name}_{block}"] = int((got != ref).sum()) + int((period != longest).sum())
+    return wrong
+
+
 def _search_ties(torch, cfg) -> dict[str, int]:
     """Rows whose anchors differ from "descending score, larger anchor first" on scores full of ties: the
     Triton search whole and split into pieces (decode), and the reference's routing."""
@@ -502,6 +535,11 @@ def test_one_pass_span_lists_match_torch(interpreted):
 def test_one_pass_window_lists_match_torch(interpreted):
     got = interpreted["_window_lists"]
     assert len(got) == 6 and not any(got.values()), got
+
+
+def test_block_ranges_match_torch(interpreted):
+    got = interpreted["_block_ranges"]
+    assert len(got) == 8 and not any(got.values()), got
 
 
 def test_span_mean_search_in_fp16_products(interpreted):

@@ -1,7 +1,7 @@
 """Backward kernels that write key-side gradients: dk/dv per key block, and the router (gate) gradient.
 
 `dkdv`: one program owns BN keys of one (batch, kv-head) group and walks only the slice of sorted
-entries whose ranges can touch them (`entries.key_block_ranges`), so dk and dv are summed in registers
+entries whose ranges can touch them (`block_ranges`), so dk and dv are summed in registers
 and written once, with no atomics; window and span lists are two launches, the second adding to the first.
 
 `gate_backward`: with the "anchor" search key ``d s_j / d q_search = k[a_j]`` and ``d s_j / d k[a_j] = q_search``;
@@ -19,11 +19,12 @@ import triton
 import triton.language as tl
 
 from ..geometry import span_tables, window_length
+from .block_ranges import block_ranges
 from .common import LOG2E, dot_precision, entry_rows, interpreting, launch_tiles, rows_flat, span_range
-from .entries import EntryList, key_block_ranges
+from .entries import EntryList
 from .prefix import KeyPrefix, prefix_sums, span_sum_rows
 
-__all__ = ["dkdv", "gate_backward", "row_dot"]
+__all__ = ["dkdv", "gate_backward"]
 
 # "off" scans every key block's entries from the first (for same-run comparisons, benchmarks/profile_passes.py).
 ROTATION = ["on"]
@@ -118,9 +119,8 @@ def dkdv(
     batch, heads_q, len_q, dim = q.shape
     heads_kv, len_kv = k.shape[1], k.shape[2]
     block_m, block_n, launch = launch_tiles(tiles, dim, "dkdv")
-    ranges = key_block_ranges(entries, len_kv, block_n)
+    ranges, period = block_ranges(entries, len_kv, block_n)  # period, per bucket: the longest slice
     n_blocks, n_buckets = ranges.shape[1], ranges.shape[2]
-    period = (ranges[..., 1] - ranges[..., 0]).amax(dim=(0, 1)).contiguous()  # per bucket: the longest slice
     grid = (n_blocks, batch * heads_kv)
     _dkdv_kernel[grid](
         q, k, v, do,
@@ -224,24 +224,3 @@ def gate_backward(q_search: torch.Tensor, k: torch.Tensor, anchors: torch.Tensor
         # key x lies in [lo, hi] iff lo <= x < hi + 1: its gradient is minus the running sum of the buffer up to x
         dk.sub_(prefix_sums(target)[:, :, 1:len_kv + 1])
     return dqs
-
-
-@triton.jit
-def _row_dot_kernel(A, B, OUT, n_rows, D: tl.constexpr, BR: tl.constexpr):
-    r = tl.program_id(0) * BR + tl.arange(0, BR)
-    rmask = r < n_rows
-    offs = r.to(tl.int64)[:, None] * D + tl.arange(0, D)[None, :]
-    a = tl.load(A + offs, mask=rmask[:, None], other=0.0).to(tl.float32)
-    bb = tl.load(B + offs, mask=rmask[:, None], other=0.0).to(tl.float32)
-    tl.store(OUT + r, tl.sum(a * bb, axis=1), mask=rmask)
-
-
-def row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """float32 sum over the last dim of a * b for two contiguous [..., D] tensors, without an fp32 copy."""
-    dim = a.shape[-1]
-    n_rows = a.numel() // dim
-    out = torch.empty(a.shape[:-1], dtype=torch.float32, device=a.device)
-    block_r = 16 if interpreting() else 64
-    _row_dot_kernel[(triton.cdiv(n_rows, block_r),)](a, b, out, n_rows, D=dim, BR=block_r,
-                                                       num_warps=4 if not interpreting() else 1)
-    return out

@@ -33,8 +33,9 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 
 from .attend_ws import _rows, _tma_load, kv_descriptors
+from .block_ranges import block_ranges
 from .common import LOG2E, NEG_BIG, rows_flat
-from .entries import EntryList, key_block_ranges
+from .entries import EntryList
 
 __all__ = ["dkdv_ws", "WS_DKDV_TILES"]
 
@@ -240,7 +241,7 @@ def _ws_dkdv_kernel(
 def dkdv_ws(
     entries: EntryList,
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, do: torch.Tensor,
-    lse_in: torch.Tensor, coef: torch.Tensor, delta: torch.Tensor,
+    lse_in: torch.Tensor, coef: torch.Tensor | None, delta: torch.Tensor,
     dk: torch.Tensor, dv: torch.Tensor, scale: float, accumulate: bool,
     tiles: tuple[int, ...] | None = None,
 ) -> None:
@@ -253,13 +254,15 @@ def dkdv_ws(
     block_m, block_n, stages, regs, loader_regs = tiles or WS_DKDV_TILES
     k_desc, v_desc = kv_descriptors("dk/dv kernel", "K, V and output gradient", q, k, v, block_n, do)
     # the coefficient folded into the log-sum-exp (p c = exp(s - (lse - ln c))) and the delta (c dp - delta =
-    # c (dp - delta / c)): two per-entry values instead of three; a zero coefficient adds nothing
-    has = coef > 0
-    lse_adj = torch.where(has, lse_in - torch.log(torch.where(has, coef, 1.0)), -NEG_BIG.value).contiguous()
-    dlt = torch.where(has, delta / torch.where(has, coef, 1.0), 0.0).contiguous()
-    ranges = key_block_ranges(entries, len_kv, 2 * block_n)
+    # c (dp - delta / c)): two per-entry values instead of three; a zero coefficient adds nothing. coef None: folded
+    # already (`mix_bwd.mix`), or 1.
+    lse_adj, dlt = lse_in.contiguous(), delta.contiguous()
+    if coef is not None:
+        has = coef > 0
+        lse_adj = torch.where(has, lse_in - torch.log(torch.where(has, coef, 1.0)), -NEG_BIG.value).contiguous()
+        dlt = torch.where(has, delta / torch.where(has, coef, 1.0), 0.0).contiguous()
+    ranges, period = block_ranges(entries, len_kv, 2 * block_n)
     n_blocks, n_buckets = ranges.shape[1], ranges.shape[2]
-    period = (ranges[..., 1] - ranges[..., 0]).amax(dim=(0, 1)).contiguous()
     # registers: twelve warps share the SM's 64K at 168 a thread; the default consumer gets what the second (regs)
     # and the loader (loader_regs) leave of 3 x 168
     _ws_dkdv_kernel[(n_blocks, batch * heads_kv)](

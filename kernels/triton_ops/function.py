@@ -13,7 +13,8 @@ with g the gate, lse_j the joint log-sum-exp of span j with the window and dg_j 
 ``dOut . O_j = (1 - w_j) dOut . o_w + w_j dOut . o_s_j`` needs ``w_j dOut . o_s_j = sum p dp`` over the span's
 keys, so that no per-span output is ever stored. The span dq pass sums it in the same walk (DQ_SPAN) and
 subtracts its share from dq at the end; the window dq and every dk/dv then run with the finished dg.
-(`fuse_span_dq=False` keeps the older order, a DELTA walk then a DQ walk, for comparisons.)
+(`fuse_span_dq=False` keeps the older order, a DELTA walk then a DQ walk, for comparisons.) The per-row math
+between the passes (dg, the gate's and the window's values) is two launches of `mix_bwd`.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from __future__ import annotations
 import torch
 
 from ..config import SuperlinearConfig
+from . import mix_bwd
 from .attend import MODE_DELTA, MODE_DQ, MODE_DQ_SPAN, MODE_FWD_SPAN, MODE_FWD_WINDOW, run_entries, uses_descriptors
-from .attend_bwd import dkdv, gate_backward, row_dot
+from .attend_bwd import dkdv, gate_backward
 from .common import capability, cdiv, interpreting
 from .entries import max_span_length
 from .prefix import key_prefix
@@ -175,15 +177,13 @@ def inference_forward(q, k, v, q_search, config: SuperlinearConfig, positions, f
 
 
 def backward_pass(grad_out, q, k, v, q_search, saved, scale, fuse_span_dq: bool = True):
-    """(dq, dk, dv, dq_search) in the inputs' dtypes."""
+    """(dq, dk, dv, dq_search) in the inputs' dtypes. The per-row math between the passes is `mix_bwd`'s."""
     do = grad_out.contiguous()
-    gate, valid, lse_s, lse_w, o_w = saved["gate"], saved["valid"], saved["lse_s"], saved["lse_w"], saved["o_w"]
+    gate, valid, lse_s, lse_w = saved["gate"], saved["valid"], saved["lse_s"], saved["lse_w"]
     wins, spans = saved["wins"], saved["spans"]
 
-    dow = row_dot(do, o_w)  # [B, H_q, L]
-    lse_j = torch.where(valid, torch.logaddexp(lse_s, lse_w[..., None]), 0.0)
-    dow_e = dow[..., None].expand_as(lse_s).contiguous()
-    span_part = torch.zeros_like(lse_s)
+    dow, lse_j, dow_e = mix_bwd.prep(do, saved["o_w"], lse_s, lse_w, valid)
+    span_part = torch.empty_like(lse_s)  # written for every used span; unused ones are masked by `mix`
     dq = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
     if fuse_span_dq:  # span_part = sum p (dp - dOut . o_w) over each span
         span_dq = run_entries
@@ -191,35 +191,29 @@ def backward_pass(grad_out, q, k, v, q_search, saved, scale, fuse_span_dq: bool 
             from .attend_ws import run_entries_ws as span_dq
         span_dq(MODE_DQ_SPAN, spans, q, k, v, scale, do=do, lse_in=lse_j, coef=gate, delta=dow_e, out_e=span_part,
                 dq=dq)
-        dg = torch.where(valid, dow_e + span_part, 0.0)
     else:  # span_part = dOut . o_s
         run_entries(MODE_DELTA, spans, q, k, v, scale, do=do, lse_in=lse_s, out_e=span_part)
-        w = torch.sigmoid(lse_s - lse_w[..., None])
-        dg = torch.where(valid, (1.0 - w) * dow_e + w * span_part, 0.0)
-    ds = gate * (dg - (gate * dg).sum(dim=-1, keepdim=True))
-    span_delta = gate * dg
+    ws_keys = ws_key_pass(q, k, v)
+    m = mix_bwd.mix(span_part, dow, gate, valid, lse_j, lse_s, lse_w, fused=fuse_span_dq, fold=ws_keys)
     if not fuse_span_dq:
-        run_entries(MODE_DQ, spans, q, k, v, scale, do=do, lse_in=lse_j, coef=gate, delta=span_delta, dq=dq)
+        run_entries(MODE_DQ, spans, q, k, v, scale, do=do, lse_in=lse_j, coef=gate, delta=m["span_delta"], dq=dq)
 
-    any_span = valid.any(dim=-1)
-    logit = torch.where(valid, torch.log(gate.clamp_min(1e-38)) - lse_j, float("-inf"))
-    lse_eff = torch.where(any_span, -torch.logsumexp(logit.masked_fill(~any_span[..., None], 0.0), dim=-1), lse_w)
-    mix = torch.softmax(logit.masked_fill(~any_span[..., None], 0.0), dim=-1)
-    delta_eff = torch.where(any_span, (mix * dg).sum(dim=-1), dow)
-    lse_eff, delta_eff = lse_eff[..., None].contiguous(), delta_eff[..., None].contiguous()
-    ones = torch.ones_like(lse_eff)
-
+    ones = torch.ones_like(m["lse_eff"])
     dq_out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    run_entries(MODE_DQ, wins, q, k, v, scale, do=do, lse_in=lse_eff, coef=ones, delta=delta_eff, dq=dq, dq_out=dq_out)
+    run_entries(MODE_DQ, wins, q, k, v, scale, do=do, lse_in=m["lse_eff"], coef=ones, delta=m["delta_eff"], dq=dq,
+                dq_out=dq_out)
     dq = dq_out  # free the float32 accumulator before the other gradients are allocated
     dk = torch.empty(k.shape, dtype=torch.float32, device=k.device)
     dv = torch.empty(v.shape, dtype=torch.float32, device=v.device)
-    key_pass = dkdv
-    if ws_key_pass(q, k, v):
-        from .attend_bwd_ws import dkdv_ws as key_pass
-    key_pass(wins, q, k, v, do, lse_eff, ones, delta_eff, dk, dv, scale, accumulate=False)
-    key_pass(spans, q, k, v, do, lse_j, gate, span_delta, dk, dv, scale, accumulate=True)
-    dqs = gate_backward(q_search, k, saved["anchors"], ds.contiguous(), dk, prefix=saved["prefix"],
+    if ws_keys:  # coefficients folded in by `mix` (the window's is 1)
+        from .attend_bwd_ws import dkdv_ws
+
+        dkdv_ws(wins, q, k, v, do, m["lse_eff"], None, m["delta_eff"], dk, dv, scale, accumulate=False)
+        dkdv_ws(spans, q, k, v, do, m["lse_fold"], None, m["dg_fold"], dk, dv, scale, accumulate=True)
+    else:
+        dkdv(wins, q, k, v, do, m["lse_eff"], ones, m["delta_eff"], dk, dv, scale, accumulate=False)
+        dkdv(spans, q, k, v, do, lse_j, gate, m["span_delta"], dk, dv, scale, accumulate=True)
+    dqs = gate_backward(q_search, k, saved["anchors"], m["ds"], dk, prefix=saved["prefix"],
                         config=saved["config"], positions=saved["positions"], first_real=saved["first_real"])
     return dq, dk.to(k.dtype), dv.to(v.dtype), dqs
 
