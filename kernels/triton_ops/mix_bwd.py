@@ -13,7 +13,7 @@ docstring derives them):
   no span). With `fold`, also the span list's values for a dk/dv kernel that takes its coefficient folded in:
   ``lse_j - ln g_j`` and ``dg_j`` (``-NEG_BIG`` and 0 where g_j = 0: nothing added).
 
-Written with torch operations these were about 60 launches a backward (each a pass over [B, H_q, L, k] floats: about
+Written with torch operations these were about 50 launches a backward (each a pass over [B, H_q, L, k] floats: about
 3 ms of GPU time at 256K, and host time between the passes at 16K; benchmarks/NOTES.md item 43).
 """
 
@@ -60,7 +60,7 @@ def prep(do: torch.Tensor, o_w: torch.Tensor, lse_s: torch.Tensor, lse_w: torch.
     block_r = 16 if interpreting() else 64
     _prep_kernel[(triton.cdiv(n_rows, block_r),)](
         do, o_w, lse_s, lse_w, valid.view(torch.int8), dow, lse_j, dow_e, n_rows,
-        D=dim, KS=ks, KP=next_pow2(ks), BR=block_r, num_warps=4 if not interpreting() else 1,
+        D=dim, KS=ks, KP=max(next_pow2(ks), 2), BR=block_r, num_warps=4 if not interpreting() else 1,
     )
     return dow, lse_j, dow_e
 
@@ -126,6 +126,6 @@ def mix(span_part, dow, gate, valid, lse_j, lse_s, lse_w, fused: bool = True, fo
         span_part, dow, gate, valid.view(torch.int8), lse_j, lse_s, lse_w,
         out["ds"], out["span_delta"], out["lse_eff"], out["delta_eff"], out.get("lse_fold", gate),
         out.get("dg_fold", gate), n_rows,
-        KS=ks, KP=next_pow2(ks), BR=block_r, FUSED=fused, FOLD=fold, num_warps=4 if not interpreting() else 1,
+        KS=ks, KP=max(next_pow2(ks), 2), BR=block_r, FUSED=fused, FOLD=fold, num_warps=4 if not interpreting() else 1,
     )
     return out
