@@ -8,6 +8,8 @@ launches and a copy from the host per dk/dv call, and the period two more (bench
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -58,30 +60,27 @@ def _block_ranges_kernel(KEY, COUNT, MAX_LEN, RANGES, PERIOD, key_stride, n_keys
     tl.atomic_max(PERIOD + bucket, (stop - start).to(tl.int32), mask=bmask, sem="relaxed")
 
 
-_MAX_LEN: dict[tuple, torch.Tensor] = {}
-
-
-def _bucket_max_len(entries: EntryList, device: torch.device) -> torch.Tensor:
-    """The buckets' length bounds on the device, copied from the host once per distinct list of them."""
-    key = (tuple(entries.bucket_max_len), str(device))
-    if key not in _MAX_LEN:
-        _MAX_LEN[key] = torch.tensor(entries.bucket_max_len, dtype=torch.int64, device=device)
-    return _MAX_LEN[key]
+@functools.lru_cache(maxsize=256)
+def _bucket_max_len(maxima: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """The buckets' length bounds on the device, copied from the host once per distinct list of them (and so not
+    at all in a step after the first at the same length: a CUDA graph may capture it)."""
+    return torch.tensor(maxima, dtype=torch.int64, device=device)
 
 
 def block_ranges(entries: EntryList, len_kv: int, block_n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(ranges [groups, n_blocks, buckets, 2] int32 as `entries.key_block_ranges`, period [buckets] int32: per
     bucket the longest slice over every group and block)."""
-    groups, n_keys = entries.key.shape
+    key = entries.key.contiguous()
+    groups, n_keys = key.shape
     n_blocks, n_buckets = cdiv(len_kv, block_n), len(entries.bucket_max_len)
-    device = entries.key.device
+    device = key.device
     ranges = torch.empty(groups, n_blocks, n_buckets, 2, dtype=torch.int32, device=device)
     period = torch.zeros(n_buckets, dtype=torch.int32, device=device)
     if n_blocks == 0 or groups == 0:
         return ranges, period
     _block_ranges_kernel[(n_blocks, groups)](
-        entries.key.contiguous(), entries.count, _bucket_max_len(entries, device), ranges, period, entries.key.stride(0), n_keys,
-        n_blocks, n_buckets, 1 << entries.key_shift, max(n_keys, 1).bit_length() + 1,
+        key, entries.count, _bucket_max_len(tuple(entries.bucket_max_len), device), ranges, period, key.stride(0),
+        n_keys, n_blocks, n_buckets, 1 << entries.key_shift, max(n_keys, 1).bit_length() + 1,
         BLOCK_N=block_n, NB=max(next_pow2(n_buckets), 2), num_warps=1,
     )
     return ranges, period
