@@ -34,8 +34,9 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 
 from .attend_ws import _rows, _tma_load, kv_descriptors
 from .block_ranges import block_ranges
-from .common import LOG2E, NEG_BIG, rows_flat
+from .common import LOG2E, rows_flat
 from .entries import EntryList
+from .mix_bwd import fold_coefficient
 
 __all__ = ["dkdv_ws", "WS_DKDV_TILES"]
 
@@ -253,14 +254,9 @@ def dkdv_ws(
     heads_kv, len_kv = k.shape[1], k.shape[2]
     block_m, block_n, stages, regs, loader_regs = tiles or WS_DKDV_TILES
     k_desc, v_desc = kv_descriptors("dk/dv kernel", "K, V and output gradient", q, k, v, block_n, do)
-    # the coefficient folded into the log-sum-exp (p c = exp(s - (lse - ln c))) and the delta (c dp - delta =
-    # c (dp - delta / c)): two per-entry values instead of three; a zero coefficient adds nothing. coef None: folded
-    # already (`mix_bwd.mix`), or 1.
-    lse_adj, dlt = lse_in.contiguous(), delta.contiguous()
-    if coef is not None:
-        has = coef > 0
-        lse_adj = torch.where(has, lse_in - torch.log(torch.where(has, coef, 1.0)), -NEG_BIG.value).contiguous()
-        dlt = torch.where(has, delta / torch.where(has, coef, 1.0), 0.0).contiguous()
+    # the kernel takes the coefficient folded into the log-sum-exp and the delta (two per-entry values instead of
+    # three): coef None when they come folded (`mix_bwd.mix`) or the coefficient is 1, else folded here
+    lse_adj, dlt = (lse_in.contiguous(), delta.contiguous()) if coef is None else fold_coefficient(lse_in, coef, delta)
     ranges, period = block_ranges(entries, len_kv, 2 * block_n)
     n_blocks, n_buckets = ranges.shape[1], ranges.shape[2]
     # registers: twelve warps share the SM's 64K at 168 a thread; the default consumer gets what the second (regs)

@@ -11,7 +11,8 @@ docstring derives them):
   dg_i)``, the span list's delta ``g_j dg_j``, and the window's, shared by the k joint softmaxes: ``lse_eff = -log
   sum_j g_j exp(-lse_j)`` and ``delta_eff = sum_j softmax_j(log g_j - lse_j) dg_j`` (lse_w and dow where the row has
   no span). With `fold`, also the span list's values for a dk/dv kernel that takes its coefficient folded in:
-  ``lse_j - ln g_j`` and ``dg_j`` (``-NEG_BIG`` and 0 where g_j = 0: nothing added).
+  ``lse_j - ln g_j`` and ``dg_j`` (``-NEG_BIG`` and 0 where g_j = 0: nothing added); `fold_coefficient` is that
+  rule in torch, for a dk/dv call given a coefficient apart.
 
 Written with torch operations these were about 50 launches a backward (each a pass over [B, H_q, L, k] floats: about
 3 ms of GPU time at 256K, and host time between the passes at 16K; benchmarks/NOTES.md item 43).
@@ -25,7 +26,7 @@ import triton.language as tl
 
 from .common import NEG_BIG, interpreting, next_pow2
 
-__all__ = ["prep", "mix"]
+__all__ = ["prep", "mix", "fold_coefficient"]
 
 
 @triton.jit
@@ -129,3 +130,13 @@ def mix(span_part, dow, gate, valid, lse_j, lse_s, lse_w, fused: bool = True, fo
         KS=ks, KP=max(next_pow2(ks), 2), BR=block_r, FUSED=fused, FOLD=fold, num_warps=4 if not interpreting() else 1,
     )
     return out
+
+
+def fold_coefficient(lse: torch.Tensor, coef: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`mix`'s fold in torch, for a dk/dv call given its coefficient c apart (the `tl` kernel's arguments): ``(lse
+    - ln c, delta / c)``, so that ``p c = exp(s - (lse - ln c))`` and ``c dp - delta = c (dp - delta / c)``; where
+    c = 0, ``(-NEG_BIG, 0)``: nothing added. Contiguous float32."""
+    has = coef > 0
+    safe = torch.where(has, coef, 1.0)
+    return (torch.where(has, lse - torch.log(safe), -NEG_BIG.value).contiguous(),
+            torch.where(has, delta / safe, 0.0).contiguous())
