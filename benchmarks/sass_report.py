@@ -3,7 +3,7 @@
     python benchmarks/sass_report.py KERNEL [--tiles BM,BN,WARPS,STAGES[,REGCAP]] [--length L] [--keep DIR]
 
 KERNEL: ``entry:MODE`` (0 window forward, 1 span forward, 2 delta, 3 dq, 4 fused span dq), ``ws:MODE`` (the
-warp-specialised kernels of attend_ws: 0 or 1 forward, 4 fused span dq; WARPS the default partition's, 4; REGCAP the
+warp-specialised kernels of attend_ws: 0 or 1 forward, 3 span dq, 4 fused span dq; WARPS the default partition's, 4; REGCAP the
 launch's, 168), ``dkdv:NJ`` (1 window list, k span lists), ``ws_dkdv:NJ`` (the warp-specialised dk/dv of attend_bwd_ws; BN = keys
 per consumer, WARPS 4, REGCAP 168), ``search``, ``search:span_mean`` or ``search:hi_only`` (the span-mean
 search's timing loop; BN = anchors per block), ``span_lists`` (BM = rows per program), ``decode`` (the partial
@@ -101,14 +101,14 @@ def kernel_and_args(kernel: str, length: int, tiles: tuple[int, ...]):
         mode = int(arg or 1)
         nj = 1 if mode == 0 else 3
         desc = f"tensordesc<bf16[{bn}, {D}],{gl.NVMMASharedLayout.get_default_for([bn, D], gl.bfloat16)!r}>"
-        if mode == 4:  # the span dq
+        if mode in (3, 4):  # the span dq: 4 fused (two accumulators), 3 with dg known (one)
             args = dict(Q="*bf16", K_DESC=desc, V_DESC=desc, DO="*bf16", ENT_ID="*i32", ENT_LO="*i32",
                         ENT_HI="*i32", ENT_COUNT="*i32", ent_stride=length * G * nj,
                         tiles_per_grp=length * G * nj // (2 * bm), n_tiles=HKV * length * G * nj // (2 * bm),
                         LSE_IN="*fp32", COEF="*fp32", DELTA="*fp32", OUT_E="*fp32", DQ="*fp32", sqb=HQ * length * D,
                         sqh=length * D, sql=D, H_Q=HQ, H_KV=HKV, L_Q=length, L_KV=length, sm_scale=D**-0.5)
             consts = dict(NJ=nj, D=D, BM=bm, BN=bn, STAGES=tiles[3], REGS=attend_ws.WS_DQ_TILES[3], Q_ROWS=True,
-                          num_warps=tiles[2])
+                          FUSED=mode == 4, num_warps=tiles[2])
             return attend_ws._ws_dq_kernel, args, consts
         args = dict(Q="*bf16", K_DESC=desc, V_DESC=desc, ENT_ID="*i32", ENT_LO="*i32", ENT_HI="*i32",
                     ENT_COUNT="*i32", ent_stride=length * G * nj, tiles_per_grp=length * G * nj // (2 * bm),

@@ -122,3 +122,17 @@ def test_warp_specialised_span_dq_compiles_for_hopper_without_spills_in_its_loop
     assert mix.get("HGMMA", 0) >= 4 and not {"LDL", "STL"} & set(mix), r["loop_mix"]
     assert r["registers"] == 168 and r["shared_bytes"] > 2 * stages * bn * 128 * 2 + 2 * 2 * bm * 128 * 2
     assert r["gpu_fences"] == 0
+
+
+def test_warp_specialised_span_dq_of_kept_outputs_compiles_for_hopper_without_spills(sass_report):
+    """The span dq of `attend_ws` with one accumulator (MODE_DQ, dg from the kept span outputs) at WS_DQ1_TILES:
+    three warp-group products per key block (scores, the output gradient's product with the values, the scores'
+    gradients with the keys), fewer than the fused pass's four, and no spilled value read in the loop."""
+    from slkernels.triton_ops.attend_ws import WS_DQ1_TILES
+
+    bm, bn, stages = WS_DQ1_TILES[:3]
+    one = sass_report.report("ws:3", 262144, (bm, bn, 4, stages, 168), None)
+    fused = sass_report.report("ws:4", 262144, (bm, bn, 4, stages, 168), None)
+    mix, mix_fused = dict(one["loop_mix"]), dict(fused["loop_mix"])
+    assert 0 < mix.get("HGMMA", 0) < mix_fused["HGMMA"] and not {"LDL", "STL"} & set(mix), one["loop_mix"]
+    assert one["registers"] == 168 and one["gpu_fences"] == 0

@@ -119,8 +119,10 @@ def test_warp_specialised_span_pass(monkeypatch, dtype, cfg_name, length, heads)
     assert _rel(ws, plain) < TOL[dtype] / 4
 
 
-# the backward's warp-specialised passes: (switch in `function`, its value on, off)
-WS_BACKWARD = {"key_pass": ("WS_KEY_PASS", True, False), "span_dq": ("WS_SPAN_DQ_MIN_KEYS", 1, 0)}
+# the backward's warp-specialised passes: (switch in `function`, its value on, off, keep the span outputs): dk/dv,
+# the span dq with one accumulator (from the kept outputs) and the fused one (nothing kept)
+WS_BACKWARD = {"key_pass": ("WS_KEY_PASS", True, False, True), "span_dq": ("WS_SPAN_DQ1_MIN_KEYS", 1, 0, True),
+               "fused_span_dq": ("WS_SPAN_DQ_MIN_KEYS", 1, 0, False)}
 
 
 @pytest.mark.skipif(not _hopper(), reason="the warp-specialised backward passes are Hopper code")
@@ -129,13 +131,14 @@ WS_BACKWARD = {"key_pass": ("WS_KEY_PASS", True, False), "span_dq": ("WS_SPAN_DQ
                                                    ("released", 5000, (32, 2))])
 @pytest.mark.parametrize("ws_pass", sorted(WS_BACKWARD))
 def test_warp_specialised_backward(monkeypatch, ws_pass, dtype, cfg_name, length, heads):
-    """The backward with dk/dv on `attend_bwd_ws` (key_pass) or the span dq on `attend_ws` (span_dq), left padding,
-    GQA 16:1 and 4:1: the output and the four gradients against the reference, and every gradient against the one
-    with that pass on the `tl` kernel."""
+    """The backward with dk/dv on `attend_bwd_ws` (key_pass) or a span dq on `attend_ws` (span_dq from the kept
+    span outputs, fused_span_dq without them), left padding, GQA 16:1 and 4:1: the output and the four gradients
+    against the reference, and every gradient against the one with that pass on the `tl` kernel."""
     from slkernels.triton_ops import function as fn
 
-    flag, on, off = WS_BACKWARD[ws_pass]
+    flag, on, off, keep = WS_BACKWARD[ws_pass]
     monkeypatch.setattr(fn, flag, on)
+    monkeypatch.setattr(fn, "SAVE_SPAN_OUTPUTS", keep)
     cfg = CONFIGS[cfg_name]
     q, k, v, qs = _make(2, heads[0], heads[1], length, length, 128, dtype, grad=True)
     picked = fn.ws_key_pass(q, k, v) if ws_pass == "key_pass" else fn.ws_span_pass(q, k, v, cfg, length, on)

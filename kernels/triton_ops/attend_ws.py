@@ -22,10 +22,12 @@ The backward's span dq (MODE_DQ_SPAN) runs on the same structure (`_dq_consumer`
 the loader's blocks, each consumer's query and output-gradient rows in shared memory, per block the scores and the
 output gradient's product with the values, then two float32 accumulators (``sum p (dp - c) k`` and ``sum p k``) on
 blocks of 64 keys. Measured on an H200 (benchmarks/results/ws-span-dq-h200-2026-12-03/): 113.7 ms against the `tl`
-kernel's 125.9-126.4 at 256K released, equal at 64K, slower on shorter spans.
+kernel's 125.9-126.4 at 256K released, equal at 64K, slower on shorter spans. Where the forward kept its span
+outputs (`function.SAVE_SPAN_OUTPUTS`) the backward knows dg before this pass, and the same consumers run MODE_DQ:
+one accumulator (``sum p (coef dp - delta) k``), three products a key block (`function.WS_SPAN_DQ1_MIN_KEYS`).
 
-Outputs are those of `attend.run_entries` in MODE_FWD_SPAN, MODE_FWD_WINDOW and MODE_DQ_SPAN (same entry lists, same
-buffers), for contiguous 16-bit K and V and head dim 128 on Hopper; GPU only (Gluon has no interpreter). The GPU
+Outputs are those of `attend.run_entries` in MODE_FWD_SPAN, MODE_FWD_WINDOW, MODE_DQ_SPAN and MODE_DQ (same entry
+lists, same buffers), for contiguous 16-bit K and V and head dim 128 on Hopper; GPU only (Gluon has no interpreter). The GPU
 tests run the forward and the backward with it (`tests/test_triton_gpu.py`); `benchmarks/ws_forward.py` and
 `benchmarks/ws_span_dq.py` check and time it against the `tl` passes; `tests/test_sass_report.py` compiles it for
 sm_90 on the CPU.
@@ -46,10 +48,21 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from .common import LN2, LOG2E, MODE_DQ_SPAN, MODE_FWD_SPAN, MODE_FWD_WINDOW, NEG_BIG, mode_value, rows_flat, sm_count
+from .common import (
+    LN2,
+    LOG2E,
+    MODE_DQ,
+    MODE_DQ_SPAN,
+    MODE_FWD_SPAN,
+    MODE_FWD_WINDOW,
+    NEG_BIG,
+    mode_value,
+    rows_flat,
+    sm_count,
+)
 from .entries import EntryList
 
-__all__ = ["run_entries_ws", "kv_descriptors", "WS_TILES", "WS_DQ_TILES"]
+__all__ = ["run_entries_ws", "kv_descriptors", "WS_TILES", "WS_DQ_TILES", "WS_DQ1_TILES"]
 
 # The bulk copy into shared memory: `tma.async_load` from Triton 3.7 on, `async_copy_global_to_shared` before.
 _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
@@ -59,6 +72,8 @@ _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
 WS_TILES = (64, 128, 2, 240, 0)
 # the same for the span dq pass (MODE_DQ_SPAN): two float32 accumulators of BM x D a consumer, so blocks of 64 keys
 WS_DQ_TILES = (64, 64, 3, 240, 0)
+# the same for the span dq of MODE_DQ (its dg known before the pass, `function.SAVE_SPAN_OUTPUTS`): one accumulator
+WS_DQ1_TILES = (64, 64, 3, 240, 0)
 
 
 @gluon.jit
@@ -292,11 +307,12 @@ def _dq_consumer(
     k_smem, v_smem, k_ready, v_ready, empty, q_smem, do_smem,
     sqb, sqh, sql, H_Q, H_KV, L_Q, L_KV, sm_scale,
     NJ: gl.constexpr, D: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr, STAGES: gl.constexpr,
-    Q_ROWS: gl.constexpr,
+    Q_ROWS: gl.constexpr, FUSED: gl.constexpr,
 ):
-    """One warp group, MODE_DQ_SPAN of `attend._entry_kernel` for its BM entries of each tile: per key block the
-    scores (Q K^T) and the output gradient's product with the values (dO V^T), then ``sum p (dp - c) k`` and
-    ``sum p k`` into two accumulators; at the end the span's dq (added atomically) and ``sum p (dp - c)``."""
+    """One warp group, MODE_DQ_SPAN (FUSED) or MODE_DQ of `attend._entry_kernel` for its BM entries of each tile:
+    per key block the scores (Q K^T) and the output gradient's product with the values (dO V^T), then with FUSED
+    ``sum p (dp - c) k`` and ``sum p k`` into two accumulators, at the end the span's dq (added atomically) and
+    ``sum p (dp - c)``; else ``sum p (coef dp - delta) k`` into one, at the end added atomically as dq."""
     WARPS: gl.constexpr = 4
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1],
                                                        instr_shape=[16, BN, 16])
@@ -327,14 +343,17 @@ def _dq_consumer(
         ent_s = gl.load(ENT_ID + base + idx_s, mask=emask_s, other=0).to(gl.int64)
         lse2 = gl.load(LSE_IN + ent_s, mask=emask_s, other=0.0) * LOG2E
         delta = gl.load(DELTA + ent_s, mask=emask_s, other=0.0)
+        if not FUSED:
+            coef_s = gl.load(COEF + ent_s, mask=emask_s, other=0.0)
         q_off, row_b = _rows(ent_b, b, NJ, Q_ROWS, H_Q, L_Q, sqb, sqh, sql)
         q_buf.store(gl.load(Q + q_off[:, None] + offs_d_b[None, :], mask=emask_b[:, None], other=0.0))
         do_buf.store(gl.load(DO + row_b[:, None] * D + offs_d_b[None, :], mask=emask_b[:, None], other=0.0))
         fence_async_shared()
 
         acc = gl.zeros([BM, D], gl.float32, layout=o_layout)
-        acc_b = gl.zeros([BM, D], gl.float32, layout=o_layout)
-        pdp_sum = gl.zeros([BM], gl.float32, layout=s_rows)
+        if FUSED:
+            acc_b = gl.zeros([BM, D], gl.float32, layout=o_layout)
+            pdp_sum = gl.zeros([BM], gl.float32, layout=s_rows)
         for j in range(n_blocks):
             slot = it % STAGES
             phase = (it // STAGES) & 1
@@ -351,23 +370,32 @@ def _dq_consumer(
                 x = gl.where((kidx[None, :] >= lo[:, None]) & (kidx[None, :] <= hi[:, None]), x, float("-inf"))
             p = gl.exp2(x)
             dp = warpgroup_mma_wait(num_outstanding=0, deps=(dp_t,))
-            pdp = p * (dp - delta[:, None])
-            pdp_sum += gl.sum(pdp, axis=1)
-            a_t = warpgroup_mma(gl.convert_layout(pdp.to(dtype), p_dot), k_buf, acc, is_async=True)
-            b_t = warpgroup_mma(gl.convert_layout(p.to(dtype), p_dot), k_buf, acc_b, is_async=True)
-            acc, acc_b = warpgroup_mma_wait(num_outstanding=0, deps=(a_t, b_t))
+            if FUSED:
+                pdp = p * (dp - delta[:, None])
+                pdp_sum += gl.sum(pdp, axis=1)
+                a_t = warpgroup_mma(gl.convert_layout(pdp.to(dtype), p_dot), k_buf, acc, is_async=True)
+                b_t = warpgroup_mma(gl.convert_layout(p.to(dtype), p_dot), k_buf, acc_b, is_async=True)
+                acc, acc_b = warpgroup_mma_wait(num_outstanding=0, deps=(a_t, b_t))
+            else:
+                dz = p * (coef_s[:, None] * dp - delta[:, None])
+                a_t = warpgroup_mma(gl.convert_layout(dz.to(dtype), p_dot), k_buf, acc, is_async=True)
+                acc = warpgroup_mma_wait(num_outstanding=0, deps=(a_t,))
             mbarrier.arrive(empty.index(slot), count=1)
             it += 1
 
-        gl.store(OUT_E + ent_s, pdp_sum, mask=emask_s)
+        if FUSED:
+            gl.store(OUT_E + ent_s, pdp_sum, mask=emask_s)
         idx_o = first + gl.arange(0, BM, layout=o_rows)
         emask_o = idx_o < count
         ent_o = gl.load(ENT_ID + base + idx_o, mask=emask_o, other=0)
         real = emask_o & (gl.load(ENT_LO + base + idx_o, mask=emask_o, other=1)
                           <= gl.load(ENT_HI + base + idx_o, mask=emask_o, other=0))
-        coef = gl.load(COEF + ent_o.to(gl.int64), mask=emask_o, other=0.0)
         _, row_o = _rows(ent_o, b, NJ, Q_ROWS, H_Q, L_Q, sqb, sqh, sql)
-        dq = (coef * sm_scale)[:, None] * (acc - gl.convert_layout(pdp_sum, o_rows)[:, None] * acc_b)
+        if FUSED:
+            coef = gl.load(COEF + ent_o.to(gl.int64), mask=emask_o, other=0.0)
+            dq = (coef * sm_scale)[:, None] * (acc - gl.convert_layout(pdp_sum, o_rows)[:, None] * acc_b)
+        else:
+            dq = acc * sm_scale
         gl.atomic_add(DQ + row_o[:, None] * D + offs_d[None, :], dq, mask=real[:, None], sem="relaxed")
 
 
@@ -379,7 +407,7 @@ def _ws_dq_kernel(
     sqb, sqh, sql,
     H_Q, H_KV, L_Q, L_KV, sm_scale,
     NJ: gl.constexpr, D: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
-    STAGES: gl.constexpr, REGS: gl.constexpr, Q_ROWS: gl.constexpr, num_warps: gl.constexpr,
+    STAGES: gl.constexpr, REGS: gl.constexpr, Q_ROWS: gl.constexpr, FUSED: gl.constexpr, num_warps: gl.constexpr,
 ):
     dtype: gl.constexpr = K_DESC.dtype
     rows_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BM, D], dtype)
@@ -390,10 +418,10 @@ def _ws_dq_kernel(
     gl.warp_specialize([
         (_dq_consumer, (0, Q, DO, ENT_ID, ENT_LO, ENT_HI, ENT_COUNT, ent_stride, tiles_per_grp, n_tiles,
                         LSE_IN, COEF, DELTA, OUT_E, DQ, k_smem, v_smem, k_ready, v_ready, empty, q_smem, do_smem,
-                        sqb, sqh, sql, H_Q, H_KV, L_Q, L_KV, sm_scale, NJ, D, BM, BN, STAGES, Q_ROWS)),
+                        sqb, sqh, sql, H_Q, H_KV, L_Q, L_KV, sm_scale, NJ, D, BM, BN, STAGES, Q_ROWS, FUSED)),
         (_dq_consumer, (1, Q, DO, ENT_ID, ENT_LO, ENT_HI, ENT_COUNT, ent_stride, tiles_per_grp, n_tiles,
                         LSE_IN, COEF, DELTA, OUT_E, DQ, k_smem, v_smem, k_ready, v_ready, empty, q_smem, do_smem,
-                        sqb, sqh, sql, H_Q, H_KV, L_Q, L_KV, sm_scale, NJ, D, BM, BN, STAGES, Q_ROWS)),
+                        sqb, sqh, sql, H_Q, H_KV, L_Q, L_KV, sm_scale, NJ, D, BM, BN, STAGES, Q_ROWS, FUSED)),
         (_loader, (K_DESC, V_DESC, k_smem, v_smem, k_ready, v_ready, empty, ENT_LO, ENT_HI, ENT_COUNT, ent_stride,
                    tiles_per_grp, n_tiles, L_KV, 2 * BM, BN, STAGES)),
     ], [4, 1], [REGS, 24])
@@ -437,17 +465,20 @@ def run_entries_ws(
     dq: torch.Tensor | None = None,
     tiles: tuple[int, ...] | None = None,
 ) -> None:
-    """`attend.run_entries` for MODE_FWD_SPAN, MODE_FWD_WINDOW and MODE_DQ_SPAN on this kernel: contiguous 16-bit K
-    and V (and output gradient), a query whose last dim is contiguous, head dim 128, a Hopper GPU."""
+    """`attend.run_entries` for MODE_FWD_SPAN, MODE_FWD_WINDOW, MODE_DQ_SPAN and MODE_DQ (a span list's dq) on this
+    kernel: contiguous 16-bit K and V (and output gradient), a query whose last dim is contiguous, head dim 128, a
+    Hopper GPU."""
     mode = mode_value(mode)
-    if mode not in (int(MODE_FWD_SPAN), int(MODE_FWD_WINDOW), int(MODE_DQ_SPAN)):
-        raise ValueError(f"the warp-specialised entry kernel runs the forward passes and the span dq, not mode {mode}")
+    dq_modes = (int(MODE_DQ_SPAN), int(MODE_DQ))
+    if mode not in (int(MODE_FWD_SPAN), int(MODE_FWD_WINDOW), *dq_modes):
+        raise ValueError(f"the warp-specialised entry kernel runs the forward passes and a span dq, not mode {mode}")
     batch, heads_q, len_q, dim = q.shape
     heads_kv = k.shape[1]
     groups, n_max = entries.eid.shape
     if n_max == 0:
         return
-    block_m, block_n, stages, regs, persistent = tiles or (WS_DQ_TILES if mode == int(MODE_DQ_SPAN) else WS_TILES)
+    default = {int(MODE_DQ_SPAN): WS_DQ_TILES, int(MODE_DQ): WS_DQ1_TILES}.get(mode, WS_TILES)
+    block_m, block_n, stages, regs, persistent = tiles or default
     k_desc, v_desc = kv_descriptors("entry kernel", "K and V", q, k, v, block_n)
     dummy = q.new_empty(1, dtype=torch.float32)
 
@@ -459,17 +490,17 @@ def run_entries_ws(
     n_tiles = tiles_per_grp * groups
     # persistent: one program an SM (164 KB of shared memory each) walks tiles pid, pid + grid, ...
     grid = (min(n_tiles, sm_count(q.device)) if persistent else n_tiles,)
-    if mode == int(MODE_DQ_SPAN):
+    if mode in dq_modes:
         if not do.is_contiguous():
             raise ValueError("the warp-specialised span dq takes a contiguous output gradient")
         _ws_dq_kernel[grid](
             q, k_desc, v_desc, do,
             entries.eid, entries.lo, entries.hi, entries.count, entries.eid.stride(0), tiles_per_grp, n_tiles,
-            lse_in, coef, delta, out_e, dq,
+            lse_in, coef, delta, buf(out_e), dq,
             q.stride(0), q.stride(1), q.stride(2),
             heads_q, heads_kv, len_q, k.shape[2], scale,
             NJ=entries.nj, D=dim, BM=block_m, BN=block_n, STAGES=stages, REGS=regs, Q_ROWS=rows_flat(q),
-            num_warps=4, maxnreg=168,
+            FUSED=mode == int(MODE_DQ_SPAN), num_warps=4, maxnreg=168,
         )
         return
     # registers: twelve warps (the loader's warp group rounded up) share the SM's 64K; the default partition gets

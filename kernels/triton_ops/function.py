@@ -10,11 +10,14 @@ with g the gate, lse_j the joint log-sum-exp of span j with the window and dg_j 
 - the gate: ``ds_j = g_j (dg_j - sum_i g_i dg_i)`` flows into q_search and the searched keys: k[a_j], or with
   the "span_mean" search key every key of span j (`attend_bwd.gate_backward`).
 
-``dOut . O_j = (1 - w_j) dOut . o_w + w_j dOut . o_s_j`` needs ``w_j dOut . o_s_j = sum p dp`` over the span's
-keys, so that no per-span output is ever stored. The span dq pass sums it in the same walk (DQ_SPAN) and
-subtracts its share from dq at the end; the window dq and every dk/dv then run with the finished dg.
-(`fuse_span_dq=False` keeps the older order, a DELTA walk then a DQ walk, for comparisons.) The per-row math
-between the passes (dg, the gate's and the window's values) is two launches of `mix_bwd`.
+``dOut . O_j = (1 - w_j) dOut . o_w + w_j dOut . o_s_j`` needs ``dOut . o_s_j``. With `SAVE_SPAN_OUTPUTS` the
+forward keeps its span outputs o_s (k outputs' worth, in the query's dtype) until the backward's first launch reads
+them, so dg is known before any walk and the span dq (DQ) takes three tensor-core products a key block. Without
+them, the span dq pass sums ``w_j dOut . o_s_j = sum p dp`` over the span's keys in the same walk (DQ_SPAN) and
+subtracts its share from dq at the end (a fourth product, ``sum p k``). The window dq and every dk/dv then run with
+the finished dg. (`fuse_span_dq=False` keeps the older order without saved outputs, a DELTA walk then a DQ walk, for
+comparisons.) The per-row math between the passes (dg, the gate's and the window's values) is two launches of
+`mix_bwd`.
 """
 
 from __future__ import annotations
@@ -77,6 +80,23 @@ WS_KEY_PASS = True
 # (1025: 49.4 against 46.3-47.3), as the forward's span pass.
 WS_SPAN_DQ_MIN_KEYS = 3072
 
+# The span dq with one accumulator (MODE_DQ: dg known before the pass, from the kept span outputs) by the
+# warp-specialised kernel where the call's longest span holds at least this many keys, as above. Measured on an
+# H200 (benchmarks/results/kept-spans-h200-2026-12-04/, the whole backward against the `tl` span dq's): 305.0 against
+# 313.5 ms at 256K released (spans of 3824 keys), 47.4 against 50.3 at 64K released (1785), 129.1 against 130.6 at
+# 256K balanced (1025), and slower at 16K released (833: 10.87 against 10.71).
+WS_SPAN_DQ1_MIN_KEYS = 1024
+
+# The forward with gradients keeps its span outputs o_s ([B, H_q, L, k, D] in the query's dtype, k outputs' worth)
+# for the backward, which reads dOut . o_s from them in its first launch and frees them; the span dq then needs no
+# second accumulator (module docstring). False: nothing per span is kept, the span dq sums dOut . o_s itself (the
+# fused walk), for a model trained without gradient checkpointing at lengths where k outputs per attention layer
+# do not fit. Measured on an H200 (benchmarks/results/kept-spans-h200-2026-12-04/): the whole backward at 256K
+# released 305.0 ms against the fused walk's 328.1, 47.4 against 50.4 at 64K; one layer's forward + backward peaks
+# at 11.49 GiB against 11.59 at 256K (the outputs are freed before dq is allocated), but a model holds them for
+# every attention layer between its forward and backward.
+SAVE_SPAN_OUTPUTS = True
+
 
 def forward_pass(q, k, v, q_search, config: SuperlinearConfig, positions, first_real, scale, t_bound,
                  for_backward: bool = True, prefix=None):
@@ -110,11 +130,11 @@ def forward_pass(q, k, v, q_search, config: SuperlinearConfig, positions, first_
         lse_w = torch.empty(batch, heads_q, len_q, dtype=torch.float32, device=q.device)
     run_entries(MODE_FWD_WINDOW, wins, q, k, v, scale, o_w=o_w, lse_w=lse_w, span_o=span_o, out=out, gate=gate,
                 lse_in=lse_s)
-    del span_o
     if not for_backward:
         return out, None
     saved = dict(anchors=anchors, valid=valid, gate=gate, o_w=o_w, lse_w=lse_w, lse_s=lse_s, wins=wins, spans=spans,
-                 prefix=prefix, config=config, positions=positions, first_real=first_real, t_bound=t_bound)
+                 prefix=prefix, config=config, positions=positions, first_real=first_real, t_bound=t_bound,
+                 span_o=span_o if SAVE_SPAN_OUTPUTS else None)
     return out, saved
 
 
@@ -127,7 +147,7 @@ def _ws_capable(q, k, v) -> bool:
 
 def ws_span_pass(q, k, v, config: SuperlinearConfig, t_bound: int, min_keys: int | None = None) -> bool:
     """Whether the forward's span pass runs on the warp-specialised kernel (`WS_SPAN_MIN_KEYS`; the span dq pass
-    asks with `WS_SPAN_DQ_MIN_KEYS`)."""
+    asks with `WS_SPAN_DQ_MIN_KEYS` or `WS_SPAN_DQ1_MIN_KEYS`)."""
     min_keys = WS_SPAN_MIN_KEYS if min_keys is None else min_keys
     return min_keys > 0 and _ws_capable(q, k, v) and max_span_length(config, t_bound) >= min_keys
 
@@ -176,27 +196,36 @@ def inference_forward(q, k, v, q_search, config: SuperlinearConfig, positions, f
     return out
 
 
-def backward_pass(grad_out, q, k, v, q_search, saved, scale, fuse_span_dq: bool = True):
-    """(dq, dk, dv, dq_search) in the inputs' dtypes. The per-row math between the passes is `mix_bwd`'s."""
+def backward_pass(grad_out, q, k, v, q_search, saved, scale, fuse_span_dq: bool = True, release: bool = False):
+    """(dq, dk, dv, dq_search) in the inputs' dtypes. The per-row math between the passes is `mix_bwd`'s. With the
+    forward's span outputs in `saved`, dOut . o_s comes from them (and with `release` they leave `saved` once read);
+    else the fused span dq sums it (`fuse_span_dq`) or a DELTA walk does."""
     do = grad_out.contiguous()
     gate, valid, lse_s, lse_w = saved["gate"], saved["valid"], saved["lse_s"], saved["lse_w"]
     wins, spans = saved["wins"], saved["spans"]
 
-    dow, lse_j, dow_e = mix_bwd.prep(do, saved["o_w"], lse_s, lse_w, valid)
-    span_part = torch.empty_like(lse_s)  # written for every used span; unused ones are masked by `mix`
+    stored = saved.get("span_o") is not None
+    # per span: dOut . o_s_j (stored) or dOut . o_w (the fused span dq's delta)
+    dow, lse_j, per_span = mix_bwd.prep(do, saved["o_w"], lse_s, lse_w, valid, span_o=saved.get("span_o"))
+    if release:
+        saved["span_o"] = None
+    fused = fuse_span_dq and not stored
+    span_dq = run_entries
+    if ws_span_pass(q, k, v, saved["config"], saved["t_bound"], WS_SPAN_DQ_MIN_KEYS if fused else WS_SPAN_DQ1_MIN_KEYS):
+        from .attend_ws import run_entries_ws as span_dq
     dq = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
-    if fuse_span_dq:  # span_part = sum p (dp - dOut . o_w) over each span
-        span_dq = run_entries
-        if ws_span_pass(q, k, v, saved["config"], saved["t_bound"], WS_SPAN_DQ_MIN_KEYS):
-            from .attend_ws import run_entries_ws as span_dq
-        span_dq(MODE_DQ_SPAN, spans, q, k, v, scale, do=do, lse_in=lse_j, coef=gate, delta=dow_e, out_e=span_part,
+    span_part = per_span  # dOut . o_s_j, or written by the walk below (used spans; `mix` masks the others)
+    if fused:  # span_part = sum p (dp - dOut . o_w) over each span
+        span_part = torch.empty_like(lse_s)
+        span_dq(MODE_DQ_SPAN, spans, q, k, v, scale, do=do, lse_in=lse_j, coef=gate, delta=per_span, out_e=span_part,
                 dq=dq)
-    else:  # span_part = dOut . o_s
+    elif not stored:  # span_part = dOut . o_s
+        span_part = torch.empty_like(lse_s)
         run_entries(MODE_DELTA, spans, q, k, v, scale, do=do, lse_in=lse_s, out_e=span_part)
     ws_keys = ws_key_pass(q, k, v)
-    m = mix_bwd.mix(span_part, dow, gate, valid, lse_j, lse_s, lse_w, fused=fuse_span_dq, fold=ws_keys)
-    if not fuse_span_dq:
-        run_entries(MODE_DQ, spans, q, k, v, scale, do=do, lse_in=lse_j, coef=gate, delta=m["span_delta"], dq=dq)
+    m = mix_bwd.mix(span_part, dow, gate, valid, lse_j, lse_s, lse_w, fused=fused, fold=ws_keys)
+    if not fused:
+        span_dq(MODE_DQ, spans, q, k, v, scale, do=do, lse_in=lse_j, coef=gate, delta=m["span_delta"], dq=dq)
 
     ones = torch.ones_like(m["lse_eff"])
     dq_out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
@@ -230,7 +259,7 @@ class _SuperlinearFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         q, k, v, q_search = ctx.saved_tensors
-        dq, dk, dv, dqs = backward_pass(grad_out, q, k, v, q_search, ctx.saved, ctx.scale)
+        dq, dk, dv, dqs = backward_pass(grad_out, q, k, v, q_search, ctx.saved, ctx.scale, release=True)
         ctx.saved = None
         return dq, dk, dv, dqs, None, None, None, None, None
 

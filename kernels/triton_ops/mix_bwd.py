@@ -4,7 +4,8 @@ With g the gate, lse_j the joint log-sum-exp of span j with the window and dg_j 
 docstring derives them):
 
 - `prep`, before the span dq pass: ``dow = dOut . o_w`` per row, ``lse_j = logaddexp(lse_s_j, lse_w)`` (0 where span
-  j is unused) and dow once per span (the span dq's delta).
+  j is unused) and dow once per span (the fused span dq's delta); or, given the forward's span outputs, ``dOut .
+  o_s_j`` per span (0 where unused), the span part `mix` takes without a fused pass.
 - `mix`, after it, from ``span_part_j``: with the fused span dq ``sum p (dp - dow)`` over span j, so
   ``dg_j = dow + span_part_j``; with the older two walks ``dOut . o_s_j``, so ``dg_j = (1 - w_j) dow + w_j
   span_part_j``, ``w_j = sigmoid(lse_s_j - lse_w)``. Then the gate's score gradient ``ds_j = g_j (dg_j - sum_i g_i
@@ -30,8 +31,8 @@ __all__ = ["prep", "mix", "fold_coefficient"]
 
 
 @triton.jit
-def _prep_kernel(DO, OW, LSE_S, LSE_W, VALID, DOW, LSE_J, DOW_E, n_rows,
-                 D: tl.constexpr, KS: tl.constexpr, KP: tl.constexpr, BR: tl.constexpr):
+def _prep_kernel(DO, OW, SPAN_O, LSE_S, LSE_W, VALID, DOW, LSE_J, PER_SPAN, n_rows,
+                 D: tl.constexpr, KS: tl.constexpr, KP: tl.constexpr, BR: tl.constexpr, PARTS: tl.constexpr):
     r = tl.program_id(0) * BR + tl.arange(0, BR)
     rmask = r < n_rows
     r64 = r.to(tl.int64)
@@ -49,21 +50,32 @@ def _prep_kernel(DO, OW, LSE_S, LSE_W, VALID, DOW, LSE_J, DOW_E, n_rows,
     top = tl.maximum(lse_s, lse_w)
     lse_j = top + tl.log(1.0 + tl.exp(tl.minimum(lse_s, lse_w) - top))
     tl.store(LSE_J + ent, tl.where(valid, lse_j, 0.0), mask=emask)
-    tl.store(DOW_E + ent, tl.broadcast_to(dow[:, None], (BR, KP)), mask=emask)
+    if PARTS:  # dOut . o_s_j; an unused span's o_s was never written, so it is selected away
+        for jj in tl.static_range(KS):
+            sid = r64 * KS + jj
+            o_s = tl.load(SPAN_O + sid[:, None] * D + tl.arange(0, D)[None, :], mask=rmask[:, None], other=0.0)
+            used = tl.load(VALID + sid, mask=rmask, other=0) != 0
+            tl.store(PER_SPAN + sid, tl.where(used, tl.sum(do * o_s.to(tl.float32), axis=1), 0.0), mask=rmask)
+    else:
+        tl.store(PER_SPAN + ent, tl.broadcast_to(dow[:, None], (BR, KP)), mask=emask)
 
 
-def prep(do: torch.Tensor, o_w: torch.Tensor, lse_s: torch.Tensor, lse_w: torch.Tensor, valid: torch.Tensor):
-    """(dow [B, H_q, L], lse_j and dow per span [B, H_q, L, k]), float32, from contiguous dOut and o_w."""
+def prep(do: torch.Tensor, o_w: torch.Tensor, lse_s: torch.Tensor, lse_w: torch.Tensor, valid: torch.Tensor,
+         span_o: torch.Tensor | None = None):
+    """(dow [B, H_q, L], lse_j [B, H_q, L, k], per span [B, H_q, L, k]), float32, from contiguous dOut and o_w
+    (and the forward's span outputs [B, H_q, L, k, D]). Per span: dow, the fused span dq's delta; with `span_o`,
+    ``dOut . o_s_j``, the span part of `mix` (fused=False)."""
     n_rows, ks, dim = lse_w.numel(), lse_s.shape[-1], do.shape[-1]
     dow = torch.empty(lse_w.shape, dtype=torch.float32, device=do.device)
     lse_j = torch.empty(lse_s.shape, dtype=torch.float32, device=do.device)
-    dow_e = torch.empty(lse_s.shape, dtype=torch.float32, device=do.device)
+    per_span = torch.empty(lse_s.shape, dtype=torch.float32, device=do.device)
     block_r = 16 if interpreting() else 64
     _prep_kernel[(triton.cdiv(n_rows, block_r),)](
-        do, o_w, lse_s, lse_w, valid.view(torch.int8), dow, lse_j, dow_e, n_rows,
-        D=dim, KS=ks, KP=max(next_pow2(ks), 2), BR=block_r, num_warps=4 if not interpreting() else 1,
+        do, o_w, o_w if span_o is None else span_o, lse_s, lse_w, valid.view(torch.int8), dow, lse_j, per_span,
+        n_rows, D=dim, KS=ks, KP=max(next_pow2(ks), 2), BR=block_r, PARTS=span_o is not None,
+        num_warps=4 if not interpreting() else 1,
     )
-    return dow, lse_j, dow_e
+    return dow, lse_j, per_span
 
 
 @triton.jit
