@@ -140,6 +140,7 @@ def _consumer(
     a_dot: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     s_keys: gl.constexpr = gl.SliceLayout(1, s_layout)
     s_ents: gl.constexpr = gl.SliceLayout(0, s_layout)
+    edge_layout: gl.constexpr = gl.BlockedLayout([1, BM // 32], [1, 32], [WARPS, 1], [1, 0])
     dtype: gl.constexpr = k_smem.dtype
     pid = gl.program_id(0)
     grp = gl.program_id(1)
@@ -164,9 +165,12 @@ def _consumer(
             do_buf = do_ring.index(slot)
             s_t = warpgroup_mma(k_buf, q_buf.permute((1, 0)), s_zero, use_acc=False, is_async=True)
             dp_t = warpgroup_mma(v_buf, do_buf.permute((1, 0)), s_zero, use_acc=False, is_async=True)
-            # a tile whose every entry attends all of this consumer's keys skips the range mask
-            edge = (gl.max(lo_ring.index(slot).load(s_ents), axis=0) > k0) | \
-                (gl.min(hi_ring.index(slot).load(s_ents), axis=0) < k0 + BN - 1)
+            # a tile whose every entry attends all of this consumer's keys skips the range mask. Each warp reads the
+            # tile's first and last keys two a thread and reduces them in one instruction each (REDUX): in the scores'
+            # layout (16 a thread, shuffles) the test cost 2-10% of the pass (benchmarks/NOTES.md item 44)
+            lo_t = lo_ring.index(slot).reshape([1, BM]).load(edge_layout)
+            hi_t = hi_ring.index(slot).reshape([1, BM]).load(edge_layout)
+            edge = (gl.max(gl.max(lo_t, axis=1), axis=0) > k0) | (gl.min(gl.min(hi_t, axis=1), axis=0) < k0 + BN - 1)
             lse2 = lse_ring.index(slot).load(s_ents) * LOG2E
             s = warpgroup_mma_wait(num_outstanding=1, deps=(s_t,))
             x = s * qk_scale - lse2[None, :]
