@@ -92,7 +92,8 @@ def kernel_and_args(kernel: str, length: int, tiles: tuple[int, ...]):
                     OUT_E="*fp32", DQ="*fp32", DQ_OUT="*bf16", **q_strides, **k_strides, **v_strides, H_Q=HQ,
                     H_KV=HKV, L_Q=length, L_KV=length, sm_scale=D**-0.5)
         consts = dict(NJ=nj, MODE=mode, D=D, BM=bm, BN=bn, PREC="tf32", UPCAST=False, USE_DESC=True, Q_ROWS=True,
-                      DQ_FINAL=mode == 3, STORE_OW=mode == 0, STORE_OUT=mode == 0, KS=3 if mode == 0 else 0)
+                      DQ_FINAL=mode == 3, STORE_OW=mode == 0, STORE_OUT=mode == 0, KS=3 if mode == 0 else 0,
+                      OUT_AT_Q=mode == 0)
         return attend._entry_kernel, args, consts
     if name == "ws":  # the warp-specialised forward of attend_ws: ws:1 spans, ws:0 window (mixing 3 spans)
         from slkernels.triton_ops import attend_ws

@@ -176,26 +176,30 @@ def _graph_replay(torch) -> dict[str, list]:
 
 def _chunked_inference(torch) -> dict[str, list]:
     """The forward without gradients in chunks of query rows (`function.inference_forward`, shrunk to 8-row
-    chunks) against the same forward as one pass: (chunks run, largest absolute difference) per case, for both
-    search keys, a whole prefill with left padding and GQA 2:1, and a prefill chunk at a cache position."""
+    chunks) against the same forward as one pass: (chunks run, largest absolute difference, chunks expected, whether
+    the chunked output has the query's strides) per case, for both search keys, a whole prefill with left padding
+    and GQA 2:1, a prefill chunk at a cache position, and a query laid out as a model's projections."""
     from slkernels import SuperlinearConfig, superlinear_attention
     from slkernels.triton_ops import function as fn
 
     got = {}
     calls = []
-    whole_pass = fn.forward_pass
+    whole_route = fn.route
 
-    def counted(*args, **kwargs):
+    def counted(*args, **kwargs):  # one route (search and span lists) per chunk
         calls.append(args[0].shape[2])
-        return whole_pass(*args, **kwargs)
+        return whole_route(*args, **kwargs)
 
-    saved = fn.INFERENCE_EXTRA, fn.INFERENCE_MIN_ROWS, fn.CHUNK_ALIGN, fn.INFERENCE_START_ROWS, fn.forward_pass
+    saved = fn.INFERENCE_EXTRA, fn.INFERENCE_MIN_ROWS, fn.CHUNK_ALIGN, fn.INFERENCE_START_ROWS, fn.route
     try:
-        fn.forward_pass, fn.INFERENCE_START_ROWS = counted, 0
+        fn.route, fn.INFERENCE_START_ROWS = counted, 0
         for cfg_kw in (SMALL, MEAN):
-            for len_q, len_kv, cpos in ((21, 21, None), (20, 50, (30, 50))):
+            for len_q, len_kv, cpos, layout in ((21, 21, None, "bhld"), (20, 50, (30, 50), "bhld"),
+                                                (19, 19, None, "blhd")):
                 torch.manual_seed(7)
                 q, qs = (torch.randn(2, 4, len_q, 16) for _ in range(2))
+                if layout == "blhd":  # a model's projections: [B, L, H, D] memory seen as [B, H, L, D]
+                    q = q.transpose(1, 2).contiguous().transpose(1, 2)
                 k, v = (torch.randn(2, 2, len_kv, 16) + shift for shift in (1.0, 0.0))
                 mask = torch.ones(2, len_kv, dtype=torch.long)
                 mask[1, :5] = 0
@@ -207,10 +211,11 @@ def _chunked_inference(torch) -> dict[str, list]:
                     with torch.no_grad():
                         outs.append(superlinear_attention(q, k, v, qs, SuperlinearConfig(**cfg_kw), backend="triton",
                                                           cache_position=pos, attention_mask=mask))
-                name = f"{cfg_kw.get('search_key', 'anchor')}_{len_q}_{len_kv}"
-                got[name] = [len(calls), float((outs[0] - outs[1]).abs().max())]
+                name = f"{cfg_kw.get('search_key', 'anchor')}_{len_q}_{len_kv}_{layout}"
+                got[name] = [len(calls), float((outs[0] - outs[1]).abs().max()), -(-len_q // 8),
+                             outs[1].stride() == q.stride()]
     finally:
-        fn.INFERENCE_EXTRA, fn.INFERENCE_MIN_ROWS, fn.CHUNK_ALIGN, fn.INFERENCE_START_ROWS, fn.forward_pass = saved
+        fn.INFERENCE_EXTRA, fn.INFERENCE_MIN_ROWS, fn.CHUNK_ALIGN, fn.INFERENCE_START_ROWS, fn.route = saved
     return got
 
 
@@ -584,12 +589,15 @@ def test_span_mean_sums_accurate_at_a_million_tokens(interpreted):
 
 def test_inference_in_chunks_of_rows_equals_one_pass(interpreted):
     """A prefill without gradients runs its query rows in chunks (bounded memory); each row's output is the one
-    pass's (up to rounding), for both keys, with padding, GQA and at a cache position."""
+    pass's (up to rounding), for both keys, with padding, GQA, at a cache position and with a query in a model's
+    [B, L, H, D] layout, written in place into an output of the query's layout."""
     got = interpreted["_chunked_inference"]
-    assert set(got) == {"anchor_21_21", "anchor_20_50", "span_mean_21_21", "span_mean_20_50"}
-    for name, (chunks, diff) in got.items():
-        assert chunks == -(-int(name.split("_")[-2]) // 8), (name, chunks)  # 8-row chunks ran, not one pass
+    assert set(got) == {f"{key}_{case}" for key in ("anchor", "span_mean")
+                        for case in ("21_21_bhld", "20_50_bhld", "19_19_blhd")}
+    for name, (chunks, diff, expected, in_q_layout) in got.items():
+        assert chunks == expected, (name, chunks)  # 8-row chunks ran, not one pass
         assert diff <= 1e-6, (name, diff)
+        assert in_q_layout, name  # the window pass wrote the chunks' rows into an output laid out as the query
 
 
 def test_decode_steps_replayed_on_a_static_cache_equal_the_plain_decode(interpreted):

@@ -70,7 +70,7 @@ def _entry_kernel(
     H_Q, H_KV, L_Q, L_KV, sm_scale,
     NJ: tl.constexpr, MODE: tl.constexpr, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
     PREC: tl.constexpr, UPCAST: tl.constexpr, USE_DESC: tl.constexpr, Q_ROWS: tl.constexpr, DQ_FINAL: tl.constexpr,
-    STORE_OW: tl.constexpr, STORE_OUT: tl.constexpr, KS: tl.constexpr,
+    STORE_OW: tl.constexpr, STORE_OUT: tl.constexpr, KS: tl.constexpr, OUT_AT_Q: tl.constexpr,
 ):
     pid = tl.program_id(0)
     grp = tl.program_id(1)
@@ -88,8 +88,8 @@ def _entry_kernel(
         real = emask & (lo <= hi)
         offs_d = tl.arange(0, D)
         # row_flat: (b, h, r) in [B, H_q, L_q]; ent_flat: (b, h, r, j) in [B, H_q, L_q, NJ]
-        q_ptrs, row_flat, ent_flat = entry_rows(ent, b, Q, sqb, sqh, sql, sqd, offs_d, H_Q, L_Q, NJ, Q_ROWS)
-        q = tl.load(q_ptrs, mask=emask[:, None], other=0.0)
+        q_off, row_flat, ent_flat = entry_rows(ent, b, sqb, sqh, sql, sqd, offs_d, H_Q, L_Q, NJ, Q_ROWS)
+        q = tl.load(Q + q_off, mask=emask[:, None], other=0.0)
         if UPCAST:
             q = q.to(tl.float32)
         k_base = K + b.to(tl.int64) * skb + kv.to(tl.int64) * skh
@@ -181,9 +181,9 @@ def _entry_kernel(
                     o_s = tl.load(SPAN_O + sid[:, None] * D + offs_d[None, :], mask=emask[:, None], other=0.0)
                     w = 1.0 / (1.0 + tl.exp(tl.minimum(lse - lse_s, 80.0)))
                     res += tl.where((g > 0.0)[:, None], (g * w)[:, None] * (o_s.to(tl.float32) - o), 0.0)
-                if STORE_OUT:
-                    tl.store(OUT + row_flat[:, None] * D + offs_d[None, :], res.to(OUT.dtype.element_ty),
-                             mask=emask[:, None])
+                if STORE_OUT:  # OUT_AT_Q: `out` has the query's strides (a chunk's rows of the whole output)
+                    out_off = q_off if OUT_AT_Q else row_flat[:, None] * D + offs_d[None, :]
+                    tl.store(OUT + out_off, res.to(OUT.dtype.element_ty), mask=emask[:, None])
             else:
                 tl.store(SPAN_O + ent_flat[:, None] * D + offs_d[None, :], o.to(SPAN_O.dtype.element_ty),
                          mask=emask[:, None])
@@ -253,6 +253,10 @@ def run_entries(
     def buf(x):
         return dummy if x is None else x
 
+    # `out` (the window forward's output): contiguous, or a view with the query's strides (addressed as q's rows)
+    out_at_q = out is not None and out.shape == q.shape and out.stride() == q.stride()
+    if out is not None and not (out_at_q or out.is_contiguous()):
+        raise ValueError("run_entries: `out` must be contiguous or have the query's strides")
     # the window forward mixes the row's spans into the output when their outputs are given
     spans_per_row = gate.shape[-1] if mode == MODE_FWD_WINDOW and span_o is not None else 0
     grid = (triton.cdiv(n_max, block_m), groups)
@@ -269,7 +273,7 @@ def run_entries(
         NJ=entries.nj, MODE=mode, D=dim, BM=block_m, BN=block_n,
         PREC=dot_precision(q.dtype), UPCAST=interpreting() or q.dtype == torch.float32,
         USE_DESC=use_desc, Q_ROWS=rows_flat(q), DQ_FINAL=dq_out is not None,
-        STORE_OW=o_w is not None, STORE_OUT=out is not None, KS=spans_per_row,
+        STORE_OW=o_w is not None, STORE_OUT=out is not None, KS=spans_per_row, OUT_AT_Q=out_at_q,
         **launch,
     )
 

@@ -82,8 +82,8 @@ def _dkdv_kernel(
             ent = tl.load(ENT_ID + base + idx, mask=emask, other=0)
             lo = tl.load(ENT_LO + base + idx, mask=emask, other=1)
             hi = tl.load(ENT_HI + base + idx, mask=emask, other=0)
-            q_ptrs, row_flat, ent_flat = entry_rows(ent, b, Q, sqb, sqh, sql, sqd, offs_d, H_Q, L_Q, NJ, Q_ROWS)
-            q = tl.load(q_ptrs, mask=emask[:, None], other=0.0)
+            q_off, row_flat, ent_flat = entry_rows(ent, b, sqb, sqh, sql, sqd, offs_d, H_Q, L_Q, NJ, Q_ROWS)
+            q = tl.load(Q + q_off, mask=emask[:, None], other=0.0)
             do = tl.load(DO + row_flat[:, None] * D + offs_d[None, :], mask=emask[:, None], other=0.0)
             if UPCAST:
                 q = q.to(tl.float32)

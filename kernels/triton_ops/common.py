@@ -117,20 +117,22 @@ def rows_flat(t: torch.Tensor) -> bool:
 
 
 @triton.jit
-def entry_rows(ent, b, Q, sqb, sqh, sql, sqd, offs_d, H_Q, L_Q, NJ: tl.constexpr, Q_ROWS: tl.constexpr):
-    """Flat entry index ((b * H_q + h) * L_q + r) * NJ + j -> (query row pointers [BM, D], row index, entry index).
+def entry_rows(ent, b, sqb, sqh, sql, sqd, offs_d, H_Q, L_Q, NJ: tl.constexpr, Q_ROWS: tl.constexpr):
+    """Flat entry index ((b * H_q + h) * L_q + r) * NJ + j -> (offsets of the query rows' elements [BM, D], row
+    index, entry index).
 
     The row index addresses the kernels' own contiguous [B, H_q, L_q, ...] buffers; with `Q_ROWS` the query
-    too (its rows are flat), otherwise its strides are applied to (b, h, r) recovered by division."""
+    too (its rows are flat), otherwise its strides are applied to (b, h, r) recovered by division. The offsets
+    also address any tensor of the query's shape and strides (the window forward's output, `attend.run_entries`)."""
     row = ent // NJ
     row64 = row.to(tl.int64)
     if Q_ROWS:
-        q_ptrs = Q + row64[:, None] * sql + offs_d[None, :] * sqd
+        q_off = row64[:, None] * sql + offs_d[None, :] * sqd
     else:
         r = (row % L_Q).to(tl.int64)
         h = ((row // L_Q) % H_Q).to(tl.int64)
-        q_ptrs = Q + b.to(tl.int64) * sqb + h[:, None] * sqh + r[:, None] * sql + offs_d[None, :] * sqd
-    return q_ptrs, row64, ent.to(tl.int64)
+        q_off = b.to(tl.int64) * sqb + h[:, None] * sqh + r[:, None] * sql + offs_d[None, :] * sqd
+    return q_off, row64, ent.to(tl.int64)
 
 
 @triton.jit

@@ -39,12 +39,13 @@ __all__ = ["superlinear_prefill", "forward_pass", "inference_forward", "inferenc
            "ws_span_pass", "ws_key_pass"]
 
 # Inference (no gradients) runs the query rows in chunks, so that what the pass holds per query row besides the
-# output (the k per-span partial outputs in q's dtype, the chunk's own output, and about half an output's worth of
-# anchors, scores, gates and work lists: k + 1.5 outputs) exists for one chunk at a time. The whole pass held
-# 4.5x dense SDPA's peak at 256K; in chunks the peak is about the output plus at most INFERENCE_EXTRA of it,
-# counting what the call holds for all its chunks (the span-mean running sums of K: 3/16 of an output at 32 / 2
-# heads). Measured on an H200 at 256K (bf16, 32 / 2 heads, released, anchor key): 13 chunks, 2.70 GiB against
-# dense SDPA's 2.00 and the one pass's 8.93, 4% slower than the one pass. A chunk holds at least
+# output (the k per-span partial outputs in q's dtype and about half an output's worth of anchors, scores, gates
+# and work lists: k + 0.5 outputs) exists for one chunk at a time; the window pass writes each chunk's rows straight
+# into the output. The whole pass held 4.5x dense SDPA's peak at 256K; in chunks the peak is about the output plus
+# at most INFERENCE_EXTRA of it, counting what the call holds for all its chunks (the span-mean running sums of K:
+# 3/16 of an output at 32 / 2 heads). Measured on an H200 at 256K (bf16, 32 / 2 heads, released, anchor key):
+# 13 chunks with a copy of each chunk's output (k + 1.5 counted) 2.70 GiB, 13 without it 2.54 GiB, against dense
+# SDPA's 2.00 and the one pass's 8.93 (benchmarks/NOTES.md item 45). A chunk holds at least
 # INFERENCE_MIN_ROWS rows over the batch, in a multiple of CHUNK_ALIGN rows per sequence (so the search, gates and
 # window tiles are the whole pass's row for row; span tiles group a chunk's own entries, so a span's keys may be
 # summed in other blocks: equal up to rounding), so that a chunk's launches stay a small part of its time. Calls
@@ -98,42 +99,61 @@ WS_SPAN_DQ1_MIN_KEYS = 1024
 SAVE_SPAN_OUTPUTS = True
 
 
-def forward_pass(q, k, v, q_search, config: SuperlinearConfig, positions, first_real, scale, t_bound,
-                 for_backward: bool = True, prefix=None):
-    """Output plus everything the backward needs (dict; None when `for_backward` is off). `prefix`: the running
-    sums of K of the "span_mean" key when the caller already has them (`key_prefix`)."""
-    batch, heads_q, len_q, dim = q.shape
+def route(q_search, k, config: SuperlinearConfig, positions, first_real, t_bound, prefix=None) -> dict:
+    """The search and the span lists: everything the span pass needs besides q, k and v (a dict: anchors, the
+    span log-sum-exps the span pass fills, the span entry list, gate and valid), from q_search, k and the positions.
+    `forward_pass` and each chunk of `inference_forward` call it, then `attend`."""
     heads_kv = k.shape[1]
-    group = heads_q // heads_kv
-    # "span_mean": running sums of K, read by the search and (kept) by the gate backward
-    if prefix is None and config.search_key == "span_mean":
-        prefix = key_prefix(k, first_real)
     anchors, scores = search_topk(q_search, k, config, positions, first_real, t_bound, prefix=prefix)
-    lse_s = torch.empty(anchors.shape, dtype=torch.float32, device=q.device)  # NEG_BIG where unused (span_lists)
+    lse_s = torch.empty(anchors.shape, dtype=torch.float32, device=k.device)  # NEG_BIG where unused (span_lists)
     spans, gate, valid = span_lists(config, t_bound, anchors, scores, positions, first_real, heads_kv, k.shape[2],
                                     lse_s=lse_s)
+    return dict(anchors=anchors, lse_s=lse_s, spans=spans, gate=gate, valid=valid)
 
+
+def attend(q, k, v, routed: dict, config: SuperlinearConfig, positions, first_real, scale, t_bound,
+           for_backward: bool = True, out=None):
+    """(output, o_w, lse_w, span outputs, window list) from a `route`: the span pass, then the window pass, which
+    mixes the spans into the output (into `out` when given: contiguous or with q's strides)."""
+    batch, heads_q, len_q, dim = q.shape
+    heads_kv = k.shape[1]
+    lse_s, gate = routed["lse_s"], routed["gate"]
     # spans first (each stores its o_s and lse_s), then the window, which mixes them into the output. Only the span
     # pass's launch waits on the host work before it: at 16K the GPU idles until then (about 1 ms on an H200's host,
     # benchmarks/NOTES.md item 41), so the window's lists are built after it.
-    span_o = torch.empty(*anchors.shape, dim, dtype=q.dtype, device=q.device)
+    span_o = torch.empty(*lse_s.shape, dim, dtype=q.dtype, device=q.device)
     span_pass = run_entries
     if ws_span_pass(q, k, v, config, t_bound):
         from .attend_ws import run_entries_ws as span_pass
-    span_pass(MODE_FWD_SPAN, spans, q, k, v, scale, span_o=span_o, out_e=lse_s)
+    span_pass(MODE_FWD_SPAN, routed["spans"], q, k, v, scale, span_o=span_o, out_e=lse_s)
     # the backward searches the window list by first key: its rows in position order (the forward alone needs no sort)
-    wins = window_lists(config, positions, first_real, heads_kv, group, sort=for_backward)
-    out = torch.empty(batch, heads_q, len_q, dim, dtype=q.dtype, device=q.device)
+    wins = window_lists(config, positions, first_real, heads_kv, heads_q // heads_kv, sort=for_backward)
+    if out is None:
+        out = torch.empty(batch, heads_q, len_q, dim, dtype=q.dtype, device=q.device)
     o_w = lse_w = None
     if for_backward:
         o_w = torch.empty_like(out)
         lse_w = torch.empty(batch, heads_q, len_q, dtype=torch.float32, device=q.device)
     run_entries(MODE_FWD_WINDOW, wins, q, k, v, scale, o_w=o_w, lse_w=lse_w, span_o=span_o, out=out, gate=gate,
                 lse_in=lse_s)
+    return out, o_w, lse_w, span_o, wins
+
+
+def forward_pass(q, k, v, q_search, config: SuperlinearConfig, positions, first_real, scale, t_bound,
+                 for_backward: bool = True, prefix=None):
+    """Output plus everything the backward needs (dict; None when `for_backward` is off). `prefix`: the running
+    sums of K of the "span_mean" key when the caller already has them (`key_prefix`)."""
+    # "span_mean": running sums of K, read by the search and (kept) by the gate backward
+    if prefix is None and config.search_key == "span_mean":
+        prefix = key_prefix(k, first_real)
+    routed = route(q_search, k, config, positions, first_real, t_bound, prefix)
+    out, o_w, lse_w, span_o, wins = attend(q, k, v, routed, config, positions, first_real, scale, t_bound,
+                                           for_backward)
     if not for_backward:
         return out, None
-    saved = dict(anchors=anchors, valid=valid, gate=gate, o_w=o_w, lse_w=lse_w, lse_s=lse_s, wins=wins, spans=spans,
-                 prefix=prefix, config=config, positions=positions, first_real=first_real, t_bound=t_bound,
+    saved = dict(anchors=routed["anchors"], valid=routed["valid"], gate=routed["gate"], o_w=o_w, lse_w=lse_w,
+                 lse_s=routed["lse_s"], wins=wins, spans=routed["spans"], prefix=prefix, config=config,
+                 positions=positions, first_real=first_real, t_bound=t_bound,
                  span_o=span_o if SAVE_SPAN_OUTPUTS else None)
     return out, saved
 
@@ -163,7 +183,7 @@ def inference_chunk_rows(len_q: int, num_spans: int, batch: int = 1, held: float
     the rest of INFERENCE_EXTRA."""
     if INFERENCE_EXTRA <= 0 or batch * len_q < INFERENCE_START_ROWS:
         return len_q
-    fit = int(len_q * max(INFERENCE_EXTRA - held, 0.0) / (num_spans + 1.5)) // CHUNK_ALIGN * CHUNK_ALIGN
+    fit = int(len_q * max(INFERENCE_EXTRA - held, 0.0) / (num_spans + 0.5)) // CHUNK_ALIGN * CHUNK_ALIGN
     rows = cdiv(max(cdiv(INFERENCE_MIN_ROWS, batch), fit), CHUNK_ALIGN) * CHUNK_ALIGN
     return len_q if rows >= len_q else rows
 
@@ -181,18 +201,25 @@ def inference_plan(q, k, config: SuperlinearConfig, first_real):
 
 def inference_forward(q, k, v, q_search, config: SuperlinearConfig, positions, first_real, scale, t_bound):
     """The forward without gradients, in chunks of query rows (`inference_plan`): each chunk is a prefill chunk at
-    its own positions over all the keys, so each row's output is the whole pass's (up to rounding)."""
+    its own positions over all the keys, so each row's output is the whole pass's (up to rounding). The output
+    takes the query's memory layout where the query is dense (a model's [B, L, H, D] projections seen as [B, H, L,
+    D] included), and the window pass writes each chunk's rows straight into it: no copy of the output (2.5 of 104
+    ms at 256K released on an H200, benchmarks/NOTES.md item 45), and a model's transpose back is free."""
     len_q = q.shape[2]
     rows, prefix = inference_plan(q, k, config, first_real)
     if rows >= len_q:
         return forward_pass(q, k, v, q_search, config, positions, first_real, scale, t_bound, for_backward=False,
                             prefix=prefix)[0]
-    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    out = torch.empty_like(q)  # q's strides where q is dense, else contiguous
     for start in range(0, len_q, rows):
-        end = min(len_q, start + rows)
-        out[:, :, start:end] = forward_pass(q[:, :, start:end], k, v, q_search[:, :, start:end], config,
-                                            positions[start:end], first_real, scale, t_bound, for_backward=False,
-                                            prefix=prefix)[0]
+        part = slice(start, min(len_q, start + rows))
+        q_part, out_part = q[:, :, part], out[:, :, part]
+        routed = route(q_search[:, :, part], k, config, positions[part], first_real, t_bound, prefix)
+        into = out_part if out_part.stride() == q_part.stride() else None
+        got = attend(q_part, k, v, routed, config, positions[part], first_real, scale, t_bound, for_backward=False,
+                     out=into)[0]
+        if into is None:
+            out_part.copy_(got)
     return out
 
 

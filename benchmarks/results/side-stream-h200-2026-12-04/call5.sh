@@ -1,0 +1,2 @@
+# Call 5: the warp-specialised backward tests at released 5000, fp16 (call 4's one failure), twice.
+source scripts/checkout_on_path.sh && importable_here $PWD; for i in 1 2; do timeout 120 python -u -m pytest -q tests/test_triton_gpu.py -k "warp_specialised_backward and released and dtype1" 2>&1 | grep -v Warn | grep -E "assert|Error|passed|failed|^E " | head -20; done 2>&1 | tee $OUT/rerun-call5.log
