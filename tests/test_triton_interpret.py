@@ -177,8 +177,9 @@ def _graph_replay(torch) -> dict[str, list]:
 def _chunked_inference(torch) -> dict[str, list]:
     """The forward without gradients in chunks of query rows (`function.inference_forward`, shrunk to 8-row
     chunks) against the same forward as one pass: (chunks run, largest absolute difference, chunks expected, whether
-    the chunked output has the query's strides) per case, for both search keys, a whole prefill with left padding
-    and GQA 2:1, a prefill chunk at a cache position, and a query laid out as a model's projections."""
+    the chunked output has the query's strides) per case, for both search keys: a whole prefill with left padding,
+    GQA 2:1 and a query laid out as a model's projections ([B, L, H, D] memory), and a prefill chunk at a cache
+    position with a contiguous query."""
     from slkernels import SuperlinearConfig, superlinear_attention
     from slkernels.triton_ops import function as fn
 
@@ -194,8 +195,7 @@ def _chunked_inference(torch) -> dict[str, list]:
     try:
         fn.route, fn.INFERENCE_START_ROWS = counted, 0
         for cfg_kw in (SMALL, MEAN):
-            for len_q, len_kv, cpos, layout in ((21, 21, None, "bhld"), (20, 50, (30, 50), "bhld"),
-                                                (19, 19, None, "blhd")):
+            for len_q, len_kv, cpos, layout in ((21, 21, None, "blhd"), (20, 50, (30, 50), "bhld")):
                 torch.manual_seed(7)
                 q, qs = (torch.randn(2, 4, len_q, 16) for _ in range(2))
                 if layout == "blhd":  # a model's projections: [B, L, H, D] memory seen as [B, H, L, D]
@@ -592,8 +592,7 @@ def test_inference_in_chunks_of_rows_equals_one_pass(interpreted):
     pass's (up to rounding), for both keys, with padding, GQA, at a cache position and with a query in a model's
     [B, L, H, D] layout, written in place into an output of the query's layout."""
     got = interpreted["_chunked_inference"]
-    assert set(got) == {f"{key}_{case}" for key in ("anchor", "span_mean")
-                        for case in ("21_21_bhld", "20_50_bhld", "19_19_blhd")}
+    assert set(got) == {f"{key}_{case}" for key in ("anchor", "span_mean") for case in ("21_21_blhd", "20_50_bhld")}
     for name, (chunks, diff, expected, in_q_layout) in got.items():
         assert chunks == expected, (name, chunks)  # 8-row chunks ran, not one pass
         assert diff <= 1e-6, (name, diff)
