@@ -204,6 +204,12 @@ def _entry_kernel(
             tl.store(OUT_E + ent_flat, pdp_sum, mask=emask)
 
 
+def at_query_offsets(out: torch.Tensor, q: torch.Tensor) -> bool:
+    """Whether the window forward's `out` is addressed by the query's own element offsets (OUT_AT_Q): it has the
+    query's shape and strides, as a chunk's rows of an output laid out as the query (`function.inference_forward`)."""
+    return out.shape == q.shape and out.stride() == q.stride()
+
+
 def uses_descriptors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
     """Whether the entry passes read K and V through tensor descriptors (bulk tensor copies): contiguous, 16-byte
     aligned, 16-bit on a GPU (any dtype under the interpreter, so that CI checks their indexing too)."""
@@ -254,7 +260,7 @@ def run_entries(
         return dummy if x is None else x
 
     # `out` (the window forward's output): contiguous, or a view with the query's strides (addressed as q's rows)
-    out_at_q = out is not None and out.shape == q.shape and out.stride() == q.stride()
+    out_at_q = out is not None and at_query_offsets(out, q)
     if out is not None and not (out_at_q or out.is_contiguous()):
         raise ValueError("run_entries: `out` must be contiguous or have the query's strides")
     # the window forward mixes the row's spans into the output when their outputs are given

@@ -26,7 +26,16 @@ import torch
 
 from ..config import SuperlinearConfig
 from . import mix_bwd
-from .attend import MODE_DELTA, MODE_DQ, MODE_DQ_SPAN, MODE_FWD_SPAN, MODE_FWD_WINDOW, run_entries, uses_descriptors
+from .attend import (
+    MODE_DELTA,
+    MODE_DQ,
+    MODE_DQ_SPAN,
+    MODE_FWD_SPAN,
+    MODE_FWD_WINDOW,
+    at_query_offsets,
+    run_entries,
+    uses_descriptors,
+)
 from .attend_bwd import dkdv, gate_backward
 from .common import capability, cdiv, interpreting
 from .entries import max_span_length
@@ -215,7 +224,7 @@ def inference_forward(q, k, v, q_search, config: SuperlinearConfig, positions, f
         part = slice(start, min(len_q, start + rows))
         q_part, out_part = q[:, :, part], out[:, :, part]
         routed = route(q_search[:, :, part], k, config, positions[part], first_real, t_bound, prefix)
-        into = out_part if out_part.stride() == q_part.stride() else None
+        into = out_part if at_query_offsets(out_part, q_part) else None  # else written apart, then copied
         got = attend(q_part, k, v, routed, config, positions[part], first_real, scale, t_bound, for_backward=False,
                      out=into)[0]
         if into is None:
