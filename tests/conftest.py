@@ -55,11 +55,31 @@ def pytest_sessionfinish(session):
     stop_all()
 
 
+# The GPU tests draw fresh random inputs on every run (tests/test_triton_gpu.py); the run's seed is printed in the
+# header, and setting this variable to it draws the same inputs again.
+SEED_VARIABLE = "SLKERNELS_TEST_SEED"
+
+
+def pytest_report_header(config):
+    return f"random inputs: {SEED_VARIABLE}={os.environ[SEED_VARIABLE]} draws this run's again"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed GPU test's report names the run's seed (quiet runs print no header)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and "gpu" in item.keywords:
+        report.sections.append(("random inputs", f"{SEED_VARIABLE}={os.environ[SEED_VARIABLE]} draws them again"))
+
+
 def pytest_configure(config):
     """Every temporary file of the run (the code's, torch.distributed's, subprocesses') goes into one folder
     that is removed at the end, so the suite leaves nothing in the system temp directory."""
+    import random
     import tempfile
 
+    os.environ.setdefault(SEED_VARIABLE, str(random.SystemRandom().randrange(2**31)))
     root = tempfile.mkdtemp(prefix="slconvert-tests-")
     config._slconvert_tmp = (root, os.environ.get("TMPDIR"), tempfile.tempdir)
     os.environ["TMPDIR"] = root
