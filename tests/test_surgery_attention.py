@@ -360,7 +360,9 @@ def _decode_call(model):
 
 def test_compiled_inference_holds_the_call_as_one_operation(bamba, monkeypatch):
     """With ATTENTION_OP on, a decode step compiles as one graph (fullgraph: no break in the kernels' host code)
-    and returns the eager result; with it off the same compile breaks the graph, so the operation is what holds it."""
+    and returns the eager result; with it off the same compile breaks the graph, so the operation is what holds it.
+    The graph is traced by Dynamo and run through AOT autograd with the operation's fake implementation
+    ("aot_eager"): what a compiler backend is handed, without building C++ on the CPU (20-30 s here)."""
     import slconvert.attention as attention
 
     call, inputs = _decode_call(bamba)
@@ -369,12 +371,12 @@ def test_compiled_inference_holds_the_call_as_one_operation(bamba, monkeypatch):
         monkeypatch.setattr(attention, "ATTENTION_OP", True)
         torch.compiler.reset()
         try:
-            got = torch.compile(call, fullgraph=True, dynamic=False)(*inputs)
+            got = torch.compile(call, fullgraph=True, dynamic=False, backend="aot_eager")(*inputs)
             torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
             monkeypatch.setattr(attention, "ATTENTION_OP", False)
             torch.compiler.reset()
             with pytest.raises(Exception, match="(?i)graph break|item|data-dependent|Unsupported"):
-                torch.compile(call, fullgraph=True, dynamic=False)(*inputs)
+                torch.compile(call, fullgraph=True, dynamic=False, backend="aot_eager")(*inputs)
         finally:
             torch.compiler.reset()
     with torch.enable_grad():  # training never takes the operation (it has no backward)
