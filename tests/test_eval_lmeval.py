@@ -133,6 +133,29 @@ def test_lm_eval_command_line_runs_a_converted_model(converted, tmp_path):
     assert result["sample_len"] == 2 and result["acc,none"] in (0.0, 0.5, 1.0)
 
 
+def test_lm_eval_command_line_indexes_the_include_path_alone_when_it_holds_every_task():
+    """lm-eval's command line indexes every task it ships before it reads --tasks (some 15,000 files); ours builds
+    the index from the include path alone when every task named is there, and from both otherwise."""
+    from slconvert.evaluation.lm_eval_cli import include_first, named_tasks
+
+    built = []
+
+    class Manager:  # stands in for lm-eval's TaskManager: records what each build indexed
+        def __init__(self, include_path=None, include_defaults=True, metadata=None):
+            built.append(include_defaults)
+            self.all_tasks = ["slc_passkey"] + (["hellaswag"] if include_defaults else [])
+
+    assert named_tasks(["--model", "hf", "--tasks", "slc_passkey, hellaswag", "--tasks=x"]) == \
+        ["slc_passkey", "hellaswag", "x"]
+    assert named_tasks(["--tasks", "slc_passkey,evals/tasks/mine.yaml"]) == []  # files: lm-eval resolves them
+    for names, kwargs, expected in ((["slc_passkey"], {}, [False]), (["slc_passkey", "hellaswag"], {}, [False, True]),
+                                    ([], {}, [True]), (["slc_passkey"], {"include_defaults": False}, [False])):
+        built.clear()
+        manager = include_first(Manager, names)(include_path="evals/tasks", **kwargs)
+        assert built == expected, (names, kwargs, built)
+        assert all(n in manager.all_tasks for n in names)
+
+
 NEEDLE_TASKS = ("slc_single", "slc_passkey", "slc_multikey", "slc_passkey_tf")
 
 
