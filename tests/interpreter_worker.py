@@ -72,6 +72,100 @@ def cheap_device_calls() -> None:
     interpreter.GridExecutor.__call__, interpreter.InterpretedFunction.__call__ = launch, call
 
 
+def cheap_types() -> None:
+    """Make the interpreter's type bookkeeping cost a dictionary lookup where it recomputes a known answer.
+
+    Under the interpreter every operation of every program goes through Triton's front end: each result builds a
+    `block_type`, whose shape is a `triton.language.tuple` of constexpr types, and compares shapes and dtypes through
+    constexpr unwrapping; `_get_np_dtype` builds a table of twenty entries per call. With Triton 3.9 these cut the
+    two interpreted workers' time by about 37% (302 -> 189 s and 215 -> 135 s on one machine, the same JSON to the
+    last digit). Each shortcut below returns what the original returns for the inputs it takes (the first
+    construction of each block type and tensor shape runs the original, errors included) and hands every other
+    input to the original. Where Triton's types hold other attributes than these shortcuts copy (another
+    version), nothing is patched. Applied on import in interpreted processes (the end of this module)."""
+    try:
+        from triton.language import core
+        from triton.runtime import interpreter
+        block_type, constexpr, lang_tuple, scalar_type = core.block_type, core.constexpr, core.tuple, core.dtype
+        np_dtype, unwrap = interpreter._get_np_dtype, core._unwrap_if_constexpr
+        block_init, tuple_eq, dtype_eq = block_type.__init__, lang_tuple.__eq__, scalar_type.__eq__
+        tensor_init = core.tensor.__init__
+        sample = block_type(core.float32, [2, 4])
+        if set(vars(sample)) != {"element_ty", "shape", "numel", "name"} or \
+                set(vars(core.tensor(None, sample))) != {"handle", "shape", "numel", "type", "dtype"}:
+            return
+    except (ImportError, AttributeError, TypeError):
+        return
+    plain = (int, float, bool, str, type(None))
+
+    def fast_unwrap(o):
+        kind = type(o)
+        if kind is constexpr:
+            return o.value
+        if kind in plain:
+            return o
+        return unwrap(o)
+
+    np_dtypes: dict[str, object] = {}
+
+    def fast_np_dtype(tt_dtype):
+        scalar = tt_dtype.element_ty if type(tt_dtype) is block_type else tt_dtype
+        if type(scalar) is not scalar_type:  # pointers and anything new: the original
+            return np_dtype(tt_dtype)
+        found = np_dtypes.get(scalar.name)
+        if found is None:
+            found = np_dtypes[scalar.name] = np_dtype(scalar)
+        return found
+
+    built: dict[tuple, tuple] = {}  # (element type's class and name, dims) -> (shape, numel, name)
+    tensor_shapes: dict[tuple, tuple] = {}  # dims -> a tensor's (shape, numel) of that block shape
+
+    def fast_block_init(self, element_ty, shape):
+        values = shape.values if type(shape) is lang_tuple else shape
+        dims = tuple(v.value if type(v) is constexpr else v for v in values) if type(values) in (list, tuple) else None
+        if dims is None or any(type(d) is not int for d in dims):
+            return block_init(self, element_ty, shape)
+        key = (type(element_ty), element_ty.name, dims)
+        found = built.get(key)
+        if found is None:
+            block_init(self, element_ty, shape)
+            built[key] = (self.shape, self.numel, self.name)
+        else:
+            self.element_ty = element_ty
+            self.shape, self.numel, self.name = found
+        self._cheap_dims = dims
+
+    def fast_tensor_init(self, handle, ty):
+        dims = ty.__dict__.get("_cheap_dims") if type(ty) is block_type else None
+        found = None if dims is None else tensor_shapes.get(dims)
+        if found is None:
+            tensor_init(self, handle, ty)
+            if dims is not None:
+                tensor_shapes[dims] = (self.shape, self.numel)
+            return
+        self.handle, self.type, self.dtype = handle, ty, ty.element_ty
+        self.shape, self.numel = found
+
+    def fast_tuple_eq(self, other):  # shapes: against a list (broadcasting) or another tuple, of plain ints
+        kind = type(other)
+        theirs = other.values if kind is lang_tuple else other if kind is list else None
+        if theirs is not None:
+            mine = self.values
+            if all(type(v) is int for v in mine) and all(type(v) is int for v in theirs):
+                return constexpr(mine == list(theirs))
+        return tuple_eq(self, other)
+
+    def fast_dtype_eq(self, other):
+        return True if other is self else dtype_eq(self, other)
+
+    core._unwrap_if_constexpr = fast_unwrap
+    interpreter._get_np_dtype = fast_np_dtype
+    block_type.__init__ = fast_block_init
+    core.tensor.__init__ = fast_tensor_init
+    lang_tuple.__eq__ = fast_tuple_eq
+    scalar_type.__eq__ = fast_dtype_eq
+
+
 def start(test_file: str, *args: str, env: dict | None = None, interpret: bool = True) -> None:
     """Start the worker of `interpreted_results(test_file, *args, ...)` now, in the background."""
     key, command, child_env, cwd = _launch(test_file, args, env, interpret)
@@ -118,3 +212,4 @@ def interpreted_results(test_file: str, *args: str, env: dict | None = None, int
 
 if os.environ.get("TRITON_INTERPRET") == "1":  # an interpreted worker (launched with it set): see the module doc
     cheap_device_calls()
+    cheap_types()
