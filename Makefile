@@ -5,6 +5,8 @@
 #   TORCH    torch requirement installed first; the default is the CPU wheel used in CI.
 #            On a GPU machine use e.g. TORCH=torch (a CUDA build).           (default: torch==2.13.0)
 #   PYTEST_ARGS  extra arguments for pytest                                 (default: none)
+#   TEST_PROCESSES  pytest processes of `make test` (pytest-xdist, a test file per process at a time; 0: the
+#                   tests in one process)                                 (default: auto, one per core)
 #   DEMO_OUT     folder of the demo's stages and results                     (default: demo-output)
 #   DEMO_MODEL   source checkpoint of the demo        (default: the shipped teacher slconvert/assets/tiny-teacher)
 #   DEMO_SETTINGS  Superlinear settings of the demo conversion: every attention layer, the balanced exponents
@@ -32,6 +34,7 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 PYTEST_ARGS ?=
+TEST_PROCESSES ?= auto
 DEMO_OUT ?= demo-output
 DEMO_MODEL ?= slconvert/assets/tiny-teacher
 DEMO_SETTINGS ?= --sw-index 3 --search-power 0.5 --span-power 0.5 --backward-factor 2 --forward-factor 1 \
@@ -86,8 +89,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create the virtual environment and install slconvert with its dev tools
 
-test: $(STAMP) ## run the test suite (GPU tests are skipped without CUDA; `slow` tests run with make test-slow)
-	$(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)
+test: $(STAMP) ## run the test suite on every core (GPU tests are skipped without CUDA; `slow` tests run with make test-slow)
+	$(BIN)/pytest -q -m "not slow" -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
 
 test-slow: $(STAMP) ## the slow CPU tests (RULER's tasks on the shipped teacher, the conversion study's jobs, DDP warm-up)
 	$(BIN)/pytest -q -m slow $(PYTEST_ARGS)

@@ -29,9 +29,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
-    # The files whose background workers run for minutes go last, so that the other tests run beside the workers
-    # instead of waiting for them (on two cores the suite's wall time is then about its foreground's).
-    items.sort(key=lambda item: item.path.name in BACKGROUND_WORKERS)  # stable: each file's order is kept
+    # The files whose workers run for minutes under the interpreter: in one pytest process they go last, so that the
+    # other tests run beside the workers started in the background (pytest_collection_finish); split over several
+    # processes (`make test`: pytest-xdist, a file per process at a time) they go first, so that each runs beside
+    # the other processes' files instead of being the last to end.
+    items.sort(key=lambda item: (item.path.name in BACKGROUND_WORKERS) != in_xdist(config))  # stable: file order kept
 
 
 # Test files whose module fixture `interpreted` runs their worker for minutes under the Triton interpreter: the
@@ -40,9 +42,16 @@ def pytest_collection_modifyitems(config, items):
 BACKGROUND_WORKERS = ("test_triton_interpret.py", "test_decode_overhead.py")
 
 
+def in_xdist(config) -> bool:
+    """This process is one of pytest-xdist's workers (each collects every test, and runs the files given to it)."""
+    return hasattr(config, "workerinput")
+
+
 def pytest_collection_finish(session):
     from interpreter_worker import start
 
+    if in_xdist(session.config):  # every xdist worker collects every file: a file's worker runs where its tests run
+        return
     files = {str(item.path) for item in session.items if item.path.name in BACKGROUND_WORKERS
              and "interpreted" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("skip")}
     for path in sorted(files):
@@ -80,6 +89,8 @@ def pytest_configure(config):
     import tempfile
 
     os.environ.setdefault(SEED_VARIABLE, str(random.SystemRandom().randrange(2**31)))
+    if in_xdist(config):  # one process per core: torch's own threads would only contend for it
+        torch.set_num_threads(1)
     root = tempfile.mkdtemp(prefix="slconvert-tests-")
     config._slconvert_tmp = (root, os.environ.get("TMPDIR"), tempfile.tempdir)
     os.environ["TMPDIR"] = root
