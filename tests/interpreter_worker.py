@@ -4,12 +4,14 @@ TRITON_INTERPRET must be set before Triton is imported, so tests that compare in
 in a fresh process (the file itself, with `--worker`); tests that need a fresh import state for other reasons
 (e.g. which modules a plain `import slconvert` registers) run the same way without the interpreter.
 
-The longest workers (minutes each under the interpreter) are started in the background as soon as the suite is
-collected (`start`, from conftest.py), so that they run beside the other tests on a machine with more than one
-core; `interpreted_results` then waits for the started worker instead of running it again.
+In a single pytest process the longest workers (minutes each under the interpreter) are started in the background
+as soon as the suite is collected (`start`, from conftest.py), so that they run beside the other tests on a machine
+with more than one core; `interpreted_results` then waits for the started worker instead of running it again.
+Under pytest-xdist (`make test`) each worker runs where its file's tests run, and those files go first.
 
 A worker under the interpreter imports this module (its file does, to define its tests), and the import makes the
-interpreter's nested jit calls cheap (`cheap_device_calls`) in every such process, never in the pytest process.
+interpreter's nested jit calls (`cheap_device_calls`) and its type bookkeeping (`cheap_types`) cheap in every such
+process, never in the pytest process.
 """
 
 from __future__ import annotations
