@@ -78,8 +78,8 @@ def cheap_types() -> None:
     """Make the interpreter's type bookkeeping cost a dictionary lookup where it recomputes a known answer.
 
     Under the interpreter every operation of every program goes through Triton's front end: each result builds a
-    `block_type`, whose shape is a `triton.language.tuple` of constexpr types, and compares shapes and dtypes through
-    constexpr unwrapping; `_get_np_dtype` builds a table of twenty entries per call. With Triton 3.9 these cut the
+    `block_type` and a tensor whose shapes are `triton.language.tuple`s of constexpr types, unwrapping constexprs on
+    the way; `_get_np_dtype` builds a table of twenty entries per call. With Triton 3.9 these cut the
     two interpreted workers' time by about 37% (302 -> 189 s and 215 -> 135 s on one machine, the same JSON to the
     last digit). Each shortcut below returns what the original returns for the inputs it takes (the first
     construction of each block type and tensor shape runs the original, errors included) and hands every other
@@ -90,8 +90,7 @@ def cheap_types() -> None:
         from triton.runtime import interpreter
         block_type, constexpr, lang_tuple, scalar_type = core.block_type, core.constexpr, core.tuple, core.dtype
         np_dtype, unwrap = interpreter._get_np_dtype, core._unwrap_if_constexpr
-        block_init, tuple_eq, dtype_eq = block_type.__init__, lang_tuple.__eq__, scalar_type.__eq__
-        tensor_init = core.tensor.__init__
+        block_init, tensor_init = block_type.__init__, core.tensor.__init__
         sample = block_type(core.float32, [2, 4])
         if set(vars(sample)) != {"element_ty", "shape", "numel", "name"} or \
                 set(vars(core.tensor(None, sample))) != {"handle", "shape", "numel", "type", "dtype"}:
@@ -148,24 +147,10 @@ def cheap_types() -> None:
         self.handle, self.type, self.dtype = handle, ty, ty.element_ty
         self.shape, self.numel = found
 
-    def fast_tuple_eq(self, other):  # shapes: against a list (broadcasting) or another tuple, of plain ints
-        kind = type(other)
-        theirs = other.values if kind is lang_tuple else other if kind is list else None
-        if theirs is not None:
-            mine = self.values
-            if all(type(v) is int for v in mine) and all(type(v) is int for v in theirs):
-                return constexpr(mine == list(theirs))
-        return tuple_eq(self, other)
-
-    def fast_dtype_eq(self, other):
-        return True if other is self else dtype_eq(self, other)
-
     core._unwrap_if_constexpr = fast_unwrap
     interpreter._get_np_dtype = fast_np_dtype
     block_type.__init__ = fast_block_init
     core.tensor.__init__ = fast_tensor_init
-    lang_tuple.__eq__ = fast_tuple_eq
-    scalar_type.__eq__ = fast_dtype_eq
 
 
 def start(test_file: str, *args: str, env: dict | None = None, interpret: bool = True) -> None:

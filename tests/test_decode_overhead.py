@@ -473,10 +473,10 @@ def _worker() -> None:
                 reused.append(len(builds) == before)
             n_builds = len(builds)
             fresh = {}  # a step that built its own tables did what a fresh build does: only the others can differ
-            for i in (i for i, r in enumerate(reused) if r):
-                geo._TABLES = {}
-                s = steps[i]
-                fresh[i] = superlinear_attention(*s[:4], cfg, attention_mask=s[4], backend="triton")
+            for i, s in enumerate(steps):
+                if reused[i]:
+                    geo._TABLES = {}
+                    fresh[i] = superlinear_attention(*s[:4], cfg, attention_mask=s[4], backend="triton")
             refs = [superlinear_attention(*s[:4], cfg, attention_mask=s[4], backend="reference") for s in steps]
         results[name] = {
             "identical": all(torch.equal(cached[i], out) for i, out in fresh.items()),
