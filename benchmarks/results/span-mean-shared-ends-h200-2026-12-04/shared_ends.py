@@ -4,7 +4,7 @@ benchmark inputs of docs/semantics.md): the search alone in row order and in tha
 segments of 4, 8 and 16 rows (exact span mean, its hi-only loop, the anchor key), the selections compared to the
 bit; then the whole forward (with gradients kept, `forward_pass`; without, `inference_forward` in chunks) for the
 anchor key and the span mean in row order and in the order of SEGMENT (`function.SHARED_END_MIN_ROWS` None or 0).
-One JSON line per timing (median, ms).
+One JSON line per timing (median of five calls, ms).
 
     python shared_ends.py [LENGTH ...] [released|balanced ...] [--no-forward] [--no-search] [--segment=M]
     (M: the segment of the forward's shared-end order; whole chains without it)
@@ -19,6 +19,8 @@ from slkernels import SuperlinearConfig
 from slkernels.triton_ops import function as fn
 from slkernels.triton_ops import search
 
+from slconvert.benchmark.timing import measure
+
 lengths = [int(a) for a in sys.argv[1:] if a.isdigit()] or [262144]
 settings = [a for a in sys.argv[1:] if a in ("released", "balanced")] or ["released"]
 forward = "--no-forward" not in sys.argv
@@ -27,18 +29,9 @@ SEGMENT = next((int(a.split("=")[1]) for a in sys.argv[1:] if a.startswith("--se
 SEGMENTS = (None, 4, 8, 16)
 
 
-def timed(f, reps=5):
-    f()
-    torch.cuda.synchronize()
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(reps):
-        a.record()
-        f()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b))
-    return sorted(times)[reps // 2]
+def timed(f) -> float:
+    """Median ms of five synchronised calls after a warm-up (`slconvert.benchmark.timing.measure`)."""
+    return measure(f, max_reps=4).ms
 
 
 def emit(**row):
