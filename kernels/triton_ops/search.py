@@ -1,8 +1,8 @@
 """Router search: the score of every candidate anchor and the top-k, in one kernel.
 
-One program handles one query row and one key/value head. The group's query heads share the searched keys, so
-the scores of all of them are one ``[heads x D] @ [D x anchors]`` product per block of anchors (heads are padded
-to 16 rows for the tensor cores). The top-k is merged block by block into a running list, so the full score row
+One program handles one query row and one key/value head (rows in order, or in the permutation `row_order`, e.g.
+`shared_end_order`). The group's query heads share the searched keys, so the scores of all of them are one
+``[heads x D] @ [D x anchors]`` product per block of anchors (heads are padded to 16 rows for the tensor cores). The top-k is merged block by block into a running list, so the full score row
 is never written to memory. Candidates are ``pos + 1 - o(i)`` with o(i) from `slkernels.geometry.anchor_table`
 (exact integers from the host), valid while ``o(i) <= t``.
 
