@@ -1,7 +1,6 @@
 # One device call: the GPU test of the shared-end order (bit-equal selections), then the span-mean search in row
 # order and in shared-end orders (shared_ends.py) at 256K released and
-# balanced and 64K released; then the whole forwards at 256K released with whole chains (pass --segment=M to the
-# last line for the segment the search timings favour).
+# balanced and 64K released; then the whole forwards at 256K released (row order, whole chains, segments of 8).
 source scripts/checkout_on_path.sh && importable_here $PWD
 F=benchmarks/results/span-mean-shared-ends-h200-2026-12-04
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card-call1.txt

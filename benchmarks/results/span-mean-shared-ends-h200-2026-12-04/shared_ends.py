@@ -3,11 +3,11 @@ start where its own end (`search.shared_end_order`)? At each length and setting 
 benchmark inputs of docs/semantics.md): the search alone in row order and in that order, whole chains and in
 segments of 4, 8 and 16 rows (exact span mean, its hi-only loop, the anchor key), the selections compared to the
 bit; then the whole forward (with gradients kept, `forward_pass`; without, `inference_forward` in chunks) for the
-anchor key and the span mean in row order and in the order of SEGMENT (`function.SHARED_END_MIN_ROWS` None or 0).
+anchor key and the span mean in row order and in shared-end order, whole chains and segments of 8
+(`function.SHARED_END_MIN_ROWS` None or 0, `function.SHARED_END_SEGMENT`).
 One JSON line per timing (median of five calls, ms).
 
-    python shared_ends.py [LENGTH ...] [released|balanced ...] [--no-forward] [--no-search] [--segment=M]
-    (M: the segment of the forward's shared-end order; whole chains without it)
+    python shared_ends.py [LENGTH ...] [released|balanced ...] [--no-forward] [--no-search]
 """
 
 import dataclasses
@@ -25,8 +25,8 @@ lengths = [int(a) for a in sys.argv[1:] if a.isdigit()] or [262144]
 settings = [a for a in sys.argv[1:] if a in ("released", "balanced")] or ["released"]
 forward = "--no-forward" not in sys.argv
 searches = "--no-search" not in sys.argv
-SEGMENT = next((int(a.split("=")[1]) for a in sys.argv[1:] if a.startswith("--segment=")), None)
-SEGMENTS = (None, 4, 8, 16)
+SEGMENTS = (None, 4, 8, 16)  # of the search's timings
+FORWARD_ORDERS = ((None, None), (0, None), (0, 8))  # (SHARED_END_MIN_ROWS, SHARED_END_SEGMENT) of the forwards
 
 
 def timed(f) -> float:
@@ -67,10 +67,10 @@ def measure_length(length: int) -> None:
         if not forward:
             continue
         ref = None
-        for key, threshold in (("anchor", None), ("span_mean", None), ("span_mean", 0)):
+        for key, (threshold, segment) in [("anchor", (None, None))] + [("span_mean", o) for o in FORWARD_ORDERS]:
             cfg = dataclasses.replace(base, search_key=key)
-            fn.SHARED_END_MIN_ROWS, fn.SHARED_END_SEGMENT = threshold, SEGMENT
-            name = f"shared ends, segment {SEGMENT}" if threshold is not None else "rows"
+            fn.SHARED_END_MIN_ROWS, fn.SHARED_END_SEGMENT = threshold, segment
+            name = f"shared ends, segment {segment}" if threshold is not None else "rows"
             out = fn.forward_pass(q, k, v, qs, cfg, pos, s0, scale, length, False)[0]
             if key == "span_mean" and threshold is None:
                 ref = out
@@ -79,7 +79,7 @@ def measure_length(length: int) -> None:
                  ms=timed(lambda cfg=cfg: fn.forward_pass(q, k, v, qs, cfg, pos, s0, scale, length)))
             emit(length=length, setting=setting, what="inference forward", key=key, order=name,
                  ms=timed(lambda cfg=cfg: fn.inference_forward(q, k, v, qs, cfg, pos, s0, scale, length)))
-        fn.SHARED_END_MIN_ROWS = None
+        fn.SHARED_END_MIN_ROWS = fn.SHARED_END_SEGMENT = None
 
 
 emit(card=torch.cuda.get_device_name(), torch=torch.__version__)
