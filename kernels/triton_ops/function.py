@@ -121,7 +121,8 @@ def route(q_search, k, config: SuperlinearConfig, positions, first_real, t_bound
     `forward_pass` and each chunk of `inference_forward` call it, then `attend`."""
     heads_kv = k.shape[1]
     order = None
-    if config.search_key == "span_mean" and SHARED_END_MIN_ROWS is not None and positions.numel() >= SHARED_END_MIN_ROWS:
+    shared_ends = SHARED_END_MIN_ROWS is not None and positions.numel() >= SHARED_END_MIN_ROWS
+    if config.search_key == "span_mean" and shared_ends:
         order = shared_end_order(config, positions, first_real, t_bound, SHARED_END_SEGMENT)
     anchors, scores = search_topk(q_search, k, config, positions, first_real, t_bound, prefix=prefix, row_order=order)
     lse_s = torch.empty(anchors.shape, dtype=torch.float32, device=k.device)  # NEG_BIG where unused (span_lists)

@@ -2,8 +2,8 @@
 
 One program handles one query row and one key/value head (rows in order, or in the permutation `row_order`, e.g.
 `shared_end_order`). The group's query heads share the searched keys, so the scores of all of them are one
-``[heads x D] @ [D x anchors]`` product per block of anchors (heads are padded to 16 rows for the tensor cores). The top-k is merged block by block into a running list, so the full score row
-is never written to memory. Candidates are ``pos + 1 - o(i)`` with o(i) from `slkernels.geometry.anchor_table`
+``[heads x D] @ [D x anchors]`` product per block of anchors (heads are padded to 16 rows for the tensor cores).
+The top-k is merged block by block into a running list, so the full score row is never written to memory. Candidates are ``pos + 1 - o(i)`` with o(i) from `slkernels.geometry.anchor_table`
 (exact integers from the host), valid while ``o(i) <= t``.
 
 The searched key of a candidate (docs/semantics.md, "Search key") is a compile-time switch:
@@ -280,7 +280,7 @@ def shared_end_order(config: SuperlinearConfig, positions: torch.Tensor, first_r
     anything back. A chain runs from the sequence's start to its end, so whole chains side by side leave consecutive
     rows far apart (the row order's own L2 reuse: a key row searched by nearby rows at nearby candidates);
     `segment=m` cuts the chains into pieces of m rows ranked by their first row instead, so that programs running
-    together hold both. Rows are taken in ascending positions of batch row 0; any order gives the same results.
+    together hold both (m = 1 is the row order). Rows are taken in ascending positions of batch row 0; any order gives the same results.
     """
     device = positions.device
     n = positions.numel()
@@ -291,7 +291,7 @@ def shared_end_order(config: SuperlinearConfig, positions: torch.Tensor, first_r
     ends = pos + 1 + tables.fwd[t]  # and where its spans end, less 1 - o
     rows = torch.arange(n, device=device)
     succ = torch.searchsorted(starts, ends).clamp(max=n - 1)  # where starts are not sorted this may miss a match
-    linked = (starts[succ] == ends) & (succ != rows)
+    linked = starts[succ] == ends  # (never the row itself: its spans end after they start)
     pred = torch.full((n + 1,), -1, dtype=torch.int64, device=device)  # slot n takes the rows with no successor
     pred.scatter_(0, torch.where(linked, succ, n), rows)
     pred = pred[:n]
@@ -301,10 +301,10 @@ def shared_end_order(config: SuperlinearConfig, positions: torch.Tensor, first_r
         depth = depth + depth[up]
         up = up[up]
     order = torch.argsort(up * n + depth)
-    if segment is None or segment <= 1:
+    if segment is None:
         return order.to(torch.int32)
     depth_of = depth[order]  # in chain order a row's segment starts depth % segment places before it
-    first = order[torch.arange(n, device=device) - depth_of % segment]
+    first = order[rows - depth_of % segment]
     return order[torch.argsort(first * segment + depth_of % segment)].to(torch.int32)
 
 
