@@ -17,6 +17,7 @@ from slconvert.assets import TINY_TEACHER
 from slconvert.benchmark import model as mb
 from slconvert.benchmark.model_report import TABLE_HEADER, format_card
 from slconvert.cli import main
+from slconvert.evaluation.models import cache_keyword
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -184,7 +185,7 @@ def test_static_copy_decodes_like_the_dynamic_cache(model, variant):
             eager_step = mb._eager_step(model, eager_cache)
             for position in range(48, 51):
                 expected = eager_step(token, position)
-                got = model(input_ids=token, use_cache=True, cache=static).logits  # positions: from the mask
+                got = model(input_ids=token, use_cache=True, **{cache_keyword(model): static}).logits  # positions: mask
                 torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
                 token = expected[:, -1:].argmax(-1)
     finally:
