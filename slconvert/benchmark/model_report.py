@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..outputs import write_text_atomically, written_atomically
 from .model import PHASES, short_length
 
 __all__ = ["TABLE_HEADER", "format_card", "model_name", "plot_model", "write_outputs"]
@@ -175,7 +176,8 @@ def plot_model(result: dict, path: Path) -> None:
             ax.text(0.5, 0.5, "not measured on this device", ha="center", va="center", transform=ax.transAxes)
     fig.suptitle(f"{model_name(result)} on {result['environment']['gpu']}")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with written_atomically(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
 
@@ -187,5 +189,5 @@ def write_outputs(result: dict, out_dir: Path, stem: str = "model_bench") -> dic
     paths = {"json": out_dir / f"{stem}.json", "png": out_dir / f"{stem}.png", "md": out_dir / f"{stem}.md"}
     write_json(result, paths["json"])
     plot_model(result, paths["png"])
-    paths["md"].write_text(format_card(result))
+    write_text_atomically(paths["md"], format_card(result))
     return paths

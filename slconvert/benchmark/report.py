@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..outputs import write_text_atomically, written_atomically
+
 __all__ = ["write_json", "plot_times", "format_table", "published_fastest", "setting_label"]
 
 PUBLISHED = "published "
 
 
 def write_json(result: dict, path: Path) -> None:
-    path.write_text(json.dumps(result, indent=2))
+    write_text_atomically(path, json.dumps(result, indent=2))
 
 
 def setting_label(row: dict) -> str:
@@ -92,7 +94,8 @@ def plot_times(result: dict, path: Path) -> None:
         ax.legend(fontsize=8)
     fig.suptitle(f"one attention layer on {result['environment']['gpu']}")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with written_atomically(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
 

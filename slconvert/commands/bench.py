@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import SlconvertError
+from ..outputs import check_output_dir
 
 __all__ = ["bench", "model_bench_settings", "bench_and_report"]
 
@@ -71,6 +72,7 @@ def bench(out_dir: Path, quick: bool, lengths: str | None, settings: tuple, pass
     """
     import torch
 
+    check_output_dir(out_dir, {"--model": model_path})
     model_only = {"--chunk": chunk, "--decode-tokens": decode_tokens, "--profile-decode": profile_decode,
                   "--compile/--no-compile": compile_,
                   "--no-dense": no_dense or None, "--device": device, "--dtype": dtype}

@@ -14,8 +14,10 @@ from pathlib import Path
 import click
 
 from ..errors import SlconvertError
+from ..outputs import check_output_dir
 
 _DEFAULT_DEPTHS = ",".join(str(d) for d in range(0, 101, 10))
+_MAX_VALUES = 1000  # a list option giving more values than this is a typo (a range's step), not a grid
 
 
 def _numbers(text: str, option: str, kind=int) -> list:
@@ -29,6 +31,8 @@ def _numbers(text: str, option: str, kind=int) -> list:
                 start, stop, step = (kind(x) for x in part.split(":"))
                 if step <= 0:
                     raise ValueError
+                if (stop - start) / step >= _MAX_VALUES:
+                    raise SlconvertError(f"{option} {part!r} gives more than {_MAX_VALUES} values; use a larger step")
                 value = start
                 while value <= stop:
                     values.append(value)
@@ -137,6 +141,11 @@ def eval_command(model, niah, niah_style, lengths, depths, samples, haystack, ch
         raise SlconvertError(f"--batch-size {batch_size} must be at least 1")
     if max_length is not None and max_length < 1:
         raise SlconvertError(f"--max-length {max_length} must be a positive number of tokens")
+    if limit is not None and limit < 1:
+        raise SlconvertError(f"--limit {limit} must be at least 1 document per task (leave it out for all)")
+    if span_recall and span_length < 2:
+        raise SlconvertError(f"--span-length {span_length} must be at least 2 tokens")
+    check_output_dir(out, {"MODEL": model, "--compare": base})
 
     if tasks:  # unknown task files, refused tasks and a missing essay folder fail now, before any model is loaded
         from ..evaluation.lmeval import resolve_tasks

@@ -15,6 +15,8 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ..outputs import written_atomically  # noqa: E402
+
 __all__ = ["niah_heatmap", "niah_comparison", "lm_eval_bars", "span_recall_heatmap"]
 
 
@@ -51,7 +53,8 @@ def niah_heatmap(table: dict, path: Path, name: str) -> Path:
     fig, ax = plt.subplots(figsize=figsize, layout="constrained")
     image = _draw(ax, _matrix(table), table, f"{name}: NIAH {table['task']}\naverage {_avg(table)}")
     fig.colorbar(image, ax=ax, label="score")
-    fig.savefig(path, dpi=120)
+    with written_atomically(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
     return path
 
@@ -68,7 +71,8 @@ def niah_comparison(table: dict, base: dict, diff: dict, path: Path, name: str, 
                   vmin=-100.0, vmax=100.0, fmt="{:+.0f}")
     fig.colorbar(image, ax=axes[2], label="score difference")
     fig.suptitle(f"NIAH {table['task']}: converted vs source")
-    fig.savefig(path, dpi=120)
+    with written_atomically(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
     return path
 
@@ -96,7 +100,8 @@ def lm_eval_bars(rows: list[dict], path: Path, name: str, base_name: str | None 
     ax.set_xlabel("score")
     ax.set_title(f"lm-eval tasks: {name}" + (f" vs {base_name} (source)" if base_name else ""), fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
-    fig.savefig(path, dpi=120)
+    with written_atomically(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
     return path
 
@@ -115,6 +120,7 @@ def span_recall_heatmap(matrix: list[list[float]], layers: list[int], path: Path
         for (i, j), value in np.ndenumerate(data):
             ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=7)
     fig.colorbar(image, ax=ax, label="dense mass in spans + window (%)")
-    fig.savefig(path, dpi=120)
+    with written_atomically(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
     return path

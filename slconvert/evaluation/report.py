@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from ..outputs import write_text_atomically, written_atomically
+
 __all__ = ["environment", "write_json", "write_csv", "format_grid", "diff_table", "write_summary"]
 
 _PACKAGES = ("slconvert", "torch", "transformers", "triton", "lm_eval", "accelerate", "tokenizers", "safetensors")
@@ -61,13 +63,12 @@ def _clean(value):
 
 
 def write_json(path: Path, data) -> Path:
-    path.write_text(json.dumps(_clean(data), indent=2, default=str) + "\n")
-    return path
+    return write_text_atomically(path, json.dumps(_clean(data), indent=2, default=str) + "\n")
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> Path:
     columns = columns or list(dict.fromkeys(key for row in rows for key in row))
-    with path.open("w", newline="") as handle:
+    with written_atomically(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
@@ -122,6 +123,5 @@ def write_summary(out_dir: Path, *, command: dict, seeds: dict, models: list[dic
     lines += ["## Results", ""]
     for section in sections:
         lines += [section, ""]
-    md_path = out_dir / "summary.md"
-    md_path.write_text("\n".join(lines))
+    md_path = write_text_atomically(out_dir / "summary.md", "\n".join(lines))
     return json_path, md_path

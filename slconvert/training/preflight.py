@@ -8,18 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import SlconvertError
+from ..outputs import check_output_dir
 from .checkpoints import CHECKPOINTS, latest_checkpoint
 from .data import find_text_files
 
 __all__ = ["preflight", "distill_path"]
-
-
-def _inside(child: Path, parent: Path) -> bool:
-    try:
-        child.resolve().relative_to(parent.resolve())
-        return True
-    except ValueError:
-        return False
 
 
 def distill_path(recipe, model_path: Path) -> Path:
@@ -52,17 +45,11 @@ def preflight(recipe, model_path: Path, out: Path, resume: bool) -> Path | None:
     if recipe.model_kind == "dense" and converted:
         raise SlconvertError(f"model {model_path} is converted but the recipe says model_kind: dense; "
                              "set model_kind: converted (the default)")
-    if _inside(out, model_path) or _inside(model_path, out):
-        raise SlconvertError(f"output {out} and model {model_path} overlap; the input checkpoint is never "
-                             "written to: choose an output directory outside it")
+    check_output_dir(out, {"model": model_path}, "--output", parent_must_exist=True)
     if recipe.data.text:
         find_text_files(recipe.data.text)
     if recipe.distill_weight > 0:
         distill_path(recipe, model_path)
-    if out.exists() and not out.is_dir():
-        raise SlconvertError(f"output {out} exists and is not a directory; choose another path")
-    if not out.parent.is_dir():
-        raise SlconvertError(f"the parent directory of {out} does not exist; create it first")
     if resume:
         checkpoint = latest_checkpoint(out)
         if checkpoint is None:

@@ -1,0 +1,122 @@
+"""Command-line mistakes and output locations: one `error:` line, exit 2, nothing written where it must not be."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from slconvert.checkpoint import directory_digest
+from slconvert.cli import main
+from slconvert.errors import SlconvertError
+from slconvert.outputs import check_output_dir, write_text_atomically
+
+
+def _refused(args: list[str], needle: str) -> str:
+    result = CliRunner().invoke(main, args, prog_name="slconvert")
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], lines
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["convert", "--bogus"], "No such option '--bogus'"),
+    (["nosuch"], "No such command 'nosuch'"),
+    (["--bogus"], "No such option '--bogus'"),
+    (["convert", "a", "b", "--search-key", "bad"], "'bad' is not one of 'anchor', 'span_mean'"),
+    (["eval", "m", "--samples", "x"], "'x' is not a valid integer"),
+    (["train"], "Missing argument 'RECIPE'"),
+])
+def test_usage_mistakes_are_one_line_naming_the_help(args, needle):
+    line = _refused(args, needle)
+    command = "slconvert " + args[0] if args[0] in main.commands else "slconvert"
+    assert line.endswith(f"(see `{command} --help`)")
+
+
+def test_help_and_version_still_exit_zero():
+    runner = CliRunner()
+    assert runner.invoke(main, ["--help"]).exit_code == 0
+    assert runner.invoke(main, ["convert", "--help"]).exit_code == 0
+    assert "version" in runner.invoke(main, ["--version"]).output
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "niah_heatmap.png").write_bytes(b"recorded")
+    return model
+
+
+@pytest.mark.parametrize("where", ["model", "model/results", "compare"])
+def test_eval_never_writes_into_an_input_checkpoint(tmp_path, model_dir, where):
+    base = tmp_path / "compare"
+    base.mkdir()
+    (base / "config.json").write_text("{}")
+    before = directory_digest(model_dir), directory_digest(base)
+    _refused(["eval", str(model_dir), "--niah", "--compare", str(base), "--out", str(tmp_path / where)], "overlap")
+    assert (directory_digest(model_dir), directory_digest(base)) == before
+
+
+def test_bench_never_writes_into_the_model(model_dir):
+    before = directory_digest(model_dir)
+    _refused(["bench", "--model", str(model_dir), "--device", "cpu", "--out", str(model_dir)], "overlap")
+    assert directory_digest(model_dir) == before
+
+
+@pytest.mark.parametrize("command", [["eval", "m", "--niah"], ["bench", "--model", "m", "--device", "cpu"]])
+def test_an_output_below_a_file_is_refused_before_any_work(tmp_path, command):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    _refused(command + ["--out", str(afile)], "is a file" if command[0] == "bench" else "exists and is not a directory")
+    _refused(command + ["--out", str(afile / "out")], "is a file, not a directory")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--niah", "--lengths", "1:1000000000:1"], "gives more than 1000 values"),
+    (["--niah", "--depths", "0:100:0.0000001"], "gives more than 1000 values"),
+    (["--tasks", "slc_passkey", "--limit", "0"], "--limit 0 must be at least 1"),
+    (["--span-recall", "--span-length", "0"], "--span-length 0 must be at least 2"),
+])
+def test_eval_numbers_out_of_range_fail_before_loading(tmp_path, args, needle):
+    _refused(["eval", str(tmp_path / "missing-model"), *args, "--out", str(tmp_path / "out")], needle)
+    assert not (tmp_path / "out").exists()
+
+
+def test_check_output_dir_allows_a_new_folder_beside_the_inputs(tmp_path, model_dir):
+    check_output_dir(tmp_path / "a" / "b", {"MODEL": model_dir, "--compare": None})
+    with pytest.raises(SlconvertError, match="parent directory does not exist"):
+        check_output_dir(tmp_path / "a" / "b", {}, parent_must_exist=True)
+
+
+def test_a_result_file_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    target = tmp_path / "bench.json"
+    write_text_atomically(target, "old")
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(SlconvertError, match=r"cannot write .*bench.json \(No space left on device\)"):
+        write_text_atomically(target, "new")
+    monkeypatch.undo()
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["bench.json"]
+
+
+def test_a_plot_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from slconvert.evaluation.plots import niah_heatmap
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", full_disk)
+    table = {"task": "single", "lengths": [256], "depths": [0.0], "scores": [[100.0]], "average": 100.0}
+    with pytest.raises(SlconvertError, match="No space left on device"):
+        niah_heatmap(table, tmp_path / "niah_heatmap.png", "title")
+    assert list(tmp_path.iterdir()) == []
