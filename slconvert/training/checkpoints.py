@@ -16,19 +16,23 @@ renamed into OUT one by one with config.json last: OUT is only a checkpoint once
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import zipfile
 from pathlib import Path
 
 from ..checkpoint import carried_files, follow_umask
 from ..errors import SlconvertError
 
-__all__ = ["CHECKPOINTS", "checkpoint_name", "latest_checkpoint", "write_model_dir", "publish_final", "prune"]
+__all__ = ["CHECKPOINTS", "checkpoint_name", "latest_checkpoint", "write_model_dir", "publish_final", "prune",
+           "checkpoint_step", "finished_steps", "written_or_removed", "damaged", "check_state"]
 
 CHECKPOINTS = "checkpoints"
 TRAINER_FILE = "trainer.json"
+SUMMARY_FILE = "training_summary.json"
 _STEP_DIR = re.compile(r"step-(\d+)")
 
 
@@ -55,6 +59,67 @@ def read_trainer_state(checkpoint: Path) -> dict:
     except (OSError, json.JSONDecodeError):
         raise SlconvertError(f"{checkpoint / TRAINER_FILE} is unreadable; delete {checkpoint} to resume from an "
                              "earlier checkpoint") from None
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    """The optimizer step a checkpoint was saved at (its trainer.json), refused in one line when unreadable."""
+    state = read_trainer_state(checkpoint)
+    step = state.get("step") if isinstance(state, dict) else None
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise SlconvertError(f"{checkpoint / TRAINER_FILE} records no step; delete {checkpoint} to resume from an "
+                             "earlier checkpoint")
+    return step
+
+
+def damaged(checkpoint: Path, reason: str) -> SlconvertError:
+    return SlconvertError(f"the checkpoint {checkpoint} is incomplete or damaged ({reason}); delete it to resume "
+                          "from an earlier checkpoint")
+
+
+def check_state(checkpoint: Path) -> None:
+    """Before the model is loaded (so that it fails in a second): the checkpoint's accelerate state is there, its
+    safetensors files are whole (the header covers the file) and its torch files are complete zip archives (a
+    truncated one has lost its central directory at the end). `Trainer` still catches what loading it raises."""
+    from safetensors import SafetensorError, safe_open
+
+    state = Path(checkpoint) / "state"
+    if not state.is_dir() or not any(state.iterdir()):
+        raise damaged(checkpoint, "its state folder is missing or empty")
+    for path in sorted(state.rglob("*")):
+        name = path.relative_to(state)
+        if path.suffix == ".safetensors":
+            try:
+                with safe_open(str(path), "pt"):
+                    pass
+            except (SafetensorError, OSError) as err:
+                raise damaged(checkpoint, f"{name}: {str(err).splitlines()[0] if str(err) else 'unreadable'}") from None
+        elif path.suffix == ".bin" and not zipfile.is_zipfile(path):
+            raise damaged(checkpoint, f"{name} is truncated or not a torch file")
+
+
+def finished_steps(out: Path) -> int | None:
+    """The steps of the run whose final model OUT holds (its training_summary.json, written last), if any."""
+    try:
+        steps = json.loads((Path(out) / SUMMARY_FILE).read_text()).get("steps")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return steps if isinstance(steps, int) and not isinstance(steps, bool) else None
+
+
+def _reason(err: OSError) -> str:
+    text = err.strerror or str(err) or type(err).__name__
+    return text[:1].lower() + text[1:]
+
+
+@contextlib.contextmanager
+def written_or_removed(partial: Path, what: str, then: str):
+    """Writes into `partial` that fail with an OSError (a full disk, a quota, a lost mount) remove it and end in one
+    line naming `what` and the reason: no half-written directory is left, and the checkpoints before it stay."""
+    try:
+        yield
+    except OSError as err:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise SlconvertError(f"could not write {what} ({_reason(err)}); {then}") from None
 
 
 def write_model_dir(model, state_dict: dict, source: Path, dest: Path) -> None:

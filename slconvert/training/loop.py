@@ -20,6 +20,7 @@ import contextlib
 import functools
 import json
 import math
+import pickle
 import shutil
 import sys
 import time
@@ -28,18 +29,25 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
-from ..errors import SlconvertError
+from ..errors import SlconvertError, one_line
+from ..outputs import write_text_atomically
 from .checkpoints import (
     CHECKPOINTS,
+    check_state,
     checkpoint_name,
+    checkpoint_step,
+    damaged,
     finish_checkpoint,
+    finished_steps,
     latest_checkpoint,
     prune,
     publish_final,
     read_trainer_state,
     write_model_dir,
+    written_or_removed,
 )
 from .data import SequenceSource
 from .losses import answer_rows, average_loss, distill_sums, next_token_sums, router_losses, sample_rows
@@ -113,6 +121,26 @@ def _saved_recipe(raw: dict) -> dict:
         return raw
 
 
+# What loading a checkpoint's accelerate state raises when a file of it is missing, truncated or not what it should
+# be (accelerate: ValueError for a missing folder; torch.load: RuntimeError, EOFError, UnpicklingError; safetensors:
+# SafetensorError; a missing file: OSError).
+_UNLOADABLE = (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError, SafetensorError)
+
+
+def _unloadable(checkpoint: Path, saved: dict, recipe, err: Exception) -> SlconvertError:
+    """The one line for a checkpoint whose state does not load: another set of trainable parameters than the recipe
+    now asks for (the optimizer's state is per parameter), or else a damaged checkpoint."""
+    now = recipe.to_dict()
+    keys = ("trainable", "lora") if recipe.trainable == "lora" else ("trainable",)
+    changed = [k for k in keys if k in saved and saved[k] != now[k]]
+    if changed:
+        was = ", ".join(f"{k}={saved[k]!r}" for k in changed)
+        return SlconvertError(f"the checkpoint {checkpoint} was saved with {was} and does not load into this run's "
+                              f"{', '.join(f'{k}={now[k]!r}' for k in changed)}; resume with the checkpoint's value, "
+                              f"or start a new run with --model {checkpoint}")
+    return damaged(checkpoint, one_line(err, 100))
+
+
 class TrainingStopped(SlconvertError):
     """The run stopped on a non-finite loss or gradient; the last checkpoint is untouched."""
 
@@ -127,9 +155,19 @@ class Trainer:
         self.recipe, self.model_path, self.out = recipe, Path(model_path), Path(out)
         self.progress = progress
         checkpoint = preflight(recipe, self.model_path, self.out, resume)
-        if checkpoint is not None and 0 < recipe.stop_at_step <= int(read_trainer_state(checkpoint)["step"]):
+        done = None if checkpoint is None else checkpoint_step(checkpoint)
+        if done is not None:
+            # A finished run is refused before anything is loaded: resuming it would redo nothing (or its last
+            # steps) and rewrite its metrics, summary and final model.
+            finished = finished_steps(self.out)
+            if done > recipe.max_steps or (finished is not None and finished >= recipe.max_steps):
+                raise SlconvertError(f"the run in {self.out} already reached max_steps={recipe.max_steps}; raise "
+                                     "max_steps to train further, or pass a new --output")
+        if done is not None and 0 < recipe.stop_at_step <= done:
             raise SlconvertError(f"the checkpoint to resume ({checkpoint.name}) is at or past stop_at_step="
                                  f"{recipe.stop_at_step}; raise stop_at_step, or set it to 0 to run to max_steps")
+        if checkpoint is not None:
+            check_state(checkpoint)
         cpu = not torch.cuda.is_available()
         sharded = fsdp_launch()
         if sharded and cpu:
@@ -228,15 +266,19 @@ class Trainer:
         self.checkpoint_step = None  # the step of the last checkpoint this run wrote
         if checkpoint is not None:
             state = read_trainer_state(checkpoint)
-            acc.load_state(str(checkpoint / "state"))
-            self.start_step = int(state["step"])
             saved = _saved_recipe(state.get("recipe", {}))
+            saved = saved if isinstance(saved, dict) else {}
+            try:
+                acc.load_state(str(checkpoint / "state"))
+            except _UNLOADABLE as err:
+                raise _unloadable(checkpoint, saved, recipe, err) from None
+            self.start_step = done
             changed = sorted(k for k, v in recipe.to_dict().items() if saved.get(k) != v)
             if changed and acc.is_main_process:
                 tqdm.write(f"resuming from {checkpoint.name} with changed recipe keys: {', '.join(changed)}")
         if acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+            write_text_atomically(self.out / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
         self.log = MetricsLog(self.out / "metrics.jsonl", self.start_step if checkpoint is not None else None) \
             if acc.is_main_process else None
         acc.wait_for_everyone()
@@ -424,17 +466,22 @@ class Trainer:
         root = self.out / CHECKPOINTS
         final = root / checkpoint_name(step)
         partial = root / f".{checkpoint_name(step)}.partial"
-        if acc.is_main_process:
-            root.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(partial, ignore_errors=True)
-            partial.mkdir()
-        acc.wait_for_everyone()
-        acc.save_state(str(partial / "state"))
+        last = latest_checkpoint(self.out)
+        then = (f"the earlier checkpoint {last.name} is intact: free space, then --resume" if last
+                else "free space, then run again with a new --output")
+        with written_or_removed(partial, f"checkpoint {final}", then):
+            if acc.is_main_process:
+                root.mkdir(parents=True, exist_ok=True)
+                shutil.rmtree(partial, ignore_errors=True)
+                partial.mkdir()
+            acc.wait_for_everyone()
+            acc.save_state(str(partial / "state"))
+            self._write_model(partial)
+            if acc.is_main_process:
+                finish_checkpoint(partial, final, {"step": step, "recipe": self.recipe.to_dict(),
+                                                   "model": str(self.model_path.resolve())})
         self.checkpoint_step = step
-        self._write_model(partial)
         if acc.is_main_process:
-            finish_checkpoint(partial, final, {"step": step, "recipe": self.recipe.to_dict(),
-                                               "model": str(self.model_path.resolve())})
             prune(self.out, self.recipe.keep_checkpoints)
             plot_metrics(self.log.read(), self.out / "training.png")
         acc.wait_for_everyone()
@@ -443,13 +490,17 @@ class Trainer:
     def _save_final(self, summary: dict) -> None:
         acc = self.accelerator
         partial = self.out / ".final.partial"
-        if acc.is_main_process:
-            shutil.rmtree(partial, ignore_errors=True)
-        acc.wait_for_everyone()
-        self._write_model(partial)
-        if acc.is_main_process:
-            publish_final(partial, self.out)
-            (self.out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        last = latest_checkpoint(self.out)
+        then = (f"the checkpoint {last.name} is intact: free space, then --resume" if last
+                else "free space, then run again with a new --output")
+        with written_or_removed(partial, f"the final model into {self.out}", then):
+            if acc.is_main_process:
+                shutil.rmtree(partial, ignore_errors=True)
+            acc.wait_for_everyone()
+            self._write_model(partial)
+            if acc.is_main_process:
+                publish_final(partial, self.out)
+                write_text_atomically(self.out / "training_summary.json", json.dumps(summary, indent=2) + "\n")
         acc.wait_for_everyone()
 
     def _out_of_time(self, mine: bool) -> bool:
@@ -470,7 +521,10 @@ class Trainer:
                    disable=not (self.progress and acc.is_main_process), dynamic_ncols=True)
         quiet_lines = acc.is_main_process and not self.progress
         every = max(1, recipe.max_steps // 10)  # a line every tenth of the run when the bar is off
-        if acc.is_main_process:
+        if acc.is_main_process and self.start_step >= recipe.max_steps:  # its final save failed: redo only that
+            print(f"all {recipe.max_steps} steps are trained; writing the final model -> {self.out}",
+                  file=sys.stderr, flush=True)
+        elif acc.is_main_process:
             first = recipe.stage_at(self.start_step)
             print(f"training steps {self.start_step + 1}-{recipe.max_steps} of {recipe.batch_of(first)} x "
                   f"{recipe.seq_len_at(self.start_step)} tokens on {acc.device} ({acc.num_processes} process(es), "

@@ -6,6 +6,8 @@ import json
 import math
 from pathlib import Path
 
+from ..outputs import written_atomically
+
 __all__ = ["MetricsLog", "plot_metrics"]
 
 
@@ -83,6 +85,7 @@ def plot_metrics(records: list[dict], out: Path) -> Path | None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    with written_atomically(out) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return out

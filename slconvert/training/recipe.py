@@ -199,6 +199,7 @@ _TOP = {f.name: f for f in fields(Recipe)}
 _DATA = {f.name: f for f in fields(DataSpec)}
 _LORA = {f.name: f for f in fields(LoraSpec)}
 _NESTED = ("data", "lora")
+_MAX_SEED = 2**32 - 1  # numpy's seeds (accelerate's set_seed) stop here
 
 
 def _valid(names) -> str:
@@ -209,11 +210,13 @@ def _type_error(key: str, value, want: str) -> SlconvertError:
     return SlconvertError(f"recipe key {key}={value!r} is invalid: {want}")
 
 
-def _as_int(key: str, value, minimum: int = 0) -> int:
+def _as_int(key: str, value, minimum: int = 0, maximum: int | None = None) -> int:
+    want = f"use an integer >= {minimum}" + ("" if maximum is None else f" and <= {maximum}")
+    value = _number(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not value.is_integer()):
-        raise _type_error(key, value, f"use an integer >= {minimum}")
-    if value < minimum:
-        raise _type_error(key, value, f"use an integer >= {minimum}")
+        raise _type_error(key, value, want)
+    if value < minimum or (maximum is not None and value > maximum):
+        raise _type_error(key, value, want)
     return int(value)
 
 
@@ -253,12 +256,24 @@ def _as_list(key: str, value) -> list:
     return list(value)
 
 
+def _check_names(raw: dict, known: dict, section: str = "") -> None:
+    """A key that YAML read as a number, null or boolean (`1: 2`, `null: x`) is refused by name, before the keys
+    are compared or sorted with the others (where a non-string key would end in a TypeError)."""
+    for key in raw:
+        if not isinstance(key, str):
+            spelled = "null" if key is None else str(key).lower() if isinstance(key, bool) else repr(key)
+            name = f"{section}.{spelled}" if section else spelled
+            raise SlconvertError(f"recipe key {name} is not a name; use one of the valid {section + ' ' if section else ''}"
+                                 f"keys: {_valid(known)}")
+
+
 def _section(name: str, raw, cls, known: dict):
     """A nested recipe mapping (data, lora) as its dataclass; unknown keys are refused with the valid ones."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise _type_error(name, raw, f"use a mapping of {name} settings")
+    _check_names(raw, known, name)
     unknown = sorted(set(raw) - set(known))
     if unknown:
         raise SlconvertError(f"unknown recipe key(s) {', '.join(name + '.' + k for k in unknown)}; "
@@ -340,6 +355,7 @@ def recipe_from_dict(raw: dict) -> Recipe:
     """Validate a parsed recipe mapping; every problem is one `SlconvertError` line."""
     if not isinstance(raw, dict):
         raise SlconvertError("a recipe must be a YAML mapping of keys to values; see recipes/router-warmup.yaml")
+    _check_names(raw, _TOP)
     unknown = sorted(set(raw) - set(_TOP))
     if unknown:
         raise SlconvertError(f"unknown recipe key(s) {', '.join(unknown)}; valid keys are: {_valid(_TOP)}")
@@ -348,11 +364,12 @@ def recipe_from_dict(raw: dict) -> Recipe:
     values["curriculum"] = _curriculum(values.get("curriculum"))
     values["lora"] = _lora(values.get("lora"))
     recipe = Recipe(**values)
-    for key in ("max_steps", "seq_len", "batch_size", "micro_batch_size", "log_every"):
+    for key in ("max_steps", "batch_size", "micro_batch_size", "log_every"):
         setattr(recipe, key, _as_int(key, getattr(recipe, key), 1))
-    for key in ("warmup_steps", "seed", "save_every", "keep_checkpoints", "router_rows", "recall_rows", "recall_every"):
+    for key in ("warmup_steps", "save_every", "keep_checkpoints", "router_rows", "recall_rows", "recall_every"):
         setattr(recipe, key, _as_int(key, getattr(recipe, key), 0))
-    recipe.seq_len = _as_int("seq_len", recipe.seq_len, 2)
+    recipe.seq_len = _as_int("seq_len", recipe.seq_len, 2)  # a next-token target needs two tokens
+    recipe.seed = _as_int("seed", recipe.seed, 0, _MAX_SEED)
     recipe.stop_at_step = _as_int("stop_at_step", recipe.stop_at_step, 0)
     if recipe.stop_at_step > recipe.max_steps:
         raise SlconvertError(f"stop_at_step={recipe.stop_at_step} is past max_steps={recipe.max_steps}; "
@@ -410,7 +427,9 @@ def recipe_from_dict(raw: dict) -> Recipe:
 
 def _parse_value(text: str):
     try:
-        return yaml.safe_load(text) if text != "" else ""
+        return _load_yaml(text) if text != "" else ""
+    except _DuplicateKey as err:
+        raise SlconvertError(f"override value {text!r} sets key {err.key!r} twice; keep one of them") from None
     except yaml.YAMLError as err:
         raise SlconvertError(f"override value {text!r} is not valid YAML ({err.problem}); quote it") from None
 
@@ -426,9 +445,7 @@ def parse_overrides(items) -> dict:
         parts = key.split(".")
         if not key or any(not p for p in parts) or len(parts) > 2:
             raise SlconvertError(f"override key {key!r} is invalid; use a recipe key, data.KEY or lora.KEY")
-        value = _parse_value(text)
-        if isinstance(value, str) and _looks_numeric(value):
-            value = float(value)
+        value = _number(_parse_value(text))
         if len(parts) == 2:
             if parts[0] not in _NESTED:
                 raise SlconvertError(f"override key {key!r} is invalid: only {', '.join(n + '.*' for n in _NESTED)} "
@@ -442,9 +459,12 @@ def parse_overrides(items) -> dict:
 _SCIENTIFIC = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
 
 
-def _looks_numeric(text: str) -> bool:
-    """YAML 1.1 reads ``1e-4`` as a string; numbers in that spelling are meant as numbers."""
-    return bool(_SCIENTIFIC.fullmatch(text.strip()))
+def _number(value):
+    """YAML 1.1 reads ``1e-4`` and ``1e3`` as strings; numbers in that spelling are meant as numbers. The one
+    conversion of both overrides and recipe-file integers, so that ``max_steps: 1e3`` works as ``max_steps=1e3``."""
+    if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+        return float(value)
+    return value
 
 
 def _merge(base: dict, extra: dict) -> dict:
@@ -457,13 +477,56 @@ def _merge(base: dict, extra: dict) -> dict:
     return merged
 
 
+class _DuplicateKey(yaml.constructor.ConstructorError):
+    def __init__(self, key, first: int, again: int):
+        super().__init__(problem=f"key {key!r} is set twice")
+        self.key, self.first, self.again = key, first, again
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """`yaml.safe_load`, except that a mapping that sets a key twice is refused: YAML keeps the last value silently,
+    so a recipe edited in two places would run with whichever came last."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden, as in safe_load
+                    continue
+                key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+                try:
+                    if key in seen:
+                        raise _DuplicateKey(key, seen[key], line)
+                    seen[key] = line
+                except TypeError:  # an unhashable key; construct_mapping refuses it below
+                    continue
+        return super().construct_mapping(node, deep)
+
+
+def _load_yaml(text: str):
+    return yaml.load(text, Loader=_RecipeLoader)
+
+
 def load_recipe(path, overrides=()) -> Recipe:
     """Read a recipe file, apply ``KEY=VALUE`` overrides, validate."""
     path = Path(path)
+    if path.is_dir():
+        raise SlconvertError(f"recipe {path} is a directory; pass a recipe YAML file such as "
+                             "recipes/router-warmup.yaml")
     if not path.is_file():
         raise SlconvertError(f"recipe {path} does not exist; pass a YAML file such as recipes/router-warmup.yaml")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except OSError as err:
+        raise SlconvertError(f"recipe {path} cannot be read ({err.strerror or err}); check its permissions") from None
+    except UnicodeDecodeError as err:
+        raise SlconvertError(f"recipe {path} is not a UTF-8 YAML file (byte {err.start} is not text); pass a "
+                             "recipe YAML file such as recipes/router-warmup.yaml") from None
+    try:
+        raw = _load_yaml(text) or {}
+    except _DuplicateKey as err:
+        raise SlconvertError(f"recipe {path} sets key {err.key!r} twice (lines {err.first} and {err.again}); "
+                             "keep one of them") from None
     except yaml.YAMLError as err:
         raise SlconvertError(f"recipe {path} is not valid YAML ({getattr(err, 'problem', err)}); fix its syntax") from None
     if not isinstance(raw, dict):

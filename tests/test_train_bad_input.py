@@ -1,0 +1,241 @@
+"""Bad input to `slconvert train` (recipe files, overrides, damaged or finished runs, a full disk) is one line
+`error: ...` with exit code 2, never a traceback, and leaves no half-written or rewritten output behind."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from safetensors.torch import load_file
+from test_train_helpers import converted
+
+from slconvert.cli import main
+from slconvert.errors import SlconvertError
+from slconvert.training import loop
+from slconvert.training.checkpoints import check_state, latest_checkpoint
+from slconvert.training.recipe import load_recipe
+
+RECIPE = "recipes/router-warmup.yaml"
+# A run of a second or two on the quickest tiny hybrid (as tests/test_train.py's fast_model).
+SMALL = ["seq_len=64", "batch_size=1", "recall_rows=16", "router_rows=16", "data.corpus_tokens=2048", "save_every=1"]
+
+
+def _train(*args: str) -> tuple[int, str]:
+    """`slconvert train ARGS` in process; a traceback fails the test (catch_exceptions=False)."""
+    result = CliRunner().invoke(main, ["train", *map(str, args), "--quiet"], catch_exceptions=False)
+    return result.exit_code, result.stderr
+
+
+def _one_error(code: int, stderr: str) -> str:
+    """The run ended with exit 2 and exactly one stderr line, `error: ...`; returns it."""
+    lines = stderr.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (code, stderr)
+    return lines[0]
+
+
+def _last_error(code: int, stderr: str) -> str:
+    """For runs that trained first (their progress lines come before): one `error:` line, the last, no traceback."""
+    lines = stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and lines[-1] == errors[0] and "Traceback" not in stderr, (code, stderr)
+    return errors[0]
+
+
+def _snapshot(root: Path) -> dict:
+    """Every file under ROOT with its content digest and modification time: a rewrite shows in either."""
+    return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _recipe_cli(tmp_path: Path, text: bytes | str, *overrides: str) -> str:
+    """The one line `slconvert train` prints for the recipe file TEXT; the recipe is refused before any work."""
+    path = tmp_path / "recipe.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    out = tmp_path / "run"
+    line = _one_error(*_train(path, "--model", tmp_path / "no-model", "--output", out, *overrides))
+    assert not out.exists()
+    return line
+
+
+# ----- recipe files and overrides (no model needed) -----
+
+def test_a_binary_recipe_file_is_one_line(tmp_path):
+    """Random bytes used to end in a UnicodeDecodeError traceback."""
+    line = _recipe_cli(tmp_path, random.Random(0).randbytes(512))
+    assert "is not a UTF-8 YAML file" in line and "recipe.yaml" in line
+
+
+@pytest.mark.parametrize("text, name", [
+    ("1: 2\n", "recipe key 1 "),
+    ("1: 2\nfoo: 3\n", "recipe key 1 "),
+    ("data: {1: 2}\n", "recipe key data.1 "),
+    ("lora: {null: 2}\n", "recipe key lora.null "),
+])
+def test_a_key_that_is_not_a_name_is_named(tmp_path, text, name):
+    """YAML reads `1:` or `null:` as a non-string key, which used to end in a TypeError when sorted or joined."""
+    line = _recipe_cli(tmp_path, text)
+    assert name in line and "is not a name" in line
+
+
+def test_a_recipe_path_that_is_a_directory_says_so(tmp_path):
+    """It used to say "does not exist"."""
+    (tmp_path / "recipes").mkdir()
+    line = _one_error(*_train(tmp_path / "recipes", "--model", tmp_path / "m", "--output", tmp_path / "run"))
+    assert "is a directory" in line and "recipe YAML file" in line
+
+
+@pytest.mark.parametrize("spelled", ["1e3", "1.5e3", "2E+2"])
+def test_integers_in_exponent_form_read_the_same_in_a_file_and_an_override(tmp_path, spelled):
+    """YAML 1.1 reads `1e3` as a string: the file refused `max_steps: 1e3` that the override accepted."""
+    path = tmp_path / "r.yaml"
+    path.write_text(f"max_steps: {spelled}\ncurriculum: [{{seq_len: {spelled}, steps: {spelled}}}]\n")
+    from_file = load_recipe(path)
+    from_override = load_recipe(RECIPE, [f"max_steps={spelled}", f"curriculum=[{{seq_len: {spelled}, steps: {spelled}}}]"])
+    value = int(float(spelled))
+    assert from_file.max_steps == from_override.max_steps == value
+    assert from_file.curriculum[0].seq_len == from_override.curriculum[0].steps == value
+
+
+def test_a_fractional_integer_is_refused_alike_in_a_file_and_an_override(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("max_steps: 1e-1\n")
+    with pytest.raises(SlconvertError, match=r"max_steps=0\.1 is invalid: use an integer >= 1") as from_file:
+        load_recipe(path)
+    with pytest.raises(SlconvertError) as from_override:
+        load_recipe(RECIPE, ["max_steps=1e-1"])
+    assert str(from_file.value) == str(from_override.value)
+
+
+@pytest.mark.parametrize("value", ["0", "1"])
+def test_seq_len_names_its_one_lower_bound(tmp_path, value):
+    """`seq_len=0` said >= 1, then `seq_len=1` said >= 2 (two checks)."""
+    line = _recipe_cli(tmp_path, "{}\n", f"seq_len={value}")
+    assert f"seq_len={value}" in line and "use an integer >= 2" in line
+
+
+def test_a_seed_past_numpy_range_is_refused_in_the_recipe(tmp_path):
+    """numpy refused it with a traceback once the model was loaded."""
+    line = _recipe_cli(tmp_path, "{}\n", "seed=4294967296")
+    assert "seed=4294967296" in line and "<= 4294967295" in line
+    assert load_recipe(RECIPE, ["seed=4294967295"]).seed == 2**32 - 1
+
+
+@pytest.mark.parametrize("text, key, lines", [
+    ("max_steps: 3\nlr: 1.0e-3\nmax_steps: 4\n", "max_steps", "(lines 1 and 3)"),
+    ("data:\n  text: []\n  text: [a.txt]\n", "text", "(lines 2 and 3)"),
+])
+def test_a_key_set_twice_is_refused(tmp_path, text, key, lines):
+    """YAML keeps the last of two values silently."""
+    line = _recipe_cli(tmp_path, text)
+    assert f"sets key '{key}' twice {lines}" in line
+
+
+def test_a_key_set_twice_in_an_override_is_refused(tmp_path):
+    line = _recipe_cli(tmp_path, "{}\n", "curriculum=[{seq_len: 64, seq_len: 96, steps: 1}]")
+    assert "sets key 'seq_len' twice" in line
+
+
+# ----- runs on disk: a damaged checkpoint, a finished run, a full disk -----
+
+@pytest.fixture(scope="module")
+def model() -> Path:
+    return converted("granitemoehybrid", layers="MAMA")
+
+
+@pytest.fixture(scope="module")
+def finished(model, tmp_path_factory) -> Path:
+    """A finished two-step run with a checkpoint at each step; tests copy it before changing anything."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    result = CliRunner().invoke(main, ["train", RECIPE, "--model", str(model), "--output", str(out), "--quiet",
+                                       "max_steps=2", *SMALL], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _copy(run: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    return copy
+
+
+@pytest.mark.parametrize("damage", ["state folder deleted", "optimizer.bin truncated", "model.safetensors truncated"])
+def test_a_damaged_checkpoint_is_one_line_and_changes_nothing(model, finished, tmp_path, damage):
+    """accelerate's load_state used to end in a ValueError, RuntimeError or SafetensorError traceback; the state is
+    now checked before the model is loaded."""
+    out = _copy(finished, tmp_path)
+    state = latest_checkpoint(out) / "state"
+    if damage == "state folder deleted":
+        shutil.rmtree(state)
+    else:
+        os.truncate(state / damage.split()[0], 100)
+    before = _snapshot(out)
+    line = _one_error(*_train(RECIPE, "--model", model, "--output", out, "--resume", "max_steps=3", *SMALL))
+    assert f"the checkpoint {latest_checkpoint(out)} is incomplete or damaged" in line
+    assert "delete it to resume from an earlier checkpoint" in line
+    assert _snapshot(out) == before
+
+
+def test_a_state_that_fails_to_load_is_still_one_line(model, finished, tmp_path, monkeypatch):
+    """What the check before loading cannot see (here: it is skipped) is caught around `load_state` itself."""
+    out = _copy(finished, tmp_path)
+    os.truncate(latest_checkpoint(out) / "state" / "optimizer.bin", 0)
+    monkeypatch.setattr(loop, "check_state", lambda checkpoint: None)
+    before = _snapshot(out)
+    line = _last_error(*_train(RECIPE, "--model", model, "--output", out, "--resume", "max_steps=3", *SMALL))
+    assert "is incomplete or damaged (EOFError" in line
+    assert _snapshot(out) == before
+
+
+def test_resuming_a_finished_run_rewrites_nothing(model, finished, tmp_path):
+    """It used to print "training steps 3-2" and rewrite the metrics, summary and final model, exit 0."""
+    out = _copy(finished, tmp_path)
+    before = _snapshot(out)
+    line = _one_error(*_train(RECIPE, "--model", model, "--output", out, "--resume", "max_steps=2", *SMALL))
+    assert f"the run in {out} already reached max_steps=2" in line and "raise max_steps" in line
+    assert _snapshot(out) == before
+    shutil.rmtree(latest_checkpoint(out))  # the last checkpoint before the end: the summary says it is finished
+    before = _snapshot(out)
+    _one_error(*_train(RECIPE, "--model", model, "--output", out, "--resume", "max_steps=2", *SMALL))
+    assert _snapshot(out) == before
+
+
+@pytest.mark.parametrize("where", ["final model", "checkpoint"])
+def test_a_full_disk_removes_the_partial_directory_and_keeps_the_checkpoint(model, tmp_path, monkeypatch, where):
+    """The second model write runs out of space after a 0-byte config.json: the final model's (after a one-step
+    run's checkpoint) or step 2's checkpoint's. It used to end in a traceback and leave the partial directory."""
+    real, calls = loop.write_model_dir, []
+
+    def full_disk(model_, state_dict, source, dest):
+        calls.append(dest)
+        if len(calls) == 2:
+            dest.mkdir(parents=True, exist_ok=True)
+            (dest / "config.json").write_bytes(b"")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dest / "config.json"))
+        return real(model_, state_dict, source, dest)
+
+    monkeypatch.setattr(loop, "write_model_dir", full_disk)
+    out = tmp_path / "run"
+    steps = 1 if where == "final model" else 2
+    line = _last_error(*_train(RECIPE, "--model", model, "--output", out, f"max_steps={steps}", *SMALL))
+    assert "no space left on device" in line and "free space, then --resume" in line
+    assert (f"the final model into {out}" if where == "final model" else "step-000002") in line
+    assert not [p for p in out.rglob("*") if p.name.endswith(".partial")]
+    assert not (out / "config.json").exists() and not (out / "training_summary.json").exists()
+    kept = latest_checkpoint(out)
+    assert kept.name == "step-000001" and json.loads((kept / "trainer.json").read_text())["step"] == 1
+    check_state(kept)
+    assert load_file(kept / "model.safetensors")
+    if where == "final model":  # --resume writes the final model alone: every step was trained
+        monkeypatch.setattr(loop, "write_model_dir", real)
+        result = CliRunner().invoke(main, ["train", RECIPE, "--model", str(model), "--output", str(out), "--quiet",
+                                           "--resume", "max_steps=1", *SMALL], catch_exceptions=False)
+        assert result.exit_code == 0 and "all 1 steps are trained" in result.stderr, result.output
+        assert (out / "config.json").stat().st_size > 0
+        assert json.loads((out / "training_summary.json").read_text())["steps"] == 1
