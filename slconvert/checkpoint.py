@@ -51,6 +51,7 @@ __all__ = [
     "dtype_name",
     "directory_digest",
     "check_output_location",
+    "checkpoint_path",
 ]
 
 SINGLE_FILE = "model.safetensors"
@@ -164,18 +165,46 @@ class WeightSet:
         return max(f.size for f in self.files)
 
 
+def _read_index(index_path: Path) -> dict[str, str]:
+    """The `weight_map` of a sharded checkpoint's index file (tensor name -> shard file name); anything else in
+    its place (bytes that are not UTF-8 JSON, no object, a map whose values are not file names in the checkpoint
+    directory) is one line naming the file and what is wrong."""
+
+    def bad(why: str) -> SlconvertError:
+        return SlconvertError(f"{index_path} is not a valid safetensors index ({why}); re-save or re-download the "
+                              "checkpoint")
+
+    try:
+        raw = index_path.read_bytes()
+    except OSError as err:
+        raise SlconvertError(f"cannot read {index_path} ({err.strerror or err}); check its permissions") from None
+    try:
+        index = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise bad("its bytes are not UTF-8 text, so not JSON") from None
+    except json.JSONDecodeError as err:
+        raise bad(f"not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+    if not isinstance(index, dict):
+        raise bad(f"a JSON {type(index).__name__}, not an object")
+    if "weight_map" not in index:
+        raise bad("no 'weight_map'")
+    weight_map = index["weight_map"]
+    if not isinstance(weight_map, dict):
+        raise bad(f"'weight_map' is a {type(weight_map).__name__}, not an object")
+    if not weight_map:
+        raise bad("'weight_map' is empty")
+    for tensor, shard in weight_map.items():
+        if not isinstance(shard, str) or not shard or Path(shard).name != shard:
+            raise bad(f"'weight_map' maps {tensor!r} to {shard!r}, not a file name")
+    return weight_map
+
+
 def find_weights(directory: Path) -> WeightSet:
     """Locate and validate the safetensors files of a checkpoint directory (single file or sharded)."""
     directory = Path(directory)
     index_path = directory / INDEX_FILE
     if index_path.is_file():
-        try:
-            index = json.loads(index_path.read_text())
-            weight_map = index["weight_map"]
-            if not isinstance(weight_map, dict):
-                raise TypeError
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise SlconvertError(f"{index_path} is not a valid safetensors index (no weight_map); re-save the checkpoint") from None
+        weight_map = _read_index(index_path)
         shard_names = list(dict.fromkeys(weight_map.values()))
         for shard in shard_names:
             if not (directory / shard).is_file():
@@ -203,9 +232,25 @@ def find_weights(directory: Path) -> WeightSet:
     raise SlconvertError(f"{directory} has no safetensors weights ({SINGLE_FILE} or {INDEX_FILE})")
 
 
+def checkpoint_path(value, what: str = "model path") -> Path:
+    """`value` as a Path (a str or os.PathLike naming a checkpoint directory, `~` expanded); anything else (None, bytes,
+    a number, a loaded model) is one line naming what was given instead."""
+    if isinstance(value, str) and not value.strip():
+        raise SlconvertError(f"{what} is empty; pass the checkpoint's directory")
+    if isinstance(value, (str, os.PathLike)):
+        try:
+            return Path(value).expanduser()
+        except TypeError:  # an os.PathLike whose __fspath__ returns bytes
+            value = os.fspath(value)
+    if isinstance(value, bytes):
+        raise SlconvertError(f"{what} {value!r} is bytes; pass it as a str or pathlib.Path (os.fsdecode decodes it)")
+    shown = "None" if value is None else type(value).__name__
+    raise SlconvertError(f"{what} must be a str or pathlib.Path naming a checkpoint directory, not {shown}")
+
+
 def read_config(directory) -> dict:
     """The config.json of a checkpoint directory as a dict; a missing or damaged one is one clear error."""
-    directory = Path(directory).expanduser()
+    directory = checkpoint_path(directory)
     if not directory.exists():
         raise SlconvertError(f"model path {directory} does not exist; pass a local checkpoint directory")
     if not directory.is_dir():
@@ -228,7 +273,7 @@ def check_checkpoint(path) -> WeightSet:
     config.json that is a JSON object, and safetensors weights whose headers and sizes agree (a truncated file
     or a pickle-only checkpoint is refused here, in one line, before anything is unpickled or mapped)."""
     read_config(path)
-    return find_weights(Path(path).expanduser())
+    return find_weights(checkpoint_path(path))
 
 
 def sha256_file(path: Path) -> str:
@@ -351,27 +396,19 @@ def _tensor_bytes(tensor: torch.Tensor) -> memoryview:
     return memoryview(tensor.view(torch.uint8).reshape(-1).numpy())
 
 
-def _same_or_inside(child: Path, parent: Path) -> bool:
-    try:
-        child.relative_to(parent)
-        return True
-    except ValueError:
-        return False
-
-
 def check_output_location(source: Path, out: Path, force: bool) -> None:
-    """Refuse OUT inside MODEL (or MODEL inside OUT), and an existing OUT without --force."""
+    """Refuse OUT inside MODEL (or MODEL inside OUT) and any other place `outputs.check_output_dir` refuses, an
+    existing OUT without --force, and with --force an OUT that holds files but is no checkpoint: --force replaces
+    an earlier conversion, never a folder of something else."""
+    from .outputs import check_output_dir, inside
+
     source, out = source.resolve(), out.resolve()
-    if _same_or_inside(out, source):
-        raise SlconvertError(f"output {out} lies inside the source model {source}; choose a directory outside it")
-    if _same_or_inside(source, out):
-        raise SlconvertError(f"output {out} contains the source model {source}; choose another directory")
-    if out.exists() and not force:
+    if out.exists() and not force and not (inside(out, source) or inside(source, out)):
         raise SlconvertError(f"output {out} already exists; pass --force to replace it or choose another path")
-    if out.exists() and not out.is_dir():
-        raise SlconvertError(f"output {out} exists and is not a directory; remove it or choose another path")
-    if not out.parent.is_dir():
-        raise SlconvertError(f"the parent directory of {out} does not exist; create it first")
+    check_output_dir(out, {"the source model": source}, "output", parent_must_exist=True)
+    if out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file():
+        raise SlconvertError(f"output {out} holds files but no checkpoint (no config.json); --force replaces only a "
+                             "checkpoint: remove the folder yourself or choose another path")
 
 
 PARTIAL_TAG = ".partial-"

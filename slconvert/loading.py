@@ -11,35 +11,100 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from pathlib import Path
 
 import torch
 from slkernels import SuperlinearConfig
 
 from .architectures import architecture_for
 from .attention import register
-from .checkpoint import find_weights, read_config, read_tensor
+from .checkpoint import DTYPES, checkpoint_path, find_weights, read_config, read_tensor
+from .devices import resolve_device
 from .dtypes import resolve_dtype
 from .errors import SlconvertError
 from .fast_mamba import warn_if_cpu_cannot_run
 from .router import ROUTER_ATTRIBUTE, SuperlinearRouter
 
 __all__ = ["load", "is_converted", "install_routers", "read_block", "converted_block", "attach_superlinear",
-           "quiet_transformers"]
+           "quiet_transformers", "check_block", "load_pretrained", "check_weights_fit", "refuse_bad_weights"]
+
+BLOCK_FORMAT = 1  # the `superlinear.format` this version writes and reads
+_REMAKE = "re-make the checkpoint with `slconvert convert`"
+_RESAVE = "the weights do not match config.json: re-save or re-download the checkpoint"
+
+
+def check_block(block, where: str = "config.json") -> dict:
+    """`block` (a config's `superlinear` entry) checked to be what `slconvert convert` writes, else one line naming
+    the field (`where`: the config it came from). Every reader of the block goes through here (`read_block`,
+    `install_routers`), so a damaged block stops loading, training, evaluation and inspection alike."""
+
+    def bad(field: str, why: str, fix: str = _REMAKE) -> SlconvertError:
+        return SlconvertError(f"{where}: '{field}' {why}; {fix}")
+
+    if not isinstance(block, dict):
+        raise bad("superlinear", f"is {_kind(block)}, not the block `slconvert convert` writes")
+    version = block.get("format")
+    if "format" not in block:
+        raise bad("superlinear.format", "is missing")
+    if isinstance(version, bool) or version != BLOCK_FORMAT:
+        newer = isinstance(version, int) and not isinstance(version, bool) and version > BLOCK_FORMAT
+        raise bad("superlinear.format", f"is {version!r}, and this slconvert reads format {BLOCK_FORMAT} only",
+                  f"upgrade slconvert or {_REMAKE}" if newer else _REMAKE)
+    params = block.get("params")
+    if not isinstance(params, dict):
+        raise bad("superlinear.params", "is missing" if "params" not in block else f"is {_kind(params)}, not an object")
+    try:
+        SuperlinearConfig.from_dict(params)
+    except Exception as err:  # SuperlinearConfigError for a bad value, TypeError for an odd key
+        raise bad("superlinear.params", f"is invalid ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+                  ) from None
+    layers = block.get("layers")
+    if "layers" not in block:
+        raise bad("superlinear.layers", "is missing")
+    if not isinstance(layers, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in layers):
+        raise bad("superlinear.layers", f"is {layers!r}, not a list of layer numbers")
+    if not layers:
+        raise bad("superlinear.layers", "is empty: no layer is converted")
+    if any(i < 0 for i in layers) or len(set(layers)) != len(layers):
+        raise bad("superlinear.layers", f"is {layers}: layer numbers must be distinct and not negative")
+    dense = block.get("dense_attention_layers", [])
+    if not isinstance(dense, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in dense):
+        raise bad("superlinear.dense_attention_layers", f"is {dense!r}, not a list of layer numbers")
+    if "router" in block:
+        router = block["router"]
+        if not isinstance(router, dict):
+            raise bad("superlinear.router", f"is {_kind(router)}, not an object")
+        tensors = router.get("tensors", {})
+        if not isinstance(tensors, dict) or not all(isinstance(v, str) for v in tensors.values()):
+            raise bad("superlinear.router.tensors", f"is {_kind(tensors)}, not a map of layer to tensor name")
+    window = block.get("window")
+    if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 0):
+        raise bad("superlinear.window", f"is {window!r}, not a number of tokens")
+    return block
+
+
+def _kind(value) -> str:
+    """A short description of a JSON value for a message: `null`, `'1,3'`, `a list`."""
+    if value is None:
+        return "null"
+    if isinstance(value, (str, int, float)):
+        return repr(value)
+    return f"a {type(value).__name__}"
 
 
 def read_block(path) -> dict | None:
-    """The `superlinear` block of a checkpoint's config.json, or None."""
+    """The `superlinear` block of a checkpoint's config.json (checked: `check_block`), or None when it has none."""
     block = read_config(path).get("superlinear")
-    return block if isinstance(block, dict) else None
+    if block is None:
+        return None
+    return check_block(block, str(checkpoint_path(path) / "config.json"))
 
 
 def is_converted(path) -> bool:
-    """True when the checkpoint's config.json has a `superlinear` block (made by `slconvert convert`)."""
-    try:
-        return read_block(path) is not None
-    except SlconvertError:
+    """True when the checkpoint's config.json has a `superlinear` block (made by `slconvert convert`); False when
+    there is no config.json at `path`. A config.json that cannot be read, or a damaged block, is one line."""
+    if not (checkpoint_path(path) / "config.json").is_file():
         return False
+    return read_block(path) is not None
 
 
 def converted_block(path) -> dict:
@@ -69,6 +134,7 @@ def quiet_transformers():
 
 def install_routers(model: torch.nn.Module, block: dict, weights=None) -> dict[int, SuperlinearRouter]:
     """Attach a router to each converted attention module; load its weight from `weights` if given."""
+    check_block(block, "the model's 'superlinear' block" if weights is None else f"{weights.directory / 'config.json'}")
     arch = architecture_for(model.config.model_type)
     params = SuperlinearConfig.from_dict(block["params"])
     names = weights.names() if weights is not None else set()
@@ -130,33 +196,198 @@ def load(path, device=None, dtype=None):
     Converted layers run `slkernels.superlinear_attention` with their routers; attention layers kept dense
     run transformers' SDPA; `generate()` works through the KV cache.
     """
+    path = checkpoint_path(path)
+    target = None if device is None else resolve_device(device, "device=")  # before any weight is read
+    torch_dtype = resolve_dtype(dtype)  # None: the checkpoint's
     block = converted_block(path)
-    weights = find_weights(Path(path))  # refuses pickle-only checkpoints before transformers sees them
-    name = register()
-    from transformers import AutoModelForCausalLM
-
-    try:
-        with quiet_transformers():  # the routers are "unexpected" for the stock class; reported below instead
-            torch_dtype = resolve_dtype(dtype)  # None: the checkpoint's
-            model, info = AutoModelForCausalLM.from_pretrained(
-                str(path),
-                dtype="auto" if torch_dtype is None else torch_dtype,
-                attn_implementation=name,
-                use_safetensors=True,
-                trust_remote_code=False,
-                output_loading_info=True,
-            )
-    except (OSError, ValueError) as err:
-        raise SlconvertError(f"transformers could not load {path}: {str(err).splitlines()[0]}") from None
-    unexpected = [k for k in info.get("unexpected_keys", []) if ROUTER_ATTRIBUTE not in k]
-    missing = [k for k in info.get("missing_keys", []) if ROUTER_ATTRIBUTE not in k]
-    if missing:
-        raise SlconvertError(f"{path} lacks {len(missing)} weight(s) the model needs, e.g. {missing[0]}; re-save it")
-    if unexpected:
-        warnings.warn(f"{path}: {len(unexpected)} unused weight(s), e.g. {unexpected[0]}", stacklevel=2)
+    weights = find_weights(path)  # refuses pickle-only checkpoints before transformers sees them
+    model = load_pretrained(path, dtype="auto" if torch_dtype is None else torch_dtype,
+                            attn_implementation=register())
     attach_superlinear(model, block, weights)
-    if device is not None:
-        model.to(device)
+    if target is not None:
+        model.to(target)
     warn_if_cpu_cannot_run(model)
     model.eval()
     return model
+
+
+@contextlib.contextmanager
+def _no_progress_bars():
+    """transformers' progress bars off for a step the user does not wait on (the header check below)."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _loading_state(err: BaseException):
+    """(model, loading info) of the transformers load that raised `err` after building its report (a weight that
+    could not be converted, a size mismatch it was told not to ignore), read from the raising frames; None when
+    `err` did not come from there."""
+    found = None
+    tb = err.__traceback__
+    while tb is not None:
+        frame_locals = tb.tb_frame.f_locals
+        info = frame_locals.get("loading_info")
+        if info is not None and hasattr(info, "missing_keys") and hasattr(info, "mismatched_keys"):
+            found = (frame_locals.get("model"), info)
+        tb = tb.tb_next
+    return found
+
+
+_LOAD_FAILURES = ("size mismatch", "ignore_mismatched_sizes", "Error(s) in loading state_dict",
+                  "automatic conversion of the weights")
+
+
+def load_pretrained(path, *, dtype=None, attn_implementation: str | None = None):
+    """The one place a checkpoint's weights are loaded with transformers (`slconvert.load`, the evaluation of an
+    unconverted checkpoint, training's dense model and distillation teacher), under the one rule every load
+    follows: each weight the model needs is in the checkpoint, in the shape the config gives it
+    (`refuse_bad_weights`), else one line naming the first bad tensor. A failure of transformers' own (a file it
+    cannot read, a config it refuses, a tensor it cannot convert) is one line too. Checkpoint tensors the model
+    does not use (the routers, for the stock class) are left out; any other is a warning.
+
+    dtype: as transformers takes it (None: its default); tensors go where the current `torch.device` context says.
+    """
+    from transformers import AutoModelForCausalLM
+
+    path = checkpoint_path(path)
+    kwargs = {"use_safetensors": True, "trust_remote_code": False, "output_loading_info": True,
+              "ignore_mismatched_sizes": True}  # mismatches come back in the loading info, refused below
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        from safetensors import SafetensorError
+    except ImportError:  # pragma: no cover - older safetensors
+        SafetensorError = OSError  # noqa: N806
+    try:
+        with quiet_transformers():  # transformers' own report is replaced by the lines below
+            model, info = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+    except RuntimeError as err:
+        state = _loading_state(err)
+        if state is not None:
+            model, info = state
+            refuse_bad_weights(path, model, info.to_dict(), getattr(info, "conversion_errors", None))
+        if not any(marker in str(err) for marker in _LOAD_FAILURES):
+            raise
+        raise SlconvertError(f"transformers could not load the weights of {path}: {_first_line(err)}; {_RESAVE}"
+                             ) from None
+    except SafetensorError as err:
+        raise SlconvertError(f"the safetensors weights of {path} cannot be read ({_first_line(err)}); re-save or "
+                             "re-download the checkpoint") from None
+    except (OSError, ValueError) as err:
+        raise SlconvertError(f"transformers could not load {path}: {_first_line(err)}") from None
+    refuse_bad_weights(path, model, info)
+    unexpected = sorted(k for k in info.get("unexpected_keys", ()) if ROUTER_ATTRIBUTE not in k)
+    if unexpected:
+        warnings.warn(f"{path}: {len(unexpected)} unused weight(s), e.g. {unexpected[0]}", stacklevel=2)
+    return model
+
+
+def refuse_bad_weights(path, model, info: dict, conversion_errors: dict | None = None, weights=None) -> None:
+    """The rule every load follows, in one place: one line, naming the first tensor (in the model's order) that is
+    missing from the checkpoint, has another shape than the config gives it, or could not be converted, with the
+    count of the others. `info`: transformers' loading info (missing_keys, mismatched_keys); routers are the
+    loader's own business (`install_routers`). `weights` (the checkpoint's WeightSet) lets the line name a
+    mismatched tensor as the checkpoint spells it."""
+    missing = {k for k in info.get("missing_keys", ()) if ROUTER_ATTRIBUTE not in k}
+    mismatched = {entry[0]: entry for entry in info.get("mismatched_keys", ()) if ROUTER_ATTRIBUTE not in entry[0]}
+    errors = {k: v for k, v in (conversion_errors or {}).items() if ROUTER_ATTRIBUTE not in k}
+    bad = set(missing) | set(mismatched) | set(errors)
+    if not bad:
+        return
+    order = {}
+    if model is not None:
+        with contextlib.suppress(Exception):
+            order = {name: i for i, name in enumerate(model.state_dict())}
+    first = min(bad, key=lambda name: (order.get(name, len(order)), name))
+    if first in mismatched:
+        _, found, expected = mismatched[first]
+        what = (f"tensor {_disk_name(first, found, weights, path)} has shape {list(found)}, but its config.json "
+                f"makes it {list(expected)}")
+    elif first in errors:
+        detail = [line.strip() for line in str(errors[first]).strip().splitlines() if line.strip()]
+        reason = next((line for line in reversed(detail) if not line.startswith(("Error", "Traceback"))), "")
+        what = (f"the checkpoint tensors that make up {first} cannot be combined into it"
+                + (f" ({reason})" if reason else ""))
+    else:
+        shape = _shape_of(model, first)
+        what = f"lacks tensor {first}" + (f" (shape {shape})" if shape is not None else "") + \
+            " that its config.json needs"
+    others = len(bad) - 1
+    tail = f" ({others} other tensor{'s' if others > 1 else ''} missing or misshapen too)" if others else ""
+    raise SlconvertError(f"{path}: {what}{tail}; {_RESAVE}")
+
+
+def _shape_of(model, name: str) -> list[int] | None:
+    try:
+        return list(model.get_parameter_or_buffer(name).shape)
+    except Exception:
+        return None
+
+
+def _disk_name(name: str, found, weights, path) -> str:
+    """The checkpoint's own name for the model's tensor `name` (transformers may rename a prefix on loading)."""
+    if weights is None:
+        try:
+            weights = find_weights(checkpoint_path(path))
+        except (SlconvertError, OSError):
+            return name
+    tail = name.split(".", 1)[-1]
+    candidates = [entry.name for f in weights.files for entry in f.tensors.values()
+                  if entry.name == name or entry.name.split(".", 1)[-1] == tail]
+    fitting = [c for c in candidates if list(next(f.tensors[c] for f in weights.files if c in f.tensors).shape)
+               == list(found)]
+    chosen = fitting or candidates
+    return chosen[0] if len(chosen) == 1 else name
+
+
+def check_weights_fit(path, weights, config, model_class=None) -> None:
+    """Refuse, before any tensor is read, a checkpoint whose tensors transformers would not load into the model its
+    config describes: transformers' own loading (renamed prefixes, merged experts, tied weights, the keys it
+    ignores) runs on the meta device with the safetensors headers standing in for the tensors, and its verdict
+    goes through `refuse_bad_weights`. Takes a fraction of a second at any model size.
+
+    model_class: the transformers class to load (default: AutoModelForCausalLM's for `config`). A check that
+    cannot run here (a quantized checkpoint, an older transformers, a model its loader cannot place on the meta
+    device) is skipped: the load itself then has the last word."""
+    if getattr(config, "quantization_config", None) is not None:
+        return
+    if model_class is None:
+        from transformers import MODEL_FOR_CAUSAL_LM_MAPPING
+
+        model_class = MODEL_FOR_CAUSAL_LM_MAPPING.get(type(config))
+        if model_class is None:
+            return
+    import copy
+
+    state = {entry.name: torch.empty(entry.shape, dtype=DTYPES[entry.dtype][0], device="meta")
+             for f in weights.files for entry in f.tensors.values()}
+    kwargs = {"config": copy.deepcopy(config), "state_dict": state, "device_map": "meta", "dtype": torch.float32,
+              "ignore_mismatched_sizes": True, "output_loading_info": True,
+              "use_kernels": False}  # the hub kernels know no meta device
+    conversion_errors = None
+    try:
+        with quiet_transformers(), _no_progress_bars():
+            model, info = model_class.from_pretrained(None, **kwargs)
+    except RuntimeError as err:
+        found = _loading_state(err)
+        if found is None:
+            return
+        model, loading_info = found
+        info, conversion_errors = loading_info.to_dict(), getattr(loading_info, "conversion_errors", None)
+    except Exception:  # the check could not run; it is no verdict on the checkpoint
+        return
+    refuse_bad_weights(path, model, info, conversion_errors, weights)

@@ -36,9 +36,12 @@ def check_output_dir(out: Path, inputs: dict[str, Path | None], flag: str = "--o
     `parent_must_exist`) whose parent folder is missing. Nothing is created here."""
     out = Path(out)
     for name, path in inputs.items():
-        if path is not None and (inside(out, path) or inside(path, out)):
-            raise SlconvertError(f"{flag} {out} and {name} {path} overlap; an input is never written to: choose a "
+        if path is not None and inside(out, path):
+            raise SlconvertError(f"{flag} {out} lies inside {name} {path}; an input is never written to: choose a "
                                  "folder outside it")
+        if path is not None and inside(path, out):
+            raise SlconvertError(f"{flag} {out} contains {name} {path}; an input is never written to: choose "
+                                 "another folder")
     if out.exists() and not out.is_dir():
         raise SlconvertError(f"{flag} {out} exists and is not a directory; choose another path")
     ancestor = out.absolute().parent

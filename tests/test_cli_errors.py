@@ -58,13 +58,13 @@ def test_eval_never_writes_into_an_input_checkpoint(tmp_path, model_dir, where):
     base.mkdir()
     (base / "config.json").write_text("{}")
     before = directory_digest(model_dir), directory_digest(base)
-    _refused(["eval", str(model_dir), "--niah", "--compare", str(base), "--out", str(tmp_path / where)], "overlap")
+    _refused(["eval", str(model_dir), "--niah", "--compare", str(base), "--out", str(tmp_path / where)], "lies inside")
     assert (directory_digest(model_dir), directory_digest(base)) == before
 
 
 def test_bench_never_writes_into_the_model(model_dir):
     before = directory_digest(model_dir)
-    _refused(["bench", "--model", str(model_dir), "--device", "cpu", "--out", str(model_dir)], "overlap")
+    _refused(["bench", "--model", str(model_dir), "--device", "cpu", "--out", str(model_dir)], "lies inside")
     assert directory_digest(model_dir) == before
 
 
@@ -85,6 +85,15 @@ def test_an_output_below_a_file_is_refused_before_any_work(tmp_path, command):
 def test_eval_numbers_out_of_range_fail_before_loading(tmp_path, args, needle):
     _refused(["eval", str(tmp_path / "missing-model"), *args, "--out", str(tmp_path / "out")], needle)
     assert not (tmp_path / "out").exists()
+
+
+def test_convert_force_replaces_a_checkpoint_only(tmp_path, model_dir):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("mine")
+    _refused(["convert", str(model_dir), str(notes), "--force"], "holds files but no checkpoint")
+    assert (notes / "notes.txt").read_text() == "mine"
+    _refused(["convert", str(model_dir), str(tmp_path), "--force"], "contains the source model")
 
 
 def test_check_output_dir_allows_a_new_folder_beside_the_inputs(tmp_path, model_dir):

@@ -182,6 +182,9 @@ def test_existing_out_needs_force(model, tmp_path):
     (out / "keep.txt").write_text("user data")
     refused([str(model), str(out), *SMALL], "--force", tmp_path)
     assert (out / "keep.txt").read_text() == "user data"
+    refused([str(model), str(out), *SMALL, "--force"], "holds files but no checkpoint", tmp_path)
+    assert (out / "keep.txt").read_text() == "user data"  # --force replaces an earlier conversion only
+    (out / "config.json").write_text("{}")
     result = CliRunner().invoke(main, ["convert", str(model), str(out), *SMALL, "--force"])
     assert result.exit_code == 0, result.output
     assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
@@ -228,3 +231,151 @@ def test_load_refuses_checkpoint_without_its_router(model, tmp_path):
     save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(SlconvertError, match="lacks the router of converted layer 1"):
         slconvert.load(out)
+
+
+# --- a damaged index of a sharded checkpoint -------------------------------------------------------------------
+
+def _write_index(sharded: Path, edit) -> Path:
+    index_path = sharded / "model.safetensors.index.json"
+    edit(index_path)
+    return index_path
+
+
+@pytest.mark.parametrize(
+    "damage, fragment",
+    [
+        (lambda p: p.write_bytes(bytes(range(200, 256)) * 5), "its bytes are not UTF-8 text"),
+        (lambda p: p.write_text('{"weight_map": '), "not valid JSON: Expecting value at line 1"),
+        (lambda p: p.write_text(json.dumps({"weight_map": {"backbone.embeddings.weight": 5}})),
+         "'weight_map' maps 'backbone.embeddings.weight' to 5, not a file name"),
+        (lambda p: p.write_text("[1, 2]"), "a JSON list, not an object"),
+        (lambda p: p.write_text(json.dumps({"metadata": {}})), "no 'weight_map'"),
+    ],
+)
+def test_damaged_index_is_one_line_naming_it(sharded, tmp_path, damage, fragment):
+    index_path = _write_index(sharded, damage)
+    for args, command in (([str(sharded), str(tmp_path / "out"), *SMALL], "convert"), ([str(sharded)], "inspect")):
+        line = refused(args, fragment, tmp_path, command=command)
+        assert f"{index_path} is not a valid safetensors index" in line
+
+
+# --- tensors that do not fit the config: refused before anything is written ---------------------------------------
+
+def _rewrite(model: Path, edit) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(model / "model.safetensors")
+    edit(tensors)
+    save_file(tensors, model / "model.safetensors", metadata={"format": "pt"})
+
+
+K_PROJ = "backbone.layers.1.mixer.k_proj.weight"  # [32, 64] in the tiny nemotron_h
+
+
+def test_a_missing_tensor_is_refused(model, tmp_path):
+    _rewrite(model, lambda t: t.pop("backbone.layers.3.mixer.o_proj.weight"))
+    line = refused([str(model), str(tmp_path / "out"), *SMALL], "lacks tensor model.layers.3.mixer.o_proj.weight "
+                   "(shape [64, 64]) that its config.json needs", tmp_path)
+    assert "other tensor" not in line
+
+
+def test_a_cut_tensor_is_refused_with_both_shapes_and_the_count_of_others(model, tmp_path):
+    def cut(tensors):
+        tensors[K_PROJ] = tensors[K_PROJ][:8].contiguous()
+        del tensors["backbone.layers.3.mixer.o_proj.weight"]
+
+    _rewrite(model, cut)
+    refused([str(model), str(tmp_path / "out"), *SMALL],
+            f"tensor {K_PROJ} has shape [8, 64], but its config.json makes it [32, 64] "
+            "(1 other tensor missing or misshapen too)", tmp_path)
+
+
+def test_a_header_shape_changed_at_the_same_byte_size_is_refused(model, tmp_path):
+    """Only the declared shape differs: the file is a valid safetensors file, the header check alone sees it."""
+    import struct
+
+    weights = model / "model.safetensors"
+    raw = weights.read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + length])
+    header[K_PROJ]["shape"] = [16, 128]
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    weights.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + length:])
+    refused([str(model), str(tmp_path / "out"), *SMALL], f"{K_PROJ} has shape [16, 128], but its config.json makes "
+            "it [32, 64]", tmp_path)
+
+
+def test_experts_of_another_shape_are_refused(tmp_path):
+    """Per-expert tensors that transformers stacks into one weight on loading: checked after that stacking."""
+    source = build_tiny_model("jamba", tmp_path / "jamba")
+
+    def cut(tensors):
+        for name in list(tensors):
+            if "layers.1.feed_forward.experts." in name and "gate_proj" in name:
+                tensors[name] = tensors[name][:8].contiguous()
+
+    _rewrite(source, cut)
+    refused([str(source), str(tmp_path / "out"), *SMALL], "experts.gate_up_proj has shape [4, 136, 64], but its "
+            "config.json makes it [4, 256, 64]", tmp_path)
+
+
+def test_a_tied_output_embedding_may_be_absent(tmp_path):
+    """tie_word_embeddings: the checkpoint holds the embedding once, and that is no missing tensor."""
+    source = build_tiny_model("lfm2", tmp_path / "lfm2")
+    config = json.loads((source / "config.json").read_text())
+    config["tie_word_embeddings"] = True
+    (source / "config.json").write_text(json.dumps(config))
+    _rewrite(source, lambda t: t.pop("lm_head.weight"))
+    result = CliRunner().invoke(main, ["convert", str(source), str(tmp_path / "out"), *SMALL])
+    assert result.exit_code == 0, result.output
+
+
+# --- messages that say what is wrong ----------------------------------------------------------------------------------
+
+def _with_config(model: Path, config) -> Path:
+    (model / "config.json").unlink()
+    config.save_pretrained(model)
+    return model
+
+
+def test_an_encoder_decoder_config_names_its_model_type(model, tmp_path):
+    from transformers import T5Config
+
+    _with_config(model, T5Config(num_layers=2, d_model=32, d_ff=64, num_heads=2, d_kv=16, vocab_size=100))
+    line = refused([str(model), str(tmp_path / "out"), *SMALL], "model type 't5' has no causal language model",
+                   tmp_path)
+    assert "generic" not in line
+
+
+def test_an_encoder_config_says_it_is_not_a_decoder_slconvert_converts(model, tmp_path):
+    from transformers import BertConfig
+
+    _with_config(model, BertConfig(num_hidden_layers=2, hidden_size=32, intermediate_size=64, num_attention_heads=2,
+                                   vocab_size=100))
+    line = refused([str(model), str(tmp_path / "out"), *SMALL], "model type 'bert' is not a model slconvert can "
+                   "convert: its transformers model has no attention module at model.layers.{i}.self_attn", tmp_path)
+    assert "no softmax attention layers" not in line
+
+
+@pytest.mark.parametrize("change, fragment", [({"num_attention_heads": 0}, "num_attention_heads is 0"),
+                                              ({"hidden_size": -64}, "hidden_size is -64")])
+def test_an_invalid_config_says_so_with_the_reason(model, tmp_path, change, fragment):
+    config = json.loads((model / "config.json").read_text())
+    config.update(change)
+    (model / "config.json").write_text(json.dumps(config))
+    line = refused([str(model), str(tmp_path / "out"), *SMALL], "is invalid: transformers cannot build its "
+                   "nemotron_h model", tmp_path)
+    assert fragment in line and "supported:" not in line
+
+
+@pytest.mark.parametrize("layers, fragment", [("3-1", "range '3-1' is reversed"), ("-1--3", "write -3--1"),
+                                              ("1--3", "mixes a layer counted from the start")])
+def test_a_reversed_or_mixed_layer_range_says_so(model, tmp_path, layers, fragment):
+    line = refused([str(model), str(tmp_path / "out"), *SMALL, "--layers", layers], fragment, tmp_path)
+    assert "no layer left" not in line
+
+
+def test_out_below_a_file(model, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    refused([str(model), str(tmp_path / "afile" / "out"), *SMALL], f"{tmp_path / 'afile'} is a file", tmp_path)

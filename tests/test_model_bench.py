@@ -246,7 +246,7 @@ def test_dense_out_of_memory_is_recorded_and_longer_lengths_skipped(model, conve
     (["--model", "{converted}", "--decode-tokens", "0"], "--decode-tokens: 0 must be at least 1"),
     (["--model", "{converted}", "--profile-decode", "0"], "--profile-decode: 0 must be at least 1"),
     (["--profile-decode", "2"], "--profile-decode apply to the whole-model benchmark; add --model PATH"),
-    (["--model", "{converted}", "--device", "gpu0"], "--device: 'gpu0' is not a device"),
+    (["--model", "{converted}", "--device", "gpu0"], "--device gpu0 is not a device"),
     (["--model", "{converted}", "--dtype", "int8"], "unknown dtype 'int8'"),
     (["--model", "{converted}", "--quick"], "--quick apply to the one-layer benchmark"),
     (["--chunk", "32"], "--chunk apply to the whole-model benchmark; add --model PATH"),

@@ -333,7 +333,7 @@ def test_bad_input_is_one_line_before_any_work(tmp_path):
         (["train", recipe, "--model", str(model), "--output", str(out), f"data.text=[{tmp_path / 'gone'}]"],
          "does not exist"),
         (["train", recipe, "--model", str(model), "--output", str(out), "--resume"], "no checkpoint to resume"),
-        (["train", recipe, "--model", str(model), "--output", str(model / "inside")], "overlap"),
+        (["train", recipe, "--model", str(model), "--output", str(model / "inside")], "lies inside"),
         (["train", recipe, "--model", str(model), "--output", str(out), "seq_len=16"], "never leaves the attention"),
     ]
     for args, message in cases:

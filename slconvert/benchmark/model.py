@@ -45,6 +45,7 @@ from pathlib import Path
 
 import torch
 
+from ..devices import resolve_device
 from ..errors import SlconvertError, one_line
 from ..evaluation.models import cache_keyword
 from .host import device_name, versions
@@ -74,7 +75,7 @@ class ModelBenchSettings:
     seed: int = 0
 
     def resolved(self) -> ModelBenchSettings:
-        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = str(resolve_device(self.device))
         compile_ = (torch.device(device).type == "cuda") if self.compile is None else self.compile
         return replace(self, lengths=list(self.lengths), compile=compile_, device=device)
 
@@ -571,14 +572,9 @@ def run_model_benchmark(cfg: ModelBenchSettings, progress: Callable[[str, int], 
         if cfg.model is None:
             raise SlconvertError("no model to benchmark: give a converted checkpoint")
         device = cfg.resolved().device
-        _check_device(device)
+        resolve_device(device)
         model = load_for_bench(cfg.model, device, cfg.dtype)
     return bench_model(model, cfg, progress, partial_result)
-
-
-def _check_device(name: str) -> None:
-    if torch.device(name).type == "cuda" and not torch.cuda.is_available():
-        raise SlconvertError(f"--device {name}: no CUDA device is visible; use --device cpu")
 
 
 def bench_model(model, cfg: ModelBenchSettings, progress: Callable[[str, int], None] | None = None,
@@ -591,7 +587,7 @@ def bench_model(model, cfg: ModelBenchSettings, progress: Callable[[str, int], N
     compile_asked = cfg.compile
     cfg = cfg.resolved()
     dev = _Device(cfg.device)
-    _check_device(cfg.device)
+    resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     summary = model_summary(model, cfg.model, name=name, origin=origin)
     summary["weights_gib"] = dev.allocated_gib()

@@ -164,19 +164,7 @@ def model_bench_settings(path: Path | None, lengths: str | None, chunk: str | No
         cfg.profile_decode = profile_decode
     resolve_dtype(dtype)  # an unknown name is refused here, before anything loads
     cfg.compile, cfg.dense, cfg.device, cfg.dtype = compile_, dense, device, dtype or "auto"
-    import torch
-
-    try:
-        target = cfg.resolved().device
-        parsed_device = torch.device(target)
-    except RuntimeError:
-        raise SlconvertError(f"--device: {device!r} is not a device; use cuda, cuda:N or cpu") from None
-    if parsed_device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise SlconvertError(f"--device {target}: no CUDA device is visible; use --device cpu")
-        if (parsed_device.index or 0) >= torch.cuda.device_count():
-            raise SlconvertError(f"--device {target}: only {torch.cuda.device_count()} CUDA device(s) are visible")
-    cfg.device = target
+    cfg.device = cfg.resolved().device  # checked there (`devices.resolve_device`)
     return cfg
 
 

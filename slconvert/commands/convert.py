@@ -12,7 +12,7 @@ import click
 from slkernels import SuperlinearConfig
 from slkernels.config import SEARCH_KEYS
 
-from ..errors import SlconvertError
+from ..checkpoint import check_output_location
 from ..router import ROUTER_INITS
 
 _RELEASED = SuperlinearConfig.released()
@@ -64,7 +64,7 @@ def params_from(kwargs: dict) -> SuperlinearConfig:
 @superlinear_options
 @click.option("--router-init", type=click.Choice(ROUTER_INITS), default="host_logits", show_default=True,
               help="host_logits: search score = the host attention's own logit at the anchor; random: seeded.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --router-init random.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of --router-init random.")
 @click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]), default="auto",
               show_default=True, help="Cast floating-point weights (auto keeps the checkpoint's dtypes).")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
@@ -78,8 +78,7 @@ def convert_command(model: Path, out: Path, layers, keep_dense, router_init, see
     from ..surgery.convert import check_dtype
 
     params = params_from(kwargs)
-    if Path(out).exists() and not force:
-        raise SlconvertError(f"output {out} already exists; pass --force to replace it or choose another path")
+    check_output_location(Path(model), Path(out), force)  # before the plan reads the checkpoint
     plan = plan_conversion(
         model, params, layers=layers, keep_dense=keep_dense, router_init=router_init, seed=seed, dtype=check_dtype(dtype)
     )

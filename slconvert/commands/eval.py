@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from ..devices import resolve_device
 from ..errors import SlconvertError
 from ..outputs import check_output_dir
 
@@ -146,6 +147,7 @@ def eval_command(model, niah, niah_style, lengths, depths, samples, haystack, ch
     if span_recall and span_length < 2:
         raise SlconvertError(f"--span-length {span_length} must be at least 2 tokens")
     check_output_dir(out, {"MODEL": model, "--compare": base})
+    resolve_device(device)
 
     if tasks:  # unknown task files, refused tasks and a missing essay folder fail now, before any model is loaded
         from ..evaluation.lmeval import resolve_tasks

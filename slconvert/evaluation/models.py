@@ -39,13 +39,11 @@ class EvalModel:
                 "device": str(self.device), "model_type": getattr(self.model.config, "model_type", None)}
 
 
-def resolve_device(device: str | None) -> torch.device:
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SlconvertError(f"device {device} was asked for but CUDA is not available; use --device cpu")
-    return dev
+def resolve_device(device: str | torch.device | None, what: str = "--device") -> torch.device:
+    """`--device` as a torch device this machine has (`slconvert.devices.resolve_device`; auto: cuda if present)."""
+    from ..devices import resolve_device as resolve
+
+    return resolve(device, what)
 
 
 def config_max_length(config) -> int | None:
@@ -70,13 +68,13 @@ def _is_converted(path: Path) -> bool:
 
 def load_eval_model(path, *, device=None, dtype=None, max_length: int | None = None) -> EvalModel:
     """Load a checkpoint directory: through `slconvert.load` when converted, else transformers as is."""
-    from ..checkpoint import check_checkpoint
+    from ..checkpoint import check_checkpoint, checkpoint_path
 
-    path = Path(path).expanduser()
-    check_checkpoint(path)  # safetensors only, headers and sizes checked, for the source as for the converted
-    dev = resolve_device(device)
+    path = checkpoint_path(path)
+    dev = resolve_device(device)  # a device this machine lacks is refused before anything is read
     torch_dtype = resolve_dtype(dtype)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    check_checkpoint(path)  # safetensors only, headers and sizes checked, for the source as for the converted
+    from transformers import AutoTokenizer
 
     converted = _is_converted(path)
     if converted:
@@ -84,9 +82,9 @@ def load_eval_model(path, *, device=None, dtype=None, max_length: int | None = N
 
         model = load(path, device=dev, dtype=torch_dtype)
     else:
-        kwargs = {} if torch_dtype is None else {"dtype": torch_dtype}
-        model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, trust_remote_code=False,
-                                                     **kwargs).to(dev)
+        from ..loading import load_pretrained
+
+        model = load_pretrained(path, dtype=torch_dtype).to(dev)
     model.eval()
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -123,9 +121,8 @@ def forward(model, input_ids: torch.Tensor, *, cache=None, use_cache: bool = Fal
     if logits_to_keep and _accepts(model, "logits_to_keep"):
         kwargs["logits_to_keep"] = logits_to_keep
     out = model(**kwargs)
-    new_cache = getattr(out, "cache", None)
-    if new_cache is None:
-        new_cache = getattr(out, "past_key_values", None)
+    # transformers 5's outputs name it `cache` (their `past_key_values` is a property that logs a deprecation)
+    new_cache = out.cache if hasattr(out, "cache") else getattr(out, "past_key_values", None)
     logits = out.logits[:, -logits_to_keep:] if logits_to_keep else out.logits
     return logits, new_cache
 

@@ -27,7 +27,7 @@ from ..errors import SlconvertError
 from ..router import ROUTER_ATTRIBUTE, ROUTER_INITS, initial_router_weight
 
 __all__ = ["AttentionShape", "SourceModel", "ConversionPlan", "open_source", "settle_attention_layers",
-           "parse_layer_list", "check_router_init", "plan_layers", "plan_conversion"]
+           "parse_layer_list", "check_router_init", "plan_layers", "plan_conversion", "check_weights"]
 
 
 @dataclass(frozen=True)
@@ -56,16 +56,32 @@ class SourceModel:
     @cached_property
     def meta_model(self) -> torch.nn.Module:
         """The model built on the meta device: real module tree and shapes, no memory, no weights."""
-        from transformers import AutoModelForCausalLM
+        from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, AutoModelForCausalLM
 
+        model_type = self.model_type
+        if type(self.config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
+            raise SlconvertError(
+                f"model type {model_type!r} has no causal language model in transformers (an encoder, "
+                f"encoder-decoder or other non-causal model); slconvert converts decoder-only causal LMs: "
+                f"{supported_list()}, or any "
+                f"decoder with attention at {GENERIC.attention_path}"
+            )
         try:
             with torch.device("meta"):
                 return AutoModelForCausalLM.from_config(self.config)
-        except Exception as err:  # transformers raises many types for unsupported configs
+        except Exception as err:  # transformers raises many types for a config it cannot build
+            reason = _invalid_field(self.arch, self.config) or (str(err).splitlines()[0] if str(err).strip()
+                                                                 else type(err).__name__)
             raise SlconvertError(
-                f"transformers cannot build a causal LM for model type {self.arch.model_type!r} "
-                f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); supported: {supported_list()}"
+                f"config.json of {self.directory} is invalid: transformers cannot build its {model_type} model "
+                f"({reason}); fix config.json or re-download the checkpoint"
             ) from None
+
+    @property
+    def model_type(self) -> str:
+        """The config's own model type (the architecture row may be the generic one)."""
+        return str(self.raw_config.get("model_type") or getattr(self.config, "model_type", None) or
+                   self.arch.model_type)
 
     def attention_module(self, layer: int) -> torch.nn.Module:
         path = self.arch.attention_module_path(layer)
@@ -122,6 +138,26 @@ class SourceModel:
             seen[key] = layer
 
 
+# Sizes a model config holds that must be positive integers (when present) for a model to exist.
+_POSITIVE_FIELDS = ("hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim", "num_hidden_layers",
+                    "vocab_size", "intermediate_size")
+
+
+def _invalid_field(arch: Architecture, config) -> str | None:
+    """The first size in the (language) config that is not a positive integer, as 'num_attention_heads is 0'."""
+    try:
+        section = arch.language_config(config)
+    except SlconvertError:
+        section = config
+    for name in _POSITIVE_FIELDS:
+        value = getattr(section, name, None)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            return f"{name} is {value!r}, not a positive integer"
+    return None
+
+
 def open_source(path) -> SourceModel:
     """Validate a model directory and read its config and architecture (weights are not read here)."""
     directory = Path(path)
@@ -157,6 +193,12 @@ def settle_attention_layers(source: SourceModel, name: str) -> SourceModel:
             for layer in source.layers
         ]
     if not source.attention_layers:
+        if source.arch is GENERIC:
+            raise SlconvertError(
+                f"{name}: model type {source.model_type!r} is not a model slconvert can convert: its transformers "
+                f"model has no attention module at {GENERIC.attention_path} (slconvert converts decoder-only causal "
+                f"LMs laid out that way, with q/k/v/o projections, and the model types {supported_list()})"
+            )
         kinds = sorted({layer.label for layer in source.layers})
         raise SlconvertError(
             f"{name} has no softmax attention layers (layer kinds: {', '.join(kinds)}); nothing to convert"
@@ -176,11 +218,22 @@ def parse_layer_list(text: str | None, count: int, option: str) -> list[int] | N
         try:
             if "-" in part[1:]:
                 lo, hi = part[0] + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1]
-                values = list(range(int(lo), int(hi) + 1))
+                lo, hi = int(lo), int(hi)
             else:
                 values = [int(part)]
+                lo = hi = None
         except ValueError:
             raise SlconvertError(f"{option} {text!r} is not a list of layer indices; use e.g. 3,7 or 4-9") from None
+        if lo is not None:
+            if (lo < 0) != (hi < 0):
+                raise SlconvertError(
+                    f"{option}: range {part!r} mixes a layer counted from the start with one counted from the end; "
+                    f"write both ends the same way, e.g. 1-3 or -3--1"
+                )
+            if lo > hi:
+                raise SlconvertError(f"{option}: range {part!r} is reversed (it runs from {lo} down to {hi}); "
+                                     f"write {hi}-{lo}")
+            values = list(range(lo, hi + 1))
         for value in values:
             index = value + count if value < 0 else value
             if not 0 <= index < count:
@@ -258,6 +311,16 @@ def plan_layers(source: SourceModel, layers: str | None,
     return chosen, shapes
 
 
+def check_weights(source: SourceModel, weights: WeightSet) -> None:
+    """Refuse, before anything is written, a checkpoint whose tensors (names and shapes, from the safetensors headers
+    alone) are not what transformers builds from its config.json: a missing or misshapen tensor would give an output
+    that cannot be loaded. transformers' own loading decides, on the meta device (`loading.check_weights_fit`:
+    renamed prefixes, merged experts, tied weights and the keys it ignores are its business)."""
+    from ..loading import check_weights_fit
+
+    check_weights_fit(source.directory, weights, source.config, type(source.meta_model))
+
+
 def plan_conversion(
     model_dir,
     params: SuperlinearConfig,
@@ -290,4 +353,5 @@ def plan_conversion(
             raise SlconvertError(
                 f"{source.directory} is already converted (layer {layer} has a router); convert the original model"
             )
+    check_weights(source, weights)
     return ConversionPlan(source, weights, params, chosen, shapes, disk_prefix, router_init, seed, dtype)

@@ -10,6 +10,7 @@ from slkernels import SuperlinearConfig
 
 from ..checkpoint import find_weights
 from ..dtypes import config_dtype, element_bytes
+from ..loading import check_block
 from ..model_card import attended_keys
 from .plan import open_source, select_layers
 
@@ -23,6 +24,9 @@ def kv_cache_bytes_per_token(shape, layers: int, dtype_bytes: int) -> int:
 
 def summarize(model_dir, params: SuperlinearConfig, *, layers: str | None = None, keep_dense: str | None = None) -> dict:
     source = open_source(model_dir)
+    existing = source.raw_config.get("superlinear")
+    if existing is not None:  # a converted checkpoint: its block is shown, so it must be one `convert` wrote
+        existing = check_block(existing, str(source.directory / "config.json"))
     find_weights(source.directory)  # a checkpoint whose weights are missing or truncated is not fine to convert
     converted = select_layers(source, layers, keep_dense)
     attention = source.attention_layers
@@ -75,7 +79,7 @@ def summarize(model_dir, params: SuperlinearConfig, *, layers: str | None = None
             "bytes_per_1M_tokens": per_token * 1024 * 1024,
             "note": "Superlinear attention keeps every key and value; the recurrent layers' state is constant",
         },
-        "existing_conversion": source.raw_config.get("superlinear"),
+        "existing_conversion": existing,
         "superlinear": {
             "params": params.to_dict(),
             "window": params.window,

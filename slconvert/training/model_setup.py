@@ -43,17 +43,11 @@ def autocast(device: torch.device, mode: str):
 
 def load_dense(path: Path):
     """A plain checkpoint (model_kind: dense) in float32, as transformers loads it: every layer stays dense."""
-    from transformers import AutoModelForCausalLM
-
     from ..checkpoint import check_checkpoint
+    from ..loading import load_pretrained
 
     check_checkpoint(path)
-    try:
-        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True,
-                                                    trust_remote_code=False)
-    except (OSError, ValueError) as err:
-        raise SlconvertError(f"cannot load {path} as a causal language model ({type(err).__name__}: "
-                             f"{str(err).splitlines()[0] if str(err) else ''}); pass a checkpoint directory") from None
+    return load_pretrained(path, dtype=torch.float32)  # missing or misshapen weights, load failures: one line
 
 
 def distill_teacher(path: Path, model, device: torch.device, sharded: bool):
@@ -123,8 +117,9 @@ def _empty_model(path: Path, model_kind: str):
                 dtype = next((d for d in floating if d.is_floating_point), torch.float32)
             with init_empty_weights(include_buffers=False):
                 model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=False, **kwargs)
-    except (OSError, ValueError) as err:
-        raise SlconvertError(f"transformers could not build the model of {path}: {str(err).splitlines()[0]}") from None
+    except (OSError, ValueError, RuntimeError) as err:
+        raise SlconvertError(f"transformers could not build the model of {path}: "
+                             f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
     if block is not None:
         attach_superlinear(model, block)  # routers on the meta device, like the parameters they sit beside
     model.eval()

@@ -1,0 +1,295 @@
+"""Bad input to the loading side (`slconvert.load`, `eval`, `train`, `bench --model`): one `error:` line, exit 2.
+
+Covers converted outputs and source checkpoints whose tensors do not fit their config, malformed `superlinear`
+blocks, devices this machine lacks, and model paths that are not paths.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from cli_helpers import convert_cli
+from click.testing import CliRunner
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+import slconvert
+from slconvert import loading
+from slconvert.cli import main
+from slconvert.devices import resolve_device
+from slconvert.errors import SlconvertError
+from slconvert.evaluation.models import load_eval_model
+from slconvert.tiny import build_tiny_model
+from slconvert.training.model_setup import load_dense
+
+K_PROJ = "backbone.layers.1.mixer.k_proj.weight"  # [32, 64] in the tiny nemotron_h
+O_PROJ = "backbone.layers.3.mixer.o_proj.weight"
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    root = tmp_path_factory.mktemp("load_bad_input")
+    source = build_tiny_model("nemotron_h", root / "source")
+    converted = convert_cli(source, root / "converted")
+    (root / "doc.txt").write_text("The quick brown fox jumps over the lazy dog. " * 20)
+    return {"source": source, "converted": converted, "doc": root / "doc.txt"}
+
+
+def _copy(pristine, tmp_path, which: str) -> Path:
+    return Path(shutil.copytree(pristine[which], tmp_path / which))
+
+
+def _edit_tensors(path: Path, edit) -> None:
+    """Rewrite path/model.safetensors with `edit(tensors)` applied, keeping its metadata."""
+    weights = path / "model.safetensors"
+    with safe_open(weights, "pt") as handle:
+        metadata = handle.metadata()
+    tensors = load_file(weights)
+    edit(tensors)
+    save_file(tensors, weights, metadata=metadata)
+
+
+def _cut_k_proj(tensors):
+    tensors[K_PROJ] = tensors[K_PROJ][:8].contiguous()
+
+
+def _drop_o_proj(tensors):
+    del tensors[O_PROJ]
+
+
+def _edit_block(path: Path, edit) -> None:
+    config = json.loads((path / "config.json").read_text())
+    edit(config)
+    (path / "config.json").write_text(json.dumps(config))
+
+
+def refused(args: list[str], *fragments: str) -> str:
+    """Run the CLI; assert exit 2 and one `error:` line on stderr holding every fragment, no traceback."""
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 2, (result.output, result.exception)
+    lines = [line for line in result.stderr.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+# --- 3. weights that do not fit the config: one line from every loader ----------------------------------------
+
+@pytest.fixture
+def converted_cut(pristine, tmp_path):
+    path = _copy(pristine, tmp_path, "converted")
+    _edit_tensors(path, _cut_k_proj)
+    return path
+
+
+@pytest.fixture
+def source_missing(pristine, tmp_path):
+    path = _copy(pristine, tmp_path, "source")
+    _edit_tensors(path, _drop_o_proj)
+    return path
+
+
+def test_load_refuses_a_misshapen_converted_tensor(converted_cut):
+    with pytest.raises(SlconvertError, match=r"k_proj\.weight has shape \[8, 64\], but its config.json makes it "
+                                             r"\[32, 64\]"):
+        slconvert.load(converted_cut)
+
+
+def test_load_refuses_a_converted_checkpoint_without_a_weight(pristine, tmp_path):
+    path = _copy(pristine, tmp_path, "converted")
+    _edit_tensors(path, _drop_o_proj)
+    with pytest.raises(SlconvertError, match=r"lacks tensor model\.layers\.3\.mixer\.o_proj\.weight "
+                                             r"\(shape \[64, 64\]"):
+        slconvert.load(path)
+
+
+def test_eval_span_recall_of_a_misshapen_converted_checkpoint(converted_cut, tmp_path):
+    refused(["eval", converted_cut, "--span-recall", "--device", "cpu", "--out", tmp_path / "out"],
+            "k_proj.weight has shape [8, 64]", "[32, 64]")
+    assert not (tmp_path / "out").exists()
+
+
+def test_eval_of_a_source_checkpoint_missing_a_weight(source_missing, pristine, tmp_path):
+    """It used to run on a randomly initialized o_proj (exit 0, transformers' MISSING report only)."""
+    refused(["eval", source_missing, "--perplexity", pristine["doc"], "--device", "cpu", "--out", tmp_path / "out"],
+            "lacks tensor model.layers.3.mixer.o_proj.weight")
+    with pytest.raises(SlconvertError, match="lacks tensor"):
+        load_eval_model(source_missing, device="cpu")
+
+
+def test_eval_of_a_misshapen_source_checkpoint(pristine, tmp_path):
+    path = _copy(pristine, tmp_path, "source")
+    _edit_tensors(path, _cut_k_proj)
+    refused(["eval", path, "--perplexity", pristine["doc"], "--device", "cpu", "--out", tmp_path / "out"],
+            f"tensor {K_PROJ} has shape [8, 64]")
+
+
+def test_train_from_a_misshapen_converted_checkpoint(converted_cut, tmp_path):
+    refused(["train", "recipes/router-warmup.yaml", "--model", converted_cut, "--output", tmp_path / "run", "--quiet",
+             "max_steps=1", "seq_len=64", "batch_size=1"], "has shape [8, 64]")
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_dense_from_a_checkpoint_missing_a_weight(source_missing, tmp_path):
+    refused(["train", "recipes/conversion-study.yaml", "--model", source_missing, "--output", tmp_path / "run",
+             "--quiet", "model_kind=dense", "trainable=all", "distill_weight=0", "data.niah_fraction=0",
+             "max_steps=1", "seq_len=64", "batch_size=1", "micro_batch_size=1"], "lacks tensor")
+    with pytest.raises(SlconvertError, match="lacks tensor model.layers.3.mixer.o_proj.weight"):
+        load_dense(source_missing)
+
+
+def test_a_misshapen_distillation_teacher(pristine, tmp_path):
+    teacher = _copy(pristine, tmp_path, "source")
+    _edit_tensors(teacher, _cut_k_proj)
+    refused(["train", "recipes/conversion-study.yaml", "--model", pristine["converted"], "--output",
+             tmp_path / "run", "--quiet", "distill_weight=1", f"distill_teacher={teacher}", "data.niah_fraction=0",
+             "max_steps=1", "seq_len=64", "batch_size=1", "micro_batch_size=1"],
+            str(teacher), "has shape [8, 64]")
+
+
+def test_bench_model_of_a_misshapen_converted_checkpoint(converted_cut, tmp_path):
+    refused(["bench", "--model", converted_cut, "--device", "cpu", "--lengths", "1K", "--out", tmp_path / "out"],
+            "has shape [8, 64]")
+
+
+@pytest.fixture(scope="module")
+def jamba_one_expert_cut(tmp_path_factory):
+    """A MoE checkpoint whose per-expert tensors (stacked into one weight on loading) disagree in shape."""
+    path = build_tiny_model("jamba", tmp_path_factory.mktemp("jamba") / "source")
+    name = "model.layers.1.feed_forward.experts.0.gate_proj.weight"
+
+    def cut(tensors):
+        tensors[name] = tensors[name][:8].contiguous()
+
+    _edit_tensors(path, cut)
+    return path
+
+
+def test_experts_that_cannot_be_stacked_are_one_line(jamba_one_expert_cut):
+    """transformers raises a RuntimeError after its report ("see the CONVERSION entries above"); the line names
+    the weight and torch's reason instead."""
+    with pytest.raises(SlconvertError, match=r"experts\.gate_up_proj cannot be combined into it \(stack expects"):
+        load_eval_model(jamba_one_expert_cut, device="cpu")
+
+
+# --- 4. a malformed `superlinear` block ----------------------------------------------------------------------
+
+BLOCKS = {
+    "no layers": (lambda b: b.pop("layers"), "'superlinear.layers' is missing"),
+    "no params": (lambda b: b.pop("params"), "'superlinear.params' is missing"),
+    "layers text": (lambda b: b.__setitem__("layers", "1,3"), "'superlinear.layers' is '1,3', not a list"),
+    "router null": (lambda b: b.__setitem__("router", None), "'superlinear.router' is null"),
+    "format 99": (lambda b: b.__setitem__("format", 99), "'superlinear.format' is 99"),
+    "bad params": (lambda b: b["params"].__setitem__("search_power", 2.0), "'superlinear.params' is invalid"),
+}
+
+
+@pytest.fixture
+def blocks(pristine, tmp_path):
+    def make(case: str) -> Path:
+        path = Path(shutil.copytree(pristine["converted"], tmp_path / case.replace(" ", "_")))
+        edit = BLOCKS[case][0]
+        _edit_block(path, lambda config: edit(config["superlinear"]))
+        return path
+
+    return make
+
+
+@pytest.mark.parametrize("case", sorted(BLOCKS))
+def test_load_names_the_malformed_field(blocks, case):
+    path = blocks(case)
+    with pytest.raises(SlconvertError, match="slconvert convert") as caught:
+        slconvert.load(path)
+    assert BLOCKS[case][1] in str(caught.value) and str(path / "config.json") in str(caught.value)
+
+
+@pytest.mark.parametrize("case", ["no layers", "router null"])
+def test_eval_train_and_bench_name_the_malformed_field(blocks, case, tmp_path):
+    path = blocks(case)
+    fragment = BLOCKS[case][1]
+    refused(["eval", path, "--span-recall", "--device", "cpu", "--out", tmp_path / "out"], fragment)
+    refused(["train", "recipes/router-warmup.yaml", "--model", path, "--output", tmp_path / "run", "--quiet",
+             "max_steps=1"], fragment)
+    refused(["bench", "--model", path, "--device", "cpu", "--lengths", "1K", "--out", tmp_path / "bench"], fragment)
+
+
+def test_a_block_that_is_not_an_object(pristine, tmp_path):
+    path = _copy(pristine, tmp_path, "converted")
+    _edit_block(path, lambda config: config.__setitem__("superlinear", "x"))
+    refused(["inspect", path], "'superlinear' is 'x'", "slconvert convert")
+    refused(["eval", path, "--span-recall", "--device", "cpu", "--out", tmp_path / "out"], "'superlinear' is 'x'")
+    with pytest.raises(SlconvertError, match="'superlinear' is 'x'"):
+        loading.is_converted(path)
+
+
+def test_install_routers_checks_a_block_given_in_memory(pristine):
+    model = slconvert.load(pristine["converted"])
+    block = dict(model.config.superlinear, layers="1,3")
+    with pytest.raises(SlconvertError, match="'superlinear.layers' is '1,3'"):
+        loading.attach_superlinear(model, block)
+
+
+# --- 5. devices ------------------------------------------------------------------------------------------------
+
+def test_eval_with_a_device_that_is_no_device(pristine, tmp_path):
+    refused(["eval", pristine["converted"], "--span-recall", "--device", "bogus", "--out", tmp_path / "out"],
+            "--device bogus is not a device", "cpu, cuda")
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="checks the message shown without MPS")
+def test_eval_on_mps_without_mps(pristine, tmp_path):
+    refused(["eval", pristine["converted"], "--span-recall", "--device", "mps", "--out", tmp_path / "out"],
+            "--device mps: MPS is not available", "use --device cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
+def test_load_on_cuda_without_a_gpu_is_refused_before_loading(pristine, monkeypatch):
+    def no_loading(*args, **kwargs):
+        raise AssertionError("weights were loaded before the device was checked")
+
+    monkeypatch.setattr(loading, "load_pretrained", no_loading)
+    with pytest.raises(SlconvertError, match=r"device='cuda': no CUDA device is visible .*use device='cpu'"):
+        slconvert.load(pristine["converted"], device="cuda")
+    with pytest.raises(SlconvertError, match="device='bogus' is not a device"):
+        slconvert.load(pristine["converted"], device="bogus")
+
+
+def test_resolve_device_checks_the_cuda_index(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    assert resolve_device(None) == torch.device("cuda")
+    with pytest.raises(SlconvertError, match=r"--device cuda:3: only 1 CUDA device\(s\) are visible \(cuda:0\)"):
+        resolve_device("cuda:3")
+    with pytest.raises(SlconvertError, match="--device meta: the meta device holds no weights"):
+        resolve_device("meta")
+    assert resolve_device(" CPU ") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu"), "device=") == torch.device("cpu")
+
+
+# --- 6. a model path that is not a path -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value, fragment", [(None, "not None"), (b"/tmp/model", "is bytes"), (3, "not int"),
+                                             ("", "is empty")])
+def test_load_of_something_that_is_not_a_path(value, fragment):
+    with pytest.raises(SlconvertError, match=fragment):
+        slconvert.load(value)
+    with pytest.raises(SlconvertError, match=fragment):
+        load_eval_model(value)
+
+
+# --- 7. a config.json that is not JSON, given to train -------------------------------------------------------------
+
+def test_train_names_the_json_error_not_a_missing_block(pristine, tmp_path):
+    path = _copy(pristine, tmp_path, "converted")
+    (path / "config.json").write_text('{"model_type": ')
+    line = refused(["train", "recipes/router-warmup.yaml", "--model", path, "--output", tmp_path / "run", "--quiet"],
+                   "config.json is not valid JSON")
+    assert "not converted" not in line
+    assert not loading.is_converted(tmp_path / "missing")  # no checkpoint there: not converted, no error
