@@ -129,3 +129,11 @@ def test_a_plot_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypa
     with pytest.raises(SlconvertError, match="No space left on device"):
         niah_heatmap(table, tmp_path / "niah_heatmap.png", "title")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_haystack_that_is_no_name_nor_text_is_named(tmp_path):
+    eval_niah = ["eval", str(tmp_path / "missing-model"), "--niah", "--out", str(tmp_path / "out"), "--haystack"]
+    _refused([*eval_niah, "bogus"], "pass builtin, noise, repeat, a text file")
+    binary = tmp_path / "blob.txt"
+    binary.write_bytes(b"\x00\x01\x02" * 100)
+    _refused([*eval_niah, str(binary)], "is not text (it holds NUL bytes)")

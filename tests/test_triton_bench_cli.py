@@ -33,7 +33,7 @@ def test_bench_without_cuda_is_one_line_error(tmp_path):
 def test_bench_rejects_bad_length(tmp_path):
     result = CliRunner().invoke(main, ["bench", "--lengths", "16K,abc", "--out", str(tmp_path)])
     assert result.exit_code == 2
-    assert "'ABC' is not a length" in _messages(result)
+    assert "'abc' is not a length" in _messages(result)
 
 
 def test_host_names_the_device_and_the_versions():

@@ -18,22 +18,29 @@ def _lengths(text: str, option: str = "--lengths", example: str = "16K,32K,65536
     `option` and shows `example`."""
     out = []
     for part in text.split(","):
-        part = part.strip().upper()
-        if not part:
+        typed = part.strip()
+        number, mult = typed.upper(), 1
+        if not number:
             continue
-        mult = 1
-        if part.endswith("K"):
-            mult, part = 1024, part[:-1]
-        elif part.endswith("M"):
-            mult, part = 1 << 20, part[:-1]
+        if number.endswith("K"):
+            mult, number = 1024, number[:-1]
+        elif number.endswith("M"):
+            mult, number = 1 << 20, number[:-1]
         try:
-            value = int(part) * mult
+            value = int(number) * mult
         except ValueError:
-            raise SlconvertError(f"{option}: {part!r} is not a length; write e.g. {example}") from None
+            raise SlconvertError(f"{option}: {typed!r} is not a length; write e.g. {example}") from None
         if value < 1:
             raise SlconvertError(f"{option}: {value} must be positive; write e.g. {example}")
         out.append(value)
     return out
+
+
+def _elsewhere(given: list[str], where: str, fix: str) -> SlconvertError:
+    """Options given to the benchmark they do not belong to, in one line ("{}" in `fix`: it / them)."""
+    one = len(given) == 1
+    return SlconvertError(f"{', '.join(given)} {'applies' if one else 'apply'} to {where}; "
+                          + fix.format("it" if one else "them"))
 
 
 @click.command("bench")
@@ -81,13 +88,13 @@ def bench(out_dir: Path, quick: bool, lengths: str | None, settings: tuple, pass
                       "--no-million": no_million or None}
         given = [name for name, value in layer_only.items() if value is not None]
         if given:
-            raise SlconvertError(f"{', '.join(given)} apply to the one-layer benchmark; leave them out with --model")
+            raise _elsewhere(given, "the one-layer benchmark", "leave {} out with --model")
         _bench_model(model_path, out_dir, lengths, chunk, decode_tokens, profile_decode, compile_, not no_dense,
                      device, dtype)
         return
     given = [name for name, value in model_only.items() if value is not None]
     if given:
-        raise SlconvertError(f"{', '.join(given)} apply to the whole-model benchmark; add --model PATH")
+        raise _elsewhere(given, "the whole-model benchmark", "add --model PATH")
     parsed_lengths = _lengths(lengths) if lengths else None
     if not torch.cuda.is_available():
         raise SlconvertError("slconvert bench needs a CUDA GPU and none is visible; run it on a machine with one")

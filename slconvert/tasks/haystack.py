@@ -126,7 +126,8 @@ class FileHaystack(Haystack):
         files: list[Path] = []
         for path in paths:
             if not path.exists():
-                raise SlconvertError(f"haystack path {path} does not exist; pass a text file or a folder of .txt/.md files")
+                raise SlconvertError(f"haystack path {path} does not exist; pass builtin, noise, repeat, a text file or "
+                                     "a folder of .txt/.md files")
             if path.is_dir():
                 files.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES))
             else:
@@ -138,6 +139,9 @@ class FileHaystack(Haystack):
         self.essay = essay
         self.name = "essay" if essay else "files"
         texts = [f.read_text(encoding="utf-8", errors="replace").strip() for f in files]
+        binary = next((f for f, t in zip(files, texts) if "\x00" in t), None)
+        if binary is not None:
+            raise SlconvertError(f"haystack file {binary} is not text (it holds NUL bytes); pass text files only")
         if essay:
             self._text = re.sub(r"\s+", " ", " ".join(t for t in texts if t)).strip() + " "
         else:
