@@ -7,11 +7,18 @@ import sys
 
 from slkernels.errors import SuperlinearError
 
-__all__ = ["SlconvertError", "friendly_errors", "one_line"]
+__all__ = ["SlconvertError", "friendly_errors", "one_line", "first_line"]
 
 
 class SlconvertError(Exception):
     """A problem with the user's input (path, checkpoint, recipe...) whose message says how to fix it."""
+
+
+def first_line(err: BaseException) -> str:
+    """An exception's message cut to its first line (its type's name when it has none): what a one-line error
+    quotes of a library's own error."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def one_line(err: BaseException, limit: int | None = None) -> str:
@@ -26,6 +33,5 @@ def friendly_errors():
     try:
         yield
     except (SlconvertError, SuperlinearError) as err:
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {first_line(err)}", file=sys.stderr)
         sys.exit(2)

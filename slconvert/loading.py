@@ -20,7 +20,7 @@ from .attention import register
 from .checkpoint import DTYPES, checkpoint_path, find_weights, read_config, read_tensor
 from .devices import resolve_device
 from .dtypes import resolve_dtype
-from .errors import SlconvertError
+from .errors import SlconvertError, first_line
 from .fast_mamba import warn_if_cpu_cannot_run
 from .router import ROUTER_ATTRIBUTE, SuperlinearRouter
 
@@ -55,7 +55,7 @@ def check_block(block, where: str = "config.json") -> dict:
     try:
         SuperlinearConfig.from_dict(params)
     except Exception as err:  # SuperlinearConfigError for a bad value, TypeError for an odd key
-        raise bad("superlinear.params", f"is invalid ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+        raise bad("superlinear.params", f"is invalid ({first_line(err)})"
                   ) from None
     layers = block.get("layers")
     if "layers" not in block:
@@ -225,11 +225,6 @@ def _no_progress_bars():
             hf_logging.enable_progress_bar()
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def _loading_state(err: BaseException):
     """(model, loading info) of the transformers load that raised `err` after building its report (a weight that
     could not be converted, a size mismatch it was told not to ignore), read from the raising frames; None when
@@ -282,13 +277,13 @@ def load_pretrained(path, *, dtype=None, attn_implementation: str | None = None)
             refuse_bad_weights(path, model, info.to_dict(), getattr(info, "conversion_errors", None))
         if not any(marker in str(err) for marker in _LOAD_FAILURES):
             raise
-        raise SlconvertError(f"transformers could not load the weights of {path}: {_first_line(err)}; {_RESAVE}"
+        raise SlconvertError(f"transformers could not load the weights of {path}: {first_line(err)}; {_RESAVE}"
                              ) from None
     except SafetensorError as err:
-        raise SlconvertError(f"the safetensors weights of {path} cannot be read ({_first_line(err)}); re-save or "
+        raise SlconvertError(f"the safetensors weights of {path} cannot be read ({first_line(err)}); re-save or "
                              "re-download the checkpoint") from None
     except (OSError, ValueError) as err:
-        raise SlconvertError(f"transformers could not load {path}: {_first_line(err)}") from None
+        raise SlconvertError(f"transformers could not load {path}: {first_line(err)}") from None
     refuse_bad_weights(path, model, info)
     unexpected = sorted(k for k in info.get("unexpected_keys", ()) if ROUTER_ATTRIBUTE not in k)
     if unexpected:

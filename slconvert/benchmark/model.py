@@ -571,9 +571,7 @@ def run_model_benchmark(cfg: ModelBenchSettings, progress: Callable[[str, int], 
     if model is None:
         if cfg.model is None:
             raise SlconvertError("no model to benchmark: give a converted checkpoint")
-        device = cfg.resolved().device
-        resolve_device(device)
-        model = load_for_bench(cfg.model, device, cfg.dtype)
+        model = load_for_bench(cfg.model, cfg.resolved().device, cfg.dtype)  # resolved(): the device checked
     return bench_model(model, cfg, progress, partial_result)
 
 
@@ -585,9 +583,8 @@ def bench_model(model, cfg: ModelBenchSettings, progress: Callable[[str, int], N
     (0: a note), `partial_result` gets the result so far after every length; `name` / `origin` describe a
     model that has no checkpoint (`cfg.model` None)."""
     compile_asked = cfg.compile
-    cfg = cfg.resolved()
+    cfg = cfg.resolved()  # the device checked (`devices.resolve_device`)
     dev = _Device(cfg.device)
-    resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     summary = model_summary(model, cfg.model, name=name, origin=origin)
     summary["weights_gib"] = dev.allocated_gib()

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import torch
 
+from ..devices import resolve_device
 from ..dtypes import resolve_dtype
 from ..errors import SlconvertError
 
-__all__ = ["EvalModel", "load_eval_model", "resolve_device", "cache_keyword", "forward", "last_logits", "greedy_generate"]
+__all__ = ["EvalModel", "load_eval_model", "cache_keyword", "forward", "last_logits", "greedy_generate"]
 
 @dataclass
 class EvalModel:
@@ -37,13 +38,6 @@ class EvalModel:
         return {"name": self.name, "path": str(self.path), "converted": self.converted,
                 "max_length": self.max_length, "dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
                 "device": str(self.device), "model_type": getattr(self.model.config, "model_type", None)}
-
-
-def resolve_device(device: str | torch.device | None, what: str = "--device") -> torch.device:
-    """`--device` as a torch device this machine has (`slconvert.devices.resolve_device`; auto: cuda if present)."""
-    from ..devices import resolve_device as resolve
-
-    return resolve(device, what)
 
 
 def config_max_length(config) -> int | None:

@@ -23,7 +23,7 @@ from ..architectures import (
     supported_list,
 )
 from ..checkpoint import WeightSet, find_weights, read_config
-from ..errors import SlconvertError
+from ..errors import SlconvertError, first_line
 from ..router import ROUTER_ATTRIBUTE, ROUTER_INITS, initial_router_weight
 
 __all__ = ["AttentionShape", "SourceModel", "ConversionPlan", "open_source", "settle_attention_layers",
@@ -70,8 +70,7 @@ class SourceModel:
             with torch.device("meta"):
                 return AutoModelForCausalLM.from_config(self.config)
         except Exception as err:  # transformers raises many types for a config it cannot build
-            reason = _invalid_field(self.arch, self.config) or (str(err).splitlines()[0] if str(err).strip()
-                                                                 else type(err).__name__)
+            reason = _invalid_field(self.arch, self.config) or first_line(err)
             raise SlconvertError(
                 f"config.json of {self.directory} is invalid: transformers cannot build its {model_type} model "
                 f"({reason}); fix config.json or re-download the checkpoint"
@@ -175,7 +174,7 @@ def open_source(path) -> SourceModel:
         config = AutoConfig.from_pretrained(str(directory), trust_remote_code=False, local_files_only=True)
     except Exception as err:
         raise SlconvertError(
-            f"config.json cannot be read as a {model_type} config ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+            f"config.json cannot be read as a {model_type} config ({first_line(err)})"
         ) from None
     layers = layer_map(arch, config)
     if not layers:

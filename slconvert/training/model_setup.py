@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ..dtypes import FLOAT_DTYPES, config_dtype
-from ..errors import SlconvertError
+from ..errors import SlconvertError, first_line
 from ..router import ROUTER_ATTRIBUTE
 
 __all__ = ["precision", "autocast", "load_dense", "training_model", "set_training_dtypes", "enable_checkpointing",
@@ -119,7 +119,7 @@ def _empty_model(path: Path, model_kind: str):
                 model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=False, **kwargs)
     except (OSError, ValueError, RuntimeError) as err:
         raise SlconvertError(f"transformers could not build the model of {path}: "
-                             f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+                             f"{first_line(err)}") from None
     if block is not None:
         attach_superlinear(model, block)  # routers on the meta device, like the parameters they sit beside
     model.eval()
