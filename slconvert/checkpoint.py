@@ -66,11 +66,17 @@ CARRIED_FILES = ("tokenizer*", "special_tokens_map.json", "added_tokens.json", "
                  "processor_config.json", "*.py", "LICENSE*", "NOTICE*")
 
 
+def _matches(item: Path, patterns) -> bool:
+    """Whether `item` is a visible file whose name matches one of `patterns` (hidden files are never carried)."""
+    return item.is_file() and not item.name.startswith(".") and any(fnmatch(item.name, p) for p in patterns)
+
+
 def carried_files(source: Path, *, card: bool = False) -> list[Path]:
     """The files of `source` that a model written from it carries over (CARRIED_FILES; README.md if `card`)."""
     patterns = CARRIED_FILES + (("README.md",) if card else ())
-    return [item for item in sorted(Path(source).iterdir())
-            if item.is_file() and not item.name.startswith(".") and any(fnmatch(item.name, p) for p in patterns)]
+    return [item for item in sorted(Path(source).iterdir()) if _matches(item, patterns)]
+
+
 CHUNK_BYTES = 1 << 20
 MAX_HEADER_BYTES = 100 << 20
 
@@ -396,19 +402,51 @@ def _tensor_bytes(tensor: torch.Tensor) -> memoryview:
     return memoryview(tensor.view(torch.uint8).reshape(-1).numpy())
 
 
+# Every name `slconvert convert` writes into OUT (surgery/convert.py): the weight files (named as the source's),
+# the index of a sharded checkpoint, config.json, the model card and the source's CARRIED_FILES.
+CONVERT_WRITES = ("*.safetensors", INDEX_FILE, "config.json", "README.md", *CARRIED_FILES)
+
+
 def check_output_location(source: Path, out: Path, force: bool) -> None:
     """Refuse OUT inside MODEL (or MODEL inside OUT) and any other place `outputs.check_output_dir` refuses, an
-    existing OUT without --force, and with --force an OUT that holds files but is no checkpoint: --force replaces
-    an earlier conversion, never a folder of something else."""
+    existing OUT without --force, and with --force an OUT that is not an earlier conversion
+    (`_check_replaceable`)."""
     from .outputs import check_output_dir, inside
 
     source, out = source.resolve(), out.resolve()
     if out.exists() and not force and not (inside(out, source) or inside(source, out)):
         raise SlconvertError(f"output {out} already exists; pass --force to replace it or choose another path")
     check_output_dir(out, {"the source model": source}, "output", parent_must_exist=True)
-    if out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file():
-        raise SlconvertError(f"output {out} holds files but no checkpoint (no config.json); --force replaces only a "
-                             "checkpoint: remove the folder yourself or choose another path")
+    if out.is_dir():
+        _check_replaceable(out)
+
+
+def _check_replaceable(out: Path) -> None:
+    """Refuse, in one line naming what is there, a folder that --force may not replace: --force deletes OUT whole,
+    so it replaces an empty folder or an earlier conversion holding nothing but what convert writes
+    (CONVERT_WRITES), never a training run (its checkpoints/, metrics, recipe), files a user added beside a
+    conversion, or another model."""
+    entries = sorted(Path(out).iterdir())
+    if not entries:
+        return
+    foreign = [item.name + ("/" if item.is_dir() else "") for item in entries if not _matches(item, CONVERT_WRITES)]
+    shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+
+    def refused(what: str) -> SlconvertError:
+        return SlconvertError(f"output {out} {what}; --force replaces only an earlier conversion: choose another OUT "
+                              "or remove the folder yourself")
+
+    if not (out / "config.json").is_file():
+        raise refused("holds files but no checkpoint (no config.json" + (f"; it holds {shown})" if shown else ")"))
+    if foreign:
+        raise refused(f"holds {shown}, which `slconvert convert` does not write")
+    try:
+        converted = isinstance(json.loads((out / "config.json").read_text()).get("superlinear"), dict)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        converted = False
+    if not converted:
+        raise refused("holds a checkpoint that `slconvert convert` did not write (its config.json has no "
+                      "'superlinear' block)")
 
 
 PARTIAL_TAG = ".partial-"

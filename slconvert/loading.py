@@ -10,19 +10,20 @@ unused weights. Remote code is never run and pickle files are never read.
 from __future__ import annotations
 
 import contextlib
-import warnings
+import math
+import sys
 
 import torch
 from slkernels import SuperlinearConfig
 
-from .architectures import architecture_for
+from .architectures import architecture_for, layer_map
 from .attention import register
 from .checkpoint import DTYPES, checkpoint_path, find_weights, read_config, read_tensor
 from .devices import resolve_device
 from .dtypes import resolve_dtype
 from .errors import SlconvertError, first_line
 from .fast_mamba import warn_if_cpu_cannot_run
-from .router import ROUTER_ATTRIBUTE, SuperlinearRouter
+from .router import ROUTER_ATTRIBUTE, ROUTER_PARAMETERIZATION, SuperlinearRouter
 
 __all__ = ["load", "is_converted", "install_routers", "read_block", "converted_block", "attach_superlinear",
            "quiet_transformers", "check_block", "load_pretrained", "check_weights_fit", "refuse_bad_weights"]
@@ -32,10 +33,12 @@ _REMAKE = "re-make the checkpoint with `slconvert convert`"
 _RESAVE = "the weights do not match config.json: re-save or re-download the checkpoint"
 
 
-def check_block(block, where: str = "config.json") -> dict:
+def check_block(block, where: str = "config.json", layer_count: int | None = None) -> dict:
     """`block` (a config's `superlinear` entry) checked to be what `slconvert convert` writes, else one line naming
     the field (`where`: the config it came from). Every reader of the block goes through here (`read_block`,
-    `install_routers`), so a damaged block stops loading, training, evaluation and inspection alike."""
+    `install_routers`, `surgery.open_source`), so a damaged block stops loading, training, evaluation, inspection
+    and conversion alike. `layer_count`: the number of layers the model has (None: unknown), which the layer
+    numbers must stay below."""
 
     def bad(field: str, why: str, fix: str = _REMAKE) -> SlconvertError:
         return SlconvertError(f"{where}: '{field}' {why}; {fix}")
@@ -69,17 +72,46 @@ def check_block(block, where: str = "config.json") -> dict:
     dense = block.get("dense_attention_layers", [])
     if not isinstance(dense, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in dense):
         raise bad("superlinear.dense_attention_layers", f"is {dense!r}, not a list of layer numbers")
+    for field, numbers in (("layers", layers), ("dense_attention_layers", dense)):
+        outside = [i for i in numbers if layer_count is not None and not 0 <= i < layer_count]
+        if outside:
+            raise bad(f"superlinear.{field}", f"is {numbers}: layer{'s' if len(outside) > 1 else ''} "
+                      f"{', '.join(map(str, outside))} {'are' if len(outside) > 1 else 'is'} out of range; the model "
+                      f"has layers 0..{layer_count - 1}")
     if "router" in block:
-        router = block["router"]
-        if not isinstance(router, dict):
-            raise bad("superlinear.router", f"is {_kind(router)}, not an object")
-        tensors = router.get("tensors", {})
-        if not isinstance(tensors, dict) or not all(isinstance(v, str) for v in tensors.values()):
-            raise bad("superlinear.router.tensors", f"is {_kind(tensors)}, not a map of layer to tensor name")
+        _check_router(block["router"], layers, bad)
     window = block.get("window")
     if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 0):
         raise bad("superlinear.window", f"is {window!r}, not a number of tokens")
     return block
+
+
+def _check_router(router, layers: list[int], bad) -> None:
+    """The block's `router` entry: the parameterization this version computes, and per converted layer a tensor
+    name (`tensors`) and a number (`alpha`). A value loading would skip (a layer not converted, a name that is no
+    string) is refused here rather than left unused."""
+    if not isinstance(router, dict):
+        raise bad("superlinear.router", f"is {_kind(router)}, not an object")
+    parameterization = router.get("parameterization", ROUTER_PARAMETERIZATION)
+    if parameterization != ROUTER_PARAMETERIZATION:
+        raise bad("superlinear.router.parameterization", f"is {_kind(parameterization)}, and this slconvert computes "
+                  f"{ROUTER_PARAMETERIZATION!r} only")
+    converted = {str(i) for i in layers}
+    for field, what, fits in (("tensors", "tensor name", lambda v: isinstance(v, str) and bool(v)),
+                              ("alpha", "number", _is_number)):
+        entries = router.get(field, {})
+        if not isinstance(entries, dict):
+            raise bad(f"superlinear.router.{field}", f"is {_kind(entries)}, not a map of converted layer to a {what}")
+        for layer, value in entries.items():
+            if layer not in converted:
+                raise bad(f"superlinear.router.{field}", f"names layer {layer!r}, which 'superlinear.layers' {layers} "
+                          "does not convert")
+            if not fits(value):
+                raise bad(f"superlinear.router.{field}", f"gives layer {layer} {_kind(value)}, not a {what}")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _kind(value) -> str:
@@ -92,11 +124,27 @@ def _kind(value) -> str:
 
 
 def read_block(path) -> dict | None:
-    """The `superlinear` block of a checkpoint's config.json (checked: `check_block`), or None when it has none."""
+    """The `superlinear` block of a checkpoint's config.json (checked: `check_block`, against the model's layer
+    count), or None when it has none."""
     block = read_config(path).get("superlinear")
     if block is None:
         return None
-    return check_block(block, str(checkpoint_path(path) / "config.json"))
+    return check_block(block, str(checkpoint_path(path) / "config.json"), _layer_count(path))
+
+
+def _layer_count(path) -> int | None:
+    """The number of layers the checkpoint's config.json describes, as transformers reads it (`layer_map`, the count
+    `slconvert inspect` shows: nemotron_h's config.json, for one, only lists the layers' kinds). None when
+    transformers cannot read the config: the load that follows says why, in its own line."""
+    from transformers import AutoConfig
+
+    try:
+        with quiet_transformers():
+            config = AutoConfig.from_pretrained(str(checkpoint_path(path)), trust_remote_code=False,
+                                                local_files_only=True)
+        return len(layer_map(architecture_for(config.model_type), config))
+    except Exception:  # transformers raises many types for a config it refuses; no count is no verdict
+        return None
 
 
 def is_converted(path) -> bool:
@@ -132,13 +180,32 @@ def quiet_transformers():
         hf_logging.set_verbosity(previous)
 
 
+def _router_tensors(block: dict, arch, weights) -> dict[int, str]:
+    """The checkpoint tensor holding each converted layer's router: the name `router.tensors` gives it, else the
+    first of the architecture's names the checkpoint holds. A router the checkpoint lacks is one line (before any
+    weight is loaded, when `load` asks)."""
+    where = weights.directory / "config.json"
+    names = weights.names()
+    recorded = block.get("router", {}).get("tensors", {})
+    found = {}
+    for layer in block["layers"]:
+        name = recorded.get(str(layer))
+        candidates = [name] if name else [f"{prefix}.{ROUTER_ATTRIBUTE}.weight" for prefix in arch.disk_candidates(layer)]
+        found[layer] = next((c for c in candidates if c in names), None)
+        if found[layer] is None:
+            given = ", the name 'superlinear.router.tensors' gives it" if name else ""
+            raise SlconvertError(f"{where}: the checkpoint lacks the router of converted layer {layer} "
+                                 f"({candidates[0]}{given}); {_REMAKE}")
+    return found
+
+
 def install_routers(model: torch.nn.Module, block: dict, weights=None) -> dict[int, SuperlinearRouter]:
     """Attach a router to each converted attention module; load its weight from `weights` if given."""
-    check_block(block, "the model's 'superlinear' block" if weights is None else f"{weights.directory / 'config.json'}")
     arch = architecture_for(model.config.model_type)
+    check_block(block, "the model's 'superlinear' block" if weights is None else f"{weights.directory / 'config.json'}",
+                len(layer_map(arch, model.config)))
     params = SuperlinearConfig.from_dict(block["params"])
-    names = weights.names() if weights is not None else set()
-    recorded = block.get("router", {}).get("tensors", {})
+    tensors = _router_tensors(block, arch, weights) if weights is not None else {}
     installed = {}
     for layer in block["layers"]:
         layer = int(layer)
@@ -159,14 +226,7 @@ def install_routers(model: torch.nn.Module, block: dict, weights=None) -> dict[i
             device=reference.device if reference is not None else None,
         )
         if weights is not None:
-            candidates = [recorded.get(str(layer))] + [
-                f"{prefix}.{ROUTER_ATTRIBUTE}.weight" for prefix in arch.disk_candidates(layer)
-            ]
-            name = next((c for c in candidates if c and c in names), None)
-            if name is None:
-                raise SlconvertError(
-                    f"the checkpoint lacks the router of converted layer {layer} ({candidates[1]}); reconvert the model"
-                )
+            name = tensors[layer]
             tensor = read_tensor(weights.locate(name), name)
             if tuple(tensor.shape) != tuple(router.weight.shape):
                 raise SlconvertError(
@@ -201,8 +261,9 @@ def load(path, device=None, dtype=None):
     torch_dtype = resolve_dtype(dtype)  # None: the checkpoint's
     block = converted_block(path)
     weights = find_weights(path)  # refuses pickle-only checkpoints before transformers sees them
+    _router_tensors(block, architecture_for(read_config(path).get("model_type")), weights)  # before the load, too
     model = load_pretrained(path, dtype="auto" if torch_dtype is None else torch_dtype,
-                            attn_implementation=register())
+                            attn_implementation=register(), weights=weights)
     attach_superlinear(model, block, weights)
     if target is not None:
         model.to(target)
@@ -244,19 +305,29 @@ _LOAD_FAILURES = ("size mismatch", "ignore_mismatched_sizes", "Error(s) in loadi
                   "automatic conversion of the weights")
 
 
-def load_pretrained(path, *, dtype=None, attn_implementation: str | None = None):
+def load_pretrained(path, *, dtype=None, attn_implementation: str | None = None, weights=None):
     """The one place a checkpoint's weights are loaded with transformers (`slconvert.load`, the evaluation of an
     unconverted checkpoint, training's dense model and distillation teacher), under the one rule every load
     follows: each weight the model needs is in the checkpoint, in the shape the config gives it
-    (`refuse_bad_weights`), else one line naming the first bad tensor. A failure of transformers' own (a file it
-    cannot read, a config it refuses, a tensor it cannot convert) is one line too. Checkpoint tensors the model
-    does not use (the routers, for the stock class) are left out; any other is a warning.
+    (`refuse_bad_weights`), else one line naming the first bad tensor. That rule is checked on the safetensors
+    headers first (`check_weights_fit`), so the line comes before transformers starts loading (and its progress
+    bar), not after. A failure of transformers' own (a file it cannot read, a config it refuses, a tensor it cannot
+    convert) is one line too. Checkpoint tensors the model does not use (the routers, for the stock class) are left
+    out; any other is a one-line warning.
 
     dtype: as transformers takes it (None: its default); tensors go where the current `torch.device` context says.
+    weights: the checkpoint's WeightSet, when the caller has read it.
     """
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     path = checkpoint_path(path)
+    weights = find_weights(path) if weights is None else weights
+    try:
+        with quiet_transformers():
+            config = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
+    except (OSError, ValueError) as err:
+        raise SlconvertError(f"transformers could not load {path}: {first_line(err)}") from None
+    check_weights_fit(path, weights, config)
     kwargs = {"use_safetensors": True, "trust_remote_code": False, "output_loading_info": True,
               "ignore_mismatched_sizes": True}  # mismatches come back in the loading info, refused below
     if dtype is not None:
@@ -274,7 +345,7 @@ def load_pretrained(path, *, dtype=None, attn_implementation: str | None = None)
         state = _loading_state(err)
         if state is not None:
             model, info = state
-            refuse_bad_weights(path, model, info.to_dict(), getattr(info, "conversion_errors", None))
+            refuse_bad_weights(path, model, info.to_dict(), getattr(info, "conversion_errors", None), weights)
         if not any(marker in str(err) for marker in _LOAD_FAILURES):
             raise
         raise SlconvertError(f"transformers could not load the weights of {path}: {first_line(err)}; {_RESAVE}"
@@ -284,10 +355,11 @@ def load_pretrained(path, *, dtype=None, attn_implementation: str | None = None)
                              "re-download the checkpoint") from None
     except (OSError, ValueError) as err:
         raise SlconvertError(f"transformers could not load {path}: {first_line(err)}") from None
-    refuse_bad_weights(path, model, info)
+    refuse_bad_weights(path, model, info, weights=weights)
     unexpected = sorted(k for k in info.get("unexpected_keys", ()) if ROUTER_ATTRIBUTE not in k)
-    if unexpected:
-        warnings.warn(f"{path}: {len(unexpected)} unused weight(s), e.g. {unexpected[0]}", stacklevel=2)
+    if unexpected:  # a line for the user, as every other message is, not Python's warning with its source line
+        example = _file_key(unexpected[0], weights, model.state_dict())
+        print(f"warning: {path}: {len(unexpected)} unused weight(s), e.g. {example}", file=sys.stderr)
     return model
 
 
@@ -295,8 +367,8 @@ def refuse_bad_weights(path, model, info: dict, conversion_errors: dict | None =
     """The rule every load follows, in one place: one line, naming the first tensor (in the model's order) that is
     missing from the checkpoint, has another shape than the config gives it, or could not be converted, with the
     count of the others. `info`: transformers' loading info (missing_keys, mismatched_keys); routers are the
-    loader's own business (`install_routers`). `weights` (the checkpoint's WeightSet) lets the line name a
-    mismatched tensor as the checkpoint spells it."""
+    loader's own business (`install_routers`). A missing or misshapen tensor is named as the checkpoint spells it
+    (`_file_key`; `weights`: the checkpoint's WeightSet, read from `path` when not given)."""
     missing = {k for k in info.get("missing_keys", ()) if ROUTER_ATTRIBUTE not in k}
     mismatched = {entry[0]: entry for entry in info.get("mismatched_keys", ()) if ROUTER_ATTRIBUTE not in entry[0]}
     errors = {k: v for k, v in (conversion_errors or {}).items() if ROUTER_ATTRIBUTE not in k}
@@ -308,10 +380,13 @@ def refuse_bad_weights(path, model, info: dict, conversion_errors: dict | None =
         with contextlib.suppress(Exception):
             order = {name: i for i, name in enumerate(model.state_dict())}
     first = min(bad, key=lambda name: (order.get(name, len(order)), name))
+    if weights is None:
+        with contextlib.suppress(SlconvertError, OSError):
+            weights = find_weights(checkpoint_path(path))
+    file_key = _file_key(first, weights, order) if weights is not None else first
     if first in mismatched:
         _, found, expected = mismatched[first]
-        what = (f"tensor {_disk_name(first, found, weights, path)} has shape {list(found)}, but its config.json "
-                f"makes it {list(expected)}")
+        what = f"tensor {file_key} has shape {list(found)}, but its config.json makes it {list(expected)}"
     elif first in errors:
         detail = [line.strip() for line in str(errors[first]).strip().splitlines() if line.strip()]
         reason = next((line for line in reversed(detail) if not line.startswith(("Error", "Traceback"))), "")
@@ -319,7 +394,7 @@ def refuse_bad_weights(path, model, info: dict, conversion_errors: dict | None =
                 + (f" ({reason})" if reason else ""))
     else:
         shape = _shape_of(model, first)
-        what = f"lacks tensor {first}" + (f" (shape {shape})" if shape is not None else "") + \
+        what = f"lacks tensor {file_key}" + (f" (shape {shape})" if shape is not None else "") + \
             " that its config.json needs"
     others = len(bad) - 1
     tail = f" ({others} other tensor{'s' if others > 1 else ''} missing or misshapen too)" if others else ""
@@ -333,20 +408,19 @@ def _shape_of(model, name: str) -> list[int] | None:
         return None
 
 
-def _disk_name(name: str, found, weights, path) -> str:
-    """The checkpoint's own name for the model's tensor `name` (transformers may rename a prefix on loading)."""
-    if weights is None:
-        try:
-            weights = find_weights(checkpoint_path(path))
-        except (SlconvertError, OSError):
-            return name
-    tail = name.split(".", 1)[-1]
-    candidates = [entry.name for f in weights.files for entry in f.tensors.values()
-                  if entry.name == name or entry.name.split(".", 1)[-1] == tail]
-    fitting = [c for c in candidates if list(next(f.tensors[c] for f in weights.files if c in f.tensors).shape)
-               == list(found)]
-    chosen = fitting or candidates
-    return chosen[0] if len(chosen) == 1 else name
+def _file_key(name: str, weights, model_keys) -> str:
+    """The checkpoint's own name for the tensor transformers calls `name`, which the user looks for in the file:
+    transformers may rename a leading prefix on loading (nemotron_h's `backbone.` is the model's `model.`). The
+    renaming is read off the tensors the file and the model (`model_keys`) both hold under another first prefix, so
+    a tensor the file lacks is named as the file would hold it; `name` itself where the file keeps the model's
+    names or no single prefix fits."""
+    names = weights.names()
+    if name in names:
+        return name
+    head, _, tail = name.partition(".")
+    tails = {key.partition(".")[2] for key in model_keys if key.partition(".")[0] == head}
+    heads = {key.partition(".")[0] for key in names if key not in model_keys and key.partition(".")[2] in tails}
+    return f"{heads.pop()}.{tail}" if len(heads) == 1 else name
 
 
 def check_weights_fit(path, weights, config, model_class=None) -> None:
@@ -363,7 +437,7 @@ def check_weights_fit(path, weights, config, model_class=None) -> None:
     if model_class is None:
         from transformers import MODEL_FOR_CAUSAL_LM_MAPPING
 
-        model_class = MODEL_FOR_CAUSAL_LM_MAPPING.get(type(config))
+        model_class = MODEL_FOR_CAUSAL_LM_MAPPING.get(type(config), None)
         if model_class is None:
             return
     import copy

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 import slconvert
@@ -182,13 +183,63 @@ def test_existing_out_needs_force(model, tmp_path):
     (out / "keep.txt").write_text("user data")
     refused([str(model), str(out), *SMALL], "--force", tmp_path)
     assert (out / "keep.txt").read_text() == "user data"
-    refused([str(model), str(out), *SMALL, "--force"], "holds files but no checkpoint", tmp_path)
+    line = refused([str(model), str(out), *SMALL, "--force"], "holds files but no checkpoint", tmp_path)
+    assert "keep.txt" in line
     assert (out / "keep.txt").read_text() == "user data"  # --force replaces an earlier conversion only
-    (out / "config.json").write_text("{}")
-    result = CliRunner().invoke(main, ["convert", str(model), str(out), *SMALL, "--force"])
+    (out / "keep.txt").unlink()
+    result = CliRunner().invoke(main, ["convert", str(model), str(out), *SMALL, "--force"])  # an empty folder
     assert result.exit_code == 0, result.output
-    assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
+    assert (out / "model.safetensors").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "out"]
+
+
+def test_force_replaces_an_earlier_conversion(model, tmp_path):
+    out = tmp_path / "out"
+    assert CliRunner().invoke(main, ["convert", str(model), str(out), *SMALL]).exit_code == 0
+    written = sorted(p.name for p in out.iterdir())
+    result = CliRunner().invoke(main, ["convert", str(model), str(out), *SMALL, "--keep-dense", "3", "--force"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == written
+    assert json.loads((out / "config.json").read_text())["superlinear"]["layers"] == [1]
+
+
+def _training_run(run: Path, converted: Path) -> Path:
+    """A folder laid out like a training run: a model at its top, its checkpoints, metrics and recipe beside it."""
+    shutil.copytree(converted, run)
+    (run / "checkpoints" / "step-10").mkdir(parents=True)
+    (run / "checkpoints" / "step-10" / "state.pt").write_bytes(b"optimizer state")
+    (run / "metrics.jsonl").write_text('{"step": 10, "loss": 2.5}\n')
+    (run / "recipe.yaml").write_text("max_steps: 10\n")
+    return run
+
+
+def test_force_never_replaces_a_training_run(model, tmp_path):
+    """It used to delete the whole run: its config.json made it look like an earlier conversion."""
+    first = tmp_path / "first"
+    assert CliRunner().invoke(main, ["convert", str(model), str(first), *SMALL]).exit_code == 0
+    run = _training_run(tmp_path / "run", first)
+    digest = directory_digest(run)
+    line = refused([str(model), str(run), *SMALL, "--force"], "checkpoints/, metrics.jsonl, recipe.yaml", tmp_path)
+    assert "choose another OUT or remove" in line
+    assert directory_digest(run) == digest
+
+
+def test_force_keeps_files_the_user_added_to_a_conversion(model, tmp_path):
+    out = tmp_path / "out"
+    assert CliRunner().invoke(main, ["convert", str(model), str(out), *SMALL]).exit_code == 0
+    (out / "notes.md").write_text("what I found")
+    refused([str(model), str(out), *SMALL, "--force"], "holds notes.md, which `slconvert convert` does not write",
+            tmp_path)
+    assert (out / "notes.md").read_text() == "what I found"
+
+
+def test_force_never_replaces_a_checkpoint_convert_did_not_write(model, tmp_path):
+    """A plain model (its config.json has no `superlinear` block) holds only names convert writes, yet is no
+    earlier conversion."""
+    other = Path(shutil.copytree(model, tmp_path / "other"))
+    digest = directory_digest(other)
+    refused([str(model), str(other), *SMALL, "--force"], "no 'superlinear' block", tmp_path)
+    assert directory_digest(other) == digest
 
 
 def test_disk_full_while_writing_leaves_nothing(model, tmp_path, monkeypatch):
@@ -273,10 +324,19 @@ K_PROJ = "backbone.layers.1.mixer.k_proj.weight"  # [32, 64] in the tiny nemotro
 
 
 def test_a_missing_tensor_is_refused(model, tmp_path):
+    """Named as the file would hold it (nemotron_h's `backbone.`), not as transformers renames it (`model.`)."""
     _rewrite(model, lambda t: t.pop("backbone.layers.3.mixer.o_proj.weight"))
-    line = refused([str(model), str(tmp_path / "out"), *SMALL], "lacks tensor model.layers.3.mixer.o_proj.weight "
+    line = refused([str(model), str(tmp_path / "out"), *SMALL], "lacks tensor backbone.layers.3.mixer.o_proj.weight "
                    "(shape [64, 64]) that its config.json needs", tmp_path)
     assert "other tensor" not in line
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int8])
+def test_integer_attention_projections_are_refused(model, tmp_path, dtype):
+    """They used to be copied as they were (transformers then casts them to floats silently)."""
+    _rewrite(model, lambda t: t.__setitem__(K_PROJ, t[K_PROJ].round().to(dtype)))
+    refused([str(model), str(tmp_path / "out"), *SMALL], f"tensor {K_PROJ} is stored as "
+            f"{'I32' if dtype == torch.int32 else 'I8'}, not as floating point", tmp_path)
 
 
 def test_a_cut_tensor_is_refused_with_both_shapes_and_the_count_of_others(model, tmp_path):
@@ -379,3 +439,26 @@ def test_a_reversed_or_mixed_layer_range_says_so(model, tmp_path, layers, fragme
 def test_out_below_a_file(model, tmp_path):
     (tmp_path / "afile").write_text("x")
     refused([str(model), str(tmp_path / "afile" / "out"), *SMALL], f"{tmp_path / 'afile'} is a file", tmp_path)
+
+
+# --- a damaged `superlinear` block in the checkpoint given to convert or inspect -------------------------------
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda b: b.__setitem__("layers", [1, 7]), "'superlinear.layers' is [1, 7]: layer 7 is out of range; the model "
+                                                "has layers 0..3"),
+    (lambda b: b.__setitem__("dense_attention_layers", [9]), "'superlinear.dense_attention_layers' is [9]: layer 9 "
+                                                             "is out of range"),
+    (lambda b: b["router"]["alpha"].__setitem__("1", "x"), "'superlinear.router.alpha' gives layer 1 'x', not a "
+                                                           "number"),
+    (lambda b: b["router"]["tensors"].__setitem__("7", "backbone.layers.7.mixer.superlinear_router.weight"),
+     "'superlinear.router.tensors' names layer '7', which 'superlinear.layers' [1, 3] does not convert"),
+])
+def test_a_damaged_block_is_refused_by_convert_and_inspect(model, tmp_path, edit, fragment):
+    first = tmp_path / "first"
+    assert CliRunner().invoke(main, ["convert", str(model), str(first), *SMALL]).exit_code == 0
+    config = json.loads((first / "config.json").read_text())
+    edit(config["superlinear"])
+    (first / "config.json").write_text(json.dumps(config))
+    for args, command in (([str(first), str(tmp_path / "second"), *SMALL], "convert"), ([str(first)], "inspect")):
+        line = refused(args, fragment, tmp_path, command=command)
+        assert f"{first / 'config.json'}:" in line and "slconvert convert" in line

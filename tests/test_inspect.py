@@ -85,3 +85,20 @@ def test_inspect_of_a_converted_checkpoint_shows_its_conversion(nemotron, tmp_pa
     assert report["existing_conversion"]["layers"] == [1] and report["existing_conversion"]["window"] == 15
     assert "already converted (slconvert" in _inspect(str(out))
     assert json.loads(_inspect(str(nemotron), "--json"))["existing_conversion"] is None
+
+
+def test_inspect_refuses_a_block_naming_layers_the_model_lacks(nemotron, tmp_path):
+    """It used to show them as converted layers; only loading found the block wrong."""
+    out = tmp_path / "converted"
+    result = CliRunner().invoke(main, ["convert", str(nemotron), str(out), "--sw-index", "3", "--search-power", "0.5",
+                                       "--quiet"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    config["superlinear"]["layers"] = [1, 7]
+    (out / "config.json").write_text(json.dumps(config))
+    for extra in ([], ["--json"]):
+        result = CliRunner().invoke(main, ["inspect", str(out), *extra])
+        assert result.exit_code == 2 and result.stdout == "", (result.output, result.exception)
+        assert result.stderr.strip().splitlines() == [
+            f"error: {out / 'config.json'}: 'superlinear.layers' is [1, 7]: layer 7 is out of range; the model has "
+            "layers 0..3; re-make the checkpoint with `slconvert convert`"]

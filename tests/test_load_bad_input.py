@@ -104,7 +104,7 @@ def test_load_refuses_a_misshapen_converted_tensor(converted_cut):
 def test_load_refuses_a_converted_checkpoint_without_a_weight(pristine, tmp_path):
     path = _copy(pristine, tmp_path, "converted")
     _edit_tensors(path, _drop_o_proj)
-    with pytest.raises(SlconvertError, match=r"lacks tensor model\.layers\.3\.mixer\.o_proj\.weight "
+    with pytest.raises(SlconvertError, match=r"lacks tensor backbone\.layers\.3\.mixer\.o_proj\.weight "
                                              r"\(shape \[64, 64\]"):
         slconvert.load(path)
 
@@ -118,7 +118,7 @@ def test_eval_span_recall_of_a_misshapen_converted_checkpoint(converted_cut, tmp
 def test_eval_of_a_source_checkpoint_missing_a_weight(source_missing, pristine, tmp_path):
     """It used to run on a randomly initialized o_proj (exit 0, transformers' MISSING report only)."""
     refused(["eval", source_missing, "--perplexity", pristine["doc"], "--device", "cpu", "--out", tmp_path / "out"],
-            "lacks tensor model.layers.3.mixer.o_proj.weight")
+            "lacks tensor backbone.layers.3.mixer.o_proj.weight")
     with pytest.raises(SlconvertError, match="lacks tensor"):
         load_eval_model(source_missing, device="cpu")
 
@@ -140,7 +140,7 @@ def test_train_dense_from_a_checkpoint_missing_a_weight(source_missing, tmp_path
     refused(["train", "recipes/conversion-study.yaml", "--model", source_missing, "--output", tmp_path / "run",
              "--quiet", "model_kind=dense", "trainable=all", "distill_weight=0", "data.niah_fraction=0",
              "max_steps=1", "seq_len=64", "batch_size=1", "micro_batch_size=1"], "lacks tensor")
-    with pytest.raises(SlconvertError, match="lacks tensor model.layers.3.mixer.o_proj.weight"):
+    with pytest.raises(SlconvertError, match="lacks tensor backbone.layers.3.mixer.o_proj.weight"):
         load_dense(source_missing)
 
 
@@ -156,6 +156,38 @@ def test_a_misshapen_distillation_teacher(pristine, tmp_path):
 def test_bench_model_of_a_misshapen_converted_checkpoint(converted_cut, tmp_path):
     refused(["bench", "--model", converted_cut, "--device", "cpu", "--lengths", "1K", "--out", tmp_path / "out"],
             "has shape [8, 64]")
+
+
+def test_a_missing_weight_is_refused_before_transformers_loads_anything(source_missing, pristine, tmp_path, capfd):
+    """The checkpoint is checked on the meta device first: the one line comes alone, not after transformers'
+    "Loading weights" progress bar, and names the tensor as the file holds it (`backbone.`, not `model.`)."""
+    result = CliRunner().invoke(main, ["eval", str(source_missing), "--perplexity", str(pristine["doc"]), "--device",
+                                       "cpu", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert result.stderr.strip().splitlines() == [
+        f"error: {source_missing}: lacks tensor {O_PROJ} (shape [64, 64]) that its config.json needs; the weights do "
+        "not match config.json: re-save or re-download the checkpoint"]
+    converted = _copy(pristine, tmp_path, "converted")
+    _edit_tensors(converted, _drop_o_proj)
+    capfd.readouterr()
+    with pytest.raises(SlconvertError, match=f"lacks tensor {O_PROJ}"):
+        slconvert.load(converted)
+    assert "Loading weights" not in capfd.readouterr().err
+
+
+def test_an_unused_weight_is_one_warning_line(pristine, tmp_path, capfd):
+    """It used to be a Python warning (`/path/loading.py:290: UserWarning: ...`)."""
+    import warnings
+
+    path = _copy(pristine, tmp_path, "source")
+    _edit_tensors(path, lambda tensors: tensors.__setitem__("backbone.extra.weight", torch.zeros(3)))
+    capfd.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_dense(path)
+    assert not [w for w in caught if "unused" in str(w.message)]
+    lines = [line for line in capfd.readouterr().err.splitlines() if "unused" in line]
+    assert lines == [f"warning: {path}: 1 unused weight(s), e.g. backbone.extra.weight"], lines
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +219,18 @@ BLOCKS = {
     "router null": (lambda b: b.__setitem__("router", None), "'superlinear.router' is null"),
     "format 99": (lambda b: b.__setitem__("format", 99), "'superlinear.format' is 99"),
     "bad params": (lambda b: b["params"].__setitem__("search_power", 2.0), "'superlinear.params' is invalid"),
+    "layer out of range": (lambda b: b.__setitem__("layers", [1, 7]),
+                           "'superlinear.layers' is [1, 7]: layer 7 is out of range; the model has layers 0..3"),
+    "router tensor name": (lambda b: b["router"]["tensors"].__setitem__("1", "backbone.layers.1.mixer.router.weight"),
+                           "lacks the router of converted layer 1 (backbone.layers.1.mixer.router.weight, the name "
+                           "'superlinear.router.tensors' gives it)"),
+    "router tensors layer": (lambda b: b["router"]["tensors"].__setitem__("one", "x"),
+                             "'superlinear.router.tensors' names layer 'one', which 'superlinear.layers' [1, 3] does "
+                             "not convert"),
+    "router alpha text": (lambda b: b["router"].__setitem__("alpha", "x"),
+                          "'superlinear.router.alpha' is 'x', not a map of converted layer to a number"),
+    "router alpha of a layer": (lambda b: b["router"]["alpha"].__setitem__("3", "x"),
+                                "'superlinear.router.alpha' gives layer 3 'x', not a number"),
 }
 
 
@@ -209,7 +253,16 @@ def test_load_names_the_malformed_field(blocks, case):
     assert BLOCKS[case][1] in str(caught.value) and str(path / "config.json") in str(caught.value)
 
 
-@pytest.mark.parametrize("case", ["no layers", "router null"])
+def test_a_malformed_block_is_refused_before_transformers_loads_anything(blocks, capfd):
+    for case in ("layer out of range", "router tensor name"):
+        path = blocks(case)
+        capfd.readouterr()
+        with pytest.raises(SlconvertError, match="slconvert convert"):
+            slconvert.load(path)
+        assert "Loading weights" not in capfd.readouterr().err, case
+
+
+@pytest.mark.parametrize("case", ["no layers", "router null", "layer out of range"])
 def test_eval_train_and_bench_name_the_malformed_field(blocks, case, tmp_path):
     path = blocks(case)
     fragment = BLOCKS[case][1]
@@ -232,6 +285,9 @@ def test_install_routers_checks_a_block_given_in_memory(pristine):
     model = slconvert.load(pristine["converted"])
     block = dict(model.config.superlinear, layers="1,3")
     with pytest.raises(SlconvertError, match="'superlinear.layers' is '1,3'"):
+        loading.attach_superlinear(model, block)
+    block = dict(model.config.superlinear, layers=[1, 7])
+    with pytest.raises(SlconvertError, match=r"layer 7 is out of range; the model has layers 0\.\.3"):
         loading.attach_superlinear(model, block)
 
 

@@ -22,12 +22,15 @@ from ..architectures import (
     rope_description,
     supported_list,
 )
-from ..checkpoint import WeightSet, find_weights, read_config
+from ..checkpoint import DTYPES, WeightSet, find_weights, read_config
+from ..dtypes import SAFETENSORS_FLOATS as FLOAT_NAMES
 from ..errors import SlconvertError, first_line
+from ..loading import check_block
 from ..router import ROUTER_ATTRIBUTE, ROUTER_INITS, initial_router_weight
 
 __all__ = ["AttentionShape", "SourceModel", "ConversionPlan", "open_source", "settle_attention_layers",
-           "parse_layer_list", "check_router_init", "plan_layers", "plan_conversion", "check_weights"]
+           "parse_layer_list", "check_router_init", "plan_layers", "plan_conversion", "check_weights",
+           "check_projection_dtypes"]
 
 
 @dataclass(frozen=True)
@@ -179,6 +182,8 @@ def open_source(path) -> SourceModel:
     layers = layer_map(arch, config)
     if not layers:
         raise SlconvertError(f"config.json of {directory} describes no layers (num_hidden_layers is 0 or missing)")
+    if raw.get("superlinear") is not None:  # an earlier conversion's block: checked as every loader checks it
+        check_block(raw["superlinear"], str(directory / "config.json"), len(layers))
     return settle_attention_layers(SourceModel(directory, raw, config, arch, layers), str(directory))
 
 
@@ -310,6 +315,24 @@ def plan_layers(source: SourceModel, layers: str | None,
     return chosen, shapes
 
 
+def check_projection_dtypes(source: SourceModel, weights: WeightSet, disk_prefix: dict[int, str]) -> None:
+    """Refuse a converted layer whose attention projection is stored as integers (or booleans): transformers would
+    cast it to the model's float dtype without a word, and the router would search with keys that are not the
+    host's. A quantized checkpoint (quantization_config) stores integers by design; its loader reads them."""
+    if getattr(source.config, "quantization_config", None) is not None:
+        return
+    arch = source.arch
+    for layer, prefix in disk_prefix.items():
+        for projection in (arch.q_proj, arch.k_proj, arch.v_proj, arch.o_proj):
+            name = f"{prefix}.{projection}.weight"
+            weight_file = weights.locate(name)
+            dtype = weight_file.tensors[name].dtype if weight_file is not None else None  # missing: check_weights
+            if dtype is not None and not DTYPES[dtype][0].is_floating_point:
+                raise SlconvertError(f"{weight_file.path}: tensor {name} is stored as {dtype}, not as floating point "
+                                     f"({', '.join(FLOAT_NAMES)}), so layer {layer}'s attention cannot be converted; "
+                                     "re-save the checkpoint with floating-point attention weights")
+
+
 def check_weights(source: SourceModel, weights: WeightSet) -> None:
     """Refuse, before anything is written, a checkpoint whose tensors (names and shapes, from the safetensors headers
     alone) are not what transformers builds from its config.json: a missing or misshapen tensor would give an output
@@ -352,5 +375,6 @@ def plan_conversion(
             raise SlconvertError(
                 f"{source.directory} is already converted (layer {layer} has a router); convert the original model"
             )
+    check_projection_dtypes(source, weights, disk_prefix)
     check_weights(source, weights)
     return ConversionPlan(source, weights, params, chosen, shapes, disk_prefix, router_init, seed, dtype)

@@ -10,7 +10,6 @@ from slkernels import SuperlinearConfig
 
 from ..checkpoint import find_weights
 from ..dtypes import config_dtype, element_bytes
-from ..loading import check_block
 from ..model_card import attended_keys
 from .plan import open_source, select_layers
 
@@ -24,9 +23,7 @@ def kv_cache_bytes_per_token(shape, layers: int, dtype_bytes: int) -> int:
 
 def summarize(model_dir, params: SuperlinearConfig, *, layers: str | None = None, keep_dense: str | None = None) -> dict:
     source = open_source(model_dir)
-    existing = source.raw_config.get("superlinear")
-    if existing is not None:  # a converted checkpoint: its block is shown, so it must be one `convert` wrote
-        existing = check_block(existing, str(source.directory / "config.json"))
+    existing = source.raw_config.get("superlinear")  # a converted checkpoint's block, checked by open_source
     find_weights(source.directory)  # a checkpoint whose weights are missing or truncated is not fine to convert
     converted = select_layers(source, layers, keep_dense)
     attention = source.attention_layers
