@@ -1,7 +1,8 @@
 """The `slconvert` command line: one Click group, one module per command.
 
 Errors the project raises on purpose (`SuperlinearError`, `SlconvertError`) and command-line mistakes (an unknown
-option, a bad value) become one line on stderr and exit code 2, never a traceback.
+option, a bad value) become one line on stderr and exit code 2, never a traceback. `slconvert` alone prints the
+help, as `slconvert --help` does.
 """
 
 from __future__ import annotations
@@ -34,12 +35,29 @@ class _OneLineError(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
+# Click 8.2+ raises it for a group called without a command (8.1 prints the help and exits 0 itself).
+_NO_COMMAND = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+def _help_path(err: click.UsageError, group: click.Context | None) -> str:
+    """The command whose help covers the mistake: the error's own context, else the subcommand being parsed (an
+    option missing its value carries no context), else the group."""
+    if err.ctx is not None:
+        return err.ctx.command_path
+    if group is not None and group.invoked_subcommand:
+        return f"{group.command_path} {group.invoked_subcommand}"
+    return group.command_path if group is not None else "slconvert"
+
+
 @contextlib.contextmanager
-def _usage_in_one_line():
+def _usage_in_one_line(group: click.Context | None = None):
     try:
         yield
+    except _NO_COMMAND as err:  # bare `slconvert`: the help, as `slconvert --help` prints it
+        click.echo(err.ctx.get_help(), color=err.ctx.color)
+        err.ctx.exit(0)
     except click.UsageError as err:
-        where = err.ctx.command_path if err.ctx is not None else "slconvert"
+        where = _help_path(err, group)
         raise _OneLineError(f"{err.format_message().rstrip('.')} (see `{where} --help`)", err.exit_code) from None
 
 
@@ -51,7 +69,7 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, _terminate)
-        with friendly_errors(), _usage_in_one_line():
+        with friendly_errors(), _usage_in_one_line(ctx):
             return super().invoke(ctx)
 
 

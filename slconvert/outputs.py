@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from .checkpoint import follow_umask
 from .errors import SlconvertError
 
-__all__ = ["inside", "check_output_dir", "written_atomically", "write_text_atomically"]
+__all__ = ["inside", "check_output_dir", "written_atomically", "write_text_atomically", "removed_on_failure"]
 
 
 def inside(child: Path, parent: Path) -> bool:
@@ -80,3 +82,43 @@ def write_text_atomically(path: Path, text: str) -> Path:
     with written_atomically(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+@contextlib.contextmanager
+def removed_on_failure(out: Path, *, finished: Callable[[], Iterable[Path]] | None = None) -> Iterator[Path]:
+    """Create the output folder `out` for one run's result files; if the run fails or is interrupted, remove what
+    it added (its files, and the folders it created: `out` and its missing parents), so that a failure leaves no
+    half-done file. What was in `out` before is never removed (a file the run rewrote keeps its new, whole content).
+
+    finished: the result files the run has finished so far (an evaluation's finished modes, a benchmark's JSON
+    rewritten after every length and marked incomplete until the end). Those stay, with one line naming them:
+    minutes of measurements are not thrown away because a later step failed."""
+    out = Path(out)
+    created = [folder for folder in (out, *out.absolute().parents) if not folder.exists()]
+    before = set() if created else {entry.name for entry in out.iterdir()}
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SlconvertError(f"cannot create {out} ({err.strerror or err}); choose a writable location") from None
+    try:
+        yield out
+    except BaseException:
+        kept = sorted({Path(p).name for p in (finished() if finished else ())
+                       if Path(p).parent.absolute() == out.absolute() and Path(p).is_file()} - before)
+        for entry in list(out.iterdir()) if out.is_dir() else []:
+            if entry.name not in before and entry.name not in kept:
+                with contextlib.suppress(OSError):  # the run's own error is the one to show
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
+        if kept:
+            print(f"note: the results finished before the failure are kept in {out}: {', '.join(kept)}",
+                  file=sys.stderr)
+            raise
+        for folder in created:  # deepest first, up to the first that someone else's files keep
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 from pathlib import Path
 
 import pytest
@@ -29,11 +30,19 @@ def _refused(args: list[str], needle: str) -> str:
     (["convert", "a", "b", "--search-key", "bad"], "'bad' is not one of 'anchor', 'span_mean'"),
     (["eval", "m", "--samples", "x"], "'x' is not a valid integer"),
     (["train"], "Missing argument 'RECIPE'"),
+    (["convert", "src", "--seed"], "Option '--seed' requires an argument"),
 ])
 def test_usage_mistakes_are_one_line_naming_the_help(args, needle):
     line = _refused(args, needle)
     command = "slconvert " + args[0] if args[0] in main.commands else "slconvert"
     assert line.endswith(f"(see `{command} --help`)")
+
+
+def test_no_command_prints_the_help():
+    result = CliRunner().invoke(main, [], prog_name="slconvert")
+    assert result.exit_code == 0 and result.stderr == ""
+    assert result.stdout == CliRunner().invoke(main, ["--help"], prog_name="slconvert").stdout
+    assert result.stdout.startswith("Usage: slconvert [OPTIONS] COMMAND")
 
 
 def test_help_and_version_still_exit_zero():
@@ -137,3 +146,69 @@ def test_a_haystack_that_is_no_name_nor_text_is_named(tmp_path):
     binary = tmp_path / "blob.txt"
     binary.write_bytes(b"\x00\x01\x02" * 100)
     _refused([*eval_niah, str(binary)], "is not text (it holds NUL bytes)")
+
+
+def _shown(stderr: str) -> list[str]:
+    """stderr as a terminal shows it: of each line, what the last carriage return left."""
+    return [line.rsplit("\r", 1)[-1] for line in stderr.rstrip("\n").split("\n")]
+
+
+def _failing_bench(monkeypatch, write_first_step: bool):
+    """`slconvert bench --quick` on a stand-in GPU whose benchmark fails at its second step, after writing its first
+    step's partial result or not."""
+    import torch
+
+    import slconvert.benchmark
+    import slconvert.benchmark.host
+
+    def fails_on_the_second_step(cfg, progress, partial_result):
+        progress("forward 16384")
+        if write_first_step:
+            partial_result({"rows": [{"length": 16384}], "complete": False})
+        progress("decode 16384")
+        raise SlconvertError("out of memory at 32768; pass --lengths without it")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(slconvert.benchmark.host, "device_name", lambda *_: "Test GPU")
+    monkeypatch.setattr(slconvert.benchmark, "run_benchmark", fails_on_the_second_step)
+
+
+def test_a_layer_bench_failing_before_its_first_result_ends_its_progress_line_and_removes_its_folder(
+        tmp_path, monkeypatch):
+    _failing_bench(monkeypatch, write_first_step=False)
+    result = CliRunner().invoke(main, ["bench", "--quick", "--out", str(tmp_path / "bench")])
+    assert result.exit_code == 2
+    assert _shown(result.stderr)[-1].startswith("error: out of memory at 32768"), repr(result.stderr)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_layer_bench_failing_after_a_result_keeps_the_results_so_far_marked_incomplete(tmp_path, monkeypatch):
+    _failing_bench(monkeypatch, write_first_step=True)
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(main, ["bench", "--quick", "--out", str(out)])
+    assert result.exit_code == 2
+    shown = _shown(result.stderr)
+    assert shown[-1].startswith("error: out of memory at 32768"), repr(result.stderr)
+    assert shown[-2] == f"note: the results finished before the failure are kept in {out}: bench.json"
+    kept = json.loads((out / "bench.json").read_text())
+    assert kept["complete"] is False and kept["rows"] == [{"length": 16384}]
+
+
+def test_a_model_bench_on_a_full_disk_ends_its_progress_line_and_keeps_what_was_there(tmp_path, monkeypatch):
+    from slconvert.assets import TINY_CONVERTED
+
+    out = tmp_path / "bench"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    result = CliRunner().invoke(main, ["bench", "--model", str(TINY_CONVERTED), "--lengths", "32", "--chunk", "32",
+                                       "--decode-tokens", "1", "--no-compile", "--no-dense", "--device", "cpu",
+                                       "--out", str(out)])
+    monkeypatch.undo()
+    assert result.exit_code == 2
+    assert _shown(result.stderr)[-1].startswith("error: cannot write"), repr(result.stderr)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]

@@ -113,12 +113,15 @@ def test_teacher_forced_perplexity_span_recall_and_tasks(checkpoints, tmp_path):
 
 
 def test_refuses_prompts_over_the_context(checkpoints, tmp_path):
+    """A length over the limit is refused before any model loads (tests/test_eval_bad_input.py); a prompt that fits
+    but whose answer does not, once it is built."""
     _, converted = checkpoints
     result = _eval(converted, "--niah", "--niah-style", "slconvert", "--lengths", "400", "--depths", "50",
-                   "--samples", "1", "--max-length", "380", "--out", tmp_path / "a")
+                   "--samples", "1", "--max-length", "402", "--out", tmp_path / "a")
     assert result.exit_code == 2
-    assert "error: prompts of length 400 (needs" in result.output and "do not fit the model's 380" in result.output
+    assert "error: prompts of length 400 (needs" in result.output and "do not fit the model's 402" in result.output
     assert "Traceback" not in result.output
+    assert not (tmp_path / "a").exists()
 
 
 def test_skips_and_counts_prompts_over_the_context(checkpoints, tmp_path):
@@ -154,6 +157,8 @@ def test_bad_input_is_one_line(checkpoints, tmp_path, args, message):
 def test_niah_scores_models_whose_answers_are_known(tmp_path, monkeypatch):
     """RULER-style prompts by default: a model that copies the asked needle scores 100, one that never answers 0."""
     monkeypatch.setattr(models, "load_eval_model", lambda path, **_: oracle_model(TINY_TEACHER, path.name))
+    for name in ("copy", "never"):  # checked as checkpoints before loading
+        (tmp_path / name).symlink_to(TINY_TEACHER, target_is_directory=True)
     out = tmp_path / "out"
     result = _eval(tmp_path / "copy", "--niah", "--lengths", "400,512", "--depths", "0,50,100", "--samples", "2",
                    "--compare", tmp_path / "never", "--out", out)

@@ -277,9 +277,12 @@ def ruler_essay_answers(out: Path, essays: Path) -> None:
     from slconvert.evaluation.lmeval import ruler_essay_haystack
 
     models.load_eval_model = lambda path, **_: oracle_model(TINY_TEACHER, path.name)
-    result = CliRunner().invoke(main, ["eval", "copy", "--compare", "never", "--tasks", "niah_single_2",
-                                       "--ruler-essays", str(essays), "--task-lengths", "1024", "--limit", "2",
-                                       "--device", "cpu", "--out", str(out / "eval")])
+    for name in ("copy", "never"):  # checked as checkpoints before loading
+        (out / name).symlink_to(TINY_TEACHER, target_is_directory=True)
+    result = CliRunner().invoke(main, ["eval", str(out / "copy"), "--compare", str(out / "never"),
+                                       "--tasks", "niah_single_2", "--ruler-essays", str(essays),
+                                       "--task-lengths", "1024", "--limit", "2", "--device", "cpu",
+                                       "--out", str(out / "eval")])
     assert result.exit_code == 0, result.output
     with ruler_essay_haystack(essays):  # lm-eval's task module, first imported here, reads the folder
         from lm_eval.tasks.ruler.niah_utils import niah_single_2

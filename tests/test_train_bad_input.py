@@ -12,7 +12,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from test_train_helpers import converted
 
@@ -69,7 +71,7 @@ def _recipe_cli(tmp_path: Path, text: bytes | str, *overrides: str) -> str:
 def test_a_binary_recipe_file_is_one_line(tmp_path):
     """Random bytes used to end in a UnicodeDecodeError traceback."""
     line = _recipe_cli(tmp_path, random.Random(0).randbytes(512))
-    assert "is not a UTF-8 YAML file" in line and "recipe.yaml" in line
+    assert "is not UTF-8 text" in line and "recipe.yaml" in line
 
 
 @pytest.mark.parametrize("text, name", [
@@ -239,3 +241,114 @@ def test_a_full_disk_removes_the_partial_directory_and_keeps_the_checkpoint(mode
         assert result.exit_code == 0 and "all 1 steps are trained" in result.stderr, result.output
         assert (out / "config.json").stat().st_size > 0
         assert json.loads((out / "training_summary.json").read_text())["steps"] == 1
+
+
+@pytest.mark.parametrize("where, error", [
+    ("final model", SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")),
+    ("checkpoint", SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")),
+    ("checkpoint", RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")),
+], ids=["final model, safetensors", "checkpoint, safetensors", "checkpoint, torch.save"])
+def test_a_full_disk_in_the_libraries_writers_is_one_line(model, tmp_path, monkeypatch, where, error):
+    """safetensors and torch.save report a full disk with their own errors (what each raised on a full tmpfs), not
+    an OSError: they used to end in a traceback and leave the `.partial` directory. Each writer fails, after a few
+    bytes, once it writes into the final model's (after a one-step run's checkpoint) or step 2's checkpoint's."""
+    import transformers.modeling_utils
+
+    failing = ".final.partial" if where == "final model" else ".step-000002.partial"
+    patched = transformers.modeling_utils if isinstance(error, SafetensorError) else torch
+    name = "safe_save_file" if isinstance(error, SafetensorError) else "save"
+    real = getattr(patched, name)
+
+    def full_disk(obj, path, *args, **kwargs):
+        if failing not in str(path):
+            return real(obj, path, *args, **kwargs)
+        Path(path).write_bytes(b"\0" * 64)
+        raise error
+
+    monkeypatch.setattr(patched, name, full_disk)
+    out = tmp_path / "run"
+    steps = 1 if where == "final model" else 2
+    line = _last_error(*_train(RECIPE, "--model", model, "--output", out, f"max_steps={steps}", *SMALL))
+    assert (f"the final model into {out}" if where == "final model" else "step-000002") in line
+    assert "free space, then --resume" in line
+    assert ("no space left on device" if isinstance(error, SafetensorError) else "unexpected pos 576 vs 534") in line
+    assert not [p for p in out.rglob("*") if p.name.endswith(".partial")]
+    assert not (out / "config.json").exists()
+    assert latest_checkpoint(out).name == "step-000001"
+
+
+# ----- resuming: the metrics log, the checkpoint's state files -----
+
+def test_a_half_written_last_metrics_line_is_dropped_on_resume(model, finished, tmp_path):
+    """A run killed while it appended to metrics.jsonl leaves a last line without its end: it used to end in a
+    JSONDecodeError traceback. The line belongs to a step after the checkpoint, which the resumed run redoes."""
+    out = _copy(finished, tmp_path)
+    log = out / "metrics.jsonl"
+    whole = log.read_text()
+    with open(log, "a") as handle:
+        handle.write('{"step": 3, "loss": 0.12')
+    code, stderr = _train(RECIPE, "--model", model, "--output", out, "--resume", "max_steps=3", *SMALL)
+    assert code == 0 and "Traceback" not in stderr, stderr
+    text = log.read_text()
+    assert text.startswith(whole) and text.endswith("\n")
+    records = [json.loads(line) for line in text.splitlines()]
+    assert [r["step"] for r in records if "loss" in r and "event" not in r] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("damage, said", [
+    ("binary", "line 1 is not UTF-8 text"),
+    ("a line of garbage", "line 2 is not JSON"),
+    ("a line that is no object", "line 2 is not a JSON object"),
+    ("binary tail", "line {last} is not UTF-8 text"),
+])
+def test_a_damaged_metrics_log_is_one_line_and_changes_nothing(model, finished, tmp_path, damage, said):
+    """Garbage that no interrupted write leaves used to end in a JSONDecodeError or UnicodeDecodeError traceback,
+    after recipe.yaml was rewritten. It is now refused before the model is loaded."""
+    out = _copy(finished, tmp_path)
+    log = out / "metrics.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    garbage = {"binary": random.Random(0).randbytes(512) + b"\n",
+               "a line of garbage": lines[0] + b"loss went down\n" + b"".join(lines[1:]),
+               "a line that is no object": lines[0] + b"[1, 2]\n" + b"".join(lines[1:]),
+               "binary tail": b"".join(lines) + b"\xff\xfe\x00\x81"}[damage]
+    log.write_bytes(garbage)
+    before = _snapshot(out)
+    line = _one_error(*_train(RECIPE, "--model", model, "--output", out, "--resume", "max_steps=3", *SMALL))
+    assert f"{log} {said.format(last=len(lines) + 1)}" in line and "move the file away" in line
+    assert _snapshot(out) == before
+
+
+@pytest.mark.parametrize("name", ["optimizer.bin", "scheduler.bin", "model.safetensors", "random_states_0.pkl"])
+def test_a_state_file_deleted_from_the_checkpoint_is_named_before_loading(model, finished, tmp_path, name):
+    """A deleted optimizer.bin was found by accelerate once the model was loaded, and the line quoted the
+    FileNotFoundError; a deleted random_states_0.pkl was skipped in silence."""
+    out = _copy(finished, tmp_path)
+    checkpoint = latest_checkpoint(out)
+    (checkpoint / "state" / name).unlink()
+    before = _snapshot(out)
+    line = _one_error(*_train(RECIPE, "--model", model, "--output", out, "--resume", "max_steps=3", *SMALL))
+    assert f"the checkpoint {checkpoint} is incomplete or damaged (state/{name} is missing)" in line
+    assert "Errno" not in line
+    assert _snapshot(out) == before
+
+
+def test_a_truncated_random_state_is_refused(model, finished, tmp_path):
+    """accelerate skips random states that do not load, in silence: the run went on with other dropout masks."""
+    out = _copy(finished, tmp_path)
+    checkpoint = latest_checkpoint(out)
+    os.truncate(checkpoint / "state" / "random_states_0.pkl", 100)
+    before = _snapshot(out)
+    line = _one_error(*_train(RECIPE, "--model", model, "--output", out, "--resume", "max_steps=3", *SMALL))
+    assert f"the checkpoint {checkpoint} is incomplete or damaged (random_states_0.pkl is truncated" in line
+    assert _snapshot(out) == before
+
+
+@pytest.mark.parametrize("pattern", ["*.routr.*", "self_attn"])
+def test_a_trainable_pattern_that_matches_nothing_is_named_before_loading(model, tmp_path, pattern):
+    """The line came after the weights loaded (their progress bar before it) and showed one name of the model."""
+    out = tmp_path / "run"
+    line = _one_error(*_train(RECIPE, "--model", model, "--output", out, f"trainable=[{pattern!r}]",
+                              "max_steps=1", *SMALL))
+    assert f"trainable pattern {pattern!r} matches no parameter" in line
+    assert line.count("'model.") >= 3 and "fix the pattern" in line
+    assert not out.exists()

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import SlconvertError
-from ..outputs import check_output_dir
+from ..outputs import check_output_dir, removed_on_failure
 
 __all__ = ["bench", "model_bench_settings", "bench_and_report"]
 
@@ -117,18 +117,18 @@ def bench(out_dir: Path, quick: bool, lengths: str | None, settings: tuple, pass
         cfg.million = False
     click.echo(f"GPU: {device_name()}")
     n_steps = len(cfg.lengths) * len(cfg.passes) + int(cfg.million)
-    bar = tqdm(total=n_steps, desc="bench", unit="step")
 
     def progress(label: str) -> None:
         bar.set_postfix_str(label)
         bar.update(1)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result = run_benchmark(cfg, progress, lambda partial: write_json(partial, out_dir / "bench.json"))
-    bar.close()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(result, out_dir / "bench.json")
-    plot_times(result, out_dir / "bench.png")
+    # A failure before the first step's result removes what this run wrote, one after it keeps the results so far
+    # (bench.json, marked incomplete); the bar is closed first, so that the error starts a line of its own.
+    with removed_on_failure(out_dir, finished=lambda: [out_dir / "bench.json"]):
+        with tqdm(total=n_steps, desc="bench", unit="step") as bar:
+            result = run_benchmark(cfg, progress, lambda partial: write_json(partial, out_dir / "bench.json"))
+        write_json(result, out_dir / "bench.json")
+        plot_times(result, out_dir / "bench.png")
     click.echo(format_table(result))
     click.echo(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.png'}")
 
@@ -177,23 +177,25 @@ def model_bench_settings(path: Path | None, lengths: str | None, chunk: str | No
 
 def bench_and_report(model, cfg, out_dir: Path, *, name: str | None = None, origin: str | None = None) -> dict:
     """Run the whole-model benchmark on a live model with a progress bar, write model_bench.json/.png/.md under
-    `out_dir` (after every length too) and print the card; returns the result."""
+    `out_dir` (after every length too, so that a run cut short leaves its numbers) and print
+    the card; returns the result."""
     from tqdm import tqdm
 
     from ..benchmark.model import bench_model
     from ..benchmark.model_report import format_card, write_outputs
-
-    bar = tqdm(total=len(cfg.lengths) * 3 * (2 if cfg.dense else 1), desc="model bench", unit="phase")
 
     def progress(label: str, units: int) -> None:
         bar.set_postfix_str(label)
         if units:
             bar.update(units)
 
-    result = bench_model(model, cfg, progress, lambda partial: write_outputs(partial, out_dir), name=name,
-                         origin=origin)
-    bar.close()
-    paths = write_outputs(result, out_dir)
+    # As `bench`: a failure keeps the lengths measured so far (model_bench.json, marked incomplete), else removes
+    # what this run wrote; the bar is closed first, so that the error starts a line of its own.
+    with removed_on_failure(out_dir, finished=lambda: [out_dir / "model_bench.json"]):
+        with tqdm(total=len(cfg.lengths) * 3 * (2 if cfg.dense else 1), desc="model bench", unit="phase") as bar:
+            result = bench_model(model, cfg, progress, lambda partial: write_outputs(partial, out_dir), name=name,
+                                 origin=origin)
+        paths = write_outputs(result, out_dir)
     click.echo(format_card(result))
     click.echo(f"wrote {paths['json']}, {paths['png']} and {paths['md']}")
     return result

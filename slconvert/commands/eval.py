@@ -6,7 +6,6 @@ inputs. Every run writes its files to --out and ends with summary.json / summary
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import click
 
 from ..devices import resolve_device
 from ..errors import SlconvertError
-from ..outputs import check_output_dir
+from ..outputs import check_output_dir, removed_on_failure
 
 _DEFAULT_DEPTHS = ",".join(str(d) for d in range(0, 101, 10))
 _MAX_VALUES = 1000  # a list option giving more values than this is a typo (a range's step), not a grid
@@ -114,7 +113,9 @@ def eval_command(model, niah, niah_style, lengths, depths, samples, haystack, ch
                  span_length, max_length, skip_too_long, device, dtype, seed, out):
     """Evaluate MODEL (converted or not): --niah, --ruler, --tasks, --perplexity and/or --span-recall."""
     from ..evaluation import report
-    from ..evaluation.models import load_eval_model
+    from ..evaluation.models import check_eval_checkpoint, load_eval_model
+    from ..evaluation.niah_run import check_cells, lengths_over
+    from ..evaluation.perplexity import load_documents
     from ..evaluation.runner import RunContext, run_niah, run_perplexity, run_span_recall, run_tasks
     from ..tasks.niah import STYLES
 
@@ -129,6 +130,8 @@ def eval_command(model, niah, niah_style, lengths, depths, samples, haystack, ch
     depth_list = _numbers(depths, "--depths", float) if niah else []
     if any(n < 1 for n in length_list):
         raise SlconvertError(f"--lengths {lengths} must be positive token counts")
+    if niah:
+        check_cells(depth_list, samples)
     task_length_list = _numbers(task_lengths, "--task-lengths") if task_lengths else None
     try:
         metadata = json.loads(task_metadata) if task_metadata else {}
@@ -149,25 +152,33 @@ def eval_command(model, niah, niah_style, lengths, depths, samples, haystack, ch
     check_output_dir(out, {"MODEL": model, "--compare": base})
     resolve_device(device)
 
-    if tasks:  # unknown task files, refused tasks and a missing essay folder fail now, before any model is loaded
-        from ..evaluation.lmeval import resolve_tasks
+    # Everything below reads the inputs, and nothing loads a model, so that bad input fails in seconds.
+    if tasks:  # task files and names lm-eval does not know, refused tasks and a missing essay folder
+        from ..evaluation.lmeval import check_tasks
 
-        resolve_tasks(tasks, ruler_essays)
+        check_tasks(tasks, ruler_essays)
     elif ruler_essays is not None:
         raise SlconvertError("--ruler-essays is read only by lm-eval's RULER essay tasks; add --ruler or name them "
                              "in --tasks, or leave --ruler-essays out")
-    if niah:  # a missing or unknown haystack fails now, before any model is loaded
+    if niah:  # a missing or unknown haystack
         from ..tasks.haystack import load_haystack
 
         load_haystack(haystack, seed, niah_style)
     for option, value in (("--perplexity", ppl_path), ("--span-text", span_text)):
         if value and not Path(value).expanduser().exists():
             raise SlconvertError(f"{option} {value} does not exist; pass a text file, a .jsonl file or a folder")
+    docs = load_documents(ppl_path) if ppl_path else None
+    span_texts = [text for _, text in load_documents(span_text)] if span_recall and span_text else None
+    limits = [check_eval_checkpoint(path, max_length) for path in (model, base) if path is not None]
+    if niah:  # lengths no prompt of which fits the tightest context (RunContext.max_length): never built
+        lengths_over(length_list, min((n for n in limits if n is not None), default=None), niah_style,
+                     skip_too_long)
 
     em = load_eval_model(model, device=device, dtype=dtype, max_length=max_length)
     base_em = load_eval_model(base, device=device, dtype=dtype, max_length=max_length) if base else None
-    with _folder_kept_only_with_results(out):
-        ctx = RunContext(out=out, model=em, base=base_em, seed=seed, skip_too_long=skip_too_long, echo=click.echo)
+    ctx = RunContext(out=out, model=em, base=base_em, seed=seed, skip_too_long=skip_too_long, echo=click.echo)
+    finished: list[str] = []  # the files of the modes that finished: a later failure keeps them
+    with removed_on_failure(out, finished=lambda: finished):
         results, sections = {}, []
         if niah:
             results["niah"], text = run_niah(ctx, task=niah_task, lengths=length_list, depths=depth_list,
@@ -175,17 +186,21 @@ def eval_command(model, niah, niah_style, lengths, depths, samples, haystack, ch
                                              value_kind=value_kind, chunk=chunk_size, style=niah_style,
                                              chat=chat_template, batch=batch_size)
             sections.append(text)
+            finished[:] = ctx.files
         if tasks:
             results["lm_eval"], text = run_tasks(ctx, tasks, batch_size=batch_size, limit=limit,
                                                  task_lengths=task_length_list, task_metadata=metadata,
                                                  essays=ruler_essays)
             sections.append(text)
+            finished[:] = ctx.files
         if ppl_path:
-            results["perplexity"], text = run_perplexity(ctx, ppl_path, chunk=chunk_size)
+            results["perplexity"], text = run_perplexity(ctx, ppl_path, docs, chunk=chunk_size)
             sections.append(text)
+            finished[:] = ctx.files
         if span_recall:
-            results["span_recall"], text = run_span_recall(ctx, text_path=span_text, length=span_length)
+            results["span_recall"], text = run_span_recall(ctx, texts=span_texts, length=span_length)
             sections.append(text)
+            finished[:] = ctx.files
 
         command = {"argv": sys.argv[1:], "model": str(model), "compare": str(base) if base else None,
                    "niah": {"task": niah_task, "mode": mode, "style": niah_style, "chat_template": chat_template,
@@ -201,19 +216,6 @@ def eval_command(model, niah, niah_style, lengths, depths, samples, haystack, ch
         paths = report.write_summary(out, command=command, seeds={"seed": seed}, models=models, results={
             **{k: _headline(k, v) for k, v in results.items()}, "files": ctx.files}, sections=sections)
         click.echo(f"wrote {len(ctx.files) + len(paths)} files to {out} (summary: {paths[1]})")
-
-
-@contextlib.contextmanager
-def _folder_kept_only_with_results(out: Path):
-    """Create OUT for the results; if the run fails before writing any, remove the folder it created."""
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        yield
-    except BaseException:
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
-        raise
 
 
 def _headline(mode: str, result: dict) -> dict:

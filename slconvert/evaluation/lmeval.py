@@ -16,9 +16,11 @@ import re
 from pathlib import Path
 
 from ..errors import SlconvertError
+from ..inputs import read_user_text
 
-__all__ = ["register", "resolve_tasks", "run_lm_eval", "shipped_tasks_dir", "offline_environment", "no_downloads",
-           "RULER_OFFLINE", "RULER_ESSAY_TASKS", "with_ruler", "essay_files", "ruler_essay_haystack"]
+__all__ = ["register", "resolve_tasks", "check_tasks", "task_manager", "run_lm_eval", "shipped_tasks_dir",
+           "offline_environment", "no_downloads", "RULER_OFFLINE", "RULER_ESSAY_TASKS", "with_ruler", "essay_files",
+           "ruler_essay_haystack"]
 
 MODEL_NAME = "slconvert"
 
@@ -197,7 +199,7 @@ def ruler_essay_haystack(folder: str | Path):
       one.
     """
     files = essay_files(folder)
-    texts = [f.read_text(encoding="utf-8", errors="replace") for f in files]
+    texts = [read_user_text(f, "essay file", ESSAYS_HINT) for f in files]
     words = re.sub(r"\s+", " ", " ".join(texts)).split(" ")
     if not any(words):
         raise SlconvertError(f"the .txt files under --ruler-essays {folder} are empty; {ESSAYS_HINT}")
@@ -275,6 +277,30 @@ def resolve_tasks(spec: str, essays: str | Path | None = None) -> tuple[list[str
     return names, list(dict.fromkeys(include))
 
 
+def task_manager(names: list[str], include: list[str], metadata: dict | None = None):
+    """lm-eval's TaskManager for `names` (`resolve_tasks`' names and include path); an unknown name is refused in
+    one line. Indexing lm-eval's thousands of built-in task files takes seconds: only done when a name needs it."""
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_path=include, metadata=metadata, include_defaults=False)
+    if any(n not in manager.all_tasks for n in names):
+        manager = TaskManager(include_path=include, metadata=metadata)
+    unknown = [n for n in names if n not in manager.all_tasks]
+    if unknown:
+        raise SlconvertError(f"unknown lm-eval task(s) {unknown}; shipped offline tasks: "
+                             f"{', '.join(sorted(t for t in manager.all_tasks if t.startswith('slc_')))}")
+    return manager
+
+
+def check_tasks(spec: str, essays: str | Path | None = None) -> None:
+    """Everything `run_lm_eval` refuses about `--tasks` and `--ruler-essays` before it needs a model (files, refused
+    tasks, a missing essay folder, names lm-eval does not know), for a command to check before loading one."""
+    offline_environment()
+    names, include = resolve_tasks(spec, essays)
+    with no_downloads():
+        task_manager(names, include)
+
+
 def run_lm_eval(em, spec: str, *, max_length: int, batch_size: int = 1, limit: int | None = None,
                 seed: int = 0, task_lengths: list[int] | None = None, task_metadata: dict | None = None,
                 log_samples: bool = False, essays: str | Path | None = None) -> dict:
@@ -296,20 +322,12 @@ def run_lm_eval(em, spec: str, *, max_length: int, batch_size: int = 1, limit: i
 def _run_lm_eval(em, names: list[str], include: list[str], *, max_length: int, batch_size: int, limit: int | None,
                  seed: int, task_lengths: list[int] | None, task_metadata: dict | None, log_samples: bool) -> dict:
     import lm_eval
-    from lm_eval.tasks import TaskManager
 
     metadata = {"pretrained": str(em.path), "tokenizer": str(em.path), "max_length": max_length, "seed": seed,
                 **(task_metadata or {})}
     if task_lengths:
         metadata["max_seq_lengths"] = list(task_lengths)
-    # Indexing lm-eval's thousands of built-in task files takes seconds: only do it when a name needs it.
-    manager = TaskManager(include_path=include, metadata=metadata, include_defaults=False)
-    if any(n not in manager.all_tasks for n in names):
-        manager = TaskManager(include_path=include, metadata=metadata)
-    unknown = [n for n in names if n not in manager.all_tasks]
-    if unknown:
-        raise SlconvertError(f"unknown lm-eval task(s) {unknown}; shipped offline tasks: "
-                             f"{', '.join(sorted(t for t in manager.all_tasks if t.startswith('slc_')))}")
+    manager = task_manager(names, include, metadata)
     lm = register()(pretrained=em.model, tokenizer=em.tokenizer, max_length=max_length, batch_size=batch_size)
     results = lm_eval.simple_evaluate(model=lm, tasks=names, task_manager=manager, limit=limit,
                                       log_samples=log_samples, random_seed=seed, numpy_random_seed=seed,

@@ -17,7 +17,8 @@ from ..devices import resolve_device
 from ..dtypes import resolve_dtype
 from ..errors import SlconvertError
 
-__all__ = ["EvalModel", "load_eval_model", "cache_keyword", "forward", "last_logits", "greedy_generate"]
+__all__ = ["EvalModel", "check_eval_checkpoint", "load_eval_model", "cache_keyword", "forward", "last_logits",
+           "greedy_generate"]
 
 @dataclass
 class EvalModel:
@@ -41,15 +42,31 @@ class EvalModel:
 
 
 def config_max_length(config) -> int | None:
-    """The context length a checkpoint declares (max_position_embeddings or alike), if any."""
-    for cfg in (getattr(config, "text_config", None), config):
+    """The context length a checkpoint declares (max_position_embeddings or alike), if any. `config`: a loaded
+    model's config, or config.json read as a dict."""
+
+    def field(cfg, name: str):
+        return cfg.get(name) if isinstance(cfg, dict) else getattr(cfg, name, None)
+
+    for cfg in (field(config, "text_config"), config):
         if cfg is None:
             continue
         for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx"):
-            value = getattr(cfg, attr, None)
-            if isinstance(value, int) and value > 0:
+            value = field(cfg, attr)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
                 return value
     return None
+
+
+def check_eval_checkpoint(path, max_length: int | None = None) -> int | None:
+    """What `load_eval_model` checks before it reads any weights (a checkpoint directory, its config.json, its
+    safetensors headers), for a command to make on every model it compares before the first one loads; returns
+    the context limit known from the files alone: `max_length` when given, else what config.json declares (None
+    when it declares none: the loaded model's config may still give a default)."""
+    from ..checkpoint import check_checkpoint, read_config
+
+    check_checkpoint(path)
+    return max_length if max_length is not None else config_max_length(read_config(path))
 
 
 def _is_converted(path: Path) -> bool:

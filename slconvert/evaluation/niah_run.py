@@ -19,7 +19,7 @@ from ..tasks.niah import STYLES, NiahSample, build_sample, depth_ranges, generat
 from .models import EvalModel, greedy_generate, last_logits
 from .niah import score_teacher_forced
 
-__all__ = ["NiahGrid", "build_grid", "run_grid", "grid_table", "MODES"]
+__all__ = ["NiahGrid", "check_cells", "lengths_over", "build_grid", "run_grid", "grid_table", "MODES"]
 
 MODES = ("generate", "teacher")
 
@@ -46,36 +46,69 @@ def needed_tokens(tokenizer, sample: NiahSample, mode: str) -> int:
     return len(sample.input_ids) + (generation_budget(sample, gold) if mode == "generate" else gold)
 
 
+def check_cells(depths: list[float], samples: int) -> None:
+    """Refuse, in one line, a grid whose rows are no depths (percentages of the context, 0..100) or whose cells
+    hold no prompt: the grid's shape alone shows it, before any model is loaded."""
+    if samples < 1:
+        raise SlconvertError(f"--samples {samples} must be at least 1")
+    outside = [f"{depth:g}" for depth in depths if not 0 <= depth <= 100]
+    if outside:
+        raise SlconvertError(f"--depths {', '.join(outside)} {'is' if len(outside) == 1 else 'are'} outside 0..100; "
+                             "depths are percentages of the context, e.g. 0,50,100")
+
+
+def lengths_over(lengths: list[int], max_length: int | None, style: str, skip_too_long: bool) -> list[int]:
+    """The lengths whose prompts cannot fit `max_length` tokens whatever their text: a prompt takes the length less
+    the style's generation budget (RULER counts it in the length), and its answer at least one token more.
+
+    Refused in one line unless `skip_too_long`; either way their prompts are never built, since building a prompt
+    of millions of tokens takes hours. Known before any model is loaded (the limit is in config.json), so the
+    command checks them there; a prompt within this bound whose answer does not fit is found by `build_grid`."""
+    budget = STYLES[style].budget or 0
+    over = [length for length in lengths if max_length is not None and length - budget + 1 > max_length]
+    if over and not skip_too_long:
+        raise _too_long([str(length) for length in over], max_length)
+    return over
+
+
+def _too_long(lengths: list[str], max_length: int) -> SlconvertError:
+    return SlconvertError(f"prompts of length {', '.join(lengths)} do not fit the model's {max_length} tokens; drop "
+                          "those --lengths, raise --max-length, or pass --skip-too-long to skip and count them")
+
+
 def build_grid(tokenizer, haystack: Haystack, *, task: str, lengths: list[int], depths: list[float],
                samples: int, seed: int, key_kind: str, value_kind: str, max_length: int | None, mode: str,
                skip_too_long: bool, style: str = "slconvert", chat: bool = False) -> NiahGrid:
     """Every prompt of the grid. style "slconvert" (the default here) builds this tool's own prompts; "ruler"
     RULER's, each prompt's depth drawn at random within its row's range (see `slconvert.tasks.niah`)."""
-    if samples < 1:
-        raise SlconvertError(f"--samples {samples} must be at least 1")
+    check_cells(depths, samples)
     if mode not in MODES:
         raise SlconvertError(f"unknown NIAH mode {mode!r}; use one of {', '.join(MODES)}")
     if style not in STYLES:
         raise SlconvertError(f"unknown NIAH prompt style {style!r}; use one of {', '.join(STYLES)}")
+    unbuilt = set(lengths_over(lengths, max_length, style, skip_too_long))
     grid = NiahGrid(task=task, lengths=list(lengths), depths=list(depths), samples=[], style=style)
     ranges = dict(zip(depths, depth_ranges(list(depths)))) if STYLES[style].random_depths else {}
     too_long: list[str] = []
     cells = [(length, depth) for length in lengths for depth in depths]
-    for length, depth in tqdm(cells, desc=f"building {task} prompts", leave=False):
-        for index in range(samples):
-            sample = build_sample(tokenizer, haystack, task, length, depth, index, seed=seed, key_kind=key_kind,
-                                  value_kind=value_kind, style=style, depth_range=ranges.get(depth), chat=chat)
-            need = needed_tokens(tokenizer, sample, mode)
-            if max_length is not None and need > max_length:
-                grid.skipped.append({"length": length, "depth": depth, "sample": index, "needed_tokens": need,
-                                     "max_length": max_length, "reason": "does not fit the model's context"})
-                too_long.append(f"{length} (needs {need})")
-                continue
-            grid.samples.append(sample)
+    with tqdm(cells, desc=f"building {task} prompts", leave=False) as progress:
+        for length, depth in progress:
+            for index in range(samples):
+                skipped = {"length": length, "depth": depth, "sample": index, "max_length": max_length,
+                           "reason": "does not fit the model's context"}
+                if length in unbuilt:
+                    grid.skipped.append(skipped)
+                    continue
+                sample = build_sample(tokenizer, haystack, task, length, depth, index, seed=seed, key_kind=key_kind,
+                                      value_kind=value_kind, style=style, depth_range=ranges.get(depth), chat=chat)
+                need = needed_tokens(tokenizer, sample, mode)
+                if max_length is not None and need > max_length:
+                    grid.skipped.append({**skipped, "needed_tokens": need})
+                    too_long.append(f"{length} (needs {need})")
+                    continue
+                grid.samples.append(sample)
     if too_long and not skip_too_long:
-        shown = ", ".join(sorted(set(too_long), key=lambda s: int(s.split()[0])))
-        raise SlconvertError(f"prompts of length {shown} do not fit the model's {max_length} tokens; drop those "
-                             "--lengths, raise --max-length, or pass --skip-too-long to skip and count them")
+        raise _too_long(sorted(set(too_long), key=lambda s: int(s.split()[0])), max_length)
     return grid
 
 
@@ -91,7 +124,6 @@ def run_grid(em: EvalModel, grid: NiahGrid, *, mode: str, label: str | None = No
     tok = em.tokenizer
     records: list[dict | None] = [None] * len(grid.samples)
     waiting: dict[int, list[tuple[int, list[int], int]]] = {}  # token length -> (index, ids, budget)
-    progress = tqdm(total=len(grid.samples), desc=f"NIAH {grid.task} on {label or em.name}", leave=False)
 
     def generate(group: list[tuple[int, list[int], int]]) -> None:
         stops = _stop_tokens(em, grid.samples[group[0][0]])
@@ -102,28 +134,30 @@ def run_grid(em: EvalModel, grid: NiahGrid, *, mode: str, label: str | None = No
             records[index].update(output=text, score=score_sample(grid.samples[index], text))
         progress.update(len(group))
 
-    for index, sample in enumerate(grid.samples):
-        ids = list(tok(sample.prompt, add_special_tokens=sample.special_tokens)["input_ids"])
-        gold = answer_ids(tok, sample)
-        budget = generation_budget(sample, len(gold))
-        records[index] = {**sample.to_dict(), "model": label or em.name, "mode": mode, "tokens": len(ids)}
-        if em.max_length is not None and len(ids) + (budget if mode == "generate" else len(gold)) > em.max_length:
-            # Only reachable when a comparison model has another tokenizer or a shorter context.
-            records[index].update(score=math.nan, skipped="does not fit the model's context")
-            progress.update(1)
-        elif mode == "generate":
-            group = waiting.setdefault(len(ids), [])
-            group.append((index, ids, budget))
-            if len(group) >= max(1, batch):
-                generate(waiting.pop(len(ids)))
-        else:
-            logits, _ = last_logits(em.model, ids + gold, len(gold) + 1, chunk=prefill_chunk)
-            records[index].update(score_teacher_forced(logits, gold))
-            records[index]["score"] = records[index]["exact"]
-            progress.update(1)
-    for group in waiting.values():
-        generate(group)
-    progress.close()
+    # closed on an error too, so that the error's line does not land inside the bar
+    with tqdm(total=len(grid.samples), desc=f"NIAH {grid.task} on {label or em.name}", leave=False) as progress:
+        for index, sample in enumerate(grid.samples):
+            ids = list(tok(sample.prompt, add_special_tokens=sample.special_tokens)["input_ids"])
+            gold = answer_ids(tok, sample)
+            budget = generation_budget(sample, len(gold))
+            records[index] = {**sample.to_dict(), "model": label or em.name, "mode": mode, "tokens": len(ids)}
+            needs = len(ids) + (budget if mode == "generate" else len(gold))
+            if em.max_length is not None and needs > em.max_length:
+                # Only reachable when a comparison model has another tokenizer or a shorter context.
+                records[index].update(score=math.nan, skipped="does not fit the model's context")
+                progress.update(1)
+            elif mode == "generate":
+                group = waiting.setdefault(len(ids), [])
+                group.append((index, ids, budget))
+                if len(group) >= max(1, batch):
+                    generate(waiting.pop(len(ids)))
+            else:
+                logits, _ = last_logits(em.model, ids + gold, len(gold) + 1, chunk=prefill_chunk)
+                records[index].update(score_teacher_forced(logits, gold))
+                records[index]["score"] = records[index]["exact"]
+                progress.update(1)
+        for group in waiting.values():
+            generate(group)
     return records
 
 

@@ -16,7 +16,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import SlconvertError
-from ..tasks.text import JSONL_SUFFIX, TEXT_SUFFIXES
+from ..inputs import read_user_text
+from ..tasks.text import DOCUMENT_SUFFIXES, JSONL_SUFFIX, TEXT_SUFFIXES
 from .models import EvalModel, forward
 
 __all__ = ["load_documents", "document_nll", "perplexity"]
@@ -31,21 +32,28 @@ def load_documents(path) -> list[tuple[str, str]]:
     docs: list[tuple[str, str]] = []
     for file in files:
         if file.suffix.lower() == JSONL_SUFFIX:
-            for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+            for number, line in enumerate(_read_text(file).split("\n"), start=1):  # JSON may hold a raw U+2028
                 if not line.strip():
                     continue
                 try:
                     text = json.loads(line)["text"]
-                except (json.JSONDecodeError, KeyError, TypeError) as err:
-                    raise SlconvertError(f"{file}:{number} is not a JSON object with a \"text\" field; "
-                                         "write one {\"text\": ...} per line") from err
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    text = None
+                if not isinstance(text, str):
+                    raise SlconvertError(f"{file}:{number} is not a JSON object with a \"text\" string; "
+                                         "write one {\"text\": ...} per line")
                 docs.append((f"{file.name}:{number}", text))
         elif file.suffix.lower() in TEXT_SUFFIXES or not path.is_dir():
-            docs.append((file.name, file.read_text(encoding="utf-8", errors="replace")))
+            docs.append((file.name, _read_text(file)))
     docs = [(name, text) for name, text in docs if text.strip()]
     if not docs:
         raise SlconvertError(f"no documents found in {path}; use .txt/.md files or .jsonl with a \"text\" field")
     return docs
+
+
+def _read_text(file: Path) -> str:
+    """A document's text (`inputs.read_user_text`: UTF-8, no NUL bytes)."""
+    return read_user_text(file, "", f"pass text files ({', '.join(DOCUMENT_SUFFIXES)}), saved as UTF-8")
 
 
 @torch.no_grad()
@@ -74,21 +82,23 @@ def perplexity(em: EvalModel, docs: list[tuple[str, str]], *, chunk: int, skip_t
                label: str | None = None) -> dict:
     """Per-document and pooled (token-weighted) perplexity, plus bits per byte for cross-tokenizer comparison."""
     rows, skipped = [], []
-    for name, text in tqdm(docs, desc=f"perplexity on {label or em.name}", leave=False):
-        ids = list(em.tokenizer(text, add_special_tokens=True)["input_ids"])
-        if em.max_length is not None and len(ids) > em.max_length:
-            if not skip_too_long:
-                raise SlconvertError(f"document {name} has {len(ids)} tokens, over the model's {em.max_length}; "
-                                     "raise --max-length, split the document, or pass --skip-too-long")
-            skipped.append({"document": name, "tokens": len(ids), "max_length": em.max_length})
-            continue
-        if len(ids) < 2:
-            skipped.append({"document": name, "tokens": len(ids), "reason": "fewer than 2 tokens"})
-            continue
-        nll, count = document_nll(em.model, ids, chunk)
-        n_bytes = len(text.encode("utf-8"))
-        rows.append({"model": label or em.name, "document": name, "tokens": len(ids), "scored": count,
-                     "nll": nll, "perplexity": math.exp(nll / count), "bits_per_byte": nll / math.log(2) / n_bytes})
+    with tqdm(docs, desc=f"perplexity on {label or em.name}", leave=False) as progress:  # closed on an error too
+        for name, text in progress:
+            ids = list(em.tokenizer(text, add_special_tokens=True)["input_ids"])
+            if em.max_length is not None and len(ids) > em.max_length:
+                if not skip_too_long:
+                    raise SlconvertError(f"document {name} has {len(ids)} tokens, over the model's "
+                                         f"{em.max_length}; raise --max-length, split the document, or pass "
+                                         "--skip-too-long")
+                skipped.append({"document": name, "tokens": len(ids), "max_length": em.max_length})
+                continue
+            if len(ids) < 2:
+                skipped.append({"document": name, "tokens": len(ids), "reason": "fewer than 2 tokens"})
+                continue
+            nll, count = document_nll(em.model, ids, chunk)
+            n_bytes = len(text.encode("utf-8"))
+            rows.append({"model": label or em.name, "document": name, "tokens": len(ids), "scored": count, "nll": nll,
+                         "perplexity": math.exp(nll / count), "bits_per_byte": nll / math.log(2) / n_bytes})
     scored = sum(r["scored"] for r in rows)
     total = sum(r["nll"] for r in rows)
     return {"model": label or em.name, "chunk_size": chunk, "documents": rows, "skipped": skipped,

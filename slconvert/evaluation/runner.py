@@ -135,10 +135,10 @@ def run_tasks(ctx: RunContext, spec: str, *, batch_size: int, limit: int | None,
     return result, text
 
 
-def run_perplexity(ctx: RunContext, path: str, *, chunk: int) -> tuple[dict, str]:
-    from .perplexity import load_documents, perplexity
+def run_perplexity(ctx: RunContext, path: str, docs: list[tuple[str, str]], *, chunk: int) -> tuple[dict, str]:
+    """Perplexity of `docs`, read from `path` by `perplexity.load_documents` (before any model was loaded)."""
+    from .perplexity import perplexity
 
-    docs = load_documents(path)
     per_model = {role: perplexity(em, docs, chunk=chunk, skip_too_long=ctx.skip_too_long,
                                   label=em.name if role == "model" else f"{em.name} (source)")
                  for role, em in ctx.models()}
@@ -153,15 +153,12 @@ def run_perplexity(ctx: RunContext, path: str, *, chunk: int) -> tuple[dict, str
     return result, text
 
 
-def run_span_recall(ctx: RunContext, *, text_path: str | None, length: int) -> tuple[dict, str]:
-    from .perplexity import load_documents
+def run_span_recall(ctx: RunContext, *, texts: list[str] | None, length: int) -> tuple[dict, str]:
+    """Span recall on `texts` (the user's, read before any model was loaded), else on `length` tokens of built-in
+    text."""
     from .span_recall import span_recall
 
-    if text_path:
-        texts = [text for _, text in load_documents(text_path)]
-    else:
-        texts = [_builtin_text(ctx.model.tokenizer, length, ctx.seed)]
-    result = span_recall(ctx.model, texts)
+    result = span_recall(ctx.model, texts or [_builtin_text(ctx.model.tokenizer, length, ctx.seed)])
     rows = [{"layer": entry["layer"], "head": head, "window": entry["window"],
              "recall": entry["recall"][head] if entry["recall"] else None, "recall_all": entry["recall_all"][head]}
             for entry in result["layers"] for head in range(len(entry["recall_all"]))]

@@ -78,19 +78,20 @@ def span_recall(em: EvalModel, texts: list[str]) -> dict:
 
     per_layer: dict[int, list[dict]] = {}
     tokens = 0
-    for text in tqdm(texts, desc="span recall", leave=False):
-        ids = em.tokenizer(text, add_special_tokens=True)["input_ids"]
-        if em.max_length is not None and len(ids) > em.max_length:
-            raise SlconvertError(f"a span-recall text has {len(ids)} tokens, over the model's {em.max_length}; "
-                                 "use a shorter text or raise --max-length")
-        tokens += len(ids)
-        with capture_attention(em.model) as calls:
-            forward(em.model, torch.tensor([ids], device=em.device))
-        if not calls:
-            raise SlconvertError(f"no converted attention layer ran in {em.path}; check that it was converted")
-        for call in calls:
-            result = layer_recall(call)
-            per_layer.setdefault(result["layer"], []).append(result)
+    with tqdm(texts, desc="span recall", leave=False) as progress:  # closed on an error too
+        for text in progress:
+            ids = em.tokenizer(text, add_special_tokens=True)["input_ids"]
+            if em.max_length is not None and len(ids) > em.max_length:
+                raise SlconvertError(f"a span-recall text has {len(ids)} tokens, over the model's {em.max_length}; "
+                                     "use a shorter text or raise --max-length")
+            tokens += len(ids)
+            with capture_attention(em.model) as calls:
+                forward(em.model, torch.tensor([ids], device=em.device))
+            if not calls:
+                raise SlconvertError(f"no converted attention layer ran in {em.path}; check that it was converted")
+            for call in calls:
+                result = layer_recall(call)
+                per_layer.setdefault(result["layer"], []).append(result)
 
     layers = []
     for layer, results in sorted(per_layer.items()):

@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 
 from ..errors import SlconvertError
+from ..inputs import read_user_text
 from .text import TEXT_SUFFIXES
 from .wordlists import ADJECTIVES, CONNECTIVES, NOUNS, PLACES, VERBS
 
@@ -138,10 +139,7 @@ class FileHaystack(Haystack):
         self.files = files
         self.essay = essay
         self.name = "essay" if essay else "files"
-        texts = [f.read_text(encoding="utf-8", errors="replace").strip() for f in files]
-        binary = next((f for f, t in zip(files, texts) if "\x00" in t), None)
-        if binary is not None:
-            raise SlconvertError(f"haystack file {binary} is not text (it holds NUL bytes); pass text files only")
+        texts = [read_user_text(f, "haystack file", "pass text files saved as UTF-8").strip() for f in files]
         if essay:
             self._text = re.sub(r"\s+", " ", " ".join(t for t in texts if t)).strip() + " "
         else:

@@ -25,7 +25,7 @@ import zipfile
 from pathlib import Path
 
 from ..checkpoint import carried_files, follow_umask
-from ..errors import SlconvertError
+from ..errors import SlconvertError, first_line
 
 __all__ = ["CHECKPOINTS", "checkpoint_name", "latest_checkpoint", "write_model_dir", "publish_final", "prune",
            "checkpoint_step", "finished_steps", "written_or_removed", "damaged", "check_state"]
@@ -76,15 +76,27 @@ def damaged(checkpoint: Path, reason: str) -> SlconvertError:
                           "from an earlier checkpoint")
 
 
+# What accelerate's save_state writes into a checkpoint's state folder, each as a single file (named here) or, under
+# FSDP, as per-rank files or folders that begin with the same words: without any one of them nothing resumes as it
+# ran (the random states are dropout's masks, which accelerate skips in silence when they do not load).
+_STATE_FILES = {"model.safetensors": ("model", "pytorch_model"), "optimizer.bin": ("optimizer",),
+                "scheduler.bin": ("scheduler",), "random_states_0.pkl": ("random_states",)}
+
+
 def check_state(checkpoint: Path) -> None:
-    """Before the model is loaded (so that it fails in a second): the checkpoint's accelerate state is there, its
-    safetensors files are whole (the header covers the file) and its torch files are complete zip archives (a
-    truncated one has lost its central directory at the end). `Trainer` still catches what loading it raises."""
+    """Before the model is loaded (so that it fails in a second): the checkpoint's accelerate state is there with
+    every part of it (`_STATE_FILES`), its safetensors files are whole (the header covers the file) and its torch
+    files (.bin, and the random states' .pkl) are complete zip archives (a truncated one has lost its central
+    directory at the end). `Trainer` still catches what loading it raises."""
     from safetensors import SafetensorError, safe_open
 
     state = Path(checkpoint) / "state"
     if not state.is_dir() or not any(state.iterdir()):
         raise damaged(checkpoint, "its state folder is missing or empty")
+    names = [item.name for item in state.iterdir()]
+    for expected, starts in _STATE_FILES.items():
+        if not any(name.startswith(starts) for name in names):
+            raise damaged(checkpoint, f"state/{expected} is missing")
     for path in sorted(state.rglob("*")):
         name = path.relative_to(state)
         if path.suffix == ".safetensors":
@@ -92,8 +104,8 @@ def check_state(checkpoint: Path) -> None:
                 with safe_open(str(path), "pt"):
                     pass
             except (SafetensorError, OSError) as err:
-                raise damaged(checkpoint, f"{name}: {str(err).splitlines()[0] if str(err) else 'unreadable'}") from None
-        elif path.suffix == ".bin" and not zipfile.is_zipfile(path):
+                raise damaged(checkpoint, f"{name}: {first_line(err)}") from None
+        elif path.suffix in (".bin", ".pkl") and not zipfile.is_zipfile(path):
             raise damaged(checkpoint, f"{name} is truncated or not a torch file")
 
 
@@ -106,20 +118,44 @@ def finished_steps(out: Path) -> int | None:
     return steps if isinstance(steps, int) and not isinstance(steps, bool) else None
 
 
-def _reason(err: OSError) -> str:
-    text = err.strerror or str(err) or type(err).__name__
+# The words torch.save's zip writer puts in the RuntimeError it raises when a write fails (a full disk: it names
+# no cause), and those of the I/O error inside a SafetensorError (its cause, then the OS error number).
+_TORCH_WRITER = ("PytorchStreamWriter", "inline_container")
+_SAFETENSORS_IO = re.compile(r"I/O error: (.*?)(?: \(os error \d+\))?$")
+
+
+def _write_failure(err: BaseException) -> str | None:
+    """Why a write failed, as a clause of a sentence, or None when `err` is no failed write: an OSError, the
+    SafetensorError safetensors raises for its own I/O errors, or torch.save's RuntimeError (neither is an
+    OSError). Any other error, a CUDA one included, is not a disk's and keeps its own traceback."""
+    from safetensors import SafetensorError
+
+    if isinstance(err, OSError):
+        text = err.strerror or str(err) or type(err).__name__
+    elif isinstance(err, SafetensorError):
+        text = first_line(err)
+        found = _SAFETENSORS_IO.search(text)
+        text = found.group(1) if found else text
+    elif isinstance(err, RuntimeError) and any(word in str(err) for word in _TORCH_WRITER):
+        text = f"torch.save failed with '{first_line(err).rsplit('] . ', 1)[-1]}', as on a full disk"
+    else:
+        return None
     return text[:1].lower() + text[1:]
 
 
 @contextlib.contextmanager
 def written_or_removed(partial: Path, what: str, then: str):
-    """Writes into `partial` that fail with an OSError (a full disk, a quota, a lost mount) remove it and end in one
-    line naming `what` and the reason: no half-written directory is left, and the checkpoints before it stay."""
+    """Whatever stops the writes into `partial` removes it, so no half-written directory is left and the
+    checkpoints before it stay; a failed write (`_write_failure`: a full disk, a quota, a lost mount) ends in one
+    line naming `what` and the reason."""
     try:
         yield
-    except OSError as err:
+    except BaseException as err:
         shutil.rmtree(partial, ignore_errors=True)
-        raise SlconvertError(f"could not write {what} ({_reason(err)}); {then}") from None
+        reason = _write_failure(err)
+        if reason is None:
+            raise
+        raise SlconvertError(f"could not write {what} ({reason}); {then}") from None
 
 
 def write_model_dir(model, state_dict: dict, source: Path, dest: Path) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SlconvertError
+from ..inputs import read_user_text
 from ..tasks.haystack import SyntheticHaystack, sentence_starts
 from ..tasks.niah import TASKS, TEMPLATES, VALUE_KINDS
 from ..tasks.text import DOCUMENT_SUFFIXES as TEXT_SUFFIXES
@@ -67,29 +68,31 @@ def find_text_files(paths) -> list[Path]:
     return files
 
 
+_TEXT_FIX = f"pass {'/'.join(TEXT_SUFFIXES)} files saved as UTF-8"
+
+
 def read_documents(files: list[Path], jsonl_field: str) -> list[str]:
     """The documents of the given files: a .txt/.md file is one document, a .jsonl file one per line."""
     docs: list[str] = []
     for path in files:
         if path.suffix.lower() != ".jsonl":
-            text = path.read_text(encoding="utf-8", errors="replace").strip()
+            text = read_user_text(path, "data file", _TEXT_FIX).strip()
             if text:
                 docs.append(text)
             continue
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    raise SlconvertError(f"{path}:{number} is not valid JSON; fix the line or remove it") from None
-                text = record.get(jsonl_field) if isinstance(record, dict) else None
-                if not isinstance(text, str):
-                    raise SlconvertError(f"{path}:{number} has no string field {jsonl_field!r}; "
-                                         "set data.jsonl_field to the field that holds the text")
-                if text.strip():
-                    docs.append(text)
+        for number, line in enumerate(read_user_text(path, "data file", _TEXT_FIX).split("\n"), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                raise SlconvertError(f"{path}:{number} is not valid JSON; fix the line or remove it") from None
+            text = record.get(jsonl_field) if isinstance(record, dict) else None
+            if not isinstance(text, str):
+                raise SlconvertError(f"{path}:{number} has no string field {jsonl_field!r}; "
+                                     "set data.jsonl_field to the field that holds the text")
+            if text.strip():
+                docs.append(text)
     if not docs:
         raise SlconvertError(f"the data files ({', '.join(map(str, files[:3]))}) hold no text; add some")
     return docs

@@ -51,7 +51,7 @@ from .checkpoints import (
 )
 from .data import SequenceSource
 from .losses import answer_rows, average_loss, distill_sums, next_token_sums, router_losses, sample_rows
-from .metrics import MetricsLog, plot_metrics
+from .metrics import METRICS_FILE, MetricsLog, plot_metrics, records_until
 from .model_setup import (
     autocast,
     distill_teacher,
@@ -67,7 +67,7 @@ from .model_setup import (
 )
 from .preflight import distill_path, preflight
 from .recipe import recipe_from_dict
-from .trainable import LORA_ADAPTER_DIR, apply_lora, is_lora, merged_state_dict, select_trainable
+from .trainable import LORA_ADAPTER_DIR, apply_lora, check_patterns, is_lora, merged_state_dict, select_trainable
 
 __all__ = ["Trainer", "TrainingStopped", "train", "make_scheduler"]
 
@@ -166,8 +166,10 @@ class Trainer:
         if done is not None and 0 < recipe.stop_at_step <= done:
             raise SlconvertError(f"the checkpoint to resume ({checkpoint.name}) is at or past stop_at_step="
                                  f"{recipe.stop_at_step}; raise stop_at_step, or set it to 0 to run to max_steps")
+        kept = None
         if checkpoint is not None:
             check_state(checkpoint)
+            kept = records_until(self.out / METRICS_FILE, done)  # nothing in OUT is rewritten until all has loaded
         cpu = not torch.cuda.is_available()
         sharded = fsdp_launch()
         if sharded and cpu:
@@ -213,6 +215,8 @@ class Trainer:
                                  "tokenizer next to the model with tokenizer.save_pretrained") from None
         vocab = json.loads((self.model_path / "config.json").read_text()).get("vocab_size") or len(self.tokenizer)
         self.source = SequenceSource(recipe, self.tokenizer, int(vocab))  # data problems surface before loading
+        if isinstance(recipe.trainable, list):  # the model's layout is enough, and takes no time to build
+            check_patterns(training_model(self.model_path, recipe.model_kind, weights=False), recipe.trainable)
         # Each process loads straight onto its own device (transformers follows a torch.device context), one
         # tensor at a time: under DDP every GPU holds the whole model anyway, and host memory holds little more
         # than the page cache of the weight files, which all processes share. FSDP2 shards from host memory,
@@ -279,8 +283,7 @@ class Trainer:
         if acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
             write_text_atomically(self.out / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
-        self.log = MetricsLog(self.out / "metrics.jsonl", self.start_step if checkpoint is not None else None) \
-            if acc.is_main_process else None
+        self.log = MetricsLog(self.out / METRICS_FILE, kept) if acc.is_main_process else None
         acc.wait_for_everyone()
 
     # ----- one step -----

@@ -6,30 +6,75 @@ import json
 import math
 from pathlib import Path
 
-from ..outputs import written_atomically
+from ..errors import SlconvertError
+from ..outputs import write_text_atomically, written_atomically
 
-__all__ = ["MetricsLog", "plot_metrics"]
+__all__ = ["METRICS_FILE", "MetricsLog", "records_until", "plot_metrics"]
+
+METRICS_FILE = "metrics.jsonl"
 
 
 class MetricsLog:
-    """Append-only JSONL log; on resume, lines past the resumed step are dropped (they will be redone)."""
+    """Append-only JSONL log: one JSON object per line, each appended whole by one write."""
 
-    def __init__(self, path: Path, resume_step: int | None = None):
+    def __init__(self, path: Path, kept: list[dict] | None = None):
+        """Start the log with `kept` (a resumed run's records, `records_until`), or empty; the file is replaced
+        whole or not at all, so a full disk cannot cost the records of the run being resumed."""
         self.path = Path(path)
-        if resume_step is None:
-            self.path.write_text("")
-        else:
-            kept = [line for line in self.read() if line.get("step", 0) <= resume_step]
-            self.path.write_text("".join(json.dumps(line) + "\n" for line in kept))
+        write_text_atomically(self.path, "".join(json.dumps(record) + "\n" for record in kept or ()))
 
     def write(self, record: dict) -> None:
         with open(self.path, "a") as handle:
             handle.write(json.dumps(record) + "\n")
 
     def read(self) -> list[dict]:
-        if not self.path.is_file():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        return read_records(self.path)
+
+
+def records_until(path: Path, step: int) -> list[dict]:
+    """The records of a resumed run up to its checkpoint's `step`: those after it are redone. Read (and refused in
+    one line when damaged) before anything in the run folder is written."""
+    return [record for record in read_records(path) if record.get("step", 0) <= step]
+
+
+def read_records(path: Path) -> list[dict]:
+    """Every record of a metrics log ([] without one). A last line without its end that is not a record, but
+    ASCII as every line written is (`json.dumps`), is what a run killed mid-write leaves: it is dropped, as its
+    step comes after every checkpoint. Anything else that is not a record is refused, naming its line."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    try:
+        lines = path.read_bytes().split(b"\n")
+    except OSError as err:
+        raise SlconvertError(f"cannot read {path} ({err.strerror}); move the file away to resume without the "
+                             "earlier metrics") from None
+    tail = lines.pop()  # b"" when the file ends with its last line
+    records = [_record(path, number, line) for number, line in enumerate(lines, 1) if line.strip()]
+    if tail.strip():
+        try:
+            records.append(_record(path, len(lines) + 1, tail))
+        except SlconvertError:
+            if not tail.isascii():
+                raise
+    return records
+
+
+def _record(path: Path, number: int, line: bytes) -> dict:
+    """One line of a metrics log as its record, or one line saying why it is none."""
+    try:
+        record = json.loads(line.decode())
+    except UnicodeDecodeError:
+        problem = "is not UTF-8 text"
+    except json.JSONDecodeError as err:
+        problem = f"is not JSON ({err.msg})"
+    else:
+        step = record.get("step", 0) if isinstance(record, dict) else None
+        if isinstance(step, int) and not isinstance(step, bool):
+            return record
+        problem = "is not a JSON object with an integer step" if isinstance(record, dict) else "is not a JSON object"
+    raise SlconvertError(f"{path} line {number} {problem}; delete that line, or move the file away to resume "
+                         "without the earlier metrics")
 
 
 def plot_metrics(records: list[dict], out: Path) -> Path | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import SlconvertError
+from ..inputs import read_user_text
 
 __all__ = ["Recipe", "DataSpec", "LoraSpec", "Stage", "load_recipe", "parse_overrides", "recipe_from_dict",
            "TRAINABLE_PRESETS", "MODEL_KINDS", "LM_AVERAGES"]
@@ -515,13 +516,7 @@ def load_recipe(path, overrides=()) -> Recipe:
                              "recipes/router-warmup.yaml")
     if not path.is_file():
         raise SlconvertError(f"recipe {path} does not exist; pass a YAML file such as recipes/router-warmup.yaml")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as err:
-        raise SlconvertError(f"recipe {path} cannot be read ({err.strerror or err}); check its permissions") from None
-    except UnicodeDecodeError as err:
-        raise SlconvertError(f"recipe {path} is not a UTF-8 YAML file (byte {err.start} is not text); pass a "
-                             "recipe YAML file such as recipes/router-warmup.yaml") from None
+    text = read_user_text(path, "recipe", "pass a recipe YAML file such as recipes/router-warmup.yaml")
     try:
         raw = _load_yaml(text) or {}
     except _DuplicateKey as err:

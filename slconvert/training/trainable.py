@@ -20,7 +20,9 @@ so no preset branches on a model type:
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
+import re
 
 import torch
 
@@ -28,7 +30,7 @@ from ..architectures import architecture_for
 from ..errors import SlconvertError
 from ..router import ROUTER_ATTRIBUTE, routers
 
-__all__ = ["preset_modules", "select_trainable", "apply_lora", "is_lora", "merged_state_dict",
+__all__ = ["preset_modules", "select_trainable", "check_patterns", "apply_lora", "is_lora", "merged_state_dict",
            "LORA_ADAPTER_DIR"]
 
 # Sub-folder of a written model that holds the LoRA adapter (peft's own files) beside the merged weights.
@@ -65,6 +67,35 @@ def _names_of(model, params) -> set[str]:
     return {name for name, p in model.named_parameters() if id(p) in ids}
 
 
+def _name_sample(names: list[str], pattern: str, count: int = 3) -> list[str]:
+    """A few parameter names to show beside a pattern that matches none: those with a part (between dots) close to
+    a word of the pattern (a typo, or a module's name without the wildcards around it), else names spread over
+    the model."""
+    parts = {part for name in names for part in name.split(".")}
+    like = {close for word in re.findall(r"[A-Za-z_]\w*", pattern)
+            for close in difflib.get_close_matches(word, parts, n=2, cutoff=0.8)}
+    pool = [name for name in names if like.intersection(name.split("."))] or names
+    return pool[::max(1, len(pool) // count)][:count]
+
+
+def _matches(names: list[str], pattern: str) -> set[str]:
+    """The names an fnmatch pattern of `trainable` selects; one that selects none is refused in one line."""
+    hits = {name for name in names if fnmatch.fnmatchcase(name, pattern)}
+    if not hits:
+        sample = ", ".join(map(repr, _name_sample(names, pattern)))
+        raise SlconvertError(f"trainable pattern {pattern!r} matches no parameter (the model's {len(names)} names "
+                             f"include {sample}); fix the pattern (fnmatch over whole names, e.g. '*.self_attn.*')")
+    return hits
+
+
+def check_patterns(model, patterns: list[str]) -> None:
+    """Refuse a pattern of `trainable` that selects no parameter of `model` (the layout is enough: a model on the
+    meta device, so that the line comes before the weights load)."""
+    names = [name for name, _ in model.named_parameters()]
+    for pattern in patterns:
+        _matches(names, pattern)
+
+
 def select_trainable(model, trainable) -> list[str]:
     """Freeze everything but the chosen parameters; return the names of the trainable ones (module docstring).
 
@@ -80,14 +111,7 @@ def select_trainable(model, trainable) -> list[str]:
     elif trainable == "lora":
         raise SlconvertError("trainable: lora wraps the model with adapters; call apply_lora instead")
     else:
-        chosen = set()
-        for pattern in trainable:
-            hits = {name for name in names if fnmatch.fnmatchcase(name, pattern)}
-            if not hits:
-                example = names[len(names) // 2] if names else "?"
-                raise SlconvertError(f"trainable pattern {pattern!r} matches no parameter (names look like "
-                                     f"{example!r}); fix the pattern")
-            chosen |= hits
+        chosen = set().union(*(_matches(names, pattern) for pattern in trainable))
     if not chosen:
         raise SlconvertError(f"trainable={trainable!r} selects no parameter; is the model converted?")
     for name, param in model.named_parameters():

@@ -1,0 +1,154 @@
+"""`slconvert eval` on bad input: one `error:` line, refused before any model is loaded where the input alone shows
+the problem, and a run that fails leaves the output folder as it found it."""
+
+from __future__ import annotations
+
+import errno
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from slconvert.assets import TINY_TEACHER
+from slconvert.cli import main
+from slconvert.evaluation import models, niah_run
+
+
+def _eval(*args):
+    return CliRunner().invoke(main, ["eval", *map(str, args), "--device", "cpu"])
+
+
+def _one_error_line(result, needle: str) -> str:
+    errors = [line for line in result.output.splitlines() if "error:" in line]
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert len(errors) == 1 and errors[0].startswith(f"error: {needle}"), result.output
+    assert "Traceback" not in result.output
+    return errors[0]
+
+
+@pytest.fixture
+def no_model_loads(monkeypatch):
+    """Loading a model fails the test: what is checked here must be refused before."""
+
+    def load(path, **_):
+        raise AssertionError(f"{path} was loaded before the input was checked")
+
+    monkeypatch.setattr(models, "load_eval_model", load)
+
+
+@pytest.fixture
+def inputs(tmp_path) -> Path:
+    (tmp_path / "bad.jsonl").write_text('{"text": "a first document"}\nnot json\n')
+    (tmp_path / "number.jsonl").write_text('{"text": 5}\n')
+    (tmp_path / "weights.bin").write_bytes(bytes(range(256)) * 8)
+    (tmp_path / "zeros.txt").write_bytes(b"\x00" * 512)
+    return tmp_path
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--niah", "--lengths", "10000000"], "prompts of length 10000000 do not fit the model's 8192 tokens"),
+    (["--niah", "--lengths", "400,700", "--max-length", "500"], "prompts of length 700 do not fit the model's 500"),
+    (["--niah", "--samples", "0"], "--samples 0 must be at least 1"),
+    (["--niah", "--depths", "0,50,150"], "--depths 150 is outside 0..100"),
+    (["--niah", "--depths", "-10,50,101"], "--depths -10, 101 are outside 0..100"),
+    (["--tasks", "slc_passkey,no_such_task"], "unknown lm-eval task(s) ['no_such_task']"),
+    (["--niah", "--compare", "{dir}/nosuch"], "model path {dir}/nosuch does not exist"),
+    (["--perplexity", "{dir}/bad.jsonl"], "{dir}/bad.jsonl:2 is not a JSON object with a \"text\" string"),
+    (["--perplexity", "{dir}/number.jsonl"], "{dir}/number.jsonl:1 is not a JSON object with a \"text\" string"),
+    (["--perplexity", "{dir}/weights.bin"], "{dir}/weights.bin is not UTF-8 text (byte 128)"),
+    (["--perplexity", "{dir}/zeros.txt"], "{dir}/zeros.txt is not text (it holds NUL bytes)"),
+    (["--span-recall", "--span-text", "{dir}/weights.bin"], "{dir}/weights.bin is not UTF-8 text"),
+])
+def test_input_that_cannot_run_is_refused_before_the_model_loads(no_model_loads, inputs, args, needle):
+    out = inputs / "out"
+    args = [a.format(dir=inputs) for a in args]
+    _one_error_line(_eval(TINY_TEACHER, *args, "--out", out), needle.format(dir=inputs))
+    assert not out.exists()
+
+
+def test_the_compared_models_context_counts_before_either_loads(no_model_loads, tmp_path):
+    short = tmp_path / "short"
+    short.mkdir()
+    for file in TINY_TEACHER.iterdir():
+        (short / file.name).symlink_to(file)
+    config = json.loads((TINY_TEACHER / "config.json").read_text())
+    (short / "config.json").unlink()
+    (short / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 512}))
+    result = _eval(TINY_TEACHER, "--niah", "--lengths", "400,1024", "--compare", short, "--out", tmp_path / "out")
+    _one_error_line(result, "prompts of length 1024 do not fit the model's 512 tokens")
+
+
+def test_lengths_over_the_context_are_skipped_without_building_their_prompts(tmp_path, monkeypatch):
+    build = niah_run.build_sample
+
+    def bounded(tokenizer, haystack, task, length, *args, **kwargs):
+        assert length <= 8192, f"a prompt of {length} tokens was built for a model of 8192"
+        return build(tokenizer, haystack, task, length, *args, **kwargs)
+
+    monkeypatch.setattr(niah_run, "build_sample", bounded)
+    out = tmp_path / "out"
+    result = _eval(TINY_TEACHER, "--niah", "--niah-style", "slconvert", "--mode", "teacher", "--lengths",
+                   "256,10000000", "--depths", "50", "--samples", "2", "--skip-too-long", "--out", out)
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "niah_results.json").read_text())
+    assert [(s["length"], s["sample"]) for s in data["skipped"]] == [(10000000, 0), (10000000, 1)]
+    assert data["table"]["scores"][0][1] is None and data["table"]["skipped"] == 2
+
+
+def _full_disk_for(stem: str, suffix: str, monkeypatch):
+    """Writing a file named after `stem` with `suffix` (or its temporary copy) fails as on a full disk."""
+    write_text = Path.write_text
+
+    def full(self, *args, **kwargs):
+        if stem in self.name and self.name.endswith(suffix):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full)
+
+
+_NIAH = ["--niah", "--niah-style", "slconvert", "--mode", "teacher", "--lengths", "256", "--depths", "50",
+         "--samples", "1"]
+
+
+def test_a_run_failing_before_a_mode_finished_removes_the_folder_it_created(tmp_path, monkeypatch):
+    _full_disk_for("niah_results", "", monkeypatch)  # after the heatmap and table: NIAH has not finished
+    out = tmp_path / "new" / "out"
+    _one_error_line(_eval(TINY_TEACHER, *_NIAH, "--out", out), "cannot write")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_failing_after_a_mode_finished_keeps_that_modes_files(tmp_path, monkeypatch):
+    _full_disk_for("summary", "", monkeypatch)
+    out = tmp_path / "new" / "out"
+    result = _eval(TINY_TEACHER, *_NIAH, "--out", out)
+    _one_error_line(result, "cannot write")
+    kept = ["niah_heatmap.png", "niah_results.csv", "niah_results.json", "niah_table.csv"]
+    assert sorted(p.name for p in out.iterdir()) == kept
+    assert f"note: the results finished before the failure are kept in {out}: {', '.join(kept)}" in result.stderr
+
+
+def test_a_failed_run_removes_its_files_and_keeps_what_was_there(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "summary.json").write_text("an earlier run's")
+    _full_disk_for("niah_results", ".json", monkeypatch)
+    _one_error_line(_eval(TINY_TEACHER, *_NIAH, "--out", out), "cannot write")
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "summary.json"]
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_an_error_during_the_grid_starts_its_own_line(tmp_path, monkeypatch):
+    from slconvert.errors import SlconvertError
+
+    def fails(*args, **kwargs):
+        raise SlconvertError("the model failed")
+
+    monkeypatch.setattr(niah_run, "last_logits", fails)
+    result = _eval(TINY_TEACHER, *_NIAH, "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    shown = [line.rsplit("\r", 1)[-1] for line in result.stderr.rstrip("\n").split("\n")]  # as a terminal shows each line
+    assert shown[-1] == "error: the model failed", repr(result.stderr)
+    assert not (tmp_path / "out").exists()
