@@ -36,6 +36,7 @@ from .dtypes import SAFETENSORS_DTYPES as DTYPES
 from .dtypes import SAFETENSORS_FLOATS as FLOAT_NAMES
 from .dtypes import safetensors_name as dtype_name
 from .errors import SlconvertError
+from .outputs import check_output_dir, follow_umask, inside
 
 __all__ = [
     "DTYPES",
@@ -411,8 +412,6 @@ def check_output_location(source: Path, out: Path, force: bool) -> None:
     """Refuse OUT inside MODEL (or MODEL inside OUT) and any other place `outputs.check_output_dir` refuses, an
     existing OUT without --force, and with --force an OUT that is not an earlier conversion
     (`_check_replaceable`)."""
-    from .outputs import check_output_dir, inside
-
     source, out = source.resolve(), out.resolve()
     if out.exists() and not force and not (inside(out, source) or inside(source, out)):
         raise SlconvertError(f"output {out} already exists; pass --force to replace it or choose another path")
@@ -450,24 +449,6 @@ def _check_replaceable(out: Path) -> None:
 
 
 PARTIAL_TAG = ".partial-"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def follow_umask(path: Path) -> None:
-    """Give a written folder (or file) and everything under it the modes the user's umask allows: temporary
-    folders and some writers create 0700 / 0600, which would keep the model from other users and services."""
-    path = Path(path)
-    mask = _umask()
-    items = [path] + (list(path.rglob("*")) if path.is_dir() else [])
-    for item in items:
-        if item.is_symlink():
-            continue
-        os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~mask)
 
 
 def _pid_alive(pid: int) -> bool:

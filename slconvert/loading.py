@@ -26,7 +26,8 @@ from .fast_mamba import warn_if_cpu_cannot_run
 from .router import ROUTER_ATTRIBUTE, ROUTER_PARAMETERIZATION, SuperlinearRouter
 
 __all__ = ["load", "is_converted", "install_routers", "read_block", "converted_block", "attach_superlinear",
-           "quiet_transformers", "check_block", "load_pretrained", "check_weights_fit", "refuse_bad_weights"]
+           "quiet_transformers", "transformers_bars", "check_block", "load_pretrained", "check_weights_fit",
+           "refuse_bad_weights"]
 
 BLOCK_FORMAT = 1  # the `superlinear.format` this version writes and reads
 _REMAKE = "re-make the checkpoint with `slconvert convert`"
@@ -178,6 +179,23 @@ def quiet_transformers():
         yield
     finally:
         hf_logging.set_verbosity(previous)
+
+
+@contextlib.contextmanager
+def transformers_bars(shown: bool):
+    """transformers' own progress bars (its "Loading weights" bar, for one) hidden while a block runs if not
+    `shown`, then back to what they were: a command asked for no progress bars (`--quiet`) gets none of
+    transformers' either. `shown` leaves them as the user set them (HF_HUB_DISABLE_PROGRESS_BARS)."""
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.is_progress_bar_enabled()
+    if not shown:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if before and not shown:
+            hf_logging.enable_progress_bar()
 
 
 def _router_tensors(block: dict, arch, weights) -> dict[int, str]:

@@ -16,10 +16,28 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from .checkpoint import follow_umask
 from .errors import SlconvertError
 
-__all__ = ["inside", "check_output_dir", "written_atomically", "write_text_atomically", "removed_on_failure"]
+__all__ = ["follow_umask", "inside", "check_output_dir", "written_atomically", "write_text_atomically",
+           "removed_on_failure"]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(path: Path) -> None:
+    """Give a written folder (or file) and everything under it the modes the user's umask allows: temporary
+    folders and some writers create 0700 / 0600, which would keep the model from other users and services."""
+    path = Path(path)
+    mask = _umask()
+    items = [path] + (list(path.rglob("*")) if path.is_dir() else [])
+    for item in items:
+        if item.is_symlink():
+            continue
+        os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~mask)
 
 
 def inside(child: Path, parent: Path) -> bool:

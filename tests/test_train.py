@@ -72,6 +72,7 @@ def test_each_recipe_runs_and_leaves_a_loadable_checkpoint(recipe, tmp_path):
     code, output = _invoke(["train", f"recipes/{recipe}", "--model", str(model), "--output", str(out), "--quiet",
                             *overrides, *extra])
     assert code == 0, output
+    assert "Loading weights" not in output  # --quiet: no bars, transformers' none either
     assert directory_digest(model) == before  # the input checkpoint is never modified
     recipe_obj = load_recipe(out / "recipe.yaml")
     steps = [m for m in _metrics(out) if "event" not in m]

@@ -24,8 +24,9 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from ..checkpoint import carried_files, follow_umask
+from ..checkpoint import carried_files
 from ..errors import SlconvertError, first_line
+from ..outputs import follow_umask
 
 __all__ = ["CHECKPOINTS", "checkpoint_name", "latest_checkpoint", "write_model_dir", "publish_final", "prune",
            "checkpoint_step", "finished_steps", "written_or_removed", "damaged", "check_state"]

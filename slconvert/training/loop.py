@@ -611,5 +611,8 @@ class Trainer:
 
 def train(recipe, model_path, out, *, resume: bool = False, progress: bool = True) -> dict:
     """Run a recipe on a checkpoint (converted, or plain with model_kind: dense); OUT ends as a loadable
-    checkpoint with metrics and plots."""
-    return Trainer(recipe, model_path, out, resume=resume, progress=progress).run()
+    checkpoint with metrics and plots. `progress` False: no progress bars, transformers' included."""
+    from ..loading import transformers_bars
+
+    with transformers_bars(progress):
+        return Trainer(recipe, model_path, out, resume=resume, progress=progress).run()
