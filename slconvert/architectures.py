@@ -229,8 +229,11 @@ REFUSED: dict[str, str] = {
 
 def architecture_for(model_type: str | None) -> Architecture:
     """The row for `model_type`; the generic description for unknown decoders; an error for refused ones."""
-    if not model_type:
+    if model_type is None or model_type == "":
         raise SlconvertError("config.json has no model_type; this is not a transformers checkpoint")
+    if not isinstance(model_type, str):
+        raise SlconvertError(f"config.json: 'model_type' is {model_type!r}, not a model type name such as "
+                             "\"nemotron_h\"; repair config.json or re-download the checkpoint")
     if model_type in REFUSED:
         raise SlconvertError(f"cannot convert model type {model_type!r}: {REFUSED[model_type]}")
     return ARCHITECTURES.get(model_type, GENERIC)

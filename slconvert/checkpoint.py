@@ -110,6 +110,10 @@ def _corrupt(path: Path, why: str) -> SlconvertError:
     return SlconvertError(f"{path} is not a valid safetensors file ({why}); re-download or re-save the checkpoint")
 
 
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def read_header(path: Path) -> WeightFile:
     """Parse and validate one safetensors file's header against the file size."""
     path = Path(path)
@@ -131,14 +135,19 @@ def read_header(path: Path) -> WeightFile:
         raise _corrupt(path, "its header is not a JSON object")
     data_size = size - 8 - header_len
     metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise _corrupt(path, "its '__metadata__' is not a map of strings")
     tensors: dict[str, TensorEntry] = {}
     for name, info in header.items():
         try:
-            dtype, shape, (begin, end) = info["dtype"], tuple(int(s) for s in info["shape"]), info["data_offsets"]
+            dtype, shape, (begin, end) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
         except (KeyError, TypeError, ValueError):
             raise _corrupt(path, f"entry {name!r} lacks dtype/shape/data_offsets") from None
-        if dtype not in DTYPES:
+        if not isinstance(dtype, str) or dtype not in DTYPES:
             raise _corrupt(path, f"tensor {name!r} has unsupported dtype {dtype!r}")
+        if not all(_is_count(n) for n in (*shape, begin, end)):
+            raise _corrupt(path, f"tensor {name!r} has shape {list(shape)} and offsets {[begin, end]}, which are "
+                                 "not all whole numbers >= 0")
         numel = 1
         for dim in shape:
             numel *= dim
@@ -206,6 +215,19 @@ def _read_index(index_path: Path) -> dict[str, str]:
     return weight_map
 
 
+def _refuse_duplicates(files: list[WeightFile]) -> None:
+    """A tensor held by two shards is ambiguous: which copy a loader reads (and a conversion writes into its index)
+    would depend on the order the files are read in, so it is refused in one line naming both files."""
+    seen: dict[str, Path] = {}
+    for weight_file in files:
+        for name in weight_file.tensors:
+            if name in seen:
+                raise SlconvertError(f"tensor {name!r} is in both {seen[name].name} and {weight_file.path.name} of "
+                                     f"{weight_file.path.parent}; re-save the checkpoint so that each tensor is in "
+                                     "one shard")
+            seen[name] = weight_file.path
+
+
 def find_weights(directory: Path) -> WeightSet:
     """Locate and validate the safetensors files of a checkpoint directory (single file or sharded)."""
     directory = Path(directory)
@@ -218,6 +240,7 @@ def find_weights(directory: Path) -> WeightSet:
                 raise SlconvertError(f"{INDEX_FILE} names shard {shard!r}, which is missing from {directory}; re-download it")
         files = [read_header(directory / shard) for shard in shard_names]
         by_name = {f.path.name: f for f in files}
+        _refuse_duplicates(files)
         for tensor, shard in weight_map.items():
             if tensor not in by_name[shard].tensors:
                 raise SlconvertError(f"{INDEX_FILE} says {tensor!r} is in {shard!r}, but that file lacks it; re-save the checkpoint")

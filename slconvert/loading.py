@@ -34,12 +34,14 @@ _REMAKE = "re-make the checkpoint with `slconvert convert`"
 _RESAVE = "the weights do not match config.json: re-save or re-download the checkpoint"
 
 
-def check_block(block, where: str = "config.json", layer_count: int | None = None) -> dict:
+def check_block(block, where: str = "config.json", layer_count: int | None = None,
+                attention_layers: list[int] | None = None) -> dict:
     """`block` (a config's `superlinear` entry) checked to be what `slconvert convert` writes, else one line naming
     the field (`where`: the config it came from). Every reader of the block goes through here (`read_block`,
     `install_routers`, `surgery.open_source`), so a damaged block stops loading, training, evaluation, inspection
     and conversion alike. `layer_count`: the number of layers the model has (None: unknown), which the layer
-    numbers must stay below."""
+    numbers must stay below; `attention_layers`: its softmax attention layers (None: unknown), the only layers the
+    block may name as converted or kept dense."""
 
     def bad(field: str, why: str, fix: str = _REMAKE) -> SlconvertError:
         return SlconvertError(f"{where}: '{field}' {why}; {fix}")
@@ -57,8 +59,9 @@ def check_block(block, where: str = "config.json", layer_count: int | None = Non
     if not isinstance(params, dict):
         raise bad("superlinear.params", "is missing" if "params" not in block else f"is {_kind(params)}, not an object")
     try:
-        SuperlinearConfig.from_dict(params)
-    except Exception as err:  # SuperlinearConfigError for a bad value, TypeError for an odd key
+        config = SuperlinearConfig.from_dict(params)
+        expected_window = config.window
+    except Exception as err:  # SuperlinearConfigError for a bad value, TypeError for an odd key, OverflowError
         raise bad("superlinear.params", f"is invalid ({first_line(err)})"
                   ) from None
     layers = block.get("layers")
@@ -79,11 +82,24 @@ def check_block(block, where: str = "config.json", layer_count: int | None = Non
             raise bad(f"superlinear.{field}", f"is {numbers}: layer{'s' if len(outside) > 1 else ''} "
                       f"{', '.join(map(str, outside))} {'are' if len(outside) > 1 else 'is'} out of range; the model "
                       f"has layers 0..{layer_count - 1}")
+    both = sorted(set(layers) & set(dense))
+    if both:
+        raise bad("superlinear.dense_attention_layers", f"is {dense}, and 'superlinear.layers' {layers} converts "
+                  f"layer{'s' if len(both) > 1 else ''} {', '.join(map(str, both))} too: a layer is converted or "
+                  "kept dense, not both")
+    for field, numbers in (("layers", layers), ("dense_attention_layers", dense)):
+        other = [i for i in numbers if attention_layers is not None and i not in attention_layers]
+        if other:
+            raise bad(f"superlinear.{field}", f"is {numbers}: layer{'s' if len(other) > 1 else ''} "
+                      f"{', '.join(map(str, other))} {'are' if len(other) > 1 else 'is'} not softmax attention; the "
+                      f"model's attention layers are {sorted(attention_layers)}")
     if "router" in block:
         _check_router(block["router"], layers, bad)
     window = block.get("window")
     if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 0):
         raise bad("superlinear.window", f"is {window!r}, not a number of tokens")
+    if window is not None and window != expected_window:
+        raise bad("superlinear.window", f"is {window}, but 'superlinear.params' give W = {expected_window}")
     return block
 
 
@@ -109,6 +125,13 @@ def _check_router(router, layers: list[int], bad) -> None:
                           "does not convert")
             if not fits(value):
                 raise bad(f"superlinear.router.{field}", f"gives layer {layer} {_kind(value)}, not a {what}")
+    tensors = router.get("tensors", {})
+    named = list(tensors.values())
+    twice = next((name for name in named if named.count(name) > 1), None)
+    if twice is not None:
+        sharing = [layer for layer, name in tensors.items() if name == twice]
+        raise bad("superlinear.router.tensors", f"gives layers {', '.join(sharing)} the one tensor {twice!r}: each "
+                  "converted layer has its own router")
 
 
 def _is_number(value) -> bool:
@@ -130,22 +153,25 @@ def read_block(path) -> dict | None:
     block = read_config(path).get("superlinear")
     if block is None:
         return None
-    return check_block(block, str(checkpoint_path(path) / "config.json"), _layer_count(path))
+    count, attention = _layer_facts(path)
+    return check_block(block, str(checkpoint_path(path) / "config.json"), count, attention)
 
 
-def _layer_count(path) -> int | None:
+def _layer_facts(path) -> tuple[int | None, list[int] | None]:
     """The number of layers the checkpoint's config.json describes, as transformers reads it (`layer_map`, the count
-    `slconvert inspect` shows: nemotron_h's config.json, for one, only lists the layers' kinds). None when
-    transformers cannot read the config: the load that follows says why, in its own line."""
+    `slconvert inspect` shows: nemotron_h's config.json, for one, only lists the layers' kinds), and which of them
+    are softmax attention. (None, None) when transformers cannot read the config: the load that follows says why,
+    in its own line."""
     from transformers import AutoConfig
 
     try:
         with quiet_transformers():
             config = AutoConfig.from_pretrained(str(checkpoint_path(path)), trust_remote_code=False,
                                                 local_files_only=True)
-        return len(layer_map(architecture_for(config.model_type), config))
+        layers = layer_map(architecture_for(config.model_type), config)
     except Exception:  # transformers raises many types for a config it refuses; no count is no verdict
-        return None
+        return None, None
+    return len(layers), [layer.index for layer in layers if layer.is_attention]
 
 
 def is_converted(path) -> bool:
@@ -220,8 +246,9 @@ def _router_tensors(block: dict, arch, weights) -> dict[int, str]:
 def install_routers(model: torch.nn.Module, block: dict, weights=None) -> dict[int, SuperlinearRouter]:
     """Attach a router to each converted attention module; load its weight from `weights` if given."""
     arch = architecture_for(model.config.model_type)
+    layers = layer_map(arch, model.config)
     check_block(block, "the model's 'superlinear' block" if weights is None else f"{weights.directory / 'config.json'}",
-                len(layer_map(arch, model.config)))
+                len(layers), [layer.index for layer in layers if layer.is_attention])
     params = SuperlinearConfig.from_dict(block["params"])
     tensors = _router_tensors(block, arch, weights) if weights is not None else {}
     installed = {}

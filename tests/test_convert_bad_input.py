@@ -462,3 +462,128 @@ def test_a_damaged_block_is_refused_by_convert_and_inspect(model, tmp_path, edit
     for args, command in (([str(first), str(tmp_path / "second"), *SMALL], "convert"), ([str(first)], "inspect")):
         line = refused(args, fragment, tmp_path, command=command)
         assert f"{first / 'config.json'}:" in line and "slconvert convert" in line
+
+
+# --- the adversarial sweep: damage a user may meet, each one line naming it ----------------------------------------
+
+@pytest.mark.parametrize("value", [["nemotron_h"], {"a": 1}])
+def test_a_model_type_that_is_no_name(model, tmp_path, value):
+    """It used to be a TypeError traceback (unhashable type)."""
+    _edit_config(model, lambda c: c.__setitem__("model_type", value))
+    for args, command in (([str(model), str(tmp_path / "out"), *SMALL], "convert"), ([str(model)], "inspect")):
+        line = refused(args, f"config.json: 'model_type' is {value!r}, not a model type name", tmp_path,
+                       command=command)
+        assert "repair config.json" in line
+
+
+def _edit_config(model: Path, edit) -> None:
+    config = json.loads((model / "config.json").read_text())
+    edit(config)
+    (model / "config.json").write_text(json.dumps(config))
+
+
+def _hybrid_pattern(pattern):
+    def edit(config):
+        config.pop("layers_block_type")
+        config["hybrid_override_pattern"] = pattern
+    return edit
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (_hybrid_pattern("M*X*"), "('X' is not a value it knows (a layer pattern letter, for one))"),
+    (lambda c: c.__setitem__("hidden_size", "64"), "Field 'hidden_size' expected int, got str (value: '64')"),
+])
+def test_a_config_transformers_refuses_names_the_reason(model, tmp_path, edit, fragment):
+    """It used to end at "('X')" or at "Validation error for field 'hidden_size':", the reason cut off."""
+    _edit_config(model, edit)
+    line = refused([str(model), str(tmp_path / "out"), *SMALL], "config.json cannot be read as a nemotron_h config",
+                   tmp_path)
+    assert fragment in line and line.endswith("fix config.json or re-download the checkpoint")
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda c: c.__setitem__("hidden_size", 10**12), "makes it [384, 1000000000000]"),
+    (lambda c: c.__setitem__("vocab_size", 0), "makes it [0, 64]"),
+    (lambda c: c.__setitem__("layers_block_type", None), "that its config.json needs"),  # transformers' default
+])
+def test_inspect_refuses_weights_that_do_not_fit_as_convert_does(model, tmp_path, edit, fragment):
+    """inspect used to report the model config.json describes (exit 0) while convert refused its weights; with
+    layers_block_type null convert named a missing query projection instead of the mismatch."""
+    _edit_config(model, edit)
+    for args, command in (([str(model), str(tmp_path / "out"), *SMALL], "convert"), ([str(model)], "inspect")):
+        line = refused(args, fragment, tmp_path, command=command)
+        assert "the weights do not match config.json" in line
+
+
+def _edit_header(model: Path, edit) -> None:
+    import struct
+
+    weights = model / "model.safetensors"
+    raw = weights.read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + length])
+    edit(header)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    weights.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + length:])
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda h: h[K_PROJ].__setitem__("shape", [-32, -64]), "has shape [-32, -64] and offsets"),
+    (lambda h: h[K_PROJ].__setitem__("data_offsets", ["0", "8192"]), "offsets ['0', '8192'], which are not all "
+                                                                     "whole numbers >= 0"),
+    (lambda h: h[K_PROJ].__setitem__("dtype", ["F32"]), "has unsupported dtype ['F32']"),
+    (lambda h: h.__setitem__("__metadata__", [1, 2]), "its '__metadata__' is not a map of strings"),
+])
+def test_a_damaged_header_entry_is_one_line(model, tmp_path, edit, fragment):
+    """They used to be tracebacks (RuntimeError: negative dimension, TypeError on str offsets or a list of
+    metadata), or for inspect an exit 0."""
+    _edit_header(model, edit)
+    for args, command in (([str(model), str(tmp_path / "out"), *SMALL], "convert"), ([str(model)], "inspect")):
+        line = refused(args, fragment, tmp_path, command=command)
+        assert "is not a valid safetensors file" in line
+
+
+def test_a_tensor_in_two_shards_is_refused(sharded, tmp_path):
+    """It used to convert, and the output index pointed the tensor at the other shard's copy."""
+    from safetensors.torch import load_file, save_file
+
+    index = json.loads((sharded / "model.safetensors.index.json").read_text())
+    first, second = sorted(set(index["weight_map"].values()))[:2]
+    held = load_file(sharded / first)
+    name = next(iter(held))
+    other = load_file(sharded / second)
+    other[name] = torch.full_like(held[name], 7.0)
+    save_file(other, sharded / second, metadata={"format": "pt"})
+    for args, command in (([str(sharded), str(tmp_path / "out"), *SMALL], "convert"), ([str(sharded)], "inspect")):
+        refused(args, f"tensor {name!r} is in both {first} and {second} of {sharded}; re-save the checkpoint so that "
+                "each tensor is in one shard", tmp_path, command=command)
+
+
+def test_a_lone_weight_file_of_another_name_converts_to_a_loadable_checkpoint(model, tmp_path):
+    """The output kept the name (weights.safetensors), which transformers does not read: the conversion succeeded
+    and its output could not be loaded."""
+    (model / "model.safetensors").rename(model / "weights.safetensors")
+    out = tmp_path / "out"
+    assert CliRunner().invoke(main, ["convert", str(model), str(out), *SMALL]).exit_code == 0
+    assert (out / "model.safetensors").is_file() and not (out / "weights.safetensors").exists()
+    assert slconvert.load(out).config.superlinear["layers"] == [1, 3]
+
+
+@pytest.mark.parametrize("layers, fragment", [
+    ("1,,3", "--layers '1,,3' has an empty item"), ("3,", "--layers '3,' has an empty item"),
+    (",", "--layers ',' has an empty item"), ("", "--layers is empty; give layer numbers, e.g. 3,7 or 4-9, or leave "
+                                                  "--layers out"), (" ", "--layers is empty")])
+def test_an_empty_layer_item_is_refused(model, tmp_path, layers, fragment):
+    """'1,,3' used to pass as 1,3, an empty --layers as every layer, and ',' as 'no layer left'."""
+    line = refused([str(model), str(tmp_path / "out"), *SMALL, "--layers", layers], fragment, tmp_path)
+    assert "no layer left" not in line
+    refused([str(model), "--keep-dense", layers], fragment.replace("--layers", "--keep-dense"), tmp_path,
+            command="inspect")
+
+
+def test_a_window_too_large_to_compute_is_one_line(model, tmp_path):
+    """It used to be an OverflowError traceback."""
+    for args, command in (([str(model), str(tmp_path / "out"), "--quiet"], "convert"), ([str(model)], "inspect")):
+        refused([*args, "--search-power", "1e-9", "--sw-index", "3"], "--search-power 1e-09 with --sw-index 3 gives "
+                "a sliding window too large to compute; use a larger --search-power", tmp_path, command=command)

@@ -349,3 +349,28 @@ def test_train_names_the_json_error_not_a_missing_block(pristine, tmp_path):
                    "config.json is not valid JSON")
     assert "not converted" not in line
     assert not loading.is_converted(tmp_path / "missing")  # no checkpoint there: not converted, no error
+
+
+# --- 8. a block edited by hand into one that contradicts the model or itself ------------------------------------------
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda b: b.__setitem__("layers", [0, 1, 3]), "'superlinear.layers' is [0, 1, 3]: layer 0 is not softmax "
+                                                   "attention; the model's attention layers are [1, 3]"),
+    (lambda b: b.__setitem__("dense_attention_layers", [0]), "'superlinear.dense_attention_layers' is [0]: layer 0 "
+                                                             "is not softmax attention"),
+    (lambda b: b.__setitem__("dense_attention_layers", [1]), "'superlinear.dense_attention_layers' is [1], and "
+                                                             "'superlinear.layers' [1, 3] converts layer 1 too"),
+    (lambda b: b.__setitem__("window", 999), "'superlinear.window' is 999, but 'superlinear.params' give W = 15"),
+    (lambda b: b["router"]["tensors"].__setitem__("1", "backbone.layers.3.mixer.superlinear_router.weight"),
+     "'superlinear.router.tensors' gives layers 1, 3 the one tensor 'backbone.layers.3.mixer.superlinear_router"
+     ".weight': each converted layer has its own router"),
+])
+def test_a_hand_edited_block_that_contradicts_itself_or_the_model(pristine, tmp_path, edit, fragment):
+    """Each used to load (layer 3's router serving layer 1, a window the kernels never use) or, for inspect, show
+    a conversion that is not there; the mamba layer was refused only as a missing router."""
+    path = _copy(pristine, tmp_path, "converted")
+    _edit_block(path, lambda config: edit(config["superlinear"]))
+    with pytest.raises(SlconvertError, match="slconvert convert") as caught:
+        slconvert.load(path)
+    assert fragment in str(caught.value) and str(path / "config.json") in str(caught.value)
+    refused(["inspect", path], fragment)

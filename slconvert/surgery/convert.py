@@ -17,6 +17,7 @@ from .._version import __version__
 from ..checkpoint import (
     DTYPES,
     INDEX_FILE,
+    SINGLE_FILE,
     SafetensorsWriter,
     atomic_output_dir,
     carried_files,
@@ -103,7 +104,10 @@ def convert(plan: ConversionPlan, out, *, force: bool = False, progress: bool = 
         total_bytes = 0
         with tqdm(total=total, desc="writing weights", unit="tensor", disable=not progress) as bar:
             for weight_file in plan.weights.files:
-                writer = SafetensorsWriter(tmp / weight_file.path.name, metadata=weight_file.metadata)
+                # A single file keeps the name transformers reads (a lone `weights.safetensors` becomes
+                # model.safetensors: under its own name the output would not load).
+                out_name = weight_file.path.name if plan.weights.sharded else SINGLE_FILE
+                writer = SafetensorsWriter(tmp / out_name, metadata=weight_file.metadata)
                 for name in weight_file.tensors:
                     writer.add_copy(weight_file, name, out_dtype=plan.dtype)
                 for layer in routers_by_file.get(weight_file.path.name, []):
@@ -111,7 +115,7 @@ def convert(plan: ConversionPlan, out, *, force: bool = False, progress: bool = 
                     writer.add_tensor(plan.router_name(layer), weight)
                 writer.write(progress=lambda _name: bar.update(1))
                 total_bytes += writer.total_bytes()
-                weight_map.update({name: weight_file.path.name for name in writer.names})
+                weight_map.update({tensor: out_name for tensor in writer.names})
         if plan.weights.sharded:
             index = {"metadata": {"total_size": total_bytes}, "weight_map": dict(sorted(weight_map.items()))}
             write_text(tmp / INDEX_FILE, json.dumps(index, indent=2) + "\n")

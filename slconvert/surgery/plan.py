@@ -160,6 +160,18 @@ def _invalid_field(arch: Architecture, config) -> str | None:
     return None
 
 
+def _config_reason(err: BaseException) -> str:
+    """What transformers found wrong in a config, in one line: a validation error's reason is on its second line
+    ("Validation error for field 'hidden_size':" / "TypeError: ... expected int, got str"), and a KeyError (a
+    letter of a layer-pattern string that names no layer kind) is a bare quoted key."""
+    if isinstance(err, KeyError) and err.args:
+        return f"{err.args[0]!r} is not a value it knows (a layer pattern letter, for one)"
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return f"{lines[0]} {lines[1]}"
+    return first_line(err)
+
+
 def open_source(path) -> SourceModel:
     """Validate a model directory and read its config and architecture (weights are not read here)."""
     directory = Path(path)
@@ -177,13 +189,15 @@ def open_source(path) -> SourceModel:
         config = AutoConfig.from_pretrained(str(directory), trust_remote_code=False, local_files_only=True)
     except Exception as err:
         raise SlconvertError(
-            f"config.json cannot be read as a {model_type} config ({first_line(err)})"
+            f"config.json cannot be read as a {model_type} config ({_config_reason(err)}); fix config.json or "
+            "re-download the checkpoint"
         ) from None
     layers = layer_map(arch, config)
     if not layers:
         raise SlconvertError(f"config.json of {directory} describes no layers (num_hidden_layers is 0 or missing)")
     if raw.get("superlinear") is not None:  # an earlier conversion's block: checked as every loader checks it
-        check_block(raw["superlinear"], str(directory / "config.json"), len(layers))
+        check_block(raw["superlinear"], str(directory / "config.json"), len(layers),
+                    [layer.index for layer in layers if layer.is_attention])
     return settle_attention_layers(SourceModel(directory, raw, config, arch, layers), str(directory))
 
 
@@ -211,14 +225,18 @@ def settle_attention_layers(source: SourceModel, name: str) -> SourceModel:
 
 
 def parse_layer_list(text: str | None, count: int, option: str) -> list[int] | None:
-    """'1,3,5-7' -> [1, 3, 5, 6, 7]; negative indices count from the end."""
-    if text is None or text == "":
+    """'1,3,5-7' -> [1, 3, 5, 6, 7]; negative indices count from the end. None: the option was not given. An empty
+    text or an empty item ('1,,3', '3,') is refused: it is a typo or an unset shell variable, not a choice."""
+    if text is None:
         return None
+    if not str(text).strip():
+        raise SlconvertError(f"{option} is empty; give layer numbers, e.g. 3,7 or 4-9, or leave {option} out")
     chosen: list[int] = []
     for part in str(text).split(","):
         part = part.strip()
         if not part:
-            continue
+            raise SlconvertError(f"{option} {text!r} has an empty item; give layer numbers separated by single "
+                                 "commas, e.g. 3,7 or 4-9")
         try:
             if "-" in part[1:]:
                 lo, hi = part[0] + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1]
@@ -358,6 +376,7 @@ def plan_conversion(
     source = open_source(model_dir)
     chosen, shapes = plan_layers(source, layers, keep_dense)
     weights = find_weights(source.directory)
+    check_weights(source, weights)  # first: a config that describes other layers than the weights hold says so
     names = weights.names()
     disk_prefix: dict[int, str] = {}
     for layer in chosen:
@@ -376,5 +395,4 @@ def plan_conversion(
                 f"{source.directory} is already converted (layer {layer} has a router); convert the original model"
             )
     check_projection_dtypes(source, weights, disk_prefix)
-    check_weights(source, weights)
     return ConversionPlan(source, weights, params, chosen, shapes, disk_prefix, router_init, seed, dtype)

@@ -11,7 +11,7 @@ from slkernels import SuperlinearConfig
 from ..checkpoint import find_weights
 from ..dtypes import config_dtype, element_bytes
 from ..model_card import attended_keys
-from .plan import open_source, select_layers
+from .plan import check_weights, open_source, select_layers
 
 __all__ = ["summarize", "kv_cache_bytes_per_token"]
 
@@ -24,7 +24,9 @@ def kv_cache_bytes_per_token(shape, layers: int, dtype_bytes: int) -> int:
 def summarize(model_dir, params: SuperlinearConfig, *, layers: str | None = None, keep_dense: str | None = None) -> dict:
     source = open_source(model_dir)
     existing = source.raw_config.get("superlinear")  # a converted checkpoint's block, checked by open_source
-    find_weights(source.directory)  # a checkpoint whose weights are missing or truncated is not fine to convert
+    # A checkpoint whose weights are missing, truncated or do not fit its config.json is not fine to convert: inspect
+    # says so as convert would, rather than report a model the weights do not make.
+    check_weights(source, find_weights(source.directory))
     converted = select_layers(source, layers, keep_dense)
     attention = source.attention_layers
     shape = source.attention_shape(attention[0])
