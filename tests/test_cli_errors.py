@@ -96,6 +96,20 @@ def test_eval_numbers_out_of_range_fail_before_loading(tmp_path, args, needle):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("args", [["--lengths", ","], ["--lengths", ""],
+                                  ["--model", "m", "--device", "cpu", "--lengths", ","]])
+def test_bench_lengths_that_name_no_length_are_refused(tmp_path, args):
+    """The one-layer benchmark took `--lengths ,` for its default lengths, in silence."""
+    _refused(["bench", *args, "--out", str(tmp_path / "out")], "--lengths: no length given")
+    assert not (tmp_path / "out").exists()
+
+
+def test_bench_times_a_length_given_twice_once():
+    from slconvert.commands.bench import _lengths
+
+    assert _lengths("16K,16384,32K") == [16384, 32768]
+
+
 def test_convert_force_replaces_a_checkpoint_only(tmp_path, model_dir):
     notes = tmp_path / "notes"
     notes.mkdir()

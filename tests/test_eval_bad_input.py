@@ -67,6 +67,61 @@ def test_input_that_cannot_run_is_refused_before_the_model_loads(no_model_loads,
     assert not out.exists()
 
 
+@pytest.fixture
+def task_files(tmp_path) -> Path:
+    (tmp_path / "syntax.yaml").write_text("task: x\n  bad: [\n")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00task")
+    (tmp_path / "numbers.yaml").write_text("task: [1, 2]\n")
+    (tmp_path / "folder.yaml").mkdir()
+    return tmp_path
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--tasks", "{dir}/syntax.yaml"], "task file {dir}/syntax.yaml is not valid YAML (mapping values are not allowed"),
+    (["--tasks", "{dir}/list.yaml"], "task file {dir}/list.yaml is not a mapping of lm-eval task settings"),
+    (["--tasks", "{dir}/binary.yaml"], "task file {dir}/binary.yaml is not UTF-8 text"),
+    (["--tasks", "{dir}/numbers.yaml"], "{dir}/numbers.yaml has `task: [1, 2]`, which is no task name"),
+    (["--tasks", "{dir}/folder.yaml"], "task file {dir}/folder.yaml is a directory"),
+    (["--tasks", "slc_passkey", "--task-lengths", "0"], "--task-lengths 0 must be positive token counts"),
+    (["--tasks", "slc_passkey", "--task-lengths", "1024,100000000"],
+     "--task-lengths 100000000 do not fit the model's 8192 tokens"),
+    (["--tasks", "slc_passkey", "--seed", "-1"], "--seed -1 is outside 0..4294967295"),
+    (["--niah", "--seed", "4294967296"], "--seed 4294967296 is outside 0..4294967295"),
+    (["--niah", "--samples", "100000000"], "--samples 100000000 is more than 1000 prompts per cell"),
+    (["--span-recall"], "{model} is not a converted checkpoint: span recall needs Superlinear layers"),
+])
+def test_bad_task_files_and_numbers_are_refused_before_the_model_loads(no_model_loads, task_files, args, needle):
+    """The task files ended in a ScannerError, AttributeError or UnicodeDecodeError traceback; --task-lengths 0 was
+    refused after the model loaded and 100000000 built prompts for hours; a seed outside numpy's range ended in its
+    ValueError traceback once lm-eval ran; --samples 100000000 built prompts until memory ran out; --span-recall on
+    a source checkpoint loaded it and built the text first."""
+    out = task_files / "out"
+    args = [a.format(dir=task_files) for a in args]
+    _one_error_line(_eval(TINY_TEACHER, *args, "--out", out), needle.format(dir=task_files, model=TINY_TEACHER))
+    assert not out.exists()
+
+
+def test_a_span_length_over_the_context_is_refused_before_the_model_loads(no_model_loads, tmp_path):
+    """It built 100000000 tokens of text (hours) before the model said the text was too long."""
+    from slconvert.assets import TINY_CONVERTED
+
+    result = _eval(TINY_CONVERTED, "--span-recall", "--span-length", "100000000", "--out", tmp_path / "out")
+    _one_error_line(result, "--span-length 100000000 is over the model's 8192 tokens")
+
+
+def test_a_task_whose_data_is_on_the_hub_is_one_line(tmp_path):
+    """`datasets` asked the hub, was refused (offline), and the ConnectionError ended in a traceback."""
+    task = tmp_path / "hub.yaml"
+    task.write_text("task: slc_hub_task\ndataset_path: someone/some_dataset\noutput_type: generate_until\n"
+                    "test_split: test\ndoc_to_text: '{{text}}'\ndoc_to_target: '{{answer}}'\n")
+    out = tmp_path / "out"
+    result = _eval(TINY_TEACHER, "--tasks", task, "--limit", "1", "--out", out)
+    line = _one_error_line(result, "the data of lm-eval task(s) slc_hub_task is not on this machine")
+    assert "this tool downloads nothing" in line
+    assert not out.exists()
+
+
 def test_the_compared_models_context_counts_before_either_loads(no_model_loads, tmp_path):
     short = tmp_path / "short"
     short.mkdir()

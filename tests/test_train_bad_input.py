@@ -22,7 +22,7 @@ from slconvert.cli import main
 from slconvert.errors import SlconvertError
 from slconvert.training import loop
 from slconvert.training.checkpoints import check_state, latest_checkpoint
-from slconvert.training.recipe import load_recipe
+from slconvert.training.recipe import load_recipe, unreached
 
 RECIPE = "recipes/router-warmup.yaml"
 # A run of a second or two on the quickest tiny hybrid (as tests/test_train.py's fast_model).
@@ -142,6 +142,38 @@ def test_a_key_set_twice_is_refused(tmp_path, text, key, lines):
 def test_a_key_set_twice_in_an_override_is_refused(tmp_path):
     line = _recipe_cli(tmp_path, "{}\n", "curriculum=[{seq_len: 64, seq_len: 96, steps: 1}]")
     assert "sets key 'seq_len' twice" in line
+
+
+@pytest.mark.parametrize("override, said", [
+    ("data.text=''", "recipe key data.text='' is invalid: each entry is the path of a text file or folder"),
+    ("data.text=[null]", "recipe key data.text=None is invalid: each entry is the path"),
+    ("data.text=[[a.txt]]", "recipe key data.text=['a.txt'] is invalid: each entry is the path"),
+    ("adam_beta1=1", "recipe key adam_beta1=1 is invalid: use a number >= 0.0 and < 1.0"),
+    ("adam_beta2=1.0", "recipe key adam_beta2=1.0 is invalid: use a number >= 0.0 and < 1.0"),
+    ("trainable=''", "recipe key trainable='' is invalid: use one of router"),
+])
+def test_edge_values_are_refused_in_the_recipe(tmp_path, override, said):
+    """data.text='' trained on every text file under the current folder; [null] and [[a.txt]] looked for files named
+    "None" and "['a.txt']"; a beta of 1 ended in AdamW's ValueError traceback once the model had loaded; trainable=''
+    was refused only after the tokenizer and corpus were read, as a pattern matching nothing."""
+    line = _recipe_cli(tmp_path, "{}\n", override)
+    assert line.startswith(f"error: {said}"), line
+
+
+def test_a_folder_named_by_a_number_is_still_a_data_path():
+    assert load_recipe(RECIPE, ["data.text=[2024, corpus]"]).data.text == ["2024", "corpus"]
+
+
+@pytest.mark.parametrize("overrides, said", [
+    (["max_steps=3", "warmup_steps=50"], "warmup_steps=50 is past max_steps=3: the learning rate ends at 6% of lr"),
+    (["max_steps=3", "warmup_steps=0", "curriculum=[{seq_len: 64, steps: 3}, {seq_len: 96, steps: 2}]"],
+     "the curriculum's stage(s) at 96 tokens start after max_steps=3 and never run (raise max_steps to 5"),
+])
+def test_what_max_steps_never_reaches_is_named(overrides, said):
+    """Both used to run in silence: a run that never leaves its warm-up, a curriculum stage that never runs."""
+    notes = unreached(load_recipe(RECIPE, overrides))
+    assert len(notes) == 1 and notes[0].startswith(said), notes
+    assert unreached(load_recipe(RECIPE, ["max_steps=100", "warmup_steps=100"])) == []
 
 
 # ----- runs on disk: a damaged checkpoint, a finished run, a full disk -----
@@ -352,3 +384,36 @@ def test_a_trainable_pattern_that_matches_nothing_is_named_before_loading(model,
     assert f"trainable pattern {pattern!r} matches no parameter" in line
     assert line.count("'model.") >= 3 and "fix the pattern" in line
     assert not out.exists()
+
+
+def test_a_short_run_of_a_long_warmup_says_so_and_trains(model, tmp_path):
+    code, stderr = _train(RECIPE, "--model", model, "--output", tmp_path / "run", "max_steps=1", *SMALL)
+    assert code == 0, stderr
+    assert "warning: warmup_steps=50 is past max_steps=1" in stderr
+
+
+def test_resuming_with_another_model_names_the_model_not_a_damaged_checkpoint(finished, tmp_path):
+    """It said the checkpoint was "incomplete or damaged" and to delete it: the user's good checkpoint."""
+    other = converted("nemotron_h")
+    out = _copy(finished, tmp_path)
+    before = _snapshot(out)
+    line = _last_error(*_train(RECIPE, "--model", other, "--output", out, "--resume", "max_steps=3", *SMALL))
+    assert f"belongs to a run started from --model {converted('granitemoehybrid', layers='MAMA').resolve()}" in line
+    assert f"does not load into --model {other}" in line and "resume with --model" in line
+    assert "damaged" not in line and "delete" not in line
+    assert _snapshot(out) == before
+
+
+def test_a_stray_step_folder_takes_no_place_of_the_kept_checkpoints(tmp_path):
+    """A step folder without trainer.json (no checkpoint) counted as the newest: with keep_checkpoints=1 the
+    checkpoint just written was deleted and the stray folder kept."""
+    from slconvert.training.checkpoints import CHECKPOINTS, TRAINER_FILE, prune
+
+    root = tmp_path / CHECKPOINTS
+    for step in (1, 2, 3):
+        (root / f"step-00000{step}").mkdir(parents=True)
+        (root / f"step-00000{step}" / TRAINER_FILE).write_text(json.dumps({"step": step}))
+    (root / "step-000009").mkdir()
+    prune(tmp_path, 1)
+    assert sorted(p.name for p in root.iterdir()) == ["step-000003", "step-000009"]
+    assert latest_checkpoint(tmp_path).name == "step-000003"

@@ -14,8 +14,8 @@ __all__ = ["bench", "model_bench_settings", "bench_and_report"]
 
 
 def _lengths(text: str, option: str = "--lengths", example: str = "16K,32K,65536") -> list[int]:
-    """Comma-separated lengths with K (1024) and M (1 << 20) suffixes; a bad one is refused in one line that names
-    `option` and shows `example`."""
+    """Comma-separated lengths with K (1024) and M (1 << 20) suffixes, each once, in the order given; a bad one, or
+    none at all, is refused in one line that names `option` and shows `example`."""
     out = []
     for part in text.split(","):
         typed = part.strip()
@@ -33,7 +33,9 @@ def _lengths(text: str, option: str = "--lengths", example: str = "16K,32K,65536
         if value < 1:
             raise SlconvertError(f"{option}: {value} must be positive; write e.g. {example}")
         out.append(value)
-    return out
+    if not out:
+        raise SlconvertError(f"{option}: no length given; write e.g. {example}")
+    return list(dict.fromkeys(out))  # a length given twice (16K,16384) is timed once
 
 
 def _elsewhere(given: list[str], where: str, fix: str) -> SlconvertError:
@@ -95,7 +97,7 @@ def bench(out_dir: Path, quick: bool, lengths: str | None, settings: tuple, pass
     given = [name for name, value in model_only.items() if value is not None]
     if given:
         raise _elsewhere(given, "the whole-model benchmark", "add --model PATH")
-    parsed_lengths = _lengths(lengths) if lengths else None
+    parsed_lengths = _lengths(lengths) if lengths is not None else None
     if not torch.cuda.is_available():
         raise SlconvertError("slconvert bench needs a CUDA GPU and none is visible; run it on a machine with one")
     from tqdm import tqdm
@@ -152,10 +154,8 @@ def model_bench_settings(path: Path | None, lengths: str | None, chunk: str | No
     from ..dtypes import resolve_dtype
 
     cfg = ModelBenchSettings(model=None if path is None else str(path))
-    if lengths:
-        cfg.lengths = _lengths(lengths)
-        if not cfg.lengths:
-            raise SlconvertError("--lengths: no length given; write e.g. 32K,128K,1M")
+    if lengths is not None:
+        cfg.lengths = _lengths(lengths, example="32K,128K,1M")
     if chunk:
         parsed = _lengths(chunk, "--chunk", "32K")
         if len(parsed) != 1:

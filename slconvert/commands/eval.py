@@ -18,6 +18,7 @@ from ..outputs import check_output_dir, removed_on_failure
 
 _DEFAULT_DEPTHS = ",".join(str(d) for d in range(0, 101, 10))
 _MAX_VALUES = 1000  # a list option giving more values than this is a typo (a range's step), not a grid
+_MAX_SEED = 2**32 - 1  # numpy's seeds stop here (lm-eval seeds numpy with --seed)
 
 
 def _numbers(text: str, option: str, kind=int) -> list:
@@ -133,6 +134,11 @@ def eval_command(model, niah, niah_style, lengths, depths, samples, haystack, ch
     if niah:
         check_cells(depth_list, samples)
     task_length_list = _numbers(task_lengths, "--task-lengths") if task_lengths else None
+    if task_length_list and any(n < 1 for n in task_length_list):
+        raise SlconvertError(f"--task-lengths {task_lengths} must be positive token counts")
+    if not 0 <= seed <= _MAX_SEED:
+        raise SlconvertError(f"--seed {seed} is outside 0..{_MAX_SEED} (numpy's seeds, which lm-eval sets); use a "
+                             "seed in that range")
     try:
         metadata = json.loads(task_metadata) if task_metadata else {}
     except json.JSONDecodeError as err:
@@ -170,9 +176,20 @@ def eval_command(model, niah, niah_style, lengths, depths, samples, haystack, ch
     docs = load_documents(ppl_path) if ppl_path else None
     span_texts = [text for _, text in load_documents(span_text)] if span_recall and span_text else None
     limits = [check_eval_checkpoint(path, max_length) for path in (model, base) if path is not None]
+    tightest = min((n for n in limits if n is not None), default=None)
     if niah:  # lengths no prompt of which fits the tightest context (RunContext.max_length): never built
-        lengths_over(length_list, min((n for n in limits if n is not None), default=None), niah_style,
-                     skip_too_long)
+        lengths_over(length_list, tightest, niah_style, skip_too_long)
+    over = [str(n) for n in task_length_list or () if tightest is not None and n > tightest]
+    if over:  # a task builds every prompt before the first runs; lm-eval requests are never truncated
+        raise SlconvertError(f"--task-lengths {', '.join(over)} do not fit the model's {tightest} tokens; drop them "
+                             "or raise --max-length")
+    if span_recall:  # span recall reads MODEL alone, in one forward of the whole text
+        from ..evaluation.span_recall import check_converted
+
+        check_converted(model)
+        if not span_text and limits[0] is not None and span_length > limits[0]:
+            raise SlconvertError(f"--span-length {span_length} is over the model's {limits[0]} tokens; lower it or "
+                                 "raise --max-length")
 
     em = load_eval_model(model, device=device, dtype=dtype, max_length=max_length)
     base_em = load_eval_model(base, device=device, dtype=dtype, max_length=max_length) if base else None

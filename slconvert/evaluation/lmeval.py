@@ -15,7 +15,7 @@ import os
 import re
 from pathlib import Path
 
-from ..errors import SlconvertError
+from ..errors import SlconvertError, first_line
 from ..inputs import read_user_text
 
 __all__ = ["register", "resolve_tasks", "check_tasks", "task_manager", "run_lm_eval", "shipped_tasks_dir",
@@ -247,13 +247,26 @@ def resolve_tasks(spec: str, essays: str | Path | None = None) -> tuple[list[str
             continue
         path = Path(item).expanduser()
         if item.endswith((".yaml", ".yml")):
+            if path.is_dir():
+                raise SlconvertError(f"task file {path} is a directory; pass an lm-eval task YAML or a task name")
             if not path.is_file():
                 raise SlconvertError(f"task file {path} does not exist; pass an lm-eval task YAML or a task name")
-            data = yaml.load(path.read_text(), Loader=_task_yaml_loader()) or {}
+            fix = "pass an lm-eval task YAML or a task name"
+            try:
+                data = yaml.load(read_user_text(path, "task file", fix), Loader=_task_yaml_loader()) or {}
+            except yaml.YAMLError as err:
+                raise SlconvertError(f"task file {path} is not valid YAML ({getattr(err, 'problem', None) or err}); "
+                                     "fix its syntax") from None
+            if not isinstance(data, dict):
+                raise SlconvertError(f"task file {path} is not a mapping of lm-eval task settings; {fix}")
             task = data.get("task")
             if not task:
                 raise SlconvertError(f"{path} has no `task:` name; add one to the YAML")
-            names.extend(task if isinstance(task, list) else [task])
+            task = task if isinstance(task, list) else [task]
+            if not all(isinstance(t, str) and t.strip() for t in task):
+                raise SlconvertError(f"{path} has `task: {data['task']!r}`, which is no task name; write the task's "
+                                     "name, e.g. task: my_task")
+            names.extend(task)
             include.append(str(path.parent.resolve()))
         else:
             if item in RULER_DOWNLOADS:
@@ -329,9 +342,14 @@ def _run_lm_eval(em, names: list[str], include: list[str], *, max_length: int, b
         metadata["max_seq_lengths"] = list(task_lengths)
     manager = task_manager(names, include, metadata)
     lm = register()(pretrained=em.model, tokenizer=em.tokenizer, max_length=max_length, batch_size=batch_size)
-    results = lm_eval.simple_evaluate(model=lm, tasks=names, task_manager=manager, limit=limit,
-                                      log_samples=log_samples, random_seed=seed, numpy_random_seed=seed,
-                                      torch_random_seed=seed, fewshot_random_seed=seed, metadata=metadata)
+    try:
+        results = lm_eval.simple_evaluate(model=lm, tasks=names, task_manager=manager, limit=limit,
+                                          log_samples=log_samples, random_seed=seed, numpy_random_seed=seed,
+                                          torch_random_seed=seed, fewshot_random_seed=seed, metadata=metadata)
+    except ConnectionError as err:  # `datasets` asked the hub for a task's data (offline_environment refuses it)
+        raise SlconvertError(f"the data of lm-eval task(s) {', '.join(names)} is not on this machine "
+                             f"({first_line(err)}) and this tool downloads nothing; point the task YAML's "
+                             "dataset_path / dataset_kwargs at local files, or use a shipped slc_* task") from None
     if results is None:
         raise SlconvertError("lm-eval returned no results")
     return {key: results[key] for key in ("results", "versions", "n-shot", "higher_is_better", "n-samples")

@@ -19,7 +19,9 @@ from ..tasks.niah import STYLES, NiahSample, build_sample, depth_ranges, generat
 from .models import EvalModel, greedy_generate, last_logits
 from .niah import score_teacher_forced
 
-__all__ = ["NiahGrid", "check_cells", "lengths_over", "build_grid", "run_grid", "grid_table", "MODES"]
+__all__ = ["NiahGrid", "check_cells", "lengths_over", "build_grid", "run_grid", "grid_table", "MODES", "MAX_SAMPLES"]
+
+MAX_SAMPLES = 1000  # NIAH prompts per (length, depth) cell (--samples): more is a typo, not a grid
 
 MODES = ("generate", "teacher")
 
@@ -51,6 +53,9 @@ def check_cells(depths: list[float], samples: int) -> None:
     hold no prompt: the grid's shape alone shows it, before any model is loaded."""
     if samples < 1:
         raise SlconvertError(f"--samples {samples} must be at least 1")
+    if samples > MAX_SAMPLES:  # every prompt of a length is built before the first runs: a typo would never start
+        raise SlconvertError(f"--samples {samples} is more than {MAX_SAMPLES} prompts per cell; use at most "
+                             f"{MAX_SAMPLES} (more depths or lengths give more prompts)")
     outside = [f"{depth:g}" for depth in depths if not 0 <= depth <= 100]
     if outside:
         raise SlconvertError(f"--depths {', '.join(outside)} {'is' if len(outside) == 1 else 'are'} outside 0..100; "

@@ -11,13 +11,15 @@ number averages only queries beyond the window; the average over all queries is 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from tqdm.auto import tqdm
 
 from ..errors import SlconvertError
 from .models import EvalModel, forward
 
-__all__ = ["layer_recall", "span_recall"]
+__all__ = ["layer_recall", "span_recall", "check_converted"]
 
 
 @torch.no_grad()
@@ -69,11 +71,21 @@ def layer_recall(record: dict, block_rows: int = 128) -> dict:
     }
 
 
+def check_converted(path, converted: bool | None = None) -> None:
+    """Span recall needs Superlinear layers: a checkpoint without them is refused in one line, known from its
+    config.json before it loads (`converted` None) or from the loaded model."""
+    if converted is None:
+        from .models import _is_converted
+
+        converted = _is_converted(Path(path))
+    if not converted:
+        raise SlconvertError(f"{path} is not a converted checkpoint: span recall needs Superlinear layers; "
+                             "run it on the output of `slconvert convert`")
+
+
 def span_recall(em: EvalModel, texts: list[str]) -> dict:
     """Span recall per converted layer and head, averaged over the given texts (one forward each)."""
-    if not em.converted:
-        raise SlconvertError(f"{em.path} is not a converted checkpoint: span recall needs Superlinear layers; "
-                             "run it on the output of `slconvert convert`")
+    check_converted(em.path, em.converted)
     from ..attention import capture_attention
 
     per_layer: dict[int, list[dict]] = {}

@@ -190,7 +190,10 @@ def prune(out: Path, keep: int) -> None:
     if keep <= 0:
         return
     root = Path(out) / CHECKPOINTS
-    steps = sorted((int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.fullmatch(p.name)))
+    # A step folder without trainer.json is no checkpoint (`latest_checkpoint` skips it too): it takes no place of
+    # the `keep` newest, which a stray `step-000999` would otherwise take from the one just written.
+    steps = sorted((int(m.group(1)), p) for p in root.iterdir()
+                   if (m := _STEP_DIR.fullmatch(p.name)) and (p / TRAINER_FILE).is_file())
     for _, path in steps[:-keep]:
         shutil.rmtree(path, ignore_errors=True)
 

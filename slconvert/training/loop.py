@@ -66,7 +66,7 @@ from .model_setup import (
     training_model,
 )
 from .preflight import distill_path, preflight
-from .recipe import recipe_from_dict
+from .recipe import recipe_from_dict, unreached
 from .trainable import LORA_ADAPTER_DIR, apply_lora, check_patterns, is_lora, merged_state_dict, select_trainable
 
 __all__ = ["Trainer", "TrainingStopped", "train", "make_scheduler"]
@@ -127,9 +127,17 @@ def _saved_recipe(raw: dict) -> dict:
 _UNLOADABLE = (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError, SafetensorError)
 
 
-def _unloadable(checkpoint: Path, saved: dict, recipe, err: Exception) -> SlconvertError:
+def _other_model(state: dict, model_path: Path) -> str | None:
+    """The --model a checkpoint's run started from (its trainer.json), when it is not `model_path`."""
+    was = state.get("model")
+    return was if isinstance(was, str) and was and Path(was) != model_path.resolve() else None
+
+
+def _unloadable(checkpoint: Path, saved: dict, recipe, err: Exception, other_model: str | None = None,
+                model_path: Path | None = None) -> SlconvertError:
     """The one line for a checkpoint whose state does not load: another set of trainable parameters than the recipe
-    now asks for (the optimizer's state is per parameter), or else a damaged checkpoint."""
+    now asks for (the optimizer's state is per parameter), another --model than the run started from, or else a
+    damaged checkpoint."""
     now = recipe.to_dict()
     keys = ("trainable", "lora") if recipe.trainable == "lora" else ("trainable",)
     changed = [k for k in keys if k in saved and saved[k] != now[k]]
@@ -138,6 +146,10 @@ def _unloadable(checkpoint: Path, saved: dict, recipe, err: Exception) -> Slconv
         return SlconvertError(f"the checkpoint {checkpoint} was saved with {was} and does not load into this run's "
                               f"{', '.join(f'{k}={now[k]!r}' for k in changed)}; resume with the checkpoint's value, "
                               f"or start a new run with --model {checkpoint}")
+    if other_model:  # not damaged: it holds another model's weights
+        return SlconvertError(f"the checkpoint {checkpoint} belongs to a run started from --model {other_model} and "
+                              f"does not load into --model {model_path} ({one_line(err, 100)}); resume with --model "
+                              f"{other_model}, or pass a new --output")
     return damaged(checkpoint, one_line(err, 100))
 
 
@@ -272,14 +284,18 @@ class Trainer:
             state = read_trainer_state(checkpoint)
             saved = _saved_recipe(state.get("recipe", {}))
             saved = saved if isinstance(saved, dict) else {}
+            other_model = _other_model(state, self.model_path)
             try:
                 acc.load_state(str(checkpoint / "state"))
             except _UNLOADABLE as err:
-                raise _unloadable(checkpoint, saved, recipe, err) from None
+                raise _unloadable(checkpoint, saved, recipe, err, other_model, self.model_path) from None
             self.start_step = done
             changed = sorted(k for k, v in recipe.to_dict().items() if saved.get(k) != v)
             if changed and acc.is_main_process:
                 tqdm.write(f"resuming from {checkpoint.name} with changed recipe keys: {', '.join(changed)}")
+            if other_model and acc.is_main_process:  # the final model takes its config and tokenizer from --model
+                tqdm.write(f"note: resuming from {checkpoint.name} with --model {self.model_path}; the run started "
+                           f"from {other_model}")
         if acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
             write_text_atomically(self.out / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
@@ -528,6 +544,8 @@ class Trainer:
             print(f"all {recipe.max_steps} steps are trained; writing the final model -> {self.out}",
                   file=sys.stderr, flush=True)
         elif acc.is_main_process:
+            for note in unreached(recipe):
+                print(f"warning: {note}", file=sys.stderr, flush=True)
             first = recipe.stage_at(self.start_step)
             print(f"training steps {self.start_step + 1}-{recipe.max_steps} of {recipe.batch_of(first)} x "
                   f"{recipe.seq_len_at(self.start_step)} tokens on {acc.device} ({acc.num_processes} process(es), "

@@ -20,7 +20,7 @@ from ..errors import SlconvertError
 from ..inputs import read_user_text
 
 __all__ = ["Recipe", "DataSpec", "LoraSpec", "Stage", "load_recipe", "parse_overrides", "recipe_from_dict",
-           "TRAINABLE_PRESETS", "MODEL_KINDS", "LM_AVERAGES"]
+           "TRAINABLE_PRESETS", "MODEL_KINDS", "LM_AVERAGES", "unreached"]
 
 # The presets of `trainable` (slconvert/training/trainable.py says what each one trains).
 TRAINABLE_PRESETS = ("router", "attention", "mixers", "all", "lora")
@@ -221,7 +221,8 @@ def _as_int(key: str, value, minimum: int = 0, maximum: int | None = None) -> in
     return int(value)
 
 
-def _as_float(key: str, value, lo: float = 0.0, hi: float = math.inf, lo_open: bool = False) -> float:
+def _as_float(key: str, value, lo: float = 0.0, hi: float = math.inf, lo_open: bool = False,
+              hi_open: bool = False) -> float:
     if isinstance(value, str):
         try:
             value = float(value)
@@ -229,8 +230,8 @@ def _as_float(key: str, value, lo: float = 0.0, hi: float = math.inf, lo_open: b
             raise _type_error(key, value, "use a number") from None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise _type_error(key, value, "use a finite number")
-    if value < lo or value > hi or (lo_open and value == lo):
-        bound = f"{'>' if lo_open else '>='} {lo}" + ("" if hi == math.inf else f" and <= {hi}")
+    if value < lo or value > hi or (lo_open and value == lo) or (hi_open and value == hi):
+        bound = f"{'>' if lo_open else '>='} {lo}" + ("" if hi == math.inf else f" and {'<' if hi_open else '<='} {hi}")
         raise _type_error(key, value, f"use a number {bound}")
     return float(value)
 
@@ -284,7 +285,12 @@ def _section(name: str, raw, cls, known: dict):
 
 def _data(raw) -> DataSpec:
     spec = _section("data", raw, DataSpec, _DATA)
-    spec.text = [str(p) for p in _as_list("data.text", spec.text)]
+    spec.text = _as_list("data.text", spec.text)
+    for path in spec.text:  # "" would read the current folder; null, [a] or {a: 1} a path spelled after them
+        if isinstance(path, bool) or not isinstance(path, (str, int, float)) or not str(path).strip():
+            raise _type_error("data.text", path, "each entry is the path of a text file or folder, e.g. "
+                                                 "data.text=[corpus/]")
+    spec.text = [str(p) for p in spec.text]
     if not isinstance(spec.jsonl_field, str) or not spec.jsonl_field:
         raise _type_error("data.jsonl_field", spec.jsonl_field, "use the name of the text field of each JSON line")
     spec.niah_fraction = _as_float("data.niah_fraction", spec.niah_fraction, 0.0, 1.0)
@@ -312,7 +318,7 @@ def _lora(raw) -> LoraSpec:
 
 
 def _trainable(value):
-    if isinstance(value, str):
+    if isinstance(value, str) and value:
         if value in TRAINABLE_PRESETS:
             return value
         return [value]
@@ -379,8 +385,8 @@ def recipe_from_dict(raw: dict) -> Recipe:
     recipe.lr = _as_float("lr", recipe.lr, 0.0, lo_open=True)
     recipe.min_lr_ratio = _as_float("min_lr_ratio", recipe.min_lr_ratio, 0.0, 1.0)
     recipe.weight_decay = _as_float("weight_decay", recipe.weight_decay, 0.0)
-    recipe.adam_beta1 = _as_float("adam_beta1", recipe.adam_beta1, 0.0, 1.0)
-    recipe.adam_beta2 = _as_float("adam_beta2", recipe.adam_beta2, 0.0, 1.0)
+    recipe.adam_beta1 = _as_float("adam_beta1", recipe.adam_beta1, 0.0, 1.0, hi_open=True)  # AdamW needs < 1
+    recipe.adam_beta2 = _as_float("adam_beta2", recipe.adam_beta2, 0.0, 1.0, hi_open=True)
     recipe.max_grad_norm = _as_float("max_grad_norm", recipe.max_grad_norm, 0.0)
     for key in ("lm_weight", "router_kl_weight", "output_mse_weight", "distill_weight"):
         setattr(recipe, key, _as_float(key, getattr(recipe, key), 0.0))
@@ -424,6 +430,25 @@ def recipe_from_dict(raw: dict) -> Recipe:
         raise SlconvertError("trainable=lora trains through the next-token loss; set router_kl_weight and "
                              "output_mse_weight to 0 (train the routers first with recipes/router-warmup.yaml)")
     return recipe
+
+
+def unreached(recipe: Recipe) -> list[str]:
+    """What a valid recipe sets that a run of `max_steps` never reaches, one sentence each (the run prints them as
+    warnings and goes on: a short test run of a long recipe is a common, deliberate case)."""
+    notes = []
+    if recipe.warmup_steps > recipe.max_steps:
+        notes.append(f"warmup_steps={recipe.warmup_steps} is past max_steps={recipe.max_steps}: the learning rate "
+                     f"ends at {recipe.max_steps / recipe.warmup_steps:.0%} of lr={recipe.lr:g}, still warming up, and "
+                     "never decays (lower warmup_steps, or go on knowingly)")
+    start, skipped = 0, []
+    for stage in recipe.curriculum:
+        if start >= recipe.max_steps:
+            skipped.append(str(stage.seq_len))
+        start += stage.steps
+    if skipped:
+        notes.append(f"the curriculum's stage(s) at {', '.join(skipped)} tokens start after max_steps="
+                     f"{recipe.max_steps} and never run (raise max_steps to {start}, or go on knowingly)")
+    return notes
 
 
 def _parse_value(text: str):
