@@ -317,20 +317,6 @@ def load(path, device=None, dtype=None):
     return model
 
 
-@contextlib.contextmanager
-def _no_progress_bars():
-    """transformers' progress bars off for a step the user does not wait on (the header check below)."""
-    from transformers.utils import logging as hf_logging
-
-    enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()
-
-
 def _loading_state(err: BaseException):
     """(model, loading info) of the transformers load that raised `err` after building its report (a weight that
     could not be converted, a size mismatch it was told not to ignore), read from the raising frames; None when
@@ -494,7 +480,7 @@ def check_weights_fit(path, weights, config, model_class=None) -> None:
               "use_kernels": False}  # the hub kernels know no meta device
     conversion_errors = None
     try:
-        with quiet_transformers(), _no_progress_bars():
+        with quiet_transformers(), transformers_bars(False):  # a step the user does not wait on
             model, info = model_class.from_pretrained(None, **kwargs)
     except RuntimeError as err:
         found = _loading_state(err)
