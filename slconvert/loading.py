@@ -454,7 +454,7 @@ def _file_key(name: str, weights, model_keys) -> str:
     return f"{heads.pop()}.{tail}" if len(heads) == 1 else name
 
 
-def check_weights_fit(path, weights, config, model_class=None) -> None:
+def check_weights_fit(path, weights, config, model_class=None) -> tuple[set[str], list[str]] | None:
     """Refuse, before any tensor is read, a checkpoint whose tensors transformers would not load into the model its
     config describes: transformers' own loading (renamed prefixes, merged experts, tied weights, the keys it
     ignores) runs on the meta device with the safetensors headers standing in for the tensors, and its verdict
@@ -462,15 +462,18 @@ def check_weights_fit(path, weights, config, model_class=None) -> None:
 
     model_class: the transformers class to load (default: AutoModelForCausalLM's for `config`). A check that
     cannot run here (a quantized checkpoint, an older transformers, a model its loader cannot place on the meta
-    device) is skipped: the load itself then has the last word."""
+    device) is skipped: the load itself then has the last word.
+
+    Returns, when the check ran, the model's tensor names and the checkpoint's tensors it does not use (routers
+    aside), for a caller with a stricter rule about those (`surgery.plan.check_weights`)."""
     if getattr(config, "quantization_config", None) is not None:
-        return
+        return None
     if model_class is None:
         from transformers import MODEL_FOR_CAUSAL_LM_MAPPING
 
         model_class = MODEL_FOR_CAUSAL_LM_MAPPING.get(type(config), None)
         if model_class is None:
-            return
+            return None
     import copy
 
     state = {entry.name: torch.empty(entry.shape, dtype=DTYPES[entry.dtype][0], device="meta")
@@ -485,9 +488,11 @@ def check_weights_fit(path, weights, config, model_class=None) -> None:
     except RuntimeError as err:
         found = _loading_state(err)
         if found is None:
-            return
+            return None
         model, loading_info = found
         info, conversion_errors = loading_info.to_dict(), getattr(loading_info, "conversion_errors", None)
     except Exception:  # the check could not run; it is no verdict on the checkpoint
-        return
+        return None
     refuse_bad_weights(path, model, info, conversion_errors, weights)
+    unused = sorted(k for k in info.get("unexpected_keys", ()) if ROUTER_ATTRIBUTE not in k)
+    return set(model.state_dict()), unused

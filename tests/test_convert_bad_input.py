@@ -587,3 +587,22 @@ def test_a_window_too_large_to_compute_is_one_line(model, tmp_path):
     for args, command in (([str(model), str(tmp_path / "out"), "--quiet"], "convert"), ([str(model)], "inspect")):
         refused([*args, "--search-power", "1e-9", "--sw-index", "3"], "--search-power 1e-09 with --sw-index 3 gives "
                 "a sliding window too large to compute; use a larger --search-power", tmp_path, command=command)
+
+
+def _cut_nemotron(config):
+    config["layers_block_type"] = config["layers_block_type"][:3]
+
+
+def _cut_bamba(config):
+    config["num_hidden_layers"], config["attn_layer_indices"] = 3, [1]
+
+
+@pytest.mark.parametrize("fixture, cut", [("model", _cut_nemotron), ("sharded", _cut_bamba)])
+def test_a_config_describing_fewer_layers_than_the_weights_hold_is_refused(fixture, cut, request, tmp_path):
+    """The fourth layer's tensors would be copied and never used: the converted model would be a shallower one."""
+    source = request.getfixturevalue(fixture)
+    _edit_config(source, cut)
+    for command, args in (("convert", [str(source), str(tmp_path / "out"), *SMALL]), ("inspect", [str(source)])):
+        line = refused(args, "config.json describes layers 0..2, but the checkpoint holds tensors of layers up to 3",
+                       tmp_path, command)
+        assert "fix the layer count or pattern in config.json" in line

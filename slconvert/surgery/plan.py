@@ -6,6 +6,7 @@ so a bad input stops the conversion with one clear line and an untouched file sy
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -351,14 +352,33 @@ def check_projection_dtypes(source: SourceModel, weights: WeightSet, disk_prefix
                                      "re-save the checkpoint with floating-point attention weights")
 
 
+_LAYER_NUMBER = re.compile(r"\.layers\.(\d+)\.")  # a per-layer tensor's layer, as transformers' models name it
+
+
 def check_weights(source: SourceModel, weights: WeightSet) -> None:
     """Refuse, before anything is written, a checkpoint whose tensors (names and shapes, from the safetensors headers
     alone) are not what transformers builds from its config.json: a missing or misshapen tensor would give an output
     that cannot be loaded. transformers' own loading decides, on the meta device (`loading.check_weights_fit`:
-    renamed prefixes, merged experts, tied weights and the keys it ignores are its business)."""
+    renamed prefixes, merged experts, tied weights and the keys it ignores are its business).
+
+    A conversion is stricter than a load about one kind of unused tensor: those of layers past the last one
+    config.json describes (a layer count or pattern cut short) would be copied into the output and never used, and
+    the converted model would silently be a shallower one."""
     from ..loading import check_weights_fit
 
-    check_weights_fit(source.directory, weights, source.config, type(source.meta_model))
+    fit = check_weights_fit(source.directory, weights, source.config, type(source.meta_model))
+    if fit is None:
+        return
+    model_keys, unused = fit
+    last = max((int(m.group(1)) for k in model_keys if (m := _LAYER_NUMBER.search(k))), default=None)
+    beyond = [(int(m.group(1)), k) for k in unused if (m := _LAYER_NUMBER.search(k)) and last is not None
+              and int(m.group(1)) > last]
+    if beyond:
+        layer, example = max(beyond)
+        raise SlconvertError(f"{source.directory}: config.json describes layers 0..{last}, but the checkpoint holds "
+                             f"tensors of layers up to {layer} (e.g. {example}); fix the layer count or pattern in "
+                             "config.json, or re-download the checkpoint")
+
 
 
 def plan_conversion(
