@@ -34,14 +34,14 @@ _REMAKE = "re-make the checkpoint with `slconvert convert`"
 _RESAVE = "the weights do not match config.json: re-save or re-download the checkpoint"
 
 
-def check_block(block, where: str = "config.json", layer_count: int | None = None,
-                attention_layers: list[int] | None = None) -> dict:
+def check_block(block, where: str = "config.json", model_layers: list | None = None) -> dict:
     """`block` (a config's `superlinear` entry) checked to be what `slconvert convert` writes, else one line naming
     the field (`where`: the config it came from). Every reader of the block goes through here (`read_block`,
     `install_routers`, `surgery.open_source`), so a damaged block stops loading, training, evaluation, inspection
-    and conversion alike. `layer_count`: the number of layers the model has (None: unknown), which the layer
-    numbers must stay below; `attention_layers`: its softmax attention layers (None: unknown), the only layers the
-    block may name as converted or kept dense."""
+    and conversion alike. `model_layers`: the model's layer map (`architectures.layer_map`; None: unknown), whose
+    softmax attention layers are the only ones the block may name as converted or kept dense."""
+    layer_count = None if model_layers is None else len(model_layers)
+    attention_layers = None if model_layers is None else [layer.index for layer in model_layers if layer.is_attention]
 
     def bad(field: str, why: str, fix: str = _REMAKE) -> SlconvertError:
         return SlconvertError(f"{where}: '{field}' {why}; {fix}")
@@ -153,25 +153,22 @@ def read_block(path) -> dict | None:
     block = read_config(path).get("superlinear")
     if block is None:
         return None
-    count, attention = _layer_facts(path)
-    return check_block(block, str(checkpoint_path(path) / "config.json"), count, attention)
+    return check_block(block, str(checkpoint_path(path) / "config.json"), _model_layers(path))
 
 
-def _layer_facts(path) -> tuple[int | None, list[int] | None]:
-    """The number of layers the checkpoint's config.json describes, as transformers reads it (`layer_map`, the count
-    `slconvert inspect` shows: nemotron_h's config.json, for one, only lists the layers' kinds), and which of them
-    are softmax attention. (None, None) when transformers cannot read the config: the load that follows says why,
-    in its own line."""
+def _model_layers(path) -> list | None:
+    """The layers the checkpoint's config.json describes, as transformers reads it (`layer_map`, the map
+    `slconvert inspect` shows: nemotron_h's config.json, for one, only lists the layers' kinds). None when
+    transformers cannot read the config: the load that follows says why, in its own line."""
     from transformers import AutoConfig
 
     try:
         with quiet_transformers():
             config = AutoConfig.from_pretrained(str(checkpoint_path(path)), trust_remote_code=False,
                                                 local_files_only=True)
-        layers = layer_map(architecture_for(config.model_type), config)
-    except Exception:  # transformers raises many types for a config it refuses; no count is no verdict
-        return None, None
-    return len(layers), [layer.index for layer in layers if layer.is_attention]
+        return layer_map(architecture_for(config.model_type), config)
+    except Exception:  # transformers raises many types for a config it refuses; no map is no verdict
+        return None
 
 
 def is_converted(path) -> bool:
@@ -246,9 +243,8 @@ def _router_tensors(block: dict, arch, weights) -> dict[int, str]:
 def install_routers(model: torch.nn.Module, block: dict, weights=None) -> dict[int, SuperlinearRouter]:
     """Attach a router to each converted attention module; load its weight from `weights` if given."""
     arch = architecture_for(model.config.model_type)
-    layers = layer_map(arch, model.config)
     check_block(block, "the model's 'superlinear' block" if weights is None else f"{weights.directory / 'config.json'}",
-                len(layers), [layer.index for layer in layers if layer.is_attention])
+                layer_map(arch, model.config))
     params = SuperlinearConfig.from_dict(block["params"])
     tensors = _router_tensors(block, arch, weights) if weights is not None else {}
     installed = {}

@@ -48,6 +48,14 @@ def _numbers(text: str, option: str, kind=int) -> list:
     return list(dict.fromkeys(values))
 
 
+def _token_counts(text: str, option: str) -> list[int]:
+    """`_numbers` for an option of lengths in tokens: each must be positive."""
+    counts = _numbers(text, option)
+    if any(n < 1 for n in counts):
+        raise SlconvertError(f"{option} {text} must be positive token counts")
+    return counts
+
+
 @click.command("eval")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--niah", is_flag=True, help="Needle-in-a-haystack grid (depth x length heatmap).")
@@ -127,15 +135,11 @@ def eval_command(model, niah, niah_style, lengths, depths, samples, haystack, ch
     if not (niah or tasks or ppl_path or span_recall):
         raise SlconvertError("nothing to evaluate; add at least one of --niah, --ruler, --tasks, --perplexity, "
                              "--span-recall")
-    length_list = _numbers(lengths, "--lengths") if niah else []
+    length_list = _token_counts(lengths, "--lengths") if niah else []
     depth_list = _numbers(depths, "--depths", float) if niah else []
-    if any(n < 1 for n in length_list):
-        raise SlconvertError(f"--lengths {lengths} must be positive token counts")
     if niah:
         check_cells(depth_list, samples)
-    task_length_list = _numbers(task_lengths, "--task-lengths") if task_lengths else None
-    if task_length_list and any(n < 1 for n in task_length_list):
-        raise SlconvertError(f"--task-lengths {task_lengths} must be positive token counts")
+    task_length_list = _token_counts(task_lengths, "--task-lengths") if task_lengths else None
     if not 0 <= seed <= _MAX_SEED:
         raise SlconvertError(f"--seed {seed} is outside 0..{_MAX_SEED} (numpy's seeds, which lm-eval sets); use a "
                              "seed in that range")
@@ -194,30 +198,25 @@ def eval_command(model, niah, niah_style, lengths, depths, samples, haystack, ch
     em = load_eval_model(model, device=device, dtype=dtype, max_length=max_length)
     base_em = load_eval_model(base, device=device, dtype=dtype, max_length=max_length) if base else None
     ctx = RunContext(out=out, model=em, base=base_em, seed=seed, skip_too_long=skip_too_long, echo=click.echo)
+    modes = {  # in this order; each writes its own files
+        "niah": niah and (lambda: run_niah(ctx, task=niah_task, lengths=length_list, depths=depth_list,
+                                           samples=samples, haystack=haystack, mode=mode, key_kind=key_kind,
+                                           value_kind=value_kind, chunk=chunk_size, style=niah_style,
+                                           chat=chat_template, batch=batch_size)),
+        "lm_eval": bool(tasks) and (lambda: run_tasks(ctx, tasks, batch_size=batch_size, limit=limit,
+                                                      task_lengths=task_length_list, task_metadata=metadata,
+                                                      essays=ruler_essays)),
+        "perplexity": bool(ppl_path) and (lambda: run_perplexity(ctx, ppl_path, docs, chunk=chunk_size)),
+        "span_recall": span_recall and (lambda: run_span_recall(ctx, texts=span_texts, length=span_length)),
+    }
     finished: list[str] = []  # the files of the modes that finished: a later failure keeps them
     with removed_on_failure(out, finished=lambda: finished):
         results, sections = {}, []
-        if niah:
-            results["niah"], text = run_niah(ctx, task=niah_task, lengths=length_list, depths=depth_list,
-                                             samples=samples, haystack=haystack, mode=mode, key_kind=key_kind,
-                                             value_kind=value_kind, chunk=chunk_size, style=niah_style,
-                                             chat=chat_template, batch=batch_size)
-            sections.append(text)
-            finished[:] = ctx.files
-        if tasks:
-            results["lm_eval"], text = run_tasks(ctx, tasks, batch_size=batch_size, limit=limit,
-                                                 task_lengths=task_length_list, task_metadata=metadata,
-                                                 essays=ruler_essays)
-            sections.append(text)
-            finished[:] = ctx.files
-        if ppl_path:
-            results["perplexity"], text = run_perplexity(ctx, ppl_path, docs, chunk=chunk_size)
-            sections.append(text)
-            finished[:] = ctx.files
-        if span_recall:
-            results["span_recall"], text = run_span_recall(ctx, texts=span_texts, length=span_length)
-            sections.append(text)
-            finished[:] = ctx.files
+        for name, run in modes.items():
+            if run:
+                results[name], text = run()
+                sections.append(text)
+                finished[:] = ctx.files
 
         command = {"argv": sys.argv[1:], "model": str(model), "compare": str(base) if base else None,
                    "niah": {"task": niah_task, "mode": mode, "style": niah_style, "chat_template": chat_template,

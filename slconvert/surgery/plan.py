@@ -197,8 +197,7 @@ def open_source(path) -> SourceModel:
     if not layers:
         raise SlconvertError(f"config.json of {directory} describes no layers (num_hidden_layers is 0 or missing)")
     if raw.get("superlinear") is not None:  # an earlier conversion's block: checked as every loader checks it
-        check_block(raw["superlinear"], str(directory / "config.json"), len(layers),
-                    [layer.index for layer in layers if layer.is_attention])
+        check_block(raw["superlinear"], str(directory / "config.json"), layers)
     return settle_attention_layers(SourceModel(directory, raw, config, arch, layers), str(directory))
 
 
