@@ -21,6 +21,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import struct
 import sys
@@ -53,6 +54,8 @@ __all__ = [
     "directory_digest",
     "check_output_location",
     "checkpoint_path",
+    "check_checkpoint",
+    "layer_number",
 ]
 
 SINGLE_FILE = "model.safetensors"
@@ -298,12 +301,47 @@ def read_config(directory) -> dict:
     return raw
 
 
+_LAYER_NUMBER = re.compile(r"(?:^|\.)layers\.(\d+)\.")  # a per-layer tensor's layer, as transformers names it
+_LAYER_COUNT_SECTIONS = ("", "text_config", "language_config")  # where a decoder's num_hidden_layers may sit
+
+
+def layer_number(tensor_name: str) -> int | None:
+    """The layer a tensor belongs to ('model.layers.12.mlp.up_proj.weight' -> 12), or None for a tensor of no
+    layer (embeddings, final norm)."""
+    match = _LAYER_NUMBER.search(tensor_name)
+    return int(match.group(1)) if match else None
+
+
+def check_layer_count(raw: dict, weights: WeightSet, config_path) -> None:
+    """Refuse a config.json whose num_hidden_layers (top level, or the decoder's text or language section) is
+    more than the layers the weights hold. transformers builds one entry per declared layer while it reads the
+    config, so a damaged count (1e9) would stall it for minutes before any other check; the weights' headers say
+    in milliseconds how many layers there are. A config that describes fewer layers than the weights hold is
+    `surgery.plan.check_weights`' business (it needs the model's own key names)."""
+    held = max((n for name in weights.names() if (n := layer_number(name)) is not None), default=None)
+    if held is None:
+        return
+    for section in _LAYER_COUNT_SECTIONS:
+        fields = raw.get(section) if section else raw
+        count = fields.get("num_hidden_layers") if isinstance(fields, dict) else None
+        if isinstance(count, int) and not isinstance(count, bool) and count > held + 1:
+            field = f"{section}.num_hidden_layers" if section else "num_hidden_layers"
+            raise SlconvertError(
+                f"{config_path}: {field} is {count:,}, but the weights hold layers 0..{held} only; fix "
+                f"{field} in config.json or re-download the checkpoint"
+            )
+
+
 def check_checkpoint(path) -> WeightSet:
     """The checks every entry point makes before it lets transformers read a checkpoint: a directory with a
-    config.json that is a JSON object, and safetensors weights whose headers and sizes agree (a truncated file
-    or a pickle-only checkpoint is refused here, in one line, before anything is unpickled or mapped)."""
-    read_config(path)
-    return find_weights(checkpoint_path(path))
+    config.json that is a JSON object, safetensors weights whose headers and sizes agree (a truncated file or a
+    pickle-only checkpoint is refused here, in one line, before anything is unpickled or mapped), and a layer
+    count the weights can fill (`check_layer_count`)."""
+    raw = read_config(path)
+    directory = checkpoint_path(path)
+    weights = find_weights(directory)
+    check_layer_count(raw, weights, directory / "config.json")
+    return weights
 
 
 def sha256_file(path: Path) -> str:

@@ -18,7 +18,7 @@ from slkernels import SuperlinearConfig
 
 from .architectures import architecture_for, layer_map
 from .attention import register
-from .checkpoint import DTYPES, checkpoint_path, find_weights, read_config, read_tensor
+from .checkpoint import DTYPES, check_checkpoint, checkpoint_path, find_weights, read_config, read_tensor
 from .devices import resolve_device
 from .dtypes import resolve_dtype
 from .errors import SlconvertError, first_line
@@ -301,7 +301,7 @@ def load(path, device=None, dtype=None):
     target = None if device is None else resolve_device(device, "device=")  # before any weight is read
     torch_dtype = resolve_dtype(dtype)  # None: the checkpoint's
     block = converted_block(path)
-    weights = find_weights(path)  # refuses pickle-only checkpoints before transformers sees them
+    weights = check_checkpoint(path)  # refuses pickle-only checkpoints before transformers sees them
     _router_tensors(block, architecture_for(read_config(path).get("model_type")), weights)  # before the load, too
     model = load_pretrained(path, dtype="auto" if torch_dtype is None else torch_dtype,
                             attn_implementation=register(), weights=weights)
@@ -348,7 +348,7 @@ def load_pretrained(path, *, dtype=None, attn_implementation: str | None = None,
     from transformers import AutoConfig, AutoModelForCausalLM
 
     path = checkpoint_path(path)
-    weights = find_weights(path) if weights is None else weights
+    weights = check_checkpoint(path) if weights is None else weights
     try:
         with quiet_transformers():
             config = AutoConfig.from_pretrained(str(path), trust_remote_code=False)

@@ -606,3 +606,27 @@ def test_a_config_describing_fewer_layers_than_the_weights_hold_is_refused(fixtu
         line = refused(args, "config.json describes layers 0..2, but the checkpoint holds tensors of layers up to 3",
                        tmp_path, command)
         assert "fix the layer count or pattern in config.json" in line
+
+
+@pytest.mark.parametrize("fixture, field", [("sharded", "num_hidden_layers"), ("model", "text_config")])
+def test_a_layer_count_beyond_the_weights_is_refused_before_transformers_reads_it(fixture, field, request, tmp_path):
+    """transformers builds one entry per declared layer while it reads a config: a count of 1e9 stalled every
+    command for minutes before any check. The weights' headers say how many layers there are."""
+    from slconvert.loading import load_pretrained
+
+    source = request.getfixturevalue(fixture)
+    count = 10**9
+
+    def grow(config):
+        if field == "text_config":  # a decoder's count in its text section, as multimodal configs keep it
+            config["text_config"] = {"num_hidden_layers": count}
+        else:
+            config["num_hidden_layers"] = count
+
+    _edit_config(source, grow)
+    name = "text_config.num_hidden_layers" if field == "text_config" else "num_hidden_layers"
+    fragment = f"config.json: {name} is 1,000,000,000, but the weights hold layers 0..3 only; fix {name}"
+    for command, args in (("convert", [str(source), str(tmp_path / "out"), *SMALL]), ("inspect", [str(source)])):
+        refused(args, fragment, tmp_path, command)
+    with pytest.raises(SlconvertError, match=fragment.replace(".", r"\.")):
+        load_pretrained(source)

@@ -87,6 +87,17 @@ def test_bench_model_writes_json_png_and_card_with_both_attentions(cli_run, conv
     assert TABLE_HEADER in result.output and "wrote " in result.output
 
 
+def test_lengths_past_the_declared_context_get_one_note(cli_run, converted, capsys):
+    """Timing past the context is allowed (speed only), but said: the tiny teacher declares 8K."""
+    from slconvert.commands.bench import _note_lengths_past_context
+
+    assert "note:" not in cli_run[0].output  # 32 and 64 are inside it
+    _note_lengths_past_context(converted, [64, 8192, 16384, 1 << 20])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"note: 16K, 1M exceed the 8K tokens {converted}/config.json declares; those rows time speed only "
+                   "(the model never saw such lengths)"]
+
+
 def test_card_says_where_the_compiled_decode_ran_the_attention(cli_run):
     _, out = cli_run
     result = json.loads((out / "model_bench.json").read_text())

@@ -142,7 +142,23 @@ def _bench_model(path: Path, out_dir: Path, lengths, chunk, decode_tokens, profi
 
     cfg = model_bench_settings(path, lengths, chunk, decode_tokens, compile_, dense, device, dtype,
                                profile_decode=profile_decode)
+    _note_lengths_past_context(path, cfg.lengths)
     bench_and_report(load_for_bench(path, cfg.device, cfg.dtype), cfg, out_dir)
+
+
+def _note_lengths_past_context(path: Path, lengths) -> None:
+    """Timing a model past the context its config declares is allowed (speed does not depend on what it learned,
+    and the default lengths reach 1M on purpose), but the reader of its table should know: one `note:` line."""
+    from ..benchmark.model import short_length
+    from ..checkpoint import read_config
+    from ..evaluation.models import config_max_length
+
+    context = config_max_length(read_config(path))
+    beyond = [n for n in lengths if context is not None and n > context]
+    if beyond:
+        click.echo(f"note: {', '.join(short_length(n) for n in beyond)} exceed the {short_length(context)} tokens "
+                   f"{path}/config.json declares; those rows time speed only (the model never saw such lengths)",
+                   err=True)
 
 
 def model_bench_settings(path: Path | None, lengths: str | None, chunk: str | None, decode_tokens: int | None,

@@ -15,6 +15,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ..benchmark.model import short_length  # noqa: E402
 from ..outputs import written_atomically  # noqa: E402
 
 __all__ = ["niah_heatmap", "niah_comparison", "lm_eval_bars", "span_recall_heatmap"]
@@ -27,7 +28,7 @@ def _matrix(table: dict) -> np.ndarray:
 def _draw(ax, matrix: np.ndarray, table: dict, title: str, *, cmap="RdYlGn", vmin=0.0, vmax=100.0, fmt="{:.0f}"):
     cm = plt.get_cmap(cmap).with_extremes(bad="#bbbbbb")
     image = ax.imshow(np.ma.masked_invalid(matrix), cmap=cm, vmin=vmin, vmax=vmax, aspect="auto")
-    ax.set_xticks(range(len(table["lengths"])), [_short(n) for n in table["lengths"]])
+    ax.set_xticks(range(len(table["lengths"])), [short_length(n) for n in table["lengths"]])
     ax.set_yticks(range(len(table["depths"])), [f"{d:g}%" for d in table["depths"]])
     ax.set_xlabel("context length (tokens)")
     ax.set_ylabel("needle depth")
@@ -36,12 +37,6 @@ def _draw(ax, matrix: np.ndarray, table: dict, title: str, *, cmap="RdYlGn", vmi
         for (i, j), value in np.ndenumerate(matrix):
             ax.text(j, i, "skip" if np.isnan(value) else fmt.format(value), ha="center", va="center", fontsize=7)
     return image
-
-
-def _short(n: int) -> str:
-    if n >= 1024 and n % 1024 == 0:
-        return f"{n // 1024}K"
-    return str(n)
 
 
 def _avg(table: dict) -> str:
@@ -80,7 +75,7 @@ def niah_comparison(table: dict, base: dict, diff: dict, path: Path, name: str, 
 def lm_eval_bars(rows: list[dict], path: Path, name: str, base_name: str | None = None) -> Path:
     """One horizontal bar per (task, metric) row of the lm-eval table (RULER's rows are its lengths), the model's
     score next to the source's when there is one; scores are lm-eval's, on 0..1 for the needle tasks."""
-    labels = [f"{r['task']} · {_short(int(r['metric'])) if str(r['metric']).isdigit() else r['metric']}" for r in rows]
+    labels = [f"{r['task']} · {short_length(int(r['metric'])) if str(r['metric']).isdigit() else r['metric']}" for r in rows]
     series = [(name, [r.get(name) for r in rows], "#2b7bba")]
     if base_name is not None:
         series.append((f"{base_name} (source)", [r.get(f"{base_name} (source)") for r in rows], "#bbbbbb"))

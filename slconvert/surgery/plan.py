@@ -6,7 +6,6 @@ so a bad input stops the conversion with one clear line and an untouched file sy
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -23,7 +22,7 @@ from ..architectures import (
     rope_description,
     supported_list,
 )
-from ..checkpoint import DTYPES, WeightSet, find_weights, read_config
+from ..checkpoint import DTYPES, WeightSet, check_checkpoint, layer_number, read_config
 from ..dtypes import SAFETENSORS_FLOATS as FLOAT_NAMES
 from ..errors import SlconvertError, first_line
 from ..loading import check_block
@@ -52,6 +51,7 @@ class SourceModel:
     config: object  # transformers PreTrainedConfig
     arch: Architecture
     layers: list[LayerInfo]
+    weights: WeightSet | None = None  # the safetensors headers (None for a config with no checkpoint behind it)
 
     @property
     def attention_layers(self) -> list[int]:
@@ -174,7 +174,7 @@ def _config_reason(err: BaseException) -> str:
 
 
 def open_source(path) -> SourceModel:
-    """Validate a model directory and read its config and architecture (weights are not read here)."""
+    """Validate a model directory and read its config, architecture and safetensors headers (no tensor is read)."""
     directory = Path(path)
     raw = read_config(directory)
     model_type = raw.get("model_type")
@@ -186,6 +186,7 @@ def open_source(path) -> SourceModel:
             f"unsupported architecture {model_type!r}: this transformers version does not know it "
             f"(remote code is never run); supported: {supported_list()}"
         )
+    weights = check_checkpoint(directory)  # before transformers reads the config: a layer count the weights can fill
     try:
         config = AutoConfig.from_pretrained(str(directory), trust_remote_code=False, local_files_only=True)
     except Exception as err:
@@ -198,7 +199,7 @@ def open_source(path) -> SourceModel:
         raise SlconvertError(f"config.json of {directory} describes no layers (num_hidden_layers is 0 or missing)")
     if raw.get("superlinear") is not None:  # an earlier conversion's block: checked as every loader checks it
         check_block(raw["superlinear"], str(directory / "config.json"), layers)
-    return settle_attention_layers(SourceModel(directory, raw, config, arch, layers), str(directory))
+    return settle_attention_layers(SourceModel(directory, raw, config, arch, layers, weights), str(directory))
 
 
 def settle_attention_layers(source: SourceModel, name: str) -> SourceModel:
@@ -351,7 +352,6 @@ def check_projection_dtypes(source: SourceModel, weights: WeightSet, disk_prefix
                                      "re-save the checkpoint with floating-point attention weights")
 
 
-_LAYER_NUMBER = re.compile(r"\.layers\.(\d+)\.")  # a per-layer tensor's layer, as transformers' models name it
 
 
 def check_weights(source: SourceModel, weights: WeightSet) -> None:
@@ -369,9 +369,8 @@ def check_weights(source: SourceModel, weights: WeightSet) -> None:
     if fit is None:
         return
     model_keys, unused = fit
-    last = max((int(m.group(1)) for k in model_keys if (m := _LAYER_NUMBER.search(k))), default=None)
-    beyond = [(int(m.group(1)), k) for k in unused if (m := _LAYER_NUMBER.search(k)) and last is not None
-              and int(m.group(1)) > last]
+    last = max((n for k in model_keys if (n := layer_number(k)) is not None), default=None)
+    beyond = [(n, k) for k in unused if (n := layer_number(k)) is not None and last is not None and n > last]
     if beyond:
         layer, example = max(beyond)
         raise SlconvertError(f"{source.directory}: config.json describes layers 0..{last}, but the checkpoint holds "
@@ -394,7 +393,7 @@ def plan_conversion(
     check_router_init(router_init)
     source = open_source(model_dir)
     chosen, shapes = plan_layers(source, layers, keep_dense)
-    weights = find_weights(source.directory)
+    weights = source.weights
     check_weights(source, weights)  # first: a config that describes other layers than the weights hold says so
     names = weights.names()
     disk_prefix: dict[int, str] = {}

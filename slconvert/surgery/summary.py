@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from slkernels import SuperlinearConfig
 
-from ..checkpoint import find_weights
 from ..dtypes import config_dtype, element_bytes
 from ..model_card import attended_keys
 from .plan import check_weights, open_source, select_layers
@@ -26,7 +25,7 @@ def summarize(model_dir, params: SuperlinearConfig, *, layers: str | None = None
     existing = source.raw_config.get("superlinear")  # a converted checkpoint's block, checked by open_source
     # A checkpoint whose weights are missing, truncated or do not fit its config.json is not fine to convert: inspect
     # says so as convert would, rather than report a model the weights do not make.
-    check_weights(source, find_weights(source.directory))
+    check_weights(source, source.weights)
     converted = select_layers(source, layers, keep_dense)
     attention = source.attention_layers
     shape = source.attention_shape(attention[0])
