@@ -485,22 +485,6 @@ def test_span_mean_forward_long_sampled_rows(cfg_name, length):
     assert torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("segment", [None, 8])
-@pytest.mark.parametrize("cfg_name,length", [("released", 65536), ("balanced", 20001)])
-def test_span_mean_search_in_shared_end_order_equals_row_order(cfg_name, length, segment):
-    """`search.shared_end_order` only changes which program takes which row: selections and scores to the bit."""
-    from slkernels.triton_ops import search
-
-    cfg = MEAN[cfg_name]
-    _, k, _, qs = _make_mean(1, 32, 2, length, length, 128, torch.bfloat16)
-    pos, s0 = torch.arange(length, device="cuda"), torch.zeros(1, dtype=torch.int64, device="cuda")
-    order = search.shared_end_order(cfg, pos, s0, length, segment)
-    plain = search.search_topk(qs, k, cfg, pos, s0, length)
-    ordered = search.search_topk(qs, k, cfg, pos, s0, length, row_order=order)
-    assert torch.equal(plain[0], ordered[0]) and torch.equal(plain[1], ordered[1])
-    assert (plain[0] >= 0).any()
-
-
 def test_span_mean_chunked_prefill_matches_whole():
     _check_chunked_prefill(MEAN["small"], _make_mean, torch.bfloat16)
 

@@ -53,8 +53,6 @@ CASES = {
     "mean_strided_custom_scale": (MEAN, 2, 4, 2, 30, 30, 16, 4, None, "float32", True),
     "mean_long_ranges": (dict(LONG, search_key="span_mean"), 1, 4, 1, 101, 101, 16, 0, None, "float32", True),
 }
-# span-mean cases whose search takes its rows in `search.shared_end_order` (chains whole, or in segments of 2 rows)
-SHARED_ENDS = {"mean_gqa2_padding": None, "mean_chunk_at_position": 2, "mean_long_ranges": None}
 STRIDED = {"strided_custom_scale": 0.37, "mean_strided_custom_scale": 0.37}  # case -> softmax scale, transposed storage
 # Keys of a trained layer share a large common part; the span-mean cases add one (the kernels centre the sums).
 KEY_OFFSET = {name: 2.0 for name, case in CASES.items() if case[0].get("search_key") == "span_mean"}
@@ -91,11 +89,6 @@ def _worker() -> None:
     import slkernels
     from slkernels import SuperlinearConfig, superlinear_attention
     from slkernels.naive import dense_causal, naive_superlinear_attention
-    from slkernels.triton_ops import function as fn
-
-    orders = []
-    shared_end_order = fn.shared_end_order
-    fn.shared_end_order = lambda *a, **kw: orders.append(1) or shared_end_order(*a, **kw)
 
     results = {}
     for name, (cfg_kw, batch, hq, hkv, lq, lkv, dim, pad, cpos, dtype_name, grad) in CASES.items():
@@ -116,9 +109,6 @@ def _worker() -> None:
         scale = STRIDED.get(name)
         kw = dict(cache_position=pos, attention_mask=mask, scale=scale)
         errs = {"seed": seed}
-        fn.SHARED_END_MIN_ROWS = 0 if name in SHARED_ENDS else None
-        fn.SHARED_END_SEGMENT = SHARED_ENDS.get(name)
-        orders.clear()
 
         def rel(a, b):
             if not torch.isfinite(a).all():
@@ -142,9 +132,7 @@ def _worker() -> None:
             ref.backward(g.float())
             for label, mine, theirs in zip(("dq", "dk", "dv", "dq_search"), ins, refs):
                 errs[label] = rel(mine.grad, theirs.grad)
-        errs["shared_end_orders"] = len(orders)
         results[name] = errs
-    fn.SHARED_END_MIN_ROWS, fn.SHARED_END_SEGMENT, fn.shared_end_order = None, None, shared_end_order
     results["_backends"] = slkernels.available_backends()
     results["_two_walk_backward"] = _two_walk_backward(torch, SuperlinearConfig(**SMALL))
     results["_search_ties"] = _search_ties(torch, SuperlinearConfig(**SMALL))
@@ -541,8 +529,6 @@ def interpreted():
 def test_interpreted_case(interpreted, name):
     errors = dict(interpreted[name])
     seed = errors.pop("seed")
-    orders = errors.pop("shared_end_orders")
-    assert (orders > 0) == (name in SHARED_ENDS), f"{name}: the search took a shared-end row order {orders} times"
     tol = TOL[CASES[name][9]]
     assert errors, "no quantity was compared"
     for quantity, err in errors.items():

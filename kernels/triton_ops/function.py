@@ -40,7 +40,7 @@ from .attend_bwd import dkdv, gate_backward
 from .common import capability, cdiv, interpreting
 from .entries import max_span_length
 from .prefix import key_prefix
-from .search import search_topk, shared_end_order
+from .search import search_topk
 from .span_lists import span_lists
 from .window_lists import window_lists
 
@@ -107,24 +107,13 @@ WS_SPAN_DQ1_MIN_KEYS = 1024
 # every attention layer between its forward and backward.
 SAVE_SPAN_OUTPUTS = True
 
-# The span-mean search takes its rows in `search.shared_end_order` (a row beside the row whose spans start where its
-# own end, so that their shared running-sum rows could be read from memory once, not twice) for calls of at least
-# this many query rows, in segments of SHARED_END_SEGMENT rows (None: whole chains); None: in row order, the default
-# until it is timed on a GPU (benchmarks/results/span-mean-shared-ends-h200-2026-12-04/ holds the script).
-SHARED_END_MIN_ROWS: int | None = None
-SHARED_END_SEGMENT: int | None = None
-
 
 def route(q_search, k, config: SuperlinearConfig, positions, first_real, t_bound, prefix=None) -> dict:
     """The search and the span lists: everything the span pass needs besides q, k and v (a dict: anchors, the
     span log-sum-exps the span pass fills, the span entry list, gate and valid), from q_search, k and the positions.
     `forward_pass` and each chunk of `inference_forward` call it, then `attend`."""
     heads_kv = k.shape[1]
-    order = None
-    shared_ends = SHARED_END_MIN_ROWS is not None and positions.numel() >= SHARED_END_MIN_ROWS
-    if config.search_key == "span_mean" and shared_ends:
-        order = shared_end_order(config, positions, first_real, t_bound, SHARED_END_SEGMENT)
-    anchors, scores = search_topk(q_search, k, config, positions, first_real, t_bound, prefix=prefix, row_order=order)
+    anchors, scores = search_topk(q_search, k, config, positions, first_real, t_bound, prefix=prefix)
     lse_s = torch.empty(anchors.shape, dtype=torch.float32, device=k.device)  # NEG_BIG where unused (span_lists)
     spans, gate, valid = span_lists(config, t_bound, anchors, scores, positions, first_real, heads_kv, k.shape[2],
                                     lse_s=lse_s)

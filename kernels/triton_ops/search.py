@@ -1,9 +1,9 @@
 """Router search: the score of every candidate anchor and the top-k, in one kernel.
 
-One program handles one query row and one key/value head (rows in order, or in the permutation `row_order`, e.g.
-`shared_end_order`). The group's query heads share the searched keys, so the scores of all of them are one
-``[heads x D] @ [D x anchors]`` product per block of anchors (heads are padded to 16 rows for the tensor cores).
-The top-k is merged block by block into a running list, so the full score row is never written to memory. Candidates are ``pos + 1 - o(i)`` with o(i) from `slkernels.geometry.anchor_table`
+One program handles one query row and one key/value head. The group's query heads share the searched keys, so
+the scores of all of them are one ``[heads x D] @ [D x anchors]`` product per block of anchors (heads are padded
+to 16 rows for the tensor cores). The top-k is merged block by block into a running list, so the full score row
+is never written to memory. Candidates are ``pos + 1 - o(i)`` with o(i) from `slkernels.geometry.anchor_table`
 (exact integers from the host), valid while ``o(i) <= t``.
 
 The searched key of a candidate (docs/semantics.md, "Search key") is a compile-time switch:
@@ -38,7 +38,7 @@ from ..geometry import anchor_table, span_tables, window_length
 from .common import cdiv, dot_precision, interpreting, next_pow2, span_range
 from .prefix import KeyPrefix, key_prefix, span_sum_rows
 
-__all__ = ["search_topk", "shared_end_order", "SEARCH_TILES"]
+__all__ = ["search_topk", "SEARCH_TILES"]
 
 # (anchors per block, warps, pipeline stages) of the search on a GPU, per search key, measured on an H200.
 # "anchor": benchmarks/NOTES.md, items 3, 11 and 12. "span_mean" (four 16-bit rows per candidate): the best of five
@@ -91,20 +91,18 @@ def _noise(anchor, heads):
 
 @triton.jit
 def _search_kernel(
-    QS, K, PRE, THIRD, SCALE, CENTER, NORM, BACK, FWD, OFFS, POS, S0, ANCH, SCORE, ORDER,
+    QS, K, PRE, THIRD, SCALE, CENTER, NORM, BACK, FWD, OFFS, POS, S0, ANCH, SCORE,
     sqb, sqh, sql, sqd,
     skb, skh, skl, skd,
     n_offsets, first_index, power, H_Q, H_KV, L_Q, G, per_split, n_splits, width, t_cap, pre_rows, margin,
     D: tl.constexpr, GP: tl.constexpr, BN: tl.constexpr, KSEL: tl.constexpr, KEEP: tl.constexpr, KP: tl.constexpr,
     PREC: tl.constexpr, UPCAST: tl.constexpr, WIDE: tl.constexpr, SPAN_MEAN: tl.constexpr, RESCORE: tl.constexpr,
     RESCORE_ALL: tl.constexpr, DC: tl.constexpr, NOISE: tl.constexpr, HI_ONLY: tl.constexpr, TRIGGER: tl.constexpr,
-    REACH_BY_MASK: tl.constexpr, ORDERED: tl.constexpr,
+    REACH_BY_MASK: tl.constexpr,
 ):
     if TRIGGER:  # the kernel launched after this one (decode's partial kernel) may start now: see decode.DECODE_PDL
         tl.extra.cuda.gdc_launch_dependents()
     row = tl.program_id(0)
-    if ORDERED:  # programs take the rows in `shared_end_order`'s order (any permutation gives the same results)
-        row = tl.load(ORDER + row)
     grp = tl.program_id(1)
     split = tl.program_id(2)
     b = grp // H_KV
@@ -266,48 +264,6 @@ def _search_kernel(
     tl.store(SCORE + out_ptr, tl.where(out_i >= 0, out_v, 0.0), mask=omask)
 
 
-def shared_end_order(config: SuperlinearConfig, positions: torch.Tensor, first_real: torch.Tensor,
-                     t_bound: int, segment: int | None = None) -> torch.Tensor:
-    """A launch order of the span-mean search's rows (int32 [L_q], a permutation) in which each row runs right
-    after the row whose spans end where its own spans start.
-
-    For a candidate offset o, row r's span ends at running-sum row ``pos + 2 + fwd(t) - o`` and row r''s starts at
-    ``pos' + 1 - back(t') - o`` (`span_range`, unclipped). Where ``pos' - back(t') = pos + 1 + fwd(t)`` the two
-    rows read the same running-sum row for every candidate they share, one block after another when their programs
-    run side by side, so the second read comes from L2: about one row per candidate from memory instead of two.
-    Each row has at most one such successor (``pos + 1 + fwd(t)`` grows with pos), so the rows form chains; they
-    are ranked by (the chain's first row, place in the chain) with pointer jumping, on the device, without reading
-    anything back. A chain runs from the sequence's start to its end, so whole chains side by side leave consecutive
-    rows far apart (the row order's own L2 reuse: a key row searched by nearby rows at nearby candidates);
-    `segment=m` cuts the chains into pieces of m rows ranked by their first row instead, so that programs running
-    together hold both (m = 1 is the row order). Rows are taken in ascending positions of batch row 0; any order gives the same results.
-    """
-    device = positions.device
-    n = positions.numel()
-    pos = positions.to(torch.int64)
-    tables = span_tables(config, max(t_bound, 1), device)
-    t = (pos + 1 - first_real[:1].to(torch.int64)).clamp(0, tables.back.numel() - 1)
-    starts = pos - tables.back[t]  # a row's span starts, less 1 - o
-    ends = pos + 1 + tables.fwd[t]  # and where its spans end, less 1 - o
-    rows = torch.arange(n, device=device)
-    succ = torch.searchsorted(starts, ends).clamp(max=n - 1)  # where starts are not sorted this may miss a match
-    linked = starts[succ] == ends  # (never the row itself: its spans end after they start)
-    pred = torch.full((n + 1,), -1, dtype=torch.int64, device=device)  # slot n takes the rows with no successor
-    pred.scatter_(0, torch.where(linked, succ, n), rows)
-    pred = pred[:n]
-    up = torch.where(pred >= 0, pred, rows)
-    depth = (pred >= 0).to(torch.int64)
-    for _ in range(max(1, (n - 1).bit_length())):  # after j rounds `up` is 2^j steps up or the chain's first row
-        depth = depth + depth[up]
-        up = up[up]
-    order = torch.argsort(up * n + depth)
-    if segment is None:
-        return order.to(torch.int32)
-    depth_of = depth[order]  # in chain order a row's segment starts depth % segment places before it
-    first = order[rows - depth_of % segment]
-    return order[torch.argsort(first * segment + depth_of % segment)].to(torch.int32)
-
-
 def search_topk(
     q_search: torch.Tensor,
     k: torch.Tensor,
@@ -327,7 +283,6 @@ def search_topk(
     hi_only: bool = False,
     merge: bool = True,
     launch_dependents: bool = False,
-    row_order: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Selected anchors (int32 [B, H_q, L_q, k], -1 = none) and their float32 scores (0 where none).
 
@@ -387,14 +342,14 @@ def search_topk(
     grid = (len_q, batch * heads_kv, n_splits)
     _search_kernel[grid](
         q_search, k, pre, third, scale, center, norm, back, fwd, offsets, positions, first_real, anchors, scores,
-        offsets if row_order is None else row_order, *q_search.stride(), *k.stride(),
+        *q_search.stride(), *k.stride(),
         n_off, config.sw_index + 1, config.search_power, heads_q, heads_kv, len_q, group, per_split, n_splits,
         window_length(config), back.numel() - 1, k.shape[2] + 1, float(margin),
         D=dim, GP=gp, BN=block_n, KSEL=ksel, KEEP=keep, KP=next_pow2(keep),
         PREC=dot_precision(q_search.dtype), UPCAST=interpreting() or q_search.dtype == torch.float32,
         WIDE=wide, SPAN_MEAN=span_mean, RESCORE=rescore, RESCORE_ALL=n_splits > 1, DC=min(dim, 32),
         NOISE=float(noise), HI_ONLY=bool(hi_only), TRIGGER=bool(launch_dependents) and not interpreting(),
-        REACH_BY_MASK=n_splits > 1, ORDERED=row_order is not None,
+        REACH_BY_MASK=n_splits > 1,
         num_warps=warps if num_warps is None else num_warps, num_stages=stages if num_stages is None else num_stages,
     )
     if n_splits == 1 or not merge:

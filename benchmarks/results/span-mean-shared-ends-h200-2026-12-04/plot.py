@@ -50,7 +50,7 @@ def main(folder: Path) -> None:
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("ms (median of five calls)")
     fig.suptitle(f"span-mean search in shared-end order: {card or 'card not recorded'}", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.985))
     fig.savefig(folder / "shared_ends.png", dpi=120)
 
 
