@@ -1,0 +1,72 @@
+"""Does the exact span-mean search gain from more warps per SM? Nsight Compute (the shared-end folder's call 2)
+found it at 12.5% occupancy, 200 registers a thread in one-warp programs, with DRAM at 49% and L2 at 77% of their
+peaks: latency-bound, not bandwidth-bound. At 256K released and balanced (32 / 2 heads, D = 128, bf16): the search
+with its tiling (16 anchors, 1 warp, 2 stages) against register caps (`maxnreg`) and one stage, the registers and
+spills of each build, selections and scores compared to the default to the bit. One JSON line per variant.
+
+    python occupancy.py [LENGTH]
+"""
+
+import dataclasses
+import json
+import sys
+
+import torch
+from slkernels import SuperlinearConfig
+from slkernels.triton_ops import search
+
+from slconvert.benchmark.timing import measure
+
+length = next((int(a) for a in sys.argv[1:] if a.isdigit()), 262144)
+VARIANTS = [  # (warps, stages, maxnreg)
+    (1, 2, None), (1, 1, None), (1, 2, 168), (1, 2, 128), (1, 1, 128), (1, 2, 96), (2, 2, 128), (1, 2, None)]
+
+original = search._search_kernel
+extra: dict = {}
+built: list = []
+
+
+class Capped:
+    """`search._search_kernel` with launch options added (maxnreg), keeping the compiled kernel it returns."""
+
+    def __getitem__(self, grid):
+        launch = original[grid]
+
+        def run(*args, **kwargs):
+            compiled = launch(*args, **kwargs, **extra)
+            built.append(compiled)
+            return compiled
+        return run
+
+
+search._search_kernel = Capped()
+print(json.dumps({"card": torch.cuda.get_device_name(), "torch": torch.__version__}), flush=True)
+torch.manual_seed(0)
+qs = torch.randn(1, 32, length, 128, device="cuda", dtype=torch.bfloat16)
+k = torch.randn(1, 2, length, 128, device="cuda", dtype=torch.bfloat16)
+pos = torch.arange(length, device="cuda")
+s0 = torch.zeros(1, dtype=torch.int64, device="cuda")
+prefix = search.key_prefix(k, s0)
+for setting in ("released", "balanced"):
+    cfg = dataclasses.replace(getattr(SuperlinearConfig, setting)(), search_key="span_mean")
+    extra.clear()
+    plain = search.search_topk(qs, k, cfg, pos, s0, length, prefix=prefix)
+    for warps, stages, maxnreg in VARIANTS:
+        extra.clear()
+        if maxnreg is not None:
+            extra["maxnreg"] = maxnreg
+        row = dict(length=length, setting=setting, warps=warps, stages=stages, maxnreg=maxnreg)
+        try:
+            def call(cfg=cfg, warps=warps, stages=stages):
+                return search.search_topk(qs, k, cfg, pos, s0, length, prefix=prefix, num_warps=warps,
+                                          num_stages=stages)
+            built.clear()
+            got = call()
+            compiled = built[-1]
+            row["registers"] = getattr(compiled, "n_regs", None)
+            row["spills"] = getattr(compiled, "n_spills", None)
+            row["bit_equal"] = all(torch.equal(x, y) for x, y in zip(plain, got))
+            row["ms"] = measure(call, max_reps=5).ms
+        except Exception as error:  # a variant the compiler refuses is a row too
+            row["error"] = f"{type(error).__name__}: {str(error)[:200]}"
+        print(json.dumps(row), flush=True)
