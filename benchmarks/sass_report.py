@@ -147,14 +147,14 @@ def kernel_and_args(kernel: str, length: int, tiles: tuple[int, ...]):
         from slkernels.triton_ops import search
 
         args = dict(QS="*bf16", K="*bf16", PRE="*fp16", THIRD="*fp16", SCALE="*fp32", CENTER="*fp32", NORM="*fp32", BACK="*i64", FWD="*i64", OFFS="*i64",
-                    POS="*i64", S0="*i64", ANCH="*i32", SCORE="*fp32", ORDER="*i32",
+                    POS="*i64", S0="*i64", ANCH="*i32", SCORE="*fp32",
                     **q_strides, **k_strides, n_offsets=890, first_index=66, power=0.55, H_Q=HQ, H_KV=HKV, L_Q=length, G=G, per_split=896,
                     n_splits=1, width=2032, t_cap=2 * length - 1, pre_rows=length + 1,
                     margin=search.RESCORE_MARGIN)
         mean, hi_only = arg in ("span_mean", "hi_only"), arg == "hi_only"  # hi_only: the timing loop, no rescoring
         consts = dict(D=D, GP=16, BN=bn, KSEL=3, KEEP=4 if mean and not hi_only else 3, KP=4, PREC="tf32",
                       UPCAST=False, WIDE=False, SPAN_MEAN=mean, RESCORE=mean and not hi_only, RESCORE_ALL=False,
-                      DC=32, NOISE=0.0, HI_ONLY=hi_only, TRIGGER=False, REACH_BY_MASK=False, ORDERED=False)
+                      DC=32, NOISE=0.0, HI_ONLY=hi_only, TRIGGER=False, REACH_BY_MASK=False)
         return search._search_kernel, args, consts
     if name == "span_lists":
         from slkernels.triton_ops import span_lists
