@@ -105,9 +105,9 @@ def test_bench_lengths_that_name_no_length_are_refused(tmp_path, args):
 
 
 def test_bench_times_a_length_given_twice_once():
-    from slconvert.commands.bench import _lengths
+    from slconvert.lengths import parse_lengths
 
-    assert _lengths("16K,16384,32K") == [16384, 32768]
+    assert parse_lengths("16K,16384,32K") == [16384, 32768]
 
 
 def test_convert_force_replaces_a_checkpoint_only(tmp_path, model_dir):

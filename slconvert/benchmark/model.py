@@ -48,12 +48,13 @@ import torch
 from ..devices import resolve_device
 from ..errors import SlconvertError, one_line
 from ..evaluation.models import cache_keyword
+from ..lengths import short_length
 from .host import device_name, versions
 from .protocol import GIB
 from .step_profile import profile_steps
 
 __all__ = ["ModelBenchSettings", "run_model_benchmark", "bench_model", "load_for_bench", "convert_in_memory",
-           "use_attention", "converted_layer_calls", "model_summary", "short_length", "PHASES", "VARIANTS"]
+           "use_attention", "converted_layer_calls", "model_summary", "PHASES", "VARIANTS"]
 
 PHASES = ("prefill", "decode", "decode_compiled")
 VARIANTS = ("superlinear", "dense")
@@ -532,15 +533,6 @@ def _reset_compiler() -> None:
         torch.compiler.reset()
     except Exception:  # noqa: BLE001 - a reset that fails leaves only memory behind
         pass
-
-
-def short_length(length: int) -> str:
-    """32768 -> "32K", 1048576 -> "1M", 100 -> "100"."""
-    if length % (1 << 20) == 0:
-        return f"{length >> 20}M"
-    if length % 1024 == 0:
-        return f"{length >> 10}K"
-    return str(length)
 
 
 def _ratio(a, b):

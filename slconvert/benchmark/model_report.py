@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..lengths import short_length
 from ..outputs import write_text_atomically, written_atomically
-from .model import PHASES, short_length
+from .model import PHASES
 
 __all__ = ["TABLE_HEADER", "format_card", "model_name", "plot_model", "write_outputs"]
 

@@ -8,34 +8,10 @@ from pathlib import Path
 import click
 
 from ..errors import SlconvertError
+from ..lengths import parse_lengths, short_length
 from ..outputs import check_output_dir, removed_on_failure
 
 __all__ = ["bench", "model_bench_settings", "bench_and_report"]
-
-
-def _lengths(text: str, option: str = "--lengths", example: str = "16K,32K,65536") -> list[int]:
-    """Comma-separated lengths with K (1024) and M (1 << 20) suffixes, each once, in the order given; a bad one, or
-    none at all, is refused in one line that names `option` and shows `example`."""
-    out = []
-    for part in text.split(","):
-        typed = part.strip()
-        number, mult = typed.upper(), 1
-        if not number:
-            continue
-        if number.endswith("K"):
-            mult, number = 1024, number[:-1]
-        elif number.endswith("M"):
-            mult, number = 1 << 20, number[:-1]
-        try:
-            value = int(number) * mult
-        except ValueError:
-            raise SlconvertError(f"{option}: {typed!r} is not a length; write e.g. {example}") from None
-        if value < 1:
-            raise SlconvertError(f"{option}: {value} must be positive; write e.g. {example}")
-        out.append(value)
-    if not out:
-        raise SlconvertError(f"{option}: no length given; write e.g. {example}")
-    return list(dict.fromkeys(out))  # a length given twice (16K,16384) is timed once
 
 
 def _elsewhere(given: list[str], where: str, fix: str) -> SlconvertError:
@@ -97,7 +73,7 @@ def bench(out_dir: Path, quick: bool, lengths: str | None, settings: tuple, pass
     given = [name for name, value in model_only.items() if value is not None]
     if given:
         raise _elsewhere(given, "the whole-model benchmark", "add --model PATH")
-    parsed_lengths = _lengths(lengths) if lengths is not None else None
+    parsed_lengths = parse_lengths(lengths) if lengths is not None else None
     if not torch.cuda.is_available():
         raise SlconvertError("slconvert bench needs a CUDA GPU and none is visible; run it on a machine with one")
     from tqdm import tqdm
@@ -149,7 +125,6 @@ def _bench_model(path: Path, out_dir: Path, lengths, chunk, decode_tokens, profi
 def _note_lengths_past_context(path: Path, lengths) -> None:
     """Timing a model past the context its config declares is allowed (speed does not depend on what it learned,
     and the default lengths reach 1M on purpose), but the reader of its table should know: one `note:` line."""
-    from ..benchmark.model import short_length
     from ..checkpoint import read_config
     from ..evaluation.models import config_max_length
 
@@ -171,9 +146,9 @@ def model_bench_settings(path: Path | None, lengths: str | None, chunk: str | No
 
     cfg = ModelBenchSettings(model=None if path is None else str(path))
     if lengths is not None:
-        cfg.lengths = _lengths(lengths, example="32K,128K,1M")
+        cfg.lengths = parse_lengths(lengths, example="32K,128K,1M")
     if chunk:
-        parsed = _lengths(chunk, "--chunk", "32K")
+        parsed = parse_lengths(chunk, "--chunk", "32K")
         if len(parsed) != 1:
             raise SlconvertError(f"--chunk: {chunk!r} is not one length; write e.g. 32K")
         cfg.chunk = parsed[0]

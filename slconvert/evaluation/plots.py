@@ -15,7 +15,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..benchmark.model import short_length  # noqa: E402
+from ..lengths import short_length  # noqa: E402
 from ..outputs import written_atomically  # noqa: E402
 
 __all__ = ["niah_heatmap", "niah_comparison", "lm_eval_bars", "span_recall_heatmap"]

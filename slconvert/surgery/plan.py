@@ -352,8 +352,6 @@ def check_projection_dtypes(source: SourceModel, weights: WeightSet, disk_prefix
                                      "re-save the checkpoint with floating-point attention weights")
 
 
-
-
 def check_weights(source: SourceModel, weights: WeightSet) -> None:
     """Refuse, before anything is written, a checkpoint whose tensors (names and shapes, from the safetensors headers
     alone) are not what transformers builds from its config.json: a missing or misshapen tensor would give an output
