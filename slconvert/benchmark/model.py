@@ -119,15 +119,10 @@ class _Device:
 # --- loading and switching ------------------------------------------------------------------------------------
 
 def load_for_bench(path, device: str, dtype: str = "auto"):
-    """A converted checkpoint loaded straight onto `device` (transformers follows the torch.device context)."""
-    from ..checkpoint import check_checkpoint
-    from ..loading import load, read_block
+    """A converted checkpoint loaded straight onto `device` (transformers follows the torch.device context);
+    `load` refuses anything else, a checkpoint that was never converted among them, in one line."""
+    from ..loading import load
 
-    path = Path(path).expanduser()
-    check_checkpoint(path)
-    if read_block(path) is None:
-        raise SlconvertError(f"{path} is not a Superlinear checkpoint (config.json has no 'superlinear' block); "
-                             "convert it with `slconvert convert` first")
     with torch.device(device):
         return load(path, device=device, dtype=dtype)
 
