@@ -3,7 +3,12 @@
 All of it depends only on the config and on t (tokens seen), never on the data, so it is computed
 once on the host in float64 / exact integers and handed to every backend as integer tables. Computing
 it in one place is what keeps the reference, the Triton kernels and the decode path agreeing to the
-last row: a float32 `pow` on the device can round a span edge differently.
+last row: a float32 `pow` on the device can round a span edge differently. A float64 `pow` can too: numpy's
+and the C library's differ by an ulp here and there, and where x ** y lies within that ulp of an integer the ulp
+moves a floor or a ceiling (3125 ** 0.2 is 5.0 from numpy and 5.000000000000001 from `math.pow`, the float64
+nearest to the exact 5.00000000000000045 for the float64 0.2). So every power here is the float64 nearest to its
+exact value, the same on every machine: numpy's where that cannot move a floor or ceiling, and the few results
+within 1e-9 of an integer taken again from 60-digit decimal arithmetic (`_power`).
 
 The tables are cached per (config, device, capacity), the capacity a power of two above the largest t asked for
 (`geometry_tables`): a decode loop whose cache grows by one token per step copies them to the device O(log n)
@@ -15,6 +20,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from dataclasses import dataclass
+from decimal import Context, Decimal
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -35,12 +41,31 @@ def _integer_inverse(power: float) -> int | None:
     return nearest if nearest >= 1 and abs(inverse - nearest) < 1e-9 else None
 
 
+# The decimal arithmetic that gives a power near an integer its float64 rounding (`_power`), and how near is near
+# (relative; numpy's float64 power is within a few ulps of the exact value).
+_DECIMAL = Context(prec=60)
+NEAR = 1e-9
+
+
+def _power(base: int, exponent: float) -> float:
+    """base ** exponent correctly rounded to float64 (the exponent's float64 value taken exactly)."""
+    return float(_DECIMAL.power(Decimal(base), Decimal(exponent)))
+
+
+def _near_integer(x: np.ndarray) -> np.ndarray:
+    return np.abs(x - np.round(x)) <= NEAR * np.maximum(np.abs(x), 1.0)
+
+
 def anchor_offset(i: int, power: float) -> int:
-    """o(i) = floor(i ** (1/p)): exact in integers when 1/p is an integer, else in float64."""
+    """o(i) = floor(i ** (1/p)): exact in integers when 1/p is an integer, else of i ** (1/p) in float64, the power
+    correctly rounded (module docstring)."""
     exponent = _integer_inverse(power)
     if exponent is not None:
         return int(i) ** exponent
-    return math.floor(float(i) ** (1.0 / power))
+    grown = float(i) ** (1.0 / power)
+    if _near_integer(np.float64(grown)):
+        grown = _power(int(i), 1.0 / power)
+    return math.floor(grown)
 
 
 def window_length(config: SuperlinearConfig) -> int:
@@ -74,12 +99,22 @@ class SpanTables:
     fwd: torch.Tensor  # int64 [t_limit + 1]
 
 
+def _ceil_of_power(factor: float, grown: np.ndarray, power: float) -> np.ndarray:
+    """ceil(factor * t ** power) in float64 for t = 0, 1, ... (grown: numpy's t ** power), the power correctly
+    rounded wherever the product lies within rounding of an integer (module docstring)."""
+    scaled = factor * grown
+    out = np.ceil(scaled)
+    if factor != 0.0:
+        for t in np.flatnonzero(_near_integer(scaled)):
+            out[t] = math.ceil(factor * _power(int(t), power))
+    return out.astype(np.int64)
+
+
 @lru_cache(maxsize=64)
 def _span_tables_cpu(span_power: float, backward_factor: float, forward_factor: float, t_limit: int) -> SpanTables:
-    t = np.arange(t_limit + 1, dtype=np.float64)
-    grown = np.power(t, span_power)
-    back = np.ceil(backward_factor * grown).astype(np.int64)
-    fwd = np.ceil(forward_factor * grown).astype(np.int64)
+    grown = np.power(np.arange(t_limit + 1, dtype=np.float64), span_power)
+    back = _ceil_of_power(backward_factor, grown, span_power)
+    fwd = _ceil_of_power(forward_factor, grown, span_power)
     return SpanTables(torch.from_numpy(back), torch.from_numpy(fwd))
 
 

@@ -609,6 +609,24 @@ def test_a_grouped_window_takes_at_least_window_chunks_chunks(monkeypatch):
     assert decode._window_split(1023, target, block, True) == (8, 128)
 
 
+def test_a_window_longer_than_the_cache_is_cut_as_the_cache(stubbed, monkeypatch):
+    """The window's chunks cover min(W, L_kv) keys, all a row can see: released (W = 2032) over a 100-key cache, 7
+    chunks of 15 keys, not 16 of 127 of which 9 hold nothing. (With W in the tens of thousands, p = 1/3 and sw_index
+    31, the empty chunks were thousands of programs; under the interpreter a 2-token decode took six minutes.)"""
+    from slkernels.triton_ops import decode
+
+    widths = []
+    split = decode._window_split
+    monkeypatch.setattr(decode, "_window_split", lambda width, *rest: widths.append(width) or split(width, *rest))
+    cfg = SuperlinearConfig.released()
+    for len_kv in (100, 5000):
+        q, k = _step(1, 32, 2, len_kv, dim=128)
+        with torch.no_grad():
+            superlinear_attention(q, k, k, q, cfg, backend="triton", check_values=False)
+    assert widths == [100, 2032]
+    assert split(100, *decode.WINDOW_TILE[:2], True) == (7, 15)
+
+
 def test_kernels_merge_is_the_stable_sort_on_random_pieces(interpreted):
     """Random pieces full of equal scores, none (-1), +-0, +-inf and NaN: the kernels' top k is the stable
     descending sort's (NaN first, as torch sorts it), anchors and score bits alike."""

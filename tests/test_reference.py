@@ -220,3 +220,20 @@ def test_every_position_is_reachable():
         for a in anchors:
             covered |= set(range(max(a - back, 0), a + 1))
         assert covered == set(range(0, q - w + 1))
+
+
+@pytest.mark.parametrize("span_power", [0.2, 0.4, 0.55])
+def test_span_tables_round_powers_to_the_nearest_float64(span_power):
+    """ceil(b t^rho) from the float64 nearest to t^rho on every machine: numpy's power gives 3125^0.2 = 5.0 where
+    the nearest float64 is 5.000000000000001 (as `math.pow` gives it), so the span reached 5 keys back, not 6."""
+    from slkernels.geometry import span_tables
+
+    cfg = SuperlinearConfig(sw_index=1, num_spans=1, search_power=0.5, span_power=span_power, backward_factor=1.0,
+                            forward_factor=3.0)
+    tables = span_tables(cfg, 4096)
+    t = torch.arange(4097)
+    back = torch.tensor([math.ceil(1.0 * math.pow(x, span_power)) for x in range(4097)])
+    fwd = torch.tensor([math.ceil(3.0 * math.pow(x, span_power)) for x in range(4097)])
+    assert torch.equal(tables.back[t], back) and torch.equal(tables.fwd[t], fwd)
+    if span_power == 0.2:
+        assert int(tables.back[3125]) == 6 and int(tables.back[32]) == 2

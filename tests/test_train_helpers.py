@@ -22,7 +22,6 @@ TINY_PARAMS = SuperlinearConfig(sw_index=3, num_spans=2, search_power=0.5, span_
                                 backward_factor=2.0, forward_factor=0.0)
 
 
-@functools.cache
 def converted(model_type: str = "nemotron_h", *, peaked: float = 0.0, router_init: str = "host_logits",
               layers: str | None = "MAEA", dtype: str | None = None) -> Path:
     """A tiny converted checkpoint.
@@ -32,6 +31,13 @@ def converted(model_type: str = "nemotron_h", *, peaked: float = 0.0, router_ini
     is sharply peaked on earlier occurrences of the current token. dtype: the converted weights' safetensors
     dtype ("BF16"), None to keep float32.
     """
+    # one cache entry per checkpoint, however the call spells it: `converted("nemotron_h")` and
+    # `converted(layers="MAEA")` are one directory, and a second build of it would find it there
+    return _converted(model_type, peaked, router_init, layers, dtype)
+
+
+@functools.cache
+def _converted(model_type: str, peaked: float, router_init: str, layers: str | None, dtype: str | None) -> Path:
     tag = f"{model_type}-{peaked}-{router_init}-{layers}" + (f"-{dtype}" if dtype else "")
     source = build_tiny_model(model_type, _ROOT / f"src-{tag}", layers=layers, seed=0)
     if peaked:

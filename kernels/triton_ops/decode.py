@@ -531,7 +531,8 @@ def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, 
     n_split_s, chunk_s = _span_split(tables.span_length(t_bound), target, block, rows * ksel, q.device)
     group = heads_q // heads_kv
     groups = _window_groups(rows * ksel * n_split_s, group, dim, q.device)
-    n_split_w, chunk_w = _window_split(tables.width, target_w, block_w, groups)
+    # a window holds at most min(W, L_kv) keys: chunks past the cache would be programs with nothing to do
+    n_split_w, chunk_w = _window_split(min(tables.width, t_bound), target_w, block_w, groups)
     span_base = rows * n_split_w  # the scratch slots: every row's window chunks, then every span's
     n_slots = cdiv(span_base + rows * ksel * n_split_s, 16) * 16  # each region starts 64-byte aligned
     part = torch.empty(n_slots * (dim + 2), dtype=torch.float32, device=q.device)
