@@ -30,7 +30,7 @@ import torch
 if TYPE_CHECKING:  # annotations only: config imports this module for window_length
     from .config import SuperlinearConfig
 
-__all__ = ["anchor_offset", "window_length", "SpanTables", "span_tables", "anchor_table", "span_bounds",
+__all__ = ["anchor_offset", "window_length", "SpanTables", "span_tables", "span_reach", "anchor_table", "span_bounds",
            "GeometryTables", "geometry_tables"]
 
 
@@ -99,22 +99,29 @@ class SpanTables:
     fwd: torch.Tensor  # int64 [t_limit + 1]
 
 
-def _ceil_of_power(factor: float, grown: np.ndarray, power: float) -> np.ndarray:
-    """ceil(factor * t ** power) in float64 for t = 0, 1, ... (grown: numpy's t ** power), the power correctly
-    rounded wherever the product lies within rounding of an integer (module docstring)."""
-    scaled = factor * grown
+def _ceil_of_power(factor: float, t: np.ndarray, power: float) -> np.ndarray:
+    """ceil(factor * t ** power) in float64 for the integers t, the power correctly rounded wherever the product
+    lies within rounding of an integer (module docstring)."""
+    scaled = factor * np.power(t.astype(np.float64), power)
     out = np.ceil(scaled)
     if factor != 0.0:
-        for t in np.flatnonzero(_near_integer(scaled)):
-            out[t] = math.ceil(factor * _power(int(t), power))
+        for j in np.flatnonzero(_near_integer(scaled)):
+            out[j] = math.ceil(factor * _power(int(t[j]), power))
     return out.astype(np.int64)
+
+
+def span_reach(config: SuperlinearConfig, t: int) -> tuple[int, int]:
+    """(ceil(b_b t^rho), ceil(b_f t^rho)) for one t: `span_tables`' entries at t without building the tables."""
+    at = np.array([t])
+    return (int(_ceil_of_power(config.backward_factor, at, config.span_power)[0]),
+            int(_ceil_of_power(config.forward_factor, at, config.span_power)[0]))
 
 
 @lru_cache(maxsize=64)
 def _span_tables_cpu(span_power: float, backward_factor: float, forward_factor: float, t_limit: int) -> SpanTables:
-    grown = np.power(np.arange(t_limit + 1, dtype=np.float64), span_power)
-    back = _ceil_of_power(backward_factor, grown, span_power)
-    fwd = _ceil_of_power(forward_factor, grown, span_power)
+    t = np.arange(t_limit + 1)
+    back = _ceil_of_power(backward_factor, t, span_power)
+    fwd = _ceil_of_power(forward_factor, t, span_power)
     return SpanTables(torch.from_numpy(back), torch.from_numpy(fwd))
 
 

@@ -6,9 +6,7 @@ A converted directory travels without the command that made it; the card makes i
 
 from __future__ import annotations
 
-import math
-
-from slkernels.geometry import anchor_offset
+from slkernels.geometry import anchor_offset, span_reach
 
 __all__ = ["model_card", "attended_keys"]
 
@@ -19,8 +17,7 @@ def attended_keys(params, t: int) -> dict:
     anchors, i = 0, params.sw_index + 1
     while anchor_offset(i, params.search_power) <= t:  # about t ** search_power steps
         anchors, i = anchors + 1, i + 1
-    grown = float(t) ** params.span_power
-    span = math.ceil(params.backward_factor * grown) + math.ceil(params.forward_factor * grown) + 1
+    span = sum(span_reach(params, t)) + 1
     before_window = max(t - window, 0)
     attended = min(t, window + min(params.num_spans, anchors) * min(span, before_window))
     return {"t": t, "dense": t, "superlinear": attended, "anchors": anchors, "ratio": t / max(attended, 1)}

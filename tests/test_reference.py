@@ -226,7 +226,7 @@ def test_every_position_is_reachable():
 def test_span_tables_round_powers_to_the_nearest_float64(span_power):
     """ceil(b t^rho) from the float64 nearest to t^rho on every machine: numpy's power gives 3125^0.2 = 5.0 where
     the nearest float64 is 5.000000000000001 (as `math.pow` gives it), so the span reached 5 keys back, not 6."""
-    from slkernels.geometry import span_tables
+    from slkernels.geometry import span_reach, span_tables
 
     cfg = SuperlinearConfig(sw_index=1, num_spans=1, search_power=0.5, span_power=span_power, backward_factor=1.0,
                             forward_factor=3.0)
@@ -235,5 +235,6 @@ def test_span_tables_round_powers_to_the_nearest_float64(span_power):
     back = torch.tensor([math.ceil(1.0 * math.pow(x, span_power)) for x in range(4097)])
     fwd = torch.tensor([math.ceil(3.0 * math.pow(x, span_power)) for x in range(4097)])
     assert torch.equal(tables.back[t], back) and torch.equal(tables.fwd[t], fwd)
+    assert all(span_reach(cfg, x) == (int(back[x]), int(fwd[x])) for x in (0, 1, 32, 243, 1024, 3125, 4096))
     if span_power == 0.2:
-        assert int(tables.back[3125]) == 6 and int(tables.back[32]) == 2
+        assert int(tables.back[3125]) == 6 and int(tables.back[32]) == 2 and span_reach(cfg, 3125) == (6, 16)
