@@ -26,16 +26,14 @@ Per-pass timings and tilings are `profile_passes.py`'s job.
 
 from __future__ import annotations
 
-import ast
-import contextlib
 import dataclasses
 import functools
 import importlib
 import json
 import sys
-from unittest import mock
 
 import profile_passes  # this folder is on sys.path when the script runs
+import settings
 import torch
 from slkernels import SuperlinearConfig
 
@@ -72,19 +70,7 @@ def decode_steps(packages: list[str], sets: list[str], lengths: list[int], layer
     from slconvert.benchmark.timing import measure_graph
 
     modules = {name: importlib.import_module(f"{name}.triton_ops.decode") for name in packages}
-    overrides = {}
-    for item in sets:
-        variant = []
-        for part in item.split(";"):
-            name, _, value = part.strip().partition("=")
-            if not name.isupper() or not hasattr(modules[packages[0]], name):
-                raise SystemExit(f"error: --set {item}: {packages[0]}.triton_ops.decode has no setting {name!r}")
-            try:
-                variant.append((name, ast.literal_eval(value)))
-            except (ValueError, SyntaxError):
-                raise SystemExit(f"error: --set {item}: the value must be a Python literal, e.g. {name}=(64, 16, 1)"
-                                 ) from None
-        overrides[f"{packages[0]}, {item}"] = variant
+    overrides = {f"{packages[0]}, {item}": settings.parse(modules[packages[0]], item) for item in sets}
     if not torch.cuda.is_available():
         raise SystemExit("error: --decode needs a CUDA GPU")
     print(json.dumps({"card": torch.cuda.get_device_name(), "MiB": torch.cuda.get_device_properties(0).total_memory
@@ -111,9 +97,7 @@ def _decode_length(modules: dict, packages: list[str], overrides: dict, setting:
             **dataclasses.asdict(getattr(SuperlinearConfig, setting)()))
 
         def f():
-            with contextlib.ExitStack() as stack:
-                for setting_name, value in override:
-                    stack.enter_context(mock.patch.object(module, setting_name, value))
+            with settings.overridden(module, override):
                 return [module.superlinear_decode(q, k, v, qs, cfg, pos, s0, 128**-0.5) for q, k, v, qs in caches]
         return f
 

@@ -20,6 +20,7 @@ tie. Any other row over its bound is a failure, logged with the case's seed (``-
     python benchmarks/fuzz_triton.py --minutes 8 --seed 0 --out DIR     # cases until the time is up; JSON in DIR
     python benchmarks/fuzz_triton.py --narrow ...     # bf16, D = 128, k in {1, 3}: fewer compilations, more cases
     python benchmarks/fuzz_triton.py --case SEED [--narrow]                # one case again
+    python benchmarks/fuzz_triton.py --kinds decode --set "SPAN_DOT=True" ...  # decode cases with a decode setting
     TRITON_INTERPRET=1 python benchmarks/fuzz_triton.py ...                # tiny cases on the CPU
 """
 
@@ -34,10 +35,12 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
+import settings  # this folder is on sys.path when the script runs
 import torch
 from slkernels import SuperlinearConfig, superlinear_attention
 from slkernels.inputs import first_real_token
 from slkernels.selection import candidates, key_prefix_sums
+from slkernels.triton_ops import decode
 
 # Per-row bound on ||out - ref|| / (||ref|| + floor), by input dtype (the reference runs on upcast inputs).
 ROW_BOUND = {torch.bfloat16: 3e-2, torch.float16: 5e-3, torch.float32: 2e-3}
@@ -85,12 +88,13 @@ def draw_config(rng: random.Random) -> SuperlinearConfig:
     )
 
 
-def draw_case(seed: int, small: bool, narrow: bool = False) -> Case:
+def draw_case(seed: int, small: bool, narrow: bool = False, kinds: tuple[str, ...] = KINDS) -> Case:
     """One case of `seed`; `small`: tiny shapes for the interpreter; `narrow`: the compile-time arguments of the
     kernels from a short list (bf16, D = 128, k in {1, 3}, four head layouts), so that a GPU run spends its time on
-    cases rather than on compiling each draw's kernels."""
+    cases rather than on compiling each draw's kernels; `kinds`: the kinds of call drawn from (a seed draws the same
+    case again only with the same kinds)."""
     rng = random.Random(seed)
-    kind = rng.choice(KINDS)
+    kind = rng.choice(kinds)
     cfg = draw_config(rng)
     if narrow:
         cfg = SuperlinearConfig.from_dict({**cfg.to_dict(), "num_spans": rng.choice([1, 3])})
@@ -294,7 +298,14 @@ def main() -> None:
     ap.add_argument("--case", type=int, default=None, help="run only the case of this seed, verbosely")
     ap.add_argument("--out", default=None, help="folder for fuzz.json")
     ap.add_argument("--narrow", action="store_true", help="few compile-time variants (`draw_case`): more cases a minute")
+    ap.add_argument("--kinds", default=",".join(KINDS), help=f"kinds of call to draw from, of {','.join(KINDS)}")
+    ap.add_argument("--set", action="append", default=[], metavar='"NAME=VALUE; ..."',
+                    help="a setting of the decode path for every case, e.g. SPAN_DOT=True (benchmarks/settings.py)")
     args = ap.parse_args()
+    kinds = tuple(args.kinds.split(","))
+    if not kinds or not set(kinds) <= set(KINDS):
+        sys.exit(f"error: --kinds {args.kinds}: the kinds are {','.join(KINDS)}")
+    overrides = [pair for item in args.set for pair in settings.parse(decode, item)]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
         sys.exit("no CUDA device: set TRITON_INTERPRET=1 to run tiny cases under the Triton interpreter")
@@ -306,10 +317,11 @@ def main() -> None:
     while (seeds is None and time.time() < t_end) or (seeds is not None and i < len(seeds)):
         seed = seeds[i] if seeds is not None else args.seed + i
         i += 1
-        case = draw_case(seed, device == "cpu", args.narrow)
+        case = draw_case(seed, device == "cpu", args.narrow, kinds)
         start = time.time()
         try:
-            ok = run_case(case, device)
+            with settings.overridden(decode, overrides):
+                ok = run_case(case, device)
         except torch.OutOfMemoryError:  # the reference's intermediates, not a finding
             case.results["skipped"] = "out of memory"
             ok = True
@@ -337,7 +349,7 @@ def main() -> None:
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "fuzz.json"), "w") as f:
-            json.dump({"card": card(device), "narrow": args.narrow, "tie": TIE,
+            json.dump({"card": card(device), "narrow": args.narrow, "kinds": kinds, "set": args.set, "tie": TIE,
                        "row_bound": {str(k): v for k, v in ROW_BOUND.items()},
                        "grad_bound": {str(k): v for k, v in GRAD_BOUND.items()}, "cases": done}, f, indent=1, default=str)
 

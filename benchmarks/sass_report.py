@@ -9,14 +9,15 @@ per consumer, WARPS 4, REGCAP 168), ``search``, ``search:span_mean`` or ``search
 search's timing loop; BN = anchors per block), ``span_lists`` (BM = rows per program), ``decode`` (the partial
 kernel of one decode row, its window chunks by KV head; BN = keys per block of a span, chunks of BN x 8 keys,
 STAGES its loop's stages),
-``decode:rows`` (the window's chunks by query row: decode.WINDOW_GROUPS False) or ``combine`` (the kernel after it),
+``decode:rows`` (the window's chunks by query row: decode.WINDOW_GROUPS False), ``decode:dot`` (a span's chunks on
+the tensor cores: decode.SPAN_DOT True) or ``combine`` (the kernel after it),
 ``decode:pdl`` / ``combine:pdl`` as decode.DECODE_PDL launches them. Prints registers, spilled stack bytes and shared
-memory per program, and the instruction mix of the innermost loop that issues tensor-core products (the cost of one
-iteration). No GPU is needed: Triton compiles for the target named here, with the specialisation a launch on the
-benchmark shape gets (B=1, H_q=32, H_kv=2, D=128, bf16; pointers and strides divisible by 16, unit strides constant),
-and `cuobjdump` from Triton's own package disassembles the result. Run it under the Triton of the GPU machine (e.g.
-``pip install --target DIR triton==3.6.0`` and ``PYTHONPATH=DIR``) to see what that machine runs. `--keep DIR` writes
-the TTGIR, PTX and SASS there.
+memory per program, the instruction mix of the innermost loop that issues tensor-core products (the cost of one
+iteration) and the length of every innermost loop. No GPU is needed: Triton compiles for the target named here,
+with the specialisation a launch on the benchmark shape gets (B=1, H_q=32, H_kv=2, D=128, bf16; pointers and
+strides divisible by 16, unit strides constant), and `cuobjdump` from Triton's own package disassembles the result.
+Run it under the Triton of the GPU machine (e.g. ``pip install --target DIR triton==3.6.0`` and ``PYTHONPATH=DIR``)
+to see what that machine runs. `--keep DIR` writes the TTGIR, PTX and SASS there.
 """
 
 from __future__ import annotations
@@ -164,6 +165,7 @@ def kernel_and_args(kernel: str, length: int, tiles: tuple[int, ...]):
                     t_bound=length, n_buckets=16, shift=27, invalid=(16 << 27) - 1)
         return span_lists._span_lists_kernel, args, dict(G=G, KSEL=3, KP=4, BM=bm)
     if name in ("decode", "combine"):  # one decode row at `length` keys, released (3 spans, 16 search pieces);
+        import torch
         from slkernels.triton_ops import decode  # decode:pdl / combine:pdl with programmatic dependent launch
 
         pdl = arg == "pdl"
@@ -187,9 +189,9 @@ def kernel_and_args(kernel: str, length: int, tiles: tuple[int, ...]):
         return decode._decode_partial_kernel, args, dict(
             D=D, BN=bn, STAGES=tiles[3], BNW=window_block, GP=max(16, G), WSTAGES=window_stages, KSEL=3, KP=4, NPP=64,
             UPCAST=False, PREC="tf32", GDC=pdl, ORDER=decode._chunk_order(n_split_s), GROUPS=arg != "rows",
-            LATE=decode.GATES_BEFORE_WAIT)
+            LATE=decode.GATES_BEFORE_WAIT, DOT=arg == "dot" or decode._span_dot(arg != "rows", D, torch.bfloat16))
     raise SystemExit(f"error: unknown kernel {kernel!r}; use entry:MODE, dkdv:NJ, search[:span_mean|:hi_only], span_lists, "
-                     "decode[:pdl|:rows] or combine[:pdl]")
+                     "decode[:pdl|:rows|:dot] or combine[:pdl]")
 
 
 def _cuobjdump(*args: str) -> str:
@@ -197,20 +199,34 @@ def _cuobjdump(*args: str) -> str:
     return subprocess.run([tool, *args], capture_output=True, text=True, check=True).stdout
 
 
-def innermost_product_loop(sass: str) -> list[str]:
-    """Instructions of the smallest backward-branching loop that issues tensor-core products ([] if none)."""
+def loops(sass: str) -> list[list[str]]:
+    """The instructions of every backward-branching loop, in the order of their branches."""
     listing = []
     for line in sass.splitlines():
         found = re.search(r"/\*([0-9a-f]{4,})\*/\s+(.*?);", line)
         if found:
             listing.append((int(found.group(1), 16), found.group(2).strip()))
-    best: list[str] = []
+    bodies = []
     for address, text in listing:
         branch = re.search(r"BRA (0x[0-9a-f]+)", text)
         if branch and int(branch.group(1), 16) < address:
-            body = [t for a, t in listing if int(branch.group(1), 16) <= a <= address]
-            if any(opcode(t) in TENSOR_CORE_OPS for t in body) and (not best or len(body) < len(best)):
-                best = body
+            bodies.append([t for a, t in listing if int(branch.group(1), 16) <= a <= address])
+    return bodies
+
+
+def innermost_loops(sass: str) -> list[list[str]]:
+    """The loops that hold no other loop's branch (each iteration's whole cost)."""
+    bodies = loops(sass)
+    return [body for body in bodies
+            if not any(other is not body and len(other) < len(body) and other[-1] in body for other in bodies)]
+
+
+def innermost_product_loop(sass: str) -> list[str]:
+    """Instructions of the smallest backward-branching loop that issues tensor-core products ([] if none)."""
+    best: list[str] = []
+    for body in loops(sass):
+        if any(opcode(t) in TENSOR_CORE_OPS for t in body) and (not best or len(body) < len(best)):
+            best = body
     return best
 
 
@@ -250,7 +266,8 @@ def report(kernel: str, length: int, tiles: tuple[int, ...], keep: str | None) -
     return dict(kernel=kernel, triton=triton.__version__, tiles=tiles, registers=int(regs.group(1)) if regs else None,
                 stack_bytes=int(stack.group(1)) if stack else None, shared_bytes=compiled.metadata.shared,
                 loop_instructions=len(loop), loop_mix=collections.Counter(opcode(t) for t in loop).most_common(12),
-                loop_order=product_order(loop),
+                loop_order=product_order(loop), innermost_loops=[
+                    (len(body), any(opcode(t) in TENSOR_CORE_OPS for t in body)) for body in innermost_loops(sass)],
                 # device-wide fences: what acquire-release atomics cost (one per element added)
                 gpu_fences=len(re.findall(r"MEMBAR\.\w+\.GPU", sass)),
                 # programmatic dependent launch: waits for the kernel before, and the go-ahead to the one after
@@ -281,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         print("  products, waits and exponentials in issue order: " + " -> ".join(r["loop_order"]))
     else:
         print("  no loop issuing tensor-core products")
+    print("  innermost loops, instructions per iteration: "
+          + (", ".join(f"{n}{' (tensor cores)' if tc else ''}" for n, tc in r["innermost_loops"]) or "none"))
     print(f"  device-wide memory fences: {r['gpu_fences']}")
     if r["grid_dependency"]:
         print("  programmatic dependent launch: " + ", ".join(f"{op} {n}" for op, n in r["grid_dependency"].items()))

@@ -389,13 +389,13 @@ def _tie_results() -> dict:
 
 def _order_results() -> dict:
     """Per search key: the decode step under each program order of the partial kernel (decode.CHUNK_ORDER 0, 1),
-    with the window's chunks by KV head and by query row (decode.WINDOW_GROUPS): each order's output is order 0's to
-    the bit, and each way of the window agrees with the reference; a left-padded batch of two with two query rows
-    (GQA 2:1), several chunks per range."""
+    with the window's chunks by KV head and by query row (decode.WINDOW_GROUPS) and the spans' chunks on the tensor
+    cores or not (decode.SPAN_DOT): each order's output is order 0's to the bit, and each way agrees with the
+    reference; a left-padded batch of two with two query rows (GQA 2:1), several chunks per range."""
     from slkernels.triton_ops import decode
 
     results = {}
-    saved = decode.CHUNK_ORDER, decode.WINDOW_GROUPS
+    saved = decode.CHUNK_ORDER, decode.WINDOW_GROUPS, decode.SPAN_DOT
     try:
         for search_key in ("anchor", "span_mean"):
             cfg = SuperlinearConfig(**SMALL, search_key=search_key)
@@ -407,8 +407,8 @@ def _order_results() -> dict:
             ref = superlinear_attention(q, k, v, qs, cfg, attention_mask=mask, cache_position=positions,
                                         backend="reference")
             same, err = True, 0.0
-            for groups in (True, False):
-                decode.WINDOW_GROUPS = groups
+            for groups, dot in ((True, False), (True, True), (False, False), (False, True)):
+                decode.WINDOW_GROUPS, decode.SPAN_DOT = groups, dot
                 outs = []
                 for order in range(2):
                     decode.CHUNK_ORDER = order
@@ -417,7 +417,7 @@ def _order_results() -> dict:
                 err = max(err, float((outs[0] - ref).norm() / ref.norm()))
             results[search_key] = {"same": same, "ref": err}
     finally:
-        decode.CHUNK_ORDER, decode.WINDOW_GROUPS = saved
+        decode.CHUNK_ORDER, decode.WINDOW_GROUPS, decode.SPAN_DOT = saved
     return results
 
 
@@ -519,7 +519,8 @@ def test_kernels_merge_the_pieces_as_the_search_does_on_ties(interpreted, name):
 def test_every_program_order_and_window_way_gives_the_same_step(interpreted, search_key):
     """The partial kernel's program orders (decode.CHUNK_ORDER) map program ids to the same chunks and slots in
     another order: every order's output is order 0's to the bit; the window's chunks by KV head or by query row
-    (decode.WINDOW_GROUPS) both give the reference's output."""
+    (decode.WINDOW_GROUPS), with the spans' chunks on the tensor cores or not (decode.SPAN_DOT), all give the
+    reference's output."""
     got = interpreted["orders"][search_key]
     assert got["same"] and got["ref"] < 1e-5, got
 

@@ -3,6 +3,7 @@ case end to end under the Triton interpreter."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -73,3 +74,28 @@ def test_a_case_runs_end_to_end_under_the_interpreter_and_one_line_refuses_witho
                          text=True, env=env, timeout=300)
     assert run.returncode == 1 and run.stderr.strip() == (
         "no CUDA device: set TRITON_INTERPRET=1 to run tiny cases under the Triton interpreter")
+
+
+def test_decode_cases_with_a_decode_setting_run_under_the_interpreter_and_bad_options_are_one_line(tmp_path):
+    """`--kinds decode --set "SPAN_DOT=True"`: seed 4 draws a decode case of a GQA 2:1 cache with spans beside its
+    window, run with the spans' chunks on the tensor cores; an unknown kind or setting is one error line."""
+    import settings
+    from slkernels.triton_ops import decode
+
+    before = decode.SPAN_DOT
+    with settings.overridden(decode, settings.parse(decode, "SPAN_DOT=True; SPAN_FILL=None")):
+        assert decode.SPAN_DOT is True and decode.SPAN_FILL is None
+    assert decode.SPAN_DOT == before and decode.SPAN_FILL is not None
+    env = {**os.environ, "TRITON_INTERPRET": "1", "CUDA_VISIBLE_DEVICES": ""}
+    script = [sys.executable, "-W", "ignore", str(ROOT / "benchmarks" / "fuzz_triton.py")]
+    run = subprocess.run([*script, "--case", "4", "--kinds", "decode", "--set", "SPAN_DOT=True", "--out",
+                          str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "ok   seed=4 decode" in run.stdout and "1 cases ({'decode': 1}), 0 failed" in run.stdout
+    record = json.loads((tmp_path / "fuzz.json").read_text())
+    assert record["kinds"] == ["decode"] and record["set"] == ["SPAN_DOT=True"]
+    for args, line in ((["--kinds", "nope"], "error: --kinds nope: the kinds are prefill,chunk,decode,grad"),
+                       (["--set", "NO_SUCH=1"],
+                        "error: --set NO_SUCH=1: slkernels.triton_ops.decode has no setting 'NO_SUCH'")):
+        run = subprocess.run([*script, *args], capture_output=True, text=True, env=env, timeout=300)
+        assert run.returncode == 1 and run.stderr.strip().splitlines()[-1] == line, run.stderr[-2000:]

@@ -38,18 +38,19 @@ def test_attention_loops_use_warp_group_products_without_device_fences(sass_repo
     assert r["registers"] and r["shared_bytes"] > 0
 
 
-@pytest.mark.parametrize("kernel", ["decode", "decode:rows", "combine", "decode:pdl", "combine:pdl"])
+@pytest.mark.parametrize("kernel", ["decode", "decode:rows", "decode:dot", "combine", "decode:pdl", "combine:pdl"])
 def test_decode_kernels_compile_for_hopper_without_spills(sass_report, kernel):
     """Decode at 1M keys with DECODE_TILE's blocks, WINDOW_TILE's and COMBINE_TILE's: the partial kernel (its window
-    chunks by KV head, or by query row) and the combine, without spilled registers or device-wide fences; with
-    programmatic dependent launch (decode.DECODE_PDL) the partial kernel gives the combine its go-ahead and waits
-    for the search (a span before it reads the lists, every program before it writes), the combine waits for the
-    partial kernel, and without it neither holds such an instruction. A chunk's loop by query row (a span's, and with
-    the window by query row the window's: `decode:rows` compiles no other loop) copies its next blocks ahead
-    (`cp.async`): a plain `range` loop without products is not pipelined, and each block then waits for its own
-    loads (released decode 64K took 30.5 us against 26.7 on an H200). With GATES_BEFORE_WAIT the partial kernel
-    gives the go-ahead twice (a window's program at its start, a span's after its wait) and the combine loads the
-    search's lists before its wait; without it, once, and the combine loads nothing before its wait."""
+    chunks by KV head, or by query row; its spans' chunks on the tensor cores, `decode:dot`) and the combine,
+    without spilled registers or device-wide fences; with programmatic dependent launch (decode.DECODE_PDL) the
+    partial kernel gives the combine its go-ahead and waits for the search (a span before it reads the lists, every
+    program before it writes), the combine waits for the partial kernel, and without it neither holds such an
+    instruction. A chunk's loop by query row (a span's, and with the window by query row the window's: `decode:rows`
+    compiles no other loop) copies its next blocks ahead (`cp.async`): a plain `range` loop without products is not
+    pipelined, and each block then waits for its own loads (released decode 64K took 30.5 us against 26.7 on an
+    H200). With GATES_BEFORE_WAIT the partial kernel gives the go-ahead twice (a window's program at its start, a
+    span's after its wait) and the combine loads the search's lists before its wait; without it, once, and the
+    combine loads nothing before its wait."""
     from slkernels.triton_ops.decode import COMBINE_TILE, DECODE_TILE, GATES_BEFORE_WAIT
 
     # the combine launches with Triton's default stages (3)
@@ -64,6 +65,8 @@ def test_decode_kernels_compile_for_hopper_without_spills(sass_report, kernel):
         assert r["loads_before_wait"] == (2 if GATES_BEFORE_WAIT else 0), r["loads_before_wait"]
     if kernel == "decode:rows":
         assert r["async_copies"] > 0, "the chunks' loop by query row is not pipelined (no cp.async)"
+    if kernel == "decode:dot":  # two loops (the window's chunks and a span's), both on the tensor cores, both pipelined
+        assert [products for _, products in r["innermost_loops"]] == [True, True] and r["async_copies"] > 0, r
 
 
 @pytest.mark.parametrize("kernel", ["search", "search:span_mean", "search:hi_only"])

@@ -280,13 +280,15 @@ def _check_decode(cfg, make, dtype, length):
 
 @pytest.mark.parametrize("groups", [True, False])
 @pytest.mark.parametrize("heads", [(32, 2), (16, 1), (8, 8)])
-def test_decode_window_by_kv_head_and_by_query_row(monkeypatch, groups, heads):
-    """decode.WINDOW_GROUPS forced each way (by KV head on the tensor cores, or by query row), with the spans cut
-    finer (SPAN_FILL) or not: two query rows of a left-padded batch of two against the reference, with 32 / 2 and
-    16 / 1 heads (GQA 16:1) and 8 / 8 (1:1)."""
+@pytest.mark.parametrize("dot", [False, True])
+def test_decode_window_by_kv_head_and_by_query_row(monkeypatch, groups, heads, dot):
+    """decode.WINDOW_GROUPS forced each way (by KV head on the tensor cores, or by query row), the spans' chunks on
+    the tensor cores or not (decode.SPAN_DOT), with the spans cut finer (SPAN_FILL) or not: two query rows of a
+    left-padded batch of two against the reference, with 32 / 2 and 16 / 1 heads (GQA 16:1) and 8 / 8 (1:1)."""
     from slkernels.triton_ops import decode
 
     monkeypatch.setattr(decode, "WINDOW_GROUPS", groups)
+    monkeypatch.setattr(decode, "SPAN_DOT", dot)
     cfg = CONFIGS["released"]
     for fill in (decode.SPAN_FILL, None):
         monkeypatch.setattr(decode, "SPAN_FILL", fill)
@@ -297,7 +299,7 @@ def test_decode_window_by_kv_head_and_by_query_row(monkeypatch, groups, heads):
         with torch.no_grad():
             out = superlinear_attention(q, k, v, qs, cfg, attention_mask=mask, backend="triton")
             _, ref = _reference(q, k, v, qs, cfg, attention_mask=mask)
-        assert _rel(out, ref) < TOL[torch.bfloat16], (groups, heads, fill)
+        assert _rel(out, ref) < TOL[torch.bfloat16], (groups, heads, dot, fill)
 
 
 def test_decode_cuda_graph():

@@ -131,6 +131,15 @@ SPAN_FILL = 10
 # 256K, whose chunks it also changes, included). (5, 40) and (7, 40): released 16K 18.7 and 19.0 against 18.1-18.2
 # (benchmarks/results/decode-span-floor-h200-2026-12-03/).
 SPAN_MIN_BLOCKS = (6, 40)
+# Whether a span's chunk scores its query on the tensor cores (`_attend_keys`: the query in every row of a [16 x D]
+# tile, [16 x D] @ [D x BN] and the probabilities' product with V in V's dtype, as the window's chunks by KV head) or
+# one row at a time in float32 on the CUDA cores (`_attend_row`). True / False: always / never (16-bit inputs of
+# D <= 128 only, `_span_dot`); None: where the window's chunks are grouped (WINDOW_GROUPS), whose tiles set the
+# kernel's registers already. Compiled for sm_90 (`benchmarks/sass_report.py decode` and `decode:dot`), a block of 16
+# keys is 390 instructions on the tensor cores against 734 on the CUDA cores with Triton 3.6 (393 / 783 with 3.9),
+# at 168 registers a thread either way where the window is grouped. Off until timed on a GPU:
+# `benchmarks/results/decode-span-dot-2026-12-05/call1.sh` times None and True against False.
+SPAN_DOT = False
 # Tiny shapes under TRITON_INTERPRET: several chunks and blocks per span, several chunks per window.
 _INTERPRETER_TILE = (16, 16, 1, 1)
 _INTERPRETER_WINDOW = (4, 16, 1)
@@ -170,6 +179,37 @@ def _top_of_pieces(ANCH, SCORE, row, n_pieces, KSEL: tl.constexpr, KP: tl.conste
 
 
 @triton.jit
+def _attend_keys(q, k_base, v_base, c_lo, c_hi, skl, skd, svl, svd, qk_scale,
+                 D: tl.constexpr, BN: tl.constexpr, GP: tl.constexpr, STAGES: tl.constexpr, UPCAST: tl.constexpr,
+                 PREC: tl.constexpr):
+    """Running max, sum and accumulator of the [GP x D] query tile `q` over keys c_lo..c_hi (inclusive) of one KV
+    head, blocks of BN keys on the tensor cores ([GP x D] @ [D x BN], then the probabilities in V's dtype @ [BN x D]),
+    STAGES pipeline stages: the loop of the window's chunks by KV head (a row per query head) and of a span's chunks
+    with SPAN_DOT (the one query in every row)."""
+    offs_d = tl.arange(0, D)
+    m_i = tl.full([GP], NEG_BIG, tl.float32)
+    l_i = tl.zeros([GP], tl.float32)
+    acc = tl.zeros([GP, D], tl.float32)
+    for n0 in tl.range(c_lo, c_hi + 1, BN, num_stages=STAGES):
+        kidx = n0 + tl.arange(0, BN)
+        kin = kidx <= c_hi
+        kt = tl.load(k_base + kidx[None, :] * skl + offs_d[:, None] * skd, mask=kin[None, :], other=0.0)
+        vb = tl.load(v_base + kidx[:, None] * svl + offs_d[None, :] * svd, mask=kin[:, None], other=0.0)
+        if UPCAST:
+            kt = kt.to(tl.float32)
+            vb = vb.to(tl.float32)
+        s = tl.dot(q, kt, input_precision=PREC) * qk_scale
+        s = tl.where(kin[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(vb.dtype), vb, input_precision=PREC)
+        m_i = m_new
+    return m_i, l_i, acc
+
+
+@triton.jit
 def _window_chunk(Q, K, V, POS, S0, PART, pid, n_split_w, chunk_w, n_slots,
                   sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
                   H_Q, H_KV, L_Q, G, W, qk_scale,
@@ -201,25 +241,8 @@ def _window_chunk(Q, K, V, POS, S0, PART, pid, n_split_w, chunk_w, n_slots,
         q = q.to(tl.float32)
     k_base = K + b.to(tl.int64) * skb + kv.to(tl.int64) * skh
     v_base = V + b.to(tl.int64) * svb + kv.to(tl.int64) * svh
-    m_i = tl.full([GP], NEG_BIG, tl.float32)
-    l_i = tl.zeros([GP], tl.float32)
-    acc = tl.zeros([GP, D], tl.float32)
-    for n0 in tl.range(c_lo, c_hi + 1, BNW, num_stages=WSTAGES):
-        kidx = n0 + tl.arange(0, BNW)
-        kin = kidx <= c_hi
-        kt = tl.load(k_base + kidx[None, :] * skl + offs_d[:, None] * skd, mask=kin[None, :], other=0.0)
-        vb = tl.load(v_base + kidx[:, None] * svl + offs_d[None, :] * svd, mask=kin[:, None], other=0.0)
-        if UPCAST:
-            kt = kt.to(tl.float32)
-            vb = vb.to(tl.float32)
-        s = tl.dot(q, kt, input_precision=PREC) * qk_scale
-        s = tl.where(kin[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(vb.dtype), vb, input_precision=PREC)
-        m_i = m_new
+    m_i, l_i, acc = _attend_keys(q, k_base, v_base, c_lo, c_hi, skl, skd, svl, svd, qk_scale,
+                                 D, BNW, GP, WSTAGES, UPCAST, PREC)
     if WAIT:  # DECODE_PDL: write only once the search has ended
         tl.extra.cuda.gdc_wait()
     row = ((b * H_Q + h) * L_Q + r).to(tl.int64)
@@ -235,16 +258,18 @@ def _row_chunk(Q, K, V, ANCH, SCORE, POS, S0, BACK, FWD, PART, row_all, jj, spli
                sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
                H_Q, L_Q, G, W, t_cap, qk_scale,
                D: tl.constexpr, BN: tl.constexpr, STAGES: tl.constexpr, KSEL: tl.constexpr, KP: tl.constexpr,
-               NPP: tl.constexpr, IS_WINDOW: tl.constexpr, WAIT: tl.constexpr, LATE: tl.constexpr):
+               NPP: tl.constexpr, IS_WINDOW: tl.constexpr, WAIT: tl.constexpr, LATE: tl.constexpr,
+               DOT: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr):
     """Chunk `split` (of `chunk_s` keys) of one range of query row `row_all` ((b * H_q + h) * L_q + r): its window
     (IS_WINDOW) or its span `jj` (the span of the jj-th of the row's top k, from the search's pieces). Running max,
     sum and accumulator into scratch slot `slot`. One head's keys are scored one row at a time (a [BN x D] block
-    against the query, in float32): no tensor-core tiles, few registers, many programs per SM. STAGES pipeline
-    stages copy the next block's keys and values to shared memory while one is merged (a plain `range` loop is not
-    pipelined: each block would wait for its own loads). WAIT: wait for the kernel before (DECODE_PDL); a window
-    needs nothing from it and waits only before its stores, a span before it reads the search's lists, after the
-    loads that need nothing from it (position, query, the span tables), which then leave the chain that follows the
-    search. LATE (a span's chunk): let the kernel after start once this program has waited (GATES_BEFORE_WAIT)."""
+    against the query, in float32, `_attend_row`): no tensor-core tiles, few registers, many programs per SM. STAGES
+    pipeline stages copy the next block's keys and values to shared memory while one is merged. WAIT: wait for the
+    kernel before (DECODE_PDL); a window needs nothing from it and waits only before its stores, a span before it
+    reads the search's lists, after the loads that need nothing from it (position, query, the span tables), which
+    then leave the chain that follows the search. LATE (a span's chunk): let the kernel after start once this
+    program has waited (GATES_BEFORE_WAIT). DOT (SPAN_DOT): the keys scored on the tensor cores instead
+    (`_attend_keys`, the query in all 16 rows of its tile; the first row is stored)."""
     r = row_all % L_Q
     bh = row_all // L_Q
     h = bh % H_Q
@@ -253,7 +278,14 @@ def _row_chunk(Q, K, V, ANCH, SCORE, POS, S0, BACK, FWD, PART, row_all, jj, spli
     pos = tl.load(POS + r).to(tl.int64)
     s0 = tl.load(S0 + b).to(tl.int64)
     offs_d = tl.arange(0, D)
-    q = tl.load(Q + b.to(tl.int64) * sqb + h.to(tl.int64) * sqh + r.to(tl.int64) * sql + offs_d * sqd).to(tl.float32)
+    q_row = Q + b.to(tl.int64) * sqb + h.to(tl.int64) * sqh + r.to(tl.int64) * sql
+    if DOT:
+        tile_rows = tl.arange(0, 16)
+        q = tl.load(q_row + tile_rows[:, None] * 0 + offs_d[None, :] * sqd)
+        if UPCAST:
+            q = q.to(tl.float32)
+    else:
+        q = tl.load(q_row + offs_d * sqd).to(tl.float32)
     if IS_WINDOW:
         lo = tl.maximum(pos - W + 1, s0)
         hi = pos
@@ -275,6 +307,32 @@ def _row_chunk(Q, K, V, ANCH, SCORE, POS, S0, BACK, FWD, PART, row_all, jj, spli
 
     k_base = K + b.to(tl.int64) * skb + kv.to(tl.int64) * skh
     v_base = V + b.to(tl.int64) * svb + kv.to(tl.int64) * svh
+    if DOT:
+        m_t, l_t, acc_t = _attend_keys(q, k_base, v_base, c_lo, c_hi, skl, skd, svl, svd, qk_scale,
+                                       D, BN, 16, STAGES, UPCAST, PREC)
+    else:
+        m_i, l_i, acc = _attend_row(q, k_base, v_base, c_lo, c_hi, skl, skd, svl, svd, qk_scale, D, BN, STAGES)
+    if WAIT and IS_WINDOW:
+        tl.extra.cuda.gdc_wait()
+    pm, pl, pacc = _parts(PART, n_slots)
+    if DOT:  # every row of the tile holds the same results: the first is stored
+        first = tile_rows == 0
+        tl.store(pm + slot + tile_rows * 0, m_t, mask=first)
+        tl.store(pl + slot + tile_rows * 0, l_t, mask=first)
+        tl.store(pacc + slot * D + tile_rows[:, None] * 0 + offs_d[None, :], acc_t, mask=first[:, None])
+    else:
+        tl.store(pm + slot, m_i)
+        tl.store(pl + slot, l_i)
+        tl.store(pacc + slot * D + offs_d, acc)
+
+
+@triton.jit
+def _attend_row(q, k_base, v_base, c_lo, c_hi, skl, skd, svl, svd, qk_scale,
+                D: tl.constexpr, BN: tl.constexpr, STAGES: tl.constexpr):
+    """Running max, sum and accumulator of one float32 query row `q` [D] over keys c_lo..c_hi (inclusive) of one KV
+    head, blocks of [BN x D] keys in float32 on the CUDA cores, STAGES pipeline stages (a plain `range` loop is not
+    pipelined: each block would wait for its own loads)."""
+    offs_d = tl.arange(0, D)
     m_i = tl.max(tl.full([BN], NEG_BIG, tl.float32), axis=0)
     l_i = tl.sum(tl.zeros([BN], tl.float32), axis=0)
     acc = tl.zeros([D], tl.float32)
@@ -291,12 +349,7 @@ def _row_chunk(Q, K, V, ANCH, SCORE, POS, S0, BACK, FWD, PART, row_all, jj, spli
         vb = tl.load(v_base + kidx[:, None] * svl + offs_d[None, :] * svd, mask=kin[:, None], other=0.0).to(tl.float32)
         acc = acc * alpha + tl.sum(p[:, None] * vb, axis=0)
         m_i = m_new
-    if WAIT and IS_WINDOW:
-        tl.extra.cuda.gdc_wait()
-    pm, pl, pacc = _parts(PART, n_slots)
-    tl.store(pm + slot, m_i)
-    tl.store(pl + slot, l_i)
-    tl.store(pacc + slot * D + offs_d, acc)
+    return m_i, l_i, acc
 
 
 @triton.jit
@@ -310,12 +363,13 @@ def _decode_partial_kernel(
     D: tl.constexpr, BN: tl.constexpr, STAGES: tl.constexpr, BNW: tl.constexpr, GP: tl.constexpr,
     WSTAGES: tl.constexpr, KSEL: tl.constexpr,
     KP: tl.constexpr, NPP: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr, GDC: tl.constexpr,
-    ORDER: tl.constexpr, GROUPS: tl.constexpr, LATE: tl.constexpr,
+    ORDER: tl.constexpr, GROUPS: tl.constexpr, LATE: tl.constexpr, DOT: tl.constexpr,
 ):
     """The first `n_window` programs: the window's chunks, with GROUPS a KV head's query heads together
     (`_window_chunk`), else a query row's (`_row_chunk`); they need nothing from the search, so they start first
     (with DECODE_PDL, while the search runs). Then one program per chunk of a span, in the order ORDER gives
-    (`CHUNK_ORDER`): 1 a span's chunks together, 0 a chunk index's spans together."""
+    (`CHUNK_ORDER`): 1 a span's chunks together, 0 a chunk index's spans together; DOT (SPAN_DOT) a span's keys on
+    the tensor cores."""
     pid = tl.program_id(0)
     qk_scale = sm_scale * LOG2E
     if GDC and (not LATE or pid < n_window):  # DECODE_PDL: the combine may be scheduled now (LATE: a span's program
@@ -330,7 +384,7 @@ def _decode_partial_kernel(
             _row_chunk(Q, K, V, ANCH, SCORE, POS, S0, BACK, FWD, PART, pid // n_split_w, 0, pid % n_split_w,
                        chunk_w, pid.to(tl.int64), n_slots, n_pieces, sqb, sqh, sql, sqd, skb, skh, skl, skd,
                        svb, svh, svl, svd, H_Q, L_Q, G, W, t_cap, qk_scale, D, BN, STAGES, KSEL, KP, NPP, True, GDC,
-                       False)
+                       False, False, UPCAST, PREC)
     else:  # with DECODE_PDL a span waits for the search's lists (`_row_chunk`)
         sp = pid - n_window
         if ORDER == 1:
@@ -343,7 +397,7 @@ def _decode_partial_kernel(
         slot = span_base + rng.to(tl.int64) * n_split_s + split
         _row_chunk(Q, K, V, ANCH, SCORE, POS, S0, BACK, FWD, PART, rng // KSEL, rng % KSEL, split, chunk_s, slot,
                    n_slots, n_pieces, sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
-                   H_Q, L_Q, G, W, t_cap, qk_scale, D, BN, STAGES, KSEL, KP, NPP, False, GDC, LATE)
+                   H_Q, L_Q, G, W, t_cap, qk_scale, D, BN, STAGES, KSEL, KP, NPP, False, GDC, LATE, DOT, UPCAST, PREC)
 
 
 @triton.jit
@@ -491,6 +545,15 @@ def _window_groups(span_programs: int, group: int, dim: int, device: torch.devic
     return span_programs < GROUPS_BELOW_PER_SM * sm_count(device)
 
 
+def _span_dot(groups: bool, dim: int, dtype: torch.dtype) -> bool:
+    """Whether a span's chunks score their query on the tensor cores (SPAN_DOT; None: where the window's chunks are
+    grouped, `groups`). Never for D > 128 (the [16 x D] float32 accumulator would spill, as `_window_groups` says of
+    the window's), nor on a GPU for float32 inputs, whose exact products run on the CUDA cores: sixteen times the
+    work of one row (under the interpreter any dtype, so that the CPU tests check the path)."""
+    wanted = groups if SPAN_DOT is None else SPAN_DOT
+    return wanted and dim <= 128 and (interpreting() or dtype in (torch.bfloat16, torch.float16))
+
+
 def _pdl(device: torch.device, groups: bool) -> bool:
     """Whether this step launches with programmatic dependent launch: DECODE_PDL (None: where the window's chunks are
     grouped, `groups`), on a GPU that has it (never under the interpreter)."""
@@ -549,7 +612,8 @@ def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, 
         n_split_s, span_base, n_slots, n_pieces, scale,
         D=dim, BN=block, STAGES=stages, BNW=block_w, GP=max(16, next_pow2(group)), WSTAGES=stages_w, KSEL=ksel,
         KP=next_pow2(ksel), NPP=next_pow2(n_pieces), UPCAST=interp, PREC=dot_precision(q.dtype), GDC=pdl,
-        ORDER=_chunk_order(n_split_s), GROUPS=groups, LATE=GATES_BEFORE_WAIT, num_warps=warps, num_stages=stages,
+        ORDER=_chunk_order(n_split_s), GROUPS=groups, LATE=GATES_BEFORE_WAIT, DOT=_span_dot(groups, dim, q.dtype),
+        num_warps=warps, num_stages=stages,
         **launch,
     )
     cols, warps = (dim // 2, 1) if interp else (min(COMBINE_TILE[0], dim), COMBINE_TILE[1])
