@@ -13,7 +13,7 @@ STAGES its loop's stages),
 the tensor cores: decode.SPAN_DOT True) or ``combine`` (the kernel after it),
 ``decode:pdl`` / ``combine:pdl`` as decode.DECODE_PDL launches them. Prints registers, spilled stack bytes and shared
 memory per program, the instruction mix of the innermost loop that issues tensor-core products (the cost of one
-iteration) and the length of every innermost loop. No GPU is needed: Triton compiles for the target named here,
+iteration) and the length of every innermost loop (with the instructions behind its forward branches). No GPU is needed: Triton compiles for the target named here,
 with the specialisation a launch on the benchmark shape gets (B=1, H_q=32, H_kv=2, D=128, bf16; pointers and
 strides divisible by 16, unit strides constant), and `cuobjdump` from Triton's own package disassembles the result.
 Run it under the Triton of the GPU machine (e.g. ``pip install --target DIR triton==3.6.0`` and ``PYTHONPATH=DIR``)
@@ -199,26 +199,44 @@ def _cuobjdump(*args: str) -> str:
     return subprocess.run([tool, *args], capture_output=True, text=True, check=True).stdout
 
 
-def loops(sass: str) -> list[list[str]]:
-    """The instructions of every backward-branching loop, in the order of their branches."""
+def _listing(sass: str) -> list[tuple[int, str]]:
     listing = []
     for line in sass.splitlines():
         found = re.search(r"/\*([0-9a-f]{4,})\*/\s+(.*?);", line)
         if found:
             listing.append((int(found.group(1), 16), found.group(2).strip()))
+    return listing
+
+
+def _target(text: str) -> int | None:
+    branch = re.search(r"BRA (0x[0-9a-f]+)", text)
+    return int(branch.group(1), 16) if branch else None
+
+
+def loops(sass: str, addresses: bool = False) -> list[list]:
+    """The instructions of every backward-branching loop, in the order of their branches (with `addresses`, as
+    (address, instruction) pairs)."""
+    listing = _listing(sass)
     bodies = []
     for address, text in listing:
-        branch = re.search(r"BRA (0x[0-9a-f]+)", text)
-        if branch and int(branch.group(1), 16) < address:
-            bodies.append([t for a, t in listing if int(branch.group(1), 16) <= a <= address])
+        target = _target(text)
+        if target is not None and target < address:
+            bodies.append([(a, t) if addresses else t for a, t in listing if target <= a <= address])
     return bodies
 
 
-def innermost_loops(sass: str) -> list[list[str]]:
-    """The loops that hold no other loop's branch (each iteration's whole cost)."""
-    bodies = loops(sass)
-    return [body for body in bodies
-            if not any(other is not body and len(other) < len(body) and other[-1] in body for other in bodies)]
+def innermost_loops(sass: str) -> list[tuple[int, bool, int]]:
+    """The loops that hold no other loop's branch (each iteration's whole cost): (instructions, whether it issues
+    tensor-core products, instructions behind its forward branches, which an iteration may skip)."""
+    bodies = loops(sass, addresses=True)
+    out = []
+    for body in bodies:
+        if any(other is not body and len(other) < len(body) and other[-1] in body for other in bodies):
+            continue
+        skips = [(a, _target(t)) for a, t in body if _target(t) is not None and _target(t) > a]
+        behind = sum(1 for a, _ in body if any(lo < a < hi for lo, hi in skips))
+        out.append((len(body), any(opcode(t) in TENSOR_CORE_OPS for _, t in body), behind))
+    return out
 
 
 def innermost_product_loop(sass: str) -> list[str]:
@@ -266,8 +284,7 @@ def report(kernel: str, length: int, tiles: tuple[int, ...], keep: str | None) -
     return dict(kernel=kernel, triton=triton.__version__, tiles=tiles, registers=int(regs.group(1)) if regs else None,
                 stack_bytes=int(stack.group(1)) if stack else None, shared_bytes=compiled.metadata.shared,
                 loop_instructions=len(loop), loop_mix=collections.Counter(opcode(t) for t in loop).most_common(12),
-                loop_order=product_order(loop), innermost_loops=[
-                    (len(body), any(opcode(t) in TENSOR_CORE_OPS for t in body)) for body in innermost_loops(sass)],
+                loop_order=product_order(loop), innermost_loops=innermost_loops(sass),
                 # device-wide fences: what acquire-release atomics cost (one per element added)
                 gpu_fences=len(re.findall(r"MEMBAR\.\w+\.GPU", sass)),
                 # programmatic dependent launch: waits for the kernel before, and the go-ahead to the one after
@@ -298,8 +315,11 @@ def main(argv: list[str] | None = None) -> int:
         print("  products, waits and exponentials in issue order: " + " -> ".join(r["loop_order"]))
     else:
         print("  no loop issuing tensor-core products")
-    print("  innermost loops, instructions per iteration: "
-          + (", ".join(f"{n}{' (tensor cores)' if tc else ''}" for n, tc in r["innermost_loops"]) or "none"))
+    loop_text = []
+    for n, tc, behind in r["innermost_loops"]:
+        notes = (["tensor cores"] if tc else []) + ([f"{behind} of them behind a branch"] if behind else [])
+        loop_text.append(f"{n}" + (f" ({'; '.join(notes)})" if notes else ""))
+    print("  innermost loops, instructions per iteration: " + (", ".join(loop_text) or "none"))
     print(f"  device-wide memory fences: {r['gpu_fences']}")
     if r["grid_dependency"]:
         print("  programmatic dependent launch: " + ", ".join(f"{op} {n}" for op, n in r["grid_dependency"].items()))

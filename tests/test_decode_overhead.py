@@ -421,6 +421,41 @@ def _order_results() -> dict:
     return results
 
 
+def _lazy_rescale_results() -> dict:
+    """A span's chunks on the tensor cores (decode.SPAN_DOT), several 16-key blocks a chunk (the interpreter's chunks
+    lengthened to 64 keys), on keys whose scores along the cache rise by about 11.5 (log2 units) a block (every block
+    moves the running max: decode.LAZY_RESCALE rescales), by about 3.6 a block (the max is moved only every few
+    blocks, probabilities up to 2^8 in between), or fall (only the first block moves it): each step against the
+    reference, and the largest difference from the step on the CUDA cores."""
+    from slkernels.triton_ops import decode
+
+    cfg = SuperlinearConfig(sw_index=2, num_spans=3, search_power=0.5, span_power=0.5, backward_factor=6.0,
+                            forward_factor=1.0)
+    saved = decode.SPAN_DOT, decode._INTERPRETER_TILE
+    results = {}
+    try:
+        decode._INTERPRETER_TILE = (64, 16, 1, 1)
+        for name, slope in (("rising", 0.5), ("slow", 0.16), ("falling", -0.5)):
+            torch.manual_seed(11)
+            u = torch.nn.functional.normalize(torch.randn(16), dim=0)
+            q = 4 * u.expand(1, 2, 1, 16).clone()  # both query heads of the KV head along u
+            qs = torch.randn(1, 2, 1, 16)
+            ramp = slope * torch.arange(300.0) - (slope * 299 if slope < 0 else 0)
+            k = 0.1 * torch.randn(1, 1, 300, 16) + ramp[None, None, :, None] * u
+            v = torch.randn(1, 1, 300, 16)
+            positions, s0 = torch.tensor([299]), torch.tensor([0])
+            ref = superlinear_attention(q, k, v, qs, cfg, cache_position=positions, backend="reference")
+            outs = {}
+            for dot in (True, False):
+                decode.SPAN_DOT = dot
+                outs[dot] = decode.superlinear_decode(q, k, v, qs, cfg, positions, s0, 0.25)
+            results[name] = {"ref": float((outs[True] - ref).norm() / ref.norm()),
+                             "cuda_cores": float((outs[True] - outs[False]).abs().max())}
+    finally:
+        decode.SPAN_DOT, decode._INTERPRETER_TILE = saved
+    return results
+
+
 def _reach_results() -> dict:
     """Per search key: the search cut into pieces (decode: each piece tests its offsets against t, REACH_BY_MASK)
     against the search in one piece (which counts the reachable offsets first), on rows at t <= 0 (padding), small
@@ -445,7 +480,7 @@ def _worker() -> None:
     """Child process: each case's decode steps on a growing cache with the tables cached, then again with the cache
     emptied before the call each step that was served tables an earlier step built (a step that built its own did
     just what a fresh build does); prints {case: {"identical": bool, "builds": int, "reused": int, "ref": error}},
-    and the tie, order and reach results under "ties", "orders" and "reach"."""
+    and the tie, order, reach and lazy-rescale results under "ties", "orders", "reach" and "lazy"."""
     os.environ["TRITON_INTERPRET"] = "1"
     from slkernels import geometry as geo
 
@@ -489,6 +524,7 @@ def _worker() -> None:
     results["ties"] = _tie_results()
     results["orders"] = _order_results()
     results["reach"] = _reach_results()
+    results["lazy"] = _lazy_rescale_results()
     print(json.dumps(results))
 
 
@@ -523,6 +559,14 @@ def test_every_program_order_and_window_way_gives_the_same_step(interpreted, sea
     reference's output."""
     got = interpreted["orders"][search_key]
     assert got["same"] and got["ref"] < 1e-5, got
+
+
+@pytest.mark.parametrize("keys", ["rising", "slow", "falling"])
+def test_span_chunks_on_the_tensor_cores_rescale_lazily_and_give_the_reference(interpreted, keys):
+    """decode.SPAN_DOT with chunks of several blocks, on keys whose scores rise fast, rise slowly or fall along the
+    cache: the lazily rescaled running max (decode.LAZY_RESCALE) gives the reference's output and the CUDA cores'."""
+    got = interpreted["lazy"][keys]
+    assert got["ref"] < 1e-5 and got["cuda_cores"] < 1e-4, got
 
 
 @pytest.mark.parametrize("search_key", ["anchor", "span_mean"])

@@ -66,7 +66,9 @@ def test_decode_kernels_compile_for_hopper_without_spills(sass_report, kernel):
     if kernel == "decode:rows":
         assert r["async_copies"] > 0, "the chunks' loop by query row is not pipelined (no cp.async)"
     if kernel == "decode:dot":  # two loops (the window's chunks and a span's), both on the tensor cores, both pipelined
-        assert [products for _, products in r["innermost_loops"]] == [True, True] and r["async_copies"] > 0, r
+        assert [products for _, products, _ in r["innermost_loops"]] == [True, True] and r["async_copies"] > 0, r
+        # the span's loop rescales its accumulator behind a branch (decode.LAZY_RESCALE); the window's does not
+        assert [behind > 64 for _, _, behind in r["innermost_loops"]] == [False, True], r["innermost_loops"]
 
 
 @pytest.mark.parametrize("kernel", ["search", "search:span_mean", "search:hi_only"])

@@ -135,11 +135,15 @@ SPAN_MIN_BLOCKS = (6, 40)
 # tile, [16 x D] @ [D x BN] and the probabilities' product with V in V's dtype, as the window's chunks by KV head) or
 # one row at a time in float32 on the CUDA cores (`_attend_row`). True / False: always / never (16-bit inputs of
 # D <= 128 only, `_span_dot`); None: where the window's chunks are grouped (WINDOW_GROUPS), whose tiles set the
-# kernel's registers already. Compiled for sm_90 (`benchmarks/sass_report.py decode` and `decode:dot`), a block of 16
-# keys is 390 instructions on the tensor cores against 734 on the CUDA cores with Triton 3.6 (393 / 783 with 3.9),
-# at 168 registers a thread either way where the window is grouped. Off until timed on a GPU:
+# kernel's registers already. Its loop indexes keys in int32 and rescales lazily (LAZY_RESCALE). Compiled for sm_90
+# (`benchmarks/sass_report.py decode` and `decode:dot`, Triton 3.6), a block of 16 keys is 276 instructions on the
+# tensor cores (348 in a block that moves the running max) against 734 on the CUDA cores, at 168 registers a thread
+# either way where the window is grouped. Off until timed on a GPU:
 # `benchmarks/results/decode-span-dot-2026-12-05/call1.sh` times None and True against False.
 SPAN_DOT = False
+# With SPAN_DOT, how far (log2 units) a block must raise a span chunk's running max before the chunk's sum and [16 x D]
+# accumulator are rescaled to it (`_attend_keys`' LEAN): probabilities stay below 2^8, well inside bf16 and float32.
+LAZY_RESCALE: tl.constexpr = tl.constexpr(8.0)
 # Tiny shapes under TRITON_INTERPRET: several chunks and blocks per span, several chunks per window.
 _INTERPRETER_TILE = (16, 16, 1, 1)
 _INTERPRETER_WINDOW = (4, 16, 1)
@@ -181,18 +185,30 @@ def _top_of_pieces(ANCH, SCORE, row, n_pieces, KSEL: tl.constexpr, KP: tl.conste
 @triton.jit
 def _attend_keys(q, k_base, v_base, c_lo, c_hi, skl, skd, svl, svd, qk_scale,
                  D: tl.constexpr, BN: tl.constexpr, GP: tl.constexpr, STAGES: tl.constexpr, UPCAST: tl.constexpr,
-                 PREC: tl.constexpr):
+                 PREC: tl.constexpr, LEAN: tl.constexpr = False):
     """Running max, sum and accumulator of the [GP x D] query tile `q` over keys c_lo..c_hi (inclusive) of one KV
     head, blocks of BN keys on the tensor cores ([GP x D] @ [D x BN], then the probabilities in V's dtype @ [BN x D]),
     STAGES pipeline stages: the loop of the window's chunks by KV head (a row per query head) and of a span's chunks
-    with SPAN_DOT (the one query in every row)."""
+    with SPAN_DOT (the one query in every row). LEAN (a span's chunks): keys indexed in int32 from c_lo, and the
+    running max moved, with the sum and the accumulator rescaled, only where a block raises it by more than
+    LAZY_RESCALE (log2 units): otherwise the block's probabilities are taken against the running max, at most
+    2^LAZY_RESCALE, and the [GP x D] accumulator is not touched. The result is the same softmax (sum and
+    accumulator always share one max); what it saves is the accumulator's rescaling in most blocks."""
     offs_d = tl.arange(0, D)
     m_i = tl.full([GP], NEG_BIG, tl.float32)
     l_i = tl.zeros([GP], tl.float32)
     acc = tl.zeros([GP, D], tl.float32)
-    for n0 in tl.range(c_lo, c_hi + 1, BN, num_stages=STAGES):
+    if LEAN:
+        k_base = k_base + c_lo * skl
+        v_base = v_base + c_lo * svl
+        first = 0
+        last = (c_hi - c_lo).to(tl.int32)
+    else:
+        first = c_lo
+        last = c_hi
+    for n0 in tl.range(first, last + 1, BN, num_stages=STAGES):
         kidx = n0 + tl.arange(0, BN)
-        kin = kidx <= c_hi
+        kin = kidx <= last
         kt = tl.load(k_base + kidx[None, :] * skl + offs_d[:, None] * skd, mask=kin[None, :], other=0.0)
         vb = tl.load(v_base + kidx[:, None] * svl + offs_d[None, :] * svd, mask=kin[:, None], other=0.0)
         if UPCAST:
@@ -201,11 +217,21 @@ def _attend_keys(q, k_base, v_base, c_lo, c_hi, skl, skd, svl, svd, qk_scale,
         s = tl.dot(q, kt, input_precision=PREC) * qk_scale
         s = tl.where(kin[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(vb.dtype), vb, input_precision=PREC)
-        m_i = m_new
+        if LEAN:
+            if tl.max(m_new - m_i, axis=0) > LAZY_RESCALE:
+                alpha = tl.exp2(m_i - m_new)
+                l_i = l_i * alpha
+                acc = acc * alpha[:, None]
+                m_i = m_new
+            p = tl.exp2(s - m_i[:, None])
+            l_i = l_i + tl.sum(p, axis=1)
+            acc = acc + tl.dot(p.to(vb.dtype), vb, input_precision=PREC)
+        else:
+            alpha = tl.exp2(m_i - m_new)
+            p = tl.exp2(s - m_new[:, None])
+            l_i = l_i * alpha + tl.sum(p, axis=1)
+            acc = acc * alpha[:, None] + tl.dot(p.to(vb.dtype), vb, input_precision=PREC)
+            m_i = m_new
     return m_i, l_i, acc
 
 
@@ -309,7 +335,7 @@ def _row_chunk(Q, K, V, ANCH, SCORE, POS, S0, BACK, FWD, PART, row_all, jj, spli
     v_base = V + b.to(tl.int64) * svb + kv.to(tl.int64) * svh
     if DOT:
         m_t, l_t, acc_t = _attend_keys(q, k_base, v_base, c_lo, c_hi, skl, skd, svl, svd, qk_scale,
-                                       D, BN, 16, STAGES, UPCAST, PREC)
+                                       D, BN, 16, STAGES, UPCAST, PREC, True)
     else:
         m_i, l_i, acc = _attend_row(q, k_base, v_base, c_lo, c_hi, skl, skd, svl, svd, qk_scale, D, BN, STAGES)
     if WAIT and IS_WINDOW:
