@@ -13,9 +13,10 @@ STAGES its loop's stages),
 the tensor cores: decode.SPAN_DOT True) or ``combine`` (the kernel after it),
 ``decode:pdl`` / ``combine:pdl`` as decode.DECODE_PDL launches them. Prints registers, spilled stack bytes and shared
 memory per program, the instruction mix of the innermost loop that issues tensor-core products (the cost of one
-iteration) and the length of every innermost loop (with the instructions behind its forward branches). No GPU is needed: Triton compiles for the target named here,
-with the specialisation a launch on the benchmark shape gets (B=1, H_q=32, H_kv=2, D=128, bf16; pointers and
-strides divisible by 16, unit strides constant), and `cuobjdump` from Triton's own package disassembles the result.
+iteration) and the length of every innermost loop (with the instructions behind its forward branches). No GPU is
+needed: Triton compiles for the target named here, with the specialisation a launch on the benchmark shape gets
+(B=1, H_q=32, H_kv=2, D=128, bf16; pointers and strides divisible by 16, unit strides constant), and `cuobjdump` from
+Triton's own package disassembles the result.
 Run it under the Triton of the GPU machine (e.g. ``pip install --target DIR triton==3.6.0`` and ``PYTHONPATH=DIR``)
 to see what that machine runs. `--keep DIR` writes the TTGIR, PTX and SASS there.
 """
