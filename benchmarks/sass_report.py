@@ -190,7 +190,7 @@ def kernel_and_args(kernel: str, length: int, tiles: tuple[int, ...]):
         return decode._decode_partial_kernel, args, dict(
             D=D, BN=bn, STAGES=tiles[3], BNW=window_block, GP=max(16, G), WSTAGES=window_stages, KSEL=3, KP=4, NPP=64,
             UPCAST=False, PREC="tf32", GDC=pdl, ORDER=decode._chunk_order(n_split_s), GROUPS=arg != "rows",
-            LATE=decode.GATES_BEFORE_WAIT, DOT=arg == "dot" or decode._span_dot(arg != "rows", D, torch.bfloat16))
+            LATE=decode.GATES_BEFORE_WAIT, DOT=arg != "rows" and (arg == "dot" or decode._span_dot(D, torch.bfloat16)))
     raise SystemExit(f"error: unknown kernel {kernel!r}; use entry:MODE, dkdv:NJ, search[:span_mean|:hi_only], span_lists, "
                      "decode[:pdl|:rows|:dot] or combine[:pdl]")
 

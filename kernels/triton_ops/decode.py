@@ -105,7 +105,8 @@ ORDER_FROM_CHUNKS = 32
 # group, on the tensor cores) or one query row (`_row_chunk`, as a span's chunk). The grouped chunks' tiles raise
 # the partial kernel's registers for every program (164 a thread against 96 at one warp, sm_90), so fewer programs
 # share an SM. None: grouped where a KV head has several query heads of D <= 128 and the spans' programs number below
-# GROUPS_BELOW_PER_SM per SM. Measured on an H200, B = 1, 32 / 2 heads, graph replays
+# GROUPS_BELOW_PER_SM per SM, or wherever the spans' chunks run on the tensor cores (SPAN_DOT). Measured with the
+# spans on the CUDA cores on an H200, B = 1, 32 / 2 heads, graph replays
 # (benchmarks/results/decode-window-groups-h200-2026-12-02/, call 3): grouped, released 16K / 32K / 64K 24.4 / 26 /
 # 36.7 us against 28 / 30.4 / 40.1 by rows (1056 / 960 / 1344 span programs);
 # by rows from 128K (2016 programs: 47.5 against 58) to 1M (119.8 against 123.7), and at 1M balanced (1536 programs:
@@ -132,15 +133,18 @@ SPAN_FILL = 10
 # (benchmarks/results/decode-span-floor-h200-2026-12-03/).
 SPAN_MIN_BLOCKS = (6, 40)
 # Whether a span's chunk scores its query on the tensor cores (`_attend_keys`: the query in every row of a [16 x D]
-# tile, [16 x D] @ [D x BN] and the probabilities' product with V in V's dtype, as the window's chunks by KV head) or
-# one row at a time in float32 on the CUDA cores (`_attend_row`). True / False: always / never (16-bit inputs of
-# D <= 128 only, `_span_dot`); None: where the window's chunks are grouped (WINDOW_GROUPS), whose tiles set the
-# kernel's registers already. Its loop indexes keys in int32 and rescales lazily (LAZY_RESCALE). Compiled for sm_90
-# (`benchmarks/sass_report.py decode` and `decode:dot`, Triton 3.6), a block of 16 keys is 276 instructions on the
-# tensor cores (348 in a block that moves the running max) against 734 on the CUDA cores, at 168 registers a thread
-# either way where the window is grouped. Off until timed on a GPU:
-# `benchmarks/results/decode-span-dot-2026-12-05/call1.sh` times None and True against False.
-SPAN_DOT = False
+# tile, [16 x D] @ [D x BN] and the probabilities' product with V in V's dtype, as the window's chunks by KV head,
+# keys indexed in int32 and the accumulator rescaled lazily, LAZY_RESCALE) or one row at a time in float32 on the CUDA
+# cores (`_attend_row`); 16-bit inputs of D <= 128 only (`_span_dot`). Where it does, the window's chunks are grouped
+# by KV head at every length (`_window_groups`: the kernel holds the grouped tiles' registers anyway). Compiled for
+# sm_90 (`benchmarks/sass_report.py decode:dot`, Triton 3.6), a block of 16 keys is 276 instructions (348 in a block
+# that moves the running max) against 734 on the CUDA cores. Measured on an H200, 16 steps over 16 caches in one graph
+# (benchmarks/results/decode-span-dot-2026-12-05/call1/), with the window grouped everywhere against the CUDA cores
+# and the rules before: released 16.6 / 19.2 / 24.4 / 48.1 / 101.6 us at 16K / 32K / 64K / 256K / 1M against 18.3 /
+# 21.3 / 26.1 / 49.7 / 107.4 (dense SDPA 12.5 / 16.0 / 23.8 / 68.1 / 242); balanced 11.8 / 13.1 / 14.4 / 20.8 / 33.3
+# against 12.8 / 14.1 / 15.2 / 21.7 / 34.0. On where the window was grouped by the old rule alone: equal but at 1M
+# (107.4); everywhere with the window by query row from 128K: 104.9 at 1M.
+SPAN_DOT = True
 # With SPAN_DOT, how far (log2 units) a block must raise a span chunk's running max before the chunk's sum and [16 x D]
 # accumulator are rescaled to it (`_attend_keys`' LEAN): probabilities stay below 2^8, well inside bf16 and float32.
 LAZY_RESCALE: tl.constexpr = tl.constexpr(8.0)
@@ -557,27 +561,27 @@ def _chunk_order(n_split: int) -> int:
     return 1 if n_split >= ORDER_FROM_CHUNKS else 0
 
 
-def _window_groups(span_programs: int, group: int, dim: int, device: torch.device) -> bool:
+def _window_groups(span_programs: int, group: int, dim: int, device: torch.device, span_dot: bool = False) -> bool:
     """Whether the window's chunks score a KV head's `group` query heads together (WINDOW_GROUPS) beside
     `span_programs` programs of span chunks: never for one head a KV head (nothing is shared) nor for heads of
     D > 128 (a [16 x D] float32 accumulator and its operands in one warp's registers would spill), always under
-    the interpreter and off a GPU otherwise."""
+    the interpreter and off a GPU otherwise; on a GPU always where the spans' chunks run on the tensor cores
+    (`span_dot`: their tiles hold the kernel's registers anyway), else below GROUPS_BELOW_PER_SM span programs an SM."""
     if WINDOW_GROUPS is not None:
         return WINDOW_GROUPS
     if group < 2 or dim > 128:
         return False
-    if interpreting() or device.type != "cuda":
+    if interpreting() or device.type != "cuda" or span_dot:
         return True
     return span_programs < GROUPS_BELOW_PER_SM * sm_count(device)
 
 
-def _span_dot(groups: bool, dim: int, dtype: torch.dtype) -> bool:
-    """Whether a span's chunks score their query on the tensor cores (SPAN_DOT; None: where the window's chunks are
-    grouped, `groups`). Never for D > 128 (the [16 x D] float32 accumulator would spill, as `_window_groups` says of
-    the window's), nor on a GPU for float32 inputs, whose exact products run on the CUDA cores: sixteen times the
-    work of one row (under the interpreter any dtype, so that the CPU tests check the path)."""
-    wanted = groups if SPAN_DOT is None else SPAN_DOT
-    return wanted and dim <= 128 and (interpreting() or dtype in (torch.bfloat16, torch.float16))
+def _span_dot(dim: int, dtype: torch.dtype) -> bool:
+    """Whether a span's chunks score their query on the tensor cores (SPAN_DOT): never for D > 128 (the [16 x D]
+    float32 accumulator would spill, as `_window_groups` says of the window's), nor on a GPU for float32 inputs,
+    whose exact products run on the CUDA cores: sixteen times the work of one row (under the interpreter any dtype,
+    so that the CPU tests check the path)."""
+    return SPAN_DOT and dim <= 128 and (interpreting() or dtype in (torch.bfloat16, torch.float16))
 
 
 def _pdl(device: torch.device, groups: bool) -> bool:
@@ -619,7 +623,8 @@ def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, 
     rows = batch * heads_q * len_q
     n_split_s, chunk_s = _span_split(tables.span_length(t_bound), target, block, rows * ksel, q.device)
     group = heads_q // heads_kv
-    groups = _window_groups(rows * ksel * n_split_s, group, dim, q.device)
+    span_dot = _span_dot(dim, q.dtype)
+    groups = _window_groups(rows * ksel * n_split_s, group, dim, q.device, span_dot)
     # a window holds at most min(W, L_kv) keys: chunks past the cache would be programs with nothing to do
     n_split_w, chunk_w = _window_split(min(tables.width, t_bound), target_w, block_w, groups)
     span_base = rows * n_split_w  # the scratch slots: every row's window chunks, then every span's
@@ -638,7 +643,7 @@ def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, 
         n_split_s, span_base, n_slots, n_pieces, scale,
         D=dim, BN=block, STAGES=stages, BNW=block_w, GP=max(16, next_pow2(group)), WSTAGES=stages_w, KSEL=ksel,
         KP=next_pow2(ksel), NPP=next_pow2(n_pieces), UPCAST=interp, PREC=dot_precision(q.dtype), GDC=pdl,
-        ORDER=_chunk_order(n_split_s), GROUPS=groups, LATE=GATES_BEFORE_WAIT, DOT=_span_dot(groups, dim, q.dtype),
+        ORDER=_chunk_order(n_split_s), GROUPS=groups, LATE=GATES_BEFORE_WAIT, DOT=span_dot,
         num_warps=warps, num_stages=stages,
         **launch,
     )
