@@ -607,7 +607,8 @@ def test_short_contexts_cut_spans_finer_and_group_the_window_until_the_spans_fil
     SPAN_MIN_BLOCKS (6, 40) keeps a long span's chunks at six blocks (16K released: 53; balanced 64K's 33-block
     spans keep their 11 chunks of three blocks), at 1M the 33 stay. decode.WINDOW_GROUPS
     None: the window's chunks by KV head below GROUPS_BELOW_PER_SM span programs per SM (16K: 1344), by query row
-    above (1M: 3168), and wherever a KV head has one query head or heads have D > 128; a set value wins. Off a GPU
+    above (1M: 3168), at every length where the spans' chunks run on the tensor cores (decode.SPAN_DOT: 16-bit inputs
+    of D <= 128), and wherever a KV head has one query head or heads have D > 128; a set value wins. Off a GPU
     (and under the interpreter) SPAN_FILL does not apply and the window is grouped wherever those two allow."""
     from slkernels.triton_ops import decode
 
@@ -624,6 +625,10 @@ def test_short_contexts_cut_spans_finer_and_group_the_window_until_the_spans_fil
     assert decode._span_split(833, target, 16, 96, gpu) == (14, 60)
     assert decode._span_split(833, target, 16, 96, torch.device("cpu")) == (4, 209)
     assert [decode._window_groups(96 * n, 16, 128, gpu) for n, _ in splits.values()] == [True, False]
+    # with the spans' chunks on the tensor cores (decode.SPAN_DOT) the window is grouped at every length
+    assert all(decode._window_groups(96 * n, 16, 128, gpu, span_dot=True) for n, _ in splits.values())
+    assert decode._span_dot(128, torch.bfloat16) and not decode._span_dot(128, torch.float32)
+    assert not decode._span_dot(256, torch.bfloat16)
     assert decode._window_groups(10**6, 16, 128, torch.device("cpu"))
     for device in (gpu, torch.device("cpu")):  # one query head a KV head, or D = 256: by query row
         assert not decode._window_groups(96, 1, 128, device) and not decode._window_groups(96, 16, 256, device)
