@@ -139,7 +139,7 @@ SPAN_MIN_BLOCKS = (6, 40)
 # by KV head at every length (`_window_groups`: the kernel holds the grouped tiles' registers anyway). Compiled for
 # sm_90 (`benchmarks/sass_report.py decode:dot`, Triton 3.6), a block of 16 keys is 276 instructions (348 in a block
 # that moves the running max) against 734 on the CUDA cores. Measured on an H200, 16 steps over 16 caches in one graph
-# (benchmarks/results/decode-span-dot-2026-12-05/call1/), with the window grouped everywhere against the CUDA cores
+# (benchmarks/results/decode-span-dot-2026-12-05/compare-call1.log), with the window grouped everywhere against the CUDA cores
 # and the rules before: released 16.6 / 19.2 / 24.4 / 48.1 / 101.6 us at 16K / 32K / 64K / 256K / 1M against 18.3 /
 # 21.3 / 26.1 / 49.7 / 107.4 (dense SDPA 12.5 / 16.0 / 23.8 / 68.1 / 242); balanced 11.8 / 13.1 / 14.4 / 20.8 / 33.3
 # against 12.8 / 14.1 / 15.2 / 21.7 / 34.0. On where the window was grouped by the old rule alone: equal but at 1M
