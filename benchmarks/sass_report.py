@@ -9,8 +9,8 @@ per consumer, WARPS 4, REGCAP 168), ``search``, ``search:span_mean`` or ``search
 search's timing loop; BN = anchors per block), ``span_lists`` (BM = rows per program), ``decode`` (the partial
 kernel of one decode row, its window chunks by KV head; BN = keys per block of a span, chunks of BN x 8 keys,
 STAGES its loop's stages),
-``decode:rows`` (the window's chunks by query row: decode.WINDOW_GROUPS False), ``decode:dot`` (a span's chunks on
-the tensor cores: decode.SPAN_DOT True) or ``combine`` (the kernel after it),
+``decode:rows`` (the window's chunks by query row and a span's on the CUDA cores, as float32 inputs have them),
+``decode:dot`` (a span's chunks on the tensor cores whatever decode.SPAN_DOT says) or ``combine`` (the kernel after it),
 ``decode:pdl`` / ``combine:pdl`` as decode.DECODE_PDL launches them. Prints registers, spilled stack bytes and shared
 memory per program, the instruction mix of the innermost loop that issues tensor-core products (the cost of one
 iteration) and the length of every innermost loop (with the instructions behind its forward branches). No GPU is
@@ -190,7 +190,8 @@ def kernel_and_args(kernel: str, length: int, tiles: tuple[int, ...]):
         return decode._decode_partial_kernel, args, dict(
             D=D, BN=bn, STAGES=tiles[3], BNW=window_block, GP=max(16, G), WSTAGES=window_stages, KSEL=3, KP=4, NPP=64,
             UPCAST=False, PREC="tf32", GDC=pdl, ORDER=decode._chunk_order(n_split_s), GROUPS=arg != "rows",
-            LATE=decode.GATES_BEFORE_WAIT, DOT=arg != "rows" and (arg == "dot" or decode._span_dot(D, torch.bfloat16)))
+            LATE=decode.GATES_BEFORE_WAIT,
+            DOT=arg != "rows" and (arg == "dot" or decode._span_dot(D, torch.bfloat16)))
     raise SystemExit(f"error: unknown kernel {kernel!r}; use entry:MODE, dkdv:NJ, search[:span_mean|:hi_only], span_lists, "
                      "decode[:pdl|:rows|:dot] or combine[:pdl]")
 

@@ -4,7 +4,8 @@ Work per row is tiny in rows but long in keys, so the row's window and k spans a
 chunks of keys that run in parallel (split-K, "flash decoding"); a second kernel merges the chunks of
 each range, joins every span with the window and mixes them with the gate. The window is the same keys for every
 query head of a KV head, so its chunks score the group's heads together on the tensor cores (each key read once
-per group); a span is one head's, so its chunks score one row. All shapes depend only on
+per group); a span is one head's, so its chunks score one row, on the tensor cores too where the inputs allow
+(SPAN_DOT: the row repeated to fill the tile). All shapes depend only on
 L_kv (the static cache length) and the config, never on data, so the whole call can be captured in a
 CUDA graph: positions and the padding start are read on the device.
 
@@ -139,11 +140,11 @@ SPAN_MIN_BLOCKS = (6, 40)
 # by KV head at every length (`_window_groups`: the kernel holds the grouped tiles' registers anyway). Compiled for
 # sm_90 (`benchmarks/sass_report.py decode:dot`, Triton 3.6), a block of 16 keys is 276 instructions (348 in a block
 # that moves the running max) against 734 on the CUDA cores. Measured on an H200, 16 steps over 16 caches in one graph
-# (benchmarks/results/decode-span-dot-2026-12-05/compare-call1.log), with the window grouped everywhere against the CUDA cores
-# and the rules before: released 16.6 / 19.2 / 24.4 / 48.1 / 101.6 us at 16K / 32K / 64K / 256K / 1M against 18.3 /
-# 21.3 / 26.1 / 49.7 / 107.4 (dense SDPA 12.5 / 16.0 / 23.8 / 68.1 / 242); balanced 11.8 / 13.1 / 14.4 / 20.8 / 33.3
-# against 12.8 / 14.1 / 15.2 / 21.7 / 34.0. On where the window was grouped by the old rule alone: equal but at 1M
-# (107.4); everywhere with the window by query row from 128K: 104.9 at 1M.
+# (benchmarks/results/decode-span-dot-2026-12-05/compare-call1.log), against the spans on the CUDA cores with the
+# window's old rule: released 16.6 / 19.2 / 24.4 / 48.1 / 101.6 us at 16K / 32K / 64K / 256K / 1M against 18.3 / 21.3
+# / 26.1 / 49.7 / 107.4 (dense SDPA 12.5 / 16.0 / 23.8 / 68.1 / 242); balanced 11.8 / 13.1 / 14.4 / 20.8 / 33.3
+# against 12.8 / 14.1 / 15.2 / 21.7 / 34.0. With the window grouped by the old rule alone: equal but at 1M (107.4);
+# with the window by query row from 128K: 104.9 at 1M.
 SPAN_DOT = True
 # With SPAN_DOT, how far (log2 units) a block must raise a span chunk's running max before the chunk's sum and [16 x D]
 # accumulator are rescaled to it (`_attend_keys`' LEAN): probabilities stay below 2^8, well inside bf16 and float32.
