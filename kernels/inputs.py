@@ -37,17 +37,20 @@ class AttentionInputs:
 
 
 # s0 = 0 for every batch row (no mask), one read-only tensor per (batch, device) shared by every call without a mask:
-# a decode step without padding then launches no fill (one kernel per layer and step otherwise). Made outside
-# inference mode (so that a training call may save it for backward); not taken while a CUDA graph is being captured
-# (the graph's memory pool would own it) or while torch.compile traces the call.
+# a decode step without padding then launches no fill (one kernel per layer and step otherwise, in a captured CUDA
+# graph too). Made outside inference mode (so that a training call may save it for backward). Never made while a CUDA
+# graph is being captured (the graph's memory pool would own it): a capture takes the one an earlier call made (a
+# capture's warm-up call makes it), else a fill of its own. A torch.compile trace always makes its own.
 _NO_PADDING: dict[tuple[int, torch.device], torch.Tensor] = {}
 
 
 def _no_padding(batch: int, device: torch.device) -> torch.Tensor:
-    if torch.compiler.is_compiling() or (device.type == "cuda" and torch.cuda.is_current_stream_capturing()):
+    if torch.compiler.is_compiling():
         return torch.zeros(batch, dtype=torch.int64, device=device)
     s0 = _NO_PADDING.get((batch, device))
     if s0 is None:
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            return torch.zeros(batch, dtype=torch.int64, device=device)
         with torch.inference_mode(False):
             s0 = _NO_PADDING[batch, device] = torch.zeros(batch, dtype=torch.int64, device=device)
     return s0

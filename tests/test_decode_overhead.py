@@ -111,7 +111,7 @@ def test_public_decode_without_a_mask_launches_nothing_but_the_three_kernels(stu
     from slkernels import inputs
 
     launches, _ = stubbed
-    inputs._NO_PADDING.clear()
+    inputs._NO_PADDING.pop((2, torch.device("cpu")), None)  # only this test's: CUDA graphs may read the others
     cfg = SuperlinearConfig.released()
     q, k = _step(2, 32, 2, 70_000, dim=128)
     positions = torch.tensor([69_999])
@@ -122,8 +122,25 @@ def test_public_decode_without_a_mask_launches_nothing_but_the_three_kernels(stu
             superlinear_attention(q, k, k, q, cfg, cache_position=positions, backend="triton", check_values=False)
         assert ops.launches() == {}, ops.launches()
     assert len(launches) == 3 * 4
-    (s0,) = inputs._NO_PADDING.values()
+    s0 = inputs._NO_PADDING[2, torch.device("cpu")]
     assert not s0.is_inference() and s0.tolist() == [0, 0]
+
+
+def test_a_capture_reads_the_shared_s0_and_makes_none(monkeypatch):
+    """While a CUDA graph is being captured, a call without a mask takes the s0 tensor an earlier call made (the
+    capture's warm-up), so the graph holds no fill kernel per layer and step; with none made yet it fills its own
+    (from the graph's pool) and keeps none of it for later calls, which the graph's pool would own."""
+    from slkernels import inputs
+
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    shared = torch.zeros(3, dtype=torch.int64)
+    monkeypatch.setitem(inputs._NO_PADDING, (3, cuda), shared)
+    assert inputs._no_padding(3, cuda) is shared
+    made = []
+    monkeypatch.setattr(torch, "zeros", lambda *a, **kw: made.append((a, kw)) or shared.clone())
+    inputs._no_padding(5, cuda)
+    assert len(made) == 1 and (5, cuda) not in inputs._NO_PADDING
 
 
 def test_decode_rows_at_positions_read_nothing_back(stubbed):

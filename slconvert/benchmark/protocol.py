@@ -10,7 +10,11 @@ synchronisation, per call (a short call's host time before its GPU work counts i
 when a model's layers queue it: at 16K released the two differed by 8-30% on the H200 hosts measured);
 decode rows also time a CUDA-graph replay (what a serving loop runs) of `decode_layers` steps in one graph, each over
 a cache of its own as a model's layers are, per step (one step alone in a graph would time mostly the replay's own
-launch, about dense SDPA's whole step at 16K); eager calls include Python overhead. Every
+launch, about dense SDPA's whole step at 16K); eager calls include Python overhead. A decode call passes what a
+converted model's layer passes: the query's position as one tensor made before the timing and shared by the steps
+(a model derives it once per forward for all its layers) and `check_values=False` (no host read-back per call).
+Without it each step's public call would make its own position tensor, a kernel per step in the graph that no
+model's graph holds (about 1.4 us of a released 16K step on an H200). Every
 eager call of a decode row reads the same K and V, as a static cache's steps do, so `superlinear_attention` replays it
 from a CUDA graph from its second call on (`slkernels.decode_graphs.GRAPH_DECODE`, on by default);
 SLKERNELS_GRAPH_DECODE=0 in the environment times the kernels launched on every call instead.
@@ -218,9 +222,11 @@ def _decode_rows_for(cfg: BenchSettings, configs: dict[str, SuperlinearConfig], 
     dense = measure(partial(dense_call, q, k, v), budget_ms=200.0, max_reps=100)
     dense_graph = per_step(lambda q, k, v, qs: dense_call(q, k, v))
     rows = []
+    position = torch.tensor([length - 1], device=q.device)
     for name, config in configs.items():
         keys = attended_keys(q, k, qs, config)
-        call = partial(superlinear_attention, config=config, backend="triton")
+        call = partial(superlinear_attention, config=config, cache_position=position, backend="triton",
+                       check_values=False)
         sl = measure(partial(call, q, k, v, qs), budget_ms=200.0, max_reps=100)
         row = _row(name, "decode", length, sl, dense, keys, cfg.heads_q * length, cfg.head_dim, 1.0)
         row["superlinear_graph_ms"] = per_step(call)
