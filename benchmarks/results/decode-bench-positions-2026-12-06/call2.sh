@@ -1,6 +1,7 @@
 #!/bin/bash
-# call1.sh without its GPU tests (for a call with less device time left): the A/B of the decode step's call in a graph,
-# then `slconvert bench --pass decode` with the new protocol.
+# The decode step in a graph as the bench timed it before (the public call making its own positions each step), as a
+# converted layer calls it (one positions tensor shared by the steps, check_values=False: the bench now) and as the
+# backend's call (compare_passes.py's), in one process (ab_positions.py); then `slconvert bench --pass decode`.
 source scripts/checkout_on_path.sh && importable_here "$PWD"
 D=benchmarks/results/decode-bench-positions-2026-12-06
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
