@@ -14,7 +14,7 @@ launch, about dense SDPA's whole step at 16K); eager calls include Python overhe
 converted model's layer passes: the query's position as one tensor made before the timing and shared by the steps
 (a model derives it once per forward for all its layers) and `check_values=False` (no host read-back per call).
 Without it each step's public call would make its own position tensor, a kernel per step in the graph that no
-model's graph holds (about 1.4 us of a released 16K step on an H200). Every
+model's graph holds. Every
 eager call of a decode row reads the same K and V, as a static cache's steps do, so `superlinear_attention` replays it
 from a CUDA graph from its second call on (`slkernels.decode_graphs.GRAPH_DECODE`, on by default);
 SLKERNELS_GRAPH_DECODE=0 in the environment times the kernels launched on every call instead.
