@@ -44,12 +44,17 @@ class AttentionInputs:
 _NO_PADDING: dict[tuple[int, torch.device], torch.Tensor] = {}
 
 
+def _capturing(device: torch.device) -> bool:
+    """Whether a CUDA graph is being captured on `device`'s current stream (no read-back, no lasting allocation)."""
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
 def _no_padding(batch: int, device: torch.device) -> torch.Tensor:
     if torch.compiler.is_compiling():
         return torch.zeros(batch, dtype=torch.int64, device=device)
     s0 = _NO_PADDING.get((batch, device))
     if s0 is None:
-        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        if _capturing(device):
             return torch.zeros(batch, dtype=torch.int64, device=device)
         with torch.inference_mode(False):
             s0 = _NO_PADDING[batch, device] = torch.zeros(batch, dtype=torch.int64, device=device)
@@ -140,7 +145,7 @@ def check_inputs(
     # skipped there (the shapes are still checked, and the same call was checked when run eagerly).
     # `check_values=False` skips them too, for callers that guarantee both (a model's attention layers, on every
     # decode step, where each read-back is a host synchronisation).
-    read_back = check_values and not (q.is_cuda and torch.cuda.is_current_stream_capturing())
+    read_back = check_values and not _capturing(q.device)
     if cache_position is None:
         cache_position = torch.arange(len_kv - len_q, len_kv, device=q.device)
     else:
