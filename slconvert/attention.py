@@ -168,10 +168,13 @@ def superlinear_mask(batch_size: int, q_length: int, kv_length: int, q_offset=0,
     return keys.to(torch.long)
 
 
-# What the last converted layer derived from its mask: (weak reference to the mask, key, (mask, positions)). Every
-# layer of one forward gets the same mask tensor from transformers, so the later layers of the forward take the
-# first one's instead of deriving them again (about a dozen small operations per layer and decode step). Dropped
-# with the mask.
+# What the converted layers of the current forward derived from its mask: [weak reference to the mask, key, (mask,
+# positions), index of the last layer that took them]. Every layer of one forward gets the same mask tensor from
+# transformers, so the later layers of the forward take the first one's instead of deriving them again (about a
+# dozen small operations per layer and decode step). A forward calls its layers in increasing order, so a layer at
+# or below the last one that took them starts another forward and derives them again: the same mask object may come
+# back with other contents and no version change (the compiled graphs of torch.compile's CUDA-graph mode hand back
+# the same output tensors at every replay, written by the replay). Dropped with the mask.
 _DERIVED: list = []
 
 
@@ -193,7 +196,9 @@ def _layer_mask_and_positions(router, attention_mask, len_q: int, len_kv: int, d
         # outside inference mode, and transformers builds a new mask for every forward)
         version = -1 if attention_mask.is_inference() else attention_mask._version
         key = (version, len_q, len_kv, str(device))
-        if _DERIVED and _DERIVED[0]() is attention_mask and _DERIVED[1] == key:
+        if (_DERIVED and _DERIVED[0]() is attention_mask and _DERIVED[1] == key
+                and router.layer_idx > _DERIVED[3]):
+            _DERIVED[3] = router.layer_idx
             return _DERIVED[2]
     visible = _visible_keys(attention_mask, len_kv)
     if visible is not None and visible.shape[-1] < len_kv:
@@ -204,7 +209,7 @@ def _layer_mask_and_positions(router, attention_mask, len_q: int, len_kv: int, d
     mask2d = _left_padding(visible, none_when_unpadded=attention_mask is None or attention_mask.dim() != 2)
     derived = (mask2d, query_positions(visible, len_q, len_kv, device, given))
     if key is not None:
-        _DERIVED[:] = [weakref.ref(attention_mask, _forget), key, derived]
+        _DERIVED[:] = [weakref.ref(attention_mask, _forget), key, derived, router.layer_idx]
     return derived
 
 

@@ -430,8 +430,9 @@ def test_eager_generate_on_a_static_cache_replays_its_decode_steps_from_graphs(t
 
 def test_the_layers_of_one_forward_derive_the_mask_and_positions_once(bamba, monkeypatch):
     """Every converted layer of a forward gets the same mask tensor: the first derives the kernels' mask and the
-    query positions from it, the others take them (a dozen small operations per layer and decode step saved); a new
-    mask, or the same one changed in place, is derived again, and the derived tensors go with the mask."""
+    query positions from it, the later layers take them (a dozen small operations per layer and decode step saved);
+    a new mask, the same one changed in place, or the next forward (a layer at or below the last that took them) is
+    derived again, and the derived tensors go with the mask."""
     import gc
 
     import slconvert.attention as attention
@@ -442,23 +443,56 @@ def test_the_layers_of_one_forward_derive_the_mask_and_positions_once(bamba, mon
     calls = []
     real = attention.superlinear_attention
     monkeypatch.setattr(attention, "superlinear_attention", lambda *a, **k: calls.append(k) or real(*a, **k))
-    module = next(m for m in bamba.modules() if getattr(m, attention.ROUTER_ATTRIBUTE, None) is not None)
+    first, later = sorted((m for m in bamba.modules() if getattr(m, attention.ROUTER_ATTRIBUTE, None) is not None),
+                          key=lambda m: getattr(m, attention.ROUTER_ATTRIBUTE).layer_idx)
     q = torch.randn(2, 4, 1, 16)
     k, v = torch.randn(2, 2, 12, 16), torch.randn(2, 2, 12, 16)
     mask = torch.ones(2, 12, dtype=torch.long)
     mask[0, :3] = 0
     with torch.no_grad():
-        outs = [attention.superlinear_attention_forward(module, q, k, v, mask)[0] for _ in range(3)]
-        assert len(derived) == 1 and all(torch.equal(o, outs[0]) for o in outs)
+        outs = [attention.superlinear_attention_forward(m, q, k, v, mask)[0] for m in (first, later)]
+        assert len(derived) == 1
         assert calls[1]["attention_mask"] is calls[0]["attention_mask"]
         assert calls[0]["cache_position"].tolist() == [11]
+        again = attention.superlinear_attention_forward(first, q, k, v, mask)[0]  # the next forward: derived again
+        assert len(derived) == 2 and torch.equal(again, outs[0])
         mask[0, 3] = 0  # changed in place: derived again
-        changed = attention.superlinear_attention_forward(module, q, k, v, mask)[0]
-        assert len(derived) == 2 and calls[-1]["attention_mask"][0, :4].tolist() == [0, 0, 0, 0]
-        assert not torch.equal(changed, outs[0])
-        attention.superlinear_attention_forward(module, q, k, v, mask.clone())  # another tensor: derived again
-        assert len(derived) == 3
+        changed = attention.superlinear_attention_forward(later, q, k, v, mask)[0]
+        assert len(derived) == 3 and calls[-1]["attention_mask"][0, :4].tolist() == [0, 0, 0, 0]
+        assert not torch.equal(changed, outs[1])
+        attention.superlinear_attention_forward(later, q, k, v, mask.clone())  # another tensor: derived again
+        assert len(derived) == 4
     calls.clear()
     del mask
     gc.collect()
     assert attention._DERIVED == []  # gone with the last mask
+
+
+def test_a_mask_written_without_a_version_change_is_read_again_by_the_next_forward(bamba):
+    """torch.compile's CUDA-graph mode hands a forward's compiled graphs' outputs back as the same tensor objects at
+    every replay, written by the replay without a version change; the mask transformers builds is such an output
+    when the Superlinear call runs between the compiled graphs. The next forward's first layer must read it again:
+    here the mask object stays, its contents move the query row from key 11 to key 9 (`.data` writes bypass the
+    version counter, as a replay does)."""
+    import slconvert.attention as attention
+
+    first, later = sorted((m for m in bamba.modules() if getattr(m, attention.ROUTER_ATTRIBUTE, None) is not None),
+                          key=lambda m: getattr(m, attention.ROUTER_ATTRIBUTE).layer_idx)
+    q = torch.randn(1, 4, 1, 16)
+    k, v = torch.randn(1, 2, 12, 16), torch.randn(1, 2, 12, 16)
+    mask = torch.ones(1, 12, dtype=torch.long)
+    expected = {}
+    for end in (11, 9):
+        fresh = torch.ones(1, 12, dtype=torch.long)
+        fresh[0, end + 1:] = 0  # a static cache's slots not yet written
+        with torch.no_grad():
+            expected[end] = [attention.superlinear_attention_forward(m, q, k, v, fresh.clone())[0]
+                             for m in (first, later)]
+    with torch.no_grad():
+        for end in (11, 9):
+            version = mask._version
+            mask.data[0] = 1
+            mask.data[0, end + 1:] = 0
+            assert mask._version == version
+            outs = [attention.superlinear_attention_forward(m, q, k, v, mask)[0] for m in (first, later)]
+            assert all(torch.equal(o, e) for o, e in zip(outs, expected[end]))
