@@ -26,6 +26,14 @@ def bamba(tmp_path_factory):
     return slconvert.load(_convert(build_tiny_model("bamba", root / "source"), root / "out"))
 
 
+def _converted_layers(model) -> list:
+    """The attention modules of `model` that hold a Superlinear router, in layer order."""
+    import slconvert.attention as attention
+
+    found = [m for m in model.modules() if getattr(m, attention.ROUTER_ATTRIBUTE, None) is not None]
+    return sorted(found, key=lambda m: getattr(m, attention.ROUTER_ATTRIBUTE).layer_idx)
+
+
 def test_padding_mask_from_4d_bool_float_and_2d():
     causal = torch.ones(5, 5, dtype=torch.bool).tril()
     mask = causal[None, None].repeat(2, 1, 1, 1)
@@ -93,7 +101,7 @@ def test_converted_layers_read_nothing_back_per_layer(bamba, monkeypatch):
     seen = []
     monkeypatch.setattr(attention, "superlinear_attention",
                         lambda *a, **k: seen.append(k) or torch.zeros_like(a[0]))  # the call, not the kernels
-    module = next(m for m in bamba.modules() if getattr(m, attention.ROUTER_ATTRIBUTE, None) is not None)
+    module = _converted_layers(bamba)[0]
     q = torch.randn(2, 4, 1, 16)
     k, v = torch.randn(2, 2, 12, 16), torch.randn(2, 2, 12, 16)
     mask = torch.ones(2, 12, dtype=torch.long)
@@ -443,8 +451,7 @@ def test_the_layers_of_one_forward_derive_the_mask_and_positions_once(bamba, mon
     calls = []
     real = attention.superlinear_attention
     monkeypatch.setattr(attention, "superlinear_attention", lambda *a, **k: calls.append(k) or real(*a, **k))
-    first, later = sorted((m for m in bamba.modules() if getattr(m, attention.ROUTER_ATTRIBUTE, None) is not None),
-                          key=lambda m: getattr(m, attention.ROUTER_ATTRIBUTE).layer_idx)
+    first, later = _converted_layers(bamba)
     q = torch.randn(2, 4, 1, 16)
     k, v = torch.randn(2, 2, 12, 16), torch.randn(2, 2, 12, 16)
     mask = torch.ones(2, 12, dtype=torch.long)
@@ -476,8 +483,7 @@ def test_a_mask_written_without_a_version_change_is_read_again_by_the_next_forwa
     version counter, as a replay does)."""
     import slconvert.attention as attention
 
-    first, later = sorted((m for m in bamba.modules() if getattr(m, attention.ROUTER_ATTRIBUTE, None) is not None),
-                          key=lambda m: getattr(m, attention.ROUTER_ATTRIBUTE).layer_idx)
+    first, later = _converted_layers(bamba)
     q = torch.randn(1, 4, 1, 16)
     k, v = torch.randn(1, 2, 12, 16), torch.randn(1, 2, 12, 16)
     mask = torch.ones(1, 12, dtype=torch.long)
