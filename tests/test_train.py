@@ -389,18 +389,22 @@ def test_accelerate_checkpoint_limit_deletes_the_old_checkpoint_before_saving(tm
 @pytest.mark.gpu
 def test_a_gpu_run_loads_straight_onto_its_device_and_trains_in_bf16(tmp_path):
     """On a GPU, transformers places the weights on the device as it reads them (no whole-model copy in host
-    memory), `precision: auto` is bf16 autocast, and the run saves and resumes."""
-    recipe = load_recipe("recipes/long-context.yaml", ["max_steps=3", "seq_len=64", "batch_size=2", "micro_batch_size=1",
-                                                      "save_every=2", "recall_rows=0", "router_rows=16"])
+    memory), `precision: auto` is bf16 autocast, and a run stopped at a checkpoint resumes to its end there."""
+    overrides = ["max_steps=3", "seq_len=64", "batch_size=2", "micro_batch_size=1", "save_every=2", "recall_rows=0",
+                 "router_rows=16"]
     out = tmp_path / "run"
-    trainer = Trainer(recipe, fast_model(), out, progress=False)
+    trainer = Trainer(load_recipe("recipes/long-context.yaml", overrides + ["stop_at_step=2"]), fast_model(), out,
+                      progress=False)
     # transformers 5.24 records where it put the weights as it read them; 5.17 records nothing, and then the
     # parameters themselves must sit on the GPU.
     placement = getattr(trainer.unwrapped, "hf_device_map", None) or {
         name: p.device for name, p in trainer.unwrapped.named_parameters()}
     assert {torch.device(d).type for d in placement.values()} == {"cuda"}, placement
     summary = trainer.run()
-    assert summary["mixed_precision"] == "bf16" and summary["steps"] == 3
-    resumed = Trainer(recipe, fast_model(), out, resume=True, progress=False)
+    assert summary["mixed_precision"] == "bf16" and summary["steps"] == 2 and summary["stopped_at_step"]
+    resumed = Trainer(load_recipe("recipes/long-context.yaml", overrides), fast_model(), out, resume=True,
+                      progress=False)
     assert resumed.start_step == 2
+    summary = resumed.run()
+    assert summary["mixed_precision"] == "bf16" and summary["steps"] == 3 and not summary["stopped_at_step"]
     assert slconvert.router.routers(slconvert.load(out))
