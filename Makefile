@@ -20,7 +20,8 @@
 # Pipeline on any checkpoint (`make pipeline MODEL=... OUT=...`; each stage also runs alone, e.g. `make convert`):
 #   MODEL        source checkpoint (local directory)                         (required)
 #   OUT          folder of the pipeline's stages: inspect.txt, converted/, warmup/, curriculum/, eval/, summary.json
-#   SETTINGS     Superlinear settings of the conversion        (default: the released setting, `slconvert convert`)
+#   SETTINGS     Superlinear settings of the conversion (default: the released setting with the span-mean search
+#                key, which the conversion study found a conversion needs to retrieve again; README "Conversion study")
 #   CONVERT_ARGS extra `slconvert convert` arguments, e.g. --keep-dense -1 --dtype bfloat16   (default: none)
 #   WARMUP       1: run the router warm-up stage before the curriculum (default: 0; the conversion study found no
 #                gain from it, README "Conversion study")
@@ -49,7 +50,7 @@ STUDY_ARGS ?=
 TEACHER_ARGS ?=
 MODEL ?=
 OUT ?= pipeline-output
-SETTINGS ?=
+SETTINGS ?= --search-key span_mean
 CONVERT_ARGS ?=
 WARMUP ?= 0
 WARMUP_RECIPE ?= recipes/router-warmup.yaml

@@ -10,7 +10,8 @@
 # EXPERTS (default 16): routed experts per MoE layer. The real model has 128 (31.6B parameters, 63 GB in
 # bf16); every token still reaches 6 of them, so compute per token is that of the real model and the
 # memory of the real model is this run's plus the weights of the missing experts (printed).
-# MODEL: run on this checkpoint instead (e.g. slconvert/assets/tiny-teacher); SETTINGS: conversion settings.
+# MODEL: run on this checkpoint instead (e.g. slconvert/assets/tiny-teacher); SETTINGS: conversion settings (default:
+# the Makefile's, the released setting with the span-mean search key).
 # STAGE_TIMEOUT: seconds allowed per stage; progress.txt in WORKDIR says how far the run got.
 # LAUNCH: how training runs (default: accelerate with one process; with NPROC=2, DDP on two GPUs, or the
 # launch configuration ACCEL_CONFIG, e.g. configs/accelerate/fsdp.yaml).
@@ -64,7 +65,7 @@ LAUNCH=${LAUNCH:-"$VENV/bin/accelerate launch --num_processes $NPROC --mixed_pre
 [[ $NPROC -gt 1 ]] && LAUNCH="$VENV/bin/accelerate launch --config_file $ACCEL_CONFIG --num_processes $NPROC -m slconvert.cli"
 TRAIN="max_steps=$STEPS seq_len=$SEQ_LEN curriculum=[] batch_size=$NPROC micro_batch_size=1 warmup_steps=1 save_every=0 ${TRAIN_EXTRA:-}"
 RUN=${RUN:-$WORK/run}
-ARGS=(VENV="$VENV" MODEL="$SOURCE" OUT="$RUN" LAUNCH="$LAUNCH" SETTINGS="${SETTINGS:-}"
+ARGS=(VENV="$VENV" MODEL="$SOURCE" OUT="$RUN" LAUNCH="$LAUNCH"
       CONVERT_ARGS="--dtype bfloat16 --quiet"
       WARMUP_ARGS="$TRAIN recall_every=0 recall_rows=256 --quiet"
       CURRICULUM_ARGS="$TRAIN recall_every=0 recall_rows=0 --quiet"

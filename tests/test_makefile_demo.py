@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from module_file import load_module
+from slkernels import SuperlinearConfig
 
 from slconvert.commands.convert import convert_command, params_from
 from slconvert.training import load_recipe
@@ -48,6 +49,15 @@ def test_shipped_model_is_the_demos_conversion():
     assert (shipped / "model.safetensors").stat().st_size < 20 * 2**20
     for name in ("README.md", "training.jsonl", "training.png", "recipe.yaml", "training_summary.json"):
         assert (shipped / name).is_file(), name
+
+
+def test_pipeline_converts_with_the_span_mean_key_at_the_released_shape():
+    """`make pipeline`'s conversion (SETTINGS, parsed as `slconvert convert` parses it) keeps the paper's released
+    shape and takes the span-mean search key, without which the conversion study's models did not retrieve again."""
+    options = convert_command.make_context("convert", ["model", "out", *shlex.split(_make_variable("SETTINGS"))])
+    params = params_from(dict(options.params))
+    assert params.search_key == "span_mean"
+    assert params.to_dict() == SuperlinearConfig(search_key="span_mean").to_dict()
 
 
 def test_demo_training_overrides_are_valid_recipe_keys():
