@@ -22,6 +22,7 @@ one prefill chunk's working memory) and refuses to start when the GPU has less f
 With OUT it writes the checkpoint instead; an OUT that already holds a config.json is reused (--force rebuilds
 it). --convert also writes the conversion of OUT with the released setting (the defaults of `slconvert convert`)
 to CONVERTED, for `slconvert bench --model CONVERTED` or any other use of the checkpoint.
+--search-key span_mean converts with the span-mean search key instead of the paper's anchor key (both paths).
 --hidden / --vocab / --layers shrink the model for quick checks on a CPU (same layer kinds and head shapes;
 no longer the Nano shape).
 """
@@ -111,23 +112,29 @@ def build(out, *, experts: int = NANO_EXPERTS, device: str = "cuda", dtype: str 
     return sizes
 
 
-def convert_released(source, out, *, force: bool = False) -> dict:
-    """`slconvert convert SOURCE OUT` with the released setting; returns the checkpoint's superlinear block."""
+def released_setting(search_key: str = "anchor"):
+    """The paper's released setting with the given search key (`slconvert convert`'s defaults and --search-key)."""
+    import dataclasses
+
     from slkernels import SuperlinearConfig
 
+    return dataclasses.replace(SuperlinearConfig.released(), search_key=search_key)
+
+
+def convert_released(source, out, *, force: bool = False, search_key: str = "anchor") -> dict:
+    """`slconvert convert SOURCE OUT [--search-key KEY]` with the released setting; returns the checkpoint's
+    superlinear block."""
     from slconvert.surgery import convert, plan_conversion
 
-    plan = plan_conversion(source, SuperlinearConfig.released())
+    plan = plan_conversion(source, released_setting(search_key))
     return convert(plan, out, force=force, progress=True)
 
 
-def convert_released_in_memory(model) -> dict:
+def convert_released_in_memory(model, search_key: str = "anchor") -> dict:
     """The same conversion of the live model, in place (nothing written); returns its superlinear block."""
-    from slkernels import SuperlinearConfig
-
     from slconvert.benchmark.model import convert_in_memory
 
-    return convert_in_memory(model, SuperlinearConfig.released())
+    return convert_in_memory(model, released_setting(search_key))
 
 
 # --- GPU memory of the in-memory benchmark ----------------------------------------------------------------------
@@ -209,7 +216,8 @@ def shape_name(experts: int, hidden: int, vocab: int, layers: int | None) -> str
 
 
 def bench_in_memory(out_dir, cfg, *, experts: int = NANO_EXPERTS, dtype: str = "bfloat16", hidden: int = NANO_HIDDEN,
-                    vocab: int = NANO_VOCAB, layers: int | None = None, seed: int = 0) -> dict:
+                    vocab: int = NANO_VOCAB, layers: int | None = None, seed: int = 0,
+                    search_key: str = "anchor") -> dict:
     """Build on cfg.device, convert in memory with the released setting, run the whole-model benchmark (settings
     `cfg` from slconvert.commands.bench.model_bench_settings); writes only the benchmark's files to `out_dir`."""
     from slconvert.commands.bench import bench_and_report
@@ -220,14 +228,18 @@ def bench_in_memory(out_dir, cfg, *, experts: int = NANO_EXPERTS, dtype: str = "
     sizes = model_sizes(model, dtype)
     print(f"built in memory on {cfg.device} in {time.time() - start:.0f} s: {sizes['parameters'] / 1e9:.2f}B "
           f"parameters ({sizes['bytes'] / GIB:.1f} GiB {dtype})", flush=True)
-    block = convert_released_in_memory(model)
-    print(f"converted layers {block['layers']} in memory (W = {block['window']}, released setting)", flush=True)
+    block = convert_released_in_memory(model, search_key)
+    print(f"converted layers {block['layers']} in memory (W = {block['window']}, released setting, search key "
+          f"{search_key})", flush=True)
     origin = (f"Random {dtype} weights (seed {seed}) built on {cfg.device} and converted there with the released "
-              "setting by scripts/build_nano_shape.py --bench; no checkpoint was written")
+              f"setting and the {search_key} search key by scripts/build_nano_shape.py --bench; no checkpoint was "
+              "written")
     return bench_and_report(model, cfg, Path(out_dir), name=shape_name(experts, hidden, vocab, layers), origin=origin)
 
 
 def _parser() -> argparse.ArgumentParser:
+    from slkernels.config import SEARCH_KEYS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path, nargs="?", default=None, help="checkpoint directory to write")
@@ -239,6 +251,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", default="bfloat16", help="weight dtype (default bfloat16)")
     parser.add_argument("--convert", type=Path, default=None, metavar="CONVERTED",
                         help="also write the conversion with the released setting here")
+    parser.add_argument("--search-key", choices=SEARCH_KEYS, default="anchor",
+                        help="the converted layers' search key (as `slconvert convert --search-key`; default anchor)")
     parser.add_argument("--force", action="store_true", help="rebuild OUT (and CONVERTED) if they exist")
     parser.add_argument("--seed", type=int, default=0)
     bench = parser.add_argument_group("--bench options (as for `slconvert bench --model`)")
@@ -267,6 +281,8 @@ def _check_shape(args) -> None:
                              "(every token reaches 6 experts)")
     if args.layers is not None and not 1 <= args.layers <= len(NANO_PATTERN):
         raise SlconvertError(f"--layers {args.layers}: between 1 and {len(NANO_PATTERN)}")
+    if args.search_key != "anchor" and args.convert is None and args.bench is None:
+        raise SlconvertError(f"--search-key {args.search_key} applies to --convert CONVERTED or --bench OUT_DIR")
     if (args.convert is not None or args.bench is not None) and "A" not in NANO_PATTERN[:args.layers]:
         raise SlconvertError(f"the first {args.layers} layers hold no attention layer to convert; "
                              f"the first one is layer {NANO_PATTERN.index('A')}")
@@ -287,7 +303,7 @@ def _bench_main(args) -> None:
     print(describe_estimate(estimate, cfg.lengths, cfg.chunk), flush=True)
     print(check_memory(estimate, cfg.device), flush=True)
     bench_in_memory(args.bench, cfg, experts=args.experts, dtype=args.dtype, hidden=args.hidden, vocab=args.vocab,
-                    layers=args.layers, seed=args.seed)
+                    layers=args.layers, seed=args.seed, search_key=args.search_key)
 
 
 def main(argv=None) -> int:
@@ -329,8 +345,9 @@ def main(argv=None) -> int:
                 print(f"reusing {args.convert}")
             else:
                 start = time.time()
-                block = convert_released(args.out, args.convert, force=args.force)
-                print(f"converted layers {block['layers']} (W = {block['window']}, released setting) -> "
+                block = convert_released(args.out, args.convert, force=args.force, search_key=args.search_key)
+                print(f"converted layers {block['layers']} (W = {block['window']}, released setting, search key "
+                      f"{args.search_key}) -> "
                       f"{args.convert} in {time.time() - start:.0f} s")
     return 0
 

@@ -449,11 +449,12 @@ def test_in_memory_conversion_is_the_conversion_of_the_saved_checkpoint(tmp_path
     assert torch.equal(reloaded.state_dict()[routers[1]], got[routers[1]])
 
 
-def test_bench_in_memory_writes_only_the_results(tmp_path, capsys):
+@pytest.mark.parametrize("search_key", ["anchor", "span_mean"])
+def test_bench_in_memory_writes_only_the_results(search_key, tmp_path, capsys):
     nano = _nano_script()
     out = tmp_path / "bench"
     args = ["--bench", str(out), *SMALL_NANO, "--layers", "8", "--lengths", "32", "--chunk", "32", "--decode-tokens",
-            "1", "--no-dense"]
+            "1", "--no-dense", "--search-key", search_key]
     assert nano.main(args) == 0
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["bench", "model_bench.json", "model_bench.md",
                                                           "model_bench.png"]
@@ -472,7 +473,10 @@ def test_bench_in_memory_writes_only_the_results(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("GPU memory needed (estimate): ") and "KV cache at 32" in lines[0]
     assert lines[1] == "memory not checked on cpu"
-    assert lines[3] == "converted layers [5] in memory (W = 2032, released setting)"
+    assert lines[3] == f"converted layers [5] in memory (W = 2032, released setting, search key {search_key})"
+    assert f"the {search_key} search key" in model["origin"]
+    assert model["superlinear_params"]["search_key"] == search_key
+    assert f"search key {search_key})" in card
 
 
 def test_nano_memory_estimate():
@@ -518,6 +522,7 @@ def test_bench_in_memory_refuses_a_gpu_with_too_little_free_memory(tmp_path, mon
     (["--bench", "{tmp}/b", "--chunk", "0"], "--chunk: 0 must be positive"),
     (["--bench", "{tmp}/b", "--layers", "5"], "the first 5 layers hold no attention layer to convert"),
     (["--bench", "{tmp}/b", "--dtype", "int8"], "unknown dtype 'int8'"),
+    (["{tmp}/ckpt", "--search-key", "span_mean"], "--search-key span_mean applies to --convert CONVERTED or --bench"),
 ])
 def test_nano_bench_bad_input_is_one_error_line(args, message, tmp_path, capsys):
     nano = _nano_script()

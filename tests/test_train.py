@@ -301,18 +301,24 @@ def test_non_finite_values_stop_the_run_and_keep_the_last_checkpoint(where, tmp_
         "gradient_checkpointing=false"])
     out = tmp_path / "run"
     trainer = Trainer(recipe, fast_model(), out, progress=False)
-    calls = {"n": 0}
+    calls = {"step": 0}
+    step = trainer._step
+
+    def counted(index):
+        calls["step"] = index + 1
+        return step(index)
+
+    trainer._step = counted
     head = trainer.unwrapped.get_output_embeddings()
 
     def poison(module, args, output):
-        calls["n"] += 1
-        if calls["n"] >= 4 and where == "loss":  # the 4th forward is step 4
+        if calls["step"] >= 4 and where == "loss":
             return output * float("nan")
         return output
 
     head.register_forward_hook(poison)
     if where == "gradient":
-        head.weight.register_hook(lambda grad: grad * float("inf") if calls["n"] >= 4 else grad)
+        head.weight.register_hook(lambda grad: grad * float("inf") if calls["step"] >= 4 else grad)
     with pytest.raises(TrainingStopped, match=rf"non-finite {where}.* at step 4: .*step-000002"):
         trainer.run()
     assert latest_checkpoint(out).name == "step-000002"

@@ -50,6 +50,7 @@ from .checkpoints import (
     written_or_removed,
 )
 from .data import SequenceSource
+from .logits import chunked_head, head_bypassed, output_head
 from .losses import answer_rows, average_loss, distill_sums, next_token_sums, router_losses, sample_rows
 from .metrics import METRICS_FILE, MetricsLog, plot_metrics, records_until
 from .model_setup import (
@@ -277,6 +278,16 @@ class Trainer:
         self.model, self.optimizer, self.scheduler = prepare_for_training(acc, model, optimizer, scheduler, plugin)
         self.unwrapped = acc.unwrap_model(self.model)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        # The loss applies the output head a chunk of positions at a time where that gives the model's own logits
+        # (logits.py): a 32K-token step at a 131K vocabulary then never holds 16 GiB of float32 logits.
+        self.head = self.teacher_head = None
+        if recipe.through_logits:
+            self.head = chunked_head(self.unwrapped, self.model, int(vocab), acc.device, self.autocast)
+            if self.teacher is not None:
+                self.teacher_head = chunked_head(self.teacher, self.teacher, int(vocab), acc.device, self.autocast)
+            if acc.is_main_process and (self.head is None or (self.teacher is not None and self.teacher_head is None)):
+                tqdm.write("note: the output head cannot be applied after this model's forward (what follows it does "
+                           "not commute with it); the loss holds the logits of whole sequences")
 
         self.start_step = 0
         self.checkpoint_step = None  # the step of the last checkpoint this run wrote
@@ -316,22 +327,24 @@ class Trainer:
         use_logits = recipe.through_logits
         capture = capture_attention(self.unwrapped) if self.router_losses_on else contextlib.nullcontext([])
         grad = contextlib.nullcontext() if use_logits else torch.no_grad()
-        with capture as calls, grad:
+        # Without the logits in the loss (router warm-up) the head's output is never read: bypass it too.
+        bypass = output_head(self.unwrapped) if self.head is not None or not use_logits else None
+        with capture as calls, grad, head_bypassed(bypass):
             logits = (self.model if use_logits else self.unwrapped)(input_ids=ids, use_cache=False).logits
         total = logits.new_zeros((), dtype=torch.float32)
         logs: dict = {}
         if use_logits:
-            sums, counts = next_token_sums(logits, labels)
+            sums, counts = next_token_sums(logits, labels, self.head)
             lm = average_loss(sums, counts, recipe.lm_average)
             if recipe.lm_weight > 0:
                 total = total + recipe.lm_weight * lm
             logs["lm"] = float(lm.detach())
             logs.update(_loss_by_kind(sums.detach(), counts, kinds))
         if self.teacher is not None:
-            with torch.no_grad():
+            with torch.no_grad(), head_bypassed(output_head(self.teacher) if self.teacher_head else None):
                 teacher_logits = self.teacher(input_ids=ids, use_cache=False).logits
-            distill = average_loss(*distill_sums(logits, teacher_logits, labels, recipe.distill_temperature),
-                                   recipe.lm_average)
+            distill = average_loss(*distill_sums(logits, teacher_logits, labels, recipe.distill_temperature,
+                                                 self.head, self.teacher_head), recipe.lm_average)
             del teacher_logits
             total = total + recipe.distill_weight * distill
             logs["distill"] = float(distill.detach())

@@ -229,43 +229,56 @@ def _chunk_distill(logits: torch.Tensor, teacher: torch.Tensor, targets: torch.T
     return (kl * (targets != IGNORE)).sum(1)
 
 
-def _chunked_sums(per_chunk, targets: torch.Tensor, *pieces: torch.Tensor) -> torch.Tensor:
+def _chunked_sums(per_chunk, targets: torch.Tensor, *pieces: torch.Tensor, heads=()) -> torch.Tensor:
     """`per_chunk(*chunks of pieces, chunk of targets)` summed over sequence chunks of _LOSS_CHUNK positions, each
     recomputed in backward, so a long sequence never holds a float32 copy of all its logits (32K positions x a
-    128K vocabulary would be 16 GiB): [B] in float32."""
+    128K vocabulary would be 16 GiB): [B] in float32. `heads`, one per piece (None: the piece is logits), map a
+    chunk of a piece to its logits inside the chunk (`logits.apply_head`), so that the logits of the whole
+    sequence never exist at all."""
+    if any(head is not None for head in heads):
+        per_chunk = functools.partial(_heads_then, per_chunk, tuple(heads))
     total = targets.new_zeros(targets.shape[0], dtype=torch.float32)
     for start in range(0, targets.shape[1], _LOSS_CHUNK):
         chunks = [piece[:, start:start + _LOSS_CHUNK] for piece in pieces]
         goal = targets[:, start:start + _LOSS_CHUNK]
-        if chunks[0].requires_grad:
+        if torch.is_grad_enabled() and any(chunk.requires_grad for chunk in chunks):
             total = total + checkpoint(per_chunk, *chunks, goal, use_reentrant=False)
         else:
             total = total + per_chunk(*chunks, goal)
     return total
 
 
-def next_token_sums(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _heads_then(per_chunk, heads, *args):
+    *chunks, goal = args
+    return per_chunk(*[chunk if head is None else head(chunk) for head, chunk in zip(heads, chunks)], goal)
+
+
+def next_token_sums(logits: torch.Tensor, labels: torch.Tensor, head=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sequence next-token cross-entropy, summed over its labelled positions, in float32, and their counts.
 
-    Returns (sums [B], counts [B]), in sequence chunks (`_chunked_sums`).
+    `logits` [B, L, V]; with `head` (`logits.chunked_head`), the states of a forward whose head was bypassed,
+    which `head` maps to logits a chunk at a time. Returns (sums [B], counts [B]), in sequence chunks
+    (`_chunked_sums`).
     """
     targets = labels[:, 1:]
-    return _chunked_sums(_chunk_loss, targets, logits[:, :-1]), (targets != IGNORE).sum(1)
+    return _chunked_sums(_chunk_loss, targets, logits[:, :-1], heads=(head,)), (targets != IGNORE).sum(1)
 
 
 def distill_sums(logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-                 temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+                 temperature: float = 1.0, head=None, teacher_head=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sequence KL(teacher || model) of the next-token distributions, summed over the positions the next-token
     loss reads (labelled), in float32, and their counts, as `next_token_sums` returns them.
 
     The teacher is the dense model the converted one was made from, on the same tokens: at an answer token it
     gives the whole distribution over the values it would write, not only the one in the labels (at a multivalue
     answer, the values not yet written). Softened by `temperature` and scaled by its square (so the gradient's
-    size does not depend on it); only `logits` carries a gradient.
+    size does not depend on it); only `logits` carries a gradient. `head` / `teacher_head`: as in
+    `next_token_sums`, for either side.
     """
     targets = labels[:, 1:]
     per_chunk = functools.partial(_chunk_distill, temperature=temperature)
-    sums = _chunked_sums(per_chunk, targets, logits[:, :-1], teacher_logits[:, :-1].detach())
+    sums = _chunked_sums(per_chunk, targets, logits[:, :-1], teacher_logits[:, :-1].detach(),
+                         heads=(head, teacher_head))
     return sums, (targets != IGNORE).sum(1)
 
 
