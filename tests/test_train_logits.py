@@ -4,6 +4,7 @@ head that does not commute with it, and a training step that never holds the log
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -103,11 +104,12 @@ def test_a_head_that_does_not_commute_with_what_follows_it_keeps_the_full_logits
 
 @pytest.mark.parametrize("chunked", [True, False])
 def test_a_training_step_never_holds_the_logits_of_a_whole_sequence(chunked, monkeypatch, tmp_path):
-    """Every call of the head that makes logits during two steps covers at most one loss chunk; with the full
-    logits (the fallback) the same hook sees the whole sequence, so the check can fail."""
+    """Every call of the head that makes logits during two steps and the span-recall measurements covers at most
+    one loss chunk; with the full logits (the fallback) the same hook sees the whole sequence, so the check can
+    fail."""
     monkeypatch.setattr(losses, "_LOSS_CHUNK", 16)
     recipe = load_recipe("recipes/long-context.yaml", ["max_steps=2", "seq_len=64", "batch_size=1", "save_every=0",
-                                                       "recall_rows=0", "router_kl_weight=0", "trainable=all"])
+                                                       "recall_rows=16", "router_kl_weight=0", "trainable=all"])
     trainer = Trainer(recipe, fast_model(), tmp_path / "run", progress=False)
     assert trainer.head is not None
     if not chunked:
@@ -118,3 +120,6 @@ def test_a_training_step_never_holds_the_logits_of_a_whole_sequence(chunked, mon
         lambda module, args, output: positions.append(output.shape[1]) if output.shape[-1] == vocab else None)
     trainer.run()
     assert positions and max(positions) == (16 if chunked else 64), positions
+    recall = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+              if '"span_recall"' in line]
+    assert recall  # span recall ran its forwards too, without the head

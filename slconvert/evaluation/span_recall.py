@@ -98,7 +98,7 @@ def span_recall(em: EvalModel, texts: list[str]) -> dict:
                                      "use a shorter text or raise --max-length")
             tokens += len(ids)
             with capture_attention(em.model) as calls:
-                forward(em.model, torch.tensor([ids], device=em.device))
+                forward(em.model, torch.tensor([ids], device=em.device), logits_to_keep=1)  # logits unread
             if not calls:
                 raise SlconvertError(f"no converted attention layer ran in {em.path}; check that it was converted")
             for call in calls:

@@ -448,8 +448,8 @@ class Trainer:
         count = self.recipe.recall_rows
         samples = [self.source.eval_sample(i) for i in range(self.recipe.micro_batch_of(self.recipe.stages()[-1]))]
         ids, _, _ = self._tensors(samples)
-        with self.autocast(), capture_attention(self.unwrapped) as calls:
-            self.unwrapped(input_ids=ids, use_cache=False)
+        with self.autocast(), capture_attention(self.unwrapped) as calls, head_bypassed(output_head(self.unwrapped)):
+            self.unwrapped(input_ids=ids, use_cache=False)  # the logits are not read: no head
         generator = torch.Generator().manual_seed(self.recipe.seed + 17)
         per_layer: dict[str, list[float]] = {}
         for record in calls:
