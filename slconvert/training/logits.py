@@ -12,7 +12,8 @@ forward is skipped for the duration of one call.
 
 That gives the forward's own logits when what follows the head commutes with it (a cast, a scalar scale of a
 bias-free head). `chunked_head` checks it once per model on a few tokens and returns None where it does not
-hold (a soft cap, dropout), and the loss then takes the full logits as before.
+hold (a soft cap, dropout), and the loss then takes the full logits as before. Under FSDP the trainer does not
+use it: there the head's weight may be a shard outside the model's forward.
 """
 
 from __future__ import annotations

@@ -279,9 +279,10 @@ class Trainer:
         self.unwrapped = acc.unwrap_model(self.model)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         # The loss applies the output head a chunk of positions at a time where that gives the model's own logits
-        # (logits.py): a 32K-token step at a 131K vocabulary then never holds 16 GiB of float32 logits.
+        # (logits.py): a 32K-token step at a 131K vocabulary then never holds 16 GiB of float32 logits. Not under
+        # FSDP, where the head's weight may be a shard outside the model's forward: it keeps the full logits.
         self.head = self.teacher_head = None
-        if recipe.through_logits:
+        if recipe.through_logits and not sharded:
             self.head = chunked_head(self.unwrapped, self.model, int(vocab), acc.device, self.autocast)
             if self.teacher is not None:
                 self.teacher_head = chunked_head(self.teacher, self.teacher, int(vocab), acc.device, self.autocast)
