@@ -72,7 +72,7 @@ def chunked_head(model, call, vocab_size: int, device: torch.device, context=con
     """`apply_head` of `model`'s head when the forward `call` (the model, or its DDP / FSDP wrapper) with the head
     bypassed, then the head, gives the forward's own logits on a few tokens (within `_CHECK_TOLERANCE` of the
     largest); None otherwise. `context` makes the context the training forward runs in (autocast). Every process
-    of a sharded run calls it (the forwards are collective)."""
+    calls it: under DDP the forwards are collective."""
     head = output_head(model)
     if head is None or not any(True for _ in head.parameters()):
         return None
