@@ -11,7 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
-from test_train_helpers import converted
+from test_train_helpers import FAST, converted, fast_model
 
 import slconvert
 from slconvert.checkpoint import directory_digest
@@ -20,12 +20,6 @@ from slconvert.errors import SlconvertError
 from slconvert.training import Trainer, TrainingStopped, load_recipe
 from slconvert.training.checkpoints import TRAINER_FILE, latest_checkpoint
 from slconvert.training.preflight import distill_path
-
-FAST = "granitemoehybrid"  # Mamba-2 + attention, no RoPE: the quickest tiny hybrid on CPU
-
-
-def fast_model(**kwargs):
-    return converted(FAST, layers="MAMA", **kwargs)
 
 
 def _metrics(out):

@@ -25,7 +25,7 @@ from slconvert.training.checkpoints import check_state, latest_checkpoint
 from slconvert.training.recipe import load_recipe, unreached
 
 RECIPE = "recipes/router-warmup.yaml"
-# A run of a second or two on the quickest tiny hybrid (as tests/test_train.py's fast_model).
+# A run of a second or two on the quickest tiny hybrid (as test_train_helpers.fast_model).
 SMALL = ["seq_len=64", "batch_size=1", "recall_rows=16", "router_rows=16", "data.corpus_tokens=2048", "save_every=1"]
 
 

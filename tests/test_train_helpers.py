@@ -36,6 +36,14 @@ def converted(model_type: str = "nemotron_h", *, peaked: float = 0.0, router_ini
     return _converted(model_type, peaked, router_init, layers, dtype)
 
 
+FAST = "granitemoehybrid"  # Mamba-2 + attention, no RoPE: the quickest tiny hybrid on CPU
+
+
+def fast_model(**kwargs) -> Path:
+    """The quickest tiny converted hybrid for end-to-end training runs (four layers, two converted)."""
+    return converted(FAST, layers="MAMA", **kwargs)
+
+
 @functools.cache
 def _converted(model_type: str, peaked: float, router_init: str, layers: str | None, dtype: str | None) -> Path:
     tag = f"{model_type}-{peaked}-{router_init}-{layers}" + (f"-{dtype}" if dtype else "")

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from test_train import fast_model
+from test_train_helpers import fast_model
 
 from slconvert.tiny import tiny_config
 from slconvert.training import Trainer, load_recipe, losses
