@@ -30,7 +30,10 @@
 # schedule of STEPS can span several commands. Each study's folder (models left out) is packed into $OUT/NAME.tgz;
 # logs and the teacher's report go to $OUT too. TEACHER_ROW=FOLDER takes every study's teacher row from an earlier
 # study of the same teacher and prompts (`run --teacher-row`; e.g. a study folder under benchmarks/results/ of the
-# teacher that .study-teacher rebuilds) instead of measuring it beside each job.
+# teacher that .study-teacher rebuilds) instead of measuring it beside each job. SEED (default 0) is each study's
+# `--seed`, the recipe's seed (data stream and RNGs) and the prompts'; a job's own `seed=N` among its overrides
+# replaces it for that job (JOBS="s1=mixers:1e-3:seed=1 s2=mixers:1e-3:seed=2": two seeds side by side).
+# A job that ends without its study folder has the end of its log printed.
 # fla-core comes from the environment or from the wheel in .whl/ (`importable_here`, scripts/checkout_on_path.sh).
 # `answers` measures the teacher and the final model of each study of JOBS side by side on ANSWER_ARGS (default: the
 # study's lengths with 4 samples per depth, 20 prompts per cell, the study's 10 among them) and compares them cell by
@@ -60,6 +63,7 @@ JOB_MINUTES=${JOB_MINUTES:-8}
 DEADLINE=${DEADLINE:-550}
 RESERVE=${RESERVE:-150}
 PARALLEL=${PARALLEL:-2}
+SEED=${SEED:-0}
 TEACHER_ROW=${TEACHER_ROW:-}
 TEACHER_ANSWERS=${TEACHER_ANSWERS:-}
 ATTENTION_LENGTHS=${ATTENTION_LENGTHS:-}
@@ -83,6 +87,10 @@ clean_log() { tr '\r' '\n' < "$1" | grep -v "it/s\]\|s/it\]" > "$2"; }
 pack_studies() {  # each study of JOBS: its log beside its rows, its folder without models into $OUT/NAME.tgz
   for job in $JOBS; do
     name=${job%%=*}
+    if [ ! -d "$WORK/study-$name" ]; then
+      echo "study $name: no study folder; the end of its log:" && tail -5 "$WORK/study-$name.log"
+      continue
+    fi
     clean_log "$WORK/study-$name.log" "$WORK/study-$name/study-run.log"
     (cd "$WORK" && find "study-$name" -type f -size -3M ! -name '*.safetensors' ! -name '*.pt' ! -name '*.bin' \
        ! -path '*/checkpoints/*' -print0 | tar czf "$OUT/$name.tgz" --null -T -)
@@ -138,12 +146,18 @@ case $WHAT in
       preset=${rest%%:*}; rest=${rest#*:}
       lr=${rest%%:*}; extra=""
       [ "$rest" != "$lr" ] && extra=";${rest#*:}"
-      elapsed "study $name: preset $preset, lr $lr, overrides '$MIX$extra'"
+      seed=$SEED kept=""  # a job's seed=N is its study's --seed, not a recipe override
+      IFS=';' read -ra items <<< "${extra#;}"
+      for item in "${items[@]}"; do
+        case $item in seed=*) seed=${item#seed=} ;; *) kept+=";$item" ;; esac
+      done
+      extra=$kept
+      elapsed "study $name: preset $preset, lr $lr, seed $seed, overrides '$MIX$extra'"
       rm -rf "$WORK/study-$name"
       # shellcheck disable=SC2086  # SHAPE_ARGS is a list of options
       timeout -k 10 $((DEADLINE + 40)) $PY scripts/conversion_study.py run --out "$WORK/study-$name" \
         --teacher "$WORK/teacher/model" --shapes balanced --keys span_mean --presets "$preset" --lr "$lr" \
-        --steps "$STEPS" --evals "$EVALS" $SHAPE_ARGS --gpus 1 --parallel "$PARALLEL" --deadline "$DEADLINE" \
+        --steps "$STEPS" --evals "$EVALS" --seed "$seed" $SHAPE_ARGS --gpus 1 --parallel "$PARALLEL" --deadline "$DEADLINE" \
         --reserve "$RESERVE" ${TEACHER_ROW:+--teacher-row "$TEACHER_ROW"} \
         --job-minutes "$JOB_MINUTES" --no-untrained --train "$MIX$extra" > "$WORK/study-$name.log" 2>&1 &
     done
