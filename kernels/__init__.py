@@ -28,6 +28,7 @@ else:
     from .errors import SuperlinearConfigError, SuperlinearError, SuperlinearInputError
     from .geometry import window_length
     from .selection import Selection, select_spans
+    from .state import LayerState
 
 __all__ = [
     "SuperlinearConfig",
@@ -35,6 +36,7 @@ __all__ = [
     "SuperlinearConfigError",
     "SuperlinearInputError",
     "superlinear_attention",
+    "LayerState",
     "available_backends",
     "register_backend",
     "window_length",

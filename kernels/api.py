@@ -16,6 +16,7 @@ from .config import SuperlinearConfig
 from .errors import SuperlinearInputError
 from .inputs import AttentionInputs, check_inputs, read_back_checks
 from .reference import reference_attention
+from .state import LayerState
 
 __all__ = ["superlinear_attention", "register_backend", "available_backends", "resolve_backend"]
 
@@ -65,6 +66,7 @@ def superlinear_attention(
     scale: float | None = None,
     backend: str = "auto",
     check_values: bool = True,
+    state: LayerState | None = None,
 ) -> torch.Tensor:
     """Superlinear attention of `q` over `k`/`v`, routed by `q_search` (docs/semantics.md states the semantics).
 
@@ -76,6 +78,9 @@ def superlinear_attention(
     backend: "auto" (fastest available), "reference", or a registered kernel backend such as "triton".
     check_values: False skips the checks that read values back to the host (cache_position within the key axis,
     left padding only), for callers that guarantee both; shapes and types are always checked.
+    state: a `LayerState` passed to every call of one layer, in which a backend keeps what the next call can reuse
+    (the Triton backend: the running sums of the span-mean key's decode steps, checked against the keys on every
+    call); None builds everything per call.
     Returns [B, H_q, L_q, D] in q's dtype.
 
     A decode call on a static cache (the same k and v tensors again, new rows of the same shapes) is replayed from a
@@ -83,24 +88,24 @@ def superlinear_attention(
     turns it off): the checks that depend only on shapes ran on its first call and are skipped.
     """
     step = (q, q_search, cache_position, attention_mask)
-    key = _replay_key(k, v, step, config, scale, backend)
+    key = _replay_key(k, v, step, config, scale, backend, state)
     if key is not None:
         entry = decode_graphs.captured(key)
         if entry is not None:
             if check_values:
                 read_back_checks(cache_position, attention_mask, k.shape[2])
             return decode_graphs.replay(entry, step)
-    inputs = check_inputs(q, k, v, q_search, config, cache_position, attention_mask, scale, check_values)
+    inputs = check_inputs(q, k, v, q_search, config, cache_position, attention_mask, scale, check_values, state)
     name = resolve_backend(inputs, backend)
     if key is not None and name in _REPLAYABLE and _REPLAYABLE[name](inputs):
         def call(q_step, q_search_step, positions, mask):  # what a replay of this key runs
-            return _run(name, check_inputs(q_step, k, v, q_search_step, config, positions, mask, scale, False))
+            return _run(name, check_inputs(q_step, k, v, q_search_step, config, positions, mask, scale, False, state))
 
         return decode_graphs.replayed(call, key, step)
     return _run(name, inputs)
 
 
-def _replay_key(k, v, step: tuple, config, scale, backend: str) -> tuple | None:
+def _replay_key(k, v, step: tuple, config, scale, backend: str, state) -> tuple | None:
     """The `decode_graphs` key of a call, or None where the call is never replayed (off, not on a GPU, recording
     gradients, inside a capture or a compile trace, or arguments of kinds the checks refuse or convert)."""
     if not isinstance(config, SuperlinearConfig):
@@ -108,7 +113,7 @@ def _replay_key(k, v, step: tuple, config, scale, backend: str) -> tuple | None:
     if scale is not None and type(scale) not in (int, float):
         return None
     _load_optional_backends()  # the first call registers the kernels before its key is taken
-    return decode_graphs.key_of((k, v), step, (config, scale, backend, _REGISTRATIONS))
+    return decode_graphs.key_of((k, v), step, (config, scale, backend, _REGISTRATIONS, state))
 
 
 def _run(name: str, inputs: AttentionInputs) -> torch.Tensor:

@@ -13,6 +13,7 @@ import torch
 
 from .config import SuperlinearConfig
 from .errors import SuperlinearConfigError, SuperlinearInputError
+from .state import LayerState
 
 __all__ = ["AttentionInputs", "check_inputs", "read_back_checks", "first_real_token"]
 
@@ -29,6 +30,7 @@ class AttentionInputs:
     cache_position: torch.Tensor  # int64 [L_q], on the device of q
     first_real: torch.Tensor  # int64 [B]: s0, index of the first real (non-padding) key
     scale: float
+    state: LayerState | None = None  # kept between calls of one layer (`slkernels.LayerState`), or None
 
     @property
     def group(self) -> int:
@@ -102,12 +104,16 @@ def check_inputs(
     attention_mask: torch.Tensor | None,
     scale: float | None,
     check_values: bool = True,
+    state: LayerState | None = None,
 ) -> AttentionInputs:
     if not isinstance(config, SuperlinearConfig):
         raise SuperlinearConfigError(
             f"config must be a slkernels.SuperlinearConfig, got {type(config).__name__}; "
             "build one with SuperlinearConfig(...) or SuperlinearConfig.from_dict(...)"
         )
+    if state is not None and not isinstance(state, LayerState):
+        raise SuperlinearInputError(f"state must be a slkernels.LayerState (one per layer) or None, got "
+                                    f"{type(state).__name__}")
     named = {"q": q, "k": k, "v": v, "q_search": q_search}
     for name, tensor in named.items():
         if not isinstance(tensor, torch.Tensor):
@@ -191,4 +197,5 @@ def check_inputs(
         cache_position=cache_position,
         first_real=first_real,
         scale=float(scale),
+        state=state,
     )

@@ -22,6 +22,7 @@ from .inputs import AttentionInputs  # noqa: E402
 from .triton_ops.common import SUPPORTED_HEAD_DIMS, interpreting  # noqa: E402
 from .triton_ops.decode import DECODE_MAX_ROWS, superlinear_decode  # noqa: E402
 from .triton_ops.function import superlinear_prefill  # noqa: E402
+from .triton_ops.prefix import KeySums  # noqa: E402
 
 __all__ = ["triton_attention", "supports", "decodes"]
 
@@ -49,5 +50,15 @@ def decodes(inp: AttentionInputs) -> bool:
 def triton_attention(inp: AttentionInputs) -> torch.Tensor:
     q, k, v, qs = inp.q, inp.k, inp.v, inp.q_search
     if decodes(inp):
-        return superlinear_decode(q, k, v, qs, inp.config, inp.cache_position, inp.first_real, inp.scale)
+        return superlinear_decode(q, k, v, qs, inp.config, inp.cache_position, inp.first_real, inp.scale,
+                                  _key_sums(inp))
     return superlinear_prefill(q, k, v, qs, inp.config, inp.cache_position, inp.first_real, inp.scale)
+
+
+def _key_sums(inp: AttentionInputs) -> KeySums | None:
+    """The caller's kept running sums of the span-mean key (made on first use), or None to build them per call."""
+    if inp.state is None or inp.config.search_key != "span_mean":
+        return None
+    if inp.state.key_sums is None:
+        inp.state.key_sums = KeySums()
+    return inp.state.key_sums

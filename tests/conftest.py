@@ -39,7 +39,7 @@ def pytest_collection_modifyitems(config, items):
 # Test files whose module fixture `interpreted` runs their worker for minutes under the Triton interpreter: the
 # worker starts in the background once the suite is collected, when a test that uses the fixture will run
 # (interpreter_worker.start), and the files' tests run after all others (pytest_collection_modifyitems).
-BACKGROUND_WORKERS = ("test_triton_interpret.py", "test_decode_overhead.py")
+BACKGROUND_WORKERS = ("test_triton_interpret.py", "test_decode_overhead.py", "test_key_sums.py")
 
 
 def in_xdist(config) -> bool:

@@ -91,6 +91,8 @@ def test_bad_masks_positions_and_backend_are_named():
         superlinear_attention(q, k[:, :, :4], v[:, :, :4], s, cfg)
     with pytest.raises(SuperlinearInputError, match="unknown backend"):
         superlinear_attention(q, k, v, s, cfg, backend="cuda-magic")
+    with pytest.raises(SuperlinearInputError, match="state must be a slkernels.LayerState"):
+        superlinear_attention(q, k, v, s, cfg, state={})
     with pytest.raises(SuperlinearConfigError, match="SuperlinearConfig"):
         superlinear_attention(q, k, v, s, {"sw_index": 3})
 

@@ -87,7 +87,7 @@ def test_growing_cache_reads_nothing_back_and_builds_tables_log_n_times(stubbed,
 
         from slkernels.triton_ops import search
 
-        sums = SimpleNamespace(pairs=torch.zeros(1), third=torch.zeros(1), scale=torch.zeros(1),
+        sums = SimpleNamespace(pairs=torch.zeros(1, 1, 1, 2, 1), third=torch.zeros(1), scale=torch.zeros(1),
                                center=torch.zeros(1), norm=torch.zeros(1))
         monkeypatch.setattr(search, "key_prefix", lambda *args, **kw: sums)
     steps = 600
@@ -102,6 +102,31 @@ def test_growing_cache_reads_nothing_back_and_builds_tables_log_n_times(stubbed,
     assert per_step == {"_search_kernel": steps, "_decode_partial_kernel": steps, "_decode_combine_kernel": steps}
     assert sorted(builds) == sorted({geometry._bucket(t) for t in range(1, steps + 1)}), builds
     assert len(builds) <= math.log2(steps) + 1
+
+
+def test_kept_running_sums_read_nothing_back_and_launch_two_kernels_a_step(stubbed, monkeypatch):
+    """Span-mean steps on a growing cache with a `LayerState`: the kept sums' update reads nothing back to the host
+    either (so a step stays capturable in a CUDA graph) and adds its two kernels (block totals, scan of the changed
+    blocks) to the step's three; its arrays are reallocated O(log n) times over n steps, not every step."""
+    from slkernels import LayerState
+    from slkernels.triton_ops import prefix
+
+    launches, _ = stubbed
+    monkeypatch.setattr(prefix, "interpreting", lambda: False)
+    for name in ("_block_sums_kernel", "_scan_kernel"):
+        monkeypatch.setattr(prefix, name, LaunchRecorder(name, launches))
+    cfg, state, steps = SuperlinearConfig(**SMALL, search_key="span_mean"), LayerState(), 600
+    ops, arrays = OpCounter(), set()
+    with torch.no_grad():
+        for len_kv in range(1, steps + 1):
+            q, k = _step(2, 4, 2, len_kv)
+            with ops:
+                superlinear_attention(q, k, k, q, cfg, backend="triton", state=state)
+            arrays.add(state.key_sums.pairs.data_ptr())
+    assert ops.host_reads() == {}, ops.host_reads()
+    names = ("_search_kernel", "_decode_partial_kernel", "_decode_combine_kernel", "_block_sums_kernel", "_scan_kernel")
+    assert Counter(name for name, _ in launches) == {name: steps for name in names}
+    assert len(arrays) <= math.log(steps) / math.log(1 + prefix.KeySums.GROWTH) + 1
 
 
 def test_public_decode_without_a_mask_launches_nothing_but_the_three_kernels(stubbed):

@@ -172,3 +172,51 @@ def test_measure_times_queued_calls_where_they_fit_the_budget(monkeypatch, per_c
         assert got.queued_ms == pytest.approx(per_call_ms + 0.5 / 20) and clock.calls == 1 + 1 + 5 + 20
     else:  # the warm-up, the first call, the 3 repeats that fit 1000 ms; 200 ms x 20 does not fit: no queue
         assert got.queued_ms is None and clock.calls == 1 + 1 + 3
+
+
+def test_span_mean_decode_rows_also_time_steps_with_kept_running_sums(monkeypatch):
+    """A span-mean setting's decode row has a second graph time, each cache's steps given one `LayerState` of their
+    own (the same one in the warm-up and the captured pass); an anchor setting's has none. Timings faked."""
+    import dataclasses
+
+    from slconvert.benchmark import protocol
+    from slconvert.benchmark.timing import Measurement
+
+    states: list[list] = []  # per pass of a graph measurement: the state of each step
+
+    def attention(q, k, *args, state=None, **kwargs):
+        states[-1].append(state)
+        return q.clone()
+
+    def measure_graph(fn):
+        for _ in range(2):  # the warm-up call and the captured one
+            states.append([])
+            fn()
+        return 24.0
+
+    monkeypatch.setattr(protocol, "superlinear_attention", attention)
+    monkeypatch.setattr(protocol.F, "scaled_dot_product_attention", lambda q, *a, **kw: q.clone())
+    monkeypatch.setattr(protocol, "attended_keys", lambda *a, **kw: 100)
+    monkeypatch.setattr(protocol, "measure", lambda fn, **kw: (states.append([]), fn(), Measurement(1.0, [1.0], 0, 0))[2])
+    monkeypatch.setattr(protocol, "measure_graph", measure_graph)
+    cfg = protocol.BenchSettings(heads_q=4, heads_kv=2, head_dim=8, dtype="float32", decode_layers=3)
+    released = protocol.SETTINGS["released"]()
+    q, k, v, qs = (torch.randn(1, h, n, 8) for h, n in ((4, 1), (2, 40), (2, 40), (4, 1)))
+    anchor, mean = protocol._decode_rows_for(
+        cfg, {"anchor": released, "mean": dataclasses.replace(released, search_key="span_mean")}, q, k, v, qs)
+    assert "superlinear_graph_kept_sums_ms" not in anchor
+    assert mean["superlinear_graph_kept_sums_ms"] == 8.0 and mean["superlinear_graph_ms"] == 8.0
+    warm, captured = states[-2:]
+    assert len(warm) == 3 and warm == captured and len({id(s) for s in warm}) == 3
+    assert all(s is not None for s in warm)
+    table = _format_one_row(mean)
+    assert "8.000 ms a step with the span-mean running sums kept" in table
+
+
+def _format_one_row(row: dict) -> str:
+    from slconvert.benchmark.report import format_table
+
+    keys = ("superlinear_ms", "dense_ms", "speedup", "superlinear_tflops", "dense_tflops", "superlinear_peak_gib",
+            "dense_peak_gib")
+    return format_table({"environment": {"gpu": "cpu", "torch": "-", "triton": "-"},
+                         "rows": [{**{key: row.get(key) for key in keys}, **row}]})

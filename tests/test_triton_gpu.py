@@ -307,9 +307,10 @@ def test_decode_cuda_graph():
     _check_decode_graph(SuperlinearConfig.released(), _make, (9000, 15000, 20000 - 1))
 
 
-def _check_decode_graph(cfg, make, positions, new_keys=None):
+def _check_decode_graph(cfg, make, positions, new_keys=None, key_sums=None):
     """superlinear_decode captured once in a CUDA graph over a 20000-token cache, then replayed at `positions`
-    with fresh queries (and fresh keys from `new_keys`, when given), each replay against the reference."""
+    with fresh queries (and fresh keys from `new_keys(k, position)`, written in place, when given), each replay
+    against the reference. `key_sums`: the span-mean sums kept between calls (`prefix.KeySums`)."""
     from slkernels.triton_ops.decode import superlinear_decode
 
     length = 20000
@@ -317,17 +318,17 @@ def _check_decode_graph(cfg, make, positions, new_keys=None):
     pos = torch.tensor([9000], device="cuda")
     s0 = torch.zeros(1, dtype=torch.int64, device="cuda")
     scale = 128 ** -0.5
-    superlinear_decode(q, k, v, qs, cfg, pos, s0, scale)  # warm-up: compiles, caches tables
+    superlinear_decode(q, k, v, qs, cfg, pos, s0, scale, key_sums)  # warm-up: compiles, caches tables
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        out = superlinear_decode(q, k, v, qs, cfg, pos, s0, scale)
+        out = superlinear_decode(q, k, v, qs, cfg, pos, s0, scale, key_sums)
     for p in positions:
         pos.fill_(p)
         for x in (q, qs):
             x.copy_(torch.randn_like(x))
         if new_keys is not None:
-            k.copy_(new_keys(k))
+            new_keys(k, p)
         graph.replay()
         torch.cuda.synchronize()
         with torch.no_grad():
@@ -509,7 +510,45 @@ def test_span_mean_decode(dtype, cfg_name, length):
 def test_span_mean_decode_cuda_graph():
     """The span-mean decode (running sums of the whole cache included) captured once, replayed for new data."""
     _check_decode_graph(MEAN["released"], _make_mean, (9000, 20000 - 1),
-                        new_keys=lambda k: torch.randn_like(k) + KEY_OFFSET)
+                        new_keys=lambda k, position: k.copy_(torch.randn_like(k) + KEY_OFFSET))
+
+
+def test_span_mean_decode_cuda_graph_with_kept_sums():
+    """The same with the running sums kept between calls: replays that write one new key (the kept rows reused),
+    then all new keys (every block written again inside the graph), then one more key."""
+    from slkernels.triton_ops.prefix import KeySums
+
+    def new_keys(k, position):
+        if position == 15000:
+            k.copy_(torch.randn_like(k) + KEY_OFFSET)
+        else:
+            k[:, :, position] = (torch.randn_like(k[:, :, position]) + KEY_OFFSET).to(k.dtype)
+
+    _check_decode_graph(MEAN["released"], _make_mean, (9000, 9001, 9002, 15000, 15001, 20000 - 1),
+                        new_keys=new_keys, key_sums=KeySums())
+
+
+@pytest.mark.parametrize("cfg_name", ["small", "released"])
+def test_span_mean_decode_with_kept_sums_equals_plain_decode(cfg_name):
+    """Eager decode steps of a growing cache (a new K each step, left padding, bf16 at the attention shape) with a
+    LayerState give the outputs of steps that build the sums anew, and write one or two blocks a step."""
+    from slkernels import LayerState
+
+    q, k, v, qs = _make_mean(2, 32, 2, 1, 12000, 128, torch.bfloat16)
+    mask = torch.ones(2, 12000, dtype=torch.long, device="cuda")
+    mask[1, :300] = 0
+    state = LayerState()
+    for length in (9000, 9001, 9002, 9100, 9101, 12000):
+        q.normal_()
+        qs.normal_()
+        kw = dict(cache_position=torch.tensor([length - 1], device="cuda"), attention_mask=mask[:, :length])
+        args = (q, k[:, :, :length].contiguous(), v[:, :, :length].contiguous(), qs, MEAN[cfg_name])
+        with torch.no_grad():
+            kept = superlinear_attention(*args, backend="triton", state=state, **kw)
+            plain = superlinear_attention(*args, backend="triton", **kw)
+        assert _rel(kept, plain) < 1e-3, length
+        if length in (9001, 9002):
+            assert int(state.key_sums.written.sum(-1).max()) <= 2, length
 
 
 def test_span_mean_sums_at_a_million_tokens():

@@ -9,10 +9,11 @@ per group); a span is one head's, so its chunks score one row, on the tensor cor
 L_kv (the static cache length) and the config, never on data, so the whole call can be captured in a
 CUDA graph: positions and the padding start are read on the device.
 
-With the "span_mean" search key the search needs the running sums of the whole cache (`prefix.key_prefix`), which
-are rebuilt on every call: one pass over K per step, the same for every position (the cache is not known to be
-unchanged between calls). At 1M of context that costs about 2 ms per layer and step on an H100: a whole
-Nano-shaped model's compiled step takes 2.4x the anchor key's (benchmarks/results/model-bench-compiled-decode-search-keys-2026-12-06/).
+With the "span_mean" search key the search needs the running sums of the whole cache. Without a `KeySums` they are
+built anew on every call (`prefix.key_prefix`): one pass over K that writes every row's sums, at 1M of context about
+2 ms per layer and step on an H100, where a whole Nano-shaped model's compiled step took 2.4x the anchor key's
+(benchmarks/results/model-bench-compiled-decode-search-keys-2026-12-06/). With one (the caller's
+`slkernels.LayerState`), a call reads K once and writes only the blocks of keys that changed.
 
 An eager call is host work between launches, so the host side is kept to the minimum: the geometry tables come
 from `geometry.geometry_tables` (built on the device once per power-of-two capacity, so a cache growing by one token
@@ -32,6 +33,7 @@ import triton.language as tl
 from ..config import SuperlinearConfig
 from ..geometry import GeometryTables, geometry_tables
 from .common import LOG2E, NEG_BIG, capability, cdiv, dot_precision, interpreting, next_pow2, sm_count, span_range
+from .prefix import KeyPrefix, KeySums
 from .search import search_topk
 
 __all__ = ["superlinear_decode", "DECODE_MAX_ROWS"]
@@ -535,18 +537,19 @@ def _span_split(length: int, target: int, block: int, n_spans: int, device: torc
 
 
 def search_pieces(q_search, k, config: SuperlinearConfig, positions, first_real, t_bound: int, pdl: bool = False,
-                  tables: GeometryTables | None = None):
+                  tables: GeometryTables | None = None, prefix: KeyPrefix | None = None):
     """The decode step's search: the candidates split into pieces (`search_piece`; 4 anchors under the interpreter),
     searched in parallel with DECODE_SEARCH_TILE's tiling, their top-k lists left unmerged (`search_topk`); with
     `pdl` (`_pdl`: DECODE_PDL) it lets the partial kernel start while it runs. `tables`: the step's
-    `geometry_tables(config, t_bound, k.device)` when the caller holds them."""
+    `geometry_tables(config, t_bound, k.device)` when the caller holds them; `prefix`: the span-mean key's running
+    sums when the caller holds them (else `search_topk` builds them)."""
     interp = interpreting()
     block_n, warps, stages = (None,) * 3 if interp or DECODE_SEARCH_TILE is None else DECODE_SEARCH_TILE
     if tables is None:
         tables = geometry_tables(config, t_bound, k.device)
     piece = 4 if interp else search_piece(tables, t_bound)
     return search_topk(q_search, k, config, positions, first_real, t_bound, block_n=block_n, num_warps=warps,
-                       num_stages=stages, split_candidates=piece, merge=False, launch_dependents=pdl)
+                       num_stages=stages, split_candidates=piece, merge=False, launch_dependents=pdl, prefix=prefix)
 
 
 def search_piece(tables: GeometryTables, t_bound: int) -> int:
@@ -606,13 +609,16 @@ def _has_pdl(device: torch.device) -> bool:
     return device.type == "cuda" and capability(device)[0] >= 9  # Hopper and later
 
 
-def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, first_real, scale):
+def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, first_real, scale,
+                       key_sums: KeySums | None = None):
     """Superlinear attention of a few rows (no gradient); capturable in a CUDA graph after one warm-up call.
 
     The warm-up call caches the geometry tables on the device; later calls read no tensor on the host, allocate
     only device memory of fixed size (the search's lists, one scratch buffer, the output) and launch the search
     and two kernels: three launches a step. The search's candidates are split into pieces whose top-k lists both
     kernels merge themselves (`_top_of_pieces`: the selection of `search_topk`'s own merge, bit for bit).
+    `key_sums` ("span_mean"): the running sums kept from the layer's earlier calls (`prefix.KeySums`), updated here
+    instead of built anew.
     """
     batch, heads_q, len_q, dim = q.shape
     heads_kv, len_kv = k.shape[1], k.shape[2]
@@ -635,7 +641,8 @@ def superlinear_decode(q, k, v, q_search, config: SuperlinearConfig, positions, 
     out = torch.empty(batch, heads_q, len_q, dim, dtype=q.dtype, device=q.device)
     n_window = (batch * heads_kv * len_q if groups else rows) * n_split_w  # rows: batch * heads_q * len_q
     pdl = _pdl(q.device, groups)
-    anchors, scores = search_pieces(q_search, k, config, positions, first_real, t_bound, pdl, tables)
+    prefix = key_sums.update(k, first_real) if key_sums is not None else None
+    anchors, scores = search_pieces(q_search, k, config, positions, first_real, t_bound, pdl, tables, prefix)
     n_pieces = anchors.shape[-1]  # a multiple of k: one top-k list per piece
     launch = {"launch_pdl": True} if pdl else {}
     _decode_partial_kernel[(n_window + rows * ksel * n_split_s,)](

@@ -44,7 +44,7 @@ import triton.language as tl
 
 from .common import interpreting
 
-__all__ = ["KeyPrefix", "key_prefix", "prefix_sums"]
+__all__ = ["KeyPrefix", "KeySums", "key_prefix", "prefix_sums"]
 
 # Keys per block on a GPU: the float32 part of every sum covers at most this many terms.
 BLOCK = 128
@@ -85,8 +85,9 @@ def _load_block(X, FIRST, b, h, blk, dc, sxb, sxh, sxl, sxd, L, BS: tl.constexpr
 
 
 @triton.jit
-def _block_sums_kernel(X, FIRST, SUMS, ABS_SUMS, sxb, sxh, sxl, sxd, H, L, n_blocks,
-                       D: tl.constexpr, BS: tl.constexpr, DC: tl.constexpr, MASK: tl.constexpr, ABS: tl.constexpr):
+def _block_sums_kernel(X, FIRST, SUMS, ABS_SUMS, W_SUMS, sxb, sxh, sxl, sxd, H, L, n_blocks,
+                       D: tl.constexpr, BS: tl.constexpr, DC: tl.constexpr, MASK: tl.constexpr, ABS: tl.constexpr,
+                       WEIGHTED: tl.constexpr):
     blk = tl.program_id(0)
     grp = tl.program_id(1)
     dc = tl.program_id(2)
@@ -95,15 +96,32 @@ def _block_sums_kernel(X, FIRST, SUMS, ABS_SUMS, sxb, sxh, sxl, sxd, H, L, n_blo
     tl.store(SUMS + out, tl.sum(x, axis=0))
     if ABS:
         tl.store(ABS_SUMS + out, tl.sum(tl.abs(x), axis=0))
+    if WEIGHTED:  # each row weighted by its place in the block: tells an order change that the plain sum cannot
+        place = (tl.arange(0, BS) + 1).to(tl.float32)
+        tl.store(W_SUMS + out, tl.sum(x * place[:, None], axis=0))
 
 
 @triton.jit
-def _scan_kernel(X, FIRST, OFF, CENTER, SCALE, OUT, NORM, THIRD, sxb, sxh, sxl, sxd, H, L, n_blocks, n_chunks,
-                 D: tl.constexpr, BS: tl.constexpr, DC: tl.constexpr, MASK: tl.constexpr, CENTERED: tl.constexpr,
-                 PAIRS: tl.constexpr):
+def _scan_kernel(X, FIRST, OFF, CENTER, SCALE, OUT, NORM, THIRD, DIRTY, sxb, sxh, sxl, sxd, H, L, ROWS, n_blocks,
+                 n_chunks, D: tl.constexpr, BS: tl.constexpr, DC: tl.constexpr, MASK: tl.constexpr,
+                 CENTERED: tl.constexpr, PAIRS: tl.constexpr, SOME: tl.constexpr):
     blk = tl.program_id(0)
     grp = tl.program_id(1)
     dc = tl.program_id(2)
+    if SOME:  # only the blocks marked in DIRTY ([groups, n_blocks] int8) are written; the others hold their rows
+        if tl.load(DIRTY + grp.to(tl.int64) * n_blocks + blk) != 0:
+            _scan_block(X, FIRST, OFF, CENTER, SCALE, OUT, NORM, THIRD, blk, grp, dc, sxb, sxh, sxl, sxd, H, L,
+                        ROWS, n_blocks, n_chunks, D, BS, DC, MASK, CENTERED, PAIRS)
+    else:
+        _scan_block(X, FIRST, OFF, CENTER, SCALE, OUT, NORM, THIRD, blk, grp, dc, sxb, sxh, sxl, sxd, H, L, ROWS,
+                    n_blocks, n_chunks, D, BS, DC, MASK, CENTERED, PAIRS)
+
+
+@triton.jit
+def _scan_block(X, FIRST, OFF, CENTER, SCALE, OUT, NORM, THIRD, blk, grp, dc, sxb, sxh, sxl, sxd, H, L, ROWS,
+                n_blocks, n_chunks, D: tl.constexpr, BS: tl.constexpr, DC: tl.constexpr, MASK: tl.constexpr,
+                CENTERED: tl.constexpr, PAIRS: tl.constexpr):
+    """Rows blk * BS + 1 .. of the sums of one (group, column chunk): ROWS rows per group in OUT, THIRD and NORM."""
     x, keep, rows, cols = _load_block(X, FIRST, grp // H, grp % H, blk, dc, sxb, sxh, sxl, sxd, L, BS, DC, MASK)
     if CENTERED:
         center = tl.load(CENTER + grp.to(tl.int64) * D + cols)
@@ -117,17 +135,17 @@ def _scan_kernel(X, FIRST, OFF, CENTER, SCALE, OUT, NORM, THIRD, sxb, sxh, sxl, 
         hi = value.to(tl.float16)
         rest = value - hi.to(tl.float64)
         lo = rest.to(tl.float16)
-        out = OUT + grp.to(tl.int64) * (L + 1) * (2 * D)
+        out = OUT + grp.to(tl.int64) * ROWS * (2 * D)
         row_ptr = out + (rows.to(tl.int64) + 1)[:, None] * (2 * D) + cols[None, :]
         tl.store(row_ptr, hi, mask=stored)
         tl.store(row_ptr + D, lo, mask=stored)
-        third = THIRD + grp.to(tl.int64) * (L + 1) * D
+        third = THIRD + grp.to(tl.int64) * ROWS * D
         third_ptr = third + (rows.to(tl.int64) + 1)[:, None] * D + cols[None, :]
         tl.store(third_ptr, (rest - lo.to(tl.float64)).to(tl.float16), mask=stored)
         # this chunk's squared norm: a row's squared norm is the sum over its chunks (`_scan` takes the root)
         stored32 = hi.to(tl.float32) + lo.to(tl.float32)
         share = tl.sum(stored32 * stored32, axis=1)
-        norm = NORM + grp.to(tl.int64) * (L + 1) * n_chunks + dc
+        norm = NORM + grp.to(tl.int64) * ROWS * n_chunks + dc
         tl.store(norm + (rows.to(tl.int64) + 1) * n_chunks, share, mask=rows < L)
         if blk == 0:
             tl.store(out + cols, tl.zeros([DC], tl.float16))
@@ -135,7 +153,7 @@ def _scan_kernel(X, FIRST, OFF, CENTER, SCALE, OUT, NORM, THIRD, sxb, sxh, sxl, 
             tl.store(third + cols, tl.zeros([DC], tl.float16))
             tl.store(norm, 0.0)
     else:  # row x + 1 of [groups, L + 1, D] in float32: the one rounding
-        out = OUT + grp.to(tl.int64) * (L + 1) * D
+        out = OUT + grp.to(tl.int64) * ROWS * D
         tl.store(out + (rows.to(tl.int64) + 1)[:, None] * D + cols[None, :], value.to(tl.float32), mask=stored)
         if blk == 0:
             tl.store(out + cols, tl.zeros([DC], tl.float32))
@@ -171,48 +189,193 @@ def _scan(x: torch.Tensor, first_real: torch.Tensor | None, pairs: bool, block: 
     pairs are asked for."""
     batch, heads, length, dim = x.shape
     bs, dc, warps = _tiling(dim, block)
-    n_blocks = max(1, triton.cdiv(length, bs))
-    groups = batch * heads
-    device = x.device
-    mask = first_real is not None
-    first = first_real if mask else torch.zeros(1, dtype=torch.int64, device=device)
-    sums = torch.empty(groups, n_blocks, dim, dtype=torch.float32, device=device)
-    abs_sums = torch.empty_like(sums) if pairs else sums
-    grid = (n_blocks, groups, dim // dc)
-    _block_sums_kernel[grid](x, first, sums, abs_sums, *x.stride(), heads, length, n_blocks,
-                             D=dim, BS=bs, DC=dc, MASK=mask, ABS=pairs, num_warps=warps)
-    totals = sums.double()  # [groups, n_blocks, D]: small, so float64 costs nothing here
-    center = torch.zeros(groups, dim, dtype=torch.float32, device=device)
-    scale = torch.ones(groups, dtype=torch.float32, device=device)
+    groups, device = batch * heads, x.device
+    first = first_real if first_real is not None else torch.zeros(1, dtype=torch.int64, device=device)
+    sums, abs_sums, _ = _block_totals(x, first_real, bs, dc, warps, absolute=pairs, weighted=False)
     if pairs:
-        # first real key per (batch row, head) group (a broadcast, not repeat_interleave: no host read-back)
-        first_g = (first[:, None].expand(batch, heads).reshape(groups) if mask
-                   else torch.zeros(groups, dtype=torch.int64, device=device))
-        count = (length - first_g).clamp_min(0)
-        center = (totals.sum(dim=1) / count.clamp_min(1)[:, None]).float()
-        starts = torch.arange(n_blocks, device=device) * bs
-        ends = (starts + bs).clamp_max(length)
-        real = (ends[None, :] - torch.maximum(starts[None, :], first_g[:, None])).clamp_min(0)  # real keys per block
-        shift = real[..., None].double() * center.double()[:, None, :]
-        totals = totals - shift
-    # exclusive float64 running sums of the block totals (scanned along the last axis, the fast one of cumsum)
-    offsets = (totals.transpose(1, 2).cumsum(-1).transpose(1, 2) - totals).contiguous()
-    if pairs:
-        # every centred sum inside a block is at most |offset| + sum |x - center| over the block
-        bound = (offsets.abs() + abs_sums.double() + shift.abs()).amax(dim=(1, 2))
-        exponent = torch.frexp(bound).exponent.clamp(-100, 100)  # bound < 2 ** exponent
-        scale = torch.pow(2.0, (FP16_EXP - exponent).double()).float()
+        center, shift = _centring(sums, first_real, heads, length, bs)
+        offsets, bound = _offsets_and_bound(sums, abs_sums, shift)
+        scale = _scale_for(bound)
         out = torch.empty(groups, length + 1, 2, dim, dtype=torch.float16, device=device)
         norm = torch.empty(groups, length + 1, dim // dc, dtype=torch.float32, device=device)
         third = torch.empty(groups, length + 1, dim, dtype=torch.float16, device=device)
     else:
+        offsets = _offsets_and_bound(sums, None, None)[0]
+        center = torch.zeros(groups, dim, dtype=torch.float32, device=device)
+        scale = torch.ones(groups, dtype=torch.float32, device=device)
         out = torch.empty(groups, length + 1, dim, dtype=torch.float32, device=device)
         norm = third = out  # not written
-    _scan_kernel[grid](x, first, offsets, center, scale, out, norm, third, *x.stride(), heads, length, n_blocks,
-                       dim // dc, D=dim, BS=bs, DC=dc, MASK=mask, CENTERED=pairs, PAIRS=pairs, num_warps=warps)
-    # the row norms, rounded up: NORM_SLACK covers the float32 rounding of the squares, their sums and the root
-    row_norm = norm.sum(dim=-1).sqrt() * NORM_SLACK if pairs else None
-    return out, center, scale, row_norm, (third if pairs else None)
+    _scan_kernel[(sums.shape[1], groups, dim // dc)](
+        x, first, offsets, center, scale, out, norm, third, offsets, *x.stride(), heads, length, length + 1,
+        sums.shape[1], dim // dc, D=dim, BS=bs, DC=dc, MASK=first_real is not None, CENTERED=pairs, PAIRS=pairs,
+        SOME=False, num_warps=warps)
+    return out, center, scale, (_row_norms(norm) if pairs else None), (third if pairs else None)
+
+
+def _block_totals(x, first_real, bs: int, dc: int, warps: int, absolute: bool, weighted: bool):
+    """Per block of `bs` keys of x [B, H, L, D] (padding before `first_real` counted as zero): float32 sums
+    [groups, n_blocks, D], and where asked the sums of absolute values and of each key times its place in the
+    block (else None)."""
+    batch, heads, length, dim = x.shape
+    n_blocks = max(1, triton.cdiv(length, bs))
+    mask = first_real is not None
+    first = first_real if mask else torch.zeros(1, dtype=torch.int64, device=x.device)
+    sums = torch.empty(batch * heads, n_blocks, dim, dtype=torch.float32, device=x.device)
+    abs_sums = torch.empty_like(sums) if absolute else None
+    w_sums = torch.empty_like(sums) if weighted else None
+    _block_sums_kernel[(n_blocks, batch * heads, dim // dc)](
+        x, first, sums, sums if abs_sums is None else abs_sums, sums if w_sums is None else w_sums, *x.stride(),
+        heads, length, n_blocks, D=dim, BS=bs, DC=dc, MASK=mask, ABS=absolute, WEIGHTED=weighted, num_warps=warps)
+    return sums, abs_sums, w_sums
+
+
+def _centring(sums, first_real, heads: int, length: int, bs: int):
+    """The mean of the real keys per group (float32 [groups, D]; zeros without one) and, per block, the real keys
+    times that mean (float64 [groups, n_blocks, D]): what centring takes from each block's total."""
+    groups, n_blocks, dim = sums.shape
+    device = sums.device
+    # first real key per (batch row, head) group (a broadcast, not repeat_interleave: no host read-back)
+    first_g = (first_real[:, None].expand(groups // heads, heads).reshape(groups) if first_real is not None
+               else torch.zeros(groups, dtype=torch.int64, device=device))
+    count = (length - first_g).clamp_min(0)
+    center = (sums.double().sum(dim=1) / count.clamp_min(1)[:, None]).float()
+    return center, _shift(center, first_g, n_blocks, length, bs)
+
+
+def _shift(center, first_g, n_blocks: int, length: int, bs: int):
+    """Real keys per block times `center` (float64 [groups, n_blocks, D])."""
+    starts = torch.arange(n_blocks, device=center.device) * bs
+    ends = (starts + bs).clamp_max(length)
+    real = (ends[None, :] - torch.maximum(starts[None, :], first_g[:, None])).clamp_min(0)  # real keys per block
+    return real[..., None].double() * center.double()[:, None, :]
+
+
+def _offsets_and_bound(sums, abs_sums, shift):
+    """Exclusive float64 running sums of the (centred, with `shift`) block totals [groups, n_blocks, D], and with
+    `abs_sums` a bound per group of every centred running sum inside the blocks (else None)."""
+    totals = sums.double() if shift is None else sums.double() - shift
+    # scanned along the last axis, the fast one of cumsum
+    offsets = (totals.transpose(1, 2).cumsum(-1).transpose(1, 2) - totals).contiguous()
+    if abs_sums is None:
+        return offsets, None
+    # every centred sum inside a block is at most |offset| + sum |x - center| over the block
+    return offsets, (offsets.abs() + abs_sums.double() + shift.abs()).amax(dim=(1, 2))
+
+
+def _scale_for(bound):
+    """The power of two per group that keeps every scaled sum below 2 ** FP16_EXP (float32 [groups])."""
+    exponent = torch.frexp(bound).exponent.clamp(-100, 100)  # bound < 2 ** exponent
+    return torch.pow(2.0, (FP16_EXP - exponent).double()).float()
+
+
+def _row_norms(norm_parts):
+    """Each row's norm from its chunks' squared norms, rounded up: NORM_SLACK covers the float32 rounding of the
+    squares, their sums and the root."""
+    return norm_parts.sum(dim=-1).sqrt() * NORM_SLACK
+
+
+class KeySums:
+    """The running sums of one layer's key cache kept from one decode call to the next.
+
+    A decode step's span-mean search reads the running sums of the whole cache. Built anew on every call they cost
+    a pass over K that writes the three float16 parts of every row (about 2 ms per layer and step at 1M tokens on an
+    H100); kept here, a call writes only the blocks of keys that changed, which in decode is the last one, and
+    reads K once to find out which those are.
+
+    Which blocks to write is decided on the device, from the keys themselves, so the call can be replayed from a
+    CUDA graph and nothing is assumed about the cache: per block of keys, its float32 total, the total of each key
+    times its place in the block, its key count and the padding start must equal those the kept rows were built
+    from, and so must the float64 running sum of the earlier blocks. A cache that grew keeps its earlier blocks; one
+    reordered (beam search), reset, cropped and rewritten, or with new padding writes what changed. The centre and
+    scale of the last whole build are kept while a whole build with that centre would choose the same scale (every
+    sum, scaled, in [2^(FP16_EXP - 1), 2^FP16_EXP)); where the sums grew or shrank out of that range, a group is
+    built whole again with a new centre and scale. The span means do not depend on the centre, only their rounding does, and the bound the search's
+    error estimate starts from (`KeyPrefix.norm`) is each kept row's own.
+
+    One object per layer and cache: a call with other keys writes every block again (correct, and no faster than
+    `key_prefix`). Memory: the three parts and the norms of every row, about 3 times the layer's K cache.
+    """
+
+    # Rows kept beyond the cache's length, as a share of it (and four blocks at least), so that a cache growing one
+    # token a step reallocates (and builds whole) once every so many steps, not every step.
+    GROWTH = 1 / 8
+
+    def __init__(self, block: int | None = None):
+        self.block = block
+        self._shape = None  # (groups, heads, dim, device, keys per block) of the kept arrays
+        self.length = 0  # keys of the last call
+
+    def update(self, k: torch.Tensor, first_real: torch.Tensor) -> KeyPrefix:
+        """The centred running sums of k [B, H_kv, L_kv, D] over its real keys (from `first_real`, int64 [B]), as
+        `key_prefix` gives them, from the rows kept since the last call where the keys did not change. The returned
+        arrays hold more rows than L_kv + 1 (their second axis); rows past L_kv are not the sums' and are never
+        read. No host read-back: capturable in a CUDA graph once a call of the same shapes has run."""
+        batch, heads, length, dim = k.shape
+        bs, dc, warps = _tiling(dim, self.block)
+        groups, device = batch * heads, k.device
+        self._reserve(groups, heads, dim, length, bs, dc, device)
+        n_blocks = max(1, triton.cdiv(length, bs))
+        sums, abs_sums, w_sums = _block_totals(k, first_real, bs, dc, warps, absolute=True, weighted=True)
+        first_g = first_real[:, None].expand(batch, heads).reshape(groups)
+        # offsets and bound with the kept centre, and with a new one
+        kept_shift = _shift(self.center, first_g, n_blocks, length, bs)
+        kept_offsets, kept_bound = _offsets_and_bound(sums, abs_sums, kept_shift)
+        center, shift = _centring(sums, first_real, heads, length, bs)
+        offsets, bound = _offsets_and_bound(sums, abs_sums, shift)
+        # a group keeps its centre and scale where a whole build with that centre would choose the same scale
+        keep = self.built & (first_g == self.first) & (_scale_for(kept_bound) == self.scale)
+        center = torch.where(keep[:, None], self.center, center)
+        scale = torch.where(keep, self.scale, _scale_for(bound))
+        offsets = torch.where(keep[:, None, None], kept_offsets, offsets)
+        # blocks whose rows stand: the same keys as when they were written, after the same running sum; compared
+        # where a block holds as many keys as in the last call (whole in both, or the same partial last block)
+        compared = n_blocks if length == self.length else min(length, self.length) // bs
+        same = torch.zeros(groups, n_blocks, dtype=torch.bool, device=device)
+        if compared:
+            same[:, :compared] = ((sums[:, :compared] == self.sums[:, :compared]).all(-1)
+                                  & (w_sums[:, :compared] == self.w_sums[:, :compared]).all(-1)
+                                  & (offsets[:, :compared] == self.offsets[:, :compared]).all(-1))
+        dirty = (~(same & keep[:, None])).to(torch.int8)
+        self.written = dirty  # int8 [groups, n_blocks]: the blocks this call wrote (1), for tests and diagnostics
+        rows = self.pairs.shape[1]
+        _scan_kernel[(n_blocks, groups, dim // dc)](
+            k, first_real, offsets, center, scale, self.pairs, self.norm_parts, self.third, dirty, *k.stride(), heads,
+            length, rows, n_blocks, dim // dc, D=dim, BS=bs, DC=dc, MASK=True, CENTERED=True, PAIRS=True, SOME=True,
+            num_warps=warps)
+        # what the next call compares with
+        self.sums[:, :n_blocks].copy_(sums)
+        self.w_sums[:, :n_blocks].copy_(w_sums)
+        self.offsets[:, :n_blocks].copy_(offsets)
+        self.center.copy_(center)
+        self.scale.copy_(scale)
+        self.first.copy_(first_g)
+        self.built.fill_(True)
+        self.length = length
+        torch.mul(self.norm_parts.sum(dim=-1).sqrt_(), NORM_SLACK, out=self.norm)
+        return KeyPrefix(self.pairs.view(batch, heads, rows, 2, dim), self.scale.view(batch, heads),
+                         self.center.view(batch, heads, dim), self.norm.view(batch, heads, rows),
+                         self.third.view(batch, heads, rows, dim))
+
+    def _reserve(self, groups: int, heads: int, dim: int, length: int, bs: int, dc: int, device) -> None:
+        """Arrays for at least `length` keys of this shape; new ones (nothing kept) where they do not fit."""
+        shape = (groups, heads, dim, device, bs)
+        if self._shape == shape and self.pairs.shape[1] >= length + 1:
+            return
+        rows = length + 1 + max(int(length * self.GROWTH), 4 * bs)
+        blocks = triton.cdiv(rows, bs)
+        self._shape = shape
+        self.pairs = torch.zeros(groups, rows, 2, dim, dtype=torch.float16, device=device)
+        self.third = torch.zeros(groups, rows, dim, dtype=torch.float16, device=device)
+        self.norm_parts = torch.zeros(groups, rows, dim // dc, dtype=torch.float32, device=device)
+        self.norm = torch.zeros(groups, rows, dtype=torch.float32, device=device)
+        self.sums = torch.zeros(groups, blocks, dim, dtype=torch.float32, device=device)
+        self.w_sums = torch.zeros_like(self.sums)
+        self.offsets = torch.zeros(groups, blocks, dim, dtype=torch.float64, device=device)
+        self.center = torch.zeros(groups, dim, dtype=torch.float32, device=device)
+        self.scale = torch.ones(groups, dtype=torch.float32, device=device)
+        self.first = torch.full((groups,), -1, dtype=torch.int64, device=device)
+        self.built = torch.zeros(groups, dtype=torch.bool, device=device)
+        self.length = 0
 
 
 def prefix_sums(x: torch.Tensor, block: int | None = None) -> torch.Tensor:

@@ -296,7 +296,8 @@ def search_topk(
     a consumer that takes it inside its own kernel saves the merge's launches (the decode path does).
     `launch_dependents=True` (a GPU only) lets a kernel launched next with programmatic dependent launch start
     while this one runs; that kernel must wait (`gdc_wait`) before it reads what this one writes.
-    `prefix`: `prefix.key_prefix(k, first_real)` for the "span_mean" key (built here when not given); block size,
+    `prefix`: `prefix.key_prefix(k, first_real)` or `KeySums.update` for the "span_mean" key (built here when not
+    given); block size,
     warps and stages default to `SEARCH_TILES` of the config's search key.
     "span_mean" only: `rescore=False` ranks by the products' scores alone and `margin` replaces the error bound
     `RESCORE_MARGIN` (both for comparisons); `noise` (tests) adds to every product score a fixed pseudo-random
@@ -330,13 +331,15 @@ def search_topk(
         tables = span_tables(config, max(t_bound, 1), q_search.device)
         pre, third, scale, center, norm = prefix.pairs, prefix.third, prefix.scale, prefix.center, prefix.norm
         back, fwd = tables.back, tables.fwd
-        wide = wide or (k.shape[2] + 1) * 2 * dim >= 2**31
+        pre_rows = pre.shape[2]  # L_kv + 1, or more where the sums are kept between calls (`prefix.KeySums`)
+        wide = wide or pre_rows * 2 * dim >= 2**31
         if margin is None:
             margin = RESCORE_MARGIN * max(1, dim // 128)
         if hi_only:
             rescore = False
     else:
         pre = third = scale = center = norm = back = fwd = offsets  # not read
+        pre_rows = k.shape[2] + 1
         rescore, margin, noise, hi_only = False, 0.0, 0.0, False
     keep = ksel + 1 if rescore else ksel  # the (k+1)-th candidate tells whether the k-th is decided
     grid = (len_q, batch * heads_kv, n_splits)
@@ -344,7 +347,7 @@ def search_topk(
         q_search, k, pre, third, scale, center, norm, back, fwd, offsets, positions, first_real, anchors, scores,
         *q_search.stride(), *k.stride(),
         n_off, config.sw_index + 1, config.search_power, heads_q, heads_kv, len_q, group, per_split, n_splits,
-        window_length(config), back.numel() - 1, k.shape[2] + 1, float(margin),
+        window_length(config), back.numel() - 1, pre_rows, float(margin),
         D=dim, GP=gp, BN=block_n, KSEL=ksel, KEEP=keep, KP=next_pow2(keep),
         PREC=dot_precision(q_search.dtype), UPCAST=interpreting() or q_search.dtype == torch.float32,
         WIDE=wide, SPAN_MEAN=span_mean, RESCORE=rescore, RESCORE_ALL=n_splits > 1, DC=min(dim, 32),

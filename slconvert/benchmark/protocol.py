@@ -32,7 +32,7 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
-from slkernels import SuperlinearConfig, superlinear_attention
+from slkernels import LayerState, SuperlinearConfig, superlinear_attention
 
 from ..errors import one_line
 from . import published
@@ -210,12 +210,17 @@ def _decode_rows(cfg: BenchSettings, length: int, configs: dict[str, Superlinear
 
 def _decode_rows_for(cfg: BenchSettings, configs: dict[str, SuperlinearConfig], q, k, v, qs) -> list[dict]:
     """One decode row per setting: eager times of one token against the whole cache, and CUDA-graph times per step
-    of `cfg.decode_layers` steps replayed in one graph (these inputs first, then caches of the same shape)."""
+    of `cfg.decode_layers` steps replayed in one graph (these inputs first, then caches of the same shape). A
+    span-mean setting is also timed with a `LayerState` per cache (`superlinear_graph_kept_sums_ms`): the running
+    sums kept from the untimed first call, each step checking them against the unchanged cache, as a layer's step
+    does where only its last block of keys is new."""
     length = k.shape[2]
     layers = [(q, k, v, qs)] + [tuple(torch.randn_like(x) for x in (q, k, v, qs)) for _ in range(cfg.decode_layers - 1)]
 
-    def per_step(call: Callable) -> float | None:
-        ms = measure_graph(lambda: [call(*inputs) for inputs in layers])
+    def per_step(call: Callable, states: list | None = None) -> float | None:
+        """Per-step ms of `call` on every cache in one graph; with `states`, cache i's calls get `state=states[i]`."""
+        extra = [{} if states is None else {"state": state} for state in (states or layers)]
+        ms = measure_graph(lambda: [call(*inputs, **kw) for inputs, kw in zip(layers, extra)])
         return None if ms is None else ms / len(layers)
 
     dense_call = partial(F.scaled_dot_product_attention, enable_gqa=True)
@@ -230,6 +235,8 @@ def _decode_rows_for(cfg: BenchSettings, configs: dict[str, SuperlinearConfig], 
         sl = measure(partial(call, q, k, v, qs), budget_ms=200.0, max_reps=100)
         row = _row(name, "decode", length, sl, dense, keys, cfg.heads_q * length, cfg.head_dim, 1.0)
         row["superlinear_graph_ms"] = per_step(call)
+        if config.search_key == "span_mean":
+            row["superlinear_graph_kept_sums_ms"] = per_step(call, [LayerState() for _ in layers])
         row["dense_graph_ms"] = dense_graph
         row["graph_steps"] = len(layers)
         rows.append(row)

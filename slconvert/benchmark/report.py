@@ -146,4 +146,7 @@ def format_table(result: dict) -> str:
             f"{_fmt(r.get('dense_graph_ms'), '11.3f')} {_fmt(r.get('superlinear_queued_ms'), '9.3f')} "
             f"{_fmt(r.get('dense_queued_ms'), '12.3f')} {_fmt(r.get('queued_speedup'), '7.2f')}"
         )
+    kept = [r for r in result["rows"] if r.get("superlinear_graph_kept_sums_ms") is not None]
+    lines += [f"{setting_label(r)} decode at {r['length']}: SL graph {r['superlinear_graph_kept_sums_ms']:.3f} ms a step "
+              "with the span-mean running sums kept between steps (slkernels.LayerState)" for r in kept]
     return "\n".join(lines + _published_lines(result))

@@ -1,0 +1,204 @@
+"""The span-mean key's running sums kept between decode calls (`slkernels.LayerState`, `prefix.KeySums`), under
+TRITON_INTERPRET=1: span means equal to float64 ones while a cache grows, only the blocks of keys that changed
+written, a whole build where earlier keys, their order, the padding or the sums' range changed, and decode steps
+(eager and replayed on a static cache) equal to those that build the sums anew on every call.
+
+The interpreter must be on before Triton decorates the kernels, so the checks run in a child process (this file
+with ``--worker``) whose JSON the tests read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+from interpreter_worker import interpreted_results
+
+BLOCK = 16  # keys per block of the sums under the interpreter (`prefix._tiling`)
+MEAN = dict(sw_index=2, num_spans=3, search_power=0.5, span_power=0.5, backward_factor=2.0, forward_factor=1.0,
+            search_key="span_mean")
+
+
+def _worst_mean_error(torch, prefix, k, first, length: int) -> float:
+    """Largest relative error of span means from `prefix` over real keys only, against float64 sums of k."""
+    sums = prefix.sums()[:, :, :length + 1]
+    center = prefix.center.double()
+    exact = torch.nn.functional.pad(k[:, :, :length].double().cumsum(2), (0, 0, 1, 0))
+    worst = 0.0
+    start = int(first.max())
+    for lo, hi in ((start, length), (start + 1, start + 2), (length - 1, length), (length // 2, length - 3)):
+        if hi <= lo:
+            continue
+        got = (sums[:, :, hi] - sums[:, :, lo]) / (hi - lo) + center
+        want = (exact[:, :, hi] - exact[:, :, lo]) / (hi - lo)
+        worst = max(worst, float((got - want).norm() / want.norm()))
+    return worst
+
+
+def _growth(torch) -> dict:
+    """A cache growing by one to three keys a call: per call, the blocks written and the span means' error."""
+    from slkernels.triton_ops.prefix import KeySums
+
+    torch.manual_seed(3)
+    k = torch.randn(2, 2, 260, 16) + 3.0  # a large common mean, as in trained layers
+    first = torch.tensor([0, 5])
+    sums = KeySums()
+    written, errors, sizes = [], [], []
+    length = 120
+    while length < 250:
+        prefix = sums.update(k[:, :, :length], first)
+        written.append(int(sums.written.sum(-1).max()))
+        sizes.append(int(prefix.pairs.shape[2]))
+        errors.append(_worst_mean_error(torch, prefix, k, first, length))
+        length += 1 + len(written) % 3
+    return {"written": written, "rows": sizes, "worst_error": max(errors)}
+
+
+def _changes(torch) -> dict:
+    """The same cache again, then with one early key changed, its batch rows swapped, its padding moved, and
+    with keys whose sums outgrow the kept scale: blocks written per group, and the span means' error."""
+    from slkernels.triton_ops.prefix import KeySums
+
+    torch.manual_seed(4)
+    k = torch.randn(2, 2, 100, 16) + 2.0
+    first = torch.tensor([0, 5])
+    sums = KeySums()
+    sums.update(k, first)
+    got = {}
+
+    def step(name, keys, pad):
+        prefix = sums.update(keys, pad)
+        got[name] = {"written": sums.written.sum(-1).tolist(), "blocks": sums.written.shape[1],
+                     "error": _worst_mean_error(torch, prefix, keys, pad, keys.shape[2])}
+
+    step("same", k, first)
+    changed = k.clone()
+    changed[0, 1, 37] += 0.5  # group 1 (batch 0, head 1), block 2 of 7
+    step("early_key", changed, first)
+    step("rows_swapped", changed.flip(0).contiguous(), first.flip(0).contiguous())
+    step("padding_moved", changed.flip(0).contiguous(), torch.tensor([3, 0]))
+    drift = changed.flip(0).clone()
+    drift[:, :, 60:] += 40.0  # far from the kept centre: the sums leave the kept scale's range
+    step("sums_outgrow_scale", drift.contiguous(), torch.tensor([3, 0]))
+    return got
+
+
+def _decode(torch) -> dict:
+    """Decode steps of a growing cache (a new K each step, GQA 16:1 and 2:1, left padding) with a LayerState
+    against without: the largest output difference, and the error against the reference."""
+    from slkernels import LayerState, SuperlinearConfig, superlinear_attention
+
+    cfg = SuperlinearConfig(**MEAN)
+    got = {}
+    for heads_q, heads_kv in ((16, 1), (4, 2)):
+        torch.manual_seed(heads_q)
+        k, v = (torch.randn(2, heads_kv, 96, 16) + shift for shift in (2.0, 0.0))
+        mask = torch.ones(2, 96, dtype=torch.long)
+        mask[1, :6] = 0
+        state = LayerState()
+        worst = worst_ref = 0.0
+        for length in (60, 61, 64, 65, 96):  # within a block, across blocks, a jump
+            q, qs = (torch.randn(2, heads_q, 1, 16) for _ in range(2))
+            kw = dict(cache_position=torch.tensor([length - 1]), attention_mask=mask[:, :length])
+            args = (q, k[:, :, :length].clone(), v[:, :, :length].clone(), qs, cfg)
+            with torch.no_grad():
+                kept = superlinear_attention(*args, backend="triton", state=state, **kw)
+                plain = superlinear_attention(*args, backend="triton", **kw)
+                ref = superlinear_attention(*args, backend="reference", **kw)
+            worst = max(worst, float((kept - plain).abs().max()))
+            worst_ref = max(worst_ref, float((kept.double() - ref.double()).norm() / ref.double().norm()))
+        got[f"gqa{heads_q // heads_kv}"] = {"kept_vs_plain": worst, "kept_vs_reference": worst_ref,
+                                           "kept_rows": int(state.key_sums.pairs.shape[1])}
+    return got
+
+
+def _replay(torch) -> dict:
+    """Decode steps on one static cache through `decode_graphs.replayed` (its CUDA graph stood in for by
+    `graph_standin`) with a LayerState, against plain decode calls: largest difference, captures made."""
+    from graph_standin import standin_capture
+    from slkernels import LayerState, SuperlinearConfig, decode_graphs, superlinear_attention
+
+    captures = []
+    saved = decode_graphs.GRAPH_DECODE, decode_graphs._capture, decode_graphs._eager_only
+    try:
+        decode_graphs._capture, decode_graphs._eager_only = standin_capture(captures), lambda device: False
+        torch.manual_seed(12)
+        k, v = (torch.randn(2, 2, 90, 16) + shift for shift in (1.0, 0.0))  # the static cache
+        mask = torch.ones(2, 90, dtype=torch.long)
+        mask[-1, :7] = 0
+        state, worst = LayerState(), 0.0
+        for position in (40, 41, 42, 89):
+            k[:, :, position] = torch.randn(2, 2, 16) + 1.0  # the step's new key, written into the cache in place
+            q, qs = (torch.randn(2, 4, 1, 16) for _ in range(2))
+            outs = []
+            for on, kept in ((False, None), (True, state)):
+                decode_graphs.GRAPH_DECODE = on
+                with torch.no_grad():
+                    outs.append(superlinear_attention(q, k, v, qs, SuperlinearConfig(**MEAN), backend="triton",
+                                                      cache_position=torch.tensor([position]), attention_mask=mask,
+                                                      state=kept))
+            worst = max(worst, float((outs[1] - outs[0]).abs().max()))
+    finally:
+        decode_graphs.GRAPH_DECODE, decode_graphs._capture, decode_graphs._eager_only = saved
+    return {"worst": worst, "captures": len(captures)}
+
+
+def _worker() -> None:
+    os.environ["TRITON_INTERPRET"] = "1"
+    import torch
+
+    print(json.dumps({"growth": _growth(torch), "changes": _changes(torch), "decode": _decode(torch),
+                      "replay": _replay(torch)}))
+
+
+@pytest.fixture(scope="module")
+def interpreted():
+    return interpreted_results(__file__)
+
+
+def test_a_growing_cache_writes_only_its_last_blocks_and_keeps_exact_means(interpreted):
+    got = interpreted["growth"]
+    assert got["worst_error"] < 1e-5
+    # the first call and each reallocation (the cache outgrew the kept rows) write every block; the others
+    # write the last block, or the last two where the new keys crossed into a new block
+    grown = [i for i in range(1, len(got["rows"])) if got["rows"][i] != got["rows"][i - 1]]
+    assert grown, "no call outgrew the kept rows"
+    for i, written in enumerate(got["written"]):
+        if i == 0 or i in grown:
+            assert written > 2
+        else:
+            assert written <= 2, (i, got["written"])
+
+
+def test_changed_keys_order_padding_or_range_are_written_again(interpreted):
+    got = interpreted["changes"]
+    blocks = got["same"]["blocks"]
+    assert got["same"]["written"] == [0, 0, 0, 0]  # the same keys again: nothing to write
+    # one key of group 1 in block 2: that block and every later one (their running sum moved), that group only
+    assert got["early_key"]["written"] == [0, blocks - 2, 0, 0]
+    # batch rows swapped: every group whose keys moved (all of them) from its first block
+    assert got["rows_swapped"]["written"] == [blocks] * 4
+    # padding moved on batch row 0 (5 -> 3), not on row 1: every block of row 0's groups, none of row 1's
+    assert got["padding_moved"]["written"] == [blocks, blocks, 0, 0]
+    assert got["sums_outgrow_scale"]["written"] == [blocks] * 4
+    for name, case in got.items():
+        assert case["error"] < 1e-5, name
+
+
+def test_decode_with_kept_sums_equals_decode_that_builds_them(interpreted):
+    for name, case in interpreted["decode"].items():
+        assert case["kept_vs_plain"] < 1e-5, name
+        assert case["kept_vs_reference"] < 1e-4, name
+        assert case["kept_rows"] > 97, name  # rows kept beyond the cache: its growth does not reallocate each step
+
+
+def test_replayed_decode_on_a_static_cache_with_kept_sums_equals_plain_decode(interpreted):
+    got = interpreted["replay"]
+    assert got["captures"] == 1
+    assert got["worst"] < 1e-5
+
+
+if __name__ == "__main__" and "--worker" in sys.argv:
+    _worker()
