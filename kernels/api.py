@@ -88,7 +88,10 @@ def superlinear_attention(
     turns it off): the checks that depend only on shapes ran on its first call and are skipped.
     """
     step = (q, q_search, cache_position, attention_mask)
-    key = _replay_key(k, v, step, config, scale, backend, state)
+    # the state's arrays, named by address like K and V: a graph replayed for this key reads and writes the arrays
+    # found there, which are then the state's own
+    held = state.held() if isinstance(state, LayerState) else ()
+    key = _replay_key(k, v, held, step, config, scale, backend, state)
     if key is not None:
         entry = decode_graphs.captured(key)
         if entry is not None:
@@ -105,15 +108,18 @@ def superlinear_attention(
     return _run(name, inputs)
 
 
-def _replay_key(k, v, step: tuple, config, scale, backend: str, state) -> tuple | None:
+def _replay_key(k, v, held: tuple, step: tuple, config, scale, backend: str, state) -> tuple | None:
     """The `decode_graphs` key of a call, or None where the call is never replayed (off, not on a GPU, recording
-    gradients, inside a capture or a compile trace, or arguments of kinds the checks refuse or convert)."""
+    gradients, inside a capture or a compile trace, arguments of kinds the checks refuse or convert, or a state that
+    would make its arrays in this call). `held`: the state's arrays, named by address like K and V."""
     if not isinstance(config, SuperlinearConfig):
+        return None
+    if state is not None and (not isinstance(state, LayerState) or state.allocates(config)):
         return None
     if scale is not None and type(scale) not in (int, float):
         return None
     _load_optional_backends()  # the first call registers the kernels before its key is taken
-    return decode_graphs.key_of((k, v), step, (config, scale, backend, _REGISTRATIONS, state))
+    return decode_graphs.key_of((k, v, *held), step, (config, scale, backend, _REGISTRATIONS, state is None))
 
 
 def _run(name: str, inputs: AttentionInputs) -> torch.Tensor:

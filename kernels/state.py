@@ -27,3 +27,14 @@ class LayerState:
     def clear(self) -> None:
         """Drop what is kept (its memory too); the next call builds it again."""
         self.key_sums = None
+
+    def held(self) -> tuple:
+        """The tensors kept now: a CUDA graph of a call through this state reads and writes them, so its replay key
+        names them by address (`slkernels.api`): a graph is replayed only where the arrays kept now are found at
+        the addresses it was captured with."""
+        return () if self.key_sums is None else self.key_sums.tensors()
+
+    def allocates(self, config) -> bool:
+        """Whether a call with `config` would make what it keeps (a call that must never be captured in a graph,
+        whose memory pool would own it): a span-mean call before the first one."""
+        return config.search_key == "span_mean" and self.key_sums is None

@@ -77,9 +77,15 @@ def _changes(torch) -> dict:
     changed = k.clone()
     changed[0, 1, 37] += 0.5  # group 1 (batch 0, head 1), block 2 of 7
     step("early_key", changed, first)
-    step("rows_swapped", changed.flip(0).contiguous(), first.flip(0).contiguous())
-    step("padding_moved", changed.flip(0).contiguous(), torch.tensor([3, 0]))
-    drift = changed.flip(0).clone()
+    changed[0, 0, 17:20] += torch.tensor([0.25, -0.5, 0.25])[:, None]  # group 0, block 1: its plain total unchanged
+    step("total_kept", changed, first)
+    step("cropped", changed[:, :, :70], first)  # 4 whole blocks and a partial one
+    regrown = changed.clone()
+    regrown[:, :, 70:] += 1.0  # new keys where the cropped ones were
+    step("regrown", regrown, first)
+    step("rows_swapped", regrown.flip(0).contiguous(), first.flip(0).contiguous())
+    step("padding_moved", regrown.flip(0).contiguous(), torch.tensor([3, 0]))
+    drift = regrown.flip(0).clone()
     drift[:, :, 60:] += 40.0  # far from the kept centre: the sums leave the kept scale's range
     step("sums_outgrow_scale", drift.contiguous(), torch.tensor([3, 0]))
     return got
@@ -97,7 +103,7 @@ def _decode(torch) -> dict:
         k, v = (torch.randn(2, heads_kv, 96, 16) + shift for shift in (2.0, 0.0))
         mask = torch.ones(2, 96, dtype=torch.long)
         mask[1, :6] = 0
-        state = LayerState()
+        state, rows = LayerState(), set()
         worst = worst_ref = 0.0
         for length in (60, 61, 64, 65, 96):  # within a block, across blocks, a jump
             q, qs = (torch.randn(2, heads_q, 1, 16) for _ in range(2))
@@ -107,10 +113,11 @@ def _decode(torch) -> dict:
                 kept = superlinear_attention(*args, backend="triton", state=state, **kw)
                 plain = superlinear_attention(*args, backend="triton", **kw)
                 ref = superlinear_attention(*args, backend="reference", **kw)
+            rows.add(int(state.key_sums.pairs.shape[1]))
             worst = max(worst, float((kept - plain).abs().max()))
             worst_ref = max(worst_ref, float((kept.double() - ref.double()).norm() / ref.double().norm()))
         got[f"gqa{heads_q // heads_kv}"] = {"kept_vs_plain": worst, "kept_vs_reference": worst_ref,
-                                           "kept_rows": int(state.key_sums.pairs.shape[1])}
+                                           "arrays": len(rows)}
     return got
 
 
@@ -178,6 +185,11 @@ def test_changed_keys_order_padding_or_range_are_written_again(interpreted):
     assert got["same"]["written"] == [0, 0, 0, 0]  # the same keys again: nothing to write
     # one key of group 1 in block 2: that block and every later one (their running sum moved), that group only
     assert got["early_key"]["written"] == [0, blocks - 2, 0, 0]
+    # three keys of block 1 changed so that the block's plain total stays: its weighted total tells
+    assert got["total_kept"]["written"] == [blocks - 1, 0, 0, 0]
+    # cropped: the partial last block holds fewer keys (written); regrown: from that block on, every group
+    assert got["cropped"]["written"] == [1] * 4 and got["cropped"]["blocks"] == 5
+    assert got["regrown"]["written"] == [blocks - 4] * 4
     # batch rows swapped: every group whose keys moved (all of them) from its first block
     assert got["rows_swapped"]["written"] == [blocks] * 4
     # padding moved on batch row 0 (5 -> 3), not on row 1: every block of row 0's groups, none of row 1's
@@ -191,13 +203,52 @@ def test_decode_with_kept_sums_equals_decode_that_builds_them(interpreted):
     for name, case in interpreted["decode"].items():
         assert case["kept_vs_plain"] < 1e-5, name
         assert case["kept_vs_reference"] < 1e-4, name
-        assert case["kept_rows"] > 97, name  # rows kept beyond the cache: its growth does not reallocate each step
+        assert case["arrays"] == 1, name  # rows kept beyond the cache: a growing cache does not reallocate each step
 
 
 def test_replayed_decode_on_a_static_cache_with_kept_sums_equals_plain_decode(interpreted):
     got = interpreted["replay"]
+    # the first call makes the sums (never captured), the second is the first of its key, the third captures
     assert got["captures"] == 1
     assert got["worst"] < 1e-5
+
+
+def test_a_call_that_would_make_the_kept_sums_is_never_replayed_and_keys_name_the_kept_arrays():
+    """A replay key names the state's arrays by address: none while the state holds nothing (its call makes them,
+    which no graph may do), and another key once it holds them or after `clear`."""
+    import torch
+    from slkernels import LayerState, SuperlinearConfig, api, decode_graphs
+
+    class Kept:  # stands in for the backend's KeySums: two arrays
+        def __init__(self):
+            self.arrays = (torch.zeros(3), torch.zeros(4))
+
+        def tensors(self):
+            return self.arrays
+
+    k = v = torch.zeros(1, 1, 8, 4)
+    step = (torch.zeros(1, 1, 1, 4), torch.zeros(1, 1, 1, 4), None, None)
+    mean, anchor = SuperlinearConfig(**MEAN), SuperlinearConfig(**dict(MEAN, search_key="anchor"))
+    state = LayerState()
+
+    def key(config):
+        held = state.held()
+        return api._replay_key(k, v, held, step, config, None, "triton", state)
+
+    saved = decode_graphs._eager_only
+    try:
+        decode_graphs._eager_only = lambda device: False
+        assert key(mean) is None  # would make the sums
+        assert key(anchor) is not None  # keeps nothing: replayed like a call without a state
+        state.key_sums = Kept()
+        first = key(mean)
+        assert first is not None and key(mean) == first
+        state.key_sums.arrays = (torch.zeros(3), torch.zeros(5))  # reallocated to another shape
+        assert key(mean) != first
+        state.clear()
+        assert key(mean) is None
+    finally:
+        decode_graphs._eager_only = saved
 
 
 if __name__ == "__main__" and "--worker" in sys.argv:

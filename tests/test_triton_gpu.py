@@ -538,7 +538,7 @@ def test_span_mean_decode_with_kept_sums_equals_plain_decode(cfg_name):
     mask = torch.ones(2, 12000, dtype=torch.long, device="cuda")
     mask[1, :300] = 0
     state = LayerState()
-    for length in (9000, 9001, 9002, 9100, 9101, 12000):
+    for length in (9000, 9001, 9002, 9101, 9102, 9216, 9217, 12000):  # 9216: 72 blocks of 128
         q.normal_()
         qs.normal_()
         kw = dict(cache_position=torch.tensor([length - 1], device="cuda"), attention_mask=mask[:, :length])
@@ -547,8 +547,8 @@ def test_span_mean_decode_with_kept_sums_equals_plain_decode(cfg_name):
             kept = superlinear_attention(*args, backend="triton", state=state, **kw)
             plain = superlinear_attention(*args, backend="triton", **kw)
         assert _rel(kept, plain) < 1e-3, length
-        if length in (9001, 9002):
-            assert int(state.key_sums.written.sum(-1).max()) <= 2, length
+        if length not in (9000, 9101, 12000):  # a first call, a jump, a reallocation
+            assert int(state.key_sums.written.sum(-1).max()) == 1, length
 
 
 def test_span_mean_sums_at_a_million_tokens():

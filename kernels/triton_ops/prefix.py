@@ -96,8 +96,9 @@ def _block_sums_kernel(X, FIRST, SUMS, ABS_SUMS, W_SUMS, sxb, sxh, sxl, sxd, H, 
     tl.store(SUMS + out, tl.sum(x, axis=0))
     if ABS:
         tl.store(ABS_SUMS + out, tl.sum(tl.abs(x), axis=0))
-    if WEIGHTED:  # each row weighted by its place in the block: tells an order change that the plain sum cannot
-        place = (tl.arange(0, BS) + 1).to(tl.float32)
+    if WEIGHTED:  # each row weighted by its place in the block, irregularly (`place_weights`)
+        place = (tl.arange(0, BS) + 1).to(tl.float32) * 0.6180339887498949
+        place = 1.0 + place - tl.floor(place)
         tl.store(W_SUMS + out, tl.sum(x * place[:, None], axis=0))
 
 
@@ -283,14 +284,17 @@ class KeySums:
     reads K once to find out which those are.
 
     Which blocks to write is decided on the device, from the keys themselves, so the call can be replayed from a
-    CUDA graph and nothing is assumed about the cache: per block of keys, its float32 total, the total of each key
-    times its place in the block, its key count and the padding start must equal those the kept rows were built
-    from, and so must the float64 running sum of the earlier blocks. A cache that grew keeps its earlier blocks; one
-    reordered (beam search), reset, cropped and rewritten, or with new padding writes what changed. The centre and
-    scale of the last whole build are kept while a whole build with that centre would choose the same scale (every
-    sum, scaled, in [2^(FP16_EXP - 1), 2^FP16_EXP)); where the sums grew or shrank out of that range, a group is
-    built whole again with a new centre and scale. The span means do not depend on the centre, only their rounding does, and the bound the search's
-    error estimate starts from (`KeyPrefix.norm`) is each kept row's own.
+    CUDA graph and the cache's own bookkeeping is not trusted: a block is written again unless its key count, its
+    float32 total and its total weighted by each key's place in the block (irregular weights in [1, 2)) equal
+    those its kept rows were built from, for it and every earlier block of its (batch row, KV head) group, and the
+    group's padding start is the same. A cache that grew keeps its earlier blocks; one reordered (beam search),
+    reset, cropped and rewritten, or with new padding writes what changed. The two totals are a checksum: a change
+    inside one block that leaves both of every column's totals exactly as they were (none that a cache makes) would
+    go unseen. The centre and scale of the last whole build are kept while a whole build with that centre would
+    choose the same scale (every sum, scaled, in [2^(FP16_EXP - 1), 2^FP16_EXP)); where the sums grew or shrank out
+    of that range, a group is built whole again with a new centre and scale. The span means do not depend on the
+    centre, only their rounding does, and the bound the search's error estimate starts from (`KeyPrefix.norm`) is
+    each kept row's own.
 
     One object per layer and cache: a call with other keys writes every block again (correct, and no faster than
     `key_prefix`). Memory: the three parts and the norms of every row, about 3 times the layer's K cache.
@@ -303,13 +307,14 @@ class KeySums:
     def __init__(self, block: int | None = None):
         self.block = block
         self._shape = None  # (groups, heads, dim, device, keys per block) of the kept arrays
-        self.length = 0  # keys of the last call
 
     def update(self, k: torch.Tensor, first_real: torch.Tensor) -> KeyPrefix:
         """The centred running sums of k [B, H_kv, L_kv, D] over its real keys (from `first_real`, int64 [B]), as
         `key_prefix` gives them, from the rows kept since the last call where the keys did not change. The returned
         arrays hold more rows than L_kv + 1 (their second axis); rows past L_kv are not the sums' and are never
-        read. No host read-back: capturable in a CUDA graph once a call of the same shapes has run."""
+        read. No host read-back, and no allocation of kept arrays once a call of the same shapes has run: such a
+        call can be captured in a CUDA graph (whose key must then name `tensors()`, which a later call of other
+        shapes may replace)."""
         batch, heads, length, dim = k.shape
         bs, dc, warps = _tiling(dim, self.block)
         groups, device = batch * heads, k.device
@@ -327,30 +332,28 @@ class KeySums:
         center = torch.where(keep[:, None], self.center, center)
         scale = torch.where(keep, self.scale, _scale_for(bound))
         offsets = torch.where(keep[:, None, None], kept_offsets, offsets)
-        # blocks whose rows stand: the same keys as when they were written, after the same running sum; compared
-        # where a block holds as many keys as in the last call (whole in both, or the same partial last block)
-        compared = n_blocks if length == self.length else min(length, self.length) // bs
-        same = torch.zeros(groups, n_blocks, dtype=torch.bool, device=device)
-        if compared:
-            same[:, :compared] = ((sums[:, :compared] == self.sums[:, :compared]).all(-1)
-                                  & (w_sums[:, :compared] == self.w_sums[:, :compared]).all(-1)
-                                  & (offsets[:, :compared] == self.offsets[:, :compared]).all(-1))
-        dirty = (~(same & keep[:, None])).to(torch.int8)
+        # a block's rows stand where it holds as many keys with the same two totals as when they were written, and
+        # so does every earlier block of its group (its running sum starts from theirs). Counted on the device: a
+        # replayed graph compares with whatever call last wrote the rows, eager or replayed, of any length.
+        counts = (length - torch.arange(n_blocks, device=device, dtype=torch.int32) * bs).clamp(0, bs)
+        changed = ((sums != self.sums[:, :n_blocks]).any(-1) | (w_sums != self.w_sums[:, :n_blocks]).any(-1)
+                   | (counts != self.counts[:n_blocks])[None, :] | ~keep[:, None])
+        dirty = (changed.to(torch.int32).cumsum(dim=1) > 0).to(torch.int8)
         self.written = dirty  # int8 [groups, n_blocks]: the blocks this call wrote (1), for tests and diagnostics
         rows = self.pairs.shape[1]
         _scan_kernel[(n_blocks, groups, dim // dc)](
             k, first_real, offsets, center, scale, self.pairs, self.norm_parts, self.third, dirty, *k.stride(), heads,
             length, rows, n_blocks, dim // dc, D=dim, BS=bs, DC=dc, MASK=True, CENTERED=True, PAIRS=True, SOME=True,
             num_warps=warps)
-        # what the next call compares with
+        # what the next call compares with (blocks past this call's keys: none, so that they count as changed)
         self.sums[:, :n_blocks].copy_(sums)
         self.w_sums[:, :n_blocks].copy_(w_sums)
-        self.offsets[:, :n_blocks].copy_(offsets)
+        self.counts[:n_blocks].copy_(counts)
+        self.counts[n_blocks:].zero_()
         self.center.copy_(center)
         self.scale.copy_(scale)
         self.first.copy_(first_g)
         self.built.fill_(True)
-        self.length = length
         torch.mul(self.norm_parts.sum(dim=-1).sqrt_(), NORM_SLACK, out=self.norm)
         return KeyPrefix(self.pairs.view(batch, heads, rows, 2, dim), self.scale.view(batch, heads),
                          self.center.view(batch, heads, dim), self.norm.view(batch, heads, rows),
@@ -370,12 +373,19 @@ class KeySums:
         self.norm = torch.zeros(groups, rows, dtype=torch.float32, device=device)
         self.sums = torch.zeros(groups, blocks, dim, dtype=torch.float32, device=device)
         self.w_sums = torch.zeros_like(self.sums)
-        self.offsets = torch.zeros(groups, blocks, dim, dtype=torch.float64, device=device)
+        self.counts = torch.zeros(blocks, dtype=torch.int32, device=device)  # keys per block when written
         self.center = torch.zeros(groups, dim, dtype=torch.float32, device=device)
         self.scale = torch.ones(groups, dtype=torch.float32, device=device)
         self.first = torch.full((groups,), -1, dtype=torch.int64, device=device)
         self.built = torch.zeros(groups, dtype=torch.bool, device=device)
-        self.length = 0
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """Every array kept (none before the first call): what a CUDA graph of a call through this object reads and
+        writes besides its inputs."""
+        if self._shape is None:
+            return ()
+        return (self.pairs, self.third, self.norm_parts, self.norm, self.sums, self.w_sums, self.counts, self.center,
+                self.scale, self.first, self.built)
 
 
 def prefix_sums(x: torch.Tensor, block: int | None = None) -> torch.Tensor:

@@ -212,8 +212,8 @@ def _decode_rows_for(cfg: BenchSettings, configs: dict[str, SuperlinearConfig], 
     """One decode row per setting: eager times of one token against the whole cache, and CUDA-graph times per step
     of `cfg.decode_layers` steps replayed in one graph (these inputs first, then caches of the same shape). A
     span-mean setting is also timed with a `LayerState` per cache (`superlinear_graph_kept_sums_ms`): the running
-    sums kept from the untimed first call, each step checking them against the unchanged cache, as a layer's step
-    does where only its last block of keys is new."""
+    sums kept from the untimed first call, each step checking them against the unchanged cache and writing no block
+    (a generation step writes its last block too: one more block of the scan)."""
     length = k.shape[2]
     layers = [(q, k, v, qs)] + [tuple(torch.randn_like(x) for x in (q, k, v, qs)) for _ in range(cfg.decode_layers - 1)]
 
