@@ -114,7 +114,7 @@ def _replay_key(k, v, held: tuple, step: tuple, config, scale, backend: str, sta
     would make its arrays in this call). `held`: the state's arrays, named by address like K and V."""
     if not isinstance(config, SuperlinearConfig):
         return None
-    if state is not None and (not isinstance(state, LayerState) or state.allocates(config)):
+    if state is not None and (not isinstance(state, LayerState) or state.allocates(config, k)):
         return None
     if scale is not None and type(scale) not in (int, float):
         return None

@@ -34,7 +34,10 @@ class LayerState:
         the addresses it was captured with."""
         return () if self.key_sums is None else self.key_sums.tensors()
 
-    def allocates(self, config) -> bool:
-        """Whether a call with `config` would make what it keeps (a call that must never be captured in a graph,
-        whose memory pool would own it): a span-mean call before the first one."""
-        return config.search_key == "span_mean" and self.key_sums is None
+    def allocates(self, config, k) -> bool:
+        """Whether a call with `config` over keys `k` would make (or remake) what it keeps: a call that must never
+        be captured in a graph, whose memory pool would own it. A span-mean call before the first one, or with keys
+        the kept arrays do not fit (another batch or head count, a longer cache)."""
+        if config.search_key != "span_mean":
+            return False
+        return self.key_sums is None or not self.key_sums.fits(k)

@@ -214,17 +214,20 @@ def test_replayed_decode_on_a_static_cache_with_kept_sums_equals_plain_decode(in
 
 
 def test_a_call_that_would_make_the_kept_sums_is_never_replayed_and_keys_name_the_kept_arrays():
-    """A replay key names the state's arrays by address: none while the state holds nothing (its call makes them,
-    which no graph may do), and another key once it holds them or after `clear`."""
+    """A replay key names the state's arrays by address: none while the state holds nothing or the call's keys do
+    not fit what it holds (the call makes them, which no graph may do), another key once they are remade."""
     import torch
     from slkernels import LayerState, SuperlinearConfig, api, decode_graphs
 
-    class Kept:  # stands in for the backend's KeySums: two arrays
+    class Kept:  # stands in for the backend's KeySums: two arrays, and whether the call's keys fit them
         def __init__(self):
-            self.arrays = (torch.zeros(3), torch.zeros(4))
+            self.arrays, self.fit = (torch.zeros(3), torch.zeros(4)), True
 
         def tensors(self):
             return self.arrays
+
+        def fits(self, keys):
+            return self.fit
 
     k = v = torch.zeros(1, 1, 8, 4)
     step = (torch.zeros(1, 1, 1, 4), torch.zeros(1, 1, 1, 4), None, None)
@@ -243,6 +246,9 @@ def test_a_call_that_would_make_the_kept_sums_is_never_replayed_and_keys_name_th
         state.key_sums = Kept()
         first = key(mean)
         assert first is not None and key(mean) == first
+        state.key_sums.fit = False  # keys the arrays do not fit: the call would reallocate them
+        assert key(mean) is None
+        state.key_sums.fit = True
         state.key_sums.arrays = (torch.zeros(3), torch.zeros(5))  # reallocated to another shape
         assert key(mean) != first
         state.clear()

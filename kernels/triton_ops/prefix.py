@@ -285,16 +285,17 @@ class KeySums:
 
     Which blocks to write is decided on the device, from the keys themselves, so the call can be replayed from a
     CUDA graph and the cache's own bookkeeping is not trusted: a block is written again unless its key count, its
-    float32 total and its total weighted by each key's place in the block (irregular weights in [1, 2)) equal
-    those its kept rows were built from, for it and every earlier block of its (batch row, KV head) group, and the
-    group's padding start is the same. A cache that grew keeps its earlier blocks; one reordered (beam search),
-    reset, cropped and rewritten, or with new padding writes what changed. The two totals are a checksum: a change
-    inside one block that leaves both of every column's totals exactly as they were (none that a cache makes) would
-    go unseen. The centre and scale of the last whole build are kept while a whole build with that centre would
-    choose the same scale (every sum, scaled, in [2^(FP16_EXP - 1), 2^FP16_EXP)); where the sums grew or shrank out
-    of that range, a group is built whole again with a new centre and scale. The span means do not depend on the
-    centre, only their rounding does, and the bound the search's error estimate starts from (`KeyPrefix.norm`) is
-    each kept row's own.
+    float32 total and its total weighted by each key's place in the block (irregular weights in [1, 2)) equal those
+    its kept rows were built from, for it and every earlier block of its (batch row, KV head) group, and the group's
+    padding start is the same. A cache that grew keeps its earlier blocks; one reordered (beam search), reset,
+    cropped and rewritten, or with new padding writes what changed. The two totals are a checksum: a change inside
+    one block that leaves both of every column's float32 totals as they were goes unseen. None that a cache makes
+    does, but for changes within the totals' rounding (a key moved by an ulp or so beside a large common part), and
+    those leave errors within the float32 scan's own. The centre and scale of the last whole build are kept while a
+    whole build with that centre would choose the same scale (every sum, scaled, in [2^(FP16_EXP - 1), 2^FP16_EXP));
+    where the sums grew or shrank out of that range, a group is built whole again with a new centre and scale. The
+    span means do not depend on the centre, only their rounding does, and the bound the search's error estimate
+    starts from (`KeyPrefix.norm`) is each kept row's own.
 
     One object per layer and cache: a call with other keys writes every block again (correct, and no faster than
     `key_prefix`). Memory: the three parts and the norms of every row, about 3 times the layer's K cache.
@@ -306,7 +307,7 @@ class KeySums:
 
     def __init__(self, block: int | None = None):
         self.block = block
-        self._shape = None  # (groups, heads, dim, device, keys per block) of the kept arrays
+        self._shape = None  # (groups, dim, device, keys per block) of the kept arrays
 
     def update(self, k: torch.Tensor, first_real: torch.Tensor) -> KeyPrefix:
         """The centred running sums of k [B, H_kv, L_kv, D] over its real keys (from `first_real`, int64 [B]), as
@@ -318,7 +319,7 @@ class KeySums:
         batch, heads, length, dim = k.shape
         bs, dc, warps = _tiling(dim, self.block)
         groups, device = batch * heads, k.device
-        self._reserve(groups, heads, dim, length, bs, dc, device)
+        self._reserve(groups, dim, length, bs, dc, device)
         n_blocks = max(1, triton.cdiv(length, bs))
         sums, abs_sums, w_sums = _block_totals(k, first_real, bs, dc, warps, absolute=True, weighted=True)
         first_g = first_real[:, None].expand(batch, heads).reshape(groups)
@@ -359,14 +360,23 @@ class KeySums:
                          self.center.view(batch, heads, dim), self.norm.view(batch, heads, rows),
                          self.third.view(batch, heads, rows, dim))
 
-    def _reserve(self, groups: int, heads: int, dim: int, length: int, bs: int, dc: int, device) -> None:
+    def fits(self, k: torch.Tensor) -> bool:
+        """Whether a call over keys `k` finds its arrays made (a call that does not must not be captured in a CUDA
+        graph: it allocates them). Shapes only, on the host."""
+        batch, heads, length, dim = k.shape
+        return self._fits(batch * heads, dim, length, _tiling(dim, self.block)[0], k.device)
+
+    def _fits(self, groups: int, dim: int, length: int, bs: int, device) -> bool:
+        # the arrays' layout: per group, rows of dim columns, blocks of bs keys (not how groups split into heads)
+        return self._shape == (groups, dim, device, bs) and self.pairs.shape[1] >= length + 1
+
+    def _reserve(self, groups: int, dim: int, length: int, bs: int, dc: int, device) -> None:
         """Arrays for at least `length` keys of this shape; new ones (nothing kept) where they do not fit."""
-        shape = (groups, heads, dim, device, bs)
-        if self._shape == shape and self.pairs.shape[1] >= length + 1:
+        if self._fits(groups, dim, length, bs, device):
             return
+        self._shape = None  # until every array is made (an allocation that fails leaves nothing that seems to fit)
         rows = length + 1 + max(int(length * self.GROWTH), 4 * bs)
         blocks = triton.cdiv(rows, bs)
-        self._shape = shape
         self.pairs = torch.zeros(groups, rows, 2, dim, dtype=torch.float16, device=device)
         self.third = torch.zeros(groups, rows, dim, dtype=torch.float16, device=device)
         self.norm_parts = torch.zeros(groups, rows, dim // dc, dtype=torch.float32, device=device)
@@ -378,6 +388,7 @@ class KeySums:
         self.scale = torch.ones(groups, dtype=torch.float32, device=device)
         self.first = torch.full((groups,), -1, dtype=torch.int64, device=device)
         self.built = torch.zeros(groups, dtype=torch.bool, device=device)
+        self._shape = (groups, dim, device, bs)
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
         """Every array kept (none before the first call): what a CUDA graph of a call through this object reads and
