@@ -124,9 +124,9 @@ def _search_kernel(
         tc = tl.minimum(tl.maximum(t, 0), t_cap)
         back = tl.load(BACK + tc).to(tl.int32)
         fwd = tl.load(FWD + tc).to(tl.int32)
-        p_base = PRE + grp.to(tl.int64) * pre_rows * (2 * D)  # float16 pairs [B * H_kv, L_kv + 1, 2, D]
+        p_base = PRE + grp.to(tl.int64) * pre_rows * (2 * D)  # float16 pairs [B * H_kv, pre_rows >= L_kv + 1, 2, D]
         n_base = NORM + grp.to(tl.int64) * pre_rows
-        t_base = THIRD + grp.to(tl.int64) * pre_rows * D  # float16 third parts [B * H_kv, L_kv + 1, D]
+        t_base = THIRD + grp.to(tl.int64) * pre_rows * D  # float16 third parts [B * H_kv, pre_rows, D]
         inv_scale = 1.0 / tl.load(SCALE + grp)  # a power of two: exact
         center = tl.load(CENTER + grp.to(tl.int64) * D + offs_d)
         q32 = qs.to(tl.float32)
@@ -297,8 +297,7 @@ def search_topk(
     `launch_dependents=True` (a GPU only) lets a kernel launched next with programmatic dependent launch start
     while this one runs; that kernel must wait (`gdc_wait`) before it reads what this one writes.
     `prefix`: `prefix.key_prefix(k, first_real)` or `KeySums.update` for the "span_mean" key (built here when not
-    given); block size,
-    warps and stages default to `SEARCH_TILES` of the config's search key.
+    given); block size, warps and stages default to `SEARCH_TILES` of the config's search key.
     "span_mean" only: `rescore=False` ranks by the products' scores alone and `margin` replaces the error bound
     `RESCORE_MARGIN` (both for comparisons); `noise` (tests) adds to every product score a fixed pseudo-random
     error of up to `noise` times that bound, which the rescoring must undo. `hi_only=True` (timing only: the
