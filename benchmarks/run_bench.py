@@ -4,9 +4,10 @@
         [--pass forward] [--no-million] [--budget-ms 1500] [--search-key anchor --search-key span_mean]
 Same protocol and outputs as `slconvert bench` (bench.json, bench.png, a table on stdout).
 
-`--search-key` times each setting with the given router search key(s), in the same process on the same inputs:
-rows of setting "released" use the anchor key, rows "released span_mean" the span-mean key. E.g. the span-mean
-forward next to the anchor forward at 256K:
+`--search-key` times each setting with the given router search key(s), in the same process on the same inputs
+(`BenchSettings.search_keys`): rows of setting "released" use the anchor key, rows "released span_mean" the
+span-mean key (which the published kernels do not have: no published rows). E.g. the span-mean forward next to the
+anchor forward at 256K:
 
     python benchmarks/run_bench.py --out DIR --lengths 256K --pass forward --no-million \
         --search-key anchor --search-key span_mean
@@ -15,32 +16,16 @@ forward next to the anchor forward at 256K:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
-from slconvert.benchmark import BenchSettings, protocol, published, run_benchmark
+from slconvert.benchmark import BenchSettings, run_benchmark
 from slconvert.benchmark.host import device_name
 from slconvert.benchmark.report import format_table, plot_times, write_json
 
 SEARCH_KEYS = ("anchor", "span_mean")
-
-
-def _with_search_keys(settings: list[str], keys: list[str]) -> list[str]:
-    """Setting names for every (setting, key) pair; the span-mean variants are registered with the protocol."""
-    names = []
-    for name in settings:
-        for key in keys:
-            if key == "anchor":
-                names.append(name)
-                continue
-            variant = f"{name} {key}"
-            base = protocol.SETTINGS[name]
-            protocol.SETTINGS[variant] = lambda base=base, key=key: dataclasses.replace(base(), search_key=key)
-            names.append(variant)
-    return names
 
 
 def _length(text: str) -> int:
@@ -79,11 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg.million = False
     if args.budget_ms is not None:
         cfg.budget_ms = args.budget_ms
-    if args.search_keys and args.search_keys != ["anchor"]:
-        cfg.settings = _with_search_keys(cfg.settings, list(dict.fromkeys(args.search_keys)))
-        if published.available():  # the published kernels have the anchor key only: their rows would be mislabelled
-            print("note: published-kernel rows are left out when timing search keys", flush=True)
-            published.available = lambda: False
+    if args.search_keys:
+        cfg.search_keys = list(dict.fromkeys(args.search_keys))
     print(f"GPU: {device_name()}", flush=True)
     bar = tqdm(total=len(cfg.lengths) * len(cfg.passes) + int(cfg.million), desc="bench")
 

@@ -260,6 +260,7 @@ def test_dense_out_of_memory_is_recorded_and_longer_lengths_skipped(model, conve
     (["--model", "{converted}", "--device", "gpu0"], "--device gpu0 is not a device"),
     (["--model", "{converted}", "--dtype", "int8"], "unknown dtype 'int8'"),
     (["--model", "{converted}", "--quick"], "--quick applies to the one-layer benchmark"),
+    (["--model", "{converted}", "--search-key", "span_mean"], "--search-key applies to the one-layer benchmark"),
     (["--chunk", "32"], "--chunk applies to the whole-model benchmark; add --model PATH"),
 ])
 def test_bad_input_is_one_error_line(args, message, converted, tmp_path):

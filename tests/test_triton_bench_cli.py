@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-from module_file import load_module
 
 from slconvert.benchmark.report import format_table, plot_times, write_json
 from slconvert.cli import main
@@ -71,21 +70,22 @@ def test_report_writers(tmp_path):
             "22.9x faster") in table
 
 
-def test_run_bench_times_each_setting_with_each_search_key(monkeypatch):
-    """`benchmarks/run_bench.py --search-key anchor --search-key span_mean`: a span-mean row beside every setting."""
-    from pathlib import Path
-
+def test_each_setting_is_timed_with_each_search_key_and_published_rows_only_for_the_anchor_key(monkeypatch):
+    """`slconvert bench --search-key anchor --search-key span_mean` (and `benchmarks/run_bench.py`): a span-mean
+    config beside every setting, labelled so; the published kernels, which have the anchor key only, get no row
+    for it."""
     from slconvert.benchmark import protocol
 
-    module = load_module(Path(__file__).resolve().parents[1] / "benchmarks" / "run_bench.py")
-    monkeypatch.setattr(protocol, "SETTINGS", dict(protocol.SETTINGS))
-    names = module._with_search_keys(["released", "balanced"], ["anchor", "span_mean"])
-    assert names == ["released", "released span_mean", "balanced", "balanced span_mean"]
-    for name in names:
-        config = protocol.SETTINGS[name]()
+    cfg = protocol.BenchSettings(settings=["released", "balanced"], search_keys=["anchor", "span_mean"])
+    configs = protocol.bench_configs(cfg)
+    assert list(configs) == ["released", "released span_mean", "balanced", "balanced span_mean"]
+    for name, config in configs.items():
         base = protocol.SETTINGS[name.split()[0]]()
         assert config.search_key == ("span_mean" if name.endswith("span_mean") else "anchor")
         assert config.to_dict() | {"search_key": "anchor"} == base.to_dict()
+    monkeypatch.setattr(protocol.published, "prefill_fns", lambda config: pytest.fail("timed the span-mean key"))
+    assert protocol._published_rows(cfg, "forward", "released span_mean", configs["released span_mean"], 16384,
+                                    (None,) * 4, None, 0) == []
 
 
 def test_decode_graph_time_is_per_step_over_a_cache_per_layer(monkeypatch):

@@ -26,6 +26,7 @@ result's "published_fastest" names the faster path per setting, pass and length.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -53,6 +54,7 @@ GIB = float(1 << 30)
 class BenchSettings:
     lengths: list[int] = field(default_factory=lambda: [16384, 32768, 65536, 131072, 262144])
     settings: list[str] = field(default_factory=lambda: ["released", "balanced"])
+    search_keys: list[str] = field(default_factory=lambda: ["anchor"])  # each setting once per search key
     passes: list[str] = field(default_factory=lambda: ["forward", "forward_backward", "decode"])
     million: bool = True  # also 1M tokens as a chunked prefill (forward) and a 1M-context decode
     chunk: int = 32768
@@ -153,8 +155,11 @@ def _published_rows(cfg: BenchSettings, pass_name: str, name: str, config: Super
     """One row per path of the published kernels, on the inputs of slkernels' row of the same pass.
 
     "forward": one call, timed as ours, with its output's distance from slkernels'; "prefill_chunked": the same
-    chunked prefill as ours (one untimed pass first). A path that raises gets a row naming the error.
+    chunked prefill as ours (one untimed pass first). A path that raises gets a row naming the error. None for the
+    span-mean search key, which the published kernels do not have.
     """
+    if config.search_key != "anchor":
+        return []
     q, k, v, qs = inputs
     fns = published.prefill_fns(config)
     forward = pass_name == "forward"
@@ -298,6 +303,12 @@ def environment() -> dict:
             "published_kernels": published.describe()}
 
 
+def bench_configs(cfg: BenchSettings) -> dict[str, SuperlinearConfig]:
+    """The timed configs by row label: each setting with each search key ("released", "released span_mean")."""
+    return {name if key == "anchor" else f"{name} {key}": dataclasses.replace(SETTINGS[name](), search_key=key)
+            for name in cfg.settings for key in cfg.search_keys}
+
+
 def run_benchmark(cfg: BenchSettings, progress: Callable[[str], None] | None = None,
                   partial_result: Callable[[dict], None] | None = None) -> dict:
     """Run the sweep; returns {"environment", "settings", "rows"} (rows as listed in the module doc).
@@ -305,7 +316,7 @@ def run_benchmark(cfg: BenchSettings, progress: Callable[[str], None] | None = N
     `partial_result` receives the result so far after every step, so a long run that is cut short still
     leaves its numbers behind.
     """
-    configs = {name: SETTINGS[name]() for name in cfg.settings}
+    configs = bench_configs(cfg)
     torch.manual_seed(cfg.seed)
     rows: list[dict] = []
     steps = []

@@ -28,6 +28,9 @@ def _elsewhere(given: list[str], where: str, fix: str) -> SlconvertError:
 @click.option("--lengths", default=None, help="Comma-separated lengths, e.g. 16K,32K,64K,128K,256K.")
 @click.option("--setting", "settings", multiple=True, type=click.Choice(["released", "balanced"]),
               help="Superlinear setting(s) (default both).")
+@click.option("--search-key", "search_keys", multiple=True, type=click.Choice(["anchor", "span_mean"]),
+              help="Search key(s) of each setting (default anchor; span_mean rows are labelled so, and their decode "
+                   "rows also time steps that keep the running sums between calls).")
 @click.option("--pass", "passes", multiple=True, type=click.Choice(["forward", "forward_backward", "decode"]),
               help="Passes to time (default all three).")
 @click.option("--no-million", is_flag=True, help="Skip the 1M-token chunked prefill and 1M decode.")
@@ -43,9 +46,10 @@ def _elsewhere(given: list[str], where: str, fix: str) -> SlconvertError:
 @click.option("--no-dense", is_flag=True, help="--model: skip the dense-attention baseline.")
 @click.option("--device", default=None, help="--model: cuda, cuda:1, cpu (default: cuda when visible, else cpu).")
 @click.option("--dtype", default=None, help="--model: bfloat16, float16, float32 or auto (default: the checkpoint's).")
-def bench(out_dir: Path, quick: bool, lengths: str | None, settings: tuple, passes: tuple, no_million: bool,
-          model_path: Path | None, chunk: str | None, decode_tokens: int | None, profile_decode: int | None,
-          compile_: bool | None, no_dense: bool, device: str | None, dtype: str | None) -> None:
+def bench(out_dir: Path, quick: bool, lengths: str | None, settings: tuple, search_keys: tuple, passes: tuple,
+          no_million: bool, model_path: Path | None, chunk: str | None, decode_tokens: int | None,
+          profile_decode: int | None, compile_: bool | None, no_dense: bool, device: str | None,
+          dtype: str | None) -> None:
     """Time one attention layer (B=1, 32 q / 2 kv heads, D=128, bf16): Superlinear vs dense SDPA.
 
     The forward rows also time the paper authors' published kernels when the `superlinear` package is
@@ -62,8 +66,8 @@ def bench(out_dir: Path, quick: bool, lengths: str | None, settings: tuple, pass
                   "--compile/--no-compile": compile_,
                   "--no-dense": no_dense or None, "--device": device, "--dtype": dtype}
     if model_path is not None:
-        layer_only = {"--quick": quick or None, "--setting": settings or None, "--pass": passes or None,
-                      "--no-million": no_million or None}
+        layer_only = {"--quick": quick or None, "--setting": settings or None, "--search-key": search_keys or None,
+                      "--pass": passes or None, "--no-million": no_million or None}
         given = [name for name, value in layer_only.items() if value is not None]
         if given:
             raise _elsewhere(given, "the one-layer benchmark", "leave {} out with --model")
@@ -89,6 +93,8 @@ def bench(out_dir: Path, quick: bool, lengths: str | None, settings: tuple, pass
         cfg.lengths = parsed_lengths
     if settings:
         cfg.settings = list(settings)
+    if search_keys:
+        cfg.search_keys = list(dict.fromkeys(search_keys))
     if passes:
         cfg.passes = list(passes)
     if no_million:
