@@ -96,7 +96,7 @@ def _block_sums_kernel(X, FIRST, SUMS, ABS_SUMS, W_SUMS, sxb, sxh, sxl, sxd, H, 
     tl.store(SUMS + out, tl.sum(x, axis=0))
     if ABS:
         tl.store(ABS_SUMS + out, tl.sum(tl.abs(x), axis=0))
-    if WEIGHTED:  # each row weighted by its place in the block, irregularly (`place_weights`)
+    if WEIGHTED:  # each row weighted by its place in the block, irregularly: 1 + frac(place * golden ratio)
         place = (tl.arange(0, BS) + 1).to(tl.float32) * 0.6180339887498949
         place = 1.0 + place - tl.floor(place)
         tl.store(W_SUMS + out, tl.sum(x * place[:, None], axis=0))
@@ -191,10 +191,9 @@ def _scan(x: torch.Tensor, first_real: torch.Tensor | None, pairs: bool, block: 
     batch, heads, length, dim = x.shape
     bs, dc, warps = _tiling(dim, block)
     groups, device = batch * heads, x.device
-    first = first_real if first_real is not None else torch.zeros(1, dtype=torch.int64, device=device)
     sums, abs_sums, _ = _block_totals(x, first_real, bs, dc, warps, absolute=pairs, weighted=False)
     if pairs:
-        center, shift = _centring(sums, first_real, heads, length, bs)
+        center, shift = _centring(sums, _first_per_group(first_real, batch, heads, device), length, bs)
         offsets, bound = _offsets_and_bound(sums, abs_sums, shift)
         scale = _scale_for(bound)
         out = torch.empty(groups, length + 1, 2, dim, dtype=torch.float16, device=device)
@@ -207,7 +206,7 @@ def _scan(x: torch.Tensor, first_real: torch.Tensor | None, pairs: bool, block: 
         out = torch.empty(groups, length + 1, dim, dtype=torch.float32, device=device)
         norm = third = out  # not written
     _scan_kernel[(sums.shape[1], groups, dim // dc)](
-        x, first, offsets, center, scale, out, norm, third, offsets, *x.stride(), heads, length, length + 1,
+        x, _first_or_zero(first_real, device), offsets, center, scale, out, norm, third, offsets, *x.stride(), heads, length, length + 1,
         sums.shape[1], dim // dc, D=dim, BS=bs, DC=dc, MASK=first_real is not None, CENTERED=pairs, PAIRS=pairs,
         SOME=False, num_warps=warps)
     return out, center, scale, (_row_norms(norm) if pairs else None), (third if pairs else None)
@@ -219,25 +218,34 @@ def _block_totals(x, first_real, bs: int, dc: int, warps: int, absolute: bool, w
     block (else None)."""
     batch, heads, length, dim = x.shape
     n_blocks = max(1, triton.cdiv(length, bs))
-    mask = first_real is not None
-    first = first_real if mask else torch.zeros(1, dtype=torch.int64, device=x.device)
     sums = torch.empty(batch * heads, n_blocks, dim, dtype=torch.float32, device=x.device)
     abs_sums = torch.empty_like(sums) if absolute else None
     w_sums = torch.empty_like(sums) if weighted else None
     _block_sums_kernel[(n_blocks, batch * heads, dim // dc)](
-        x, first, sums, sums if abs_sums is None else abs_sums, sums if w_sums is None else w_sums, *x.stride(),
-        heads, length, n_blocks, D=dim, BS=bs, DC=dc, MASK=mask, ABS=absolute, WEIGHTED=weighted, num_warps=warps)
+        x, _first_or_zero(first_real, x.device), sums, sums if abs_sums is None else abs_sums,
+        sums if w_sums is None else w_sums, *x.stride(), heads, length, n_blocks, D=dim, BS=bs, DC=dc,
+        MASK=first_real is not None, ABS=absolute, WEIGHTED=weighted, num_warps=warps)
     return sums, abs_sums, w_sums
 
 
-def _centring(sums, first_real, heads: int, length: int, bs: int):
+def _first_or_zero(first_real, device):
+    """The kernels' FIRST argument: `first_real`, or a zero where there is no padding to mask."""
+    return first_real if first_real is not None else torch.zeros(1, dtype=torch.int64, device=device)
+
+
+def _first_per_group(first_real, batch: int, heads: int, device):
+    """The first real key of each (batch row, head) group, int64 [groups] (a broadcast, not repeat_interleave: no
+    host read-back); zeros without `first_real`."""
+    if first_real is None:
+        return torch.zeros(batch * heads, dtype=torch.int64, device=device)
+    return first_real[:, None].expand(batch, heads).reshape(batch * heads)
+
+
+def _centring(sums, first_g, length: int, bs: int):
     """The mean of the real keys per group (float32 [groups, D]; zeros without one) and, per block, the real keys
-    times that mean (float64 [groups, n_blocks, D]): what centring takes from each block's total."""
-    groups, n_blocks, dim = sums.shape
-    device = sums.device
-    # first real key per (batch row, head) group (a broadcast, not repeat_interleave: no host read-back)
-    first_g = (first_real[:, None].expand(groups // heads, heads).reshape(groups) if first_real is not None
-               else torch.zeros(groups, dtype=torch.int64, device=device))
+    times that mean (float64 [groups, n_blocks, D]): what centring takes from each block's total. `first_g`:
+    `_first_per_group`."""
+    n_blocks = sums.shape[1]
     count = (length - first_g).clamp_min(0)
     center = (sums.double().sum(dim=1) / count.clamp_min(1)[:, None]).float()
     return center, _shift(center, first_g, n_blocks, length, bs)
@@ -269,10 +277,10 @@ def _scale_for(bound):
     return torch.pow(2.0, (FP16_EXP - exponent).double()).float()
 
 
-def _row_norms(norm_parts):
+def _row_norms(norm_parts, out=None):
     """Each row's norm from its chunks' squared norms, rounded up: NORM_SLACK covers the float32 rounding of the
-    squares, their sums and the root."""
-    return norm_parts.sum(dim=-1).sqrt() * NORM_SLACK
+    squares, their sums and the root. `out`: where to write them (in place, as a captured graph needs)."""
+    return torch.mul(norm_parts.sum(dim=-1).sqrt_(), NORM_SLACK, out=out)
 
 
 class KeySums:
@@ -322,11 +330,11 @@ class KeySums:
         self._reserve(groups, dim, length, bs, dc, device)
         n_blocks = max(1, triton.cdiv(length, bs))
         sums, abs_sums, w_sums = _block_totals(k, first_real, bs, dc, warps, absolute=True, weighted=True)
-        first_g = first_real[:, None].expand(batch, heads).reshape(groups)
+        first_g = _first_per_group(first_real, batch, heads, device)
         # offsets and bound with the kept centre, and with a new one
         kept_shift = _shift(self.center, first_g, n_blocks, length, bs)
         kept_offsets, kept_bound = _offsets_and_bound(sums, abs_sums, kept_shift)
-        center, shift = _centring(sums, first_real, heads, length, bs)
+        center, shift = _centring(sums, first_g, length, bs)
         offsets, bound = _offsets_and_bound(sums, abs_sums, shift)
         # a group keeps its centre and scale where a whole build with that centre would choose the same scale
         keep = self.built & (first_g == self.first) & (_scale_for(kept_bound) == self.scale)
@@ -355,7 +363,7 @@ class KeySums:
         self.scale.copy_(scale)
         self.first.copy_(first_g)
         self.built.fill_(True)
-        torch.mul(self.norm_parts.sum(dim=-1).sqrt_(), NORM_SLACK, out=self.norm)
+        _row_norms(self.norm_parts, out=self.norm)
         return KeyPrefix(self.pairs.view(batch, heads, rows, 2, dim), self.scale.view(batch, heads),
                          self.center.view(batch, heads, dim), self.norm.view(batch, heads, rows),
                          self.third.view(batch, heads, rows, dim))

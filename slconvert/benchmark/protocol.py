@@ -224,7 +224,7 @@ def _decode_rows_for(cfg: BenchSettings, configs: dict[str, SuperlinearConfig], 
 
     def per_step(call: Callable, states: list | None = None) -> float | None:
         """Per-step ms of `call` on every cache in one graph; with `states`, cache i's calls get `state=states[i]`."""
-        extra = [{} if states is None else {"state": state} for state in (states or layers)]
+        extra = [{}] * len(layers) if states is None else [{"state": state} for state in states]
         ms = measure_graph(lambda: [call(*inputs, **kw) for inputs, kw in zip(layers, extra)])
         return None if ms is None else ms / len(layers)
 
