@@ -1,9 +1,9 @@
 """`LayerState`: what the kernels may keep from one call of a layer to the next.
 
-A decode step with the "span_mean" search key reads the running sums of the layer's whole key cache. Built anew on
-every call they cost a pass over the cache that writes three float16 parts per key and column (about 2 ms per layer
-and step at 1M keys on an H100); a `LayerState` passed to every call of one layer lets the Triton backend keep them
-and write only the blocks of keys that changed (`slkernels.triton_ops.prefix.KeySums`, which checks that on the
+A call with the "span_mean" search key reads the running sums of the layer's whole key cache. Built anew on every
+call they cost a pass over the cache that writes three float16 parts per key and column (about 2 ms per layer and
+decode step at 1M keys on an H100); a `LayerState` passed to every call of one layer (prefill chunks and decode
+steps without gradients) lets the Triton backend keep them and write only the blocks of keys that changed (`slkernels.triton_ops.prefix.KeySums`, which checks that on the
 device from the keys themselves, so nothing is assumed about how the cache changes). The reference ignores it.
 
 Kept here, apart from the Triton code, so that callers can hold one without importing Triton.
@@ -11,7 +11,12 @@ Kept here, apart from the Triton code, so that callers can hold one without impo
 
 from __future__ import annotations
 
-__all__ = ["LayerState"]
+__all__ = ["LayerState", "KEEP_MIN_KEYS"]
+
+# Shortest key cache whose span-mean sums are kept. Below it a whole build costs less than the update of kept sums
+# (one H100, graph-replayed decode at the attention shape: 0.150 against 0.217 ms a step at 16K, 0.271 against
+# 0.305 at 64K; 0.666 against 0.502 at 256K, 2.191 against 1.293 at 1M: benchmarks/results/kept-sums-decode-2026-12-06).
+KEEP_MIN_KEYS = 1 << 17
 
 
 class LayerState:
@@ -19,14 +24,28 @@ class LayerState:
     serves several caches at once): calls of other layers or caches through the same object stay correct but
     rebuild what it holds on every call. Memory: with the span-mean key, about three times the layer's K cache."""
 
-    __slots__ = ("key_sums",)
+    __slots__ = ("key_sums", "_graphed", "__weakref__")
 
     def __init__(self) -> None:
-        self.key_sums = None  # the Triton backend's `KeySums`, made on the first span-mean decode call
+        self.key_sums = None  # the Triton backend's `KeySums`, made on the first span-mean call without gradients
+        self._graphed: list[tuple] = []  # arrays that CUDA graphs recorded outside `superlinear_attention` may use
 
     def clear(self) -> None:
-        """Drop what is kept (its memory too); the next call builds it again."""
+        """Drop what is kept (its memory too); the next call builds it again. Arrays kept for graphs recorded
+        through this state (`hold_for_graphs`) go too: clear only once those graphs are dropped
+        (`torch.compiler.reset()`)."""
         self.key_sums = None
+        self._graphed.clear()
+
+    def hold_for_graphs(self) -> None:
+        """Keep the arrays held now for as long as this state lives, whatever later calls make. For a caller that
+        records CUDA graphs of calls through this state itself (torch.compile's CUDA-graph trees, where
+        `superlinear_attention` cannot name the arrays in a replay key): such a graph reads and writes the arrays'
+        addresses at every replay, so a later call that needs larger arrays must not free these. A graph replayed
+        over them later is still exact: which rows to write is checked on the device against the keys."""
+        held = self.held()
+        if held and all(kept[0] is not held[0] for kept in self._graphed):
+            self._graphed.append(held)
 
     def held(self) -> tuple:
         """The tensors kept now: a CUDA graph of a call through this state reads and writes them, so its replay key
@@ -34,10 +53,16 @@ class LayerState:
         the addresses it was captured with."""
         return () if self.key_sums is None else self.key_sums.tensors()
 
+    @staticmethod
+    def keeps(config, k) -> bool:
+        """Whether a call with `config` over keys `k` [B, H_kv, L_kv, D] keeps anything here: span-mean calls over
+        at least KEEP_MIN_KEYS keys (read at call time, so that it can be changed)."""
+        return config.search_key == "span_mean" and k.shape[2] >= KEEP_MIN_KEYS
+
     def allocates(self, config, k) -> bool:
         """Whether a call with `config` over keys `k` would make (or remake) what it keeps: a call that must never
-        be captured in a graph, whose memory pool would own it. A span-mean call before the first one, or with keys
-        the kept arrays do not fit (another batch or head count, a longer cache)."""
-        if config.search_key != "span_mean":
+        be captured in a graph, whose memory pool would own it. A call that keeps sums (`keeps`) before the first
+        one, or with keys the kept arrays do not fit (another batch or head count, a longer cache)."""
+        if not self.keeps(config, k):
             return False
         return self.key_sums is None or not self.key_sums.fits(k)

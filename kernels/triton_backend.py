@@ -52,12 +52,15 @@ def triton_attention(inp: AttentionInputs) -> torch.Tensor:
     if decodes(inp):
         return superlinear_decode(q, k, v, qs, inp.config, inp.cache_position, inp.first_real, inp.scale,
                                   _key_sums(inp))
-    return superlinear_prefill(q, k, v, qs, inp.config, inp.cache_position, inp.first_real, inp.scale)
+    return superlinear_prefill(q, k, v, qs, inp.config, inp.cache_position, inp.first_real, inp.scale,
+                               key_sums=_key_sums(inp))
 
 
 def _key_sums(inp: AttentionInputs) -> KeySums | None:
-    """The caller's kept running sums of the span-mean key (made on first use), or None to build them per call."""
-    if inp.state is None or inp.config.search_key != "span_mean":
+    """The caller's kept running sums of the span-mean key (made on first use), or None to build them per call. A
+    prefill without gradients builds them there too, so that the decode steps after it find their arrays made (a
+    compiled decode step must never make them: `slconvert.attention`)."""
+    if inp.state is None or not inp.state.keeps(inp.config, inp.k):
         return None
     if inp.state.key_sums is None:
         inp.state.key_sums = KeySums()

@@ -143,18 +143,23 @@ GIB = float(1 << 30)
 WORKSPACE_FACTOR = 2  # allocator slack and the other transients of a chunk, on top of the largest layer's tensors
 
 
-def memory_estimate(config, dtype: str, lengths: list[int], chunk: int) -> dict:
+def memory_estimate(config, dtype: str, lengths: list[int], chunk: int, search_key: str = "anchor") -> dict:
     """Bytes the Superlinear runs of the benchmark need on the device, by part (and "total").
 
     weights: the model's parameters and buffers (counted on the meta device) and the routers; kv_cache: K and V
-    of every attention layer at the longest length; chunk: the working memory of one prefill chunk, taken as
+    of every attention layer at the longest length; kept_sums: with the span-mean search key, the running sums of
+    the keys each converted layer keeps between calls (`slconvert.attention.KEEP_STATE`, from
+    `slkernels.state.KEEP_MIN_KEYS` keys); chunk: the working memory of one prefill chunk, taken as
     WORKSPACE_FACTOR x the MoE layer's intermediate tensors (per token: `num_experts_per_tok` copies of the hidden
     state in and out, their float32 weighted sum, two activations of the expert width), the largest of a layer.
     The Mamba-2 states are a few MiB. The dense variant needs more at long lengths (transformers' mask of each
     chunk against the context); where it runs out of memory the benchmark records it."""
     import torch
+    from slkernels import state
+    from slkernels.triton_ops.prefix import KeySums
     from transformers import AutoModelForCausalLM
 
+    from slconvert.attention import KEEP_STATE
     from slconvert.dtypes import parse_dtype
 
     element = parse_dtype(dtype).itemsize
@@ -168,7 +173,10 @@ def memory_estimate(config, dtype: str, lengths: list[int], chunk: int) -> dict:
     per_token = config.num_experts_per_tok * (2 * config.hidden_size * element + 4 * config.hidden_size
                                               + 2 * config.moe_intermediate_size * element)
     work = WORKSPACE_FACTOR * min(chunk, max(lengths)) * per_token
-    return {"weights": weights, "kv_cache": kv, "chunk": work, "total": weights + kv + work}
+    kept = 0
+    if search_key == "span_mean" and KEEP_STATE and max(lengths) >= state.KEEP_MIN_KEYS:
+        kept = attention * KeySums.nbytes(config.num_key_value_heads, config.head_dim, max(lengths))
+    return {"weights": weights, "kv_cache": kv, "kept_sums": kept, "chunk": work, "total": weights + kv + kept + work}
 
 
 def _size(count: int) -> str:
@@ -178,9 +186,10 @@ def _size(count: int) -> str:
 def describe_estimate(estimate: dict, lengths: list[int], chunk: int) -> str:
     from slconvert.benchmark.model import short_length
 
+    kept = f" + {_size(estimate['kept_sums'])} kept span-mean sums" if estimate.get("kept_sums") else ""
     return (f"GPU memory needed (estimate): {_size(estimate['total'])} = {_size(estimate['weights'])} weights + "
-            f"{_size(estimate['kv_cache'])} KV cache at {short_length(max(lengths))} + {_size(estimate['chunk'])} "
-            f"for one {short_length(min(chunk, max(lengths)))}-token prefill chunk")
+            f"{_size(estimate['kv_cache'])} KV cache at {short_length(max(lengths))}{kept} + "
+            f"{_size(estimate['chunk'])} for one {short_length(min(chunk, max(lengths)))}-token prefill chunk")
 
 
 def check_memory(estimate: dict, device: str) -> str:
@@ -299,7 +308,7 @@ def _bench_main(args) -> None:
     cfg = model_bench_settings(None, args.lengths, args.chunk, args.decode_tokens, args.compile, not args.no_dense,
                                args.device, args.dtype, profile_decode=args.profile_decode)
     config = nano_config(args.experts, hidden=args.hidden, vocab=args.vocab, layers=args.layers)
-    estimate = memory_estimate(config, args.dtype, cfg.lengths, cfg.chunk)
+    estimate = memory_estimate(config, args.dtype, cfg.lengths, cfg.chunk, args.search_key)
     print(describe_estimate(estimate, cfg.lengths, cfg.chunk), flush=True)
     print(check_memory(estimate, cfg.device), flush=True)
     bench_in_memory(args.bench, cfg, experts=args.experts, dtype=args.dtype, hidden=args.hidden, vocab=args.vocab,

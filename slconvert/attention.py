@@ -30,6 +30,14 @@ Nemotron-3-Nano-shaped model at 32K. `ATTENTION_OP` off (environment `SLCONVERT_
 into the kernels' host code instead, which breaks the graph at every host read-back and recompiles as positions
 change; there inductor cannot compile the decode kernel (its float arguments become float64 constants), so
 `generate` with a static cache on a GPU needs the operation.
+
+Each converted layer's calls share its router's `slkernels.LayerState` (`KEEP_STATE`, environment
+`SLCONVERT_KEEP_STATE=0` to turn it off): with the "span_mean" search key the running sums of the layer's keys are
+then kept from one call to the next, and a decode step writes only the blocks of keys that changed instead of
+rebuilding them over the whole cache. They take about three times the layer's K cache, for as long as the model
+lives. In a compiled step the operation never makes them (CUDA-graph trees run its Python while recording, in the
+graph's memory pool): the eager prefill before it does, for the cache's length, and a compiled call that would
+have to make them builds the sums for itself instead, as without a state.
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ import torch
 from slkernels import superlinear_attention
 
 from .errors import SlconvertError
-from .router import ROUTER_ATTRIBUTE, config_by_key
+from .router import ROUTER_ATTRIBUTE, config_by_key, state_by_key
 
 __all__ = ["ATTENTION_NAME", "register", "superlinear_attention_forward", "superlinear_mask", "capture_attention",
            "padding_mask", "query_positions"]
@@ -59,19 +67,36 @@ _CAPTURES: list[tuple[frozenset, list]] = []
 # Compiled inference runs the Superlinear call as one custom operation (module docstring).
 ATTENTION_OP = os.environ.get("SLCONVERT_ATTENTION_OP", "1") != "0"
 
+# Converted layers pass their router's LayerState to every call (module docstring).
+KEEP_STATE = os.environ.get("SLCONVERT_KEEP_STATE", "1") != "0"
+
 
 @torch.library.custom_op("slconvert::superlinear_attention", mutates_args=())
 def _attention_op(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, q_search: torch.Tensor,
                   cache_position: torch.Tensor, attention_mask: torch.Tensor | None, config_key: str,
-                  scale: float | None) -> torch.Tensor:
+                  scale: float | None, state_key: str | None = None) -> torch.Tensor:
     """`slkernels.superlinear_attention` as one operation of a compiled graph (inference: no autograd)."""
-    return superlinear_attention(query, key, value, q_search, config_by_key(config_key), cache_position=cache_position,
-                                 attention_mask=attention_mask, scale=scale, backend=BACKEND, check_values=False)
+    config = config_by_key(config_key)
+    return superlinear_attention(query, key, value, q_search, config, cache_position=cache_position,
+                                 attention_mask=attention_mask, scale=scale, backend=BACKEND, check_values=False,
+                                 state=graph_state(state_key, config, key))
 
 
 @_attention_op.register_fake
-def _attention_op_shape(query, key, value, q_search, cache_position, attention_mask, config_key, scale):
+def _attention_op_shape(query, key, value, q_search, cache_position, attention_mask, config_key, scale,
+                        state_key=None):
     return query.new_empty(query.shape)
+
+
+def graph_state(state_key: str | None, config, key: torch.Tensor):
+    """The layer's state for a call inside a compiled graph, or None. Never one that the call would make arrays in
+    (the graph's memory pool would own them, and a replay reuse that memory); one that it uses keeps its present
+    arrays alive for the graphs recorded over them (`LayerState.hold_for_graphs`)."""
+    state = state_by_key(state_key) if state_key is not None else None
+    if state is None or state.allocates(config, key):
+        return None
+    state.hold_for_graphs()
+    return state
 
 
 def _visible_keys(attention_mask: torch.Tensor | None, kv_length: int) -> torch.Tensor | None:
@@ -240,12 +265,14 @@ def superlinear_attention_forward(
     q_search = router(query)
     if ATTENTION_OP and torch.compiler.is_compiling() and not torch.is_grad_enabled():
         out = torch.ops.slconvert.superlinear_attention(query, key, value, q_search, cache_position, mask2d,
-                                                        router.config_key, scaling)
+                                                        router.config_key, scaling,
+                                                        router.state_key if KEEP_STATE else None)
     else:
         if _CAPTURES:
             _record(router, query, key, value, q_search, scaling, mask2d, cache_position)
         out = superlinear_attention(query, key, value, q_search, router.config, cache_position=cache_position,
-                                    attention_mask=mask2d, scale=scaling, backend=BACKEND, check_values=False)
+                                    attention_mask=mask2d, scale=scaling, backend=BACKEND, check_values=False,
+                                    state=router.state if KEEP_STATE and not torch.compiler.is_compiling() else None)
     return out.transpose(1, 2).contiguous(), None
 
 

@@ -24,10 +24,12 @@ as ``<prefix>.superlinear_router.weight``.
 
 from __future__ import annotations
 
+import itertools
 import json
+import weakref
 
 import torch
-from slkernels import SuperlinearConfig
+from slkernels import LayerState, SuperlinearConfig
 from torch import nn
 
 from .errors import SlconvertError
@@ -40,6 +42,7 @@ __all__ = [
     "config_by_key",
     "initial_router_weight",
     "routers",
+    "state_by_key",
 ]
 
 ROUTER_ATTRIBUTE = "superlinear_router"
@@ -61,6 +64,23 @@ def _config_key(config: SuperlinearConfig) -> str:
 def config_by_key(key: str) -> SuperlinearConfig:
     """The `SuperlinearConfig` whose key a router holds in `config_key`."""
     return _CONFIGS[key]
+
+
+# Each router's `LayerState` by a name of its own, for the same reason: a compiled graph passes the name. Weak values:
+# a state lives as long as its router.
+_STATES: weakref.WeakValueDictionary[str, LayerState] = weakref.WeakValueDictionary()
+_STATE_NAMES = itertools.count()
+
+
+def _state_key(state: LayerState) -> str:
+    key = f"layer-state-{next(_STATE_NAMES)}"
+    _STATES[key] = state
+    return key
+
+
+def state_by_key(key: str) -> LayerState | None:
+    """The `LayerState` whose key a router holds in `state_key` (None once its router is gone)."""
+    return _STATES.get(key)
 
 
 def initial_router_weight(
@@ -86,7 +106,9 @@ def initial_router_weight(
 
 
 class SuperlinearRouter(nn.Module):
-    """Per-head linear map of the host query; also carries the layer's `SuperlinearConfig` (and its key)."""
+    """Per-head linear map of the host query; also carries the layer's `SuperlinearConfig` (and its key) and the
+    `slkernels.LayerState` its calls share (and its key): what the kernels keep from one call to the next, never
+    saved with the checkpoint."""
 
     def __init__(
         self,
@@ -104,9 +126,23 @@ class SuperlinearRouter(nn.Module):
         self.config = config
         self.config_key = _config_key(config)
         self.layer_idx = layer_idx
+        self.state = LayerState()
+        self.state_key = _state_key(self.state)
         self.weight = nn.Parameter(
             initial_router_weight(num_heads, head_dim, dtype=dtype or torch.float32).to(device)
         )
+
+    def __getstate__(self) -> dict:
+        # a copy or a pickle holds no kept arrays and gets a state of its own (`__setstate__`)
+        state = dict(super().__getstate__())
+        state.pop("state", None)
+        state.pop("state_key", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self.state = LayerState()
+        self.state_key = _state_key(self.state)
 
     def forward(self, query: torch.Tensor) -> torch.Tensor:
         """query [B, H_q, L, D] -> q_search [B, H_q, L, D] in the query's dtype."""

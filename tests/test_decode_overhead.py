@@ -109,9 +109,11 @@ def test_kept_running_sums_read_nothing_back_and_launch_two_kernels_a_step(stubb
     either (so a step stays capturable in a CUDA graph) and adds its two kernels (block totals, scan of the changed
     blocks) to the step's three; its arrays are reallocated O(log n) times over n steps, not every step."""
     from slkernels import LayerState
+    from slkernels import state as state_module
     from slkernels.triton_ops import prefix
 
     launches, _ = stubbed
+    monkeypatch.setattr(state_module, "KEEP_MIN_KEYS", 0)
     monkeypatch.setattr(prefix, "interpreting", lambda: False)
     for name in ("_block_sums_kernel", "_scan_kernel"):
         monkeypatch.setattr(prefix, name, LaunchRecorder(name, launches))

@@ -152,12 +152,48 @@ def _replay(torch) -> dict:
     return {"worst": worst, "captures": len(captures)}
 
 
+def _prefill_then_decode(torch) -> dict:
+    """A static cache's prefill through a LayerState, then decode steps through it: the prefill makes the kept
+    arrays (for the cache's whole length); the steps make none and write from the new key's block on. Each call
+    against the same call without a state."""
+    from slkernels import LayerState, SuperlinearConfig, superlinear_attention
+
+    cfg = SuperlinearConfig(**MEAN)
+    torch.manual_seed(21)
+    k, v = torch.zeros(2, 2, 90, 16), torch.zeros(2, 2, 90, 16)  # the static cache: 50 keys written
+    k[:, :, :50], v[:, :, :50] = torch.randn(2, 2, 50, 16) + 2.0, torch.randn(2, 2, 50, 16)
+    mask = torch.ones(2, 90, dtype=torch.long)
+    mask[1, :4] = 0
+    state = LayerState()
+
+    def both(q, qs, positions):
+        kw = dict(cache_position=positions, attention_mask=mask, backend="triton")
+        with torch.no_grad():
+            kept = superlinear_attention(q, k, v, qs, cfg, state=state, **kw)
+            plain = superlinear_attention(q, k, v, qs, cfg, **kw)
+        return float((kept - plain).abs().max())
+
+    got = {"prefill": both(*(torch.randn(2, 4, 50, 16) for _ in range(2)), torch.arange(50))}
+    made = [t.data_ptr() for t in state.held()]
+    got["rows"] = int(state.key_sums.pairs.shape[1])
+    got["steps"] = []
+    for position in (50, 51, 66):
+        k[:, :, position], v[:, :, position] = torch.randn(2, 2, 16) + 2.0, torch.randn(2, 2, 16)
+        diff = both(*(torch.randn(2, 4, 1, 16) for _ in range(2)), torch.tensor([position]))
+        got["steps"].append({"position": position, "diff": diff, "written": state.key_sums.written.tolist(),
+                             "same_arrays": [t.data_ptr() for t in state.held()] == made})
+    return got
+
+
 def _worker() -> None:
     os.environ["TRITON_INTERPRET"] = "1"
     import torch
+    from slkernels import state
+
+    state.KEEP_MIN_KEYS = 0  # the checks' caches are short: keep their sums all the same
 
     print(json.dumps({"growth": _growth(torch), "changes": _changes(torch), "decode": _decode(torch),
-                      "replay": _replay(torch)}))
+                      "replay": _replay(torch), "prefill": _prefill_then_decode(torch)}))
 
 
 @pytest.fixture(scope="module")
@@ -213,11 +249,44 @@ def test_replayed_decode_on_a_static_cache_with_kept_sums_equals_plain_decode(in
     assert got["worst"] < 1e-5
 
 
-def test_a_call_that_would_make_the_kept_sums_is_never_replayed_and_keys_name_the_kept_arrays():
+def test_a_prefill_makes_the_kept_sums_that_its_decode_steps_extend(interpreted):
+    got = interpreted["prefill"]
+    assert got["prefill"] < 1e-5
+    assert got["rows"] >= 91  # the static cache's whole length, so that no decode step makes arrays
+    for step in got["steps"]:
+        assert step["diff"] < 1e-5, step
+        assert step["same_arrays"], step
+        first = step["position"] // BLOCK  # the new key's block and every later one, in every group
+        assert all(written == [0] * first + [1] * (len(written) - first) for written in step["written"]), step
+
+
+def test_only_span_mean_calls_over_long_caches_keep_sums(monkeypatch):
+    """Below KEEP_MIN_KEYS keys a whole build costs less than an update of kept sums: such calls keep nothing, make
+    nothing and take no kept sums from the backend; nor does the anchor key at any length."""
+    import types
+
+    import torch
+    from slkernels import LayerState, SuperlinearConfig, state, triton_backend
+
+    mean, anchor = SuperlinearConfig(**MEAN), SuperlinearConfig(**dict(MEAN, search_key="anchor"))
+    monkeypatch.setattr(state, "KEEP_MIN_KEYS", 1000)
+    layer = LayerState()
+    for keys, config, keeps in ((999, mean, False), (1000, mean, True), (5000, anchor, False)):
+        k = torch.zeros(1, 1, keys, 4)
+        assert layer.keeps(config, k) == keeps and layer.allocates(config, k) == keeps, (keys, config.search_key)
+        got = triton_backend._key_sums(types.SimpleNamespace(state=layer, config=config, k=k))
+        assert (got is not None) == keeps and (layer.key_sums is not None) == keeps
+        layer.clear()
+
+
+def test_a_call_that_would_make_the_kept_sums_is_never_replayed_and_keys_name_the_kept_arrays(monkeypatch):
     """A replay key names the state's arrays by address: none while the state holds nothing or the call's keys do
     not fit what it holds (the call makes them, which no graph may do), another key once they are remade."""
     import torch
     from slkernels import LayerState, SuperlinearConfig, api, decode_graphs
+    from slkernels import state as state_module
+
+    monkeypatch.setattr(state_module, "KEEP_MIN_KEYS", 0)
 
     class Kept:  # stands in for the backend's KeySums: two arrays, and whether the call's keys fit them
         def __init__(self):
@@ -255,6 +324,18 @@ def test_a_call_that_would_make_the_kept_sums_is_never_replayed_and_keys_name_th
         assert key(mean) is None
     finally:
         decode_graphs._eager_only = saved
+
+
+def test_the_kept_arrays_take_the_bytes_nbytes_counts():
+    """`KeySums.nbytes` (what a memory estimate counts) is what `_reserve` makes with the GPU's blocks."""
+    import torch
+    from slkernels.triton_ops import prefix
+
+    sums = prefix.KeySums()
+    bs, dc, _ = prefix._tiling(128, None)
+    assert not prefix.interpreting() and bs == prefix.BLOCK
+    sums._reserve(4, 128, 5000, bs, dc, torch.device("cpu"))
+    assert sum(t.numel() * t.element_size() for t in sums.tensors()) == prefix.KeySums.nbytes(4, 128, 5000)
 
 
 if __name__ == "__main__" and "--worker" in sys.argv:

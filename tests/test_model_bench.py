@@ -495,6 +495,11 @@ def test_nano_memory_estimate():
     line = nano.describe_estimate(estimate, [32768, 1 << 20], 32768)
     assert line == ("GPU memory needed (estimate): 75.4 GiB = 58.8 GiB weights + 6.0 GiB KV cache at 1M + "
                     "10.6 GiB for one 32K-token prefill chunk")
+    # the span-mean key: every converted layer keeps its keys' running sums, about 3.5 times its K cache
+    mean = nano.memory_estimate(config, "bfloat16", [32768, 1 << 20], 32768, "span_mean")
+    assert 3.3 * estimate["kv_cache"] / 2 < mean["kept_sums"] < 3.7 * estimate["kv_cache"] / 2
+    assert mean["total"] == estimate["total"] + mean["kept_sums"]
+    assert "GiB kept span-mean sums + " in nano.describe_estimate(mean, [32768, 1 << 20], 32768)
 
 
 def test_bench_in_memory_refuses_a_gpu_with_too_little_free_memory(tmp_path, monkeypatch, capsys):

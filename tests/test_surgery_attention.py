@@ -394,6 +394,94 @@ def test_compiled_inference_holds_the_call_as_one_operation(bamba, monkeypatch):
         assert q.grad is not None
 
 
+def test_each_converted_layer_passes_its_own_state_to_every_eager_call(bamba, monkeypatch):
+    """A converted layer's calls share its router's LayerState (one per layer, its own in a copy); none with
+    KEEP_STATE off."""
+    import copy
+
+    import slconvert.attention as attention
+    from slconvert.router import state_by_key
+
+    seen = []
+    real = attention.superlinear_attention
+
+    def spy(*args, state=None, **kwargs):
+        seen.append(state)
+        return real(*args, state=state, **kwargs)
+
+    monkeypatch.setattr(attention, "superlinear_attention", spy)
+    layers = [getattr(m, attention.ROUTER_ATTRIBUTE) for m in _converted_layers(bamba)]
+    tokens = torch.randint(4, 200, (1, 24))
+    with torch.no_grad():
+        bamba(tokens)
+        assert seen == [router.state for router in layers] and len({id(s) for s in seen}) == len(layers)
+        assert all(state_by_key(router.state_key) is router.state for router in layers)
+        twin = copy.deepcopy(layers[0])
+        assert twin.state is not layers[0].state and state_by_key(twin.state_key) is twin.state
+        monkeypatch.setattr(attention, "KEEP_STATE", False)
+        seen.clear()
+        bamba(tokens)
+        assert seen == [None] * len(layers)
+
+
+def test_a_compiled_call_never_makes_the_state_arrays_and_keeps_those_it_uses(monkeypatch):
+    """`graph_state`: none for a span-mean call whose keys the state's arrays do not fit (the call would make them
+    inside a CUDA graph's memory pool), the state where they fit, whose arrays it then holds past a reallocation;
+    the anchor key keeps nothing, so its state is always usable."""
+    from slkernels import state as state_module
+    from slkernels.triton_ops.prefix import BLOCK, KeySums
+
+    from slconvert.attention import graph_state
+
+    monkeypatch.setattr(state_module, "KEEP_MIN_KEYS", 0)
+    mean = SuperlinearConfig(sw_index=2, num_spans=3, search_key="span_mean")
+    router = SuperlinearRouter(4, 16, mean, layer_idx=0)
+    keys = torch.zeros(1, 2, 300, 16)
+    assert graph_state(router.state_key, mean, keys) is None and router.state.key_sums is None
+    assert graph_state(None, mean, keys) is None
+    anchor = SuperlinearConfig(sw_index=2, num_spans=3)
+    assert graph_state(router.state_key, anchor, keys) is router.state
+    router.state.key_sums = sums = KeySums()
+    sums._reserve(2, 16, 300, BLOCK, 16, keys.device)  # what the eager prefill makes
+    assert graph_state(router.state_key, mean, keys) is router.state
+    recorded = sums.pairs
+    assert graph_state(router.state_key, mean, torch.zeros(1, 2, 5000, 16)) is None  # would outgrow them
+    sums._reserve(2, 16, 5000, BLOCK, 16, keys.device)  # an eager call on a longer cache remakes them
+    assert sums.pairs is not recorded
+    assert any(held[0] is recorded for held in router.state._graphed)  # a recorded graph's arrays stay alive
+    router.state.clear()
+    assert router.state.held() == () and not router.state._graphed
+
+
+@pytest.mark.gpu
+def test_generate_with_a_static_cache_and_the_span_mean_key_compiles_with_kept_sums(tmp_path, monkeypatch):
+    """Compiled static-cache generation with the span-mean key: the eager prefill makes every layer's kept sums,
+    the compiled steps extend them (no arrays made inside the graphs), and the greedy tokens are the dynamic
+    cache's, with the state and without it."""
+    from slkernels import state as state_module
+
+    import slconvert.attention as attention
+
+    monkeypatch.setattr(attention, "ATTENTION_OP", True)
+    monkeypatch.setattr(state_module, "KEEP_MIN_KEYS", 0)  # a short cache: keep its sums all the same
+    out = _convert(build_tiny_model("nemotron_h", tmp_path / "source"), tmp_path / "out", "--search-key", "span_mean")
+    model = slconvert.load(out, device="cuda")
+    tokens = torch.randint(4, 384, (1, 200), device="cuda")
+    states = [router.state for router in routers(model).values()]
+    try:
+        monkeypatch.setattr(attention, "KEEP_STATE", False)
+        eager = model.generate(tokens, max_new_tokens=12, do_sample=False)
+        plain = model.generate(tokens, max_new_tokens=12, do_sample=False, cache_implementation="static")
+        assert all(state.held() == () for state in states)
+        torch.compiler.reset()
+        monkeypatch.setattr(attention, "KEEP_STATE", True)
+        kept = model.generate(tokens, max_new_tokens=12, do_sample=False, cache_implementation="static")
+    finally:
+        torch.compiler.reset()
+    assert torch.equal(plain, eager) and torch.equal(kept, eager)
+    assert all(state.held() and len(state._graphed) == 1 for state in states)
+
+
 @pytest.mark.gpu
 def test_generate_with_a_static_cache_compiles_through_the_operation(tmp_path, monkeypatch):
     """transformers' generate compiles the forward on a GPU when the cache is static: with ATTENTION_OP on, its

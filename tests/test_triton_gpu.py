@@ -529,10 +529,13 @@ def test_span_mean_decode_cuda_graph_with_kept_sums():
 
 
 @pytest.mark.parametrize("cfg_name", ["small", "released"])
-def test_span_mean_decode_with_kept_sums_equals_plain_decode(cfg_name):
+def test_span_mean_decode_with_kept_sums_equals_plain_decode(cfg_name, monkeypatch):
     """Eager decode steps of a growing cache (a new K each step, left padding, bf16 at the attention shape) with a
     LayerState give the outputs of steps that build the sums anew, and write one or two blocks a step."""
     from slkernels import LayerState
+    from slkernels import state as state_module
+
+    monkeypatch.setattr(state_module, "KEEP_MIN_KEYS", 0)
 
     q, k, v, qs = _make_mean(2, 32, 2, 1, 12000, 128, torch.bfloat16)
     mask = torch.ones(2, 12000, dtype=torch.long, device="cuda")
@@ -549,6 +552,44 @@ def test_span_mean_decode_with_kept_sums_equals_plain_decode(cfg_name):
         assert _rel(kept, plain) < 1e-3, length
         if length not in (9000, 9101, 12000):  # a first call, a jump, a reallocation
             assert int(state.key_sums.written.sum(-1).max()) == 1, length
+
+
+@pytest.mark.parametrize("cfg_name", ["small", "released"])
+def test_span_mean_prefill_chunks_and_steps_through_a_state_equal_plain_calls(cfg_name, monkeypatch):
+    """A static cache filled by prefill chunks through a LayerState, then decode steps (bf16 at the attention shape,
+    left padding): every call gives the output of the same call without a state; the first chunk makes the kept
+    arrays for the whole cache and no later call makes others; a step writes from the new key's block on."""
+    from slkernels import LayerState
+    from slkernels import state as state_module
+
+    monkeypatch.setattr(state_module, "KEEP_MIN_KEYS", 0)
+
+    total, chunk = 20000, 4096
+    q, k_all, v_all, qs = _make_mean(2, 32, 2, chunk, total, 128, torch.bfloat16)
+    k, v = torch.zeros_like(k_all), torch.zeros_like(v_all)  # the static cache, written chunk by chunk
+    mask = torch.ones(2, total, dtype=torch.long, device="cuda")
+    mask[1, :300] = 0
+    state, made = LayerState(), None
+
+    def both(rows, start):
+        k[:, :, start:start + rows.shape[2]] = k_all[:, :, start:start + rows.shape[2]]
+        v[:, :, start:start + rows.shape[2]] = v_all[:, :, start:start + rows.shape[2]]
+        kw = dict(cache_position=torch.arange(start, start + rows.shape[2], device="cuda"), attention_mask=mask,
+                  backend="triton")
+        with torch.no_grad():
+            kept = superlinear_attention(rows, k, v, qs[:, :, :rows.shape[2]], MEAN[cfg_name], state=state, **kw)
+            plain = superlinear_attention(rows, k, v, qs[:, :, :rows.shape[2]], MEAN[cfg_name], **kw)
+        assert _rel(kept, plain) < 1e-3, start
+
+    for start in (0, chunk, 2 * chunk):
+        both(q, start)
+        made = made or [t.data_ptr() for t in state.held()]
+    for position in (3 * chunk, 3 * chunk + 1, 3 * chunk + 200):
+        both(q[:, :, :1], position)
+        first = position // 128  # the GPU's blocks of 128 keys
+        written = state.key_sums.written
+        assert int(written[:, :first].sum()) == 0 and bool(written[:, first:].all()), position
+    assert [t.data_ptr() for t in state.held()] == made
 
 
 def test_span_mean_sums_at_a_million_tokens():

@@ -39,7 +39,7 @@ from .attend import (
 from .attend_bwd import dkdv, gate_backward
 from .common import capability, cdiv, interpreting
 from .entries import max_span_length
-from .prefix import key_prefix
+from .prefix import KeySums, key_prefix
 from .search import search_topk
 from .span_lists import span_lists
 from .window_lists import window_lists
@@ -197,10 +197,13 @@ def inference_chunk_rows(len_q: int, num_spans: int, batch: int = 1, held: float
     return len_q if rows >= len_q else rows
 
 
-def inference_plan(q, k, config: SuperlinearConfig, first_real):
+def inference_plan(q, k, config: SuperlinearConfig, first_real, key_sums: KeySums | None = None):
     """(query rows per chunk, the span-mean running sums or None) of an inference forward: the sums are built once
-    over the keys and held by every chunk, so the chunks get what they leave of INFERENCE_EXTRA."""
-    prefix = key_prefix(k, first_real) if config.search_key == "span_mean" else None
+    over the keys and held by every chunk, so the chunks get what they leave of INFERENCE_EXTRA. `key_sums`: the
+    caller's kept sums (`prefix.KeySums`), updated here instead of built anew."""
+    prefix = None
+    if config.search_key == "span_mean":
+        prefix = key_prefix(k, first_real) if key_sums is None else key_sums.update(k, first_real)
     held = 0.0
     if prefix is not None:
         held = sum(t.numel() * t.element_size() for t in (prefix.pairs, prefix.third, prefix.norm))
@@ -208,14 +211,15 @@ def inference_plan(q, k, config: SuperlinearConfig, first_real):
     return inference_chunk_rows(q.shape[2], config.num_spans, q.shape[0], held), prefix
 
 
-def inference_forward(q, k, v, q_search, config: SuperlinearConfig, positions, first_real, scale, t_bound):
+def inference_forward(q, k, v, q_search, config: SuperlinearConfig, positions, first_real, scale, t_bound,
+                      key_sums: KeySums | None = None):
     """The forward without gradients, in chunks of query rows (`inference_plan`): each chunk is a prefill chunk at
     its own positions over all the keys, so each row's output is the whole pass's (up to rounding). The output
     takes the query's memory layout where the query is dense (a model's [B, L, H, D] projections seen as [B, H, L,
     D] included), and the window pass writes each chunk's rows straight into it: no copy of the output (2.5 of 104
     ms at 256K released on an H200, benchmarks/NOTES.md item 45), and a model's transpose back is free."""
     len_q = q.shape[2]
-    rows, prefix = inference_plan(q, k, config, first_real)
+    rows, prefix = inference_plan(q, k, config, first_real, key_sums)
     if rows >= len_q:
         return forward_pass(q, k, v, q_search, config, positions, first_real, scale, t_bound, for_backward=False,
                             prefix=prefix)[0]
@@ -300,10 +304,12 @@ class _SuperlinearFunction(torch.autograd.Function):
         return dq, dk, dv, dqs, None, None, None, None, None
 
 
-def superlinear_prefill(q, k, v, q_search, config, positions, first_real, scale, t_bound=None):
-    """Superlinear attention through the Triton kernels, differentiable in q, k, v and q_search."""
+def superlinear_prefill(q, k, v, q_search, config, positions, first_real, scale, t_bound=None,
+                        key_sums: KeySums | None = None):
+    """Superlinear attention through the Triton kernels, differentiable in q, k, v and q_search. `key_sums`: running
+    sums of the span-mean key kept between calls of the layer, used by a call without gradients."""
     t_bound = k.shape[2] if t_bound is None else t_bound
     needs_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v, q_search))
     if not needs_grad:
-        return inference_forward(q, k, v, q_search, config, positions, first_real, scale, t_bound)
+        return inference_forward(q, k, v, q_search, config, positions, first_real, scale, t_bound, key_sums)
     return _SuperlinearFunction.apply(q, k, v, q_search, config, positions, first_real, scale, t_bound)

@@ -347,8 +347,11 @@ class KeySums:
         counts = (length - torch.arange(n_blocks, device=device, dtype=torch.int32) * bs).clamp(0, bs)
         changed = ((sums != self.sums[:, :n_blocks]).any(-1) | (w_sums != self.w_sums[:, :n_blocks]).any(-1)
                    | (counts != self.counts[:n_blocks])[None, :] | ~keep[:, None])
-        dirty = (changed.to(torch.int32).cumsum(dim=1) > 0).to(torch.int8)
-        self.written = dirty  # int8 [groups, n_blocks]: the blocks this call wrote (1), for tests and diagnostics
+        # int8 [groups, n_blocks]: the blocks this call writes (1), for tests and diagnostics too. Held in a kept
+        # array: a tensor made here and kept past the call would be one a CUDA-graph tree's pool cannot track
+        dirty = self._dirty[:groups * n_blocks].view(groups, n_blocks)
+        torch.gt(changed.to(torch.int32).cumsum(dim=1), 0, out=dirty)
+        self.written = dirty
         rows = self.pairs.shape[1]
         _scan_kernel[(n_blocks, groups, dim // dc)](
             k, first_real, offsets, center, scale, self.pairs, self.norm_parts, self.third, dirty, *k.stride(), heads,
@@ -383,8 +386,7 @@ class KeySums:
         if self._fits(groups, dim, length, bs, device):
             return
         self._shape = None  # until every array is made (an allocation that fails leaves nothing that seems to fit)
-        rows = length + 1 + max(int(length * self.GROWTH), 4 * bs)
-        blocks = triton.cdiv(rows, bs)
+        rows, blocks = self._capacity(length, bs)
         self.pairs = torch.zeros(groups, rows, 2, dim, dtype=torch.float16, device=device)
         self.third = torch.zeros(groups, rows, dim, dtype=torch.float16, device=device)
         self.norm_parts = torch.zeros(groups, rows, dim // dc, dtype=torch.float32, device=device)
@@ -392,19 +394,36 @@ class KeySums:
         self.sums = torch.zeros(groups, blocks, dim, dtype=torch.float32, device=device)
         self.w_sums = torch.zeros_like(self.sums)
         self.counts = torch.zeros(blocks, dtype=torch.int32, device=device)  # keys per block when written
+        self._dirty = torch.zeros(groups * blocks, dtype=torch.int8, device=device)  # the blocks a call writes
         self.center = torch.zeros(groups, dim, dtype=torch.float32, device=device)
         self.scale = torch.ones(groups, dtype=torch.float32, device=device)
         self.first = torch.full((groups,), -1, dtype=torch.int64, device=device)
         self.built = torch.zeros(groups, dtype=torch.bool, device=device)
         self._shape = (groups, dim, device, bs)
 
+    @classmethod
+    def _capacity(cls, length: int, bs: int) -> tuple[int, int]:
+        """(rows, blocks) of the arrays made for `length` keys."""
+        rows = length + 1 + max(int(length * cls.GROWTH), 4 * bs)
+        return rows, triton.cdiv(rows, bs)
+
+    @classmethod
+    def nbytes(cls, groups: int, dim: int, length: int) -> int:
+        """Bytes of the arrays kept for `groups` (batch row, KV head) groups of `length` keys of `dim` columns (on a
+        GPU): about 3.5 times the groups' K in 16 bits, with the rows kept beyond the keys."""
+        bs, dc, _ = _tiling(dim, None)
+        rows, blocks = cls._capacity(length, bs)
+        per_row = 2 * dim * 2 + dim * 2 + (dim // dc) * 4 + 4  # pairs, third, norm parts, norm
+        per_group = rows * per_row + blocks * (dim * 4 * 2 + 1) + dim * 4 + 4 + 8 + 1  # ... block totals, centre...
+        return groups * per_group + blocks * 4
+
     def tensors(self) -> tuple[torch.Tensor, ...]:
         """Every array kept (none before the first call): what a CUDA graph of a call through this object reads and
         writes besides its inputs."""
         if self._shape is None:
             return ()
-        return (self.pairs, self.third, self.norm_parts, self.norm, self.sums, self.w_sums, self.counts, self.center,
-                self.scale, self.first, self.built)
+        return (self.pairs, self.third, self.norm_parts, self.norm, self.sums, self.w_sums, self.counts, self._dirty,
+                self.center, self.scale, self.first, self.built)
 
 
 def prefix_sums(x: torch.Tensor, block: int | None = None) -> torch.Tensor:
