@@ -31,11 +31,12 @@ into the kernels' host code instead, which breaks the graph at every host read-b
 change; there inductor cannot compile the decode kernel (its float arguments become float64 constants), so
 `generate` with a static cache on a GPU needs the operation.
 
-Each converted layer's calls share its router's `slkernels.LayerState` (`KEEP_STATE`, environment
-`SLCONVERT_KEEP_STATE=0` to turn it off): with the "span_mean" search key the running sums of the layer's keys are
-then kept from one call to the next, and a decode step writes only the blocks of keys that changed instead of
-rebuilding them over the whole cache. They take about three times the layer's K cache, for as long as the model
-lives. In a compiled step the operation never makes them (CUDA-graph trees run its Python while recording, in the
+Each converted layer's calls through a cache (more keys than queries) share its router's `slkernels.LayerState`
+(`KEEP_STATE`, environment `SLCONVERT_KEEP_STATE=0` to turn it off): with the "span_mean" search key and a cache of
+at least `slkernels.state.KEEP_MIN_KEYS` keys the running sums of the layer's keys are then kept from one call to
+the next, and a decode step writes only the blocks of keys that changed instead of rebuilding them over the whole
+cache. They take about 3.5 times the layer's K cache until `clear_kept_state(model)`, a move of the model to another
+device or dtype, or the model's end. In a compiled step the operation never makes them (CUDA-graph trees run its Python while recording, in the
 graph's memory pool): the eager prefill before it does, for the cache's length, and a compiled call that would
 have to make them builds the sums for itself instead, as without a state.
 """
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 import weakref
 from collections.abc import Iterator
 
@@ -54,7 +56,7 @@ from .errors import SlconvertError
 from .router import ROUTER_ATTRIBUTE, config_by_key, state_by_key
 
 __all__ = ["ATTENTION_NAME", "register", "superlinear_attention_forward", "superlinear_mask", "capture_attention",
-           "padding_mask", "query_positions"]
+           "padding_mask", "query_positions", "clear_kept_state"]
 
 ATTENTION_NAME = "superlinear"
 
@@ -88,15 +90,53 @@ def _attention_op_shape(query, key, value, q_search, cache_position, attention_m
     return query.new_empty(query.shape)
 
 
+_WARNED_REBUILDS: set[str] = set()
+
+
 def graph_state(state_key: str | None, config, key: torch.Tensor):
     """The layer's state for a call inside a compiled graph, or None. Never one that the call would make arrays in
-    (the graph's memory pool would own them, and a replay reuse that memory); one that it uses keeps its present
-    arrays alive for the graphs recorded over them (`LayerState.hold_for_graphs`)."""
+    (the graph's memory pool would own them, and a replay reuse that memory): that call builds the sums for itself,
+    with a warning once per layer. A call being recorded into a CUDA graph keeps the state's present arrays alive for
+    the graphs recorded over them (`LayerState.hold_for_graphs`)."""
     state = state_by_key(state_key) if state_key is not None else None
-    if state is None or state.allocates(config, key):
+    if state is None:
         return None
-    state.hold_for_graphs()
+    if state.allocates(config, key):
+        if state_key not in _WARNED_REBUILDS:
+            _WARNED_REBUILDS.add(state_key)
+            warnings.warn("a compiled Superlinear call rebuilds the span-mean running sums on every step: the layer's "
+                          "kept sums were not made for this cache before compiling (run the prefill eagerly on a "
+                          "static cache, as transformers' generate does)", stacklevel=2)
+        return None
+    if _recording(key):
+        state.hold_for_graphs()
     return state
+
+
+def _recording(key: torch.Tensor) -> bool:
+    """Whether this call is being recorded into a CUDA graph (a graph tree's recording run)."""
+    return key.is_cuda and torch.cuda.is_current_stream_capturing()
+
+
+def _keeps_state(router, len_q: int, len_kv: int) -> bool:
+    """Whether a call of this layer passes its state: with KEEP_STATE, where a cache holds keys beyond the call's
+    own queries (a static cache, a decode step, a later prefill chunk; a forward without a cache would keep sums no
+    later call reuses), and never from a DataParallel replica (its copy of the router shares the state across
+    devices)."""
+    return KEEP_STATE and len_kv > len_q and not getattr(router, "_is_replica", False)
+
+
+def clear_kept_state(model: torch.nn.Module) -> int:
+    """Drop what every converted layer of `model` keeps between calls (`slkernels.LayerState`); returns how many
+    bytes that held. Arrays kept for recorded CUDA graphs go too: call it after `torch.compiler.reset()` where
+    compiled graphs ran over them."""
+    from .router import routers
+
+    held = 0
+    for router in routers(model).values():
+        held += sum(t.numel() * t.element_size() for t in router.state.held())
+        router.state.clear()
+    return held
 
 
 def _visible_keys(attention_mask: torch.Tensor | None, kv_length: int) -> torch.Tensor | None:
@@ -266,13 +306,15 @@ def superlinear_attention_forward(
     if ATTENTION_OP and torch.compiler.is_compiling() and not torch.is_grad_enabled():
         out = torch.ops.slconvert.superlinear_attention(query, key, value, q_search, cache_position, mask2d,
                                                         router.config_key, scaling,
-                                                        router.state_key if KEEP_STATE else None)
+                                                        router.state_key if _keeps_state(router, len_q, len_kv)
+                                                        else None)
     else:
         if _CAPTURES:
             _record(router, query, key, value, q_search, scaling, mask2d, cache_position)
         out = superlinear_attention(query, key, value, q_search, router.config, cache_position=cache_position,
                                     attention_mask=mask2d, scale=scaling, backend=BACKEND, check_values=False,
-                                    state=router.state if KEEP_STATE and not torch.compiler.is_compiling() else None)
+                                    state=router.state if _keeps_state(router, len_q, len_kv)
+                                    and not torch.compiler.is_compiling() else None)
     return out.transpose(1, 2).contiguous(), None
 
 

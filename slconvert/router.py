@@ -144,6 +144,11 @@ class SuperlinearRouter(nn.Module):
         self.state = LayerState()
         self.state_key = _state_key(self.state)
 
+    def _apply(self, fn, *args, **kwargs):
+        # a move to another device or dtype (`.to()`, `.cuda()`, `.half()`): what the state keeps stays behind
+        self.state.clear()
+        return super()._apply(fn, *args, **kwargs)
+
     def forward(self, query: torch.Tensor) -> torch.Tensor:
         """query [B, H_q, L, D] -> q_search [B, H_q, L, D] in the query's dtype."""
         if query.shape[1] != self.num_heads or query.shape[-1] != self.head_dim:

@@ -394,9 +394,11 @@ def test_compiled_inference_holds_the_call_as_one_operation(bamba, monkeypatch):
         assert q.grad is not None
 
 
-def test_each_converted_layer_passes_its_own_state_to_every_eager_call(bamba, monkeypatch):
-    """A converted layer's calls share its router's LayerState (one per layer, its own in a copy); none with
-    KEEP_STATE off."""
+def test_each_converted_layer_passes_its_own_state_to_calls_through_a_cache(bamba, monkeypatch):
+    """A converted layer's calls through a cache (a decode step: more keys than queries) share its router's
+    LayerState (one per layer, its own in a copy); a forward without a cache passes none (its sums would never be
+    reused), nor does a DataParallel replica or any call with KEEP_STATE off. Moving the router drops what it kept,
+    and `clear_kept_state` drops it for the whole model."""
     import copy
 
     import slconvert.attention as attention
@@ -412,43 +414,81 @@ def test_each_converted_layer_passes_its_own_state_to_every_eager_call(bamba, mo
     monkeypatch.setattr(attention, "superlinear_attention", spy)
     layers = [getattr(m, attention.ROUTER_ATTRIBUTE) for m in _converted_layers(bamba)]
     tokens = torch.randint(4, 200, (1, 24))
+
+    def step() -> list:
+        seen.clear()
+        cache = bamba(tokens, use_cache=True).past_key_values
+        assert seen == [None] * len(layers)  # the prefill holds every key it attends: nothing to keep for it
+        seen.clear()
+        bamba(tokens[:, -1:], past_key_values=cache, use_cache=True)
+        return list(seen)
+
     with torch.no_grad():
-        bamba(tokens)
-        assert seen == [router.state for router in layers] and len({id(s) for s in seen}) == len(layers)
+        assert step() == [router.state for router in layers] and len({id(s) for s in seen}) == len(layers)
         assert all(state_by_key(router.state_key) is router.state for router in layers)
         twin = copy.deepcopy(layers[0])
         assert twin.state is not layers[0].state and state_by_key(twin.state_key) is twin.state
+        layers[0]._is_replica = True  # what DataParallel marks its per-device copies with
+        try:
+            assert step() == [None] + [router.state for router in layers[1:]]
+        finally:
+            del layers[0]._is_replica
         monkeypatch.setattr(attention, "KEEP_STATE", False)
-        seen.clear()
-        bamba(tokens)
-        assert seen == [None] * len(layers)
+        assert step() == [None] * len(layers)
+
+
+def test_moving_a_router_or_clearing_the_model_drops_what_its_state_keeps(bamba):
+    from slkernels.triton_ops.prefix import BLOCK, KeySums
+
+    import slconvert.attention as attention
+
+    router = next(iter(routers(bamba).values()))
+    for drop in (lambda: router.to(torch.float64), lambda: attention.clear_kept_state(bamba)):
+        router.state.key_sums = sums = KeySums()
+        sums._reserve(2, 16, 300, BLOCK, 16, torch.device("cpu"))
+        router.state._graphed.append(router.state.held())
+        held = sum(t.numel() * t.element_size() for t in router.state.held())
+        got = drop()
+        assert router.state.held() == () and not router.state._graphed
+        assert got is router or got == held
+    router.to(torch.float32)
 
 
 def test_a_compiled_call_never_makes_the_state_arrays_and_keeps_those_it_uses(monkeypatch):
     """`graph_state`: none for a span-mean call whose keys the state's arrays do not fit (the call would make them
-    inside a CUDA graph's memory pool), the state where they fit, whose arrays it then holds past a reallocation;
-    the anchor key keeps nothing, so its state is always usable."""
+    inside a CUDA graph's memory pool; it warns once that the sums are rebuilt), the state where they fit, whose
+    arrays a call being recorded into a CUDA graph then holds past a reallocation (a call not being recorded holds
+    nothing); the anchor key keeps nothing, so its state is always usable."""
+    import warnings
+
     from slkernels import state as state_module
     from slkernels.triton_ops.prefix import BLOCK, KeySums
 
+    import slconvert.attention as attention
     from slconvert.attention import graph_state
 
     monkeypatch.setattr(state_module, "KEEP_MIN_KEYS", 0)
     mean = SuperlinearConfig(sw_index=2, num_spans=3, search_key="span_mean")
     router = SuperlinearRouter(4, 16, mean, layer_idx=0)
     keys = torch.zeros(1, 2, 300, 16)
-    assert graph_state(router.state_key, mean, keys) is None and router.state.key_sums is None
+    with pytest.warns(UserWarning, match="rebuilds the span-mean running sums"):
+        assert graph_state(router.state_key, mean, keys) is None and router.state.key_sums is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per layer
+        assert graph_state(router.state_key, mean, keys) is None
     assert graph_state(None, mean, keys) is None
     anchor = SuperlinearConfig(sw_index=2, num_spans=3)
     assert graph_state(router.state_key, anchor, keys) is router.state
     router.state.key_sums = sums = KeySums()
     sums._reserve(2, 16, 300, BLOCK, 16, keys.device)  # what the eager prefill makes
+    assert graph_state(router.state_key, mean, keys) is router.state and not router.state._graphed
+    monkeypatch.setattr(attention, "_recording", lambda key: True)
     assert graph_state(router.state_key, mean, keys) is router.state
     recorded = sums.pairs
     assert graph_state(router.state_key, mean, torch.zeros(1, 2, 5000, 16)) is None  # would outgrow them
     sums._reserve(2, 16, 5000, BLOCK, 16, keys.device)  # an eager call on a longer cache remakes them
     assert sums.pairs is not recorded
-    assert any(held[0] is recorded for held in router.state._graphed)  # a recorded graph's arrays stay alive
+    assert [held[0] for held in router.state._graphed] == [recorded]  # a recorded graph's arrays stay alive
     router.state.clear()
     assert router.state.held() == () and not router.state._graphed
 

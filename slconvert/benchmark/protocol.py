@@ -34,6 +34,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 from slkernels import LayerState, SuperlinearConfig, superlinear_attention
+from slkernels import state as state_module
 
 from ..errors import one_line
 from . import published
@@ -240,8 +241,12 @@ def _decode_rows_for(cfg: BenchSettings, configs: dict[str, SuperlinearConfig], 
         sl = measure(partial(call, q, k, v, qs), budget_ms=200.0, max_reps=100)
         row = _row(name, "decode", length, sl, dense, keys, cfg.heads_q * length, cfg.head_dim, 1.0)
         row["superlinear_graph_ms"] = per_step(call)
-        if config.search_key == "span_mean":
-            row["superlinear_graph_kept_sums_ms"] = per_step(call, [LayerState() for _ in layers])
+        if config.search_key == "span_mean":  # kept at every length: the column is what KEEP_MIN_KEYS is set from
+            threshold, state_module.KEEP_MIN_KEYS = state_module.KEEP_MIN_KEYS, 0
+            try:
+                row["superlinear_graph_kept_sums_ms"] = per_step(call, [LayerState() for _ in layers])
+            finally:
+                state_module.KEEP_MIN_KEYS = threshold
         row["dense_graph_ms"] = dense_graph
         row["graph_steps"] = len(layers)
         rows.append(row)
