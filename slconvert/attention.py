@@ -36,7 +36,7 @@ Each converted layer's calls through a cache (more keys than queries) share its 
 at least `slkernels.state.KEEP_MIN_KEYS` keys the running sums of the layer's keys are then kept from one call to
 the next, and a decode step writes only the blocks of keys that changed instead of rebuilding them over the whole
 cache. They take about 3.5 times the layer's K cache until `clear_kept_state(model)`, a move of the model to another
-device or dtype, or the model's end. In a compiled step the operation never makes them (CUDA-graph trees run its Python while recording, in the
+device, or the model's end. In a compiled step the operation never makes them (CUDA-graph trees run its Python while recording, in the
 graph's memory pool): the eager prefill before it does, for the cache's length, and a compiled call that would
 have to make them builds the sums for itself instead, as without a state.
 """
@@ -102,11 +102,11 @@ def graph_state(state_key: str | None, config, key: torch.Tensor):
     if state is None:
         return None
     if state.allocates(config, key):
-        if state_key not in _WARNED_REBUILDS:
+        if key.device.type != "cpu" and state_key not in _WARNED_REBUILDS:  # (the CPU's reference builds them anyway)
             _WARNED_REBUILDS.add(state_key)
-            warnings.warn("a compiled Superlinear call rebuilds the span-mean running sums on every step: the layer's "
-                          "kept sums were not made for this cache before compiling (run the prefill eagerly on a "
-                          "static cache, as transformers' generate does)", stacklevel=2)
+            warnings.warn("a compiled Superlinear call builds the span-mean running sums itself on every call: the "
+                          "layer's kept sums were not made for this cache by a call outside the compiled graph (an "
+                          "eager prefill on the static cache makes them; a compiled prefill cannot)", stacklevel=2)
         return None
     if _recording(key):
         state.hold_for_graphs()
@@ -132,11 +132,12 @@ def clear_kept_state(model: torch.nn.Module) -> int:
     compiled graphs ran over them."""
     from .router import routers
 
-    held = 0
+    arrays = {}
     for router in routers(model).values():
-        held += sum(t.numel() * t.element_size() for t in router.state.held())
+        for array in (*router.state.held(), *(t for kept in router.state._graphed for t in kept)):
+            arrays[array.data_ptr()] = array.numel() * array.element_size()
         router.state.clear()
-    return held
+    return sum(arrays.values())
 
 
 def _visible_keys(attention_mask: torch.Tensor | None, kv_length: int) -> torch.Tensor | None:

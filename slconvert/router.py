@@ -145,9 +145,14 @@ class SuperlinearRouter(nn.Module):
         self.state_key = _state_key(self.state)
 
     def _apply(self, fn, *args, **kwargs):
-        # a move to another device or dtype (`.to()`, `.cuda()`, `.half()`): what the state keeps stays behind
-        self.state.clear()
-        return super()._apply(fn, *args, **kwargs)
+        # a move to another device (`.to()`, `.cuda()`, ...) leaves what the state keeps behind, and the graphs
+        # recorded over it with it; a move that keeps the device (a dtype change, a no-op `.to()`) keeps both, since
+        # a compiled graph may still replay over the kept arrays
+        device = self.weight.device
+        out = super()._apply(fn, *args, **kwargs)
+        if self.weight.device != device:
+            self.state.clear()
+        return out
 
     def forward(self, query: torch.Tensor) -> torch.Tensor:
         """query [B, H_q, L, D] -> q_search [B, H_q, L, D] in the query's dtype."""

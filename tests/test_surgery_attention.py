@@ -437,21 +437,46 @@ def test_each_converted_layer_passes_its_own_state_to_calls_through_a_cache(bamb
         assert step() == [None] * len(layers)
 
 
-def test_moving_a_router_or_clearing_the_model_drops_what_its_state_keeps(bamba):
+def test_which_calls_keep_state():
+    """`_keeps_state`, what both the eager and the compiled path ask: calls through a cache (more keys than queries),
+    with KEEP_STATE on, from a router that is not a DataParallel replica."""
+    from slconvert.attention import _keeps_state
+
+    router = SuperlinearRouter(4, 16, SuperlinearConfig(sw_index=2, num_spans=3), layer_idx=0)
+    assert _keeps_state(router, 1, 40) and _keeps_state(router, 40, 300)
+    assert not _keeps_state(router, 40, 40)
+    router._is_replica = True
+    assert not _keeps_state(router, 1, 40)
+
+
+def test_moving_a_router_to_another_device_or_clearing_the_model_drops_what_its_state_keeps(bamba):
+    """A move to another device drops the kept arrays (and the graphs' holds: those graphs cannot replay on the new
+    device); a dtype change or a move that keeps the device keeps them, since a compiled graph may still replay over
+    them. `clear_kept_state` drops every layer's and counts the bytes, held-for-graph arrays included."""
     from slkernels.triton_ops.prefix import BLOCK, KeySums
 
     import slconvert.attention as attention
 
-    router = next(iter(routers(bamba).values()))
-    for drop in (lambda: router.to(torch.float64), lambda: attention.clear_kept_state(bamba)):
+    def keep(router) -> int:
         router.state.key_sums = sums = KeySums()
         sums._reserve(2, 16, 300, BLOCK, 16, torch.device("cpu"))
         router.state._graphed.append(router.state.held())
-        held = sum(t.numel() * t.element_size() for t in router.state.held())
-        got = drop()
-        assert router.state.held() == () and not router.state._graphed
-        assert got is router or got == held
-    router.to(torch.float32)
+        old = KeySums()
+        old._reserve(2, 16, 100, BLOCK, 16, torch.device("cpu"))
+        router.state._graphed.append(old.tensors())  # an earlier graph's arrays
+        return sum(t.numel() * t.element_size() for kept in router.state._graphed for t in kept)
+
+    router = SuperlinearRouter(4, 16, SuperlinearConfig(sw_index=2, num_spans=3), layer_idx=0)
+    keep(router)
+    router.to(torch.float64)
+    router.to("cpu")
+    assert router.state.held() and len(router.state._graphed) == 2
+    router.to("meta")
+    assert router.state.held() == () and not router.state._graphed
+    layer = next(iter(routers(bamba).values()))
+    held = keep(layer)
+    assert attention.clear_kept_state(bamba) == held
+    assert layer.state.held() == () and not layer.state._graphed
 
 
 def test_a_compiled_call_never_makes_the_state_arrays_and_keeps_those_it_uses(monkeypatch):
@@ -470,8 +495,8 @@ def test_a_compiled_call_never_makes_the_state_arrays_and_keeps_those_it_uses(mo
     monkeypatch.setattr(state_module, "KEEP_MIN_KEYS", 0)
     mean = SuperlinearConfig(sw_index=2, num_spans=3, search_key="span_mean")
     router = SuperlinearRouter(4, 16, mean, layer_idx=0)
-    keys = torch.zeros(1, 2, 300, 16)
-    with pytest.warns(UserWarning, match="rebuilds the span-mean running sums"):
+    keys = torch.zeros(1, 2, 300, 16, device="meta")  # not the CPU: a device where the Triton kernels would run
+    with pytest.warns(UserWarning, match="builds the span-mean running sums itself"):
         assert graph_state(router.state_key, mean, keys) is None and router.state.key_sums is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # once per layer
@@ -485,7 +510,7 @@ def test_a_compiled_call_never_makes_the_state_arrays_and_keeps_those_it_uses(mo
     monkeypatch.setattr(attention, "_recording", lambda key: True)
     assert graph_state(router.state_key, mean, keys) is router.state
     recorded = sums.pairs
-    assert graph_state(router.state_key, mean, torch.zeros(1, 2, 5000, 16)) is None  # would outgrow them
+    assert graph_state(router.state_key, mean, torch.zeros(1, 2, 5000, 16, device="meta")) is None  # outgrows them
     sums._reserve(2, 16, 5000, BLOCK, 16, keys.device)  # an eager call on a longer cache remakes them
     assert sums.pairs is not recorded
     assert [held[0] for held in router.state._graphed] == [recorded]  # a recorded graph's arrays stay alive
