@@ -30,12 +30,15 @@ class LayerState:
         self.key_sums = None  # the Triton backend's `KeySums`, made on the first span-mean call without gradients
         self._graphed: list[tuple] = []  # arrays that CUDA graphs recorded outside `superlinear_attention` may use
 
-    def clear(self) -> None:
-        """Drop what is kept (its memory too); the next call builds it again. Arrays kept for graphs recorded
-        through this state (`hold_for_graphs`) go too: clear only once those graphs are dropped
-        (`torch.compiler.reset()`)."""
+    def clear(self) -> int:
+        """Drop what is kept (its memory too) and return how many bytes that was; the next call builds it again.
+        Arrays kept for graphs recorded through this state (`hold_for_graphs`) go too: clear only once those graphs
+        are dropped (`torch.compiler.reset()`)."""
+        arrays = {t.data_ptr(): t.numel() * t.element_size()
+                  for t in (*self.held(), *(t for kept in self._graphed for t in kept))}
         self.key_sums = None
         self._graphed.clear()
+        return sum(arrays.values())
 
     def hold_for_graphs(self) -> None:
         """Keep the arrays held now for as long as this state lives, whatever later calls make. For a caller that

@@ -132,12 +132,7 @@ def clear_kept_state(model: torch.nn.Module) -> int:
     compiled graphs ran over them."""
     from .router import routers
 
-    arrays = {}
-    for router in routers(model).values():
-        for array in (*router.state.held(), *(t for kept in router.state._graphed for t in kept)):
-            arrays[array.data_ptr()] = array.numel() * array.element_size()
-        router.state.clear()
-    return sum(arrays.values())
+    return sum(router.state.clear() for router in routers(model).values())
 
 
 def _visible_keys(attention_mask: torch.Tensor | None, kv_length: int) -> torch.Tensor | None:
@@ -304,18 +299,16 @@ def superlinear_attention_forward(
     mask2d, cache_position = _layer_mask_and_positions(router, attention_mask, len_q, len_kv, query.device,
                                                        kwargs.get("cache_position"))
     q_search = router(query)
+    keeps = _keeps_state(router, len_q, len_kv)
     if ATTENTION_OP and torch.compiler.is_compiling() and not torch.is_grad_enabled():
         out = torch.ops.slconvert.superlinear_attention(query, key, value, q_search, cache_position, mask2d,
-                                                        router.config_key, scaling,
-                                                        router.state_key if _keeps_state(router, len_q, len_kv)
-                                                        else None)
+                                                        router.config_key, scaling, router.state_key if keeps else None)
     else:
         if _CAPTURES:
             _record(router, query, key, value, q_search, scaling, mask2d, cache_position)
         out = superlinear_attention(query, key, value, q_search, router.config, cache_position=cache_position,
                                     attention_mask=mask2d, scale=scaling, backend=BACKEND, check_values=False,
-                                    state=router.state if _keeps_state(router, len_q, len_kv)
-                                    and not torch.compiler.is_compiling() else None)
+                                    state=router.state if keeps and not torch.compiler.is_compiling() else None)
     return out.transpose(1, 2).contiguous(), None
 
 

@@ -306,7 +306,7 @@ class KeySums:
     starts from (`KeyPrefix.norm`) is each kept row's own.
 
     One object per layer and cache: a call with other keys writes every block again (correct, and no faster than
-    `key_prefix`). Memory: the three parts and the norms of every row, about 3 times the layer's K cache.
+    `key_prefix`). Memory: the three parts and the norms of every row, about 3.5 times the layer's K cache.
     """
 
     # Rows kept beyond the cache's length, as a share of it (and four blocks at least), so that a cache growing one
@@ -386,7 +386,8 @@ class KeySums:
         if self._fits(groups, dim, length, bs, device):
             return
         self._shape = None  # until every array is made (an allocation that fails leaves nothing that seems to fit)
-        rows, blocks = self._capacity(length, bs)
+        rows = length + 1 + max(int(length * self.GROWTH), 4 * bs)
+        blocks = triton.cdiv(rows, bs)
         self.pairs = torch.zeros(groups, rows, 2, dim, dtype=torch.float16, device=device)
         self.third = torch.zeros(groups, rows, dim, dtype=torch.float16, device=device)
         self.norm_parts = torch.zeros(groups, rows, dim // dc, dtype=torch.float32, device=device)
@@ -402,20 +403,13 @@ class KeySums:
         self._shape = (groups, dim, device, bs)
 
     @classmethod
-    def _capacity(cls, length: int, bs: int) -> tuple[int, int]:
-        """(rows, blocks) of the arrays made for `length` keys."""
-        rows = length + 1 + max(int(length * cls.GROWTH), 4 * bs)
-        return rows, triton.cdiv(rows, bs)
-
-    @classmethod
     def nbytes(cls, groups: int, dim: int, length: int) -> int:
         """Bytes of the arrays kept for `groups` (batch row, KV head) groups of `length` keys of `dim` columns (on a
         GPU): about 3.5 times the groups' K in 16 bits, with the rows kept beyond the keys."""
         bs, dc, _ = _tiling(dim, None)
-        rows, blocks = cls._capacity(length, bs)
-        per_row = 2 * dim * 2 + dim * 2 + (dim // dc) * 4 + 4  # pairs, third, norm parts, norm
-        per_group = rows * per_row + blocks * (dim * 4 * 2 + 1) + dim * 4 + 4 + 8 + 1  # ... block totals, centre...
-        return groups * per_group + blocks * 4
+        layout = cls()
+        layout._reserve(groups, dim, length, bs, dc, torch.device("meta"))  # the arrays' shapes, no memory
+        return sum(t.numel() * t.element_size() for t in layout.tensors())
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
         """Every array kept (none before the first call): what a CUDA graph of a call through this object reads and
