@@ -22,7 +22,7 @@ KEEP_MIN_KEYS = 1 << 17
 class LayerState:
     """Per-layer storage a backend fills on demand. One object per attention layer (and per cache, where a model
     serves several caches at once): calls of other layers or caches through the same object stay correct but
-    rebuild what it holds on every call. Memory: with the span-mean key, about 3.5 times the layer's K cache."""
+    rebuild what it holds on every call. Memory: with the span-mean key, about 3.4 times the layer's K cache."""
 
     __slots__ = ("key_sums", "_graphed", "__weakref__")
 

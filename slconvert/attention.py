@@ -35,7 +35,7 @@ Each converted layer's calls through a cache (more keys than queries) share its 
 (`KEEP_STATE`, environment `SLCONVERT_KEEP_STATE=0` to turn it off): with the "span_mean" search key and a cache of
 at least `slkernels.state.KEEP_MIN_KEYS` keys the running sums of the layer's keys are then kept from one call to
 the next, and a decode step writes only the blocks of keys that changed instead of rebuilding them over the whole
-cache. They take about 3.5 times the layer's K cache until `clear_kept_state(model)`, a move of the model to another
+cache. They take about 3.4 times the layer's K cache until `clear_kept_state(model)`, a move of the model to another
 device, or the model's end. In a compiled step the operation never makes them (CUDA-graph trees run its Python while recording, in the
 graph's memory pool): the eager prefill before it does, for the cache's length, and a compiled call that would
 have to make them builds the sums for itself instead, as without a state.

@@ -106,8 +106,9 @@ def test_growing_cache_reads_nothing_back_and_builds_tables_log_n_times(stubbed,
 
 def test_kept_running_sums_read_nothing_back_and_launch_two_kernels_a_step(stubbed, monkeypatch):
     """Span-mean steps on a growing cache with a `LayerState`: the kept sums' update reads nothing back to the host
-    either (so a step stays capturable in a CUDA graph) and adds its two kernels (block totals, scan of the changed
-    blocks) to the step's three; its arrays are reallocated O(log n) times over n steps, not every step."""
+    either (so a step stays capturable in a CUDA graph) and adds its four kernels (block totals, their compare
+    with the kept ones, the sums' bounds, the scan of the changed blocks) to the step's three; its arrays are reallocated
+    O(log n) times over n steps, not every step."""
     from slkernels import LayerState
     from slkernels import state as state_module
     from slkernels.triton_ops import prefix
@@ -115,7 +116,8 @@ def test_kept_running_sums_read_nothing_back_and_launch_two_kernels_a_step(stubb
     launches, _ = stubbed
     monkeypatch.setattr(state_module, "KEEP_MIN_KEYS", 0)
     monkeypatch.setattr(prefix, "interpreting", lambda: False)
-    for name in ("_block_sums_kernel", "_scan_kernel"):
+    updates = ("_block_sums_kernel", "_compare_kernel", "_bound_kernel", "_scan_kernel")
+    for name in updates:
         monkeypatch.setattr(prefix, name, LaunchRecorder(name, launches))
     cfg, state, steps = SuperlinearConfig(**SMALL, search_key="span_mean"), LayerState(), 600
     ops, rows = OpCounter(), set()
@@ -126,7 +128,7 @@ def test_kept_running_sums_read_nothing_back_and_launch_two_kernels_a_step(stubb
                 superlinear_attention(q, k, k, q, cfg, backend="triton", state=state)
             rows.add(state.key_sums.pairs.shape[1])
     assert ops.host_reads() == {}, ops.host_reads()
-    names = ("_search_kernel", "_decode_partial_kernel", "_decode_combine_kernel", "_block_sums_kernel", "_scan_kernel")
+    names = ("_search_kernel", "_decode_partial_kernel", "_decode_combine_kernel") + updates
     assert Counter(name for name, _ in launches) == {name: steps for name in names}
     # rows kept: the keys, row 0 and 4 blocks of 128 more (an eighth more where that is larger); 514 rows on the
     # first call, reallocated once, at 514 keys

@@ -185,6 +185,23 @@ def _prefill_then_decode(torch) -> dict:
     return got
 
 
+def _one_batch_row(torch) -> dict:
+    """One batch row of two KV heads with padding, in column chunks (32 columns: two chunks under the interpreter):
+    the span means' error of `key_prefix` and of kept sums over two calls. With one batch row the per-group first
+    real keys are a broadcast view (stride 0), which a kernel indexing them by group would read past."""
+    from slkernels.triton_ops.prefix import KeySums, key_prefix
+
+    torch.manual_seed(5)
+    k = torch.randn(1, 2, 150, 32) + 3.0
+    first = torch.tensor([7])
+    got = {"key_prefix": _worst_mean_error(torch, key_prefix(k, first), k, first, 150)}
+    sums = KeySums()
+    sums.update(k, first)
+    k[:, :, -1] += 1.0
+    got["kept"] = _worst_mean_error(torch, sums.update(k, first), k, first, 150)
+    return got
+
+
 def _worker() -> None:
     os.environ["TRITON_INTERPRET"] = "1"
     import torch
@@ -193,7 +210,8 @@ def _worker() -> None:
     state.KEEP_MIN_KEYS = 0  # the checks' caches are short: keep their sums all the same
 
     print(json.dumps({"growth": _growth(torch), "changes": _changes(torch), "decode": _decode(torch),
-                      "replay": _replay(torch), "prefill": _prefill_then_decode(torch)}))
+                      "replay": _replay(torch), "prefill": _prefill_then_decode(torch),
+                      "one_row": _one_batch_row(torch)}))
 
 
 @pytest.fixture(scope="module")
@@ -233,6 +251,11 @@ def test_changed_keys_order_padding_or_range_are_written_again(interpreted):
     assert got["sums_outgrow_scale"]["written"] == [blocks] * 4
     for name, case in got.items():
         assert case["error"] < 1e-5, name
+
+
+def test_one_batch_row_of_several_heads_in_column_chunks_keeps_exact_means(interpreted):
+    for name, error in interpreted["one_row"].items():
+        assert error < 1e-5, name
 
 
 def test_decode_with_kept_sums_equals_decode_that_builds_them(interpreted):
@@ -332,9 +355,9 @@ def test_the_kept_arrays_take_the_bytes_nbytes_counts():
     from slkernels.triton_ops import prefix
 
     sums = prefix.KeySums()
-    bs, dc, _ = prefix._tiling(128, None)
-    assert not prefix.interpreting() and bs == prefix.BLOCK
-    sums._reserve(4, 128, 5000, bs, dc, torch.device("cpu"))
+    tiling = prefix._tiling(128, None)
+    assert not prefix.interpreting() and tiling.block == prefix.BLOCK
+    sums._reserve(4, 128, 5000, tiling, torch.device("cpu"))
     assert sum(t.numel() * t.element_size() for t in sums.tensors()) == prefix.KeySums.nbytes(4, 128, 5000)
 
 

@@ -453,16 +453,16 @@ def test_moving_a_router_to_another_device_or_clearing_the_model_drops_what_its_
     """A move to another device drops the kept arrays (and the graphs' holds: those graphs cannot replay on the new
     device); a dtype change or a move that keeps the device keeps them, since a compiled graph may still replay over
     them. `clear_kept_state` drops every layer's and counts the bytes, held-for-graph arrays included."""
-    from slkernels.triton_ops.prefix import BLOCK, KeySums
+    from slkernels.triton_ops.prefix import BLOCK, KeySums, _tiling
 
     import slconvert.attention as attention
 
     def keep(router) -> int:
         router.state.key_sums = sums = KeySums()
-        sums._reserve(2, 16, 300, BLOCK, 16, torch.device("cpu"))
+        sums._reserve(2, 16, 300, _tiling(16, BLOCK), torch.device("cpu"))
         router.state._graphed.append(router.state.held())
         old = KeySums()
-        old._reserve(2, 16, 100, BLOCK, 16, torch.device("cpu"))
+        old._reserve(2, 16, 100, _tiling(16, BLOCK), torch.device("cpu"))
         router.state._graphed.append(old.tensors())  # an earlier graph's arrays
         return sum(t.numel() * t.element_size() for kept in router.state._graphed for t in kept)
 
@@ -487,7 +487,7 @@ def test_a_compiled_call_never_makes_the_state_arrays_and_keeps_those_it_uses(mo
     import warnings
 
     from slkernels import state as state_module
-    from slkernels.triton_ops.prefix import BLOCK, KeySums
+    from slkernels.triton_ops.prefix import BLOCK, KeySums, _tiling
 
     import slconvert.attention as attention
     from slconvert.attention import graph_state
@@ -505,13 +505,13 @@ def test_a_compiled_call_never_makes_the_state_arrays_and_keeps_those_it_uses(mo
     anchor = SuperlinearConfig(sw_index=2, num_spans=3)
     assert graph_state(router.state_key, anchor, keys) is router.state
     router.state.key_sums = sums = KeySums()
-    sums._reserve(2, 16, 300, BLOCK, 16, keys.device)  # what the eager prefill makes
+    sums._reserve(2, 16, 300, _tiling(16, BLOCK), keys.device)  # what the eager prefill makes
     assert graph_state(router.state_key, mean, keys) is router.state and not router.state._graphed
     monkeypatch.setattr(attention, "_recording", lambda key: True)
     assert graph_state(router.state_key, mean, keys) is router.state
     recorded = sums.pairs
     assert graph_state(router.state_key, mean, torch.zeros(1, 2, 5000, 16, device="meta")) is None  # outgrows them
-    sums._reserve(2, 16, 5000, BLOCK, 16, keys.device)  # an eager call on a longer cache remakes them
+    sums._reserve(2, 16, 5000, _tiling(16, BLOCK), keys.device)  # an eager call on a longer cache remakes them
     assert sums.pairs is not recorded
     assert [held[0] for held in router.state._graphed] == [recorded]  # a recorded graph's arrays stay alive
     router.state.clear()

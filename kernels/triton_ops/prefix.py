@@ -15,7 +15,8 @@ in low precision over more than one block:
   mean rather than with t times it (the keys of a trained layer share a large common part); the search adds
   ``q_search . center`` back to each score and the gate backward ``center`` back to each mean;
 - each block of keys is summed and scanned in float32 (at most one block of terms), the block totals are carried
-  along the sequence in float64;
+  along the sequence in float64, uncentred: a block's offset is their sum less the real keys before it times the
+  centre;
 - each value is stored once, as two float16 parts ``hi + lo`` of ``scale * sum`` (22 significant bits, four bytes
   like one float32; ``scale``, a power of two per (batch row, kv head), keeps the sums within float16's range),
   and a third float16 part ``scale * sum - hi - lo`` in an array of its own (33 bits in all). The search multiplies
@@ -37,6 +38,7 @@ The backward's sums of per-key gradient differences use the same scan, stored in
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import triton
@@ -48,6 +50,15 @@ __all__ = ["KeyPrefix", "KeySums", "key_prefix", "prefix_sums"]
 
 # Keys per block on a GPU: the float32 part of every sum covers at most this many terms.
 BLOCK = 128
+# Blocks per program of the kernels over block totals (the compare with the kept ones, the bounds) on a GPU.
+TILE = 64
+# Columns and warps of a block-totals program on a GPU (its whole block, these many columns at a time). Wider programs
+# read K faster (1M keys on an H100: 0.38 ms at 32 columns, 0.27 at 128, 0.19 at 128 with 2 warps) but add each
+# column's 128 keys in another order, and so round the float32 totals differently; the GPU tests of 128 columns had
+# one sampled-row output of 59 differ from the float64 reference (`benchmarks/results/kept-sums-update-2026-12-06/`).
+# Until that is explained the totals keep the order those tests were validated with.
+TOTALS_COLUMNS = 32
+TOTALS_WARPS = 4
 # The sums times `scale` stay below 2**FP16_EXP (float16 holds up to 65504 = 2**16 - 32).
 FP16_EXP = 14
 # `KeyPrefix.norm` is each row's L2 norm times this: an upper bound despite float32 rounding (a chunk's sum of at most
@@ -70,6 +81,21 @@ class KeyPrefix:
         return (self.pairs.double().sum(dim=3) + self.third.double()) / self.scale.double()[:, :, None, None]
 
 
+class _Tiling(NamedTuple):
+    """How the kernels of this module split the work."""
+
+    block: int  # keys per block: the float32 part of every sum covers at most this many terms
+    columns: int  # columns per chunk: a program walks its rows' columns one chunk at a time
+    warps: int
+    tile: int  # blocks per program of the kernels over block totals
+
+
+def _tiling(dim: int, block: int | None) -> _Tiling:
+    if interpreting():
+        return _Tiling(block or 16, min(dim, 16), 1, 4)
+    return _Tiling(block or BLOCK, min(dim, 32), 4, TILE)
+
+
 @triton.jit
 def _load_block(X, FIRST, b, h, blk, dc, sxb, sxh, sxl, sxd, L, BS: tl.constexpr, DC: tl.constexpr,
                 MASK: tl.constexpr):
@@ -88,76 +114,163 @@ def _load_block(X, FIRST, b, h, blk, dc, sxb, sxh, sxl, sxd, L, BS: tl.constexpr
 def _block_sums_kernel(X, FIRST, SUMS, ABS_SUMS, W_SUMS, sxb, sxh, sxl, sxd, H, L, n_blocks,
                        D: tl.constexpr, BS: tl.constexpr, DC: tl.constexpr, MASK: tl.constexpr, ABS: tl.constexpr,
                        WEIGHTED: tl.constexpr):
+    """One block of one group, every column (DC at a time): its total, and where asked the total of absolute
+    values and the total weighted by each key's place in the block."""
     blk = tl.program_id(0)
     grp = tl.program_id(1)
-    dc = tl.program_id(2)
-    x, keep, rows, cols = _load_block(X, FIRST, grp // H, grp % H, blk, dc, sxb, sxh, sxl, sxd, L, BS, DC, MASK)
-    out = (grp.to(tl.int64) * n_blocks + blk) * D + cols
-    tl.store(SUMS + out, tl.sum(x, axis=0))
-    if ABS:
-        tl.store(ABS_SUMS + out, tl.sum(tl.abs(x), axis=0))
-    if WEIGHTED:  # each row weighted by its place in the block, irregularly: 1 + frac(place * golden ratio)
-        place = (tl.arange(0, BS) + 1).to(tl.float32) * 0.6180339887498949
-        place = 1.0 + place - tl.floor(place)
-        tl.store(W_SUMS + out, tl.sum(x * place[:, None], axis=0))
+    for dc in tl.static_range(D // DC):
+        x, keep, rows, cols = _load_block(X, FIRST, grp // H, grp % H, blk, dc, sxb, sxh, sxl, sxd, L, BS, DC, MASK)
+        out = (grp.to(tl.int64) * n_blocks + blk) * D + cols
+        tl.store(SUMS + out, tl.sum(x, axis=0))
+        if ABS:
+            tl.store(ABS_SUMS + out, tl.sum(tl.abs(x), axis=0))
+        if WEIGHTED:  # each row weighted by its place in the block, irregularly: 1 + frac(place * golden ratio)
+            place = (tl.arange(0, BS) + 1).to(tl.float32) * 0.6180339887498949
+            place = 1.0 + place - tl.floor(place)
+            tl.store(W_SUMS + out, tl.sum(x * place[:, None], axis=0))
 
 
 @triton.jit
-def _scan_kernel(X, FIRST, OFF, CENTER, SCALE, OUT, NORM, THIRD, DIRTY, sxb, sxh, sxl, sxd, H, L, ROWS, n_blocks,
-                 n_chunks, D: tl.constexpr, BS: tl.constexpr, DC: tl.constexpr, MASK: tl.constexpr,
-                 CENTERED: tl.constexpr, PAIRS: tl.constexpr, SOME: tl.constexpr):
+def _compare_kernel(SUMS, W_SUMS, KEPT, KEPT_W, KEPT_COUNTS, CHANGED, TILE_CHANGED, L, n_blocks, kept_blocks, n_tiles,
+                    D: tl.constexpr, BS: tl.constexpr, DC: tl.constexpr, T: tl.constexpr):
+    """One tile of T blocks of one group: each block's totals and key count against the kept ones (KEPT, KEPT_W
+    [groups, kept_blocks, D], KEPT_COUNTS [groups, kept_blocks]), which are then replaced by these. CHANGED (int8
+    [groups, n_blocks]) marks the blocks from the tile's first changed one on, TILE_CHANGED (int32 [groups,
+    n_tiles]) the tiles holding one."""
+    tile = tl.program_id(0)
+    grp = tl.program_id(1)
+    blks = tile * T + tl.arange(0, T)
+    inside = blks < n_blocks
+    rows = grp.to(tl.int64) * n_blocks + blks
+    kept_rows = grp.to(tl.int64) * kept_blocks + blks
+    changed = tl.zeros([T], tl.int32)
+    for dc in tl.static_range(D // DC):
+        cols = dc * DC + tl.arange(0, DC)
+        at = rows[:, None] * D + cols[None, :]
+        kept_at = kept_rows[:, None] * D + cols[None, :]
+        s = tl.load(SUMS + at, mask=inside[:, None], other=0.0)
+        w = tl.load(W_SUMS + at, mask=inside[:, None], other=0.0)
+        differs = ((s != tl.load(KEPT + kept_at, mask=inside[:, None], other=0.0))
+                   | (w != tl.load(KEPT_W + kept_at, mask=inside[:, None], other=0.0)))
+        changed = tl.maximum(changed, tl.max(differs.to(tl.int32), axis=1))
+        tl.store(KEPT + kept_at, s, mask=inside[:, None])
+        tl.store(KEPT_W + kept_at, w, mask=inside[:, None])
+    counts = tl.minimum(tl.maximum(L - blks * BS, 0), BS)
+    kept = tl.load(KEPT_COUNTS + kept_rows, mask=inside, other=0)
+    changed = tl.where(inside & (counts != kept), 1, changed)
+    tl.store(KEPT_COUNTS + kept_rows, counts, mask=inside)
+    tl.store(CHANGED + rows, (tl.cumsum(changed, axis=0) > 0).to(tl.int8), mask=inside)
+    tl.store(TILE_CHANGED + grp * n_tiles + tile, tl.max(changed, axis=0))
+
+
+@triton.jit
+def _keys_before(blks, first, L, BS: tl.constexpr):
+    """Real keys before each block, and in it (float64): centring takes that many times the centre away."""
+    start = blks * BS
+    before = tl.maximum(tl.minimum(start, L) - first, 0)
+    inside = tl.maximum(tl.minimum(start + BS, L) - tl.maximum(start, first), 0)
+    return before.to(tl.float64), inside.to(tl.float64)
+
+
+@triton.jit
+def _bound_kernel(OFFSETS, ABS_SUMS, CENTERS, FIRST, BOUND, H, L, n_blocks, n_tiles, groups, D: tl.constexpr,
+                  BS: tl.constexpr, DC: tl.constexpr, T: tl.constexpr, NC: tl.constexpr):
+    """For each of NC centres (CENTERS float32 [NC, groups, D]), a bound on every centred running sum inside one
+    tile of T blocks: |offset| + the block's sum of |x| + its real keys times |centre| (BOUND float32 [NC, groups,
+    n_tiles]). Each term is taken in float64 and their maximum in float32 (what `_scale_for` reads), which can round
+    it down by 2^-24 of itself: the scale keeps the sums below 2^FP16_EXP, a quarter of float16's range."""
+    tile = tl.program_id(0)
+    grp = tl.program_id(1)
+    blks = tile * T + tl.arange(0, T)
+    inside = blks < n_blocks
+    before, real = _keys_before(blks, tl.load(FIRST + grp // H), L, BS)
+    at_row = (grp.to(tl.int64) * n_blocks + blks)[:, None] * D
+    worst0 = 0.0
+    worst1 = 0.0
+    for dc in tl.static_range(D // DC):
+        cols = dc * DC + tl.arange(0, DC)
+        run = tl.load(OFFSETS + at_row + cols[None, :], mask=inside[:, None], other=0.0)
+        spread = tl.load(ABS_SUMS + at_row + cols[None, :], mask=inside[:, None], other=0.0).to(tl.float64)
+        c = tl.load(CENTERS + grp.to(tl.int64) * D + cols).to(tl.float64)
+        term = tl.abs(run - before[:, None] * c[None, :]) + spread + real[:, None] * tl.abs(c)[None, :]
+        worst0 = tl.maximum(worst0, tl.max(tl.where(inside[:, None], term.to(tl.float32), 0.0)))
+        if NC == 2:
+            c = tl.load(CENTERS + (groups + grp).to(tl.int64) * D + cols).to(tl.float64)
+            term = tl.abs(run - before[:, None] * c[None, :]) + spread + real[:, None] * tl.abs(c)[None, :]
+            worst1 = tl.maximum(worst1, tl.max(tl.where(inside[:, None], term.to(tl.float32), 0.0)))
+    tl.store(BOUND + grp * n_tiles + tile, worst0)
+    if NC == 2:
+        tl.store(BOUND + (groups + grp) * n_tiles + tile, worst1)
+
+
+@triton.jit
+def _scan_kernel(X, FIRST, OFFSETS, CENTER, SCALE, OUT, NORM, THIRD, KEEP, CHANGED, TILE_BEFORE,
+                 DIRTY, norm_slack, sxb, sxh, sxl, sxd, H, L, ROWS, n_blocks, n_tiles, D: tl.constexpr,
+                 BS: tl.constexpr, DC: tl.constexpr, T: tl.constexpr, MASK: tl.constexpr, CENTERED: tl.constexpr,
+                 PAIRS: tl.constexpr, SOME: tl.constexpr):
     blk = tl.program_id(0)
     grp = tl.program_id(1)
-    dc = tl.program_id(2)
-    if SOME:  # only the blocks marked in DIRTY ([groups, n_blocks] int8) are written; the others hold their rows
-        if tl.load(DIRTY + grp.to(tl.int64) * n_blocks + blk) != 0:
-            _scan_block(X, FIRST, OFF, CENTER, SCALE, OUT, NORM, THIRD, blk, grp, dc, sxb, sxh, sxl, sxd, H, L,
-                        ROWS, n_blocks, n_chunks, D, BS, DC, MASK, CENTERED, PAIRS)
+    if SOME:  # a block is written where its group is built whole (KEEP false), or it or an earlier one changed
+        tile = blk // T
+        dirty = ((tl.load(KEEP + grp) == 0) | (tl.load(TILE_BEFORE + grp * n_tiles + tile) != 0)
+                 | (tl.load(CHANGED + grp.to(tl.int64) * n_blocks + blk) != 0))
+        tl.store(DIRTY + grp.to(tl.int64) * n_blocks + blk, dirty.to(tl.int8))
+        if dirty:
+            _scan_block(X, FIRST, OFFSETS, CENTER, SCALE, OUT, NORM, THIRD, blk, grp, norm_slack, sxb, sxh,
+                        sxl, sxd, H, L, ROWS, n_blocks, D, BS, DC, MASK, CENTERED, PAIRS)
     else:
-        _scan_block(X, FIRST, OFF, CENTER, SCALE, OUT, NORM, THIRD, blk, grp, dc, sxb, sxh, sxl, sxd, H, L, ROWS,
-                    n_blocks, n_chunks, D, BS, DC, MASK, CENTERED, PAIRS)
+        _scan_block(X, FIRST, OFFSETS, CENTER, SCALE, OUT, NORM, THIRD, blk, grp, norm_slack, sxb, sxh, sxl,
+                    sxd, H, L, ROWS, n_blocks, D, BS, DC, MASK, CENTERED, PAIRS)
 
 
 @triton.jit
-def _scan_block(X, FIRST, OFF, CENTER, SCALE, OUT, NORM, THIRD, blk, grp, dc, sxb, sxh, sxl, sxd, H, L, ROWS,
-                n_blocks, n_chunks, D: tl.constexpr, BS: tl.constexpr, DC: tl.constexpr, MASK: tl.constexpr,
+def _scan_block(X, FIRST, OFFSETS, CENTER, SCALE, OUT, NORM, THIRD, blk, grp, norm_slack, sxb, sxh, sxl, sxd,
+                H, L, ROWS, n_blocks, D: tl.constexpr, BS: tl.constexpr, DC: tl.constexpr, MASK: tl.constexpr,
                 CENTERED: tl.constexpr, PAIRS: tl.constexpr):
-    """Rows blk * BS + 1 .. of the sums of one (group, column chunk): ROWS rows per group in OUT, THIRD and NORM."""
-    x, keep, rows, cols = _load_block(X, FIRST, grp // H, grp % H, blk, dc, sxb, sxh, sxl, sxd, L, BS, DC, MASK)
+    """Rows blk * BS + 1 .. of the sums of one group, every column (DC at a time): ROWS rows per group in OUT, and
+    with PAIRS in THIRD and NORM."""
     if CENTERED:
-        center = tl.load(CENTER + grp.to(tl.int64) * D + cols)
-        x = tl.where(keep[:, None], x - center[None, :], 0.0)
-    inclusive = tl.cumsum(x, axis=0)  # float32 over one block only
-    offset = tl.load(OFF + (grp.to(tl.int64) * n_blocks + blk) * D + cols)  # float64: every earlier block
-    value = inclusive.to(tl.float64) + offset[None, :]
-    stored = (rows < L)[:, None]
-    if PAIRS:  # row x + 1 of [groups, L + 1, 2, D]: hi, then lo, of scale * value (scale: a power of two)
-        value = value * tl.load(SCALE + grp).to(tl.float64)
-        hi = value.to(tl.float16)
-        rest = value - hi.to(tl.float64)
-        lo = rest.to(tl.float16)
-        out = OUT + grp.to(tl.int64) * ROWS * (2 * D)
-        row_ptr = out + (rows.to(tl.int64) + 1)[:, None] * (2 * D) + cols[None, :]
-        tl.store(row_ptr, hi, mask=stored)
-        tl.store(row_ptr + D, lo, mask=stored)
-        third = THIRD + grp.to(tl.int64) * ROWS * D
-        third_ptr = third + (rows.to(tl.int64) + 1)[:, None] * D + cols[None, :]
-        tl.store(third_ptr, (rest - lo.to(tl.float64)).to(tl.float16), mask=stored)
-        # this chunk's squared norm: a row's squared norm is the sum over its chunks (`_scan` takes the root)
-        stored32 = hi.to(tl.float32) + lo.to(tl.float32)
-        share = tl.sum(stored32 * stored32, axis=1)
-        norm = NORM + grp.to(tl.int64) * ROWS * n_chunks + dc
-        tl.store(norm + (rows.to(tl.int64) + 1) * n_chunks, share, mask=rows < L)
+        before = _keys_before(blk, tl.load(FIRST + grp // H), L, BS)[0]
+    share = tl.zeros([BS], tl.float32)  # the squared norm of each row's stored hi + lo, chunk by chunk
+    for dc in tl.static_range(D // DC):
+        x, keep, rows, cols = _load_block(X, FIRST, grp // H, grp % H, blk, dc, sxb, sxh, sxl, sxd, L, BS, DC, MASK)
+        offset = tl.load(OFFSETS + (grp.to(tl.int64) * n_blocks + blk) * D + cols)  # float64: every earlier block
+        if CENTERED:
+            center = tl.load(CENTER + grp.to(tl.int64) * D + cols)
+            x = tl.where(keep[:, None], x - center[None, :], 0.0)
+            offset = offset - before * center.to(tl.float64)
+        inclusive = tl.cumsum(x, axis=0)  # float32 over one block only
+        value = inclusive.to(tl.float64) + offset[None, :]
+        stored = (rows < L)[:, None]
+        if PAIRS:  # row x + 1 of [groups, L + 1, 2, D]: hi, then lo, of scale * value (scale: a power of two)
+            value = value * tl.load(SCALE + grp).to(tl.float64)
+            hi = value.to(tl.float16)
+            rest = value - hi.to(tl.float64)
+            lo = rest.to(tl.float16)
+            out = OUT + grp.to(tl.int64) * ROWS * (2 * D)
+            row_ptr = out + (rows.to(tl.int64) + 1)[:, None] * (2 * D) + cols[None, :]
+            tl.store(row_ptr, hi, mask=stored)
+            tl.store(row_ptr + D, lo, mask=stored)
+            third = THIRD + grp.to(tl.int64) * ROWS * D
+            third_ptr = third + (rows.to(tl.int64) + 1)[:, None] * D + cols[None, :]
+            tl.store(third_ptr, (rest - lo.to(tl.float64)).to(tl.float16), mask=stored)
+            stored32 = hi.to(tl.float32) + lo.to(tl.float32)
+            share += tl.sum(stored32 * stored32, axis=1)
+            if blk == 0:
+                tl.store(out + cols, tl.zeros([DC], tl.float16))
+                tl.store(out + D + cols, tl.zeros([DC], tl.float16))
+                tl.store(third + cols, tl.zeros([DC], tl.float16))
+        else:  # row x + 1 of [groups, L + 1, D] in float32: the one rounding
+            out = OUT + grp.to(tl.int64) * ROWS * D
+            tl.store(out + (rows.to(tl.int64) + 1)[:, None] * D + cols[None, :], value.to(tl.float32), mask=stored)
+            if blk == 0:
+                tl.store(out + cols, tl.zeros([DC], tl.float32))
+    if PAIRS:  # NORM [groups, ROWS]: each row's norm, rounded up by norm_slack (NORM_SLACK)
+        rows = blk * BS + tl.arange(0, BS)
+        norm = NORM + grp.to(tl.int64) * ROWS
+        tl.store(norm + rows.to(tl.int64) + 1, tl.sqrt_rn(share) * norm_slack, mask=rows < L)
         if blk == 0:
-            tl.store(out + cols, tl.zeros([DC], tl.float16))
-            tl.store(out + D + cols, tl.zeros([DC], tl.float16))
-            tl.store(third + cols, tl.zeros([DC], tl.float16))
             tl.store(norm, 0.0)
-    else:  # row x + 1 of [groups, L + 1, D] in float32: the one rounding
-        out = OUT + grp.to(tl.int64) * ROWS * D
-        tl.store(out + (rows.to(tl.int64) + 1)[:, None] * D + cols[None, :], value.to(tl.float32), mask=stored)
-        if blk == 0:
-            tl.store(out + cols, tl.zeros([DC], tl.float32))
 
 
 @triton.jit
@@ -176,56 +289,103 @@ def span_sum_rows(p_base, t_base, end, start, offs_d, ok, D: tl.constexpr):
     return hi + (lo + rest)
 
 
-def _tiling(dim: int, block: int | None) -> tuple[int, int, int]:
-    """(keys per block, columns per program, warps)."""
-    if interpreting():
-        return block or 16, min(dim, 16), 1
-    return block or BLOCK, min(dim, 32), 4
-
-
 def _scan(x: torch.Tensor, first_real: torch.Tensor | None, pairs: bool, block: int | None):
     """The scan of the module docstring: (float32 sums [groups, L + 1, D] or float16 pairs [groups, L + 1, 2, D],
     center float32 [groups, D], scale float32 [groups], and with pairs: bounds of their row norms float32
     [groups, L + 1] and the third parts float16 [groups, L + 1, D], else None twice). Centred on the real keys when
     pairs are asked for."""
     batch, heads, length, dim = x.shape
-    bs, dc, warps = _tiling(dim, block)
+    tiling = _tiling(dim, block)
     groups, device = batch * heads, x.device
-    sums, abs_sums, _ = _block_totals(x, first_real, bs, dc, warps, absolute=pairs, weighted=False)
+    first_g = _first_per_group(first_real, batch, heads, device)
+    sums, abs_sums, _ = _block_totals(x, first_real, tiling, absolute=pairs, weighted=False)
+    offsets = _offsets(sums)
     if pairs:
-        center, shift = _centring(sums, _first_per_group(first_real, batch, heads, device), length, bs)
-        offsets, bound = _offsets_and_bound(sums, abs_sums, shift)
-        scale = _scale_for(bound)
+        center = _center(sums, first_g, length)
+        scale = _scale_for(_bounds(offsets, abs_sums, center[None], first_real, heads, length, tiling)[0])
         out = torch.empty(groups, length + 1, 2, dim, dtype=torch.float16, device=device)
-        norm = torch.empty(groups, length + 1, dim // dc, dtype=torch.float32, device=device)
+        norm = torch.empty(groups, length + 1, dtype=torch.float32, device=device)
         third = torch.empty(groups, length + 1, dim, dtype=torch.float16, device=device)
     else:
-        offsets = _offsets_and_bound(sums, None, None)[0]
-        center = torch.zeros(groups, dim, dtype=torch.float32, device=device)
-        scale = torch.ones(groups, dtype=torch.float32, device=device)
+        center = scale = norm = third = None
         out = torch.empty(groups, length + 1, dim, dtype=torch.float32, device=device)
-        norm = third = out  # not written
-    _scan_kernel[(sums.shape[1], groups, dim // dc)](
-        x, _first_or_zero(first_real, device), offsets, center, scale, out, norm, third, offsets, *x.stride(), heads, length, length + 1,
-        sums.shape[1], dim // dc, D=dim, BS=bs, DC=dc, MASK=first_real is not None, CENTERED=pairs, PAIRS=pairs,
-        SOME=False, num_warps=warps)
-    return out, center, scale, (_row_norms(norm) if pairs else None), (third if pairs else None)
+    _launch_scan(x, first_real, offsets, center, scale, out, norm, third, None, tiling, length)
+    return out, center, scale, norm, third
 
 
-def _block_totals(x, first_real, bs: int, dc: int, warps: int, absolute: bool, weighted: bool):
-    """Per block of `bs` keys of x [B, H, L, D] (padding before `first_real` counted as zero): float32 sums
+def _launch_scan(x, first_real, offsets, center, scale, out, norm, third, some, tiling: _Tiling,
+                 length: int) -> None:
+    """`_scan_kernel` over every block of x [B, H, L, D]; with pairs (`norm` given) centred on `center` and scaled
+    by `scale`; with `some` = (keep [groups] bool, changed, tile_before, dirty), only the blocks it marks."""
+    heads, dim = x.shape[1], x.shape[3]
+    groups, n_blocks = offsets.shape[:2]
+    pairs = norm is not None
+    keep, changed, tile_before, dirty = some if some is not None else (offsets,) * 4  # not read without `some`
+    _scan_kernel[(n_blocks, groups)](
+        x, _first_or_zero(first_real, x.device), offsets, center if pairs else offsets,
+        scale if pairs else offsets, out, norm if pairs else out, third if pairs else out, keep, changed, tile_before,
+        dirty, NORM_SLACK, *x.stride(), heads, length, out.shape[1], n_blocks,
+        triton.cdiv(n_blocks, tiling.tile), D=dim, BS=tiling.block, DC=tiling.columns, T=tiling.tile,
+        MASK=first_real is not None, CENTERED=pairs, PAIRS=pairs, SOME=some is not None, num_warps=tiling.warps)
+
+
+def _block_totals(x, first_real, tiling: _Tiling, absolute: bool, weighted: bool):
+    """Per block of keys of x [B, H, L, D] (padding before `first_real` counted as zero): float32 sums
     [groups, n_blocks, D], and where asked the sums of absolute values and of each key times its place in the
     block (else None)."""
     batch, heads, length, dim = x.shape
-    n_blocks = max(1, triton.cdiv(length, bs))
+    n_blocks = max(1, triton.cdiv(length, tiling.block))
     sums = torch.empty(batch * heads, n_blocks, dim, dtype=torch.float32, device=x.device)
     abs_sums = torch.empty_like(sums) if absolute else None
     w_sums = torch.empty_like(sums) if weighted else None
-    _block_sums_kernel[(n_blocks, batch * heads, dim // dc)](
+    columns, warps = (tiling.columns, tiling.warps) if interpreting() else (TOTALS_COLUMNS, TOTALS_WARPS)
+    _block_sums_kernel[(n_blocks, batch * heads)](
         x, _first_or_zero(first_real, x.device), sums, sums if abs_sums is None else abs_sums,
-        sums if w_sums is None else w_sums, *x.stride(), heads, length, n_blocks, D=dim, BS=bs, DC=dc,
-        MASK=first_real is not None, ABS=absolute, WEIGHTED=weighted, num_warps=warps)
+        sums if w_sums is None else w_sums, *x.stride(), heads, length, n_blocks, D=dim, BS=tiling.block,
+        DC=min(columns, dim), MASK=first_real is not None, ABS=absolute, WEIGHTED=weighted, num_warps=warps)
     return sums, abs_sums, w_sums
+
+
+def _compare(sums, w_sums, kept, tiling: _Tiling, length: int):
+    """`_compare_kernel` over this call's block totals [groups, n_blocks, D] and those `kept` (a KeySums) holds,
+    which these replace: (the changed blocks from each tile's first on, int8 [groups, n_blocks]; the tiles holding
+    one, int32 [groups, n_tiles])."""
+    groups, n_blocks, dim = sums.shape
+    n_tiles = triton.cdiv(n_blocks, tiling.tile)
+    changed = torch.empty(groups, n_blocks, dtype=torch.int8, device=sums.device)
+    tile_changed = torch.empty(groups, n_tiles, dtype=torch.int32, device=sums.device)
+    _compare_kernel[(n_tiles, groups)](
+        sums, w_sums, kept.sums, kept.w_sums, kept.counts, changed, tile_changed, length, n_blocks,
+        kept.sums.shape[1], n_tiles, D=dim, BS=tiling.block, DC=tiling.columns, T=tiling.tile,
+        num_warps=tiling.warps)
+    return changed, tile_changed
+
+
+def _offsets(sums):
+    """The float64 sums of the block totals [groups, n_blocks, D] before each block, uncentred (the scan takes the
+    real keys before a block times the centre away itself)."""
+    totals = sums.double()
+    # scanned along the last axis, the fast one of cumsum
+    return (totals.transpose(1, 2).cumsum(-1).transpose(1, 2) - totals).contiguous()
+
+
+def _center(sums, first_g, length: int):
+    """The mean of the real keys per group (float32 [groups, D]; zeros for a group without one) from the block
+    totals of the real keys [groups, n_blocks, D]. `first_g`: `_first_per_group`."""
+    count = (length - first_g).clamp_min(1)
+    return (sums.sum(dim=1, dtype=torch.float64) / count[:, None]).float()
+
+
+def _bounds(offsets, abs_sums, centers, first_real, heads: int, length: int, tiling: _Tiling):
+    """For each centre of `centers` (float32 [NC, groups, D], NC 1 or 2), a bound per group on every centred
+    running sum inside the blocks (float32 [NC, groups]): |offset| + sum |x - centre| over the block."""
+    groups, n_blocks, dim = offsets.shape
+    n_tiles = triton.cdiv(n_blocks, tiling.tile)
+    bound = torch.empty(centers.shape[0], groups, n_tiles, dtype=torch.float32, device=offsets.device)
+    _bound_kernel[(n_tiles, groups)](
+        offsets, abs_sums, centers.contiguous(), first_real, bound, heads, length, n_blocks, n_tiles, groups, D=dim,
+        BS=tiling.block, DC=tiling.columns, T=tiling.tile, NC=centers.shape[0], num_warps=tiling.warps)
+    return bound.amax(dim=2)
 
 
 def _first_or_zero(first_real, device):
@@ -235,52 +395,17 @@ def _first_or_zero(first_real, device):
 
 def _first_per_group(first_real, batch: int, heads: int, device):
     """The first real key of each (batch row, head) group, int64 [groups] (a broadcast, not repeat_interleave: no
-    host read-back); zeros without `first_real`."""
+    host read-back); zeros without `first_real`. For torch operations only: with one batch row it is a view of
+    stride 0, which a kernel indexing it by group would read past; kernels read `first_real` by batch row."""
     if first_real is None:
         return torch.zeros(batch * heads, dtype=torch.int64, device=device)
     return first_real[:, None].expand(batch, heads).reshape(batch * heads)
-
-
-def _centring(sums, first_g, length: int, bs: int):
-    """The mean of the real keys per group (float32 [groups, D]; zeros without one) and, per block, the real keys
-    times that mean (float64 [groups, n_blocks, D]): what centring takes from each block's total. `first_g`:
-    `_first_per_group`."""
-    n_blocks = sums.shape[1]
-    count = (length - first_g).clamp_min(0)
-    center = (sums.double().sum(dim=1) / count.clamp_min(1)[:, None]).float()
-    return center, _shift(center, first_g, n_blocks, length, bs)
-
-
-def _shift(center, first_g, n_blocks: int, length: int, bs: int):
-    """Real keys per block times `center` (float64 [groups, n_blocks, D])."""
-    starts = torch.arange(n_blocks, device=center.device) * bs
-    ends = (starts + bs).clamp_max(length)
-    real = (ends[None, :] - torch.maximum(starts[None, :], first_g[:, None])).clamp_min(0)  # real keys per block
-    return real[..., None].double() * center.double()[:, None, :]
-
-
-def _offsets_and_bound(sums, abs_sums, shift):
-    """Exclusive float64 running sums of the (centred, with `shift`) block totals [groups, n_blocks, D], and with
-    `abs_sums` a bound per group of every centred running sum inside the blocks (else None)."""
-    totals = sums.double() if shift is None else sums.double() - shift
-    # scanned along the last axis, the fast one of cumsum
-    offsets = (totals.transpose(1, 2).cumsum(-1).transpose(1, 2) - totals).contiguous()
-    if abs_sums is None:
-        return offsets, None
-    # every centred sum inside a block is at most |offset| + sum |x - center| over the block
-    return offsets, (offsets.abs() + abs_sums.double() + shift.abs()).amax(dim=(1, 2))
 
 
 def _scale_for(bound):
     """The power of two per group that keeps every scaled sum below 2 ** FP16_EXP (float32 [groups])."""
     exponent = torch.frexp(bound).exponent.clamp(-100, 100)  # bound < 2 ** exponent
     return torch.pow(2.0, (FP16_EXP - exponent).double()).float()
-
-
-def _row_norms(norm_parts, out=None):
-    """Each row's norm from its chunks' squared norms, rounded up: NORM_SLACK covers the float32 rounding of the
-    squares, their sums and the root. `out`: where to write them (in place, as a captured graph needs)."""
-    return torch.mul(norm_parts.sum(dim=-1).sqrt_(), NORM_SLACK, out=out)
 
 
 class KeySums:
@@ -306,7 +431,8 @@ class KeySums:
     starts from (`KeyPrefix.norm`) is each kept row's own.
 
     One object per layer and cache: a call with other keys writes every block again (correct, and no faster than
-    `key_prefix`). Memory: the three parts and the norms of every row, about 3.5 times the layer's K cache.
+    `key_prefix`). Memory: the three parts and the norms of every row, with the rows kept beyond the cache's
+    length, about 3.4 times the layer's K cache.
     """
 
     # Rows kept beyond the cache's length, as a share of it (and four blocks at least), so that a cache growing one
@@ -325,48 +451,40 @@ class KeySums:
         call can be captured in a CUDA graph (whose key must then name `tensors()`, which a later call of other
         shapes may replace)."""
         batch, heads, length, dim = k.shape
-        bs, dc, warps = _tiling(dim, self.block)
+        tiling = _tiling(dim, self.block)
         groups, device = batch * heads, k.device
-        self._reserve(groups, dim, length, bs, dc, device)
-        n_blocks = max(1, triton.cdiv(length, bs))
-        sums, abs_sums, w_sums = _block_totals(k, first_real, bs, dc, warps, absolute=True, weighted=True)
+        self._reserve(groups, dim, length, tiling, device)
         first_g = _first_per_group(first_real, batch, heads, device)
-        # offsets and bound with the kept centre, and with a new one
-        kept_shift = _shift(self.center, first_g, n_blocks, length, bs)
-        kept_offsets, kept_bound = _offsets_and_bound(sums, abs_sums, kept_shift)
-        center, shift = _centring(sums, first_g, length, bs)
-        offsets, bound = _offsets_and_bound(sums, abs_sums, shift)
-        # a group keeps its centre and scale where a whole build with that centre would choose the same scale
-        keep = self.built & (first_g == self.first) & (_scale_for(kept_bound) == self.scale)
+        sums, abs_sums, w_sums = _block_totals(k, first_real, tiling, absolute=True, weighted=True)
+        n_blocks = sums.shape[1]
+        # a block's totals and key count against those its kept rows were written from (counted on the device: a
+        # replayed graph compares with whatever call last wrote the rows, eager or replayed, of any length); the
+        # kept ones are replaced by these
+        changed, tile_changed = _compare(sums, w_sums, self, tiling, length)
+        offsets = _offsets(sums)
+        center = _center(sums, first_g, length)
+        # bounds with the kept centre and with the new one: a group keeps its centre and scale where a whole build
+        # with that centre would choose the same scale
+        bounds = _bounds(offsets, abs_sums, torch.stack((self.center, center)), first_real, heads, length, tiling)
+        keep = self.built & (first_g == self.first) & (_scale_for(bounds[0]) == self.scale)
         center = torch.where(keep[:, None], self.center, center)
-        scale = torch.where(keep, self.scale, _scale_for(bound))
-        offsets = torch.where(keep[:, None, None], kept_offsets, offsets)
-        # a block's rows stand where it holds as many keys with the same two totals as when they were written, and
-        # so does every earlier block of its group (its running sum starts from theirs). Counted on the device: a
-        # replayed graph compares with whatever call last wrote the rows, eager or replayed, of any length.
-        counts = (length - torch.arange(n_blocks, device=device, dtype=torch.int32) * bs).clamp(0, bs)
-        changed = ((sums != self.sums[:, :n_blocks]).any(-1) | (w_sums != self.w_sums[:, :n_blocks]).any(-1)
-                   | (counts != self.counts[:n_blocks])[None, :] | ~keep[:, None])
+        scale = torch.where(keep, self.scale, _scale_for(bounds[1]))
+        # a block's rows stand where it and every earlier block of its group are unchanged (its running sum starts
+        # from theirs): the tiles before it, and within its tile (`changed`)
+        tile_before = (tile_changed.cumsum(dim=1) - tile_changed) > 0
         # int8 [groups, n_blocks]: the blocks this call writes (1), for tests and diagnostics too. Held in a kept
         # array: a tensor made here and kept past the call would be one a CUDA-graph tree's pool cannot track
         dirty = self._dirty[:groups * n_blocks].view(groups, n_blocks)
-        torch.gt(changed.to(torch.int32).cumsum(dim=1), 0, out=dirty)
+        _launch_scan(k, first_real, offsets, center, scale, self.pairs, self.norm, self.third,
+                     (keep, changed, tile_before, dirty), tiling, length)
         self.written = dirty
-        rows = self.pairs.shape[1]
-        _scan_kernel[(n_blocks, groups, dim // dc)](
-            k, first_real, offsets, center, scale, self.pairs, self.norm_parts, self.third, dirty, *k.stride(), heads,
-            length, rows, n_blocks, dim // dc, D=dim, BS=bs, DC=dc, MASK=True, CENTERED=True, PAIRS=True, SOME=True,
-            num_warps=warps)
         # what the next call compares with (blocks past this call's keys: none, so that they count as changed)
-        self.sums[:, :n_blocks].copy_(sums)
-        self.w_sums[:, :n_blocks].copy_(w_sums)
-        self.counts[:n_blocks].copy_(counts)
-        self.counts[n_blocks:].zero_()
+        self.counts[:, n_blocks:].zero_()
         self.center.copy_(center)
         self.scale.copy_(scale)
         self.first.copy_(first_g)
         self.built.fill_(True)
-        _row_norms(self.norm_parts, out=self.norm)
+        rows = self.pairs.shape[1]
         return KeyPrefix(self.pairs.view(batch, heads, rows, 2, dim), self.scale.view(batch, heads),
                          self.center.view(batch, heads, dim), self.norm.view(batch, heads, rows),
                          self.third.view(batch, heads, rows, dim))
@@ -375,14 +493,15 @@ class KeySums:
         """Whether a call over keys `k` finds its arrays made (a call that does not must not be captured in a CUDA
         graph: it allocates them). Shapes only, on the host."""
         batch, heads, length, dim = k.shape
-        return self._fits(batch * heads, dim, length, _tiling(dim, self.block)[0], k.device)
+        return self._fits(batch * heads, dim, length, _tiling(dim, self.block).block, k.device)
 
     def _fits(self, groups: int, dim: int, length: int, bs: int, device) -> bool:
         # the arrays' layout: per group, rows of dim columns, blocks of bs keys (not how groups split into heads)
         return self._shape == (groups, dim, device, bs) and self.pairs.shape[1] >= length + 1
 
-    def _reserve(self, groups: int, dim: int, length: int, bs: int, dc: int, device) -> None:
+    def _reserve(self, groups: int, dim: int, length: int, tiling: _Tiling, device) -> None:
         """Arrays for at least `length` keys of this shape; new ones (nothing kept) where they do not fit."""
+        bs = tiling.block
         if self._fits(groups, dim, length, bs, device):
             return
         self._shape = None  # until every array is made (an allocation that fails leaves nothing that seems to fit)
@@ -390,11 +509,10 @@ class KeySums:
         blocks = triton.cdiv(rows, bs)
         self.pairs = torch.zeros(groups, rows, 2, dim, dtype=torch.float16, device=device)
         self.third = torch.zeros(groups, rows, dim, dtype=torch.float16, device=device)
-        self.norm_parts = torch.zeros(groups, rows, dim // dc, dtype=torch.float32, device=device)
         self.norm = torch.zeros(groups, rows, dtype=torch.float32, device=device)
         self.sums = torch.zeros(groups, blocks, dim, dtype=torch.float32, device=device)
         self.w_sums = torch.zeros_like(self.sums)
-        self.counts = torch.zeros(blocks, dtype=torch.int32, device=device)  # keys per block when written
+        self.counts = torch.zeros(groups, blocks, dtype=torch.int32, device=device)  # keys per block when written
         self._dirty = torch.zeros(groups * blocks, dtype=torch.int8, device=device)  # the blocks a call writes
         self.center = torch.zeros(groups, dim, dtype=torch.float32, device=device)
         self.scale = torch.ones(groups, dtype=torch.float32, device=device)
@@ -405,10 +523,9 @@ class KeySums:
     @classmethod
     def nbytes(cls, groups: int, dim: int, length: int) -> int:
         """Bytes of the arrays kept for `groups` (batch row, KV head) groups of `length` keys of `dim` columns (on a
-        GPU): about 3.5 times the groups' K in 16 bits, with the rows kept beyond the keys."""
-        bs, dc, _ = _tiling(dim, None)
+        GPU): about 3.4 times the groups' K in 16 bits, with the rows kept beyond the keys."""
         layout = cls()
-        layout._reserve(groups, dim, length, bs, dc, torch.device("meta"))  # the arrays' shapes, no memory
+        layout._reserve(groups, dim, length, _tiling(dim, None), torch.device("meta"))  # the arrays' shapes, no memory
         return sum(t.numel() * t.element_size() for t in layout.tensors())
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
@@ -416,7 +533,7 @@ class KeySums:
         writes besides its inputs."""
         if self._shape is None:
             return ()
-        return (self.pairs, self.third, self.norm_parts, self.norm, self.sums, self.w_sums, self.counts, self._dirty,
+        return (self.pairs, self.third, self.norm, self.sums, self.w_sums, self.counts, self._dirty,
                 self.center, self.scale, self.first, self.built)
 
 
