@@ -173,6 +173,15 @@ def _keys_before(blks, first, L, BS: tl.constexpr):
 
 
 @triton.jit
+def _largest_term(run, spread, center, before, real, inside):
+    """The largest |offset - before * centre| + sum |x| + real * |centre| of a tile's blocks (float64 terms, their
+    maximum in float32): uncentred offsets `run`, sums of |x| `spread` [T, DC]; keys before and in each block [T]."""
+    c = center.to(tl.float64)
+    term = tl.abs(run - before[:, None] * c[None, :]) + spread + real[:, None] * tl.abs(c)[None, :]
+    return tl.max(tl.where(inside[:, None], term.to(tl.float32), 0.0))
+
+
+@triton.jit
 def _bound_kernel(OFFSETS, ABS_SUMS, CENTERS, FIRST, BOUND, H, L, n_blocks, n_tiles, groups, D: tl.constexpr,
                   BS: tl.constexpr, DC: tl.constexpr, T: tl.constexpr, NC: tl.constexpr):
     """For each of NC centres (CENTERS float32 [NC, groups, D]), a bound on every centred running sum inside one
@@ -191,13 +200,11 @@ def _bound_kernel(OFFSETS, ABS_SUMS, CENTERS, FIRST, BOUND, H, L, n_blocks, n_ti
         cols = dc * DC + tl.arange(0, DC)
         run = tl.load(OFFSETS + at_row + cols[None, :], mask=inside[:, None], other=0.0)
         spread = tl.load(ABS_SUMS + at_row + cols[None, :], mask=inside[:, None], other=0.0).to(tl.float64)
-        c = tl.load(CENTERS + grp.to(tl.int64) * D + cols).to(tl.float64)
-        term = tl.abs(run - before[:, None] * c[None, :]) + spread + real[:, None] * tl.abs(c)[None, :]
-        worst0 = tl.maximum(worst0, tl.max(tl.where(inside[:, None], term.to(tl.float32), 0.0)))
+        center = tl.load(CENTERS + grp.to(tl.int64) * D + cols)
+        worst0 = tl.maximum(worst0, _largest_term(run, spread, center, before, real, inside))
         if NC == 2:
-            c = tl.load(CENTERS + (groups + grp).to(tl.int64) * D + cols).to(tl.float64)
-            term = tl.abs(run - before[:, None] * c[None, :]) + spread + real[:, None] * tl.abs(c)[None, :]
-            worst1 = tl.maximum(worst1, tl.max(tl.where(inside[:, None], term.to(tl.float32), 0.0)))
+            center = tl.load(CENTERS + (groups + grp).to(tl.int64) * D + cols)
+            worst1 = tl.maximum(worst1, _largest_term(run, spread, center, before, real, inside))
     tl.store(BOUND + grp * n_tiles + tile, worst0)
     if NC == 2:
         tl.store(BOUND + (groups + grp) * n_tiles + tile, worst1)
@@ -297,11 +304,10 @@ def _scan(x: torch.Tensor, first_real: torch.Tensor | None, pairs: bool, block: 
     batch, heads, length, dim = x.shape
     tiling = _tiling(dim, block)
     groups, device = batch * heads, x.device
-    first_g = _first_per_group(first_real, batch, heads, device)
     sums, abs_sums, _ = _block_totals(x, first_real, tiling, absolute=pairs, weighted=False)
     offsets = _offsets(sums)
     if pairs:
-        center = _center(sums, first_g, length)
+        center = _center(sums, _first_per_group(first_real, batch, heads, device), length)
         scale = _scale_for(_bounds(offsets, abs_sums, center[None], first_real, heads, length, tiling)[0])
         out = torch.empty(groups, length + 1, 2, dim, dtype=torch.float16, device=device)
         norm = torch.empty(groups, length + 1, dtype=torch.float32, device=device)
