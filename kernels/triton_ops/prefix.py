@@ -304,6 +304,8 @@ def _scan(x: torch.Tensor, first_real: torch.Tensor | None, pairs: bool, block: 
     batch, heads, length, dim = x.shape
     tiling = _tiling(dim, block)
     groups, device = batch * heads, x.device
+    if pairs and first_real is None:  # the centred kernels read the first real key of each batch row
+        first_real = torch.zeros(batch, dtype=torch.int64, device=device)
     sums, abs_sums, _ = _block_totals(x, first_real, tiling, absolute=pairs, weighted=False)
     offsets = _offsets(sums)
     if pairs:
