@@ -296,16 +296,15 @@ def span_sum_rows(p_base, t_base, end, start, offs_d, ok, D: tl.constexpr):
     return hi + (lo + rest)
 
 
-def _scan(x: torch.Tensor, first_real: torch.Tensor | None, pairs: bool, block: int | None):
-    """The scan of the module docstring: (float32 sums [groups, L + 1, D] or float16 pairs [groups, L + 1, 2, D],
-    center float32 [groups, D], scale float32 [groups], and with pairs: bounds of their row norms float32
-    [groups, L + 1] and the third parts float16 [groups, L + 1, D], else None twice). Centred on the real keys when
-    pairs are asked for."""
+def _scan(x: torch.Tensor, first_real: torch.Tensor | None, block: int | None):
+    """The scan of the module docstring. With `first_real` (the keys' first real token per batch row): the centred
+    float16 pairs [groups, L + 1, 2, D], center float32 [groups, D], scale float32 [groups], bounds of the rows' norms
+    float32 [groups, L + 1] and the third parts float16 [groups, L + 1, D]. Without: float32 sums [groups, L + 1, D]
+    of every key and None four times."""
     batch, heads, length, dim = x.shape
     tiling = _tiling(dim, block)
     groups, device = batch * heads, x.device
-    if pairs and first_real is None:  # the centred kernels read the first real key of each batch row
-        first_real = torch.zeros(batch, dtype=torch.int64, device=device)
+    pairs = first_real is not None
     sums, abs_sums, _ = _block_totals(x, first_real, tiling, absolute=pairs, weighted=False)
     offsets = _offsets(sums)
     if pairs:
@@ -549,7 +548,7 @@ def prefix_sums(x: torch.Tensor, block: int | None = None) -> torch.Tensor:
     """Running sums of x [B, H, L, D] along L: float32 [B, H, L + 1, D], contiguous, row j holding ``sum_{i < j} x[i]``
     (float32 within blocks, float64 across them, one rounding). No host read-back (CUDA-graph capturable)."""
     batch, heads, length, dim = x.shape
-    out = _scan(x, None, pairs=False, block=block)[0]
+    out = _scan(x, None, block)[0]
     return out.view(batch, heads, length + 1, dim)
 
 
@@ -557,7 +556,7 @@ def key_prefix(k: torch.Tensor, first_real: torch.Tensor, block: int | None = No
     """The centred running sums of k [B, H_kv, L_kv, D] over its real keys (from `first_real`, int64 [B]), as the
     span-mean search and gate backward read them. `block`: keys per block, for tests. No host read-back."""
     batch, heads, length, dim = k.shape
-    pairs, center, scale, norm, third = _scan(k, first_real, pairs=True, block=block)
+    pairs, center, scale, norm, third = _scan(k, first_real, block)
     return KeyPrefix(pairs.view(batch, heads, length + 1, 2, dim), scale.view(batch, heads),
                      center.view(batch, heads, dim), norm.view(batch, heads, length + 1),
                      third.view(batch, heads, length + 1, dim))
