@@ -14,9 +14,10 @@ from __future__ import annotations
 __all__ = ["LayerState", "KEEP_MIN_KEYS"]
 
 # Shortest key cache whose span-mean sums are kept. Below it a whole build costs less than the update of kept sums
-# (one H100, graph-replayed decode at the attention shape: 0.150 against 0.217 ms a step at 16K, 0.271 against
-# 0.305 at 64K; 0.666 against 0.502 at 256K, 2.191 against 1.293 at 1M: benchmarks/results/kept-sums-decode-2026-12-06).
-KEEP_MIN_KEYS = 1 << 17
+# (one H100, graph-replayed decode at the attention shape, kept against rebuilt: 0.130 against 0.124 ms a step at 16K,
+# 0.153 against 0.167 at 32K, 0.174 against 0.238 at 64K, 0.621 against 2.029 at 1M:
+# benchmarks/results/kept-sums-shipped-2026-12-06).
+KEEP_MIN_KEYS = 1 << 15
 
 
 class LayerState:
