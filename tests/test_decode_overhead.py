@@ -106,9 +106,9 @@ def test_growing_cache_reads_nothing_back_and_builds_tables_log_n_times(stubbed,
 
 def test_kept_running_sums_read_nothing_back_and_launch_two_kernels_a_step(stubbed, monkeypatch):
     """Span-mean steps on a growing cache with a `LayerState`: the kept sums' update reads nothing back to the host
-    either (so a step stays capturable in a CUDA graph) and adds its four kernels (block totals, their compare
-    with the kept ones, the sums' bounds, the scan of the changed blocks) to the step's three; its arrays are reallocated
-    O(log n) times over n steps, not every step."""
+    either (so a step stays capturable in a CUDA graph) and adds its four kernels (block totals, their float64
+    scan within tiles and compare with the kept ones, the sums' bounds, the scan of the changed blocks) to the step's
+    three; its arrays are reallocated O(log n) times over n steps, not every step."""
     from slkernels import LayerState
     from slkernels import state as state_module
     from slkernels.triton_ops import prefix
@@ -116,7 +116,7 @@ def test_kept_running_sums_read_nothing_back_and_launch_two_kernels_a_step(stubb
     launches, _ = stubbed
     monkeypatch.setattr(state_module, "KEEP_MIN_KEYS", 0)
     monkeypatch.setattr(prefix, "interpreting", lambda: False)
-    updates = ("_block_sums_kernel", "_compare_kernel", "_bound_kernel", "_scan_kernel")
+    updates = ("_block_sums_kernel", "_tile_scan_kernel", "_bound_kernel", "_scan_kernel")
     for name in updates:
         monkeypatch.setattr(prefix, name, LaunchRecorder(name, launches))
     cfg, state, steps = SuperlinearConfig(**SMALL, search_key="span_mean"), LayerState(), 600

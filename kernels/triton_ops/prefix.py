@@ -15,8 +15,9 @@ in low precision over more than one block:
   mean rather than with t times it (the keys of a trained layer share a large common part); the search adds
   ``q_search . center`` back to each score and the gate backward ``center`` back to each mean;
 - each block of keys is summed and scanned in float32 (at most one block of terms), the block totals are carried
-  along the sequence in float64, uncentred: a block's offset is their sum less the real keys before it times the
-  centre;
+  along the sequence in float64 (scanned within tiles of blocks, a program each, the tiles' totals then by torch: no
+  program walks the sequence in series), uncentred: a block's offset is their sum less the real keys before it times
+  the centre;
 - each value is stored once, as two float16 parts ``hi + lo`` of ``scale * sum`` (22 significant bits, four bytes
   like one float32; ``scale``, a power of two per (batch row, kv head), keeps the sums within float16's range),
   and a third float16 part ``scale * sum - hi - lo`` in an array of its own (33 bits in all). The search multiplies
@@ -50,7 +51,8 @@ __all__ = ["KeyPrefix", "KeySums", "key_prefix", "prefix_sums"]
 
 # Keys per block on a GPU: the float32 part of every sum covers at most this many terms.
 BLOCK = 128
-# Blocks per program of the kernels over block totals (the compare with the kept ones, the bounds) on a GPU.
+# Blocks per program of the kernels over block totals (their float64 scan within the tile and compare with the kept
+# ones, the bounds) on a GPU.
 TILE = 64
 # Columns and warps of a block-totals program on a GPU (its whole block, these many columns at a time). Wider programs
 # read K faster: 1M keys on an H100, 0.38 ms at 32 columns and 4 warps, 0.27 at 128, 0.19 at 128 with 2 warps
@@ -131,12 +133,14 @@ def _block_sums_kernel(X, FIRST, SUMS, ABS_SUMS, W_SUMS, sxb, sxh, sxl, sxd, H, 
 
 
 @triton.jit
-def _compare_kernel(SUMS, W_SUMS, KEPT, KEPT_W, KEPT_COUNTS, CHANGED, TILE_CHANGED, L, n_blocks, kept_blocks, n_tiles,
-                    D: tl.constexpr, BS: tl.constexpr, DC: tl.constexpr, T: tl.constexpr):
-    """One tile of T blocks of one group: each block's totals and key count against the kept ones (KEPT, KEPT_W
-    [groups, kept_blocks, D], KEPT_COUNTS [groups, kept_blocks]), which are then replaced by these. CHANGED (int8
-    [groups, n_blocks]) marks the blocks from the tile's first changed one on, TILE_CHANGED (int32 [groups,
-    n_tiles]) the tiles holding one."""
+def _tile_scan_kernel(SUMS, W_SUMS, KEPT, KEPT_W, KEPT_COUNTS, LOCAL, TILE_SUMS, CHANGED, TILE_CHANGED, L, n_blocks,
+                      kept_blocks, n_tiles, D: tl.constexpr, BS: tl.constexpr, DC: tl.constexpr, T: tl.constexpr,
+                      COMPARE: tl.constexpr):
+    """One tile of T blocks of one group: the float64 sum of the block totals before each block from the tile's
+    start (LOCAL [groups, n_blocks, D]) and the tile's total (TILE_SUMS [groups, n_tiles, D]). With COMPARE, each
+    block's totals and key count against the kept ones (KEPT, KEPT_W [groups, kept_blocks, D], KEPT_COUNTS [groups,
+    kept_blocks]), which are then replaced by these: CHANGED (int8 [groups, n_blocks]) marks the blocks from the
+    tile's first changed one on, TILE_CHANGED (int32 [groups, n_tiles]) the tiles holding one."""
     tile = tl.program_id(0)
     grp = tl.program_id(1)
     blks = tile * T + tl.arange(0, T)
@@ -147,20 +151,36 @@ def _compare_kernel(SUMS, W_SUMS, KEPT, KEPT_W, KEPT_COUNTS, CHANGED, TILE_CHANG
     for dc in tl.static_range(D // DC):
         cols = dc * DC + tl.arange(0, DC)
         at = rows[:, None] * D + cols[None, :]
-        kept_at = kept_rows[:, None] * D + cols[None, :]
         s = tl.load(SUMS + at, mask=inside[:, None], other=0.0)
-        w = tl.load(W_SUMS + at, mask=inside[:, None], other=0.0)
-        differs = ((s != tl.load(KEPT + kept_at, mask=inside[:, None], other=0.0))
-                   | (w != tl.load(KEPT_W + kept_at, mask=inside[:, None], other=0.0)))
-        changed = tl.maximum(changed, tl.max(differs.to(tl.int32), axis=1))
-        tl.store(KEPT + kept_at, s, mask=inside[:, None])
-        tl.store(KEPT_W + kept_at, w, mask=inside[:, None])
-    counts = tl.minimum(tl.maximum(L - blks * BS, 0), BS)
-    kept = tl.load(KEPT_COUNTS + kept_rows, mask=inside, other=0)
-    changed = tl.where(inside & (counts != kept), 1, changed)
-    tl.store(KEPT_COUNTS + kept_rows, counts, mask=inside)
-    tl.store(CHANGED + rows, (tl.cumsum(changed, axis=0) > 0).to(tl.int8), mask=inside)
-    tl.store(TILE_CHANGED + grp * n_tiles + tile, tl.max(changed, axis=0))
+        x = s.to(tl.float64)
+        tl.store(LOCAL + at, tl.cumsum(x, axis=0) - x, mask=inside[:, None])
+        tl.store(TILE_SUMS + (grp.to(tl.int64) * n_tiles + tile) * D + cols, tl.sum(x, axis=0))
+        if COMPARE:
+            kept_at = kept_rows[:, None] * D + cols[None, :]
+            w = tl.load(W_SUMS + at, mask=inside[:, None], other=0.0)
+            differs = ((s != tl.load(KEPT + kept_at, mask=inside[:, None], other=0.0))
+                       | (w != tl.load(KEPT_W + kept_at, mask=inside[:, None], other=0.0)))
+            changed = tl.maximum(changed, tl.max(differs.to(tl.int32), axis=1))
+            tl.store(KEPT + kept_at, s, mask=inside[:, None])
+            tl.store(KEPT_W + kept_at, w, mask=inside[:, None])
+    if COMPARE:
+        counts = tl.minimum(tl.maximum(L - blks * BS, 0), BS)
+        kept = tl.load(KEPT_COUNTS + kept_rows, mask=inside, other=0)
+        changed = tl.where(inside & (counts != kept), 1, changed)
+        tl.store(KEPT_COUNTS + kept_rows, counts, mask=inside)
+        tl.store(CHANGED + rows, (tl.cumsum(changed, axis=0) > 0).to(tl.int8), mask=inside)
+        tl.store(TILE_CHANGED + grp * n_tiles + tile, tl.max(changed, axis=0))
+
+
+@triton.jit
+def _offset(LOCAL, TILE_OFF, grp, blk, n_blocks, n_tiles, cols, mask, D: tl.constexpr, T: tl.constexpr):
+    """The float64 sums of the block totals before block `blk` of a group, at columns `cols` (broadcast together:
+    [DC] for one block, [T, 1] against [1, DC] for a tile's), zeros outside `mask`: from the tile's start (LOCAL
+    [groups, n_blocks, D]) plus the tiles before it (TILE_OFF [groups, n_tiles, D])."""
+    at = grp.to(tl.int64) * n_blocks + blk
+    tile_at = grp.to(tl.int64) * n_tiles + blk // T
+    return (tl.load(LOCAL + at * D + cols, mask=mask, other=0.0)
+            + tl.load(TILE_OFF + tile_at * D + cols, mask=mask, other=0.0))
 
 
 @triton.jit
@@ -182,8 +202,8 @@ def _largest_term(run, spread, center, before, real, inside):
 
 
 @triton.jit
-def _bound_kernel(OFFSETS, ABS_SUMS, CENTERS, FIRST, BOUND, H, L, n_blocks, n_tiles, groups, D: tl.constexpr,
-                  BS: tl.constexpr, DC: tl.constexpr, T: tl.constexpr, NC: tl.constexpr):
+def _bound_kernel(LOCAL, TILE_OFF, ABS_SUMS, CENTERS, FIRST, BOUND, H, L, n_blocks, n_tiles, groups,
+                  D: tl.constexpr, BS: tl.constexpr, DC: tl.constexpr, T: tl.constexpr, NC: tl.constexpr):
     """For each of NC centres (CENTERS float32 [NC, groups, D]), a bound on every centred running sum inside one
     tile of T blocks: |offset| + the block's sum of |x| + its real keys times |centre| (BOUND float32 [NC, groups,
     n_tiles]). Each term is taken in float64 and their maximum in float32 (what `_scale_for` reads), which can round
@@ -198,7 +218,7 @@ def _bound_kernel(OFFSETS, ABS_SUMS, CENTERS, FIRST, BOUND, H, L, n_blocks, n_ti
     worst1 = 0.0
     for dc in tl.static_range(D // DC):
         cols = dc * DC + tl.arange(0, DC)
-        run = tl.load(OFFSETS + at_row + cols[None, :], mask=inside[:, None], other=0.0)
+        run = _offset(LOCAL, TILE_OFF, grp, blks[:, None], n_blocks, n_tiles, cols[None, :], inside[:, None], D, T)
         spread = tl.load(ABS_SUMS + at_row + cols[None, :], mask=inside[:, None], other=0.0).to(tl.float64)
         center = tl.load(CENTERS + grp.to(tl.int64) * D + cols)
         worst0 = tl.maximum(worst0, _largest_term(run, spread, center, before, real, inside))
@@ -211,7 +231,7 @@ def _bound_kernel(OFFSETS, ABS_SUMS, CENTERS, FIRST, BOUND, H, L, n_blocks, n_ti
 
 
 @triton.jit
-def _scan_kernel(X, FIRST, OFFSETS, CENTER, SCALE, OUT, NORM, THIRD, KEEP, CHANGED, TILE_BEFORE,
+def _scan_kernel(X, FIRST, LOCAL, TILE_OFF, CENTER, SCALE, OUT, NORM, THIRD, KEEP, CHANGED, TILE_BEFORE,
                  DIRTY, norm_slack, sxb, sxh, sxl, sxd, H, L, ROWS, n_blocks, n_tiles, D: tl.constexpr,
                  BS: tl.constexpr, DC: tl.constexpr, T: tl.constexpr, MASK: tl.constexpr, CENTERED: tl.constexpr,
                  PAIRS: tl.constexpr, SOME: tl.constexpr):
@@ -223,17 +243,17 @@ def _scan_kernel(X, FIRST, OFFSETS, CENTER, SCALE, OUT, NORM, THIRD, KEEP, CHANG
                  | (tl.load(CHANGED + grp.to(tl.int64) * n_blocks + blk) != 0))
         tl.store(DIRTY + grp.to(tl.int64) * n_blocks + blk, dirty.to(tl.int8))
         if dirty:
-            _scan_block(X, FIRST, OFFSETS, CENTER, SCALE, OUT, NORM, THIRD, blk, grp, norm_slack, sxb, sxh,
-                        sxl, sxd, H, L, ROWS, n_blocks, D, BS, DC, MASK, CENTERED, PAIRS)
+            _scan_block(X, FIRST, LOCAL, TILE_OFF, CENTER, SCALE, OUT, NORM, THIRD, blk, grp, norm_slack, sxb, sxh,
+                        sxl, sxd, H, L, ROWS, n_blocks, n_tiles, D, BS, DC, T, MASK, CENTERED, PAIRS)
     else:
-        _scan_block(X, FIRST, OFFSETS, CENTER, SCALE, OUT, NORM, THIRD, blk, grp, norm_slack, sxb, sxh, sxl,
-                    sxd, H, L, ROWS, n_blocks, D, BS, DC, MASK, CENTERED, PAIRS)
+        _scan_block(X, FIRST, LOCAL, TILE_OFF, CENTER, SCALE, OUT, NORM, THIRD, blk, grp, norm_slack, sxb, sxh, sxl,
+                    sxd, H, L, ROWS, n_blocks, n_tiles, D, BS, DC, T, MASK, CENTERED, PAIRS)
 
 
 @triton.jit
-def _scan_block(X, FIRST, OFFSETS, CENTER, SCALE, OUT, NORM, THIRD, blk, grp, norm_slack, sxb, sxh, sxl, sxd,
-                H, L, ROWS, n_blocks, D: tl.constexpr, BS: tl.constexpr, DC: tl.constexpr, MASK: tl.constexpr,
-                CENTERED: tl.constexpr, PAIRS: tl.constexpr):
+def _scan_block(X, FIRST, LOCAL, TILE_OFF, CENTER, SCALE, OUT, NORM, THIRD, blk, grp, norm_slack, sxb, sxh, sxl,
+                sxd, H, L, ROWS, n_blocks, n_tiles, D: tl.constexpr, BS: tl.constexpr, DC: tl.constexpr,
+                T: tl.constexpr, MASK: tl.constexpr, CENTERED: tl.constexpr, PAIRS: tl.constexpr):
     """Rows blk * BS + 1 .. of the sums of one group, every column (DC at a time): ROWS rows per group in OUT, and
     with PAIRS in THIRD and NORM."""
     if CENTERED:
@@ -241,7 +261,7 @@ def _scan_block(X, FIRST, OFFSETS, CENTER, SCALE, OUT, NORM, THIRD, blk, grp, no
     share = tl.zeros([BS], tl.float32)  # the squared norm of each row's stored hi + lo, chunk by chunk
     for dc in tl.static_range(D // DC):
         x, keep, rows, cols = _load_block(X, FIRST, grp // H, grp % H, blk, dc, sxb, sxh, sxl, sxd, L, BS, DC, MASK)
-        offset = tl.load(OFFSETS + (grp.to(tl.int64) * n_blocks + blk) * D + cols)  # float64: every earlier block
+        offset = _offset(LOCAL, TILE_OFF, grp, blk, n_blocks, n_tiles, cols, cols < D, D, T)  # every earlier block
         if CENTERED:
             center = tl.load(CENTER + grp.to(tl.int64) * D + cols)
             x = tl.where(keep[:, None], x - center[None, :], 0.0)
@@ -306,33 +326,35 @@ def _scan(x: torch.Tensor, first_real: torch.Tensor | None, block: int | None):
     groups, device = batch * heads, x.device
     pairs = first_real is not None
     sums, abs_sums, _ = _block_totals(x, first_real, tiling, absolute=pairs, weighted=False)
-    offsets = _offsets(sums)
+    local, tile_sums = _tile_scan(sums, tiling, length)[:2]
+    tile_off = _exclusive(tile_sums)
     if pairs:
-        center = _center(sums, _first_per_group(first_real, batch, heads, device), length)
-        scale = _scale_for(_bounds(offsets, abs_sums, center[None], first_real, heads, length, tiling)[0])
+        center = _center(tile_sums, _first_per_group(first_real, batch, heads, device), length)
+        scale = _scale_for(_bounds(local, tile_off, abs_sums, center[None], first_real, heads, length, tiling)[0])
         out = torch.empty(groups, length + 1, 2, dim, dtype=torch.float16, device=device)
         norm = torch.empty(groups, length + 1, dtype=torch.float32, device=device)
         third = torch.empty(groups, length + 1, dim, dtype=torch.float16, device=device)
     else:
         center = scale = norm = third = None
         out = torch.empty(groups, length + 1, dim, dtype=torch.float32, device=device)
-    _launch_scan(x, first_real, offsets, center, scale, out, norm, third, None, tiling, length)
+    _launch_scan(x, first_real, local, tile_off, center, scale, out, norm, third, None, tiling, length)
     return out, center, scale, norm, third
 
 
-def _launch_scan(x, first_real, offsets, center, scale, out, norm, third, some, tiling: _Tiling,
+def _launch_scan(x, first_real, local, tile_off, center, scale, out, norm, third, some, tiling: _Tiling,
                  length: int) -> None:
-    """`_scan_kernel` over every block of x [B, H, L, D]; with pairs (`norm` given) centred on `center` and scaled
-    by `scale`; with `some` = (keep [groups] bool, changed, tile_before, dirty), only the blocks it marks."""
+    """`_scan_kernel` over every block of x [B, H, L, D], the offsets from `_tile_scan` and `_exclusive`; with pairs
+    (`norm` given) centred on `center` and scaled by `scale`; with `some` = (keep [groups] bool, changed,
+    tile_before, dirty), only the blocks it marks."""
     heads, dim = x.shape[1], x.shape[3]
-    groups, n_blocks = offsets.shape[:2]
+    groups, n_blocks = local.shape[:2]
     pairs = norm is not None
-    keep, changed, tile_before, dirty = some if some is not None else (offsets,) * 4  # not read without `some`
+    keep, changed, tile_before, dirty = some if some is not None else (local,) * 4  # not read without `some`
     _scan_kernel[(n_blocks, groups)](
-        x, _first_or_zero(first_real, x.device), offsets, center if pairs else offsets,
-        scale if pairs else offsets, out, norm if pairs else out, third if pairs else out, keep, changed, tile_before,
-        dirty, NORM_SLACK, *x.stride(), heads, length, out.shape[1], n_blocks,
-        triton.cdiv(n_blocks, tiling.tile), D=dim, BS=tiling.block, DC=tiling.columns, T=tiling.tile,
+        x, _first_or_zero(first_real, x.device), local, tile_off, center if pairs else local,
+        scale if pairs else local, out, norm if pairs else out, third if pairs else out, keep, changed, tile_before,
+        dirty, NORM_SLACK, *x.stride(), heads, length, out.shape[1], n_blocks, tile_off.shape[1], D=dim,
+        BS=tiling.block, DC=tiling.columns, T=tiling.tile,
         MASK=first_real is not None, CENTERED=pairs, PAIRS=pairs, SOME=some is not None, num_warps=tiling.warps)
 
 
@@ -353,45 +375,55 @@ def _block_totals(x, first_real, tiling: _Tiling, absolute: bool, weighted: bool
     return sums, abs_sums, w_sums
 
 
-def _compare(sums, w_sums, kept, tiling: _Tiling, length: int):
-    """`_compare_kernel` over this call's block totals [groups, n_blocks, D] and those `kept` (a KeySums) holds,
-    which these replace: (the changed blocks from each tile's first on, int8 [groups, n_blocks]; the tiles holding
-    one, int32 [groups, n_tiles])."""
+def _tile_scan(sums, tiling: _Tiling, length: int, kept=None):
+    """`_tile_scan_kernel` over this call's block totals [groups, n_blocks, D]: the float64 sums of the block totals
+    before each block from its tile's start, uncentred (the scan takes the real keys before a block times the centre
+    away itself), and the tiles' totals [groups, n_tiles, D]. With `kept` = (this call's weighted totals, a
+    KeySums), each block's totals are compared with those it holds, which these replace: then also the changed
+    blocks from each tile's first on (int8 [groups, n_blocks]) and the tiles holding one (int32 [groups, n_tiles]),
+    else None twice."""
     groups, n_blocks, dim = sums.shape
     n_tiles = triton.cdiv(n_blocks, tiling.tile)
-    changed = torch.empty(groups, n_blocks, dtype=torch.int8, device=sums.device)
-    tile_changed = torch.empty(groups, n_tiles, dtype=torch.int32, device=sums.device)
-    _compare_kernel[(n_tiles, groups)](
-        sums, w_sums, kept.sums, kept.w_sums, kept.counts, changed, tile_changed, length, n_blocks,
-        kept.sums.shape[1], n_tiles, D=dim, BS=tiling.block, DC=tiling.columns, T=tiling.tile,
+    local = torch.empty(groups, n_blocks, dim, dtype=torch.float64, device=sums.device)
+    tile_sums = torch.empty(groups, n_tiles, dim, dtype=torch.float64, device=sums.device)
+    if kept is None:
+        w_sums = kept_sums = kept_w = kept_counts = changed = tile_changed = sums  # neither read nor written
+        kept_blocks = n_blocks
+    else:
+        w_sums, held = kept
+        kept_sums, kept_w, kept_counts, kept_blocks = held.sums, held.w_sums, held.counts, held.sums.shape[1]
+        changed = torch.empty(groups, n_blocks, dtype=torch.int8, device=sums.device)
+        tile_changed = torch.empty(groups, n_tiles, dtype=torch.int32, device=sums.device)
+    _tile_scan_kernel[(n_tiles, groups)](
+        sums, w_sums, kept_sums, kept_w, kept_counts, local, tile_sums, changed, tile_changed, length, n_blocks,
+        kept_blocks, n_tiles, D=dim, BS=tiling.block, DC=tiling.columns, T=tiling.tile, COMPARE=kept is not None,
         num_warps=tiling.warps)
-    return changed, tile_changed
+    if kept is None:
+        return local, tile_sums, None, None
+    return local, tile_sums, changed, tile_changed
 
 
-def _offsets(sums):
-    """The float64 sums of the block totals [groups, n_blocks, D] before each block, uncentred (the scan takes the
-    real keys before a block times the centre away itself)."""
-    totals = sums.double()
-    # scanned along the last axis, the fast one of cumsum
-    return (totals.transpose(1, 2).cumsum(-1).transpose(1, 2) - totals).contiguous()
+def _exclusive(tile_sums):
+    """The float64 sums of the tiles' totals before each tile ([groups, n_tiles, D])."""
+    return tile_sums.cumsum(dim=1) - tile_sums
 
 
-def _center(sums, first_g, length: int):
-    """The mean of the real keys per group (float32 [groups, D]; zeros for a group without one) from the block
-    totals of the real keys [groups, n_blocks, D]. `first_g`: `_first_per_group`."""
+def _center(tile_sums, first_g, length: int):
+    """The mean of the real keys per group (float32 [groups, D]; zeros for a group without one) from the tiles'
+    float64 totals of the real keys [groups, n_tiles, D]. `first_g`: `_first_per_group`."""
     count = (length - first_g).clamp_min(1)
-    return (sums.sum(dim=1, dtype=torch.float64) / count[:, None]).float()
+    return (tile_sums.sum(dim=1) / count[:, None]).float()
 
 
-def _bounds(offsets, abs_sums, centers, first_real, heads: int, length: int, tiling: _Tiling):
+def _bounds(local, tile_off, abs_sums, centers, first_real, heads: int, length: int, tiling: _Tiling):
     """For each centre of `centers` (float32 [NC, groups, D], NC 1 or 2), a bound per group on every centred
     running sum inside the blocks (float32 [NC, groups]): |offset| + sum |x - centre| over the block."""
-    groups, n_blocks, dim = offsets.shape
-    n_tiles = triton.cdiv(n_blocks, tiling.tile)
-    bound = torch.empty(centers.shape[0], groups, n_tiles, dtype=torch.float32, device=offsets.device)
+    groups, n_blocks, dim = local.shape
+    n_tiles = tile_off.shape[1]
+    bound = torch.empty(centers.shape[0], groups, n_tiles, dtype=torch.float32, device=local.device)
     _bound_kernel[(n_tiles, groups)](
-        offsets, abs_sums, centers.contiguous(), first_real, bound, heads, length, n_blocks, n_tiles, groups, D=dim,
-        BS=tiling.block, DC=tiling.columns, T=tiling.tile, NC=centers.shape[0], num_warps=tiling.warps)
+        local, tile_off, abs_sums, centers.contiguous(), first_real, bound, heads, length, n_blocks, n_tiles, groups,
+        D=dim, BS=tiling.block, DC=tiling.columns, T=tiling.tile, NC=centers.shape[0], num_warps=tiling.warps)
     return bound.amax(dim=2)
 
 
@@ -467,12 +499,13 @@ class KeySums:
         # a block's totals and key count against those its kept rows were written from (counted on the device: a
         # replayed graph compares with whatever call last wrote the rows, eager or replayed, of any length); the
         # kept ones are replaced by these
-        changed, tile_changed = _compare(sums, w_sums, self, tiling, length)
-        offsets = _offsets(sums)
-        center = _center(sums, first_g, length)
+        local, tile_sums, changed, tile_changed = _tile_scan(sums, tiling, length, kept=(w_sums, self))
+        tile_off = _exclusive(tile_sums)
+        center = _center(tile_sums, first_g, length)
         # bounds with the kept centre and with the new one: a group keeps its centre and scale where a whole build
         # with that centre would choose the same scale
-        bounds = _bounds(offsets, abs_sums, torch.stack((self.center, center)), first_real, heads, length, tiling)
+        bounds = _bounds(local, tile_off, abs_sums, torch.stack((self.center, center)), first_real, heads, length,
+                         tiling)
         keep = self.built & (first_g == self.first) & (_scale_for(bounds[0]) == self.scale)
         center = torch.where(keep[:, None], self.center, center)
         scale = torch.where(keep, self.scale, _scale_for(bounds[1]))
@@ -482,7 +515,7 @@ class KeySums:
         # int8 [groups, n_blocks]: the blocks this call writes (1), for tests and diagnostics too. Held in a kept
         # array: a tensor made here and kept past the call would be one a CUDA-graph tree's pool cannot track
         dirty = self._dirty[:groups * n_blocks].view(groups, n_blocks)
-        _launch_scan(k, first_real, offsets, center, scale, self.pairs, self.norm, self.third,
+        _launch_scan(k, first_real, local, tile_off, center, scale, self.pairs, self.norm, self.third,
                      (keep, changed, tile_before, dirty), tiling, length)
         self.written = dirty
         # what the next call compares with (blocks past this call's keys: none, so that they count as changed)
