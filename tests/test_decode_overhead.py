@@ -104,7 +104,7 @@ def test_growing_cache_reads_nothing_back_and_builds_tables_log_n_times(stubbed,
     assert len(builds) <= math.log2(steps) + 1
 
 
-def test_kept_running_sums_read_nothing_back_and_launch_two_kernels_a_step(stubbed, monkeypatch):
+def test_kept_running_sums_read_nothing_back_and_launch_four_kernels_a_step(stubbed, monkeypatch):
     """Span-mean steps on a growing cache with a `LayerState`: the kept sums' update reads nothing back to the host
     either (so a step stays capturable in a CUDA graph) and adds its four kernels (block totals, their float64
     scan within tiles and compare with the kept ones, the sums' bounds, the scan of the changed blocks) to the step's

@@ -404,8 +404,10 @@ def _tile_scan(sums, tiling: _Tiling, length: int, kept=None):
 
 
 def _exclusive(tile_sums):
-    """The float64 sums of the tiles' totals before each tile ([groups, n_tiles, D])."""
-    return tile_sums.cumsum(dim=1) - tile_sums
+    """The float64 sums of the tiles' totals before each tile ([groups, n_tiles, D]): the running sum shifted by one
+    tile, not less each tile's own total, so that a tile's offset depends on the tiles before it only (a changed
+    last block must not move, by a rounding, the offsets of the kept blocks beside it)."""
+    return torch.nn.functional.pad(tile_sums.cumsum(dim=1)[:, :-1], (0, 0, 1, 0))
 
 
 def _center(tile_sums, first_g, length: int):
