@@ -92,6 +92,14 @@ class _Tiling(NamedTuple):
     tile: int  # blocks per program of the kernels over block totals
 
 
+class _Offsets(NamedTuple):
+    """The float64 sums of the block totals before each block, uncentred, in the two parts the kernels add
+    (`_offset`)."""
+
+    local: torch.Tensor  # [groups, n_blocks, D]: from the start of the block's tile
+    tiles: torch.Tensor  # [groups, n_tiles, D]: the tiles before it
+
+
 def _tiling(dim: int, block: int | None) -> _Tiling:
     if interpreting():
         return _Tiling(block or 16, min(dim, 16), 1, 4)
@@ -326,27 +334,26 @@ def _scan(x: torch.Tensor, first_real: torch.Tensor | None, block: int | None):
     groups, device = batch * heads, x.device
     pairs = first_real is not None
     sums, abs_sums, _ = _block_totals(x, first_real, tiling, absolute=pairs, weighted=False)
-    local, tile_sums = _tile_scan(sums, tiling, length)[:2]
-    tile_off = _exclusive(tile_sums)
+    offsets, tile_sums = _tile_scan(sums, tiling, length)[:2]
     if pairs:
         center = _center(tile_sums, _first_per_group(first_real, batch, heads, device), length)
-        scale = _scale_for(_bounds(local, tile_off, abs_sums, center[None], first_real, heads, length, tiling)[0])
+        scale = _scale_for(_bounds(offsets, abs_sums, center[None], first_real, heads, length, tiling)[0])
         out = torch.empty(groups, length + 1, 2, dim, dtype=torch.float16, device=device)
         norm = torch.empty(groups, length + 1, dtype=torch.float32, device=device)
         third = torch.empty(groups, length + 1, dim, dtype=torch.float16, device=device)
     else:
         center = scale = norm = third = None
         out = torch.empty(groups, length + 1, dim, dtype=torch.float32, device=device)
-    _launch_scan(x, first_real, local, tile_off, center, scale, out, norm, third, None, tiling, length)
+    _launch_scan(x, first_real, offsets, center, scale, out, norm, third, None, tiling, length)
     return out, center, scale, norm, third
 
 
-def _launch_scan(x, first_real, local, tile_off, center, scale, out, norm, third, some, tiling: _Tiling,
+def _launch_scan(x, first_real, offsets: _Offsets, center, scale, out, norm, third, some, tiling: _Tiling,
                  length: int) -> None:
-    """`_scan_kernel` over every block of x [B, H, L, D], the offsets from `_tile_scan` and `_exclusive`; with pairs
-    (`norm` given) centred on `center` and scaled by `scale`; with `some` = (keep [groups] bool, changed,
-    tile_before, dirty), only the blocks it marks."""
+    """`_scan_kernel` over every block of x [B, H, L, D]; with pairs (`norm` given) centred on `center` and scaled
+    by `scale`; with `some` = (keep [groups] bool, changed, tile_before, dirty), only the blocks it marks."""
     heads, dim = x.shape[1], x.shape[3]
+    local, tile_off = offsets
     groups, n_blocks = local.shape[:2]
     pairs = norm is not None
     keep, changed, tile_before, dirty = some if some is not None else (local,) * 4  # not read without `some`
@@ -375,13 +382,12 @@ def _block_totals(x, first_real, tiling: _Tiling, absolute: bool, weighted: bool
     return sums, abs_sums, w_sums
 
 
-def _tile_scan(sums, tiling: _Tiling, length: int, kept=None):
-    """`_tile_scan_kernel` over this call's block totals [groups, n_blocks, D]: the float64 sums of the block totals
-    before each block from its tile's start, uncentred (the scan takes the real keys before a block times the centre
-    away itself), and the tiles' totals [groups, n_tiles, D]. With `kept` = (this call's weighted totals, a
-    KeySums), each block's totals are compared with those it holds, which these replace: then also the changed
-    blocks from each tile's first on (int8 [groups, n_blocks]) and the tiles holding one (int32 [groups, n_tiles]),
-    else None twice."""
+def _tile_scan(sums, tiling: _Tiling, length: int, w_sums=None, kept: KeySums | None = None):
+    """`_tile_scan_kernel` over this call's block totals [groups, n_blocks, D]: the `_Offsets` of every block
+    (uncentred: the scan takes the real keys before a block times the centre away itself) and the tiles' float64
+    totals [groups, n_tiles, D]. With `kept` (and this call's weighted totals `w_sums`), each block's totals are
+    compared with those it holds, which these replace: then also the changed blocks from each tile's first on (int8
+    [groups, n_blocks]) and the tiles holding one (int32 [groups, n_tiles]), else None twice."""
     groups, n_blocks, dim = sums.shape
     n_tiles = triton.cdiv(n_blocks, tiling.tile)
     local = torch.empty(groups, n_blocks, dim, dtype=torch.float64, device=sums.device)
@@ -390,17 +396,17 @@ def _tile_scan(sums, tiling: _Tiling, length: int, kept=None):
         w_sums = kept_sums = kept_w = kept_counts = changed = tile_changed = sums  # neither read nor written
         kept_blocks = n_blocks
     else:
-        w_sums, held = kept
-        kept_sums, kept_w, kept_counts, kept_blocks = held.sums, held.w_sums, held.counts, held.sums.shape[1]
+        kept_sums, kept_w, kept_counts, kept_blocks = kept.sums, kept.w_sums, kept.counts, kept.sums.shape[1]
         changed = torch.empty(groups, n_blocks, dtype=torch.int8, device=sums.device)
         tile_changed = torch.empty(groups, n_tiles, dtype=torch.int32, device=sums.device)
     _tile_scan_kernel[(n_tiles, groups)](
         sums, w_sums, kept_sums, kept_w, kept_counts, local, tile_sums, changed, tile_changed, length, n_blocks,
         kept_blocks, n_tiles, D=dim, BS=tiling.block, DC=tiling.columns, T=tiling.tile, COMPARE=kept is not None,
         num_warps=tiling.warps)
+    offsets = _Offsets(local, _exclusive(tile_sums))
     if kept is None:
-        return local, tile_sums, None, None
-    return local, tile_sums, changed, tile_changed
+        return offsets, tile_sums, None, None
+    return offsets, tile_sums, changed, tile_changed
 
 
 def _exclusive(tile_sums):
@@ -417,9 +423,10 @@ def _center(tile_sums, first_g, length: int):
     return (tile_sums.sum(dim=1) / count[:, None]).float()
 
 
-def _bounds(local, tile_off, abs_sums, centers, first_real, heads: int, length: int, tiling: _Tiling):
+def _bounds(offsets: _Offsets, abs_sums, centers, first_real, heads: int, length: int, tiling: _Tiling):
     """For each centre of `centers` (float32 [NC, groups, D], NC 1 or 2), a bound per group on every centred
     running sum inside the blocks (float32 [NC, groups]): |offset| + sum |x - centre| over the block."""
+    local, tile_off = offsets
     groups, n_blocks, dim = local.shape
     n_tiles = tile_off.shape[1]
     bound = torch.empty(centers.shape[0], groups, n_tiles, dtype=torch.float32, device=local.device)
@@ -501,13 +508,11 @@ class KeySums:
         # a block's totals and key count against those its kept rows were written from (counted on the device: a
         # replayed graph compares with whatever call last wrote the rows, eager or replayed, of any length); the
         # kept ones are replaced by these
-        local, tile_sums, changed, tile_changed = _tile_scan(sums, tiling, length, kept=(w_sums, self))
-        tile_off = _exclusive(tile_sums)
+        offsets, tile_sums, changed, tile_changed = _tile_scan(sums, tiling, length, w_sums, kept=self)
         center = _center(tile_sums, first_g, length)
         # bounds with the kept centre and with the new one: a group keeps its centre and scale where a whole build
         # with that centre would choose the same scale
-        bounds = _bounds(local, tile_off, abs_sums, torch.stack((self.center, center)), first_real, heads, length,
-                         tiling)
+        bounds = _bounds(offsets, abs_sums, torch.stack((self.center, center)), first_real, heads, length, tiling)
         keep = self.built & (first_g == self.first) & (_scale_for(bounds[0]) == self.scale)
         center = torch.where(keep[:, None], self.center, center)
         scale = torch.where(keep, self.scale, _scale_for(bounds[1]))
@@ -517,7 +522,7 @@ class KeySums:
         # int8 [groups, n_blocks]: the blocks this call writes (1), for tests and diagnostics too. Held in a kept
         # array: a tensor made here and kept past the call would be one a CUDA-graph tree's pool cannot track
         dirty = self._dirty[:groups * n_blocks].view(groups, n_blocks)
-        _launch_scan(k, first_real, local, tile_off, center, scale, self.pairs, self.norm, self.third,
+        _launch_scan(k, first_real, offsets, center, scale, self.pairs, self.norm, self.third,
                      (keep, changed, tile_before, dirty), tiling, length)
         self.written = dirty
         # what the next call compares with (blocks past this call's keys: none, so that they count as changed)
