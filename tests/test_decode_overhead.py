@@ -104,11 +104,12 @@ def test_growing_cache_reads_nothing_back_and_builds_tables_log_n_times(stubbed,
     assert len(builds) <= math.log2(steps) + 1
 
 
-def test_kept_running_sums_read_nothing_back_and_launch_four_kernels_a_step(stubbed, monkeypatch):
+def test_kept_running_sums_read_nothing_back_and_launch_six_kernels_a_step(stubbed, monkeypatch):
     """Span-mean steps on a growing cache with a `LayerState`: the kept sums' update reads nothing back to the host
-    either (so a step stays capturable in a CUDA graph) and adds its four kernels (block totals, their float64
-    scan within tiles and compare with the kept ones, the sums' bounds, the scan of the changed blocks) to the step's
-    three; its arrays are reallocated O(log n) times over n steps, not every step."""
+    either (so a step stays capturable in a CUDA graph) and adds its six kernels (block totals, their float64 scan
+    within tiles and compare with the kept ones, the tiles' offsets and the centre, the sums' bounds, the choice of
+    centre, scale and first block to write, the scan of the changed blocks) to the step's three, and no torch
+    operation but on the steps that make its arrays; those are made O(log n) times over n steps, not every step."""
     from slkernels import LayerState
     from slkernels import state as state_module
     from slkernels.triton_ops import prefix
@@ -116,23 +117,35 @@ def test_kept_running_sums_read_nothing_back_and_launch_four_kernels_a_step(stub
     launches, _ = stubbed
     monkeypatch.setattr(state_module, "KEEP_MIN_KEYS", 0)
     monkeypatch.setattr(prefix, "interpreting", lambda: False)
-    updates = ("_block_sums_kernel", "_tile_scan_kernel", "_bound_kernel", "_scan_kernel")
+    updates = ("_block_sums_kernel", "_tile_scan_kernel", "_tiles_kernel", "_bound_kernel", "_choose_kernel",
+               "_scan_kernel")
     for name in updates:
         monkeypatch.setattr(prefix, name, LaunchRecorder(name, launches))
+    update, in_update = prefix.KeySums.update, []
+
+    def counted_update(self, k, first_real):  # the update's own torch operations, apart from the step's
+        with OpCounter() as ops:
+            out = update(self, k, first_real)
+        in_update.append(ops.launches())
+        return out
+
+    monkeypatch.setattr(prefix.KeySums, "update", counted_update)
     cfg, state, steps = SuperlinearConfig(**SMALL, search_key="span_mean"), LayerState(), 600
-    ops, rows = OpCounter(), set()
+    ops, rows = OpCounter(), []
     with torch.no_grad():
         for len_kv in range(1, steps + 1):
             q, k = _step(2, 4, 2, len_kv)
             with ops:
                 superlinear_attention(q, k, k, q, cfg, backend="triton", state=state)
-            rows.add(state.key_sums.pairs.shape[1])
+            rows.append(state.key_sums.pairs.shape[1])
     assert ops.host_reads() == {}, ops.host_reads()
+    torch_launches = {step + 1: got for step, got in enumerate(in_update) if got}
     names = ("_search_kernel", "_decode_partial_kernel", "_decode_combine_kernel") + updates
     assert Counter(name for name, _ in launches) == {name: steps for name in names}
     # rows kept: the keys, row 0 and 4 blocks of 128 more (an eighth more where that is larger); 514 rows on the
-    # first call, reallocated once, at 514 keys
-    assert rows == {1 + 1 + 4 * 128, 514 + 1 + 4 * 128}
+    # first call, reallocated once, at 514 keys: the only steps with torch operations (the arrays' fills)
+    assert set(rows) == {1 + 1 + 4 * 128, 514 + 1 + 4 * 128}
+    assert set(torch_launches) == {1, 514}, torch_launches
 
 
 def test_public_decode_without_a_mask_launches_nothing_but_the_three_kernels(stubbed):

@@ -202,6 +202,28 @@ def _one_batch_row(torch) -> dict:
     return got
 
 
+def _scales(torch) -> dict:
+    """`prefix._scale_of` (the kernels' rule for each group's power of two) on bounds from zero through subnormals to
+    float32's largest, against the same rule from torch.frexp: 2^(FP16_EXP - e), bound < 2^e, e within +-100."""
+    global prefix  # the kernel below finds it among the module's globals, as a kernel finds what it calls
+    import triton
+    import triton.language as tl
+    from slkernels.triton_ops import prefix
+
+    @triton.jit
+    def scales(X, Y, n, NB: tl.constexpr):
+        at = tl.arange(0, NB)
+        tl.store(Y + at, prefix._scale_of(tl.load(X + at, mask=at < n, other=0.0)), mask=at < n)
+
+    bound = torch.tensor([0.0, 1e-45, 1e-40, 2.0**-130, 1.5e-38, 2.0**-100, 2.0**-99 * 0.75, 0.3, 1.0, 2.0, 3.0,
+                          65504.0, 2.0**99, 2.0**100, 3e38])
+    got = torch.empty_like(bound)
+    scales[(1,)](bound, got, bound.numel(), NB=16)
+    exponent = torch.frexp(bound).exponent.clamp(-100, 100).double()
+    want = torch.pow(2.0, prefix.FP16_EXP.value - exponent).float()
+    return {"bound": bound.tolist(), "got": got.tolist(), "want": want.tolist()}
+
+
 def _worker() -> None:
     os.environ["TRITON_INTERPRET"] = "1"
     import torch
@@ -211,7 +233,7 @@ def _worker() -> None:
 
     print(json.dumps({"growth": _growth(torch), "changes": _changes(torch), "decode": _decode(torch),
                       "replay": _replay(torch), "prefill": _prefill_then_decode(torch),
-                      "one_row": _one_batch_row(torch)}))
+                      "one_row": _one_batch_row(torch), "scales": _scales(torch)}))
 
 
 @pytest.fixture(scope="module")
@@ -256,6 +278,11 @@ def test_changed_keys_order_padding_or_range_are_written_again(interpreted):
 def test_one_batch_row_of_several_heads_in_column_chunks_keeps_exact_means(interpreted):
     for name, error in interpreted["one_row"].items():
         assert error < 1e-5, name
+
+
+def test_each_groups_scale_is_the_power_of_two_its_bound_asks_for(interpreted):
+    got = interpreted["scales"]
+    assert got["got"] == got["want"], list(zip(got["bound"], got["got"], got["want"]))
 
 
 def test_decode_with_kept_sums_equals_decode_that_builds_them(interpreted):

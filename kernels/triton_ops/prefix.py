@@ -15,9 +15,9 @@ in low precision over more than one block:
   mean rather than with t times it (the keys of a trained layer share a large common part); the search adds
   ``q_search . center`` back to each score and the gate backward ``center`` back to each mean;
 - each block of keys is summed and scanned in float32 (at most one block of terms), the block totals are carried
-  along the sequence in float64 (scanned within tiles of blocks, a program each, the tiles' totals then by torch: no
-  program walks the sequence in series), uncentred: a block's offset is their sum less the real keys before it times
-  the centre;
+  along the sequence in float64 (scanned within tiles of blocks, a program each, then the tiles' totals, a program
+  per group: no program walks the blocks in series), uncentred: a block's offset is their sum less the real keys
+  before it times the centre;
 - each value is stored once, as two float16 parts ``hi + lo`` of ``scale * sum`` (22 significant bits, four bytes
   like one float32; ``scale``, a power of two per (batch row, kv head), keeps the sums within float16's range),
   and a third float16 part ``scale * sum - hi - lo`` in an array of its own (33 bits in all). The search multiplies
@@ -62,10 +62,12 @@ TILE = 64
 TOTALS_COLUMNS = 128
 TOTALS_WARPS = 2
 # The sums times `scale` stay below 2**FP16_EXP (float16 holds up to 65504 = 2**16 - 32).
-FP16_EXP = 14
+FP16_EXP = tl.constexpr(14)
 # `KeyPrefix.norm` is each row's L2 norm times this: an upper bound despite float32 rounding (a chunk's sum of at most
 # 32 squares, then the sum over at most 16 chunks: under 2^-18 relative).
 NORM_SLACK = 1.0 + 2.0**-16
+# A tile's first changed block where none changed (`_tile_scan_kernel`): past any block.
+UNCHANGED = tl.constexpr(1 << 30)
 
 
 @dataclass
@@ -141,14 +143,14 @@ def _block_sums_kernel(X, FIRST, SUMS, ABS_SUMS, W_SUMS, sxb, sxh, sxl, sxd, H, 
 
 
 @triton.jit
-def _tile_scan_kernel(SUMS, W_SUMS, KEPT, KEPT_W, KEPT_COUNTS, LOCAL, TILE_SUMS, CHANGED, TILE_CHANGED, L, n_blocks,
+def _tile_scan_kernel(SUMS, W_SUMS, KEPT, KEPT_W, KEPT_COUNTS, LOCAL, TILE_SUMS, FIRST_CHANGED, L, n_blocks,
                       kept_blocks, n_tiles, D: tl.constexpr, BS: tl.constexpr, DC: tl.constexpr, T: tl.constexpr,
                       COMPARE: tl.constexpr):
     """One tile of T blocks of one group: the float64 sum of the block totals before each block from the tile's
     start (LOCAL [groups, n_blocks, D]) and the tile's total (TILE_SUMS [groups, n_tiles, D]). With COMPARE, each
     block's totals and key count against the kept ones (KEPT, KEPT_W [groups, kept_blocks, D], KEPT_COUNTS [groups,
-    kept_blocks]), which are then replaced by these: CHANGED (int8 [groups, n_blocks]) marks the blocks from the
-    tile's first changed one on, TILE_CHANGED (int32 [groups, n_tiles]) the tiles holding one."""
+    kept_blocks]), which are then replaced by these: FIRST_CHANGED (int32 [groups, n_tiles]) holds the tile's first
+    block that differs, or UNCHANGED."""
     tile = tl.program_id(0)
     grp = tl.program_id(1)
     blks = tile * T + tl.arange(0, T)
@@ -176,8 +178,37 @@ def _tile_scan_kernel(SUMS, W_SUMS, KEPT, KEPT_W, KEPT_COUNTS, LOCAL, TILE_SUMS,
         kept = tl.load(KEPT_COUNTS + kept_rows, mask=inside, other=0)
         changed = tl.where(inside & (counts != kept), 1, changed)
         tl.store(KEPT_COUNTS + kept_rows, counts, mask=inside)
-        tl.store(CHANGED + rows, (tl.cumsum(changed, axis=0) > 0).to(tl.int8), mask=inside)
-        tl.store(TILE_CHANGED + grp * n_tiles + tile, tl.max(changed, axis=0))
+        tl.store(FIRST_CHANGED + grp * n_tiles + tile, tl.min(tl.where(changed != 0, blks, UNCHANGED), axis=0))
+
+
+@triton.jit
+def _tiles_kernel(TILE_SUMS, TILE_OFF, CENTER, FIRST, H, L, n_tiles, D: tl.constexpr, DC: tl.constexpr,
+                  NT: tl.constexpr, MASK: tl.constexpr):
+    """One group's tiles (TILE_SUMS float64 [groups, n_tiles, D], NT at a time): each tile's offset, the sum of the
+    totals of the tiles before it (TILE_OFF, same shape), and the mean of the real keys (CENTER float32 [groups, D];
+    zeros without one). The offsets are the running sum shifted by one tile, not it less each tile's own total: a
+    tile's offset depends on the tiles before it only, so a changed last block cannot move, by a rounding, the
+    offsets of the kept blocks beside it."""
+    grp = tl.program_id(0)
+    real = L
+    if MASK:
+        real = L - tl.load(FIRST + grp // H)
+    count = tl.maximum(real, 1).to(tl.float64)
+    base = grp.to(tl.int64) * n_tiles
+    for dc in tl.static_range(D // DC):
+        cols = dc * DC + tl.arange(0, DC)
+        tl.store(TILE_OFF + base * D + cols, tl.zeros([DC], tl.float64))
+        run = tl.zeros([DC], tl.float64)
+        for start in range(0, n_tiles, NT):
+            tiles = start + tl.arange(0, NT)
+            x = tl.load(TILE_SUMS + (base + tiles)[:, None] * D + cols[None, :], mask=(tiles < n_tiles)[:, None],
+                        other=0.0)
+            inclusive = run[None, :] + tl.cumsum(x, axis=0)
+            tl.store(TILE_OFF + (base + tiles + 1)[:, None] * D + cols[None, :], inclusive,
+                     mask=(tiles + 1 < n_tiles)[:, None])
+            last = tl.minimum(n_tiles - start, NT) - 1
+            run = tl.sum(tl.where((tl.arange(0, NT) == last)[:, None], inclusive, 0.0), axis=0)
+        tl.store(CENTER + grp.to(tl.int64) * D + cols, (run / count).to(tl.float32))
 
 
 @triton.jit
@@ -210,12 +241,13 @@ def _largest_term(run, spread, center, before, real, inside):
 
 
 @triton.jit
-def _bound_kernel(LOCAL, TILE_OFF, ABS_SUMS, CENTERS, FIRST, BOUND, H, L, n_blocks, n_tiles, groups,
+def _bound_kernel(LOCAL, TILE_OFF, ABS_SUMS, CENTER0, CENTER1, FIRST, BOUND, H, L, n_blocks, n_tiles, groups,
                   D: tl.constexpr, BS: tl.constexpr, DC: tl.constexpr, T: tl.constexpr, NC: tl.constexpr):
-    """For each of NC centres (CENTERS float32 [NC, groups, D]), a bound on every centred running sum inside one
-    tile of T blocks: |offset| + the block's sum of |x| + its real keys times |centre| (BOUND float32 [NC, groups,
-    n_tiles]). Each term is taken in float64 and their maximum in float32 (what `_scale_for` reads), which can round
-    it down by 2^-24 of itself: the scale keeps the sums below 2^FP16_EXP, a quarter of float16's range."""
+    """For each of NC centres (CENTER0, and with NC = 2 CENTER1, float32 [groups, D]), a bound on every centred
+    running sum inside one tile of T blocks: |offset| + the block's sum of |x| + its real keys times |centre| (BOUND
+    float32 [NC, groups, n_tiles]). Each term is taken in float64 and their maximum in float32 (what `_scale_of`
+    reads), which can round it down by 2^-24 of itself: the scale keeps the sums below 2^FP16_EXP, a quarter of
+    float16's range."""
     tile = tl.program_id(0)
     grp = tl.program_id(1)
     blks = tile * T + tl.arange(0, T)
@@ -228,10 +260,10 @@ def _bound_kernel(LOCAL, TILE_OFF, ABS_SUMS, CENTERS, FIRST, BOUND, H, L, n_bloc
         cols = dc * DC + tl.arange(0, DC)
         run = _offset(LOCAL, TILE_OFF, grp, blks[:, None], n_blocks, n_tiles, cols[None, :], inside[:, None], D, T)
         spread = tl.load(ABS_SUMS + at_row + cols[None, :], mask=inside[:, None], other=0.0).to(tl.float64)
-        center = tl.load(CENTERS + grp.to(tl.int64) * D + cols)
+        center = tl.load(CENTER0 + grp.to(tl.int64) * D + cols)
         worst0 = tl.maximum(worst0, _largest_term(run, spread, center, before, real, inside))
         if NC == 2:
-            center = tl.load(CENTERS + (groups + grp).to(tl.int64) * D + cols)
+            center = tl.load(CENTER1 + grp.to(tl.int64) * D + cols)
             worst1 = tl.maximum(worst1, _largest_term(run, spread, center, before, real, inside))
     tl.store(BOUND + grp * n_tiles + tile, worst0)
     if NC == 2:
@@ -239,21 +271,77 @@ def _bound_kernel(LOCAL, TILE_OFF, ABS_SUMS, CENTERS, FIRST, BOUND, H, L, n_bloc
 
 
 @triton.jit
-def _scan_kernel(X, FIRST, LOCAL, TILE_OFF, CENTER, SCALE, OUT, NORM, THIRD, KEEP, CHANGED, TILE_BEFORE,
-                 DIRTY, norm_slack, sxb, sxh, sxl, sxd, H, L, ROWS, n_blocks, n_tiles, D: tl.constexpr,
-                 BS: tl.constexpr, DC: tl.constexpr, T: tl.constexpr, MASK: tl.constexpr, CENTERED: tl.constexpr,
-                 PAIRS: tl.constexpr, SOME: tl.constexpr):
+def _scale_of(bound):
+    """The power of two (float32) that keeps sums bounded by `bound` (float32, >= 0) below 2^FP16_EXP: 2^(FP16_EXP -
+    e) with bound < 2^e (e from the bound's exponent bits; 0 for a zero bound, within [-100, 100])."""
+    biased = (bound.to(tl.int32, bitcast=True) >> 23) & 0xFF
+    exponent = tl.minimum(tl.maximum(tl.where(bound > 0, biased - 126, 0), -100), 100)
+    return ((-exponent + (FP16_EXP + 127)) << 23).to(tl.float32, bitcast=True)  # the biased exponent, shifted
+
+
+@triton.jit
+def _largest(X, n, NT: tl.constexpr):
+    """The largest of X[0 .. n) (float32, >= 0), NT at a time."""
+    worst = 0.0
+    for start in range(0, n, NT):
+        at = start + tl.arange(0, NT)
+        worst = tl.maximum(worst, tl.max(tl.load(X + at, mask=at < n, other=0.0), axis=0))
+    return worst
+
+
+@triton.jit
+def _choose_kernel(BOUND, SCALE, FIRST, CENTER, NEW_CENTER, KEPT_FIRST, FIRST_CHANGED, COUNTS, START, H, groups,
+                   n_tiles, n_blocks, kept_blocks, D: tl.constexpr, DC: tl.constexpr, NT: tl.constexpr,
+                   KEEP: tl.constexpr):
+    """One group's centre and scale, from its bounds (BOUND float32 [NC, groups, n_tiles]): the scale of the first
+    centre's bound (SCALE float32 [groups]). With KEEP (kept sums: NC = 2, the kept centre CENTER and this call's
+    NEW_CENTER, float32 [groups, D]): the group keeps its centre and scale where it was built before with the same
+    first real key (KEPT_FIRST int64 [groups], -1 before any build) and the kept centre's bound asks for the kept
+    scale; else it takes the new centre and its bound's scale. Written in place (CENTER, SCALE, KEPT_FIRST), with
+    START (int32 [groups]): the first block to write, 0 unless the group is kept, else its first changed block
+    (FIRST_CHANGED int32 [groups, n_tiles], per tile); and no key counted in the kept blocks past this call's (COUNTS
+    int32 [groups, kept_blocks]), so that they count as changed next time."""
+    grp = tl.program_id(0)
+    at = grp.to(tl.int64)
+    scale = _scale_of(_largest(BOUND + at * n_tiles, n_tiles, NT))
+    if KEEP:
+        first = tl.load(FIRST + grp // H)
+        keep = (tl.load(KEPT_FIRST + at) == first) & (tl.load(SCALE + at) == scale)
+        if keep:
+            start = tl.full([], UNCHANGED, tl.int32)
+            for tile in range(0, n_tiles, NT):
+                tiles = tile + tl.arange(0, NT)
+                changed = tl.load(FIRST_CHANGED + at * n_tiles + tiles, mask=tiles < n_tiles, other=UNCHANGED)
+                start = tl.minimum(start, tl.min(changed, axis=0))
+        else:
+            new = _scale_of(_largest(BOUND + (groups + at) * n_tiles, n_tiles, NT))
+            tl.store(SCALE + at, new)
+            for dc in tl.static_range(D // DC):
+                cols = dc * DC + tl.arange(0, DC)
+                tl.store(CENTER + at * D + cols, tl.load(NEW_CENTER + at * D + cols))
+            start = tl.full([], 0, tl.int32)
+        tl.store(START + at, start)
+        tl.store(KEPT_FIRST + at, first)
+        for blk in range(n_blocks, kept_blocks, NT):
+            blks = blk + tl.arange(0, NT)
+            tl.store(COUNTS + at * kept_blocks + blks, tl.zeros([NT], tl.int32), mask=blks < kept_blocks)
+    else:
+        tl.store(SCALE + at, scale)
+
+
+@triton.jit
+def _scan_kernel(X, FIRST, LOCAL, TILE_OFF, CENTER, SCALE, OUT, NORM, THIRD, START, DIRTY, norm_slack, sxb, sxh, sxl,
+                 sxd, H, L, ROWS, n_blocks, n_tiles, D: tl.constexpr, BS: tl.constexpr, DC: tl.constexpr,
+                 T: tl.constexpr, MASK: tl.constexpr, CENTERED: tl.constexpr, PAIRS: tl.constexpr,
+                 SOME: tl.constexpr):
     blk = tl.program_id(0)
     grp = tl.program_id(1)
-    if SOME:  # a block is written where its group is built whole (KEEP false), or it or an earlier one changed
-        tile = blk // T
-        dirty = ((tl.load(KEEP + grp) == 0) | (tl.load(TILE_BEFORE + grp * n_tiles + tile) != 0)
-                 | (tl.load(CHANGED + grp.to(tl.int64) * n_blocks + blk) != 0))
+    if SOME:  # only the blocks from the group's START on (its first changed block, or 0 where it is built whole)
+        dirty = blk >= tl.load(START + grp)
         tl.store(DIRTY + grp.to(tl.int64) * n_blocks + blk, dirty.to(tl.int8))
-        if dirty:
-            _scan_block(X, FIRST, LOCAL, TILE_OFF, CENTER, SCALE, OUT, NORM, THIRD, blk, grp, norm_slack, sxb, sxh,
-                        sxl, sxd, H, L, ROWS, n_blocks, n_tiles, D, BS, DC, T, MASK, CENTERED, PAIRS)
     else:
+        dirty = blk >= 0
+    if dirty:
         _scan_block(X, FIRST, LOCAL, TILE_OFF, CENTER, SCALE, OUT, NORM, THIRD, blk, grp, norm_slack, sxb, sxh, sxl,
                     sxd, H, L, ROWS, n_blocks, n_tiles, D, BS, DC, T, MASK, CENTERED, PAIRS)
 
@@ -334,10 +422,11 @@ def _scan(x: torch.Tensor, first_real: torch.Tensor | None, block: int | None):
     groups, device = batch * heads, x.device
     pairs = first_real is not None
     sums, abs_sums, _ = _block_totals(x, first_real, tiling, absolute=pairs, weighted=False)
-    offsets, tile_sums = _tile_scan(sums, tiling, length)[:2]
+    offsets, center, _ = _tile_scan(sums, tiling, first_real, heads, length)
     if pairs:
-        center = _center(tile_sums, _first_per_group(first_real, batch, heads, device), length)
-        scale = _scale_for(_bounds(offsets, abs_sums, center[None], first_real, heads, length, tiling)[0])
+        scale = torch.empty(groups, dtype=torch.float32, device=device)
+        _choose(_bounds(offsets, abs_sums, (center,), first_real, heads, length, tiling), scale, first_real, heads,
+                sums.shape[1], tiling)
         out = torch.empty(groups, length + 1, 2, dim, dtype=torch.float16, device=device)
         norm = torch.empty(groups, length + 1, dtype=torch.float32, device=device)
         third = torch.empty(groups, length + 1, dim, dtype=torch.float16, device=device)
@@ -351,16 +440,17 @@ def _scan(x: torch.Tensor, first_real: torch.Tensor | None, block: int | None):
 def _launch_scan(x, first_real, offsets: _Offsets, center, scale, out, norm, third, some, tiling: _Tiling,
                  length: int) -> None:
     """`_scan_kernel` over every block of x [B, H, L, D]; with pairs (`norm` given) centred on `center` and scaled
-    by `scale`; with `some` = (keep [groups] bool, changed, tile_before, dirty), only the blocks it marks."""
+    by `scale`; with `some` = (start, dirty), only each group's blocks from its `start` on (`_choose_kernel`), marked
+    in `dirty`."""
     heads, dim = x.shape[1], x.shape[3]
     local, tile_off = offsets
     groups, n_blocks = local.shape[:2]
     pairs = norm is not None
-    keep, changed, tile_before, dirty = some if some is not None else (local,) * 4  # not read without `some`
+    start, dirty = some if some is not None else (local,) * 2  # not read without `some`
     _scan_kernel[(n_blocks, groups)](
         x, _first_or_zero(first_real, x.device), local, tile_off, center if pairs else local,
-        scale if pairs else local, out, norm if pairs else out, third if pairs else out, keep, changed, tile_before,
-        dirty, NORM_SLACK, *x.stride(), heads, length, out.shape[1], n_blocks, tile_off.shape[1], D=dim,
+        scale if pairs else local, out, norm if pairs else out, third if pairs else out, start, dirty, NORM_SLACK,
+        *x.stride(), heads, length, out.shape[1], n_blocks, tile_off.shape[1], D=dim,
         BS=tiling.block, DC=tiling.columns, T=tiling.tile,
         MASK=first_real is not None, CENTERED=pairs, PAIRS=pairs, SOME=some is not None, num_warps=tiling.warps)
 
@@ -382,78 +472,66 @@ def _block_totals(x, first_real, tiling: _Tiling, absolute: bool, weighted: bool
     return sums, abs_sums, w_sums
 
 
-def _tile_scan(sums, tiling: _Tiling, length: int, w_sums=None, kept: KeySums | None = None):
-    """`_tile_scan_kernel` over this call's block totals [groups, n_blocks, D]: the `_Offsets` of every block
-    (uncentred: the scan takes the real keys before a block times the centre away itself) and the tiles' float64
-    totals [groups, n_tiles, D]. With `kept` (and this call's weighted totals `w_sums`), each block's totals are
-    compared with those it holds, which these replace: then also the changed blocks from each tile's first on (int8
-    [groups, n_blocks]) and the tiles holding one (int32 [groups, n_tiles]), else None twice."""
+def _tile_scan(sums, tiling: _Tiling, first_real, heads: int, length: int, w_sums=None,
+               kept: KeySums | None = None):
+    """`_tile_scan_kernel` over this call's block totals [groups, n_blocks, D], then `_tiles_kernel` over the tiles'
+    totals: the `_Offsets` of every block (uncentred: the scan takes the real keys before a block times the centre
+    away itself) and the mean of the real keys (float32 [groups, D]). With `kept` (and this call's weighted totals
+    `w_sums`), each block's totals are compared with those it holds, which these replace: then also each tile's first
+    changed block (int32 [groups, n_tiles], UNCHANGED where none), else None."""
     groups, n_blocks, dim = sums.shape
     n_tiles = triton.cdiv(n_blocks, tiling.tile)
     local = torch.empty(groups, n_blocks, dim, dtype=torch.float64, device=sums.device)
     tile_sums = torch.empty(groups, n_tiles, dim, dtype=torch.float64, device=sums.device)
     if kept is None:
-        w_sums = kept_sums = kept_w = kept_counts = changed = tile_changed = sums  # neither read nor written
+        w_sums = kept_sums = kept_w = kept_counts = first_changed = sums  # neither read nor written
         kept_blocks = n_blocks
     else:
         kept_sums, kept_w, kept_counts, kept_blocks = kept.sums, kept.w_sums, kept.counts, kept.sums.shape[1]
-        changed = torch.empty(groups, n_blocks, dtype=torch.int8, device=sums.device)
-        tile_changed = torch.empty(groups, n_tiles, dtype=torch.int32, device=sums.device)
+        first_changed = torch.empty(groups, n_tiles, dtype=torch.int32, device=sums.device)
     _tile_scan_kernel[(n_tiles, groups)](
-        sums, w_sums, kept_sums, kept_w, kept_counts, local, tile_sums, changed, tile_changed, length, n_blocks,
+        sums, w_sums, kept_sums, kept_w, kept_counts, local, tile_sums, first_changed, length, n_blocks,
         kept_blocks, n_tiles, D=dim, BS=tiling.block, DC=tiling.columns, T=tiling.tile, COMPARE=kept is not None,
         num_warps=tiling.warps)
-    offsets = _Offsets(local, _exclusive(tile_sums))
-    if kept is None:
-        return offsets, tile_sums, None, None
-    return offsets, tile_sums, changed, tile_changed
-
-
-def _exclusive(tile_sums):
-    """The float64 sums of the tiles' totals before each tile ([groups, n_tiles, D]): the running sum shifted by one
-    tile, not less each tile's own total, so that a tile's offset depends on the tiles before it only (a changed
-    last block must not move, by a rounding, the offsets of the kept blocks beside it)."""
-    return torch.nn.functional.pad(tile_sums.cumsum(dim=1)[:, :-1], (0, 0, 1, 0))
-
-
-def _center(tile_sums, first_g, length: int):
-    """The mean of the real keys per group (float32 [groups, D]; zeros for a group without one) from the tiles'
-    float64 totals of the real keys [groups, n_tiles, D]. `first_g`: `_first_per_group`."""
-    count = (length - first_g).clamp_min(1)
-    return (tile_sums.sum(dim=1) / count[:, None]).float()
+    tile_off = torch.empty_like(tile_sums)
+    center = torch.empty(groups, dim, dtype=torch.float32, device=sums.device)
+    _tiles_kernel[(groups,)](tile_sums, tile_off, center, _first_or_zero(first_real, sums.device), heads, length,
+                             n_tiles, D=dim, DC=tiling.columns, NT=tiling.tile, MASK=first_real is not None,
+                             num_warps=tiling.warps)
+    return _Offsets(local, tile_off), center, None if kept is None else first_changed
 
 
 def _bounds(offsets: _Offsets, abs_sums, centers, first_real, heads: int, length: int, tiling: _Tiling):
-    """For each centre of `centers` (float32 [NC, groups, D], NC 1 or 2), a bound per group on every centred
-    running sum inside the blocks (float32 [NC, groups]): |offset| + sum |x - centre| over the block."""
+    """For each centre of `centers` (one or two, float32 [groups, D]), a bound per tile on every centred running sum
+    inside its blocks (float32 [NC, groups, n_tiles]): |offset| + sum |x - centre| over the block."""
     local, tile_off = offsets
     groups, n_blocks, dim = local.shape
     n_tiles = tile_off.shape[1]
-    bound = torch.empty(centers.shape[0], groups, n_tiles, dtype=torch.float32, device=local.device)
+    bound = torch.empty(len(centers), groups, n_tiles, dtype=torch.float32, device=local.device)
     _bound_kernel[(n_tiles, groups)](
-        local, tile_off, abs_sums, centers.contiguous(), first_real, bound, heads, length, n_blocks, n_tiles, groups,
-        D=dim, BS=tiling.block, DC=tiling.columns, T=tiling.tile, NC=centers.shape[0], num_warps=tiling.warps)
-    return bound.amax(dim=2)
+        local, tile_off, abs_sums, centers[0], centers[-1], first_real, bound, heads, length, n_blocks, n_tiles,
+        groups, D=dim, BS=tiling.block, DC=tiling.columns, T=tiling.tile, NC=len(centers), num_warps=tiling.warps)
+    return bound
+
+
+def _choose(bound, scale, first_real, heads: int, n_blocks: int, tiling: _Tiling, kept: KeySums | None = None,
+            center=None, first_changed=None) -> None:
+    """`_choose_kernel`: each group's scale from its bounds (`_bounds`) into `scale` (float32 [groups]); with
+    `kept`, the kept centre and scale where they still serve, else this call's `center` and its scale (in the
+    `kept` arrays), and its blocks to write from (`kept._start`)."""
+    groups, n_tiles = bound.shape[1:]
+    keep = kept is not None
+    dim = center.shape[1] if keep else 1
+    _choose_kernel[(groups,)](
+        bound, scale, first_real, kept.center if keep else scale, center if keep else scale,
+        kept.first if keep else scale, first_changed if keep else scale, kept.counts if keep else scale,
+        kept._start if keep else scale, heads, groups, n_tiles, n_blocks, kept.counts.shape[1] if keep else n_blocks,
+        D=dim, DC=min(dim, tiling.columns), NT=tiling.tile, KEEP=keep, num_warps=1)
 
 
 def _first_or_zero(first_real, device):
     """The kernels' FIRST argument: `first_real`, or a zero where there is no padding to mask."""
     return first_real if first_real is not None else torch.zeros(1, dtype=torch.int64, device=device)
-
-
-def _first_per_group(first_real, batch: int, heads: int, device):
-    """The first real key of each (batch row, head) group, int64 [groups] (a broadcast, not repeat_interleave: no
-    host read-back); zeros without `first_real`. For torch operations only: with one batch row it is a view of
-    stride 0, which a kernel indexing it by group would read past; kernels read `first_real` by batch row."""
-    if first_real is None:
-        return torch.zeros(batch * heads, dtype=torch.int64, device=device)
-    return first_real[:, None].expand(batch, heads).reshape(batch * heads)
-
-
-def _scale_for(bound):
-    """The power of two per group that keeps every scaled sum below 2 ** FP16_EXP (float32 [groups])."""
-    exponent = torch.frexp(bound).exponent.clamp(-100, 100)  # bound < 2 ** exponent
-    return torch.pow(2.0, (FP16_EXP - exponent).double()).float()
 
 
 class KeySums:
@@ -500,37 +578,25 @@ class KeySums:
         shapes may replace)."""
         batch, heads, length, dim = k.shape
         tiling = _tiling(dim, self.block)
-        groups, device = batch * heads, k.device
-        self._reserve(groups, dim, length, tiling, device)
-        first_g = _first_per_group(first_real, batch, heads, device)
+        groups = batch * heads
+        self._reserve(groups, dim, length, tiling, k.device)
         sums, abs_sums, w_sums = _block_totals(k, first_real, tiling, absolute=True, weighted=True)
         n_blocks = sums.shape[1]
         # a block's totals and key count against those its kept rows were written from (counted on the device: a
         # replayed graph compares with whatever call last wrote the rows, eager or replayed, of any length); the
         # kept ones are replaced by these
-        offsets, tile_sums, changed, tile_changed = _tile_scan(sums, tiling, length, w_sums, kept=self)
-        center = _center(tile_sums, first_g, length)
+        offsets, center, first_changed = _tile_scan(sums, tiling, first_real, heads, length, w_sums, kept=self)
         # bounds with the kept centre and with the new one: a group keeps its centre and scale where a whole build
-        # with that centre would choose the same scale
-        bounds = _bounds(offsets, abs_sums, torch.stack((self.center, center)), first_real, heads, length, tiling)
-        keep = self.built & (first_g == self.first) & (_scale_for(bounds[0]) == self.scale)
-        center = torch.where(keep[:, None], self.center, center)
-        scale = torch.where(keep, self.scale, _scale_for(bounds[1]))
-        # a block's rows stand where it and every earlier block of its group are unchanged (its running sum starts
-        # from theirs): the tiles before it, and within its tile (`changed`)
-        tile_before = (tile_changed.cumsum(dim=1) - tile_changed) > 0
-        # int8 [groups, n_blocks]: the blocks this call writes (1), for tests and diagnostics too. Held in a kept
-        # array: a tensor made here and kept past the call would be one a CUDA-graph tree's pool cannot track
+        # with that centre would choose the same scale; a kept group's rows stand before its first changed block
+        # (their running sums start from the blocks before them)
+        bounds = _bounds(offsets, abs_sums, (self.center, center), first_real, heads, length, tiling)
+        _choose(bounds, self.scale, first_real, heads, n_blocks, tiling, self, center, first_changed)
+        # int8 [groups, n_blocks]: the blocks this call writes (1), for tests and diagnostics. Held in a kept array:
+        # a tensor made here and kept past the call would be one a CUDA-graph tree's pool cannot track
         dirty = self._dirty[:groups * n_blocks].view(groups, n_blocks)
-        _launch_scan(k, first_real, offsets, center, scale, self.pairs, self.norm, self.third,
-                     (keep, changed, tile_before, dirty), tiling, length)
+        _launch_scan(k, first_real, offsets, self.center, self.scale, self.pairs, self.norm, self.third,
+                     (self._start, dirty), tiling, length)
         self.written = dirty
-        # what the next call compares with (blocks past this call's keys: none, so that they count as changed)
-        self.counts[:, n_blocks:].zero_()
-        self.center.copy_(center)
-        self.scale.copy_(scale)
-        self.first.copy_(first_g)
-        self.built.fill_(True)
         rows = self.pairs.shape[1]
         return KeyPrefix(self.pairs.view(batch, heads, rows, 2, dim), self.scale.view(batch, heads),
                          self.center.view(batch, heads, dim), self.norm.view(batch, heads, rows),
@@ -563,8 +629,8 @@ class KeySums:
         self._dirty = torch.zeros(groups * blocks, dtype=torch.int8, device=device)  # the blocks a call writes
         self.center = torch.zeros(groups, dim, dtype=torch.float32, device=device)
         self.scale = torch.ones(groups, dtype=torch.float32, device=device)
-        self.first = torch.full((groups,), -1, dtype=torch.int64, device=device)
-        self.built = torch.zeros(groups, dtype=torch.bool, device=device)
+        self.first = torch.full((groups,), -1, dtype=torch.int64, device=device)  # first real key; -1: never built
+        self._start = torch.zeros(groups, dtype=torch.int32, device=device)  # the first block a call writes
         self._shape = (groups, dim, device, bs)
 
     @classmethod
@@ -581,7 +647,7 @@ class KeySums:
         if self._shape is None:
             return ()
         return (self.pairs, self.third, self.norm, self.sums, self.w_sums, self.counts, self._dirty,
-                self.center, self.scale, self.first, self.built)
+                self.center, self.scale, self.first, self._start)
 
 
 def prefix_sums(x: torch.Tensor, block: int | None = None) -> torch.Tensor:
