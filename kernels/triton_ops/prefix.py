@@ -52,7 +52,7 @@ __all__ = ["KeyPrefix", "KeySums", "key_prefix", "prefix_sums"]
 # Keys per block on a GPU: the float32 part of every sum covers at most this many terms.
 BLOCK = 128
 # Blocks per program of the kernels over block totals (their float64 scan within the tile and compare with the kept
-# ones, the bounds) on a GPU.
+# ones, the bounds) on a GPU; also how many tiles a program per group (`_tiles_kernel`, `_choose_kernel`) reads at once.
 TILE = 64
 # Columns and warps of a block-totals program on a GPU (its whole block, these many columns at a time). Wider programs
 # read K faster: 1M keys on an H100, 0.38 ms at 32 columns and 4 warps, 0.27 at 128, 0.19 at 128 with 2 warps
@@ -91,7 +91,7 @@ class _Tiling(NamedTuple):
     block: int  # keys per block: the float32 part of every sum covers at most this many terms
     columns: int  # columns per chunk: a program walks its rows' columns one chunk at a time
     warps: int
-    tile: int  # blocks per program of the kernels over block totals
+    tile: int  # blocks per program of the kernels over block totals; tiles per step of a program per group
 
 
 class _Offsets(NamedTuple):
