@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
 import json
 import math
 import sys
@@ -34,23 +33,8 @@ import torch
 from slconvert.benchmark import timing
 from slconvert.benchmark.host import device_name, versions
 
-HOOKED = ("causal_conv1d_update", "causal_conv1d_fn", "mamba2_split_conv1d_scan_combined",
-          "mamba2_selective_state_update", "mamba2_chunk_scan")
 NANO = dict(hidden=2688, mamba_num_heads=64, mamba_head_dim=64, n_groups=8, ssm_state_size=128, conv_kernel=4,
             chunk_size=128)
-
-
-@contextlib.contextmanager
-def fallback(module):
-    """transformers' PyTorch implementations in place of whatever its kernel hook found."""
-    saved = {n: getattr(module, n) for n in HOOKED if hasattr(getattr(module, n, None), "__wrapped__")}
-    for name, fn in saved.items():
-        setattr(module, name, inspect.unwrap(fn))
-    try:
-        yield
-    finally:
-        for name, fn in saved.items():
-            setattr(module, name, fn)
 
 
 def build_mixer(dtype):
@@ -147,7 +131,7 @@ def main(argv=None):
     }
     started = time.time()
     for path in ("fast", "fallback"):
-        context = fallback(module) if path == "fallback" else contextlib.nullcontext()
+        context = fast_mamba.transformers_torch(module) if path == "fallback" else contextlib.nullcontext()
         with context:
             rows = report["results"].setdefault(path, {})
             rows["decode"] = measure_decode(mixer, module, args.repeats, dtype)

@@ -35,6 +35,7 @@ CPU keeps transformers' fallback.
 from __future__ import annotations
 
 import collections
+import contextlib
 import glob
 import importlib.abc
 import importlib.machinery
@@ -52,6 +53,9 @@ __all__ = [
     "CALLS",
     "install",
     "status",
+    "torch_implementation",
+    "transformers_torch",
+    "HOOKED",
     "mamba_chunk_scan_combined",
     "mamba_split_conv1d_scan_combined",
     "selective_state_update",
@@ -68,6 +72,9 @@ _SHIMS = {
     "mamba_ssm": ("mamba_chunk_scan_combined", "mamba_split_conv1d_scan_combined", "selective_state_update"),
     "causal_conv1d": ("causal_conv1d_fn", "causal_conv1d_update"),
 }
+# The modeling modules' globals that the hook binds (their kernel functions; `transformers_torch`).
+HOOKED = ("causal_conv1d_update", "causal_conv1d_fn", "mamba2_split_conv1d_scan_combined",
+          "mamba2_selective_state_update", "mamba2_chunk_scan", "mamba_selective_state_update")
 # Modeling modules whose mixers take these functions through the hook (a warning names those imported too early).
 _MODELING = ("nemotron_h", "granitemoehybrid", "bamba", "falcon_h1", "mamba2", "zamba2", "jamba", "qwen3_next",
              "qwen3_5", "qwen3_5_moe", "lfm2", "lfm2_moe", "olmo_hybrid")
@@ -241,12 +248,47 @@ def _refuse_packed(name, seq_idx):
 _torch_functions: dict[str, object] = {}
 
 
+def torch_implementation(hooked):
+    """transformers' own PyTorch function behind a name its kernel hook binds in a modeling module.
+
+    The hook wraps that function (functools: `__wrapped__`), and with Hugging Face's `kernels` package installed
+    (transformers >= 5.25 requires it) the wrapper is held by a function module (an `nn.Module` whose forward calls
+    it from its closure, with no `__wrapped__` of its own). Both layers are taken off here; what cannot be
+    unwrapped raises, so that a caller never mistakes the hooked function for transformers' own."""
+    func = hooked
+    if isinstance(hooked, torch.nn.Module):
+        forward = type(hooked).forward
+        cells = dict(zip(forward.__code__.co_freevars, forward.__closure__ or ()))
+        held = cells.get("func")
+        func = held.cell_contents if held is not None else None
+    plain = inspect.unwrap(func) if callable(func) else None
+    if plain is None or plain is func:
+        raise TypeError(f"cannot find transformers' PyTorch function behind {hooked!r}: its kernel hook wraps "
+                        "functions in a way this slconvert does not know")
+    return plain
+
+
+@contextlib.contextmanager
+def transformers_torch(*modules):
+    """Point the modeling modules' hooked names (`HOOKED`) at transformers' own PyTorch functions for the duration,
+    whatever the hook found: the slow path beside the fast one in one process (tests, benchmarks)."""
+    saved = [(module, name, getattr(module, name)) for module in modules for name in HOOKED
+             if getattr(module, name, None) is not None]
+    for module, name, fn in saved:
+        setattr(module, name, torch_implementation(fn))
+    try:
+        yield
+    finally:
+        for module, name, fn in saved:
+            setattr(module, name, fn)
+
+
 def _transformers_torch(name: str):
     """transformers' own PyTorch implementation (the Mamba-2 reference every mixer copies)."""
     if name not in _torch_functions:
         from transformers.models.mamba2 import modeling_mamba2
 
-        _torch_functions[name] = inspect.unwrap(getattr(modeling_mamba2, name))
+        _torch_functions[name] = torch_implementation(getattr(modeling_mamba2, name))
     return _torch_functions[name]
 
 

@@ -21,9 +21,6 @@ import torch
 import torch.nn.functional as F
 
 INF = float("inf")
-# transformers' names for the functions its kernel hook resolves (the modeling modules' globals)
-HOOKED = ("causal_conv1d_update", "causal_conv1d_fn", "mamba2_split_conv1d_scan_combined",
-          "mamba2_selective_state_update", "mamba2_chunk_scan", "mamba_selective_state_update")
 
 
 class TorchOps:
@@ -150,27 +147,24 @@ def rel(a, b) -> float:
 
 @contextlib.contextmanager
 def transformers_fallback(*modules):
-    """Point the modules' hooked kernel functions at transformers' PyTorch code for the duration."""
-    saved = []
-    for module in modules:
-        for name in HOOKED:
-            fn = getattr(module, name, None)
-            if fn is not None and hasattr(fn, "__wrapped__"):
-                saved.append((module, name, fn))
-                setattr(module, name, inspect.unwrap(fn))
-    try:
+    """`fast_mamba.transformers_torch`, checking that the fast path is not called meanwhile (a fallback that kept it
+    would compare the fast path with itself)."""
+    from slconvert import fast_mamba
+
+    before = dict(fast_mamba.CALLS)
+    with fast_mamba.transformers_torch(*modules):
         yield
-    finally:
-        for module, name, fn in saved:
-            setattr(module, name, fn)
+    assert dict(fast_mamba.CALLS) == before, f"the fast path ran inside the fallback: {before} -> {fast_mamba.CALLS}"
 
 
 def hooked_modules(model):
     """The modeling modules of the model's classes that hold hooked kernel functions."""
+    from slconvert import fast_mamba
+
     found = []
     for sub in model.modules():
         module = sys.modules.get(type(sub).__module__)
-        if module is not None and module not in found and any(hasattr(module, n) for n in HOOKED):
+        if module is not None and module not in found and any(hasattr(module, n) for n in fast_mamba.HOOKED):
             found.append(module)
     return found
 

@@ -311,9 +311,7 @@ def test_decode_step_matches_fallback_and_scan(stand_in):
 def test_decode_step_mamba1_layout():
     """Jamba's Mamba-1 layer decodes through the same hook: (batch, dim, dstate) states."""
     jamba = importlib.import_module("transformers.models.jamba.modeling_jamba")
-    import inspect
-
-    ref_fn = inspect.unwrap(jamba.mamba_selective_state_update)
+    ref_fn = fm.torch_implementation(jamba.mamba_selective_state_update)
     g = torch.Generator().manual_seed(3)
     batch, dim, dstate = 2, 10, 6
     state = torch.randn(batch, dim, dstate, generator=g)

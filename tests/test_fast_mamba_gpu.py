@@ -24,7 +24,7 @@ import sys
 
 import pytest
 import torch
-from mamba_reference import HOOKED, compare_model, rel, transformers_fallback
+from mamba_reference import compare_model, rel, transformers_fallback
 
 from slconvert import fast_mamba as fm
 from slconvert.tiny import TINY_ARCHITECTURES
@@ -45,7 +45,7 @@ def _uses_hook(arch) -> bool:
     from slconvert.tiny import tiny_config
 
     module = importlib.import_module(AutoModelForCausalLM._model_mapping[type(tiny_config(arch))].__module__)
-    return any(hasattr(module, name) for name in HOOKED)
+    return any(hasattr(module, name) for name in fm.HOOKED)
 
 
 ARCHS = [a for a in TINY_ARCHITECTURES if _uses_hook(a)]
