@@ -7,6 +7,7 @@ import json
 
 import matplotlib.image
 import pytest
+import torch
 from cli_helpers import tiny_pair
 from click.testing import CliRunner
 from needle_oracle import oracle_model
@@ -93,8 +94,14 @@ def test_teacher_forced_perplexity_span_recall_and_tasks(checkpoints, tmp_path):
     assert all({"exact", "token_accuracy", "answer_logprob"} <= set(r) for r in niah["records"])
     assert len(niah["records"]) == 12
     ppl = json.loads((out / "perplexity.json").read_text())
-    assert ppl["model"]["perplexity"] > 1 and ppl["base"]["perplexity"] > 1
     assert ppl["model"]["tokens"] == ppl["base"]["tokens"] > 100
+    for key, path in (("model", converted), ("base", source)):  # chunks of 50 through the cache = one whole forward
+        em = models.load_eval_model(path, device="cpu")
+        ids = em.tokenizer(doc.read_text(), return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            logits = em.model(input_ids=ids).logits[0, :-1].float()
+        whole = torch.nn.functional.cross_entropy(logits, ids[0, 1:]).exp().item()
+        assert ppl[key]["perplexity"] == pytest.approx(whole, rel=1e-4), key
     recall = json.loads((out / "span_recall.json").read_text())
     assert [layer["layer"] for layer in recall["layers"]] == [1, 3]
     assert recall["tokens"] == 120 and 0 < recall["average"] <= 1

@@ -12,8 +12,11 @@ from slconvert.checkpoint import directory_digest
 from slconvert.cli import main
 from slconvert.tiny import TINY_ARCHITECTURES, build_tiny_model
 
+# Each tiny architecture's rotary embedding as its attention layers apply it (every one listed: a new architecture
+# must add its line).
 EXPECTED_ROPE = {"nemotron_h": "none", "jamba": "none", "granitemoehybrid": "none", "qwen3_next": "partial (0.25)",
-                 "bamba": "partial (0.5)", "lfm2": "full", "minimax": "full"}
+                 "qwen3_5_moe_text": "partial (0.25)", "qwen3_5_text": "partial (0.25)", "bamba": "partial (0.5)",
+                 "falcon_h1": "full", "lfm2": "full", "lfm2_moe": "full", "minimax": "full", "olmo_hybrid": "full"}
 
 
 def _inspect(*args: str) -> str:
@@ -72,8 +75,7 @@ def test_every_architecture_has_attention_layers_and_shape(model_type, tmp_path)
     assert attention == report["converted_layers"] and len(attention) == 2
     assert report["attention"]["heads_q"] == 4 and report["attention"]["heads_kv"] == 2
     assert report["attention"]["head_dim"] == 16
-    if model_type in EXPECTED_ROPE:
-        assert report["attention"]["rope"] == EXPECTED_ROPE[model_type]
+    assert report["attention"]["rope"] == EXPECTED_ROPE[model_type]
 
 
 def test_inspect_of_a_converted_checkpoint_shows_its_conversion(nemotron, tmp_path):

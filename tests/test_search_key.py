@@ -105,18 +105,20 @@ def test_config_round_trip_and_validation():
         SuperlinearConfig(search_key="pooled")
 
 
-def test_kernel_backend_serves_both_search_keys():
-    """The Triton kernels implement both keys: whether they serve a call does not depend on the search key (here, on
-    the CPU without the interpreter, neither is served; tests/test_triton_interpret.py runs span_mean on them)."""
+def test_kernel_backend_serves_both_search_keys(monkeypatch):
+    """The Triton kernels implement both keys: a call they can run is theirs with either search key (here the CPU is
+    made to count as interpreting, as TRITON_INTERPRET=1 would; tests/test_triton_interpret.py runs span_mean on
+    them), and without the interpreter neither is."""
+    from slkernels import triton_backend
     from slkernels.api import resolve_backend
     from slkernels.inputs import check_inputs
-    from slkernels.triton_backend import supports
 
     q, k, v, qs = _inputs(1, 2, 1, 16, 16, 16, dtype=torch.float32)
-    mean = check_inputs(q, k, v, qs, _cfg(), None, None, None)
-    anchor = check_inputs(q, k, v, qs, _cfg(search_key="anchor"), None, None, None)
-    assert supports(mean) == supports(anchor)
-    assert resolve_backend(mean, "auto") == resolve_backend(anchor, "auto")
+    calls = [check_inputs(q, k, v, qs, _cfg(search_key=key), None, None, None) for key in ("span_mean", "anchor")]
+    monkeypatch.setattr(triton_backend, "interpreting", lambda: False)
+    assert [resolve_backend(c, "auto") for c in calls] == ["reference", "reference"]
+    monkeypatch.setattr(triton_backend, "interpreting", lambda: True)
+    assert [resolve_backend(c, "auto") for c in calls] == ["triton", "triton"]
 
 
 def test_convert_option_round_trips_through_the_checkpoint(tmp_path):

@@ -319,7 +319,8 @@ def test_non_finite_values_stop_the_run_and_keep_the_last_checkpoint(where, tmp_
     assert not (out / "checkpoints" / "step-000004").exists()
     assert not (out / "config.json").exists()
     assert _metrics(out)[-1] == {"event": "stopped", "step": 4, "reason": _metrics(out)[-1]["reason"]}
-    assert slconvert.load(latest_checkpoint(out)) is not None
+    kept = slconvert.load(latest_checkpoint(out))  # written before the poisoned step: loads, and every weight finite
+    assert all(torch.isfinite(p).all() for p in kept.parameters())
 
 
 def test_bad_input_is_one_line_before_any_work(tmp_path):
