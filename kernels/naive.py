@@ -39,7 +39,8 @@ def choose_spans(k_head, qs_row, cfg, pos, s0):
     """The keys one query at `pos` reads (first real key `s0`, at least one token seen), by the search rule.
 
     k_head: float64 [L_kv, D] keys of the query's kv head; qs_row: float64 [D] its search query.
-    Returns (window keys, [(unscaled score, anchor, span keys), ...] of the chosen spans, best first).
+    Returns (window keys, [(unscaled score, anchor, span keys), ...] of the chosen spans, best first); each score a
+    0-dim tensor, part of the inputs' autograd graph where they have one.
     """
     width = window(cfg)
     t = pos + 1 - s0
@@ -62,9 +63,9 @@ def choose_spans(k_head, qs_row, cfg, pos, s0):
         keys_searched = torch.stack([k_head[span_of(a)].mean(dim=0) for a in candidates])
     else:  # the anchor token's own key
         keys_searched = k_head[candidates]
-    raw = (keys_searched @ qs_row).tolist()  # unscaled search scores
-    scored = sorted(zip(raw, candidates), reverse=True)  # equal scores: the nearer (larger) anchor first
-    return win, [(score, a, span_of(a)) for score, a in scored[: cfg.num_spans]]
+    raw = keys_searched @ qs_row  # unscaled search scores
+    order = sorted(zip(raw.tolist(), candidates, range(len(candidates))), reverse=True)  # ties: the nearer anchor
+    return win, [(raw[n], a, span_of(a)) for _, a, n in order[: cfg.num_spans]]
 
 
 def first_real(attention_mask, b, len_kv):
@@ -75,9 +76,15 @@ def first_real(attention_mask, b, len_kv):
     return real.index(1) if 1 in real else len_kv
 
 
-def naive_superlinear_attention(q, k, v, q_search, cfg, cache_position=None, attention_mask=None, scale=None, rows=None):
-    """Rows `rows` (default all) of Superlinear attention, float64, zeros elsewhere."""
-    q, k, v, q_search = (x.detach().double().cpu() for x in (q, k, v, q_search))
+def naive_superlinear_attention(q, k, v, q_search, cfg, cache_position=None, attention_mask=None, scale=None, rows=None,
+                                differentiable=False):
+    """Rows `rows` (default all) of Superlinear attention, float64, zeros elsewhere.
+
+    differentiable: keep the inputs' autograd graph (float64 gradients of every input through this loop, the
+    judge of every backward); else the inputs are detached."""
+    q, k, v, q_search = (x.double().cpu() for x in (q, k, v, q_search))
+    if not differentiable:
+        q, k, v, q_search = (x.detach() for x in (q, k, v, q_search))
     batch, heads_q, len_q, dim = q.shape
     heads_kv, len_kv = k.shape[1], k.shape[2]
     group = heads_q // heads_kv
@@ -98,7 +105,7 @@ def naive_superlinear_attention(q, k, v, q_search, cfg, cache_position=None, att
                 if not chosen:
                     out[b, h, r] = _softmax_attend(qv, k[b, kh, win], v[b, kh, win], scale)
                     continue
-                gate = torch.softmax(torch.tensor([s for s, _, _ in chosen], dtype=torch.float64), dim=0)
+                gate = torch.softmax(torch.stack([s for s, _, _ in chosen]), dim=0)
                 for g, (_, _, span) in zip(gate, chosen):
                     keys = span + win
                     assert not set(span) & set(win)

@@ -38,6 +38,11 @@ CASES = {
     "fp16": (SMALL, 1, 4, 1, 41, 41, 16, 0, None, "float16", False),
     "decode_one_row": (SMALL, 2, 4, 2, 1, 90, 16, 7, None, "float32", False),
     "decode_rows_at_positions": (SMALL, 2, 4, 1, 3, 90, 16, 7, (10, 55, 89), "float32", False),
+    # GQA 16:1 with left padding: a decode row and a chunk at its cache_position (with gradients)
+    "decode_gqa16_padding": (SMALL, 2, 16, 1, 1, 90, 16, 7, None, "float32", False),
+    "chunk_gqa16_padding": (SMALL, 2, 16, 1, 20, 50, 16, 3, (30, 50), "float32", True),
+    # the released powers (p = rho = 0.55, anchors floor(i^(1/p))) with a short window (W = 6), so that rows search
+    "power_055": (dict(SMALL, search_power=0.55, span_power=0.55), 1, 4, 2, 57, 57, 16, 2, None, "float32", True),
     # [B, L, H, D] storage seen through transpose(1, 2), as attention layers hand it over, and a host scale
     "strided_custom_scale": (SMALL, 2, 4, 2, 30, 30, 16, 4, None, "float32", True),
     # spans and windows several key blocks long, so that tiles walk many blocks between their ragged edges
