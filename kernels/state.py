@@ -13,11 +13,11 @@ from __future__ import annotations
 
 __all__ = ["LayerState", "KEEP_MIN_KEYS"]
 
-# Shortest key cache whose span-mean sums are kept. Below it a whole build costs less than the update of kept sums
-# (one H100, graph-replayed decode at the attention shape, kept against rebuilt: 0.130 against 0.124 ms a step at 16K,
-# 0.153 against 0.167 at 32K, 0.174 against 0.238 at 64K, 0.621 against 2.029 at 1M:
-# benchmarks/results/kept-sums-shipped-2026-12-06).
-KEEP_MIN_KEYS = 1 << 15
+# Shortest key cache whose span-mean sums are kept. Below it a whole build may cost less than the update of kept sums,
+# whose fixed cost is its six kernels (one H100, graph-replayed decode at the attention shape, kept against rebuilt:
+# 0.083 against 0.107 ms a step at 16K, 0.116 against 0.206 at 64K, 0.439 against 1.896 at 1M; shorter caches not
+# timed: benchmarks/results/update-kernels-2026-12-06).
+KEEP_MIN_KEYS = 1 << 14
 
 
 class LayerState:
