@@ -158,7 +158,7 @@ curriculum: $(STAMP) ## pipeline stage: length curriculum OUT/warmup or OUT/conv
 	    $(if $(wildcard $(OUT)/curriculum/checkpoints/step-*),--resume) $(CURRICULUM_ARGS)
 
 evaluate: $(STAMP) _need-model ## pipeline stage: OUT/curriculum vs MODEL on the same inputs -> OUT/eval
-	$(BIN)/slconvert eval $(OUT)/curriculum $(EVAL_ARGS) --compare $(MODEL) --out $(OUT)/eval
+	$(BIN)/slconvert eval $(OUT)/curriculum $(EVAL_ARGS) --compare $(MODEL) --out $(OUT)/eval --force
 
 summary: $(STAMP) ## pipeline stage: OUT/summary.json (accuracies, settings, training summaries)
 	$(BIN)/python -I scripts/demo_summary.py $(OUT)

@@ -16,6 +16,10 @@ __all__ = ["SuperlinearConfig", "SEARCH_KEYS"]
 # What the router compares q_search with at each candidate anchor (docs/semantics.md, "Search key"):
 # "anchor": the anchor token's key (the paper's rule); "span_mean": the mean key of the span the anchor opens.
 SEARCH_KEYS = ("anchor", "span_mean")
+# Largest window (keys) and number of spans per query a config may ask for: past them a setting is a typo, not a
+# sparsity (a window past 2^31 - 1 keys is longer than any context; a million spans per query fills memory).
+MAX_KEYS = 2**31 - 1
+MAX_SPANS = 4096
 
 
 @dataclass(frozen=True)
@@ -60,8 +64,8 @@ class SuperlinearConfig:
             object.__setattr__(self, name, float(value))
         if self.sw_index < 0:
             raise bad("sw_index", self.sw_index, "use an integer >= 0")
-        if self.num_spans < 1:
-            raise bad("num_spans", self.num_spans, "use an integer >= 1")
+        if not 1 <= self.num_spans <= MAX_SPANS:
+            raise bad("num_spans", self.num_spans, f"use an integer from 1 to {MAX_SPANS} (spans per query)")
         for name in ("search_power", "span_power"):
             value = getattr(self, name)
             if not 0.0 < value < 1.0:
@@ -69,6 +73,9 @@ class SuperlinearConfig:
         for name in ("backward_factor", "forward_factor"):
             if getattr(self, name) < 0.0:
                 raise bad(name, getattr(self, name), "use a number >= 0")
+        if self.sw_index >= MAX_KEYS or self.window > MAX_KEYS:  # W >= sw_index: no power is taken past MAX_KEYS
+            raise bad("sw_index", self.sw_index, f"its window is longer than {MAX_KEYS} keys (2^31 - 1), more than any "
+                      "context; use a smaller sw_index")
         if self.search_key not in SEARCH_KEYS:
             raise bad("search_key", self.search_key, f"use one of {', '.join(SEARCH_KEYS)}")
 

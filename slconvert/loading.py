@@ -332,6 +332,33 @@ _LOAD_FAILURES = ("size mismatch", "ignore_mismatched_sizes", "Error(s) in loadi
                   "automatic conversion of the weights")
 
 
+def _config_reason(err: BaseException) -> str:
+    """What transformers found wrong in a config, in one line: a validation error's reason is on its second line
+    ("Validation error for field 'hidden_size':" / "TypeError: ... expected int, got str"), and a KeyError (a
+    letter of a layer-pattern string that names no layer kind) is a bare quoted key."""
+    if isinstance(err, KeyError) and err.args:
+        return f"{err.args[0]!r} is not a value it knows (a layer pattern letter, for one)"
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return f"{lines[0]} {lines[1]}"
+    return first_line(err)
+
+
+def transformers_config(path, model_type: str | None = None):
+    """transformers' config of the local checkpoint at `path` (no remote code, nothing downloaded), the one place
+    every command reads it: whatever transformers refuses in config.json (a field of the wrong type, a value it does
+    not know) is one line naming the field."""
+    from transformers import AutoConfig
+
+    kind = f"a {model_type} config" if model_type else "a transformers config"
+    try:
+        with quiet_transformers():
+            return AutoConfig.from_pretrained(str(path), trust_remote_code=False, local_files_only=True)
+    except Exception as err:  # noqa: BLE001 - transformers' validation raises many kinds; each becomes the same line
+        raise SlconvertError(f"config.json cannot be read as {kind} ({_config_reason(err)}); fix config.json or "
+                             "re-download the checkpoint") from None
+
+
 def load_pretrained(path, *, dtype=None, attn_implementation: str | None = None, weights=None):
     """The one place a checkpoint's weights are loaded with transformers (`slconvert.load`, the evaluation of an
     unconverted checkpoint, training's dense model and distillation teacher), under the one rule every load
@@ -345,15 +372,11 @@ def load_pretrained(path, *, dtype=None, attn_implementation: str | None = None,
     dtype: as transformers takes it (None: its default); tensors go where the current `torch.device` context says.
     weights: the checkpoint's WeightSet, when the caller has read it.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     path = checkpoint_path(path)
     weights = check_checkpoint(path) if weights is None else weights
-    try:
-        with quiet_transformers():
-            config = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
-    except (OSError, ValueError) as err:
-        raise SlconvertError(f"transformers could not load {path}: {first_line(err)}") from None
+    config = transformers_config(path, read_config(path).get("model_type"))
     check_weights_fit(path, weights, config)
     kwargs = {"use_safetensors": True, "trust_remote_code": False, "output_loading_info": True,
               "ignore_mismatched_sizes": True}  # mismatches come back in the loading info, refused below

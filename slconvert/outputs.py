@@ -50,11 +50,16 @@ def inside(child: Path, parent: Path) -> bool:
 
 
 def check_output_dir(out: Path, inputs: dict[str, Path | None], flag: str = "--out", *,
-                     parent_must_exist: bool = False) -> None:
+                     parent_must_exist: bool = False, results: tuple[str, ...] = (), force: bool = False) -> None:
     """Refuse, in one line, an output folder that overlaps an input checkpoint (`inputs`: what the command calls
-    it -> its path; None entries are skipped), that exists as a file, that lies below a file, or (with
-    `parent_must_exist`) whose parent folder is missing. Nothing is created here."""
+    it -> its path; None entries are skipped), that exists as a file, that lies below a file, (with
+    `parent_must_exist`) whose parent folder is missing, or (unless `force`) that already holds one of the files
+    `results` names: an earlier run's results, which this run would replace. Nothing is created here."""
     out = Path(out)
+    held = [name for name in results if (out / name).exists()] if not force and out.is_dir() else []
+    if held:
+        raise SlconvertError(f"{flag} {out} already holds an earlier run's results ({', '.join(held)}); choose a new "
+                             "folder, or pass --force to replace them")
     for name, path in inputs.items():
         if path is not None and inside(out, path):
             raise SlconvertError(f"{flag} {out} lies inside {name} {path}; an input is never written to: choose a "

@@ -113,7 +113,10 @@ def test_bad_layer_choice(model, tmp_path, extra, fragment):
         (["--search-power", "0"], "search_power"),
         (["--span-power", "1.5"], "span_power"),
         (["--num-spans", "0"], "num_spans"),
+        (["--num-spans", "1000000"], "num_spans=1000000 is out of range: use an integer from 1 to 4096"),
         (["--sw-index", "-1"], "sw_index"),
+        (["--sw-index", "100000000000"], "sw_index=100000000000 is out of range: its window is longer than"),
+        (["--sw-index", "46340", "--search-power", "0.5"], "sw_index=46340 is out of range"),  # W = 2^31 + 92680
         (["--backward-factor", "-1"], "backward_factor"),
         (["--forward-factor", "nan"], "forward_factor"),
     ],

@@ -50,6 +50,9 @@ def inputs(tmp_path) -> Path:
     (["--niah", "--lengths", "10000000"], "prompts of length 10000000 do not fit the model's 8192 tokens"),
     (["--niah", "--lengths", "400,700", "--max-length", "500"], "prompts of length 700 do not fit the model's 500"),
     (["--niah", "--samples", "0"], "--samples 0 must be at least 1"),
+    (["--niah", "--lengths", "400:300:10"], "--lengths '400:300:10' runs backwards (start 400 > stop 300)"),
+    (["--niah", "--depths", "x"], "--depths 'x' is not a comma-separated list of numbers (or start:stop:step); e.g. "
+                                  "0,50,100 or 0:100:10 (percent)"),
     (["--niah", "--depths", "0,50,150"], "--depths 150 is outside 0..100"),
     (["--niah", "--depths", "-10,50,101"], "--depths -10, 101 are outside 0..100"),
     (["--tasks", "slc_passkey,no_such_task"], "unknown lm-eval task(s) ['no_such_task']"),
@@ -170,7 +173,7 @@ _NIAH = ["--niah", "--niah-style", "slconvert", "--mode", "teacher", "--lengths"
 def test_a_run_failing_before_a_mode_finished_removes_the_folder_it_created(tmp_path, monkeypatch):
     _full_disk_for("niah_results", "", monkeypatch)  # after the heatmap and table: NIAH has not finished
     out = tmp_path / "new" / "out"
-    _one_error_line(_eval(TINY_TEACHER, *_NIAH, "--out", out), "cannot write")
+    _one_error_line(_eval(TINY_TEACHER, *_NIAH, "--out", out, "--force"), "cannot write")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -190,7 +193,7 @@ def test_a_failed_run_removes_its_files_and_keeps_what_was_there(tmp_path, monke
     (out / "notes.txt").write_text("mine")
     (out / "summary.json").write_text("an earlier run's")
     _full_disk_for("niah_results", ".json", monkeypatch)
-    _one_error_line(_eval(TINY_TEACHER, *_NIAH, "--out", out), "cannot write")
+    _one_error_line(_eval(TINY_TEACHER, *_NIAH, "--out", out, "--force"), "cannot write")
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "summary.json"]
     assert (out / "notes.txt").read_text() == "mine"
 
@@ -207,3 +210,20 @@ def test_an_error_during_the_grid_starts_its_own_line(tmp_path, monkeypatch):
     shown = [line.rsplit("\r", 1)[-1] for line in result.stderr.rstrip("\n").split("\n")]  # as a terminal shows each line
     assert shown[-1] == "error: the model failed", repr(result.stderr)
     assert not (tmp_path / "out").exists()
+
+
+def test_an_earlier_evaluation_is_never_replaced_without_force(tmp_path, monkeypatch):
+    """A second run into an --out that holds an evaluation is refused before any model loads (it would replace the
+    summary and leave the first run's other files without one); --force writes there."""
+    out = tmp_path / "out"
+    args = [TINY_TEACHER, "--niah", "--niah-style", "slconvert", "--lengths", "256", "--depths", "50", "--samples", "1",
+            "--out", out]
+    assert _eval(*args).exit_code == 0
+    first = (out / "summary.json").read_bytes()
+    load = models.load_eval_model
+    monkeypatch.setattr(models, "load_eval_model", lambda path, **_: pytest.fail(f"{path} was loaded"))
+    _one_error_line(_eval(*args), f"--out {out} already holds an earlier run's results (summary.json); choose a new "
+                                  "folder, or pass --force")
+    assert (out / "summary.json").read_bytes() == first
+    monkeypatch.setattr(models, "load_eval_model", load)
+    assert _eval(*args, "--force").exit_code == 0

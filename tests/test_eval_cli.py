@@ -183,7 +183,7 @@ def test_niah_scores_models_whose_answers_are_known(tmp_path, monkeypatch):
     assert "NIAH single (generate, ruler prompts)" in result.output
 
     result = _eval(tmp_path / "copy", "--niah", "--niah-style", "slconvert", "--task", "multivalue", "--lengths",
-                   "400", "--depths", "50", "--samples", "2", "--compare", tmp_path / "never", "--out", out)
+                   "400", "--depths", "50", "--samples", "2", "--compare", tmp_path / "never", "--out", out, "--force")
     assert result.exit_code == 0, result.output
     data = json.loads((out / "niah_results.json").read_text())
     assert data["table"]["scores"] == [[100.0]] and data["base_table"]["scores"] == [[0.0]]

@@ -286,6 +286,12 @@ def test_a_distillation_teacher_that_is_not_there_is_one_line(tmp_path):
     recipe = load_recipe("recipes/conversion-study.yaml", ["distill_weight=1"])
     source = json.loads((fast_model() / "config.json").read_text())["superlinear"]["source"]["path"]
     assert distill_path(recipe, fast_model()) == Path(source)  # distill_teacher=source: the conversion's record
+    for record in (None, "x", {}, {"path": 5}, {"path": ""}):  # a record without a path: never the current folder
+        config["superlinear"]["source"] = record
+        (model / "config.json").write_text(json.dumps(config))
+        with pytest.raises(SlconvertError, match=r"records no source path \(superlinear.source.path\); set "
+                                                 "distill_teacher"):
+            distill_path(recipe, model)
 
 
 @pytest.mark.parametrize("where", ["loss", "gradient"])

@@ -46,10 +46,11 @@ def _elsewhere(given: list[str], where: str, fix: str) -> SlconvertError:
 @click.option("--no-dense", is_flag=True, help="--model: skip the dense-attention baseline.")
 @click.option("--device", default=None, help="--model: cuda, cuda:1, cpu (default: cuda when visible, else cpu).")
 @click.option("--dtype", default=None, help="--model: bfloat16, float16, float32 or auto (default: the checkpoint's).")
+@click.option("--force", is_flag=True, help="Write into an --out that holds an earlier benchmark, replacing it.")
 def bench(out_dir: Path, quick: bool, lengths: str | None, settings: tuple, search_keys: tuple, passes: tuple,
           no_million: bool, model_path: Path | None, chunk: str | None, decode_tokens: int | None,
           profile_decode: int | None, compile_: bool | None, no_dense: bool, device: str | None,
-          dtype: str | None) -> None:
+          dtype: str | None, force: bool) -> None:
     """Time one attention layer (B=1, 32 q / 2 kv heads, D=128, bf16): Superlinear vs dense SDPA.
 
     The forward rows also time the paper authors' published kernels when the `superlinear` package is
@@ -61,7 +62,7 @@ def bench(out_dir: Path, quick: bool, lengths: str | None, settings: tuple, sear
     """
     import torch
 
-    check_output_dir(out_dir, {"--model": model_path})
+    check_output_dir(out_dir, {"--model": model_path}, results=("bench.json", "model_bench.json"), force=force)
     model_only = {"--chunk": chunk, "--decode-tokens": decode_tokens, "--profile-decode": profile_decode,
                   "--compile/--no-compile": compile_,
                   "--no-dense": no_dense or None, "--device": device, "--dtype": dtype}

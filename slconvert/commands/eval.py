@@ -21,7 +21,7 @@ _MAX_VALUES = 1000  # a list option giving more values than this is a typo (a ra
 _MAX_SEED = 2**32 - 1  # numpy's seeds stop here (lm-eval seeds numpy with --seed)
 
 
-def _numbers(text: str, option: str, kind=int) -> list:
+def _numbers(text: str, option: str, kind=int, example: str = "1024,4096 or 4096:16384:4096") -> list:
     """"1024,4096" or "0:100:25" (start:stop:step, stop included) -> list of numbers."""
     values: list = []
     try:
@@ -32,6 +32,9 @@ def _numbers(text: str, option: str, kind=int) -> list:
                 start, stop, step = (kind(x) for x in part.split(":"))
                 if step <= 0:
                     raise ValueError
+                if stop < start:
+                    raise SlconvertError(f"{option} {part!r} runs backwards (start {start} > stop {stop}); write "
+                                         "start:stop:step with start <= stop")
                 if (stop - start) / step >= _MAX_VALUES:
                     raise SlconvertError(f"{option} {part!r} gives more than {_MAX_VALUES} values; use a larger step")
                 value = start
@@ -42,7 +45,7 @@ def _numbers(text: str, option: str, kind=int) -> list:
                 values.append(kind(part))
     except ValueError as err:
         raise SlconvertError(f"{option} {text!r} is not a comma-separated list of numbers "
-                             "(or start:stop:step); e.g. 1024,4096") from err
+                             f"(or start:stop:step); e.g. {example}") from err
     if not values:
         raise SlconvertError(f"{option} is empty; give at least one value")
     return list(dict.fromkeys(values))
@@ -116,10 +119,11 @@ def _token_counts(text: str, option: str) -> list[int]:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of prompts, haystack and lm-eval.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("eval-output"), show_default=True,
               help="Folder for results, figures and the summary.")
+@click.option("--force", is_flag=True, help="Write into an --out that holds an earlier evaluation, replacing its summary.")
 def eval_command(model, niah, niah_style, lengths, depths, samples, haystack, chat_template, niah_task, mode, key_kind,
                  value_kind, base, ruler, ruler_essays, tasks,
                  task_lengths, task_metadata, limit, batch_size, ppl_path, chunk_size, span_recall, span_text,
-                 span_length, max_length, skip_too_long, device, dtype, seed, out):
+                 span_length, max_length, skip_too_long, device, dtype, seed, out, force):
     """Evaluate MODEL (converted or not): --niah, --ruler, --tasks, --perplexity and/or --span-recall."""
     from ..evaluation import report
     from ..evaluation.models import check_eval_checkpoint, load_eval_model
@@ -136,7 +140,7 @@ def eval_command(model, niah, niah_style, lengths, depths, samples, haystack, ch
         raise SlconvertError("nothing to evaluate; add at least one of --niah, --ruler, --tasks, --perplexity, "
                              "--span-recall")
     length_list = _token_counts(lengths, "--lengths") if niah else []
-    depth_list = _numbers(depths, "--depths", float) if niah else []
+    depth_list = _numbers(depths, "--depths", float, example="0,50,100 or 0:100:10 (percent)") if niah else []
     if niah:
         check_cells(depth_list, samples)
     task_length_list = _token_counts(task_lengths, "--task-lengths") if task_lengths else None
@@ -159,7 +163,7 @@ def eval_command(model, niah, niah_style, lengths, depths, samples, haystack, ch
         raise SlconvertError(f"--limit {limit} must be at least 1 document per task (leave it out for all)")
     if span_recall and span_length < 2:
         raise SlconvertError(f"--span-length {span_length} must be at least 2 tokens")
-    check_output_dir(out, {"MODEL": model, "--compare": base})
+    check_output_dir(out, {"MODEL": model, "--compare": base}, results=("summary.json",), force=force)
     resolve_device(device)
 
     # Everything below reads the inputs, and nothing loads a model, so that bad input fails in seconds.

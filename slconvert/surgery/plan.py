@@ -25,7 +25,7 @@ from ..architectures import (
 from ..checkpoint import DTYPES, WeightSet, check_checkpoint, layer_number, read_config
 from ..dtypes import SAFETENSORS_FLOATS as FLOAT_NAMES
 from ..errors import SlconvertError, first_line
-from ..loading import check_block
+from ..loading import check_block, transformers_config
 from ..router import ROUTER_ATTRIBUTE, ROUTER_INITS, initial_router_weight
 
 __all__ = ["AttentionShape", "SourceModel", "ConversionPlan", "open_source", "settle_attention_layers",
@@ -161,25 +161,13 @@ def _invalid_field(arch: Architecture, config) -> str | None:
     return None
 
 
-def _config_reason(err: BaseException) -> str:
-    """What transformers found wrong in a config, in one line: a validation error's reason is on its second line
-    ("Validation error for field 'hidden_size':" / "TypeError: ... expected int, got str"), and a KeyError (a
-    letter of a layer-pattern string that names no layer kind) is a bare quoted key."""
-    if isinstance(err, KeyError) and err.args:
-        return f"{err.args[0]!r} is not a value it knows (a layer pattern letter, for one)"
-    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-    if len(lines) > 1 and lines[0].endswith(":"):
-        return f"{lines[0]} {lines[1]}"
-    return first_line(err)
-
-
 def open_source(path) -> SourceModel:
     """Validate a model directory and read its config, architecture and safetensors headers (no tensor is read)."""
     directory = Path(path)
     raw = read_config(directory)
     model_type = raw.get("model_type")
     arch = architecture_for(model_type)
-    from transformers import CONFIG_MAPPING, AutoConfig
+    from transformers import CONFIG_MAPPING
 
     if model_type not in CONFIG_MAPPING:
         raise SlconvertError(
@@ -187,13 +175,7 @@ def open_source(path) -> SourceModel:
             f"(remote code is never run); supported: {supported_list()}"
         )
     weights = check_checkpoint(directory)  # before transformers reads the config: a layer count the weights can fill
-    try:
-        config = AutoConfig.from_pretrained(str(directory), trust_remote_code=False, local_files_only=True)
-    except Exception as err:
-        raise SlconvertError(
-            f"config.json cannot be read as a {model_type} config ({_config_reason(err)}); fix config.json or "
-            "re-download the checkpoint"
-        ) from None
+    config = transformers_config(directory, model_type)
     layers = layer_map(arch, config)
     if not layers:
         raise SlconvertError(f"config.json of {directory} describes no layers (num_hidden_layers is 0 or missing)")

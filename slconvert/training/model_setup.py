@@ -93,20 +93,20 @@ def _empty_model(path: Path, model_kind: str):
     dense checkpoint; for a converted one the checkpoint's, as transformers reads it under dtype="auto" (the
     config's, else that of the first floating tensor of the first weight file)."""
     from accelerate import init_empty_weights
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     from ..attention import register
-    from ..checkpoint import DTYPES, check_checkpoint
-    from ..loading import attach_superlinear, converted_block, quiet_transformers
+    from ..checkpoint import DTYPES, check_checkpoint, read_config
+    from ..loading import attach_superlinear, converted_block, quiet_transformers, transformers_config
 
     weight_set = check_checkpoint(path)  # the checks loading makes (headers only)
     kwargs, block = {}, None
     if model_kind == "converted":
         block = converted_block(path)
         kwargs["attn_implementation"] = register()
+    config = transformers_config(path, read_config(path).get("model_type"))
     try:
         with quiet_transformers():
-            config = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
             if model_kind != "converted":
                 dtype = torch.float32
             elif getattr(config, "dtype", None) is not None:

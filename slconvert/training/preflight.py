@@ -22,8 +22,13 @@ def distill_path(recipe, model_path: Path) -> Path:
     if recipe.distill_teacher == "source":
         from ..loading import converted_block
 
-        path = Path(converted_block(model_path).get("source", {}).get("path", ""))
         where = f"the source recorded in {model_path / 'config.json'} (distill_teacher=source)"
+        source = converted_block(model_path).get("source")
+        recorded = source.get("path") if isinstance(source, dict) else None
+        if not isinstance(recorded, str) or not recorded:
+            raise SlconvertError(f"{model_path / 'config.json'} records no source path (superlinear.source.path); "
+                                 "set distill_teacher to the dense checkpoint the model was converted from")
+        path = Path(recorded)
     if not (path / "config.json").is_file():
         raise SlconvertError(f"the distillation teacher {path} ({where}) is not a checkpoint directory; set "
                              "distill_teacher to the dense checkpoint the model was converted from")
