@@ -73,9 +73,14 @@ class SuperlinearConfig:
         for name in ("backward_factor", "forward_factor"):
             if getattr(self, name) < 0.0:
                 raise bad(name, getattr(self, name), "use a number >= 0")
-        if self.sw_index >= MAX_KEYS or self.window > MAX_KEYS:  # W >= sw_index: no power is taken past MAX_KEYS
-            raise bad("sw_index", self.sw_index, f"its window is longer than {MAX_KEYS} keys (2^31 - 1), more than any "
-                      "context; use a smaller sw_index")
+        try:  # W >= sw_index, so no power is taken past MAX_KEYS; a tiny search_power overflows float64
+            too_long = self.sw_index >= MAX_KEYS or self.window > MAX_KEYS
+        except OverflowError:
+            too_long = True
+        if too_long:
+            raise bad("sw_index", self.sw_index, f"with search_power={self.search_power:g} its window is longer than "
+                      f"{MAX_KEYS} keys (2^31 - 1), more than any context; use a smaller sw_index or a larger "
+                      "search_power")
         if self.search_key not in SEARCH_KEYS:
             raise bad("search_key", self.search_key, f"use one of {', '.join(SEARCH_KEYS)}")
 

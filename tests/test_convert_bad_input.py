@@ -115,8 +115,8 @@ def test_bad_layer_choice(model, tmp_path, extra, fragment):
         (["--num-spans", "0"], "num_spans"),
         (["--num-spans", "1000000"], "num_spans=1000000 is out of range: use an integer from 1 to 4096"),
         (["--sw-index", "-1"], "sw_index"),
-        (["--sw-index", "100000000000"], "sw_index=100000000000 is out of range: its window is longer than"),
-        (["--sw-index", "46340", "--search-power", "0.5"], "sw_index=46340 is out of range"),  # W = 2^31 + 92680
+        (["--sw-index", "100000000000"], "sw_index=100000000000 is out of range: with search_power=0.55 its window"),
+        (["--sw-index", "46340", "--search-power", "0.5"], "sw_index=46340 is out of range: with search_power=0.5"),
         (["--backward-factor", "-1"], "backward_factor"),
         (["--forward-factor", "nan"], "forward_factor"),
     ],
@@ -588,8 +588,9 @@ def test_an_empty_layer_item_is_refused(model, tmp_path, layers, fragment):
 def test_a_window_too_large_to_compute_is_one_line(model, tmp_path):
     """It used to be an OverflowError traceback."""
     for args, command in (([str(model), str(tmp_path / "out"), "--quiet"], "convert"), ([str(model)], "inspect")):
-        refused([*args, "--search-power", "1e-9", "--sw-index", "3"], "--search-power 1e-09 with --sw-index 3 gives "
-                "a sliding window too large to compute; use a larger --search-power", tmp_path, command=command)
+        refused([*args, "--search-power", "1e-9", "--sw-index", "3"], "sw_index=3 is out of range: with "
+                "search_power=1e-09 its window is longer than 2147483647 keys (2^31 - 1), more than any context; use a "
+                "smaller sw_index or a larger search_power", tmp_path, command=command)
 
 
 def _cut_nemotron(config):

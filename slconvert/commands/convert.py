@@ -13,7 +13,6 @@ from slkernels import SuperlinearConfig
 from slkernels.config import SEARCH_KEYS
 
 from ..checkpoint import check_output_location
-from ..errors import SlconvertError
 from ..router import ROUTER_INITS
 
 _RELEASED = SuperlinearConfig.released()
@@ -49,9 +48,8 @@ def superlinear_options(function):
 
 
 def params_from(kwargs: dict) -> SuperlinearConfig:
-    """Build (and so validate) the SuperlinearConfig from the parsed options, its window included: a window too
-    large to compute (a tiny --search-power) is one line here, not an OverflowError later."""
-    params = SuperlinearConfig(
+    """Build (and so validate, its window included) the SuperlinearConfig from the parsed options."""
+    return SuperlinearConfig(
         sw_index=kwargs.pop("sw_index"),
         num_spans=kwargs.pop("num_spans"),
         search_power=kwargs.pop("search_power"),
@@ -60,13 +58,6 @@ def params_from(kwargs: dict) -> SuperlinearConfig:
         forward_factor=kwargs.pop("forward_factor"),
         search_key=kwargs.pop("search_key"),
     )
-    try:
-        params.window  # noqa: B018 - computed here to be checked
-    except OverflowError:
-        raise SlconvertError(f"--search-power {params.search_power:g} with --sw-index {params.sw_index} gives a "
-                             "sliding window too large to compute; use a larger --search-power (0 < p < 1, e.g. "
-                             f"{_RELEASED.search_power}) or a smaller --sw-index") from None
-    return params
 
 
 @click.command("convert")
