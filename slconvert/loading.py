@@ -160,14 +160,10 @@ def _model_layers(path) -> list | None:
     """The layers the checkpoint's config.json describes, as transformers reads it (`layer_map`, the map
     `slconvert inspect` shows: nemotron_h's config.json, for one, only lists the layers' kinds). None when
     transformers cannot read the config: the load that follows says why, in its own line."""
-    from transformers import AutoConfig
-
     try:
-        with quiet_transformers():
-            config = AutoConfig.from_pretrained(str(checkpoint_path(path)), trust_remote_code=False,
-                                                local_files_only=True)
+        config = transformers_config(checkpoint_path(path))
         return layer_map(architecture_for(config.model_type), config)
-    except Exception:  # transformers raises many types for a config it refuses; no map is no verdict
+    except Exception:  # a config transformers refuses, or one whose layers cannot be mapped: no map is no verdict
         return None
 
 
@@ -347,9 +343,10 @@ def _config_reason(err: BaseException) -> str:
 def transformers_config(path, model_type: str | None = None):
     """transformers' config of the local checkpoint at `path` (no remote code, nothing downloaded), the one place
     every command reads it: whatever transformers refuses in config.json (a field of the wrong type, a value it does
-    not know) is one line naming the field."""
+    not know) is one line naming the field. model_type: config.json's, when the caller has read it."""
     from transformers import AutoConfig
 
+    model_type = read_config(path).get("model_type") if model_type is None else model_type
     kind = f"a {model_type} config" if model_type else "a transformers config"
     try:
         with quiet_transformers():
@@ -376,7 +373,7 @@ def load_pretrained(path, *, dtype=None, attn_implementation: str | None = None,
 
     path = checkpoint_path(path)
     weights = check_checkpoint(path) if weights is None else weights
-    config = transformers_config(path, read_config(path).get("model_type"))
+    config = transformers_config(path)
     check_weights_fit(path, weights, config)
     kwargs = {"use_safetensors": True, "trust_remote_code": False, "output_loading_info": True,
               "ignore_mismatched_sizes": True}  # mismatches come back in the loading info, refused below

@@ -96,7 +96,7 @@ def _empty_model(path: Path, model_kind: str):
     from transformers import AutoModelForCausalLM
 
     from ..attention import register
-    from ..checkpoint import DTYPES, check_checkpoint, read_config
+    from ..checkpoint import DTYPES, check_checkpoint
     from ..loading import attach_superlinear, converted_block, quiet_transformers, transformers_config
 
     weight_set = check_checkpoint(path)  # the checks loading makes (headers only)
@@ -104,7 +104,7 @@ def _empty_model(path: Path, model_kind: str):
     if model_kind == "converted":
         block = converted_block(path)
         kwargs["attn_implementation"] = register()
-    config = transformers_config(path, read_config(path).get("model_type"))
+    config = transformers_config(path)
     try:
         with quiet_transformers():
             if model_kind != "converted":
