@@ -113,6 +113,56 @@ def test_a_span_length_over_the_context_is_refused_before_the_model_loads(no_mod
     _one_error_line(result, "--span-length 100000000 is over the model's 8192 tokens")
 
 
+def test_a_span_length_inside_the_window_is_refused_before_the_model_loads(no_model_loads, tmp_path):
+    """Text that never leaves the window has no query span recall can score: it was built and run, after every
+    other task, and then reported."""
+    from slconvert.assets import TINY_CONVERTED
+    from slconvert.evaluation.span_recall import window_of
+
+    window = window_of(TINY_CONVERTED)
+    for length, refused in ((window + 1, True), (window + 2, False)):
+        result = _eval(TINY_CONVERTED, "--span-recall", "--span-length", length, "--out", tmp_path / "out")
+        if refused:
+            _one_error_line(result, f"--span-length {length} ({length} tokens) never leaves the attention window "
+                                    f"(W = {window}); use at least {window + 2} tokens")
+        else:  # the check passed: the model was about to load
+            assert "was loaded before the input was checked" in repr(result.exception), result.output
+
+
+def test_a_short_span_text_is_refused_before_any_task_runs(tmp_path, monkeypatch):
+    """A --span-text shorter than the window was reported as a --span-length problem, once the needle task had
+    run; now the text is named, before any task runs."""
+    from slconvert.assets import TINY_CONVERTED
+    from slconvert.evaluation import runner
+    from slconvert.evaluation.span_recall import window_of
+
+    def no_task(*_, **__):
+        raise AssertionError("a task ran before the span-recall text was checked")
+
+    monkeypatch.setattr(runner, "run_niah", no_task)
+    (tmp_path / "short.txt").write_text("a few words only")
+    result = _eval(TINY_CONVERTED, "--niah", "--span-recall", "--span-text", tmp_path / "short.txt",
+                   "--out", tmp_path / "out")
+    line = _one_error_line(result, "the longest --span-text text (")
+    assert f"never leaves the attention window (W = {window_of(TINY_CONVERTED)})" in line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", [0, -5])
+def test_a_context_length_of_zero_or_less_is_refused(no_model_loads, tmp_path, value):
+    """max_position_embeddings 0 or -5 was taken as no limit at all; --max-length still overrides it."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(TINY_TEACHER, model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "max_position_embeddings": value}))
+    _one_error_line(_eval(model, "--niah", "--out", tmp_path / "out"),
+                    f"config.json's max_position_embeddings is {value}, not a context length")
+    result = _eval(model, "--niah", "--max-length", "4096", "--out", tmp_path / "out")
+    assert "was loaded before the input was checked" in repr(result.exception), result.output
+
+
 def test_a_task_whose_data_is_on_the_hub_is_one_line(tmp_path):
     """`datasets` asked the hub, was refused (offline), and the ConnectionError ended in a traceback."""
     task = tmp_path / "hub.yaml"

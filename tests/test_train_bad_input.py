@@ -21,7 +21,8 @@ from test_train_helpers import converted
 from slconvert.cli import main
 from slconvert.errors import SlconvertError
 from slconvert.training import loop
-from slconvert.training.checkpoints import check_state, latest_checkpoint
+from slconvert.training.checkpoints import CHECKPOINTS, check_state, latest_checkpoint
+from slconvert.training.preflight import preflight
 from slconvert.training.recipe import load_recipe, unreached
 
 RECIPE = "recipes/router-warmup.yaml"
@@ -238,6 +239,21 @@ def test_resuming_a_finished_run_rewrites_nothing(model, finished, tmp_path):
     before = _snapshot(out)
     _one_error(*_train(RECIPE, "--model", model, "--output", out, "--resume", "max_steps=2", *SMALL))
     assert _snapshot(out) == before
+
+
+def test_a_finished_run_without_checkpoints_points_out_of_the_circle(model, finished, tmp_path):
+    """A finished run that kept no checkpoint was told "run without --resume" with --resume, and "pass --resume"
+    without: each line sent the user to the other. Both now say what does work, and that command passes the
+    checks."""
+    out = _copy(finished, tmp_path)
+    shutil.rmtree(out / CHECKPOINTS)
+    before = _snapshot(out)
+    for resume in (("--resume",), ()):
+        line = _one_error(*_train(RECIPE, "--model", model, "--output", out, *resume, "max_steps=3", *SMALL))
+        assert f"{out} holds a finished run (2 steps) and no checkpoint to resume" in line, line
+        assert f"pass --model {out} and a new --output" in line
+        assert _snapshot(out) == before
+    assert preflight(load_recipe(RECIPE, ["max_steps=3", *SMALL]), out, tmp_path / "further", False) is None
 
 
 @pytest.mark.parametrize("where", ["final model", "checkpoint"])

@@ -125,8 +125,9 @@ def _bench_model(path: Path, out_dir: Path, lengths, chunk, decode_tokens, profi
 
     cfg = model_bench_settings(path, lengths, chunk, decode_tokens, compile_, dense, device, dtype,
                                profile_decode=profile_decode)
+    model = load_for_bench(path, cfg.device, cfg.dtype)  # a checkpoint it refuses gets its line alone
     _note_lengths_past_context(path, cfg.lengths)
-    bench_and_report(load_for_bench(path, cfg.device, cfg.dtype), cfg, out_dir)
+    bench_and_report(model, cfg, out_dir)
 
 
 def _note_lengths_past_context(path: Path, lengths) -> None:

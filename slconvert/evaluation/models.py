@@ -43,7 +43,8 @@ class EvalModel:
 
 def config_max_length(config) -> int | None:
     """The context length a checkpoint declares (max_position_embeddings or alike), if any. `config`: a loaded
-    model's config, or config.json read as a dict."""
+    model's config, or config.json read as a dict. A declared length of 0 or less is refused in one line: no
+    prompt fits it, and nothing could say which limit was meant."""
 
     def field(cfg, name: str):
         return cfg.get(name) if isinstance(cfg, dict) else getattr(cfg, name, None)
@@ -53,7 +54,10 @@ def config_max_length(config) -> int | None:
             continue
         for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx"):
             value = field(cfg, attr)
-            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            if isinstance(value, int) and not isinstance(value, bool):
+                if value <= 0:
+                    raise SlconvertError(f"config.json's {attr} is {value}, not a context length; set it to the "
+                                         "model's context length (or give `slconvert eval` --max-length)")
                 return value
     return None
 

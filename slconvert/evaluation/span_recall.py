@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from ..errors import SlconvertError
 from .models import EvalModel, forward
 
-__all__ = ["layer_recall", "span_recall", "check_converted"]
+__all__ = ["layer_recall", "span_recall", "check_converted", "check_texts", "window_of"]
 
 
 @torch.no_grad()
@@ -83,6 +83,34 @@ def check_converted(path, converted: bool | None = None) -> None:
                              "run it on the output of `slconvert convert`")
 
 
+def window_of(path) -> int:
+    """W of a converted checkpoint, from the validated block of its config.json (nothing loads)."""
+    from slkernels import SuperlinearConfig
+
+    from ..loading import converted_block
+
+    return SuperlinearConfig.from_dict(converted_block(path)["params"]).window
+
+
+def check_length(tokens: int, window: int, what: str) -> None:
+    """Span recall scores only queries past the window (t > W + 1): WHAT, of TOKENS tokens, must have one."""
+    if tokens < window + 2:
+        raise SlconvertError(f"{what} ({tokens} tokens) never leaves the attention window (W = {window}); use at "
+                             f"least {window + 2} tokens")
+
+
+def check_texts(em: EvalModel, texts: list[str], what: str = "the longest span-recall text") -> list[list[int]]:
+    """The token ids of span-recall texts, refused in one line when one is over the model's context or when none
+    reaches past the window (WHAT names the longest); `slconvert eval` calls it before any task runs."""
+    ids = [em.tokenizer(text, add_special_tokens=True)["input_ids"] for text in texts]
+    for one in ids:
+        if em.max_length is not None and len(one) > em.max_length:
+            raise SlconvertError(f"a span-recall text has {len(one)} tokens, over the model's {em.max_length}; "
+                                 "use a shorter text or raise --max-length")
+    check_length(max(map(len, ids)), window_of(em.path), what)
+    return ids
+
+
 def span_recall(em: EvalModel, texts: list[str]) -> dict:
     """Span recall per converted layer and head, averaged over the given texts (one forward each)."""
     check_converted(em.path, em.converted)
@@ -90,12 +118,8 @@ def span_recall(em: EvalModel, texts: list[str]) -> dict:
 
     per_layer: dict[int, list[dict]] = {}
     tokens = 0
-    with tqdm(texts, desc="span recall", leave=False) as progress:  # closed on an error too
-        for text in progress:
-            ids = em.tokenizer(text, add_special_tokens=True)["input_ids"]
-            if em.max_length is not None and len(ids) > em.max_length:
-                raise SlconvertError(f"a span-recall text has {len(ids)} tokens, over the model's {em.max_length}; "
-                                     "use a shorter text or raise --max-length")
+    with tqdm(check_texts(em, texts), desc="span recall", leave=False) as progress:  # closed on an error too
+        for ids in progress:
             tokens += len(ids)
             with capture_attention(em.model) as calls:
                 forward(em.model, torch.tensor([ids], device=em.device), logits_to_keep=1)  # logits unread
@@ -117,9 +141,5 @@ def span_recall(em: EvalModel, texts: list[str]) -> dict:
         recall_all = [sum(r["recall_all"][h] for r in results) / len(results) for h in range(heads)]
         layers.append({"layer": layer, "window": results[0]["window"], "queries_beyond_window": n,
                        "recall": recall, "recall_all": recall_all})
-    if all(entry["recall"] is None for entry in layers):
-        windows = sorted({entry["window"] for entry in layers})
-        raise SlconvertError(f"the span-recall text ({tokens} tokens) never leaves the attention window "
-                             f"(W = {windows}); use --span-length of at least {max(windows) + 2} tokens")
     heads = [h for entry in layers if entry["recall"] for h in entry["recall"]]
     return {"tokens": tokens, "texts": len(texts), "layers": layers, "average": sum(heads) / len(heads)}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import SlconvertError
 from ..outputs import check_output_dir
-from .checkpoints import CHECKPOINTS, latest_checkpoint
+from .checkpoints import CHECKPOINTS, finished_steps, latest_checkpoint
 from .data import find_text_files
 
 __all__ = ["preflight", "distill_path"]
@@ -55,11 +55,17 @@ def preflight(recipe, model_path: Path, out: Path, resume: bool) -> Path | None:
         find_text_files(recipe.data.text)
     if recipe.distill_weight > 0:
         distill_path(recipe, model_path)
-    if resume:
-        checkpoint = latest_checkpoint(out)
-        if checkpoint is None:
-            raise SlconvertError(f"no checkpoint to resume under {out / CHECKPOINTS}; run without --resume")
+    checkpoint = latest_checkpoint(out)
+    if resume and checkpoint is not None:
         return checkpoint
+    # A finished run that kept no checkpoint (save_every past its steps, or 0) can only be trained further from its
+    # final model: pointing at --resume, or away from it, would send the user in a circle.
+    finished = finished_steps(out) if checkpoint is None and out.is_dir() else None
+    if finished is not None:
+        raise SlconvertError(f"{out} holds a finished run ({finished} steps) and no checkpoint to resume; to train "
+                             f"further, pass --model {out} and a new --output")
+    if resume:
+        raise SlconvertError(f"no checkpoint to resume under {out / CHECKPOINTS}; run without --resume")
     if out.exists() and any(out.iterdir()):
         raise SlconvertError(f"output {out} already exists and is not empty; pass --resume to continue that run "
                              "or choose a new directory")
