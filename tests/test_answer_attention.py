@@ -27,8 +27,9 @@ def test_the_retrieving_layer_holds_the_needle_at_the_answer_row(script, tmp_pat
         assert row["first_token_right"] == [True]
         assert row["needles_at"][0] < row["answers_at"][0] <= 512
         first, second = (layer[0][0] for layer in row["mass"])  # [layer][value][needle]
-        # 7 of ~500 keys: a row that ignored the needle would hold about 0.014 there
-        assert first > 0.3 and 0.0 <= second <= 1.0
+        # 7 of ~500 keys: a row that ignored the needle would hold about 0.014 there. The second attention layer
+        # is not the one that retrieves: it holds a small part of that (0.002-0.13 over the first four samples)
+        assert first > 0.3 and 0.0 <= second < first / 3
 
 
 def test_the_best_spans_hold_the_needle_the_router_need_not(script, tmp_path):

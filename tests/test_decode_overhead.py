@@ -26,7 +26,6 @@ import triton.language as tl
 from dispatch_ops import LaunchRecorder, OpCounter
 from interpreter_worker import interpreted_results
 from slkernels import SuperlinearConfig, geometry, superlinear_attention
-from slkernels.geometry import anchor_offset
 from slkernels.triton_ops.decode import _top_of_pieces
 
 SMALL = dict(sw_index=2, num_spans=3, search_power=0.5, span_power=0.5, backward_factor=2.0, forward_factor=1.0)
@@ -322,15 +321,16 @@ def test_programmatic_dependent_launch_reaches_the_three_launches_when_set(stubb
                                  SuperlinearConfig(sw_index=5, search_power=0.4, span_power=0.6)])
 def test_cached_tables_equal_a_fresh_computation(cfg, monkeypatch):
     """Every table served from the cache (including across capacity edges) is the one computed afresh from the
-    formulas, and a repeated call returns the same tensors (no work per call)."""
+    formulas (the brute force's `offset` and math.pow, which share no code with the package), and a repeated call
+    returns the same tensors (no work per call)."""
     monkeypatch.setattr(geometry, "_TABLES", {})
-    from slkernels.triton_ops.entries import max_span_length
+    from slkernels.naive import offset
 
     for t in (1, 2, 63, 64, 65, 127, 128, 129, 1000, 4095, 4096, 70_000):
         offsets = geometry.anchor_table(cfg, t)
         expected, i = [], cfg.sw_index + 1
-        while anchor_offset(i, cfg.search_power) <= t:
-            expected.append(anchor_offset(i, cfg.search_power))
+        while offset(i, cfg.search_power) <= t:
+            expected.append(offset(i, cfg.search_power))
             i += 1
         assert offsets.tolist() == expected, t
         assert geometry.anchor_table(cfg, t) is offsets
@@ -340,8 +340,9 @@ def test_cached_tables_equal_a_fresh_computation(cfg, monkeypatch):
         np.testing.assert_array_equal(spans.fwd[: t + 1].numpy(), np.ceil(cfg.forward_factor * grown))
         assert spans.back.numel() == geometry._bucket(t) + 1 and geometry.span_tables(cfg, t) is spans
         tables = geometry.geometry_tables(cfg, t)
-        assert tables.span_length(t) == max_span_length(cfg, t)
-        assert tables.width == cfg.window and tables.capacity == geometry._bucket(t)
+        grow = math.pow(t, cfg.span_power)
+        assert tables.span_length(t) == math.ceil(cfg.backward_factor * grow) + math.ceil(cfg.forward_factor * grow) + 1
+        assert tables.width == offset(cfg.sw_index + 1, cfg.search_power) - 1 and tables.capacity == geometry._bucket(t)
 
 
 # ----------------------------------------------------------------------------------- interpreted, bit for bit

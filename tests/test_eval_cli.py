@@ -104,7 +104,15 @@ def test_teacher_forced_perplexity_span_recall_and_tasks(checkpoints, tmp_path):
         assert ppl[key]["perplexity"] == pytest.approx(whole, rel=1e-4), key
     recall = json.loads((out / "span_recall.json").read_text())
     assert [layer["layer"] for layer in recall["layers"]] == [1, 3]
-    assert recall["tokens"] == 120 and 0 < recall["average"] <= 1
+    assert recall["tokens"] == 120 and 0 < recall["average"] < 1  # a random router misses some dense mass
+    # the command measured the built-in text of --span-length tokens for the run's seed: the numbers of the
+    # function (checked against a brute force in test_eval_models) on that text
+    from slconvert.evaluation.runner import _builtin_text
+    from slconvert.evaluation.span_recall import span_recall
+
+    em = models.load_eval_model(converted, device="cpu")
+    want = span_recall(em, [_builtin_text(em.tokenizer, 120, 0)])
+    assert recall["layers"] == json.loads(json.dumps(want["layers"])) and recall["average"] == want["average"]
     _png(out / "span_recall.png")
     rows = list(csv.DictReader((out / "span_recall.csv").open()))
     assert len(rows) == 2 * 4  # layers x query heads

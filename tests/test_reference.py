@@ -88,6 +88,25 @@ def test_reference_matches_brute_force(length, gqa, power, fwd, sw, num):
     torch.testing.assert_close(got[:, :, rows], want[:, :, rows], atol=1e-10, rtol=1e-9)
 
 
+@pytest.mark.parametrize("search_key", ["anchor", "span_mean"])
+@pytest.mark.parametrize("length,gqa,search_power,span_power,sw", [
+    (181, (4, 2), 0.5, 0.65, 1), (233, (16, 1), 0.4, 0.3, 0), (199, (2, 1), 0.6, 0.45, 2), (157, (16, 1), 0.5, 0.7, 0),
+])
+def test_anchor_and_span_powers_apart_match_brute_force(length, gqa, search_power, span_power, sw, search_key):
+    """The grid above ties span_power to search_power (the paper's settings do); a rule that read one for the other
+    would pass it. Here they differ, the window is 0 in two cases, and both search keys run."""
+    cfg = SuperlinearConfig(sw_index=sw, num_spans=2, search_power=search_power, span_power=span_power,
+                            backward_factor=2.0, forward_factor=1.0, search_key=search_key)
+    tied = SuperlinearConfig(**{**cfg.to_dict(), "span_power": search_power})
+    heads_q, heads_kv = gqa
+    gen = torch.Generator().manual_seed(length)
+    q, k, v, qs = _inputs(1, heads_q, heads_kv, length, length, 8, gen=gen)
+    got = superlinear_attention(q, k, v, qs, cfg, backend="reference")
+    want = naive_superlinear_attention(q, k, v, qs, cfg)
+    torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-9)
+    assert (got - superlinear_attention(q, k, v, qs, tied, backend="reference")).abs().max() > 1e-3
+
+
 def test_released_setting_long_rows():
     """The paper's setting (W = 2032) on a length where search is active for most rows."""
     cfg = SuperlinearConfig()

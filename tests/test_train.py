@@ -73,7 +73,9 @@ def test_each_recipe_runs_and_leaves_a_loadable_checkpoint(recipe, tmp_path):
     assert [m["step"] for m in steps] == list(range(1, recipe_obj.max_steps + 1))
     assert all(m["tokens_per_s"] > 0 and torch.isfinite(torch.tensor(m["loss"])) for m in steps)
     if recipe_obj.router_kl_weight > 0:
-        assert all(m["kl"] >= 0 for m in steps)
+        # a router that matched dense attention exactly would score 0; a loss left out of the sum or never computed
+        # shows as 0 or NaN (the loss itself is checked against a brute force in test_train_losses)
+        assert all(0 < m["kl"] < float("inf") for m in steps), [m["kl"] for m in steps]
     events = [m["when"] for m in _metrics(out) if m.get("event") == "span_recall"]
     assert events[0] == "before" and events[-1] == "after"
     assert (out / "training.png").stat().st_size > 1000

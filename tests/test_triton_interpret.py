@@ -57,6 +57,11 @@ CASES = {
     "mean_decode_rows_at_positions": (MEAN, 2, 4, 1, 3, 90, 16, 7, (10, 55, 89), "float32", False),
     "mean_strided_custom_scale": (MEAN, 2, 4, 2, 30, 30, 16, 4, None, "float32", True),
     "mean_long_ranges": (dict(LONG, search_key="span_mean"), 1, 4, 1, 101, 101, 16, 0, None, "float32", True),
+    # the anchors' power and the spans' apart (every case above has p = rho), and the span mean with no window
+    "powers_apart": (dict(SMALL, search_power=0.5, span_power=0.65), 1, 4, 2, 49, 49, 16, 2, None, "float32", True),
+    "mean_powers_apart": (dict(MEAN, search_power=0.6, span_power=0.4), 1, 4, 2, 47, 47, 16, 0, None, "float32",
+                          True),
+    "mean_window_zero": (dict(MEAN, sw_index=0), 1, 2, 1, 40, 40, 16, 0, None, "float32", True),
 }
 STRIDED = {"strided_custom_scale": 0.37, "mean_strided_custom_scale": 0.37}  # case -> softmax scale, transposed storage
 # Keys of a trained layer share a large common part; the span-mean cases add one (the kernels centre the sums).
