@@ -259,6 +259,15 @@ def _check_gradients(cfg, make, dtype, dim, length, heads):
         assert err < TOL[dtype], f"{name}: {err:.2e}"
 
 
+@pytest.mark.parametrize("search_key", ["anchor", "span_mean"])
+@pytest.mark.parametrize("powers", [(0.5, 0.6), (0.6, 0.45)])
+def test_anchor_and_span_powers_apart(search_key, powers):
+    """Every other configuration here has span_power = search_power: a kernel reading one for the other would pass
+    them. Output and gradients at 3001 tokens, 16:1, left padding, both search keys."""
+    cfg = dataclasses.replace(SMALL, search_power=powers[0], span_power=powers[1], search_key=search_key)
+    _check_gradients(cfg, _make_mean if search_key == "span_mean" else _make, torch.bfloat16, 128, 3001, (16, 1))
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("cfg_name", ["small", "released"])
 @pytest.mark.parametrize("length", [5000, 65536])
