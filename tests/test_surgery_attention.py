@@ -391,7 +391,11 @@ def test_compiled_inference_holds_the_call_as_one_operation(bamba, monkeypatch):
         monkeypatch.setattr(attention, "ATTENTION_OP", True)
         q = inputs[0].clone().requires_grad_(True)
         call(q, *inputs[1:]).sum().backward()
-        assert q.grad is not None
+        monkeypatch.setattr(attention, "ATTENTION_OP", False)
+        plain = inputs[0].clone().requires_grad_(True)
+        call(plain, *inputs[1:]).sum().backward()
+    assert q.grad is not None and q.grad.abs().max() > 0
+    torch.testing.assert_close(q.grad, plain.grad, rtol=0, atol=0)  # the path without the operation, to the bit
 
 
 def test_each_converted_layer_passes_its_own_state_to_calls_through_a_cache(bamba, monkeypatch):
