@@ -1,10 +1,13 @@
 """compare.json and compare.png from the two model_bench.json files of call.sh (two calls, one machine, one GPU):
 compiled decode ms per token (median step, CUDA graphs on a static cache) by search key and context.
 
-    python benchmarks/results/model-bench-compiled-decode-search-keys-2026-12-06/plot.py
+    python benchmarks/results/model-bench-compiled-decode-search-keys-2026-12-06/plot.py [FOLDER]
+
+FOLDER (default: this one) holds anchor/ and span_mean/; a `commands.txt` there names the commands that made them.
 """
 
 import json
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -12,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-HERE = Path(__file__).parent
+HERE = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent
 KEYS = ("anchor", "span_mean")
 LAYERS = 6  # converted attention layers of the Nano shape
 
@@ -29,9 +32,9 @@ for key in KEYS:
 at_1m = {r["search_key"]: r["compiled_decode_ms_per_token"] for r in rows if r["length"] == 1 << 20}
 extra = at_1m["span_mean"] - at_1m["anchor"]
 result = {"gpu": runs["anchor"]["environment"]["gpu"], "model": runs["anchor"]["model"]["name"],
-          "commands": ["bash benchmarks/results/model-bench-compiled-decode-search-keys-2026-12-06/call.sh OUT span_mean",
-                       "LIMIT=280 bash benchmarks/results/model-bench-compiled-decode-search-keys-2026-12-06/call.sh "
-                       "OUT anchor 1M"],
+          "commands": (HERE / "commands.txt").read_text().splitlines() if (HERE / "commands.txt").is_file() else
+          ["bash benchmarks/results/model-bench-compiled-decode-search-keys-2026-12-06/call.sh OUT span_mean",
+           "LIMIT=280 bash benchmarks/results/model-bench-compiled-decode-search-keys-2026-12-06/call.sh OUT anchor 1M"],
           "rows": rows,
           "at_1m": {"span_mean_over_anchor": round(at_1m["span_mean"] / at_1m["anchor"], 2),
                     "extra_ms_per_token": round(extra, 2), "extra_ms_per_layer_and_step": round(extra / LAYERS, 2)}}
