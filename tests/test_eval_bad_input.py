@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -151,8 +152,6 @@ def test_a_short_span_text_is_refused_before_any_task_runs(tmp_path, monkeypatch
 @pytest.mark.parametrize("value", [0, -5])
 def test_a_context_length_of_zero_or_less_is_refused(no_model_loads, tmp_path, value):
     """max_position_embeddings 0 or -5 was taken as no limit at all; --max-length still overrides it."""
-    import shutil
-
     model = tmp_path / "model"
     shutil.copytree(TINY_TEACHER, model)
     config = json.loads((model / "config.json").read_text())

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from ..errors import SlconvertError
 from .models import EvalModel, forward
 
-__all__ = ["layer_recall", "span_recall", "check_converted", "check_texts", "window_of"]
+__all__ = ["layer_recall", "span_recall", "check_converted", "check_length", "check_texts", "window_of"]
 
 
 @torch.no_grad()
