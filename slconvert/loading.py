@@ -25,7 +25,8 @@ from .errors import SlconvertError, first_line
 from .fast_mamba import warn_if_cpu_cannot_run
 from .router import ROUTER_ATTRIBUTE, ROUTER_PARAMETERIZATION, SuperlinearRouter
 
-__all__ = ["load", "is_converted", "install_routers", "read_block", "converted_block", "attach_superlinear",
+__all__ = ["load", "is_converted", "install_routers", "read_block", "converted_block", "converted_params",
+           "attach_superlinear",
            "quiet_transformers", "transformers_bars", "check_block", "load_pretrained", "check_weights_fit",
            "refuse_bad_weights"]
 
@@ -184,6 +185,12 @@ def converted_block(path) -> dict:
             "run `slconvert convert` first, or load it with transformers"
         )
     return block
+
+
+def converted_params(path) -> SuperlinearConfig:
+    """The attention settings of a converted checkpoint (its window, spans and powers), from the checked block of its
+    config.json: known before any weight loads."""
+    return SuperlinearConfig.from_dict(converted_block(path)["params"])
 
 
 @contextlib.contextmanager

@@ -118,9 +118,9 @@ def test_a_span_length_inside_the_window_is_refused_before_the_model_loads(no_mo
     """Text that never leaves the window has no query span recall can score: it was built and run, after every
     other task, and then reported."""
     from slconvert.assets import TINY_CONVERTED
-    from slconvert.evaluation.span_recall import window_of
+    from slconvert.loading import converted_params
 
-    window = window_of(TINY_CONVERTED)
+    window = converted_params(TINY_CONVERTED).window
     for length, refused in ((window + 1, True), (window + 2, False)):
         result = _eval(TINY_CONVERTED, "--span-recall", "--span-length", length, "--out", tmp_path / "out")
         if refused:
@@ -135,7 +135,7 @@ def test_a_short_span_text_is_refused_before_any_task_runs(tmp_path, monkeypatch
     run; now the text is named, before any task runs."""
     from slconvert.assets import TINY_CONVERTED
     from slconvert.evaluation import runner
-    from slconvert.evaluation.span_recall import window_of
+    from slconvert.loading import converted_params
 
     def no_task(*_, **__):
         raise AssertionError("a task ran before the span-recall text was checked")
@@ -145,7 +145,7 @@ def test_a_short_span_text_is_refused_before_any_task_runs(tmp_path, monkeypatch
     result = _eval(TINY_CONVERTED, "--niah", "--span-recall", "--span-text", tmp_path / "short.txt",
                    "--out", tmp_path / "out")
     line = _one_error_line(result, "the longest --span-text text (")
-    assert f"never leaves the attention window (W = {window_of(TINY_CONVERTED)})" in line
+    assert f"never leaves the attention window (W = {converted_params(TINY_CONVERTED).window})" in line
     assert not (tmp_path / "out").exists()
 
 

@@ -192,18 +192,22 @@ def eval_command(model, niah, niah_style, lengths, depths, samples, haystack, ch
         raise SlconvertError(f"--task-lengths {', '.join(over)} do not fit the model's {tightest} tokens; drop them "
                              "or raise --max-length")
     if span_recall:  # span recall reads MODEL alone, in one forward of the whole text
-        from ..evaluation.span_recall import check_converted, check_length, check_texts, window_of
+        from ..evaluation.span_recall import check_converted, check_length
+        from ..loading import converted_params
 
         check_converted(model)
         if not span_text:
-            check_length(span_length, window_of(model), f"--span-length {span_length}")
+            check_length(span_length, converted_params(model).window, f"--span-length {span_length}")
         if not span_text and limits[0] is not None and span_length > limits[0]:
             raise SlconvertError(f"--span-length {span_length} is over the model's {limits[0]} tokens; lower it or "
                                  "raise --max-length")
 
     em = load_eval_model(model, device=device, dtype=dtype, max_length=max_length)
-    if span_texts:  # their lengths need the tokenizer: checked before any task runs
-        check_texts(em, span_texts, "the longest --span-text text")
+    span_ids = None
+    if span_texts:  # their lengths need the tokenizer: checked before any task runs, and tokenized once
+        from ..evaluation.span_recall import check_texts
+
+        span_ids = check_texts(em, span_texts, "the longest --span-text text")
     base_em = load_eval_model(base, device=device, dtype=dtype, max_length=max_length) if base else None
     ctx = RunContext(out=out, model=em, base=base_em, seed=seed, skip_too_long=skip_too_long, echo=click.echo)
     modes = {  # in this order; each writes its own files
@@ -215,7 +219,8 @@ def eval_command(model, niah, niah_style, lengths, depths, samples, haystack, ch
                                                       task_lengths=task_length_list, task_metadata=metadata,
                                                       essays=ruler_essays)),
         "perplexity": bool(ppl_path) and (lambda: run_perplexity(ctx, ppl_path, docs, chunk=chunk_size)),
-        "span_recall": span_recall and (lambda: run_span_recall(ctx, texts=span_texts, length=span_length)),
+        "span_recall": span_recall and (lambda: run_span_recall(ctx, texts=span_texts, ids=span_ids,
+                                                                   length=span_length)),
     }
     finished: list[str] = []  # the files of the modes that finished: a later failure keeps them
     with removed_on_failure(out, finished=lambda: finished):

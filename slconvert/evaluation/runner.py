@@ -153,12 +153,13 @@ def run_perplexity(ctx: RunContext, path: str, docs: list[tuple[str, str]], *, c
     return result, text
 
 
-def run_span_recall(ctx: RunContext, *, texts: list[str] | None, length: int) -> tuple[dict, str]:
-    """Span recall on `texts` (the user's, read before any model was loaded), else on `length` tokens of built-in
-    text."""
+def run_span_recall(ctx: RunContext, *, texts: list[str] | None, length: int,
+                    ids: list[list[int]] | None = None) -> tuple[dict, str]:
+    """Span recall on `texts` (the user's, read before any model was loaded; `ids`: their checked token ids), else
+    on `length` tokens of built-in text."""
     from .span_recall import span_recall
 
-    result = span_recall(ctx.model, texts or [_builtin_text(ctx.model.tokenizer, length, ctx.seed)])
+    result = span_recall(ctx.model, texts or [_builtin_text(ctx.model.tokenizer, length, ctx.seed)], ids=ids)
     rows = [{"layer": entry["layer"], "head": head, "window": entry["window"],
              "recall": entry["recall"][head] if entry["recall"] else None, "recall_all": entry["recall_all"][head]}
             for entry in result["layers"] for head in range(len(entry["recall_all"]))]

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from ..errors import SlconvertError
 from .models import EvalModel, forward
 
-__all__ = ["layer_recall", "span_recall", "check_converted", "check_length", "check_texts", "window_of"]
+__all__ = ["layer_recall", "span_recall", "check_converted", "check_length", "check_texts"]
 
 
 @torch.no_grad()
@@ -83,15 +83,6 @@ def check_converted(path, converted: bool | None = None) -> None:
                              "run it on the output of `slconvert convert`")
 
 
-def window_of(path) -> int:
-    """W of a converted checkpoint, from the validated block of its config.json (nothing loads)."""
-    from slkernels import SuperlinearConfig
-
-    from ..loading import converted_block
-
-    return SuperlinearConfig.from_dict(converted_block(path)["params"]).window
-
-
 def check_length(tokens: int, window: int, what: str) -> None:
     """Span recall scores only queries past the window (t > W + 1): WHAT, of TOKENS tokens, must have one."""
     if tokens < window + 2:
@@ -102,23 +93,27 @@ def check_length(tokens: int, window: int, what: str) -> None:
 def check_texts(em: EvalModel, texts: list[str], what: str = "the longest span-recall text") -> list[list[int]]:
     """The token ids of span-recall texts, refused in one line when one is over the model's context or when none
     reaches past the window (WHAT names the longest); `slconvert eval` calls it before any task runs."""
+    from ..loading import converted_params
+
     ids = [em.tokenizer(text, add_special_tokens=True)["input_ids"] for text in texts]
     for one in ids:
         if em.max_length is not None and len(one) > em.max_length:
             raise SlconvertError(f"a span-recall text has {len(one)} tokens, over the model's {em.max_length}; "
                                  "use a shorter text or raise --max-length")
-    check_length(max(map(len, ids)), window_of(em.path), what)
+    check_length(max(map(len, ids)), converted_params(em.path).window, what)
     return ids
 
 
-def span_recall(em: EvalModel, texts: list[str]) -> dict:
-    """Span recall per converted layer and head, averaged over the given texts (one forward each)."""
+def span_recall(em: EvalModel, texts: list[str], ids: list[list[int]] | None = None) -> dict:
+    """Span recall per converted layer and head, averaged over the given texts (one forward each). ids: the texts'
+    token ids from `check_texts`, when the caller has checked them."""
     check_converted(em.path, em.converted)
     from ..attention import capture_attention
 
     per_layer: dict[int, list[dict]] = {}
     tokens = 0
-    with tqdm(check_texts(em, texts), desc="span recall", leave=False) as progress:  # closed on an error too
+    ids = check_texts(em, texts) if ids is None else ids
+    with tqdm(ids, desc="span recall", leave=False) as progress:  # closed on an error too
         for ids in progress:
             tokens += len(ids)
             with capture_attention(em.model) as calls:

@@ -206,11 +206,9 @@ class Trainer:
                                  "run this recipe on one device or with configs/accelerate/ddp.yaml")
         window = None
         if recipe.model_kind == "converted":
-            from slkernels import SuperlinearConfig
+            from ..loading import converted_params
 
-            from ..loading import read_block
-
-            window = SuperlinearConfig.from_dict(read_block(self.model_path)["params"]).window
+            window = converted_params(self.model_path).window
         if self.router_losses_on and recipe.longest <= window + 1:
             raise SlconvertError(f"the longest sequence ({recipe.longest} tokens) never leaves the attention "
                                  f"window (W = {window}), so the router losses see no query; use seq_len of "
