@@ -73,9 +73,13 @@ class SuperlinearConfig:
         for name in ("backward_factor", "forward_factor"):
             if getattr(self, name) < 0.0:
                 raise bad(name, getattr(self, name), "use a number >= 0")
-        try:  # W >= sw_index, so no power is taken past MAX_KEYS; a tiny search_power overflows float64
-            too_long = self.sw_index >= MAX_KEYS or self.window > MAX_KEYS
-        except OverflowError:
+        # W >= sw_index, so no power is taken past MAX_KEYS. A window e times past it is refused from logarithms,
+        # before it is computed: 1/search_power may be an integer, whose power is exact in integers of any size.
+        try:
+            too_long = (self.sw_index >= MAX_KEYS
+                        or math.log(self.sw_index + 1) / self.search_power > math.log(MAX_KEYS) + 1
+                        or self.window > MAX_KEYS)
+        except OverflowError:  # a tiny search_power overflows float64
             too_long = True
         if too_long:
             raise bad("sw_index", self.sw_index, f"with search_power={self.search_power:g} its window is longer than "

@@ -56,9 +56,16 @@ def _near_integer(x: np.ndarray) -> np.ndarray:
     return np.abs(x - np.round(x)) <= NEAR * np.maximum(np.abs(x), 1.0)
 
 
+# Offsets at or past 2^64 lie beyond every position; `anchor_offset` gives this one value for all of them, so a tiny
+# search power never builds a power of astronomic size (nor overflows float64).
+BEYOND = 1 << 64
+
+
 def anchor_offset(i: int, power: float) -> int:
     """o(i) = floor(i ** (1/p)): exact in integers when 1/p is an integer, else of i ** (1/p) in float64, the power
-    correctly rounded (module docstring)."""
+    correctly rounded (module docstring); BEYOND where it is 2^64 or more."""
+    if i > 1 and math.log2(i) / power >= 64:
+        return BEYOND
     exponent = _integer_inverse(power)
     if exponent is not None:
         return int(i) ** exponent

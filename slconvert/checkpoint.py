@@ -70,6 +70,16 @@ CARRIED_FILES = ("tokenizer*", "special_tokens_map.json", "added_tokens.json", "
                  "processor_config.json", "*.py", "LICENSE*", "NOTICE*")
 
 
+# The files a tokenizer is read from, one of them enough (CARRIED_FILES carries them): a fast tokenizer's file, a
+# sentencepiece model, a BPE or WordPiece vocabulary, a tiktoken file.
+TOKENIZER_FILES = ("tokenizer.json", "*.model", "vocab.*", "*.tiktoken")
+
+
+def holds_tokenizer(names) -> bool:
+    """Whether the file names `names` include a tokenizer's (TOKENIZER_FILES)."""
+    return any(fnmatch(name, pattern) for name in names for pattern in TOKENIZER_FILES)
+
+
 def _matches(item: Path, patterns) -> bool:
     """Whether `item` is a visible file whose name matches one of `patterns` (hidden files are never carried)."""
     return item.is_file() and not item.name.startswith(".") and any(fnmatch(item.name, p) for p in patterns)
@@ -464,8 +474,9 @@ def _tensor_bytes(tensor: torch.Tensor) -> memoryview:
     return memoryview(tensor.view(torch.uint8).reshape(-1).numpy())
 
 
-# Every name `slconvert convert` writes into OUT (surgery/convert.py): the weight files (named as the source's),
-# the index of a sharded checkpoint, config.json, the model card and the source's CARRIED_FILES.
+# The names `slconvert convert` may write into OUT (surgery/convert.py): the weight files (named as the source's),
+# the index of a sharded checkpoint, config.json, the model card and the source's CARRIED_FILES. A conversion lists
+# the ones it wrote in its block ("files"); a conversion without that list is judged by these patterns.
 CONVERT_WRITES = ("*.safetensors", INDEX_FILE, "config.json", "README.md", *CARRIED_FILES)
 
 
@@ -483,30 +494,40 @@ def check_output_location(source: Path, out: Path, force: bool) -> None:
 
 def _check_replaceable(out: Path) -> None:
     """Refuse, in one line naming what is there, a folder that --force may not replace: --force deletes OUT whole,
-    so it replaces an empty folder or an earlier conversion holding nothing but what convert writes
-    (CONVERT_WRITES), never a training run (its checkpoints/, metrics, recipe), files a user added beside a
-    conversion, or another model."""
+    so it replaces an empty folder or an earlier conversion holding nothing but what that conversion wrote (the
+    block's "files", else CONVERT_WRITES), never a training run (its checkpoints/, metrics, recipe), files a user
+    added beside a conversion (a fine-tuned weight file, a script), or another model."""
     entries = sorted(Path(out).iterdir())
     if not entries:
         return
-    foreign = [item.name + ("/" if item.is_dir() else "") for item in entries if not _matches(item, CONVERT_WRITES)]
-    shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
 
     def refused(what: str) -> SlconvertError:
         return SlconvertError(f"output {out} {what}; --force replaces only an earlier conversion: choose another OUT "
                               "or remove the folder yourself")
 
+    def shown(names: list[str]) -> str:
+        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
     if not (out / "config.json").is_file():
-        raise refused("holds files but no checkpoint (no config.json" + (f"; it holds {shown})" if shown else ")"))
-    if foreign:
-        raise refused(f"holds {shown}, which `slconvert convert` does not write")
+        names = [item.name + ("/" if item.is_dir() else "") for item in entries]
+        raise refused(f"holds files but no checkpoint (no config.json; it holds {shown(names)})")
     try:
-        converted = isinstance(json.loads((out / "config.json").read_text()).get("superlinear"), dict)
+        block = json.loads((out / "config.json").read_text()).get("superlinear")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-        converted = False
-    if not converted:
+        block = None
+    if not isinstance(block, dict):
         raise refused("holds a checkpoint that `slconvert convert` did not write (its config.json has no "
                       "'superlinear' block)")
+    written = block.get("files")
+    if isinstance(written, list):
+        ours = {name for name in written if isinstance(name, str)}
+        foreign = [item.name + ("/" if item.is_dir() else "") for item in entries
+                   if not (item.is_file() and item.name in ours)]
+    else:
+        foreign = [item.name + ("/" if item.is_dir() else "") for item in entries
+                   if not _matches(item, CONVERT_WRITES)]
+    if foreign:
+        raise refused(f"holds {shown(foreign)}, which `slconvert convert` did not write there")
 
 
 PARTIAL_TAG = ".partial-"

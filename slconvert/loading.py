@@ -357,10 +357,36 @@ def transformers_config(path, model_type: str | None = None):
     kind = f"a {model_type} config" if model_type else "a transformers config"
     try:
         with quiet_transformers():
-            return AutoConfig.from_pretrained(str(path), trust_remote_code=False, local_files_only=True)
+            config = AutoConfig.from_pretrained(str(path), trust_remote_code=False, local_files_only=True)
     except Exception as err:  # noqa: BLE001 - transformers' validation raises many kinds; each becomes the same line
         raise SlconvertError(f"config.json cannot be read as {kind} ({_config_reason(err)}); fix config.json or "
                              "re-download the checkpoint") from None
+    reason = _invalid_size(config, model_type)
+    if reason:
+        raise SlconvertError(f"config.json of {path} is invalid ({reason}); fix config.json or re-download the "
+                             "checkpoint")
+    return config
+
+
+# Sizes a model config holds that must be positive integers (when present) for a model to exist.
+_POSITIVE_FIELDS = ("hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim", "num_hidden_layers",
+                    "vocab_size", "intermediate_size")
+
+
+def _invalid_size(config, model_type) -> str | None:
+    """The first size in the (language) config that is not a positive integer, as 'num_attention_heads is 0':
+    transformers takes some of them (a vocabulary of -5, a head dim of 0) and fails later, deep in a model."""
+    try:
+        section = architecture_for(model_type).language_config(config)
+    except SlconvertError:
+        section = config
+    for name in _POSITIVE_FIELDS:
+        value = getattr(section, name, None)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            return f"{name} is {value!r}, not a positive integer"
+    return None
 
 
 def load_pretrained(path, *, dtype=None, attn_implementation: str | None = None, weights=None):

@@ -56,10 +56,6 @@ def check_output_dir(out: Path, inputs: dict[str, Path | None], flag: str = "--o
     `parent_must_exist`) whose parent folder is missing, or (unless `force`) that already holds one of the files
     `results` names: an earlier run's results, which this run would replace. Nothing is created here."""
     out = Path(out)
-    held = [name for name in results if (out / name).exists()] if not force and out.is_dir() else []
-    if held:
-        raise SlconvertError(f"{flag} {out} already holds an earlier run's results ({', '.join(held)}); choose a new "
-                             "folder, or pass --force to replace them")
     for name, path in inputs.items():
         if path is not None and inside(out, path):
             raise SlconvertError(f"{flag} {out} lies inside {name} {path}; an input is never written to: choose a "
@@ -69,6 +65,10 @@ def check_output_dir(out: Path, inputs: dict[str, Path | None], flag: str = "--o
                                  "another folder")
     if out.exists() and not out.is_dir():
         raise SlconvertError(f"{flag} {out} exists and is not a directory; choose another path")
+    held = [name for name in results if (out / name).exists()] if not force and out.is_dir() else []
+    if held:
+        raise SlconvertError(f"{flag} {out} already holds an earlier run's results ({', '.join(held)}); choose a new "
+                             "folder, or pass --force to replace them")
     ancestor = out.absolute().parent
     while not ancestor.exists():
         ancestor = ancestor.parent
@@ -108,14 +108,16 @@ def write_text_atomically(path: Path, text: str) -> Path:
 
 
 @contextlib.contextmanager
-def removed_on_failure(out: Path, *, finished: Callable[[], Iterable[Path]] | None = None) -> Iterator[Path]:
+def removed_on_failure(out: Path, *, finished: Callable[[], Iterable[Path]] | None = None,
+                       then: str = "") -> Iterator[Path]:
     """Create the output folder `out` for one run's result files; if the run fails or is interrupted, remove what
     it added (its files, and the folders it created: `out` and its missing parents), so that a failure leaves no
     half-done file. What was in `out` before is never removed (a file the run rewrote keeps its new, whole content).
 
-    finished: the result files the run has finished so far (an evaluation's finished modes, a benchmark's JSON
-    rewritten after every length and marked incomplete until the end). Those stay, with one line naming them:
-    minutes of measurements are not thrown away because a later step failed."""
+    finished: the results the run has finished so far, files or folders of `out` (an evaluation's finished modes, a
+    benchmark's JSON rewritten after every length and marked incomplete until the end, a training run's checkpoints
+    with its metrics). Those stay, with one line naming them (and `then`, what to do next): minutes of
+    measurements are not thrown away because a later step failed."""
     out = Path(out)
     created = [folder for folder in (out, *out.absolute().parents) if not folder.exists()]
     before = set() if created else {entry.name for entry in out.iterdir()}
@@ -127,7 +129,7 @@ def removed_on_failure(out: Path, *, finished: Callable[[], Iterable[Path]] | No
         yield out
     except BaseException:
         kept = sorted({Path(p).name for p in (finished() if finished else ())
-                       if Path(p).parent.absolute() == out.absolute() and Path(p).is_file()} - before)
+                       if Path(p).parent.absolute() == out.absolute() and Path(p).exists()} - before)
         for entry in list(out.iterdir()) if out.is_dir() else []:
             if entry.name not in before and entry.name not in kept:
                 with contextlib.suppress(OSError):  # the run's own error is the one to show
@@ -136,8 +138,8 @@ def removed_on_failure(out: Path, *, finished: Callable[[], Iterable[Path]] | No
                     else:
                         entry.unlink()
         if kept:
-            print(f"note: the results finished before the failure are kept in {out}: {', '.join(kept)}",
-                  file=sys.stderr)
+            print(f"note: the results finished before the failure are kept in {out}: {', '.join(kept)}"
+                  + (f"; {then}" if then else ""), file=sys.stderr)
             raise
         for folder in created:  # deepest first, up to the first that someone else's files keep
             try:

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from slconvert.assets import TINY_TEACHER
 from slconvert.cli import main
 from slconvert.evaluation import models, niah_run
+from slconvert.evaluation.runner import RESULT_FILES
 
 
 def _eval(*args):
@@ -94,12 +95,19 @@ def task_files(tmp_path) -> Path:
     (["--niah", "--seed", "4294967296"], "--seed 4294967296 is outside 0..4294967295"),
     (["--niah", "--samples", "100000000"], "--samples 100000000 is more than 1000 prompts per cell"),
     (["--span-recall"], "{model} is not a converted checkpoint: span recall needs Superlinear layers"),
+    (["--tasks", "slc_passkey", "--task-metadata", '{{"max_seq_lengths": "abc"}}'],
+     '--task-metadata max_seq_lengths is "abc", not a list of positive token counts'),
+    (["--tasks", "slc_passkey", "--task-metadata", '{{"max_seq_lengths": [999999]}}'],
+     "--task-lengths 999999 do not fit the model's 8192 tokens"),
+    (["--tasks", "slc_passkey", "--task-lengths", "512", "--task-metadata", '{{"max_seq_lengths": [1024]}}'],
+     "--task-lengths and max_seq_lengths in --task-metadata both set the task lengths"),
 ])
 def test_bad_task_files_and_numbers_are_refused_before_the_model_loads(no_model_loads, task_files, args, needle):
     """The task files ended in a ScannerError, AttributeError or UnicodeDecodeError traceback; --task-lengths 0 was
     refused after the model loaded and 100000000 built prompts for hours; a seed outside numpy's range ended in its
     ValueError traceback once lm-eval ran; --samples 100000000 built prompts until memory ran out; --span-recall on
-    a source checkpoint loaded it and built the text first."""
+    a source checkpoint loaded it and built the text first; lengths given as lm-eval's max_seq_lengths in
+    --task-metadata were never checked (a ValueError traceback, or prompts built for hours)."""
     out = task_files / "out"
     args = [a.format(dir=task_files) for a in args]
     _one_error_line(_eval(TINY_TEACHER, *args, "--out", out), needle.format(dir=task_files, model=TINY_TEACHER))
@@ -271,8 +279,36 @@ def test_an_earlier_evaluation_is_never_replaced_without_force(tmp_path, monkeyp
     first = (out / "summary.json").read_bytes()
     load = models.load_eval_model
     monkeypatch.setattr(models, "load_eval_model", lambda path, **_: pytest.fail(f"{path} was loaded"))
-    _one_error_line(_eval(*args), f"--out {out} already holds an earlier run's results (summary.json); choose a new "
-                                  "folder, or pass --force")
+    _one_error_line(_eval(*args), f"--out {out} already holds an earlier run's results (summary.json, summary.md, "
+                                  "niah_results.json")
     assert (out / "summary.json").read_bytes() == first
     monkeypatch.setattr(models, "load_eval_model", load)
     assert _eval(*args, "--force").exit_code == 0
+
+
+def test_the_files_an_interrupted_run_kept_are_never_replaced_without_force(tmp_path, monkeypatch):
+    """An interrupted run keeps its finished modes' files but writes no summary; the check looked for the summary
+    alone, so the next run replaced them silently. It now looks for every file an evaluation writes."""
+    _full_disk_for("summary", "", monkeypatch)
+    out = tmp_path / "out"
+    _one_error_line(_eval(TINY_TEACHER, *_NIAH, "--out", out), "cannot write")
+    monkeypatch.undo()
+    kept = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert kept and "summary.json" not in kept and set(kept) <= set(RESULT_FILES)
+    _one_error_line(_eval(TINY_TEACHER, *_NIAH, "--out", out), f"--out {out} already holds an earlier run's results "
+                    "(niah_results.json, niah_results.csv, niah_heatmap.png, niah_table.csv); choose a new folder")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == kept
+
+
+def test_every_file_an_evaluation_writes_is_one_the_check_knows(tmp_path):
+    """RESULT_FILES is what the --out check looks for: a file a mode writes outside it would be replaced unasked."""
+    from slconvert.assets import TINY_CONVERTED
+
+    out = tmp_path / "out"
+    doc = tmp_path / "doc.txt"
+    doc.write_text("The quick brown fox jumps over the lazy dog. " * 40)
+    result = _eval(TINY_CONVERTED, *_NIAH, "--compare", TINY_TEACHER, "--perplexity", doc, "--span-recall",
+                   "--span-length", "256", "--out", out)
+    assert result.exit_code == 0, result.output
+    written = {p.name for p in out.iterdir()}
+    assert {"summary.json", "niah_compare.png", "perplexity.json", "span_recall.png"} <= written <= set(RESULT_FILES)

@@ -388,6 +388,19 @@ def test_rulers_niah_single_1_scores_models_whose_answers_are_known(tmp_path):
     assert data["ours_tokens"] == 512 - 128 >= data["lm_eval_tokens"]  # RULER fills up to length - 128
 
 
+def test_a_ruler_length_too_short_for_its_prompts_is_one_line(tmp_path):
+    """RULER's prompt builder raised a ValueError (a traceback) at a length with no room for its template, needle
+    and answer budget."""
+    pytest.importorskip("wonderwords")
+    done = _run_safely([sys.executable, "-m", "slconvert.cli", "eval", str(TINY_TEACHER), "--tasks", "niah_multikey_3",
+                        "--task-lengths", "256", "--limit", "1", "--device", "cpu", "--out", str(tmp_path / "out")],
+                       timeout=240, cwd=tmp_path)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert errors == [errors[-1]] and "cannot build the prompts of niah_multikey_3 at these lengths (Could not " \
+        "generate any sample for haystack 'needle' at max_seq_length=256); use longer --task-lengths" in errors[0]
+
+
 @pytest.mark.slow
 def test_needle_tasks_tell_a_retrieving_model_from_a_blind_conversion(tmp_path):
     """lm-eval's RULER niah_single_1 and the shipped needle tasks through `slconvert eval` at 512 tokens: the shipped

@@ -351,6 +351,25 @@ def test_train_names_the_json_error_not_a_missing_block(pristine, tmp_path):
     assert not loading.is_converted(tmp_path / "missing")  # no checkpoint there: not converted, no error
 
 
+# --- 7b. sizes transformers takes but no model can have, edited into a converted config.json -------------------------
+
+@pytest.mark.parametrize("field, value", [("vocab_size", -5), ("head_dim", 0), ("num_attention_heads", 0),
+                                          ("vocab_size", "abc")])
+def test_a_size_no_model_can_have_is_one_line_from_every_loader(pristine, tmp_path, field, value):
+    """transformers' config accepted these; the model then failed deep inside (a negative tensor size, 0.0 to a
+    negative power), with a traceback from load, eval, train and bench alike."""
+    path = _copy(pristine, tmp_path, "converted")
+    _edit_block(path, lambda config: config.__setitem__(field, value))
+    fragment = f"{field} is {value}, not a positive integer" if isinstance(value, int) else field
+    with pytest.raises(SlconvertError, match=fragment):
+        slconvert.load(path)
+    refused(["inspect", path], fragment)
+    refused(["eval", path, "--niah", "--lengths", "64", "--device", "cpu", "--out", tmp_path / "out"], fragment)
+    refused(["train", "recipes/router-warmup.yaml", "--model", path, "--output", tmp_path / "run", "--quiet",
+             "max_steps=1"], fragment)
+    refused(["bench", "--model", path, "--device", "cpu", "--lengths", "1K", "--out", tmp_path / "bench"], fragment)
+
+
 # --- 8. a block edited by hand into one that contradicts the model or itself ------------------------------------------
 
 @pytest.mark.parametrize("edit, fragment", [

@@ -407,7 +407,7 @@ SMALL_NANO = ["--experts", "6", "--hidden", "64", "--vocab", "512", "--device", 
 def test_in_memory_conversion_is_the_conversion_of_the_saved_checkpoint(tmp_path):
     """The --bench path (build, convert_in_memory) gives the model that `slconvert convert` + `slconvert.load`
     give from the saved checkpoint: same weights and routers, same superlinear block apart from the source's path
-    and hashes, same attention function, same logits; and saving it writes the routers under the block's names."""
+    and hashes and the list of the files written, same attention function, same logits; and saving it writes the routers under the block's names."""
     from safetensors import safe_open
 
     from slconvert import load
@@ -423,6 +423,8 @@ def test_in_memory_conversion_is_the_conversion_of_the_saved_checkpoint(tmp_path
     on_disk = read_block(converted)
     assert block["layers"] == on_disk["layers"] == [5, 12]
     assert block["source"] == {"path": None, "model_type": "nemotron_h", "sha256": {}}
+    assert on_disk.pop("files") == ["README.md", "config.json", "generation_config.json", "model.safetensors",
+                                    "tokenizer.json", "tokenizer_config.json"]  # what the written one wrote
     assert {**block, "source": None} == {**on_disk, "source": None}
     assert on_disk["source"]["model_type"] == "nemotron_h"
     assert live.config.superlinear == block

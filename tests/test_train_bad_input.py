@@ -256,6 +256,48 @@ def test_a_finished_run_without_checkpoints_points_out_of_the_circle(model, fini
     assert preflight(load_recipe(RECIPE, ["max_steps=3", *SMALL]), out, tmp_path / "further", False) is None
 
 
+def _failing_at(monkeypatch, failing_step: int, error: BaseException) -> None:
+    real = loop.Trainer._step
+
+    def step(self, index):
+        if index == failing_step:
+            raise error
+        return real(self, index)
+
+    monkeypatch.setattr(loop.Trainer, "_step", step)
+
+
+@pytest.mark.parametrize("error", [SlconvertError("the step failed"), KeyboardInterrupt()], ids=["failed", "stopped"])
+def test_a_run_stopped_before_its_first_checkpoint_leaves_nothing(model, tmp_path, monkeypatch, error):
+    """It left recipe.yaml and an empty metrics.jsonl: the next run was refused (the folder is not empty) and so was
+    --resume (no checkpoint), a folder to delete by hand. Its missing parents are made, and removed with it."""
+    _failing_at(monkeypatch, 0, error)
+    out = tmp_path / "runs" / "first"
+    if isinstance(error, SlconvertError):
+        assert "the step failed" in _last_error(*_train(RECIPE, "--model", model, "--output", out, "max_steps=2",
+                                                         *SMALL))
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            loop.train(load_recipe(RECIPE, ["max_steps=2", *SMALL]), model, out, progress=False)
+    assert list(tmp_path.iterdir()) == [], list(tmp_path.rglob("*"))
+    monkeypatch.undo()
+    code, stderr = _train(RECIPE, "--model", model, "--output", out, "max_steps=2", *SMALL)
+    assert code == 0, stderr
+
+
+def test_a_run_stopped_after_a_checkpoint_keeps_it_to_resume(model, tmp_path, monkeypatch):
+    _failing_at(monkeypatch, 1, SlconvertError("the step failed"))
+    out = tmp_path / "run"
+    code, stderr = _train(RECIPE, "--model", model, "--output", out, "max_steps=2", *SMALL)
+    assert "the step failed" in _last_error(code, stderr)
+    assert (f"note: the results finished before the failure are kept in {out}: checkpoints, metrics.jsonl, "
+            "recipe.yaml, training.png; continue the run with --resume") in stderr
+    assert latest_checkpoint(out).name == "step-000001"
+    monkeypatch.undo()
+    code, stderr = _train(RECIPE, "--model", model, "--output", out, "max_steps=2", "--resume", *SMALL)
+    assert code == 0 and (out / "config.json").is_file(), stderr
+
+
 @pytest.mark.parametrize("where", ["final model", "checkpoint"])
 def test_a_full_disk_removes_the_partial_directory_and_keeps_the_checkpoint(model, tmp_path, monkeypatch, where):
     """The second model write runs out of space after a 0-byte config.json: the final model's (after a one-step

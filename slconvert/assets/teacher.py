@@ -111,14 +111,23 @@ def build_untrained_teacher(out_dir, *, seed: int = 0, size: str = "tiny") -> Pa
     return out_dir
 
 
+def main(argv=None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m slconvert.assets.teacher",
+                                     description="Write the untrained teacher (random weights, tokenizer) to OUT_DIR.")
+    parser.add_argument("out_dir", nargs="?", metavar="OUT_DIR",
+                        help="a new or empty folder (default: SIZE-teacher-init)")
+    parser.add_argument("--size", choices=sorted(TEACHER_SIZES), default="tiny",
+                        help="tiny: the shipped teacher's shape; study: the conversion study's larger teacher")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and of the tokenizer's corpus")
+    args = parser.parse_args(argv)
+    out = Path(args.out_dir or f"{args.size}-teacher-init")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        sys.exit(f"error: {out} exists and is not an empty folder; choose a new OUT_DIR")
+    target = build_untrained_teacher(out, seed=args.seed, size=args.size)
+    print(f"untrained {args.size} teacher written to {target}")
+
+
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    size = "tiny"
-    if "--size" in args:
-        at = args.index("--size")
-        size = args[at + 1] if at + 1 < len(args) else ""
-        del args[at:at + 2]
-    if size not in TEACHER_SIZES:
-        sys.exit(f"error: unknown teacher size {size!r}; use one of {', '.join(TEACHER_SIZES)}")
-    target = build_untrained_teacher(args[0] if args else f"{size}-teacher-init", size=size)
-    print(f"untrained {size} teacher written to {target}")
+    main()

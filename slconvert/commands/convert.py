@@ -12,7 +12,7 @@ import click
 from slkernels import SuperlinearConfig
 from slkernels.config import SEARCH_KEYS
 
-from ..checkpoint import check_output_location
+from ..checkpoint import check_output_location, holds_tokenizer
 from ..router import ROUTER_INITS
 
 _RELEASED = SuperlinearConfig.released()
@@ -89,3 +89,6 @@ def convert_command(model: Path, out: Path, layers, keep_dense, router_init, see
         f"converted layers {block['layers']} of {block['source']['model_type']} "
         f"(W = {block['window']}, k = {params.num_spans}, search key {params.search_key}) -> {out}"
     )
+    if not holds_tokenizer(block["files"]):
+        click.echo(f"note: {model} holds no tokenizer, so neither does {out}; train and eval need one: save it "
+                   "there with tokenizer.save_pretrained", err=True)

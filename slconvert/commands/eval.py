@@ -7,6 +7,7 @@ inputs. Every run writes its files to --out and ends with summary.json / summary
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def _numbers(text: str, option: str, kind=int, example: str = "1024,4096 or 4096
                 continue
             if ":" in part:
                 start, stop, step = (kind(x) for x in part.split(":"))
-                if step <= 0:
+                if not all(map(math.isfinite, (start, stop, step))) or step <= 0:
                     raise ValueError
                 if stop < start:
                     raise SlconvertError(f"{option} {part!r} runs backwards (start {start} > stop {stop}); write "
@@ -43,6 +44,8 @@ def _numbers(text: str, option: str, kind=int, example: str = "1024,4096 or 4096
                     value += step
             else:
                 values.append(kind(part))
+                if not math.isfinite(values[-1]):
+                    raise ValueError
     except ValueError as err:
         raise SlconvertError(f"{option} {text!r} is not a comma-separated list of numbers "
                              f"(or start:stop:step); e.g. {example}") from err
@@ -129,7 +132,7 @@ def eval_command(model, niah, niah_style, lengths, depths, samples, haystack, ch
     from ..evaluation.models import check_eval_checkpoint, load_eval_model
     from ..evaluation.niah_run import check_cells, lengths_over
     from ..evaluation.perplexity import load_documents
-    from ..evaluation.runner import RunContext, run_niah, run_perplexity, run_span_recall, run_tasks
+    from ..evaluation.runner import RESULT_FILES, RunContext, run_niah, run_perplexity, run_span_recall, run_tasks
     from ..tasks.niah import STYLES
 
     if ruler:
@@ -153,6 +156,17 @@ def eval_command(model, niah, niah_style, lengths, depths, samples, haystack, ch
         raise SlconvertError(f"--task-metadata is not valid JSON ({err.msg}); e.g. '{{\"num_samples\": 4}}'") from err
     if not isinstance(metadata, dict):
         raise SlconvertError("--task-metadata must be a JSON object, e.g. '{\"num_samples\": 4}'")
+    if "max_seq_lengths" in metadata:  # lm-eval's own spelling of --task-lengths: read as it, checked as it
+        if task_length_list:
+            raise SlconvertError("--task-lengths and max_seq_lengths in --task-metadata both set the task lengths; "
+                                 "give them once")
+        given = metadata.pop("max_seq_lengths")
+        given = [given] if isinstance(given, int) else given
+        if not (isinstance(given, list) and given
+                and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in given)):
+            raise SlconvertError(f"--task-metadata max_seq_lengths is {json.dumps(given)}, not a list of positive "
+                                 "token counts; e.g. --task-lengths 4096,8192")
+        task_length_list = list(dict.fromkeys(given))
     if chunk_size < 1:
         raise SlconvertError(f"--chunk-size {chunk_size} must be at least 1 token")
     if batch_size < 1:
@@ -163,7 +177,7 @@ def eval_command(model, niah, niah_style, lengths, depths, samples, haystack, ch
         raise SlconvertError(f"--limit {limit} must be at least 1 document per task (leave it out for all)")
     if span_recall and span_length < 2:
         raise SlconvertError(f"--span-length {span_length} must be at least 2 tokens")
-    check_output_dir(out, {"MODEL": model, "--compare": base}, results=("summary.json",), force=force)
+    check_output_dir(out, {"MODEL": model, "--compare": base}, results=RESULT_FILES, force=force)
     resolve_device(device)
 
     # Everything below reads the inputs, and nothing loads a model, so that bad input fails in seconds.

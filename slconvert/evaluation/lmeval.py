@@ -346,6 +346,12 @@ def _run_lm_eval(em, names: list[str], include: list[str], *, max_length: int, b
         results = lm_eval.simple_evaluate(model=lm, tasks=names, task_manager=manager, limit=limit,
                                           log_samples=log_samples, random_seed=seed, numpy_random_seed=seed,
                                           torch_random_seed=seed, fewshot_random_seed=seed, metadata=metadata)
+    except ValueError as err:
+        if "max_seq_length" not in str(err):
+            raise
+        # RULER's prompt builders, at a length that leaves no room for the template, the needles and the answer
+        raise SlconvertError(f"lm-eval cannot build the prompts of {', '.join(names)} at these lengths "
+                             f"({str(err).split('. ')[0]}); use longer --task-lengths") from None
     except ConnectionError as err:  # `datasets` asked the hub for a task's data (offline_environment refuses it)
         raise SlconvertError(f"the data of lm-eval task(s) {', '.join(names)} is not on this machine "
                              f"({first_line(err)}) and this tool downloads nothing; point the task YAML's "

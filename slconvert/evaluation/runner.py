@@ -16,7 +16,18 @@ from . import plots, report
 from .models import EvalModel
 from .niah_run import build_grid, grid_table, run_grid
 
-__all__ = ["RunContext", "run_niah", "run_tasks", "run_perplexity", "run_span_recall"]
+__all__ = ["RunContext", "RESULT_FILES", "run_niah", "run_tasks", "run_perplexity", "run_span_recall"]
+
+# Every file an evaluation writes into --out (the modes below and the summary, `report.write_summary`). A folder that
+# holds any of them holds an earlier run's results, which a new run replaces only with --force: an interrupted run
+# keeps its finished modes' files without a summary.
+RESULT_FILES = (
+    "summary.json", "summary.md",
+    "niah_results.json", "niah_results.csv", "niah_heatmap.png", "niah_table.csv", "niah_compare.png", "niah_diff.csv",
+    "lm_eval_results.json", "lm_eval_results.csv", "lm_eval.png",
+    "perplexity.json", "perplexity.csv",
+    "span_recall.json", "span_recall.csv", "span_recall.png",
+)
 
 
 @dataclass

@@ -119,8 +119,13 @@ def convert(plan: ConversionPlan, out, *, force: bool = False, progress: bool = 
         if plan.weights.sharded:
             index = {"metadata": {"total_size": total_bytes}, "weight_map": dict(sorted(weight_map.items()))}
             write_text(tmp / INDEX_FILE, json.dumps(index, indent=2) + "\n")
+        carried = carried_files(source_dir)  # the source's own logs and results stay with the source
+        # Every name written into OUT, so that a later `convert --force` replaces exactly this and nothing a user
+        # added beside it (checkpoint._check_replaceable).
+        block["files"] = sorted({*weight_map.values(), *([INDEX_FILE] if plan.weights.sharded else []),
+                                 "config.json", "README.md", *(item.name for item in carried)})
         write_text(tmp / "config.json", json.dumps(_output_config(plan, block), indent=2, sort_keys=True) + "\n")
-        for item in carried_files(source_dir):  # the source's own logs and results stay with the source
+        for item in carried:
             copy_small_file(item, tmp / item.name)
         write_text(tmp / "README.md", model_card(plan, block))
     return block

@@ -74,10 +74,9 @@ class SourceModel:
             with torch.device("meta"):
                 return AutoModelForCausalLM.from_config(self.config)
         except Exception as err:  # transformers raises many types for a config it cannot build
-            reason = _invalid_field(self.arch, self.config) or first_line(err)
             raise SlconvertError(
                 f"config.json of {self.directory} is invalid: transformers cannot build its {model_type} model "
-                f"({reason}); fix config.json or re-download the checkpoint"
+                f"({first_line(err)}); fix config.json or re-download the checkpoint"
             ) from None
 
     @property
@@ -141,26 +140,6 @@ class SourceModel:
             seen[key] = layer
 
 
-# Sizes a model config holds that must be positive integers (when present) for a model to exist.
-_POSITIVE_FIELDS = ("hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim", "num_hidden_layers",
-                    "vocab_size", "intermediate_size")
-
-
-def _invalid_field(arch: Architecture, config) -> str | None:
-    """The first size in the (language) config that is not a positive integer, as 'num_attention_heads is 0'."""
-    try:
-        section = arch.language_config(config)
-    except SlconvertError:
-        section = config
-    for name in _POSITIVE_FIELDS:
-        value = getattr(section, name, None)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            return f"{name} is {value!r}, not a positive integer"
-    return None
-
-
 def open_source(path) -> SourceModel:
     """Validate a model directory and read its config, architecture and safetensors headers (no tensor is read)."""
     directory = Path(path)
@@ -215,6 +194,13 @@ def parse_layer_list(text: str | None, count: int, option: str) -> list[int] | N
     if not str(text).strip():
         raise SlconvertError(f"{option} is empty; give layer numbers, e.g. 3,7 or 4-9, or leave {option} out")
     chosen: list[int] = []
+
+    def index_of(value: int) -> int:
+        index = value + count if value < 0 else value
+        if not 0 <= index < count:
+            raise SlconvertError(f"{option}: layer index {value} is out of range; the model has layers 0..{count - 1}")
+        return index
+
     for part in str(text).split(","):
         part = part.strip()
         if not part:
@@ -238,11 +224,11 @@ def parse_layer_list(text: str | None, count: int, option: str) -> list[int] | N
             if lo > hi:
                 raise SlconvertError(f"{option}: range {part!r} is reversed (it runs from {lo} down to {hi}); "
                                      f"write {hi}-{lo}")
-            values = list(range(lo, hi + 1))
+            for end in (lo, hi):  # both ends in range, so the range is; checked before it is built
+                index_of(end)
+            values = range(lo, hi + 1)
         for value in values:
-            index = value + count if value < 0 else value
-            if not 0 <= index < count:
-                raise SlconvertError(f"{option}: layer index {value} is out of range; the model has layers 0..{count - 1}")
+            index = index_of(value)
             if index not in chosen:
                 chosen.append(index)
     return sorted(chosen)

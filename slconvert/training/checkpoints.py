@@ -57,7 +57,7 @@ def latest_checkpoint(out: Path) -> Path | None:
 def read_trainer_state(checkpoint: Path) -> dict:
     try:
         return json.loads((checkpoint / TRAINER_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         raise SlconvertError(f"{checkpoint / TRAINER_FILE} is unreadable; delete {checkpoint} to resume from an "
                              "earlier checkpoint") from None
 

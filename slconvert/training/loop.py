@@ -33,7 +33,7 @@ from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
 from ..errors import SlconvertError, one_line
-from ..outputs import write_text_atomically
+from ..outputs import removed_on_failure, write_text_atomically
 from .checkpoints import (
     CHECKPOINTS,
     check_state,
@@ -217,8 +217,10 @@ class Trainer:
 
         from transformers import AutoTokenizer
 
+        from ..loading import transformers_config
         from ..router import routers
 
+        transformers_config(self.model_path)  # a field transformers refuses is one line, before the tokenizer reads it
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         except (OSError, ValueError) as err:
@@ -306,11 +308,8 @@ class Trainer:
             if other_model and acc.is_main_process:  # the final model takes its config and tokenizer from --model
                 tqdm.write(f"note: resuming from {checkpoint.name} with --model {self.model_path}; the run started "
                            f"from {other_model}")
-        if acc.is_main_process:
-            self.out.mkdir(parents=True, exist_ok=True)
-            write_text_atomically(self.out / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
-        self.log = MetricsLog(self.out / METRICS_FILE, kept) if acc.is_main_process else None
-        acc.wait_for_everyone()
+        self._kept_records = kept  # the metrics of the steps before the checkpoint resumed, written by `run`
+        self.log = None
 
     # ----- one step -----
     def _tensors(self, samples):
@@ -543,6 +542,21 @@ class Trainer:
 
     # ----- the run -----
     def run(self) -> dict:
+        """Train, writing into OUT from here on: a run that fails or is interrupted before any checkpoint is in OUT
+        removes what it wrote there (OUT too, and its parents, where it made them), since nothing of it could be
+        resumed; from the first checkpoint on, everything stays, to continue with --resume."""
+        acc = self.accelerator
+        resumable = lambda: list(self.out.iterdir()) if latest_checkpoint(self.out) is not None else []  # noqa: E731
+        kept = (removed_on_failure(self.out, finished=resumable, then="continue the run with --resume")
+                if acc.is_main_process else contextlib.nullcontext())
+        with kept:
+            if acc.is_main_process:
+                write_text_atomically(self.out / "recipe.yaml", yaml.safe_dump(self.recipe.to_dict(), sort_keys=False))
+                self.log = MetricsLog(self.out / METRICS_FILE, self._kept_records)
+            acc.wait_for_everyone()
+            return self._run()
+
+    def _run(self) -> dict:
         recipe, acc = self.recipe, self.accelerator
         before = self._log_recall(self.start_step, "before") if self.start_step == 0 else None
         cuda = acc.device.type == "cuda"

@@ -50,7 +50,7 @@ def preflight(recipe, model_path: Path, out: Path, resume: bool) -> Path | None:
     if recipe.model_kind == "dense" and converted:
         raise SlconvertError(f"model {model_path} is converted but the recipe says model_kind: dense; "
                              "set model_kind: converted (the default)")
-    check_output_dir(out, {"model": model_path}, "--output", parent_must_exist=True)
+    check_output_dir(out, {"model": model_path}, "--output")  # made with its parents by the run
     if recipe.data.text:
         find_text_files(recipe.data.text)
     if recipe.distill_weight > 0:

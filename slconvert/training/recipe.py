@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import SlconvertError
+from ..errors import SlconvertError, first_line
 from ..inputs import read_user_text
 
 __all__ = ["Recipe", "DataSpec", "LoraSpec", "Stage", "load_recipe", "parse_overrides", "recipe_from_dict",
@@ -457,7 +457,7 @@ def _parse_value(text: str):
     except _DuplicateKey as err:
         raise SlconvertError(f"override value {text!r} sets key {err.key!r} twice; keep one of them") from None
     except yaml.YAMLError as err:
-        raise SlconvertError(f"override value {text!r} is not valid YAML ({err.problem}); quote it") from None
+        raise SlconvertError(f"override value {text!r} is not valid YAML ({_yaml_problem(err)}); quote it") from None
 
 
 def parse_overrides(items) -> dict:
@@ -530,7 +530,16 @@ class _RecipeLoader(yaml.SafeLoader):
 
 
 def _load_yaml(text: str):
-    return yaml.load(text, Loader=_RecipeLoader)
+    try:
+        return yaml.load(text, Loader=_RecipeLoader)
+    except RecursionError:  # the parser recurses per nesting level
+        raise yaml.YAMLError("nested too deeply") from None
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """What a YAML error says went wrong, in one line (a reader's error, e.g. a control character, has no
+    `problem` of its own)."""
+    return getattr(err, "problem", None) or first_line(err)
 
 
 def load_recipe(path, overrides=()) -> Recipe:
@@ -548,7 +557,7 @@ def load_recipe(path, overrides=()) -> Recipe:
         raise SlconvertError(f"recipe {path} sets key {err.key!r} twice (lines {err.first} and {err.again}); "
                              "keep one of them") from None
     except yaml.YAMLError as err:
-        raise SlconvertError(f"recipe {path} is not valid YAML ({getattr(err, 'problem', err)}); fix its syntax") from None
+        raise SlconvertError(f"recipe {path} is not valid YAML ({_yaml_problem(err)}); fix its syntax") from None
     if not isinstance(raw, dict):
         raise SlconvertError(f"recipe {path} must be a mapping of keys to values")
     return recipe_from_dict(_merge(raw, parse_overrides(overrides)))
