@@ -3,7 +3,8 @@
 #   PYTHON   interpreter used to create the virtual environment            (default: python3)
 #   VENV     virtual environment folder                                    (default: .venv)
 #   TORCH    torch requirement installed first; the default is the CPU wheel used in CI.
-#            On a GPU machine use e.g. TORCH=torch (a CUDA build).           (default: torch==2.13.0)
+#            On a GPU machine use e.g. TORCH=torch (a CUDA build). Installed only into a venv without torch:
+#            remove $(VENV) to change the build of an existing one.          (default: torch==2.13.0)
 #   PYTEST_ARGS  extra arguments for pytest                                 (default: none)
 #   TEST_PROCESSES  pytest processes of `make test` (pytest-xdist, a test file per process at a time; 0: the
 #                   tests in one process)                                 (default: auto, one per core)
