@@ -140,7 +140,8 @@ _need-model:
 
 inspect: $(STAMP) _need-model ## pipeline stage: what would be converted, memory and settings (OUT/inspect.txt)
 	mkdir -p $(OUT)
-	$(BIN)/slconvert inspect $(MODEL) $(SETTINGS) | tee $(OUT)/inspect.txt
+	$(BIN)/slconvert inspect $(MODEL) $(SETTINGS) > $(OUT)/inspect.txt || { rm -f $(OUT)/inspect.txt; exit 2; }
+	cat $(OUT)/inspect.txt
 
 convert: $(STAMP) _need-model ## pipeline stage: MODEL -> OUT/converted
 	mkdir -p $(OUT)

@@ -99,6 +99,8 @@ def superlinear_attention(
                 read_back_checks(cache_position, attention_mask, k.shape[2])
             return decode_graphs.replay(entry, step)
     inputs = check_inputs(q, k, v, q_search, config, cache_position, attention_mask, scale, check_values, state)
+    if q.numel() == 0:  # no batch row, query head or query row: nothing to attend, for every backend alike
+        return _no_rows(inputs)
     name = resolve_backend(inputs, backend)
     if key is not None and name in _REPLAYABLE and _REPLAYABLE[name](inputs):
         def call(q_step, q_search_step, positions, mask):  # what a replay of this key runs
@@ -120,6 +122,14 @@ def _replay_key(k, v, held: tuple, step: tuple, config, scale, backend: str, sta
         return None
     _load_optional_backends()  # the first call registers the kernels before its key is taken
     return decode_graphs.key_of((k, v, *held), step, (config, scale, backend, _REGISTRATIONS, state is None))
+
+
+def _no_rows(inputs: AttentionInputs) -> torch.Tensor:
+    """The empty output of a call without query rows, tied to the inputs so that a backward through it runs (and
+    gives their empty or zero gradients)."""
+    batch, heads_q, len_q, _ = inputs.q.shape
+    tied = sum(t.sum() for t in (inputs.q, inputs.k, inputs.v, inputs.q_search)) * 0
+    return inputs.q.new_zeros(batch, heads_q, len_q, inputs.v.shape[-1]) + tied.to(inputs.q.dtype)
 
 
 def _run(name: str, inputs: AttentionInputs) -> torch.Tensor:

@@ -83,7 +83,11 @@ def read_back_checks(cache_position: torch.Tensor | None, attention_mask: torch.
             )
     if attention_mask is not None:
         real = attention_mask != 0
-        if bool((real[:, :-1] & ~real[:, 1:]).any()):
+        after, other = torch.stack([(real[:, :-1] & ~real[:, 1:]).any(), (real & (attention_mask != 1)).any()]).tolist()
+        if other:  # 0.5 or NaN would be read as a real token
+            raise SuperlinearInputError("attention_mask holds values other than 0 and 1; give 1 for a real token and 0 "
+                                        "for padding")
+        if after:
             raise SuperlinearInputError(
                 "attention_mask has padding after a real token; only left padding is supported "
                 "(tokenizer.padding_side = 'left')"
@@ -137,6 +141,8 @@ def check_inputs(
         raise SuperlinearInputError(f"k {_shape(k)} and v {_shape(v)} must agree in batch, heads and length")
     if k.shape[3] != dim:
         raise SuperlinearInputError(f"k has head_dim {k.shape[3]} but q has {dim}; they must match")
+    if dim == 0:
+        raise SuperlinearInputError("q and k have head_dim 0; a head needs at least one dimension")
     heads_kv, len_kv = k.shape[1], k.shape[2]
     if heads_kv == 0 or heads_q % heads_kv != 0:
         raise SuperlinearInputError(

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import SuperlinearInputError
 from .geometry import anchor_table, span_bounds, span_tables, window_length
 from .inputs import check_inputs
 
@@ -134,6 +135,8 @@ class Selection:
 @torch.no_grad()
 def select_spans(q_search, k, config, *, cache_position=None, attention_mask=None, block_rows: int = 256) -> Selection:
     """The spans Superlinear attention would use for these search queries and keys."""
+    if isinstance(block_rows, bool) or not isinstance(block_rows, int) or block_rows < 1:
+        raise SuperlinearInputError(f"block_rows must be a positive integer, got {block_rows!r}")
     inp = check_inputs(q_search, k, k, q_search, config, cache_position, attention_mask, None)
     batch, heads_q, len_q, dim = q_search.shape
     heads_kv = k.shape[1]
@@ -156,7 +159,9 @@ def select_spans(q_search, k, config, *, cache_position=None, attention_mask=Non
             if pad:
                 value = torch.nn.functional.pad(value, (0, pad), value=fill[name])
             out[name].append(value)
-    flat = {name: torch.cat(parts, dim=3).reshape(batch, heads_q, len_q, num) for name, parts in out.items()}
+    kinds = {"anchor": torch.int64, "lo": torch.int64, "hi": torch.int64, "gate": torch.float32}
+    flat = {name: (torch.cat(parts, dim=3) if parts else torch.empty(0, dtype=kinds[name], device=k.device)
+                   ).reshape(batch, heads_q, len_q, num) for name, parts in out.items()}  # no parts: no query rows
     pos = inp.cache_position[None, :]
     return Selection(
         anchor=flat["anchor"],

@@ -149,12 +149,24 @@ def _visible_keys(attention_mask: torch.Tensor | None, kv_length: int) -> torch.
 
 
 def _left_padding(visible: torch.Tensor | None, none_when_unpadded: bool) -> torch.Tensor | None:
+    """The [B, L_kv] left-padding mask of the visible keys: every key from a row's first visible one on is real.
+    With `none_when_unpadded` (a read-back to the host), None for a batch without padding, and a mask that hides a
+    key between a row's first and last visible ones (right padding a generation has gone past, a gap) is refused:
+    the kernels would attend to it."""
     if visible is None:
         return None
     positions = torch.arange(visible.shape[-1], device=visible.device).expand_as(visible)
     first = torch.where(visible, positions, torch.full_like(positions, visible.shape[-1])).amin(dim=-1)
-    if none_when_unpadded and not bool((first > 0).any()):
-        return None
+    if none_when_unpadded:
+        last = torch.where(visible, positions, torch.full_like(positions, -1)).amax(dim=-1)
+        gapped = (visible.sum(dim=-1) != last - first + 1) & (last >= 0)
+        padded, gaps = torch.stack([(first > 0).any(), gapped.any()]).tolist()
+        if gaps:
+            raise SlconvertError("the attention mask hides keys after a row's first real token (right padding that "
+                                 "generation has gone past, or a gap); Superlinear layers take left padding only: "
+                                 "pad on the left (tokenizer.padding_side = 'left')")
+        if not padded:
+            return None
     return (positions >= first[:, None]).to(torch.long)
 
 

@@ -83,6 +83,10 @@ def test_bad_masks_positions_and_backend_are_named():
     cfg = SuperlinearConfig()
     with pytest.raises(SuperlinearInputError, match="only left padding"):
         superlinear_attention(q, k, v, s, cfg, attention_mask=torch.tensor([[1] * 9 + [0]]))
+    for value in (0.5, float("nan"), 2):
+        with pytest.raises(SuperlinearInputError, match="values other than 0 and 1"):
+            superlinear_attention(q, k, v, s, cfg, attention_mask=torch.tensor([[0.0] + [1.0] * 8 + [value]]))
+    superlinear_attention(q, k, v, s, cfg, attention_mask=torch.tensor([[False] + [True] * 9]))
     with pytest.raises(SuperlinearInputError, match=r"attention_mask must be \[batch, L_kv\]"):
         superlinear_attention(q, k, v, s, cfg, attention_mask=torch.ones(1, 9))
     with pytest.raises(SuperlinearInputError, match="cache_position values"):
@@ -95,6 +99,29 @@ def test_bad_masks_positions_and_backend_are_named():
         superlinear_attention(q, k, v, s, cfg, state={})
     with pytest.raises(SuperlinearConfigError, match="SuperlinearConfig"):
         superlinear_attention(q, k, v, s, {"sw_index": 3})
+
+
+@pytest.mark.parametrize("search_key", ["anchor", "span_mean"])
+def test_calls_without_query_rows_give_empty_outputs_and_gradients(search_key):
+    """A batch of 0 rows ended in a reduction error (reference) or a ZeroDivisionError (kernels); select_spans of no
+    query rows in torch.cat's error. The empty output comes before any backend, so every backend gives it."""
+    cfg = SuperlinearConfig(sw_index=3, num_spans=2, search_power=0.5, span_power=0.5, search_key=search_key)
+    q, k, v, s = (t.requires_grad_() for t in _qkv(lq=24, lkv=24, d=16))
+    for args, shape in (((q[:0], k[:0], v[:0], s[:0]), (0, 4, 24, 16)), ((q[:, :, :0], k, v, s[:, :, :0]), (1, 4, 0, 16))):
+        out = superlinear_attention(*args, cfg, backend="reference")
+        assert out.shape == shape and out.dtype == q.dtype
+        out.sum().backward()
+        assert q.grad is not None and not q.grad.any() and not k.grad.any()
+    assert select_spans(s[:, :, :0].detach(), k.detach(), cfg).anchor.shape == (1, 4, 0, 2)
+
+
+def test_degenerate_sizes_are_named():
+    q, k, v, s = _qkv()
+    with pytest.raises(SuperlinearInputError, match="head_dim 0"):
+        superlinear_attention(q[..., :0], k[..., :0], v[..., :0], s[..., :0], SuperlinearConfig())
+    for rows in (0, -1, 1.5, True):
+        with pytest.raises(SuperlinearInputError, match=f"block_rows must be a positive integer, got {rows!r}"):
+            select_spans(s, k, SuperlinearConfig(), block_rows=rows)
 
 
 def test_select_spans_agrees_with_the_spec():

@@ -95,6 +95,8 @@ def task_files(tmp_path) -> Path:
     (["--niah", "--seed", "4294967296"], "--seed 4294967296 is outside 0..4294967295"),
     (["--niah", "--samples", "100000000"], "--samples 100000000 is more than 1000 prompts per cell"),
     (["--span-recall"], "{model} is not a converted checkpoint: span recall needs Superlinear layers"),
+    (["--niah", "--span-text", "{dir}/syntax.yaml"], "--span-text is read only by --span-recall"),
+    (["--niah", "--haystack", ","], "--haystack ',' names no file or folder"),
     (["--tasks", "slc_passkey", "--task-metadata", '{{"max_seq_lengths": "abc"}}'],
      '--task-metadata max_seq_lengths is "abc", not a list of positive token counts'),
     (["--tasks", "slc_passkey", "--task-metadata", '{{"max_seq_lengths": [999999]}}'],

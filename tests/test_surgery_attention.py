@@ -48,6 +48,30 @@ def test_padding_mask_from_4d_bool_float_and_2d():
         padding_mask(torch.ones(2, 3, 4), 4)
 
 
+def test_a_mask_with_a_gap_is_refused_and_right_padding_serves_its_real_rows(bamba):
+    """The kernels take left padding only; a mask hiding keys after a row's first real token (a gap, or right padding
+    that generation has gone past) was read as no padding at all, and the converted layers attended to those keys."""
+    length = 40
+    tokens = torch.randint(4, 384, (2, length))
+    right = torch.ones_like(tokens)
+    right[1, 32:] = 0
+    with torch.no_grad():  # right padding in one forward: no real query reaches a padded key
+        batched = bamba(tokens, attention_mask=right).logits
+        alone = bamba(tokens[1:, :32]).logits
+    torch.testing.assert_close(batched[1, :32], alone[0], rtol=0, atol=1e-4)
+    refused = "hides keys after a row's first real token .* pad on the left"
+    with pytest.raises(SlconvertError, match=refused):
+        bamba.generate(tokens, attention_mask=right, max_new_tokens=2, do_sample=False)
+    gap = torch.ones_like(tokens)
+    gap[1, 30:38] = 0
+    with pytest.raises(SlconvertError, match=refused), torch.no_grad():
+        bamba(tokens, attention_mask=gap)
+    causal = torch.ones(5, 5, dtype=torch.bool).tril()[None, None].repeat(2, 1, 1, 1)
+    causal[1, :, 4, 2] = False  # the last query row of row 1 does not see key 2
+    with pytest.raises(SlconvertError, match=refused):
+        padding_mask(causal, 5)
+
+
 def test_left_padded_batch_matches_unpadded_rows(bamba):
     length, pad = 40, 7
     tokens = torch.randint(4, 384, (2, length))

@@ -241,6 +241,8 @@ def test_text_files_are_one_list_for_training_and_evaluation(tmp_path):
     (tmp_path / "skip.bin").write_bytes(b"\x00")
     assert sorted(p.suffix for p in find_text_files([tmp_path])) == sorted(DOCUMENT_SUFFIXES)
     assert sorted(p.suffix for p in FileHaystack([tmp_path]).files) == sorted(TEXT_SUFFIXES)  # JSON lines are no haystack
+    with pytest.raises(SlconvertError, match=f"haystack file {tmp_path / 'doc.jsonl'} is not a text file"):
+        FileHaystack([tmp_path / "doc.jsonl"])  # named alone, it went into the prompts as it is, keys and all
 
 
 def _imported_packages(folder: Path) -> set[str]:

@@ -4,6 +4,8 @@ alone (the other processes build the model on the meta device without reading a 
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -252,3 +254,26 @@ def test_the_distillation_teacher_is_frozen_in_its_stored_dtype_and_must_share_t
         distill_teacher(other, model, torch.device("cpu"), sharded=False)
     with pytest.raises(SlconvertError, match="FSDP"):
         distill_teacher(plain, model, torch.device("cpu"), sharded=True)
+
+
+def test_a_distillation_teacher_with_another_tokenizer_of_the_same_size_is_refused(tmp_path):
+    """Only the vocabulary sizes were compared: a teacher whose ids name other tokens trained the model silently."""
+    from transformers import AutoTokenizer
+
+    from slconvert.training.model_setup import check_teacher_tokenizer
+
+    path = converted("granitemoehybrid", layers="MAMA")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    same = Path(shutil.copytree(path, tmp_path / "same"))
+    check_teacher_tokenizer(same, tokenizer)
+    other = Path(shutil.copytree(path, tmp_path / "other"))
+    data = json.loads((other / "tokenizer.json").read_text())
+    vocab = data["model"]["vocab"]
+    a, b = sorted(vocab, key=vocab.get)[-2:]  # two ordinary tokens trade ids: same size, other ids
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    (other / "tokenizer.json").write_text(json.dumps(data))
+    with pytest.raises(SlconvertError, match=f"the distillation teacher {other} has another tokenizer than the model"):
+        check_teacher_tokenizer(other, tokenizer)
+    for item in other.glob("tokenizer*"):  # a teacher without a tokenizer: the sizes are checked once it loads
+        item.unlink()
+    check_teacher_tokenizer(other, tokenizer)

@@ -175,6 +175,8 @@ def eval_command(model, niah, niah_style, lengths, depths, samples, haystack, ch
         raise SlconvertError(f"--max-length {max_length} must be a positive number of tokens")
     if limit is not None and limit < 1:
         raise SlconvertError(f"--limit {limit} must be at least 1 document per task (leave it out for all)")
+    if span_text and not span_recall:
+        raise SlconvertError("--span-text is read only by --span-recall; add --span-recall, or leave --span-text out")
     if span_recall and span_length < 2:
         raise SlconvertError(f"--span-length {span_length} must be at least 2 tokens")
     check_output_dir(out, {"MODEL": model, "--compare": base}, results=RESULT_FILES, force=force)

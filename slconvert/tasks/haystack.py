@@ -131,8 +131,11 @@ class FileHaystack(Haystack):
                                      "a folder of .txt/.md files")
             if path.is_dir():
                 files.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES))
-            else:
+            elif path.suffix.lower() in TEXT_SUFFIXES:
                 files.append(path)
+            else:  # a .jsonl or .csv file would go into the prompts as it is, keys and quotes included
+                raise SlconvertError(f"haystack file {path} is not a text file ({', '.join(TEXT_SUFFIXES)}); save the "
+                                     "haystack as plain text, or pass a folder of such files")
         if not files:
             raise SlconvertError(f"no text files ({', '.join(TEXT_SUFFIXES)}) under {', '.join(map(str, paths))}; "
                                  "add some or leave --haystack out to use the default haystack")
@@ -173,4 +176,8 @@ def load_haystack(spec: str | None, seed: int = 0, style: str = "slconvert") -> 
     if name in ("essay", "essays"):
         raise SlconvertError("the essay haystack is read from a local folder, never downloaded: pass --haystack DIR, "
                              "a folder of .txt files (e.g. Paul Graham's essays, as RULER uses)")
-    return FileHaystack([Path(p.strip()).expanduser() for p in spec.split(",") if p.strip()], essay=style == "ruler")
+    paths = [Path(p.strip()).expanduser() for p in spec.split(",") if p.strip()]
+    if not paths:
+        raise SlconvertError(f"--haystack {spec!r} names no file or folder; pass builtin, noise, repeat, text files or "
+                             "folders, or leave it out for the default haystack")
+    return FileHaystack(paths, essay=style == "ruler")

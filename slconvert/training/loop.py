@@ -55,6 +55,7 @@ from .losses import answer_rows, average_loss, distill_sums, next_token_sums, ro
 from .metrics import METRICS_FILE, MetricsLog, plot_metrics, records_until
 from .model_setup import (
     autocast,
+    check_teacher_tokenizer,
     distill_teacher,
     enable_checkpointing,
     fsdp_launch,
@@ -226,6 +227,8 @@ class Trainer:
         except (OSError, ValueError) as err:
             raise SlconvertError(f"no usable tokenizer in {self.model_path} ({type(err).__name__}); save the "
                                  "tokenizer next to the model with tokenizer.save_pretrained") from None
+        if recipe.distill_weight > 0:
+            check_teacher_tokenizer(distill_path(recipe, self.model_path), self.tokenizer)
         vocab = json.loads((self.model_path / "config.json").read_text()).get("vocab_size") or len(self.tokenizer)
         self.source = SequenceSource(recipe, self.tokenizer, int(vocab))  # data problems surface before loading
         if isinstance(recipe.trainable, list):  # the model's layout is enough, and takes no time to build

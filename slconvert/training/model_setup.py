@@ -70,6 +70,21 @@ def distill_teacher(path: Path, model, device: torch.device, sharded: bool):
     return teacher.eval().requires_grad_(False)
 
 
+def check_teacher_tokenizer(path: Path, tokenizer) -> None:
+    """Refuse a distillation teacher whose tokenizer is not the model's, before either model loads: the teacher's
+    distribution is matched id for id, and a vocabulary of the same size with other ids would be matched silently
+    (`distill_teacher` checks the sizes). A teacher without a tokenizer is taken as the model's."""
+    from transformers import AutoTokenizer
+
+    try:
+        theirs = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError):
+        return
+    if theirs.get_vocab() != tokenizer.get_vocab():
+        raise SlconvertError(f"the distillation teacher {path} has another tokenizer than the model (its ids name "
+                             "other tokens); distill from the model it was converted from")
+
+
 def training_model(path: Path, model_kind: str, *, device: torch.device | None = None, weights: bool = True):
     """The checkpoint a run starts from: `slconvert.load` (model_kind converted) or `load_dense`, each tensor
     loaded straight onto `device` (None: host memory).
