@@ -96,6 +96,7 @@ def task_files(tmp_path) -> Path:
     (["--niah", "--samples", "100000000"], "--samples 100000000 is more than 1000 prompts per cell"),
     (["--span-recall"], "{model} is not a converted checkpoint: span recall needs Superlinear layers"),
     (["--niah", "--span-text", "{dir}/syntax.yaml"], "--span-text is read only by --span-recall"),
+    (["--niah", "--chat-template"], "the tokenizer of {model} has no chat template; leave out --chat-template"),
     (["--niah", "--haystack", ","], "--haystack ',' names no file or folder"),
     (["--tasks", "slc_passkey", "--task-metadata", '{{"max_seq_lengths": "abc"}}'],
      '--task-metadata max_seq_lengths is "abc", not a list of positive token counts'),

@@ -199,7 +199,8 @@ def eval_command(model, niah, niah_style, lengths, depths, samples, haystack, ch
             raise SlconvertError(f"{option} {value} does not exist; pass a text file, a .jsonl file or a folder")
     docs = load_documents(ppl_path) if ppl_path else None
     span_texts = [text for _, text in load_documents(span_text)] if span_recall and span_text else None
-    limits = [check_eval_checkpoint(path, max_length) for path in (model, base) if path is not None]
+    limits = [check_eval_checkpoint(path, max_length, chat=niah and chat_template) for path in (model, base)
+              if path is not None]
     tightest = min((n for n in limits if n is not None), default=None)
     if niah:  # lengths no prompt of which fits the tightest context (RunContext.max_length): never built
         lengths_over(length_list, tightest, niah_style, skip_too_long)

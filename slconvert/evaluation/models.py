@@ -62,15 +62,31 @@ def config_max_length(config) -> int | None:
     return None
 
 
-def check_eval_checkpoint(path, max_length: int | None = None) -> int | None:
+def check_eval_checkpoint(path, max_length: int | None = None, *, chat: bool = False) -> int | None:
     """What `load_eval_model` checks before it reads any weights (a checkpoint directory, its config.json, its
-    safetensors headers), for a command to make on every model it compares before the first one loads; returns
-    the context limit known from the files alone: `max_length` when given, else what config.json declares (None
-    when it declares none: the loaded model's config may still give a default)."""
+    safetensors headers; with `chat`, a tokenizer whose chat template the NIAH prompts can use), for a command to
+    make on every model it compares before the first one loads; returns the context limit known from the files
+    alone: `max_length` when given, else what config.json declares (None when it declares none: the loaded model's
+    config may still give a default)."""
     from ..checkpoint import check_checkpoint, read_config
 
     check_checkpoint(path)
+    if chat:
+        from ..tasks.niah import chat_wrapper
+
+        chat_wrapper(load_tokenizer(path))
     return max_length if max_length is not None else config_max_length(read_config(path))
+
+
+def load_tokenizer(path: Path):
+    """The checkpoint's tokenizer, or one line saying it has none."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise SlconvertError(f"no usable tokenizer in {path} ({type(err).__name__}); save the tokenizer next to "
+                             "the model with tokenizer.save_pretrained") from err
 
 
 def _is_converted(path: Path) -> bool:
@@ -89,8 +105,7 @@ def load_eval_model(path, *, device=None, dtype=None, max_length: int | None = N
     dev = resolve_device(device)  # a device this machine lacks is refused before anything is read
     torch_dtype = resolve_dtype(dtype)
     check_checkpoint(path)  # safetensors only, headers and sizes checked, for the source as for the converted
-    from transformers import AutoTokenizer
-
+    tokenizer = load_tokenizer(path)  # before the weights: a checkpoint without one fails in seconds
     converted = _is_converted(path)
     if converted:
         from ..loading import load
@@ -101,11 +116,6 @@ def load_eval_model(path, *, device=None, dtype=None, max_length: int | None = N
 
         model = load_pretrained(path, dtype=torch_dtype).to(dev)
     model.eval()
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as err:
-        raise SlconvertError(f"no usable tokenizer in {path} ({type(err).__name__}); save the tokenizer next to "
-                             "the model with tokenizer.save_pretrained") from err
     limit = max_length if max_length is not None else config_max_length(model.config)
     if limit is not None and limit < 1:
         raise SlconvertError(f"max length {limit} must be a positive number of tokens")
