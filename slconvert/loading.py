@@ -368,6 +368,19 @@ def transformers_config(path, model_type: str | None = None):
     return config
 
 
+def load_tokenizer(path):
+    """The checkpoint's tokenizer, or one line: config.json is read first, as the tokenizer reads it too (a field
+    transformers refuses), then a checkpoint without a tokenizer is named."""
+    from transformers import AutoTokenizer
+
+    transformers_config(path)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise SlconvertError(f"no usable tokenizer in {path} ({type(err).__name__}); save the tokenizer next to "
+                             "the model with tokenizer.save_pretrained") from None
+
+
 # Sizes a model config holds that must be positive integers (when present) for a model to exist.
 _POSITIVE_FIELDS = ("hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim", "num_hidden_layers",
                     "vocab_size", "intermediate_size")

@@ -72,21 +72,13 @@ def check_eval_checkpoint(path, max_length: int | None = None, *, chat: bool = F
 
     check_checkpoint(path)
     if chat:
+        from ..loading import load_tokenizer
         from ..tasks.niah import chat_wrapper
 
         chat_wrapper(load_tokenizer(path))
     return max_length if max_length is not None else config_max_length(read_config(path))
 
 
-def load_tokenizer(path: Path):
-    """The checkpoint's tokenizer, or one line saying it has none."""
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as err:
-        raise SlconvertError(f"no usable tokenizer in {path} ({type(err).__name__}); save the tokenizer next to "
-                             "the model with tokenizer.save_pretrained") from err
 
 
 def _is_converted(path: Path) -> bool:
@@ -105,6 +97,8 @@ def load_eval_model(path, *, device=None, dtype=None, max_length: int | None = N
     dev = resolve_device(device)  # a device this machine lacks is refused before anything is read
     torch_dtype = resolve_dtype(dtype)
     check_checkpoint(path)  # safetensors only, headers and sizes checked, for the source as for the converted
+    from ..loading import load_tokenizer
+
     tokenizer = load_tokenizer(path)  # before the weights: a checkpoint without one fails in seconds
     converted = _is_converted(path)
     if converted:

@@ -216,17 +216,10 @@ class Trainer:
                                  f"at least {window + 2}")
         set_seed(recipe.seed)
 
-        from transformers import AutoTokenizer
-
-        from ..loading import transformers_config
+        from ..loading import load_tokenizer
         from ..router import routers
 
-        transformers_config(self.model_path)  # a field transformers refuses is one line, before the tokenizer reads it
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-        except (OSError, ValueError) as err:
-            raise SlconvertError(f"no usable tokenizer in {self.model_path} ({type(err).__name__}); save the "
-                                 "tokenizer next to the model with tokenizer.save_pretrained") from None
+        self.tokenizer = load_tokenizer(self.model_path)
         if recipe.distill_weight > 0:
             check_teacher_tokenizer(distill_path(recipe, self.model_path), self.tokenizer)
         vocab = json.loads((self.model_path / "config.json").read_text()).get("vocab_size") or len(self.tokenizer)

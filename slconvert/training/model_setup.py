@@ -76,6 +76,9 @@ def check_teacher_tokenizer(path: Path, tokenizer) -> None:
     (`distill_teacher` checks the sizes). A teacher without a tokenizer is taken as the model's."""
     from transformers import AutoTokenizer
 
+    from ..loading import transformers_config
+
+    transformers_config(path)  # the tokenizer reads config.json too: a field transformers refuses is one line
     try:
         theirs = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError):
