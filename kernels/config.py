@@ -74,14 +74,10 @@ class SuperlinearConfig:
             if getattr(self, name) < 0.0:
                 raise bad(name, getattr(self, name), "use a number >= 0")
         # W >= sw_index, so no power is taken past MAX_KEYS. A window e times past it is refused from logarithms,
-        # before it is computed: 1/search_power may be an integer, whose power is exact in integers of any size.
-        try:
-            too_long = (self.sw_index >= MAX_KEYS
-                        or math.log(self.sw_index + 1) / self.search_power > math.log(MAX_KEYS) + 1
-                        or self.window > MAX_KEYS)
-        except OverflowError:  # a tiny search_power overflows float64
-            too_long = True
-        if too_long:
+        # before it is computed (a tiny search_power would overflow float64, or, where 1/search_power is an integer,
+        # build an exact integer power of any size); the window is computed only below that.
+        if (self.sw_index >= MAX_KEYS or math.log(self.sw_index + 1) / self.search_power > math.log(MAX_KEYS) + 1
+                or self.window > MAX_KEYS):
             raise bad("sw_index", self.sw_index, f"with search_power={self.search_power:g} its window is longer than "
                       f"{MAX_KEYS} keys (2^31 - 1), more than any context; use a smaller sw_index or a larger "
                       "search_power")

@@ -505,12 +505,12 @@ def _check_replaceable(out: Path) -> None:
         return SlconvertError(f"output {out} {what}; --force replaces only an earlier conversion: choose another OUT "
                               "or remove the folder yourself")
 
-    def shown(names: list[str]) -> str:
+    def shown(items: list[Path]) -> str:
+        names = [item.name + ("/" if item.is_dir() else "") for item in items]
         return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
     if not (out / "config.json").is_file():
-        names = [item.name + ("/" if item.is_dir() else "") for item in entries]
-        raise refused(f"holds files but no checkpoint (no config.json; it holds {shown(names)})")
+        raise refused(f"holds files but no checkpoint (no config.json; it holds {shown(entries)})")
     try:
         block = json.loads((out / "config.json").read_text()).get("superlinear")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
@@ -520,12 +520,9 @@ def _check_replaceable(out: Path) -> None:
                       "'superlinear' block)")
     written = block.get("files")
     if isinstance(written, list):
-        ours = {name for name in written if isinstance(name, str)}
-        foreign = [item.name + ("/" if item.is_dir() else "") for item in entries
-                   if not (item.is_file() and item.name in ours)]
+        foreign = [item for item in entries if not (item.is_file() and item.name in written)]
     else:
-        foreign = [item.name + ("/" if item.is_dir() else "") for item in entries
-                   if not _matches(item, CONVERT_WRITES)]
+        foreign = [item for item in entries if not _matches(item, CONVERT_WRITES)]
     if foreign:
         raise refused(f"holds {shown(foreign)}, which `slconvert convert` did not write there")
 

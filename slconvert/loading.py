@@ -368,15 +368,17 @@ def transformers_config(path, model_type: str | None = None):
     return config
 
 
-def load_tokenizer(path):
+def load_tokenizer(path, *, missing_ok: bool = False):
     """The checkpoint's tokenizer, or one line: config.json is read first, as the tokenizer reads it too (a field
-    transformers refuses), then a checkpoint without a tokenizer is named."""
+    transformers refuses), then a checkpoint without a tokenizer is named (`missing_ok`: None instead)."""
     from transformers import AutoTokenizer
 
     transformers_config(path)
     try:
         return AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as err:
+        if missing_ok:
+            return None
         raise SlconvertError(f"no usable tokenizer in {path} ({type(err).__name__}); save the tokenizer next to "
                              "the model with tokenizer.save_pretrained") from None
 

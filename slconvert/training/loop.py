@@ -542,7 +542,10 @@ class Trainer:
         removes what it wrote there (OUT too, and its parents, where it made them), since nothing of it could be
         resumed; from the first checkpoint on, everything stays, to continue with --resume."""
         acc = self.accelerator
-        resumable = lambda: list(self.out.iterdir()) if latest_checkpoint(self.out) is not None else []  # noqa: E731
+
+        def resumable() -> list[Path]:
+            return list(self.out.iterdir()) if latest_checkpoint(self.out) is not None else []
+
         kept = (removed_on_failure(self.out, finished=resumable, then="continue the run with --resume")
                 if acc.is_main_process else contextlib.nullcontext())
         with kept:

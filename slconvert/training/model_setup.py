@@ -74,16 +74,10 @@ def check_teacher_tokenizer(path: Path, tokenizer) -> None:
     """Refuse a distillation teacher whose tokenizer is not the model's, before either model loads: the teacher's
     distribution is matched id for id, and a vocabulary of the same size with other ids would be matched silently
     (`distill_teacher` checks the sizes). A teacher without a tokenizer is taken as the model's."""
-    from transformers import AutoTokenizer
+    from ..loading import load_tokenizer
 
-    from ..loading import transformers_config
-
-    transformers_config(path)  # the tokenizer reads config.json too: a field transformers refuses is one line
-    try:
-        theirs = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError):
-        return
-    if theirs.get_vocab() != tokenizer.get_vocab():
+    theirs = load_tokenizer(path, missing_ok=True)
+    if theirs is not None and theirs.get_vocab() != tokenizer.get_vocab():
         raise SlconvertError(f"the distillation teacher {path} has another tokenizer than the model (its ids name "
                              "other tokens); distill from the model it was converted from")
 
