@@ -160,10 +160,15 @@ def resolve_backend(inputs: AttentionInputs, backend: str = "auto") -> str:
     if not _BACKENDS[backend][1](inputs):
         raise SuperlinearInputError(
             f"backend {backend!r} cannot run these inputs (device {inputs.q.device}, dtype {inputs.q.dtype}, "
-            f"head dim {inputs.q.shape[-1]}); "
-            "use backend='reference' or 'auto'"
+            f"head dim {_head_dims(inputs)}); use backend='reference' or 'auto'"
         )
     return backend
+
+
+def _head_dims(inputs: AttentionInputs) -> str:
+    """``128``, or ``128 (v 64)`` where the values' head dim is another: a backend may serve one and not the other."""
+    dim, dim_v = inputs.q.shape[-1], inputs.v.shape[-1]
+    return f"{dim}" if dim_v == dim else f"{dim} (v {dim_v})"
 
 
 _WARNED: set = set()
@@ -171,13 +176,13 @@ _WARNED: set = set()
 
 def _warn_reference_fallback(inputs: AttentionInputs) -> None:
     """Say once per reason that a CUDA call runs on the (correct, much slower) PyTorch reference."""
-    reason = (str(inputs.q.dtype), inputs.q.shape[-1], tuple(_AUTO_ORDER))
+    reason = (str(inputs.q.dtype), _head_dims(inputs), tuple(_AUTO_ORDER))
     if reason in _WARNED:
         return
     _WARNED.add(reason)
     kernels = ", ".join(_AUTO_ORDER) or f"none: the Triton backend did not import ({_IMPORT_ERROR})"
     warnings.warn(f"superlinear_attention runs on the PyTorch reference on {inputs.q.device}: no kernel backend "
-                  f"({kernels}) serves dtype {inputs.q.dtype} with head dim {inputs.q.shape[-1]}; it is exact but "
+                  f"({kernels}) serves dtype {inputs.q.dtype} with head dim {_head_dims(inputs)}; it is exact but "
                   "much slower than the kernels", stacklevel=4)
 
 

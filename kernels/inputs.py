@@ -94,6 +94,12 @@ def read_back_checks(cache_position: torch.Tensor | None, attention_mask: torch.
             )
 
 
+def _listed(names) -> str:
+    """``q, k, v`` or ``q_search and k``: the tensors a message names."""
+    names = list(names)
+    return " and ".join(names) if len(names) == 2 else ", ".join(names)
+
+
 def _shape(t: torch.Tensor) -> str:
     return "[" + ", ".join(str(s) for s in t.shape) + "]"
 
@@ -109,7 +115,11 @@ def check_inputs(
     scale: float | None,
     check_values: bool = True,
     state: LayerState | None = None,
+    query_name: str = "q",
 ) -> AttentionInputs:
+    """Check one call's inputs once, at the edge, and return them with the defaults filled in. `query_name` is what
+    the messages call ``q``: `select_spans` passes its search queries as both ``q`` and ``q_search``, and its keys as
+    both ``k`` and ``v``, and its messages name only what its caller passed."""
     if not isinstance(config, SuperlinearConfig):
         raise SuperlinearConfigError(
             f"config must be a slkernels.SuperlinearConfig, got {type(config).__name__}; "
@@ -118,7 +128,8 @@ def check_inputs(
     if state is not None and not isinstance(state, LayerState):
         raise SuperlinearInputError(f"state must be a slkernels.LayerState (one per layer) or None, got "
                                     f"{type(state).__name__}")
-    named = {"q": q, "k": k, "v": v, "q_search": q_search}
+    attended = {query_name: q, "k": k, **({"v": v} if v is not k else {})}
+    named = {**attended, **({"q_search": q_search} if q_search is not q else {})}
     for name, tensor in named.items():
         if not isinstance(tensor, torch.Tensor):
             raise SuperlinearInputError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
@@ -129,20 +140,22 @@ def check_inputs(
         if tensor.dtype not in _FLOAT_DTYPES:
             raise SuperlinearInputError(f"{name} has dtype {tensor.dtype}; use float16, bfloat16, float32 or float64")
         if tensor.device != q.device:
-            raise SuperlinearInputError(f"{name} is on {tensor.device} but q is on {q.device}; move all inputs to one device")
+            raise SuperlinearInputError(f"{name} is on {tensor.device} but {query_name} is on {q.device}; "
+                                        "move all inputs to one device")
     if k.dtype != q.dtype or v.dtype != q.dtype:
-        raise SuperlinearInputError(f"q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+        raise SuperlinearInputError(f"{_listed(attended)} must share one dtype, got "
+                                    f"{_listed(str(t.dtype) for t in attended.values())}")
     batch, heads_q, len_q, dim = q.shape
     if q_search.shape != q.shape:
-        raise SuperlinearInputError(f"q_search must have q's shape {_shape(q)}, got {_shape(q_search)}")
+        raise SuperlinearInputError(f"q_search must have {query_name}'s shape {_shape(q)}, got {_shape(q_search)}")
     if k.shape[0] != batch or v.shape[0] != batch:
-        raise SuperlinearInputError(f"batch sizes differ: q {batch}, k {k.shape[0]}, v {v.shape[0]}")
+        raise SuperlinearInputError("batch sizes differ: " + ", ".join(f"{n} {t.shape[0]}" for n, t in attended.items()))
     if k.shape[:3] != v.shape[:3]:
         raise SuperlinearInputError(f"k {_shape(k)} and v {_shape(v)} must agree in batch, heads and length")
     if k.shape[3] != dim:
-        raise SuperlinearInputError(f"k has head_dim {k.shape[3]} but q has {dim}; they must match")
+        raise SuperlinearInputError(f"k has head_dim {k.shape[3]} but {query_name} has {dim}; they must match")
     if dim == 0:
-        raise SuperlinearInputError("q and k have head_dim 0; a head needs at least one dimension")
+        raise SuperlinearInputError(f"{query_name} and k have head_dim 0; a head needs at least one dimension")
     heads_kv, len_kv = k.shape[1], k.shape[2]
     if heads_kv == 0 or heads_q % heads_kv != 0:
         raise SuperlinearInputError(
@@ -150,7 +163,8 @@ def check_inputs(
         )
     if len_q > len_kv:
         raise SuperlinearInputError(
-            f"q has {len_q} rows but k/v only {len_kv}; k and v must hold every position, cache included"
+            f"{query_name} has {len_q} rows but {'/'.join(list(attended)[1:])} only {len_kv}; "
+            f"{_listed(list(attended)[1:])} must hold every position, cache included"
         )
 
     # Value checks read tensors back to the host; inside CUDA-graph capture that is illegal, so they are

@@ -137,7 +137,8 @@ def select_spans(q_search, k, config, *, cache_position=None, attention_mask=Non
     """The spans Superlinear attention would use for these search queries and keys."""
     if isinstance(block_rows, bool) or not isinstance(block_rows, int) or block_rows < 1:
         raise SuperlinearInputError(f"block_rows must be a positive integer, got {block_rows!r}")
-    inp = check_inputs(q_search, k, k, q_search, config, cache_position, attention_mask, None)
+    inp = check_inputs(q_search, k, k, q_search, config, cache_position, attention_mask, None,
+                       query_name="q_search")
     batch, heads_q, len_q, dim = q_search.shape
     heads_kv = k.shape[1]
     num = config.num_spans

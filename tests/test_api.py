@@ -78,6 +78,34 @@ def test_bad_shapes_are_named(mutate, needle):
         superlinear_attention(*args, SuperlinearConfig())
 
 
+def test_select_spans_names_what_its_caller_passed():
+    """select_spans passes its search queries as q and its keys as v too; its messages named q and v."""
+    q, k, v, s = _qkv()
+    cfg = SuperlinearConfig()
+    for args, needle in (((s.double(), k), "q_search and k must share one dtype, got torch.float64 and torch.float32"),
+                         ((s, torch.randn(2, 2, 10, 8)), "batch sizes differ: q_search 1, k 2$"),
+                         ((s, k[..., :4]), "k has head_dim 4 but q_search has 8"),
+                         ((s, k[:, :, :5]), "q_search has 10 rows but k only 5; k must hold every position"),
+                         (("s", k), "q_search must be a torch.Tensor")):
+        with pytest.raises(SuperlinearInputError, match=needle):
+            select_spans(*args, cfg)
+    with pytest.raises(SuperlinearInputError, match="batch sizes differ: q 1, k 1, v 2"):
+        superlinear_attention(q, k, torch.randn(2, 2, 10, 8), s, cfg)
+    with pytest.raises(SuperlinearInputError, match="q has 10 rows but k/v only 5; k and v must hold"):
+        superlinear_attention(q, k[:, :, :5], v[:, :, :5], s, cfg)
+
+
+def test_a_backend_that_cannot_run_names_both_head_dims(monkeypatch):
+    """A backend may serve q's head dim and not v's: the refusal names both where they differ."""
+    q, k, v, s = _qkv()
+    serves = lambda inputs: inputs.v.shape[-1] == inputs.q.shape[-1] and inputs.q.dtype == torch.float32  # noqa: E731
+    _fresh_registry(monkeypatch, same_dims=(lambda inputs: None, serves))
+    with pytest.raises(SuperlinearInputError, match=r"head dim 8 \(v 4\)\); use backend='reference'"):
+        superlinear_attention(q, k, v[..., :4], s, SuperlinearConfig(), backend="same_dims")
+    with pytest.raises(SuperlinearInputError, match=r"head dim 8\); use backend='reference'"):
+        superlinear_attention(q.double(), k.double(), v.double(), s.double(), SuperlinearConfig(), backend="same_dims")
+
+
 def test_bad_masks_positions_and_backend_are_named():
     q, k, v, s = _qkv()
     cfg = SuperlinearConfig()

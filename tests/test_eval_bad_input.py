@@ -52,6 +52,10 @@ def inputs(tmp_path) -> Path:
     (["--niah", "--lengths", "10000000"], "prompts of length 10000000 do not fit the model's 8192 tokens"),
     (["--niah", "--lengths", "400,700", "--max-length", "500"], "prompts of length 700 do not fit the model's 500"),
     (["--niah", "--samples", "0"], "--samples 0 must be at least 1"),
+    (["--niah", "--lengths", "1024,16"], "length 16 leaves -112 tokens for the prompt after the 128-token generation "
+                                         "budget, and the prompt without haystack is 86 tokens"),
+    (["--niah", "--lengths", "10000000,20", "--skip-too-long", "--niah-style", "slconvert"],
+     "length 20 is shorter than the prompt without haystack (89 tokens)"),
     (["--niah", "--lengths", "400:300:10"], "--lengths '400:300:10' runs backwards (start 400 > stop 300)"),
     (["--niah", "--depths", "x"], "--depths 'x' is not a comma-separated list of numbers (or start:stop:step); e.g. "
                                   "0,50,100 or 0:100:10 (percent)"),

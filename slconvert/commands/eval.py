@@ -130,9 +130,10 @@ def eval_command(model, niah, niah_style, lengths, depths, samples, haystack, ch
     """Evaluate MODEL (converted or not): --niah, --ruler, --tasks, --perplexity and/or --span-recall."""
     from ..evaluation import report
     from ..evaluation.models import check_eval_checkpoint, load_eval_model
-    from ..evaluation.niah_run import check_cells, lengths_over
+    from ..evaluation.niah_run import check_cells, check_shortest, lengths_over
     from ..evaluation.perplexity import load_documents
     from ..evaluation.runner import RESULT_FILES, RunContext, run_niah, run_perplexity, run_span_recall, run_tasks
+    from ..loading import load_tokenizer
     from ..tasks.niah import STYLES
 
     if ruler:
@@ -193,7 +194,7 @@ def eval_command(model, niah, niah_style, lengths, depths, samples, haystack, ch
     if niah:  # a missing or unknown haystack
         from ..tasks.haystack import load_haystack
 
-        load_haystack(haystack, seed, niah_style)
+        hay = load_haystack(haystack, seed, niah_style)
     for option, value in (("--perplexity", ppl_path), ("--span-text", span_text)):
         if value and not Path(value).expanduser().exists():
             raise SlconvertError(f"{option} {value} does not exist; pass a text file, a .jsonl file or a folder")
@@ -203,7 +204,10 @@ def eval_command(model, niah, niah_style, lengths, depths, samples, haystack, ch
               if path is not None]
     tightest = min((n for n in limits if n is not None), default=None)
     if niah:  # lengths no prompt of which fits the tightest context (RunContext.max_length): never built
-        lengths_over(length_list, tightest, niah_style, skip_too_long)
+        over = set(lengths_over(length_list, tightest, niah_style, skip_too_long))
+        check_shortest(load_tokenizer(model), hay, [n for n in length_list if n not in over], task=niah_task,
+                       depth=depth_list[0], seed=seed, key_kind=key_kind, value_kind=value_kind, style=niah_style,
+                       chat=chat_template)
     over = [str(n) for n in task_length_list or () if tightest is not None and n > tightest]
     if over:  # a task builds every prompt before the first runs; lm-eval requests are never truncated
         raise SlconvertError(f"--task-lengths {', '.join(over)} do not fit the model's {tightest} tokens; drop them "

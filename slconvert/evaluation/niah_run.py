@@ -19,7 +19,7 @@ from ..tasks.niah import STYLES, NiahSample, build_sample, depth_ranges, generat
 from .models import EvalModel, greedy_generate, last_logits
 from .niah import score_teacher_forced
 
-__all__ = ["NiahGrid", "check_cells", "lengths_over", "build_grid", "run_grid", "grid_table", "MODES", "MAX_SAMPLES"]
+__all__ = ["NiahGrid", "check_cells", "check_shortest", "lengths_over", "build_grid", "run_grid", "grid_table", "MODES", "MAX_SAMPLES"]
 
 MAX_SAMPLES = 1000  # NIAH prompts per (length, depth) cell (--samples): more is a typo, not a grid
 
@@ -74,6 +74,22 @@ def lengths_over(lengths: list[int], max_length: int | None, style: str, skip_to
     if over and not skip_too_long:
         raise _too_long([str(length) for length in over], max_length)
     return over
+
+
+# The longest shortest length `check_shortest` builds a prompt of.
+FLOOR_CHECKED = 4096
+
+
+def check_shortest(tokenizer, haystack: Haystack, lengths: list[int], *, task: str, depth: float, seed: int,
+                   key_kind: str, value_kind: str, style: str, chat: bool) -> None:
+    """Build the grid's first prompt at its shortest length and drop it: a length shorter than the prompt without
+    haystack is refused in one line from the tokenizer alone, before any model loads (`build_grid` finds it only
+    after). `lengths`: those that will be built (none of `lengths_over`'s, whose prompts could take hours). Only
+    a shortest length up to `FLOOR_CHECKED` tokens is built here: a prompt without haystack is a few hundred tokens,
+    and a long prompt is seconds of tokenizing that `build_grid` does again."""
+    if lengths and min(lengths) <= FLOOR_CHECKED:
+        build_sample(tokenizer, haystack, task, min(lengths), depth, 0, seed=seed, key_kind=key_kind,
+                     value_kind=value_kind, style=style, chat=chat)
 
 
 def _too_long(lengths: list[str], max_length: int) -> SlconvertError:
