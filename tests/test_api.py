@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -175,6 +176,70 @@ def test_select_spans_agrees_with_the_spec():
     # The mask covers exactly the window plus the chosen spans.
     mask = sel.mask(120)
     assert mask[0, 0, 119, 119] and not mask[0, 0, 119, :].all()
+
+
+def test_equal_scores_rank_the_nearer_anchor_first():
+    """docs/semantics.md: equal scores rank the nearer anchor first. A zero search query scores every candidate 0,
+    so each row selects its k nearest anchors q - W, q + 1 - o(sw + 2), ... with the gate 1/k on each; the output is
+    then the mean of the k joint softmaxes over those spans and the window, computed here by hand."""
+    cfg = SuperlinearConfig(sw_index=1, num_spans=2, search_power=0.5, span_power=0.5, backward_factor=1.0,
+                            forward_factor=0.0)  # W = 3, anchors q + 1 - i^2 for i = 2, 3, ...
+    torch.manual_seed(5)
+    q, k, v, _ = _qkv(hq=2, hkv=1, lq=400, lkv=400)  # 19 candidates: an unstable sort reorders ties
+    s = torch.zeros_like(q)
+    sel = select_spans(s, k, cfg)
+    got = superlinear_attention(q, k, v, s, cfg, backend="reference")
+    for r in (10, 150, 399):
+        t = r + 1
+        assert sel.anchor[0, :, r].tolist() == [[r + 1 - 4, r + 1 - 9]] * 2
+        torch.testing.assert_close(sel.gate[0, :, r], torch.full((2, 2), 0.5))
+        back = math.ceil(math.sqrt(t))
+        window = list(range(r - 2, r + 1))
+        want = 0
+        for a in (r + 1 - 4, r + 1 - 9):
+            keys = list(range(max(a - back, 0), min(a, r - 3) + 1)) + window
+            weights = torch.softmax((k[0, 0, keys] @ q[0, 0, r]) / math.sqrt(8), dim=0)
+            want = want + 0.5 * weights @ v[0, 0, keys]
+        torch.testing.assert_close(got[0, 0, r], want, atol=1e-5, rtol=1e-5)
+
+
+def test_select_spans_windows_of_padding_and_first_real_rows():
+    """window = [max(q - W + 1, s0), q] for every real row (the first real one reads itself), and an empty window
+    (lo > hi) for padding rows."""
+    cfg = SuperlinearConfig(sw_index=2, num_spans=1, search_power=0.5, span_power=0.5)  # W = 8
+    torch.manual_seed(4)
+    _, k, _, s = _qkv(hq=2, hkv=1, lq=30, lkv=30)
+    k, s = k.expand(2, -1, -1, -1), s.expand(2, -1, -1, -1)
+    mask = torch.ones(2, 30, dtype=torch.long)
+    mask[1, :6] = 0
+    sel = select_spans(s, k, cfg, attention_mask=mask)
+    for b, s0 in ((0, 0), (1, 6)):
+        for r in range(30):
+            lo, hi = int(sel.window_lo[b, r]), int(sel.window_hi[b, r])
+            if r < s0:
+                assert lo > hi
+            else:
+                assert (lo, hi) == (max(r - 7, s0), r)
+    assert sel.mask(30)[1, 0, 6].tolist() == [False] * 6 + [True] + [False] * 23
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_select_spans_scores_16_bit_inputs_in_float32(dtype):
+    """Search scores are float32 dot products for 16-bit inputs (docs/semantics.md): the gate is the softmax of the
+    exact scores of the rounded inputs (float64 here), not of scores rounded to the input dtype (1e-2 off)."""
+    cfg = SuperlinearConfig(sw_index=2, num_spans=3, search_power=0.5, span_power=0.5, backward_factor=2.0,
+                            forward_factor=1.0)
+    torch.manual_seed(6)
+    _, k, _, s = _qkv(lq=120, lkv=120, d=16)
+    k, s = k.to(dtype), (s * 3).to(dtype)
+    sel = select_spans(s, k, cfg)
+    for h, r in [(0, 119), (3, 90), (1, 60)]:
+        cands = [r + 1 - offset(i, 0.5) for i in range(cfg.sw_index + 1, 12) if r + 1 - offset(i, 0.5) >= 0]
+        scores = {a: float(s[0, h, r].double() @ k[0, h // 2, a].double()) for a in cands}
+        best = sorted(cands, key=lambda a: -scores[a])[:3]
+        assert [int(a) for a in sel.anchor[0, h, r]] == best
+        gate = torch.softmax(torch.tensor([scores[a] for a in best], dtype=torch.float64), 0).float()
+        torch.testing.assert_close(sel.gate[0, h, r], gate, atol=2e-6, rtol=1e-5)
 
 
 def test_cli_help_and_version():

@@ -132,6 +132,19 @@ def test_short_sequences_equal_dense_causal():
     assert (got[:, :, -1] - dense_causal(q, k, v)[:, :, -1]).abs().max() > 1e-3
 
 
+def test_an_explicit_scale_is_the_token_softmax_scale():
+    """`scale` replaces 1/sqrt(D) in the token softmax (hosts such as Granite pass their own) and never touches the
+    router scores: dense causal attention at that scale while t <= W + 1, the brute force at that scale past it."""
+    cfg = _cfg_small()  # W = 15
+    q, k, v, qs = _inputs(1, 4, 2, 60, 60, 8)
+    got = superlinear_attention(q, k, v, qs, cfg, scale=0.05, backend="reference")
+    short = cfg.window + 1
+    torch.testing.assert_close(got[:, :, :short], dense_causal(q, k, v, scale=0.05)[:, :, :short], atol=1e-12,
+                               rtol=1e-10)
+    torch.testing.assert_close(got, naive_superlinear_attention(q, k, v, qs, cfg, scale=0.05), atol=1e-10, rtol=1e-9)
+    assert (got - superlinear_attention(q, k, v, qs, cfg, backend="reference")).abs().max() > 1e-2
+
+
 def test_chunked_prefill_and_decode_match_full_prefill():
     cfg = _cfg_small()
     length = 301
@@ -309,3 +322,27 @@ def test_span_tables_round_powers_to_the_nearest_float64(span_power):
     assert all(span_reach(cfg, x) == (int(back[x]), int(fwd[x])) for x in (0, 1, 32, 243, 1024, 3125, 4096))
     if span_power == 0.2:
         assert int(tables.back[3125]) == 6 and int(tables.back[32]) == 2 and span_reach(cfg, 3125) == (6, 16)
+
+
+def test_span_tables_do_not_take_an_ulp_low_power_from_numpy(monkeypatch):
+    """Where numpy's power is correctly rounded (as on most machines) the test above cannot tell whether the tables
+    correct it. Here numpy's power is made one ulp low everywhere, as some builds give 3125^0.2 = 5.0: the tables
+    must still be ceil(b t^rho) of the float64 nearest to t^rho (docs/semantics.md), the same on every machine."""
+    import numpy as np
+    import slkernels.geometry as geometry
+
+    class UlpLowNumpy:
+        def __getattr__(self, name):
+            return getattr(np, name)
+
+        @staticmethod
+        def power(x, y):
+            return np.nextafter(np.power(x, y), -np.inf)
+
+    monkeypatch.setattr(geometry, "np", UlpLowNumpy())
+    cfg = SuperlinearConfig(sw_index=1, num_spans=1, search_power=0.5, span_power=0.2, backward_factor=1.0,
+                            forward_factor=3.0)
+    assert geometry.span_reach(cfg, 3125) == (6, 16)  # 3125^0.2 = 5.000000000000001 in float64
+    tables = geometry._span_tables_cpu.__wrapped__(0.2, 1.0, 3.0, 4096)
+    assert tables.back.tolist() == [math.ceil(math.pow(x, 0.2)) for x in range(4097)]
+    assert tables.fwd.tolist() == [math.ceil(3.0 * math.pow(x, 0.2)) for x in range(4097)]

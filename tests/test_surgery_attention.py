@@ -136,6 +136,64 @@ def test_converted_layers_read_nothing_back_per_layer(bamba, monkeypatch):
     assert seen[0]["attention_mask"].tolist() == mask.tolist()
 
 
+def test_converted_layers_use_the_host_softmax_scale(bamba):
+    """A host passes its own softmax scale (`scaling`, e.g. Granite's attention multiplier); the converted layer's
+    token attention uses it, not 1/sqrt(D): while t <= W + 1 that is dense causal attention at that scale, and past
+    it the brute force of docs/semantics.md at that scale."""
+    from slkernels.naive import dense_causal, naive_superlinear_attention
+
+    import slconvert.attention as attention
+
+    module = _converted_layers(bamba)[0]
+    router = getattr(module, attention.ROUTER_ATTRIBUTE)
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = torch.randn(1, 4, 40, 16, generator=gen), torch.randn(1, 2, 40, 16, generator=gen), torch.randn(
+        1, 2, 40, 16, generator=gen)
+    short = router.config.window + 1
+    with torch.no_grad():
+        out, _ = attention.superlinear_attention_forward(module, q[:, :, :short], k[:, :, :short], v[:, :, :short],
+                                                         None, scaling=0.05)
+        want = dense_causal(q[:, :, :short], k[:, :, :short], v[:, :, :short], scale=0.05)
+        torch.testing.assert_close(out.double(), want.transpose(1, 2), atol=1e-5, rtol=1e-5)
+        out, _ = attention.superlinear_attention_forward(module, q, k, v, None, scaling=0.05)
+        want = naive_superlinear_attention(q, k, v, router(q), router.config, scale=0.05)
+        torch.testing.assert_close(out.double(), want.transpose(1, 2), atol=1e-5, rtol=1e-5)
+
+
+def test_the_host_query_trains_through_the_router(bamba):
+    """q_search = router(q), and the gate is differentiable in q_search (docs/semantics.md), so the host's query
+    projection learns from the router's choice too: the query's gradient holds the gate's part, which it would lose
+    if the router read a detached query."""
+    from slkernels import superlinear_attention
+
+    import slconvert.attention as attention
+
+    module = _converted_layers(bamba)[0]
+    router = getattr(module, attention.ROUTER_ATTRIBUTE)
+    gen = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(1, h, 48, 16, generator=gen, dtype=torch.float64) for h in (4, 2, 2))
+    weights = torch.randn(1, 48, 4, 16, generator=gen, dtype=torch.float64)
+    assert router.config.window + 1 < 48  # rows past the window: their spans and gates depend on q_search
+
+    def query_grad(layer) -> torch.Tensor:
+        query = q.clone().requires_grad_()
+        (layer(query) * weights).sum().backward()
+        return query.grad
+
+    original = router.weight.data
+    router.weight.data = original.double()
+    try:
+        through = query_grad(lambda x: attention.superlinear_attention_forward(module, x, k, v, None, scaling=0.25)[0])
+        detached = query_grad(lambda x: superlinear_attention(x, k, v, router(x.detach()), router.config,
+                                                              scale=0.25).transpose(1, 2))
+        whole = query_grad(lambda x: superlinear_attention(x, k, v, router(x), router.config,
+                                                           scale=0.25).transpose(1, 2))
+    finally:
+        router.weight.data = original
+    torch.testing.assert_close(through, whole)
+    assert (through - detached).abs().max() > 1e-3
+
+
 def test_mask_with_layers_kept_dense_is_transformers_own():
     class Config:
         superlinear = {"dense_attention_layers": [3]}
