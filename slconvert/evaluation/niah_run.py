@@ -19,7 +19,8 @@ from ..tasks.niah import STYLES, NiahSample, build_sample, depth_ranges, generat
 from .models import EvalModel, greedy_generate, last_logits
 from .niah import score_teacher_forced
 
-__all__ = ["NiahGrid", "check_cells", "check_shortest", "lengths_over", "build_grid", "run_grid", "grid_table", "MODES", "MAX_SAMPLES"]
+__all__ = ["NiahGrid", "check_cells", "check_shortest", "lengths_over", "build_grid", "run_grid", "grid_table", "MODES",
+           "MAX_SAMPLES"]
 
 MAX_SAMPLES = 1000  # NIAH prompts per (length, depth) cell (--samples): more is a typo, not a grid
 
