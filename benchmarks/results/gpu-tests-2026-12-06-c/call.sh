@@ -2,8 +2,8 @@
 # Every GPU test on the code as committed, in parts that fit a device call. Run from the repository root (the suite
 # takes recipe paths from there) on a CUDA machine with fla-core:
 #   PARTS=kernels1 bash benchmarks/results/gpu-tests-2026-12-06-c/call.sh OUT_DIR
-#   PARTS=kernels2 ... ; PARTS=others ... ; PARTS=models ... ; PARTS=mamba ...   (one call each on an H100)
-# kernels: tests/test_triton_gpu.py (kernels1, kernels2: the first and second half of its collection order); others:
+#   PARTS=kernels2 ... ; kernels3 ; others ; models ; mamba   (one call each on an H100)
+# kernels: tests/test_triton_gpu.py (kernelsK: its K-th third, `--shard K/3`); others:
 # every other GPU-marked test but the fast Mamba-2 path's; models: that path's whole-model tests; mamba: the rest of
 # its file. Inputs from a fixed seed; no -x, so every failure shows. LIMITS in seconds: KERNELS_LIMIT, OTHERS_LIMIT,
 # MODELS_LIMIT, MAMBA_LIMIT.
@@ -28,18 +28,12 @@ part() {  # NAME LIMIT pytest arguments...
 for p in ${PARTS:-kernels}; do
     case $p in
         kernels) part kernels "${KERNELS_LIMIT:-500}" -n 2 tests/test_triton_gpu.py ;;  # two at a time: 256K cases hold float64 references
-        kernels1|kernels2)  # the file's tests in two halves of its collection order, each a call of its own
-            python3 -m pytest -q -p no:cacheprovider --collect-only tests/test_triton_gpu.py 2>/dev/null \
-                | grep '::' > "$OUT/collected.txt"
-            half=$(( ($(wc -l < "$OUT/collected.txt") + 1) / 2 ))
-            if [ "$p" = kernels1 ]; then head -n "$half" "$OUT/collected.txt"; else tail -n +"$((half + 1))" "$OUT/collected.txt"; fi \
-                > "$OUT/$p.txt"
-            mapfile -t ids < "$OUT/$p.txt"
-            part "$p" "${KERNELS_LIMIT:-560}" -n 2 "${ids[@]}" ;;
+        kernels1|kernels2|kernels3)  # a third of the file each (interleaved: tests/shards.py), a call each
+            part "$p" "${KERNELS_LIMIT:-560}" -n 2 --shard "${p#kernels}/3" tests/test_triton_gpu.py ;;
         others) part others "${OTHERS_LIMIT:-500}" -n 2 -m gpu --ignore=tests/test_triton_gpu.py \
                     --ignore=tests/test_fast_mamba_gpu.py tests ;;
         models) part models "${MODELS_LIMIT:-400}" -n 4 tests/test_fast_mamba_gpu.py -k model ;;
         mamba) part mamba "${MAMBA_LIMIT:-430}" -n 4 tests/test_fast_mamba_gpu.py -k "not model" ;;
-        *) echo "unknown part $p (kernels, kernels1, kernels2, others, models, mamba)"; exit 2 ;;
+        *) echo "unknown part $p (kernels, kernels1, kernels2, kernels3, others, models, mamba)"; exit 2 ;;
     esac
 done
