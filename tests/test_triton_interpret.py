@@ -41,6 +41,8 @@ CASES = {
     # GQA 16:1 with left padding: a decode row and a chunk at its cache_position (with gradients)
     "decode_gqa16_padding": (SMALL, 2, 16, 1, 1, 90, 16, 7, None, "float32", False),
     "chunk_gqa16_padding": (SMALL, 2, 16, 1, 20, 50, 16, 3, (30, 50), "float32", True),
+    # a few rows (as many as a decode step takes) with gradients: the differentiable prefill path, not the decode's
+    "few_rows_with_grad": (SMALL, 2, 4, 2, 3, 40, 16, 3, (20, 30, 39), "float32", True),
     # the released powers (p = rho = 0.55, anchors floor(i^(1/p))) with a short window (W = 6), so that rows search
     "power_055": (dict(SMALL, search_power=0.55, span_power=0.55), 1, 4, 2, 57, 57, 16, 2, None, "float32", True),
     # [B, L, H, D] storage seen through transpose(1, 2), as attention layers hand it over, and a host scale
@@ -500,6 +502,21 @@ def _search_ties(torch, cfg) -> dict[str, int]:
     ref = routed.anchor.masked_fill(~routed.ok, -1).reshape(1, group, length, -1)
     ref = torch.nn.functional.pad(ref, (0, ksel - ref.shape[-1]), value=-1)
     wrong["reference"] = int((ref != expected).any(-1).sum())
+    # Rows of 20-24 candidates: more than one block of the search (16 under the interpreter), so ties with the
+    # smallest kept score meet in the merge of a later block into the running list (which incumbent a higher score
+    # evicts; an equal score must not displace the incumbent), whole and in pieces of two blocks.
+    long_len, rows = 700, torch.tensor([400, 555, 699])
+    qs, k = qs[:, :, :rows.numel()], torch.randn(1, 1, long_len, 16).round().clamp(-1, 1)
+    offsets = anchor_table(cfg, long_len, "cpu")
+    expected = torch.full((1, group, rows.numel(), ksel), -1)
+    for h in range(group):
+        for i, r in enumerate(rows.tolist()):
+            cand = r + 1 - offsets[offsets <= r + 1]
+            ranked = sorted(zip((qs[0, h, i] @ k[0, 0, cand].T).tolist(), cand.tolist()), key=lambda x: (-x[0], -x[1]))
+            expected[0, h, i] = torch.tensor([a for _, a in ranked[:ksel]])
+    for split in (None, 32):
+        anchors, _ = search_topk(qs, k, cfg, rows, s0, long_len, split_candidates=split)
+        wrong[f"blocks_split_{split}"] = int((anchors.long() != expected).any(-1).sum())
     return wrong
 
 
@@ -560,7 +577,8 @@ def test_span_dq_ways_keep_fp16_precision(interpreted):
 
 
 def test_search_and_reference_rank_ties_alike(interpreted):
-    assert interpreted["_search_ties"] == {"split_None": 0, "split_4": 0, "reference": 0}
+    assert interpreted["_search_ties"] == {"split_None": 0, "split_4": 0, "reference": 0, "blocks_split_None": 0,
+                                           "blocks_split_32": 0}
 
 
 def test_reachable_anchor_count_is_exact_even_from_a_poor_estimate(interpreted):
