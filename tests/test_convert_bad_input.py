@@ -466,6 +466,15 @@ def test_a_reversed_or_mixed_layer_range_says_so(model, tmp_path, layers, fragme
     assert "no layer left" not in line
 
 
+def test_layer_lists_and_ranges_include_both_ends():
+    """'1,3,5-7' is [1, 3, 5, 6, 7]; a range counted from the end ('-3--1' of 10 layers) is the last three."""
+    from slconvert.surgery.plan import parse_layer_list
+
+    assert parse_layer_list("1,3,5-7", 10, "--layers") == [1, 3, 5, 6, 7]
+    assert parse_layer_list("-3--1", 10, "--keep-dense") == [7, 8, 9]
+    assert parse_layer_list("4-4", 10, "--layers") == [4]
+
+
 def test_out_below_a_file(model, tmp_path):
     (tmp_path / "afile").write_text("x")
     refused([str(model), str(tmp_path / "afile" / "out"), *SMALL], f"{tmp_path / 'afile'} is a file", tmp_path)

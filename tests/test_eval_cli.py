@@ -34,6 +34,20 @@ def _png(path):
     return image
 
 
+def test_difference_table_is_model_minus_source_where_both_have_a_score():
+    """Cell by cell, the converted model's score less the source's; a cell either misses is None and stays out of
+    the average ((20 + 0) / 2); the printed difference carries its sign."""
+    from slconvert.evaluation.report import diff_table, format_grid
+
+    model = {"task": "single", "lengths": [256, 512], "depths": [0, 100], "scores": [[100.0, None], [50.0, 0.0]],
+             "average": 50.0}
+    source = {**model, "scores": [[80.0, 10.0], [50.0, None]], "average": 46.7}
+    diff = diff_table(model, source)
+    assert diff["scores"] == [[20.0, None], [0.0, None]] and diff["average"] == 10.0
+    text = format_grid(diff, "difference", signed=True)
+    assert "(average +10.0)" in text and "| 0% | +20.0 | skip |" in text
+
+
 def test_niah_generation_grid_with_compare(checkpoints, tmp_path):
     source, converted = checkpoints
     out = tmp_path / "out"

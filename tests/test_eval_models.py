@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -70,6 +71,33 @@ def test_perplexity_refuses_or_skips_long_documents(models, tmp_path):
     assert len(result["documents"]) == 2 and math.isfinite(result["perplexity"])
     pooled = sum(d["nll"] for d in result["documents"]) / sum(d["scored"] for d in result["documents"])
     assert result["perplexity"] == pytest.approx(math.exp(pooled))
+
+
+class _Uniform(torch.nn.Module):
+    """A 'model' whose next-token distribution is uniform over 16 tokens at every position."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids, use_cache=False, **_):
+        return SimpleNamespace(logits=torch.zeros(*input_ids.shape, 16), past_key_values=None)
+
+
+def test_perplexity_and_bits_per_byte_of_a_uniform_model():
+    """Known answers: over 16 equally likely tokens every scored token costs ln 16, so each document's perplexity
+    is 16 (the mean over its scored tokens, all but the first), and bits per byte is 4 bits times the scored tokens
+    over the document's bytes: 4 * 4 / 5 for a 5-byte document of 5 tokens, 4 * 9 / 10 for one of 10."""
+    def tokenizer(text, add_special_tokens=True):
+        return {"input_ids": [byte % 16 for byte in text.encode()]}
+
+    em = SimpleNamespace(tokenizer=tokenizer, model=_Uniform(), max_length=None, name="uniform")
+    result = perplexity(em, [("a", "ab cd"), ("b", "0123456789")], chunk=3, skip_too_long=False)
+    rows = result["documents"]
+    assert [r["scored"] for r in rows] == [4, 9] and result["tokens"] == 13
+    assert [r["perplexity"] for r in rows] == pytest.approx([16.0, 16.0])
+    assert [r["bits_per_byte"] for r in rows] == pytest.approx([16 / 5, 36 / 10])
+    assert result["perplexity"] == pytest.approx(16.0)
 
 
 def test_greedy_decoding_with_cache_matches_recomputation(models):
@@ -171,6 +199,30 @@ def test_span_recall_matches_a_brute_force(models):
         assert got["queries_beyond_window"] == len(ids) - 16
         _assert_recall_matches(got, _spec_recall(call))
         assert all(0.0 < r < 1.0 for r in got["recall"])  # random routers miss some dense mass
+
+
+def test_span_recall_pools_the_query_rows_of_all_texts(models):
+    """Over several texts each figure is pooled over their query rows (a longer text weighs more), `recall` over the
+    rows past the window and `recall_all` over every real row, from each text's own layer recall."""
+    from slconvert.attention import capture_attention
+
+    conv, _ = models
+    texts = [_ids(conv, 200, seed=1), _ids(conv, 600, seed=2)]
+    per_text = []
+    for ids in texts:
+        with capture_attention(conv.model) as calls, torch.no_grad():
+            conv.model(input_ids=torch.tensor([ids]))
+        per_text.append([layer_recall(call) for call in calls])
+    got = span_recall(conv, [conv.tokenizer.decode(ids) for ids in texts], ids=texts)
+    for index, layer in enumerate(got["layers"]):
+        parts = [results[index] for results in per_text]
+        beyond, rows = (sum(p[key] for p in parts) for key in ("queries_beyond_window", "queries"))
+        assert layer["queries_beyond_window"] == beyond and rows == sum(len(ids) for ids in texts)
+        for h in range(len(layer["recall"])):
+            assert layer["recall"][h] == pytest.approx(
+                sum(p["recall"][h] * p["queries_beyond_window"] for p in parts) / beyond, rel=1e-6)
+            assert layer["recall_all"][h] == pytest.approx(sum(p["recall_all"][h] * p["queries"] for p in parts) / rows,
+                                                           rel=1e-6)
 
 
 # (config, batch, H_q, H_kv, L_q, L_kv, D, left padding of the last batch row, block_rows)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 
 import pytest
@@ -13,13 +15,15 @@ from slconvert.assets import TINY_TEACHER
 from slconvert.errors import SlconvertError
 from slconvert.evaluation.models import load_eval_model
 from slconvert.evaluation.niah import score_teacher_forced
-from slconvert.evaluation.niah_run import build_grid, grid_table, run_grid
+from slconvert.evaluation.niah_run import build_grid, grid_table, lengths_over, run_grid
 from slconvert.tasks.haystack import FileHaystack, NoiseHaystack, RepeatHaystack, SyntheticHaystack, load_haystack
 from slconvert.tasks.niah import (
     TASKS,
+    NiahSample,
     answer_kinds,
     build_sample,
     edit_distance,
+    generation_budget,
     prompt_length,
     score_generation,
     score_sample,
@@ -119,6 +123,7 @@ def test_generation_scoring():
     assert score_generation(" 123456", ["1234567"]) == 0.0
     assert score_generation(" Quiet-Otter", ["quiet-otter"]) == 0.0  # this tool's own style matches exactly
     assert score_generation(" Quiet-Otter", ["quiet-otter"], ignore_case=True) == 1.0  # RULER lower-cases
+    assert score_generation(" quiet-otter", ["Quiet-Otter"], ignore_case=True) == 1.0  # both sides
 
 
 def test_answer_kinds_tell_apart_answers_that_score_alike():
@@ -131,10 +136,12 @@ def test_answer_kinds_tell_apart_answers_that_score_alike():
     assert kinds["prompts"] == 4 and kinds["values_found"] == {0: 1, 1: 2, 4: 1}
     assert kinds["repeats_a_value"] == 0.25 and kinds["holds_another_number"] == 0.25
     assert kinds["near_copy_of_a_value"] == 0.0  # 9999999 is no value copied wrong
-    # a value copied with a digit added, one with two replaced, and a number three edits from every value
+    # a value copied with a digit added, one with two replaced, and a number five or more edits from every value
     copies = answer_kinds([{"expected": values, "output": " 11111112"}, {"expected": values, "output": " 2222299"},
                            {"expected": values, "output": " 5556667"}])
     assert copies["holds_another_number"] == 1.0 and copies["near_copy_of_a_value"] == pytest.approx(2 / 3)
+    # three digits replaced is no near copy (at most two)
+    assert answer_kinds([{"expected": ["1111111"], "output": " 1112221"}])["near_copy_of_a_value"] == 0.0
     words = answer_kinds([{"expected": ["quiet-otter"], "output": " quiet-otter 12345"}])
     assert words["values_found"] == {1: 1} and words["holds_another_number"] is None  # no numeric values asked
     assert words["near_copy_of_a_value"] is None
@@ -260,6 +267,25 @@ def test_teacher_forced_scoring_of_a_known_answer():
     logits[prompt_len, 9] = -10.0
     wrong = score_teacher_forced(logits, answer)
     assert wrong["exact"] == 0.0 and wrong["token_accuracy"] == pytest.approx(2 / 3)
+    # uniform logits: the answer's log-probability is the sum over its 3 tokens, 3 log(1/12)
+    flat = score_teacher_forced(torch.zeros(prompt_len + len(answer), vocab), answer)
+    assert flat["answer_logprob"] == pytest.approx(3 * math.log(1 / 12), rel=1e-5)
+
+
+def test_generation_budget_of_each_style():
+    """RULER's style generates up to 128 tokens whatever the answer; this tool's, the answer's length + 4."""
+    sample = NiahSample(task="single", length=900, depth=50.0, sample=0, seed="0", prompt="", input_ids=[],
+                        expected=["1234567"], answer=" 1234567")
+    assert generation_budget(sample, 5) == 9
+    assert generation_budget(dataclasses.replace(sample, style="ruler"), 5) == 128
+
+
+def test_lengths_over_the_context_count_the_budget_and_one_answer_token():
+    """A length L needs L - budget prompt tokens and at least one answer token: with an 800-token context, this
+    tool's style fits up to 799, RULER's (128 of the length are its budget: 800 prompt tokens at 928) up to 927."""
+    assert lengths_over([799, 800], 800, "slconvert", skip_too_long=True) == [800]
+    assert lengths_over([927, 928], 800, "ruler", skip_too_long=True) == [928]
+    assert lengths_over([5000], None, "slconvert", skip_too_long=False) == []
 
 
 def test_ruler_lengths_count_the_generation_budget(bpe):
@@ -285,3 +311,7 @@ def test_grid_refuses_or_counts_prompts_over_the_context(bpe):
     assert table["lengths"] == [600, 900] and table["depths"] == [0, 100]
     assert table["scores"] == [[100.0, None], [100.0, None]]
     assert table["skipped"] == 4 and table["average"] == 100.0
+    # a prompt that a comparison model could not hold (score NaN, marked skipped) counts as skipped, not scored
+    records[0] = {**records[0], "score": math.nan, "skipped": "does not fit the model's context"}
+    table = grid_table(grid, records)
+    assert table["skipped"] == 5 and table["scored"] == 3 and table["average"] == 100.0

@@ -325,6 +325,11 @@ def test_router_module_and_initial_weights():
     router = SuperlinearRouter(4, 8, config, layer_idx=2)
     query = torch.randn(1, 4, 5, 8)
     torch.testing.assert_close(router(query), query)  # identity until loaded
+    # q_search = q @ weight[h] (the query a row vector): q = e_0 and weight = [[0, 1], [0, 0]] give e_1, not 0
+    small = SuperlinearRouter(1, 2, config, layer_idx=0)
+    with torch.no_grad():
+        small.weight.copy_(torch.tensor([[[0.0, 1.0], [0.0, 0.0]]]))
+    assert small(torch.tensor([[[[1.0, 0.0]]]])).tolist() == [[[[0.0, 1.0]]]]
     with pytest.raises(SlconvertError, match="expects 4 heads of 8"):
         router(torch.randn(1, 2, 5, 8))
     host = initial_router_weight(4, 8, init="host_logits", alpha=0.5)
@@ -332,6 +337,9 @@ def test_router_module_and_initial_weights():
     first = initial_router_weight(4, 8, init="random", seed=3, layer=1)
     assert torch.equal(first, initial_router_weight(4, 8, init="random", seed=3, layer=1))
     assert not torch.equal(first, initial_router_weight(4, 8, init="random", seed=3, layer=2))
+    # "random" draws alpha * N(0, 1/D): standard deviation alpha / sqrt(D) = 2 / 8 (8 * 64 * 64 draws)
+    wide = initial_router_weight(8, 64, init="random", alpha=2.0, seed=0)
+    assert float(wide.std()) == pytest.approx(0.25, rel=0.03) and abs(float(wide.mean())) < 0.01
     with pytest.raises(SlconvertError, match="unknown router init"):
         initial_router_weight(4, 8, init="zeros")
     # the string a compiled graph passes to the attention operation names this config, and only an equal one

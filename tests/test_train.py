@@ -175,12 +175,31 @@ def test_a_stage_of_its_own_batch_accumulates_its_micro_batches_into_one_step(tm
     # the gradient each optimizer step takes (its norm before clipping): AdamW's update hides its scale
     norms = [m["grad_norm"] for m in logged]
     assert norms == pytest.approx([m["grad_norm"] for m in logged_whole], rel=1e-3)
+    # the logged loss is the step's, not a sum over its micro-batches (one sequence each, averaged per sample)
+    assert [m["lm"] for m in logged] == pytest.approx([m["lm"] for m in logged_whole], rel=1e-3)
     start = _weights(model)
     assert [n for n in whole if not torch.equal(whole[n], start[n])]
     for name in whole:
         update, update_whole = (accumulated[name] - start[name]).double(), (whole[name] - start[name]).double()
         gap = ((update - update_whole).norm() / update_whole.norm().clamp_min(1e-30)).item()
         assert gap < 0.05, f"{name}: updates differ by {gap:.1%} of the one-pass update"
+
+
+def test_max_grad_norm_clips_the_gradient_before_the_step(tmp_path):
+    """A step clipped to a norm of 1e-12 barely moves the routers: AdamW's first step moves a weight by lr g / (|g| +
+    eps), at most lr * 1e-12 / 1e-8 here, where an unclipped step moves it by about lr (1e-3: the cosine's floor of
+    lr=1e-2 at the one step)."""
+    model = converted("nemotron_h")
+    out = tmp_path / "clipped"
+    recipe = load_recipe("recipes/router-warmup.yaml", [
+        "max_steps=1", "seq_len=96", "batch_size=1", "save_every=0", "recall_rows=0", "router_rows=32",
+        "warmup_steps=0", "lr=1e-2", "max_grad_norm=1e-12"])
+    Trainer(recipe, model, out, progress=False).run()
+    (logged,) = [m for m in _metrics(out) if "event" not in m]
+    assert logged["grad_norm"] > 1e-9  # the norm is logged before clipping: there was something to clip
+    start, end = _weights(model), _weights(out)
+    moved = max(float((end[n].float() - start[n].float()).abs().max()) for n in end)
+    assert moved < 1e-6, moved
 
 
 def test_stop_at_step_ends_on_the_long_schedule_and_resumes_into_the_straight_run(tmp_path):

@@ -46,6 +46,9 @@ def test_needle_sample_has_exact_length_and_answer_targets(tokenizer, task, hays
     assert sample.labels[-1] == tokenizer.eos_token_id
     answer = tokenizer.decode(sample.input_ids[target][:-1])
     context = tokenizer.decode(sample.input_ids[:first])
+    # the targets start right after the question's answer prefix ("... is" / "... are"), with the answer's own
+    # leading space: no answer token is left untrained
+    assert context.endswith((" is", " are")) and answer.startswith(" ")
     values = [v.strip() for v in answer.split(",")]
     assert len(values) == TASKS[task].queries * TASKS[task].values_per_key
     for value in values:  # every answer value was planted in the context
@@ -173,6 +176,17 @@ def test_a_task_listed_several_times_is_drawn_as_often(tokenizer):
         for i in range(50):
             source.sample(step, i)
     assert 0.68 < asked.count("multivalue") / len(asked) < 0.82  # 400 draws of p = 0.75: sd 0.022
+
+
+def test_niah_fraction_is_the_share_of_needle_samples(tokenizer):
+    """data.niah_fraction of the samples are needle samples, the rest text: 0.75 gives about three in four."""
+    recipe = recipe_from_dict({"batch_size": 50, "max_steps": 8, "seq_len": 300, "seed": 3,
+                               "data": {"niah_fraction": 0.75, "corpus_tokens": 4096}})
+    source = SequenceSource(recipe, tokenizer, 384)
+    source.niah.sample = lambda rng, seq_len, task: "niah"
+    kinds = [source.sample(step, i) for step in range(8) for i in range(50)]
+    share = kinds.count("niah") / len(kinds)
+    assert 0.68 < share < 0.82, share  # 400 draws of p = 0.75: sd 0.022
 
 
 def test_text_and_jsonl_are_packed_with_eos(tmp_path, tokenizer):

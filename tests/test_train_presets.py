@@ -12,7 +12,8 @@ from test_train_helpers import converted
 import slconvert
 from slconvert.errors import SlconvertError
 from slconvert.training import Trainer, load_recipe
-from slconvert.training.trainable import select_trainable
+from slconvert.training.recipe import LoraSpec
+from slconvert.training.trainable import apply_lora, select_trainable
 
 # model_type -> (layer pattern of the fixture, name of the sequence-mixer module, of the attention module).
 # Written out here, independently of the architecture table that the presets read.
@@ -67,6 +68,23 @@ def test_mixers_preset_refuses_an_architecture_without_mixers(monkeypatch):
         **{**row.__dict__, "mixer_path": None}))
     with pytest.raises(SlconvertError, match="no sequence mixers"):
         select_trainable(model, "mixers")
+
+
+def test_lora_adapts_attention_and_mixer_projections_and_trains_routers_and_norms():
+    """`trainable: lora` on a NemotronH (Mamba-2, attention, MoE, attention): adapters on the converted attention's
+    q/k/v/o projections and on the Mamba-2 in_proj (out_proj is left out for Mamba-2), never on the MoE, embeddings
+    or head; routers and every norm train fully, every other base weight is frozen. Names written out by hand."""
+    model = slconvert.load(converted("nemotron_h", layers="MAEA"))
+    wrapped = apply_lora(model, LoraSpec(rank=4))
+    prefix = "base_model.model."
+    adapted = {n[len(prefix):].split(".lora_A")[0] for n, _ in wrapped.named_parameters() if ".lora_A" in n}
+    assert adapted == {"model.layers.0.mixer.in_proj",
+                       *(f"model.layers.{i}.mixer.{p}_proj" for i in (1, 3) for p in "qkvo")}
+    full = {n[len(prefix):] for n, p in wrapped.named_parameters() if p.requires_grad and "lora_" not in n}
+    assert full == {"model.layers.1.mixer.superlinear_router.weight", "model.layers.3.mixer.superlinear_router.weight",
+                    "model.layers.0.mixer.norm.weight", "model.norm_f.weight",
+                    *(f"model.layers.{i}.norm.weight" for i in range(4))}
+    assert all(p.requires_grad for n, p in wrapped.named_parameters() if "lora_" in n)
 
 
 @pytest.mark.parametrize("model_type", ["nemotron_h", "qwen3_next"])

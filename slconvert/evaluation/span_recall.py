@@ -66,6 +66,7 @@ def layer_recall(record: dict, block_rows: int = 128) -> dict:
         "layer": int(record["layer_idx"]),
         "window": config.window,
         "queries_beyond_window": n_beyond,
+        "queries": n_real,
         "recall": (recall_sum / n_beyond).tolist() if n_beyond else None,
         "recall_all": (recall_all / max(n_real, 1)).tolist(),
     }
@@ -105,8 +106,9 @@ def check_texts(em: EvalModel, texts: list[str], what: str = "the longest span-r
 
 
 def span_recall(em: EvalModel, texts: list[str], ids: list[list[int]] | None = None) -> dict:
-    """Span recall per converted layer and head, averaged over the given texts (one forward each). ids: the texts'
-    token ids from `check_texts`, when the caller has checked them."""
+    """Span recall per converted layer and head over the given texts (one forward each), each figure pooled over
+    the query rows of all texts, so a longer text weighs more: ``recall`` over the rows past the window, ``recall_all``
+    over every real row. ids: the texts' token ids from `check_texts`, when the caller has checked them."""
     check_converted(em.path, em.converted)
     from ..attention import capture_attention
 
@@ -133,7 +135,8 @@ def span_recall(em: EvalModel, texts: list[str], ids: list[list[int]] | None = N
                       for h in range(heads)]
         else:
             recall = None
-        recall_all = [sum(r["recall_all"][h] for r in results) / len(results) for h in range(heads)]
+        rows = sum(r["queries"] for r in results)
+        recall_all = [sum(r["recall_all"][h] * r["queries"] for r in results) / max(rows, 1) for h in range(heads)]
         layers.append({"layer": layer, "window": results[0]["window"], "queries_beyond_window": n,
                        "recall": recall, "recall_all": recall_all})
     heads = [h for entry in layers if entry["recall"] for h in entry["recall"]]
