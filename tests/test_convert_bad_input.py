@@ -196,6 +196,17 @@ def test_existing_out_needs_force(model, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "out"]
 
 
+def test_an_existing_out_is_refused_before_any_weight_is_written(model, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def written(self, progress=None):
+        raise AssertionError(f"{self.path.name} was written before OUT was refused")
+
+    monkeypatch.setattr(SafetensorsWriter, "write", written)
+    refused([str(model), str(out), *SMALL], "already exists; pass --force", tmp_path)
+
+
 def test_force_replaces_an_earlier_conversion(model, tmp_path):
     out = tmp_path / "out"
     assert CliRunner().invoke(main, ["convert", str(model), str(out), *SMALL]).exit_code == 0

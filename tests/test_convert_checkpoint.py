@@ -71,6 +71,10 @@ def test_sharded_output_layout_and_config_block(sharded_pair):
     assert block["params"] == SuperlinearConfig(sw_index=3, search_power=0.5, span_power=0.5).to_dict()
     assert block["window"] == 15 and block["layers"] == [1, 3]
     assert block["router"]["parameterization"] == "per_head_query_map" and block["router"]["init"] == "host_logits"
+    assert block["router"]["alpha"] == {"1": 16**-0.5, "3": 16**-0.5}  # the host's softmax scale, head_dim 16
+    # The block lists exactly the names written into OUT (what a later `convert --force` may replace): the index too.
+    assert block["files"] == sorted(p.name for p in out.iterdir())
+    assert "model.safetensors.index.json" in block["files"]
     assert block["slconvert_version"] == slconvert.__version__
     assert block["source"]["path"] == str(source.resolve())
     assert block["source"]["sha256"] == {shard: sha256_file(source / shard) for shard in shards}
@@ -133,6 +137,9 @@ def test_router_init_host_logits_selects_the_host_attention_top_anchors(tmp_path
     out = tmp_path / "out"
     _convert(source, out, "--num-spans", "2")
     model = slconvert.load(out)
+    # Every setting of the command line comes back with the loaded layers (the SMALL options and --num-spans 2).
+    given = SuperlinearConfig(sw_index=3, search_power=0.5, span_power=0.5, num_spans=2)
+    assert [router.config for router in routers(model).values()] == [given, given]
     for router in routers(model).values():
         eye = torch.eye(router.head_dim).expand_as(router.weight)
         torch.testing.assert_close(router.weight, 0.3 * eye)
@@ -170,11 +177,25 @@ def test_router_init_random_is_seeded(tmp_path):
         assert torch.equal(weights["a"][key], weights["b"][key])
         assert not torch.equal(weights["a"][key], weights["c"][key])
         assert not torch.allclose(weights["a"][key], torch.eye(16).expand_as(weights["a"][key]) * 0.25)
+    # Seeded per layer: the two converted layers of one conversion start from different routers.
+    first, second = sorted(weights["a"])
+    assert not torch.equal(weights["a"][first], weights["a"][second])
     block = json.loads((tmp_path / "c" / "config.json").read_text())["superlinear"]
     assert block["router"]["init"] == "random" and block["router"]["seed"] == 2
     model = slconvert.load(tmp_path / "c")
     with torch.no_grad():
         assert torch.isfinite(model(torch.randint(4, 384, (1, 50))).logits).all()
+    # The routers on disk are the ones the in-memory conversion gives (README: the same routers with the same
+    # initial weights), element for element: none is stored transposed or under another layer's seed.
+    from transformers import AutoModelForCausalLM
+
+    from slconvert.benchmark.model import convert_in_memory
+
+    live = AutoModelForCausalLM.from_pretrained(source)
+    convert_in_memory(live, SuperlinearConfig(), router_init="random", seed=2)
+    assert sorted(routers(live)) == sorted(routers(model))
+    for layer, router in routers(model).items():
+        assert torch.equal(router.weight, routers(live)[layer].weight), layer
 
 
 def test_interrupted_conversion_leaves_no_partial_checkpoint(tmp_path, monkeypatch):

@@ -104,3 +104,16 @@ def test_inspect_refuses_a_block_naming_layers_the_model_lacks(nemotron, tmp_pat
         assert result.stderr.strip().splitlines() == [
             f"error: {out / 'config.json'}: 'superlinear.layers' is [1, 7]: layer 7 is out of range; the model has "
             "layers 0..3; re-make the checkpoint with `slconvert convert`"]
+
+
+def test_rope_description_of_a_rotary_factor_of_one_is_full():
+    """`inspect`'s rope field: 'full' when every dimension rotates (a partial_rotary_factor of 1, at the top level or
+    in rope_parameters), 'partial (f)' below that."""
+    from types import SimpleNamespace
+
+    from slconvert.architectures import ARCHITECTURES, rope_description
+
+    bamba = ARCHITECTURES["bamba"]
+    assert rope_description(bamba, SimpleNamespace(partial_rotary_factor=1.0)) == "full"
+    assert rope_description(bamba, SimpleNamespace(rope_parameters={"partial_rotary_factor": 1.0})) == "full"
+    assert rope_description(bamba, SimpleNamespace(partial_rotary_factor=0.5)) == "partial (0.5)"

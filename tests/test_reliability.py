@@ -159,10 +159,14 @@ def test_convert_carries_only_model_files(source, tmp_path):
     for name in ("niah_eval.json", "niah_heatmap.png", "training.jsonl", "training_summary.json", "recipe.yaml"):
         (src / name).write_text("{}")
     (src / "chat_template.jinja").write_text("{{ messages }}")
+    (src / "spiece.model").write_bytes(b"sentencepiece")  # a sentencepiece tokenizer (T5's name): carried
+    (src / ".scratch.py").write_text("# an editor's hidden file, named like carried code: never carried")
     out = convert_cli(src, tmp_path / "converted")
     names = {p.name for p in out.iterdir()}
-    assert not names & {"niah_eval.json", "niah_heatmap.png", "training.jsonl", "training_summary.json", "recipe.yaml"}
-    assert {"tokenizer.json", "generation_config.json", "chat_template.jinja", "README.md", "config.json"} <= names
+    assert not names & {"niah_eval.json", "niah_heatmap.png", "training.jsonl", "training_summary.json", "recipe.yaml",
+                        ".scratch.py"}
+    assert {"tokenizer.json", "generation_config.json", "chat_template.jinja", "README.md", "config.json",
+            "spiece.model"} <= names
 
 
 def test_training_explains_itself(tmp_path, capsys):

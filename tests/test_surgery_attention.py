@@ -209,6 +209,8 @@ def test_mask_with_layers_kept_dense_is_transformers_own():
                             config=Config()).tolist() == [[1, 1, 1, 0, 0, 0]] * 2  # its offset is a tensor
     assert superlinear_mask(batch_size=1, q_length=2, kv_length=4, q_offset=2, config=Config(),
                             attention_mask=torch.ones(1, 4, dtype=torch.bool)) is None
+    assert superlinear_mask(batch_size=1, q_length=1, kv_length=4, q_offset=2,
+                            config=Config()).tolist() == [[1, 1, 1, 0]]  # one slot left: still 0
 
 
 def test_query_positions_come_from_the_caller_the_mask_or_the_cache_length():
@@ -720,6 +722,26 @@ def test_the_layers_of_one_forward_derive_the_mask_and_positions_once(bamba, mon
     del mask
     gc.collect()
     assert attention._DERIVED == []  # gone with the last mask
+
+
+def test_the_next_forward_of_a_lone_converted_layer_derives_the_mask_again(bamba):
+    """A model with one converted layer calls it once per forward: the next forward's call (the layer that last
+    took them, not one above it) derives the mask and positions again from a mask written in place without a
+    version change (as a CUDA-graph replay writes it)."""
+    import slconvert.attention as attention
+
+    first, _ = _converted_layers(bamba)
+    q = torch.randn(1, 4, 1, 16)
+    k, v = torch.randn(1, 2, 12, 16), torch.randn(1, 2, 12, 16)
+    mask = torch.ones(1, 12, dtype=torch.long)
+    with torch.no_grad():
+        attention.superlinear_attention_forward(first, q, k, v, mask)
+        version = mask._version
+        mask.data[0, 10:] = 0  # the query row is now key 9
+        assert mask._version == version
+        again = attention.superlinear_attention_forward(first, q, k, v, mask)[0]
+        expected = attention.superlinear_attention_forward(first, q, k, v, mask.clone())[0]
+    assert torch.equal(again, expected)
 
 
 def test_a_mask_written_without_a_version_change_is_read_again_by_the_next_forward(bamba):
