@@ -162,10 +162,9 @@ def check_inputs(
             f"query heads ({heads_q}) must be a multiple of key/value heads ({heads_kv}) for grouped-query attention"
         )
     if len_q > len_kv:
-        raise SuperlinearInputError(
-            f"{query_name} has {len_q} rows but {'/'.join(list(attended)[1:])} only {len_kv}; "
-            f"{_listed(list(attended)[1:])} must hold every position, cache included"
-        )
+        keys = list(attended)[1:]  # k, and v where the caller passed one
+        raise SuperlinearInputError(f"{query_name} has {len_q} rows but {'/'.join(keys)} only {len_kv}; "
+                                    f"{_listed(keys)} must hold every position, cache included")
 
     # Value checks read tensors back to the host; inside CUDA-graph capture that is illegal, so they are
     # skipped there (the shapes are still checked, and the same call was checked when run eagerly).

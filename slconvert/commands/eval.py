@@ -133,7 +133,6 @@ def eval_command(model, niah, niah_style, lengths, depths, samples, haystack, ch
     from ..evaluation.niah_run import check_cells, check_shortest, lengths_over
     from ..evaluation.perplexity import load_documents
     from ..evaluation.runner import RESULT_FILES, RunContext, run_niah, run_perplexity, run_span_recall, run_tasks
-    from ..loading import load_tokenizer
     from ..tasks.niah import STYLES
 
     if ruler:
@@ -205,7 +204,7 @@ def eval_command(model, niah, niah_style, lengths, depths, samples, haystack, ch
     tightest = min((n for n in limits if n is not None), default=None)
     if niah:  # lengths no prompt of which fits the tightest context (RunContext.max_length): never built
         unbuilt = set(lengths_over(length_list, tightest, niah_style, skip_too_long))
-        check_shortest(load_tokenizer(model), hay, [n for n in length_list if n not in unbuilt], task=niah_task,
+        check_shortest(model, hay, [n for n in length_list if n not in unbuilt], task=niah_task,
                        depth=depth_list[0], seed=seed, key_kind=key_kind, value_kind=value_kind, style=niah_style,
                        chat=chat_template)
     over = [str(n) for n in task_length_list or () if tightest is not None and n > tightest]

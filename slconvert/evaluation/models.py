@@ -79,8 +79,6 @@ def check_eval_checkpoint(path, max_length: int | None = None, *, chat: bool = F
     return max_length if max_length is not None else config_max_length(read_config(path))
 
 
-
-
 def _is_converted(path: Path) -> bool:
     try:
         from ..loading import is_converted

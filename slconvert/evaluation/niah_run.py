@@ -81,16 +81,19 @@ def lengths_over(lengths: list[int], max_length: int | None, style: str, skip_to
 FLOOR_CHECKED = 4096
 
 
-def check_shortest(tokenizer, haystack: Haystack, lengths: list[int], *, task: str, depth: float, seed: int,
+def check_shortest(model_path, haystack: Haystack, lengths: list[int], *, task: str, depth: float, seed: int,
                    key_kind: str, value_kind: str, style: str, chat: bool) -> None:
     """Build the grid's first prompt at its shortest length and drop it: a length shorter than the prompt without
-    haystack is refused in one line from the tokenizer alone, before any model loads (`build_grid` finds it only
-    after). `lengths`: those that will be built (none of `lengths_over`'s, whose prompts could take hours). Only
-    a shortest length up to `FLOOR_CHECKED` tokens is built here: a prompt without haystack is a few hundred tokens,
-    and a long prompt is seconds of tokenizing that `build_grid` does again."""
+    haystack is refused in one line from the model's tokenizer alone, before any model loads (`build_grid` finds it
+    only after). `lengths`: those that will be built (none of `lengths_over`'s, whose prompts could take hours).
+    Only a shortest length up to `FLOOR_CHECKED` tokens is built here (and only then is the tokenizer read): a prompt
+    without haystack is a few hundred tokens, and a long prompt is seconds of tokenizing that `build_grid` does
+    again."""
     if lengths and min(lengths) <= FLOOR_CHECKED:
-        build_sample(tokenizer, haystack, task, min(lengths), depth, 0, seed=seed, key_kind=key_kind,
-                     value_kind=value_kind, style=style, chat=chat)
+        from ..loading import load_tokenizer
+
+        build_sample(load_tokenizer(model_path), haystack, task, min(lengths), depth, 0, seed=seed,
+                     key_kind=key_kind, value_kind=value_kind, style=style, chat=chat)
 
 
 def _too_long(lengths: list[str], max_length: int) -> SlconvertError:
