@@ -31,6 +31,10 @@ def test_config_defaults_are_the_released_setting():
         search_key="anchor",
     )
     assert SuperlinearConfig.balanced().window == 32 * 32 - 1
+    assert SuperlinearConfig.balanced().to_dict() == dict(
+        sw_index=31, num_spans=3, search_power=0.5, span_power=0.5, backward_factor=2.0, forward_factor=0.0,
+        search_key="anchor",
+    )
     assert SuperlinearConfig.from_dict(cfg.to_dict()) == cfg
 
 
@@ -353,3 +357,81 @@ def test_auto_backend_on_cpu_is_the_reference():
     q, k, v, s = _qkv()
     expected = "triton" if os.environ.get("TRITON_INTERPRET") == "1" else "reference"
     assert resolve_backend(check_inputs(q, k, v, s, SuperlinearConfig(), None, None, None)) == expected
+
+
+def test_config_limits_and_integral_floats():
+    """Integral floats (JSON numbers such as 65.0) are read as integers, a bool is no integer, num_spans stops at
+    MAX_SPANS, and the search key is one of two names."""
+    cfg = SuperlinearConfig(sw_index=65.0, num_spans=3.0)
+    assert cfg == SuperlinearConfig() and type(cfg.sw_index) is int and type(cfg.num_spans) is int
+    for kwargs, message in (
+        ({"num_spans": True}, "num_spans=True is out of range: it must be an integer"),
+        ({"num_spans": 4097}, "num_spans=4097 is out of range: use an integer from 1 to 4096"),
+        ({"search_key": "mean"}, "search_key='mean' is out of range: use one of anchor, span_mean"),
+    ):
+        with pytest.raises(SuperlinearConfigError) as err:
+            SuperlinearConfig(**kwargs)
+        assert str(err.value).startswith(message)
+    assert SuperlinearConfig(num_spans=4096).num_spans == 4096
+
+
+def test_input_messages_name_every_tensor_and_the_rule():
+    """Each refusal names the tensors concerned and the rule: v's dtype among three tensors (listed with commas), no
+    key/value heads, a negative position, positions as bools, a scale of zero."""
+    q, k, v, s = _qkv()
+    cfg = SuperlinearConfig()
+    for kwargs, needle in (
+        (dict(v=v.double()), r"^q, k, v must share one dtype, got torch.float32, torch.float32, torch.float64$"),
+        (dict(k=k[:, :0], v=v[:, :0]), r"^query heads \(4\) must be a multiple of key/value heads \(0\)"),
+        (dict(cache_position=torch.arange(-1, 9)), r"^cache_position values must lie in \[0, 9\] \(the key axis\), "
+                                                    r"got \[-1, 8\]$"),
+        (dict(cache_position=torch.ones(10, dtype=torch.bool)), r"^cache_position must hold integers, got torch.bool$"),
+        (dict(scale=0.0), r"^scale must be a positive finite number, got 0.0$"),
+    ):
+        args = dict(q=q, k=k, v=v, q_search=s, config=cfg) | kwargs
+        with pytest.raises(SuperlinearInputError, match=needle):
+            superlinear_attention(**args)
+
+
+def test_positions_as_one_row_and_checks_left_to_the_caller():
+    """cache_position may come as [1, L_q] (as transformers passes it); `check_values=False` skips the checks that
+    read values back, and a call without a mask shares one s0 tensor of zeros per batch size and device."""
+    from slkernels.inputs import check_inputs, first_real_token
+
+    q, k, v, s = _qkv(lq=4)
+    cfg = SuperlinearConfig(sw_index=1, num_spans=1, search_power=0.5, span_power=0.5)
+    flat = superlinear_attention(q, k, v, s, cfg, cache_position=torch.arange(6, 10), backend="reference")
+    row = superlinear_attention(q, k, v, s, cfg, cache_position=torch.arange(6, 10)[None], backend="reference")
+    assert torch.equal(row, flat)
+    unchecked = check_inputs(q, k, v, s, cfg, torch.tensor([7, 8, 9, 10]), None, None, check_values=False)
+    assert unchecked.cache_position.tolist() == [7, 8, 9, 10]
+    first, again = (check_inputs(q, k, v, s, cfg, None, None, None).first_real for _ in range(2))
+    assert first is again and first.tolist() == [0]
+    two = check_inputs(*(t.expand(2, -1, -1, -1) for t in (q, k, v, s)), cfg, None, None, None).first_real
+    assert two.tolist() == [0, 0]
+    # s0 per row of a left-padded mask: the first real key, or L_kv for a row of padding only
+    assert first_real_token(torch.tensor([[0, 0, 1, 1], [0, 0, 0, 0], [1, 1, 1, 1]])).tolist() == [2, 4, 0]
+
+
+def test_selection_mask_holds_whole_spans_from_anchor_zero_on():
+    """`Selection.mask`: every key of a live slot's [span_lo, span_hi] (both ends included; an anchor at key 0 is a
+    live slot) and of the window; an empty slot (anchor -1) holds none."""
+    from slkernels.selection import Selection
+
+    slots = lambda *values: torch.tensor([[[values]]])  # noqa: E731 - [B=1, H=1, L_q=1, k=3]
+    sel = Selection(anchor=slots(5, 0, -1), span_lo=slots(2, 0, 0), span_hi=slots(4, 0, -1),
+                    gate=slots(0.5, 0.5, 0.0), window_lo=torch.tensor([[8]]), window_hi=torch.tensor([[9]]))
+    assert torch.nonzero(sel.mask(10)[0, 0, 0]).flatten().tolist() == [0, 2, 3, 4, 8, 9]
+
+
+def test_select_spans_scores_float64_inputs_in_float64():
+    """docs/semantics.md: the search score is float64 for float64 inputs. Two anchors whose keys differ by 1e-12
+    score apart in float64 (the farther one wins) and tie in float32 (the nearer one would win)."""
+    cfg = SuperlinearConfig(sw_index=1, num_spans=1, search_power=0.5, span_power=0.5)  # row 20: anchors 17, 12, 5
+    k = torch.zeros(1, 1, 21, 4, dtype=torch.float64)
+    k[0, 0, 17, 0], k[0, 0, 12, 0] = 1.0, 1.0 + 1e-12
+    s = torch.zeros(1, 1, 21, 4, dtype=torch.float64)
+    s[0, 0, 20, 0] = 1.0
+    sel = select_spans(s, k, cfg)
+    assert sel.anchor[0, 0, 20].tolist() == [12]
+    assert select_spans(s.float(), k.float(), cfg).anchor[0, 0, 20].tolist() == [17]

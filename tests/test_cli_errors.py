@@ -89,11 +89,35 @@ def test_an_output_below_a_file_is_refused_before_any_work(tmp_path, command):
     (["--niah", "--lengths", "1:1000000000:1"], "gives more than 1000 values"),
     (["--niah", "--depths", "0:100:0.0000001"], "gives more than 1000 values"),
     (["--tasks", "slc_passkey", "--limit", "0"], "--limit 0 must be at least 1"),
+    (["--tasks", "slc_passkey", "--batch-size", "0"], "--batch-size 0 must be at least 1"),
     (["--span-recall", "--span-length", "0"], "--span-length 0 must be at least 2"),
 ])
 def test_eval_numbers_out_of_range_fail_before_loading(tmp_path, args, needle):
     _refused(["eval", str(tmp_path / "missing-model"), *args, "--out", str(tmp_path / "out")], needle)
     assert not (tmp_path / "out").exists()
+
+
+def test_eval_number_lists_include_the_stop_and_drop_repeats():
+    """start:stop:step includes its stop; a value given twice (also through a range) is measured once; a range is
+    refused from 1001 values on (0:1000:1), and 1:1000:1 gives its 1000."""
+    from slconvert.commands.eval import _numbers
+
+    assert _numbers("0:100:25", "--depths", float) == [0.0, 25.0, 50.0, 75.0, 100.0]
+    assert _numbers("1024,2048,1024,1024:2048:1024", "--lengths") == [1024, 2048]
+    assert len(_numbers("1:1000:1", "--lengths")) == 1000
+    with pytest.raises(SlconvertError, match="--lengths '0:1000:1' gives more than 1000 values"):
+        _numbers("0:1000:1", "--lengths")
+
+
+def test_eval_number_ranges_with_a_fractional_step_keep_their_stop_and_exact_values():
+    """A fractional step lands on its stop and on the values a person wrote (0.3, not 0.30000000000000004): a
+    running sum of 0.1 misses 0.3 in 0:0.3:0.1 and drifts in 0:1:0.1."""
+    from slconvert.commands.eval import _numbers
+
+    assert _numbers("0:0.3:0.1", "--depths", float) == [0.0, 0.1, 0.2, 0.3]
+    assert _numbers("0:1:0.1", "--depths", float) == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    assert _numbers("50:51.2:0.4", "--depths", float) == [50.0, 50.4, 50.8, 51.2]
+    assert _numbers("0:1:0.3", "--depths", float) == [0.0, 0.3, 0.6, 0.9]  # a stop between two steps stays out
 
 
 @pytest.mark.parametrize("args", [["--lengths", ","], ["--lengths", ""],
@@ -137,6 +161,25 @@ def test_a_result_file_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
         write_text_atomically(target, "new")
     monkeypatch.undo()
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["bench.json"]
+
+
+def test_a_failed_run_names_as_kept_only_the_results_it_finished(tmp_path, capsys):
+    """A run into a folder that holds earlier files fails after finishing one result: the note names that result
+    alone (the earlier files were never this run's to keep), the earlier files and the finished result stay, and
+    what the run had begun is removed."""
+    from slconvert.outputs import removed_on_failure
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "earlier.json").write_text("{}")
+    with pytest.raises(RuntimeError, match="the second mode failed"):
+        with removed_on_failure(out, finished=lambda: [out / "earlier.json", out / "first.json"], then="rerun"):
+            (out / "first.json").write_text("{}")
+            (out / "second.partial").write_text("")
+            raise RuntimeError("the second mode failed")
+    assert sorted(p.name for p in out.iterdir()) == ["earlier.json", "first.json"]
+    note = f"note: the results finished before the failure are kept in {out}: first.json; rerun\n"
+    assert capsys.readouterr().err == note
 
 
 def test_a_plot_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):

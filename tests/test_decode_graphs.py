@@ -7,6 +7,7 @@ tests/test_triton_gpu.py a real CUDA graph."""
 from __future__ import annotations
 
 import os
+import warnings
 
 import pytest
 import torch
@@ -102,6 +103,9 @@ def test_off_inside_a_capture_recording_gradients_or_with_other_inputs_there_is_
     assert decode_graphs.key_of((cache,), (q, position), ()) is not None
     assert decode_graphs.key_of((cache,), (q, [1]), ()) is None  # not a tensor: the checks convert or refuse it
     assert decode_graphs.key_of((cache,), ([0.5], position), ()) is None
+    assert decode_graphs.key_of((cache,), (q, position.to("meta")), ()) is None  # a per-step tensor elsewhere
+    assert decode_graphs.key_of((cache.requires_grad_(),), (q, position), ()) is None
+    cache = cache.detach()
     assert decode_graphs.key_of((cache,), (q.requires_grad_(), position), ()) is None
     with torch.no_grad():
         assert decode_graphs.key_of((cache,), (q, position), ()) is not None
@@ -124,9 +128,11 @@ def test_a_call_that_cannot_be_captured_warns_once_and_stays_eager(graphs, monke
     with pytest.warns(UserWarning, match="could not be captured.*not permitted"):
         for i in range(2):
             _call(fn, (cache,), (torch.randn(3), torch.tensor(i)), ())
-    for i in range(3):
-        q = torch.randn(3)
-        assert torch.equal(_call(fn, (cache,), (q, torch.tensor(i)), ()), q * cache[i].sum())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the key is not captured again, so nothing warns again
+        for i in range(3):
+            q = torch.randn(3)
+            assert torch.equal(_call(fn, (cache,), (q, torch.tensor(i)), ()), q * cache[i].sum())
     assert len(calls) == 5
 
 
@@ -141,7 +147,7 @@ def test_the_environment_turns_it_off_for_a_whole_process():
     import sys
 
     code = "from slkernels import decode_graphs; print(decode_graphs.GRAPH_DECODE)"
-    for value, expected in (("1", "True"), ("0", "False"), (None, "True")):
+    for value, expected in (("1", "True"), ("0", "False"), (None, "True"), ("yes", "True")):
         env = {k: v for k, v in os.environ.items() if k != "SLKERNELS_GRAPH_DECODE"}
         if value is not None:
             env["SLKERNELS_GRAPH_DECODE"] = value
@@ -223,3 +229,33 @@ def test_calls_in_and_out_of_inference_mode_are_other_keys(graphs):
                 q = torch.randn(3)
                 assert torch.equal(_call(fn, (cache,), (q, torch.tensor(i)), ()), q * cache[i].sum())
     assert len(graphs) == 2 and len(decode_graphs._ENTRIES) == 2
+
+
+def test_the_least_recently_used_key_is_dropped(graphs, monkeypatch):
+    """At most MAX_GRAPHS keys: a new key drops the one used least recently, where a capture, a replay and an eager
+    call of a key whose capture failed all count as uses."""
+    monkeypatch.setattr(decode_graphs, "MAX_GRAPHS", 2)
+    a, b, c = (torch.randn(10, 4) for _ in range(3))
+    calls = []
+
+    def use(*steps):
+        for cache, i in steps:
+            _call(_step(cache, calls), (cache,), (torch.randn(3), torch.tensor(i)), ())
+
+    def kept():
+        names = {decode_graphs.key_of((t,), (torch.randn(3), torch.tensor(0)), ()): n for n, t in zip("abc", (a, b, c))}
+        return "".join(names[key] for key in decode_graphs._ENTRIES)
+
+    use((a, 0), (b, 0), (a, 1), (c, 0))  # a captured on its second call: b was the least recent
+    assert kept() == "ac" and len(graphs) == 1
+    use((a, 2), (b, 0))  # a replayed: c was the least recent
+    assert kept() == "ab"
+
+    def refuse(fn, inputs):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(decode_graphs, "_capture", refuse)
+    with pytest.warns(UserWarning, match="could not be captured"):
+        use((b, 1))  # b's capture fails: b runs eagerly from now on
+    use((c, 0), (b, 2), (a, 0))  # c drops a; b's eager call makes c the least recent
+    assert kept() == "ba"

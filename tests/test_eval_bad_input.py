@@ -106,6 +106,9 @@ def task_files(tmp_path) -> Path:
      '--task-metadata max_seq_lengths is "abc", not a list of positive token counts'),
     (["--tasks", "slc_passkey", "--task-metadata", '{{"max_seq_lengths": [999999]}}'],
      "--task-lengths 999999 do not fit the model's 8192 tokens"),
+    (["--tasks", "slc_passkey", "--task-lengths", "8192,8193"], "--task-lengths 8193 do not fit the model's 8192 tokens"),
+    (["--tasks", "slc_passkey", "--task-metadata", '{{"max_seq_lengths": [8193, 512, 8193]}}'],
+     "--task-lengths 8193 do not fit the model's 8192 tokens"),
     (["--tasks", "slc_passkey", "--task-lengths", "512", "--task-metadata", '{{"max_seq_lengths": [1024]}}'],
      "--task-lengths and max_seq_lengths in --task-metadata both set the task lengths"),
 ])
@@ -125,8 +128,9 @@ def test_a_span_length_over_the_context_is_refused_before_the_model_loads(no_mod
     """It built 100000000 tokens of text (hours) before the model said the text was too long."""
     from slconvert.assets import TINY_CONVERTED
 
-    result = _eval(TINY_CONVERTED, "--span-recall", "--span-length", "100000000", "--out", tmp_path / "out")
-    _one_error_line(result, "--span-length 100000000 is over the model's 8192 tokens")
+    for length in ("100000000", "8193"):  # 8192 tokens fit
+        result = _eval(TINY_CONVERTED, "--span-recall", "--span-length", length, "--out", tmp_path / "out")
+        _one_error_line(result, f"--span-length {length} is over the model's 8192 tokens")
 
 
 def test_a_span_length_inside_the_window_is_refused_before_the_model_loads(no_model_loads, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from types import SimpleNamespace
 
 import matplotlib.image
 import pytest
@@ -46,6 +47,56 @@ def test_difference_table_is_model_minus_source_where_both_have_a_score():
     assert diff["scores"] == [[20.0, None], [0.0, None]] and diff["average"] == 10.0
     text = format_grid(diff, "difference", signed=True)
     assert "(average +10.0)" in text and "| 0% | +20.0 | skip |" in text
+
+
+def test_the_task_table_is_model_minus_source_without_error_bars_or_lengths_not_asked_for(tmp_path, monkeypatch):
+    """lm-eval's results as `run_tasks` tabulates them: one row per metric, named without lm-eval's filter; the
+    standard errors and RULER's -1 for a length that was not asked for left out, any other score kept; the models
+    compared at the tighter context; the difference is the model's score less the source's, None where the source
+    has no score."""
+    from slconvert.evaluation import lmeval, plots
+    from slconvert.evaluation.runner import RunContext, run_tasks
+
+    results = {
+        "tuned": {"slc_passkey": {"alias": "slc_passkey", "exact_match,none": 0.75, "exact_match_stderr,none": 0.1,
+                                  "logprob,none": -1},
+                  "niah_single_1": {"512,none": 1.0, "1024,none": -1, "512_stderr,none": "N/A"}},
+        "plain": {"slc_passkey": {"exact_match,none": 0.5, "logprob,none": -3}, "niah_single_1": {}},
+    }
+    asked = []
+
+    def run_lm_eval(em, spec, **kwargs):
+        asked.append(kwargs["max_length"])
+        return {"results": results[em.name]}
+
+    monkeypatch.setattr(lmeval, "run_lm_eval", run_lm_eval)
+    monkeypatch.setattr(plots, "lm_eval_bars", lambda rows, path, *names: path)  # the table is what is checked here
+    model, source = SimpleNamespace(name="tuned", max_length=1024), SimpleNamespace(name="plain", max_length=2048)
+    ctx = RunContext(out=tmp_path, model=model, base=source, echo=lambda text: None)
+    result, text = run_tasks(ctx, "slc_passkey,niah_single_1", batch_size=1, limit=None, task_lengths=None,
+                             task_metadata={})
+    assert asked == [1024, 1024] and result["max_length"] == 1024
+    assert result["table"] == [
+        {"task": "slc_passkey", "metric": "exact_match", "tuned": 0.75, "plain (source)": 0.5, "difference": 0.25},
+        {"task": "slc_passkey", "metric": "logprob", "tuned": -1, "plain (source)": -3, "difference": 2},
+        {"task": "niah_single_1", "metric": "512", "tuned": 1.0, "plain (source)": None, "difference": None}]
+    assert "| slc_passkey | exact_match | 0.75 | 0.5 | 0.25 |" in text
+
+
+def test_the_span_recall_section_gives_each_layers_mean_over_its_heads_and_its_weakest_head(tmp_path, monkeypatch):
+    """summary.md's span recall table: per layer the mean of its heads' recall and the lowest one (heads 0.25 and
+    0.75: mean 0.5, weakest 0.25), beside the layer's window and its query rows past the window."""
+    from slconvert.evaluation import span_recall
+    from slconvert.evaluation.runner import RunContext, run_span_recall
+
+    measured = {"tokens": 120, "average": 0.5, "layers": [
+        {"layer": 1, "window": 64, "queries_beyond_window": 56, "recall": [0.25, 0.75], "recall_all": [0.2, 0.7]}]}
+    monkeypatch.setattr(span_recall, "span_recall", lambda em, texts, ids=None: measured)
+    ctx = RunContext(out=tmp_path, model=SimpleNamespace(name="tuned"), echo=lambda text: None)
+    _, text = run_span_recall(ctx, texts=["a text"], length=120)
+    assert text.startswith("### Span recall (120 tokens; queries beyond the window; average 50.0%)")
+    assert text.endswith("| layer | window | queries | mean recall | min head |\n|---|---|---|---|---|\n"
+                         "| 1 | 64 | 56 | 0.5 | 0.25 |")
 
 
 def test_niah_generation_grid_with_compare(checkpoints, tmp_path):
@@ -101,7 +152,7 @@ def test_teacher_forced_perplexity_span_recall_and_tasks(checkpoints, tmp_path):
                    "--depths", "0:100:50", "--samples", "2", "--compare", source, "--perplexity", doc,
                    "--chunk-size", "50", "--span-recall", "--span-length", "120",
                    "--tasks", "slc_passkey_tf", "--task-lengths", "400", "--task-metadata", '{"num_samples": 2}',
-                   "--out", out)
+                   "--limit", "1", "--out", out)
     assert result.exit_code == 0, result.output
     niah = json.loads((out / "niah_results.json").read_text())
     assert niah["table"]["depths"] == [0.0, 50.0, 100.0] and niah["mode"] == "teacher"
@@ -135,6 +186,10 @@ def test_teacher_forced_perplexity_span_recall_and_tasks(checkpoints, tmp_path):
     metrics = {(r["task"], r["metric"]) for r in lm["table"]}
     assert ("slc_passkey_tf", "acc") in metrics
     assert all("difference" in r for r in lm["table"])
+    # --limit 1: one of the task's two documents, for each model, and the summary records it
+    assert {role: r["n-samples"]["slc_passkey_tf"] for role, r in lm["lm_eval"].items()} == {
+        role: {"original": 2, "effective": 1} for role in ("model", "base")}
+    assert json.loads((out / "summary.json").read_text())["command"]["limit"] == 1
     _png(out / "lm_eval.png")
     md = (out / "summary.md").read_text()
     for heading in ("NIAH multikey (teacher)", "Perplexity", "Span recall", "lm-eval tasks"):

@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from cli_helpers import convert_cli, tiny_pair
@@ -128,6 +129,83 @@ def test_requests_over_max_length_are_refused_not_truncated(converted):
         run_lm_eval(em, "slc_passkey", max_length=410, task_lengths=[420], task_metadata={"num_samples": 1})
     with pytest.raises(SlconvertError, match="never truncated"):
         run_lm_eval(em, "slc_passkey_tf", max_length=410, task_lengths=[420], task_metadata={"num_samples": 1})
+
+
+def test_the_run_hands_lm_eval_the_limit_batch_size_seed_and_task_lengths(monkeypatch):
+    """What `run_lm_eval` passes on, as lm-eval receives it: --limit documents per task, --batch-size requests per
+    batch, --seed for every generator lm-eval seeds (few-shot sampling too), --task-lengths as the tasks'
+    max_seq_lengths beside the user's --task-metadata; of the results, only the JSON-safe parts come back."""
+    import lm_eval
+
+    from slconvert.evaluation import lmeval
+
+    asked = {}
+
+    class Model:
+        def __init__(self, **kwargs):
+            asked["model"] = kwargs
+
+    def simple_evaluate(**kwargs):
+        asked["run"] = kwargs
+        return {"results": {"slc_passkey": {"exact_match,none": 0.5}}, "n-shot": {"slc_passkey": 0}, "config": Model}
+
+    monkeypatch.setattr(lmeval, "register", lambda: Model)
+    monkeypatch.setattr(lmeval, "task_manager", lambda names, include, metadata=None: ("manager", names, metadata))
+    monkeypatch.setattr(lm_eval, "simple_evaluate", simple_evaluate)
+    em = SimpleNamespace(path=Path("runs/model"), model="the model", tokenizer="the tokenizer")
+    out = run_lm_eval(em, "slc_passkey", max_length=512, batch_size=4, limit=3, seed=7, task_lengths=[256, 512],
+                      task_metadata={"num_samples": 2, "tokenizer": "runs/tokenizer"})
+    assert out == {"results": {"slc_passkey": {"exact_match,none": 0.5}}, "n-shot": {"slc_passkey": 0}}
+    assert asked["model"] == {"pretrained": "the model", "tokenizer": "the tokenizer", "max_length": 512,
+                              "batch_size": 4}
+    run = asked["run"]
+    assert run["tasks"] == ["slc_passkey"] and run["limit"] == 3 and run["model"].__class__ is Model
+    assert [run[key] for key in ("random_seed", "numpy_random_seed", "torch_random_seed", "fewshot_random_seed")] \
+        == [7, 7, 7, 7]
+    # the user's --task-metadata comes last: it may name another tokenizer for the tasks' prompt builders
+    metadata = {"pretrained": "runs/model", "tokenizer": "runs/tokenizer", "max_length": 512, "seed": 7,
+                "num_samples": 2, "max_seq_lengths": [256, 512]}
+    assert run["metadata"] == metadata and run["task_manager"] == ("manager", ["slc_passkey"], metadata)
+
+
+def test_a_prompt_or_request_one_token_over_its_budget_is_refused_and_one_that_fits_is_not(monkeypatch):
+    """The edges of the no-truncation rule: a generation prompt of exactly the budget lm-eval leaves it (max_length
+    less the generation budget) runs whole, one token more is refused; a log-likelihood request of max_length + 1
+    tokens (its last token is only predicted) is scored, one more is refused."""
+    from lm_eval.models.huggingface import HFLM
+    from transformers import AutoTokenizer
+
+    from slconvert.evaluation.lmeval import register
+
+    lm = object.__new__(register())  # the checks need the tokenizer and max_length, not a model
+    lm.tokenizer, lm.backend, lm.add_bos_token, lm._max_length = AutoTokenizer.from_pretrained(TINY_TEACHER), \
+        "causal", None, 16
+    text = "The grass is green. The sky is blue."
+    size = lm.tokenizer([text], return_tensors="pt")["input_ids"].shape[1]
+    ids, _ = lm.tok_batch_encode([text], left_truncate_len=size)
+    assert ids.tolist() == lm.tokenizer([text])["input_ids"]
+    with pytest.raises(SlconvertError, match=f"an lm-eval prompt has {size} tokens but only {size - 1} fit"):
+        lm.tok_batch_encode([text], left_truncate_len=size - 1)
+    monkeypatch.setattr(HFLM, "_loglikelihood_tokens", lambda self, requests, **kwargs: ["scored"] * len(requests))
+    assert lm._loglikelihood_tokens([(None, list(range(10)), list(range(7)))]) == ["scored"]
+    with pytest.raises(SlconvertError, match=r"an lm-eval request has 18 tokens, over max_length 16 \+ 1"):
+        lm._loglikelihood_tokens([(None, list(range(11)), list(range(7)))])
+
+
+def test_evaluation_runs_offline_without_worker_processes_and_reads_essays_from_subfolders(tmp_path, monkeypatch):
+    """`offline_environment` turns off the hub for every library and lm-eval's worker pool (a fork of a process
+    running torch threads can hang); --ruler-essays reads the .txt files of its subfolders too, in path order."""
+    from slconvert.evaluation.lmeval import essay_files, offline_environment
+
+    names = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "DISABLE_MULTIPROC")
+    for name in names:
+        monkeypatch.delenv(name, raising=False)
+    offline_environment()
+    assert [os.environ.get(name) for name in names] == ["1"] * 4
+    (tmp_path / "b" / "c").mkdir(parents=True)
+    for name in ("z.txt", "b/a.TXT", "b/c/d.txt", "b/notes.md"):
+        (tmp_path / name).write_text("An essay.")
+    assert [p.relative_to(tmp_path).as_posix() for p in essay_files(tmp_path)] == ["b/a.TXT", "b/c/d.txt", "z.txt"]
 
 
 def test_lm_eval_command_line_runs_a_converted_model(tmp_path):
@@ -430,3 +508,25 @@ if __name__ == "__main__":  # the child processes of the RULER tests above
         ruler_known_answers(Path(sys.argv[2]))
     if sys.argv[1:2] == ["ruler-essay-answers"]:
         ruler_essay_answers(Path(sys.argv[2]), Path(sys.argv[3]))
+
+
+def test_lm_eval_bars_keep_a_negative_score_and_its_label_inside_the_plot(tmp_path, monkeypatch):
+    """lm-eval reports some metrics below zero (a log-likelihood): the axis reaches past the lowest bar as it does
+    past the highest, and each label sits past its bar's end, on its side of zero."""
+    import warnings
+
+    from slconvert.evaluation import plots
+
+    kept = []
+    monkeypatch.setattr(plots.plt, "close", kept.append)
+    rows = [{"task": "lambada", "metric": "loglik", "tiny": -2.0, "src (source)": -1.0},
+            {"task": "niah", "metric": "4096", "tiny": 0.5, "src (source)": None}]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        path = plots.lm_eval_bars(rows, tmp_path / "bars.png", "tiny", "src")
+    assert path.stat().st_size > 0
+    ax = kept[0].axes[0]
+    assert ax.get_xlim() == pytest.approx((-2.24, 1.12))
+    labels = {t.get_text(): (t.get_position()[0], t.get_horizontalalignment()) for t in ax.texts}
+    assert labels["-2.00"] == (pytest.approx(-2.01), "right") and labels["0.50"] == (pytest.approx(0.51), "left")
+    assert labels["n/a"] == (pytest.approx(0.01), "left")

@@ -329,6 +329,38 @@ def test_resolve_device_checks_the_cuda_index(monkeypatch):
     assert resolve_device(torch.device("cpu"), "device=") == torch.device("cpu")
 
 
+def test_dtype_names_aliases_and_config_spellings():
+    """The short names stand for their own dtype (fp16 is float16, not bfloat16); "auto" and None leave the choice to
+    the loader; transformers 5's `dtype` wins over the older `torch_dtype` a config may still carry; a dtype the
+    table lacks takes the caller's size per element."""
+    from slconvert.dtypes import config_dtype, element_bytes, parse_dtype, resolve_dtype
+
+    assert [parse_dtype(n) for n in ("fp32", "fp16", "bf16", "float64")] == [
+        torch.float32, torch.float16, torch.bfloat16, torch.float64]
+    with pytest.raises(SlconvertError, match="unknown dtype 'int8'; use one of auto, float32"):
+        parse_dtype("int8", also=("auto",))
+    assert [resolve_dtype(d) for d in (None, "auto", "fp16", torch.bfloat16)] == [None, None, torch.float16,
+                                                                                  torch.bfloat16]
+    assert config_dtype({"dtype": "bfloat16", "torch_dtype": "float32"}) == "bfloat16"
+    assert config_dtype({"torch_dtype": "float16"}) == "float16" and config_dtype({}) is None
+    assert [element_bytes(n, 4) for n in ("float16", "bfloat16", "float64", "float8_e4m3fn")] == [2, 2, 8, 4]
+
+
+def test_a_device_index_past_the_last_one_and_a_flag_are_refused(monkeypatch):
+    """With one GPU, cuda:0 is the last index (cuda:1 is refused); True is no device index; MPS has only mps:0."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device(0) == torch.device("cuda:0")
+    with pytest.raises(SlconvertError, match=r"--device cuda:1: only 1 CUDA device\(s\) are visible \(cuda:0\)"):
+        resolve_device("cuda:1")
+    with pytest.raises(SlconvertError, match=r"device=True is not a device \(bool\)"):
+        resolve_device(True, "device=")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_device("mps:0") == torch.device("mps:0")
+    with pytest.raises(SlconvertError, match=r"--device mps:1: there is one MPS device \(mps or mps:0\)"):
+        resolve_device("mps:1")
+
+
 # --- 6. a model path that is not a path -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("value, fragment", [(None, "not None"), (b"/tmp/model", "is bytes"), (3, "not int"),

@@ -549,3 +549,148 @@ def test_nano_bench_bad_input_is_one_error_line(args, message, tmp_path, capsys)
 def test_readme_recommends_the_in_memory_bench():
     readme = (ROOT / "README.md").read_text()
     assert "python scripts/build_nano_shape.py --bench bench-output/nano-shape" in readme
+
+
+def test_decode_row_is_the_median_step_and_tokens_over_the_total_time():
+    """Three steps of 1, 2 and 6 ms: 3 tokens in 9 ms (333.3 tokens/s), 2 ms a token (the median; the mean is 3)."""
+    row = mb._decode_row([0.001, 0.002, 0.006], 1.5)
+    assert row["status"] == "ok" and row["tokens"] == 3 and row["peak_gib"] == 1.5
+    assert row["seconds"] == pytest.approx(0.009) and row["tokens_per_s"] == pytest.approx(1000 / 3)
+    assert row["ms_per_token"] == pytest.approx(2.0)
+    assert mb._decode_row([], None) == {"status": "ok", "tokens": 0, "seconds": 0, "tokens_per_s": None,
+                                        "ms_per_token": None, "peak_gib": None}
+
+
+def test_ratios_are_converted_over_dense_per_length_and_phase():
+    """Above 1: the converted model is faster (tokens/s) or needs more memory (peak GiB); a length without its dense
+    row has no ratio, a phase without a number a None."""
+    def row(attention, length, speed, peak):
+        return {"attention": attention, "length": length, "prefill": {"tokens_per_s": speed, "peak_gib": peak},
+                "decode": {"tokens_per_s": speed / 10, "peak_gib": None}, "decode_compiled": {"status": "not run"}}
+
+    rows = [row("superlinear", 64, 300.0, 3.0), row("dense", 64, 100.0, 4.0), row("superlinear", 32, 50.0, 1.0)]
+    [entry] = mb.ratios(rows)
+    assert entry == {"length": 64, "prefill_speed": 3.0, "prefill_memory": 0.75, "decode_speed": pytest.approx(3.0),
+                     "decode_memory": None, "decode_compiled_speed": None, "decode_compiled_memory": None}
+
+
+def test_out_of_memory_is_read_from_the_error_type_or_message():
+    """Running out of memory is a result (the row says so), any other error is not."""
+    assert mb._is_oom(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert mb._is_oom(RuntimeError("CUDA error: out of memory"))  # raised by kernels as a plain RuntimeError
+    assert not mb._is_oom(RuntimeError("shape mismatch")) and not mb._is_oom(ValueError("out of memory"))
+
+
+def test_token_ids_skip_the_special_ids_of_the_vocabulary():
+    """Random ids lie in [4, vocab) past the special ids of slconvert's tokenizers; a vocabulary of 8 or fewer uses
+    every id."""
+    import types
+
+    for vocab, low in ((512, 4), (8, 0)):
+        fake = types.SimpleNamespace(config=types.SimpleNamespace(vocab_size=vocab))
+        cfg = mb.ModelBenchSettings(lengths=[64], device="cpu")
+        ids = mb._Runner(cfg, fake, mb._Device("cpu"), None).ids(4000)
+        assert ids.shape == (1, 4000) and int(ids.min()) == low and int(ids.max()) == vocab - 1
+
+
+def test_compiled_decode_not_run_says_why(model):
+    """The compiled decode off: by --no-compile, or by default on a machine without CUDA."""
+    cfg = mb.ModelBenchSettings(lengths=[64], compile=False, device="cpu")
+    for asked, reason in ((False, "--no-compile"), (None, "no CUDA device; pass --compile to try it on the CPU")):
+        runner = mb._Runner(cfg, model, mb._Device("cpu"), None, compile_asked=asked)
+        assert runner.compiled(None, None, 64, "superlinear") == {"status": f"not run: {reason}"}
+
+
+def test_an_attention_switch_that_did_not_take_effect_stops_the_run(model, monkeypatch):
+    """One forward counts the Superlinear calls before a variant is timed: none where two are expected stops it."""
+    from slconvert.errors import SlconvertError
+
+    monkeypatch.setattr(mb, "converted_layer_calls", lambda model, device: 0)
+    cfg = mb.ModelBenchSettings(lengths=[16], chunk=16, decode_tokens=1, compile=False, device="cpu")
+    with pytest.raises(SlconvertError, match=r"^superlinear attention made 0 Superlinear call\(s\) in one forward, "
+                                             r"expected 2; the attention switch did not take effect$"):
+        mb.bench_model(model, cfg, name="tiny")
+
+
+def test_eager_decode_out_of_memory_skips_the_compiled_decode_and_longer_lengths(model, monkeypatch):
+    """An eager decode that runs out of memory marks its row, skips its compiled decode and the longer lengths."""
+    def decode(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+
+    monkeypatch.setattr(mb, "_decode", decode)  # the warm-up's decode too: its out of memory is not an error
+    cfg = mb.ModelBenchSettings(lengths=[16, 32], chunk=16, decode_tokens=1, compile=False, dense=False, device="cpu")
+    first, second = mb.bench_model(model, cfg, name="tiny")["rows"]
+    assert first["status"] == "out of memory" and first["prefill"]["status"] == "ok"
+    assert first["decode"] == {"status": "out of memory"}
+    assert first["decode_compiled"] == {"status": "skipped: the eager decode ran out of memory"}
+    assert second["status"] == "skipped: out of memory at 16"
+
+
+def test_compiled_decode_row_of_a_forward_left_uncompiled(model, monkeypatch):
+    """The compiled decode's phase with `compile_forward` giving the forward back as it is (no compiler needed):
+    its static cache holds the prefill, the warm-up steps and the timed ones; the row counts the timed tokens and
+    says where the Superlinear call ran, for the converted model only. A prefill of 48 tokens in chunks of 32 is two
+    chunks."""
+    from slconvert import attention
+
+    monkeypatch.setattr(attention, "ATTENTION_OP", True)
+    monkeypatch.setattr(mb, "compile_forward", lambda forward, mode: forward)
+    cfg = mb.ModelBenchSettings(lengths=[48], chunk=32, decode_tokens=2, compile=True, device="cpu")
+    rows = {r["attention"]: r for r in mb.bench_model(model, cfg, name="tiny")["rows"]}
+    for variant, row in rows.items():
+        assert row["status"] == "ok" and row["prefill"]["chunks"] == 2
+        compiled = row["decode_compiled"]
+        assert compiled["status"] == "ok" and compiled["tokens"] == 2, compiled
+        assert compiled.get("attention") == (None if variant == "dense" else "in the graph")
+    assert set(rows) == {"superlinear", "dense"}
+
+
+def _card_result(**changes) -> dict:
+    """A whole-model result written by hand: the shape of the Nano model, two lengths of the converted model."""
+    def phase(speed):
+        return {"status": "ok", "tokens_per_s": speed, "peak_gib": None}
+
+    rows = [{"attention": "superlinear", "length": 32768, "status": "ok", "prefill": phase(12345.6),
+             "decode": phase(12.5), "decode_compiled": phase(50.0)},
+            {"attention": "superlinear", "length": 131072, "status": "ok", "prefill": phase(9000.0),
+             "decode": phase(10.0), "decode_compiled": {"status": "not run: --no-compile"}}]
+    model = {"name": "nano", "path": None, "origin": "converted checkpoint", "model_type": "nemotron_h", "layers": 52,
+             "pattern": None, "hidden_size": 2688, "attention_heads": 32, "kv_heads": 2, "head_dim": 128,
+             "routed_experts": None, "vocab_size": 131072, "parameters": 31_600_000_000, "dtypes": ["bfloat16"],
+             "converted_layers": [5], "dense_attention_layers": [], "window": 2032,
+             "superlinear_params": {"num_spans": 3, "search_key": "anchor"}, "weights_gib": None}
+    result = {"environment": {"gpu": "Test GPU", "torch": "t", "transformers": "x", "triton": "y"},
+              "model": model, "settings": {"chunk": 32768, "decode_tokens": 8}, "rows": rows, "ratios": [],
+              "complete": True}
+    for key, value in changes.items():
+        result["model" if key in model else key] = {**model, key: value} if key in model else value
+    return result
+
+
+def test_card_of_a_known_result():
+    """Throughput with thousands separators from 100 tokens/s up, a parameter count in billions (millions below one
+    billion), a note naming the one row whose compiled decode did not run, and the incomplete line only for a run
+    that stopped early."""
+    card = format_card(_card_result())
+    assert ("Model: nemotron_h, 52 layers; hidden 2688; 32 query / 2 KV heads of 128; vocabulary 131072; 31.60B "
+            "parameters (bfloat16); converted attention layers [5] (W = 2032, k = 3, search key anchor).") in card
+    assert "| 32K | Superlinear | 12,346 | 12.50 | 50.00 | - | - |" in card
+    assert "| 128K | Superlinear | 9,000 | 10.00 | not run | - | - |" in card
+    assert "- compiled decode, Superlinear, 128K: not run: --no-compile" in card and "every row" not in card
+    assert "incomplete" not in card
+    assert "(incomplete: the run stopped before the last length)" in format_card(_card_result(complete=False))
+    assert "; 2.5M parameters (bfloat16);" in format_card(_card_result(parameters=2_500_000))
+
+
+def test_a_sweep_that_fails_on_dense_attention_gives_the_model_back_on_superlinear_attention(model, monkeypatch):
+    """`bench_model` switches the caller's live model to stock SDPA for the dense rows; an error there (here the
+    attention check of the dense variant) must not leave it on dense attention."""
+    from slconvert.attention import ATTENTION_NAME
+    from slconvert.errors import SlconvertError
+
+    real = mb.converted_layer_calls
+    monkeypatch.setattr(mb, "converted_layer_calls", lambda m, device: real(m, device) or 5)  # dense: 5, not 0
+    cfg = mb.ModelBenchSettings(lengths=[16], chunk=16, decode_tokens=1, compile=False, device="cpu")
+    with pytest.raises(SlconvertError, match=r"^dense attention made 5 Superlinear call"):
+        mb.bench_model(model, cfg, name="tiny")
+    assert model.config._attn_implementation == ATTENTION_NAME

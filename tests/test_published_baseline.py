@@ -24,8 +24,10 @@ class Clock:
     def __init__(self):
         self.ms = None
         self.calls: list[tuple[str, dict]] = []
+        self.queued: list[int] = []  # `queued` of each measurement
 
     def measure(self, fn, budget_ms=0.0, max_reps=20, warmup=1, queued=0):
+        self.queued.append(queued)
         self.ms = None
         fn()
         ms = DENSE_MS if self.ms is None else self.ms
@@ -39,8 +41,8 @@ def _install_package(monkeypatch, clock: Clock, paths=("generic", "bucketed"), f
         def fn(Q1, Q2, K, V, cache_pos=None, attention_mask=None, sw_index=0, num_spans=3, block_k=64,
                search_block_q=128, backward_factor=2.0, forward_factor=0.0, span_power=0.5, search_power=None,
                inv_search_power_int=2, *, cache_position=None, topk=None):
-            clock.calls.append((path, {"Q1": Q1, "Q2": Q2, "cache_position": cache_position, "sw_index": sw_index,
-                                       "num_spans": num_spans, "backward_factor": backward_factor,
+            clock.calls.append((path, {"Q1": Q1, "Q2": Q2, "keys": K.shape[2], "cache_position": cache_position,
+                                       "sw_index": sw_index, "num_spans": num_spans, "backward_factor": backward_factor,
                                        "forward_factor": forward_factor, "span_power": span_power,
                                        "search_power": search_power}))
             if path in failing:
@@ -94,8 +96,13 @@ def _settings(**kw):
 
 def test_both_paths_are_timed_in_their_own_rows(cpu_bench, monkeypatch, tmp_path):
     _install_package(monkeypatch, cpu_bench)
-    result = run_benchmark(_settings())
+    partial = []
+    result = run_benchmark(_settings(), partial_result=partial.append)
     rows = result["rows"]
+    # the result after each step is marked incomplete, the last one complete
+    assert [p["complete"] for p in partial] == [False] and result["complete"] is True
+    # dense SDPA and slkernels also time queued calls, the published paths one call at a time
+    assert cpu_bench.queued == [20, 20, 0, 0]
     assert [r["setting"] for r in rows] == ["released", "published generic released", "published bucketed released"]
     generic, bucketed = rows[1], rows[2]
     assert (generic["published_path"], generic["published_function"]) == ("generic", "prefill_gqa")
@@ -128,6 +135,8 @@ def test_both_paths_are_timed_in_their_own_rows(cpu_bench, monkeypatch, tmp_path
     assert fastest["slkernels_times_faster"] == pytest.approx(BUCKETED_MS / SLKERNELS_MS)
 
     table = format_table(result)
+    header, *lines = table.splitlines()[1:4]
+    assert {len(line) for line in lines} == {len(header)}  # columns aligned: labels padded, "-" where no value
     assert "published bucketed released at 64: output differs from slkernels by 0.01" in table
     assert ("published released forward at 64: faster path bucketed, 9.0 ms (generic 60.0 ms); "
             "slkernels 2.0 ms, 4.5x faster") in table
@@ -144,6 +153,7 @@ def test_a_path_the_package_lacks_is_skipped_with_the_reason(cpu_bench, monkeypa
     result = run_benchmark(_settings())
     assert [r.get("published_path") for r in result["rows"]] == [None, present]
     reason = result["environment"]["published_kernels"]["skipped"][missing]
+    assert result["environment"]["published_kernels"]["paths"] == {present: published.PATHS[present]}
     assert reason == f"superlinear 0.0.test has no {published.MODULE}.{published.PATHS[missing]}"
     assert list(published.prefill_fns(protocol.SETTINGS["released"]())) == [present]
     table = format_table(result)
@@ -174,6 +184,8 @@ def test_chunked_prefill_times_each_path(cpu_bench, monkeypatch):
         ("published bucketed balanced", "prefill_chunked", BUCKETED_MS)]
     positions = [kw["cache_position"].tolist() for p, kw in cpu_bench.calls if p == "generic"]
     assert positions[:2] == [list(range(32)), list(range(32, 64))]
+    # each chunk attends to the keys up to its end
+    assert [kw["keys"] for p, kw in cpu_bench.calls if p == "generic"][:2] == [32, 64]
 
 
 def test_without_the_package_no_published_rows(cpu_bench, monkeypatch):
@@ -199,3 +211,18 @@ def test_an_unusable_install_skips_every_path(monkeypatch):
         published.prefill_fn(protocol.SETTINGS["released"](), "bucketed")
     with pytest.raises(ValueError, match="unknown published-kernel path 'fast'"):
         published.prefill_fn(protocol.SETTINGS["released"](), "fast")
+
+
+def test_faster_path_is_held_against_slkernels_of_the_same_pass_and_length():
+    """`published_fastest` divides the faster path's time by slkernels' at the same setting, pass and length: 10 ms
+    against 4 ms at 128 is 2.5 times, whatever slkernels took at 64 or in another pass."""
+    from slconvert.benchmark.report import published_fastest
+
+    rows = [{"setting": "released", "pass": p, "length": n, "superlinear_ms": ms}
+            for p, n, ms in (("forward", 64, 2.0), ("prefill_chunked", 128, 1.0), ("forward", 128, 4.0))]
+    rows += [{"setting": f"published {path} released", "pass": "forward", "length": 128, "superlinear_ms": ms,
+              "published_path": path, "published_setting": "released"} for path, ms in (("generic", 12.0),
+                                                                                        ("bucketed", 10.0))]
+    [fastest] = published_fastest(rows)
+    assert (fastest["length"], fastest["path"], fastest["ms"], fastest["slkernels_ms"]) == (128, "bucketed", 10.0, 4.0)
+    assert fastest["slkernels_times_faster"] == 2.5

@@ -52,6 +52,8 @@ def test_each_recipe_runs_and_leaves_a_loadable_checkpoint(recipe, tmp_path):
     kind, overrides = CASES[recipe]
     model = tmp_path / "source"
     shutil.copytree(converted(kind, layers="MAEA" if kind == "nemotron_h" else "MAMA"), model)
+    # a config.json as another writer spaced it: the trained model's config.json is this one, byte for byte
+    (model / "config.json").write_text(json.dumps(json.loads((model / "config.json").read_text()), indent=4))
     # Logs and results of the source's own training must not end up in (or overwrite) this run's output.
     (model / "metrics.jsonl").write_text(json.dumps({"step": 999, "loss": 0.0}) + "\n")
     (model / "niah_eval.json").write_text("{}")
@@ -84,6 +86,7 @@ def test_each_recipe_runs_and_leaves_a_loadable_checkpoint(recipe, tmp_path):
     assert summary["steps"] == recipe_obj.max_steps
     assert summary["routers_only"] == (recipe == "router-warmup.yaml")
 
+    assert (out / "config.json").read_bytes() == (model / "config.json").read_bytes()
     trained = slconvert.load(out)  # the final output directory is a converted checkpoint
     assert slconvert.router.routers(trained)
     new, old = _weights(out), _weights(model)
@@ -102,6 +105,7 @@ def test_each_recipe_runs_and_leaves_a_loadable_checkpoint(recipe, tmp_path):
         last_save = recipe_obj.max_steps // recipe_obj.save_every * recipe_obj.save_every
         assert checkpoint.name == f"step-{last_save:06d}"
         assert (checkpoint / "state" / "optimizer.bin").is_file()
+        assert (checkpoint / "config.json").read_bytes() == (model / "config.json").read_bytes()
         assert slconvert.router.routers(slconvert.load(checkpoint))
 
 

@@ -475,3 +475,101 @@ def test_a_stray_step_folder_takes_no_place_of_the_kept_checkpoints(tmp_path):
     prune(tmp_path, 1)
     assert sorted(p.name for p in root.iterdir()) == ["step-000003", "step-000009"]
     assert latest_checkpoint(tmp_path).name == "step-000003"
+
+
+def test_a_checkpoint_written_over_a_stray_step_folder_replaces_it(tmp_path):
+    """A step folder without trainer.json (a crashed run's, or a copy) where the run now saves that step: the new
+    checkpoint takes its place whole, with nothing of the stray folder left in it."""
+    from slconvert.training.checkpoints import TRAINER_FILE, finish_checkpoint
+
+    final, partial = tmp_path / "step-000002", tmp_path / ".step-000002.partial"
+    final.mkdir()
+    (final / "stale.bin").write_bytes(b"old")
+    partial.mkdir()
+    (partial / "model.safetensors").write_bytes(b"new")
+    finish_checkpoint(partial, final, {"step": 2})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-000002"]
+    assert sorted(p.name for p in final.iterdir()) == ["model.safetensors", TRAINER_FILE]
+    assert json.loads((final / TRAINER_FILE).read_text()) == {"step": 2}
+
+
+def test_a_final_model_cut_off_while_it_is_moved_into_place_has_no_config(tmp_path, monkeypatch):
+    """The final model's files are moved into OUT with config.json last, so that a failure between two moves leaves
+    OUT without config.json (no model loads from it); the next attempt moves every file again, the LoRA adapter's
+    folder over the one the failed attempt left."""
+    from slconvert.training import checkpoints
+
+    def written(text: str) -> Path:
+        folder = tmp_path / f".final-{text}.partial"
+        (folder / "lora-adapter").mkdir(parents=True)
+        for name in ("config.json", "model.safetensors", "tokenizer.json", "lora-adapter/adapter_config.json"):
+            (folder / name).write_text(text)
+        return folder
+
+    out = tmp_path / "run"
+    out.mkdir()
+    real, moved = os.replace, []
+
+    def replace(src, dst):
+        if Path(src).name == "tokenizer.json":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        moved.append(Path(src).name)
+        real(src, dst)
+
+    monkeypatch.setattr(checkpoints.os, "replace", replace)
+    with pytest.raises(OSError):
+        checkpoints.publish_final(written("old"), out)
+    assert moved == ["lora-adapter", "model.safetensors"] and not (out / "config.json").exists()
+    monkeypatch.setattr(checkpoints.os, "replace", real)
+    checkpoints.publish_final(written("new"), out)
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == ["config.json", "lora-adapter/adapter_config.json", "model.safetensors", "tokenizer.json"]
+    assert {(out / name).read_text() for name in files} == {"new"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".final-old.partial", "run"]
+
+
+@pytest.mark.parametrize("trainer", [{"step": -1}, {"step": "2"}, {"step": 2.0}, {"step": True}, {}, [2]])
+def test_a_trainer_file_without_a_step_count_is_named(tmp_path, trainer):
+    """The step a checkpoint resumes at is a count of optimizer steps: anything else in trainer.json (hand-edited,
+    or written by something else) is refused in one line, not carried into the step arithmetic of the run."""
+    from slconvert.training.checkpoints import TRAINER_FILE, checkpoint_step
+
+    checkpoint = tmp_path / "step-000002"
+    checkpoint.mkdir()
+    (checkpoint / TRAINER_FILE).write_text(json.dumps({"step": 2}))
+    assert checkpoint_step(checkpoint) == 2
+    (checkpoint / TRAINER_FILE).write_text(json.dumps(trainer))
+    with pytest.raises(SlconvertError, match=f"{TRAINER_FILE} records no step; delete {checkpoint}"):
+        checkpoint_step(checkpoint)
+
+
+@pytest.mark.parametrize("step", ["true", '"2"', "1.5"])
+def test_a_metrics_record_whose_step_is_no_count_is_named(tmp_path, step):
+    """`records_until` keeps the records up to the resumed step by comparing steps: a step that is no integer
+    (JSON's true is one to Python) is refused with its line instead."""
+    from slconvert.training.metrics import read_records
+
+    log = tmp_path / "metrics.jsonl"
+    log.write_text(f'{{"step": 1, "loss": 2.0}}\n{{"step": {step}, "loss": 1.0}}\n')
+    with pytest.raises(SlconvertError, match=f"{log} line 2 is not a JSON object with an integer step"):
+        read_records(log)
+    log.write_text('{"step": 1, "loss": 2.0}\n{"event": "span_recall", "when": "before"}\n')
+    assert [r.get("step") for r in read_records(log)] == [1, None]
+
+
+def test_every_trainable_pattern_is_checked_before_loading_and_shown_beside_names_of_the_whole_model():
+    """Each pattern of a list is checked on the layout (not only the first: a later one would be refused only after
+    the weights loaded). Beside a pattern like no name, the names shown are spread over the model (every third of
+    nine: first, middle and last layers), not its first three; beside a typo, the names of the word it resembles."""
+    from slconvert.training.trainable import _name_sample, check_patterns
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    check_patterns(model, ["0.*", "*.bias"])
+    with pytest.raises(SlconvertError, match=r"trainable pattern '2\.\*' matches no parameter"):
+        check_patterns(model, ["0.*", "2.*"])
+    names = [f"model.layers.{i}.mixer.weight" for i in range(9)]
+    assert _name_sample(names, "*.qqq.*") == ["model.layers.0.mixer.weight", "model.layers.3.mixer.weight",
+                                              "model.layers.6.mixer.weight"]
+    names += ["model.layers.4.mixer.router.weight", "model.layers.8.mixer.router.weight"]
+    assert _name_sample(names, "*.routr.*") == ["model.layers.4.mixer.router.weight",
+                                                "model.layers.8.mixer.router.weight"]

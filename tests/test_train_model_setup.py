@@ -60,6 +60,36 @@ def test_autocast_keeps_frozen_weights_and_upcasts_trainable(tmp_path):
     assert torch.bfloat16 in {p.dtype for p in model.parameters()}  # frozen bf16 weights stay bf16
 
 
+def test_auto_precision_is_bf16_only_on_a_gpu_that_has_it(monkeypatch):
+    """precision: auto autocasts in bf16 on a GPU that supports it and runs in float32 anywhere else (the CPU
+    included); bf16 and fp32 are what they say. The autocast of "bf16" computes in bfloat16, that of "no" in the
+    weights' own dtype."""
+    from slconvert.training.model_setup import autocast, precision
+    from slconvert.training.recipe import Recipe
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert [precision(Recipe(precision=p), cpu) for p in ("auto", "bf16", "fp32")] == ["no", "bf16", "no"]
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    assert [precision(Recipe(precision=p), gpu) for p in ("auto", "bf16", "fp32")] == ["no", "bf16", "no"]
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert [precision(Recipe(precision=p), gpu) for p in ("auto", "bf16", "fp32")] == ["bf16", "bf16", "no"]
+    a = torch.ones(2, 2)
+    with autocast(cpu, "bf16"):
+        assert (a @ a).dtype == torch.bfloat16
+    with autocast(cpu, "no"):
+        assert (a @ a).dtype == torch.float32
+
+
+def test_the_layout_processes_compare_tells_a_saved_buffer_from_one_left_out_of_the_state_dict():
+    """A buffer's place in the state dict is part of what every process must agree on (the main process's state dict
+    is broadcast entry by entry): the same buffer registered persistent on one process and not on another differs."""
+    saved, scratch = torch.nn.Module(), torch.nn.Module()
+    saved.register_buffer("bias", torch.zeros(3))
+    scratch.register_buffer("bias", torch.zeros(3), persistent=False)
+    assert model_layout(saved) == [("buffer", "bias", (3,), "torch.float32", True)]
+    assert model_layout(scratch) == [("buffer", "bias", (3,), "torch.float32", False)]
+
+
 def test_sharded_bf16_keeps_frozen_weights_and_upcasts_trainable(tmp_path):
     """FSDP2 shards parameter by parameter: under bf16 the dtypes are those of the unsharded run."""
     model = _bf16_model(tmp_path)
@@ -233,6 +263,13 @@ def test_the_optimizer_gets_the_shards_of_a_model_built_on_the_meta_device():
     optimizer.add_param_group({"params": [model[1].weight]})
     with pytest.raises(SlconvertError, match="2 group"):
         give_optimizer_shards(optimizer, model)
+    # an optimizer that has stepped holds state per parameter, which the shards would not carry: refused too
+    stepped = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.AdamW(stepped.parameters(), lr=1e-3)
+    stepped(torch.ones(1, 2)).sum().backward()
+    optimizer.step()
+    with pytest.raises(SlconvertError, match="the optimizer holds 2 parameters in 1 group"):
+        give_optimizer_shards(optimizer, stepped)
 
 
 def test_the_distillation_teacher_is_frozen_in_its_stored_dtype_and_must_share_the_vocabulary(tmp_path):
@@ -246,9 +283,10 @@ def test_the_distillation_teacher_is_frozen_in_its_stored_dtype_and_must_share_t
     plain = build_tiny_model("granitemoehybrid", tmp_path / "plain", layers="MAMA", vocab=vocab)
     teacher = distill_teacher(plain, model, torch.device("cpu"), sharded=False)
     assert not teacher.training and all(not p.requires_grad and p.dtype == torch.float32 for p in teacher.parameters())
-    half = build_tiny_model("granitemoehybrid", tmp_path / "half", layers="MAMA", vocab=vocab, dtype=torch.bfloat16)
-    assert {p.dtype for p in distill_teacher(half, model, torch.device("cpu"), sharded=False).parameters()} == {
-        torch.bfloat16}
+    for dtype in (torch.bfloat16, torch.float16):
+        half = build_tiny_model("granitemoehybrid", tmp_path / str(dtype), layers="MAMA", vocab=vocab, dtype=dtype)
+        assert {p.dtype for p in distill_teacher(half, model, torch.device("cpu"), sharded=False).parameters()} == {
+            dtype}
     other = build_tiny_model("granitemoehybrid", tmp_path / "other", layers="MAMA", vocab=vocab + 64)
     with pytest.raises(SlconvertError, match=f"predicts {vocab + 64} tokens and the model {vocab}"):
         distill_teacher(other, model, torch.device("cpu"), sharded=False)

@@ -85,6 +85,11 @@ def test_lora_adapts_attention_and_mixer_projections_and_trains_routers_and_norm
                     "model.layers.0.mixer.norm.weight", "model.norm_f.weight",
                     *(f"model.layers.{i}.norm.weight" for i in range(4))}
     assert all(p.requires_grad for n, p in wrapped.named_parameters() if "lora_" in n)
+    # lora.mlp: the other linear layers of the decoder blocks too (the MoE's shared experts), never the head
+    wrapped = apply_lora(slconvert.load(converted("nemotron_h", layers="MAEA")), LoraSpec(rank=4, mlp=True))
+    with_mlp = {n[len(prefix):].split(".lora_A")[0] for n, _ in wrapped.named_parameters() if ".lora_A" in n}
+    assert with_mlp - adapted == {"model.layers.2.mixer.shared_experts.up_proj",
+                                  "model.layers.2.mixer.shared_experts.down_proj"}
 
 
 @pytest.mark.parametrize("model_type", ["nemotron_h", "qwen3_next"])

@@ -90,10 +90,58 @@ def test_overrides_parse_types_and_nesting(tmp_path):
     ({"distill_weight": 1, "distill_teacher": ""}, "distill_teacher=''"),
     ({"model_kind": "dense", "trainable": "all", "distill_weight": 1}, "model_kind=dense has none"),
     ({"lm_weight": 0, "router_kl_weight": 0, "distill_weight": 0}, "all loss weights are 0"),
+    # every range the recipe files document, each one step past its edge
+    ({"max_steps": 2.5}, "max_steps=2.5"),
+    ({"log_every": 0}, "log_every=0"),
+    ({"keep_checkpoints": -1}, "keep_checkpoints=-1"),
+    ({"time_limit_minutes": -1}, "time_limit_minutes=-1"),
+    ({"min_lr_ratio": 1.5}, "min_lr_ratio=1.5"),
+    ({"weight_decay": -0.1}, "weight_decay=-0.1"),
+    ({"max_grad_norm": -1}, "max_grad_norm=-1"),
+    ({"data": {"niah_fraction": 1.5}}, "data.niah_fraction=1.5"),
+    ({"data": {"jsonl_field": ""}}, "data.jsonl_field=''"),
+    ({"lora": {"rank": 0}}, "lora.rank=0"),
+    ({"lora": {"alpha": 0}}, "lora.alpha=0"),
+    ({"lora": {"dropout": 1.5}}, "lora.dropout=1.5"),
+    ({"curriculum": [{"seq_len": 1, "steps": 2}]}, "curriculum[0].seq_len=1"),
+    ({"curriculum": [{"seq_len": 64, "steps": 0}]}, "curriculum[0].steps=0"),
+    # the output MSE is a router loss like the KL: it needs query rows and routers, and LoRA trains without it
+    ({"output_mse_weight": 1, "router_rows": 0}, "router_rows=0"),
+    ({"model_kind": "dense", "trainable": "all", "output_mse_weight": 1}, "model_kind=dense has no routers"),
+    ({"model_kind": "dense"}, "trainable=router needs a converted model"),
+    ({"trainable": "lora", "output_mse_weight": 1}, "trainable=lora trains through the next-token loss"),
 ])
 def test_bad_values_name_the_key(raw, message):
     with pytest.raises(SlconvertError, match=re.escape(message)):
         recipe_from_dict(raw)
+
+
+def test_values_on_the_edge_of_a_range_are_accepted():
+    """Each bound is inclusive where the recipe files say so: stop_at_step may be max_steps (the whole schedule), and
+    any one loss weight > 0 is enough, the output MSE alone or distillation alone on a dense model."""
+    assert recipe_from_dict({"max_steps": 4, "stop_at_step": 4}).stop_at_step == 4
+    assert recipe_from_dict({"lm_weight": 0, "output_mse_weight": 0.5}).output_mse_weight == 0.5
+    dense = recipe_from_dict({"model_kind": "dense", "trainable": "all", "lm_weight": 0, "distill_weight": 1,
+                              "distill_teacher": "teacher/"})
+    assert dense.distill_weight == 1.0 and dense.through_logits
+
+
+def test_overrides_of_one_section_add_up_and_values_keep_their_own_equals_signs(tmp_path):
+    """Two data.* overrides set both keys; an override of one data key keeps the file's other data keys; a value
+    may hold "=" (a path); spaces around a key are dropped (`--train "a=1; b=2"` of scripts/conversion_study.py);
+    an empty value is the empty string, which data.text refuses (it would read the current folder)."""
+    assert parse_overrides(["data.text=[a.txt]", "data.niah_fraction=0.5"]) == {
+        "data": {"text": ["a.txt"], "niah_fraction": 0.5}}
+    path = tmp_path / "r.yaml"
+    path.write_text("data:\n  niah_fraction: 0.25\n  niah_tasks: [multikey]\n")
+    recipe = load_recipe(path, ["data.jsonl_field=body"])
+    assert recipe.data.niah_fraction == 0.25 and recipe.data.niah_tasks == ["multikey"]
+    assert recipe.data.jsonl_field == "body"
+    assert parse_overrides(["distill_teacher=runs/lr=3e-4"]) == {"distill_teacher": "runs/lr=3e-4"}
+    assert parse_overrides([" lr =1e-4", " data.text =[a]"]) == {"lr": 1e-4, "data": {"text": ["a"]}}
+    assert parse_overrides(["data.text="]) == {"data": {"text": ""}}
+    with pytest.raises(SlconvertError, match=re.escape("data.text='' is invalid")):
+        load_recipe(path, ["data.text="])
 
 
 def test_missing_or_broken_recipe_file(tmp_path):
@@ -154,3 +202,5 @@ def test_falling_span_recall_is_reported_with_the_fix():
     assert recall_warning({**alone, "span_recall_before": {"1": 0.5}, "span_recall_after": {"1": 0.6}}) is None
     assert recall_warning({**alone, "span_recall_before": {"1": 0.5}, "span_recall_after": {"1": 0.49}}) is None
     assert recall_warning({**alone, "span_recall_before": None, "span_recall_after": {"1": 0.1}}) is None  # resumed
+    # a fall of exactly the tolerance is within it (0.5 - 0.25 is exact in binary)
+    assert recall_warning({**alone, "span_recall_before": {"1": 0.5}, "span_recall_after": {"1": 0.25}}, 0.25) is None

@@ -579,32 +579,34 @@ def bench_model(model, cfg: ModelBenchSettings, progress: Callable[[str, int], N
               "rows": [], "ratios": [], "complete": False}
     runner = _Runner(cfg, model, dev, progress, compile_asked)
     variants = VARIANTS if cfg.dense else VARIANTS[:1]
-    for variant in variants:
-        use_attention(model, variant)
-        calls = converted_layer_calls(model, dev.device)
-        expected = len(summary["converted_layers"]) if variant == "superlinear" else 0
-        result["attention_check"][variant] = {"superlinear_calls_per_forward": calls, "expected": expected}
-        if calls != expected:
-            raise SlconvertError(f"{variant} attention made {calls} Superlinear call(s) in one forward, expected "
-                                 f"{expected}; the attention switch did not take effect")
-        runner.note(f"{variant} warm-up")
-        runner.warmup()
-        failed_at = None
-        for length in cfg.lengths:
-            if failed_at is not None:
-                row = {"attention": variant, "length": length,
-                       "status": f"skipped: out of memory at {short_length(failed_at)}"}
-                for phase in PHASES:
-                    row[phase] = _phase_row(row["status"])
-                    runner.advance(f"{variant} {short_length(length)} skipped")
-            else:
-                row = runner.length_row(variant, length)
-                if row["status"] == "out of memory":
-                    failed_at = length
-            result["rows"].append(row)
-            result["ratios"] = ratios(result["rows"])
-            if partial_result:
-                partial_result(result)
-    use_attention(model, "superlinear")
+    try:  # the caller's model goes back to Superlinear attention however the sweep ends
+        for variant in variants:
+            use_attention(model, variant)
+            calls = converted_layer_calls(model, dev.device)
+            expected = len(summary["converted_layers"]) if variant == "superlinear" else 0
+            result["attention_check"][variant] = {"superlinear_calls_per_forward": calls, "expected": expected}
+            if calls != expected:
+                raise SlconvertError(f"{variant} attention made {calls} Superlinear call(s) in one forward, expected "
+                                     f"{expected}; the attention switch did not take effect")
+            runner.note(f"{variant} warm-up")
+            runner.warmup()
+            failed_at = None
+            for length in cfg.lengths:
+                if failed_at is not None:
+                    row = {"attention": variant, "length": length,
+                           "status": f"skipped: out of memory at {short_length(failed_at)}"}
+                    for phase in PHASES:
+                        row[phase] = _phase_row(row["status"])
+                        runner.advance(f"{variant} {short_length(length)} skipped")
+                else:
+                    row = runner.length_row(variant, length)
+                    if row["status"] == "out of memory":
+                        failed_at = length
+                result["rows"].append(row)
+                result["ratios"] = ratios(result["rows"])
+                if partial_result:
+                    partial_result(result)
+    finally:
+        use_attention(model, "superlinear")
     result["complete"] = True
     return result

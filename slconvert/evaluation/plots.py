@@ -86,12 +86,15 @@ def lm_eval_bars(rows: list[dict], path: Path, name: str, base_name: str | None 
         data = np.array([np.nan if v is None else float(v) for v in values])
         ax.barh(y + (k - (len(series) - 1) / 2) * height, np.nan_to_num(data), height, label=label, color=color)
         for yi, value in zip(y + (k - (len(series) - 1) / 2) * height, data):
-            ax.text(0.01 if np.isnan(value) else value + 0.01, yi, "n/a" if np.isnan(value) else f"{value:.2f}",
-                    va="center", fontsize=7)
+            if np.isnan(value):
+                ax.text(0.01, yi, "n/a", va="center", fontsize=7)
+            else:  # past the bar's end, on its side of zero (a log-likelihood is negative)
+                ax.text(value + (0.01 if value >= 0 else -0.01), yi, f"{value:.2f}", va="center", fontsize=7,
+                        ha="left" if value >= 0 else "right")
     ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()
-    top = max([1.0] + [float(v) for _, values, _ in series for v in values if isinstance(v, (int, float))])
-    ax.set_xlim(0, top * 1.12)
+    scores = [float(v) for _, values, _ in series for v in values if isinstance(v, (int, float))]
+    ax.set_xlim(min([0.0] + scores) * 1.12, max([1.0] + scores) * 1.12)
     ax.set_xlabel("score")
     ax.set_title(f"lm-eval tasks: {name}" + (f" vs {base_name} (source)" if base_name else ""), fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
