@@ -269,3 +269,24 @@ def test_nemotron_h_in_memory_layout_is_found_on_disk(tmp_path):
     tokens = torch.randint(4, 384, (1, 16))
     with torch.no_grad():
         torch.testing.assert_close(model(tokens).logits, dense(tokens).logits, rtol=0, atol=1e-5)
+
+
+def test_model_card_names_the_dense_layers_lengths_and_shards_in_order():
+    """The card states the attended keys at 128K = 131,072 and 1M = 1,048,576 tokens (binary K and M, as `inspect`
+    does), says "none" when no attention layer stays dense, and lists the source hashes sorted by file name."""
+    from types import SimpleNamespace
+
+    from slconvert.model_card import model_card
+
+    params = SuperlinearConfig(sw_index=3, search_power=0.5, span_power=0.5)
+    plan = SimpleNamespace(source=SimpleNamespace(arch=SimpleNamespace(model_type="nemotron_h")), params=params,
+                           dtype=None)
+    block = {"params": params.to_dict(), "window": params.window, "layers": [1, 3], "dense_attention_layers": [],
+             "slconvert_version": slconvert.__version__,
+             "source": {"path": "/src", "sha256": {"b.safetensors": "22", "a.safetensors": "11"}},
+             "router": {"parameterization": "per_head_query_map", "attribute": "router", "init": "host_logits",
+                        "seed": None}}
+    card = model_card(plan, block)
+    assert "(dense 131,072)" in card and "(dense 1,048,576)" in card
+    assert "attention layers kept dense: none." in card
+    assert card.index("`a.safetensors`: `11`") < card.index("`b.safetensors`: `22`")

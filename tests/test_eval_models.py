@@ -284,3 +284,14 @@ def test_span_recall_needs_a_converted_model(models):
     _, src = models
     with pytest.raises(SlconvertError, match="not a converted checkpoint"):
         span_recall(src, ["some text"])
+
+
+def test_config_context_length_known_answers():
+    """A multimodal config's text_config is read first; a bool is no length; a length of 0 is refused in one line."""
+    from slconvert.evaluation.models import config_max_length
+
+    assert config_max_length({"text_config": {"max_position_embeddings": 8192}, "max_position_embeddings": 4096}) == 8192
+    assert config_max_length({"max_position_embeddings": True, "n_positions": 2048}) == 2048
+    assert config_max_length({"hidden_size": 64}) is None
+    with pytest.raises(SlconvertError, match="not a context length"):
+        config_max_length({"max_position_embeddings": 0})

@@ -16,7 +16,14 @@ from slconvert.errors import SlconvertError
 from slconvert.evaluation.models import load_eval_model
 from slconvert.evaluation.niah import score_teacher_forced
 from slconvert.evaluation.niah_run import build_grid, grid_table, lengths_over, run_grid
-from slconvert.tasks.haystack import FileHaystack, NoiseHaystack, RepeatHaystack, SyntheticHaystack, load_haystack
+from slconvert.tasks.haystack import (
+    FileHaystack,
+    NoiseHaystack,
+    RepeatHaystack,
+    SyntheticHaystack,
+    load_haystack,
+    sentence_starts,
+)
 from slconvert.tasks.niah import (
     TASKS,
     NiahSample,
@@ -315,3 +322,46 @@ def test_grid_refuses_or_counts_prompts_over_the_context(bpe):
     records[0] = {**records[0], "score": math.nan, "skipped": "does not fit the model's context"}
     table = grid_table(grid, records)
     assert table["skipped"] == 5 and table["scored"] == 3 and table["average"] == 100.0
+
+
+def test_sentence_starts_and_haystack_lengths():
+    """A needle may go before any sentence or at the very end, and every generated haystack hands out at least the
+    characters asked for (the prompt builder cuts it, it never pads), even when fewer than one repeat are asked."""
+    assert sentence_starts("A b. C d.") == [0, 5, 9]
+    assert sentence_starts("One.\n\nTwo") == [0, 6, 9]
+    for hay in (RepeatHaystack(), NoiseHaystack()):
+        for n in (1, 10, 95, 200, 1001):
+            assert len(hay.text(n)) >= n
+    assert len(RepeatHaystack().text(10)) == len(RepeatHaystack.FILLER)  # one filler paragraph covers 10 characters
+
+
+def test_builtin_haystack_paragraphs_hold_four_to_eight_sentences():
+    """The generated text comes in paragraphs of 4 to 8 sentences, each ending in '.'; the word lists hold no '.'."""
+    counts = set()
+    for seed in range(5):
+        for paragraph in SyntheticHaystack(seed).text(20000).split("\n\n")[:-1]:
+            counts.add(paragraph.count("."))
+    assert counts == {4, 5, 6, 7, 8}
+
+
+def test_haystack_names_and_file_suffixes_ignore_case(tmp_path):
+    """`--haystack Builtin` or `NOISE` names the generated haystacks, and a folder's NOTES.TXT is a text file."""
+    assert isinstance(load_haystack(" Builtin "), SyntheticHaystack)
+    assert isinstance(load_haystack("NOISE"), NoiseHaystack)
+    folder = tmp_path / "upper"
+    folder.mkdir()
+    (folder / "NOTES.TXT").write_text("Upper case suffix. " * 5)
+    hay = load_haystack(str(folder))
+    assert [f.name for f in hay.files] == ["NOTES.TXT"] and "Upper case suffix." in hay.text(10)
+
+
+def test_grid_cells_hold_one_to_max_samples_prompts():
+    """--samples 1 and --samples 1000 (MAX_SAMPLES) are grids; 0 and 1001 are refused before any model loads."""
+    from slconvert.evaluation.niah_run import MAX_SAMPLES, check_cells
+
+    assert MAX_SAMPLES == 1000
+    check_cells([0, 100], 1)
+    check_cells([50], 1000)
+    for samples in (0, 1001):
+        with pytest.raises(SlconvertError, match=f"--samples {samples}"):
+            check_cells([50], samples)

@@ -117,3 +117,31 @@ def test_rope_description_of_a_rotary_factor_of_one_is_full():
     assert rope_description(bamba, SimpleNamespace(partial_rotary_factor=1.0)) == "full"
     assert rope_description(bamba, SimpleNamespace(rope_parameters={"partial_rotary_factor": 1.0})) == "full"
     assert rope_description(bamba, SimpleNamespace(partial_rotary_factor=0.5)) == "partial (0.5)"
+
+
+def test_sizes_use_binary_units_and_counts_decimal_ones():
+    """Byte sizes step at 1024 (KiB, MiB, GiB); parameter counts at 1000 (K, M, B), the count itself below that."""
+    from slconvert.commands.inspect import _bytes, _count
+
+    assert [_bytes(n) for n in (1023, 1024, 1536, 512 * 2**20, 5 * 2**30)] == [
+        "1023 B", "1.0 KiB", "1.5 KiB", "512.0 MiB", "5.0 GiB"]
+    assert [_count(n) for n in (None, 999, 1000, 1024, 2_500_000, 7_000_000_000)] == [
+        "-", "999", "1.00K", "1.02K", "2.50M", "7.00B"]
+
+
+def test_kv_cache_counts_every_attention_layer_and_defaults_to_bfloat16(nemotron, tmp_path):
+    """Superlinear attention keeps every key and value, so a layer kept dense holds as much cache as a converted
+    one: K and V, 2 KV heads of 16, float32 (4 bytes), 2 layers = 512 B per token, 512 MiB per 2^20 tokens. A config
+    that names no dtype is counted as bfloat16 (2 bytes): 256 B per token."""
+    text = _inspect(str(nemotron), "--keep-dense", "3")
+    assert "KV cache (float32): 512.0 MiB per 1M tokens (512 B per token, 2 attention layers)" in text
+    bare = tmp_path / "no_dtype"
+    bare.mkdir()
+    for path in nemotron.iterdir():
+        (bare / path.name).write_bytes(path.read_bytes())
+    config = json.loads((bare / "config.json").read_text())
+    for key in ("torch_dtype", "dtype"):
+        config.pop(key, None)
+    (bare / "config.json").write_text(json.dumps(config))
+    report = json.loads(_inspect(str(bare), "--json"))
+    assert report["kv_cache"]["dtype"] == "bfloat16" and report["kv_cache"]["bytes_per_token"] == 256
