@@ -41,7 +41,7 @@ def _numbers(text: str, option: str, kind=int, example: str = "1024,4096 or 4096
                 # i * step from start, not a running sum: a fractional step keeps its stop (0:0.3:0.1 ends at 0.3)
                 # and no value carries the sum's rounding (0.30000000000000004)
                 count = int((stop - start) / step + 1e-9) + 1
-                values.extend(start + i * step if kind is int else round(start + i * step, 12) for i in range(count))
+                values.extend(round(start + i * step, 12) for i in range(count))  # an int stays an int
             else:
                 values.append(kind(part))
                 if not math.isfinite(values[-1]):

@@ -105,6 +105,16 @@ def check_texts(em: EvalModel, texts: list[str], what: str = "the longest span-r
     return ids
 
 
+def _pooled(results: list[dict], key: str, rows_key: str) -> list[float] | None:
+    """Per-head `key` of one layer's `layer_recall` results pooled over their query rows (`rows_key` counts them,
+    so a longer text weighs more); None where no result has such a row."""
+    rows = sum(r[rows_key] for r in results)
+    if not rows:
+        return None
+    heads = len(results[0]["recall_all"])
+    return [sum(r[key][h] * r[rows_key] for r in results if r[rows_key]) / rows for h in range(heads)]
+
+
 def span_recall(em: EvalModel, texts: list[str], ids: list[list[int]] | None = None) -> dict:
     """Span recall per converted layer and head over the given texts (one forward each), each figure pooled over
     the query rows of all texts, so a longer text weighs more: ``recall`` over the rows past the window, ``recall_all``
@@ -128,16 +138,9 @@ def span_recall(em: EvalModel, texts: list[str], ids: list[list[int]] | None = N
 
     layers = []
     for layer, results in sorted(per_layer.items()):
-        n = sum(r["queries_beyond_window"] for r in results)
-        heads = len(results[0]["recall_all"])
-        if n:
-            recall = [sum(r["recall"][h] * r["queries_beyond_window"] for r in results if r["recall"]) / n
-                      for h in range(heads)]
-        else:
-            recall = None
-        rows = sum(r["queries"] for r in results)
-        recall_all = [sum(r["recall_all"][h] * r["queries"] for r in results) / max(rows, 1) for h in range(heads)]
-        layers.append({"layer": layer, "window": results[0]["window"], "queries_beyond_window": n,
-                       "recall": recall, "recall_all": recall_all})
+        layers.append({"layer": layer, "window": results[0]["window"],
+                       "queries_beyond_window": sum(r["queries_beyond_window"] for r in results),
+                       "recall": _pooled(results, "recall", "queries_beyond_window"),
+                       "recall_all": _pooled(results, "recall_all", "queries")})
     heads = [h for entry in layers if entry["recall"] for h in entry["recall"]]
     return {"tokens": tokens, "texts": len(texts), "layers": layers, "average": sum(heads) / len(heads)}
