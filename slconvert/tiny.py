@@ -76,9 +76,16 @@ TINY_ARCHITECTURES: tuple[str, ...] = tuple(_TINY)
 
 def _pattern_fields(model_type: str, pattern: str) -> dict:
     field, values = _PATTERN_VALUES[model_type]
+    letters = set(values) or set(_TINY[model_type][1])  # jamba, bamba, falcon_h1: their default's letters
+    if not pattern or set(pattern) - letters:
+        raise SlconvertError(f"layers={pattern!r}: a {model_type} pattern is made of {', '.join(sorted(letters))}")
     if model_type == "jamba":
-        first = pattern.index("A")
-        period = pattern[first + 1:].index("A") + 1 if pattern.count("A") > 1 else len(pattern)
+        # jamba's config holds attention as a period and an offset, so only periodic patterns can be spelled
+        first = pattern.find("A")
+        period = pattern[first + 1:].find("A") + 1 or len(pattern)
+        if first < 0 or pattern != "".join("A" if i % period == first else "M" for i in range(len(pattern))):
+            raise SlconvertError(f"layers={pattern!r}: a jamba pattern must hold attention every k layers, "
+                                 f"from one of the first k (e.g. 'MAMA' or 'MMAMMA')")
         return {"num_hidden_layers": len(pattern), "attn_layer_period": period, "attn_layer_offset": first}
     if model_type == "bamba":
         return {"num_hidden_layers": len(pattern), "attn_layer_indices": [i for i, c in enumerate(pattern) if c == "A"]}

@@ -693,3 +693,22 @@ def test_a_source_without_a_tokenizer_converts_with_a_note(model, tmp_path):
     assert result.exit_code == 0, result.output
     assert result.stderr == (f"note: {model} holds no tokenizer, so neither does {tmp_path / 'without'}; train and "
                              "eval need one: save it there with tokenizer.save_pretrained\n")
+
+
+def test_the_summary_line_names_the_layers_window_spans_and_search_key(model, tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["convert", str(model), str(out), "--sw-index", "3", "--num-spans", "3",
+                                       "--search-power", "0.5", "--search-key", "span_mean", "--quiet"])
+    assert result.exit_code == 0, result.output
+    window = json.loads((out / "config.json").read_text())["superlinear"]["window"]
+    assert result.stdout == f"converted layers [1, 3] of nemotron_h (W = {window}, k = 3, search key span_mean) -> {out}\n"
+
+
+@pytest.mark.parametrize("seed, accepted", [(2**32 - 1, True), (2**32, False), (-1, False)])
+def test_the_router_seed_is_a_32_bit_unsigned_integer(model, tmp_path, seed, accepted):
+    args = [str(model), str(tmp_path / "out"), *SMALL, "--router-init", "random", "--seed", str(seed)]
+    if accepted:
+        assert CliRunner().invoke(main, ["convert", *args]).exit_code == 0
+        assert json.loads((tmp_path / "out" / "config.json").read_text())["superlinear"]["router"]["seed"] == seed
+    else:
+        refused(args, f"Invalid value for '--seed': {seed} is not in the range 0<=x<=4294967295", tmp_path)

@@ -295,3 +295,12 @@ def test_config_context_length_known_answers():
     assert config_max_length({"hidden_size": 64}) is None
     with pytest.raises(SlconvertError, match="not a context length"):
         config_max_length({"max_position_embeddings": 0})
+
+
+@pytest.mark.parametrize("max_length", [0, -5])
+def test_a_context_limit_below_one_token_is_refused_after_loading(max_length):
+    from slconvert.assets import TINY_TEACHER
+
+    with pytest.raises(SlconvertError, match=rf"^max length {max_length} must be a positive number of tokens$"):
+        load_eval_model(TINY_TEACHER, device="cpu", max_length=max_length)
+    assert load_eval_model(TINY_TEACHER, device="cpu", max_length=1).max_length == 1

@@ -365,3 +365,88 @@ def test_grid_cells_hold_one_to_max_samples_prompts():
     for samples in (0, 1001):
         with pytest.raises(SlconvertError, match=f"--samples {samples}"):
             check_cells([50], samples)
+
+
+def test_haystack_files_are_joined_in_sorted_order_a_blank_line_apart(tmp_path):
+    """Each file stripped, empty ones dropped, a paragraph break between files and after the last; the essay style
+    folds every run of whitespace, across files too, into one space."""
+    folder = tmp_path / "docs"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "b.txt").write_text("  Second file.\nIts second line.\n\n")
+    (folder / "a.md").write_text("First file.")
+    (folder / "sub" / "c.txt").write_text("Third   file.")
+    (folder / "empty.txt").write_text(" \n ")
+    hay = load_haystack(str(folder))
+    assert [f.name for f in hay.files] == ["a.md", "b.txt", "empty.txt", "c.txt"]
+    assert hay.text(0) == "First file.\n\nSecond file.\nIts second line.\n\nThird   file.\n\n"
+    assert hay.describe() == {"kind": "files", "files": [str(f) for f in hay.files], "chars": len(hay.text(0))}
+    essay = load_haystack(str(folder), style="ruler")
+    assert essay.text(0) == "First file. Second file. Its second line. Third file. "
+
+
+def test_prompts_whose_answers_do_not_fit_are_listed_once_each_by_length_as_numbers(bpe):
+    """Within `lengths_over`'s bound, an answer of 8 tokens still overflows: such lengths are listed by their value
+    (999 before 1001, which a string sort would reverse), each with the tokens it needs."""
+    kwargs = dict(task="single", lengths=[1002, 999, 1001], depths=[50], samples=1, seed=0, key_kind="words",
+                  value_kind="numbers", max_length=1003, mode="teacher")
+    with pytest.raises(SlconvertError) as error:
+        build_grid(bpe, SyntheticHaystack(0), skip_too_long=False, **kwargs)
+    assert str(error.value) == ("prompts of length 999 (needs 1007), 1001 (needs 1008), 1002 (needs 1010) do not fit "
+                                "the model's 1003 tokens; drop those --lengths, raise --max-length, or pass "
+                                "--skip-too-long to skip and count them")
+
+
+def test_generate_mode_decodes_at_most_batch_prompts_of_one_length_at_a_time(monkeypatch):
+    """Five prompts of one token length with batch=2: groups of 2, 2 and the rest; batch=1 one at a time."""
+    from slconvert.evaluation import niah_run
+
+    copy = oracle_model(TINY_TEACHER, "copy")
+    grid = build_grid(copy.tokenizer, load_haystack(None, 0), task="single", lengths=[400],
+                      depths=[0, 25, 50, 75, 100], samples=1, seed=0, key_kind="words", value_kind="numbers",
+                      max_length=None, mode="generate", skip_too_long=False)
+    sizes, real = [], niah_run.greedy_generate
+
+    def counted(model, prompts, *args, **kwargs):
+        sizes.append(len(prompts))
+        return real(model, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(niah_run, "greedy_generate", counted)
+    for batch, expected in ((2, [2, 2, 1]), (1, [1] * 5), (5, [5]), (9, [5])):
+        sizes.clear()
+        records = run_grid(copy, grid, mode="generate", batch=batch)
+        assert sizes == expected and grid_table(grid, records)["average"] == 100.0, batch
+
+
+def test_ruler_prompts_also_stop_at_the_models_end_of_turn_tokens():
+    """RULER's style stops at the generation config's end-of-sequence tokens too (a chat model's end of turn); this
+    tool's own style at the tokenizer's alone."""
+    from types import SimpleNamespace
+
+    from slconvert.evaluation.niah_run import _stop_tokens
+
+    def em(extra):
+        return SimpleNamespace(tokenizer=SimpleNamespace(eos_token_id=2),
+                               model=SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=extra)))
+
+    sample = NiahSample(task="single", length=900, depth=50.0, sample=0, seed="0", prompt="", input_ids=[],
+                        expected=["1"], answer=" 1")
+    ruler = dataclasses.replace(sample, style="ruler")
+    assert _stop_tokens(em([7, 2, 9]), sample) == [2]
+    assert _stop_tokens(em([7, 2, 9]), ruler) == [2, 7, 9]
+    assert _stop_tokens(em(11), ruler) == [2, 11]
+    assert _stop_tokens(em(None), ruler) == [2]
+
+
+@pytest.mark.parametrize("lengths, built", [([9000, 4096], 4096), ([4097, 9000], None), ([], None), ([30, 5000], 30)])
+def test_the_shortest_length_is_built_before_loading_only_up_to_4096_tokens(lengths, built, monkeypatch):
+    """One prompt at the shortest length when it is at most FLOOR_CHECKED (4096) tokens; longer, nothing is read."""
+    from slconvert import loading
+    from slconvert.evaluation import niah_run
+
+    calls = []
+    monkeypatch.setattr(loading, "load_tokenizer", lambda path: calls.append(("tokenizer", path)) or "tok")
+    monkeypatch.setattr(niah_run, "build_sample", lambda tok, hay, task, length, *a, **k: calls.append(length))
+    assert niah_run.FLOOR_CHECKED == 4096
+    niah_run.check_shortest("model-dir", NoiseHaystack(), lengths, task="single", depth=50, seed=0, key_kind="words",
+                            value_kind="numbers", style="slconvert", chat=False)
+    assert calls == ([] if built is None else [("tokenizer", "model-dir"), built])

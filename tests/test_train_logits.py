@@ -123,3 +123,62 @@ def test_a_training_step_never_holds_the_logits_of_a_whole_sequence(chunked, mon
     recall = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
               if '"span_recall"' in line]
     assert recall  # span recall ran its forwards too, without the head
+
+
+class _AfterHead(torch.nn.Module):
+    """A model whose forward does `after` to the logits its head made; the head's own forward may be bypassed, and
+    `after` then sees the last states instead."""
+
+    def __init__(self, inner, after):
+        super().__init__()
+        self.inner, self.after = inner, after
+
+    def get_output_embeddings(self):
+        return self.inner.get_output_embeddings()
+
+    def forward(self, **kwargs):
+        return SimpleNamespace(logits=self.after(self.inner(**kwargs).logits))
+
+
+def _checked(after, inner=None):
+    inner = inner if inner is not None else _tiny("nemotron_h")
+    model = _AfterHead(inner, after)
+    return chunked_head(model, model, inner.config.vocab_size, torch.device("cpu"))
+
+
+def test_a_head_without_parameters_keeps_the_full_logits():
+    inner = _tiny("nemotron_h")
+    inner.lm_head = torch.nn.Identity()
+    assert output_head(inner) is not None and chunked_head(inner, inner, 384, torch.device("cpu")) is None
+
+
+@pytest.mark.parametrize("keep", [100, 32])  # wider than hidden (64): other logits' shape; narrower: states won't fit
+def test_a_forward_that_slices_the_vocabulary_after_the_head_keeps_the_full_logits(keep):
+    assert _checked(lambda logits: logits[..., :keep]) is None
+
+
+def test_a_bf16_head_after_a_float32_forward_is_called_in_its_own_dtype():
+    """NemotronH casts its logits to float32 after the head, so the bypassed forward hands back float32 states."""
+    inner = _tiny("nemotron_h").to(torch.bfloat16)
+    head = chunked_head(inner, inner, 384, torch.device("cpu"))
+    assert head is not None
+    ids = torch.arange(5)[None]
+    with torch.no_grad(), head_bypassed(output_head(inner)):
+        states = inner(input_ids=ids).logits
+    assert states.dtype == torch.float32
+    with torch.no_grad():
+        torch.testing.assert_close(head(states), inner(input_ids=ids).logits.to(torch.bfloat16))
+
+
+@pytest.mark.parametrize("ratio, kept", [(0.015, True), (0.025, False)])
+def test_a_difference_over_two_percent_of_the_largest_logit_keeps_the_full_logits(ratio, kept):
+    """A bias on one vocabulary entry after the head (bypassed, the forward cannot add it: the states are not
+    logits), `ratio` times the largest logit: the head alone is within the tolerance at 1.5%, not at 2.5%."""
+    def bias_after_head(logits):
+        if logits.shape[-1] != 384:
+            return logits
+        bias = torch.zeros(384)
+        bias[logits[0, 0].abs().argmin()] = ratio * float(logits.abs().max())
+        return logits + bias
+
+    assert (_checked(bias_after_head) is not None) == kept

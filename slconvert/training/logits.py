@@ -82,7 +82,10 @@ def chunked_head(model, call, vocab_size: int, device: torch.device, context=con
         full = call(input_ids=ids, use_cache=False).logits
         with head_bypassed(head):
             states = call(input_ids=ids, use_cache=False).logits
-        late = logits(states)
+        try:  # what follows the head may not fit its input at all (a slice of the vocabulary wider than hidden)
+            late = logits(states)
+        except RuntimeError:
+            return None
     if late.shape != full.shape:
         return None
     full, late = full.float(), late.float()

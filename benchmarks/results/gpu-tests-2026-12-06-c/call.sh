@@ -2,11 +2,11 @@
 # Every GPU test on the code as committed, in parts that fit a device call. Run from the repository root (the suite
 # takes recipe paths from there) on a CUDA machine with fla-core:
 #   PARTS=kernels1 bash benchmarks/results/gpu-tests-2026-12-06-c/call.sh OUT_DIR
-#   PARTS=kernels2 ... ; kernels3 ; others ; models ; mamba   (one call each on an H100)
+#   PARTS=kernels2 ... ; kernels3 ; others ; models ; mamba ; fsdp   (one call each on an H100)
 # kernels: tests/test_triton_gpu.py (kernelsK: its K-th third, `--shard K/3`); others:
 # every other GPU-marked test but the fast Mamba-2 path's; models: that path's whole-model tests; mamba: the rest of
-# its file. Inputs from a fixed seed; no -x, so every failure shows. LIMITS in seconds: KERNELS_LIMIT, OTHERS_LIMIT,
-# MODELS_LIMIT, MAMBA_LIMIT.
+# its file; fsdp: the FSDP2 training test on its own. Inputs from a fixed seed; no -x, so every failure shows. LIMITS in seconds: KERNELS_LIMIT, OTHERS_LIMIT,
+# MODELS_LIMIT, MAMBA_LIMIT, FSDP_LIMIT.
 set -uo pipefail
 OUT=${1:?OUT_DIR}
 mkdir -p "$OUT"
@@ -34,6 +34,7 @@ for p in ${PARTS:-kernels}; do
                     --ignore=tests/test_fast_mamba_gpu.py tests ;;
         models) part models "${MODELS_LIMIT:-400}" -n 4 tests/test_fast_mamba_gpu.py -k model ;;
         mamba) part mamba "${MAMBA_LIMIT:-430}" -n 4 tests/test_fast_mamba_gpu.py -k "not model" ;;
-        *) echo "unknown part $p (kernels, kernels1, kernels2, kernels3, others, models, mamba)"; exit 2 ;;
+        fsdp) part fsdp "${FSDP_LIMIT:-560}" -m gpu tests/test_train_distributed.py ;;  # alone: it launches training
+        *) echo "unknown part $p (kernels, kernels1, kernels2, kernels3, others, models, mamba, fsdp)"; exit 2 ;;
     esac
 done
