@@ -85,7 +85,7 @@ def _pattern_fields(model_type: str, pattern: str) -> dict:
         period = pattern[first + 1:].find("A") + 1 or len(pattern)
         if first < 0 or pattern != "".join("A" if i % period == first else "M" for i in range(len(pattern))):
             raise SlconvertError(f"layers={pattern!r}: a jamba pattern must hold attention every k layers, "
-                                 f"from one of the first k (e.g. 'MAMA' or 'MMAMMA')")
+                                 "from one of the first k (e.g. 'MAMA' or 'MMAMMA')")
         return {"num_hidden_layers": len(pattern), "attn_layer_period": period, "attn_layer_offset": first}
     if model_type == "bamba":
         return {"num_hidden_layers": len(pattern), "attn_layer_indices": [i for i, c in enumerate(pattern) if c == "A"]}

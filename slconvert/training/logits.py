@@ -82,7 +82,7 @@ def chunked_head(model, call, vocab_size: int, device: torch.device, context=con
         full = call(input_ids=ids, use_cache=False).logits
         with head_bypassed(head):
             states = call(input_ids=ids, use_cache=False).logits
-        try:  # what follows the head may not fit its input at all (a slice of the vocabulary wider than hidden)
+        try:  # what follows the head may leave it too few inputs (a slice of the vocabulary narrower than hidden)
             late = logits(states)
         except RuntimeError:
             return None
