@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -357,6 +358,69 @@ def test_auto_backend_on_cpu_is_the_reference():
     q, k, v, s = _qkv()
     expected = "triton" if os.environ.get("TRITON_INTERPRET") == "1" else "reference"
     assert resolve_backend(check_inputs(q, k, v, s, SuperlinearConfig(), None, None, None)) == expected
+
+
+def test_registering_a_backend_again_replaces_its_replay_rule_and_auto_false_keeps_it_out_of_auto(monkeypatch):
+    """`register_backend` under a name already taken replaces all it said before: registered again without
+    `replayable`, its calls are never replayed. With auto=False a backend serves only by name."""
+    from slkernels import api
+
+    _fresh_registry(monkeypatch)
+    monkeypatch.setattr(api, "_REPLAYABLE", {})
+    monkeypatch.setattr(api, "_LOADED", True)  # no Triton registration in between
+    fn, always = (lambda inputs: None), (lambda inputs: True)
+    api.register_backend("mine", fn, always, replayable=always)
+    assert "mine" in api._REPLAYABLE and api._AUTO_ORDER == ["mine"]
+    api.register_backend("mine", fn, always)
+    assert "mine" not in api._REPLAYABLE and api._AUTO_ORDER == ["mine"]
+    api.register_backend("named_only", fn, always, auto=False)
+    assert api._AUTO_ORDER == ["mine"] and "named_only" in api.available_backends()
+
+
+def test_a_cpu_call_falls_back_to_the_reference_without_a_warning(monkeypatch):
+    """Only a CUDA call that no kernel serves is warned about; on the CPU the reference is the expected backend."""
+    from slkernels import api
+
+    monkeypatch.setattr(api, "_WARNED", set())
+    api.available_backends()  # the kernel backends load first, outside the check
+    q, k, v, s = _qkv()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        superlinear_attention(q, k, v, s, SuperlinearConfig(sw_index=1, search_power=0.5))
+
+
+def test_the_fallback_warning_is_given_once_per_reason(monkeypatch):
+    """The fallback warning is given once per (dtype, head dims, backends): a decode loop is not flooded."""
+    from slkernels import api
+    from slkernels.inputs import check_inputs
+
+    _fresh_registry(monkeypatch)
+    monkeypatch.setattr(api, "_LOADED", True)
+    q, k, v, s = _qkv()
+    cfg = SuperlinearConfig(sw_index=1, search_power=0.5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            api._warn_reference_fallback(check_inputs(q, k, v, s, cfg, None, None, None))
+        api._warn_reference_fallback(check_inputs(q.double(), k.double(), v.double(), s.double(), cfg, None, None, None))
+    assert len(caught) == 2 and "torch.float64" in str(caught[1].message)
+
+
+def test_an_enclosing_autocast_does_not_lower_the_references_precision():
+    """Mixed-precision training runs the layers under a bfloat16 autocast: the float32 reference keeps its float32
+    arithmetic inside it (bfloat16 logits would be off by about 1e-2), so its result is the float64 brute force's
+    to float32 rounding."""
+    from slkernels.naive import naive_superlinear_attention
+
+    cfg = SuperlinearConfig(sw_index=1, num_spans=2, search_power=0.5, span_power=0.5, backward_factor=2.0,
+                            forward_factor=1.0)
+    gen = torch.Generator().manual_seed(0)
+    q, k, v, s = (torch.randn(1, 2, 40, 8, generator=gen) for _ in range(4))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = superlinear_attention(q, k[:, :1], v[:, :1], s, cfg, backend="reference")
+    assert got.dtype == torch.float32
+    want = naive_superlinear_attention(q, k[:, :1], v[:, :1], s, cfg)
+    assert (got.double() - want).abs().max() < 1e-5
 
 
 def test_config_limits_and_integral_floats():

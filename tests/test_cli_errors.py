@@ -134,6 +134,20 @@ def test_bench_times_a_length_given_twice_once():
     assert parse_lengths("16K,16384,32K") == [16384, 32768]
 
 
+def test_lengths_are_read_and_written_with_binary_k_and_m():
+    """K is 1024 and M is 1 << 20, in either case, blanks and empty parts skipped, the order kept; written back, a
+    length takes the largest unit that divides it and stays a plain number otherwise."""
+    from slconvert.lengths import parse_lengths, short_length
+
+    assert parse_lengths("1k, 2K,,1m , 100") == [1024, 2048, 1 << 20, 100]
+    assert [short_length(n) for n in (32768, 1 << 20, 3 << 20, 2048 << 10, 1536, 1000, 100)] == \
+        ["32K", "1M", "3M", "2M", "1536", "1000", "100"]
+    for text, needle in (("0", "0 must be positive"), ("-1K", "-1024 must be positive"), (" , ", "no length given"),
+                         ("2G", "'2G' is not a length")):
+        with pytest.raises(SlconvertError, match=f"^--sizes: {needle}; write e.g. 1K,2K$"):
+            parse_lengths(text, "--sizes", "1K,2K")
+
+
 def test_convert_force_replaces_a_checkpoint_only(tmp_path, model_dir):
     notes = tmp_path / "notes"
     notes.mkdir()

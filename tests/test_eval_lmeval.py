@@ -34,6 +34,7 @@ def _run_safely(command: list[str], timeout: int, **kwargs) -> subprocess.Comple
     env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, **SAFE_ENV}
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, **kwargs)
 
+
 TASK_FILES = ("slc_single.yaml", "slc_passkey.yaml", "slc_passkey_tf.yaml", "slc_multikey.yaml",
               "slc_longdoc_ppl.yaml")
 
@@ -80,6 +81,38 @@ def test_task_data_has_exact_lengths(converted):
     assert len(docs) == 2 and docs[0]["text"] != docs[1]["text"] and len(docs[0]["text"]) <= 900
     with pytest.raises(ValueError, match="tokenizer"):
         data.passkey(max_seq_lengths=[400])
+
+
+def test_needle_documents_are_the_needle_prompts_of_their_seed_sample_and_depth():
+    """Row i of a length is `build_sample` of the task's haystack drawn from the same seed, at depth 100 i / (n - 1)
+    and sample index i (so the rows of a length differ); a seed other than 0 reaches both the haystack and the
+    needles, and the multi-key task's distractors hold words. Long documents end at a sentence's end, within their
+    character budget, each its own text."""
+    from transformers import ByT5Tokenizer
+
+    from slconvert.tasks.documents import long_documents
+    from slconvert.tasks.haystack import load_haystack
+    from slconvert.tasks.niah import build_sample
+
+    tok = ByT5Tokenizer()
+    rows = needle_documents(tok, "passkey", [500], num_samples=3, seed=5)
+    assert [r["depth"] for r in rows] == [0.0, 50.0, 100.0] and [r["length"] for r in rows] == [500] * 3
+    for index, row in enumerate(rows):
+        want = build_sample(tok, load_haystack("repeat", seed=5), "single", 500, row["depth"], index, seed=5)
+        assert (row["input"], row["answer"], row["outputs"]) == (want.prompt, want.answer, want.expected)
+    assert len({r["answer"] for r in rows}) == 3
+    single = needle_documents(tok, "single", [500], num_samples=1, seed=5)[0]
+    want = build_sample(tok, load_haystack("builtin", seed=5), "single", 500, 0.0, 0, seed=5)
+    assert single["input"] == want.prompt and single["depth"] == 0.0
+    # the multi-key task's three distractors hold words unless asked otherwise: one numeric needle among them
+    multi = needle_documents(tok, "multikey", [900], num_samples=1)[0]["input"]
+    assert len(re.findall(r"One of the special magic \w+ for \S+ is: [a-z]+-[a-z]+\.", multi)) == 3
+    assert len(re.findall(r"One of the special magic \w+ for \S+ is: \d+\.", multi)) == 1
+    with pytest.raises(SlconvertError, match="num_samples is 0; give at least 1 prompt per length"):
+        needle_documents(tok, "single", [500], num_samples=0)
+    docs = long_documents(chars=700, count=3)
+    assert len({d["text"] for d in docs}) == 3
+    assert all(d["text"].endswith(".") and 600 < len(d["text"]) <= 700 for d in docs)
 
 
 def test_resolve_task_names_and_yaml_paths(tmp_path):

@@ -450,3 +450,16 @@ def test_the_shortest_length_is_built_before_loading_only_up_to_4096_tokens(leng
     niah_run.check_shortest("model-dir", NoiseHaystack(), lengths, task="single", depth=50, seed=0, key_kind="words",
                             value_kind="numbers", style="slconvert", chat=False)
     assert calls == ([] if built is None else [("tokenizer", "model-dir"), built])
+
+
+def test_word_lists_hold_distinct_plain_lowercase_words():
+    """Needle keys are "adjective-noun" (matched as [a-z]+-[a-z]+) and haystack sentences end at their only period,
+    so the word lists hold distinct lowercase words without punctuation, the places lowercase phrases, and the
+    connectives capitalized words that open a sentence."""
+    from slconvert.tasks.wordlists import ADJECTIVES, CONNECTIVES, NOUNS, PLACES, VERBS
+
+    for words in (ADJECTIVES, NOUNS, VERBS, PLACES, CONNECTIVES):
+        assert len(set(words)) == len(words) >= 7
+    assert all(re.fullmatch(r"[a-z]+", w) for w in (*ADJECTIVES, *NOUNS, *VERBS))
+    assert len(PLACES) == 10 and all(re.fullmatch(r"[a-z]+( [a-z]+)+", p) for p in PLACES)
+    assert all(re.fullmatch(r"[A-Z][a-z]+( [a-z]+)*", c) for c in CONNECTIVES)

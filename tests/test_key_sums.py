@@ -372,6 +372,18 @@ def test_only_span_mean_calls_over_long_caches_keep_sums(monkeypatch):
         layer.clear()
 
 
+def test_the_kept_sums_start_at_16k_keys():
+    """KEEP_MIN_KEYS is 2^14 (the update of kept sums was timed only from 16K keys on): a span-mean call over 16383
+    keys keeps nothing, one over 16384 keeps its sums; the anchor key never does."""
+    import torch
+    from slkernels import LayerState, SuperlinearConfig
+
+    mean, anchor = SuperlinearConfig(**MEAN), SuperlinearConfig(**dict(MEAN, search_key="anchor"))
+    short, long = torch.empty(1, 1, (1 << 14) - 1, 1), torch.empty(1, 1, 1 << 14, 1)
+    assert not LayerState.keeps(mean, short) and LayerState.keeps(mean, long)
+    assert not LayerState.keeps(anchor, long)
+
+
 def test_a_call_that_would_make_the_kept_sums_is_never_replayed_and_keys_name_the_kept_arrays(monkeypatch):
     """A replay key names the state's arrays by address: none while the state holds nothing or the call's keys do
     not fit what it holds (the call makes them, which no graph may do), another key once they are remade."""

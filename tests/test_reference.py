@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 from slkernels import SuperlinearConfig, superlinear_attention
-from slkernels.naive import dense_causal, naive_superlinear_attention, window
+from slkernels.naive import dense_causal, first_real, naive_superlinear_attention, window
 
 POWERS = (0.5, 0.55, 1 / 3)
 FORWARD = (0.0, 1.0)
@@ -143,6 +143,28 @@ def test_an_explicit_scale_is_the_token_softmax_scale():
                                rtol=1e-10)
     torch.testing.assert_close(got, naive_superlinear_attention(q, k, v, qs, cfg, scale=0.05), atol=1e-10, rtol=1e-9)
     assert (got - superlinear_attention(q, k, v, qs, cfg, backend="reference")).abs().max() > 1e-2
+
+
+def test_the_brute_force_gives_zeros_for_a_batch_row_of_padding_only():
+    """A batch row whose mask holds no real token has s0 = L_kv (`first_real`): every query row of it lies in the
+    padding, and the brute force gives zeros for them (docs/semantics.md), not the attention of an unpadded row."""
+    cfg = _cfg_small()
+    q, k, v, qs = _inputs(2, 2, 1, 40, 40, 4)
+    mask = torch.ones(2, 40, dtype=torch.long)
+    mask[0] = 0
+    assert first_real(mask, 0, 40) == 40 and first_real(mask, 1, 40) == 0
+    got = naive_superlinear_attention(q, k, v, qs, cfg, attention_mask=mask)
+    assert got[0].abs().max() == 0 and got[1].abs().min() > 0
+
+
+def test_dense_causal_puts_fewer_query_rows_than_keys_at_the_last_positions():
+    """Without cache_position, the L_q rows of `dense_causal` sit at the last L_q key positions (a decode row sees
+    every key). With q = 0 every softmax is uniform, so row r is the mean of v over keys 0 .. L_kv - L_q + r."""
+    v = torch.arange(10, dtype=torch.float64).view(1, 1, 5, 2)
+    k = torch.randn(1, 1, 5, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    q = torch.zeros(1, 1, 2, 2, dtype=torch.float64)
+    want = torch.tensor([[3.0, 4.0], [4.0, 5.0]], dtype=torch.float64)  # means of v[0..3] and v[0..4]
+    torch.testing.assert_close(dense_causal(q, k, v)[0, 0], want)
 
 
 def test_chunked_prefill_and_decode_match_full_prefill():
@@ -346,3 +368,69 @@ def test_span_tables_do_not_take_an_ulp_low_power_from_numpy(monkeypatch):
     tables = geometry._span_tables_cpu.__wrapped__(0.2, 1.0, 3.0, 4096)
     assert tables.back.tolist() == [math.ceil(math.pow(x, 0.2)) for x in range(4097)]
     assert tables.fwd.tolist() == [math.ceil(3.0 * math.pow(x, 0.2)) for x in range(4097)]
+
+
+def test_anchor_offsets_below_2_to_the_64_are_exact_integers():
+    """o(i) = i ** (1/p) exactly in integers wherever it is below 2^64; only offsets of 2^64 or more (beyond every
+    position) collapse to the one value BEYOND."""
+    from slkernels.geometry import BEYOND, anchor_offset
+
+    assert anchor_offset(2, 1 / 63) == 2**63
+    assert anchor_offset(3, 1 / 40) == 3**40  # 1.2e19, below 2^64 = 1.8e19
+    assert anchor_offset(2, 1 / 64) == BEYOND == 2**64
+    assert anchor_offset(3, 1 / 41) == BEYOND
+
+
+def test_table_capacity_is_the_power_of_two_above_t_and_at_least_64(monkeypatch):
+    """Tables are built for capacities 64, 128, 256, ...: the smallest power of two above the largest t asked for,
+    never below 64, so short rows share one build."""
+    import slkernels.geometry as geometry
+
+    monkeypatch.setattr(geometry, "_TABLES", {})
+    cfg = SuperlinearConfig(sw_index=1, num_spans=1, search_power=0.5, span_power=0.5)
+    capacities = [geometry.geometry_tables(cfg, t).capacity for t in (0, 1, 5, 63, 64, 100, 127, 128)]
+    assert capacities == [64, 64, 64, 64, 128, 128, 128, 256]
+    assert geometry.span_tables(cfg, 5).back.numel() == 65
+
+
+def test_a_shorter_row_after_a_longer_one_gets_only_its_own_anchor_offsets(monkeypatch):
+    """`anchor_table` keeps the view of its latest call: a call for fewer tokens seen after one for more (same
+    capacity) must not get the longer view back. With p = 1/2 and sw = 1 the offsets are 4, 9, 16, ..., i^2 <= t."""
+    import slkernels.geometry as geometry
+
+    monkeypatch.setattr(geometry, "_TABLES", {})
+    cfg = SuperlinearConfig(sw_index=1, num_spans=1, search_power=0.5, span_power=0.5)
+    assert geometry.anchor_table(cfg, 100).tolist() == [i * i for i in range(2, 11)]
+    assert geometry.anchor_table(cfg, 70).tolist() == [i * i for i in range(2, 9)]
+    assert geometry.anchor_table(cfg, 8).tolist() == [4]
+    assert geometry.anchor_table(cfg, 121).tolist() == [i * i for i in range(2, 12)]
+
+
+def test_span_bounds_of_rows_before_the_first_real_token_reach_as_t_0():
+    """Rows in the left padding have t <= 0 tokens seen: their span reach is that of t = 0 (ceil(b * 0) = 0 keys
+    each way), never a table entry counted from its far end. W = 3 (sw 1, p 1/2); t = 16: back ceil(2 * 4) = 8,
+    forward ceil(1 * 4) = 4, and hi stops at q - W = 17."""
+    from slkernels.geometry import span_bounds
+
+    cfg = SuperlinearConfig(sw_index=1, num_spans=1, search_power=0.5, span_power=0.5, backward_factor=2.0,
+                            forward_factor=1.0)
+    anchor, t = torch.tensor([10, 10, 10, 16]), torch.tensor([-2, 0, 16, 16])
+    lo, hi = span_bounds(cfg, anchor, t, torch.tensor(0), torch.tensor(20))
+    assert lo.tolist() == [10, 10, 2, 8] and hi.tolist() == [10, 10, 14, 17]
+
+
+def test_a_block_of_rows_counts_every_key_span_and_candidate_against_the_budget(monkeypatch):
+    """Per query row a block holds, for each batch row and head, the logits of every key, k spans of
+    ceil(b_b t^rho) + ceil(b_f t^rho) + 1 keys and one score per candidate anchor. At t = 100 (sw 1, p = rho = 1/2,
+    b_b = 2, b_f = 1): 100 + 2 * (20 + 10 + 1) + 9 anchors (4, 9, ..., 100) = 171 elements, twice for two heads: a
+    budget of 19 rows of 342 holds 19 rows, one element less 18."""
+    import slkernels.reference as ref
+    from slkernels.inputs import check_inputs
+
+    cfg = SuperlinearConfig(sw_index=1, num_spans=2, search_power=0.5, span_power=0.5, backward_factor=2.0,
+                            forward_factor=1.0)
+    q, k = torch.zeros(1, 2, 100, 4), torch.zeros(1, 1, 100, 4)
+    inp = check_inputs(q, k, k, q, cfg, None, None, None)
+    for budget, rows in ((19 * 342, 19), (19 * 342 - 1, 18), (341, 1), (10**9, 100)):
+        monkeypatch.setattr(ref, "BLOCK_ELEMENTS", budget)
+        assert ref._block_rows(inp, 100) == rows, budget

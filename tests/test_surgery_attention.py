@@ -223,6 +223,54 @@ def test_query_positions_come_from_the_caller_the_mask_or_the_cache_length():
     assert query_positions(torch.ones(1, 8, dtype=torch.bool), 2, 8, "cpu").tolist() == [6, 7]
 
 
+def test_padding_mask_of_edge_rows():
+    """A 2-D mask longer than the layer's keys is read from its start (key 0 on); a batch row that shows no key at
+    all is all padding (zeros), and is no gap to refuse."""
+    assert padding_mask(torch.tensor([[0, 1, 1, 1, 0, 0]]), 4).tolist() == [[0, 1, 1, 1]]
+    assert padding_mask(torch.tensor([[0, 0, 0], [1, 1, 1]]), 3).tolist() == [[0, 0, 0], [1, 1, 1]]
+
+
+def test_query_positions_at_the_edges_of_the_key_axis():
+    """A given cache_position is taken only while it lies on the key axis (below L_kv); a static cache whose visible
+    keys end at L_q - 1 (the first prefill of L_q tokens) puts its rows at 0 .. L_q - 1."""
+    assert query_positions(None, 1, 8, "cpu", given=torch.tensor([7])).tolist() == [7]
+    assert query_positions(None, 1, 8, "cpu", given=torch.tensor([8])).tolist() == [7]  # off the axis: the last key
+    first_prefill = torch.tensor([[1, 1, 0, 0, 0, 0, 0, 0]]) != 0
+    assert query_positions(first_prefill, 2, 8, "cpu").tolist() == [0, 1]
+
+
+def test_superlinear_mask_of_a_block_without_dense_layers_and_of_a_static_cache():
+    """A superlinear config block without "dense_attention_layers" is not known to convert every layer: its layers
+    get transformers' 4-D mask. Under a fully converted model, a static cache's slots not yet written are 0 in the
+    2-D mask whatever the mask given covers, and its written keys past a shorter mask are real."""
+    class Config:
+        superlinear = {}
+
+    assert superlinear_mask(batch_size=1, q_length=2, kv_length=4, attention_mask=torch.ones(1, 4, dtype=torch.bool),
+                            config=Config(), allow_is_causal_skip=False).shape == (1, 1, 2, 4)
+    Config.superlinear = {"dense_attention_layers": []}
+    assert superlinear_mask(batch_size=1, q_length=2, kv_length=6, q_offset=2, config=Config(),
+                            attention_mask=torch.tensor([[0, 1]], dtype=torch.bool)).tolist() == [[0, 1, 1, 1, 0, 0]]
+    # a mask as long as the static cache: its slots past the written keys are still 0
+    assert superlinear_mask(batch_size=1, q_length=2, kv_length=6, q_offset=2, config=Config(),
+                            attention_mask=torch.ones(1, 6, dtype=torch.bool)).tolist() == [[1, 1, 1, 1, 0, 0]]
+
+
+def test_a_converted_layer_with_logit_soft_capping_or_a_sliding_window_is_refused():
+    """Superlinear attention models neither a sliding window nor soft-capped logits: a converted layer asked for
+    either is refused by name, never run without it."""
+    from slconvert.attention import superlinear_attention_forward
+
+    module = torch.nn.Module()
+    module.superlinear_router = SuperlinearRouter(2, 4, SuperlinearConfig(sw_index=1, search_power=0.5), layer_idx=3)
+    q = torch.randn(1, 2, 3, 4)
+    for extra in ({"softcap": 30.0}, {"sliding_window": 4}):
+        with pytest.raises(SlconvertError, match="layer 3 uses a sliding window or logit soft-capping"):
+            superlinear_attention_forward(module, q, q, q, None, scaling=0.5, **extra)
+    out, _ = superlinear_attention_forward(module, q, q, q, None, scaling=0.5)
+    assert out.shape == (1, 3, 2, 4)
+
+
 def _left_padded_pair() -> tuple[torch.Tensor, torch.Tensor]:
     """Two rows of 60 tokens and their mask; row 0 is left-padded by 5."""
     tokens = torch.randint(4, 384, (2, 60), generator=torch.Generator().manual_seed(0))
@@ -348,6 +396,65 @@ def test_router_module_and_initial_weights():
     assert isinstance(router.config_key, str) and config_by_key(router.config_key) == config
     assert SuperlinearRouter(4, 8, SuperlinearConfig(sw_index=3, search_power=0.5), 0).config_key == router.config_key
     assert SuperlinearRouter(4, 8, SuperlinearConfig(sw_index=4, search_power=0.5), 0).config_key != router.config_key
+
+
+def test_random_router_weights_differ_for_every_seed_and_layer():
+    """Each (seed, layer) pair draws its own weights: neither seed 1 at layer 0 and seed 0 at layer 1, nor any other
+    two pairs of small seeds and layers, share a draw."""
+    pairs = [(seed, layer) for seed in range(3) for layer in range(3)]
+    drawn = [initial_router_weight(1, 4, init="random", seed=seed, layer=layer) for seed, layer in pairs]
+    for i in range(len(pairs)):
+        for j in range(i):
+            assert not torch.equal(drawn[i], drawn[j]), (pairs[i], pairs[j])
+
+
+def test_router_weights_take_the_dtype_asked_for():
+    """The starting weight and the router's parameter are in the dtype asked for (float32 by default), whatever the
+    float64 arithmetic that draws them."""
+    assert initial_router_weight(2, 4).dtype == torch.float32
+    assert initial_router_weight(2, 4, init="random", dtype=torch.bfloat16).dtype == torch.bfloat16
+    config = SuperlinearConfig(sw_index=3, search_power=0.5)
+    assert SuperlinearRouter(2, 4, config, layer_idx=0).weight.dtype == torch.float32
+    router = SuperlinearRouter(2, 4, config, layer_idx=0, dtype=torch.bfloat16)
+    assert router.weight.dtype == torch.bfloat16
+    assert torch.equal(router.weight.float(), torch.eye(4).expand(2, 4, 4))
+
+
+def test_a_query_of_another_head_dim_is_refused_by_name():
+    """A query whose head dim is not the router's (a checkpoint whose router does not match its config) is refused
+    with the layer and both shapes named, not left to fail inside the matmul."""
+    router = SuperlinearRouter(4, 8, SuperlinearConfig(sw_index=3, search_power=0.5), layer_idx=5)
+    with pytest.raises(SlconvertError, match=r"router of layer 5 expects 4 heads of 8, got query of shape \[1, 4, 5, 6\]"):
+        router(torch.randn(1, 4, 5, 6))
+
+
+def test_routers_are_listed_by_layer_index():
+    """`routers(model)` maps each converted layer's index to its router in increasing index order, whatever the
+    order of the modules."""
+    config = SuperlinearConfig(sw_index=3, search_power=0.5)
+    model = torch.nn.ModuleList([SuperlinearRouter(1, 2, config, layer_idx=i) for i in (7, 2, 5)])
+    found = routers(model)
+    assert list(found) == [2, 5, 7]
+    assert [r.layer_idx for r in found.values()] == [2, 5, 7] and found[7] is model[0]
+
+
+def test_a_copy_of_a_router_never_copies_what_its_state_keeps():
+    """A deep copy of a router gets a fresh, empty state of its own: the kept arrays (3.4 times the layer's
+    K cache) are never copied along."""
+    import copy
+
+    class Uncopyable:
+        def __deepcopy__(self, memo):
+            raise AssertionError("the kept sums were copied")
+
+        def __reduce__(self):
+            raise AssertionError("the kept sums were pickled")
+
+    router = SuperlinearRouter(2, 4, SuperlinearConfig(sw_index=3, search_power=0.5), layer_idx=0)
+    router.state.key_sums = Uncopyable()
+    twin = copy.deepcopy(router)
+    assert twin.state is not router.state and twin.state.key_sums is None and twin.state_key != router.state_key
+    assert torch.equal(twin.weight, router.weight)
 
 
 def test_routers_are_trainable_alone(bamba):
@@ -682,7 +789,6 @@ def test_eager_generate_on_a_static_cache_replays_its_decode_steps_from_graphs(t
     assert torch.equal(replayed, plain)
     layers = len(json.loads((out / "config.json").read_text())["superlinear"]["layers"])
     assert sum(entry.graph is not None for entry in decode_graphs._ENTRIES.values()) == layers
-
 
 
 def test_the_layers_of_one_forward_derive_the_mask_and_positions_once(bamba, monkeypatch):

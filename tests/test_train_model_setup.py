@@ -190,7 +190,7 @@ def test_under_fsdp_only_the_main_process_reads_the_weights(model_type, monkeypa
     reading a weight, with the buffers the main process does not send (rotary frequencies) computed as rank 0
     has them, and after the training dtype setup (frozen bf16 beside float32 masters) the same layout, which
     is what the broadcast of rank 0's weights into the shards relies on."""
-    path = converted(model_type, dtype="BF16")
+    path = converted(model_type, layers="MAEA" if model_type == "nemotron_h" else "MAMA", dtype="BF16")
     stored = load_file(path / "model.safetensors")
 
     _launched_as(monkeypatch, 0)
