@@ -282,6 +282,50 @@ def test_lm_eval_command_line_indexes_the_include_path_alone_when_it_holds_every
         assert all(n in manager.all_tasks for n in names)
 
 
+def test_lm_eval_command_line_task_names_and_builds_at_their_edges():
+    """A folder or a pattern given to --tasks is lm-eval's to resolve (no names: the full index); empty items of a
+    comma list are no names; a --tasks flag with nothing after it names nothing. A caller that asks for no built-in
+    tasks gets none, whether or not its names are all on the include path."""
+    from slconvert.evaluation.lm_eval_cli import include_first, named_tasks
+
+    assert named_tasks(["--tasks", "evals/tasks"]) == [] and named_tasks(["--tasks=slc_*"]) == []
+    assert named_tasks(["--tasks", "slc_passkey,,hellaswag,"]) == ["slc_passkey", "hellaswag"]
+    assert named_tasks(["--model", "hf", "--tasks"]) == []
+    built = []
+
+    class Manager:
+        def __init__(self, include_path=None, include_defaults=True, metadata=None):
+            built.append(include_defaults)
+            self.all_tasks = ["slc_passkey"] + (["hellaswag"] if include_defaults else [])
+
+    for names in ([], ["hellaswag"]):
+        built.clear()
+        include_first(Manager, names)(include_path="evals/tasks", include_defaults=False)
+        assert built == [False], (names, built)
+
+
+def test_lm_eval_command_line_adds_the_shipped_tasks_unless_an_include_path_is_given(monkeypatch):
+    """`--include_path DIR` and `--include_path=DIR` both keep the caller's path; without either the shipped
+    tasks folder is added. lm-eval's entry point is replaced by one that records the arguments it would read."""
+    import lm_eval.__main__
+    import lm_eval.tasks
+
+    from slconvert.evaluation import lm_eval_cli
+
+    seen = []
+    monkeypatch.setattr(lm_eval_cli, "offline_environment", lambda: None)
+    monkeypatch.setattr(lm_eval_cli, "register", lambda: None)
+    monkeypatch.setattr(lm_eval.tasks, "TaskManager", lm_eval.tasks.TaskManager)  # put back after the test
+    monkeypatch.setattr(lm_eval.__main__, "cli_evaluate", lambda: seen.append(list(sys.argv)))
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    for args, expected in ((["--tasks", "x", "--include_path=mine"], ["lm_eval", "--tasks", "x", "--include_path=mine"]),
+                           (["--include_path", "mine"], ["lm_eval", "--include_path", "mine"]),
+                           (["--tasks", "x"], ["lm_eval", "--tasks", "x", "--include_path", str(shipped_tasks_dir())])):
+        seen.clear()
+        lm_eval_cli.main(args)
+        assert seen == [expected], args
+
+
 NEEDLE_TASKS = ("slc_single", "slc_passkey", "slc_multikey", "slc_passkey_tf")
 
 
@@ -563,3 +607,21 @@ def test_lm_eval_bars_keep_a_negative_score_and_its_label_inside_the_plot(tmp_pa
     labels = {t.get_text(): (t.get_position()[0], t.get_horizontalalignment()) for t in ax.texts}
     assert labels["-2.00"] == (pytest.approx(-2.01), "right") and labels["0.50"] == (pytest.approx(0.51), "left")
     assert labels["n/a"] == (pytest.approx(0.01), "left")
+
+
+def test_lm_eval_bars_of_two_series_share_a_row_top_down_and_a_zero_score_is_labelled_past_it(tmp_path, monkeypatch):
+    """Two series split each row's 0.8 between them: bars 0.4 high, centred 0.2 above and below the row (the
+    model's first), rows read top down; a score of exactly 0 is labelled to the right of zero, at 0.01."""
+    from slconvert.evaluation import plots
+
+    kept = []
+    monkeypatch.setattr(plots.plt, "close", kept.append)
+    rows = [{"task": "a", "metric": "acc", "tiny": 0.0, "src (source)": 0.5},
+            {"task": "b", "metric": "acc", "tiny": 0.25, "src (source)": 0.75}]
+    plots.lm_eval_bars(rows, tmp_path / "bars.png", "tiny", "src")
+    ax = kept[0].axes[0]
+    bars = [value for p in ax.patches for value in (p.get_y(), p.get_height(), p.get_width())]
+    assert bars == pytest.approx([-0.4, 0.4, 0.0, 0.6, 0.4, 0.25, 0.0, 0.4, 0.5, 1.0, 0.4, 0.75])
+    assert ax.yaxis_inverted()
+    labels = {t.get_text(): (t.get_position()[0], t.get_horizontalalignment()) for t in ax.texts}
+    assert labels["0.00"] == (pytest.approx(0.01), "left")

@@ -100,6 +100,49 @@ def test_perplexity_and_bits_per_byte_of_a_uniform_model():
     assert result["perplexity"] == pytest.approx(16.0)
 
 
+def _byte_tokens(text, add_special_tokens=True):
+    """One token per UTF-8 byte (its value mod 16), after a BOS token 0 when special tokens are asked for."""
+    return {"input_ids": ([0] if add_special_tokens else []) + [byte % 16 for byte in text.encode()]}
+
+
+def test_perplexity_edges_of_the_context_and_of_a_document():
+    """Known answers with the uniform model (every scored token costs ln 16): a document of exactly max_length
+    tokens is scored (only a longer one is too long); a document of one token (BOS alone) has nothing to score and
+    is skipped; the BOS token is part of the document, so "ab cd" (BOS + 5 bytes) scores 5 tokens; bits per byte
+    counts UTF-8 bytes, not characters: "\u00e9\u00e9" is 4 bytes (BOS + 4 tokens, 4 scored), 4 * 4 / 4 = 4.0 bits
+    per byte (8.0 if the 2 characters were counted)."""
+    em = SimpleNamespace(tokenizer=_byte_tokens, model=_Uniform(), max_length=6, name="uniform")
+    docs = [("exact", "ab cd"), ("long", "ab cde"), ("empty", ""), ("accents", "\u00e9\u00e9")]
+    result = perplexity(em, docs, chunk=2, skip_too_long=True)
+    assert [(r["document"], r["tokens"], r["scored"]) for r in result["documents"]] == [("exact", 6, 5),
+                                                                                        ("accents", 5, 4)]
+    assert [r["bits_per_byte"] for r in result["documents"]] == pytest.approx([4 * 5 / 5, 4.0])
+    assert result["skipped"] == [{"document": "long", "tokens": 7, "max_length": 6},
+                                 {"document": "empty", "tokens": 1, "reason": "fewer than 2 tokens"}]
+    assert result["tokens"] == 9 and result["perplexity"] == pytest.approx(16.0)
+
+
+def test_perplexity_of_nothing_scored_is_none_and_a_chunk_below_one_is_refused():
+    """When every document is skipped no token is scored: the pooled perplexity is None (not 0 or NaN). A chunk
+    size of 0 is the one-line error, not a crash inside range()."""
+    em = SimpleNamespace(tokenizer=_byte_tokens, model=_Uniform(), max_length=2, name="uniform")
+    result = perplexity(em, [("long", "abc")], chunk=4, skip_too_long=True)
+    assert result["tokens"] == 0 and result["perplexity"] is None and result["documents"] == []
+    with pytest.raises(SlconvertError, match="--chunk-size 0 must be at least 1"):
+        document_nll(_Uniform(), [1, 2, 3], 0)
+
+
+def test_documents_skip_blank_lines_and_texts_and_a_named_file_is_read_whatever_its_suffix(tmp_path):
+    """A blank (or whitespace-only) .jsonl line is skipped but still counted in the line numbers; a document of
+    whitespace alone is dropped; a file named directly is read even with a suffix a folder search would skip."""
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.jsonl").write_text('{"text": "one"}\n   \n{"text": " "}\n{"text": "four"}\n')
+    (tmp_path / "docs" / "b.txt").write_text("  \n\t")
+    (tmp_path / "docs" / "c.log").write_text("not a document")
+    assert load_documents(tmp_path / "docs") == [("a.jsonl:1", "one"), ("a.jsonl:4", "four")]
+    assert load_documents(tmp_path / "docs" / "c.log") == [("c.log", "not a document")]
+
+
 def test_greedy_decoding_with_cache_matches_recomputation(models):
     from slconvert.evaluation.models import greedy_generate
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,73 @@ def test_shipped_teacher_is_small_and_answers_a_needle_prompt():
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False)
     text = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
     assert score_generation(text, sample.expected) == 1.0, (text, sample.expected)
+
+
+def test_teacher_config_has_the_documented_shape_and_refuses_an_unknown_size():
+    """The tiny teacher: hidden 256, layers M A E A, vocab 1024, 8 query heads of 32 over 2 key/value heads, 8 experts
+    (2 per token) of 256; the study teacher: hidden 512, 15 layers, heads of 64. A size that is not a key of
+    TEACHER_SIZES is a ValueError naming the sizes."""
+    from slconvert.assets.teacher import teacher_config
+
+    tiny = teacher_config()
+    assert (tiny.hidden_size, tiny.vocab_size, tiny.num_hidden_layers) == (256, 1024, 4)
+    assert (tiny.num_attention_heads, tiny.num_key_value_heads, tiny.head_dim) == (8, 2, 32)
+    assert (tiny.n_routed_experts, tiny.num_experts_per_tok, tiny.moe_intermediate_size) == (8, 2, 256)
+    assert tiny.moe_shared_expert_intermediate_size == 256 and tiny.max_position_embeddings == 8192
+    study = teacher_config("study")
+    assert (study.hidden_size, study.num_hidden_layers, study.head_dim) == (512, 15, 64)
+    assert study.max_position_embeddings == 32768
+    with pytest.raises(ValueError, match="unknown teacher size 'huge'; use one of tiny, study"):
+        teacher_config("huge")
+
+
+def test_teacher_command_writes_into_a_new_or_empty_folder_only(tmp_path, monkeypatch, capsys):
+    """OUT_DIR defaults to SIZE-teacher-init; a folder with files in it, or a file, is refused before anything is
+    built; an empty folder is used. (The build itself is replaced by one that records its arguments.)"""
+    from slconvert.assets import teacher
+
+    built = []
+    monkeypatch.setattr(teacher, "build_untrained_teacher",
+                        lambda out, seed, size: built.append((str(out), seed, size)) or out)
+    monkeypatch.chdir(tmp_path)
+    teacher.main(["--size", "study", "--seed", "3"])
+    assert built == [("study-teacher-init", 3, "study")]
+    assert "untrained study teacher written to study-teacher-init" in capsys.readouterr().out
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    (tmp_path / "file").write_text("")
+    for name in ("full", "file"):
+        with pytest.raises(SystemExit, match=f"error: {name} exists and is not an empty folder"):
+            teacher.main([name])
+    (tmp_path / "empty").mkdir()
+    teacher.main(["empty"])
+    assert built[1:] == [("empty", 0, "tiny")]
+
+
+def test_untrained_teacher_weights_come_from_its_seed(tmp_path, monkeypatch):
+    """--seed is the seed of the weights: the model is initialized right after torch.manual_seed(seed), so seed 5
+    gives the weights of a model built after torch.manual_seed(5), and not those of seed 6. (The tokenizer is
+    not built here.)"""
+    from transformers import AutoModelForCausalLM
+
+    from slconvert.assets import teacher
+
+    monkeypatch.setattr(teacher, "build_teacher_tokenizer", lambda out, seed: None)
+    out = teacher.build_untrained_teacher(tmp_path / "t", seed=5)
+    written = AutoModelForCausalLM.from_pretrained(out).get_input_embeddings().weight
+    for seed, same in ((5, True), (6, False)):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(teacher.teacher_config(), dtype=torch.float32)
+        assert torch.equal(written, model.get_input_embeddings().weight) == same, seed
+
+
+def test_tokenizer_corpus_pairs_each_kind_of_value_with_keys_of_the_other_kind():
+    """The needle prompts the tokenizer is trained on ask for number values by word keys ("adjective-noun") and for
+    word values by number keys, 50 of each per template, so both kinds of key are in its corpus."""
+    from slconvert.assets.teacher import _tokenizer_corpus
+
+    found = {"numbers": set(), "words": set()}
+    for text in _tokenizer_corpus(0):
+        for plural, key in re.findall(r"special magic (numbers|words) for (\S+) is: ", text):
+            found[plural].add("number" if key.isdigit() else "word" if re.fullmatch(r"[a-z]+-[a-z]+", key) else key)
+    assert found == {"numbers": {"word"}, "words": {"number"}}

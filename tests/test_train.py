@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -391,6 +392,54 @@ def test_time_limit_stops_and_saves_the_model_as_final(tmp_path):
     assert [m["step"] for m in _metrics(out) if "event" not in m] == [1]
     assert slconvert.router.routers(slconvert.load(out))
     assert json.loads((out / "training_summary.json").read_text())["stopped_at_time_limit"]
+
+
+def _short_recipe(*extra):
+    return load_recipe("recipes/long-context.yaml", ["seq_len=32", "batch_size=1", "recall_rows=0", "recall_every=0",
+                                                     "save_every=0", *extra])
+
+
+def test_log_lines_and_quiet_progress_lines_follow_their_cadence(tmp_path, capsys):
+    """20 steps with log_every=3: metrics.jsonl holds steps 3, 6, ..., 18 and the last one, 20. Without a bar a line
+    is printed after the first step and every tenth of the run (every 2 steps), the last one included."""
+    Trainer(_short_recipe("max_steps=20", "log_every=3"), fast_model(), tmp_path / "run", progress=False).run()
+    assert [m["step"] for m in _metrics(tmp_path / "run") if "event" not in m] == [3, 6, 9, 12, 15, 18, 20]
+    printed = [int(m) for m in re.findall(r"^step (\d+)/20 ", capsys.readouterr().err, flags=re.M)]
+    assert printed == [1, *range(2, 21, 2)]
+
+
+def test_smoothed_loss_is_a_bias_corrected_average_that_restarts_on_resume(tmp_path):
+    """loss_smooth is the exponential average (beta 0.95) of every step's loss divided by 1 - 0.95^n, n the steps
+    since the run (or its resumption) began: after one step it is that step's loss, after two
+    (0.05 * 0.95 * l1 + 0.05 * l2) / (1 - 0.95^2). A run stopped at step 2 logs that step even off the log_every
+    cadence, and the resumed run's first step again smooths to its own loss."""
+    model, out = fast_model(), tmp_path / "run"
+    Trainer(_short_recipe("max_steps=4", "stop_at_step=2"), model, out, progress=False).run()
+    first = [m for m in _metrics(out) if "event" not in m]
+    assert [m["step"] for m in first] == [1, 2]
+    l1, l2 = first[0]["loss"], first[1]["loss"]
+    assert first[0]["loss_smooth"] == pytest.approx(l1, rel=1e-6)
+    assert first[1]["loss_smooth"] == pytest.approx((0.05 * 0.95 * l1 + 0.05 * l2) / (1 - 0.95 ** 2), rel=1e-6)
+    Trainer(_short_recipe("max_steps=4"), model, out, resume=True, progress=False).run()
+    resumed = [m for m in _metrics(out) if "event" not in m and m["step"] > 2]
+    assert [m["step"] for m in resumed] == [3, 4]
+    assert resumed[0]["loss_smooth"] == pytest.approx(resumed[0]["loss"], rel=1e-6)
+
+    stopped = tmp_path / "stopped"
+    Trainer(_short_recipe("max_steps=4", "stop_at_step=2", "log_every=3"), model, stopped, progress=False).run()
+    assert [m["step"] for m in _metrics(stopped) if "event" not in m] == [2]
+
+
+def test_the_last_step_is_neither_a_time_limit_stop_nor_a_recall_during_the_run(tmp_path, capsys):
+    """A time limit reached on the last step changes nothing: the run is complete, so there is no stop message and
+    no checkpoint (save_every=0); recall_every=1 measures after every step but the last, where the "after"
+    measurement is the one."""
+    out = tmp_path / "run"
+    summary = Trainer(_short_recipe("max_steps=1", "time_limit_minutes=1e-6", "recall_rows=16", "recall_every=1"),
+                      fast_model(), out, progress=False).run()
+    assert summary["steps"] == 1 and not summary["stopped_at_time_limit"]
+    assert "time limit" not in capsys.readouterr().err and latest_checkpoint(out) is None
+    assert [m["when"] for m in _metrics(out) if m.get("event") == "span_recall"] == ["before", "after"]
 
 
 def test_accelerate_checkpoint_limit_deletes_the_old_checkpoint_before_saving(tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +57,6 @@ def test_needle_sample_has_exact_length_and_answer_targets(tokenizer, task, hays
     assert gen.sample(random.Random(5), 900, task).input_ids.tolist() == sample.input_ids.tolist()
 
 
-
 def _positions(text: str, values: list[str]) -> list[int]:
     return [text.index(value) for value in values]
 
@@ -102,6 +102,7 @@ def test_a_recipe_chooses_the_needle_order(tokenizer):
     assert recipe_from_dict({}).data.needle_order == "shuffled"
     with pytest.raises(SlconvertError, match="data.needle_order.*shuffled.*answer"):
         recipe_from_dict({"data": {"needle_order": "sideways"}})
+
 
 def test_too_short_for_a_needle_is_refused(tokenizer):
     recipe = recipe_from_dict({"seq_len": 64, "data": {"niah_fraction": 1.0}})
@@ -279,3 +280,79 @@ def test_imports_run_one_way():
     assert not _imported_packages(root / "training") & {"evaluation", "commands"}
     assert not _imported_packages(root / "evaluation") & {"training", "commands"}
     assert _imported_packages(root / "tasks") <= {"tasks", "errors", "inputs"}  # inputs: a leaf beside errors
+
+
+def test_text_windows_are_aligned_slices_in_a_fresh_order_every_epoch():
+    """24 tokens 0..23 in windows of 4 are the six slices [4k, 4k + 4); each epoch (ordinals 6e .. 6e + 5) visits
+    every one of them once, and the order changes from epoch to epoch (ten epochs are not all one order). Two
+    tokens past the last whole window (26 tokens) are never used."""
+    from slconvert.training.data import TextCorpus
+
+    corpus = TextCorpus(np.arange(26, dtype=np.int64), seed=0, description="test")
+    orders = []
+    for epoch in range(10):
+        windows = [corpus.window(6 * epoch + i, 4).tolist() for i in range(6)]
+        assert sorted(windows) == [[4 * k, 4 * k + 1, 4 * k + 2, 4 * k + 3] for k in range(6)], epoch
+        orders.append(tuple(w[0] // 4 for w in windows))
+    assert len(set(orders)) > 1, orders
+
+
+def test_held_out_text_samples_are_not_the_first_training_batch(tokenizer):
+    """eval_sample draws the run's last length in an order of its own: the held-out batch is not the sequence of
+    windows the first optimizer step trains on."""
+    recipe = recipe_from_dict({"seq_len": 32, "batch_size": 4, "seed": 1, "data": {"niah_fraction": 0.0,
+                                                                                  "corpus_tokens": 4096}})
+    source = SequenceSource(recipe, tokenizer, 384)
+    trained = [source.sample(0, i).input_ids.tolist() for i in range(4)]
+    held_out = [source.eval_sample(i).input_ids.tolist() for i in range(4)]
+    assert held_out != trained
+
+
+def test_the_question_is_worded_for_the_keys_and_values_asked(tokenizer, monkeypatch):
+    """One value asked: "What is the special magic number for KEY"; two keys asked: "... numbers for A and B"
+    (no comma before the "and" of two keys). No shipped task asks two keys, so one is added here."""
+    from slconvert.tasks.niah import TaskSpec
+    from slconvert.training import data
+
+    monkeypatch.setitem(data.TASKS, "pair", TaskSpec(queries=2))
+    pool = SentencePool(tokenizer, SyntheticHaystack(0).text(4000))
+    generator = NiahGenerator(tokenizer, "builtin", pool, "words", "numbers", 384)
+    one = tokenizer.decode(generator.sample(random.Random(0), 600, "single").input_ids)
+    assert "What is the special magic number for " in one and "What are all" not in one
+    two = tokenizer.decode(generator.sample(random.Random(0), 600, "pair").input_ids)
+    assert re.search(r"What are all the special magic numbers for [a-z]+-[a-z]+ and [a-z]+-[a-z]+ mentioned", two), two
+
+
+def test_a_needle_can_stand_at_either_end_of_the_haystack(tokenizer, monkeypatch):
+    """Needles go at a random boundary between haystack sentences, the first and the last included: with a
+    haystack of two sentences (token 7), a single needle lands right after the header (depth 0) in some of 60
+    samples and right before the question (depth 100%) in others (each 1 in 3)."""
+    generator = NiahGenerator(tokenizer, "builtin", None, "words", "numbers", 384)
+    monkeypatch.setattr(generator, "_filler", lambda rng, n: [np.full(n // 2, 7), np.full(n - n // 2, 7)])
+    header = ("Some special magic numbers are hidden within the following text. Make sure to memorize them. "
+              "I will quiz you about the numbers afterwards.\n\n")
+    head = 1 + len(tokenizer(header, add_special_tokens=False)["input_ids"])  # BOS + the header
+    after_head = set()
+    for seed in range(60):
+        ids = generator.sample(random.Random(seed), 300, "single").input_ids
+        after_head.add(int(ids[head]) == 7)
+    assert after_head == {True, False}
+
+
+def test_a_needle_only_run_needs_no_text_longer_than_a_sequence(tmp_path, tokenizer):
+    """With niah_fraction 1 the user's text is only a haystack to draw sentences from (wrapping around): a file
+    shorter than one sequence is enough; it would not be for text samples."""
+    (tmp_path / "short.txt").write_text("The river runs. The stone sits. The cloud moves.")
+    recipe = recipe_from_dict({"seq_len": 300, "data": {"niah_fraction": 1.0, "niah_haystack": "text",
+                                                        "text": [str(tmp_path / "short.txt")]}})
+    source = SequenceSource(recipe, tokenizer, 384)
+    assert source.corpus is None and len(source.sample(0, 0).input_ids) == 300
+
+
+def test_a_jsonl_record_of_whitespace_is_no_document(tmp_path):
+    """A .jsonl record whose text is only whitespace adds no document (it would add an empty one between EOS
+    tokens); blank lines are skipped too."""
+    from slconvert.training.data import read_documents
+
+    (tmp_path / "a.jsonl").write_text('{"text": "one"}\n{"text": "  \\n "}\n\n{"text": "two"}\n')
+    assert read_documents([tmp_path / "a.jsonl"], "text") == ["one", "two"]

@@ -204,3 +204,33 @@ def test_falling_span_recall_is_reported_with_the_fix():
     assert recall_warning({**alone, "span_recall_before": None, "span_recall_after": {"1": 0.1}}) is None  # resumed
     # a fall of exactly the tolerance is within it (0.5 - 0.25 is exact in binary)
     assert recall_warning({**alone, "span_recall_before": {"1": 0.5}, "span_recall_after": {"1": 0.25}}, 0.25) is None
+
+
+def test_train_command_prints_the_last_loss_and_mean_recall_and_passes_quiet_on(tmp_path, monkeypatch):
+    """The command's summary line: the last logged loss to 4 places and the mean span recall after the run
+    ((0.5 + 0.25) / 2 = 0.375); --quiet turns the progress bars off. `train` is replaced by one that records its
+    arguments and returns a summary."""
+    from click.testing import CliRunner
+
+    import slconvert.training
+    from slconvert.cli import main
+
+    calls = []
+    summary = {"steps": 3, "last": {"loss": 1.23456}, "span_recall_after": {"1": 0.5, "3": 0.25}}
+    monkeypatch.setattr(slconvert.training, "train",
+                        lambda recipe, model, out, resume, progress: calls.append((resume, progress)) or summary)
+    for flags, progress in (([], True), (["--quiet"], False)):
+        result = CliRunner().invoke(main, ["train", str(RECIPES / "router-warmup.yaml"), "--model", str(tmp_path / "m"),
+                                           "--output", str(tmp_path / "o"), *flags])
+        assert result.exit_code == 0, result.output
+        assert result.output == f"trained 3 steps -> {tmp_path / 'o'} (last loss 1.2346, span recall 0.375)\n"
+        assert calls.pop() == (False, progress)
+
+
+def test_the_default_tolerance_of_a_span_recall_fall_is_two_points():
+    """Without a tolerance given, a fall of 0.03 (more than 0.02) is reported and a fall of 0.015 is not."""
+    from slconvert.commands.train import recall_warning
+
+    alone = {"routers_only": True, "span_recall_before": {"1": 0.5}}
+    assert "0.500 to 0.470" in recall_warning({**alone, "span_recall_after": {"1": 0.47}})
+    assert recall_warning({**alone, "span_recall_after": {"1": 0.485}}) is None
