@@ -65,10 +65,11 @@ _PATTERN_VALUES: dict[str, tuple[str, dict[str, object]]] = {
     "lfm2_moe": ("layer_types", {"A": "full_attention", "C": "conv"}),
     "minimax": ("layer_types", {"A": "full_attention", "L": "linear_attention"}),
     "olmo_hybrid": ("layer_types", {"A": "full_attention", "L": "linear_attention"}),
-    # jamba: attention every `attn_layer_period` layers; bamba: a list of indices; falcon_h1: every layer.
-    "jamba": ("attn_layer_period", {}),
-    "bamba": ("attn_layer_indices", {}),
-    "falcon_h1": ("", {}),
+    # jamba: attention every `attn_layer_period` layers; bamba: a list of indices; falcon_h1: every layer (their
+    # letters' values are only names: `_pattern_fields` spells these configs itself).
+    "jamba": ("attn_layer_period", {"A": "attention", "M": "mamba"}),
+    "bamba": ("attn_layer_indices", {"A": "attention", "M": "mamba"}),
+    "falcon_h1": ("", {"H": "hybrid"}),
 }
 
 TINY_ARCHITECTURES: tuple[str, ...] = tuple(_TINY)
@@ -76,7 +77,7 @@ TINY_ARCHITECTURES: tuple[str, ...] = tuple(_TINY)
 
 def _pattern_fields(model_type: str, pattern: str) -> dict:
     field, values = _PATTERN_VALUES[model_type]
-    letters = set(values) or set(_TINY[model_type][1])  # jamba, bamba, falcon_h1: their default's letters
+    letters = set(values)
     if not pattern or set(pattern) - letters:
         raise SlconvertError(f"layers={pattern!r}: a {model_type} pattern is made of {', '.join(sorted(letters))}")
     if model_type == "jamba":

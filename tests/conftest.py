@@ -111,3 +111,14 @@ def pytest_unconfigure(config):
     else:
         os.environ["TMPDIR"] = old_env
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def drawn_figures(monkeypatch):
+    """The figures `slconvert.evaluation.plots` draws, kept open (its `plt.close` appends them here instead), so a test
+    can read their axes after the PNG is written."""
+    from slconvert.evaluation import plots
+
+    kept = []
+    monkeypatch.setattr(plots.plt, "close", kept.append)
+    return kept

@@ -587,39 +587,35 @@ if __name__ == "__main__":  # the child processes of the RULER tests above
         ruler_essay_answers(Path(sys.argv[2]), Path(sys.argv[3]))
 
 
-def test_lm_eval_bars_keep_a_negative_score_and_its_label_inside_the_plot(tmp_path, monkeypatch):
+def test_lm_eval_bars_keep_a_negative_score_and_its_label_inside_the_plot(tmp_path, drawn_figures):
     """lm-eval reports some metrics below zero (a log-likelihood): the axis reaches past the lowest bar as it does
     past the highest, and each label sits past its bar's end, on its side of zero."""
     import warnings
 
     from slconvert.evaluation import plots
 
-    kept = []
-    monkeypatch.setattr(plots.plt, "close", kept.append)
     rows = [{"task": "lambada", "metric": "loglik", "tiny": -2.0, "src (source)": -1.0},
             {"task": "niah", "metric": "4096", "tiny": 0.5, "src (source)": None}]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         path = plots.lm_eval_bars(rows, tmp_path / "bars.png", "tiny", "src")
     assert path.stat().st_size > 0
-    ax = kept[0].axes[0]
+    ax = drawn_figures[0].axes[0]
     assert ax.get_xlim() == pytest.approx((-2.24, 1.12))
     labels = {t.get_text(): (t.get_position()[0], t.get_horizontalalignment()) for t in ax.texts}
     assert labels["-2.00"] == (pytest.approx(-2.01), "right") and labels["0.50"] == (pytest.approx(0.51), "left")
     assert labels["n/a"] == (pytest.approx(0.01), "left")
 
 
-def test_lm_eval_bars_of_two_series_share_a_row_top_down_and_a_zero_score_is_labelled_past_it(tmp_path, monkeypatch):
+def test_lm_eval_bars_of_two_series_share_a_row_top_down_and_a_zero_score_is_labelled_past_it(tmp_path, drawn_figures):
     """Two series split each row's 0.8 between them: bars 0.4 high, centred 0.2 above and below the row (the
     model's first), rows read top down; a score of exactly 0 is labelled to the right of zero, at 0.01."""
     from slconvert.evaluation import plots
 
-    kept = []
-    monkeypatch.setattr(plots.plt, "close", kept.append)
     rows = [{"task": "a", "metric": "acc", "tiny": 0.0, "src (source)": 0.5},
             {"task": "b", "metric": "acc", "tiny": 0.25, "src (source)": 0.75}]
     plots.lm_eval_bars(rows, tmp_path / "bars.png", "tiny", "src")
-    ax = kept[0].axes[0]
+    ax = drawn_figures[0].axes[0]
     bars = [value for p in ax.patches for value in (p.get_y(), p.get_height(), p.get_width())]
     assert bars == pytest.approx([-0.4, 0.4, 0.0, 0.6, 0.4, 0.25, 0.0, 0.4, 0.5, 1.0, 0.4, 0.75])
     assert ax.yaxis_inverted()

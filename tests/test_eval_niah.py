@@ -465,24 +465,17 @@ def test_word_lists_hold_distinct_plain_lowercase_words():
     assert all(re.fullmatch(r"[A-Z][a-z]+( [a-z]+)*", c) for c in CONNECTIVES)
 
 
-def _kept_figures(monkeypatch):
-    from slconvert.evaluation import plots
-
-    kept = []
-    monkeypatch.setattr(plots.plt, "close", kept.append)
-    return plots, kept
-
-
-def test_niah_heatmap_writes_every_cell_of_a_20_by_20_grid_and_greys_a_skipped_one(tmp_path, monkeypatch):
+def test_niah_heatmap_writes_every_cell_of_a_20_by_20_grid_and_greys_a_skipped_one(tmp_path, drawn_figures):
     """Cells are written out up to 400 of them (a 20 x 20 grid included); a skipped (None) cell reads "skip" and
     is masked, not drawn as a score of 0; the title carries the average to one decimal."""
-    plots, kept = _kept_figures(monkeypatch)
+    from slconvert.evaluation import plots
+
     scores = [[float(i + j) for j in range(20)] for i in range(20)]
     scores[3][4] = None
     table = {"task": "single", "lengths": [256 * (k + 1) for k in range(20)], "depths": [5.0 * k for k in range(20)],
              "scores": scores, "average": 37.3}
     plots.niah_heatmap(table, tmp_path / "heat.png", "tiny")
-    ax = kept[0].axes[0]
+    ax = drawn_figures[0].axes[0]
     texts = [t.get_text() for t in ax.texts]
     assert len(texts) == 400 and texts.count("skip") == 1 and texts[3 * 20 + 4] == "skip"
     assert texts[3 * 20 + 5] == "8" and texts[399] == "38"
@@ -490,24 +483,26 @@ def test_niah_heatmap_writes_every_cell_of_a_20_by_20_grid_and_greys_a_skipped_o
     assert ax.get_title() == "tiny: NIAH single\naverage 37.3"
 
 
-def test_niah_comparison_draws_the_difference_on_a_scale_centred_on_zero(tmp_path, monkeypatch):
+def test_niah_comparison_draws_the_difference_on_a_scale_centred_on_zero(tmp_path, drawn_figures):
     """The difference panel runs from -100 to +100 (a loss as far below zero as a gain above it), signed labels."""
-    plots, kept = _kept_figures(monkeypatch)
+    from slconvert.evaluation import plots
+
     base = {"task": "single", "lengths": [256, 512], "depths": [0.0], "scores": [[100.0, 40.0]], "average": 70.0}
     model = {**base, "scores": [[90.0, 60.0]], "average": 75.0}
     diff = {**base, "scores": [[-10.0, 20.0]], "average": 5.0}
     plots.niah_comparison(model, base, diff, tmp_path / "cmp.png", "tiny", "src")
-    axes = kept[0].axes
+    axes = drawn_figures[0].axes
     assert axes[0].images[0].get_clim() == (0.0, 100.0) and axes[2].images[0].get_clim() == (-100.0, 100.0)
     assert [t.get_text() for t in axes[2].texts] == ["-10", "+20"]
     assert axes[1].get_title() == "src (source)\naverage 70.0"
 
 
-def test_span_recall_heatmap_shows_percent(tmp_path, monkeypatch):
+def test_span_recall_heatmap_shows_percent(tmp_path, drawn_figures):
     """Recall fractions are drawn and written in percent: 0.5 -> 50, 0.25 -> 25; rows are named by layer."""
-    plots, kept = _kept_figures(monkeypatch)
+    from slconvert.evaluation import plots
+
     plots.span_recall_heatmap([[0.5, 0.25], [1.0, 0.0]], [1, 3], tmp_path / "recall.png", "tiny", 0.4375)
-    ax = kept[0].axes[0]
+    ax = drawn_figures[0].axes[0]
     assert [t.get_text() for t in ax.texts] == ["50", "25", "100", "0"]
     assert ax.images[0].get_array().tolist() == [[50.0, 25.0], [100.0, 0.0]]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["1", "3"]

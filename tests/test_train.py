@@ -381,22 +381,19 @@ def test_bad_input_is_one_line_before_any_work(tmp_path):
     assert code == 2 and "already exists" in output
 
 
+def _short_recipe(*extra):
+    return load_recipe("recipes/long-context.yaml", ["seq_len=32", "batch_size=1", "recall_rows=0", "recall_every=0",
+                                                     "save_every=0", *extra])
+
+
 def test_time_limit_stops_and_saves_the_model_as_final(tmp_path):
     """A run that reaches `time_limit_minutes` ends after the step in flight and its model is the final one."""
     out = tmp_path / "run"
-    recipe = load_recipe("recipes/long-context.yaml", ["max_steps=50", "seq_len=32", "batch_size=1",
-                                                      "recall_rows=0", "recall_every=0", "save_every=0",
-                                                      "time_limit_minutes=1e-6"])
-    summary = Trainer(recipe, fast_model(), out, progress=False).run()
+    summary = Trainer(_short_recipe("max_steps=50", "time_limit_minutes=1e-6"), fast_model(), out, progress=False).run()
     assert summary["steps"] == 1 and summary["planned_steps"] == 50 and summary["stopped_at_time_limit"]
     assert [m["step"] for m in _metrics(out) if "event" not in m] == [1]
     assert slconvert.router.routers(slconvert.load(out))
     assert json.loads((out / "training_summary.json").read_text())["stopped_at_time_limit"]
-
-
-def _short_recipe(*extra):
-    return load_recipe("recipes/long-context.yaml", ["seq_len=32", "batch_size=1", "recall_rows=0", "recall_every=0",
-                                                     "save_every=0", *extra])
 
 
 def test_log_lines_and_quiet_progress_lines_follow_their_cadence(tmp_path, capsys):

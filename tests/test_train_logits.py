@@ -81,24 +81,26 @@ def test_distillation_with_heads_after_both_forwards_matches_the_logits():
     assert float(full.detach().min()) > 0.01  # the teacher differs: a KL that could hide a wrong head
 
 
-class _SoftCapped(torch.nn.Module):
-    """A model whose forward caps its logits with a tanh after the head (as Gemma's `final_logit_softcapping`)."""
+class _AfterHead(torch.nn.Module):
+    """A model whose forward does `after` to the logits its head made; the head's own forward may be bypassed, and
+    `after` then sees the last states instead."""
 
-    def __init__(self, inner, cap: float):
+    def __init__(self, inner, after):
         super().__init__()
-        self.inner, self.cap = inner, cap
+        self.inner, self.after = inner, after
 
     def get_output_embeddings(self):
         return self.inner.get_output_embeddings()
 
     def forward(self, **kwargs):
-        return SimpleNamespace(logits=self.cap * torch.tanh(self.inner(**kwargs).logits / self.cap))
+        return SimpleNamespace(logits=self.after(self.inner(**kwargs).logits))
 
 
 def test_a_head_that_does_not_commute_with_what_follows_it_keeps_the_full_logits():
     inner = _tiny("nemotron_h")
     vocab = inner.config.vocab_size
-    assert chunked_head(_SoftCapped(inner, 0.5), _SoftCapped(inner, 0.5), vocab, torch.device("cpu")) is None
+    capped = _AfterHead(inner, lambda logits: 0.5 * torch.tanh(logits / 0.5))  # as Gemma's final_logit_softcapping
+    assert chunked_head(capped, capped, vocab, torch.device("cpu")) is None
     assert chunked_head(inner, inner, vocab, torch.device("cpu")) is not None
 
 
@@ -123,21 +125,6 @@ def test_a_training_step_never_holds_the_logits_of_a_whole_sequence(chunked, mon
     recall = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
               if '"span_recall"' in line]
     assert recall  # span recall ran its forwards too, without the head
-
-
-class _AfterHead(torch.nn.Module):
-    """A model whose forward does `after` to the logits its head made; the head's own forward may be bypassed, and
-    `after` then sees the last states instead."""
-
-    def __init__(self, inner, after):
-        super().__init__()
-        self.inner, self.after = inner, after
-
-    def get_output_embeddings(self):
-        return self.inner.get_output_embeddings()
-
-    def forward(self, **kwargs):
-        return SimpleNamespace(logits=self.after(self.inner(**kwargs).logits))
 
 
 def _checked(after, inner=None):
