@@ -3,6 +3,7 @@
 # takes recipe paths from there) on a CUDA machine with fla-core:
 #   PARTS=kernels1 bash benchmarks/results/gpu-tests-2026-12-06-c/call.sh OUT_DIR
 #   PARTS=kernels2 ... ; kernels3 ; others ; models ; mamba ; fsdp   (one call each on an H100)
+#   PARTS=listed LIST=FILE ...   the tests FILE names, one pytest node id a line (e.g. those a part left unrun)
 # kernels: tests/test_triton_gpu.py (kernelsK: its K-th third, `--shard K/3`); others:
 # every other GPU-marked test but the fast Mamba-2 path's; models: that path's whole-model tests; mamba: the rest of
 # its file; fsdp: the FSDP2 training test on its own. Inputs from a fixed seed; no -x, so every failure shows. LIMITS in seconds: KERNELS_LIMIT, OTHERS_LIMIT,
@@ -34,7 +35,9 @@ for p in ${PARTS:-kernels}; do
                     --ignore=tests/test_fast_mamba_gpu.py tests ;;
         models) part models "${MODELS_LIMIT:-400}" -n 4 tests/test_fast_mamba_gpu.py -k model ;;
         mamba) part mamba "${MAMBA_LIMIT:-430}" -n 4 tests/test_fast_mamba_gpu.py -k "not model" ;;
+        listed) part "listed-$(basename "${LIST:?LIST=FILE of node ids}" .txt)" "${LISTED_LIMIT:-560}" -n 4 \
+                    $(grep -v '^#' "$LIST") ;;
         fsdp) part fsdp "${FSDP_LIMIT:-560}" -m gpu tests/test_train_distributed.py ;;  # alone: it launches training
-        *) echo "unknown part $p (kernels, kernels1, kernels2, kernels3, others, models, mamba, fsdp)"; exit 2 ;;
+        *) echo "unknown part $p (kernels, kernels1, kernels2, kernels3, others, models, mamba, fsdp, listed)"; exit 2 ;;
     esac
 done
