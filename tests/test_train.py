@@ -20,6 +20,7 @@ from slconvert.cli import main
 from slconvert.errors import SlconvertError
 from slconvert.training import Trainer, TrainingStopped, load_recipe
 from slconvert.training.checkpoints import TRAINER_FILE, latest_checkpoint
+from slconvert.training.loop import progress_line
 from slconvert.training.preflight import distill_path
 
 
@@ -486,3 +487,11 @@ def test_a_gpu_run_loads_straight_onto_its_device_and_trains_in_bf16(tmp_path):
     summary = resumed.run()
     assert summary["mixed_precision"] == "bf16" and summary["steps"] == 3 and not summary["stopped_at_step"]
     assert slconvert.router.routers(slconvert.load(out))
+
+
+def test_the_progress_line_says_the_time_left_from_the_mean_step_time():
+    """Without a bar: after step 5 of 10, five steps in 10 s leave five more at 2 s each; a run resumed at step 5
+    that has run three steps (to step 8) in 6 s has two left, 4 s."""
+    assert progress_line(5, 10, 5, 1.23456, 1000, 10.0) == "step 5/10 loss 1.2346 (smoothed) 100 tokens/s, 10 s, eta 10 s"
+    assert progress_line(8, 10, 3, 0.5, 600, 6.0).endswith("100 tokens/s, 6 s, eta 4 s")
+    assert progress_line(10, 10, 10, 0.5, 10, 3.0).endswith("eta 0 s")

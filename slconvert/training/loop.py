@@ -114,6 +114,15 @@ def _finish_loss_by_kind(logs: dict) -> dict:
     return logs
 
 
+def progress_line(step: int, max_steps: int, done: int, smooth: float, tokens: int, elapsed: float) -> str:
+    """The line a run without a progress bar prints after `step` (1-based) of `max_steps`: `done` steps ran in this
+    process (a resumed run counts from its resumption), `tokens` in `elapsed` seconds. The time left is their mean
+    step time times the steps still to run."""
+    eta = elapsed / done * (max_steps - step)
+    return (f"step {step}/{max_steps} loss {smooth:.4f} (smoothed) {tokens / max(elapsed, 1e-9):.0f} tokens/s, "
+            f"{elapsed:.0f} s, eta {eta:.0f} s")
+
+
 def _saved_recipe(raw: dict) -> dict:
     """A checkpoint's recipe as it ran: read back through the recipe parser, so that a key newer than the run
     (at any depth) holds its default; as written when it no longer parses."""
@@ -610,11 +619,8 @@ class Trainer:
                             tok_s=f"{record['tokens_per_s']:.0f}")
             done = step + 1 - self.start_step
             if quiet_lines and (done == 1 or (step + 1) % every == 0 or step + 1 == recipe.max_steps):
-                elapsed = time.perf_counter() - started
-                eta = elapsed / done * (recipe.max_steps - step - 1)
-                print(f"step {step + 1}/{recipe.max_steps} loss {smooth:.4f} (smoothed) "
-                      f"{tokens_done / max(elapsed, 1e-9):.0f} tokens/s, {elapsed:.0f} s, eta {eta:.0f} s",
-                      file=sys.stderr, flush=True)
+                print(progress_line(step + 1, recipe.max_steps, done, smooth, tokens_done,
+                                    time.perf_counter() - started), file=sys.stderr, flush=True)
             if recipe.recall_every and (step + 1) % recipe.recall_every == 0 and step + 1 < recipe.max_steps:
                 self._log_recall(step + 1, "during")
             if recipe.save_every and (step + 1) % recipe.save_every == 0:
