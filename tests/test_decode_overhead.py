@@ -215,6 +215,24 @@ def test_decode_rows_at_positions_read_nothing_back(stubbed):
     assert len(searches) == 8 and all(grid[2] > 1 for grid in searches)  # split into pieces
 
 
+def test_calls_of_up_to_sixteen_rows_without_gradients_take_the_decode_path():
+    """`decodes`: 1 to DECODE_MAX_ROWS (16) query rows with no gradient to record take the decode path (the calls
+    `superlinear_attention` may replay from a CUDA graph); a 17th row, or a gradient to record, takes the prefill."""
+    from slkernels import triton_backend
+    from slkernels.inputs import check_inputs
+    from slkernels.triton_ops.decode import DECODE_MAX_ROWS
+
+    assert DECODE_MAX_ROWS == 16
+    k = torch.randn(1, 1, 40, 16)
+
+    def call(rows, grad=False):
+        q = torch.randn(1, 2, rows, 16, requires_grad=grad)
+        return check_inputs(q, k, k, q, SuperlinearConfig(**SMALL), None, None, None)
+
+    assert triton_backend.decodes(call(1)) and triton_backend.decodes(call(16))
+    assert not triton_backend.decodes(call(17)) and not triton_backend.decodes(call(16, grad=True))
+
+
 @pytest.mark.parametrize("length, piece", [(16384, 32), (65536, 32), (1 << 20, 64), (1 << 22, 256)])
 def test_search_pieces_are_short_while_rows_have_few_anchors(length, piece):
     """decode.SEARCH_SPLIT (32, 32): a row's candidates (released: 142 / 380 / 1983 / 4324 anchors at 16K / 64K / 1M

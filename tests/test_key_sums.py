@@ -260,6 +260,92 @@ def _span_sums_from_parts(torch) -> dict:
     return {"worst_error": float(((got.double() - want).norm(dim=-1) / span.norm(dim=-1)).max())}
 
 
+def _exact_keys_changed(torch) -> dict:
+    """Keys of quarter units (every float32 block total exact, in any order) changed in ways that leave each block's
+    plain totals as they were: three keys of one block moved by +1/4, -1/2, +1/4 (its weighted totals tell), a key
+    of zeros appended (its block's key count tells), and on batch row 1 padding moved back over two keys of zeros
+    (the group's first real key tells). Per step: blocks written per group, and the largest error of any row of the
+    centred running sums against float64."""
+    from slkernels.triton_ops.prefix import KeySums
+
+    gen = torch.Generator().manual_seed(10)
+    k = torch.randint(-8, 9, (2, 2, 71, 16), generator=gen).float() / 4 + 2.0
+    k[:, :, 70] = 0.0
+    k[1, :, 3:5] = 0.0
+    sums = KeySums()
+    got = {}
+
+    def step(name, keys, first):
+        prefix = sums.update(keys, first)
+        length = keys.shape[2]
+        real = keys.double().clone()
+        for b, start in enumerate(first.tolist()):
+            real[b, :, :start] = 0
+        exact = torch.nn.functional.pad(real.cumsum(2), (0, 0, 1, 0))
+        seen = (torch.arange(length + 1)[None, :] - first[:, None]).clamp_min(0).double()  # real keys before x
+        want = exact - seen[:, None, :, None] * prefix.center.double()[:, :, None, :]
+        error = (prefix.sums()[:, :, :length + 1] - want).abs().max() / exact.abs().max()
+        got[name] = {"written": sums.written.sum(-1).tolist(), "blocks": sums.written.shape[1], "error": float(error)}
+
+    first = torch.tensor([0, 5])
+    step("built", k[:, :, :70], first)
+    moved = k.clone()
+    moved[0, 1, 17:20] += torch.tensor([0.25, -0.5, 0.25])[:, None]  # group 1, block 1 of 5
+    step("totals_kept", moved[:, :, :70], first)
+    step("zero_key_appended", moved, first)
+    step("padding_over_zero_keys", moved, torch.tensor([0, 3]))
+    return got
+
+
+def _bound_scales(torch) -> dict:
+    """Each group's scale from keys whose bound is known by hand (one block of 16 keys, every column alike): batch
+    row 0 alternates +1 and -1 (centre 0, sums of |x| 16: bound 16, scale 2^(14 - 5)); batch row 1 holds nine
+    padding keys and seven keys of 1 (centre 1: 7 |x| + 7 real keys x |centre| = 14, scale 2^(14 - 4))."""
+    from slkernels.triton_ops.prefix import key_prefix
+
+    k = torch.ones(2, 1, 16, 16)
+    k[0, :, 1::2] = -1.0
+    prefix = key_prefix(k, torch.tensor([0, 9]))
+    return {"scale": prefix.scale.flatten().tolist(), "center": prefix.center[:, 0, 0].tolist()}
+
+
+def _long_cache(torch) -> dict:
+    """Span means of 400 keys: tiles of blocks past the second read of a program over the tiles' totals (it reads four
+    tiles of four 16-key blocks, 256 keys, at once under the interpreter), so that its running total carries from
+    one read to the next."""
+    from slkernels.triton_ops.prefix import key_prefix
+
+    torch.manual_seed(11)
+    k = torch.randn(1, 2, 400, 16) + 3.0
+    first = torch.tensor([5])
+    return {"error": _worst_mean_error(torch, key_prefix(k, first), k, first, 400)}
+
+
+def _row_norms(torch) -> dict:
+    """`KeyPrefix.norm` against each stored row's norm (hi + lo, float64), for rows of 64 columns (four column
+    chunks under the interpreter), with its arrays allocated full of NaN so that a row never written shows: the
+    ratios' range over the rows with a norm, and rows 0 and those of padding keys (norm 0)."""
+    from slkernels.triton_ops.prefix import key_prefix
+
+    real_empty = torch.empty
+
+    def poisoned(*args, **kwargs):
+        t = real_empty(*args, **kwargs)
+        return t.fill_(float("nan")) if t.dtype.is_floating_point else t
+
+    torch.manual_seed(13)
+    k = torch.randn(1, 1, 50, 64) + 4.0
+    torch.empty = poisoned
+    try:
+        prefix = key_prefix(k, torch.tensor([3]))
+    finally:
+        torch.empty = real_empty
+    stored = prefix.pairs[0, 0].double().sum(dim=1).norm(dim=-1)
+    ratio = prefix.norm[0, 0, 4:].double() / stored[4:]
+    return {"ratio_min": float(ratio.min()), "ratio_max": float(ratio.max()),
+            "leading": prefix.norm[0, 0, :4].tolist()}
+
+
 def _worker() -> None:
     os.environ["TRITON_INTERPRET"] = "1"
     import torch
@@ -270,7 +356,9 @@ def _worker() -> None:
     print(json.dumps({"growth": _growth(torch), "changes": _changes(torch), "decode": _decode(torch),
                       "replay": _replay(torch), "prefill": _prefill_then_decode(torch),
                       "one_row": _one_batch_row(torch), "scales": _scales(torch),
-                      "span_sums": _span_sums_from_parts(torch)}))
+                      "span_sums": _span_sums_from_parts(torch), "exact_keys": _exact_keys_changed(torch),
+                      "bound_scales": _bound_scales(torch), "long_cache": _long_cache(torch),
+                      "row_norms": _row_norms(torch)}))
 
 
 @pytest.fixture(scope="module")
@@ -326,6 +414,44 @@ def test_span_sums_subtract_all_three_parts_of_the_running_sums(interpreted):
     """A span's sum from the running sums keeps about float32's precision where the sums are far larger than it
     (keys whose mean drifts): 33 bits, not the 22 of the `hi` and `lo` parts the search's products read."""
     assert interpreted["span_sums"]["worst_error"] < 2e-5, interpreted["span_sums"]
+
+
+def test_changes_that_keep_a_blocks_plain_totals_are_still_written(interpreted):
+    """Keys of exact quarter units, so that the float32 totals tell nothing by rounding: a change that leaves a
+    block's plain totals (a +1/4, -1/2, +1/4 pattern) is seen by its weighted totals, a key of zeros appended by the
+    block's key count, and padding moved back over keys of zeros by the group's first real key; each writes the
+    rows it moved, and every row of the sums stays exact."""
+    got = interpreted["exact_keys"]
+    blocks = got["built"]["blocks"]
+    assert got["built"]["written"] == [blocks] * 4
+    assert got["totals_kept"]["written"] == [0, blocks - 1, 0, 0]  # group 1, from block 1
+    assert got["zero_key_appended"]["written"] == [1] * 4  # the last block of every group
+    assert got["padding_over_zero_keys"]["written"] == [0, 0, blocks, blocks]  # batch row 1's groups, whole
+    for name, case in got.items():
+        assert case["error"] < 1e-6, (name, case)
+
+
+def test_each_groups_scale_comes_from_the_bound_of_its_real_keys(interpreted):
+    """The bound counts each block's sum of |x| (not of x: keys of alternating sign sum to 0) and |centre| once per
+    real key, not per padding key: 16 -> 2^9 for alternating keys, 14 -> 2^10 for seven real keys of 1."""
+    got = interpreted["bound_scales"]
+    assert got["center"] == [0.0, 1.0]
+    assert got["scale"] == [2.0**9, 2.0**10]
+
+
+def test_span_means_stay_exact_over_more_tiles_than_one_read_of_them(interpreted):
+    assert interpreted["long_cache"]["error"] < 1e-5, interpreted["long_cache"]
+
+
+def test_row_norms_are_each_rows_norm_times_the_slack(interpreted):
+    """`KeyPrefix.norm` is every column chunk's share of a row's norm together, times NORM_SLACK (rounded up past
+    float32's rounding, never below the stored row's norm); row 0 and the padding rows hold 0."""
+    from slkernels.triton_ops.prefix import NORM_SLACK
+
+    got = interpreted["row_norms"]
+    assert got["leading"] == [0.0] * 4
+    assert 1.0 < got["ratio_min"] and got["ratio_max"] < 1.0 + 2.0**-14, got
+    assert abs(got["ratio_min"] / NORM_SLACK - 1.0) < 2.0**-18 and abs(got["ratio_max"] / NORM_SLACK - 1.0) < 2.0**-18, got
 
 
 def test_decode_with_kept_sums_equals_decode_that_builds_them(interpreted):

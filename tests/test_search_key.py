@@ -121,6 +121,21 @@ def test_kernel_backend_serves_both_search_keys(monkeypatch):
     assert [resolve_backend(c, "auto") for c in calls] == ["triton", "triton"]
 
 
+def test_kernel_backend_leaves_a_value_head_dim_other_than_the_querys_to_the_reference(monkeypatch):
+    """The kernels take one head dim for q, k and v: a call whose v has another (which the reference serves) is not
+    theirs even where they could run (the CPU made to count as interpreting), so `auto` gives it to the reference."""
+    from slkernels import triton_backend
+    from slkernels.api import resolve_backend
+    from slkernels.inputs import check_inputs
+
+    q, k, v, qs = _inputs(1, 2, 1, 16, 16, 16, dtype=torch.float32)
+    monkeypatch.setattr(triton_backend, "interpreting", lambda: True)
+    same = check_inputs(q, k, v, qs, _cfg(), None, None, None)
+    wider = check_inputs(q, k, torch.cat([v, v], dim=-1), qs, _cfg(), None, None, None)
+    assert triton_backend.supports(same) and not triton_backend.supports(wider)
+    assert resolve_backend(wider, "auto") == "reference"
+
+
 def test_convert_option_round_trips_through_the_checkpoint(tmp_path):
     """`slconvert convert --search-key span_mean` is written to config.json and `slconvert.load` runs it."""
     import json

@@ -89,6 +89,31 @@ def test_key_block_slices_hold_every_entry_that_touches_the_block(shift, monkeyp
                 assert start <= i < stop, (g, blk, i)
 
 
+@pytest.mark.parametrize("block", [16, 512])
+def test_key_block_slices_hold_only_their_buckets_entries(block):
+    """A bucket's slice of a key block holds entries of that bucket alone, also where the block reaches past the
+    largest first key the sort key can hold (512 keys over 150: the first key takes 8 bits), so that no entry is
+    scanned under two buckets."""
+    geo = _geometry(4, batch=2, heads_q=4, length=150, pad=7)
+    ent = span_entries(geo, 2, 2, 150)
+    ranges = key_block_ranges(ent, 150, block)
+    for g in range(ranges.shape[0]):
+        bucket = (ent.key[g] >> ent.key_shift).tolist()
+        for blk in range(ranges.shape[1]):
+            for b, (start, stop) in enumerate(ranges[g, blk].tolist()):
+                assert all(bucket[i] == b for i in range(start, stop)), (g, blk, b)
+
+
+@pytest.mark.parametrize("len_kv", [1, 2, 3, 63, 64, 65, 127, 128, 2**27 - 1, 2**27])
+def test_unused_spans_sort_key_is_above_every_valid_key(len_kv):
+    """The key of an unused span is larger than the largest valid key (last bucket, first key len_kv - 1), also
+    where that first key fills every bit of its field, so that unused spans sort after every used one."""
+    shift, dtype, invalid = entries_mod.sort_key_layout(16, len_kv)
+    assert len_kv - 1 < 1 << shift
+    assert invalid > (15 << shift | (len_kv - 1))
+    assert invalid <= torch.iinfo(dtype).max
+
+
 def test_geometry_span_bounds_follow_the_semantics():
     """The entry lists take each span's keys from `slkernels.geometry.span_bounds` (the kernels' `span_range` is its
     copy, checked under the interpreter); here against the rule of docs/semantics.md written out span by span."""
@@ -134,3 +159,28 @@ def test_inference_chunks_bound_what_a_prefill_holds(length, batch, held, chunks
         assert rows % fn.CHUNK_ALIGN == 0 and batch * rows >= fn.INFERENCE_MIN_ROWS
         smallest = cdiv(cdiv(fn.INFERENCE_MIN_ROWS, batch), fn.CHUNK_ALIGN) * fn.CHUNK_ALIGN  # the floor on a chunk
         assert rows * (3 + 0.5) / length + held <= fn.INFERENCE_EXTRA or rows == smallest
+
+
+def test_inference_plan_counts_every_part_of_the_running_sums_as_held(monkeypatch):
+    """The span-mean running sums (hi and lo pairs, third parts and norms: 0.1885 of a bf16 output at 32 / 2 heads
+    of 128 columns) are held by every chunk of an inference forward, so at 1M rows they leave chunks of 61440 rows
+    (18 chunks); shapes only (the sums stood in for by empty arrays of their layout)."""
+    from slkernels.triton_ops import function as fn
+    from slkernels.triton_ops.prefix import KeyPrefix
+
+    def layout(k, first_real):
+        batch, heads, length, dim = k.shape
+        rows = (batch, heads, length + 1)
+        return KeyPrefix(torch.empty(*rows, 2, dim, dtype=torch.float16, device="meta"),
+                         torch.empty(batch, heads, device="meta"), torch.empty(batch, heads, dim, device="meta"),
+                         torch.empty(*rows, device="meta"), torch.empty(*rows, dim, dtype=torch.float16, device="meta"))
+
+    monkeypatch.setattr(fn, "key_prefix", layout)
+    length = 1 << 20
+    q = torch.empty(1, 32, length, 128, dtype=torch.bfloat16, device="meta")
+    k = torch.empty(1, 2, length, 128, dtype=torch.bfloat16, device="meta")
+    cfg = SuperlinearConfig.from_dict(dict(SMALL, search_key="span_mean"))
+    rows, prefix = fn.inference_plan(q, k, cfg, torch.zeros(1, dtype=torch.int64))
+    assert prefix is not None and rows == 61440
+    anchor_rows, none = fn.inference_plan(q, k, SuperlinearConfig.from_dict(SMALL), torch.zeros(1, dtype=torch.int64))
+    assert none is None and anchor_rows == fn.inference_chunk_rows(length, 3) > rows

@@ -64,6 +64,9 @@ CASES = {
     "mean_powers_apart": (dict(MEAN, search_power=0.6, span_power=0.4), 1, 4, 2, 47, 47, 16, 0, None, "float32",
                           True),
     "mean_window_zero": (dict(MEAN, sw_index=0), 1, 2, 1, 40, 40, 16, 0, None, "float32", True),
+    # rows in no order of position (a chunk's cache_position may list them so), with gradients: the backward's
+    # key-major passes search the window list by first key, so it is put in position order for them
+    "unordered_positions_with_grad": (SMALL, 2, 4, 2, 6, 45, 16, 3, (30, 7, 44, 12, 25, 40), "float32", True),
 }
 STRIDED = {"strided_custom_scale": 0.37, "mean_strided_custom_scale": 0.37}  # case -> softmax scale, transposed storage
 # Keys of a trained layer share a large common part; the span-mean cases add one (the kernels centre the sums).
@@ -155,7 +158,41 @@ def _worker() -> None:
     results["_block_ranges"] = _block_ranges_vs_torch(torch, SuperlinearConfig(**SMALL))
     results["_chunked_inference"] = _chunked_inference(torch)
     results["_graph_replay"] = _graph_replay(torch)
+    results["_q_search_gradient_alone"] = _q_search_gradient_alone(torch, SuperlinearConfig(**SMALL))
+    results["_gradient_dtypes"] = _gradient_dtypes(torch, SuperlinearConfig(**SMALL))
     print(json.dumps(results))
+
+
+def _q_search_gradient_alone(torch, cfg) -> float:
+    """Relative error of q_search's gradient against the reference's where q_search alone requires one (the search
+    key's projection trained with the rest frozen); inf where the output records no gradient."""
+    from slkernels import superlinear_attention
+
+    torch.manual_seed(14)
+    q, qs = (torch.randn(1, 2, 20, 16) for _ in range(2))
+    k, v = (torch.randn(1, 1, 20, 16) for _ in range(2))
+    g = torch.randn(1, 2, 20, 16)
+    grads = []
+    for backend in ("triton", "reference"):
+        leaf = qs.clone().requires_grad_()
+        out = superlinear_attention(q, k, v, leaf, cfg, backend=backend)
+        if not out.requires_grad:
+            return float("inf")
+        out.backward(g)
+        grads.append(leaf.grad.double())
+    return float((grads[0] - grads[1]).norm() / grads[1].norm())
+
+
+def _gradient_dtypes(torch, cfg) -> list[str]:
+    """The dtypes of `function.backward_pass`'s (dq, dk, dv, dq_search) on float16 inputs."""
+    from slkernels.triton_ops import function as fn
+
+    torch.manual_seed(15)
+    q, qs = (torch.randn(1, 2, 20, 16).half() for _ in range(2))
+    k, v = (torch.randn(1, 1, 20, 16).half() for _ in range(2))
+    pos, s0 = torch.arange(20), torch.zeros(1, dtype=torch.int64)
+    out, saved = fn.forward_pass(q, k, v, qs, cfg, pos, s0, 0.25, 20)
+    return [str(g.dtype) for g in fn.backward_pass(torch.randn_like(out), q, k, v, qs, saved, 0.25)]
 
 
 def _graph_replay(torch, keys=("anchor",)) -> dict[str, list]:
@@ -445,7 +482,8 @@ def _window_lists_vs_torch(torch, cfg) -> dict[str, int]:
 def _block_ranges_vs_torch(torch, cfg) -> dict[str, int]:
     """`block_ranges` (one launch) against `entries.key_block_ranges` (torch) per list and key-block size: the
     slices differ nowhere, and the period is each bucket's longest slice. Span lists with int32 and int64 sort keys
-    (some spans used, none), window lists, blocks of 5 and 64 keys (more than the keys)."""
+    (some spans used, none), window lists, blocks of 5, 64 (more than the keys) and 128 keys (past the largest first
+    key a span sort key holds: a bucket's slice must not reach into the next bucket)."""
     from slkernels.triton_ops import entries
     from slkernels.triton_ops.block_ranges import block_ranges
     from slkernels.triton_ops.entries import build_geometry, key_block_ranges, span_entries, window_entries
@@ -466,7 +504,7 @@ def _block_ranges_vs_torch(torch, cfg) -> dict[str, int]:
         entries.SHORT_KEY_SHIFT = short_shift
     wrong = {}
     for name, ent in lists.items():
-        for block in (5, 64):
+        for block in (5, 64, 128):
             ref = key_block_ranges(ent, length, block)
             got, period = block_ranges(ent, length, block)
             longest = (ref[..., 1] - ref[..., 0]).amax(dim=(0, 1)).to(torch.int32)
@@ -598,7 +636,7 @@ def test_one_pass_window_lists_match_torch(interpreted):
 
 def test_block_ranges_match_torch(interpreted):
     got = interpreted["_block_ranges"]
-    assert len(got) == 8 and not any(got.values()), got
+    assert len(got) == 12 and not any(got.values()), got
 
 
 @pytest.fixture(scope="module")
@@ -656,6 +694,16 @@ def test_decode_steps_replayed_on_a_static_cache_equal_the_plain_decode(interpre
 @pytest.mark.slow  # the span-mean key's decode steps: half a minute under the interpreter
 def test_span_mean_decode_steps_replayed_on_a_static_cache_equal_the_plain_decode(interpreted_slow):
     _assert_replays_equal_plain_decode(interpreted_slow["_graph_replay"], "span_mean")
+
+
+def test_q_search_alone_requiring_a_gradient_gets_the_references(interpreted):
+    """Only q_search requires a gradient: the call still records one (not the inference path) and it is the
+    reference's."""
+    assert interpreted["_q_search_gradient_alone"] < 1e-4
+
+
+def test_backward_gives_gradients_in_the_inputs_dtype(interpreted):
+    assert interpreted["_gradient_dtypes"] == ["torch.float16"] * 4
 
 
 def test_backend_registered(interpreted):
