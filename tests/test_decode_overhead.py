@@ -741,6 +741,66 @@ def test_a_grouped_window_takes_at_least_window_chunks_chunks(monkeypatch):
     assert decode._window_split(1023, target, block, True) == (8, 128)
 
 
+def test_a_search_piece_is_the_least_power_of_two_that_leaves_at_most_32_pieces():
+    """decode.search_piece where the piece doubles: 32 anchors a piece up to 32 * 32 anchors a row, then the least
+    power of two that leaves at most 32 pieces (1025 anchors: 64, 2049: 128)."""
+    from slkernels.triton_ops import decode
+
+    class Counted:  # all search_piece reads of the tables: a row's anchor count
+        def __init__(self, count):
+            self.count = count
+
+        def anchor_count(self, t_bound):
+            return self.count
+
+    got = {n: decode.search_piece(Counted(n), 1 << 20) for n in (0, 1, 1024, 1025, 2048, 2049, 4096, 4097)}
+    assert got == {0: 32, 1: 32, 1024: 32, 1025: 64, 2048: 64, 2049: 128, 4096: 128, 4097: 256}
+
+
+def test_a_span_of_exactly_order_from_chunks_chunks_runs_its_chunks_together(monkeypatch):
+    """decode.CHUNK_ORDER None: ORDER_FROM_CHUNKS (32) chunks a span is the first count that takes order 1."""
+    from slkernels.triton_ops import decode
+
+    monkeypatch.setattr(decode, "CHUNK_ORDER", None)
+    assert [decode._chunk_order(n) for n in (1, 31, 32, 33)] == [0, 0, 1, 1]
+
+
+def test_the_window_goes_by_query_row_from_exactly_groups_below_per_sm_span_programs_an_sm(monkeypatch):
+    """decode.WINDOW_GROUPS None, spans on the CUDA cores: grouped below GROUPS_BELOW_PER_SM (11) span programs per
+    SM, by query row at 11 per SM exactly (132 SMs: 1452 programs)."""
+    from slkernels.triton_ops import decode
+
+    gpu = torch.device("cuda", 0)
+    monkeypatch.setattr(decode, "sm_count", lambda device: 132)
+    monkeypatch.setattr(decode, "interpreting", lambda: False)
+    assert [decode._window_groups(n, 16, 128, gpu) for n in (1451, 1452)] == [True, False]
+
+
+def test_a_span_of_exactly_forty_blocks_keeps_chunks_of_six_blocks(monkeypatch):
+    """decode.SPAN_MIN_BLOCKS (6, 40): a span of 40 blocks of 16 keys (640 keys) is cut for SPAN_FILL into chunks of
+    six blocks (7 of 92 keys) like any longer one; at 39 blocks (624 keys) the cut stops at one block a chunk."""
+    from slkernels.triton_ops import decode
+
+    gpu = torch.device("cuda", 0)
+    monkeypatch.setattr(decode, "sm_count", lambda device: 132)
+    monkeypatch.setattr(decode, "interpreting", lambda: False)
+    assert decode._span_split(640, 256, 16, 96, gpu) == (7, 92)
+    assert decode._span_split(624, 256, 16, 96, gpu) == (13, 48)
+
+
+def test_hopper_and_later_gpus_have_programmatic_dependent_launch(monkeypatch):
+    """decode._has_pdl: compute capability 9.0 (Hopper) and later; an Ampere or Ada GPU (8.x) and the CPU not."""
+    from slkernels.triton_ops import decode
+
+    gpu = torch.device("cuda", 0)
+    found = {}
+    for cap in ((8, 0), (8, 9), (9, 0), (10, 0)):
+        monkeypatch.setattr(decode, "capability", lambda device, cap=cap: cap)
+        found[cap] = decode._has_pdl(gpu)
+    assert found == {(8, 0): False, (8, 9): False, (9, 0): True, (10, 0): True}
+    assert not decode._has_pdl(torch.device("cpu"))
+
+
 def test_a_window_longer_than_the_cache_is_cut_as_the_cache(stubbed, monkeypatch):
     """The window's chunks cover min(W, L_kv) keys, all a row can see: released (W = 2032) over a 100-key cache, 7
     chunks of 15 keys, not 16 of 127 of which 9 hold nothing. (With W in the tens of thousands, p = 1/3 and sw_index

@@ -147,6 +147,45 @@ def test_step_profile_counts_a_known_step():
     assert 0 < sum(op["ms"] for op in summary["top_host_ops"]) <= summary["wall_ms"]
 
 
+def test_step_profile_feeds_each_step_the_greedy_token_of_the_last_position():
+    """A step may return logits for several positions (a prefill's shape): the next step gets the argmax of the
+    last position's logits, not of the first."""
+    from slconvert.benchmark.step_profile import profile_steps
+
+    seen = []
+
+    def step(token, position):
+        seen.append((int(token), position))
+        logits = torch.zeros(1, 2, 5)
+        logits[0, 0, 1] = 1.0  # the first position prefers token 1
+        logits[0, 1, (position % 3) + 2] = 1.0  # the last one token 2, 3 or 4
+        return logits
+
+    summary, token, position = profile_steps(step, torch.zeros(1, 1, dtype=torch.long), 4, 3, torch.device("cpu"))
+    assert seen == [(0, 4), (3, 5), (4, 6)]
+    assert token.tolist() == [[2]] and position == 7
+
+
+def test_step_profile_lists_the_top_host_ops_most_expensive_first():
+    """With more distinct host operations a step than TOP_OPS, the summary keeps exactly TOP_OPS of them, in
+    decreasing host time."""
+    from slconvert.benchmark.step_profile import TOP_OPS, profile_steps
+
+    x = torch.rand(64, 64) + 0.5
+    ops = (torch.sin, torch.cos, torch.exp, torch.log, torch.tanh, torch.sigmoid, torch.sqrt, torch.abs, torch.neg,
+           torch.relu, torch.floor, torch.ceil, torch.round, torch.reciprocal, torch.square, torch.erf)
+    assert len(ops) > TOP_OPS
+
+    def step(token, position):
+        for op in ops:
+            op(x)
+        return torch.zeros(1, 1, 4)
+
+    summary, _, _ = profile_steps(step, torch.zeros(1, 1, dtype=torch.long), 0, 2, torch.device("cpu"))
+    times = [op["ms"] for op in summary["top_host_ops"]]
+    assert len(times) == TOP_OPS and times == sorted(times, reverse=True)
+
+
 def test_dense_switch_runs_stock_sdpa_and_no_superlinear_call(model, monkeypatch):
     """Dense mode calls slconvert's Superlinear kernel entry never and gives the source model's logits."""
     from transformers import AutoModelForCausalLM

@@ -256,6 +256,51 @@ def test_a_finished_run_without_checkpoints_points_out_of_the_circle(model, fini
     assert preflight(load_recipe(RECIPE, ["max_steps=3", *SMALL]), out, tmp_path / "further", False) is None
 
 
+def test_a_run_with_checkpoints_is_resumed_only_when_asked(model, finished, tmp_path):
+    """An output folder holding checkpoints is refused as not empty without --resume (never resumed unasked); with
+    --resume the checks hand back its newest checkpoint."""
+    out = _copy(finished, tmp_path)
+    recipe = load_recipe(RECIPE, ["max_steps=3", *SMALL])
+    with pytest.raises(SlconvertError, match="already exists and is not empty; pass --resume"):
+        preflight(recipe, model, out, False)
+    assert preflight(recipe, model, out, True) == latest_checkpoint(out) is not None
+
+
+def test_the_checks_before_loading_look_for_the_data_files(model, tmp_path):
+    """The checks that run before the model is loaded find the files data.text names: one that is not there is
+    refused by them, and the same list with the file written passes."""
+    data = tmp_path / "notes.txt"
+    recipe = load_recipe(RECIPE, [*SMALL, f"data.text=[{data}]"])
+    with pytest.raises(SlconvertError, match="does not exist"):
+        preflight(recipe, model, tmp_path / "run", False)
+    data.write_text("Some text.")
+    assert preflight(recipe, model, tmp_path / "run", False) is None
+
+
+def test_an_empty_output_folder_is_a_fresh_start(model, tmp_path):
+    """An output folder made ahead of the run and still empty passes the checks as a new one would; only a folder
+    with something in it is refused without --resume."""
+    out = tmp_path / "run"
+    out.mkdir()
+    recipe = load_recipe(RECIPE, SMALL)
+    assert preflight(recipe, model, out, False) is None
+    (out / "notes.txt").write_text("x")
+    with pytest.raises(SlconvertError, match="already exists and is not empty"):
+        preflight(recipe, model, out, False)
+
+
+def test_the_distillation_teacher_is_checked_only_when_distillation_is_on(model, tmp_path):
+    """distill_weight 0 needs no teacher, so its distill_teacher is never looked at; with a positive weight a folder
+    without config.json is refused as no checkpoint before any work."""
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "model.safetensors").write_bytes(b"")
+    overrides = [*SMALL, f"distill_teacher={teacher}"]
+    assert preflight(load_recipe(RECIPE, [*overrides, "distill_weight=0"]), model, tmp_path / "run", False) is None
+    with pytest.raises(SlconvertError, match=f"the distillation teacher {teacher} .* is not a checkpoint directory"):
+        preflight(load_recipe(RECIPE, [*overrides, "distill_weight=1"]), model, tmp_path / "run", False)
+
+
 def _failing_at(monkeypatch, failing_step: int, error: BaseException) -> None:
     real = loop.Trainer._step
 

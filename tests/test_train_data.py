@@ -244,6 +244,18 @@ def test_processes_share_the_global_batch(tokenizer):
     assert [first for first, _ in source.micro_batches(5, 1, 2)] == [1, 3]
 
 
+def test_markdown_and_restructured_text_are_read_as_text(tmp_path):
+    """Notes and documentation (.md, .rst) count as plain text beside .txt and .text, for training data and
+    haystacks alike; JSON lines count for training data only."""
+    from slconvert.tasks.haystack import FileHaystack
+
+    for name in ("notes.md", "guide.rst", "a.txt", "b.text", "c.jsonl"):
+        (tmp_path / name).write_text('{"text": "Some text."}')
+    assert sorted(p.name for p in find_text_files([tmp_path])) == ["a.txt", "b.text", "c.jsonl", "guide.rst",
+                                                                   "notes.md"]
+    assert sorted(p.name for p in FileHaystack([tmp_path]).files) == ["a.txt", "b.text", "guide.rst", "notes.md"]
+
+
 def test_text_files_are_one_list_for_training_and_evaluation(tmp_path):
     from slconvert.evaluation import perplexity
     from slconvert.tasks.haystack import FileHaystack

@@ -40,6 +40,9 @@ CASES = {
     "decode_rows_at_positions": (SMALL, 2, 4, 1, 3, 90, 16, 7, (10, 55, 89), "float32", False),
     # GQA 16:1 with left padding: a decode row and a chunk at its cache_position (with gradients)
     "decode_gqa16_padding": (SMALL, 2, 16, 1, 1, 90, 16, 7, None, "float32", False),
+    # GQA 1:1 decode: the window's chunks go by query row (no heads share them); in the second batch row (7 keys
+    # of left padding) row 3 is padding (zeros: no span, an empty window) and row 10's window (W = 8) stops at it
+    "decode_gqa1_rows_at_positions": (SMALL, 2, 2, 2, 4, 90, 16, 7, (3, 10, 24, 89), "float32", False),
     "chunk_gqa16_padding": (SMALL, 2, 16, 1, 20, 50, 16, 3, (30, 50), "float32", True),
     # a few rows (as many as a decode step takes) with gradients: the differentiable prefill path, not the decode's
     "few_rows_with_grad": (SMALL, 2, 4, 2, 3, 40, 16, 3, (20, 30, 39), "float32", True),
@@ -160,6 +163,9 @@ def _worker() -> None:
     results["_graph_replay"] = _graph_replay(torch)
     results["_q_search_gradient_alone"] = _q_search_gradient_alone(torch, SuperlinearConfig(**SMALL))
     results["_gradient_dtypes"] = _gradient_dtypes(torch, SuperlinearConfig(**SMALL))
+    results["_far_negative_scores"] = _decode_far_negative_scores(torch)
+    results["_empty_entry_in_a_tile"] = _empty_entry_in_a_tile(torch)
+    results["_weak_spans"] = _weak_spans(torch)
     print(json.dumps(results))
 
 
@@ -193,6 +199,72 @@ def _gradient_dtypes(torch, cfg) -> list[str]:
     pos, s0 = torch.arange(20), torch.zeros(1, dtype=torch.int64)
     out, saved = fn.forward_pass(q, k, v, qs, cfg, pos, s0, 0.25, 20)
     return [str(g.dtype) for g in fn.backward_pass(torch.randn_like(out), q, k, v, qs, saved, 0.25)]
+
+
+def _weak_spans(torch) -> float:
+    """Largest difference from the reference, over the largest output, of a prefill (no gradient, GQA 2:1, 40 rows)
+    whose keys score higher the later they come (half a unit of logit a key) and whose first 16 values lie near
+    1000: the spans of later rows fall far below their window in log-sum-exp (by more than 10), and their tiny
+    weights sigmoid(lse_s - lse_w) multiply large differences of values."""
+    from slkernels import SuperlinearConfig, superlinear_attention
+
+    torch.manual_seed(14)
+    length, scale = 40, 0.25
+    u = torch.nn.functional.normalize(torch.randn(16), dim=0)
+    q = (4.0 * u).expand(1, 2, length, 16).contiguous()  # q . k * scale = the key's coefficient along u
+    k = (0.5 * torch.arange(float(length))[:, None] * u + 0.05 * torch.randn(length, 16)).expand(1, 1, length, 16)
+    v = torch.randn(1, 1, length, 16)
+    v[:, :, :16] += 1000.0
+    qs = torch.randn(1, 2, length, 16)
+    with torch.no_grad():
+        out = superlinear_attention(q, k, v, qs, SuperlinearConfig(**SMALL), backend="triton", scale=scale)
+        ref = superlinear_attention(q, k, v, qs, SuperlinearConfig(**SMALL), backend="reference", scale=scale)
+    return float((out - ref).abs().max() / ref.abs().max())
+
+
+def _empty_entry_in_a_tile(torch) -> dict[str, float]:
+    """The entry kernel's span forward (`attend.run_entries`, MODE_FWD_SPAN) on one tile of 16 entries made by hand:
+    15 share keys 16..31 (one whole block of 16 keys, which needs no range mask for them) and one, row 5, is empty
+    (its first key 16 past its last, 15). The largest differences of the 15 from a float64 softmax over their keys
+    (outputs, log-sum-exps), and the empty entry's largest output and its log-sum-exp: it attends no key."""
+    from slkernels.triton_ops.attend import MODE_FWD_SPAN, run_entries
+    from slkernels.triton_ops.entries import EntryList
+
+    torch.manual_seed(13)
+    rows, length, dim, scale, empty = 16, 48, 16, 0.25, 5
+    q = torch.randn(1, 1, rows, dim)
+    k, v = torch.randn(1, 1, length, dim), torch.randn(1, 1, length, dim)
+    lo = torch.full((1, rows), 16, dtype=torch.int32)
+    hi = torch.full((1, rows), 31, dtype=torch.int32)
+    hi[0, empty] = 15
+    entries = EntryList(torch.arange(rows, dtype=torch.int32)[None], lo, hi, torch.tensor([rows], dtype=torch.int32),
+                        1, lo.to(torch.int64), [16])
+    span_o, lse = torch.zeros(rows, dim), torch.zeros(rows)
+    run_entries(MODE_FWD_SPAN, entries, q, k, v, scale, span_o=span_o, out_e=lse)
+    scores = q[0, 0].double() @ k[0, 0, 16:32].double().T * scale
+    want_o, want_lse = torch.softmax(scores, -1) @ v[0, 0, 16:32].double(), torch.logsumexp(scores, -1)
+    real = torch.arange(rows) != empty
+    return {"o": float((span_o.double() - want_o)[real].abs().max()),
+            "lse": float((lse.double() - want_lse)[real].abs().max()),
+            "empty_o": float(span_o[empty].abs().max()), "empty_lse": float(lse[empty])}
+
+
+def _decode_far_negative_scores(torch) -> float:
+    """Relative error against the reference of a decode step (GQA 2:1, one row) whose search scores all lie far
+    below zero, near -400: the search query points against the keys' large common direction. The gates are the
+    softmax of the row's top-k scores, which only a shift by the largest keeps from underflowing."""
+    from slkernels import SuperlinearConfig, superlinear_attention
+
+    torch.manual_seed(9)
+    u = torch.nn.functional.normalize(torch.randn(16), dim=0)
+    k = torch.randn(1, 1, 60, 16) + 20.0 * u
+    v = torch.randn(1, 1, 60, 16)
+    q, qs = torch.randn(1, 2, 1, 16), torch.randn(1, 2, 1, 16) - 20.0 * u
+    kw = dict(cache_position=torch.tensor([59]))
+    with torch.no_grad():
+        out = superlinear_attention(q, k, v, qs, SuperlinearConfig(**SMALL), backend="triton", **kw)
+        ref = superlinear_attention(q, k, v, qs, SuperlinearConfig(**SMALL), backend="reference", **kw)
+    return float((out - ref).norm() / ref.norm()) if torch.isfinite(out).all() else float("inf")
 
 
 def _graph_replay(torch, keys=("anchor",)) -> dict[str, list]:
@@ -704,6 +776,26 @@ def test_q_search_alone_requiring_a_gradient_gets_the_references(interpreted):
 
 def test_backward_gives_gradients_in_the_inputs_dtype(interpreted):
     assert interpreted["_gradient_dtypes"] == ["torch.float16"] * 4
+
+
+def test_decode_mixes_spans_whose_search_scores_all_lie_far_below_zero(interpreted):
+    """Search scores near -400 still gate the spans as the reference does (the gates' softmax shifted by the row's
+    largest score), not all to zero."""
+    assert interpreted["_far_negative_scores"] < 1e-4
+
+
+def test_an_empty_entry_attends_nothing_in_a_tile_of_shared_keys(interpreted):
+    """A tile whose other entries all cover one whole block of keys still masks that block for an empty entry
+    among them: its output is 0 and its log-sum-exp NEG_BIG (-1e30), while the others get their softmax."""
+    got = interpreted["_empty_entry_in_a_tile"]
+    assert got["o"] < 1e-5 and got["lse"] < 1e-5, got
+    assert got["empty_o"] == 0.0 and got["empty_lse"] <= -1e29, got
+
+
+def test_spans_far_below_their_window_add_almost_nothing(interpreted):
+    """A span whose log-sum-exp lies far below its row's window (more than 10) enters the output with the weight
+    sigmoid(lse_s - lse_w), below 5e-5 there: with values near 1000 on its keys, the output stays the reference's."""
+    assert interpreted["_weak_spans"] < 1e-5  # measured 2.4e-7, of the largest output
 
 
 def test_backend_registered(interpreted):
