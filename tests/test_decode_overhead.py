@@ -683,7 +683,18 @@ def test_program_order_follows_the_number_of_chunks(monkeypatch):
     assert decode._chunk_order(65) == 0
 
 
-def test_short_contexts_cut_spans_finer_and_group_the_window_until_the_spans_fill_the_gpu(monkeypatch):
+@pytest.fixture
+def gpu_of_132_sms(monkeypatch):
+    """A CUDA device as decode's tiling rules see it on an H100 or H200 (132 SMs, compiled kernels), for rules that
+    run on the host alone."""
+    from slkernels.triton_ops import decode
+
+    monkeypatch.setattr(decode, "sm_count", lambda device: 132)
+    monkeypatch.setattr(decode, "interpreting", lambda: False)
+    return torch.device("cuda", 0)
+
+
+def test_short_contexts_cut_spans_finer_and_group_the_window_until_the_spans_fill_the_gpu(monkeypatch, gpu_of_132_sms):
     """decode.SPAN_FILL: on a GPU of 132 SMs, released, one row of 32 query heads (96 spans): at 16K the spans' 4
     chunks of DECODE_TILE's length become 14 (10 programs per SM at least), or 9 of six blocks where
     SPAN_MIN_BLOCKS (6, 40) keeps a long span's chunks at six blocks (16K released: 53; balanced 64K's 33-block
@@ -694,9 +705,7 @@ def test_short_contexts_cut_spans_finer_and_group_the_window_until_the_spans_fil
     (and under the interpreter) SPAN_FILL does not apply and the window is grouped wherever those two allow."""
     from slkernels.triton_ops import decode
 
-    cfg, gpu = SuperlinearConfig.released(), torch.device("cuda", 0)
-    monkeypatch.setattr(decode, "sm_count", lambda device: 132)
-    monkeypatch.setattr(decode, "interpreting", lambda: False)
+    cfg, gpu = SuperlinearConfig.released(), gpu_of_132_sms
     target = decode.DECODE_TILE[0]
     splits = {n: decode._span_split(geometry.geometry_tables(cfg, n).span_length(n), target, 16, 96, gpu)
               for n in (16384, 1 << 20)}
@@ -765,27 +774,21 @@ def test_a_span_of_exactly_order_from_chunks_chunks_runs_its_chunks_together(mon
     assert [decode._chunk_order(n) for n in (1, 31, 32, 33)] == [0, 0, 1, 1]
 
 
-def test_the_window_goes_by_query_row_from_exactly_groups_below_per_sm_span_programs_an_sm(monkeypatch):
+def test_the_window_goes_by_query_row_from_exactly_groups_below_per_sm_span_programs_an_sm(gpu_of_132_sms):
     """decode.WINDOW_GROUPS None, spans on the CUDA cores: grouped below GROUPS_BELOW_PER_SM (11) span programs per
     SM, by query row at 11 per SM exactly (132 SMs: 1452 programs)."""
     from slkernels.triton_ops import decode
 
-    gpu = torch.device("cuda", 0)
-    monkeypatch.setattr(decode, "sm_count", lambda device: 132)
-    monkeypatch.setattr(decode, "interpreting", lambda: False)
-    assert [decode._window_groups(n, 16, 128, gpu) for n in (1451, 1452)] == [True, False]
+    assert [decode._window_groups(n, 16, 128, gpu_of_132_sms) for n in (1451, 1452)] == [True, False]
 
 
-def test_a_span_of_exactly_forty_blocks_keeps_chunks_of_six_blocks(monkeypatch):
+def test_a_span_of_exactly_forty_blocks_keeps_chunks_of_six_blocks(gpu_of_132_sms):
     """decode.SPAN_MIN_BLOCKS (6, 40): a span of 40 blocks of 16 keys (640 keys) is cut for SPAN_FILL into chunks of
     six blocks (7 of 92 keys) like any longer one; at 39 blocks (624 keys) the cut stops at one block a chunk."""
     from slkernels.triton_ops import decode
 
-    gpu = torch.device("cuda", 0)
-    monkeypatch.setattr(decode, "sm_count", lambda device: 132)
-    monkeypatch.setattr(decode, "interpreting", lambda: False)
-    assert decode._span_split(640, 256, 16, 96, gpu) == (7, 92)
-    assert decode._span_split(624, 256, 16, 96, gpu) == (13, 48)
+    assert decode._span_split(640, 256, 16, 96, gpu_of_132_sms) == (7, 92)
+    assert decode._span_split(624, 256, 16, 96, gpu_of_132_sms) == (13, 48)
 
 
 def test_hopper_and_later_gpus_have_programmatic_dependent_launch(monkeypatch):
@@ -847,7 +850,6 @@ def test_host_time_benchmark_times_each_launch_and_refuses_cuda_without_a_gpu():
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match="^error: --cuda needs a CUDA GPU"):
             bench.main(["--cuda"])
-
 
 
 def test_decode_sweeps_of_the_profiler_have_the_shape_of_the_settings_they_replace():
@@ -974,6 +976,7 @@ def test_direct_launch_probe_passes_every_argument_in_order_and_relaunches_only_
     launch[(4,)](x, 5, 0.5, FLAG=True, num_warps=8)  # other launch options
     assert len(through) == 4 and len(direct) == 1
     assert launch.calls == 5 and launch.direct == 1
+
 
 if __name__ == "__main__" and "--worker" in sys.argv:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -201,13 +201,20 @@ def _gradient_dtypes(torch, cfg) -> list[str]:
     return [str(g.dtype) for g in fn.backward_pass(torch.randn_like(out), q, k, v, qs, saved, 0.25)]
 
 
+def _kernels_and_reference(torch, q, k, v, qs, **kw):
+    """One call without gradients on the Triton kernels and on the reference, in the SMALL setting."""
+    from slkernels import SuperlinearConfig, superlinear_attention
+
+    with torch.no_grad():
+        return tuple(superlinear_attention(q, k, v, qs, SuperlinearConfig(**SMALL), backend=backend, **kw)
+                     for backend in ("triton", "reference"))
+
+
 def _weak_spans(torch) -> float:
     """Largest difference from the reference, over the largest output, of a prefill (no gradient, GQA 2:1, 40 rows)
     whose keys score higher the later they come (half a unit of logit a key) and whose first 16 values lie near
     1000: the spans of later rows fall far below their window in log-sum-exp (by more than 10), and their tiny
     weights sigmoid(lse_s - lse_w) multiply large differences of values."""
-    from slkernels import SuperlinearConfig, superlinear_attention
-
     torch.manual_seed(14)
     length, scale = 40, 0.25
     u = torch.nn.functional.normalize(torch.randn(16), dim=0)
@@ -216,9 +223,7 @@ def _weak_spans(torch) -> float:
     v = torch.randn(1, 1, length, 16)
     v[:, :, :16] += 1000.0
     qs = torch.randn(1, 2, length, 16)
-    with torch.no_grad():
-        out = superlinear_attention(q, k, v, qs, SuperlinearConfig(**SMALL), backend="triton", scale=scale)
-        ref = superlinear_attention(q, k, v, qs, SuperlinearConfig(**SMALL), backend="reference", scale=scale)
+    out, ref = _kernels_and_reference(torch, q, k, v, qs, scale=scale)
     return float((out - ref).abs().max() / ref.abs().max())
 
 
@@ -253,17 +258,12 @@ def _decode_far_negative_scores(torch) -> float:
     """Relative error against the reference of a decode step (GQA 2:1, one row) whose search scores all lie far
     below zero, near -400: the search query points against the keys' large common direction. The gates are the
     softmax of the row's top-k scores, which only a shift by the largest keeps from underflowing."""
-    from slkernels import SuperlinearConfig, superlinear_attention
-
     torch.manual_seed(9)
     u = torch.nn.functional.normalize(torch.randn(16), dim=0)
     k = torch.randn(1, 1, 60, 16) + 20.0 * u
     v = torch.randn(1, 1, 60, 16)
     q, qs = torch.randn(1, 2, 1, 16), torch.randn(1, 2, 1, 16) - 20.0 * u
-    kw = dict(cache_position=torch.tensor([59]))
-    with torch.no_grad():
-        out = superlinear_attention(q, k, v, qs, SuperlinearConfig(**SMALL), backend="triton", **kw)
-        ref = superlinear_attention(q, k, v, qs, SuperlinearConfig(**SMALL), backend="reference", **kw)
+    out, ref = _kernels_and_reference(torch, q, k, v, qs, cache_position=torch.tensor([59]))
     return float((out - ref).norm() / ref.norm()) if torch.isfinite(out).all() else float("inf")
 
 
